@@ -1,0 +1,17 @@
+# External libraries, all from Debian 12 packages (deps/debian-packages.txt).
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+pkg_check_modules(LIBUV REQUIRED IMPORTED_TARGET libuv)
+pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
+pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
+pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
+pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl)
+pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
+pkg_check_modules(CMOCKA REQUIRED IMPORTED_TARGET cmocka)
+pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
+# http-parser ships no .pc file.
+find_path(HTTP_PARSER_INCLUDE http_parser.h REQUIRED)
+find_library(HTTP_PARSER_LIB http_parser REQUIRED)
+add_library(http_parser INTERFACE)
+target_include_directories(http_parser INTERFACE ${HTTP_PARSER_INCLUDE})
+target_link_libraries(http_parser INTERFACE ${HTTP_PARSER_LIB})

@@ -1,0 +1,22 @@
+/*
+ * cmd.h - subcommands of the `ron` binary. Each takes argc/argv starting at
+ * its own name and returns the process exit code: 0 success, 1 operation
+ * failed (one-line reason on stderr), 2 bad usage or bad input.
+ */
+#ifndef RON_CMD_H
+#define RON_CMD_H
+
+enum { RON_EXIT_OK = 0, RON_EXIT_FAIL = 1, RON_EXIT_USAGE = 2 };
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} ron_cmd_t;
+
+int cmd_version(int argc, char **argv);
+
+/* Print "ron: <msg>" to stderr and return code. */
+int ron_cmd_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

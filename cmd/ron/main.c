@@ -1,0 +1,65 @@
+/*
+ * main.c - the `ron` command: dispatch to a subcommand (DESIGN.md §11).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "ron_build_info.h"
+
+static const ron_cmd_t commands[] = {
+    {"version", cmd_version, "print version, commit and build type"},
+};
+
+int
+ron_cmd_fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("ron: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return code;
+}
+
+static void
+usage(FILE *out)
+{
+    fprintf(out, "usage: ron <command> [args]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n`ron <command> --help` describes one command.\n"
+                 "Exit codes: 0 success, 1 operation failed, 2 bad usage or input.\n");
+}
+
+int
+cmd_version(int argc, char **argv)
+{
+    (void)argc, (void)argv;
+    printf("ron %s (commit %s, %s build)\n", RON_VERSION_STRING, RON_GIT_COMMIT, RON_BUILD_TYPE);
+    return RON_EXIT_OK;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return RON_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return RON_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "ron: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return RON_EXIT_USAGE;
+}

@@ -1,0 +1,49 @@
+/*
+ * ron_err.h - error codes shared by every component.
+ * A function that can fail returns 0 or a negative code: system errors are
+ * -errno (so libuv results pass through unchanged), project errors are the
+ * RON_E* values below -1000. ron_strerror() names either kind.
+ */
+#ifndef RON_ERR_H
+#define RON_ERR_H
+
+#define RON_ERRNO_MAP(X)                                                        \
+    X(RON_EAGAIN,    -1001, "incomplete input: need more bytes")                \
+    X(RON_EPROTO,    -1002, "protocol error")                                   \
+    X(RON_ETOOBIG,   -1003, "too large")                                        \
+    X(RON_EFLOOD,    -1004, "peer exceeded a queue or rate limit")              \
+    X(RON_EBUSY,     -1005, "busy: capacity exhausted")                         \
+    X(RON_ETIMEOUT,  -1006, "deadline expired")                                 \
+    X(RON_ECLOSED,   -1007, "closed")                                           \
+    X(RON_EAUTH,     -1008, "authentication failed")                            \
+    X(RON_ETLS,      -1009, "TLS error")                                        \
+    X(RON_ECONFIG,   -1010, "invalid configuration")                            \
+    X(RON_ENOTFOUND, -1011, "not found")                                        \
+    X(RON_EBOMB,     -1012, "decompressed size exceeds its bound")              \
+    X(RON_EVERSION,  -1013, "unsupported protocol version")                     \
+    X(RON_EFLAGS,    -1014, "reserved flag bits set")                           \
+    X(RON_ECAPSTART, -1015, "capability on a frame without START")              \
+    X(RON_EJSON,     -1016, "malformed JSON")                                   \
+    X(RON_ESHUTDOWN, -1017, "shutting down")                                    \
+    X(RON_EDIGEST,   -1018, "bytes do not match their address")                \
+    X(RON_EUNAVAIL,  -1019, "peer unavailable")                                 \
+    X(RON_ECREDIT,   -1020, "flow-control credit violated")                     \
+    X(RON_ELENGTH,   -1021, "frame length field out of range")                  \
+    X(RON_ECOMPRESS, -1022, "malformed compressed payload")                     \
+    X(RON_ESTREAM,   -1023, "stream state violation")                           \
+    X(RON_ESTORE,    -1024, "storage engine error")                             \
+    X(RON_EINVAL,    -1025, "invalid argument")
+
+enum {
+#define RON_ERR_ENUM(name, val, msg) name = (val),
+    RON_ERRNO_MAP(RON_ERR_ENUM)
+#undef RON_ERR_ENUM
+};
+
+/* Describe rc (a -errno or a RON_E* code). Never returns NULL. */
+const char *ron_strerror(int rc);
+
+/* Short stable name of rc ("RON_EPROTO", "ENOENT") for logs and metrics labels. */
+const char *ron_errname(int rc);
+
+#endif
