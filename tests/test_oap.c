@@ -589,6 +589,58 @@ test_oap_decoder_max_frame_only_goes_down(void **state)
     oap_decoder_close(&d);
 }
 
+static void
+test_oap_decoder_yields_good_frames_before_a_bad_one(void **state)
+{
+    (void)state;
+    uint8_t s[256], bad[OAP_HDR_LEN];
+    size_t n = vec_stream(s);
+    oap_decoder_t d;
+    oap_frame_t f;
+
+    hdr_template(bad);
+    bad[6] = 0x01; /* reserved bit 8 */
+    memcpy(s + n, bad, sizeof bad);
+    oap_decoder_init(&d, OAP_MAX_FRAME);
+    assert_int_equal(oap_decoder_feed(&d, s, n + sizeof bad), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(oap_decoder_next(&d, &f), 0);
+    assert_int_equal(oap_decoder_next(&d, &f), RON_EFLAGS);
+    assert_int_equal(oap_decoder_next(&d, &f), RON_EFLAGS);
+    oap_decoder_close(&d);
+}
+
+static void
+test_oap_decoder_same_frames_for_every_split_point(void **state)
+{
+    (void)state;
+    uint8_t s[256];
+    size_t n = vec_stream(s);
+    for (size_t a = 0; a <= n; a++) {
+        for (size_t b = a; b <= n; b += 7) {
+            oap_decoder_t d;
+            oap_frame_t f;
+            uint32_t lens[3];
+            int got = 0, rc;
+            const size_t cuts[4] = {0, a, b, n};
+            oap_decoder_init(&d, OAP_MAX_FRAME);
+            for (int c = 0; c < 3; c++) {
+                assert_int_equal(oap_decoder_feed(&d, s + cuts[c], cuts[c + 1] - cuts[c]), 0);
+                while ((rc = oap_decoder_next(&d, &f)) == 0) {
+                    assert_true(got < 3);
+                    lens[got++] = f.len;
+                }
+                assert_int_equal(rc, RON_EAGAIN);
+            }
+            assert_int_equal(got, 3);
+            assert_int_equal(lens[0], 48);
+            assert_int_equal(lens[1], 43);
+            assert_int_equal(lens[2], 38);
+            oap_decoder_close(&d);
+        }
+    }
+}
+
 /* ---- property: random frames round-trip through any chunking ---- */
 
 typedef struct {
@@ -1499,6 +1551,8 @@ main(void)
         cmocka_unit_test(test_oap_decoder_yields_same_frames_fed_byte_by_byte),
         cmocka_unit_test(test_oap_decoder_yields_many_frames_fed_at_once),
         cmocka_unit_test(test_oap_decoder_rejects_bad_header_before_its_body_arrives),
+        cmocka_unit_test(test_oap_decoder_yields_good_frames_before_a_bad_one),
+        cmocka_unit_test(test_oap_decoder_same_frames_for_every_split_point),
         cmocka_unit_test(test_oap_decoder_reports_each_reject_code),
         cmocka_unit_test(test_oap_decoder_payload_is_a_view_into_its_buffer),
         cmocka_unit_test(test_oap_decoder_refuses_to_buffer_past_one_frame_plus_chunk),
