@@ -937,6 +937,33 @@ test_oap_inflate_refuses_window_larger_than_bound(void **state)
     assert_int_equal(oap_inflate(&f, OAP_MAX_FRAME, &out, &olen), RON_EBOMB);
 }
 
+static void
+test_oap_inflate_joins_concatenated_zstd_frames(void **state)
+{
+    (void)state;
+    uint8_t *a, *b, *cat, *out;
+    size_t al, bl, olen;
+    oap_frame_t f;
+    assert_int_equal(oap_deflate((const uint8_t *)"first-", 6, 1, &a, &al), 0);
+    assert_int_equal(oap_deflate((const uint8_t *)"second", 6, 1, &b, &bl), 0);
+    cat = malloc(al + bl);
+    memcpy(cat, a, al);
+    memcpy(cat + al, b, bl);
+    memset(&f, 0, sizeof f);
+    f.flags = OAP_F_RESP | OAP_F_COMP;
+    f.payload = cat;
+    f.payload_len = al + bl;
+    assert_int_equal(oap_inflate(&f, OAP_MAX_FRAME, &out, &olen), 0);
+    assert_int_equal(olen, 12);
+    assert_memory_equal(out, "first-second", 12);
+    free(out);
+    f.payload_len = al + bl - 1; /* the second frame cut short */
+    assert_int_equal(oap_inflate(&f, OAP_MAX_FRAME, &out, &olen), RON_ECOMPRESS);
+    free(a);
+    free(b);
+    free(cat);
+}
+
 /* ---- errors and names ---- */
 
 static void
@@ -1563,6 +1590,7 @@ main(void)
         cmocka_unit_test(test_oap_inflate_accepts_exactly_the_bound_and_refuses_one_more_byte),
         cmocka_unit_test(test_oap_inflate_rejects_malformed_and_truncated_data),
         cmocka_unit_test(test_oap_inflate_refuses_window_larger_than_bound),
+        cmocka_unit_test(test_oap_inflate_joins_concatenated_zstd_frames),
         cmocka_unit_test(test_oap_maps_codec_errors_to_envelope_status),
         cmocka_unit_test(test_oap_names_flags),
         cmocka_unit_test(test_oap_flags_parse_from_names),
