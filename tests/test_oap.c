@@ -641,6 +641,58 @@ test_oap_decoder_same_frames_for_every_split_point(void **state)
     }
 }
 
+static void
+test_oap_decoder_streams_large_frames_within_its_bound(void **state)
+{
+    (void)state;
+    /* Mixed sizes, so the decoder both grows and moves partial frames. */
+    static const size_t plen[] = {40000, OAP_MAX_FRAME - OAP_HDR_LEN, 300000, 5,
+                                  OAP_MAX_FRAME - OAP_HDR_LEN, 65536, 1};
+    enum { N = sizeof plen / sizeof plen[0] };
+    size_t len = 0, pos = 0, off = 0;
+    uint8_t *stream, *data = malloc(OAP_MAX_FRAME);
+    oap_decoder_t d;
+    oap_frame_t f;
+    int got = 0;
+
+    for (size_t i = 0; i < OAP_MAX_FRAME; i++)
+        data[i] = (uint8_t)(i * 7 + 3);
+    for (int i = 0; i < N; i++)
+        len += OAP_HDR_LEN + plen[i];
+    stream = malloc(len);
+    for (int i = 0; i < N; i++) {
+        memset(&f, 0, sizeof f);
+        f.flags = OAP_F_RESP;
+        f.corr_id = (uint64_t)i;
+        f.payload = data;
+        f.payload_len = plen[i];
+        ssize_t n = oap_frame_encode(&f, OAP_MAX_FRAME, stream + off, len - off);
+        assert_int_equal(n, OAP_HDR_LEN + plen[i]);
+        off += (size_t)n;
+    }
+    oap_decoder_init(&d, OAP_MAX_FRAME);
+    while (pos < len) {
+        size_t avail;
+        uint8_t *p = oap_decoder_reserve(&d, OAP_CHUNK, &avail);
+        assert_non_null(p);
+        size_t k = RON_MIN(RON_MIN(avail, (size_t)OAP_CHUNK), len - pos);
+        memcpy(p, stream + pos, k);
+        oap_decoder_commit(&d, k);
+        pos += k;
+        while (oap_decoder_next(&d, &f) == 0) {
+            assert_true(f.corr_id == (uint64_t)got);
+            assert_int_equal(f.payload_len, plen[got]);
+            assert_memory_equal(f.payload, data, plen[got]);
+            got++;
+        }
+        assert_true(d.cap <= OAP_MAX_FRAME + OAP_CHUNK);
+    }
+    assert_int_equal(got, N);
+    oap_decoder_close(&d);
+    free(stream);
+    free(data);
+}
+
 /* ---- property: random frames round-trip through any chunking ---- */
 
 typedef struct {
@@ -1499,8 +1551,8 @@ test_oap_stream_table_matches_reference_under_churn(void **state)
     memset(open_ref, 0, sizeof open_ref);
     oap_streams_init(&t, MAXI, 4);
     for (int step = 0; step < 20000; step++) {
-        uint64_t id = rng_below(IDS) * 0x100000000ULL; /* colliding low bits */
-        int idx = (int)(id >> 32);
+        int idx = (int)rng_below(IDS);
+        uint64_t id = idx % 2 ? (uint64_t)idx : (uint64_t)idx << 32; /* small and shifted ids */
         bool mine = rng_below(2);
         oap_frame_t f;
         int rc;
@@ -1517,23 +1569,24 @@ test_oap_stream_table_matches_reference_under_churn(void **state)
                 open_ref[idx][mine] = true;
                 n_ref[mine]++;
             }
+        } else if (rng_below(4) == 0) {
+            oap_streams_remove(&t, id, mine); /* aborted, e.g. after an error */
+            open_ref[idx][mine] = false;
+            n_ref[mine]--;
         } else {
             f = sf(REQ | END, id);
             rc = mine ? oap_streams_send(&t, &f) : oap_streams_recv(&t, &f);
-            if (rc == RON_EAGAIN || rc == RON_ECREDIT) {
-                oap_streams_remove(&t, id, mine); /* out of credit: abort it */
-            } else {
-                assert_int_equal(rc, 0);
-                f = sf(RESP | END, id);
-                rc = mine ? oap_streams_recv(&t, &f) : oap_streams_send(&t, &f);
-                assert_int_equal(rc, 0);
-            }
+            assert_int_equal(rc, 0);
+            f = sf(RESP | END, id);
+            rc = mine ? oap_streams_recv(&t, &f) : oap_streams_send(&t, &f);
+            assert_int_equal(rc, 0);
             open_ref[idx][mine] = false;
             n_ref[mine]--;
         }
         for (int k = 0; k < IDS; k++)
             for (int m = 0; m < 2; m++)
-                if ((oap_streams_find(&t, (uint64_t)k << 32, m) != NULL) != open_ref[k][m])
+                if ((oap_streams_find(&t, k % 2 ? (uint64_t)k : (uint64_t)k << 32, m) != NULL) !=
+                    open_ref[k][m])
                     fail_msg("step %d: table disagrees on %d/%d (seed %llu)", step, k, m,
                              (unsigned long long)seed);
         assert_int_equal(t.n_mine, n_ref[1]);
@@ -1580,6 +1633,7 @@ main(void)
         cmocka_unit_test(test_oap_decoder_rejects_bad_header_before_its_body_arrives),
         cmocka_unit_test(test_oap_decoder_yields_good_frames_before_a_bad_one),
         cmocka_unit_test(test_oap_decoder_same_frames_for_every_split_point),
+        cmocka_unit_test(test_oap_decoder_streams_large_frames_within_its_bound),
         cmocka_unit_test(test_oap_decoder_reports_each_reject_code),
         cmocka_unit_test(test_oap_decoder_payload_is_a_view_into_its_buffer),
         cmocka_unit_test(test_oap_decoder_refuses_to_buffer_past_one_frame_plus_chunk),
