@@ -1384,6 +1384,14 @@ test_oap_stream_rejects_state_violations(void **state)
     assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* both roles */
     f = sf(END, 5);
     assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* no role */
+    f = sf(OAP_F_EVENT | END, 5);
+    assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* an event cannot end a stream */
+    f = sf(OAP_F_EVENT, 77); /* a standalone event belongs to no stream */
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
+    assert_int_equal(oap_streams_send(&t, &f), 0);
+    assert_null(oap_streams_find(&t, 77, false));
+    f = sf(OAP_F_EVENT | OAP_F_ACK_REQ, 77);
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
     f = sf(REQ | END, 5);
     assert_int_equal(oap_streams_recv(&t, &f), 0);
     f = sf(REQ, 5);

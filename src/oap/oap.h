@@ -319,7 +319,8 @@ void oap_streams_close(oap_streams_t *t);
  * started or whose direction has ended, RESP|START, or a frame with neither
  * or both of REQ and RESP; RON_ECREDIT when the peer sent without credit or
  * granted more than OAP_MAX_SEND_CREDIT. Frames with app_proto_id 0 other than
- * credit frames (HELLO, PING, GOODBYE) are not stream frames and return 0.
+ * credit frames (HELLO, PING, GOODBYE), and standalone events (EVENT without
+ * REQ, RESP, START or END: fire-and-forget), are not stream frames: 0.
  */
 int oap_streams_recv(oap_streams_t *t, const oap_frame_t *f);
 enum { OAP_STREAM_CONTROL = 1 };
