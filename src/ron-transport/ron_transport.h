@@ -228,13 +228,17 @@ int tx_respond_error(tx_request_t *req, int status, const char *message, const c
  *
  * tx_respond_start sends the head (content_length >= 0: Content-Length;
  * -1: chunked for HTTP/1.1, close-delimited for HTTP/1.0). Then
- * tx_respond_write queues data (borrowed until done runs, exactly once, with
- * 0 or an error once the connection is gone); it returns RON_EAGAIN without
- * queueing when the connection's output holds TX_MAX_WRITE_QUEUE bytes or
- * more: wait for the drain callback, which runs when the queue falls below
- * half of that. tx_respond_end finishes the body and frees req.
- * Return 0 or RON_ECLOSED (connection gone; still call tx_respond_end),
- * RON_EINVAL (more bytes than Content-Length, or not started).
+ * tx_respond_write queues data without copying it: data is borrowed until
+ * done (may be NULL) runs, exactly once, on a later loop turn or from
+ * tx_respond_end, with 0 when written or RON_ECLOSED. It returns RON_EAGAIN
+ * without queueing when the connection's output holds TX_MAX_WRITE_QUEUE
+ * bytes or more: wait for drain, which runs once the queue falls below half
+ * of that, or once when the connection goes away (the next write then says
+ * RON_ECLOSED). tx_respond_end finishes the body and frees req; a body
+ * shorter than its Content-Length closes the connection after it.
+ * Each returns 0, RON_EAGAIN (write only), RON_ECLOSED (connection gone;
+ * done is not called; still call tx_respond_end) or RON_EINVAL (more bytes
+ * than Content-Length, or not started).
  */
 typedef void (*tx_write_done_fn)(int status, void *arg);
 typedef void (*tx_drain_fn)(tx_request_t *req, void *arg);

@@ -9,6 +9,12 @@
  * read cannot make us buffer more than that plus one answer; every phase has
  * a deadline (header, body, idle, write), and one lazily re-armed timer
  * enforces the earliest. The memory is freed in the last close callback.
+ * Later protocols plug in here, not in tx_http1.c: TLS wraps the bytes
+ * between the socket and tx_conn_parse; an HTTP/2 connection is recognised
+ * by its 24-byte preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") before any byte
+ * reaches http-parser (which rejects it) and handed to nghttp2 with the same
+ * limits, timers and write path; a WebSocket upgrade leaves the HTTP/1.1
+ * parser once its request is answered.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -603,6 +609,8 @@ tx__conn_close(tx_conn_t *c)
         }
         if (r->state == TX_REQ_ANSWERED || r->state == TX_REQ_ENDED)
             tx__request_free(r); /* otherwise the app still holds it and frees it on answer */
+        else if (r->state == TX_REQ_STREAMING && r->want_drain && r->drain != NULL)
+            r->drain(r, r->drain_arg); /* waiting for room: its next write says RON_ECLOSED */
     }
     c->head = c->tail = NULL;
     c->depth = 0;
