@@ -797,6 +797,34 @@ out:
 }
 
 static void
+cl_silent(fx_t *f)
+{
+    int fd = cl_connect(f);
+    uint64_t t0 = ron_now_ms();
+
+    f->ok = 1;
+    CL_CHECK(f, fd >= 0);
+    CL_CHECK(f, cl_sees_close(fd));
+    CL_CHECK(f, ron_now_ms() - t0 >= 250 && ron_now_ms() - t0 < 1500);
+out:
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_connection_that_sends_nothing_is_closed_at_header_timeout(void **state)
+{
+    fx_t f = {0};
+    tx_config_t c = test_cfg();
+    (void)state;
+    c.header_timeout_ms = 300;
+    c.idle_timeout_ms = 60000; /* not the idle knob: a new connection owes its headers */
+    fx_run(&f, &c, "127.0.0.1:0", cl_silent);
+    fx_expect_ok(&f);
+    assert_int_equal(fx_last_stats.rejects[TX_REJECT_HEADER_TIMEOUT], 1);
+}
+
+static void
 test_idle_keepalive_connection_is_closed(void **state)
 {
     fx_t f = {0};
@@ -1263,6 +1291,24 @@ test_envelope_has_spec_fields_and_escapes_text(void **state)
 }
 
 static void
+test_response_head_drops_split_headers_and_omits_length_on_204(void **state)
+{
+    tx_buf_t b = {0};
+    tx_header_t h[] = {{"X-Ok", "fine"}, {"X-Evil", "a\r\nSet-Cookie: x=1"}, {"Bad:Name", "v"}};
+    (void)state;
+    tx__http1_head(&b, 1, 200, h, 3, 5, true, 42, NULL);
+    tx__buf_append(&b, "", 1);
+    assert_string_equal((char *)b.p, "HTTP/1.1 200 OK\r\nX-Corr-Id: 42\r\nX-Ok: fine\r\n"
+                                     "Content-Length: 5\r\n\r\n");
+    b.len = 0;
+    tx__http1_head(&b, 0, 204, NULL, 0, 0, false, 1, NULL);
+    tx__buf_append(&b, "", 1);
+    assert_string_equal((char *)b.p, "HTTP/1.1 204 No Content\r\nX-Corr-Id: 1\r\n"
+                                     "Connection: close\r\n\r\n");
+    tx__buf_free(&b);
+}
+
+static void
 test_token_bucket_refills_at_rate_and_table_stays_bounded(void **state)
 {
     tx_limits_t l;
@@ -1329,6 +1375,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_envelope_has_spec_fields_and_escapes_text),
+        cmocka_unit_test(test_response_head_drops_split_headers_and_omits_length_on_204),
         cmocka_unit_test(test_token_bucket_refills_at_rate_and_table_stays_bounded),
         cmocka_unit_test(test_decode_refuses_past_limit_and_corrupt_input),
         cmocka_unit_test(test_keepalive_serves_several_requests_on_one_connection),
@@ -1342,6 +1389,7 @@ main(void)
         cmocka_unit_test(test_requests_past_max_inflight_get_503),
         cmocka_unit_test(test_slowloris_is_closed_at_header_timeout),
         cmocka_unit_test(test_body_not_sent_in_time_gets_408_and_close),
+        cmocka_unit_test(test_connection_that_sends_nothing_is_closed_at_header_timeout),
         cmocka_unit_test(test_idle_keepalive_connection_is_closed),
         cmocka_unit_test(test_ipv6_listener_serves_requests),
         cmocka_unit_test(test_zstd_bomb_gets_413_compression_bomb),

@@ -33,7 +33,7 @@
 #define TX_DEFAULT_MAX_INFLIGHT 512          /* requests handed to the app, not answered */
 #define TX_DEFAULT_RATE_RPS 500              /* token bucket refill per source IP */
 #define TX_DEFAULT_RATE_BURST 500            /* token bucket depth per source IP */
-#define TX_DEFAULT_HEADER_TIMEOUT_MS 5000    /* first byte of a request -> end of headers */
+#define TX_DEFAULT_HEADER_TIMEOUT_MS 5000    /* accept or first byte of a request -> end of headers */
 #define TX_DEFAULT_BODY_TIMEOUT_MS 5000      /* end of headers -> end of body */
 #define TX_DEFAULT_IDLE_TIMEOUT_MS 5000      /* keep-alive with nothing to do */
 #define TX_DEFAULT_WRITE_TIMEOUT_MS 5000     /* queued output with no progress */
@@ -178,7 +178,7 @@ typedef struct tx_request tx_request_t;
 /* The application sees a request through these fields (views valid until answered). */
 typedef struct {
     const char *method;        /* "GET", "HEAD", ... */
-    const char *path;          /* decoded nothing: the raw path of the target */
+    const char *path;          /* the request target before '?', as sent (not percent-decoded) */
     const char *query;         /* after '?', or "" */
     const tx_header_t *headers;
     size_t n_headers;
@@ -206,9 +206,10 @@ typedef void (*tx_handler_fn)(tx_request_t *req, void *arg);
 /*
  * Answer req with status, the headers given (copied; Content-Length,
  * Connection, Date and X-Corr-Id are added by the server and must not be
- * given) and body (copied; omitted on the wire for HEAD). Responses reach the
- * wire in request order. Frees req. Returns 0, or RON_ECLOSED when the
- * connection is gone (req is freed all the same).
+ * given; a header containing CR or LF is dropped) and body (copied; omitted
+ * on the wire for HEAD, 1xx, 204 and 304). Responses reach the wire in
+ * request order. Frees req. Returns 0, or RON_ECLOSED when the connection is
+ * gone (req is freed all the same).
  */
 int tx_respond(tx_request_t *req, int status, const tx_header_t *headers, size_t n_headers,
                const void *body, size_t body_len);

@@ -121,7 +121,9 @@ tx_cb_begin(void *arg)
 {
     tx_conn_t *c = arg;
 
-    tx_conn_set_phase(c, TX_PH_HEADERS, c->srv->lim.cfg.header_timeout_ms);
+    /* a new connection's first request keeps the deadline set at accept */
+    if (c->phase != TX_PH_HEADERS)
+        tx_conn_set_phase(c, TX_PH_HEADERS, c->srv->lim.cfg.header_timeout_ms);
 }
 
 static int
@@ -542,6 +544,12 @@ tx_conn_on_timer(uv_timer_t *t)
         c->deadline = 0;
         switch (c->phase) {
         case TX_PH_HEADERS:
+            if (c->h1.cur == NULL && c->depth == 0) {
+                /* connected and sent nothing within the header timeout */
+                tx__limits_count(l, TX_REJECT_HEADER_TIMEOUT);
+                tx__conn_close(c);
+                return;
+            }
             tx_conn_timeout_request(c, TX_REJECT_HEADER_TIMEOUT);
             return;
         case TX_PH_BODY:
@@ -647,7 +655,8 @@ tx__conn_accept(tx_server_t *s, uv_stream_t *listener)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     tx__http1_init(&c->h1, &s->lim.cfg, &tx_conn_cbs, c, &s->corr_seq, &c->peer);
-    tx_conn_set_phase(c, TX_PH_IDLE, s->lim.cfg.idle_timeout_ms);
+    /* the first request's headers are due header_timeout after accept */
+    tx_conn_set_phase(c, TX_PH_HEADERS, s->lim.cfg.header_timeout_ms);
     tx_conn_set_reading(c, true);
     if (!c->reading)
         tx__conn_close(c);
@@ -688,7 +697,7 @@ tx_respond(tx_request_t *req, int status, const tx_header_t *headers, size_t n_h
     tx__http1_head(&req->out, req->view.http_minor, status, headers, n_headers,
                    (int64_t)body_len, req->keep_alive, req->view.corr_id,
                    tx__server_date(c->srv));
-    if (!req->is_head)
+    if (!req->is_head && status >= 200 && status != 204 && status != 304)
         tx__buf_append(&req->out, body, body_len);
     req->state = TX_REQ_ANSWERED;
     tx_conn_pump(c);

@@ -473,12 +473,16 @@ tx__http1_head(tx_buf_t *out, uint8_t http_minor, int status, const tx_header_t 
     tx__buf_append_u64(out, corr_id);
     tx__buf_append(out, "\r\n", 2);
     for (size_t i = 0; i < n; i++) {
+        if (strpbrk(hdrs[i].name, "\r\n:") != NULL || strpbrk(hdrs[i].value, "\r\n") != NULL)
+            continue; /* defensive: never let a header value split the response */
         tx__buf_append_str(out, hdrs[i].name);
         tx__buf_append(out, ": ", 2);
         tx__buf_append_str(out, hdrs[i].value);
         tx__buf_append(out, "\r\n", 2);
     }
-    if (content_length >= 0) {
+    if (status < 200 || status == 204) {
+        /* no body and no length (RFC 9110 §8.6) */
+    } else if (content_length >= 0) {
         tx__buf_append(out, "Content-Length: ", 16);
         tx__buf_append_u64(out, (uint64_t)content_length);
         tx__buf_append(out, "\r\n", 2);
