@@ -427,7 +427,7 @@ cl_many_pipelined(fx_t *f)
     f->ok = 1;
     CL_CHECK(f, fd >= 0);
     for (int i = 0; i < 40; i++)
-        n += (size_t)snprintf(req + n, sizeof req - n, "GET /info?i=%d HTTP/1.1\r\n\r\n", i);
+        n += (size_t)snprintf(req + n, sizeof req - n, "GET /info?i=%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
     CL_CHECK(f, cl_send(fd, req, n) == 0);
     for (int i = 0; i < 40; i++) {
         char want[32];
@@ -546,7 +546,7 @@ cl_headers_too_large(fx_t *f)
     /* too many header lines is the same refusal */
     fd = cl_connect(f);
     CL_CHECK(f, fd >= 0);
-    n = snprintf(req, sizeof req, "GET /healthz HTTP/1.1\r\n");
+    n = snprintf(req, sizeof req, "GET /healthz HTTP/1.1\r\nHost: t\r\n");
     for (int i = 0; i < 150; i++)
         n += snprintf(req + n, sizeof req - (size_t)n, "X-%d: v\r\n", i);
     n += snprintf(req + n, sizeof req - (size_t)n, "\r\n");
@@ -619,13 +619,13 @@ cl_max_conns(fx_t *f)
 
     f->ok = 1;
     CL_CHECK(f, a >= 0 && b >= 0);
-    CL_CHECK(f, cl_sends(a, "GET /healthz HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(a, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     CL_CHECK(f, cl_read_response(a, buf, sizeof buf, NULL) == 200);
-    CL_CHECK(f, cl_sends(b, "GET /healthz HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(b, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     CL_CHECK(f, cl_read_response(b, buf, sizeof buf, NULL) == 200);
     c = cl_connect(f);
     CL_CHECK(f, c >= 0);
-    cl_sends(c, "GET /healthz HTTP/1.1\r\n\r\n");
+    cl_sends(c, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     CL_CHECK(f, cl_read_response(c, buf, sizeof buf, NULL) == 503);
     CL_CHECK(f, strstr(buf, "\r\nRetry-After: 1\r\n") != NULL);
     CL_CHECK(f, strstr(body_of(buf), "\"code\":\"unavailable\"") != NULL);
@@ -637,7 +637,7 @@ cl_max_conns(fx_t *f)
     usleep(100 * 1000);
     c = cl_connect(f);
     CL_CHECK(f, c >= 0);
-    CL_CHECK(f, cl_sends(c, "GET /healthz HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(c, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     CL_CHECK(f, cl_read_response(c, buf, sizeof buf, NULL) == 200);
 out:
     if (a >= 0)
@@ -668,10 +668,10 @@ cl_inflight(fx_t *f)
 
     f->ok = 1;
     CL_CHECK(f, a >= 0 && b >= 0 && c >= 0);
-    CL_CHECK(f, cl_sends(a, "GET /hold HTTP/1.1\r\n\r\n") == 0);
-    CL_CHECK(f, cl_sends(b, "GET /hold HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(a, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(b, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     usleep(100 * 1000);
-    CL_CHECK(f, cl_sends(c, "GET /healthz HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(c, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     CL_CHECK(f, cl_read_response(c, buf, sizeof buf, NULL) == 503);
     CL_CHECK(f, strstr(buf, "\r\nRetry-After: ") != NULL);
     CL_CHECK(f, strstr(body_of(buf), "\"retryable\":true") != NULL);
@@ -757,7 +757,7 @@ cl_slow_body(fx_t *f)
 
     f->ok = 1;
     CL_CHECK(f, fd >= 0);
-    CL_CHECK(f, cl_sends(fd, "POST /echo HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc") == 0);
+    CL_CHECK(f, cl_sends(fd, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc") == 0);
     CL_CHECK(f, cl_read_response(fd, buf, sizeof buf, NULL) == 408);
     CL_CHECK(f, cl_sees_close(fd));
 out:
@@ -786,7 +786,7 @@ cl_idle(fx_t *f)
 
     f->ok = 1;
     CL_CHECK(f, fd >= 0);
-    CL_CHECK(f, cl_sends(fd, "GET /healthz HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(fd, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     CL_CHECK(f, cl_read_response(fd, buf, sizeof buf, NULL) == 200);
     t0 = ron_now_ms();
     CL_CHECK(f, cl_sees_close(fd));
@@ -873,7 +873,7 @@ cl_encoded(fx_t *f)
     f->ok = 1;
     CL_CHECK(f, fd >= 0 && buf != NULL);
     snprintf(head, sizeof head,
-             "POST /echo HTTP/1.1\r\nContent-Encoding: %s\r\nContent-Length: %zu\r\n\r\n",
+             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Encoding: %s\r\nContent-Length: %zu\r\n\r\n",
              fx_encoding, fx_payload_len);
     CL_CHECK(f, cl_sends(fd, head) == 0);
     CL_CHECK(f, cl_send(fd, fx_payload, fx_payload_len) == 0);
@@ -966,9 +966,9 @@ cl_conn_close(fx_t *f)
 
     f->ok = 1;
     CL_CHECK(f, fd >= 0);
-    CL_CHECK(f, cl_sends(fd, "GET /info?a HTTP/1.1\r\nConnection: close\r\n\r\n"
-                             "GET /info?b HTTP/1.1\r\n\r\n"
-                             "GET /info?c HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(fd, "GET /info?a HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                             "GET /info?b HTTP/1.1\r\nHost: t\r\n\r\n"
+                             "GET /info?c HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     ssize_t n = cl_read_all(fd, buf, sizeof buf);
     CL_CHECK(f, n > 0);
     CL_CHECK(f, strstr(buf, "q=a") != NULL);
@@ -996,10 +996,12 @@ cl_malformed(fx_t *f)
 {
     static const char *const bad[] = {
         "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
-        "G@T / HTTP/1.1\r\n\r\n",
+        "G@T / HTTP/1.1\r\nHost: t\r\n\r\n",
         "GET / HTTP/9.9\r\n\r\n",
         "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
-        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "GET / HTTP/1.1\r\n\r\n",                          /* HTTP/1.1 without Host */
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",    /* two Hosts */
+        "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     };
     char buf[4096];
@@ -1056,8 +1058,8 @@ cl_http10_head_expect_corr(fx_t *f)
     close(fd);
     /* HEAD: the length of GET, no body; the next answer follows the head directly */
     fd = cl_connect(f);
-    CL_CHECK(f, cl_sends(fd, "HEAD /healthz HTTP/1.1\r\nX-Corr-Id: 18446744073709551615\r\n\r\n"
-                             "GET /healthz HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(fd, "HEAD /healthz HTTP/1.1\r\nHost: t\r\nX-Corr-Id: 18446744073709551615\r\n\r\n"
+                             "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     {
         size_t len = 0;
         char *end = NULL;
@@ -1076,13 +1078,13 @@ cl_http10_head_expect_corr(fx_t *f)
         CL_CHECK(f, strcmp(body_of(buf), "ok") == 0);
     }
     /* Expect: 100-continue gets the interim answer before the body is sent */
-    CL_CHECK(f, cl_sends(fd, "POST /echo HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(fd, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n") == 0);
     CL_CHECK(f, cl_read_response(fd, buf, sizeof buf, NULL) == 100);
     CL_CHECK(f, cl_sends(fd, "body") == 0);
     CL_CHECK(f, cl_read_response(fd, buf, sizeof buf, NULL) == 200);
     CL_CHECK(f, strcmp(body_of(buf), "body") == 0);
     /* Expect with a body over the cap: 413 at once, the body is never read */
-    CL_CHECK(f, cl_sends(fd, "POST /echo HTTP/1.1\r\nContent-Length: 9999999\r\nExpect: 100-continue\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(fd, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 9999999\r\nExpect: 100-continue\r\n\r\n") == 0);
     CL_CHECK(f, cl_read_response(fd, buf, sizeof buf, NULL) == 413);
 out:
     if (fd >= 0)
@@ -1110,7 +1112,7 @@ cl_stream_slow_reader(fx_t *f)
     f->ok = 1;
     CL_CHECK(f, fd >= 0);
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    CL_CHECK(f, cl_sends(fd, "GET /stream HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(fd, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     usleep(300 * 1000); /* a slow reader: the server must wait, not buffer 32 MiB */
     for (;;) {
         ssize_t n = recv(fd, buf, sizeof buf, 0);
@@ -1128,7 +1130,7 @@ cl_stream_slow_reader(fx_t *f)
     }
     CL_CHECK(f, total == (size_t)32 << 20);
     /* the connection is reusable after a streamed body */
-    CL_CHECK(f, cl_sends(fd, "GET /healthz HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(fd, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     CL_CHECK(f, cl_read_response(fd, buf, sizeof buf, NULL) == 200);
 out:
     if (fd >= 0)
@@ -1157,7 +1159,7 @@ cl_stream_chunked(fx_t *f)
 
     f->ok = 1;
     CL_CHECK(f, fd >= 0);
-    CL_CHECK(f, cl_sends(fd, "GET /stream?chunked HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(fd, "GET /stream?chunked HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     /* read to the terminating chunk; count bytes of chunk data */
     static char all[1 << 16];
     size_t have = 0;
@@ -1203,7 +1205,7 @@ cl_stream_never_read(fx_t *f)
     f->ok = 1;
     CL_CHECK(f, fd >= 0);
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
-    CL_CHECK(f, cl_sends(fd, "GET /stream HTTP/1.1\r\n\r\n") == 0);
+    CL_CHECK(f, cl_sends(fd, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
     /* never read: the write timeout (300 ms) must end the connection */
     usleep(1200 * 1000);
     CL_CHECK(f, cl_sees_close(fd) || errno == ECONNRESET);

@@ -94,7 +94,9 @@ tx__http1_request_new(tx_http1_t *h)
     else
         r = ron_xcalloc(1, sizeof *r);
     tx__request_reset(r);
-    r->view.peer = h->peer;
+    if (h->peer != NULL)
+        r->peer = *h->peer; /* a copy: the app may hold r after its connection is gone */
+    r->view.peer = &r->peer;
     return r;
 }
 
@@ -260,6 +262,18 @@ tx_request_finish_head(tx_http1_t *h, tx_request_t *r)
     r->is_head = h->parser.method == HTTP_HEAD;
 }
 
+/* RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; HTTP/1.0 at most one. */
+static bool
+tx_request_host_is_bad(const tx_request_t *r)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < r->view.n_headers; i++)
+        if (strcasecmp(r->view.headers[i].name, "host") == 0)
+            n++;
+    return n > 1 || (n == 0 && r->view.http_minor == 1);
+}
+
 static int
 tx_on_headers_complete(http_parser *p)
 {
@@ -278,6 +292,10 @@ tx_on_headers_complete(http_parser *p)
         r->view.corr_id = (*h->corr_seq)++;
     if (h->parser.http_major != 1) {
         tx_reject(r, 505, TX_REJECT_MALFORMED, "only HTTP/1.x is served here");
+        return -1;
+    }
+    if (tx_request_host_is_bad(r)) {
+        tx_reject(r, 400, TX_REJECT_MALFORMED, "host");
         return -1;
     }
     has_body = (p->flags & F_CHUNKED) != 0 ||
