@@ -16,6 +16,14 @@
  * Every reject answers with the error envelope (Content-Type
  * application/json, Retry-After on 429 and 503) and is counted by reason in
  * tx_stats_t. All functions are loop thread only unless they say otherwise.
+ *
+ * Request bodies are buffered whole, up to max_body. Streamed request bodies
+ * (uploads of large objects) are the next step of this design: a route opts
+ * in when its head arrives (the hook tx_http1 already calls, on_head), the
+ * body then reaches the application in pieces as it is read, and reading
+ * pauses (uv_read_stop) while the application has not released the last
+ * piece, the same backpressure tx_respond_write applies in the other
+ * direction.
  */
 #ifndef RON_TRANSPORT_H
 #define RON_TRANSPORT_H
@@ -238,8 +246,8 @@ int tx_respond_error(tx_request_t *req, int status, const char *message, const c
  * RON_ECLOSED). tx_respond_end finishes the body and frees req; a body
  * shorter than its Content-Length closes the connection after it.
  * Each returns 0, RON_EAGAIN (write only), RON_ECLOSED (connection gone;
- * done is not called; still call tx_respond_end) or RON_EINVAL (more bytes
- * than Content-Length, or not started).
+ * done is not called; still call tx_respond_end) or RON_EINVAL (len 0, more
+ * bytes than Content-Length, or not started).
  */
 typedef void (*tx_write_done_fn)(int status, void *arg);
 typedef void (*tx_drain_fn)(tx_request_t *req, void *arg);
@@ -260,7 +268,8 @@ typedef struct tx_server tx_server_t;
 tx_server_t *tx_server_new(uv_loop_t *loop, const tx_config_t *cfg, tx_handler_fn handler,
                            void *arg);
 
-/* Serve the connections of l (takes l). Returns 0 or a libuv error. */
+/* Serve the connections of l (takes l, and closes it on failure).
+ * Returns 0 or a libuv error. */
 int tx_server_attach(tx_server_t *s, tx_listener_t *l);
 
 /*

@@ -774,7 +774,7 @@ tx_respond_write(tx_request_t *req, const void *data, size_t len, tx_write_done_
         return RON_EINVAL;
     if (c == NULL)
         return RON_ECLOSED;
-    if (req->remaining >= 0 && (uint64_t)len > (uint64_t)req->remaining)
+    if (len == 0 || (req->remaining >= 0 && (uint64_t)len > (uint64_t)req->remaining))
         return RON_EINVAL;
     if (c->wq + req->chunk_bytes >= TX_MAX_WRITE_QUEUE) {
         req->want_drain = true;

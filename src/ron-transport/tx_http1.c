@@ -454,8 +454,9 @@ tx__http1_feed(tx_http1_t *h, const uint8_t *data, size_t len)
     if (err == HPE_OK && h->cur != NULL && !h->in_body &&
         h->parser.nread > h->cfg->max_header_bytes)
         tx_reject(h->cur, 431, TX_REJECT_HEADERS_TOO_LARGE, NULL); /* whitespace padding */
-    else if (err == HPE_OK)
+    else if (err == HPE_OK && n == len)
         return n;
+    /* defensive: a stop without error or complete message would never make progress */
     /* malformed or refused: answer once, then parse nothing more */
     r = h->cur != NULL ? h->cur : tx__http1_request_new(h);
     h->cur = NULL;
