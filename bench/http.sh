@@ -107,6 +107,11 @@ CPU_RATIO=$(awk -v a="$RON_CPU" -v b="$NGINX_CPU" 'BEGIN{printf "%.2f", a/b}')
 RATIO=$(awk -v a="$RON_MED" -v b="$NGINX_MED" 'BEGIN{printf "%.2f", a/b}')
 RON_ALL=$(tr '\n' ' ' <"$TMP/ron.rps" | awk '{for(i=1;i<=NF;i++) printf "%s%.0f", (i>1?", ":""), $i}')
 NGINX_ALL=$(tr '\n' ' ' <"$TMP/nginx.rps" | awk '{for(i=1;i<=NF;i++) printf "%s%.0f", (i>1?", ":""), $i}')
+# memory holding 2,000 slow connections (release build, the bench config's max_conns)
+SLOW=$(python3 "$ROOT/bench/http_slow_conns.py" "$SERVER_BIN" "$ROOT/bench/config/admin-bench.json" 2000)
+SLOW_IDLE=$(echo "$SLOW" | awk '{printf "%.1f", $1/1024}')
+SLOW_HELD=$(echo "$SLOW" | awk '{printf "%.1f", $2/1024}')
+SLOW_N=$(echo "$SLOW" | awk '{print $3}')
 NGINX_VER=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -126,6 +131,10 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "Ratio ours/nginx: **${RATIO}x** requests/s (goal >= 1.0x); server CPU time per request"
     echo "ours/nginx: ${CPU_RATIO}x (lower is better; user+system time of the server process"
     echo "from /proc, less sensitive to the background load than requests/s)."
+    echo
+    echo "Memory: \`bench_http_server\` RssAnon $SLOW_IDLE MiB idle, **$SLOW_HELD MiB** while holding"
+    echo "$SLOW_N slow connections (each a partial request growing one header byte every 0.5 s;"
+    echo "\`bench/http_slow_conns.py\`; goal <= 64 MiB)."
     echo
     echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, load average $LOAD at the end."
     echo "Provisional: the machine was shared with other builds and tests while this ran."
