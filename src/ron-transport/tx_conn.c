@@ -463,14 +463,15 @@ tx_conn_pump(tx_conn_t *c)
     tx_conn_set_reading(c, !c->eof && !c->h1.failed && !c->close_after &&
                                c->depth < TX_MAX_PIPELINE && c->pending.len == 0 &&
                                c->wq < TX_MAX_WRITE_QUEUE);
-    /* streaming answers learn that output drained */
-    if (c->head != NULL && c->head->state == TX_REQ_STREAMING && c->head->want_drain &&
-        c->head->drain != NULL && c->wq + c->head->chunk_bytes < TX_MAX_WRITE_QUEUE / 2) {
-        c->head->want_drain = false; /* one call per RON_EAGAIN */
-        c->head->drain(c->head, c->head->drain_arg);
-    }
 out:
     c->pumping = false;
+    /* a streaming answer learns that output drained; its writes pump again */
+    tx_request_t *r = c->head;
+    if (!c->closing && r != NULL && r->state == TX_REQ_STREAMING && r->want_drain &&
+        r->drain != NULL && c->wq + r->chunk_bytes < TX_MAX_WRITE_QUEUE / 2) {
+        r->want_drain = false; /* one call per RON_EAGAIN */
+        r->drain(r, r->drain_arg);
+    }
 }
 
 static void
