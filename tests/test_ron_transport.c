@@ -50,6 +50,7 @@ struct fx {
     fx_client_fn client;
     tx_request_t *held[FX_MAX_HELD]; /* /hold requests, answered at the end */
     int nheld;
+    int held_eclosed; /* held requests whose answer found the connection gone */
     uv_timer_t slow_timer;
     tx_request_t *slow_req;
     /* streaming route state */
@@ -151,7 +152,8 @@ fx_on_done(uv_async_t *a)
     fx_t *f = a->data;
 
     for (int i = 0; i < f->nheld; i++)
-        tx_respond(f->held[i], 200, NULL, 0, "late", 4); /* connection gone: freed */
+        if (tx_respond(f->held[i], 200, NULL, 0, "late", 4) == RON_ECLOSED)
+            f->held_eclosed++; /* connection gone: req freed all the same */
     f->nheld = 0;
     if (f->slow_req != NULL) {
         uv_timer_stop(&f->slow_timer);
@@ -675,6 +677,17 @@ cl_inflight(fx_t *f)
     CL_CHECK(f, cl_read_response(c, buf, sizeof buf, NULL) == 503);
     CL_CHECK(f, strstr(buf, "\r\nRetry-After: ") != NULL);
     CL_CHECK(f, strstr(body_of(buf), "\"retryable\":true") != NULL);
+    /* clients that reset their connections give their slots back, though the app still
+     * holds the requests (a half-close is not enough: the client may still read) */
+    struct linger lg = {1, 0};
+    setsockopt(a, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(a);
+    close(b);
+    a = b = -1;
+    usleep(200 * 1000);
+    CL_CHECK(f, cl_sends(c, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    CL_CHECK(f, cl_read_response(c, buf, sizeof buf, NULL) == 200);
 out:
     if (a >= 0)
         close(a);
@@ -685,7 +698,7 @@ out:
 }
 
 static void
-test_requests_past_max_inflight_get_503(void **state)
+test_requests_past_max_inflight_get_503_until_slots_free(void **state)
 {
     fx_t f = {0};
     tx_config_t c = test_cfg();
@@ -694,6 +707,8 @@ test_requests_past_max_inflight_get_503(void **state)
     fx_run(&f, &c, "127.0.0.1:0", cl_inflight);
     fx_expect_ok(&f);
     assert_int_equal(fx_last_stats.rejects[TX_REJECT_INFLIGHT], 1);
+    assert_int_equal(fx_last_stats.inflight, 0);
+    assert_int_equal(f.held_eclosed, 2);
 }
 
 static void
@@ -1388,7 +1403,7 @@ main(void)
         cmocka_unit_test(test_oversized_headers_get_431),
         cmocka_unit_test(test_rate_over_bucket_gets_429_with_retry_after),
         cmocka_unit_test(test_connection_past_max_conns_gets_503_and_close),
-        cmocka_unit_test(test_requests_past_max_inflight_get_503),
+        cmocka_unit_test(test_requests_past_max_inflight_get_503_until_slots_free),
         cmocka_unit_test(test_slowloris_is_closed_at_header_timeout),
         cmocka_unit_test(test_body_not_sent_in_time_gets_408_and_close),
         cmocka_unit_test(test_connection_that_sends_nothing_is_closed_at_header_timeout),

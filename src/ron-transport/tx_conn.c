@@ -688,8 +688,8 @@ int
 tx_respond(tx_request_t *req, int status, const tx_header_t *headers, size_t n_headers,
            const void *body, size_t body_len)
 {
+    tx_conn_t *c = req->conn; /* read first: tx_answer_begin frees req when c is gone */
     int rc = tx_answer_begin(req);
-    tx_conn_t *c = req->conn;
 
     if (rc < 0)
         return rc;
@@ -709,8 +709,8 @@ int
 tx_respond_error(tx_request_t *req, int status, const char *message, const char *reason,
                  uint32_t retry_after_s)
 {
+    tx_conn_t *c = req->conn; /* read first: tx_answer_begin frees req when c is gone */
     int rc = tx_answer_begin(req);
-    tx_conn_t *c = req->conn;
 
     if (rc < 0)
         return rc;
@@ -727,8 +727,8 @@ int
 tx_respond_start(tx_request_t *req, int status, const tx_header_t *headers, size_t n_headers,
                  int64_t content_length, tx_drain_fn drain, void *drain_arg)
 {
+    tx_conn_t *c = req->conn; /* read first: tx_answer_begin frees req when c is gone */
     int rc = tx_answer_begin(req);
-    tx_conn_t *c = req->conn;
     bool keep;
 
     if (rc < 0)
