@@ -1244,6 +1244,52 @@ test_client_that_stops_reading_is_closed_and_the_stream_released(void **state)
 }
 
 static void
+cl_stream_http10(fx_t *f)
+{
+    static char buf[1 << 16];
+    char head[4096];
+    size_t total = 0, hl = 0;
+    int fd = cl_connect(f);
+
+    f->ok = 1;
+    CL_CHECK(f, fd >= 0);
+    /* no length and no chunked framing in HTTP/1.0: the close ends the body */
+    CL_CHECK(f, cl_sends(fd, "GET /stream?chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n") == 0);
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        CL_CHECK(f, n >= 0);
+        if (n == 0)
+            break;
+        if (hl < sizeof head - 1) {
+            size_t k = (size_t)n < sizeof head - 1 - hl ? (size_t)n : sizeof head - 1 - hl;
+            memcpy(head + hl, buf, k);
+            hl += k;
+            head[hl] = '\0';
+        }
+        total += (size_t)n;
+    }
+    CL_CHECK(f, strstr(head, "Connection: close\r\n") != NULL);
+    CL_CHECK(f, strstr(head, "Transfer-Encoding") == NULL && strstr(head, "Content-Length") == NULL);
+    char *e = strstr(head, "\r\n\r\n");
+    CL_CHECK(f, e != NULL);
+    CL_CHECK(f, total - (size_t)(e + 4 - head) == (size_t)32 << 20);
+out:
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_streamed_response_to_http10_is_delimited_by_close(void **state)
+{
+    fx_t f = {0};
+    tx_config_t c = test_cfg();
+    (void)state;
+    fx_run(&f, &c, "127.0.0.1:0", cl_stream_http10);
+    fx_expect_ok(&f);
+    assert_null(f.stream_req);
+}
+
+static void
 test_listener_adopts_an_already_bound_fd(void **state)
 {
     fx_t f = {0};
@@ -1419,6 +1465,7 @@ main(void)
         cmocka_unit_test(test_http10_head_expect_and_corr_id_follow_the_rules),
         cmocka_unit_test(test_streamed_response_to_slow_reader_is_bounded_by_backpressure),
         cmocka_unit_test(test_streamed_response_without_length_is_chunked),
+        cmocka_unit_test(test_streamed_response_to_http10_is_delimited_by_close),
         cmocka_unit_test(test_client_that_stops_reading_is_closed_and_the_stream_released),
         cmocka_unit_test(test_listener_adopts_an_already_bound_fd),
     };
