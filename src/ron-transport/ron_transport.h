@@ -118,21 +118,26 @@ typedef struct {
 /* Stable label for a reject reason ("max_conns", "rate", ...). Never NULL. */
 const char *tx_reject_name(tx_reject_t r);
 
-/* ---- the error envelope (spec §3); kept in tx_envelope.c to be swapped ---- */
+/* ---- error bodies: ron-proto's envelope (spec §3) for HTTP statuses ---- */
 
-/* Slug for an HTTP status ("payload_too_large"); "internal" when unknown. */
+/* Slug the envelope of an HTTP status carries: the spec §3 slug (ron-proto's
+ * table); 417 and 501 give "bad_request", 505 "proto_mismatch", other
+ * statuses outside the table "bad_request" (4xx) or "internal". Never NULL. */
 const char *tx_status_slug(int status);
-/* True when spec §3 marks the status retryable. */
+/* True when the envelope of status is retryable (spec §3, mapped as above). */
 bool tx_status_retryable(int status);
 /* Reason phrase for a status line ("Payload Too Large"). Never NULL. */
 const char *tx_status_reason(int status);
 /*
- * Write {"code":..,"message":..,"retryable":..,"corr_id":"<dec>"} plus
- * "retry_after_ms" when retry_after_ms > 0 and "reason" when reason != NULL
- * into out. message and reason are JSON-escaped. Returns the length written
- * (NUL-terminated, truncated to cap-1 only if cap is below TX_ENVELOPE_MAX).
+ * Write the spec §3 envelope for status with ron-proto's proto_error_write():
+ * {"code":..,"message":..,"retryable":..,"corr_id":"<dec>"} plus "reason"
+ * when reason != NULL (cut at PROTO_MAX_REASON bytes) and "retry_after_ms"
+ * when retry_after_ms > 0. message NULL is the status's reason phrase. Never
+ * allocates. Returns the length written (NUL-terminated); with cap >=
+ * TX_ENVELOPE_MAX the body is always a valid envelope, only the message
+ * being cut to fit.
  */
-#define TX_ENVELOPE_MAX 512
+#define TX_ENVELOPE_MAX 1024
 size_t tx_envelope_format(char *out, size_t cap, int status, const char *message, const char *reason,
                           uint64_t corr_id, uint32_t retry_after_ms);
 
