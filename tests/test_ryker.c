@@ -266,6 +266,41 @@ test_expired_message_is_dropped_freed_and_counted_at_dequeue(void **state)
 }
 
 static void
+test_recv_many_takes_a_fifo_batch_and_drops_expired_ones(void **state)
+{
+    (void)state;
+    ryk_mailbox_t *mb = mailbox(0, 0, 100, NULL);
+    ryk_msg_t out[8];
+    assert_int_equal(ryk_mailbox_recv_many(mb, out, 8), RON_EAGAIN);
+    assert_int_equal(ryk_mailbox_send(mb, new_int(0), sizeof(int)), 0);
+    assert_int_equal(ryk_mailbox_send(mb, new_int(1), sizeof(int)), 0);
+    atomic_fetch_add(&fake_now, 60000000u);
+    for (int i = 2; i < 7; i++)
+        assert_int_equal(ryk_mailbox_send(mb, new_int(i), sizeof(int)), 0);
+    atomic_fetch_add(&fake_now, 40000000u); /* 0 and 1 reach their deadline */
+    assert_int_equal(ryk_mailbox_recv_many(mb, out, 3), 1); /* took 0, 1, 2 */
+    assert_int_equal(*(int *)out[0].msg, 2);
+    assert_int_equal(out[0].len, sizeof(int));
+    free(out[0].msg);
+    assert_int_equal(atomic_load(&freed), 2);
+    assert_int_equal(ryk_mailbox_recv_many(mb, out, 8), 4);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(*(int *)out[i].msg, 3 + i);
+        free(out[i].msg);
+    }
+    assert_int_equal(ryk_mailbox_send(mb, new_int(7), sizeof(int)), 0);
+    atomic_fetch_add(&fake_now, 100000000u);
+    assert_int_equal(ryk_mailbox_recv_many(mb, out, 8), RON_ETIMEOUT);
+    ryk_mailbox_close(mb);
+    assert_int_equal(ryk_mailbox_recv_many(mb, out, 8), RON_ECLOSED);
+    ryk_stats_t st;
+    ryk_mailbox_stats(mb, &st);
+    assert_int_equal(st.expired, 3);
+    assert_int_equal(st.delivered, 5);
+    ryk_mailbox_free(mb);
+}
+
+static void
 test_each_outcome_is_exported_to_the_metrics_registry(void **state)
 {
     (void)state;
@@ -543,6 +578,7 @@ main(void)
         cmocka_unit_test(test_closed_mailbox_refuses_sends_drains_queue_then_reports_closed),
         cmocka_unit_test(test_free_releases_queued_messages_through_the_free_callback),
         cmocka_unit_test(test_expired_message_is_dropped_freed_and_counted_at_dequeue),
+        cmocka_unit_test(test_recv_many_takes_a_fifo_batch_and_drops_expired_ones),
         cmocka_unit_test(test_each_outcome_is_exported_to_the_metrics_registry),
         cmocka_unit_test(test_uv_consumer_is_woken_by_a_producer_thread_until_close),
         cmocka_unit_test(test_uv_consumer_taking_one_per_turn_is_called_until_drained),

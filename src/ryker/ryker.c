@@ -36,8 +36,8 @@ struct ryk_mailbox {
     void *clock_arg;
 
     pthread_mutex_t mu;         /* guards the fields down to async */
-    ryk_slot_t *ring;           /* ringcap slots; grows by doubling up to cfg.capacity */
-    size_t ringcap;
+    ryk_slot_t *ring;           /* ringcap slots; grows by doubling */
+    size_t ringcap;             /* power of two, < 2 * cfg.capacity */
     size_t head;                /* index of the oldest message */
     size_t count;               /* <= cfg.capacity */
     bool closed;
@@ -157,7 +157,7 @@ ryk_mailbox_free(ryk_mailbox_t *mb)
     if (mb == NULL)
         return;
     for (size_t i = 0; i < mb->count; i++) {
-        ryk_slot_t *s = &mb->ring[(mb->head + i) % mb->ringcap];
+        ryk_slot_t *s = &mb->ring[(mb->head + i) & (mb->ringcap - 1)];
         mb->free_msg(s->msg, s->len, mb->free_arg);
         atomic_fetch_add_explicit(&mb->freed_at_close, 1, memory_order_relaxed);
     }
@@ -183,11 +183,9 @@ ring_reserve(ryk_mailbox_t *mb)
     if (mb->count < mb->ringcap)
         return;
     size_t cap = mb->ringcap ? mb->ringcap * 2 : 16;
-    if (cap > mb->cfg.capacity)
-        cap = mb->cfg.capacity;
     ryk_slot_t *ring = ron_xmalloc(cap * sizeof *ring);
     for (size_t i = 0; i < mb->count; i++)
-        ring[i] = mb->ring[(mb->head + i) % mb->ringcap];
+        ring[i] = mb->ring[(mb->head + i) & (mb->ringcap - 1)];
     free(mb->ring);
     mb->ring = ring;
     mb->ringcap = cap;
@@ -214,7 +212,7 @@ ryk_mailbox_send(ryk_mailbox_t *mb, void *msg, size_t len)
         goto out;
     }
     ring_reserve(mb);
-    ryk_slot_t *s = &mb->ring[(mb->head + mb->count) % mb->ringcap];
+    ryk_slot_t *s = &mb->ring[(mb->head + mb->count) & (mb->ringcap - 1)];
     s->msg = msg;
     s->len = len;
     s->deadline_ns = now + (uint64_t)mb->cfg.deadline_ms * 1000000u;
@@ -236,38 +234,77 @@ out:
     return rc;
 }
 
-int
-ryk_mailbox_recv(ryk_mailbox_t *mb, void **msg_out, size_t *len_out)
+/* Take up to n of the oldest slots into out[] (one lock). Returns how many,
+ * or RON_EAGAIN / RON_ECLOSED when empty. */
+static ssize_t
+ring_take(ryk_mailbox_t *mb, ryk_slot_t *out, size_t n)
 {
-    uint64_t now = mb->clock(mb->clock_arg);
-    ryk_slot_t s;
-    int rc = 0;
+    ssize_t k;
 
     pthread_mutex_lock(&mb->mu);
     if (mb->count == 0) {
-        rc = mb->closed ? RON_ECLOSED : RON_EAGAIN;
+        k = mb->closed ? RON_ECLOSED : RON_EAGAIN;
         mb->close_seen = mb->closed;
         pthread_mutex_unlock(&mb->mu);
-        return rc;
+        return k;
     }
-    s = mb->ring[mb->head];
-    mb->head = (mb->head + 1) % mb->ringcap;
-    mb->count--;
+    k = (ssize_t)RON_MIN(n, mb->count);
+    for (ssize_t i = 0; i < k; i++) {
+        out[i] = mb->ring[mb->head];
+        mb->head = (mb->head + 1) & (mb->ringcap - 1);
+    }
+    mb->count -= (size_t)k;
     if (mb->m_depth != NULL)
         met_gauge_set(mb->m_depth, (double)mb->count);
     pthread_mutex_unlock(&mb->mu);
+    return k;
+}
 
-    if (now >= s.deadline_ns) {
-        mb->free_msg(s.msg, s.len, mb->free_arg);
-        count_reject(mb, R_TIMEOUT);
-        return RON_ETIMEOUT;
-    }
-    atomic_fetch_add_explicit(&mb->delivered, 1, memory_order_relaxed);
-    if (mb->m_delivered != NULL)
-        met_counter_inc(mb->m_delivered);
-    *msg_out = s.msg;
-    *len_out = s.len;
+int
+ryk_mailbox_recv(ryk_mailbox_t *mb, void **msg_out, size_t *len_out)
+{
+    ryk_msg_t m;
+    ssize_t n = ryk_mailbox_recv_many(mb, &m, 1);
+    if (n < 0)
+        return (int)n;
+    *msg_out = m.msg;
+    *len_out = m.len;
     return 0;
+}
+
+ssize_t
+ryk_mailbox_recv_many(ryk_mailbox_t *mb, ryk_msg_t *out, size_t n)
+{
+    ryk_slot_t slots[RYK_RECV_MANY_MAX];
+    uint64_t now = mb->clock(mb->clock_arg);
+    size_t delivered = 0, expired = 0;
+
+    if (n > RYK_RECV_MANY_MAX)
+        n = RYK_RECV_MANY_MAX;
+    ssize_t k = ring_take(mb, slots, n);
+    if (k < 0)
+        return k;
+    for (ssize_t i = 0; i < k; i++) {
+        if (now >= slots[i].deadline_ns) {
+            mb->free_msg(slots[i].msg, slots[i].len, mb->free_arg);
+            expired++;
+            continue;
+        }
+        out[delivered].msg = slots[i].msg;
+        out[delivered].len = slots[i].len;
+        delivered++;
+    }
+    if (expired > 0) {
+        atomic_fetch_add_explicit(&mb->rejected[R_TIMEOUT], expired, memory_order_relaxed);
+        if (mb->m_rejected[R_TIMEOUT] != NULL)
+            met_counter_add(mb->m_rejected[R_TIMEOUT], expired);
+    }
+    if (delivered == 0)
+        return RON_ETIMEOUT;
+    atomic_fetch_add_explicit(&mb->delivered, delivered, memory_order_relaxed);
+    if (mb->m_delivered != NULL)
+        met_counter_add(mb->m_delivered, delivered);
+    return (ssize_t)delivered;
 }
 
 void

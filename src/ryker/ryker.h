@@ -38,6 +38,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <uv.h>
 
@@ -52,7 +53,7 @@
 #define RYK_MIN_DEADLINE_MS 1u                 /* below 1 ms every message would expire */
 #define RYK_MAX_DEADLINE_MS 60000u             /* 60 s: longer waits belong in a persistent queue */
 #define RYK_MAX_NAME 64u                       /* mailbox name bytes (a metrics label) */
-#define RYK_UV_BATCH 64u                       /* messages ryk_uv_t hands over per loop turn */
+#define RYK_RECV_MANY_MAX 256u                 /* messages one ryk_mailbox_recv_many may take */
 
 typedef struct {
     uint32_t capacity;      /* messages; 1..RYK_MAX_CAPACITY */
@@ -123,6 +124,23 @@ int ryk_mailbox_send(ryk_mailbox_t *mb, void *msg, size_t len);
  * RON_ECLOSED once closed and empty. One consumer at a time.
  */
 int ryk_mailbox_recv(ryk_mailbox_t *mb, void **msg_out, size_t *len_out);
+
+/* One message handed out by ryk_mailbox_recv_many (the caller takes msg). */
+typedef struct {
+    void *msg;
+    size_t len;
+} ryk_msg_t;
+
+/*
+ * Dequeue up to n (capped at RYK_RECV_MANY_MAX) of the oldest messages into
+ * out[] under one lock and one clock read: the batch form of
+ * ryk_mailbox_recv for actors that drain a burst per loop turn. Expired
+ * messages among them are freed and counted, as in ryk_mailbox_recv.
+ * Returns the number delivered (>= 1); RON_ETIMEOUT if every message taken
+ * had expired (call again); RON_EAGAIN if empty; RON_ECLOSED once closed and
+ * empty. One consumer at a time.
+ */
+ssize_t ryk_mailbox_recv_many(ryk_mailbox_t *mb, ryk_msg_t *out, size_t n);
 
 /*
  * Refuse every later send with RON_ECLOSED. Queued messages stay and can
