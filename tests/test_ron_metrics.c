@@ -678,6 +678,53 @@ test_merge_of_kernel_and_children_registries_passes_promtool(void **state)
 }
 
 static void
+test_merge_stops_at_family_and_sample_limits_counting_the_rest(void **state)
+{
+    (void)state;
+    met_merge_t *m = met_merge_new();
+    met_merge_stats_t st;
+    size_t cap = (MET_MERGE_MAX_FAMILIES + 10) * 16;
+    char *text = malloc(cap);
+    size_t len = 0;
+    for (unsigned i = 0; i < MET_MERGE_MAX_FAMILIES + 10; i++)
+        len += (size_t)snprintf(text + len, cap - len, "f%u 1\n", i);
+    assert_int_equal(met_merge_add(m, "a", text, len, &st), 0);
+    assert_int_equal(st.samples, MET_MERGE_MAX_FAMILIES);
+    assert_int_equal(st.rejected, 10);
+    free(text);
+    met_merge_free(m);
+
+    m = met_merge_new();
+    size_t n = MET_MERGE_MAX_SAMPLES + 5;
+    text = malloc(n * 4);
+    for (size_t i = 0; i < n; i++)
+        memcpy(text + 4 * i, "a 1\n", 4);
+    assert_int_equal(met_merge_add(m, NULL, text, n * 4, &st), 0);
+    assert_int_equal(st.samples, MET_MERGE_MAX_SAMPLES);
+    assert_int_equal(st.rejected, 5);
+    assert_int_equal(met_merge_add(m, "b", "b 1\n", 4, &st), 0);
+    assert_int_equal(st.rejected, 1);
+    free(text);
+    met_merge_free(m);
+}
+
+static void
+test_registry_refuses_families_past_its_limit(void **state)
+{
+    (void)state;
+    met_registry_t *r = met_registry_new();
+    met_gauge_t *g;
+    char name[32];
+    for (unsigned i = 0; i < MET_MAX_FAMILIES; i++) {
+        snprintf(name, sizeof name, "g%u", i);
+        assert_int_equal(met_gauge_register(r, name, "h", &g), 0);
+    }
+    assert_int_equal(met_gauge_register(r, "one_more", "h", &g), RON_EBUSY);
+    assert_int_equal(met_gauge_register(r, "g7", "h", &g), 0); /* existing ones still found */
+    met_registry_free(r);
+}
+
+static void
 test_merge_of_every_fuzz_seed_passes_promtool(void **state)
 {
     (void)state;
@@ -733,6 +780,8 @@ main(void)
         cmocka_unit_test(test_merge_refuses_oversized_input_and_bad_service_names),
         cmocka_unit_test(test_merge_of_kernel_and_children_registries_passes_promtool),
         cmocka_unit_test(test_merge_of_every_fuzz_seed_passes_promtool),
+        cmocka_unit_test(test_merge_stops_at_family_and_sample_limits_counting_the_rest),
+        cmocka_unit_test(test_registry_refuses_families_past_its_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

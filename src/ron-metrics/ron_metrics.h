@@ -24,9 +24,18 @@
  * type in the name, non-empty help); registration refuses names that break
  * them, so every exposition we print passes promtool.
  *
- * Threads: every function here is thread-safe. Updates are lock-free
- * (relaxed C11 atomics); registration, child lookup and rendering take a
- * mutex and are meant for start-up, the first use of a label set, and scrapes.
+ * Threads: every registry, family and metric function is thread-safe.
+ * Updates are lock-free (relaxed C11 atomics); registration, child lookup and
+ * rendering take a mutex and are meant for start-up, the first use of a label
+ * set, and scrapes. A met_merge_t belongs to one thread at a time.
+ *
+ * Merging (the admin port's /metrics in macronode):
+ *
+ *   met_merge_t *m = met_merge_new();
+ *   met_merge_add(m, NULL, kernel_text, kernel_len, NULL);      // no label added
+ *   met_merge_add(m, "svc-storage", child_text, child_len, &st); // service="svc-storage"
+ *   met_merge_render(m, &out, &out_len);                          // one valid exposition
+ *   met_merge_free(m);
  */
 #ifndef RON_METRICS_H
 #define RON_METRICS_H
