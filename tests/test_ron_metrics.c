@@ -321,6 +321,8 @@ registry_every_kind(const char *tag)
     met_counter_add(met_family_counter(f, NULL), UINT64_MAX);
     assert_int_equal(met_family_register(r, &MET_DESC_SERVICE_RESTARTS, &f), 0);
     met_counter_inc(met_family_counter(f, (const char *[]){"svc-storage"}));
+    assert_int_equal(met_family_register(r, &MET_DESC_MERGE_REJECTED, &f), 0);
+    met_counter_add(met_family_counter(f, (const char *[]){"svc-storage"}), 2);
     met_desc_t small = {MET_COUNTER, "peer_frames_total", "Frames \\ per \"peer\"\nsecond line.",
                         (const char *[]){"peer", "dir"}, 2, NULL, 0, 1};
     assert_int_equal(met_family_register(r, &small, &f), 0);

@@ -38,6 +38,9 @@ const met_desc_t MET_DESC_BUS_OVERFLOW = {MET_COUNTER, MET_NAME_BUS_OVERFLOW,
                                           "Bus events lost by subscribers that fell behind."};
 const met_desc_t MET_DESC_SERVICE_RESTARTS = {
     MET_COUNTER, MET_NAME_SERVICE_RESTARTS, "Restarts of a supervised service.", label_service, 1};
+const met_desc_t MET_DESC_MERGE_REJECTED = {
+    MET_COUNTER, MET_NAME_MERGE_REJECTED,
+    "Lines of a service's metrics text the merger refused.", label_service, 1};
 
 typedef struct {
     char *key;                  /* label values, each followed by '\0' */

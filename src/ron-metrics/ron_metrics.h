@@ -93,11 +93,13 @@ typedef struct {
 #define MET_NAME_INFLIGHT "inflight_requests"                  /* gauge */
 #define MET_NAME_BUS_OVERFLOW "bus_overflow_dropped_total"     /* counter */
 #define MET_NAME_SERVICE_RESTARTS "service_restarts_total"     /* counter {service} */
+#define MET_NAME_MERGE_REJECTED "metrics_merge_rejected_lines_total" /* counter {service} */
 extern const met_desc_t MET_DESC_REQUEST_LATENCY; /* default latency buckets, label "route" */
 extern const met_desc_t MET_DESC_REJECTED;        /* label "reason" */
 extern const met_desc_t MET_DESC_INFLIGHT;        /* no labels */
 extern const met_desc_t MET_DESC_BUS_OVERFLOW;    /* no labels */
 extern const met_desc_t MET_DESC_SERVICE_RESTARTS; /* label "service" */
+extern const met_desc_t MET_DESC_MERGE_REJECTED;  /* label "service": met_merge_stats_t.rejected */
 
 /* ---- registry ---- */
 
