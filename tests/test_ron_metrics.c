@@ -15,6 +15,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -223,6 +224,61 @@ test_histogram_renders_cumulative_buckets_sum_and_count(void **state)
                               "obj_size_bytes_bucket{le=\"+Inf\"} 5\n"
                               "obj_size_bytes_sum NaN\n"
                               "obj_size_bytes_count 5\n");
+    free(text);
+    met_registry_free(r);
+}
+
+/* Seeded property test: binary-search bucket choice equals a linear scan. */
+static void
+test_histogram_observe_matches_a_linear_bucket_scan(void **state)
+{
+    (void)state;
+    unsigned seed = (unsigned)time(NULL);
+    const char *env = getenv("RON_TEST_SEED");
+    if (env != NULL)
+        seed = (unsigned)strtoul(env, NULL, 10);
+    srand(seed);
+    static const double bounds[] = {-5, -0.5, 0, 1e-9, 0.25, 1, 3, 1e6};
+    const size_t nb = sizeof bounds / sizeof bounds[0];
+    met_registry_t *r = met_registry_new();
+    met_histogram_t *h;
+    assert_int_equal(met_histogram_register(r, "prop_seconds", "p", bounds, nb, &h), 0);
+    uint64_t want[sizeof bounds / sizeof bounds[0] + 1] = {0};
+    for (int i = 0; i < 20000; i++) {
+        double v;
+        switch (rand() % 4) {
+        case 0:
+            v = bounds[(size_t)rand() % nb]; /* exactly on a bound */
+            break;
+        case 1:
+            v = nextafter(bounds[(size_t)rand() % nb], rand() % 2 ? INFINITY : -INFINITY);
+            break;
+        case 2:
+            v = ((double)rand() / RAND_MAX - 0.5) * 20;
+            break;
+        default:
+            v = (rand() % 2 ? 1 : -1) * ldexp((double)rand() / RAND_MAX, rand() % 80 - 40);
+        }
+        size_t b = 0;
+        while (b < nb && !(v <= bounds[b]))
+            b++;
+        want[b]++;
+        met_histogram_observe(h, v);
+    }
+    char *text = render(r);
+    uint64_t cum = 0;
+    const char *p = text;
+    for (size_t b = 0; b <= nb; b++) {
+        cum += want[b];
+        p = strstr(p, "prop_seconds_bucket{");
+        assert_non_null(p);
+        p = strstr(p, "} ") + 2;
+        unsigned long long got = strtoull(p, NULL, 10);
+        if (got != cum)
+            fail_msg("seed %u: bucket %zu: cumulative %llu, want %llu", seed, b, got,
+                     (unsigned long long)cum);
+    }
+    assert_int_equal(met_histogram_count(h), 20000);
     free(text);
     met_registry_free(r);
 }
@@ -769,6 +825,7 @@ main(void)
         cmocka_unit_test(test_family_caps_children_and_routes_excess_to_overflow_child),
         cmocka_unit_test(test_overlong_or_invalid_utf8_label_values_go_to_overflow),
         cmocka_unit_test(test_histogram_renders_cumulative_buckets_sum_and_count),
+        cmocka_unit_test(test_histogram_observe_matches_a_linear_bucket_scan),
         cmocka_unit_test(test_default_latency_buckets_render_shortest_bounds),
         cmocka_unit_test(test_render_escapes_label_values_and_help),
         cmocka_unit_test(test_render_sorts_families_by_name_and_children_by_values),
