@@ -260,27 +260,13 @@ ring_take(ryk_mailbox_t *mb, ryk_slot_t *out, size_t n)
     return k;
 }
 
-int
-ryk_mailbox_recv(ryk_mailbox_t *mb, void **msg_out, size_t *len_out)
+/* Take up to n messages through slots[n], free and count the expired ones,
+ * hand out the rest. */
+static ssize_t
+recv_into(ryk_mailbox_t *mb, ryk_msg_t *out, size_t n, ryk_slot_t *slots)
 {
-    ryk_msg_t m;
-    ssize_t n = ryk_mailbox_recv_many(mb, &m, 1);
-    if (n < 0)
-        return (int)n;
-    *msg_out = m.msg;
-    *len_out = m.len;
-    return 0;
-}
-
-ssize_t
-ryk_mailbox_recv_many(ryk_mailbox_t *mb, ryk_msg_t *out, size_t n)
-{
-    ryk_slot_t slots[RYK_RECV_MANY_MAX];
     uint64_t now = mb->clock(mb->clock_arg);
     size_t delivered = 0, expired = 0;
-
-    if (n > RYK_RECV_MANY_MAX)
-        n = RYK_RECV_MANY_MAX;
     ssize_t k = ring_take(mb, slots, n);
     if (k < 0)
         return k;
@@ -305,6 +291,26 @@ ryk_mailbox_recv_many(ryk_mailbox_t *mb, ryk_msg_t *out, size_t n)
     if (mb->m_delivered != NULL)
         met_counter_add(mb->m_delivered, delivered);
     return (ssize_t)delivered;
+}
+
+int
+ryk_mailbox_recv(ryk_mailbox_t *mb, void **msg_out, size_t *len_out)
+{
+    ryk_slot_t slot;
+    ryk_msg_t m;
+    ssize_t n = recv_into(mb, &m, 1, &slot);
+    if (n < 0)
+        return (int)n;
+    *msg_out = m.msg;
+    *len_out = m.len;
+    return 0;
+}
+
+ssize_t
+ryk_mailbox_recv_many(ryk_mailbox_t *mb, ryk_msg_t *out, size_t n)
+{
+    ryk_slot_t slots[RYK_RECV_MANY_MAX]; /* 6 KiB: bounded by the cap below */
+    return recv_into(mb, out, RON_MIN(n, (size_t)RYK_RECV_MANY_MAX), slots);
 }
 
 void
