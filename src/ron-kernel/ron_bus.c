@@ -13,9 +13,10 @@
  * then reload seq: unchanged means the copy is whole"; below 2c+2 means "not
  * published yet"; above means the ring lapped the reader, which then skips to
  * head - capacity (the oldest position that can still be intact) and counts
- * the skipped positions as dropped. Event words are relaxed/acquire atomics,
+ * the skipped positions as dropped. Event words are release/acquire atomics,
  * so a torn read is detected rather than being a data race (TSan-clean, and
- * no atomic_thread_fence, which GCC's TSan does not support).
+ * no atomic_thread_fence, which GCC's TSan does not support). Only the words
+ * an event's kind uses are copied (bus_words_for), the rest read as zero.
  *
  * Invariants: publish never allocates and never reads a subscriber's cursor;
  * a subscriber never returns the same position twice or a torn event;

@@ -170,7 +170,10 @@ void ron_bus_free(ron_bus_t *bus);
 uint32_t ron_bus_capacity(const ron_bus_t *bus);
 
 /*
- * Publish a copy of ev to every current subscriber. Never allocates, never
+ * Publish a copy of ev to every current subscriber: the fields its kind uses
+ * (kind, ok, version always; service for HEALTH; service and reason for
+ * SERVICE_CRASHED); subscribers get the other fields zeroed, as the setters
+ * leave them. Never allocates, never
  * blocks on a subscriber, never calls back into the caller. When a
  * subscriber registered a wake handle, uv_async_send() is called on it.
  * Returns 0, or RON_EINVAL if ev->kind is unknown (nothing is published).
