@@ -413,10 +413,8 @@ test_bus_publish_never_blocks_with_a_stuck_subscriber(void **state)
     const uint64_t n = 200000;
 
     assert_int_equal(ron_bus_subscribe(bus, NULL, &stuck), 0);
-    uint64_t t0 = ron_now_ms();
     for (uint64_t v = 0; v < n; v++)
-        publish_version(bus, v); /* would hang here if publish waited for a reader */
-    assert_true(ron_now_ms() - t0 < 60000);
+        publish_version(bus, v); /* would hang here (CTest timeout) if publish waited */
     /* the stuck subscriber wakes up to the newest `capacity` events */
     assert_int_equal(ron_bus_recv(stuck, &got), 0);
     assert_int_equal(got.version, n - 64);

@@ -131,7 +131,10 @@ int ron_kernel_event_decode(const char *json, size_t len, ron_kernel_event_t *ev
  * A publisher can wait only in one case: when another publisher was
  * preempted in the middle of writing the very slot it needs, which requires
  * the ring to wrap a full lap during that preemption; it never waits on a
- * subscriber. Each subscriber is used by one thread at a time; different
+ * subscriber. Subscribers read positions in order, so a publisher preempted
+ * between claiming a position and writing it delays subscribers (never
+ * other publishers) until it resumes or the ring laps that position.
+ * Each subscriber is used by one thread at a time; different
  * subscribers may run on different threads. Subscribe and unsubscribe take
  * a mutex (not on the publish path).
  * ====================================================================== */
