@@ -208,7 +208,9 @@ ron_bus_publish(ron_bus_t *bus, const ron_kernel_event_t *ev)
     size_t nw = bus_words_for(ev->kind);
     memcpy(words, ev, nw * sizeof(uint64_t));
 
-    uint64_t pos = atomic_fetch_add_explicit(&bus->head, 1, memory_order_relaxed);
+    /* seq_cst (free on x86: lock xadd): orders the claim before the wake
+     * check, so a subscriber whose cursor starts at or below pos gets a wake. */
+    uint64_t pos = atomic_fetch_add(&bus->head, 1);
     bus_slot_t *slot = &bus->ring[pos & bus->mask];
     uint64_t busy = 2 * pos + 1;
     uint64_t s = atomic_load_explicit(&slot->seq, memory_order_relaxed);
@@ -228,9 +230,8 @@ ron_bus_publish(ron_bus_t *bus, const ron_kernel_event_t *ev)
     /* Release: a reader whose load sees any of these words also sees busy. */
     for (size_t i = 0; i < nw; i++)
         atomic_store_explicit(&slot->w[i], words[i], memory_order_release);
-    /* seq_cst (not just release) pairs with the seq_cst loads of the wake
-     * registration so a subscriber that just registered cannot miss both the
-     * event and the wake-up. */
+    /* seq_cst, like the subscriber's load of seq, so that a subscriber that
+     * found nothing new and went idle is always signalled after this store. */
     atomic_store(&slot->seq, busy + 1);
 wake:
     bus_wake_all(bus);
@@ -254,7 +255,6 @@ ron_bus_subscribe(ron_bus_t *bus, uv_async_t *wake, ron_bus_sub_t **sub_out)
     if (sub == NULL)
         goto out;
     sub->in_use = true;
-    sub->cursor = atomic_load(&bus->head);
     atomic_store_explicit(&sub->delivered, 0, memory_order_relaxed);
     atomic_store_explicit(&sub->dropped, 0, memory_order_relaxed);
     if (wake != NULL) {
@@ -263,6 +263,10 @@ ron_bus_subscribe(ron_bus_t *bus, uv_async_t *wake, ron_bus_sub_t **sub_out)
             atomic_store(&bus->wake_hi, sub->index + 1);
         atomic_fetch_add(&bus->n_wakers, 1);
     }
+    /* After the wake registration (all seq_cst): a publisher that claims a
+     * position >= cursor then sees n_wakers and the handle, so no event this
+     * subscriber can receive goes without a wake-up. */
+    sub->cursor = atomic_load(&bus->head);
     *sub_out = sub;
     rc = 0;
 out:

@@ -188,7 +188,8 @@ int ron_bus_publish(ron_bus_t *bus, const ron_kernel_event_t *ev);
  * Add a subscriber that sees events published after this call. wake, when
  * not NULL, is an initialized uv_async_t (borrowed: it must stay open until
  * ron_bus_unsubscribe returns) that the bus signals after each publish, so a
- * loop can drain the subscriber from the async callback. Returns 0 and
+ * loop can drain the subscriber (until RON_EAGAIN) from the async callback;
+ * every event the subscriber can receive is followed by a signal. Returns 0 and
  * *sub_out (owned by the bus), or RON_EBUSY if RON_BUS_MAX_SUBS are taken.
  * Any thread.
  */
