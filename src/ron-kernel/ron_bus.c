@@ -9,7 +9,7 @@
  *   seq == 2p + 2  the slot holds position p, complete
  * A publisher claims p (fetch_add on head), CASes the slot's seq from an
  * older even value to 2p+1, stores the event words (release), then stores
- * 2p+2 (seq_cst). A reader at cursor c loads seq; 2c+2 means "read the words,
+ * 2p+2 (release). A reader at cursor c loads seq; 2c+2 means "read the words,
  * then reload seq: unchanged means the copy is whole"; below 2c+2 means "not
  * published yet"; above means the ring lapped the reader, which then skips to
  * head - capacity (the oldest position that can still be intact) and counts
@@ -230,9 +230,10 @@ ron_bus_publish(ron_bus_t *bus, const ron_kernel_event_t *ev)
     /* Release: a reader whose load sees any of these words also sees busy. */
     for (size_t i = 0; i < nw; i++)
         atomic_store_explicit(&slot->w[i], words[i], memory_order_release);
-    /* seq_cst, like the subscriber's load of seq, so that a subscriber that
-     * found nothing new and went idle is always signalled after this store. */
-    atomic_store(&slot->seq, busy + 1);
+    /* Release is enough: wake-ups are ordered by the seq_cst claim above
+     * (see ron_bus_subscribe), and uv_async_send itself orders this store
+     * before the subscriber's callback. */
+    atomic_store_explicit(&slot->seq, busy + 1, memory_order_release);
 wake:
     bus_wake_all(bus);
     return 0;
