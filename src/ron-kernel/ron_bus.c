@@ -181,7 +181,10 @@ bus_cpu_relax(unsigned *spins)
 
 /* Signal every registered wake handle. The signalling counter lets
  * ron_bus_unsubscribe wait out a publisher that may hold a stale pointer
- * (Dekker: both sides use seq_cst). */
+ * (Dekker: both sides use seq_cst). Its seq_cst fetch_add also orders the
+ * caller's slot store before uv_async_send's unsynchronized read of the
+ * handle's pending flag: a full barrier there is what keeps a wake-up from
+ * being coalesced into a callback that could not yet see the event. */
 static void
 bus_wake_all(ron_bus_t *bus)
 {
@@ -230,9 +233,10 @@ ron_bus_publish(ron_bus_t *bus, const ron_kernel_event_t *ev)
     /* Release: a reader whose load sees any of these words also sees busy. */
     for (size_t i = 0; i < nw; i++)
         atomic_store_explicit(&slot->w[i], words[i], memory_order_release);
-    /* Release is enough: wake-ups are ordered by the seq_cst claim above
-     * (see ron_bus_subscribe), and uv_async_send itself orders this store
-     * before the subscriber's callback. */
+    /* Release is enough: which subscribers get a wake-up is decided by the
+     * seq_cst claim above (see ron_bus_subscribe), and the seq_cst RMW in
+     * bus_wake_all makes this store visible before uv_async_send reads the
+     * handle's pending flag (a callback already pending then sees it). */
     atomic_store_explicit(&slot->seq, busy + 1, memory_order_release);
 wake:
     bus_wake_all(bus);
