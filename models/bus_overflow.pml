@@ -156,7 +156,8 @@ proctype subscriber(byte i)
     :: atomic { pub_done && inflight == 0 && cursor[i] == head ->
             assert(delivered[i] + dropped[i] == head) }  /* caught up: all seen or counted */
         break
-    :: true ->                                   /* one ron_bus_recv() */
+    :: cursor[i] != head ->                      /* one ron_bus_recv() (polls that find
+                                                  * nothing claimed change nothing) */
         skipped = false;
         tries = 0;
         do
