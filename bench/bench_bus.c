@@ -35,7 +35,7 @@ typedef struct {
     int cpu;
     uint64_t received;
     uint64_t first_ns, last_ns;
-    uint32_t *lat;          /* ns, capped at UINT32_MAX */
+    uint32_t *lat; /* ns, capped at UINT32_MAX */
     size_t nlat, caplat;
 } sub_t;
 

@@ -104,8 +104,13 @@ test_event_setters_replace_invalid_utf8_so_encoding_never_fails(void **state)
     (void)state;
     ron_kernel_event_t ev;
     /* lone continuation, overlong '/', surrogate, truncated sequence, 0xff */
-    ron_kernel_event_service_crashed(&ev, "a\x80" "b\xc0\xaf" "c",
-                                     "\xed\xa0\x80" "d\xe2\x82" "e\xff");
+    ron_kernel_event_service_crashed(&ev,
+                                     "a\x80"
+                                     "b\xc0\xaf"
+                                     "c",
+                                     "\xed\xa0\x80"
+                                     "d\xe2\x82"
+                                     "e\xff");
     assert_string_equal(ev.service, "a?b??c");
     assert_string_equal(ev.reason, "???d??e?");
     round_trip(&ev, NULL);
@@ -164,8 +169,9 @@ test_event_decode_is_strict(void **state)
     assert_int_equal(decode_str("{\"kind\":\"CONFIG_UPDATED\",\"version\":\"05\"}"), RON_EPROTO);
     assert_int_equal(decode_str("{\"kind\":\"CONFIG_UPDATED\",\"version\":\"-1\"}"), RON_EPROTO);
     assert_int_equal(decode_str("{\"kind\":\"CONFIG_UPDATED\",\"version\":\"\"}"), RON_EPROTO);
-    assert_int_equal(decode_str("{\"kind\":\"CONFIG_UPDATED\",\"version\":\"18446744073709551616\"}"),
-                     RON_EPROTO);
+    assert_int_equal(
+        decode_str("{\"kind\":\"CONFIG_UPDATED\",\"version\":\"18446744073709551616\"}"),
+        RON_EPROTO);
     /* unknown kind; an escaped NUL anywhere is refused by the parser itself */
     assert_int_equal(decode_str("{\"kind\":\"REBOOT\"}"), RON_EPROTO);
     assert_int_equal(decode_str("{\"kind\":\"SHUTDOWN\\u0000x\"}"), RON_EJSON);
@@ -525,8 +531,8 @@ test_restart_backoff_doubles_from_100ms_to_a_30s_cap(void **state)
     (void)state;
     ron_restart_policy_t p = policy(7);
     uint64_t now = 0, d;
-    const uint64_t nominal[] = {100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600,
-                                30000, 30000, 30000};
+    const uint64_t nominal[] = {100,  200,   400,   800,   1600,  3200,
+                                6400, 12800, 25600, 30000, 30000, 30000};
     for (size_t i = 0; i < RON_ARRAY_LEN(nominal); i++) {
         /* 12.5 s apart: never 6 crashes in 60 s; no heartbeat, so no reset */
         assert_int_equal(ron_restart_on_crash(&p, now, &d), RON_RESTART_AFTER);
@@ -616,8 +622,8 @@ test_restart_window_slides_so_old_crashes_expire(void **state)
     assert_int_equal(ron_restart_on_crash(&p, 69999, &d), RON_RESTART_QUARANTINE);
 
     /* a configured policy, as the node's integration tests may use */
-    ron_restart_config_t cfg = {.base_ms = 10, .cap_ms = 40, .window_ms = 1000,
-                                .quarantine_crashes = 3};
+    ron_restart_config_t cfg = {
+        .base_ms = 10, .cap_ms = 40, .window_ms = 1000, .quarantine_crashes = 3};
     assert_int_equal(ron_restart_init(&p, &cfg, 1), 0);
     assert_int_equal(ron_restart_on_crash(&p, 0, &d), RON_RESTART_AFTER);
     assert_jittered(d, 10);
@@ -680,8 +686,8 @@ typedef struct {
     ron_bus_sub_t *sub;
     _Atomic int *producers_done;
     uint64_t received;
-    uint64_t torn;       /* events whose fields disagree: must stay 0 */
-    uint64_t reordered;  /* per-producer sequence going backwards or repeating: must stay 0 */
+    uint64_t torn;      /* events whose fields disagree: must stay 0 */
+    uint64_t reordered; /* per-producer sequence going backwards or repeating: must stay 0 */
     uint64_t reports;
     bool timed_out;
 } consumer_arg_t;
@@ -713,10 +719,9 @@ stress_check(consumer_arg_t *c, const ron_kernel_event_t *ev, int64_t last[])
         c->reports++;
         return;
     }
-    if (ev->kind != RON_EV_SERVICE_CRASHED ||
-        sscanf(ev->service, "p%u-%llu", &id, &i) != 2 ||
-        sscanf(ev->reason, "%llu from p%u, %llu", &i2, &id2, &i3) != 3 || id != id2 ||
-        i != i2 || i != i3 || id >= STRESS_PRODUCERS) {
+    if (ev->kind != RON_EV_SERVICE_CRASHED || sscanf(ev->service, "p%u-%llu", &id, &i) != 2 ||
+        sscanf(ev->reason, "%llu from p%u, %llu", &i2, &id2, &i3) != 3 || id != id2 || i != i2 ||
+        i != i3 || id >= STRESS_PRODUCERS) {
         c->torn++;
         return;
     }
@@ -798,14 +803,14 @@ test_bus_threads_stress_delivers_whole_ordered_events_and_counts_every_loss(void
         assert_int_equal(ca[i].received + ron_bus_sub_dropped(ca[i].sub), st.published);
         ron_bus_unsubscribe(ca[i].sub);
     }
-    assert_int_equal(st.published, (uint64_t)STRESS_PRODUCERS * STRESS_EVENTS + st.overflow_reports);
+    assert_int_equal(st.published,
+                     (uint64_t)STRESS_PRODUCERS * STRESS_EVENTS + st.overflow_reports);
     assert_int_equal(st.overflow_dropped, sum_dropped);
     ron_bus_stats(bus, &st);
     assert_int_equal(st.delivered, sum_received);
     print_message("stress: published %llu, delivered %llu, dropped %llu, overflow reports %llu\n",
                   (unsigned long long)st.published, (unsigned long long)st.delivered,
-                  (unsigned long long)st.overflow_dropped,
-                  (unsigned long long)st.overflow_reports);
+                  (unsigned long long)st.overflow_dropped, (unsigned long long)st.overflow_reports);
     ron_bus_free(bus);
 }
 
@@ -929,7 +934,8 @@ main(int argc, char **argv)
         cmocka_unit_test(test_restart_rejects_invalid_config),
     };
     const struct CMUnitTest threaded[] = {
-        cmocka_unit_test(test_bus_threads_stress_delivers_whole_ordered_events_and_counts_every_loss),
+        cmocka_unit_test(
+            test_bus_threads_stress_delivers_whole_ordered_events_and_counts_every_loss),
         cmocka_unit_test(test_bus_threads_wake_a_loop_subscriber_through_uv_async),
     };
     if (argc > 1 && strcmp(argv[1], "threads") == 0)

@@ -46,17 +46,17 @@ typedef struct {
 
 struct ron_bus_sub {
     _Alignas(64) ron_bus_t *bus;
-    uint64_t cursor;             /* next position to read; thread of sub only */
-    _Atomic uint64_t delivered;  /* written by the thread of sub only; read by stats */
-    _Atomic uint64_t dropped;    /* idem */
-    uint32_t index;              /* in bus->subs and bus->wakes */
-    bool in_use;                 /* under bus->mu */
+    uint64_t cursor;            /* next position to read; thread of sub only */
+    _Atomic uint64_t delivered; /* written by the thread of sub only; read by stats */
+    _Atomic uint64_t dropped;   /* idem */
+    uint32_t index;             /* in bus->subs and bus->wakes */
+    bool in_use;                /* under bus->mu */
 };
 
 struct ron_bus {
     /* read-only after ron_bus_new */
     bus_slot_t *ring;
-    uint64_t mask;               /* capacity - 1 */
+    uint64_t mask; /* capacity - 1 */
     uint32_t capacity;
     uint32_t throttle_ms;
     uint64_t (*now_ms)(void *arg);
@@ -64,18 +64,18 @@ struct ron_bus {
 
     _Alignas(64) _Atomic uint64_t head; /* positions claimed == events published */
 
-    _Alignas(64) _Atomic uint32_t n_wakers;   /* subscribers with a wake handle */
-    _Atomic uint32_t wake_hi;                 /* wakes[] entries at or above are NULL */
-    _Atomic uint32_t signalling;              /* publishers inside the wake scan */
+    _Alignas(64) _Atomic uint32_t n_wakers; /* subscribers with a wake handle */
+    _Atomic uint32_t wake_hi;               /* wakes[] entries at or above are NULL */
+    _Atomic uint32_t signalling;            /* publishers inside the wake scan */
     _Atomic(uv_async_t *) wakes[RON_BUS_MAX_SUBS];
 
-    _Alignas(64) _Atomic uint64_t dropped_total;   /* bus_overflow_dropped_total */
-    _Atomic uint64_t dropped_pending;              /* dropped since the last report */
-    _Atomic uint64_t report_next_ms;               /* earliest time of the next report */
-    _Atomic uint64_t reports;                      /* overflow reports published */
+    _Alignas(64) _Atomic uint64_t dropped_total; /* bus_overflow_dropped_total */
+    _Atomic uint64_t dropped_pending;            /* dropped since the last report */
+    _Atomic uint64_t report_next_ms;             /* earliest time of the next report */
+    _Atomic uint64_t reports;                    /* overflow reports published */
 
-    pthread_mutex_t mu;          /* guards subs[].in_use, retired_* */
-    uint64_t retired_delivered;  /* counters of unsubscribed subscribers */
+    pthread_mutex_t mu;         /* guards subs[].in_use, retired_* */
+    uint64_t retired_delivered; /* counters of unsubscribed subscribers */
     ron_bus_sub_t subs[RON_BUS_MAX_SUBS];
 };
 
@@ -86,7 +86,7 @@ struct ron_bus {
 _Static_assert(offsetof(ron_kernel_event_t, service) == 16, "header is two words");
 _Static_assert(sizeof(((ron_kernel_event_t *)0)->service) % 8 == 0, "service is whole words");
 #define BUS_WORDS_HEADER 2u
-#define BUS_WORDS_HEALTH \
+#define BUS_WORDS_HEALTH                                                                           \
     ((offsetof(ron_kernel_event_t, service) + RON_KERNEL_SERVICE_MAX) / sizeof(uint64_t))
 
 static inline size_t
@@ -373,10 +373,10 @@ ron_bus_recv(ron_bus_sub_t *sub, ron_kernel_event_t *ev_out)
                        sizeof *ev_out - nw * sizeof(uint64_t));
                 memcpy(ev_out, words, nw * sizeof(uint64_t));
                 sub->cursor = c + 1;
-                atomic_store_explicit(
-                    &sub->delivered,
-                    atomic_load_explicit(&sub->delivered, memory_order_relaxed) + 1,
-                    memory_order_relaxed);
+                atomic_store_explicit(&sub->delivered,
+                                      atomic_load_explicit(&sub->delivered, memory_order_relaxed) +
+                                          1,
+                                      memory_order_relaxed);
                 rc = 0;
                 break;
             }

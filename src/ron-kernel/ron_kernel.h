@@ -25,13 +25,13 @@
  * Limits
  * ====================================================================== */
 
-#define RON_KERNEL_SERVICE_MAX 40u       /* service name bytes incl. NUL: canon names are < 20 */
-#define RON_KERNEL_REASON_MAX 176u       /* crash reason bytes incl. NUL: "exit 1", "signal 9 (Killed)" */
-#define RON_KERNEL_EVENT_JSON_MAX 1024u  /* longest JSON text decode accepts: bounds work on peer input */
-#define RON_BUS_DEFAULT_CAPACITY 4096u   /* blueprint default; ~1 MiB of slots */
-#define RON_BUS_MIN_CAPACITY 2u          /* a ring of one slot could hold no history at all */
-#define RON_BUS_MAX_CAPACITY (1u << 20)  /* 1 Mi slots = 256 MiB: a bound on a config value */
-#define RON_BUS_MAX_SUBS 64u             /* one per loop/service in a node; the wake scan is O(n) */
+#define RON_KERNEL_SERVICE_MAX 40u      /* service name bytes incl. NUL: canon names are < 20 */
+#define RON_KERNEL_REASON_MAX 176u      /* crash reason bytes incl. NUL: "signal 9 (Killed)" */
+#define RON_KERNEL_EVENT_JSON_MAX 1024u /* longest JSON decode accepts (peer input) */
+#define RON_BUS_DEFAULT_CAPACITY 4096u  /* blueprint default; ~1 MiB of slots */
+#define RON_BUS_MIN_CAPACITY 2u         /* a ring of one slot could hold no history at all */
+#define RON_BUS_MAX_CAPACITY (1u << 20) /* 1 Mi slots = 256 MiB: a bound on a config value */
+#define RON_BUS_MAX_SUBS 64u            /* one per loop/service in a node; the wake scan is O(n) */
 #define RON_BUS_DEFAULT_THROTTLE_MS 1000u /* at most one overflow SERVICE_CRASHED per interval */
 
 /* ======================================================================
@@ -53,11 +53,11 @@ typedef enum {
  * The size is a multiple of 8 (the bus copies it word by word).
  */
 typedef struct {
-    uint32_t kind;                           /* ron_kernel_event_kind_t */
-    uint32_t ok;                             /* HEALTH: 1 healthy, 0 not */
-    uint64_t version;                        /* CONFIG_UPDATED: config snapshot counter */
-    char service[RON_KERNEL_SERVICE_MAX];    /* HEALTH, SERVICE_CRASHED; valid UTF-8 */
-    char reason[RON_KERNEL_REASON_MAX];      /* SERVICE_CRASHED; valid UTF-8 */
+    uint32_t kind;                        /* ron_kernel_event_kind_t */
+    uint32_t ok;                          /* HEALTH: 1 healthy, 0 not */
+    uint64_t version;                     /* CONFIG_UPDATED: config snapshot counter */
+    char service[RON_KERNEL_SERVICE_MAX]; /* HEALTH, SERVICE_CRASHED; valid UTF-8 */
+    char reason[RON_KERNEL_REASON_MAX];   /* SERVICE_CRASHED; valid UTF-8 */
 } ron_kernel_event_t;
 
 /* Set ev to HEALTH{service, ok}. service is copied (truncated to fit). Any thread. */
@@ -143,8 +143,8 @@ typedef struct ron_bus ron_bus_t;
 typedef struct ron_bus_sub ron_bus_sub_t;
 
 typedef struct {
-    uint32_t capacity;          /* slots; a power of two in [MIN, MAX]; 0 = default 4096 */
-    uint32_t throttle_ms;       /* overflow report interval; 0 = default 1000 */
+    uint32_t capacity;    /* slots; a power of two in [MIN, MAX]; 0 = default 4096 */
+    uint32_t throttle_ms; /* overflow report interval; 0 = default 1000 */
     /* Clock for the throttle, in ms; NULL = ron_now_ms(). Tests pass a fake
      * clock. Called from whichever thread calls ron_bus_recv(). */
     uint64_t (*now_ms)(void *arg);
@@ -152,10 +152,10 @@ typedef struct {
 } ron_bus_opts_t;
 
 typedef struct {
-    uint64_t published;         /* events published (claimed positions) */
-    uint64_t delivered;         /* events handed to subscribers, summed over subscribers */
-    uint64_t overflow_dropped;  /* bus_overflow_dropped_total: events subscribers lost */
-    uint64_t overflow_reports;  /* throttled SERVICE_CRASHED{"bus"} events published */
+    uint64_t published;        /* events published (claimed positions) */
+    uint64_t delivered;        /* events handed to subscribers, summed over subscribers */
+    uint64_t overflow_dropped; /* bus_overflow_dropped_total: events subscribers lost */
+    uint64_t overflow_reports; /* throttled SERVICE_CRASHED{"bus"} events published */
 } ron_bus_stats_t;
 
 /*
@@ -244,37 +244,37 @@ void ron_bus_stats(ron_bus_t *bus, ron_bus_stats_t *stats_out);
  *     starts the child at once.
  * ====================================================================== */
 
-#define RON_RESTART_BASE_MS 100u           /* first backoff; supervisor goal kill->healthy <= 150 ms */
-#define RON_RESTART_CAP_MS 30000u          /* longest backoff */
+#define RON_RESTART_BASE_MS 100u  /* first backoff; supervisor goal kill->healthy <= 150 ms */
+#define RON_RESTART_CAP_MS 30000u /* longest backoff */
 #define RON_RESTART_HEALTHY_RESET_MS 10000u /* healthy running that resets the backoff */
-#define RON_RESTART_WINDOW_MS 60000u       /* sliding window for counting crashes */
-#define RON_RESTART_QUARANTINE_CRASHES 6u  /* crash count in the window that quarantines */
-#define RON_RESTART_MAX_QUARANTINE 64u     /* bound on quarantine_crashes (history array size) */
+#define RON_RESTART_WINDOW_MS 60000u        /* sliding window for counting crashes */
+#define RON_RESTART_QUARANTINE_CRASHES 6u   /* crash count in the window that quarantines */
+#define RON_RESTART_MAX_QUARANTINE 64u      /* bound on quarantine_crashes (history array size) */
 
 typedef struct {
-    uint32_t base_ms;             /* 0 = RON_RESTART_BASE_MS */
-    uint32_t cap_ms;              /* 0 = RON_RESTART_CAP_MS; >= base_ms */
-    uint32_t healthy_reset_ms;    /* 0 = RON_RESTART_HEALTHY_RESET_MS */
-    uint32_t window_ms;           /* 0 = RON_RESTART_WINDOW_MS */
-    uint32_t quarantine_crashes;  /* 0 = RON_RESTART_QUARANTINE_CRASHES; 1..MAX_QUARANTINE */
+    uint32_t base_ms;            /* 0 = RON_RESTART_BASE_MS */
+    uint32_t cap_ms;             /* 0 = RON_RESTART_CAP_MS; >= base_ms */
+    uint32_t healthy_reset_ms;   /* 0 = RON_RESTART_HEALTHY_RESET_MS */
+    uint32_t window_ms;          /* 0 = RON_RESTART_WINDOW_MS */
+    uint32_t quarantine_crashes; /* 0 = RON_RESTART_QUARANTINE_CRASHES; 1..MAX_QUARANTINE */
 } ron_restart_config_t;
 
 typedef enum {
-    RON_RESTART_AFTER = 1,        /* restart after *delay_ms_out */
-    RON_RESTART_QUARANTINE = 2,   /* do not restart until ron_restart_release() */
+    RON_RESTART_AFTER = 1,      /* restart after *delay_ms_out */
+    RON_RESTART_QUARANTINE = 2, /* do not restart until ron_restart_release() */
 } ron_restart_action_t;
 
 /* Embedded in caller memory; fields are private to ron_restart.c. */
 typedef struct {
-    ron_restart_config_t cfg;     /* defaults filled in */
-    uint32_t streak;              /* crashes since the last backoff reset */
-    bool healthy;                 /* healthy_since_ms is set */
+    ron_restart_config_t cfg; /* defaults filled in */
+    uint32_t streak;          /* crashes since the last backoff reset */
+    bool healthy;             /* healthy_since_ms is set */
     bool quarantined;
-    uint64_t healthy_since_ms;    /* first healthy report since the last (re)start */
+    uint64_t healthy_since_ms; /* first healthy report since the last (re)start */
     uint64_t crash_ms[RON_RESTART_MAX_QUARANTINE - 1]; /* ring of the latest crash times */
-    uint32_t crash_n;             /* entries in crash_ms, <= quarantine_crashes - 1 */
-    uint32_t crash_head;          /* next write index */
-    uint64_t rng;                 /* xorshift64 state for jitter; never 0 */
+    uint32_t crash_n;    /* entries in crash_ms, <= quarantine_crashes - 1 */
+    uint32_t crash_head; /* next write index */
+    uint64_t rng;        /* xorshift64 state for jitter; never 0 */
 } ron_restart_policy_t;
 
 /*
