@@ -508,6 +508,56 @@ test_bus_refuses_subscribers_beyond_the_limit(void **state)
     ron_bus_free(bus);
 }
 
+typedef struct {
+    ron_bus_watch_t watch;
+    uint64_t got;
+    uint64_t stop_after;
+    int closed;
+} watch_test_t;
+
+static void
+watch_test_closed(ron_bus_watch_t *w)
+{
+    ron_container_of(w, watch_test_t, watch)->closed++;
+}
+
+static void
+watch_test_on_event(ron_bus_watch_t *w, const ron_kernel_event_t *ev)
+{
+    watch_test_t *t = ron_container_of(w, watch_test_t, watch);
+    assert_int_equal(ev->kind, RON_EV_CONFIG_UPDATED);
+    assert_int_equal(ev->version, t->got); /* in order, none lost */
+    t->got++;
+    if (t->got == t->stop_after)
+        ron_bus_watch_close(w, watch_test_closed); /* from inside the callback */
+}
+
+static void
+test_bus_watch_delivers_in_order_over_several_loop_turns_and_closes(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    ron_bus_t *bus = bus_make(4096, NULL, 0);
+    watch_test_t t = {.stop_after = 1000};
+    ron_bus_stats_t st;
+
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(ron_bus_watch_init(&t.watch, &loop, bus, watch_test_on_event), 0);
+    for (uint64_t v = 0; v < 1200; v++)
+        publish_version(bus, v); /* more than one turn's budget */
+    assert_int_equal(t.got, 0);  /* nothing is delivered from inside publish */
+    uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(t.got, RON_BUS_WATCH_BUDGET); /* one turn, one budget */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(t.got, 1000); /* nothing after the close */
+    assert_int_equal(t.closed, 1);
+    publish_version(bus, 1); /* the bus no longer touches the closed handle */
+    ron_bus_stats(bus, &st);
+    assert_int_equal(st.delivered, 1000);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    ron_bus_free(bus);
+}
+
 /* ---------------------------------------------------------------- restart */
 
 static ron_restart_policy_t
@@ -925,6 +975,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_bus_publish_never_blocks_with_a_stuck_subscriber),
         cmocka_unit_test(test_bus_many_overflows_within_one_interval_yield_one_crash_event),
         cmocka_unit_test(test_bus_refuses_subscribers_beyond_the_limit),
+        cmocka_unit_test(test_bus_watch_delivers_in_order_over_several_loop_turns_and_closes),
         cmocka_unit_test(test_restart_backoff_doubles_from_100ms_to_a_30s_cap),
         cmocka_unit_test(test_restart_first_delay_is_jittered_within_75_to_100ms),
         cmocka_unit_test(test_restart_backoff_resets_after_10s_of_healthy_running),

@@ -419,3 +419,63 @@ ron_bus_stats(ron_bus_t *bus, ron_bus_stats_t *stats_out)
     stats_out->overflow_dropped = atomic_load_explicit(&bus->dropped_total, memory_order_relaxed);
     stats_out->overflow_reports = atomic_load_explicit(&bus->reports, memory_order_relaxed);
 }
+
+/* ---- libuv glue: a subscriber drained on a loop thread ---- */
+
+static void
+bus_watch_on_async(uv_async_t *a)
+{
+    ron_bus_watch_t *w = ron_container_of(a, ron_bus_watch_t, async);
+    ron_kernel_event_t ev;
+    unsigned budget;
+
+    if (w->sub == NULL)
+        return; /* closing */
+    budget = RON_BUS_WATCH_BUDGET;
+    while (budget-- > 0) {
+        if (ron_bus_recv(w->sub, &ev) < 0)
+            return;
+        w->cb(w, &ev);
+        if (w->sub == NULL)
+            return; /* cb closed the watch */
+    }
+    uv_async_send(&w->async); /* more may be waiting: continue on a later turn */
+}
+
+int
+ron_bus_watch_init(ron_bus_watch_t *w, uv_loop_t *loop, ron_bus_t *bus, ron_bus_watch_cb cb)
+{
+    int rc;
+
+    w->sub = NULL;
+    w->cb = cb;
+    w->close_cb = NULL;
+    rc = uv_async_init(loop, &w->async, bus_watch_on_async);
+    if (rc < 0)
+        return rc;
+    rc = ron_bus_subscribe(bus, &w->async, &w->sub);
+    if (rc < 0) {
+        uv_close((uv_handle_t *)&w->async, NULL);
+        return rc;
+    }
+    return 0;
+}
+
+static void
+bus_watch_on_close(uv_handle_t *h)
+{
+    ron_bus_watch_t *w = ron_container_of((uv_async_t *)h, ron_bus_watch_t, async);
+    if (w->close_cb != NULL)
+        w->close_cb(w);
+}
+
+void
+ron_bus_watch_close(ron_bus_watch_t *w, ron_bus_watch_close_cb close_cb)
+{
+    ron_bus_sub_t *sub = w->sub;
+
+    w->sub = NULL;
+    w->close_cb = close_cb;
+    ron_bus_unsubscribe(sub); /* no publisher touches w->async after this */
+    uv_close((uv_handle_t *)&w->async, bus_watch_on_close);
+}

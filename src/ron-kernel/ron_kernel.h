@@ -33,6 +33,7 @@
 #define RON_BUS_MAX_CAPACITY (1u << 20) /* 1 Mi slots = 256 MiB: a bound on a config value */
 #define RON_BUS_MAX_SUBS 64u            /* one per loop/service in a node; the wake scan is O(n) */
 #define RON_BUS_DEFAULT_THROTTLE_MS 1000u /* at most one overflow SERVICE_CRASHED per interval */
+#define RON_BUS_WATCH_BUDGET 256u /* events a loop subscriber handles per loop turn: fairness */
 
 /* ======================================================================
  * Kernel events
@@ -219,6 +220,41 @@ uint64_t ron_bus_sub_delivered(const ron_bus_sub_t *sub);
 /* Read the bus counters (each read atomically; the set is not a snapshot).
  * Any thread. */
 void ron_bus_stats(ron_bus_t *bus, ron_bus_stats_t *stats_out);
+
+/*
+ * Loop subscriber (libuv glue): a subscriber drained on a loop thread from a
+ * uv_async_t the bus signals, calling cb once per event, in order. Embedded
+ * in caller memory: ron_bus_watch_init / ron_bus_watch_close, as uv_close.
+ * One loop turn delivers at most RON_BUS_WATCH_BUDGET events, then yields to
+ * the loop and continues on a later turn, so a busy bus cannot starve it.
+ */
+typedef struct ron_bus_watch ron_bus_watch_t;
+typedef void (*ron_bus_watch_cb)(ron_bus_watch_t *w, const ron_kernel_event_t *ev);
+typedef void (*ron_bus_watch_close_cb)(ron_bus_watch_t *w);
+
+struct ron_bus_watch {
+    uv_async_t async;   /* signalled by publishers; private */
+    ron_bus_sub_t *sub; /* NULL once closing */
+    ron_bus_watch_cb cb;
+    ron_bus_watch_close_cb close_cb;
+    void *data; /* for the caller */
+};
+
+/*
+ * Subscribe w to bus and start delivering events published from now on to
+ * cb on loop's thread (cb may call ron_bus_watch_close). Borrows bus and
+ * loop. Returns 0, RON_EBUSY (no subscriber slot) or a libuv error; on
+ * RON_EBUSY the handle is already closing, so w must stay valid until the
+ * loop has run once more. Loop thread only.
+ */
+int ron_bus_watch_init(ron_bus_watch_t *w, uv_loop_t *loop, ron_bus_t *bus, ron_bus_watch_cb cb);
+
+/*
+ * Stop delivering (no cb after this returns), unsubscribe, and close the
+ * handle; close_cb (may be NULL) runs on a later loop turn, after which w's
+ * memory may be reused. Loop thread only.
+ */
+void ron_bus_watch_close(ron_bus_watch_t *w, ron_bus_watch_close_cb close_cb);
 
 /* ======================================================================
  * Restart policy (the supervisor's sans-I/O core)
