@@ -1,0 +1,412 @@
+/*
+ * mn_node.c - `ron node`: the kernel process. Owns the loop, the config
+ * store, the kernel event bus (whose events it logs, one JSON line each), the
+ * kernel's metrics registry, the supervisor (macro) or the in-process
+ * services (micro), the admin port, and the signals: SIGHUP reloads,
+ * SIGINT/SIGTERM publish SHUTDOWN and stop the children in reverse start
+ * order within supervisor.stop_timeout_ms, after which the node exits 0.
+ * Invariants: a reload swaps the snapshot and hands it to the supervisor in
+ * the same loop turn (the supervisor borrows the current snapshot); a second
+ * stop signal is ignored; a shutdown that overruns MN_EXIT_DEADLINE_MS ends
+ * the process anyway (exit 0 after SIGKILLing what is left).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mn_internal.h"
+#include "ron_err.h"
+#include "ron_log.h"
+#include "ron_util.h"
+
+#define MN_EXIT_DEADLINE_MS 1900u /* DESIGN §11: the node stops within 2 s */
+
+typedef struct {
+    const ron_service_def_t *def;
+    void *state;
+    int listen_fd;
+    char listen_addr[RON_CONFIG_ADDR_MAX];
+} mn_inproc_t;
+
+struct mn_node {
+    uv_loop_t *loop;
+    ron_config_store_t *store;
+    const ron_config_t *cfg;      /* current snapshot (a view into store) */
+    ron_bus_t *bus;
+    ron_bus_sub_t *sub;
+    uv_async_t bus_wake;
+    met_registry_t *reg;
+    met_counter_t *reload_ok;
+    met_counter_t *reload_failed;
+    met_gauge_t *config_version;
+    met_counter_t *bus_dropped;
+    uint64_t bus_dropped_seen;
+    mn_sup_t *sup;                /* macro */
+    mn_inproc_t inproc[RON_CONFIG_MAX_SERVICES]; /* micro */
+    size_t n_inproc;
+    mn_admin_t *admin;
+    uv_signal_t sig_int, sig_term, sig_hup;
+    uv_timer_t exit_timer;
+    bool stopping;
+    int exit_code;
+    uint64_t started_ms;
+    uint64_t stop_ms;             /* when the stop began */
+};
+
+const ron_config_t *
+mn__node_config(const mn_node_t *n)
+{
+    return n->cfg;
+}
+
+mn_sup_t *
+mn__node_sup(mn_node_t *n)
+{
+    return n->sup;
+}
+
+met_registry_t *
+mn__node_registry(mn_node_t *n)
+{
+    ron_bus_stats_t st;
+    ron_bus_stats(n->bus, &st);
+    if (st.overflow_dropped > n->bus_dropped_seen) {
+        met_counter_add(n->bus_dropped, st.overflow_dropped - n->bus_dropped_seen);
+        n->bus_dropped_seen = st.overflow_dropped;
+    }
+    met_gauge_set(n->config_version, (double)n->cfg->version);
+    return n->reg;
+}
+
+bool
+mn__node_stopping(const mn_node_t *n)
+{
+    return n->stopping;
+}
+
+uint64_t
+mn__node_uptime_ms(const mn_node_t *n)
+{
+    return ron_now_ms() - n->started_ms;
+}
+
+size_t
+mn__node_service_count(const mn_node_t *n)
+{
+    return n->sup != NULL ? mn__sup_count(n->sup) : n->n_inproc;
+}
+
+void
+mn__node_service_info(const mn_node_t *n, size_t i, mn_svc_info_t *out)
+{
+    if (n->sup != NULL) {
+        mn__sup_info(n->sup, i, out);
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    out->name = n->inproc[i].def->name;
+    out->state = n->stopping ? MN_SVC_STOPPING : MN_SVC_RUNNING;
+    out->pid = (int)getpid();
+    out->healthy = !n->stopping;
+    out->config_version = n->cfg->version;
+    out->last_exit = "";
+    out->listen_addr = n->inproc[i].listen_addr;
+}
+
+void
+mn__node_inproc_metrics(mn_node_t *n, met_merge_t *m)
+{
+    char *buf;
+    if (n->n_inproc == 0)
+        return;
+    buf = ron_xmalloc(MN_MAX_METRICS);
+    for (size_t i = 0; i < n->n_inproc; i++) {
+        size_t len;
+        if (n->inproc[i].def->metrics == NULL || n->inproc[i].state == NULL)
+            continue;
+        len = n->inproc[i].def->metrics(n->inproc[i].state, buf, MN_MAX_METRICS);
+        met_merge_add(m, n->inproc[i].def->name, buf, len, NULL);
+    }
+    free(buf);
+}
+
+static void
+apply_log_level(const ron_config_t *cfg)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(cfg->log_level, names[i]) == 0)
+            ron_log_set_level((ron_log_level_t)i);
+}
+
+/* ---- events ---- */
+
+static void
+bus_drain(uv_async_t *a)
+{
+    mn_node_t *n = a->data;
+    ron_kernel_event_t ev;
+    char json[RON_KERNEL_EVENT_JSON_MAX];
+    while (n->sub != NULL && ron_bus_recv(n->sub, &ev) == 0) {
+        if (ron_kernel_event_encode(&ev, json, sizeof json) < 0)
+            continue;
+        ron_log(ev.kind == RON_EV_SERVICE_CRASHED ? RON_LOG_WARN : RON_LOG_INFO, "event %s", json);
+    }
+}
+
+/* ---- reload ---- */
+
+int
+mn__node_reload(mn_node_t *n, bool *changed_out, char *err, size_t errcap)
+{
+    ron_kernel_event_t ev;
+    int rc;
+    *changed_out = false;
+    if (n->stopping) {
+        snprintf(err, errcap, "node is shutting down");
+        return RON_ESHUTDOWN;
+    }
+    rc = ron_config_store_reload(n->store, changed_out, err, errcap);
+    if (rc < 0) {
+        met_counter_inc(n->reload_failed);
+        ron_error("config reload refused; keeping version %llu: %s",
+                  (unsigned long long)n->cfg->version, err);
+        return rc;
+    }
+    met_counter_inc(n->reload_ok);
+    if (!*changed_out) {
+        ron_info("config reload: no change (version %llu)", (unsigned long long)n->cfg->version);
+        return 0;
+    }
+    n->cfg = ron_config_store_current(n->store);
+    apply_log_level(n->cfg);
+    if (n->sup != NULL)
+        mn__sup_config(n->sup, n->cfg);
+    for (size_t i = 0; i < n->n_inproc; i++)
+        if (n->inproc[i].def->apply_config != NULL)
+            n->inproc[i].def->apply_config(n->inproc[i].state, n->cfg);
+    ron_info("config reloaded: version %llu", (unsigned long long)n->cfg->version);
+    ron_kernel_event_config_updated(&ev, n->cfg->version);
+    ron_bus_publish(n->bus, &ev);
+    return 0;
+}
+
+static void
+on_sighup(uv_signal_t *h, int signum)
+{
+    mn_node_t *n = h->data;
+    char err[RON_CONFIG_ERR_MAX];
+    bool changed;
+    (void)signum;
+    ron_info("SIGHUP: reloading config");
+    mn__node_reload(n, &changed, err, sizeof err);
+}
+
+/* ---- shutdown ---- */
+
+static void
+node_closed_all(mn_node_t *n)
+{
+    uv_timer_stop(&n->exit_timer);
+    uv_close((uv_handle_t *)&n->exit_timer, NULL);
+    uv_close((uv_handle_t *)&n->sig_int, NULL);
+    uv_close((uv_handle_t *)&n->sig_term, NULL);
+    uv_close((uv_handle_t *)&n->sig_hup, NULL);
+    if (n->sub != NULL) {
+        bus_drain(&n->bus_wake);
+        ron_bus_unsubscribe(n->sub);
+        n->sub = NULL;
+    }
+    uv_close((uv_handle_t *)&n->bus_wake, NULL);
+    mn__admin_close(n->admin);
+    n->admin = NULL;
+    mn__sup_free(n->sup);
+    n->sup = NULL;
+}
+
+static void
+children_stopped(void *arg)
+{
+    mn_node_t *n = arg;
+    ron_info("all services stopped %llu ms after the stop request; exiting",
+             (unsigned long long)(ron_now_ms() - n->stop_ms));
+    node_closed_all(n);
+}
+
+static void
+exit_deadline(uv_timer_t *t)
+{
+    (void)t;
+    ron_error("shutdown overran %u ms; exiting now", MN_EXIT_DEADLINE_MS);
+    _exit(0);
+}
+
+static void
+node_stop(mn_node_t *n)
+{
+    ron_kernel_event_t ev;
+    if (n->stopping)
+        return;
+    n->stopping = true;
+    n->stop_ms = ron_now_ms();
+    ron_kernel_event_shutdown(&ev);
+    ron_bus_publish(n->bus, &ev);
+    uv_timer_start(&n->exit_timer, exit_deadline, MN_EXIT_DEADLINE_MS, 0);
+    if (n->sup != NULL) {
+        mn__sup_stop(n->sup, children_stopped, n);
+        return;
+    }
+    for (size_t i = n->n_inproc; i-- > 0;) {
+        if (n->inproc[i].def->stop != NULL && n->inproc[i].state != NULL)
+            n->inproc[i].def->stop(n->inproc[i].state);
+        n->inproc[i].state = NULL;
+    }
+    children_stopped(n);
+}
+
+static void
+on_stop_signal(uv_signal_t *h, int signum)
+{
+    mn_node_t *n = h->data;
+    ron_info("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    node_stop(n);
+}
+
+/* ---- micro profile: services in this process ---- */
+
+static int
+inproc_start(mn_node_t *n, char *err, size_t errcap)
+{
+    for (size_t i = 0; i < n->cfg->n_services; i++) {
+        mn_inproc_t *p = &n->inproc[n->n_inproc];
+        const char *addr;
+        int rc;
+        p->def = ron_service_find(n->cfg->services[i]);
+        p->listen_fd = -1;
+        if (p->def == NULL) {
+            snprintf(err, errcap, "unknown service '%s' (built in: %s)", n->cfg->services[i],
+                     ron_service_names());
+            return RON_ECONFIG;
+        }
+        addr = p->def->listen_addr != NULL ? p->def->listen_addr(n->cfg) : NULL;
+        if (addr != NULL && addr[0] != '\0') {
+            p->listen_fd = mn__listen_tcp(addr, p->listen_addr, sizeof p->listen_addr);
+            if (p->listen_fd < 0) {
+                snprintf(err, errcap, "service %s: cannot listen on %s: %s", p->def->name, addr,
+                         ron_strerror(p->listen_fd));
+                return p->listen_fd;
+            }
+        }
+        rc = p->def->start(n->loop, n->cfg, p->listen_fd, &p->state);
+        if (rc < 0) {
+            snprintf(err, errcap, "service %s failed to start: %s", p->def->name, ron_strerror(rc));
+            return rc;
+        }
+        n->n_inproc++;
+        ron_info("service %s running in-process%s%s", p->def->name,
+                 p->listen_addr[0] ? " on " : "", p->listen_addr);
+    }
+    return 0;
+}
+
+/* ---- run ---- */
+
+static int
+node_init(mn_node_t *n, char *err, size_t errcap)
+{
+    ron_bus_opts_t bo = {.capacity = (uint32_t)n->cfg->bus_capacity};
+    int rc;
+
+    if ((rc = ron_bus_new(&bo, &n->bus)) < 0) {
+        snprintf(err, errcap, "bus.capacity %llu: must be a power of two",
+                 (unsigned long long)n->cfg->bus_capacity);
+        return RON_ECONFIG;
+    }
+    uv_async_init(n->loop, &n->bus_wake, bus_drain);
+    n->bus_wake.data = n;
+    ron_bus_subscribe(n->bus, &n->bus_wake, &n->sub);
+    n->reg = met_registry_new();
+    met_counter_register(n->reg, "config_reloads_total", "Config reloads applied or unchanged.",
+                         &n->reload_ok);
+    met_counter_register(n->reg, "config_reload_failures_total",
+                         "Config reloads refused (the old snapshot stayed).", &n->reload_failed);
+    met_gauge_register(n->reg, "config_version", "Version of the current config snapshot.",
+                       &n->config_version);
+    met_counter_register(n->reg, MET_NAME_BUS_OVERFLOW,
+                         "Kernel bus events lost by subscribers that fell behind.", &n->bus_dropped);
+    uv_timer_init(n->loop, &n->exit_timer);
+    uv_signal_init(n->loop, &n->sig_int);
+    uv_signal_init(n->loop, &n->sig_term);
+    uv_signal_init(n->loop, &n->sig_hup);
+    n->sig_int.data = n->sig_term.data = n->sig_hup.data = n;
+    return 0;
+}
+
+int
+ron_node_run(ron_config_store_t *store, const char *self_exe)
+{
+    mn_node_t *n = ron_xcalloc(1, sizeof *n);
+    uv_loop_t loop;
+    char err[512] = "";
+    int rc;
+
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&loop);
+    n->loop = &loop;
+    n->store = store;
+    n->cfg = ron_config_store_current(store);
+    n->started_ms = ron_now_ms();
+    n->exit_code = 1;
+    ron_log_set_service("kernel");
+    apply_log_level(n->cfg);
+    if (node_init(n, err, sizeof err) < 0)
+        goto fail;
+    if (n->cfg->profile == RON_PROFILE_MACRO) {
+        n->sup = mn__sup_new(&loop, n->cfg, self_exe, n->bus, n->reg, err, sizeof err);
+        if (n->sup == NULL)
+            goto fail;
+    }
+    n->admin = mn__admin_new(&loop, n, n->cfg, err, sizeof err);
+    if (n->admin == NULL)
+        goto fail;
+    if (n->sup != NULL ? mn__sup_start(n->sup, err, sizeof err) < 0
+                       : inproc_start(n, err, sizeof err) < 0)
+        goto fail;
+    uv_signal_start(&n->sig_int, on_stop_signal, SIGINT);
+    uv_signal_start(&n->sig_term, on_stop_signal, SIGTERM);
+    uv_signal_start(&n->sig_hup, on_sighup, SIGHUP);
+    ron_info("node up: profile %s, admin http://%s, config version %llu, amnesia %s",
+             n->cfg->profile == RON_PROFILE_MICRO ? "micro" : "macro", mn__admin_addr(n->admin),
+             (unsigned long long)n->cfg->version, ron_config_amnesia(n->cfg) ? "on" : "off");
+    n->exit_code = 0;
+    uv_run(&loop, UV_RUN_DEFAULT);
+    goto out;
+fail:
+    ron_error("node failed to start: %s", err);
+    fprintf(stderr, "ron: %s\n", err);
+    if (n->sup != NULL && n->bus != NULL) {
+        n->stopping = true;
+        mn__sup_stop(n->sup, children_stopped, n);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    } else if (n->bus != NULL) {
+        for (size_t i = n->n_inproc; i-- > 0;)
+            if (n->inproc[i].def->stop != NULL)
+                n->inproc[i].def->stop(n->inproc[i].state);
+        node_closed_all(n);
+    }
+out:
+    uv_run(&loop, UV_RUN_DEFAULT);
+    rc = n->exit_code;
+    if (uv_loop_close(&loop) != 0)
+        ron_warn("loop closed with handles still open");
+    for (size_t i = 0; i < n->n_inproc; i++)
+        if (n->inproc[i].listen_fd >= 0 && n->inproc[i].state == NULL)
+            close(n->inproc[i].listen_fd);
+    ron_bus_free(n->bus);
+    met_registry_free(n->reg);
+    ron_config_store_free(store);
+    free(n);
+    return rc;
+}
