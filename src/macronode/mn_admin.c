@@ -4,7 +4,10 @@
  *   GET /metrics        kernel registry + every service's metrics, service="NAME"
  *   GET /healthz        200 when every service is healthy, else 503 naming them
  *   GET /readyz         reads: 503 only when the node cannot serve at all
- *   GET /readyz?write=1 writes: 503 as soon as anything degrades (fails first)
+ *                       (shutting down, or every service quarantined/stopped)
+ *   GET /readyz?write=1 writes: 503 as soon as anything degrades (fails first):
+ *                       a service restarting, unhealthy or quarantined, or the
+ *                       admin server above 80 % of its connection/inflight caps
  *   GET /version        version, commit, build type, dependency versions
  *   GET /admin/status            what `ron status` prints
  *   POST /admin/reload           what SIGHUP does
@@ -104,9 +107,11 @@ readiness(mn_admin_t *a, readiness_t *r)
     for (size_t i = 0; i < count; i++) {
         mn_svc_info_t info;
         mn__node_service_info(n, i, &info);
-        if (info.state == MN_SVC_RUNNING && info.healthy) {
+        /* a process that runs or is coming back can still serve reads */
+        if (info.state == MN_SVC_RUNNING || info.state == MN_SVC_STARTING ||
+            info.state == MN_SVC_RESTARTING)
             serving++;
-        } else if (r->write) {
+        if (!(info.state == MN_SVC_RUNNING && info.healthy) && r->write) {
             r->write = false;
             snprintf(r->why, sizeof r->why, "service %s %s", info.name,
                      info.state == MN_SVC_RUNNING ? "unhealthy" : mn__svc_state_name(info.state));
@@ -114,7 +119,7 @@ readiness(mn_admin_t *a, readiness_t *r)
     }
     if (count > 0 && serving == 0) {
         r->read = false;
-        snprintf(r->why, sizeof r->why, "no service is serving");
+        snprintf(r->why, sizeof r->why, "no service can serve (all quarantined or stopped)");
     }
     if (r->write && st->inflight * 100 >= (uint64_t)tc->max_inflight * MN_WRITE_INFLIGHT_PCT) {
         r->write = false;
