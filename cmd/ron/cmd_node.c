@@ -58,6 +58,21 @@ static const struct {
     {"--log-level", "log.level"},
 };
 
+/* Is a (possibly "--flag=value") a flag that takes a value? */
+static bool
+node_flag_known(const char *a)
+{
+    size_t n = strcspn(a, "=");
+    static const char *const other[] = {"--config", "--seed", "--set"};
+    for (size_t k = 0; k < sizeof flag_keys / sizeof flag_keys[0]; k++)
+        if (strlen(flag_keys[k].flag) == n && strncmp(a, flag_keys[k].flag, n) == 0)
+            return true;
+    for (size_t k = 0; k < sizeof other / sizeof other[0]; k++)
+        if (strlen(other[k]) == n && strncmp(a, other[k], n) == 0)
+            return true;
+    return false;
+}
+
 int
 cmd_node(int argc, char **argv)
 {
@@ -89,6 +104,8 @@ cmd_node(int argc, char **argv)
         if (strncmp(a, "--", 2) != 0)
             return ron_cmd_fail(RON_EXIT_USAGE, "unexpected argument '%s' (see ron node --help)", a);
         eq = strchr(a, '=');
+        if (!node_flag_known(a))
+            return ron_cmd_fail(RON_EXIT_USAGE, "unknown flag '%s' (see ron node --help)", a);
         if (eq != NULL && strncmp(a, "--set", 5) != 0) {
             *eq = '\0';
             val = eq + 1;
