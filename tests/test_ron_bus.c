@@ -106,6 +106,24 @@ reply_cb(void *arg, int status, const oap_frame_t *resp)
     }
 }
 
+typedef struct {
+    int up, down;
+    rbus_peer_t *last;
+} peers_t;
+
+static void
+peer_cb(void *arg, rbus_peer_t *p, bool up)
+{
+    peers_t *x = arg;
+
+    if (up) {
+        x->up++;
+        x->last = p;
+    } else {
+        x->down++;
+    }
+}
+
 /* ---- fixtures ---- */
 
 typedef struct {
@@ -289,6 +307,8 @@ test_bus_inflight_fails_fast_when_peer_is_killed_then_reconnects(void **state)
     fx_init(&fx);
     pid_t child = spawn_server(&fx, "victim");
     rbus_t *cli = fx_bus(&fx, RBUS_TRANSPORT_UNIX, "kernel");
+    peers_t seen = {0};
+    rbus_on_peer(cli, peer_cb, &seen);
     rbus_peer_t *p = rbus_connect(cli, "victim", NULL);
     RUN_UNTIL(&fx.loop, rbus_peer_is_up(p), 5000); /* retries while the child binds */
     assert_true(rbus_peer_is_up(p));
@@ -318,6 +338,8 @@ test_bus_inflight_fails_fast_when_peer_is_killed_then_reconnects(void **state)
     assert_int_equal(st.connects, 2);
     assert_int_equal(st.disconnects, 1);
     assert_true(st.requests_unavail >= 2);
+    assert_int_equal(seen.up, 2); /* the owner hears down and up again */
+    assert_int_equal(seen.down, 1);
     kill(child, SIGKILL);
     waitpid(child, &wst, 0);
     rbus_free(cli);
@@ -697,11 +719,12 @@ test_bus_answers_404_for_app_without_handler_and_serves_both_directions(void **s
     fx_t fx;
     svc_t svc_child;
     reply_t r;
-    rbus_peer_t *inbound = NULL;
+    peers_t kp = {0};
 
     fx_init(&fx);
     rbus_t *kern = fx_bus(&fx, RBUS_TRANSPORT_INPROC, "kernel");
     rbus_t *child = fx_bus(&fx, RBUS_TRANSPORT_INPROC, "child");
+    rbus_on_peer(kern, peer_cb, &kp);
     assert_int_equal(rbus_listen(kern), 0);
     svc_register(child, &svc_child);
     rbus_peer_t *p = rbus_connect(child, "kernel", NULL);
@@ -711,14 +734,16 @@ test_bus_answers_404_for_app_without_handler_and_serves_both_directions(void **s
     assert_int_equal(r.code, 404);
     assert_non_null(strstr(r.body, "not_found"));
     /* The kernel can call the child back over the child's own connection. */
-    for (rbus_peer_t *q = kern->peers; q != NULL; q = q->next)
-        inbound = q;
-    assert_non_null(inbound);
-    assert_string_equal(rbus_peer_name(inbound), "child");
-    request_sync(&fx, inbound, "metrics?", 2000, &r);
+    assert_int_equal(kp.up, 1);
+    assert_true(rbus_peer_is_inbound(kp.last));
+    assert_false(rbus_peer_is_inbound(p));
+    assert_string_equal(rbus_peer_name(kp.last), "child");
+    request_sync(&fx, kp.last, "metrics?", 2000, &r);
     assert_int_equal(r.code, 200);
     assert_string_equal(r.body, "metrics?");
-    rbus_free(child); /* the kernel's inbound peer goes away */
+    rbus_free(child); /* the kernel hears its inbound peer go away */
+    RUN_UNTIL(&fx.loop, kp.down == 1, 2000);
+    assert_int_equal(kp.down, 1);
     rbus_free(kern);
     fx_close(&fx);
 }

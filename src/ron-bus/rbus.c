@@ -337,13 +337,14 @@ peer_detach(rbus_peer_t *p, int rc, bool flush)
     pending_fail_all(p, RON_EUNAVAIL);
     if (p->state == RBUS_P_CLOSED) /* a callback closed p or the bus */
         return;
-    if (p->outbound) {
-        peer_enter_backoff(p);
-        return;
-    }
     if (was == RBUS_P_UP && b->on_peer != NULL)
         b->on_peer(b->on_peer_arg, p, false);
-    peer_shutdown(p);
+    if (p->state == RBUS_P_CLOSED)
+        return;
+    if (p->outbound)
+        peer_enter_backoff(p);
+    else
+        peer_shutdown(p);
 }
 
 void
@@ -480,9 +481,9 @@ peer_up(rbus_peer_t *p, const rbus_hello_t *h)
             send_subscribe(p, p->subs[i].app_proto_id);
     } else {
         b->stats.accepted++;
-        if (b->on_peer != NULL)
-            b->on_peer(b->on_peer_arg, p, true);
     }
+    if (b->on_peer != NULL)
+        b->on_peer(b->on_peer_arg, p, true);
 }
 
 /* Inbound HELLO: the first frame on an accepted connection. */
@@ -858,6 +859,12 @@ rbus_peer_close(rbus_peer_t *p)
 {
     if (p != NULL && p->outbound)
         peer_shutdown(p);
+}
+
+bool
+rbus_peer_is_inbound(const rbus_peer_t *p)
+{
+    return !p->outbound;
 }
 
 bool

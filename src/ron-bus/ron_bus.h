@@ -163,7 +163,11 @@ typedef void (*rbus_handler_cb)(void *arg, rbus_req_t *req, const oap_frame_t *f
 /* An EVENT frame from peer p for a subscribed app_proto_id (f valid during the call). */
 typedef void (*rbus_event_cb)(void *arg, rbus_peer_t *p, const oap_frame_t *f);
 
-/* A peer connected (up: HELLO done) or went away (up false). */
+/*
+ * A connection of this endpoint finished HELLO (up) or was lost (up false),
+ * for inbound peers (then freed by the bus right after the up=false call)
+ * and outbound ones (which reconnect by themselves and call again).
+ */
 typedef void (*rbus_peer_cb)(void *arg, rbus_peer_t *p, bool up);
 
 /* ---- setup helpers (any thread) ---- */
@@ -233,7 +237,7 @@ void rbus_stats_get(const rbus_t *b, rbus_stats_t *out);
  */
 int rbus_handle(rbus_t *b, uint16_t app_proto_id, rbus_handler_cb cb, void *arg);
 
-/* Call cb (arg borrowed) when an inbound peer finishes HELLO or goes away. */
+/* Call cb (arg borrowed) when a peer, inbound or outbound, comes up or goes down. */
 void rbus_on_peer(rbus_t *b, rbus_peer_cb cb, void *arg);
 
 /*
@@ -257,6 +261,9 @@ rbus_peer_t *rbus_connect(rbus_t *b, const char *name, int *rc_out);
  * Only for peers returned by rbus_connect (the bus owns inbound peers). NULL is a no-op.
  */
 void rbus_peer_close(rbus_peer_t *p);
+
+/* True for a peer that connected to us (owned by the bus), false for rbus_connect's. */
+bool rbus_peer_is_inbound(const rbus_peer_t *p);
 
 /* True when HELLO has completed on the peer's current connection. */
 bool rbus_peer_is_up(const rbus_peer_t *p);
