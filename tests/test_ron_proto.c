@@ -1,0 +1,424 @@
+/*
+ * test_ron_proto.c - control-plane DTOs: the status table of spec §3, exact
+ * canonical encodings, strict decoding (unknown, wrong-typed and duplicate
+ * fields named in the error), u64 as decimal strings, HELLO's tolerance of
+ * unknown keys, START arguments, response metadata and credit.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ron_err.h"
+#include "ron_proto.h"
+
+#define S(lit) lit, sizeof(lit) - 1
+
+static void
+test_proto_status_table_matches_spec(void **state)
+{
+    (void)state;
+    static const struct {
+        uint16_t status;
+        const char *slug;
+        bool retryable;
+    } want[] = {
+        {400, "bad_request", false},      {401, "unauthorized", false},
+        {403, "forbidden", false},        {404, "not_found", false},
+        {405, "method_not_allowed", false}, {408, "timeout", true},
+        {409, "conflict", false},         {413, "payload_too_large", false},
+        {416, "range_not_satisfiable", false}, {426, "proto_mismatch", false},
+        {429, "quota_exhausted", true},   {431, "headers_too_large", false},
+        {500, "internal", true},          {502, "bad_gateway", true},
+        {503, "unavailable", true},       {504, "timeout", true},
+        {507, "insufficient_storage", true},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        assert_string_equal(proto_status_slug(want[i].status), want[i].slug);
+        assert_int_equal(proto_status_is_retryable(want[i].status), want[i].retryable);
+        const proto_status_t *s = proto_status_find(want[i].status);
+        assert_non_null(s);
+        assert_int_equal(s->retry_after, want[i].status == 429 || want[i].status == 503 ||
+                                             want[i].status == 507);
+    }
+    assert_null(proto_status_find(200));
+    assert_string_equal(proto_status_slug(599), "internal");
+    assert_false(proto_status_is_retryable(200));
+}
+
+static void
+test_proto_slug_maps_back_to_status(void **state)
+{
+    (void)state;
+    uint16_t st;
+    assert_int_equal(proto_slug_status("not_found", &st), 0);
+    assert_int_equal(st, 404);
+    assert_int_equal(proto_slug_status("bad_digest", &st), 0);
+    assert_int_equal(st, 409);
+    assert_int_equal(proto_slug_status("timeout", &st), 0);
+    assert_int_equal(st, 408); /* first row naming it */
+    assert_int_equal(proto_slug_status("proto_mismatch", &st), 0);
+    assert_int_equal(st, 426);
+    assert_int_equal(proto_slug_status("rejected", &st), RON_EINVAL);
+    assert_int_equal(proto_slug_status("", &st), RON_EINVAL);
+}
+
+static void
+test_proto_error_encodes_canonically_with_u64_as_string(void **state)
+{
+    (void)state;
+    proto_error_t e;
+    char *j;
+    size_t n;
+
+    proto_error_init(&e, 404, 18446744073709551615ULL, "no such object");
+    assert_int_equal(proto_error_encode(&e, &j, &n), 0);
+    assert_string_equal(j, "{\"code\":\"not_found\",\"corr_id\":\"18446744073709551615\","
+                           "\"message\":\"no such object\",\"retryable\":false}");
+    assert_int_equal(n, strlen(j));
+    free(j);
+
+    proto_error_init(&e, 429, 9223372036854775808ULL, "slow down");
+    e.has_retry_after = true;
+    e.retry_after_ms = 1500;
+    assert_int_equal(proto_error_encode(&e, &j, &n), 0);
+    assert_string_equal(j, "{\"code\":\"quota_exhausted\",\"corr_id\":\"9223372036854775808\","
+                           "\"message\":\"slow down\",\"retry_after_ms\":1500,\"retryable\":true}");
+    free(j);
+
+    proto_error_init(&e, 413, 7, "inflate overran");
+    strcpy(e.reason, "compression_bomb");
+    assert_int_equal(proto_error_encode(&e, &j, &n), 0);
+    assert_string_equal(j, "{\"code\":\"payload_too_large\",\"corr_id\":\"7\","
+                           "\"message\":\"inflate overran\",\"reason\":\"compression_bomb\","
+                           "\"retryable\":false}");
+    free(j);
+
+    strcpy(e.code, "no_such_slug");
+    assert_int_equal(proto_error_encode(&e, &j, &n), RON_EINVAL);
+}
+
+static void
+test_proto_error_decodes_and_round_trips(void **state)
+{
+    (void)state;
+    proto_error_t e;
+    proto_err_t err;
+    char *j;
+    size_t n;
+    const char in[] = "{\"retryable\":true,\"message\":\"later\",\"code\":\"unavailable\","
+                      "\"corr_id\":\"12345678901234567890\",\"retry_after_ms\":250}";
+    assert_int_equal(proto_error_decode(S(in), &e, &err), 0);
+    assert_string_equal(e.code, "unavailable");
+    assert_string_equal(e.message, "later");
+    assert_true(e.retryable);
+    assert_true(e.corr_id == 12345678901234567890ULL);
+    assert_true(e.has_retry_after);
+    assert_int_equal(e.retry_after_ms, 250);
+    assert_string_equal(e.reason, "");
+    assert_int_equal(proto_error_encode(&e, &j, &n), 0);
+    proto_error_t e2;
+    assert_int_equal(proto_error_decode(j, n, &e2, &err), 0);
+    assert_memory_equal(&e, &e2, sizeof e);
+    free(j);
+}
+
+/* Decode must fail with RON_EJSON and name field. */
+static void
+expect_error_field(const char *json, const char *field)
+{
+    proto_error_t e;
+    proto_err_t err;
+    assert_int_equal(proto_error_decode(json, strlen(json), &e, &err), RON_EJSON);
+    assert_string_equal(err.field, field);
+    if (field[0] != '\0')
+        assert_non_null(strstr(err.text, field));
+}
+
+static void
+test_proto_error_rejects_bad_fields_by_name(void **state)
+{
+    (void)state;
+#define OK_TAIL "\"message\":\"m\",\"retryable\":false,\"corr_id\":\"1\""
+    expect_error_field("{\"code\":\"not_found\"," OK_TAIL ",\"extra\":1}", "extra");
+    expect_error_field("{\"code\":\"not_found\"," OK_TAIL ",\"code\":\"conflict\"}", "code");
+    expect_error_field("{\"code\":404," OK_TAIL "}", "code");
+    expect_error_field("{\"code\":\"nope\"," OK_TAIL "}", "code");
+    expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":\"no\","
+                       "\"corr_id\":\"1\"}",
+                       "retryable");
+    expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false,"
+                       "\"corr_id\":1}",
+                       "corr_id");
+    expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false,"
+                       "\"corr_id\":\"18446744073709551616\"}",
+                       "corr_id");
+    expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false,"
+                       "\"corr_id\":\"-1\"}",
+                       "corr_id");
+    expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false,"
+                       "\"corr_id\":\"007\"}",
+                       "corr_id");
+    expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false}",
+                       "corr_id");
+    expect_error_field("{\"code\":\"not_found\"," OK_TAIL ",\"retry_after_ms\":1.5}",
+                       "retry_after_ms");
+    expect_error_field("{\"code\":\"not_found\"," OK_TAIL ",\"retry_after_ms\":-1}",
+                       "retry_after_ms");
+    expect_error_field("{\"code\":\"not_found\"," OK_TAIL ",\"reason\":false}", "reason");
+    expect_error_field("[1,2]", "");
+    expect_error_field("{\"code\":", "");
+    expect_error_field("{\"code\":\"not_found\"," OK_TAIL "} trailing", "");
+    expect_error_field("", "");
+}
+
+static void
+test_proto_error_rejects_oversized_message(void **state)
+{
+    (void)state;
+    size_t n = PROTO_MAX_MESSAGE + 1;
+    char *big = malloc(n + 200);
+    int w = snprintf(big, 100, "{\"code\":\"internal\",\"retryable\":true,\"corr_id\":\"0\","
+                               "\"message\":\"");
+    memset(big + w, 'a', n);
+    strcpy(big + w + n, "\"}");
+    expect_error_field(big, "message");
+    free(big);
+}
+
+static void
+test_proto_hello_ignores_unknown_keys_but_checks_known_ones(void **state)
+{
+    (void)state;
+    proto_hello_t h;
+    proto_err_t err;
+    assert_int_equal(
+        proto_hello_decode(S("{\"ua\":\"ron/0.1\",\"max_frame\":65536,\"pq_hybrid\":true}"), &h,
+                           &err),
+        0);
+    assert_string_equal(h.ua, "ron/0.1");
+    assert_true(h.has_max_frame);
+    assert_int_equal(h.max_frame, 65536);
+    assert_int_equal(h.n_versions, 0);
+    /* the Rust implementation's form */
+    assert_int_equal(proto_hello_decode(S("{\"ua\":null}"), &h, &err), 0);
+    assert_string_equal(h.ua, "");
+    assert_false(h.has_max_frame);
+    assert_int_equal(proto_hello_decode(S("{}"), &h, &err), 0);
+    assert_int_equal(proto_hello_decode(S("{\"versions\":[1,2]}"), &h, &err), 0);
+    assert_int_equal(h.n_versions, 2);
+    assert_int_equal(h.versions[1], 2);
+
+    assert_int_equal(proto_hello_decode(S("{\"max_frame\":\"big\"}"), &h, &err), RON_EJSON);
+    assert_string_equal(err.field, "max_frame");
+    assert_int_equal(proto_hello_decode(S("{\"max_frame\":1e6}"), &h, &err), RON_EJSON);
+    assert_string_equal(err.field, "max_frame");
+    assert_int_equal(proto_hello_decode(S("{\"ua\":\"a\",\"ua\":\"b\"}"), &h, &err), RON_EJSON);
+    assert_string_equal(err.field, "ua");
+    assert_int_equal(proto_hello_decode(S("{\"ua\":5}"), &h, &err), RON_EJSON);
+    assert_string_equal(err.field, "ua");
+}
+
+static void
+test_proto_hello_encodes_canonically(void **state)
+{
+    (void)state;
+    proto_hello_t h = {.ua = "ron/0.1", .has_max_frame = true, .max_frame = 1048576};
+    char *j;
+    size_t n;
+    assert_int_equal(proto_hello_encode(&h, &j, &n), 0);
+    assert_string_equal(j, "{\"max_frame\":1048576,\"ua\":\"ron/0.1\"}");
+    free(j);
+    memset(&h, 0, sizeof h);
+    assert_int_equal(proto_hello_encode(&h, &j, &n), 0);
+    assert_string_equal(j, "{}");
+    free(j);
+}
+
+static void
+test_proto_hello_reply_round_trips_and_requires_fields(void **state)
+{
+    (void)state;
+    proto_hello_reply_t r = {.max_frame = 1048576, .max_inflight = 64, .flags_supported = 255,
+                             .n_versions = 1, .versions = {1}, .n_transports = 2,
+                             .transports = {"tcp+tls", "unix"}};
+    proto_hello_reply_t r2;
+    proto_err_t err;
+    char *j;
+    size_t n;
+    assert_int_equal(proto_hello_reply_encode(&r, &j, &n), 0);
+    assert_string_equal(j, "{\"flags_supported\":255,\"max_frame\":1048576,\"max_inflight\":64,"
+                           "\"transports\":[\"tcp+tls\",\"unix\"],\"versions\":[1]}");
+    assert_int_equal(proto_hello_reply_decode(j, n, &r2, &err), 0);
+    assert_memory_equal(&r, &r2, sizeof r);
+    free(j);
+    /* exactly what the Rust implementation sends, plus an unknown key */
+    assert_int_equal(proto_hello_reply_decode(
+                         S("{\"max_frame\":1048576,\"max_inflight\":64,\"flags_supported\":255,"
+                           "\"versions\":[1],\"transports\":[\"tcp+tls\"],\"future\":{}}"),
+                         &r2, &err),
+                     0);
+    assert_int_equal(r2.n_transports, 1);
+    assert_int_equal(proto_hello_reply_decode(S("{\"max_frame\":1048576,\"max_inflight\":64,"
+                                                "\"versions\":[1],\"transports\":[]}"),
+                                              &r2, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "flags_supported");
+    assert_int_equal(proto_hello_reply_decode(S("{\"max_frame\":1048576,\"max_inflight\":64,"
+                                                "\"flags_supported\":255,\"versions\":[1],"
+                                                "\"transports\":[7]}"),
+                                              &r2, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "transports");
+}
+
+static void
+test_proto_start_keeps_args_and_checks_them_strictly(void **state)
+{
+    (void)state;
+    proto_start_t s;
+    proto_err_t err;
+    const char *addr;
+    uint64_t off = 0;
+    static const char *const allowed[] = {"addr", "offset", NULL};
+
+    assert_int_equal(proto_start_decode(S("{\"op\":\"get\",\"addr\":\"b3:00\","
+                                          "\"offset\":\"18446744073709551615\"}"),
+                                        &s, &err),
+                     0);
+    assert_string_equal(s.op, "get");
+    assert_null(json_object_get(s.args, "op"));
+    assert_int_equal(proto_args_only(&s, allowed, &err), 0);
+    assert_int_equal(proto_args_str(&s, "addr", true, &addr, &err), 0);
+    assert_string_equal(addr, "b3:00");
+    assert_int_equal(proto_args_u64(&s, "offset", true, &off, &err), 0);
+    assert_true(off == UINT64_MAX);
+    assert_int_equal(proto_args_str(&s, "missing", false, &addr, &err), 0);
+    assert_null(addr);
+    assert_int_equal(proto_args_str(&s, "missing", true, &addr, &err), RON_EJSON);
+    assert_string_equal(err.field, "missing");
+    assert_int_equal(proto_args_u64(&s, "addr", true, &off, &err), RON_EJSON);
+    assert_string_equal(err.field, "addr");
+    static const char *const only_addr[] = {"addr", NULL};
+    assert_int_equal(proto_args_only(&s, only_addr, &err), RON_EJSON);
+    assert_string_equal(err.field, "offset");
+    proto_start_close(&s);
+
+    assert_int_equal(proto_start_decode(S("{\"addr\":\"x\"}"), &s, &err), RON_EJSON);
+    assert_string_equal(err.field, "op");
+    assert_int_equal(proto_start_decode(S("{\"op\":\"Get!\"}"), &s, &err), RON_EJSON);
+    assert_string_equal(err.field, "op");
+    assert_int_equal(proto_start_decode(S("{\"op\":\"get\",\"range\":[0,1.5]}"), &s, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "range");
+    assert_int_equal(proto_start_decode(S("{\"op\":\"get\",\"a\":1,\"a\":2}"), &s, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "a");
+}
+
+static void
+test_proto_start_encodes_with_sorted_keys(void **state)
+{
+    (void)state;
+    json_t *args = json_pack("{s:s, s:[i,i]}", "addr", "b3:ab", "range", 0, 65535);
+    char *j;
+    size_t n;
+    assert_int_equal(proto_start_encode("get", args, &j, &n), 0);
+    assert_string_equal(j, "{\"addr\":\"b3:ab\",\"op\":\"get\",\"range\":[0,65535]}");
+    free(j);
+    assert_int_equal(proto_start_encode("GET", args, &j, &n), RON_EINVAL);
+    json_object_set_new(args, "f", json_real(0.5));
+    assert_int_equal(proto_start_encode("get", args, &j, &n), RON_EINVAL);
+    json_decref(args);
+    assert_int_equal(proto_start_encode("ping", NULL, &j, &n), 0);
+    assert_string_equal(j, "{\"op\":\"ping\"}");
+    free(j);
+}
+
+static void
+test_proto_meta_round_trips_and_rejects_unknown(void **state)
+{
+    (void)state;
+    proto_meta_t m = {.has_size = true, .size = 9007199254740993ULL, .content_type = "text/plain"};
+    proto_meta_t m2;
+    proto_err_t err;
+    char *j;
+    size_t n;
+    assert_int_equal(proto_meta_encode(&m, &j, &n), 0);
+    assert_string_equal(j, "{\"content_type\":\"text/plain\",\"size\":\"9007199254740993\"}");
+    assert_int_equal(proto_meta_decode(j, n, &m2, &err), 0);
+    assert_true(m2.size == 9007199254740993ULL); /* 2^53 + 1 survives */
+    assert_string_equal(m2.content_type, "text/plain");
+    free(j);
+    assert_int_equal(proto_meta_decode(S("{}"), &m2, &err), 0);
+    assert_false(m2.has_size);
+    assert_int_equal(proto_meta_decode(S("{\"size\":\"1\",\"etag\":\"x\"}"), &m2, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "etag");
+    assert_int_equal(proto_meta_decode(S("{\"size\":12}"), &m2, &err), RON_EJSON);
+    assert_string_equal(err.field, "size");
+}
+
+static void
+test_proto_credit_round_trips_and_bounds_frames(void **state)
+{
+    (void)state;
+    proto_err_t err;
+    uint32_t f;
+    char *j;
+    size_t n;
+    assert_int_equal(proto_credit_encode(16, &j, &n), 0);
+    assert_string_equal(j, "{\"frames\":16,\"op\":\"credit\"}");
+    assert_int_equal(proto_credit_decode(j, n, &f, &err), 0);
+    assert_int_equal(f, 16);
+    free(j);
+    assert_int_equal(proto_credit_encode(0, &j, &n), RON_EINVAL);
+    assert_int_equal(proto_credit_encode(PROTO_MAX_CREDIT + 1, &j, &n), RON_EINVAL);
+    assert_int_equal(proto_credit_decode(S("{\"op\":\"credit\",\"frames\":0}"), &f, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "frames");
+    assert_int_equal(proto_credit_decode(S("{\"op\":\"ping\",\"frames\":1}"), &f, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "op");
+    assert_int_equal(proto_credit_decode(S("{\"op\":\"credit\",\"frames\":1,\"x\":1}"), &f, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "x");
+}
+
+static void
+test_proto_decoders_accept_unterminated_input(void **state)
+{
+    (void)state;
+    /* len bounds the document: bytes after it are never read */
+    const char buf[] = "{\"op\":\"credit\",\"frames\":3}GARBAGE";
+    uint32_t f;
+    assert_int_equal(proto_credit_decode(buf, 26, &f, NULL), 0);
+    assert_int_equal(f, 3);
+    assert_int_equal(proto_credit_decode(buf, 25, &f, NULL), RON_EJSON); /* NULL err is fine */
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_proto_status_table_matches_spec),
+        cmocka_unit_test(test_proto_slug_maps_back_to_status),
+        cmocka_unit_test(test_proto_error_encodes_canonically_with_u64_as_string),
+        cmocka_unit_test(test_proto_error_decodes_and_round_trips),
+        cmocka_unit_test(test_proto_error_rejects_bad_fields_by_name),
+        cmocka_unit_test(test_proto_error_rejects_oversized_message),
+        cmocka_unit_test(test_proto_hello_ignores_unknown_keys_but_checks_known_ones),
+        cmocka_unit_test(test_proto_hello_encodes_canonically),
+        cmocka_unit_test(test_proto_hello_reply_round_trips_and_requires_fields),
+        cmocka_unit_test(test_proto_start_keeps_args_and_checks_them_strictly),
+        cmocka_unit_test(test_proto_start_encodes_with_sorted_keys),
+        cmocka_unit_test(test_proto_meta_round_trips_and_rejects_unknown),
+        cmocka_unit_test(test_proto_credit_round_trips_and_bounds_frames),
+        cmocka_unit_test(test_proto_decoders_accept_unterminated_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
