@@ -565,7 +565,49 @@ test_bus_refuses_connection_that_does_not_say_hello_first(void **state)
     close(fd);
     rbus_stats_get(srv, &st);
     assert_int_equal(st.refused_proto, 1);
+    /* Silence is refused too, once RBUS_HELLO_TIMEOUT_MS has passed. */
+    uint64_t t0 = ron_now_ms();
+    fd = raw_connect(fx.dir, "kernel");
+    n = raw_read_until_eof(&fx.loop, fd, buf, sizeof buf, 5000, &eof);
+    assert_true(eof);
+    assert_true(ron_now_ms() - t0 >= RBUS_HELLO_TIMEOUT_MS - 100);
+    assert_true(oap_frame_parse(buf, n, OAP_MAX_FRAME, &f) > 0);
+    assert_int_equal(f.code, 426);
+    close(fd);
+    rbus_stats_get(srv, &st);
+    assert_int_equal(st.refused_proto, 2);
     rbus_free(srv);
+    fx_close(&fx);
+}
+
+static void
+test_bus_gives_up_on_listener_that_never_answers_hello(void **state)
+{
+    (void)state;
+    fx_t fx;
+    reply_t r = {0};
+    rbus_stats_t st;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+    fx_init(&fx);
+    /* A socket that completes connections in its backlog but never speaks. */
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/mute.sock", fx.dir);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 8), 0);
+    rbus_t *cli = fx_bus(&fx, RBUS_TRANSPORT_UNIX, "cli");
+    rbus_peer_t *p = rbus_connect(cli, "mute", NULL);
+    uint64_t t0 = ron_now_ms();
+    assert_int_equal(rbus_request(p, APP_ECHO, "x", 1, 10000, reply_cb, &r), 0);
+    RUN_UNTIL(&fx.loop, r.calls > 0, 5000);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, RON_EUNAVAIL); /* at the HELLO timeout, not the 10 s deadline */
+    assert_true(r.at_ms - t0 >= RBUS_HELLO_TIMEOUT_MS - 100 && r.at_ms - t0 < 4000);
+    rbus_stats_get(cli, &st);
+    assert_int_equal(st.connect_failures, 1);
+    assert_int_equal(st.connects, 0);
+    rbus_free(cli);
+    close(lfd);
     fx_close(&fx);
 }
 
@@ -823,6 +865,7 @@ main(void)
         cmocka_unit_test(test_bus_refuses_uid_not_allowed_with_error_envelope),
         cmocka_unit_test(test_bus_closes_connection_on_oversize_frame),
         cmocka_unit_test(test_bus_refuses_connection_that_does_not_say_hello_first),
+        cmocka_unit_test(test_bus_gives_up_on_listener_that_never_answers_hello),
         cmocka_unit_test(test_bus_delivers_events_only_to_subscribers_over_unix),
         cmocka_unit_test(test_bus_delivers_events_only_to_subscribers_in_process),
         cmocka_unit_test(test_bus_full_send_queue_fails_fast_with_ebusy_over_unix),

@@ -163,9 +163,11 @@ peer_timer_cb(uv_timer_t *t)
     uint64_t now = uv_now(p->bus->loop);
 
     p->timer_due = 0;
-    if (p->state == RBUS_P_HELLO && !p->outbound) {
-        p->bus->stats.refused_proto++;
-        peer_send_error(p, OAP_APP_CONTROL, 0, 426, "no HELLO in time");
+    if (p->state == RBUS_P_HELLO && p->hello_due <= now) {
+        if (!p->outbound) {
+            p->bus->stats.refused_proto++;
+            peer_send_error(p, OAP_APP_CONTROL, 0, 426, "no HELLO in time");
+        }
         peer_detach(p, RON_ETIMEOUT, true);
         return;
     }
@@ -179,14 +181,14 @@ peer_timer_cb(uv_timer_t *t)
         peer_timer_arm(p);
 }
 
-/* Arm the deadline timer for the earliest pending deadline (or the HELLO timeout). */
+/* Arm the timer for the earliest pending deadline, or the HELLO deadline if sooner. */
 static void
 peer_timer_arm(rbus_peer_t *p)
 {
     uint64_t due = UINT64_MAX, now = uv_now(p->bus->loop);
 
-    if (p->state == RBUS_P_HELLO && !p->outbound)
-        return; /* the HELLO timeout stays armed until HELLO arrives */
+    if (p->state == RBUS_P_HELLO)
+        due = p->hello_due;
     for (uint32_t i = 0; i < RBUS_MAX_INFLIGHT; i++)
         if (p->pend[i].cb != NULL && p->pend[i].deadline < due)
             due = p->pend[i].deadline;
@@ -400,8 +402,8 @@ rbus__conn_accepted(rbus_t *b, rbus_conn_t *c, uid_t uid, pid_t pid)
         peer_detach(p, RON_EREFUSED, true);
         return;
     }
-    uv_timer_start(&p->timer, peer_timer_cb, RBUS_HELLO_TIMEOUT_MS, 0);
-    p->timer_due = uv_now(b->loop) + RBUS_HELLO_TIMEOUT_MS;
+    p->hello_due = uv_now(b->loop) + RBUS_HELLO_TIMEOUT_MS;
+    peer_timer_arm(p);
 }
 
 static void
@@ -442,6 +444,8 @@ rbus__conn_connected(rbus_conn_t *c, int status, uid_t uid, pid_t pid)
         return;
     }
     p->state = RBUS_P_HELLO;
+    p->hello_due = uv_now(p->bus->loop) + RBUS_HELLO_TIMEOUT_MS;
+    peer_timer_arm(p);
     peer_send_hello(p);
 }
 
@@ -496,8 +500,6 @@ peer_on_hello(rbus_peer_t *p, const oap_frame_t *f)
     int rc, n;
     bool bare;
 
-    uv_timer_stop(&p->timer);
-    p->timer_due = 0;
     if (f->app_proto_id != OAP_APP_CONTROL || !(f->flags & OAP_F_REQ) || (f->flags & OAP_F_COMP)) {
         b->stats.refused_proto++;
         peer_send_error(p, OAP_APP_CONTROL, f->corr_id, 426, "first frame must be HELLO");

@@ -88,7 +88,7 @@
 #define RBUS_MAX_SUBS 16u                    /* app_proto_ids one side may subscribe to on one connection */
 #define RBUS_MAX_HANDLERS 16u                /* app_proto_id handlers per endpoint */
 #define RBUS_MAX_HELLO 4096u                 /* HELLO payload bytes we parse */
-#define RBUS_HELLO_TIMEOUT_MS 2000u          /* an accepted connection must say HELLO within this */
+#define RBUS_HELLO_TIMEOUT_MS 2000u          /* HELLO must complete within this, both sides */
 #define RBUS_BACKOFF_MIN_MS 50u              /* first reconnect delay */
 #define RBUS_BACKOFF_MAX_MS 1000u            /* reconnect delay cap */
 #define RBUS_DEFAULT_DEADLINE_MS 5000u       /* deadline used when a request passes 0 (blueprint: 5 s) */
