@@ -272,7 +272,6 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: bench_rbus [--mode bus|raw] [--window 1..64] [--requests N>=100] [--size B<=4096]\n");
         return 2;
     }
-    signal(SIGPIPE, SIG_IGN);
     c.size = size;
     c.warmup = requests / 10;
     c.total = requests + c.warmup;

@@ -854,7 +854,6 @@ test_bus_config_from_env_reads_and_hides_the_secret(void **state)
 int
 main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bus_same_service_answers_over_unix_sockets),
         cmocka_unit_test(test_bus_same_service_answers_in_process),

@@ -10,6 +10,7 @@
  * rbus_free/rbus_peer_close; peers and the bus are freed only in close
  * callbacks, so after any user callback the code re-checks ->state/closing.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,9 +134,9 @@ pending_complete(rbus_peer_t *p, rbus_pending_t *e, int status, const oap_frame_
     void *arg = e->arg;
     rbus_stats_t *st = &p->bus->stats;
 
-    free(e->queued);
     if (e->queued != NULL)
         p->queued_bytes -= e->queued_len;
+    free(e->queued);
     memset(e, 0, sizeof *e);
     p->npend--;
     if (status == RON_ETIMEOUT)
@@ -465,6 +466,8 @@ peer_up(rbus_peer_t *p, const rbus_hello_t *h)
     if (p->outbound) {
         b->stats.connects++;
         p->backoff_ms = RBUS_BACKOFF_MIN_MS;
+        for (uint32_t i = 0; i < p->nsubs; i++) /* first, while in-flight slots are free */
+            send_subscribe(p, p->subs[i].app_proto_id);
         for (uint32_t i = 0; i < RBUS_MAX_INFLIGHT; i++) {
             rbus_pending_t *e = &p->pend[i];
             if (e->cb == NULL || e->queued == NULL)
@@ -481,8 +484,6 @@ peer_up(rbus_peer_t *p, const rbus_hello_t *h)
             free(e->queued);
             e->queued = NULL;
         }
-        for (uint32_t i = 0; i < p->nsubs; i++)
-            send_subscribe(p, p->subs[i].app_proto_id);
     } else {
         b->stats.accepted++;
     }
@@ -738,6 +739,13 @@ rbus_new(uv_loop_t *loop, const rbus_config_t *cfg, int *rc_out)
             goto out;
     } else if (cfg->transport != RBUS_TRANSPORT_INPROC || cfg->hub == NULL) {
         goto out;
+    }
+    if (cfg->transport == RBUS_TRANSPORT_UNIX) {
+        struct sigaction sa;
+        /* libuv writes sockets with write(2): a peer that died must cost an
+         * EPIPE, not the whole process. Leaves a handler someone set alone. */
+        if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+            signal(SIGPIPE, SIG_IGN);
     }
     b = ron_xcalloc(1, sizeof *b);
     b->loop = loop;

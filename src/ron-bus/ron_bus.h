@@ -209,6 +209,12 @@ void rbus_hub_free(rbus_hub_t *h);
 /* ---- endpoint ---- */
 
 /*
+ * Note: with the UNIX transport, rbus_new() sets SIGPIPE to SIG_IGN if it is
+ * still SIG_DFL (libuv writes sockets with write(2), and a peer killed
+ * mid-write must not kill this process).
+ */
+
+/*
  * Returns a new endpoint on loop (borrowed) configured by cfg (copied), or
  * NULL with *rc_out set: RON_EINVAL (bad name, missing dir or hub, bad
  * max_frame) or RON_EPATHLEN (dir too long for its socket paths).
@@ -270,7 +276,10 @@ bool rbus_peer_is_up(const rbus_peer_t *p);
 
 /*
  * The peer's name: for outbound peers the name connected to, for inbound
- * peers the "name" of their HELLO ("" if none). A view valid while p is.
+ * peers the "name" of their HELLO ("" if none). An inbound name is claimed,
+ * not proven (every admitted peer knows the secret): to tell children apart,
+ * match rbus_peer_pid() (from SO_PEERCRED) against the pids you started.
+ * A view valid while p is.
  */
 const char *rbus_peer_name(const rbus_peer_t *p);
 
