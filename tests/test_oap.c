@@ -923,6 +923,563 @@ test_oap_names_flags(void **state)
     assert_string_equal(b, "REQ"); /* truncation keeps whole names */
 }
 
+/* ---- HELLO (spec §4) ---- */
+
+static void
+decode_one(const uint8_t *buf, size_t len, oap_frame_t *f)
+{
+    assert_int_equal(oap_frame_parse(buf, len, OAP_MAX_FRAME, f), (ssize_t)len);
+}
+
+static void
+test_oap_hello_parses_hand_written_request(void **state)
+{
+    (void)state;
+    oap_frame_t f;
+    proto_hello_t h;
+    bool bare = true;
+    decode_one(vec_hello, sizeof vec_hello, &f);
+    assert_int_equal(oap_hello_parse(&f, &h, &bare, NULL), 0);
+    assert_false(bare);
+    assert_string_equal(h.ua, "x");
+    assert_false(h.has_max_frame);
+}
+
+static void
+test_oap_hello_encodes_both_forms(void **state)
+{
+    (void)state;
+    /* Bare REQ HELLO as the Rust implementation sends it: {"ua":null} is what it
+     * writes; ours omits absent fields, so an empty hello is "{}". */
+    static const uint8_t want[] = {
+        0x00, 0x00, 0x00, 0x28, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, '{', '}',
+    };
+    proto_hello_t h;
+    uint8_t out[256];
+    oap_frame_t f;
+    bool bare;
+    memset(&h, 0, sizeof h);
+    assert_int_equal(oap_hello_encode(&h, 9, true, out, sizeof out), sizeof want);
+    assert_memory_equal(out, want, sizeof want);
+    strcpy(h.ua, "ron/0.1");
+    h.has_max_frame = true;
+    h.max_frame = 65536;
+    ssize_t n = oap_hello_encode(&h, 1, false, out, sizeof out);
+    assert_true(n > 0);
+    decode_one(out, (size_t)n, &f);
+    assert_int_equal(f.flags, OAP_F_REQ | OAP_F_START | OAP_F_END);
+    assert_int_equal(oap_hello_parse(&f, &h, &bare, NULL), 0);
+    assert_int_equal(h.max_frame, 65536);
+    assert_int_equal(oap_hello_encode(&h, 1, false, out, 40), -ENOBUFS);
+}
+
+static void
+check_answer(const uint8_t *req, size_t req_len, uint32_t want_mf, uint16_t want_flags)
+{
+    proto_hello_reply_t offer, r;
+    uint8_t out[512];
+    size_t len;
+    uint32_t mf = 0, cmf = 0;
+    oap_frame_t f, a;
+
+    decode_one(req, req_len, &f);
+    oap_hello_reply_init(&offer, OAP_MAX_FRAME, "tcp+tls");
+    assert_int_equal(oap_hello_answer(&f, &offer, out, sizeof out, &len, &mf), 0);
+    assert_int_equal(mf, want_mf);
+    decode_one(out, len, &a);
+    assert_int_equal(a.flags, want_flags);
+    assert_int_equal(a.code, 200);
+    assert_int_equal(a.app_proto_id, 0);
+    assert_true(a.corr_id == f.corr_id);
+    assert_int_equal(oap_hello_reply_parse(&a, f.corr_id, OAP_MAX_FRAME, &r, &cmf, NULL), 0);
+    assert_int_equal(cmf, want_mf); /* both sides agree */
+    assert_int_equal(r.max_inflight, OAP_MAX_INFLIGHT);
+    assert_int_equal(r.flags_supported, 255);
+    assert_int_equal(r.n_versions, 1);
+    assert_int_equal(r.versions[0], 1);
+    assert_string_equal(r.transports[0], "tcp+tls");
+}
+
+static void
+test_oap_hello_answer_mirrors_form_and_negotiates_downward(void **state)
+{
+    (void)state;
+    proto_hello_t h;
+    uint8_t req[256];
+    ssize_t n;
+
+    check_answer(vec_hello, sizeof vec_hello, OAP_MAX_FRAME, OAP_F_RESP | OAP_F_END);
+    memset(&h, 0, sizeof h);
+    h.has_max_frame = true;
+    h.max_frame = 65536;
+    n = oap_hello_encode(&h, 3, true, req, sizeof req);
+    check_answer(req, (size_t)n, 65536, OAP_F_RESP); /* bare REQ -> bare RESP */
+    h.max_frame = 8u << 20; /* asking for more than 1 MiB gets 1 MiB */
+    n = oap_hello_encode(&h, 4, false, req, sizeof req);
+    check_answer(req, (size_t)n, OAP_MAX_FRAME, OAP_F_RESP | OAP_F_END);
+    h.max_frame = 100; /* never below the floor */
+    n = oap_hello_encode(&h, 5, false, req, sizeof req);
+    check_answer(req, (size_t)n, OAP_MIN_MAX_FRAME, OAP_F_RESP | OAP_F_END);
+
+    assert_int_equal(oap_hello_negotiate(OAP_MAX_FRAME, 0), OAP_MAX_FRAME);
+    assert_int_equal(oap_hello_negotiate(8192, 65536), 8192);
+    assert_int_equal(oap_hello_negotiate(UINT32_MAX, UINT32_MAX), OAP_MAX_FRAME);
+    assert_int_equal(oap_hello_negotiate(0, 0), OAP_MIN_MAX_FRAME);
+}
+
+/* The first frame is not an acceptable HELLO: expect a 426 proto_mismatch frame. */
+static void
+expect_mismatch(const oap_frame_t *first)
+{
+    proto_hello_reply_t offer;
+    uint8_t out[2048];
+    size_t len = 0;
+    uint32_t mf = 77;
+    oap_frame_t a;
+    proto_error_t e;
+
+    oap_hello_reply_init(&offer, OAP_MAX_FRAME, "unix");
+    assert_int_equal(oap_hello_answer(first, &offer, out, sizeof out, &len, &mf), RON_EVERSION);
+    assert_int_equal(mf, 77);
+    decode_one(out, len, &a);
+    assert_int_equal(a.flags, OAP_F_RESP | OAP_F_END);
+    assert_int_equal(a.code, 426);
+    assert_true(a.corr_id == first->corr_id);
+    assert_int_equal(proto_error_decode((const char *)a.payload, a.payload_len, &e, NULL), 0);
+    assert_string_equal(e.code, "proto_mismatch");
+    assert_false(e.retryable);
+    assert_true(e.corr_id == first->corr_id);
+}
+
+static void
+test_oap_hello_answer_refuses_anything_else_with_proto_mismatch(void **state)
+{
+    (void)state;
+    oap_frame_t f;
+    uint8_t buf[256];
+    proto_hello_t h;
+    ssize_t n;
+
+    decode_one(vec_start_cap, sizeof vec_start_cap, &f); /* storage START first */
+    expect_mismatch(&f);
+    decode_one(vec_resp_404, sizeof vec_resp_404, &f); /* a response first */
+    expect_mismatch(&f);
+    decode_one(vec_hello, sizeof vec_hello, &f);
+    f.flags = OAP_F_REQ | OAP_F_START; /* not one of the two forms */
+    expect_mismatch(&f);
+    f.flags = OAP_F_REQ;
+    f.code = 200;
+    expect_mismatch(&f);
+    memset(&h, 0, sizeof h);
+    h.n_versions = 1;
+    h.versions[0] = 2; /* asks for version 2 only */
+    n = oap_hello_encode(&h, 8, false, buf, sizeof buf);
+    decode_one(buf, (size_t)n, &f);
+    expect_mismatch(&f);
+    h.n_versions = 2;
+    h.versions[1] = 1; /* 2 or 1: fine */
+    n = oap_hello_encode(&h, 8, false, buf, sizeof buf);
+    decode_one(buf, (size_t)n, &f);
+    bool bare;
+    assert_int_equal(oap_hello_parse(&f, &h, &bare, NULL), 0);
+    f.payload = (const uint8_t *)"{\"max_frame\":\"x\"}"; /* malformed HELLO JSON */
+    f.payload_len = 17;
+    proto_err_t err;
+    assert_int_equal(oap_hello_parse(&f, &h, &bare, &err), RON_EJSON);
+    assert_string_equal(err.field, "max_frame");
+    expect_mismatch(&f);
+}
+
+static void
+test_oap_hello_reply_parse_rejects_errors_and_strangers(void **state)
+{
+    (void)state;
+    uint8_t out[512];
+    oap_frame_t f;
+    proto_hello_reply_t r;
+    uint32_t mf;
+    ssize_t n = oap_error_encode(426, 0, 1, "no", NULL, out, sizeof out);
+    assert_true(n > 0);
+    decode_one(out, (size_t)n, &f);
+    assert_int_equal(oap_hello_reply_parse(&f, 1, OAP_MAX_FRAME, &r, &mf, NULL), RON_EVERSION);
+
+    proto_hello_reply_t offer;
+    size_t len;
+    decode_one(vec_hello, sizeof vec_hello, &f);
+    oap_hello_reply_init(&offer, 65536, "unix");
+    assert_int_equal(oap_hello_answer(&f, &offer, out, sizeof out, &len, &mf), 0);
+    assert_int_equal(mf, 65536);
+    decode_one(out, len, &f);
+    assert_int_equal(oap_hello_reply_parse(&f, 2, OAP_MAX_FRAME, &r, &mf, NULL), RON_EVERSION);
+    assert_int_equal(oap_hello_reply_parse(&f, 1, 16384, &r, &mf, NULL), 0);
+    assert_int_equal(mf, 16384); /* our own smaller limit wins */
+}
+
+static void
+test_oap_error_frame_carries_envelope(void **state)
+{
+    (void)state;
+    uint8_t out[512];
+    oap_frame_t f;
+    proto_error_t e;
+    ssize_t n = oap_error_encode(413, OAP_APP_STORAGE, 0x8000000000000001ULL, "too big",
+                                 "compression_bomb", out, sizeof out);
+    decode_one(out, (size_t)n, &f);
+    assert_int_equal(f.flags, OAP_F_RESP | OAP_F_END);
+    assert_int_equal(f.code, 413);
+    assert_int_equal(f.app_proto_id, OAP_APP_STORAGE);
+    assert_int_equal(proto_error_decode((const char *)f.payload, f.payload_len, &e, NULL), 0);
+    assert_string_equal(e.code, "payload_too_large");
+    assert_string_equal(e.reason, "compression_bomb");
+    assert_true(e.corr_id == 0x8000000000000001ULL);
+    assert_int_equal(oap_error_encode(413, 1, 1, "m", NULL, out, 40), -ENOBUFS);
+    memset(&e, 0, sizeof e);
+    strcpy(e.code, "bogus");
+    assert_int_equal(oap_error_frame_encode(&e, 1, out, sizeof out), RON_EINVAL);
+}
+
+/* ---- streams and credit (spec §2.1) ---- */
+
+static oap_frame_t
+sf(uint16_t flags, uint64_t corr_id)
+{
+    oap_frame_t f;
+    memset(&f, 0, sizeof f);
+    f.flags = flags;
+    f.corr_id = corr_id;
+    f.app_proto_id = OAP_APP_STORAGE;
+    return f;
+}
+
+enum { REQ = OAP_F_REQ, RESP = OAP_F_RESP, START = OAP_F_START, END = OAP_F_END };
+
+static void
+test_oap_stream_single_frame_exchange_opens_and_closes(void **state)
+{
+    (void)state;
+    oap_streams_t c, s;
+    oap_frame_t f;
+    oap_streams_init(&c, 4, 8);
+    oap_streams_init(&s, 4, 8);
+    f = sf(REQ | START | END, 1);
+    assert_int_equal(oap_streams_send(&c, &f), 0);
+    assert_int_equal(oap_streams_recv(&s, &f), 0);
+    assert_non_null(oap_streams_find(&c, 1, true));
+    assert_non_null(oap_streams_find(&s, 1, false));
+    assert_int_equal(s.n_theirs, 1);
+    f = sf(RESP | END, 1);
+    assert_int_equal(oap_streams_send(&s, &f), 0);
+    assert_int_equal(oap_streams_recv(&c, &f), 0);
+    assert_null(oap_streams_find(&c, 1, true));
+    assert_null(oap_streams_find(&s, 1, false));
+    assert_int_equal(s.n_theirs, 0);
+    assert_int_equal(c.n_mine, 0);
+    /* the corr_id may be reused once the stream is gone */
+    f = sf(REQ | START, 1);
+    assert_int_equal(oap_streams_recv(&s, &f), 0);
+    oap_streams_close(&c);
+    oap_streams_close(&s);
+}
+
+static void
+test_oap_stream_refuses_one_more_than_max_inflight(void **state)
+{
+    (void)state;
+    oap_streams_t t;
+    oap_frame_t f;
+    uint16_t st;
+    const char *slug, *reason;
+    oap_streams_init(&t, 3, 8);
+    for (uint64_t i = 0; i < 3; i++) {
+        f = sf(REQ | START, 100 + i);
+        assert_int_equal(oap_streams_recv(&t, &f), 0);
+    }
+    f = sf(REQ | START, 200);
+    assert_int_equal(oap_streams_recv(&t, &f), RON_EBUSY);
+    oap_error_status(RON_EBUSY, &st, &slug, &reason);
+    assert_int_equal(st, 429);
+    assert_string_equal(slug, "quota_exhausted");
+    assert_null(oap_streams_find(&t, 200, false));
+    /* our own streams count separately, and wait (EBUSY) at the same bound */
+    for (uint64_t i = 0; i < 3; i++) {
+        f = sf(REQ | START, 100 + i); /* same ids, other side: distinct streams */
+        assert_int_equal(oap_streams_send(&t, &f), 0);
+    }
+    f = sf(REQ | START, 300);
+    assert_int_equal(oap_streams_send(&t, &f), RON_EBUSY);
+    /* finish one of the peer's streams: room again */
+    f = sf(REQ | END, 101);
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
+    f = sf(RESP | END, 101);
+    assert_int_equal(oap_streams_send(&t, &f), 0);
+    f = sf(REQ | START, 200);
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
+    oap_streams_close(&t);
+}
+
+static void
+test_oap_stream_rejects_state_violations(void **state)
+{
+    (void)state;
+    oap_streams_t t;
+    oap_frame_t f;
+    oap_streams_init(&t, 8, 8);
+    f = sf(REQ, 5); /* data before START */
+    assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM);
+    f = sf(RESP, 5); /* response to a stream we never opened */
+    assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM);
+    f = sf(REQ | START, 5);
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
+    assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* duplicate START */
+    f = sf(RESP | START, 6);
+    assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* only the opener starts */
+    f = sf(REQ | RESP, 5);
+    assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* both roles */
+    f = sf(END, 5);
+    assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* no role */
+    f = sf(REQ | END, 5);
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
+    f = sf(REQ, 5);
+    assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* after END */
+    /* our side too: sending after our END */
+    f = sf(RESP | END, 5);
+    assert_int_equal(oap_streams_send(&t, &f), 0);
+    assert_int_equal(oap_streams_send(&t, &f), RON_ESTREAM); /* stream gone */
+    f = sf(REQ, 9);
+    assert_int_equal(oap_streams_send(&t, &f), RON_ESTREAM); /* our data before our START */
+    oap_streams_close(&t);
+}
+
+static void
+test_oap_stream_sender_without_credit_waits_until_granted(void **state)
+{
+    (void)state;
+    oap_streams_t c, s;
+    oap_frame_t f, cf;
+    uint8_t buf[128];
+    oap_streams_init(&c, 4, 4);
+    oap_streams_init(&s, 4, 4);
+    f = sf(REQ | START, 7);
+    assert_int_equal(oap_streams_send(&c, &f), 0);
+    assert_int_equal(oap_streams_recv(&s, &f), 0);
+    f = sf(REQ, 7);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(oap_streams_send(&c, &f), 0);
+        assert_int_equal(oap_streams_recv(&s, &f), 0);
+    }
+    assert_int_equal(oap_streams_send(&c, &f), RON_EAGAIN); /* window of 4 used */
+    assert_int_equal(oap_streams_send(&c, &f), RON_EAGAIN); /* still waiting, no change */
+    assert_int_equal(oap_streams_recv(&s, &f), RON_ECREDIT); /* a sender that ignores it */
+    /* the server's application consumes 1: below the batch, no grant yet */
+    assert_int_equal(oap_streams_consume(&s, 7, false, 1), 0);
+    /* consumes 1 more: window/2 reached, grant 2 */
+    uint32_t g = oap_streams_consume(&s, 7, false, 1);
+    assert_int_equal(g, 2);
+    ssize_t n = oap_credit_encode(7, false, g, buf, sizeof buf);
+    assert_true(n > 0);
+    decode_one(buf, (size_t)n, &cf);
+    assert_int_equal(cf.flags, OAP_F_EVENT | OAP_F_RESP);
+    assert_int_equal(oap_streams_recv(&c, &cf), OAP_STREAM_CONTROL);
+    assert_int_equal(oap_streams_find(&c, 7, true)->send_credit, 2);
+    assert_int_equal(oap_streams_send(&c, &f), 0);
+    assert_int_equal(oap_streams_recv(&s, &f), 0);
+    f = sf(REQ | END, 7);
+    assert_int_equal(oap_streams_send(&c, &f), 0);
+    assert_int_equal(oap_streams_recv(&s, &f), 0);
+    assert_int_equal(oap_streams_send(&c, &f), RON_ESTREAM);
+    /* no credit goes out for a direction that has ended */
+    assert_int_equal(oap_streams_consume(&s, 7, false, 10), 0);
+    oap_streams_close(&c);
+    oap_streams_close(&s);
+}
+
+static void
+test_oap_credit_frame_matches_hand_written_bytes(void **state)
+{
+    (void)state;
+    static const uint8_t want[] = {
+        0x00, 0x00, 0x00, 0x40,                         /* len 64 */
+        0x00, 0x01, 0x00, 0x05,                         /* ver 1, EVENT|REQ */
+        0x00, 0x00, 0x00, 0x00,                         /* code 0, app 0 */
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* tenant */
+        0x00, 0x00,                                     /* cap_len */
+        0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, /* corr_id 2^63 + 5 */
+        '{', '"', 'f', 'r', 'a', 'm', 'e', 's', '"', ':', '8', ',', '"', 'o', 'p', '"', ':',
+        '"', 'c', 'r', 'e', 'd', 'i', 't', '"', '}',
+    };
+    uint8_t out[128];
+    oap_frame_t f;
+    uint32_t frames;
+    assert_int_equal(oap_credit_encode(0x8000000000000005ULL, true, 8, out, sizeof out),
+                     sizeof want);
+    assert_memory_equal(out, want, sizeof want);
+    decode_one(want, sizeof want, &f);
+    assert_int_equal(oap_credit_parse(&f, &frames), 1);
+    assert_int_equal(frames, 8);
+    assert_int_equal(oap_credit_encode(1, true, 0, out, sizeof out), RON_EINVAL);
+    /* not credit frames */
+    decode_one(vec_hello, sizeof vec_hello, &f);
+    assert_int_equal(oap_credit_parse(&f, &frames), 0);
+    decode_one(want, sizeof want, &f);
+    f.payload_len -= 1;
+    assert_int_equal(oap_credit_parse(&f, &frames), RON_EJSON);
+}
+
+static void
+test_oap_stream_credit_for_unknown_stream_is_ignored_and_overflow_rejected(void **state)
+{
+    (void)state;
+    oap_streams_t t;
+    oap_frame_t f, cf;
+    uint8_t buf[128];
+    oap_streams_init(&t, 4, 4);
+    ssize_t n = oap_credit_encode(99, true, 5, buf, sizeof buf);
+    decode_one(buf, (size_t)n, &cf);
+    assert_int_equal(oap_streams_recv(&t, &cf), OAP_STREAM_CONTROL);
+    f = sf(REQ | START, 99);
+    assert_int_equal(oap_streams_recv(&t, &f), 0); /* peer opened 99: its credit is for our RESP */
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(oap_streams_recv(&t, &cf), OAP_STREAM_CONTROL);
+    n = oap_credit_encode(99, true, PROTO_MAX_CREDIT, buf, sizeof buf);
+    decode_one(buf, (size_t)n, &cf);
+    assert_int_equal(oap_streams_recv(&t, &cf), RON_ECREDIT);
+    /* HELLO and other control frames are not stream frames */
+    decode_one(vec_hello, sizeof vec_hello, &f);
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
+    assert_int_equal(oap_streams_send(&t, &f), 0);
+    oap_streams_close(&t);
+}
+
+/* Two peers exchange a long transfer with a small window; the receiver
+ * consumes at a random pace; nothing exceeds credit and everything arrives. */
+static void
+test_oap_stream_transfer_with_random_consumption_respects_window(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_init(__func__);
+    oap_streams_t c, s;
+    oap_frame_t f, cf;
+    uint8_t buf[128];
+    const uint32_t window = 6, total = 500;
+    uint32_t sent = 0, delivered = 0, queued = 0, waits = 0;
+
+    oap_streams_init(&c, 2, window);
+    oap_streams_init(&s, 2, window);
+    f = sf(REQ | START | END, 42);
+    assert_int_equal(oap_streams_send(&c, &f), 0);
+    assert_int_equal(oap_streams_recv(&s, &f), 0);
+    for (int step = 0; step < 100000 && delivered < total; step++) {
+        if (sent < total && rng_below(2)) {
+            f = sf(RESP | (sent + 1 == total ? END : 0), 42);
+            int rc = oap_streams_send(&s, &f);
+            if (rc == RON_EAGAIN) {
+                waits++;
+            } else {
+                assert_int_equal(rc, 0);
+                sent++;
+                if (oap_streams_recv(&c, &f) != 0)
+                    fail_msg("recv failed at frame %u (seed %llu)", sent,
+                             (unsigned long long)seed);
+                queued++;
+                if (queued > window)
+                    fail_msg("receiver buffers %u > window (seed %llu)", queued,
+                             (unsigned long long)seed);
+            }
+        } else if (queued > 0) {
+            uint32_t k = 1 + (uint32_t)rng_below(queued);
+            queued -= k;
+            delivered += k;
+            uint32_t g = oap_streams_consume(&c, 42, true, k);
+            if (g > 0) {
+                ssize_t n = oap_credit_encode(42, true, g, buf, sizeof buf);
+                decode_one(buf, (size_t)n, &cf);
+                assert_int_equal(oap_streams_recv(&s, &cf), OAP_STREAM_CONTROL);
+            }
+        }
+    }
+    assert_int_equal(delivered, total);
+    assert_true(waits > 0);
+    assert_null(oap_streams_find(&c, 42, true));
+    assert_null(oap_streams_find(&s, 42, false));
+    oap_streams_close(&c);
+    oap_streams_close(&s);
+}
+
+/* The hash table against a plain reference under random open/finish. */
+static void
+test_oap_stream_table_matches_reference_under_churn(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_init(__func__);
+    enum { MAXI = 32, IDS = 64 };
+    oap_streams_t t;
+    bool open_ref[IDS][2];
+    uint32_t n_ref[2] = {0, 0};
+    memset(open_ref, 0, sizeof open_ref);
+    oap_streams_init(&t, MAXI, 4);
+    for (int step = 0; step < 20000; step++) {
+        uint64_t id = rng_below(IDS) * 0x100000000ULL; /* colliding low bits */
+        int idx = (int)(id >> 32);
+        bool mine = rng_below(2);
+        oap_frame_t f;
+        int rc;
+        if (!open_ref[idx][mine]) {
+            f = sf(REQ | START, id);
+            rc = mine ? oap_streams_send(&t, &f) : oap_streams_recv(&t, &f);
+            if (n_ref[mine] >= MAXI) {
+                if (rc != RON_EBUSY)
+                    fail_msg("step %d: want EBUSY (seed %llu)", step, (unsigned long long)seed);
+            } else {
+                if (rc != 0)
+                    fail_msg("step %d: open failed %d (seed %llu)", step, rc,
+                             (unsigned long long)seed);
+                open_ref[idx][mine] = true;
+                n_ref[mine]++;
+            }
+        } else {
+            f = sf(REQ | END, id);
+            rc = mine ? oap_streams_send(&t, &f) : oap_streams_recv(&t, &f);
+            if (rc == RON_EAGAIN || rc == RON_ECREDIT) {
+                oap_streams_remove(&t, id, mine); /* out of credit: abort it */
+            } else {
+                assert_int_equal(rc, 0);
+                f = sf(RESP | END, id);
+                rc = mine ? oap_streams_recv(&t, &f) : oap_streams_send(&t, &f);
+                assert_int_equal(rc, 0);
+            }
+            open_ref[idx][mine] = false;
+            n_ref[mine]--;
+        }
+        for (int k = 0; k < IDS; k++)
+            for (int m = 0; m < 2; m++)
+                if ((oap_streams_find(&t, (uint64_t)k << 32, m) != NULL) != open_ref[k][m])
+                    fail_msg("step %d: table disagrees on %d/%d (seed %llu)", step, k, m,
+                             (unsigned long long)seed);
+        assert_int_equal(t.n_mine, n_ref[1]);
+        assert_int_equal(t.n_theirs, n_ref[0]);
+    }
+    oap_streams_close(&t);
+}
+
+static void
+test_oap_flags_parse_from_names(void **state)
+{
+    (void)state;
+    uint16_t fl;
+    assert_int_equal(oap_flags_from_names("REQ|START|END", &fl), 0);
+    assert_int_equal(fl, 0x19);
+    assert_int_equal(oap_flags_from_names("", &fl), 0);
+    assert_int_equal(fl, 0);
+    assert_int_equal(oap_flags_from_names("APP_E2E|COMP|ACK_REQ", &fl), 0);
+    assert_int_equal(fl, 0xe0);
+    assert_int_equal(oap_flags_from_names("REQ|", &fl), RON_EINVAL);
+    assert_int_equal(oap_flags_from_names("REQ||END", &fl), RON_EINVAL);
+    assert_int_equal(oap_flags_from_names("req", &fl), RON_EINVAL);
+    assert_int_equal(oap_flags_from_names("BIT8", &fl), RON_EINVAL);
+}
+
 int
 main(void)
 {
@@ -954,6 +1511,21 @@ main(void)
         cmocka_unit_test(test_oap_inflate_refuses_window_larger_than_bound),
         cmocka_unit_test(test_oap_maps_codec_errors_to_envelope_status),
         cmocka_unit_test(test_oap_names_flags),
+        cmocka_unit_test(test_oap_flags_parse_from_names),
+        cmocka_unit_test(test_oap_hello_parses_hand_written_request),
+        cmocka_unit_test(test_oap_hello_encodes_both_forms),
+        cmocka_unit_test(test_oap_hello_answer_mirrors_form_and_negotiates_downward),
+        cmocka_unit_test(test_oap_hello_answer_refuses_anything_else_with_proto_mismatch),
+        cmocka_unit_test(test_oap_hello_reply_parse_rejects_errors_and_strangers),
+        cmocka_unit_test(test_oap_error_frame_carries_envelope),
+        cmocka_unit_test(test_oap_stream_single_frame_exchange_opens_and_closes),
+        cmocka_unit_test(test_oap_stream_refuses_one_more_than_max_inflight),
+        cmocka_unit_test(test_oap_stream_rejects_state_violations),
+        cmocka_unit_test(test_oap_stream_sender_without_credit_waits_until_granted),
+        cmocka_unit_test(test_oap_credit_frame_matches_hand_written_bytes),
+        cmocka_unit_test(test_oap_stream_credit_for_unknown_stream_is_ignored_and_overflow_rejected),
+        cmocka_unit_test(test_oap_stream_transfer_with_random_consumption_respects_window),
+        cmocka_unit_test(test_oap_stream_table_matches_reference_under_churn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -106,6 +106,24 @@ reply_cb(void *arg, int status, const oap_frame_t *resp)
     }
 }
 
+typedef struct {
+    int up, down;
+    rbus_peer_t *last;
+} peers_t;
+
+static void
+peer_cb(void *arg, rbus_peer_t *p, bool up)
+{
+    peers_t *x = arg;
+
+    if (up) {
+        x->up++;
+        x->last = p;
+    } else {
+        x->down++;
+    }
+}
+
 /* ---- fixtures ---- */
 
 typedef struct {
@@ -289,6 +307,8 @@ test_bus_inflight_fails_fast_when_peer_is_killed_then_reconnects(void **state)
     fx_init(&fx);
     pid_t child = spawn_server(&fx, "victim");
     rbus_t *cli = fx_bus(&fx, RBUS_TRANSPORT_UNIX, "kernel");
+    peers_t seen = {0};
+    rbus_on_peer(cli, peer_cb, &seen);
     rbus_peer_t *p = rbus_connect(cli, "victim", NULL);
     RUN_UNTIL(&fx.loop, rbus_peer_is_up(p), 5000); /* retries while the child binds */
     assert_true(rbus_peer_is_up(p));
@@ -318,6 +338,8 @@ test_bus_inflight_fails_fast_when_peer_is_killed_then_reconnects(void **state)
     assert_int_equal(st.connects, 2);
     assert_int_equal(st.disconnects, 1);
     assert_true(st.requests_unavail >= 2);
+    assert_int_equal(seen.up, 2); /* the owner hears down and up again */
+    assert_int_equal(seen.down, 1);
     kill(child, SIGKILL);
     waitpid(child, &wst, 0);
     rbus_free(cli);
@@ -543,7 +565,49 @@ test_bus_refuses_connection_that_does_not_say_hello_first(void **state)
     close(fd);
     rbus_stats_get(srv, &st);
     assert_int_equal(st.refused_proto, 1);
+    /* Silence is refused too, once RBUS_HELLO_TIMEOUT_MS has passed. */
+    uint64_t t0 = ron_now_ms();
+    fd = raw_connect(fx.dir, "kernel");
+    n = raw_read_until_eof(&fx.loop, fd, buf, sizeof buf, 5000, &eof);
+    assert_true(eof);
+    assert_true(ron_now_ms() - t0 >= RBUS_HELLO_TIMEOUT_MS - 100);
+    assert_true(oap_frame_parse(buf, n, OAP_MAX_FRAME, &f) > 0);
+    assert_int_equal(f.code, 426);
+    close(fd);
+    rbus_stats_get(srv, &st);
+    assert_int_equal(st.refused_proto, 2);
     rbus_free(srv);
+    fx_close(&fx);
+}
+
+static void
+test_bus_gives_up_on_listener_that_never_answers_hello(void **state)
+{
+    (void)state;
+    fx_t fx;
+    reply_t r = {0};
+    rbus_stats_t st;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+    fx_init(&fx);
+    /* A socket that completes connections in its backlog but never speaks. */
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/mute.sock", fx.dir);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 8), 0);
+    rbus_t *cli = fx_bus(&fx, RBUS_TRANSPORT_UNIX, "cli");
+    rbus_peer_t *p = rbus_connect(cli, "mute", NULL);
+    uint64_t t0 = ron_now_ms();
+    assert_int_equal(rbus_request(p, APP_ECHO, "x", 1, 10000, reply_cb, &r), 0);
+    RUN_UNTIL(&fx.loop, r.calls > 0, 5000);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, RON_EUNAVAIL); /* at the HELLO timeout, not the 10 s deadline */
+    assert_true(r.at_ms - t0 >= RBUS_HELLO_TIMEOUT_MS - 100 && r.at_ms - t0 < 4000);
+    rbus_stats_get(cli, &st);
+    assert_int_equal(st.connect_failures, 1);
+    assert_int_equal(st.connects, 0);
+    rbus_free(cli);
+    close(lfd);
     fx_close(&fx);
 }
 
@@ -697,11 +761,12 @@ test_bus_answers_404_for_app_without_handler_and_serves_both_directions(void **s
     fx_t fx;
     svc_t svc_child;
     reply_t r;
-    rbus_peer_t *inbound = NULL;
+    peers_t kp = {0};
 
     fx_init(&fx);
     rbus_t *kern = fx_bus(&fx, RBUS_TRANSPORT_INPROC, "kernel");
     rbus_t *child = fx_bus(&fx, RBUS_TRANSPORT_INPROC, "child");
+    rbus_on_peer(kern, peer_cb, &kp);
     assert_int_equal(rbus_listen(kern), 0);
     svc_register(child, &svc_child);
     rbus_peer_t *p = rbus_connect(child, "kernel", NULL);
@@ -711,14 +776,16 @@ test_bus_answers_404_for_app_without_handler_and_serves_both_directions(void **s
     assert_int_equal(r.code, 404);
     assert_non_null(strstr(r.body, "not_found"));
     /* The kernel can call the child back over the child's own connection. */
-    for (rbus_peer_t *q = kern->peers; q != NULL; q = q->next)
-        inbound = q;
-    assert_non_null(inbound);
-    assert_string_equal(rbus_peer_name(inbound), "child");
-    request_sync(&fx, inbound, "metrics?", 2000, &r);
+    assert_int_equal(kp.up, 1);
+    assert_true(rbus_peer_is_inbound(kp.last));
+    assert_false(rbus_peer_is_inbound(p));
+    assert_string_equal(rbus_peer_name(kp.last), "child");
+    request_sync(&fx, kp.last, "metrics?", 2000, &r);
     assert_int_equal(r.code, 200);
     assert_string_equal(r.body, "metrics?");
-    rbus_free(child); /* the kernel's inbound peer goes away */
+    rbus_free(child); /* the kernel hears its inbound peer go away */
+    RUN_UNTIL(&fx.loop, kp.down == 1, 2000);
+    assert_int_equal(kp.down, 1);
     rbus_free(kern);
     fx_close(&fx);
 }
@@ -787,7 +854,6 @@ test_bus_config_from_env_reads_and_hides_the_secret(void **state)
 int
 main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bus_same_service_answers_over_unix_sockets),
         cmocka_unit_test(test_bus_same_service_answers_in_process),
@@ -798,6 +864,7 @@ main(void)
         cmocka_unit_test(test_bus_refuses_uid_not_allowed_with_error_envelope),
         cmocka_unit_test(test_bus_closes_connection_on_oversize_frame),
         cmocka_unit_test(test_bus_refuses_connection_that_does_not_say_hello_first),
+        cmocka_unit_test(test_bus_gives_up_on_listener_that_never_answers_hello),
         cmocka_unit_test(test_bus_delivers_events_only_to_subscribers_over_unix),
         cmocka_unit_test(test_bus_delivers_events_only_to_subscribers_in_process),
         cmocka_unit_test(test_bus_full_send_queue_fails_fast_with_ebusy_over_unix),

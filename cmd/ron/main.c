@@ -15,6 +15,7 @@ static const ron_cmd_t commands[] = {
     {"status", cmd_status, "node id, profile, readiness and services of a running node"},
     {"reload", cmd_reload, "make a running node re-read its config"},
     {"release", cmd_release, "let a quarantined service run again"},
+    {"oap", cmd_oap, "decode / encode raw OAP/1 frames (debugging the wire)"},
 };
 
 int

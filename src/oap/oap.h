@@ -26,6 +26,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "ron_proto.h"
+
 /* ---- limits (spec §1, §5) ---- */
 #define OAP_HDR_LEN 38u                  /* fixed header size */
 #define OAP_VERSION 1u                   /* the only version */
@@ -170,13 +172,183 @@ int oap_deflate(const uint8_t *src, size_t len, int level, uint8_t **out, size_t
 
 /*
  * Map a codec error to its error-envelope status and slug (and a reason, or
- * NULL): RON_ELENGTH over max_frame -> 413 payload_too_large, RON_EBOMB -> 413
- * payload_too_large reason compression_bomb, RON_EVERSION -> 426
- * proto_mismatch, other decode errors -> 400 bad_request.
+ * NULL): RON_ETOOBIG (len over max_frame) -> 413 payload_too_large, RON_EBOMB
+ * -> 413 payload_too_large reason compression_bomb, RON_EVERSION -> 426
+ * proto_mismatch, RON_EBUSY/RON_EFLOOD -> 429 quota_exhausted, other decode
+ * and stream errors (RON_ELENGTH, RON_EFLAGS, RON_ECAPSTART, RON_ECOMPRESS,
+ * RON_ESTREAM, RON_ECREDIT, RON_EJSON, a truncated frame) -> 400 bad_request,
+ * anything else -> 500 internal. The slug always comes from ron-proto's table.
  */
 void oap_error_status(int rc, uint16_t *status_out, const char **slug_out, const char **reason_out);
 
-/* Names of set flags joined with '|' ("REQ|START|END") into out. */
+/* Names of set flags joined with '|' ("REQ|START|END") into out; reserved
+ * bits print as BIT8..BIT15. Truncates at a whole name. */
 void oap_flag_names(uint16_t flags, char *out, size_t cap);
+
+/*
+ * Parse names joined with '|' ("REQ|START"; "" = 0) into a flag set.
+ * Returns 0 or RON_EINVAL for an unknown name.
+ */
+int oap_flags_from_names(const char *names, uint16_t *flags_out);
+
+/*
+ * Encode an error frame: RESP|END, code e's status (from e->code's slug),
+ * app_proto_id, corr_id e->corr_id, payload the envelope JSON of e.
+ * Returns bytes written, -ENOBUFS, or RON_EINVAL (e->code not a known slug).
+ */
+ssize_t oap_error_frame_encode(const proto_error_t *e, uint16_t app_proto_id, uint8_t *out,
+                               size_t cap);
+
+/*
+ * Shorthand: error frame for status with message and optional reason (NULL =
+ * none); the slug and retryable come from the spec §3 table.
+ */
+ssize_t oap_error_encode(uint16_t status, uint16_t app_proto_id, uint64_t corr_id,
+                         const char *message, const char *reason, uint8_t *out, size_t cap);
+
+/* ---- HELLO (spec §4) ---- */
+
+/*
+ * Encode a HELLO request: app_proto_id 0, code 0, flags REQ|START|END (or bare
+ * REQ, as the Rust implementation sends it, when bare), payload h as JSON.
+ * Returns bytes written, -ENOBUFS, or RON_EINVAL.
+ */
+ssize_t oap_hello_encode(const proto_hello_t *h, uint64_t corr_id, bool bare, uint8_t *out,
+                         size_t cap);
+
+/*
+ * Check that f (the first frame of a connection) is a HELLO request and decode
+ * its payload (empty = no fields; unknown keys ignored). *bare_out tells
+ * whether it came with bare REQ flags. f->cap (a START may carry one) is left
+ * to the caller. Returns 0; RON_EVERSION if f is not a HELLO (app_proto_id,
+ * flags or code wrong) or lists versions without 1; RON_EJSON for a malformed
+ * payload (err_out, may be NULL, names the field).
+ */
+int oap_hello_parse(const oap_frame_t *f, proto_hello_t *h_out, bool *bare_out,
+                    proto_err_t *err_out);
+
+/*
+ * The max_frame both sides use: the smaller of ours and theirs (theirs == 0:
+ * not stated), never above OAP_MAX_FRAME and never below OAP_MIN_MAX_FRAME.
+ */
+uint32_t oap_hello_negotiate(uint32_t ours, uint32_t theirs);
+
+/* Fill r with this implementation's offer: max_frame, OAP_MAX_INFLIGHT, flags
+ * 255, versions [1], and one transport (borrowed string, e.g. "tcp+tls"). */
+void oap_hello_reply_init(proto_hello_reply_t *r, uint32_t max_frame, const char *transport);
+
+/*
+ * Server side: answer the first frame a peer sent. For a valid HELLO, write
+ * the reply (code 200, RESP|END, or bare RESP to a bare HELLO; payload offer
+ * with max_frame replaced by the negotiated value), set *max_frame_out and
+ * return 0. For anything else write a 426 proto_mismatch error frame and
+ * return RON_EVERSION: send it, then close. *len_out is the frame's length in
+ * both cases. Returns -ENOBUFS if out is too small.
+ */
+int oap_hello_answer(const oap_frame_t *first, const proto_hello_reply_t *offer, uint8_t *out,
+                     size_t cap, size_t *len_out, uint32_t *max_frame_out);
+
+/*
+ * Client side: check the answer f to our HELLO (sent with corr_id, offering
+ * ours). Returns 0 with r_out filled and *max_frame_out negotiated;
+ * RON_EVERSION if f is an error frame, not a HELLO reply (app_proto_id, flags,
+ * code 200, corr_id) or does not list version 1; RON_EJSON for a malformed
+ * payload (err_out names the field).
+ */
+int oap_hello_reply_parse(const oap_frame_t *f, uint64_t corr_id, uint32_t ours,
+                          proto_hello_reply_t *r_out, uint32_t *max_frame_out,
+                          proto_err_t *err_out);
+
+/* ---- streams and flow control (spec §2.1; docs/protocol/oap1.md) ---- */
+
+#define OAP_STREAM_WINDOW 16u       /* initial credit, frames, per stream and direction */
+#define OAP_MAX_SEND_CREDIT 65535u  /* more outstanding credit than this is a peer error */
+
+/*
+ * A stream is keyed by (corr_id, mine): mine when this side opened it (sent
+ * REQ|START). Frames from the opener carry REQ, frames back carry RESP, so a
+ * received REQ frame belongs to (corr_id, false) and a received RESP frame to
+ * (corr_id, true). Only the direction towards us is credited on receive and
+ * only the direction away from us on send.
+ */
+enum { OAP_DIR_IDLE = 0, OAP_DIR_OPEN = 1, OAP_DIR_ENDED = 2 };
+
+typedef struct {
+    uint64_t corr_id;
+    uint16_t app_proto_id;
+    bool used;              /* slot holds a stream */
+    bool mine;              /* this side opened the stream */
+    uint8_t req;            /* OAP_DIR_* of the opener's direction */
+    uint8_t resp;           /* OAP_DIR_* of the answering direction */
+    uint32_t send_credit;   /* frames we may still send; 0 = wait for a credit frame */
+    uint32_t recv_credit;   /* frames the peer may still send us */
+    uint32_t recv_consumed; /* frames the application finished since our last grant */
+} oap_stream_t;
+
+typedef struct {
+    oap_stream_t *slots;    /* open addressing, linear probing; nslots a power of 2 */
+    uint32_t nslots;
+    uint32_t max_inflight;  /* open streams allowed per side */
+    uint32_t window;        /* initial credit and grant batch (window / 2) */
+    uint32_t n_mine;        /* open streams this side opened */
+    uint32_t n_theirs;      /* open streams the peer opened */
+} oap_streams_t;
+
+/* Initialise t for max_inflight (>= 1) open streams per side and a credit
+ * window (>= 2) in frames. Allocates the table (returns new; oap_streams_close frees). */
+void oap_streams_init(oap_streams_t *t, uint32_t max_inflight, uint32_t window);
+void oap_streams_close(oap_streams_t *t);
+
+/*
+ * Account a frame received from the peer, before handing it on.
+ * Returns 0 (deliver it); OAP_STREAM_CONTROL (1) for a credit frame, which
+ * was applied and must not be delivered (a credit for an unknown or finished
+ * stream is ignored: it may cross an END); RON_EBUSY for a START beyond
+ * max_inflight (answer 429 on its corr_id; the stream is not opened);
+ * RON_ESTREAM for a duplicate START, a frame of a stream that was never
+ * started or whose direction has ended, RESP|START, or a frame with neither
+ * or both of REQ and RESP; RON_ECREDIT when the peer sent without credit or
+ * granted more than OAP_MAX_SEND_CREDIT. Frames with app_proto_id 0 other than
+ * credit frames (HELLO, PING, GOODBYE) are not stream frames and return 0.
+ */
+int oap_streams_recv(oap_streams_t *t, const oap_frame_t *f);
+enum { OAP_STREAM_CONTROL = 1 };
+
+/*
+ * Account a frame this side is about to send. Returns 0 (send it);
+ * RON_EAGAIN when the stream has no send credit (nothing changed: wait for a
+ * credit frame, then retry); RON_EBUSY when a START would exceed
+ * max_inflight (wait for a stream to finish); RON_ESTREAM as for recv.
+ */
+int oap_streams_send(oap_streams_t *t, const oap_frame_t *f);
+
+/*
+ * Record that the application finished n received frames of stream
+ * (corr_id, mine). Returns the credit to grant now (0: not yet; grants go out
+ * in batches of at least window / 2): send it with oap_credit_encode().
+ */
+uint32_t oap_streams_consume(oap_streams_t *t, uint64_t corr_id, bool mine, uint32_t n);
+
+/* Look up a stream; NULL if not open. The pointer is valid until the next call on t. */
+const oap_stream_t *oap_streams_find(const oap_streams_t *t, uint64_t corr_id, bool mine);
+
+/* Forget a stream (after sending or receiving an error for it). No-op if absent. */
+void oap_streams_remove(oap_streams_t *t, uint64_t corr_id, bool mine);
+
+/*
+ * Encode a credit frame granting frames (1..PROTO_MAX_CREDIT) on stream
+ * (corr_id, mine): app_proto_id 0, flags EVENT|REQ when this side opened the
+ * stream, EVENT|RESP otherwise, code 0, payload {"frames":n,"op":"credit"}.
+ * Returns bytes written, -ENOBUFS, or RON_EINVAL.
+ */
+ssize_t oap_credit_encode(uint64_t corr_id, bool mine, uint32_t frames, uint8_t *out,
+                          size_t cap);
+
+/*
+ * Whether f is a credit frame (app_proto_id 0, flags exactly EVENT|REQ or
+ * EVENT|RESP): returns 1 with *frames_out set, 0 if it is not a credit frame,
+ * RON_EJSON for a credit frame with a malformed payload.
+ */
+int oap_credit_parse(const oap_frame_t *f, uint32_t *frames_out);
 
 #endif

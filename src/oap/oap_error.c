@@ -7,6 +7,7 @@
 
 #include "oap.h"
 #include "ron_err.h"
+#include "ron_proto.h"
 
 static const char *const flag_names[8] = {
     "REQ", "RESP", "EVENT", "START", "END", "ACK_REQ", "COMP", "APP_E2E",
@@ -19,21 +20,17 @@ oap_error_status(int rc, uint16_t *status_out, const char **slug_out, const char
     switch (rc) {
     case RON_ETOOBIG:
         *status_out = 413;
-        *slug_out = "payload_too_large";
         break;
     case RON_EBOMB:
         *status_out = 413;
-        *slug_out = "payload_too_large";
         *reason_out = "compression_bomb";
         break;
     case RON_EVERSION:
         *status_out = 426;
-        *slug_out = "proto_mismatch";
         break;
     case RON_EFLOOD:
     case RON_EBUSY:
         *status_out = 429;
-        *slug_out = "quota_exhausted";
         break;
     case RON_ELENGTH:
     case RON_EFLAGS:
@@ -43,15 +40,40 @@ oap_error_status(int rc, uint16_t *status_out, const char **slug_out, const char
     case RON_ESTREAM:
     case RON_ECREDIT:
     case RON_EJSON:
-    case RON_EAGAIN: /* a truncated frame at end of input */
+    case RON_EAGAIN: /* a truncated frame at the end of input */
         *status_out = 400;
-        *slug_out = "bad_request";
         break;
     default:
         *status_out = 500;
-        *slug_out = "internal";
         break;
     }
+    *slug_out = proto_status_slug(*status_out);
+}
+
+int
+oap_flags_from_names(const char *names, uint16_t *flags_out)
+{
+    uint16_t flags = 0;
+    const char *p = names;
+
+    while (*p != '\0') {
+        size_t n = strcspn(p, "|");
+        unsigned i;
+        for (i = 0; i < 8; i++)
+            if (strlen(flag_names[i]) == n && strncmp(p, flag_names[i], n) == 0)
+                break;
+        if (i == 8)
+            return RON_EINVAL;
+        flags |= (uint16_t)(1u << i);
+        p += n;
+        if (*p == '|') {
+            p++;
+            if (*p == '\0')
+                return RON_EINVAL; /* trailing '|' */
+        }
+    }
+    *flags_out = flags;
+    return 0;
 }
 
 void

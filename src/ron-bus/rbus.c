@@ -10,6 +10,7 @@
  * rbus_free/rbus_peer_close; peers and the bus are freed only in close
  * callbacks, so after any user callback the code re-checks ->state/closing.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,9 +134,9 @@ pending_complete(rbus_peer_t *p, rbus_pending_t *e, int status, const oap_frame_
     void *arg = e->arg;
     rbus_stats_t *st = &p->bus->stats;
 
-    free(e->queued);
     if (e->queued != NULL)
         p->queued_bytes -= e->queued_len;
+    free(e->queued);
     memset(e, 0, sizeof *e);
     p->npend--;
     if (status == RON_ETIMEOUT)
@@ -163,9 +164,11 @@ peer_timer_cb(uv_timer_t *t)
     uint64_t now = uv_now(p->bus->loop);
 
     p->timer_due = 0;
-    if (p->state == RBUS_P_HELLO && !p->outbound) {
-        p->bus->stats.refused_proto++;
-        peer_send_error(p, OAP_APP_CONTROL, 0, 426, "no HELLO in time");
+    if (p->state == RBUS_P_HELLO && p->hello_due <= now) {
+        if (!p->outbound) {
+            p->bus->stats.refused_proto++;
+            peer_send_error(p, OAP_APP_CONTROL, 0, 426, "no HELLO in time");
+        }
         peer_detach(p, RON_ETIMEOUT, true);
         return;
     }
@@ -179,14 +182,14 @@ peer_timer_cb(uv_timer_t *t)
         peer_timer_arm(p);
 }
 
-/* Arm the deadline timer for the earliest pending deadline (or the HELLO timeout). */
+/* Arm the timer for the earliest pending deadline, or the HELLO deadline if sooner. */
 static void
 peer_timer_arm(rbus_peer_t *p)
 {
     uint64_t due = UINT64_MAX, now = uv_now(p->bus->loop);
 
-    if (p->state == RBUS_P_HELLO && !p->outbound)
-        return; /* the HELLO timeout stays armed until HELLO arrives */
+    if (p->state == RBUS_P_HELLO)
+        due = p->hello_due;
     for (uint32_t i = 0; i < RBUS_MAX_INFLIGHT; i++)
         if (p->pend[i].cb != NULL && p->pend[i].deadline < due)
             due = p->pend[i].deadline;
@@ -337,13 +340,14 @@ peer_detach(rbus_peer_t *p, int rc, bool flush)
     pending_fail_all(p, RON_EUNAVAIL);
     if (p->state == RBUS_P_CLOSED) /* a callback closed p or the bus */
         return;
-    if (p->outbound) {
-        peer_enter_backoff(p);
-        return;
-    }
     if (was == RBUS_P_UP && b->on_peer != NULL)
         b->on_peer(b->on_peer_arg, p, false);
-    peer_shutdown(p);
+    if (p->state == RBUS_P_CLOSED)
+        return;
+    if (p->outbound)
+        peer_enter_backoff(p);
+    else
+        peer_shutdown(p);
 }
 
 void
@@ -399,8 +403,8 @@ rbus__conn_accepted(rbus_t *b, rbus_conn_t *c, uid_t uid, pid_t pid)
         peer_detach(p, RON_EREFUSED, true);
         return;
     }
-    uv_timer_start(&p->timer, peer_timer_cb, RBUS_HELLO_TIMEOUT_MS, 0);
-    p->timer_due = uv_now(b->loop) + RBUS_HELLO_TIMEOUT_MS;
+    p->hello_due = uv_now(b->loop) + RBUS_HELLO_TIMEOUT_MS;
+    peer_timer_arm(p);
 }
 
 static void
@@ -441,6 +445,8 @@ rbus__conn_connected(rbus_conn_t *c, int status, uid_t uid, pid_t pid)
         return;
     }
     p->state = RBUS_P_HELLO;
+    p->hello_due = uv_now(p->bus->loop) + RBUS_HELLO_TIMEOUT_MS;
+    peer_timer_arm(p);
     peer_send_hello(p);
 }
 
@@ -460,6 +466,8 @@ peer_up(rbus_peer_t *p, const rbus_hello_t *h)
     if (p->outbound) {
         b->stats.connects++;
         p->backoff_ms = RBUS_BACKOFF_MIN_MS;
+        for (uint32_t i = 0; i < p->nsubs; i++) /* first, while in-flight slots are free */
+            send_subscribe(p, p->subs[i].app_proto_id);
         for (uint32_t i = 0; i < RBUS_MAX_INFLIGHT; i++) {
             rbus_pending_t *e = &p->pend[i];
             if (e->cb == NULL || e->queued == NULL)
@@ -476,13 +484,11 @@ peer_up(rbus_peer_t *p, const rbus_hello_t *h)
             free(e->queued);
             e->queued = NULL;
         }
-        for (uint32_t i = 0; i < p->nsubs; i++)
-            send_subscribe(p, p->subs[i].app_proto_id);
     } else {
         b->stats.accepted++;
-        if (b->on_peer != NULL)
-            b->on_peer(b->on_peer_arg, p, true);
     }
+    if (b->on_peer != NULL)
+        b->on_peer(b->on_peer_arg, p, true);
 }
 
 /* Inbound HELLO: the first frame on an accepted connection. */
@@ -495,8 +501,6 @@ peer_on_hello(rbus_peer_t *p, const oap_frame_t *f)
     int rc, n;
     bool bare;
 
-    uv_timer_stop(&p->timer);
-    p->timer_due = 0;
     if (f->app_proto_id != OAP_APP_CONTROL || !(f->flags & OAP_F_REQ) || (f->flags & OAP_F_COMP)) {
         b->stats.refused_proto++;
         peer_send_error(p, OAP_APP_CONTROL, f->corr_id, 426, "first frame must be HELLO");
@@ -736,6 +740,13 @@ rbus_new(uv_loop_t *loop, const rbus_config_t *cfg, int *rc_out)
     } else if (cfg->transport != RBUS_TRANSPORT_INPROC || cfg->hub == NULL) {
         goto out;
     }
+    if (cfg->transport == RBUS_TRANSPORT_UNIX) {
+        struct sigaction sa;
+        /* libuv writes sockets with write(2): a peer that died must cost an
+         * EPIPE, not the whole process. Leaves a handler someone set alone. */
+        if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+            signal(SIGPIPE, SIG_IGN);
+    }
     b = ron_xcalloc(1, sizeof *b);
     b->loop = loop;
     b->transport = cfg->transport;
@@ -858,6 +869,12 @@ rbus_peer_close(rbus_peer_t *p)
 {
     if (p != NULL && p->outbound)
         peer_shutdown(p);
+}
+
+bool
+rbus_peer_is_inbound(const rbus_peer_t *p)
+{
+    return !p->outbound;
 }
 
 bool

@@ -113,6 +113,8 @@ conn_destroy(inproc_conn_t *c)
         c->other->other_gone = true;
         c->other->base.q_bytes = 0;
         c->other->base.q_frames = 0;
+        if (c->other->base.peer != NULL)
+            rbus__conn_drained(&c->other->base); /* a paused side must still hear the loss */
         hub_ready_add(c->other);
     }
     free(c);

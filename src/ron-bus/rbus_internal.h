@@ -85,6 +85,7 @@ struct rbus_peer_s {
     uint64_t next_corr;            /* corr_id of our next request; 0 is HELLO's */
     uv_timer_t timer;              /* request deadlines; HELLO timeout for inbound */
     uint64_t timer_due;            /* 0 = not armed */
+    uint64_t hello_due;            /* ms: HELLO must complete by then (state HELLO only) */
     uv_timer_t backoff;            /* outbound reconnect */
     uint32_t backoff_ms;
     rbus_sub_t subs[RBUS_MAX_SUBS];   /* our subscriptions to the remote's events */

@@ -28,14 +28,22 @@ typedef struct {
     oap_decoder_t dec;
     int lost_rc;          /* why the connection closed, for the core */
     bool closing;
+    bool corked;          /* inside a read callback: small frames gather in obuf */
+    uint32_t nwrites;     /* uv_write requests in flight */
+    uint8_t *obuf;        /* corked frames, written in one go when the read callback ends */
+    size_t olen, ocap;
+    uint32_t oframes;
 } unix_conn_t;
 
 typedef struct {
     uv_write_t req;
     unix_conn_t *conn;
     size_t len;
+    uint32_t frames;
     uint8_t data[];
 } unix_wbuf_t;
+
+#define UNIX_CORK_MAX (16u * 1024u) /* larger frames skip the cork buffer (no extra copy) */
 
 static void unix_send(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], const void *payload,
                       size_t len);
@@ -53,6 +61,7 @@ unix_closed_cb(uv_handle_t *h)
     if (u->base.peer != NULL)
         rbus__conn_lost(&u->base, u->lost_rc);
     oap_decoder_close(&u->dec);
+    free(u->obuf);
     free(u);
 }
 
@@ -74,7 +83,8 @@ unix_write_cb(uv_write_t *req, int status)
     unix_conn_t *u = w->conn;
 
     u->base.q_bytes -= w->len;
-    u->base.q_frames--;
+    u->base.q_frames -= w->frames;
+    u->nwrites--;
     free(w);
     if (status < 0) {
         unix_abort(u, status);
@@ -84,45 +94,91 @@ unix_write_cb(uv_write_t *req, int status)
         rbus__conn_drained(&u->base);
 }
 
+/*
+ * Write bufs (total bytes, frames whole frames, already counted in the send
+ * queue): try the socket first when nothing is queued before them, and queue
+ * what it did not take as one uv_write.
+ */
 static void
-unix_send(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], const void *payload, size_t len)
+unix_write(unix_conn_t *u, uv_buf_t *bufs, unsigned nbufs, size_t total, uint32_t frames)
 {
-    unix_conn_t *u = ron_container_of(c, unix_conn_t, base);
-    size_t total = OAP_HDR_LEN + len, done = 0;
-    uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, OAP_HDR_LEN),
-                        uv_buf_init((char *)(uintptr_t)payload, (unsigned)len)};
+    size_t done = 0, off = 0;
     unix_wbuf_t *w;
     int rc;
 
-    if (u->closing)
-        return;
-    if (c->q_frames == 0) {
-        rc = uv_try_write((uv_stream_t *)&u->pipe, bufs, len > 0 ? 2 : 1);
+    if (u->nwrites == 0) {
+        rc = uv_try_write((uv_stream_t *)&u->pipe, bufs, nbufs);
         if (rc > 0)
             done = (size_t)rc;
-        if (done == total)
-            return;
+    }
+    if (done == total) {
+        u->base.q_bytes -= total;
+        u->base.q_frames -= frames;
+        return;
     }
     w = ron_xmalloc(sizeof *w + total - done);
     w->conn = u;
     w->len = total - done;
-    if (done < OAP_HDR_LEN) {
-        memcpy(w->data, hdr + done, OAP_HDR_LEN - done);
-        if (len > 0)
-            memcpy(w->data + OAP_HDR_LEN - done, payload, len);
-    } else {
-        memcpy(w->data, (const uint8_t *)payload + (done - OAP_HDR_LEN), total - done);
+    w->frames = frames;
+    u->base.q_bytes -= done;
+    for (unsigned i = 0; i < nbufs; i++) {
+        size_t skip = done > bufs[i].len ? bufs[i].len : done;
+        memcpy(w->data + off, bufs[i].base + skip, bufs[i].len - skip);
+        off += bufs[i].len - skip;
+        done -= skip;
     }
-    bufs[0] = uv_buf_init((char *)w->data, (unsigned)w->len);
-    c->q_bytes += w->len;
-    c->q_frames++;
-    rc = uv_write(&w->req, (uv_stream_t *)&u->pipe, bufs, 1, unix_write_cb);
+    uv_buf_t one = uv_buf_init((char *)w->data, (unsigned)w->len);
+    u->nwrites++;
+    rc = uv_write(&w->req, (uv_stream_t *)&u->pipe, &one, 1, unix_write_cb);
     if (rc < 0) {
-        c->q_bytes -= w->len;
-        c->q_frames--;
+        u->nwrites--;
+        u->base.q_bytes -= w->len;
+        u->base.q_frames -= frames;
         free(w);
         unix_abort(u, rc);
     }
+}
+
+static void
+unix_flush(unix_conn_t *u)
+{
+    uv_buf_t b = uv_buf_init((char *)u->obuf, (unsigned)u->olen);
+    size_t n = u->olen;
+    uint32_t frames = u->oframes;
+
+    if (n == 0 || u->closing)
+        return;
+    u->olen = 0;
+    u->oframes = 0;
+    unix_write(u, &b, 1, n, frames);
+}
+
+static void
+unix_send(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], const void *payload, size_t len)
+{
+    unix_conn_t *u = ron_container_of(c, unix_conn_t, base);
+    size_t total = OAP_HDR_LEN + len;
+    uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, OAP_HDR_LEN),
+                        uv_buf_init((char *)(uintptr_t)payload, (unsigned)len)};
+
+    if (u->closing)
+        return;
+    c->q_bytes += total;
+    c->q_frames++;
+    if (u->corked && total <= UNIX_CORK_MAX) {
+        if (u->olen + total > u->ocap) {
+            u->ocap = RON_MAX(u->ocap * 2, RON_MAX(u->olen + total, (size_t)4096));
+            u->obuf = ron_xrealloc(u->obuf, u->ocap);
+        }
+        memcpy(u->obuf + u->olen, hdr, OAP_HDR_LEN);
+        if (len > 0)
+            memcpy(u->obuf + u->olen + OAP_HDR_LEN, payload, len);
+        u->olen += total;
+        u->oframes++;
+        return;
+    }
+    unix_flush(u); /* keep frame order */
+    unix_write(u, bufs, len > 0 ? 2 : 1, total, 1);
 }
 
 static void
@@ -141,9 +197,11 @@ unix_close(rbus_conn_t *c, bool flush)
 
     if (u->closing)
         return;
+    if (flush)
+        unix_flush(u);
     u->closing = true;
     uv_read_stop((uv_stream_t *)&u->pipe);
-    if (flush && c->q_frames > 0 && uv_is_writable((uv_stream_t *)&u->pipe) &&
+    if (flush && u->nwrites > 0 && uv_is_writable((uv_stream_t *)&u->pipe) &&
         uv_shutdown(&u->sreq, (uv_stream_t *)&u->pipe, unix_shutdown_cb) == 0)
         return;
     uv_close((uv_handle_t *)&u->pipe, unix_closed_cb);
@@ -177,6 +235,7 @@ unix_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     oap_decoder_commit(&u->dec, (size_t)nread);
+    u->corked = true; /* answers to a batch of requests leave in one write */
     while (u->base.peer != NULL && !u->closing) {
         rc = oap_decoder_next(&u->dec, &f);
         if (rc == RON_EAGAIN)
@@ -188,6 +247,8 @@ unix_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (rbus__conn_frame(&u->base, &f, f.len) < 0)
             break;
     }
+    u->corked = false;
+    unix_flush(u);
 }
 
 static void

@@ -88,7 +88,7 @@
 #define RBUS_MAX_SUBS 16u                    /* app_proto_ids one side may subscribe to on one connection */
 #define RBUS_MAX_HANDLERS 16u                /* app_proto_id handlers per endpoint */
 #define RBUS_MAX_HELLO 4096u                 /* HELLO payload bytes we parse */
-#define RBUS_HELLO_TIMEOUT_MS 2000u          /* an accepted connection must say HELLO within this */
+#define RBUS_HELLO_TIMEOUT_MS 2000u          /* HELLO must complete within this, both sides */
 #define RBUS_BACKOFF_MIN_MS 50u              /* first reconnect delay */
 #define RBUS_BACKOFF_MAX_MS 1000u            /* reconnect delay cap */
 #define RBUS_DEFAULT_DEADLINE_MS 5000u       /* deadline used when a request passes 0 (blueprint: 5 s) */
@@ -163,7 +163,11 @@ typedef void (*rbus_handler_cb)(void *arg, rbus_req_t *req, const oap_frame_t *f
 /* An EVENT frame from peer p for a subscribed app_proto_id (f valid during the call). */
 typedef void (*rbus_event_cb)(void *arg, rbus_peer_t *p, const oap_frame_t *f);
 
-/* A peer connected (up: HELLO done) or went away (up false). */
+/*
+ * A connection of this endpoint finished HELLO (up) or was lost (up false),
+ * for inbound peers (then freed by the bus right after the up=false call)
+ * and outbound ones (which reconnect by themselves and call again).
+ */
 typedef void (*rbus_peer_cb)(void *arg, rbus_peer_t *p, bool up);
 
 /* ---- setup helpers (any thread) ---- */
@@ -205,6 +209,12 @@ void rbus_hub_free(rbus_hub_t *h);
 /* ---- endpoint ---- */
 
 /*
+ * Note: with the UNIX transport, rbus_new() sets SIGPIPE to SIG_IGN if it is
+ * still SIG_DFL (libuv writes sockets with write(2), and a peer killed
+ * mid-write must not kill this process).
+ */
+
+/*
  * Returns a new endpoint on loop (borrowed) configured by cfg (copied), or
  * NULL with *rc_out set: RON_EINVAL (bad name, missing dir or hub, bad
  * max_frame) or RON_EPATHLEN (dir too long for its socket paths).
@@ -233,7 +243,7 @@ void rbus_stats_get(const rbus_t *b, rbus_stats_t *out);
  */
 int rbus_handle(rbus_t *b, uint16_t app_proto_id, rbus_handler_cb cb, void *arg);
 
-/* Call cb (arg borrowed) when an inbound peer finishes HELLO or goes away. */
+/* Call cb (arg borrowed) when a peer, inbound or outbound, comes up or goes down. */
 void rbus_on_peer(rbus_t *b, rbus_peer_cb cb, void *arg);
 
 /*
@@ -258,12 +268,18 @@ rbus_peer_t *rbus_connect(rbus_t *b, const char *name, int *rc_out);
  */
 void rbus_peer_close(rbus_peer_t *p);
 
+/* True for a peer that connected to us (owned by the bus), false for rbus_connect's. */
+bool rbus_peer_is_inbound(const rbus_peer_t *p);
+
 /* True when HELLO has completed on the peer's current connection. */
 bool rbus_peer_is_up(const rbus_peer_t *p);
 
 /*
  * The peer's name: for outbound peers the name connected to, for inbound
- * peers the "name" of their HELLO ("" if none). A view valid while p is.
+ * peers the "name" of their HELLO ("" if none). An inbound name is claimed,
+ * not proven (every admitted peer knows the secret): to tell children apart,
+ * match rbus_peer_pid() (from SO_PEERCRED) against the pids you started.
+ * A view valid while p is.
  */
 const char *rbus_peer_name(const rbus_peer_t *p);
 

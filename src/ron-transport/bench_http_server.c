@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include <jansson.h>
 
@@ -81,6 +82,12 @@ main(int argc, char **argv)
     if (argc < 2) {
         fprintf(stderr, "usage: %s ADDR [CONFIG.json]\n", argv[0]);
         return 2;
+    }
+    /* thousands of connections need thousands of fds */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
     memset(&cfg, 0, sizeof cfg);
     if (argc > 2 && load_config(argv[2], &cfg) < 0)

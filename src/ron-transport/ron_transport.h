@@ -46,7 +46,7 @@
 #define TX_DEFAULT_RETRY_AFTER_S 1           /* Retry-After on 503 */
 #define TX_MAX_PIPELINE 16                   /* requests of one connection awaiting answers */
 #define TX_MAX_WRITE_QUEUE (256u << 10)      /* queued output bytes before reads pause */
-#define TX_MAX_REFUSING 256                  /* refused connections being answered 503 at once */
+#define TX_MAX_REFUSING 4096                 /* refusals answered at once (~1.3 KiB each) */
 #define TX_REFUSE_LINGER_MS 200              /* how long a refused connection may drain */
 #define TX_ADDR_MAX 64                       /* "[v6%scope]:port" text */
 

@@ -427,19 +427,20 @@ tx_conn_pump(tx_conn_t *c)
     if (c->pumping || c->closing || c->in_read)
         return;
     c->pumping = true;
-    if (c->pending.len > c->pending_off && c->depth < TX_MAX_PIPELINE && !c->h1.failed) {
+    for (;;) {
+        if (tx_conn_collect(c) < 0) {
+            tx__conn_close(c);
+            goto out;
+        }
+        /* held input is parsed once answers made room in the pipeline */
+        if (c->pending.len == 0 || c->depth >= TX_MAX_PIPELINE || c->h1.failed || c->closing)
+            break;
         tx_buf_t p = c->pending; /* parse may refill pending: take it first */
-        size_t off = c->pending_off;
         memset(&c->pending, 0, sizeof c->pending);
-        c->pending_off = 0;
-        tx_conn_parse(c, p.p + off, p.len - off);
+        tx_conn_parse(c, p.p, p.len);
         tx__buf_free(&p);
-    }
-    if (c->closing)
-        goto out;
-    if (tx_conn_collect(c) < 0) {
-        tx__conn_close(c);
-        goto out;
+        if (c->closing)
+            goto out;
     }
     if (c->phase == TX_PH_LINGER)
         goto out;

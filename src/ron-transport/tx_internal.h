@@ -207,7 +207,6 @@ typedef struct tx_conn {
     tx_request_t *head, *tail;    /* pipeline, in request order */
     unsigned depth;               /* requests in the pipeline, <= TX_MAX_PIPELINE */
     tx_buf_t pending;             /* input not parsed yet (parsing paused) */
-    size_t pending_off;           /* pending.p[pending_off..len) is unparsed */
     tx_buf_t out;                 /* response bytes batched for the next write */
     size_t wq;                    /* bytes handed to uv_write and not yet written */
     uint64_t deadline;            /* ms (uv_now) when the current phase times out; 0 none */
