@@ -212,6 +212,11 @@ test_config_validation_catches_cross_key_rules(void **state)
     assert_non_null(strstr(err, "listed twice"));
     write_file("{\"supervisor\": {\"backoff_initial_ms\": 500, \"backoff_max_ms\": 100}}");
     assert_int_equal(ron_config_build(&src, &c, err, sizeof err), RON_ECONFIG);
+    write_file("{\"bus\": {\"capacity\": 1000}}");
+    assert_int_equal(ron_config_build(&src, &c, err, sizeof err), RON_ECONFIG);
+    assert_non_null(strstr(err, "power of two"));
+    write_file("{\"supervisor\": {\"heartbeat_ms\": 2000, \"unhealthy_after_ms\": 1000}}");
+    assert_int_equal(ron_config_build(&src, &c, err, sizeof err), RON_ECONFIG);
     write_file("{\"services\": [\"Bad Name\"]}");
     assert_int_equal(ron_config_build(&src, &c, err, sizeof err), RON_ECONFIG);
     write_file("{\"seeds\": [\"abc@127.0.0.1:5302\", \"[::1]:5302\"]}");

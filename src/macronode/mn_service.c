@@ -49,12 +49,14 @@ typedef struct {
 
 static void run_stop(svc_run_t *r, int code);
 static void send_hello(svc_run_t *r);
+static void heartbeat_tick(uv_timer_t *t);
 
 static void
 apply_snapshot(svc_run_t *r, const char *json, size_t len, bool first)
 {
     char err[RON_CONFIG_ERR_MAX];
     ron_config_t *next = ron_xmalloc(sizeof *next);
+    uint64_t old_hb;
     if (ron_config_from_json(json, len, next, err, sizeof err) < 0) {
         ron_warn("config snapshot refused: %s", err);
         free(next);
@@ -64,6 +66,7 @@ apply_snapshot(svc_run_t *r, const char *json, size_t len, bool first)
         free(next);
         return;
     }
+    old_hb = r->cfg.supervisor.heartbeat_ms;
     r->cfg = *next;
     free(next);
     if (strcmp(r->cfg.log_level, "debug") == 0)
@@ -76,6 +79,9 @@ apply_snapshot(svc_run_t *r, const char *json, size_t len, bool first)
         ron_log_set_level(RON_LOG_INFO);
     if (!first) {
         ron_info("config version %llu applied", (unsigned long long)r->cfg.version);
+        if (r->started && r->cfg.supervisor.heartbeat_ms != old_hb)
+            uv_timer_start(&r->timer, heartbeat_tick, r->cfg.supervisor.heartbeat_ms,
+                           r->cfg.supervisor.heartbeat_ms);
         if (r->started && r->def->apply_config != NULL)
             r->def->apply_config(r->state, &r->cfg);
     }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "ron_err.h"
+#include "ron_kernel.h"
 #include "ron_util.h"
 
 typedef enum {
@@ -74,42 +75,42 @@ static const cfg_key_t keys[] = {
     {{"log.level", "enum", true, "debug, info, warn or error"},
      K_ENUM, OFF(log_level), SZ(log_level), 0, 0, 0, 0, false, level_choices},
     U64K("bus.capacity", bus_capacity, 16, 1u << 20, false, "kernel event bus capacity (events)"),
-    U64K("admin_limits.max_conns", admin_limits.max_conns, 1, 1000000, true,
+    U64K("admin_limits.max_conns", admin_limits.max_conns, 1, 1000000, false,
          "admin port: open connections at once"),
-    U64K("admin_limits.max_inflight", admin_limits.max_inflight, 1, 1000000, true,
+    U64K("admin_limits.max_inflight", admin_limits.max_inflight, 1, 1000000, false,
          "admin port: requests in flight"),
-    U64K("admin_limits.rate_rps", admin_limits.rate_rps, 1, 10000000, true,
+    U64K("admin_limits.rate_rps", admin_limits.rate_rps, 1, 10000000, false,
          "admin port: requests per second per source"),
-    U64K("admin_limits.rate_burst", admin_limits.rate_burst, 1, 10000000, true,
+    U64K("admin_limits.rate_burst", admin_limits.rate_burst, 1, 10000000, false,
          "admin port: token bucket depth per source"),
-    U64K("admin_limits.header_timeout_ms", admin_limits.header_timeout_ms, 100, 600000, true,
+    U64K("admin_limits.header_timeout_ms", admin_limits.header_timeout_ms, 100, 600000, false,
          "admin port: request head deadline"),
-    U64K("admin_limits.body_timeout_ms", admin_limits.body_timeout_ms, 100, 600000, true,
+    U64K("admin_limits.body_timeout_ms", admin_limits.body_timeout_ms, 100, 600000, false,
          "admin port: request body deadline"),
-    U64K("admin_limits.idle_timeout_ms", admin_limits.idle_timeout_ms, 100, 600000, true,
+    U64K("admin_limits.idle_timeout_ms", admin_limits.idle_timeout_ms, 100, 600000, false,
          "admin port: keep-alive idle deadline"),
-    U64K("admin_limits.max_body", admin_limits.max_body, 1024, 64u << 20, true,
+    U64K("admin_limits.max_body", admin_limits.max_body, 1024, 64u << 20, false,
          "admin port: body cap in bytes"),
-    U64K("admin_limits.max_header", admin_limits.max_header, 1024, 1u << 20, true,
+    U64K("admin_limits.max_header", admin_limits.max_header, 1024, 1u << 20, false,
          "admin port: request head cap in bytes"),
     U64K("readiness.retry_after_s", readiness_retry_after_s, 1, 3600, true,
          "Retry-After seconds on a 503 from /readyz and /healthz"),
-    U64K("supervisor.backoff_initial_ms", supervisor.backoff_initial_ms, 1, 60000, true,
+    U64K("supervisor.backoff_initial_ms", supervisor.backoff_initial_ms, 1, 60000, false,
          "first restart delay"),
-    U64K("supervisor.backoff_max_ms", supervisor.backoff_max_ms, 1, 3600000, true,
+    U64K("supervisor.backoff_max_ms", supervisor.backoff_max_ms, 1, 3600000, false,
          "restart delay cap"),
-    U64K("supervisor.healthy_reset_ms", supervisor.healthy_reset_ms, 100, 3600000, true,
+    U64K("supervisor.healthy_reset_ms", supervisor.healthy_reset_ms, 100, 3600000, false,
          "healthy running time that resets the backoff"),
-    U64K("supervisor.quarantine_crashes", supervisor.quarantine_crashes, 1, 1000, true,
+    U64K("supervisor.quarantine_crashes", supervisor.quarantine_crashes, 1, RON_RESTART_MAX_QUARANTINE, false,
          "crashes within the window that quarantine a service"),
-    U64K("supervisor.quarantine_window_ms", supervisor.quarantine_window_ms, 1000, 3600000, true,
+    U64K("supervisor.quarantine_window_ms", supervisor.quarantine_window_ms, 1000, 3600000, false,
          "sliding crash window"),
     U64K("supervisor.heartbeat_ms", supervisor.heartbeat_ms, 50, 60000, true,
          "child heartbeat period"),
     U64K("supervisor.unhealthy_after_ms", supervisor.unhealthy_after_ms, 100, 600000, true,
          "heartbeat silence after which a child is unhealthy"),
-    U64K("supervisor.stop_timeout_ms", supervisor.stop_timeout_ms, 100, 60000, true,
-         "budget to stop all children before SIGKILL"),
+    U64K("supervisor.stop_timeout_ms", supervisor.stop_timeout_ms, 100, 1500, true,
+         "budget to stop all children before SIGKILL (the node exits within 2 s)"),
     {{"services", "list", false, "services the kernel runs, in start order (env: comma-separated)"},
      K_LIST, OFF(services), SZ(services[0]), RON_CONFIG_MAX_SERVICES, OFF(n_services), 0, 0, true,
      NULL},
@@ -625,6 +626,11 @@ ron_config_validate(const ron_config_t *cfg, char *err, size_t cap)
                 return RON_ECONFIG;
             }
         }
+    }
+    if ((cfg->bus_capacity & (cfg->bus_capacity - 1)) != 0) {
+        errf(err, cap, "key 'bus.capacity': %llu is not a power of two",
+             (unsigned long long)cfg->bus_capacity);
+        return RON_ECONFIG;
     }
     if (cfg->data_dir[0] == '\0') {
         errf(err, cap, "key 'data_dir': empty");
