@@ -112,6 +112,13 @@ void mn__node_service_info(const mn_node_t *n, size_t i, mn_svc_info_t *out);
  * code; bound_out gets the address actually bound ("127.0.0.1:41234"). */
 int mn__listen_tcp(const char *addr, char *bound_out, size_t bound_cap);
 
+#define MN_DATA_FORMAT "1" /* layout version in <data_dir>/FORMAT (DESIGN §8) */
+
+/* Persistent mode: create data_dir (0700) and its FORMAT file, or check the
+ * version of an existing one. Amnesia: touch nothing. Returns 0 or a code
+ * with err set (RON_ECONFIG for a layout version we do not know). */
+int mn__data_dir_prepare(const ron_config_t *cfg, char *err, size_t errcap);
+
 /* Describe a child's end: "exit 3" or "signal 9 (Killed)". */
 void mn__exit_reason(char *out, size_t cap, int64_t exit_status, int term_signal);
 

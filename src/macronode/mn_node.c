@@ -362,7 +362,7 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
     n->exit_code = 1;
     ron_log_set_service("kernel");
     apply_log_level(n->cfg);
-    if (node_init(n, err, sizeof err) < 0)
+    if (mn__data_dir_prepare(n->cfg, err, sizeof err) < 0 || node_init(n, err, sizeof err) < 0)
         goto fail;
     if (n->cfg->profile == RON_PROFILE_MACRO) {
         n->sup = mn__sup_new(&loop, n->cfg, self_exe, n->bus, n->reg, err, sizeof err);

@@ -1,15 +1,18 @@
 /*
  * mn_util.c - binding the public TCP listeners the kernel hands to its
- * children, and naming how a child ended.
+ * children, naming how a child ended, and preparing the data directory
+ * (mode 0700, FORMAT file with the layout version, written atomically).
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mn_internal.h"
@@ -72,4 +75,74 @@ mn__exit_reason(char *out, size_t cap, int64_t exit_status, int term_signal)
         snprintf(out, cap, "signal %d (%s)", term_signal, strsignal(term_signal));
     else
         snprintf(out, cap, "exit %lld", (long long)exit_status);
+}
+
+/* Create every missing component of path with mode 0700. Returns 0 or -errno. */
+static int
+mkdir_p(const char *path)
+{
+    char tmp[RON_CONFIG_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+int
+mn__data_dir_prepare(const ron_config_t *cfg, char *err, size_t errcap)
+{
+    char path[RON_CONFIG_PATH_MAX + 16], tmp[RON_CONFIG_PATH_MAX + 32], buf[32];
+    ssize_t n;
+    int fd, rc;
+
+    if (ron_config_amnesia(cfg))
+        return 0; /* amnesia: nothing is written to disk */
+    if ((rc = mkdir_p(cfg->data_dir)) < 0) {
+        snprintf(err, errcap, "data dir %s: %s", cfg->data_dir, ron_strerror(rc));
+        return rc;
+    }
+    snprintf(path, sizeof path, "%s/FORMAT", cfg->data_dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = '\0';
+        buf[strcspn(buf, "\r\n ")] = '\0';
+        if (strcmp(buf, MN_DATA_FORMAT) != 0) {
+            snprintf(err, errcap, "data dir %s has layout version '%s'; this ron uses %s",
+                     cfg->data_dir, buf, MN_DATA_FORMAT);
+            return RON_ECONFIG;
+        }
+        return 0;
+    }
+    if (errno != ENOENT) {
+        rc = -errno;
+        snprintf(err, errcap, "%s: %s", path, ron_strerror(rc));
+        return rc;
+    }
+    snprintf(tmp, sizeof tmp, "%s/.FORMAT.tmp", cfg->data_dir);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, MN_DATA_FORMAT "\n", strlen(MN_DATA_FORMAT) + 1) < 0 ||
+        fdatasync(fd) < 0 || rename(tmp, path) < 0) {
+        rc = -errno;
+        if (fd >= 0)
+            close(fd);
+        snprintf(err, errcap, "%s: %s", path, ron_strerror(rc));
+        return rc;
+    }
+    close(fd);
+    fd = open(cfg->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    return 0;
 }

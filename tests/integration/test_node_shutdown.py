@@ -4,8 +4,10 @@ within 2 s and leaves no child behind. A child that ignores SIGTERM (here:
 SIGSTOPped) is SIGKILLed within the budget. The micro profile runs the
 service in-process. Bad flags and bad config exit 2."""
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 from ronnode import RON, Node, check, pid_alive
@@ -19,6 +21,8 @@ for sig in (signal.SIGTERM, signal.SIGINT):
         check(took < 2.0, "exit within 2 s (took %.2f s)" % took)
         check(not pid_alive(pid), "child %d gone" % pid)
         check('"kind":"SHUTDOWN"' in n.logs().replace('\\"', '"'), "SHUTDOWN event logged")
+        with open(os.path.join(n.dir, "FORMAT")) as f:
+            check(f.read() == "1\n", "persistent data dir has its FORMAT file")
         print("signal %d: exit in %.3f s" % (sig, took))
     finally:
         n.kill()
@@ -43,11 +47,21 @@ try:
     s = n.service()
     check(s["pid"] == n.proc.pid and s["state"] == "running", "in-process service: %r" % s)
     check(n.child_pids() == [], "no child processes in micro")
+    check(not os.path.exists(os.path.join(n.dir, "FORMAT")), "amnesia writes nothing")
     check(n.metric('echo_config_version{service="echo"}') == 1, "in-process metrics merged")
     rc, took = n.stop()
     check(rc == 0 and took < 2.0, "micro exits 0 within 2 s")
 finally:
     n.kill()
+
+# a data dir of an unknown layout version: refuse to start (exit 1)
+d = tempfile.mkdtemp(prefix="ron-it-")
+with open(os.path.join(d, "FORMAT"), "w") as f:
+    f.write("99\n")
+r = subprocess.run([RON, "node", "--data-dir", d, "--admin", "127.0.0.1:0"], capture_output=True,
+                   text=True, timeout=10)
+shutil.rmtree(d, ignore_errors=True)
+check(r.returncode == 1 and "layout version '99'" in r.stderr, "unknown FORMAT refused: %r" % r)
 
 # usage errors and bad input: exit 2 with a one-line reason
 for args, needle in ((["node", "--bogus"], "unknown flag"),
