@@ -23,9 +23,11 @@
 #include "ron_config.h"
 
 /* Limits */
-#define MN_MAX_METRICS (128u << 10)  /* a child's metrics text; larger is truncated at a line */
-#define MN_MAX_LOG_LINE 4096u        /* a child's log line; longer is cut and marked */
-#define MN_HEALTH_TICK_MS 100u       /* how often the kernel checks heartbeats */
+#define MN_MAX_METRICS (128u << 10)  /* a child's metrics text per heartbeat; a larger one is
+                                        not sent (child) or not kept (kernel) */
+#define MN_MAX_LOG_LINE 4096u        /* a child's log line; a longer one is cut into several */
+#define MN_HEALTH_TICK_MS 100u       /* how often the kernel checks heartbeats: bounds the
+                                        detection delay of a silent child */
 
 /* A built-in service. Every callback runs on the service's loop thread. */
 typedef struct {
@@ -55,16 +57,21 @@ const char *ron_service_names(void);
 
 /*
  * Run the node in the foreground until SIGINT/SIGTERM (exit 0) or a fatal
- * startup error (1). store is taken. self_exe is the binary children run
- * (normally /proc/self/exe). Returns the process exit code.
+ * startup error (1): bind the admin port, start the services (children in
+ * the macro profile, in-process in micro), serve until stopped. store is
+ * taken (freed before returning). self_exe (borrowed) is the binary children
+ * run. Blocks the calling thread; installs SIGINT/SIGTERM/SIGHUP handlers.
+ * Returns the process exit code.
  */
 int ron_node_run(ron_config_store_t *store, const char *self_exe);
 
 /*
- * Run `ron service NAME` as a child of the kernel: speak to the kernel over
- * the inherited link (fd MN_LINK_FD), wait for the config snapshot, start the
- * service, heartbeat, apply config updates, exit 0 on SIGTERM or when the
- * kernel goes away. Returns the process exit code.
+ * Run `ron service NAME` as a child of the kernel: connect to the kernel over
+ * ron-bus (RON_BUS_DIR, RON_BUS_SECRET), say HELLO, receive the config
+ * snapshot, start the service on the inherited listener (RON_LISTEN_FD),
+ * heartbeat with its metrics, apply config updates, exit 0 on SIGTERM and 1
+ * when the kernel goes away. Returns the process exit code (2 for an unknown
+ * service or a missing kernel environment).
  */
 int ron_service_run(const char *name);
 
