@@ -222,10 +222,7 @@ route_metrics(mn_admin_t *a, tx_request_t *req)
     }
     met_registry_render(reg, &text, &len);
     met_merge_add(m, NULL, text, len, NULL);
-    if (mn__node_sup(n) != NULL)
-        mn__sup_metrics(mn__node_sup(n), m);
-    else
-        mn__node_inproc_metrics(n, m);
+    mn__sup_metrics(mn__node_sup(n), m);
     met_merge_render(m, &out, &out_len);
     tx_respond(req, 200, h, 1, out, out_len);
     free(out);

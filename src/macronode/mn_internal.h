@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "macronode.h"
+#include "ron_bus.h"
 #include "ron_config.h"
 #include "ron_kernel.h"
 #include "ron_metrics.h"
@@ -80,6 +81,24 @@ void mn__sup_metrics(const mn_sup_t *s, met_merge_t *m);
 /* Close handles; memory goes once the loop runs the close callbacks. */
 void mn__sup_free(mn_sup_t *s);
 
+/* ---- the service host (mn_service.c) ---- */
+
+typedef struct mn_host mn_host_t;
+
+/*
+ * Run service def on loop: connect to the kernel endpoint with bc (copied;
+ * Unix sockets in a child, in-process in the micro profile), HELLO, start,
+ * heartbeat. listen_fd (taken; -1 for none) is the service's listener.
+ * on_exit(arg, code) runs once, after the host has closed everything: code
+ * 0 after mn__host_stop(h, 0), 1 when the kernel went away or the service
+ * failed to start. Returns NULL with *rc_out set (ron-bus errors).
+ */
+mn_host_t *mn__host_new(uv_loop_t *loop, const ron_service_def_t *def, const rbus_config_t *bc,
+                        int listen_fd, void (*on_exit)(void *arg, int code), void *arg,
+                        int *rc_out);
+/* Stop the service and close the host on a later loop turn; on_exit gets code. */
+void mn__host_stop(mn_host_t *h, int code);
+
 /* ---- the admin port (mn_admin.c) ---- */
 
 typedef struct mn_node mn_node_t;
@@ -99,10 +118,8 @@ met_registry_t *mn__node_registry(mn_node_t *n);
 bool mn__node_stopping(const mn_node_t *n);
 /* Run a reload now; returns 0 (changed_out set) or an error with err. */
 int mn__node_reload(mn_node_t *n, bool *changed_out, char *err, size_t errcap);
-/* Micro profile: in-process services' metrics merged into m. */
-void mn__node_inproc_metrics(mn_node_t *n, met_merge_t *m);
 uint64_t mn__node_uptime_ms(const mn_node_t *n);
-/* Services of either profile (micro: in-process rows, pid = ours). */
+/* Services of either profile (micro: in-process hosts, pid = the node's). */
 size_t mn__node_service_count(const mn_node_t *n);
 void mn__node_service_info(const mn_node_t *n, size_t i, mn_svc_info_t *out);
 

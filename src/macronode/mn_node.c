@@ -1,8 +1,8 @@
 /*
  * mn_node.c - `ron node`: the kernel process. Owns the loop, the config
  * store, the kernel event bus (whose events it logs, one JSON line each), the
- * kernel's metrics registry, the supervisor (macro) or the in-process
- * services (micro), the admin port, and the signals: SIGHUP reloads,
+ * kernel's metrics registry, the supervisor (child processes in the macro
+ * profile, in-process service hosts in micro), the admin port, and the signals: SIGHUP reloads,
  * SIGINT/SIGTERM publish SHUTDOWN and stop the children in reverse start
  * order within supervisor.stop_timeout_ms, after which the node exits 0.
  * Invariants: a reload swaps the snapshot and hands it to the supervisor in
@@ -23,13 +23,6 @@
 
 #define MN_EXIT_SLACK_MS 400u /* after stop_timeout_ms (<= 1500): the node exits within 2 s (§11) */
 
-typedef struct {
-    const ron_service_def_t *def;
-    void *state;
-    int listen_fd;
-    char listen_addr[RON_CONFIG_ADDR_MAX];
-} mn_inproc_t;
-
 struct mn_node {
     uv_loop_t *loop;
     ron_config_store_t *store;
@@ -43,9 +36,7 @@ struct mn_node {
     met_gauge_t *config_version;
     met_counter_t *bus_dropped;
     uint64_t bus_dropped_seen;
-    mn_sup_t *sup;                /* macro */
-    mn_inproc_t inproc[RON_CONFIG_MAX_SERVICES]; /* micro */
-    size_t n_inproc;
+    mn_sup_t *sup;                /* children (macro) or in-process hosts (micro) */
     mn_admin_t *admin;
     uv_signal_t sig_int, sig_term, sig_hup;
     uv_timer_t exit_timer;
@@ -95,41 +86,13 @@ mn__node_uptime_ms(const mn_node_t *n)
 size_t
 mn__node_service_count(const mn_node_t *n)
 {
-    return n->sup != NULL ? mn__sup_count(n->sup) : n->n_inproc;
+    return n->sup != NULL ? mn__sup_count(n->sup) : 0;
 }
 
 void
 mn__node_service_info(const mn_node_t *n, size_t i, mn_svc_info_t *out)
 {
-    if (n->sup != NULL) {
-        mn__sup_info(n->sup, i, out);
-        return;
-    }
-    memset(out, 0, sizeof *out);
-    out->name = n->inproc[i].def->name;
-    out->state = n->stopping ? MN_SVC_STOPPING : MN_SVC_RUNNING;
-    out->pid = (int)getpid();
-    out->healthy = !n->stopping;
-    out->config_version = n->cfg->version;
-    out->last_exit = "";
-    out->listen_addr = n->inproc[i].listen_addr;
-}
-
-void
-mn__node_inproc_metrics(mn_node_t *n, met_merge_t *m)
-{
-    char *buf;
-    if (n->n_inproc == 0)
-        return;
-    buf = ron_xmalloc(MN_MAX_METRICS);
-    for (size_t i = 0; i < n->n_inproc; i++) {
-        size_t len;
-        if (n->inproc[i].def->metrics == NULL || n->inproc[i].state == NULL)
-            continue;
-        len = n->inproc[i].def->metrics(n->inproc[i].state, buf, MN_MAX_METRICS);
-        met_merge_add(m, n->inproc[i].def->name, buf, len, NULL);
-    }
-    free(buf);
+    mn__sup_info(n->sup, i, out);
 }
 
 static void
@@ -182,11 +145,7 @@ mn__node_reload(mn_node_t *n, bool *changed_out, char *err, size_t errcap)
     }
     n->cfg = ron_config_store_current(n->store);
     apply_log_level(n->cfg);
-    if (n->sup != NULL)
-        mn__sup_config(n->sup, n->cfg);
-    for (size_t i = 0; i < n->n_inproc; i++)
-        if (n->inproc[i].def->apply_config != NULL)
-            n->inproc[i].def->apply_config(n->inproc[i].state, n->cfg);
+    mn__sup_config(n->sup, n->cfg);
     ron_info("config reloaded: version %llu", (unsigned long long)n->cfg->version);
     ron_kernel_event_config_updated(&ev, n->cfg->version);
     ron_bus_publish(n->bus, &ev);
@@ -255,16 +214,7 @@ node_stop(mn_node_t *n)
     ron_bus_publish(n->bus, &ev);
     uv_timer_start(&n->exit_timer, exit_deadline, n->cfg->supervisor.stop_timeout_ms + MN_EXIT_SLACK_MS,
                    0);
-    if (n->sup != NULL) {
-        mn__sup_stop(n->sup, children_stopped, n);
-        return;
-    }
-    for (size_t i = n->n_inproc; i-- > 0;) {
-        if (n->inproc[i].def->stop != NULL && n->inproc[i].state != NULL)
-            n->inproc[i].def->stop(n->inproc[i].state);
-        n->inproc[i].state = NULL;
-    }
-    children_stopped(n);
+    mn__sup_stop(n->sup, children_stopped, n);
 }
 
 static void
@@ -273,43 +223,6 @@ on_stop_signal(uv_signal_t *h, int signum)
     mn_node_t *n = h->data;
     ron_info("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
     node_stop(n);
-}
-
-/* ---- micro profile: services in this process ---- */
-
-static int
-inproc_start(mn_node_t *n, char *err, size_t errcap)
-{
-    for (size_t i = 0; i < n->cfg->n_services; i++) {
-        mn_inproc_t *p = &n->inproc[n->n_inproc];
-        const char *addr;
-        int rc;
-        p->def = ron_service_find(n->cfg->services[i]);
-        p->listen_fd = -1;
-        if (p->def == NULL) {
-            snprintf(err, errcap, "unknown service '%s' (built in: %s)", n->cfg->services[i],
-                     ron_service_names());
-            return RON_ECONFIG;
-        }
-        addr = p->def->listen_addr != NULL ? p->def->listen_addr(n->cfg) : NULL;
-        if (addr != NULL && addr[0] != '\0') {
-            p->listen_fd = mn__listen_tcp(addr, p->listen_addr, sizeof p->listen_addr);
-            if (p->listen_fd < 0) {
-                snprintf(err, errcap, "service %s: cannot listen on %s: %s", p->def->name, addr,
-                         ron_strerror(p->listen_fd));
-                return p->listen_fd;
-            }
-        }
-        rc = p->def->start(n->loop, n->cfg, p->listen_fd, &p->state);
-        if (rc < 0) {
-            snprintf(err, errcap, "service %s failed to start: %s", p->def->name, ron_strerror(rc));
-            return rc;
-        }
-        n->n_inproc++;
-        ron_info("service %s running in-process%s%s", p->def->name,
-                 p->listen_addr[0] ? " on " : "", p->listen_addr);
-    }
-    return 0;
 }
 
 /* ---- run ---- */
@@ -364,16 +277,13 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
     apply_log_level(n->cfg);
     if (mn__data_dir_prepare(n->cfg, err, sizeof err) < 0 || node_init(n, err, sizeof err) < 0)
         goto fail;
-    if (n->cfg->profile == RON_PROFILE_MACRO) {
-        n->sup = mn__sup_new(&loop, n->cfg, self_exe, n->bus, n->reg, err, sizeof err);
-        if (n->sup == NULL)
-            goto fail;
-    }
+    n->sup = mn__sup_new(&loop, n->cfg, self_exe, n->bus, n->reg, err, sizeof err);
+    if (n->sup == NULL)
+        goto fail;
     n->admin = mn__admin_new(&loop, n, n->cfg, err, sizeof err);
     if (n->admin == NULL)
         goto fail;
-    if (n->sup != NULL ? mn__sup_start(n->sup, err, sizeof err) < 0
-                       : inproc_start(n, err, sizeof err) < 0)
+    if (mn__sup_start(n->sup, err, sizeof err) < 0)
         goto fail;
     uv_signal_start(&n->sig_int, on_stop_signal, SIGINT);
     uv_signal_start(&n->sig_term, on_stop_signal, SIGTERM);
@@ -387,14 +297,10 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
 fail:
     ron_error("node failed to start: %s", err);
     fprintf(stderr, "ron: %s\n", err);
-    if (n->sup != NULL && n->bus != NULL) {
+    if (n->sup != NULL) {
         n->stopping = true;
         mn__sup_stop(n->sup, children_stopped, n);
-        uv_run(&loop, UV_RUN_DEFAULT);
     } else if (n->bus != NULL) {
-        for (size_t i = n->n_inproc; i-- > 0;)
-            if (n->inproc[i].def->stop != NULL)
-                n->inproc[i].def->stop(n->inproc[i].state);
         node_closed_all(n);
     }
 out:
@@ -402,9 +308,6 @@ out:
     rc = n->exit_code;
     if (uv_loop_close(&loop) != 0)
         ron_warn("loop closed with handles still open");
-    for (size_t i = 0; i < n->n_inproc; i++)
-        if (n->inproc[i].listen_fd >= 0 && n->inproc[i].state == NULL)
-            close(n->inproc[i].listen_fd);
     ron_bus_free(n->bus);
     met_registry_free(n->reg);
     ron_config_store_free(store);

@@ -1,14 +1,17 @@
 /*
- * mn_service.c - `ron service NAME`: the child side of the supervisor.
- * Connects to the kernel over ron-bus (directory and per-boot secret from
- * the environment the kernel set), says HELLO, receives the config snapshot,
- * starts the service, sends a heartbeat with its metrics every
- * supervisor.heartbeat_ms, applies config updates the kernel publishes, and
- * exits 0 on SIGTERM. SIGINT is ignored: a terminal's Ctrl-C reaches the
- * whole process group, and the kernel decides the stop order.
+ * mn_service.c - the service host: the side of the supervisor that runs one
+ * service. It connects to the kernel's ron-bus endpoint, says HELLO,
+ * receives the config snapshot, starts the service, sends a heartbeat with
+ * its metrics every supervisor.heartbeat_ms, and applies the config updates
+ * the kernel publishes. The same host runs in a child process (`ron service
+ * NAME`, Unix-socket transport, macro profile) and inside the node's own
+ * loop (in-process transport, micro profile): services never learn which.
+ * In a child, SIGTERM stops it (exit 0) and SIGINT is ignored: a terminal's
+ * Ctrl-C reaches the whole process group, and the kernel decides the order.
  * Invariants: at most one heartbeat in flight; a kernel silent for
- * MN_KERNEL_LOST_MS ends the child (it also gets SIGTERM when the kernel
- * dies, through PR_SET_PDEATHSIG).
+ * MN_KERNEL_LOST_MS ends the host (exit code 1); teardown runs on a fresh
+ * loop turn, never inside a ron-bus callback; on_exit runs once, after every
+ * handle of the host is closed.
  */
 #include <jansson.h>
 #include <signal.h>
@@ -28,24 +31,27 @@
 #define MN_KERNEL_LOST_MS 5000u  /* no answered heartbeat for this long: the kernel is gone */
 #define MN_HELLO_TRIES 25u       /* HELLO attempts, 200 ms apart */
 
-typedef struct {
+struct mn_host {
     uv_loop_t *loop;
     const ron_service_def_t *def;
+    void (*on_exit)(void *arg, int code);
+    void *exit_arg;
     void *state;
     bool started;
     bool stopping;
     rbus_t *bus;
     rbus_peer_t *kernel;
     ron_config_t cfg;
-    uv_timer_t timer;         /* HELLO retry, then heartbeat */
-    uv_signal_t sigterm;
+    uv_timer_t timer;         /* HELLO retry, then heartbeat, then teardown */
     unsigned hello_tries;
     bool hb_inflight;
     uint64_t last_ok_ms;
     int listen_fd;
     int exit_code;
     char *mbuf;               /* metrics text scratch, MN_MAX_METRICS bytes */
-} svc_run_t;
+};
+
+typedef mn_host_t svc_run_t;
 
 static void run_stop(svc_run_t *r, int code);
 static void send_hello(svc_run_t *r);
@@ -221,24 +227,23 @@ send_hello(svc_run_t *r)
     }
 }
 
+/* Tear down on a fresh loop turn, never from inside a ron-bus callback. */
 static void
-on_sigterm(uv_signal_t *h, int signum)
+host_closed(uv_handle_t *h)
 {
     svc_run_t *r = h->data;
-    (void)signum;
-    ron_info("SIGTERM: stopping");
-    run_stop(r, 0);
+    if (r->on_exit != NULL)
+        r->on_exit(r->exit_arg, r->exit_code);
+    free(r->mbuf);
+    free(r);
 }
 
-/* Tear down on a fresh loop turn, never from inside a ron-bus callback. */
 static void
 run_teardown(uv_timer_t *t)
 {
     svc_run_t *r = t->data;
     if (r->started && r->def->stop != NULL)
         r->def->stop(r->state);
-    uv_close((uv_handle_t *)&r->timer, NULL);
-    uv_close((uv_handle_t *)&r->sigterm, NULL);
     if (r->kernel != NULL)
         rbus_peer_close(r->kernel);
     r->kernel = NULL;
@@ -247,6 +252,7 @@ run_teardown(uv_timer_t *t)
     if (r->listen_fd >= 0)
         close(r->listen_fd);
     r->listen_fd = -1;
+    uv_close((uv_handle_t *)&r->timer, host_closed);
 }
 
 static void
@@ -260,20 +266,84 @@ run_stop(svc_run_t *r, int code)
     uv_timer_start(&r->timer, run_teardown, 0, 0);
 }
 
+void
+mn__host_stop(mn_host_t *h, int code)
+{
+    run_stop(h, code);
+}
+
+mn_host_t *
+mn__host_new(uv_loop_t *loop, const ron_service_def_t *def, const rbus_config_t *bc,
+             int listen_fd, void (*on_exit)(void *arg, int code), void *arg, int *rc_out)
+{
+    svc_run_t *r = ron_xcalloc(1, sizeof *r);
+    int rc = 0;
+
+    r->loop = loop;
+    r->def = def;
+    r->on_exit = on_exit;
+    r->exit_arg = arg;
+    r->listen_fd = listen_fd;
+    r->mbuf = ron_xmalloc(MN_MAX_METRICS);
+    r->bus = rbus_new(loop, bc, &rc);
+    if (r->bus == NULL)
+        goto fail;
+    r->kernel = rbus_connect(r->bus, MN_KERNEL_ENDPOINT, &rc);
+    if (r->kernel == NULL)
+        goto fail;
+    rbus_subscribe(r->kernel, OAP_APP_KERNEL, config_event, r);
+    uv_timer_init(loop, &r->timer);
+    r->timer.data = r;
+    send_hello(r);
+    return r;
+fail:
+    rbus_free(r->bus);
+    free(r->mbuf);
+    free(r);
+    if (listen_fd >= 0)
+        close(listen_fd);
+    *rc_out = rc;
+    return NULL;
+}
+
+/* ---- `ron service NAME` ---- */
+
+typedef struct {
+    uv_signal_t sigterm;
+    mn_host_t *host;
+    int code;
+} child_main_t;
+
+static void
+on_sigterm(uv_signal_t *h, int signum)
+{
+    child_main_t *m = h->data;
+    (void)signum;
+    ron_info("SIGTERM: stopping");
+    mn__host_stop(m->host, 0);
+}
+
+static void
+child_host_exit(void *arg, int code)
+{
+    child_main_t *m = arg;
+    m->code = code;
+    uv_close((uv_handle_t *)&m->sigterm, NULL);
+}
+
 int
 ron_service_run(const char *name)
 {
-    svc_run_t r;
-    rbus_config_t bc;
+    const ron_service_def_t *def = ron_service_find(name);
     const char *fd_env = getenv(MN_ENV_LISTEN_FD);
+    child_main_t m;
+    rbus_config_t bc;
     char dir[RBUS_MAX_DIR];
     uv_loop_t loop;
-    int rc;
+    int rc, listen_fd = -1;
 
-    memset(&r, 0, sizeof r);
-    r.listen_fd = -1;
-    r.def = ron_service_find(name);
-    if (r.def == NULL) {
+    memset(&m, 0, sizeof m);
+    if (def == NULL) {
         fprintf(stderr, "ron: unknown service '%s' (built in: %s)\n", name, ron_service_names());
         return 2;
     }
@@ -283,46 +353,28 @@ ron_service_run(const char *name)
     signal(SIGPIPE, SIG_IGN);
     if (getppid() == 1)
         return 1; /* the kernel died before we got here */
-    if (fd_env != NULL)
-        r.listen_fd = atoi(fd_env);
-    unsetenv(MN_ENV_LISTEN_FD);
     if (rbus_config_from_env(&bc, name) < 0) {
         fprintf(stderr, "ron: `ron service` is started by `ron node`, not by hand\n");
         return 2;
     }
+    if (fd_env != NULL)
+        listen_fd = atoi(fd_env);
+    unsetenv(MN_ENV_LISTEN_FD);
     snprintf(dir, sizeof dir, "%s", bc.dir);
     bc.dir = dir;
     uv_loop_init(&loop);
-    r.loop = &loop;
-    r.mbuf = ron_xmalloc(MN_MAX_METRICS);
-    r.bus = rbus_new(&loop, &bc, &rc);
+    m.host = mn__host_new(&loop, def, &bc, listen_fd, child_host_exit, &m, &rc);
     explicit_bzero(bc.secret, sizeof bc.secret);
-    if (r.bus == NULL) {
+    if (m.host == NULL) {
         ron_error("ron-bus: %s", ron_strerror(rc));
-        r.exit_code = 1;
-        goto out;
+        m.code = 1;
+    } else {
+        uv_signal_init(&loop, &m.sigterm);
+        m.sigterm.data = &m;
+        uv_signal_start(&m.sigterm, on_sigterm, SIGTERM);
     }
-    r.kernel = rbus_connect(r.bus, MN_KERNEL_ENDPOINT, &rc);
-    if (r.kernel == NULL) {
-        ron_error("ron-bus connect: %s", ron_strerror(rc));
-        rbus_free(r.bus);
-        r.exit_code = 1;
-        goto out;
-    }
-    rbus_subscribe(r.kernel, OAP_APP_KERNEL, config_event, &r);
-    uv_timer_init(&loop, &r.timer);
-    r.timer.data = &r;
-    uv_signal_init(&loop, &r.sigterm);
-    r.sigterm.data = &r;
-    uv_signal_start(&r.sigterm, on_sigterm, SIGTERM);
-    send_hello(&r);
-    uv_run(&loop, UV_RUN_DEFAULT);
-out:
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         ron_warn("loop closed with handles still open");
-    free(r.mbuf);
-    if (r.listen_fd >= 0)
-        close(r.listen_fd);
-    return r.exit_code;
+    return m.code;
 }

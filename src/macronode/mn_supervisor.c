@@ -1,10 +1,13 @@
 /*
- * mn_supervisor.c - the kernel's supervisor: one child process per service,
- * started as `ron service NAME` with uv_spawn, its public listener bound here
- * and inherited as fd 3, its stderr collected line by line through a pipe,
- * its HELLO and heartbeats received over ron-bus, restarts decided by the
- * restart policy of ron-kernel (backoff 100 ms .. 30 s with jitter, reset
- * after 10 s healthy, quarantine at the 6th crash in 60 s).
+ * mn_supervisor.c - the kernel's supervisor. Macro profile: one child
+ * process per service, started as `ron service NAME` with uv_spawn, its
+ * public listener bound here and inherited as fd 3, its stderr collected line
+ * by line through a pipe, its HELLO and heartbeats received over ron-bus
+ * (Unix sockets). Micro profile: the same service host runs inside this
+ * loop, over ron-bus's in-process transport, with the same HELLO, heartbeats,
+ * config updates and restart policy. Restarts follow the restart policy of
+ * ron-kernel (backoff 100 ms .. 30 s with jitter, reset after 10 s healthy,
+ * quarantine at the 6th crash in 60 s).
  *
  * Invariants: a service has at most one live process; each uv_process_t and
  * log pipe lives in its own heap block freed by its close callback, so a
@@ -46,7 +49,8 @@ struct mn_svc {
     mn_sup_t *sup;
     char name[RON_CONFIG_NAME_MAX];
     mn_svc_state_t state;
-    mn_child_t *child;        /* live process, or NULL */
+    mn_child_t *child;        /* live process (macro), or NULL */
+    mn_host_t *host;          /* live in-process host (micro), or NULL */
     int pid;
     uv_timer_t restart_timer;
     ron_restart_policy_t policy;
@@ -71,6 +75,8 @@ struct mn_sup {
     ron_bus_t *bus;
     met_registry_t *reg;
     rbus_t *rbus;
+    bool inproc;              /* micro profile: services run in this loop */
+    rbus_hub_t *hub;          /* micro: the in-process ron-bus hub */
     char bus_dir[RBUS_MAX_DIR];
     uint8_t secret[RBUS_SECRET_LEN];
     mn_svc_t *svcs;
@@ -263,10 +269,59 @@ child_exited(uv_process_t *p, int64_t exit_status, int term_signal)
 }
 
 static void
+host_exited(void *arg, int code)
+{
+    mn_svc_t *v = arg;
+    char reason[48];
+    v->host = NULL;
+    snprintf(reason, sizeof reason, "exit %d", code);
+    if (v->state == MN_SVC_STOPPING || v->sup->stopping) {
+        snprintf(v->last_exit, sizeof v->last_exit, "%s", reason);
+        v->state = MN_SVC_STOPPED;
+        v->pid = 0;
+        v->healthy = false;
+        ron_info("service %s stopped (%s)", v->name, reason);
+        sup_stop_next(v->sup);
+        return;
+    }
+    svc_crashed(v, reason);
+}
+
+/* Micro profile: run the service host in this loop over the in-process bus. */
+static void
+svc_host_start(mn_svc_t *v)
+{
+    mn_sup_t *s = v->sup;
+    rbus_config_t bc;
+    int rc = 0, fd = v->listen_fd >= 0 ? dup(v->listen_fd) : -1;
+
+    memset(&bc, 0, sizeof bc);
+    bc.transport = RBUS_TRANSPORT_INPROC;
+    bc.name = v->name;
+    bc.hub = s->hub;
+    v->state = MN_SVC_STARTING;
+    v->spawned_ms = ron_now_ms();
+    v->last_hb_ms = v->spawned_ms;
+    v->pid = (int)getpid();
+    v->host = mn__host_new(s->loop, ron_service_find(v->name), &bc, fd, host_exited, v, &rc);
+    if (v->host == NULL) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "host: %s", ron_strerror(rc));
+        svc_crashed(v, reason);
+    }
+}
+
+static void
 svc_spawn(mn_svc_t *v)
 {
     mn_sup_t *s = v->sup;
-    mn_child_t *c = ron_xcalloc(1, sizeof *c);
+    mn_child_t *c;
+
+    if (s->inproc) {
+        svc_host_start(v);
+        return;
+    }
+    c = ron_xcalloc(1, sizeof *c);
     uv_process_options_t o;
     uv_stdio_container_t stdio[4];
     char *args[4];
@@ -487,7 +542,7 @@ sup_stop_next(mn_sup_t *s)
     if (!s->stopping)
         return;
     for (size_t i = 0; i < s->n; i++)
-        if (s->svcs[i].child != NULL) {
+        if (s->svcs[i].child != NULL || s->svcs[i].host != NULL) {
             alive++;
             target = &s->svcs[i]; /* the last started one still alive */
         }
@@ -502,7 +557,10 @@ sup_stop_next(mn_sup_t *s)
     }
     if (target->state != MN_SVC_STOPPING) {
         target->state = MN_SVC_STOPPING;
-        uv_process_kill(&target->child->proc, SIGTERM);
+        if (target->host != NULL)
+            mn__host_stop(target->host, 0);
+        else
+            uv_process_kill(&target->child->proc, SIGTERM);
     }
     left = s->stop_deadline_ms > now ? s->stop_deadline_ms - now : 0;
     uv_timer_start(&s->stop_timer, sup_stop_timer, left / alive, 0);
@@ -521,7 +579,7 @@ mn__sup_stop(mn_sup_t *s, void (*done)(void *arg), void *arg)
     for (size_t i = 0; i < s->n; i++) {
         mn_svc_t *v = &s->svcs[i];
         uv_timer_stop(&v->restart_timer);
-        if (v->child == NULL)
+        if (v->child == NULL && v->host == NULL)
             v->state = MN_SVC_STOPPED;
     }
     sup_stop_next(s);
@@ -638,6 +696,7 @@ mn__sup_new(uv_loop_t *loop, const ron_config_t *cfg, const char *self_exe, ron_
     s->reg = reg;
     snprintf(s->self_exe, sizeof s->self_exe, "%s", self_exe);
     s->n = cfg->n_services;
+    s->inproc = cfg->profile == RON_PROFILE_MICRO;
     s->svcs = ron_xcalloc(s->n ? s->n : 1, sizeof *s->svcs);
     uv_timer_init(loop, &s->health_timer);
     s->health_timer.data = s;
@@ -681,6 +740,14 @@ mn__sup_start(mn_sup_t *s, char *err, size_t errcap)
     rbus_config_t bc;
     int rc;
 
+    memset(&bc, 0, sizeof bc);
+    bc.name = MN_KERNEL_ENDPOINT;
+    if (s->inproc) {
+        s->hub = rbus_hub_new(s->loop);
+        bc.transport = RBUS_TRANSPORT_INPROC;
+        bc.hub = s->hub;
+        goto endpoint;
+    }
     if ((rc = rbus_dir_create(s->bus_dir, sizeof s->bus_dir)) < 0) {
         snprintf(err, errcap, "ron-bus directory: %s", ron_strerror(rc));
         return rc;
@@ -689,11 +756,10 @@ mn__sup_start(mn_sup_t *s, char *err, size_t errcap)
         snprintf(err, errcap, "per-boot secret: %s", ron_strerror(rc));
         return rc;
     }
-    memset(&bc, 0, sizeof bc);
     bc.transport = RBUS_TRANSPORT_UNIX;
-    bc.name = MN_KERNEL_ENDPOINT;
     bc.dir = s->bus_dir;
     memcpy(bc.secret, s->secret, sizeof bc.secret);
+endpoint:
     s->rbus = rbus_new(s->loop, &bc, &rc);
     explicit_bzero(bc.secret, sizeof bc.secret);
     if (s->rbus == NULL || (rc = rbus_handle(s->rbus, OAP_APP_KERNEL, kernel_request, s)) < 0 ||
@@ -701,7 +767,10 @@ mn__sup_start(mn_sup_t *s, char *err, size_t errcap)
         snprintf(err, errcap, "ron-bus endpoint in %s: %s", s->bus_dir, ron_strerror(rc));
         return rc;
     }
-    ron_info("ron-bus listening in %s", s->bus_dir);
+    if (s->inproc)
+        ron_info("ron-bus in-process: services run inside the node");
+    else
+        ron_info("ron-bus listening in %s", s->bus_dir);
     for (size_t i = 0; i < s->n; i++)
         svc_spawn(&s->svcs[i]);
     uv_timer_start(&s->health_timer, sup_health_tick, MN_HEALTH_TICK_MS, MN_HEALTH_TICK_MS);
@@ -753,6 +822,10 @@ mn__sup_free(mn_sup_t *s)
     if (s->rbus != NULL) {
         rbus_free(s->rbus);
         s->rbus = NULL;
+    }
+    if (s->hub != NULL) {
+        rbus_hub_free(s->hub); /* every host is gone: the node frees us after the stop */
+        s->hub = NULL;
     }
     if (s->bus_dir[0] != '\0')
         rbus_dir_remove(s->bus_dir);

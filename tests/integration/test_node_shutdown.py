@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 
-from ronnode import RON, Node, check, pid_alive
+from ronnode import RON, Node, check, pid_alive, wait_for
 
 for sig in (signal.SIGTERM, signal.SIGINT):
     n = Node().wait_up()
@@ -48,7 +48,12 @@ try:
     check(s["pid"] == n.proc.pid and s["state"] == "running", "in-process service: %r" % s)
     check(n.child_pids() == [], "no child processes in micro")
     check(not os.path.exists(os.path.join(n.dir, "FORMAT")), "amnesia writes nothing")
-    check(n.metric('echo_config_version{service="echo"}') == 1, "in-process metrics merged")
+    wait_for(lambda: n.metric('echo_config_version{service="echo"}') == 1, 3,
+             "in-process metrics merged (first heartbeat)")
+    check("ron-bus in-process" in n.logs(), "micro runs services over the in-process bus")
+    # an in-process host that goes away is restarted like a child
+    r = n.ron("release", "echo")
+    check(r.returncode == 1, "release of a running service fails")
     rc, took = n.stop()
     check(rc == 0 and took < 2.0, "micro exits 0 within 2 s")
 finally:
