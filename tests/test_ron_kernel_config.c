@@ -78,8 +78,8 @@ test_config_defaults_match_design(void **state)
 static void
 test_config_precedence_file_then_env_then_flags(void **state)
 {
-    char *envp[] = {"RON_ADMIN_LIMITS_MAX_CONNS=222", "RON_HTTP=127.0.0.1:7002",
-                    "HOME=/nowhere", NULL};
+    char *envp[] = {"RON_ADMIN_LIMITS_MAX_CONNS=222", "RON_HTTP=127.0.0.1:7002", "HOME=/nowhere",
+                    NULL};
     ron_config_kv_t flags[] = {{"http", "127.0.0.1:7003"}};
     ron_config_src_t src = {cfgfile, envp, flags, 1};
     ron_config_t c;

@@ -22,20 +22,19 @@ extern char **environ;
 static void
 node_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ron node [--profile micro|macro] [--config FILE] [--data-dir DIR]\n"
-            "                [--admin ADDR] [--http ADDR] [--https ADDR] [--app ADDR]\n"
-            "                [--overlay ADDR] [--dht ADDR] [--advertise ADDR]\n"
-            "                [--seed [ID@]HOST:PORT]... [--amnesia|--no-amnesia]\n"
-            "                [--log-level LEVEL] [--set KEY=VALUE]...\n"
-            "\n"
-            "Run a node in the foreground; logs go to stderr as JSON lines. SIGHUP (or\n"
-            "`ron reload`) reloads the config; SIGINT/SIGTERM stop it within 2 s.\n"
-            "Settings come from built-in defaults, then --config FILE (JSON; unknown keys\n"
-            "are refused), then RON_* environment variables, then these flags.\n"
-            "Addresses are IPv4:port or [IPv6]:port; port 0 picks a free port.\n"
-            "\n"
-            "config keys (env name: RON_ + key in upper snake case; * = reloadable):\n");
+    fprintf(out, "usage: ron node [--profile micro|macro] [--config FILE] [--data-dir DIR]\n"
+                 "                [--admin ADDR] [--http ADDR] [--https ADDR] [--app ADDR]\n"
+                 "                [--overlay ADDR] [--dht ADDR] [--advertise ADDR]\n"
+                 "                [--seed [ID@]HOST:PORT]... [--amnesia|--no-amnesia]\n"
+                 "                [--log-level LEVEL] [--set KEY=VALUE]...\n"
+                 "\n"
+                 "Run a node in the foreground; logs go to stderr as JSON lines. SIGHUP (or\n"
+                 "`ron reload`) reloads the config; SIGINT/SIGTERM stop it within 2 s.\n"
+                 "Settings come from built-in defaults, then --config FILE (JSON; unknown keys\n"
+                 "are refused), then RON_* environment variables, then these flags.\n"
+                 "Addresses are IPv4:port or [IPv6]:port; port 0 picks a free port.\n"
+                 "\n"
+                 "config keys (env name: RON_ + key in upper snake case; * = reloadable):\n");
     for (size_t i = 0;; i++) {
         const ron_config_key_info_t *k = ron_config_key_at(i);
         char env[96];
@@ -52,9 +51,9 @@ static const struct {
     const char *flag;
     const char *key;
 } flag_keys[] = {
-    {"--profile", "profile"}, {"--data-dir", "data_dir"}, {"--admin", "admin"},
-    {"--http", "http"},       {"--https", "https"},       {"--app", "app"},
-    {"--overlay", "overlay"}, {"--dht", "dht"},           {"--advertise", "advertise"},
+    {"--profile", "profile"},     {"--data-dir", "data_dir"}, {"--admin", "admin"},
+    {"--http", "http"},           {"--https", "https"},       {"--app", "app"},
+    {"--overlay", "overlay"},     {"--dht", "dht"},           {"--advertise", "advertise"},
     {"--log-level", "log.level"},
 };
 
@@ -102,7 +101,8 @@ cmd_node(int argc, char **argv)
             continue;
         }
         if (strncmp(a, "--", 2) != 0)
-            return ron_cmd_fail(RON_EXIT_USAGE, "unexpected argument '%s' (see ron node --help)", a);
+            return ron_cmd_fail(RON_EXIT_USAGE, "unexpected argument '%s' (see ron node --help)",
+                                a);
         eq = strchr(a, '=');
         if (!node_flag_known(a))
             return ron_cmd_fail(RON_EXIT_USAGE, "unknown flag '%s' (see ron node --help)", a);
@@ -154,9 +154,8 @@ cmd_node(int argc, char **argv)
     src = (ron_config_src_t){file, environ, flags, n_flags};
     rc = ron_config_store_new(&src, &store, err, sizeof err);
     if (rc < 0)
-        return ron_cmd_fail(rc == RON_ECONFIG || rc == RON_ETOOBIG || rc == -ENOENT
-                                ? RON_EXIT_USAGE
-                                : RON_EXIT_FAIL,
+        return ron_cmd_fail(rc == RON_ECONFIG || rc == RON_ETOOBIG || rc == -ENOENT ? RON_EXIT_USAGE
+                                                                                    : RON_EXIT_FAIL,
                             "%s", err);
     if (uv_exepath(exe, &exe_len) < 0) {
         ron_config_store_free(store);

@@ -46,8 +46,8 @@ wait_fd(int fd, short ev, uint64_t deadline)
 
 /* One request to addr; fills ans. Returns 0 or a negative code with err set. */
 static int
-admin_request(const char *addr, const char *method, const char *path, http_answer_t *ans,
-              char *err, size_t errcap)
+admin_request(const char *addr, const char *method, const char *path, http_answer_t *ans, char *err,
+              size_t errcap)
 {
     char host[RON_CONFIG_ADDR_MAX], port_s[8], req[512];
     struct addrinfo hints = {0}, *ai = NULL;
@@ -206,7 +206,8 @@ print_status(json_t *st)
     printf("config    version %s\n", json_string_value(json_object_get(st, "config_version")));
     printf("\n%-16s %8s  %-12s %-9s %8s  %s\n", "SERVICE", "PID", "STATE", "HEALTH", "RESTARTS",
            "LAST EXIT");
-    json_array_foreach(svcs, i, s) {
+    json_array_foreach(svcs, i, s)
+    {
         const char *le = json_string_value(json_object_get(s, "last_exit"));
         printf("%-16s %8lld  %-12s %-9s %8lld  %s\n", json_string_value(json_object_get(s, "name")),
                (long long)json_integer_value(json_object_get(s, "pid")),
@@ -283,7 +284,8 @@ cmd_reload(int argc, char **argv)
     if (admin_request(o.admin, "POST", "/admin/reload", &a, err, sizeof err) < 0)
         return ron_cmd_fail(RON_EXIT_FAIL, "%s", err);
     if (a.status != 200) {
-        rc = ron_cmd_fail(RON_EXIT_FAIL, "reload refused: %s", envelope_message(&a, err, sizeof err));
+        rc = ron_cmd_fail(RON_EXIT_FAIL, "reload refused: %s",
+                          envelope_message(&a, err, sizeof err));
         free(a.body);
         return rc;
     }

@@ -48,7 +48,18 @@ struct mn_admin {
     uint64_t reject_seen[TX_REJECT__COUNT];
     met_gauge_t *conns;
     met_gauge_t *inflight;
+    met_family_t *svc_up;
+    met_family_t *svc_healthy;
+    met_family_t *svc_quarantined;
 };
+
+static const char *const svc_label[] = {"service"};
+static const met_desc_t desc_up = {MET_GAUGE, "service_up",
+                                   "1 when the service's process is running.", svc_label, 1};
+static const met_desc_t desc_healthy = {MET_GAUGE, "service_healthy",
+                                        "1 when the service answers heartbeats.", svc_label, 1};
+static const met_desc_t desc_quarantined = {MET_GAUGE, "service_quarantined",
+                                            "1 while the service is quarantined.", svc_label, 1};
 
 static const tx_header_t json_hdr[] = {{"Content-Type", "application/json"}};
 
@@ -200,25 +211,16 @@ route_metrics(mn_admin_t *a, tx_request_t *req)
 
     admin_update_metrics(a);
     reg = mn__node_registry(n);
-    /* node-level service gauges, rebuilt per scrape from the supervisor's view */
-    {
-        static const char *const lab[] = {"service"};
-        met_desc_t up = {MET_GAUGE, "service_up", "1 when the service's process is running.", lab, 1, NULL, 0, 0};
-        met_desc_t he = {MET_GAUGE, "service_healthy", "1 when the service answers heartbeats.", lab, 1, NULL, 0, 0};
-        met_desc_t qu = {MET_GAUGE, "service_quarantined", "1 while the service is quarantined.", lab, 1, NULL, 0, 0};
-        met_family_t *fu, *fh, *fq;
-        met_family_register(reg, &up, &fu);
-        met_family_register(reg, &he, &fh);
-        met_family_register(reg, &qu, &fq);
-        for (size_t i = 0; i < count; i++) {
-            mn_svc_info_t info;
-            const char *v[1];
-            mn__node_service_info(n, i, &info);
-            v[0] = info.name;
-            met_gauge_set(met_family_gauge(fu, v), info.pid != 0 ? 1 : 0);
-            met_gauge_set(met_family_gauge(fh, v), info.healthy ? 1 : 0);
-            met_gauge_set(met_family_gauge(fq, v), info.state == MN_SVC_QUARANTINED ? 1 : 0);
-        }
+    /* per-service gauges, set at each scrape from the supervisor's view */
+    for (size_t i = 0; i < count; i++) {
+        mn_svc_info_t info;
+        const char *v[1];
+        mn__node_service_info(n, i, &info);
+        v[0] = info.name;
+        met_gauge_set(met_family_gauge(a->svc_up, v), info.pid != 0 ? 1 : 0);
+        met_gauge_set(met_family_gauge(a->svc_healthy, v), info.healthy ? 1 : 0);
+        met_gauge_set(met_family_gauge(a->svc_quarantined, v),
+                      info.state == MN_SVC_QUARANTINED ? 1 : 0);
     }
     met_registry_render(reg, &text, &len);
     met_merge_add(m, NULL, text, len, NULL);
@@ -239,9 +241,9 @@ route_version(tx_request_t *req)
     unsigned long v = http_parser_version();
     json_t *b;
     snprintf(hp, sizeof hp, "%lu.%lu.%lu", (v >> 16) & 255, (v >> 8) & 255, v & 255);
-    b = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}}",
-                  "version", RON_VERSION_STRING, "git_commit", RON_GIT_COMMIT, "build_type",
-                  RON_BUILD_TYPE, "dependencies", "libuv", uv_version_string(), "openssl",
+    b = json_pack("{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}}", "version",
+                  RON_VERSION_STRING, "git_commit", RON_GIT_COMMIT, "build_type", RON_BUILD_TYPE,
+                  "dependencies", "libuv", uv_version_string(), "openssl",
                   OpenSSL_version(OPENSSL_VERSION), "jansson", jansson_version_str(), "zstd",
                   ZSTD_versionString(), "libsodium", sodium_version_string(), "blake3",
                   blake3_version(), "http-parser", hp, "nghttp2", nghttp2_version(0)->version_str);
@@ -342,11 +344,9 @@ admin_handle(tx_request_t *req, void *arg)
         } else if (strncmp(p, "/admin/release/", 15) == 0 && post && p[15] != '\0') {
             route_release(a, req, p + 15);
         } else {
-            tx_respond_error(req, strcmp(p, "/admin/status") == 0 || strcmp(p, "/admin/reload") == 0 ||
-                                          strncmp(p, "/admin/release/", 15) == 0
-                                      ? 405
-                                      : 404,
-                             NULL, NULL, 0);
+            bool known = strcmp(p, "/admin/status") == 0 || strcmp(p, "/admin/reload") == 0 ||
+                         strncmp(p, "/admin/release/", 15) == 0;
+            tx_respond_error(req, known ? 405 : 404, NULL, NULL, 0);
         }
         return;
     }
@@ -367,16 +367,20 @@ admin_handle(tx_request_t *req, void *arg)
 }
 
 mn_admin_t *
-mn__admin_new(uv_loop_t *loop, mn_node_t *node, const ron_config_t *cfg, char *err,
-              size_t errcap)
+mn__admin_new(uv_loop_t *loop, mn_node_t *node, const ron_config_t *cfg, char *err, size_t errcap)
 {
     mn_admin_t *a = ron_xcalloc(1, sizeof *a);
     const ron_config_http_limits_t *l = &cfg->admin_limits;
     met_registry_t *reg = mn__node_registry(node);
     static const char *const lab[] = {"reason"};
-    met_desc_t rej = {MET_COUNTER, "admin_http_rejected_total",
-                      "Admin port requests or connections refused by the hardening layer.", lab, 1,
-                      NULL, 0, 0};
+    met_desc_t rej = {MET_COUNTER,
+                      "admin_http_rejected_total",
+                      "Admin port requests or connections refused by the hardening layer.",
+                      lab,
+                      1,
+                      NULL,
+                      0,
+                      0};
     tx_listener_t *lis = NULL;
     tx_config_t tc;
     int rc;
@@ -414,6 +418,9 @@ mn__admin_new(uv_loop_t *loop, mn_node_t *node, const ron_config_t *cfg, char *e
     met_gauge_register(reg, "admin_http_connections", "Open admin port connections.", &a->conns);
     met_gauge_register(reg, "admin_http_inflight_requests", "Admin requests being handled.",
                        &a->inflight);
+    met_family_register(reg, &desc_up, &a->svc_up);
+    met_family_register(reg, &desc_healthy, &a->svc_healthy);
+    met_family_register(reg, &desc_quarantined, &a->svc_quarantined);
     return a;
 }
 

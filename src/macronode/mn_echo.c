@@ -18,9 +18,9 @@
 #include "ron_log.h"
 #include "ron_util.h"
 
-#define ECHO_MAX_CONNS 256u          /* open echo connections */
-#define ECHO_IDLE_MS 30000u          /* idle connection lifetime */
-#define ECHO_MAX_QUEUE (256u << 10)  /* unsent echo bytes per connection before reads pause */
+#define ECHO_MAX_CONNS 256u         /* open echo connections */
+#define ECHO_IDLE_MS 30000u         /* idle connection lifetime */
+#define ECHO_MAX_QUEUE (256u << 10) /* unsent echo bytes per connection before reads pause */
 #define ECHO_READ_BUF 16384u
 
 typedef struct echo echo_t;
@@ -29,7 +29,7 @@ typedef struct {
     uv_tcp_t tcp;
     uv_timer_t idle;
     echo_t *e;
-    int open;                 /* handles still open */
+    int open; /* handles still open */
     bool closing;
     bool paused;
 } echo_conn_t;
@@ -53,7 +53,7 @@ struct echo {
     met_counter_t *bytes;
     met_gauge_t *active;
     met_gauge_t *config_version;
-    echo_conn_t **conns;      /* open connections, for stop */
+    echo_conn_t **conns; /* open connections, for stop */
 };
 
 static void
@@ -203,8 +203,8 @@ echo_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state
     e->loop = loop;
     e->conns = ron_xcalloc(ECHO_MAX_CONNS, sizeof *e->conns);
     e->reg = met_registry_new();
-    met_counter_register(e->reg, "echo_connections_accepted_total",
-                         "Echo connections accepted.", &e->accepted);
+    met_counter_register(e->reg, "echo_connections_accepted_total", "Echo connections accepted.",
+                         &e->accepted);
     met_counter_register(e->reg, "echo_connections_refused_total",
                          "Echo connections closed at accept (limit reached).", &e->refused);
     met_counter_register(e->reg, "echo_received_bytes_total", "Bytes received and echoed.",

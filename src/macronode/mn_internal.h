@@ -27,7 +27,7 @@
 #include "ron_kernel.h"
 #include "ron_metrics.h"
 
-#define MN_KERNEL_ENDPOINT "kernel"   /* ron-bus name the kernel listens under */
+#define MN_KERNEL_ENDPOINT "kernel"      /* ron-bus name the kernel listens under */
 #define MN_ENV_LISTEN_FD "RON_LISTEN_FD" /* fd of the inherited public listener */
 
 typedef enum {
@@ -47,13 +47,13 @@ typedef struct mn_sup mn_sup_t;
 typedef struct {
     const char *name;
     mn_svc_state_t state;
-    int pid;                  /* 0 when not running */
+    int pid; /* 0 when not running */
     bool healthy;
-    uint64_t restarts;        /* restarts since the node started */
-    uint32_t crash_streak;    /* crashes since the last backoff reset */
-    uint64_t config_version;  /* last version the child reported */
-    const char *last_exit;    /* "exit 3", "signal 9 (Killed)", or "" */
-    const char *listen_addr;  /* bound public listener, or "" */
+    uint64_t restarts;       /* restarts since the node started */
+    uint32_t crash_streak;   /* crashes since the last backoff reset */
+    uint64_t config_version; /* last version the child reported */
+    const char *last_exit;   /* "exit 3", "signal 9 (Killed)", or "" */
+    const char *listen_addr; /* bound public listener, or "" */
 } mn_svc_info_t;
 
 /*

@@ -21,12 +21,13 @@
 #include "ron_log.h"
 #include "ron_util.h"
 
-#define MN_EXIT_SLACK_MS 400u /* after stop_timeout_ms (<= 1500): the node exits within 2 s (§11) */
+#define MN_EXIT_SLACK_MS 400u /* after stop_timeout_ms (<= 1500): the node exits within 2 s (§11) \
+                               */
 
 struct mn_node {
     uv_loop_t *loop;
     ron_config_store_t *store;
-    const ron_config_t *cfg;      /* current snapshot (a view into store) */
+    const ron_config_t *cfg; /* current snapshot (a view into store) */
     ron_bus_t *bus;
     ron_bus_sub_t *sub;
     uv_async_t bus_wake;
@@ -36,14 +37,14 @@ struct mn_node {
     met_gauge_t *config_version;
     met_counter_t *bus_dropped;
     uint64_t bus_dropped_seen;
-    mn_sup_t *sup;                /* children (macro) or in-process hosts (micro) */
+    mn_sup_t *sup; /* children (macro) or in-process hosts (micro) */
     mn_admin_t *admin;
     uv_signal_t sig_int, sig_term, sig_hup;
     uv_timer_t exit_timer;
     bool stopping;
     int exit_code;
     uint64_t started_ms;
-    uint64_t stop_ms;             /* when the stop began */
+    uint64_t stop_ms; /* when the stop began */
 };
 
 const ron_config_t *
@@ -212,8 +213,8 @@ node_stop(mn_node_t *n)
     n->stop_ms = ron_now_ms();
     ron_kernel_event_shutdown(&ev);
     ron_bus_publish(n->bus, &ev);
-    uv_timer_start(&n->exit_timer, exit_deadline, n->cfg->supervisor.stop_timeout_ms + MN_EXIT_SLACK_MS,
-                   0);
+    uv_timer_start(&n->exit_timer, exit_deadline,
+                   n->cfg->supervisor.stop_timeout_ms + MN_EXIT_SLACK_MS, 0);
     mn__sup_stop(n->sup, children_stopped, n);
 }
 
@@ -249,7 +250,8 @@ node_init(mn_node_t *n, char *err, size_t errcap)
     met_gauge_register(n->reg, "config_version", "Version of the current config snapshot.",
                        &n->config_version);
     met_counter_register(n->reg, MET_NAME_BUS_OVERFLOW,
-                         "Kernel bus events lost by subscribers that fell behind.", &n->bus_dropped);
+                         "Kernel bus events lost by subscribers that fell behind.",
+                         &n->bus_dropped);
     uv_timer_init(n->loop, &n->exit_timer);
     uv_signal_init(n->loop, &n->sig_int);
     uv_signal_init(n->loop, &n->sig_term);

@@ -28,8 +28,8 @@
 #include "ron_log.h"
 #include "ron_util.h"
 
-#define MN_KERNEL_LOST_MS 5000u  /* no answered heartbeat for this long: the kernel is gone */
-#define MN_HELLO_TRIES 25u       /* HELLO attempts, 200 ms apart */
+#define MN_KERNEL_LOST_MS 5000u /* no answered heartbeat for this long: the kernel is gone */
+#define MN_HELLO_TRIES 25u      /* HELLO attempts, 200 ms apart */
 
 struct mn_host {
     uv_loop_t *loop;
@@ -42,13 +42,13 @@ struct mn_host {
     rbus_t *bus;
     rbus_peer_t *kernel;
     ron_config_t cfg;
-    uv_timer_t timer;         /* HELLO retry, then heartbeat, then teardown */
+    uv_timer_t timer; /* HELLO retry, then heartbeat, then teardown */
     unsigned hello_tries;
     bool hb_inflight;
     uint64_t last_ok_ms;
     int listen_fd;
     int exit_code;
-    char *mbuf;               /* metrics text scratch, MN_MAX_METRICS bytes */
+    char *mbuf; /* metrics text scratch, MN_MAX_METRICS bytes */
 };
 
 typedef mn_host_t svc_run_t;
@@ -273,8 +273,8 @@ mn__host_stop(mn_host_t *h, int code)
 }
 
 mn_host_t *
-mn__host_new(uv_loop_t *loop, const ron_service_def_t *def, const rbus_config_t *bc,
-             int listen_fd, void (*on_exit)(void *arg, int code), void *arg, int *rc_out)
+mn__host_new(uv_loop_t *loop, const ron_service_def_t *def, const rbus_config_t *bc, int listen_fd,
+             void (*on_exit)(void *arg, int code), void *arg, int *rc_out)
 {
     svc_run_t *r = ron_xcalloc(1, sizeof *r);
     int rc = 0;

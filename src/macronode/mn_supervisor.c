@@ -38,8 +38,8 @@ typedef struct mn_svc mn_svc_t;
 typedef struct {
     uv_process_t proc;
     uv_pipe_t log;
-    mn_svc_t *svc;            /* NULL once the service forgot this child */
-    int open_handles;         /* proc and log; freed at 0 */
+    mn_svc_t *svc;    /* NULL once the service forgot this child */
+    int open_handles; /* proc and log; freed at 0 */
     bool exited;
     char line[MN_MAX_LOG_LINE];
     size_t line_len;
@@ -49,20 +49,20 @@ struct mn_svc {
     mn_sup_t *sup;
     char name[RON_CONFIG_NAME_MAX];
     mn_svc_state_t state;
-    mn_child_t *child;        /* live process (macro), or NULL */
-    mn_host_t *host;          /* live in-process host (micro), or NULL */
+    mn_child_t *child; /* live process (macro), or NULL */
+    mn_host_t *host;   /* live in-process host (micro), or NULL */
     int pid;
     uv_timer_t restart_timer;
     ron_restart_policy_t policy;
     bool healthy;
-    uint64_t spawned_ms;      /* monotonic ms of the last spawn */
-    uint64_t last_hb_ms;      /* monotonic ms of the last HELLO or heartbeat */
+    uint64_t spawned_ms; /* monotonic ms of the last spawn */
+    uint64_t last_hb_ms; /* monotonic ms of the last HELLO or heartbeat */
     uint64_t restarts;
     uint64_t config_version;
     char last_exit[96];
-    int listen_fd;            /* -1: none */
+    int listen_fd; /* -1: none */
     char listen_addr[RON_CONFIG_ADDR_MAX];
-    char *metrics;            /* last metrics text from the child */
+    char *metrics; /* last metrics text from the child */
     size_t metrics_len;
     met_counter_t *restarts_total;
     met_counter_t *crashes_total;
@@ -75,8 +75,8 @@ struct mn_sup {
     ron_bus_t *bus;
     met_registry_t *reg;
     rbus_t *rbus;
-    bool inproc;              /* micro profile: services run in this loop */
-    rbus_hub_t *hub;          /* micro: the in-process ron-bus hub */
+    bool inproc;     /* micro profile: services run in this loop */
+    rbus_hub_t *hub; /* micro: the in-process ron-bus hub */
     char bus_dir[RBUS_MAX_DIR];
     uint8_t secret[RBUS_SECRET_LEN];
     mn_svc_t *svcs;
@@ -87,7 +87,7 @@ struct mn_sup {
     uint64_t stop_deadline_ms;
     void (*stop_done)(void *arg);
     void *stop_arg;
-    int open_handles;         /* health_timer, stop_timer, restart timers */
+    int open_handles; /* health_timer, stop_timer, restart timers */
     bool freeing;
 };
 
@@ -326,7 +326,8 @@ svc_spawn(mn_svc_t *v)
     uv_stdio_container_t stdio[4];
     char *args[4];
     char **env = NULL;
-    char e_dir[RBUS_MAX_DIR + 32], e_secret[2 * RBUS_SECRET_LEN + 32], e_fd[48], hex[2 * RBUS_SECRET_LEN + 1];
+    char e_dir[RBUS_MAX_DIR + 32], e_secret[2 * RBUS_SECRET_LEN + 32], e_fd[48],
+        hex[2 * RBUS_SECRET_LEN + 1];
     size_t n_env = 0, k = 0;
     int rc;
 
@@ -461,7 +462,8 @@ kernel_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     mn_sup_t *s = arg;
     rbus_peer_t *peer = rbus_req_peer(req);
     json_error_t jerr;
-    json_t *msg = json_loadb((const char *)f->payload, f->payload_len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *msg =
+        json_loadb((const char *)f->payload, f->payload_len, JSON_REJECT_DUPLICATES, &jerr);
     const char *op = json_string_value(json_object_get(msg, "op"));
     const char *name = json_string_value(json_object_get(msg, "service"));
     mn_svc_t *v = name != NULL ? sup_find(s, name) : NULL;
@@ -498,8 +500,9 @@ sup_health_tick(uv_timer_t *t)
         if (v->state == MN_SVC_RUNNING) {
             bool ok = now - v->last_hb_ms <= sc->unhealthy_after_ms;
             if (ok != v->healthy)
-                ron_log(ok ? RON_LOG_INFO : RON_LOG_WARN, "service %s %s (last heartbeat %llu ms ago)",
-                        v->name, ok ? "healthy again" : "unhealthy",
+                ron_log(ok ? RON_LOG_INFO : RON_LOG_WARN,
+                        "service %s %s (last heartbeat %llu ms ago)", v->name,
+                        ok ? "healthy again" : "unhealthy",
                         (unsigned long long)(now - v->last_hb_ms));
             svc_set_health(v, ok);
             if (ok)
@@ -680,8 +683,14 @@ mn__sup_new(uv_loop_t *loop, const ron_config_t *cfg, const char *self_exe, ron_
     mn_sup_t *s = ron_xcalloc(1, sizeof *s);
     met_family_t *restarts = NULL, *crashes = NULL;
     static const char *const svc_label[] = {"service"};
-    met_desc_t crash_desc = {MET_COUNTER, "service_crashes_total",
-                             "Unexpected exits of a service's process.", svc_label, 1, NULL, 0, 0};
+    met_desc_t crash_desc = {MET_COUNTER,
+                             "service_crashes_total",
+                             "Unexpected exits of a service's process.",
+                             svc_label,
+                             1,
+                             NULL,
+                             0,
+                             0};
     ron_restart_config_t rc_cfg = {
         .base_ms = (uint32_t)cfg->supervisor.backoff_initial_ms,
         .cap_ms = (uint32_t)cfg->supervisor.backoff_max_ms,

@@ -26,24 +26,24 @@
 #include "ron_util.h"
 
 typedef enum {
-    K_STR,   /* free text */
-    K_PATH,  /* filesystem path */
-    K_ADDR,  /* host:port, may be empty when opt */
-    K_U64,   /* integer in [min, max] */
+    K_STR,  /* free text */
+    K_PATH, /* filesystem path */
+    K_ADDR, /* host:port, may be empty when opt */
+    K_U64,  /* integer in [min, max] */
     K_BOOL,
-    K_ENUM,  /* one of choices */
-    K_LIST,  /* list of names or seeds */
+    K_ENUM, /* one of choices */
+    K_LIST, /* list of names or seeds */
 } kind_t;
 
 typedef struct {
     ron_config_key_info_t info;
     kind_t kind;
-    size_t off;     /* offset in ron_config_t */
-    size_t cap;     /* bytes of a string field, or of one list element */
-    size_t max_n;   /* list: element count bound */
-    size_t n_off;   /* list: offset of the count */
+    size_t off;   /* offset in ron_config_t */
+    size_t cap;   /* bytes of a string field, or of one list element */
+    size_t max_n; /* list: element count bound */
+    size_t n_off; /* list: offset of the count */
     uint64_t min, max;
-    bool opt;       /* string/address may be empty */
+    bool opt; /* string/address may be empty */
     const char *const *choices;
 } cfg_key_t;
 
@@ -52,14 +52,20 @@ static const char *const level_choices[] = {"debug", "info", "warn", "error", NU
 
 #define OFF(f) offsetof(ron_config_t, f)
 #define SZ(f) sizeof(((ron_config_t *)0)->f)
-#define U64K(p, f, lo, hi, rl, doc)                                                      \
+/* clang-format off */
+#define U64K(p, f, lo, hi, rl, doc) \
     {{p, "u64", rl, doc}, K_U64, OFF(f), 0, 0, 0, lo, hi, false, NULL}
-#define ADDRK(p, f, o, rl, doc) {{p, "address", rl, doc}, K_ADDR, OFF(f), SZ(f), 0, 0, 0, 0, o, NULL}
+#define ADDRK(p, f, o, rl, doc) \
+    {{p, "address", rl, doc}, K_ADDR, OFF(f), SZ(f), 0, 0, 0, 0, o, NULL}
+/* clang-format on */
 
+/* One entry per key; the formatter's one-field-per-line layout would hide that. */
+/* clang-format off */
 static const cfg_key_t keys[] = {
     {{"profile", "enum", false, "macro (one process per service) or micro (one process)"},
      K_ENUM, OFF(profile), 0, 0, 0, 0, 0, false, profile_choices},
-    {{"data_dir", "string", false, "data directory (default $RON_DATA_DIR, $XDG_DATA_HOME/ron, ~/.local/share/ron)"},
+    {{"data_dir", "string", false,
+      "data directory (default $RON_DATA_DIR, $XDG_DATA_HOME/ron, ~/.local/share/ron)"},
      K_PATH, OFF(data_dir), SZ(data_dir), 0, 0, 0, 0, false, NULL},
     {{"amnesia", "bool", false, "RAM only, nothing on disk (default: on for micro, off for macro)"},
      K_BOOL, OFF(amnesia), 0, 0, 0, 0, 0, false, NULL},
@@ -101,7 +107,8 @@ static const cfg_key_t keys[] = {
          "restart delay cap"),
     U64K("supervisor.healthy_reset_ms", supervisor.healthy_reset_ms, 100, 3600000, false,
          "healthy running time that resets the backoff"),
-    U64K("supervisor.quarantine_crashes", supervisor.quarantine_crashes, 1, RON_RESTART_MAX_QUARANTINE, false,
+    U64K("supervisor.quarantine_crashes", supervisor.quarantine_crashes, 1,
+         RON_RESTART_MAX_QUARANTINE, false,
          "crashes within the window that quarantine a service"),
     U64K("supervisor.quarantine_window_ms", supervisor.quarantine_window_ms, 1000, 3600000, false,
          "sliding crash window"),

@@ -50,41 +50,41 @@ typedef struct {
 
 /* Supervisor knobs (restart policy and child health). */
 typedef struct {
-    uint64_t backoff_initial_ms;  /* first restart delay (100) */
-    uint64_t backoff_max_ms;      /* cap of the doubling delay (30000) */
-    uint64_t healthy_reset_ms;    /* healthy running that resets the backoff (10000) */
-    uint64_t quarantine_crashes;  /* crashes within the window that quarantine (6) */
-    uint64_t quarantine_window_ms;/* sliding window (60000) */
-    uint64_t heartbeat_ms;        /* child heartbeat period (500) */
-    uint64_t unhealthy_after_ms;  /* silence after which a child is unhealthy (1500) */
-    uint64_t stop_timeout_ms;     /* SIGTERM -> SIGKILL budget for all children (1500) */
+    uint64_t backoff_initial_ms;   /* first restart delay (100) */
+    uint64_t backoff_max_ms;       /* cap of the doubling delay (30000) */
+    uint64_t healthy_reset_ms;     /* healthy running that resets the backoff (10000) */
+    uint64_t quarantine_crashes;   /* crashes within the window that quarantine (6) */
+    uint64_t quarantine_window_ms; /* sliding window (60000) */
+    uint64_t heartbeat_ms;         /* child heartbeat period (500) */
+    uint64_t unhealthy_after_ms;   /* silence after which a child is unhealthy (1500) */
+    uint64_t stop_timeout_ms;      /* SIGTERM -> SIGKILL budget for all children (1500) */
 } ron_config_supervisor_t;
 
 /* One immutable snapshot. Strings are NUL-terminated inside their arrays. */
 typedef struct {
-    uint64_t version;                         /* 1 for the first snapshot, +1 per change */
+    uint64_t version; /* 1 for the first snapshot, +1 per change */
     ron_profile_t profile;
     char data_dir[RON_CONFIG_PATH_MAX];
     bool amnesia;
-    bool amnesia_set;                         /* false: follows the profile (micro -> on) */
+    bool amnesia_set; /* false: follows the profile (micro -> on) */
     char admin[RON_CONFIG_ADDR_MAX];
     char http[RON_CONFIG_ADDR_MAX];
     char https[RON_CONFIG_ADDR_MAX];
     char app[RON_CONFIG_ADDR_MAX];
     char overlay[RON_CONFIG_ADDR_MAX];
     char dht[RON_CONFIG_ADDR_MAX];
-    char advertise[RON_CONFIG_ADDR_MAX];      /* empty: none */
+    char advertise[RON_CONFIG_ADDR_MAX];                        /* empty: none */
     char seeds[RON_CONFIG_MAX_SEEDS][RON_CONFIG_ADDR_MAX + 80]; /* "[ID@]HOST:PORT" */
     size_t n_seeds;
-    char log_level[8];                        /* debug|info|warn|error */
-    uint64_t bus_capacity;                    /* kernel event bus ring (4096) */
+    char log_level[8];     /* debug|info|warn|error */
+    uint64_t bus_capacity; /* kernel event bus ring (4096) */
     ron_config_http_limits_t admin_limits;
-    uint64_t readiness_retry_after_s;         /* Retry-After on a 503 from /readyz (1) */
+    uint64_t readiness_retry_after_s; /* Retry-After on a 503 from /readyz (1) */
     ron_config_supervisor_t supervisor;
     char services[RON_CONFIG_MAX_SERVICES][RON_CONFIG_NAME_MAX];
     size_t n_services;
-    char echo_addr[RON_CONFIG_ADDR_MAX];      /* echo service TCP listener; empty: none */
-    char echo_banner[RON_CONFIG_TEXT_MAX];    /* line the echo service sends first */
+    char echo_addr[RON_CONFIG_ADDR_MAX];   /* echo service TCP listener; empty: none */
+    char echo_banner[RON_CONFIG_TEXT_MAX]; /* line the echo service sends first */
 } ron_config_t;
 
 /* One "path=value" override from the command line. Borrowed strings. */
@@ -95,9 +95,9 @@ typedef struct {
 
 /* Where a snapshot comes from. Every pointer is borrowed. */
 typedef struct {
-    const char *file;              /* JSON config file, or NULL */
-    char *const *envp;             /* NULL-terminated "NAME=value" list, or NULL */
-    const ron_config_kv_t *flags;  /* command-line overrides, applied last */
+    const char *file;             /* JSON config file, or NULL */
+    char *const *envp;            /* NULL-terminated "NAME=value" list, or NULL */
+    const ron_config_kv_t *flags; /* command-line overrides, applied last */
     size_t n_flags;
 } ron_config_src_t;
 
@@ -111,8 +111,7 @@ void ron_config_defaults(ron_config_t *cfg);
  * JSON), RON_ETOOBIG (file over RON_CONFIG_FILE_MAX) or -errno (file cannot be
  * read). cfg_out is written only on success. Any thread.
  */
-int ron_config_build(const ron_config_src_t *src, ron_config_t *cfg_out, char *err,
-                     size_t errcap);
+int ron_config_build(const ron_config_src_t *src, ron_config_t *cfg_out, char *err, size_t errcap);
 
 /*
  * Set the key at path from its text form, as the environment and flags do
@@ -156,7 +155,7 @@ void ron_config_env_name(const char *path, char *out, size_t cap);
 /* Schema introspection for docs and `ron node --help`. */
 typedef struct {
     const char *path;
-    const char *type;      /* "string", "address", "u64", "bool", "enum", "list" */
+    const char *type; /* "string", "address", "u64", "bool", "enum", "list" */
     bool reloadable;
     const char *doc;
 } ron_config_key_info_t;
@@ -186,8 +185,7 @@ const ron_config_t *ron_config_store_current(const ron_config_store_t *store);
  * current snapshot stays and the error is returned. On success *changed_out
  * says whether anything changed; only a change bumps the version.
  */
-int ron_config_store_reload(ron_config_store_t *store, bool *changed_out, char *err,
-                            size_t errcap);
+int ron_config_store_reload(ron_config_store_t *store, bool *changed_out, char *err, size_t errcap);
 
 /*
  * Parse "host:port" / "[v6]:port" into host_out (brackets removed) and port.
