@@ -290,7 +290,8 @@ pid_t rbus_peer_pid(const rbus_peer_t *p);
  * Send a one-frame request (REQ|START|END, code 0, tenant 0) with payload
  * (copied) to p's app_proto_id handler. cb (arg borrowed) runs exactly once,
  * after this returns (see "Delivery rules" above). deadline_ms 0 means
- * RBUS_DEFAULT_DEADLINE_MS. Returns 0; RON_EUNAVAIL (peer down or in backoff);
+ * RBUS_DEFAULT_DEADLINE_MS. Returns 0; RON_EUNAVAIL (peer in reconnect backoff);
+ * RON_ESHUTDOWN (peer closed);
  * RON_EBUSY (send queue or in-flight bound reached; retryable); RON_ETOOBIG
  * (frame over the negotiated max_frame); RON_EINVAL (app_proto_id 0).
  * An inbound peer is valid here until its rbus_peer_cb(up=false).
