@@ -543,6 +543,81 @@ test_bus_closes_connection_on_oversize_frame(void **state)
     fx_close(&fx);
 }
 
+/* Write what the socket takes of buf[*off..len) and, when drain, read and discard. */
+static void
+raw_pump(uv_loop_t *loop, int fd, const uint8_t *buf, size_t len, size_t *off, bool drain,
+         size_t *read_total)
+{
+    static uint8_t sink[65536];
+    ssize_t n;
+
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (*off < len && (n = send(fd, buf + *off, len - *off, MSG_DONTWAIT)) > 0)
+        *off += (size_t)n;
+    while (drain && (n = recv(fd, sink, sizeof sink, MSG_DONTWAIT)) > 0)
+        *read_total += (size_t)n;
+    usleep(200);
+}
+
+static void
+test_bus_stops_reading_a_peer_that_does_not_read_its_responses(void **state)
+{
+    (void)state;
+    fx_t fx;
+    svc_t svc;
+    rbus_stats_t st;
+    char hello[256], hex[2 * RBUS_SECRET_LEN + 1];
+    const size_t body = 100000, nreq = RBUS_MAX_INFLIGHT, frame = OAP_HDR_LEN + body;
+    size_t len = nreq * frame, off = 0, got = 0;
+    uint8_t *buf = ron_xcalloc(1, len);
+    uint64_t until;
+
+    fx_init(&fx);
+    rbus_t *srv = fx_bus(&fx, RBUS_TRANSPORT_UNIX, "storage");
+    svc_register(srv, &svc);
+    assert_int_equal(rbus_listen(srv), 0);
+    int fd = raw_connect(fx.dir, "storage");
+    rbus_secret_hex(fx.secret, hex);
+    int hl = snprintf(hello, sizeof hello, "{\"name\":\"raw\",\"bus_secret\":\"%s\"}", hex);
+    raw_send_frame(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 0, hello, (size_t)hl);
+    for (size_t i = 0; i < nreq; i++) {
+        oap_frame_t f = {.flags = OAP_F_REQ | OAP_F_START | OAP_F_END, .app_proto_id = APP_ECHO,
+                         .corr_id = i + 1, .payload = buf + i * frame + OAP_HDR_LEN,
+                         .payload_len = body};
+        assert_int_equal(oap_header_encode(&f, OAP_MAX_FRAME, buf + i * frame), 0);
+    }
+    /* 6.4 MB of answers pile up unread: over RBUS_MAX_SEND_BYTES the server
+     * stops reading this connection instead of queueing without bound. */
+    until = ron_now_ms() + 5000;
+    do {
+        raw_pump(&fx.loop, fd, buf, len, &off, false, &got);
+        rbus_stats_get(srv, &st);
+    } while (st.send_paused == 0 && ron_now_ms() < until);
+    assert_int_equal(st.send_paused, 1);
+    for (int i = 0; i < 100; i++)
+        raw_pump(&fx.loop, fd, buf, len, &off, false, &got);
+    rbus_stats_get(srv, &st);
+    uint64_t before = st.requests_received;
+    for (int i = 0; i < 200; i++)
+        raw_pump(&fx.loop, fd, buf, len, &off, false, &got);
+    rbus_stats_get(srv, &st);
+    assert_int_equal(st.requests_received, before); /* paused: nothing more read */
+    assert_true(before < nreq);
+    /* Once the client reads, the queue drains, reading resumes, all are served. */
+    until = ron_now_ms() + 5000;
+    do {
+        raw_pump(&fx.loop, fd, buf, len, &off, true, &got);
+    } while (got < nreq * frame && ron_now_ms() < until);
+    rbus_stats_get(srv, &st);
+    assert_int_equal(st.requests_received, nreq);
+    assert_int_equal(st.requests_rejected, 0);
+    assert_true(got >= nreq * frame);
+    close(fd);
+    free(buf);
+    rbus_free(srv);
+    fx_close(&fx);
+}
+
 static void
 test_bus_refuses_connection_that_does_not_say_hello_first(void **state)
 {
@@ -864,6 +939,7 @@ main(void)
         cmocka_unit_test(test_bus_refuses_uid_not_allowed_with_error_envelope),
         cmocka_unit_test(test_bus_closes_connection_on_oversize_frame),
         cmocka_unit_test(test_bus_refuses_connection_that_does_not_say_hello_first),
+        cmocka_unit_test(test_bus_stops_reading_a_peer_that_does_not_read_its_responses),
         cmocka_unit_test(test_bus_gives_up_on_listener_that_never_answers_hello),
         cmocka_unit_test(test_bus_delivers_events_only_to_subscribers_over_unix),
         cmocka_unit_test(test_bus_delivers_events_only_to_subscribers_in_process),
