@@ -589,6 +589,110 @@ test_oap_decoder_max_frame_only_goes_down(void **state)
     oap_decoder_close(&d);
 }
 
+static void
+test_oap_decoder_yields_good_frames_before_a_bad_one(void **state)
+{
+    (void)state;
+    uint8_t s[256], bad[OAP_HDR_LEN];
+    size_t n = vec_stream(s);
+    oap_decoder_t d;
+    oap_frame_t f;
+
+    hdr_template(bad);
+    bad[6] = 0x01; /* reserved bit 8 */
+    memcpy(s + n, bad, sizeof bad);
+    oap_decoder_init(&d, OAP_MAX_FRAME);
+    assert_int_equal(oap_decoder_feed(&d, s, n + sizeof bad), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(oap_decoder_next(&d, &f), 0);
+    assert_int_equal(oap_decoder_next(&d, &f), RON_EFLAGS);
+    assert_int_equal(oap_decoder_next(&d, &f), RON_EFLAGS);
+    oap_decoder_close(&d);
+}
+
+static void
+test_oap_decoder_same_frames_for_every_split_point(void **state)
+{
+    (void)state;
+    uint8_t s[256];
+    size_t n = vec_stream(s);
+    for (size_t a = 0; a <= n; a++) {
+        for (size_t b = a; b <= n; b += 7) {
+            oap_decoder_t d;
+            oap_frame_t f;
+            uint32_t lens[3];
+            int got = 0, rc;
+            const size_t cuts[4] = {0, a, b, n};
+            oap_decoder_init(&d, OAP_MAX_FRAME);
+            for (int c = 0; c < 3; c++) {
+                assert_int_equal(oap_decoder_feed(&d, s + cuts[c], cuts[c + 1] - cuts[c]), 0);
+                while ((rc = oap_decoder_next(&d, &f)) == 0) {
+                    assert_true(got < 3);
+                    lens[got++] = f.len;
+                }
+                assert_int_equal(rc, RON_EAGAIN);
+            }
+            assert_int_equal(got, 3);
+            assert_int_equal(lens[0], 48);
+            assert_int_equal(lens[1], 43);
+            assert_int_equal(lens[2], 38);
+            oap_decoder_close(&d);
+        }
+    }
+}
+
+static void
+test_oap_decoder_streams_large_frames_within_its_bound(void **state)
+{
+    (void)state;
+    /* Mixed sizes, so the decoder both grows and moves partial frames. */
+    static const size_t plen[] = {40000, OAP_MAX_FRAME - OAP_HDR_LEN, 300000, 5,
+                                  OAP_MAX_FRAME - OAP_HDR_LEN, 65536, 1};
+    enum { N = sizeof plen / sizeof plen[0] };
+    size_t len = 0, pos = 0, off = 0;
+    uint8_t *stream, *data = malloc(OAP_MAX_FRAME);
+    oap_decoder_t d;
+    oap_frame_t f;
+    int got = 0;
+
+    for (size_t i = 0; i < OAP_MAX_FRAME; i++)
+        data[i] = (uint8_t)(i * 7 + 3);
+    for (int i = 0; i < N; i++)
+        len += OAP_HDR_LEN + plen[i];
+    stream = malloc(len);
+    for (int i = 0; i < N; i++) {
+        memset(&f, 0, sizeof f);
+        f.flags = OAP_F_RESP;
+        f.corr_id = (uint64_t)i;
+        f.payload = data;
+        f.payload_len = plen[i];
+        ssize_t n = oap_frame_encode(&f, OAP_MAX_FRAME, stream + off, len - off);
+        assert_int_equal(n, OAP_HDR_LEN + plen[i]);
+        off += (size_t)n;
+    }
+    oap_decoder_init(&d, OAP_MAX_FRAME);
+    while (pos < len) {
+        size_t avail;
+        uint8_t *p = oap_decoder_reserve(&d, OAP_CHUNK, &avail);
+        assert_non_null(p);
+        size_t k = RON_MIN(RON_MIN(avail, (size_t)OAP_CHUNK), len - pos);
+        memcpy(p, stream + pos, k);
+        oap_decoder_commit(&d, k);
+        pos += k;
+        while (oap_decoder_next(&d, &f) == 0) {
+            assert_true(f.corr_id == (uint64_t)got);
+            assert_int_equal(f.payload_len, plen[got]);
+            assert_memory_equal(f.payload, data, plen[got]);
+            got++;
+        }
+        assert_true(d.cap <= OAP_MAX_FRAME + OAP_CHUNK);
+    }
+    assert_int_equal(got, N);
+    oap_decoder_close(&d);
+    free(stream);
+    free(data);
+}
+
 /* ---- property: random frames round-trip through any chunking ---- */
 
 typedef struct {
@@ -883,6 +987,33 @@ test_oap_inflate_refuses_window_larger_than_bound(void **state)
     f.payload = z;
     f.payload_len = o.pos;
     assert_int_equal(oap_inflate(&f, OAP_MAX_FRAME, &out, &olen), RON_EBOMB);
+}
+
+static void
+test_oap_inflate_joins_concatenated_zstd_frames(void **state)
+{
+    (void)state;
+    uint8_t *a, *b, *cat, *out;
+    size_t al, bl, olen;
+    oap_frame_t f;
+    assert_int_equal(oap_deflate((const uint8_t *)"first-", 6, 1, &a, &al), 0);
+    assert_int_equal(oap_deflate((const uint8_t *)"second", 6, 1, &b, &bl), 0);
+    cat = malloc(al + bl);
+    memcpy(cat, a, al);
+    memcpy(cat + al, b, bl);
+    memset(&f, 0, sizeof f);
+    f.flags = OAP_F_RESP | OAP_F_COMP;
+    f.payload = cat;
+    f.payload_len = al + bl;
+    assert_int_equal(oap_inflate(&f, OAP_MAX_FRAME, &out, &olen), 0);
+    assert_int_equal(olen, 12);
+    assert_memory_equal(out, "first-second", 12);
+    free(out);
+    f.payload_len = al + bl - 1; /* the second frame cut short */
+    assert_int_equal(oap_inflate(&f, OAP_MAX_FRAME, &out, &olen), RON_ECOMPRESS);
+    free(a);
+    free(b);
+    free(cat);
 }
 
 /* ---- errors and names ---- */
@@ -1420,8 +1551,8 @@ test_oap_stream_table_matches_reference_under_churn(void **state)
     memset(open_ref, 0, sizeof open_ref);
     oap_streams_init(&t, MAXI, 4);
     for (int step = 0; step < 20000; step++) {
-        uint64_t id = rng_below(IDS) * 0x100000000ULL; /* colliding low bits */
-        int idx = (int)(id >> 32);
+        int idx = (int)rng_below(IDS);
+        uint64_t id = idx % 2 ? (uint64_t)idx : (uint64_t)idx << 32; /* small and shifted ids */
         bool mine = rng_below(2);
         oap_frame_t f;
         int rc;
@@ -1438,23 +1569,24 @@ test_oap_stream_table_matches_reference_under_churn(void **state)
                 open_ref[idx][mine] = true;
                 n_ref[mine]++;
             }
+        } else if (rng_below(4) == 0) {
+            oap_streams_remove(&t, id, mine); /* aborted, e.g. after an error */
+            open_ref[idx][mine] = false;
+            n_ref[mine]--;
         } else {
             f = sf(REQ | END, id);
             rc = mine ? oap_streams_send(&t, &f) : oap_streams_recv(&t, &f);
-            if (rc == RON_EAGAIN || rc == RON_ECREDIT) {
-                oap_streams_remove(&t, id, mine); /* out of credit: abort it */
-            } else {
-                assert_int_equal(rc, 0);
-                f = sf(RESP | END, id);
-                rc = mine ? oap_streams_recv(&t, &f) : oap_streams_send(&t, &f);
-                assert_int_equal(rc, 0);
-            }
+            assert_int_equal(rc, 0);
+            f = sf(RESP | END, id);
+            rc = mine ? oap_streams_recv(&t, &f) : oap_streams_send(&t, &f);
+            assert_int_equal(rc, 0);
             open_ref[idx][mine] = false;
             n_ref[mine]--;
         }
         for (int k = 0; k < IDS; k++)
             for (int m = 0; m < 2; m++)
-                if ((oap_streams_find(&t, (uint64_t)k << 32, m) != NULL) != open_ref[k][m])
+                if ((oap_streams_find(&t, k % 2 ? (uint64_t)k : (uint64_t)k << 32, m) != NULL) !=
+                    open_ref[k][m])
                     fail_msg("step %d: table disagrees on %d/%d (seed %llu)", step, k, m,
                              (unsigned long long)seed);
         assert_int_equal(t.n_mine, n_ref[1]);
@@ -1499,6 +1631,9 @@ main(void)
         cmocka_unit_test(test_oap_decoder_yields_same_frames_fed_byte_by_byte),
         cmocka_unit_test(test_oap_decoder_yields_many_frames_fed_at_once),
         cmocka_unit_test(test_oap_decoder_rejects_bad_header_before_its_body_arrives),
+        cmocka_unit_test(test_oap_decoder_yields_good_frames_before_a_bad_one),
+        cmocka_unit_test(test_oap_decoder_same_frames_for_every_split_point),
+        cmocka_unit_test(test_oap_decoder_streams_large_frames_within_its_bound),
         cmocka_unit_test(test_oap_decoder_reports_each_reject_code),
         cmocka_unit_test(test_oap_decoder_payload_is_a_view_into_its_buffer),
         cmocka_unit_test(test_oap_decoder_refuses_to_buffer_past_one_frame_plus_chunk),
@@ -1509,6 +1644,7 @@ main(void)
         cmocka_unit_test(test_oap_inflate_accepts_exactly_the_bound_and_refuses_one_more_byte),
         cmocka_unit_test(test_oap_inflate_rejects_malformed_and_truncated_data),
         cmocka_unit_test(test_oap_inflate_refuses_window_larger_than_bound),
+        cmocka_unit_test(test_oap_inflate_joins_concatenated_zstd_frames),
         cmocka_unit_test(test_oap_maps_codec_errors_to_envelope_status),
         cmocka_unit_test(test_oap_names_flags),
         cmocka_unit_test(test_oap_flags_parse_from_names),

@@ -401,6 +401,79 @@ test_proto_decoders_accept_unterminated_input(void **state)
     assert_int_equal(proto_credit_decode(buf, 25, &f, NULL), RON_EJSON); /* NULL err is fine */
 }
 
+static void
+test_proto_hello_lists_are_bounded_and_typed(void **state)
+{
+    (void)state;
+    proto_hello_t h;
+    proto_hello_reply_t r;
+    proto_err_t err;
+    assert_int_equal(proto_hello_decode(S("{\"versions\":1}"), &h, &err), RON_EJSON);
+    assert_string_equal(err.field, "versions");
+    assert_int_equal(proto_hello_decode(S("{\"versions\":[1,2,3,4,5,6,7,8,9]}"), &h, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "versions");
+    assert_int_equal(proto_hello_decode(S("{\"versions\":[\"1\"]}"), &h, &err), RON_EJSON);
+    assert_non_null(strstr(err.text, "entry 0"));
+    assert_int_equal(proto_hello_decode(S("{\"versions\":[65536]}"), &h, &err), RON_EJSON);
+#define REPLY_HEAD "{\"max_frame\":1048576,\"max_inflight\":64,\"flags_supported\":255,\"versions\":[1]"
+    assert_int_equal(proto_hello_reply_decode(S(REPLY_HEAD "}"), &r, &err), RON_EJSON);
+    assert_string_equal(err.field, "transports");
+    assert_int_equal(proto_hello_reply_decode(S(REPLY_HEAD ",\"transports\":\"tcp\"}"), &r, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "transports");
+    assert_int_equal(proto_hello_reply_decode(
+                         S(REPLY_HEAD ",\"transports\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\","
+                                      "\"h\",\"i\"]}"),
+                         &r, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "transports");
+    assert_int_equal(proto_hello_reply_decode(S("{\"max_frame\":1048576,\"max_inflight\":64,"
+                                                "\"flags_supported\":255,\"transports\":[]}"),
+                                              &r, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "versions");
+    assert_int_equal(proto_hello_reply_decode(S("{\"max_frame\":-1}"), &r, &err), RON_EJSON);
+    assert_string_equal(err.field, "max_frame");
+}
+
+static void
+test_proto_error_init_falls_back_to_internal_and_truncates(void **state)
+{
+    (void)state;
+    proto_error_t e;
+    char big[PROTO_MAX_MESSAGE + 100];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    proto_error_init(&e, 299, 5, big);
+    assert_string_equal(e.code, "internal");
+    assert_true(e.retryable);
+    assert_int_equal(strlen(e.message), PROTO_MAX_MESSAGE);
+    proto_error_init(&e, 403, 5, NULL);
+    assert_string_equal(e.code, "forbidden");
+    assert_string_equal(e.message, "");
+}
+
+static void
+test_proto_rejects_documents_over_the_size_limit(void **state)
+{
+    (void)state;
+    size_t n = PROTO_MAX_JSON + 1;
+    char *big = malloc(n);
+    proto_meta_t m;
+    proto_err_t err;
+    memset(big, ' ', n);
+    big[0] = '{';
+    big[n - 1] = '}';
+    assert_int_equal(proto_meta_decode(big, n, &m, &err), RON_EJSON);
+    assert_string_equal(err.field, "");
+    assert_non_null(strstr(err.text, "larger than"));
+    assert_int_equal(proto_meta_decode(big, n - 1, &m, &err), RON_EJSON); /* unbalanced */
+    big[n - 2] = '}';
+    assert_int_equal(proto_meta_decode(big, n - 1, &m, &err), 0);
+    free(big);
+}
+
 int
 main(void)
 {
@@ -419,6 +492,9 @@ main(void)
         cmocka_unit_test(test_proto_meta_round_trips_and_rejects_unknown),
         cmocka_unit_test(test_proto_credit_round_trips_and_bounds_frames),
         cmocka_unit_test(test_proto_decoders_accept_unterminated_input),
+        cmocka_unit_test(test_proto_hello_lists_are_bounded_and_typed),
+        cmocka_unit_test(test_proto_error_init_falls_back_to_internal_and_truncates),
+        cmocka_unit_test(test_proto_rejects_documents_over_the_size_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

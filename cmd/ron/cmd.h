@@ -15,6 +15,7 @@ typedef struct {
 } ron_cmd_t;
 
 int cmd_version(int argc, char **argv);
+int cmd_oap(int argc, char **argv);
 
 /* Print "ron: <msg>" to stderr and return code. */
 int ron_cmd_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

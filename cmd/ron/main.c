@@ -10,6 +10,7 @@
 
 static const ron_cmd_t commands[] = {
     {"version", cmd_version, "print version, commit and build type"},
+    {"oap", cmd_oap, "decode / encode raw OAP/1 frames (debugging the wire)"},
 };
 
 int

@@ -97,10 +97,11 @@ int oap_header_parse(const uint8_t *buf, size_t len, uint32_t max_frame, oap_fra
 ssize_t oap_frame_parse(const uint8_t *buf, size_t len, uint32_t max_frame, oap_frame_t *f_out);
 
 /*
- * Write the header of f (len and cap_len computed from f->cap_len and
- * f->payload_len) into out, for scatter-gather sends of cap and payload.
- * Returns 0; RON_ETOOBIG if the frame would exceed max_frame or cap_len >
- * OAP_MAX_CAP; RON_EFLAGS for reserved bits; RON_ECAPSTART for a cap without START.
+ * Write the header of f (len computed from f->cap_len and f->payload_len; ver
+ * always 1; f->len and f->ver ignored) into out, for scatter-gather sends of
+ * cap and payload. Returns 0; RON_ETOOBIG if the frame would exceed max_frame
+ * (clamped to OAP_MAX_FRAME); RON_EFLAGS for reserved bits; RON_ECAPSTART for
+ * a cap without START.
  */
 int oap_header_encode(const oap_frame_t *f, uint32_t max_frame, uint8_t out[static OAP_HDR_LEN]);
 
@@ -125,7 +126,8 @@ typedef struct {
     int error;          /* sticky: once a frame is rejected the stream is dead */
 } oap_decoder_t;
 
-/* Initialise d for frames up to max_frame (<= OAP_MAX_FRAME). No allocation yet. */
+/* Initialise d for frames up to max_frame (a larger value is clamped to
+ * OAP_MAX_FRAME). No allocation yet. */
 void oap_decoder_init(oap_decoder_t *d, uint32_t max_frame);
 /* Free d's buffer. d can be initialised again. */
 void oap_decoder_close(oap_decoder_t *d);
@@ -133,17 +135,22 @@ void oap_decoder_close(oap_decoder_t *d);
 void oap_decoder_set_max_frame(oap_decoder_t *d, uint32_t max_frame);
 
 /*
- * Copy len bytes into the decoder. Returns 0, or the sticky error.
- * Buffering is bounded: bytes are only accepted while the unconsumed total
- * stays within one max_frame plus OAP_CHUNK; beyond that returns RON_EFLOOD
- * (the caller should stop reading and call oap_decoder_next()).
+ * Copy len bytes into the decoder (all or nothing). Returns 0, or the sticky
+ * error. Buffering is bounded: bytes are only accepted while the unconsumed
+ * total stays within one max_frame plus OAP_CHUNK; beyond that returns
+ * RON_EFLOOD and buffers nothing (backpressure, not an error: drain with
+ * oap_decoder_next() and feed again). Feeding at most OAP_CHUNK at a time
+ * after draining never hits it.
  */
 int oap_decoder_feed(oap_decoder_t *d, const uint8_t *data, size_t len);
 
 /*
- * Zero-copy feeding for a read callback: reserve space for up to want bytes
- * and read into it, then commit what arrived. Returns a pointer and sets
- * *avail_out (> 0), or returns NULL when the buffer is full (RON_EFLOOD case).
+ * Zero-copy feeding for a read callback: reserve space for at least want
+ * bytes (0 = as much as the bound allows), read into it, then commit what
+ * arrived (n <= *avail_out). Returns a pointer and sets *avail_out (> 0, may
+ * exceed want), or returns NULL when the buffer is at its bound (the
+ * RON_EFLOOD case) or the decoder has failed. Views from oap_decoder_next()
+ * are invalid afterwards.
  */
 uint8_t *oap_decoder_reserve(oap_decoder_t *d, size_t want, size_t *avail_out);
 void oap_decoder_commit(oap_decoder_t *d, size_t n);
@@ -158,10 +165,13 @@ int oap_decoder_next(oap_decoder_t *d, oap_frame_t *f_out);
 /* ---- compression (spec §5 rule 4) ---- */
 
 /*
- * Inflate a COMP frame's payload into new memory (*out, caller frees).
- * Output never exceeds OAP_INFLATE_FACTOR * max_frame: past that returns
- * RON_EBOMB without allocating more. Returns 0, RON_EBOMB, or RON_ECOMPRESS
- * for malformed zstd data. f->cap is never compressed.
+ * Inflate a COMP frame's payload (one or more zstd frames) with a streaming
+ * ZSTD_DStream into new memory (*out, caller frees; NULL on error).
+ * Output never exceeds OAP_INFLATE_FACTOR * max_frame: decoding stops as soon
+ * as it would and returns RON_EBOMB without allocating more. A declared
+ * content size or a window larger than that bound is RON_EBOMB up front.
+ * Returns 0, RON_EBOMB, or RON_ECOMPRESS for malformed, truncated or empty
+ * zstd data. f->cap is never compressed.
  */
 int oap_inflate(const oap_frame_t *f, uint32_t max_frame, uint8_t **out, size_t *out_len);
 
