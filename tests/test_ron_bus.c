@@ -865,6 +865,81 @@ test_bus_answers_404_for_app_without_handler_and_serves_both_directions(void **s
     fx_close(&fx);
 }
 
+typedef struct {
+    rbus_peer_t *peer;
+    rbus_t *bus;
+    int calls;
+    int status;
+} closer_t;
+
+/* Close the peer from inside its own reply callback. */
+static void
+close_peer_in_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    closer_t *c = arg;
+
+    (void)resp;
+    c->calls++;
+    c->status = status;
+    rbus_peer_close(c->peer);
+}
+
+/* Free the whole serving endpoint from inside its handler, answering first. */
+static void
+free_bus_in_handler(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    closer_t *c = arg;
+
+    c->calls++;
+    rbus_respond(req, 200, f->payload, f->payload_len);
+    rbus_free(c->bus);
+}
+
+static void
+reentrancy_on(rbus_transport_t t)
+{
+    fx_t fx;
+    closer_t in_reply = {0}, in_handler = {0};
+    closer_t second = {0};
+
+    fx_init(&fx);
+    rbus_t *srv = fx_bus(&fx, t, "srv");
+    rbus_t *cli = fx_bus(&fx, t, "cli");
+    in_handler.bus = srv;
+    assert_int_equal(rbus_handle(srv, APP_ECHO, free_bus_in_handler, &in_handler), 0);
+    assert_int_equal(rbus_listen(srv), 0);
+    rbus_peer_t *p = rbus_connect(cli, "srv", NULL);
+    in_reply.peer = p;
+    second.peer = p;
+    assert_int_equal(rbus_request(p, APP_ECHO, "a", 1, 3000, close_peer_in_reply, &in_reply), 0);
+    assert_int_equal(rbus_request(p, APP_ECHO, "b", 1, 3000, close_peer_in_reply, &second), 0);
+    RUN_UNTIL(&fx.loop, in_reply.calls > 0 && second.calls > 0, 3000);
+    /* The first reply closes p: the second request completes then, with
+     * RON_ESHUTDOWN (or its answer if it came in the same batch), once. */
+    assert_int_equal(in_reply.calls, 1);
+    assert_int_equal(second.calls, 1);
+    assert_int_equal(in_reply.status, 0);
+    assert_true(second.status == RON_ESHUTDOWN || second.status == 0);
+    assert_true(in_handler.calls >= 1);
+    RUN_UNTIL(&fx.loop, false, 50);
+    rbus_free(cli);
+    fx_close(&fx);
+}
+
+static void
+test_bus_survives_closing_from_inside_its_callbacks_over_unix(void **state)
+{
+    (void)state;
+    reentrancy_on(RBUS_TRANSPORT_UNIX);
+}
+
+static void
+test_bus_survives_closing_from_inside_its_callbacks_in_process(void **state)
+{
+    (void)state;
+    reentrancy_on(RBUS_TRANSPORT_INPROC);
+}
+
 static void
 test_bus_hello_parse_ignores_unknown_keys_and_checks_known_ones(void **state)
 {
@@ -946,6 +1021,8 @@ main(void)
         cmocka_unit_test(test_bus_full_send_queue_fails_fast_with_ebusy_over_unix),
         cmocka_unit_test(test_bus_full_send_queue_fails_fast_with_ebusy_in_process),
         cmocka_unit_test(test_bus_answers_404_for_app_without_handler_and_serves_both_directions),
+        cmocka_unit_test(test_bus_survives_closing_from_inside_its_callbacks_over_unix),
+        cmocka_unit_test(test_bus_survives_closing_from_inside_its_callbacks_in_process),
         cmocka_unit_test(test_bus_hello_parse_ignores_unknown_keys_and_checks_known_ones),
         cmocka_unit_test(test_bus_config_from_env_reads_and_hides_the_secret),
     };

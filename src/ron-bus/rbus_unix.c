@@ -197,8 +197,14 @@ unix_close(rbus_conn_t *c, bool flush)
 
     if (u->closing)
         return;
-    if (flush)
+    if (flush) {
         unix_flush(u);
+    } else if (u->olen > 0 && u->nwrites == 0) {
+        /* Best effort, as an uncorked send would have done: frames already
+         * accepted get the socket's buffer, but nothing waits for the peer. */
+        uv_buf_t b = uv_buf_init((char *)u->obuf, (unsigned)u->olen);
+        (void)uv_try_write((uv_stream_t *)&u->pipe, &b, 1);
+    }
     u->closing = true;
     uv_read_stop((uv_stream_t *)&u->pipe);
     if (flush && u->nwrites > 0 && uv_is_writable((uv_stream_t *)&u->pipe) &&
