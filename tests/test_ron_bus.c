@@ -772,11 +772,20 @@ queue_full_on(rbus_transport_t t)
     fx_init(&fx);
     rbus_t *srv = fx_bus(&fx, t, "storage");
     rbus_t *cli = fx_bus(&fx, t, "gateway");
+    peers_t sp = {0};
+    events_t ev = {0};
+    int delivered = 0;
     svc_register(srv, &svc);
+    rbus_on_peer(srv, peer_cb, &sp);
     assert_int_equal(rbus_listen(srv), 0);
     rbus_peer_t *p = rbus_connect(cli, "storage", NULL);
-    RUN_UNTIL(&fx.loop, rbus_peer_is_up(p), 3000);
+    RUN_UNTIL(&fx.loop, rbus_peer_is_up(p) && sp.up == 1, 3000);
     assert_true(rbus_peer_is_up(p));
+    /* The server subscribes to the client's events over the same connection. */
+    assert_int_equal(rbus_subscribe(sp.last, APP_EVENTS, event_cb, &ev), 0);
+    RUN_UNTIL(&fx.loop, (delivered = rbus_publish(cli, APP_EVENTS, "e", 1)) == 1, 3000);
+    assert_int_equal(delivered, 1);
+    RUN_UNTIL(&fx.loop, ev.n >= 1, 3000);
     /* Without running the loop nothing drains: the send queue fills and the
      * next request fails fast with RON_EBUSY. */
     for (int i = 0; i < 8; i++) {
@@ -789,13 +798,23 @@ queue_full_on(rbus_transport_t t)
     assert_true(ok >= 4 && ok < 8);
     rbus_stats_get(cli, &st);
     assert_int_equal(st.requests_busy, 1);
+    /* Small events still fit until the queue is full to the byte or frame
+     * bound; then an event for that subscriber is dropped and counted. */
+    int queued = 0;
+    while (queued <= (int)RBUS_MAX_SEND_FRAMES && rbus_publish(cli, APP_EVENTS, "fill", 4) == 1)
+        queued++;
+    assert_true(queued <= (int)RBUS_MAX_SEND_FRAMES);
+    rbus_stats_get(cli, &st);
+    assert_int_equal(st.events_dropped, 1);
+    assert_int_equal(st.events_published, 1 + queued);
     /* Once the loop runs, the queue drains and every accepted request completes. */
-    RUN_UNTIL(&fx.loop, r[ok - 1].calls == 1, 5000);
+    RUN_UNTIL(&fx.loop, r[ok - 1].calls == 1 && ev.n == 1 + queued, 5000);
     for (int i = 0; i < ok; i++) {
         assert_int_equal(r[i].calls, 1);
         assert_int_equal(r[i].status, 0);
         assert_int_equal(r[i].code, 200);
     }
+    assert_int_equal(ev.n, 1 + queued); /* the dropped one never arrives */
     /* The in-flight bound: RBUS_MAX_INFLIGHT requests, then RON_EBUSY. */
     memset(small, 0, sizeof small);
     for (unsigned i = 0; i < RBUS_MAX_INFLIGHT; i++)
