@@ -347,6 +347,37 @@ test_bus_inflight_fails_fast_when_peer_is_killed_then_reconnects(void **state)
 }
 
 static void
+test_bus_reconnects_with_doubling_backoff_capped_at_one_second(void **state)
+{
+    (void)state;
+    fx_t fx;
+    rbus_stats_t st;
+
+    fx_init(&fx);
+    rbus_t *srv = fx_bus(&fx, RBUS_TRANSPORT_INPROC, "later");
+    rbus_t *cli = fx_bus(&fx, RBUS_TRANSPORT_INPROC, "cli");
+    rbus_peer_t *p = rbus_connect(cli, "later", NULL);
+    /* Attempts at 0, 50, 150, 350, 750, 1550 ms: six by 1.7 s, not a busy loop. */
+    RUN_UNTIL(&fx.loop, false, 1700);
+    rbus_stats_get(cli, &st);
+    assert_true(st.connect_failures >= 3 && st.connect_failures <= 6);
+    uint64_t before = st.connect_failures;
+    RUN_UNTIL(&fx.loop, false, 1100);
+    rbus_stats_get(cli, &st);
+    assert_true(st.connect_failures - before <= 2); /* the delay is capped at 1 s */
+    assert_true(st.connect_failures - before >= 1);
+    /* The endpoint appears: the next attempt, at most 1 s away, succeeds. */
+    assert_int_equal(rbus_listen(srv), 0);
+    uint64_t t0 = ron_now_ms();
+    RUN_UNTIL(&fx.loop, rbus_peer_is_up(p), 3000);
+    assert_true(rbus_peer_is_up(p));
+    assert_true(ron_now_ms() - t0 <= RBUS_BACKOFF_MAX_MS + 500);
+    rbus_free(cli);
+    rbus_free(srv);
+    fx_close(&fx);
+}
+
+static void
 test_bus_refuses_wrong_secret_and_counts_it(void **state)
 {
     (void)state;
@@ -1028,6 +1059,7 @@ main(void)
         cmocka_unit_test(test_bus_same_service_answers_in_process),
         cmocka_unit_test(test_bus_request_past_deadline_times_out_exactly_once),
         cmocka_unit_test(test_bus_inflight_fails_fast_when_peer_is_killed_then_reconnects),
+        cmocka_unit_test(test_bus_reconnects_with_doubling_backoff_capped_at_one_second),
         cmocka_unit_test(test_bus_refuses_wrong_secret_and_counts_it),
         cmocka_unit_test(test_bus_directory_is_0700_and_socket_0600),
         cmocka_unit_test(test_bus_refuses_uid_not_allowed_with_error_envelope),
