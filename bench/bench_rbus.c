@@ -5,8 +5,10 @@
  * fixed number in flight. One run per invocation; bench/rbus.sh repeats runs
  * and takes medians.
  *
- *   bench_rbus [--mode bus|raw] [--window W] [--requests N] [--size B]
+ *   bench_rbus [--mode bus|inproc|raw] [--window W] [--requests N] [--size B]
  *
+ * --mode inproc runs micronode's in-process transport: both endpoints on one
+ * loop in one process (one core), for comparison with the socket path.
  * --mode raw is the floor a user could build by hand: the same frame sizes
  * written and read with blocking write(2)/read(2) on a socketpair, no
  * framing, no event loop. Output: one line "mode=.. window=.. requests=..
@@ -180,6 +182,43 @@ bus_client(client_t *c, const char *dir, const uint8_t *secret, unsigned window)
     return 0;
 }
 
+/* ---- inproc mode: micronode's transport, both endpoints on one loop ---- */
+
+static int
+inproc_run(client_t *c, unsigned window)
+{
+    uv_loop_t *loop = uv_default_loop();
+    rbus_hub_t *hub = rbus_hub_new(loop);
+    rbus_config_t scfg = {.transport = RBUS_TRANSPORT_INPROC, .name = "bench-srv", .hub = hub};
+    rbus_config_t ccfg = {.transport = RBUS_TRANSPORT_INPROC, .name = "bench-cli", .hub = hub};
+    rbus_t *srv = rbus_new(loop, &scfg, NULL), *cli = rbus_new(loop, &ccfg, NULL);
+    uv_timer_t t;
+
+    pin_to_cpu(0);
+    c->loop = loop;
+    g_client = c;
+    if (srv == NULL || cli == NULL || rbus_handle(srv, APP_BENCH, serve_echo, NULL) < 0 ||
+        rbus_listen(srv) < 0)
+        return 1;
+    c->peer = rbus_connect(cli, "bench-srv", NULL);
+    uv_timer_init(loop, &t);
+    t.data = c;
+    uv_timer_start(&t, up_check, 1, 1);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&t, NULL);
+    for (unsigned i = 0; i < window && c->issued < c->total; i++)
+        issue(c, i);
+    uv_run(loop, UV_RUN_DEFAULT);
+    if (c->failed)
+        return 1;
+    report("inproc", window, c->total - c->warmup, c->lat_ns, c->t_end - c->t_start);
+    rbus_free(cli);
+    rbus_free(srv);
+    rbus_hub_free(hub);
+    uv_run(loop, UV_RUN_DEFAULT);
+    return 0;
+}
+
 /* ---- raw mode: blocking socketpair echo of the same frame size ---- */
 
 static int
@@ -268,8 +307,8 @@ main(int argc, char **argv)
             size = (size_t)atoi(argv[i + 1]);
     }
     if (window < 1 || window > RBUS_MAX_INFLIGHT || size > 4096 || requests < 100 ||
-        (strcmp(mode, "bus") != 0 && strcmp(mode, "raw") != 0)) {
-        fprintf(stderr, "usage: bench_rbus [--mode bus|raw] [--window 1..64] [--requests N>=100] [--size B<=4096]\n");
+        (strcmp(mode, "bus") != 0 && strcmp(mode, "raw") != 0 && strcmp(mode, "inproc") != 0)) {
+        fprintf(stderr, "usage: bench_rbus [--mode bus|inproc|raw] [--window 1..64] [--requests N>=100] [--size B<=4096]\n");
         return 2;
     }
     c.size = size;
@@ -277,7 +316,9 @@ main(int argc, char **argv)
     c.total = requests + c.warmup;
     c.lat_ns = ron_xcalloc(requests, sizeof *c.lat_ns);
     c.sent_at = ron_xcalloc(window, sizeof *c.sent_at);
-    if (strcmp(mode, "bus") == 0) {
+    if (strcmp(mode, "inproc") == 0) {
+        rc = inproc_run(&c, window);
+    } else if (strcmp(mode, "bus") == 0) {
         if (rbus_dir_create(dir, sizeof dir) < 0 || rbus_secret_generate(secret) < 0)
             return 1;
         pid = fork();

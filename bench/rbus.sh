@@ -2,7 +2,8 @@
 # bench/rbus.sh BUILD_DIR - ron-bus request/response over Unix sockets between
 # two processes pinned to different cores; small (32-byte) requests with 1 and
 # 32 in flight; medians of RUNS (default 5) runs, compared with a hand-written
-# blocking socketpair echo of the same frame sizes ("raw", the floor).
+# blocking socketpair echo of the same frame sizes ("raw", the floor), and the
+# same service on the in-process transport (micronode).
 # Prints a markdown section and writes it to bench/results/rbus.md.
 set -eu
 BUILD=${1:-build/release}
@@ -19,7 +20,7 @@ trap 'rm -rf "$TMP"' EXIT
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
 
-for mode in bus raw; do
+for mode in bus raw inproc; do
     for w in 1 32; do
         i=0
         while [ $i -lt "$RUNS" ]; do
@@ -47,6 +48,16 @@ v() { cat "$TMP/$1.$2.$3"; }
     for w in 1 32; do
         ratio=$(awk -v a="$(v bus $w rps)" -v b="$(v raw $w rps)" 'BEGIN {printf "%.2f", a / b}')
         echo "| $w | $(v bus $w rps) | $(v bus $w p50_us) | $(v bus $w p99_us) | $(v raw $w rps) | $(v raw $w p50_us) | $(v raw $w p99_us) | ${ratio}× |"
+    done
+    echo
+    echo "The same service code on micronode's in-process transport (both endpoints on one loop, one"
+    echo "core, no sockets; one copy of each frame):"
+    echo
+    echo "| in flight | in-process req/s | p50 µs | p99 µs | in-process / Unix sockets |"
+    echo "|---:|---:|---:|---:|---:|"
+    for w in 1 32; do
+        ratio=$(awk -v a="$(v inproc $w rps)" -v b="$(v bus $w rps)" 'BEGIN {printf "%.1f", a / b}')
+        echo "| $w | $(v inproc $w rps) | $(v inproc $w p50_us) | $(v inproc $w p99_us) | ${ratio}× |"
     done
     echo
     echo "Command: \`bench/rbus.sh $BUILD\` (RUNS=$RUNS REQS=$REQS)."

@@ -22,6 +22,8 @@
 
 /* ---- hand-written vectors (from the layout table, not from our encoder) ---- */
 
+/* clang-format off */
+
 /* HELLO: REQ|START|END, app 0, corr_id 1, payload {"ua":"x"} (10 bytes): len 48. */
 static const uint8_t vec_hello[] = {
     0x00, 0x00, 0x00, 0x30,                         /* len 48 */
@@ -64,6 +66,8 @@ static const uint8_t vec_resp_404[] = {
     0x00, 0x00,                                     /* cap_len 0 */
     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* corr_id */
 };
+
+/* clang-format on */
 
 /* A valid 38-byte header template for reject cases: REQ, no cap, len 38. */
 static void
@@ -112,8 +116,8 @@ seed_init(const char *test)
     }
     rng_state = seed;
     /* Printed always, so a failure's output carries it: RON_TEST_SEED replays it. */
-    print_message("%s: seed %llu (rerun with RON_TEST_SEED=%llu)\n", test,
-                  (unsigned long long)seed, (unsigned long long)seed);
+    print_message("%s: seed %llu (rerun with RON_TEST_SEED=%llu)\n", test, (unsigned long long)seed,
+                  (unsigned long long)seed);
     return seed;
 }
 
@@ -254,9 +258,9 @@ test_oap_rejects_len_below_header_plus_cap(void **state)
     uint8_t h[OAP_HDR_LEN + 4];
     oap_frame_t f;
     hdr_template(h);
-    h[7] = 0x09;  /* REQ|START */
-    h[3] = 40;    /* len 40 */
-    h[29] = 3;    /* cap_len 3 > 40 - 38 */
+    h[7] = 0x09; /* REQ|START */
+    h[3] = 40;   /* len 40 */
+    h[29] = 3;   /* cap_len 3 > 40 - 38 */
     assert_int_equal(oap_header_parse(h, OAP_HDR_LEN, OAP_MAX_FRAME, &f), RON_ELENGTH);
     h[29] = 2; /* exactly fits: ok */
     assert_int_equal(oap_frame_parse(h, 40, OAP_MAX_FRAME, &f), 40);
@@ -481,7 +485,7 @@ test_oap_decoder_reports_each_reject_code(void **state)
         uint8_t val;
         int want;
     } cases[] = {
-        {5, 0x02, RON_EVERSION}, {3, 0x25, RON_ELENGTH}, {6, 0x80, RON_EFLAGS},
+        {5, 0x02, RON_EVERSION},   {3, 0x25, RON_ELENGTH}, {6, 0x80, RON_EFLAGS},
         {29, 0x01, RON_ECAPSTART}, {1, 0x11, RON_ETOOBIG},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -589,6 +593,110 @@ test_oap_decoder_max_frame_only_goes_down(void **state)
     oap_decoder_close(&d);
 }
 
+static void
+test_oap_decoder_yields_good_frames_before_a_bad_one(void **state)
+{
+    (void)state;
+    uint8_t s[256], bad[OAP_HDR_LEN];
+    size_t n = vec_stream(s);
+    oap_decoder_t d;
+    oap_frame_t f;
+
+    hdr_template(bad);
+    bad[6] = 0x01; /* reserved bit 8 */
+    memcpy(s + n, bad, sizeof bad);
+    oap_decoder_init(&d, OAP_MAX_FRAME);
+    assert_int_equal(oap_decoder_feed(&d, s, n + sizeof bad), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(oap_decoder_next(&d, &f), 0);
+    assert_int_equal(oap_decoder_next(&d, &f), RON_EFLAGS);
+    assert_int_equal(oap_decoder_next(&d, &f), RON_EFLAGS);
+    oap_decoder_close(&d);
+}
+
+static void
+test_oap_decoder_same_frames_for_every_split_point(void **state)
+{
+    (void)state;
+    uint8_t s[256];
+    size_t n = vec_stream(s);
+    for (size_t a = 0; a <= n; a++) {
+        for (size_t b = a; b <= n; b += 7) {
+            oap_decoder_t d;
+            oap_frame_t f;
+            uint32_t lens[3];
+            int got = 0, rc;
+            const size_t cuts[4] = {0, a, b, n};
+            oap_decoder_init(&d, OAP_MAX_FRAME);
+            for (int c = 0; c < 3; c++) {
+                assert_int_equal(oap_decoder_feed(&d, s + cuts[c], cuts[c + 1] - cuts[c]), 0);
+                while ((rc = oap_decoder_next(&d, &f)) == 0) {
+                    assert_true(got < 3);
+                    lens[got++] = f.len;
+                }
+                assert_int_equal(rc, RON_EAGAIN);
+            }
+            assert_int_equal(got, 3);
+            assert_int_equal(lens[0], 48);
+            assert_int_equal(lens[1], 43);
+            assert_int_equal(lens[2], 38);
+            oap_decoder_close(&d);
+        }
+    }
+}
+
+static void
+test_oap_decoder_streams_large_frames_within_its_bound(void **state)
+{
+    (void)state;
+    /* Mixed sizes, so the decoder both grows and moves partial frames. */
+    static const size_t plen[] = {
+        40000, OAP_MAX_FRAME - OAP_HDR_LEN, 300000, 5, OAP_MAX_FRAME - OAP_HDR_LEN, 65536, 1};
+    enum { N = sizeof plen / sizeof plen[0] };
+    size_t len = 0, pos = 0, off = 0;
+    uint8_t *stream, *data = malloc(OAP_MAX_FRAME);
+    oap_decoder_t d;
+    oap_frame_t f;
+    int got = 0;
+
+    for (size_t i = 0; i < OAP_MAX_FRAME; i++)
+        data[i] = (uint8_t)(i * 7 + 3);
+    for (int i = 0; i < N; i++)
+        len += OAP_HDR_LEN + plen[i];
+    stream = malloc(len);
+    for (int i = 0; i < N; i++) {
+        memset(&f, 0, sizeof f);
+        f.flags = OAP_F_RESP;
+        f.corr_id = (uint64_t)i;
+        f.payload = data;
+        f.payload_len = plen[i];
+        ssize_t n = oap_frame_encode(&f, OAP_MAX_FRAME, stream + off, len - off);
+        assert_int_equal(n, OAP_HDR_LEN + plen[i]);
+        off += (size_t)n;
+    }
+    oap_decoder_init(&d, OAP_MAX_FRAME);
+    while (pos < len) {
+        size_t avail;
+        uint8_t *p = oap_decoder_reserve(&d, OAP_CHUNK, &avail);
+        assert_non_null(p);
+        size_t k = RON_MIN(RON_MIN(avail, (size_t)OAP_CHUNK), len - pos);
+        memcpy(p, stream + pos, k);
+        oap_decoder_commit(&d, k);
+        pos += k;
+        while (oap_decoder_next(&d, &f) == 0) {
+            assert_true(f.corr_id == (uint64_t)got);
+            assert_int_equal(f.payload_len, plen[got]);
+            assert_memory_equal(f.payload, data, plen[got]);
+            got++;
+        }
+        assert_true(d.cap <= OAP_MAX_FRAME + OAP_CHUNK);
+    }
+    assert_int_equal(got, N);
+    oap_decoder_close(&d);
+    free(stream);
+    free(data);
+}
+
 /* ---- property: random frames round-trip through any chunking ---- */
 
 typedef struct {
@@ -608,10 +716,18 @@ rand_frame(rand_frame_t *r)
         r->f.tenant_id[i] = (uint8_t)rng_next();
     /* bias corr_id to extremes: above 2^63, 2^64-1, 0 */
     switch (rng_below(4)) {
-    case 0: r->f.corr_id = rng_next() | (1ULL << 63); break;
-    case 1: r->f.corr_id = UINT64_MAX - rng_below(3); break;
-    case 2: r->f.corr_id = rng_below(3); break;
-    default: r->f.corr_id = rng_next(); break;
+    case 0:
+        r->f.corr_id = rng_next() | (1ULL << 63);
+        break;
+    case 1:
+        r->f.corr_id = UINT64_MAX - rng_below(3);
+        break;
+    case 2:
+        r->f.corr_id = rng_below(3);
+        break;
+    default:
+        r->f.corr_id = rng_next();
+        break;
     }
     if (r->f.flags & OAP_F_START) {
         r->f.cap_len = (uint16_t)rng_below(sizeof r->cap + 1);
@@ -885,6 +1001,33 @@ test_oap_inflate_refuses_window_larger_than_bound(void **state)
     assert_int_equal(oap_inflate(&f, OAP_MAX_FRAME, &out, &olen), RON_EBOMB);
 }
 
+static void
+test_oap_inflate_joins_concatenated_zstd_frames(void **state)
+{
+    (void)state;
+    uint8_t *a, *b, *cat, *out;
+    size_t al, bl, olen;
+    oap_frame_t f;
+    assert_int_equal(oap_deflate((const uint8_t *)"first-", 6, 1, &a, &al), 0);
+    assert_int_equal(oap_deflate((const uint8_t *)"second", 6, 1, &b, &bl), 0);
+    cat = malloc(al + bl);
+    memcpy(cat, a, al);
+    memcpy(cat + al, b, bl);
+    memset(&f, 0, sizeof f);
+    f.flags = OAP_F_RESP | OAP_F_COMP;
+    f.payload = cat;
+    f.payload_len = al + bl;
+    assert_int_equal(oap_inflate(&f, OAP_MAX_FRAME, &out, &olen), 0);
+    assert_int_equal(olen, 12);
+    assert_memory_equal(out, "first-second", 12);
+    free(out);
+    f.payload_len = al + bl - 1; /* the second frame cut short */
+    assert_int_equal(oap_inflate(&f, OAP_MAX_FRAME, &out, &olen), RON_ECOMPRESS);
+    free(a);
+    free(b);
+    free(cat);
+}
+
 /* ---- errors and names ---- */
 
 static void
@@ -951,11 +1094,13 @@ test_oap_hello_encodes_both_forms(void **state)
     (void)state;
     /* Bare REQ HELLO as the Rust implementation sends it: {"ua":null} is what it
      * writes; ours omits absent fields, so an empty hello is "{}". */
+    /* clang-format off */
     static const uint8_t want[] = {
         0x00, 0x00, 0x00, 0x28, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, '{', '}',
     };
+    /* clang-format on */
     proto_hello_t h;
     uint8_t out[256];
     oap_frame_t f;
@@ -1016,7 +1161,7 @@ test_oap_hello_answer_mirrors_form_and_negotiates_downward(void **state)
     h.max_frame = 65536;
     n = oap_hello_encode(&h, 3, true, req, sizeof req);
     check_answer(req, (size_t)n, 65536, OAP_F_RESP); /* bare REQ -> bare RESP */
-    h.max_frame = 8u << 20; /* asking for more than 1 MiB gets 1 MiB */
+    h.max_frame = 8u << 20;                          /* asking for more than 1 MiB gets 1 MiB */
     n = oap_hello_encode(&h, 4, false, req, sizeof req);
     check_answer(req, (size_t)n, OAP_MAX_FRAME, OAP_F_RESP | OAP_F_END);
     h.max_frame = 100; /* never below the floor */
@@ -1239,6 +1384,14 @@ test_oap_stream_rejects_state_violations(void **state)
     assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* both roles */
     f = sf(END, 5);
     assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* no role */
+    f = sf(OAP_F_EVENT | END, 5);
+    assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* an event cannot end a stream */
+    f = sf(OAP_F_EVENT, 77); /* a standalone event belongs to no stream */
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
+    assert_int_equal(oap_streams_send(&t, &f), 0);
+    assert_null(oap_streams_find(&t, 77, false));
+    f = sf(OAP_F_EVENT | OAP_F_ACK_REQ, 77);
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
     f = sf(REQ | END, 5);
     assert_int_equal(oap_streams_recv(&t, &f), 0);
     f = sf(REQ, 5);
@@ -1269,8 +1422,8 @@ test_oap_stream_sender_without_credit_waits_until_granted(void **state)
         assert_int_equal(oap_streams_send(&c, &f), 0);
         assert_int_equal(oap_streams_recv(&s, &f), 0);
     }
-    assert_int_equal(oap_streams_send(&c, &f), RON_EAGAIN); /* window of 4 used */
-    assert_int_equal(oap_streams_send(&c, &f), RON_EAGAIN); /* still waiting, no change */
+    assert_int_equal(oap_streams_send(&c, &f), RON_EAGAIN);  /* window of 4 used */
+    assert_int_equal(oap_streams_send(&c, &f), RON_EAGAIN);  /* still waiting, no change */
     assert_int_equal(oap_streams_recv(&s, &f), RON_ECREDIT); /* a sender that ignores it */
     /* the server's application consumes 1: below the batch, no grant yet */
     assert_int_equal(oap_streams_consume(&s, 7, false, 1), 0);
@@ -1299,6 +1452,7 @@ static void
 test_oap_credit_frame_matches_hand_written_bytes(void **state)
 {
     (void)state;
+    /* clang-format off */
     static const uint8_t want[] = {
         0x00, 0x00, 0x00, 0x40,                         /* len 64 */
         0x00, 0x01, 0x00, 0x05,                         /* ver 1, EVENT|REQ */
@@ -1309,6 +1463,7 @@ test_oap_credit_frame_matches_hand_written_bytes(void **state)
         '{', '"', 'f', 'r', 'a', 'm', 'e', 's', '"', ':', '8', ',', '"', 'o', 'p', '"', ':',
         '"', 'c', 'r', 'e', 'd', 'i', 't', '"', '}',
     };
+    /* clang-format on */
     uint8_t out[128];
     oap_frame_t f;
     uint32_t frames;
@@ -1380,8 +1535,7 @@ test_oap_stream_transfer_with_random_consumption_respects_window(void **state)
                 assert_int_equal(rc, 0);
                 sent++;
                 if (oap_streams_recv(&c, &f) != 0)
-                    fail_msg("recv failed at frame %u (seed %llu)", sent,
-                             (unsigned long long)seed);
+                    fail_msg("recv failed at frame %u (seed %llu)", sent, (unsigned long long)seed);
                 queued++;
                 if (queued > window)
                     fail_msg("receiver buffers %u > window (seed %llu)", queued,
@@ -1420,8 +1574,8 @@ test_oap_stream_table_matches_reference_under_churn(void **state)
     memset(open_ref, 0, sizeof open_ref);
     oap_streams_init(&t, MAXI, 4);
     for (int step = 0; step < 20000; step++) {
-        uint64_t id = rng_below(IDS) * 0x100000000ULL; /* colliding low bits */
-        int idx = (int)(id >> 32);
+        int idx = (int)rng_below(IDS);
+        uint64_t id = idx % 2 ? (uint64_t)idx : (uint64_t)idx << 32; /* small and shifted ids */
         bool mine = rng_below(2);
         oap_frame_t f;
         int rc;
@@ -1438,23 +1592,24 @@ test_oap_stream_table_matches_reference_under_churn(void **state)
                 open_ref[idx][mine] = true;
                 n_ref[mine]++;
             }
+        } else if (rng_below(4) == 0) {
+            oap_streams_remove(&t, id, mine); /* aborted, e.g. after an error */
+            open_ref[idx][mine] = false;
+            n_ref[mine]--;
         } else {
             f = sf(REQ | END, id);
             rc = mine ? oap_streams_send(&t, &f) : oap_streams_recv(&t, &f);
-            if (rc == RON_EAGAIN || rc == RON_ECREDIT) {
-                oap_streams_remove(&t, id, mine); /* out of credit: abort it */
-            } else {
-                assert_int_equal(rc, 0);
-                f = sf(RESP | END, id);
-                rc = mine ? oap_streams_recv(&t, &f) : oap_streams_send(&t, &f);
-                assert_int_equal(rc, 0);
-            }
+            assert_int_equal(rc, 0);
+            f = sf(RESP | END, id);
+            rc = mine ? oap_streams_recv(&t, &f) : oap_streams_send(&t, &f);
+            assert_int_equal(rc, 0);
             open_ref[idx][mine] = false;
             n_ref[mine]--;
         }
         for (int k = 0; k < IDS; k++)
             for (int m = 0; m < 2; m++)
-                if ((oap_streams_find(&t, (uint64_t)k << 32, m) != NULL) != open_ref[k][m])
+                if ((oap_streams_find(&t, k % 2 ? (uint64_t)k : (uint64_t)k << 32, m) != NULL) !=
+                    open_ref[k][m])
                     fail_msg("step %d: table disagrees on %d/%d (seed %llu)", step, k, m,
                              (unsigned long long)seed);
         assert_int_equal(t.n_mine, n_ref[1]);
@@ -1499,6 +1654,9 @@ main(void)
         cmocka_unit_test(test_oap_decoder_yields_same_frames_fed_byte_by_byte),
         cmocka_unit_test(test_oap_decoder_yields_many_frames_fed_at_once),
         cmocka_unit_test(test_oap_decoder_rejects_bad_header_before_its_body_arrives),
+        cmocka_unit_test(test_oap_decoder_yields_good_frames_before_a_bad_one),
+        cmocka_unit_test(test_oap_decoder_same_frames_for_every_split_point),
+        cmocka_unit_test(test_oap_decoder_streams_large_frames_within_its_bound),
         cmocka_unit_test(test_oap_decoder_reports_each_reject_code),
         cmocka_unit_test(test_oap_decoder_payload_is_a_view_into_its_buffer),
         cmocka_unit_test(test_oap_decoder_refuses_to_buffer_past_one_frame_plus_chunk),
@@ -1509,6 +1667,7 @@ main(void)
         cmocka_unit_test(test_oap_inflate_accepts_exactly_the_bound_and_refuses_one_more_byte),
         cmocka_unit_test(test_oap_inflate_rejects_malformed_and_truncated_data),
         cmocka_unit_test(test_oap_inflate_refuses_window_larger_than_bound),
+        cmocka_unit_test(test_oap_inflate_joins_concatenated_zstd_frames),
         cmocka_unit_test(test_oap_maps_codec_errors_to_envelope_status),
         cmocka_unit_test(test_oap_names_flags),
         cmocka_unit_test(test_oap_flags_parse_from_names),
@@ -1523,7 +1682,8 @@ main(void)
         cmocka_unit_test(test_oap_stream_rejects_state_violations),
         cmocka_unit_test(test_oap_stream_sender_without_credit_waits_until_granted),
         cmocka_unit_test(test_oap_credit_frame_matches_hand_written_bytes),
-        cmocka_unit_test(test_oap_stream_credit_for_unknown_stream_is_ignored_and_overflow_rejected),
+        cmocka_unit_test(
+            test_oap_stream_credit_for_unknown_stream_is_ignored_and_overflow_rejected),
         cmocka_unit_test(test_oap_stream_transfer_with_random_consumption_respects_window),
         cmocka_unit_test(test_oap_stream_table_matches_reference_under_churn),
     };

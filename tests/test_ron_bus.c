@@ -347,6 +347,37 @@ test_bus_inflight_fails_fast_when_peer_is_killed_then_reconnects(void **state)
 }
 
 static void
+test_bus_reconnects_with_doubling_backoff_capped_at_one_second(void **state)
+{
+    (void)state;
+    fx_t fx;
+    rbus_stats_t st;
+
+    fx_init(&fx);
+    rbus_t *srv = fx_bus(&fx, RBUS_TRANSPORT_INPROC, "later");
+    rbus_t *cli = fx_bus(&fx, RBUS_TRANSPORT_INPROC, "cli");
+    rbus_peer_t *p = rbus_connect(cli, "later", NULL);
+    /* Attempts at 0, 50, 150, 350, 750, 1550 ms: six by 1.7 s, not a busy loop. */
+    RUN_UNTIL(&fx.loop, false, 1700);
+    rbus_stats_get(cli, &st);
+    assert_true(st.connect_failures >= 3 && st.connect_failures <= 6);
+    uint64_t before = st.connect_failures;
+    RUN_UNTIL(&fx.loop, false, 1100);
+    rbus_stats_get(cli, &st);
+    assert_true(st.connect_failures - before <= 2); /* the delay is capped at 1 s */
+    assert_true(st.connect_failures - before >= 1);
+    /* The endpoint appears: the next attempt, at most 1 s away, succeeds. */
+    assert_int_equal(rbus_listen(srv), 0);
+    uint64_t t0 = ron_now_ms();
+    RUN_UNTIL(&fx.loop, rbus_peer_is_up(p), 3000);
+    assert_true(rbus_peer_is_up(p));
+    assert_true(ron_now_ms() - t0 <= RBUS_BACKOFF_MAX_MS + 500);
+    rbus_free(cli);
+    rbus_free(srv);
+    fx_close(&fx);
+}
+
+static void
 test_bus_refuses_wrong_secret_and_counts_it(void **state)
 {
     (void)state;
@@ -543,6 +574,81 @@ test_bus_closes_connection_on_oversize_frame(void **state)
     fx_close(&fx);
 }
 
+/* Write what the socket takes of buf[*off..len) and, when drain, read and discard. */
+static void
+raw_pump(uv_loop_t *loop, int fd, const uint8_t *buf, size_t len, size_t *off, bool drain,
+         size_t *read_total)
+{
+    static uint8_t sink[65536];
+    ssize_t n;
+
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (*off < len && (n = send(fd, buf + *off, len - *off, MSG_DONTWAIT)) > 0)
+        *off += (size_t)n;
+    while (drain && (n = recv(fd, sink, sizeof sink, MSG_DONTWAIT)) > 0)
+        *read_total += (size_t)n;
+    usleep(200);
+}
+
+static void
+test_bus_stops_reading_a_peer_that_does_not_read_its_responses(void **state)
+{
+    (void)state;
+    fx_t fx;
+    svc_t svc;
+    rbus_stats_t st;
+    char hello[256], hex[2 * RBUS_SECRET_LEN + 1];
+    const size_t body = 100000, nreq = RBUS_MAX_INFLIGHT, frame = OAP_HDR_LEN + body;
+    size_t len = nreq * frame, off = 0, got = 0;
+    uint8_t *buf = ron_xcalloc(1, len);
+    uint64_t until;
+
+    fx_init(&fx);
+    rbus_t *srv = fx_bus(&fx, RBUS_TRANSPORT_UNIX, "storage");
+    svc_register(srv, &svc);
+    assert_int_equal(rbus_listen(srv), 0);
+    int fd = raw_connect(fx.dir, "storage");
+    rbus_secret_hex(fx.secret, hex);
+    int hl = snprintf(hello, sizeof hello, "{\"name\":\"raw\",\"bus_secret\":\"%s\"}", hex);
+    raw_send_frame(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 0, hello, (size_t)hl);
+    for (size_t i = 0; i < nreq; i++) {
+        oap_frame_t f = {.flags = OAP_F_REQ | OAP_F_START | OAP_F_END, .app_proto_id = APP_ECHO,
+                         .corr_id = i + 1, .payload = buf + i * frame + OAP_HDR_LEN,
+                         .payload_len = body};
+        assert_int_equal(oap_header_encode(&f, OAP_MAX_FRAME, buf + i * frame), 0);
+    }
+    /* 6.4 MB of answers pile up unread: over RBUS_MAX_SEND_BYTES the server
+     * stops reading this connection instead of queueing without bound. */
+    until = ron_now_ms() + 5000;
+    do {
+        raw_pump(&fx.loop, fd, buf, len, &off, false, &got);
+        rbus_stats_get(srv, &st);
+    } while (st.send_paused == 0 && ron_now_ms() < until);
+    assert_int_equal(st.send_paused, 1);
+    for (int i = 0; i < 100; i++)
+        raw_pump(&fx.loop, fd, buf, len, &off, false, &got);
+    rbus_stats_get(srv, &st);
+    uint64_t before = st.requests_received;
+    for (int i = 0; i < 200; i++)
+        raw_pump(&fx.loop, fd, buf, len, &off, false, &got);
+    rbus_stats_get(srv, &st);
+    assert_int_equal(st.requests_received, before); /* paused: nothing more read */
+    assert_true(before < nreq);
+    /* Once the client reads, the queue drains, reading resumes, all are served. */
+    until = ron_now_ms() + 5000;
+    do {
+        raw_pump(&fx.loop, fd, buf, len, &off, true, &got);
+    } while (got < nreq * frame && ron_now_ms() < until);
+    rbus_stats_get(srv, &st);
+    assert_int_equal(st.requests_received, nreq);
+    assert_int_equal(st.requests_rejected, 0);
+    assert_true(got >= nreq * frame);
+    close(fd);
+    free(buf);
+    rbus_free(srv);
+    fx_close(&fx);
+}
+
 static void
 test_bus_refuses_connection_that_does_not_say_hello_first(void **state)
 {
@@ -697,11 +803,20 @@ queue_full_on(rbus_transport_t t)
     fx_init(&fx);
     rbus_t *srv = fx_bus(&fx, t, "storage");
     rbus_t *cli = fx_bus(&fx, t, "gateway");
+    peers_t sp = {0};
+    events_t ev = {0};
+    int delivered = 0;
     svc_register(srv, &svc);
+    rbus_on_peer(srv, peer_cb, &sp);
     assert_int_equal(rbus_listen(srv), 0);
     rbus_peer_t *p = rbus_connect(cli, "storage", NULL);
-    RUN_UNTIL(&fx.loop, rbus_peer_is_up(p), 3000);
+    RUN_UNTIL(&fx.loop, rbus_peer_is_up(p) && sp.up == 1, 3000);
     assert_true(rbus_peer_is_up(p));
+    /* The server subscribes to the client's events over the same connection. */
+    assert_int_equal(rbus_subscribe(sp.last, APP_EVENTS, event_cb, &ev), 0);
+    RUN_UNTIL(&fx.loop, (delivered = rbus_publish(cli, APP_EVENTS, "e", 1)) == 1, 3000);
+    assert_int_equal(delivered, 1);
+    RUN_UNTIL(&fx.loop, ev.n >= 1, 3000);
     /* Without running the loop nothing drains: the send queue fills and the
      * next request fails fast with RON_EBUSY. */
     for (int i = 0; i < 8; i++) {
@@ -714,13 +829,23 @@ queue_full_on(rbus_transport_t t)
     assert_true(ok >= 4 && ok < 8);
     rbus_stats_get(cli, &st);
     assert_int_equal(st.requests_busy, 1);
+    /* Small events still fit until the queue is full to the byte or frame
+     * bound; then an event for that subscriber is dropped and counted. */
+    int queued = 0;
+    while (queued <= (int)RBUS_MAX_SEND_FRAMES && rbus_publish(cli, APP_EVENTS, "fill", 4) == 1)
+        queued++;
+    assert_true(queued <= (int)RBUS_MAX_SEND_FRAMES);
+    rbus_stats_get(cli, &st);
+    assert_int_equal(st.events_dropped, 1);
+    assert_int_equal(st.events_published, 1 + queued);
     /* Once the loop runs, the queue drains and every accepted request completes. */
-    RUN_UNTIL(&fx.loop, r[ok - 1].calls == 1, 5000);
+    RUN_UNTIL(&fx.loop, r[ok - 1].calls == 1 && ev.n == 1 + queued, 5000);
     for (int i = 0; i < ok; i++) {
         assert_int_equal(r[i].calls, 1);
         assert_int_equal(r[i].status, 0);
         assert_int_equal(r[i].code, 200);
     }
+    assert_int_equal(ev.n, 1 + queued); /* the dropped one never arrives */
     /* The in-flight bound: RBUS_MAX_INFLIGHT requests, then RON_EBUSY. */
     memset(small, 0, sizeof small);
     for (unsigned i = 0; i < RBUS_MAX_INFLIGHT; i++)
@@ -788,6 +913,81 @@ test_bus_answers_404_for_app_without_handler_and_serves_both_directions(void **s
     assert_int_equal(kp.down, 1);
     rbus_free(kern);
     fx_close(&fx);
+}
+
+typedef struct {
+    rbus_peer_t *peer;
+    rbus_t *bus;
+    int calls;
+    int status;
+} closer_t;
+
+/* Close the peer from inside its own reply callback. */
+static void
+close_peer_in_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    closer_t *c = arg;
+
+    (void)resp;
+    c->calls++;
+    c->status = status;
+    rbus_peer_close(c->peer);
+}
+
+/* Free the whole serving endpoint from inside its handler, answering first. */
+static void
+free_bus_in_handler(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    closer_t *c = arg;
+
+    c->calls++;
+    rbus_respond(req, 200, f->payload, f->payload_len);
+    rbus_free(c->bus);
+}
+
+static void
+reentrancy_on(rbus_transport_t t)
+{
+    fx_t fx;
+    closer_t in_reply = {0}, in_handler = {0};
+    closer_t second = {0};
+
+    fx_init(&fx);
+    rbus_t *srv = fx_bus(&fx, t, "srv");
+    rbus_t *cli = fx_bus(&fx, t, "cli");
+    in_handler.bus = srv;
+    assert_int_equal(rbus_handle(srv, APP_ECHO, free_bus_in_handler, &in_handler), 0);
+    assert_int_equal(rbus_listen(srv), 0);
+    rbus_peer_t *p = rbus_connect(cli, "srv", NULL);
+    in_reply.peer = p;
+    second.peer = p;
+    assert_int_equal(rbus_request(p, APP_ECHO, "a", 1, 3000, close_peer_in_reply, &in_reply), 0);
+    assert_int_equal(rbus_request(p, APP_ECHO, "b", 1, 3000, close_peer_in_reply, &second), 0);
+    RUN_UNTIL(&fx.loop, in_reply.calls > 0 && second.calls > 0, 3000);
+    /* The first reply closes p: the second request completes then, with
+     * RON_ESHUTDOWN (or its answer if it came in the same batch), once. */
+    assert_int_equal(in_reply.calls, 1);
+    assert_int_equal(second.calls, 1);
+    assert_int_equal(in_reply.status, 0);
+    assert_true(second.status == RON_ESHUTDOWN || second.status == 0);
+    assert_true(in_handler.calls >= 1);
+    RUN_UNTIL(&fx.loop, false, 50);
+    rbus_free(cli);
+    fx_close(&fx);
+}
+
+static void
+test_bus_survives_closing_from_inside_its_callbacks_over_unix(void **state)
+{
+    (void)state;
+    reentrancy_on(RBUS_TRANSPORT_UNIX);
+}
+
+static void
+test_bus_survives_closing_from_inside_its_callbacks_in_process(void **state)
+{
+    (void)state;
+    reentrancy_on(RBUS_TRANSPORT_INPROC);
 }
 
 static void
@@ -859,17 +1059,21 @@ main(void)
         cmocka_unit_test(test_bus_same_service_answers_in_process),
         cmocka_unit_test(test_bus_request_past_deadline_times_out_exactly_once),
         cmocka_unit_test(test_bus_inflight_fails_fast_when_peer_is_killed_then_reconnects),
+        cmocka_unit_test(test_bus_reconnects_with_doubling_backoff_capped_at_one_second),
         cmocka_unit_test(test_bus_refuses_wrong_secret_and_counts_it),
         cmocka_unit_test(test_bus_directory_is_0700_and_socket_0600),
         cmocka_unit_test(test_bus_refuses_uid_not_allowed_with_error_envelope),
         cmocka_unit_test(test_bus_closes_connection_on_oversize_frame),
         cmocka_unit_test(test_bus_refuses_connection_that_does_not_say_hello_first),
+        cmocka_unit_test(test_bus_stops_reading_a_peer_that_does_not_read_its_responses),
         cmocka_unit_test(test_bus_gives_up_on_listener_that_never_answers_hello),
         cmocka_unit_test(test_bus_delivers_events_only_to_subscribers_over_unix),
         cmocka_unit_test(test_bus_delivers_events_only_to_subscribers_in_process),
         cmocka_unit_test(test_bus_full_send_queue_fails_fast_with_ebusy_over_unix),
         cmocka_unit_test(test_bus_full_send_queue_fails_fast_with_ebusy_in_process),
         cmocka_unit_test(test_bus_answers_404_for_app_without_handler_and_serves_both_directions),
+        cmocka_unit_test(test_bus_survives_closing_from_inside_its_callbacks_over_unix),
+        cmocka_unit_test(test_bus_survives_closing_from_inside_its_callbacks_in_process),
         cmocka_unit_test(test_bus_hello_parse_ignores_unknown_keys_and_checks_known_ones),
         cmocka_unit_test(test_bus_config_from_env_reads_and_hides_the_secret),
     };

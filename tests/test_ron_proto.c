@@ -27,14 +27,22 @@ test_proto_status_table_matches_spec(void **state)
         const char *slug;
         bool retryable;
     } want[] = {
-        {400, "bad_request", false},      {401, "unauthorized", false},
-        {403, "forbidden", false},        {404, "not_found", false},
-        {405, "method_not_allowed", false}, {408, "timeout", true},
-        {409, "conflict", false},         {413, "payload_too_large", false},
-        {416, "range_not_satisfiable", false}, {426, "proto_mismatch", false},
-        {429, "quota_exhausted", true},   {431, "headers_too_large", false},
-        {500, "internal", true},          {502, "bad_gateway", true},
-        {503, "unavailable", true},       {504, "timeout", true},
+        {400, "bad_request", false},
+        {401, "unauthorized", false},
+        {403, "forbidden", false},
+        {404, "not_found", false},
+        {405, "method_not_allowed", false},
+        {408, "timeout", true},
+        {409, "conflict", false},
+        {413, "payload_too_large", false},
+        {416, "range_not_satisfiable", false},
+        {426, "proto_mismatch", false},
+        {429, "quota_exhausted", true},
+        {431, "headers_too_large", false},
+        {500, "internal", true},
+        {502, "bad_gateway", true},
+        {503, "unavailable", true},
+        {504, "timeout", true},
         {507, "insufficient_storage", true},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -42,8 +50,8 @@ test_proto_status_table_matches_spec(void **state)
         assert_int_equal(proto_status_is_retryable(want[i].status), want[i].retryable);
         const proto_status_t *s = proto_status_find(want[i].status);
         assert_non_null(s);
-        assert_int_equal(s->retry_after, want[i].status == 429 || want[i].status == 503 ||
-                                             want[i].status == 507);
+        assert_int_equal(s->retry_after,
+                         want[i].status == 429 || want[i].status == 503 || want[i].status == 507);
     }
     assert_null(proto_status_find(200));
     assert_string_equal(proto_status_slug(599), "internal");
@@ -163,8 +171,7 @@ test_proto_error_rejects_bad_fields_by_name(void **state)
     expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false,"
                        "\"corr_id\":\"007\"}",
                        "corr_id");
-    expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false}",
-                       "corr_id");
+    expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false}", "corr_id");
     expect_error_field("{\"code\":\"not_found\"," OK_TAIL ",\"retry_after_ms\":1.5}",
                        "retry_after_ms");
     expect_error_field("{\"code\":\"not_found\"," OK_TAIL ",\"retry_after_ms\":-1}",
@@ -182,8 +189,9 @@ test_proto_error_rejects_oversized_message(void **state)
     (void)state;
     size_t n = PROTO_MAX_MESSAGE + 1;
     char *big = malloc(n + 200);
-    int w = snprintf(big, 100, "{\"code\":\"internal\",\"retryable\":true,\"corr_id\":\"0\","
-                               "\"message\":\"");
+    int w = snprintf(big, 100,
+                     "{\"code\":\"internal\",\"retryable\":true,\"corr_id\":\"0\","
+                     "\"message\":\"");
     memset(big + w, 'a', n);
     strcpy(big + w + n, "\"}");
     expect_error_field(big, "message");
@@ -243,8 +251,12 @@ static void
 test_proto_hello_reply_round_trips_and_requires_fields(void **state)
 {
     (void)state;
-    proto_hello_reply_t r = {.max_frame = 1048576, .max_inflight = 64, .flags_supported = 255,
-                             .n_versions = 1, .versions = {1}, .n_transports = 2,
+    proto_hello_reply_t r = {.max_frame = 1048576,
+                             .max_inflight = 64,
+                             .flags_supported = 255,
+                             .n_versions = 1,
+                             .versions = {1},
+                             .n_transports = 2,
                              .transports = {"tcp+tls", "unix"}};
     proto_hello_reply_t r2;
     proto_err_t err;
@@ -356,8 +368,7 @@ test_proto_meta_round_trips_and_rejects_unknown(void **state)
     free(j);
     assert_int_equal(proto_meta_decode(S("{}"), &m2, &err), 0);
     assert_false(m2.has_size);
-    assert_int_equal(proto_meta_decode(S("{\"size\":\"1\",\"etag\":\"x\"}"), &m2, &err),
-                     RON_EJSON);
+    assert_int_equal(proto_meta_decode(S("{\"size\":\"1\",\"etag\":\"x\"}"), &m2, &err), RON_EJSON);
     assert_string_equal(err.field, "etag");
     assert_int_equal(proto_meta_decode(S("{\"size\":12}"), &m2, &err), RON_EJSON);
     assert_string_equal(err.field, "size");
@@ -381,8 +392,7 @@ test_proto_credit_round_trips_and_bounds_frames(void **state)
     assert_int_equal(proto_credit_decode(S("{\"op\":\"credit\",\"frames\":0}"), &f, &err),
                      RON_EJSON);
     assert_string_equal(err.field, "frames");
-    assert_int_equal(proto_credit_decode(S("{\"op\":\"ping\",\"frames\":1}"), &f, &err),
-                     RON_EJSON);
+    assert_int_equal(proto_credit_decode(S("{\"op\":\"ping\",\"frames\":1}"), &f, &err), RON_EJSON);
     assert_string_equal(err.field, "op");
     assert_int_equal(proto_credit_decode(S("{\"op\":\"credit\",\"frames\":1,\"x\":1}"), &f, &err),
                      RON_EJSON);
@@ -399,6 +409,80 @@ test_proto_decoders_accept_unterminated_input(void **state)
     assert_int_equal(proto_credit_decode(buf, 26, &f, NULL), 0);
     assert_int_equal(f, 3);
     assert_int_equal(proto_credit_decode(buf, 25, &f, NULL), RON_EJSON); /* NULL err is fine */
+}
+
+static void
+test_proto_hello_lists_are_bounded_and_typed(void **state)
+{
+    (void)state;
+    proto_hello_t h;
+    proto_hello_reply_t r;
+    proto_err_t err;
+    assert_int_equal(proto_hello_decode(S("{\"versions\":1}"), &h, &err), RON_EJSON);
+    assert_string_equal(err.field, "versions");
+    assert_int_equal(proto_hello_decode(S("{\"versions\":[1,2,3,4,5,6,7,8,9]}"), &h, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "versions");
+    assert_int_equal(proto_hello_decode(S("{\"versions\":[\"1\"]}"), &h, &err), RON_EJSON);
+    assert_non_null(strstr(err.text, "entry 0"));
+    assert_int_equal(proto_hello_decode(S("{\"versions\":[65536]}"), &h, &err), RON_EJSON);
+#define REPLY_HEAD                                                                                 \
+    "{\"max_frame\":1048576,\"max_inflight\":64,\"flags_supported\":255,\"versions\":[1]"
+    assert_int_equal(proto_hello_reply_decode(S(REPLY_HEAD "}"), &r, &err), RON_EJSON);
+    assert_string_equal(err.field, "transports");
+    assert_int_equal(proto_hello_reply_decode(S(REPLY_HEAD ",\"transports\":\"tcp\"}"), &r, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "transports");
+    assert_int_equal(proto_hello_reply_decode(
+                         S(REPLY_HEAD ",\"transports\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\","
+                                      "\"h\",\"i\"]}"),
+                         &r, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "transports");
+    assert_int_equal(proto_hello_reply_decode(S("{\"max_frame\":1048576,\"max_inflight\":64,"
+                                                "\"flags_supported\":255,\"transports\":[]}"),
+                                              &r, &err),
+                     RON_EJSON);
+    assert_string_equal(err.field, "versions");
+    assert_int_equal(proto_hello_reply_decode(S("{\"max_frame\":-1}"), &r, &err), RON_EJSON);
+    assert_string_equal(err.field, "max_frame");
+}
+
+static void
+test_proto_error_init_falls_back_to_internal_and_truncates(void **state)
+{
+    (void)state;
+    proto_error_t e;
+    char big[PROTO_MAX_MESSAGE + 100];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    proto_error_init(&e, 299, 5, big);
+    assert_string_equal(e.code, "internal");
+    assert_true(e.retryable);
+    assert_int_equal(strlen(e.message), PROTO_MAX_MESSAGE);
+    proto_error_init(&e, 403, 5, NULL);
+    assert_string_equal(e.code, "forbidden");
+    assert_string_equal(e.message, "");
+}
+
+static void
+test_proto_rejects_documents_over_the_size_limit(void **state)
+{
+    (void)state;
+    size_t n = PROTO_MAX_JSON + 1;
+    char *big = malloc(n);
+    proto_meta_t m;
+    proto_err_t err;
+    memset(big, ' ', n);
+    big[0] = '{';
+    big[n - 1] = '}';
+    assert_int_equal(proto_meta_decode(big, n, &m, &err), RON_EJSON);
+    assert_string_equal(err.field, "");
+    assert_non_null(strstr(err.text, "larger than"));
+    assert_int_equal(proto_meta_decode(big, n - 1, &m, &err), RON_EJSON); /* unbalanced */
+    big[n - 2] = '}';
+    assert_int_equal(proto_meta_decode(big, n - 1, &m, &err), 0);
+    free(big);
 }
 
 int
@@ -419,6 +503,9 @@ main(void)
         cmocka_unit_test(test_proto_meta_round_trips_and_rejects_unknown),
         cmocka_unit_test(test_proto_credit_round_trips_and_bounds_frames),
         cmocka_unit_test(test_proto_decoders_accept_unterminated_input),
+        cmocka_unit_test(test_proto_hello_lists_are_bounded_and_typed),
+        cmocka_unit_test(test_proto_error_init_falls_back_to_internal_and_truncates),
+        cmocka_unit_test(test_proto_rejects_documents_over_the_size_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

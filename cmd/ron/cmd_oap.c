@@ -19,26 +19,25 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-#define OAP_CMD_MAX_LINE (4u * OAP_MAX_FRAME + 4096u) /* hex doubles a 1 MiB frame */
+#define OAP_CMD_MAX_LINE ((size_t)4 * OAP_MAX_FRAME + 4096) /* hex doubles a 1 MiB frame */
 
 static void
 oap_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ron oap decode [--max-frame N] < frames.bin\n"
-            "       ron oap encode < frames.jsonl > frames.bin\n"
-            "\n"
-            "decode reads raw OAP/1 bytes and prints one JSON object per frame:\n"
-            "  {\"len\",\"ver\",\"flags\",\"flag_names\",\"code\",\"app_proto_id\",\n"
-            "   \"tenant_id\" (32 hex),\"cap_len\",\"corr_id\" (decimal string),\n"
-            "   \"cap_hex\",\"payload_hex\"}\n"
-            "A malformed frame prints {\"error\":\"<slug>\"} and exits 2; bytes of an\n"
-            "incomplete trailing frame print {\"error\":\"incomplete\"} and exit 2.\n"
-            "COMP payloads are printed as sent (compressed).\n"
-            "\n"
-            "encode reads such objects, one per line (len, cap_len and flag_names\n"
-            "optional; when present they must agree), and writes the frames.\n"
-            "Exit codes: 0 success, 1 I/O error, 2 bad usage or bad input.\n");
+    fprintf(out, "usage: ron oap decode [--max-frame N] < frames.bin\n"
+                 "       ron oap encode < frames.jsonl > frames.bin\n"
+                 "\n"
+                 "decode reads raw OAP/1 bytes and prints one JSON object per frame:\n"
+                 "  {\"len\",\"ver\",\"flags\",\"flag_names\",\"code\",\"app_proto_id\",\n"
+                 "   \"tenant_id\" (32 hex),\"cap_len\",\"corr_id\" (decimal string),\n"
+                 "   \"cap_hex\",\"payload_hex\"}\n"
+                 "A malformed frame prints {\"error\":\"<slug>\"} and exits 2; bytes of an\n"
+                 "incomplete trailing frame print {\"error\":\"incomplete\"} and exit 2.\n"
+                 "COMP payloads are printed as sent (compressed).\n"
+                 "\n"
+                 "encode reads such objects, one per line (len, cap_len and flag_names\n"
+                 "optional; when present they must agree), and writes the frames.\n"
+                 "Exit codes: 0 success, 1 I/O error, 2 bad usage or bad input.\n");
 }
 
 static int
@@ -157,8 +156,7 @@ get_uint(json_t *o, const char *key, bool required, uint64_t max, uint64_t *v, b
             snprintf(why, why_len, "field \"%s\": missing", key);
         return required ? RON_EINVAL : 0;
     }
-    if (!json_is_integer(j) || json_integer_value(j) < 0 ||
-        (uint64_t)json_integer_value(j) > max) {
+    if (!json_is_integer(j) || json_integer_value(j) < 0 || (uint64_t)json_integer_value(j) > max) {
         snprintf(why, why_len, "field \"%s\": expected integer 0..%llu", key,
                  (unsigned long long)max);
         return RON_EINVAL;
@@ -195,96 +193,127 @@ get_hex(json_t *o, const char *key, uint8_t **out, size_t *out_len, size_t max, 
     return 0;
 }
 
-/* Parse one line into a frame and write it. */
+/* Reject keys that are not fields of a decoded frame. */
 static int
-encode_line(const char *line, size_t len, char *why, size_t why_len)
+check_keys(json_t *o, char *why, size_t why_len)
 {
-    static const char *const keys[] = {"len", "ver", "flags", "flag_names", "code",
-                                       "app_proto_id", "tenant_id", "cap_len", "corr_id",
-                                       "cap_hex", "payload_hex", NULL};
-    uint8_t *cap = NULL, *payload = NULL, *out = NULL;
-    uint64_t v, flen = 0, fcap_len = 0;
-    bool has_len, has_cap_len;
-    size_t cap_n, payload_n;
-    json_error_t je;
-    oap_frame_t f;
-    json_t *o, *j;
-    const char *k;
-    int rc = RON_EINVAL;
-
-    o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
-    if (o == NULL || !json_is_object(o)) {
-        snprintf(why, why_len, "not a JSON object: %s", o == NULL ? je.text : "");
-        goto out;
-    }
-    json_object_foreach(o, k, j) {
+    static const char *const keys[] = {"len",     "ver",          "flags",       "flag_names",
+                                       "code",    "app_proto_id", "tenant_id",   "cap_len",
+                                       "corr_id", "cap_hex",      "payload_hex", NULL};
+    for (void *it = json_object_iter(o); it != NULL; it = json_object_iter_next(o, it)) {
+        const char *k = json_object_iter_key(it);
         bool known = false;
         for (size_t i = 0; keys[i] != NULL && !known; i++)
             known = strcmp(k, keys[i]) == 0;
         if (!known) {
             snprintf(why, why_len, "field \"%s\": unknown", k);
-            goto out;
+            return RON_EINVAL;
         }
     }
-    memset(&f, 0, sizeof f);
+    return 0;
+}
+
+/* Header fields of o into f: ver, flags, code, app_proto_id, tenant_id, corr_id. */
+static int
+header_from_object(json_t *o, oap_frame_t *f, char *why, size_t why_len)
+{
+    uint64_t v;
+    json_t *j;
+
     if (get_uint(o, "ver", true, UINT16_MAX, &v, NULL, why, why_len) < 0)
-        goto out;
+        return RON_EINVAL;
     if (v != OAP_VERSION) {
         snprintf(why, why_len, "field \"ver\": only version 1 exists");
-        goto out;
+        return RON_EINVAL;
     }
     if (get_uint(o, "flags", true, UINT16_MAX, &v, NULL, why, why_len) < 0)
-        goto out;
-    f.flags = (uint16_t)v;
+        return RON_EINVAL;
+    f->flags = (uint16_t)v;
     if (get_uint(o, "code", true, UINT16_MAX, &v, NULL, why, why_len) < 0)
-        goto out;
-    f.code = (uint16_t)v;
+        return RON_EINVAL;
+    f->code = (uint16_t)v;
     if (get_uint(o, "app_proto_id", true, UINT16_MAX, &v, NULL, why, why_len) < 0)
-        goto out;
-    f.app_proto_id = (uint16_t)v;
+        return RON_EINVAL;
+    f->app_proto_id = (uint16_t)v;
     j = json_object_get(o, "tenant_id");
     if (j == NULL || !json_is_string(j) || json_string_length(j) != 32 ||
-        ron_hex_decode(f.tenant_id, 16, json_string_value(j), 32) < 0) {
+        ron_hex_decode(f->tenant_id, 16, json_string_value(j), 32) < 0) {
         snprintf(why, why_len, "field \"tenant_id\": expected 32 hex digits");
-        goto out;
+        return RON_EINVAL;
     }
     j = json_object_get(o, "corr_id");
     if (j == NULL || !json_is_string(j) ||
-        ron_parse_u64(json_string_value(j), json_string_length(j), &f.corr_id) < 0) {
+        ron_parse_u64(json_string_value(j), json_string_length(j), &f->corr_id) < 0) {
         snprintf(why, why_len, "field \"corr_id\": expected decimal u64 string");
+        return RON_EINVAL;
+    }
+    return 0;
+}
+
+/* The optional fields (len, cap_len, flag_names) must agree with f. */
+static int
+check_optional(json_t *o, const oap_frame_t *f, char *why, size_t why_len)
+{
+    uint64_t flen = 0, fcap_len = 0;
+    bool has_len, has_cap_len;
+    json_t *j;
+
+    if (get_uint(o, "len", false, UINT32_MAX, &flen, &has_len, why, why_len) < 0 ||
+        get_uint(o, "cap_len", false, UINT16_MAX, &fcap_len, &has_cap_len, why, why_len) < 0)
+        return RON_EINVAL;
+    if (has_len && flen != oap_frame_size(f)) {
+        snprintf(why, why_len, "field \"len\": %llu but the frame is %zu bytes",
+                 (unsigned long long)flen, oap_frame_size(f));
+        return RON_EINVAL;
+    }
+    if (has_cap_len && fcap_len != f->cap_len) {
+        snprintf(why, why_len, "field \"cap_len\": %llu but cap_hex holds %u bytes",
+                 (unsigned long long)fcap_len, f->cap_len);
+        return RON_EINVAL;
+    }
+    j = json_object_get(o, "flag_names");
+    if (j != NULL) {
+        uint16_t named;
+        if (!json_is_string(j) || oap_flags_from_names(json_string_value(j), &named) < 0 ||
+            named != f->flags) {
+            snprintf(why, why_len, "field \"flag_names\": does not name flags %u", f->flags);
+            return RON_EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Parse one line into a frame and write it. Returns 0, RON_EINVAL (bad
+ * input, why says which field) or -errno from write. */
+static int
+encode_line(const char *line, size_t len, char *why, size_t why_len)
+{
+    uint8_t *cap = NULL, *payload = NULL, *out = NULL;
+    size_t cap_n, payload_n;
+    json_error_t je;
+    oap_frame_t f;
+    json_t *o;
+    ssize_t n;
+    int rc = RON_EINVAL;
+
+    memset(&f, 0, sizeof f);
+    o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+    if (o == NULL || !json_is_object(o)) {
+        snprintf(why, why_len, "not a JSON object: %s", o == NULL ? je.text : "");
         goto out;
     }
-    if (get_hex(o, "cap_hex", &cap, &cap_n, OAP_MAX_CAP, why, why_len) < 0 ||
+    if (check_keys(o, why, why_len) < 0 || header_from_object(o, &f, why, why_len) < 0 ||
+        get_hex(o, "cap_hex", &cap, &cap_n, OAP_MAX_CAP, why, why_len) < 0 ||
         get_hex(o, "payload_hex", &payload, &payload_n, OAP_MAX_FRAME, why, why_len) < 0)
         goto out;
     f.cap = cap;
     f.cap_len = (uint16_t)cap_n;
     f.payload = payload;
     f.payload_len = payload_n;
-    if (get_uint(o, "len", false, UINT32_MAX, &flen, &has_len, why, why_len) < 0 ||
-        get_uint(o, "cap_len", false, UINT16_MAX, &fcap_len, &has_cap_len, why, why_len) < 0)
+    if (check_optional(o, &f, why, why_len) < 0)
         goto out;
-    if (has_len && flen != oap_frame_size(&f)) {
-        snprintf(why, why_len, "field \"len\": %llu but the frame is %zu bytes",
-                 (unsigned long long)flen, oap_frame_size(&f));
-        goto out;
-    }
-    if (has_cap_len && fcap_len != cap_n) {
-        snprintf(why, why_len, "field \"cap_len\": %llu but cap_hex holds %zu bytes",
-                 (unsigned long long)fcap_len, cap_n);
-        goto out;
-    }
-    j = json_object_get(o, "flag_names");
-    if (j != NULL) {
-        uint16_t named;
-        if (!json_is_string(j) || oap_flags_from_names(json_string_value(j), &named) < 0 ||
-            named != f.flags) {
-            snprintf(why, why_len, "field \"flag_names\": does not name flags %u", f.flags);
-            goto out;
-        }
-    }
     out = ron_xmalloc(oap_frame_size(&f));
-    ssize_t n = oap_frame_encode(&f, OAP_MAX_FRAME, out, oap_frame_size(&f));
+    n = oap_frame_encode(&f, OAP_MAX_FRAME, out, oap_frame_size(&f));
     if (n < 0) {
         snprintf(why, why_len, "frame refused: %s", ron_strerror((int)n));
         goto out;
@@ -316,8 +345,8 @@ oap_encode(void)
         if (n == 0)
             continue;
         if ((size_t)n > OAP_CMD_MAX_LINE) {
-            rc = ron_cmd_fail(RON_EXIT_USAGE, "oap encode: line %zu: longer than %u bytes",
-                              lineno, OAP_CMD_MAX_LINE);
+            rc = ron_cmd_fail(RON_EXIT_USAGE, "oap encode: line %zu: longer than %zu bytes", lineno,
+                              OAP_CMD_MAX_LINE);
             break;
         }
         int r = encode_line(line, (size_t)n, why, sizeof why);
@@ -349,19 +378,17 @@ cmd_oap(int argc, char **argv)
             oap_usage(stdout);
             return RON_EXIT_OK;
         }
-        if (strcmp(argv[1], "decode") == 0 && strcmp(argv[i], "--max-frame") == 0 &&
-            i + 1 < argc) {
+        if (strcmp(argv[1], "decode") == 0 && strcmp(argv[i], "--max-frame") == 0 && i + 1 < argc) {
             uint64_t v;
-            if (ron_parse_u64(argv[i + 1], strlen(argv[i + 1]), &v) < 0 ||
-                v < OAP_MIN_MAX_FRAME || v > OAP_MAX_FRAME)
+            if (ron_parse_u64(argv[i + 1], strlen(argv[i + 1]), &v) < 0 || v < OAP_MIN_MAX_FRAME ||
+                v > OAP_MAX_FRAME)
                 return ron_cmd_fail(RON_EXIT_USAGE, "oap: --max-frame must be %u..%u",
                                     OAP_MIN_MAX_FRAME, OAP_MAX_FRAME);
             max_frame = (uint32_t)v;
             i++;
             continue;
         }
-        return ron_cmd_fail(RON_EXIT_USAGE, "oap: unexpected argument '%s' (see --help)",
-                            argv[i]);
+        return ron_cmd_fail(RON_EXIT_USAGE, "oap: unexpected argument '%s' (see --help)", argv[i]);
     }
     if (strcmp(argv[1], "decode") == 0)
         return oap_decode(max_frame);

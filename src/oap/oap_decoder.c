@@ -17,7 +17,8 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-#define OAP__DEC_MIN_ALLOC 4096u /* first allocation; grows by doubling */
+#define OAP__DEC_MIN_ALLOC 4096u                     /* first allocation; grows by doubling */
+#define OAP__DEC_COMPACT_MIN ((size_t)8 * OAP_CHUNK) /* free space after a move worth a copy */
 
 static size_t
 dec_bound(const oap_decoder_t *d)
@@ -59,22 +60,32 @@ oap_decoder_reserve(oap_decoder_t *d, size_t want, size_t *avail_out)
     room = bound - used;
     if (want == 0 || want > room)
         want = room;
-    if (d->cap - d->end < want && d->start > 0) {
-        /* Reclaim consumed bytes: the remainder is less than one frame. */
+    if (d->cap - d->end < want && d->start > 0 &&
+        (used <= d->cap / 8 || d->cap - used >= OAP__DEC_COMPACT_MIN)) {
+        /* Reclaim consumed bytes by moving the remainder (less than one frame)
+         * to the front. Moving a large remainder often would copy payloads on
+         * the hot path, so a buffer that is small next to its remainder grows
+         * instead: each byte is then moved at most once per cap / used reads. */
         memmove(d->buf, d->buf + d->start, used);
         d->start = 0;
         d->end = used;
     }
     if (d->cap - d->end < want) {
         size_t ncap = d->cap * 2;
-        if (ncap < used + want)
-            ncap = used + want;
+        if (ncap < d->end + want)
+            ncap = d->end + want;
         if (ncap < OAP__DEC_MIN_ALLOC)
             ncap = OAP__DEC_MIN_ALLOC;
         if (ncap > bound)
             ncap = bound;
         d->buf = ron_xrealloc(d->buf, ncap);
         d->cap = ncap;
+    }
+    if (d->cap - d->end < want && d->start > 0) {
+        /* Growth stopped at the bound: moving is the only way left. */
+        memmove(d->buf, d->buf + d->start, used);
+        d->start = 0;
+        d->end = used;
     }
     *avail_out = RON_MIN(d->cap - d->end, room);
     return d->buf + d->end;

@@ -14,11 +14,18 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
+/* Home slot: murmur3's 64-bit finalizer, so sequential or shifted ids spread.
+ * A peer choosing colliding ids only lengthens probes within the bounded table. */
 static uint32_t
 slot_of(const oap_streams_t *t, uint64_t corr_id, bool mine)
 {
-    uint64_t h = (corr_id ^ (mine ? 0x9e3779b97f4a7c15ULL : 0)) * 0xff51afd7ed558ccdULL;
-    return (uint32_t)(h >> 32) & (t->nslots - 1);
+    uint64_t h = corr_id ^ (mine ? 0x9e3779b97f4a7c15ULL : 0);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return (uint32_t)h & (t->nslots - 1);
 }
 
 void
@@ -143,6 +150,9 @@ account(oap_streams_t *t, const oap_frame_t *f, bool towards_us)
     uint32_t *credit;
     uint8_t *dir;
 
+    if ((f->flags & (OAP_F_REQ | OAP_F_RESP | OAP_F_START | OAP_F_END)) == 0 &&
+        (f->flags & OAP_F_EVENT) != 0)
+        return 0; /* a standalone event: fire-and-forget, belongs to no stream */
     if (!has_one_role(f->flags))
         return RON_ESTREAM;
     s = find(t, f->corr_id, mine);

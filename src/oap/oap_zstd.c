@@ -15,7 +15,7 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-#define OAP__INFLATE_MIN_ALLOC (64u * 1024u) /* first output allocation */
+#define OAP__INFLATE_MIN_ALLOC 65536u /* first output allocation */
 
 static int
 window_log_for(size_t bound)
@@ -53,17 +53,60 @@ out_grow(uint8_t **buf, size_t *cap, size_t bound)
     return true;
 }
 
+/*
+ * Run ds over in into *buf (grown up to bound). When the output sits at the
+ * bound, decoding continues into a one-byte probe: any byte there is a bomb.
+ * Returns 0 with *len_out, RON_EBOMB, or RON_ECOMPRESS (malformed, truncated).
+ */
+static int
+inflate_run(ZSTD_DStream *ds, ZSTD_inBuffer *in, uint8_t **buf, size_t *cap, size_t bound,
+            size_t *len_out)
+{
+    ZSTD_outBuffer ob = {*buf, *cap, 0};
+    size_t zr = 1; /* "frame not finished" until the decoder says otherwise */
+    uint8_t probe;
+
+    for (;;) {
+        if (in->pos == in->size && zr == 0)
+            break; /* every frame of the payload ended cleanly */
+        if (ob.pos == ob.size && out_grow(buf, cap, bound)) {
+            ob.dst = *buf;
+            ob.size = *cap;
+        } else if (ob.pos == ob.size) {
+            ZSTD_outBuffer pb = {&probe, 1, 0};
+            zr = ZSTD_decompressStream(ds, &pb, in);
+            if (ZSTD_isError(zr))
+                return inflate_err(zr);
+            if (pb.pos != 0)
+                return RON_EBOMB;
+            if (in->pos == in->size && zr != 0)
+                return RON_ECOMPRESS; /* truncated */
+            continue;
+        }
+        zr = ZSTD_decompressStream(ds, &ob, in);
+        if (ZSTD_isError(zr))
+            return inflate_err(zr);
+        if (in->pos == in->size && ob.pos < ob.size) {
+            /* Input used up and output not full: nothing more will come. */
+            if (zr != 0)
+                return RON_ECOMPRESS; /* truncated frame */
+            break;
+        }
+    }
+    *len_out = ob.pos;
+    return 0;
+}
+
 int
 oap_inflate(const oap_frame_t *f, uint32_t max_frame, uint8_t **out, size_t *out_len)
 {
     size_t bound = (size_t)OAP_INFLATE_FACTOR * oap__limit(max_frame);
-    ZSTD_DStream *ds = NULL;
     ZSTD_inBuffer in = {f->payload, f->payload_len, 0};
-    ZSTD_outBuffer ob;
+    ZSTD_DStream *ds = NULL;
     unsigned long long hint;
     uint8_t *buf = NULL;
-    size_t cap = 0, zr = 1;
-    int rc = 0;
+    size_t cap = 0, len = 0;
+    int rc;
 
     *out = NULL;
     *out_len = 0;
@@ -73,68 +116,23 @@ oap_inflate(const oap_frame_t *f, uint32_t max_frame, uint8_t **out, size_t *out
     if (hint == ZSTD_CONTENTSIZE_ERROR)
         return RON_ECOMPRESS;
     if (hint != ZSTD_CONTENTSIZE_UNKNOWN && hint > bound)
-        return RON_EBOMB; /* declared size alone overruns: refuse before any work */
+        return RON_EBOMB; /* the declared size alone overruns: refuse before any work */
     ds = ZSTD_createDStream();
     if (ds == NULL)
         abort(); /* OOM, as ron_xmalloc */
-    zr = ZSTD_DCtx_setParameter(ds, ZSTD_d_windowLogMax, window_log_for(bound));
-    if (ZSTD_isError(zr)) {
+    if (ZSTD_isError(ZSTD_DCtx_setParameter(ds, ZSTD_d_windowLogMax, window_log_for(bound)))) {
         rc = RON_ECOMPRESS;
         goto out;
     }
     if (hint != ZSTD_CONTENTSIZE_UNKNOWN && hint > 0) {
-        /* Trust the declared size only as a first allocation, still capped. */
+        /* The declared size is only a first allocation, already capped above. */
         cap = (size_t)hint;
         buf = ron_xmalloc(cap);
     }
-    zr = 1; /* "frame not finished" until the decoder says otherwise */
-    ob = (ZSTD_outBuffer){buf, cap, 0};
-    for (;;) {
-        if (in.pos == in.size && zr == 0)
-            break;
-        if (ob.pos == ob.size) {
-            if (!out_grow(&buf, &cap, bound)) {
-                /* Output reached the bound: one more byte means a bomb. */
-                uint8_t probe;
-                ZSTD_outBuffer pb = {&probe, 1, 0};
-                if (in.pos == in.size && zr == 0)
-                    break;
-                zr = ZSTD_decompressStream(ds, &pb, &in);
-                if (ZSTD_isError(zr)) {
-                    rc = inflate_err(zr);
-                    goto out;
-                }
-                if (pb.pos != 0) {
-                    rc = RON_EBOMB;
-                    goto out;
-                }
-                if (in.pos == in.size && zr == 0)
-                    break;
-                if (in.pos == in.size) {
-                    rc = RON_ECOMPRESS; /* truncated */
-                    goto out;
-                }
-                continue;
-            }
-            ob.dst = buf;
-            ob.size = cap;
-        }
-        zr = ZSTD_decompressStream(ds, &ob, &in);
-        if (ZSTD_isError(zr)) {
-            rc = inflate_err(zr);
-            goto out;
-        }
-        if (in.pos == in.size && ob.pos < ob.size) {
-            /* All input consumed and the decoder did not fill the output:
-             * it has nothing more to give. zr == 0 means a frame ended cleanly. */
-            if (zr != 0)
-                rc = RON_ECOMPRESS; /* truncated frame */
-            break;
-        }
-    }
+    rc = inflate_run(ds, &in, &buf, &cap, bound, &len);
     if (rc == 0) {
         *out = buf;
-        *out_len = ob.pos;
+        *out_len = len;
         buf = NULL;
     }
 out:

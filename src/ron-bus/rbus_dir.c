@@ -95,7 +95,7 @@ rbus_config_from_env(rbus_config_t *cfg, const char *name)
 
     memset(cfg, 0, sizeof *cfg);
     if (dir == NULL || dir[0] != '/' || strlen(dir) >= RBUS_MAX_DIR || hex == NULL ||
-        strlen(hex) != 2 * RBUS_SECRET_LEN)
+        strlen(hex) != (size_t)2 * RBUS_SECRET_LEN)
         return RON_ECONFIG;
     rc = ron_hex_decode(cfg->secret, RBUS_SECRET_LEN, hex, strlen(hex));
     if (rc < 0)

@@ -91,7 +91,7 @@ rbus__hello_parse(const uint8_t *buf, size_t len, rbus_hello_t *out)
         memcpy(out->name, json_string_value(v), json_string_length(v) + 1);
     }
     if ((v = json_object_get(o, "bus_secret")) != NULL && json_is_string(v) &&
-        json_string_length(v) == 2 * RBUS_SECRET_LEN &&
+        json_string_length(v) == (size_t)2 * RBUS_SECRET_LEN &&
         ron_hex_decode(out->secret, RBUS_SECRET_LEN, json_string_value(v), json_string_length(v)) == 0)
         out->has_secret = true;
     if ((rc = hello_u32(o, "max_frame", OAP_MIN_MAX_FRAME, OAP_MAX_FRAME, &out->max_frame)) < 0)

@@ -43,7 +43,7 @@ typedef struct {
     uint8_t data[];
 } unix_wbuf_t;
 
-#define UNIX_CORK_MAX (16u * 1024u) /* larger frames skip the cork buffer (no extra copy) */
+#define UNIX_CORK_MAX ((size_t)16 * 1024) /* larger frames skip the cork buffer (no extra copy) */
 
 static void unix_send(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], const void *payload,
                       size_t len);
@@ -197,8 +197,14 @@ unix_close(rbus_conn_t *c, bool flush)
 
     if (u->closing)
         return;
-    if (flush)
+    if (flush) {
         unix_flush(u);
+    } else if (u->olen > 0 && u->nwrites == 0) {
+        /* Best effort, as an uncorked send would have done: frames already
+         * accepted get the socket's buffer, but nothing waits for the peer. */
+        uv_buf_t b = uv_buf_init((char *)u->obuf, (unsigned)u->olen);
+        (void)uv_try_write((uv_stream_t *)&u->pipe, &b, 1);
+    }
     u->closing = true;
     uv_read_stop((uv_stream_t *)&u->pipe);
     if (flush && u->nwrites > 0 && uv_is_writable((uv_stream_t *)&u->pipe) &&
@@ -215,7 +221,7 @@ unix_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     uint8_t *p;
 
     (void)suggested;
-    p = oap_decoder_reserve(&u->dec, OAP_CHUNK, &avail);
+    p = oap_decoder_reserve(&u->dec, (size_t)OAP_CHUNK, &avail);
     *buf = uv_buf_init((char *)p, p != NULL ? (unsigned)avail : 0); /* 0 -> UV_ENOBUFS */
 }
 

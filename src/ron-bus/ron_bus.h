@@ -64,6 +64,28 @@
  *
  * Threads: everything here is loop-thread only, except rbus_dir_create(),
  * rbus_secret_generate() and rbus_config_from_env().
+ *
+ * Typical use (error handling left out):
+ *
+ *   kernel (macronode)                        child started by the kernel
+ *   ------------------                        ---------------------------
+ *   char dir[RBUS_MAX_DIR], hex[65];          rbus_config_t cfg;
+ *   rbus_config_t cfg = {.name = "kernel",    rbus_config_from_env(&cfg, "svc-x");
+ *       .transport = RBUS_TRANSPORT_UNIX};    rbus_t *b = rbus_new(loop, &cfg, &rc);
+ *   rbus_dir_create(dir, sizeof dir);         rbus_peer_t *k = rbus_connect(b, "kernel", &rc);
+ *   rbus_secret_generate(cfg.secret);         rbus_subscribe(k, OAP_APP_KERNEL, on_config, x);
+ *   cfg.dir = dir;                            rbus_handle(b, OAP_APP_KERNEL, on_kernel_req, x);
+ *   rbus_t *b = rbus_new(loop, &cfg, &rc);    ... every second:
+ *   rbus_handle(b, OAP_APP_KERNEL, on_req, k);  rbus_request(k, OAP_APP_KERNEL, hb, n, 1000,
+ *   rbus_on_peer(b, on_child, k);                            on_hb_reply, x);
+ *   rbus_listen(b);
+ *   rbus_secret_hex(cfg.secret, hex);  -> children's env: RON_BUS_DIR=dir, RON_BUS_SECRET=hex
+ *   rbus_publish(b, OAP_APP_KERNEL, cfg_json, n);      (to every subscribed child)
+ *   rbus_request(child_peer, OAP_APP_KERNEL, ...);     (ask one child, e.g. for metrics)
+ *
+ * micronode: one rbus_hub_t *hub = rbus_hub_new(loop) and, per service,
+ * cfg = {.transport = RBUS_TRANSPORT_INPROC, .hub = hub, .name = ...}; the
+ * service code above is unchanged.
  */
 #ifndef RON_BUS_H
 #define RON_BUS_H
@@ -290,7 +312,8 @@ pid_t rbus_peer_pid(const rbus_peer_t *p);
  * Send a one-frame request (REQ|START|END, code 0, tenant 0) with payload
  * (copied) to p's app_proto_id handler. cb (arg borrowed) runs exactly once,
  * after this returns (see "Delivery rules" above). deadline_ms 0 means
- * RBUS_DEFAULT_DEADLINE_MS. Returns 0; RON_EUNAVAIL (peer down or in backoff);
+ * RBUS_DEFAULT_DEADLINE_MS. Returns 0; RON_EUNAVAIL (peer in reconnect backoff);
+ * RON_ESHUTDOWN (peer closed);
  * RON_EBUSY (send queue or in-flight bound reached; retryable); RON_ETOOBIG
  * (frame over the negotiated max_frame); RON_EINVAL (app_proto_id 0).
  * An inbound peer is valid here until its rbus_peer_cb(up=false).

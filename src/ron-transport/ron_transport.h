@@ -16,6 +16,14 @@
  * Every reject answers with the error envelope (Content-Type
  * application/json, Retry-After on 429 and 503) and is counted by reason in
  * tx_stats_t. All functions are loop thread only unless they say otherwise.
+ *
+ * Request bodies are buffered whole, up to max_body. Streamed request bodies
+ * (uploads of large objects) are the next step of this design: a route opts
+ * in when its head arrives (the hook tx_http1 already calls, on_head), the
+ * body then reaches the application in pieces as it is read, and reading
+ * pauses (uv_read_stop) while the application has not released the last
+ * piece, the same backpressure tx_respond_write applies in the other
+ * direction.
  */
 #ifndef RON_TRANSPORT_H
 #define RON_TRANSPORT_H
@@ -33,7 +41,7 @@
 #define TX_DEFAULT_MAX_INFLIGHT 512          /* requests handed to the app, not answered */
 #define TX_DEFAULT_RATE_RPS 500              /* token bucket refill per source IP */
 #define TX_DEFAULT_RATE_BURST 500            /* token bucket depth per source IP */
-#define TX_DEFAULT_HEADER_TIMEOUT_MS 5000    /* first byte of a request -> end of headers */
+#define TX_DEFAULT_HEADER_TIMEOUT_MS 5000    /* accept or first byte of a request -> end of headers */
 #define TX_DEFAULT_BODY_TIMEOUT_MS 5000      /* end of headers -> end of body */
 #define TX_DEFAULT_IDLE_TIMEOUT_MS 5000      /* keep-alive with nothing to do */
 #define TX_DEFAULT_WRITE_TIMEOUT_MS 5000     /* queued output with no progress */
@@ -178,7 +186,7 @@ typedef struct tx_request tx_request_t;
 /* The application sees a request through these fields (views valid until answered). */
 typedef struct {
     const char *method;        /* "GET", "HEAD", ... */
-    const char *path;          /* decoded nothing: the raw path of the target */
+    const char *path;          /* the request target before '?', as sent (not percent-decoded) */
     const char *query;         /* after '?', or "" */
     const tx_header_t *headers;
     size_t n_headers;
@@ -206,9 +214,10 @@ typedef void (*tx_handler_fn)(tx_request_t *req, void *arg);
 /*
  * Answer req with status, the headers given (copied; Content-Length,
  * Connection, Date and X-Corr-Id are added by the server and must not be
- * given) and body (copied; omitted on the wire for HEAD). Responses reach the
- * wire in request order. Frees req. Returns 0, or RON_ECLOSED when the
- * connection is gone (req is freed all the same).
+ * given; a header containing CR or LF is dropped) and body (copied; omitted
+ * on the wire for HEAD, 1xx, 204 and 304). Responses reach the wire in
+ * request order. Frees req. Returns 0, or RON_ECLOSED when the connection is
+ * gone (req is freed all the same).
  */
 int tx_respond(tx_request_t *req, int status, const tx_header_t *headers, size_t n_headers,
                const void *body, size_t body_len);
@@ -228,13 +237,17 @@ int tx_respond_error(tx_request_t *req, int status, const char *message, const c
  *
  * tx_respond_start sends the head (content_length >= 0: Content-Length;
  * -1: chunked for HTTP/1.1, close-delimited for HTTP/1.0). Then
- * tx_respond_write queues data (borrowed until done runs, exactly once, with
- * 0 or an error once the connection is gone); it returns RON_EAGAIN without
- * queueing when the connection's output holds TX_MAX_WRITE_QUEUE bytes or
- * more: wait for the drain callback, which runs when the queue falls below
- * half of that. tx_respond_end finishes the body and frees req.
- * Return 0 or RON_ECLOSED (connection gone; still call tx_respond_end),
- * RON_EINVAL (more bytes than Content-Length, or not started).
+ * tx_respond_write queues data without copying it: data is borrowed until
+ * done (may be NULL) runs, exactly once, on a later loop turn or from
+ * tx_respond_end, with 0 when written or RON_ECLOSED. It returns RON_EAGAIN
+ * without queueing when the connection's output holds TX_MAX_WRITE_QUEUE
+ * bytes or more: wait for drain, which runs once the queue falls below half
+ * of that, or once when the connection goes away (the next write then says
+ * RON_ECLOSED). tx_respond_end finishes the body and frees req; a body
+ * shorter than its Content-Length closes the connection after it.
+ * Each returns 0, RON_EAGAIN (write only), RON_ECLOSED (connection gone;
+ * done is not called; still call tx_respond_end) or RON_EINVAL (len 0, more
+ * bytes than Content-Length, or not started).
  */
 typedef void (*tx_write_done_fn)(int status, void *arg);
 typedef void (*tx_drain_fn)(tx_request_t *req, void *arg);
@@ -255,7 +268,8 @@ typedef struct tx_server tx_server_t;
 tx_server_t *tx_server_new(uv_loop_t *loop, const tx_config_t *cfg, tx_handler_fn handler,
                            void *arg);
 
-/* Serve the connections of l (takes l). Returns 0 or a libuv error. */
+/* Serve the connections of l (takes l, and closes it on failure).
+ * Returns 0 or a libuv error. */
 int tx_server_attach(tx_server_t *s, tx_listener_t *l);
 
 /*

@@ -9,6 +9,12 @@
  * read cannot make us buffer more than that plus one answer; every phase has
  * a deadline (header, body, idle, write), and one lazily re-armed timer
  * enforces the earliest. The memory is freed in the last close callback.
+ * Later protocols plug in here, not in tx_http1.c: TLS wraps the bytes
+ * between the socket and tx_conn_parse; an HTTP/2 connection is recognised
+ * by its 24-byte preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") before any byte
+ * reaches http-parser (which rejects it) and handed to nghttp2 with the same
+ * limits, timers and write path; a WebSocket upgrade leaves the HTTP/1.1
+ * parser once its request is answered.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,7 +121,9 @@ tx_cb_begin(void *arg)
 {
     tx_conn_t *c = arg;
 
-    tx_conn_set_phase(c, TX_PH_HEADERS, c->srv->lim.cfg.header_timeout_ms);
+    /* a new connection's first request keeps the deadline set at accept */
+    if (c->phase != TX_PH_HEADERS)
+        tx_conn_set_phase(c, TX_PH_HEADERS, c->srv->lim.cfg.header_timeout_ms);
 }
 
 static int
@@ -455,14 +463,15 @@ tx_conn_pump(tx_conn_t *c)
     tx_conn_set_reading(c, !c->eof && !c->h1.failed && !c->close_after &&
                                c->depth < TX_MAX_PIPELINE && c->pending.len == 0 &&
                                c->wq < TX_MAX_WRITE_QUEUE);
-    /* streaming answers learn that output drained */
-    if (c->head != NULL && c->head->state == TX_REQ_STREAMING && c->head->want_drain &&
-        c->head->drain != NULL && c->wq + c->head->chunk_bytes < TX_MAX_WRITE_QUEUE / 2) {
-        c->head->want_drain = false; /* one call per RON_EAGAIN */
-        c->head->drain(c->head, c->head->drain_arg);
-    }
 out:
     c->pumping = false;
+    /* a streaming answer learns that output drained; its writes pump again */
+    tx_request_t *r = c->head;
+    if (!c->closing && r != NULL && r->state == TX_REQ_STREAMING && r->want_drain &&
+        r->drain != NULL && c->wq + r->chunk_bytes < TX_MAX_WRITE_QUEUE / 2) {
+        r->want_drain = false; /* one call per RON_EAGAIN */
+        r->drain(r, r->drain_arg);
+    }
 }
 
 static void
@@ -536,6 +545,12 @@ tx_conn_on_timer(uv_timer_t *t)
         c->deadline = 0;
         switch (c->phase) {
         case TX_PH_HEADERS:
+            if (c->h1.cur == NULL && c->depth == 0) {
+                /* connected and sent nothing within the header timeout */
+                tx__limits_count(l, TX_REJECT_HEADER_TIMEOUT);
+                tx__conn_close(c);
+                return;
+            }
             tx_conn_timeout_request(c, TX_REJECT_HEADER_TIMEOUT);
             return;
         case TX_PH_BODY:
@@ -603,6 +618,8 @@ tx__conn_close(tx_conn_t *c)
         }
         if (r->state == TX_REQ_ANSWERED || r->state == TX_REQ_ENDED)
             tx__request_free(r); /* otherwise the app still holds it and frees it on answer */
+        else if (r->state == TX_REQ_STREAMING && r->want_drain && r->drain != NULL)
+            r->drain(r, r->drain_arg); /* waiting for room: its next write says RON_ECLOSED */
     }
     c->head = c->tail = NULL;
     c->depth = 0;
@@ -639,7 +656,8 @@ tx__conn_accept(tx_server_t *s, uv_stream_t *listener)
     }
     uv_tcp_nodelay(&c->tcp, 1);
     tx__http1_init(&c->h1, &s->lim.cfg, &tx_conn_cbs, c, &s->corr_seq, &c->peer);
-    tx_conn_set_phase(c, TX_PH_IDLE, s->lim.cfg.idle_timeout_ms);
+    /* the first request's headers are due header_timeout after accept */
+    tx_conn_set_phase(c, TX_PH_HEADERS, s->lim.cfg.header_timeout_ms);
     tx_conn_set_reading(c, true);
     if (!c->reading)
         tx__conn_close(c);
@@ -670,8 +688,8 @@ int
 tx_respond(tx_request_t *req, int status, const tx_header_t *headers, size_t n_headers,
            const void *body, size_t body_len)
 {
+    tx_conn_t *c = req->conn; /* read first: tx_answer_begin frees req when c is gone */
     int rc = tx_answer_begin(req);
-    tx_conn_t *c = req->conn;
 
     if (rc < 0)
         return rc;
@@ -680,7 +698,7 @@ tx_respond(tx_request_t *req, int status, const tx_header_t *headers, size_t n_h
     tx__http1_head(&req->out, req->view.http_minor, status, headers, n_headers,
                    (int64_t)body_len, req->keep_alive, req->view.corr_id,
                    tx__server_date(c->srv));
-    if (!req->is_head)
+    if (!req->is_head && status >= 200 && status != 204 && status != 304)
         tx__buf_append(&req->out, body, body_len);
     req->state = TX_REQ_ANSWERED;
     tx_conn_pump(c);
@@ -691,8 +709,8 @@ int
 tx_respond_error(tx_request_t *req, int status, const char *message, const char *reason,
                  uint32_t retry_after_s)
 {
+    tx_conn_t *c = req->conn; /* read first: tx_answer_begin frees req when c is gone */
     int rc = tx_answer_begin(req);
-    tx_conn_t *c = req->conn;
 
     if (rc < 0)
         return rc;
@@ -709,8 +727,8 @@ int
 tx_respond_start(tx_request_t *req, int status, const tx_header_t *headers, size_t n_headers,
                  int64_t content_length, tx_drain_fn drain, void *drain_arg)
 {
+    tx_conn_t *c = req->conn; /* read first: tx_answer_begin frees req when c is gone */
     int rc = tx_answer_begin(req);
-    tx_conn_t *c = req->conn;
     bool keep;
 
     if (rc < 0)
@@ -757,7 +775,7 @@ tx_respond_write(tx_request_t *req, const void *data, size_t len, tx_write_done_
         return RON_EINVAL;
     if (c == NULL)
         return RON_ECLOSED;
-    if (req->remaining >= 0 && (uint64_t)len > (uint64_t)req->remaining)
+    if (len == 0 || (req->remaining >= 0 && (uint64_t)len > (uint64_t)req->remaining))
         return RON_EINVAL;
     if (c->wq + req->chunk_bytes >= TX_MAX_WRITE_QUEUE) {
         req->want_drain = true;

@@ -94,7 +94,9 @@ tx__http1_request_new(tx_http1_t *h)
     else
         r = ron_xcalloc(1, sizeof *r);
     tx__request_reset(r);
-    r->view.peer = h->peer;
+    if (h->peer != NULL)
+        r->peer = *h->peer; /* a copy: the app may hold r after its connection is gone */
+    r->view.peer = &r->peer;
     return r;
 }
 
@@ -260,6 +262,18 @@ tx_request_finish_head(tx_http1_t *h, tx_request_t *r)
     r->is_head = h->parser.method == HTTP_HEAD;
 }
 
+/* RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host; HTTP/1.0 at most one. */
+static bool
+tx_request_host_is_bad(const tx_request_t *r)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < r->view.n_headers; i++)
+        if (strcasecmp(r->view.headers[i].name, "host") == 0)
+            n++;
+    return n > 1 || (n == 0 && r->view.http_minor == 1);
+}
+
 static int
 tx_on_headers_complete(http_parser *p)
 {
@@ -278,6 +292,10 @@ tx_on_headers_complete(http_parser *p)
         r->view.corr_id = (*h->corr_seq)++;
     if (h->parser.http_major != 1) {
         tx_reject(r, 505, TX_REJECT_MALFORMED, "only HTTP/1.x is served here");
+        return -1;
+    }
+    if (tx_request_host_is_bad(r)) {
+        tx_reject(r, 400, TX_REJECT_MALFORMED, "host");
         return -1;
     }
     has_body = (p->flags & F_CHUNKED) != 0 ||
@@ -436,8 +454,9 @@ tx__http1_feed(tx_http1_t *h, const uint8_t *data, size_t len)
     if (err == HPE_OK && h->cur != NULL && !h->in_body &&
         h->parser.nread > h->cfg->max_header_bytes)
         tx_reject(h->cur, 431, TX_REJECT_HEADERS_TOO_LARGE, NULL); /* whitespace padding */
-    else if (err == HPE_OK)
+    else if (err == HPE_OK && n == len)
         return n;
+    /* defensive: a stop without error or complete message would never make progress */
     /* malformed or refused: answer once, then parse nothing more */
     r = h->cur != NULL ? h->cur : tx__http1_request_new(h);
     h->cur = NULL;
@@ -473,12 +492,16 @@ tx__http1_head(tx_buf_t *out, uint8_t http_minor, int status, const tx_header_t 
     tx__buf_append_u64(out, corr_id);
     tx__buf_append(out, "\r\n", 2);
     for (size_t i = 0; i < n; i++) {
+        if (strpbrk(hdrs[i].name, "\r\n:") != NULL || strpbrk(hdrs[i].value, "\r\n") != NULL)
+            continue; /* defensive: never let a header value split the response */
         tx__buf_append_str(out, hdrs[i].name);
         tx__buf_append(out, ": ", 2);
         tx__buf_append_str(out, hdrs[i].value);
         tx__buf_append(out, "\r\n", 2);
     }
-    if (content_length >= 0) {
+    if (status < 200 || status == 204) {
+        /* no body and no length (RFC 9110 §8.6) */
+    } else if (content_length >= 0) {
         tx__buf_append(out, "Content-Length: ", 16);
         tx__buf_append_u64(out, (uint64_t)content_length);
         tx__buf_append(out, "\r\n", 2);

@@ -88,6 +88,7 @@ struct tx_conn;
 
 struct tx_request {
     tx_request_view_t view;
+    struct sockaddr_storage peer; /* view.peer points here */
     tx_req_state_t state;
     struct tx_conn *conn;    /* NULL when the connection went away */
     struct tx_request *next; /* pipeline order */

@@ -226,6 +226,7 @@ tx_server_attach(tx_server_t *s, tx_listener_t *l)
         s->listeners = l->next;
         s->open--;
         l->srv = NULL;
+        tx_listener_close(l, NULL, NULL); /* taken either way */
     }
     return rc;
 }
