@@ -17,12 +17,14 @@
 #include <unistd.h>
 
 #include "mn_internal.h"
+#include "ron_ctrl_c.h"
 #include "ron_err.h"
 #include "ron_log.h"
 #include "ron_util.h"
 
-#define MN_EXIT_SLACK_MS 400u /* after stop_timeout_ms (<= 1500): the node exits within 2 s (§11) \
-                               */
+#define MN_EXIT_SLACK_MS                                                                           \
+    400u /* after stop_timeout_ms (<= 1500): the node exits within 2 s (§11)                      \
+          */
 
 struct mn_node {
     uv_loop_t *loop;
@@ -39,7 +41,8 @@ struct mn_node {
     uint64_t bus_dropped_seen;
     mn_sup_t *sup; /* children (macro) or in-process hosts (micro) */
     mn_admin_t *admin;
-    uv_signal_t sig_int, sig_term, sig_hup;
+    ron_ctrl_c_t *ctrl_c; /* SIGINT/SIGTERM -> SHUTDOWN -> node_stop */
+    uv_signal_t sig_hup;
     uv_timer_t exit_timer;
     bool stopping;
     int exit_code;
@@ -171,8 +174,8 @@ node_closed_all(mn_node_t *n)
 {
     uv_timer_stop(&n->exit_timer);
     uv_close((uv_handle_t *)&n->exit_timer, NULL);
-    uv_close((uv_handle_t *)&n->sig_int, NULL);
-    uv_close((uv_handle_t *)&n->sig_term, NULL);
+    ron_ctrl_c_close(n->ctrl_c);
+    n->ctrl_c = NULL;
     uv_close((uv_handle_t *)&n->sig_hup, NULL);
     if (n->sub != NULL) {
         bus_drain(&n->bus_wake);
@@ -203,25 +206,23 @@ exit_deadline(uv_timer_t *t)
     _exit(0);
 }
 
+/* SHUTDOWN is already on the bus (ron_wait_for_ctrl_c published it). */
 static void
 node_stop(mn_node_t *n)
 {
-    ron_kernel_event_t ev;
     if (n->stopping)
         return;
     n->stopping = true;
     n->stop_ms = ron_now_ms();
-    ron_kernel_event_shutdown(&ev);
-    ron_bus_publish(n->bus, &ev);
     uv_timer_start(&n->exit_timer, exit_deadline,
                    n->cfg->supervisor.stop_timeout_ms + MN_EXIT_SLACK_MS, 0);
     mn__sup_stop(n->sup, children_stopped, n);
 }
 
 static void
-on_stop_signal(uv_signal_t *h, int signum)
+on_stop_signal(void *arg, int signum)
 {
-    mn_node_t *n = h->data;
+    mn_node_t *n = arg;
     ron_info("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
     node_stop(n);
 }
@@ -253,10 +254,13 @@ node_init(mn_node_t *n, char *err, size_t errcap)
                          "Kernel bus events lost by subscribers that fell behind.",
                          &n->bus_dropped);
     uv_timer_init(n->loop, &n->exit_timer);
-    uv_signal_init(n->loop, &n->sig_int);
-    uv_signal_init(n->loop, &n->sig_term);
     uv_signal_init(n->loop, &n->sig_hup);
-    n->sig_int.data = n->sig_term.data = n->sig_hup.data = n;
+    n->sig_hup.data = n;
+    n->ctrl_c = ron_wait_for_ctrl_c(n->loop, n->bus, on_stop_signal, n, &rc);
+    if (n->ctrl_c == NULL) {
+        snprintf(err, errcap, "signal handlers: %s", uv_strerror(rc));
+        return rc;
+    }
     return 0;
 }
 
@@ -287,8 +291,6 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
         goto fail;
     if (mn__sup_start(n->sup, err, sizeof err) < 0)
         goto fail;
-    uv_signal_start(&n->sig_int, on_stop_signal, SIGINT);
-    uv_signal_start(&n->sig_term, on_stop_signal, SIGTERM);
     uv_signal_start(&n->sig_hup, on_sighup, SIGHUP);
     ron_info("node up: profile %s, admin http://%s, config version %llu, amnesia %s",
              n->cfg->profile == RON_PROFILE_MICRO ? "micro" : "macro", mn__admin_addr(n->admin),
