@@ -220,6 +220,9 @@ svc_crashed(mn_svc_t *v, const char *reason)
     snprintf(v->last_exit, sizeof v->last_exit, "%s", reason);
     v->pid = 0;
     svc_set_health(v, false);
+    free(v->metrics); /* a dead process's numbers are not exported as current */
+    v->metrics = NULL;
+    v->metrics_len = 0;
     if (s->stopping) {
         v->state = MN_SVC_STOPPED;
         return;
