@@ -55,6 +55,7 @@ admin_request(const char *addr, const char *method, const char *path, http_answe
     char *buf = NULL, *hdr_end;
     size_t len = 0, cap = 0;
     int port, fd = -1, rc;
+    uint64_t code;
     socklen_t sl = sizeof rc;
 
     memset(ans, 0, sizeof *ans);
@@ -122,11 +123,12 @@ admin_request(const char *addr, const char *method, const char *path, http_answe
     buf = ron_xrealloc(buf, len + 1);
     buf[len] = '\0';
     hdr_end = strstr(buf, "\r\n\r\n");
-    if (len < 12 || strncmp(buf, "HTTP/1.", 7) != 0 || hdr_end == NULL) {
+    if (len < 12 || strncmp(buf, "HTTP/1.", 7) != 0 || hdr_end == NULL ||
+        ron_parse_u64(buf + 9, 3, &code) < 0) {
         rc = RON_EPROTO;
         goto fail;
     }
-    ans->status = atoi(buf + 9);
+    ans->status = (int)code;
     ans->body_len = len - (size_t)(hdr_end + 4 - buf);
     ans->body = ron_xmalloc(ans->body_len + 1);
     memcpy(ans->body, hdr_end + 4, ans->body_len + 1);

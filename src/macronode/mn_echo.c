@@ -201,7 +201,7 @@ echo_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state
     int rc;
 
     e->loop = loop;
-    e->conns = ron_xcalloc(ECHO_MAX_CONNS, sizeof *e->conns);
+    e->conns = ron_xcalloc(ECHO_MAX_CONNS, sizeof(echo_conn_t *));
     e->reg = met_registry_new();
     met_counter_register(e->reg, "echo_connections_accepted_total", "Echo connections accepted.",
                          &e->accepted);

@@ -357,8 +357,15 @@ ron_service_run(const char *name)
         fprintf(stderr, "ron: `ron service` is started by `ron node`, not by hand\n");
         return 2;
     }
-    if (fd_env != NULL)
-        listen_fd = atoi(fd_env);
+    if (fd_env != NULL) {
+        uint64_t v;
+        if (ron_parse_u64(fd_env, strlen(fd_env), &v) < 0 || v < 3 || v > 1024) {
+            fprintf(stderr, "ron: %s=%s is not an inherited descriptor\n", MN_ENV_LISTEN_FD,
+                    fd_env);
+            return 2;
+        }
+        listen_fd = (int)v;
+    }
     unsetenv(MN_ENV_LISTEN_FD);
     snprintf(dir, sizeof dir, "%s", bc.dir);
     bc.dir = dir;

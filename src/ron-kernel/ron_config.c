@@ -176,8 +176,14 @@ ron_config_env_name(const char *path, char *out, size_t cap)
         return;
     for (const char *p = "RON_"; *p != '\0' && n + 1 < cap; p++)
         out[n++] = *p;
-    for (const char *p = path; *p != '\0' && n + 1 < cap; p++)
-        out[n++] = (*p == '.' || *p == '-') ? '_' : (char)toupper((unsigned char)*p);
+    for (const char *p = path; *p != '\0' && n + 1 < cap; p++) {
+        char c = *p;
+        if (c == '.' || c == '-')
+            c = '_';
+        else if (c >= 'a' && c <= 'z')
+            c = (char)(c - 'a' + 'A');
+        out[n++] = c;
+    }
     out[n] = '\0';
 }
 
@@ -252,7 +258,7 @@ set_string(const cfg_key_t *k, ron_config_t *cfg, const char *v, char *err, size
             return RON_ECONFIG;
         }
     memset(dst, 0, k->cap);
-    memcpy(dst, v, strlen(v));
+    memcpy(dst, v, strlen(v) + 1);
     return 0;
 }
 
