@@ -293,6 +293,31 @@ test_config_reload_refuses_restart_only_key(void **state)
 }
 
 static void
+test_config_store_build_then_adopt_swaps_only_on_change(void **state)
+{
+    ron_config_src_t src = {cfgfile, NULL, NULL, 0};
+    ron_config_store_t *st = NULL;
+    ron_config_t next;
+    char err[RON_CONFIG_ERR_MAX];
+    bool changed = true;
+    (void)state;
+    write_file("{\"log\": {\"level\": \"warn\"}}");
+    assert_int_equal(ron_config_store_new(&src, &st, err, sizeof err), 0);
+    assert_int_equal(ron_config_store_build(st, &next, err, sizeof err), 0);
+    assert_int_equal(ron_config_store_adopt(st, &next, &changed, err, sizeof err), 0);
+    assert_false(changed);
+    write_file("{\"log\": {\"level\": \"error\"}}");
+    assert_int_equal(ron_config_store_build(st, &next, err, sizeof err), 0);
+    /* building alone changes nothing: the store adopts on the loop thread */
+    assert_string_equal(ron_config_store_current(st)->log_level, "warn");
+    assert_int_equal(ron_config_store_adopt(st, &next, &changed, err, sizeof err), 0);
+    assert_true(changed);
+    assert_int_equal(ron_config_store_current(st)->version, 2);
+    assert_string_equal(ron_config_store_current(st)->log_level, "error");
+    ron_config_store_free(st);
+}
+
+static void
 test_config_json_round_trip_is_strict(void **state)
 {
     ron_config_t a, b;
@@ -361,6 +386,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_config_reload_refuses_restart_only_key, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_config_store_build_then_adopt_swaps_only_on_change,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_json_round_trip_is_strict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_every_key_has_a_doc_and_env_name, setup,
                                         teardown),

@@ -286,22 +286,30 @@ status_json(mn_admin_t *a)
 }
 
 static void
-route_reload(mn_admin_t *a, tx_request_t *req)
+reload_answer(void *arg, int rc, bool changed, uint64_t version, const char *err)
 {
-    char err[RON_CONFIG_ERR_MAX] = "";
-    bool changed = false;
+    tx_request_t *req = arg;
     char ver[24];
     json_t *b;
-    int rc = mn__node_reload(a->node, &changed, err, sizeof err);
     if (rc < 0) {
         tx_respond_error(req, rc == RON_ESHUTDOWN ? 503 : 400, err, "config_rejected",
                          rc == RON_ESHUTDOWN ? 1 : 0);
         return;
     }
-    snprintf(ver, sizeof ver, "%llu", (unsigned long long)mn__node_config(a->node)->version);
+    snprintf(ver, sizeof ver, "%llu", (unsigned long long)version);
     b = json_pack("{s:b, s:s}", "changed", changed, "version", ver);
     respond_json(req, 200, b, 0);
     json_decref(b);
+}
+
+static void
+route_reload(mn_admin_t *a, tx_request_t *req)
+{
+    int rc = mn__node_reload(a->node, reload_answer, req);
+    if (rc == RON_EBUSY)
+        tx_respond_error(req, 503, "a reload is in progress", "reload_in_progress", 1);
+    else if (rc < 0)
+        tx_respond_error(req, 503, "node is shutting down", NULL, 1);
 }
 
 static void

@@ -116,8 +116,13 @@ const ron_config_t *mn__node_config(const mn_node_t *n);
 mn_sup_t *mn__node_sup(mn_node_t *n);
 met_registry_t *mn__node_registry(mn_node_t *n);
 bool mn__node_stopping(const mn_node_t *n);
-/* Run a reload now; returns 0 (changed_out set) or an error with err. */
-int mn__node_reload(mn_node_t *n, bool *changed_out, char *err, size_t errcap);
+/* Outcome of a reload: rc 0 (changed or not, version now current) or an
+ * error with err (a view valid during the call). */
+typedef void (*mn_reload_cb)(void *arg, int rc, bool changed, uint64_t version, const char *err);
+/* Start a reload (file read and validated on a worker thread); cb (may be
+ * NULL) runs once, later, on the loop. Returns 0, RON_EBUSY (a reload is in
+ * flight) or RON_ESHUTDOWN. */
+int mn__node_reload(mn_node_t *n, mn_reload_cb cb, void *arg);
 uint64_t mn__node_uptime_ms(const mn_node_t *n);
 /* Services of either profile (micro: in-process hosts, pid = the node's). */
 size_t mn__node_service_count(const mn_node_t *n);

@@ -5,8 +5,9 @@
  * profile, in-process service hosts in micro), the admin port, and the signals: SIGHUP reloads,
  * SIGINT/SIGTERM publish SHUTDOWN and stop the children in reverse start
  * order within supervisor.stop_timeout_ms, after which the node exits 0.
- * Invariants: a reload swaps the snapshot and hands it to the supervisor in
- * the same loop turn (the supervisor borrows the current snapshot); a second
+ * Invariants: a reload reads and validates the file on a worker thread, then
+ * swaps the snapshot and hands it to the supervisor in the same loop turn
+ * (the supervisor borrows the current snapshot); one reload at a time; a second
  * stop signal is ignored; a shutdown that overruns stop_timeout_ms + MN_EXIT_SLACK_MS ends
  * the process anyway (exit 0 after SIGKILLing what is left).
  */
@@ -45,6 +46,8 @@ struct mn_node {
     uv_signal_t sig_hup;
     uv_timer_t exit_timer;
     bool stopping;
+    bool reloading;    /* a reload's worker is running */
+    bool reload_again; /* SIGHUP arrived meanwhile: reload once more */
     int exit_code;
     uint64_t started_ms;
     uint64_t stop_ms; /* when the stop began */
@@ -125,34 +128,86 @@ bus_drain(uv_async_t *a)
 
 /* ---- reload ---- */
 
-int
-mn__node_reload(mn_node_t *n, bool *changed_out, char *err, size_t errcap)
-{
-    ron_kernel_event_t ev;
+/* A reload in flight: the file is read and validated on a worker thread. */
+typedef struct {
+    uv_work_t work;
+    mn_node_t *n;
+    ron_config_t next; /* built by the worker */
+    char err[RON_CONFIG_ERR_MAX];
     int rc;
-    *changed_out = false;
-    if (n->stopping) {
-        snprintf(err, errcap, "node is shutting down");
-        return RON_ESHUTDOWN;
+    mn_reload_cb cb;
+    void *arg;
+} mn_reload_t;
+
+static void
+reload_work(uv_work_t *w)
+{
+    mn_reload_t *r = ron_container_of(w, mn_reload_t, work);
+    /* the store's sources never change after start: safe to read here */
+    r->rc = ron_config_store_build(r->n->store, &r->next, r->err, sizeof r->err);
+}
+
+static void reload_done(uv_work_t *w, int status);
+
+static void
+reload_start(mn_node_t *n, mn_reload_cb cb, void *arg)
+{
+    mn_reload_t *r = ron_xcalloc(1, sizeof *r);
+    r->n = n;
+    r->cb = cb;
+    r->arg = arg;
+    n->reloading = true;
+    uv_queue_work(n->loop, &r->work, reload_work, reload_done);
+}
+
+static void
+reload_done(uv_work_t *w, int status)
+{
+    mn_reload_t *r = ron_container_of(w, mn_reload_t, work);
+    mn_node_t *n = r->n;
+    ron_kernel_event_t ev;
+    bool changed = false;
+
+    n->reloading = false;
+    if (status < 0 || n->stopping) {
+        r->rc = RON_ESHUTDOWN;
+        snprintf(r->err, sizeof r->err, "node is shutting down");
+    } else if (r->rc == 0) {
+        r->rc = ron_config_store_adopt(n->store, &r->next, &changed, r->err, sizeof r->err);
     }
-    rc = ron_config_store_reload(n->store, changed_out, err, errcap);
-    if (rc < 0) {
+    if (r->rc < 0 && r->rc != RON_ESHUTDOWN) {
         met_counter_inc(n->reload_failed);
         ron_error("config reload refused; keeping version %llu: %s",
-                  (unsigned long long)n->cfg->version, err);
-        return rc;
-    }
-    met_counter_inc(n->reload_ok);
-    if (!*changed_out) {
+                  (unsigned long long)n->cfg->version, r->err);
+    } else if (r->rc == 0 && !changed) {
+        met_counter_inc(n->reload_ok);
         ron_info("config reload: no change (version %llu)", (unsigned long long)n->cfg->version);
-        return 0;
+    } else if (r->rc == 0) {
+        met_counter_inc(n->reload_ok);
+        n->cfg = ron_config_store_current(n->store);
+        apply_log_level(n->cfg);
+        mn__sup_config(n->sup, n->cfg); /* same turn: the supervisor borrows the snapshot */
+        ron_info("config reloaded: version %llu", (unsigned long long)n->cfg->version);
+        ron_kernel_event_config_updated(&ev, n->cfg->version);
+        ron_bus_publish(n->bus, &ev);
     }
-    n->cfg = ron_config_store_current(n->store);
-    apply_log_level(n->cfg);
-    mn__sup_config(n->sup, n->cfg);
-    ron_info("config reloaded: version %llu", (unsigned long long)n->cfg->version);
-    ron_kernel_event_config_updated(&ev, n->cfg->version);
-    ron_bus_publish(n->bus, &ev);
+    if (r->cb != NULL)
+        r->cb(r->arg, r->rc, changed, n->cfg->version, r->err);
+    free(r);
+    if (n->reload_again && !n->stopping) {
+        n->reload_again = false;
+        reload_start(n, NULL, NULL);
+    }
+}
+
+int
+mn__node_reload(mn_node_t *n, mn_reload_cb cb, void *arg)
+{
+    if (n->stopping)
+        return RON_ESHUTDOWN;
+    if (n->reloading)
+        return RON_EBUSY;
+    reload_start(n, cb, arg);
     return 0;
 }
 
@@ -160,11 +215,12 @@ static void
 on_sighup(uv_signal_t *h, int signum)
 {
     mn_node_t *n = h->data;
-    char err[RON_CONFIG_ERR_MAX];
-    bool changed;
     (void)signum;
     ron_info("SIGHUP: reloading config");
-    mn__node_reload(n, &changed, err, sizeof err);
+    if (n->reloading)
+        n->reload_again = true; /* read the file again once the current reload ends */
+    else if (!n->stopping)
+        reload_start(n, NULL, NULL);
 }
 
 /* ---- shutdown ---- */

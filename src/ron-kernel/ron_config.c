@@ -938,30 +938,46 @@ ron_config_store_current(const ron_config_store_t *s)
 }
 
 int
-ron_config_store_reload(ron_config_store_t *s, bool *changed_out, char *err, size_t cap)
+ron_config_store_build(const ron_config_store_t *s, ron_config_t *next_out, char *err, size_t cap)
 {
     ron_config_src_t src = store_src(s);
-    ron_config_t *next = ron_xmalloc(sizeof *next);
+    return ron_config_build(&src, next_out, err, cap);
+}
+
+int
+ron_config_store_adopt(ron_config_store_t *s, const ron_config_t *next, bool *changed_out,
+                       char *err, size_t cap)
+{
     const char *first, *restart_only;
+
+    *changed_out = false;
+    if (ron_config_diff(s->cur, next, &first, &restart_only) == 0)
+        return 0;
+    if (restart_only != NULL) {
+        errf(err, cap, "key '%s' needs a restart; reload refused", restart_only);
+        return RON_ECONFIG;
+    }
+    {
+        ron_config_t *cur = ron_xmalloc(sizeof *cur);
+        memcpy(cur, next, sizeof *cur);
+        cur->version = s->cur->version + 1;
+        free(s->cur); /* the old snapshot's views end here (documented) */
+        s->cur = cur;
+    }
+    *changed_out = true;
+    return 0;
+}
+
+int
+ron_config_store_reload(ron_config_store_t *s, bool *changed_out, char *err, size_t cap)
+{
+    ron_config_t *next = ron_xmalloc(sizeof *next);
     int rc;
 
     *changed_out = false;
-    rc = ron_config_build(&src, next, err, cap);
-    if (rc < 0)
-        goto out;
-    if (ron_config_diff(s->cur, next, &first, &restart_only) == 0)
-        goto out;
-    if (restart_only != NULL) {
-        errf(err, cap, "key '%s' needs a restart; reload refused", restart_only);
-        rc = RON_ECONFIG;
-        goto out;
-    }
-    next->version = s->cur->version + 1;
-    free(s->cur);
-    s->cur = next;
-    next = NULL;
-    *changed_out = true;
-out:
+    rc = ron_config_store_build(s, next, err, cap);
+    if (rc == 0)
+        rc = ron_config_store_adopt(s, next, changed_out, err, cap);
     free(next);
     return rc;
 }

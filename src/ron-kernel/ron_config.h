@@ -180,7 +180,26 @@ void ron_config_store_free(ron_config_store_t *store);
 const ron_config_t *ron_config_store_current(const ron_config_store_t *store);
 
 /*
- * Rebuild from the kept sources (the file is read again). On any error
+ * Build the next snapshot from the kept sources (the file is read again)
+ * into next_out, validated, version 0. Reads only the store's sources, which
+ * never change, so it may run on a worker thread while the loop thread keeps
+ * using the store. Returns as ron_config_build.
+ */
+int ron_config_store_build(const ron_config_store_t *store, ron_config_t *next_out, char *err,
+                           size_t errcap);
+
+/*
+ * Adopt next (borrowed; from ron_config_store_build) as the current snapshot
+ * when it differs from it: version + 1, *changed_out true, the old snapshot
+ * freed. Unchanged: nothing happens. A difference in a restart-only key is
+ * refused with RON_ECONFIG naming the key (the current snapshot stays).
+ * Loop thread only.
+ */
+int ron_config_store_adopt(ron_config_store_t *store, const ron_config_t *next, bool *changed_out,
+                           char *err, size_t errcap);
+
+/*
+ * Build and adopt in one call, on the calling thread (the file is read again). On any error
  * (build, validation, or a change to a restart-only key, named in err) the
  * current snapshot stays and the error is returned. On success *changed_out
  * says whether anything changed; only a change bumps the version.
