@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <uv.h>
 
 #include "ron_config.h"
 #include "ron_err.h"
@@ -362,9 +363,72 @@ test_config_every_key_has_a_doc_and_env_name(void **state)
     assert_true(n >= 30);
 }
 
-int
-main(void)
+/* The node builds on a libuv worker while the loop thread uses the store. */
+typedef struct {
+    uv_work_t work;
+    ron_config_store_t *st;
+    ron_config_t next;
+    int rc;
+    int adopted;
+} th_reload_t;
+
+static void
+th_build(uv_work_t *w)
 {
+    th_reload_t *r = (th_reload_t *)w;
+    char err[RON_CONFIG_ERR_MAX];
+    r->rc = ron_config_store_build(r->st, &r->next, err, sizeof err);
+}
+
+static void
+th_done(uv_work_t *w, int status)
+{
+    th_reload_t *r = (th_reload_t *)w;
+    char err[RON_CONFIG_ERR_MAX];
+    bool changed;
+    assert_int_equal(status, 0);
+    assert_int_equal(r->rc, 0);
+    assert_int_equal(ron_config_store_adopt(r->st, &r->next, &changed, err, sizeof err), 0);
+    r->adopted++;
+}
+
+static void
+test_config_store_builds_on_worker_threads_while_loop_reads(void **state)
+{
+    ron_config_src_t src = {cfgfile, NULL, NULL, 0};
+    ron_config_store_t *st = NULL;
+    char err[RON_CONFIG_ERR_MAX];
+    th_reload_t *r = calloc(8, sizeof *r);
+    uv_loop_t loop;
+    int adopted = 0;
+    (void)state;
+    write_file("{\"echo\": {\"banner\": \"x\"}}");
+    assert_int_equal(ron_config_store_new(&src, &st, err, sizeof err), 0);
+    assert_int_equal(uv_loop_init(&loop), 0);
+    for (int i = 0; i < 8; i++) {
+        r[i].st = st;
+        assert_int_equal(uv_queue_work(&loop, &r[i].work, th_build, th_done), 0);
+    }
+    /* the loop thread reads the current snapshot while the workers build */
+    for (int i = 0; i < 1000; i++)
+        assert_string_equal(ron_config_store_current(st)->echo_banner, "x");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < 8; i++)
+        adopted += r[i].adopted;
+    assert_int_equal(adopted, 8);
+    assert_int_equal(ron_config_store_current(st)->version, 1); /* nothing changed */
+    assert_int_equal(uv_loop_close(&loop), 0);
+    ron_config_store_free(st);
+    free(r);
+}
+
+int
+main(int argc, char **argv)
+{
+    const struct CMUnitTest threaded[] = {
+        cmocka_unit_test_setup_teardown(test_config_store_builds_on_worker_threads_while_loop_reads,
+                                        setup, teardown),
+    };
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_config_defaults_match_design, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config_precedence_file_then_env_then_flags, setup,
@@ -392,5 +456,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_config_every_key_has_a_doc_and_env_name, setup,
                                         teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    if (argc > 1 && strcmp(argv[1], "threads") == 0)
+        return cmocka_run_group_tests(threaded, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, NULL) | cmocka_run_group_tests(threaded, NULL, NULL);
 }
