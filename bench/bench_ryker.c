@@ -228,7 +228,7 @@ single_adapter(int kind, int arg)
 int
 main(int argc, char **argv)
 {
-    int runs = argc > 1 ? atoi(argv[1]) : 7;
+    int runs = argc > 1 ? (int)strtol(argv[1], NULL, 10) : 7;
     if (runs < 5)
         runs = 5;
     if (runs > 31)

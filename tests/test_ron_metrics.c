@@ -15,6 +15,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -227,6 +228,61 @@ test_histogram_renders_cumulative_buckets_sum_and_count(void **state)
     met_registry_free(r);
 }
 
+/* Seeded property test: binary-search bucket choice equals a linear scan. */
+static void
+test_histogram_observe_matches_a_linear_bucket_scan(void **state)
+{
+    (void)state;
+    unsigned seed = (unsigned)time(NULL);
+    const char *env = getenv("RON_TEST_SEED");
+    if (env != NULL)
+        seed = (unsigned)strtoul(env, NULL, 10);
+    srand(seed);
+    static const double bounds[] = {-5, -0.5, 0, 1e-9, 0.25, 1, 3, 1e6};
+    const size_t nb = sizeof bounds / sizeof bounds[0];
+    met_registry_t *r = met_registry_new();
+    met_histogram_t *h;
+    assert_int_equal(met_histogram_register(r, "prop_seconds", "p", bounds, nb, &h), 0);
+    uint64_t want[sizeof bounds / sizeof bounds[0] + 1] = {0};
+    for (int i = 0; i < 20000; i++) {
+        double v;
+        switch (rand() % 4) {
+        case 0:
+            v = bounds[(size_t)rand() % nb]; /* exactly on a bound */
+            break;
+        case 1:
+            v = nextafter(bounds[(size_t)rand() % nb], rand() % 2 ? INFINITY : -INFINITY);
+            break;
+        case 2:
+            v = ((double)rand() / RAND_MAX - 0.5) * 20;
+            break;
+        default:
+            v = (rand() % 2 ? 1 : -1) * ldexp((double)rand() / RAND_MAX, rand() % 80 - 40);
+        }
+        size_t b = 0;
+        while (b < nb && !(v <= bounds[b]))
+            b++;
+        want[b]++;
+        met_histogram_observe(h, v);
+    }
+    char *text = render(r);
+    uint64_t cum = 0;
+    const char *p = text;
+    for (size_t b = 0; b <= nb; b++) {
+        cum += want[b];
+        p = strstr(p, "prop_seconds_bucket{");
+        assert_non_null(p);
+        p = strstr(p, "} ") + 2;
+        unsigned long long got = strtoull(p, NULL, 10);
+        if (got != cum)
+            fail_msg("seed %u: bucket %zu: cumulative %llu, want %llu", seed, b, got,
+                     (unsigned long long)cum);
+    }
+    assert_int_equal(met_histogram_count(h), 20000);
+    free(text);
+    met_registry_free(r);
+}
+
 static void
 test_default_latency_buckets_render_shortest_bounds(void **state)
 {
@@ -321,6 +377,8 @@ registry_every_kind(const char *tag)
     met_counter_add(met_family_counter(f, NULL), UINT64_MAX);
     assert_int_equal(met_family_register(r, &MET_DESC_SERVICE_RESTARTS, &f), 0);
     met_counter_inc(met_family_counter(f, (const char *[]){"svc-storage"}));
+    assert_int_equal(met_family_register(r, &MET_DESC_MERGE_REJECTED, &f), 0);
+    met_counter_add(met_family_counter(f, (const char *[]){"svc-storage"}), 2);
     met_desc_t small = {MET_COUNTER, "peer_frames_total", "Frames \\ per \"peer\"\nsecond line.",
                         (const char *[]){"peer", "dir"}, 2, NULL, 0, 1};
     assert_int_equal(met_family_register(r, &small, &f), 0);
@@ -678,6 +736,53 @@ test_merge_of_kernel_and_children_registries_passes_promtool(void **state)
 }
 
 static void
+test_merge_stops_at_family_and_sample_limits_counting_the_rest(void **state)
+{
+    (void)state;
+    met_merge_t *m = met_merge_new();
+    met_merge_stats_t st;
+    size_t cap = (MET_MERGE_MAX_FAMILIES + 10) * 16;
+    char *text = malloc(cap);
+    size_t len = 0;
+    for (unsigned i = 0; i < MET_MERGE_MAX_FAMILIES + 10; i++)
+        len += (size_t)snprintf(text + len, cap - len, "f%u 1\n", i);
+    assert_int_equal(met_merge_add(m, "a", text, len, &st), 0);
+    assert_int_equal(st.samples, MET_MERGE_MAX_FAMILIES);
+    assert_int_equal(st.rejected, 10);
+    free(text);
+    met_merge_free(m);
+
+    m = met_merge_new();
+    size_t n = MET_MERGE_MAX_SAMPLES + 5;
+    text = malloc(n * 4);
+    for (size_t i = 0; i < n; i++)
+        memcpy(text + 4 * i, "a 1\n", 4);
+    assert_int_equal(met_merge_add(m, NULL, text, n * 4, &st), 0);
+    assert_int_equal(st.samples, MET_MERGE_MAX_SAMPLES);
+    assert_int_equal(st.rejected, 5);
+    assert_int_equal(met_merge_add(m, "b", "b 1\n", 4, &st), 0);
+    assert_int_equal(st.rejected, 1);
+    free(text);
+    met_merge_free(m);
+}
+
+static void
+test_registry_refuses_families_past_its_limit(void **state)
+{
+    (void)state;
+    met_registry_t *r = met_registry_new();
+    met_gauge_t *g;
+    char name[32];
+    for (unsigned i = 0; i < MET_MAX_FAMILIES; i++) {
+        snprintf(name, sizeof name, "g%u", i);
+        assert_int_equal(met_gauge_register(r, name, "h", &g), 0);
+    }
+    assert_int_equal(met_gauge_register(r, "one_more", "h", &g), RON_EBUSY);
+    assert_int_equal(met_gauge_register(r, "g7", "h", &g), 0); /* existing ones still found */
+    met_registry_free(r);
+}
+
+static void
 test_merge_of_every_fuzz_seed_passes_promtool(void **state)
 {
     (void)state;
@@ -720,6 +825,7 @@ main(void)
         cmocka_unit_test(test_family_caps_children_and_routes_excess_to_overflow_child),
         cmocka_unit_test(test_overlong_or_invalid_utf8_label_values_go_to_overflow),
         cmocka_unit_test(test_histogram_renders_cumulative_buckets_sum_and_count),
+        cmocka_unit_test(test_histogram_observe_matches_a_linear_bucket_scan),
         cmocka_unit_test(test_default_latency_buckets_render_shortest_bounds),
         cmocka_unit_test(test_render_escapes_label_values_and_help),
         cmocka_unit_test(test_render_sorts_families_by_name_and_children_by_values),
@@ -733,6 +839,8 @@ main(void)
         cmocka_unit_test(test_merge_refuses_oversized_input_and_bad_service_names),
         cmocka_unit_test(test_merge_of_kernel_and_children_registries_passes_promtool),
         cmocka_unit_test(test_merge_of_every_fuzz_seed_passes_promtool),
+        cmocka_unit_test(test_merge_stops_at_family_and_sample_limits_counting_the_rest),
+        cmocka_unit_test(test_registry_refuses_families_past_its_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -103,6 +104,28 @@ fx_stream_pump(tx_request_t *req, void *arg)
     }
 }
 
+/* An answer given a few milliseconds later, from a timer of its own. */
+typedef struct {
+    uv_timer_t timer;
+    tx_request_t *req;
+} fx_later_t;
+
+static void
+fx_later_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void
+fx_later_fire(uv_timer_t *t)
+{
+    fx_later_t *l = t->data;
+    const tx_request_view_t *v = tx_request_view(l->req);
+
+    tx_respond(l->req, 200, NULL, 0, v->body, v->body_len);
+    uv_close((uv_handle_t *)t, fx_later_closed);
+}
+
 static void
 fx_handler(tx_request_t *req, void *arg)
 {
@@ -110,7 +133,13 @@ fx_handler(tx_request_t *req, void *arg)
     const tx_request_view_t *v = tx_request_view(req);
     char buf[256];
 
-    if (strcmp(v->path, "/healthz") == 0) {
+    if (strcmp(v->path, "/later") == 0) {
+        fx_later_t *l = ron_xcalloc(1, sizeof *l);
+        l->req = req;
+        uv_timer_init(&f->loop, &l->timer);
+        l->timer.data = l;
+        uv_timer_start(&l->timer, fx_later_fire, ron_rand_below(4), 0);
+    } else if (strcmp(v->path, "/healthz") == 0) {
         tx_respond(req, 200, NULL, 0, "ok", 2);
     } else if (strcmp(v->path, "/echo") == 0) {
         tx_header_t h[] = {{"Content-Type", "application/octet-stream"}};
@@ -1244,6 +1273,242 @@ test_client_that_stops_reading_is_closed_and_the_stream_released(void **state)
 }
 
 static void
+cl_stream_http10(fx_t *f)
+{
+    static char buf[1 << 16];
+    char head[4096];
+    size_t total = 0, hl = 0;
+    int fd = cl_connect(f);
+
+    f->ok = 1;
+    CL_CHECK(f, fd >= 0);
+    /* no length and no chunked framing in HTTP/1.0: the close ends the body */
+    CL_CHECK(f, cl_sends(fd, "GET /stream?chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n") == 0);
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        CL_CHECK(f, n >= 0);
+        if (n == 0)
+            break;
+        if (hl < sizeof head - 1) {
+            size_t k = (size_t)n < sizeof head - 1 - hl ? (size_t)n : sizeof head - 1 - hl;
+            memcpy(head + hl, buf, k);
+            hl += k;
+            head[hl] = '\0';
+        }
+        total += (size_t)n;
+    }
+    CL_CHECK(f, strstr(head, "Connection: close\r\n") != NULL);
+    CL_CHECK(f, strstr(head, "Transfer-Encoding") == NULL && strstr(head, "Content-Length") == NULL);
+    char *e = strstr(head, "\r\n\r\n");
+    CL_CHECK(f, e != NULL);
+    CL_CHECK(f, total - (size_t)(e + 4 - head) == (size_t)32 << 20);
+out:
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_streamed_response_to_http10_is_delimited_by_close(void **state)
+{
+    fx_t f = {0};
+    tx_config_t c = test_cfg();
+    (void)state;
+    fx_run(&f, &c, "127.0.0.1:0", cl_stream_http10);
+    fx_expect_ok(&f);
+    assert_null(f.stream_req);
+}
+
+/* ---- a seeded random property test of pipelining ---- */
+
+#define PR_REQS 300
+
+typedef struct {
+    uint64_t seed;
+    int kind[PR_REQS];      /* 0 GET /info, 1 POST /echo (length), 2 POST /later chunked, 3 HEAD */
+    size_t body_len[PR_REQS];
+} pr_plan_t;
+
+static pr_plan_t pr_plan;
+
+static uint64_t
+pr_next(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static void
+pr_body(int i, size_t len, char *out)
+{
+    for (size_t k = 0; k < len; k++)
+        out[k] = (char)('a' + (i * 7 + (int)k) % 26);
+}
+
+/* Append request i of the plan to b. */
+static void
+pr_request(tx_buf_t *b, int i)
+{
+    char line[256], body[3000];
+    size_t bl = pr_plan.body_len[i];
+
+    pr_body(i, bl, body);
+    switch (pr_plan.kind[i]) {
+    case 0:
+        snprintf(line, sizeof line, "GET /info?i=%d HTTP/1.1\r\nHost: t\r\nX-Corr-Id: %d\r\n\r\n", i, i + 1);
+        tx__buf_append_str(b, line);
+        break;
+    case 1:
+        snprintf(line, sizeof line, "POST /echo HTTP/1.1\r\nHost: t\r\nX-Corr-Id: %d\r\nContent-Length: %zu\r\n\r\n",
+                 i + 1, bl);
+        tx__buf_append_str(b, line);
+        tx__buf_append(b, body, bl);
+        break;
+    case 2: {
+        snprintf(line, sizeof line, "POST /later HTTP/1.1\r\nHost: t\r\nX-Corr-Id: %d\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n", i + 1);
+        tx__buf_append_str(b, line);
+        size_t off = 0;
+        while (off < bl) {
+            size_t n = RON_MIN(bl - off, (size_t)(1 + (i * 31 + off) % 700));
+            snprintf(line, sizeof line, "%zx\r\n", n);
+            tx__buf_append_str(b, line);
+            tx__buf_append(b, body + off, n);
+            tx__buf_append(b, "\r\n", 2);
+            off += n;
+        }
+        tx__buf_append_str(b, "0\r\n\r\n");
+        break;
+    }
+    default:
+        snprintf(line, sizeof line, "HEAD /healthz HTTP/1.1\r\nHost: t\r\nX-Corr-Id: %d\r\n\r\n", i + 1);
+        tx__buf_append_str(b, line);
+    }
+}
+
+/* Check the answers in rx (all of them once PR_REQS parsed); returns the
+ * number of complete answers verified, or -1 with f->note set. */
+static int
+pr_check(fx_t *f, const char *rx, size_t len)
+{
+    size_t off = 0;
+    int i = 0;
+    char body[3000];
+
+    while (i < PR_REQS) {
+        const char *e = memmem(rx + off, len - off, "\r\n\r\n", 4);
+        if (e == NULL)
+            return i;
+        size_t hl = (size_t)(e + 4 - (rx + off));
+        const char *cl = memmem(rx + off, hl, "Content-Length: ", 16);
+        size_t bl = cl != NULL ? strtoul(cl + 16, NULL, 10) : 0;
+        if (pr_plan.kind[i] == 3)
+            bl = 0; /* HEAD: the length of GET, no body */
+        if (off + hl + bl > len)
+            return i;
+        char want[64];
+        int wl = snprintf(want, sizeof want, "X-Corr-Id: %d\r\n", i + 1);
+        if (strncmp(rx + off, "HTTP/1.1 200 ", 13) != 0 || memmem(rx + off, hl, want, (size_t)wl) == NULL) {
+            snprintf(f->note, sizeof f->note, "seed %llu: answer %d out of order or failed: %.60s",
+                     (unsigned long long)pr_plan.seed, i, rx + off);
+            return -1;
+        }
+        const char *b = rx + off + hl;
+        if (pr_plan.kind[i] == 1 || pr_plan.kind[i] == 2) {
+            pr_body(i, pr_plan.body_len[i], body);
+            if (bl != pr_plan.body_len[i] || memcmp(b, body, bl) != 0) {
+                snprintf(f->note, sizeof f->note, "seed %llu: body of answer %d differs",
+                         (unsigned long long)pr_plan.seed, i);
+                return -1;
+            }
+        } else if (pr_plan.kind[i] == 0) {
+            char q[32];
+            int ql = snprintf(q, sizeof q, "q=i=%d ", i);
+            if (memmem(b, bl, q, (size_t)ql) == NULL) {
+                snprintf(f->note, sizeof f->note, "seed %llu: answer %d is not for its request",
+                         (unsigned long long)pr_plan.seed, i);
+                return -1;
+            }
+        }
+        off += hl + bl;
+        i++;
+    }
+    return i;
+}
+
+static void
+cl_pipeline_random(fx_t *f)
+{
+    tx_buf_t tx = {0}, rx = {0};
+    uint64_t x = pr_plan.seed | 1;
+    size_t sent = 0;
+    int fd = cl_connect(f), done = 0;
+    uint64_t t0 = ron_now_ms();
+
+    f->ok = 1;
+    CL_CHECK(f, fd >= 0);
+    for (int i = 0; i < PR_REQS; i++)
+        pr_request(&tx, i);
+    /* random write sizes, reading as we go (the server pauses reading when its pipeline fills) */
+    while (done < PR_REQS && ron_now_ms() - t0 < 20000) {
+        struct pollfd pfd = {fd, POLLIN | (sent < tx.len ? POLLOUT : 0), 0};
+        CL_CHECK(f, poll(&pfd, 1, 1000) >= 0);
+        if ((pfd.revents & POLLOUT) && sent < tx.len) {
+            size_t n = RON_MIN(tx.len - sent, (size_t)(1 + pr_next(&x) % 3000));
+            ssize_t w = send(fd, tx.p + sent, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            CL_CHECK(f, w > 0 || errno == EAGAIN);
+            if (w > 0)
+                sent += (size_t)w;
+        }
+        if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+            tx__buf_reserve(&rx, 65536);
+            ssize_t r = recv(fd, rx.p + rx.len, rx.cap - rx.len, MSG_DONTWAIT);
+            CL_CHECK(f, r > 0 || (r < 0 && errno == EAGAIN));
+            if (r > 0)
+                rx.len += (size_t)r;
+            done = pr_check(f, (const char *)rx.p, rx.len);
+            if (done < 0) {
+                f->ok = 0;
+                goto out;
+            }
+        }
+    }
+    if (done != PR_REQS)
+        snprintf(f->note, sizeof f->note, "seed %llu: %d of %d answers",
+                 (unsigned long long)pr_plan.seed, done, PR_REQS);
+    CL_CHECK(f, done == PR_REQS);
+out:
+    tx__buf_free(&tx);
+    tx__buf_free(&rx);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_random_pipelines_with_async_answers_keep_request_order(void **state)
+{
+    tx_config_t c = test_cfg();
+    const char *env = getenv("TX_TEST_SEED");
+    (void)state;
+
+    for (int round = 0; round < 3; round++) {
+        fx_t f = {0};
+        uint64_t x;
+        pr_plan.seed = env != NULL ? strtoull(env, NULL, 10) + (uint64_t)round : ron_now_ns();
+        x = pr_plan.seed | 1;
+        for (int i = 0; i < PR_REQS; i++) {
+            pr_plan.kind[i] = (int)(pr_next(&x) % 4);
+            pr_plan.body_len[i] = pr_plan.kind[i] == 1 || pr_plan.kind[i] == 2 ? pr_next(&x) % 3000 : 0;
+        }
+        fx_run(&f, &c, "127.0.0.1:0", cl_pipeline_random);
+        if (!f.ok)
+            fail_msg("client: %s (rerun with TX_TEST_SEED=%llu)", f.note,
+                     (unsigned long long)pr_plan.seed);
+    }
+}
+
+static void
 test_listener_adopts_an_already_bound_fd(void **state)
 {
     fx_t f = {0};
@@ -1398,6 +1663,7 @@ main(void)
         cmocka_unit_test(test_keepalive_serves_several_requests_on_one_connection),
         cmocka_unit_test(test_pipelined_requests_in_one_write_are_answered_in_order),
         cmocka_unit_test(test_deep_pipeline_pauses_reading_and_loses_nothing),
+        cmocka_unit_test(test_random_pipelines_with_async_answers_keep_request_order),
         cmocka_unit_test(test_body_over_1mib_gets_413_envelope),
         cmocka_unit_test(test_chunked_request_body_is_assembled_and_capped),
         cmocka_unit_test(test_oversized_headers_get_431),
@@ -1419,6 +1685,7 @@ main(void)
         cmocka_unit_test(test_http10_head_expect_and_corr_id_follow_the_rules),
         cmocka_unit_test(test_streamed_response_to_slow_reader_is_bounded_by_backpressure),
         cmocka_unit_test(test_streamed_response_without_length_is_chunked),
+        cmocka_unit_test(test_streamed_response_to_http10_is_delimited_by_close),
         cmocka_unit_test(test_client_that_stops_reading_is_closed_and_the_stream_released),
         cmocka_unit_test(test_listener_adopts_an_already_bound_fd),
     };

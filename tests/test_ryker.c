@@ -4,6 +4,7 @@
  * wrap-around, deadlines with a fake clock, freeing what is left, metrics
  * export, the libuv consumer wake-up, and many producers on real threads.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -349,6 +350,42 @@ test_each_outcome_is_exported_to_the_metrics_registry(void **state)
     met_registry_free(reg);
 }
 
+static void
+test_new_refuses_a_registry_whose_ryker_family_differs(void **state)
+{
+    (void)state;
+    met_registry_t *reg = met_registry_new();
+    met_gauge_t *g;
+    assert_int_equal(met_gauge_register(reg, "ryker_mailbox_depth", "Someone else's.", &g), 0);
+    ryk_opts_t o = {.name = "x", .metrics = reg};
+    ryk_config_default(&o.config);
+    ryk_mailbox_t *mb = NULL;
+    assert_int_equal(ryk_mailbox_new(&o, &mb), -EEXIST);
+    assert_null(mb);
+    met_registry_free(reg);
+}
+
+static void
+test_default_free_and_recv_many_cap_handle_large_batches(void **state)
+{
+    (void)state;
+    ryk_opts_t o = {.name = "big"}; /* default clock and free() */
+    ryk_config_default(&o.config);
+    o.config.capacity = 1000;
+    ryk_mailbox_t *mb;
+    assert_int_equal(ryk_mailbox_new(&o, &mb), 0);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(ryk_mailbox_send(mb, new_int(i), sizeof(int)), 0);
+    static ryk_msg_t out[1000];
+    assert_int_equal(ryk_mailbox_recv_many(mb, out, 1000), RYK_RECV_MANY_MAX);
+    for (unsigned i = 0; i < RYK_RECV_MANY_MAX; i++) {
+        assert_int_equal(*(int *)out[i].msg, (int)i);
+        free(out[i].msg);
+    }
+    assert_int_equal(ryk_mailbox_len(mb), 1000 - RYK_RECV_MANY_MAX);
+    ryk_mailbox_free(mb); /* the rest go through free(): ASan checks none leak */
+}
+
 /* ---- libuv consumer ---- */
 
 typedef struct {
@@ -359,6 +396,15 @@ typedef struct {
     bool saw_closed;
     bool timed_out;
 } consumer_t;
+
+static int uv_closed;
+
+static void
+on_uv_closed(ryk_uv_t *u)
+{
+    (void)u;
+    uv_closed++;
+}
 
 static void
 consume(ryk_uv_t *u, ryk_mailbox_t *mb, void *arg)
@@ -371,7 +417,7 @@ consume(ryk_uv_t *u, ryk_mailbox_t *mb, void *arg)
     while ((c->per_call == 0 || taken < c->per_call) && (rc = ryk_mailbox_recv(mb, &msg, &len)) != RON_EAGAIN) {
         if (rc == RON_ECLOSED) {
             c->saw_closed = true;
-            ryk_uv_close(u, NULL);
+            ryk_uv_close(u, on_uv_closed);
             return;
         }
         assert_int_equal(rc, 0);
@@ -470,8 +516,10 @@ test_uv_consumer_taking_one_per_turn_is_called_until_drained(void **state)
     ryk_mailbox_close(mb);
     consumer_t c = {.per_call = 1};
     ryk_uv_t u;
+    uv_closed = 0;
     assert_int_equal(ryk_uv_init(&u, &loop, mb, consume, &c), 0);
     run_loop_bounded(&loop, &c);
+    assert_int_equal(uv_closed, 1);
     assert_int_equal(c.received, 10);
     assert_true(c.saw_closed);
     assert_true(c.calls >= 11);
@@ -580,6 +628,8 @@ main(void)
         cmocka_unit_test(test_expired_message_is_dropped_freed_and_counted_at_dequeue),
         cmocka_unit_test(test_recv_many_takes_a_fifo_batch_and_drops_expired_ones),
         cmocka_unit_test(test_each_outcome_is_exported_to_the_metrics_registry),
+        cmocka_unit_test(test_new_refuses_a_registry_whose_ryker_family_differs),
+        cmocka_unit_test(test_default_free_and_recv_many_cap_handle_large_batches),
         cmocka_unit_test(test_uv_consumer_is_woken_by_a_producer_thread_until_close),
         cmocka_unit_test(test_uv_consumer_taking_one_per_turn_is_called_until_drained),
         cmocka_unit_test(test_threads_many_producers_one_consumer_keep_order_and_exact_counts),

@@ -180,7 +180,7 @@ fam_get(met_merge_t *m, const char *s, size_t n)
     f->input = UINT32_MAX;
     if (m->nfams == m->cap) {
         m->cap = m->cap ? m->cap * 2 : 32;
-        m->fams = ron_xrealloc(m->fams, m->cap * sizeof *m->fams);
+        m->fams = ron_xrealloc(m->fams, m->cap * sizeof(mfam_t *));
     }
     m->fams[m->nfams++] = f;
     if (2 * m->nfams >= m->nslots) {
@@ -671,11 +671,11 @@ int
 met_merge_render(met_merge_t *m, char **text_out, size_t *len_out)
 {
     met__buf_t b = {0};
-    mfam_t **sorted = ron_xmalloc((m->nfams ? m->nfams : 1) * sizeof *sorted);
+    mfam_t **sorted = ron_xmalloc((m->nfams ? m->nfams : 1) * sizeof(mfam_t *));
 
     if (m->nfams > 0)
-        memcpy(sorted, m->fams, m->nfams * sizeof *sorted);
-    qsort(sorted, m->nfams, sizeof *sorted, cmp_mfam);
+        memcpy(sorted, m->fams, m->nfams * sizeof(mfam_t *));
+    qsort(sorted, m->nfams, sizeof(mfam_t *), cmp_mfam);
     for (size_t i = 0; i < m->nfams; i++) {
         const mfam_t *f = sorted[i];
         if (f->nsamples == 0)

@@ -38,6 +38,9 @@ const met_desc_t MET_DESC_BUS_OVERFLOW = {MET_COUNTER, MET_NAME_BUS_OVERFLOW,
                                           "Bus events lost by subscribers that fell behind."};
 const met_desc_t MET_DESC_SERVICE_RESTARTS = {
     MET_COUNTER, MET_NAME_SERVICE_RESTARTS, "Restarts of a supervised service.", label_service, 1};
+const met_desc_t MET_DESC_MERGE_REJECTED = {
+    MET_COUNTER, MET_NAME_MERGE_REJECTED,
+    "Lines of a service's metrics text the merger refused.", label_service, 1};
 
 typedef struct {
     char *key;                  /* label values, each followed by '\0' */
@@ -228,7 +231,7 @@ family_add_child(met_family_t *f, met_child_t *c)
 {
     if (f->nchildren == f->cap) {
         f->cap = f->cap ? f->cap * 2 : 8;
-        f->children = ron_xrealloc(f->children, f->cap * sizeof *f->children);
+        f->children = ron_xrealloc(f->children, f->cap * sizeof(met_child_t *));
     }
     f->children[f->nchildren++] = c;
     if (2 * f->nchildren >= f->nslots) {
@@ -291,7 +294,7 @@ met_family_register(met_registry_t *r, const met_desc_t *d, met_family_t **fam_o
     }
     if (r->nfams == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 16;
-        r->fams = ron_xrealloc(r->fams, r->cap * sizeof *r->fams);
+        r->fams = ron_xrealloc(r->fams, r->cap * sizeof(met_family_t *));
     }
     r->fams[r->nfams] = family_new(d, b, nb);
     *fam_out = r->fams[r->nfams++];
@@ -624,14 +627,14 @@ render_family(met__buf_t *b, met_family_t *f)
 
     pthread_mutex_lock(&f->mu);
     size_t n = f->nchildren;
-    met_child_t **sorted = ron_xmalloc((n + 1) * sizeof *sorted);
+    met_child_t **sorted = ron_xmalloc((n + 1) * sizeof(met_child_t *));
     if (n > 0)
-        memcpy(sorted, f->children, n * sizeof *sorted);
+        memcpy(sorted, f->children, n * sizeof(met_child_t *));
     if (f->overflow != NULL)
         sorted[n++] = f->overflow;
     pthread_mutex_unlock(&f->mu);
 
-    qsort(sorted, n, sizeof *sorted, cmp_child);
+    qsort(sorted, n, sizeof(met_child_t *), cmp_child);
     for (size_t i = 0; i < n; i++)
         render_child(b, f, sorted[i]);
     free(sorted);
@@ -644,12 +647,12 @@ met_registry_render(met_registry_t *r, char **text_out, size_t *len_out)
 
     pthread_mutex_lock(&r->mu);
     size_t n = r->nfams;
-    met_family_t **sorted = ron_xmalloc((n ? n : 1) * sizeof *sorted);
+    met_family_t **sorted = ron_xmalloc((n ? n : 1) * sizeof(met_family_t *));
     if (n > 0)
-        memcpy(sorted, r->fams, n * sizeof *sorted);
+        memcpy(sorted, r->fams, n * sizeof(met_family_t *));
     pthread_mutex_unlock(&r->mu); /* families are never removed before met_registry_free */
 
-    qsort(sorted, n, sizeof *sorted, cmp_family);
+    qsort(sorted, n, sizeof(met_family_t *), cmp_family);
     for (size_t i = 0; i < n; i++)
         render_family(&b, sorted[i]);
     free(sorted);

@@ -92,7 +92,7 @@ met__buf_double(met__buf_t *b, double v)
             break;
     }
     snprintf(tmp, sizeof tmp, "%.*e", prec - 1, v);
-    int exp = atoi(strchr(tmp, 'e') + 1);
+    int exp = (int)strtol(strchr(tmp, 'e') + 1, NULL, 10);
     if (exp >= -4 && exp < 6)
         snprintf(tmp, sizeof tmp, "%.*f", prec - 1 - exp > 0 ? prec - 1 - exp : 0, v);
     met__buf_puts(b, tmp);

@@ -24,9 +24,18 @@
  * type in the name, non-empty help); registration refuses names that break
  * them, so every exposition we print passes promtool.
  *
- * Threads: every function here is thread-safe. Updates are lock-free
- * (relaxed C11 atomics); registration, child lookup and rendering take a
- * mutex and are meant for start-up, the first use of a label set, and scrapes.
+ * Threads: every registry, family and metric function is thread-safe.
+ * Updates are lock-free (relaxed C11 atomics); registration, child lookup and
+ * rendering take a mutex and are meant for start-up, the first use of a label
+ * set, and scrapes. A met_merge_t belongs to one thread at a time.
+ *
+ * Merging (the admin port's /metrics in macronode):
+ *
+ *   met_merge_t *m = met_merge_new();
+ *   met_merge_add(m, NULL, kernel_text, kernel_len, NULL);      // no label added
+ *   met_merge_add(m, "svc-storage", child_text, child_len, &st); // service="svc-storage"
+ *   met_merge_render(m, &out, &out_len);                          // one valid exposition
+ *   met_merge_free(m);
  */
 #ifndef RON_METRICS_H
 #define RON_METRICS_H
@@ -84,11 +93,13 @@ typedef struct {
 #define MET_NAME_INFLIGHT "inflight_requests"                  /* gauge */
 #define MET_NAME_BUS_OVERFLOW "bus_overflow_dropped_total"     /* counter */
 #define MET_NAME_SERVICE_RESTARTS "service_restarts_total"     /* counter {service} */
+#define MET_NAME_MERGE_REJECTED "metrics_merge_rejected_lines_total" /* counter {service} */
 extern const met_desc_t MET_DESC_REQUEST_LATENCY; /* default latency buckets, label "route" */
 extern const met_desc_t MET_DESC_REJECTED;        /* label "reason" */
 extern const met_desc_t MET_DESC_INFLIGHT;        /* no labels */
 extern const met_desc_t MET_DESC_BUS_OVERFLOW;    /* no labels */
 extern const met_desc_t MET_DESC_SERVICE_RESTARTS; /* label "service" */
+extern const met_desc_t MET_DESC_MERGE_REJECTED;  /* label "service": met_merge_stats_t.rejected */
 
 /* ---- registry ---- */
 

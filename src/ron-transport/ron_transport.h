@@ -6,6 +6,7 @@
  * server: the layers stay separate so they can slot in.
  *
  *   tx_listener.c  bind "HOST:PORT" / "[v6]:PORT", or adopt a bound fd
+ *   tx_server.c    listeners + connections; 503 refusals past max_conns
  *   tx_conn.c      libuv connection I/O: reads, ordered writes, timers,
  *                  backpressure, the limits applied to one connection
  *   tx_limits.c    hardening accounting: counters, token buckets, stats
@@ -61,7 +62,8 @@
 /* ---- configuration ---- */
 typedef struct {
     uint32_t max_conns;         /* 0 = TX_DEFAULT_MAX_CONNS */
-    uint32_t max_inflight;      /* 0 = default */
+    uint32_t max_inflight;      /* 0 = default; a request holds a slot from dispatch until
+                                   answered or its connection fails (a half-close keeps it) */
     uint32_t rate_rps;          /* per source IP (IPv6: per /64); 0 = default */
     uint32_t rate_burst;        /* 0 = rate_rps */
     uint32_t rate_sources;      /* token buckets kept; 0 = default */

@@ -94,11 +94,11 @@ tx_envelope_format(char *out, size_t cap, int status, const char *message, const
     extra[0] = '\0';
     if (reason != NULL) {
         ron_json_escape(rsn, sizeof rsn, reason);
-        snprintf(extra, sizeof extra, ",\"reason\":\"%s\"", rsn);
+        (void)snprintf(extra, sizeof extra, ",\"reason\":\"%s\"", rsn);
     }
     if (retry_after_ms > 0) {
         size_t el = strlen(extra);
-        snprintf(extra + el, sizeof extra - el, ",\"retry_after_ms\":%" PRIu32, retry_after_ms);
+        (void)snprintf(extra + el, sizeof extra - el, ",\"retry_after_ms\":%" PRIu32, retry_after_ms);
     }
     n = snprintf(out, cap, "{\"code\":\"%s\",\"message\":\"%s\",\"retryable\":%s,\"corr_id\":\"%" PRIu64 "\"%s}",
                  tx_status_slug(status), msg, tx_status_retryable(status) ? "true" : "false",

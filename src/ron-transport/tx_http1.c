@@ -525,7 +525,7 @@ tx__http1_error(tx_buf_t *out, uint8_t http_minor, int status, const char *messa
     size_t blen = tx_envelope_format(body, sizeof body, status, message, reason, corr_id,
                                      retry_after_s * 1000u);
 
-    snprintf(ra, sizeof ra, "%u", retry_after_s);
+    (void)snprintf(ra, sizeof ra, "%u", retry_after_s);
     tx__http1_head(out, http_minor, status, h, retry_after_s > 0 ? 2 : 1, (int64_t)blen,
                    keep_alive, corr_id, date);
     if (!is_head)

@@ -28,7 +28,7 @@ void tx__buf_free(tx_buf_t *b);
 
 /* ---- limits and stats (tx_limits.c) ---- */
 typedef struct {
-    uint8_t key[16];  /* IPv4-mapped or IPv6 /64; all zero = empty slot */
+    uint8_t key[16];  /* IPv4-mapped address, or an IPv6 /64 */
     uint64_t last_ms; /* last refill, monotonic ms */
     uint64_t tokens;  /* milli-tokens, <= burst * 1000 */
     bool used;

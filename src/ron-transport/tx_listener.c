@@ -176,10 +176,10 @@ tx_listener_addr(const tx_listener_t *l, char out[static TX_ADDR_MAX])
         return;
     if (ss.ss_family == AF_INET) {
         inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
-        snprintf(out, TX_ADDR_MAX, "%s:%u", host, tx_listener_port(l));
+        (void)snprintf(out, TX_ADDR_MAX, "%s:%u", host, tx_listener_port(l));
     } else {
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
-        snprintf(out, TX_ADDR_MAX, "[%s]:%u", host, tx_listener_port(l));
+        (void)snprintf(out, TX_ADDR_MAX, "[%s]:%u", host, tx_listener_port(l));
     }
 }
 

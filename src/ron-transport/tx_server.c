@@ -39,7 +39,7 @@ tx__server_date(tx_server_t *s)
 
     if ((int64_t)now != s->date_sec) {
         gmtime_r(&now, &tm);
-        strftime(s->date, sizeof s->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        (void)strftime(s->date, sizeof s->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
         s->date_sec = (int64_t)now;
     }
     return s->date;

@@ -73,7 +73,8 @@ typedef void (*ryk_free_fn)(void *msg, size_t len, void *arg);
 typedef uint64_t (*ryk_clock_fn)(void *arg);
 
 typedef struct {
-    const char *name;           /* borrowed, copied: metrics label; 1..RYK_MAX_NAME bytes */
+    const char *name;           /* borrowed, copied: metrics label; 1..RYK_MAX_NAME bytes;
+                                 * unique per registry (same name = same series) */
     ryk_config_t config;
     ryk_free_fn free_msg;       /* NULL: free(msg) */
     void *free_arg;

@@ -135,7 +135,7 @@ def main():
                     refused += 1
                     if b"\r\nRetry-After: " not in r or b'"code":"unavailable"' not in r:
                         fail(f"503 without Retry-After or envelope: {r[:300]!r}")
-                    if state[s]["closed_at"] > 3.0:
+                    if state[s]["closed_at"] > 5.0:  # 200 ms linger, plus a loaded machine
                         fail(f"refused connection closed only after {state[s]['closed_at']:.1f} s")
                 elif r.startswith(b"HTTP/1.1 408 "):
                     timed_out += 1
