@@ -1,12 +1,11 @@
 /*
  * mn_echo.c - the built-in `echo` service and the table of built-in
- * services. echo serves TCP on the listener the kernel hands it (echo.addr):
- * each connection first receives echo.banner and a newline, then gets back
- * every byte it sends. It is small on purpose: it makes restarts, health,
- * config updates and metrics real before the storage services exist.
- * Invariants: at most ECHO_MAX_CONNS connections (the excess is closed at
- * accept); a connection idle for ECHO_IDLE_MS is closed; a peer that does
- * not read its echoes has reading paused once ECHO_MAX_QUEUE bytes wait.
+ * services (echo, and health from mn_health.c). echo serves TCP on the listener the kernel hands it
+ * (echo.addr): each connection first receives echo.banner and a newline, then gets back every byte
+ * it sends. It is small on purpose: it makes restarts, health, config updates and metrics real
+ * before the storage services exist. Invariants: at most ECHO_MAX_CONNS connections (the excess is
+ * closed at accept); a connection idle for ECHO_IDLE_MS is closed; a peer that does not read its
+ * echoes has reading paused once ECHO_MAX_QUEUE bytes wait.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -266,21 +265,24 @@ echo_listen_addr(const ron_config_t *cfg)
     return cfg->echo_addr;
 }
 
-static const ron_service_def_t services[] = {
-    {"echo", echo_listen_addr, echo_start, echo_apply, echo_metrics, echo_stop},
+static const ron_service_def_t svc_echo = {
+    "echo", echo_listen_addr, echo_start, echo_apply, echo_metrics, echo_stop,
 };
+
+/* The built-in services, by name. */
+static const ron_service_def_t *const services[] = {&svc_echo, &mn__svc_health};
 
 const ron_service_def_t *
 ron_service_find(const char *name)
 {
     for (size_t i = 0; i < RON_ARRAY_LEN(services); i++)
-        if (strcmp(services[i].name, name) == 0)
-            return &services[i];
+        if (strcmp(services[i]->name, name) == 0)
+            return services[i];
     return NULL;
 }
 
 const char *
 ron_service_names(void)
 {
-    return "echo";
+    return "echo, health";
 }

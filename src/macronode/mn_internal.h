@@ -81,6 +81,9 @@ void mn__sup_metrics(const mn_sup_t *s, met_merge_t *m);
 /* Close handles; memory goes once the loop runs the close callbacks. */
 void mn__sup_free(mn_sup_t *s);
 
+/* The built-in `health` service (mn_health.c). */
+extern const ron_service_def_t mn__svc_health;
+
 /* ---- the service host (mn_service.c) ---- */
 
 typedef struct mn_host mn_host_t;
