@@ -23,13 +23,13 @@
 #include "ron_config.h"
 
 /* Limits */
-#define MN_MAX_METRICS                                                                             \
-    (128u << 10)              /* a child's metrics text per heartbeat; a larger one is             \
-                                 not sent (child) or not kept (kernel) */
-#define MN_MAX_LOG_LINE 4096u /* a child's log line; a longer one is cut into several */
-#define MN_HEALTH_TICK_MS                                                                          \
-    100u /* how often the kernel checks heartbeats: bounds the                                     \
-            detection delay of a silent child */
+/* A child's metrics text per heartbeat: a larger one is not sent (child)
+ * or not kept (kernel). */
+#define MN_MAX_METRICS (128u << 10)
+/* A child's log line: a longer one is cut into several. */
+#define MN_MAX_LOG_LINE 4096u
+/* How often the kernel checks heartbeats: bounds the detection delay. */
+#define MN_HEALTH_TICK_MS 100u
 
 /* A built-in service. Every callback runs on the service's loop thread. */
 typedef struct {

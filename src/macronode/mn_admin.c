@@ -37,7 +37,8 @@
 #include "ron_transport.h"
 #include "ron_util.h"
 
-#define MN_WRITE_INFLIGHT_PCT 80u /* writes stop being ready above this share of max_inflight */
+/* Writes stop being ready above this share of max_conns or max_inflight. */
+#define MN_WRITE_INFLIGHT_PCT 80u
 
 struct mn_admin {
     mn_node_t *node;

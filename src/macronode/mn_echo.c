@@ -20,7 +20,7 @@
 #define ECHO_MAX_CONNS 256u         /* open echo connections */
 #define ECHO_IDLE_MS 30000u         /* idle connection lifetime */
 #define ECHO_MAX_QUEUE (256u << 10) /* unsent echo bytes per connection before reads pause */
-#define ECHO_READ_BUF 16384u
+#define ECHO_READ_BUF 16384u        /* bytes read per callback */
 
 typedef struct echo echo_t;
 

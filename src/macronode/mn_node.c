@@ -1,15 +1,17 @@
 /*
  * mn_node.c - `ron node`: the kernel process. Owns the loop, the config
- * store, the kernel event bus (whose events it logs, one JSON line each), the
- * kernel's metrics registry, the supervisor (child processes in the macro
- * profile, in-process service hosts in micro), the admin port, and the signals: SIGHUP reloads,
- * SIGINT/SIGTERM publish SHUTDOWN and stop the children in reverse start
- * order within supervisor.stop_timeout_ms, after which the node exits 0.
+ * store, the kernel event bus (whose events it logs, one JSON line each),
+ * the kernel's metrics registry, the supervisor (child processes in the
+ * macro profile, in-process service hosts in micro), the admin port, and the
+ * signals: SIGHUP reloads; SIGINT/SIGTERM (ron_wait_for_ctrl_c) publish
+ * SHUTDOWN and stop the children in reverse start order within
+ * supervisor.stop_timeout_ms, after which the node exits 0.
  * Invariants: a reload reads and validates the file on a worker thread, then
  * swaps the snapshot and hands it to the supervisor in the same loop turn
- * (the supervisor borrows the current snapshot); one reload at a time; a second
- * stop signal is ignored; a shutdown that overruns stop_timeout_ms + MN_EXIT_SLACK_MS ends
- * the process anyway (exit 0 after SIGKILLing what is left).
+ * (the supervisor borrows the current snapshot); one reload at a time; a
+ * second stop signal is ignored; a shutdown that overruns stop_timeout_ms +
+ * MN_EXIT_SLACK_MS ends the process anyway (exit 0; children were SIGKILLed
+ * at stop_timeout_ms and die with us through PR_SET_PDEATHSIG).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -23,9 +25,8 @@
 #include "ron_log.h"
 #include "ron_util.h"
 
-#define MN_EXIT_SLACK_MS                                                                           \
-    400u /* after stop_timeout_ms (<= 1500): the node exits within 2 s (§11)                      \
-          */
+/* After stop_timeout_ms (<= 1500 ms): the node exits within 2 s (DESIGN §11). */
+#define MN_EXIT_SLACK_MS 400u
 
 struct mn_node {
     uv_loop_t *loop;
