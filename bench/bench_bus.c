@@ -12,7 +12,9 @@
  * the loss is printed). --rate R paces the publisher at R events/s, so the
  * latency percentiles are hand-off latency rather than queueing delay.
  * Threads are pinned with pthread_setaffinity_np (publisher to --pub-cpu,
- * subscribers round-robin over --sub-cpus). Prints one line of key=value.
+ * subscribers round-robin over --sub-cpus). An idle subscriber spins briefly,
+ * then yields; when subscribers outnumber their CPUs it yields at once.
+ * Prints one line of key=value.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -45,6 +47,7 @@ static _Atomic int g_ready;
 static _Atomic int g_go;
 static _Atomic int g_done;
 static uint64_t g_pub_start_ns, g_pub_end_ns;
+static unsigned g_spin = 256; /* idle polls before sched_yield; 0 when subscribers share a core */
 
 static void
 pin(int cpu)
@@ -98,7 +101,7 @@ sub_main(void *arg)
         }
         if (done)
             break;
-        if (++idle < 256)
+        if (++idle < g_spin)
             relax();
         else
             sched_yield(); /* share the core with other subscribers */
@@ -175,6 +178,8 @@ main(int argc, char **argv)
         fprintf(stderr, "bench_bus: bad arguments\n");
         return 2;
     }
+    if (nsubs > nsub_cpus)
+        g_spin = 0; /* several subscribers per core: spinning only steals from the others */
     ron_bus_opts_t o = {.capacity = capacity};
     if (ron_bus_new(&o, &g_bus) < 0) {
         fprintf(stderr, "bench_bus: bad capacity %u\n", capacity);

@@ -14,6 +14,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 OUT="$HERE/results/rbus.md"
 [ -x "$BIN" ] || { echo "rbus.sh: $BIN not built (ninja -C $BUILD bench_rbus)" >&2; exit 2; }
 mkdir -p "$HERE/results"
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -41,7 +42,8 @@ v() { cat "$TMP/$1.$2.$3"; }
     echo "cores 0 and 1; 32-byte requests echoed (70-byte OAP/1 frames); medians of $RUNS runs of"
     echo "$REQS requests (after 10 % warm-up). \"raw\" is a blocking socketpair echo of the same"
     echo "frame sizes with no framing or event loop: the floor a hand-written IPC would reach."
-    echo "Provisional: measured while other engineers were building and testing on the same 2 cores."
+    echo "Provisional: measured while other engineers were building and testing on the same 2 cores"
+    echo "(1-minute load average $LOAD0 at the start, $(cut -d' ' -f1 /proc/loadavg) at the end)."
     echo
     echo "| in flight | ron-bus req/s | p50 µs | p99 µs | raw req/s | raw p50 µs | raw p99 µs | ron-bus / raw |"
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|"

@@ -46,7 +46,7 @@ static void tick_cb(uv_timer_t *t) { (void)t; }
 /* ---- the service under test, written once against rbus_ ---- */
 
 typedef struct {
-    rbus_req_t *held[RBUS_MAX_INFLIGHT]; /* requests "hang" left unanswered */
+    rbus_req_t *held[4 * RBUS_MAX_INFLIGHT]; /* requests "hang" left unanswered */
     int nheld;
     int served;
 } svc_t;
@@ -57,7 +57,8 @@ svc_handle(void *arg, rbus_req_t *req, const oap_frame_t *f)
     svc_t *s = arg;
 
     s->served++;
-    if (f->payload_len == 4 && memcmp(f->payload, "hang", 4) == 0) {
+    if (f->payload_len == 4 && memcmp(f->payload, "hang", 4) == 0 &&
+        s->nheld < (int)RON_ARRAY_LEN(s->held)) {
         s->held[s->nheld++] = req;
         return;
     }
@@ -990,6 +991,158 @@ test_bus_survives_closing_from_inside_its_callbacks_in_process(void **state)
     reentrancy_on(RBUS_TRANSPORT_INPROC);
 }
 
+/* ---- seeded random interleavings: every accepted request completes exactly once ---- */
+
+#define CHAOS_REQS 1500
+#define CHAOS_CLIENTS 3
+
+typedef struct {
+    int calls[CHAOS_REQS];
+    bool accepted[CHAOS_REQS];
+    int n;
+} chaos_t;
+
+static int chaos_outcome[4]; /* ok, timeout, unavail, shutdown */
+
+static void
+chaos_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    int *calls = arg;
+
+    (void)resp;
+    chaos_outcome[status == 0 ? 0 : status == RON_ETIMEOUT ? 1 : status == RON_EUNAVAIL ? 2 : 3]++;
+    assert_int_equal(*calls, 0); /* exactly once */
+    assert_true(status == 0 || status == RON_ETIMEOUT || status == RON_EUNAVAIL ||
+                status == RON_ESHUTDOWN);
+    (*calls)++;
+}
+
+static uint64_t
+chaos_rand(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static rbus_t *
+chaos_server(fx_t *fx, rbus_transport_t t, svc_t *svc)
+{
+    rbus_t *b = fx_bus(fx, t, "chaos");
+    int nheld = svc->nheld;
+    rbus_req_t *held[RON_ARRAY_LEN(svc->held)];
+
+    /* keep requests still held from an earlier incarnation: they must still be answered */
+    memcpy(held, svc->held, sizeof held);
+    svc_register(b, svc);
+    memcpy(svc->held, held, sizeof held);
+    svc->nheld = nheld;
+    assert_int_equal(rbus_listen(b), 0);
+    return b;
+}
+
+static void
+chaos_on(rbus_transport_t t, uint64_t seed)
+{
+    fx_t fx;
+    svc_t svc = {0};
+    static chaos_t ch;
+    rbus_t *cli[CHAOS_CLIENTS];
+    rbus_peer_t *peer[CHAOS_CLIENTS];
+    uint64_t x = seed;
+    char name[16];
+
+    memset(&ch, 0, sizeof ch);
+    memset(chaos_outcome, 0, sizeof chaos_outcome);
+    fx_init(&fx);
+    rbus_t *srv = chaos_server(&fx, t, &svc);
+    for (int i = 0; i < CHAOS_CLIENTS; i++) {
+        snprintf(name, sizeof name, "c%d", i);
+        cli[i] = fx_bus(&fx, t, name);
+        peer[i] = rbus_connect(cli[i], "chaos", NULL);
+    }
+    while (ch.n < CHAOS_REQS) {
+        uint64_t r = chaos_rand(&x) % 100;
+        int c = (int)(chaos_rand(&x) % CHAOS_CLIENTS);
+        if (r < 55) {
+            const char *body = chaos_rand(&x) % 2 ? "hang" : "echo";
+            uint32_t deadline = 5 + (uint32_t)(chaos_rand(&x) % 100);
+            int rc = rbus_request(peer[c], APP_ECHO, body, 4, deadline, chaos_reply, &ch.calls[ch.n]);
+            assert_true(rc == 0 || rc == RON_EUNAVAIL || rc == RON_EBUSY);
+            ch.accepted[ch.n++] = rc == 0;
+        } else if (r < 62 && svc.nheld > 0) {
+            int k = (int)(chaos_rand(&x) % (uint64_t)svc.nheld);
+            rbus_respond(svc.held[k], 200, "late", 4);
+            svc.held[k] = svc.held[--svc.nheld];
+        } else if (r < 73) {
+            rbus_peer_close(peer[c]);
+            peer[c] = rbus_connect(cli[c], "chaos", NULL);
+        } else if (r < 75) {
+            rbus_free(srv);
+            srv = chaos_server(&fx, t, &svc);
+        } else {
+            if (r >= 92)
+                usleep(3000); /* let deadlines pass */
+            uv_run(&fx.loop, UV_RUN_NOWAIT);
+        }
+        if (svc.nheld >= (int)RBUS_MAX_INFLIGHT)
+            svc_release(&svc);
+    }
+    svc_release(&svc);
+    int pending = 0;
+    for (int i = 0; i < CHAOS_REQS; i++)
+        pending += ch.accepted[i] && ch.calls[i] == 0;
+    RUN_UNTIL(&fx.loop, ({
+        pending = 0;
+        for (int i = 0; i < CHAOS_REQS; i++)
+            pending += ch.accepted[i] && ch.calls[i] == 0;
+        svc_release(&svc);
+        pending == 0;
+    }), 5000);
+    if (pending != 0)
+        print_error("seed %llu: %d requests never completed\n", (unsigned long long)seed, pending);
+    assert_int_equal(pending, 0);
+    for (int i = 0; i < CHAOS_REQS; i++)
+        assert_int_equal(ch.calls[i], ch.accepted[i] ? 1 : 0);
+    print_message("chaos outcomes: ok %d, timeout %d, unavailable %d, shutdown %d\n",
+                  chaos_outcome[0], chaos_outcome[1], chaos_outcome[2], chaos_outcome[3]);
+    /* the run really mixed answers, expired deadlines and lost connections */
+    assert_true(chaos_outcome[0] > 0 && chaos_outcome[1] > 0 && chaos_outcome[2] > 0);
+    for (int i = 0; i < CHAOS_CLIENTS; i++) {
+        rbus_peer_close(peer[i]);
+        rbus_free(cli[i]);
+    }
+    rbus_free(srv);
+    svc_release(&svc);
+    fx_close(&fx);
+}
+
+static uint64_t
+chaos_seed(void)
+{
+    const char *env = getenv("RON_SEED");
+    uint64_t seed = env != NULL ? strtoull(env, NULL, 10) : (ron_now_ns() | 1);
+
+    print_message("chaos seed %llu (RON_SEED=%llu to replay)\n", (unsigned long long)seed,
+                  (unsigned long long)seed);
+    return seed;
+}
+
+static void
+test_bus_random_interleavings_complete_every_request_once_over_unix(void **state)
+{
+    (void)state;
+    chaos_on(RBUS_TRANSPORT_UNIX, chaos_seed());
+}
+
+static void
+test_bus_random_interleavings_complete_every_request_once_in_process(void **state)
+{
+    (void)state;
+    chaos_on(RBUS_TRANSPORT_INPROC, chaos_seed());
+}
+
 static void
 test_bus_hello_parse_ignores_unknown_keys_and_checks_known_ones(void **state)
 {
@@ -1074,6 +1227,8 @@ main(void)
         cmocka_unit_test(test_bus_answers_404_for_app_without_handler_and_serves_both_directions),
         cmocka_unit_test(test_bus_survives_closing_from_inside_its_callbacks_over_unix),
         cmocka_unit_test(test_bus_survives_closing_from_inside_its_callbacks_in_process),
+        cmocka_unit_test(test_bus_random_interleavings_complete_every_request_once_over_unix),
+        cmocka_unit_test(test_bus_random_interleavings_complete_every_request_once_in_process),
         cmocka_unit_test(test_bus_hello_parse_ignores_unknown_keys_and_checks_known_ones),
         cmocka_unit_test(test_bus_config_from_env_reads_and_hides_the_secret),
     };

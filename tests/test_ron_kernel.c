@@ -281,6 +281,33 @@ test_bus_delivers_every_kind_in_order_to_every_subscriber(void **state)
 }
 
 static void
+test_bus_delivers_only_the_fields_of_the_event_kind(void **state)
+{
+    (void)state;
+    ron_bus_t *bus = bus_make(8, NULL, 0);
+    ron_bus_sub_t *s;
+    ron_kernel_event_t ev, got;
+
+    assert_int_equal(ron_bus_subscribe(bus, NULL, &s), 0);
+    /* filled by hand, with bytes in fields HEALTH does not use */
+    memset(&ev, 0x41, sizeof ev);
+    ev.kind = RON_EV_HEALTH;
+    ev.ok = 1;
+    ev.version = 77;
+    ev.service[RON_KERNEL_SERVICE_MAX - 1] = 0;
+    assert_int_equal(ron_bus_publish(bus, &ev), 0);
+    memset(&got, 0x5a, sizeof got);
+    assert_int_equal(ron_bus_recv(s, &got), 0);
+    assert_int_equal(got.kind, RON_EV_HEALTH);
+    assert_string_equal(got.service, ev.service);
+    assert_int_equal(got.version, 77); /* the header travels whole */
+    for (size_t i = 0; i < sizeof got.reason; i++)
+        assert_int_equal(got.reason[i], 0);
+    ron_bus_unsubscribe(s);
+    ron_bus_free(bus);
+}
+
+static void
 test_bus_subscriber_sees_only_events_published_after_it_joined(void **state)
 {
     (void)state;
@@ -386,10 +413,8 @@ test_bus_publish_never_blocks_with_a_stuck_subscriber(void **state)
     const uint64_t n = 200000;
 
     assert_int_equal(ron_bus_subscribe(bus, NULL, &stuck), 0);
-    uint64_t t0 = ron_now_ms();
     for (uint64_t v = 0; v < n; v++)
-        publish_version(bus, v); /* would hang here if publish waited for a reader */
-    assert_true(ron_now_ms() - t0 < 60000);
+        publish_version(bus, v); /* would hang here (CTest timeout) if publish waited */
     /* the stuck subscriber wakes up to the newest `capacity` events */
     assert_int_equal(ron_bus_recv(stuck, &got), 0);
     assert_int_equal(got.version, n - 64);
@@ -777,6 +802,10 @@ test_bus_threads_stress_delivers_whole_ordered_events_and_counts_every_loss(void
     assert_int_equal(st.overflow_dropped, sum_dropped);
     ron_bus_stats(bus, &st);
     assert_int_equal(st.delivered, sum_received);
+    print_message("stress: published %llu, delivered %llu, dropped %llu, overflow reports %llu\n",
+                  (unsigned long long)st.published, (unsigned long long)st.delivered,
+                  (unsigned long long)st.overflow_dropped,
+                  (unsigned long long)st.overflow_reports);
     ron_bus_free(bus);
 }
 
@@ -884,6 +913,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_event_decode_is_strict),
         cmocka_unit_test(test_bus_rejects_capacity_that_is_not_a_power_of_two_in_range),
         cmocka_unit_test(test_bus_delivers_every_kind_in_order_to_every_subscriber),
+        cmocka_unit_test(test_bus_delivers_only_the_fields_of_the_event_kind),
         cmocka_unit_test(test_bus_subscriber_sees_only_events_published_after_it_joined),
         cmocka_unit_test(test_bus_holds_exactly_capacity_events_for_a_laggard),
         cmocka_unit_test(test_bus_laggard_loses_exactly_the_oldest_and_the_count_is_exact),

@@ -645,6 +645,35 @@ test_merge_refuses_type_clash_and_duplicate_metadata(void **state)
 }
 
 static void
+test_merge_refuses_a_second_sample_of_the_same_series(void **state)
+{
+    (void)state;
+    met_merge_t *m = met_merge_new();
+    met_merge_stats_t st;
+    add_ok(m, NULL, "# HELP up_ratio U.\n# TYPE up_ratio gauge\nup_ratio{service=\"a\"} 1\n", 1);
+    const char *a = "# HELP up_ratio U.\n# TYPE up_ratio gauge\n"
+                    "up_ratio{z=\"1\",b=\"2\"} 1\n"
+                    "up_ratio{b=\"2\",z=\"1\"} 2\n"   /* same series, labels reordered */
+                    "up_ratio{b=\"2\"} 3\n"
+                    "up_ratio 4\n"                      /* is up_ratio{service=\"a\"} of the kernel */
+                    "up_ratio{b=\"2\"} 5 1700000000000\n"; /* a timestamp is no new series */
+    assert_int_equal(met_merge_add(m, "a", a, strlen(a), &st), 0);
+    assert_int_equal(st.samples, 2);
+    assert_int_equal(st.rejected, 3);
+    add_ok(m, "b", "up_ratio{z=\"1\",b=\"2\"} 1\nup_ratio 4\n", 2); /* other service: new series */
+    char *out = merge_render(m);
+    assert_string_equal(out, "# HELP up_ratio U.\n# TYPE up_ratio gauge\n"
+                             "up_ratio{service=\"a\"} 1\n"
+                             "up_ratio{service=\"a\",b=\"2\",z=\"1\"} 1\n"
+                             "up_ratio{service=\"a\",b=\"2\"} 3\n"
+                             "up_ratio{service=\"b\",b=\"2\",z=\"1\"} 1\n"
+                             "up_ratio{service=\"b\"} 4\n");
+    assert_promtool_clean(out, strlen(out));
+    free(out);
+    met_merge_free(m);
+}
+
+static void
 test_merge_refuses_names_that_collide_with_histogram_series(void **state)
 {
     (void)state;
@@ -754,10 +783,12 @@ test_merge_stops_at_family_and_sample_limits_counting_the_rest(void **state)
 
     m = met_merge_new();
     size_t n = MET_MERGE_MAX_SAMPLES + 5;
-    text = malloc(n * 4);
+    cap = n * 20;
+    text = malloc(cap);
+    len = 0;
     for (size_t i = 0; i < n; i++)
-        memcpy(text + 4 * i, "a 1\n", 4);
-    assert_int_equal(met_merge_add(m, NULL, text, n * 4, &st), 0);
+        len += (size_t)snprintf(text + len, cap - len, "a{i=\"%zu\"} 1\n", i);
+    assert_int_equal(met_merge_add(m, NULL, text, len, &st), 0);
     assert_int_equal(st.samples, MET_MERGE_MAX_SAMPLES);
     assert_int_equal(st.rejected, 5);
     assert_int_equal(met_merge_add(m, "b", "b 1\n", 4, &st), 0);
@@ -835,6 +866,7 @@ main(void)
         cmocka_unit_test(test_merge_labels_histogram_buckets_and_renames_service_label),
         cmocka_unit_test(test_merge_rejects_each_garbage_line_and_keeps_the_rest),
         cmocka_unit_test(test_merge_refuses_type_clash_and_duplicate_metadata),
+        cmocka_unit_test(test_merge_refuses_a_second_sample_of_the_same_series),
         cmocka_unit_test(test_merge_refuses_names_that_collide_with_histogram_series),
         cmocka_unit_test(test_merge_refuses_oversized_input_and_bad_service_names),
         cmocka_unit_test(test_merge_of_kernel_and_children_registries_passes_promtool),

@@ -13,9 +13,10 @@
  * then reload seq: unchanged means the copy is whole"; below 2c+2 means "not
  * published yet"; above means the ring lapped the reader, which then skips to
  * head - capacity (the oldest position that can still be intact) and counts
- * the skipped positions as dropped. Event words are relaxed/acquire atomics,
+ * the skipped positions as dropped. Event words are release/acquire atomics,
  * so a torn read is detected rather than being a data race (TSan-clean, and
- * no atomic_thread_fence, which GCC's TSan does not support).
+ * no atomic_thread_fence, which GCC's TSan does not support). Only the words
+ * an event's kind uses are copied (bus_words_for), the rest read as zero.
  *
  * Invariants: publish never allocates and never reads a subscriber's cursor;
  * a subscriber never returns the same position twice or a torn event;
@@ -77,6 +78,30 @@ struct ron_bus {
     uint64_t retired_delivered;  /* counters of unsubscribed subscribers */
     ron_bus_sub_t subs[RON_BUS_MAX_SUBS];
 };
+
+/* Words of the event a kind uses: the rest are zero (the setters zero them),
+ * so the bus copies only this prefix. A HEALTH or CONFIG_UPDATED event and
+ * its slot's seq then share one cache line, which is what makes the hand-off
+ * between cores cheap. Unknown kinds (a torn read) get the whole event. */
+_Static_assert(offsetof(ron_kernel_event_t, service) == 16, "header is two words");
+_Static_assert(sizeof(((ron_kernel_event_t *)0)->service) % 8 == 0, "service is whole words");
+#define BUS_WORDS_HEADER 2u
+#define BUS_WORDS_HEALTH \
+    ((offsetof(ron_kernel_event_t, service) + RON_KERNEL_SERVICE_MAX) / sizeof(uint64_t))
+
+static inline size_t
+bus_words_for(uint32_t kind)
+{
+    switch (kind) {
+    case RON_EV_HEALTH:
+        return BUS_WORDS_HEALTH;
+    case RON_EV_CONFIG_UPDATED:
+    case RON_EV_SHUTDOWN:
+        return BUS_WORDS_HEADER;
+    default:
+        return BUS_EV_WORDS;
+    }
+}
 
 static uint64_t
 bus_default_now_ms(void *arg)
@@ -180,9 +205,12 @@ ron_bus_publish(ron_bus_t *bus, const ron_kernel_event_t *ev)
 
     if (ron_kernel_event_kind_name(ev->kind) == NULL)
         return RON_EINVAL;
-    memcpy(words, ev, sizeof words);
+    size_t nw = bus_words_for(ev->kind);
+    memcpy(words, ev, nw * sizeof(uint64_t));
 
-    uint64_t pos = atomic_fetch_add_explicit(&bus->head, 1, memory_order_relaxed);
+    /* seq_cst (free on x86: lock xadd): orders the claim before the wake
+     * check, so a subscriber whose cursor starts at or below pos gets a wake. */
+    uint64_t pos = atomic_fetch_add(&bus->head, 1);
     bus_slot_t *slot = &bus->ring[pos & bus->mask];
     uint64_t busy = 2 * pos + 1;
     uint64_t s = atomic_load_explicit(&slot->seq, memory_order_relaxed);
@@ -200,11 +228,10 @@ ron_bus_publish(ron_bus_t *bus, const ron_kernel_event_t *ev)
             break;
     }
     /* Release: a reader whose load sees any of these words also sees busy. */
-    for (size_t i = 0; i < BUS_EV_WORDS; i++)
+    for (size_t i = 0; i < nw; i++)
         atomic_store_explicit(&slot->w[i], words[i], memory_order_release);
-    /* seq_cst (not just release) pairs with the seq_cst loads of the wake
-     * registration so a subscriber that just registered cannot miss both the
-     * event and the wake-up. */
+    /* seq_cst, like the subscriber's load of seq, so that a subscriber that
+     * found nothing new and went idle is always signalled after this store. */
     atomic_store(&slot->seq, busy + 1);
 wake:
     bus_wake_all(bus);
@@ -228,7 +255,6 @@ ron_bus_subscribe(ron_bus_t *bus, uv_async_t *wake, ron_bus_sub_t **sub_out)
     if (sub == NULL)
         goto out;
     sub->in_use = true;
-    sub->cursor = atomic_load(&bus->head);
     atomic_store_explicit(&sub->delivered, 0, memory_order_relaxed);
     atomic_store_explicit(&sub->dropped, 0, memory_order_relaxed);
     if (wake != NULL) {
@@ -237,6 +263,10 @@ ron_bus_subscribe(ron_bus_t *bus, uv_async_t *wake, ron_bus_sub_t **sub_out)
             atomic_store(&bus->wake_hi, sub->index + 1);
         atomic_fetch_add(&bus->n_wakers, 1);
     }
+    /* After the wake registration (all seq_cst): a publisher that claims a
+     * position >= cursor then sees n_wakers and the handle, so no event this
+     * subscriber can receive goes without a wake-up. */
+    sub->cursor = atomic_load(&bus->head);
     *sub_out = sub;
     rc = 0;
 out:
@@ -326,11 +356,17 @@ ron_bus_recv(ron_bus_sub_t *sub, ron_kernel_event_t *ev_out)
         if (s1 < want)
             break; /* not yet published (or being written) */
         if (s1 == want) {
-            for (size_t i = 0; i < BUS_EV_WORDS; i++)
+            uint32_t kind;
+            words[0] = atomic_load_explicit(&slot->w[0], memory_order_acquire);
+            memcpy(&kind, &words[0], sizeof kind); /* kind is the first field */
+            size_t nw = bus_words_for(kind);       /* a torn kind is caught below */
+            for (size_t i = 1; i < nw; i++)
                 words[i] = atomic_load_explicit(&slot->w[i], memory_order_acquire);
             uint64_t s2 = atomic_load_explicit(&slot->seq, memory_order_acquire);
             if (s2 == want) {
-                memcpy(ev_out, words, sizeof words);
+                memset((char *)ev_out + nw * sizeof(uint64_t), 0,
+                       sizeof *ev_out - nw * sizeof(uint64_t));
+                memcpy(ev_out, words, nw * sizeof(uint64_t));
                 sub->cursor = c + 1;
                 atomic_store_explicit(
                     &sub->delivered,

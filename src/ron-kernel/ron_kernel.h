@@ -131,7 +131,10 @@ int ron_kernel_event_decode(const char *json, size_t len, ron_kernel_event_t *ev
  * A publisher can wait only in one case: when another publisher was
  * preempted in the middle of writing the very slot it needs, which requires
  * the ring to wrap a full lap during that preemption; it never waits on a
- * subscriber. Each subscriber is used by one thread at a time; different
+ * subscriber. Subscribers read positions in order, so a publisher preempted
+ * between claiming a position and writing it delays subscribers (never
+ * other publishers) until it resumes or the ring laps that position.
+ * Each subscriber is used by one thread at a time; different
  * subscribers may run on different threads. Subscribe and unsubscribe take
  * a mutex (not on the publish path).
  * ====================================================================== */
@@ -170,7 +173,10 @@ void ron_bus_free(ron_bus_t *bus);
 uint32_t ron_bus_capacity(const ron_bus_t *bus);
 
 /*
- * Publish a copy of ev to every current subscriber. Never allocates, never
+ * Publish a copy of ev to every current subscriber: the fields its kind uses
+ * (kind, ok, version always; service for HEALTH; service and reason for
+ * SERVICE_CRASHED); subscribers get the other fields zeroed, as the setters
+ * leave them. Never allocates, never
  * blocks on a subscriber, never calls back into the caller. When a
  * subscriber registered a wake handle, uv_async_send() is called on it.
  * Returns 0, or RON_EINVAL if ev->kind is unknown (nothing is published).
@@ -182,7 +188,8 @@ int ron_bus_publish(ron_bus_t *bus, const ron_kernel_event_t *ev);
  * Add a subscriber that sees events published after this call. wake, when
  * not NULL, is an initialized uv_async_t (borrowed: it must stay open until
  * ron_bus_unsubscribe returns) that the bus signals after each publish, so a
- * loop can drain the subscriber from the async callback. Returns 0 and
+ * loop can drain the subscriber (until RON_EAGAIN) from the async callback;
+ * every event the subscriber can receive is followed by a signal. Returns 0 and
  * *sub_out (owned by the bus), or RON_EBUSY if RON_BUS_MAX_SUBS are taken.
  * Any thread.
  */

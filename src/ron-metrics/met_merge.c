@@ -30,12 +30,21 @@ typedef struct {
     size_t help_len;
     met__buf_t lines;     /* rendered sample lines, inputs in order */
     size_t nsamples;
+    uint32_t idx;         /* index in the merger's fams */
     uint32_t input;       /* the input the flags below describe */
     bool seen_help;       /* this input gave HELP */
     bool seen_type;       /* this input gave TYPE */
     bool seen_sample;     /* this input gave a sample */
     bool bad;             /* this input's samples of it are refused (bad or clashing TYPE) */
 } mfam_t;
+
+/* A series already in the output: its key is a prefix of a rendered line. */
+typedef struct {
+    uint32_t fam;         /* index into fams */
+    uint32_t off;         /* offset of the line in the family's lines */
+    uint32_t len;         /* key length; 0 marks an empty slot (keys are never empty) */
+    uint32_t hash;
+} series_t;
 
 struct met_merge {
     mfam_t **fams;
@@ -45,6 +54,10 @@ struct met_merge {
     size_t nslots;        /* power of two, > 2 * nfams */
     size_t nsamples;      /* across all inputs, <= MET_MERGE_MAX_SAMPLES */
     uint32_t input;       /* number of met_merge_add calls so far */
+    series_t *sslots;     /* open addressing set of every series accepted */
+    size_t nsslots;       /* power of two, > 2 * nseries */
+    size_t nseries;
+    uint64_t seed;        /* random hash basis: a child cannot aim collisions */
 };
 
 typedef struct {
@@ -72,7 +85,11 @@ typedef struct {
 met_merge_t *
 met_merge_new(void)
 {
-    return ron_xcalloc(1, sizeof(met_merge_t));
+    met_merge_t *m = ron_xcalloc(1, sizeof *m);
+    if (ron_random_bytes(&m->seed, sizeof m->seed) < 0)
+        m->seed = ron_now_ns(); /* defensive: getrandom does not fail after boot */
+    m->seed |= 1;
+    return m;
 }
 
 void
@@ -88,6 +105,7 @@ met_merge_free(met_merge_t *m)
     }
     free(m->fams);
     free(m->slots);
+    free(m->sslots);
     free(m);
 }
 
@@ -178,6 +196,7 @@ fam_get(met_merge_t *m, const char *s, size_t n)
     f->name[n] = '\0';
     f->nlen = n;
     f->input = UINT32_MAX;
+    f->idx = (uint32_t)m->nfams;
     if (m->nfams == m->cap) {
         m->cap = m->cap ? m->cap * 2 : 32;
         m->fams = ron_xrealloc(m->fams, m->cap * sizeof(mfam_t *));
@@ -455,35 +474,75 @@ sample_fits(const pstate_t *ps, const mfam_t *f, const sample_t *s, const char *
     return true;
 }
 
-static void
+/* A label as rendered: the input's name (prefixed when renamed) and value. */
+typedef struct {
+    char name[MET_MAX_NAME + 16];
+    size_t nl;
+    const lbl_t *l;
+    int rank;             /* 0 service (first, like the label we add), 2 le and quantile
+                           * (last, by convention), 1 the rest */
+} rlbl_t;
+
+static int
+rlbl_cmp(const rlbl_t *a, const rlbl_t *b)
+{
+    if (a->rank != b->rank)
+        return a->rank - b->rank;
+    int c = memcmp(a->name, b->name, RON_MIN(a->nl, b->nl));
+    return c != 0 ? c : (a->nl > b->nl) - (a->nl < b->nl);
+}
+
+/* Append the canonical line of s to f: name{service="..",labels sorted by
+ * name, le/quantile last} value [ts]; a service label of a pass-through
+ * input goes first too, so rendering is a fixed point. Returns the length of the series key
+ * (the line up to the blank before the value). */
+static size_t
 render_sample(const pstate_t *ps, mfam_t *f, const sample_t *s)
 {
     met__buf_t *b = &f->lines;
-    bool first = true;
+    size_t start = b->len;
+    rlbl_t ls[MET_MERGE_MAX_LABELS];
+    bool braces = ps->service != NULL || s->nlabels > 0;
 
+    for (size_t i = 0; i < s->nlabels; i++) {
+        const lbl_t *l = &s->labels[i];
+        rlbl_t *r = &ls[i];
+        bool renamed = ps->service != NULL && l->nl == 7 && memcmp(l->n, "service", 7) == 0;
+        size_t pl = renamed ? 9 : 0;
+        memcpy(r->name, "exported_", pl);
+        memcpy(r->name + pl, l->n, l->nl);
+        r->nl = pl + l->nl;
+        r->l = l;
+        r->rank = (r->nl == 7 && memcmp(r->name, "service", 7) == 0)     ? 0
+                  : (l->nl == 2 && memcmp(l->n, "le", 2) == 0) ||
+                            (l->nl == 8 && memcmp(l->n, "quantile", 8) == 0)
+                      ? 2
+                      : 1;
+        for (size_t k = i; k > 0 && rlbl_cmp(&ls[k - 1], &ls[k]) > 0; k--) {
+            rlbl_t t = ls[k];
+            ls[k] = ls[k - 1];
+            ls[k - 1] = t;
+        }
+    }
     met__buf_add(b, s->name, s->nlen);
-    if (ps->service != NULL || s->nlabels > 0)
+    if (braces)
         met__buf_add(b, "{", 1);
     if (ps->service != NULL) {
         met__buf_puts(b, "service=\"");
         met__buf_escape(b, ps->service, strlen(ps->service), true);
         met__buf_add(b, "\"", 1);
-        first = false;
     }
     for (size_t i = 0; i < s->nlabels; i++) {
-        const lbl_t *l = &s->labels[i];
-        if (!first)
+        if (i > 0 || ps->service != NULL)
             met__buf_add(b, ",", 1);
-        first = false;
-        if (ps->service != NULL && l->nl == 7 && memcmp(l->n, "service", 7) == 0)
-            met__buf_puts(b, "exported_");
-        met__buf_add(b, l->n, l->nl);
+        met__buf_add(b, ls[i].name, ls[i].nl);
         met__buf_add(b, "=\"", 2);
-        met__buf_add(b, l->v, l->vl);
+        met__buf_add(b, ls[i].l->v, ls[i].l->vl);
         met__buf_add(b, "\"", 1);
     }
-    if (ps->service != NULL || s->nlabels > 0)
+    if (braces)
         met__buf_add(b, "}", 1);
+    size_t keylen = b->len - start;
     met__buf_add(b, " ", 1);
     met__buf_add(b, s->value, s->vlen);
     if (s->tslen > 0) {
@@ -491,6 +550,59 @@ render_sample(const pstate_t *ps, mfam_t *f, const sample_t *s)
         met__buf_add(b, s->ts, s->tslen);
     }
     met__buf_add(b, "\n", 1);
+    return keylen;
+}
+
+/* ---- series set: refuses a second sample of the same series ---- */
+
+static uint32_t
+series_hash(const met_merge_t *m, const char *k, size_t n)
+{
+    uint64_t h = m->seed;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)k[i]) * 1099511628211ull;
+    return (uint32_t)(h ^ h >> 32);
+}
+
+static const char *
+series_key(const met_merge_t *m, const series_t *e)
+{
+    return m->fams[e->fam]->lines.p + e->off;
+}
+
+/* Insert the key at fam's lines[off, off+len) unless present. Returns false
+ * for a duplicate. */
+static bool
+series_insert(met_merge_t *m, uint32_t fam, size_t off, size_t len)
+{
+    const char *key = m->fams[fam]->lines.p + off;
+    uint32_t h = series_hash(m, key, len);
+
+    if (2 * (m->nseries + 1) > m->nsslots) {
+        size_t ncap = m->nsslots ? m->nsslots * 2 : 64;
+        series_t *slots = ron_xcalloc(ncap, sizeof *slots);
+        for (size_t i = 0; i < m->nsslots; i++) {
+            if (m->sslots[i].len == 0)
+                continue;
+            size_t j = m->sslots[i].hash & (ncap - 1);
+            while (slots[j].len != 0)
+                j = (j + 1) & (ncap - 1);
+            slots[j] = m->sslots[i];
+        }
+        free(m->sslots);
+        m->sslots = slots;
+        m->nsslots = ncap;
+    }
+    size_t mask = m->nsslots - 1;
+    size_t i = h & mask;
+    for (; m->sslots[i].len != 0; i = (i + 1) & mask) {
+        const series_t *e = &m->sslots[i];
+        if (e->hash == h && e->len == len && memcmp(series_key(m, e), key, len) == 0)
+            return false;
+    }
+    m->sslots[i] = (series_t){fam, (uint32_t)off, (uint32_t)len, h};
+    m->nseries++;
+    return true;
 }
 
 /* Find the family a sample belongs to: the current one, else by its name,
@@ -537,8 +649,14 @@ on_sample(pstate_t *ps, cur_t *c)
         return false;
     if (f->type == MET__UNSET)
         f->type = MET__UNTYPED;
+    size_t off = f->lines.len;
+    size_t keylen = render_sample(ps, f, &s);
+    if (!series_insert(ps->m, f->idx, off, keylen)) {
+        f->lines.len = off; /* a second sample of one series: drop the line */
+        f->lines.p[off] = '\0';
+        return false;
+    }
     f->seen_sample = true;
-    render_sample(ps, f, &s);
     f->nsamples++;
     ps->m->nsamples++;
     ps->st.samples++;

@@ -183,7 +183,7 @@ typedef struct met_merge met_merge_t;
 /* Counts of one met_merge_add call (lines, not bytes). */
 typedef struct {
     size_t samples;     /* sample lines accepted */
-    size_t rejected;    /* lines rejected: syntax, bounds, lint, duplicate HELP/TYPE, type clash */
+    size_t rejected;    /* lines rejected: syntax, bounds, lint, repeats, type clash */
 } met_merge_stats_t;
 
 /* Return a new empty merger (caller frees with met_merge_free). */
@@ -197,12 +197,13 @@ void met_merge_free(met_merge_t *m);
  * is renamed exported_service, as Prometheus does for target labels); NULL
  * passes samples through unchanged (the kernel's own registry).
  *
- * Parsing is strict: a line that is not a valid HELP, TYPE, comment or sample
- * line, is longer than MET_MERGE_MAX_LINE, repeats a HELP or TYPE, declares a
- * type that clashes with what an earlier input declared for the same family,
- * names a family promtool would lint, or comes after MET_MERGE_MAX_SAMPLES or
- * MET_MERGE_MAX_FAMILIES is reached is skipped and counted in stats_out->rejected
- * (samples of a refused family are all rejected). HELP and TYPE come from
+ * Parsing is strict. A line is skipped and counted in stats_out->rejected
+ * when it is not a valid HELP, TYPE, comment or sample line; is longer than
+ * MET_MERGE_MAX_LINE; repeats a HELP or TYPE; declares a type that clashes
+ * with what an earlier input declared for the same family (the family's
+ * samples in this input are then all rejected); names a family promtool would
+ * lint; repeats a series (same name and labels, in any order) already merged;
+ * or comes after MET_MERGE_MAX_SAMPLES or MET_MERGE_MAX_FAMILIES. HELP and TYPE come from
  * the first input that gives them; a family no input gave HELP is rendered
  * with the help text "No help text given." (promtool requires one).
  * Returns 0, RON_ETOOBIG if len > MET_MERGE_MAX_INPUT (nothing added), or
@@ -215,7 +216,9 @@ int met_merge_add(met_merge_t *m, const char *service, const char *text, size_t 
 /*
  * Render everything added so far as one exposition: each family once, sorted
  * by name, with its HELP and TYPE once, then its samples from every input in
- * the order the inputs were added. Sets *text_out to a new NUL-terminated
+ * the order the inputs were added. Each sample line is canonical: service
+ * first, the other labels sorted by name, le/quantile last; rendering the
+ * result again gives the same bytes. Sets *text_out to a new NUL-terminated
  * string (caller frees with free()) and *len_out. Returns 0.
  */
 int met_merge_render(met_merge_t *m, char **text_out, size_t *len_out);
