@@ -32,7 +32,9 @@
     X(RON_ECOMPRESS, -1022, "malformed compressed payload")                     \
     X(RON_ESTREAM,   -1023, "stream state violation")                           \
     X(RON_ESTORE,    -1024, "storage engine error")                             \
-    X(RON_EINVAL,    -1025, "invalid argument")
+    X(RON_EINVAL,    -1025, "invalid argument")                                 \
+    X(RON_EPATHLEN,  -1500, "Unix socket path too long (sun_path holds 108 bytes)") \
+    X(RON_EREFUSED,  -1501, "bus peer refused the connection (uid or secret)")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
