@@ -54,7 +54,7 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "\`bench/bus.sh $1\`: \`bench_bus\` (bench/bench_bus.c), release build, default capacity"
     echo "4096, medians of $runs runs, $(date -u +%Y-%m-%d). Publisher pinned to CPU 0, subscribers"
     echo "to CPUs $subcpus; each subscriber is a thread polling its own cursor. Load average"
-    echo "at the end of the run: $load (shared machine: figures are provisional)."
+    echo "at the end of the run: $load (shared machine: compare ratios)."
     echo
     echo "Flat out ($events events): the bus is lossy, so a subscriber slower than the publisher"
     echo "loses the oldest events (counted in \`bus_overflow_dropped_total\`). *Delivered/s* is"

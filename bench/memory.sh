@@ -28,8 +28,7 @@ held=$(field held < "$TMP" | median)
     echo "## Memory (RssAnon)"
     echo
     echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r); release build; anonymous RSS from"
-    echo "/proc/PID/status; medians of $RUNS runs. Provisional: measured while other engineers"
-    echo "were building and testing on the same machine."
+    echo "/proc/PID/status; medians of $RUNS runs; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
     echo
     echo "| case | RssAnon | goal | ratio to goal |"
     echo "|---|---:|---:|---:|"

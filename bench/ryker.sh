@@ -18,7 +18,7 @@ mkdir -p "$(dirname "$out")"
     echo "## ryker mailboxes"
     echo
     echo "\`bench/ryker.sh\` on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), release build."
-    echo "Provisional: measured on a shared machine while other builds and tests ran."
+    echo "Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo "Threads are not pinned: producers and the consumer share the machine's cores."
     echo
     "$bin" "${RUNS:-7}"

@@ -31,8 +31,7 @@ ratio=$(awk -v a="$p99" 'BEGIN {printf "%.2f", a / 150}')
     echo "\`echo\` service; each kill from a healthy state after the backoff reset, so every restart"
     echo "waits the first backoff (100 ms nominal, jittered down to 75..100 ms); \"healthy again\" is"
     echo "the kernel's log timestamp of the new child's HELLO over ron-bus. Medians of $RUNS runs"
-    echo "of $KILLS kills. Provisional: measured while other engineers were building and testing"
-    echo "on the same cores."
+    echo "of $KILLS kills; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
     echo
     echo "| p50 ms | p99 ms | max ms (median of runs) | goal p99 | p99 / goal |"
     echo "|---:|---:|---:|---:|---:|"
