@@ -16,8 +16,8 @@
 #include "ron_util.h"
 
 #define RUNS_DEFAULT 7
-#define CTRL_FRAMES 200000u      /* control frames per run */
-#define DATA_FRAMES 2048u        /* 64 KiB data frames per run: 128 MiB */
+#define CTRL_FRAMES 200000u /* control frames per run */
+#define DATA_FRAMES 2048u   /* 64 KiB data frames per run: 128 MiB */
 
 static volatile uint64_t sink; /* keeps results observable */
 
@@ -188,13 +188,14 @@ main(int argc, char **argv)
            gbytes / g.enc / 1e9, gbytes / g.mem_enc / 1e9, g.mem_enc / g.enc);
     printf("| data frame (64 KiB payload) decode | %.2f GB/s | %.2f GB/s | %.2f |\n",
            gbytes / g.dec / 1e9, gbytes / g.mem_dec / 1e9, g.mem_dec / g.dec);
-    printf("\nMedians of %d runs; %u control frames (%.1f MB) and %u data frames (%.0f MiB) per run. "
-           "Encode writes whole frames (header, cap, payload copied) into one buffer; its anchor "
-           "memcpys each frame's bytes to the same places. Decode reads the stream in 64 KiB pieces "
-           "into the decoder (standing in for read(2)) and takes zero-copy views; its anchor is "
-           "the same 64 KiB memcpys alone. A ratio of 1.00 means as fast as moving the bytes "
-           "once.\n",
-           runs, CTRL_FRAMES, cbytes / 1e6, DATA_FRAMES, gbytes / (1 << 20));
+    printf(
+        "\nMedians of %d runs; %u control frames (%.1f MB) and %u data frames (%.0f MiB) per run. "
+        "Encode writes whole frames (header, cap, payload copied) into one buffer; its anchor "
+        "memcpys each frame's bytes to the same places. Decode reads the stream in 64 KiB pieces "
+        "into the decoder (standing in for read(2)) and takes zero-copy views; its anchor is "
+        "the same 64 KiB memcpys alone. A ratio of 1.00 means as fast as moving the bytes "
+        "once.\n",
+        runs, CTRL_FRAMES, cbytes / 1e6, DATA_FRAMES, gbytes / (1 << 20));
     free(data);
     return sink == 0xdeadbeef; /* never true; keeps sink used */
 }

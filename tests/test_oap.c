@@ -22,6 +22,8 @@
 
 /* ---- hand-written vectors (from the layout table, not from our encoder) ---- */
 
+/* clang-format off */
+
 /* HELLO: REQ|START|END, app 0, corr_id 1, payload {"ua":"x"} (10 bytes): len 48. */
 static const uint8_t vec_hello[] = {
     0x00, 0x00, 0x00, 0x30,                         /* len 48 */
@@ -64,6 +66,8 @@ static const uint8_t vec_resp_404[] = {
     0x00, 0x00,                                     /* cap_len 0 */
     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, /* corr_id */
 };
+
+/* clang-format on */
 
 /* A valid 38-byte header template for reject cases: REQ, no cap, len 38. */
 static void
@@ -112,8 +116,8 @@ seed_init(const char *test)
     }
     rng_state = seed;
     /* Printed always, so a failure's output carries it: RON_TEST_SEED replays it. */
-    print_message("%s: seed %llu (rerun with RON_TEST_SEED=%llu)\n", test,
-                  (unsigned long long)seed, (unsigned long long)seed);
+    print_message("%s: seed %llu (rerun with RON_TEST_SEED=%llu)\n", test, (unsigned long long)seed,
+                  (unsigned long long)seed);
     return seed;
 }
 
@@ -254,9 +258,9 @@ test_oap_rejects_len_below_header_plus_cap(void **state)
     uint8_t h[OAP_HDR_LEN + 4];
     oap_frame_t f;
     hdr_template(h);
-    h[7] = 0x09;  /* REQ|START */
-    h[3] = 40;    /* len 40 */
-    h[29] = 3;    /* cap_len 3 > 40 - 38 */
+    h[7] = 0x09; /* REQ|START */
+    h[3] = 40;   /* len 40 */
+    h[29] = 3;   /* cap_len 3 > 40 - 38 */
     assert_int_equal(oap_header_parse(h, OAP_HDR_LEN, OAP_MAX_FRAME, &f), RON_ELENGTH);
     h[29] = 2; /* exactly fits: ok */
     assert_int_equal(oap_frame_parse(h, 40, OAP_MAX_FRAME, &f), 40);
@@ -481,7 +485,7 @@ test_oap_decoder_reports_each_reject_code(void **state)
         uint8_t val;
         int want;
     } cases[] = {
-        {5, 0x02, RON_EVERSION}, {3, 0x25, RON_ELENGTH}, {6, 0x80, RON_EFLAGS},
+        {5, 0x02, RON_EVERSION},   {3, 0x25, RON_ELENGTH}, {6, 0x80, RON_EFLAGS},
         {29, 0x01, RON_ECAPSTART}, {1, 0x11, RON_ETOOBIG},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -646,8 +650,8 @@ test_oap_decoder_streams_large_frames_within_its_bound(void **state)
 {
     (void)state;
     /* Mixed sizes, so the decoder both grows and moves partial frames. */
-    static const size_t plen[] = {40000, OAP_MAX_FRAME - OAP_HDR_LEN, 300000, 5,
-                                  OAP_MAX_FRAME - OAP_HDR_LEN, 65536, 1};
+    static const size_t plen[] = {
+        40000, OAP_MAX_FRAME - OAP_HDR_LEN, 300000, 5, OAP_MAX_FRAME - OAP_HDR_LEN, 65536, 1};
     enum { N = sizeof plen / sizeof plen[0] };
     size_t len = 0, pos = 0, off = 0;
     uint8_t *stream, *data = malloc(OAP_MAX_FRAME);
@@ -712,10 +716,18 @@ rand_frame(rand_frame_t *r)
         r->f.tenant_id[i] = (uint8_t)rng_next();
     /* bias corr_id to extremes: above 2^63, 2^64-1, 0 */
     switch (rng_below(4)) {
-    case 0: r->f.corr_id = rng_next() | (1ULL << 63); break;
-    case 1: r->f.corr_id = UINT64_MAX - rng_below(3); break;
-    case 2: r->f.corr_id = rng_below(3); break;
-    default: r->f.corr_id = rng_next(); break;
+    case 0:
+        r->f.corr_id = rng_next() | (1ULL << 63);
+        break;
+    case 1:
+        r->f.corr_id = UINT64_MAX - rng_below(3);
+        break;
+    case 2:
+        r->f.corr_id = rng_below(3);
+        break;
+    default:
+        r->f.corr_id = rng_next();
+        break;
     }
     if (r->f.flags & OAP_F_START) {
         r->f.cap_len = (uint16_t)rng_below(sizeof r->cap + 1);
@@ -1082,11 +1094,13 @@ test_oap_hello_encodes_both_forms(void **state)
     (void)state;
     /* Bare REQ HELLO as the Rust implementation sends it: {"ua":null} is what it
      * writes; ours omits absent fields, so an empty hello is "{}". */
+    /* clang-format off */
     static const uint8_t want[] = {
         0x00, 0x00, 0x00, 0x28, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, '{', '}',
     };
+    /* clang-format on */
     proto_hello_t h;
     uint8_t out[256];
     oap_frame_t f;
@@ -1147,7 +1161,7 @@ test_oap_hello_answer_mirrors_form_and_negotiates_downward(void **state)
     h.max_frame = 65536;
     n = oap_hello_encode(&h, 3, true, req, sizeof req);
     check_answer(req, (size_t)n, 65536, OAP_F_RESP); /* bare REQ -> bare RESP */
-    h.max_frame = 8u << 20; /* asking for more than 1 MiB gets 1 MiB */
+    h.max_frame = 8u << 20;                          /* asking for more than 1 MiB gets 1 MiB */
     n = oap_hello_encode(&h, 4, false, req, sizeof req);
     check_answer(req, (size_t)n, OAP_MAX_FRAME, OAP_F_RESP | OAP_F_END);
     h.max_frame = 100; /* never below the floor */
@@ -1370,6 +1384,14 @@ test_oap_stream_rejects_state_violations(void **state)
     assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* both roles */
     f = sf(END, 5);
     assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* no role */
+    f = sf(OAP_F_EVENT | END, 5);
+    assert_int_equal(oap_streams_recv(&t, &f), RON_ESTREAM); /* an event cannot end a stream */
+    f = sf(OAP_F_EVENT, 77); /* a standalone event belongs to no stream */
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
+    assert_int_equal(oap_streams_send(&t, &f), 0);
+    assert_null(oap_streams_find(&t, 77, false));
+    f = sf(OAP_F_EVENT | OAP_F_ACK_REQ, 77);
+    assert_int_equal(oap_streams_recv(&t, &f), 0);
     f = sf(REQ | END, 5);
     assert_int_equal(oap_streams_recv(&t, &f), 0);
     f = sf(REQ, 5);
@@ -1400,8 +1422,8 @@ test_oap_stream_sender_without_credit_waits_until_granted(void **state)
         assert_int_equal(oap_streams_send(&c, &f), 0);
         assert_int_equal(oap_streams_recv(&s, &f), 0);
     }
-    assert_int_equal(oap_streams_send(&c, &f), RON_EAGAIN); /* window of 4 used */
-    assert_int_equal(oap_streams_send(&c, &f), RON_EAGAIN); /* still waiting, no change */
+    assert_int_equal(oap_streams_send(&c, &f), RON_EAGAIN);  /* window of 4 used */
+    assert_int_equal(oap_streams_send(&c, &f), RON_EAGAIN);  /* still waiting, no change */
     assert_int_equal(oap_streams_recv(&s, &f), RON_ECREDIT); /* a sender that ignores it */
     /* the server's application consumes 1: below the batch, no grant yet */
     assert_int_equal(oap_streams_consume(&s, 7, false, 1), 0);
@@ -1430,6 +1452,7 @@ static void
 test_oap_credit_frame_matches_hand_written_bytes(void **state)
 {
     (void)state;
+    /* clang-format off */
     static const uint8_t want[] = {
         0x00, 0x00, 0x00, 0x40,                         /* len 64 */
         0x00, 0x01, 0x00, 0x05,                         /* ver 1, EVENT|REQ */
@@ -1440,6 +1463,7 @@ test_oap_credit_frame_matches_hand_written_bytes(void **state)
         '{', '"', 'f', 'r', 'a', 'm', 'e', 's', '"', ':', '8', ',', '"', 'o', 'p', '"', ':',
         '"', 'c', 'r', 'e', 'd', 'i', 't', '"', '}',
     };
+    /* clang-format on */
     uint8_t out[128];
     oap_frame_t f;
     uint32_t frames;
@@ -1511,8 +1535,7 @@ test_oap_stream_transfer_with_random_consumption_respects_window(void **state)
                 assert_int_equal(rc, 0);
                 sent++;
                 if (oap_streams_recv(&c, &f) != 0)
-                    fail_msg("recv failed at frame %u (seed %llu)", sent,
-                             (unsigned long long)seed);
+                    fail_msg("recv failed at frame %u (seed %llu)", sent, (unsigned long long)seed);
                 queued++;
                 if (queued > window)
                     fail_msg("receiver buffers %u > window (seed %llu)", queued,
@@ -1659,7 +1682,8 @@ main(void)
         cmocka_unit_test(test_oap_stream_rejects_state_violations),
         cmocka_unit_test(test_oap_stream_sender_without_credit_waits_until_granted),
         cmocka_unit_test(test_oap_credit_frame_matches_hand_written_bytes),
-        cmocka_unit_test(test_oap_stream_credit_for_unknown_stream_is_ignored_and_overflow_rejected),
+        cmocka_unit_test(
+            test_oap_stream_credit_for_unknown_stream_is_ignored_and_overflow_rejected),
         cmocka_unit_test(test_oap_stream_transfer_with_random_consumption_respects_window),
         cmocka_unit_test(test_oap_stream_table_matches_reference_under_churn),
     };

@@ -27,14 +27,22 @@ test_proto_status_table_matches_spec(void **state)
         const char *slug;
         bool retryable;
     } want[] = {
-        {400, "bad_request", false},      {401, "unauthorized", false},
-        {403, "forbidden", false},        {404, "not_found", false},
-        {405, "method_not_allowed", false}, {408, "timeout", true},
-        {409, "conflict", false},         {413, "payload_too_large", false},
-        {416, "range_not_satisfiable", false}, {426, "proto_mismatch", false},
-        {429, "quota_exhausted", true},   {431, "headers_too_large", false},
-        {500, "internal", true},          {502, "bad_gateway", true},
-        {503, "unavailable", true},       {504, "timeout", true},
+        {400, "bad_request", false},
+        {401, "unauthorized", false},
+        {403, "forbidden", false},
+        {404, "not_found", false},
+        {405, "method_not_allowed", false},
+        {408, "timeout", true},
+        {409, "conflict", false},
+        {413, "payload_too_large", false},
+        {416, "range_not_satisfiable", false},
+        {426, "proto_mismatch", false},
+        {429, "quota_exhausted", true},
+        {431, "headers_too_large", false},
+        {500, "internal", true},
+        {502, "bad_gateway", true},
+        {503, "unavailable", true},
+        {504, "timeout", true},
         {507, "insufficient_storage", true},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
@@ -42,8 +50,8 @@ test_proto_status_table_matches_spec(void **state)
         assert_int_equal(proto_status_is_retryable(want[i].status), want[i].retryable);
         const proto_status_t *s = proto_status_find(want[i].status);
         assert_non_null(s);
-        assert_int_equal(s->retry_after, want[i].status == 429 || want[i].status == 503 ||
-                                             want[i].status == 507);
+        assert_int_equal(s->retry_after,
+                         want[i].status == 429 || want[i].status == 503 || want[i].status == 507);
     }
     assert_null(proto_status_find(200));
     assert_string_equal(proto_status_slug(599), "internal");
@@ -163,8 +171,7 @@ test_proto_error_rejects_bad_fields_by_name(void **state)
     expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false,"
                        "\"corr_id\":\"007\"}",
                        "corr_id");
-    expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false}",
-                       "corr_id");
+    expect_error_field("{\"code\":\"not_found\",\"message\":\"m\",\"retryable\":false}", "corr_id");
     expect_error_field("{\"code\":\"not_found\"," OK_TAIL ",\"retry_after_ms\":1.5}",
                        "retry_after_ms");
     expect_error_field("{\"code\":\"not_found\"," OK_TAIL ",\"retry_after_ms\":-1}",
@@ -182,8 +189,9 @@ test_proto_error_rejects_oversized_message(void **state)
     (void)state;
     size_t n = PROTO_MAX_MESSAGE + 1;
     char *big = malloc(n + 200);
-    int w = snprintf(big, 100, "{\"code\":\"internal\",\"retryable\":true,\"corr_id\":\"0\","
-                               "\"message\":\"");
+    int w = snprintf(big, 100,
+                     "{\"code\":\"internal\",\"retryable\":true,\"corr_id\":\"0\","
+                     "\"message\":\"");
     memset(big + w, 'a', n);
     strcpy(big + w + n, "\"}");
     expect_error_field(big, "message");
@@ -243,8 +251,12 @@ static void
 test_proto_hello_reply_round_trips_and_requires_fields(void **state)
 {
     (void)state;
-    proto_hello_reply_t r = {.max_frame = 1048576, .max_inflight = 64, .flags_supported = 255,
-                             .n_versions = 1, .versions = {1}, .n_transports = 2,
+    proto_hello_reply_t r = {.max_frame = 1048576,
+                             .max_inflight = 64,
+                             .flags_supported = 255,
+                             .n_versions = 1,
+                             .versions = {1},
+                             .n_transports = 2,
                              .transports = {"tcp+tls", "unix"}};
     proto_hello_reply_t r2;
     proto_err_t err;
@@ -356,8 +368,7 @@ test_proto_meta_round_trips_and_rejects_unknown(void **state)
     free(j);
     assert_int_equal(proto_meta_decode(S("{}"), &m2, &err), 0);
     assert_false(m2.has_size);
-    assert_int_equal(proto_meta_decode(S("{\"size\":\"1\",\"etag\":\"x\"}"), &m2, &err),
-                     RON_EJSON);
+    assert_int_equal(proto_meta_decode(S("{\"size\":\"1\",\"etag\":\"x\"}"), &m2, &err), RON_EJSON);
     assert_string_equal(err.field, "etag");
     assert_int_equal(proto_meta_decode(S("{\"size\":12}"), &m2, &err), RON_EJSON);
     assert_string_equal(err.field, "size");
@@ -381,8 +392,7 @@ test_proto_credit_round_trips_and_bounds_frames(void **state)
     assert_int_equal(proto_credit_decode(S("{\"op\":\"credit\",\"frames\":0}"), &f, &err),
                      RON_EJSON);
     assert_string_equal(err.field, "frames");
-    assert_int_equal(proto_credit_decode(S("{\"op\":\"ping\",\"frames\":1}"), &f, &err),
-                     RON_EJSON);
+    assert_int_equal(proto_credit_decode(S("{\"op\":\"ping\",\"frames\":1}"), &f, &err), RON_EJSON);
     assert_string_equal(err.field, "op");
     assert_int_equal(proto_credit_decode(S("{\"op\":\"credit\",\"frames\":1,\"x\":1}"), &f, &err),
                      RON_EJSON);
@@ -416,7 +426,8 @@ test_proto_hello_lists_are_bounded_and_typed(void **state)
     assert_int_equal(proto_hello_decode(S("{\"versions\":[\"1\"]}"), &h, &err), RON_EJSON);
     assert_non_null(strstr(err.text, "entry 0"));
     assert_int_equal(proto_hello_decode(S("{\"versions\":[65536]}"), &h, &err), RON_EJSON);
-#define REPLY_HEAD "{\"max_frame\":1048576,\"max_inflight\":64,\"flags_supported\":255,\"versions\":[1]"
+#define REPLY_HEAD                                                                                 \
+    "{\"max_frame\":1048576,\"max_inflight\":64,\"flags_supported\":255,\"versions\":[1]"
     assert_int_equal(proto_hello_reply_decode(S(REPLY_HEAD "}"), &r, &err), RON_EJSON);
     assert_string_equal(err.field, "transports");
     assert_int_equal(proto_hello_reply_decode(S(REPLY_HEAD ",\"transports\":\"tcp\"}"), &r, &err),

@@ -19,26 +19,25 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-#define OAP_CMD_MAX_LINE (4u * OAP_MAX_FRAME + 4096u) /* hex doubles a 1 MiB frame */
+#define OAP_CMD_MAX_LINE ((size_t)4 * OAP_MAX_FRAME + 4096) /* hex doubles a 1 MiB frame */
 
 static void
 oap_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: ron oap decode [--max-frame N] < frames.bin\n"
-            "       ron oap encode < frames.jsonl > frames.bin\n"
-            "\n"
-            "decode reads raw OAP/1 bytes and prints one JSON object per frame:\n"
-            "  {\"len\",\"ver\",\"flags\",\"flag_names\",\"code\",\"app_proto_id\",\n"
-            "   \"tenant_id\" (32 hex),\"cap_len\",\"corr_id\" (decimal string),\n"
-            "   \"cap_hex\",\"payload_hex\"}\n"
-            "A malformed frame prints {\"error\":\"<slug>\"} and exits 2; bytes of an\n"
-            "incomplete trailing frame print {\"error\":\"incomplete\"} and exit 2.\n"
-            "COMP payloads are printed as sent (compressed).\n"
-            "\n"
-            "encode reads such objects, one per line (len, cap_len and flag_names\n"
-            "optional; when present they must agree), and writes the frames.\n"
-            "Exit codes: 0 success, 1 I/O error, 2 bad usage or bad input.\n");
+    fprintf(out, "usage: ron oap decode [--max-frame N] < frames.bin\n"
+                 "       ron oap encode < frames.jsonl > frames.bin\n"
+                 "\n"
+                 "decode reads raw OAP/1 bytes and prints one JSON object per frame:\n"
+                 "  {\"len\",\"ver\",\"flags\",\"flag_names\",\"code\",\"app_proto_id\",\n"
+                 "   \"tenant_id\" (32 hex),\"cap_len\",\"corr_id\" (decimal string),\n"
+                 "   \"cap_hex\",\"payload_hex\"}\n"
+                 "A malformed frame prints {\"error\":\"<slug>\"} and exits 2; bytes of an\n"
+                 "incomplete trailing frame print {\"error\":\"incomplete\"} and exit 2.\n"
+                 "COMP payloads are printed as sent (compressed).\n"
+                 "\n"
+                 "encode reads such objects, one per line (len, cap_len and flag_names\n"
+                 "optional; when present they must agree), and writes the frames.\n"
+                 "Exit codes: 0 success, 1 I/O error, 2 bad usage or bad input.\n");
 }
 
 static int
@@ -157,8 +156,7 @@ get_uint(json_t *o, const char *key, bool required, uint64_t max, uint64_t *v, b
             snprintf(why, why_len, "field \"%s\": missing", key);
         return required ? RON_EINVAL : 0;
     }
-    if (!json_is_integer(j) || json_integer_value(j) < 0 ||
-        (uint64_t)json_integer_value(j) > max) {
+    if (!json_is_integer(j) || json_integer_value(j) < 0 || (uint64_t)json_integer_value(j) > max) {
         snprintf(why, why_len, "field \"%s\": expected integer 0..%llu", key,
                  (unsigned long long)max);
         return RON_EINVAL;
@@ -199,13 +197,11 @@ get_hex(json_t *o, const char *key, uint8_t **out, size_t *out_len, size_t max, 
 static int
 check_keys(json_t *o, char *why, size_t why_len)
 {
-    static const char *const keys[] = {"len", "ver", "flags", "flag_names", "code",
-                                       "app_proto_id", "tenant_id", "cap_len", "corr_id",
-                                       "cap_hex", "payload_hex", NULL};
-    const char *k;
-    json_t *j;
-
-    json_object_foreach(o, k, j) {
+    static const char *const keys[] = {"len",     "ver",          "flags",       "flag_names",
+                                       "code",    "app_proto_id", "tenant_id",   "cap_len",
+                                       "corr_id", "cap_hex",      "payload_hex", NULL};
+    for (void *it = json_object_iter(o); it != NULL; it = json_object_iter_next(o, it)) {
+        const char *k = json_object_iter_key(it);
         bool known = false;
         for (size_t i = 0; keys[i] != NULL && !known; i++)
             known = strcmp(k, keys[i]) == 0;
@@ -349,8 +345,8 @@ oap_encode(void)
         if (n == 0)
             continue;
         if ((size_t)n > OAP_CMD_MAX_LINE) {
-            rc = ron_cmd_fail(RON_EXIT_USAGE, "oap encode: line %zu: longer than %u bytes",
-                              lineno, OAP_CMD_MAX_LINE);
+            rc = ron_cmd_fail(RON_EXIT_USAGE, "oap encode: line %zu: longer than %zu bytes", lineno,
+                              OAP_CMD_MAX_LINE);
             break;
         }
         int r = encode_line(line, (size_t)n, why, sizeof why);
@@ -382,19 +378,17 @@ cmd_oap(int argc, char **argv)
             oap_usage(stdout);
             return RON_EXIT_OK;
         }
-        if (strcmp(argv[1], "decode") == 0 && strcmp(argv[i], "--max-frame") == 0 &&
-            i + 1 < argc) {
+        if (strcmp(argv[1], "decode") == 0 && strcmp(argv[i], "--max-frame") == 0 && i + 1 < argc) {
             uint64_t v;
-            if (ron_parse_u64(argv[i + 1], strlen(argv[i + 1]), &v) < 0 ||
-                v < OAP_MIN_MAX_FRAME || v > OAP_MAX_FRAME)
+            if (ron_parse_u64(argv[i + 1], strlen(argv[i + 1]), &v) < 0 || v < OAP_MIN_MAX_FRAME ||
+                v > OAP_MAX_FRAME)
                 return ron_cmd_fail(RON_EXIT_USAGE, "oap: --max-frame must be %u..%u",
                                     OAP_MIN_MAX_FRAME, OAP_MAX_FRAME);
             max_frame = (uint32_t)v;
             i++;
             continue;
         }
-        return ron_cmd_fail(RON_EXIT_USAGE, "oap: unexpected argument '%s' (see --help)",
-                            argv[i]);
+        return ron_cmd_fail(RON_EXIT_USAGE, "oap: unexpected argument '%s' (see --help)", argv[i]);
     }
     if (strcmp(argv[1], "decode") == 0)
         return oap_decode(max_frame);

@@ -95,8 +95,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                   f.app_proto_id == r->app_proto_id && f.corr_id == r->corr_id &&
                   f.cap_len == r->cap_len && f.payload_len == r->payload_len &&
                   memcmp(f.tenant_id, r->tenant_id, 16) == 0);
-            check(memcmp(f.payload, data + ref_off[got] + OAP_HDR_LEN + f.cap_len,
-                         f.payload_len) == 0);
+            check(memcmp(f.payload, data + ref_off[got] + OAP_HDR_LEN + f.cap_len, f.payload_len) ==
+                  0);
             /* zero copy: the view points into the decoder's buffer */
             check(f.payload >= d.buf && f.payload + f.payload_len <= d.buf + d.cap);
             exercise(&f, &t, got, max_frame);

@@ -29,14 +29,14 @@
 #include "ron_proto.h"
 
 /* ---- limits (spec §1, §5) ---- */
-#define OAP_HDR_LEN 38u                  /* fixed header size */
-#define OAP_VERSION 1u                   /* the only version */
-#define OAP_MAX_FRAME (1024u * 1024u)    /* default and ceiling of max_frame: 1 MiB */
-#define OAP_MIN_MAX_FRAME 4096u          /* smallest max_frame a HELLO may negotiate */
-#define OAP_CHUNK (64u * 1024u)          /* recommended streamed data chunk, not a frame limit */
-#define OAP_MAX_CAP 65535u               /* cap_len is a u16 */
-#define OAP_INFLATE_FACTOR 8u            /* COMP output <= 8 x max_frame (compression bomb bound) */
-#define OAP_MAX_INFLIGHT 64u             /* default open streams per connection (HELLO) */
+#define OAP_HDR_LEN 38u         /* fixed header size */
+#define OAP_VERSION 1u          /* the only version */
+#define OAP_MAX_FRAME 1048576u  /* default and ceiling of max_frame: 1 MiB */
+#define OAP_MIN_MAX_FRAME 4096u /* smallest max_frame a HELLO may negotiate */
+#define OAP_CHUNK 65536u        /* recommended data chunk (64 KiB), not a frame limit */
+#define OAP_MAX_CAP 65535u      /* cap_len is a u16 */
+#define OAP_INFLATE_FACTOR 8u   /* COMP output <= 8 x max_frame (compression bomb bound) */
+#define OAP_MAX_INFLIGHT 64u    /* default open streams per connection (HELLO) */
 
 /* ---- flags (spec §2) ---- */
 enum {
@@ -66,16 +66,16 @@ enum {
 };
 
 typedef struct {
-    uint32_t len;              /* whole frame; set by the encoder */
-    uint16_t ver;              /* OAP_VERSION; the encoder writes 1 regardless */
-    uint16_t flags;            /* OAP_F_* */
-    uint16_t code;             /* status on responses, 0 on requests */
+    uint32_t len;   /* whole frame; set by the encoder */
+    uint16_t ver;   /* OAP_VERSION; the encoder writes 1 regardless */
+    uint16_t flags; /* OAP_F_* */
+    uint16_t code;  /* status on responses, 0 on requests */
     uint16_t app_proto_id;
     uint8_t tenant_id[16];
-    uint16_t cap_len;          /* set by the encoder from cap_len below */
+    uint16_t cap_len; /* set by the encoder from cap_len below */
     uint64_t corr_id;
-    const uint8_t *cap;        /* view; cap_len bytes */
-    const uint8_t *payload;    /* view; payload_len bytes (still compressed when COMP) */
+    const uint8_t *cap;     /* view; cap_len bytes */
+    const uint8_t *payload; /* view; payload_len bytes (still compressed when COMP) */
     size_t payload_len;
 } oap_frame_t;
 
@@ -271,8 +271,8 @@ int oap_hello_reply_parse(const oap_frame_t *f, uint64_t corr_id, uint32_t ours,
 
 /* ---- streams and flow control (spec §2.1; docs/protocol/oap1.md) ---- */
 
-#define OAP_STREAM_WINDOW 16u       /* initial credit, frames, per stream and direction */
-#define OAP_MAX_SEND_CREDIT 65535u  /* more outstanding credit than this is a peer error */
+#define OAP_STREAM_WINDOW 16u      /* initial credit, frames, per stream and direction */
+#define OAP_MAX_SEND_CREDIT 65535u /* more outstanding credit than this is a peer error */
 
 /*
  * A stream is keyed by (corr_id, mine): mine when this side opened it (sent
@@ -296,12 +296,12 @@ typedef struct {
 } oap_stream_t;
 
 typedef struct {
-    oap_stream_t *slots;    /* open addressing, linear probing; nslots a power of 2 */
+    oap_stream_t *slots; /* open addressing, linear probing; nslots a power of 2 */
     uint32_t nslots;
-    uint32_t max_inflight;  /* open streams allowed per side */
-    uint32_t window;        /* initial credit and grant batch (window / 2) */
-    uint32_t n_mine;        /* open streams this side opened */
-    uint32_t n_theirs;      /* open streams the peer opened */
+    uint32_t max_inflight; /* open streams allowed per side */
+    uint32_t window;       /* initial credit and grant batch (window / 2) */
+    uint32_t n_mine;       /* open streams this side opened */
+    uint32_t n_theirs;     /* open streams the peer opened */
 } oap_streams_t;
 
 /* Initialise t for max_inflight (>= 1) open streams per side and a credit
@@ -319,7 +319,8 @@ void oap_streams_close(oap_streams_t *t);
  * started or whose direction has ended, RESP|START, or a frame with neither
  * or both of REQ and RESP; RON_ECREDIT when the peer sent without credit or
  * granted more than OAP_MAX_SEND_CREDIT. Frames with app_proto_id 0 other than
- * credit frames (HELLO, PING, GOODBYE) are not stream frames and return 0.
+ * credit frames (HELLO, PING, GOODBYE), and standalone events (EVENT without
+ * REQ, RESP, START or END: fire-and-forget), are not stream frames: 0.
  */
 int oap_streams_recv(oap_streams_t *t, const oap_frame_t *f);
 enum { OAP_STREAM_CONTROL = 1 };
@@ -351,8 +352,7 @@ void oap_streams_remove(oap_streams_t *t, uint64_t corr_id, bool mine);
  * stream, EVENT|RESP otherwise, code 0, payload {"frames":n,"op":"credit"}.
  * Returns bytes written, -ENOBUFS, or RON_EINVAL.
  */
-ssize_t oap_credit_encode(uint64_t corr_id, bool mine, uint32_t frames, uint8_t *out,
-                          size_t cap);
+ssize_t oap_credit_encode(uint64_t corr_id, bool mine, uint32_t frames, uint8_t *out, size_t cap);
 
 /*
  * Whether f is a credit frame (app_proto_id 0, flags exactly EVENT|REQ or

@@ -17,8 +17,8 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-#define OAP__DEC_MIN_ALLOC 4096u /* first allocation; grows by doubling */
-#define OAP__DEC_COMPACT_MIN (8u * OAP_CHUNK) /* free space after a move worth a copy */
+#define OAP__DEC_MIN_ALLOC 4096u                     /* first allocation; grows by doubling */
+#define OAP__DEC_COMPACT_MIN ((size_t)8 * OAP_CHUNK) /* free space after a move worth a copy */
 
 static size_t
 dec_bound(const oap_decoder_t *d)

@@ -150,6 +150,9 @@ account(oap_streams_t *t, const oap_frame_t *f, bool towards_us)
     uint32_t *credit;
     uint8_t *dir;
 
+    if ((f->flags & (OAP_F_REQ | OAP_F_RESP | OAP_F_START | OAP_F_END)) == 0 &&
+        (f->flags & OAP_F_EVENT) != 0)
+        return 0; /* a standalone event: fire-and-forget, belongs to no stream */
     if (!has_one_role(f->flags))
         return RON_ESTREAM;
     s = find(t, f->corr_id, mine);

@@ -15,7 +15,7 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-#define OAP__INFLATE_MIN_ALLOC (64u * 1024u) /* first output allocation */
+#define OAP__INFLATE_MIN_ALLOC 65536u /* first output allocation */
 
 static int
 window_log_for(size_t bound)

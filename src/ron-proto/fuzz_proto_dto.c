@@ -19,17 +19,17 @@ check(int cond)
 }
 
 /* Encode twice through a decode and compare bytes. */
-#define ROUND_TRIP(T, enc, dec, val)                                                     \
-    do {                                                                                 \
-        char *a = NULL, *b = NULL;                                                       \
-        size_t al = 0, bl = 0;                                                           \
-        T again;                                                                         \
-        check(enc(val, &a, &al) == 0);                                                   \
-        check(dec(a, al, &again, NULL) == 0);                                            \
-        check(enc(&again, &b, &bl) == 0);                                                \
-        check(al == bl && memcmp(a, b, al) == 0);                                        \
-        free(a);                                                                         \
-        free(b);                                                                         \
+#define ROUND_TRIP(T, enc, dec, val)                                                               \
+    do {                                                                                           \
+        char *a = NULL, *b = NULL;                                                                 \
+        size_t al = 0, bl = 0;                                                                     \
+        T again;                                                                                   \
+        check(enc(val, &a, &al) == 0);                                                             \
+        check(dec(a, al, &again, NULL) == 0);                                                      \
+        check(enc(&again, &b, &bl) == 0);                                                          \
+        check(al == bl && memcmp(a, b, al) == 0);                                                  \
+        free(a);                                                                                   \
+        free(b);                                                                                   \
     } while (0)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -61,8 +61,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 2: {
         proto_hello_reply_t r;
         if (proto_hello_reply_decode(json, size, &r, &err) == 0)
-            ROUND_TRIP(proto_hello_reply_t, proto_hello_reply_encode, proto_hello_reply_decode,
-                       &r);
+            ROUND_TRIP(proto_hello_reply_t, proto_hello_reply_encode, proto_hello_reply_decode, &r);
         break;
     }
     case 3: {

@@ -84,9 +84,8 @@ proto_slug_status(const char *slug, uint16_t *status_out)
 
 /* ---- strict decoding helpers ---- */
 
-static int
-fail(proto_err_t *err, const char *field, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+__attribute__((format(printf, 3, 4))) static int fail(proto_err_t *err, const char *field,
+                                                      const char *fmt, ...);
 
 static int
 fail(proto_err_t *err, const char *field, const char *fmt, ...)
@@ -146,12 +145,10 @@ load_object(const char *json, size_t len, json_t **obj_out, proto_err_t *err)
 static int
 only_keys(const json_t *obj, const char *const *allowed, proto_err_t *err)
 {
-    const char *key;
-    json_t *v;
-
-    json_object_foreach((json_t *)obj, key, v) {
+    for (void *it = json_object_iter((json_t *)obj); it != NULL;
+         it = json_object_iter_next((json_t *)obj, it)) {
+        const char *key = json_object_iter_key(it);
         bool ok = false;
-        (void)v;
         for (size_t i = 0; allowed[i] != NULL && !ok; i++)
             ok = strcmp(key, allowed[i]) == 0;
         if (!ok)
@@ -251,8 +248,6 @@ get_u32_array(const json_t *obj, const char *key, bool required, uint32_t *out, 
               size_t *n_out, proto_err_t *err)
 {
     json_t *v = json_object_get(obj, key);
-    size_t i;
-    json_t *e;
 
     *n_out = 0;
     if (v == NULL) {
@@ -264,9 +259,9 @@ get_u32_array(const json_t *obj, const char *key, bool required, uint32_t *out, 
         return fail(err, key, "expected array");
     if (json_array_size(v) > max)
         return fail(err, key, "more than %zu entries", max);
-    json_array_foreach(v, i, e) {
-        if (!json_is_integer(e) || json_integer_value(e) < 0 ||
-            json_integer_value(e) > UINT16_MAX)
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        json_t *e = json_array_get(v, i);
+        if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > UINT16_MAX)
             return fail(err, key, "entry %zu: expected integer 0..65535", i);
         out[i] = (uint32_t)json_integer_value(e);
     }
@@ -335,8 +330,8 @@ proto_error_encode(const proto_error_t *e, char **json_out, size_t *len_out)
 int
 proto_error_decode(const char *json, size_t len, proto_error_t *e_out, proto_err_t *err)
 {
-    static const char *const keys[] = {"code", "message", "retryable", "corr_id",
-                                       "retry_after_ms", "reason", NULL};
+    static const char *const keys[] = {"code",           "message", "retryable", "corr_id",
+                                       "retry_after_ms", "reason",  NULL};
     json_t *o = NULL;
     uint16_t st;
     int rc;
@@ -422,11 +417,9 @@ proto_hello_reply_encode(const proto_hello_reply_t *r, char **json_out, size_t *
 }
 
 int
-proto_hello_reply_decode(const char *json, size_t len, proto_hello_reply_t *r_out,
-                         proto_err_t *err)
+proto_hello_reply_decode(const char *json, size_t len, proto_hello_reply_t *r_out, proto_err_t *err)
 {
-    json_t *o = NULL, *t, *e;
-    size_t i;
+    json_t *o = NULL, *t;
     int rc;
 
     memset(r_out, 0, sizeof *r_out);
@@ -454,7 +447,8 @@ proto_hello_reply_decode(const char *json, size_t len, proto_hello_reply_t *r_ou
         rc = fail(err, "transports", "more than %u entries", PROTO_MAX_TRANSPORTS);
         goto out;
     }
-    json_array_foreach(t, i, e) {
+    for (size_t i = 0; i < json_array_size(t); i++) {
+        json_t *e = json_array_get(t, i);
         if (!json_is_string(e) || json_string_length(e) > PROTO_MAX_TRANSPORT) {
             rc = fail(err, "transports", "entry %zu: expected string of at most %u bytes", i,
                       PROTO_MAX_TRANSPORT);
@@ -487,19 +481,16 @@ op_name_is_valid(const char *op)
 static bool
 has_real(const json_t *j)
 {
-    const char *k;
-    json_t *v;
-    size_t i;
-
     if (json_is_real(j))
         return true;
     if (json_is_object(j)) {
-        json_object_foreach((json_t *)j, k, v)
-            if (has_real(v))
+        for (void *it = json_object_iter((json_t *)j); it != NULL;
+             it = json_object_iter_next((json_t *)j, it))
+            if (has_real(json_object_iter_value(it)))
                 return true;
     } else if (json_is_array(j)) {
-        json_array_foreach(j, i, v)
-            if (has_real(v))
+        for (size_t i = 0; i < json_array_size(j); i++)
+            if (has_real(json_array_get(j, i)))
                 return true;
     }
     return false;
@@ -509,8 +500,6 @@ int
 proto_start_decode(const char *json, size_t len, proto_start_t *s_out, proto_err_t *err)
 {
     json_t *o = NULL;
-    const char *k;
-    json_t *v;
     int rc;
 
     memset(s_out, 0, sizeof *s_out);
@@ -523,7 +512,9 @@ proto_start_decode(const char *json, size_t len, proto_start_t *s_out, proto_err
         rc = fail(err, "op", "expected 1..%u chars of [a-z0-9_.]", PROTO_MAX_OP);
         goto out;
     }
-    json_object_foreach(o, k, v) {
+    for (void *it = json_object_iter(o); it != NULL; it = json_object_iter_next(o, it)) {
+        const char *k = json_object_iter_key(it);
+        json_t *v = json_object_iter_value(it);
         if (has_real(v)) {
             rc = fail(err, k, "floats are not allowed");
             goto out;
@@ -551,8 +542,8 @@ proto_start_encode(const char *op, const json_t *args, char **json_out, size_t *
 
     if (!op_name_is_valid(op))
         return RON_EINVAL;
-    if (args != NULL && (!json_is_object(args) || json_object_get(args, "op") != NULL ||
-                         has_real(args)))
+    if (args != NULL &&
+        (!json_is_object(args) || json_object_get(args, "op") != NULL || has_real(args)))
         return RON_EINVAL;
     o = args != NULL ? json_deep_copy(args) : json_object();
     json_object_set_new(o, "op", json_string(op));

@@ -26,17 +26,17 @@
 #include <jansson.h>
 
 /* ---- limits ---- */
-#define PROTO_MAX_JSON (1024u * 1024u) /* control bodies are at most 1 MiB (one frame) */
-#define PROTO_MAX_SLUG 31u             /* longest status slug ("insufficient_storage" = 20) */
-#define PROTO_MAX_MESSAGE 1024u        /* error message text: human-readable, bounded */
-#define PROTO_MAX_REASON 63u           /* machine-readable reason ("compression_bomb") */
-#define PROTO_MAX_UA 255u              /* HELLO user agent */
-#define PROTO_MAX_OP 31u               /* START operation name */
-#define PROTO_MAX_CONTENT_TYPE 255u    /* response metadata content type */
-#define PROTO_MAX_VERSIONS 8u          /* HELLO versions list */
-#define PROTO_MAX_TRANSPORTS 8u        /* HELLO transports list */
-#define PROTO_MAX_TRANSPORT 31u        /* one transport name ("tcp+tls") */
-#define PROTO_MAX_CREDIT 65535u        /* frames granted by one credit message */
+#define PROTO_MAX_JSON 1048576u     /* control bodies are at most 1 MiB (one frame) */
+#define PROTO_MAX_SLUG 31u          /* longest status slug ("insufficient_storage" = 20) */
+#define PROTO_MAX_MESSAGE 1024u     /* error message text: human-readable, bounded */
+#define PROTO_MAX_REASON 63u        /* machine-readable reason ("compression_bomb") */
+#define PROTO_MAX_UA 255u           /* HELLO user agent */
+#define PROTO_MAX_OP 31u            /* START operation name */
+#define PROTO_MAX_CONTENT_TYPE 255u /* response metadata content type */
+#define PROTO_MAX_VERSIONS 8u       /* HELLO versions list */
+#define PROTO_MAX_TRANSPORTS 8u     /* HELLO transports list */
+#define PROTO_MAX_TRANSPORT 31u     /* one transport name ("tcp+tls") */
+#define PROTO_MAX_CREDIT 65535u     /* frames granted by one credit message */
 
 /* A decode error: which field and what was wrong with it. */
 typedef struct {
@@ -47,10 +47,10 @@ typedef struct {
 /* ---- status table (spec §3) ---- */
 
 typedef struct {
-    uint16_t status;   /* HTTP-like status */
-    const char *slug;  /* error envelope "code" */
-    bool retryable;    /* clients may retry */
-    bool retry_after;  /* answers carry Retry-After / retry_after_ms (429, 503, 507) */
+    uint16_t status;  /* HTTP-like status */
+    const char *slug; /* error envelope "code" */
+    bool retryable;   /* clients may retry */
+    bool retry_after; /* answers carry Retry-After / retry_after_ms (429, 503, 507) */
 } proto_status_t;
 
 /* Look up status in the spec §3 table. Returns a static entry, or NULL for a
@@ -70,13 +70,13 @@ int proto_slug_status(const char *slug, uint16_t *status_out);
 /* ---- error envelope (spec §3) ---- */
 
 typedef struct {
-    char code[PROTO_MAX_SLUG + 1];         /* slug from the table */
-    char message[PROTO_MAX_MESSAGE + 1];   /* may be empty */
+    char code[PROTO_MAX_SLUG + 1];       /* slug from the table */
+    char message[PROTO_MAX_MESSAGE + 1]; /* may be empty */
     bool retryable;
-    uint64_t corr_id;                      /* decimal string on the wire */
+    uint64_t corr_id; /* decimal string on the wire */
     bool has_retry_after;
-    uint32_t retry_after_ms;               /* when has_retry_after */
-    char reason[PROTO_MAX_REASON + 1];     /* "" = absent */
+    uint32_t retry_after_ms;           /* when has_retry_after */
+    char reason[PROTO_MAX_REASON + 1]; /* "" = absent */
 } proto_error_t;
 
 /*
@@ -100,17 +100,17 @@ int proto_error_decode(const char *json, size_t len, proto_error_t *e_out, proto
 /* ---- HELLO (spec §4); unknown keys are ignored in both ---- */
 
 typedef struct {
-    char ua[PROTO_MAX_UA + 1];    /* "" = absent (or JSON null) */
+    char ua[PROTO_MAX_UA + 1]; /* "" = absent (or JSON null) */
     bool has_max_frame;
-    uint32_t max_frame;           /* the sender's wish; negotiated downward */
-    size_t n_versions;            /* 0 = absent: the sender speaks version 1 */
+    uint32_t max_frame; /* the sender's wish; negotiated downward */
+    size_t n_versions;  /* 0 = absent: the sender speaks version 1 */
     uint32_t versions[PROTO_MAX_VERSIONS];
 } proto_hello_t;
 
 typedef struct {
     uint32_t max_frame;
     uint32_t max_inflight;
-    uint32_t flags_supported;     /* bit set of OAP flags, 255 for OAP/1 */
+    uint32_t flags_supported; /* bit set of OAP flags, 255 for OAP/1 */
     size_t n_versions;
     uint32_t versions[PROTO_MAX_VERSIONS];
     size_t n_transports;
@@ -162,8 +162,8 @@ int proto_args_u64(const proto_start_t *s, const char *key, bool required, uint6
 /* A response's first RESP frame: {"content_type":"...","size":"<u64>"}, both optional. */
 typedef struct {
     bool has_size;
-    uint64_t size;                                  /* bytes of the body to follow */
-    char content_type[PROTO_MAX_CONTENT_TYPE + 1];  /* "" = absent */
+    uint64_t size;                                 /* bytes of the body to follow */
+    char content_type[PROTO_MAX_CONTENT_TYPE + 1]; /* "" = absent */
 } proto_meta_t;
 
 int proto_meta_encode(const proto_meta_t *m, char **json_out, size_t *len_out);
