@@ -76,7 +76,7 @@ test_proto_slug_maps_back_to_status(void **state)
 }
 
 static void
-test_proto_error_encodes_canonically_with_u64_as_string(void **state)
+test_proto_error_encodes_in_spec_order_with_u64_as_string(void **state)
 {
     (void)state;
     proto_error_t e;
@@ -85,8 +85,8 @@ test_proto_error_encodes_canonically_with_u64_as_string(void **state)
 
     proto_error_init(&e, 404, 18446744073709551615ULL, "no such object");
     assert_int_equal(proto_error_encode(&e, &j, &n), 0);
-    assert_string_equal(j, "{\"code\":\"not_found\",\"corr_id\":\"18446744073709551615\","
-                           "\"message\":\"no such object\",\"retryable\":false}");
+    assert_string_equal(j, "{\"code\":\"not_found\",\"message\":\"no such object\","
+                           "\"retryable\":false,\"corr_id\":\"18446744073709551615\"}");
     assert_int_equal(n, strlen(j));
     free(j);
 
@@ -94,20 +94,115 @@ test_proto_error_encodes_canonically_with_u64_as_string(void **state)
     e.has_retry_after = true;
     e.retry_after_ms = 1500;
     assert_int_equal(proto_error_encode(&e, &j, &n), 0);
-    assert_string_equal(j, "{\"code\":\"quota_exhausted\",\"corr_id\":\"9223372036854775808\","
-                           "\"message\":\"slow down\",\"retry_after_ms\":1500,\"retryable\":true}");
+    assert_string_equal(j, "{\"code\":\"quota_exhausted\",\"message\":\"slow down\","
+                           "\"retryable\":true,\"corr_id\":\"9223372036854775808\","
+                           "\"retry_after_ms\":1500}");
     free(j);
 
     proto_error_init(&e, 413, 7, "inflate overran");
     strcpy(e.reason, "compression_bomb");
     assert_int_equal(proto_error_encode(&e, &j, &n), 0);
-    assert_string_equal(j, "{\"code\":\"payload_too_large\",\"corr_id\":\"7\","
-                           "\"message\":\"inflate overran\",\"reason\":\"compression_bomb\","
-                           "\"retryable\":false}");
+    assert_string_equal(j,
+                        "{\"code\":\"payload_too_large\",\"message\":\"inflate overran\","
+                        "\"retryable\":false,\"corr_id\":\"7\",\"reason\":\"compression_bomb\"}");
     free(j);
 
     strcpy(e.code, "no_such_slug");
     assert_int_equal(proto_error_encode(&e, &j, &n), RON_EINVAL);
+}
+
+static void
+test_proto_error_write_matches_encode_without_allocating(void **state)
+{
+    (void)state;
+    proto_error_t e;
+    char buf[PROTO_MAX_ERROR_JSON], *j;
+    size_t n;
+    ssize_t w;
+
+    proto_error_init(&e, 503, 42, "busy \"now\"\\\n\t\x7f caf\xc3\xa9");
+    strcpy(e.reason, "max_conns");
+    e.has_retry_after = true;
+    e.retry_after_ms = 2000;
+    w = proto_error_write(&e, buf, sizeof buf);
+    assert_int_equal(w, strlen(buf));
+    assert_string_equal(buf, "{\"code\":\"unavailable\",\"message\":"
+                             "\"busy \\\"now\\\"\\\\\\n\\u0009\\u007f caf\xc3\xa9\","
+                             "\"retryable\":true,\"corr_id\":\"42\",\"reason\":\"max_conns\","
+                             "\"retry_after_ms\":2000}");
+    assert_int_equal(proto_error_encode(&e, &j, &n), 0);
+    assert_string_equal(j, buf);
+    free(j);
+    strcpy(e.code, "nope");
+    assert_int_equal(proto_error_write(&e, buf, sizeof buf), RON_EINVAL);
+}
+
+static void
+test_proto_error_write_cuts_only_the_message_to_fit_and_stays_valid(void **state)
+{
+    (void)state;
+    proto_error_t e, back;
+    proto_err_t err;
+    char full[PROTO_MAX_ERROR_JSON], small[PROTO_MIN_ERROR_BUF];
+    char msg[PROTO_MAX_MESSAGE + 1];
+    ssize_t n;
+
+    /* 341 three-byte characters plus a quote: the cut may not split either */
+    for (size_t i = 0; i + 3 <= PROTO_MAX_MESSAGE - 1; i += 3)
+        memcpy(msg + i, "\xe2\x82\xac", 3);
+    msg[PROTO_MAX_MESSAGE - 1] = '"';
+    msg[PROTO_MAX_MESSAGE] = '\0';
+    proto_error_init(&e, 429, 18446744073709551615ULL, msg);
+    memset(e.reason, '\x01', PROTO_MAX_REASON); /* worst case: every byte six wide */
+    e.reason[PROTO_MAX_REASON] = '\0';
+    e.has_retry_after = true;
+    e.retry_after_ms = UINT32_MAX;
+
+    n = proto_error_write(&e, full, sizeof full);
+    assert_true(n > 0 && (size_t)n < sizeof full);
+    assert_int_equal(proto_error_decode(full, (size_t)n, &back, &err), 0);
+    assert_string_equal(back.message, msg);
+
+    /* at the largest field values the message has 29 bytes of room at most */
+    for (size_t cap = sizeof small; cap > sizeof small - 29; cap--) {
+        n = proto_error_write(&e, small, cap);
+        assert_true(n > 0 && (size_t)n < cap);
+        assert_int_equal(proto_error_decode(small, (size_t)n, &back, &err), 0);
+        assert_int_equal(strncmp(back.message, msg, strlen(back.message)), 0);
+        assert_int_equal(strlen(back.message) % 3, 0); /* whole characters only */
+        assert_string_equal(back.reason, e.reason);
+        assert_true(back.retry_after_ms == UINT32_MAX);
+        assert_true(back.corr_id == 18446744073709551615ULL);
+    }
+    /* with an empty message the envelope needs exactly its length + 1; less is refused */
+    e.message[0] = '\0';
+    n = proto_error_write(&e, small, sizeof small);
+    assert_true(n > 0);
+    assert_int_equal(proto_error_write(&e, small, (size_t)n + 1), n);
+    assert_int_equal(proto_error_write(&e, small, (size_t)n), RON_ETOOBIG);
+}
+
+static void
+test_proto_error_write_replaces_invalid_utf8_and_decodes(void **state)
+{
+    (void)state;
+    proto_error_t e, back;
+    proto_err_t err;
+    char buf[PROTO_MAX_ERROR_JSON];
+    ssize_t n;
+
+    /* stray continuation, overlong '/', a surrogate, a cut sequence at the end */
+    proto_error_init(&e, 400, 1,
+                     "a\x80"
+                     "b\xc0\xaf"
+                     "c\xed\xa0\x80"
+                     "d\xe2\x82");
+    n = proto_error_write(&e, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_string_equal(buf, "{\"code\":\"bad_request\",\"message\":\"a\\ufffdb\\ufffd\\ufffdc"
+                             "\\ufffd\\ufffd\\ufffdd\\ufffd\\ufffd\",\"retryable\":false,"
+                             "\"corr_id\":\"1\"}");
+    assert_int_equal(proto_error_decode(buf, (size_t)n, &back, &err), 0);
 }
 
 static void
@@ -491,7 +586,10 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_proto_status_table_matches_spec),
         cmocka_unit_test(test_proto_slug_maps_back_to_status),
-        cmocka_unit_test(test_proto_error_encodes_canonically_with_u64_as_string),
+        cmocka_unit_test(test_proto_error_encodes_in_spec_order_with_u64_as_string),
+        cmocka_unit_test(test_proto_error_write_matches_encode_without_allocating),
+        cmocka_unit_test(test_proto_error_write_cuts_only_the_message_to_fit_and_stays_valid),
+        cmocka_unit_test(test_proto_error_write_replaces_invalid_utf8_and_decodes),
         cmocka_unit_test(test_proto_error_decodes_and_round_trips),
         cmocka_unit_test(test_proto_error_rejects_bad_fields_by_name),
         cmocka_unit_test(test_proto_error_rejects_oversized_message),

@@ -20,7 +20,7 @@ void ron_log_set_level(ron_log_level_t level);
 void ron_log_set_fd(int fd);
 
 void ron_log(ron_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void ron_vlog(ron_log_level_t level, const char *fmt, va_list ap);
+void ron_vlog(ron_log_level_t level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 #define ron_debug(...) ron_log(RON_LOG_DEBUG, __VA_ARGS__)
 #define ron_info(...) ron_log(RON_LOG_INFO, __VA_ARGS__)

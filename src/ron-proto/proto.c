@@ -5,6 +5,9 @@
  * out-of-range integers, oversized strings and (outside HELLO) unknown keys,
  * and every rejection names its field; encoding writes compact JSON with keys
  * sorted (JSON_SORT_KEYS), so it is canonical and never contains a float.
+ * The error envelope is the one DTO written by hand (proto_error_write): into
+ * a caller's buffer without allocation, keys in spec §3 order, for OAP/1
+ * error frames and HTTP error bodies alike.
  */
 #include <ctype.h>
 #include <stdarg.h>
@@ -309,22 +312,119 @@ proto_error_init(proto_error_t *e, uint16_t status, uint64_t corr_id, const char
     e->corr_id = corr_id;
 }
 
-int
-proto_error_encode(const proto_error_t *e, char **json_out, size_t *len_out)
+/* Length of the valid UTF-8 sequence starting at s (1..4), or 0 when s[0]
+ * does not start one (stray continuation, overlong, surrogate, > U+10FFFF).
+ * Never reads past a NUL. */
+static size_t
+utf8_seq_len(const unsigned char *s)
 {
-    char num[21];
+    unsigned char c = s[0];
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0))
+            return 0; /* overlong, surrogate */
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90))
+            return 0; /* overlong, above U+10FFFF */
+        return 4;
+    }
+    return 0;
+}
+
+/* Append s JSON-escaped at out + *pos, whole characters only, while they end
+ * at or before end. */
+static void
+esc_put(char *out, size_t *pos, size_t end, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    while (*p != '\0') {
+        char esc[8];
+        const char *src = esc;
+        size_t k, in = 1, n = utf8_seq_len(p);
+
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\', esc[1] = (char)*p, k = 2;
+        } else if (*p == '\n') {
+            esc[0] = '\\', esc[1] = 'n', k = 2;
+        } else if (*p < 0x20 || *p == 0x7f) {
+            snprintf(esc, sizeof esc, "\\u%04x", *p);
+            k = 6;
+        } else if (n == 0) {
+            src = "\\ufffd", k = 6;
+        } else {
+            src = (const char *)p, k = n, in = n;
+        }
+        if (k > end - *pos)
+            return;
+        memcpy(out + *pos, src, k);
+        *pos += k;
+        p += in;
+    }
+}
+
+ssize_t
+proto_error_write(const proto_error_t *e, char *out, size_t cap)
+{
+    /* everything after the message, built first so only the message gives way */
+    char tail[PROTO_MIN_ERROR_BUF];
+    size_t tl, hl, pos;
     uint16_t st;
-    json_t *o;
+    int n;
 
     if (proto_slug_status(e->code, &st) < 0)
         return RON_EINVAL;
-    o = json_pack("{s:s, s:s, s:b, s:s}", "code", e->code, "message", e->message, "retryable",
-                  e->retryable, "corr_id", u64_text(e->corr_id, num));
-    if (o != NULL && e->has_retry_after)
-        json_object_set_new(o, "retry_after_ms", json_integer(e->retry_after_ms));
-    if (o != NULL && e->reason[0] != '\0')
-        json_object_set_new(o, "reason", json_string(e->reason));
-    return dump(o, json_out, len_out);
+    n = snprintf(tail, sizeof tail, "\",\"retryable\":%s,\"corr_id\":\"%llu\"",
+                 e->retryable ? "true" : "false", (unsigned long long)e->corr_id);
+    tl = (size_t)n;
+    if (e->reason[0] != '\0') {
+        memcpy(tail + tl, ",\"reason\":\"", 11);
+        tl += 11;
+        esc_put(tail, &tl, tl + 6u * PROTO_MAX_REASON, e->reason);
+        tail[tl++] = '"';
+    }
+    if (e->has_retry_after)
+        tl += (size_t)snprintf(tail + tl, sizeof tail - tl, ",\"retry_after_ms\":%lu",
+                               (unsigned long)e->retry_after_ms);
+    tail[tl++] = '}';
+    hl = 9 + strlen(e->code) + 13; /* {"code":"<slug>","message":" */
+    if (cap < hl + tl + 1)
+        return RON_ETOOBIG;
+    pos = (size_t)snprintf(out, cap, "{\"code\":\"%s\",\"message\":\"", e->code);
+    esc_put(out, &pos, cap - 1 - tl, e->message);
+    memcpy(out + pos, tail, tl);
+    pos += tl;
+    out[pos] = '\0';
+    return (ssize_t)pos;
+}
+
+int
+proto_error_encode(const proto_error_t *e, char **json_out, size_t *len_out)
+{
+    char *buf = malloc(PROTO_MAX_ERROR_JSON), *fit;
+    ssize_t n;
+
+    if (buf == NULL)
+        return RON_EINVAL;
+    n = proto_error_write(e, buf, PROTO_MAX_ERROR_JSON);
+    if (n < 0) {
+        free(buf);
+        return (int)n;
+    }
+    fit = realloc(buf, (size_t)n + 1);
+    *json_out = fit != NULL ? fit : buf;
+    *len_out = (size_t)n;
+    return 0;
 }
 
 int

@@ -4,8 +4,11 @@
  * metadata (START operation, response metadata) and the flow-control credit.
  *
  * Wire rules, for every DTO here:
- *   - compact JSON, one object; keys are emitted in a fixed (sorted) order,
- *     so equal DTOs encode to equal bytes; no floats are ever written;
+ *   - compact JSON, one object; keys are emitted in a fixed order, so equal
+ *     DTOs encode to equal bytes: sorted, except the error envelope, whose
+ *     keys follow spec §3 (code, message, retryable, corr_id, then reason and
+ *     retry_after_ms when present), the bytes HTTP error bodies carry too;
+ *     no floats are ever written;
  *   - u64 values (corr_id, size) travel as decimal strings ("18446744073709551615")
  *     because JSON readers lose integers above 2^53; values that fit in u32
  *     (max_frame, max_inflight, frames, retry_after_ms) are JSON integers;
@@ -22,6 +25,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -37,6 +41,12 @@
 #define PROTO_MAX_TRANSPORTS 8u     /* HELLO transports list */
 #define PROTO_MAX_TRANSPORT 31u     /* one transport name ("tcp+tls") */
 #define PROTO_MAX_CREDIT 65535u     /* frames granted by one credit message */
+/* Error envelope bytes, NUL included: every field at its limit, each byte of
+ * message and reason escaped to six ("\u001f"). */
+#define PROTO_MAX_ERROR_JSON (128u + PROTO_MAX_SLUG + 6u * (PROTO_MAX_MESSAGE + PROTO_MAX_REASON))
+/* The smallest buffer proto_error_write() never refuses: only the message
+ * gives way to a smaller buffer, down to "". */
+#define PROTO_MIN_ERROR_BUF (PROTO_MAX_ERROR_JSON - 6u * PROTO_MAX_MESSAGE)
 
 /* A decode error: which field and what was wrong with it. */
 typedef struct {
@@ -87,11 +97,26 @@ typedef struct {
 void proto_error_init(proto_error_t *e, uint16_t status, uint64_t corr_id, const char *message);
 
 /*
- * Encode e as canonical compact JSON. Returns new memory in *json_out (caller
+ * Encode e as canonical compact JSON (the bytes of proto_error_write() with
+ * a buffer of PROTO_MAX_ERROR_JSON). Returns new memory in *json_out (caller
  * frees with free(); NUL-terminated, *len_out excludes the NUL) and 0, or
- * RON_EINVAL if e->code is not a slug of the table.
+ * RON_EINVAL if e->code is not a slug of the table or memory ran out.
  */
 int proto_error_encode(const proto_error_t *e, char **json_out, size_t *len_out);
+
+/*
+ * Write e as canonical compact JSON into out (cap bytes; NUL-terminated)
+ * without allocating: {"code","message","retryable","corr_id"} then "reason"
+ * when e->reason is not "" and "retry_after_ms" when e->has_retry_after.
+ * Text is escaped (", \, \n; other control bytes and DEL as \u00XX; a byte
+ * that is not valid UTF-8 as \ufffd), so the output is always valid JSON.
+ * When the whole envelope does not fit, the message is cut at a character
+ * boundary until it does; nothing else is ever cut, so any cap >=
+ * PROTO_MIN_ERROR_BUF succeeds and cap >= PROTO_MAX_ERROR_JSON never cuts.
+ * Returns the length written (excluding the NUL), RON_EINVAL if e->code is
+ * not a slug of the table, or RON_ETOOBIG if even an empty message does not fit.
+ */
+ssize_t proto_error_write(const proto_error_t *e, char *out, size_t cap);
 
 /* Decode an error envelope strictly. Returns 0, or RON_EJSON with err_out
  * (may be NULL) naming the field. */

@@ -1,0 +1,295 @@
+/*
+ * ron_transport.h - TCP listeners and the HTTP/1.1 server with the
+ * blueprint's hardening layer (connections, requests in flight, rate per
+ * source, header/body/idle timeouts, body and header caps, bounded request
+ * decompression). Later parts add TLS, HTTP/2 and WebSocket to this same
+ * server: the layers stay separate so they can slot in.
+ *
+ *   tx_listener.c  bind "HOST:PORT" / "[v6]:PORT", or adopt a bound fd
+ *   tx_server.c    listeners + connections; 503 refusals past max_conns
+ *   tx_conn.c      libuv connection I/O: reads, ordered writes, timers,
+ *                  backpressure, the limits applied to one connection
+ *   tx_limits.c    hardening accounting: counters, token buckets, stats
+ *   tx_http1.c     sans-I/O HTTP/1.1: bytes in -> requests; responses -> bytes
+ *   tx_decode.c    bounded Content-Encoding decoding (zstd, gzip)
+ *   tx_envelope.c  the JSON error envelope of spec §3 (swap for ron-proto's)
+ *
+ * Every reject answers with the error envelope (Content-Type
+ * application/json, Retry-After on 429 and 503) and is counted by reason in
+ * tx_stats_t. All functions are loop thread only unless they say otherwise.
+ *
+ * Request bodies are buffered whole, up to max_body. Streamed request bodies
+ * (uploads of large objects) are the next step of this design: a route opts
+ * in when its head arrives (the hook tx_http1 already calls, on_head), the
+ * body then reaches the application in pieces as it is read, and reading
+ * pauses (uv_read_stop) while the application has not released the last
+ * piece, the same backpressure tx_respond_write applies in the other
+ * direction.
+ */
+#ifndef RON_TRANSPORT_H
+#define RON_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <uv.h>
+
+/* ---- limits (the blueprint's hardening defaults; each a separate knob) ---- */
+#define TX_DEFAULT_MAX_CONNS 1024            /* open HTTP connections per server */
+#define TX_DEFAULT_MAX_INFLIGHT 512          /* requests handed to the app, not answered */
+#define TX_DEFAULT_RATE_RPS 500              /* token bucket refill per source IP */
+#define TX_DEFAULT_RATE_BURST 500            /* token bucket depth per source IP */
+#define TX_DEFAULT_HEADER_TIMEOUT_MS 5000    /* accept or first byte of a request -> end of headers */
+#define TX_DEFAULT_BODY_TIMEOUT_MS 5000      /* end of headers -> end of body */
+#define TX_DEFAULT_IDLE_TIMEOUT_MS 5000      /* keep-alive with nothing to do */
+#define TX_DEFAULT_WRITE_TIMEOUT_MS 5000     /* queued output with no progress */
+#define TX_DEFAULT_MAX_BODY (1u << 20)       /* 1 MiB buffered request body */
+#define TX_DEFAULT_MAX_HEADER_BYTES (16u << 10) /* request line + headers (nginx: 8-32 KiB) */
+#define TX_DEFAULT_MAX_HEADERS 100           /* header lines per request */
+#define TX_DEFAULT_DECODE_RATIO 10           /* decoded <= ratio x compressed */
+#define TX_DEFAULT_MAX_DECODED (8u << 20)    /* absolute cap on a decoded body */
+#define TX_DEFAULT_RATE_SOURCES 4096         /* token buckets kept (bounded table) */
+#define TX_DEFAULT_RETRY_AFTER_S 1           /* Retry-After on 503 */
+#define TX_MAX_PIPELINE 16                   /* requests of one connection awaiting answers */
+#define TX_MAX_WRITE_QUEUE (256u << 10)      /* queued output bytes before reads pause */
+#define TX_MAX_REFUSING 4096                 /* refusals answered at once (~1.3 KiB each) */
+#define TX_REFUSE_LINGER_MS 200              /* how long a refused connection may drain */
+#define TX_ADDR_MAX 64                       /* "[v6%scope]:port" text */
+
+/* ---- configuration ---- */
+typedef struct {
+    uint32_t max_conns;         /* 0 = TX_DEFAULT_MAX_CONNS */
+    uint32_t max_inflight;      /* 0 = default; a request holds a slot from dispatch until
+                                   answered or its connection fails (a half-close keeps it) */
+    uint32_t rate_rps;          /* per source IP (IPv6: per /64); 0 = default */
+    uint32_t rate_burst;        /* 0 = rate_rps */
+    uint32_t rate_sources;      /* token buckets kept; 0 = default */
+    uint32_t header_timeout_ms; /* 0 = default, same for the others */
+    uint32_t body_timeout_ms;
+    uint32_t idle_timeout_ms;
+    uint32_t write_timeout_ms;
+    uint32_t max_body;          /* bytes, after Transfer-Encoding, before decoding */
+    uint32_t max_header_bytes;
+    uint32_t max_headers;
+    uint32_t decode_ratio;      /* decoded / compressed bound */
+    uint32_t max_decoded;       /* bytes */
+    uint32_t retry_after_s;     /* Retry-After for 503 */
+    bool rate_disabled;         /* knob for trusted listeners (admin on loopback): no rate check */
+} tx_config_t;
+
+/* Fill cfg with the defaults above. */
+void tx_config_default(tx_config_t *cfg);
+
+/* ---- statistics: plain counters, exported by the node to Prometheus ---- */
+typedef enum {
+    TX_REJECT_MAX_CONNS,        /* 503: connection refused at max_conns */
+    TX_REJECT_INFLIGHT,         /* 503: max_inflight requests in the app */
+    TX_REJECT_RATE,             /* 429: source over its token bucket */
+    TX_REJECT_HEADER_TIMEOUT,   /* 408 + close: headers not complete in time (slowloris) */
+    TX_REJECT_BODY_TIMEOUT,     /* 408 + close: body not complete in time */
+    TX_REJECT_IDLE_TIMEOUT,     /* close: keep-alive connection idle */
+    TX_REJECT_WRITE_TIMEOUT,    /* close: client stopped reading our output */
+    TX_REJECT_BODY_TOO_LARGE,   /* 413 */
+    TX_REJECT_HEADERS_TOO_LARGE, /* 431 */
+    TX_REJECT_DECODE_BOMB,      /* 413 reason compression_bomb */
+    TX_REJECT_BAD_ENCODING,     /* 400: unknown or corrupt Content-Encoding */
+    TX_REJECT_MALFORMED,        /* 400: not HTTP/1.x */
+    TX_REJECT__COUNT
+} tx_reject_t;
+
+typedef struct {
+    uint64_t conns_accepted;     /* connections admitted */
+    uint64_t conns_closed;       /* admitted connections closed */
+    uint64_t conns_active;       /* gauge */
+    uint64_t requests;           /* requests handed to the app */
+    uint64_t responses;          /* responses queued (app and rejects) */
+    uint64_t inflight;           /* gauge: requests in the app */
+    uint64_t rate_sources;       /* gauge: token buckets in use */
+    uint64_t rate_evictions;     /* buckets dropped because the table was full */
+    uint64_t read_pauses;        /* reads paused by output backpressure or pipeline depth */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t rejects[TX_REJECT__COUNT];
+} tx_stats_t;
+
+/* Stable label for a reject reason ("max_conns", "rate", ...). Never NULL. */
+const char *tx_reject_name(tx_reject_t r);
+
+/* ---- error bodies: ron-proto's envelope (spec §3) for HTTP statuses ---- */
+
+/* Slug the envelope of an HTTP status carries: the spec §3 slug (ron-proto's
+ * table); 417 and 501 give "bad_request", 505 "proto_mismatch", other
+ * statuses outside the table "bad_request" (4xx) or "internal". Never NULL. */
+const char *tx_status_slug(int status);
+/* True when the envelope of status is retryable (spec §3, mapped as above). */
+bool tx_status_retryable(int status);
+/* Reason phrase for a status line ("Payload Too Large"). Never NULL. */
+const char *tx_status_reason(int status);
+/*
+ * Write the spec §3 envelope for status with ron-proto's proto_error_write():
+ * {"code":..,"message":..,"retryable":..,"corr_id":"<dec>"} plus "reason"
+ * when reason != NULL (cut at PROTO_MAX_REASON bytes) and "retry_after_ms"
+ * when retry_after_ms > 0. message NULL is the status's reason phrase. Never
+ * allocates. Returns the length written (NUL-terminated); with cap >=
+ * TX_ENVELOPE_MAX the body is always a valid envelope, only the message
+ * being cut to fit.
+ */
+#define TX_ENVELOPE_MAX 1024
+size_t tx_envelope_format(char *out, size_t cap, int status, const char *message, const char *reason,
+                          uint64_t corr_id, uint32_t retry_after_ms);
+
+/* ---- listeners ---- */
+
+typedef struct tx_listener tx_listener_t;
+
+/*
+ * Create a listening TCP socket bound to addr ("127.0.0.1:8080",
+ * "[::1]:0", "0.0.0.0:80"; port 0 picks an ephemeral port) and return its
+ * fd in fd_out (caller owns it). SO_REUSEADDR is set; an IPv6 address is
+ * bound IPV6_V6ONLY. For the kernel, which binds public listeners and hands
+ * the fd to a child. Returns 0, RON_EINVAL for an unparsable address, or
+ * -errno from socket/bind/listen. Thread-safe.
+ */
+int tx_socket_bind(const char *addr, int backlog, int *fd_out);
+
+/*
+ * Bind addr as above and wrap it in a listener on loop (returns new in
+ * l_out; free with tx_listener_close). Returns 0 or the errors of
+ * tx_socket_bind.
+ */
+int tx_listener_bind(uv_loop_t *loop, const char *addr, tx_listener_t **l_out);
+
+/*
+ * Adopt an already bound and listening TCP socket fd (takes it: it is closed
+ * with the listener). Returns 0, RON_EINVAL if fd is not a listening stream
+ * socket, or a libuv error.
+ */
+int tx_listener_from_fd(uv_loop_t *loop, int fd, tx_listener_t **l_out);
+
+/* Port the listener is bound to (host order), e.g. after binding port 0. */
+uint16_t tx_listener_port(const tx_listener_t *l);
+
+/* Bound address as text ("127.0.0.1:41234", "[::1]:41234") into out. */
+void tx_listener_addr(const tx_listener_t *l, char out[static TX_ADDR_MAX]);
+
+/*
+ * Close a listener that was never handed to a server. cb (may be NULL) runs
+ * after its handle is closed and its memory freed.
+ */
+void tx_listener_close(tx_listener_t *l, void (*cb)(void *arg), void *arg);
+
+/* ---- HTTP requests and responses ---- */
+
+typedef struct {
+    const char *name;  /* NUL-terminated, as received (compare case-insensitively) */
+    const char *value; /* NUL-terminated, surrounding whitespace trimmed */
+} tx_header_t;
+
+typedef struct tx_request tx_request_t;
+
+/* The application sees a request through these fields (views valid until answered). */
+typedef struct {
+    const char *method;        /* "GET", "HEAD", ... */
+    const char *path;          /* the request target before '?', as sent (not percent-decoded) */
+    const char *query;         /* after '?', or "" */
+    const tx_header_t *headers;
+    size_t n_headers;
+    const uint8_t *body;       /* complete body, decoded if Content-Encoding was set */
+    size_t body_len;
+    uint64_t corr_id;          /* from X-Corr-Id, or assigned; echoed in the response */
+    uint8_t http_minor;        /* 0 or 1 */
+    const struct sockaddr_storage *peer;
+} tx_request_view_t;
+
+/* The view of req's fields. Valid until req is answered. */
+const tx_request_view_t *tx_request_view(const tx_request_t *req);
+
+/* Value of the first header called name (case-insensitive), or NULL. */
+const char *tx_request_header(const tx_request_t *req, const char *name);
+
+/*
+ * Called once per complete request, in request order. The application
+ * answers exactly once, now or later, with tx_respond, tx_respond_error or
+ * tx_respond_start. req stays valid until then even if the connection goes
+ * away meanwhile (the answer is then dropped and freed).
+ */
+typedef void (*tx_handler_fn)(tx_request_t *req, void *arg);
+
+/*
+ * Answer req with status, the headers given (copied; Content-Length,
+ * Connection, Date and X-Corr-Id are added by the server and must not be
+ * given; a header containing CR or LF is dropped) and body (copied; omitted
+ * on the wire for HEAD, 1xx, 204 and 304). Responses reach the wire in
+ * request order. Frees req. Returns 0, or RON_ECLOSED when the connection is
+ * gone (req is freed all the same).
+ */
+int tx_respond(tx_request_t *req, int status, const tx_header_t *headers, size_t n_headers,
+               const void *body, size_t body_len);
+
+/*
+ * Answer req with the error envelope for status (message and reason may be
+ * NULL) and Retry-After when retry_after_s > 0. Frees req. Returns as
+ * tx_respond.
+ */
+int tx_respond_error(tx_request_t *req, int status, const char *message, const char *reason,
+                     uint32_t retry_after_s);
+
+/*
+ * Streaming responses, for objects too large to copy: the body goes out as
+ * the application supplies it, and the application is told when to supply
+ * more, so a slow client never makes the server buffer an object.
+ *
+ * tx_respond_start sends the head (content_length >= 0: Content-Length;
+ * -1: chunked for HTTP/1.1, close-delimited for HTTP/1.0). Then
+ * tx_respond_write queues data without copying it: data is borrowed until
+ * done (may be NULL) runs, exactly once, on a later loop turn or from
+ * tx_respond_end, with 0 when written or RON_ECLOSED. It returns RON_EAGAIN
+ * without queueing when the connection's output holds TX_MAX_WRITE_QUEUE
+ * bytes or more: wait for drain, which runs once the queue falls below half
+ * of that, or once when the connection goes away (the next write then says
+ * RON_ECLOSED). tx_respond_end finishes the body and frees req; a body
+ * shorter than its Content-Length closes the connection after it.
+ * Each returns 0, RON_EAGAIN (write only), RON_ECLOSED (connection gone;
+ * done is not called; still call tx_respond_end) or RON_EINVAL (len 0, more
+ * bytes than Content-Length, or not started).
+ */
+typedef void (*tx_write_done_fn)(int status, void *arg);
+typedef void (*tx_drain_fn)(tx_request_t *req, void *arg);
+int tx_respond_start(tx_request_t *req, int status, const tx_header_t *headers, size_t n_headers,
+                     int64_t content_length, tx_drain_fn drain, void *drain_arg);
+int tx_respond_write(tx_request_t *req, const void *data, size_t len, tx_write_done_fn done,
+                     void *done_arg);
+int tx_respond_end(tx_request_t *req);
+
+/* ---- the server ---- */
+
+typedef struct tx_server tx_server_t;
+
+/*
+ * Create an HTTP/1.1 server on loop with cfg (copied; NULL = defaults) that
+ * hands each request to handler. Returns new (close with tx_server_close).
+ */
+tx_server_t *tx_server_new(uv_loop_t *loop, const tx_config_t *cfg, tx_handler_fn handler,
+                           void *arg);
+
+/* Serve the connections of l (takes l, and closes it on failure).
+ * Returns 0 or a libuv error. */
+int tx_server_attach(tx_server_t *s, tx_listener_t *l);
+
+/*
+ * Close every listener and connection; unanswered requests learn it through
+ * RON_ECLOSED. cb (may be NULL) runs after every handle is closed and s is
+ * freed; after it the loop has nothing left of the server.
+ */
+void tx_server_close(tx_server_t *s, void (*cb)(void *arg), void *arg);
+
+/* Current counters (a view, updated in place). */
+const tx_stats_t *tx_server_stats(const tx_server_t *s);
+
+/* The server's configuration after defaults were applied. */
+const tx_config_t *tx_server_config(const tx_server_t *s);
+
+#endif

@@ -1,0 +1,255 @@
+/*
+ * tx_internal.h - shared between src/ron-transport/ sources and its tests only.
+ * Layers, bottom up: tx_buf (bytes), tx_limits (accounting, no I/O),
+ * tx_http1 (sans-I/O HTTP/1.1), tx_conn/tx_listener/tx_server (libuv).
+ * Invariant: a tx_request_t is owned by exactly one of: the HTTP/1.1 parser
+ * (while parsing), the application (between the handler call and its
+ * answer), or the connection's pipeline (answered, waiting to be written).
+ */
+#ifndef TX_INTERNAL_H
+#define TX_INTERNAL_H
+
+#include <http_parser.h>
+
+#include "ron_transport.h"
+
+/* ---- growable byte buffer ---- */
+typedef struct {
+    uint8_t *p;
+    size_t len; /* len <= cap */
+    size_t cap;
+} tx_buf_t;
+
+void tx__buf_reserve(tx_buf_t *b, size_t extra);
+void tx__buf_append(tx_buf_t *b, const void *data, size_t len);
+void tx__buf_append_str(tx_buf_t *b, const char *s);
+void tx__buf_append_u64(tx_buf_t *b, uint64_t v);
+void tx__buf_free(tx_buf_t *b);
+
+/* ---- limits and stats (tx_limits.c) ---- */
+typedef struct {
+    uint8_t key[16];  /* IPv4-mapped address, or an IPv6 /64 */
+    uint64_t last_ms; /* last refill, monotonic ms */
+    uint64_t tokens;  /* milli-tokens, <= burst * 1000 */
+    bool used;
+} tx_bucket_t;
+
+typedef struct {
+    tx_config_t cfg;
+    tx_stats_t stats;
+    tx_bucket_t *buckets; /* rate table, nbuckets entries (a power of two) */
+    size_t nbuckets;
+    uint64_t seed;        /* hash seed: sources cannot aim at one slot */
+} tx_limits_t;
+
+void tx__config_fill(tx_config_t *out, const tx_config_t *in);
+void tx__limits_init(tx_limits_t *l, const tx_config_t *cfg);
+void tx__limits_free(tx_limits_t *l);
+/* Admit one connection: 0, or RON_EBUSY (counted) at max_conns. */
+int tx__limits_conn_admit(tx_limits_t *l);
+void tx__limits_conn_release(tx_limits_t *l);
+/* Take a token for peer at now_ms: 0, or RON_EFLOOD (counted) with the
+ * seconds until a token is back in *retry_s. */
+int tx__limits_rate_take(tx_limits_t *l, const struct sockaddr_storage *peer, uint64_t now_ms,
+                         uint32_t *retry_s);
+/* Admit one request into the app: 0, or RON_EBUSY (counted) at max_inflight. */
+int tx__limits_inflight_admit(tx_limits_t *l);
+void tx__limits_inflight_release(tx_limits_t *l);
+void tx__limits_count(tx_limits_t *l, tx_reject_t r);
+
+/* ---- bounded decoding (tx_decode.c) ---- */
+/* Decode in (Content-Encoding enc) into *out (returns new) of at most limit
+ * bytes. Returns 0, RON_EBOMB past limit, RON_ECOMPRESS when corrupt or
+ * truncated, RON_EINVAL for an unknown encoding. */
+int tx__decode(const char *enc, const uint8_t *in, size_t len, size_t limit, uint8_t **out,
+               size_t *out_len);
+
+/* ---- requests ---- */
+typedef enum {
+    TX_REQ_PARSING,   /* owned by the parser */
+    TX_REQ_IN_APP,    /* handed to the handler, not answered */
+    TX_REQ_ANSWERED,  /* complete response bytes in out */
+    TX_REQ_STREAMING, /* head in out; body chunks follow */
+    TX_REQ_ENDED      /* streaming body finished */
+} tx_req_state_t;
+
+typedef struct tx_chunk {
+    struct tx_chunk *next;
+    const uint8_t *data; /* borrowed from the app until done runs */
+    size_t len;
+    tx_write_done_fn done;
+    void *done_arg;
+    char hdr[24];        /* chunk-size line for chunked framing */
+    uint8_t hdr_len;
+    bool last;           /* the terminating "0\r\n\r\n" chunk */
+} tx_chunk_t;
+
+struct tx_conn;
+
+struct tx_request {
+    tx_request_view_t view;
+    struct sockaddr_storage peer; /* view.peer points here */
+    tx_req_state_t state;
+    struct tx_conn *conn;    /* NULL when the connection went away */
+    struct tx_request *next; /* pipeline order */
+    /* parse storage: target, then name\0value\0 pairs */
+    tx_buf_t hbuf;
+    uint32_t *hofs;          /* 4 per header: name off/len, value off/len */
+    size_t hofs_cap;
+    tx_header_t *hdrs;
+    size_t hdrs_cap;
+    size_t n_headers;
+    size_t header_bytes;     /* counted against max_header_bytes */
+    uint32_t url_len;
+    bool last_was_value;
+    tx_buf_t body;
+    uint8_t *decoded;        /* decoded body when Content-Encoding was set */
+    /* answer */
+    int reject_status;       /* != 0: the server answers this request itself */
+    tx_reject_t reject_reason;
+    const char *reject_detail;
+    uint32_t retry_after_s;
+    bool keep_alive;         /* the client allows another request after this one */
+    bool is_head;
+    bool expect_continue;
+    bool counted_inflight;   /* holds a slot of max_inflight */
+    tx_buf_t out;            /* response bytes not yet handed to the connection */
+    /* streaming */
+    bool chunked;
+    int64_t remaining;       /* Content-Length bytes still to come, -1 chunked/close */
+    tx_chunk_t *chunks, *chunks_tail;
+    size_t chunk_bytes;
+    tx_drain_fn drain;
+    void *drain_arg;
+    bool want_drain;         /* tx_respond_write said RON_EAGAIN */
+};
+
+void tx__request_reset(tx_request_t *r);
+void tx__request_free(tx_request_t *r);
+
+/* ---- sans-I/O HTTP/1.1 (tx_http1.c) ---- */
+typedef struct {
+    /* First byte of a new request. */
+    void (*on_begin)(void *arg);
+    /* Headers complete and acceptable so far: return 0 to go on, or an HTTP
+     * status (429, 503) with r->reject_* set to answer it without the app. */
+    int (*on_head)(void *arg, tx_request_t *r);
+    /* The client waits for "100 Continue" before sending r's body. */
+    void (*on_continue)(void *arg, tx_request_t *r);
+    /* A body follows the headers. */
+    void (*on_body)(void *arg);
+    /* r is complete (r->reject_status != 0: answer it with an error);
+     * ownership passes to the callee. */
+    void (*on_request)(void *arg, tx_request_t *r);
+} tx_http1_cbs_t;
+
+typedef struct {
+    http_parser parser;
+    const tx_config_t *cfg;
+    const tx_http1_cbs_t *cbs;
+    void *arg;
+    tx_request_t *cur;        /* request being parsed, or NULL */
+    tx_request_t *spare;      /* one freed request kept for reuse */
+    uint64_t *corr_seq;       /* next corr_id to assign */
+    const struct sockaddr_storage *peer;
+    bool failed;              /* a malformed or rejected message ended parsing */
+    bool in_body;
+    bool msg_done;            /* set by on_message_complete; parser paused */
+} tx_http1_t;
+
+void tx__http1_init(tx_http1_t *h, const tx_config_t *cfg, const tx_http1_cbs_t *cbs, void *arg,
+                    uint64_t *corr_seq, const struct sockaddr_storage *peer);
+/* Free the request being parsed and the spare. */
+void tx__http1_free(tx_http1_t *h);
+/* Parse up to len bytes. Stops after each complete request (on_request ran)
+ * and returns the bytes consumed; after a failure it consumes nothing more. */
+size_t tx__http1_feed(tx_http1_t *h, const uint8_t *data, size_t len);
+/* True when bytes of an unfinished request have been consumed. */
+bool tx__http1_mid_message(const tx_http1_t *h);
+/* Take a request for reuse (never NULL). */
+tx_request_t *tx__http1_request_new(tx_http1_t *h);
+/* Give a finished request back for reuse, or free it. */
+void tx__http1_request_recycle(tx_http1_t *h, tx_request_t *r);
+
+/*
+ * Serialize a response head into out: status line, Date (date, may be
+ * NULL), X-Corr-Id, the headers given, then Content-Length (>= 0) or
+ * Transfer-Encoding: chunked (content_length -1, HTTP/1.1) and Connection.
+ */
+void tx__http1_head(tx_buf_t *out, uint8_t http_minor, int status, const tx_header_t *hdrs,
+                    size_t n, int64_t content_length, bool keep_alive, uint64_t corr_id,
+                    const char *date);
+/* Serialize a whole error response with the envelope body. */
+void tx__http1_error(tx_buf_t *out, uint8_t http_minor, int status, const char *message,
+                     const char *reason, uint32_t retry_after_s, bool keep_alive,
+                     uint64_t corr_id, const char *date, bool is_head);
+/* Default message of a reject reason ("request body exceeds 1048576 bytes"). */
+const char *tx__reject_message(tx_reject_t r);
+
+/* ---- libuv layers (tx_listener.c, tx_conn.c, tx_server.c) ---- */
+typedef enum { TX_PH_IDLE, TX_PH_HEADERS, TX_PH_BODY, TX_PH_WAIT, TX_PH_LINGER } tx_phase_t;
+
+struct tx_listener {
+    uv_tcp_t tcp;
+    struct tx_server *srv;   /* NULL until attached */
+    struct tx_listener *next;
+    void (*close_cb)(void *arg);
+    void *close_arg;
+};
+
+typedef struct tx_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_shutdown_t shutdown;
+    struct tx_server *srv;
+    struct tx_conn *prev, *next;  /* the server's list of open connections */
+    tx_http1_t h1;
+    struct sockaddr_storage peer;
+    tx_request_t *head, *tail;    /* pipeline, in request order */
+    unsigned depth;               /* requests in the pipeline, <= TX_MAX_PIPELINE */
+    tx_buf_t pending;             /* input not parsed yet (parsing paused) */
+    tx_buf_t out;                 /* response bytes batched for the next write */
+    size_t wq;                    /* bytes handed to uv_write and not yet written */
+    uint64_t deadline;            /* ms (uv_now) when the current phase times out; 0 none */
+    uint64_t write_deadline;      /* ms: queued output must progress by then; 0 none */
+    uint64_t timer_due;           /* ms the timer is armed for; 0 not armed */
+    tx_phase_t phase;
+    int open_handles;             /* tcp + timer until both close callbacks ran */
+    bool reading;
+    bool closing;                 /* uv_close issued */
+    bool close_after;             /* no more requests: close once the output is written */
+    bool in_read;                 /* inside the read callback: batch the writes */
+    bool pumping;
+    bool eof;
+} tx_conn_t;
+
+typedef struct tx_refused tx_refused_t;
+
+struct tx_server {
+    uv_loop_t *loop;
+    tx_limits_t lim;             /* lim.cfg is the effective configuration */
+    tx_handler_fn handler;
+    void *arg;
+    tx_listener_t *listeners;
+    tx_conn_t *conns;
+    tx_refused_t *refused;
+    unsigned refusing;           /* refused connections still being answered */
+    unsigned open;               /* listeners + connections + refusals not yet closed */
+    uint64_t corr_seq;           /* next corr_id assigned */
+    int64_t date_sec;            /* second the cached Date is for */
+    char date[40];               /* IMF-fixdate */
+    bool closing;
+    void (*close_cb)(void *arg);
+    void *close_arg;
+    uint8_t rdbuf[64 << 10];     /* shared read buffer: parsed before the next read */
+};
+
+void tx__conn_accept(tx_server_t *s, uv_stream_t *listener);
+void tx__conn_close(tx_conn_t *c);
+void tx__refuse(tx_server_t *s, uv_stream_t *listener);
+void tx__refused_close(tx_refused_t *f);
+const char *tx__server_date(tx_server_t *s);
+/* A listener, connection or refusal of s finished closing. */
+void tx__server_unref(tx_server_t *s);
+
+#endif
