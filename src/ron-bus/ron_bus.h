@@ -62,8 +62,10 @@
  * RESP|END); payloads up to the negotiated max_frame minus the 38-byte header.
  * Bulk data travels as several requests of the application protocol.
  *
- * Threads: everything here is loop-thread only, except rbus_dir_create(),
- * rbus_secret_generate() and rbus_config_from_env().
+ * Threads: everything here is loop-thread only, except the setup helpers
+ * rbus_dir_create(), rbus_dir_remove(), rbus_secret_generate() and
+ * rbus_secret_hex() (any thread); rbus_config_from_env() changes the
+ * environment, so call it before the process starts threads.
  *
  * Typical use (error handling left out):
  *
@@ -197,7 +199,7 @@ typedef void (*rbus_event_cb)(void *arg, rbus_peer_t *p, const oap_frame_t *f);
  */
 typedef void (*rbus_peer_cb)(void *arg, rbus_peer_t *p, bool up);
 
-/* ---- setup helpers (any thread) ---- */
+/* ---- setup helpers (see Threads above) ---- */
 
 /*
  * Create a private socket directory (mode 0700) "<base>/ron-<uid>-XXXXXX",
