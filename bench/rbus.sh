@@ -21,13 +21,19 @@ trap 'rm -rf "$TMP"' EXIT
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
 
+# Runs interleave the modes, so a burst of load from other users of the
+# machine lands on all of them rather than on one.
+i=0
+while [ $i -lt "$RUNS" ]; do
+    for w in 1 32; do
+        for mode in bus raw inproc; do
+            "$BIN" --mode $mode --window $w --requests "$REQS" >> "$TMP/$mode.$w"
+        done
+    done
+    i=$((i + 1))
+done
 for mode in bus raw inproc; do
     for w in 1 32; do
-        i=0
-        while [ $i -lt "$RUNS" ]; do
-            "$BIN" --mode $mode --window $w --requests "$REQS" >> "$TMP/$mode.$w"
-            i=$((i + 1))
-        done
         for f in rps p50_us p99_us; do
             field $f < "$TMP/$mode.$w" | median > "$TMP/$mode.$w.$f"
         done
