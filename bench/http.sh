@@ -1,8 +1,9 @@
 #!/bin/sh
-# bench/http.sh BUILD_DIR - admin-style HTTP /healthz: ron-transport's server
-# (bench_http_server, hardening layer on, rate limits raised by
-# bench/config/admin-bench.json) against nginx returning the same 2-byte
-# body. wrk on one core, the server on another (taskset), RUNS runs each,
+# bench/http.sh BUILD_DIR - admin HTTP /healthz: the real node's admin port
+# (`ron node`, hardening layer on, rate limits raised by
+# bench/config/node-admin-bench.json) and ron-transport alone
+# (bench_http_server with bench/config/admin-bench.json, 2-byte body) against
+# nginx returning a 2-byte body. wrk on one core, the server on another (taskset), RUNS runs each,
 # alternating; prints a markdown section and writes bench/results/http.md.
 # Env: RUNS (5), DURATION (5s), CONNS (50), SERVER_CPU (0), CLIENT_CPU (1).
 set -eu
@@ -24,7 +25,9 @@ command -v wrk >/dev/null || { echo "wrk is not installed" >&2; exit 1; }
 TMP=$(mktemp -d)
 RON_PID=
 NGINX_PID=
+NODE_PID=
 cleanup() {
+    [ -n "$NODE_PID" ] && kill "$NODE_PID" 2>/dev/null && wait "$NODE_PID" 2>/dev/null
     [ -n "$RON_PID" ] && kill "$RON_PID" 2>/dev/null && wait "$RON_PID" 2>/dev/null
     [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
     rm -rf "$TMP"
@@ -42,6 +45,15 @@ RON_PID=$!
 for _ in $(seq 50); do grep -q '^port ' "$TMP/ron.out" 2>/dev/null && break; sleep 0.1; done
 RON_PORT=$(awk '/^port /{print $2}' "$TMP/ron.out")
 [ -n "$RON_PORT" ] || { echo "bench_http_server did not start" >&2; cat "$TMP/ron.err" >&2; exit 1; }
+
+# the node: kernel + its default child; the admin port is what wrk measures
+NODE_PORT=$(free_port)
+mkdir -p "$TMP/data"
+taskset -c "$SERVER_CPU" "$BUILD/ron" node --config "$ROOT/bench/config/node-admin-bench.json" \
+    --data-dir "$TMP/data" --admin "127.0.0.1:$NODE_PORT" >"$TMP/node.out" 2>"$TMP/node.err" &
+NODE_PID=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$NODE_PORT/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$NODE_PORT/healthz" >/dev/null || { echo "ron node did not start" >&2; cat "$TMP/node.err" >&2; exit 1; }
 
 # nginx: one worker, no access log, the same 2-byte body
 NGINX_PORT=$(free_port)
@@ -89,18 +101,27 @@ run_wrk() { # port pid -> "requests/s cpu-us-per-request"
 median() { sort -n | awk '{a[NR]=$1} END{m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.0f", m}'; }
 
 # warm-up, then alternate so both see the same background load
+run_wrk "$NODE_PORT" "$NODE_PID" >/dev/null
 run_wrk "$RON_PORT" "$RON_PID" >/dev/null
 run_wrk "$NGINX_PORT" "$NGINX_PID" >/dev/null
+: >"$TMP/node.runs"
 : >"$TMP/ron.runs"
 : >"$TMP/nginx.runs"
 for _ in $(seq "$RUNS"); do
+    run_wrk "$NODE_PORT" "$NODE_PID" >>"$TMP/node.runs"
     run_wrk "$RON_PORT" "$RON_PID" >>"$TMP/ron.runs"
     run_wrk "$NGINX_PORT" "$NGINX_PID" >>"$TMP/nginx.runs"
 done
+cut -d' ' -f1 "$TMP/node.runs" >"$TMP/node.rps"
+NODE_MED=$(median <"$TMP/node.rps")
+NODE_CPU=$(cut -d' ' -f2 "$TMP/node.runs" | sort -n | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}')
+NODE_ALL=$(tr '\n' ' ' <"$TMP/node.rps" | awk '{for(i=1;i<=NF;i++) printf "%s%.0f", (i>1?", ":""), $i}')
 cut -d' ' -f1 "$TMP/ron.runs" >"$TMP/ron.rps"
 cut -d' ' -f1 "$TMP/nginx.runs" >"$TMP/nginx.rps"
 RON_MED=$(median <"$TMP/ron.rps")
 NGINX_MED=$(median <"$TMP/nginx.rps")
+NODE_RATIO=$(awk -v a="$NODE_MED" -v b="$NGINX_MED" 'BEGIN{printf "%.2f", a/b}')
+NODE_CPU_RATIO=$(awk -v a="$NODE_CPU" -v b="$(cut -d' ' -f2 "$TMP/nginx.runs" | sort -n | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}')" 'BEGIN{printf "%.2f", a/b}')
 RON_CPU=$(cut -d' ' -f2 "$TMP/ron.runs" | sort -n | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}')
 NGINX_CPU=$(cut -d' ' -f2 "$TMP/nginx.runs" | sort -n | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}')
 CPU_RATIO=$(awk -v a="$RON_CPU" -v b="$NGINX_CPU" 'BEGIN{printf "%.2f", a/b}')
@@ -116,26 +137,30 @@ NGINX_VER=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 
 {
-    echo "## Admin HTTP /healthz (ron-transport vs nginx)"
+    echo "## Admin HTTP /healthz (ron node's admin port vs nginx)"
     echo
-    echo "wrk -t1 -c$CONNS -d$DURATION on CPU $CLIENT_CPU, server on CPU $SERVER_CPU, loopback, keep-alive,"
-    echo "2-byte body \"ok\". Ours: \`bench_http_server\` ($(basename "$BUILD") build) with the hardening"
-    echo "layer on and \`bench/config/admin-bench.json\` raising the rate limits. nginx: $NGINX_VER,"
-    echo "worker_processes 1, access_log off, \`return 200 \"ok\"\`. $RUNS runs each, alternating, medians."
+    echo "wrk -t1 -c$CONNS -d$DURATION on CPU $CLIENT_CPU, server on CPU $SERVER_CPU, loopback, keep-alive."
+    echo "**ron node**: the real node (kernel + its default child, $(basename "$BUILD") build), its admin port's"
+    echo "\`/healthz\` (a small JSON body computed from service health) with the hardening layer on and"
+    echo "\`bench/config/node-admin-bench.json\` raising only the rate and connection limits."
+    echo "**ron-transport alone**: \`bench_http_server\` answering a 2-byte body, layer on,"
+    echo "\`bench/config/admin-bench.json\`. **nginx**: $NGINX_VER, worker_processes 1, access_log off,"
+    echo "\`return 200 \"ok\"\`. $RUNS runs each, interleaved, medians."
     echo
     echo "| server | median requests/s | server CPU per request (median) | requests/s of each run |"
     echo "|---|---:|---:|---|"
-    echo "| ron-transport | $RON_MED | ${RON_CPU} us | $RON_ALL |"
+    echo "| ron node admin port | $NODE_MED | ${NODE_CPU} us | $NODE_ALL |"
+    echo "| ron-transport alone | $RON_MED | ${RON_CPU} us | $RON_ALL |"
     echo "| nginx | $NGINX_MED | ${NGINX_CPU} us | $NGINX_ALL |"
     echo
-    echo "Ratio ours/nginx: **${RATIO}x** requests/s (goal >= 1.0x); server CPU time per request"
-    echo "ours/nginx: ${CPU_RATIO}x (lower is better; user+system time of the server process"
-    echo "from /proc, less sensitive to the background load than requests/s)."
+    echo "Ratio ron node/nginx: **${NODE_RATIO}x** requests/s (goal >= 1.0x), CPU per request ${NODE_CPU_RATIO}x."
+    echo "Ratio ron-transport alone/nginx: ${RATIO}x requests/s, CPU per request ${CPU_RATIO}x (lower"
+    echo "is better; user+system time of the server process from /proc, less sensitive to background load)."
     echo
     echo "Memory: \`bench_http_server\` RssAnon $SLOW_IDLE MiB idle, **$SLOW_HELD MiB** while holding"
     echo "$SLOW_N slow connections (each a partial request growing one header byte every 0.5 s;"
     echo "\`bench/http_slow_conns.py\`; goal <= 64 MiB)."
     echo
     echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, load average $LOAD at the end."
-    echo "Provisional: the machine was shared with other builds and tests while this ran."
+    [ -z "${PROVISIONAL:-}" ] || echo "Provisional: the machine was shared with other builds and tests while this ran."
 } | tee "$OUT"

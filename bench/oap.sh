@@ -20,7 +20,7 @@ if command -v taskset >/dev/null 2>&1; then pin="taskset -c 1"; fi
     echo "## OAP/1 codec"
     echo
     echo "\`bench/oap.sh\` on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), release build."
-    echo "Provisional: measured on a shared machine while other builds and tests ran."
+    echo "Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     $pin "$bin" "${RUNS:-7}"
 } > "$out"

@@ -15,6 +15,11 @@ typedef struct {
 } ron_cmd_t;
 
 int cmd_version(int argc, char **argv);
+int cmd_node(int argc, char **argv);
+int cmd_service(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_reload(int argc, char **argv);
+int cmd_release(int argc, char **argv);
 int cmd_oap(int argc, char **argv);
 
 /* Print "ron: <msg>" to stderr and return code. */

@@ -10,6 +10,11 @@
 
 static const ron_cmd_t commands[] = {
     {"version", cmd_version, "print version, commit and build type"},
+    {"node", cmd_node, "run a node in the foreground (ron node --help)"},
+    {"service", cmd_service, "run one service under the kernel (started by ron node)"},
+    {"status", cmd_status, "node id, profile, readiness and services of a running node"},
+    {"reload", cmd_reload, "make a running node re-read its config"},
+    {"release", cmd_release, "let a quarantined service run again"},
     {"oap", cmd_oap, "decode / encode raw OAP/1 frames (debugging the wire)"},
 };
 

@@ -1,0 +1,80 @@
+/*
+ * macronode.h - the node runner (`ron node`), the child runner
+ * (`ron service NAME`) and the table of built-in services.
+ *
+ * In the macro profile the `ron node` process is the kernel: it binds the
+ * admin port and every public listener, starts one child per configured
+ * service as `ron service NAME` (the same binary), hands each child the
+ * listening sockets it serves, collects its stderr, watches its heartbeats
+ * and restarts it with backoff (quarantine at the 6th crash in 60 s). In the
+ * micro profile the same service code runs inside the node's own loop.
+ *
+ * Services are written once against ron_service_def_t and do not know which
+ * profile runs them.
+ */
+#ifndef MACRONODE_H
+#define MACRONODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "ron_config.h"
+
+/* Limits */
+/* A child's metrics text per heartbeat: a larger one is not sent (child)
+ * or not kept (kernel). */
+#define MN_MAX_METRICS (128u << 10)
+/* A child's log line: a longer one is cut into several. */
+#define MN_MAX_LOG_LINE 4096u
+/* How often the kernel checks heartbeats: bounds the detection delay. */
+#define MN_HEALTH_TICK_MS 100u
+
+/* A built-in service. Every callback runs on the service's loop thread. */
+typedef struct {
+    const char *name;
+    /* address of the public listener the kernel binds for it ("" or NULL: none) */
+    const char *(*listen_addr)(const ron_config_t *cfg);
+    /*
+     * Start on loop with the first snapshot (borrowed: copy what you keep).
+     * listen_fd is the inherited listening socket, or -1. Returns 0 and a
+     * state, or a negative code (the process then exits 1).
+     */
+    int (*start)(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_out);
+    /* Apply a newer snapshot (borrowed). */
+    void (*apply_config)(void *state, const ron_config_t *cfg);
+    /* Append Prometheus text of this service's own metrics to buf (cap bytes);
+     * return bytes written. */
+    size_t (*metrics)(void *state, char *buf, size_t cap);
+    /* Close every handle; the loop then ends. */
+    void (*stop)(void *state);
+} ron_service_def_t;
+
+/* The built-in service called name, or NULL. */
+const ron_service_def_t *ron_service_find(const char *name);
+
+/* Comma-separated names of the built-in services, for messages. */
+const char *ron_service_names(void);
+
+/*
+ * Run the node in the foreground until SIGINT/SIGTERM (exit 0) or a fatal
+ * startup error (1): bind the admin port, start the services (children in
+ * the macro profile, in-process in micro), serve until stopped. store is
+ * taken (freed before returning). self_exe (borrowed) is the binary children
+ * run. Blocks the calling thread; installs SIGINT/SIGTERM/SIGHUP handlers.
+ * Returns the process exit code.
+ */
+int ron_node_run(ron_config_store_t *store, const char *self_exe);
+
+/*
+ * Run `ron service NAME` as a child of the kernel: connect to the kernel over
+ * ron-bus (RON_BUS_DIR, RON_BUS_SECRET), say HELLO, receive the config
+ * snapshot, start the service on the inherited listener (RON_LISTEN_FD),
+ * heartbeat with its metrics, apply config updates, exit 0 on SIGTERM and 1
+ * when the kernel goes away. Returns the process exit code (2 for an unknown
+ * service or a missing kernel environment).
+ */
+int ron_service_run(const char *name);
+
+#endif

@@ -1,0 +1,150 @@
+/*
+ * mn_internal.h - shared between the files of src/macronode/ only.
+ *
+ * Kernel <-> child protocol on ron-bus (app_proto_id OAP_APP_KERNEL), JSON
+ * payloads:
+ *   child -> kernel request  {"op":"hello","service":S,"pid":"P"}
+ *                    answer  200 {"config":{...snapshot...}}
+ *   child -> kernel request  {"op":"heartbeat","service":S,"config_version":"V",
+ *                             "metrics":"<prometheus text>"}
+ *                    answer  200 {}
+ *   kernel -> children event {"config":{...snapshot...}}  (after a reload)
+ * The kernel accepts a HELLO only from the pid it spawned for that service
+ * (SO_PEERCRED through ron-bus), on a connection that already passed the
+ * per-boot secret check.
+ */
+#ifndef MN_INTERNAL_H
+#define MN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "macronode.h"
+#include "ron_bus.h"
+#include "ron_config.h"
+#include "ron_kernel.h"
+#include "ron_metrics.h"
+
+#define MN_KERNEL_ENDPOINT "kernel"      /* ron-bus name the kernel listens under */
+#define MN_ENV_LISTEN_FD "RON_LISTEN_FD" /* fd of the inherited public listener */
+
+typedef enum {
+    MN_SVC_STARTING,    /* spawned, no HELLO yet */
+    MN_SVC_RUNNING,     /* HELLO received */
+    MN_SVC_RESTARTING,  /* exited; restart timer armed */
+    MN_SVC_QUARANTINED, /* too many crashes; waits for release */
+    MN_SVC_STOPPING,    /* shutdown in progress */
+    MN_SVC_STOPPED,
+} mn_svc_state_t;
+
+const char *mn__svc_state_name(mn_svc_state_t s);
+
+typedef struct mn_sup mn_sup_t;
+
+/* One row of `ron status`. Strings are views valid until the next loop turn. */
+typedef struct {
+    const char *name;
+    mn_svc_state_t state;
+    int pid; /* 0 when not running */
+    bool healthy;
+    uint64_t restarts;       /* restarts since the node started */
+    uint32_t crash_streak;   /* crashes since the last backoff reset */
+    uint64_t config_version; /* last version the child reported */
+    const char *last_exit;   /* "exit 3", "signal 9 (Killed)", or "" */
+    const char *listen_addr; /* bound public listener, or "" */
+} mn_svc_info_t;
+
+/*
+ * Create a supervisor for cfg->services (cfg borrowed until the next
+ * mn__sup_config or mn__sup_free). Binds every public listener now. Kernel
+ * events go to bus; service_restarts_total and friends to reg. Returns NULL
+ * with a reason in err on failure.
+ */
+mn_sup_t *mn__sup_new(uv_loop_t *loop, const ron_config_t *cfg, const char *self_exe,
+                      ron_bus_t *bus, met_registry_t *reg, char *err, size_t errcap);
+/* Start the ron-bus endpoint and every child in config order. Returns 0 or a code. */
+int mn__sup_start(mn_sup_t *s, char *err, size_t errcap);
+/* A new snapshot (borrowed as above): send it to every child. */
+void mn__sup_config(mn_sup_t *s, const ron_config_t *cfg);
+/* Stop children in reverse start order (SIGTERM, SIGKILL when the budget
+ * runs out); done(arg) runs once all are gone. */
+void mn__sup_stop(mn_sup_t *s, void (*done)(void *arg), void *arg);
+/* Release a quarantined service. Returns 0, RON_ENOTFOUND, or RON_EINVAL when
+ * it is not quarantined. */
+int mn__sup_release(mn_sup_t *s, const char *name);
+size_t mn__sup_count(const mn_sup_t *s);
+void mn__sup_info(const mn_sup_t *s, size_t i, mn_svc_info_t *out);
+/* Merge every child's last metrics text into m with service="NAME". */
+void mn__sup_metrics(const mn_sup_t *s, met_merge_t *m);
+/* Close handles; memory goes once the loop runs the close callbacks. */
+void mn__sup_free(mn_sup_t *s);
+
+/* The built-in `health` service (mn_health.c). */
+extern const ron_service_def_t mn__svc_health;
+
+/* ---- the service host (mn_service.c) ---- */
+
+typedef struct mn_host mn_host_t;
+
+/*
+ * Run service def on loop: connect to the kernel endpoint with bc (copied;
+ * Unix sockets in a child, in-process in the micro profile), HELLO, start,
+ * heartbeat. listen_fd (taken; -1 for none) is the service's listener.
+ * on_exit(arg, code) runs once, after the host has closed everything: code
+ * 0 after mn__host_stop(h, 0), 1 when the kernel went away or the service
+ * failed to start. Returns NULL with *rc_out set (ron-bus errors).
+ */
+mn_host_t *mn__host_new(uv_loop_t *loop, const ron_service_def_t *def, const rbus_config_t *bc,
+                        int listen_fd, void (*on_exit)(void *arg, int code), void *arg,
+                        int *rc_out);
+/* Stop the service and close the host on a later loop turn; on_exit gets code. */
+void mn__host_stop(mn_host_t *h, int code);
+
+/* ---- the admin port (mn_admin.c) ---- */
+
+typedef struct mn_node mn_node_t;
+typedef struct mn_admin mn_admin_t;
+
+/* Serve the admin routes on cfg->admin for node. Returns NULL with err. */
+mn_admin_t *mn__admin_new(uv_loop_t *loop, mn_node_t *node, const ron_config_t *cfg, char *err,
+                          size_t errcap);
+/* The bound address ("127.0.0.1:8080"). */
+const char *mn__admin_addr(const mn_admin_t *a);
+void mn__admin_close(mn_admin_t *a);
+
+/* What the admin routes need from the node (mn_node.c). */
+const ron_config_t *mn__node_config(const mn_node_t *n);
+mn_sup_t *mn__node_sup(mn_node_t *n);
+met_registry_t *mn__node_registry(mn_node_t *n);
+bool mn__node_stopping(const mn_node_t *n);
+/* Outcome of a reload: rc 0 (changed or not, version now current) or an
+ * error with err (a view valid during the call). */
+typedef void (*mn_reload_cb)(void *arg, int rc, bool changed, uint64_t version, const char *err);
+/* Start a reload (file read and validated on a worker thread); cb (may be
+ * NULL) runs once, later, on the loop. Returns 0, RON_EBUSY (a reload is in
+ * flight) or RON_ESHUTDOWN. */
+int mn__node_reload(mn_node_t *n, mn_reload_cb cb, void *arg);
+uint64_t mn__node_uptime_ms(const mn_node_t *n);
+/* Services of either profile (micro: in-process hosts, pid = the node's). */
+size_t mn__node_service_count(const mn_node_t *n);
+void mn__node_service_info(const mn_node_t *n, size_t i, mn_svc_info_t *out);
+
+/* ---- small helpers (mn_util.c) ---- */
+
+/* Bind a TCP listener on addr (backlog 1024). Returns the fd or a negative
+ * code; bound_out gets the address actually bound ("127.0.0.1:41234"). */
+int mn__listen_tcp(const char *addr, char *bound_out, size_t bound_cap);
+
+#define MN_DATA_FORMAT "1" /* layout version in <data_dir>/FORMAT (DESIGN §8) */
+
+/* Persistent mode: create data_dir (0700) and its FORMAT file, or check the
+ * version of an existing one. Amnesia: touch nothing. Returns 0 or a code
+ * with err set (RON_ECONFIG for a layout version we do not know). */
+int mn__data_dir_prepare(const ron_config_t *cfg, char *err, size_t errcap);
+
+/* Describe a child's end: "exit 3" or "signal 9 (Killed)". */
+void mn__exit_reason(char *out, size_t cap, int64_t exit_status, int term_signal);
+
+#endif

@@ -1,0 +1,387 @@
+/*
+ * mn_service.c - the service host: the side of the supervisor that runs one
+ * service. It connects to the kernel's ron-bus endpoint, says HELLO,
+ * receives the config snapshot, starts the service, sends a heartbeat with
+ * its metrics every supervisor.heartbeat_ms, and applies the config updates
+ * the kernel publishes. The same host runs in a child process (`ron service
+ * NAME`, Unix-socket transport, macro profile) and inside the node's own
+ * loop (in-process transport, micro profile): services never learn which.
+ * In a child, SIGTERM stops it (exit 0) and SIGINT is ignored: a terminal's
+ * Ctrl-C reaches the whole process group, and the kernel decides the order.
+ * Invariants: at most one heartbeat in flight; a kernel silent for
+ * MN_KERNEL_LOST_MS ends the host (exit code 1); teardown runs on a fresh
+ * loop turn, never inside a ron-bus callback; on_exit runs once, after every
+ * handle of the host is closed.
+ */
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "mn_internal.h"
+#include "oap.h"
+#include "ron_bus.h"
+#include "ron_err.h"
+#include "ron_log.h"
+#include "ron_util.h"
+
+#define MN_KERNEL_LOST_MS 5000u /* no answered heartbeat for this long: the kernel is gone */
+#define MN_HELLO_TRIES 25u      /* HELLO attempts, 200 ms apart */
+
+struct mn_host {
+    uv_loop_t *loop;
+    const ron_service_def_t *def;
+    void (*on_exit)(void *arg, int code);
+    void *exit_arg;
+    void *state;
+    bool started;
+    bool stopping;
+    rbus_t *bus;
+    rbus_peer_t *kernel;
+    ron_config_t cfg;
+    uv_timer_t timer; /* HELLO retry, then heartbeat, then teardown */
+    unsigned hello_tries;
+    bool hb_inflight;
+    uint64_t last_ok_ms;
+    int listen_fd;
+    int exit_code;
+    char *mbuf; /* metrics text scratch, MN_MAX_METRICS bytes */
+};
+
+typedef mn_host_t svc_run_t;
+
+static void run_stop(svc_run_t *r, int code);
+static void send_hello(svc_run_t *r);
+static void heartbeat_tick(uv_timer_t *t);
+
+static void
+apply_snapshot(svc_run_t *r, const char *json, size_t len, bool first)
+{
+    char err[RON_CONFIG_ERR_MAX];
+    ron_config_t *next = ron_xmalloc(sizeof *next);
+    uint64_t old_hb;
+    if (ron_config_from_json(json, len, next, err, sizeof err) < 0) {
+        ron_warn("config snapshot refused: %s", err);
+        free(next);
+        return;
+    }
+    if (!first && next->version <= r->cfg.version) {
+        free(next);
+        return;
+    }
+    old_hb = r->cfg.supervisor.heartbeat_ms;
+    r->cfg = *next;
+    free(next);
+    if (strcmp(r->cfg.log_level, "debug") == 0)
+        ron_log_set_level(RON_LOG_DEBUG);
+    else if (strcmp(r->cfg.log_level, "warn") == 0)
+        ron_log_set_level(RON_LOG_WARN);
+    else if (strcmp(r->cfg.log_level, "error") == 0)
+        ron_log_set_level(RON_LOG_ERROR);
+    else
+        ron_log_set_level(RON_LOG_INFO);
+    if (!first) {
+        ron_info("config version %llu applied", (unsigned long long)r->cfg.version);
+        if (r->started && r->cfg.supervisor.heartbeat_ms != old_hb)
+            uv_timer_start(&r->timer, heartbeat_tick, r->cfg.supervisor.heartbeat_ms,
+                           r->cfg.supervisor.heartbeat_ms);
+        if (r->started && r->def->apply_config != NULL)
+            r->def->apply_config(r->state, &r->cfg);
+    }
+}
+
+static void
+heartbeat_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    svc_run_t *r = arg;
+    r->hb_inflight = false;
+    if (status == 0 && resp->code == 200)
+        r->last_ok_ms = ron_now_ms();
+}
+
+static void
+heartbeat_tick(uv_timer_t *t)
+{
+    svc_run_t *r = t->data;
+    json_t *msg;
+    char ver[24], *txt;
+    size_t n = 0;
+    int rc;
+
+    if (ron_now_ms() - r->last_ok_ms > MN_KERNEL_LOST_MS) {
+        ron_error("kernel silent for %u ms; exiting", MN_KERNEL_LOST_MS);
+        run_stop(r, 1);
+        return;
+    }
+    if (r->hb_inflight)
+        return;
+    if (r->def->metrics != NULL)
+        n = r->def->metrics(r->state, r->mbuf, MN_MAX_METRICS);
+    r->mbuf[n < MN_MAX_METRICS ? n : MN_MAX_METRICS - 1] = '\0';
+    snprintf(ver, sizeof ver, "%llu", (unsigned long long)r->cfg.version);
+    msg = json_pack("{s:s, s:s, s:s, s:s}", "op", "heartbeat", "service", r->def->name,
+                    "config_version", ver, "metrics", r->mbuf);
+    txt = msg != NULL ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    if (txt == NULL)
+        return; /* metrics text not UTF-8: skip this beat, the next one retries */
+    rc = rbus_request(r->kernel, OAP_APP_KERNEL, txt, strlen(txt),
+                      (uint32_t)(2 * r->cfg.supervisor.heartbeat_ms), heartbeat_reply, r);
+    free(txt);
+    r->hb_inflight = rc == 0;
+}
+
+static void
+config_event(void *arg, rbus_peer_t *p, const oap_frame_t *f)
+{
+    svc_run_t *r = arg;
+    json_error_t jerr;
+    json_t *msg = json_loadb((const char *)f->payload, f->payload_len, 0, &jerr);
+    json_t *cfg = json_object_get(msg, "config");
+    (void)p;
+    if (json_is_object(cfg)) {
+        char *txt = json_dumps(cfg, JSON_COMPACT);
+        if (txt != NULL)
+            apply_snapshot(r, txt, strlen(txt), false);
+        free(txt);
+    }
+    json_decref(msg);
+}
+
+static void
+hello_retry(uv_timer_t *t)
+{
+    send_hello(t->data);
+}
+
+static void
+hello_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    svc_run_t *r = arg;
+    json_error_t jerr;
+    json_t *msg = NULL, *cfg;
+    char *txt = NULL;
+    int rc;
+
+    if (r->stopping)
+        return;
+    if (status < 0 || resp->code != 200) {
+        ron_warn("HELLO to kernel failed: %s",
+                 status < 0 ? ron_strerror(status) : "refused by the kernel");
+        if (++r->hello_tries >= MN_HELLO_TRIES) {
+            run_stop(r, 1);
+            return;
+        }
+        uv_timer_start(&r->timer, hello_retry, 200, 0);
+        return;
+    }
+    msg = json_loadb((const char *)resp->payload, resp->payload_len, 0, &jerr);
+    cfg = json_object_get(msg, "config");
+    txt = json_is_object(cfg) ? json_dumps(cfg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    if (txt == NULL) {
+        ron_error("HELLO answer without a config snapshot");
+        run_stop(r, 1);
+        return;
+    }
+    r->cfg.version = 0;
+    apply_snapshot(r, txt, strlen(txt), true);
+    free(txt);
+    if (r->cfg.version == 0) {
+        run_stop(r, 1);
+        return;
+    }
+    rc = r->def->start(r->loop, &r->cfg, r->listen_fd, &r->state);
+    r->listen_fd = -1; /* taken by the service */
+    if (rc < 0) {
+        ron_error("service %s failed to start: %s", r->def->name, ron_strerror(rc));
+        run_stop(r, 1);
+        return;
+    }
+    r->started = true;
+    r->last_ok_ms = ron_now_ms();
+    ron_info("service %s started (config version %llu)", r->def->name,
+             (unsigned long long)r->cfg.version);
+    uv_timer_start(&r->timer, heartbeat_tick, r->cfg.supervisor.heartbeat_ms,
+                   r->cfg.supervisor.heartbeat_ms);
+}
+
+static void
+send_hello(svc_run_t *r)
+{
+    char body[160];
+    int rc;
+    snprintf(body, sizeof body, "{\"op\":\"hello\",\"service\":\"%s\",\"pid\":\"%d\"}",
+             r->def->name, (int)getpid());
+    rc = rbus_request(r->kernel, OAP_APP_KERNEL, body, strlen(body), 2000, hello_reply, r);
+    if (rc < 0) {
+        if (++r->hello_tries >= MN_HELLO_TRIES) {
+            ron_error("cannot reach the kernel over ron-bus: %s", ron_strerror(rc));
+            run_stop(r, 1);
+            return;
+        }
+        uv_timer_start(&r->timer, hello_retry, 200, 0);
+    }
+}
+
+/* Tear down on a fresh loop turn, never from inside a ron-bus callback. */
+static void
+host_closed(uv_handle_t *h)
+{
+    svc_run_t *r = h->data;
+    if (r->on_exit != NULL)
+        r->on_exit(r->exit_arg, r->exit_code);
+    free(r->mbuf);
+    free(r);
+}
+
+static void
+run_teardown(uv_timer_t *t)
+{
+    svc_run_t *r = t->data;
+    if (r->started && r->def->stop != NULL)
+        r->def->stop(r->state);
+    if (r->kernel != NULL)
+        rbus_peer_close(r->kernel);
+    r->kernel = NULL;
+    rbus_free(r->bus);
+    r->bus = NULL;
+    if (r->listen_fd >= 0)
+        close(r->listen_fd);
+    r->listen_fd = -1;
+    uv_close((uv_handle_t *)&r->timer, host_closed);
+}
+
+static void
+run_stop(svc_run_t *r, int code)
+{
+    if (r->stopping)
+        return;
+    r->stopping = true;
+    r->exit_code = code;
+    uv_timer_stop(&r->timer);
+    uv_timer_start(&r->timer, run_teardown, 0, 0);
+}
+
+void
+mn__host_stop(mn_host_t *h, int code)
+{
+    run_stop(h, code);
+}
+
+mn_host_t *
+mn__host_new(uv_loop_t *loop, const ron_service_def_t *def, const rbus_config_t *bc, int listen_fd,
+             void (*on_exit)(void *arg, int code), void *arg, int *rc_out)
+{
+    svc_run_t *r = ron_xcalloc(1, sizeof *r);
+    int rc = 0;
+
+    r->loop = loop;
+    r->def = def;
+    r->on_exit = on_exit;
+    r->exit_arg = arg;
+    r->listen_fd = listen_fd;
+    r->mbuf = ron_xmalloc(MN_MAX_METRICS);
+    r->bus = rbus_new(loop, bc, &rc);
+    if (r->bus == NULL)
+        goto fail;
+    r->kernel = rbus_connect(r->bus, MN_KERNEL_ENDPOINT, &rc);
+    if (r->kernel == NULL)
+        goto fail;
+    rbus_subscribe(r->kernel, OAP_APP_KERNEL, config_event, r);
+    uv_timer_init(loop, &r->timer);
+    r->timer.data = r;
+    send_hello(r);
+    return r;
+fail:
+    rbus_free(r->bus);
+    free(r->mbuf);
+    free(r);
+    if (listen_fd >= 0)
+        close(listen_fd);
+    *rc_out = rc;
+    return NULL;
+}
+
+/* ---- `ron service NAME` ---- */
+
+typedef struct {
+    uv_signal_t sigterm;
+    mn_host_t *host;
+    int code;
+} child_main_t;
+
+static void
+on_sigterm(uv_signal_t *h, int signum)
+{
+    child_main_t *m = h->data;
+    (void)signum;
+    ron_info("SIGTERM: stopping");
+    mn__host_stop(m->host, 0);
+}
+
+static void
+child_host_exit(void *arg, int code)
+{
+    child_main_t *m = arg;
+    m->code = code;
+    uv_close((uv_handle_t *)&m->sigterm, NULL);
+}
+
+int
+ron_service_run(const char *name)
+{
+    const ron_service_def_t *def = ron_service_find(name);
+    const char *fd_env = getenv(MN_ENV_LISTEN_FD);
+    child_main_t m;
+    rbus_config_t bc;
+    char dir[RBUS_MAX_DIR];
+    uv_loop_t loop;
+    int rc, listen_fd = -1;
+
+    memset(&m, 0, sizeof m);
+    if (def == NULL) {
+        fprintf(stderr, "ron: unknown service '%s' (built in: %s)\n", name, ron_service_names());
+        return 2;
+    }
+    ron_log_set_service(name);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    if (getppid() == 1)
+        return 1; /* the kernel died before we got here */
+    if (rbus_config_from_env(&bc, name) < 0) {
+        fprintf(stderr, "ron: `ron service` is started by `ron node`, not by hand\n");
+        return 2;
+    }
+    if (fd_env != NULL) {
+        uint64_t v;
+        if (ron_parse_u64(fd_env, strlen(fd_env), &v) < 0 || v < 3 || v > 1024) {
+            fprintf(stderr, "ron: %s=%s is not an inherited descriptor\n", MN_ENV_LISTEN_FD,
+                    fd_env);
+            return 2;
+        }
+        listen_fd = (int)v;
+    }
+    unsetenv(MN_ENV_LISTEN_FD);
+    snprintf(dir, sizeof dir, "%s", bc.dir);
+    bc.dir = dir;
+    uv_loop_init(&loop);
+    m.host = mn__host_new(&loop, def, &bc, listen_fd, child_host_exit, &m, &rc);
+    explicit_bzero(bc.secret, sizeof bc.secret);
+    if (m.host == NULL) {
+        ron_error("ron-bus: %s", ron_strerror(rc));
+        m.code = 1;
+    } else {
+        uv_signal_init(&loop, &m.sigterm);
+        m.sigterm.data = &m;
+        uv_signal_start(&m.sigterm, on_sigterm, SIGTERM);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        ron_warn("loop closed with handles still open");
+    return m.code;
+}

@@ -1,0 +1,148 @@
+/*
+ * mn_util.c - binding the public TCP listeners the kernel hands to its
+ * children, naming how a child ended, and preparing the data directory
+ * (mode 0700, FORMAT file with the layout version, written atomically).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mn_internal.h"
+#include "ron_err.h"
+#include "ron_util.h"
+
+int
+mn__listen_tcp(const char *addr, char *bound_out, size_t bound_cap)
+{
+    char host[RON_CONFIG_ADDR_MAX];
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int port, fd = -1, one = 1, rc;
+
+    memset(&ss, 0, sizeof ss);
+    if (ron_addr_split(addr, host, sizeof host, &port) < 0)
+        return RON_EINVAL;
+    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
+        ((struct sockaddr_in *)&ss)->sin_family = AF_INET;
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+        sl = sizeof(struct sockaddr_in);
+    } else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
+        ((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+        sl = sizeof(struct sockaddr_in6);
+    } else {
+        return RON_EINVAL;
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        char h[INET6_ADDRSTRLEN];
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, h, sizeof h);
+            snprintf(bound_out, bound_cap, "%s:%u", h,
+                     ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        } else {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, h, sizeof h);
+            snprintf(bound_out, bound_cap, "[%s]:%u", h,
+                     ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+        }
+    }
+    return fd;
+}
+
+void
+mn__exit_reason(char *out, size_t cap, int64_t exit_status, int term_signal)
+{
+    if (term_signal != 0)
+        snprintf(out, cap, "signal %d (%s)", term_signal, strsignal(term_signal));
+    else
+        snprintf(out, cap, "exit %lld", (long long)exit_status);
+}
+
+/* Create every missing component of path with mode 0700. Returns 0 or -errno. */
+static int
+mkdir_p(const char *path)
+{
+    char tmp[RON_CONFIG_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+            return -errno;
+        *p = '/';
+    }
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+int
+mn__data_dir_prepare(const ron_config_t *cfg, char *err, size_t errcap)
+{
+    char path[RON_CONFIG_PATH_MAX + 16], tmp[RON_CONFIG_PATH_MAX + 32], buf[32];
+    ssize_t n;
+    int fd, rc;
+
+    if (ron_config_amnesia(cfg))
+        return 0; /* amnesia: nothing is written to disk */
+    if ((rc = mkdir_p(cfg->data_dir)) < 0) {
+        snprintf(err, errcap, "data dir %s: %s", cfg->data_dir, ron_strerror(rc));
+        return rc;
+    }
+    snprintf(path, sizeof path, "%s/FORMAT", cfg->data_dir);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = '\0';
+        buf[strcspn(buf, "\r\n ")] = '\0';
+        if (strcmp(buf, MN_DATA_FORMAT) != 0) {
+            snprintf(err, errcap, "data dir %s has layout version '%s'; this ron uses %s",
+                     cfg->data_dir, buf, MN_DATA_FORMAT);
+            return RON_ECONFIG;
+        }
+        return 0;
+    }
+    if (errno != ENOENT) {
+        rc = -errno;
+        snprintf(err, errcap, "%s: %s", path, ron_strerror(rc));
+        return rc;
+    }
+    snprintf(tmp, sizeof tmp, "%s/.FORMAT.tmp", cfg->data_dir);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, MN_DATA_FORMAT "\n", strlen(MN_DATA_FORMAT) + 1) < 0 ||
+        fdatasync(fd) < 0 || rename(tmp, path) < 0) {
+        rc = -errno;
+        if (fd >= 0)
+            close(fd);
+        snprintf(err, errcap, "%s: %s", path, ron_strerror(rc));
+        return rc;
+    }
+    close(fd);
+    fd = open(cfg->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    return 0;
+}

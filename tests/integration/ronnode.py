@@ -1,0 +1,233 @@
+"""ronnode.py - helpers for integration tests that run a real `ron node`.
+
+Each Node gets its own temp dir and ephemeral ports, logs to a file, and is
+always killed (with its children) when the test ends. Every wait is bounded.
+The `ron` binary is $RON_BIN (set by CTest), else build/asan/ron.
+"""
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RON = os.environ.get("RON_BIN") or os.path.join(ROOT, "build", "asan", "ron")
+
+_live = []
+
+
+def _cleanup():
+    for n in list(_live):
+        n.kill()
+
+
+atexit.register(_cleanup)
+for _sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_sig, lambda s, f: (_cleanup(), sys.exit(1)))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    _cleanup()
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def wait_for(pred, timeout, what):
+    """Poll pred() every 20 ms until it returns a truthy value or timeout s pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            fail("timed out after %.1f s waiting for %s" % (timeout, what))
+        time.sleep(0.02)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Node:
+    def __init__(self, args=(), config=None, env=None, services_addr=True):
+        self.dir = tempfile.mkdtemp(prefix="ron-it-")
+        self.admin = "127.0.0.1:%d" % free_port()
+        self.log_path = os.path.join(self.dir, "node.log")
+        self.config_path = os.path.join(self.dir, "node.json")
+        argv = [RON, "node", "--admin", self.admin, "--data-dir", self.dir]
+        if config is not None:
+            self.write_config(config)
+            argv += ["--config", self.config_path]
+        if services_addr:
+            argv += ["--set", "echo.addr=127.0.0.1:0"]
+        argv += list(args)
+        e = dict(os.environ)
+        e.pop("RON_ADMIN", None)
+        e.update(env or {})
+        self.env = e
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=e)
+        _live.append(self)
+
+    def write_config(self, obj):
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(obj if isinstance(obj, str) else json.dumps(obj))
+        os.rename(tmp, self.config_path)
+
+    # ---- HTTP ----
+    def http(self, method, path, timeout=3.0):
+        """Return (status, headers dict lower-case, body bytes); never raises on HTTP errors."""
+        req = urllib.request.Request("http://%s%s" % (self.admin, path), method=method,
+                                     data=b"" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+    def get(self, path):
+        return self.http("GET", path)
+
+    def try_get(self, path):
+        try:
+            return self.get(path)
+        except (OSError, urllib.error.URLError):
+            return None
+
+    def status(self):
+        s, _, b = self.get("/admin/status")
+        check(s == 200, "/admin/status answered %d" % s)
+        return json.loads(b)
+
+    def service(self, name="echo"):
+        for s in self.status()["services"]:
+            if s["name"] == name:
+                return s
+        fail("service %s missing from status" % name)
+
+    def metrics(self):
+        s, _, b = self.get("/metrics")
+        check(s == 200, "/metrics answered %d" % s)
+        return b.decode()
+
+    def metric(self, line_prefix):
+        for line in self.metrics().splitlines():
+            if line.startswith(line_prefix + " "):
+                return float(line.split()[-1])
+        return None
+
+    # ---- lifecycle ----
+    def wait_up(self, timeout=15):
+        def up():
+            check(self.proc.poll() is None, "node exited early (%s); log:\n%s" %
+                  (self.proc.returncode, self.logs()))
+            r = self.try_get("/healthz")
+            return r is not None and r[0] == 200
+        wait_for(up, timeout, "node healthy")
+        return self
+
+    def wait_running(self, name="echo", timeout=10, not_pid=None):
+        def ok():
+            s = self.service(name)
+            if s["state"] == "running" and s["healthy"] and s["pid"] and s["pid"] != not_pid:
+                return s
+            return None
+        return wait_for(ok, timeout, "service %s running" % name)
+
+    def logs(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def log_lines(self):
+        out = []
+        for line in self.logs().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def wait_log(self, text, timeout=5):
+        return wait_for(lambda: text in self.logs(), timeout, "log line containing %r" % text)
+
+    def ron(self, *args, timeout=10):
+        e = dict(self.env)
+        e["RON_ADMIN"] = self.admin
+        return subprocess.run([RON] + list(args), capture_output=True, text=True, env=e,
+                              timeout=timeout)
+
+    def child_pids(self):
+        out = []
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open("/proc/%s/stat" % d) as f:
+                        st = f.read().split(")")[-1].split()
+                    if int(st[1]) == self.proc.pid:
+                        out.append(int(d))
+                except OSError:
+                    pass
+        return out
+
+    def stop(self, sig=signal.SIGTERM, timeout=5):
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            fail("node did not exit within %.1f s of signal %d" % (timeout, sig))
+        return rc, time.monotonic() - t0
+
+    def kill(self):
+        if self in _live:
+            _live.remove(self)
+        kids = self.child_pids() if self.proc.poll() is None else []
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        for k in kids:
+            try:
+                os.kill(k, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def rss_kib(pid, field="RssAnon"):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
