@@ -48,7 +48,7 @@ v() { cat "$TMP/$1.$2.$3"; }
     echo "cores 0 and 1; 32-byte requests echoed (70-byte OAP/1 frames); medians of $RUNS runs of"
     echo "$REQS requests (after 10 % warm-up). \"raw\" is a blocking socketpair echo of the same"
     echo "frame sizes with no framing or event loop: the floor a hand-written IPC would reach."
-    echo "(1-minute load average $LOAD0 at the start, $(cut -d' ' -f1 /proc/loadavg) at the end)."
+    echo "1-minute load average $LOAD0 at the start, $(cut -d' ' -f1 /proc/loadavg) at the end."
     echo
     echo "| in flight | ron-bus req/s | p50 µs | p99 µs | raw req/s | raw p50 µs | raw p99 µs | ron-bus / raw |"
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
