@@ -12,7 +12,8 @@
  * --mode raw is the floor a user could build by hand: the same frame sizes
  * written and read with blocking write(2)/read(2) on a socketpair, no
  * framing, no event loop. Output: one line "mode=.. window=.. requests=..
- * rps=.. p50_us=.. p99_us=..".
+ * rps=.. p50_us=.. p99_us=..". With RBUS_BENCH_DEBUG set, p90/p95/p98 go
+ * to stderr too (to see where a tail starts).
  */
 #include <errno.h>
 #include <sched.h>
@@ -65,6 +66,8 @@ static void
 report(const char *mode, unsigned window, uint64_t n, uint64_t *lat, uint64_t elapsed_ns)
 {
     qsort(lat, n, sizeof *lat, cmp_u64);
+    if (getenv("RBUS_BENCH_DEBUG") != NULL)
+        fprintf(stderr, "p90 %.1f p95 %.1f p98 %.1f\n", lat[n * 90 / 100] / 1e3, lat[n * 95 / 100] / 1e3, lat[n * 98 / 100] / 1e3);
     printf("mode=%s window=%u requests=%llu rps=%.0f p50_us=%.1f p99_us=%.1f\n", mode, window,
            (unsigned long long)n, (double)n * 1e9 / (double)elapsed_ns, lat[n / 2] / 1e3,
            lat[(n * 99) / 100] / 1e3);

@@ -21,13 +21,19 @@ trap 'rm -rf "$TMP"' EXIT
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p"; }
 
+# Runs interleave the modes, so a burst of load from other users of the
+# machine lands on all of them rather than on one.
+i=0
+while [ $i -lt "$RUNS" ]; do
+    for w in 1 32; do
+        for mode in bus raw inproc; do
+            "$BIN" --mode $mode --window $w --requests "$REQS" >> "$TMP/$mode.$w"
+        done
+    done
+    i=$((i + 1))
+done
 for mode in bus raw inproc; do
     for w in 1 32; do
-        i=0
-        while [ $i -lt "$RUNS" ]; do
-            "$BIN" --mode $mode --window $w --requests "$REQS" >> "$TMP/$mode.$w"
-            i=$((i + 1))
-        done
         for f in rps p50_us p99_us; do
             field $f < "$TMP/$mode.$w" | median > "$TMP/$mode.$w.$f"
         done
@@ -42,7 +48,7 @@ v() { cat "$TMP/$1.$2.$3"; }
     echo "cores 0 and 1; 32-byte requests echoed (70-byte OAP/1 frames); medians of $RUNS runs of"
     echo "$REQS requests (after 10 % warm-up). \"raw\" is a blocking socketpair echo of the same"
     echo "frame sizes with no framing or event loop: the floor a hand-written IPC would reach."
-    echo "(1-minute load average $LOAD0 at the start, $(cut -d' ' -f1 /proc/loadavg) at the end)."
+    echo "1-minute load average $LOAD0 at the start, $(cut -d' ' -f1 /proc/loadavg) at the end."
     echo
     echo "| in flight | ron-bus req/s | p50 µs | p99 µs | raw req/s | raw p50 µs | raw p99 µs | ron-bus / raw |"
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|"

@@ -830,6 +830,7 @@ queue_full_on(rbus_transport_t t)
     assert_true(ok >= 4 && ok < 8);
     rbus_stats_get(cli, &st);
     assert_int_equal(st.requests_busy, 1);
+    assert_true(st.send_queue_bytes > 3 * (size_t)OAP_MAX_FRAME);
     /* Small events still fit until the queue is full to the byte or frame
      * bound; then an event for that subscriber is dropped and counted. */
     int queued = 0;
@@ -855,11 +856,21 @@ queue_full_on(rbus_transport_t t)
                      RON_EBUSY);
     RUN_UNTIL(&fx.loop, svc.nheld == (int)RBUS_MAX_INFLIGHT, 3000);
     assert_int_equal(svc.nheld, RBUS_MAX_INFLIGHT);
+    rbus_stats_get(cli, &st);
+    assert_int_equal(st.requests_inflight, RBUS_MAX_INFLIGHT);
+    assert_int_equal(st.peers_up, 1);
+    rbus_stats_get(srv, &st);
+    assert_int_equal(st.requests_serving, RBUS_MAX_INFLIGHT);
     svc_release(&svc);
     RUN_UNTIL(&fx.loop, small[RBUS_MAX_INFLIGHT - 1].calls == 1, 3000);
     for (unsigned i = 0; i < RBUS_MAX_INFLIGHT; i++)
         assert_int_equal(small[i].calls, 1);
     assert_int_equal(small[RBUS_MAX_INFLIGHT].calls, 0);
+    rbus_stats_get(cli, &st);
+    assert_int_equal(st.requests_inflight, 0);
+    assert_int_equal(st.send_queue_bytes, 0);
+    rbus_stats_get(srv, &st);
+    assert_int_equal(st.requests_serving, 0);
     free(payload);
     rbus_free(cli);
     rbus_free(srv);

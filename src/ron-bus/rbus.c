@@ -802,6 +802,16 @@ void
 rbus_stats_get(const rbus_t *b, rbus_stats_t *out)
 {
     *out = b->stats;
+    out->peers_up = out->requests_inflight = out->requests_serving = out->send_queue_bytes = 0;
+    for (const rbus_peer_t *p = b->peers; p != NULL; p = p->next) {
+        if (p->state == RBUS_P_CLOSED)
+            continue;
+        out->peers_up += p->state == RBUS_P_UP;
+        out->requests_inflight += p->npend;
+        out->requests_serving += p->nreqs;
+        if (p->conn != NULL)
+            out->send_queue_bytes += p->conn->q_bytes;
+    }
 }
 
 int

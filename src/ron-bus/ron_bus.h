@@ -62,8 +62,10 @@
  * RESP|END); payloads up to the negotiated max_frame minus the 38-byte header.
  * Bulk data travels as several requests of the application protocol.
  *
- * Threads: everything here is loop-thread only, except rbus_dir_create(),
- * rbus_secret_generate() and rbus_config_from_env().
+ * Threads: everything here is loop-thread only, except the setup helpers
+ * rbus_dir_create(), rbus_dir_remove(), rbus_secret_generate() and
+ * rbus_secret_hex() (any thread); rbus_config_from_env() changes the
+ * environment, so call it before the process starts threads.
  *
  * Typical use (error handling left out):
  *
@@ -140,7 +142,7 @@ typedef struct {
     uint32_t max_frame;           /* 0 = OAP_MAX_FRAME; else OAP_MIN_MAX_FRAME..OAP_MAX_FRAME */
 } rbus_config_t;
 
-/* Counters since rbus_new(). Plain integers, read with rbus_stats_get(). */
+/* Counters since rbus_new() and a few gauges. Plain integers, read with rbus_stats_get(). */
 typedef struct {
     uint64_t accepted;           /* inbound connections that passed HELLO */
     uint64_t refused_uid;        /* inbound refused: SO_PEERCRED uid not allowed */
@@ -167,6 +169,11 @@ typedef struct {
     uint64_t bytes_out;
     uint64_t proto_errors;       /* connections closed for a malformed or oversize frame */
     uint64_t send_paused;        /* times reading stopped because a send queue was over its bound */
+    /* gauges: current values, computed by rbus_stats_get() */
+    uint64_t peers_up;           /* connections past HELLO */
+    uint64_t requests_inflight;  /* our requests awaiting a response (incl. waiting for HELLO) */
+    uint64_t requests_serving;   /* received requests not yet answered */
+    uint64_t send_queue_bytes;   /* bytes queued in user space over all connections */
 } rbus_stats_t;
 
 /*
@@ -192,7 +199,7 @@ typedef void (*rbus_event_cb)(void *arg, rbus_peer_t *p, const oap_frame_t *f);
  */
 typedef void (*rbus_peer_cb)(void *arg, rbus_peer_t *p, bool up);
 
-/* ---- setup helpers (any thread) ---- */
+/* ---- setup helpers (see Threads above) ---- */
 
 /*
  * Create a private socket directory (mode 0700) "<base>/ron-<uid>-XXXXXX",
@@ -254,7 +261,7 @@ void rbus_free(rbus_t *b);
 /* The endpoint's name (a view valid until rbus_free). */
 const char *rbus_name(const rbus_t *b);
 
-/* Copy the counters into out. */
+/* Copy the counters into out and fill its gauges (walks the peers: O(peers)). */
 void rbus_stats_get(const rbus_t *b, rbus_stats_t *out);
 
 /*
