@@ -411,18 +411,14 @@ proto_error_write(const proto_error_t *e, char *out, size_t cap)
 int
 proto_error_encode(const proto_error_t *e, char **json_out, size_t *len_out)
 {
-    char *buf = malloc(PROTO_MAX_ERROR_JSON), *fit;
-    ssize_t n;
+    char *buf = ron_xmalloc(PROTO_MAX_ERROR_JSON);
+    ssize_t n = proto_error_write(e, buf, PROTO_MAX_ERROR_JSON);
 
-    if (buf == NULL)
-        return RON_EINVAL;
-    n = proto_error_write(e, buf, PROTO_MAX_ERROR_JSON);
     if (n < 0) {
         free(buf);
         return (int)n;
     }
-    fit = realloc(buf, (size_t)n + 1);
-    *json_out = fit != NULL ? fit : buf;
+    *json_out = ron_xrealloc(buf, (size_t)n + 1);
     *len_out = (size_t)n;
     return 0;
 }
