@@ -388,9 +388,10 @@ proto_error_write(const proto_error_t *e, char *out, size_t cap)
                  e->retryable ? "true" : "false", (unsigned long long)e->corr_id);
     tl = (size_t)n;
     if (e->reason[0] != '\0') {
-        memcpy(tail + tl, ",\"reason\":\"", 11);
-        tl += 11;
-        esc_put(tail, &tl, tl + 6u * PROTO_MAX_REASON, e->reason);
+        static const char key[] = ",\"reason\":\"";
+        memcpy(tail + tl, key, sizeof key - 1); /* the tail is terminated below */
+        tl += sizeof key - 1;
+        esc_put(tail, &tl, tl + (size_t)6 * PROTO_MAX_REASON, e->reason);
         tail[tl++] = '"';
     }
     if (e->has_retry_after)
