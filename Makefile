@@ -55,7 +55,7 @@ coverage: deps
 	@$(CMAKE) -S . -B build/coverage $(GEN) -DCMAKE_BUILD_TYPE=Debug -DRON_COVERAGE=ON >/dev/null
 	@$(CMAKE) --build build/coverage
 	cd build/coverage && ctest -j$(NPROC) --timeout 900 || true
-	gcovr -r . --object-directory build/coverage --exclude tests --exclude 'src/.*/fuzz_.*' \
+	gcovr -r . --object-directory build/coverage --exclude tests --exclude bench --exclude 'src/.*/fuzz_.*' --exclude 'src/.*/bench_.*' \
 		--html-details build/coverage/index.html --print-summary
 
 lint: asan
