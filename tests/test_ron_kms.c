@@ -531,8 +531,8 @@ test_kms_amnesia_keeps_keys_in_ram_and_writes_nothing(void **state)
     kms_keystore_node_id(b, idb);
     assert_memory_not_equal(ida, idb, sizeof ida); /* fresh keys every time */
     assert_int_equal(kms_key_sign(kms_keystore_name_key(a, 0), (const uint8_t *)"m", 1, sig), 0);
-    assert_int_equal(kms_verify(kms_key_public(kms_keystore_name_key(a, 0)),
-                                (const uint8_t *)"m", 1, sig), 0);
+    assert_int_equal(
+        kms_verify(kms_key_public(kms_keystore_name_key(a, 0)), (const uint8_t *)"m", 1, sig), 0);
     assert_int_equal(stat(fx->data, &after), 0);
     assert_int_equal(after.st_nlink, before.st_nlink);
     assert_int_equal(after.st_mtim.tv_sec, before.st_mtim.tv_sec);

@@ -66,16 +66,16 @@ print_json(const kms_keyfile_info_t *infos, size_t n, const char *node_id, const
 
     for (size_t i = 1; i < n; i++) {
         ron_hex_encode(hex, infos[i].pk, KMS_PK_LEN);
-        json_array_append_new(names, json_pack("{s:I, s:s, s:s, s:s}", "index",
-                                               (json_int_t)infos[i].index, "alg",
-                                               kms_alg_name(infos[i].alg), "public_key", hex,
-                                               "seal", kms_seal_name(infos[i].seal)));
+        json_array_append_new(names,
+                              json_pack("{s:I, s:s, s:s, s:s}", "index", (json_int_t)infos[i].index,
+                                        "alg", kms_alg_name(infos[i].alg), "public_key", hex,
+                                        "seal", kms_seal_name(infos[i].seal)));
     }
     ron_hex_encode(hex, infos[0].pk, KMS_PK_LEN);
     o = json_pack("{s:s, s:{s:s, s:s, s:s}, s:o, s:b, s:s, s:s}", "node_id", node_id,
                   "identity_key", "alg", kms_alg_name(infos[0].alg), "public_key", hex, "seal",
-                  kms_seal_name(infos[0].seal), "name_keys", names, "sealed",
-                  all_sealed(infos, n), "seal", kms_seal_name(infos[0].seal), "key_dir", dir);
+                  kms_seal_name(infos[0].seal), "name_keys", names, "sealed", all_sealed(infos, n),
+                  "seal", kms_seal_name(infos[0].seal), "key_dir", dir);
     s = json_dumps(o, JSON_COMPACT);
     printf("%s\n", s);
     free(s);

@@ -44,9 +44,9 @@ struct mn_node {
     uint64_t bus_dropped_seen;
     mn_sup_t *sup; /* children (macro) or in-process hosts (micro) */
     mn_admin_t *admin;
-    kms_keystore_t *keys;                   /* node keys (RAM only in amnesia) */
+    kms_keystore_t *keys;                  /* node keys (RAM only in amnesia) */
     char node_id[2 * KMS_NODE_ID_LEN + 1]; /* hex of BLAKE3(identity public key) */
-    ron_ctrl_c_t *ctrl_c; /* SIGINT/SIGTERM -> SHUTDOWN -> node_stop */
+    ron_ctrl_c_t *ctrl_c;                  /* SIGINT/SIGTERM -> SHUTDOWN -> node_stop */
     uv_signal_t sig_hup;
     uv_timer_t exit_timer;
     bool stopping;
@@ -361,8 +361,8 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
     n->exit_code = 1;
     ron_log_set_service("kernel");
     apply_log_level(n->cfg);
-    if (mn__data_dir_prepare(n->cfg, err, sizeof err) < 0 || node_keys_open(n, err, sizeof err) < 0 ||
-        node_init(n, err, sizeof err) < 0)
+    if (mn__data_dir_prepare(n->cfg, err, sizeof err) < 0 ||
+        node_keys_open(n, err, sizeof err) < 0 || node_init(n, err, sizeof err) < 0)
         goto fail;
     n->sup = mn__sup_new(&loop, n->cfg, self_exe, n->bus, n->reg, err, sizeof err);
     if (n->sup == NULL)

@@ -44,16 +44,17 @@
 #define KMS__OFF_SALT 56
 #define KMS__OFF_NONCE 72
 /* Size of an Ed25519 key file. */
-#define KMS__ED25519_FILE_LEN (KMS__HDR_LEN + KMS_PK_LEN + KMS_SEED_LEN + KMS__TAG_LEN + KMS__SUM_LEN)
+#define KMS__ED25519_FILE_LEN                                                                      \
+    (KMS__HDR_LEN + KMS_PK_LEN + KMS_SEED_LEN + KMS__TAG_LEN + KMS__SUM_LEN)
 /* BLAKE3 derive_key context for secret-file sealing keys. */
 #define KMS__SEAL_CONTEXT "RustyOnions-C 2026-11 ron-kms key file sealing key v1"
 
 /* A parsed key file: views into the buffer given to kms__file_parse. */
 typedef struct {
     kms_keyfile_info_t info;
-    const uint8_t *salt;   /* KMS__SALT_LEN bytes */
-    const uint8_t *nonce;  /* KMS__NONCE_LEN bytes */
-    const uint8_t *ad;     /* associated data: header and public key */
+    const uint8_t *salt;  /* KMS__SALT_LEN bytes */
+    const uint8_t *nonce; /* KMS__NONCE_LEN bytes */
+    const uint8_t *ad;    /* associated data: header and public key */
     size_t ad_len;
     const uint8_t *sealed; /* sk_len + KMS__TAG_LEN bytes */
     size_t sk_len;

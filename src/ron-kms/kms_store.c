@@ -40,10 +40,10 @@ struct kms_keystore {
 /* State of one open: the configured secret and the cached sealing key. */
 typedef struct {
     const kms_opts_t *o;
-    kms_seal_t seal;    /* what the options configure */
-    uint8_t *secret;    /* sodium_malloc: passphrase or secret file bytes; NULL if none */
+    kms_seal_t seal; /* what the options configure */
+    uint8_t *secret; /* sodium_malloc: passphrase or secret file bytes; NULL if none */
     size_t secret_len;
-    uint8_t *key;       /* sodium_malloc, KMS__SEAL_KEY_LEN; valid when have_key */
+    uint8_t *key; /* sodium_malloc, KMS__SEAL_KEY_LEN; valid when have_key */
     bool have_key;
     uint8_t salt[KMS__SALT_LEN]; /* salt, limits of the cached key */
     uint64_t ops, mem;
@@ -51,8 +51,7 @@ typedef struct {
     size_t errcap;
 } open_ctx_t;
 
-static int
-fail(open_ctx_t *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(open_ctx_t *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static int
 fail(open_ctx_t *c, int rc, const char *fmt, ...)
@@ -182,8 +181,7 @@ fsync_dir(const char *dir)
 
 /* Write buf as dir/base atomically: .base.tmp (0600, O_EXCL), fsync, rename, fsync dir. */
 static int
-file_write_atomic(open_ctx_t *c, const char *dir, const char *base, const uint8_t *buf,
-                  size_t len)
+file_write_atomic(open_ctx_t *c, const char *dir, const char *base, const uint8_t *buf, size_t len)
 {
     char tmp[KMS_PATH_MAX + 32], dst[KMS_PATH_MAX + 32];
     size_t off = 0;
@@ -263,8 +261,8 @@ secret_file_load(open_ctx_t *c, const char *keys_dir)
         goto out;
     }
     if ((st.st_mode & 077) != 0) {
-        rc = fail(c, RON_EKEYPERM, "%s=%s has mode %04o; make it 0600 or 0400",
-                  KMS_ENV_SECRET_FILE, path, (unsigned)(st.st_mode & 07777));
+        rc = fail(c, RON_EKEYPERM, "%s=%s has mode %04o; make it 0600 or 0400", KMS_ENV_SECRET_FILE,
+                  path, (unsigned)(st.st_mode & 07777));
         goto out;
     }
     if (st.st_size < KMS_SECRET_FILE_MIN || st.st_size > KMS_SECRET_FILE_MAX) {
@@ -297,8 +295,10 @@ secret_load(open_ctx_t *c, const char *keys_dir)
 
     c->seal = KMS_SEAL_NONE;
     if (pass && file)
-        return fail(c, RON_ECONFIG, "both a passphrase (%s) and a secret file (%s) are set; "
-                                    "set only one", KMS_ENV_PASSPHRASE, KMS_ENV_SECRET_FILE);
+        return fail(c, RON_ECONFIG,
+                    "both a passphrase (%s) and a secret file (%s) are set; "
+                    "set only one",
+                    KMS_ENV_PASSPHRASE, KMS_ENV_SECRET_FILE);
     if (pass) {
         size_t len = strnlen(o->passphrase, KMS_PASSPHRASE_MAX + 1);
         if (len == 0 || len > KMS_PASSPHRASE_MAX)
@@ -327,25 +327,23 @@ secret_load(open_ctx_t *c, const char *keys_dir)
  * RON_EKEYLOCKED when seal is not the configured one, or -ENOMEM.
  */
 static int
-seal_key_get(open_ctx_t *c, kms_seal_t seal, const uint8_t salt[static KMS__SALT_LEN],
-             uint64_t ops, uint64_t mem, const char *path)
+seal_key_get(open_ctx_t *c, kms_seal_t seal, const uint8_t salt[static KMS__SALT_LEN], uint64_t ops,
+             uint64_t mem, const char *path)
 {
     if (seal != c->seal)
-        return fail(c, RON_EKEYLOCKED,
-                    "key file %s is sealed with a %s but %s; set %s",
-                    path, seal == KMS_SEAL_PASSPHRASE ? "passphrase" : "secret file",
+        return fail(c, RON_EKEYLOCKED, "key file %s is sealed with a %s but %s; set %s", path,
+                    seal == KMS_SEAL_PASSPHRASE ? "passphrase" : "secret file",
                     c->seal == KMS_SEAL_NONE ? "no secret is configured"
                                              : "the other kind of secret is configured",
                     seal == KMS_SEAL_PASSPHRASE ? KMS_ENV_PASSPHRASE : KMS_ENV_SECRET_FILE);
-    if (c->have_key && memcmp(salt, c->salt, KMS__SALT_LEN) == 0 && ops == c->ops &&
-        mem == c->mem)
+    if (c->have_key && memcmp(salt, c->salt, KMS__SALT_LEN) == 0 && ops == c->ops && mem == c->mem)
         return 0;
     if (c->key == NULL && (c->key = sodium_malloc(KMS__SEAL_KEY_LEN)) == NULL)
         return fail(c, -ENOMEM, "sodium_malloc failed");
     c->have_key = false;
     if (seal == KMS_SEAL_PASSPHRASE) {
-        if (crypto_pwhash(c->key, KMS__SEAL_KEY_LEN, (const char *)c->secret, c->secret_len,
-                          salt, ops, (size_t)mem, crypto_pwhash_ALG_ARGON2ID13) != 0)
+        if (crypto_pwhash(c->key, KMS__SEAL_KEY_LEN, (const char *)c->secret, c->secret_len, salt,
+                          ops, (size_t)mem, crypto_pwhash_ALG_ARGON2ID13) != 0)
             return fail(c, -ENOMEM, "Argon2id failed (out of memory for %llu bytes)",
                         (unsigned long long)mem);
     } else {
@@ -382,8 +380,7 @@ key_file_parse(open_ctx_t *c, const char *path, kms_role_t role, uint32_t index,
     long len = file_read(c, path, buf);
     if (len < 0)
         return (int)len;
-    if (kms__file_parse(buf, (size_t)len, f) < 0 || f->info.role != role ||
-        f->info.index != index)
+    if (kms__file_parse(buf, (size_t)len, f) < 0 || f->info.role != role || f->info.index != index)
         return fail(c, RON_EKEYFILE,
                     "key file %s is malformed or has been tampered with; refusing it", path);
     return 0;
@@ -623,8 +620,8 @@ out:
 }
 
 int
-kms_node_keys_open_or_create(const char *data_dir, bool amnesia, kms_keystore_t **ks_out,
-                             char *err, size_t errcap)
+kms_node_keys_open_or_create(const char *data_dir, bool amnesia, kms_keystore_t **ks_out, char *err,
+                             size_t errcap)
 {
     kms_opts_t o;
     uint8_t id[KMS_NODE_ID_LEN];

@@ -36,15 +36,15 @@
 #define KMS_NODE_ID_LEN 32 /* BLAKE3-256 of the identity public key */
 
 /* Limits. */
-#define KMS_MAX_NAME_KEYS 16         /* name-<i>.key files loaded; more is a config error */
-#define KMS_FILE_MAX 16384           /* a key file larger than this is refused unread */
-#define KMS_KEY_MAX 8192             /* public/secret key bytes per file (room for PQ keys) */
-#define KMS_SECRET_FILE_MIN 32       /* RON_ROOT_SECRET_FILE must hold at least this many bytes */
-#define KMS_SECRET_FILE_MAX 4096     /* ... and at most this many (it is a key, not a document) */
-#define KMS_PASSPHRASE_MAX 1024      /* longer passphrases are refused */
-#define KMS_KDF_OPSLIMIT_MAX 16      /* Argon2id passes accepted from a file (bounds work) */
+#define KMS_MAX_NAME_KEYS 16     /* name-<i>.key files loaded; more is a config error */
+#define KMS_FILE_MAX 16384       /* a key file larger than this is refused unread */
+#define KMS_KEY_MAX 8192         /* public/secret key bytes per file (room for PQ keys) */
+#define KMS_SECRET_FILE_MIN 32   /* RON_ROOT_SECRET_FILE must hold at least this many bytes */
+#define KMS_SECRET_FILE_MAX 4096 /* ... and at most this many (it is a key, not a document) */
+#define KMS_PASSPHRASE_MAX 1024  /* longer passphrases are refused */
+#define KMS_KDF_OPSLIMIT_MAX 16  /* Argon2id passes accepted from a file (bounds work) */
 #define KMS_KDF_MEMLIMIT_MAX (1ULL << 30) /* Argon2id bytes accepted from a file (bounds RAM) */
-#define KMS_PATH_MAX 1024            /* data_dir + "/keys/name-NN.key" must fit */
+#define KMS_PATH_MAX 1024                 /* data_dir + "/keys/name-NN.key" must fit */
 
 /* Environment variables read by kms_opts_from_env. */
 #define KMS_ENV_PASSPHRASE "RON_PASSPHRASE"
@@ -65,13 +65,13 @@ typedef enum {
 
 /* How to open a key store. Every pointer is borrowed for the call only. */
 typedef struct {
-    const char *data_dir;   /* keys live in <data_dir>/keys; unused in amnesia */
-    bool amnesia;           /* RAM only: generate fresh keys, write nothing */
-    bool create;            /* create missing keys (node start); false: RON_ENOKEYS */
-    const char *passphrase; /* NULL: none; NUL-terminated, <= KMS_PASSPHRASE_MAX bytes */
+    const char *data_dir;    /* keys live in <data_dir>/keys; unused in amnesia */
+    bool amnesia;            /* RAM only: generate fresh keys, write nothing */
+    bool create;             /* create missing keys (node start); false: RON_ENOKEYS */
+    const char *passphrase;  /* NULL: none; NUL-terminated, <= KMS_PASSPHRASE_MAX bytes */
     const char *secret_file; /* NULL: none; path of a file of 32..4096 secret bytes */
-    uint64_t kdf_opslimit;  /* Argon2id passes for new files; 0: crypto_pwhash_OPSLIMIT_MODERATE */
-    uint64_t kdf_memlimit;  /* Argon2id bytes for new files; 0: crypto_pwhash_MEMLIMIT_MODERATE */
+    uint64_t kdf_opslimit;   /* Argon2id passes for new files; 0: crypto_pwhash_OPSLIMIT_MODERATE */
+    uint64_t kdf_memlimit;   /* Argon2id bytes for new files; 0: crypto_pwhash_MEMLIMIT_MODERATE */
 } kms_opts_t;
 
 typedef struct kms_keystore kms_keystore_t;
@@ -81,11 +81,11 @@ typedef struct kms_key kms_key_t;
 typedef struct {
     kms_alg_t alg;
     kms_role_t role;
-    uint32_t index;           /* 0 for the identity key; i for name-<i>.key */
+    uint32_t index; /* 0 for the identity key; i for name-<i>.key */
     kms_seal_t seal;
-    int64_t created;          /* unix seconds */
-    uint64_t kdf_opslimit;    /* 0 unless KMS_SEAL_PASSPHRASE */
-    uint64_t kdf_memlimit;    /* 0 unless KMS_SEAL_PASSPHRASE */
+    int64_t created;       /* unix seconds */
+    uint64_t kdf_opslimit; /* 0 unless KMS_SEAL_PASSPHRASE */
+    uint64_t kdf_memlimit; /* 0 unless KMS_SEAL_PASSPHRASE */
     uint8_t pk[KMS_PK_LEN];
 } kms_keyfile_info_t;
 
