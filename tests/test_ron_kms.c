@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -686,6 +687,49 @@ test_kms_keyfile_parse_refuses_every_truncation(void **state)
 }
 
 static void
+test_kms_concurrent_first_opens_agree_on_one_identity(void **state)
+{
+    fx_t *fx = *state;
+    enum { N = 4 };
+    int fds[N][2];
+    pid_t pids[N];
+    uint8_t ids[N][KMS_NODE_ID_LEN];
+    kms_opts_t o;
+    kms_keystore_t *ks;
+    uint8_t id[KMS_NODE_ID_LEN];
+
+    opts(&o, fx, true);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(pipe(fds[i]), 0);
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) { /* child: no cmocka here, only an exit code */
+            char err[512];
+            int rc = kms_keystore_open(&o, &ks, err, sizeof err);
+            if (rc == 0) {
+                kms_keystore_node_id(ks, id);
+                rc = write(fds[i][1], id, sizeof id) == (ssize_t)sizeof id ? 0 : 1;
+                kms_keystore_free(ks);
+            }
+            _exit(rc == 0 ? 0 : 3);
+        }
+        close(fds[i][1]);
+    }
+    for (int i = 0; i < N; i++) {
+        int st = 0;
+        assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        assert_int_equal(read(fds[i][0], ids[i], KMS_NODE_ID_LEN), KMS_NODE_ID_LEN);
+        close(fds[i][0]);
+    }
+    ks = open_ok(&o);
+    kms_keystore_node_id(ks, id);
+    for (int i = 0; i < N; i++)
+        assert_memory_equal(ids[i], id, KMS_NODE_ID_LEN);
+    kms_keystore_free(ks);
+}
+
+static void
 test_kms_error_codes_have_names(void **state)
 {
     (void)state;
@@ -721,6 +765,7 @@ main(void)
         T(test_kms_export_hooks_give_the_seed_of_the_public_key),
         T(test_kms_inspect_reads_public_keys_without_the_secret),
         T(test_kms_keyfile_parse_refuses_every_truncation),
+        T(test_kms_concurrent_first_opens_agree_on_one_identity),
         T(test_kms_error_codes_have_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -523,13 +524,14 @@ store_keys_dir(open_ctx_t *c, const char *data_dir, char *dir_out)
     return 0;
 }
 
-/* Load (or create) every key of a persistent store into ks. */
+static int store_load_locked(open_ctx_t *c, kms_keystore_t *ks);
+
+/* Load (or create) every key of a persistent store into ks, holding flock on its directory. */
 static int
 store_load(open_ctx_t *c, kms_keystore_t *ks)
 {
-    char path[KMS_PATH_MAX + 32];
     struct stat st;
-    int rc;
+    int lock_fd = -1, rc;
 
     if (c->o->create && lstat(ks->dir, &st) < 0 && errno == ENOENT) {
         if ((rc = mkdir_p(ks->dir)) < 0)
@@ -537,6 +539,25 @@ store_load(open_ctx_t *c, kms_keystore_t *ks)
     }
     if ((rc = dir_check(c, ks->dir)) < 0)
         return rc;
+    /* Two nodes starting on one data dir: the second waits, then loads what the first created. */
+    lock_fd = open(ks->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX) < 0) {
+        rc = fail(c, -errno, "locking %s: %s", ks->dir, strerror(errno));
+        goto out;
+    }
+    rc = store_load_locked(c, ks);
+out:
+    if (lock_fd >= 0)
+        close(lock_fd); /* releases the lock */
+    return rc;
+}
+
+static int
+store_load_locked(open_ctx_t *c, kms_keystore_t *ks)
+{
+    char path[KMS_PATH_MAX + 32];
+    int rc;
+
     key_path(path, sizeof path, ks->dir, KMS_ROLE_IDENTITY, 0);
     rc = key_load(c, path, KMS_ROLE_IDENTITY, 0, &ks->identity);
     if (rc == -ENOENT && !c->o->create)

@@ -100,7 +100,8 @@ void kms_opts_from_env(kms_opts_t *o, const char *data_dir, bool amnesia, bool c
 /*
  * Open the key store described by o: load every key in <data_dir>/keys,
  * creating the identity key and name key 0 when missing and o->create is set
- * (the directory too, mode 0700); in amnesia generate both in RAM. Logs a
+ * (the directory too, mode 0700), under flock on the key directory so
+ * concurrent first starts agree; in amnesia generate both in RAM. Logs a
  * loud warning (ron_warn) when any key is, or would be, stored unsealed.
  * On error *ks_out is untouched and err (errcap bytes) gets a one-line
  * reason naming the file. Returns 0 or:
