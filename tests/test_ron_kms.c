@@ -730,6 +730,30 @@ test_kms_concurrent_first_opens_agree_on_one_identity(void **state)
 }
 
 static void
+test_kms_opts_from_env_reads_passphrase_and_secret_file(void **state)
+{
+    fx_t *fx = *state;
+    kms_opts_t o;
+
+    setenv(KMS_ENV_PASSPHRASE, "from env", 1);
+    setenv(KMS_ENV_SECRET_FILE, "", 1); /* empty means unset */
+    kms_opts_from_env(&o, fx->data, false, true);
+    assert_string_equal(o.passphrase, "from env");
+    assert_null(o.secret_file);
+    assert_string_equal(o.data_dir, fx->data);
+    assert_true(o.create);
+    assert_false(o.amnesia);
+    assert_int_equal(o.kdf_opslimit, 0); /* 0: MODERATE limits for new files */
+    unsetenv(KMS_ENV_PASSPHRASE);
+    setenv(KMS_ENV_SECRET_FILE, fx->secret, 1);
+    kms_opts_from_env(&o, fx->data, true, false);
+    assert_null(o.passphrase);
+    assert_string_equal(o.secret_file, fx->secret);
+    assert_true(o.amnesia);
+    unsetenv(KMS_ENV_SECRET_FILE);
+}
+
+static void
 test_kms_error_codes_have_names(void **state)
 {
     (void)state;
@@ -766,6 +790,7 @@ main(void)
         T(test_kms_inspect_reads_public_keys_without_the_secret),
         T(test_kms_keyfile_parse_refuses_every_truncation),
         T(test_kms_concurrent_first_opens_agree_on_one_identity),
+        T(test_kms_opts_from_env_reads_passphrase_and_secret_file),
         T(test_kms_error_codes_have_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
