@@ -34,7 +34,11 @@
     X(RON_ESTORE,    -1024, "storage engine error")                             \
     X(RON_EINVAL,    -1025, "invalid argument")                                 \
     X(RON_EPATHLEN,  -1500, "Unix socket path too long (sun_path holds 108 bytes)") \
-    X(RON_EREFUSED,  -1501, "bus peer refused the connection (uid or secret)")
+    X(RON_EREFUSED,  -1501, "bus peer refused the connection (uid or secret)") \
+    X(RON_EKEYFILE,  -2000, "key file malformed or tampered with")               \
+    X(RON_EKEYPERM,  -2001, "key file or directory open to others or not ours")   \
+    X(RON_EKEYLOCKED, -2002, "key file sealed and its secret is not configured")  \
+    X(RON_ENOKEYS,   -2003, "no key store (the node has not created its keys)")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
