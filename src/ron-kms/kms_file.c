@@ -174,7 +174,8 @@ kms__file_encode(const kms_keyfile_info_t *info, const uint8_t salt[static KMS__
     if (cap < len || info->alg != KMS_ALG_ED25519)
         return RON_EINVAL;
     memset(out, 0, len);
-    memcpy(out, KMS__MAGIC, KMS__MAGIC_LEN);
+    /* binary magic, not a C string */
+    memcpy(out, KMS__MAGIC, KMS__MAGIC_LEN); /* NOLINT(bugprone-not-null-terminated-result) */
     wr16(out + 8, KMS__VERSION);
     wr16(out + 10, (uint16_t)info->alg);
     out[12] = (uint8_t)info->role;
