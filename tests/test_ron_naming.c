@@ -437,6 +437,10 @@ test_record_binary_form_round_trips_and_rejects_every_truncation(void **state)
         buf[13] = 'P'; /* non-canonical name */
         assert_int_equal(name_record_decode(&back, buf, (size_t)n, &e), RON_ERECORD);
         buf[13] = 'p';
+        buf[16] = '\0'; /* a NUL inside the name must not shorten it */
+        assert_int_equal(name_record_decode(&back, buf, (size_t)n, &e), RON_ERECORD);
+        assert_non_null(strstr(e.msg, "NUL"));
+        buf[16] = 't';
         buf[94 + 12] = 7; /* transfer flag */
         assert_int_equal(name_record_decode(&back, buf, (size_t)n, &e), RON_ERECORD);
     }

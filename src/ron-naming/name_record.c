@@ -187,6 +187,8 @@ name_record_decode(name_record_t *rec_out, const uint8_t *buf, size_t len, name_
                          n);
     if ((rc = rd_field(&r, n, &p, buf, "name", err)) < 0)
         return rc;
+    if (memchr(p, '\0', n) != NULL)
+        return name__err(err, RON_ERECORD, -1, (long)(p - buf), "name contains a NUL byte");
     memcpy(rec.name, p, n);
     rec.name[n] = '\0';
     if ((rc = rd_field(&r, NAME_ADDR_LEN, &p, buf, "addr", err)) < 0)
