@@ -927,11 +927,10 @@ tx__conn_close(tx_conn_t *c)
     uv_close((uv_handle_t *)&c->tcp, tx_conn_on_close);
 }
 
-void
-tx__conn_accept(tx_server_t *s, uv_stream_t *listener, SSL_CTX *tls)
+static tx_conn_t *
+tx_conn_new(tx_server_t *s)
 {
     tx_conn_t *c = ron_xcalloc(1, sizeof *c);
-    int len = sizeof c->peer;
 
     c->srv = s;
     uv_tcp_init(s->loop, &c->tcp);
@@ -943,12 +942,15 @@ tx__conn_accept(tx_server_t *s, uv_stream_t *listener, SSL_CTX *tls)
     if (s->conns != NULL)
         s->conns->prev = c;
     s->conns = c;
-    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0 ||
-        uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len) < 0) {
-        tx__conn_close(c);
-        return;
-    }
-    uv_tcp_nodelay(&c->tcp, 1);
+    return c;
+}
+
+/* The socket is connected and c->peer known: start reading. */
+static void
+tx_conn_begin(tx_conn_t *c, SSL_CTX *tls)
+{
+    tx_server_t *s = c->srv;
+
     tx__http1_init(&c->h1, &s->lim.cfg, &tx_conn_cbs, c, &s->corr_seq, &c->peer);
     c->proto = s->lim.cfg.h2_disabled ? TX_PROTO_H1 : TX_PROTO_SNIFF;
     if (tls != NULL && (c->ssl = tx__tls_ssl_new(tls)) == NULL) {
@@ -961,6 +963,39 @@ tx__conn_accept(tx_server_t *s, uv_stream_t *listener, SSL_CTX *tls)
     tx_conn_set_reading(c, true);
     if (!c->reading)
         tx__conn_close(c);
+}
+
+void
+tx__conn_accept(tx_server_t *s, uv_stream_t *listener, SSL_CTX *tls)
+{
+    tx_conn_t *c = tx_conn_new(s);
+    int len = sizeof c->peer;
+
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0 ||
+        uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len) < 0) {
+        tx__conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    tx_conn_begin(c, tls);
+}
+
+int
+tx__conn_adopt(tx_server_t *s, int fd, const struct sockaddr_storage *peer)
+{
+    tx_conn_t *c;
+    int rc;
+
+    if (tx__limits_conn_admit(&s->lim) < 0)
+        return RON_EBUSY;
+    c = tx_conn_new(s);
+    c->peer = *peer;
+    if ((rc = uv_tcp_open(&c->tcp, fd)) < 0) {
+        tx__conn_close(c);
+        return rc;
+    }
+    tx_conn_begin(c, NULL);
+    return 0;
 }
 
 /* ---- answers (the application's side) ---- */

@@ -272,6 +272,10 @@ struct tx_server {
 };
 
 void tx__conn_accept(tx_server_t *s, uv_stream_t *listener, SSL_CTX *tls);
+/* Serve an already connected stream socket fd (taken) as a cleartext
+ * connection from peer: for the fuzz target, which drives the server
+ * through a socketpair. Returns 0, RON_EBUSY at max_conns, or a libuv error. */
+int tx__conn_adopt(tx_server_t *s, int fd, const struct sockaddr_storage *peer);
 /* Plaintext bytes from the record layer to the protocol (sniff, HTTP/1.1, HTTP/2). */
 void tx__conn_input(tx_conn_t *c, const uint8_t *data, size_t len);
 /* Write c->out (encrypted when TLS). Returns 0 or a libuv error. */
