@@ -213,11 +213,12 @@ tx_cb_request(void *arg, tx_request_t *r)
     tx_server_t *s = c->srv;
 
     if (tx_conn_wants_h2c(c, r)) {
+        size_t mark = c->out.len;
         tx__buf_append_str(&c->out, "HTTP/1.1 101 Switching Protocols\r\n"
                                     "Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
         if (tx__h2_start(c, r, tx_request_header(r, "http2-settings")) == 0)
             return; /* r is stream 1 now */
-        c->out.len = 0;
+        c->out.len = mark;
         r->reject_status = 400;
         r->reject_reason = TX_REJECT_MALFORMED;
         r->reject_detail = "http2_settings";
@@ -597,8 +598,8 @@ tx_conn_pump(tx_conn_t *c)
         memset(&c->pending, 0, sizeof c->pending);
         tx_conn_parse(c, p.p, p.len);
         tx__buf_free(&p);
-        if (c->closing)
-            goto out;
+        if (c->closing || c->proto == TX_PROTO_H2)
+            goto out; /* an upgrade held in pending: HTTP/2 pumps below */
     }
     if (c->phase == TX_PH_LINGER)
         goto out;
@@ -622,6 +623,8 @@ out:
         r->want_drain = false; /* one call per RON_EAGAIN */
         r->drain(r, r->drain_arg);
     }
+    if (c->proto == TX_PROTO_H2 && !c->closing)
+        tx_conn_pump(c); /* switched by "Upgrade: h2c" while pumping */
 }
 
 /* Write what the SSL produced (handshake, alerts) as is, outside the plaintext path. */

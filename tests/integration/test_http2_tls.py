@@ -38,9 +38,14 @@ def rss_anon_kib(pid):
 
 
 class Server:
-    def __init__(self, binary, tmp, name, tls_dir=None):
+    def __init__(self, binary, tmp, name, tls_dir=None, config=None):
         self.err_path = os.path.join(tmp, name + ".err")
         args = [binary, "127.0.0.1:0"]
+        if config:
+            path = os.path.join(tmp, name + ".json")
+            with open(path, "w") as f:
+                f.write(config)
+            args.append(path)
         if tls_dir:
             args += ["--tls", tls_dir]
         env = dict(os.environ)
@@ -176,6 +181,32 @@ def test_rapid_reset(port):
         fail(f"rapid reset: expected GOAWAY ENHANCE_YOUR_CALM (11), got {code}")
 
 
+def test_idle_and_stalled_streams_get_goaway(port):
+    # idle: no stream at all -> GOAWAY NO_ERROR after idle_timeout_ms, then EOF
+    s = h2_connect(port)
+    t0 = time.monotonic()
+    code, eof_at = None, None
+    for ftype, flags, stream, payload in read_frames(s, t0 + 6):
+        if ftype == 7:
+            code = int.from_bytes(payload[4:8], "big")
+    waited = time.monotonic() - t0
+    s.close()
+    if code != 0 or not 0.8 <= waited < 5:
+        fail(f"idle h2 connection: GOAWAY {code} after {waited:.1f}s")
+    # stalled: a header block never finished (no END_HEADERS) -> GOAWAY after body_timeout_ms
+    s = h2_connect(port)
+    s.sendall(frame(1, 0x1, 1, headers_block("/healthz")))  # END_STREAM, no END_HEADERS
+    t0 = time.monotonic()
+    code = None
+    for ftype, flags, stream, payload in read_frames(s, t0 + 6):
+        if ftype == 7:
+            code = int.from_bytes(payload[4:8], "big")
+    waited = time.monotonic() - t0
+    s.close()
+    if code is None or waited >= 5:
+        fail(f"stalled h2 header block: GOAWAY {code} after {waited:.1f}s")
+
+
 def main():
     binary_dir = os.environ.get("RON_BINARY_DIR", "build/asan")
     server_bin = os.path.join(binary_dir, "bench_http_server")
@@ -187,7 +218,8 @@ def main():
         return 0
     with tempfile.TemporaryDirectory(prefix="ron-h2tls-") as tmp:
         certs = os.path.join(tmp, "certs")
-        plain = Server(server_bin, tmp, "plain")
+        plain = Server(server_bin, tmp, "plain",
+                       config='{"idle_timeout_ms": 1000, "body_timeout_ms": 1000}')
         tls = Server(server_bin, tmp, "tls", tls_dir=certs)
         try:
             pu = f"http://127.0.0.1:{plain.port}"
@@ -250,6 +282,7 @@ def main():
             print(f"slow reader: RssAnon growth peak {peak} KiB for a 48 MiB body")
             test_too_many_streams(plain.port)
             test_rapid_reset(plain.port)
+            test_idle_and_stalled_streams_get_goaway(plain.port)
             rc, out, err = curl("--http2-prior-knowledge", pu + "/healthz")
             if rc != 0 or out != "ok":
                 fail(f"server not serving after the flood: {rc} {out!r}")
@@ -258,6 +291,8 @@ def main():
             tst = tls.stop()
         if pst.get("reject_h2_flood", 0) < 1 or pst.get("reject_h2_refused_stream", 0) < 50:
             fail(f"plain counters: {pst}")
+        if pst.get("reject_idle_timeout", 0) < 1 or pst.get("reject_body_timeout", 0) < 1:
+            fail(f"h2 idle/body timeouts not counted: {pst}")
         if pst.get("h2_upgrades", 0) < 1:
             fail(f"no h2c upgrade counted: {pst}")
         if tst.get("tls_fail_version", 0) < 1:
