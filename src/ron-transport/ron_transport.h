@@ -1,9 +1,11 @@
 /*
- * ron_transport.h - TCP listeners and the HTTP/1.1 server with the
- * blueprint's hardening layer (connections, requests in flight, rate per
- * source, header/body/idle timeouts, body and header caps, bounded request
- * decompression). Later parts add TLS, HTTP/2 and WebSocket to this same
- * server: the layers stay separate so they can slot in.
+ * ron_transport.h - TCP listeners and the HTTP server (HTTP/1.1 with
+ * keep-alive and pipelining, h2c, h2 over TLS) with the blueprint's
+ * hardening layer (connections, requests in flight, rate per source,
+ * header/body/idle timeouts, body and header caps, bounded request
+ * decompression). WebSocket comes later on this same server: the layers
+ * (socket, TLS records, protocol) stay separate so it can slot in.
+ * docs/protocol/http.md describes the protocols, limits and TLS settings.
  *
  *   tx_listener.c  bind "HOST:PORT" / "[v6]:PORT", or adopt a bound fd
  *   tx_server.c    listeners + connections; 503 refusals past max_conns
@@ -320,13 +322,15 @@ int tx_respond_end(tx_request_t *req);
 typedef struct tx_server tx_server_t;
 
 /*
- * Create an HTTP/1.1 server on loop with cfg (copied; NULL = defaults) that
- * hands each request to handler. Returns new (close with tx_server_close).
+ * Create an HTTP server on loop with cfg (copied; NULL = defaults) that
+ * hands each request (HTTP/1.1 request or HTTP/2 stream) to handler.
+ * Returns new (close with tx_server_close).
  */
 tx_server_t *tx_server_new(uv_loop_t *loop, const tx_config_t *cfg, tx_handler_fn handler,
                            void *arg);
 
-/* Serve the connections of l (takes l, and closes it on failure).
+/* Serve the cleartext connections of l (HTTP/1.1; h2c by preface or
+ * Upgrade unless h2_disabled). Takes l, and closes it on failure.
  * Returns 0 or a libuv error. */
 int tx_server_attach(tx_server_t *s, tx_listener_t *l);
 

@@ -87,6 +87,17 @@ tx__conn_set_phase(tx_conn_t *c, tx_phase_t ph, uint32_t timeout_ms)
     tx_conn_set_phase(c, ph, timeout_ms);
 }
 
+void
+tx__conn_soon(tx_conn_t *c)
+{
+    uint64_t now = tx_now(c);
+
+    if (c->closing || (c->timer_due != 0 && c->timer_due <= now))
+        return;
+    uv_timer_start(&c->timer, tx_conn_on_timer, 0, 0);
+    c->timer_due = now; /* on_timer pumps, then re-arms for the real deadlines */
+}
+
 /* ---- the pipeline ---- */
 
 static void
@@ -859,7 +870,10 @@ tx_conn_on_timer(uv_timer_t *t)
             return;
         }
     }
-    tx_conn_arm(c);
+    if (c->proto == TX_PROTO_H2)
+        tx_conn_pump(c); /* callbacks deferred by tx__conn_soon */
+    if (!c->closing)
+        tx_conn_arm(c);
 }
 
 /* ---- lifecycle ---- */

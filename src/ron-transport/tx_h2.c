@@ -36,6 +36,7 @@ typedef struct tx_h2 {
     uint64_t flood_start;          /* ms the current flood window began */
     uint32_t flood;                /* control frames in the window */
     bool in_recv;                  /* inside nghttp2_session_mem_recv */
+    unsigned in_app;               /* inside a tx_respond* call: done callbacks wait */
     bool pumping;
     bool again;                    /* an answer changed while pumping: pump once more */
     bool terminated;               /* GOAWAY submitted by us */
@@ -75,10 +76,16 @@ tx_h2_done_push(tx_h2_t *h, tx_chunk_t *k, int status)
 }
 
 static void
-tx_h2_run_done(tx_h2_t *h)
+tx_h2_run_done(tx_h2_t *h, bool now)
 {
     tx_chunk_t *k;
 
+    if (h->in_app > 0 && !now) {
+        /* never from inside the application's own call: on a later loop turn */
+        if (h->done != NULL)
+            tx__conn_soon(h->c);
+        return;
+    }
     while ((k = h->done) != NULL) {
         h->done = k->next;
         if (h->done == NULL)
@@ -351,7 +358,9 @@ static void
 tx_h2_kick(tx_h2_t *h)
 {
     h->again = true;
+    h->in_app++;
     tx__conn_pump(h->c);
+    h->in_app--;
 }
 
 /* Answer r with its reject_* fields (the server's own answer). */
@@ -819,7 +828,7 @@ tx__h2_pump(tx_conn_t *c)
             tx__conn_close(c);
             goto out;
         }
-        tx_h2_run_done(h);
+        tx_h2_run_done(h, false);
         /* streamed answers with room again learn it (they may write at once) */
         for (tx_request_t *r = h->streams, *next; r != NULL && !c->closing; r = next) {
             next = r->next;
@@ -874,7 +883,7 @@ tx__h2_close(tx_conn_t *c)
         r->next = NULL;
         tx_h2_stream_gone(h, r);
     }
-    tx_h2_run_done(h);
+    tx_h2_run_done(h, true); /* the connection is gone: as tx__conn_close does for HTTP/1.1 */
     nghttp2_session_del(h->sess);
     h->sess = NULL;
 }

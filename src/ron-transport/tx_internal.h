@@ -286,6 +286,8 @@ void tx__conn_set_phase(tx_conn_t *c, tx_phase_t ph, uint32_t timeout_ms);
 /* All written, nothing more to serve: half-close, drain briefly, close. */
 void tx__conn_linger(tx_conn_t *c);
 uint64_t tx__conn_now(const tx_conn_t *c);
+/* Pump c on the next loop turn (its timer, due now). */
+void tx__conn_soon(tx_conn_t *c);
 
 /* ---- TLS record layer (tx_tls.c) ---- */
 /* A server SSL on ctx with memory BIOs. Returns NULL on allocation failure. */
