@@ -88,6 +88,14 @@ tx__conn_set_phase(tx_conn_t *c, tx_phase_t ph, uint32_t timeout_ms)
 }
 
 void
+tx__conn_set_phase_at(tx_conn_t *c, tx_phase_t ph, uint64_t deadline_ms)
+{
+    c->phase = ph;
+    c->deadline = deadline_ms;
+    tx_conn_arm(c);
+}
+
+void
 tx__conn_soon(tx_conn_t *c)
 {
     uint64_t now = tx_now(c);

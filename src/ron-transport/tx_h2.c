@@ -144,6 +144,7 @@ tx_h2_req_new(tx_h2_t *h, int32_t stream_id)
     r->stream_id = stream_id;
     r->conn = h->c;
     r->keep_alive = true;
+    r->opened_ms = tx__conn_now(h->c);
     tx_h2_link(h, r);
     h->c->srv->lim.stats.h2_streams++;
     return r;
@@ -536,9 +537,20 @@ tx_h2_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint8_t *na
     tx_request_t *r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
 
     (void)flags;
-    if (r == NULL || r->state != TX_REQ_PARSING || r->reject_status != 0 ||
-        f->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* trailers are not kept */
+    if (r == NULL || r->state != TX_REQ_PARSING)
+        return 0;
+    if (r->reject_status != 0 || f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        /* not kept (refused, or trailers), but a header block that goes on
+         * far past the cap (CONTINUATION flood) ends the session */
+        r->header_bytes += nlen + vlen + 32;
+        if (r->header_bytes > 4 * (size_t)h->c->srv->lim.cfg.max_header_bytes &&
+            !h->terminated) {
+            h->terminated = true;
+            tx__limits_count(&h->c->srv->lim, TX_REJECT_H2_FLOOD);
+            (void)nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
+        }
+        return 0;
+    }
     tx_h2_add_header(h, r, name, nlen, value, vlen);
     return 0;
 }
@@ -785,15 +797,17 @@ static void
 tx_h2_phase(tx_h2_t *h)
 {
     tx_conn_t *c = h->c;
-    bool parsing = false;
+    uint64_t oldest = UINT64_MAX;
 
     for (tx_request_t *r = h->streams; r != NULL; r = r->next)
-        if (r->state == TX_REQ_PARSING)
-            parsing = true;
-    if (parsing) {
-        /* a request's headers and body are due within the body timeout */
-        if (c->phase != TX_PH_BODY)
-            tx__conn_set_phase(c, TX_PH_BODY, c->srv->lim.cfg.body_timeout_ms);
+        if (r->state == TX_REQ_PARSING && r->opened_ms < oldest)
+            oldest = r->opened_ms;
+    if (oldest != UINT64_MAX) {
+        /* each request's headers and body are due within the body timeout
+         * of its stream's opening: the oldest one still arriving sets it */
+        uint64_t due = oldest + c->srv->lim.cfg.body_timeout_ms;
+        if (c->phase != TX_PH_BODY || c->deadline != due)
+            tx__conn_set_phase_at(c, TX_PH_BODY, due);
     } else if (h->streams != NULL) {
         if (c->phase != TX_PH_WAIT)
             tx__conn_set_phase(c, TX_PH_WAIT, 0);

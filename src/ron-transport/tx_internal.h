@@ -130,6 +130,7 @@ struct tx_request {
     bool h2;                 /* an HTTP/2 stream: answers go through tx_h2.c */
     int32_t stream_id;
     size_t out_off;          /* HTTP/2: bytes of out already framed */
+    uint64_t opened_ms;      /* HTTP/2: when the stream opened (body timeout) */
 };
 
 void tx__request_reset(tx_request_t *r);
@@ -283,6 +284,8 @@ int tx__conn_flush(tx_conn_t *c);
 /* Move answers to the wire, resume reads, notify drains (safe to call anywhere). */
 void tx__conn_pump(tx_conn_t *c);
 void tx__conn_set_phase(tx_conn_t *c, tx_phase_t ph, uint32_t timeout_ms);
+/* Enter phase ph, due at the absolute time deadline_ms (uv_now; 0 none). */
+void tx__conn_set_phase_at(tx_conn_t *c, tx_phase_t ph, uint64_t deadline_ms);
 /* All written, nothing more to serve: half-close, drain briefly, close. */
 void tx__conn_linger(tx_conn_t *c);
 uint64_t tx__conn_now(const tx_conn_t *c);
