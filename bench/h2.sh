@@ -57,8 +57,10 @@ run() { # mode -> req/s
     # shellcheck disable=SC2086
     taskset -c "$CLIENT_CPU" h2load -D "$DURATION" -c "$CONNS" -t 1 $args >"$TMP/h2load.out" 2>&1 || true
     # "finished in 5.00s, 12345.67 req/s, ..." (0 when nothing succeeded)
-    awk '/^finished in/{r=$4} /^requests:/{ok=$8} END{print (ok > 0 && r != "") ? r : 0}' \
-        "$TMP/h2load.out"
+    r=$(awk '/^finished in/{r=$4} /^requests:/{ok=$8} END{print (ok > 0 && r != "") ? r : 0}' \
+        "$TMP/h2load.out")
+    [ "$r" != 0 ] || { echo "h2load $1 failed:" >&2; tail -20 "$TMP/h2load.out" >&2; }
+    echo "$r"
 }
 
 MODES="h1 h2c h1tls h2tls"
