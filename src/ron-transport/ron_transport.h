@@ -301,8 +301,10 @@ int tx_respond_error(tx_request_t *req, int status, const char *message, const c
  * done (may be NULL) runs, exactly once, on a later loop turn or from
  * tx_respond_end, with 0 when written or RON_ECLOSED. It returns RON_EAGAIN
  * without queueing when the connection's output holds TX_MAX_WRITE_QUEUE
- * bytes or more: wait for drain, which runs once the queue falls below half
- * of that, or once when the connection goes away (the next write then says
+ * bytes or more (over HTTP/2 also when the stream holds TX_H2_STREAM_QUEUE
+ * bytes the client's flow-control window has not admitted): wait for drain,
+ * which runs once the queue falls below half of that, or once when the
+ * connection (or HTTP/2 stream) goes away (the next write then says
  * RON_ECLOSED). tx_respond_end finishes the body and frees req; a body
  * shorter than its Content-Length closes the connection after it.
  * Each returns 0, RON_EAGAIN (write only), RON_ECLOSED (connection gone;
