@@ -170,6 +170,7 @@ main(int argc, char **argv)
             config = argv[i];
     }
     memset(big_piece, 'x', sizeof big_piece);
+    signal(SIGPIPE, SIG_IGN); /* a client closing mid-answer must not kill the server (as ron node) */
     /* thousands of connections need thousands of fds */
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
