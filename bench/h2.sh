@@ -26,25 +26,28 @@ TMP=$(mktemp -d)
 PLAIN_PID=
 TLS_PID=
 cleanup() {
+    set +e # a failed wait must not skip the rest
     [ -n "$PLAIN_PID" ] && kill "$PLAIN_PID" 2>/dev/null && wait "$PLAIN_PID" 2>/dev/null
     [ -n "$TLS_PID" ] && kill "$TLS_PID" 2>/dev/null && wait "$TLS_PID" 2>/dev/null
     rm -rf "$TMP"
+    return 0
 }
 trap cleanup EXIT INT TERM
 
-start() { # name extra-args...
+start() { # name extra-args... (in this shell, so cleanup can wait for it)
     name=$1
     shift
     taskset -c "$SERVER_CPU" "$SERVER_BIN" 127.0.0.1:0 "$ROOT/bench/config/admin-bench.json" "$@" \
         >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    echo $! >"$TMP/$name.pid"
+    eval "${name}_pid=\$!"
     for _ in $(seq 100); do grep -q '^port ' "$TMP/$name.out" 2>/dev/null && break; sleep 0.1; done
-    awk '/^port /{print $2}' "$TMP/$name.out"
 }
-PLAIN_PORT=$(start plain)
-PLAIN_PID=$(cat "$TMP/plain.pid")
-TLS_PORT=$(start tls --tls "$TMP/certs")
-TLS_PID=$(cat "$TMP/tls.pid")
+start plain
+PLAIN_PID=$plain_pid
+start tls --tls "$TMP/certs"
+TLS_PID=$tls_pid
+PLAIN_PORT=$(awk '/^port /{print $2}' "$TMP/plain.out")
+TLS_PORT=$(awk '/^port /{print $2}' "$TMP/tls.out")
 [ -n "$PLAIN_PORT" ] && [ -n "$TLS_PORT" ] || { echo "bench_http_server did not start" >&2; exit 1; }
 
 run() { # mode -> req/s
