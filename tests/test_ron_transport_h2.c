@@ -275,12 +275,49 @@ test_h2_stream_reset_by_client_answers_eclosed_and_frees_the_slot(void **state)
     free(f);
 }
 
+static void
+test_h2_disabled_server_answers_the_preface_as_http1(void **state)
+{
+    uv_loop_t loop;
+    tx_config_t cfg;
+    int sv[2];
+    struct sockaddr_storage peer = {0};
+    char buf[4096];
+    size_t got = 0;
+
+    (void)state;
+    tx_config_default(&cfg);
+    cfg.h2_disabled = true;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    tx_server_t *srv = tx_server_new(&loop, &cfg, fx_handler, NULL);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    ((struct sockaddr_in *)&peer)->sin_family = AF_INET;
+    assert_int_equal(tx__conn_adopt(srv, sv[0], &peer), 0);
+    assert_int_equal(write(sv[1], "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24), 24);
+    for (int i = 0; i < 2000 && got < 12; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        ssize_t n = read(sv[1], buf + got, sizeof buf - 1 - got);
+        if (n > 0)
+            got += (size_t)n;
+        usleep(200);
+    }
+    buf[got] = '\0';
+    assert_true(strncmp(buf, "HTTP/1.1 ", 9) == 0); /* http-parser's refusal, not SETTINGS */
+    assert_int_equal(tx_server_stats(srv)->h2_conns, 0);
+    close(sv[1]);
+    tx_server_close(srv, NULL, NULL);
+    for (int i = 0; i < 100; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_h2_stream_streams_a_body_with_deferred_done_callbacks),
         cmocka_unit_test(test_h2_stream_reset_by_client_answers_eclosed_and_frees_the_slot),
+        cmocka_unit_test(test_h2_disabled_server_answers_the_preface_as_http1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
