@@ -27,6 +27,7 @@
 #include <openssl/x509v3.h>
 
 #include "ron_err.h"
+#include "ron_log.h"
 #include "ron_util.h"
 #include "tx_internal.h"
 
@@ -282,6 +283,11 @@ tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out)
     ctx = NULL;
     rc = 0;
 out:
+    if (rc == RON_ETLS) {
+        char why[256];
+        ERR_error_string_n(ERR_peek_last_error(), why, sizeof why);
+        ron_warn("transport: TLS context refused: %s", why);
+    }
     SSL_CTX_free(ctx);
     ERR_clear_error();
     return rc;
