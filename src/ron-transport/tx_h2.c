@@ -315,8 +315,10 @@ tx_h2_submit(tx_h2_t *h, tx_request_t *r, int status, const tx_header_t *hdrs, s
 
     for (size_t i = 0; i < n; i++) {
         nofs[i] = names.len;
-        for (const char *p = hdrs[i].name; *p != '\0'; p++) {
-            char ch = (*p >= 'A' && *p <= 'Z') ? (char)(*p - 'A' + 'a') : *p;
+        for (const uint8_t *p = (const uint8_t *)hdrs[i].name; *p != '\0'; p++) {
+            uint8_t ch = *p;
+            if (ch >= 'A' && ch <= 'Z')
+                ch += 'a' - 'A'; /* HTTP/2 field names are lowercase */
             tx__buf_append(&names, &ch, 1);
         }
         tx__buf_append(&names, "", 1);

@@ -60,8 +60,8 @@ tx_alpn_wire(const char *list, uint8_t *out, size_t cap)
         if (l == 0 || l > 255 || n + 1 + l > cap)
             return 0;
         out[n++] = (uint8_t)l;
-        memcpy(out + n, p, l);
-        n += l;
+        for (size_t i = 0; i < l; i++) /* length-prefixed, not a C string */
+            out[n++] = (uint8_t)p[i];
         p += l;
         if (*p == ',')
             p++;
