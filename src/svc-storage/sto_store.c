@@ -215,7 +215,7 @@ quota_admits(sto_store_t *s, uint64_t size)
 }
 
 int
-sto_put_begin(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
+sto_put_begin(sto_store_t *s, const uint8_t *tenant,
               const uint8_t *expected, const char *ctype, uint64_t declared,
               sto_put_t **put_out)
 {
@@ -231,7 +231,10 @@ sto_put_begin(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
         return rc;
     p = ron_xcalloc(1, sizeof(*p));
     p->s = s;
-    memcpy(p->tenant, tenant, STO_TENANT_LEN);
+    if (tenant != NULL) {
+        memcpy(p->tenant, tenant, STO_TENANT_LEN);
+        p->pin = 1;
+    }
     if (expected != NULL) {
         memcpy(p->expected, expected, STO_ADDR_LEN);
         p->has_expected = 1;
@@ -362,7 +365,7 @@ out:
 }
 
 int
-sto_put_buf(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN], const void *buf,
+sto_put_buf(sto_store_t *s, const uint8_t *tenant, const void *buf,
             size_t len, const char *ctype, uint8_t addr_out[STO_ADDR_LEN])
 {
     sto_put_t *p;
