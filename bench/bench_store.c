@@ -56,7 +56,8 @@ do_put(const char *file, const char *dir)
     if (fd < 0 || sto_open(&cfg, &s) != 0)
         return 1;
     double t0 = now();
-    if (sto_put_begin(s, tenant, NULL, NULL, STO_SIZE_UNKNOWN, &p) != 0)
+    struct stat st;
+    if (fstat(fd, &st) != 0 || sto_put_begin(s, tenant, NULL, NULL, (uint64_t)st.st_size, &p) != 0)
         return 1;
     while ((n = read(fd, buf, MIB)) > 0)
         if (sto_put_write(p, buf, (size_t)n) != 0)
