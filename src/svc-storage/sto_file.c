@@ -52,7 +52,7 @@ path_join(const char *a, const char *b)
     size_t la = strlen(a), lb = strlen(b);
     char *p = ron_xmalloc(la + lb + 2);
 
-    memcpy(p, a, la);
+    memcpy(p, a, la); /* NOLINT(bugprone-not-null-terminated-result): terminated below */
     p[la] = '/';
     memcpy(p + la + 1, b, lb + 1);
     return p;
@@ -533,7 +533,7 @@ sto__file_put_open(sto_put_t *p)
     snprintf(name, sizeof(name), "tmp/%02x%02x%02x%02x%02x%02x%02x%02x.dat", rnd[0], rnd[1],
              rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
     p->tmp_data = path_join(p->s->dir, name);
-    memcpy(name + strlen(name) - 3, "ob\0", 3);
+    memcpy(name + strlen(name) - 3, "ob\0", 3); /* NOLINT(bugprone-not-null-terminated-result) */
     p->tmp_ob = path_join(p->s->dir, name);
     p->fd = open(p->tmp_data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (p->fd < 0)

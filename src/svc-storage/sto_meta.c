@@ -88,7 +88,7 @@ void
 sto__ob_hdr_encode(const sto__ob_hdr_t *h, uint8_t out[static STO_OB_HDR_LEN])
 {
     memset(out, 0, STO_OB_HDR_LEN);
-    memcpy(out, STO_OB_MAGIC, 8);
+    memcpy(out, STO_OB_MAGIC, 8); /* NOLINT(bugprone-not-null-terminated-result): binary magic */
     out[8] = (uint8_t)STO_FORMAT_VERSION; /* u16 version */
     out[10] = STO_OB_HDR_LEN;             /* u16 header length */
     sto__put_le32(out + 12, h->piece_size);

@@ -870,7 +870,7 @@ sto_service_new(uv_loop_t *loop, rbus_t *bus, sto_store_t *store,
         s->lim.puts_total = STO_SVC_PUTS_TOTAL;
     if (s->lim.put_idle_ms == 0)
         s->lim.put_idle_ms = STO_SVC_PUT_IDLE_MS;
-    s->puts = ron_xcalloc(s->lim.puts_total, sizeof *s->puts);
+    s->puts = ron_xcalloc(s->lim.puts_total, sizeof *s->puts); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
     s->reg = met_registry_new();
     met_family_register(s->reg, &desc_req, &fam);
     for (int op = 0; op <= OP_COUNT; op++)
