@@ -6,6 +6,8 @@
  * Every wait runs the loop with a wall-clock bound.
  */
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +25,7 @@
 #include "ron_bus.h"
 #include "ron_err.h"
 #include "ron_util.h"
+#include "sto_client.h"
 #include "sto_service.h"
 
 #define WAIT_MS 10000u
@@ -601,6 +604,122 @@ test_metrics_count_requests_by_op_and_status(void **state)
     free(text);
 }
 
+typedef struct {
+    bool done;
+    int status;
+    uint16_t code;
+    uint8_t addr[STO_ADDR_LEN];
+    uint64_t size;
+} cl_result_t;
+
+static void
+cl_put_done(void *arg, int status, uint16_t code, const uint8_t addr[STO_ADDR_LEN])
+{
+    cl_result_t *r = arg;
+    r->done = true;
+    r->status = status;
+    r->code = code;
+    if (addr != NULL)
+        memcpy(r->addr, addr, STO_ADDR_LEN);
+}
+
+static void
+cl_get_done(void *arg, int status, uint16_t code, uint64_t size)
+{
+    cl_result_t *r = arg;
+    r->done = true;
+    r->status = status;
+    r->code = code;
+    r->size = size;
+}
+
+static void
+cl_wait(fx_t *fx, cl_result_t *r)
+{
+    uint64_t end = ron_now_ms() + WAIT_MS;
+    while (!r->done && ron_now_ms() < end)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_true(r->done);
+}
+
+/* Put a file of n bytes with the client, get it back into another file. */
+static void
+client_round_trip(fx_t *fx, size_t n)
+{
+    char src[160], dst[160], want[68], got_addr[68];
+    uint8_t *b = malloc(n + 1), *back = malloc(n + 1);
+    cl_result_t r;
+    FILE *f;
+    int fd;
+
+    snprintf(src, sizeof src, "%s/src-%zu", fx->tmp, n);
+    snprintf(dst, sizeof dst, "%s/dst-%zu", fx->tmp, n);
+    fill(b, n, (uint32_t)n);
+    f = fopen(src, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+    b3_text(b, n, want);
+
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_put_file(fx->peer, src, "video/mp4", cl_put_done, &r), 0);
+    assert_false(r.done); /* never from inside the call */
+    cl_wait(fx, &r);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.code, 200);
+    sto_addr_format(r.addr, got_addr);
+    assert_string_equal(got_addr, want);
+
+    fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    memset(&r, 0, sizeof r);
+    sto_addr_parse(want, r.addr);
+    assert_int_equal(sto_client_get(fx->peer, r.addr, fd, cl_get_done, &r), 0);
+    cl_wait(fx, &r);
+    close(fd);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.size, n);
+    f = fopen(dst, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(back, 1, n + 1, f), n);
+    fclose(f);
+    assert_memory_equal(back, b, n);
+    assert_int_equal(call(fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", want), 200);
+    assert_string_equal(jstr(fx, "content_type"), "video/mp4");
+    free(b);
+    free(back);
+}
+
+static void
+test_client_put_file_and_get_round_trip(void **state)
+{
+    fx_t fx;
+    cl_result_t r;
+    uint8_t missing[STO_ADDR_LEN];
+    int fd;
+    (void)state;
+
+    fx_open(&fx, true, NULL);
+    client_round_trip(&fx, 0);
+    client_round_trip(&fx, 1);
+    client_round_trip(&fx, 3 * STO_SVC_MAX_CHUNK + 17);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+
+    /* an unknown object: the service's 404 */
+    memset(missing, 0xab, sizeof missing);
+    fd = open("/dev/null", O_WRONLY);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_get(fx.peer, missing, fd, cl_get_done, &r), 0);
+    cl_wait(&fx, &r);
+    close(fd);
+    assert_int_equal(r.status, RON_ESTORE);
+    assert_int_equal(r.code, 404);
+    /* a missing file: refused at once, no callback */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_put_file(fx.peer, "/nonexistent/x", NULL, cl_put_done, &r), -ENOENT);
+    fx_close(&fx);
+}
+
 int
 main(void)
 {
@@ -617,6 +736,7 @@ main(void)
         cmocka_unit_test(test_bad_requests_unix),
         cmocka_unit_test(test_put_limits_chunk_cap_and_offsets_are_enforced),
         cmocka_unit_test(test_metrics_count_requests_by_op_and_status),
+        cmocka_unit_test(test_client_put_file_and_get_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
