@@ -47,7 +47,8 @@
     X(RON_ENAMESTALE, -1905, "name record seq is not above the current one")    \
     X(RON_ENAMEDUP,  -1906, "name record is already the current one")          \
     X(RON_ENAMEFUTURE, -1907, "name record timestamp too far in the future")    \
-    X(RON_EIDXFULL,  -1908, "name index is full")
+    X(RON_EIDXFULL,  -1908, "name index is full")                              \
+    X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),

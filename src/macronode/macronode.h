@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "ron_bus.h"
 #include "ron_config.h"
 
 /* Limits */
@@ -49,6 +50,12 @@ typedef struct {
     size_t (*metrics)(void *state, char *buf, size_t cap);
     /* Close every handle; the loop then ends. */
     void (*stop)(void *state);
+    /* Optional (NULL: none). Called once right after start() succeeded, with
+     * the host's ron-bus endpoint (named after the service; borrowed until
+     * stop): register handlers and rbus_listen() to serve other processes.
+     * A negative return stops the service (exit 1). stop() runs in the same
+     * loop turn as the endpoint's rbus_free(). */
+    int (*serve_bus)(void *state, rbus_t *bus);
 } ron_service_def_t;
 
 /* The built-in service called name, or NULL. */

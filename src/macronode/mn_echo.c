@@ -1,6 +1,6 @@
 /*
  * mn_echo.c - the built-in `echo` service and the table of built-in
- * services (echo, and health from mn_health.c). echo serves TCP on the listener the kernel hands it
+ * services (echo, health from mn_health.c, storage and index from mn_storage.c). echo serves TCP on the listener the kernel hands it
  * (echo.addr): each connection first receives echo.banner and a newline, then gets back every byte
  * it sends. It is small on purpose: it makes restarts, health, config updates and metrics real
  * before the storage services exist. Invariants: at most ECHO_MAX_CONNS connections (the excess is
@@ -262,7 +262,8 @@ static const ron_service_def_t svc_echo = {
 };
 
 /* The built-in services, by name. */
-static const ron_service_def_t *const services[] = {&svc_echo, &mn__svc_health};
+static const ron_service_def_t *const services[] = {&svc_echo, &mn__svc_health, &mn__svc_storage,
+                                                     &mn__svc_index};
 
 const ron_service_def_t *
 ron_service_find(const char *name)
@@ -276,5 +277,5 @@ ron_service_find(const char *name)
 const char *
 ron_service_names(void)
 {
-    return "echo, health";
+    return "echo, health, storage, index";
 }

@@ -83,6 +83,10 @@ void mn__sup_free(mn_sup_t *s);
 
 /* The built-in `health` service (mn_health.c). */
 extern const ron_service_def_t mn__svc_health;
+/* The `storage` and `index` services (mn_storage.c): svc-storage and
+ * svc-index served over ron-bus. */
+extern const ron_service_def_t mn__svc_storage;
+extern const ron_service_def_t mn__svc_index;
 
 /* ---- the service host (mn_service.c) ---- */
 

@@ -202,6 +202,11 @@ hello_reply(void *arg, int status, const oap_frame_t *resp)
         return;
     }
     r->started = true;
+    if (r->def->serve_bus != NULL && (rc = r->def->serve_bus(r->state, r->bus)) < 0) {
+        ron_error("service %s cannot serve ron-bus: %s", r->def->name, ron_strerror(rc));
+        run_stop(r, 1);
+        return;
+    }
     r->last_ok_ms = ron_now_ms();
     ron_info("service %s started (config version %llu)", r->def->name,
              (unsigned long long)r->cfg.version);

@@ -1,0 +1,147 @@
+/*
+ * mn_storage.c - the built-in `storage` and `index` services: svc-storage
+ * (sto_service.c) and svc-index (idx_service.c) behind ron_service_def_t.
+ * start() opens the store under <data_dir>/store and the index under
+ * <data_dir>/index, or RAM backends when amnesia is on; serve_bus() hands
+ * them the host's ron-bus endpoint ("storage" / "index") and listens, so the
+ * gateway, the app port and `ron` commands reach them over Unix sockets
+ * (macronode) or the in-process hub (micronode). Invariants: the store is
+ * opened writable by this process only (the store's lock); stop() runs in
+ * the loop turn that frees the endpoint, and the services release the store
+ * and the index once their worker calls return.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "idx_service.h"
+#include "mn_internal.h"
+#include "ron_err.h"
+#include "ron_log.h"
+#include "ron_util.h"
+#include "sto_service.h"
+
+#define MN_STORE_SUBDIR "store" /* under the node's data directory */
+
+typedef struct {
+    uv_loop_t *loop;
+    sto_store_t *store; /* until serve_bus hands it to svc */
+    sto_service_t *svc;
+} mn_storage_t;
+
+typedef struct {
+    uv_loop_t *loop;
+    idx_t *idx; /* until serve_bus hands it to svc */
+    idx_service_t *svc;
+} mn_index_t;
+
+static int
+storage_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_out)
+{
+    mn_storage_t *m = ron_xcalloc(1, sizeof *m);
+    char dir[RON_CONFIG_PATH_MAX + 16];
+    sto_config_t sc = {0};
+    int rc;
+
+    if (listen_fd >= 0)
+        close(listen_fd);
+    m->loop = loop;
+    if (!ron_config_amnesia(cfg)) {
+        snprintf(dir, sizeof dir, "%s/%s", cfg->data_dir, MN_STORE_SUBDIR);
+        sc.dir = dir;
+    }
+    if ((rc = sto_open(&sc, &m->store)) < 0) {
+        ron_error("storage: cannot open %s: %s", sc.dir != NULL ? sc.dir : "the RAM store",
+                  ron_strerror(rc));
+        free(m);
+        return rc;
+    }
+    ron_info("storage: %s store open", sc.dir != NULL ? sc.dir : "RAM (amnesia)");
+    *state_out = m;
+    return 0;
+}
+
+static int
+storage_serve_bus(void *state, rbus_t *bus)
+{
+    mn_storage_t *m = state;
+    sto_store_t *st = m->store;
+    int rc;
+
+    m->store = NULL; /* the service owns it from here, even on failure */
+    if ((rc = sto_service_new(m->loop, bus, st, NULL, &m->svc)) < 0)
+        return rc;
+    return rbus_listen(bus);
+}
+
+static size_t
+storage_metrics(void *state, char *buf, size_t cap)
+{
+    mn_storage_t *m = state;
+    return m->svc != NULL ? sto_service_metrics(m->svc, buf, cap) : 0;
+}
+
+static void
+storage_stop(void *state)
+{
+    mn_storage_t *m = state;
+    sto_service_free(m->svc);
+    sto_close(m->store);
+    free(m);
+}
+
+const ron_service_def_t mn__svc_storage = {
+    "storage", NULL, storage_start, NULL, storage_metrics, storage_stop, storage_serve_bus,
+};
+
+static int
+index_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_out)
+{
+    mn_index_t *m = ron_xcalloc(1, sizeof *m);
+    idx_config_t ic = {.data_dir = cfg->data_dir, .amnesia = ron_config_amnesia(cfg)};
+    int rc;
+
+    if (listen_fd >= 0)
+        close(listen_fd);
+    m->loop = loop;
+    if ((rc = idx_new(&ic, &m->idx)) < 0) {
+        ron_error("index: cannot open the index under %s: %s", cfg->data_dir, ron_strerror(rc));
+        free(m);
+        return rc;
+    }
+    *state_out = m;
+    return 0;
+}
+
+static int
+index_serve_bus(void *state, rbus_t *bus)
+{
+    mn_index_t *m = state;
+    idx_t *idx = m->idx;
+    int rc;
+
+    m->idx = NULL;
+    if ((rc = idx_service_new(m->loop, bus, idx, &m->svc)) < 0)
+        return rc;
+    return rbus_listen(bus);
+}
+
+static size_t
+index_metrics(void *state, char *buf, size_t cap)
+{
+    mn_index_t *m = state;
+    return m->svc != NULL ? idx_service_metrics(m->svc, buf, cap) : 0;
+}
+
+static void
+index_stop(void *state)
+{
+    mn_index_t *m = state;
+    idx_service_free(m->svc);
+    idx_free(m->idx);
+    free(m);
+}
+
+const ron_service_def_t mn__svc_index = {
+    "index", NULL, index_start, NULL, index_metrics, index_stop, index_serve_bus,
+};

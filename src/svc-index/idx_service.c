@@ -1,0 +1,458 @@
+/*
+ * idx_service.c - the index & naming protocol (app_proto_id 2) over
+ * ron-bus; wire format in docs/protocol/index.md. Same framing as the
+ * storage protocol: a request is one frame holding a big-endian u32 JSON
+ * length and compact JSON {"op":...} (no raw bytes follow here); a success
+ * answer has the same shape, an error answer is the spec §3 envelope alone.
+ * Records travel in ron-naming's JSON form and are checked by its strict
+ * parser; the acceptance rule runs inside idx_publish on a worker thread.
+ * Invariants: one answer per request; the service and its idx are freed
+ * only with no job in flight.
+ */
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "idx_service.h"
+#include "ron_err.h"
+#include "ron_log.h"
+#include "ron_metrics.h"
+#include "ron_util.h"
+
+typedef enum { OP_PUBLISH = 0, OP_RESOLVE, OP_LIST, OP_COUNT, OP_BAD = OP_COUNT } op_t;
+
+static const char *const op_names[OP_COUNT + 1] = {"publish", "resolve", "list", "invalid"};
+static const char *const op_fields[OP_COUNT][4] = {
+    [OP_PUBLISH] = {"record", NULL},
+    [OP_RESOLVE] = {"name", NULL},
+    [OP_LIST] = {"prefix", "after", "limit", NULL},
+};
+static const uint16_t statuses[] = {200, 400, 403, 404, 409, 500, 503, 507};
+#define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
+#define IDX_SVC_RETRY_AFTER_MS 1000u
+
+struct idx_service {
+    uv_loop_t *loop;
+    idx_t *idx;
+    bool stopping;
+    size_t jobs;
+    met_registry_t *reg;
+    met_counter_t *req[OP_COUNT + 1][N_STATUS];
+};
+
+typedef struct {
+    uv_work_t work;
+    idx_service_t *svc;
+    op_t op;
+    rbus_req_t *req;
+    uint64_t corr_id;
+    name_record_t rec;
+    char name[NAME_MAX_LEN + 1];
+    char after[NAME_MAX_LEN + 1];
+    size_t limit;
+    name_record_t *list;
+    size_t n;
+    bool more;
+    name_err_t nerr;
+    int rc;
+} job_t;
+
+static const char *
+status_slug(uint16_t code)
+{
+    switch (code) {
+    case 400: return "bad_request";
+    case 403: return "forbidden";
+    case 404: return "not_found";
+    case 409: return "conflict";
+    case 503: return "unavailable";
+    case 507: return "insufficient_storage";
+    default: return "internal";
+    }
+}
+
+static void
+count(idx_service_t *s, op_t op, uint16_t code)
+{
+    size_t i = 0;
+    while (i < RON_ARRAY_LEN(statuses) && statuses[i] != code)
+        i++;
+    met_counter_inc(s->req[op][i]);
+}
+
+static void
+answer_error(idx_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, uint16_t code,
+             const char *reason, uint32_t retry_after_ms, const char *message)
+{
+    char corr[24];
+    json_t *o;
+    char *txt;
+    bool retryable = code == 429 || code >= 500;
+
+    count(s, op, code);
+    snprintf(corr, sizeof corr, "%llu", (unsigned long long)corr_id);
+    o = json_pack("{s:s, s:s, s:b, s:s}", "code", status_slug(code), "message",
+                  message != NULL ? message : "", "retryable", retryable, "corr_id", corr);
+    if (o != NULL && retry_after_ms > 0)
+        json_object_set_new(o, "retry_after_ms", json_integer(retry_after_ms));
+    if (o != NULL && reason != NULL)
+        json_object_set_new(o, "reason", json_string(reason));
+    txt = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    if (txt == NULL) {
+        rbus_respond_error(req, code, message);
+        return;
+    }
+    rbus_respond(req, code, txt, strlen(txt));
+    free(txt);
+}
+
+/* Answer 200 with o (taken), framed as a u32 length and the JSON. */
+static void
+answer_ok(idx_service_t *s, op_t op, rbus_req_t *req, json_t *o)
+{
+    char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t jl;
+    uint8_t *buf;
+
+    json_decref(o);
+    count(s, op, 200);
+    if (txt == NULL) {
+        rbus_respond_error(req, 500, "cannot encode the answer");
+        return;
+    }
+    jl = strlen(txt);
+    buf = ron_xmalloc(4 + jl);
+    buf[0] = (uint8_t)(jl >> 24);
+    buf[1] = (uint8_t)(jl >> 16);
+    buf[2] = (uint8_t)(jl >> 8);
+    buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, txt, jl);
+    rbus_respond(req, 200, buf, 4 + jl);
+    free(buf);
+    free(txt);
+}
+
+/* A record as a JSON object (new), or NULL. */
+static json_t *
+record_json(const name_record_t *rec)
+{
+    char *txt = name_record_to_json(rec);
+    json_t *o = txt != NULL ? json_loads(txt, 0, NULL) : NULL;
+    free(txt);
+    return o;
+}
+
+static void
+answer_rc(idx_service_t *s, job_t *j)
+{
+    const char *msg = j->nerr.msg[0] != '\0' ? j->nerr.msg : ron_strerror(j->rc);
+    switch (j->rc) {
+    case RON_ERECORD:
+    case RON_EJSON:
+    case RON_ETOOBIG:
+        answer_error(s, j->op, j->req, j->corr_id, 400, "record", 0, msg);
+        break;
+    case RON_ENAME:
+        answer_error(s, j->op, j->req, j->corr_id, 400, "name", 0, msg);
+        break;
+    case RON_ENAMEFUTURE:
+        answer_error(s, j->op, j->req, j->corr_id, 400, "ts", 0, msg);
+        break;
+    case RON_ENAMESIG:
+        answer_error(s, j->op, j->req, j->corr_id, 403, "bad_signature", 0, msg);
+        break;
+    case RON_ENAMEOWNER:
+        answer_error(s, j->op, j->req, j->corr_id, 403, "owner", 0, msg);
+        break;
+    case RON_ENAMESTALE:
+        answer_error(s, j->op, j->req, j->corr_id, 409, "stale_seq", 0, msg);
+        break;
+    case RON_ENOTFOUND:
+        answer_error(s, j->op, j->req, j->corr_id, 404, NULL, 0, msg);
+        break;
+    case RON_EIDXFULL:
+        answer_error(s, j->op, j->req, j->corr_id, 507, NULL, IDX_SVC_RETRY_AFTER_MS, msg);
+        break;
+    case RON_EINVAL:
+        answer_error(s, j->op, j->req, j->corr_id, 400, NULL, 0, msg);
+        break;
+    default:
+        ron_warn("index %s: %s", op_names[j->op], ron_strerror(j->rc));
+        answer_error(s, j->op, j->req, j->corr_id, 500, NULL, 0, ron_strerror(j->rc));
+        break;
+    }
+}
+
+/* ---- worker side ---- */
+
+static void
+job_work(uv_work_t *w)
+{
+    job_t *j = ron_container_of(w, job_t, work);
+    idx_t *idx = j->svc->idx;
+    switch (j->op) {
+    case OP_PUBLISH:
+        j->rc = idx_publish(idx, &j->rec, (int64_t)time(NULL), &j->nerr);
+        break;
+    case OP_RESOLVE:
+        j->rc = idx_resolve(idx, j->name, &j->rec);
+        break;
+    case OP_LIST:
+        j->list = ron_xcalloc(j->limit, sizeof *j->list);
+        j->rc = idx_list(idx, j->name, j->after[0] != '\0' ? j->after : NULL, j->list, j->limit,
+                         &j->n, &j->more);
+        break;
+    default:
+        j->rc = RON_EINVAL;
+        break;
+    }
+}
+
+static void
+svc_maybe_free(idx_service_t *s)
+{
+    if (s->stopping && s->jobs == 0) {
+        idx_free(s->idx);
+        met_registry_free(s->reg);
+        free(s);
+    }
+}
+
+static void
+job_done(uv_work_t *w, int status)
+{
+    job_t *j = ron_container_of(w, job_t, work);
+    idx_service_t *s = j->svc;
+    json_t *o;
+    (void)status;
+
+    s->jobs--;
+    if (j->rc < 0 && !(j->op == OP_PUBLISH && j->rc == RON_ENAMEDUP)) {
+        answer_rc(s, j);
+    } else if (j->op == OP_PUBLISH) {
+        o = json_object();
+        json_object_set_new(o, "name", json_string(j->rec.name));
+        json_object_set_new(o, "status", json_string(j->rc == 0 ? "published" : "unchanged"));
+        answer_ok(s, j->op, j->req, o);
+    } else if (j->op == OP_RESOLVE) {
+        o = json_object();
+        json_object_set_new(o, "record", record_json(&j->rec));
+        answer_ok(s, j->op, j->req, o);
+    } else {
+        json_t *a = json_array();
+        for (size_t i = 0; i < j->n; i++)
+            json_array_append_new(a, record_json(&j->list[i]));
+        o = json_object();
+        json_object_set_new(o, "records", a);
+        json_object_set_new(o, "more", json_boolean(j->more));
+        answer_ok(s, j->op, j->req, o);
+    }
+    free(j->list);
+    free(j);
+    svc_maybe_free(s);
+}
+
+/* ---- requests ---- */
+
+static const char *
+unknown_field(json_t *o, op_t op)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        bool ok = strcmp(key, "op") == 0;
+        for (size_t i = 0; !ok && op_fields[op][i] != NULL; i++)
+            ok = strcmp(key, op_fields[op][i]) == 0;
+        if (!ok)
+            return key;
+    }
+    return NULL;
+}
+
+/* Copy optional string field name (at most cap-1 bytes, no NUL inside) into
+ * out. Returns 1 present, 0 absent, -1 malformed. */
+static int
+get_text(json_t *o, const char *name, char *out, size_t cap)
+{
+    json_t *v = json_object_get(o, name);
+    size_t n;
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v))
+        return -1;
+    n = json_string_length(v);
+    if (n >= cap || strlen(json_string_value(v)) != n)
+        return -1;
+    memcpy(out, json_string_value(v), n + 1);
+    return 1;
+}
+
+static void
+on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    idx_service_t *s = arg;
+    json_t *o = NULL;
+    json_error_t jerr;
+    const char *opname, *bad;
+    op_t op = OP_BAD;
+    job_t *j = NULL;
+    char msg[256];
+    uint32_t jl;
+
+    if (s->stopping) {
+        answer_error(s, op, req, f->corr_id, 503, NULL, IDX_SVC_RETRY_AFTER_MS,
+                     "index is stopping");
+        return;
+    }
+    if (f->payload_len < 4) {
+        answer_error(s, op, req, f->corr_id, 400, NULL, 0,
+                     "payload shorter than its 4-byte JSON length");
+        return;
+    }
+    jl = (uint32_t)f->payload[0] << 24 | (uint32_t)f->payload[1] << 16 |
+         (uint32_t)f->payload[2] << 8 | f->payload[3];
+    if (jl > IDX_SVC_MAX_JSON || jl != f->payload_len - 4) {
+        answer_error(s, op, req, f->corr_id, 400, NULL, 0,
+                     "JSON length out of range (no raw bytes follow index requests)");
+        return;
+    }
+    o = json_loadb((const char *)f->payload + 4, jl, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(o)) {
+        answer_error(s, op, req, f->corr_id, 400, NULL, 0, "request JSON is not an object");
+        goto out;
+    }
+    opname = json_string_value(json_object_get(o, "op"));
+    for (int i = 0; opname != NULL && i < OP_COUNT; i++)
+        if (strcmp(opname, op_names[i]) == 0)
+            op = (op_t)i;
+    if (op == OP_BAD) {
+        snprintf(msg, sizeof msg, "op: unknown operation '%.64s'", opname != NULL ? opname : "");
+        answer_error(s, op, req, f->corr_id, 400, "op", 0, msg);
+        goto out;
+    }
+    if ((bad = unknown_field(o, op)) != NULL) {
+        snprintf(msg, sizeof msg, "%.64s: unknown field for %s", bad, op_names[op]);
+        answer_error(s, op, req, f->corr_id, 400, bad, 0, msg);
+        goto out;
+    }
+    j = ron_xcalloc(1, sizeof *j);
+    j->op = op;
+    j->req = req;
+    j->corr_id = f->corr_id;
+    j->limit = IDX_SVC_LIST_DEFAULT;
+    if (op == OP_PUBLISH) {
+        json_t *rec = json_object_get(o, "record");
+        char *txt = json_is_object(rec) ? json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        int rc;
+        if (txt == NULL) {
+            answer_error(s, op, req, f->corr_id, 400, "record", 0,
+                         "record: missing or not an object");
+            goto drop;
+        }
+        rc = name_record_from_json(&j->rec, txt, strlen(txt), &j->nerr);
+        free(txt);
+        if (rc < 0) {
+            j->rc = rc;
+            answer_rc(s, j);
+            goto drop;
+        }
+    } else if (op == OP_RESOLVE) {
+        char raw[NAME_MAX_INPUT + 1];
+        name_err_t nerr;
+        if (get_text(o, "name", raw, sizeof raw) <= 0) {
+            answer_error(s, op, req, f->corr_id, 400, "name", 0, "name: missing or malformed");
+            goto drop;
+        }
+        if (name_normalize(raw, strlen(raw), j->name, &nerr) < 0) {
+            answer_error(s, op, req, f->corr_id, 400, "name", 0, nerr.msg);
+            goto drop;
+        }
+    } else {
+        char lim[24];
+        uint64_t v = IDX_SVC_LIST_DEFAULT;
+        int r;
+        if (get_text(o, bad = "prefix", j->name, sizeof j->name) < 0 ||
+            get_text(o, bad = "after", j->after, sizeof j->after) < 0 ||
+            (r = get_text(o, bad = "limit", lim, sizeof lim)) < 0 ||
+            (r > 0 && (ron_parse_u64(lim, strlen(lim), &v) < 0 || v == 0 ||
+                       v > IDX_SVC_LIST_MAX))) {
+            snprintf(msg, sizeof msg, "%s: malformed for list", bad);
+            answer_error(s, op, req, f->corr_id, 400, bad, 0, msg);
+            goto drop;
+        }
+        j->limit = (size_t)v;
+    }
+    j->svc = s;
+    s->jobs++;
+    if (uv_queue_work(s->loop, &j->work, job_work, job_done) < 0) {
+        job_work(&j->work);
+        job_done(&j->work, 0);
+    }
+    json_decref(o);
+    return;
+drop:
+    free(j);
+out:
+    json_decref(o);
+}
+
+int
+idx_service_new(uv_loop_t *loop, rbus_t *bus, idx_t *idx, idx_service_t **svc_out)
+{
+    static const char *const labels[] = {"op", "status"};
+    static const met_desc_t desc_req = {MET_COUNTER, "index_requests_total",
+                                        "Index protocol requests by op and status.", labels, 2,
+                                        NULL, 0, 0};
+    idx_service_t *s = ron_xcalloc(1, sizeof *s);
+    met_family_t *fam = NULL;
+    int rc;
+
+    s->loop = loop;
+    s->idx = idx;
+    s->reg = met_registry_new();
+    met_family_register(s->reg, &desc_req, &fam);
+    for (int op = 0; op <= OP_COUNT; op++)
+        for (size_t i = 0; i < N_STATUS; i++) {
+            char code[8];
+            const char *vals[2] = {op_names[op], code};
+            if (i < RON_ARRAY_LEN(statuses))
+                snprintf(code, sizeof code, "%u", statuses[i]);
+            else
+                snprintf(code, sizeof code, "other");
+            s->req[op][i] = met_family_counter(fam, vals);
+        }
+    if ((rc = rbus_handle(bus, OAP_APP_INDEX, on_request, s)) < 0) {
+        s->stopping = true;
+        svc_maybe_free(s);
+        return rc;
+    }
+    *svc_out = s;
+    return 0;
+}
+
+void
+idx_service_free(idx_service_t *s)
+{
+    if (s == NULL || s->stopping)
+        return;
+    s->stopping = true;
+    svc_maybe_free(s);
+}
+
+size_t
+idx_service_metrics(idx_service_t *s, char *buf, size_t cap)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (met_registry_render(s->reg, &text, &len) < 0 || len >= cap) {
+        free(text);
+        return 0;
+    }
+    memcpy(buf, text, len);
+    free(text);
+    return len;
+}

@@ -1,0 +1,46 @@
+/*
+ * idx_service.h - svc-index as a ron-bus service: the index & naming
+ * protocol (OAP/1 app_proto_id 2, docs/protocol/index.md) served from an
+ * idx_t. Written against rbus_ only (macronode: own process over Unix
+ * sockets; micronode: in-process). idx calls (an LMDB commit waits for
+ * fsync) run on the libuv thread pool; handlers and answers on the loop.
+ * Invariants: every request is answered exactly once; a publish answered
+ * 200 is current and durable; the idx_t is closed only after the last
+ * worker call has returned.
+ */
+#ifndef IDX_SERVICE_H
+#define IDX_SERVICE_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "ron_bus.h"
+#include "svc_index.h"
+
+/* ---- limits ---- */
+#define IDX_SVC_MAX_JSON 2048u    /* JSON bytes of one request (a record is < 700) */
+#define IDX_SVC_LIST_DEFAULT 100u /* list page when "limit" is absent */
+#define IDX_SVC_LIST_MAX 500u     /* list page at most: 500 records of < 700 B fit one frame */
+
+typedef struct idx_service idx_service_t;
+
+/*
+ * Serve the index protocol on bus (borrowed, must outlive the service until
+ * idx_service_free) from idx (taken: freed once the service is freed and its
+ * last worker call has returned). Registers the OAP_APP_INDEX handler; does
+ * not call rbus_listen(). Returns 0 and *svc_out, or RON_EBUSY (no handler
+ * slot; idx is freed).
+ */
+int idx_service_new(uv_loop_t *loop, rbus_t *bus, idx_t *idx, idx_service_t **svc_out);
+
+/* Stop: later requests are answered 503; memory and idx go once the worker
+ * calls in flight return. Call it in the loop turn that frees the bus. NULL
+ * does nothing. */
+void idx_service_free(idx_service_t *svc);
+
+/* Append Prometheus text (requests by op and status) to buf (cap bytes).
+ * Returns bytes written (0 when cap is too small). */
+size_t idx_service_metrics(idx_service_t *svc, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * sto_client.h - a small client of the storage protocol over ron-bus
+ * (docs/protocol/storage.md), for `ron put` / `ron get` and the app port:
+ * stream a local file into the store, or an object into a file descriptor.
+ *
+ * Loop-thread only, asynchronous: each call runs a chain of single-frame
+ * requests (put_begin, put_write of STO_SVC_MAX_CHUNK bytes each in order,
+ * put_commit; or get of STO_SVC_MAX_CHUNK bytes each) and reports once
+ * through its callback, never from inside the call. The local file is read
+ * and written with plain read(2)/write(2) on the loop thread, one chunk per
+ * step (a command-line client's loop does nothing else). One request is in
+ * flight at a time per transfer, so a transfer holds at most two chunks of
+ * memory. On any failure after put_begin, the put is aborted (best effort).
+ */
+#ifndef STO_CLIENT_H
+#define STO_CLIENT_H
+
+#include <stdint.h>
+
+#include "ron_bus.h"
+#include "sto_service.h"
+
+/* ---- limits ---- */
+#define STO_CLIENT_DEADLINE_MS 30000u /* per request (a commit fsyncs a large object) */
+
+/*
+ * Outcome of a transfer: status 0 and code 200 on success; a negative
+ * RON_E* with code 0 when the bus failed (RON_EUNAVAIL, RON_ETIMEOUT,
+ * RON_EBUSY and RON_ESHUTDOWN: retryable) or -errno from the local file; or
+ * RON_ESTORE with code the service's error status (400, 404, 409, 413, 416,
+ * 429, 500, 503, 507).
+ */
+typedef void (*sto_client_put_cb)(void *arg, int status, uint16_t code,
+                                  const uint8_t addr[STO_ADDR_LEN]);
+typedef void (*sto_client_get_cb)(void *arg, int status, uint16_t code, uint64_t size);
+
+/*
+ * Put the file at path (borrowed) with content type ctype (borrowed, may be
+ * NULL) through peer (an outbound peer connected to "storage"). cb gets the
+ * address (a view valid during the call; NULL on failure). Returns 0 (cb
+ * will be called), or, with cb never called: -errno (the file cannot be
+ * opened), RON_EINVAL (not a regular file, ctype too long) or rbus_request's
+ * error for the first request (RON_EUNAVAIL, RON_EBUSY, RON_ESHUTDOWN).
+ */
+int sto_client_put_file(rbus_peer_t *peer, const char *path, const char *ctype,
+                        sto_client_put_cb cb, void *arg);
+
+/*
+ * Write the whole object addr (copied) to fd (borrowed, left open) through
+ * peer; every byte was verified by the service. cb gets the object's size.
+ * Returns 0 (cb will be called), or rbus_request's error for the first
+ * request (cb never called).
+ */
+int sto_client_get(rbus_peer_t *peer, const uint8_t addr[STO_ADDR_LEN], int fd,
+                   sto_client_get_cb cb, void *arg);
+
+#endif

@@ -1,0 +1,940 @@
+/*
+ * sto_service.c - the storage protocol (app_proto_id 1) over ron-bus; wire
+ * format in docs/protocol/storage.md. A request is one frame: a big-endian
+ * u32 JSON length, compact JSON {"op":...}, then raw bytes (put_write's
+ * chunk). A success answer has the same shape (get's bytes follow its JSON);
+ * an error answer is the spec §3 envelope alone. The loop thread parses,
+ * checks limits and owns the put table; store calls run in uv_queue_work.
+ * Invariants: one worker call per put at a time (busy flag); a put leaves
+ * the table before its commit or abort is queued, so its id dies with it;
+ * the service and the store are freed only when no job is in flight.
+ */
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ron_err.h"
+#include "ron_log.h"
+#include "ron_metrics.h"
+#include "ron_util.h"
+#include "sto_service.h"
+
+typedef enum {
+    OP_PUT_BEGIN = 0,
+    OP_PUT_WRITE,
+    OP_PUT_COMMIT,
+    OP_PUT_ABORT,
+    OP_STAT,
+    OP_LIST,
+    OP_PIN,
+    OP_UNPIN,
+    OP_GC,
+    OP_GET,
+    OP_COUNT,
+    OP_BAD = OP_COUNT, /* unparseable or unknown op: metrics only */
+} op_t;
+
+static const char *const op_names[OP_COUNT + 1] = {
+    "put_begin", "put_write", "put_commit", "put_abort", "stat",
+    "list",      "pin",       "unpin",      "gc",        "get", "invalid",
+};
+
+/* Fields each op accepts besides "op" (strict: any other is refused). */
+static const char *const op_fields[OP_COUNT][4] = {
+    [OP_PUT_BEGIN] = {"size", "content_type", "expect", NULL},
+    [OP_PUT_WRITE] = {"put_id", "offset", NULL},
+    [OP_PUT_COMMIT] = {"put_id", NULL},
+    [OP_PUT_ABORT] = {"put_id", NULL},
+    [OP_STAT] = {"address", NULL},
+    [OP_LIST] = {"after", "limit", NULL},
+    [OP_PIN] = {"address", NULL},
+    [OP_UNPIN] = {"address", NULL},
+    [OP_GC] = {"target", NULL},
+    [OP_GET] = {"address", "offset", "length", NULL},
+};
+
+/* Statuses counted by label; anything else is counted as "other". */
+static const uint16_t statuses[] = {200, 400, 404, 409, 413, 429, 500, 503, 507};
+#define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
+
+typedef struct svc_put {
+    uint64_t id;
+    rbus_peer_t *peer; /* NULL once its connection is gone */
+    sto_put_t *sp;     /* NULL while put_begin runs */
+    uint64_t written;
+    uint64_t last_ms;
+    bool busy;   /* a worker call is in flight */
+    bool doomed; /* abort when the call in flight returns */
+} svc_put_t;
+
+struct sto_service {
+    uv_loop_t *loop;
+    rbus_t *bus;
+    sto_store_t *store;
+    sto_service_limits_t lim;
+    svc_put_t **puts; /* lim.puts_total slots, n_puts used */
+    size_t n_puts;
+    uint64_t next_put_id;
+    uv_timer_t idle;
+    bool stopping;
+    bool timer_open;
+    size_t jobs; /* worker calls in flight */
+    met_registry_t *reg;
+    met_counter_t *req[OP_COUNT + 1][N_STATUS];
+    met_counter_t *bytes_in;
+    met_counter_t *bytes_out;
+    met_gauge_t *open_puts;
+};
+
+typedef struct {
+    uv_work_t work;
+    sto_service_t *svc;
+    op_t op;
+    rbus_req_t *req; /* NULL for internal aborts */
+    uint64_t corr_id;
+    uint8_t tenant[STO_TENANT_LEN];
+    uint8_t addr[STO_ADDR_LEN];
+    bool has_addr;
+    uint8_t expect[STO_ADDR_LEN];
+    bool has_expect;
+    char ctype[STO_CTYPE_MAX + 1];
+    bool has_ctype;
+    uint64_t size, offset, length, target;
+    bool past_end; /* get: offset beyond the object's end */
+    size_t limit;
+    svc_put_t *put;
+    uint8_t *data; /* put_write: the chunk (copied); get: the answer buffer */
+    size_t data_len;
+    int rc;
+    ssize_t got;
+    sto_stat_t st;
+    sto_stat_t *list;
+    size_t n;
+    uint32_t pins;
+    uint64_t freed;
+    sto_put_t *new_sp;
+} job_t;
+
+/* ---- answers ---- */
+
+static const char *
+status_slug(uint16_t code)
+{
+    switch (code) {
+    case 400: return "bad_request";
+    case 403: return "forbidden";
+    case 404: return "not_found";
+    case 409: return "conflict";
+    case 413: return "payload_too_large";
+    case 416: return "range_not_satisfiable";
+    case 429: return "quota_exhausted";
+    case 502: return "bad_gateway";
+    case 503: return "unavailable";
+    case 504: return "timeout";
+    case 507: return "insufficient_storage";
+    default: return "internal";
+    }
+}
+
+static void
+count(sto_service_t *s, op_t op, uint16_t code)
+{
+    size_t i = 0;
+    while (i < RON_ARRAY_LEN(statuses) && statuses[i] != code)
+        i++;
+    met_counter_inc(s->req[op][i]);
+}
+
+/*
+ * Answer an error envelope (spec §3). slug NULL = the status's own slug;
+ * reason may be NULL; retry_after_ms 0 = none.
+ */
+static void
+answer_error(sto_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, uint16_t code,
+             const char *slug, const char *reason, uint32_t retry_after_ms, const char *message)
+{
+    char corr[24];
+    json_t *o;
+    char *txt;
+    bool retryable = code == 408 || code == 429 || code >= 500;
+
+    count(s, op, code);
+    if (req == NULL)
+        return;
+    snprintf(corr, sizeof corr, "%llu", (unsigned long long)corr_id);
+    o = json_pack("{s:s, s:s, s:b, s:s}", "code", slug != NULL ? slug : status_slug(code),
+                  "message", message != NULL ? message : "", "retryable", retryable, "corr_id",
+                  corr);
+    if (o != NULL && retry_after_ms > 0)
+        json_object_set_new(o, "retry_after_ms", json_integer(retry_after_ms));
+    if (o != NULL && reason != NULL)
+        json_object_set_new(o, "reason", json_string(reason));
+    txt = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    if (txt == NULL) {
+        rbus_respond_error(req, code, message);
+        return;
+    }
+    rbus_respond(req, code, txt, strlen(txt));
+    free(txt);
+}
+
+/* Map a store error to an answer. */
+static void
+answer_rc(sto_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, int rc)
+{
+    const char *msg = ron_strerror(rc);
+    switch (rc) {
+    case RON_ENOTFOUND:
+        answer_error(s, op, req, corr_id, 404, NULL, NULL, 0, msg);
+        break;
+    case RON_EDIGEST:
+        if (op == OP_GET)
+            answer_error(s, op, req, corr_id, 500, NULL, "corrupt", 0,
+                         "stored bytes failed verification; nothing was served");
+        else
+            answer_error(s, op, req, corr_id, 409, "bad_digest", NULL, 0,
+                         "bytes do not hash to the expected address; nothing was stored");
+        break;
+    case RON_ETOOBIG:
+        answer_error(s, op, req, corr_id, 413, NULL, NULL, 0, msg);
+        break;
+    case RON_ESTOREFULL:
+        answer_error(s, op, req, corr_id, 507, NULL, NULL, STO_SVC_RETRY_AFTER_MS, msg);
+        break;
+    case RON_EINVAL:
+        answer_error(s, op, req, corr_id, 400, NULL, NULL, 0, msg);
+        break;
+    default:
+        ron_warn("storage %s: %s", op_names[op], msg);
+        answer_error(s, op, req, corr_id, 500, NULL, NULL, 0, msg);
+        break;
+    }
+}
+
+/* Answer 200 with JSON body o (taken) framed as u32 length + JSON + raw. */
+static void
+answer_ok(sto_service_t *s, op_t op, rbus_req_t *req, json_t *o, const void *raw, size_t raw_len)
+{
+    char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t jl;
+    uint8_t *buf;
+
+    json_decref(o);
+    count(s, op, 200);
+    if (req == NULL) {
+        free(txt);
+        return;
+    }
+    if (txt == NULL) {
+        rbus_respond_error(req, 500, "cannot encode the answer");
+        return;
+    }
+    jl = strlen(txt);
+    buf = ron_xmalloc(4 + jl + raw_len);
+    buf[0] = (uint8_t)(jl >> 24);
+    buf[1] = (uint8_t)(jl >> 16);
+    buf[2] = (uint8_t)(jl >> 8);
+    buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, txt, jl);
+    if (raw_len > 0)
+        memcpy(buf + 4 + jl, raw, raw_len);
+    rbus_respond(req, 200, buf, 4 + jl + raw_len);
+    met_counter_add(s->bytes_out, raw_len);
+    free(buf);
+    free(txt);
+}
+
+static json_t *
+json_u64(uint64_t v)
+{
+    char b[24];
+    snprintf(b, sizeof b, "%llu", (unsigned long long)v);
+    return json_string(b);
+}
+
+static json_t *
+json_addr(const uint8_t addr[STO_ADDR_LEN])
+{
+    char b[68];
+    sto_addr_format(addr, b);
+    return json_string(b);
+}
+
+static json_t *
+stat_json(const sto_stat_t *st)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "address", json_addr(st->addr));
+    json_object_set_new(o, "size", json_u64(st->size));
+    json_object_set_new(o, "created", json_u64(st->created));
+    json_object_set_new(o, "pins", json_u64(st->pins));
+    json_object_set_new(o, "state", json_string(st->state == STO_STATE_PINNED ? "pinned" : "cache"));
+    json_object_set_new(o, "content_type", json_string(st->ctype));
+    return o;
+}
+
+/* ---- the put table ---- */
+
+static void
+put_remove(sto_service_t *s, svc_put_t *p)
+{
+    for (size_t i = 0; i < s->n_puts; i++)
+        if (s->puts[i] == p) {
+            s->puts[i] = s->puts[--s->n_puts];
+            break;
+        }
+    met_gauge_set(s->open_puts, (double)s->n_puts);
+}
+
+static svc_put_t *
+put_find(sto_service_t *s, uint64_t id, const rbus_peer_t *peer)
+{
+    for (size_t i = 0; i < s->n_puts; i++)
+        if (s->puts[i]->id == id && s->puts[i]->peer == peer && peer != NULL)
+            return s->puts[i];
+    return NULL;
+}
+
+static void queue_job(sto_service_t *s, job_t *j);
+
+/* Abort p (not busy) on a worker: it leaves the table now. */
+static void
+put_abort_internal(sto_service_t *s, svc_put_t *p)
+{
+    job_t *j = ron_xcalloc(1, sizeof *j);
+    put_remove(s, p);
+    j->op = OP_PUT_ABORT;
+    j->put = p;
+    queue_job(s, j);
+}
+
+/* Abort p now or, when a call is in flight, once it returns. */
+static void
+put_doom(sto_service_t *s, svc_put_t *p)
+{
+    p->peer = NULL;
+    if (p->busy)
+        p->doomed = true;
+    else
+        put_abort_internal(s, p);
+}
+
+/* ---- worker side ---- */
+
+static void
+job_work(uv_work_t *w)
+{
+    job_t *j = ron_container_of(w, job_t, work);
+    sto_store_t *st = j->svc->store;
+    sto_reader_t *r = NULL;
+
+    switch (j->op) {
+    case OP_PUT_BEGIN:
+        j->rc = sto_put_begin(st, j->tenant, j->has_expect ? j->expect : NULL,
+                              j->has_ctype ? j->ctype : NULL, j->size, &j->new_sp);
+        break;
+    case OP_PUT_WRITE:
+        j->rc = sto_put_write(j->put->sp, j->data, j->data_len);
+        break;
+    case OP_PUT_COMMIT:
+        j->rc = sto_put_commit(j->put->sp, j->addr);
+        j->put->sp = NULL;
+        if (j->rc == 0)
+            j->rc = sto_stat(st, j->addr, &j->st);
+        break;
+    case OP_PUT_ABORT:
+        sto_put_abort(j->put->sp);
+        j->put->sp = NULL;
+        j->rc = 0;
+        break;
+    case OP_STAT:
+        j->rc = sto_stat(st, j->addr, &j->st);
+        break;
+    case OP_LIST:
+        j->list = ron_xcalloc(j->limit, sizeof *j->list);
+        j->rc = sto_list(st, j->has_addr ? j->addr : NULL, j->list, j->limit, &j->n);
+        break;
+    case OP_PIN:
+    case OP_UNPIN:
+        j->rc = j->op == OP_PIN ? sto_pin(st, j->tenant, j->addr) : sto_unpin(st, j->tenant, j->addr);
+        if (j->rc == 0)
+            j->rc = sto_pin_count(st, j->tenant, j->addr, &j->pins);
+        break;
+    case OP_GC:
+        j->rc = sto_gc(st, j->target, &j->freed);
+        break;
+    case OP_GET:
+        j->rc = sto_reader_open(st, j->addr, &r);
+        if (j->rc == 0) {
+            j->size = sto_reader_size(r);
+            if (j->offset > j->size) {
+                j->past_end = true;
+            } else {
+                j->data = ron_xmalloc(j->length > 0 ? j->length : 1);
+                j->got = sto_reader_read(r, j->offset, j->data, j->length);
+                if (j->got < 0)
+                    j->rc = (int)j->got;
+            }
+            sto_reader_close(r);
+        }
+        break;
+    default:
+        j->rc = RON_EINVAL;
+        break;
+    }
+}
+
+static void svc_maybe_free(sto_service_t *s);
+
+static void
+job_done(uv_work_t *w, int status)
+{
+    job_t *j = ron_container_of(w, job_t, work);
+    sto_service_t *s = j->svc;
+    svc_put_t *p = j->put;
+    json_t *o;
+    (void)status;
+
+    s->jobs--;
+    if (p != NULL)
+        p->busy = false;
+    switch (j->op) {
+    case OP_PUT_BEGIN:
+        if (j->rc < 0) {
+            put_remove(s, p);
+            free(p);
+            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            break;
+        }
+        p->sp = j->new_sp;
+        p->last_ms = ron_now_ms();
+        o = json_object();
+        json_object_set_new(o, "put_id", json_u64(p->id));
+        answer_ok(s, j->op, j->req, o, NULL, 0);
+        if (p->doomed || s->stopping)
+            put_abort_internal(s, p);
+        break;
+    case OP_PUT_WRITE:
+        p->last_ms = ron_now_ms();
+        if (j->rc < 0) {
+            /* a failed write fails the put (the store refuses later writes): drop it */
+            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            put_abort_internal(s, p);
+            break;
+        }
+        p->written += j->data_len;
+        met_counter_add(s->bytes_in, j->data_len);
+        o = json_object();
+        json_object_set_new(o, "written", json_u64(p->written));
+        answer_ok(s, j->op, j->req, o, NULL, 0);
+        if (p->doomed || s->stopping)
+            put_abort_internal(s, p);
+        break;
+    case OP_PUT_COMMIT:
+        free(p);
+        if (j->rc < 0) {
+            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            break;
+        }
+        o = json_object();
+        json_object_set_new(o, "address", json_addr(j->addr));
+        json_object_set_new(o, "size", json_u64(j->st.size));
+        answer_ok(s, j->op, j->req, o, NULL, 0);
+        break;
+    case OP_PUT_ABORT:
+        free(p);
+        if (j->req != NULL)
+            answer_ok(s, j->op, j->req, json_object(), NULL, 0);
+        break;
+    case OP_STAT:
+        if (j->rc < 0)
+            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+        else
+            answer_ok(s, j->op, j->req, stat_json(&j->st), NULL, 0);
+        break;
+    case OP_LIST:
+        if (j->rc < 0) {
+            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            break;
+        }
+        o = json_object();
+        {
+            json_t *a = json_array();
+            for (size_t i = 0; i < j->n; i++)
+                json_array_append_new(a, stat_json(&j->list[i]));
+            json_object_set_new(o, "objects", a);
+        }
+        if (j->n == j->limit && j->n > 0)
+            json_object_set_new(o, "next", json_addr(j->list[j->n - 1].addr));
+        answer_ok(s, j->op, j->req, o, NULL, 0);
+        break;
+    case OP_PIN:
+    case OP_UNPIN:
+        if (j->rc < 0) {
+            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            break;
+        }
+        o = json_object();
+        json_object_set_new(o, "address", json_addr(j->addr));
+        json_object_set_new(o, "pins", json_u64(j->pins));
+        answer_ok(s, j->op, j->req, o, NULL, 0);
+        break;
+    case OP_GC:
+        if (j->rc < 0) {
+            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            break;
+        }
+        o = json_object();
+        json_object_set_new(o, "freed", json_u64(j->freed));
+        answer_ok(s, j->op, j->req, o, NULL, 0);
+        break;
+    case OP_GET:
+        if (j->rc == 0 && j->past_end) {
+            answer_error(s, j->op, j->req, j->corr_id, 416, NULL, "offset", 0,
+                         "offset: past the end of the object");
+            break;
+        }
+        if (j->rc < 0) {
+            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            break;
+        }
+        o = json_object();
+        json_object_set_new(o, "size", json_u64(j->size));
+        json_object_set_new(o, "offset", json_u64(j->offset));
+        json_object_set_new(o, "length", json_u64((uint64_t)j->got));
+        answer_ok(s, j->op, j->req, o, j->data, (size_t)j->got);
+        break;
+    default:
+        break;
+    }
+    free(j->data);
+    free(j->list);
+    free(j);
+    svc_maybe_free(s);
+}
+
+static void
+queue_job(sto_service_t *s, job_t *j)
+{
+    int rc;
+    j->svc = s;
+    j->work.data = j;
+    if (j->put != NULL)
+        j->put->busy = true;
+    s->jobs++;
+    rc = uv_queue_work(s->loop, &j->work, job_work, job_done);
+    if (rc < 0) {
+        /* cannot happen with a valid loop and callbacks; run inline rather than lose it */
+        job_work(&j->work);
+        job_done(&j->work, rc);
+    }
+}
+
+/* ---- requests ---- */
+
+/* A request's parts: JSON object (new reference) and the raw bytes after it. */
+typedef struct {
+    json_t *o;
+    const uint8_t *raw;
+    size_t raw_len;
+} parsed_t;
+
+/* Split the frame payload and parse its JSON. Returns NULL on success or a message. */
+static const char *
+parse_frame(const oap_frame_t *f, parsed_t *out)
+{
+    uint32_t jl;
+    json_error_t jerr;
+
+    memset(out, 0, sizeof *out);
+    if (f->payload_len < 4)
+        return "payload shorter than its 4-byte JSON length";
+    jl = (uint32_t)f->payload[0] << 24 | (uint32_t)f->payload[1] << 16 |
+         (uint32_t)f->payload[2] << 8 | f->payload[3];
+    if (jl > STO_SVC_MAX_JSON || jl > f->payload_len - 4)
+        return "JSON length out of range";
+    out->o = json_loadb((const char *)f->payload + 4, jl, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(out->o)) {
+        json_decref(out->o);
+        out->o = NULL;
+        return "request JSON is not an object";
+    }
+    out->raw = f->payload + 4 + jl;
+    out->raw_len = f->payload_len - 4 - jl;
+    return NULL;
+}
+
+/* The first field of o not allowed for op, or NULL. */
+static const char *
+unknown_field(json_t *o, op_t op)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        bool ok = strcmp(key, "op") == 0;
+        for (size_t i = 0; !ok && op_fields[op][i] != NULL; i++)
+            ok = strcmp(key, op_fields[op][i]) == 0;
+        if (!ok)
+            return key;
+    }
+    return NULL;
+}
+
+/* Field kinds for get_field(). */
+typedef enum { F_U64, F_ADDR, F_TEXT } fkind_t;
+
+/*
+ * Read optional field name of o into out (uint64_t *, uint8_t[32] or
+ * char[STO_CTYPE_MAX + 1]). Returns 1 when present and valid, 0 when absent,
+ * -1 when malformed.
+ */
+static int
+get_field(json_t *o, const char *name, fkind_t kind, void *out)
+{
+    json_t *v = json_object_get(o, name);
+    const char *sv;
+    size_t n;
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v))
+        return -1;
+    sv = json_string_value(v);
+    n = json_string_length(v);
+    switch (kind) {
+    case F_U64:
+        if (n == 0 || (n > 1 && sv[0] == '0'))
+            return -1;
+        return ron_parse_u64(sv, n, out) < 0 ? -1 : 1;
+    case F_ADDR:
+        if (n != 67 || strncmp(sv, "b3:", 3) != 0)
+            return -1;
+        return sto_addr_parse(sv, out) < 0 ? -1 : 1;
+    case F_TEXT:
+        if (n > STO_CTYPE_MAX || strlen(sv) != n)
+            return -1;
+        memcpy(out, sv, n + 1);
+        return 1;
+    }
+    return -1;
+}
+
+static void
+on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    sto_service_t *s = arg;
+    rbus_peer_t *peer = rbus_req_peer(req);
+    parsed_t in;
+    const char *err, *opname, *bad = NULL;
+    op_t op = OP_BAD;
+    job_t *j = NULL;
+    uint64_t put_id = 0;
+    char msg[160];
+    int r;
+
+    if (s->stopping) {
+        answer_error(s, op, req, f->corr_id, 503, NULL, NULL, STO_SVC_RETRY_AFTER_MS,
+                     "storage is stopping");
+        return;
+    }
+    if ((err = parse_frame(f, &in)) != NULL) {
+        answer_error(s, op, req, f->corr_id, 400, NULL, NULL, 0, err);
+        return;
+    }
+    opname = json_string_value(json_object_get(in.o, "op"));
+    for (int i = 0; opname != NULL && i < OP_COUNT; i++)
+        if (strcmp(opname, op_names[i]) == 0)
+            op = (op_t)i;
+    if (op == OP_BAD) {
+        snprintf(msg, sizeof msg, "op: unknown operation '%.64s'", opname != NULL ? opname : "");
+        answer_error(s, op, req, f->corr_id, 400, NULL, "op", 0, msg);
+        goto out;
+    }
+    if ((bad = unknown_field(in.o, op)) != NULL) {
+        snprintf(msg, sizeof msg, "%.64s: unknown field for %s", bad, op_names[op]);
+        answer_error(s, op, req, f->corr_id, 400, NULL, bad, 0, msg);
+        goto out;
+    }
+    if (in.raw_len > 0 && op != OP_PUT_WRITE) {
+        answer_error(s, op, req, f->corr_id, 400, NULL, "raw", 0, "raw bytes only follow put_write");
+        goto out;
+    }
+    j = ron_xcalloc(1, sizeof *j);
+    j->op = op;
+    j->req = req;
+    j->corr_id = f->corr_id;
+    memcpy(j->tenant, f->tenant_id, STO_TENANT_LEN);
+    j->size = STO_SIZE_UNKNOWN;
+    j->length = STO_SVC_MAX_CHUNK;
+    j->limit = STO_SVC_LIST_DEFAULT;
+
+    /* fields, by op */
+    switch (op) {
+    case OP_PUT_BEGIN:
+        if (get_field(in.o, bad = "size", F_U64, &j->size) < 0 ||
+            (r = get_field(in.o, bad = "content_type", F_TEXT, j->ctype)) < 0)
+            goto bad_field;
+        j->has_ctype = r > 0;
+        if ((r = get_field(in.o, bad = "expect", F_ADDR, j->expect)) < 0)
+            goto bad_field;
+        j->has_expect = r > 0;
+        break;
+    case OP_PUT_WRITE:
+    case OP_PUT_COMMIT:
+    case OP_PUT_ABORT:
+        if (get_field(in.o, bad = "put_id", F_U64, &put_id) <= 0)
+            goto bad_field;
+        if (op == OP_PUT_WRITE && get_field(in.o, bad = "offset", F_U64, &j->offset) <= 0)
+            goto bad_field;
+        break;
+    case OP_STAT:
+    case OP_PIN:
+    case OP_UNPIN:
+        if (get_field(in.o, bad = "address", F_ADDR, j->addr) <= 0)
+            goto bad_field;
+        break;
+    case OP_LIST: {
+        uint64_t lim = STO_SVC_LIST_DEFAULT;
+        if ((r = get_field(in.o, bad = "after", F_ADDR, j->addr)) < 0)
+            goto bad_field;
+        j->has_addr = r > 0;
+        if (get_field(in.o, bad = "limit", F_U64, &lim) < 0 || lim == 0 ||
+            lim > STO_SVC_LIST_MAX)
+            goto bad_field;
+        j->limit = (size_t)lim;
+        break;
+    }
+    case OP_GC:
+        if (get_field(in.o, bad = "target", F_U64, &j->target) <= 0)
+            goto bad_field;
+        break;
+    case OP_GET:
+        if (get_field(in.o, bad = "address", F_ADDR, j->addr) <= 0 ||
+            get_field(in.o, bad = "offset", F_U64, &j->offset) < 0 ||
+            get_field(in.o, bad = "length", F_U64, &j->length) < 0)
+            goto bad_field;
+        if (j->length > STO_SVC_MAX_CHUNK) {
+            answer_error(s, op, req, f->corr_id, 413, NULL, "length", 0,
+                         "length: at most 262144 bytes per get");
+            goto drop;
+        }
+        break;
+    default:
+        break;
+    }
+
+    /* puts: the table and the limits */
+    if (op == OP_PUT_BEGIN) {
+        size_t mine = 0;
+        svc_put_t *p;
+        for (size_t i = 0; i < s->n_puts; i++)
+            mine += s->puts[i]->peer == peer;
+        if (peer == NULL || mine >= s->lim.puts_per_conn || s->n_puts >= s->lim.puts_total) {
+            answer_error(s, op, req, f->corr_id, 429, NULL,
+                         peer != NULL && mine >= s->lim.puts_per_conn ? "puts_per_connection"
+                                                                      : "puts_total",
+                         STO_SVC_RETRY_AFTER_MS, "too many open puts");
+            goto drop;
+        }
+        p = ron_xcalloc(1, sizeof *p);
+        p->id = ++s->next_put_id;
+        p->peer = peer;
+        p->last_ms = ron_now_ms();
+        s->puts[s->n_puts++] = p;
+        met_gauge_set(s->open_puts, (double)s->n_puts);
+        j->put = p;
+    } else if (op == OP_PUT_WRITE || op == OP_PUT_COMMIT || op == OP_PUT_ABORT) {
+        svc_put_t *p = put_find(s, put_id, peer);
+        if (p == NULL || p->doomed) {
+            answer_error(s, op, req, f->corr_id, 404, NULL, "put_id", 0,
+                         "put_id: no such open put on this connection");
+            goto drop;
+        }
+        if (p->busy) {
+            answer_error(s, op, req, f->corr_id, 409, "put_busy", "put_id", 0,
+                         "put_id: a call on this put is still running");
+            goto drop;
+        }
+        if (op == OP_PUT_WRITE) {
+            if (j->offset != p->written) {
+                snprintf(msg, sizeof msg, "offset: the put holds %llu bytes",
+                         (unsigned long long)p->written);
+                answer_error(s, op, req, f->corr_id, 409, NULL, "offset", 0, msg);
+                goto drop;
+            }
+            if (in.raw_len == 0 || in.raw_len > STO_SVC_MAX_CHUNK) {
+                answer_error(s, op, req, f->corr_id, in.raw_len == 0 ? 400 : 413, NULL, "raw", 0,
+                             "raw: a put_write carries 1..262144 bytes");
+                goto drop;
+            }
+            j->data = ron_xmalloc(in.raw_len);
+            memcpy(j->data, in.raw, in.raw_len);
+            j->data_len = in.raw_len;
+        } else {
+            put_remove(s, p); /* commit and abort end the put: its id dies now */
+        }
+        p->last_ms = ron_now_ms();
+        j->put = p;
+    }
+    queue_job(s, j);
+    json_decref(in.o);
+    return;
+
+bad_field:
+    snprintf(msg, sizeof msg, "%s: missing or malformed for %s", bad, op_names[op]);
+    answer_error(s, op, req, f->corr_id, 400, NULL, bad, 0, msg);
+drop:
+    free(j->data);
+    free(j);
+out:
+    json_decref(in.o);
+}
+
+/* ---- connections, idle puts, lifecycle ---- */
+
+static void
+on_peer(void *arg, rbus_peer_t *p, bool up)
+{
+    sto_service_t *s = arg;
+    if (up)
+        return;
+    for (size_t i = s->n_puts; i-- > 0;)
+        if (i < s->n_puts && s->puts[i]->peer == p)
+            put_doom(s, s->puts[i]);
+}
+
+static void
+idle_tick(uv_timer_t *t)
+{
+    sto_service_t *s = t->data;
+    uint64_t now = ron_now_ms();
+    for (size_t i = s->n_puts; i-- > 0;) {
+        svc_put_t *p;
+        if (i >= s->n_puts)
+            continue;
+        p = s->puts[i];
+        if (!p->busy && now - p->last_ms >= s->lim.put_idle_ms) {
+            ron_info("storage: put %llu idle for %u ms: aborted", (unsigned long long)p->id,
+                     s->lim.put_idle_ms);
+            put_doom(s, p);
+        }
+    }
+}
+
+static void
+svc_release(sto_service_t *s)
+{
+    sto_close(s->store);
+    met_registry_free(s->reg);
+    free(s->puts);
+    free(s);
+}
+
+static void
+timer_closed(uv_handle_t *h)
+{
+    sto_service_t *s = h->data;
+    s->timer_open = false;
+    svc_maybe_free(s);
+}
+
+static void
+svc_maybe_free(sto_service_t *s)
+{
+    if (s->stopping && s->jobs == 0 && s->n_puts == 0 && !s->timer_open)
+        svc_release(s);
+}
+
+int
+sto_service_new(uv_loop_t *loop, rbus_t *bus, sto_store_t *store,
+                const sto_service_limits_t *lim, sto_service_t **svc_out)
+{
+    static const char *const labels[] = {"op", "status"};
+    static const met_desc_t desc_req = {MET_COUNTER, "storage_requests_total",
+                                        "Storage protocol requests by op and status.", labels, 2,
+                                        NULL, 0, 0};
+    sto_service_t *s = ron_xcalloc(1, sizeof *s);
+    met_family_t *fam = NULL;
+    int rc;
+
+    s->loop = loop;
+    s->bus = bus;
+    s->store = store;
+    if (lim != NULL)
+        s->lim = *lim;
+    if (s->lim.puts_per_conn == 0)
+        s->lim.puts_per_conn = STO_SVC_PUTS_PER_CONN;
+    if (s->lim.puts_total == 0)
+        s->lim.puts_total = STO_SVC_PUTS_TOTAL;
+    if (s->lim.put_idle_ms == 0)
+        s->lim.put_idle_ms = STO_SVC_PUT_IDLE_MS;
+    s->puts = ron_xcalloc(s->lim.puts_total, sizeof *s->puts); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
+    s->reg = met_registry_new();
+    met_family_register(s->reg, &desc_req, &fam);
+    for (int op = 0; op <= OP_COUNT; op++)
+        for (size_t i = 0; i < N_STATUS; i++) {
+            char code[8];
+            const char *vals[2] = {op_names[op], code};
+            if (i < RON_ARRAY_LEN(statuses))
+                snprintf(code, sizeof code, "%u", statuses[i]);
+            else
+                snprintf(code, sizeof code, "other");
+            s->req[op][i] = met_family_counter(fam, vals);
+        }
+    met_counter_register(s->reg, "storage_bytes_in_total", "Object bytes received by put_write.",
+                         &s->bytes_in);
+    met_counter_register(s->reg, "storage_bytes_out_total", "Object bytes sent by get.",
+                         &s->bytes_out);
+    met_gauge_register(s->reg, "storage_open_puts", "Puts begun and not yet committed or aborted.",
+                       &s->open_puts);
+    if ((rc = rbus_handle(bus, OAP_APP_STORAGE, on_request, s)) < 0) {
+        svc_release(s);
+        return rc;
+    }
+    rbus_on_peer(bus, on_peer, s);
+    uv_timer_init(loop, &s->idle);
+    s->idle.data = s;
+    s->timer_open = true;
+    {
+        uint64_t tick = s->lim.put_idle_ms / 4;
+        tick = tick < 50 ? 50 : tick > 1000 ? 1000 : tick;
+        uv_timer_start(&s->idle, idle_tick, tick, tick);
+    }
+    *svc_out = s;
+    return 0;
+}
+
+void
+sto_service_free(sto_service_t *s)
+{
+    if (s == NULL || s->stopping)
+        return;
+    s->stopping = true;
+    rbus_on_peer(s->bus, NULL, NULL);
+    for (size_t i = s->n_puts; i-- > 0;)
+        if (i < s->n_puts)
+            put_doom(s, s->puts[i]);
+    uv_close((uv_handle_t *)&s->idle, timer_closed);
+}
+
+size_t
+sto_service_metrics(sto_service_t *s, char *buf, size_t cap)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (met_registry_render(s->reg, &text, &len) < 0 || len >= cap) {
+        free(text);
+        return 0;
+    }
+    memcpy(buf, text, len);
+    free(text);
+    return len;
+}
+
+size_t
+sto_service_open_puts(const sto_service_t *s)
+{
+    return s->n_puts;
+}

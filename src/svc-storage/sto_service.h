@@ -1,0 +1,73 @@
+/*
+ * sto_service.h - svc-storage as a ron-bus service: the storage protocol
+ * (OAP/1 app_proto_id 1, docs/protocol/storage.md) served from a sto_store_t.
+ *
+ * Written against rbus_ only, so the same code runs in its own process
+ * (macronode, Unix sockets) and inside the node (micronode, in-process hub).
+ * Every store call runs on the libuv thread pool (uv_queue_work): the store
+ * blocks on disk, LMDB and fsync. Handlers and completions run on the loop
+ * thread, which alone touches the service's tables; a put is used by one
+ * worker at a time (a put with a call in flight answers 409 put_busy).
+ *
+ * Invariants: every request is answered exactly once (rbus_respond); an open
+ * put whose connection goes away, or which is idle for put_idle_ms, is
+ * aborted (its temporary files removed); open puts are bounded per
+ * connection and in total (429 quota_exhausted beyond); a chunk is at most
+ * STO_SVC_MAX_CHUNK bytes; a put acknowledged by put_commit is durable.
+ */
+#ifndef STO_SERVICE_H
+#define STO_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "ron_bus.h"
+#include "svc_storage.h"
+
+/* ---- limits ---- */
+#define STO_SVC_MAX_CHUNK (256u << 10)     /* raw bytes of one put_write or get */
+#define STO_SVC_MAX_JSON 4096u             /* JSON bytes of one request */
+#define STO_SVC_PUTS_PER_CONN 16u          /* default open puts per connection */
+#define STO_SVC_PUTS_TOTAL 256u            /* default open puts in all */
+#define STO_SVC_PUT_IDLE_MS 30000u         /* default idle put lifetime */
+#define STO_SVC_LIST_DEFAULT 100u          /* list page when "limit" is absent */
+#define STO_SVC_LIST_MAX 256u              /* list page at most (bounds one response) */
+#define STO_SVC_RETRY_AFTER_MS 1000u       /* retry_after_ms of 429 and 507 answers */
+
+typedef struct sto_service sto_service_t;
+
+typedef struct {
+    uint32_t puts_per_conn; /* 0 = STO_SVC_PUTS_PER_CONN */
+    uint32_t puts_total;    /* 0 = STO_SVC_PUTS_TOTAL */
+    uint32_t put_idle_ms;   /* 0 = STO_SVC_PUT_IDLE_MS */
+} sto_service_limits_t;
+
+/*
+ * Serve the storage protocol on bus (borrowed; must outlive the service
+ * until sto_service_free) from store (taken: closed once the service is
+ * freed and its last worker call has returned). Registers the handler for
+ * OAP_APP_STORAGE and the bus's peer callback; does not call rbus_listen().
+ * lim may be NULL (defaults). Returns 0 and *svc_out, or RON_EBUSY (the bus
+ * has no room for a handler; the store is closed).
+ */
+int sto_service_new(uv_loop_t *loop, rbus_t *bus, sto_store_t *store,
+                    const sto_service_limits_t *lim, sto_service_t **svc_out);
+
+/*
+ * Stop serving: new requests are answered 503, open puts are aborted, and
+ * the memory and the store are released once the worker calls in flight
+ * return (run the loop). Call it before rbus_free(bus). NULL does nothing.
+ */
+void sto_service_free(sto_service_t *svc);
+
+/* Append the Prometheus text of the service's metrics (requests by op and
+ * status, bytes in/out, open puts) to buf (cap bytes). Returns bytes written
+ * (0 when cap is too small). */
+size_t sto_service_metrics(sto_service_t *svc, char *buf, size_t cap);
+
+/* Open puts now (for tests and metrics). */
+size_t sto_service_open_puts(const sto_service_t *svc);
+
+#endif

@@ -1,0 +1,742 @@
+/*
+ * test_svc_storage_service.c - the storage protocol (sto_service.c) over a
+ * real ron-bus, in-process and over Unix sockets, against a real file store
+ * in a temporary directory. A client endpoint sends single-frame requests
+ * (u32 JSON length + JSON + raw bytes) and checks status, JSON and bytes.
+ * Every wait runs the loop with a wall-clock bound.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "blake3.h"
+#include "ron_bus.h"
+#include "ron_err.h"
+#include "ron_util.h"
+#include "sto_client.h"
+#include "sto_service.h"
+
+#define WAIT_MS 10000u
+
+typedef struct {
+    uv_loop_t loop;
+    bool use_unix;
+    rbus_hub_t *hub;
+    char busdir[RBUS_MAX_DIR];
+    rbus_t *srv, *cli;
+    rbus_peer_t *peer;
+    sto_service_t *svc;
+    char tmp[64];
+    char storedir[128];
+    /* last answer */
+    bool done;
+    int status;
+    uint16_t code;
+    json_t *json;
+    uint8_t *raw;
+    size_t raw_len;
+} fx_t;
+
+static int
+rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void
+fx_open(fx_t *fx, bool use_unix, const sto_service_limits_t *lim)
+{
+    rbus_config_t sc = {0}, cc = {0};
+    sto_config_t cfg = {0};
+    sto_store_t *store = NULL;
+    int rc = 0;
+
+    memset(fx, 0, sizeof *fx);
+    fx->use_unix = use_unix;
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    snprintf(fx->tmp, sizeof fx->tmp, "/tmp/ron-stosvc-XXXXXX");
+    assert_non_null(mkdtemp(fx->tmp));
+    snprintf(fx->storedir, sizeof fx->storedir, "%s/store", fx->tmp);
+    cfg.dir = fx->storedir;
+    assert_int_equal(sto_open(&cfg, &store), 0);
+
+    sc.name = "storage";
+    cc.name = "client";
+    if (use_unix) {
+        assert_int_equal(rbus_dir_create(fx->busdir, sizeof fx->busdir), 0);
+        assert_int_equal(rbus_secret_generate(sc.secret), 0);
+        memcpy(cc.secret, sc.secret, sizeof sc.secret);
+        sc.transport = cc.transport = RBUS_TRANSPORT_UNIX;
+        sc.dir = cc.dir = fx->busdir;
+    } else {
+        fx->hub = rbus_hub_new(&fx->loop);
+        sc.transport = cc.transport = RBUS_TRANSPORT_INPROC;
+        sc.hub = cc.hub = fx->hub;
+    }
+    fx->srv = rbus_new(&fx->loop, &sc, &rc);
+    assert_non_null(fx->srv);
+    fx->cli = rbus_new(&fx->loop, &cc, &rc);
+    assert_non_null(fx->cli);
+    assert_int_equal(sto_service_new(&fx->loop, fx->srv, store, lim, &fx->svc), 0);
+    assert_int_equal(rbus_listen(fx->srv), 0);
+    fx->peer = rbus_connect(fx->cli, "storage", &rc);
+    assert_non_null(fx->peer);
+}
+
+static void
+fx_close(fx_t *fx)
+{
+    json_decref(fx->json);
+    free(fx->raw);
+    sto_service_free(fx->svc);
+    rbus_peer_close(fx->peer);
+    rbus_free(fx->cli);
+    rbus_free(fx->srv);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    if (fx->hub != NULL) {
+        rbus_hub_free(fx->hub);
+        uv_run(&fx->loop, UV_RUN_DEFAULT);
+    }
+    assert_int_equal(uv_loop_close(&fx->loop), 0);
+    if (fx->use_unix)
+        rbus_dir_remove(fx->busdir);
+    nftw(fx->tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+on_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    fx_t *fx = arg;
+    fx->done = true;
+    fx->status = status;
+    if (status < 0)
+        return;
+    fx->code = resp->code;
+    if (resp->code >= 400) {
+        /* error envelope: JSON alone */
+        fx->json = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
+        return;
+    }
+    if (resp->payload_len >= 4) {
+        uint32_t jl = (uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
+                      (uint32_t)resp->payload[2] << 8 | resp->payload[3];
+        if (jl <= resp->payload_len - 4) {
+            fx->json = json_loadb((const char *)resp->payload + 4, jl, 0, NULL);
+            fx->raw_len = resp->payload_len - 4 - jl;
+            fx->raw = malloc(fx->raw_len + 1);
+            memcpy(fx->raw, resp->payload + 4 + jl, fx->raw_len);
+        }
+    }
+}
+
+/* Run the loop until cond or WAIT_MS pass. */
+static bool
+run_until(fx_t *fx, bool (*cond)(fx_t *))
+{
+    uint64_t end = ron_now_ms() + WAIT_MS;
+    while (!cond(fx) && ron_now_ms() < end)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    return cond(fx);
+}
+
+static bool
+is_done(fx_t *fx)
+{
+    return fx->done;
+}
+
+/* Send one request (JSON text + raw bytes) and wait for the answer; returns its code. */
+static uint16_t
+call_raw(fx_t *fx, const void *payload, size_t len)
+{
+    json_decref(fx->json);
+    free(fx->raw);
+    fx->json = NULL;
+    fx->raw = NULL;
+    fx->raw_len = 0;
+    fx->done = false;
+    fx->code = 0;
+    assert_int_equal(rbus_request(fx->peer, OAP_APP_STORAGE, payload, len, WAIT_MS, on_reply, fx),
+                     0);
+    assert_true(run_until(fx, is_done));
+    assert_int_equal(fx->status, 0);
+    return fx->code;
+}
+
+static uint16_t
+call(fx_t *fx, const void *raw, size_t raw_len, const char *fmt, ...)
+{
+    char js[1024];
+    uint8_t *buf;
+    size_t jl;
+    uint16_t code;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(js, sizeof js, fmt, ap);
+    va_end(ap);
+    jl = strlen(js);
+    buf = malloc(4 + jl + raw_len);
+    buf[0] = (uint8_t)(jl >> 24);
+    buf[1] = (uint8_t)(jl >> 16);
+    buf[2] = (uint8_t)(jl >> 8);
+    buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, js, jl);
+    if (raw_len > 0)
+        memcpy(buf + 4 + jl, raw, raw_len);
+    code = call_raw(fx, buf, 4 + jl + raw_len);
+    free(buf);
+    return code;
+}
+
+static const char *
+jstr(fx_t *fx, const char *key)
+{
+    const char *v = json_string_value(json_object_get(fx->json, key));
+    assert_non_null(v);
+    return v;
+}
+
+static void
+fill(uint8_t *b, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        b[i] = (uint8_t)(seed >> 16);
+    }
+}
+
+static void
+b3_text(const uint8_t *b, size_t n, char out[68])
+{
+    blake3_hasher h;
+    uint8_t d[32];
+    blake3_hasher_init(&h);
+    blake3_hasher_update(&h, b, n);
+    blake3_hasher_finalize(&h, d, 32);
+    sto_addr_format(d, out);
+}
+
+/* Put b[0..n) in chunks of chunk bytes; returns the put's address text in addr. */
+static void
+put_object(fx_t *fx, const uint8_t *b, size_t n, size_t chunk, char addr[68])
+{
+    char id[24];
+    assert_int_equal(call(fx, NULL, 0, "{\"op\":\"put_begin\",\"size\":\"%zu\"}", n), 200);
+    snprintf(id, sizeof id, "%s", jstr(fx, "put_id"));
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t len = n - off < chunk ? n - off : chunk;
+        assert_int_equal(call(fx, b + off, len, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"%zu\"}",
+                              id, off),
+                         200);
+    }
+    assert_int_equal(call(fx, NULL, 0, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id), 200);
+    snprintf(addr, 68, "%s", jstr(fx, "address"));
+}
+
+static size_t
+count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t n = 0;
+    if (d == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* ---- tests ---- */
+
+static void
+chunked_put_commit_then_stat_and_get_return_verified_bytes(bool use_unix)
+{
+    fx_t fx;
+    size_t n = 700 * 1024 + 13;
+    uint8_t *b = malloc(n), *back = malloc(n);
+    char addr[68], want[68];
+    size_t got = 0;
+
+    fx_open(&fx, use_unix, NULL);
+    fill(b, n, 7);
+    b3_text(b, n, want);
+    put_object(&fx, b, n, 200 * 1024, addr);
+    assert_string_equal(addr, want);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", addr), 200);
+    assert_string_equal(jstr(&fx, "size"), "716813");
+    assert_string_equal(jstr(&fx, "state"), "pinned");
+    while (got < n) {
+        assert_int_equal(call(&fx, NULL, 0,
+                              "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\",\"length\":\"262144\"}",
+                              addr, got),
+                         200);
+        assert_true(fx.raw_len > 0);
+        assert_string_equal(jstr(&fx, "size"), "716813");
+        memcpy(back + got, fx.raw, fx.raw_len);
+        got += fx.raw_len;
+    }
+    assert_int_equal(got, n);
+    assert_memory_equal(back, b, n);
+    /* at the end: zero bytes; past it: 416 */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\"}",
+                          addr, n),
+                     200);
+    assert_int_equal(fx.raw_len, 0);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\"}",
+                          addr, n + 1),
+                     416);
+    fx_close(&fx);
+    free(b);
+    free(back);
+}
+
+static void
+test_put_get_inproc(void **state)
+{
+    (void)state;
+    chunked_put_commit_then_stat_and_get_return_verified_bytes(false);
+}
+
+static void
+test_put_get_unix(void **state)
+{
+    (void)state;
+    chunked_put_commit_then_stat_and_get_return_verified_bytes(true);
+}
+
+static void
+expected_address_mismatch_is_409_bad_digest_and_stores_nothing(bool use_unix)
+{
+    fx_t fx;
+    uint8_t b[5000];
+    char real[68], other[68], id[24];
+
+    fx_open(&fx, use_unix, NULL);
+    fill(b, sizeof b, 3);
+    b3_text(b, sizeof b, real);
+    b3_text(b, sizeof b - 1, other);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\",\"expect\":\"%s\",\"content_type\":\"text/plain\"}",
+                          other),
+                     200);
+    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
+    assert_int_equal(call(&fx, b, sizeof b, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}", id),
+                     200);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id), 409);
+    assert_string_equal(jstr(&fx, "code"), "bad_digest");
+    assert_false(json_is_true(json_object_get(fx.json, "retryable")));
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", real), 404);
+    assert_string_equal(jstr(&fx, "code"), "not_found");
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"list\"}"), 200);
+    assert_int_equal(json_array_size(json_object_get(fx.json, "objects")), 0);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+    fx_close(&fx);
+}
+
+static void
+test_mismatch_inproc(void **state)
+{
+    (void)state;
+    expected_address_mismatch_is_409_bad_digest_and_stores_nothing(false);
+}
+
+static void
+test_mismatch_unix(void **state)
+{
+    (void)state;
+    expected_address_mismatch_is_409_bad_digest_and_stores_nothing(true);
+}
+
+static void
+test_abort_removes_the_put_and_its_temporary_files(void **state)
+{
+    fx_t fx;
+    uint8_t b[70000];
+    char id[24], tmpdir[160];
+    (void)state;
+
+    fx_open(&fx, false, NULL);
+    snprintf(tmpdir, sizeof tmpdir, "%s/tmp", fx.storedir);
+    fill(b, sizeof b, 5);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
+    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
+    assert_int_equal(call(&fx, b, sizeof b, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}", id),
+                     200);
+    assert_string_equal(jstr(&fx, "written"), "70000");
+    assert_int_equal(sto_service_open_puts(fx.svc), 1);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_abort\",\"put_id\":\"%s\"}", id), 200);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+    assert_int_equal(count_files(tmpdir), 0);
+    assert_int_equal(call(&fx, b, 10, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"70000\"}", id),
+                     404);
+    assert_string_equal(jstr(&fx, "reason"), "put_id");
+    fx_close(&fx);
+}
+
+static bool
+no_puts(fx_t *fx)
+{
+    return sto_service_open_puts(fx->svc) == 0;
+}
+
+static void
+test_idle_put_is_aborted_after_its_timeout(void **state)
+{
+    sto_service_limits_t lim = {.put_idle_ms = 200};
+    fx_t fx;
+    uint8_t b[1000];
+    char id[24], tmpdir[160];
+    uint64_t t0;
+    (void)state;
+
+    fx_open(&fx, true, &lim);
+    snprintf(tmpdir, sizeof tmpdir, "%s/tmp", fx.storedir);
+    fill(b, sizeof b, 9);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
+    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
+    assert_int_equal(call(&fx, b, sizeof b, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}", id),
+                     200);
+    t0 = ron_now_ms();
+    assert_true(run_until(&fx, no_puts));
+    assert_true(ron_now_ms() - t0 >= 150); /* not before its idle time */
+    /* the abort runs on a worker: let it finish, then nothing is left behind */
+    for (int i = 0; i < 50 && count_files(tmpdir) > 0; i++) {
+        uv_run(&fx.loop, UV_RUN_NOWAIT);
+        usleep(10000);
+    }
+    assert_int_equal(count_files(tmpdir), 0);
+    assert_int_equal(call(&fx, b, 10, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"1000\"}", id),
+                     404);
+    fx_close(&fx);
+}
+
+static void
+test_connection_loss_aborts_its_puts(void **state)
+{
+    fx_t fx;
+    rbus_peer_t *second;
+    int rc;
+    (void)state;
+
+    fx_open(&fx, true, NULL);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
+    assert_int_equal(sto_service_open_puts(fx.svc), 1);
+    rbus_peer_close(fx.peer);
+    assert_true(run_until(&fx, no_puts));
+    second = rbus_connect(fx.cli, "storage", &rc);
+    fx.peer = second;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"list\"}"), 200);
+    fx_close(&fx);
+}
+
+static void
+test_pin_unpin_and_paged_list(void **state)
+{
+    fx_t fx;
+    uint8_t a[3000], b[4000];
+    char addr_a[68], addr_b[68], first[68];
+    json_t *objs;
+    (void)state;
+
+    fx_open(&fx, false, NULL);
+    fill(a, sizeof a, 1);
+    fill(b, sizeof b, 2);
+    put_object(&fx, a, sizeof a, sizeof a, addr_a);
+    put_object(&fx, b, sizeof b, 1000, addr_b);
+
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"list\",\"limit\":\"1\"}"), 200);
+    objs = json_object_get(fx.json, "objects");
+    assert_int_equal(json_array_size(objs), 1);
+    snprintf(first, sizeof first, "%s",
+             json_string_value(json_object_get(json_array_get(objs, 0), "address")));
+    assert_string_equal(jstr(&fx, "next"), first);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"list\",\"after\":\"%s\",\"limit\":\"5\"}", first),
+                     200);
+    objs = json_object_get(fx.json, "objects");
+    assert_int_equal(json_array_size(objs), 1);
+    assert_string_not_equal(json_string_value(json_object_get(json_array_get(objs, 0), "address")),
+                            first);
+    assert_null(json_object_get(fx.json, "next"));
+
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"unpin\",\"address\":\"%s\"}", addr_a), 200);
+    assert_string_equal(jstr(&fx, "pins"), "0");
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", addr_a), 200);
+    assert_string_equal(jstr(&fx, "state"), "cache");
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"unpin\",\"address\":\"%s\"}", addr_a), 404);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"pin\",\"address\":\"%s\"}", addr_a), 200);
+    assert_string_equal(jstr(&fx, "pins"), "1");
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", addr_a), 200);
+    assert_string_equal(jstr(&fx, "state"), "pinned");
+    /* gc to 0 keeps pinned objects; an unpinned one goes */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"unpin\",\"address\":\"%s\"}", addr_b), 200);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"gc\",\"target\":\"0\"}"), 200);
+    assert_string_equal(jstr(&fx, "freed"), "4000");
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", addr_b), 404);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", addr_a), 200);
+    fx_close(&fx);
+}
+
+static void
+bad_requests_are_400_naming_the_field(bool use_unix)
+{
+    fx_t fx;
+    char addr[68];
+    static const uint8_t short_frame[] = {0, 0, 0};
+    static const uint8_t long_len[] = {0, 0, 0, 50, '{', '}'};
+
+    fx_open(&fx, use_unix, NULL);
+    b3_text((const uint8_t *)"x", 1, addr);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"explode\"}"), 400);
+    assert_string_equal(jstr(&fx, "code"), "bad_request");
+    assert_string_equal(jstr(&fx, "reason"), "op");
+    assert_non_null(strstr(jstr(&fx, "message"), "explode"));
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\",\"colour\":\"red\"}", addr),
+                     400);
+    assert_string_equal(jstr(&fx, "reason"), "colour");
+    assert_non_null(strstr(jstr(&fx, "message"), "colour"));
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"B3:%s\"}", addr + 3), 400);
+    assert_string_equal(jstr(&fx, "reason"), "address");
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\",\"size\":12}"), 400);
+    assert_string_equal(jstr(&fx, "reason"), "size");
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\",\"size\":\"012\"}"), 400);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"list\",\"limit\":\"100000\"}"), 400);
+    assert_string_equal(jstr(&fx, "reason"), "limit");
+    assert_int_equal(call(&fx, "zz", 2, "{\"op\":\"list\"}"), 400);
+    assert_string_equal(jstr(&fx, "reason"), "raw");
+    assert_int_equal(call(&fx, NULL, 0, "[1,2]"), 400);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"op\":\"list\"}"), 400);
+    assert_int_equal(call_raw(&fx, short_frame, sizeof short_frame), 400);
+    assert_int_equal(call_raw(&fx, long_len, sizeof long_len), 400);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"length\":\"262145\"}", addr),
+                     413);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", addr), 404);
+    fx_close(&fx);
+}
+
+static void
+test_bad_requests_inproc(void **state)
+{
+    (void)state;
+    bad_requests_are_400_naming_the_field(false);
+}
+
+static void
+test_bad_requests_unix(void **state)
+{
+    (void)state;
+    bad_requests_are_400_naming_the_field(true);
+}
+
+static void
+test_put_limits_chunk_cap_and_offsets_are_enforced(void **state)
+{
+    sto_service_limits_t lim = {.puts_per_conn = 2};
+    fx_t fx;
+    uint8_t *big = calloc(1, STO_SVC_MAX_CHUNK + 1);
+    char id[24];
+    (void)state;
+
+    fx_open(&fx, false, &lim);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
+    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 429);
+    assert_string_equal(jstr(&fx, "code"), "quota_exhausted");
+    assert_true(json_is_true(json_object_get(fx.json, "retryable")));
+    assert_true(json_integer_value(json_object_get(fx.json, "retry_after_ms")) > 0);
+    assert_int_equal(call(&fx, big, STO_SVC_MAX_CHUNK + 1,
+                          "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}", id),
+                     413);
+    assert_int_equal(call(&fx, big, 10, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"5\"}", id),
+                     409);
+    assert_string_equal(jstr(&fx, "reason"), "offset");
+    assert_int_equal(call(&fx, big, 10, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}", id),
+                     200);
+    /* declared size 4, 10 written: the store refuses, the put ends */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\",\"size\":\"4\"}"), 429);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_abort\",\"put_id\":\"%s\"}", id), 200);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\",\"size\":\"4\"}"), 200);
+    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
+    assert_int_equal(call(&fx, big, 10, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}", id),
+                     413);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id), 404);
+    fx_close(&fx);
+    free(big);
+}
+
+static void
+test_metrics_count_requests_by_op_and_status(void **state)
+{
+    fx_t fx;
+    uint8_t b[100];
+    char addr[68], *text = malloc(1 << 20);
+    size_t n;
+    (void)state;
+
+    fx_open(&fx, false, NULL);
+    fill(b, sizeof b, 4);
+    put_object(&fx, b, sizeof b, sizeof b, addr);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"nope\"}"), 400);
+    n = sto_service_metrics(fx.svc, text, (1 << 20) - 1);
+    assert_true(n > 0);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "storage_requests_total{op=\"put_commit\",status=\"200\"} 1"));
+    assert_non_null(strstr(text, "storage_requests_total{op=\"invalid\",status=\"400\"} 1"));
+    assert_non_null(strstr(text, "storage_bytes_in_total 100"));
+    assert_non_null(strstr(text, "storage_open_puts 0"));
+    fx_close(&fx);
+    free(text);
+}
+
+typedef struct {
+    bool done;
+    int status;
+    uint16_t code;
+    uint8_t addr[STO_ADDR_LEN];
+    uint64_t size;
+} cl_result_t;
+
+static void
+cl_put_done(void *arg, int status, uint16_t code, const uint8_t addr[STO_ADDR_LEN])
+{
+    cl_result_t *r = arg;
+    r->done = true;
+    r->status = status;
+    r->code = code;
+    if (addr != NULL)
+        memcpy(r->addr, addr, STO_ADDR_LEN);
+}
+
+static void
+cl_get_done(void *arg, int status, uint16_t code, uint64_t size)
+{
+    cl_result_t *r = arg;
+    r->done = true;
+    r->status = status;
+    r->code = code;
+    r->size = size;
+}
+
+static void
+cl_wait(fx_t *fx, cl_result_t *r)
+{
+    uint64_t end = ron_now_ms() + WAIT_MS;
+    while (!r->done && ron_now_ms() < end)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_true(r->done);
+}
+
+/* Put a file of n bytes with the client, get it back into another file. */
+static void
+client_round_trip(fx_t *fx, size_t n)
+{
+    char src[160], dst[160], want[68], got_addr[68];
+    uint8_t *b = malloc(n + 1), *back = malloc(n + 1);
+    cl_result_t r;
+    FILE *f;
+    int fd;
+
+    snprintf(src, sizeof src, "%s/src-%zu", fx->tmp, n);
+    snprintf(dst, sizeof dst, "%s/dst-%zu", fx->tmp, n);
+    fill(b, n, (uint32_t)n);
+    f = fopen(src, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+    b3_text(b, n, want);
+
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_put_file(fx->peer, src, "video/mp4", cl_put_done, &r), 0);
+    assert_false(r.done); /* never from inside the call */
+    cl_wait(fx, &r);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.code, 200);
+    sto_addr_format(r.addr, got_addr);
+    assert_string_equal(got_addr, want);
+
+    fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    memset(&r, 0, sizeof r);
+    sto_addr_parse(want, r.addr);
+    assert_int_equal(sto_client_get(fx->peer, r.addr, fd, cl_get_done, &r), 0);
+    cl_wait(fx, &r);
+    close(fd);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.size, n);
+    f = fopen(dst, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(back, 1, n + 1, f), n);
+    fclose(f);
+    assert_memory_equal(back, b, n);
+    assert_int_equal(call(fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", want), 200);
+    assert_string_equal(jstr(fx, "content_type"), "video/mp4");
+    free(b);
+    free(back);
+}
+
+static void
+test_client_put_file_and_get_round_trip(void **state)
+{
+    fx_t fx;
+    cl_result_t r;
+    uint8_t missing[STO_ADDR_LEN];
+    int fd;
+    (void)state;
+
+    fx_open(&fx, true, NULL);
+    client_round_trip(&fx, 0);
+    client_round_trip(&fx, 1);
+    client_round_trip(&fx, 3 * STO_SVC_MAX_CHUNK + 17);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+
+    /* an unknown object: the service's 404 */
+    memset(missing, 0xab, sizeof missing);
+    fd = open("/dev/null", O_WRONLY);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_get(fx.peer, missing, fd, cl_get_done, &r), 0);
+    cl_wait(&fx, &r);
+    close(fd);
+    assert_int_equal(r.status, RON_ESTORE);
+    assert_int_equal(r.code, 404);
+    /* a missing file: refused at once, no callback */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_put_file(fx.peer, "/nonexistent/x", NULL, cl_put_done, &r), -ENOENT);
+    fx_close(&fx);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_get_inproc),
+        cmocka_unit_test(test_put_get_unix),
+        cmocka_unit_test(test_mismatch_inproc),
+        cmocka_unit_test(test_mismatch_unix),
+        cmocka_unit_test(test_abort_removes_the_put_and_its_temporary_files),
+        cmocka_unit_test(test_idle_put_is_aborted_after_its_timeout),
+        cmocka_unit_test(test_connection_loss_aborts_its_puts),
+        cmocka_unit_test(test_pin_unpin_and_paged_list),
+        cmocka_unit_test(test_bad_requests_inproc),
+        cmocka_unit_test(test_bad_requests_unix),
+        cmocka_unit_test(test_put_limits_chunk_cap_and_offsets_are_enforced),
+        cmocka_unit_test(test_metrics_count_requests_by_op_and_status),
+        cmocka_unit_test(test_client_put_file_and_get_round_trip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
