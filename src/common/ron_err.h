@@ -34,7 +34,8 @@
     X(RON_ESTORE,    -1024, "storage engine error")                             \
     X(RON_EINVAL,    -1025, "invalid argument")                                 \
     X(RON_EPATHLEN,  -1500, "Unix socket path too long (sun_path holds 108 bytes)") \
-    X(RON_EREFUSED,  -1501, "bus peer refused the connection (uid or secret)")
+    X(RON_EREFUSED,  -1501, "bus peer refused the connection (uid or secret)") \
+    X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),

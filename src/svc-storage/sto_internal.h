@@ -1,0 +1,157 @@
+/*
+ * sto_internal.h - shared by the object-store files of svc-storage
+ * (sto_store.c, sto_file.c, sto_ram.c, sto_meta.c, sto_glue.c) and their
+ * tests only. The on-disk records decoded here are documented, offset by
+ * offset, in docs/protocol/storage-format.md.
+ */
+#ifndef STO_INTERNAL_H
+#define STO_INTERNAL_H
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "svc_storage.h"
+
+#define STO_FORMAT_VERSION 1u  /* <dir>/FORMAT and the meta "format" key */
+#define STO_OB_MAGIC "RONSTOB1" /* 8 bytes at offset 0 of every .ob file */
+#define STO_OB_HDR_LEN 64u      /* outboard file header */
+#define STO_REC_HDR_LEN 32u     /* object record before its content type */
+#define STO_PIN_KEY_LEN (STO_TENANT_LEN + STO_ADDR_LEN)
+#define STO_CACHE_KEY_LEN (8 + STO_ADDR_LEN)
+#define STO_TOTALS_LEN 24u
+
+/* ---- records (sto_meta.c; pure, fuzzed by fuzz_store_meta.c) ---- */
+
+typedef struct {
+    uint64_t size;       /* object bytes */
+    uint64_t created;    /* unix seconds */
+    uint64_t cache_since; /* unix microseconds it became cache; 0 while pinned */
+    uint32_t pins;       /* sum over tenants */
+    uint8_t state;       /* sto_state_t */
+    uint16_t ctype_len;  /* <= STO_CTYPE_MAX */
+    char ctype[STO_CTYPE_MAX + 1];
+} sto__rec_t;
+
+typedef struct {
+    uint64_t size;                /* object bytes */
+    uint8_t root[STO_ADDR_LEN];   /* the object's address */
+    uint32_t piece_size;          /* STO_PIECE_SIZE */
+} sto__ob_hdr_t;
+
+typedef struct {
+    uint64_t objects, stored_bytes, pinned_bytes;
+} sto__totals_t;
+
+size_t sto__rec_encode(const sto__rec_t *rec, uint8_t *out, size_t cap);
+int sto__rec_decode(const uint8_t *buf, size_t len, sto__rec_t *rec_out);
+void sto__ob_hdr_encode(const sto__ob_hdr_t *h, uint8_t out[static STO_OB_HDR_LEN]);
+int sto__ob_hdr_decode(const uint8_t *buf, size_t len, sto__ob_hdr_t *h_out);
+void sto__totals_encode(const sto__totals_t *t, uint8_t out[static STO_TOTALS_LEN]);
+int sto__totals_decode(const uint8_t *buf, size_t len, sto__totals_t *t_out);
+int sto__u32_decode(const uint8_t *buf, size_t len, uint32_t *v_out);
+void sto__put_le64(uint8_t *p, uint64_t v);
+uint64_t sto__get_le64(const uint8_t *p);
+void sto__put_le32(uint8_t *p, uint32_t v);
+uint32_t sto__get_le32(const uint8_t *p);
+
+/* ---- the store ---- */
+
+typedef struct sto__ramobj sto__ramobj_t;
+
+struct sto_store {
+    int ram;                    /* 1: RAM backend */
+    int read_only;
+    uint64_t max_object, quota; /* bytes; quota 0 = unlimited */
+    atomic_uint_fast64_t corruptions;
+    pthread_mutex_t lock;       /* file: commit/pin/GC critical sections; RAM: all state */
+    /* file backend */
+    char *dir;
+    int lock_fd;                /* flock'd <dir>/LOCK; -1 when read-only */
+    MDB_env *env;
+    MDB_dbi db_obj, db_pin, db_cache, db_meta;
+    /* RAM backend (under lock) */
+    sto__ramobj_t **objs;       /* sorted by address */
+    size_t nobjs, capobjs;
+    sto__totals_t ram_totals;
+};
+
+struct sto_put {
+    sto_store_t *s;
+    uint8_t tenant[STO_TENANT_LEN];
+    uint8_t expected[STO_ADDR_LEN];
+    int has_expected, failed;
+    uint64_t declared, len;
+    char ctype[STO_CTYPE_MAX + 1];
+    sto_tree_hasher_t *h;
+    uint64_t ob_written;        /* outboard bytes written after the file header */
+    int ob_fd;                  /* tmp outboard file, -1 when none */
+    /* file */
+    int fd;                     /* tmp data file, -1 when none */
+    char *tmp_data, *tmp_ob;    /* paths */
+    /* RAM */
+    uint8_t *buf;               /* object bytes */
+    size_t cap;
+    uint8_t *ob;                /* outboard bytes (ob_written of them) */
+    size_t ob_cap;
+};
+
+struct sto_reader {
+    sto_store_t *s;
+    uint8_t addr[STO_ADDR_LEN];
+    uint64_t size;
+    char ctype[STO_CTYPE_MAX + 1];
+    const uint8_t *ob;          /* outboard nodes (after the file header) */
+    size_t ob_len;
+    int fd;                     /* file: object bytes; -1 for RAM */
+    void *map;                  /* file: mmap of the .ob file */
+    size_t map_len;
+    sto__ramobj_t *ro;          /* RAM: referenced object */
+    uint8_t *piece;             /* STO_PIECE_SIZE bytes, lazily allocated */
+    uint64_t piece_idx;         /* index of the verified piece in `piece`; UINT64_MAX none */
+};
+
+/* Backend entry points (sto_file.c / sto_ram.c); sto_store.c dispatches. */
+int sto__file_open(sto_store_t *s, const sto_config_t *cfg, uint64_t map_size);
+void sto__file_close(sto_store_t *s);
+int sto__file_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN]);
+int sto__file_put_open(sto_put_t *p);
+void sto__file_put_discard(sto_put_t *p);
+int sto__file_stat(sto_store_t *s, const uint8_t *addr, sto_stat_t *st);
+int sto__file_list(sto_store_t *s, const uint8_t *after, sto_stat_t *out, size_t cap, size_t *n);
+int sto__file_set_ctype(sto_store_t *s, const uint8_t *addr, const char *ctype);
+int sto__file_totals(sto_store_t *s, sto__totals_t *t);
+int sto__file_pin(sto_store_t *s, const uint8_t *tenant, const uint8_t *addr, int delta);
+int sto__file_pin_count(sto_store_t *s, const uint8_t *tenant, const uint8_t *addr, uint32_t *c);
+int sto__file_pin_list(sto_store_t *s, const uint8_t *tenant, const uint8_t *after,
+                       uint8_t *out, size_t cap, size_t *n);
+int sto__file_gc(sto_store_t *s, uint64_t target, uint64_t *freed);
+int sto__file_reader_open(sto_reader_t *r);
+void sto__file_reader_close(sto_reader_t *r);
+/* <dir>/objects/<ab>/<hex><suffix>; returns new. */
+char *sto__file_object_path(const sto_store_t *s, const uint8_t *addr, const char *suffix);
+
+void sto__ram_close(sto_store_t *s);
+int sto__ram_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN]);
+int sto__ram_stat(sto_store_t *s, const uint8_t *addr, sto_stat_t *st);
+int sto__ram_list(sto_store_t *s, const uint8_t *after, sto_stat_t *out, size_t cap, size_t *n);
+int sto__ram_set_ctype(sto_store_t *s, const uint8_t *addr, const char *ctype);
+int sto__ram_pin(sto_store_t *s, const uint8_t *tenant, const uint8_t *addr, int delta);
+int sto__ram_pin_count(sto_store_t *s, const uint8_t *tenant, const uint8_t *addr, uint32_t *c);
+int sto__ram_pin_list(sto_store_t *s, const uint8_t *tenant, const uint8_t *after,
+                      uint8_t *out, size_t cap, size_t *n);
+int sto__ram_gc(sto_store_t *s, uint64_t target, uint64_t *freed);
+int sto__ram_reader_open(sto_reader_t *r);
+void sto__ram_reader_close(sto_reader_t *r);
+/* The referenced object's stored (unverified) bytes. */
+const uint8_t *sto__ram_reader_bytes(const sto_reader_t *r);
+/* Tests only: flip one byte of a stored RAM object. Returns 0 or RON_ENOTFOUND. */
+int sto__ram_corrupt(sto_store_t *s, const uint8_t *addr, uint64_t off);
+
+/* Shared helpers (sto_store.c). */
+uint64_t sto__now_us(void);
+void sto__stat_from_rec(sto_stat_t *st, const uint8_t *addr, const sto__rec_t *rec);
+void sto__corruption(sto_store_t *s, const uint8_t *addr, uint64_t idx, const char *why);
+
+#endif

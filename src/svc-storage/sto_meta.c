@@ -1,0 +1,149 @@
+/*
+ * sto_meta.c - encoders and strict decoders of the object store's on-disk
+ * records: the LMDB object record, totals and pin counts, and the header of
+ * an outboard (.ob) file. Pure functions over caller buffers, no I/O.
+ * Invariants: a decoder reads no byte past len, accepts exactly the lengths
+ * and values docs/protocol/storage-format.md allows, and rejects everything
+ * else with RON_ESTORE (so a damaged record is reported, never trusted).
+ */
+#include <string.h>
+
+#include "ron_err.h"
+#include "sto_internal.h"
+
+void
+sto__put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+uint64_t
+sto__get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+void
+sto__put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+uint32_t
+sto__get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Returns the encoded length, or 0 when cap is too small (our bug). */
+size_t
+sto__rec_encode(const sto__rec_t *rec, uint8_t *out, size_t cap)
+{
+    size_t n = STO_REC_HDR_LEN + rec->ctype_len;
+
+    if (cap < n || rec->ctype_len > STO_CTYPE_MAX)
+        return 0;
+    out[0] = 1;
+    out[1] = rec->state;
+    out[2] = (uint8_t)rec->ctype_len;
+    out[3] = (uint8_t)(rec->ctype_len >> 8);
+    sto__put_le32(out + 4, rec->pins);
+    sto__put_le64(out + 8, rec->size);
+    sto__put_le64(out + 16, rec->created);
+    sto__put_le64(out + 24, rec->cache_since);
+    memcpy(out + STO_REC_HDR_LEN, rec->ctype, rec->ctype_len);
+    return n;
+}
+
+int
+sto__rec_decode(const uint8_t *buf, size_t len, sto__rec_t *rec_out)
+{
+    if (len < STO_REC_HDR_LEN || buf[0] != 1)
+        return RON_ESTORE;
+    rec_out->state = buf[1];
+    rec_out->ctype_len = (uint16_t)(buf[2] | buf[3] << 8);
+    rec_out->pins = sto__get_le32(buf + 4);
+    rec_out->size = sto__get_le64(buf + 8);
+    rec_out->created = sto__get_le64(buf + 16);
+    rec_out->cache_since = sto__get_le64(buf + 24);
+    if (rec_out->state > STO_STATE_PINNED || rec_out->ctype_len > STO_CTYPE_MAX ||
+        len != STO_REC_HDR_LEN + (size_t)rec_out->ctype_len)
+        return RON_ESTORE;
+    /* pinned iff pins > 0; a cache record carries the time it became cache */
+    if ((rec_out->state == STO_STATE_PINNED) != (rec_out->pins > 0))
+        return RON_ESTORE;
+    memcpy(rec_out->ctype, buf + STO_REC_HDR_LEN, rec_out->ctype_len);
+    rec_out->ctype[rec_out->ctype_len] = '\0';
+    if (memchr(rec_out->ctype, '\0', rec_out->ctype_len) != NULL)
+        return RON_ESTORE;
+    return 0;
+}
+
+void
+sto__ob_hdr_encode(const sto__ob_hdr_t *h, uint8_t out[static STO_OB_HDR_LEN])
+{
+    memset(out, 0, STO_OB_HDR_LEN);
+    memcpy(out, STO_OB_MAGIC, 8);
+    out[8] = (uint8_t)STO_FORMAT_VERSION; /* u16 version */
+    out[10] = STO_OB_HDR_LEN;             /* u16 header length */
+    sto__put_le32(out + 12, h->piece_size);
+    sto__put_le64(out + 16, h->size);
+    memcpy(out + 24, h->root, STO_ADDR_LEN);
+    /* 56..63 reserved, zero */
+}
+
+int
+sto__ob_hdr_decode(const uint8_t *buf, size_t len, sto__ob_hdr_t *h_out)
+{
+    if (len < STO_OB_HDR_LEN || memcmp(buf, STO_OB_MAGIC, 8) != 0)
+        return RON_ESTORE;
+    if (buf[8] != STO_FORMAT_VERSION || buf[9] != 0 || buf[10] != STO_OB_HDR_LEN || buf[11] != 0)
+        return RON_ESTORE;
+    h_out->piece_size = sto__get_le32(buf + 12);
+    h_out->size = sto__get_le64(buf + 16);
+    memcpy(h_out->root, buf + 24, STO_ADDR_LEN);
+    if (h_out->piece_size != STO_PIECE_LEN)
+        return RON_ESTORE;
+    for (size_t i = 56; i < STO_OB_HDR_LEN; i++)
+        if (buf[i] != 0)
+            return RON_ESTORE;
+    /* the node count must be what the size implies */
+    if (h_out->size > (1ull << 62) || len - STO_OB_HDR_LEN != sto_tree_outboard_len(h_out->size))
+        return RON_ESTORE;
+    return 0;
+}
+
+void
+sto__totals_encode(const sto__totals_t *t, uint8_t out[static STO_TOTALS_LEN])
+{
+    sto__put_le64(out, t->objects);
+    sto__put_le64(out + 8, t->stored_bytes);
+    sto__put_le64(out + 16, t->pinned_bytes);
+}
+
+int
+sto__totals_decode(const uint8_t *buf, size_t len, sto__totals_t *t_out)
+{
+    if (len != STO_TOTALS_LEN)
+        return RON_ESTORE;
+    t_out->objects = sto__get_le64(buf);
+    t_out->stored_bytes = sto__get_le64(buf + 8);
+    t_out->pinned_bytes = sto__get_le64(buf + 16);
+    if (t_out->pinned_bytes > t_out->stored_bytes)
+        return RON_ESTORE;
+    return 0;
+}
+
+int
+sto__u32_decode(const uint8_t *buf, size_t len, uint32_t *v_out)
+{
+    if (len != 4)
+        return RON_ESTORE;
+    *v_out = sto__get_le32(buf);
+    return 0;
+}

@@ -1,0 +1,243 @@
+/*
+ * svc_storage.h - the content-addressed object store of svc-storage.
+ *
+ * A synchronous library. Two backends share one API:
+ *   - the file store (sto_config_t.dir set): object bytes and their BLAKE3
+ *     outboards are files under <dir>/objects/, put through <dir>/tmp/
+ *     (fdatasync, rename, directory fsync); one LMDB environment under
+ *     <dir>/meta/ holds only metadata (index, pins, cache order, totals).
+ *     Layout: docs/protocol/storage-format.md.
+ *   - the RAM store (dir NULL): the same operations in process memory, for
+ *     amnesia; nothing touches the filesystem; bounded by the quota.
+ *
+ * Thread rules. Every call may block (disk, fsync, LMDB write txns, hashing),
+ * so the service runs them on worker threads (uv_queue_work), never on a
+ * loop. A sto_store_t is shared: any number of threads may call any store
+ * function at once. A sto_put_t and a sto_reader_t belong to one thread at a
+ * time (hand them between threads only with a happens-before edge, as
+ * uv_queue_work provides). Only one process may open a file store writable
+ * (an exclusive lock enforces it); other processes (the gateway) open it with
+ * read_only = 1 and use the reader and stat/list calls.
+ *
+ * Invariants: an address is BLAKE3-256 of the object's bytes (what b3sum
+ * prints); no byte leaves sto_reader_read() before the 64 KiB piece holding
+ * it has been verified against the address; an acknowledged put (commit
+ * returned 0) survives kill -9 and power loss; GC never removes a pinned
+ * object.
+ */
+#ifndef SVC_STORAGE_H
+#define SVC_STORAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "sto_tree.h"
+
+/* ---- limits ---- */
+#define STO_ADDR_LEN 32 /* BLAKE3-256 */
+#define STO_TENANT_LEN 16 /* tenant ids are 128-bit (OAP/1 header) */
+#define STO_MAX_OBJECT_DEFAULT (64ull << 30) /* issue 3: default max object, 64 GiB */
+#define STO_MAP_SIZE_DEFAULT (1ull << 30) /* LMDB map: metadata only, ~100 B/object */
+#define STO_CTYPE_MAX 127 /* content type bytes kept (longer ones are refused) */
+#define STO_LIST_MAX 1024 /* entries one sto_list() call returns at most */
+#define STO_SIZE_UNKNOWN UINT64_MAX /* sto_put_begin(): size not declared */
+
+typedef struct sto_store sto_store_t;   /* opaque; shared between threads */
+typedef struct sto_put sto_put_t;       /* one streamed put; one thread at a time */
+typedef struct sto_reader sto_reader_t; /* one open object; one thread at a time */
+
+typedef struct {
+    const char *dir;     /* store directory (created), e.g. <data-dir>/store; NULL = RAM store */
+    uint64_t max_object; /* bytes; 0 = STO_MAX_OBJECT_DEFAULT */
+    uint64_t quota;      /* store-size quota in bytes (stored objects); 0 = unlimited */
+    uint64_t map_size;   /* LMDB map size in bytes; 0 = STO_MAP_SIZE_DEFAULT; fixed */
+    int read_only;       /* 1: reader process (no recovery, no writes, no lock) */
+} sto_config_t;
+
+typedef enum {
+    STO_STATE_CACHE = 0,  /* no pins: GC may evict it */
+    STO_STATE_PINNED = 1, /* at least one tenant pins it: GC never evicts it */
+} sto_state_t;
+
+typedef struct {
+    uint8_t addr[STO_ADDR_LEN];
+    uint64_t size;                /* bytes */
+    uint64_t created;             /* unix seconds of the first commit */
+    uint32_t pins;                /* sum of all tenants' pin counts */
+    sto_state_t state;            /* PINNED iff pins > 0 */
+    char ctype[STO_CTYPE_MAX + 1]; /* content type, "" when unknown; NUL-terminated */
+} sto_stat_t;
+
+typedef struct {
+    uint64_t objects;      /* objects in the index */
+    uint64_t stored_bytes; /* sum of their sizes */
+    uint64_t pinned_bytes; /* sum of the sizes of pinned objects */
+    uint64_t quota;        /* the configured quota (0 = unlimited) */
+    uint64_t corruptions;  /* pieces that failed verification since open (this process) */
+} sto_totals_t;
+
+/* ---- lifecycle ---- */
+
+/*
+ * Open (creating when missing) the store cfg describes; *store_out returns
+ * new, freed by sto_close(). Writable file stores run crash recovery first:
+ * temporary files are removed, index entries whose files are missing or of
+ * the wrong size are dropped, object files absent from the index are deleted,
+ * totals are recomputed. cfg and cfg->dir are borrowed (dir is copied).
+ * Returns 0, RON_EINVAL (bad config), RON_EVERSION (store FORMAT of another
+ * version), RON_EBUSY (another process holds the store writable), RON_ESTORE
+ * (LMDB failed), or -errno.
+ */
+int sto_open(const sto_config_t *cfg, sto_store_t **store_out);
+
+/* Close the store. Every put must be committed or aborted and every reader
+ * closed first. NULL does nothing. */
+void sto_close(sto_store_t *s);
+
+/* Nonzero for a RAM store. */
+int sto_is_ram(const sto_store_t *s);
+
+/* ---- put (streamed) ---- */
+
+/*
+ * Start a put for tenant (copied). expected (copied, may be NULL) is the
+ * address the bytes must hash to; ctype (copied, may be NULL) the content
+ * type. declared is the size the caller announces, or STO_SIZE_UNKNOWN; it
+ * is checked up front and must then equal the bytes written.
+ * *put_out returns new; it is freed by sto_put_commit() or sto_put_abort().
+ * Returns 0, RON_EINVAL (ctype too long, read-only store), RON_ETOOBIG
+ * (declared > max_object), RON_ESTOREFULL (pinned bytes + declared would
+ * exceed the quota), or -errno.
+ */
+int sto_put_begin(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
+                  const uint8_t *expected, const char *ctype, uint64_t declared,
+                  sto_put_t **put_out);
+
+/*
+ * Append len bytes (borrowed) to the put. Returns 0, RON_ETOOBIG (past
+ * max_object or past the declared size), RON_ESTOREFULL (RAM store: past the
+ * quota), or -errno. After an error the put can only be aborted.
+ */
+int sto_put_write(sto_put_t *p, const void *buf, size_t len);
+
+/*
+ * Finish the put: check the address, make the bytes durable, record them and
+ * pin the object for the put's tenant (a tenant that already pins it keeps
+ * its count: retried puts do not pile up references). When 0 is returned
+ * the object is durable (acknowledge it). Always frees p. addr_out may be
+ * NULL. Returns 0, RON_EDIGEST (bytes do not hash to expected: nothing was
+ * stored), RON_EINVAL (fewer bytes than declared), RON_ESTOREFULL (pinned
+ * bytes would exceed the quota: nothing stored), RON_ESTORE, or -errno.
+ */
+int sto_put_commit(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN]);
+
+/* Drop the put and its temporary files. NULL does nothing. */
+void sto_put_abort(sto_put_t *p);
+
+/* Put len bytes in one call (begin, write, commit). Same errors. */
+int sto_put_buf(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN], const void *buf,
+                size_t len, const char *ctype, uint8_t addr_out[STO_ADDR_LEN]);
+
+/* ---- metadata ---- */
+
+/* Fill *st_out for addr. Returns 0, RON_ENOTFOUND, RON_ESTORE. */
+int sto_stat(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN], sto_stat_t *st_out);
+
+/* 1 when addr is stored, 0 when not, or a negative error. */
+int sto_has(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN]);
+
+/*
+ * List objects in address order, starting after `after` (borrowed; NULL =
+ * from the first). Writes at most cap (<= STO_LIST_MAX) entries to out and
+ * their number to *n_out; a page shorter than cap is the last. Returns 0,
+ * RON_EINVAL, RON_ESTORE.
+ */
+int sto_list(sto_store_t *s, const uint8_t *after, sto_stat_t *out, size_t cap, size_t *n_out);
+
+/* Set the content type of a stored object (the gateway's sniffed type); ctype
+ * borrowed. Returns 0, RON_ENOTFOUND, RON_EINVAL (too long or read-only). */
+int sto_set_ctype(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN], const char *ctype);
+
+/* Fill *t_out. Returns 0 or RON_ESTORE. */
+int sto_totals(sto_store_t *s, sto_totals_t *t_out);
+
+/* ---- pins ---- */
+
+/*
+ * Add one pin reference for tenant on a stored object (a cache object
+ * becomes pinned). Returns 0, RON_ENOTFOUND, RON_ESTOREFULL (pinning a cache
+ * object would put pinned bytes over the quota), RON_EINVAL (read-only).
+ */
+int sto_pin(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
+            const uint8_t addr[static STO_ADDR_LEN]);
+
+/*
+ * Drop one pin reference of tenant. When the object's last reference goes it
+ * becomes cache (GC may then evict it). Returns 0, RON_ENOTFOUND (tenant
+ * holds no pin on addr), RON_EINVAL (read-only).
+ */
+int sto_unpin(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
+              const uint8_t addr[static STO_ADDR_LEN]);
+
+/* Write tenant's pin count on addr (0 when none) to *count_out. Returns 0 or RON_ESTORE. */
+int sto_pin_count(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
+                  const uint8_t addr[static STO_ADDR_LEN], uint32_t *count_out);
+
+/*
+ * List the addresses tenant pins, in address order after `after` (NULL = from
+ * the first): at most cap (<= STO_LIST_MAX) addresses to addrs_out (cap *
+ * STO_ADDR_LEN bytes), their number to *n_out. Returns 0, RON_EINVAL, RON_ESTORE.
+ */
+int sto_pin_list(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
+                 const uint8_t *after, uint8_t *addrs_out, size_t cap, size_t *n_out);
+
+/*
+ * Evict cache objects, oldest (by the time they became cache) first, until
+ * stored bytes <= target; pinned objects are never evicted. Freed bytes go
+ * to *freed_out (may be NULL). Commits run this themselves when a new object
+ * would push stored bytes over the quota. Returns 0, RON_EINVAL (read-only),
+ * RON_ESTORE, or -errno.
+ */
+int sto_gc(sto_store_t *s, uint64_t target, uint64_t *freed_out);
+
+/* ---- verified reader (the gateway links this) ---- */
+
+/*
+ * Open the committed object addr for reading; *r_out returns new, freed by
+ * sto_reader_close(). The last piece is verified here, so the size is bound
+ * to the address before any byte is served. Works on read-only stores.
+ * Returns 0, RON_ENOTFOUND, RON_EDIGEST (stored bytes or outboard do not
+ * match the address: logged and counted), or -errno.
+ */
+int sto_reader_open(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN], sto_reader_t **r_out);
+
+/* Size in bytes (bound by verification at open). */
+uint64_t sto_reader_size(const sto_reader_t *r);
+
+/* Content type ("" when unknown); a view valid until sto_reader_close(). */
+const char *sto_reader_ctype(const sto_reader_t *r);
+
+/*
+ * Copy bytes [off, off + len) of the object, clipped at its end, into buf
+ * (borrowed). Every 64 KiB piece the range touches is verified before any of
+ * its bytes is returned; whole aligned pieces are read straight into buf
+ * (pread, no extra copy) and verified there. Returns the count copied (0 at
+ * or past the end), RON_EDIGEST when a piece fails verification (logged and
+ * counted; buf then holds no verified bytes and must not be served), or
+ * -errno.
+ */
+ssize_t sto_reader_read(sto_reader_t *r, uint64_t off, void *buf, size_t len);
+
+/* Close the reader. NULL does nothing. */
+void sto_reader_close(sto_reader_t *r);
+
+/* ---- addresses ---- */
+
+/* Write "b3:<64 lowercase hex>" and a NUL to out (68 bytes). */
+void sto_addr_format(const uint8_t addr[static STO_ADDR_LEN], char out[static 68]);
+
+/* Parse "b3:<64 hex>" (or bare 64 hex). Returns 0 or RON_EINVAL. */
+int sto_addr_parse(const char *s, uint8_t addr_out[static STO_ADDR_LEN]);
+
+#endif
