@@ -35,7 +35,16 @@
     X(RON_EINVAL,    -1025, "invalid argument")                                 \
     X(RON_EPATHLEN,  -1500, "Unix socket path too long (sun_path holds 108 bytes)") \
     X(RON_EREFUSED,  -1501, "bus peer refused the connection (uid or secret)") \
-    X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota")
+    X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota") \
+    X(RON_EADDR,     -1900, "malformed b3 address")                             \
+    X(RON_ENAME,     -1901, "malformed name")                                   \
+    X(RON_ERECORD,   -1902, "malformed name record")                            \
+    X(RON_ENAMESIG,  -1903, "name record signature does not verify")           \
+    X(RON_ENAMEOWNER, -1904, "name is bound to another key")                    \
+    X(RON_ENAMESTALE, -1905, "name record seq is not above the current one")    \
+    X(RON_ENAMEDUP,  -1906, "name record is already the current one")          \
+    X(RON_ENAMEFUTURE, -1907, "name record timestamp too far in the future")    \
+    X(RON_EIDXFULL,  -1908, "name index is full")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
