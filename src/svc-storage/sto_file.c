@@ -251,7 +251,7 @@ pin_change(sto_store_t *s, MDB_txn *txn, const uint8_t *tenant, const uint8_t *a
     } else if (mode == PIN_DROP && rec.pins == 0) {
         /* pinned -> cache */
         rec.state = STO_STATE_CACHE;
-        rec.cache_since = sto__now_us();
+        rec.cache_since = sto__cache_stamp(s);
         if ((rc = cache_set(s, txn, rec.cache_since, addr, 1)) < 0)
             return rc;
         t.pinned_bytes -= rec.size;
@@ -626,7 +626,7 @@ put_index(sto_put_t *p, const uint8_t *root)
         memset(&rec, 0, sizeof(rec));
         rec.size = p->len;
         rec.created = sto__now_us() / 1000000u;
-        rec.cache_since = sto__now_us();
+        rec.cache_since = sto__cache_stamp(s);
         rec.state = STO_STATE_CACHE;
         rec.ctype_len = (uint16_t)strlen(p->ctype);
         memcpy(rec.ctype, p->ctype, rec.ctype_len);

@@ -75,6 +75,7 @@ struct sto_store {
     sto__ramobj_t **objs;       /* sorted by address */
     size_t nobjs, capobjs;
     sto__totals_t ram_totals;
+    uint64_t last_stamp;        /* last cache stamp handed out (under lock) */
 };
 
 struct sto_put {
@@ -151,6 +152,9 @@ int sto__ram_corrupt(sto_store_t *s, const uint8_t *addr, uint64_t off);
 
 /* Shared helpers (sto_store.c). */
 uint64_t sto__now_us(void);
+/* A cache-order stamp: unix microseconds, strictly increasing per store,
+ * so eviction order is the order objects became cache. Lock held. */
+uint64_t sto__cache_stamp(sto_store_t *s);
 void sto__stat_from_rec(sto_stat_t *st, const uint8_t *addr, const sto__rec_t *rec);
 void sto__corruption(sto_store_t *s, const uint8_t *addr, uint64_t idx, const char *why);
 

@@ -119,7 +119,7 @@ pin_change(sto_store_t *s, sto__ramobj_t *o, const uint8_t *tenant, int mode)
             *p = o->pins[--o->npins];
         if (o->rec.pins == 0) {
             o->rec.state = STO_STATE_CACHE;
-            o->rec.cache_since = sto__now_us();
+            o->rec.cache_since = sto__cache_stamp(s);
             s->ram_totals.pinned_bytes -= o->rec.size;
         }
         return 0;
@@ -191,7 +191,7 @@ sto__ram_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN])
     memcpy(o->addr, root, STO_ADDR_LEN);
     o->rec.size = p->len;
     o->rec.created = sto__now_us() / 1000000u;
-    o->rec.cache_since = sto__now_us();
+    o->rec.cache_since = sto__cache_stamp(s);
     o->rec.state = STO_STATE_CACHE;
     o->rec.ctype_len = (uint16_t)strlen(p->ctype);
     memcpy(o->rec.ctype, p->ctype, o->rec.ctype_len + 1);

@@ -27,6 +27,17 @@ sto__now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+uint64_t
+sto__cache_stamp(sto_store_t *s)
+{
+    uint64_t t = sto__now_us();
+
+    if (t <= s->last_stamp)
+        t = s->last_stamp + 1;
+    s->last_stamp = t;
+    return t;
+}
+
 void
 sto__stat_from_rec(sto_stat_t *st, const uint8_t *addr, const sto__rec_t *rec)
 {
