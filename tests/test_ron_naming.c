@@ -121,12 +121,12 @@ test_name_normalizes_valid_names(void **state)
         {"123.a1", "123.a1"},
         {"xn--bcher-kva.de", "xn--bcher-kva.de"},
         {"XN--BCHER-KVA.de", "xn--bcher-kva.de"},
-        {"b\xc3\xbc" "cher.de", "xn--bcher-kva.de"},           /* bücher */
-        {"B\xc3\x9c" "CHER.de", "xn--bcher-kva.de"},           /* BÜCHER: mapped to lowercase */
-        {"\xef\xbc\xa1\xef\xbc\xa2\xef\xbc\xa3.de", "abc.de"}, /* fullwidth ABC */
-        {"a\xe3\x80\x82" "b", "a.b"},                          /* U+3002 separator */
-        {"a\xef\xbc\x8e" "b", "a.b"},                          /* U+FF0E separator */
-        {"a\xef\xbd\xa1" "b", "a.b"},                          /* U+FF61 separator */
+        {"b\303\274cher.de", "xn--bcher-kva.de"},              /* bücher */
+        {"B\303\234CHER.de", "xn--bcher-kva.de"},              /* BÜCHER: mapped to lowercase */
+        {"\357\274\241\357\274\242\357\274\243.de", "abc.de"}, /* fullwidth ABC */
+        {"a\343\200\202b", "a.b"},                             /* U+3002 separator */
+        {"a\357\274\216b", "a.b"},                             /* U+FF0E separator */
+        {"a\357\275\241b", "a.b"},                             /* U+FF61 separator */
         {"faß.de", "xn--fa-hia.de"},                           /* non-transitional: ß kept */
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
@@ -162,10 +162,10 @@ test_name_rejects_invalid_names_naming_label_and_reason(void **state)
         {"ab--cd.e", 0, "reserved for IDNA"},
         {"xn--abc-.e", 0, "ends with a hyphen"},
         {"ok.xn--zz", 1, "xn--zz"},
-        {"xn--ls8h.la", 0, "IDNA2008"},                     /* emoji A-label */
-        {"\xf0\x9f\x92\xa9.la", 0, "cannot be converted"},  /* emoji U-label */
-        {"\xe2\x92\x88.com", 0, "cannot be converted"},     /* U+2488 maps to "1." */
-        {"ok.\xff\xfe", 1, "cannot be converted"},          /* not UTF-8 */
+        {"xn--ls8h.la", 0, "IDNA2008"},                    /* emoji A-label */
+        {"\360\237\222\251.la", 0, "cannot be converted"}, /* emoji U-label */
+        {"\342\222\210.com", 0, "cannot be converted"},    /* U+2488 maps to "1." */
+        {"ok.\377\376", 1, "cannot be converted"},         /* not UTF-8 */
         {"1.2", 1, "all digits"},
         {"www.example.123", 2, "all digits"},
     };
@@ -222,24 +222,67 @@ test_name_enforces_label_and_name_lengths(void **state)
 /* RFC 3492 §7.1 samples, lowercased (case annotations do not survive
  * IDNA's mapping), as {id, U-label, punycode}. */
 static const char *const rfc3492[][3] = {
-    {"A", "\xd9\x84\xd9\x8a\xd9\x87\xd9\x85\xd8\xa7\xd8\xa8\xd8\xaa\xd9\x83\xd9\x84\xd9\x85\xd9\x88\xd8\xb4\xd8\xb9\xd8\xb1\xd8\xa8\xd9\x8a\xd8\x9f", "egbpdaj6bu4bxfgehfvwxn"},
-    {"B", "\xe4\xbb\x96\xe4\xbb\xac\xe4\xb8\xba\xe4\xbb\x80\xe4\xb9\x88\xe4\xb8\x8d\xe8\xaf\xb4\xe4\xb8\xad\xe6\x96\x87", "ihqwcrb4cv8a8dqg056pqjye"},
-    {"C", "\xe4\xbb\x96\xe5\x80\x91\xe7\x88\xb2\xe4\xbb\x80\xe9\xba\xbd\xe4\xb8\x8d\xe8\xaa\xaa\xe4\xb8\xad\xe6\x96\x87", "ihqwctvzc91f659drss3x8bo0yb"},
-    {"D", "pro\xc4\x8dprost\xc4\x9bnemluv\xc3\xad\xc4\x8d" "esky", "proprostnemluvesky-uyb24dma41a"},
-    {"E", "\xd7\x9c\xd7\x9e\xd7\x94\xd7\x94\xd7\x9d\xd7\xa4\xd7\xa9\xd7\x95\xd7\x98\xd7\x9c\xd7\x90\xd7\x9e\xd7\x93\xd7\x91\xd7\xa8\xd7\x99\xd7\x9d\xd7\xa2\xd7\x91\xd7\xa8\xd7\x99\xd7\xaa", "4dbcagdahymbxekheh6e0a7fei0b"},
-    {"F", "\xe0\xa4\xaf\xe0\xa4\xb9\xe0\xa4\xb2\xe0\xa5\x8b\xe0\xa4\x97\xe0\xa4\xb9\xe0\xa4\xbf\xe0\xa4\xa8\xe0\xa5\x8d\xe0\xa4\xa6\xe0\xa5\x80\xe0\xa4\x95\xe0\xa5\x8d\xe0\xa4\xaf\xe0\xa5\x8b\xe0\xa4\x82\xe0\xa4\xa8\xe0\xa4\xb9\xe0\xa5\x80\xe0\xa4\x82\xe0\xa4\xac\xe0\xa5\x8b\xe0\xa4\xb2\xe0\xa4\xb8\xe0\xa4\x95\xe0\xa4\xa4\xe0\xa5\x87\xe0\xa4\xb9\xe0\xa5\x88\xe0\xa4\x82", "i1baa7eci9glrd9b2ae1bj0hfcgg6iyaf8o0a1dig0cd"},
-    {"G", "\xe3\x81\xaa\xe3\x81\x9c\xe3\x81\xbf\xe3\x82\x93\xe3\x81\xaa\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x82\x92\xe8\xa9\xb1\xe3\x81\x97\xe3\x81\xa6\xe3\x81\x8f\xe3\x82\x8c\xe3\x81\xaa\xe3\x81\x84\xe3\x81\xae\xe3\x81\x8b", "n8jok5ay5dzabd5bym9f0cm5685rrjetr6pdxa"},
-    {"H", "\xec\x84\xb8\xea\xb3\x84\xec\x9d\x98\xeb\xaa\xa8\xeb\x93\xa0\xec\x82\xac\xeb\x9e\x8c\xeb\x93\xa4\xec\x9d\xb4\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4\xeb\xa5\xbc\xec\x9d\xb4\xed\x95\xb4\xed\x95\x9c\xeb\x8b\xa4\xeb\xa9\xb4\xec\x96\xbc\xeb\xa7\x88\xeb\x82\x98\xec\xa2\x8b\xec\x9d\x84\xea\xb9\x8c", "989aomsvi5e83db1d2a355cv1e0vak1dwrv93d5xbh15a0dt30a5jpsd879ccm6fea98c"},
-    {"I", "\xd0\xbf\xd0\xbe\xd1\x87\xd0\xb5\xd0\xbc\xd1\x83\xd0\xb6\xd0\xb5\xd0\xbe\xd0\xbd\xd0\xb8\xd0\xbd\xd0\xb5\xd0\xb3\xd0\xbe\xd0\xb2\xd0\xbe\xd1\x80\xd1\x8f\xd1\x82\xd0\xbf\xd0\xbe\xd1\x80\xd1\x83\xd1\x81\xd1\x81\xd0\xba\xd0\xb8", "b1abfaaepdrnnbgefbadotcwatmq2g4l"},
-    {"J", "porqu\xc3\xa9nopuedensimplementehablarenespa\xc3\xb1ol", "porqunopuedensimplementehablarenespaol-fmd56a"},
-    {"K", "t\xe1\xba\xa1isaoh\xe1\xbb\x8dkh\xc3\xb4ngth\xe1\xbb\x83" "ch\xe1\xbb\x89n\xc3\xb3iti\xe1\xba\xbfngvi\xe1\xbb\x87t", "tisaohkhngthchnitingvit-kjcr8268qyxafd2f1b9g"},
-    {"L", "3\xe5\xb9\xb4" "b\xe7\xb5\x84\xe9\x87\x91\xe5\x85\xab\xe5\x85\x88\xe7\x94\x9f", "3b-ww4c5e180e575a65lsy2b"},
-    {"M", "\xe5\xae\x89\xe5\xae\xa4\xe5\xa5\x88\xe7\xbe\x8e\xe6\x81\xb5-with-super-monkeys", "-with-super-monkeys-pc58ag80a8qai00g7n9n"},
-    {"N", "hello-another-way-\xe3\x81\x9d\xe3\x82\x8c\xe3\x81\x9e\xe3\x82\x8c\xe3\x81\xae\xe5\xa0\xb4\xe6\x89\x80", "hello-another-way--fc4qua05auwb3674vfr0b"},
-    {"O", "\xe3\x81\xb2\xe3\x81\xa8\xe3\x81\xa4\xe5\xb1\x8b\xe6\xa0\xb9\xe3\x81\xae\xe4\xb8\x8b" "2", "2-u9tlzr9756bt3uc0v"},
-    {"P", "maji\xe3\x81\xa7koi\xe3\x81\x99\xe3\x82\x8b" "5\xe7\xa7\x92\xe5\x89\x8d", "majikoi5-783gue6qz075azm5e"},
-    {"Q", "\xe3\x83\x91\xe3\x83\x95\xe3\x82\xa3\xe3\x83\xbc" "de\xe3\x83\xab\xe3\x83\xb3\xe3\x83\x90", "de-jg4avhby1noc0d"},
-    {"R", "\xe3\x81\x9d\xe3\x81\xae\xe3\x82\xb9\xe3\x83\x94\xe3\x83\xbc\xe3\x83\x89\xe3\x81\xa7", "d9juau41awczczp"},
+    {"A",
+     "\331\204\331\212\331\207\331\205\330\247\330\250\330\252\331\203\331\204\331\205\331\210\330"
+     "\264\330\271\330\261\330\250\331\212\330\237",
+     "egbpdaj6bu4bxfgehfvwxn"},
+    {"B",
+     "\344\273\226\344\273\254\344\270\272\344\273\200\344\271\210\344\270\215\350\257\264\344\270"
+     "\255\346\226\207",
+     "ihqwcrb4cv8a8dqg056pqjye"},
+    {"C",
+     "\344\273\226\345\200\221\347\210\262\344\273\200\351\272\275\344\270\215\350\252\252\344\270"
+     "\255\346\226\207",
+     "ihqwctvzc91f659drss3x8bo0yb"},
+    {"D", "pro\304\215prost\304\233nemluv\303\255\304\215esky", "proprostnemluvesky-uyb24dma41a"},
+    {"E",
+     "\327\234\327\236\327\224\327\224\327\235\327\244\327\251\327\225\327\230\327\234\327\220\327"
+     "\236\327\223\327\221\327\250\327\231\327\235\327\242\327\221\327\250\327\231\327\252",
+     "4dbcagdahymbxekheh6e0a7fei0b"},
+    {"F",
+     "\340\244\257\340\244\271\340\244\262\340\245\213\340\244\227\340\244\271\340\244\277\340\244"
+     "\250\340\245\215\340\244\246\340\245\200\340\244\225\340\245\215\340\244\257\340\245\213\340"
+     "\244\202\340\244\250\340\244\271\340\245\200\340\244\202\340\244\254\340\245\213\340\244\262"
+     "\340\244\270\340\244\225\340\244\244\340\245\207\340\244\271\340\245\210\340\244\202",
+     "i1baa7eci9glrd9b2ae1bj0hfcgg6iyaf8o0a1dig0cd"},
+    {"G",
+     "\343\201\252\343\201\234\343\201\277\343\202\223\343\201\252\346\227\245\346\234\254\350\252"
+     "\236\343\202\222\350\251\261\343\201\227\343\201\246\343\201\217\343\202\214\343\201\252\343"
+     "\201\204\343\201\256\343\201\213",
+     "n8jok5ay5dzabd5bym9f0cm5685rrjetr6pdxa"},
+    {"H",
+     "\354\204\270\352\263\204\354\235\230\353\252\250\353\223\240\354\202\254\353\236\214\353\223"
+     "\244\354\235\264\355\225\234\352\265\255\354\226\264\353\245\274\354\235\264\355\225\264\355"
+     "\225\234\353\213\244\353\251\264\354\226\274\353\247\210\353\202\230\354\242\213\354\235\204"
+     "\352\271\214",
+     "989aomsvi5e83db1d2a355cv1e0vak1dwrv93d5xbh15a0dt30a5jpsd879ccm6fea98c"},
+    {"I",
+     "\320\277\320\276\321\207\320\265\320\274\321\203\320\266\320\265\320\276\320\275\320\270\320"
+     "\275\320\265\320\263\320\276\320\262\320\276\321\200\321\217\321\202\320\277\320\276\321\200"
+     "\321\203\321\201\321\201\320\272\320\270",
+     "b1abfaaepdrnnbgefbadotcwatmq2g4l"},
+    {"J", "porqu\303\251nopuedensimplementehablarenespa\303\261ol",
+     "porqunopuedensimplementehablarenespaol-fmd56a"},
+    {"K",
+     "t\341\272\241isaoh\341\273\215kh\303\264ngth\341\273\203ch\341\273\211n\303\263iti\341\272"
+     "\277ngvi\341\273\207t",
+     "tisaohkhngthchnitingvit-kjcr8268qyxafd2f1b9g"},
+    {"L", "3\345\271\264b\347\265\204\351\207\221\345\205\253\345\205\210\347\224\237",
+     "3b-ww4c5e180e575a65lsy2b"},
+    {"M", "\345\256\211\345\256\244\345\245\210\347\276\216\346\201\265-with-super-monkeys",
+     "-with-super-monkeys-pc58ag80a8qai00g7n9n"},
+    {"N",
+     "hello-another-way-"
+     "\343\201\235\343\202\214\343\201\236\343\202\214\343\201\256\345\240\264\346\211\200",
+     "hello-another-way--fc4qua05auwb3674vfr0b"},
+    {"O", "\343\201\262\343\201\250\343\201\244\345\261\213\346\240\271\343\201\256\344\270\2132",
+     "2-u9tlzr9756bt3uc0v"},
+    {"P", "maji\343\201\247koi\343\201\231\343\202\2135\347\247\222\345\211\215",
+     "majikoi5-783gue6qz075azm5e"},
+    {"Q", "\343\203\221\343\203\225\343\202\243\343\203\274de\343\203\253\343\203\263\343\203\220",
+     "de-jg4avhby1noc0d"},
+    {"R", "\343\201\235\343\201\256\343\202\271\343\203\224\343\203\274\343\203\211\343\201\247",
+     "d9juau41awczczp"},
 };
 
 static void
@@ -284,7 +327,7 @@ test_name_check_reports_the_canonical_form(void **state)
     assert_int_equal(name_check(S("photos.alice"), &e), 0);
     assert_int_equal(name_check(S("Photos.alice"), &e), RON_ENAME);
     assert_non_null(strstr(e.msg, "expected \"photos.alice\""));
-    assert_int_equal(name_check(S("b\xc3\xbc" "cher.de"), &e), RON_ENAME);
+    assert_int_equal(name_check(S("b\303\274cher.de"), &e), RON_ENAME);
     assert_non_null(strstr(e.msg, "xn--bcher-kva.de"));
 }
 

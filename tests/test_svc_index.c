@@ -86,7 +86,9 @@ rm_rf(const char *dir)
 static idx_t *
 fx_open(fx_t *f, size_t map_size, size_t max_records)
 {
-    idx_config_t cfg = {.data_dir = f->dir, .amnesia = f->amnesia, .map_size = map_size,
+    idx_config_t cfg = {.data_dir = f->dir,
+                        .amnesia = f->amnesia,
+                        .map_size = map_size,
                         .max_records = max_records};
     idx_t *idx = NULL;
     int rc = idx_new(&cfg, &idx);
@@ -530,8 +532,8 @@ main(void)
 {
     if (sodium_init() < 0)
         return 1;
-#define BOTH(t)                                                                          \
-    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, &lmdb_mode),           \
+#define BOTH(t)                                                                                    \
+    cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, &lmdb_mode),                      \
         cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, &ram_mode)
 #define LMDB(t) cmocka_unit_test_prestate_setup_teardown(t, setup, teardown, &lmdb_mode)
     const struct CMUnitTest tests[] = {

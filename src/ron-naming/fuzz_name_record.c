@@ -33,13 +33,11 @@ roundtrip(const name_record_t *rec)
 
     if (json == NULL)
         abort();
-    if (name_record_from_json(&back, json, strlen(json), &err) != 0 ||
-        !record_eq(&back, rec))
+    if (name_record_from_json(&back, json, strlen(json), &err) != 0 || !record_eq(&back, rec))
         abort();
     free(json);
     ssize_t n = name_record_encode(rec, bin, sizeof bin);
-    if (n <= 0 || name_record_decode(&back, bin, (size_t)n, &err) != 0 ||
-        !record_eq(&back, rec))
+    if (n <= 0 || name_record_decode(&back, bin, (size_t)n, &err) != 0 || !record_eq(&back, rec))
         abort();
     (void)name_record_verify(rec, &err);
     (void)name_record_accept(NULL, rec, 1700000000, &err);

@@ -43,11 +43,12 @@ name_record_to_json(const name_record_t *rec)
         snprintf(nfield, sizeof nfield, ",\"new_owner\":\"" KEY_PREFIX "%s\"", nowner);
     }
     out = ron_xmalloc(NAME_JSON_MAX);
-    snprintf(out, NAME_JSON_MAX,
-             "{\"name\":\"%s\",\"addr\":\"%s\",\"seq\":\"%llu\",\"ts\":\"%llu\",\"owner\":\"" KEY_PREFIX
-             "%s\"%s,\"sig\":\"%s\"}",
-             rec->name, addr, (unsigned long long)rec->seq, (unsigned long long)rec->ts, owner,
-             nfield, sig);
+    snprintf(
+        out, NAME_JSON_MAX,
+        "{\"name\":\"%s\",\"addr\":\"%s\",\"seq\":\"%llu\",\"ts\":\"%llu\",\"owner\":\"" KEY_PREFIX
+        "%s\"%s,\"sig\":\"%s\"}",
+        rec->name, addr, (unsigned long long)rec->seq, (unsigned long long)rec->ts, owner, nfield,
+        sig);
     return out;
 }
 

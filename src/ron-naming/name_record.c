@@ -173,8 +173,8 @@ name_record_decode(name_record_t *rec_out, const uint8_t *buf, size_t len, name_
 
     memset(&rec, 0, sizeof rec);
     if (len > NAME_RECORD_MAX)
-        return name__err(err, RON_ERECORD, -1, NAME_RECORD_MAX,
-                         "record is %zu bytes; at most %d", len, NAME_RECORD_MAX);
+        return name__err(err, RON_ERECORD, -1, NAME_RECORD_MAX, "record is %zu bytes; at most %d",
+                         len, NAME_RECORD_MAX);
     if ((rc = rd_field(&r, NAME_DOMAIN_LEN, &p, buf, "domain", err)) < 0)
         return rc;
     if (memcmp(p, NAME_DOMAIN, NAME_DOMAIN_LEN) != 0)
@@ -183,8 +183,7 @@ name_record_decode(name_record_t *rec_out, const uint8_t *buf, size_t len, name_
         return rc;
     size_t n = p[0];
     if (n == 0 || n > NAME_MAX_LEN)
-        return name__err(err, RON_ERECORD, -1, NAME_DOMAIN_LEN, "name length %zu is not 1..253",
-                         n);
+        return name__err(err, RON_ERECORD, -1, NAME_DOMAIN_LEN, "name length %zu is not 1..253", n);
     if ((rc = rd_field(&r, n, &p, buf, "name", err)) < 0)
         return rc;
     if (memchr(p, '\0', n) != NULL)
@@ -222,8 +221,8 @@ name_record_decode(name_record_t *rec_out, const uint8_t *buf, size_t len, name_
         return rc;
     memcpy(rec.sig, p, NAME_SIG_LEN);
     if (r.left != 0)
-        return name__err(err, RON_ERECORD, -1, (long)(r.p - buf),
-                         "%zu bytes after the signature", r.left);
+        return name__err(err, RON_ERECORD, -1, (long)(r.p - buf), "%zu bytes after the signature",
+                         r.left);
     if ((rc = record_check(&rec, err)) < 0)
         return rc;
     *rec_out = rec;
@@ -258,18 +257,16 @@ name_record_supersedes(const name_record_t *cur, const name_record_t *cand, name
         memcmp(cur->owner, cand->owner, NAME_KEY_LEN) == 0 &&
         (!cur->has_new_owner || memcmp(cur->new_owner, cand->new_owner, NAME_KEY_LEN) == 0) &&
         memcmp(cur->sig, cand->sig, NAME_SIG_LEN) == 0)
-        return name__err(err, RON_ENAMEDUP, -1, -1,
-                         "\"%s\" already has this record (seq %llu)", cand->name,
-                         (unsigned long long)cand->seq);
+        return name__err(err, RON_ENAMEDUP, -1, -1, "\"%s\" already has this record (seq %llu)",
+                         cand->name, (unsigned long long)cand->seq);
     if (memcmp(cand->owner, name_record_next_owner(cur), NAME_KEY_LEN) != 0)
         return name__err(err, RON_ENAMEOWNER, -1, -1,
-                         "\"%s\" is bound to another key; only its owner may publish%s",
-                         cand->name, cur->has_new_owner ? " (it was transferred)" : "");
+                         "\"%s\" is bound to another key; only its owner may publish%s", cand->name,
+                         cur->has_new_owner ? " (it was transferred)" : "");
     if (cand->seq <= cur->seq)
         return name__err(err, RON_ENAMESTALE, -1, -1,
                          "record seq %llu for \"%s\" is not above the current seq %llu",
-                         (unsigned long long)cand->seq, cand->name,
-                         (unsigned long long)cur->seq);
+                         (unsigned long long)cand->seq, cand->name, (unsigned long long)cur->seq);
     return 0;
 }
 

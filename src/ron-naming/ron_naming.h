@@ -26,24 +26,25 @@
 #include <sys/types.h>
 
 /* ---- limits ---- */
-#define NAME_ADDR_LEN 32        /* BLAKE3-256 digest */
-#define NAME_ADDR_TEXT_LEN 67   /* "b3:" + 64 hex, without the NUL */
-#define NAME_MAX_LEN 253        /* DNS limit on a name in text form */
-#define NAME_MAX_LABEL 63       /* DNS limit on one label */
-#define NAME_MAX_INPUT 1024     /* bytes of (Unicode) input normalization reads: bounds idn2 work */
-#define NAME_KEY_LEN 32         /* Ed25519 public key */
-#define NAME_SECRET_KEY_LEN 64  /* libsodium Ed25519 secret key (seed || public key) */
-#define NAME_SIG_LEN 64         /* Ed25519 signature */
-#define NAME_MAX_FUTURE_S 300   /* a record's ts may lead our clock by at most 5 min (skew) */
-#define NAME_KEY_ALG_ED25519 1  /* algorithm byte of keys in the canonical bytes */
+#define NAME_ADDR_LEN 32       /* BLAKE3-256 digest */
+#define NAME_ADDR_TEXT_LEN 67  /* "b3:" + 64 hex, without the NUL */
+#define NAME_MAX_LEN 253       /* DNS limit on a name in text form */
+#define NAME_MAX_LABEL 63      /* DNS limit on one label */
+#define NAME_MAX_INPUT 1024    /* bytes of (Unicode) input normalization reads: bounds idn2 work */
+#define NAME_KEY_LEN 32        /* Ed25519 public key */
+#define NAME_SECRET_KEY_LEN 64 /* libsodium Ed25519 secret key (seed || public key) */
+#define NAME_SIG_LEN 64        /* Ed25519 signature */
+#define NAME_MAX_FUTURE_S 300  /* a record's ts may lead our clock by at most 5 min (skew) */
+#define NAME_KEY_ALG_ED25519 1 /* algorithm byte of keys in the canonical bytes */
 #define NAME_DOMAIN "ron-name-v1" /* signing domain; NUL-terminated in the bytes */
-#define NAME_DOMAIN_LEN 12      /* strlen(NAME_DOMAIN) + its NUL */
+#define NAME_DOMAIN_LEN 12        /* strlen(NAME_DOMAIN) + its NUL */
 /* Canonical record bytes: domain, name length + name, addr, seq, ts, owner
  * alg + key, transfer flag [+ alg + key]; the binary record adds the signature. */
-#define NAME_SIGNING_MAX (NAME_DOMAIN_LEN + 1 + NAME_MAX_LEN + NAME_ADDR_LEN + 8 + 8 + 1 + \
-                          NAME_KEY_LEN + 1 + 1 + NAME_KEY_LEN)
+#define NAME_SIGNING_MAX                                                                           \
+    (NAME_DOMAIN_LEN + 1 + NAME_MAX_LEN + NAME_ADDR_LEN + 8 + 8 + 1 + NAME_KEY_LEN + 1 + 1 +       \
+     NAME_KEY_LEN)
 #define NAME_RECORD_MAX (NAME_SIGNING_MAX + NAME_SIG_LEN)
-#define NAME_JSON_MAX 1024      /* a record's JSON form is < 700 bytes; more is refused */
+#define NAME_JSON_MAX 1024 /* a record's JSON form is < 700 bytes; more is refused */
 
 /* What went wrong, precisely. code is the RON_E* value also returned. */
 typedef struct {
@@ -106,14 +107,14 @@ int name_check(const char *name, size_t len, name_err_t *err);
 /* ---- records ---- */
 
 typedef struct {
-    char name[NAME_MAX_LEN + 1];      /* canonical, NUL-terminated */
-    name_addr_t addr;                 /* what the name points to */
-    uint64_t seq;                     /* strictly increases per name */
-    uint64_t ts;                      /* unix seconds when signed; informational but bounded */
-    uint8_t owner[NAME_KEY_LEN];      /* signer: the key the name is bound to */
-    bool has_new_owner;               /* a transfer: new_owner is the key from now on */
-    uint8_t new_owner[NAME_KEY_LEN];  /* != owner when has_new_owner */
-    uint8_t sig[NAME_SIG_LEN];        /* Ed25519 by owner over name_record_signing_bytes */
+    char name[NAME_MAX_LEN + 1];     /* canonical, NUL-terminated */
+    name_addr_t addr;                /* what the name points to */
+    uint64_t seq;                    /* strictly increases per name */
+    uint64_t ts;                     /* unix seconds when signed; informational but bounded */
+    uint8_t owner[NAME_KEY_LEN];     /* signer: the key the name is bound to */
+    bool has_new_owner;              /* a transfer: new_owner is the key from now on */
+    uint8_t new_owner[NAME_KEY_LEN]; /* != owner when has_new_owner */
+    uint8_t sig[NAME_SIG_LEN];       /* Ed25519 by owner over name_record_signing_bytes */
 } name_record_t;
 
 /* The key that may publish the next record after rec: new_owner for a

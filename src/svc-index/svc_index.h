@@ -31,12 +31,15 @@
 #include "ron_naming.h"
 
 /* ---- limits ---- */
-#define IDX_MAP_SIZE_DEFAULT ((size_t)256 << 20) /* LMDB map: ~1M records of <= 400 B with B-tree overhead */
-#define IDX_MAP_SIZE_MIN ((size_t)64 << 10)      /* below this LMDB cannot hold its own meta pages usefully */
-#define IDX_RAM_MAX_RECORDS_DEFAULT 1000000      /* RAM backend bound: ~450 MB at worst, amnesia nodes are small */
-#define IDX_LIST_MAX 1000                        /* records per list page: bounds one read txn and one reply */
-#define IDX_FORMAT_VERSION 1                     /* meta "format" key; bumped on a layout change */
-#define IDX_SUBDIR "index"                       /* under the node's data directory */
+#define IDX_MAP_SIZE_DEFAULT                                                                       \
+    ((size_t)256 << 20) /* LMDB map: ~1M records of <= 400 B with B-tree overhead */
+#define IDX_MAP_SIZE_MIN                                                                           \
+    ((size_t)64 << 10) /* below this LMDB cannot hold its own meta pages usefully */
+#define IDX_RAM_MAX_RECORDS_DEFAULT                                                                \
+    1000000                  /* RAM backend bound: ~450 MB at worst, amnesia nodes are small */
+#define IDX_LIST_MAX 1000    /* records per list page: bounds one read txn and one reply */
+#define IDX_FORMAT_VERSION 1 /* meta "format" key; bumped on a layout change */
+#define IDX_SUBDIR "index"   /* under the node's data directory */
 
 typedef struct idx idx_t;
 
