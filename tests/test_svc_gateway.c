@@ -158,9 +158,9 @@ test_multipart_heads_and_length_follow_rfc9110(void **state)
     assert_string_equal(head, "\r\n--BND\r\nContent-Type: text/plain\r\n"
                               "Content-Range: bytes 65535-65537/70000\r\n\r\n");
     assert_int_equal(hl, strlen(head));
-    assert_int_equal(gw_multipart_tail(tail, sizeof tail, "BND"), 9);
+    assert_int_equal(gw_multipart_tail(tail, sizeof tail, "BND"), 11);
     assert_string_equal(tail, "\r\n--BND--\r\n");
-    uint64_t want = 9 + 1 + 3;
+    uint64_t want = 11 + 1 + 3;
     want += gw_multipart_part_head(head, sizeof head, "BND", "text/plain", &r[0], 70000);
     want += hl;
     assert_int_equal(gw_multipart_length(r, 2, "BND", "text/plain", 70000), want);
@@ -337,7 +337,8 @@ fx_close(fx_t *f)
 static void
 fx_put(fx_t *f, const void *bytes, size_t n, const char *ctype)
 {
-    free(f->data);
+    uint8_t *old = f->data;
+
     f->data = malloc(n + 1);
     f->len = n;
     if (bytes != NULL) {
@@ -351,6 +352,7 @@ fx_put(fx_t *f, const void *bytes, size_t n, const char *ctype)
             f->data[i] = (uint8_t)x;
         }
     }
+    free(old);
     assert_int_equal(sto_put_buf(f->store, T1, f->data, n, ctype, f->addr), 0);
     sto_addr_format(f->addr, f->text);
 }
@@ -527,7 +529,7 @@ cl_round_trip(fx_t *f)
     snprintf(path, sizeof path, "/o/%s", f->text);
     CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
     CL_CHECK(f, r.body_len == f->len && memcmp(r.body, f->data, f->len) == 0);
-    snprintf(v, sizeof v, "%.*s", 200, hdr(&r, "ETag", v, sizeof v));
+    hdr(&r, "ETag", v, sizeof v);
     CL_CHECK(f, strncmp(v, "\"b3:", 4) == 0 && strstr(v, f->text + 3) != NULL);
     CL_CHECK(f, strcmp(hdr(&r, "Accept-Ranges", v, sizeof v), "bytes") == 0);
     CL_CHECK(f, strcmp(hdr(&r, "Cache-Control", v, sizeof v), GW_CACHE_IMMUTABLE) == 0);
@@ -801,7 +803,9 @@ cl_uploads(fx_t *f)
         body[i] = (uint8_t)(i * 7 + 3);
     /* POST: 201, Location, JSON with the address */
     CL_CHECK(f, cl_req(fd, "POST", "/o", "Content-Type: text/x-up\r\n", body, n, &r) == 201);
-    CL_CHECK(f, sto_addr_parse(strstr((char *)r.body, "b3:"), f->addr) == 0);
+    CL_CHECK(f, strstr((char *)r.body, "b3:") != NULL);
+    snprintf(v, sizeof v, "%.67s", strstr((char *)r.body, "b3:"));
+    CL_CHECK(f, sto_addr_parse(v, f->addr) == 0);
     sto_addr_format(f->addr, f->text);
     snprintf(want, sizeof want, "{\"address\":\"%s\",\"cid\":\"%s\"}", f->text, f->text + 3);
     CL_CHECK(f, strcmp((char *)r.body, want) == 0);

@@ -53,6 +53,7 @@ typedef struct {
     gw_range_t ranges[GW_MAX_RANGES];
     size_t n_ranges;
     bool multipart;
+    bool partial; /* Range honoured: 206 */
     char boundary[GW_BOUNDARY_LEN + 1];
     char heads[GW_MAX_RANGES][GW_PART_HEAD_MAX];
     char tail[GW_PART_HEAD_MAX];
@@ -176,6 +177,12 @@ gw_get_open_work(uv_work_t *w)
     if (g->ctype[0] != '\0')
         return;
     n = sto_reader_read(g->rd, 0, head, g->size < sizeof head ? (size_t)g->size : sizeof head);
+    if (n == RON_EDIGEST) {
+        /* piece 0 is corrupt: ranges elsewhere can still be served; a read
+         * of piece 0 fails on its own (counted then) */
+        snprintf(g->ctype, sizeof g->ctype, "%s", GW_CTYPE_DEFAULT);
+        return;
+    }
     if (n < 0) {
         g->rc = (int)n;
         return;
@@ -367,8 +374,7 @@ gw_get_read_done(uv_work_t *w, int status)
         return;
     }
     if (first) {
-        bool partial = g->n_ranges > 1 || g->ranges[0].first != 0 ||
-                       g->ranges[0].last + 1 != g->size;
+        bool partial = g->partial;
         uint64_t length = g->multipart ? gw_multipart_length(g->ranges, g->n_ranges, g->boundary,
                                                              g->ctype, g->size)
                                        : g->ranges[0].last - g->ranges[0].first + 1;
@@ -422,6 +428,7 @@ gw_get_plan(gw_get_t *g)
         g->n_ranges = 1;
         g->ranges[0] = (gw_range_t){0, g->size == 0 ? 0 : g->size - 1};
     }
+    g->partial = res == GW_RANGE_PARTIAL;
     g->multipart = g->n_ranges > 1;
     if (g->multipart) {
         gw_multipart_boundary(g->addr, g->boundary);
@@ -431,13 +438,12 @@ gw_get_plan(gw_get_t *g)
         gw_multipart_tail(g->tail, sizeof g->tail, g->boundary);
     }
     if (g->head || g->size == 0) {
-        bool partial = res == GW_RANGE_PARTIAL;
         uint64_t length = g->size == 0 ? 0
                           : g->multipart
                               ? gw_multipart_length(g->ranges, g->n_ranges, g->boundary, g->ctype,
                                                     g->size)
                               : g->ranges[0].last - g->ranges[0].first + 1;
-        if (gw_get_start(g, partial, length) < 0)
+        if (gw_get_start(g, g->partial, length) < 0)
             g->req = NULL;
         else
             g->gw->stats.objects_served++;
