@@ -22,9 +22,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 
 #include "ron_err.h"
 #include "ron_log.h"
@@ -250,6 +252,27 @@ test_sniff_recognises_the_table_and_defaults_to_octet_stream(void **state)
                         "application/octet-stream");
 }
 
+/* ---- paths ---- */
+
+static void
+test_path_decode_unescapes_one_segment_and_refuses_nul_and_slash(void **state)
+{
+    char out[16];
+
+    (void)state;
+    assert_int_equal(gw_path_decode(S("ex%41mple.test"), out, sizeof out), 12);
+    assert_string_equal(out, "exAmple.test");
+    assert_int_equal(gw_path_decode(S("%c3%a9.test"), out, sizeof out), 7);
+    assert_string_equal(out, "\xc3\xa9.test");
+    assert_int_equal(gw_path_decode(S(""), out, sizeof out), 0);
+    assert_int_equal(gw_path_decode(S("a%2Fb"), out, sizeof out), RON_EINVAL);
+    assert_int_equal(gw_path_decode(S("a%00b"), out, sizeof out), RON_EINVAL);
+    assert_int_equal(gw_path_decode(S("a%4"), out, sizeof out), RON_EINVAL);
+    assert_int_equal(gw_path_decode(S("a%zz"), out, sizeof out), RON_EINVAL);
+    assert_int_equal(gw_path_decode(S("0123456789abcdef"), out, sizeof out), RON_EINVAL);
+    assert_int_equal(gw_path_decode(S("0123456789abcde"), out, sizeof out), 15);
+}
+
 /* ---- fixture: gateway on the loop, client in a thread ---- */
 
 typedef struct fx fx_t;
@@ -262,6 +285,7 @@ struct fx {
     tx_server_t *srv;
     gw_t *gw;
     sto_store_t *store;
+    idx_t *index;
     char dir[64];
     bool ram;
     uint16_t port;
@@ -327,6 +351,7 @@ fx_open(fx_t *f, bool ram)
 static void
 fx_close(fx_t *f)
 {
+    idx_free(f->index);
     sto_close(f->store);
     if (!f->ram)
         nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -361,7 +386,7 @@ static void
 fx_run(fx_t *f, const tx_config_t *cfg, fx_client_fn client)
 {
     tx_listener_t *l;
-    gw_config_t gc = {.store = f->store, .chunk = f->chunk};
+    gw_config_t gc = {.store = f->store, .index = f->index, .chunk = f->chunk};
 
     memcpy(gc.tenant, T1, sizeof gc.tenant);
     assert_int_equal(uv_loop_init(&f->loop), 0);
@@ -1028,6 +1053,148 @@ test_a_client_leaving_mid_stream_frees_the_stream(void **state)
     fx_close(&f);
 }
 
+/* ---- names ---- */
+
+typedef struct {
+    uint8_t pk[crypto_sign_PUBLICKEYBYTES];
+    uint8_t sk[crypto_sign_SECRETKEYBYTES];
+} key_t_;
+
+static key_t_ nk1, nk2;
+static uint64_t nts; /* one ts for every record: re-signing gives the same bytes */
+
+/* JSON of a record for name -> addr with seq, signed by k (bad: flip the signature). */
+static char *
+record_json(const char *name, const uint8_t *addr, uint64_t seq, const key_t_ *k, bool bad)
+{
+    name_record_t rec = {0};
+
+    snprintf(rec.name, sizeof rec.name, "%s", name);
+    memcpy(rec.addr.b, addr, NAME_ADDR_LEN);
+    rec.seq = seq;
+    rec.ts = nts;
+    if (name_record_sign(&rec, k->sk) < 0)
+        return NULL;
+    if (bad)
+        rec.sig[3] ^= 1;
+    return name_record_to_json(&rec);
+}
+
+static int
+cl_put_record(fx_t *f, int fd, const char *path, const char *name, uint64_t seq,
+              const key_t_ *k, bool bad, resp_t *r)
+{
+    char *json = record_json(name, f->addr, seq, k, bad);
+    int st = json != NULL ? cl_req(fd, "PUT", path, "Content-Type: application/json\r\n", json,
+                                   strlen(json), r)
+                          : -1;
+    free(json);
+    return st;
+}
+
+static void
+cl_names(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char v[256], want[128];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(want, sizeof want, "/o/%s", f->text);
+    /* unknown, then published (201), republished identically (200), superseded (200) */
+    CL_CHECK(f, cl_req(fd, "GET", "/n/movie.test", NULL, NULL, 0, &r) == 404);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"not_found\"") != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 1, &nk1, false, &r) == 201);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", "/n/movie.test", NULL, NULL, 0, &r) == 302);
+    CL_CHECK(f, strcmp(hdr(&r, "Location", v, sizeof v), want) == 0);
+    CL_CHECK(f, strcmp(hdr(&r, "Cache-Control", v, sizeof v), "no-cache") == 0);
+    free(r.body);
+    r.body = NULL;
+    /* the path is normalized: case and percent-escapes */
+    CL_CHECK(f, cl_req(fd, "GET", "/n/MOVIE.%74est", NULL, NULL, 0, &r) == 302);
+    CL_CHECK(f, strcmp(hdr(&r, "Location", v, sizeof v), want) == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 2, &nk1, false, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    /* the same record again (a retry): 200 */
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 2, &nk1, false, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    /* refusals: stale seq 409, another key 403, bad signature 403 */
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 1, &nk1, false, &r) == 409);
+    CL_CHECK(f, strstr((char *)r.body, "stale_seq") != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 9, &nk2, false, &r) == 403);
+    CL_CHECK(f, strstr((char *)r.body, "wrong_owner") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"forbidden\"") != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 9, &nk1, true, &r) == 403);
+    CL_CHECK(f, strstr((char *)r.body, "bad_signature") != NULL);
+    free(r.body);
+    r.body = NULL;
+    /* a record for another name, malformed JSON, a malformed name: 400 */
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "other.test", 1, &nk1, false, &r) == 400);
+    CL_CHECK(f, strstr((char *)r.body, "name_mismatch") != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "PUT", "/n/movie.test", NULL, "{\"name\":", 8, &r) == 400);
+    CL_CHECK(f, strstr((char *)r.body, "bad_record") != NULL);
+    free(r.body);
+    r.body = NULL;
+    const char *bad[] = {"/n/bad..name", "/n/-edge.test", "/n/a%2Fb.test", "/n/single",
+                         "/n/x%zz.test", "/n/"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CL_CHECK(f, cl_req(fd, "GET", bad[i], NULL, NULL, 0, &r) == 400);
+        CL_CHECK(f, strstr((char *)r.body, "bad_name") != NULL);
+        free(r.body);
+        r.body = NULL;
+    }
+    CL_CHECK(f, cl_req(fd, "POST", "/n/movie.test", NULL, NULL, 0, &r) == 405);
+    CL_CHECK(f, strcmp(hdr(&r, "Allow", v, sizeof v), "GET, HEAD, PUT, OPTIONS") == 0);
+    free(r.body);
+    r.body = NULL;
+    /* still resolving to the last accepted record */
+    CL_CHECK(f, cl_req(fd, "HEAD", "/n/movie.test", NULL, NULL, 0, &r) == 302);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_names_resolve_302_publish_201_200_and_refuse_409_403_400(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    idx_config_t ic = {0};
+
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    crypto_sign_keypair(nk1.pk, nk1.sk);
+    crypto_sign_keypair(nk2.pk, nk2.sk);
+    nts = (uint64_t)time(NULL);
+    fx_open(&f, false);
+    ic.data_dir = f.dir;
+    ic.map_size = 1u << 20;
+    assert_int_equal(idx_new(&ic, &f.index), 0);
+    fx_put(&f, NULL, 1000, NULL);
+    fx_run(&f, &c, cl_names);
+    assert_int_equal(f.stats.names_published, 3);
+    assert_int_equal(f.stats.names_refused, 3); /* stale, owner, signature */
+    assert_int_equal(f.stats.names_resolved, 3);
+    fx_close(&f);
+}
+
 int
 main(void)
 {
@@ -1040,6 +1207,7 @@ main(void)
         cmocka_unit_test(test_if_none_match_handles_star_weak_tags_and_lists),
         cmocka_unit_test(test_if_range_needs_the_same_strong_tag),
         cmocka_unit_test(test_sniff_recognises_the_table_and_defaults_to_octet_stream),
+        cmocka_unit_test(test_path_decode_unescapes_one_segment_and_refuses_nul_and_slash),
         cmocka_unit_test(test_get_and_head_round_trip_0_bytes_to_3_mib_file_store),
         cmocka_unit_test(test_get_and_head_round_trip_0_bytes_to_3_mib_ram_store),
         cmocka_unit_test(test_ranges_at_piece_boundaries_give_206_and_past_the_end_416),
@@ -1049,6 +1217,7 @@ main(void)
         cmocka_unit_test(test_a_corrupted_stored_byte_is_never_served),
         cmocka_unit_test(test_a_slow_reader_of_a_large_object_keeps_buffers_bounded),
         cmocka_unit_test(test_a_client_leaving_mid_stream_frees_the_stream),
+        cmocka_unit_test(test_names_resolve_302_publish_201_200_and_refuse_409_403_400),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ron_err.h"
 #include "ron_utf8.h"
 #include "svc_gateway.h"
 
@@ -291,6 +292,43 @@ gw_if_range_ok(const char *if_range, const char *etag)
     if (*gw_skip_ows(p) != '\0')
         return false;
     return olen == mine_len && memcmp(op, mine, olen) == 0;
+}
+
+/* ---- paths ---- */
+
+static int
+gw_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+ssize_t
+gw_path_decode(const char *in, size_t len, char *out, size_t cap)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)in[i];
+        if (c == '%') {
+            if (len - i < 3 || gw_hexval(in[i + 1]) < 0 || gw_hexval(in[i + 2]) < 0)
+                return RON_EINVAL;
+            c = gw_hexval(in[i + 1]) << 4 | gw_hexval(in[i + 2]);
+            i += 2;
+        }
+        if (c == 0 || c == '/' || o + 1 >= cap)
+            return RON_EINVAL;
+        out[o++] = (char)c;
+    }
+    if (cap == 0)
+        return RON_EINVAL;
+    out[o] = '\0';
+    return (ssize_t)o;
 }
 
 /* ---- sniffing ---- */

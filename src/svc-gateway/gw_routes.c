@@ -15,6 +15,10 @@
  * later one aborts the stream (the body is cut short and the transport
  * closes the connection) and is counted.
  *
+ * GET /n/<name> resolves through svc-index on the thread pool and answers
+ * 302 to /o/b3:<hex>; PUT /n/<name> takes a JSON record (ron-naming's form)
+ * and publishes it under the acceptance rule.
+ *
  * POST /o and PUT /o/b3:<hex> take the body the transport buffered (its
  * max_body is the upload cap until it streams request bodies) and store it
  * on the thread pool with sto_put_begin/write/commit.
@@ -23,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "ron_err.h"
 #include "ron_util.h"
@@ -590,6 +595,156 @@ gw_put_begin(gw_t *gw, tx_request_t *req, const uint8_t *addr)
     }
 }
 
+/* ---- names ---- */
+
+/* One GET/HEAD or PUT of /n/<name>. */
+typedef struct {
+    uv_work_t work;
+    gw_t *gw;
+    tx_request_t *req;
+    bool put;
+    char name[NAME_MAX_LEN + 1];
+    name_record_t rec; /* PUT: the candidate; GET: the current record */
+    bool had;          /* PUT: the name had a record before */
+    int rc;
+    name_err_t err;
+} gw_name_t;
+
+static void
+gw_name_work(uv_work_t *w)
+{
+    gw_name_t *q = w->data;
+    idx_t *idx = q->gw->cfg.index;
+    name_record_t cur;
+
+    if (!q->put) {
+        q->rc = idx_resolve(idx, q->name, &q->rec);
+        return;
+    }
+    q->had = idx_resolve(idx, q->name, &cur) == 0;
+    q->rc = idx_publish(idx, &q->rec, (int64_t)time(NULL), &q->err);
+}
+
+static void
+gw_name_done(uv_work_t *w, int status)
+{
+    gw_name_t *q = w->data;
+    gw_t *gw = q->gw;
+    const char *msg = q->err.msg[0] != '\0' ? q->err.msg : NULL;
+    tx_header_t h[GW_MAX_HDRS];
+    size_t n = 0;
+
+    if (status < 0 && q->rc == 0)
+        q->rc = status;
+    if (!q->put) {
+        char text[NAME_ADDR_TEXT_LEN + 1], loc[80];
+        if (q->rc == RON_ENOTFOUND) {
+            gw_error(q->req, 404, "no record for this name", "name_not_found", NULL, 0);
+        } else if (q->rc < 0) {
+            gw_error(q->req, 500, ron_strerror(q->rc), "index_failed", NULL, 0);
+        } else {
+            name_addr_format(&q->rec.addr, text);
+            snprintf(loc, sizeof loc, "/o/%s", text);
+            h[n++] = (tx_header_t){"Location", loc};
+            h[n++] = (tx_header_t){"Cache-Control", GW_CACHE_NONE};
+            n += gw_cors(h + n);
+            gw->stats.names_resolved++;
+            (void)tx_respond(q->req, 302, h, n, NULL, 0);
+        }
+    } else if (q->rc == 0 || q->rc == RON_ENAMEDUP) {
+        char *json = name_record_to_json(&q->rec);
+        int code = q->rc == 0 && !q->had ? 201 : 200;
+        h[n++] = (tx_header_t){"Content-Type", "application/json"};
+        n += gw_cors(h + n);
+        gw->stats.names_published++;
+        (void)tx_respond(q->req, code, h, n, json, json != NULL ? strlen(json) : 0);
+        free(json);
+    } else {
+        int code = 500;
+        const char *reason = "index_failed";
+        switch (q->rc) {
+        case RON_ERECORD: code = 400; reason = "bad_record"; break;
+        case RON_ENAMEFUTURE: code = 400; reason = "future_timestamp"; break;
+        case RON_ENAMESIG: code = 403; reason = "bad_signature"; break;
+        case RON_EAUTH: code = 403; reason = "bad_signature"; break;
+        case RON_ENAMEOWNER: code = 403; reason = "wrong_owner"; break;
+        case RON_ENAMESTALE: code = 409; reason = "stale_seq"; break;
+        case RON_EIDXFULL: code = 507; reason = "index_full"; break;
+        default: msg = ron_strerror(q->rc); break;
+        }
+        if (code < 500)
+            gw->stats.names_refused++;
+        if (code == 507) {
+            tx_header_t ra = {"Retry-After", "60"};
+            gw_error(q->req, code, msg, reason, &ra, 1);
+        } else {
+            gw_error(q->req, code, msg, reason, NULL, 0);
+        }
+    }
+    gw->stats.active--;
+    free(q);
+}
+
+static void
+gw_name_route(gw_t *gw, tx_request_t *req, const char *seg)
+{
+    const tx_request_view_t *v = tx_request_view(req);
+    bool get = strcmp(v->method, "GET") == 0 || strcmp(v->method, "HEAD") == 0;
+    bool put = strcmp(v->method, "PUT") == 0;
+    char raw[GW_NAME_PATH_MAX + 1];
+    gw_name_t *q;
+    name_err_t err = {0};
+    int rc;
+
+    if (strcmp(v->method, "OPTIONS") == 0) {
+        gw_preflight(req);
+        return;
+    }
+    if (!get && !put) {
+        gw_not_allowed(req, "GET, HEAD, PUT, OPTIONS");
+        return;
+    }
+    if (gw_path_decode(seg, strlen(seg), raw, sizeof raw) < 0) {
+        gw_error(req, 400, "the name is not one well-formed path segment", "bad_name", NULL, 0);
+        return;
+    }
+    q = ron_xcalloc(1, sizeof *q);
+    if (name_normalize(raw, strlen(raw), q->name, &err) < 0) {
+        gw_error(req, 400, err.msg, "bad_name", NULL, 0);
+        free(q);
+        return;
+    }
+    if (gw->cfg.index == NULL) {
+        gw_error(req, 503, "this gateway serves no names", "no_index", NULL, 0);
+        free(q);
+        return;
+    }
+    if (put) {
+        rc = name_record_from_json(&q->rec, (const char *)v->body, v->body_len, &err);
+        if (rc < 0) {
+            gw_error(req, rc == RON_ETOOBIG ? 413 : 400, err.msg, "bad_record", NULL, 0);
+            free(q);
+            return;
+        }
+        if (strcmp(q->rec.name, q->name) != 0) {
+            gw_error(req, 400, "the record's name is not the name in the path",
+                     "name_mismatch", NULL, 0);
+            free(q);
+            return;
+        }
+    }
+    q->gw = gw;
+    q->req = req;
+    q->put = put;
+    q->work.data = q;
+    gw->stats.active++;
+    rc = uv_queue_work(gw->loop, &q->work, gw_name_work, gw_name_done);
+    if (rc < 0) {
+        q->rc = rc;
+        gw_name_done(&q->work, 0);
+    }
+}
+
 /* ---- routing ---- */
 
 /* "b3:" then 64 lowercase hex, nothing else. */
@@ -640,6 +795,10 @@ gw_handle(tx_request_t *req, void *arg)
             gw_put_begin(gw, req, addr);
         else
             gw_get_begin(gw, req, addr, head);
+        return;
+    }
+    if (strncmp(v->path, "/n/", 3) == 0) {
+        gw_name_route(gw, req, v->path + 3);
         return;
     }
     gw_error(req, 404, "no such route", "no_route", NULL, 0);

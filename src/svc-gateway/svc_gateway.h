@@ -1,6 +1,7 @@
 /*
  * svc_gateway.h - the HTTP surface for content: objects by address
- * (GET/HEAD /o/b3:<hex>, POST /o, PUT /o/b3:<hex>), as a handler that plugs
+ * (GET/HEAD /o/b3:<hex>, POST /o, PUT /o/b3:<hex>) and names (GET/HEAD
+ * /n/<name> -> 302, PUT /n/<name> publishes a signed record), as a handler that plugs
  * into a ron-transport tx_server. Routes, headers and statuses:
  * docs/protocol/gateway.md.
  *
@@ -26,7 +27,9 @@
 
 #include <uv.h>
 
+#include "ron_naming.h"
 #include "ron_transport.h"
+#include "svc_index.h"
 #include "svc_storage.h"
 
 /* ---- limits ---- */
@@ -39,6 +42,7 @@
 #define GW_BOUNDARY_LEN 24          /* multipart boundary characters */
 #define GW_PART_HEAD_MAX 256        /* one multipart part head ("\r\n--B\r\nContent-Type..") */
 #define GW_ADDR_TEXT_LEN 67         /* "b3:" + 64 hex */
+#define GW_NAME_PATH_MAX 1024       /* bytes of a percent-decoded /n/ segment (NAME_MAX_INPUT) */
 
 /* ---- fixed header values ---- */
 #define GW_CACHE_IMMUTABLE "public, max-age=31536000, immutable"
@@ -120,6 +124,16 @@ bool gw_etag_match(const char *if_none_match, const char *etag);
  */
 bool gw_if_range_ok(const char *if_range, const char *etag);
 
+/* ---- paths ---- */
+
+/*
+ * Percent-decode the path segment in[0..len) into out (NUL-terminated; at
+ * most cap - 1 bytes). Returns the decoded length, or RON_EINVAL for a
+ * malformed escape, an encoded or raw NUL, a '/' (one segment only) or a
+ * result that does not fit.
+ */
+ssize_t gw_path_decode(const char *in, size_t len, char *out, size_t cap);
+
 /* ---- content-type sniffing ---- */
 
 /*
@@ -138,6 +152,7 @@ typedef struct gw gw_t;
 
 typedef struct {
     sto_store_t *store;                 /* borrowed; outlives the gateway */
+    idx_t *index;                       /* borrowed, may be NULL: /n/ routes answer 503 */
     uint8_t tenant[STO_TENANT_LEN];     /* who pins what POST/PUT store */
     uint32_t chunk;                     /* bytes per read work item; 0 = GW_CHUNK_DEFAULT,
                                            clamped to [GW_CHUNK_MIN, GW_CHUNK_MAX] */
@@ -153,6 +168,9 @@ typedef struct {
     uint64_t puts_created;     /* 201s from POST/PUT */
     uint64_t puts_existing;    /* 200s from PUT of a stored object */
     uint64_t bad_digest;       /* 409s: body did not hash to the address */
+    uint64_t names_resolved;   /* 302s */
+    uint64_t names_published;  /* 201/200 from PUT /n/ */
+    uint64_t names_refused;    /* records the acceptance rule refused */
     uint64_t corrupt_before;   /* verification failures answered with 502 */
     uint64_t corrupt_aborted;  /* verification failures after the head: stream aborted */
     uint64_t client_gone;      /* streams ended because the connection went away */
