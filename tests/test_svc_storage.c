@@ -589,6 +589,10 @@ test_list_pages_through_every_object_in_order(void **state)
     sto_stat_t st;
     assert_int_equal(sto_stat(f->s, seen[3], &st), 0);
     assert_string_equal(st.ctype, "image/png");
+    /* a content type becomes an HTTP header: no CR/LF or other controls */
+    assert_int_equal(sto_set_ctype(f->s, seen[3], "text/html\r\nX-Evil: 1"), RON_EINVAL);
+    sto_put_t *p;
+    assert_int_equal(sto_put_begin(f->s, T1, NULL, "a\nb", STO_SIZE_UNKNOWN, &p), RON_EINVAL);
 }
 
 static void

@@ -659,13 +659,24 @@ sto__file_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN])
     sto__totals_t t;
     int rc;
 
+    /* already stored (idempotent put): only the pin is added, and these
+     * bytes need not be made durable */
+    if (sto__file_stat(s, root, &st) == 0) {
+        pthread_mutex_lock(&s->lock);
+        rc = sto__file_stat(s, root, &st);
+        if (rc == 0)
+            rc = put_index(p, root);
+        pthread_mutex_unlock(&s->lock);
+        if (rc != RON_ENOTFOUND)
+            return rc;
+        /* evicted meanwhile: store these bytes after all */
+    }
     /* the slow part (fdatasync of the bytes) runs outside the lock */
     if ((rc = put_sync(p, root)) < 0)
         return rc;
     pthread_mutex_lock(&s->lock);
     rc = sto__file_stat(s, root, &st);
     if (rc == 0) {
-        /* already stored (idempotent put): only the pin is added */
         rc = put_index(p, root);
         goto out;
     }

@@ -82,7 +82,8 @@ struct sto_put {
     sto_store_t *s;
     uint8_t tenant[STO_TENANT_LEN];
     uint8_t expected[STO_ADDR_LEN];
-    int has_expected, failed;
+    int has_expected;
+    int failed;                 /* 0, or the error that stopped the put */
     uint64_t declared, len;
     char ctype[STO_CTYPE_MAX + 1];
     sto_tree_hasher_t *h;
@@ -151,6 +152,8 @@ const uint8_t *sto__ram_reader_bytes(const sto_reader_t *r);
 int sto__ram_corrupt(sto_store_t *s, const uint8_t *addr, uint64_t off);
 
 /* Shared helpers (sto_store.c). */
+/* 1 when ctype is <= STO_CTYPE_MAX printable ASCII bytes (0x20..0x7e). */
+int sto__ctype_ok(const char *ctype);
 uint64_t sto__now_us(void);
 /* A cache-order stamp: unix microseconds, strictly increasing per store,
  * so eviction order is the order objects became cache. Lock held. */

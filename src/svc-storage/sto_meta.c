@@ -79,8 +79,8 @@ sto__rec_decode(const uint8_t *buf, size_t len, sto__rec_t *rec_out)
         return RON_ESTORE;
     memcpy(rec_out->ctype, buf + STO_REC_HDR_LEN, rec_out->ctype_len);
     rec_out->ctype[rec_out->ctype_len] = '\0';
-    if (memchr(rec_out->ctype, '\0', rec_out->ctype_len) != NULL)
-        return RON_ESTORE;
+    if (!sto__ctype_ok(rec_out->ctype) || strlen(rec_out->ctype) != rec_out->ctype_len)
+        return RON_ESTORE; /* printable ASCII only, as sto_put_begin() admits */
     return 0;
 }
 

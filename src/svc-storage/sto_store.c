@@ -104,6 +104,19 @@ sto_addr_parse(const char *s, uint8_t addr_out[static STO_ADDR_LEN])
     return 0;
 }
 
+int
+sto__ctype_ok(const char *ctype)
+{
+    size_t n = strlen(ctype);
+
+    if (n > STO_CTYPE_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)ctype[i] < 0x20 || (unsigned char)ctype[i] > 0x7e)
+            return 0; /* it becomes an HTTP header value: no CR, LF or controls */
+    return 1;
+}
+
 /* ---- lifecycle ---- */
 
 int
@@ -210,7 +223,7 @@ sto_put_begin(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
     int rc;
 
     *put_out = NULL;
-    if (s->read_only || (ctype != NULL && strlen(ctype) > STO_CTYPE_MAX))
+    if (s->read_only || (ctype != NULL && !sto__ctype_ok(ctype)))
         return RON_EINVAL;
     if (declared != STO_SIZE_UNKNOWN && declared > s->max_object)
         return RON_ETOOBIG;
@@ -285,7 +298,7 @@ sto_put_write(sto_put_t *p, const void *buf, size_t len)
     int rc;
 
     if (p->failed)
-        return RON_EINVAL;
+        return p->failed;
     if (len == 0)
         return 0;
     if (p->len + len > p->s->max_object || p->len + len < p->len ||
@@ -302,7 +315,7 @@ sto_put_write(sto_put_t *p, const void *buf, size_t len)
     p->len += len;
 out:
     if (rc < 0)
-        p->failed = 1;
+        p->failed = rc;
     return rc;
 }
 
@@ -326,7 +339,7 @@ sto_put_commit(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN])
     int rc;
 
     if (p->failed) {
-        rc = RON_EINVAL;
+        rc = p->failed; /* the error that stopped sto_put_write() */
         goto out;
     }
     if (p->declared != STO_SIZE_UNKNOWN && p->len != p->declared) {
@@ -396,7 +409,7 @@ sto_list(sto_store_t *s, const uint8_t *after, sto_stat_t *out, size_t cap, size
 int
 sto_set_ctype(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN], const char *ctype)
 {
-    if (s->read_only || ctype == NULL || strlen(ctype) > STO_CTYPE_MAX)
+    if (s->read_only || ctype == NULL || !sto__ctype_ok(ctype))
         return RON_EINVAL;
     return s->ram ? sto__ram_set_ctype(s, addr, ctype) : sto__file_set_ctype(s, addr, ctype);
 }

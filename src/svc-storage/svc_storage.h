@@ -106,7 +106,8 @@ int sto_is_ram(const sto_store_t *s);
  * type. declared is the size the caller announces, or STO_SIZE_UNKNOWN; it
  * is checked up front and must then equal the bytes written.
  * *put_out returns new; it is freed by sto_put_commit() or sto_put_abort().
- * Returns 0, RON_EINVAL (ctype too long, read-only store), RON_ETOOBIG
+ * Returns 0, RON_EINVAL (ctype longer than STO_CTYPE_MAX or not printable
+ * ASCII, read-only store), RON_ETOOBIG
  * (declared > max_object), RON_ESTOREFULL (pinned bytes + declared would
  * exceed the quota), or -errno.
  */
@@ -156,7 +157,8 @@ int sto_has(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN]);
 int sto_list(sto_store_t *s, const uint8_t *after, sto_stat_t *out, size_t cap, size_t *n_out);
 
 /* Set the content type of a stored object (the gateway's sniffed type); ctype
- * borrowed. Returns 0, RON_ENOTFOUND, RON_EINVAL (too long or read-only). */
+ * borrowed. Returns 0, RON_ENOTFOUND, RON_EINVAL (too long, not printable
+ * ASCII 0x20..0x7e, or read-only). */
 int sto_set_ctype(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN], const char *ctype);
 
 /* Fill *t_out. Returns 0 or RON_ESTORE. */
