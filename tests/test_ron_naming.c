@@ -162,6 +162,8 @@ test_name_rejects_invalid_names_naming_label_and_reason(void **state)
         {"ab--cd.e", 0, "reserved for IDNA"},
         {"xn--abc-.e", 0, "ends with a hyphen"},
         {"ok.xn--zz", 1, "xn--zz"},
+        {"xn--wca.com", 0, "IDNA2008"},                    /* encodes uppercase U+00DC */
+        {"xn--u-ccb.com", 0, "not a canonical A-label"},   /* u + U+0308, not NFC */
         {"xn--ls8h.la", 0, "IDNA2008"},                    /* emoji A-label */
         {"\360\237\222\251.la", 0, "cannot be converted"}, /* emoji U-label */
         {"\342\222\210.com", 0, "cannot be converted"},    /* U+2488 maps to "1." */

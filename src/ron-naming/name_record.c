@@ -167,7 +167,7 @@ int
 name_record_decode(name_record_t *rec_out, const uint8_t *buf, size_t len, name_err_t *err)
 {
     ron_rd_t r = {buf, len};
-    const uint8_t *p;
+    const uint8_t *p = NULL; /* set by every successful rd_field */
     name_record_t rec;
     int rc;
 
