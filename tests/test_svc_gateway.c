@@ -125,9 +125,9 @@ test_range_invalid_foreign_or_abusive_headers_are_ignored(void **state)
     (void)state;
     assert_int_equal(rp(NULL, 10, r, &n), GW_RANGE_FULL);
     assert_int_equal(n, 0);
-    const char *bad[] = {"items=0-1", "bytes 0-1", "bytes=5-1", "bytes=a-b", "bytes=1-2;",
-                         "bytes=", "bytes=,", "bytes=--1", "bytes=1", "bytes=1-2 3-4",
-                         "bytes=0x10-", "bytes=-", ""};
+    const char *bad[] = {"items=0-1",   "bytes 0-1", "bytes=5-1", "bytes=a-b", "bytes=1-2;",
+                         "bytes=",      "bytes=,",   "bytes=--1", "bytes=1",   "bytes=1-2 3-4",
+                         "bytes=0x10-", "bytes=-",   ""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(rp(bad[i], 100, r, &n), GW_RANGE_FULL);
     /* 16 ranges are honoured, 17 make the header ignored */
@@ -189,8 +189,8 @@ test_if_none_match_handles_star_weak_tags_and_lists(void **state)
     assert_true(gw_etag_match(",," TAG ",", TAG));
     assert_false(gw_etag_match("\"x\"", TAG));
     assert_false(gw_etag_match("\"b3:af\"", TAG));
-    assert_false(gw_etag_match("b3:af1349b9", TAG));  /* unquoted: malformed */
-    assert_false(gw_etag_match("\"x\" " TAG, TAG));   /* missing comma: malformed */
+    assert_false(gw_etag_match("b3:af1349b9", TAG)); /* unquoted: malformed */
+    assert_false(gw_etag_match("\"x\" " TAG, TAG));  /* missing comma: malformed */
     assert_false(gw_etag_match("\"x", TAG));
     assert_false(gw_etag_match("*, \"x\"", TAG));
     assert_false(gw_etag_match("", TAG));
@@ -224,7 +224,9 @@ test_sniff_recognises_the_table_and_defaults_to_octet_stream(void **state)
         {S("GIF89a\x01\0"), "image/gif"},
         {S("RIFF\x10\0\0\0WEBPVP8 "), "image/webp"},
         {S("%PDF-1.7\n"), "application/pdf"},
-        {S("\0\0\0\x20" "ftypisom\0\0\x02\0"), "video/mp4"},
+        {S("\0\0\0\x20"
+           "ftypisom\0\0\x02\0"),
+         "video/mp4"},
         {S("\x1A\x45\xDF\xA3\x9F\x42\x86\x81\x01\x42\x82\x84webm"), "video/webm"},
         {S("\x1A\x45\xDF\xA3\xA3\x42\x86\x81\x01\x42\x82\x88matroska"), "video/x-matroska"},
         {S("ID3\x04\0\0\0\0\0\0"), "audio/mpeg"},
@@ -239,7 +241,9 @@ test_sniff_recognises_the_table_and_defaults_to_octet_stream(void **state)
         {S("hello, w\xC3\xB6rld\n"), "text/plain; charset=utf-8"},
         {S("hello\0world"), "application/octet-stream"},
         {S("\xC3\x28 bad utf-8"), "application/octet-stream"},
-        {S("\x7F" "ELF\x02\x01"), "application/octet-stream"},
+        {S("\x7F"
+           "ELF\x02\x01"),
+         "application/octet-stream"},
         {"", 0, "application/octet-stream"},
     };
     (void)state;
@@ -513,20 +517,21 @@ cl_req(int fd, const char *method, const char *path, const char *extra, const vo
        size_t body_len, resp_t *r)
 {
     char head[1024];
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\n%sContent-Length: %zu\r\n\r\n",
-                     method, path, extra != NULL ? extra : "", body_len);
+    int n =
+        snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\n%sContent-Length: %zu\r\n\r\n",
+                 method, path, extra != NULL ? extra : "", body_len);
     if (cl_send(fd, head, (size_t)n) < 0 || (body_len > 0 && cl_send(fd, body, body_len) < 0))
         return -1;
     return cl_read(fd, r, strcmp(method, "HEAD") == 0);
 }
 
-#define CL_CHECK(f, cond)                                                                       \
-    do {                                                                                        \
-        if (!(cond)) {                                                                          \
-            snprintf((f)->note, sizeof(f)->note, "line %d: %s", __LINE__, #cond);               \
-            (f)->ok = 0;                                                                        \
-            goto out;                                                                           \
-        }                                                                                       \
+#define CL_CHECK(f, cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            snprintf((f)->note, sizeof(f)->note, "line %d: %s", __LINE__, #cond);                  \
+            (f)->ok = 0;                                                                           \
+            goto out;                                                                              \
+        }                                                                                          \
     } while (0)
 
 static tx_config_t
@@ -618,9 +623,12 @@ cl_ranges(fx_t *f)
         const char *range;
         uint64_t first, last;
     } t[] = {
-        {"bytes=65535-65535", 65535, 65535}, {"bytes=65535-65536", 65535, 65536},
-        {"bytes=65536-65537", 65536, 65537}, {"bytes=65537-", 65537, 200000 - 1},
-        {"bytes=-1", 199999, 199999},        {"bytes=0-65535", 0, 65535},
+        {"bytes=65535-65535", 65535, 65535},
+        {"bytes=65535-65536", 65535, 65536},
+        {"bytes=65536-65537", 65536, 65537},
+        {"bytes=65537-", 65537, 200000 - 1},
+        {"bytes=-1", 199999, 199999},
+        {"bytes=0-65535", 0, 65535},
         {"bytes=131071-131073", 131071, 131073},
     };
 
@@ -686,8 +694,8 @@ cl_multirange(fx_t *f)
     CL_CHECK(f, fd >= 0);
     snprintf(path, sizeof path, "/o/%s", f->text);
     /* sent out of order and overlapping: answered sorted and coalesced */
-    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=-10, 65536-65537, 0-0, 65535-65536\r\n",
-                       NULL, 0, &r) == 206);
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=-10, 65536-65537, 0-0, 65535-65536\r\n", NULL,
+                       0, &r) == 206);
     snprintf(bnd, sizeof bnd, "%s", f->text + 3);
     snprintf(v, sizeof v, "multipart/byteranges; boundary=%s", bnd);
     char got[256];
@@ -761,10 +769,10 @@ cl_cond_sniff_cors(fx_t *f)
     free(r.body);
     r.body = NULL;
     /* malformed addresses: 400 with the envelope */
-    const char *bad[] = {"/o/b3:xyz", "/o/b3:AF1349B9F5F9A1A6A0404DEA36DCC9499BCB25C9ADC112B7CC9A93CAE41F3262",
-                         "/o/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
-                         "/o/b3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f32620",
-                         "/o/b3:"};
+    const char *bad[] = {
+        "/o/b3:xyz", "/o/b3:AF1349B9F5F9A1A6A0404DEA36DCC9499BCB25C9ADC112B7CC9A93CAE41F3262",
+        "/o/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+        "/o/b3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f32620", "/o/b3:"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CL_CHECK(f, cl_req(fd, "GET", bad[i], NULL, NULL, 0, &r) == 400);
         CL_CHECK(f, strstr((char *)r.body, "\"code\":\"bad_request\"") != NULL);
@@ -1081,8 +1089,8 @@ record_json(const char *name, const uint8_t *addr, uint64_t seq, const key_t_ *k
 }
 
 static int
-cl_put_record(fx_t *f, int fd, const char *path, const char *name, uint64_t seq,
-              const key_t_ *k, bool bad, resp_t *r)
+cl_put_record(fx_t *f, int fd, const char *path, const char *name, uint64_t seq, const key_t_ *k,
+              bool bad, resp_t *r)
 {
     char *json = record_json(name, f->addr, seq, k, bad);
     int st = json != NULL ? cl_req(fd, "PUT", path, "Content-Type: application/json\r\n", json,
@@ -1151,8 +1159,8 @@ cl_names(fx_t *f)
     CL_CHECK(f, strstr((char *)r.body, "bad_record") != NULL);
     free(r.body);
     r.body = NULL;
-    const char *bad[] = {"/n/bad..name", "/n/-edge.test", "/n/a%2Fb.test", "/n/single",
-                         "/n/x%zz.test", "/n/"};
+    const char *bad[] = {"/n/bad..name", "/n/-edge.test", "/n/a%2Fb.test",
+                         "/n/single",    "/n/x%zz.test",  "/n/"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CL_CHECK(f, cl_req(fd, "GET", bad[i], NULL, NULL, 0, &r) == 400);
         CL_CHECK(f, strstr((char *)r.body, "bad_name") != NULL);

@@ -366,10 +366,9 @@ gw_is_text(const uint8_t *b, size_t len, bool complete)
 static bool
 gw_is_html(const uint8_t *b, size_t len)
 {
-    static const char *const tags[] = {"!doctype html", "html", "head",  "script", "iframe",
-                                       "h1",            "div",  "font",  "table",  "a",
-                                       "style",         "title", "b",    "body",   "br",
-                                       "p"};
+    static const char *const tags[] = {
+        "!doctype html", "html", "head",  "script", "iframe", "h1",   "div", "font",
+        "table",         "a",    "style", "title",  "b",      "body", "br",  "p"};
     size_t i = 0;
 
     if (gw_has(b, len, 0, "\xEF\xBB\xBF", 3))

@@ -62,16 +62,16 @@ typedef struct {
     char boundary[GW_BOUNDARY_LEN + 1];
     char heads[GW_MAX_RANGES][GW_PART_HEAD_MAX];
     char tail[GW_PART_HEAD_MAX];
-    size_t ri;       /* current range */
-    uint64_t pos;    /* next offset of the current range to read */
+    size_t ri;    /* current range */
+    uint64_t pos; /* next offset of the current range to read */
     /* the one buffer */
     uint8_t *buf;
     size_t buf_cap;
-    size_t buf_len;  /* bytes read into buf by the last work item */
+    size_t buf_len;   /* bytes read into buf by the last work item */
     uint64_t buf_off; /* their offset in the object */
     /* output state */
-    int seg;          /* next segment of this chunk to write: 0 head, 1 data, 2 tail, 3 none */
-    unsigned writes;  /* writes queued whose done has not run */
+    int seg;         /* next segment of this chunk to write: 0 head, 1 data, 2 tail, 3 none */
+    unsigned writes; /* writes queued whose done has not run */
     bool started, waiting, gone;
 } gw_get_t;
 
@@ -192,8 +192,7 @@ gw_get_open_work(uv_work_t *w)
         g->rc = (int)n;
         return;
     }
-    snprintf(g->ctype, sizeof g->ctype, "%s",
-             gw_sniff(head, (size_t)n, (uint64_t)n == g->size));
+    snprintf(g->ctype, sizeof g->ctype, "%s", gw_sniff(head, (size_t)n, (uint64_t)n == g->size));
 }
 
 /* Worker: read the next chunk of the current range into buf. */
@@ -443,11 +442,10 @@ gw_get_plan(gw_get_t *g)
         gw_multipart_tail(g->tail, sizeof g->tail, g->boundary);
     }
     if (g->head || g->size == 0) {
-        uint64_t length = g->size == 0 ? 0
-                          : g->multipart
-                              ? gw_multipart_length(g->ranges, g->n_ranges, g->boundary, g->ctype,
-                                                    g->size)
-                              : g->ranges[0].last - g->ranges[0].first + 1;
+        uint64_t length = g->size == 0   ? 0
+                          : g->multipart ? gw_multipart_length(g->ranges, g->n_ranges, g->boundary,
+                                                               g->ctype, g->size)
+                                         : g->ranges[0].last - g->ranges[0].first + 1;
         if (gw_get_start(g, g->partial, length) < 0)
             g->req = NULL;
         else
@@ -569,14 +567,34 @@ gw_put_done(uv_work_t *w, int status)
     free(u);
 }
 
+/* What the store keeps as a content type: 1..STO_CTYPE_MAX printable ASCII bytes. */
+static bool
+gw_ctype_ok(const char *ct)
+{
+    size_t n = strlen(ct);
+
+    if (n == 0 || n > STO_CTYPE_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)ct[i] < 0x20 || (unsigned char)ct[i] > 0x7E)
+            return false;
+    return true;
+}
+
 static void
 gw_put_begin(gw_t *gw, tx_request_t *req, const uint8_t *addr)
 {
     const tx_request_view_t *v = tx_request_view(req);
     const char *ct = tx_request_header(req, "Content-Type");
-    gw_put_t *u = ron_xcalloc(1, sizeof *u);
+    gw_put_t *u;
     int rc;
 
+    if (ct != NULL && !gw_ctype_ok(ct)) {
+        gw_error(req, 400, "Content-Type must be 1-127 printable ASCII bytes", "bad_content_type",
+                 NULL, 0);
+        return;
+    }
+    u = ron_xcalloc(1, sizeof *u);
     u->gw = gw;
     u->req = req;
     u->put = addr != NULL;
@@ -584,7 +602,7 @@ gw_put_begin(gw_t *gw, tx_request_t *req, const uint8_t *addr)
         memcpy(u->addr, addr, STO_ADDR_LEN);
     u->body = v->body;
     u->body_len = v->body_len;
-    if (ct != NULL && strlen(ct) <= STO_CTYPE_MAX)
+    if (ct != NULL)
         snprintf(u->ctype, sizeof u->ctype, "%s", ct);
     u->work.data = u;
     gw->stats.active++;
@@ -663,14 +681,34 @@ gw_name_done(uv_work_t *w, int status)
         int code = 500;
         const char *reason = "index_failed";
         switch (q->rc) {
-        case RON_ERECORD: code = 400; reason = "bad_record"; break;
-        case RON_ENAMEFUTURE: code = 400; reason = "future_timestamp"; break;
-        case RON_ENAMESIG: code = 403; reason = "bad_signature"; break;
-        case RON_EAUTH: code = 403; reason = "bad_signature"; break;
-        case RON_ENAMEOWNER: code = 403; reason = "wrong_owner"; break;
-        case RON_ENAMESTALE: code = 409; reason = "stale_seq"; break;
-        case RON_EIDXFULL: code = 507; reason = "index_full"; break;
-        default: msg = ron_strerror(q->rc); break;
+        case RON_ERECORD:
+            code = 400;
+            reason = "bad_record";
+            break;
+        case RON_ENAMEFUTURE:
+            code = 400;
+            reason = "future_timestamp";
+            break;
+        case RON_ENAMESIG:
+        case RON_EAUTH:
+            code = 403;
+            reason = "bad_signature";
+            break;
+        case RON_ENAMEOWNER:
+            code = 403;
+            reason = "wrong_owner";
+            break;
+        case RON_ENAMESTALE:
+            code = 409;
+            reason = "stale_seq";
+            break;
+        case RON_EIDXFULL:
+            code = 507;
+            reason = "index_full";
+            break;
+        default:
+            msg = ron_strerror(q->rc);
+            break;
         }
         if (code < 500)
             gw->stats.names_refused++;
@@ -727,8 +765,8 @@ gw_name_route(gw_t *gw, tx_request_t *req, const char *seg)
             return;
         }
         if (strcmp(q->rec.name, q->name) != 0) {
-            gw_error(req, 400, "the record's name is not the name in the path",
-                     "name_mismatch", NULL, 0);
+            gw_error(req, 400, "the record's name is not the name in the path", "name_mismatch",
+                     NULL, 0);
             free(q);
             return;
         }

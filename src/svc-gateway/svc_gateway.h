@@ -33,16 +33,16 @@
 #include "svc_storage.h"
 
 /* ---- limits ---- */
-#define GW_MAX_RANGES 16            /* ranges honoured per request; more: Range ignored (200) */
-#define GW_MAX_RANGE_ELEMS 64       /* list elements (incl. empty ones) scanned before giving up */
-#define GW_SNIFF_LEN 512            /* leading bytes the content-type sniffer looks at */
+#define GW_MAX_RANGES 16      /* ranges honoured per request; more: Range ignored (200) */
+#define GW_MAX_RANGE_ELEMS 64 /* list elements (incl. empty ones) scanned before giving up */
+#define GW_SNIFF_LEN 512      /* leading bytes the content-type sniffer looks at */
 #define GW_CHUNK_DEFAULT (256u << 10) /* bytes read per thread-pool work item (one per request) */
-#define GW_CHUNK_MIN (64u << 10)    /* one verified piece: smaller chunks only cost hashing */
-#define GW_CHUNK_MAX (1u << 20)     /* keeps a request's buffer (and a worker's hold) bounded */
-#define GW_BOUNDARY_LEN 24          /* multipart boundary characters */
-#define GW_PART_HEAD_MAX 256        /* one multipart part head ("\r\n--B\r\nContent-Type..") */
-#define GW_ADDR_TEXT_LEN 67         /* "b3:" + 64 hex */
-#define GW_NAME_PATH_MAX 1024       /* bytes of a percent-decoded /n/ segment (NAME_MAX_INPUT) */
+#define GW_CHUNK_MIN (64u << 10)      /* one verified piece: smaller chunks only cost hashing */
+#define GW_CHUNK_MAX (1u << 20)       /* keeps a request's buffer (and a worker's hold) bounded */
+#define GW_BOUNDARY_LEN 24            /* multipart boundary characters */
+#define GW_PART_HEAD_MAX 256          /* one multipart part head ("\r\n--B\r\nContent-Type..") */
+#define GW_ADDR_TEXT_LEN 67           /* "b3:" + 64 hex */
+#define GW_NAME_PATH_MAX 1024         /* bytes of a percent-decoded /n/ segment (NAME_MAX_INPUT) */
 
 /* ---- fixed header values ---- */
 #define GW_CACHE_IMMUTABLE "public, max-age=31536000, immutable"
@@ -151,32 +151,32 @@ const char *gw_sniff(const uint8_t *buf, size_t len, bool complete);
 typedef struct gw gw_t;
 
 typedef struct {
-    sto_store_t *store;                 /* borrowed; outlives the gateway */
-    idx_t *index;                       /* borrowed, may be NULL: /n/ routes answer 503 */
-    uint8_t tenant[STO_TENANT_LEN];     /* who pins what POST/PUT store */
-    uint32_t chunk;                     /* bytes per read work item; 0 = GW_CHUNK_DEFAULT,
-                                           clamped to [GW_CHUNK_MIN, GW_CHUNK_MAX] */
+    sto_store_t *store;             /* borrowed; outlives the gateway */
+    idx_t *index;                   /* borrowed, may be NULL: /n/ routes answer 503 */
+    uint8_t tenant[STO_TENANT_LEN]; /* who pins what POST/PUT store */
+    uint32_t chunk;                 /* bytes per read work item; 0 = GW_CHUNK_DEFAULT,
+                                       clamped to [GW_CHUNK_MIN, GW_CHUNK_MAX] */
 } gw_config_t;
 
 /* Counters (plain, loop thread). */
 typedef struct {
-    uint64_t requests;         /* requests routed */
-    uint64_t objects_served;   /* 200/206 GET responses finished whole */
-    uint64_t bytes_served;     /* body bytes handed to the transport */
-    uint64_t not_modified;     /* 304s */
-    uint64_t unsatisfiable;    /* 416s */
-    uint64_t puts_created;     /* 201s from POST/PUT */
-    uint64_t puts_existing;    /* 200s from PUT of a stored object */
-    uint64_t bad_digest;       /* 409s: body did not hash to the address */
-    uint64_t names_resolved;   /* 302s */
-    uint64_t names_published;  /* 201/200 from PUT /n/ */
-    uint64_t names_refused;    /* records the acceptance rule refused */
-    uint64_t corrupt_before;   /* verification failures answered with 502 */
-    uint64_t corrupt_aborted;  /* verification failures after the head: stream aborted */
-    uint64_t client_gone;      /* streams ended because the connection went away */
-    uint64_t buffered;         /* gauge: bytes of read buffers held by live streams */
-    uint64_t buffered_peak;    /* the gauge's high-water mark */
-    uint64_t active;           /* gauge: requests with state in the gateway */
+    uint64_t requests;        /* requests routed */
+    uint64_t objects_served;  /* 200/206 GET responses finished whole */
+    uint64_t bytes_served;    /* body bytes handed to the transport */
+    uint64_t not_modified;    /* 304s */
+    uint64_t unsatisfiable;   /* 416s */
+    uint64_t puts_created;    /* 201s from POST/PUT */
+    uint64_t puts_existing;   /* 200s from PUT of a stored object */
+    uint64_t bad_digest;      /* 409s: body did not hash to the address */
+    uint64_t names_resolved;  /* 302s */
+    uint64_t names_published; /* 201/200 from PUT /n/ */
+    uint64_t names_refused;   /* records the acceptance rule refused */
+    uint64_t corrupt_before;  /* verification failures answered with 502 */
+    uint64_t corrupt_aborted; /* verification failures after the head: stream aborted */
+    uint64_t client_gone;     /* streams ended because the connection went away */
+    uint64_t buffered;        /* gauge: bytes of read buffers held by live streams */
+    uint64_t buffered_peak;   /* the gauge's high-water mark */
+    uint64_t active;          /* gauge: requests with state in the gateway */
 } gw_stats_t;
 
 /* Create a gateway serving cfg->store on loop (cfg copied). Returns new. */
