@@ -83,6 +83,8 @@ void mn__sup_free(mn_sup_t *s);
 
 /* The built-in `health` service (mn_health.c). */
 extern const ron_service_def_t mn__svc_health;
+/* The built-in `gateway` service (mn_gateway.c). */
+extern const ron_service_def_t mn__svc_gateway;
 
 /* ---- the service host (mn_service.c) ---- */
 

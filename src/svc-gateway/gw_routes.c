@@ -37,7 +37,22 @@ struct gw {
     uv_loop_t *loop;
     gw_config_t cfg;
     gw_stats_t stats;
+    void (*closed_cb)(void *arg); /* gw_close: runs once active reaches 0 */
+    void *closed_arg;
 };
+
+/* A request's state is gone: count it, and finish a pending gw_close. */
+static void
+gw_release(gw_t *gw)
+{
+    void (*cb)(void *arg) = gw->closed_cb;
+
+    gw->stats.active--;
+    if (gw->stats.active == 0 && cb != NULL) {
+        gw->closed_cb = NULL;
+        cb(gw->closed_arg);
+    }
+}
 
 #define GW_MAX_HDRS 16
 
@@ -150,8 +165,8 @@ gw_get_free(gw_get_t *g)
         gw->stats.buffered -= g->buf_cap;
         free(g->buf);
     }
-    gw->stats.active--;
     free(g);
+    gw_release(gw);
 }
 
 /* Finish the response (whole or cut short) and free g once no write holds it. */
@@ -563,8 +578,8 @@ gw_put_done(uv_work_t *w, int status)
         n += gw_cors(h + n);
         (void)tx_respond(u->req, code, h, n, json, strlen(json));
     }
-    gw->stats.active--;
     free(u);
+    gw_release(gw);
 }
 
 /* What the store keeps as a content type: 1..STO_CTYPE_MAX printable ASCII bytes. */
@@ -719,8 +734,8 @@ gw_name_done(uv_work_t *w, int status)
             gw_error(q->req, code, msg, reason, NULL, 0);
         }
     }
-    gw->stats.active--;
     free(q);
+    gw_release(gw);
 }
 
 static void
@@ -864,6 +879,17 @@ const gw_stats_t *
 gw_stats(const gw_t *gw)
 {
     return &gw->stats;
+}
+
+void
+gw_close(gw_t *gw, void (*cb)(void *arg), void *arg)
+{
+    if (gw->stats.active == 0) {
+        cb(arg);
+        return;
+    }
+    gw->closed_cb = cb;
+    gw->closed_arg = arg;
 }
 
 void

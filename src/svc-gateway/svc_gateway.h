@@ -192,6 +192,14 @@ void gw_handle(tx_request_t *req, void *arg);
 const gw_stats_t *gw_stats(const gw_t *gw);
 
 /*
+ * Call cb(arg) once no request holds state in the gateway (active == 0):
+ * at once, inside this call, when none does; else when the last work item
+ * or stream finishes. Close the gateway's tx_server first, so no new
+ * request arrives; then gw_free in cb. cb must not be NULL.
+ */
+void gw_close(gw_t *gw, void (*cb)(void *arg), void *arg);
+
+/*
  * Free the gateway. Close its tx_server first and run the loop until
  * gw_stats()->active is 0 (work items still on the thread pool hold
  * requests). NULL does nothing.
