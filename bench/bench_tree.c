@@ -3,7 +3,8 @@
  * b3sum --num-threads 1 on the same file, in the same run.
  * Each round runs, in turn: b3sum (spawned, timed wall clock, with its
  * output checked against our root), our hasher over the file in 1 MiB
- * read(2)s, our hasher over the same bytes in memory, the BLAKE3 library's
+ * read(2)s, in 256 KiB read(2)s (a copy that stays in a 512 KiB L2), and
+ * through mmap(2) (MAP_POPULATE), our hasher over the same bytes in memory, the BLAKE3 library's
  * own blake3_hasher_update over memory (root only, no outboard: the upper
  * bound for the same code), and verification of every piece in 1 MiB ranges
  * (the read path). Outboard bytes go to a memory buffer. Rounds interleave so
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -105,7 +107,8 @@ run_b3sum(const char *path, char hex_out[65])
 }
 
 static double
-run_file(const char *path, sto_tree_hasher_t *h, sink_t *s, uint8_t *buf, uint8_t root[32])
+run_file(const char *path, sto_tree_hasher_t *h, sink_t *s, uint8_t *buf, size_t read_len,
+         uint8_t root[32])
 {
     int fd = open(path, O_RDONLY);
     double t0 = now_s();
@@ -115,11 +118,32 @@ run_file(const char *path, sto_tree_hasher_t *h, sink_t *s, uint8_t *buf, uint8_
         die("open");
     sto_tree_hasher_reset(h);
     s->len = 0;
-    while ((n = read(fd, buf, READ_LEN)) > 0)
+    while ((n = read(fd, buf, read_len)) > 0)
         if (sto_tree_hasher_update(h, buf, (size_t)n) < 0)
             die("update");
     if (n < 0 || sto_tree_hasher_finish(h, root, NULL) < 0)
         die("read/finish");
+    close(fd);
+    return now_s() - t0;
+}
+
+static double
+run_mmap(const char *path, size_t len, sto_tree_hasher_t *h, sink_t *s, uint8_t root[32])
+{
+    int fd = open(path, O_RDONLY);
+    double t0 = now_s();
+    void *m;
+
+    if (fd < 0)
+        die("open");
+    m = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+    if (m == MAP_FAILED)
+        die("mmap");
+    sto_tree_hasher_reset(h);
+    s->len = 0;
+    if (sto_tree_hasher_update(h, m, len) < 0 || sto_tree_hasher_finish(h, root, NULL) < 0)
+        die("mmap hash");
+    munmap(m, len);
     close(fd);
     return now_s() - t0;
 }
@@ -184,7 +208,7 @@ int
 main(int argc, char **argv)
 {
     int runs = argc > 2 ? atoi(argv[2]) : RUNS_DEFAULT;
-    double tb[64], tf[64], tm[64], tl[64], tv[64];
+    double tb[64], tf[64], tq[64], tp[64], tm[64], tl[64], tv[64];
     uint8_t root[32], r2[32], *data, *buf = ron_xmalloc(READ_LEN);
     char hex[65], ours[65];
     struct stat st;
@@ -215,10 +239,16 @@ main(int argc, char **argv)
 
     for (int r = 0; r < runs; r++) {
         tb[r] = run_b3sum(argv[1], hex);
-        tf[r] = run_file(argv[1], h, &s, buf, root);
+        tf[r] = run_file(argv[1], h, &s, buf, READ_LEN, root);
         ron_hex_encode(ours, root, 32);
         if (strncmp(hex, ours, 64) != 0)
             die("root differs from b3sum");
+        tq[r] = run_file(argv[1], h, &s, buf, READ_LEN / 4, r2);
+        if (memcmp(root, r2, 32) != 0)
+            die("256 KiB reads: root differs");
+        tp[r] = run_mmap(argv[1], len, h, &s, r2);
+        if (memcmp(root, r2, 32) != 0)
+            die("mmap: root differs");
         tm[r] = run_mem(data, len, h, &s, r2);
         tl[r] = run_lib(data, len, root);
         if (memcmp(root, r2, 32) != 0 || s.len != s.cap)
@@ -227,6 +257,7 @@ main(int argc, char **argv)
     }
     {
         double b = median(tb, runs), f = median(tf, runs), m = median(tm, runs);
+        double q = median(tq, runs), mp = median(tp, runs);
         double l = median(tl, runs), v = median(tv, runs), gb = (double)len / 1e9;
 
         printf("%.0f MiB object, %d rounds, medians; outboard %zu bytes. Ratio = b3sum time / "
@@ -236,6 +267,10 @@ main(int argc, char **argv)
                "1.00 |\n", b, gb / b);
         printf("| sto_tree hash + outboard, file in 1 MiB reads | %.3f | %.2f | %.2f |\n", f,
                gb / f, b / f);
+        printf("| sto_tree hash + outboard, file in 256 KiB reads | %.3f | %.2f | %.2f |\n", q,
+               gb / q, b / q);
+        printf("| sto_tree hash + outboard, file through mmap | %.3f | %.2f | %.2f |\n", mp,
+               gb / mp, b / mp);
         printf("| sto_tree hash + outboard, in memory | %.3f | %.2f | %.2f |\n", m, gb / m,
                b / m);
         printf("| BLAKE3 C library `blake3_hasher_update`, in memory (root only) | %.3f | %.2f | "

@@ -550,6 +550,13 @@ test_object_over_max_size_refused(void **state)
     reopen_with(f, 0, 100000);
     assert_int_equal(sto_put_begin(f->s, T1, NULL, NULL, 100001, &p), RON_ETOOBIG);
     assert_int_equal(put_chunked(f->s, T1, buf, 200000, NULL, addr), RON_ETOOBIG);
+    /* after a failed write the put only reports that error */
+    assert_int_equal(sto_put_begin(f->s, T1, NULL, NULL, STO_SIZE_UNKNOWN, &p), 0);
+    assert_int_equal(sto_put_write(p, buf, 100001), RON_ETOOBIG);
+    assert_int_equal(sto_put_write(p, buf, 1), RON_ETOOBIG);
+    assert_int_equal(sto_put_commit(p, addr), RON_ETOOBIG);
+    if (!f->ram)
+        assert_int_equal(count_sub(f, "tmp"), 0);
     assert_int_equal(put_chunked(f->s, T1, buf, 100000, NULL, addr), 0);
     free(buf);
 }
@@ -688,6 +695,27 @@ test_open_removes_tmp_files_orphans_and_entries_without_files(void **state)
     assert_int_equal(t.pinned_bytes, 70000);
     free(a);
     free(b);
+}
+
+static void
+test_open_refuses_store_of_another_format_version(void **state)
+{
+    fx_t *f = *state;
+    char path[400];
+    sto_store_t *s2;
+
+    sto_close(f->s);
+    f->s = NULL;
+    snprintf(path, sizeof(path), "%s/FORMAT", f->sdir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("ron-store 2\n", fp);
+    fclose(fp);
+    assert_int_equal(sto_open(&f->cfg, &s2), RON_EVERSION);
+    fp = fopen(path, "w");
+    fputs("ron-store 1\n", fp);
+    fclose(fp);
+    assert_int_equal(fx_open(f), 0);
 }
 
 static void
@@ -880,6 +908,8 @@ main(int argc, char **argv)
                                         setup_file, teardown),
         cmocka_unit_test_setup_teardown(
             test_open_removes_tmp_files_orphans_and_entries_without_files, setup_file, teardown),
+        cmocka_unit_test_setup_teardown(test_open_refuses_store_of_another_format_version,
+                                        setup_file, teardown),
         cmocka_unit_test_setup_teardown(
             test_read_only_open_in_another_process_serves_and_second_writer_is_refused, setup_file,
             teardown),

@@ -600,6 +600,38 @@ sto_tree_piece_verify(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t siz
     return sto_tree_piece_verify_fn(root, size, tree_mem_read, &m, piece, bytes, len);
 }
 
+/* Sibling CVs read for the previous piece of a range, by top-down level:
+ * neighbouring pieces share all but their lowest levels, so a range reads
+ * about two CVs per piece instead of its depth. */
+typedef struct {
+    uint64_t off[STO_TREE_MAX_DEPTH];
+    uint8_t valid[STO_TREE_MAX_DEPTH];
+    uint8_t cv[STO_TREE_MAX_DEPTH][STO_TREE_HASH_LEN];
+} tree_sib_cache_t;
+
+/* sto_tree_proof_extract for piece of an n-piece tree through the cache. */
+static int
+tree_proof_read_cached(uint64_t n, uint64_t piece, sto_tree_read_fn read, void *arg,
+                       tree_sib_cache_t *c, uint8_t *proof_out, size_t *len_out)
+{
+    tree_path_t path;
+    size_t d = tree_path(n, piece, &path), l;
+    int rc;
+
+    for (l = 0; l < d; l++) {
+        if (!c->valid[l] || c->off[l] != path.sib_off[l]) {
+            c->valid[l] = 0;
+            if ((rc = read(arg, path.sib_off[l], c->cv[l], STO_TREE_HASH_LEN)) < 0)
+                return rc;
+            c->off[l] = path.sib_off[l];
+            c->valid[l] = 1;
+        }
+        memcpy(proof_out + (d - 1 - l) * STO_TREE_HASH_LEN, c->cv[l], STO_TREE_HASH_LEN);
+    }
+    *len_out = d * STO_TREE_HASH_LEN;
+    return 0;
+}
+
 int
 sto_tree_range_verify_fn(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
                          sto_tree_read_fn read, void *arg, uint64_t first_piece,
@@ -610,10 +642,12 @@ sto_tree_range_verify_fn(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t 
     uint8_t proof[STO_TREE_MAX_PROOF];
     size_t proof_len, k, i, plen;
     tree_scratch_t *sc = NULL;
+    tree_sib_cache_t cache;
     int rc = 0;
 
     if (first_piece >= n)
         return RON_EINVAL;
+    memset(cache.valid, 0, sizeof cache.valid);
     /* Whole pieces only: the range must end on a piece boundary of size. */
     if (len > size - first_piece * STO_PIECE_LEN ||
         (len % STO_PIECE_LEN != 0 && first_piece * STO_PIECE_LEN + len != size) ||
@@ -638,7 +672,7 @@ sto_tree_range_verify_fn(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t 
             plen = len;
         }
         for (i = 0; i < k; i++, piece++) {
-            rc = sto_tree_proof_extract(size, piece, read, arg, proof, sizeof proof, &proof_len);
+            rc = tree_proof_read_cached(n, piece, read, arg, &cache, proof, &proof_len);
             if (rc == 0)
                 rc = tree_cv_verify(root, n, piece, cvs[i], proof, proof_len);
             if (rc < 0) {
