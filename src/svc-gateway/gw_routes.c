@@ -56,6 +56,13 @@ gw_release(gw_t *gw)
 
 #define GW_MAX_HDRS 16
 
+typedef enum {
+    GW_OUT_BODY,          /* 200/206 with a body */
+    GW_OUT_HEAD_ONLY,     /* HEAD, or an empty object: the head alone */
+    GW_OUT_NOT_MODIFIED,  /* 304 */
+    GW_OUT_UNSATISFIABLE, /* 416 */
+} gw_outcome_t;
+
 /* One GET/HEAD of an object. */
 typedef struct {
     uv_work_t work;
@@ -69,7 +76,12 @@ typedef struct {
     sto_reader_t *rd;
     uint64_t size;
     char ctype[STO_CTYPE_MAX + 1];
+    /* request headers (views into req, read by the open work item) */
+    const char *inm, *range, *if_range;
     /* the plan */
+    gw_outcome_t outcome;
+    uint64_t body_bytes; /* bytes of the ranges */
+    uint64_t length;     /* Content-Length (multipart framing included) */
     gw_range_t ranges[GW_MAX_RANGES];
     size_t n_ranges;
     bool multipart;
@@ -183,9 +195,8 @@ gw_get_finish(gw_get_t *g)
 
 /* Worker: open the reader; sniff the first bytes when the object has no type. */
 static void
-gw_get_open_work(uv_work_t *w)
+gw_get_open(gw_get_t *g)
 {
-    gw_get_t *g = w->data;
     uint8_t head[GW_SNIFF_LEN];
     ssize_t n;
 
@@ -212,9 +223,8 @@ gw_get_open_work(uv_work_t *w)
 
 /* Worker: read the next chunk of the current range into buf. */
 static void
-gw_get_read_work(uv_work_t *w)
+gw_get_read_chunk(gw_get_t *g)
 {
-    gw_get_t *g = w->data;
     const gw_range_t *r = &g->ranges[g->ri];
     uint64_t want = r->last + 1 - g->pos;
     size_t len = want < g->buf_cap ? (size_t)want : g->buf_cap;
@@ -235,6 +245,12 @@ gw_get_read_work(uv_work_t *w)
         got += (size_t)n;
     }
     g->buf_len = got;
+}
+
+static void
+gw_get_read_work(uv_work_t *w)
+{
+    gw_get_read_chunk(w->data);
 }
 
 static void gw_get_read_done(uv_work_t *w, int status);
@@ -393,11 +409,7 @@ gw_get_read_done(uv_work_t *w, int status)
         return;
     }
     if (first) {
-        bool partial = g->partial;
-        uint64_t length = g->multipart ? gw_multipart_length(g->ranges, g->n_ranges, g->boundary,
-                                                             g->ctype, g->size)
-                                       : g->ranges[0].last - g->ranges[0].first + 1;
-        if (gw_get_start(g, partial, length) < 0) {
+        if (gw_get_start(g, g->partial, g->length) < 0) {
             g->req = NULL; /* connection gone: freed by the transport */
             g->gw->stats.client_gone++;
             gw_get_finish(g);
@@ -410,37 +422,20 @@ gw_get_read_done(uv_work_t *w, int status)
 }
 
 /* On the loop with the reader open: decide 304 / 416 / HEAD / the ranges. */
+/* Any thread (the open work item): conditionals and Range against the size. */
 static void
-gw_get_plan(gw_get_t *g)
+gw_get_decide(gw_get_t *g)
 {
-    tx_request_t *req = g->req;
-    const char *inm = tx_request_header(req, "If-None-Match");
-    const char *range = tx_request_header(req, "Range");
-    const char *if_range = tx_request_header(req, "If-Range");
     gw_range_result_t res = GW_RANGE_FULL;
 
-    if (inm != NULL && gw_etag_match(inm, g->etag)) {
-        tx_header_t h[8];
-        size_t n = 0;
-        h[n++] = (tx_header_t){"ETag", g->etag};
-        h[n++] = (tx_header_t){"Cache-Control", GW_CACHE_IMMUTABLE};
-        n += gw_cors(h + n);
-        g->gw->stats.not_modified++;
-        (void)tx_respond(req, 304, h, n, NULL, 0);
-        g->req = NULL;
-        gw_get_finish(g);
+    if (g->inm != NULL && gw_etag_match(g->inm, g->etag)) {
+        g->outcome = GW_OUT_NOT_MODIFIED;
         return;
     }
-    if (range != NULL && (if_range == NULL || gw_if_range_ok(if_range, g->etag)))
-        res = gw_range_parse(range, g->size, g->ranges, &g->n_ranges);
+    if (g->range != NULL && (g->if_range == NULL || gw_if_range_ok(g->if_range, g->etag)))
+        res = gw_range_parse(g->range, g->size, g->ranges, &g->n_ranges);
     if (res == GW_RANGE_UNSATISFIABLE) {
-        char cr[48];
-        tx_header_t h = {"Content-Range", cr};
-        snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)g->size);
-        g->gw->stats.unsatisfiable++;
-        gw_error(req, 416, NULL, "range_not_satisfiable", &h, 1);
-        g->req = NULL;
-        gw_get_finish(g);
+        g->outcome = GW_OUT_UNSATISFIABLE;
         return;
     }
     if (res == GW_RANGE_FULL) {
@@ -449,53 +444,89 @@ gw_get_plan(gw_get_t *g)
     }
     g->partial = res == GW_RANGE_PARTIAL;
     g->multipart = g->n_ranges > 1;
+    g->body_bytes = 0;
+    for (size_t i = 0; i < g->n_ranges && g->size > 0; i++)
+        g->body_bytes += g->ranges[i].last - g->ranges[i].first + 1;
+    g->length = g->body_bytes;
     if (g->multipart) {
         gw_multipart_boundary(g->addr, g->boundary);
         for (size_t i = 0; i < g->n_ranges; i++)
             gw_multipart_part_head(g->heads[i], GW_PART_HEAD_MAX, g->boundary, g->ctype,
                                    &g->ranges[i], g->size);
         gw_multipart_tail(g->tail, sizeof g->tail, g->boundary);
+        g->length = gw_multipart_length(g->ranges, g->n_ranges, g->boundary, g->ctype, g->size);
     }
-    if (g->head || g->size == 0) {
-        uint64_t length = g->size == 0   ? 0
-                          : g->multipart ? gw_multipart_length(g->ranges, g->n_ranges, g->boundary,
-                                                               g->ctype, g->size)
-                                         : g->ranges[0].last - g->ranges[0].first + 1;
-        if (gw_get_start(g, g->partial, length) < 0)
-            g->req = NULL;
-        else
-            g->gw->stats.objects_served++;
-        gw_get_finish(g);
+    g->outcome = g->head || g->size == 0 ? GW_OUT_HEAD_ONLY : GW_OUT_BODY;
+}
+
+/* Worker: open, decide, and read the first chunk: one thread-pool hop for
+ * a small object. */
+static void
+gw_get_open_work(uv_work_t *w)
+{
+    gw_get_t *g = w->data;
+
+    gw_get_open(g);
+    if (g->rc < 0)
         return;
-    }
-    g->buf_cap = g->gw->cfg.chunk;
+    gw_get_decide(g);
+    if (g->outcome != GW_OUT_BODY)
+        return;
+    g->buf_cap = g->body_bytes < g->gw->cfg.chunk ? (size_t)g->body_bytes : g->gw->cfg.chunk;
     g->buf = ron_xmalloc(g->buf_cap);
-    g->gw->stats.buffered += g->buf_cap;
-    if (g->gw->stats.buffered > g->gw->stats.buffered_peak)
-        g->gw->stats.buffered_peak = g->gw->stats.buffered;
     g->pos = g->ranges[0].first;
-    gw_get_queue_read(g);
+    gw_get_read_chunk(g);
 }
 
 static void
 gw_get_open_done(uv_work_t *w, int status)
 {
     gw_get_t *g = w->data;
+    gw_t *gw = g->gw;
+    tx_header_t h[8];
+    size_t n = 0;
+    char cr[48];
 
+    if (g->buf != NULL) { /* allocated by the work item: account for it here */
+        gw->stats.buffered += g->buf_cap;
+        if (gw->stats.buffered > gw->stats.buffered_peak)
+            gw->stats.buffered_peak = gw->stats.buffered;
+    }
     if (status < 0 && g->rc == 0)
         g->rc = status;
     if (g->rc == RON_ENOTFOUND) {
         gw_error(g->req, 404, "no object with this address", "not_found", NULL, 0);
-    } else if (g->rc == RON_EDIGEST) {
-        g->gw->stats.corrupt_before++;
-        gw_error(g->req, 502, "stored bytes failed verification", "corrupt_object", NULL, 0);
-    } else if (g->rc < 0) {
-        gw_error(g->req, 500, ron_strerror(g->rc), "read_failed", NULL, 0);
-    } else {
-        gw_get_plan(g);
+        g->req = NULL;
+        gw_get_finish(g);
         return;
     }
-    g->req = NULL;
+    if (g->rc < 0 || g->outcome == GW_OUT_BODY) {
+        gw_get_read_done(w, status); /* the first chunk (or the failure) is in */
+        return;
+    }
+    switch (g->outcome) {
+    case GW_OUT_NOT_MODIFIED:
+        h[n++] = (tx_header_t){"ETag", g->etag};
+        h[n++] = (tx_header_t){"Cache-Control", GW_CACHE_IMMUTABLE};
+        n += gw_cors(h + n);
+        gw->stats.not_modified++;
+        (void)tx_respond(g->req, 304, h, n, NULL, 0);
+        g->req = NULL;
+        break;
+    case GW_OUT_UNSATISFIABLE:
+        h[0] = (tx_header_t){"Content-Range", cr};
+        snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)g->size);
+        gw->stats.unsatisfiable++;
+        gw_error(g->req, 416, NULL, "range_not_satisfiable", h, 1);
+        g->req = NULL;
+        break;
+    default: /* HEAD, or an empty body */
+        if (gw_get_start(g, g->partial, g->length) < 0)
+            g->req = NULL;
+        else
+            gw->stats.objects_served++;
+        break;
+    }
     gw_get_finish(g);
 }
 
@@ -511,6 +542,9 @@ gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN
     g->head = head;
     g->seg = 3;
     g->work.data = g;
+    g->inm = tx_request_header(req, "If-None-Match");
+    g->range = tx_request_header(req, "Range");
+    g->if_range = tx_request_header(req, "If-Range");
     memcpy(g->addr, addr, STO_ADDR_LEN);
     sto_addr_format(addr, text);
     snprintf(g->etag, sizeof g->etag, "\"%s\"", text);
