@@ -87,7 +87,7 @@ gw_range_parse(const char *value, uint64_t size, gw_range_t out[static GW_MAX_RA
         return GW_RANGE_FULL;
     p++;
     for (;;) {
-        uint64_t first, last;
+        uint64_t first = 0, last = 0;
         bool suffix = false, open = false;
 
         p = gw_skip_ows(p);
