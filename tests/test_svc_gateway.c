@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -305,6 +306,7 @@ struct fx {
     char note[256];
     gw_stats_t stats;
     tx_stats_t tx_stats;
+    bool gw_closed;
 };
 
 static const uint8_t T1[STO_TENANT_LEN] = {1};
@@ -387,6 +389,12 @@ fx_put(fx_t *f, const void *bytes, size_t n, const char *ctype)
 }
 
 static void
+fx_gw_closed(void *arg)
+{
+    ((fx_t *)arg)->gw_closed = true;
+}
+
+static void
 fx_run(fx_t *f, const tx_config_t *cfg, fx_client_fn client)
 {
     tx_listener_t *l;
@@ -405,6 +413,11 @@ fx_run(fx_t *f, const tx_config_t *cfg, fx_client_fn client)
     assert_int_equal(uv_thread_create(&f->thread, fx_client_thread, f), 0);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     uv_thread_join(&f->thread);
+    /* every stream is over once the gateway closes (the sweep ends those
+     * whose client left); then nothing is held */
+    gw_close(f->gw, fx_gw_closed, f);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_true(f->gw_closed);
     f->stats = *gw_stats(f->gw);
     assert_int_equal(f->stats.active, 0);
     assert_int_equal(f->stats.buffered, 0);
@@ -1064,6 +1077,45 @@ test_a_client_leaving_mid_stream_frees_the_stream(void **state)
     fx_close(&f);
 }
 
+/* ---- pipelined streams, then the client goes ---- */
+
+static void
+cl_pipelined_gone(fx_t *f)
+{
+    int fd = cl_connect(f);
+    char req[512];
+    resp_t r = {0};
+    int n;
+
+    CL_CHECK(f, fd >= 0);
+    n = snprintf(req, sizeof req,
+                 "GET /o/%s HTTP/1.1\r\nHost: t\r\n\r\nGET /o/%s HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /o/%s HTTP/1.1\r\nHost: t\r\n\r\n",
+                 f->text, f->text, f->text);
+    CL_CHECK(f, cl_send(fd, req, (size_t)n) == 0);
+    CL_CHECK(f, cl_read(fd, &r, true) == 200);
+    usleep(100000); /* the later answers have started and queued their first chunks */
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_pipelined_streams_end_when_the_client_leaves(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, true);
+    fx_put(&f, NULL, 8u << 20, NULL);
+    fx_run(&f, &c, cl_pipelined_gone); /* checks active == 0 and buffered == 0 */
+    assert_true(f.stats.client_gone >= 2);
+    assert_int_equal(f.stats.objects_served, 0);
+    fx_close(&f);
+}
+
 /* ---- names ---- */
 
 typedef struct {
@@ -1209,6 +1261,7 @@ test_names_resolve_302_publish_201_200_and_refuse_409_403_400(void **state)
 int
 main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as the node does: a gone client is an error code, not a signal */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_range_single_suffix_and_open_ranges_resolve_against_the_size),
         cmocka_unit_test(test_range_several_ranges_are_sorted_and_overlaps_coalesced),
@@ -1228,6 +1281,7 @@ main(void)
         cmocka_unit_test(test_a_corrupted_stored_byte_is_never_served),
         cmocka_unit_test(test_a_slow_reader_of_a_large_object_keeps_buffers_bounded),
         cmocka_unit_test(test_a_client_leaving_mid_stream_frees_the_stream),
+        cmocka_unit_test(test_pipelined_streams_end_when_the_client_leaves),
         cmocka_unit_test(test_names_resolve_302_publish_201_200_and_refuse_409_403_400),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -77,6 +77,12 @@ mgw_free(mgw_t *g)
     free(g);
 }
 
+static void
+mgw_gw_idle(void *arg)
+{
+    mgw_free(arg);
+}
+
 /* Open the node's store: writable, or read-only when the storage service has it. */
 static int
 mgw_open_store(mgw_t *g, const ron_config_t *cfg)
@@ -150,8 +156,11 @@ mgw_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_
 fail:
     if (listen_fd >= 0)
         close(listen_fd);
-    mgw_free(g);
     *state_out = NULL;
+    if (g->gw != NULL)
+        gw_close(g->gw, mgw_gw_idle, g); /* its timer handle closes on a later turn */
+    else
+        mgw_free(g);
     return rc;
 }
 
@@ -177,12 +186,6 @@ mgw_metrics(void *state, char *buf, size_t cap)
     met_gauge_set(g->active, (double)st->active);
     met_gauge_set(g->buffered, (double)st->buffered);
     return mn__metrics_render(g->reg, buf, cap);
-}
-
-static void
-mgw_gw_idle(void *arg)
-{
-    mgw_free(arg);
 }
 
 static void

@@ -18,8 +18,22 @@
 
 typedef struct {
     tx_server_t *srv;
+    gw_t *gw;
     uv_signal_t sig_int, sig_term;
 } serve_t;
+
+static void
+serve_gw_closed(void *arg)
+{
+    (void)arg; /* the loop ends: nothing is left on it */
+}
+
+static void
+serve_srv_closed(void *arg)
+{
+    serve_t *s = arg;
+    gw_close(s->gw, serve_gw_closed, s);
+}
 
 static void
 serve_stop(uv_signal_t *h, int signum)
@@ -27,7 +41,7 @@ serve_stop(uv_signal_t *h, int signum)
     serve_t *s = h->data;
 
     (void)signum;
-    tx_server_close(s->srv, NULL, NULL);
+    tx_server_close(s->srv, serve_srv_closed, s);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
     uv_close((uv_handle_t *)&s->sig_term, NULL);
 }
@@ -56,6 +70,7 @@ main(int argc, char **argv)
     uv_loop_t loop;
     int rc = 1;
 
+    signal(SIGPIPE, SIG_IGN); /* a gone client is an error code, not a signal */
     tx_config_default(&tc);
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -95,6 +110,7 @@ main(int argc, char **argv)
     gc.store = store;
     gc.index = idx;
     gw = gw_new(&loop, &gc);
+    s.gw = gw;
     if ((rc = tx_listener_bind(&loop, addr, &l)) < 0) {
         fprintf(stderr, "bind %s: %s\n", addr, ron_strerror(rc));
         goto out_loop;
@@ -112,8 +128,11 @@ main(int argc, char **argv)
     uv_run(&loop, UV_RUN_DEFAULT);
     rc = 0;
 out_loop:
-    if (rc < 0 && s.srv != NULL) {
-        tx_server_close(s.srv, NULL, NULL);
+    if (rc < 0) {
+        if (s.srv != NULL)
+            tx_server_close(s.srv, serve_srv_closed, &s);
+        else
+            gw_close(gw, serve_gw_closed, &s);
         uv_run(&loop, UV_RUN_DEFAULT);
     }
     gw_free(gw);

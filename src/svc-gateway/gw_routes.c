@@ -23,6 +23,7 @@
  * max_body is the upload cap until it streams request bodies) and store it
  * on the thread pool with sto_put_begin/write/commit.
  */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,19 +40,21 @@ struct gw {
     gw_stats_t stats;
     void (*closed_cb)(void *arg); /* gw_close: runs once active reaches 0 */
     void *closed_arg;
+    bool closing;
+    bool timer_closed;
+    uv_timer_t sweep;       /* probes streams waiting on a write (see gw_sweep) */
+    struct gw_get *streams; /* GET/HEAD requests alive, for the sweep */
 };
+
+static void gw_close_check(gw_t *gw);
 
 /* A request's state is gone: count it, and finish a pending gw_close. */
 static void
 gw_release(gw_t *gw)
 {
-    void (*cb)(void *arg) = gw->closed_cb;
-
     gw->stats.active--;
-    if (gw->stats.active == 0 && cb != NULL) {
-        gw->closed_cb = NULL;
-        cb(gw->closed_arg);
-    }
+    if (gw->closing)
+        gw_close_check(gw);
 }
 
 #define GW_MAX_HDRS 16
@@ -64,8 +67,9 @@ typedef enum {
 } gw_outcome_t;
 
 /* One GET/HEAD of an object. */
-typedef struct {
+typedef struct gw_get {
     uv_work_t work;
+    struct gw_get *next, *prev; /* gw->streams */
     gw_t *gw;
     tx_request_t *req; /* NULL once ended */
     uint8_t addr[STO_ADDR_LEN];
@@ -172,6 +176,14 @@ gw_get_free(gw_get_t *g)
 {
     gw_t *gw = g->gw;
 
+    if (g->prev != NULL)
+        g->prev->next = g->next;
+    else
+        gw->streams = g->next;
+    if (g->next != NULL)
+        g->next->prev = g->prev;
+    if (gw->streams == NULL)
+        uv_timer_stop(&gw->sweep);
     sto_reader_close(g->rd);
     if (g->buf != NULL) {
         gw->stats.buffered -= g->buf_cap;
@@ -185,10 +197,15 @@ gw_get_free(gw_get_t *g)
 static void
 gw_get_finish(gw_get_t *g)
 {
-    if (g->req != NULL) {
-        (void)tx_respond_end(g->req);
-        g->req = NULL;
-    }
+    tx_request_t *req = g->req;
+
+    /* tx_respond_end may run the done callbacks of queued writes (a gone
+     * connection): hold g across it so they cannot free it under us */
+    g->req = NULL;
+    g->writes++;
+    if (req != NULL)
+        (void)tx_respond_end(req);
+    g->writes--;
     if (g->writes == 0)
         gw_get_free(g);
 }
@@ -530,6 +547,37 @@ gw_get_open_done(uv_work_t *w, int status)
     gw_get_finish(g);
 }
 
+/*
+ * Timer, every GW_SWEEP_MS while streams are alive. ron-transport tells a
+ * streaming request that its connection went away through a write's done
+ * callback or the drain callback, except when its chunks were queued but
+ * never submitted (a pipelined response behind another one): then nothing
+ * runs until tx_respond_end. A stream waiting on such a write would wait
+ * forever, holding its buffer and reader. So the sweep probes each stream
+ * that waits on writes with a zero-length write, which queues nothing and
+ * says RON_ECLOSED when the connection is gone (RON_EINVAL otherwise), and
+ * ends those streams. Remove once the transport completes queued chunks
+ * when a connection closes.
+ */
+static void
+gw_sweep(uv_timer_t *t)
+{
+    gw_t *gw = t->data;
+    gw_get_t *g = gw->streams, *next;
+
+    for (; g != NULL; g = next) {
+        next = g->next;
+        if (g->req == NULL || !g->started || g->writes == 0)
+            continue;
+        if (tx_respond_write(g->req, g, 0, NULL, NULL) != RON_ECLOSED)
+            continue;
+        g->gone = true;
+        g->seg = 3;
+        gw->stats.client_gone++;
+        gw_get_finish(g); /* runs the queued writes' done callbacks; may free g */
+    }
+}
+
 static void
 gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN], bool head)
 {
@@ -549,6 +597,12 @@ gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN
     sto_addr_format(addr, text);
     snprintf(g->etag, sizeof g->etag, "\"%s\"", text);
     gw->stats.active++;
+    g->next = gw->streams;
+    if (g->next != NULL)
+        g->next->prev = g;
+    gw->streams = g;
+    if (!uv_is_active((uv_handle_t *)&gw->sweep))
+        uv_timer_start(&gw->sweep, gw_sweep, GW_SWEEP_MS, GW_SWEEP_MS);
     rc = uv_queue_work(gw->loop, &g->work, gw_get_open_work, gw_get_open_done);
     if (rc < 0) {
         g->rc = rc;
@@ -906,6 +960,8 @@ gw_new(uv_loop_t *loop, const gw_config_t *cfg)
         gw->cfg.chunk = GW_CHUNK_MIN;
     if (gw->cfg.chunk > GW_CHUNK_MAX)
         gw->cfg.chunk = GW_CHUNK_MAX;
+    uv_timer_init(loop, &gw->sweep);
+    gw->sweep.data = gw;
     return gw;
 }
 
@@ -915,19 +971,42 @@ gw_stats(const gw_t *gw)
     return &gw->stats;
 }
 
+static void
+gw_sweep_closed(uv_handle_t *h)
+{
+    gw_t *gw = h->data;
+
+    gw->timer_closed = true;
+    gw_close_check(gw);
+}
+
+/* Closing: once no request holds state and the timer is closed, run the callback. */
+static void
+gw_close_check(gw_t *gw)
+{
+    void (*cb)(void *arg) = gw->closed_cb;
+
+    if (gw->stats.active == 0 && !uv_is_closing((uv_handle_t *)&gw->sweep))
+        uv_close((uv_handle_t *)&gw->sweep, gw_sweep_closed);
+    if (gw->stats.active == 0 && gw->timer_closed && cb != NULL) {
+        gw->closed_cb = NULL;
+        cb(gw->closed_arg);
+    }
+}
+
 void
 gw_close(gw_t *gw, void (*cb)(void *arg), void *arg)
 {
-    if (gw->stats.active == 0) {
-        cb(arg);
-        return;
-    }
+    gw->closing = true;
     gw->closed_cb = cb;
     gw->closed_arg = arg;
+    gw_close_check(gw);
 }
 
 void
 gw_free(gw_t *gw)
 {
+    if (gw != NULL)
+        assert(gw->timer_closed);
     free(gw);
 }

@@ -42,6 +42,7 @@
 #define GW_BOUNDARY_LEN 24            /* multipart boundary characters */
 #define GW_PART_HEAD_MAX 256          /* one multipart part head ("\r\n--B\r\nContent-Type..") */
 #define GW_ADDR_TEXT_LEN 67           /* "b3:" + 64 hex */
+#define GW_SWEEP_MS 1000              /* period of the probe for streams whose client left */
 #define GW_NAME_PATH_MAX 1024         /* bytes of a percent-decoded /n/ segment (NAME_MAX_INPUT) */
 
 /* ---- fixed header values ---- */
@@ -192,18 +193,14 @@ void gw_handle(tx_request_t *req, void *arg);
 const gw_stats_t *gw_stats(const gw_t *gw);
 
 /*
- * Call cb(arg) once no request holds state in the gateway (active == 0):
- * at once, inside this call, when none does; else when the last work item
- * or stream finishes. Close the gateway's tx_server first, so no new
- * request arrives; then gw_free in cb. cb must not be NULL.
+ * Close the gateway: cb(arg) runs once no request holds state in it (active
+ * == 0) and its timer handle is closed, on a later loop turn. Close the
+ * gateway's tx_server first, so no new request arrives; then gw_free in cb.
+ * cb must not be NULL.
  */
 void gw_close(gw_t *gw, void (*cb)(void *arg), void *arg);
 
-/*
- * Free the gateway. Close its tx_server first and run the loop until
- * gw_stats()->active is 0 (work items still on the thread pool hold
- * requests). NULL does nothing.
- */
+/* Free a gateway whose gw_close callback has run. NULL does nothing. */
 void gw_free(gw_t *gw);
 
 #endif
