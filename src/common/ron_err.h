@@ -36,6 +36,10 @@
     X(RON_EPATHLEN,  -1500, "Unix socket path too long (sun_path holds 108 bytes)") \
     X(RON_EREFUSED,  -1501, "bus peer refused the connection (uid or secret)") \
     X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota") \
+    X(RON_EKEYFILE,  -2000, "key file malformed or tampered with")               \
+    X(RON_EKEYPERM,  -2001, "key file or directory open to others or not ours")   \
+    X(RON_EKEYLOCKED, -2002, "key file sealed and its secret is not configured")  \
+    X(RON_ENOKEYS,   -2003, "no key store (the node has not created its keys)") \
     X(RON_EADDR,     -1900, "malformed b3 address")                             \
     X(RON_ENAME,     -1901, "malformed name")                                   \
     X(RON_ERECORD,   -1902, "malformed name record")                            \

@@ -117,6 +117,8 @@ const char *mn__admin_addr(const mn_admin_t *a);
 void mn__admin_close(mn_admin_t *a);
 
 /* What the admin routes need from the node (mn_node.c). */
+/* The node id as 64 lowercase hex digits, or NULL before the keys are open. */
+const char *mn__node_id(const mn_node_t *n);
 const ron_config_t *mn__node_config(const mn_node_t *n);
 mn_sup_t *mn__node_sup(mn_node_t *n);
 met_registry_t *mn__node_registry(mn_node_t *n);

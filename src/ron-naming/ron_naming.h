@@ -26,7 +26,7 @@
 #include <sys/types.h>
 
 /* ---- limits ---- */
-#define NAME_ADDR_LEN 32       /* BLAKE3-256 digest */
+#define NAME_ADDR_LEN 32u       /* BLAKE3-256 digest */
 #define NAME_ADDR_TEXT_LEN 67  /* "b3:" + 64 hex, without the NUL */
 #define NAME_MAX_LEN 253       /* DNS limit on a name in text form */
 #define NAME_MAX_LABEL 63      /* DNS limit on one label */

@@ -201,7 +201,7 @@ lmdb_init_dbs(idx_backend_t *b)
         val.mv_size = strlen(want);
         val.mv_data = want;
         rc = err_from_mdb(mdb_put(txn, b->meta, &key, &val, 0));
-    } else if (rc == 0 && (val.mv_size != strlen(want) || memcmp(val.mv_data, want, val.mv_size))) {
+    } else if (rc == 0 && (val.mv_size != strlen(want) || memcmp(val.mv_data, want, val.mv_size) != 0)) {
         rc = RON_EVERSION;
     }
     if (rc < 0)

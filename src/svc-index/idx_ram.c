@@ -58,9 +58,9 @@ ram_publish(idx_backend_t *b, const name_record_t *rec, const uint8_t *bin, size
     }
     if (b->n == b->cap) {
         b->cap = b->cap == 0 ? 64 : b->cap * 2;
-        b->recs = ron_xrealloc(b->recs, b->cap * sizeof *b->recs);
+        b->recs = ron_xrealloc(b->recs, b->cap * sizeof *b->recs); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
     }
-    memmove(&b->recs[i + 1], &b->recs[i], (b->n - i) * sizeof *b->recs);
+    memmove(&b->recs[i + 1], &b->recs[i], (b->n - i) * sizeof *b->recs); /* NOLINT(bugprone-sizeof-expression) */
     b->recs[i] = ron_xmalloc(sizeof *rec);
     *b->recs[i] = *rec;
     b->n++;
