@@ -3,6 +3,8 @@
  *   bench_store put FILE STOREDIR      stream FILE into a file store in 1 MiB
  *                                      writes; prints seconds from begin to
  *                                      acknowledged commit
+ *   bench_store ram FILE               the same streamed put into a RAM store
+ *                                      (amnesia): seconds, as for put
  *   bench_store lat STOREDIR N         N durable 1 MiB puts of distinct
  *                                      bytes, then N rounds of the same
  *                                      syscalls by hand (write a new 1 MiB
@@ -43,7 +45,7 @@ static int
 do_put(const char *file, const char *dir)
 {
     static const uint8_t tenant[STO_TENANT_LEN] = {1};
-    sto_config_t cfg = {.dir = dir};
+    sto_config_t cfg = {.dir = dir}; /* dir NULL: RAM store */
     sto_store_t *s;
     sto_put_t *p;
     uint8_t *buf = malloc(MIB), addr[STO_ADDR_LEN];
@@ -54,7 +56,8 @@ do_put(const char *file, const char *dir)
     if (fd < 0 || sto_open(&cfg, &s) != 0)
         return 1;
     double t0 = now();
-    if (sto_put_begin(s, tenant, NULL, NULL, STO_SIZE_UNKNOWN, &p) != 0)
+    struct stat st;
+    if (fstat(fd, &st) != 0 || sto_put_begin(s, tenant, NULL, NULL, (uint64_t)st.st_size, &p) != 0)
         return 1;
     while ((n = read(fd, buf, MIB)) > 0)
         if (sto_put_write(p, buf, (size_t)n) != 0)
@@ -128,8 +131,10 @@ main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "put") == 0)
         return do_put(argv[2], argv[3]);
+    if (argc == 3 && strcmp(argv[1], "ram") == 0)
+        return do_put(argv[2], NULL);
     if (argc == 4 && strcmp(argv[1], "lat") == 0)
         return do_lat(argv[2], atoi(argv[3]));
-    fprintf(stderr, "usage: bench_store put FILE STOREDIR | lat STOREDIR N\n");
+    fprintf(stderr, "usage: bench_store put FILE STOREDIR | ram FILE | lat STOREDIR N\n");
     return 2;
 }

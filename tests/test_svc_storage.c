@@ -476,9 +476,21 @@ test_gc_evicts_oldest_cache_first_and_never_pinned(void **state)
     assert_int_equal(sto_has(f->s, ab), 1);
     assert_int_equal(sto_has(f->s, ac), 1);
     assert_int_equal(sto_has(f->s, ad), 1);
+    /* a cache copy (tenant NULL: fetched from peers) is stored unpinned */
+    uint8_t *e = rnd_bytes(1000), ae[32];
+    sto_stat_t st;
+    assert_int_equal(sto_put_buf(f->s, NULL, e, 1000, NULL, ae), 0);
+    assert_int_equal(sto_stat(f->s, ae, &st), 0);
+    assert_int_equal(st.state, STO_STATE_CACHE);
+    assert_int_equal(st.pins, 0);
+    assert_int_equal(sto_put_buf(f->s, NULL, c, len, NULL, ac), 0); /* pinned stays pinned */
+    assert_int_equal(sto_stat(f->s, ac, &st), 0);
+    assert_int_equal(st.pins, 1);
+    free(e);
     /* GC to zero removes every cache object and no pinned one */
     assert_int_equal(sto_gc(f->s, 0, &freed), 0);
-    assert_int_equal(freed, len);
+    assert_int_equal(freed, len + 1000);
+    assert_int_equal(sto_has(f->s, ae), 0);
     assert_int_equal(sto_has(f->s, ab), 0);
     assert_int_equal(sto_has(f->s, ac), 1);
     assert_int_equal(sto_has(f->s, ad), 1);

@@ -610,7 +610,8 @@ put_publish(sto_put_t *p, const uint8_t *root)
     return rc;
 }
 
-/* Insert a new object as cache, then pin it for the put's tenant. */
+/* Insert a new object as cache, then pin it for the put's tenant (unless
+ * the put stores a cache copy). */
 static int
 put_index(sto_put_t *p, const uint8_t *root)
 {
@@ -641,7 +642,7 @@ put_index(sto_put_t *p, const uint8_t *root)
     } else if (rc < 0) {
         goto out;
     }
-    if ((rc = pin_change(s, txn, p->tenant, root, PIN_ENSURE)) < 0)
+    if (p->pin && (rc = pin_change(s, txn, p->tenant, root, PIN_ENSURE)) < 0)
         goto out;
     rc = mdb_err(mdb_txn_commit(txn));
     txn = NULL;

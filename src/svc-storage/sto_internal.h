@@ -83,6 +83,7 @@ struct sto_put {
     uint8_t tenant[STO_TENANT_LEN];
     uint8_t expected[STO_ADDR_LEN];
     int has_expected;
+    int pin;                    /* 1: pin for tenant at commit; 0: a cache copy */
     int failed;                 /* 0, or the error that stopped the put */
     uint64_t declared, len;
     char ctype[STO_CTYPE_MAX + 1];

@@ -176,7 +176,7 @@ sto__ram_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN])
     pthread_mutex_lock(&s->lock);
     i = find(s, root, &found);
     if (found) {
-        rc = pin_change(s, s->objs[i], p->tenant, PIN_ENSURE);
+        rc = p->pin ? pin_change(s, s->objs[i], p->tenant, PIN_ENSURE) : 0;
         goto out;
     }
     if (s->quota != 0) {
@@ -210,7 +210,8 @@ sto__ram_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN])
     s->nobjs++;
     s->ram_totals.objects++;
     s->ram_totals.stored_bytes += o->rec.size;
-    rc = pin_change(s, o, p->tenant, PIN_ENSURE); /* quota checked above: cannot fail */
+    /* quota checked above: the pin cannot fail */
+    rc = p->pin ? pin_change(s, o, p->tenant, PIN_ENSURE) : 0;
 out:
     pthread_mutex_unlock(&s->lock);
     return rc;

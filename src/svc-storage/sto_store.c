@@ -215,7 +215,7 @@ quota_admits(sto_store_t *s, uint64_t size)
 }
 
 int
-sto_put_begin(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
+sto_put_begin(sto_store_t *s, const uint8_t *tenant,
               const uint8_t *expected, const char *ctype, uint64_t declared,
               sto_put_t **put_out)
 {
@@ -231,7 +231,10 @@ sto_put_begin(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
         return rc;
     p = ron_xcalloc(1, sizeof(*p));
     p->s = s;
-    memcpy(p->tenant, tenant, STO_TENANT_LEN);
+    if (tenant != NULL) {
+        memcpy(p->tenant, tenant, STO_TENANT_LEN);
+        p->pin = 1;
+    }
     if (expected != NULL) {
         memcpy(p->expected, expected, STO_ADDR_LEN);
         p->has_expected = 1;
@@ -250,6 +253,29 @@ sto_put_begin(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
     return 0;
 }
 
+/* Grow the RAM put's buffer to hold need bytes (geometric; the declared size
+ * at once when known). Large buffers ask for transparent huge pages: an
+ * object's pages are touched once, and 4 KiB faults would cost more than the
+ * hashing. */
+static void
+ram_buf_grow(sto_put_t *p, size_t need)
+{
+    size_t cap = p->cap != 0 ? p->cap : 65536;
+
+    if (p->declared != STO_SIZE_UNKNOWN && p->declared >= need)
+        cap = (size_t)p->declared;
+    while (cap < need)
+        cap *= 2;
+    p->buf = ron_xrealloc(p->buf, cap);
+    p->cap = cap;
+    if (cap >= (4u << 20)) {
+        uintptr_t a = ((uintptr_t)p->buf + (2u << 20) - 1) & ~(uintptr_t)((2u << 20) - 1);
+        uintptr_t b = ((uintptr_t)p->buf + cap) & ~(uintptr_t)((2u << 20) - 1);
+        if (b > a)
+            (void)madvise((void *)a, b - a, MADV_HUGEPAGE); /* a hint: failure is harmless */
+    }
+}
+
 static int
 put_append_ram(sto_put_t *p, const void *buf, size_t len)
 {
@@ -265,13 +291,8 @@ put_append_ram(sto_put_t *p, const void *buf, size_t len)
         if (t.pinned_bytes + p->len + len > s->quota)
             return RON_ESTOREFULL;
     }
-    if (p->len + len > p->cap) {
-        size_t cap = p->cap != 0 ? p->cap : 65536;
-        while (cap < p->len + len)
-            cap *= 2;
-        p->buf = ron_xrealloc(p->buf, cap);
-        p->cap = cap;
-    }
+    if (p->len + len > p->cap)
+        ram_buf_grow(p, p->len + len);
     memcpy(p->buf + p->len, buf, len);
     return 0;
 }
@@ -362,7 +383,7 @@ out:
 }
 
 int
-sto_put_buf(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN], const void *buf,
+sto_put_buf(sto_store_t *s, const uint8_t *tenant, const void *buf,
             size_t len, const char *ctype, uint8_t addr_out[STO_ADDR_LEN])
 {
     sto_put_t *p;

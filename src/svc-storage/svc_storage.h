@@ -101,33 +101,34 @@ int sto_is_ram(const sto_store_t *s);
 /* ---- put (streamed) ---- */
 
 /*
- * Start a put for tenant (copied). expected (copied, may be NULL) is the
- * address the bytes must hash to; ctype (copied, may be NULL) the content
- * type. declared is the size the caller announces, or STO_SIZE_UNKNOWN; it
- * is checked up front and must then equal the bytes written.
+ * Start a put for tenant (STO_TENANT_LEN bytes, copied), or with tenant NULL
+ * a cache copy (an object fetched from peers: stored unpinned, evictable).
+ * expected (STO_ADDR_LEN bytes, copied, may be NULL) is the address the bytes
+ * must hash to; ctype (copied, may be NULL) the content type. declared is the
+ * size the caller announces, or STO_SIZE_UNKNOWN; it is checked up front and
+ * must then equal the bytes written.
  * *put_out returns new; it is freed by sto_put_commit() or sto_put_abort().
  * Returns 0, RON_EINVAL (ctype longer than STO_CTYPE_MAX or not printable
- * ASCII, read-only store), RON_ETOOBIG
- * (declared > max_object), RON_ESTOREFULL (pinned bytes + declared would
- * exceed the quota), or -errno.
+ * ASCII, read-only store), RON_ETOOBIG (declared > max_object),
+ * RON_ESTOREFULL (pinned bytes + declared would exceed the quota), or -errno.
  */
-int sto_put_begin(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN],
-                  const uint8_t *expected, const char *ctype, uint64_t declared,
-                  sto_put_t **put_out);
+int sto_put_begin(sto_store_t *s, const uint8_t *tenant, const uint8_t *expected,
+                  const char *ctype, uint64_t declared, sto_put_t **put_out);
 
 /*
  * Append len bytes (borrowed) to the put. Returns 0, RON_ETOOBIG (past
  * max_object or past the declared size), RON_ESTOREFULL (RAM store: past the
- * quota), or -errno. After an error the put can only be aborted.
+ * quota), or -errno. After an error, later writes and the commit return it.
  */
 int sto_put_write(sto_put_t *p, const void *buf, size_t len);
 
 /*
  * Finish the put: check the address, make the bytes durable, record them and
  * pin the object for the put's tenant (a tenant that already pins it keeps
- * its count: retried puts do not pile up references). When 0 is returned
- * the object is durable (acknowledge it). Always frees p. addr_out may be
- * NULL. Returns 0, RON_EDIGEST (bytes do not hash to expected: nothing was
+ * its count: retried puts do not pile up references; a cache copy adds no
+ * pin). When 0 is returned the object is durable (acknowledge it). Always
+ * frees p. addr_out may be NULL. A failed sto_put_write() makes commit return
+ * that error. Returns 0, RON_EDIGEST (bytes do not hash to expected: nothing was
  * stored), RON_EINVAL (fewer bytes than declared), RON_ESTOREFULL (pinned
  * bytes would exceed the quota: nothing stored), RON_ESTORE, or -errno.
  */
@@ -136,9 +137,10 @@ int sto_put_commit(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN]);
 /* Drop the put and its temporary files. NULL does nothing. */
 void sto_put_abort(sto_put_t *p);
 
-/* Put len bytes in one call (begin, write, commit). Same errors. */
-int sto_put_buf(sto_store_t *s, const uint8_t tenant[static STO_TENANT_LEN], const void *buf,
-                size_t len, const char *ctype, uint8_t addr_out[STO_ADDR_LEN]);
+/* Put len bytes in one call (begin, write, commit); tenant as for
+ * sto_put_begin(). Same errors. */
+int sto_put_buf(sto_store_t *s, const uint8_t *tenant, const void *buf, size_t len,
+                const char *ctype, uint8_t addr_out[STO_ADDR_LEN]);
 
 /* ---- metadata ---- */
 
