@@ -606,6 +606,12 @@ round_trips(bool ram)
         fx_put(&f, NULL, rt_sizes[i], "application/x-test");
         fx_run(&f, &c, cl_round_trip);
         assert_int_equal(f.stats.corrupt_before + f.stats.corrupt_aborted, 0);
+        /* the HEAD and the range GET after the first GET reuse its reader
+         * (objects up to GW_READER_CACHE_OBJECT); every read still verifies */
+        if (rt_sizes[i] <= GW_READER_CACHE_OBJECT)
+            assert_int_equal(f.stats.readers_reused, 2);
+        else
+            assert_int_equal(f.stats.readers_reused, 0);
         /* a stream's buffer is one chunk at most, and no larger than the body */
         assert_true(f.stats.buffered_peak <=
                     (rt_sizes[i] < GW_CHUNK_DEFAULT ? rt_sizes[i] : GW_CHUNK_DEFAULT));

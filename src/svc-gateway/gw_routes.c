@@ -42,7 +42,19 @@ struct gw {
     void *closed_arg;
     bool closing;
     bool timer_closed;
-    uv_timer_t sweep;       /* probes streams waiting on a write (see gw_sweep) */
+    uv_timer_t sweep; /* probes streams waiting on a write (see gw_sweep) */
+    /* Idle readers of small objects, reused by later requests for the same
+     * address: a reader is an open fd, a mapped outboard and a verified last
+     * piece, so reuse saves open/mmap/munmap and that verification. Every
+     * read still verifies its pieces. A reader is in here or with exactly
+     * one request (handed to the pool through uv_queue_work). */
+    struct {
+        uint8_t addr[STO_ADDR_LEN];
+        sto_reader_t *rd;
+        uint64_t used; /* tick of its return, for LRU eviction */
+    } cache[GW_READER_CACHE];
+    size_t n_cache;
+    uint64_t tick;
     struct gw_get *streams; /* GET/HEAD requests alive, for the sweep */
 };
 
@@ -104,6 +116,7 @@ typedef struct gw_get {
     int seg;         /* next segment of this chunk to write: 0 head, 1 data, 2 tail, 3 none */
     unsigned writes; /* writes queued whose done has not run */
     bool started, waiting, gone;
+    bool bad; /* a store call failed: the reader is not reused */
 } gw_get_t;
 
 /* One POST /o or PUT /o/b3:<hex>. */
@@ -171,6 +184,48 @@ gw_not_allowed(tx_request_t *req, const char *allow)
 
 /* ---- GET / HEAD ---- */
 
+/* Take an idle reader of addr out of the cache, or NULL. */
+static sto_reader_t *
+gw_cache_take(gw_t *gw, const uint8_t *addr)
+{
+    for (size_t i = 0; i < gw->n_cache; i++) {
+        if (memcmp(gw->cache[i].addr, addr, STO_ADDR_LEN) == 0) {
+            sto_reader_t *rd = gw->cache[i].rd;
+            gw->cache[i] = gw->cache[--gw->n_cache];
+            gw->stats.readers_reused++;
+            return rd;
+        }
+    }
+    return NULL;
+}
+
+/* Keep rd (takes it) for reuse, evicting the least recently returned reader. */
+static void
+gw_cache_put(gw_t *gw, const uint8_t *addr, sto_reader_t *rd)
+{
+    size_t slot = gw->n_cache;
+
+    if (gw->n_cache == GW_READER_CACHE) {
+        slot = 0;
+        for (size_t i = 1; i < gw->n_cache; i++)
+            if (gw->cache[i].used < gw->cache[slot].used)
+                slot = i;
+        sto_reader_close(gw->cache[slot].rd);
+    } else {
+        gw->n_cache++;
+    }
+    memcpy(gw->cache[slot].addr, addr, STO_ADDR_LEN);
+    gw->cache[slot].rd = rd;
+    gw->cache[slot].used = ++gw->tick;
+}
+
+static void
+gw_cache_clear(gw_t *gw)
+{
+    while (gw->n_cache > 0)
+        sto_reader_close(gw->cache[--gw->n_cache].rd);
+}
+
 static void
 gw_get_free(gw_get_t *g)
 {
@@ -184,7 +239,10 @@ gw_get_free(gw_get_t *g)
         g->next->prev = g->prev;
     if (gw->streams == NULL)
         uv_timer_stop(&gw->sweep);
-    sto_reader_close(g->rd);
+    if (g->rd != NULL && !g->bad && !gw->closing && g->size <= GW_READER_CACHE_OBJECT)
+        gw_cache_put(gw, g->addr, g->rd);
+    else
+        sto_reader_close(g->rd);
     if (g->buf != NULL) {
         gw->stats.buffered -= g->buf_cap;
         free(g->buf);
@@ -217,7 +275,7 @@ gw_get_open(gw_get_t *g)
     uint8_t head[GW_SNIFF_LEN];
     ssize_t n;
 
-    g->rc = sto_reader_open(g->gw->cfg.store, g->addr, &g->rd);
+    g->rc = g->rd != NULL ? 0 : sto_reader_open(g->gw->cfg.store, g->addr, &g->rd);
     if (g->rc < 0)
         return;
     g->size = sto_reader_size(g->rd);
@@ -226,6 +284,7 @@ gw_get_open(gw_get_t *g)
         return;
     n = sto_reader_read(g->rd, 0, head, g->size < sizeof head ? (size_t)g->size : sizeof head);
     if (n == RON_EDIGEST) {
+        g->bad = true;
         /* piece 0 is corrupt: ranges elsewhere can still be served; a read
          * of piece 0 fails on its own (counted then) */
         snprintf(g->ctype, sizeof g->ctype, "%s", GW_CTYPE_DEFAULT);
@@ -233,6 +292,7 @@ gw_get_open(gw_get_t *g)
     }
     if (n < 0) {
         g->rc = (int)n;
+        g->bad = true;
         return;
     }
     snprintf(g->ctype, sizeof g->ctype, "%s", gw_sniff(head, (size_t)n, (uint64_t)n == g->size));
@@ -253,10 +313,12 @@ gw_get_read_chunk(gw_get_t *g)
         ssize_t n = sto_reader_read(g->rd, g->pos + got, g->buf + got, len - got);
         if (n < 0) {
             g->rc = (int)n;
+            g->bad = true;
             return;
         }
         if (n == 0) {
             g->rc = RON_EDIGEST; /* shorter than the size bound at open */
+            g->bad = true;
             return;
         }
         got += (size_t)n;
@@ -590,6 +652,7 @@ gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN
     g->head = head;
     g->seg = 3;
     g->work.data = g;
+    g->rd = gw_cache_take(gw, addr);
     g->inm = tx_request_header(req, "If-None-Match");
     g->range = tx_request_header(req, "Range");
     g->if_range = tx_request_header(req, "If-Range");
@@ -986,6 +1049,8 @@ gw_close_check(gw_t *gw)
 {
     void (*cb)(void *arg) = gw->closed_cb;
 
+    if (gw->stats.active == 0)
+        gw_cache_clear(gw);
     if (gw->stats.active == 0 && !uv_is_closing((uv_handle_t *)&gw->sweep))
         uv_close((uv_handle_t *)&gw->sweep, gw_sweep_closed);
     if (gw->stats.active == 0 && gw->timer_closed && cb != NULL) {

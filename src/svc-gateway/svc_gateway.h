@@ -42,8 +42,12 @@
 #define GW_BOUNDARY_LEN 24            /* multipart boundary characters */
 #define GW_PART_HEAD_MAX 256          /* one multipart part head ("\r\n--B\r\nContent-Type..") */
 #define GW_ADDR_TEXT_LEN 67           /* "b3:" + 64 hex */
-#define GW_SWEEP_MS 1000              /* period of the probe for streams whose client left */
-#define GW_NAME_PATH_MAX 1024         /* bytes of a percent-decoded /n/ segment (NAME_MAX_INPUT) */
+#define GW_READER_CACHE 64            /* idle verified readers kept open for reuse (fds, maps) */
+#define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
+#define GW_READER_CACHE 64 /* idle verified readers kept open for reuse (fds, maps) */
+#define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
+#define GW_SWEEP_MS 1000                  /* period of the probe for streams whose client left */
+#define GW_NAME_PATH_MAX 1024 /* bytes of a percent-decoded /n/ segment (NAME_MAX_INPUT) */
 
 /* ---- fixed header values ---- */
 #define GW_CACHE_IMMUTABLE "public, max-age=31536000, immutable"
@@ -178,6 +182,7 @@ typedef struct {
     uint64_t buffered;        /* gauge: bytes of read buffers held by live streams */
     uint64_t buffered_peak;   /* the gauge's high-water mark */
     uint64_t active;          /* gauge: requests with state in the gateway */
+    uint64_t readers_reused;  /* GET/HEADs served by a reader kept open from an earlier one */
 } gw_stats_t;
 
 /* Create a gateway serving cfg->store on loop (cfg copied). Returns new. */
