@@ -253,10 +253,9 @@ sto_put_begin(sto_store_t *s, const uint8_t *tenant,
     return 0;
 }
 
-/* Grow the RAM put's buffer to hold need bytes (geometric; the declared size
- * at once when known). Large buffers ask for transparent huge pages: an
- * object's pages are touched once, and 4 KiB faults would cost more than the
- * hashing. */
+/* Grow the RAM put's buffer to hold need bytes: the declared size at once
+ * when known (no copies, no growth), else geometrically. (Asking for
+ * transparent huge pages was measured slower: compaction stalls.) */
 static void
 ram_buf_grow(sto_put_t *p, size_t need)
 {
@@ -268,12 +267,6 @@ ram_buf_grow(sto_put_t *p, size_t need)
         cap *= 2;
     p->buf = ron_xrealloc(p->buf, cap);
     p->cap = cap;
-    if (cap >= (4u << 20)) {
-        uintptr_t a = ((uintptr_t)p->buf + (2u << 20) - 1) & ~(uintptr_t)((2u << 20) - 1);
-        uintptr_t b = ((uintptr_t)p->buf + cap) & ~(uintptr_t)((2u << 20) - 1);
-        if (b > a)
-            (void)madvise((void *)a, b - a, MADV_HUGEPAGE); /* a hint: failure is harmless */
-    }
 }
 
 static int
