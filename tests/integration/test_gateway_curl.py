@@ -3,7 +3,8 @@
 temp dir) driven by real curl and checked against real b3sum.
 
 Checks: POST of a 5 MiB file answers 201 with the address b3sum prints and a
-Location; GET returns the same bytes, twice on one keep-alive connection;
+Location; GET returns the same bytes, twice on one keep-alive connection,
+and over h2c;
 Range at piece boundaries (65535-65537), a suffix and a multi-range
 (multipart/byteranges) return the right bytes; If-None-Match gives 304;
 HEAD gives the length; PUT with the wrong address gives 409 bad_digest and
@@ -102,6 +103,14 @@ def run(base, tmp, store, pid):
     if b"Re-using existing connection" not in r.stderr and b"Reusing existing connection" \
             not in r.stderr:
         fail("the second GET did not reuse the connection")
+
+    # the same handler over HTTP/2 (h2c by prior knowledge): whole and a range
+    r = curl("--http2-prior-knowledge", "-o", o1, "-w", "%{http_version}", url)
+    if r.stdout != b"2" or open(o1, "rb").read() != data:
+        fail(f"h2c GET: {r.stdout!r}")
+    r = curl("--http2-prior-knowledge", "-r", "65535-65537", url)
+    if r.stdout != data[65535:65538]:
+        fail("h2c range")
 
     # ranges
     for spec, lo, hi in (("65535-65537", 65535, 65537), ("-100", len(data) - 100, len(data) - 1),
