@@ -263,7 +263,7 @@ static const ron_service_def_t svc_echo = {
 
 /* The built-in services, by name. */
 static const ron_service_def_t *const services[] = {&svc_echo, &mn__svc_health, &mn__svc_storage,
-                                                     &mn__svc_index};
+                                                     &mn__svc_index, &mn__svc_gateway};
 
 const ron_service_def_t *
 ron_service_find(const char *name)
@@ -277,5 +277,5 @@ ron_service_find(const char *name)
 const char *
 ron_service_names(void)
 {
-    return "echo, health, storage, index";
+    return "echo, health, storage, index, gateway";
 }

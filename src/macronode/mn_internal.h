@@ -87,6 +87,8 @@ extern const ron_service_def_t mn__svc_health;
  * svc-index served over ron-bus. */
 extern const ron_service_def_t mn__svc_storage;
 extern const ron_service_def_t mn__svc_index;
+/* The built-in `gateway` service (mn_gateway.c). */
+extern const ron_service_def_t mn__svc_gateway;
 
 /* ---- the service host (mn_service.c) ---- */
 

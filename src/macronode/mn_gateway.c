@@ -1,0 +1,216 @@
+/*
+ * mn_gateway.c - the built-in `gateway` service: svc-gateway's routes on the
+ * public HTTP listener the kernel binds for it (config key `http`), over the
+ * node's object store (<data_dir>/store, or the RAM store in amnesia) and
+ * name index (<data_dir>/index, or RAM). When another process holds the
+ * store writable (the storage service), the gateway opens it read-only and
+ * uploads answer 500 until uploads go to that service over ron-bus.
+ * Request bodies are capped at MN_GW_MAX_BODY by the transport until it
+ * streams them. Its metrics are the gateway's counters.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mn_internal.h"
+#include "ron_err.h"
+#include "ron_log.h"
+#include "ron_util.h"
+#include "svc_gateway.h"
+
+#define MN_GW_MAX_BODY (16u << 20) /* buffered upload cap: bounded memory per connection */
+
+#define MGW_N_COUNTERS 14
+
+typedef struct {
+    sto_store_t *store;
+    idx_t *idx;
+    gw_t *gw;
+    tx_server_t *srv;
+    met_registry_t *reg;
+    met_counter_t *counters[MGW_N_COUNTERS];
+    uint64_t last[MGW_N_COUNTERS]; /* values already added to the counters */
+    met_gauge_t *active;
+    met_gauge_t *buffered;
+    met_gauge_t *config_version;
+} mgw_t;
+
+static const struct {
+    const char *name;
+    const char *help;
+    size_t off;
+} mgw_counters[MGW_N_COUNTERS] = {
+    {"gateway_requests_total", "Requests routed by the gateway.", offsetof(gw_stats_t, requests)},
+    {"gateway_objects_served_total", "GET/HEAD object responses finished whole.",
+     offsetof(gw_stats_t, objects_served)},
+    {"gateway_served_bytes_total", "Object body bytes handed to the transport.",
+     offsetof(gw_stats_t, bytes_served)},
+    {"gateway_not_modified_total", "304 answers.", offsetof(gw_stats_t, not_modified)},
+    {"gateway_range_unsatisfiable_total", "416 answers.", offsetof(gw_stats_t, unsatisfiable)},
+    {"gateway_puts_created_total", "Uploads that stored a new object (201).",
+     offsetof(gw_stats_t, puts_created)},
+    {"gateway_puts_existing_total", "PUTs of an object already stored (200).",
+     offsetof(gw_stats_t, puts_existing)},
+    {"gateway_bad_digest_total", "PUTs whose body did not hash to the address (409).",
+     offsetof(gw_stats_t, bad_digest)},
+    {"gateway_corrupt_before_head_total", "Verification failures answered with 502.",
+     offsetof(gw_stats_t, corrupt_before)},
+    {"gateway_corrupt_aborted_total", "Verification failures that cut a stream.",
+     offsetof(gw_stats_t, corrupt_aborted)},
+    {"gateway_client_gone_total", "Streams ended because the client went away.",
+     offsetof(gw_stats_t, client_gone)},
+    {"gateway_names_resolved_total", "Names resolved (302).", offsetof(gw_stats_t, names_resolved)},
+    {"gateway_names_published_total", "Name records published (201/200).",
+     offsetof(gw_stats_t, names_published)},
+    {"gateway_names_refused_total", "Name records the acceptance rule refused.",
+     offsetof(gw_stats_t, names_refused)},
+};
+
+static void
+mgw_free(mgw_t *g)
+{
+    gw_free(g->gw);
+    idx_free(g->idx);
+    sto_close(g->store);
+    met_registry_free(g->reg);
+    free(g);
+}
+
+static void
+mgw_gw_idle(void *arg)
+{
+    mgw_free(arg);
+}
+
+/* Open the node's store: writable, or read-only when the storage service has it. */
+static int
+mgw_open_store(mgw_t *g, const ron_config_t *cfg)
+{
+    char dir[RON_CONFIG_PATH_MAX + 8];
+    sto_config_t sc = {0};
+    int rc;
+
+    if (!ron_config_amnesia(cfg)) {
+        snprintf(dir, sizeof dir, "%s/store", cfg->data_dir);
+        sc.dir = dir;
+    }
+    rc = sto_open(&sc, &g->store);
+    if (rc == RON_EBUSY) {
+        ron_log(RON_LOG_INFO, "gateway: store held by another process; serving it read-only");
+        sc.read_only = 1;
+        rc = sto_open(&sc, &g->store);
+    }
+    return rc;
+}
+
+static int
+mgw_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_out)
+{
+    mgw_t *g = ron_xcalloc(1, sizeof *g);
+    idx_config_t ic = {.data_dir = cfg->data_dir, .amnesia = ron_config_amnesia(cfg)};
+    gw_config_t gc = {0};
+    tx_config_t tc;
+    tx_listener_t *l;
+    int rc;
+
+    g->reg = met_registry_new();
+    for (size_t i = 0; i < MGW_N_COUNTERS; i++)
+        met_counter_register(g->reg, mgw_counters[i].name, mgw_counters[i].help, &g->counters[i]);
+    met_gauge_register(g->reg, "gateway_active_requests", "Requests with state in the gateway.",
+                       &g->active);
+    met_gauge_register(g->reg, "gateway_buffered_bytes", "Bytes of stream buffers held.",
+                       &g->buffered);
+    met_gauge_register(g->reg, "gateway_config_version",
+                       "Version of the config snapshot the service runs.", &g->config_version);
+    met_gauge_set(g->config_version, (double)cfg->version);
+    if (listen_fd < 0) {
+        rc = RON_ECONFIG; /* no `http` listener */
+        goto fail;
+    }
+    if ((rc = mgw_open_store(g, cfg)) < 0) {
+        ron_log(RON_LOG_ERROR, "gateway: store: %s", ron_strerror(rc));
+        goto fail;
+    }
+    if ((rc = idx_new(&ic, &g->idx)) < 0) {
+        ron_log(RON_LOG_ERROR, "gateway: index: %s", ron_strerror(rc));
+        goto fail;
+    }
+    gc.store = g->store;
+    gc.index = g->idx;
+    g->gw = gw_new(loop, &gc);
+    rc = tx_listener_from_fd(loop, listen_fd, &l);
+    listen_fd = -1; /* taken */
+    if (rc < 0)
+        goto fail;
+    tx_config_default(&tc);
+    tc.max_body = MN_GW_MAX_BODY;
+    g->srv = tx_server_new(loop, &tc, gw_handle, g->gw);
+    if ((rc = tx_server_attach(g->srv, l)) < 0) {
+        tx_server_close(g->srv, NULL, NULL); /* nothing was served: no request holds gw */
+        g->srv = NULL;
+        goto fail;
+    }
+    *state_out = g;
+    return 0;
+fail:
+    if (listen_fd >= 0)
+        close(listen_fd);
+    *state_out = NULL;
+    if (g->gw != NULL)
+        gw_close(g->gw, mgw_gw_idle, g); /* its timer handle closes on a later turn */
+    else
+        mgw_free(g);
+    return rc;
+}
+
+static void
+mgw_apply(void *state, const ron_config_t *cfg)
+{
+    mgw_t *g = state;
+    met_gauge_set(g->config_version, (double)cfg->version);
+}
+
+static size_t
+mgw_metrics(void *state, char *buf, size_t cap)
+{
+    mgw_t *g = state;
+    const gw_stats_t *st = gw_stats(g->gw);
+
+    for (size_t i = 0; i < MGW_N_COUNTERS; i++) {
+        uint64_t v;
+        memcpy(&v, (const char *)st + mgw_counters[i].off, sizeof v);
+        met_counter_add(g->counters[i], v - g->last[i]);
+        g->last[i] = v;
+    }
+    met_gauge_set(g->active, (double)st->active);
+    met_gauge_set(g->buffered, (double)st->buffered);
+    return mn__metrics_render(g->reg, buf, cap);
+}
+
+static void
+mgw_srv_closed(void *arg)
+{
+    mgw_t *g = arg;
+    gw_close(g->gw, mgw_gw_idle, g);
+}
+
+static void
+mgw_stop(void *state)
+{
+    mgw_t *g = state;
+
+    if (g == NULL)
+        return;
+    tx_server_close(g->srv, mgw_srv_closed, g);
+}
+
+static const char *
+mgw_listen_addr(const ron_config_t *cfg)
+{
+    return cfg->http;
+}
+
+const ron_service_def_t mn__svc_gateway = {
+    "gateway", mgw_listen_addr, mgw_start, mgw_apply, mgw_metrics, mgw_stop,
+};

@@ -1,0 +1,1077 @@
+/*
+ * gw_routes.c - the gateway's routes on the ron-transport handler API.
+ *
+ * GET/HEAD /o/b3:<hex> is a request struct with explicit steps: an open
+ * work item on the thread pool (sto_reader_open verifies the last piece;
+ * objects stored without a type have their first bytes read and sniffed),
+ * then on the loop the conditional/Range decision (304, 416, 200, 206,
+ * multipart 206), then one read work item per chunk (at most cfg.chunk
+ * bytes, verified by the reader) alternating with one write of that chunk:
+ * the next read is queued only when the transport has finished with the
+ * last buffer, and a write refused with RON_EAGAIN waits for the drain
+ * callback. A stream therefore holds one chunk buffer, whatever the
+ * object's size or the client's speed. The first chunk is read before the
+ * head is sent, so a corrupt first piece is a 502 with the envelope; a
+ * later one aborts the stream (the body is cut short and the transport
+ * closes the connection) and is counted.
+ *
+ * GET /n/<name> resolves through svc-index on the thread pool and answers
+ * 302 to /o/b3:<hex>; PUT /n/<name> takes a JSON record (ron-naming's form)
+ * and publishes it under the acceptance rule.
+ *
+ * POST /o and PUT /o/b3:<hex> take the body the transport buffered (its
+ * max_body is the upload cap until it streams request bodies) and store it
+ * on the thread pool with sto_put_begin/write/commit.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "ron_err.h"
+#include "ron_util.h"
+#include "svc_gateway.h"
+
+struct gw {
+    uv_loop_t *loop;
+    gw_config_t cfg;
+    gw_stats_t stats;
+    void (*closed_cb)(void *arg); /* gw_close: runs once active reaches 0 */
+    void *closed_arg;
+    bool closing;
+    bool timer_closed;
+    uv_timer_t sweep; /* probes streams waiting on a write (see gw_sweep) */
+    /* Idle readers of small objects, reused by later requests for the same
+     * address: a reader is an open fd, a mapped outboard and a verified last
+     * piece, so reuse saves open/mmap/munmap and that verification. Every
+     * read still verifies its pieces. A reader is in here or with exactly
+     * one request (handed to the pool through uv_queue_work). */
+    struct {
+        uint8_t addr[STO_ADDR_LEN];
+        sto_reader_t *rd;
+        uint64_t used; /* tick of its return, for LRU eviction */
+    } cache[GW_READER_CACHE];
+    size_t n_cache;
+    uint64_t tick;
+    struct gw_get *streams; /* GET/HEAD requests alive, for the sweep */
+};
+
+static void gw_close_check(gw_t *gw);
+
+/* A request's state is gone: count it, and finish a pending gw_close. */
+static void
+gw_release(gw_t *gw)
+{
+    gw->stats.active--;
+    if (gw->closing)
+        gw_close_check(gw);
+}
+
+#define GW_MAX_HDRS 16
+
+typedef enum {
+    GW_OUT_BODY,          /* 200/206 with a body */
+    GW_OUT_HEAD_ONLY,     /* HEAD, or an empty object: the head alone */
+    GW_OUT_NOT_MODIFIED,  /* 304 */
+    GW_OUT_UNSATISFIABLE, /* 416 */
+} gw_outcome_t;
+
+/* One GET/HEAD of an object. */
+typedef struct gw_get {
+    uv_work_t work;
+    struct gw_get *next, *prev; /* gw->streams */
+    gw_t *gw;
+    tx_request_t *req; /* NULL once ended */
+    uint8_t addr[STO_ADDR_LEN];
+    char etag[GW_ADDR_TEXT_LEN + 3];
+    bool head;
+    /* worker results */
+    int rc;
+    sto_reader_t *rd;
+    uint64_t size;
+    char ctype[STO_CTYPE_MAX + 1];
+    /* request headers (views into req, read by the open work item) */
+    const char *inm, *range, *if_range;
+    /* the plan */
+    gw_outcome_t outcome;
+    uint64_t body_bytes; /* bytes of the ranges */
+    uint64_t length;     /* Content-Length (multipart framing included) */
+    gw_range_t ranges[GW_MAX_RANGES];
+    size_t n_ranges;
+    bool multipart;
+    bool partial; /* Range honoured: 206 */
+    char boundary[GW_BOUNDARY_LEN + 1];
+    char heads[GW_MAX_RANGES][GW_PART_HEAD_MAX];
+    char tail[GW_PART_HEAD_MAX];
+    size_t ri;    /* current range */
+    uint64_t pos; /* next offset of the current range to read */
+    /* the one buffer */
+    uint8_t *buf;
+    size_t buf_cap;
+    size_t buf_len;   /* bytes read into buf by the last work item */
+    uint64_t buf_off; /* their offset in the object */
+    /* output state */
+    int seg;         /* next segment of this chunk to write: 0 head, 1 data, 2 tail, 3 none */
+    unsigned writes; /* writes queued whose done has not run */
+    bool started, waiting, gone;
+    bool bad; /* a store call failed: the reader is not reused */
+} gw_get_t;
+
+/* One POST /o or PUT /o/b3:<hex>. */
+typedef struct {
+    uv_work_t work;
+    gw_t *gw;
+    tx_request_t *req;
+    bool put;
+    uint8_t addr[STO_ADDR_LEN];
+    const uint8_t *body; /* the request's view, valid until answered */
+    size_t body_len;
+    char ctype[STO_CTYPE_MAX + 1];
+    int had; /* PUT: sto_has before the put */
+    int rc;
+} gw_put_t;
+
+static void gw_get_pump(gw_get_t *g);
+
+/* ---- responses ---- */
+
+static size_t
+gw_cors(tx_header_t *h)
+{
+    h[0] = (tx_header_t){"Access-Control-Allow-Origin", GW_CORS_ORIGIN};
+    h[1] = (tx_header_t){"Access-Control-Expose-Headers", GW_CORS_EXPOSE};
+    return 2;
+}
+
+/* The envelope with CORS headers and extra (may be NULL) added. */
+static void
+gw_error(tx_request_t *req, int status, const char *message, const char *reason,
+         const tx_header_t *extra, size_t n_extra)
+{
+    char body[TX_ENVELOPE_MAX];
+    tx_header_t h[GW_MAX_HDRS];
+    size_t n = 0, len;
+
+    len = tx_envelope_format(body, sizeof body, status, message, reason,
+                             tx_request_view(req)->corr_id, 0);
+    h[n++] = (tx_header_t){"Content-Type", "application/json"};
+    n += gw_cors(h + n);
+    for (size_t i = 0; i < n_extra && n < GW_MAX_HDRS; i++)
+        h[n++] = extra[i];
+    (void)tx_respond(req, status, h, n, body, len);
+}
+
+static void
+gw_preflight(tx_request_t *req)
+{
+    tx_header_t h[] = {
+        {"Access-Control-Allow-Origin", GW_CORS_ORIGIN},
+        {"Access-Control-Allow-Methods", GW_CORS_METHODS},
+        {"Access-Control-Allow-Headers", GW_CORS_HEADERS},
+        {"Access-Control-Max-Age", GW_CORS_MAX_AGE},
+    };
+    (void)tx_respond(req, 204, h, sizeof h / sizeof h[0], NULL, 0);
+}
+
+static void
+gw_not_allowed(tx_request_t *req, const char *allow)
+{
+    tx_header_t h = {"Allow", allow};
+    gw_error(req, 405, NULL, "method_not_allowed", &h, 1);
+}
+
+/* ---- GET / HEAD ---- */
+
+/* Take an idle reader of addr out of the cache, or NULL. */
+static sto_reader_t *
+gw_cache_take(gw_t *gw, const uint8_t *addr)
+{
+    for (size_t i = 0; i < gw->n_cache; i++) {
+        if (memcmp(gw->cache[i].addr, addr, STO_ADDR_LEN) == 0) {
+            sto_reader_t *rd = gw->cache[i].rd;
+            gw->cache[i] = gw->cache[--gw->n_cache];
+            gw->stats.readers_reused++;
+            return rd;
+        }
+    }
+    return NULL;
+}
+
+/* Keep rd (takes it) for reuse, evicting the least recently returned reader. */
+static void
+gw_cache_put(gw_t *gw, const uint8_t *addr, sto_reader_t *rd)
+{
+    size_t slot = gw->n_cache;
+
+    if (gw->n_cache == GW_READER_CACHE) {
+        slot = 0;
+        for (size_t i = 1; i < gw->n_cache; i++)
+            if (gw->cache[i].used < gw->cache[slot].used)
+                slot = i;
+        sto_reader_close(gw->cache[slot].rd);
+    } else {
+        gw->n_cache++;
+    }
+    memcpy(gw->cache[slot].addr, addr, STO_ADDR_LEN);
+    gw->cache[slot].rd = rd;
+    gw->cache[slot].used = ++gw->tick;
+}
+
+static void
+gw_cache_clear(gw_t *gw)
+{
+    while (gw->n_cache > 0)
+        sto_reader_close(gw->cache[--gw->n_cache].rd);
+}
+
+static void
+gw_get_free(gw_get_t *g)
+{
+    gw_t *gw = g->gw;
+
+    if (g->prev != NULL)
+        g->prev->next = g->next;
+    else
+        gw->streams = g->next;
+    if (g->next != NULL)
+        g->next->prev = g->prev;
+    if (gw->streams == NULL)
+        uv_timer_stop(&gw->sweep);
+    if (g->rd != NULL && !g->bad && !gw->closing && g->size <= GW_READER_CACHE_OBJECT)
+        gw_cache_put(gw, g->addr, g->rd);
+    else
+        sto_reader_close(g->rd);
+    if (g->buf != NULL) {
+        gw->stats.buffered -= g->buf_cap;
+        free(g->buf);
+    }
+    free(g);
+    gw_release(gw);
+}
+
+/* Finish the response (whole or cut short) and free g once no write holds it. */
+static void
+gw_get_finish(gw_get_t *g)
+{
+    tx_request_t *req = g->req;
+
+    /* tx_respond_end may run the done callbacks of queued writes (a gone
+     * connection): hold g across it so they cannot free it under us */
+    g->req = NULL;
+    g->writes++;
+    if (req != NULL)
+        (void)tx_respond_end(req);
+    g->writes--;
+    if (g->writes == 0)
+        gw_get_free(g);
+}
+
+/* Worker: open the reader; sniff the first bytes when the object has no type. */
+static void
+gw_get_open(gw_get_t *g)
+{
+    uint8_t head[GW_SNIFF_LEN];
+    ssize_t n;
+
+    g->rc = g->rd != NULL ? 0 : sto_reader_open(g->gw->cfg.store, g->addr, &g->rd);
+    if (g->rc < 0)
+        return;
+    g->size = sto_reader_size(g->rd);
+    snprintf(g->ctype, sizeof g->ctype, "%s", sto_reader_ctype(g->rd));
+    if (g->ctype[0] != '\0')
+        return;
+    n = sto_reader_read(g->rd, 0, head, g->size < sizeof head ? (size_t)g->size : sizeof head);
+    if (n == RON_EDIGEST) {
+        g->bad = true;
+        /* piece 0 is corrupt: ranges elsewhere can still be served; a read
+         * of piece 0 fails on its own (counted then) */
+        snprintf(g->ctype, sizeof g->ctype, "%s", GW_CTYPE_DEFAULT);
+        return;
+    }
+    if (n < 0) {
+        g->rc = (int)n;
+        g->bad = true;
+        return;
+    }
+    snprintf(g->ctype, sizeof g->ctype, "%s", gw_sniff(head, (size_t)n, (uint64_t)n == g->size));
+}
+
+/* Worker: read the next chunk of the current range into buf. */
+static void
+gw_get_read_chunk(gw_get_t *g)
+{
+    const gw_range_t *r = &g->ranges[g->ri];
+    uint64_t want = r->last + 1 - g->pos;
+    size_t len = want < g->buf_cap ? (size_t)want : g->buf_cap;
+    size_t got = 0;
+
+    g->rc = 0;
+    g->buf_off = g->pos;
+    while (got < len) {
+        ssize_t n = sto_reader_read(g->rd, g->pos + got, g->buf + got, len - got);
+        if (n < 0) {
+            g->rc = (int)n;
+            g->bad = true;
+            return;
+        }
+        if (n == 0) {
+            g->rc = RON_EDIGEST; /* shorter than the size bound at open */
+            g->bad = true;
+            return;
+        }
+        got += (size_t)n;
+    }
+    g->buf_len = got;
+}
+
+static void
+gw_get_read_work(uv_work_t *w)
+{
+    gw_get_read_chunk(w->data);
+}
+
+static void gw_get_read_done(uv_work_t *w, int status);
+
+static void
+gw_get_queue_read(gw_get_t *g)
+{
+    int rc = uv_queue_work(g->gw->loop, &g->work, gw_get_read_work, gw_get_read_done);
+    if (rc < 0) {
+        g->rc = rc;
+        gw_get_read_done(&g->work, 0);
+    }
+}
+
+/* A queued segment was written (or the connection went away). */
+static void
+gw_get_written(int status, void *arg)
+{
+    gw_get_t *g = arg;
+
+    g->writes--;
+    if (status < 0)
+        g->gone = true;
+    if (g->req == NULL) { /* already ended */
+        if (g->writes == 0)
+            gw_get_free(g);
+        return;
+    }
+    if (g->writes > 0 || g->seg < 3)
+        return;
+    if (g->gone) {
+        g->gw->stats.client_gone++;
+        gw_get_finish(g);
+        return;
+    }
+    /* This chunk is out: advance, then read the next one or end. */
+    if (g->pos > g->ranges[g->ri].last) {
+        g->ri++;
+        if (g->ri < g->n_ranges)
+            g->pos = g->ranges[g->ri].first;
+    }
+    if (g->ri >= g->n_ranges) {
+        g->gw->stats.objects_served++;
+        gw_get_finish(g);
+        return;
+    }
+    gw_get_queue_read(g);
+}
+
+static void
+gw_get_drain(tx_request_t *req, void *arg)
+{
+    gw_get_t *g = arg;
+
+    (void)req;
+    if (g->waiting) {
+        g->waiting = false;
+        gw_get_pump(g);
+    }
+}
+
+/* Write the segments of the current chunk: part head, data, tail. */
+static void
+gw_get_pump(gw_get_t *g)
+{
+    while (g->seg < 3) {
+        const void *p = NULL;
+        size_t len = 0;
+        int rc;
+
+        if (g->seg == 0 && g->multipart && g->buf_off == g->ranges[g->ri].first) {
+            p = g->heads[g->ri];
+            len = strlen(g->heads[g->ri]);
+        } else if (g->seg == 1) {
+            p = g->buf;
+            len = g->buf_len;
+        } else if (g->seg == 2 && g->multipart && g->ri + 1 == g->n_ranges &&
+                   g->pos > g->ranges[g->ri].last) {
+            p = g->tail;
+            len = strlen(g->tail);
+        }
+        if (len == 0) {
+            g->seg++;
+            continue;
+        }
+        rc = tx_respond_write(g->req, p, len, gw_get_written, g);
+        if (rc == RON_EAGAIN) {
+            g->waiting = true;
+            return;
+        }
+        if (rc < 0) {
+            g->gone = true;
+            g->seg = 3;
+            g->gw->stats.client_gone++;
+            gw_get_finish(g);
+            return;
+        }
+        g->writes++;
+        if (g->seg == 1)
+            g->gw->stats.bytes_served += len;
+        g->seg++;
+    }
+}
+
+static void
+gw_get_head_fill(gw_get_t *g, tx_header_t *h, size_t *n, char *ctype_buf, size_t ctype_cap)
+{
+    h[(*n)++] = (tx_header_t){"ETag", g->etag};
+    h[(*n)++] = (tx_header_t){"Accept-Ranges", "bytes"};
+    h[(*n)++] = (tx_header_t){"Cache-Control", GW_CACHE_IMMUTABLE};
+    h[(*n)++] = (tx_header_t){"X-Content-Type-Options", "nosniff"};
+    *n += gw_cors(h + *n);
+    if (g->multipart)
+        snprintf(ctype_buf, ctype_cap, "multipart/byteranges; boundary=%s", g->boundary);
+    else
+        snprintf(ctype_buf, ctype_cap, "%s", g->ctype);
+    h[(*n)++] = (tx_header_t){"Content-Type", ctype_buf};
+}
+
+/* The head, once the first chunk is verified (or at once for HEAD / empty bodies). */
+static int
+gw_get_start(gw_get_t *g, bool partial, uint64_t length)
+{
+    tx_header_t h[GW_MAX_HDRS];
+    size_t n = 0;
+    char ctype[STO_CTYPE_MAX + 64], crange[96];
+
+    gw_get_head_fill(g, h, &n, ctype, sizeof ctype);
+    if (partial && !g->multipart) {
+        snprintf(crange, sizeof crange, "bytes %llu-%llu/%llu",
+                 (unsigned long long)g->ranges[0].first, (unsigned long long)g->ranges[0].last,
+                 (unsigned long long)g->size);
+        h[n++] = (tx_header_t){"Content-Range", crange};
+    }
+    g->started = true;
+    return tx_respond_start(g->req, partial ? 206 : 200, h, n, (int64_t)length, gw_get_drain, g);
+}
+
+static void
+gw_get_read_done(uv_work_t *w, int status)
+{
+    gw_get_t *g = w->data;
+    bool first = !g->started;
+
+    if (status < 0 && g->rc == 0)
+        g->rc = status; /* cancelled */
+    if (g->rc < 0) {
+        if (g->rc == RON_EDIGEST)
+            first ? g->gw->stats.corrupt_before++ : g->gw->stats.corrupt_aborted++;
+        if (first) {
+            gw_error(g->req, g->rc == RON_EDIGEST ? 502 : 500, "stored bytes failed verification",
+                     g->rc == RON_EDIGEST ? "corrupt_object" : "read_failed", NULL, 0);
+            g->req = NULL;
+        }
+        gw_get_finish(g); /* after the head: the short body closes the connection */
+        return;
+    }
+    if (first) {
+        if (gw_get_start(g, g->partial, g->length) < 0) {
+            g->req = NULL; /* connection gone: freed by the transport */
+            g->gw->stats.client_gone++;
+            gw_get_finish(g);
+            return;
+        }
+    }
+    g->pos = g->buf_off + g->buf_len;
+    g->seg = 0;
+    gw_get_pump(g);
+}
+
+/* On the loop with the reader open: decide 304 / 416 / HEAD / the ranges. */
+/* Any thread (the open work item): conditionals and Range against the size. */
+static void
+gw_get_decide(gw_get_t *g)
+{
+    gw_range_result_t res = GW_RANGE_FULL;
+
+    if (g->inm != NULL && gw_etag_match(g->inm, g->etag)) {
+        g->outcome = GW_OUT_NOT_MODIFIED;
+        return;
+    }
+    if (g->range != NULL && (g->if_range == NULL || gw_if_range_ok(g->if_range, g->etag)))
+        res = gw_range_parse(g->range, g->size, g->ranges, &g->n_ranges);
+    if (res == GW_RANGE_UNSATISFIABLE) {
+        g->outcome = GW_OUT_UNSATISFIABLE;
+        return;
+    }
+    if (res == GW_RANGE_FULL) {
+        g->n_ranges = 1;
+        g->ranges[0] = (gw_range_t){0, g->size == 0 ? 0 : g->size - 1};
+    }
+    g->partial = res == GW_RANGE_PARTIAL;
+    g->multipart = g->n_ranges > 1;
+    g->body_bytes = 0;
+    for (size_t i = 0; i < g->n_ranges && g->size > 0; i++)
+        g->body_bytes += g->ranges[i].last - g->ranges[i].first + 1;
+    g->length = g->body_bytes;
+    if (g->multipart) {
+        gw_multipart_boundary(g->addr, g->boundary);
+        for (size_t i = 0; i < g->n_ranges; i++)
+            gw_multipart_part_head(g->heads[i], GW_PART_HEAD_MAX, g->boundary, g->ctype,
+                                   &g->ranges[i], g->size);
+        gw_multipart_tail(g->tail, sizeof g->tail, g->boundary);
+        g->length = gw_multipart_length(g->ranges, g->n_ranges, g->boundary, g->ctype, g->size);
+    }
+    g->outcome = g->head || g->size == 0 ? GW_OUT_HEAD_ONLY : GW_OUT_BODY;
+}
+
+/* Worker: open, decide, and read the first chunk: one thread-pool hop for
+ * a small object. */
+static void
+gw_get_open_work(uv_work_t *w)
+{
+    gw_get_t *g = w->data;
+
+    gw_get_open(g);
+    if (g->rc < 0)
+        return;
+    gw_get_decide(g);
+    if (g->outcome != GW_OUT_BODY)
+        return;
+    g->buf_cap = g->body_bytes < g->gw->cfg.chunk ? (size_t)g->body_bytes : g->gw->cfg.chunk;
+    g->buf = ron_xmalloc(g->buf_cap);
+    g->pos = g->ranges[0].first;
+    gw_get_read_chunk(g);
+}
+
+static void
+gw_get_open_done(uv_work_t *w, int status)
+{
+    gw_get_t *g = w->data;
+    gw_t *gw = g->gw;
+    tx_header_t h[8];
+    size_t n = 0;
+    char cr[48];
+
+    if (g->buf != NULL) { /* allocated by the work item: account for it here */
+        gw->stats.buffered += g->buf_cap;
+        if (gw->stats.buffered > gw->stats.buffered_peak)
+            gw->stats.buffered_peak = gw->stats.buffered;
+    }
+    if (status < 0 && g->rc == 0)
+        g->rc = status;
+    if (g->rc == RON_ENOTFOUND) {
+        gw_error(g->req, 404, "no object with this address", "not_found", NULL, 0);
+        g->req = NULL;
+        gw_get_finish(g);
+        return;
+    }
+    if (g->rc < 0 || g->outcome == GW_OUT_BODY) {
+        gw_get_read_done(w, status); /* the first chunk (or the failure) is in */
+        return;
+    }
+    switch (g->outcome) {
+    case GW_OUT_NOT_MODIFIED:
+        h[n++] = (tx_header_t){"ETag", g->etag};
+        h[n++] = (tx_header_t){"Cache-Control", GW_CACHE_IMMUTABLE};
+        n += gw_cors(h + n);
+        gw->stats.not_modified++;
+        (void)tx_respond(g->req, 304, h, n, NULL, 0);
+        g->req = NULL;
+        break;
+    case GW_OUT_UNSATISFIABLE:
+        h[0] = (tx_header_t){"Content-Range", cr};
+        snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)g->size);
+        gw->stats.unsatisfiable++;
+        gw_error(g->req, 416, NULL, "range_not_satisfiable", h, 1);
+        g->req = NULL;
+        break;
+    default: /* HEAD, or an empty body */
+        if (gw_get_start(g, g->partial, g->length) < 0)
+            g->req = NULL;
+        else
+            gw->stats.objects_served++;
+        break;
+    }
+    gw_get_finish(g);
+}
+
+/*
+ * Timer, every GW_SWEEP_MS while streams are alive. ron-transport tells a
+ * streaming request that its connection went away through a write's done
+ * callback or the drain callback, except when its chunks were queued but
+ * never submitted (a pipelined response behind another one): then nothing
+ * runs until tx_respond_end. A stream waiting on such a write would wait
+ * forever, holding its buffer and reader. So the sweep probes each stream
+ * that waits on writes with a zero-length write, which queues nothing and
+ * says RON_ECLOSED when the connection is gone (RON_EINVAL otherwise), and
+ * ends those streams. Remove once the transport completes queued chunks
+ * when a connection closes.
+ */
+static void
+gw_sweep(uv_timer_t *t)
+{
+    gw_t *gw = t->data;
+    gw_get_t *g = gw->streams, *next;
+
+    for (; g != NULL; g = next) {
+        next = g->next;
+        if (g->req == NULL || !g->started || g->writes == 0)
+            continue;
+        if (tx_respond_write(g->req, g, 0, NULL, NULL) != RON_ECLOSED)
+            continue;
+        g->gone = true;
+        g->seg = 3;
+        gw->stats.client_gone++;
+        gw_get_finish(g); /* runs the queued writes' done callbacks; may free g */
+    }
+}
+
+static void
+gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN], bool head)
+{
+    gw_get_t *g = ron_xcalloc(1, sizeof *g);
+    char text[68];
+    int rc;
+
+    g->gw = gw;
+    g->req = req;
+    g->head = head;
+    g->seg = 3;
+    g->work.data = g;
+    g->rd = gw_cache_take(gw, addr);
+    g->inm = tx_request_header(req, "If-None-Match");
+    g->range = tx_request_header(req, "Range");
+    g->if_range = tx_request_header(req, "If-Range");
+    memcpy(g->addr, addr, STO_ADDR_LEN);
+    sto_addr_format(addr, text);
+    snprintf(g->etag, sizeof g->etag, "\"%s\"", text);
+    gw->stats.active++;
+    g->next = gw->streams;
+    if (g->next != NULL)
+        g->next->prev = g;
+    gw->streams = g;
+    if (!uv_is_active((uv_handle_t *)&gw->sweep))
+        uv_timer_start(&gw->sweep, gw_sweep, GW_SWEEP_MS, GW_SWEEP_MS);
+    rc = uv_queue_work(gw->loop, &g->work, gw_get_open_work, gw_get_open_done);
+    if (rc < 0) {
+        g->rc = rc;
+        gw_get_open_done(&g->work, 0);
+    }
+}
+
+/* ---- POST / PUT ---- */
+
+static void
+gw_put_work(uv_work_t *w)
+{
+    gw_put_t *u = w->data;
+    sto_store_t *s = u->gw->cfg.store;
+    sto_put_t *p = NULL;
+
+    u->had = u->put ? sto_has(s, u->addr) : 0;
+    u->rc = sto_put_begin(s, u->gw->cfg.tenant, u->put ? u->addr : NULL,
+                          u->ctype[0] != '\0' ? u->ctype : NULL, u->body_len, &p);
+    if (u->rc < 0)
+        return;
+    if (u->body_len > 0)
+        u->rc = sto_put_write(p, u->body, u->body_len);
+    if (u->rc < 0) {
+        sto_put_abort(p);
+        return;
+    }
+    u->rc = sto_put_commit(p, u->addr);
+}
+
+static void
+gw_put_done(uv_work_t *w, int status)
+{
+    gw_put_t *u = w->data;
+    gw_t *gw = u->gw;
+    char text[68], loc[80], json[200];
+    tx_header_t h[GW_MAX_HDRS];
+    size_t n = 0;
+    int code;
+
+    if (status < 0 && u->rc == 0)
+        u->rc = status;
+    if (u->rc == RON_EDIGEST) {
+        gw->stats.bad_digest++;
+        gw_error(u->req, 409, "body does not hash to the address", "bad_digest", NULL, 0);
+    } else if (u->rc == RON_ETOOBIG) {
+        gw_error(u->req, 413, NULL, "object_too_large", NULL, 0);
+    } else if (u->rc == RON_ESTOREFULL) {
+        tx_header_t ra = {"Retry-After", "60"};
+        gw_error(u->req, 507, NULL, "store_full", &ra, 1);
+    } else if (u->rc < 0) {
+        gw_error(u->req, 500, ron_strerror(u->rc), "store_failed", NULL, 0);
+    } else {
+        sto_addr_format(u->addr, text);
+        snprintf(loc, sizeof loc, "/o/%s", text);
+        snprintf(json, sizeof json, "{\"address\":\"%s\",\"cid\":\"%s\"}", text, text + 3);
+        code = u->put && u->had == 1 ? 200 : 201;
+        code == 201 ? gw->stats.puts_created++ : gw->stats.puts_existing++;
+        h[n++] = (tx_header_t){"Content-Type", "application/json"};
+        h[n++] = (tx_header_t){"Location", loc};
+        n += gw_cors(h + n);
+        (void)tx_respond(u->req, code, h, n, json, strlen(json));
+    }
+    free(u);
+    gw_release(gw);
+}
+
+/* What the store keeps as a content type: 1..STO_CTYPE_MAX printable ASCII bytes. */
+static bool
+gw_ctype_ok(const char *ct)
+{
+    size_t n = strlen(ct);
+
+    if (n == 0 || n > STO_CTYPE_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)ct[i] < 0x20 || (unsigned char)ct[i] > 0x7E)
+            return false;
+    return true;
+}
+
+static void
+gw_put_begin(gw_t *gw, tx_request_t *req, const uint8_t *addr)
+{
+    const tx_request_view_t *v = tx_request_view(req);
+    const char *ct = tx_request_header(req, "Content-Type");
+    gw_put_t *u;
+    int rc;
+
+    if (ct != NULL && !gw_ctype_ok(ct)) {
+        gw_error(req, 400, "Content-Type must be 1-127 printable ASCII bytes", "bad_content_type",
+                 NULL, 0);
+        return;
+    }
+    u = ron_xcalloc(1, sizeof *u);
+    u->gw = gw;
+    u->req = req;
+    u->put = addr != NULL;
+    if (addr != NULL)
+        memcpy(u->addr, addr, STO_ADDR_LEN);
+    u->body = v->body;
+    u->body_len = v->body_len;
+    if (ct != NULL)
+        snprintf(u->ctype, sizeof u->ctype, "%s", ct);
+    u->work.data = u;
+    gw->stats.active++;
+    rc = uv_queue_work(gw->loop, &u->work, gw_put_work, gw_put_done);
+    if (rc < 0) {
+        u->rc = rc;
+        gw_put_done(&u->work, 0);
+    }
+}
+
+/* ---- names ---- */
+
+/* One GET/HEAD or PUT of /n/<name>. */
+typedef struct {
+    uv_work_t work;
+    gw_t *gw;
+    tx_request_t *req;
+    bool put;
+    char name[NAME_MAX_LEN + 1];
+    name_record_t rec; /* PUT: the candidate; GET: the current record */
+    bool had;          /* PUT: the name had a record before */
+    int rc;
+    name_err_t err;
+} gw_name_t;
+
+static void
+gw_name_work(uv_work_t *w)
+{
+    gw_name_t *q = w->data;
+    idx_t *idx = q->gw->cfg.index;
+    name_record_t cur;
+
+    if (!q->put) {
+        q->rc = idx_resolve(idx, q->name, &q->rec);
+        return;
+    }
+    q->had = idx_resolve(idx, q->name, &cur) == 0;
+    q->rc = idx_publish(idx, &q->rec, (int64_t)time(NULL), &q->err);
+}
+
+static void
+gw_name_done(uv_work_t *w, int status)
+{
+    gw_name_t *q = w->data;
+    gw_t *gw = q->gw;
+    const char *msg = q->err.msg[0] != '\0' ? q->err.msg : NULL;
+    tx_header_t h[GW_MAX_HDRS];
+    size_t n = 0;
+
+    if (status < 0 && q->rc == 0)
+        q->rc = status;
+    if (!q->put) {
+        char text[NAME_ADDR_TEXT_LEN + 1], loc[80];
+        if (q->rc == RON_ENOTFOUND) {
+            gw_error(q->req, 404, "no record for this name", "name_not_found", NULL, 0);
+        } else if (q->rc < 0) {
+            gw_error(q->req, 500, ron_strerror(q->rc), "index_failed", NULL, 0);
+        } else {
+            name_addr_format(&q->rec.addr, text);
+            snprintf(loc, sizeof loc, "/o/%s", text);
+            h[n++] = (tx_header_t){"Location", loc};
+            h[n++] = (tx_header_t){"Cache-Control", GW_CACHE_NONE};
+            n += gw_cors(h + n);
+            gw->stats.names_resolved++;
+            (void)tx_respond(q->req, 302, h, n, NULL, 0);
+        }
+    } else if (q->rc == 0 || q->rc == RON_ENAMEDUP) {
+        char *json = name_record_to_json(&q->rec);
+        int code = q->rc == 0 && !q->had ? 201 : 200;
+        h[n++] = (tx_header_t){"Content-Type", "application/json"};
+        n += gw_cors(h + n);
+        gw->stats.names_published++;
+        (void)tx_respond(q->req, code, h, n, json, json != NULL ? strlen(json) : 0);
+        free(json);
+    } else {
+        int code = 500;
+        const char *reason = "index_failed";
+        switch (q->rc) {
+        case RON_ERECORD:
+            code = 400;
+            reason = "bad_record";
+            break;
+        case RON_ENAMEFUTURE:
+            code = 400;
+            reason = "future_timestamp";
+            break;
+        case RON_ENAMESIG:
+        case RON_EAUTH:
+            code = 403;
+            reason = "bad_signature";
+            break;
+        case RON_ENAMEOWNER:
+            code = 403;
+            reason = "wrong_owner";
+            break;
+        case RON_ENAMESTALE:
+            code = 409;
+            reason = "stale_seq";
+            break;
+        case RON_EIDXFULL:
+            code = 507;
+            reason = "index_full";
+            break;
+        default:
+            msg = ron_strerror(q->rc);
+            break;
+        }
+        if (code < 500)
+            gw->stats.names_refused++;
+        if (code == 507) {
+            tx_header_t ra = {"Retry-After", "60"};
+            gw_error(q->req, code, msg, reason, &ra, 1);
+        } else {
+            gw_error(q->req, code, msg, reason, NULL, 0);
+        }
+    }
+    free(q);
+    gw_release(gw);
+}
+
+static void
+gw_name_route(gw_t *gw, tx_request_t *req, const char *seg)
+{
+    const tx_request_view_t *v = tx_request_view(req);
+    bool get = strcmp(v->method, "GET") == 0 || strcmp(v->method, "HEAD") == 0;
+    bool put = strcmp(v->method, "PUT") == 0;
+    char raw[GW_NAME_PATH_MAX + 1];
+    gw_name_t *q;
+    name_err_t err = {0};
+    int rc;
+
+    if (strcmp(v->method, "OPTIONS") == 0) {
+        gw_preflight(req);
+        return;
+    }
+    if (!get && !put) {
+        gw_not_allowed(req, "GET, HEAD, PUT, OPTIONS");
+        return;
+    }
+    if (gw_path_decode(seg, strlen(seg), raw, sizeof raw) < 0) {
+        gw_error(req, 400, "the name is not one well-formed path segment", "bad_name", NULL, 0);
+        return;
+    }
+    q = ron_xcalloc(1, sizeof *q);
+    if (name_normalize(raw, strlen(raw), q->name, &err) < 0) {
+        gw_error(req, 400, err.msg, "bad_name", NULL, 0);
+        free(q);
+        return;
+    }
+    if (gw->cfg.index == NULL) {
+        gw_error(req, 503, "this gateway serves no names", "no_index", NULL, 0);
+        free(q);
+        return;
+    }
+    if (put) {
+        rc = name_record_from_json(&q->rec, (const char *)v->body, v->body_len, &err);
+        if (rc < 0) {
+            gw_error(req, rc == RON_ETOOBIG ? 413 : 400, err.msg, "bad_record", NULL, 0);
+            free(q);
+            return;
+        }
+        if (strcmp(q->rec.name, q->name) != 0) {
+            gw_error(req, 400, "the record's name is not the name in the path", "name_mismatch",
+                     NULL, 0);
+            free(q);
+            return;
+        }
+    }
+    q->gw = gw;
+    q->req = req;
+    q->put = put;
+    q->work.data = q;
+    gw->stats.active++;
+    rc = uv_queue_work(gw->loop, &q->work, gw_name_work, gw_name_done);
+    if (rc < 0) {
+        q->rc = rc;
+        gw_name_done(&q->work, 0);
+    }
+}
+
+/* ---- routing ---- */
+
+/* "b3:" then 64 lowercase hex, nothing else. */
+static bool
+gw_addr_parse(const char *s, uint8_t addr_out[static STO_ADDR_LEN])
+{
+    if (strncmp(s, "b3:", 3) != 0 || strlen(s) != GW_ADDR_TEXT_LEN)
+        return false;
+    for (size_t i = 3; i < GW_ADDR_TEXT_LEN; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return sto_addr_parse(s, addr_out) == 0;
+}
+
+void
+gw_handle(tx_request_t *req, void *arg)
+{
+    gw_t *gw = arg;
+    const tx_request_view_t *v = tx_request_view(req);
+    const char *m = v->method;
+    uint8_t addr[STO_ADDR_LEN];
+
+    gw->stats.requests++;
+    if (strcmp(v->path, "/o") == 0 || strcmp(v->path, "/o/") == 0) {
+        if (strcmp(m, "POST") == 0)
+            gw_put_begin(gw, req, NULL);
+        else if (strcmp(m, "OPTIONS") == 0)
+            gw_preflight(req);
+        else
+            gw_not_allowed(req, "POST, OPTIONS");
+        return;
+    }
+    if (strncmp(v->path, "/o/", 3) == 0) {
+        bool get = strcmp(m, "GET") == 0, head = strcmp(m, "HEAD") == 0;
+        bool put = strcmp(m, "PUT") == 0, opt = strcmp(m, "OPTIONS") == 0;
+        if (!get && !head && !put && !opt) {
+            gw_not_allowed(req, "GET, HEAD, PUT, OPTIONS");
+            return;
+        }
+        if (!gw_addr_parse(v->path + 3, addr)) {
+            gw_error(req, 400, "an object address is b3: and 64 lowercase hex digits",
+                     "bad_address", NULL, 0);
+            return;
+        }
+        if (opt)
+            gw_preflight(req);
+        else if (put)
+            gw_put_begin(gw, req, addr);
+        else
+            gw_get_begin(gw, req, addr, head);
+        return;
+    }
+    if (strncmp(v->path, "/n/", 3) == 0) {
+        gw_name_route(gw, req, v->path + 3);
+        return;
+    }
+    gw_error(req, 404, "no such route", "no_route", NULL, 0);
+}
+
+/* ---- lifecycle ---- */
+
+gw_t *
+gw_new(uv_loop_t *loop, const gw_config_t *cfg)
+{
+    gw_t *gw = ron_xcalloc(1, sizeof *gw);
+
+    gw->loop = loop;
+    gw->cfg = *cfg;
+    if (gw->cfg.chunk == 0)
+        gw->cfg.chunk = GW_CHUNK_DEFAULT;
+    if (gw->cfg.chunk < GW_CHUNK_MIN)
+        gw->cfg.chunk = GW_CHUNK_MIN;
+    if (gw->cfg.chunk > GW_CHUNK_MAX)
+        gw->cfg.chunk = GW_CHUNK_MAX;
+    uv_timer_init(loop, &gw->sweep);
+    gw->sweep.data = gw;
+    return gw;
+}
+
+const gw_stats_t *
+gw_stats(const gw_t *gw)
+{
+    return &gw->stats;
+}
+
+static void
+gw_sweep_closed(uv_handle_t *h)
+{
+    gw_t *gw = h->data;
+
+    gw->timer_closed = true;
+    gw_close_check(gw);
+}
+
+/* Closing: once no request holds state and the timer is closed, run the callback. */
+static void
+gw_close_check(gw_t *gw)
+{
+    void (*cb)(void *arg) = gw->closed_cb;
+
+    if (gw->stats.active == 0)
+        gw_cache_clear(gw);
+    if (gw->stats.active == 0 && !uv_is_closing((uv_handle_t *)&gw->sweep))
+        uv_close((uv_handle_t *)&gw->sweep, gw_sweep_closed);
+    if (gw->stats.active == 0 && gw->timer_closed && cb != NULL) {
+        gw->closed_cb = NULL;
+        cb(gw->closed_arg);
+    }
+}
+
+void
+gw_close(gw_t *gw, void (*cb)(void *arg), void *arg)
+{
+    gw->closing = true;
+    gw->closed_cb = cb;
+    gw->closed_arg = arg;
+    gw_close_check(gw);
+}
+
+void
+gw_free(gw_t *gw)
+{
+    if (gw != NULL)
+        assert(gw->timer_closed);
+    free(gw);
+}

@@ -1,0 +1,1294 @@
+/*
+ * test_svc_gateway.c - the gateway: its sans-I/O HTTP semantics (Range,
+ * multipart framing, If-None-Match / If-Range, sniffing) tested directly,
+ * then its routes over real loopback sockets: a tx_server on port 0 on a
+ * libuv loop in the test's thread, the gateway's handler over a real file
+ * store in a temp dir (or the RAM store), and a blocking client in a second
+ * thread (receive timeouts bound every wait) that wakes the loop with
+ * uv_async_send when done. Every loop test ends with uv_loop_close() == 0.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "ron_err.h"
+#include "ron_log.h"
+#include "svc_gateway.h"
+
+#define S(lit) lit, sizeof(lit) - 1
+
+/* ---- Range ---- */
+
+static gw_range_result_t
+rp(const char *v, uint64_t size, gw_range_t *r, size_t *n)
+{
+    return gw_range_parse(v, size, r, n);
+}
+
+static void
+test_range_single_suffix_and_open_ranges_resolve_against_the_size(void **state)
+{
+    gw_range_t r[GW_MAX_RANGES];
+    size_t n;
+
+    (void)state;
+    assert_int_equal(rp("bytes=0-499", 1000, r, &n), GW_RANGE_PARTIAL);
+    assert_int_equal(n, 1);
+    assert_true(r[0].first == 0 && r[0].last == 499);
+    assert_int_equal(rp("bytes=-500", 1000, r, &n), GW_RANGE_PARTIAL);
+    assert_true(r[0].first == 500 && r[0].last == 999);
+    assert_int_equal(rp("bytes=-5000", 1000, r, &n), GW_RANGE_PARTIAL); /* whole */
+    assert_true(r[0].first == 0 && r[0].last == 999);
+    assert_int_equal(rp("bytes=500-", 1000, r, &n), GW_RANGE_PARTIAL);
+    assert_true(r[0].first == 500 && r[0].last == 999);
+    assert_int_equal(rp("bytes=990-5000", 1000, r, &n), GW_RANGE_PARTIAL); /* clipped */
+    assert_true(r[0].first == 990 && r[0].last == 999);
+    assert_int_equal(rp("BYTES = 1-1", 1000, r, &n), GW_RANGE_PARTIAL);
+    assert_true(r[0].first == 1 && r[0].last == 1);
+    assert_int_equal(rp("bytes=65535-65537", 200000, r, &n), GW_RANGE_PARTIAL);
+    assert_true(r[0].first == 65535 && r[0].last == 65537);
+    /* saturating numbers: a last-pos past 2^64 is just "to the end" */
+    assert_int_equal(rp("bytes=5-999999999999999999999999", 10, r, &n), GW_RANGE_PARTIAL);
+    assert_true(r[0].first == 5 && r[0].last == 9);
+}
+
+static void
+test_range_several_ranges_are_sorted_and_overlaps_coalesced(void **state)
+{
+    gw_range_t r[GW_MAX_RANGES];
+    size_t n;
+
+    (void)state;
+    assert_int_equal(rp("bytes=0-0, 65535-65537 ,-1", 100000, r, &n), GW_RANGE_PARTIAL);
+    assert_int_equal(n, 3);
+    assert_true(r[0].first == 0 && r[0].last == 0);
+    assert_true(r[1].first == 65535 && r[1].last == 65537);
+    assert_true(r[2].first == 99999 && r[2].last == 99999);
+    /* out of order, overlapping, touching: one sorted disjoint list */
+    assert_int_equal(rp("bytes=50-60,0-10,5-20,21-30,100-", 1000, r, &n), GW_RANGE_PARTIAL);
+    assert_int_equal(n, 3);
+    assert_true(r[0].first == 0 && r[0].last == 30);
+    assert_true(r[1].first == 50 && r[1].last == 60);
+    assert_true(r[2].first == 100 && r[2].last == 999);
+    /* the classic amplification: many copies of the whole thing become one */
+    assert_int_equal(rp("bytes=0-,0-,0-,0-,0-,0-,0-,0-", 1000, r, &n), GW_RANGE_PARTIAL);
+    assert_int_equal(n, 1);
+    /* unsatisfiable members are dropped when others are satisfiable */
+    assert_int_equal(rp("bytes=5000-6000,1-2", 1000, r, &n), GW_RANGE_PARTIAL);
+    assert_int_equal(n, 1);
+    assert_true(r[0].first == 1 && r[0].last == 2);
+    /* empty list elements are allowed */
+    assert_int_equal(rp("bytes=,, 1-2 ,,", 50, r, &n), GW_RANGE_PARTIAL);
+    assert_int_equal(n, 1);
+}
+
+static void
+test_range_unsatisfiable_when_no_range_overlaps_the_object(void **state)
+{
+    gw_range_t r[GW_MAX_RANGES];
+    size_t n = 7;
+
+    (void)state;
+    assert_int_equal(rp("bytes=10-20", 10, r, &n), GW_RANGE_UNSATISFIABLE);
+    assert_int_equal(n, 0);
+    assert_int_equal(rp("bytes=-0", 10, r, &n), GW_RANGE_UNSATISFIABLE);
+    assert_int_equal(rp("bytes=0-", 0, r, &n), GW_RANGE_UNSATISFIABLE);
+    assert_int_equal(rp("bytes=-1", 0, r, &n), GW_RANGE_UNSATISFIABLE);
+    assert_int_equal(rp("bytes=10-,20-30", 10, r, &n), GW_RANGE_UNSATISFIABLE);
+}
+
+static void
+test_range_invalid_foreign_or_abusive_headers_are_ignored(void **state)
+{
+    gw_range_t r[GW_MAX_RANGES];
+    size_t n = 7;
+    char many[512];
+    size_t off = 0;
+
+    (void)state;
+    assert_int_equal(rp(NULL, 10, r, &n), GW_RANGE_FULL);
+    assert_int_equal(n, 0);
+    const char *bad[] = {"items=0-1",   "bytes 0-1", "bytes=5-1", "bytes=a-b", "bytes=1-2;",
+                         "bytes=",      "bytes=,",   "bytes=--1", "bytes=1",   "bytes=1-2 3-4",
+                         "bytes=0x10-", "bytes=-",   ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(rp(bad[i], 100, r, &n), GW_RANGE_FULL);
+    /* 16 ranges are honoured, 17 make the header ignored */
+    off = (size_t)snprintf(many, sizeof many, "bytes=0-0");
+    for (int i = 1; i < GW_MAX_RANGES; i++)
+        off += (size_t)snprintf(many + off, sizeof many - off, ",%d-%d", 2 * i, 2 * i);
+    assert_int_equal(rp(many, 1000, r, &n), GW_RANGE_PARTIAL);
+    assert_int_equal(n, GW_MAX_RANGES);
+    snprintf(many + off, sizeof many - off, ",100-100");
+    assert_int_equal(rp(many, 1000, r, &n), GW_RANGE_FULL);
+    /* endless empty elements are cut off too */
+    memset(many, ',', sizeof many);
+    memcpy(many, "bytes=", 6);
+    many[sizeof many - 1] = '\0';
+    assert_int_equal(rp(many, 1000, r, &n), GW_RANGE_FULL);
+}
+
+/* ---- multipart framing ---- */
+
+static void
+test_multipart_heads_and_length_follow_rfc9110(void **state)
+{
+    gw_range_t r[2] = {{0, 0}, {65535, 65537}};
+    char head[GW_PART_HEAD_MAX], tail[64];
+    uint8_t addr[STO_ADDR_LEN];
+    char b[GW_BOUNDARY_LEN + 1];
+
+    (void)state;
+    size_t hl = gw_multipart_part_head(head, sizeof head, "BND", "text/plain", &r[1], 70000);
+    assert_string_equal(head, "\r\n--BND\r\nContent-Type: text/plain\r\n"
+                              "Content-Range: bytes 65535-65537/70000\r\n\r\n");
+    assert_int_equal(hl, strlen(head));
+    assert_int_equal(gw_multipart_tail(tail, sizeof tail, "BND"), 11);
+    assert_string_equal(tail, "\r\n--BND--\r\n");
+    uint64_t want = 11 + 1 + 3;
+    want += gw_multipart_part_head(head, sizeof head, "BND", "text/plain", &r[0], 70000);
+    want += hl;
+    assert_int_equal(gw_multipart_length(r, 2, "BND", "text/plain", 70000), want);
+    assert_int_equal(gw_multipart_part_head(head, 10, "BND", "text/plain", &r[0], 70000), 0);
+    memset(addr, 0xab, sizeof addr);
+    gw_multipart_boundary(addr, b);
+    assert_string_equal(b, "abababababababababababab");
+}
+
+/* ---- conditionals ---- */
+
+#define TAG "\"b3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262\""
+
+static void
+test_if_none_match_handles_star_weak_tags_and_lists(void **state)
+{
+    (void)state;
+    assert_true(gw_etag_match(TAG, TAG));
+    assert_true(gw_etag_match("*", TAG));
+    assert_true(gw_etag_match(" * ", TAG));
+    assert_true(gw_etag_match("W/" TAG, TAG));
+    assert_true(gw_etag_match("\"x\", " TAG, TAG));
+    assert_true(gw_etag_match("\"x\",W/" TAG " , \"y\"", TAG));
+    assert_true(gw_etag_match(",," TAG ",", TAG));
+    assert_false(gw_etag_match("\"x\"", TAG));
+    assert_false(gw_etag_match("\"b3:af\"", TAG));
+    assert_false(gw_etag_match("b3:af1349b9", TAG)); /* unquoted: malformed */
+    assert_false(gw_etag_match("\"x\" " TAG, TAG));  /* missing comma: malformed */
+    assert_false(gw_etag_match("\"x", TAG));
+    assert_false(gw_etag_match("*, \"x\"", TAG));
+    assert_false(gw_etag_match("", TAG));
+    assert_false(gw_etag_match(NULL, TAG));
+}
+
+static void
+test_if_range_needs_the_same_strong_tag(void **state)
+{
+    (void)state;
+    assert_true(gw_if_range_ok(TAG, TAG));
+    assert_true(gw_if_range_ok(" " TAG " ", TAG));
+    assert_false(gw_if_range_ok("W/" TAG, TAG));
+    assert_false(gw_if_range_ok("\"x\"", TAG));
+    assert_false(gw_if_range_ok("Wed, 21 Oct 2015 07:28:00 GMT", TAG));
+    assert_false(gw_if_range_ok(NULL, TAG));
+}
+
+/* ---- sniffing ---- */
+
+static void
+test_sniff_recognises_the_table_and_defaults_to_octet_stream(void **state)
+{
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *want;
+    } t[] = {
+        {S("\x89PNG\r\n\x1A\n\0\0\0\rIHDR"), "image/png"},
+        {S("\xFF\xD8\xFF\xE0\0\x10JFIF"), "image/jpeg"},
+        {S("GIF89a\x01\0"), "image/gif"},
+        {S("RIFF\x10\0\0\0WEBPVP8 "), "image/webp"},
+        {S("%PDF-1.7\n"), "application/pdf"},
+        {S("\0\0\0\x20"
+           "ftypisom\0\0\x02\0"),
+         "video/mp4"},
+        {S("\x1A\x45\xDF\xA3\x9F\x42\x86\x81\x01\x42\x82\x84webm"), "video/webm"},
+        {S("\x1A\x45\xDF\xA3\xA3\x42\x86\x81\x01\x42\x82\x88matroska"), "video/x-matroska"},
+        {S("ID3\x04\0\0\0\0\0\0"), "audio/mpeg"},
+        {S("\xFF\xFB\x90\x64\0"), "audio/mpeg"},
+        {S("OggS\0\x02\0\0"), "application/ogg"},
+        {S("PK\x03\x04\x14\0"), "application/zip"},
+        {S("\x1F\x8B\x08\0\0\0"), "application/gzip"},
+        {S("  <!DOCTYPE html><html>"), "text/html; charset=utf-8"},
+        {S("<p>hi</p>"), "text/html; charset=utf-8"},
+        {S("\n{\"a\": [1, 2]}"), "application/json"},
+        {S("[1,2,3]"), "application/json"},
+        {S("hello, w\xC3\xB6rld\n"), "text/plain; charset=utf-8"},
+        {S("hello\0world"), "application/octet-stream"},
+        {S("\xC3\x28 bad utf-8"), "application/octet-stream"},
+        {S("\x7F"
+           "ELF\x02\x01"),
+         "application/octet-stream"},
+        {"", 0, "application/octet-stream"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        assert_string_equal(gw_sniff((const uint8_t *)t[i].bytes, t[i].len, true), t[i].want);
+    /* a UTF-8 sequence cut at the window's end is text only when more follows */
+    assert_string_equal(gw_sniff((const uint8_t *)"abc \xE2\x82", 6, false),
+                        "text/plain; charset=utf-8");
+    assert_string_equal(gw_sniff((const uint8_t *)"abc \xE2\x82", 6, true),
+                        "application/octet-stream");
+}
+
+/* ---- paths ---- */
+
+static void
+test_path_decode_unescapes_one_segment_and_refuses_nul_and_slash(void **state)
+{
+    char out[16];
+
+    (void)state;
+    assert_int_equal(gw_path_decode(S("ex%41mple.test"), out, sizeof out), 12);
+    assert_string_equal(out, "exAmple.test");
+    assert_int_equal(gw_path_decode(S("%c3%a9.test"), out, sizeof out), 7);
+    assert_string_equal(out, "\xc3\xa9.test");
+    assert_int_equal(gw_path_decode(S(""), out, sizeof out), 0);
+    assert_int_equal(gw_path_decode(S("a%2Fb"), out, sizeof out), RON_EINVAL);
+    assert_int_equal(gw_path_decode(S("a%00b"), out, sizeof out), RON_EINVAL);
+    assert_int_equal(gw_path_decode(S("a%4"), out, sizeof out), RON_EINVAL);
+    assert_int_equal(gw_path_decode(S("a%zz"), out, sizeof out), RON_EINVAL);
+    assert_int_equal(gw_path_decode(S("0123456789abcdef"), out, sizeof out), RON_EINVAL);
+    assert_int_equal(gw_path_decode(S("0123456789abcde"), out, sizeof out), 15);
+}
+
+/* ---- fixture: gateway on the loop, client in a thread ---- */
+
+typedef struct fx fx_t;
+typedef void (*fx_client_fn)(fx_t *f);
+
+struct fx {
+    uv_loop_t loop;
+    uv_async_t done;
+    uv_thread_t thread;
+    tx_server_t *srv;
+    gw_t *gw;
+    sto_store_t *store;
+    idx_t *index;
+    char dir[64];
+    bool ram;
+    uint16_t port;
+    fx_client_fn client;
+    uint32_t chunk;
+    /* objects the client fetches */
+    uint8_t *data;
+    size_t len;
+    uint8_t addr[STO_ADDR_LEN];
+    char text[68];
+    /* results */
+    int ok;
+    char note[256];
+    gw_stats_t stats;
+    tx_stats_t tx_stats;
+    bool gw_closed;
+};
+
+static const uint8_t T1[STO_TENANT_LEN] = {1};
+
+static void
+fx_client_thread(void *arg)
+{
+    fx_t *f = arg;
+
+    f->ok = 1;
+    f->client(f);
+    uv_async_send(&f->done);
+}
+
+static void
+fx_on_done(uv_async_t *a)
+{
+    fx_t *f = a->data;
+
+    tx_server_close(f->srv, NULL, NULL);
+    uv_close((uv_handle_t *)&f->done, NULL);
+}
+
+static int
+rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static void
+fx_open(fx_t *f, bool ram)
+{
+    sto_config_t c = {0};
+
+    memset(f, 0, sizeof *f);
+    f->ram = ram;
+    if (!ram) {
+        snprintf(f->dir, sizeof f->dir, "/tmp/gwtest.XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        c.dir = f->dir;
+    }
+    assert_int_equal(sto_open(&c, &f->store), 0);
+}
+
+static void
+fx_close(fx_t *f)
+{
+    idx_free(f->index);
+    sto_close(f->store);
+    if (!f->ram)
+        nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f->data);
+}
+
+/* Store n pseudo-random bytes (or the given bytes) as the fixture's object. */
+static void
+fx_put(fx_t *f, const void *bytes, size_t n, const char *ctype)
+{
+    uint8_t *old = f->data;
+
+    f->data = malloc(n + 1);
+    f->len = n;
+    if (bytes != NULL) {
+        memcpy(f->data, bytes, n);
+    } else {
+        uint32_t x = 2463534242u + (uint32_t)n;
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            f->data[i] = (uint8_t)x;
+        }
+    }
+    free(old);
+    assert_int_equal(sto_put_buf(f->store, T1, f->data, n, ctype, f->addr), 0);
+    sto_addr_format(f->addr, f->text);
+}
+
+static void
+fx_gw_closed(void *arg)
+{
+    ((fx_t *)arg)->gw_closed = true;
+}
+
+static void
+fx_run(fx_t *f, const tx_config_t *cfg, fx_client_fn client)
+{
+    tx_listener_t *l;
+    gw_config_t gc = {.store = f->store, .index = f->index, .chunk = f->chunk};
+
+    memcpy(gc.tenant, T1, sizeof gc.tenant);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    assert_int_equal(tx_listener_bind(&f->loop, "127.0.0.1:0", &l), 0);
+    f->port = tx_listener_port(l);
+    f->gw = gw_new(&f->loop, &gc);
+    f->srv = tx_server_new(&f->loop, cfg, gw_handle, f->gw);
+    assert_int_equal(tx_server_attach(f->srv, l), 0);
+    uv_async_init(&f->loop, &f->done, fx_on_done);
+    f->done.data = f;
+    f->client = client;
+    assert_int_equal(uv_thread_create(&f->thread, fx_client_thread, f), 0);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    uv_thread_join(&f->thread);
+    /* every stream is over once the gateway closes (the sweep ends those
+     * whose client left); then nothing is held */
+    gw_close(f->gw, fx_gw_closed, f);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_true(f->gw_closed);
+    f->stats = *gw_stats(f->gw);
+    assert_int_equal(f->stats.active, 0);
+    assert_int_equal(f->stats.buffered, 0);
+    gw_free(f->gw);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    if (!f->ok)
+        fail_msg("client: %s", f->note);
+}
+
+/* ---- blocking client (client thread) ---- */
+
+typedef struct {
+    int status;
+    char head[4096];
+    uint8_t *body;
+    size_t body_len;
+    bool closed_short; /* the connection closed before Content-Length bytes */
+} resp_t;
+
+static int
+cl_connect(fx_t *f)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = {5, 0};
+    int one = 1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(f->port)};
+
+    if (fd < 0)
+        return -1;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int
+cl_send(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Value of header name in r->head ("" when absent), copied to out. */
+static const char *
+hdr(const resp_t *r, const char *name, char *out, size_t cap)
+{
+    char pat[64];
+    const char *p, *e;
+
+    snprintf(pat, sizeof pat, "\r\n%s: ", name);
+    p = strcasestr(r->head, pat);
+    out[0] = '\0';
+    if (p == NULL)
+        return out;
+    p += strlen(pat);
+    e = strstr(p, "\r\n");
+    snprintf(out, cap, "%.*s", (int)(e - p), p);
+    return out;
+}
+
+/* Read one response; head byte by byte (never eats the next one), body by
+ * Content-Length unless head_only. Returns the status or -1. */
+static int
+cl_read(int fd, resp_t *r, bool head_only)
+{
+    size_t len = 0, want;
+    char cl[32];
+
+    memset(r, 0, sizeof *r);
+    for (;;) {
+        if (len + 1 >= sizeof r->head)
+            return -1;
+        if (recv(fd, r->head + len, 1, 0) != 1)
+            return -1;
+        len++;
+        r->head[len] = '\0';
+        if (len >= 4 && memcmp(r->head + len - 4, "\r\n\r\n", 4) == 0)
+            break;
+    }
+    r->status = atoi(r->head + 9);
+    want = head_only ? 0 : strtoull(hdr(r, "Content-Length", cl, sizeof cl), NULL, 10);
+    r->body = malloc(want + 1);
+    while (r->body_len < want) {
+        ssize_t n = recv(fd, r->body + r->body_len, want - r->body_len, 0);
+        if (n <= 0) {
+            r->closed_short = true;
+            break;
+        }
+        r->body_len += (size_t)n;
+    }
+    r->body[r->body_len] = '\0';
+    return r->status;
+}
+
+/* Send a request (extra headers already CRLF-terminated) and read the answer. */
+static int
+cl_req(int fd, const char *method, const char *path, const char *extra, const void *body,
+       size_t body_len, resp_t *r)
+{
+    char head[1024];
+    int n =
+        snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\n%sContent-Length: %zu\r\n\r\n",
+                 method, path, extra != NULL ? extra : "", body_len);
+    if (cl_send(fd, head, (size_t)n) < 0 || (body_len > 0 && cl_send(fd, body, body_len) < 0))
+        return -1;
+    return cl_read(fd, r, strcmp(method, "HEAD") == 0);
+}
+
+#define CL_CHECK(f, cond)                                                                          \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            snprintf((f)->note, sizeof(f)->note, "line %d: %s", __LINE__, #cond);                  \
+            (f)->ok = 0;                                                                           \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
+static tx_config_t
+test_cfg(void)
+{
+    tx_config_t c;
+    tx_config_default(&c);
+    c.rate_disabled = true;
+    c.max_body = 8u << 20;
+    return c;
+}
+
+/* ---- round trips ---- */
+
+static const size_t rt_sizes[] = {0, 1, 65535, 65536, 65537, (3u << 20) + 5};
+
+static void
+cl_round_trip(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], v[256];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+    CL_CHECK(f, r.body_len == f->len && memcmp(r.body, f->data, f->len) == 0);
+    hdr(&r, "ETag", v, sizeof v);
+    CL_CHECK(f, strncmp(v, "\"b3:", 4) == 0 && strstr(v, f->text + 3) != NULL);
+    CL_CHECK(f, strcmp(hdr(&r, "Accept-Ranges", v, sizeof v), "bytes") == 0);
+    CL_CHECK(f, strcmp(hdr(&r, "Cache-Control", v, sizeof v), GW_CACHE_IMMUTABLE) == 0);
+    CL_CHECK(f, strcmp(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), "*") == 0);
+    CL_CHECK(f, strstr(hdr(&r, "Access-Control-Expose-Headers", v, sizeof v), "Content-Range"));
+    CL_CHECK(f, strcmp(hdr(&r, "Content-Type", v, sizeof v), "application/x-test") == 0);
+    free(r.body);
+    r.body = NULL;
+    /* HEAD on the same connection: same length, no body */
+    CL_CHECK(f, cl_req(fd, "HEAD", path, NULL, NULL, 0, &r) == 200);
+    CL_CHECK(f, strtoull(hdr(&r, "Content-Length", v, sizeof v), NULL, 10) == f->len);
+    free(r.body);
+    r.body = NULL;
+    /* and the connection is still in step: another GET works */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=0-0\r\n", NULL, 0, &r) ==
+                    (f->len == 0 ? 416 : 206));
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+round_trips(bool ram)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    for (size_t i = 0; i < sizeof rt_sizes / sizeof rt_sizes[0]; i++) {
+        fx_open(&f, ram);
+        fx_put(&f, NULL, rt_sizes[i], "application/x-test");
+        fx_run(&f, &c, cl_round_trip);
+        assert_int_equal(f.stats.corrupt_before + f.stats.corrupt_aborted, 0);
+        /* the HEAD and the range GET after the first GET reuse its reader
+         * (objects up to GW_READER_CACHE_OBJECT); every read still verifies */
+        if (rt_sizes[i] <= GW_READER_CACHE_OBJECT)
+            assert_int_equal(f.stats.readers_reused, 2);
+        else
+            assert_int_equal(f.stats.readers_reused, 0);
+        /* a stream's buffer is one chunk at most, and no larger than the body */
+        assert_true(f.stats.buffered_peak <=
+                    (rt_sizes[i] < GW_CHUNK_DEFAULT ? rt_sizes[i] : GW_CHUNK_DEFAULT));
+        fx_close(&f);
+    }
+}
+
+static void
+test_get_and_head_round_trip_0_bytes_to_3_mib_file_store(void **state)
+{
+    (void)state;
+    round_trips(false);
+}
+
+static void
+test_get_and_head_round_trip_0_bytes_to_3_mib_ram_store(void **state)
+{
+    (void)state;
+    round_trips(true);
+}
+
+/* ---- ranges ---- */
+
+static void
+cl_ranges(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], v[256], want[256];
+    static const struct {
+        const char *range;
+        uint64_t first, last;
+    } t[] = {
+        {"bytes=65535-65535", 65535, 65535},
+        {"bytes=65535-65536", 65535, 65536},
+        {"bytes=65536-65537", 65536, 65537},
+        {"bytes=65537-", 65537, 200000 - 1},
+        {"bytes=-1", 199999, 199999},
+        {"bytes=0-65535", 0, 65535},
+        {"bytes=131071-131073", 131071, 131073},
+    };
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        char extra[64];
+        snprintf(extra, sizeof extra, "Range: %s\r\n", t[i].range);
+        CL_CHECK(f, cl_req(fd, "GET", path, extra, NULL, 0, &r) == 206);
+        snprintf(want, sizeof want, "bytes %llu-%llu/200000", (unsigned long long)t[i].first,
+                 (unsigned long long)t[i].last);
+        CL_CHECK(f, strcmp(hdr(&r, "Content-Range", v, sizeof v), want) == 0);
+        CL_CHECK(f, r.body_len == t[i].last - t[i].first + 1);
+        CL_CHECK(f, memcmp(r.body, f->data + t[i].first, r.body_len) == 0);
+        free(r.body);
+        r.body = NULL;
+    }
+    /* a Range with a stale If-Range gets the whole object */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=0-0\r\nIf-Range: \"b3:00\"\r\n", NULL, 0,
+                       &r) == 200);
+    CL_CHECK(f, r.body_len == f->len);
+    free(r.body);
+    r.body = NULL;
+    /* an invalid Range is ignored */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=9-1\r\n", NULL, 0, &r) == 200);
+    CL_CHECK(f, r.body_len == f->len);
+    free(r.body);
+    r.body = NULL;
+    /* 416 names the size */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=200000-\r\n", NULL, 0, &r) == 416);
+    CL_CHECK(f, strcmp(hdr(&r, "Content-Range", v, sizeof v), "bytes */200000") == 0);
+    CL_CHECK(f, strstr((char *)r.body, "\"range_not_satisfiable\"") != NULL);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_ranges_at_piece_boundaries_give_206_and_past_the_end_416(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, false);
+    fx_put(&f, NULL, 200000, NULL);
+    fx_run(&f, &c, cl_ranges);
+    assert_int_equal(f.stats.unsatisfiable, 1);
+    fx_close(&f);
+}
+
+static void
+cl_multirange(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], v[256], bnd[GW_BOUNDARY_LEN + 1];
+    uint8_t *want = malloc(4096);
+    size_t wl = 0;
+    static const uint64_t rg[][2] = {{0, 0}, {65535, 65537}, {199990, 199999}};
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    /* sent out of order and overlapping: answered sorted and coalesced */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=-10, 65536-65537, 0-0, 65535-65536\r\n", NULL,
+                       0, &r) == 206);
+    snprintf(bnd, sizeof bnd, "%s", f->text + 3);
+    snprintf(v, sizeof v, "multipart/byteranges; boundary=%s", bnd);
+    char got[256];
+    CL_CHECK(f, strcmp(hdr(&r, "Content-Type", got, sizeof got), v) == 0);
+    for (size_t i = 0; i < 3; i++) {
+        wl += (size_t)snprintf((char *)want + wl, 4096 - wl,
+                               "\r\n--%s\r\nContent-Type: application/octet-stream\r\n"
+                               "Content-Range: bytes %llu-%llu/200000\r\n\r\n",
+                               bnd, (unsigned long long)rg[i][0], (unsigned long long)rg[i][1]);
+        memcpy(want + wl, f->data + rg[i][0], rg[i][1] - rg[i][0] + 1);
+        wl += rg[i][1] - rg[i][0] + 1;
+    }
+    wl += (size_t)snprintf((char *)want + wl, 4096 - wl, "\r\n--%s--\r\n", bnd);
+    CL_CHECK(f, r.body_len == wl && memcmp(r.body, want, wl) == 0);
+    free(r.body);
+    r.body = NULL;
+    /* HEAD announces the same length */
+    CL_CHECK(f, cl_req(fd, "HEAD", path, "Range: bytes=-10, 65536-65537, 0-0, 65535-65536\r\n",
+                       NULL, 0, &r) == 206);
+    CL_CHECK(f, strtoull(hdr(&r, "Content-Length", v, sizeof v), NULL, 10) == wl);
+out:
+    free(want);
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_multiple_ranges_answer_multipart_byteranges(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, false);
+    fx_put(&f, NULL, 200000, NULL);
+    f.data[0] = 0x00; /* binary: sniffed as octet-stream */
+    fx_put(&f, f.data, 200000, NULL);
+    fx_run(&f, &c, cl_multirange);
+    fx_close(&f);
+}
+
+/* ---- conditionals, sniffing, CORS, errors ---- */
+
+static void
+cl_cond_sniff_cors(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[128], extra[200], v[256];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    snprintf(extra, sizeof extra, "If-None-Match: \"x\", W/\"%s\"\r\n", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", path, extra, NULL, 0, &r) == 304);
+    CL_CHECK(f, r.body_len == 0);
+    CL_CHECK(f, strstr(hdr(&r, "ETag", v, sizeof v), f->text) != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", path, "If-None-Match: \"b3:00\"\r\n", NULL, 0, &r) == 200);
+    CL_CHECK(f, strcmp(hdr(&r, "Content-Type", v, sizeof v), "image/png") == 0);
+    CL_CHECK(f, strcmp(hdr(&r, "X-Content-Type-Options", v, sizeof v), "nosniff") == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "OPTIONS", path,
+                       "Origin: http://x.test\r\nAccess-Control-Request-Method: GET\r\n", NULL, 0,
+                       &r) == 204);
+    CL_CHECK(f, strcmp(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), "*") == 0);
+    CL_CHECK(f, strstr(hdr(&r, "Access-Control-Allow-Methods", v, sizeof v), "GET") != NULL);
+    CL_CHECK(f, strstr(hdr(&r, "Access-Control-Allow-Headers", v, sizeof v), "Range") != NULL);
+    free(r.body);
+    r.body = NULL;
+    /* malformed addresses: 400 with the envelope */
+    const char *bad[] = {
+        "/o/b3:xyz", "/o/b3:AF1349B9F5F9A1A6A0404DEA36DCC9499BCB25C9ADC112B7CC9A93CAE41F3262",
+        "/o/af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+        "/o/b3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f32620", "/o/b3:"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CL_CHECK(f, cl_req(fd, "GET", bad[i], NULL, NULL, 0, &r) == 400);
+        CL_CHECK(f, strstr((char *)r.body, "\"code\":\"bad_request\"") != NULL);
+        CL_CHECK(f, strstr((char *)r.body, "bad_address") != NULL);
+        free(r.body);
+        r.body = NULL;
+    }
+    /* unknown: 404 */
+    CL_CHECK(f, cl_req(fd, "GET",
+                       "/o/b3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+                       NULL, NULL, 0, &r) == 404);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"not_found\"") != NULL);
+    CL_CHECK(f, strcmp(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), "*") == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", "/nothing", NULL, NULL, 0, &r) == 404);
+    free(r.body);
+    r.body = NULL;
+    /* wrong method: 405 with Allow */
+    CL_CHECK(f, cl_req(fd, "DELETE", path, NULL, NULL, 0, &r) == 405);
+    CL_CHECK(f, strcmp(hdr(&r, "Allow", v, sizeof v), "GET, HEAD, PUT, OPTIONS") == 0);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"method_not_allowed\"") != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", "/o", NULL, NULL, 0, &r) == 405);
+    CL_CHECK(f, strcmp(hdr(&r, "Allow", v, sizeof v), "POST, OPTIONS") == 0);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_conditionals_sniffing_cors_and_error_statuses(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    uint8_t png[1000] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+
+    (void)state;
+    fx_open(&f, false);
+    fx_put(&f, png, sizeof png, NULL);
+    fx_run(&f, &c, cl_cond_sniff_cors);
+    assert_int_equal(f.stats.not_modified, 1);
+    fx_close(&f);
+}
+
+/* ---- uploads ---- */
+
+static void
+cl_uploads(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[128], v[256], want[256];
+    size_t n = (1u << 20) + 12345;
+    uint8_t *body = malloc(n);
+
+    CL_CHECK(f, fd >= 0);
+    for (size_t i = 0; i < n; i++)
+        body[i] = (uint8_t)(i * 7 + 3);
+    /* POST: 201, Location, JSON with the address */
+    CL_CHECK(f, cl_req(fd, "POST", "/o", "Content-Type: text/x-up\r\n", body, n, &r) == 201);
+    CL_CHECK(f, strstr((char *)r.body, "b3:") != NULL);
+    snprintf(v, sizeof v, "%.67s", strstr((char *)r.body, "b3:"));
+    CL_CHECK(f, sto_addr_parse(v, f->addr) == 0);
+    sto_addr_format(f->addr, f->text);
+    snprintf(want, sizeof want, "{\"address\":\"%s\",\"cid\":\"%s\"}", f->text, f->text + 3);
+    CL_CHECK(f, strcmp((char *)r.body, want) == 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, strcmp(hdr(&r, "Location", v, sizeof v), path) == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+    CL_CHECK(f, r.body_len == n && memcmp(r.body, body, n) == 0);
+    CL_CHECK(f, strcmp(hdr(&r, "Content-Type", v, sizeof v), "text/x-up") == 0);
+    free(r.body);
+    r.body = NULL;
+    /* PUT of the same bytes: 200 (already there) */
+    CL_CHECK(f, cl_req(fd, "PUT", path, NULL, body, n, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    /* PUT of new bytes at their address: 201, then 200 */
+    body[0] ^= 1;
+    uint8_t a2[STO_ADDR_LEN];
+    char t2[68], p2[128];
+    CL_CHECK(f, sto_put_buf(f->store, T1, body, 1, NULL, a2) == 0); /* a different object */
+    {
+        /* the address of body: hash it through a throwaway RAM store */
+        sto_store_t *ram;
+        sto_config_t rc = {0};
+        CL_CHECK(f, sto_open(&rc, &ram) == 0);
+        CL_CHECK(f, sto_put_buf(ram, T1, body, n, NULL, a2) == 0);
+        sto_close(ram);
+    }
+    sto_addr_format(a2, t2);
+    snprintf(p2, sizeof p2, "/o/%s", t2);
+    CL_CHECK(f, sto_has(f->store, a2) == 0);
+    CL_CHECK(f, cl_req(fd, "PUT", p2, NULL, body, n, &r) == 201);
+    CL_CHECK(f, sto_has(f->store, a2) == 1);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "PUT", p2, NULL, body, n, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    /* PUT of bytes that do not hash to the address: 409 bad_digest, nothing stored */
+    snprintf(p2, sizeof p2, "/o/b3:%064d", 7);
+    memset(a2, 0, sizeof a2);
+    sto_addr_parse(p2 + 3, a2);
+    CL_CHECK(f, cl_req(fd, "PUT", p2, NULL, body, n, &r) == 409);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"conflict\"") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "bad_digest") != NULL);
+    CL_CHECK(f, sto_has(f->store, a2) == 0);
+    free(r.body);
+    r.body = NULL;
+    /* the connection is fine after all that */
+    CL_CHECK(f, cl_req(fd, "HEAD", path, NULL, NULL, 0, &r) == 200);
+out:
+    free(body);
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_post_201_put_201_then_200_and_409_stores_nothing(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, false);
+    fx_run(&f, &c, cl_uploads);
+    assert_int_equal(f.stats.bad_digest, 1);
+    assert_int_equal(f.stats.puts_created, 2);
+    assert_int_equal(f.stats.puts_existing, 2);
+    fx_close(&f);
+}
+
+/* ---- corruption ---- */
+
+static void
+flip_byte(fx_t *f, uint64_t off)
+{
+    char path[256];
+    uint8_t b;
+    int fd;
+
+    snprintf(path, sizeof path, "%s/objects/%.2s/%s", f->dir, f->text + 3, f->text + 3);
+    fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+    b ^= 0x40;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+    close(fd);
+}
+
+static void
+cl_corrupt(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    /* piece 0 is corrupt: the first chunk fails before the head -> 502 */
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 502);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"bad_gateway\"") != NULL);
+    free(r.body);
+    r.body = NULL;
+    /* a range that avoids the bad piece is served */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=65536-65600\r\n", NULL, 0, &r) == 206);
+    CL_CHECK(f, memcmp(r.body, f->data + 65536, 65) == 0);
+    free(r.body);
+    r.body = NULL;
+    /* piece 9 is corrupt too: a range from piece 1 gets its head, then the stream is cut */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=65536-\r\n", NULL, 0, &r) == 206);
+    CL_CHECK(f, r.closed_short);
+    CL_CHECK(f, r.body_len < 9 * 65536 - 65536 + 1);
+    CL_CHECK(f, memcmp(r.body, f->data + 65536, r.body_len) == 0); /* what came is right */
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_a_corrupted_stored_byte_is_never_served(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    ron_log_set_level(RON_LOG_ERROR + 1); /* the store's corruption logs are expected */
+    fx_open(&f, false);
+    f.chunk = 64u << 10;
+    fx_put(&f, NULL, 20 * 65536 + 100, NULL);
+    flip_byte(&f, 1000);
+    flip_byte(&f, 9 * 65536 + 5);
+    fx_run(&f, &c, cl_corrupt);
+    assert_int_equal(f.stats.corrupt_before, 1);
+    assert_int_equal(f.stats.corrupt_aborted, 1);
+    fx_close(&f);
+}
+
+/* ---- a slow reader ---- */
+
+static void
+cl_slow(fx_t *f)
+{
+    int fd = cl_connect(f);
+    char req[160], buf[16384];
+    int rcv = 16384;
+    size_t total = 0, head_end = 0;
+    resp_t r = {0};
+
+    CL_CHECK(f, fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    snprintf(req, sizeof req, "GET /o/%s HTTP/1.1\r\nHost: t\r\n\r\n", f->text);
+    CL_CHECK(f, cl_send(fd, req, strlen(req)) == 0);
+    CL_CHECK(f, cl_read(fd, &r, true) == 200);
+    (void)head_end;
+    /* 24 MiB read in 16 KiB steps with pauses: the server must wait for us */
+    while (total < f->len) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        CL_CHECK(f, n > 0);
+        CL_CHECK(f, memcmp(buf, f->data + total, (size_t)n) == 0);
+        total += (size_t)n;
+        if ((total >> 14) % 64 == 0)
+            usleep(2000);
+    }
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_a_slow_reader_of_a_large_object_keeps_buffers_bounded(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, false);
+    fx_put(&f, NULL, 24u << 20, NULL);
+    fx_run(&f, &c, cl_slow);
+    /* one chunk buffer for the whole 24 MiB stream */
+    assert_int_equal(f.stats.buffered_peak, GW_CHUNK_DEFAULT);
+    assert_int_equal(f.stats.bytes_served, 24u << 20);
+    assert_int_equal(f.stats.objects_served, 1);
+    fx_close(&f);
+}
+
+/* ---- a client that goes away mid-stream ---- */
+
+static void
+cl_gone(fx_t *f)
+{
+    int fd = cl_connect(f);
+    char req[160];
+    resp_t r = {0};
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(req, sizeof req, "GET /o/%s HTTP/1.1\r\nHost: t\r\n\r\n", f->text);
+    CL_CHECK(f, cl_send(fd, req, strlen(req)) == 0);
+    CL_CHECK(f, cl_read(fd, &r, true) == 200);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd); /* with most of 8 MiB unread */
+}
+
+static void
+test_a_client_leaving_mid_stream_frees_the_stream(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, true);
+    fx_put(&f, NULL, 8u << 20, NULL);
+    fx_run(&f, &c, cl_gone);
+    assert_int_equal(f.stats.objects_served, 0); /* fx_run checked active == 0, buffered == 0 */
+    fx_close(&f);
+}
+
+/* ---- pipelined streams, then the client goes ---- */
+
+static void
+cl_pipelined_gone(fx_t *f)
+{
+    int fd = cl_connect(f);
+    char req[512];
+    resp_t r = {0};
+    int n;
+
+    CL_CHECK(f, fd >= 0);
+    n = snprintf(req, sizeof req,
+                 "GET /o/%s HTTP/1.1\r\nHost: t\r\n\r\nGET /o/%s HTTP/1.1\r\nHost: t\r\n\r\n"
+                 "GET /o/%s HTTP/1.1\r\nHost: t\r\n\r\n",
+                 f->text, f->text, f->text);
+    CL_CHECK(f, cl_send(fd, req, (size_t)n) == 0);
+    CL_CHECK(f, cl_read(fd, &r, true) == 200);
+    usleep(100000); /* the later answers have started and queued their first chunks */
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_pipelined_streams_end_when_the_client_leaves(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, true);
+    fx_put(&f, NULL, 8u << 20, NULL);
+    fx_run(&f, &c, cl_pipelined_gone); /* checks active == 0 and buffered == 0 */
+    assert_true(f.stats.client_gone >= 2);
+    assert_int_equal(f.stats.objects_served, 0);
+    fx_close(&f);
+}
+
+/* ---- names ---- */
+
+typedef struct {
+    uint8_t pk[crypto_sign_PUBLICKEYBYTES];
+    uint8_t sk[crypto_sign_SECRETKEYBYTES];
+} key_t_;
+
+static key_t_ nk1, nk2;
+static uint64_t nts; /* one ts for every record: re-signing gives the same bytes */
+
+/* JSON of a record for name -> addr with seq, signed by k (bad: flip the signature). */
+static char *
+record_json(const char *name, const uint8_t *addr, uint64_t seq, const key_t_ *k, bool bad)
+{
+    name_record_t rec = {0};
+
+    snprintf(rec.name, sizeof rec.name, "%s", name);
+    memcpy(rec.addr.b, addr, NAME_ADDR_LEN);
+    rec.seq = seq;
+    rec.ts = nts;
+    if (name_record_sign(&rec, k->sk) < 0)
+        return NULL;
+    if (bad)
+        rec.sig[3] ^= 1;
+    return name_record_to_json(&rec);
+}
+
+static int
+cl_put_record(fx_t *f, int fd, const char *path, const char *name, uint64_t seq, const key_t_ *k,
+              bool bad, resp_t *r)
+{
+    char *json = record_json(name, f->addr, seq, k, bad);
+    int st = json != NULL ? cl_req(fd, "PUT", path, "Content-Type: application/json\r\n", json,
+                                   strlen(json), r)
+                          : -1;
+    free(json);
+    return st;
+}
+
+static void
+cl_names(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char v[256], want[128];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(want, sizeof want, "/o/%s", f->text);
+    /* unknown, then published (201), republished identically (200), superseded (200) */
+    CL_CHECK(f, cl_req(fd, "GET", "/n/movie.test", NULL, NULL, 0, &r) == 404);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"not_found\"") != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 1, &nk1, false, &r) == 201);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", "/n/movie.test", NULL, NULL, 0, &r) == 302);
+    CL_CHECK(f, strcmp(hdr(&r, "Location", v, sizeof v), want) == 0);
+    CL_CHECK(f, strcmp(hdr(&r, "Cache-Control", v, sizeof v), "no-cache") == 0);
+    free(r.body);
+    r.body = NULL;
+    /* the path is normalized: case and percent-escapes */
+    CL_CHECK(f, cl_req(fd, "GET", "/n/MOVIE.%74est", NULL, NULL, 0, &r) == 302);
+    CL_CHECK(f, strcmp(hdr(&r, "Location", v, sizeof v), want) == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 2, &nk1, false, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    /* the same record again (a retry): 200 */
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 2, &nk1, false, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    /* refusals: stale seq 409, another key 403, bad signature 403 */
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 1, &nk1, false, &r) == 409);
+    CL_CHECK(f, strstr((char *)r.body, "stale_seq") != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 9, &nk2, false, &r) == 403);
+    CL_CHECK(f, strstr((char *)r.body, "wrong_owner") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"forbidden\"") != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 9, &nk1, true, &r) == 403);
+    CL_CHECK(f, strstr((char *)r.body, "bad_signature") != NULL);
+    free(r.body);
+    r.body = NULL;
+    /* a record for another name, malformed JSON, a malformed name: 400 */
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "other.test", 1, &nk1, false, &r) == 400);
+    CL_CHECK(f, strstr((char *)r.body, "name_mismatch") != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "PUT", "/n/movie.test", NULL, "{\"name\":", 8, &r) == 400);
+    CL_CHECK(f, strstr((char *)r.body, "bad_record") != NULL);
+    free(r.body);
+    r.body = NULL;
+    const char *bad[] = {"/n/bad..name", "/n/-edge.test", "/n/a%2Fb.test",
+                         "/n/single",    "/n/x%zz.test",  "/n/"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CL_CHECK(f, cl_req(fd, "GET", bad[i], NULL, NULL, 0, &r) == 400);
+        CL_CHECK(f, strstr((char *)r.body, "bad_name") != NULL);
+        free(r.body);
+        r.body = NULL;
+    }
+    CL_CHECK(f, cl_req(fd, "POST", "/n/movie.test", NULL, NULL, 0, &r) == 405);
+    CL_CHECK(f, strcmp(hdr(&r, "Allow", v, sizeof v), "GET, HEAD, PUT, OPTIONS") == 0);
+    free(r.body);
+    r.body = NULL;
+    /* still resolving to the last accepted record */
+    CL_CHECK(f, cl_req(fd, "HEAD", "/n/movie.test", NULL, NULL, 0, &r) == 302);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_names_resolve_302_publish_201_200_and_refuse_409_403_400(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    idx_config_t ic = {0};
+
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    crypto_sign_keypair(nk1.pk, nk1.sk);
+    crypto_sign_keypair(nk2.pk, nk2.sk);
+    nts = (uint64_t)time(NULL);
+    fx_open(&f, false);
+    ic.data_dir = f.dir;
+    ic.map_size = 1u << 20;
+    assert_int_equal(idx_new(&ic, &f.index), 0);
+    fx_put(&f, NULL, 1000, NULL);
+    fx_run(&f, &c, cl_names);
+    assert_int_equal(f.stats.names_published, 3);
+    assert_int_equal(f.stats.names_refused, 3); /* stale, owner, signature */
+    assert_int_equal(f.stats.names_resolved, 3);
+    fx_close(&f);
+}
+
+int
+main(void)
+{
+    signal(SIGPIPE, SIG_IGN); /* as the node does: a gone client is an error code, not a signal */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_range_single_suffix_and_open_ranges_resolve_against_the_size),
+        cmocka_unit_test(test_range_several_ranges_are_sorted_and_overlaps_coalesced),
+        cmocka_unit_test(test_range_unsatisfiable_when_no_range_overlaps_the_object),
+        cmocka_unit_test(test_range_invalid_foreign_or_abusive_headers_are_ignored),
+        cmocka_unit_test(test_multipart_heads_and_length_follow_rfc9110),
+        cmocka_unit_test(test_if_none_match_handles_star_weak_tags_and_lists),
+        cmocka_unit_test(test_if_range_needs_the_same_strong_tag),
+        cmocka_unit_test(test_sniff_recognises_the_table_and_defaults_to_octet_stream),
+        cmocka_unit_test(test_path_decode_unescapes_one_segment_and_refuses_nul_and_slash),
+        cmocka_unit_test(test_get_and_head_round_trip_0_bytes_to_3_mib_file_store),
+        cmocka_unit_test(test_get_and_head_round_trip_0_bytes_to_3_mib_ram_store),
+        cmocka_unit_test(test_ranges_at_piece_boundaries_give_206_and_past_the_end_416),
+        cmocka_unit_test(test_multiple_ranges_answer_multipart_byteranges),
+        cmocka_unit_test(test_conditionals_sniffing_cors_and_error_statuses),
+        cmocka_unit_test(test_post_201_put_201_then_200_and_409_stores_nothing),
+        cmocka_unit_test(test_a_corrupted_stored_byte_is_never_served),
+        cmocka_unit_test(test_a_slow_reader_of_a_large_object_keeps_buffers_bounded),
+        cmocka_unit_test(test_a_client_leaving_mid_stream_frees_the_stream),
+        cmocka_unit_test(test_pipelined_streams_end_when_the_client_leaves),
+        cmocka_unit_test(test_names_resolve_302_publish_201_200_and_refuse_409_403_400),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
