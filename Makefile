@@ -7,7 +7,7 @@ NPROC   := $(shell nproc)
 RUN_ARGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps release run test asan tsan test-tsan fuzz fuzz-build coverage bench clean help
+.PHONY: all deps release run test asan tsan test-tsan fuzz fuzz-build coverage bench lint clean help
 
 all: release
 
@@ -18,6 +18,7 @@ help:
 	@echo "make fuzz      build libFuzzer targets (clang) and run each FUZZ_SECONDS=$(FUZZ_SECONDS)"
 	@echo "make coverage  build with gcov, run tests, write build/coverage/index.html"
 	@echo "make bench     release build, run bench/*, write BENCHMARKS.md"
+	@echo "make lint      cppcheck and clang-tidy (bugprone, cert) over src/"
 	@echo "make clean     remove build/"
 
 deps:
@@ -54,8 +55,11 @@ coverage: deps
 	@$(CMAKE) -S . -B build/coverage $(GEN) -DCMAKE_BUILD_TYPE=Debug -DRON_COVERAGE=ON >/dev/null
 	@$(CMAKE) --build build/coverage
 	cd build/coverage && ctest -j$(NPROC) --timeout 900 || true
-	gcovr -r . --object-directory build/coverage --exclude tests --exclude 'src/.*/fuzz_.*' \
+	gcovr -r . --object-directory build/coverage --exclude tests --exclude bench --exclude 'src/.*/fuzz_.*' --exclude 'src/.*/bench_.*' \
 		--html-details build/coverage/index.html --print-summary
+
+lint: asan
+	scripts/lint.sh --tidy build/asan
 
 bench: release
 	@bench/run-all.sh build/release

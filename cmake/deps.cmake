@@ -9,6 +9,7 @@ pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl)
 pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
 pkg_check_modules(CMOCKA REQUIRED IMPORTED_TARGET cmocka)
 pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
+pkg_check_modules(IDN2 REQUIRED IMPORTED_TARGET libidn2)
 # http-parser ships no .pc file.
 find_path(HTTP_PARSER_INCLUDE http_parser.h REQUIRED)
 find_library(HTTP_PARSER_LIB http_parser REQUIRED)

@@ -18,7 +18,7 @@ if(RON_SANITIZE)
     add_link_options(-fsanitize=${RON_SANITIZE})
 endif()
 if(RON_COVERAGE)
-    add_compile_options(--coverage -O0)
+    add_compile_options(--coverage -O0 -fprofile-update=atomic) # threads share counters
     add_link_options(--coverage)
 endif()
 if(RON_FUZZ)

@@ -4,6 +4,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "ron_bytes.h"
 #include "ron_err.h"
 #include "ron_log.h"
+#include "ron_utf8.h"
 #include "ron_util.h"
 
 static void
@@ -112,6 +114,37 @@ test_rand_below_stays_in_bounds(void **state)
         assert_true(seen[i] > 0);
 }
 
+static void
+test_utf8_rejects_overlongs_surrogates_and_truncation(void **state)
+{
+    (void)state;
+    const struct {
+        const char *s;
+        size_t n;
+        bool ok;
+    } cases[] = {
+        {"plain ascii", 11, true},
+        {"\xc3\xa9t\xc3\xa9", 5, true},           /* é t é */
+        {"\xe2\x82\xac", 3, true},                 /* euro sign */
+        {"\xf0\x9f\x92\xa9", 4, true},             /* U+1F4A9 */
+        {"\xf4\x8f\xbf\xbf", 4, true},             /* U+10FFFF, the last code point */
+        {"\xc0\xaf", 2, false},                     /* overlong '/' */
+        {"\xe0\x80\xaf", 3, false},                /* overlong, three bytes */
+        {"\xf0\x80\x80\xaf", 4, false},            /* overlong, four bytes */
+        {"\xed\xa0\x80", 3, false},                /* surrogate U+D800 */
+        {"\xf4\x90\x80\x80", 4, false},            /* above U+10FFFF */
+        {"\xe2\x82", 2, false},                     /* truncated */
+        {"\x80", 1, false},                          /* stray continuation */
+        {"a\0b", 3, false},                          /* embedded NUL */
+    };
+    for (size_t i = 0; i < RON_ARRAY_LEN(cases); i++)
+        if (ron_utf8_valid(cases[i].s, cases[i].n) != cases[i].ok)
+            fail_msg("case %zu: expected %s", i, cases[i].ok ? "valid" : "invalid");
+    /* the bound is respected: a valid 3-byte sequence seen through 2 bytes is invalid */
+    assert_int_equal(ron_utf8_seq_len((const uint8_t *)"\xe2\x82\xac", 2), 0);
+    assert_int_equal(ron_utf8_seq_len((const uint8_t *)"\xe2\x82\xac", 3), 3);
+}
+
 /* Hash len bytes of a fixed pattern with our BLAKE3 build and with b3sum. */
 static void
 check_blake3_against_b3sum(size_t len)
@@ -172,6 +205,7 @@ main(void)
         cmocka_unit_test(test_parse_u64_accepts_max_and_rejects_overflow),
         cmocka_unit_test(test_json_escape_quotes_controls_and_truncates),
         cmocka_unit_test(test_rand_below_stays_in_bounds),
+        cmocka_unit_test(test_utf8_rejects_overlongs_surrogates_and_truncation),
         cmocka_unit_test(test_blake3_matches_b3sum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,6 +16,7 @@ static const ron_cmd_t commands[] = {
     {"reload", cmd_reload, "make a running node re-read its config"},
     {"release", cmd_release, "let a quarantined service run again"},
     {"oap", cmd_oap, "decode / encode raw OAP/1 frames (debugging the wire)"},
+    {"key", cmd_key, "show the node id and public keys (ron key show [--json])"},
 };
 
 int

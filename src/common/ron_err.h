@@ -35,6 +35,19 @@
     X(RON_EINVAL,    -1025, "invalid argument")                                 \
     X(RON_EPATHLEN,  -1500, "Unix socket path too long (sun_path holds 108 bytes)") \
     X(RON_EREFUSED,  -1501, "bus peer refused the connection (uid or secret)") \
+    X(RON_EKEYFILE,  -2000, "key file malformed or tampered with")               \
+    X(RON_EKEYPERM,  -2001, "key file or directory open to others or not ours")   \
+    X(RON_EKEYLOCKED, -2002, "key file sealed and its secret is not configured")  \
+    X(RON_ENOKEYS,   -2003, "no key store (the node has not created its keys)") \
+    X(RON_EADDR,     -1900, "malformed b3 address")                             \
+    X(RON_ENAME,     -1901, "malformed name")                                   \
+    X(RON_ERECORD,   -1902, "malformed name record")                            \
+    X(RON_ENAMESIG,  -1903, "name record signature does not verify")           \
+    X(RON_ENAMEOWNER, -1904, "name is bound to another key")                    \
+    X(RON_ENAMESTALE, -1905, "name record seq is not above the current one")    \
+    X(RON_ENAMEDUP,  -1906, "name record is already the current one")          \
+    X(RON_ENAMEFUTURE, -1907, "name record timestamp too far in the future")    \
+    X(RON_EIDXFULL,  -1908, "name index is full") \
     X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota")
 
 enum {

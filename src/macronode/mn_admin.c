@@ -276,7 +276,8 @@ status_json(mn_admin_t *a)
                             info.last_exit, "listen", info.listen_addr));
     }
     snprintf(ver, sizeof ver, "%llu", (unsigned long long)cfg->version);
-    b = json_pack("{s:n, s:s, s:s, s:s, s:I, s:b, s:{s:b, s:b}, s:o}", "node_id", "profile",
+    b = json_pack("{s:o, s:s, s:s, s:s, s:I, s:b, s:{s:b, s:b}, s:o}", "node_id",
+                  mn__node_id(n) != NULL ? json_string(mn__node_id(n)) : json_null(), "profile",
                   cfg->profile == RON_PROFILE_MICRO ? "micro" : "macro", "version",
                   RON_VERSION_STRING, "config_version", ver, "uptime_ms",
                   (json_int_t)mn__node_uptime_ms(n), "amnesia", ron_config_amnesia(cfg), "ready",

@@ -232,15 +232,7 @@ static size_t
 echo_metrics(void *state, char *buf, size_t cap)
 {
     echo_t *e = state;
-    char *text = NULL;
-    size_t len = 0;
-    if (met_registry_render(e->reg, &text, &len) < 0 || len >= cap) {
-        free(text);
-        return 0;
-    }
-    memcpy(buf, text, len);
-    free(text);
-    return len;
+    return mn__metrics_render(e->reg, buf, cap);
 }
 
 static void

@@ -46,16 +46,8 @@ static size_t
 health_metrics(void *state, char *buf, size_t cap)
 {
     health_t *h = state;
-    char *text = NULL;
-    size_t len = 0;
     met_counter_inc(h->reports);
-    if (met_registry_render(h->reg, &text, &len) < 0 || len >= cap) {
-        free(text);
-        return 0;
-    }
-    memcpy(buf, text, len);
-    free(text);
-    return len;
+    return mn__metrics_render(h->reg, buf, cap);
 }
 
 static void

@@ -115,6 +115,8 @@ const char *mn__admin_addr(const mn_admin_t *a);
 void mn__admin_close(mn_admin_t *a);
 
 /* What the admin routes need from the node (mn_node.c). */
+/* The node id as 64 lowercase hex digits, or NULL before the keys are open. */
+const char *mn__node_id(const mn_node_t *n);
 const ron_config_t *mn__node_config(const mn_node_t *n);
 mn_sup_t *mn__node_sup(mn_node_t *n);
 met_registry_t *mn__node_registry(mn_node_t *n);
@@ -143,6 +145,10 @@ int mn__listen_tcp(const char *addr, char *bound_out, size_t bound_cap);
  * version of an existing one. Amnesia: touch nothing. Returns 0 or a code
  * with err set (RON_ECONFIG for a layout version we do not know). */
 int mn__data_dir_prepare(const ron_config_t *cfg, char *err, size_t errcap);
+
+/* Render reg's exposition into buf (a service's metrics hook). Returns the
+ * bytes written, or 0 when rendering fails or the text does not fit in cap. */
+size_t mn__metrics_render(met_registry_t *reg, char *buf, size_t cap);
 
 /* Describe a child's end: "exit 3" or "signal 9 (Killed)". */
 void mn__exit_reason(char *out, size_t cap, int64_t exit_status, int term_signal);

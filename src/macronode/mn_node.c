@@ -22,6 +22,7 @@
 #include "mn_internal.h"
 #include "ron_ctrl_c.h"
 #include "ron_err.h"
+#include "ron_kms.h"
 #include "ron_log.h"
 #include "ron_util.h"
 
@@ -43,7 +44,9 @@ struct mn_node {
     uint64_t bus_dropped_seen;
     mn_sup_t *sup; /* children (macro) or in-process hosts (micro) */
     mn_admin_t *admin;
-    ron_ctrl_c_t *ctrl_c; /* SIGINT/SIGTERM -> SHUTDOWN -> node_stop */
+    kms_keystore_t *keys;                  /* node keys (RAM only in amnesia) */
+    char node_id[2 * KMS_NODE_ID_LEN + 1]; /* hex of BLAKE3(identity public key) */
+    ron_ctrl_c_t *ctrl_c;                  /* SIGINT/SIGTERM -> SHUTDOWN -> node_stop */
     uv_signal_t sig_hup;
     uv_timer_t exit_timer;
     bool stopping;
@@ -53,6 +56,26 @@ struct mn_node {
     uint64_t started_ms;
     uint64_t stop_ms; /* when the stop began */
 };
+
+const char *
+mn__node_id(const mn_node_t *n)
+{
+    return n->node_id[0] != '\0' ? n->node_id : NULL;
+}
+
+/* Open the key store, creating the keys on first start (ron-kms). */
+static int
+node_keys_open(mn_node_t *n, char *err, size_t errcap)
+{
+    uint8_t id[KMS_NODE_ID_LEN];
+    int rc = kms_node_keys_open_or_create(n->cfg->data_dir, ron_config_amnesia(n->cfg), &n->keys,
+                                          err, errcap);
+    if (rc < 0)
+        return rc;
+    kms_keystore_node_id(n->keys, id);
+    ron_hex_encode(n->node_id, id, sizeof id);
+    return 0;
+}
 
 const ron_config_t *
 mn__node_config(const mn_node_t *n)
@@ -338,7 +361,8 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
     n->exit_code = 1;
     ron_log_set_service("kernel");
     apply_log_level(n->cfg);
-    if (mn__data_dir_prepare(n->cfg, err, sizeof err) < 0 || node_init(n, err, sizeof err) < 0)
+    if (mn__data_dir_prepare(n->cfg, err, sizeof err) < 0 ||
+        node_keys_open(n, err, sizeof err) < 0 || node_init(n, err, sizeof err) < 0)
         goto fail;
     n->sup = mn__sup_new(&loop, n->cfg, self_exe, n->bus, n->reg, err, sizeof err);
     if (n->sup == NULL)
@@ -371,6 +395,7 @@ out:
         ron_warn("loop closed with handles still open");
     ron_bus_free(n->bus);
     met_registry_free(n->reg);
+    kms_keystore_free(n->keys); /* wipes the secret keys */
     ron_config_store_free(store);
     free(n);
     return rc;

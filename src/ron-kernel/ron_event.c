@@ -12,6 +12,7 @@
 
 #include "ron_err.h"
 #include "ron_kernel.h"
+#include "ron_utf8.h"
 #include "ron_util.h"
 
 _Static_assert(sizeof(ron_kernel_event_t) % 8 == 0, "the bus copies events in 8-byte words");
@@ -31,46 +32,20 @@ ron_kernel_event_kind_name(uint32_t kind)
     return ron_kind_names[kind];
 }
 
-/* Length of the valid UTF-8 sequence starting at s (1..4), or 0 if invalid.
- * Rejects overlongs, surrogates and code points above U+10FFFF (RFC 3629). */
-static size_t
-utf8_seq_len(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-        if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80)
-            return 0;
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-        if (s[1] < lo || s[1] > hi || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
 size_t
 ron_kernel_str_copy(char *dst, size_t cap, const char *src)
 {
     const unsigned char *s = (const unsigned char *)(src != NULL ? src : "");
-    size_t n = 0;
+    size_t n = 0, left = strlen((const char *)s);
 
-    /* utf8_seq_len reads at most up to the first byte that fails a check, and
-     * a NUL fails every continuation check, so it never reads past the end. */
-    while (*s != 0) {
-        size_t k = utf8_seq_len(s);
+    while (left > 0) {
+        size_t k = ron_utf8_seq_len(s, left);
         if (k == 0) {
             if (n + 1 >= cap)
                 break;
             dst[n++] = '?';
             s++;
+            left--;
             continue;
         }
         if (n + k >= cap)
@@ -78,6 +53,7 @@ ron_kernel_str_copy(char *dst, size_t cap, const char *src)
         memcpy(dst + n, s, k);
         n += k;
         s += k;
+        left -= k;
     }
     dst[n] = 0;
     return n;

@@ -35,8 +35,6 @@ void met__buf_double(met__buf_t *b, double v);
 char *met__buf_take(met__buf_t *b, size_t *len_out);
 void met__buf_free(met__buf_t *b);
 
-/* True if s (n bytes) is valid UTF-8 without NUL bytes. */
-bool met__utf8_ok(const char *s, size_t n);
 /* True if s (n bytes) is a metric name [a-zA-Z_][a-zA-Z0-9_]* of at most
  * MET_MAX_NAME bytes (colons are refused: promtool lints them). */
 bool met__name_ok(const char *s, size_t n);

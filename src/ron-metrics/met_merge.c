@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "met_internal.h"
+#include "ron_utf8.h"
 #include "ron_err.h"
 #include "ron_metrics.h"
 #include "ron_util.h"
@@ -350,7 +351,7 @@ scan_escaped(const char *p, size_t left, bool label_value)
     }
     if (label_value && i >= left)
         return -1; /* no closing quote */
-    if (!met__utf8_ok(p, i))
+    if (!ron_utf8_valid(p, i))
         return -1;
     return (ssize_t)i;
 }
@@ -761,7 +762,7 @@ met_merge_add(met_merge_t *m, const char *service, const char *text, size_t len,
         *stats_out = ps.st;
     if (service != NULL) {
         size_t n = strnlen(service, MET_MERGE_MAX_SERVICE + 1);
-        if (n == 0 || n > MET_MERGE_MAX_SERVICE || !met__utf8_ok(service, n))
+        if (n == 0 || n > MET_MERGE_MAX_SERVICE || !ron_utf8_valid(service, n))
             return RON_EINVAL;
     }
     if (len > MET_MERGE_MAX_INPUT)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "met_internal.h"
+#include "ron_utf8.h"
 #include "ron_err.h"
 #include "ron_metrics.h"
 #include "ron_util.h"
@@ -137,7 +138,7 @@ desc_check(const met_desc_t *d, const double **bounds_out, size_t *nbounds_out)
     if (d->name == NULL || !met__family_lint_ok(d->name, strlen(d->name), (int)d->type))
         return RON_EINVAL;
     if (d->help == NULL || d->help[0] == '\0' || strlen(d->help) > MET_MAX_HELP ||
-        !met__utf8_ok(d->help, strlen(d->help)))
+        !ron_utf8_valid(d->help, strlen(d->help)))
         return RON_EINVAL;
     if (d->nlabels > MET_MAX_LABELS || (d->nlabels > 0 && d->labels == NULL))
         return RON_EINVAL;
@@ -317,7 +318,7 @@ family_child(met_family_t *f, const char *const *values)
     for (size_t i = 0; i < f->nlabels && fit; i++) {
         assert(values[i] != NULL);
         size_t n = strnlen(values[i], MET_MAX_LABEL_VALUE + 1);
-        if (n > MET_MAX_LABEL_VALUE || !met__utf8_ok(values[i], n)) {
+        if (n > MET_MAX_LABEL_VALUE || !ron_utf8_valid(values[i], n)) {
             fit = false;
             break;
         }

@@ -17,6 +17,7 @@
 
 #include "ron_err.h"
 #include "ron_proto.h"
+#include "ron_utf8.h"
 #include "ron_util.h"
 
 /* ---- status table (spec §3; order matters for slug -> status) ---- */
@@ -312,46 +313,18 @@ proto_error_init(proto_error_t *e, uint16_t status, uint64_t corr_id, const char
     e->corr_id = corr_id;
 }
 
-/* Length of the valid UTF-8 sequence starting at s (1..4), or 0 when s[0]
- * does not start one (stray continuation, overlong, surrogate, > U+10FFFF).
- * Never reads past a NUL. */
-static size_t
-utf8_seq_len(const unsigned char *s)
-{
-    unsigned char c = s[0];
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] >= 0xa0))
-            return 0; /* overlong, surrogate */
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] >= 0x90))
-            return 0; /* overlong, above U+10FFFF */
-        return 4;
-    }
-    return 0;
-}
-
 /* Append s JSON-escaped at out + *pos, whole characters only, while they end
  * at or before end. */
 static void
 esc_put(char *out, size_t *pos, size_t end, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *stop = p + strlen(s);
 
-    while (*p != '\0') {
+    while (p < stop) {
         char esc[8];
         const char *src = esc;
-        size_t k, in = 1, n = utf8_seq_len(p);
+        size_t k, in = 1, n = ron_utf8_seq_len(p, (size_t)(stop - p));
 
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\', esc[1] = (char)*p, k = 2;
@@ -388,9 +361,10 @@ proto_error_write(const proto_error_t *e, char *out, size_t cap)
                  e->retryable ? "true" : "false", (unsigned long long)e->corr_id);
     tl = (size_t)n;
     if (e->reason[0] != '\0') {
-        memcpy(tail + tl, ",\"reason\":\"", 11);
-        tl += 11;
-        esc_put(tail, &tl, tl + 6u * PROTO_MAX_REASON, e->reason);
+        static const char key[] = ",\"reason\":\"";
+        memcpy(tail + tl, key, sizeof key - 1); /* the tail is terminated below */
+        tl += sizeof key - 1;
+        esc_put(tail, &tl, tl + (size_t)6 * PROTO_MAX_REASON, e->reason);
         tail[tl++] = '"';
     }
     if (e->has_retry_after)
@@ -411,18 +385,14 @@ proto_error_write(const proto_error_t *e, char *out, size_t cap)
 int
 proto_error_encode(const proto_error_t *e, char **json_out, size_t *len_out)
 {
-    char *buf = malloc(PROTO_MAX_ERROR_JSON), *fit;
-    ssize_t n;
+    char *buf = ron_xmalloc(PROTO_MAX_ERROR_JSON);
+    ssize_t n = proto_error_write(e, buf, PROTO_MAX_ERROR_JSON);
 
-    if (buf == NULL)
-        return RON_EINVAL;
-    n = proto_error_write(e, buf, PROTO_MAX_ERROR_JSON);
     if (n < 0) {
         free(buf);
         return (int)n;
     }
-    fit = realloc(buf, (size_t)n + 1);
-    *json_out = fit != NULL ? fit : buf;
+    *json_out = ron_xrealloc(buf, (size_t)n + 1);
     *len_out = (size_t)n;
     return 0;
 }

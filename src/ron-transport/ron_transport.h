@@ -1,9 +1,11 @@
 /*
- * ron_transport.h - TCP listeners and the HTTP/1.1 server with the
- * blueprint's hardening layer (connections, requests in flight, rate per
- * source, header/body/idle timeouts, body and header caps, bounded request
- * decompression). Later parts add TLS, HTTP/2 and WebSocket to this same
- * server: the layers stay separate so they can slot in.
+ * ron_transport.h - TCP listeners and the HTTP server (HTTP/1.1 with
+ * keep-alive and pipelining, h2c, h2 over TLS) with the blueprint's
+ * hardening layer (connections, requests in flight, rate per source,
+ * header/body/idle timeouts, body and header caps, bounded request
+ * decompression). WebSocket comes later on this same server: the layers
+ * (socket, TLS records, protocol) stay separate so it can slot in.
+ * docs/protocol/http.md describes the protocols, limits and TLS settings.
  *
  *   tx_listener.c  bind "HOST:PORT" / "[v6]:PORT", or adopt a bound fd
  *   tx_server.c    listeners + connections; 503 refusals past max_conns
@@ -13,6 +15,18 @@
  *   tx_http1.c     sans-I/O HTTP/1.1: bytes in -> requests; responses -> bytes
  *   tx_decode.c    bounded Content-Encoding decoding (zstd, gzip)
  *   tx_envelope.c  the JSON error envelope of spec §3 (swap for ron-proto's)
+ *
+ *   tx_tls.c      the one SSL_CTX factory (TLS 1.2 floor, ALPN, ECDSA P-256
+ *                  certificate loaded or generated) and the memory-BIO record
+ *                  layer a connection runs between the socket and HTTP
+ *   tx_h2.c       HTTP/2 on nghttp2: h2c by prior knowledge (preface sniffed
+ *                  before http-parser sees a byte), h2c by Upgrade, h2 by ALPN
+ *
+ * The same handler API serves HTTP/1.1, h2c and h2: each HTTP/2 stream is
+ * one tx_request_t (view.http_major 2), answered with tx_respond* as usual;
+ * a streamed answer goes out through an nghttp2 data provider that defers
+ * while the application has not supplied bytes and honours the client's
+ * flow-control windows, so backpressure holds end to end.
  *
  * Every reject answers with the error envelope (Content-Type
  * application/json, Retry-After on 429 and 503) and is counted by reason in
@@ -58,6 +72,17 @@
 #define TX_MAX_REFUSING 4096                 /* refusals answered at once (~1.3 KiB each) */
 #define TX_REFUSE_LINGER_MS 200              /* how long a refused connection may drain */
 #define TX_ADDR_MAX 64                       /* "[v6%scope]:port" text */
+/* TLS and HTTP/2 (see docs/protocol/http.md) */
+#define TX_DEFAULT_TLS_HANDSHAKE_MS 5000     /* accept -> TLS handshake complete */
+#define TX_DEFAULT_H2_MAX_STREAMS 100        /* SETTINGS_MAX_CONCURRENT_STREAMS */
+#define TX_DEFAULT_H2_FLOOD_MAX 200          /* client RST_STREAM+PING+SETTINGS+PRIORITY frames ... */
+#define TX_DEFAULT_H2_FLOOD_WINDOW_MS 10000  /* ... per window, then GOAWAY ENHANCE_YOUR_CALM */
+#define TX_H2_STREAM_QUEUE (64u << 10)       /* streamed bytes queued per HTTP/2 stream before
+                                                tx_respond_write says RON_EAGAIN */
+#define TX_TLS_DEFAULT_ALPN "h2,http/1.1"    /* preference order (peers add "oap/1") */
+#define TX_TLS_CERT_FILE "gateway.crt"       /* names of a generated certificate ... */
+#define TX_TLS_KEY_FILE "gateway.key"        /* ... and key (0600) in tx_tls_config_t.cert_dir */
+#define TX_TLS_CERT_DAYS 825                 /* validity of a generated certificate */
 
 /* ---- configuration ---- */
 typedef struct {
@@ -78,6 +103,12 @@ typedef struct {
     uint32_t max_decoded;       /* bytes */
     uint32_t retry_after_s;     /* Retry-After for 503 */
     bool rate_disabled;         /* knob for trusted listeners (admin on loopback): no rate check */
+    /* appended for TLS and HTTP/2; 0 = default as above */
+    uint32_t tls_handshake_ms;  /* TLS handshake deadline after accept */
+    uint32_t h2_max_streams;    /* concurrent streams a client may open per connection */
+    uint32_t h2_flood_max;      /* control frames (RST_STREAM, PING, SETTINGS, PRIORITY) ... */
+    uint32_t h2_flood_window_ms; /* ... a client may send per window before GOAWAY */
+    bool h2_disabled;           /* serve HTTP/1.1 only: no sniffing, no upgrade */
 } tx_config_t;
 
 /* Fill cfg with the defaults above. */
@@ -97,8 +128,22 @@ typedef enum {
     TX_REJECT_DECODE_BOMB,      /* 413 reason compression_bomb */
     TX_REJECT_BAD_ENCODING,     /* 400: unknown or corrupt Content-Encoding */
     TX_REJECT_MALFORMED,        /* 400: not HTTP/1.x */
+    TX_REJECT_H2_REFUSED,       /* RST_STREAM REFUSED_STREAM past h2_max_streams */
+    TX_REJECT_H2_FLOOD,         /* GOAWAY ENHANCE_YOUR_CALM: reset/control frame flood */
+    TX_REJECT_H2_PROTOCOL,      /* GOAWAY/RST for an HTTP/2 protocol error by the client */
     TX_REJECT__COUNT
 } tx_reject_t;
+
+/* Why a TLS handshake failed (tx_stats_t.tls_failures). */
+typedef enum {
+    TX_TLS_FAIL_TIMEOUT,        /* not complete within tls_handshake_ms */
+    TX_TLS_FAIL_VERSION,        /* client offered only protocols below the floor */
+    TX_TLS_FAIL_CIPHER,         /* no shared cipher or group */
+    TX_TLS_FAIL_PLAINTEXT,      /* plain HTTP sent to the TLS port */
+    TX_TLS_FAIL_EOF,            /* client closed during the handshake */
+    TX_TLS_FAIL_OTHER,
+    TX_TLS_FAIL__COUNT
+} tx_tls_fail_t;
 
 typedef struct {
     uint64_t conns_accepted;     /* connections admitted */
@@ -113,10 +158,17 @@ typedef struct {
     uint64_t bytes_in;
     uint64_t bytes_out;
     uint64_t rejects[TX_REJECT__COUNT];
+    uint64_t tls_handshakes;     /* completed */
+    uint64_t tls_failures[TX_TLS_FAIL__COUNT];
+    uint64_t h2_conns;           /* connections that spoke HTTP/2 */
+    uint64_t h2_upgrades;        /* ... of which by "Upgrade: h2c" */
+    uint64_t h2_streams;         /* request streams opened */
 } tx_stats_t;
 
 /* Stable label for a reject reason ("max_conns", "rate", ...). Never NULL. */
 const char *tx_reject_name(tx_reject_t r);
+/* Stable label for a TLS handshake failure ("timeout", "version", ...). Never NULL. */
+const char *tx_tls_fail_name(tx_tls_fail_t f);
 
 /* ---- error bodies: ron-proto's envelope (spec §3) for HTTP statuses ---- */
 
@@ -200,7 +252,8 @@ typedef struct {
     const uint8_t *body;       /* complete body, decoded if Content-Encoding was set */
     size_t body_len;
     uint64_t corr_id;          /* from X-Corr-Id, or assigned; echoed in the response */
-    uint8_t http_minor;        /* 0 or 1 */
+    uint8_t http_minor;        /* 0 or 1 (1 for HTTP/2) */
+    uint8_t http_major;        /* 1, or 2 for an HTTP/2 stream */
     const struct sockaddr_storage *peer;
 } tx_request_view_t;
 
@@ -248,8 +301,10 @@ int tx_respond_error(tx_request_t *req, int status, const char *message, const c
  * done (may be NULL) runs, exactly once, on a later loop turn or from
  * tx_respond_end, with 0 when written or RON_ECLOSED. It returns RON_EAGAIN
  * without queueing when the connection's output holds TX_MAX_WRITE_QUEUE
- * bytes or more: wait for drain, which runs once the queue falls below half
- * of that, or once when the connection goes away (the next write then says
+ * bytes or more (over HTTP/2 also when the stream holds TX_H2_STREAM_QUEUE
+ * bytes the client's flow-control window has not admitted): wait for drain,
+ * which runs once the queue falls below half of that, or once when the
+ * connection (or HTTP/2 stream) goes away (the next write then says
  * RON_ECLOSED). tx_respond_end finishes the body and frees req; a body
  * shorter than its Content-Length closes the connection after it.
  * Each returns 0, RON_EAGAIN (write only), RON_ECLOSED (connection gone;
@@ -269,13 +324,15 @@ int tx_respond_end(tx_request_t *req);
 typedef struct tx_server tx_server_t;
 
 /*
- * Create an HTTP/1.1 server on loop with cfg (copied; NULL = defaults) that
- * hands each request to handler. Returns new (close with tx_server_close).
+ * Create an HTTP server on loop with cfg (copied; NULL = defaults) that
+ * hands each request (HTTP/1.1 request or HTTP/2 stream) to handler.
+ * Returns new (close with tx_server_close).
  */
 tx_server_t *tx_server_new(uv_loop_t *loop, const tx_config_t *cfg, tx_handler_fn handler,
                            void *arg);
 
-/* Serve the connections of l (takes l, and closes it on failure).
+/* Serve the cleartext connections of l (HTTP/1.1; h2c by preface or
+ * Upgrade unless h2_disabled). Takes l, and closes it on failure.
  * Returns 0 or a libuv error. */
 int tx_server_attach(tx_server_t *s, tx_listener_t *l);
 
@@ -285,6 +342,43 @@ int tx_server_attach(tx_server_t *s, tx_listener_t *l);
  * freed; after it the loop has nothing left of the server.
  */
 void tx_server_close(tx_server_t *s, void (*cb)(void *arg), void *arg);
+
+/* ---- TLS ---- */
+typedef struct ssl_ctx_st SSL_CTX; /* as <openssl/types.h> */
+
+typedef struct {
+    const char *cert_path;  /* PEM certificate chain; with key_path, or both NULL */
+    const char *key_path;   /* PEM private key */
+    const char *cert_dir;   /* with no paths: TX_TLS_CERT_FILE/TX_TLS_KEY_FILE here, an
+                               ECDSA P-256 self-signed pair generated on first use */
+    const char *alpn;       /* comma-separated, server preference; NULL = TX_TLS_DEFAULT_ALPN */
+    const char *hostname;   /* CN and DNS SAN of a generated certificate; NULL = "localhost" */
+    bool tls13_only;        /* false: TLS 1.2 stays allowed (browsers and curl builds that
+                               still negotiate 1.2); 1.3 is preferred either way */
+} tx_tls_config_t;
+
+/* Fill cfg with the defaults (all NULL/false: ALPN "h2,http/1.1", TLS 1.2 floor). */
+void tx_tls_config_default(tx_tls_config_t *cfg);
+
+/*
+ * The one SSL_CTX factory. Builds a server context: TLS 1.2 floor (1.3 only
+ * with tls13_only), AEAD ECDHE ciphers only, groups X25519 and P-256, no
+ * compression, no renegotiation, server cipher preference, no client
+ * certificate, ALPN chosen from cfg->alpn in server order (no overlap: no
+ * ALPN, the connection sniffs). The certificate is loaded from the paths, or
+ * from cert_dir, where an ECDSA P-256 self-signed pair is generated on first
+ * use (key 0600, written to a temporary file and renamed) and reused after.
+ * Returns 0 with a new context in *out (SSL_CTX_free it), RON_EINVAL for a
+ * bad cfg, RON_ETLS when OpenSSL refuses the material, or -errno from files.
+ */
+int tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out);
+
+/*
+ * Serve the connections of l over TLS with ctx (takes l; takes its own
+ * reference on ctx). ALPN "h2" selects HTTP/2, "http/1.1" HTTP/1.1, none
+ * sniffs as on a cleartext listener. Returns as tx_server_attach.
+ */
+int tx_server_attach_tls(tx_server_t *s, tx_listener_t *l, SSL_CTX *ctx);
 
 /* Current counters (a view, updated in place). */
 const tx_stats_t *tx_server_stats(const tx_server_t *s);

@@ -9,16 +9,22 @@
  * read cannot make us buffer more than that plus one answer; every phase has
  * a deadline (header, body, idle, write), and one lazily re-armed timer
  * enforces the earliest. The memory is freed in the last close callback.
- * Later protocols plug in here, not in tx_http1.c: TLS wraps the bytes
- * between the socket and tx_conn_parse; an HTTP/2 connection is recognised
- * by its 24-byte preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") before any byte
- * reaches http-parser (which rejects it) and handed to nghttp2 with the same
- * limits, timers and write path; a WebSocket upgrade leaves the HTTP/1.1
- * parser once its request is answered.
+ * Layers: the socket; the TLS record layer when the listener has an SSL_CTX
+ * (ciphertext in and out of memory BIOs, tx_tls.c), with its handshake
+ * deadline; then the protocol: on cleartext the 24-byte HTTP/2 preface
+ * ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") is matched byte by byte before any
+ * byte reaches http-parser, a full match hands the connection to nghttp2
+ * (tx_h2.c), the first mismatch to HTTP/1.1 (the matched bytes are the
+ * preface's own, so nothing is buffered); over TLS, ALPN decides. An HTTP/1.1
+ * request with "Upgrade: h2c" switches the connection to HTTP/2 with that
+ * request as stream 1. Every protocol shares the timers, the write path
+ * (encrypted at the last step, after backpressure is counted) and the limits.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/err.h>
 
 #include "ron_err.h"
 #include "ron_util.h"
@@ -39,6 +45,12 @@ static uint64_t
 tx_now(const tx_conn_t *c)
 {
     return uv_now(c->srv->loop);
+}
+
+uint64_t
+tx__conn_now(const tx_conn_t *c)
+{
+    return tx_now(c);
 }
 
 /* ---- timers ---- */
@@ -67,6 +79,31 @@ tx_conn_set_phase(tx_conn_t *c, tx_phase_t ph, uint32_t timeout_ms)
     c->phase = ph;
     c->deadline = timeout_ms != 0 ? tx_now(c) + timeout_ms : 0;
     tx_conn_arm(c);
+}
+
+void
+tx__conn_set_phase(tx_conn_t *c, tx_phase_t ph, uint32_t timeout_ms)
+{
+    tx_conn_set_phase(c, ph, timeout_ms);
+}
+
+void
+tx__conn_set_phase_at(tx_conn_t *c, tx_phase_t ph, uint64_t deadline_ms)
+{
+    c->phase = ph;
+    c->deadline = deadline_ms;
+    tx_conn_arm(c);
+}
+
+void
+tx__conn_soon(tx_conn_t *c)
+{
+    uint64_t now = tx_now(c);
+
+    if (c->closing || (c->timer_due != 0 && c->timer_due <= now))
+        return;
+    uv_timer_start(&c->timer, tx_conn_on_timer, 0, 0);
+    c->timer_due = now; /* on_timer pumps, then re-arms for the real deadlines */
 }
 
 /* ---- the pipeline ---- */
@@ -167,12 +204,44 @@ tx_cb_body(void *arg)
     tx_conn_set_phase(c, TX_PH_BODY, c->srv->lim.cfg.body_timeout_ms);
 }
 
+/* An "Upgrade: h2c" request we switch on: first on a cleartext connection,
+ * nothing before it, no body, its HTTP2-Settings present (RFC 7540 §3.2). */
+static bool
+tx_conn_wants_h2c(const tx_conn_t *c, const tx_request_t *r)
+{
+    const char *up = tx_request_header(r, "upgrade");
+    const char *conn = tx_request_header(r, "connection");
+
+    if (!r->upgrade || r->reject_status != 0 || c->ssl != NULL || c->depth != 0 ||
+        c->srv->lim.cfg.h2_disabled || up == NULL || conn == NULL ||
+        tx_request_header(r, "http2-settings") == NULL || r->view.body_len != 0)
+        return false;
+    for (const char *p = up; (p = strcasestr(p, "h2c")) != NULL; p += 3) {
+        bool start = p == up || p[-1] == ' ' || p[-1] == ',' || p[-1] == '\t';
+        bool end = p[3] == '\0' || p[3] == ' ' || p[3] == ',' || p[3] == '\t';
+        if (start && end)
+            return strcasestr(conn, "http2-settings") != NULL;
+    }
+    return false;
+}
+
 static void
 tx_cb_request(void *arg, tx_request_t *r)
 {
     tx_conn_t *c = arg;
     tx_server_t *s = c->srv;
 
+    if (tx_conn_wants_h2c(c, r)) {
+        size_t mark = c->out.len;
+        tx__buf_append_str(&c->out, "HTTP/1.1 101 Switching Protocols\r\n"
+                                    "Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
+        if (tx__h2_start(c, r, tx_request_header(r, "http2-settings")) == 0)
+            return; /* r is stream 1 now */
+        c->out.len = mark;
+        r->reject_status = 400;
+        r->reject_reason = TX_REJECT_MALFORMED;
+        r->reject_detail = "http2_settings";
+    }
     tx_conn_push(c, r);
     if (!tx__http1_mid_message(&c->h1))
         tx_conn_set_phase(c, TX_PH_WAIT, 0);
@@ -233,9 +302,26 @@ static int
 tx_conn_write_owned(tx_conn_t *c, uint8_t *owned, const uv_buf_t *bufs, unsigned nbufs,
                     size_t len, tx_chunk_t *chunk)
 {
-    tx_wreq_t *w = ron_xcalloc(1, sizeof *w);
+    tx_wreq_t *w;
     int rc;
+    uv_buf_t cb;
 
+    if (c->ssl != NULL && c->tls_done) {
+        /* the record layer: plaintext in, records out (the plaintext is released now) */
+        tx_buf_t rec = {0};
+        rc = tx__tls_encrypt(c->ssl, bufs, nbufs, &rec);
+        free(owned);
+        if (rc < 0) {
+            tx__buf_free(&rec);
+            return UV_EPROTO;
+        }
+        owned = rec.p;
+        len = rec.len;
+        cb = uv_buf_init((char *)rec.p, (unsigned)rec.len);
+        bufs = &cb;
+        nbufs = 1;
+    }
+    w = ron_xcalloc(1, sizeof *w);
     w->c = c;
     w->owned = owned;
     w->len = len;
@@ -261,7 +347,7 @@ tx_conn_flush_out(tx_conn_t *c)
 
     if (c->out.len == 0)
         return 0;
-    if (c->wq == 0) {
+    if (c->wq == 0 && (c->ssl == NULL || !c->tls_done)) {
         uv_buf_t b = uv_buf_init((char *)c->out.p, (unsigned)c->out.len);
         n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
         if (n < 0 && n != UV_EAGAIN)
@@ -284,6 +370,12 @@ tx_conn_flush_out(tx_conn_t *c)
     if (n < 0)
         free(owned);
     return n;
+}
+
+int
+tx__conn_flush(tx_conn_t *c)
+{
+    return tx_conn_flush_out(c);
 }
 
 static const char tx_crlf[] = "\r\n";
@@ -375,19 +467,57 @@ tx_conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init((char *)c->srv->rdbuf, sizeof c->srv->rdbuf);
 }
 
+static const char tx_h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"; /* 24 bytes */
+
 /* Parse data; keep what cannot be parsed now (pipeline full) in pending. */
 static void
 tx_conn_parse(tx_conn_t *c, const uint8_t *data, size_t len)
 {
     size_t off = 0;
 
-    while (off < len && !c->closing && !c->h1.failed) {
+    while (off < len && !c->closing && !c->h1.failed && c->proto == TX_PROTO_H1) {
         if (c->depth >= TX_MAX_PIPELINE) {
             tx__buf_append(&c->pending, data + off, len - off);
             return;
         }
         off += tx__http1_feed(&c->h1, data + off, len - off);
     }
+    /* an "Upgrade: h2c" request switched the protocol: the rest is HTTP/2 */
+    if (off < len && !c->closing && c->proto == TX_PROTO_H2)
+        tx__h2_feed(c, data + off, len - off);
+}
+
+void
+tx__conn_input(tx_conn_t *c, const uint8_t *data, size_t len)
+{
+    size_t off = 0;
+
+    if (c->proto == TX_PROTO_SNIFF) {
+        while (off < len && c->sniffed < 24 && data[off] == (uint8_t)tx_h2_preface[c->sniffed]) {
+            off++;
+            c->sniffed++;
+        }
+        if (c->sniffed == 24) {
+            if (tx__h2_start(c, NULL, NULL) < 0) {
+                tx__conn_close(c);
+                return;
+            }
+            tx__h2_feed(c, (const uint8_t *)tx_h2_preface, 24);
+        } else if (off < len) {
+            /* not HTTP/2: the bytes held back were the preface's own */
+            c->proto = TX_PROTO_H1;
+            if (c->sniffed > 0)
+                tx_conn_parse(c, (const uint8_t *)tx_h2_preface, c->sniffed);
+        } else {
+            return; /* all of it matched so far */
+        }
+    }
+    if (off >= len || c->closing)
+        return;
+    if (c->proto == TX_PROTO_H2)
+        tx__h2_feed(c, data + off, len - off);
+    else
+        tx_conn_parse(c, data + off, len - off);
 }
 
 static void tx_conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
@@ -422,6 +552,26 @@ static void
 tx_conn_linger(tx_conn_t *c)
 {
     tx_conn_set_phase(c, TX_PH_LINGER, TX_REFUSE_LINGER_MS);
+    if (c->ssl != NULL && c->tls_done && !c->eof) {
+        /* close_notify, so the client knows the stream ended here */
+        tx_buf_t rec = {0};
+        (void)SSL_shutdown(c->ssl);
+        ERR_clear_error();
+        tx__tls_take_output(c->ssl, &rec);
+        if (rec.len > 0) {
+            uv_buf_t b = uv_buf_init((char *)rec.p, (unsigned)rec.len);
+            tx_wreq_t *w = ron_xcalloc(1, sizeof *w);
+            w->c = c;
+            w->owned = rec.p;
+            w->len = rec.len;
+            if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, tx_conn_on_write) < 0) {
+                free(w);
+                tx__buf_free(&rec);
+            } else {
+                c->wq += rec.len;
+            }
+        }
+    }
     if (c->eof || uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, tx_conn_on_shutdown) < 0) {
         tx__conn_close(c);
         return;
@@ -429,11 +579,31 @@ tx_conn_linger(tx_conn_t *c)
     tx_conn_set_reading(c, true);
 }
 
+void
+tx__conn_linger(tx_conn_t *c)
+{
+    tx_conn_linger(c);
+}
+
+void
+tx__conn_pump(tx_conn_t *c)
+{
+    tx_conn_pump(c);
+}
+
 static void
 tx_conn_pump(tx_conn_t *c)
 {
     if (c->pumping || c->closing || c->in_read)
         return;
+    if (c->proto == TX_PROTO_H2) {
+        c->pumping = true;
+        tx__h2_pump(c);
+        c->pumping = false;
+        if (!c->closing && c->phase != TX_PH_LINGER)
+            tx_conn_set_reading(c, !c->eof && c->wq < TX_MAX_WRITE_QUEUE);
+        return;
+    }
     c->pumping = true;
     for (;;) {
         if (tx_conn_collect(c) < 0) {
@@ -447,8 +617,8 @@ tx_conn_pump(tx_conn_t *c)
         memset(&c->pending, 0, sizeof c->pending);
         tx_conn_parse(c, p.p, p.len);
         tx__buf_free(&p);
-        if (c->closing)
-            goto out;
+        if (c->closing || c->proto == TX_PROTO_H2)
+            goto out; /* an upgrade held in pending: HTTP/2 pumps below */
     }
     if (c->phase == TX_PH_LINGER)
         goto out;
@@ -472,6 +642,119 @@ out:
         r->want_drain = false; /* one call per RON_EAGAIN */
         r->drain(r, r->drain_arg);
     }
+    if (c->proto == TX_PROTO_H2 && !c->closing)
+        tx_conn_pump(c); /* switched by "Upgrade: h2c" while pumping */
+}
+
+/* Write what the SSL produced (handshake, alerts) as is, outside the plaintext path. */
+static void
+tx_conn_tls_output(tx_conn_t *c)
+{
+    tx_buf_t rec = {0};
+
+    tx__tls_take_output(c->ssl, &rec);
+    if (rec.len == 0)
+        return;
+    if (c->tls_done) {
+        /* post-handshake records (tickets): in order with the plaintext path */
+        uv_buf_t b = uv_buf_init((char *)rec.p, (unsigned)rec.len);
+        tx_wreq_t *w = ron_xcalloc(1, sizeof *w);
+        w->c = c;
+        w->owned = rec.p;
+        w->len = rec.len;
+        if (tx_conn_flush_out(c) < 0 ||
+            uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, tx_conn_on_write) < 0) {
+            free(w);
+            tx__buf_free(&rec);
+            tx__conn_close(c);
+            return;
+        }
+        c->wq += rec.len;
+        return;
+    }
+    tx__buf_append(&c->out, rec.p, rec.len); /* no plaintext yet: out holds records only */
+    tx__buf_free(&rec);
+    if (tx_conn_flush_out(c) < 0)
+        tx__conn_close(c);
+}
+
+static void
+tx_conn_tls_fail(tx_conn_t *c, tx_tls_fail_t why)
+{
+    c->srv->lim.stats.tls_failures[why]++;
+    ERR_clear_error();
+    tx_conn_tls_output(c); /* the alert, if any */
+    if (c->closing)
+        return;
+    c->h1.failed = true;
+    c->close_after = true;
+    c->proto = TX_PROTO_H1;
+    tx_conn_pump(c);
+}
+
+/* Ciphertext from the socket: handshake, then plaintext to the protocol. */
+static void
+tx_conn_tls_read(tx_conn_t *c, const uint8_t *data, size_t len)
+{
+    tx_server_t *s = c->srv;
+    int n, err;
+
+    if (c->h1.failed && !c->tls_done)
+        return; /* a failed handshake: only its alert goes out */
+    if (BIO_write(SSL_get_rbio(c->ssl), data, (int)len) != (int)len) {
+        tx__conn_close(c);
+        return;
+    }
+    if (!c->tls_done) {
+        n = SSL_do_handshake(c->ssl);
+        if (n != 1) {
+            err = SSL_get_error(c->ssl, n);
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+                tx_conn_tls_output(c);
+                return;
+            }
+            tx_conn_tls_fail(c, tx__tls_fail_reason(err, ERR_peek_last_error()));
+            return;
+        }
+        tx_conn_tls_output(c);
+        if (c->closing)
+            return;
+        c->tls_done = true;
+        s->lim.stats.tls_handshakes++;
+        const unsigned char *alpn = NULL;
+        unsigned alen = 0;
+        SSL_get0_alpn_selected(c->ssl, &alpn, &alen);
+        if (alen == 2 && memcmp(alpn, "h2", 2) == 0 && !s->lim.cfg.h2_disabled) {
+            if (tx__h2_start(c, NULL, NULL) < 0) {
+                tx__conn_close(c);
+                return;
+            }
+        } else {
+            c->proto = alen > 0 || s->lim.cfg.h2_disabled ? TX_PROTO_H1 : TX_PROTO_SNIFF;
+            /* the request's headers are due header_timeout after the handshake */
+            tx_conn_set_phase(c, TX_PH_HEADERS, s->lim.cfg.header_timeout_ms);
+        }
+    }
+    while (!c->closing) {
+        n = SSL_read(c->ssl, s->plain, (int)sizeof s->plain);
+        if (n <= 0) {
+            err = SSL_get_error(c->ssl, n);
+            ERR_clear_error();
+            if (err == SSL_ERROR_ZERO_RETURN) {
+                /* close_notify: the client is done sending, as a TCP half-close */
+                c->eof = true;
+                c->close_after = true;
+                tx_conn_set_reading(c, false);
+            } else if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+                tx__conn_close(c);
+                return;
+            }
+            break;
+        }
+        tx__conn_input(c, s->plain, (size_t)n);
+    }
+    if (!c->closing)
+        tx_conn_tls_output(c);
 }
 
 static void
@@ -482,6 +765,20 @@ tx_conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (nread < 0) {
+        if (c->ssl != NULL && !c->tls_done && !c->h1.failed) {
+            c->srv->lim.stats.tls_failures[TX_TLS_FAIL_EOF]++;
+            tx__conn_close(c);
+            return;
+        }
+        if (c->proto == TX_PROTO_H2 && nread == UV_EOF) {
+            /* the client half-closed: what is queued goes out, then we close */
+            c->eof = true;
+            tx_conn_set_reading(c, false);
+            tx_conn_pump(c);
+            if (!c->closing && c->wq == 0 && c->out.len == 0)
+                tx__conn_close(c);
+            return;
+        }
         if (nread != UV_EOF || c->phase == TX_PH_LINGER ||
             (c->depth == 0 && c->wq == 0 && c->out.len == 0)) {
             tx__conn_close(c);
@@ -498,7 +795,10 @@ tx_conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (c->phase == TX_PH_LINGER)
         return; /* draining after the last answer */
     c->in_read = true;
-    tx_conn_parse(c, (const uint8_t *)buf->base, (size_t)nread);
+    if (c->ssl != NULL)
+        tx_conn_tls_read(c, (const uint8_t *)buf->base, (size_t)nread);
+    else
+        tx__conn_input(c, (const uint8_t *)buf->base, (size_t)nread);
     c->in_read = false;
     tx_conn_pump(c);
 }
@@ -543,6 +843,18 @@ tx_conn_on_timer(uv_timer_t *t)
     }
     if (c->deadline != 0 && c->deadline <= now) {
         c->deadline = 0;
+        if (c->ssl != NULL && !c->tls_done && c->phase == TX_PH_HEADERS) {
+            l->stats.tls_failures[TX_TLS_FAIL_TIMEOUT]++;
+            tx__conn_close(c);
+            return;
+        }
+        if (c->proto == TX_PROTO_H2 && c->phase != TX_PH_LINGER) {
+            tx__h2_timeout(c, c->phase == TX_PH_IDLE ? TX_REJECT_IDLE_TIMEOUT
+                                                     : c->phase == TX_PH_BODY
+                                                           ? TX_REJECT_BODY_TIMEOUT
+                                                           : TX_REJECT_HEADER_TIMEOUT);
+            return;
+        }
         switch (c->phase) {
         case TX_PH_HEADERS:
             if (c->h1.cur == NULL && c->depth == 0) {
@@ -566,7 +878,10 @@ tx_conn_on_timer(uv_timer_t *t)
             return;
         }
     }
-    tx_conn_arm(c);
+    if (c->proto == TX_PROTO_H2)
+        tx_conn_pump(c); /* callbacks deferred by tx__conn_soon */
+    if (!c->closing)
+        tx_conn_arm(c);
 }
 
 /* ---- lifecycle ---- */
@@ -582,6 +897,8 @@ tx_conn_on_close(uv_handle_t *h)
     tx__buf_free(&c->pending);
     tx__buf_free(&c->out);
     tx__http1_free(&c->h1);
+    SSL_free(c->ssl);
+    free(c->h2);
     tx__limits_conn_release(&s->lim);
     free(c);
     tx__server_unref(s);
@@ -599,6 +916,8 @@ tx__conn_close(tx_conn_t *c)
     if (c->reading)
         uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = false;
+    if (c->h2 != NULL)
+        tx__h2_close(c);
     for (r = c->head; r != NULL; r = next) {
         next = r->next;
         r->next = NULL;
@@ -633,11 +952,10 @@ tx__conn_close(tx_conn_t *c)
     uv_close((uv_handle_t *)&c->tcp, tx_conn_on_close);
 }
 
-void
-tx__conn_accept(tx_server_t *s, uv_stream_t *listener)
+static tx_conn_t *
+tx_conn_new(tx_server_t *s)
 {
     tx_conn_t *c = ron_xcalloc(1, sizeof *c);
-    int len = sizeof c->peer;
 
     c->srv = s;
     uv_tcp_init(s->loop, &c->tcp);
@@ -649,18 +967,60 @@ tx__conn_accept(tx_server_t *s, uv_stream_t *listener)
     if (s->conns != NULL)
         s->conns->prev = c;
     s->conns = c;
+    return c;
+}
+
+/* The socket is connected and c->peer known: start reading. */
+static void
+tx_conn_begin(tx_conn_t *c, SSL_CTX *tls)
+{
+    tx_server_t *s = c->srv;
+
+    tx__http1_init(&c->h1, &s->lim.cfg, &tx_conn_cbs, c, &s->corr_seq, &c->peer);
+    c->proto = s->lim.cfg.h2_disabled ? TX_PROTO_H1 : TX_PROTO_SNIFF;
+    if (tls != NULL && (c->ssl = tx__tls_ssl_new(tls)) == NULL) {
+        tx__conn_close(c);
+        return;
+    }
+    /* the handshake, or the first request's headers, are due this long after accept */
+    tx_conn_set_phase(c, TX_PH_HEADERS,
+                      tls != NULL ? s->lim.cfg.tls_handshake_ms : s->lim.cfg.header_timeout_ms);
+    tx_conn_set_reading(c, true);
+    if (!c->reading)
+        tx__conn_close(c);
+}
+
+void
+tx__conn_accept(tx_server_t *s, uv_stream_t *listener, SSL_CTX *tls)
+{
+    tx_conn_t *c = tx_conn_new(s);
+    int len = sizeof c->peer;
+
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) < 0 ||
         uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &len) < 0) {
         tx__conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    tx__http1_init(&c->h1, &s->lim.cfg, &tx_conn_cbs, c, &s->corr_seq, &c->peer);
-    /* the first request's headers are due header_timeout after accept */
-    tx_conn_set_phase(c, TX_PH_HEADERS, s->lim.cfg.header_timeout_ms);
-    tx_conn_set_reading(c, true);
-    if (!c->reading)
+    tx_conn_begin(c, tls);
+}
+
+int
+tx__conn_adopt(tx_server_t *s, int fd, const struct sockaddr_storage *peer)
+{
+    tx_conn_t *c;
+    int rc;
+
+    if (tx__limits_conn_admit(&s->lim) < 0)
+        return RON_EBUSY;
+    c = tx_conn_new(s);
+    c->peer = *peer;
+    if ((rc = uv_tcp_open(&c->tcp, fd)) < 0) {
         tx__conn_close(c);
+        return rc;
+    }
+    tx_conn_begin(c, NULL);
+    return 0;
 }
 
 /* ---- answers (the application's side) ---- */
@@ -693,6 +1053,8 @@ tx_respond(tx_request_t *req, int status, const tx_header_t *headers, size_t n_h
 
     if (rc < 0)
         return rc;
+    if (req->h2)
+        return tx__h2_respond(c, req, status, headers, n_headers, body, body_len);
     req->out.len = 0;
     tx__buf_reserve(&req->out, 256 + (req->is_head ? 0 : body_len));
     tx__http1_head(&req->out, req->view.http_minor, status, headers, n_headers,
@@ -714,6 +1076,8 @@ tx_respond_error(tx_request_t *req, int status, const char *message, const char 
 
     if (rc < 0)
         return rc;
+    if (req->h2)
+        return tx__h2_respond_error(c, req, status, message, reason, retry_after_s);
     req->out.len = 0;
     tx__http1_error(&req->out, req->view.http_minor, status, message, reason, retry_after_s,
                     req->keep_alive, req->view.corr_id,
@@ -733,6 +1097,11 @@ tx_respond_start(tx_request_t *req, int status, const tx_header_t *headers, size
 
     if (rc < 0)
         return rc;
+    if (req->h2) {
+        req->drain = drain;
+        req->drain_arg = drain_arg;
+        return tx__h2_respond_start(c, req, status, headers, n_headers, content_length);
+    }
     req->chunked = content_length < 0 && req->view.http_minor >= 1 && !req->is_head;
     keep = req->keep_alive && (content_length >= 0 || req->chunked || req->is_head);
     if (!keep) {
@@ -777,6 +1146,20 @@ tx_respond_write(tx_request_t *req, const void *data, size_t len, tx_write_done_
         return RON_ECLOSED;
     if (len == 0 || (req->remaining >= 0 && (uint64_t)len > (uint64_t)req->remaining))
         return RON_EINVAL;
+    if (req->h2) {
+        if (c->wq >= TX_MAX_WRITE_QUEUE || req->chunk_bytes >= TX_H2_STREAM_QUEUE) {
+            req->want_drain = true;
+            return RON_EAGAIN;
+        }
+        k = ron_xcalloc(1, sizeof *k);
+        k->data = data;
+        k->len = req->is_head ? 0 : len;
+        k->done = done;
+        k->done_arg = done_arg;
+        if (req->remaining > 0)
+            req->remaining -= (int64_t)len;
+        return tx__h2_write(c, req, k);
+    }
     if (c->wq + req->chunk_bytes >= TX_MAX_WRITE_QUEUE) {
         req->want_drain = true;
         return RON_EAGAIN;
@@ -814,6 +1197,8 @@ tx_respond_end(tx_request_t *req)
         tx__request_free(req);
         return RON_ECLOSED;
     }
+    if (req->h2)
+        return tx__h2_end(c, req);
     if (req->remaining > 0)
         c->close_after = true; /* short body: the client must not reuse the connection */
     if (req->chunked) {

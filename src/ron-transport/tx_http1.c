@@ -40,7 +40,12 @@ tx__request_reset(tx_request_t *r)
     r->view.body_len = 0;
     r->view.corr_id = 0;
     r->view.http_minor = 1;
+    r->view.http_major = 1;
     r->view.peer = NULL;
+    r->h2 = false;
+    r->upgrade = false;
+    r->stream_id = 0;
+    r->out_off = 0;
     r->state = TX_REQ_PARSING;
     r->conn = NULL;
     r->next = NULL;
@@ -346,8 +351,8 @@ tx_on_body(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
-static void
-tx_request_decode(tx_http1_t *h, tx_request_t *r)
+void
+tx__request_decode(const tx_config_t *cfg, tx_request_t *r)
 {
     const char *enc = tx_request_header(r, "content-encoding");
     size_t limit, out_len = 0;
@@ -357,9 +362,9 @@ tx_request_decode(tx_http1_t *h, tx_request_t *r)
     r->view.body_len = r->body.len;
     if (enc == NULL || r->body.len == 0 || strcasecmp(enc, "identity") == 0)
         return;
-    limit = r->body.len * (size_t)h->cfg->decode_ratio;
-    if (limit / h->cfg->decode_ratio != r->body.len || limit > h->cfg->max_decoded)
-        limit = h->cfg->max_decoded;
+    limit = r->body.len * (size_t)cfg->decode_ratio;
+    if (limit / cfg->decode_ratio != r->body.len || limit > cfg->max_decoded)
+        limit = cfg->max_decoded;
     rc = tx__decode(enc, r->body.p, r->body.len, limit, &r->decoded, &out_len);
     if (rc == RON_EBOMB) {
         tx_reject(r, 413, TX_REJECT_DECODE_BOMB, "compression_bomb");
@@ -379,7 +384,7 @@ tx_on_message_complete(http_parser *p)
     tx_request_t *r = h->cur;
 
     if (r->reject_status == 0)
-        tx_request_decode(h, r);
+        tx__request_decode(h->cfg, r);
     if (r->view.body == NULL) {
         r->view.body = (const uint8_t *)"";
         r->view.body_len = 0;
@@ -444,8 +449,15 @@ tx__http1_feed(tx_http1_t *h, const uint8_t *data, size_t len)
         h->cur = NULL;
         h->msg_done = false;
         h->in_body = false;
-        if (h->parser.upgrade)
-            r->keep_alive = false; /* no protocol switch served yet */
+        if (h->parser.upgrade) {
+            /* a protocol switch: tx_conn serves "Upgrade: h2c" or closes after
+             * the answer; the bytes after the request are the new protocol's */
+            r->keep_alive = false;
+            r->upgrade = true;
+            h->failed = true;
+            h->cbs->on_request(h->arg, r);
+            return n;
+        }
         if (!r->keep_alive)
             h->failed = true;      /* bytes after "Connection: close" are ignored */
         h->cbs->on_request(h->arg, r);

@@ -10,6 +10,7 @@
 #define TX_INTERNAL_H
 
 #include <http_parser.h>
+#include <openssl/ssl.h>
 
 #include "ron_transport.h"
 
@@ -79,6 +80,8 @@ typedef struct tx_chunk {
     size_t len;
     tx_write_done_fn done;
     void *done_arg;
+    size_t off;          /* HTTP/2: bytes already copied into DATA frames */
+    int status;          /* HTTP/2: what done is told (0, or RON_ECLOSED) */
     char hdr[24];        /* chunk-size line for chunked framing */
     uint8_t hdr_len;
     bool last;           /* the terminating "0\r\n\r\n" chunk */
@@ -122,9 +125,18 @@ struct tx_request {
     tx_drain_fn drain;
     void *drain_arg;
     bool want_drain;         /* tx_respond_write said RON_EAGAIN */
+    /* HTTP/1.1 upgrade and HTTP/2 */
+    bool upgrade;            /* the request asked for a protocol switch */
+    bool h2;                 /* an HTTP/2 stream: answers go through tx_h2.c */
+    int32_t stream_id;
+    size_t out_off;          /* HTTP/2: bytes of out already framed */
+    uint64_t opened_ms;      /* HTTP/2: when the stream opened (body timeout) */
 };
 
 void tx__request_reset(tx_request_t *r);
+/* Decode r's body per its Content-Encoding within cfg's bounds (sets the
+ * view's body, or r->reject_* when refused). */
+void tx__request_decode(const tx_config_t *cfg, tx_request_t *r);
 void tx__request_free(tx_request_t *r);
 
 /* ---- sans-I/O HTTP/1.1 (tx_http1.c) ---- */
@@ -192,10 +204,19 @@ typedef enum { TX_PH_IDLE, TX_PH_HEADERS, TX_PH_BODY, TX_PH_WAIT, TX_PH_LINGER }
 struct tx_listener {
     uv_tcp_t tcp;
     struct tx_server *srv;   /* NULL until attached */
+    SSL_CTX *tls;            /* a TLS listener's context (a reference), or NULL */
     struct tx_listener *next;
     void (*close_cb)(void *arg);
     void *close_arg;
 };
+
+typedef enum {
+    TX_PROTO_SNIFF, /* cleartext: bytes matching the HTTP/2 preface are held back */
+    TX_PROTO_H1,
+    TX_PROTO_H2
+} tx_proto_t;
+
+struct tx_h2;
 
 typedef struct tx_conn {
     uv_tcp_t tcp;
@@ -221,6 +242,12 @@ typedef struct tx_conn {
     bool in_read;                 /* inside the read callback: batch the writes */
     bool pumping;
     bool eof;
+    /* record layer and protocol */
+    SSL *ssl;                     /* TLS over memory BIOs, or NULL */
+    bool tls_done;                /* handshake complete */
+    tx_proto_t proto;
+    uint8_t sniffed;              /* preface bytes matched so far (TX_PROTO_SNIFF) */
+    struct tx_h2 *h2;             /* the HTTP/2 session (TX_PROTO_H2) */
 } tx_conn_t;
 
 typedef struct tx_refused tx_refused_t;
@@ -242,9 +269,61 @@ struct tx_server {
     void (*close_cb)(void *arg);
     void *close_arg;
     uint8_t rdbuf[64 << 10];     /* shared read buffer: parsed before the next read */
+    uint8_t plain[16 << 10];     /* shared buffer for decrypted records */
 };
 
-void tx__conn_accept(tx_server_t *s, uv_stream_t *listener);
+void tx__conn_accept(tx_server_t *s, uv_stream_t *listener, SSL_CTX *tls);
+/* Serve an already connected stream socket fd (taken) as a cleartext
+ * connection from peer: for the fuzz target, which drives the server
+ * through a socketpair. Returns 0, RON_EBUSY at max_conns, or a libuv error. */
+int tx__conn_adopt(tx_server_t *s, int fd, const struct sockaddr_storage *peer);
+/* Plaintext bytes from the record layer to the protocol (sniff, HTTP/1.1, HTTP/2). */
+void tx__conn_input(tx_conn_t *c, const uint8_t *data, size_t len);
+/* Write c->out (encrypted when TLS). Returns 0 or a libuv error. */
+int tx__conn_flush(tx_conn_t *c);
+/* Move answers to the wire, resume reads, notify drains (safe to call anywhere). */
+void tx__conn_pump(tx_conn_t *c);
+void tx__conn_set_phase(tx_conn_t *c, tx_phase_t ph, uint32_t timeout_ms);
+/* Enter phase ph, due at the absolute time deadline_ms (uv_now; 0 none). */
+void tx__conn_set_phase_at(tx_conn_t *c, tx_phase_t ph, uint64_t deadline_ms);
+/* All written, nothing more to serve: half-close, drain briefly, close. */
+void tx__conn_linger(tx_conn_t *c);
+uint64_t tx__conn_now(const tx_conn_t *c);
+/* Pump c on the next loop turn (its timer, due now). */
+void tx__conn_soon(tx_conn_t *c);
+
+/* ---- TLS record layer (tx_tls.c) ---- */
+/* A server SSL on ctx with memory BIOs. Returns NULL on allocation failure. */
+SSL *tx__tls_ssl_new(SSL_CTX *ctx);
+/* Encrypt the plaintext of bufs and append the records to out. Returns 0 or RON_ETLS. */
+int tx__tls_encrypt(SSL *ssl, const uv_buf_t *bufs, unsigned nbufs, tx_buf_t *out);
+/* Append what the SSL wants to send (handshake, alerts, tickets) to out. */
+void tx__tls_take_output(SSL *ssl, tx_buf_t *out);
+/* Classify a failed handshake (ssl_err from SSL_get_error, after the error queue). */
+tx_tls_fail_t tx__tls_fail_reason(int ssl_err, unsigned long err);
+
+/* ---- HTTP/2 (tx_h2.c) ---- */
+/* Make c an HTTP/2 connection. upgrade != NULL: the "Upgrade: h2c" request
+ * (stream 1), settings its HTTP2-Settings value (base64url). Returns 0 or
+ * RON_EINVAL (bad settings: the caller answers 400) or RON_EPROTO. */
+int tx__h2_start(tx_conn_t *c, tx_request_t *upgrade, const char *settings);
+/* Bytes of the client (after the record layer). */
+void tx__h2_feed(tx_conn_t *c, const uint8_t *data, size_t len);
+/* Frame what can be sent within the write queue bound, write it, run the
+ * done and drain callbacks due; close the connection when the session ends. */
+void tx__h2_pump(tx_conn_t *c);
+/* The connection is closing: streams learn it, the session goes. */
+void tx__h2_close(tx_conn_t *c);
+/* A phase deadline passed: GOAWAY, count why, close once written. */
+void tx__h2_timeout(tx_conn_t *c, tx_reject_t why);
+int tx__h2_respond(tx_conn_t *c, tx_request_t *r, int status, const tx_header_t *hdrs, size_t n,
+                   const void *body, size_t len);
+int tx__h2_respond_error(tx_conn_t *c, tx_request_t *r, int status, const char *message,
+                         const char *reason, uint32_t retry_after_s);
+int tx__h2_respond_start(tx_conn_t *c, tx_request_t *r, int status, const tx_header_t *hdrs,
+                         size_t n, int64_t content_length);
+int tx__h2_write(tx_conn_t *c, tx_request_t *r, tx_chunk_t *k);
+int tx__h2_end(tx_conn_t *c, tx_request_t *r);
 void tx__conn_close(tx_conn_t *c);
 void tx__refuse(tx_server_t *s, uv_stream_t *listener);
 void tx__refused_close(tx_refused_t *f);

@@ -30,7 +30,25 @@ static const char *const tx_reject_names[TX_REJECT__COUNT] = {
     [TX_REJECT_DECODE_BOMB] = "compression_bomb",
     [TX_REJECT_BAD_ENCODING] = "bad_encoding",
     [TX_REJECT_MALFORMED] = "malformed",
+    [TX_REJECT_H2_REFUSED] = "h2_refused_stream",
+    [TX_REJECT_H2_FLOOD] = "h2_flood",
+    [TX_REJECT_H2_PROTOCOL] = "h2_protocol",
 };
+
+static const char *const tx_tls_fail_names[TX_TLS_FAIL__COUNT] = {
+    [TX_TLS_FAIL_TIMEOUT] = "timeout",
+    [TX_TLS_FAIL_VERSION] = "version",
+    [TX_TLS_FAIL_CIPHER] = "cipher",
+    [TX_TLS_FAIL_PLAINTEXT] = "plaintext",
+    [TX_TLS_FAIL_EOF] = "eof",
+    [TX_TLS_FAIL_OTHER] = "other",
+};
+
+const char *
+tx_tls_fail_name(tx_tls_fail_t f)
+{
+    return (unsigned)f < TX_TLS_FAIL__COUNT ? tx_tls_fail_names[f] : "unknown";
+}
 
 const char *
 tx_reject_name(tx_reject_t r)
@@ -57,6 +75,10 @@ tx_config_default(tx_config_t *cfg)
     cfg->decode_ratio = TX_DEFAULT_DECODE_RATIO;
     cfg->max_decoded = TX_DEFAULT_MAX_DECODED;
     cfg->retry_after_s = TX_DEFAULT_RETRY_AFTER_S;
+    cfg->tls_handshake_ms = TX_DEFAULT_TLS_HANDSHAKE_MS;
+    cfg->h2_max_streams = TX_DEFAULT_H2_MAX_STREAMS;
+    cfg->h2_flood_max = TX_DEFAULT_H2_FLOOD_MAX;
+    cfg->h2_flood_window_ms = TX_DEFAULT_H2_FLOOD_WINDOW_MS;
 }
 
 #define TX_FILL(f) out->f = in->f != 0 ? in->f : d.f
@@ -84,6 +106,11 @@ tx__config_fill(tx_config_t *out, const tx_config_t *in)
     TX_FILL(decode_ratio);
     TX_FILL(max_decoded);
     TX_FILL(retry_after_s);
+    TX_FILL(tls_handshake_ms);
+    TX_FILL(h2_max_streams);
+    TX_FILL(h2_flood_max);
+    TX_FILL(h2_flood_window_ms);
+    out->h2_disabled = in->h2_disabled;
     out->rate_burst = in->rate_burst != 0 ? in->rate_burst : out->rate_rps;
     out->rate_disabled = in->rate_disabled;
 }

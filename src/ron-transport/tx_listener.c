@@ -111,6 +111,7 @@ tx_listener_free_cb(uv_handle_t *h)
     void (*cb)(void *) = l->close_cb;
     void *arg = l->close_arg;
 
+    SSL_CTX_free(l->tls); /* connections hold their own references through their SSL */
     free(l);
     if (cb != NULL)
         cb(arg);

@@ -193,7 +193,7 @@ tx_server_on_connection(uv_stream_t *st, int status)
     if (tx__limits_conn_admit(&s->lim) < 0)
         tx__refuse(s, st);
     else
-        tx__conn_accept(s, st);
+        tx__conn_accept(s, st, l->tls);
 }
 
 tx_server_t *
@@ -229,6 +229,17 @@ tx_server_attach(tx_server_t *s, tx_listener_t *l)
         tx_listener_close(l, NULL, NULL); /* taken either way */
     }
     return rc;
+}
+
+int
+tx_server_attach_tls(tx_server_t *s, tx_listener_t *l, SSL_CTX *ctx)
+{
+    if (ctx == NULL || SSL_CTX_up_ref(ctx) != 1) {
+        tx_listener_close(l, NULL, NULL);
+        return RON_EINVAL;
+    }
+    l->tls = ctx; /* released with the listener */
+    return tx_server_attach(s, l);
 }
 
 static void

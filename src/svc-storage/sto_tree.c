@@ -310,7 +310,7 @@ sto_tree_hasher_size(const sto_tree_hasher_t *h)
 int
 sto_tree_hasher_update(sto_tree_hasher_t *h, const void *data, size_t len)
 {
-    const size_t batch = BATCH_PIECES * STO_PIECE_LEN;
+    const size_t batch = (size_t)BATCH_PIECES * STO_PIECE_LEN;
     const uint8_t *p = data;
     size_t take;
     int rc;

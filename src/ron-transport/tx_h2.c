@@ -1,0 +1,905 @@
+/*
+ * tx_h2.c - HTTP/2 on nghttp2 for tx_conn: each request stream becomes a
+ * tx_request_t handed to the same handler as HTTP/1.1, and the same
+ * tx_respond* calls answer it. Entered three ways: the 24-byte preface on a
+ * cleartext connection (h2c by prior knowledge), "Upgrade: h2c" (the
+ * request becomes stream 1), or ALPN "h2" after a TLS handshake.
+ * Invariants: frames are produced (nghttp2_session_mem_send) only while the
+ * connection's write queue is under TX_MAX_WRITE_QUEUE, and a streamed body
+ * reaches nghttp2 through a data provider that copies at most what the
+ * client's flow-control window admits and defers when the application has
+ * supplied nothing, so a slow reader costs at most the write queue plus
+ * TX_H2_STREAM_QUEUE borrowed bytes per stream, never an object; a request
+ * holds at most max_header_bytes of headers and max_body of body; the
+ * client may open h2_max_streams streams at once (nghttp2 refuses more) and
+ * send h2_flood_max RST_STREAM/PING/SETTINGS/PRIORITY frames per window,
+ * past which the session ends with GOAWAY ENHANCE_YOUR_CALM (rapid reset).
+ * nghttp2 is never re-entered: the session is pumped only outside its own
+ * callbacks, and application callbacks run after framing, not inside it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "ron_err.h"
+#include "ron_util.h"
+#include "tx_internal.h"
+
+typedef struct tx_h2 {
+    nghttp2_session *sess;
+    tx_conn_t *c;
+    tx_request_t *streams;         /* requests of open streams, linked by next */
+    tx_chunk_t *done, *done_tail;  /* framed or dropped chunks whose done is due */
+    uint64_t flood_start;          /* ms the current flood window began */
+    uint32_t flood;                /* control frames in the window */
+    bool in_recv;                  /* inside nghttp2_session_mem_recv */
+    unsigned in_app;               /* inside a tx_respond* call: done callbacks wait */
+    bool pumping;
+    bool again;                    /* an answer changed while pumping: pump once more */
+    bool terminated;               /* GOAWAY submitted by us */
+} tx_h2_t;
+
+/* ---- streams ---- */
+
+static void
+tx_h2_link(tx_h2_t *h, tx_request_t *r)
+{
+    r->next = h->streams;
+    h->streams = r;
+}
+
+static void
+tx_h2_unlink(tx_h2_t *h, tx_request_t *r)
+{
+    for (tx_request_t **pp = &h->streams; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == r) {
+            *pp = r->next;
+            r->next = NULL;
+            return;
+        }
+    }
+}
+
+static void
+tx_h2_done_push(tx_h2_t *h, tx_chunk_t *k, int status)
+{
+    k->status = status;
+    k->next = NULL;
+    if (h->done_tail != NULL)
+        h->done_tail->next = k;
+    else
+        h->done = k;
+    h->done_tail = k;
+}
+
+static void
+tx_h2_run_done(tx_h2_t *h, bool now)
+{
+    tx_chunk_t *k;
+
+    if (h->in_app > 0 && !now) {
+        /* never from inside the application's own call: on a later loop turn */
+        if (h->done != NULL)
+            tx__conn_soon(h->c);
+        return;
+    }
+    while ((k = h->done) != NULL) {
+        h->done = k->next;
+        if (h->done == NULL)
+            h->done_tail = NULL;
+        if (k->done != NULL)
+            k->done(k->status, k->done_arg);
+        free(k);
+    }
+}
+
+/* The stream of r ended (closed by either side, or the connection went). */
+static void
+tx_h2_stream_gone(tx_h2_t *h, tx_request_t *r)
+{
+    tx_server_t *s = h->c->srv;
+    tx_chunk_t *k;
+
+    switch (r->state) {
+    case TX_REQ_IN_APP:
+        r->conn = NULL; /* the app answers later: tx_answer_begin frees it */
+        if (r->counted_inflight) {
+            tx__limits_inflight_release(&s->lim);
+            r->counted_inflight = false;
+        }
+        break;
+    case TX_REQ_STREAMING:
+        r->conn = NULL; /* queued chunks are told at tx_respond_end */
+        if (r->want_drain && r->drain != NULL) {
+            r->want_drain = false;
+            r->drain(r, r->drain_arg); /* its next write says RON_ECLOSED */
+        }
+        break;
+    case TX_REQ_ENDED:
+        while ((k = r->chunks) != NULL) {
+            r->chunks = k->next;
+            tx_h2_done_push(h, k, RON_ECLOSED);
+        }
+        tx__request_free(r);
+        break;
+    default: /* parsing, or a whole answer */
+        tx__request_free(r);
+        break;
+    }
+}
+
+static tx_request_t *
+tx_h2_req_new(tx_h2_t *h, int32_t stream_id)
+{
+    tx_request_t *r = ron_xcalloc(1, sizeof *r);
+
+    tx__request_reset(r);
+    r->peer = h->c->peer;
+    r->view.peer = &r->peer;
+    r->view.http_major = 2;
+    r->h2 = true;
+    r->stream_id = stream_id;
+    r->conn = h->c;
+    r->keep_alive = true;
+    r->opened_ms = tx__conn_now(h->c);
+    tx_h2_link(h, r);
+    h->c->srv->lim.stats.h2_streams++;
+    return r;
+}
+
+static void
+tx_h2_reject(tx_request_t *r, int status, tx_reject_t why, const char *detail)
+{
+    if (r->reject_status != 0)
+        return;
+    r->reject_status = status;
+    r->reject_reason = why;
+    r->reject_detail = detail;
+}
+
+/* Store one header field as name\0value\0 in hbuf (offsets in hofs). */
+static void
+tx_h2_add_header(tx_h2_t *h, tx_request_t *r, const uint8_t *name, size_t nlen,
+                 const uint8_t *value, size_t vlen)
+{
+    const tx_config_t *cfg = &h->c->srv->lim.cfg;
+    uint32_t *o;
+
+    r->header_bytes += nlen + vlen + 32; /* RFC 9113 §6.5.2 accounting */
+    if (r->header_bytes > cfg->max_header_bytes) {
+        tx_h2_reject(r, 431, TX_REJECT_HEADERS_TOO_LARGE, NULL);
+        return;
+    }
+    if (r->n_headers >= (size_t)cfg->max_headers + 8) { /* + the pseudo-headers */
+        tx_h2_reject(r, 431, TX_REJECT_HEADERS_TOO_LARGE, "too many header lines");
+        return;
+    }
+    if (r->hofs_cap < (r->n_headers + 1) * 4) {
+        r->hofs_cap = r->hofs_cap == 0 ? 64 : r->hofs_cap * 2;
+        r->hofs = ron_xrealloc(r->hofs, r->hofs_cap * sizeof *r->hofs);
+    }
+    o = &r->hofs[r->n_headers * 4];
+    o[0] = (uint32_t)r->hbuf.len;
+    o[1] = (uint32_t)nlen;
+    tx__buf_append(&r->hbuf, name, nlen);
+    tx__buf_append(&r->hbuf, "", 1);
+    o[2] = (uint32_t)r->hbuf.len;
+    o[3] = (uint32_t)vlen;
+    tx__buf_append(&r->hbuf, value, vlen);
+    tx__buf_append(&r->hbuf, "", 1);
+    r->n_headers++;
+}
+
+/* Point the view at the stored headers; pseudo-headers become method/path/query/host. */
+static void
+tx_h2_finish_head(tx_h2_t *h, tx_request_t *r)
+{
+    char *base = (char *)r->hbuf.p;
+    const char *authority = NULL, *v;
+    size_t n = 0;
+    bool has_host = false;
+
+    if (r->hdrs_cap < r->n_headers + 1) {
+        r->hdrs_cap = r->n_headers + 1;
+        r->hdrs = ron_xrealloc(r->hdrs, r->hdrs_cap * sizeof *r->hdrs);
+    }
+    for (size_t i = 0; i < r->n_headers; i++) {
+        char *name = base + r->hofs[i * 4];
+        char *value = base + r->hofs[i * 4 + 2];
+        if (name[0] == ':') {
+            if (strcmp(name, ":method") == 0)
+                r->view.method = value;
+            else if (strcmp(name, ":path") == 0)
+                r->view.path = value;
+            else if (strcmp(name, ":authority") == 0)
+                authority = value;
+            continue;
+        }
+        if (strcmp(name, "host") == 0)
+            has_host = true;
+        r->hdrs[n].name = name;
+        r->hdrs[n].value = value;
+        n++;
+    }
+    if (authority != NULL && !has_host) {
+        r->hdrs[n].name = "host"; /* handlers read Host as for HTTP/1.1 */
+        r->hdrs[n].value = authority;
+        n++;
+    }
+    r->view.headers = r->hdrs;
+    r->view.n_headers = n;
+    char *q = strchr(r->view.path, '?');
+    if (q != NULL) {
+        *q = '\0';
+        r->view.query = q + 1;
+    }
+    r->is_head = strcmp(r->view.method, "HEAD") == 0;
+    v = tx_request_header(r, "x-corr-id");
+    if (v == NULL || ron_parse_u64(v, strlen(v), &r->view.corr_id) < 0)
+        r->view.corr_id = h->c->srv->corr_seq++;
+}
+
+/* ---- answers ---- */
+
+static ssize_t
+tx_h2_read(nghttp2_session *sess, int32_t stream_id, uint8_t *buf, size_t length,
+           uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    tx_h2_t *h = ud;
+    tx_request_t *r = src->ptr;
+    size_t n = 0;
+    tx_chunk_t *k;
+
+    (void)sess, (void)stream_id;
+    if (r->state == TX_REQ_ANSWERED) {
+        n = r->out.len - r->out_off;
+        if (n > length)
+            n = length;
+        memcpy(buf, r->out.p + r->out_off, n);
+        r->out_off += n;
+        if (r->out_off == r->out.len)
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
+    while (n < length && (k = r->chunks) != NULL) {
+        size_t take = k->len - k->off;
+        if (take > length - n)
+            take = length - n;
+        if (take > 0)
+            memcpy(buf + n, k->data + k->off, take);
+        k->off += take;
+        n += take;
+        r->chunk_bytes -= take;
+        if (k->off == k->len) {
+            r->chunks = k->next;
+            if (r->chunks == NULL)
+                r->chunks_tail = NULL;
+            tx_h2_done_push(h, k, 0); /* copied: no longer borrowed */
+        }
+    }
+    if (r->chunks == NULL && r->state == TX_REQ_ENDED) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+        return (ssize_t)n;
+    }
+    return n == 0 ? NGHTTP2_ERR_DEFERRED : (ssize_t)n;
+}
+
+static bool
+tx_h2_hop_header(const char *name)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
+                                      "transfer-encoding", "upgrade", "content-length",
+                                      "date", "x-corr-id"};
+    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+        if (strcasecmp(name, hop[i]) == 0)
+            return true;
+    return false;
+}
+
+/* HEADERS for r (names lowercased, connection-specific ones dropped), then its body. */
+static int
+tx_h2_submit(tx_h2_t *h, tx_request_t *r, int status, const tx_header_t *hdrs, size_t n,
+             int64_t content_length, bool body)
+{
+    nghttp2_nv *nv = ron_xcalloc(n + 4, sizeof *nv);
+    tx_buf_t names = {0};
+    size_t *nofs = ron_xcalloc(n + 1, sizeof *nofs);
+    char st[8], cl[24], corr[24];
+    const char *date = tx__server_date(h->c->srv);
+    size_t cnt = 0;
+    int rc;
+    nghttp2_data_provider prd = {.source.ptr = r, .read_callback = tx_h2_read};
+
+    for (size_t i = 0; i < n; i++) {
+        nofs[i] = names.len;
+        for (const uint8_t *p = (const uint8_t *)hdrs[i].name; *p != '\0'; p++) {
+            uint8_t ch = *p;
+            if (ch >= 'A' && ch <= 'Z')
+                ch += 'a' - 'A'; /* HTTP/2 field names are lowercase */
+            tx__buf_append(&names, &ch, 1);
+        }
+        tx__buf_append(&names, "", 1);
+    }
+    (void)snprintf(st, sizeof st, "%03d", status % 1000);
+    (void)snprintf(corr, sizeof corr, "%llu", (unsigned long long)r->view.corr_id);
+#define TX_NV(N, V)                                                                            \
+    do {                                                                                       \
+        nv[cnt].name = (uint8_t *)(N);                                                         \
+        nv[cnt].namelen = strlen(N);                                                           \
+        nv[cnt].value = (uint8_t *)(V);                                                        \
+        nv[cnt].valuelen = strlen(V);                                                          \
+        cnt++;                                                                                 \
+    } while (0)
+    TX_NV(":status", st);
+    TX_NV("date", date);
+    TX_NV("x-corr-id", corr);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = (const char *)names.p + nofs[i];
+        if (name[0] == '\0' || strpbrk(name, "\r\n: ") != NULL ||
+            strpbrk(hdrs[i].value, "\r\n") != NULL || tx_h2_hop_header(name))
+            continue;
+        nv = ron_xrealloc(nv, (cnt + (n - i) + 2) * sizeof *nv);
+        TX_NV(name, hdrs[i].value);
+    }
+    if (content_length >= 0 && status >= 200 && status != 204) {
+        (void)snprintf(cl, sizeof cl, "%lld", (long long)content_length);
+        TX_NV("content-length", cl);
+    }
+#undef TX_NV
+    body = body && !r->is_head && status >= 200 && status != 204 && status != 304;
+    rc = nghttp2_submit_response(h->sess, r->stream_id, nv, cnt, body ? &prd : NULL);
+    free(nv);
+    free(nofs);
+    tx__buf_free(&names);
+    return rc < 0 ? RON_ECLOSED : 0;
+}
+
+static void
+tx_h2_kick(tx_h2_t *h)
+{
+    h->again = true;
+    h->in_app++;
+    tx__conn_pump(h->c);
+    h->in_app--;
+}
+
+/* Answer r with its reject_* fields (the server's own answer). */
+static void
+tx_h2_answer_reject(tx_h2_t *h, tx_request_t *r)
+{
+    tx_server_t *s = h->c->srv;
+    char body[TX_ENVELOPE_MAX], ra[16];
+    tx_header_t hd[2] = {{"content-type", "application/json"}, {"retry-after", ra}};
+    size_t blen;
+
+    if (r->reject_reason != TX_REJECT_RATE && r->reject_reason != TX_REJECT_INFLIGHT)
+        tx__limits_count(&s->lim, r->reject_reason);
+    blen = tx_envelope_format(body, sizeof body, r->reject_status,
+                              tx__reject_message(r->reject_reason), r->reject_detail,
+                              r->view.corr_id, r->retry_after_s * 1000u);
+    (void)snprintf(ra, sizeof ra, "%u", r->retry_after_s);
+    r->out.len = 0;
+    tx__buf_append(&r->out, body, blen);
+    r->out_off = 0;
+    r->state = TX_REQ_ANSWERED;
+    s->lim.stats.responses++;
+    (void)tx_h2_submit(h, r, r->reject_status, hd, r->retry_after_s > 0 ? 2 : 1, (int64_t)blen,
+                       true);
+}
+
+int
+tx__h2_respond(tx_conn_t *c, tx_request_t *r, int status, const tx_header_t *hdrs, size_t n,
+               const void *body, size_t len)
+{
+    r->out.len = 0;
+    r->out_off = 0;
+    if (!r->is_head)
+        tx__buf_append(&r->out, body, len);
+    r->state = TX_REQ_ANSWERED;
+    int rc = tx_h2_submit(c->h2, r, status, hdrs, n, (int64_t)len, r->out.len > 0);
+    tx_h2_kick(c->h2);
+    return rc;
+}
+
+int
+tx__h2_respond_error(tx_conn_t *c, tx_request_t *r, int status, const char *message,
+                     const char *reason, uint32_t retry_after_s)
+{
+    char body[TX_ENVELOPE_MAX], ra[16];
+    tx_header_t hd[2] = {{"content-type", "application/json"}, {"retry-after", ra}};
+    size_t blen = tx_envelope_format(body, sizeof body, status, message, reason,
+                                     r->view.corr_id, retry_after_s * 1000u);
+
+    (void)snprintf(ra, sizeof ra, "%u", retry_after_s);
+    r->out.len = 0;
+    r->out_off = 0;
+    if (!r->is_head)
+        tx__buf_append(&r->out, body, blen);
+    r->state = TX_REQ_ANSWERED;
+    int rc = tx_h2_submit(c->h2, r, status, hd, retry_after_s > 0 ? 2 : 1, (int64_t)blen,
+                          r->out.len > 0);
+    tx_h2_kick(c->h2);
+    return rc;
+}
+
+int
+tx__h2_respond_start(tx_conn_t *c, tx_request_t *r, int status, const tx_header_t *hdrs,
+                     size_t n, int64_t content_length)
+{
+    r->remaining = r->is_head ? 0 : content_length;
+    r->state = TX_REQ_STREAMING;
+    int rc = tx_h2_submit(c->h2, r, status, hdrs, n, content_length, true);
+    tx_h2_kick(c->h2);
+    return rc;
+}
+
+int
+tx__h2_write(tx_conn_t *c, tx_request_t *r, tx_chunk_t *k)
+{
+    tx_h2_t *h = c->h2;
+
+    if (k->len == 0) {
+        tx_h2_done_push(h, k, 0); /* HEAD: nothing goes out */
+    } else {
+        if (r->chunks_tail != NULL)
+            r->chunks_tail->next = k;
+        else
+            r->chunks = k;
+        r->chunks_tail = k;
+        r->chunk_bytes += k->len;
+        (void)nghttp2_session_resume_data(h->sess, r->stream_id);
+    }
+    tx_h2_kick(h);
+    return 0;
+}
+
+int
+tx__h2_end(tx_conn_t *c, tx_request_t *r)
+{
+    tx_h2_t *h = c->h2;
+
+    r->drain = NULL;
+    r->want_drain = false;
+    r->state = TX_REQ_ENDED;
+    if (r->remaining > 0) /* shorter than its Content-Length: the client must not trust it */
+        (void)nghttp2_submit_rst_stream(h->sess, NGHTTP2_FLAG_NONE, r->stream_id,
+                                        NGHTTP2_INTERNAL_ERROR);
+    else
+        (void)nghttp2_session_resume_data(h->sess, r->stream_id);
+    tx_h2_kick(h);
+    return 0;
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static void
+tx_h2_dispatch(tx_h2_t *h, tx_request_t *r)
+{
+    tx_server_t *s = h->c->srv;
+
+    if (r->reject_status == 0)
+        tx__request_decode(&s->lim.cfg, r);
+    if (r->view.body == NULL) {
+        r->view.body = (const uint8_t *)"";
+        r->view.body_len = 0;
+    }
+    if (r->reject_status == 0 && tx__limits_inflight_admit(&s->lim) < 0) {
+        tx_h2_reject(r, 503, TX_REJECT_INFLIGHT, NULL);
+        r->retry_after_s = s->lim.cfg.retry_after_s;
+    }
+    if (r->reject_status != 0) {
+        tx_h2_answer_reject(h, r);
+        return;
+    }
+    r->state = TX_REQ_IN_APP;
+    r->counted_inflight = true;
+    s->handler(r, s->arg);
+}
+
+/* The request's header block is complete: limits that need no body. */
+static void
+tx_h2_head_done(tx_h2_t *h, tx_request_t *r)
+{
+    tx_limits_t *l = &h->c->srv->lim;
+    uint32_t retry = 0;
+
+    tx_h2_finish_head(h, r);
+    if (r->reject_status == 0 && tx__limits_rate_take(l, &r->peer, tx__conn_now(h->c), &retry) < 0) {
+        tx_h2_reject(r, 429, TX_REJECT_RATE, NULL);
+        r->retry_after_s = retry;
+    } else if (r->reject_status == 0 && l->stats.inflight >= l->cfg.max_inflight) {
+        l->stats.rejects[TX_REJECT_INFLIGHT]++;
+        tx_h2_reject(r, 503, TX_REJECT_INFLIGHT, NULL);
+        r->retry_after_s = l->cfg.retry_after_s;
+    }
+    if (r->reject_status != 0)
+        tx_h2_answer_reject(h, r); /* at once: its body, if any, is dropped */
+}
+
+static int
+tx_h2_on_begin_headers(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
+{
+    tx_h2_t *h = ud;
+
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    tx_request_t *r = tx_h2_req_new(h, f->hd.stream_id);
+    nghttp2_session_set_stream_user_data(sess, f->hd.stream_id, r);
+    return 0;
+}
+
+static int
+tx_h2_on_header(nghttp2_session *sess, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+{
+    tx_h2_t *h = ud;
+    tx_request_t *r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+
+    (void)flags;
+    if (r == NULL || r->state != TX_REQ_PARSING)
+        return 0;
+    if (r->reject_status != 0 || f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+        /* not kept (refused, or trailers), but a header block that goes on
+         * far past the cap (CONTINUATION flood) ends the session */
+        r->header_bytes += nlen + vlen + 32;
+        if (r->header_bytes > 4 * (size_t)h->c->srv->lim.cfg.max_header_bytes &&
+            !h->terminated) {
+            h->terminated = true;
+            tx__limits_count(&h->c->srv->lim, TX_REJECT_H2_FLOOD);
+            (void)nghttp2_session_terminate_session(sess, NGHTTP2_ENHANCE_YOUR_CALM);
+        }
+        return 0;
+    }
+    tx_h2_add_header(h, r, name, nlen, value, vlen);
+    return 0;
+}
+
+static int
+tx_h2_on_data(nghttp2_session *sess, uint8_t flags, int32_t stream_id, const uint8_t *data,
+              size_t len, void *ud)
+{
+    tx_h2_t *h = ud;
+    tx_request_t *r = nghttp2_session_get_stream_user_data(sess, stream_id);
+
+    (void)flags;
+    if (r == NULL || r->state != TX_REQ_PARSING || r->reject_status != 0)
+        return 0; /* dropped; nghttp2 still returns the window */
+    if (r->body.len + len > h->c->srv->lim.cfg.max_body) {
+        tx_h2_reject(r, 413, TX_REJECT_BODY_TOO_LARGE, "body");
+        tx_h2_answer_reject(h, r);
+        return 0;
+    }
+    tx__buf_append(&r->body, data, len);
+    return 0;
+}
+
+/* Count a control frame of the client; past the bound, end the session. */
+static void
+tx_h2_flood(tx_h2_t *h)
+{
+    tx_limits_t *l = &h->c->srv->lim;
+    uint64_t now = tx__conn_now(h->c);
+
+    if (now - h->flood_start >= l->cfg.h2_flood_window_ms) {
+        h->flood_start = now;
+        h->flood = 0;
+    }
+    if (++h->flood > l->cfg.h2_flood_max && !h->terminated) {
+        h->terminated = true;
+        tx__limits_count(l, TX_REJECT_H2_FLOOD);
+        (void)nghttp2_session_terminate_session(h->sess, NGHTTP2_ENHANCE_YOUR_CALM);
+    }
+}
+
+static int
+tx_h2_on_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
+{
+    tx_h2_t *h = ud;
+    tx_request_t *r;
+
+    switch (f->hd.type) {
+    case NGHTTP2_HEADERS:
+        r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+        if (r == NULL || r->state != TX_REQ_PARSING)
+            break;
+        if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
+            tx_h2_head_done(h, r);
+        if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 && r->state == TX_REQ_PARSING)
+            tx_h2_dispatch(h, r);
+        break;
+    case NGHTTP2_DATA:
+        r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+        if (r != NULL && r->state == TX_REQ_PARSING &&
+            (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
+            tx_h2_dispatch(h, r);
+        break;
+    case NGHTTP2_RST_STREAM:
+    case NGHTTP2_PRIORITY:
+        tx_h2_flood(h);
+        break;
+    case NGHTTP2_PING:
+    case NGHTTP2_SETTINGS:
+        if ((f->hd.flags & NGHTTP2_FLAG_ACK) == 0)
+            tx_h2_flood(h);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static int
+tx_h2_on_frame_send(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
+{
+    tx_h2_t *h = ud;
+
+    (void)sess;
+    if (f->hd.type == NGHTTP2_RST_STREAM && f->rst_stream.error_code == NGHTTP2_REFUSED_STREAM)
+        tx__limits_count(&h->c->srv->lim, TX_REJECT_H2_REFUSED);
+    return 0;
+}
+
+static int
+tx_h2_on_invalid_frame(nghttp2_session *sess, const nghttp2_frame *f, int err, void *ud)
+{
+    tx_h2_t *h = ud;
+
+    (void)sess, (void)f, (void)err;
+    tx__limits_count(&h->c->srv->lim, TX_REJECT_H2_PROTOCOL);
+    return 0;
+}
+
+static int
+tx_h2_on_stream_close(nghttp2_session *sess, int32_t stream_id, uint32_t code, void *ud)
+{
+    tx_h2_t *h = ud;
+    tx_request_t *r = nghttp2_session_get_stream_user_data(sess, stream_id);
+
+    (void)code;
+    if (r == NULL)
+        return 0;
+    tx_h2_unlink(h, r);
+    tx_h2_stream_gone(h, r);
+    return 0;
+}
+
+/* ---- the session ---- */
+
+/* base64url (RFC 4648 §5) without padding, as HTTP2-Settings carries it. */
+static int
+tx_h2_b64url(const char *in, uint8_t *out, size_t cap, size_t *out_len)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t n = 0;
+
+    for (const char *p = in; *p != '\0' && *p != '='; p++) {
+        int v;
+        if (*p >= 'A' && *p <= 'Z')
+            v = *p - 'A';
+        else if (*p >= 'a' && *p <= 'z')
+            v = *p - 'a' + 26;
+        else if (*p >= '0' && *p <= '9')
+            v = *p - '0' + 52;
+        else if (*p == '-' || *p == '+')
+            v = 62;
+        else if (*p == '_' || *p == '/')
+            v = 63;
+        else
+            return RON_EINVAL;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n >= cap)
+                return RON_EINVAL;
+            out[n++] = (uint8_t)(acc >> bits);
+        }
+    }
+    *out_len = n;
+    return 0;
+}
+
+int
+tx__h2_start(tx_conn_t *c, tx_request_t *upgrade, const char *settings)
+{
+    tx_server_t *s = c->srv;
+    const tx_config_t *cfg = &s->lim.cfg;
+    nghttp2_session_callbacks *cbs = NULL;
+    nghttp2_option *opt = NULL;
+    tx_h2_t *h = ron_xcalloc(1, sizeof *h);
+    uint8_t sbuf[256];
+    size_t slen = 0;
+    int rc = RON_EPROTO;
+    nghttp2_settings_entry iv[] = {
+        {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->h2_max_streams},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_bytes},
+    };
+
+    h->c = c;
+    h->flood_start = tx__conn_now(c);
+    if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
+        goto out;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, tx_h2_on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, tx_h2_on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, tx_h2_on_data);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, tx_h2_on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, tx_h2_on_frame_send);
+    nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, tx_h2_on_invalid_frame);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, tx_h2_on_stream_close);
+    /* a client cannot make us queue unbounded SETTINGS/PING acknowledgements */
+    nghttp2_option_set_max_outbound_ack(opt, 1000);
+    nghttp2_option_set_max_settings(opt, 32);
+    if (nghttp2_session_server_new2(&h->sess, cbs, h, opt) != 0)
+        goto out;
+    if (nghttp2_submit_settings(h->sess, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0)
+        goto out;
+    if (upgrade != NULL) {
+        if (settings == NULL || tx_h2_b64url(settings, sbuf, sizeof sbuf, &slen) < 0 ||
+            nghttp2_session_upgrade2(h->sess, sbuf, slen, upgrade->is_head, upgrade) != 0) {
+            rc = RON_EINVAL;
+            goto out;
+        }
+    }
+    c->h2 = h;
+    c->proto = TX_PROTO_H2;
+    s->lim.stats.h2_conns++;
+    tx__conn_set_phase(c, TX_PH_IDLE, cfg->idle_timeout_ms);
+    if (upgrade != NULL) {
+        s->lim.stats.h2_upgrades++;
+        upgrade->h2 = true;
+        upgrade->stream_id = 1;
+        upgrade->view.http_major = 2;
+        upgrade->conn = c;
+        upgrade->keep_alive = true;
+        tx_h2_link(h, upgrade);
+        s->lim.stats.h2_streams++;
+        h->in_recv = true; /* the handler's answer is framed by the next pump */
+        tx_h2_dispatch(h, upgrade);
+        h->in_recv = false;
+    }
+    rc = 0;
+out:
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    if (rc < 0) {
+        nghttp2_session_del(h->sess);
+        free(h);
+    }
+    return rc;
+}
+
+void
+tx__h2_feed(tx_conn_t *c, const uint8_t *data, size_t len)
+{
+    tx_h2_t *h = c->h2;
+    ssize_t n;
+
+    if (h == NULL || h->sess == NULL || c->closing)
+        return;
+    h->in_recv = true;
+    n = nghttp2_session_mem_recv(h->sess, data, len);
+    h->in_recv = false;
+    if (n < 0) {
+        /* a connection error: nghttp2 queued GOAWAY; send it, then close */
+        tx__limits_count(&c->srv->lim, n == NGHTTP2_ERR_FLOODED ? TX_REJECT_H2_FLOOD
+                                                                 : TX_REJECT_H2_PROTOCOL);
+        if (!h->terminated) {
+            h->terminated = true;
+            (void)nghttp2_session_terminate_session(h->sess, NGHTTP2_PROTOCOL_ERROR);
+        }
+    }
+    h->again = true;
+}
+
+static void
+tx_h2_phase(tx_h2_t *h)
+{
+    tx_conn_t *c = h->c;
+    uint64_t oldest = UINT64_MAX;
+
+    for (tx_request_t *r = h->streams; r != NULL; r = r->next)
+        if (r->state == TX_REQ_PARSING && r->opened_ms < oldest)
+            oldest = r->opened_ms;
+    if (oldest != UINT64_MAX) {
+        /* each request's headers and body are due within the body timeout
+         * of its stream's opening: the oldest one still arriving sets it */
+        uint64_t due = oldest + c->srv->lim.cfg.body_timeout_ms;
+        if (c->phase != TX_PH_BODY || c->deadline != due)
+            tx__conn_set_phase_at(c, TX_PH_BODY, due);
+    } else if (h->streams != NULL) {
+        if (c->phase != TX_PH_WAIT)
+            tx__conn_set_phase(c, TX_PH_WAIT, 0);
+    } else if (c->phase != TX_PH_IDLE) {
+        tx__conn_set_phase(c, TX_PH_IDLE, c->srv->lim.cfg.idle_timeout_ms);
+    }
+}
+
+void
+tx__h2_pump(tx_conn_t *c)
+{
+    tx_h2_t *h = c->h2;
+
+    if (h == NULL || h->sess == NULL || h->in_recv || h->pumping)
+        return;
+    h->pumping = true;
+    h->again = true;
+    while (h->again && !c->closing) {
+        h->again = false;
+        while (c->wq + c->out.len < TX_MAX_WRITE_QUEUE) {
+            const uint8_t *p;
+            ssize_t n = nghttp2_session_mem_send(h->sess, &p);
+            if (n < 0) {
+                tx__conn_close(c);
+                goto out;
+            }
+            if (n == 0)
+                break;
+            tx__buf_append(&c->out, p, (size_t)n);
+        }
+        if (tx__conn_flush(c) < 0) {
+            tx__conn_close(c);
+            goto out;
+        }
+        tx_h2_run_done(h, false);
+        /* streamed answers with room again learn it (they may write at once) */
+        for (tx_request_t *r = h->streams, *next; r != NULL && !c->closing; r = next) {
+            next = r->next;
+            if (r->state == TX_REQ_STREAMING && r->want_drain && r->drain != NULL &&
+                c->wq < TX_MAX_WRITE_QUEUE / 2 && r->chunk_bytes < TX_H2_STREAM_QUEUE / 2) {
+                r->want_drain = false;
+                r->drain(r, r->drain_arg);
+            }
+        }
+    }
+    if (c->closing || c->phase == TX_PH_LINGER)
+        goto out;
+    if (!nghttp2_session_want_read(h->sess) && !nghttp2_session_want_write(h->sess)) {
+        if (c->wq == 0 && c->out.len == 0)
+            tx__conn_linger(c); /* after GOAWAY: everything written */
+        goto out;
+    }
+    if (c->eof && h->streams == NULL && c->wq == 0 && c->out.len == 0) {
+        tx__conn_close(c);
+        goto out;
+    }
+    tx_h2_phase(h);
+out:
+    h->pumping = false;
+}
+
+void
+tx__h2_timeout(tx_conn_t *c, tx_reject_t why)
+{
+    tx_h2_t *h = c->h2;
+
+    if (h->terminated || h->sess == NULL) {
+        tx__conn_close(c); /* our GOAWAY was not taken in time */
+        return;
+    }
+    tx__limits_count(&c->srv->lim, why);
+    h->terminated = true;
+    (void)nghttp2_session_terminate_session(h->sess, NGHTTP2_NO_ERROR);
+    /* it must leave within the write timeout, or the connection goes */
+    tx__conn_set_phase(c, TX_PH_WAIT, c->srv->lim.cfg.write_timeout_ms);
+    tx__conn_pump(c);
+}
+
+void
+tx__h2_close(tx_conn_t *c)
+{
+    tx_h2_t *h = c->h2;
+    tx_request_t *r;
+
+    while ((r = h->streams) != NULL) {
+        h->streams = r->next;
+        r->next = NULL;
+        tx_h2_stream_gone(h, r);
+    }
+    tx_h2_run_done(h, true); /* the connection is gone: as tx__conn_close does for HTTP/1.1 */
+    nghttp2_session_del(h->sess);
+    h->sess = NULL;
+}

@@ -1,0 +1,323 @@
+/*
+ * test_ron_transport_h2.c - HTTP/2 streams through the real server and
+ * handler API, with an nghttp2 client session on the other end of a
+ * socketpair that the server adopts as a cleartext connection (h2c by
+ * prior knowledge). Pins what the wire tests cannot see: the SETTINGS the
+ * server advertises, the streaming contract (done callbacks never run inside
+ * the application's own tx_respond_write, each runs once, with 0), and that
+ * a stream the client resets makes the held request answer RON_ECLOSED.
+ */
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <nghttp2/nghttp2.h>
+
+#include "ron_err.h"
+#include "ron_transport.h"
+#include "tx_internal.h"
+
+#define PIECES 40
+#define PIECE (4u << 10)
+
+typedef struct {
+    uv_loop_t loop;
+    tx_server_t *srv;
+    int fd;                       /* the client's end */
+    nghttp2_session *cli;
+    /* server side */
+    tx_request_t *held;
+    tx_request_t *streaming;
+    uv_timer_t writer;            /* writes come from a timer, as from a storage read */
+    uint8_t piece[PIECE];
+    unsigned written, done_ok, done_inside;
+    bool in_write;
+    /* client side */
+    int status;
+    size_t got;
+    bool closed;
+    uint32_t close_code;
+} fx_t;
+
+static void
+fx_done(int status, void *arg)
+{
+    fx_t *f = arg;
+
+    if (f->in_write)
+        f->done_inside++;
+    if (status == 0)
+        f->done_ok++;
+}
+
+static void
+fx_drain(tx_request_t *req, void *arg)
+{
+    (void)req, (void)arg; /* the writer timer retries */
+}
+
+static void
+fx_write_more(uv_timer_t *t)
+{
+    fx_t *f = t->data;
+    tx_request_t *req = f->streaming;
+
+    while (f->written < PIECES) {
+        f->in_write = true;
+        int rc = tx_respond_write(req, f->piece, PIECE, fx_done, f);
+        f->in_write = false;
+        if (rc == RON_EAGAIN)
+            return;
+        assert_int_equal(rc, 0);
+        f->written++;
+    }
+    assert_int_equal(tx_respond_end(req), 0);
+    uv_timer_stop(t);
+}
+
+static void
+fx_handler(tx_request_t *req, void *arg)
+{
+    fx_t *f = arg;
+    const tx_request_view_t *v = tx_request_view(req);
+
+    assert_int_equal(v->http_major, 2);
+    assert_string_equal(tx_request_header(req, "host"), "example");
+    if (strcmp(v->path, "/stream") == 0) {
+        assert_int_equal(tx_respond_start(req, 200, NULL, 0, (int64_t)PIECES * PIECE, fx_drain, f),
+                         0);
+        f->streaming = req;
+        uv_timer_start(&f->writer, fx_write_more, 0, 1);
+    } else {
+        f->held = req; /* answered by the test */
+    }
+}
+
+static ssize_t
+cli_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *ud)
+{
+    fx_t *f = ud;
+    (void)s, (void)flags;
+    ssize_t n = write(f->fd, data, len);
+    return n < 0 ? NGHTTP2_ERR_WOULDBLOCK : n;
+}
+
+static int
+cli_header(nghttp2_session *s, const nghttp2_frame *fr, const uint8_t *name, size_t nlen,
+           const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+{
+    fx_t *f = ud;
+    (void)s, (void)fr, (void)flags;
+    if (nlen == 7 && memcmp(name, ":status", 7) == 0)
+        f->status = atoi((const char *)value) + 0 * (int)vlen;
+    return 0;
+}
+
+static int
+cli_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *d, size_t len, void *ud)
+{
+    fx_t *f = ud;
+    (void)s, (void)flags, (void)id, (void)d;
+    f->got += len;
+    return 0;
+}
+
+static int
+cli_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
+{
+    fx_t *f = ud;
+    (void)s, (void)id;
+    f->closed = true;
+    f->close_code = code;
+    return 0;
+}
+
+static void
+fx_setup(fx_t *f)
+{
+    int sv[2];
+    struct sockaddr_storage peer = {0};
+    nghttp2_session_callbacks *cb;
+
+    memset(f, 0, sizeof *f);
+    memset(f->piece, 'p', sizeof f->piece);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    uv_timer_init(&f->loop, &f->writer);
+    f->writer.data = f;
+    f->srv = tx_server_new(&f->loop, NULL, fx_handler, f);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    ((struct sockaddr_in *)&peer)->sin_family = AF_INET;
+    ((struct sockaddr_in *)&peer)->sin_addr.s_addr = htonl(0x7f000001);
+    assert_int_equal(tx__conn_adopt(f->srv, sv[0], &peer), 0);
+    f->fd = sv[1];
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_send_callback(cb, cli_send);
+    nghttp2_session_callbacks_set_on_header_callback(cb, cli_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, cli_data);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, cli_close);
+    assert_int_equal(nghttp2_session_client_new(&f->cli, cb, f), 0);
+    nghttp2_session_callbacks_del(cb);
+    assert_int_equal(nghttp2_submit_settings(f->cli, NGHTTP2_FLAG_NONE, NULL, 0), 0);
+}
+
+static int32_t
+fx_get(fx_t *f, const char *path)
+{
+    nghttp2_nv nv[] = {
+        {(uint8_t *)":method", (uint8_t *)"GET", 7, 3, 0},
+        {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+        {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), 0},
+        {(uint8_t *)":authority", (uint8_t *)"example", 10, 7, 0},
+    };
+    int32_t id = nghttp2_submit_request(f->cli, NULL, nv, 4, NULL, NULL);
+    assert_true(id > 0);
+    return id;
+}
+
+/* Run loop and client until done(f) or a bounded number of turns. */
+static void
+fx_run(fx_t *f, bool (*done)(fx_t *f), bool read_client)
+{
+    uint8_t buf[65536];
+
+    for (int i = 0; i < 5000 && !done(f); i++) {
+        assert_int_equal(nghttp2_session_send(f->cli), 0);
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        ssize_t n;
+        while (read_client && (n = read(f->fd, buf, sizeof buf)) > 0)
+            assert_int_equal(nghttp2_session_mem_recv(f->cli, buf, (size_t)n), n);
+        usleep(200);
+    }
+}
+
+static void
+fx_teardown(fx_t *f)
+{
+    close(f->fd);
+    nghttp2_session_del(f->cli);
+    tx_server_close(f->srv, NULL, NULL);
+    uv_close((uv_handle_t *)&f->writer, NULL);
+    for (int i = 0; i < 100; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+}
+
+static bool
+fx_stream_closed(fx_t *f)
+{
+    return f->closed;
+}
+
+static void
+test_h2_stream_streams_a_body_with_deferred_done_callbacks(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+
+    (void)state;
+    fx_setup(f);
+    fx_get(f, "/stream");
+    fx_run(f, fx_stream_closed, true);
+    assert_true(f->closed);
+    assert_int_equal(f->close_code, NGHTTP2_NO_ERROR);
+    assert_int_equal(f->status, 200);
+    assert_int_equal(f->got, (size_t)PIECES * PIECE);
+    assert_int_equal(f->written, PIECES);
+    assert_int_equal(f->done_ok, PIECES);   /* each once, with 0 */
+    assert_int_equal(f->done_inside, 0);    /* never inside tx_respond_write */
+    /* what the server advertised */
+    assert_int_equal(nghttp2_session_get_remote_settings(f->cli,
+                         NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS), TX_DEFAULT_H2_MAX_STREAMS);
+    assert_int_equal(nghttp2_session_get_remote_settings(f->cli,
+                         NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE), TX_DEFAULT_MAX_HEADER_BYTES);
+    const tx_stats_t *st = tx_server_stats(f->srv);
+    assert_int_equal(st->h2_conns, 1);
+    assert_int_equal(st->h2_streams, 1);
+    fx_teardown(f);
+    free(f);
+}
+
+static bool
+fx_held(fx_t *f)
+{
+    return f->held != NULL;
+}
+
+static bool
+fx_inflight_zero(fx_t *f)
+{
+    return tx_server_stats(f->srv)->inflight == 0;
+}
+
+static void
+test_h2_stream_reset_by_client_answers_eclosed_and_frees_the_slot(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+
+    (void)state;
+    fx_setup(f);
+    int32_t id = fx_get(f, "/hold");
+    fx_run(f, fx_held, true);
+    assert_non_null(f->held);
+    assert_int_equal(tx_server_stats(f->srv)->inflight, 1);
+    assert_int_equal(nghttp2_submit_rst_stream(f->cli, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL), 0);
+    fx_run(f, fx_inflight_zero, true);
+    assert_int_equal(tx_server_stats(f->srv)->inflight, 0);
+    assert_int_equal(tx_respond(f->held, 200, NULL, 0, "late", 4), RON_ECLOSED);
+    fx_teardown(f);
+    free(f);
+}
+
+static void
+test_h2_disabled_server_answers_the_preface_as_http1(void **state)
+{
+    uv_loop_t loop;
+    tx_config_t cfg;
+    int sv[2];
+    struct sockaddr_storage peer = {0};
+    char buf[4096];
+    size_t got = 0;
+
+    (void)state;
+    tx_config_default(&cfg);
+    cfg.h2_disabled = true;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    tx_server_t *srv = tx_server_new(&loop, &cfg, fx_handler, NULL);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    ((struct sockaddr_in *)&peer)->sin_family = AF_INET;
+    assert_int_equal(tx__conn_adopt(srv, sv[0], &peer), 0);
+    assert_int_equal(write(sv[1], "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24), 24);
+    for (int i = 0; i < 2000 && got < 12; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        ssize_t n = read(sv[1], buf + got, sizeof buf - 1 - got);
+        if (n > 0)
+            got += (size_t)n;
+        usleep(200);
+    }
+    buf[got] = '\0';
+    assert_true(strncmp(buf, "HTTP/1.1 ", 9) == 0); /* http-parser's refusal, not SETTINGS */
+    assert_int_equal(tx_server_stats(srv)->h2_conns, 0);
+    close(sv[1]);
+    tx_server_close(srv, NULL, NULL);
+    for (int i = 0; i < 100; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_h2_stream_streams_a_body_with_deferred_done_callbacks),
+        cmocka_unit_test(test_h2_stream_reset_by_client_answers_eclosed_and_frees_the_slot),
+        cmocka_unit_test(test_h2_disabled_server_answers_the_preface_as_http1),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
