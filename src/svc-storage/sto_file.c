@@ -49,12 +49,10 @@ mdb_err(int rc)
 static char *
 path_join(const char *a, const char *b)
 {
-    size_t la = strlen(a), lb = strlen(b);
-    char *p = ron_xmalloc(la + lb + 2);
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = ron_xmalloc(n);
 
-    memcpy(p, a, la); /* NOLINT(bugprone-not-null-terminated-result): terminated below */
-    p[la] = '/';
-    memcpy(p + la + 1, b, lb + 1);
+    snprintf(p, n, "%s/%s", a, b);
     return p;
 }
 
@@ -530,11 +528,11 @@ sto__file_put_open(sto_put_t *p)
 
     if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
         return -errno;
-    snprintf(name, sizeof(name), "tmp/%02x%02x%02x%02x%02x%02x%02x%02x.dat", rnd[0], rnd[1],
-             rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
-    p->tmp_data = path_join(p->s->dir, name);
-    memcpy(name + strlen(name) - 3, "ob\0", 3); /* NOLINT(bugprone-not-null-terminated-result) */
-    p->tmp_ob = path_join(p->s->dir, name);
+    for (int which = 0; which < 2; which++) {
+        snprintf(name, sizeof(name), "tmp/%02x%02x%02x%02x%02x%02x%02x%02x.%s", rnd[0], rnd[1],
+                 rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7], which == 0 ? "dat" : "ob");
+        *(which == 0 ? &p->tmp_data : &p->tmp_ob) = path_join(p->s->dir, name);
+    }
     p->fd = open(p->tmp_data, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (p->fd < 0)
         return -errno;

@@ -11,6 +11,9 @@
 #include "ron_err.h"
 #include "sto_internal.h"
 
+/* STO_OB_MAGIC as bytes (it has no terminating NUL on disk) */
+static const uint8_t ob_magic[8] = {'R', 'O', 'N', 'S', 'T', 'O', 'B', '1'};
+
 void
 sto__put_le64(uint8_t *p, uint64_t v)
 {
@@ -88,7 +91,7 @@ void
 sto__ob_hdr_encode(const sto__ob_hdr_t *h, uint8_t out[static STO_OB_HDR_LEN])
 {
     memset(out, 0, STO_OB_HDR_LEN);
-    memcpy(out, STO_OB_MAGIC, 8); /* NOLINT(bugprone-not-null-terminated-result): binary magic */
+    memcpy(out, ob_magic, sizeof(ob_magic));
     out[8] = (uint8_t)STO_FORMAT_VERSION; /* u16 version */
     out[10] = STO_OB_HDR_LEN;             /* u16 header length */
     sto__put_le32(out + 12, h->piece_size);
@@ -100,7 +103,7 @@ sto__ob_hdr_encode(const sto__ob_hdr_t *h, uint8_t out[static STO_OB_HDR_LEN])
 int
 sto__ob_hdr_decode(const uint8_t *buf, size_t len, sto__ob_hdr_t *h_out)
 {
-    if (len < STO_OB_HDR_LEN || memcmp(buf, STO_OB_MAGIC, 8) != 0)
+    if (len < STO_OB_HDR_LEN || memcmp(buf, ob_magic, sizeof(ob_magic)) != 0)
         return RON_ESTORE;
     if (buf[8] != STO_FORMAT_VERSION || buf[9] != 0 || buf[10] != STO_OB_HDR_LEN || buf[11] != 0)
         return RON_ESTORE;

@@ -77,7 +77,7 @@ remove_at(sto_store_t *s, size_t i)
 {
     sto__ramobj_t *o = s->objs[i];
 
-    memmove(&s->objs[i], &s->objs[i + 1], (s->nobjs - i - 1) * sizeof(s->objs[0])); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
+    memmove(&s->objs[i], &s->objs[i + 1], (s->nobjs - i - 1) * sizeof(sto__ramobj_t *));
     s->nobjs--;
     s->ram_totals.objects--;
     s->ram_totals.stored_bytes -= o->rec.size;
@@ -203,9 +203,9 @@ sto__ram_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN])
     o->refs = 1;
     if (s->nobjs == s->capobjs) {
         s->capobjs = s->capobjs != 0 ? s->capobjs * 2 : 64;
-        s->objs = ron_xrealloc(s->objs, s->capobjs * sizeof(s->objs[0])); /* NOLINT(bugprone-sizeof-expression) */
+        s->objs = ron_xrealloc(s->objs, s->capobjs * sizeof(sto__ramobj_t *));
     }
-    memmove(&s->objs[i + 1], &s->objs[i], (s->nobjs - i) * sizeof(s->objs[0])); /* NOLINT(bugprone-sizeof-expression) */
+    memmove(&s->objs[i + 1], &s->objs[i], (s->nobjs - i) * sizeof(sto__ramobj_t *));
     s->objs[i] = o;
     s->nobjs++;
     s->ram_totals.objects++;
