@@ -9,7 +9,8 @@
  *                       a service restarting, unhealthy or quarantined, or the
  *                       admin server above 80 % of its connection/inflight caps
  *   GET /version        version, commit, build type, dependency versions
- *   GET /admin/status            what `ron status` prints
+ *   GET /admin/status            what `ron status` prints (plus "dumpable":
+ *                                false in amnesia, PR_GET_DUMPABLE)
  *   POST /admin/reload           what SIGHUP does
  *   POST /admin/release/<svc>    lift a quarantine
  * The /admin/ routes answer only loopback peers until capabilities arrive
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <zstd.h>
 
 #include "mn_internal.h"
@@ -282,6 +284,7 @@ status_json(mn_admin_t *a)
                   RON_VERSION_STRING, "config_version", ver, "uptime_ms",
                   (json_int_t)mn__node_uptime_ms(n), "amnesia", ron_config_amnesia(cfg), "ready",
                   "read", r.read, "write", r.write, "services", svcs);
+    json_object_set_new(b, "dumpable", json_boolean(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1));
     if (!r.write)
         json_object_set_new(b, "not_ready_reason", json_string(r.why));
     return b;

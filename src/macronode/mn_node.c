@@ -13,10 +13,13 @@
  * MN_EXIT_SLACK_MS ends the process anyway (exit 0; children were SIGKILLed
  * at stop_timeout_ms and die with us through PR_SET_PDEATHSIG).
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "mn_internal.h"
@@ -61,6 +64,28 @@ const char *
 mn__node_id(const mn_node_t *n)
 {
     return n->node_id[0] != '\0' ? n->node_id : NULL;
+}
+
+/*
+ * Amnesia: before any key or content exists, forbid core dumps (RLIMIT_CORE
+ * 0, soft and hard) and make the process non-dumpable, so a crash cannot
+ * write keys or content to disk and no same-user process can read our memory
+ * through /proc/<pid>/mem or ptrace (DESIGN §6). Without amnesia: nothing.
+ */
+static int
+node_amnesia_harden(const ron_config_t *cfg, char *err, size_t errcap)
+{
+    struct rlimit rl = {0, 0};
+
+    if (!ron_config_amnesia(cfg))
+        return 0;
+    if (setrlimit(RLIMIT_CORE, &rl) < 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) {
+        int rc = -errno;
+        snprintf(err, errcap, "amnesia: no core dumps: %s", ron_strerror(rc));
+        return rc;
+    }
+    ron_info("amnesia: core dumps off (RLIMIT_CORE 0), process not dumpable");
+    return 0;
 }
 
 /* Open the key store, creating the keys on first start (ron-kms). */
@@ -361,7 +386,8 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
     n->exit_code = 1;
     ron_log_set_service("kernel");
     apply_log_level(n->cfg);
-    if (mn__data_dir_prepare(n->cfg, err, sizeof err) < 0 ||
+    if (node_amnesia_harden(n->cfg, err, sizeof err) < 0 ||
+        mn__data_dir_prepare(n->cfg, err, sizeof err) < 0 ||
         node_keys_open(n, err, sizeof err) < 0 || node_init(n, err, sizeof err) < 0)
         goto fail;
     n->sup = mn__sup_new(&loop, n->cfg, self_exe, n->bus, n->reg, err, sizeof err);
