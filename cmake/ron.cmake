@@ -27,6 +27,10 @@ if(RON_FUZZ)
 endif()
 
 set(RON_CORPUS_DIR ${CMAKE_SOURCE_DIR}/tests/corpus)
+find_program(RON_PYTHON python3 PATHS /usr/bin NO_DEFAULT_PATH)
+if(NOT RON_PYTHON)
+    find_program(RON_PYTHON python3 REQUIRED)
+endif()
 
 # ron_component(name SOURCES a.c b.c DEPENDS comp... LIBS extlib...)
 # One static library per component folder; its folder is its include dir.
@@ -85,7 +89,12 @@ function(ron_script_test name script)
     if(NOT S_TIMEOUT)
         set(S_TIMEOUT 300)
     endif()
-    add_test(NAME ${name} COMMAND ${script})
+    if(script MATCHES "\\.py$")
+        # Debian's interpreter, whose modules come from deps/debian-packages.txt.
+        add_test(NAME ${name} COMMAND ${RON_PYTHON} ${script})
+    else()
+        add_test(NAME ${name} COMMAND ${script})
+    endif()
     set_tests_properties(${name} PROPERTIES LABELS "integration;${S_LABELS}" TIMEOUT ${S_TIMEOUT}
         ENVIRONMENT "RON_BIN=$<TARGET_FILE:ron>;RON_SOURCE_DIR=${CMAKE_SOURCE_DIR};RON_BINARY_DIR=${CMAKE_BINARY_DIR}")
 endfunction()
