@@ -359,6 +359,44 @@ test_h2_stream_reset_runs_queued_done_callbacks_with_eclosed_and_drain_once(void
 }
 
 static void
+fx_server_closed(void *arg)
+{
+    fx_t *f = arg;
+
+    /* what the closed connection left due ran before the server's close callback */
+    assert_int_equal(f->drain_gone, 1);
+    assert_int_equal(f->done_ok + f->done_eclosed, f->stuck_written);
+    f->srv = NULL;
+}
+
+static void
+test_server_close_tells_an_open_h2_streamed_answer_before_its_callback(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+
+    (void)state;
+    fx_setup(f);
+    fx_get(f, "/stuck");
+    fx_run(f, fx_stuck_full, false);
+    assert_true(fx_stuck_full(f));
+    assert_int_equal(f->drain_gone, 0);
+    tx_server_close(f->srv, fx_server_closed, f);
+    assert_int_equal(f->drain_gone, 0);  /* not inside tx_server_close */
+    assert_int_equal(f->done_eclosed, 0);
+    uv_close((uv_handle_t *)&f->writer, NULL);
+    for (int i = 0; i < 100 && f->srv != NULL; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_null(f->srv);
+    assert_null(f->stuck);
+    assert_true(f->done_eclosed > 0);
+    assert_int_equal(f->done_inside, 0);
+    close(f->fd);
+    nghttp2_session_del(f->cli);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    free(f);
+}
+
+static void
 test_h2_disabled_server_answers_the_preface_as_http1(void **state)
 {
     uv_loop_t loop;
@@ -401,6 +439,7 @@ main(void)
         cmocka_unit_test(test_h2_stream_streams_a_body_with_deferred_done_callbacks),
         cmocka_unit_test(test_h2_stream_reset_by_client_answers_eclosed_and_frees_the_slot),
         cmocka_unit_test(test_h2_stream_reset_runs_queued_done_callbacks_with_eclosed_and_drain_once),
+        cmocka_unit_test(test_server_close_tells_an_open_h2_streamed_answer_before_its_callback),
         cmocka_unit_test(test_h2_disabled_server_answers_the_preface_as_http1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
