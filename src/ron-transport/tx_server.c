@@ -2,11 +2,17 @@
  * tx_server.c - the HTTP server object: its listeners, its connections, the
  * refusal of connections past max_conns (a 503 envelope with Retry-After,
  * then a short lingering close, so the excess never hangs), the cached Date
- * header, and asynchronous shutdown.
+ * header, the queue of callbacks due because a connection or HTTP/2 stream
+ * went away (done(RON_ECLOSED) of queued chunks, then the closing drain of
+ * open streamed answers), and asynchronous shutdown.
  * Invariants: s->open counts every listener, connection and refusal whose
- * handles are not closed yet; the close callback runs when it reaches zero
- * after tx_server_close. At most TX_MAX_REFUSING refusals are answered at
- * once; beyond that an excess connection is closed at once (still counted).
+ * handles are not closed yet, plus the notify timer; the close callback runs
+ * when it reaches zero after tx_server_close. The notify timer runs the
+ * queue on a later loop turn, so none of those callbacks ever runs inside
+ * the application's own tx_respond_* call; its close callback runs what is
+ * left, so nothing due is lost at shutdown. At most TX_MAX_REFUSING
+ * refusals are answered at once; beyond that an excess connection is closed
+ * at once (still counted).
  */
 #include <stdio.h>
 #include <stdlib.h>
