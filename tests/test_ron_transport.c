@@ -59,6 +59,16 @@ struct fx {
     size_t stream_left;
     size_t max_wq_seen;
     int stream_eagain;
+    /* /pstream: a streamed answer queued behind another (loop thread writes,
+     * the client thread polls the counters with __atomic) */
+    int ps_started;
+    int ps_written;
+    int ps_done_ok;
+    int ps_done_eclosed;
+    int ps_done_inside;   /* done callbacks run inside our own tx_respond_* call */
+    int ps_drain_gone;    /* drains that found the connection gone */
+    int ps_end_rc;
+    bool ps_in_call;
     /* results the client leaves for the test */
     int ok;
     char note[256];
@@ -102,6 +112,36 @@ fx_stream_pump(tx_request_t *req, void *arg)
         tx_respond_end(req);
         f->stream_req = NULL;
     }
+}
+
+static void
+fx_ps_done(int status, void *arg)
+{
+    fx_t *f = arg;
+
+    if (f->ps_in_call)
+        f->ps_done_inside++;
+    if (status == 0)
+        f->ps_done_ok++;
+    else if (status == RON_ECLOSED)
+        __atomic_fetch_add(&f->ps_done_eclosed, 1, __ATOMIC_SEQ_CST);
+}
+
+/* The handler's usual drain: write more; a gone connection ends the answer. */
+static void
+fx_ps_drain(tx_request_t *req, void *arg)
+{
+    fx_t *f = arg;
+
+    f->ps_in_call = true;
+    int rc = tx_respond_write(req, "more", 4, fx_ps_done, f);
+    if (rc == 0)
+        f->ps_written++;
+    if (rc == RON_ECLOSED) {
+        f->ps_end_rc = tx_respond_end(req);
+        __atomic_fetch_add(&f->ps_drain_gone, 1, __ATOMIC_SEQ_CST);
+    }
+    f->ps_in_call = false;
 }
 
 /* An answer given a few milliseconds later, from a timer of its own. */
@@ -154,6 +194,15 @@ fx_handler(tx_request_t *req, void *arg)
         uv_timer_start(&f->slow_timer, fx_slow_fire, 50, 0);
     } else if (strcmp(v->path, "/hold") == 0 && f->nheld < FX_MAX_HELD) {
         f->held[f->nheld++] = req;
+    } else if (strcmp(v->path, "/pstream") == 0) {
+        /* three chunks queued behind the request ahead of it, never sent */
+        f->ps_in_call = true;
+        tx_respond_start(req, 200, NULL, 0, -1, fx_ps_drain, f);
+        for (int i = 0; i < 3; i++)
+            if (tx_respond_write(req, "piece", 5, fx_ps_done, f) == 0)
+                f->ps_written++;
+        f->ps_in_call = false;
+        __atomic_store_n(&f->ps_started, 1, __ATOMIC_SEQ_CST);
     } else if (strcmp(v->path, "/stream") == 0 && f->stream_req == NULL) {
         /* 32 MiB from one 64 KiB buffer: only backpressure keeps memory flat */
         f->stream_req = req;
@@ -1035,6 +1084,60 @@ test_pipelined_requests_after_connection_close_are_ignored(void **state)
     assert_int_equal(fx_last_stats.requests, 1);
 }
 
+/* Poll *p (written by the loop thread) until it reaches want, up to 3 s. */
+static bool
+cl_wait_atomic(int *p, int want)
+{
+    for (int i = 0; i < 1500; i++) {
+        if (__atomic_load_n(p, __ATOMIC_SEQ_CST) >= want)
+            return true;
+        usleep(2000);
+    }
+    return false;
+}
+
+static void
+cl_pipelined_stream_reset(fx_t *f)
+{
+    int fd = cl_connect(f);
+    struct linger lg = {1, 0};
+
+    f->ok = 1;
+    CL_CHECK(f, fd >= 0);
+    CL_CHECK(f, cl_sends(fd, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n"
+                             "GET /pstream HTTP/1.1\r\nHost: t\r\n\r\n") == 0);
+    CL_CHECK(f, cl_wait_atomic(&f->ps_started, 1));
+    /* close with a reset: the connection goes while /hold is still held */
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+    fd = -1;
+    /* told while the server runs, not only at shutdown */
+    CL_CHECK(f, cl_wait_atomic(&f->ps_done_eclosed, 3));
+    CL_CHECK(f, cl_wait_atomic(&f->ps_drain_gone, 1));
+out:
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_queued_chunks_of_pipelined_stream_get_eclosed_once_when_client_resets(void **state)
+{
+    fx_t f = {0};
+    tx_config_t c = test_cfg();
+    (void)state;
+    fx_run(&f, &c, "127.0.0.1:0", cl_pipelined_stream_reset);
+    fx_expect_ok(&f);
+    assert_int_equal(f.ps_written, 3);
+    assert_int_equal(f.ps_done_eclosed, 3);  /* each queued chunk, once */
+    assert_int_equal(f.ps_done_ok, 0);
+    assert_int_equal(f.ps_done_ok + f.ps_done_eclosed, f.ps_written); /* counts balance */
+    assert_int_equal(f.ps_done_inside, 0);   /* never inside our own call */
+    assert_int_equal(f.ps_drain_gone, 1);    /* the open answer learned it once */
+    assert_int_equal(f.ps_end_rc, RON_ECLOSED);
+    assert_int_equal(f.held_eclosed, 1);
+    assert_int_equal(fx_last_stats.inflight, 0);
+}
+
 static void
 cl_malformed(fx_t *f)
 {
@@ -1688,6 +1791,7 @@ main(void)
         cmocka_unit_test(test_streamed_response_to_http10_is_delimited_by_close),
         cmocka_unit_test(test_client_that_stops_reading_is_closed_and_the_stream_released),
         cmocka_unit_test(test_listener_adopts_an_already_bound_fd),
+        cmocka_unit_test(test_queued_chunks_of_pipelined_stream_get_eclosed_once_when_client_resets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

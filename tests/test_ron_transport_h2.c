@@ -40,6 +40,10 @@ typedef struct {
     uint8_t piece[PIECE];
     unsigned written, done_ok, done_inside;
     bool in_write;
+    /* /stuck: a streamed answer the client never reads, then resets */
+    tx_request_t *stuck;
+    unsigned stuck_written, stuck_eagain, done_eclosed, drain_gone;
+    int stuck_end_rc;
     /* client side */
     int status;
     size_t got;
@@ -56,6 +60,8 @@ fx_done(int status, void *arg)
         f->done_inside++;
     if (status == 0)
         f->done_ok++;
+    else if (status == RON_ECLOSED)
+        f->done_eclosed++;
 }
 
 static void
@@ -83,6 +89,9 @@ fx_write_more(uv_timer_t *t)
     uv_timer_stop(t);
 }
 
+static void fx_stuck_drain(tx_request_t *req, void *arg);
+static void fx_stuck_fill(fx_t *f, tx_request_t *req);
+
 static void
 fx_handler(tx_request_t *req, void *arg)
 {
@@ -96,9 +105,44 @@ fx_handler(tx_request_t *req, void *arg)
                          0);
         f->streaming = req;
         uv_timer_start(&f->writer, fx_write_more, 0, 1);
+    } else if (strcmp(v->path, "/stuck") == 0) {
+        assert_int_equal(tx_respond_start(req, 200, NULL, 0, -1, fx_stuck_drain, f), 0);
+        f->stuck = req;
+        fx_stuck_fill(f, req);
     } else {
         f->held = req; /* answered by the test */
     }
+}
+
+/* Write pieces until the stream's queue is full (at most 64 in all). */
+static void
+fx_stuck_fill(fx_t *f, tx_request_t *req)
+{
+    while (f->stuck_written < 64) {
+        f->in_write = true;
+        int rc = tx_respond_write(req, f->piece, PIECE, fx_done, f);
+        f->in_write = false;
+        if (rc == RON_EAGAIN) {
+            f->stuck_eagain++;
+            return;
+        }
+        if (rc == RON_ECLOSED) {
+            f->in_write = true;
+            f->stuck_end_rc = tx_respond_end(req);
+            f->in_write = false;
+            f->drain_gone++;
+            f->stuck = NULL;
+            return;
+        }
+        assert_int_equal(rc, 0);
+        f->stuck_written++;
+    }
+}
+
+static void
+fx_stuck_drain(tx_request_t *req, void *arg)
+{
+    fx_stuck_fill(arg, req);
 }
 
 static ssize_t
@@ -275,6 +319,83 @@ test_h2_stream_reset_by_client_answers_eclosed_and_frees_the_slot(void **state)
     free(f);
 }
 
+static bool
+fx_stuck_full(fx_t *f)
+{
+    return f->stuck != NULL && f->stuck_eagain > 0 && f->done_ok > 0;
+}
+
+static bool
+fx_stuck_gone(fx_t *f)
+{
+    return f->drain_gone > 0 && f->done_ok + f->done_eclosed == f->stuck_written;
+}
+
+static void
+test_h2_stream_reset_runs_queued_done_callbacks_with_eclosed_and_drain_once(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+
+    (void)state;
+    fx_setup(f);
+    int32_t id = fx_get(f, "/stuck");
+    /* the client reads nothing: its 64 KiB window admits part, the rest stays queued */
+    fx_run(f, fx_stuck_full, false);
+    assert_true(fx_stuck_full(f));
+    assert_true(f->done_ok < f->stuck_written);
+    assert_int_equal(nghttp2_submit_rst_stream(f->cli, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL), 0);
+    fx_run(f, fx_stuck_gone, false);
+    for (int i = 0; i < 50; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT); /* nothing more may come */
+    assert_int_equal(f->drain_gone, 1);  /* the open answer learned it once */
+    assert_null(f->stuck);
+    assert_int_equal(f->stuck_end_rc, RON_ECLOSED);
+    assert_true(f->done_eclosed > 0);
+    assert_int_equal(f->done_ok + f->done_eclosed, f->stuck_written); /* each chunk once */
+    assert_int_equal(f->done_inside, 0); /* never inside our own tx_respond_* call */
+    assert_int_equal(tx_server_stats(f->srv)->inflight, 0);
+    fx_teardown(f);
+    free(f);
+}
+
+static void
+fx_server_closed(void *arg)
+{
+    fx_t *f = arg;
+
+    /* what the closed connection left due ran before the server's close callback */
+    assert_int_equal(f->drain_gone, 1);
+    assert_int_equal(f->done_ok + f->done_eclosed, f->stuck_written);
+    f->srv = NULL;
+}
+
+static void
+test_server_close_tells_an_open_h2_streamed_answer_before_its_callback(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+
+    (void)state;
+    fx_setup(f);
+    fx_get(f, "/stuck");
+    fx_run(f, fx_stuck_full, false);
+    assert_true(fx_stuck_full(f));
+    assert_int_equal(f->drain_gone, 0);
+    tx_server_close(f->srv, fx_server_closed, f);
+    assert_int_equal(f->drain_gone, 0);  /* not inside tx_server_close */
+    assert_int_equal(f->done_eclosed, 0);
+    uv_close((uv_handle_t *)&f->writer, NULL);
+    for (int i = 0; i < 100 && f->srv != NULL; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_null(f->srv);
+    assert_null(f->stuck);
+    assert_true(f->done_eclosed > 0);
+    assert_int_equal(f->done_inside, 0);
+    close(f->fd);
+    nghttp2_session_del(f->cli);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    free(f);
+}
+
 static void
 test_h2_disabled_server_answers_the_preface_as_http1(void **state)
 {
@@ -317,6 +438,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_h2_stream_streams_a_body_with_deferred_done_callbacks),
         cmocka_unit_test(test_h2_stream_reset_by_client_answers_eclosed_and_frees_the_slot),
+        cmocka_unit_test(test_h2_stream_reset_runs_queued_done_callbacks_with_eclosed_and_drain_once),
+        cmocka_unit_test(test_server_close_tells_an_open_h2_streamed_answer_before_its_callback),
         cmocka_unit_test(test_h2_disabled_server_answers_the_preface_as_http1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -298,18 +298,33 @@ int tx_respond_error(tx_request_t *req, int status, const char *message, const c
  * tx_respond_start sends the head (content_length >= 0: Content-Length;
  * -1: chunked for HTTP/1.1, close-delimited for HTTP/1.0). Then
  * tx_respond_write queues data without copying it: data is borrowed until
- * done (may be NULL) runs, exactly once, on a later loop turn or from
- * tx_respond_end, with 0 when written or RON_ECLOSED. It returns RON_EAGAIN
+ * done (may be NULL) runs, exactly once, always on a later loop turn (never
+ * inside a tx_respond_* call), with 0 when written (HTTP/2: copied into
+ * frames) or RON_ECLOSED when it was not sent. It returns RON_EAGAIN
  * without queueing when the connection's output holds TX_MAX_WRITE_QUEUE
  * bytes or more (over HTTP/2 also when the stream holds TX_H2_STREAM_QUEUE
  * bytes the client's flow-control window has not admitted): wait for drain,
- * which runs once the queue falls below half of that, or once when the
- * connection (or HTTP/2 stream) goes away (the next write then says
- * RON_ECLOSED). tx_respond_end finishes the body and frees req; a body
- * shorter than its Content-Length closes the connection after it.
- * Each returns 0, RON_EAGAIN (write only), RON_ECLOSED (connection gone;
- * done is not called; still call tx_respond_end) or RON_EINVAL (len 0, more
- * bytes than Content-Length, or not started).
+ * which runs once the queue falls below half of that.
+ *
+ * When the connection closes (client reset or close, timeout, server
+ * close) or the HTTP/2 stream is reset or closed, with the answer not
+ * ended: every chunk still queued (for instance an HTTP/1.1 answer
+ * pipelined behind an earlier one, or bytes the flow-control window never
+ * admitted) gets done(RON_ECLOSED), and then drain (when given) runs
+ * exactly once, whether or not a write said RON_EAGAIN, so the application
+ * can release the answer: from there tx_respond_write says RON_ECLOSED and
+ * tx_respond_end frees req. All of these run on a later loop turn, never
+ * inside the application's own tx_respond_* call; the done callbacks run
+ * before that drain. If the application calls tx_respond_end before the
+ * drain ran, the drain is dropped. Chunks of an answer already ended are
+ * told RON_ECLOSED the same way. A server being closed runs what is due
+ * before its close callback.
+ *
+ * tx_respond_end finishes the body and frees req; a body shorter than its
+ * Content-Length closes the connection after it. Each returns 0,
+ * RON_EAGAIN (write only), RON_ECLOSED (connection gone; done is not
+ * called for a write refused so; still call tx_respond_end) or RON_EINVAL
+ * (len 0, more bytes than Content-Length, or not started).
  */
 typedef void (*tx_write_done_fn)(int status, void *arg);
 typedef void (*tx_drain_fn)(tx_request_t *req, void *arg);

@@ -404,16 +404,14 @@ tx_conn_write_chunks(tx_conn_t *c, tx_request_t *r)
         for (unsigned i = 0; i < nb; i++)
             len += b[i].len;
         if (nb == 0) {
-            if (k->done != NULL)
-                k->done(0, k->done_arg);
-            free(k);
+            k->status = 0; /* HEAD: nothing goes out; told on a later turn */
+            tx__server_defer_done(c->srv, k);
             continue;
         }
         rc = tx_conn_write_owned(c, NULL, b, nb, len, k);
         if (rc < 0) {
-            if (k->done != NULL)
-                k->done(RON_ECLOSED, k->done_arg);
-            free(k);
+            k->status = RON_ECLOSED;
+            tx__server_defer_done(c->srv, k);
             return rc;
         }
     }
@@ -926,19 +924,14 @@ tx__conn_close(tx_conn_t *c)
             tx__limits_inflight_release(&s->lim);
             r->counted_inflight = false;
         }
-        if (r->state == TX_REQ_ENDED) {
-            tx_chunk_t *k;
-            while ((k = r->chunks) != NULL) { /* never submitted */
-                r->chunks = k->next;
-                if (k->done != NULL)
-                    k->done(RON_ECLOSED, k->done_arg);
-                free(k);
-            }
-        }
+        /* chunks never submitted (a streamed answer behind another, or
+         * ahead of the write queue) are told RON_ECLOSED and an open
+         * streamed answer's drain runs once, all on a later loop turn: this
+         * may run inside the app's own tx_respond_* call */
+        if (r->state == TX_REQ_STREAMING || r->state == TX_REQ_ENDED)
+            tx__server_gone(s, r);
         if (r->state == TX_REQ_ANSWERED || r->state == TX_REQ_ENDED)
             tx__request_free(r); /* otherwise the app still holds it and frees it on answer */
-        else if (r->state == TX_REQ_STREAMING && r->want_drain && r->drain != NULL)
-            r->drain(r, r->drain_arg); /* waiting for room: its next write says RON_ECLOSED */
     }
     c->head = c->tail = NULL;
     c->depth = 0;
@@ -1187,13 +1180,9 @@ tx_respond_end(tx_request_t *req)
     if (req->state != TX_REQ_STREAMING)
         return RON_EINVAL;
     if (c == NULL) {
-        /* the connection went away: queued chunks learn it now */
-        while ((k = req->chunks) != NULL) {
-            req->chunks = k->next;
-            if (k->done != NULL)
-                k->done(RON_ECLOSED, k->done_arg);
-            free(k);
-        }
+        /* the connection went away: its queued chunks were handed to the
+         * server's queue then (tx__server_gone); a drain not run yet is dropped */
+        tx__server_gone_cancel(req);
         tx__request_free(req);
         return RON_ECLOSED;
     }

@@ -101,7 +101,6 @@ static void
 tx_h2_stream_gone(tx_h2_t *h, tx_request_t *r)
 {
     tx_server_t *s = h->c->srv;
-    tx_chunk_t *k;
 
     switch (r->state) {
     case TX_REQ_IN_APP:
@@ -112,17 +111,14 @@ tx_h2_stream_gone(tx_h2_t *h, tx_request_t *r)
         }
         break;
     case TX_REQ_STREAMING:
-        r->conn = NULL; /* queued chunks are told at tx_respond_end */
-        if (r->want_drain && r->drain != NULL) {
-            r->want_drain = false;
-            r->drain(r, r->drain_arg); /* its next write says RON_ECLOSED */
-        }
+        /* the app still holds r: chunks not yet framed get done(RON_ECLOSED)
+         * and its drain runs once, on a later loop turn (this may run inside
+         * nghttp2 or inside the app's own call); its next write says RON_ECLOSED */
+        r->conn = NULL;
+        tx__server_gone(s, r);
         break;
     case TX_REQ_ENDED:
-        while ((k = r->chunks) != NULL) {
-            r->chunks = k->next;
-            tx_h2_done_push(h, k, RON_ECLOSED);
-        }
+        tx__server_gone(s, r);
         tx__request_free(r);
         break;
     default: /* parsing, or a whole answer */
@@ -893,13 +889,19 @@ tx__h2_close(tx_conn_t *c)
 {
     tx_h2_t *h = c->h2;
     tx_request_t *r;
+    tx_chunk_t *k;
 
     while ((r = h->streams) != NULL) {
         h->streams = r->next;
         r->next = NULL;
         tx_h2_stream_gone(h, r);
     }
-    tx_h2_run_done(h, true); /* the connection is gone: as tx__conn_close does for HTTP/1.1 */
+    /* chunks framed before the close: their done runs on a later loop turn */
+    while ((k = h->done) != NULL) {
+        h->done = k->next;
+        tx__server_defer_done(c->srv, k);
+    }
+    h->done_tail = NULL;
     nghttp2_session_del(h->sess);
     h->sess = NULL;
 }

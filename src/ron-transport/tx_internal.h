@@ -131,6 +131,10 @@ struct tx_request {
     int32_t stream_id;
     size_t out_off;          /* HTTP/2: bytes of out already framed */
     uint64_t opened_ms;      /* HTTP/2: when the stream opened (body timeout) */
+    /* the connection (or HTTP/2 stream) went away while the app streams r */
+    struct tx_request *gone_next; /* in the server's queue of drains due */
+    struct tx_server *gone_srv;   /* that server, while gone_pending */
+    bool gone_pending;            /* its closing drain has not run yet */
 };
 
 void tx__request_reset(tx_request_t *r);
@@ -268,6 +272,11 @@ struct tx_server {
     bool closing;
     void (*close_cb)(void *arg);
     void *close_arg;
+    /* callbacks due because a connection or stream went away, run by the
+     * notify timer on a later loop turn (never inside a tx_respond_* call) */
+    uv_timer_t notify;
+    tx_chunk_t *gone_chunks, *gone_chunks_tail; /* done(k->status) due */
+    tx_request_t *gone_reqs;     /* open streamed answers whose drain is due */
     uint8_t rdbuf[64 << 10];     /* shared read buffer: parsed before the next read */
     uint8_t plain[16 << 10];     /* shared buffer for decrypted records */
 };
@@ -328,6 +337,14 @@ void tx__conn_close(tx_conn_t *c);
 void tx__refuse(tx_server_t *s, uv_stream_t *listener);
 void tx__refused_close(tx_refused_t *f);
 const char *tx__server_date(tx_server_t *s);
+/* Run k's done with k->status on a later loop turn, then free k. */
+void tx__server_defer_done(tx_server_t *s, tx_chunk_t *k);
+/* The connection or HTTP/2 stream of r (still held by the app, streaming or
+ * ended) went away: its queued chunks get done(RON_ECLOSED) and, if r is
+ * still streaming, its drain runs once, all on a later loop turn. */
+void tx__server_gone(tx_server_t *s, tx_request_t *r);
+/* r is answered (tx_respond_end): its pending closing drain is dropped. */
+void tx__server_gone_cancel(tx_request_t *r);
 /* A listener, connection or refusal of s finished closing. */
 void tx__server_unref(tx_server_t *s);
 

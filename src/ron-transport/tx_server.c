@@ -2,11 +2,17 @@
  * tx_server.c - the HTTP server object: its listeners, its connections, the
  * refusal of connections past max_conns (a 503 envelope with Retry-After,
  * then a short lingering close, so the excess never hangs), the cached Date
- * header, and asynchronous shutdown.
+ * header, the queue of callbacks due because a connection or HTTP/2 stream
+ * went away (done(RON_ECLOSED) of queued chunks, then the closing drain of
+ * open streamed answers), and asynchronous shutdown.
  * Invariants: s->open counts every listener, connection and refusal whose
- * handles are not closed yet; the close callback runs when it reaches zero
- * after tx_server_close. At most TX_MAX_REFUSING refusals are answered at
- * once; beyond that an excess connection is closed at once (still counted).
+ * handles are not closed yet, plus the notify timer; the close callback runs
+ * when it reaches zero after tx_server_close. The notify timer runs the
+ * queue on a later loop turn, so none of those callbacks ever runs inside
+ * the application's own tx_respond_* call; its close callback runs what is
+ * left, so nothing due is lost at shutdown. At most TX_MAX_REFUSING
+ * refusals are answered at once; beyond that an excess connection is closed
+ * at once (still counted).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +68,108 @@ tx__server_unref(tx_server_t *s)
 {
     if (--s->open == 0 && s->closing)
         tx_server_finish(s);
+}
+
+/* ---- callbacks of connections and streams that went away ---- */
+
+/* Chunks first (the app may release their buffers), then the drains. */
+static void
+tx_server_run_gone(tx_server_t *s)
+{
+    tx_chunk_t *k;
+    tx_request_t *r;
+
+    while ((k = s->gone_chunks) != NULL) {
+        s->gone_chunks = k->next;
+        if (s->gone_chunks == NULL)
+            s->gone_chunks_tail = NULL;
+        if (k->done != NULL)
+            k->done(k->status, k->done_arg);
+        free(k);
+    }
+    while ((r = s->gone_reqs) != NULL) {
+        s->gone_reqs = r->gone_next;
+        r->gone_next = NULL;
+        r->gone_pending = false;
+        r->gone_srv = NULL;
+        r->drain(r, r->drain_arg); /* may end r (and free it): r is not touched after */
+    }
+}
+
+static void
+tx_server_on_notify(uv_timer_t *t)
+{
+    tx_server_run_gone(t->data);
+}
+
+static void
+tx_server_notify_closed(uv_handle_t *h)
+{
+    tx_server_t *s = h->data;
+
+    tx_server_run_gone(s); /* what the last connections left */
+    tx__server_unref(s);
+}
+
+static void
+tx_server_notify_soon(tx_server_t *s)
+{
+    if (!uv_is_closing((uv_handle_t *)&s->notify))
+        uv_timer_start(&s->notify, tx_server_on_notify, 0, 0);
+}
+
+void
+tx__server_defer_done(tx_server_t *s, tx_chunk_t *k)
+{
+    k->next = NULL;
+    if (s->gone_chunks_tail != NULL)
+        s->gone_chunks_tail->next = k;
+    else
+        s->gone_chunks = k;
+    s->gone_chunks_tail = k;
+    tx_server_notify_soon(s);
+}
+
+void
+tx__server_gone(tx_server_t *s, tx_request_t *r)
+{
+    tx_chunk_t *k;
+
+    while ((k = r->chunks) != NULL) {
+        r->chunks = k->next;
+        k->status = RON_ECLOSED;
+        tx__server_defer_done(s, k);
+    }
+    r->chunks_tail = NULL;
+    r->chunk_bytes = 0;
+    r->want_drain = false;
+    if (r->state != TX_REQ_STREAMING || r->drain == NULL || r->gone_pending)
+        return;
+    /* append: drains run in the order the answers went away */
+    tx_request_t **pp = &s->gone_reqs;
+    while (*pp != NULL)
+        pp = &(*pp)->gone_next;
+    r->gone_next = NULL;
+    *pp = r;
+    r->gone_pending = true;
+    r->gone_srv = s;
+    tx_server_notify_soon(s);
+}
+
+void
+tx__server_gone_cancel(tx_request_t *r)
+{
+    if (!r->gone_pending)
+        return;
+    for (tx_request_t **pp = &r->gone_srv->gone_reqs; *pp != NULL; pp = &(*pp)->gone_next) {
+        if (*pp == r) {
+            *pp = r->gone_next;
+            break;
+        }
+    }
+    r->gone_next = NULL;
+    r->gone_pending = false;
+    r->gone_srv = NULL;
 }
 
 /* ---- refusals ---- */
@@ -209,6 +317,9 @@ tx_server_new(uv_loop_t *loop, const tx_config_t *cfg, tx_handler_fn handler, vo
     /* corr_ids need only be unique per stream opener; a random start keeps
      * restarts from reusing the same values in logs */
     s->corr_seq = ron_rand_below(1ull << 32) + 1;
+    uv_timer_init(loop, &s->notify);
+    s->notify.data = s;
+    s->open++; /* the notify timer, until tx_server_close closes it */
     return s;
 }
 
@@ -266,6 +377,8 @@ tx_server_close(tx_server_t *s, void (*cb)(void *arg), void *arg)
         tx__conn_close(s->conns);
     while (s->refused != NULL)
         tx__refused_close(s->refused);
+    /* its close callback runs what the connections closed above left due */
+    uv_close((uv_handle_t *)&s->notify, tx_server_notify_closed);
     tx__server_unref(s);
 }
 
