@@ -63,7 +63,15 @@ try:
     # POST: 201, the address is b3sum's, the bytes read back.
     a_data = os.urandom(700000)  # several 256 KiB put_write chunks
     a_path = put_file(a_data, "a.bin")
-    code, head, body = curl("--data-binary", "@" + a_path, base + "/o")
+    # the gateway's ron-bus connection to storage comes up after both run:
+    # until then uploads answer 503 with Retry-After (retryable)
+    deadline = time.monotonic() + 10
+    while True:
+        code, head, body = curl("--data-binary", "@" + a_path, base + "/o")
+        if code != 503 or time.monotonic() > deadline:
+            break
+        check("retry-after:" in head.lower(), "503 has Retry-After: %r" % head)
+        time.sleep(0.1)
     check(code == 201, "POST through the storage service is 201: %d %r" % (code, body))
     a_addr = b3(a_path)
     check(("\"address\":\"%s\"" % a_addr).encode() in body, "POST address is b3sum's: %r" % body)
