@@ -12,6 +12,7 @@
  * Request bodies are capped at MN_GW_MAX_BODY by the transport until it
  * streams them. Its metrics are the gateway's counters.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@
 #define MN_GW_MAX_BODY (16u << 20) /* buffered upload cap: bounded memory per connection */
 
 #define MGW_N_COUNTERS 14
+#define MGW_STORE_WAIT_MS 3000u /* macro: wait this long for storage to create the store */
+#define MGW_STORE_POLL_MS 10u
 
 typedef struct {
     sto_store_t *store;
@@ -102,10 +105,10 @@ mgw_storage_remote(const ron_config_t *cfg)
 }
 
 /*
- * Open the node's store: read-only when the storage service owns it (it may
- * not have created it yet: the start then fails and the kernel restarts the
- * gateway with backoff), else writable, or read-only when another process
- * holds it anyway.
+ * Open the node's store: read-only when the storage service owns it (macro:
+ * waiting up to MGW_STORE_WAIT_MS for it to create the store; past that the
+ * start fails and the kernel restarts the gateway with backoff), else
+ * writable, or read-only when another process holds it anyway.
  */
 static int
 mgw_open_store(mgw_t *g, const ron_config_t *cfg)
@@ -120,6 +123,15 @@ mgw_open_store(mgw_t *g, const ron_config_t *cfg)
     }
     sc.read_only = g->remote;
     rc = sto_open(&sc, &g->store);
+    /* A fresh data directory: the storage child creates the store as it
+     * starts, next to us. Wait for it rather than exit and be restarted
+     * (macro only: in micro it runs on this very loop). */
+    for (uint64_t t0 = ron_now_ms(); rc == -ENOENT && g->remote &&
+                                     cfg->profile == RON_PROFILE_MACRO &&
+                                     ron_now_ms() - t0 < MGW_STORE_WAIT_MS;) {
+        usleep(MGW_STORE_POLL_MS * 1000u);
+        rc = sto_open(&sc, &g->store);
+    }
     if (rc == RON_EBUSY) {
         ron_log(RON_LOG_INFO, "gateway: store held by another process; serving it read-only");
         sc.read_only = 1;

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""The micro profile (one process, in-process ron-bus) with services
-storage,index,gateway: POST /o and PUT /o/b3:<hex> go to the storage service
-over the in-process bus (201, then 200 for a stored object, 409 for bytes
-that do not hash to the address) and read back equal through the gateway;
-the node stops cleanly."""
+"""The micro profile (one process; amnesia on by default) with services
+storage,index,gateway: POST /o and PUT /o/b3:<hex> answer 201, then 200 for
+a stored object, 409 for bytes that do not hash to the address, and objects
+read back equal through the gateway; the node stops cleanly. In amnesia the
+gateway keeps its own RAM store (a RAM store cannot be opened by a second
+process, and the gateway does not route through the storage service
+there), so this is the round trip of the in-process path."""
 import os
 import subprocess
 import time
