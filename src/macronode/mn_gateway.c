@@ -2,12 +2,17 @@
  * mn_gateway.c - the built-in `gateway` service: svc-gateway's routes on the
  * public HTTP listener the kernel binds for it (config key `http`), over the
  * node's object store (<data_dir>/store, or the RAM store in amnesia) and
- * name index (<data_dir>/index, or RAM). When another process holds the
- * store writable (the storage service), the gateway opens it read-only and
- * uploads answer 500 until uploads go to that service over ron-bus.
+ * name index (<data_dir>/index, or RAM). When the node also runs the
+ * `storage` service on a disk store, only that service opens the store
+ * writable: the gateway opens it read-only for its verified reads (LMDB
+ * and the store's files allow readers in other processes) and sends
+ * uploads to the service over ron-bus (storage protocol, gw_set_storage).
+ * Alone, or in amnesia (a RAM store lives in one process), the gateway
+ * opens the store itself as before.
  * Request bodies are capped at MN_GW_MAX_BODY by the transport until it
  * streams them. Its metrics are the gateway's counters.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +27,14 @@
 #define MN_GW_MAX_BODY (16u << 20) /* buffered upload cap: bounded memory per connection */
 
 #define MGW_N_COUNTERS 14
+#define MGW_STORE_WAIT_MS 3000u /* macro: wait this long for storage to create the store */
+#define MGW_STORE_POLL_MS 10u
 
 typedef struct {
     sto_store_t *store;
     idx_t *idx;
+    bool remote;          /* uploads go to the storage service */
+    rbus_peer_t *storage; /* outbound peer to "storage" (remote only) */
     gw_t *gw;
     tx_server_t *srv;
     met_registry_t *reg;
@@ -83,7 +92,24 @@ mgw_gw_idle(void *arg)
     mgw_free(arg);
 }
 
-/* Open the node's store: writable, or read-only when the storage service has it. */
+/* True when the node runs the storage service on a disk store. */
+static bool
+mgw_storage_remote(const ron_config_t *cfg)
+{
+    if (ron_config_amnesia(cfg))
+        return false;
+    for (size_t i = 0; i < cfg->n_services; i++)
+        if (strcmp(cfg->services[i], "storage") == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Open the node's store: read-only when the storage service owns it (macro:
+ * waiting up to MGW_STORE_WAIT_MS for it to create the store; past that the
+ * start fails and the kernel restarts the gateway with backoff), else
+ * writable, or read-only when another process holds it anyway.
+ */
 static int
 mgw_open_store(mgw_t *g, const ron_config_t *cfg)
 {
@@ -95,7 +121,17 @@ mgw_open_store(mgw_t *g, const ron_config_t *cfg)
         snprintf(dir, sizeof dir, "%s/store", cfg->data_dir);
         sc.dir = dir;
     }
+    sc.read_only = g->remote;
     rc = sto_open(&sc, &g->store);
+    /* A fresh data directory: the storage child creates the store as it
+     * starts, next to us. Wait for it rather than exit and be restarted
+     * (macro only: in micro it runs on this very loop). */
+    for (uint64_t t0 = ron_now_ms(); rc == -ENOENT && g->remote &&
+                                     cfg->profile == RON_PROFILE_MACRO &&
+                                     ron_now_ms() - t0 < MGW_STORE_WAIT_MS;) {
+        usleep(MGW_STORE_POLL_MS * 1000u);
+        rc = sto_open(&sc, &g->store);
+    }
     if (rc == RON_EBUSY) {
         ron_log(RON_LOG_INFO, "gateway: store held by another process; serving it read-only");
         sc.read_only = 1;
@@ -128,6 +164,7 @@ mgw_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_
         rc = RON_ECONFIG; /* no `http` listener */
         goto fail;
     }
+    g->remote = mgw_storage_remote(cfg);
     if ((rc = mgw_open_store(g, cfg)) < 0) {
         ron_log(RON_LOG_ERROR, "gateway: store: %s", ron_strerror(rc));
         goto fail;
@@ -202,7 +239,28 @@ mgw_stop(void *state)
 
     if (g == NULL)
         return;
+    if (g->storage != NULL) {
+        gw_set_storage(g->gw, NULL);
+        rbus_peer_close(g->storage); /* uploads in flight answer 503 */
+        g->storage = NULL;
+    }
     tx_server_close(g->srv, mgw_srv_closed, g);
+}
+
+/* Connect to the storage service (reconnecting with backoff while it restarts). */
+static int
+mgw_serve_bus(void *state, rbus_t *bus)
+{
+    mgw_t *g = state;
+    int rc = 0;
+
+    if (!g->remote)
+        return 0;
+    g->storage = rbus_connect(bus, "storage", &rc);
+    if (g->storage == NULL)
+        return rc;
+    gw_set_storage(g->gw, g->storage);
+    return 0;
 }
 
 static const char *
@@ -212,5 +270,5 @@ mgw_listen_addr(const ron_config_t *cfg)
 }
 
 const ron_service_def_t mn__svc_gateway = {
-    "gateway", mgw_listen_addr, mgw_start, mgw_apply, mgw_metrics, mgw_stop,
+    "gateway", mgw_listen_addr, mgw_start, mgw_apply, mgw_metrics, mgw_stop, mgw_serve_bus,
 };

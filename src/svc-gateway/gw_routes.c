@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "ron_err.h"
+#include "sto_client.h"
 #include "ron_util.h"
 #include "svc_gateway.h"
 
@@ -696,18 +697,16 @@ gw_put_work(uv_work_t *w)
     u->rc = sto_put_commit(p, u->addr);
 }
 
+/* Answer u's request from u->rc (and u->addr, u->had) and free u. */
 static void
-gw_put_done(uv_work_t *w, int status)
+gw_put_answer(gw_put_t *u)
 {
-    gw_put_t *u = w->data;
     gw_t *gw = u->gw;
     char text[68], loc[80], json[200];
     tx_header_t h[GW_MAX_HDRS];
     size_t n = 0;
     int code;
 
-    if (status < 0 && u->rc == 0)
-        u->rc = status;
     if (u->rc == RON_EDIGEST) {
         gw->stats.bad_digest++;
         gw_error(u->req, 409, "body does not hash to the address", "bad_digest", NULL, 0);
@@ -716,6 +715,10 @@ gw_put_done(uv_work_t *w, int status)
     } else if (u->rc == RON_ESTOREFULL) {
         tx_header_t ra = {"Retry-After", "60"};
         gw_error(u->req, 507, NULL, "store_full", &ra, 1);
+    } else if (u->rc == RON_EUNAVAIL || u->rc == RON_ETIMEOUT || u->rc == RON_EBUSY ||
+               u->rc == RON_ESHUTDOWN) {
+        tx_header_t ra = {"Retry-After", "1"};
+        gw_error(u->req, 503, ron_strerror(u->rc), "storage_unavailable", &ra, 1);
     } else if (u->rc < 0) {
         gw_error(u->req, 500, ron_strerror(u->rc), "store_failed", NULL, 0);
     } else {
@@ -731,6 +734,55 @@ gw_put_done(uv_work_t *w, int status)
     }
     free(u);
     gw_release(gw);
+}
+
+static void
+gw_put_done(uv_work_t *w, int status)
+{
+    gw_put_t *u = w->data;
+
+    if (status < 0 && u->rc == 0)
+        u->rc = status;
+    gw_put_answer(u);
+}
+
+/* The local code for the storage service's error status (storage.md §errors). */
+static int
+gw_put_remote_rc(uint16_t code)
+{
+    switch (code) {
+    case 409: /* bad_digest: the only 409 one put_begin..commit chain can meet */
+        return RON_EDIGEST;
+    case 413:
+        return RON_ETOOBIG;
+    case 507:
+        return RON_ESTOREFULL;
+    case 429: /* the service sheds load */
+    case 503: /* the service is stopping */
+        return RON_EUNAVAIL;
+    default:
+        return RON_ESTORE;
+    }
+}
+
+/* The storage service's answer to a put sent over ron-bus. */
+static void
+gw_put_remote_done(void *arg, int status, uint16_t code, const uint8_t addr[STO_ADDR_LEN])
+{
+    gw_put_t *u = arg;
+
+    u->rc = status;
+    if (status == 0)
+        memcpy(u->addr, addr, STO_ADDR_LEN);
+    else if (status == RON_ESTORE)
+        u->rc = gw_put_remote_rc(code);
+    gw_put_answer(u);
+}
+
+void
+gw_set_storage(gw_t *gw, rbus_peer_t *peer)
+{
+    gw->cfg.storage = peer;
 }
 
 /* What the store keeps as a content type: 1..STO_CTYPE_MAX printable ASCII bytes. */
@@ -772,6 +824,18 @@ gw_put_begin(gw_t *gw, tx_request_t *req, const uint8_t *addr)
         snprintf(u->ctype, sizeof u->ctype, "%s", ct);
     u->work.data = u;
     gw->stats.active++;
+    if (gw->cfg.storage != NULL) {
+        /* PUT of a stored object answers 200: the read-only view says so */
+        u->had = u->put ? sto_has(gw->cfg.store, u->addr) : 0;
+        rc = sto_client_put_buf(gw->cfg.storage, u->body, u->body_len,
+                                u->ctype[0] != '\0' ? u->ctype : NULL, u->put ? u->addr : NULL,
+                                gw_put_remote_done, u);
+        if (rc < 0) {
+            u->rc = rc;
+            gw_put_answer(u);
+        }
+        return;
+    }
     rc = uv_queue_work(gw->loop, &u->work, gw_put_work, gw_put_done);
     if (rc < 0) {
         u->rc = rc;

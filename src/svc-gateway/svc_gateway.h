@@ -30,6 +30,7 @@
 #include "ron_naming.h"
 #include "ron_transport.h"
 #include "svc_index.h"
+#include "ron_bus.h"
 #include "svc_storage.h"
 
 /* ---- limits ---- */
@@ -161,6 +162,7 @@ typedef struct {
     uint8_t tenant[STO_TENANT_LEN]; /* who pins what POST/PUT store */
     uint32_t chunk;                 /* bytes per read work item; 0 = GW_CHUNK_DEFAULT,
                                        clamped to [GW_CHUNK_MIN, GW_CHUNK_MAX] */
+    rbus_peer_t *storage;           /* borrowed, may be NULL; see gw_set_storage */
 } gw_config_t;
 
 /* Counters (plain, loop thread). */
@@ -193,6 +195,17 @@ gw_t *gw_new(uv_loop_t *loop, const gw_config_t *cfg);
  * tx_server_new(). Routes every request; answers each exactly once.
  */
 void gw_handle(tx_request_t *req, void *arg);
+
+/*
+ * Send uploads (POST /o, PUT /o/b3:<hex>) to the storage service behind
+ * peer (borrowed, an outbound ron-bus peer connected to "storage"; NULL:
+ * back to the in-process store) with the storage protocol, while reads
+ * keep using cfg->store (then opened read-only). A put the service refuses
+ * maps to 409 (bad_digest), 413, 507 (Retry-After); when the service
+ * cannot be reached (down, restarting, timeout) the upload answers 503 with
+ * Retry-After: nothing was acknowledged, so a retry is safe.
+ */
+void gw_set_storage(gw_t *gw, rbus_peer_t *peer);
 
 /* Current counters (a view, updated in place). */
 const gw_stats_t *gw_stats(const gw_t *gw);

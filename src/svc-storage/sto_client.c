@@ -32,6 +32,7 @@ typedef struct {
     char ctype[STO_CTYPE_MAX + 1];
     uint8_t addr[STO_ADDR_LEN];
     uint8_t *buf;  /* one request: 4 + JSON + chunk */
+    const uint8_t *mem; /* put_buf: the caller's bytes (borrowed until the callback) */
     sto_client_put_cb put_cb;
     sto_client_get_cb get_cb;
     void *arg;
@@ -110,8 +111,18 @@ advance(xfer_t *x)
     if (x->step == ST_WRITE) {
         size_t want = x->size - x->done < STO_SVC_MAX_CHUNK ? (size_t)(x->size - x->done)
                                                              : STO_SVC_MAX_CHUNK;
-        uint8_t *chunk = ron_xmalloc(want);
+        uint8_t *chunk;
         ssize_t n;
+        if (x->mem != NULL) {
+            snprintf(js, sizeof js, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"%llu\"}",
+                     x->put_id, (unsigned long long)x->done);
+            rc = send_step(x, js, x->mem + x->done, want);
+            x->done += rc == 0 ? (uint64_t)want : 0;
+            if (rc < 0)
+                finish(x, rc, 0);
+            return;
+        }
+        chunk = ron_xmalloc(want);
         do
             n = pread(x->fd, chunk, want, (off_t)x->done);
         while (n < 0 && errno == EINTR);
@@ -235,13 +246,39 @@ on_reply(void *arg, int status, const oap_frame_t *resp)
     advance(x);
 }
 
+/* The put_begin request of x into js: declared size, content type and
+ * expected address when given. Returns 0 or RON_EINVAL. */
+static int
+begin_json(const xfer_t *x, const char *ctype, const uint8_t *expect, char *js, size_t cap)
+{
+    char ct[2 * STO_CTYPE_MAX + 32] = "", ex[96] = "";
+
+    if (ctype != NULL) {
+        json_t *s = json_string(ctype);
+        char *q = s != NULL ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
+        json_decref(s);
+        if (q == NULL)
+            return RON_EINVAL;
+        snprintf(ct, sizeof ct, ",\"content_type\":%s", q);
+        free(q);
+    }
+    if (expect != NULL) {
+        char hex[68];
+        sto_addr_format(expect, hex);
+        snprintf(ex, sizeof ex, ",\"expect\":\"%s\"", hex);
+    }
+    snprintf(js, cap, "{\"op\":\"put_begin\",\"size\":\"%llu\"%s%s}", (unsigned long long)x->size,
+             ct, ex);
+    return 0;
+}
+
 int
 sto_client_put_file(rbus_peer_t *peer, const char *path, const char *ctype,
                     sto_client_put_cb cb, void *arg)
 {
     xfer_t *x;
     struct stat st;
-    char js[256];
+    char js[512];
     int fd, rc;
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -268,22 +305,37 @@ sto_client_put_file(rbus_peer_t *peer, const char *path, const char *ctype,
     x->put_cb = cb;
     x->arg = arg;
     x->step = ST_BEGIN;
-    if (ctype != NULL) {
-        json_t *s = json_string(ctype);
-        char *q = s != NULL ? json_dumps(s, JSON_ENCODE_ANY) : NULL;
-        json_decref(s);
-        if (q == NULL) {
-            xfer_free(x);
-            return RON_EINVAL;
-        }
-        snprintf(js, sizeof js, "{\"op\":\"put_begin\",\"size\":\"%llu\",\"content_type\":%s}",
-                 (unsigned long long)x->size, q);
-        free(q);
-    } else {
-        snprintf(js, sizeof js, "{\"op\":\"put_begin\",\"size\":\"%llu\"}",
-                 (unsigned long long)x->size);
+    if ((rc = begin_json(x, ctype, NULL, js, sizeof js)) < 0) {
+        xfer_free(x);
+        return rc;
     }
     if ((rc = send_step(x, js, NULL, 0)) < 0) {
+        xfer_free(x);
+        return rc;
+    }
+    return 0;
+}
+
+int
+sto_client_put_buf(rbus_peer_t *peer, const void *buf, size_t len, const char *ctype,
+                   const uint8_t *expect, sto_client_put_cb cb, void *arg)
+{
+    xfer_t *x;
+    char js[512];
+    int rc;
+
+    if (ctype != NULL && strlen(ctype) > STO_CTYPE_MAX)
+        return RON_EINVAL;
+    x = ron_xcalloc(1, sizeof *x);
+    x->peer = peer;
+    x->fd = -1;
+    x->mem = len > 0 ? buf : (const uint8_t *)"";
+    x->size = len;
+    x->put_cb = cb;
+    x->arg = arg;
+    x->step = ST_BEGIN;
+    if ((rc = begin_json(x, ctype, expect, js, sizeof js)) < 0 ||
+        (rc = send_step(x, js, NULL, 0)) < 0) {
         xfer_free(x);
         return rc;
     }

@@ -46,6 +46,15 @@ int sto_client_put_file(rbus_peer_t *peer, const char *path, const char *ctype,
                         sto_client_put_cb cb, void *arg);
 
 /*
+ * Put the len bytes at buf (borrowed until cb runs) like
+ * sto_client_put_file, with expect (copied, may be NULL) the address the
+ * bytes must hash to: put_commit then answers 409 when they do not. Same
+ * callback and returns (RON_EINVAL: ctype too long).
+ */
+int sto_client_put_buf(rbus_peer_t *peer, const void *buf, size_t len, const char *ctype,
+                       const uint8_t *expect, sto_client_put_cb cb, void *arg);
+
+/*
  * Write the whole object addr (copied) to fd (borrowed, left open) through
  * peer; every byte was verified by the service. cb gets the object's size.
  * Returns 0 (cb will be called), or rbus_request's error for the first
