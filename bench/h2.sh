@@ -80,8 +80,8 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     echo
     echo "GET /healthz (2-byte body) through bench_http_server with the hardening layer on;"
     echo "h2load -D ${DURATION}s -c $CONNS -t 1 (h2: -m $STREAMS streams per connection), client and"
-    echo "server pinned to separate cores; median of $RUNS interleaved runs. Provisional: the"
-    echo "machine was shared by other builds (load average $LOAD at the end)."
+    echo "server pinned to separate cores; median of $RUNS interleaved runs; load"
+    echo "average $LOAD at the end."
     echo
     echo "| Mode | req/s (median) | runs | vs HTTP/1.1 cleartext |"
     echo "|---|---|---|---|"

@@ -29,6 +29,6 @@ if command -v taskset >/dev/null 2>&1; then pin="taskset -c 1"; fi
     echo
     echo "An LMDB commit syncs twice (data pages, then the meta page), so a durable"
     echo "publish costs about two fdatasyncs: 0.5x of the one-sync floor is its ceiling."
-    echo "Figures from a shared, busy machine are provisional."
+    echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: compare ratios)."
 } > "$out"
 cat "$out"

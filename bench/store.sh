@@ -57,7 +57,6 @@ lput=$(median < "$tmp/lput"); lfloor=$(median < "$tmp/lfloor")
     echo "\`bench/store.sh\` on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), release build,"
     echo "data dir on $(df -T "$tmp" | awk 'NR==2{print $2}') ($(df "$tmp" | awk 'NR==2{print $1}')),"
     echo "medians of $runs interleaved runs. Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "(provisional: the machine is shared by several engineers building and testing)."
     echo
     echo "| measure | store | floor | ratio |"
     echo "|---|---|---|---|"

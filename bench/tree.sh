@@ -29,8 +29,7 @@ if command -v taskset >/dev/null 2>&1; then pin="taskset -c 1"; fi
     echo
     echo "\`bench/tree.sh\` on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), release build,"
     echo "$(b3sum --version), BLAKE3 C 1.3.1 with its assembly (AVX2 on this CPU)."
-    echo "Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (provisional: the"
-    echo "machine is shared)."
+    echo "Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: compare ratios)."
     echo
     $pin "$bin" "$tmp/object" "${RUNS:-7}"
     echo
