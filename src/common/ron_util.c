@@ -84,8 +84,8 @@ ron_hex_encode(char *out, const uint8_t *in, size_t len)
     out[2 * len] = '\0';
 }
 
-static int
-hex_val(char c)
+int
+ron_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -102,7 +102,7 @@ ron_hex_decode(uint8_t *out, size_t len, const char *hex, size_t hex_len)
     if (hex_len != 2 * len)
         return RON_EINVAL;
     for (size_t i = 0; i < len; i++) {
-        int hi = hex_val(hex[2 * i]), lo = hex_val(hex[2 * i + 1]);
+        int hi = ron_hex_digit(hex[2 * i]), lo = ron_hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return RON_EINVAL;
         out[i] = (uint8_t)(hi << 4 | lo);

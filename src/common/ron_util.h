@@ -29,6 +29,8 @@ int64_t ron_unix_time(void);
 
 /* Write 2*len lowercase hex digits and a NUL into out (2*len+1 bytes). */
 void ron_hex_encode(char *out, const uint8_t *in, size_t len);
+/* Value 0..15 of a hex digit (either case), or -1. */
+int ron_hex_digit(char c);
 /* Parse exactly 2*len hex digits (either case). Returns 0 or RON_EINVAL. */
 int ron_hex_decode(uint8_t *out, size_t len, const char *hex, size_t hex_len);
 

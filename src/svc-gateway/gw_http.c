@@ -14,6 +14,7 @@
 #include "ron_err.h"
 #include "ron_utf8.h"
 #include "svc_gateway.h"
+#include "ron_util.h"
 
 /* ---- Range ---- */
 
@@ -296,18 +297,6 @@ gw_if_range_ok(const char *if_range, const char *etag)
 
 /* ---- paths ---- */
 
-static int
-gw_hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 ssize_t
 gw_path_decode(const char *in, size_t len, char *out, size_t cap)
 {
@@ -316,9 +305,9 @@ gw_path_decode(const char *in, size_t len, char *out, size_t cap)
     for (size_t i = 0; i < len; i++) {
         int c = (unsigned char)in[i];
         if (c == '%') {
-            if (len - i < 3 || gw_hexval(in[i + 1]) < 0 || gw_hexval(in[i + 2]) < 0)
+            if (len - i < 3 || ron_hex_digit(in[i + 1]) < 0 || ron_hex_digit(in[i + 2]) < 0)
                 return RON_EINVAL;
-            c = gw_hexval(in[i + 1]) << 4 | gw_hexval(in[i + 2]);
+            c = ron_hex_digit(in[i + 1]) << 4 | ron_hex_digit(in[i + 2]);
             i += 2;
         }
         if (c == 0 || c == '/' || o + 1 >= cap)

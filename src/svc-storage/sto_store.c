@@ -64,26 +64,8 @@ sto__corruption(sto_store_t *s, const uint8_t *addr, uint64_t idx, const char *w
 void
 sto_addr_format(const uint8_t addr[static STO_ADDR_LEN], char out[static 68])
 {
-    static const char hexd[] = "0123456789abcdef";
-
-    memcpy(out, "b3:", 3);
-    for (size_t i = 0; i < STO_ADDR_LEN; i++) {
-        out[3 + 2 * i] = hexd[addr[i] >> 4];
-        out[4 + 2 * i] = hexd[addr[i] & 15];
-    }
-    out[67] = '\0';
-}
-
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    memcpy(out, "b3:", 3); /* NOLINT(bugprone-not-null-terminated-result): ron_hex_encode terminates */
+    ron_hex_encode(out + 3, addr, STO_ADDR_LEN);
 }
 
 int
@@ -93,15 +75,7 @@ sto_addr_parse(const char *s, uint8_t addr_out[static STO_ADDR_LEN])
         return RON_EINVAL;
     if (strncmp(s, "b3:", 3) == 0)
         s += 3;
-    if (strlen(s) != 2 * STO_ADDR_LEN)
-        return RON_EINVAL;
-    for (size_t i = 0; i < STO_ADDR_LEN; i++) {
-        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return RON_EINVAL;
-        addr_out[i] = (uint8_t)(hi << 4 | lo);
-    }
-    return 0;
+    return ron_hex_decode(addr_out, STO_ADDR_LEN, s, strlen(s));
 }
 
 int
