@@ -2,6 +2,8 @@
  * test_common.c - shared plumbing (errors, cursors, hex, decimal, logging)
  * and the BLAKE3 build checked against b3sum.
  */
+#include <errno.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,6 +19,7 @@
 
 #include "ron_bytes.h"
 #include "ron_err.h"
+#include "ron_fs.h"
 #include "ron_log.h"
 #include "ron_utf8.h"
 #include "ron_util.h"
@@ -145,6 +148,27 @@ test_utf8_rejects_overlongs_surrogates_and_truncation(void **state)
     assert_int_equal(ron_utf8_seq_len((const uint8_t *)"\xe2\x82\xac", 3), 3);
 }
 
+static void
+test_mkdir_p_creates_private_nested_dirs_and_fsync_dir_reports_errors(void **state)
+{
+    (void)state;
+    char base[] = "/tmp/ron_fs_XXXXXX", path[256];
+    struct stat st;
+    assert_non_null(mkdtemp(base));
+    snprintf(path, sizeof path, "%s/a/b/c", base);
+    assert_int_equal(ron_mkdir_p(path), 0);
+    assert_int_equal(ron_mkdir_p(path), 0); /* existing: fine */
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(ron_fsync_dir(path), 0);
+    snprintf(path, sizeof path, "%s/missing", base);
+    assert_int_equal(ron_fsync_dir(path), -ENOENT);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", base);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* Hash len bytes of a fixed pattern with our BLAKE3 build and with b3sum. */
 static void
 check_blake3_against_b3sum(size_t len)
@@ -206,6 +230,7 @@ main(void)
         cmocka_unit_test(test_json_escape_quotes_controls_and_truncates),
         cmocka_unit_test(test_rand_below_stays_in_bounds),
         cmocka_unit_test(test_utf8_rejects_overlongs_surrogates_and_truncation),
+        cmocka_unit_test(test_mkdir_p_creates_private_nested_dirs_and_fsync_dir_reports_errors),
         cmocka_unit_test(test_blake3_matches_b3sum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ron_fs.h"
 #include "mn_internal.h"
 #include "ron_err.h"
 #include "ron_util.h"
@@ -77,25 +78,6 @@ mn__exit_reason(char *out, size_t cap, int64_t exit_status, int term_signal)
         snprintf(out, cap, "exit %lld", (long long)exit_status);
 }
 
-/* Create every missing component of path with mode 0700. Returns 0 or -errno. */
-static int
-mkdir_p(const char *path)
-{
-    char tmp[RON_CONFIG_PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-            return -errno;
-        *p = '/';
-    }
-    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 int
 mn__data_dir_prepare(const ron_config_t *cfg, char *err, size_t errcap)
 {
@@ -105,7 +87,7 @@ mn__data_dir_prepare(const ron_config_t *cfg, char *err, size_t errcap)
 
     if (ron_config_amnesia(cfg))
         return 0; /* amnesia: nothing is written to disk */
-    if ((rc = mkdir_p(cfg->data_dir)) < 0) {
+    if ((rc = ron_mkdir_p(cfg->data_dir)) < 0) {
         snprintf(err, errcap, "data dir %s: %s", cfg->data_dir, ron_strerror(rc));
         return rc;
     }
@@ -139,11 +121,7 @@ mn__data_dir_prepare(const ron_config_t *cfg, char *err, size_t errcap)
         return rc;
     }
     close(fd);
-    fd = open(cfg->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
+    (void)ron_fsync_dir(cfg->data_dir); /* best effort: FORMAT is rewritten if lost */
     return 0;
 }
 

@@ -23,6 +23,7 @@
 #include <blake3.h>
 #include <sodium.h>
 
+#include "ron_fs.h"
 #include "kms_internal.h"
 #include "kms_key_internal.h"
 #include "ron_err.h"
@@ -67,33 +68,6 @@ fail(open_ctx_t *c, int rc, const char *fmt, ...)
 }
 
 /* ---- files ---- */
-
-static int
-mkdir_0700(const char *path)
-{
-    if (mkdir(path, 0700) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
-/* mkdir -p with mode 0700 for every directory created. */
-static int
-mkdir_p(const char *path)
-{
-    char tmp[KMS_PATH_MAX];
-    int rc;
-    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
-        return -ENAMETOOLONG;
-    for (char *p = tmp + 1; *p != '\0'; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if ((rc = mkdir_0700(tmp)) < 0)
-            return rc;
-        *p = '/';
-    }
-    return mkdir_0700(tmp);
-}
 
 /* The key directory must be a directory we own with no group/other bits. */
 static int
@@ -167,19 +141,6 @@ out:
     return rc;
 }
 
-static int
-fsync_dir(const char *dir)
-{
-    int rc = 0;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) < 0)
-        rc = -errno;
-    close(fd);
-    return rc;
-}
-
 /* Write buf as dir/base atomically: .base.tmp (0600, O_EXCL), fsync, rename, fsync dir. */
 static int
 file_write_atomic(open_ctx_t *c, const char *dir, const char *base, const uint8_t *buf, size_t len)
@@ -223,7 +184,7 @@ file_write_atomic(open_ctx_t *c, const char *dir, const char *base, const uint8_
         rc = -errno;
         goto out;
     }
-    rc = fsync_dir(dir);
+    rc = ron_fsync_dir(dir);
 out:
     if (fd >= 0)
         close(fd);
@@ -534,7 +495,7 @@ store_load(open_ctx_t *c, kms_keystore_t *ks)
     int lock_fd = -1, rc;
 
     if (c->o->create && lstat(ks->dir, &st) < 0 && errno == ENOENT) {
-        if ((rc = mkdir_p(ks->dir)) < 0)
+        if ((rc = ron_mkdir_p(ks->dir)) < 0)
             return fail(c, rc, "creating %s: %s", ks->dir, ron_strerror(rc));
     }
     if ((rc = dir_check(c, ks->dir)) < 0)

@@ -16,6 +16,7 @@
 
 #include <lmdb.h>
 
+#include "ron_fs.h"
 #include "idx_internal.h"
 #include "ron_err.h"
 #include "ron_util.h"
@@ -226,8 +227,8 @@ idx__lmdb_open(const idx_config_t *cfg, idx_backend_t **b_out, const idx_ops_t *
         return RON_EINVAL;
     if ((size_t)snprintf(dir, sizeof dir, "%s/%s", cfg->data_dir, IDX_SUBDIR) >= sizeof dir)
         return RON_EINVAL;
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return -errno;
+    if ((rc = ron_mkdir_private(dir)) < 0)
+        return rc;
     b = ron_xcalloc(1, sizeof *b);
     rc = err_from_mdb(mdb_env_create(&b->env));
     if (rc < 0) {

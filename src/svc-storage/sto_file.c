@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ron_fs.h"
 #include "ron_err.h"
 #include "ron_log.h"
 #include "ron_util.h"
@@ -66,28 +67,6 @@ sto__file_object_path(const sto_store_t *s, const uint8_t *addr, const char *suf
     return path_join(s->dir, rel);
 }
 
-static int
-fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = 0;
-
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) < 0)
-        rc = -errno;
-    close(fd);
-    return rc;
-}
-
-static int
-mkdir_p1(const char *path)
-{
-    if (mkdir(path, 0700) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
-}
-
 /* ---- FORMAT file ---- */
 
 static int
@@ -123,7 +102,7 @@ format_check_or_write(sto_store_t *s)
         rc = errno != 0 ? -errno : RON_ESTORE;
         goto out;
     }
-    rc = fsync_dir(s->dir);
+    rc = ron_fsync_dir(s->dir);
 out:
     if (fd >= 0)
         close(fd);
@@ -466,7 +445,7 @@ sto__file_open(sto_store_t *s, const sto_config_t *cfg, uint64_t map_size)
     int rc;
 
     s->dir = ron_xstrdup(cfg->dir);
-    if (!s->read_only && (rc = mkdir_p1(s->dir)) < 0)
+    if (!s->read_only && (rc = ron_mkdir_private(s->dir)) < 0)
         return rc;
     if ((rc = format_check_or_write(s)) < 0)
         return rc;
@@ -474,7 +453,7 @@ sto__file_open(sto_store_t *s, const sto_config_t *cfg, uint64_t map_size)
         static const char *const sub[] = {"objects", "tmp", "meta"};
         for (size_t i = 0; i < 3; i++) {
             p = path_join(s->dir, sub[i]);
-            rc = mkdir_p1(p);
+            rc = ron_mkdir_private(p);
             free(p);
             if (rc < 0)
                 return rc;
@@ -588,7 +567,7 @@ put_publish(sto_put_t *p, const uint8_t *root)
         /* a new fan-out directory: make its entry durable in objects/ */
         char *odir = ron_xstrdup(sub);
         *strrchr(odir, '/') = '\0';
-        rc = fsync_dir(odir);
+        rc = ron_fsync_dir(odir);
         free(odir);
     } else if (errno != EEXIST) {
         rc = -errno;
@@ -600,7 +579,7 @@ put_publish(sto_put_t *p, const uint8_t *root)
         free(p->tmp_ob);
         free(p->tmp_data);
         p->tmp_ob = p->tmp_data = NULL;
-        rc = fsync_dir(sub);
+        rc = ron_fsync_dir(sub);
     }
     free(data);
     free(ob);
