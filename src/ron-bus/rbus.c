@@ -22,6 +22,7 @@
 #include "ron_bytes.h"
 #include "ron_err.h"
 #include "ron_log.h"
+#include "ron_proto.h"
 #include "ron_util.h"
 
 static void peer_detach(rbus_peer_t *p, int rc, bool flush);
@@ -77,40 +78,35 @@ rbus__conn_drained(rbus_conn_t *c)
     }
 }
 
-/* Error envelope (spec §3) into out; returns its length. */
+/* Error envelope (spec §3, ron-proto) into out (>= PROTO_MIN_ERROR_BUF
+ * bytes); returns its length. slug and reason may be NULL. */
 static size_t
-envelope_build(char *out, size_t cap, uint16_t code, const char *message, uint64_t corr)
+envelope_build(char *out, size_t cap, uint16_t code, const char *slug, const char *reason,
+               uint32_t retry_after_ms, const char *message, uint64_t corr)
 {
-    const char *slug;
-    bool retry;
-    char esc[256];
-    int n;
+    proto_error_t e;
+    ssize_t n;
 
-    switch (code) {
-    case 400: slug = "bad_request"; retry = false; break;
-    case 401: slug = "unauthorized"; retry = false; break;
-    case 403: slug = "forbidden"; retry = false; break;
-    case 404: slug = "not_found"; retry = false; break;
-    case 408: slug = "timeout"; retry = true; break;
-    case 413: slug = "payload_too_large"; retry = false; break;
-    case 426: slug = "proto_mismatch"; retry = false; break;
-    case 429: slug = "quota_exhausted"; retry = true; break;
-    case 502: slug = "bad_gateway"; retry = true; break;
-    case 503: slug = "unavailable"; retry = true; break;
-    case 504: slug = "timeout"; retry = true; break;
-    default: slug = "internal"; retry = true; break;
+    proto_error_init(&e, code, corr, message != NULL ? message : proto_status_slug(code));
+    if (slug != NULL)
+        snprintf(e.code, sizeof e.code, "%s", slug);
+    if (reason != NULL)
+        snprintf(e.reason, sizeof e.reason, "%s", reason);
+    e.has_retry_after = retry_after_ms > 0;
+    e.retry_after_ms = retry_after_ms;
+    n = proto_error_write(&e, out, cap);
+    if (n < 0) { /* a slug outside the spec table: our bug; use the status's own */
+        snprintf(e.code, sizeof e.code, "%s", proto_status_slug(code));
+        n = proto_error_write(&e, out, cap);
     }
-    ron_json_escape(esc, sizeof esc, message != NULL ? message : slug);
-    n = snprintf(out, cap, "{\"code\":\"%s\",\"message\":\"%s\",\"retryable\":%s,\"corr_id\":\"%llu\"}",
-                 slug, esc, retry ? "true" : "false", (unsigned long long)corr);
-    return n < 0 ? 0 : RON_MIN((size_t)n, cap - 1);
+    return n > 0 ? (size_t)n : 0;
 }
 
 static void
 peer_send_error(rbus_peer_t *p, uint16_t app, uint64_t corr, uint16_t code, const char *msg)
 {
-    char body[512];
-    size_t n = envelope_build(body, sizeof body, code, msg, corr);
+    char body[PROTO_MIN_ERROR_BUF];
+    size_t n = envelope_build(body, sizeof body, code, NULL, NULL, 0, msg, corr);
 
     (void)peer_send(p, OAP_F_RESP | OAP_F_END, code, app, corr, body, n);
 }
@@ -993,12 +989,20 @@ rbus_respond(rbus_req_t *req, uint16_t code, const void *payload, size_t len)
 }
 
 int
-rbus_respond_error(rbus_req_t *req, uint16_t code, const char *message)
+rbus_respond_error_ex(rbus_req_t *req, uint16_t code, const char *slug, const char *reason,
+                      uint32_t retry_after_ms, const char *message)
 {
-    char body[512];
-    size_t n = envelope_build(body, sizeof body, code, message, req->corr_id);
+    char body[PROTO_MIN_ERROR_BUF];
+    size_t n = envelope_build(body, sizeof body, code, slug, reason, retry_after_ms, message,
+                              req->corr_id);
 
     return rbus_respond(req, code, body, n);
+}
+
+int
+rbus_respond_error(rbus_req_t *req, uint16_t code, const char *message)
+{
+    return rbus_respond_error_ex(req, code, NULL, NULL, 0, message);
 }
 
 rbus_peer_t *

@@ -343,6 +343,14 @@ int rbus_respond(rbus_req_t *req, uint16_t code, const void *payload, size_t len
  */
 int rbus_respond_error(rbus_req_t *req, uint16_t code, const char *message);
 
+/*
+ * As rbus_respond_error(), with the envelope's optional parts: slug (NULL =
+ * the status's own; must be a slug of the spec §3 table, e.g. "bad_digest"),
+ * reason (NULL = none) and retry_after_ms (0 = none). Releases req.
+ */
+int rbus_respond_error_ex(rbus_req_t *req, uint16_t code, const char *slug, const char *reason,
+                          uint32_t retry_after_ms, const char *message);
+
 /* The peer that sent req, or NULL once its connection is gone. */
 rbus_peer_t *rbus_req_peer(const rbus_req_t *req);
 

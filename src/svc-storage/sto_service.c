@@ -119,25 +119,6 @@ typedef struct {
 
 /* ---- answers ---- */
 
-static const char *
-status_slug(uint16_t code)
-{
-    switch (code) {
-    case 400: return "bad_request";
-    case 403: return "forbidden";
-    case 404: return "not_found";
-    case 409: return "conflict";
-    case 413: return "payload_too_large";
-    case 416: return "range_not_satisfiable";
-    case 429: return "quota_exhausted";
-    case 502: return "bad_gateway";
-    case 503: return "unavailable";
-    case 504: return "timeout";
-    case 507: return "insufficient_storage";
-    default: return "internal";
-    }
-}
-
 static void
 count(sto_service_t *s, op_t op, uint16_t code)
 {
@@ -155,30 +136,10 @@ static void
 answer_error(sto_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, uint16_t code,
              const char *slug, const char *reason, uint32_t retry_after_ms, const char *message)
 {
-    char corr[24];
-    json_t *o;
-    char *txt;
-    bool retryable = code == 408 || code == 429 || code >= 500;
-
     count(s, op, code);
-    if (req == NULL)
-        return;
-    snprintf(corr, sizeof corr, "%llu", (unsigned long long)corr_id);
-    o = json_pack("{s:s, s:s, s:b, s:s}", "code", slug != NULL ? slug : status_slug(code),
-                  "message", message != NULL ? message : "", "retryable", retryable, "corr_id",
-                  corr);
-    if (o != NULL && retry_after_ms > 0)
-        json_object_set_new(o, "retry_after_ms", json_integer(retry_after_ms));
-    if (o != NULL && reason != NULL)
-        json_object_set_new(o, "reason", json_string(reason));
-    txt = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(o);
-    if (txt == NULL) {
-        rbus_respond_error(req, code, message);
-        return;
-    }
-    rbus_respond(req, code, txt, strlen(txt));
-    free(txt);
+    (void)corr_id; /* the bus answers with the request's own corr_id */
+    if (req != NULL)
+        rbus_respond_error_ex(req, code, slug, reason, retry_after_ms, message);
 }
 
 /* Map a store error to an answer. */
