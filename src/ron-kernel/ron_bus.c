@@ -37,7 +37,7 @@
 #include "ron_util.h"
 
 #define BUS_EV_WORDS (sizeof(ron_kernel_event_t) / sizeof(uint64_t))
-#define BUS_RECV_TRIES 16 /* lap-and-skip rounds before recv gives up for now */
+#define BUS_RECV_TRIES 16 /* lap-and-skip rounds before one recv call returns empty-handed */
 
 typedef struct {
     _Alignas(64) _Atomic uint64_t seq; /* see the slot protocol above */
