@@ -62,6 +62,7 @@ lint: asan
 	scripts/lint.sh --tidy build/asan
 
 bench: release
+	@scripts/deps.sh --bench
 	@bench/run-all.sh build/release
 
 clean:

@@ -1,13 +1,26 @@
 #!/bin/sh
 # Install the pinned Debian packages of deps/debian-packages.txt that are missing.
-# Idempotent and silent when everything is present. `--check` only reports
-# missing packages and version drift, and exits 1 if anything is missing.
+# Idempotent and silent when everything is present. Packages after the
+# `[bench]` line are included only with --bench (make bench). `--check` only
+# reports missing packages and version drift, and exits 1 if anything is missing.
 set -eu
 list="$(dirname "$0")/../deps/debian-packages.txt"
+mode=install
+bench=no
+for a in "$@"; do
+    case "$a" in
+        --check) mode=check ;;
+        --bench) bench=yes ;;
+        *) echo "usage: scripts/deps.sh [--check] [--bench]" >&2; exit 2 ;;
+    esac
+done
 missing=""
 drift=""
 while read -r name version; do
-    case "$name" in ''|'#'*) continue ;; esac
+    case "$name" in
+        ''|'#'*) continue ;;
+        '[bench]') [ "$bench" = yes ] && continue || break ;;
+    esac
     have=$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null || true)
     case "$have" in
         "install ok installed "*)
@@ -16,7 +29,7 @@ while read -r name version; do
     esac
 done < "$list"
 
-if [ "${1:-}" = "--check" ]; then
+if [ "$mode" = check ]; then
     [ -z "$drift" ] || echo "deps: version drift:$drift" >&2
     [ -z "$missing" ] || { echo "deps: missing:$missing" >&2; exit 1; }
     exit 0
