@@ -62,7 +62,7 @@ test_config_defaults_match_design(void **state)
     assert_int_equal(c.profile, RON_PROFILE_MACRO);
     assert_string_equal(c.admin, "127.0.0.1:8080");
     assert_string_equal(c.http, "127.0.0.1:8090");
-    assert_string_equal(c.https, "127.0.0.1:8443");
+    assert_string_equal(c.https, ""); /* HTTPS is opt-in */
     assert_string_equal(c.app, "127.0.0.1:9090");
     assert_string_equal(c.overlay, "0.0.0.0:5301");
     assert_string_equal(c.dht, "0.0.0.0:5302");

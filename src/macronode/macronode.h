@@ -56,6 +56,14 @@ typedef struct {
      * A negative return stops the service (exit 1). stop() runs in the same
      * loop turn as the endpoint's rbus_free(). */
     int (*serve_bus)(void *state, rbus_t *bus);
+    /* Optional (NULL: none). Address of a second public listener the kernel
+     * binds for the service, e.g. the gateway's HTTPS ("" or NULL: none
+     * today); handed over like the first (fd 4 in a child). */
+    const char *(*listen_addr2)(const ron_config_t *cfg);
+    /* Optional. Called once right after start() succeeded (before
+     * serve_bus) with the second listener's fd (taken) when there is one. A
+     * negative return stops the service (exit 1). */
+    int (*attach_listener2)(void *state, int fd);
 } ron_service_def_t;
 
 /* The built-in service called name, or NULL. */
@@ -77,7 +85,8 @@ int ron_node_run(ron_config_store_t *store, const char *self_exe);
 /*
  * Run `ron service NAME` as a child of the kernel: connect to the kernel over
  * ron-bus (RON_BUS_DIR, RON_BUS_SECRET), say HELLO, receive the config
- * snapshot, start the service on the inherited listener (RON_LISTEN_FD),
+ * snapshot, start the service on the inherited listener (RON_LISTEN_FD, and
+ * RON_LISTEN_FD2 for a second one),
  * heartbeat with its metrics, apply config updates, exit 0 on SIGTERM and 1
  * when the kernel goes away. Returns the process exit code (2 for an unknown
  * service or a missing kernel environment).

@@ -1,14 +1,25 @@
 /*
  * mn_gateway.c - the built-in `gateway` service: svc-gateway's routes on the
- * public HTTP listener the kernel binds for it (config key `http`), over the
- * node's object store (<data_dir>/store, or the RAM store in amnesia) and
- * name index (<data_dir>/index, or RAM). When the node also runs the
- * `storage` service on a disk store, only that service opens the store
- * writable: the gateway opens it read-only for its verified reads (LMDB
- * and the store's files allow readers in other processes) and sends
- * uploads to the service over ron-bus (storage protocol, gw_set_storage).
+ * public HTTP listener the kernel binds for it (config key `http`), and on
+ * an HTTPS listener when the operator opts in (key `https`, a second
+ * listener: fd 4 in a child), over the node's object store (<data_dir>/store,
+ * or the RAM store in amnesia) and name index (<data_dir>/index, or RAM).
+ * Micro profile: every service runs in this process, so the gateway shares
+ * the one store and index handle of the process (mn_shared.c) with the
+ * storage and index services (and the app port): an object or name put
+ * through any of them is visible to all. Macro profile: when the node also
+ * runs the `storage` service on a disk store, only that service opens the
+ * store writable: the gateway opens it read-only for its verified reads
+ * (LMDB and the store's files allow readers in other processes) and sends
+ * uploads to the service over ron-bus (storage protocol, gw_set_storage);
+ * when it runs the `index` service, names are resolved and published
+ * through it over ron-bus (gw_set_index) and the gateway opens no index.
  * Alone, or in amnesia (a RAM store lives in one process), the gateway
  * opens the store itself as before.
+ * HTTPS certificate: https_cert/https_key when configured; else an ECDSA
+ * P-256 pair generated on first start into <data_dir>/tls (kept), or, in
+ * amnesia, made in RAM at every start. Private keys live in OpenSSL's
+ * secure heap. ALPN offers h2 and http/1.1.
  * Request bodies are capped at MN_GW_MAX_BODY by the transport until it
  * streams them. Its metrics are the gateway's counters.
  */
@@ -17,6 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #include "mn_internal.h"
 #include "ron_err.h"
@@ -29,12 +42,20 @@
 #define MGW_N_COUNTERS 14
 #define MGW_STORE_WAIT_MS 3000u /* macro: wait this long for storage to create the store */
 #define MGW_STORE_POLL_MS 10u
+#define MGW_TLS_SUBDIR "tls" /* generated certificate and key, under the data directory */
 
 typedef struct {
-    sto_store_t *store;
-    idx_t *idx;
+    sto_store_t *store;   /* from mn_shared.c */
+    idx_t *idx;           /* from mn_shared.c, or NULL when names go to the index service */
     bool remote;          /* uploads go to the storage service */
+    bool remote_index;    /* names go to the index service */
     rbus_peer_t *storage; /* outbound peer to "storage" (remote only) */
+    rbus_peer_t *index;   /* outbound peer to "index" (remote_index only) */
+    uv_loop_t *loop;
+    char data_dir[RON_CONFIG_PATH_MAX];
+    bool amnesia;
+    char https_cert[RON_CONFIG_PATH_MAX];
+    char https_key[RON_CONFIG_PATH_MAX];
     gw_t *gw;
     tx_server_t *srv;
     met_registry_t *reg;
@@ -80,8 +101,8 @@ static void
 mgw_free(mgw_t *g)
 {
     gw_free(g->gw);
-    idx_free(g->idx);
-    sto_close(g->store);
+    mn__shared_index_release(g->idx);
+    mn__shared_store_release(g->store);
     met_registry_free(g->reg);
     free(g);
 }
@@ -92,50 +113,39 @@ mgw_gw_idle(void *arg)
     mgw_free(arg);
 }
 
-/* True when the node runs the storage service on a disk store. */
+/* True when the node runs service name in another process (macro profile). */
 static bool
-mgw_storage_remote(const ron_config_t *cfg)
+mgw_runs_apart(const ron_config_t *cfg, const char *name)
 {
-    if (ron_config_amnesia(cfg))
+    if (cfg->profile != RON_PROFILE_MACRO)
         return false;
     for (size_t i = 0; i < cfg->n_services; i++)
-        if (strcmp(cfg->services[i], "storage") == 0)
+        if (strcmp(cfg->services[i], name) == 0)
             return true;
     return false;
 }
 
 /*
- * Open the node's store: read-only when the storage service owns it (macro:
- * waiting up to MGW_STORE_WAIT_MS for it to create the store; past that the
- * start fails and the kernel restarts the gateway with backoff), else
- * writable, or read-only when another process holds it anyway.
+ * Acquire the process's store: read-only when the storage service owns it
+ * (macro: waiting up to MGW_STORE_WAIT_MS for it to create the store; past
+ * that the start fails and the kernel restarts the gateway with backoff),
+ * else writable, or read-only when another process holds it anyway.
  */
 static int
 mgw_open_store(mgw_t *g, const ron_config_t *cfg)
 {
-    char dir[RON_CONFIG_PATH_MAX + 8];
-    sto_config_t sc = {0};
-    int rc;
+    int rc = mn__shared_store_acquire(cfg, g->remote, &g->store);
 
-    if (!ron_config_amnesia(cfg)) {
-        snprintf(dir, sizeof dir, "%s/store", cfg->data_dir);
-        sc.dir = dir;
-    }
-    sc.read_only = g->remote;
-    rc = sto_open(&sc, &g->store);
     /* A fresh data directory: the storage child creates the store as it
-     * starts, next to us. Wait for it rather than exit and be restarted
-     * (macro only: in micro it runs on this very loop). */
-    for (uint64_t t0 = ron_now_ms(); rc == -ENOENT && g->remote &&
-                                     cfg->profile == RON_PROFILE_MACRO &&
-                                     ron_now_ms() - t0 < MGW_STORE_WAIT_MS;) {
+     * starts, next to us. Wait for it rather than exit and be restarted. */
+    for (uint64_t t0 = ron_now_ms();
+         rc == -ENOENT && g->remote && ron_now_ms() - t0 < MGW_STORE_WAIT_MS;) {
         usleep(MGW_STORE_POLL_MS * 1000u);
-        rc = sto_open(&sc, &g->store);
+        rc = mn__shared_store_acquire(cfg, true, &g->store);
     }
-    if (rc == RON_EBUSY) {
+    if (rc == RON_EBUSY && !g->remote) {
         ron_log(RON_LOG_INFO, "gateway: store held by another process; serving it read-only");
-        sc.read_only = 1;
-        rc = sto_open(&sc, &g->store);
+        rc = mn__shared_store_acquire(cfg, true, &g->store);
     }
     return rc;
 }
@@ -144,7 +154,6 @@ static int
 mgw_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_out)
 {
     mgw_t *g = ron_xcalloc(1, sizeof *g);
-    idx_config_t ic = {.data_dir = cfg->data_dir, .amnesia = ron_config_amnesia(cfg)};
     gw_config_t gc = {0};
     tx_config_t tc;
     tx_listener_t *l;
@@ -164,12 +173,19 @@ mgw_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_
         rc = RON_ECONFIG; /* no `http` listener */
         goto fail;
     }
-    g->remote = mgw_storage_remote(cfg);
+    g->loop = loop;
+    g->amnesia = ron_config_amnesia(cfg);
+    snprintf(g->data_dir, sizeof g->data_dir, "%s", cfg->data_dir);
+    snprintf(g->https_cert, sizeof g->https_cert, "%s", cfg->https_cert);
+    snprintf(g->https_key, sizeof g->https_key, "%s", cfg->https_key);
+    /* a RAM store lives in one process: in amnesia the gateway keeps its own */
+    g->remote = !g->amnesia && mgw_runs_apart(cfg, "storage");
+    g->remote_index = !g->amnesia && mgw_runs_apart(cfg, "index");
     if ((rc = mgw_open_store(g, cfg)) < 0) {
         ron_log(RON_LOG_ERROR, "gateway: store: %s", ron_strerror(rc));
         goto fail;
     }
-    if ((rc = idx_new(&ic, &g->idx)) < 0) {
+    if (!g->remote_index && (rc = mn__shared_index_acquire(cfg, &g->idx)) < 0) {
         ron_log(RON_LOG_ERROR, "gateway: index: %s", ron_strerror(rc));
         goto fail;
     }
@@ -244,23 +260,76 @@ mgw_stop(void *state)
         rbus_peer_close(g->storage); /* uploads in flight answer 503 */
         g->storage = NULL;
     }
+    if (g->index != NULL) {
+        gw_set_index(g->gw, NULL);
+        rbus_peer_close(g->index); /* name requests in flight answer 503 */
+        g->index = NULL;
+    }
     tx_server_close(g->srv, mgw_srv_closed, g);
 }
 
-/* Connect to the storage service (reconnecting with backoff while it restarts). */
+/* Connect to the storage and index services it does not serve itself
+ * (reconnecting with backoff while they restart). */
 static int
 mgw_serve_bus(void *state, rbus_t *bus)
 {
     mgw_t *g = state;
     int rc = 0;
 
-    if (!g->remote)
-        return 0;
-    g->storage = rbus_connect(bus, "storage", &rc);
-    if (g->storage == NULL)
-        return rc;
-    gw_set_storage(g->gw, g->storage);
+    if (g->remote) {
+        if ((g->storage = rbus_connect(bus, "storage", &rc)) == NULL)
+            return rc;
+        gw_set_storage(g->gw, g->storage);
+    }
+    if (g->remote_index) {
+        if ((g->index = rbus_connect(bus, "index", &rc)) == NULL)
+            return rc;
+        gw_set_index(g->gw, g->index);
+    }
     return 0;
+}
+
+/* Serve HTTPS on fd (taken) with the configured or generated certificate. */
+static int
+mgw_attach_https(void *state, int fd)
+{
+    mgw_t *g = state;
+    char dir[RON_CONFIG_PATH_MAX + 8];
+    tx_tls_config_t tc;
+    tx_listener_t *l;
+    SSL_CTX *ctx = NULL;
+    int rc;
+
+    tx_tls_config_default(&tc);
+    if (g->https_cert[0] != '\0') {
+        tc.cert_path = g->https_cert;
+        tc.key_path = g->https_key;
+    } else if (g->amnesia) {
+        tc.ephemeral = true; /* nothing on disk: a new pair in RAM at every start */
+    } else {
+        snprintf(dir, sizeof dir, "%s/%s", g->data_dir, MGW_TLS_SUBDIR);
+        tc.cert_dir = dir;
+    }
+    if ((rc = tx_tls_secure_heap_init()) < 0 || (rc = tx_tls_ctx_new(&tc, &ctx)) < 0) {
+        ron_log(RON_LOG_ERROR, "gateway: HTTPS certificate (%s): %s",
+                tc.cert_path != NULL ? tc.cert_path : tc.ephemeral ? "generated in RAM" : dir,
+                ron_strerror(rc));
+        close(fd);
+        return rc;
+    }
+    if ((rc = tx_listener_from_fd(g->loop, fd, &l)) == 0)
+        rc = tx_server_attach_tls(g->srv, l, ctx); /* takes its own reference on ctx */
+    SSL_CTX_free(ctx);
+    if (rc == 0)
+        ron_log(RON_LOG_INFO, "gateway: HTTPS on (ALPN h2, http/1.1; certificate %s)",
+                tc.cert_path != NULL ? tc.cert_path : tc.ephemeral ? "generated in RAM" : dir);
+    return rc;
+}
+
+static const char *
+mgw_listen_addr2(const ron_config_t *cfg)
+{
+    return cfg->https;
 }
 
 static const char *
@@ -270,5 +339,6 @@ mgw_listen_addr(const ron_config_t *cfg)
 }
 
 const ron_service_def_t mn__svc_gateway = {
-    "gateway", mgw_listen_addr, mgw_start, mgw_apply, mgw_metrics, mgw_stop, mgw_serve_bus,
+    "gateway",     mgw_listen_addr,  mgw_start,       mgw_apply, mgw_metrics, mgw_stop,
+    mgw_serve_bus, mgw_listen_addr2, mgw_attach_https,
 };

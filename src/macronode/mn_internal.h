@@ -26,9 +26,12 @@
 #include "ron_config.h"
 #include "ron_kernel.h"
 #include "ron_metrics.h"
+#include "svc_index.h"
+#include "svc_storage.h"
 
 #define MN_KERNEL_ENDPOINT "kernel"      /* ron-bus name the kernel listens under */
 #define MN_ENV_LISTEN_FD "RON_LISTEN_FD" /* fd of the inherited public listener */
+#define MN_ENV_LISTEN_FD2 "RON_LISTEN_FD2" /* fd of a second one (listen_addr2) */
 
 typedef enum {
     MN_SVC_STARTING,    /* spawned, no HELLO yet */
@@ -105,6 +108,10 @@ typedef struct mn_host mn_host_t;
 mn_host_t *mn__host_new(uv_loop_t *loop, const ron_service_def_t *def, const rbus_config_t *bc,
                         int listen_fd, void (*on_exit)(void *arg, int code), void *arg,
                         int *rc_out);
+/* Give the host the service's second listener (taken; def->listen_addr2),
+ * handed to def->attach_listener2 once the service started. Call it right
+ * after mn__host_new. */
+void mn__host_listen2(mn_host_t *h, int fd);
 /* Stop the service and close the host on a later loop turn; on_exit gets code. */
 void mn__host_stop(mn_host_t *h, int code);
 
@@ -138,6 +145,25 @@ uint64_t mn__node_uptime_ms(const mn_node_t *n);
 /* Services of either profile (micro: in-process hosts, pid = the node's). */
 size_t mn__node_service_count(const mn_node_t *n);
 void mn__node_service_info(const mn_node_t *n, size_t i, mn_svc_info_t *out);
+
+/* ---- one store and one index per process (mn_shared.c) ---- */
+
+/*
+ * The process's object store (<data_dir>/store, or RAM in amnesia): the
+ * first acquire opens it (read-only when read_only), later ones share it and
+ * count a reference. Returns 0 and *out, RON_EBUSY when it is open
+ * read-only and a writable one is asked for, or sto_open's error. Loop
+ * thread only.
+ */
+int mn__shared_store_acquire(const ron_config_t *cfg, bool read_only, sto_store_t **out);
+/* Drop one reference; the last closes the store (every reader and put of
+ * the caller done). A handle not from the registry is closed. NULL: nothing. */
+void mn__shared_store_release(sto_store_t *st);
+/* The process's name index (<data_dir>/index, or RAM): as for the store. */
+int mn__shared_index_acquire(const ron_config_t *cfg, idx_t **out);
+void mn__shared_index_release(idx_t *idx);
+/* Current reference counts (0: closed), for tests and checks. */
+void mn__shared_refs(unsigned *store_refs, unsigned *index_refs);
 
 /* ---- small helpers (mn_util.c) ---- */
 

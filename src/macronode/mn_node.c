@@ -27,6 +27,7 @@
 #include "ron_err.h"
 #include "ron_kms.h"
 #include "ron_log.h"
+#include "ron_transport.h"
 #include "ron_util.h"
 
 /* After stop_timeout_ms (<= 1500 ms): the node exits within 2 s (DESIGN §11). */
@@ -386,6 +387,13 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
     n->exit_code = 1;
     ron_log_set_service("kernel");
     apply_log_level(n->cfg);
+    /* micro: the gateway runs here; its HTTPS key goes in OpenSSL's secure
+     * heap, which must exist before any key does */
+    if (n->cfg->profile == RON_PROFILE_MICRO && n->cfg->https[0] != '\0' &&
+        tx_tls_secure_heap_init() < 0) {
+        snprintf(err, sizeof err, "cannot set up OpenSSL's secure heap");
+        goto fail;
+    }
     if (node_amnesia_harden(n->cfg, err, sizeof err) < 0 ||
         mn__data_dir_prepare(n->cfg, err, sizeof err) < 0 ||
         node_keys_open(n, err, sizeof err) < 0 || node_init(n, err, sizeof err) < 0)

@@ -26,6 +26,7 @@
 #include "ron_bus.h"
 #include "ron_err.h"
 #include "ron_log.h"
+#include "ron_transport.h"
 #include "ron_util.h"
 
 #define MN_KERNEL_LOST_MS 5000u /* no answered heartbeat for this long: the kernel is gone */
@@ -47,6 +48,7 @@ struct mn_host {
     bool hb_inflight;
     uint64_t last_ok_ms;
     int listen_fd;
+    int listen_fd2; /* second listener until attach_listener2 takes it, or -1 */
     int exit_code;
     char *mbuf; /* metrics text scratch, MN_MAX_METRICS bytes */
 };
@@ -202,6 +204,17 @@ hello_reply(void *arg, int status, const oap_frame_t *resp)
         return;
     }
     r->started = true;
+    if (r->listen_fd2 >= 0) {
+        int fd2 = r->listen_fd2;
+        r->listen_fd2 = -1;
+        if (r->def->attach_listener2 == NULL) {
+            close(fd2);
+        } else if ((rc = r->def->attach_listener2(r->state, fd2)) < 0) {
+            ron_error("service %s: second listener: %s", r->def->name, ron_strerror(rc));
+            run_stop(r, 1);
+            return;
+        }
+    }
     if (r->def->serve_bus != NULL && (rc = r->def->serve_bus(r->state, r->bus)) < 0) {
         ron_error("service %s cannot serve ron-bus: %s", r->def->name, ron_strerror(rc));
         run_stop(r, 1);
@@ -257,6 +270,9 @@ run_teardown(uv_timer_t *t)
     if (r->listen_fd >= 0)
         close(r->listen_fd);
     r->listen_fd = -1;
+    if (r->listen_fd2 >= 0)
+        close(r->listen_fd2);
+    r->listen_fd2 = -1;
     uv_close((uv_handle_t *)&r->timer, host_closed);
 }
 
@@ -269,6 +285,14 @@ run_stop(svc_run_t *r, int code)
     r->exit_code = code;
     uv_timer_stop(&r->timer);
     uv_timer_start(&r->timer, run_teardown, 0, 0);
+}
+
+void
+mn__host_listen2(mn_host_t *h, int fd)
+{
+    if (h->listen_fd2 >= 0)
+        close(h->listen_fd2);
+    h->listen_fd2 = fd;
 }
 
 void
@@ -289,6 +313,7 @@ mn__host_new(uv_loop_t *loop, const ron_service_def_t *def, const rbus_config_t 
     r->on_exit = on_exit;
     r->exit_arg = arg;
     r->listen_fd = listen_fd;
+    r->listen_fd2 = -1;
     r->mbuf = ron_xmalloc(MN_MAX_METRICS);
     r->bus = rbus_new(loop, bc, &rc);
     if (r->bus == NULL)
@@ -340,12 +365,12 @@ int
 ron_service_run(const char *name)
 {
     const ron_service_def_t *def = ron_service_find(name);
-    const char *fd_env = getenv(MN_ENV_LISTEN_FD);
+    const char *fd_env = getenv(MN_ENV_LISTEN_FD), *fd2_env = getenv(MN_ENV_LISTEN_FD2);
     child_main_t m;
     rbus_config_t bc;
     char dir[RBUS_MAX_DIR];
     uv_loop_t loop;
-    int rc, listen_fd = -1;
+    int rc, listen_fd = -1, listen_fd2 = -1;
 
     memset(&m, 0, sizeof m);
     if (def == NULL) {
@@ -371,12 +396,32 @@ ron_service_run(const char *name)
         }
         listen_fd = (int)v;
     }
+    if (fd2_env != NULL) {
+        uint64_t v;
+        if (ron_parse_u64(fd2_env, strlen(fd2_env), &v) < 0 || v < 3 || v > 1024 ||
+            (int)v == listen_fd) {
+            fprintf(stderr, "ron: %s=%s is not an inherited descriptor\n", MN_ENV_LISTEN_FD2,
+                    fd2_env);
+            return 2;
+        }
+        listen_fd2 = (int)v;
+        /* a second listener is the gateway's HTTPS: its key goes in the secure heap */
+        if (tx_tls_secure_heap_init() < 0) {
+            fprintf(stderr, "ron: cannot set up OpenSSL's secure heap\n");
+            return 1;
+        }
+    }
     unsetenv(MN_ENV_LISTEN_FD);
+    unsetenv(MN_ENV_LISTEN_FD2);
     snprintf(dir, sizeof dir, "%s", bc.dir);
     bc.dir = dir;
     uv_loop_init(&loop);
     m.host = mn__host_new(&loop, def, &bc, listen_fd, child_host_exit, &m, &rc);
     explicit_bzero(bc.secret, sizeof bc.secret);
+    if (m.host != NULL && listen_fd2 >= 0)
+        mn__host_listen2(m.host, listen_fd2);
+    else if (listen_fd2 >= 0)
+        close(listen_fd2);
     if (m.host == NULL) {
         ron_error("ron-bus: %s", ron_strerror(rc));
         m.code = 1;

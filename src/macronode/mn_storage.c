@@ -1,14 +1,15 @@
 /*
  * mn_storage.c - the built-in `storage` and `index` services: svc-storage
  * (sto_service.c) and svc-index (idx_service.c) behind ron_service_def_t.
- * start() opens the store under <data_dir>/store and the index under
- * <data_dir>/index, or RAM backends when amnesia is on; serve_bus() hands
- * them the host's ron-bus endpoint ("storage" / "index") and listens, so the
- * gateway, the app port and `ron` commands reach them over Unix sockets
- * (macronode) or the in-process hub (micronode). Invariants: the store is
- * opened writable by this process only (the store's lock); stop() runs in
- * the loop turn that frees the endpoint, and the services release the store
- * and the index once their worker calls return.
+ * start() acquires the process's store (<data_dir>/store) and index
+ * (<data_dir>/index), or RAM backends when amnesia is on, from mn_shared.c:
+ * in micronode the gateway and the app port share the very same handles;
+ * serve_bus() hands them the host's ron-bus endpoint ("storage" / "index")
+ * and listens, so the gateway, the app port and `ron` commands reach them
+ * over Unix sockets (macronode) or the in-process hub (micronode).
+ * Invariants: the store is opened writable by this process only (the store's
+ * lock); stop() runs in the loop turn that frees the endpoint, and the
+ * services release the store and the index once their worker calls return.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +21,6 @@
 #include "ron_log.h"
 #include "ron_util.h"
 #include "sto_service.h"
-
-#define MN_STORE_SUBDIR "store" /* under the node's data directory */
 
 typedef struct {
     uv_loop_t *loop;
@@ -39,26 +38,26 @@ static int
 storage_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_out)
 {
     mn_storage_t *m = ron_xcalloc(1, sizeof *m);
-    char dir[RON_CONFIG_PATH_MAX + 16];
-    sto_config_t sc = {0};
     int rc;
 
     if (listen_fd >= 0)
         close(listen_fd);
     m->loop = loop;
-    if (!ron_config_amnesia(cfg)) {
-        snprintf(dir, sizeof dir, "%s/%s", cfg->data_dir, MN_STORE_SUBDIR);
-        sc.dir = dir;
-    }
-    if ((rc = sto_open(&sc, &m->store)) < 0) {
-        ron_error("storage: cannot open %s: %s", sc.dir != NULL ? sc.dir : "the RAM store",
-                  ron_strerror(rc));
+    if ((rc = mn__shared_store_acquire(cfg, false, &m->store)) < 0) {
+        ron_error("storage: cannot open %s/store: %s",
+                  ron_config_amnesia(cfg) ? "the RAM store" : cfg->data_dir, ron_strerror(rc));
         free(m);
         return rc;
     }
-    ron_info("storage: %s store open", sc.dir != NULL ? sc.dir : "RAM (amnesia)");
     *state_out = m;
     return 0;
+}
+
+static void
+storage_release(void *arg, sto_store_t *store)
+{
+    (void)arg;
+    mn__shared_store_release(store);
 }
 
 static int
@@ -66,10 +65,11 @@ storage_serve_bus(void *state, rbus_t *bus)
 {
     mn_storage_t *m = state;
     sto_store_t *st = m->store;
+    sto_service_limits_t lim = {.release = storage_release};
     int rc;
 
-    m->store = NULL; /* the service owns it from here, even on failure */
-    if ((rc = sto_service_new(m->loop, bus, st, NULL, &m->svc)) < 0)
+    m->store = NULL; /* the service holds the reference from here, even on failure */
+    if ((rc = sto_service_new(m->loop, bus, st, &lim, &m->svc)) < 0)
         return rc;
     return rbus_listen(bus);
 }
@@ -86,7 +86,7 @@ storage_stop(void *state)
 {
     mn_storage_t *m = state;
     sto_service_free(m->svc);
-    sto_close(m->store);
+    mn__shared_store_release(m->store);
     free(m);
 }
 
@@ -98,19 +98,25 @@ static int
 index_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_out)
 {
     mn_index_t *m = ron_xcalloc(1, sizeof *m);
-    idx_config_t ic = {.data_dir = cfg->data_dir, .amnesia = ron_config_amnesia(cfg)};
     int rc;
 
     if (listen_fd >= 0)
         close(listen_fd);
     m->loop = loop;
-    if ((rc = idx_new(&ic, &m->idx)) < 0) {
+    if ((rc = mn__shared_index_acquire(cfg, &m->idx)) < 0) {
         ron_error("index: cannot open the index under %s: %s", cfg->data_dir, ron_strerror(rc));
         free(m);
         return rc;
     }
     *state_out = m;
     return 0;
+}
+
+static void
+index_release(void *arg, idx_t *idx)
+{
+    (void)arg;
+    mn__shared_index_release(idx);
 }
 
 static int
@@ -120,8 +126,8 @@ index_serve_bus(void *state, rbus_t *bus)
     idx_t *idx = m->idx;
     int rc;
 
-    m->idx = NULL;
-    if ((rc = idx_service_new(m->loop, bus, idx, &m->svc)) < 0)
+    m->idx = NULL; /* the service holds the reference from here, even on failure */
+    if ((rc = idx_service_new_shared(m->loop, bus, idx, index_release, NULL, &m->svc)) < 0)
         return rc;
     return rbus_listen(bus);
 }
@@ -138,7 +144,7 @@ index_stop(void *state)
 {
     mn_index_t *m = state;
     idx_service_free(m->svc);
-    idx_free(m->idx);
+    mn__shared_index_release(m->idx);
     free(m);
 }
 

@@ -1,7 +1,8 @@
 /*
  * mn_supervisor.c - the kernel's supervisor. Macro profile: one child
  * process per service, started as `ron service NAME` with uv_spawn, its
- * public listener bound here and inherited as fd 3, its stderr collected line
+ * public listener bound here and inherited as fd 3 (a second one, the
+ * gateway's HTTPS, as fd 4), its stderr collected line
  * by line through a pipe, its HELLO and heartbeats received over ron-bus
  * (Unix sockets). Micro profile: the same service host runs inside this
  * loop, over ron-bus's in-process transport, with the same HELLO, heartbeats,
@@ -62,6 +63,8 @@ struct mn_svc {
     char last_exit[96];
     int listen_fd; /* -1: none */
     char listen_addr[RON_CONFIG_ADDR_MAX];
+    int listen_fd2; /* second listener (listen_addr2), -1: none */
+    char listen_addr2[RON_CONFIG_ADDR_MAX];
     char *metrics; /* last metrics text from the child */
     size_t metrics_len;
     met_counter_t *restarts_total;
@@ -307,6 +310,8 @@ svc_host_start(mn_svc_t *v)
     v->last_hb_ms = v->spawned_ms;
     v->pid = (int)getpid();
     v->host = mn__host_new(s->loop, ron_service_find(v->name), &bc, fd, host_exited, v, &rc);
+    if (v->host != NULL && v->listen_fd2 >= 0)
+        mn__host_listen2(v->host, dup(v->listen_fd2));
     if (v->host == NULL) {
         char reason[96];
         snprintf(reason, sizeof reason, "host: %s", ron_strerror(rc));
@@ -326,21 +331,22 @@ svc_spawn(mn_svc_t *v)
     }
     c = ron_xcalloc(1, sizeof *c);
     uv_process_options_t o;
-    uv_stdio_container_t stdio[4];
+    uv_stdio_container_t stdio[5];
     char *args[4];
     char **env = NULL;
-    char e_dir[RBUS_MAX_DIR + 32], e_secret[2 * RBUS_SECRET_LEN + 32], e_fd[48],
+    char e_dir[RBUS_MAX_DIR + 32], e_secret[2 * RBUS_SECRET_LEN + 32], e_fd[48], e_fd2[48],
         hex[2 * RBUS_SECRET_LEN + 1];
     size_t n_env = 0, k = 0;
     int rc;
 
     for (char **e = environ; *e != NULL; e++)
         n_env++;
-    env = ron_xcalloc(n_env + 4, sizeof *env);
+    env = ron_xcalloc(n_env + 5, sizeof *env);
     for (char **e = environ; *e != NULL; e++)
         if (strncmp(*e, RBUS_ENV_DIR "=", strlen(RBUS_ENV_DIR) + 1) != 0 &&
             strncmp(*e, RBUS_ENV_SECRET "=", strlen(RBUS_ENV_SECRET) + 1) != 0 &&
-            strncmp(*e, MN_ENV_LISTEN_FD "=", strlen(MN_ENV_LISTEN_FD) + 1) != 0)
+            strncmp(*e, MN_ENV_LISTEN_FD "=", strlen(MN_ENV_LISTEN_FD) + 1) != 0 &&
+            strncmp(*e, MN_ENV_LISTEN_FD2 "=", strlen(MN_ENV_LISTEN_FD2) + 1) != 0)
             env[k++] = *e;
     rbus_secret_hex(s->secret, hex);
     snprintf(e_dir, sizeof e_dir, "%s=%s", RBUS_ENV_DIR, s->bus_dir);
@@ -350,6 +356,10 @@ svc_spawn(mn_svc_t *v)
     if (v->listen_fd >= 0) {
         snprintf(e_fd, sizeof e_fd, "%s=3", MN_ENV_LISTEN_FD);
         env[k++] = e_fd;
+    }
+    if (v->listen_fd2 >= 0) {
+        snprintf(e_fd2, sizeof e_fd2, "%s=4", MN_ENV_LISTEN_FD2);
+        env[k++] = e_fd2;
     }
     env[k] = NULL;
 
@@ -367,9 +377,14 @@ svc_spawn(mn_svc_t *v)
     stdio[1].data.fd = 2;
     stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     stdio[2].data.stream = (uv_stream_t *)&c->log;
+    stdio[3].flags = UV_IGNORE;
     if (v->listen_fd >= 0) {
         stdio[3].flags = UV_INHERIT_FD;
         stdio[3].data.fd = v->listen_fd;
+    }
+    if (v->listen_fd2 >= 0) {
+        stdio[4].flags = UV_INHERIT_FD;
+        stdio[4].data.fd = v->listen_fd2;
     }
     memset(&o, 0, sizeof o);
     o.exit_cb = child_exited;
@@ -377,7 +392,7 @@ svc_spawn(mn_svc_t *v)
     o.args = args;
     o.env = env;
     o.stdio = stdio;
-    o.stdio_count = v->listen_fd >= 0 ? 4 : 3;
+    o.stdio_count = v->listen_fd2 >= 0 ? 5 : v->listen_fd >= 0 ? 4 : 3;
 
     v->state = MN_SVC_STARTING;
     v->spawned_ms = ron_now_ms();
@@ -664,17 +679,29 @@ sup_bind_listeners(mn_sup_t *s, char *err, size_t errcap)
             return RON_ECONFIG;
         }
         addr = def->listen_addr != NULL ? def->listen_addr(s->cfg) : NULL;
-        if (addr == NULL || addr[0] == '\0')
-            continue;
-        fd = mn__listen_tcp(addr, v->listen_addr, sizeof v->listen_addr);
-        if (fd < 0) {
-            snprintf(err, errcap, "service %s: cannot listen on %s: %s", v->name, addr,
-                     ron_strerror(fd));
-            return fd;
+        if (addr != NULL && addr[0] != '\0') {
+            fd = mn__listen_tcp(addr, v->listen_addr, sizeof v->listen_addr);
+            if (fd < 0) {
+                snprintf(err, errcap, "service %s: cannot listen on %s: %s", v->name, addr,
+                         ron_strerror(fd));
+                return fd;
+            }
+            v->listen_fd = fd;
+            ron_info("service %s: listening on %s (socket held by the kernel)", v->name,
+                     v->listen_addr);
         }
-        v->listen_fd = fd;
-        ron_info("service %s: listening on %s (socket held by the kernel)", v->name,
-                 v->listen_addr);
+        addr = def->listen_addr2 != NULL ? def->listen_addr2(s->cfg) : NULL;
+        if (addr != NULL && addr[0] != '\0') {
+            fd = mn__listen_tcp(addr, v->listen_addr2, sizeof v->listen_addr2);
+            if (fd < 0) {
+                snprintf(err, errcap, "service %s: cannot listen on %s: %s", v->name, addr,
+                         ron_strerror(fd));
+                return fd;
+            }
+            v->listen_fd2 = fd;
+            ron_info("service %s: listening on %s too (socket held by the kernel)", v->name,
+                     v->listen_addr2);
+        }
     }
     return 0;
 }
@@ -724,6 +751,7 @@ mn__sup_new(uv_loop_t *loop, const ron_config_t *cfg, const char *self_exe, ron_
         const char *name = cfg->services[i];
         v->sup = s;
         v->listen_fd = -1;
+        v->listen_fd2 = -1;
         v->state = MN_SVC_STOPPED;
         snprintf(v->name, sizeof v->name, "%s", name);
         if (ron_restart_init(&v->policy, &rc_cfg, 0) < 0) {
@@ -828,6 +856,8 @@ mn__sup_free(mn_sup_t *s)
         }
         if (v->listen_fd >= 0)
             close(v->listen_fd);
+        if (v->listen_fd2 >= 0)
+            close(v->listen_fd2);
         if (v->restart_timer.loop != NULL)
             uv_close((uv_handle_t *)&v->restart_timer, svc_timer_closed);
     }

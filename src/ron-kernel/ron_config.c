@@ -71,7 +71,11 @@ static const cfg_key_t keys[] = {
      K_BOOL, OFF(amnesia), 0, 0, 0, 0, 0, false, NULL},
     ADDRK("admin", admin, false, false, "admin port: /metrics /healthz /readyz /version"),
     ADDRK("http", http, false, false, "gateway HTTP listener"),
-    ADDRK("https", https, false, false, "gateway HTTPS listener"),
+    ADDRK("https", https, true, false, "gateway HTTPS listener (empty: none; opt-in)"),
+    {{"https_cert", "string", false, "gateway HTTPS certificate chain, PEM (empty: generated)"},
+     K_PATH, OFF(https_cert), SZ(https_cert), 0, 0, 0, 0, true, NULL},
+    {{"https_key", "string", false, "gateway HTTPS private key, PEM (with https_cert)"},
+     K_PATH, OFF(https_key), SZ(https_key), 0, 0, 0, 0, true, NULL},
     ADDRK("app", app, false, false, "app OAP/1 listener"),
     ADDRK("overlay", overlay, false, false, "overlay TCP listener"),
     ADDRK("dht", dht, false, false, "DHT UDP socket"),
@@ -209,7 +213,7 @@ ron_config_defaults(ron_config_t *cfg)
     default_data_dir(cfg->data_dir, sizeof cfg->data_dir);
     snprintf(cfg->admin, sizeof cfg->admin, "127.0.0.1:8080");
     snprintf(cfg->http, sizeof cfg->http, "127.0.0.1:8090");
-    snprintf(cfg->https, sizeof cfg->https, "127.0.0.1:8443");
+    cfg->https[0] = '\0'; /* opt-in: --https ADDR (conventionally 127.0.0.1:8443) */
     snprintf(cfg->app, sizeof cfg->app, "127.0.0.1:9090");
     snprintf(cfg->overlay, sizeof cfg->overlay, "0.0.0.0:5301");
     snprintf(cfg->dht, sizeof cfg->dht, "0.0.0.0:5302");
@@ -670,6 +674,10 @@ ron_config_validate(const ron_config_t *cfg, char *err, size_t cap)
     }
     if (cfg->supervisor.unhealthy_after_ms <= cfg->supervisor.heartbeat_ms) {
         errf(err, cap, "key 'supervisor.unhealthy_after_ms': must exceed supervisor.heartbeat_ms");
+        return RON_ECONFIG;
+    }
+    if ((cfg->https_cert[0] == '\0') != (cfg->https_key[0] == '\0')) {
+        errf(err, cap, "keys 'https_cert' and 'https_key': give both or neither");
         return RON_ECONFIG;
     }
     return 0;

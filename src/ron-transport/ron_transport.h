@@ -83,6 +83,10 @@
 #define TX_TLS_CERT_FILE "gateway.crt"       /* names of a generated certificate ... */
 #define TX_TLS_KEY_FILE "gateway.key"        /* ... and key (0600) in tx_tls_config_t.cert_dir */
 #define TX_TLS_CERT_DAYS 825                 /* validity of a generated certificate */
+#define TX_TLS_KEY_FILE_MAX (64u << 10)      /* bytes of a PEM private key file we read */
+#define TX_TLS_SECURE_HEAP (256u << 10)      /* OpenSSL secure heap (keys; every TLS
+                                                handshake's ephemeral share): mlocked */
+#define TX_TLS_SECURE_MIN 16u                /* its smallest allocation unit */
 
 /* ---- configuration ---- */
 typedef struct {
@@ -370,6 +374,8 @@ typedef struct {
     const char *hostname;   /* CN and DNS SAN of a generated certificate; NULL = "localhost" */
     bool tls13_only;        /* false: TLS 1.2 stays allowed (browsers and curl builds that
                                still negotiate 1.2); 1.3 is preferred either way */
+    bool ephemeral;         /* no paths, no cert_dir: an ECDSA P-256 self-signed pair made in
+                               RAM for this context only, never written (amnesia) */
 } tx_tls_config_t;
 
 /* Fill cfg with the defaults (all NULL/false: ALPN "h2,http/1.1", TLS 1.2 floor). */
@@ -387,6 +393,16 @@ void tx_tls_config_default(tx_tls_config_t *cfg);
  * bad cfg, RON_ETLS when OpenSSL refuses the material, or -errno from files.
  */
 int tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out);
+
+/*
+ * Give this process OpenSSL's secure heap (TX_TLS_SECURE_HEAP bytes,
+ * mmapped, guarded and mlocked where RLIMIT_MEMLOCK allows; a warning when
+ * it cannot be locked), so private keys loaded or generated afterwards keep
+ * their secret parts there and are cleansed when freed. Call it once at
+ * process start, before any key exists; later calls do nothing. Returns 0
+ * or RON_ETLS (OpenSSL refused).
+ */
+int tx_tls_secure_heap_init(void);
 
 /*
  * Serve the connections of l over TLS with ctx (takes l; takes its own

@@ -9,7 +9,10 @@
  * sees a socket and HTTP never sees a record.
  * Invariants: a generated key file is created 0600 under a temporary name
  * and renamed into place after fsync, so a crash never leaves a partial key
- * that a restart would load; an existing pair is reused, never overwritten.
+ * that a restart would load; an existing pair is reused, never overwritten;
+ * private keys (generated, or read from a file) live in OpenSSL's secure
+ * heap once tx_tls_secure_heap_init ran, and every buffer that held key
+ * bytes is cleansed before it is freed; an ephemeral pair never leaves RAM.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -157,17 +161,16 @@ tx_bio_take(BIO *b, char **out, size_t *len)
     return 0;
 }
 
-/* Generate an ECDSA P-256 key and a self-signed certificate for host into dir. */
+/* A new ECDSA P-256 key (its scalar in OpenSSL's secure heap when that is
+ * initialized) and a self-signed certificate for host. */
 static int
-tx_tls_generate(const char *dir, const char *host)
+tx_tls_make(const char *host, EVP_PKEY **key_out, X509 **x_out)
 {
     EVP_PKEY *key = NULL;
     X509 *x = NULL;
     X509_NAME *name;
     X509_EXTENSION *ext = NULL;
-    BIO *kb = NULL, *cb = NULL;
-    char *kpem = NULL, *cpem = NULL, san[300];
-    size_t klen = 0, clen = 0;
+    char san[300];
     uint8_t serial[16];
     BIGNUM *bn = NULL;
     int rc = RON_ETLS;
@@ -195,7 +198,34 @@ tx_tls_generate(const char *dir, const char *host)
         goto out;
     if (X509_sign(x, key, EVP_sha256()) <= 0)
         goto out;
-    if ((kb = BIO_new(BIO_s_mem())) == NULL || (cb = BIO_new(BIO_s_mem())) == NULL ||
+    *key_out = key;
+    *x_out = x;
+    key = NULL;
+    x = NULL;
+    rc = 0;
+out:
+    BN_free(bn);
+    X509_EXTENSION_free(ext);
+    X509_free(x);
+    EVP_PKEY_free(key); /* frees the scalar with BN_clear_free */
+    return rc;
+}
+
+/* Generate an ECDSA P-256 key and a self-signed certificate for host into dir. */
+static int
+tx_tls_generate(const char *dir, const char *host)
+{
+    EVP_PKEY *key = NULL;
+    X509 *x = NULL;
+    BIO *kb = NULL, *cb = NULL;
+    char *kpem = NULL, *cpem = NULL;
+    size_t klen = 0, clen = 0;
+    int rc;
+
+    if ((rc = tx_tls_make(host, &key, &x)) < 0)
+        return rc;
+    rc = RON_ETLS;
+    if ((kb = BIO_new(BIO_s_secmem())) == NULL || (cb = BIO_new(BIO_s_mem())) == NULL ||
         PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) != 1 ||
         PEM_write_bio_X509(cb, x) != 1 || tx_bio_take(kb, &kpem, &klen) < 0 ||
         tx_bio_take(cb, &cpem, &clen) < 0)
@@ -209,21 +239,93 @@ out:
         OPENSSL_cleanse(kpem, klen);
     free(kpem);
     free(cpem);
-    BIO_free(kb);
+    BIO_free(kb); /* a secure-memory BIO: its buffer is cleansed as it is freed */
     BIO_free(cb);
-    BN_free(bn);
-    X509_EXTENSION_free(ext);
     X509_free(x);
     EVP_PKEY_free(key);
     return rc;
+}
+
+/*
+ * Load the PEM private key at path into ctx. The file is read into
+ * OpenSSL's secure heap (plain memory when it is not initialized) and
+ * cleansed as it is freed; the decoded key's scalar lives in the secure
+ * heap too. Returns 0, -errno, RON_ETOOBIG or RON_ETLS.
+ */
+static int
+tx_tls_use_key_file(SSL_CTX *ctx, const char *path)
+{
+    struct stat st;
+    EVP_PKEY *key = NULL;
+    BIO *b = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    int fd, rc = 0;
+
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > TX_TLS_KEY_FILE_MAX) {
+        rc = RON_ETOOBIG;
+        goto out;
+    }
+    if ((buf = OPENSSL_secure_malloc((size_t)st.st_size)) == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    while (len < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + len, (size_t)st.st_size - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? -errno : -EIO;
+            goto out;
+        }
+        len += (size_t)n;
+    }
+    rc = RON_ETLS;
+    if ((b = BIO_new_mem_buf(buf, (int)len)) == NULL ||
+        (key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)) == NULL ||
+        SSL_CTX_use_PrivateKey(ctx, key) != 1)
+        goto out;
+    rc = 0;
+out:
+    close(fd);
+    BIO_free(b);
+    EVP_PKEY_free(key); /* ctx keeps its own reference */
+    if (buf != NULL)
+        OPENSSL_secure_clear_free(buf, (size_t)st.st_size);
+    return rc;
+}
+
+int
+tx_tls_secure_heap_init(void)
+{
+    int rc;
+
+    if (CRYPTO_secure_malloc_initialized())
+        return 0;
+    rc = CRYPTO_secure_malloc_init(TX_TLS_SECURE_HEAP, TX_TLS_SECURE_MIN);
+    if (rc == 0)
+        return RON_ETLS;
+    if (rc == 2)
+        ron_warn("transport: TLS secure heap not locked in RAM (RLIMIT_MEMLOCK); "
+                 "keys may be swapped");
+    return 0;
 }
 
 int
 tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out)
 {
     SSL_CTX *ctx = NULL;
+    EVP_PKEY *mkey = NULL; /* an ephemeral pair, made in memory */
+    X509 *mx = NULL;
     char cpath[PATH_MAX], kpath[PATH_MAX];
     const char *cert = cfg->cert_path, *key = cfg->key_path;
+    const char *host = cfg->hostname != NULL ? cfg->hostname : "localhost";
     uint8_t wire[512], *alpn;
     size_t wlen;
     int rc = RON_EINVAL;
@@ -231,9 +333,12 @@ tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out)
     *out = NULL;
     wlen = tx_alpn_wire(cfg->alpn != NULL ? cfg->alpn : TX_TLS_DEFAULT_ALPN, wire, sizeof wire);
     if (wlen == 0 || wlen > 255 || (cert == NULL) != (key == NULL) ||
-        (cert == NULL && cfg->cert_dir == NULL))
+        (cert == NULL && cfg->cert_dir == NULL && !cfg->ephemeral))
         goto out;
-    if (cert == NULL) {
+    if (cert == NULL && cfg->cert_dir == NULL) {
+        if ((rc = tx_tls_make(host, &mkey, &mx)) < 0)
+            goto out;
+    } else if (cert == NULL) {
         struct stat st;
         if ((size_t)snprintf(cpath, sizeof cpath, "%s/%s", cfg->cert_dir, TX_TLS_CERT_FILE) >=
                 sizeof cpath ||
@@ -245,9 +350,7 @@ tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out)
                 rc = -errno;
                 goto out;
             }
-            rc = tx_tls_generate(cfg->cert_dir,
-                                 cfg->hostname != NULL ? cfg->hostname : "localhost");
-            if (rc < 0)
+            if ((rc = tx_tls_generate(cfg->cert_dir, host)) < 0)
                 goto out;
         }
         cert = cpath;
@@ -275,9 +378,16 @@ tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out)
         goto out;
     }
     SSL_CTX_set_alpn_select_cb(ctx, tx_alpn_select, NULL);
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1)
+    if (mkey != NULL) {
+        if (SSL_CTX_use_certificate(ctx, mx) != 1 || SSL_CTX_use_PrivateKey(ctx, mkey) != 1)
+            goto out;
+    } else if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+               (rc = tx_tls_use_key_file(ctx, key)) < 0) {
+        rc = rc < 0 ? rc : RON_ETLS;
+        goto out;
+    }
+    rc = RON_ETLS;
+    if (SSL_CTX_check_private_key(ctx) != 1)
         goto out;
     *out = ctx;
     ctx = NULL;
@@ -289,6 +399,8 @@ out:
         ron_warn("transport: TLS context refused: %s", why);
     }
     SSL_CTX_free(ctx);
+    X509_free(mx);
+    EVP_PKEY_free(mkey); /* ctx keeps its own reference */
     ERR_clear_error();
     return rc;
 }

@@ -30,6 +30,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "idx_client.h"
 #include "ron_err.h"
 #include "sto_client.h"
 #include "ron_util.h"
@@ -38,6 +39,7 @@
 struct gw {
     uv_loop_t *loop;
     gw_config_t cfg;
+    rbus_peer_t *index; /* borrowed, may be NULL: names go to the index service */
     gw_stats_t stats;
     void (*closed_cb)(void *arg); /* gw_close: runs once active reaches 0 */
     void *closed_arg;
@@ -873,18 +875,26 @@ gw_name_work(uv_work_t *w)
     q->rc = idx_publish(idx, &q->rec, (int64_t)time(NULL), &q->err);
 }
 
-static void
-gw_name_done(uv_work_t *w, int status)
+/* Is rc a failure to reach the index (nothing was decided: a retry is safe)? */
+static bool
+gw_index_unreachable(int rc)
 {
-    gw_name_t *q = w->data;
+    return rc == RON_EUNAVAIL || rc == RON_ETIMEOUT || rc == RON_EBUSY || rc == RON_ESHUTDOWN;
+}
+
+/* Answer q's request from q->rc (and q->rec, q->had, q->err) and free q. */
+static void
+gw_name_answer(gw_name_t *q)
+{
     gw_t *gw = q->gw;
     const char *msg = q->err.msg[0] != '\0' ? q->err.msg : NULL;
     tx_header_t h[GW_MAX_HDRS];
     size_t n = 0;
 
-    if (status < 0 && q->rc == 0)
-        q->rc = status;
-    if (!q->put) {
+    if (gw_index_unreachable(q->rc)) {
+        tx_header_t ra = {"Retry-After", "1"};
+        gw_error(q->req, 503, ron_strerror(q->rc), "index_unavailable", &ra, 1);
+    } else if (!q->put) {
         char text[NAME_ADDR_TEXT_LEN + 1], loc[80];
         if (q->rc == RON_ENOTFOUND) {
             gw_error(q->req, 404, "no record for this name", "name_not_found", NULL, 0);
@@ -954,6 +964,95 @@ gw_name_done(uv_work_t *w, int status)
 }
 
 static void
+gw_name_done(uv_work_t *w, int status)
+{
+    gw_name_t *q = w->data;
+
+    if (status < 0 && q->rc == 0)
+        q->rc = status;
+    gw_name_answer(q);
+}
+
+/* The local code for an index service answer that is not 200 (index.md §errors). */
+static int
+gw_index_remote_rc(const idx_client_result_t *res)
+{
+    switch (res->code) {
+    case 400:
+        return strcmp(res->reason, "ts") == 0 ? RON_ENAMEFUTURE : RON_ERECORD;
+    case 403:
+        return strcmp(res->reason, "owner") == 0 ? RON_ENAMEOWNER : RON_ENAMESIG;
+    case 404:
+        return RON_ENOTFOUND;
+    case 409:
+        return RON_ENAMESTALE;
+    case 429: /* the bus sheds load */
+    case 503: /* the service is stopping */
+        return RON_EUNAVAIL;
+    case 507:
+        return RON_EIDXFULL;
+    default:
+        return RON_ESTORE;
+    }
+}
+
+/* Take the outcome of one index request into q: 0 when it was a 200. */
+static int
+gw_name_remote_rc(gw_name_t *q, const idx_client_result_t *res)
+{
+    if (res->status < 0)
+        return q->rc = res->status;
+    if (res->code == 200)
+        return q->rc = 0;
+    if (res->code != 404 && res->message[0] != '\0')
+        snprintf(q->err.msg, sizeof q->err.msg, "%s", res->message);
+    return q->rc = gw_index_remote_rc(res);
+}
+
+static void
+gw_name_published(void *arg, const idx_client_result_t *res)
+{
+    gw_name_t *q = arg;
+
+    if (gw_name_remote_rc(q, res) == 0 && res->unchanged)
+        q->rc = RON_ENAMEDUP;
+    gw_name_answer(q);
+}
+
+/* The resolve that answers a GET, or that tells a PUT whether the name had a
+ * record (201 or 200), then sends the publish. */
+static void
+gw_name_resolved(void *arg, const idx_client_result_t *res)
+{
+    gw_name_t *q = arg;
+    int rc = gw_name_remote_rc(q, res);
+
+    if (rc == 0 && !q->put)
+        q->rec = *res->rec;
+    if (!q->put || (rc < 0 && rc != RON_ENOTFOUND)) {
+        gw_name_answer(q);
+        return;
+    }
+    q->had = rc == 0;
+    q->rc = 0;
+    q->err.msg[0] = '\0';
+    if (q->gw->index == NULL)
+        rc = RON_EUNAVAIL;
+    else
+        rc = idx_client_publish(q->gw->index, &q->rec, gw_name_published, q);
+    if (rc < 0) {
+        q->rc = rc == RON_EINVAL ? RON_ERECORD : rc;
+        gw_name_answer(q);
+    }
+}
+
+void
+gw_set_index(gw_t *gw, rbus_peer_t *peer)
+{
+    gw->index = peer;
+}
+
+static void
 gw_name_route(gw_t *gw, tx_request_t *req, const char *seg)
 {
     const tx_request_view_t *v = tx_request_view(req);
@@ -982,7 +1081,7 @@ gw_name_route(gw_t *gw, tx_request_t *req, const char *seg)
         free(q);
         return;
     }
-    if (gw->cfg.index == NULL) {
+    if (gw->cfg.index == NULL && gw->index == NULL) {
         gw_error(req, 503, "this gateway serves no names", "no_index", NULL, 0);
         free(q);
         return;
@@ -1006,6 +1105,15 @@ gw_name_route(gw_t *gw, tx_request_t *req, const char *seg)
     q->put = put;
     q->work.data = q;
     gw->stats.active++;
+    if (gw->cfg.index == NULL) {
+        /* the index service: resolve (GET, or PUT's 201-or-200), then publish */
+        rc = idx_client_resolve(gw->index, q->name, gw_name_resolved, q);
+        if (rc < 0) {
+            q->rc = rc;
+            gw_name_answer(q);
+        }
+        return;
+    }
     rc = uv_queue_work(gw->loop, &q->work, gw_name_work, gw_name_done);
     if (rc < 0) {
         q->rc = rc;

@@ -158,7 +158,8 @@ typedef struct gw gw_t;
 
 typedef struct {
     sto_store_t *store;             /* borrowed; outlives the gateway */
-    idx_t *index;                   /* borrowed, may be NULL: /n/ routes answer 503 */
+    idx_t *index;                   /* borrowed, may be NULL: /n/ routes answer 503
+                                       unless gw_set_index gave an index service */
     uint8_t tenant[STO_TENANT_LEN]; /* who pins what POST/PUT store */
     uint32_t chunk;                 /* bytes per read work item; 0 = GW_CHUNK_DEFAULT,
                                        clamped to [GW_CHUNK_MIN, GW_CHUNK_MAX] */
@@ -206,6 +207,17 @@ void gw_handle(tx_request_t *req, void *arg);
  * Retry-After: nothing was acknowledged, so a retry is safe.
  */
 void gw_set_storage(gw_t *gw, rbus_peer_t *peer);
+
+/*
+ * Resolve and publish names (GET/HEAD and PUT /n/<name>) through the index
+ * service behind peer (borrowed, an outbound ron-bus peer connected to
+ * "index"; NULL: back to cfg->index) with the index protocol, when
+ * cfg->index is NULL. The answers are those of the in-process index; when
+ * the service cannot be reached (down, restarting, timeout) a name route
+ * answers 503 index_unavailable with Retry-After: nothing was decided, so a
+ * retry is safe.
+ */
+void gw_set_index(gw_t *gw, rbus_peer_t *peer);
 
 /* Current counters (a view, updated in place). */
 const gw_stats_t *gw_stats(const gw_t *gw);

@@ -37,6 +37,8 @@ static const uint16_t statuses[] = {200, 400, 403, 404, 409, 500, 503, 507};
 struct idx_service {
     uv_loop_t *loop;
     idx_t *idx;
+    void (*release)(void *arg, idx_t *idx); /* NULL: idx_free */
+    void *release_arg;
     bool stopping;
     size_t jobs;
     met_registry_t *reg;
@@ -185,7 +187,10 @@ static void
 svc_maybe_free(idx_service_t *s)
 {
     if (s->stopping && s->jobs == 0) {
-        idx_free(s->idx);
+        if (s->release != NULL)
+            s->release(s->release_arg, s->idx);
+        else
+            idx_free(s->idx);
         met_registry_free(s->reg);
         free(s);
     }
@@ -372,6 +377,14 @@ out:
 int
 idx_service_new(uv_loop_t *loop, rbus_t *bus, idx_t *idx, idx_service_t **svc_out)
 {
+    return idx_service_new_shared(loop, bus, idx, NULL, NULL, svc_out);
+}
+
+int
+idx_service_new_shared(uv_loop_t *loop, rbus_t *bus, idx_t *idx,
+                       void (*release)(void *arg, idx_t *idx), void *arg,
+                       idx_service_t **svc_out)
+{
     static const char *const labels[] = {"op", "status"};
     static const met_desc_t desc_req = {MET_COUNTER, "index_requests_total",
                                         "Index protocol requests by op and status.", labels, 2,
@@ -382,6 +395,8 @@ idx_service_new(uv_loop_t *loop, rbus_t *bus, idx_t *idx, idx_service_t **svc_ou
 
     s->loop = loop;
     s->idx = idx;
+    s->release = release;
+    s->release_arg = arg;
     s->reg = met_registry_new();
     met_family_register(s->reg, &desc_req, &fam);
     for (int op = 0; op <= OP_COUNT; op++)

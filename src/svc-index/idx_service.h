@@ -34,6 +34,16 @@ typedef struct idx_service idx_service_t;
  */
 int idx_service_new(uv_loop_t *loop, rbus_t *bus, idx_t *idx, idx_service_t **svc_out);
 
+/*
+ * As idx_service_new, but idx is borrowed: where the service would free it
+ * (after idx_service_free and its last worker call, or on failure) it calls
+ * release(arg, idx) once, on the loop instead, so an index shared by
+ * several users of one process is released rather than freed.
+ */
+int idx_service_new_shared(uv_loop_t *loop, rbus_t *bus, idx_t *idx,
+                           void (*release)(void *arg, idx_t *idx), void *arg,
+                           idx_service_t **svc_out);
+
 /* Stop: later requests are answered 503; memory and idx go once the worker
  * calls in flight return. Call it in the loop turn that frees the bus. NULL
  * does nothing. */

@@ -787,7 +787,10 @@ idle_tick(uv_timer_t *t)
 static void
 svc_release(sto_service_t *s)
 {
-    sto_close(s->store);
+    if (s->lim.release != NULL)
+        s->lim.release(s->lim.release_arg, s->store);
+    else
+        sto_close(s->store);
     met_registry_free(s->reg);
     free(s->puts);
     free(s);

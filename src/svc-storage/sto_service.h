@@ -42,12 +42,19 @@ typedef struct {
     uint32_t puts_per_conn; /* 0 = STO_SVC_PUTS_PER_CONN */
     uint32_t puts_total;    /* 0 = STO_SVC_PUTS_TOTAL */
     uint32_t put_idle_ms;   /* 0 = STO_SVC_PUT_IDLE_MS */
+    /* Optional (NULL: sto_close): called once, on the loop, with the store
+     * when the service lets go of it (freed and its last worker call
+     * returned, or sto_service_new failed), so a store shared by several
+     * users of one process is released rather than closed. */
+    void (*release)(void *arg, sto_store_t *store);
+    void *release_arg;
 } sto_service_limits_t;
 
 /*
  * Serve the storage protocol on bus (borrowed; must outlive the service
- * until sto_service_free) from store (taken: closed once the service is
- * freed and its last worker call has returned). Registers the handler for
+ * until sto_service_free) from store (taken: closed, or given to
+ * lim->release, once the service is freed and its last worker call has
+ * returned). Registers the handler for
  * OAP_APP_STORAGE and the bus's peer callback; does not call rbus_listen().
  * lim may be NULL (defaults). Returns 0 and *svc_out, or RON_EBUSY (the bus
  * has no room for a handler; the store is closed).

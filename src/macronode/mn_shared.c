@@ -1,0 +1,118 @@
+/*
+ * mn_shared.c - one object store and one name index per process. In the
+ * micro profile every service runs in the node's process: the storage and
+ * index services, the gateway and the app port must see the same objects
+ * and names, which two handles cannot give (two RAM stores are two stores;
+ * LMDB refuses a second open of one environment in a process). So each of
+ * them acquires the handle here: the first acquire opens it, later ones
+ * count a reference, the last release closes it. In the macro profile each
+ * child is its own process and the same calls open its own handle.
+ * Invariants: loop thread only (no lock); a handle is closed only when no
+ * user holds it; a store first opened read-only is never handed to a user
+ * that asked for a writable one.
+ */
+#include <stdio.h>
+
+#include "mn_internal.h"
+#include "ron_err.h"
+#include "ron_log.h"
+
+#define MN_STORE_SUBDIR "store" /* under the node's data directory */
+
+static struct {
+    sto_store_t *store;
+    bool store_ro;
+    unsigned store_refs;
+    idx_t *idx;
+    unsigned idx_refs;
+} mn_shared;
+
+int
+mn__shared_store_acquire(const ron_config_t *cfg, bool read_only, sto_store_t **out)
+{
+    char dir[RON_CONFIG_PATH_MAX + 16];
+    sto_config_t sc = {0};
+    int rc;
+
+    *out = NULL;
+    if (mn_shared.store != NULL) {
+        if (mn_shared.store_ro && !read_only)
+            return RON_EBUSY; /* opened read-only: cannot serve a writer */
+        mn_shared.store_refs++;
+        *out = mn_shared.store;
+        return 0;
+    }
+    if (!ron_config_amnesia(cfg)) {
+        snprintf(dir, sizeof dir, "%s/%s", cfg->data_dir, MN_STORE_SUBDIR);
+        sc.dir = dir;
+    }
+    sc.read_only = read_only;
+    if ((rc = sto_open(&sc, &mn_shared.store)) < 0) {
+        mn_shared.store = NULL;
+        return rc;
+    }
+    ron_info("%s store open%s", sc.dir != NULL ? sc.dir : "RAM (amnesia)",
+             read_only ? " (read-only)" : "");
+    mn_shared.store_ro = read_only;
+    mn_shared.store_refs = 1;
+    *out = mn_shared.store;
+    return 0;
+}
+
+void
+mn__shared_store_release(sto_store_t *st)
+{
+    if (st == NULL)
+        return;
+    if (st != mn_shared.store || mn_shared.store_refs == 0) {
+        sto_close(st); /* not ours: a handle opened outside the registry */
+        return;
+    }
+    if (--mn_shared.store_refs == 0) {
+        sto_close(mn_shared.store);
+        mn_shared.store = NULL;
+    }
+}
+
+int
+mn__shared_index_acquire(const ron_config_t *cfg, idx_t **out)
+{
+    idx_config_t ic = {.data_dir = cfg->data_dir, .amnesia = ron_config_amnesia(cfg)};
+    int rc;
+
+    *out = NULL;
+    if (mn_shared.idx != NULL) {
+        mn_shared.idx_refs++;
+        *out = mn_shared.idx;
+        return 0;
+    }
+    if ((rc = idx_new(&ic, &mn_shared.idx)) < 0) {
+        mn_shared.idx = NULL;
+        return rc;
+    }
+    mn_shared.idx_refs = 1;
+    *out = mn_shared.idx;
+    return 0;
+}
+
+void
+mn__shared_index_release(idx_t *idx)
+{
+    if (idx == NULL)
+        return;
+    if (idx != mn_shared.idx || mn_shared.idx_refs == 0) {
+        idx_free(idx);
+        return;
+    }
+    if (--mn_shared.idx_refs == 0) {
+        idx_free(mn_shared.idx);
+        mn_shared.idx = NULL;
+    }
+}
+
+void
+mn__shared_refs(unsigned *store_refs, unsigned *index_refs)
+{
+    *store_refs = mn_shared.store_refs;
+    *index_refs = mn_shared.idx_refs;
+}

@@ -1,0 +1,137 @@
+/*
+ * idx_client.c - the client side of the index & naming protocol over
+ * ron-bus (docs/protocol/index.md): one request frame (a big-endian u32 JSON
+ * length, then compact JSON) and one answer, 200 framed the same way or the
+ * spec §3 envelope alone. Parsing is strict where the answer feeds a
+ * decision (a resolved record goes through ron-naming's parser again).
+ */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "idx_client.h"
+#include "idx_service.h"
+#include "ron_err.h"
+#include "ron_util.h"
+
+typedef struct {
+    idx_client_cb cb;
+    void *arg;
+    bool resolve;
+} idx_call_t;
+
+/* Copy the string field key of o (absent or not a string: "") into out. */
+static void
+idx_client_text(json_t *o, const char *key, char *out, size_t cap)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    snprintf(out, cap, "%s", v != NULL ? v : "");
+}
+
+static void
+idx_client_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    idx_call_t *c = arg;
+    idx_client_result_t res = {.status = status, .reason = "", .message = ""};
+    char reason[IDX_CLIENT_TEXT_MAX], message[IDX_CLIENT_TEXT_MAX];
+    name_record_t rec;
+    name_err_t nerr;
+    json_error_t jerr;
+    json_t *o = NULL;
+
+    if (status < 0)
+        goto out;
+    res.code = resp->code;
+    if (resp->code != 200) {
+        o = json_loadb((const char *)resp->payload, resp->payload_len, 0, &jerr);
+        idx_client_text(o, "reason", reason, sizeof reason);
+        idx_client_text(o, "message", message, sizeof message);
+        res.reason = reason;
+        res.message = message;
+        goto out;
+    }
+    if (resp->payload_len < 4 ||
+        ((uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
+         (uint32_t)resp->payload[2] << 8 | resp->payload[3]) != resp->payload_len - 4 ||
+        (o = json_loadb((const char *)resp->payload + 4, resp->payload_len - 4, 0, &jerr)) ==
+            NULL) {
+        res.status = RON_EPROTO;
+        goto out;
+    }
+    if (c->resolve) {
+        json_t *r = json_object_get(o, "record");
+        char *txt = json_is_object(r) ? json_dumps(r, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        if (txt == NULL || name_record_from_json(&rec, txt, strlen(txt), &nerr) < 0)
+            res.status = RON_EPROTO;
+        else
+            res.rec = &rec;
+        free(txt);
+    } else {
+        const char *st = json_string_value(json_object_get(o, "status"));
+        res.unchanged = st != NULL && strcmp(st, "unchanged") == 0;
+    }
+out:
+    c->cb(c->arg, &res);
+    json_decref(o);
+    free(c);
+}
+
+/* Send the JSON text of o (taken) as one framed request. */
+static int
+idx_client_send(rbus_peer_t *peer, json_t *o, bool resolve, idx_client_cb cb, void *arg)
+{
+    char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    idx_call_t *c;
+    uint8_t *buf;
+    size_t jl;
+    int rc;
+
+    json_decref(o);
+    if (txt == NULL)
+        return RON_EINVAL;
+    jl = strlen(txt);
+    if (jl > IDX_SVC_MAX_JSON) {
+        free(txt);
+        return RON_EINVAL;
+    }
+    buf = ron_xmalloc(4 + jl);
+    buf[0] = (uint8_t)(jl >> 24);
+    buf[1] = (uint8_t)(jl >> 16);
+    buf[2] = (uint8_t)(jl >> 8);
+    buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, txt, jl);
+    free(txt);
+    c = ron_xcalloc(1, sizeof *c);
+    c->cb = cb;
+    c->arg = arg;
+    c->resolve = resolve;
+    rc = rbus_request(peer, OAP_APP_INDEX, buf, 4 + jl, IDX_CLIENT_DEADLINE_MS, idx_client_reply,
+                      c);
+    free(buf);
+    if (rc < 0)
+        free(c);
+    return rc;
+}
+
+int
+idx_client_resolve(rbus_peer_t *peer, const char *name, idx_client_cb cb, void *arg)
+{
+    if (strlen(name) > NAME_MAX_INPUT)
+        return RON_EINVAL;
+    return idx_client_send(peer, json_pack("{s:s, s:s}", "op", "resolve", "name", name), true,
+                           cb, arg);
+}
+
+int
+idx_client_publish(rbus_peer_t *peer, const name_record_t *rec, idx_client_cb cb, void *arg)
+{
+    char *txt = name_record_to_json(rec);
+    json_t *r = txt != NULL ? json_loads(txt, JSON_REJECT_DUPLICATES, NULL) : NULL;
+
+    free(txt);
+    if (r == NULL)
+        return RON_EINVAL;
+    return idx_client_send(peer, json_pack("{s:s, s:o}", "op", "publish", "record", r), false, cb,
+                           arg);
+}
