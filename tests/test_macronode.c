@@ -2,10 +2,16 @@
  * test_macronode.c - pieces of the node runner that can be tested without a
  * whole node: listener binding (IPv4, IPv6, bad input), exit reasons, the
  * data directory's FORMAT file, and the echo service on a real loop with a
- * real socket (banner, echo, config update, metrics, clean stop). The
+ * real socket (banner, echo, config update, metrics, clean stop), and the
+ * micro profile's one store and index per process: the storage, index and
+ * gateway services on one loop and one in-process ron-bus hub, with real
+ * HTTP over a real socket (amnesia and a disk store). The
  * supervisor and the admin port are tested with real processes in
  * tests/integration/test_node_*.py.
  */
+#include <arpa/inet.h>
+#include <ftw.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,13 +20,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "mn_internal.h"
 #include "ron_err.h"
+#include "sto_client.h"
 
 static void
 test_mn_listen_tcp_binds_ipv4_and_ipv6_ephemeral_ports(void **state)
@@ -241,6 +251,260 @@ test_mn_echo_serves_banner_echoes_and_reports_metrics(void **state)
     free(t);
 }
 
+/* ---- micro profile: one store and one index shared by the services ---- */
+
+typedef struct {
+    uv_loop_t loop;
+    uv_async_t wake; /* the HTTP thread is done */
+    rbus_hub_t *hub;
+    rbus_t *bus[4]; /* storage, index, gateway, client */
+    void *svc[3];   /* storage, index, gateway state */
+    rbus_peer_t *storage;
+    uint16_t port;
+    /* one HTTP exchange on the client thread */
+    uv_thread_t thread;
+    const char *method;
+    char path[128];
+    const uint8_t *body;
+    size_t body_len;
+    int status;
+    uint8_t *resp;
+    size_t resp_len;
+    bool http_done;
+    /* one storage-protocol call */
+    bool call_done;
+    int call_status;
+    uint8_t addr[STO_ADDR_LEN];
+} share_t;
+
+static void
+sh_wake(uv_async_t *a)
+{
+    (void)a;
+}
+
+/* Blocking HTTP/1.1 exchange with Connection: close (client thread). */
+static void
+sh_http_thread(void *arg)
+{
+    share_t *t = arg;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(t->port)};
+    struct timeval tv = {10, 0};
+    char head[512];
+    size_t cap = 1u << 20, len = 0;
+    uint8_t *buf = malloc(cap);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), n;
+    const uint8_t *p = NULL;
+
+    t->status = -1;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+        goto out;
+    n = snprintf(head, sizeof head,
+                 "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n",
+                 t->method, t->path, t->body_len);
+    if (send(fd, head, (size_t)n, MSG_NOSIGNAL) != n ||
+        (t->body_len > 0 &&
+         send(fd, t->body, t->body_len, MSG_NOSIGNAL) != (ssize_t)t->body_len))
+        goto out;
+    for (ssize_t r; len < cap && (r = recv(fd, buf + len, cap - len, 0)) > 0;)
+        len += (size_t)r;
+    if (len < 12 || (p = memmem(buf, len, "\r\n\r\n", 4)) == NULL)
+        goto out;
+    t->status = atoi((const char *)buf + 9);
+    p += 4;
+    t->resp_len = len - (size_t)(p - buf);
+    t->resp = malloc(t->resp_len + 1);
+    memcpy(t->resp, p, t->resp_len);
+    t->resp[t->resp_len] = '\0';
+out:
+    free(buf);
+    if (fd >= 0)
+        close(fd);
+    t->http_done = true;
+    uv_async_send(&t->wake);
+}
+
+/* Run the loop until *flag is set (at most 10 s). */
+static void
+sh_run_until(share_t *t, const bool *flag)
+{
+    uint64_t t0 = uv_now(&t->loop);
+    while (!*flag && uv_now(&t->loop) - t0 < 10000) {
+        uv_run(&t->loop, UV_RUN_ONCE);
+        uv_update_time(&t->loop);
+    }
+    assert_true(*flag);
+}
+
+static int
+sh_http(share_t *t, const char *method, const char *path, const void *body, size_t len)
+{
+    free(t->resp);
+    t->resp = NULL;
+    t->method = method;
+    snprintf(t->path, sizeof t->path, "%s", path);
+    t->body = body;
+    t->body_len = len;
+    t->http_done = false;
+    assert_int_equal(uv_thread_create(&t->thread, sh_http_thread, t), 0);
+    sh_run_until(t, &t->http_done);
+    uv_thread_join(&t->thread);
+    return t->status;
+}
+
+static void
+sh_put_done(void *arg, int status, uint16_t code, const uint8_t addr[STO_ADDR_LEN])
+{
+    share_t *t = arg;
+    (void)code;
+    t->call_status = status;
+    if (status == 0)
+        memcpy(t->addr, addr, STO_ADDR_LEN);
+    t->call_done = true;
+}
+
+static void
+sh_get_done(void *arg, int status, uint16_t code, uint64_t size)
+{
+    share_t *t = arg;
+    (void)code;
+    (void)size;
+    t->call_status = status;
+    t->call_done = true;
+}
+
+static void
+sh_bytes(uint8_t *b, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        b[i] = (uint8_t)seed;
+    }
+}
+
+static int
+sh_rm(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void
+micro_services_share(bool amnesia)
+{
+    static const char *const names[4] = {"storage", "index", "gateway", "client"};
+    const ron_service_def_t *defs[3] = {&mn__svc_storage, &mn__svc_index, &mn__svc_gateway};
+    share_t *t = calloc(1, sizeof *t);
+    ron_config_t *cfg = malloc(sizeof *cfg);
+    size_t na = 300000, nb = 100001;
+    uint8_t *a = malloc(na), *b = malloc(nb), *back;
+    char text[68], path[128], bound[64], dir[64] = "";
+    unsigned sref, iref;
+    int rc = 0, fd, mfd;
+
+    assert_non_null(t);
+    sh_bytes(a, na, 7);
+    sh_bytes(b, nb, 11);
+    ron_config_defaults(cfg);
+    cfg->profile = RON_PROFILE_MICRO;
+    cfg->amnesia = amnesia;
+    cfg->amnesia_set = true;
+    cfg->version = 1;
+    if (!amnesia) {
+        snprintf(dir, sizeof dir, "/tmp/ron_mn_share.XXXXXX");
+        assert_non_null(mkdtemp(dir));
+        snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", dir);
+    }
+    assert_int_equal(uv_loop_init(&t->loop), 0);
+    uv_async_init(&t->loop, &t->wake, sh_wake);
+    t->hub = rbus_hub_new(&t->loop);
+    for (int i = 0; i < 4; i++) {
+        rbus_config_t bc = {.transport = RBUS_TRANSPORT_INPROC, .name = names[i], .hub = t->hub};
+        assert_non_null(t->bus[i] = rbus_new(&t->loop, &bc, &rc));
+    }
+    /* in start order, as the node would: every service holds a reference */
+    fd = mn__listen_tcp("127.0.0.1:0", bound, sizeof bound);
+    assert_true(fd >= 0);
+    t->port = (uint16_t)atoi(strrchr(bound, ':') + 1);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(defs[i]->start(&t->loop, cfg, i == 2 ? fd : -1, &t->svc[i]), 0);
+        assert_int_equal(defs[i]->serve_bus(t->svc[i], t->bus[i]), 0);
+    }
+    mn__shared_refs(&sref, &iref);
+    assert_int_equal(sref, 2); /* storage + gateway: one store */
+    assert_int_equal(iref, 2); /* index + gateway: one index */
+    assert_non_null(t->storage = rbus_connect(t->bus[3], "storage", &rc));
+
+    /* put through the storage protocol -> served by the gateway */
+    assert_int_equal(sto_client_put_buf(t->storage, a, na, NULL, NULL, sh_put_done, t), 0);
+    sh_run_until(t, &t->call_done);
+    assert_int_equal(t->call_status, 0);
+    sto_addr_format(t->addr, text);
+    snprintf(path, sizeof path, "/o/%s", text);
+    assert_int_equal(sh_http(t, "GET", path, NULL, 0), 200);
+    assert_int_equal(t->resp_len, na);
+    assert_memory_equal(t->resp, a, na);
+
+    /* POST through the gateway -> read through the storage protocol */
+    assert_int_equal(sh_http(t, "POST", "/o", b, nb), 201);
+    assert_non_null(strstr((char *)t->resp, "\"address\":\"b3:"));
+    snprintf(text, sizeof text, "%.67s", strstr((char *)t->resp, "b3:"));
+    assert_int_equal(sto_addr_parse(text, t->addr), 0);
+    mfd = memfd_create("share", 0);
+    assert_true(mfd >= 0);
+    t->call_done = false;
+    assert_int_equal(sto_client_get(t->storage, t->addr, mfd, sh_get_done, t), 0);
+    sh_run_until(t, &t->call_done);
+    assert_int_equal(t->call_status, 0);
+    back = malloc(nb);
+    assert_int_equal(pread(mfd, back, nb, 0), (ssize_t)nb);
+    assert_memory_equal(back, b, nb);
+    free(back);
+    close(mfd);
+
+    /* stop as the hosts do (stop, then free the endpoint in the same turn) */
+    rbus_peer_close(t->storage);
+    rbus_free(t->bus[3]);
+    for (int i = 2; i >= 0; i--) {
+        defs[i]->stop(t->svc[i]);
+        rbus_free(t->bus[i]);
+    }
+    uv_close((uv_handle_t *)&t->wake, NULL);
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+    rbus_hub_free(t->hub);
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+    mn__shared_refs(&sref, &iref);
+    assert_int_equal(sref, 0); /* the last release closed them */
+    assert_int_equal(iref, 0);
+    assert_int_equal(uv_loop_close(&t->loop), 0);
+    if (dir[0] != '\0')
+        nftw(dir, sh_rm, 16, FTW_DEPTH | FTW_PHYS);
+    free(t->resp);
+    free(t);
+    free(cfg);
+    free(a);
+    free(b);
+}
+
+static void
+test_mn_micro_amnesia_storage_and_gateway_share_one_ram_store(void **state)
+{
+    (void)state;
+    micro_services_share(true);
+}
+
+static void
+test_mn_micro_disk_store_is_opened_once_for_storage_and_gateway(void **state)
+{
+    (void)state;
+    micro_services_share(false);
+}
+
 int
 main(void)
 {
@@ -252,6 +516,8 @@ main(void)
         cmocka_unit_test(test_mn_data_dir_gets_format_file_and_refuses_unknown_layout),
         cmocka_unit_test(test_mn_data_dir_untouched_in_amnesia),
         cmocka_unit_test(test_mn_echo_serves_banner_echoes_and_reports_metrics),
+        cmocka_unit_test(test_mn_micro_amnesia_storage_and_gateway_share_one_ram_store),
+        cmocka_unit_test(test_mn_micro_disk_store_is_opened_once_for_storage_and_gateway),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,7 @@
 
 #include "ron_err.h"
 #include "ron_log.h"
+#include "idx_service.h"
 #include "svc_gateway.h"
 
 #define S(lit) lit, sizeof(lit) - 1
@@ -293,6 +294,14 @@ struct fx {
     idx_t *index;
     char dir[64];
     bool ram;
+    /* names through an index service on an in-process ron-bus hub instead
+     * of f->index; index_endpoint names what the gateway connects to (a
+     * name nobody serves: the service is down) */
+    const char *index_endpoint;
+    rbus_hub_t *hub;
+    rbus_t *bus_idx, *bus_gw;
+    rbus_peer_t *idx_peer;
+    idx_service_t *idx_svc;
     uint16_t port;
     fx_client_fn client;
     uint32_t chunk;
@@ -321,11 +330,15 @@ fx_client_thread(void *arg)
     uv_async_send(&f->done);
 }
 
+static void fx_index_service_close(fx_t *f);
+
 static void
 fx_on_done(uv_async_t *a)
 {
     fx_t *f = a->data;
 
+    if (f->index_endpoint != NULL)
+        fx_index_service_close(f);
     tx_server_close(f->srv, NULL, NULL);
     uv_close((uv_handle_t *)&f->done, NULL);
 }
@@ -394,17 +407,60 @@ fx_gw_closed(void *arg)
     ((fx_t *)arg)->gw_closed = true;
 }
 
+/* The index service borrows the fixture's idx: fx_close frees it. */
+static void
+fx_idx_keep(void *arg, idx_t *idx)
+{
+    (void)arg;
+    (void)idx;
+}
+
+/* Serve f->index as the index service on a hub and point the gateway at it. */
+static void
+fx_index_service(fx_t *f)
+{
+    rbus_config_t bc = {.transport = RBUS_TRANSPORT_INPROC, .name = "index"};
+    int rc = 0;
+
+    f->hub = rbus_hub_new(&f->loop);
+    bc.hub = f->hub;
+    assert_non_null(f->bus_idx = rbus_new(&f->loop, &bc, &rc));
+    assert_int_equal(idx_service_new_shared(&f->loop, f->bus_idx, f->index, fx_idx_keep, NULL,
+                                            &f->idx_svc),
+                     0);
+    assert_int_equal(rbus_listen(f->bus_idx), 0);
+    bc.name = "gateway";
+    assert_non_null(f->bus_gw = rbus_new(&f->loop, &bc, &rc));
+    assert_non_null(f->idx_peer = rbus_connect(f->bus_gw, f->index_endpoint, &rc));
+    gw_set_index(f->gw, f->idx_peer);
+}
+
+/* The client is done: let go of the buses so the loop can end. */
+static void
+fx_index_service_close(fx_t *f)
+{
+    gw_set_index(f->gw, NULL);
+    rbus_peer_close(f->idx_peer);
+    rbus_free(f->bus_gw);
+    idx_service_free(f->idx_svc);
+    rbus_free(f->bus_idx);
+}
+
 static void
 fx_run(fx_t *f, const tx_config_t *cfg, fx_client_fn client)
 {
     tx_listener_t *l;
     gw_config_t gc = {.store = f->store, .index = f->index, .chunk = f->chunk};
 
+    if (f->index_endpoint != NULL)
+        gc.index = NULL; /* names go to the index service */
     memcpy(gc.tenant, T1, sizeof gc.tenant);
     assert_int_equal(uv_loop_init(&f->loop), 0);
     assert_int_equal(tx_listener_bind(&f->loop, "127.0.0.1:0", &l), 0);
     f->port = tx_listener_port(l);
     f->gw = gw_new(&f->loop, &gc);
+    if (f->index_endpoint != NULL)
+        fx_index_service(f);
     f->srv = tx_server_new(&f->loop, cfg, gw_handle, f->gw);
     assert_int_equal(tx_server_attach(f->srv, l), 0);
     uv_async_init(&f->loop, &f->done, fx_on_done);
@@ -421,6 +477,10 @@ fx_run(fx_t *f, const tx_config_t *cfg, fx_client_fn client)
     f->stats = *gw_stats(f->gw);
     assert_int_equal(f->stats.active, 0);
     assert_int_equal(f->stats.buffered, 0);
+    if (f->hub != NULL) {
+        rbus_hub_free(f->hub);
+        uv_run(&f->loop, UV_RUN_DEFAULT);
+    }
     gw_free(f->gw);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     if (!f->ok)
@@ -1264,6 +1324,127 @@ test_names_resolve_302_publish_201_200_and_refuse_409_403_400(void **state)
     fx_close(&f);
 }
 
+/* The same routes and answers with names resolved and published through
+ * the index service over ron-bus; what the gateway published is in the
+ * service's index, and what the index holds resolves through the gateway. */
+static void
+test_names_through_the_index_service_answer_as_in_process(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    idx_config_t ic = {.amnesia = true};
+    name_record_t got;
+
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    crypto_sign_keypair(nk1.pk, nk1.sk);
+    crypto_sign_keypair(nk2.pk, nk2.sk);
+    nts = (uint64_t)time(NULL);
+    fx_open(&f, true);
+    assert_int_equal(idx_new(&ic, &f.index), 0);
+    fx_put(&f, NULL, 1000, NULL);
+    f.index_endpoint = "index";
+    fx_run(&f, &c, cl_names);
+    assert_int_equal(f.stats.names_published, 3);
+    assert_int_equal(f.stats.names_refused, 3);
+    assert_int_equal(f.stats.names_resolved, 3);
+    assert_int_equal(idx_resolve(f.index, "movie.test", &got), 0);
+    assert_int_equal(got.seq, 2); /* the gateway's last accepted PUT */
+    fx_close(&f);
+}
+
+static void
+cl_side_name(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char v[256], want[128];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(want, sizeof want, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", "/n/side.test", NULL, NULL, 0, &r) == 302);
+    CL_CHECK(f, strcmp(hdr(&r, "Location", v, sizeof v), want) == 0);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_a_name_published_in_the_index_service_resolves_through_the_gateway(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    idx_config_t ic = {.amnesia = true};
+    name_record_t rec = {0};
+
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    crypto_sign_keypair(nk1.pk, nk1.sk);
+    fx_open(&f, true);
+    assert_int_equal(idx_new(&ic, &f.index), 0);
+    fx_put(&f, NULL, 777, NULL);
+    snprintf(rec.name, sizeof rec.name, "side.test");
+    memcpy(rec.addr.b, f.addr, NAME_ADDR_LEN);
+    rec.seq = 1;
+    rec.ts = (uint64_t)time(NULL);
+    assert_int_equal(name_record_sign(&rec, nk1.sk), 0);
+    assert_int_equal(idx_publish(f.index, &rec, (int64_t)rec.ts, NULL), 0);
+    f.index_endpoint = "index";
+    fx_run(&f, &c, cl_side_name);
+    assert_int_equal(f.stats.names_resolved, 1);
+    fx_close(&f);
+}
+
+/* The index service is not there: every name route answers 503
+ * index_unavailable, retryable, with Retry-After; object routes still work. */
+static void
+cl_index_down(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char v[256];
+    char path[96];
+
+    CL_CHECK(f, fd >= 0);
+    CL_CHECK(f, cl_req(fd, "GET", "/n/movie.test", NULL, NULL, 0, &r) == 503);
+    CL_CHECK(f, strstr((char *)r.body, "index_unavailable") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "\"retryable\":true") != NULL);
+    CL_CHECK(f, strcmp(hdr(&r, "Retry-After", v, sizeof v), "1") == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_put_record(f, fd, "/n/movie.test", "movie.test", 1, &nk1, false, &r) == 503);
+    CL_CHECK(f, strstr((char *)r.body, "index_unavailable") != NULL);
+    free(r.body);
+    r.body = NULL;
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_names_answer_503_retryable_while_the_index_service_is_down(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    idx_config_t ic = {.amnesia = true};
+
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    crypto_sign_keypair(nk1.pk, nk1.sk);
+    nts = (uint64_t)time(NULL);
+    fx_open(&f, true);
+    assert_int_equal(idx_new(&ic, &f.index), 0);
+    fx_put(&f, NULL, 500, NULL);
+    f.index_endpoint = "nobody"; /* no endpoint of that name on the hub */
+    fx_run(&f, &c, cl_index_down);
+    assert_int_equal(f.stats.names_published, 0);
+    fx_close(&f);
+}
+
 int
 main(void)
 {
@@ -1289,6 +1470,9 @@ main(void)
         cmocka_unit_test(test_a_client_leaving_mid_stream_frees_the_stream),
         cmocka_unit_test(test_pipelined_streams_end_when_the_client_leaves),
         cmocka_unit_test(test_names_resolve_302_publish_201_200_and_refuse_409_403_400),
+        cmocka_unit_test(test_names_through_the_index_service_answer_as_in_process),
+        cmocka_unit_test(test_a_name_published_in_the_index_service_resolves_through_the_gateway),
+        cmocka_unit_test(test_names_answer_503_retryable_while_the_index_service_is_down),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
