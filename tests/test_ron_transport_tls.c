@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -310,15 +311,71 @@ teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* Secure heap bytes in use after building a context from cfg, and after
+ * freeing it, against the baseline. */
+static void
+key_in_secure_heap(const tx_tls_config_t *cfg)
+{
+    size_t base = CRYPTO_secure_used();
+    SSL_CTX *ctx = NULL;
+
+    assert_int_equal(tx_tls_ctx_new(cfg, &ctx), 0);
+    assert_true(CRYPTO_secure_used() > base); /* the key's secret scalar lives there */
+    SSL_CTX_free(ctx);
+    assert_int_equal(CRYPTO_secure_used(), base); /* and is freed (cleansed) with it */
+}
+
+static void
+test_private_keys_live_in_the_secure_heap_and_go_with_their_context(void **state)
+{
+    tx_tls_config_t cfg;
+    char dir[256], crt[300], key[300];
+    struct stat st;
+
+    (void)state;
+    /* main() set it up, as a node does at start; again is a no-op */
+    assert_int_equal(CRYPTO_secure_malloc_initialized(), 1);
+    assert_int_equal(tx_tls_secure_heap_init(), 0);
+    /* generated on first use into a directory, then read back from it */
+    snprintf(dir, sizeof dir, "%s/heap", tmpdir);
+    tx_tls_config_default(&cfg);
+    cfg.cert_dir = dir;
+    key_in_secure_heap(&cfg);
+    key_in_secure_heap(&cfg);
+    /* configured files */
+    snprintf(crt, sizeof crt, "%s/%s", dir, TX_TLS_CERT_FILE);
+    snprintf(key, sizeof key, "%s/%s", dir, TX_TLS_KEY_FILE);
+    tx_tls_config_default(&cfg);
+    cfg.cert_path = crt;
+    cfg.key_path = key;
+    key_in_secure_heap(&cfg);
+    /* ephemeral (amnesia): made in RAM, nothing written anywhere */
+    snprintf(dir, sizeof dir, "%s/eph", tmpdir);
+    tx_tls_config_default(&cfg);
+    cfg.ephemeral = true;
+    key_in_secure_heap(&cfg);
+    assert_int_equal(stat(dir, &st), -1);
+    /* a key file that is not a key, or too large, is refused */
+    tx_tls_config_default(&cfg);
+    cfg.cert_path = crt;
+    cfg.key_path = crt;
+    SSL_CTX *ctx = NULL;
+    assert_int_equal(tx_tls_ctx_new(&cfg, &ctx), RON_ETLS);
+    assert_null(ctx);
+}
+
 int
 main(void)
 {
+    if (tx_tls_secure_heap_init() < 0)
+        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ssl_ctx_pins_floor_options_ciphers_and_verification),
         cmocka_unit_test(test_alpn_follows_server_preference_and_is_a_parameter),
         cmocka_unit_test(test_tls11_client_is_refused_and_classified_as_version),
         cmocka_unit_test(test_generated_certificate_is_p256_key_0600_and_reused),
         cmocka_unit_test(test_record_layer_encrypts_for_the_peer_after_handshake),
+        cmocka_unit_test(test_private_keys_live_in_the_secure_heap_and_go_with_their_context),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -137,9 +137,11 @@ mgw_open_store(mgw_t *g, const ron_config_t *cfg)
     int rc = mn__shared_store_acquire(cfg, g->remote, &g->store);
 
     /* A fresh data directory: the storage child creates the store as it
-     * starts, next to us. Wait for it rather than exit and be restarted. */
-    for (uint64_t t0 = ron_now_ms();
-         rc == -ENOENT && g->remote && ron_now_ms() - t0 < MGW_STORE_WAIT_MS;) {
+     * starts, next to us (no directory yet: -ENOENT; its LMDB tables not
+     * yet committed: RON_ENOTFOUND). Wait for it rather than exit and be
+     * restarted. */
+    for (uint64_t t0 = ron_now_ms(); (rc == -ENOENT || rc == RON_ENOTFOUND) && g->remote &&
+                                     ron_now_ms() - t0 < MGW_STORE_WAIT_MS;) {
         usleep(MGW_STORE_POLL_MS * 1000u);
         rc = mn__shared_store_acquire(cfg, true, &g->store);
     }
