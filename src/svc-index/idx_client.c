@@ -106,8 +106,8 @@ idx_client_send(rbus_peer_t *peer, json_t *o, bool resolve, idx_client_cb cb, vo
     c->cb = cb;
     c->arg = arg;
     c->resolve = resolve;
-    rc = rbus_request(peer, OAP_APP_INDEX, buf, 4 + jl, IDX_CLIENT_DEADLINE_MS, idx_client_reply,
-                      c);
+    rc =
+        rbus_request(peer, OAP_APP_INDEX, buf, 4 + jl, IDX_CLIENT_DEADLINE_MS, idx_client_reply, c);
     free(buf);
     if (rc < 0)
         free(c);
@@ -119,8 +119,8 @@ idx_client_resolve(rbus_peer_t *peer, const char *name, idx_client_cb cb, void *
 {
     if (strlen(name) > NAME_MAX_INPUT)
         return RON_EINVAL;
-    return idx_client_send(peer, json_pack("{s:s, s:s}", "op", "resolve", "name", name), true,
-                           cb, arg);
+    return idx_client_send(peer, json_pack("{s:s, s:s}", "op", "resolve", "name", name), true, cb,
+                           arg);
 }
 
 int

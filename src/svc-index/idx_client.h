@@ -23,12 +23,12 @@
 
 /* The outcome of one request (views valid during the callback). */
 typedef struct {
-    int status;           /* 0: answered (see code); else RON_EUNAVAIL, RON_ETIMEOUT,
-                             RON_EBUSY, RON_ESHUTDOWN (retryable: not answered) or
-                             RON_EPROTO (an answer that does not parse) */
-    uint16_t code;        /* the service's status: 200, 400, 403, 404, 409, 500, 503, 507 */
-    const char *reason;   /* the envelope's reason ("" when none or 200) */
-    const char *message;  /* the envelope's message ("" when none or 200) */
+    int status;               /* 0: answered (see code); else RON_EUNAVAIL, RON_ETIMEOUT,
+                                 RON_EBUSY, RON_ESHUTDOWN (retryable: not answered) or
+                                 RON_EPROTO (an answer that does not parse) */
+    uint16_t code;            /* the service's status: 200, 400, 403, 404, 409, 500, 503, 507 */
+    const char *reason;       /* the envelope's reason ("" when none or 200) */
+    const char *message;      /* the envelope's message ("" when none or 200) */
     const name_record_t *rec; /* 200 resolve: the current record; else NULL */
     bool unchanged;           /* 200 publish: this exact record was already current */
 } idx_client_result_t;
