@@ -26,6 +26,7 @@
 #include "ron_config.h"
 #include "ron_kernel.h"
 #include "ron_metrics.h"
+#include "ron_transport.h"
 
 #define MN_KERNEL_ENDPOINT "kernel"      /* ron-bus name the kernel listens under */
 #define MN_ENV_LISTEN_FD "RON_LISTEN_FD" /* fd of the inherited public listener */
@@ -140,6 +141,9 @@ size_t mn__node_service_count(const mn_node_t *n);
 void mn__node_service_info(const mn_node_t *n, size_t i, mn_svc_info_t *out);
 
 /* ---- small helpers (mn_util.c) ---- */
+
+/* Transport defaults with one listener's hardening knobs (config) applied. */
+void mn__tx_config(tx_config_t *tc, const ron_config_http_limits_t *l);
 
 /* Bind a TCP listener on addr (backlog 1024). Returns the fd or a negative
  * code; bound_out gets the address actually bound ("127.0.0.1:41234"). */
