@@ -120,7 +120,7 @@ h2_p99() { # port path rate -> p99 us
         --log-file="$TMP/lat.log" "http://127.0.0.1:$1$2" >"$TMP/h2lat.out" 2>&1 || true
     # log lines: start (us since epoch) TAB status TAB duration (us)
     awk -F'\t' '$2 != 200 {bad++} {print $3} END{if (bad) print "non-200: " bad > "/dev/stderr"}' \
-        "$TMP/lat.log" | sort -n | awk '{a[NR]=$1} END{if (NR == 0) print 0; else print a[int(NR*0.99) > 0 ? int(NR*0.99) : 1]}'
+        "$TMP/lat.log" | sort -n | awk '{a[NR]=$1} END{i=int(NR*0.99); if (i < 1) i=1; print (NR == 0) ? 0 : a[i]}'
 }
 
 TARGETS="macro micro nginx"
