@@ -6,9 +6,11 @@ micro: `ron node --profile micro` (amnesia, RAM store and index, empty) with
        one process.
 macro: `ron node` (persistent data dir in a fresh temp dir) with the same
        services, one child each; the sum over the kernel and its children.
-Both measured 3 s after every service is running and healthy; listeners on
+micro+https: the micronode with --https on an ephemeral port (RAM-made
+       certificate, OpenSSL's secure heap).
+All measured 3 s after every service is running and healthy; listeners on
 ephemeral ports. Prints one line per run and profile:
-  profile=micro total_kib=.. procs=N detail=name:kib,...
+  profile=micro total_kib=.. vmrss_kib=.. procs=N detail=name:kib,...
 """
 import json
 import os
@@ -32,10 +34,10 @@ def port():
     return p
 
 
-def rss(pid):
+def rss(pid, field="RssAnon"):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("RssAnon:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -51,12 +53,12 @@ def has_app():
 SERVICES = "storage,index,gateway" + (",app" if has_app() else "")
 
 
-def start(profile):
+def start(profile, https=False):
     d = tempfile.mkdtemp(prefix="ron-bench-idle-")
     admin = "127.0.0.1:%d" % port()
     argv = [ron, "node", "--profile", profile, "--admin", admin, "--data-dir", d,
             "--set", "services=" + SERVICES, "--set", "http=127.0.0.1:0",
-            "--set", "app=127.0.0.1:0"]
+            "--set", "app=127.0.0.1:0"] + (["--https", "127.0.0.1:0"] if https else [])
     node = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t_end = time.monotonic() + 15
     while True:
@@ -83,17 +85,17 @@ def stop(node, d):
 
 
 for run in range(runs):
-    for profile in ("micro", "macro"):
-        node, svcs, d = start(profile)
+    for profile, https in (("micro", False), ("macro", False), ("micro", True)):
+        node, svcs, d = start(profile, https)
         try:
             time.sleep(3)
-            parts = [("kernel", rss(node.pid))]
-            for s in svcs:
-                if s["pid"] != node.pid:
-                    parts.append((s["name"], rss(s["pid"])))
+            pids = [("kernel", node.pid)] + [(s["name"], s["pid"]) for s in svcs
+                                             if s["pid"] != node.pid]
+            parts = [(name, rss(pid)) for name, pid in pids]
+            vmrss = sum(rss(pid, "VmRSS") for _, pid in pids)
         finally:
             stop(node, d)
-        print("profile=%s total_kib=%d procs=%d services=%s detail=%s" % (
-            profile, sum(k for _, k in parts), len(parts), SERVICES,
-            ",".join("%s:%d" % p for p in parts)))
+        print("profile=%s%s total_kib=%d vmrss_kib=%d procs=%d services=%s detail=%s" % (
+            profile, "+https" if https else "", sum(k for _, k in parts), vmrss, len(parts),
+            SERVICES, ",".join("%s:%d" % p for p in parts)))
         sys.stdout.flush()

@@ -25,6 +25,10 @@ part() { grep "profile=$1 " "$TMP" | field detail | tr ',' '\n' | sed -n "s/^$2:
 python3 "$HERE/memory_idle.py" "$BUILD" "$RUNS" > "$TMP"
 micro=$(grep "profile=micro " "$TMP" | field total_kib | median)
 macro=$(grep "profile=macro " "$TMP" | field total_kib | median)
+microtls=$(grep "profile=micro+https " "$TMP" | field total_kib | median)
+v_micro=$(grep "profile=micro " "$TMP" | field vmrss_kib | median)
+v_macro=$(grep "profile=macro " "$TMP" | field vmrss_kib | median)
+v_microtls=$(grep "profile=micro+https " "$TMP" | field vmrss_kib | median)
 services=$(head -1 "$TMP" | field services)
 mdetail=""
 for p in kernel $(echo "$services" | tr ',' ' '); do
@@ -39,10 +43,11 @@ done
     echo "medians of $RUNS runs; services $services; load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "at the end. Provisional: measured on a machine shared with other builds and tests."
     echo
-    echo "| profile | RssAnon | goal | ratio to goal |"
-    echo "|---|---:|---:|---:|"
-    echo "| micronode, one process, amnesia (empty RAM store) | $(mib "$micro") MiB | 32 MiB | $(awk -v a="$micro" 'BEGIN {printf "%.2f", a / 32768}')× |"
-    echo "| macronode, kernel + children, persistent data dir | $(mib "$macro") MiB ($mdetail) | 128 MiB | $(awk -v a="$macro" 'BEGIN {printf "%.2f", a / 131072}')× |"
+    echo "| profile | RssAnon | goal | ratio to goal | VmRSS (all resident, incl. shared libraries and LMDB maps) |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| micronode, one process, amnesia (empty RAM store) | $(mib "$micro") MiB | 32 MiB | $(awk -v a="$micro" 'BEGIN {printf "%.2f", a / 32768}')× | $(mib "$v_micro") MiB |"
+    echo "| micronode with --https (RAM certificate, secure heap) | $(mib "$microtls") MiB | 32 MiB | $(awk -v a="$microtls" 'BEGIN {printf "%.2f", a / 32768}')× | $(mib "$v_microtls") MiB |"
+    echo "| macronode, kernel + children, persistent data dir | $(mib "$macro") MiB ($mdetail) | 128 MiB | $(awk -v a="$macro" 'BEGIN {printf "%.2f", a / 131072}')× | $(mib "$v_macro") MiB |"
     echo
     echo "Command: \`bench/memory_idle.sh build/release\` (RUNS=$RUNS)."
 } > "$OUT"

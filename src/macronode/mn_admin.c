@@ -383,7 +383,6 @@ mn_admin_t *
 mn__admin_new(uv_loop_t *loop, mn_node_t *node, const ron_config_t *cfg, char *err, size_t errcap)
 {
     mn_admin_t *a = ron_xcalloc(1, sizeof *a);
-    const ron_config_http_limits_t *l = &cfg->admin_limits;
     met_registry_t *reg = mn__node_registry(node);
     static const char *const lab[] = {"reason"};
     met_desc_t rej = {MET_COUNTER,
@@ -399,16 +398,7 @@ mn__admin_new(uv_loop_t *loop, mn_node_t *node, const ron_config_t *cfg, char *e
     int rc;
 
     a->node = node;
-    tx_config_default(&tc);
-    tc.max_conns = (uint32_t)l->max_conns;
-    tc.max_inflight = (uint32_t)l->max_inflight;
-    tc.rate_rps = (uint32_t)l->rate_rps;
-    tc.rate_burst = (uint32_t)l->rate_burst;
-    tc.header_timeout_ms = (uint32_t)l->header_timeout_ms;
-    tc.body_timeout_ms = (uint32_t)l->body_timeout_ms;
-    tc.idle_timeout_ms = (uint32_t)l->idle_timeout_ms;
-    tc.max_body = (uint32_t)l->max_body;
-    tc.max_header_bytes = (uint32_t)l->max_header;
+    mn__tx_config(&tc, &cfg->admin_limits);
     tc.retry_after_s = (uint32_t)cfg->readiness_retry_after_s;
     rc = tx_listener_bind(loop, cfg->admin, &lis);
     if (rc < 0) {

@@ -198,7 +198,7 @@ mgw_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_
     listen_fd = -1; /* taken */
     if (rc < 0)
         goto fail;
-    tx_config_default(&tc);
+    mn__tx_config(&tc, &cfg->gateway_limits);
     tc.max_body = MN_GW_MAX_BODY;
     g->srv = tx_server_new(loop, &tc, gw_handle, g->gw);
     if ((rc = tx_server_attach(g->srv, l)) < 0) {

@@ -26,6 +26,7 @@
 #include "ron_config.h"
 #include "ron_kernel.h"
 #include "ron_metrics.h"
+#include "ron_transport.h"
 #include "svc_index.h"
 #include "svc_storage.h"
 
@@ -166,6 +167,9 @@ void mn__shared_index_release(idx_t *idx);
 void mn__shared_refs(unsigned *store_refs, unsigned *index_refs);
 
 /* ---- small helpers (mn_util.c) ---- */
+
+/* Transport defaults with one listener's hardening knobs (config) applied. */
+void mn__tx_config(tx_config_t *tc, const ron_config_http_limits_t *l);
 
 /* Bind a TCP listener on addr (backlog 1024). Returns the fd or a negative
  * code; bound_out gets the address actually bound ("127.0.0.1:41234"). */

@@ -139,3 +139,18 @@ mn__metrics_render(met_registry_t *reg, char *buf, size_t cap)
     free(text);
     return len;
 }
+
+void
+mn__tx_config(tx_config_t *tc, const ron_config_http_limits_t *l)
+{
+    tx_config_default(tc);
+    tc->max_conns = (uint32_t)l->max_conns;
+    tc->max_inflight = (uint32_t)l->max_inflight;
+    tc->rate_rps = (uint32_t)l->rate_rps;
+    tc->rate_burst = (uint32_t)l->rate_burst;
+    tc->header_timeout_ms = (uint32_t)l->header_timeout_ms;
+    tc->body_timeout_ms = (uint32_t)l->body_timeout_ms;
+    tc->idle_timeout_ms = (uint32_t)l->idle_timeout_ms;
+    tc->max_body = (uint32_t)l->max_body;
+    tc->max_header_bytes = (uint32_t)l->max_header;
+}

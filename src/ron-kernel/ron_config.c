@@ -57,6 +57,21 @@ static const char *const level_choices[] = {"debug", "info", "warn", "error", NU
     {{p, "u64", rl, doc}, K_U64, OFF(f), 0, 0, 0, lo, hi, false, NULL}
 #define ADDRK(p, f, o, rl, doc) \
     {{p, "address", rl, doc}, K_ADDR, OFF(f), SZ(f), 0, 0, 0, 0, o, NULL}
+/* The hardening knobs of one HTTP listener (ron_config_http_limits_t). */
+#define HTTP_LIMIT_KEYS(g, f, who) \
+    U64K(g ".max_conns", f.max_conns, 1, 1000000, false, who ": open connections at once"), \
+    U64K(g ".max_inflight", f.max_inflight, 1, 1000000, false, who ": requests in flight"), \
+    U64K(g ".rate_rps", f.rate_rps, 1, 10000000, false, who ": requests per second per source"), \
+    U64K(g ".rate_burst", f.rate_burst, 1, 10000000, false, who ": token bucket depth per source"), \
+    U64K(g ".header_timeout_ms", f.header_timeout_ms, 100, 600000, false, \
+         who ": request head deadline"), \
+    U64K(g ".body_timeout_ms", f.body_timeout_ms, 100, 600000, false, \
+         who ": request body deadline"), \
+    U64K(g ".idle_timeout_ms", f.idle_timeout_ms, 100, 600000, false, \
+         who ": keep-alive idle deadline"), \
+    U64K(g ".max_body", f.max_body, 1024, 64u << 20, false, \
+         who ": buffered (non-streamed) body cap in bytes"), \
+    U64K(g ".max_header", f.max_header, 1024, 1u << 20, false, who ": request head cap in bytes")
 /* clang-format on */
 
 /* One entry per key; the formatter's one-field-per-line layout would hide that. */
@@ -85,24 +100,8 @@ static const cfg_key_t keys[] = {
     {{"log.level", "enum", true, "debug, info, warn or error"},
      K_ENUM, OFF(log_level), SZ(log_level), 0, 0, 0, 0, false, level_choices},
     U64K("bus.capacity", bus_capacity, 16, 1u << 20, false, "kernel event bus capacity (events)"),
-    U64K("admin_limits.max_conns", admin_limits.max_conns, 1, 1000000, false,
-         "admin port: open connections at once"),
-    U64K("admin_limits.max_inflight", admin_limits.max_inflight, 1, 1000000, false,
-         "admin port: requests in flight"),
-    U64K("admin_limits.rate_rps", admin_limits.rate_rps, 1, 10000000, false,
-         "admin port: requests per second per source"),
-    U64K("admin_limits.rate_burst", admin_limits.rate_burst, 1, 10000000, false,
-         "admin port: token bucket depth per source"),
-    U64K("admin_limits.header_timeout_ms", admin_limits.header_timeout_ms, 100, 600000, false,
-         "admin port: request head deadline"),
-    U64K("admin_limits.body_timeout_ms", admin_limits.body_timeout_ms, 100, 600000, false,
-         "admin port: request body deadline"),
-    U64K("admin_limits.idle_timeout_ms", admin_limits.idle_timeout_ms, 100, 600000, false,
-         "admin port: keep-alive idle deadline"),
-    U64K("admin_limits.max_body", admin_limits.max_body, 1024, 64u << 20, false,
-         "admin port: body cap in bytes"),
-    U64K("admin_limits.max_header", admin_limits.max_header, 1024, 1u << 20, false,
-         "admin port: request head cap in bytes"),
+    HTTP_LIMIT_KEYS("admin_limits", admin_limits, "admin port"),
+    HTTP_LIMIT_KEYS("gateway_limits", gateway_limits, "gateway HTTP(S)"),
     U64K("readiness.retry_after_s", readiness_retry_after_s, 1, 3600, true,
          "Retry-After seconds on a 503 from /readyz and /healthz"),
     U64K("supervisor.backoff_initial_ms", supervisor.backoff_initial_ms, 1, 60000, false,
@@ -230,6 +229,7 @@ ron_config_defaults(ron_config_t *cfg)
         .max_body = 1u << 20,
         .max_header = 16u << 10,
     };
+    cfg->gateway_limits = cfg->admin_limits;
     cfg->readiness_retry_after_s = 1;
     cfg->supervisor = (ron_config_supervisor_t){
         .backoff_initial_ms = 100,

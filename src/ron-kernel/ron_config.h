@@ -81,6 +81,7 @@ typedef struct {
     char log_level[8];     /* debug|info|warn|error */
     uint64_t bus_capacity; /* kernel event bus ring (4096) */
     ron_config_http_limits_t admin_limits;
+    ron_config_http_limits_t gateway_limits; /* the gateway's HTTP and HTTPS listeners */
     uint64_t readiness_retry_after_s; /* Retry-After on a 503 from /readyz (1) */
     ron_config_supervisor_t supervisor;
     char services[RON_CONFIG_MAX_SERVICES][RON_CONFIG_NAME_MAX];

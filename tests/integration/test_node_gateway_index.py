@@ -45,7 +45,10 @@ try:
         p = os.path.join(n.dir, "o%d" % i)
         with open(p, "wb") as f:
             f.write(data)
-        r = curl("--data-binary", "@" + p, base + "/o")
+        # right after start the gateway's peers may still be connecting: a
+        # retryable 503, which a client retries
+        r = wait_for(lambda: (lambda x: x if b"address" in x.stdout else None)(
+            curl("--data-binary", "@" + p, base + "/o")), 5, "POST /o accepted")
         addrs.append(json.loads(r.stdout)["address"])
 
     seed = os.urandom(32)
@@ -60,8 +63,7 @@ try:
     def get_name():
         return curl("-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", base + "/n/" + name)
 
-    r = get_name()
-    check(status_of(r).startswith("404"), "unknown name: 404 (%r)" % r.stdout)
+    wait_for(lambda: status_of(get_name()).startswith("404"), 5, "unknown name: 404")
     r = put_name(addrs[0], 1)
     check(r.stdout == b"201", "first record: 201 (%r %r)" % (r.stdout, r.stderr))
     r = get_name()

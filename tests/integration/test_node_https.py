@@ -18,7 +18,7 @@ import subprocess
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ronnode import Node, check, free_port
+from ronnode import Node, check, free_port, wait_for
 
 
 def curl(*args):
@@ -38,7 +38,11 @@ def exercise(n, http, https):
     path = os.path.join(n.dir, "obj.bin")
     with open(path, "wb") as f:
         f.write(data)
-    addr = json.loads(curl("--data-binary", "@" + path, base + "/o").stdout)["address"]
+    # right after start the gateway's storage peer may still be connecting:
+    # a retryable 503, which a client retries
+    r = wait_for(lambda: (lambda x: x if b"address" in x.stdout else None)(
+        curl("--data-binary", "@" + path, base + "/o")), 5, "POST /o accepted")
+    addr = json.loads(r.stdout)["address"]
     out = os.path.join(n.dir, "back.bin")
     for flag, want in (("--http1.1", "1.1"), ("--http2", "2")):
         r = curl("-k", flag, "-o", out, "-w", "%{http_code} %{http_version}",
