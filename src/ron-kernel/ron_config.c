@@ -57,7 +57,9 @@ static const char *const level_choices[] = {"debug", "info", "warn", "error", NU
     {{p, "u64", rl, doc}, K_U64, OFF(f), 0, 0, 0, lo, hi, false, NULL}
 #define ADDRK(p, f, o, rl, doc) \
     {{p, "address", rl, doc}, K_ADDR, OFF(f), SZ(f), 0, 0, 0, 0, o, NULL}
-/* The hardening knobs of one HTTP listener (ron_config_http_limits_t). */
+/* The hardening knobs of one HTTP listener (ron_config_http_limits_t). f is
+ * a member path (OFF(f.x)): it cannot be parenthesized. */
+/* NOLINTBEGIN(bugprone-macro-parentheses) */
 #define HTTP_LIMIT_KEYS(g, f, who) \
     U64K(g ".max_conns", f.max_conns, 1, 1000000, false, who ": open connections at once"), \
     U64K(g ".max_inflight", f.max_inflight, 1, 1000000, false, who ": requests in flight"), \
@@ -72,6 +74,7 @@ static const char *const level_choices[] = {"debug", "info", "warn", "error", NU
     U64K(g ".max_body", f.max_body, 1024, 64u << 20, false, \
          who ": buffered (non-streamed) body cap in bytes"), \
     U64K(g ".max_header", f.max_header, 1024, 1u << 20, false, who ": request head cap in bytes")
+/* NOLINTEND(bugprone-macro-parentheses) */
 /* clang-format on */
 
 /* One entry per key; the formatter's one-field-per-line layout would hide that. */
