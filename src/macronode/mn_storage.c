@@ -11,7 +11,6 @@
  * lock); stop() runs in the loop turn that frees the endpoint, and the
  * services release the store and the index once their worker calls return.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 

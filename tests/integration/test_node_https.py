@@ -8,7 +8,9 @@ micronode the gateway runs in the node). curl -k fetches over HTTPS with
 posts over HTTPS what is then read over HTTP. The certificate is ECDSA P-256;
 macronode (persistent) generates it on first start into <data_dir>/tls
 (key 0600) and reuses it after a restart; an amnesia micronode makes it in
-RAM and writes nothing. Without --https no HTTPS listener is opened.
+RAM and writes nothing. A configured pair (https_cert, https_key) is
+served as given; a certificate without its key is refused at start (exit
+2). Without --https no HTTPS listener is opened.
 """
 import json
 import os
@@ -18,7 +20,7 @@ import subprocess
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ronnode import Node, check, free_port, wait_for
+from ronnode import RON, Node, check, free_port, wait_for
 
 
 def curl(*args):
@@ -90,6 +92,28 @@ try:
         check(rc == 0, "exit 0 (%r)" % rc)
     finally:
         again.kill()
+    # the same pair configured by path (https_cert/https_key), in a micronode
+    tls = os.path.join(n.dir, "tls")
+    h2, s2 = "127.0.0.1:%d" % free_port(), "127.0.0.1:%d" % free_port()
+    conf = Node(["--profile", "micro", "--set", "services=gateway", "--set", "http=" + h2,
+                 "--https", s2, "--set", "https_cert=" + os.path.join(tls, "gateway.crt"),
+                 "--set", "https_key=" + os.path.join(tls, "gateway.key")]).wait_up()
+    try:
+        conf.wait_log("HTTPS on")
+        got = server_cert(int(s2.rsplit(":", 1)[1]))
+        check(got.fingerprint(cert.signature_hash_algorithm) ==
+              cert.fingerprint(cert.signature_hash_algorithm), "the configured pair is served")
+        r = curl("-k", "--http2", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                 "https://%s/n/nothing.test" % s2)
+        check(r.stdout == b"404 2", "h2 on the configured pair: %r" % r.stdout)
+    finally:
+        conf.kill()
+    # a certificate without its key is refused at start, with the reason
+    r = subprocess.run([RON, "node", "--data-dir", n.dir, "--admin", "127.0.0.1:0", "--https",
+                        "127.0.0.1:0", "--set", "https_cert=" + os.path.join(tls, "gateway.crt")],
+                       capture_output=True, text=True, timeout=10)
+    check(r.returncode == 2 and "https_key" in r.stderr,
+          "https_cert alone refused: %r %r" % (r.returncode, r.stderr))
 finally:
     n.kill()
 
