@@ -3,7 +3,8 @@
 
 `ron node --profile micro` (amnesia on by default) with gateway, storage and
 index runs under `strace -f` while real curl stores objects (one of 5 MiB),
-reads them back whole and by range, publishes a signed name record and
+reads them back whole and by range (and one over HTTPS, --https: its
+certificate and key are made in RAM), publishes a signed name record and
 resolves it (302). The node is stopped with SIGTERM and must exit 0. The trace
 must show no open/openat/creat for writing (O_WRONLY, O_RDWR, O_CREAT,
 O_TRUNC, O_APPEND) outside the allowed device and /proc paths below, no
@@ -183,13 +184,14 @@ def main():
     log_path = os.path.join(work, "node.log")
     admin = "127.0.0.1:%d" % free_port()
     http = "127.0.0.1:%d" % free_port()
+    https = "127.0.0.1:%d" % free_port()
     env = dict(os.environ)
     env.pop("RON_ADMIN", None)
     env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
     argv = ["strace", "-f", "-qq", "-s", "512", "-o", trace,
             "-e", "trace=%file,ftruncate,fallocate,bind", "-e", "signal=none",
             RON, "node", "--profile", "micro", "--data-dir", data_dir, "--admin", admin,
-            "--http", http, "--set", "services=gateway,storage,index"]
+            "--http", http, "--https", https, "--set", "services=gateway,storage,index"]
     log = open(log_path, "wb")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True)
@@ -245,6 +247,9 @@ def main():
         check(r.stdout == objs[0][4194300:4194400], "range of the 5 MiB object")
         r = curl("-r", "65535-65537", base + "/o/" + addrs[1])
         check(r.stdout == objs[1][65535:65538], "range of the 70 kB object")
+        # HTTPS: the certificate and key are made in RAM, never written
+        r = curl("-k", "--http2", "-w", " %{http_version}", "https://%s/o/%s" % (https, addrs[2]))
+        check(r.stdout == objs[2] + b" 2", "GET over h2 + TLS: %r %r" % (r.stdout[-40:], r.stderr))
 
         name = "amnesia.test"
         rec = sign_record(os.urandom(32), name, addrs[0][3:], 1, int(time.time()))
