@@ -306,8 +306,7 @@ sh_http_thread(void *arg)
                  "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n",
                  t->method, t->path, t->body_len);
     if (send(fd, head, (size_t)n, MSG_NOSIGNAL) != n ||
-        (t->body_len > 0 &&
-         send(fd, t->body, t->body_len, MSG_NOSIGNAL) != (ssize_t)t->body_len))
+        (t->body_len > 0 && send(fd, t->body, t->body_len, MSG_NOSIGNAL) != (ssize_t)t->body_len))
         goto out;
     for (ssize_t r; len < cap && (r = recv(fd, buf + len, cap - len, 0)) > 0;)
         len += (size_t)r;

@@ -425,9 +425,8 @@ fx_index_service(fx_t *f)
     f->hub = rbus_hub_new(&f->loop);
     bc.hub = f->hub;
     assert_non_null(f->bus_idx = rbus_new(&f->loop, &bc, &rc));
-    assert_int_equal(idx_service_new_shared(&f->loop, f->bus_idx, f->index, fx_idx_keep, NULL,
-                                            &f->idx_svc),
-                     0);
+    assert_int_equal(
+        idx_service_new_shared(&f->loop, f->bus_idx, f->index, fx_idx_keep, NULL, &f->idx_svc), 0);
     assert_int_equal(rbus_listen(f->bus_idx), 0);
     bc.name = "gateway";
     assert_non_null(f->bus_gw = rbus_new(&f->loop, &bc, &rc));

@@ -296,7 +296,8 @@ static int
 mgw_attach_https(void *state, int fd)
 {
     mgw_t *g = state;
-    char dir[RON_CONFIG_PATH_MAX + 8];
+    char dir[RON_CONFIG_PATH_MAX + 8] = "";
+    const char *what = dir;
     tx_tls_config_t tc;
     tx_listener_t *l;
     SSL_CTX *ctx = NULL;
@@ -306,16 +307,16 @@ mgw_attach_https(void *state, int fd)
     if (g->https_cert[0] != '\0') {
         tc.cert_path = g->https_cert;
         tc.key_path = g->https_key;
+        what = g->https_cert;
     } else if (g->amnesia) {
         tc.ephemeral = true; /* nothing on disk: a new pair in RAM at every start */
+        what = "generated in RAM";
     } else {
         snprintf(dir, sizeof dir, "%s/%s", g->data_dir, MGW_TLS_SUBDIR);
         tc.cert_dir = dir;
     }
     if ((rc = tx_tls_secure_heap_init()) < 0 || (rc = tx_tls_ctx_new(&tc, &ctx)) < 0) {
-        ron_log(RON_LOG_ERROR, "gateway: HTTPS certificate (%s): %s",
-                tc.cert_path != NULL ? tc.cert_path : tc.ephemeral ? "generated in RAM" : dir,
-                ron_strerror(rc));
+        ron_log(RON_LOG_ERROR, "gateway: HTTPS certificate (%s): %s", what, ron_strerror(rc));
         close(fd);
         return rc;
     }
@@ -323,8 +324,7 @@ mgw_attach_https(void *state, int fd)
         rc = tx_server_attach_tls(g->srv, l, ctx); /* takes its own reference on ctx */
     SSL_CTX_free(ctx);
     if (rc == 0)
-        ron_log(RON_LOG_INFO, "gateway: HTTPS on (ALPN h2, http/1.1; certificate %s)",
-                tc.cert_path != NULL ? tc.cert_path : tc.ephemeral ? "generated in RAM" : dir);
+        ron_log(RON_LOG_INFO, "gateway: HTTPS on (ALPN h2, http/1.1; certificate %s)", what);
     return rc;
 }
 
@@ -341,6 +341,6 @@ mgw_listen_addr(const ron_config_t *cfg)
 }
 
 const ron_service_def_t mn__svc_gateway = {
-    "gateway",     mgw_listen_addr,  mgw_start,       mgw_apply, mgw_metrics, mgw_stop,
-    mgw_serve_bus, mgw_listen_addr2, mgw_attach_https,
+    "gateway", mgw_listen_addr, mgw_start,        mgw_apply,        mgw_metrics,
+    mgw_stop,  mgw_serve_bus,   mgw_listen_addr2, mgw_attach_https,
 };

@@ -30,8 +30,8 @@
 #include "svc_index.h"
 #include "svc_storage.h"
 
-#define MN_KERNEL_ENDPOINT "kernel"      /* ron-bus name the kernel listens under */
-#define MN_ENV_LISTEN_FD "RON_LISTEN_FD" /* fd of the inherited public listener */
+#define MN_KERNEL_ENDPOINT "kernel"        /* ron-bus name the kernel listens under */
+#define MN_ENV_LISTEN_FD "RON_LISTEN_FD"   /* fd of the inherited public listener */
 #define MN_ENV_LISTEN_FD2 "RON_LISTEN_FD2" /* fd of a second one (listen_addr2) */
 
 typedef enum {

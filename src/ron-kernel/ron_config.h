@@ -69,9 +69,9 @@ typedef struct {
     bool amnesia_set; /* false: follows the profile (micro -> on) */
     char admin[RON_CONFIG_ADDR_MAX];
     char http[RON_CONFIG_ADDR_MAX];
-    char https[RON_CONFIG_ADDR_MAX];          /* empty (default): no HTTPS listener */
-    char https_cert[RON_CONFIG_PATH_MAX];     /* PEM chain; empty: generated (ECDSA P-256) */
-    char https_key[RON_CONFIG_PATH_MAX];      /* PEM private key, with https_cert */
+    char https[RON_CONFIG_ADDR_MAX];      /* empty (default): no HTTPS listener */
+    char https_cert[RON_CONFIG_PATH_MAX]; /* PEM chain; empty: generated (ECDSA P-256) */
+    char https_key[RON_CONFIG_PATH_MAX];  /* PEM private key, with https_cert */
     char app[RON_CONFIG_ADDR_MAX];
     char overlay[RON_CONFIG_ADDR_MAX];
     char dht[RON_CONFIG_ADDR_MAX];
