@@ -762,6 +762,46 @@ test_omni_repeats_the_remembered_answer_for_an_idempotency_key(void **state)
 }
 
 static void
+client_small_frames(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    uint8_t b[64];
+    char addr[68], v[32];
+    json_t *o;
+
+    CK(fx, fd >= 0);
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 1, "{\"max_frame\":4096}"));
+    CK(fx, cli_recv(fd, &f) && f.code == 200);
+    o = json_loadb((const char *)f.payload, f.len, 0, NULL);
+    CK(fx, json_integer_value(json_object_get(o, "max_frame")) == 4096);
+    json_decref(o);
+    for (int i = 0; i < 40; i++) { /* 40 objects: a list answer of ~8 KiB */
+        fill(b, sizeof b, (uint32_t)i + 100);
+        CK(fx, cli_put(fd, 10 + (uint64_t)i, b, sizeof b, sizeof b, "", addr) == 201);
+    }
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 99, "{\"op\":\"list\"}"));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 413 && f.corr == 99);
+    CK(fx, strcmp(jget(&f, "reason", v, sizeof v), "max_frame") == 0);
+    /* the stream is finished and the connection goes on */
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 99,
+                         "{\"op\":\"list\",\"limit\":\"2\"}"));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 200 && f.corr == 99);
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_answers_413_when_a_json_answer_exceeds_the_negotiated_max_frame(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_run_client(&fx, client_small_frames);
+    fx_close(&fx);
+}
+
+static void
 test_omni_request_parser_checks_fields_per_op(void **state)
 {
     (void)state;
@@ -814,6 +854,7 @@ main(void)
         cmocka_unit_test(test_omni_enforces_hello_timeout_idle_close_and_connection_limit),
         cmocka_unit_test(test_omni_bounds_output_for_a_client_that_stops_reading),
         cmocka_unit_test(test_omni_repeats_the_remembered_answer_for_an_idempotency_key),
+        cmocka_unit_test(test_omni_answers_413_when_a_json_answer_exceeds_the_negotiated_max_frame),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -319,6 +319,8 @@ rq_send(omni_rq_t *q, uint16_t flags, uint16_t code, const void *payload, size_t
 
     if (c == NULL)
         return RON_ECLOSED;
+    if (OAP_HDR_LEN + len > c->max_frame)
+        return RON_ETOOBIG; /* checked before the stream table counts the frame */
     rc = oap_streams_send(&c->st, &f);
     if (rc < 0)
         return rc;
@@ -372,8 +374,19 @@ rq_drop_pieces(omni_rq_t *q)
 static void
 rq_answer(omni_rq_t *q, uint16_t status, const char *json, size_t len)
 {
+    char body[PROTO_MIN_ERROR_BUF + 256];
+    int rc = q->c != NULL ? rq_send(q, OAP_F_END, status, json, len) : 0;
+
+    if (rc == RON_ETOOBIG) {
+        /* a JSON answer cannot be split: say so in a frame that fits */
+        status = 413;
+        len = envelope(body, sizeof body, status, q->corr_id,
+                       "the answer is larger than the negotiated max_frame", "max_frame", 0);
+        json = body;
+        rc = rq_send(q, OAP_F_END, status, json, len);
+    }
     count_request(q->g, q->r.app_proto_id, omni_op_name(q->r.op), status);
-    if (q->c != NULL && rq_send(q, OAP_F_END, status, json, len) == RON_EAGAIN) {
+    if (rc == RON_EAGAIN) {
         /* a get that ran out of credit: the answer waits for credit */
         free(q->pend_err);
         q->pend_err = ron_xmalloc(len + 1);

@@ -8,7 +8,8 @@ whole and ranged at 64 KiB piece boundaries (206/416), stat/list/pin/unpin,
 409 bad_digest, naming publish/resolve of a record signed here (Ed25519),
 the kernel's status op (same JSON as /admin/status), malformed frames
 (envelope + close), the 65th stream (429), and a client that stops reading
-(the app port's unsent bytes stay bounded).
+(the app port's unsent bytes stay bounded); then kill -9 of the app child
+with puts in flight (retryable failures only, restarted, retried puts succeed).
 """
 import json
 import os
@@ -318,11 +319,58 @@ def exercise(n, macro):
     wait_for(has_metrics, 5, "app_ metrics exported")
 
 
+def kill9_under_load(n):
+    """kill -9 of the app child with puts in flight: clients see their connection
+    fail (retry) or a retryable envelope, never a wrong answer; the supervisor
+    restarts it; the storage service drops the orphaned puts; retried puts succeed."""
+    addr = app_addr(n)
+    pid = n.service("app")["pid"]
+    data = [pattern(3 * 1048576, 100 + i) for i in range(3)]
+    conns = []
+    for i in range(3):
+        c = Oap(addr)
+        c.send_json(REQ | START, 1, 7, {"op": "put", "size": str(len(data[i]))})
+        for k in range(2):
+            c.send(REQ, 1, 7, data[i][k * 1048000:(k + 1) * 1048000])
+        conns.append(c)
+    wait_for(lambda: (n.metric('storage_open_puts{service="storage"}') or 0) >= 3, 5,
+             "three puts open at the storage service")
+    os.kill(pid, 9)
+    for c in conns:
+        try:
+            while True:
+                f = c.recv()
+                if f is None:
+                    break  # connection failure: the client retries
+                if f[2] == 0 and f[0] & EVENT:
+                    continue
+                env = json.loads(f[4])
+                check(f[1] >= 500 and env["retryable"], "only retryable errors: %r" % (f,))
+        except OSError:
+            pass  # reset: a connection failure
+        c.close()
+    s = n.wait_running("app", timeout=10, not_pid=pid)
+    check(s["restarts"] >= 1, "app restarted by the supervisor: %r" % s)
+    wait_for(lambda: n.metric('storage_open_puts{service="storage"}') == 0, 10,
+             "orphaned puts aborted at the storage service")
+    addr = app_addr(n)
+    c = Oap(addr)
+    for i in range(3):
+        for _ in range(50):  # the restarted port reconnects to storage on its own
+            code, body = c.put(20 + i, data[i])
+            if code != 503:
+                break
+            time.sleep(0.1)
+        check(code == 201 and body["address"] == b3sum(data[i]), "retried put: %d %r" % (code, body))
+    c.close()
+
+
 # ---- macro: three children ----
 n = Node(["--set", "services=storage,index,app", "--set", "app=127.0.0.1:0"],
          services=None).wait_up()
 try:
     exercise(n, True)
+    kill9_under_load(n)
     rc, _ = n.stop()
     check(rc == 0, "macro node exits 0 (%r)" % rc)
 finally:
