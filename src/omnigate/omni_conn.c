@@ -549,6 +549,105 @@ json_u64_field(json_t *o, const char *key, uint64_t *v)
     return s != NULL && ron_parse_u64(s, strlen(s), v) == 0;
 }
 
+/* A put_write answered: the bytes are in the store; credit the frame once it is all written. */
+static void
+on_put_written(omni_rq_t *q)
+{
+    piece_t *p = q->head;
+
+    q->written += q->wlen;
+    p->off += q->wlen;
+    q->c->in_bytes -= q->wlen;
+    q->g->stats.input_bytes -= q->wlen;
+    q->wlen = 0;
+    if (p->off == p->len) {
+        q->head = p->next;
+        if (q->head == NULL)
+            q->tail = NULL;
+        free(p);
+        rq_consume(q, 1);
+    }
+    conn_set_reading(q->c);
+}
+
+/* put_commit answered: 201 for a new object, 200 when it was already stored. */
+static void
+on_put_committed(omni_rq_t *q, json_t *o)
+{
+    json_t *a = json_object_get(o, "address"), *sz = json_object_get(o, "size"), *ans;
+    char *txt;
+
+    q->put_open = false;
+    if (!json_is_string(a) || !json_is_string(sz)) {
+        rq_error(q, 502, "put_commit answer without address", NULL, 0);
+        return;
+    }
+    ans = json_pack("{s:O, s:O}", "address", a, "size", sz);
+    txt = json_dumps(ans, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(ans);
+    if (txt == NULL)
+        abort(); /* jansson fails only on OOM */
+    rq_answer(q, json_is_false(json_object_get(o, "created")) ? 200 : 201, txt, strlen(txt));
+    free(txt);
+}
+
+/* stat answered for a get: check the range, send the metadata frame. */
+static void
+on_get_stat(omni_rq_t *q, json_t *o)
+{
+    uint64_t size = 0;
+    const char *ct = json_string_value(json_object_get(o, "content_type"));
+    json_t *meta;
+    char a[24], b[24], s[24], *txt;
+
+    if (!json_u64_field(o, "size", &size)) {
+        rq_error(q, 502, "stat answer without size", NULL, 0);
+        return;
+    }
+    q->pos = q->r.has_offset ? q->r.offset : 0;
+    if (q->pos >= size && !(q->pos == 0 && size == 0)) {
+        rq_error(q, 416, "offset at or past the end of the object", "offset", 0);
+        return;
+    }
+    q->end = size;
+    if (q->r.has_length && q->r.length < size - q->pos)
+        q->end = q->pos + q->r.length;
+    q->status = q->r.has_offset || q->r.has_length ? 206 : 200;
+    snprintf(a, sizeof a, "%llu", (unsigned long long)(q->end - q->pos));
+    snprintf(b, sizeof b, "%llu", (unsigned long long)q->pos);
+    snprintf(s, sizeof s, "%llu", (unsigned long long)size);
+    meta = json_pack("{s:s, s:s, s:s}", "length", a, "offset", b, "size", s);
+    if (ct != NULL && ct[0] != '\0')
+        json_object_set_new(meta, "content_type", json_string(ct));
+    txt = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(meta);
+    if (txt == NULL)
+        abort();
+    (void)rq_send(q, 0, q->status, txt, strlen(txt)); /* the first frame: credit is fresh */
+    free(txt);
+    q->state = RQ_GET_DATA;
+}
+
+/* A chunk of a get (verified by the store): one data frame, END on the last. */
+static void
+on_get_chunk(omni_rq_t *q, json_t *o, const uint8_t *raw, size_t raw_len)
+{
+    uint64_t n = 0;
+
+    if (!json_u64_field(o, "length", &n) || n != raw_len || raw_len == 0 ||
+        raw_len > q->end - q->pos) {
+        rq_error(q, 500, "storage answered a wrong length", "corrupt", 0);
+        return;
+    }
+    q->pos += raw_len;
+    (void)rq_send(q, q->pos == q->end ? OAP_F_END : 0, q->status, raw, raw_len);
+    if (q->pos == q->end) {
+        count_request(q->g, OAP_APP_STORAGE, "get", q->status);
+        q->state = RQ_DONE;
+    }
+}
+
+/* The answer (status 0) to q's bus request, by q's state. */
 static void
 on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
 {
@@ -557,7 +656,6 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
     json_t *o = NULL;
     const uint8_t *raw = NULL;
     size_t raw_len = 0;
-    char *txt;
 
     if (resp->code >= 400) {
         if (q->r.idem[0] != '\0' && resp->code < 500)
@@ -591,89 +689,18 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
         q->state = RQ_PUT_OPEN;
         rq_consume(q, 1); /* the START frame */
         break;
-    case RQ_PUT_OPEN: { /* a put_write answered */
-        piece_t *p = q->head;
-        q->written += q->wlen;
-        p->off += q->wlen;
-        q->c->in_bytes -= q->wlen;
-        g->stats.input_bytes -= q->wlen;
-        q->wlen = 0;
-        if (p->off == p->len) {
-            q->head = p->next;
-            if (q->head == NULL)
-                q->tail = NULL;
-            free(p);
-            rq_consume(q, 1);
-        }
-        conn_set_reading(q->c);
+    case RQ_PUT_OPEN:
+        on_put_written(q);
         break;
-    }
-    case RQ_PUT_COMMIT: {
-        json_t *created = json_object_get(o, "created");
-        json_t *a = json_object_get(o, "address"), *sz = json_object_get(o, "size");
-        json_t *ans;
-        q->put_open = false;
-        if (!json_is_string(a) || !json_is_string(sz)) {
-            rq_error(q, 502, "put_commit answer without address", NULL, 0);
-            break;
-        }
-        ans = json_pack("{s:O, s:O}", "address", a, "size", sz);
-        txt = json_dumps(ans, JSON_COMPACT | JSON_SORT_KEYS);
-        json_decref(ans);
-        if (txt == NULL)
-            abort();
-        rq_answer(q, json_is_false(created) ? 200 : 201, txt, strlen(txt));
-        free(txt);
+    case RQ_PUT_COMMIT:
+        on_put_committed(q, o);
         break;
-    }
-    case RQ_GET_STAT: {
-        uint64_t size = 0;
-        const char *ct = json_string_value(json_object_get(o, "content_type"));
-        json_t *meta;
-        char a[24], b[24], s[24];
-        if (!json_u64_field(o, "size", &size)) {
-            rq_error(q, 502, "stat answer without size", NULL, 0);
-            break;
-        }
-        q->pos = q->r.has_offset ? q->r.offset : 0;
-        if (q->pos >= size && !(q->pos == 0 && size == 0)) {
-            rq_error(q, 416, "offset at or past the end of the object", "offset", 0);
-            break;
-        }
-        q->end = size;
-        if (q->r.has_length && q->r.length < size - q->pos)
-            q->end = q->pos + q->r.length;
-        q->status = q->r.has_offset || q->r.has_length ? 206 : 200;
-        snprintf(a, sizeof a, "%llu", (unsigned long long)(q->end - q->pos));
-        snprintf(b, sizeof b, "%llu", (unsigned long long)q->pos);
-        snprintf(s, sizeof s, "%llu", (unsigned long long)size);
-        meta = json_pack("{s:s, s:s, s:s}", "length", a, "offset", b, "size", s);
-        if (ct != NULL && ct[0] != '\0')
-            json_object_set_new(meta, "content_type", json_string(ct));
-        txt = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
-        json_decref(meta);
-        if (txt == NULL)
-            abort();
-        (void)rq_send(q, 0, q->status, txt, strlen(txt)); /* the first frame: credit is fresh */
-        free(txt);
-        q->state = RQ_GET_DATA;
+    case RQ_GET_STAT:
+        on_get_stat(q, o);
         break;
-    }
-    case RQ_GET_DATA: {
-        uint64_t n = 0;
-        if (!json_u64_field(o, "length", &n) || n != raw_len || raw_len == 0 ||
-            raw_len > q->end - q->pos) {
-            rq_error(q, 500, "storage answered a wrong length", "corrupt", 0);
-            break;
-        }
-        q->pos += raw_len;
-        (void)rq_send(q, q->pos == q->end ? OAP_F_END : 0, q->status, raw, raw_len);
-        if (q->pos == q->end) {
-            count_request(g, OAP_APP_STORAGE, "get", q->status);
-            q->state = RQ_DONE;
-        }
+    case RQ_GET_DATA:
+        on_get_chunk(q, o, raw, raw_len);
         break;
-    }
     case RQ_DONE:
         break;
     }
