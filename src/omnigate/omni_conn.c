@@ -46,6 +46,16 @@ typedef enum {
     RQ_DONE,       /* answered; body frames still arriving are discarded */
 } rq_state_t;
 
+/* One bus get of a get stream; answers may come back out of order. */
+typedef struct {
+    omni_rq_t *q;
+    bool used;  /* requested and not yet sent on */
+    bool ready; /* answered: data holds len verified bytes */
+    uint64_t off;
+    size_t len;
+    uint8_t *data;
+} chunk_t;
+
 typedef struct piece {
     struct piece *next;
     size_t len; /* bytes of data */
@@ -61,7 +71,7 @@ struct omni_rq {
     uint8_t tenant[16];
     omni_request_t r;
     rq_state_t state;
-    bool inflight;   /* a bus request of ours is pending */
+    uint32_t inflight; /* bus requests of ours pending (gets: up to OMNI_GET_PIPELINE) */
     bool req_ended;  /* the client's direction ended */
     bool resp_ended; /* our answer ended */
     /* put */
@@ -72,7 +82,9 @@ struct omni_rq {
     piece_t *head, *tail;
     /* get */
     uint16_t status; /* 200 or 206 */
-    uint64_t pos, end;
+    uint64_t pos, end; /* next byte to send, end of the range */
+    uint64_t next_off; /* next byte to ask the storage service for; pos <= next_off <= end */
+    chunk_t chunks[OMNI_GET_PIPELINE];
     uint8_t *pend_err; /* an error frame's payload waiting for credit */
     size_t pend_len;
     uint16_t pend_code;
@@ -94,6 +106,7 @@ struct omni_conn {
     uint32_t max_frame;
     size_t out_bytes; /* written to libuv, not yet completed */
     size_t in_bytes;  /* put bytes queued in pieces */
+    size_t get_bytes; /* get bytes asked of the storage service, not yet written */
     omni_rq_t *rqs;
     uint32_t n_rqs;
 };
@@ -206,7 +219,7 @@ write_done(uv_write_t *w, int status)
         /* gets waiting for the output to drain */
         for (omni_rq_t *q = c->rqs, *n; q != NULL; q = n) {
             n = q->next;
-            if (q->state == RQ_GET_DATA && !q->inflight)
+            if (q->state == RQ_GET_DATA)
                 rq_step(q);
         }
     }
@@ -396,6 +409,16 @@ rq_answer(omni_rq_t *q, uint16_t status, const char *json, size_t len)
     }
     q->state = RQ_DONE;
     rq_drop_pieces(q);
+    for (size_t i = 0; i < OMNI_GET_PIPELINE; i++) {
+        chunk_t *k = &q->chunks[i];
+        if (k->used && k->ready) { /* answered, never sent: gone with the stream */
+            if (q->c != NULL)
+                q->c->get_bytes -= k->len;
+            free(k->data);
+            k->data = NULL;
+            k->used = k->ready = false;
+        }
+    }
 }
 
 static void
@@ -455,8 +478,8 @@ peer_for(omni_t *g, uint16_t app)
  * index) then raw bytes. Returns 0 (q->inflight set) or a ron-bus error.
  */
 static int
-rq_bus(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
-       size_t rlen)
+rq_bus_cb(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
+          size_t rlen, rbus_reply_cb cb, void *arg)
 {
     omni_t *g = q->g;
     rbus_peer_t *p = peer_for(g, app);
@@ -479,13 +502,20 @@ rq_bus(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t 
     memcpy(buf + (prefix ? 4 : 0), json, jlen);
     if (rlen > 0)
         memcpy(buf + (prefix ? 4 : 0) + jlen, raw, rlen);
-    rc = rbus_request_ex(p, &o, buf, n, rq_bus_reply, q);
+    rc = rbus_request_ex(p, &o, buf, n, cb, arg);
     free(buf);
     if (rc == 0) {
-        q->inflight = true;
+        q->inflight++;
         g->refs++;
     }
     return rc;
+}
+
+static int
+rq_bus(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
+       size_t rlen)
+{
+    return rq_bus_cb(q, app, json, jlen, raw, rlen, rq_bus_reply, q);
 }
 
 /* A fire-and-forget put_abort (the answer does not matter). */
@@ -613,6 +643,7 @@ on_get_stat(omni_rq_t *q, json_t *o)
     if (q->r.has_length && q->r.length < size - q->pos)
         q->end = q->pos + q->r.length;
     q->status = q->r.has_offset || q->r.has_length ? 206 : 200;
+    q->next_off = q->pos;
     snprintf(a, sizeof a, "%llu", (unsigned long long)(q->end - q->pos));
     snprintf(b, sizeof b, "%llu", (unsigned long long)q->pos);
     snprintf(s, sizeof s, "%llu", (unsigned long long)size);
@@ -626,25 +657,6 @@ on_get_stat(omni_rq_t *q, json_t *o)
     (void)rq_send(q, 0, q->status, txt, strlen(txt)); /* the first frame: credit is fresh */
     free(txt);
     q->state = RQ_GET_DATA;
-}
-
-/* A chunk of a get (verified by the store): one data frame, END on the last. */
-static void
-on_get_chunk(omni_rq_t *q, json_t *o, const uint8_t *raw, size_t raw_len)
-{
-    uint64_t n = 0;
-
-    if (!json_u64_field(o, "length", &n) || n != raw_len || raw_len == 0 ||
-        raw_len > q->end - q->pos) {
-        rq_error(q, 500, "storage answered a wrong length", "corrupt", 0);
-        return;
-    }
-    q->pos += raw_len;
-    (void)rq_send(q, q->pos == q->end ? OAP_F_END : 0, q->status, raw, raw_len);
-    if (q->pos == q->end) {
-        count_request(q->g, OAP_APP_STORAGE, "get", q->status);
-        q->state = RQ_DONE;
-    }
 }
 
 /* The answer (status 0) to q's bus request, by q's state. */
@@ -698,9 +710,7 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
     case RQ_GET_STAT:
         on_get_stat(q, o);
         break;
-    case RQ_GET_DATA:
-        on_get_chunk(q, o, raw, raw_len);
-        break;
+    case RQ_GET_DATA: /* chunks have their own callback */
     case RQ_DONE:
         break;
     }
@@ -713,7 +723,7 @@ rq_bus_reply(void *arg, int status, const oap_frame_t *resp)
     omni_rq_t *q = arg;
     omni_t *g = q->g;
 
-    q->inflight = false;
+    q->inflight--;
     if (q->c == NULL) {
         /* the connection went away: abort a put the storage service holds */
         if (status == 0 && q->state == RQ_PUT_BEGIN && resp->code == 200) {
@@ -776,6 +786,80 @@ rq_start_forward(omni_rq_t *q)
         rq_bus_failed(q, rc);
 }
 
+/* A chunk is finished (sent or dropped): its bytes leave the connection's get budget. */
+static void
+chunk_release(omni_rq_t *q, chunk_t *k)
+{
+    if (q->c != NULL)
+        q->c->get_bytes -= k->len;
+    free(k->data);
+    k->data = NULL;
+    k->used = k->ready = false;
+}
+
+/* Send the chunks that are next in order; the last one carries END. */
+static void
+rq_get_flush(omni_rq_t *q)
+{
+    for (bool more = true; more && q->state == RQ_GET_DATA;) {
+        more = false;
+        for (size_t i = 0; i < OMNI_GET_PIPELINE; i++) {
+            chunk_t *k = &q->chunks[i];
+            if (!k->used || !k->ready || k->off != q->pos)
+                continue;
+            q->pos += k->len;
+            (void)rq_send(q, q->pos == q->end ? OAP_F_END : 0, q->status, k->data, k->len);
+            chunk_release(q, k);
+            more = true;
+        }
+        if (q->pos == q->end) {
+            count_request(q->g, OAP_APP_STORAGE, "get", q->status);
+            q->state = RQ_DONE;
+        }
+    }
+}
+
+/* A chunk came back. In order: sent at once; else kept until its turn. */
+static void
+rq_chunk_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    chunk_t *k = arg;
+    omni_rq_t *q = k->q;
+    omni_t *g = q->g;
+    json_t *o = NULL;
+    const uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    uint64_t n = 0;
+
+    q->inflight--;
+    if (q->c == NULL || q->state != RQ_GET_DATA) {
+        chunk_release(q, k); /* the stream ended meanwhile (an error, or the connection went) */
+    } else if (status < 0) {
+        chunk_release(q, k);
+        rq_bus_failed(q, status);
+    } else if (resp->code >= 400) {
+        chunk_release(q, k);
+        rq_forward_error(q, resp); /* a piece failed verification: 500 corrupt */
+    } else if (answer_json(resp, true, &o, &raw, &raw_len) < 0 ||
+               !json_u64_field(o, "length", &n) || n != raw_len || raw_len != k->len) {
+        chunk_release(q, k);
+        rq_error(q, 500, "storage answered a wrong length", "corrupt", 0);
+    } else {
+        k->data = ron_xmalloc(raw_len);
+        memcpy(k->data, raw, raw_len);
+        k->ready = true;
+        rq_get_flush(q);
+    }
+    json_decref(o);
+    rq_step(q);
+    omni_unref(g);
+}
+
+/*
+ * Ask for the next chunks of a get: up to OMNI_GET_PIPELINE in flight, never
+ * more than the stream's send credit (each becomes one frame), and none while
+ * the connection's output is over its bound.
+ */
 static void
 rq_get_next(omni_rq_t *q)
 {
@@ -783,6 +867,7 @@ rq_get_next(omni_rq_t *q)
     const oap_stream_t *s;
     char js[200], addr[68];
     uint64_t chunk = RON_MIN((uint64_t)OMNI_BUS_CHUNK, (uint64_t)(c->max_frame - OAP_HDR_LEN));
+    uint32_t outstanding = 0;
     int n, rc;
 
     if (q->pend_err != NULL) {
@@ -792,7 +877,7 @@ rq_get_next(omni_rq_t *q)
         }
         return;
     }
-    if (q->state != RQ_GET_DATA || q->inflight)
+    if (q->state != RQ_GET_DATA)
         return;
     if (q->pos == q->end) { /* empty range: the meta frame, then an empty END */
         if (rq_send(q, OAP_F_END, q->status, NULL, 0) == 0) {
@@ -801,21 +886,39 @@ rq_get_next(omni_rq_t *q)
         }
         return;
     }
-    s = oap_streams_find(&c->st, q->corr_id, false);
-    if (s == NULL || s->send_credit == 0 || c->out_bytes >= q->g->cfg.max_output)
-        return; /* a credit frame or the output draining calls again */
     addr[0] = 'b';
     addr[1] = '3';
     addr[2] = ':';
     for (size_t i = 0; i < 32; i++)
         snprintf(addr + 3 + 2 * i, 3, "%02x", q->r.addr[i]);
-    n = snprintf(js, sizeof js,
-                 "{\"address\":\"%s\",\"length\":\"%llu\",\"offset\":\"%llu\",\"op\":\"get\"}",
-                 addr, (unsigned long long)RON_MIN(chunk, q->end - q->pos),
-                 (unsigned long long)q->pos);
-    rc = rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0);
-    if (rc < 0)
-        rq_bus_failed(q, rc);
+    for (size_t i = 0; i < OMNI_GET_PIPELINE; i++)
+        outstanding += q->chunks[i].used;
+    for (size_t i = 0; i < OMNI_GET_PIPELINE && q->next_off < q->end; i++) {
+        chunk_t *k = &q->chunks[i];
+        s = oap_streams_find(&c->st, q->corr_id, false);
+        if (s == NULL || outstanding >= s->send_credit ||
+            c->out_bytes + c->get_bytes >= q->g->cfg.max_output)
+            return; /* a credit frame or the output draining calls again */
+        if (k->used)
+            continue;
+        k->q = q;
+        k->used = true;
+        k->ready = false;
+        k->off = q->next_off;
+        k->len = (size_t)RON_MIN(chunk, q->end - q->next_off);
+        n = snprintf(js, sizeof js,
+                     "{\"address\":\"%s\",\"length\":\"%zu\",\"offset\":\"%llu\",\"op\":\"get\"}",
+                     addr, k->len, (unsigned long long)k->off);
+        rc = rq_bus_cb(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0, rq_chunk_reply, k);
+        if (rc < 0) {
+            k->used = false;
+            rq_bus_failed(q, rc);
+            return;
+        }
+        q->next_off += k->len;
+        c->get_bytes += k->len;
+        outstanding++;
+    }
 }
 
 static void
@@ -891,6 +994,8 @@ rq_maybe_free(omni_rq_t *q)
     rq_drop_pieces(q);
     omni_request_close(&q->r);
     free(q->pend_err);
+    for (size_t i = 0; i < OMNI_GET_PIPELINE; i++)
+        free(q->chunks[i].data);
     free(q);
     if (c != NULL)
         conn_idle_check(c);
