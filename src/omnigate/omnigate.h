@@ -147,9 +147,11 @@ size_t omni_metrics(omni_t *g, char *buf, size_t cap);
 
 /*
  * Close the listener and every connection (requests in flight are dropped;
- * open puts are aborted at the storage service). done(arg) (may be NULL)
- * runs once every handle is closed and g is freed; bus callbacks still in
- * flight find their connection gone. NULL does nothing.
+ * open puts are aborted at the storage service while its peer is still
+ * set). g is freed, and done(arg) (may be NULL) runs, once every handle is
+ * closed and every bus request in flight has returned: clear the peers with
+ * omni_set_peers() and close them (rbus_peer_close completes their requests)
+ * to finish at once. NULL does nothing.
  */
 void omni_close(omni_t *g, void (*done)(void *arg), void *arg);
 
