@@ -802,6 +802,64 @@ test_omni_answers_413_when_a_json_answer_exceeds_the_negotiated_max_frame(void *
 }
 
 static void
+client_comp_and_body(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    uint8_t b[200000], back[200000];
+    uint8_t *z = NULL;
+    size_t zlen = 0, got = 0;
+    char want[68], addr[68], size[24], v[32];
+    const char *start = "{\"op\":\"put\"}";
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    memset(b, 'a', sizeof b); /* compresses well */
+    b3_text(b, sizeof b, want);
+    /* START and body both zstd-compressed (COMP): inflated by the port */
+    CK(fx, oap_deflate((const uint8_t *)start, strlen(start), 3, &z, &zlen) == 0);
+    CK(fx, cli_send(fd, OAP_F_REQ | OAP_F_START | OAP_F_COMP, 1, 3, z, zlen));
+    free(z);
+    CK(fx, oap_deflate(b, sizeof b, 3, &z, &zlen) == 0 && zlen < 1000);
+    CK(fx, cli_send(fd, OAP_F_REQ | OAP_F_END | OAP_F_COMP, 1, 3, z, zlen));
+    free(z);
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 201 && f.corr == 3);
+    CK(fx, strcmp(jget(&f, "address", addr, sizeof addr), want) == 0);
+    CK(fx, cli_get(fd, 4, addr, NULL, NULL, back, sizeof back, &got, size) == 200);
+    CK(fx, got == sizeof b && memcmp(back, b, got) == 0);
+    /* a body on an op that takes none: 400 reason body (both frames in one
+     * write, so the port sees the body before the store answers) */
+    {
+        const char *js = "{\"op\":\"gc\",\"target\":\"0\"}";
+        uint8_t two[2 * OAP_HDR_LEN + 64];
+        oap_frame_t f1 = {.flags = OAP_F_REQ | OAP_F_START, .app_proto_id = 1, .corr_id = 5,
+                          .payload = (const uint8_t *)js, .payload_len = strlen(js)};
+        oap_frame_t f2 = {.flags = OAP_F_REQ | OAP_F_END, .app_proto_id = 1, .corr_id = 5,
+                          .payload = (const uint8_t *)"junk", .payload_len = 4};
+        ssize_t n1 = oap_frame_encode(&f1, OAP_MAX_FRAME, two, sizeof two);
+        CK(fx, n1 > 0);
+        ssize_t n2 = oap_frame_encode(&f2, OAP_MAX_FRAME, two + n1, sizeof two - (size_t)n1);
+        CK(fx, n2 > 0 && write_all(fd, two, (size_t)(n1 + n2)));
+    }
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.corr == 5 && f.code == 400);
+    CK(fx, strcmp(jget(&f, "reason", v, sizeof v), "body") == 0);
+    /* one answer only, and the connection goes on */
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 6, "{\"op\":\"ping\"}"));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.corr == 6 && f.code == 200);
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_inflates_compressed_requests_and_refuses_a_body_where_none_belongs(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_run_client(&fx, client_comp_and_body);
+    fx_close(&fx);
+}
+
+static void
 test_omni_request_parser_checks_fields_per_op(void **state)
 {
     (void)state;
@@ -855,6 +913,7 @@ main(void)
         cmocka_unit_test(test_omni_bounds_output_for_a_client_that_stops_reading),
         cmocka_unit_test(test_omni_repeats_the_remembered_answer_for_an_idempotency_key),
         cmocka_unit_test(test_omni_answers_413_when_a_json_answer_exceeds_the_negotiated_max_frame),
+        cmocka_unit_test(test_omni_inflates_compressed_requests_and_refuses_a_body_where_none_belongs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
