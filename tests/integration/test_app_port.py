@@ -258,6 +258,9 @@ def exercise(n, macro):
     check(code == 200 and st["node_id"] == admin["node_id"] and
           sorted(s["name"] for s in st["services"]) == sorted(s["name"] for s in admin["services"]) and
           set(st) == set(admin), "status over the app port = /admin/status: %r" % st)
+    code, r = c.call(6, 83, {"op": "reload"})
+    check(code == 200 and r["changed"] is False and r["version"] == admin["config_version"],
+          "reload over the app port: %d %r" % (code, r))
     code, e = c.call(6, 81, {"op": "release", "service": "storage"})
     check(code == 409, "release of a running service: 409 (%d %r)" % (code, e))
     code, e = c.call(6, 82, {"op": "release", "service": "nope"})
@@ -308,6 +311,36 @@ def exercise(n, macro):
     c = Oap(addr)
     check(c.call(0, 2, {"op": "ping"})[0] == 200, "still serving after the slow reader")
     c.close()
+    if macro:  # a store on disk: flip one byte; it is never served
+        h = big_addr[3:]
+        with open(os.path.join(n.dir, "store", "objects", h[:2], h), "r+b") as f:
+            f.seek(2 * 1048576 + 5)
+            b = f.read(1)
+            f.seek(2 * 1048576 + 5)
+            f.write(bytes([b[0] ^ 1]))
+        c = Oap(addr)
+        c.send_json(REQ | START | END, 1, 90, {"op": "get", "address": big_addr})
+        got, last = b"", None
+        for i in range(100):
+            f = c.recv_stream(90)
+            if f[1] >= 400:
+                last = f
+                break
+            if i > 0:
+                got += f[4]
+            if i % 8 == 0:
+                c.s.sendall(credit_frame(90, 8))
+        check(last is not None and last[1] == 500 and last[0] & END and
+              json.loads(last[4])["reason"] == "corrupt", "corrupt piece: 500 corrupt ends the get")
+        check(len(got) <= 2 * 1048576 and got == big[:len(got)], "only verified bytes were sent")
+        c.send_json(REQ | START | END, 1, 91, {"op": "get", "address": big_addr,
+                                               "offset": str(2 * 1048576), "length": "10"})
+        f1, f2 = c.recv_stream(91), c.recv_stream(91)
+        check(f1[1] == 206 and not f1[0] & END, "range in the bad piece: 206 metadata first")
+        check(f2[1] == 500 and f2[0] & END and json.loads(f2[4])["reason"] == "corrupt",
+              "then 500 corrupt, no bytes")
+        c.close()
+
     # metrics arrive with the next heartbeat
     def has_metrics():
         lines = n.metrics().splitlines()
