@@ -26,6 +26,7 @@
 
 #include <cmocka.h>
 
+#include "omni_internal.h"
 #include "omnigate.h"
 #include "ron_err.h"
 #include "ron_util.h"
@@ -860,6 +861,33 @@ test_omni_inflates_compressed_requests_and_refuses_a_body_where_none_belongs(voi
 }
 
 static void
+test_omni_allows_kernel_ops_only_from_loopback_peers(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+    memset(&ss, 0, sizeof ss);
+    s4->sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.5", &s4->sin_addr);
+    assert_true(omni__addr_is_loopback(&ss));
+    inet_pton(AF_INET, "10.0.0.1", &s4->sin_addr);
+    assert_false(omni__addr_is_loopback(&ss));
+    memset(&ss, 0, sizeof ss);
+    s6->sin6_family = AF_INET6;
+    inet_pton(AF_INET6, "::1", &s6->sin6_addr);
+    assert_true(omni__addr_is_loopback(&ss));
+    inet_pton(AF_INET6, "::ffff:127.0.0.1", &s6->sin6_addr);
+    assert_true(omni__addr_is_loopback(&ss));
+    inet_pton(AF_INET6, "::ffff:192.168.1.1", &s6->sin6_addr);
+    assert_false(omni__addr_is_loopback(&ss));
+    inet_pton(AF_INET6, "2001:db8::1", &s6->sin6_addr);
+    assert_false(omni__addr_is_loopback(&ss));
+    assert_false(omni__addr_is_loopback(NULL));
+}
+
+static void
 test_omni_request_parser_checks_fields_per_op(void **state)
 {
     (void)state;
@@ -905,6 +933,7 @@ main(void)
     signal(SIGPIPE, SIG_IGN); /* as in the node: a peer gone mid-write is an error code */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_omni_request_parser_checks_fields_per_op),
+        cmocka_unit_test(test_omni_allows_kernel_ops_only_from_loopback_peers),
         cmocka_unit_test(test_omni_answers_hello_then_ping_and_refuses_unknown_ops_with_envelopes),
         cmocka_unit_test(test_omni_closes_with_an_envelope_on_non_hello_and_malformed_frames),
         cmocka_unit_test(test_omni_put_streams_with_credit_and_get_returns_verified_bytes_and_ranges),

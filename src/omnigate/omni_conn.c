@@ -19,6 +19,8 @@
  * credit; body frames are only received within the credit granted, and
  * credit for them is granted only after the storage service wrote them.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +100,8 @@ struct omni_conn {
     int open_handles;
     oap_decoder_t dec;
     oap_streams_t st;
-    bool counted; /* counts in g->stats.conns (not a refused connection) */
+    bool counted;  /* counts in g->stats.conns (not a refused connection) */
+    bool loopback; /* the peer is on this host: kernel ops allowed (until capabilities) */
     bool hello;
     bool closing;
     bool reading;
@@ -1039,6 +1042,9 @@ conn_start_rq(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size
         rq_error(q, 400, err.text, err.field[0] != '\0' ? err.field : "payload", 0);
     } else if (q->r.op == OMNI_OP_PING) {
         rq_answer(q, 200, "{}", 2);
+    } else if (q->r.app_proto_id == OAP_APP_KERNEL && !c->loopback) {
+        /* as the admin port's /admin/ routes: loopback only until capabilities */
+        rq_error(q, 403, "kernel operations answer loopback peers only", "loopback", 0);
     } else if (q->r.op == OMNI_OP_PUT) {
         q->state = RQ_PUT_BEGIN;
         rc = rq_bus(q, OAP_APP_STORAGE, q->r.fwd, q->r.fwd_len, NULL, 0);
@@ -1393,12 +1399,34 @@ on_accept(uv_stream_t *server, int status)
         return;
     }
     (void)uv_tcp_nodelay(&c->tcp, 1);
+    {
+        struct sockaddr_storage ss;
+        int len = (int)sizeof ss;
+        c->loopback = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0 &&
+                      omni__addr_is_loopback(&ss);
+    }
     c->counted = true;
     g->stats.conns++;
     g->stats.accepted++;
     met_gauge_set(g->m_conns, (double)g->stats.conns);
     uv_timer_start(&c->timer, timer_hello, g->cfg.hello_timeout_ms, 0);
     conn_set_reading(c);
+}
+
+bool
+omni__addr_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss == NULL)
+        return false;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
 }
 
 /* ---------------------------------------------------------------- the server */
