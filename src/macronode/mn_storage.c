@@ -64,7 +64,10 @@ storage_serve_bus(void *state, rbus_t *bus)
 {
     mn_storage_t *m = state;
     sto_store_t *st = m->store;
-    sto_service_limits_t lim = {.release = storage_release};
+    /* The gateway and the app port each carry many clients' puts over one
+     * bus connection: the per-connection bound is the total one here. */
+    sto_service_limits_t lim = {.puts_per_conn = STO_SVC_PUTS_TOTAL,
+                                .release = storage_release};
     int rc;
 
     m->store = NULL; /* the service holds the reference from here, even on failure */
