@@ -200,8 +200,61 @@ static void
 tx_cb_body(void *arg)
 {
     tx_conn_t *c = arg;
+    const tx_config_t *cfg = &c->srv->lim.cfg;
+    bool streamed = c->h1.cur != NULL && c->h1.cur->bstream;
 
-    tx_conn_set_phase(c, TX_PH_BODY, c->srv->lim.cfg.body_timeout_ms);
+    /* a streamed body has an idle timeout instead of a whole-body one */
+    tx_conn_set_phase(c, TX_PH_BODY, streamed ? cfg->stream_idle_ms : cfg->body_timeout_ms);
+}
+
+static void
+tx_cb_hook(void *arg, tx_request_t *r)
+{
+    tx_conn_t *c = arg;
+
+    tx__body_hook(c->srv, r);
+}
+
+/* A streamed request's head: into the pipeline and to the app, before its body. */
+static void
+tx_cb_stream(void *arg, tx_request_t *r)
+{
+    tx_conn_t *c = arg;
+    tx_server_t *s = c->srv;
+
+    tx_conn_push(c, r);
+    if (tx__limits_inflight_admit(&s->lim) < 0) {
+        /* defensive: on_head checked the slot an instant ago */
+        c->h1.cur = NULL;
+        c->h1.failed = true;
+        c->close_after = true;
+        r->keep_alive = false;
+        r->reject_status = 503;
+        r->reject_reason = TX_REJECT_INFLIGHT;
+        r->retry_after_s = s->lim.cfg.retry_after_s;
+        tx_conn_answer_reject(c, r);
+        return;
+    }
+    r->state = TX_REQ_IN_APP;
+    r->counted_inflight = true;
+    c->sreq = r;
+    s->handler(r, s->arg); /* may answer at once: then the body is not read */
+}
+
+/* The streamed request r's body ended (complete, or cut off with reject_status). */
+static void
+tx_conn_stream_ended(tx_conn_t *c, tx_request_t *r)
+{
+    if (!r->keep_alive || c->h1.failed)
+        c->close_after = true;
+    if (r->reject_status != 0) {
+        tx__limits_count(&c->srv->lim, r->reject_reason);
+        r->babort = r->reject_status == 413 ? RON_ETOOBIG : RON_EPROTO;
+        r->keep_alive = false;
+        c->close_after = true;
+    }
+    if (!tx__http1_mid_message(&c->h1))
+        tx_conn_set_phase(c, TX_PH_WAIT, 0);
 }
 
 /* An "Upgrade: h2c" request we switch on: first on a cleartext connection,
@@ -231,6 +284,10 @@ tx_cb_request(void *arg, tx_request_t *r)
     tx_conn_t *c = arg;
     tx_server_t *s = c->srv;
 
+    if (r->bstream) {
+        tx_conn_stream_ended(c, r); /* already in the pipeline and with the app */
+        return;
+    }
     if (tx_conn_wants_h2c(c, r)) {
         size_t mark = c->out.len;
         tx__buf_append_str(&c->out, "HTTP/1.1 101 Switching Protocols\r\n"
@@ -266,6 +323,8 @@ static const tx_http1_cbs_t tx_conn_cbs = {
     .on_head = tx_cb_head,
     .on_continue = tx_cb_continue,
     .on_body = tx_cb_body,
+    .on_hook = tx_cb_hook,
+    .on_stream = tx_cb_stream,
     .on_request = tx_cb_request,
 };
 
@@ -467,18 +526,64 @@ tx_conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 static const char tx_h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"; /* 24 bytes */
 
-/* Parse data; keep what cannot be parsed now (pipeline full) in pending. */
+/* True while the app holds a piece of the streamed body being read. */
+static bool
+tx_conn_body_held(const tx_conn_t *c)
+{
+    return c->sreq != NULL && c->sreq->bheld;
+}
+
+/*
+ * Hand the streamed request's next event to the app when one is due and no
+ * piece is held: an abort, the bytes read so far, or the end. A client that
+ * half-closed mid-body has cut it off (once nothing held back is left).
+ */
+static void
+tx_conn_body_step(tx_conn_t *c)
+{
+    tx_request_t *r = c->sreq;
+
+    if (r == NULL || r->bheld || c->closing)
+        return;
+    if (r->babort == 0 && r->body.len == 0 && !r->bcomplete) {
+        if (!c->eof || c->pending.len > 0 || c->h1.cur != r)
+            return;
+        c->h1.cur = NULL; /* the app owns r */
+        c->h1.failed = true;
+        c->close_after = true;
+        r->keep_alive = false;
+        r->babort = RON_ECLOSED;
+    }
+    if (r->babort != 0 || (r->body.len == 0 && r->bcomplete))
+        c->sreq = NULL; /* its last event */
+    else if (c->h1.cur == r && c->phase == TX_PH_BODY)
+        c->deadline = 0; /* held: the app's pace, not the client's */
+    (void)tx__body_deliver(r); /* r may be answered and gone after this */
+}
+
+void
+tx__conn_body_release(tx_conn_t *c, tx_request_t *r)
+{
+    if (c->closing)
+        return;
+    if (c->sreq == r && c->h1.cur == r && c->phase == TX_PH_BODY)
+        tx_conn_set_phase(c, TX_PH_BODY, c->srv->lim.cfg.stream_idle_ms);
+    tx__conn_soon(c); /* the next event and the held input, on a later turn */
+}
+
+/* Parse data; keep what cannot be parsed now (pipeline full, a piece held) in pending. */
 static void
 tx_conn_parse(tx_conn_t *c, const uint8_t *data, size_t len)
 {
     size_t off = 0;
 
     while (off < len && !c->closing && !c->h1.failed && c->proto == TX_PROTO_H1) {
-        if (c->depth >= TX_MAX_PIPELINE) {
+        if (c->depth >= TX_MAX_PIPELINE || tx_conn_body_held(c)) {
             tx__buf_append(&c->pending, data + off, len - off);
             return;
         }
         off += tx__http1_feed(&c->h1, data + off, len - off);
+        tx_conn_body_step(c);
     }
     /* an "Upgrade: h2c" request switched the protocol: the rest is HTTP/2 */
     if (off < len && !c->closing && c->proto == TX_PROTO_H2)
@@ -608,8 +713,12 @@ tx_conn_pump(tx_conn_t *c)
             tx__conn_close(c);
             goto out;
         }
+        tx_conn_body_step(c);
+        if (c->closing)
+            goto out;
         /* held input is parsed once answers made room in the pipeline */
-        if (c->pending.len == 0 || c->depth >= TX_MAX_PIPELINE || c->h1.failed || c->closing)
+        if (c->pending.len == 0 || c->depth >= TX_MAX_PIPELINE || c->h1.failed ||
+            tx_conn_body_held(c))
             break;
         tx_buf_t p = c->pending; /* parse may refill pending: take it first */
         memset(&c->pending, 0, sizeof c->pending);
@@ -630,7 +739,7 @@ tx_conn_pump(tx_conn_t *c)
     }
     tx_conn_set_reading(c, !c->eof && !c->h1.failed && !c->close_after &&
                                c->depth < TX_MAX_PIPELINE && c->pending.len == 0 &&
-                               c->wq < TX_MAX_WRITE_QUEUE);
+                               c->wq < TX_MAX_WRITE_QUEUE && !tx_conn_body_held(c));
 out:
     c->pumping = false;
     /* a streaming answer learns that output drained; its writes pump again */
@@ -826,6 +935,23 @@ tx_conn_timeout_request(tx_conn_t *c, tx_reject_t why)
     tx_conn_pump(c);
 }
 
+/* A streamed body sent nothing for stream_idle_ms: the app learns
+ * RON_ETIMEOUT (and answers 408); the connection closes after the answer. */
+static void
+tx_conn_stream_timeout(tx_conn_t *c)
+{
+    tx_request_t *r = c->sreq;
+
+    tx__limits_count(&c->srv->lim, TX_REJECT_BODY_TIMEOUT);
+    c->h1.cur = NULL; /* the app owns r */
+    c->h1.failed = true;
+    c->close_after = true;
+    r->keep_alive = false;
+    r->babort = RON_ETIMEOUT;
+    tx_conn_set_phase(c, TX_PH_WAIT, 0);
+    tx_conn_pump(c);
+}
+
 static void
 tx_conn_on_timer(uv_timer_t *t)
 {
@@ -864,6 +990,10 @@ tx_conn_on_timer(uv_timer_t *t)
             tx_conn_timeout_request(c, TX_REJECT_HEADER_TIMEOUT);
             return;
         case TX_PH_BODY:
+            if (c->sreq != NULL && c->h1.cur == c->sreq) {
+                tx_conn_stream_timeout(c);
+                return;
+            }
             tx_conn_timeout_request(c, TX_REJECT_BODY_TIMEOUT);
             return;
         case TX_PH_IDLE:
@@ -876,8 +1006,7 @@ tx_conn_on_timer(uv_timer_t *t)
             return;
         }
     }
-    if (c->proto == TX_PROTO_H2)
-        tx_conn_pump(c); /* callbacks deferred by tx__conn_soon */
+    tx_conn_pump(c); /* callbacks deferred by tx__conn_soon */
     if (!c->closing)
         tx_conn_arm(c);
 }
@@ -930,11 +1059,16 @@ tx__conn_close(tx_conn_t *c)
          * may run inside the app's own tx_respond_* call */
         if (r->state == TX_REQ_STREAMING || r->state == TX_REQ_ENDED)
             tx__server_gone(s, r);
+        if (r->state == TX_REQ_IN_APP)
+            tx__server_body_abort(s, r); /* a streamed body cut off: told on a later turn */
         if (r->state == TX_REQ_ANSWERED || r->state == TX_REQ_ENDED)
             tx__request_free(r); /* otherwise the app still holds it and frees it on answer */
     }
     c->head = c->tail = NULL;
     c->depth = 0;
+    c->sreq = NULL;
+    if (c->h1.cur != NULL && c->h1.cur->bstream)
+        c->h1.cur = NULL; /* the app owns it */
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -1026,6 +1160,7 @@ tx_answer_begin(tx_request_t *req)
     if (req->state != TX_REQ_IN_APP)
         return RON_EINVAL; /* defensive: answered twice */
     if (c == NULL) {
+        tx__body_stop(req); /* an abort still queued is dropped */
         tx__request_free(req);
         return RON_ECLOSED;
     }
@@ -1033,6 +1168,20 @@ tx_answer_begin(tx_request_t *req)
         tx__limits_inflight_release(&c->srv->lim);
         req->counted_inflight = false;
     }
+    if (req->bstream && !req->h2) {
+        /* answered: no more body events; a body not read whole is discarded
+         * by closing the connection after the answer */
+        if (c->sreq == req)
+            c->sreq = NULL;
+        if (!req->bcomplete) {
+            if (c->h1.cur == req)
+                c->h1.cur = NULL;
+            c->h1.failed = true;
+            c->close_after = true;
+            req->keep_alive = false;
+        }
+    }
+    tx__body_stop(req);
     c->srv->lim.stats.responses++;
     return 0;
 }
