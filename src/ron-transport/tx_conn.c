@@ -538,16 +538,16 @@ tx_conn_body_held(const tx_conn_t *c)
  * piece is held: an abort, the bytes read so far, or the end. A client that
  * half-closed mid-body has cut it off (once nothing held back is left).
  */
-static void
+static bool
 tx_conn_body_step(tx_conn_t *c)
 {
     tx_request_t *r = c->sreq;
 
     if (r == NULL || r->bheld || c->closing)
-        return;
+        return false;
     if (r->babort == 0 && r->body.len == 0 && !r->bcomplete) {
         if (!c->eof || c->pending.len > 0 || c->h1.cur != r)
-            return;
+            return false;
         c->h1.cur = NULL; /* the app owns r */
         c->h1.failed = true;
         c->close_after = true;
@@ -558,7 +558,7 @@ tx_conn_body_step(tx_conn_t *c)
         c->sreq = NULL; /* its last event */
     else if (c->h1.cur == r && c->phase == TX_PH_BODY)
         c->deadline = 0; /* held: the app's pace, not the client's */
-    (void)tx__body_deliver(r); /* r may be answered and gone after this */
+    return tx__body_deliver(r); /* r may be answered and gone after this */
 }
 
 void
@@ -583,7 +583,7 @@ tx_conn_parse(tx_conn_t *c, const uint8_t *data, size_t len)
             return;
         }
         off += tx__http1_feed(&c->h1, data + off, len - off);
-        tx_conn_body_step(c);
+        (void)tx_conn_body_step(c);
     }
     /* an "Upgrade: h2c" request switched the protocol: the rest is HTTP/2 */
     if (off < len && !c->closing && c->proto == TX_PROTO_H2)
@@ -713,7 +713,8 @@ tx_conn_pump(tx_conn_t *c)
             tx__conn_close(c);
             goto out;
         }
-        tx_conn_body_step(c);
+        if (tx_conn_body_step(c))
+            continue; /* the app may have answered: collect it */
         if (c->closing)
             goto out;
         /* held input is parsed once answers made room in the pipeline */
