@@ -118,6 +118,7 @@ main(int argc, char **argv)
     printf("port %u\n", tx_listener_port(l));
     fflush(stdout);
     s.srv = tx_server_new(&loop, &tc, gw_handle, gw);
+    tx_server_set_head_hook(s.srv, gw_head, gw); /* uploads stream, as in the node */
     if ((rc = tx_server_attach(s.srv, l)) < 0)
         goto out_loop;
     uv_signal_init(&loop, &s.sig_int);
