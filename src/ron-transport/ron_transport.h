@@ -14,6 +14,7 @@
  *   tx_limits.c    hardening accounting: counters, token buckets, stats
  *   tx_http1.c     sans-I/O HTTP/1.1: bytes in -> requests; responses -> bytes
  *   tx_decode.c    bounded Content-Encoding decoding (zstd, gzip)
+ *   tx_body.c      streamed request bodies: opt-in, event order, release
  *   tx_envelope.c  the JSON error envelope of spec §3 (swap for ron-proto's)
  *
  *   tx_tls.c      the one SSL_CTX factory (TLS 1.2 floor, ALPN, ECDSA P-256

@@ -113,10 +113,11 @@ send_mem_write(xfer_t *x)
     char js[256];
     size_t want = x->size - x->done < STO_SVC_MAX_CHUNK ? (size_t)(x->size - x->done)
                                                          : STO_SVC_MAX_CHUNK;
+    uint64_t off = x->base + x->done; /* in the put */
     int rc;
 
     snprintf(js, sizeof js, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"%llu\"}",
-             x->put_id, (unsigned long long)(x->base + x->done));
+             x->put_id, (unsigned long long)off);
     rc = send_step(x, js, x->mem + x->done, want);
     x->done += rc == 0 ? (uint64_t)want : 0;
     return rc;
