@@ -53,6 +53,8 @@ typedef struct {
     /* client side */
     uint64_t send_left;        /* POST body bytes the client has not sent yet */
     uint64_t send_off;
+    uint64_t send_stall;       /* != 0: the client stops sending at this offset */
+    int last_abort;
     int status;
     size_t got;
     bool closed;
@@ -121,6 +123,7 @@ fx_body(tx_request_t *req, const uint8_t *data, size_t len, int status, void *ar
 
     if (status < 0) {
         f->up_abort++;
+        f->last_abort = status;
         (void)tx_respond_error(req, 400, NULL, NULL, 0);
         f->up = NULL;
         return;
@@ -142,7 +145,9 @@ fx_body(tx_request_t *req, const uint8_t *data, size_t len, int status, void *ar
 static void
 fx_hook(tx_request_t *req, void *arg)
 {
-    if (strcmp(tx_request_view(req)->path, "/up") == 0)
+    const char *p = tx_request_view(req)->path;
+
+    if (strcmp(p, "/up") == 0 || strcmp(p, "/early") == 0)
         assert_int_equal(tx_request_stream_body(req, fx_body, arg, 0), 0);
 }
 static void fx_stuck_fill(fx_t *f, tx_request_t *req);
@@ -160,6 +165,8 @@ fx_handler(tx_request_t *req, void *arg)
                          0);
         f->streaming = req;
         uv_timer_start(&f->writer, fx_write_more, 0, 1);
+    } else if (strcmp(v->path, "/early") == 0) {
+        assert_int_equal(tx_respond(req, 409, NULL, 0, "no", 2), 0); /* before the body */
     } else if (strcmp(v->path, "/up") == 0) {
         assert_null(v->body); /* the body comes in pieces */
         f->up = req;
@@ -311,6 +318,10 @@ cli_body_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t
     size_t n = f->send_left < len ? (size_t)f->send_left : len;
 
     (void)s, (void)id, (void)src;
+    if (f->send_stall != 0 && f->send_off + n > f->send_stall)
+        n = (size_t)(f->send_stall - f->send_off);
+    if (n == 0)
+        return NGHTTP2_ERR_DEFERRED; /* a stalled client */
     for (size_t i = 0; i < n; i++)
         buf[i] = (uint8_t)((f->send_off + i) * 7);
     f->send_off += n;
@@ -548,6 +559,52 @@ test_h2_streamed_request_body_reset_by_client_aborts_once(void **state)
 }
 
 static void
+test_h2_answer_before_the_streamed_body_ends_resets_the_stream_without_events(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+
+    (void)state;
+    fx_setup(f);
+    fx_post(f, "/early", 8u << 20);
+    fx_run(f, fx_stream_closed, true);
+    assert_true(f->closed);
+    assert_int_equal(f->status, 409);
+    assert_int_equal(f->close_code, NGHTTP2_NO_ERROR); /* RST_STREAM NO_ERROR after the answer */
+    assert_true(f->send_left > 0);                     /* the rest was not wanted */
+    assert_int_equal(f->up_pieces + f->up_end + f->up_abort, 0);
+    assert_int_equal(tx_server_stats(f->srv)->inflight, 0);
+    fx_teardown(f);
+    free(f);
+}
+
+static void
+test_h2_stalled_streamed_body_times_out_that_stream_only(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+
+    (void)state;
+    fx_setup(f);
+    f->srv->lim.cfg.stream_idle_ms = 100;
+    f->send_stall = 20000;
+    fx_post(f, "/up", 1u << 20);
+    fx_run(f, fx_stream_closed, true);
+    assert_true(f->closed);
+    assert_int_equal(f->up_abort, 1);
+    assert_int_equal(f->last_abort, RON_ETIMEOUT);
+    assert_int_equal(f->up_got, 20000);
+    assert_int_equal(f->status, 400); /* the app's answer to the abort */
+    assert_int_equal(tx_server_stats(f->srv)->rejects[TX_REJECT_BODY_TIMEOUT], 1);
+    /* the connection itself goes on: another stream is served */
+    f->closed = false;
+    f->status = 0;
+    fx_get(f, "/stream");
+    fx_run(f, fx_stream_closed, true);
+    assert_int_equal(f->status, 200);
+    fx_teardown(f);
+    free(f);
+}
+
+static void
 test_h2_disabled_server_answers_the_preface_as_http1(void **state)
 {
     uv_loop_t loop;
@@ -593,6 +650,8 @@ main(void)
         cmocka_unit_test(test_server_close_tells_an_open_h2_streamed_answer_before_its_callback),
         cmocka_unit_test(test_h2_streamed_request_body_arrives_in_order_within_the_stream_window),
         cmocka_unit_test(test_h2_streamed_request_body_reset_by_client_aborts_once),
+        cmocka_unit_test(test_h2_answer_before_the_streamed_body_ends_resets_the_stream_without_events),
+        cmocka_unit_test(test_h2_stalled_streamed_body_times_out_that_stream_only),
         cmocka_unit_test(test_h2_disabled_server_answers_the_preface_as_http1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
