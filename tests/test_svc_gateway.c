@@ -1130,6 +1130,49 @@ out:
 }
 
 static void
+cl_inline_corrupt(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200); /* through the pool */
+    CL_CHECK(f, r.body_len == 3000 && memcmp(r.body, f->data, 3000) == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200); /* its reader, on the loop */
+    CL_CHECK(f, r.body_len == 3000 && memcmp(r.body, f->data, 3000) == 0);
+    free(r.body);
+    r.body = NULL;
+    flip_byte(f, 100);
+    /* the cached reader reads on the loop, and still verifies what it reads */
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 502);
+    CL_CHECK(f, strstr((char *)r.body, "corrupt_object") != NULL);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_a_small_object_read_on_the_loop_is_still_verified(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    ron_log_set_level(RON_LOG_ERROR + 1); /* the store's corruption logs are expected */
+    fx_open(&f, false);
+    fx_put(&f, NULL, 3000, "application/x-test");
+    fx_run(&f, &c, cl_inline_corrupt);
+    assert_int_equal(f.stats.inline_reads, 2);
+    assert_int_equal(f.stats.corrupt_before, 1);
+    fx_close(&f);
+}
+
+static void
 test_a_corrupted_stored_byte_is_never_served(void **state)
 {
     fx_t f;
@@ -1434,6 +1477,7 @@ main(void)
         cmocka_unit_test(test_streamed_upload_past_max_body_stores_and_a_bad_put_stores_nothing),
         cmocka_unit_test(test_client_leaving_mid_upload_aborts_the_put_and_leaves_no_temporary_file),
         cmocka_unit_test(test_a_corrupted_stored_byte_is_never_served),
+        cmocka_unit_test(test_a_small_object_read_on_the_loop_is_still_verified),
         cmocka_unit_test(test_a_slow_reader_of_a_large_object_keeps_buffers_bounded),
         cmocka_unit_test(test_a_client_leaving_mid_stream_frees_the_stream),
         cmocka_unit_test(test_pipelined_streams_end_when_the_client_leaves),

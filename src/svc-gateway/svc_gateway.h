@@ -48,6 +48,8 @@
 #define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
 #define GW_READER_CACHE 64 /* idle verified readers kept open for reuse (fds, maps) */
 #define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
+#define GW_INLINE_MAX (64u << 10) /* an object this small with a cached reader is read on the
+                                     loop (one verified piece, just read: page cache hot) */
 #define GW_NAME_PATH_MAX 1024 /* bytes of a percent-decoded /n/ segment (NAME_MAX_INPUT) */
 
 /* ---- fixed header values ---- */
@@ -187,6 +189,7 @@ typedef struct {
     uint64_t buffered_peak;   /* the gauge's high-water mark */
     uint64_t active;          /* gauge: requests with state in the gateway */
     uint64_t readers_reused;  /* GET/HEADs served by a reader kept open from an earlier one */
+    uint64_t inline_reads;    /* ... of which read on the loop (objects <= GW_INLINE_MAX) */
 } gw_stats_t;
 
 /* Create a gateway serving cfg->store on loop (cfg copied). Returns new. */
