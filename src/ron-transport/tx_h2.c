@@ -632,6 +632,10 @@ tx_h2_on_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
         r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+        if (r != NULL && r->bstream && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0) {
+            r->bcomplete = true; /* trailers end a streamed body (they are not kept) */
+            break;
+        }
         if (r == NULL || r->state != TX_REQ_PARSING)
             break;
         if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
