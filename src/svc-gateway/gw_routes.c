@@ -110,8 +110,10 @@ typedef struct gw_get {
     bool multipart;
     bool partial; /* Range honoured: 206 */
     char boundary[GW_BOUNDARY_LEN + 1];
-    char heads[GW_MAX_RANGES][GW_PART_HEAD_MAX];
-    char tail[GW_PART_HEAD_MAX];
+    struct gw_parts {          /* multipart framing, allocated only for it */
+        char heads[GW_MAX_RANGES][GW_PART_HEAD_MAX];
+        char tail[GW_PART_HEAD_MAX];
+    } *parts;
     size_t ri;    /* current range */
     uint64_t pos; /* next offset of the current range to read */
     /* the one buffer */
@@ -255,6 +257,7 @@ gw_get_free(gw_get_t *g)
         gw->stats.buffered -= g->buf_cap;
         free(g->buf);
     }
+    free(g->parts);
     free(g);
     gw_release(gw);
 }
@@ -409,15 +412,15 @@ gw_get_pump(gw_get_t *g)
         int rc;
 
         if (g->seg == 0 && g->multipart && g->buf_off == g->ranges[g->ri].first) {
-            p = g->heads[g->ri];
-            len = strlen(g->heads[g->ri]);
+            p = g->parts->heads[g->ri];
+            len = strlen(g->parts->heads[g->ri]);
         } else if (g->seg == 1) {
             p = g->buf;
             len = g->buf_len;
         } else if (g->seg == 2 && g->multipart && g->ri + 1 == g->n_ranges &&
                    g->pos > g->ranges[g->ri].last) {
-            p = g->tail;
-            len = strlen(g->tail);
+            p = g->parts->tail;
+            len = strlen(g->parts->tail);
         }
         if (len == 0) {
             g->seg++;
@@ -536,11 +539,12 @@ gw_get_decide(gw_get_t *g)
         g->body_bytes += g->ranges[i].last - g->ranges[i].first + 1;
     g->length = g->body_bytes;
     if (g->multipart) {
+        g->parts = ron_xcalloc(1, sizeof *g->parts); /* the work item's, then the loop's */
         gw_multipart_boundary(g->addr, g->boundary);
         for (size_t i = 0; i < g->n_ranges; i++)
-            gw_multipart_part_head(g->heads[i], GW_PART_HEAD_MAX, g->boundary, g->ctype,
+            gw_multipart_part_head(g->parts->heads[i], GW_PART_HEAD_MAX, g->boundary, g->ctype,
                                    &g->ranges[i], g->size);
-        gw_multipart_tail(g->tail, sizeof g->tail, g->boundary);
+        gw_multipart_tail(g->parts->tail, sizeof g->parts->tail, g->boundary);
         g->length = gw_multipart_length(g->ranges, g->n_ranges, g->boundary, g->ctype, g->size);
     }
     g->outcome = g->head || g->size == 0 ? GW_OUT_HEAD_ONLY : GW_OUT_BODY;
