@@ -506,7 +506,7 @@ test_server_close_tells_an_open_h2_streamed_answer_before_its_callback(void **st
 }
 
 static void
-test_h2_streamed_request_body_arrives_in_order_within_the_stream_window(void **state)
+test_h2_streamed_request_body_arrives_in_order_within_its_stream_window(void **state)
 {
     fx_t *f = malloc(sizeof *f);
     const uint64_t total = 1u << 20;
@@ -523,7 +523,7 @@ test_h2_streamed_request_body_arrives_in_order_within_the_stream_window(void **s
     assert_int_equal(f->up_bad, 0);      /* ... in order */
     assert_true(f->up_pieces > 1);
     /* a held piece holds the stream's window back: the client could not push more */
-    assert_true(f->up_max_unconsumed <= 65535);
+    assert_true(f->up_max_unconsumed <= TX_STREAM_PIECE_MAX);
     assert_int_equal(tx_server_stats(f->srv)->inflight, 0);
     fx_teardown(f);
     free(f);
@@ -648,7 +648,7 @@ main(void)
         cmocka_unit_test(test_h2_stream_reset_by_client_answers_eclosed_and_frees_the_slot),
         cmocka_unit_test(test_h2_stream_reset_runs_queued_done_callbacks_with_eclosed_and_drain_once),
         cmocka_unit_test(test_server_close_tells_an_open_h2_streamed_answer_before_its_callback),
-        cmocka_unit_test(test_h2_streamed_request_body_arrives_in_order_within_the_stream_window),
+        cmocka_unit_test(test_h2_streamed_request_body_arrives_in_order_within_its_stream_window),
         cmocka_unit_test(test_h2_streamed_request_body_reset_by_client_aborts_once),
         cmocka_unit_test(test_h2_answer_before_the_streamed_body_ends_resets_the_stream_without_events),
         cmocka_unit_test(test_h2_stalled_streamed_body_times_out_that_stream_only),

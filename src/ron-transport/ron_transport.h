@@ -85,7 +85,10 @@
 /* streamed request bodies (tx_request_stream_body) */
 #define TX_DEFAULT_STREAM_IDLE_MS 15000      /* streamed body: no byte for this long -> 408 */
 #define TX_STREAM_PIECE_MAX (128u << 10)     /* bytes of one piece at most (HTTP/1.1: one read
-                                                plus what was held back; HTTP/2: the window) */
+                                                plus what was held back; HTTP/2: a streamed
+                                                body's stream window) */
+#define TX_H2_CONN_WINDOW (1u << 20)        /* HTTP/2 connection receive window (the streams'
+                                                windows bound what each may send) */
 #define TX_TLS_DEFAULT_ALPN "h2,http/1.1"    /* preference order (peers add "oap/1") */
 #define TX_TLS_CERT_FILE "gateway.crt"       /* names of a generated certificate ... */
 #define TX_TLS_KEY_FILE "gateway.key"        /* ... and key (0600) in tx_tls_config_t.cert_dir */

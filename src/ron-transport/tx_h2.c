@@ -523,6 +523,10 @@ tx_h2_head_done(tx_h2_t *h, tx_request_t *r)
     if (r->reject_status != 0) {
         tx_h2_answer_reject(h, r); /* at once: its body, if any, is dropped */
     } else if (r->bstream) {
+        /* a window of one piece on top of the one held: the client keeps
+         * sending while the app stores the last piece */
+        (void)nghttp2_session_set_local_window_size(h->sess, NGHTTP2_FLAG_NONE, r->stream_id,
+                                                    (int32_t)TX_STREAM_PIECE_MAX);
         r->body_last_ms = tx__conn_now(h->c);
         tx_h2_dispatch(h, r); /* the app gets it now; DATA follows in pieces */
     }
@@ -784,6 +788,11 @@ tx__h2_start(tx_conn_t *c, tx_request_t *upgrade, const char *settings)
     if (nghttp2_session_server_new2(&h->sess, cbs, h, opt) != 0)
         goto out;
     if (nghttp2_submit_settings(h->sess, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0)
+        goto out;
+    /* the connection's window only bounds the total in flight (each stream's
+     * window bounds its bytes): wide enough for several streamed bodies */
+    if (nghttp2_session_set_local_window_size(h->sess, NGHTTP2_FLAG_NONE, 0,
+                                              (int32_t)TX_H2_CONN_WINDOW) != 0)
         goto out;
     if (upgrade != NULL) {
         if (settings == NULL || tx_h2_b64url(settings, sbuf, sizeof sbuf, &slen) < 0 ||
