@@ -357,6 +357,8 @@ tx_conn_on_write(uv_write_t *req, int status)
     tx_conn_pump(c);
 }
 
+/* Write bufs (len bytes) after what is queued. Takes owned (freed once
+ * written, or at once on failure); chunk's done runs at completion. */
 static int
 tx_conn_write_owned(tx_conn_t *c, uint8_t *owned, const uv_buf_t *bufs, unsigned nbufs,
                     size_t len, tx_chunk_t *chunk)
@@ -388,6 +390,7 @@ tx_conn_write_owned(tx_conn_t *c, uint8_t *owned, const uv_buf_t *bufs, unsigned
     rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, tx_conn_on_write);
     if (rc < 0) {
         free(w);
+        free(owned); /* taken either way (the plaintext, or its records) */
         return rc;
     }
     if (c->wq == 0)
@@ -425,10 +428,7 @@ tx_conn_flush_out(tx_conn_t *c)
     size_t len = c->out.len - off;
     uv_buf_t b = uv_buf_init((char *)owned + off, (unsigned)len);
     memset(&c->out, 0, sizeof c->out);
-    n = tx_conn_write_owned(c, owned, &b, 1, len, NULL);
-    if (n < 0)
-        free(owned);
-    return n;
+    return tx_conn_write_owned(c, owned, &b, 1, len, NULL);
 }
 
 int
@@ -439,7 +439,9 @@ tx__conn_flush(tx_conn_t *c)
 
 static const char tx_crlf[] = "\r\n";
 
-/* Submit the queued chunks of a streaming head request (zero copy). */
+/* Submit the queued chunks of a streaming head request (zero copy). The
+ * bytes batched in c->out before them (its head, earlier answers) go in the
+ * same writev as the first chunk: one syscall for a small answer. */
 static int
 tx_conn_write_chunks(tx_conn_t *c, tx_request_t *r)
 {
@@ -447,12 +449,19 @@ tx_conn_write_chunks(tx_conn_t *c, tx_request_t *r)
     int rc;
 
     while ((k = r->chunks) != NULL) {
-        uv_buf_t b[3];
+        uv_buf_t b[4];
         unsigned nb = 0;
+        uint8_t *owned = NULL;
         r->chunks = k->next;
         if (r->chunks == NULL)
             r->chunks_tail = NULL;
         r->chunk_bytes -= k->len;
+        if (c->out.len > 0) {
+            owned = c->out.p; /* the write owns the batch now */
+            b[nb++] = uv_buf_init((char *)owned, (unsigned)c->out.len);
+            memset(&c->out, 0, sizeof c->out);
+        }
+        unsigned own = nb;
         if (k->hdr_len > 0)
             b[nb++] = uv_buf_init(k->hdr, k->hdr_len);
         if (k->len > 0)
@@ -462,15 +471,19 @@ tx_conn_write_chunks(tx_conn_t *c, tx_request_t *r)
         size_t len = 0;
         for (unsigned i = 0; i < nb; i++)
             len += b[i].len;
-        if (nb == 0) {
-            k->status = 0; /* HEAD: nothing goes out; told on a later turn */
+        if (nb == own) {
+            k->status = 0; /* HEAD: nothing of k goes out; told on a later turn */
             tx__server_defer_done(c->srv, k);
-            continue;
+            k = NULL;
+            if (nb == 0)
+                continue;
         }
-        rc = tx_conn_write_owned(c, NULL, b, nb, len, k);
+        rc = tx_conn_write_owned(c, owned, b, nb, len, k);
         if (rc < 0) {
-            k->status = RON_ECLOSED;
-            tx__server_defer_done(c->srv, k);
+            if (k != NULL) {
+                k->status = RON_ECLOSED;
+                tx__server_defer_done(c->srv, k);
+            }
             return rc;
         }
     }
@@ -499,13 +512,10 @@ tx_conn_collect(tx_conn_t *c)
             tx_conn_pop(c);
             continue;
         }
-        /* streaming: the head goes first, then its chunks in order */
-        if (r->chunks != NULL) {
-            if ((rc = tx_conn_flush_out(c)) < 0)
-                return rc;
-            if ((rc = tx_conn_write_chunks(c, r)) < 0)
-                return rc;
-        }
+        /* streaming: the head goes first (in the first chunk's write), then
+         * its chunks in order */
+        if (r->chunks != NULL && (rc = tx_conn_write_chunks(c, r)) < 0)
+            return rc;
         if (r->state != TX_REQ_ENDED)
             break;
         tx_conn_pop(c);

@@ -83,10 +83,9 @@ def scenario(services, addr):
     http_addr = "127.0.0.1:%d" % free_port()
     n = Node(["--set", "services=" + services, "--set", "http=" + http_addr], env=ENV).wait_up()
     try:
-        gw = n.wait_running("gateway")
+        n.wait_running("gateway")
         if "storage" in services:
             n.wait_running("storage")
-        pid = gw["pid"]
         # warm up (and wait for the gateway's bus connection to storage)
         def small_ok():
             try:
@@ -94,7 +93,11 @@ def scenario(services, addr):
             except OSError:
                 return False
             return st == 201
-        wait_for(small_ok, 10, "a first small upload")
+        wait_for(small_ok, 20, "a first small upload")
+        # the gateway that answered (a loaded machine may have restarted it once
+        # while storage created the store)
+        gw = n.wait_running("gateway")
+        pid = gw["pid"]
         for chunked in (False, True):
             t0 = time.monotonic()
             (st, body), grown = measure(n, pid, lambda: upload(http_addr, "POST", "/o",
