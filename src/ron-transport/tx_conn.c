@@ -365,8 +365,41 @@ tx_conn_write_owned(tx_conn_t *c, uint8_t *owned, const uv_buf_t *bufs, unsigned
 {
     tx_wreq_t *w;
     int rc;
-    uv_buf_t cb;
+    uv_buf_t cb, rest[4];
 
+    if (c->wq == 0 && (c->ssl == NULL || !c->tls_done) && nbufs <= 4) {
+        /* nothing queued: write at once, and queue only what the socket did
+         * not take (a small answer costs one writev and no write request) */
+        rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+        if (rc < 0 && rc != UV_EAGAIN) {
+            free(owned);
+            return rc;
+        }
+        size_t n = rc > 0 ? (size_t)rc : 0;
+        c->srv->lim.stats.bytes_out += n;
+        if (n == len) {
+            free(owned);
+            if (chunk != NULL) {
+                chunk->status = 0;
+                tx__server_defer_done(c->srv, chunk); /* on a later loop turn */
+            }
+            return 0;
+        }
+        unsigned m = 0;
+        for (unsigned i = 0; i < nbufs; i++) {
+            if (n >= bufs[i].len) {
+                n -= bufs[i].len;
+                continue;
+            }
+            rest[m++] = uv_buf_init(bufs[i].base + n, (unsigned)(bufs[i].len - n));
+            n = 0;
+        }
+        len = 0;
+        for (unsigned i = 0; i < m; i++)
+            len += rest[i].len;
+        bufs = rest;
+        nbufs = m;
+    }
     if (c->ssl != NULL && c->tls_done) {
         /* the record layer: plaintext in, records out (the plaintext is released now) */
         tx_buf_t rec = {0};
