@@ -48,7 +48,7 @@
 #define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
 #define GW_READER_CACHE 64 /* idle verified readers kept open for reuse (fds, maps) */
 #define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
-#define GW_INLINE_MAX (64u << 10) /* an object this small with a cached reader is read on the
+#define GW_INLINE_MAX (16u << 10) /* an object this small with a cached reader is read on the
                                      loop (one verified piece, just read: page cache hot) */
 #define GW_NAME_PATH_MAX 1024 /* bytes of a percent-decoded /n/ segment (NAME_MAX_INPUT) */
 
