@@ -44,7 +44,17 @@ typedef struct {
     tx_request_t *stuck;
     unsigned stuck_written, stuck_eagain, done_eclosed, drain_gone;
     int stuck_end_rc;
+    /* /up: a streamed request body, pieces released from a timer */
+    tx_request_t *up;
+    uv_timer_t releaser;
+    uint64_t up_got;           /* body bytes seen, in order */
+    size_t up_max_unconsumed;  /* held + read meanwhile: bounded by the stream window */
+    unsigned up_pieces, up_end, up_abort, up_bad;
     /* client side */
+    uint64_t send_left;        /* POST body bytes the client has not sent yet */
+    uint64_t send_off;
+    uint64_t send_stall;       /* != 0: the client stops sending at this offset */
+    int last_abort;
     int status;
     size_t got;
     bool closed;
@@ -90,6 +100,56 @@ fx_write_more(uv_timer_t *t)
 }
 
 static void fx_stuck_drain(tx_request_t *req, void *arg);
+
+static void
+fx_release(uv_timer_t *t)
+{
+    fx_t *f = t->data;
+
+    if (f->up == NULL)
+        return; /* aborted meanwhile */
+    size_t unconsumed = f->up->body.len + f->up->piece.len;
+
+    if (unconsumed > f->up_max_unconsumed)
+        f->up_max_unconsumed = unconsumed;
+    assert_int_equal(tx_request_body_release(f->up), 0);
+    assert_int_equal(tx_request_body_release(f->up), RON_EINVAL); /* nothing held now */
+}
+
+static void
+fx_body(tx_request_t *req, const uint8_t *data, size_t len, int status, void *arg)
+{
+    fx_t *f = arg;
+
+    if (status < 0) {
+        f->up_abort++;
+        f->last_abort = status;
+        (void)tx_respond_error(req, 400, NULL, NULL, 0);
+        f->up = NULL;
+        return;
+    }
+    if (len == 0) {
+        f->up_end++;
+        assert_int_equal(tx_respond(req, 201, NULL, 0, "ok", 2), 0);
+        f->up = NULL;
+        return;
+    }
+    for (size_t i = 0; i < len; i++)
+        if (data[i] != (uint8_t)((f->up_got + i) * 7))
+            f->up_bad++;
+    f->up_got += len;
+    f->up_pieces++;
+    uv_timer_start(&f->releaser, fx_release, 1, 0); /* the app holds it for a while */
+}
+
+static void
+fx_hook(tx_request_t *req, void *arg)
+{
+    const char *p = tx_request_view(req)->path;
+
+    if (strcmp(p, "/up") == 0 || strcmp(p, "/early") == 0)
+        assert_int_equal(tx_request_stream_body(req, fx_body, arg, 0), 0);
+}
 static void fx_stuck_fill(fx_t *f, tx_request_t *req);
 
 static void
@@ -105,6 +165,11 @@ fx_handler(tx_request_t *req, void *arg)
                          0);
         f->streaming = req;
         uv_timer_start(&f->writer, fx_write_more, 0, 1);
+    } else if (strcmp(v->path, "/early") == 0) {
+        assert_int_equal(tx_respond(req, 409, NULL, 0, "no", 2), 0); /* before the body */
+    } else if (strcmp(v->path, "/up") == 0) {
+        assert_null(v->body); /* the body comes in pieces */
+        f->up = req;
     } else if (strcmp(v->path, "/stuck") == 0) {
         assert_int_equal(tx_respond_start(req, 200, NULL, 0, -1, fx_stuck_drain, f), 0);
         f->stuck = req;
@@ -196,7 +261,10 @@ fx_setup(fx_t *f)
     assert_int_equal(uv_loop_init(&f->loop), 0);
     uv_timer_init(&f->loop, &f->writer);
     f->writer.data = f;
+    uv_timer_init(&f->loop, &f->releaser);
+    f->releaser.data = f;
     f->srv = tx_server_new(&f->loop, NULL, fx_handler, f);
+    tx_server_set_head_hook(f->srv, fx_hook, f);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     ((struct sockaddr_in *)&peer)->sin_family = AF_INET;
     ((struct sockaddr_in *)&peer)->sin_addr.s_addr = htonl(0x7f000001);
@@ -242,6 +310,45 @@ fx_run(fx_t *f, bool (*done)(fx_t *f), bool read_client)
     }
 }
 
+static ssize_t
+cli_body_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+              nghttp2_data_source *src, void *ud)
+{
+    fx_t *f = ud;
+    size_t n = f->send_left < len ? (size_t)f->send_left : len;
+
+    (void)s, (void)id, (void)src;
+    if (f->send_stall != 0 && f->send_off + n > f->send_stall)
+        n = (size_t)(f->send_stall - f->send_off);
+    if (n == 0)
+        return NGHTTP2_ERR_DEFERRED; /* a stalled client */
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (uint8_t)((f->send_off + i) * 7);
+    f->send_off += n;
+    f->send_left -= n;
+    if (f->send_left == 0)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+/* POST path with a body of len bytes (byte i is i * 7), sent as the windows allow. */
+static int32_t
+fx_post(fx_t *f, const char *path, uint64_t len)
+{
+    nghttp2_nv nv[] = {
+        {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+        {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+        {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), 0},
+        {(uint8_t *)":authority", (uint8_t *)"example", 10, 7, 0},
+    };
+    nghttp2_data_provider prd = {.read_callback = cli_body_read};
+    f->send_left = len;
+    f->send_off = 0;
+    int32_t id = nghttp2_submit_request(f->cli, NULL, nv, 4, &prd, NULL);
+    assert_true(id > 0);
+    return id;
+}
+
 static void
 fx_teardown(fx_t *f)
 {
@@ -249,6 +356,7 @@ fx_teardown(fx_t *f)
     nghttp2_session_del(f->cli);
     tx_server_close(f->srv, NULL, NULL);
     uv_close((uv_handle_t *)&f->writer, NULL);
+    uv_close((uv_handle_t *)&f->releaser, NULL);
     for (int i = 0; i < 100; i++)
         uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_int_equal(uv_loop_close(&f->loop), 0);
@@ -384,6 +492,7 @@ test_server_close_tells_an_open_h2_streamed_answer_before_its_callback(void **st
     assert_int_equal(f->drain_gone, 0);  /* not inside tx_server_close */
     assert_int_equal(f->done_eclosed, 0);
     uv_close((uv_handle_t *)&f->writer, NULL);
+    uv_close((uv_handle_t *)&f->releaser, NULL);
     for (int i = 0; i < 100 && f->srv != NULL; i++)
         uv_run(&f->loop, UV_RUN_NOWAIT);
     assert_null(f->srv);
@@ -393,6 +502,105 @@ test_server_close_tells_an_open_h2_streamed_answer_before_its_callback(void **st
     close(f->fd);
     nghttp2_session_del(f->cli);
     assert_int_equal(uv_loop_close(&f->loop), 0);
+    free(f);
+}
+
+static void
+test_h2_streamed_request_body_arrives_in_order_within_its_stream_window(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+    const uint64_t total = 1u << 20;
+
+    (void)state;
+    fx_setup(f);
+    fx_post(f, "/up", total);
+    fx_run(f, fx_stream_closed, true);
+    assert_true(f->closed);
+    assert_int_equal(f->status, 201);
+    assert_int_equal(f->up_end, 1);      /* the end, once */
+    assert_int_equal(f->up_abort, 0);
+    assert_int_equal(f->up_got, total);  /* the pieces sum to the body ... */
+    assert_int_equal(f->up_bad, 0);      /* ... in order */
+    assert_true(f->up_pieces > 1);
+    /* a held piece holds the stream's window back: the client could not push more */
+    assert_true(f->up_max_unconsumed <= TX_STREAM_PIECE_MAX);
+    assert_int_equal(tx_server_stats(f->srv)->inflight, 0);
+    fx_teardown(f);
+    free(f);
+}
+
+static void
+test_h2_streamed_request_body_reset_by_client_aborts_once(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+
+    (void)state;
+    fx_setup(f);
+    int32_t id = fx_post(f, "/up", 64u << 20); /* far more than will be sent */
+    for (int i = 0; i < 5000 && f->up_pieces < 3; i++) {
+        assert_int_equal(nghttp2_session_send(f->cli), 0);
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        uint8_t buf[4096];
+        ssize_t n;
+        while ((n = read(f->fd, buf, sizeof buf)) > 0)
+            assert_int_equal(nghttp2_session_mem_recv(f->cli, buf, (size_t)n), n);
+        usleep(200);
+    }
+    assert_true(f->up_pieces >= 3);
+    assert_int_equal(nghttp2_submit_rst_stream(f->cli, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL), 0);
+    fx_run(f, fx_inflight_zero, true);
+    for (int i = 0; i < 50; i++)
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(f->up_abort, 1); /* once, and no end */
+    assert_int_equal(f->up_end, 0);
+    assert_null(f->up);
+    fx_teardown(f);
+    free(f);
+}
+
+static void
+test_h2_answer_before_the_streamed_body_ends_resets_the_stream_without_events(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+
+    (void)state;
+    fx_setup(f);
+    fx_post(f, "/early", 8u << 20);
+    fx_run(f, fx_stream_closed, true);
+    assert_true(f->closed);
+    assert_int_equal(f->status, 409);
+    assert_int_equal(f->close_code, NGHTTP2_NO_ERROR); /* RST_STREAM NO_ERROR after the answer */
+    assert_true(f->send_left > 0);                     /* the rest was not wanted */
+    assert_int_equal(f->up_pieces + f->up_end + f->up_abort, 0);
+    assert_int_equal(tx_server_stats(f->srv)->inflight, 0);
+    fx_teardown(f);
+    free(f);
+}
+
+static void
+test_h2_stalled_streamed_body_times_out_that_stream_only(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+
+    (void)state;
+    fx_setup(f);
+    f->srv->lim.cfg.stream_idle_ms = 100;
+    f->send_stall = 20000;
+    fx_post(f, "/up", 1u << 20);
+    fx_run(f, fx_stream_closed, true);
+    assert_true(f->closed);
+    assert_int_equal(f->up_abort, 1);
+    assert_int_equal(f->last_abort, RON_ETIMEOUT);
+    assert_int_equal(f->up_got, 20000);
+    assert_int_equal(f->status, 400); /* the app's answer to the abort */
+    assert_int_equal(tx_server_stats(f->srv)->rejects[TX_REJECT_BODY_TIMEOUT], 1);
+    /* the connection itself goes on: another stream is served */
+    f->closed = false;
+    f->status = 0;
+    fx_get(f, "/stream");
+    fx_run(f, fx_stream_closed, true);
+    assert_int_equal(f->status, 200);
+    fx_teardown(f);
     free(f);
 }
 
@@ -440,6 +648,10 @@ main(void)
         cmocka_unit_test(test_h2_stream_reset_by_client_answers_eclosed_and_frees_the_slot),
         cmocka_unit_test(test_h2_stream_reset_runs_queued_done_callbacks_with_eclosed_and_drain_once),
         cmocka_unit_test(test_server_close_tells_an_open_h2_streamed_answer_before_its_callback),
+        cmocka_unit_test(test_h2_streamed_request_body_arrives_in_order_within_its_stream_window),
+        cmocka_unit_test(test_h2_streamed_request_body_reset_by_client_aborts_once),
+        cmocka_unit_test(test_h2_answer_before_the_streamed_body_ends_resets_the_stream_without_events),
+        cmocka_unit_test(test_h2_stalled_streamed_body_times_out_that_stream_only),
         cmocka_unit_test(test_h2_disabled_server_answers_the_preface_as_http1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,6 +9,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
@@ -302,6 +303,7 @@ struct fx {
     rbus_t *bus_idx, *bus_gw;
     rbus_peer_t *idx_peer;
     idx_service_t *idx_svc;
+    bool buffered_uploads; /* no head hook: the transport buffers upload bodies */
     uint16_t port;
     fx_client_fn client;
     uint32_t chunk;
@@ -461,6 +463,8 @@ fx_run(fx_t *f, const tx_config_t *cfg, fx_client_fn client)
     if (f->index_endpoint != NULL)
         fx_index_service(f);
     f->srv = tx_server_new(&f->loop, cfg, gw_handle, f->gw);
+    if (!f->buffered_uploads)
+        tx_server_set_head_hook(f->srv, gw_head, f->gw); /* uploads stream */
     assert_int_equal(tx_server_attach(f->srv, l), 0);
     uv_async_init(&f->loop, &f->done, fx_on_done);
     f->done.data = f;
@@ -468,8 +472,8 @@ fx_run(fx_t *f, const tx_config_t *cfg, fx_client_fn client)
     assert_int_equal(uv_thread_create(&f->thread, fx_client_thread, f), 0);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     uv_thread_join(&f->thread);
-    /* every stream is over once the gateway closes (the sweep ends those
-     * whose client left); then nothing is held */
+    /* every stream is over once the gateway closes (the transport tells
+     * those whose client left); then nothing is held */
     gw_close(f->gw, fx_gw_closed, f);
     uv_run(&f->loop, UV_RUN_DEFAULT);
     assert_true(f->gw_closed);
@@ -993,6 +997,149 @@ test_post_201_put_201_then_200_and_409_stores_nothing(void **state)
     fx_close(&f);
 }
 
+/* ---- streamed uploads ---- */
+
+/* Entries in <dir>/tmp (puts staged and not committed); -1 when unreadable. */
+static int
+tmp_entries(const fx_t *f)
+{
+    char path[300];
+    DIR *d;
+    struct dirent *e;
+    int n = 0;
+
+    snprintf(path, sizeof path, "%s/tmp", f->dir);
+    if ((d = opendir(path)) == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n++;
+    closedir(d);
+    return n;
+}
+
+#define BIG_UP (24u << 20) /* three times the test server's max_body */
+
+static void
+cl_streamed_uploads(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char head[256], line[32], want[96], path[96];
+    size_t off = 0;
+
+    CL_CHECK(f, fd >= 0);
+    /* chunked, in uneven pieces: 201 and the address of the bytes */
+    const char *post = "POST /o HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                       "Content-Type: application/x-big\r\n\r\n";
+    CL_CHECK(f, cl_send(fd, post, strlen(post)) == 0);
+    for (size_t n = 1; off < BIG_UP; n = n * 5 + 3) {
+        size_t k = BIG_UP - off < n ? BIG_UP - off : n;
+        int l = snprintf(line, sizeof line, "%zx\r\n", k);
+        CL_CHECK(f, cl_send(fd, line, (size_t)l) == 0);
+        CL_CHECK(f, cl_send(fd, f->data + off, k) == 0);
+        CL_CHECK(f, cl_send(fd, "\r\n", 2) == 0);
+        off += k;
+    }
+    CL_CHECK(f, cl_send(fd, "0\r\n\r\n", 5) == 0);
+    CL_CHECK(f, cl_read(fd, &r, false) == 201);
+    snprintf(want, sizeof want, "\"address\":\"%s\"", f->text);
+    CL_CHECK(f, strstr((char *)r.body, want) != NULL);
+    free(r.body);
+    r.body = NULL;
+    /* PUT of the same bytes with a Content-Length: 200 (stored already) */
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "PUT", path, NULL, f->data, BIG_UP, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    /* the keep-alive connection serves the object back whole */
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+    CL_CHECK(f, r.body_len == BIG_UP && memcmp(r.body, f->data, BIG_UP) == 0);
+    free(r.body);
+    r.body = NULL;
+    /* PUT of bytes that hash elsewhere: 409 bad_digest at the end, nothing stored */
+    snprintf(path, sizeof path, "/o/b3:%064d", 5);
+    CL_CHECK(f, cl_req(fd, "PUT", path, NULL, f->data, BIG_UP, &r) == 409);
+    CL_CHECK(f, strstr((char *)r.body, "bad_digest") != NULL);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, tmp_entries(f) == 0);
+    /* a bad Content-Type is refused before the body is read; the connection closes */
+    snprintf(head, sizeof head, "POST /o HTTP/1.1\r\nHost: t\r\nContent-Type: a\tb\r\n"
+                                "Content-Length: %u\r\n\r\n", BIG_UP);
+    CL_CHECK(f, cl_send(fd, head, strlen(head)) == 0);
+    CL_CHECK(f, cl_read(fd, &r, false) == 400);
+    CL_CHECK(f, strstr(r.head, "Connection: close") != NULL);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_streamed_upload_past_max_body_stores_and_a_bad_put_stores_nothing(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    uint8_t a[STO_ADDR_LEN];
+
+    (void)state;
+    fx_t g;
+    fx_open(&g, true); /* the bytes and their address, from a RAM store */
+    fx_put(&g, NULL, BIG_UP, NULL);
+    fx_open(&f, false);
+    f.data = g.data;
+    g.data = NULL;
+    memcpy(a, g.addr, sizeof a);
+    memcpy(f.addr, a, sizeof a);
+    sto_addr_format(a, f.text);
+    fx_close(&g);
+    assert_int_equal(sto_has(f.store, a), 0);
+    fx_run(&f, &c, cl_streamed_uploads);
+    assert_int_equal(sto_has(f.store, a), 1);
+    assert_int_equal(f.stats.puts_created, 1);
+    assert_int_equal(f.stats.puts_existing, 1);
+    assert_int_equal(f.stats.bad_digest, 1);
+    assert_int_equal(tmp_entries(&f), 0);
+    fx_close(&f);
+}
+
+static void
+cl_upload_gone(fx_t *f)
+{
+    int fd = cl_connect(f);
+    char head[160];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(head, sizeof head, "POST /o HTTP/1.1\r\nHost: t\r\nContent-Length: %u\r\n\r\n",
+             BIG_UP);
+    CL_CHECK(f, cl_send(fd, head, strlen(head)) == 0);
+    CL_CHECK(f, cl_send(fd, f->data, BIG_UP / 3) == 0);
+    usleep(100000); /* pieces are in the put */
+    CL_CHECK(f, tmp_entries(f) > 0); /* data and outboard staged */
+out:
+    if (fd >= 0)
+        close(fd); /* mid-body */
+}
+
+static void
+test_client_leaving_mid_upload_aborts_the_put_and_leaves_no_temporary_file(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, false);
+    fx_put(&f, NULL, 1, NULL);
+    free(f.data);
+    f.data = calloc(1, BIG_UP);
+    fx_run(&f, &c, cl_upload_gone); /* checks active == 0 */
+    assert_int_equal(f.stats.client_gone, 1);
+    assert_int_equal(f.stats.puts_created, 0);
+    assert_int_equal(tmp_entries(&f), 0);
+    fx_close(&f);
+}
+
 /* ---- corruption ---- */
 
 static void
@@ -1039,6 +1186,49 @@ out:
     free(r.body);
     if (fd >= 0)
         close(fd);
+}
+
+static void
+cl_inline_corrupt(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200); /* through the pool */
+    CL_CHECK(f, r.body_len == 3000 && memcmp(r.body, f->data, 3000) == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200); /* its reader, on the loop */
+    CL_CHECK(f, r.body_len == 3000 && memcmp(r.body, f->data, 3000) == 0);
+    free(r.body);
+    r.body = NULL;
+    flip_byte(f, 100);
+    /* the cached reader reads on the loop, and still verifies what it reads */
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 502);
+    CL_CHECK(f, strstr((char *)r.body, "corrupt_object") != NULL);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_a_small_object_read_on_the_loop_is_still_verified(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    ron_log_set_level(RON_LOG_ERROR + 1); /* the store's corruption logs are expected */
+    fx_open(&f, false);
+    fx_put(&f, NULL, 3000, "application/x-test");
+    fx_run(&f, &c, cl_inline_corrupt);
+    assert_int_equal(f.stats.inline_reads, 2);
+    assert_int_equal(f.stats.corrupt_before, 1);
+    fx_close(&f);
 }
 
 static void
@@ -1464,7 +1654,10 @@ main(void)
         cmocka_unit_test(test_multiple_ranges_answer_multipart_byteranges),
         cmocka_unit_test(test_conditionals_sniffing_cors_and_error_statuses),
         cmocka_unit_test(test_post_201_put_201_then_200_and_409_stores_nothing),
+        cmocka_unit_test(test_streamed_upload_past_max_body_stores_and_a_bad_put_stores_nothing),
+        cmocka_unit_test(test_client_leaving_mid_upload_aborts_the_put_and_leaves_no_temporary_file),
         cmocka_unit_test(test_a_corrupted_stored_byte_is_never_served),
+        cmocka_unit_test(test_a_small_object_read_on_the_loop_is_still_verified),
         cmocka_unit_test(test_a_slow_reader_of_a_large_object_keeps_buffers_bounded),
         cmocka_unit_test(test_a_client_leaving_mid_stream_frees_the_stream),
         cmocka_unit_test(test_pipelined_streams_end_when_the_client_leaves),

@@ -739,6 +739,82 @@ test_client_put_file_and_get_round_trip(void **state)
     fx_close(&fx);
 }
 
+/* A streamed put: begin, pieces of uneven sizes (one over STO_SVC_MAX_CHUNK)
+ * one at a time, commit; an expect mismatch is 409 and stores nothing; an
+ * abort, even with a write in flight, leaves no open put. */
+static void
+test_client_streamed_put_writes_pieces_one_at_a_time(void **state)
+{
+    fx_t fx;
+    cl_result_t r;
+    sto_client_put_t *p = NULL;
+    const size_t sizes[] = {1, 70000, STO_SVC_MAX_CHUNK + 5, 3};
+    size_t n = 0, off = 0;
+    uint8_t *b;
+    char want[68], got[68];
+    uint8_t wrong[STO_ADDR_LEN];
+    (void)state;
+
+    fx_open(&fx, true, NULL);
+    for (size_t i = 0; i < 4; i++)
+        n += sizes[i];
+    b = malloc(n);
+    fill(b, n, 7);
+    b3_text(b, n, want);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_put_begin(fx.peer, "text/x", NULL, cl_put_done, &r, &p), 0);
+    assert_non_null(p);
+    assert_false(r.done); /* never from inside the call */
+    assert_int_equal(sto_client_put_write(p, b, 1), RON_EINVAL); /* not begun yet */
+    cl_wait(&fx, &r);
+    assert_int_equal(r.status, 0);
+    for (size_t i = 0; i < 4; i++) {
+        memset(&r, 0, sizeof r);
+        assert_int_equal(sto_client_put_write(p, b + off, sizes[i]), 0);
+        assert_int_equal(sto_client_put_write(p, b, 1), RON_EINVAL); /* one at a time */
+        cl_wait(&fx, &r);
+        assert_int_equal(r.status, 0);
+        off += sizes[i];
+    }
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_put_commit(p), 0);
+    cl_wait(&fx, &r);
+    assert_int_equal(r.status, 0);
+    sto_addr_format(r.addr, got);
+    assert_string_equal(got, want);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", want), 200);
+    assert_string_equal(jstr(&fx, "content_type"), "text/x");
+
+    /* the bytes hash elsewhere: 409 at commit, the handle is gone, nothing stored */
+    memset(wrong, 0x11, sizeof wrong);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_put_begin(fx.peer, NULL, wrong, cl_put_done, &r, &p), 0);
+    cl_wait(&fx, &r);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_put_write(p, b, 1000), 0);
+    cl_wait(&fx, &r);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_put_commit(p), 0);
+    cl_wait(&fx, &r);
+    assert_int_equal(r.status, RON_ESTORE);
+    assert_int_equal(r.code, 409);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+
+    /* aborted while idle, and while a write is in flight: no open put stays */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(sto_client_put_begin(fx.peer, NULL, NULL, cl_put_done, &r, &p), 0);
+    cl_wait(&fx, &r);
+    assert_int_equal(sto_client_put_write(p, b, 5000), 0);
+    memset(&r, 0, sizeof r);
+    sto_client_put_abort(p); /* in flight: ended when its answer comes, no callback */
+    for (int i = 0; i < 200 && sto_service_open_puts(fx.svc) > 0; i++)
+        uv_run(&fx.loop, UV_RUN_NOWAIT), usleep(1000);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+    assert_false(r.done);
+    free(b);
+    fx_close(&fx);
+}
+
 int
 main(void)
 {
@@ -757,6 +833,7 @@ main(void)
         cmocka_unit_test(test_put_limits_chunk_cap_and_offsets_are_enforced),
         cmocka_unit_test(test_metrics_count_requests_by_op_and_status),
         cmocka_unit_test(test_client_put_file_and_get_round_trip),
+        cmocka_unit_test(test_client_streamed_put_writes_pieces_one_at_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,8 +20,9 @@
  * P-256 pair generated on first start into <data_dir>/tls (kept), or, in
  * amnesia, made in RAM at every start. Private keys live in OpenSSL's
  * secure heap. ALPN offers h2 and http/1.1.
- * Request bodies are capped at MN_GW_MAX_BODY by the transport until it
- * streams them. Its metrics are the gateway's counters.
+ * Upload bodies stream (gw_head): up to the store's maximum object size
+ * with bounded memory; other request bodies keep the transport's 1 MiB
+ * cap. Its metrics are the gateway's counters.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -36,8 +37,6 @@
 #include "ron_log.h"
 #include "ron_util.h"
 #include "svc_gateway.h"
-
-#define MN_GW_MAX_BODY (16u << 20) /* buffered upload cap: bounded memory per connection */
 
 #define MGW_N_COUNTERS 14
 #define MGW_STORE_WAIT_MS 3000u /* macro: wait this long for storage to create the store */
@@ -199,8 +198,8 @@ mgw_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_
     if (rc < 0)
         goto fail;
     mn__tx_config(&tc, &cfg->gateway_limits);
-    tc.max_body = MN_GW_MAX_BODY;
     g->srv = tx_server_new(loop, &tc, gw_handle, g->gw);
+    tx_server_set_head_hook(g->srv, gw_head, g->gw); /* uploads stream */
     if ((rc = tx_server_attach(g->srv, l)) < 0) {
         tx_server_close(g->srv, NULL, NULL); /* nothing was served: no request holds gw */
         g->srv = NULL;

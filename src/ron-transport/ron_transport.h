@@ -14,6 +14,7 @@
  *   tx_limits.c    hardening accounting: counters, token buckets, stats
  *   tx_http1.c     sans-I/O HTTP/1.1: bytes in -> requests; responses -> bytes
  *   tx_decode.c    bounded Content-Encoding decoding (zstd, gzip)
+ *   tx_body.c      streamed request bodies: opt-in, event order, release
  *   tx_envelope.c  the JSON error envelope of spec §3 (swap for ron-proto's)
  *
  *   tx_tls.c      the one SSL_CTX factory (TLS 1.2 floor, ALPN, ECDSA P-256
@@ -32,13 +33,15 @@
  * application/json, Retry-After on 429 and 503) and is counted by reason in
  * tx_stats_t. All functions are loop thread only unless they say otherwise.
  *
- * Request bodies are buffered whole, up to max_body. Streamed request bodies
- * (uploads of large objects) are the next step of this design: a route opts
- * in when its head arrives (the hook tx_http1 already calls, on_head), the
- * body then reaches the application in pieces as it is read, and reading
- * pauses (uv_read_stop) while the application has not released the last
- * piece, the same backpressure tx_respond_write applies in the other
- * direction.
+ * Request bodies are buffered whole, up to max_body, unless a route opts
+ * in to a streamed body when the request's head arrives (the head hook,
+ * tx_server_set_head_hook, calls tx_request_stream_body): the request then
+ * goes to the handler at once and its body reaches the application in
+ * pieces as it is read (after chunked decoding), with its own cap and idle
+ * timeout. Reading pauses while the application holds a piece (HTTP/1.1:
+ * uv_read_stop; HTTP/2: the stream's WINDOW_UPDATE waits), the same
+ * backpressure tx_respond_write applies in the other direction, so an
+ * upload of any size costs a bounded number of bytes.
  */
 #ifndef RON_TRANSPORT_H
 #define RON_TRANSPORT_H
@@ -79,6 +82,13 @@
 #define TX_DEFAULT_H2_FLOOD_WINDOW_MS 10000  /* ... per window, then GOAWAY ENHANCE_YOUR_CALM */
 #define TX_H2_STREAM_QUEUE (64u << 10)       /* streamed bytes queued per HTTP/2 stream before
                                                 tx_respond_write says RON_EAGAIN */
+/* streamed request bodies (tx_request_stream_body) */
+#define TX_DEFAULT_STREAM_IDLE_MS 15000      /* streamed body: no byte for this long -> 408 */
+#define TX_STREAM_PIECE_MAX (128u << 10)     /* bytes of one piece at most (HTTP/1.1: one read
+                                                plus what was held back; HTTP/2: a streamed
+                                                body's stream window) */
+#define TX_H2_CONN_WINDOW (1u << 20)        /* HTTP/2 connection receive window (the streams'
+                                                windows bound what each may send) */
 #define TX_TLS_DEFAULT_ALPN "h2,http/1.1"    /* preference order (peers add "oap/1") */
 #define TX_TLS_CERT_FILE "gateway.crt"       /* names of a generated certificate ... */
 #define TX_TLS_KEY_FILE "gateway.key"        /* ... and key (0600) in tx_tls_config_t.cert_dir */
@@ -113,6 +123,8 @@ typedef struct {
     uint32_t h2_flood_max;      /* control frames (RST_STREAM, PING, SETTINGS, PRIORITY) ... */
     uint32_t h2_flood_window_ms; /* ... a client may send per window before GOAWAY */
     bool h2_disabled;           /* serve HTTP/1.1 only: no sniffing, no upgrade */
+    /* appended for streamed request bodies; 0 = default */
+    uint32_t stream_idle_ms;    /* a streamed body with no byte for this long: 408 */
 } tx_config_t;
 
 /* Fill cfg with the defaults above. */
@@ -338,6 +350,56 @@ int tx_respond_write(tx_request_t *req, const void *data, size_t len, tx_write_d
                      void *done_arg);
 int tx_respond_end(tx_request_t *req);
 
+/*
+ * Streamed request bodies, for uploads too large to buffer.
+ *
+ * The head hook (tx_server_set_head_hook) runs when a request's head is
+ * complete and acceptable (rate, in-flight and header limits passed), before
+ * any body byte is read; view.body is NULL then. It only looks at the view
+ * and may call tx_request_stream_body; it must not answer. A request that
+ * does not opt in is buffered as usual (max_body, body_timeout_ms).
+ *
+ * A streamed request goes to the handler right after the hook, before its
+ * body; the handler answers it as usual (tx_respond*), now or after the
+ * body. The body reaches cb in pieces, in order, after Transfer-Encoding
+ * decoding:
+ *   - data, len > 0, status 0: a piece, borrowed until
+ *     tx_request_body_release(req); no other event comes before that, and
+ *     reading from the client pauses meanwhile;
+ *   - len 0, status 0: the body is complete (the pieces sum to it);
+ *   - status < 0: the body was cut off: RON_ETOOBIG (more than max_bytes:
+ *     answer 413), RON_ETIMEOUT (no byte for stream_idle_ms: answer 408),
+ *     RON_EPROTO (malformed chunked framing: answer 400), RON_ECLOSED (the
+ *     client went away or reset the stream: the answer is dropped).
+ * The end or the abort is reported exactly once, unless the application
+ * answers first: an answer ends the events (a held piece is released with
+ * it) and the rest of the body is discarded (HTTP/1.1: the connection
+ * closes after the answer; HTTP/2: the stream is reset with NO_ERROR once
+ * the answer is out). cb runs on the loop thread, never inside
+ * tx_request_body_release; an abort because the connection went away runs
+ * on a later loop turn. With the body complete and its answer given, an
+ * HTTP/1.1 connection serves its next (pipelined) request as usual.
+ */
+typedef void (*tx_head_fn)(tx_request_t *req, void *arg);
+typedef void (*tx_body_fn)(tx_request_t *req, const uint8_t *data, size_t len, int status,
+                           void *arg);
+
+/*
+ * From the head hook only: stream req's body to cb (see above), at most
+ * max_bytes bytes (0 = no cap of our own). Returns 0, or, with req then
+ * answered by the server itself and never handed to the handler:
+ * RON_ETOOBIG (a Content-Length over max_bytes: 413), RON_EINVAL (a
+ * Content-Encoding other than identity: 415; not called from the hook, or
+ * twice: nothing answered).
+ */
+int tx_request_stream_body(tx_request_t *req, tx_body_fn cb, void *arg, uint64_t max_bytes);
+
+/*
+ * Give back the piece cb holds: reading resumes, and the next event comes
+ * on a later loop turn. Returns 0, or RON_EINVAL when no piece is held.
+ */
+int tx_request_body_release(tx_request_t *req);
+
 /* ---- the server ---- */
 
 typedef struct tx_server tx_server_t;
@@ -349,6 +411,10 @@ typedef struct tx_server tx_server_t;
  */
 tx_server_t *tx_server_new(uv_loop_t *loop, const tx_config_t *cfg, tx_handler_fn handler,
                            void *arg);
+
+/* Call hook(req, arg) at the head of every request (see tx_request_stream_body);
+ * NULL removes it. Set it before attaching listeners. */
+void tx_server_set_head_hook(tx_server_t *s, tx_head_fn hook, void *arg);
 
 /* Serve the cleartext connections of l (HTTP/1.1; h2c by preface or
  * Upgrade unless h2_disabled). Takes l, and closes it on failure.

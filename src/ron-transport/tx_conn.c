@@ -200,8 +200,61 @@ static void
 tx_cb_body(void *arg)
 {
     tx_conn_t *c = arg;
+    const tx_config_t *cfg = &c->srv->lim.cfg;
+    bool streamed = c->h1.cur != NULL && c->h1.cur->bstream;
 
-    tx_conn_set_phase(c, TX_PH_BODY, c->srv->lim.cfg.body_timeout_ms);
+    /* a streamed body has an idle timeout instead of a whole-body one */
+    tx_conn_set_phase(c, TX_PH_BODY, streamed ? cfg->stream_idle_ms : cfg->body_timeout_ms);
+}
+
+static void
+tx_cb_hook(void *arg, tx_request_t *r)
+{
+    tx_conn_t *c = arg;
+
+    tx__body_hook(c->srv, r);
+}
+
+/* A streamed request's head: into the pipeline and to the app, before its body. */
+static void
+tx_cb_stream(void *arg, tx_request_t *r)
+{
+    tx_conn_t *c = arg;
+    tx_server_t *s = c->srv;
+
+    tx_conn_push(c, r);
+    if (tx__limits_inflight_admit(&s->lim) < 0) {
+        /* defensive: on_head checked the slot an instant ago */
+        c->h1.cur = NULL;
+        c->h1.failed = true;
+        c->close_after = true;
+        r->keep_alive = false;
+        r->reject_status = 503;
+        r->reject_reason = TX_REJECT_INFLIGHT;
+        r->retry_after_s = s->lim.cfg.retry_after_s;
+        tx_conn_answer_reject(c, r);
+        return;
+    }
+    r->state = TX_REQ_IN_APP;
+    r->counted_inflight = true;
+    c->sreq = r;
+    s->handler(r, s->arg); /* may answer at once: then the body is not read */
+}
+
+/* The streamed request r's body ended (complete, or cut off with reject_status). */
+static void
+tx_conn_stream_ended(tx_conn_t *c, tx_request_t *r)
+{
+    if (!r->keep_alive || c->h1.failed)
+        c->close_after = true;
+    if (r->reject_status != 0) {
+        tx__limits_count(&c->srv->lim, r->reject_reason);
+        r->babort = r->reject_status == 413 ? RON_ETOOBIG : RON_EPROTO;
+        r->keep_alive = false;
+        c->close_after = true;
+    }
+    if (!tx__http1_mid_message(&c->h1))
+        tx_conn_set_phase(c, TX_PH_WAIT, 0);
 }
 
 /* An "Upgrade: h2c" request we switch on: first on a cleartext connection,
@@ -231,6 +284,10 @@ tx_cb_request(void *arg, tx_request_t *r)
     tx_conn_t *c = arg;
     tx_server_t *s = c->srv;
 
+    if (r->bstream) {
+        tx_conn_stream_ended(c, r); /* already in the pipeline and with the app */
+        return;
+    }
     if (tx_conn_wants_h2c(c, r)) {
         size_t mark = c->out.len;
         tx__buf_append_str(&c->out, "HTTP/1.1 101 Switching Protocols\r\n"
@@ -266,6 +323,8 @@ static const tx_http1_cbs_t tx_conn_cbs = {
     .on_head = tx_cb_head,
     .on_continue = tx_cb_continue,
     .on_body = tx_cb_body,
+    .on_hook = tx_cb_hook,
+    .on_stream = tx_cb_stream,
     .on_request = tx_cb_request,
 };
 
@@ -298,14 +357,49 @@ tx_conn_on_write(uv_write_t *req, int status)
     tx_conn_pump(c);
 }
 
+/* Write bufs (len bytes) after what is queued. Takes owned (freed once
+ * written, or at once on failure); chunk's done runs at completion. */
 static int
 tx_conn_write_owned(tx_conn_t *c, uint8_t *owned, const uv_buf_t *bufs, unsigned nbufs,
                     size_t len, tx_chunk_t *chunk)
 {
     tx_wreq_t *w;
     int rc;
-    uv_buf_t cb;
+    uv_buf_t cb, rest[4];
 
+    if (c->wq == 0 && (c->ssl == NULL || !c->tls_done) && nbufs <= 4) {
+        /* nothing queued: write at once, and queue only what the socket did
+         * not take (a small answer costs one writev and no write request) */
+        rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+        if (rc < 0 && rc != UV_EAGAIN) {
+            free(owned);
+            return rc;
+        }
+        size_t n = rc > 0 ? (size_t)rc : 0;
+        c->srv->lim.stats.bytes_out += n;
+        if (n == len) {
+            free(owned);
+            if (chunk != NULL) {
+                chunk->status = 0;
+                tx__server_defer_done(c->srv, chunk); /* on a later loop turn */
+            }
+            return 0;
+        }
+        unsigned m = 0;
+        for (unsigned i = 0; i < nbufs; i++) {
+            if (n >= bufs[i].len) {
+                n -= bufs[i].len;
+                continue;
+            }
+            rest[m++] = uv_buf_init(bufs[i].base + n, (unsigned)(bufs[i].len - n));
+            n = 0;
+        }
+        len = 0;
+        for (unsigned i = 0; i < m; i++)
+            len += rest[i].len;
+        bufs = rest;
+        nbufs = m;
+    }
     if (c->ssl != NULL && c->tls_done) {
         /* the record layer: plaintext in, records out (the plaintext is released now) */
         tx_buf_t rec = {0};
@@ -329,6 +423,7 @@ tx_conn_write_owned(tx_conn_t *c, uint8_t *owned, const uv_buf_t *bufs, unsigned
     rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, nbufs, tx_conn_on_write);
     if (rc < 0) {
         free(w);
+        free(owned); /* taken either way (the plaintext, or its records) */
         return rc;
     }
     if (c->wq == 0)
@@ -366,10 +461,7 @@ tx_conn_flush_out(tx_conn_t *c)
     size_t len = c->out.len - off;
     uv_buf_t b = uv_buf_init((char *)owned + off, (unsigned)len);
     memset(&c->out, 0, sizeof c->out);
-    n = tx_conn_write_owned(c, owned, &b, 1, len, NULL);
-    if (n < 0)
-        free(owned);
-    return n;
+    return tx_conn_write_owned(c, owned, &b, 1, len, NULL);
 }
 
 int
@@ -380,7 +472,9 @@ tx__conn_flush(tx_conn_t *c)
 
 static const char tx_crlf[] = "\r\n";
 
-/* Submit the queued chunks of a streaming head request (zero copy). */
+/* Submit the queued chunks of a streaming head request (zero copy). The
+ * bytes batched in c->out before them (its head, earlier answers) go in the
+ * same writev as the first chunk: one syscall for a small answer. */
 static int
 tx_conn_write_chunks(tx_conn_t *c, tx_request_t *r)
 {
@@ -388,12 +482,19 @@ tx_conn_write_chunks(tx_conn_t *c, tx_request_t *r)
     int rc;
 
     while ((k = r->chunks) != NULL) {
-        uv_buf_t b[3];
+        uv_buf_t b[4];
         unsigned nb = 0;
+        uint8_t *owned = NULL;
         r->chunks = k->next;
         if (r->chunks == NULL)
             r->chunks_tail = NULL;
         r->chunk_bytes -= k->len;
+        if (c->out.len > 0) {
+            owned = c->out.p; /* the write owns the batch now */
+            b[nb++] = uv_buf_init((char *)owned, (unsigned)c->out.len);
+            memset(&c->out, 0, sizeof c->out);
+        }
+        unsigned own = nb;
         if (k->hdr_len > 0)
             b[nb++] = uv_buf_init(k->hdr, k->hdr_len);
         if (k->len > 0)
@@ -403,15 +504,19 @@ tx_conn_write_chunks(tx_conn_t *c, tx_request_t *r)
         size_t len = 0;
         for (unsigned i = 0; i < nb; i++)
             len += b[i].len;
-        if (nb == 0) {
-            k->status = 0; /* HEAD: nothing goes out; told on a later turn */
+        if (nb == own) {
+            k->status = 0; /* HEAD: nothing of k goes out; told on a later turn */
             tx__server_defer_done(c->srv, k);
-            continue;
+            k = NULL;
+            if (nb == 0)
+                continue;
         }
-        rc = tx_conn_write_owned(c, NULL, b, nb, len, k);
+        rc = tx_conn_write_owned(c, owned, b, nb, len, k);
         if (rc < 0) {
-            k->status = RON_ECLOSED;
-            tx__server_defer_done(c->srv, k);
+            if (k != NULL) {
+                k->status = RON_ECLOSED;
+                tx__server_defer_done(c->srv, k);
+            }
             return rc;
         }
     }
@@ -440,13 +545,10 @@ tx_conn_collect(tx_conn_t *c)
             tx_conn_pop(c);
             continue;
         }
-        /* streaming: the head goes first, then its chunks in order */
-        if (r->chunks != NULL) {
-            if ((rc = tx_conn_flush_out(c)) < 0)
-                return rc;
-            if ((rc = tx_conn_write_chunks(c, r)) < 0)
-                return rc;
-        }
+        /* streaming: the head goes first (in the first chunk's write), then
+         * its chunks in order */
+        if (r->chunks != NULL && (rc = tx_conn_write_chunks(c, r)) < 0)
+            return rc;
         if (r->state != TX_REQ_ENDED)
             break;
         tx_conn_pop(c);
@@ -467,18 +569,64 @@ tx_conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 static const char tx_h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"; /* 24 bytes */
 
-/* Parse data; keep what cannot be parsed now (pipeline full) in pending. */
+/* True while the app holds a piece of the streamed body being read. */
+static bool
+tx_conn_body_held(const tx_conn_t *c)
+{
+    return c->sreq != NULL && c->sreq->bheld;
+}
+
+/*
+ * Hand the streamed request's next event to the app when one is due and no
+ * piece is held: an abort, the bytes read so far, or the end. A client that
+ * half-closed mid-body has cut it off (once nothing held back is left).
+ */
+static bool
+tx_conn_body_step(tx_conn_t *c)
+{
+    tx_request_t *r = c->sreq;
+
+    if (r == NULL || r->bheld || c->closing)
+        return false;
+    if (r->babort == 0 && r->body.len == 0 && !r->bcomplete) {
+        if (!c->eof || c->pending.len > 0 || c->h1.cur != r)
+            return false;
+        c->h1.cur = NULL; /* the app owns r */
+        c->h1.failed = true;
+        c->close_after = true;
+        r->keep_alive = false;
+        r->babort = RON_ECLOSED;
+    }
+    if (r->babort != 0 || (r->body.len == 0 && r->bcomplete))
+        c->sreq = NULL; /* its last event */
+    else if (c->h1.cur == r && c->phase == TX_PH_BODY)
+        c->deadline = 0; /* held: the app's pace, not the client's */
+    return tx__body_deliver(r); /* r may be answered and gone after this */
+}
+
+void
+tx__conn_body_release(tx_conn_t *c, tx_request_t *r)
+{
+    if (c->closing)
+        return;
+    if (c->sreq == r && c->h1.cur == r && c->phase == TX_PH_BODY)
+        tx_conn_set_phase(c, TX_PH_BODY, c->srv->lim.cfg.stream_idle_ms);
+    tx__conn_soon(c); /* the next event and the held input, on a later turn */
+}
+
+/* Parse data; keep what cannot be parsed now (pipeline full, a piece held) in pending. */
 static void
 tx_conn_parse(tx_conn_t *c, const uint8_t *data, size_t len)
 {
     size_t off = 0;
 
     while (off < len && !c->closing && !c->h1.failed && c->proto == TX_PROTO_H1) {
-        if (c->depth >= TX_MAX_PIPELINE) {
+        if (c->depth >= TX_MAX_PIPELINE || tx_conn_body_held(c)) {
             tx__buf_append(&c->pending, data + off, len - off);
             return;
         }
         off += tx__http1_feed(&c->h1, data + off, len - off);
+        (void)tx_conn_body_step(c);
     }
     /* an "Upgrade: h2c" request switched the protocol: the rest is HTTP/2 */
     if (off < len && !c->closing && c->proto == TX_PROTO_H2)
@@ -608,8 +756,13 @@ tx_conn_pump(tx_conn_t *c)
             tx__conn_close(c);
             goto out;
         }
+        if (tx_conn_body_step(c))
+            continue; /* the app may have answered: collect it */
+        if (c->closing)
+            goto out;
         /* held input is parsed once answers made room in the pipeline */
-        if (c->pending.len == 0 || c->depth >= TX_MAX_PIPELINE || c->h1.failed || c->closing)
+        if (c->pending.len == 0 || c->depth >= TX_MAX_PIPELINE || c->h1.failed ||
+            tx_conn_body_held(c))
             break;
         tx_buf_t p = c->pending; /* parse may refill pending: take it first */
         memset(&c->pending, 0, sizeof c->pending);
@@ -630,7 +783,7 @@ tx_conn_pump(tx_conn_t *c)
     }
     tx_conn_set_reading(c, !c->eof && !c->h1.failed && !c->close_after &&
                                c->depth < TX_MAX_PIPELINE && c->pending.len == 0 &&
-                               c->wq < TX_MAX_WRITE_QUEUE);
+                               c->wq < TX_MAX_WRITE_QUEUE && !tx_conn_body_held(c));
 out:
     c->pumping = false;
     /* a streaming answer learns that output drained; its writes pump again */
@@ -826,6 +979,23 @@ tx_conn_timeout_request(tx_conn_t *c, tx_reject_t why)
     tx_conn_pump(c);
 }
 
+/* A streamed body sent nothing for stream_idle_ms: the app learns
+ * RON_ETIMEOUT (and answers 408); the connection closes after the answer. */
+static void
+tx_conn_stream_timeout(tx_conn_t *c)
+{
+    tx_request_t *r = c->sreq;
+
+    tx__limits_count(&c->srv->lim, TX_REJECT_BODY_TIMEOUT);
+    c->h1.cur = NULL; /* the app owns r */
+    c->h1.failed = true;
+    c->close_after = true;
+    r->keep_alive = false;
+    r->babort = RON_ETIMEOUT;
+    tx_conn_set_phase(c, TX_PH_WAIT, 0);
+    tx_conn_pump(c);
+}
+
 static void
 tx_conn_on_timer(uv_timer_t *t)
 {
@@ -864,6 +1034,10 @@ tx_conn_on_timer(uv_timer_t *t)
             tx_conn_timeout_request(c, TX_REJECT_HEADER_TIMEOUT);
             return;
         case TX_PH_BODY:
+            if (c->sreq != NULL && c->h1.cur == c->sreq) {
+                tx_conn_stream_timeout(c);
+                return;
+            }
             tx_conn_timeout_request(c, TX_REJECT_BODY_TIMEOUT);
             return;
         case TX_PH_IDLE:
@@ -876,8 +1050,7 @@ tx_conn_on_timer(uv_timer_t *t)
             return;
         }
     }
-    if (c->proto == TX_PROTO_H2)
-        tx_conn_pump(c); /* callbacks deferred by tx__conn_soon */
+    tx_conn_pump(c); /* callbacks deferred by tx__conn_soon */
     if (!c->closing)
         tx_conn_arm(c);
 }
@@ -930,11 +1103,16 @@ tx__conn_close(tx_conn_t *c)
          * may run inside the app's own tx_respond_* call */
         if (r->state == TX_REQ_STREAMING || r->state == TX_REQ_ENDED)
             tx__server_gone(s, r);
+        if (r->state == TX_REQ_IN_APP)
+            tx__server_body_abort(s, r); /* a streamed body cut off: told on a later turn */
         if (r->state == TX_REQ_ANSWERED || r->state == TX_REQ_ENDED)
             tx__request_free(r); /* otherwise the app still holds it and frees it on answer */
     }
     c->head = c->tail = NULL;
     c->depth = 0;
+    c->sreq = NULL;
+    if (c->h1.cur != NULL && c->h1.cur->bstream)
+        c->h1.cur = NULL; /* the app owns it */
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -1026,6 +1204,7 @@ tx_answer_begin(tx_request_t *req)
     if (req->state != TX_REQ_IN_APP)
         return RON_EINVAL; /* defensive: answered twice */
     if (c == NULL) {
+        tx__body_stop(req); /* an abort still queued is dropped */
         tx__request_free(req);
         return RON_ECLOSED;
     }
@@ -1033,6 +1212,20 @@ tx_answer_begin(tx_request_t *req)
         tx__limits_inflight_release(&c->srv->lim);
         req->counted_inflight = false;
     }
+    if (req->bstream && !req->h2) {
+        /* answered: no more body events; a body not read whole is discarded
+         * by closing the connection after the answer */
+        if (c->sreq == req)
+            c->sreq = NULL;
+        if (!req->bcomplete) {
+            if (c->h1.cur == req)
+                c->h1.cur = NULL;
+            c->h1.failed = true;
+            c->close_after = true;
+            req->keep_alive = false;
+        }
+    }
+    tx__body_stop(req);
     c->srv->lim.stats.responses++;
     return 0;
 }

@@ -37,6 +37,7 @@ static const tx_phrase_t tx_phrases[] = {
     {408, "Request Timeout"},
     {409, "Conflict"},
     {413, "Payload Too Large"},
+    {415, "Unsupported Media Type"},
     {416, "Range Not Satisfiable"},
     {417, "Expectation Failed"},
     {426, "Upgrade Required"},

@@ -109,6 +109,7 @@ tx_h2_stream_gone(tx_h2_t *h, tx_request_t *r)
             tx__limits_inflight_release(&s->lim);
             r->counted_inflight = false;
         }
+        tx__server_body_abort(s, r); /* a streamed body cut off: told on a later turn */
         break;
     case TX_REQ_STREAMING:
         /* the app still holds r: chunks not yet framed get done(RON_ECLOSED)
@@ -476,9 +477,9 @@ tx_h2_dispatch(tx_h2_t *h, tx_request_t *r)
 {
     tx_server_t *s = h->c->srv;
 
-    if (r->reject_status == 0)
+    if (r->reject_status == 0 && !r->bstream)
         tx__request_decode(&s->lim.cfg, r);
-    if (r->view.body == NULL) {
+    if (r->view.body == NULL && !r->bstream) {
         r->view.body = (const uint8_t *)"";
         r->view.body_len = 0;
     }
@@ -501,6 +502,8 @@ tx_h2_head_done(tx_h2_t *h, tx_request_t *r)
 {
     tx_limits_t *l = &h->c->srv->lim;
     uint32_t retry = 0;
+    const char *v;
+    uint64_t cl;
 
     tx_h2_finish_head(h, r);
     if (r->reject_status == 0 && tx__limits_rate_take(l, &r->peer, tx__conn_now(h->c), &retry) < 0) {
@@ -511,8 +514,22 @@ tx_h2_head_done(tx_h2_t *h, tx_request_t *r)
         tx_h2_reject(r, 503, TX_REJECT_INFLIGHT, NULL);
         r->retry_after_s = l->cfg.retry_after_s;
     }
-    if (r->reject_status != 0)
+    if (r->reject_status == 0) {
+        v = tx_request_header(r, "content-length");
+        if (v != NULL && ron_parse_u64(v, strlen(v), &cl) == 0 && cl <= INT64_MAX)
+            r->declared = (int64_t)cl;
+        tx__body_hook(h->c->srv, r); /* may stream the body, or refuse it (413, 415) */
+    }
+    if (r->reject_status != 0) {
         tx_h2_answer_reject(h, r); /* at once: its body, if any, is dropped */
+    } else if (r->bstream) {
+        /* a window of one piece on top of the one held: the client keeps
+         * sending while the app stores the last piece */
+        (void)nghttp2_session_set_local_window_size(h->sess, NGHTTP2_FLAG_NONE, r->stream_id,
+                                                    (int32_t)TX_STREAM_PIECE_MAX);
+        r->body_last_ms = tx__conn_now(h->c);
+        tx_h2_dispatch(h, r); /* the app gets it now; DATA follows in pieces */
+    }
 }
 
 static int
@@ -561,8 +578,28 @@ tx_h2_on_data(nghttp2_session *sess, uint8_t flags, int32_t stream_id, const uin
     tx_request_t *r = nghttp2_session_get_stream_user_data(sess, stream_id);
 
     (void)flags;
+    if (r != NULL && r->bstream) {
+        /* the connection's window comes back now, the stream's once the
+         * app released the piece: a held piece stops only this stream */
+        (void)nghttp2_session_consume_connection(sess, len);
+        if (r->bdone || r->babort != 0) {
+            (void)nghttp2_session_consume_stream(sess, stream_id, len); /* discarded */
+            return 0;
+        }
+        if (r->body_max != 0 && r->body_total + len > r->body_max) {
+            tx__limits_count(&h->c->srv->lim, TX_REJECT_BODY_TOO_LARGE);
+            r->babort = RON_ETOOBIG;
+            (void)nghttp2_session_consume_stream(sess, stream_id, len);
+            return 0;
+        }
+        r->body_total += len;
+        r->body_last_ms = tx__conn_now(h->c);
+        tx__buf_append(&r->body, data, len);
+        return 0;
+    }
+    (void)nghttp2_session_consume(sess, stream_id, len);
     if (r == NULL || r->state != TX_REQ_PARSING || r->reject_status != 0)
-        return 0; /* dropped; nghttp2 still returns the window */
+        return 0; /* dropped */
     if (r->body.len + len > h->c->srv->lim.cfg.max_body) {
         tx_h2_reject(r, 413, TX_REJECT_BODY_TOO_LARGE, "body");
         tx_h2_answer_reject(h, r);
@@ -599,17 +636,25 @@ tx_h2_on_frame_recv(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
     switch (f->hd.type) {
     case NGHTTP2_HEADERS:
         r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+        if (r != NULL && r->bstream && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0) {
+            r->bcomplete = true; /* trailers end a streamed body (they are not kept) */
+            break;
+        }
         if (r == NULL || r->state != TX_REQ_PARSING)
             break;
         if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
             tx_h2_head_done(h, r);
-        if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 && r->state == TX_REQ_PARSING)
+        if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 && r->bstream)
+            r->bcomplete = true;
+        else if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0 && r->state == TX_REQ_PARSING)
             tx_h2_dispatch(h, r);
         break;
     case NGHTTP2_DATA:
         r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
-        if (r != NULL && r->state == TX_REQ_PARSING &&
-            (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
+        if (r != NULL && r->bstream && (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
+            r->bcomplete = true;
+        else if (r != NULL && r->state == TX_REQ_PARSING &&
+                 (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0)
             tx_h2_dispatch(h, r);
         break;
     case NGHTTP2_RST_STREAM:
@@ -632,9 +677,17 @@ tx_h2_on_frame_send(nghttp2_session *sess, const nghttp2_frame *f, void *ud)
 {
     tx_h2_t *h = ud;
 
-    (void)sess;
     if (f->hd.type == NGHTTP2_RST_STREAM && f->rst_stream.error_code == NGHTTP2_REFUSED_STREAM)
         tx__limits_count(&h->c->srv->lim, TX_REJECT_H2_REFUSED);
+    if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
+        (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0) {
+        tx_request_t *r = nghttp2_session_get_stream_user_data(sess, f->hd.stream_id);
+        /* answered before its streamed body ended: the rest is not wanted
+         * (RFC 9113 §8.1: a complete response, then RST_STREAM NO_ERROR) */
+        if (r != NULL && r->bstream && !r->bcomplete)
+            (void)nghttp2_submit_rst_stream(sess, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+                                            NGHTTP2_NO_ERROR);
+    }
     return 0;
 }
 
@@ -729,9 +782,17 @@ tx__h2_start(tx_conn_t *c, tx_request_t *upgrade, const char *settings)
     /* a client cannot make us queue unbounded SETTINGS/PING acknowledgements */
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
+    /* windows come back as bytes are consumed: a streamed body's only when
+     * the app released its piece (tx_h2_on_data) */
+    nghttp2_option_set_no_auto_window_update(opt, 1);
     if (nghttp2_session_server_new2(&h->sess, cbs, h, opt) != 0)
         goto out;
     if (nghttp2_submit_settings(h->sess, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0)
+        goto out;
+    /* the connection's window only bounds the total in flight (each stream's
+     * window bounds its bytes): wide enough for several streamed bodies */
+    if (nghttp2_session_set_local_window_size(h->sess, NGHTTP2_FLAG_NONE, 0,
+                                              (int32_t)TX_H2_CONN_WINDOW) != 0)
         goto out;
     if (upgrade != NULL) {
         if (settings == NULL || tx_h2_b64url(settings, sbuf, sizeof sbuf, &slen) < 0 ||
@@ -795,15 +856,21 @@ static void
 tx_h2_phase(tx_h2_t *h)
 {
     tx_conn_t *c = h->c;
-    uint64_t oldest = UINT64_MAX;
+    uint64_t oldest = UINT64_MAX, due = UINT64_MAX;
 
-    for (tx_request_t *r = h->streams; r != NULL; r = r->next)
+    for (tx_request_t *r = h->streams; r != NULL; r = r->next) {
         if (r->state == TX_REQ_PARSING && r->opened_ms < oldest)
             oldest = r->opened_ms;
-    if (oldest != UINT64_MAX) {
+        /* a streamed body waits on the client (not on the app): idle deadline */
+        if (r->bstream && !r->bdone && !r->bheld && !r->bcomplete && r->babort == 0 &&
+            r->body_last_ms + c->srv->lim.cfg.stream_idle_ms < due)
+            due = r->body_last_ms + c->srv->lim.cfg.stream_idle_ms;
+    }
+    if (oldest != UINT64_MAX && oldest + c->srv->lim.cfg.body_timeout_ms < due)
+        due = oldest + c->srv->lim.cfg.body_timeout_ms;
+    if (due != UINT64_MAX) {
         /* each request's headers and body are due within the body timeout
          * of its stream's opening: the oldest one still arriving sets it */
-        uint64_t due = oldest + c->srv->lim.cfg.body_timeout_ms;
         if (c->phase != TX_PH_BODY || c->deadline != due)
             tx__conn_set_phase_at(c, TX_PH_BODY, due);
     } else if (h->streams != NULL) {
@@ -812,6 +879,57 @@ tx_h2_phase(tx_h2_t *h)
     } else if (c->phase != TX_PH_IDLE) {
         tx__conn_set_phase(c, TX_PH_IDLE, c->srv->lim.cfg.idle_timeout_ms);
     }
+}
+
+/* Streamed request bodies with an event due (never inside the app's own call). */
+static void
+tx_h2_body_events(tx_h2_t *h)
+{
+    tx_conn_t *c = h->c;
+
+    for (tx_request_t *r = h->streams, *next; r != NULL && !c->closing; r = next) {
+        next = r->next;
+        if (!r->bstream || r->bdone || r->bheld || r->state != TX_REQ_IN_APP ||
+            (r->babort == 0 && r->body.len == 0 && !r->bcomplete))
+            continue;
+        if (h->in_app > 0) {
+            tx__conn_soon(c);
+            return;
+        }
+        h->again = true;
+        (void)tx__body_deliver(r); /* the app may answer r: streams are not freed here */
+    }
+}
+
+void
+tx__h2_body_release(tx_conn_t *c, tx_request_t *r, size_t n)
+{
+    tx_h2_t *h = c->h2;
+
+    if (h == NULL || h->sess == NULL)
+        return;
+    r->body_last_ms = tx__conn_now(c);
+    (void)nghttp2_session_consume_stream(h->sess, r->stream_id, n); /* WINDOW_UPDATE */
+    tx__conn_soon(c);
+}
+
+/* Streamed bodies idle past stream_idle_ms learn RON_ETIMEOUT (the app
+ * answers 408; the stream is reset once answered). Returns how many. */
+static unsigned
+tx_h2_stream_timeouts(tx_h2_t *h, uint64_t now)
+{
+    tx_limits_t *l = &h->c->srv->lim;
+    unsigned n = 0;
+
+    for (tx_request_t *r = h->streams; r != NULL; r = r->next) {
+        if (!r->bstream || r->bdone || r->bheld || r->bcomplete || r->babort != 0 ||
+            r->body_last_ms + l->cfg.stream_idle_ms > now)
+            continue;
+        tx__limits_count(l, TX_REJECT_BODY_TIMEOUT);
+        r->babort = RON_ETIMEOUT;
+        n++;
+    }
+    return n;
 }
 
 void
@@ -841,6 +959,7 @@ tx__h2_pump(tx_conn_t *c)
             goto out;
         }
         tx_h2_run_done(h, false);
+        tx_h2_body_events(h);
         /* streamed answers with room again learn it (they may write at once) */
         for (tx_request_t *r = h->streams, *next; r != NULL && !c->closing; r = next) {
             next = r->next;
@@ -875,6 +994,18 @@ tx__h2_timeout(tx_conn_t *c, tx_reject_t why)
     if (h->terminated || h->sess == NULL) {
         tx__conn_close(c); /* our GOAWAY was not taken in time */
         return;
+    }
+    if (why == TX_REJECT_BODY_TIMEOUT) {
+        uint64_t now = tx__conn_now(c);
+        bool late = false;
+        for (tx_request_t *r = h->streams; r != NULL; r = r->next)
+            if (r->state == TX_REQ_PARSING &&
+                r->opened_ms + c->srv->lim.cfg.body_timeout_ms <= now)
+                late = true;
+        if (tx_h2_stream_timeouts(h, now) > 0 && !late) {
+            tx__conn_pump(c); /* only streamed bodies were idle: their streams only */
+            return;
+        }
     }
     tx__limits_count(&c->srv->lim, why);
     h->terminated = true;

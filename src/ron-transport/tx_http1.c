@@ -73,6 +73,18 @@ tx__request_reset(tx_request_t *r)
     r->drain = NULL;
     r->drain_arg = NULL;
     r->want_drain = false;
+    r->body_cb = NULL;
+    r->body_arg = NULL;
+    r->body_max = 0;
+    r->body_total = 0;
+    r->declared = -1;
+    r->body_last_ms = 0;
+    r->piece.len = 0;
+    r->babort = 0;
+    r->bstream = r->bheld = r->bcomplete = r->bdone = r->in_hook = false;
+    r->babort_pending = false;
+    r->babort_next = NULL;
+    r->babort_srv = NULL;
 }
 
 void
@@ -83,6 +95,7 @@ tx__request_free(tx_request_t *r)
     tx__buf_free(&r->hbuf);
     tx__buf_free(&r->body);
     tx__buf_free(&r->out);
+    tx__buf_free(&r->piece);
     free(r->decoded);
     free(r->hofs);
     free(r->hdrs);
@@ -109,7 +122,8 @@ void
 tx__http1_request_recycle(tx_http1_t *h, tx_request_t *r)
 {
     /* keep small buffers only: a big body's buffer is not pinned per connection */
-    if (h->spare == NULL && r->body.cap <= (64u << 10) && r->out.cap <= (64u << 10)) {
+    if (h->spare == NULL && r->body.cap <= (64u << 10) && r->out.cap <= (64u << 10) &&
+        r->piece.cap <= (64u << 10)) {
         free(r->decoded);
         r->decoded = NULL;
         h->spare = r;
@@ -305,11 +319,10 @@ tx_on_headers_complete(http_parser *p)
     }
     has_body = (p->flags & F_CHUNKED) != 0 ||
                (p->content_length != ULLONG_MAX && p->content_length > 0);
-    if ((p->flags & F_CHUNKED) == 0 && p->content_length != ULLONG_MAX &&
-        p->content_length > h->cfg->max_body) {
-        tx_reject(r, 413, TX_REJECT_BODY_TOO_LARGE, "content_length");
-        return -1;
-    }
+    if ((p->flags & F_CHUNKED) == 0)
+        r->declared = p->content_length != ULLONG_MAX && p->content_length <= INT64_MAX
+                          ? (int64_t)p->content_length
+                          : 0;
     v = tx_request_header(r, "expect");
     if (v != NULL) {
         if (strcasecmp(v, "100-continue") != 0) {
@@ -318,16 +331,27 @@ tx_on_headers_complete(http_parser *p)
         }
         r->expect_continue = has_body && r->view.http_minor == 1;
     }
-    if (h->cbs->on_head != NULL && (st = h->cbs->on_head(h->arg, r)) != 0) {
+    if (h->cbs->on_head != NULL && (st = h->cbs->on_head(h->arg, r)) != 0)
         r->reject_status = st;
+    else if (h->cbs->on_hook != NULL)
+        h->cbs->on_hook(h->arg, r); /* may stream the body, or refuse it (413, 415) */
+    if (r->reject_status == 0 && !r->bstream && (p->flags & F_CHUNKED) == 0 &&
+        p->content_length != ULLONG_MAX && p->content_length > h->cfg->max_body)
+        tx_reject(r, 413, TX_REJECT_BODY_TOO_LARGE, "content_length");
+    if (r->reject_status != 0) {
         if (has_body)
             return -1; /* the body is not read: the connection closes after the answer */
         r->expect_continue = false;
         return 0;
     }
+    if (r->bstream) {
+        /* hand r to the app once this callback returned (tx__http1_feed) */
+        h->stream_head = true;
+        http_parser_pause(p, 1);
+    }
     if (has_body) {
         h->in_body = true;
-        if ((p->flags & F_CHUNKED) == 0)
+        if ((p->flags & F_CHUNKED) == 0 && !r->bstream)
             tx__buf_reserve(&r->body, (size_t)p->content_length);
         if (r->expect_continue && h->cbs->on_continue != NULL)
             h->cbs->on_continue(h->arg, r);
@@ -343,6 +367,16 @@ tx_on_body(http_parser *p, const char *at, size_t len)
     tx_http1_t *h = tx_h(p);
     tx_request_t *r = h->cur;
 
+    if (r->bstream) {
+        /* handed over in pieces by the connection once this feed returns */
+        if (r->body_max != 0 && r->body_total + len > r->body_max) {
+            tx_reject(r, 413, TX_REJECT_BODY_TOO_LARGE, "body");
+            return 1;
+        }
+        r->body_total += len;
+        tx__buf_append(&r->body, at, len);
+        return 0;
+    }
     if (r->body.len + len > h->cfg->max_body) {
         tx_reject(r, 413, TX_REJECT_BODY_TOO_LARGE, "body");
         return 1;
@@ -383,6 +417,12 @@ tx_on_message_complete(http_parser *p)
     tx_http1_t *h = tx_h(p);
     tx_request_t *r = h->cur;
 
+    if (r->bstream) {
+        r->bcomplete = true;
+        h->msg_done = true;
+        http_parser_pause(p, 1);
+        return 0;
+    }
     if (r->reject_status == 0)
         tx__request_decode(h->cfg, r);
     if (r->view.body == NULL) {
@@ -443,6 +483,13 @@ tx__http1_feed(tx_http1_t *h, const uint8_t *data, size_t len)
         return len;
     n = http_parser_execute(&h->parser, &tx_settings, (const char *)data, len);
     err = HTTP_PARSER_ERRNO(&h->parser);
+    if (h->stream_head) {
+        /* a streamed request's head: the app gets it now, its body follows */
+        h->stream_head = false;
+        http_parser_pause(&h->parser, 0);
+        h->cbs->on_stream(h->arg, h->cur);
+        return n;
+    }
     if (h->msg_done) {
         http_parser_pause(&h->parser, 0);
         r = h->cur;

@@ -135,7 +135,37 @@ struct tx_request {
     struct tx_request *gone_next; /* in the server's queue of drains due */
     struct tx_server *gone_srv;   /* that server, while gone_pending */
     bool gone_pending;            /* its closing drain has not run yet */
+    /* streamed request body (tx_request_stream_body); body holds the bytes
+     * read and not yet handed over, piece the one the app holds */
+    tx_body_fn body_cb;           /* NULL: the body is buffered */
+    void *body_arg;
+    uint64_t body_max;            /* cap of the streamed body; 0 none */
+    uint64_t body_total;          /* streamed bytes received so far */
+    int64_t declared;             /* Content-Length, or -1 */
+    uint64_t body_last_ms;        /* HTTP/2: last byte or release (idle timeout) */
+    tx_buf_t piece;               /* the piece the app holds (piece.len > 0 iff bheld) */
+    int babort;                   /* != 0: the abort to report */
+    bool bstream;                 /* the body streams to body_cb */
+    bool bheld;                   /* the app holds piece */
+    bool bcomplete;               /* every body byte was read */
+    bool bdone;                   /* end or abort reported, or answered: no more events */
+    bool in_hook;                 /* the head hook runs (tx_request_stream_body allowed) */
+    bool babort_pending;          /* in the server's queue of aborts */
+    struct tx_request *babort_next;
+    struct tx_server *babort_srv; /* that server, while babort_pending */
 };
+
+/* ---- streamed request bodies (tx_body.c) ---- */
+/* The next event of r (an abort, a piece, or the end) to its callback, if
+ * one is due and no piece is held. Returns true when one ran (r may be gone). */
+bool tx__body_deliver(tx_request_t *r);
+/* r is answered: no more events; a held piece is dropped. */
+void tx__body_stop(tx_request_t *r);
+/* The connection or stream of r (held by the app) went away mid-body: the
+ * abort RON_ECLOSED runs on a later loop turn (even while a piece is held). */
+void tx__server_body_abort(struct tx_server *s, tx_request_t *r);
+/* A streamed request's head: call the hook (which may opt r in). */
+void tx__body_hook(struct tx_server *s, tx_request_t *r);
 
 void tx__request_reset(tx_request_t *r);
 /* Decode r's body per its Content-Encoding within cfg's bounds (sets the
@@ -154,8 +184,14 @@ typedef struct {
     void (*on_continue)(void *arg, tx_request_t *r);
     /* A body follows the headers. */
     void (*on_body)(void *arg);
+    /* The head hook of the application (may set r->bstream). */
+    void (*on_hook)(void *arg, tx_request_t *r);
+    /* r's body streams: hand r to the application now, before its body
+     * (ownership passes to the callee; the parser keeps reading its body). */
+    void (*on_stream)(void *arg, tx_request_t *r);
     /* r is complete (r->reject_status != 0: answer it with an error);
-     * ownership passes to the callee. */
+     * ownership passes to the callee (a streamed r: its body is complete,
+     * or cut off with reject_status set; the callee owns it already). */
     void (*on_request)(void *arg, tx_request_t *r);
 } tx_http1_cbs_t;
 
@@ -171,6 +207,7 @@ typedef struct {
     bool failed;              /* a malformed or rejected message ended parsing */
     bool in_body;
     bool msg_done;            /* set by on_message_complete; parser paused */
+    bool stream_head;         /* set by on_headers_complete of a streamed r; parser paused */
 } tx_http1_t;
 
 void tx__http1_init(tx_http1_t *h, const tx_config_t *cfg, const tx_http1_cbs_t *cbs, void *arg,
@@ -252,6 +289,8 @@ typedef struct tx_conn {
     tx_proto_t proto;
     uint8_t sniffed;              /* preface bytes matched so far (TX_PROTO_SNIFF) */
     struct tx_h2 *h2;             /* the HTTP/2 session (TX_PROTO_H2) */
+    tx_request_t *sreq;           /* HTTP/1.1: the streamed request whose body events are
+                                     not over (in the pipeline, held by the app) */
 } tx_conn_t;
 
 typedef struct tx_refused tx_refused_t;
@@ -277,6 +316,9 @@ struct tx_server {
     uv_timer_t notify;
     tx_chunk_t *gone_chunks, *gone_chunks_tail; /* done(k->status) due */
     tx_request_t *gone_reqs;     /* open streamed answers whose drain is due */
+    tx_request_t *body_aborts;   /* streamed bodies whose RON_ECLOSED abort is due */
+    tx_head_fn head_hook;        /* tx_server_set_head_hook */
+    void *head_arg;
     uint8_t rdbuf[64 << 10];     /* shared read buffer: parsed before the next read */
     uint8_t plain[16 << 10];     /* shared buffer for decrypted records */
 };
@@ -334,6 +376,10 @@ int tx__h2_respond_start(tx_conn_t *c, tx_request_t *r, int status, const tx_hea
 int tx__h2_write(tx_conn_t *c, tx_request_t *r, tx_chunk_t *k);
 int tx__h2_end(tx_conn_t *c, tx_request_t *r);
 void tx__conn_close(tx_conn_t *c);
+/* r's piece was released: resume reading, deliver the next event soon. */
+void tx__conn_body_release(tx_conn_t *c, tx_request_t *r);
+/* r's piece of n bytes was released: return them to the stream's window. */
+void tx__h2_body_release(tx_conn_t *c, tx_request_t *r, size_t n);
 void tx__refuse(tx_server_t *s, uv_stream_t *listener);
 void tx__refused_close(tx_refused_t *f);
 const char *tx__server_date(tx_server_t *s);

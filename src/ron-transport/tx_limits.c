@@ -79,6 +79,7 @@ tx_config_default(tx_config_t *cfg)
     cfg->h2_max_streams = TX_DEFAULT_H2_MAX_STREAMS;
     cfg->h2_flood_max = TX_DEFAULT_H2_FLOOD_MAX;
     cfg->h2_flood_window_ms = TX_DEFAULT_H2_FLOOD_WINDOW_MS;
+    cfg->stream_idle_ms = TX_DEFAULT_STREAM_IDLE_MS;
 }
 
 #define TX_FILL(f) out->f = in->f != 0 ? in->f : d.f
@@ -110,6 +111,7 @@ tx__config_fill(tx_config_t *out, const tx_config_t *in)
     TX_FILL(h2_max_streams);
     TX_FILL(h2_flood_max);
     TX_FILL(h2_flood_window_ms);
+    TX_FILL(stream_idle_ms);
     out->h2_disabled = in->h2_disabled;
     out->rate_burst = in->rate_burst != 0 ? in->rate_burst : out->rate_rps;
     out->rate_disabled = in->rate_disabled;

@@ -4,7 +4,8 @@
  * then a short lingering close, so the excess never hangs), the cached Date
  * header, the queue of callbacks due because a connection or HTTP/2 stream
  * went away (done(RON_ECLOSED) of queued chunks, then the closing drain of
- * open streamed answers), and asynchronous shutdown.
+ * open streamed answers, then the RON_ECLOSED abort of streamed request
+ * bodies), and asynchronous shutdown.
  * Invariants: s->open counts every listener, connection and refusal whose
  * handles are not closed yet, plus the notify timer; the close callback runs
  * when it reaches zero after tx_server_close. The notify timer runs the
@@ -94,6 +95,14 @@ tx_server_run_gone(tx_server_t *s)
         r->gone_srv = NULL;
         r->drain(r, r->drain_arg); /* may end r (and free it): r is not touched after */
     }
+    while ((r = s->body_aborts) != NULL) {
+        s->body_aborts = r->babort_next;
+        r->babort_next = NULL;
+        r->babort_pending = false;
+        r->babort_srv = NULL;
+        r->bheld = false; /* the piece stays valid until the answer */
+        (void)tx__body_deliver(r); /* may answer r (and free it) */
+    }
 }
 
 static void
@@ -153,6 +162,22 @@ tx__server_gone(tx_server_t *s, tx_request_t *r)
     *pp = r;
     r->gone_pending = true;
     r->gone_srv = s;
+    tx_server_notify_soon(s);
+}
+
+void
+tx__server_body_abort(tx_server_t *s, tx_request_t *r)
+{
+    if (!r->bstream || r->bdone || r->babort_pending)
+        return;
+    r->babort = RON_ECLOSED;
+    tx_request_t **pp = &s->body_aborts;
+    while (*pp != NULL)
+        pp = &(*pp)->babort_next;
+    r->babort_next = NULL;
+    *pp = r;
+    r->babort_pending = true;
+    r->babort_srv = s;
     tx_server_notify_soon(s);
 }
 
@@ -321,6 +346,13 @@ tx_server_new(uv_loop_t *loop, const tx_config_t *cfg, tx_handler_fn handler, vo
     s->notify.data = s;
     s->open++; /* the notify timer, until tx_server_close closes it */
     return s;
+}
+
+void
+tx_server_set_head_hook(tx_server_t *s, tx_head_fn hook, void *arg)
+{
+    s->head_hook = hook;
+    s->head_arg = arg;
 }
 
 int

@@ -40,7 +40,13 @@ serve_stop(uv_signal_t *h, int signum)
 {
     serve_t *s = h->data;
 
+    const gw_stats_t *st = gw_stats(s->gw);
+
     (void)signum;
+    /* for benchmarks: how the requests were served */
+    fprintf(stderr, "requests %llu readers_reused %llu inline_reads %llu\n",
+            (unsigned long long)st->requests, (unsigned long long)st->readers_reused,
+            (unsigned long long)st->inline_reads);
     tx_server_close(s->srv, serve_srv_closed, s);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
     uv_close((uv_handle_t *)&s->sig_term, NULL);
@@ -118,6 +124,7 @@ main(int argc, char **argv)
     printf("port %u\n", tx_listener_port(l));
     fflush(stdout);
     s.srv = tx_server_new(&loop, &tc, gw_handle, gw);
+    tx_server_set_head_hook(s.srv, gw_head, gw); /* uploads stream, as in the node */
     if ((rc = tx_server_attach(s.srv, l)) < 0)
         goto out_loop;
     uv_signal_init(&loop, &s.sig_int);

@@ -13,15 +13,22 @@
  * object's size or the client's speed. The first chunk is read before the
  * head is sent, so a corrupt first piece is a 502 with the envelope; a
  * later one aborts the stream (the body is cut short and the transport
- * closes the connection) and is counted.
+ * closes the connection) and is counted. An object of at most
+ * GW_INLINE_MAX bytes whose reader is cached (it was read a moment ago) is
+ * opened, decided and read on the loop instead: the same verified read,
+ * without the thread pool's round trip.
  *
  * GET /n/<name> resolves through svc-index on the thread pool and answers
  * 302 to /o/b3:<hex>; PUT /n/<name> takes a JSON record (ron-naming's form)
  * and publishes it under the acceptance rule.
  *
- * POST /o and PUT /o/b3:<hex> take the body the transport buffered (its
- * max_body is the upload cap until it streams request bodies) and store it
- * on the thread pool with sto_put_begin/write/commit.
+ * POST /o and PUT /o/b3:<hex> stream: gw_head (the transport's head hook)
+ * opts their bodies in, each piece goes into the put (sto_put_write on the
+ * thread pool, hashing as it goes, or put_write to the storage service) and
+ * is released only once written, so an upload of any size holds one piece;
+ * commit checks a PUT's address (409 bad_digest, nothing stored). Without
+ * the hook the transport's buffered body is stored the same way, as one
+ * piece.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -44,8 +51,9 @@ struct gw {
     void (*closed_cb)(void *arg); /* gw_close: runs once active reaches 0 */
     void *closed_arg;
     bool closing;
-    bool timer_closed;
-    uv_timer_t sweep; /* probes streams waiting on a write (see gw_sweep) */
+    bool closer_closed;
+    uv_timer_t closer; /* never started: closing it defers gw_close's callback a turn */
+    struct gw_up *hooked; /* made by gw_head, taken by gw_handle for the same request */
     /* Idle readers of small objects, reused by later requests for the same
      * address: a reader is an open fd, a mapped outboard and a verified last
      * piece, so reuse saves open/mmap/munmap and that verification. Every
@@ -58,7 +66,6 @@ struct gw {
     } cache[GW_READER_CACHE];
     size_t n_cache;
     uint64_t tick;
-    struct gw_get *streams; /* GET/HEAD requests alive, for the sweep */
 };
 
 static void gw_close_check(gw_t *gw);
@@ -84,7 +91,6 @@ typedef enum {
 /* One GET/HEAD of an object. */
 typedef struct gw_get {
     uv_work_t work;
-    struct gw_get *next, *prev; /* gw->streams */
     gw_t *gw;
     tx_request_t *req; /* NULL once ended */
     uint8_t addr[STO_ADDR_LEN];
@@ -106,8 +112,10 @@ typedef struct gw_get {
     bool multipart;
     bool partial; /* Range honoured: 206 */
     char boundary[GW_BOUNDARY_LEN + 1];
-    char heads[GW_MAX_RANGES][GW_PART_HEAD_MAX];
-    char tail[GW_PART_HEAD_MAX];
+    struct gw_parts {          /* multipart framing, allocated only for it */
+        char heads[GW_MAX_RANGES][GW_PART_HEAD_MAX];
+        char tail[GW_PART_HEAD_MAX];
+    } *parts;
     size_t ri;    /* current range */
     uint64_t pos; /* next offset of the current range to read */
     /* the one buffer */
@@ -122,21 +130,30 @@ typedef struct gw_get {
     bool bad; /* a store call failed: the reader is not reused */
 } gw_get_t;
 
-/* One POST /o or PUT /o/b3:<hex>. */
-typedef struct {
+/* One POST /o or PUT /o/b3:<hex> (see gw_up_step). */
+typedef struct gw_up {
     uv_work_t work;
     gw_t *gw;
     tx_request_t *req;
-    bool put;
+    bool put;            /* PUT: the bytes must hash to addr */
+    bool streamed;       /* the body comes through gw_up_body; else view.body, whole */
+    bool remote;         /* through the storage service (gw_set_storage) */
+    bool begun, busy, ended;
+    int op;              /* gw_op_t in flight (busy) or last */
     uint8_t addr[STO_ADDR_LEN];
-    const uint8_t *body; /* the request's view, valid until answered */
-    size_t body_len;
     char ctype[STO_CTYPE_MAX + 1];
-    int had; /* PUT: sto_has before the put */
-    int rc;
-} gw_put_t;
+    int had;             /* PUT: sto_has before the put */
+    sto_put_t *lp;       /* local put; the worker's while busy */
+    sto_client_put_t *rp; /* remote put */
+    const uint8_t *piece; /* bytes to write: the transport's piece (borrowed until released) */
+    size_t piece_len;
+    int rc;              /* first store error */
+    int abort;           /* the transport's abort (RON_ECLOSED, RON_ETOOBIG, ...) */
+} gw_up_t;
 
 static void gw_get_pump(gw_get_t *g);
+static bool gw_ctype_ok(const char *ct);
+static bool gw_addr_parse(const char *s, uint8_t addr_out[static STO_ADDR_LEN]);
 
 /* ---- responses ---- */
 
@@ -234,14 +251,6 @@ gw_get_free(gw_get_t *g)
 {
     gw_t *gw = g->gw;
 
-    if (g->prev != NULL)
-        g->prev->next = g->next;
-    else
-        gw->streams = g->next;
-    if (g->next != NULL)
-        g->next->prev = g->prev;
-    if (gw->streams == NULL)
-        uv_timer_stop(&gw->sweep);
     if (g->rd != NULL && !g->bad && !gw->closing && g->size <= GW_READER_CACHE_OBJECT)
         gw_cache_put(gw, g->addr, g->rd);
     else
@@ -250,6 +259,7 @@ gw_get_free(gw_get_t *g)
         gw->stats.buffered -= g->buf_cap;
         free(g->buf);
     }
+    free(g->parts);
     free(g);
     gw_release(gw);
 }
@@ -404,15 +414,15 @@ gw_get_pump(gw_get_t *g)
         int rc;
 
         if (g->seg == 0 && g->multipart && g->buf_off == g->ranges[g->ri].first) {
-            p = g->heads[g->ri];
-            len = strlen(g->heads[g->ri]);
+            p = g->parts->heads[g->ri];
+            len = strlen(g->parts->heads[g->ri]);
         } else if (g->seg == 1) {
             p = g->buf;
             len = g->buf_len;
         } else if (g->seg == 2 && g->multipart && g->ri + 1 == g->n_ranges &&
                    g->pos > g->ranges[g->ri].last) {
-            p = g->tail;
-            len = strlen(g->tail);
+            p = g->parts->tail;
+            len = strlen(g->parts->tail);
         }
         if (len == 0) {
             g->seg++;
@@ -531,11 +541,12 @@ gw_get_decide(gw_get_t *g)
         g->body_bytes += g->ranges[i].last - g->ranges[i].first + 1;
     g->length = g->body_bytes;
     if (g->multipart) {
+        g->parts = ron_xcalloc(1, sizeof *g->parts); /* the work item's, then the loop's */
         gw_multipart_boundary(g->addr, g->boundary);
         for (size_t i = 0; i < g->n_ranges; i++)
-            gw_multipart_part_head(g->heads[i], GW_PART_HEAD_MAX, g->boundary, g->ctype,
+            gw_multipart_part_head(g->parts->heads[i], GW_PART_HEAD_MAX, g->boundary, g->ctype,
                                    &g->ranges[i], g->size);
-        gw_multipart_tail(g->tail, sizeof g->tail, g->boundary);
+        gw_multipart_tail(g->parts->tail, sizeof g->parts->tail, g->boundary);
         g->length = gw_multipart_length(g->ranges, g->n_ranges, g->boundary, g->ctype, g->size);
     }
     g->outcome = g->head || g->size == 0 ? GW_OUT_HEAD_ONLY : GW_OUT_BODY;
@@ -612,37 +623,6 @@ gw_get_open_done(uv_work_t *w, int status)
     gw_get_finish(g);
 }
 
-/*
- * Timer, every GW_SWEEP_MS while streams are alive. ron-transport tells a
- * streaming request that its connection went away through a write's done
- * callback or the drain callback, except when its chunks were queued but
- * never submitted (a pipelined response behind another one): then nothing
- * runs until tx_respond_end. A stream waiting on such a write would wait
- * forever, holding its buffer and reader. So the sweep probes each stream
- * that waits on writes with a zero-length write, which queues nothing and
- * says RON_ECLOSED when the connection is gone (RON_EINVAL otherwise), and
- * ends those streams. Remove once the transport completes queued chunks
- * when a connection closes.
- */
-static void
-gw_sweep(uv_timer_t *t)
-{
-    gw_t *gw = t->data;
-    gw_get_t *g = gw->streams, *next;
-
-    for (; g != NULL; g = next) {
-        next = g->next;
-        if (g->req == NULL || !g->started || g->writes == 0)
-            continue;
-        if (tx_respond_write(g->req, g, 0, NULL, NULL) != RON_ECLOSED)
-            continue;
-        g->gone = true;
-        g->seg = 3;
-        gw->stats.client_gone++;
-        gw_get_finish(g); /* runs the queued writes' done callbacks; may free g */
-    }
-}
-
 static void
 gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN], bool head)
 {
@@ -663,12 +643,15 @@ gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN
     sto_addr_format(addr, text);
     snprintf(g->etag, sizeof g->etag, "\"%s\"", text);
     gw->stats.active++;
-    g->next = gw->streams;
-    if (g->next != NULL)
-        g->next->prev = g;
-    gw->streams = g;
-    if (!uv_is_active((uv_handle_t *)&gw->sweep))
-        uv_timer_start(&gw->sweep, gw_sweep, GW_SWEEP_MS, GW_SWEEP_MS);
+    if (g->rd != NULL && sto_reader_size(g->rd) <= GW_INLINE_MAX) {
+        /* A small object read a moment ago (its reader was cached): one
+         * verified piece from the page cache costs less than the thread
+         * pool's round trip (two context switches and the queue's locks). */
+        gw->stats.inline_reads++;
+        gw_get_open_work(&g->work);
+        gw_get_open_done(&g->work, 0);
+        return;
+    }
     rc = uv_queue_work(gw->loop, &g->work, gw_get_open_work, gw_get_open_done);
     if (rc < 0) {
         g->rc = rc;
@@ -678,74 +661,27 @@ gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN
 
 /* ---- POST / PUT ---- */
 
-static void
-gw_put_work(uv_work_t *w)
-{
-    gw_put_t *u = w->data;
-    sto_store_t *s = u->gw->cfg.store;
-    sto_put_t *p = NULL;
+/*
+ * One upload is a small state machine driven by gw_up_step: begin the put
+ * (on the thread pool, or put_begin over ron-bus), then write each piece
+ * the transport hands over and release it only once written (reading from
+ * the client pauses meanwhile: bounded memory), then commit at the end of
+ * the body. At most one store operation is in flight. A store error, or
+ * the transport's abort (client gone, idle, cap), ends it: the put is
+ * aborted (its temporary bytes deleted) and the request answered at once
+ * (the transport discards the rest of the body).
+ */
+typedef enum { GW_OP_BEGIN, GW_OP_WRITE, GW_OP_COMMIT } gw_op_t;
 
-    u->had = u->put ? sto_has(s, u->addr) : 0;
-    u->rc = sto_put_begin(s, u->gw->cfg.tenant, u->put ? u->addr : NULL,
-                          u->ctype[0] != '\0' ? u->ctype : NULL, u->body_len, &p);
-    if (u->rc < 0)
-        return;
-    if (u->body_len > 0)
-        u->rc = sto_put_write(p, u->body, u->body_len);
-    if (u->rc < 0) {
-        sto_put_abort(p);
-        return;
-    }
-    u->rc = sto_put_commit(p, u->addr);
-}
+static void gw_up_step(gw_up_t *u);
 
-/* Answer u's request from u->rc (and u->addr, u->had) and free u. */
 static void
-gw_put_answer(gw_put_t *u)
+gw_up_free(gw_up_t *u)
 {
     gw_t *gw = u->gw;
-    char text[68], loc[80], json[200];
-    tx_header_t h[GW_MAX_HDRS];
-    size_t n = 0;
-    int code;
 
-    if (u->rc == RON_EDIGEST) {
-        gw->stats.bad_digest++;
-        gw_error(u->req, 409, "body does not hash to the address", "bad_digest", NULL, 0);
-    } else if (u->rc == RON_ETOOBIG) {
-        gw_error(u->req, 413, NULL, "object_too_large", NULL, 0);
-    } else if (u->rc == RON_ESTOREFULL) {
-        tx_header_t ra = {"Retry-After", "60"};
-        gw_error(u->req, 507, NULL, "store_full", &ra, 1);
-    } else if (u->rc == RON_EUNAVAIL || u->rc == RON_ETIMEOUT || u->rc == RON_EBUSY ||
-               u->rc == RON_ESHUTDOWN) {
-        tx_header_t ra = {"Retry-After", "1"};
-        gw_error(u->req, 503, ron_strerror(u->rc), "storage_unavailable", &ra, 1);
-    } else if (u->rc < 0) {
-        gw_error(u->req, 500, ron_strerror(u->rc), "store_failed", NULL, 0);
-    } else {
-        sto_addr_format(u->addr, text);
-        snprintf(loc, sizeof loc, "/o/%s", text);
-        snprintf(json, sizeof json, "{\"address\":\"%s\",\"cid\":\"%s\"}", text, text + 3);
-        code = u->put && u->had == 1 ? 200 : 201;
-        code == 201 ? gw->stats.puts_created++ : gw->stats.puts_existing++;
-        h[n++] = (tx_header_t){"Content-Type", "application/json"};
-        h[n++] = (tx_header_t){"Location", loc};
-        n += gw_cors(h + n);
-        (void)tx_respond(u->req, code, h, n, json, strlen(json));
-    }
     free(u);
     gw_release(gw);
-}
-
-static void
-gw_put_done(uv_work_t *w, int status)
-{
-    gw_put_t *u = w->data;
-
-    if (status < 0 && u->rc == 0)
-        u->rc = status;
-    gw_put_answer(u);
 }
 
 /* The local code for the storage service's error status (storage.md §errors). */
@@ -767,18 +703,297 @@ gw_put_remote_rc(uint16_t code)
     }
 }
 
-/* The storage service's answer to a put sent over ron-bus. */
+/* Answer u's request from rc (and u->addr, u->had), then free u. */
 static void
-gw_put_remote_done(void *arg, int status, uint16_t code, const uint8_t addr[STO_ADDR_LEN])
+gw_up_answer(gw_up_t *u, int rc)
 {
-    gw_put_t *u = arg;
+    gw_t *gw = u->gw;
+    char text[68], loc[80], json[200];
+    tx_header_t h[GW_MAX_HDRS];
+    size_t n = 0;
+    int code;
 
-    u->rc = status;
-    if (status == 0)
+    if (rc == RON_EDIGEST) {
+        gw->stats.bad_digest++;
+        gw_error(u->req, 409, "body does not hash to the address", "bad_digest", NULL, 0);
+    } else if (rc == RON_ETOOBIG) {
+        gw_error(u->req, 413, NULL, "object_too_large", NULL, 0);
+    } else if (rc == RON_ESTOREFULL) {
+        tx_header_t ra = {"Retry-After", "60"};
+        gw_error(u->req, 507, NULL, "store_full", &ra, 1);
+    } else if (rc == RON_EUNAVAIL || rc == RON_ETIMEOUT || rc == RON_EBUSY ||
+               rc == RON_ESHUTDOWN) {
+        tx_header_t ra = {"Retry-After", "1"};
+        gw_error(u->req, 503, ron_strerror(rc), "storage_unavailable", &ra, 1);
+    } else if (rc < 0) {
+        gw_error(u->req, 500, ron_strerror(rc), "store_failed", NULL, 0);
+    } else {
+        sto_addr_format(u->addr, text);
+        snprintf(loc, sizeof loc, "/o/%s", text);
+        snprintf(json, sizeof json, "{\"address\":\"%s\",\"cid\":\"%s\"}", text, text + 3);
+        code = u->put && u->had == 1 ? 200 : 201;
+        code == 201 ? gw->stats.puts_created++ : gw->stats.puts_existing++;
+        h[n++] = (tx_header_t){"Content-Type", "application/json"};
+        h[n++] = (tx_header_t){"Location", loc};
+        n += gw_cors(h + n);
+        (void)tx_respond(u->req, code, h, n, json, strlen(json));
+    }
+    gw_up_free(u);
+}
+
+/* The upload cannot finish: drop the put, answer (loop thread, nothing in flight). */
+static void
+gw_up_fail(gw_up_t *u)
+{
+    sto_put_abort(u->lp); /* deletes its temporary file */
+    u->lp = NULL;
+    sto_client_put_abort(u->rp);
+    u->rp = NULL;
+    if (u->rc < 0) {
+        gw_up_answer(u, u->rc);
+        return;
+    }
+    switch (u->abort) {
+    case RON_ETOOBIG:
+        gw_error(u->req, 413, NULL, "object_too_large", NULL, 0);
+        break;
+    case RON_ETIMEOUT:
+        gw_error(u->req, 408, "no body bytes for too long", "body_timeout", NULL, 0);
+        break;
+    case RON_EPROTO:
+        gw_error(u->req, 400, "malformed chunked body", "bad_body", NULL, 0);
+        break;
+    default: /* RON_ECLOSED: the answer only frees the request */
+        u->gw->stats.client_gone++;
+        (void)tx_respond_error(u->req, 400, NULL, NULL, 0);
+        break;
+    }
+    gw_up_free(u);
+}
+
+/* The piece in hand is in the put: the transport may read the next one. */
+static void
+gw_up_piece_done(gw_up_t *u)
+{
+    u->piece = NULL;
+    u->piece_len = 0;
+    if (u->streamed)
+        (void)tx_request_body_release(u->req);
+}
+
+/* Worker: one store operation (the put belongs to this thread meanwhile). */
+static void
+gw_up_work(uv_work_t *w)
+{
+    gw_up_t *u = w->data;
+    sto_store_t *s = u->gw->cfg.store;
+
+    switch ((gw_op_t)u->op) {
+    case GW_OP_BEGIN:
+        u->had = u->put ? sto_has(s, u->addr) : 0;
+        u->rc = sto_put_begin(s, u->gw->cfg.tenant, u->put ? u->addr : NULL,
+                              u->ctype[0] != '\0' ? u->ctype : NULL,
+                              u->streamed ? STO_SIZE_UNKNOWN : u->piece_len, &u->lp);
+        break;
+    case GW_OP_WRITE:
+        u->rc = sto_put_write(u->lp, u->piece, u->piece_len);
+        break;
+    case GW_OP_COMMIT:
+        u->rc = sto_put_commit(u->lp, u->addr);
+        u->lp = NULL; /* commit frees it, whatever it returns */
+        break;
+    }
+}
+
+static void
+gw_up_done(uv_work_t *w, int status)
+{
+    gw_up_t *u = w->data;
+
+    u->busy = false;
+    if (status < 0 && u->rc == 0)
+        u->rc = status;
+    if (u->op == GW_OP_COMMIT) {
+        gw_up_answer(u, u->rc);
+        return;
+    }
+    if (u->rc == 0 && u->op == GW_OP_BEGIN)
+        u->begun = true;
+    else if (u->rc == 0)
+        gw_up_piece_done(u);
+    gw_up_step(u);
+}
+
+/* The storage service acknowledged (or refused) the operation in flight. */
+static void
+gw_up_remote_done(void *arg, int status, uint16_t code, const uint8_t addr[STO_ADDR_LEN])
+{
+    gw_up_t *u = arg;
+
+    u->busy = false;
+    if (status < 0) {
+        u->rp = NULL; /* ended and freed by the client */
+        u->rc = status == RON_ESTORE ? gw_put_remote_rc(code) : status;
+        if (u->op == GW_OP_COMMIT)
+            gw_up_answer(u, u->rc);
+        else
+            gw_up_step(u);
+        return;
+    }
+    if (u->op == GW_OP_COMMIT) {
+        u->rp = NULL;
         memcpy(u->addr, addr, STO_ADDR_LEN);
-    else if (status == RON_ESTORE)
-        u->rc = gw_put_remote_rc(code);
-    gw_put_answer(u);
+        gw_up_answer(u, 0);
+        return;
+    }
+    if (u->op == GW_OP_BEGIN)
+        u->begun = true;
+    else
+        gw_up_piece_done(u);
+    gw_up_step(u);
+}
+
+/* Start store operation op (nothing in flight). */
+static void
+gw_up_start(gw_up_t *u, gw_op_t op)
+{
+    gw_t *gw = u->gw;
+    int rc;
+
+    u->op = (int)op;
+    u->busy = true;
+    if (u->remote) {
+        switch (op) {
+        case GW_OP_BEGIN:
+            /* PUT of a stored object answers 200: the read-only view says so */
+            u->had = u->put ? sto_has(gw->cfg.store, u->addr) : 0;
+            rc = sto_client_put_begin(gw->cfg.storage, u->ctype[0] != '\0' ? u->ctype : NULL,
+                                      u->put ? u->addr : NULL, gw_up_remote_done, u, &u->rp);
+            break;
+        case GW_OP_WRITE:
+            rc = sto_client_put_write(u->rp, u->piece, u->piece_len);
+            break;
+        default:
+            rc = sto_client_put_commit(u->rp);
+            break;
+        }
+    } else {
+        rc = uv_queue_work(gw->loop, &u->work, gw_up_work, gw_up_done);
+    }
+    if (rc < 0) {
+        u->busy = false;
+        u->rc = rc;
+        gw_up_fail(u);
+    }
+}
+
+static void
+gw_up_step(gw_up_t *u)
+{
+    if (u->busy)
+        return;
+    if (u->rc < 0 || u->abort != 0)
+        gw_up_fail(u);
+    else if (!u->begun)
+        gw_up_start(u, GW_OP_BEGIN);
+    else if (u->piece_len > 0)
+        gw_up_start(u, GW_OP_WRITE);
+    else if (u->ended)
+        gw_up_start(u, GW_OP_COMMIT);
+    /* else: wait for the transport's next piece */
+}
+
+/* The transport's body events (tx_body_fn). */
+static void
+gw_up_body(tx_request_t *req, const uint8_t *data, size_t len, int status, void *arg)
+{
+    gw_up_t *u = arg;
+
+    (void)req;
+    if (status < 0) {
+        u->abort = status; /* may come while a piece is being written: step waits */
+    } else if (len > 0) {
+        u->piece = data;
+        u->piece_len = len;
+    } else {
+        u->ended = true;
+    }
+    gw_up_step(u);
+}
+
+/* The upload routes: POST /o, PUT /o/b3:<hex> (addr_out set, *put_out true). */
+static bool
+gw_is_upload(const tx_request_view_t *v, uint8_t addr_out[static STO_ADDR_LEN], bool *put_out)
+{
+    if (strcmp(v->path, "/o") == 0 || strcmp(v->path, "/o/") == 0) {
+        *put_out = false;
+        return strcmp(v->method, "POST") == 0;
+    }
+    *put_out = true;
+    return strncmp(v->path, "/o/", 3) == 0 && strcmp(v->method, "PUT") == 0 &&
+           gw_addr_parse(v->path + 3, addr_out);
+}
+
+void
+gw_head(tx_request_t *req, void *arg)
+{
+    gw_t *gw = arg;
+    uint8_t addr[STO_ADDR_LEN];
+    bool put;
+    gw_up_t *u;
+
+    if (gw->hooked != NULL) {
+        /* the transport refused the last one itself after the hook: never routed */
+        free(gw->hooked);
+        gw->hooked = NULL;
+    }
+    if (!gw_is_upload(tx_request_view(req), addr, &put))
+        return;
+    u = ron_xcalloc(1, sizeof *u);
+    u->gw = gw;
+    u->req = req;
+    u->streamed = true;
+    u->work.data = u;
+    if (tx_request_stream_body(req, gw_up_body, u, gw->cfg.max_upload) < 0) {
+        free(u); /* answered by the transport (413, 415) */
+        return;
+    }
+    gw->hooked = u; /* gw_handle runs next, for this very request */
+}
+
+static void
+gw_put_begin(gw_t *gw, tx_request_t *req, const uint8_t *addr)
+{
+    const tx_request_view_t *v = tx_request_view(req);
+    const char *ct = tx_request_header(req, "Content-Type");
+    gw_up_t *u = gw->hooked;
+
+    if (u != NULL && u->req == req) {
+        gw->hooked = NULL; /* streamed: its body comes to gw_up_body */
+    } else {
+        /* a server without the head hook: the body is buffered whole */
+        u = ron_xcalloc(1, sizeof *u);
+        u->gw = gw;
+        u->req = req;
+        u->work.data = u;
+        u->piece = v->body;
+        u->piece_len = v->body_len;
+        u->ended = true;
+    }
+    gw->stats.active++;
+    if (ct != NULL && !gw_ctype_ok(ct)) {
+        gw_error(req, 400, "Content-Type must be 1-127 printable ASCII bytes", "bad_content_type",
+                 NULL, 0);
+        gw_up_free(u);
+        return;
+    }
+    u->put = addr != NULL;
+    if (addr != NULL)
+        memcpy(u->addr, addr, STO_ADDR_LEN);
+    if (ct != NULL)
+        snprintf(u->ctype, sizeof u->ctype, "%s", ct);
+    u->remote = gw->cfg.storage != NULL;
+    gw_up_step(u);
 }
 
 void
@@ -799,50 +1014,6 @@ gw_ctype_ok(const char *ct)
         if ((unsigned char)ct[i] < 0x20 || (unsigned char)ct[i] > 0x7E)
             return false;
     return true;
-}
-
-static void
-gw_put_begin(gw_t *gw, tx_request_t *req, const uint8_t *addr)
-{
-    const tx_request_view_t *v = tx_request_view(req);
-    const char *ct = tx_request_header(req, "Content-Type");
-    gw_put_t *u;
-    int rc;
-
-    if (ct != NULL && !gw_ctype_ok(ct)) {
-        gw_error(req, 400, "Content-Type must be 1-127 printable ASCII bytes", "bad_content_type",
-                 NULL, 0);
-        return;
-    }
-    u = ron_xcalloc(1, sizeof *u);
-    u->gw = gw;
-    u->req = req;
-    u->put = addr != NULL;
-    if (addr != NULL)
-        memcpy(u->addr, addr, STO_ADDR_LEN);
-    u->body = v->body;
-    u->body_len = v->body_len;
-    if (ct != NULL)
-        snprintf(u->ctype, sizeof u->ctype, "%s", ct);
-    u->work.data = u;
-    gw->stats.active++;
-    if (gw->cfg.storage != NULL) {
-        /* PUT of a stored object answers 200: the read-only view says so */
-        u->had = u->put ? sto_has(gw->cfg.store, u->addr) : 0;
-        rc = sto_client_put_buf(gw->cfg.storage, u->body, u->body_len,
-                                u->ctype[0] != '\0' ? u->ctype : NULL, u->put ? u->addr : NULL,
-                                gw_put_remote_done, u);
-        if (rc < 0) {
-            u->rc = rc;
-            gw_put_answer(u);
-        }
-        return;
-    }
-    rc = uv_queue_work(gw->loop, &u->work, gw_put_work, gw_put_done);
-    if (rc < 0) {
-        u->rc = rc;
-        gw_put_done(&u->work, 0);
-    }
 }
 
 /* ---- names ---- */
@@ -1195,8 +1366,10 @@ gw_new(uv_loop_t *loop, const gw_config_t *cfg)
         gw->cfg.chunk = GW_CHUNK_MIN;
     if (gw->cfg.chunk > GW_CHUNK_MAX)
         gw->cfg.chunk = GW_CHUNK_MAX;
-    uv_timer_init(loop, &gw->sweep);
-    gw->sweep.data = gw;
+    if (gw->cfg.max_upload == 0)
+        gw->cfg.max_upload = STO_MAX_OBJECT_DEFAULT;
+    uv_timer_init(loop, &gw->closer);
+    gw->closer.data = gw;
     return gw;
 }
 
@@ -1207,15 +1380,16 @@ gw_stats(const gw_t *gw)
 }
 
 static void
-gw_sweep_closed(uv_handle_t *h)
+gw_closer_closed(uv_handle_t *h)
 {
     gw_t *gw = h->data;
 
-    gw->timer_closed = true;
+    gw->closer_closed = true;
     gw_close_check(gw);
 }
 
-/* Closing: once no request holds state and the timer is closed, run the callback. */
+/* Closing: once no request holds state and the closer handle is closed (a
+ * later loop turn), run the callback. */
 static void
 gw_close_check(gw_t *gw)
 {
@@ -1223,9 +1397,9 @@ gw_close_check(gw_t *gw)
 
     if (gw->stats.active == 0)
         gw_cache_clear(gw);
-    if (gw->stats.active == 0 && !uv_is_closing((uv_handle_t *)&gw->sweep))
-        uv_close((uv_handle_t *)&gw->sweep, gw_sweep_closed);
-    if (gw->stats.active == 0 && gw->timer_closed && cb != NULL) {
+    if (gw->stats.active == 0 && !uv_is_closing((uv_handle_t *)&gw->closer))
+        uv_close((uv_handle_t *)&gw->closer, gw_closer_closed);
+    if (gw->stats.active == 0 && gw->closer_closed && cb != NULL) {
         gw->closed_cb = NULL;
         cb(gw->closed_arg);
     }
@@ -1243,7 +1417,9 @@ gw_close(gw_t *gw, void (*cb)(void *arg), void *arg)
 void
 gw_free(gw_t *gw)
 {
-    if (gw != NULL)
-        assert(gw->timer_closed);
+    if (gw == NULL)
+        return;
+    assert(gw->closer_closed);
+    free(gw->hooked); /* refused by the transport, never routed */
     free(gw);
 }

@@ -12,7 +12,8 @@
  *   gw_routes.c  the routes on the tx handler API; store calls run on the
  *                libuv thread pool (uv_queue_work) in bounded chunks, and
  *                bodies stream out with tx_respond_start/write/end, one
- *                chunk at a time, paced by the transport's drain callback
+ *                chunk at a time, paced by the transport's drain callback;
+ *                upload bodies stream in (gw_head), one piece at a time
  *
  * Every error answers with the spec §3 envelope (tx_respond_error). All
  * functions are loop thread only unless they say otherwise; the gw_http.c
@@ -47,7 +48,8 @@
 #define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
 #define GW_READER_CACHE 64 /* idle verified readers kept open for reuse (fds, maps) */
 #define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
-#define GW_SWEEP_MS 1000                  /* period of the probe for streams whose client left */
+#define GW_INLINE_MAX (16u << 10) /* an object this small with a cached reader is read on the
+                                     loop (one verified piece, just read: page cache hot) */
 #define GW_NAME_PATH_MAX 1024 /* bytes of a percent-decoded /n/ segment (NAME_MAX_INPUT) */
 
 /* ---- fixed header values ---- */
@@ -164,6 +166,8 @@ typedef struct {
     uint32_t chunk;                 /* bytes per read work item; 0 = GW_CHUNK_DEFAULT,
                                        clamped to [GW_CHUNK_MIN, GW_CHUNK_MAX] */
     rbus_peer_t *storage;           /* borrowed, may be NULL; see gw_set_storage */
+    uint64_t max_upload;            /* bytes of one upload body; 0 = STO_MAX_OBJECT_DEFAULT
+                                       (the store's own max_object applies as well) */
 } gw_config_t;
 
 /* Counters (plain, loop thread). */
@@ -186,6 +190,7 @@ typedef struct {
     uint64_t buffered_peak;   /* the gauge's high-water mark */
     uint64_t active;          /* gauge: requests with state in the gateway */
     uint64_t readers_reused;  /* GET/HEADs served by a reader kept open from an earlier one */
+    uint64_t inline_reads;    /* ... of which read on the loop (objects <= GW_INLINE_MAX) */
 } gw_stats_t;
 
 /* Create a gateway serving cfg->store on loop (cfg copied). Returns new. */
@@ -196,6 +201,16 @@ gw_t *gw_new(uv_loop_t *loop, const gw_config_t *cfg);
  * tx_server_new(). Routes every request; answers each exactly once.
  */
 void gw_handle(tx_request_t *req, void *arg);
+
+/*
+ * The tx_head_fn: pass gw_head with arg = the gateway to
+ * tx_server_set_head_hook(). Streams the bodies of POST /o and PUT
+ * /o/b3:<hex> into the store (or the storage service) with bounded memory,
+ * up to cfg.max_upload bytes; a Content-Length past it is answered 413 by
+ * the transport. Without it uploads are buffered by the transport (its
+ * max_body caps them).
+ */
+void gw_head(tx_request_t *req, void *arg);
 
 /*
  * Send uploads (POST /o, PUT /o/b3:<hex>) to the storage service behind
@@ -224,7 +239,7 @@ const gw_stats_t *gw_stats(const gw_t *gw);
 
 /*
  * Close the gateway: cb(arg) runs once no request holds state in it (active
- * == 0) and its timer handle is closed, on a later loop turn. Close the
+ * == 0), always on a later loop turn (never inside gw_close). Close the
  * gateway's tx_server first, so no new request arrives; then gw_free in cb.
  * cb must not be NULL.
  */

@@ -4,7 +4,8 @@
  * requests. Each transfer is a small state machine advanced by its reply
  * callback; one request is in flight at a time. Invariants: the user's
  * callback runs exactly once when the starting call returned 0, never from
- * inside it; a failed put is aborted (fire and forget).
+ * inside it (a streamed put: once per operation); a failed put is aborted
+ * (fire and forget).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,9 +22,13 @@
 
 typedef enum { ST_BEGIN = 0, ST_WRITE, ST_COMMIT, ST_GET } step_t;
 
-typedef struct {
+typedef struct sto_client_put {
     rbus_peer_t *peer;
     step_t step;
+    bool stream;   /* sto_client_put_begin: the caller feeds pieces */
+    bool busy;     /* stream: an operation is in flight */
+    bool aborted;  /* stream: sto_client_put_abort while busy; no callback */
+    uint64_t base; /* stream: put offset of mem[0] */
     int fd;        /* put: the file (ours); get: the caller's */
     bool own_fd;
     uint64_t size; /* put: file size; get: object size once known */
@@ -59,7 +64,8 @@ noop_reply(void *arg, int status, const oap_frame_t *resp)
 static void
 finish(xfer_t *x, int status, uint16_t code)
 {
-    if (status < 0 && x->put_cb != NULL && x->put_id[0] != '\0' && x->step != ST_COMMIT) {
+    if (status < 0 && (x->put_cb != NULL || x->aborted) && x->put_id[0] != '\0' &&
+        x->step != ST_COMMIT) {
         char js[80];
         size_t jl = (size_t)snprintf(js, sizeof js, "{\"op\":\"put_abort\",\"put_id\":\"%s\"}",
                                      x->put_id);
@@ -69,7 +75,9 @@ finish(xfer_t *x, int status, uint16_t code)
         rbus_request(x->peer, OAP_APP_STORAGE, fr, 4 + jl, STO_CLIENT_DEADLINE_MS, noop_reply,
                      NULL);
     }
-    if (x->put_cb != NULL)
+    if (x->aborted)
+        ; /* the caller is gone */
+    else if (x->put_cb != NULL)
         x->put_cb(x->arg, status, code, status == 0 ? x->addr : NULL);
     else
         x->get_cb(x->arg, status, code, x->size);
@@ -98,6 +106,23 @@ send_step(xfer_t *x, const char *js, const void *raw, size_t raw_len)
     return rc;
 }
 
+/* Send the next put_write of x->mem (at most STO_SVC_MAX_CHUNK bytes). */
+static int
+send_mem_write(xfer_t *x)
+{
+    char js[256];
+    size_t want = x->size - x->done < STO_SVC_MAX_CHUNK ? (size_t)(x->size - x->done)
+                                                         : STO_SVC_MAX_CHUNK;
+    uint64_t off = x->base + x->done; /* in the put */
+    int rc;
+
+    snprintf(js, sizeof js, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"%llu\"}",
+             x->put_id, (unsigned long long)off);
+    rc = send_step(x, js, x->mem + x->done, want);
+    x->done += rc == 0 ? (uint64_t)want : 0;
+    return rc;
+}
+
 /* Issue the request for x->step; on a synchronous failure report it (only
  * called from reply callbacks, so never inside the user's call). */
 static void
@@ -114,11 +139,7 @@ advance(xfer_t *x)
         uint8_t *chunk;
         ssize_t n;
         if (x->mem != NULL) {
-            snprintf(js, sizeof js, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"%llu\"}",
-                     x->put_id, (unsigned long long)x->done);
-            rc = send_step(x, js, x->mem + x->done, want);
-            x->done += rc == 0 ? (uint64_t)want : 0;
-            if (rc < 0)
+            if ((rc = send_mem_write(x)) < 0)
                 finish(x, rc, 0);
             return;
         }
@@ -182,6 +203,11 @@ on_reply(void *arg, int status, const oap_frame_t *resp)
     json_t *o;
     uint64_t v = 0;
 
+    if (x->aborted) {
+        finish(x, RON_ESHUTDOWN, 0); /* sends put_abort once the id is known */
+        return;
+    }
+
     if (status < 0) {
         finish(x, status, 0);
         return;
@@ -205,9 +231,25 @@ on_reply(void *arg, int status, const oap_frame_t *resp)
         }
         snprintf(x->put_id, sizeof x->put_id, "%s", id);
         x->step = ST_WRITE;
+        if (x->stream) {
+            json_decref(o);
+            x->busy = false;
+            x->size = x->done = 0;
+            x->put_cb(x->arg, 0, resp->code, NULL); /* begun: the caller writes */
+            return;
+        }
         break;
     }
     case ST_WRITE:
+        if (x->stream && x->done == x->size) {
+            json_decref(o);
+            x->busy = false;
+            x->base += x->size;
+            x->size = x->done = 0;
+            x->mem = NULL;
+            x->put_cb(x->arg, 0, resp->code, NULL); /* the piece is acknowledged */
+            return;
+        }
         break;
     case ST_COMMIT: {
         const char *a = json_string_value(json_object_get(o, "address"));
@@ -267,8 +309,11 @@ begin_json(const xfer_t *x, const char *ctype, const uint8_t *expect, char *js, 
         sto_addr_format(expect, hex);
         snprintf(ex, sizeof ex, ",\"expect\":\"%s\"", hex);
     }
-    snprintf(js, cap, "{\"op\":\"put_begin\",\"size\":\"%llu\"%s%s}", (unsigned long long)x->size,
-             ct, ex);
+    if (x->stream)
+        snprintf(js, cap, "{\"op\":\"put_begin\"%s%s}", ct, ex); /* size not known */
+    else
+        snprintf(js, cap, "{\"op\":\"put_begin\",\"size\":\"%llu\"%s%s}",
+                 (unsigned long long)x->size, ct, ex);
     return 0;
 }
 
@@ -363,4 +408,90 @@ sto_client_get(rbus_peer_t *peer, const uint8_t addr[STO_ADDR_LEN], int fd,
         return rc;
     }
     return 0;
+}
+
+int
+sto_client_put_begin(rbus_peer_t *peer, const char *ctype, const uint8_t *expect,
+                     sto_client_put_cb cb, void *arg, sto_client_put_t **put_out)
+{
+    xfer_t *x;
+    char js[512];
+    int rc;
+
+    *put_out = NULL;
+    if (ctype != NULL && strlen(ctype) > STO_CTYPE_MAX)
+        return RON_EINVAL;
+    x = ron_xcalloc(1, sizeof *x);
+    x->peer = peer;
+    x->fd = -1;
+    x->stream = true;
+    x->busy = true;
+    x->put_cb = cb;
+    x->arg = arg;
+    x->step = ST_BEGIN;
+    if ((rc = begin_json(x, ctype, expect, js, sizeof js)) < 0 ||
+        (rc = send_step(x, js, NULL, 0)) < 0) {
+        xfer_free(x);
+        return rc;
+    }
+    *put_out = x;
+    return 0;
+}
+
+int
+sto_client_put_write(sto_client_put_t *x, const void *data, size_t len)
+{
+    if (x->busy || x->step != ST_WRITE || len == 0)
+        return RON_EINVAL;
+    int rc;
+
+    x->mem = data;
+    x->size = len;
+    x->done = 0;
+    if ((rc = send_mem_write(x)) < 0) {
+        x->mem = NULL;
+        x->size = 0;
+        return rc;
+    }
+    x->busy = true;
+    return 0;
+}
+
+int
+sto_client_put_commit(sto_client_put_t *x)
+{
+    char js[96];
+    int rc;
+
+    if (x->busy || x->step != ST_WRITE)
+        return RON_EINVAL;
+    snprintf(js, sizeof js, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", x->put_id);
+    if ((rc = send_step(x, js, NULL, 0)) < 0)
+        return rc;
+    x->step = ST_COMMIT;
+    x->busy = true;
+    return 0;
+}
+
+void
+sto_client_put_abort(sto_client_put_t *x)
+{
+    if (x == NULL)
+        return;
+    if (x->busy) {
+        /* the reply in flight still points at x: it ends the put then */
+        x->aborted = true;
+        return;
+    }
+    if (x->put_id[0] != '\0') {
+        char js[80];
+        size_t jl = (size_t)snprintf(js, sizeof js, "{\"op\":\"put_abort\",\"put_id\":\"%s\"}",
+                                     x->put_id);
+        uint8_t fr[84];
+        fr[0] = 0, fr[1] = 0, fr[2] = (uint8_t)(jl >> 8), fr[3] = (uint8_t)jl;
+        memcpy(fr + 4, js, jl);
+        rbus_request(x->peer, OAP_APP_STORAGE, fr, 4 + jl, STO_CLIENT_DEADLINE_MS, noop_reply,
+                     NULL);
+    }
+    xfer_free(x);
 }

@@ -55,6 +55,46 @@ int sto_client_put_buf(rbus_peer_t *peer, const void *buf, size_t len, const cha
                        const uint8_t *expect, sto_client_put_cb cb, void *arg);
 
 /*
+ * A streamed put, for bytes that arrive over time (the gateway's uploads):
+ * begin, write pieces one at a time, then commit, or abort. Each operation
+ * that returned 0 reports once through cb, on a later loop turn: begin and
+ * write with status 0 and addr NULL when acknowledged, commit with the
+ * address. At most one operation is in flight; the next one starts from
+ * the callback (backpressure: a piece is acknowledged before the next is
+ * sent). A callback with status < 0 (errors as for a transfer above; 409 at
+ * commit when the bytes do not hash to expect) ends the put: it was aborted
+ * and the handle is freed, as it is after a successful commit.
+ */
+typedef struct sto_client_put sto_client_put_t;
+
+/*
+ * Begin a put of unknown size with content type ctype (borrowed, may be
+ * NULL) and expect (copied, may be NULL) the address the bytes must hash
+ * to. Returns 0 with the handle in *put_out (cb reports the begin), or
+ * RON_EINVAL (ctype too long) or rbus_request's error (cb never called).
+ */
+int sto_client_put_begin(rbus_peer_t *peer, const char *ctype, const uint8_t *expect,
+                         sto_client_put_cb cb, void *arg, sto_client_put_t **put_out);
+
+/*
+ * Append len > 0 bytes (borrowed until cb runs; sent in pieces of at most
+ * STO_SVC_MAX_CHUNK). Returns 0 (cb will run), RON_EINVAL (not begun, or an
+ * operation in flight), or rbus_request's error (nothing sent; the put stays
+ * open: abort it).
+ */
+int sto_client_put_write(sto_client_put_t *put, const void *data, size_t len);
+
+/* Commit the put: cb gets the address. Returns as sto_client_put_write. */
+int sto_client_put_commit(sto_client_put_t *put);
+
+/*
+ * Drop the put (the service deletes its temporary bytes) and free put; cb
+ * is not called any more. With an operation in flight the abort is sent
+ * when its answer arrives. NULL does nothing.
+ */
+void sto_client_put_abort(sto_client_put_t *put);
+
+/*
  * Write the whole object addr (copied) to fd (borrowed, left open) through
  * peer; every byte was verified by the service. cb gets the object's size.
  * Returns 0 (cb will be called), or rbus_request's error for the first
