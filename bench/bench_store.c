@@ -6,11 +6,12 @@
  *   bench_store ram FILE               the same streamed put into a RAM store
  *                                      (amnesia): seconds, as for put
  *   bench_store lat STOREDIR N         N durable 1 MiB puts of distinct
- *                                      bytes, then N rounds of the same
- *                                      syscalls by hand (write a new 1 MiB
- *                                      file, fdatasync, rename, fsync the
- *                                      directory); prints "p50 p95" in
- *                                      microseconds for each, one line each
+ *                                      bytes, each followed by one round of
+ *                                      the same syscalls by hand (write a
+ *                                      new 1 MiB file, fdatasync, rename,
+ *                                      fsync the directory); prints "p50
+ *                                      p95" in microseconds for each, one
+ *                                      line each
  * Release builds only; numbers are wall-clock, CLOCK_MONOTONIC.
  */
 #include <fcntl.h>
@@ -73,6 +74,29 @@ do_put(const char *file, const char *dir)
     return 0;
 }
 
+/* One round of the floor: the syscalls of a durable 1 MiB file, by hand. */
+static int
+floor_once(const char *fdir, int i, const uint8_t *buf)
+{
+    char tmp[600], fin[600];
+    int fd, dfd;
+
+    snprintf(tmp, sizeof(tmp), "%s/tmp-%d", fdir, i);
+    snprintf(fin, sizeof(fin), "%s/obj-%d", fdir, i);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0 || write(fd, buf, MIB) != (ssize_t)MIB || fdatasync(fd) != 0)
+        return 1;
+    close(fd);
+    if (rename(tmp, fin) != 0)
+        return 1;
+    dfd = open(fdir, O_RDONLY | O_DIRECTORY);
+    if (dfd < 0 || fsync(dfd) != 0)
+        return 1;
+    close(dfd);
+    return 0;
+}
+
+/* Puts and floor rounds alternate, so both see the same (shared) disk. */
 static int
 do_lat(const char *dir, int n)
 {
@@ -81,12 +105,14 @@ do_lat(const char *dir, int n)
     sto_store_t *s;
     uint8_t *buf = malloc(MIB);
     double *put = calloc((size_t)n, sizeof(double)), *floor_ = calloc((size_t)n, sizeof(double));
-    char fdir[512], tmp[600], fin[600];
+    char fdir[512];
 
     for (size_t i = 0; i < MIB; i++)
         buf[i] = (uint8_t)(i * 2654435761u >> 13);
     if (sto_open(&cfg, &s) != 0)
         return 1;
+    snprintf(fdir, sizeof(fdir), "%s-floor", dir);
+    mkdir(fdir, 0700);
     for (int i = 0; i < n; i++) {
         memcpy(buf, &i, sizeof(i)); /* distinct objects */
         buf[8] = 0x5a;
@@ -94,28 +120,13 @@ do_lat(const char *dir, int n)
         if (sto_put_buf(s, tenant, buf, MIB, NULL, NULL) != 0)
             return 1;
         put[i] = now() - t0;
-    }
-    sto_close(s);
-    snprintf(fdir, sizeof(fdir), "%s-floor", dir);
-    mkdir(fdir, 0700);
-    for (int i = 0; i < n; i++) {
-        memcpy(buf, &i, sizeof(i));
         buf[8] = 0xa5;
-        snprintf(tmp, sizeof(tmp), "%s/tmp-%d", fdir, i);
-        snprintf(fin, sizeof(fin), "%s/obj-%d", fdir, i);
-        double t0 = now();
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
-        if (fd < 0 || write(fd, buf, MIB) != (ssize_t)MIB || fdatasync(fd) != 0)
+        t0 = now();
+        if (floor_once(fdir, i, buf) != 0)
             return 1;
-        close(fd);
-        if (rename(tmp, fin) != 0)
-            return 1;
-        int dfd = open(fdir, O_RDONLY | O_DIRECTORY);
-        if (dfd < 0 || fsync(dfd) != 0)
-            return 1;
-        close(dfd);
         floor_[i] = now() - t0;
     }
+    sto_close(s);
     qsort(put, (size_t)n, sizeof(double), cmp_double);
     qsort(floor_, (size_t)n, sizeof(double), cmp_double);
     printf("put %.0f %.0f\n", put[n / 2] * 1e6, put[(n * 95) / 100] * 1e6);

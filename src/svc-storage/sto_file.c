@@ -87,6 +87,106 @@ sto__file_object_path(const sto_store_t *s, const uint8_t *addr, const char *suf
     return path_join(s->dir, rel);
 }
 
+/* ---- the syncer: a put's directory fsync beside its index commit ----
+ *
+ * After a new object's rename, two flushes remain: the directory (the name)
+ * and LMDB (the index entry). They are independent: a crash that keeps the
+ * entry but not the name leaves an entry without a file, which recovery
+ * drops; one that keeps the name but not the entry leaves a file recovery
+ * re-indexes; the put is acknowledged only after both. So one thread per
+ * writable store fsyncs the directory while the committing thread commits.
+ * One job at a time: jobs are submitted under s->lock only.
+ */
+
+struct sto__syncer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    const char *dir; /* the job: fsync this directory (borrowed until done); NULL idle */
+    int rc;          /* the job's result, valid once dir is NULL again */
+    int stop;
+};
+
+static void *
+syncer_main(void *arg)
+{
+    struct sto__syncer *y = arg;
+
+    pthread_mutex_lock(&y->mu);
+    for (;;) {
+        while (y->dir == NULL && !y->stop)
+            pthread_cond_wait(&y->cv, &y->mu);
+        if (y->dir == NULL)
+            break; /* stop, and no job left */
+        const char *dir = y->dir;
+        pthread_mutex_unlock(&y->mu);
+        int rc = ron_fsync_dir(dir);
+        pthread_mutex_lock(&y->mu);
+        y->rc = rc;
+        y->dir = NULL;
+        pthread_cond_broadcast(&y->cv);
+    }
+    pthread_mutex_unlock(&y->mu);
+    return NULL;
+}
+
+static int
+syncer_new(sto_store_t *s)
+{
+    struct sto__syncer *y = ron_xcalloc(1, sizeof(*y));
+    int rc;
+
+    pthread_mutex_init(&y->mu, NULL);
+    pthread_cond_init(&y->cv, NULL);
+    if ((rc = pthread_create(&y->thread, NULL, syncer_main, y)) != 0) {
+        pthread_cond_destroy(&y->cv);
+        pthread_mutex_destroy(&y->mu);
+        free(y);
+        return -rc;
+    }
+    s->syncer = y;
+    return 0;
+}
+
+static void
+syncer_free(struct sto__syncer *y)
+{
+    if (y == NULL)
+        return;
+    pthread_mutex_lock(&y->mu);
+    y->stop = 1;
+    pthread_cond_broadcast(&y->cv);
+    pthread_mutex_unlock(&y->mu);
+    pthread_join(y->thread, NULL);
+    pthread_cond_destroy(&y->cv);
+    pthread_mutex_destroy(&y->mu);
+    free(y);
+}
+
+/* Start fsyncing dir (borrowed until syncer_wait returns). Lock held. */
+static void
+syncer_start(struct sto__syncer *y, const char *dir)
+{
+    pthread_mutex_lock(&y->mu);
+    y->dir = dir;
+    pthread_cond_broadcast(&y->cv);
+    pthread_mutex_unlock(&y->mu);
+}
+
+/* Wait for the job syncer_start submitted; its result (0 or -errno). */
+static int
+syncer_wait(struct sto__syncer *y)
+{
+    int rc;
+
+    pthread_mutex_lock(&y->mu);
+    while (y->dir != NULL)
+        pthread_cond_wait(&y->cv, &y->mu);
+    rc = y->rc;
+    pthread_mutex_unlock(&y->mu);
+    return rc;
+}
+
 /* ---- FORMAT file ---- */
 
 static int
@@ -622,7 +722,7 @@ sto__file_open(sto_store_t *s, const sto_config_t *cfg, uint64_t map_size)
     if (s->read_only)
         return 0;
     if ((rc = tmp_clear(s)) < 0 || (rc = fanout_create(s)) < 0 || (rc = index_repair(s)) < 0 ||
-        (rc = orphans_reindex(s)) < 0)
+        (rc = orphans_reindex(s)) < 0 || (rc = syncer_new(s)) < 0)
         return rc;
     return 0;
 }
@@ -630,6 +730,7 @@ sto__file_open(sto_store_t *s, const sto_config_t *cfg, uint64_t map_size)
 void
 sto__file_close(sto_store_t *s)
 {
+    syncer_free(s->syncer);
     if (s->env != NULL)
         mdb_env_close(s->env);
     if (s->lock_fd >= 0)
@@ -745,10 +846,10 @@ put_sync(sto_put_t *p, const uint8_t *root)
     return 0;
 }
 
-/* Move the durable temporary file to its final name and make the name
- * durable. Lock held. */
+/* Move the durable temporary file to its final name; *dir_out returns new
+ * the directory to fsync to make the name durable. Lock held. */
 static int
-put_publish(sto_put_t *p, const uint8_t *root)
+put_publish(sto_put_t *p, const uint8_t *root, char **dir_out)
 {
     char *path = sto__file_object_path(p->s, root, "");
     char *sub = ron_xstrdup(path);
@@ -770,7 +871,8 @@ put_publish(sto_put_t *p, const uint8_t *root)
     if (rc == 0) {
         free(p->tmp_data);
         p->tmp_data = NULL;
-        rc = ron_fsync_dir(sub);
+        *dir_out = sub;
+        sub = NULL;
     }
     free(path);
     free(sub);
@@ -828,7 +930,8 @@ sto__file_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN])
     sto_store_t *s = p->s;
     sto_stat_t st;
     sto__totals_t t;
-    int rc;
+    char *dir = NULL;
+    int rc, drc;
 
     /* already stored (idempotent put): only the pin is added, and these
      * bytes need not be made durable */
@@ -862,11 +965,17 @@ sto__file_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN])
             (rc = sto__file_gc(s, s->quota - p->len, NULL)) < 0)
             goto out;
     }
-    if ((rc = put_publish(p, root)) < 0)
+    if ((rc = put_publish(p, root, &dir)) < 0)
         goto out;
+    /* the name's fsync and the index commit's flush run side by side */
+    syncer_start(s->syncer, dir);
     rc = put_index(p, root);
+    drc = syncer_wait(s->syncer);
+    if (rc == 0)
+        rc = drc;
 out:
     pthread_mutex_unlock(&s->lock);
+    free(dir);
     return rc;
 }
 

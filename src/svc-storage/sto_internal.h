@@ -83,6 +83,7 @@ struct sto_store {
     int lock_fd;                /* flock'd <dir>/LOCK; -1 when read-only */
     MDB_env *env;
     MDB_dbi db_obj, db_pin, db_cache, db_meta;
+    struct sto__syncer *syncer; /* writable: fsyncs a put's directory beside its index commit */
     /* RAM backend (under lock) */
     sto__ramobj_t **objs;       /* sorted by address */
     size_t nobjs, capobjs;
