@@ -159,6 +159,9 @@ char *sto__file_object_path(const sto_store_t *s, const uint8_t *addr, const cha
 void sto__ram_close(sto_store_t *s);
 /* Make p->buf hold at least need bytes (the declared size at once when known). */
 void sto__ram_buf_grow(sto_put_t *p, size_t need);
+/* Populate the pages of p->buf that bytes [off, off + len) will land on, in
+ * one call (mapped buffers only; advisory). */
+void sto__ram_buf_populate(sto_put_t *p, size_t off, size_t len);
 /* Free an object buffer of cap bytes from sto__ram_buf_grow (NULL does nothing). */
 void sto__ram_buf_free(uint8_t *buf, size_t cap);
 int sto__ram_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN]);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "ron_err.h"
 #include "ron_util.h"
@@ -34,13 +35,15 @@ struct sto__ramobj {
 };
 
 /*
- * Object buffers. The cost of a RAM put is the kernel's, not the copy's:
- * faulting a fresh page in one 4 KiB fault at a time costs more than copying
- * and hashing it. A buffer of STO__RAM_MAP_MIN or more is an anonymous mapping
- * populated in one mmap call (MAP_POPULATE: the kernel allocates and zeroes
- * the pages in a batch), and grows with mremap, which moves page tables, not
- * bytes. (Transparent huge pages were measured slower here: compaction
- * stalls.)
+ * Object buffers. The cost of a RAM put is the kernel's more than the copy's:
+ * taking fresh pages one 4 KiB fault at a time costs more than copying and
+ * hashing them. A buffer of STO__RAM_MAP_MIN or more is an anonymous mapping
+ * whose pages are populated in batches just before the bytes are copied in
+ * (MADV_POPULATE_WRITE over the range a write covers: one call instead of a
+ * fault per page, and each page is zeroed while its copy is about to land,
+ * still in cache; populating the whole object up front was measured slower),
+ * and which grows by mremap (page tables move, bytes do not). Transparent
+ * huge pages were measured slower and erratic here (compaction stalls).
  */
 static void
 ram_oom(size_t n)
@@ -53,12 +56,28 @@ ram_oom(size_t n)
 static uint8_t *
 ram_map(size_t len)
 {
-    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
-                   -1, 0);
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
     if (m == MAP_FAILED)
         ram_oom(len);
     return m;
+}
+
+void
+sto__ram_buf_populate(sto_put_t *p, size_t off, size_t len)
+{
+#ifdef MADV_POPULATE_WRITE
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p->buf + off) & ~(page - 1);
+    uintptr_t b = ((uintptr_t)p->buf + off + len + page - 1) & ~(page - 1);
+
+    if (p->cap < STO__RAM_MAP_MIN || len == 0)
+        return;
+    /* advisory: on failure (an old kernel) the copy faults the pages in */
+    (void)madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+#else
+    (void)p, (void)off, (void)len;
+#endif
 }
 
 void

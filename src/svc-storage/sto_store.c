@@ -245,6 +245,7 @@ put_append_ram(sto_put_t *p, const void *buf, size_t len)
     }
     if (p->len + len > p->cap)
         sto__ram_buf_grow(p, (size_t)(p->len + len));
+    sto__ram_buf_populate(p, (size_t)p->len, len);
     memcpy(p->buf + p->len, buf, len);
     return 0;
 }
