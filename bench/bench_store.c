@@ -236,7 +236,7 @@ do_get(const char *dir, int n)
             snprintf(path, sizeof(path), "%s/objects/%.2s/%s", dir, hex + 3, hex + 3);
             t0 = now();
             int fd = open(path, O_RDONLY);
-            if (fd < 0 || pread(fd, buf, MIB, 256) != (ssize_t)MIB)
+            if (fd < 0 || pread(fd, buf, MIB, 0) != (ssize_t)MIB) /* 1 MiB of the file, as is */
                 return 1;
             close(fd);
             floor_[i] = now() - t0;
@@ -307,7 +307,8 @@ do_getbus(const char *dir, int n)
         for (int i = 0; i < n; i++) {
             bus_get_t g = {0};
             double t0 = now();
-            if (sto_client_get(peer, addrs + (size_t)i * STO_ADDR_LEN, devnull, bus_get_done, &g) != 0)
+            const uint8_t *a = addrs + (size_t)i * STO_ADDR_LEN;
+            if (sto_client_get(peer, a, devnull, bus_get_done, &g) != 0)
                 return 1;
             while (!g.done && now() - t0 < 10.0)
                 uv_run(&loop, UV_RUN_ONCE);

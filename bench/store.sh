@@ -1,12 +1,17 @@
 #!/bin/sh
-# Object store benchmark (svc-storage file backend), same machine, same run:
+# Object store benchmark (svc-storage), same machine, same run:
 #  1. ingest: a 1 GiB streamed put (hash + outboard + fdatasync + rename +
 #     directory fsync + LMDB commit) against the disk floor
 #     `dd if=<same file> of=<data dir>/x bs=1M count=1024 conv=fsync`;
 #  2. amnesia ingest: the same put into the RAM store against
-#     `b3sum --num-threads 1` on the same file (page cache);
+#     `b3sum --num-threads 1` on the same file (page cache; both read it
+#     through a mapping);
 #  3. latency: 1 MiB durable put p50/p95 against the same syscalls done by
-#     hand in C (write a new 1 MiB file, fdatasync, rename, fsync the dir).
+#     hand in C (write a new 1 MiB file, fdatasync, rename, fsync the dir),
+#     puts and floor rounds alternating;
+#  4. local reads: 1 MiB get p50/p95 through the verified reader against
+#     open + pread of the object's file, and through the storage service
+#     over ron-bus (Unix sockets, sto_client_get); warm page cache.
 # Medians of >= 5 interleaved runs. The source file is in the page cache.
 # Usage: bench/store.sh [build/release]  (writes bench/results/store.md)
 set -eu
@@ -15,7 +20,7 @@ build=${1:-build/release}
 case $build in /*) ;; *) build="$root/$build" ;; esac
 bin="$build/bench_store"
 [ -x "$bin" ] || { echo "bench/store.sh: $bin not found (run: make release)" >&2; exit 1; }
-out="$root/bench/results/store.md"
+out=${STORE_OUT:-"$root/bench/results/store.md"}
 mkdir -p "$(dirname "$out")"
 runs=${RUNS:-5}
 mib=${STORE_MIB:-1024}
@@ -26,8 +31,9 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 head -c $((mib * 1048576)) /dev/urandom > "$tmp/src"
 cat "$tmp/src" > /dev/null
 median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f", m}'; }
-: > "$tmp/ram"; : > "$tmp/b3";
-: > "$tmp/put"; : > "$tmp/dd"; : > "$tmp/lput"; : > "$tmp/lfloor"
+for f in ram b3 put dd lput lfloor lput50 lfloor50 get gfloor get50 gfloor50 bus bus50; do
+    : > "$tmp/$f"
+done
 i=0
 while [ $i -lt "$runs" ]; do
     rm -rf "$tmp/data"; mkdir "$tmp/data"; sync
@@ -46,13 +52,23 @@ while [ $i -lt "$runs" ]; do
     "$bin" lat "$tmp/data/store" "$nlat" > "$tmp/lat"
     awk '$1=="put"{print $3}' "$tmp/lat" >> "$tmp/lput"
     awk '$1=="floor"{print $3}' "$tmp/lat" >> "$tmp/lfloor"
+    awk '$1=="put"{print $2}' "$tmp/lat" >> "$tmp/lput50"
+    awk '$1=="floor"{print $2}' "$tmp/lat" >> "$tmp/lfloor50"
+    rm -rf "$tmp/data"; mkdir "$tmp/data"
+    "$bin" get "$tmp/data/gstore" "$nlat" > "$tmp/g"
+    "$bin" getbus "$tmp/data/bstore" "$nlat" >> "$tmp/g"
+    awk '$1=="get"{print $3}' "$tmp/g" >> "$tmp/get"
+    awk '$1=="get"{print $2}' "$tmp/g" >> "$tmp/get50"
+    awk '$1=="floor"{print $3}' "$tmp/g" >> "$tmp/gfloor"
+    awk '$1=="floor"{print $2}' "$tmp/g" >> "$tmp/gfloor50"
+    awk '$1=="getbus"{print $3}' "$tmp/g" >> "$tmp/bus"
+    awk '$1=="getbus"{print $2}' "$tmp/g" >> "$tmp/bus50"
     i=$((i + 1))
 done
-put=$(median < "$tmp/put"); dd=$(median < "$tmp/dd")
-ram=$(median < "$tmp/ram"); b3=$(median < "$tmp/b3")
-lput=$(median < "$tmp/lput"); lfloor=$(median < "$tmp/lfloor")
+m() { median < "$tmp/$1"; }
+list() { tr '\n' ' ' < "$tmp/$1"; }
 {
-    echo "## Object store (svc-storage, file backend)"
+    echo "## Object store (svc-storage)"
     echo
     echo "\`bench/store.sh\` on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), release build,"
     echo "data dir on $(df -T "$tmp" | awk 'NR==2{print $2}') ($(df "$tmp" | awk 'NR==2{print $1}')),"
@@ -60,15 +76,21 @@ lput=$(median < "$tmp/lput"); lfloor=$(median < "$tmp/lfloor")
     echo
     echo "| measure | store | floor | ratio |"
     echo "|---|---|---|---|"
-    echo "$mib $put $dd" | awk '{printf "| %d MiB streamed put, s (MiB/s) | %.3f (%.0f) | %.3f (%.0f) `dd conv=fsync` | %.2fx floor throughput |\n", $1, $2, $1/$2, $3, $1/$3, $3/$2}'
-    echo "$mib $ram $b3" | awk '{printf "| %d MiB streamed put, RAM store (amnesia), s (MiB/s) | %.3f (%.0f) | %.3f (%.0f) `b3sum --num-threads 1` | %.2fx b3sum throughput |\n", $1, $2, $1/$2, $3, $1/$3, $3/$2}'
-    echo "$lput $lfloor" | awk -v n="$nlat" '{printf "| 1 MiB durable put p95, us (%d puts/run) | %.0f | %.0f write+fdatasync+rename+fsync dir | %.2fx floor |\n", n, $1, $2, $1/$2}'
+    echo "$mib $(m put) $(m dd)" | awk '{printf "| %d MiB streamed put, s (MiB/s) | %.3f (%.0f) | %.3f (%.0f) `dd conv=fsync` | %.2fx floor throughput |\n", $1, $2, $1/$2, $3, $1/$3, $3/$2}'
+    echo "$mib $(m ram) $(m b3)" | awk '{printf "| %d MiB streamed put, RAM store (amnesia), s (MiB/s) | %.3f (%.0f) | %.3f (%.0f) `b3sum --num-threads 1` | %.2fx b3sum throughput |\n", $1, $2, $1/$2, $3, $1/$3, $3/$2}'
+    echo "$(m lput) $(m lfloor) $(m lput50) $(m lfloor50)" | awk -v n="$nlat" '{printf "| 1 MiB durable put p95 (p50), us (%d puts/run) | %.0f (%.0f) | %.0f (%.0f) write+fdatasync+rename+fsync dir | %.2fx floor |\n", n, $1, $3, $2, $4, $1/$2}'
+    echo "$(m get) $(m gfloor) $(m get50) $(m gfloor50)" | awk -v n="$nlat" '{printf "| 1 MiB get p95 (p50), verified reader, us (%d gets/run) | %.0f (%.0f) | %.0f (%.0f) open+pread, unverified | %.2fx floor; goal <= 2000 us |\n", n, $1, $3, $2, $4, $1/$2}'
+    echo "$(m bus) $(m bus50)" | awk -v n="$nlat" '{printf "| 1 MiB get p95 (p50), storage service over ron-bus, us (%d gets/run) | %.0f (%.0f) | - | goal <= 2000 us |\n", n, $1, $2}'
     echo
-    echo "The put includes BLAKE3 hashing of every byte, the outboard file, its"
-    echo "fdatasync, both renames, the directory fsync and one LMDB write"
-    echo "transaction (fsync'd); the floor does only the data file's syscalls."
-    echo "Per-run figures (s): put $(tr '\n' ' ' < "$tmp/put"); dd $(tr '\n' ' ' < "$tmp/dd");"
-    echo "RAM put $(tr '\n' ' ' < "$tmp/ram"); b3sum $(tr '\n' ' ' < "$tmp/b3");"
-    echo "1 MiB p95 (us): put $(tr '\n' ' ' < "$tmp/lput"); floor $(tr '\n' ' ' < "$tmp/lfloor")."
+    echo "The put includes BLAKE3 hashing of every byte, the outboard, the object"
+    echo "file's fdatasync, its rename, the directory fsync and one LMDB write"
+    echo "transaction (run beside the directory fsync); the floor does only the"
+    echo "file's syscalls. The RAM store and b3sum both read the source through a"
+    echo "mapping. Gets over ron-bus: service and client in one process on one"
+    echo "loop, Unix-socket transport, 4 requests of 256 KiB per object."
+    echo "Per-run figures (s): put $(list put); dd $(list dd);"
+    echo "RAM put $(list ram); b3sum $(list b3);"
+    echo "1 MiB put p95 (us): put $(list lput); floor $(list lfloor);"
+    echo "1 MiB get p95 (us): reader $(list get); floor $(list gfloor); ron-bus $(list bus)."
 } > "$out"
 cat "$out"

@@ -944,7 +944,8 @@ test_kill9_during_puts_leaves_objects_whole_or_absent(void **state)
         for (size_t i = 0; i < nacked; i++) {
             /* and still pinned for the put's tenant, whatever the index lost */
             uint32_t pins = 0;
-            assert_int_equal(sto_pin_count(f->s, (const uint8_t[STO_TENANT_LEN]){7}, acked[i], &pins), 0);
+            static const uint8_t t7[STO_TENANT_LEN] = {7};
+            assert_int_equal(sto_pin_count(f->s, t7, acked[i], &pins), 0);
             assert_int_equal(pins, 1);
         }
         /* every indexed object opens (last piece verified) and has its two files */
@@ -1021,8 +1022,8 @@ main(int argc, char **argv)
                                         setup_file, teardown),
         cmocka_unit_test_setup_teardown(
             test_open_removes_tmp_files_orphans_and_entries_without_files, setup_file, teardown),
-        cmocka_unit_test_setup_teardown(test_open_reindexes_object_files_whose_index_commit_was_lost,
-                                        setup_file, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_open_reindexes_object_files_whose_index_commit_was_lost, setup_file, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses_store_of_another_format_version,
                                         setup_file, teardown),
         cmocka_unit_test_setup_teardown(

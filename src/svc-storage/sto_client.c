@@ -196,7 +196,8 @@ get_send(xfer_t *x)
     memcpy(fr + 4, js, jl);
     g->x = x;
     g->off = x->next_off;
-    rc = rbus_request(x->peer, OAP_APP_STORAGE, fr, 4 + jl, STO_CLIENT_DEADLINE_MS, on_get_reply, g);
+    rc = rbus_request(x->peer, OAP_APP_STORAGE, fr, 4 + jl, STO_CLIENT_DEADLINE_MS, on_get_reply,
+                      g);
     if (rc < 0) {
         free(g);
         return rc;

@@ -798,8 +798,8 @@ put_ob_append(sto_put_t *p)
     uint8_t buf[16384];
 
     while ((uint64_t)in < p->ob_written) {
-        size_t want = p->ob_written - (uint64_t)in < sizeof(buf) ? (size_t)(p->ob_written - (uint64_t)in)
-                                                                 : sizeof(buf);
+        uint64_t left = p->ob_written - (uint64_t)in;
+        size_t want = left < sizeof(buf) ? (size_t)left : sizeof(buf);
         ssize_t n = pread(p->ob_fd, buf, want, in);
         if (n < 0 && errno == EINTR)
             continue;
