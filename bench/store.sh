@@ -79,7 +79,7 @@ while [ $i -lt "$runs" ]; do
 done
 m() { median < "$tmp/$1"; }
 # before/after row: label, file, unit scale note; ratio = after / before
-ba() { echo "$1 $(m "B$2") $(m "$2")" | awk -v l="$1" '{printf "| %s | %.3f | %.3f | %.2fx |\n", l, $2, $3, $3/$2}'; }
+ba() { echo "$(m "B$2") $(m "$2")" | awk -v l="$1" '{printf "| %s | %.3f | %.3f | %.2fx |\n", l, $1, $2, $2/$1}'; }
 list() { tr '\n' ' ' < "$tmp/$1"; }
 {
     echo "## Object store (svc-storage)"
@@ -110,8 +110,8 @@ list() { tr '\n' ' ' < "$tmp/$1"; }
         echo
         echo "### Before/after, same runs, interleaved"
         echo
-        echo "Before: \`$before\` (the same bench_store.c built against the store before"
-        echo "the change); after: this build. Medians of the same $runs runs; the floors"
+        echo "Before: \`$before\` (the same bench_store.c built against the"
+        echo "store before the change); after: this build. Medians of the same $runs runs; the floors"
         echo "above were measured beside both. Lower is better; ratio = after / before."
         echo
         echo "| measure | before | after | after/before |"

@@ -831,7 +831,7 @@ put_sync(sto_put_t *p, const uint8_t *root)
     if (p->ob_fd != p->fd && (rc = put_ob_append(p)) < 0)
         return rc;
     memcpy(h.root, root, STO_ADDR_LEN);
-    h.created = sto__now_us() / 1000000u;
+    h.created = p->created = sto__now_us() / 1000000u;
     if (p->pin) {
         h.flags = STO_OBJ_PINNED;
         memcpy(h.tenant, p->tenant, STO_TENANT_LEN);
@@ -898,7 +898,7 @@ put_index(sto_put_t *p, const uint8_t *root)
         fresh = 1;
         memset(&rec, 0, sizeof(rec));
         rec.size = p->len;
-        rec.created = sto__now_us() / 1000000u;
+        rec.created = p->created != 0 ? p->created : sto__now_us() / 1000000u; /* as the header */
         rec.cache_since = sto__cache_stamp(s);
         rec.state = STO_STATE_CACHE;
         rec.ctype_len = (uint16_t)strlen(p->ctype);

@@ -108,6 +108,7 @@ struct sto_put {
     int fd;                     /* tmp object file (bytes at STO_OBJ_HDR_LEN), -1 when none */
     int ob_fd;                  /* where outboard bytes go: fd, the spill file, or -1 */
     uint64_t ob_base;           /* offset of outboard byte 0 in ob_fd */
+    uint64_t created;           /* unix seconds in the file header; the record's too */
     char *tmp_data, *tmp_ob;    /* paths; tmp_ob NULL unless spilling */
     /* RAM */
     uint8_t *buf;               /* object bytes: malloc'd below STO__RAM_MAP_MIN, else mmap'd */
