@@ -971,8 +971,16 @@ sto__file_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN])
     syncer_start(s->syncer, dir);
     rc = put_index(p, root);
     drc = syncer_wait(s->syncer);
-    if (rc == 0)
+    if (rc < 0) {
+        /* not acknowledged: take the file back (no one else indexed it: lock
+         * held), so a failing index (a full map) leaves no file for the next
+         * open to re-index */
+        char *path = sto__file_object_path(s, root, "");
+        unlink(path);
+        free(path);
+    } else {
         rc = drc;
+    }
 out:
     pthread_mutex_unlock(&s->lock);
     free(dir);
