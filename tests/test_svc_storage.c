@@ -359,6 +359,7 @@ corrupt(fx_t *f, const uint8_t *addr, uint64_t off)
     int fd = open(path, O_RDWR);
     uint8_t b;
     assert_true(fd >= 0);
+    off += STO_OBJ_HDR_LEN; /* the object's bytes follow the file header */
     assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
     b ^= 0x40;
     assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
@@ -498,7 +499,7 @@ test_gc_evicts_oldest_cache_first_and_never_pinned(void **state)
     assert_int_equal(t.objects, 2);
     assert_int_equal(t.stored_bytes, 2 * len);
     if (!f->ram)
-        assert_int_equal(count_sub(f, "objects"), 4); /* 2 objects x (data + .ob) */
+        assert_int_equal(count_sub(f, "objects"), 2); /* one file per object */
     sto_reader_t *r;
     assert_int_equal(sto_reader_open(f->s, ac, &r), 0);
     check_range(r, c, len, 0, len);
@@ -700,13 +701,100 @@ test_open_removes_tmp_files_orphans_and_entries_without_files(void **state)
     assert_int_equal(sto_has(f->s, orphan), 0);
     assert_int_equal(sto_has(f->s, aa), 1);
     assert_int_equal(sto_has(f->s, ab), 0);
-    assert_int_equal(count_sub(f, "objects"), 2);
+    assert_int_equal(count_sub(f, "objects"), 1);
     assert_int_equal(sto_totals(f->s, &t), 0);
     assert_int_equal(t.objects, 1);
     assert_int_equal(t.stored_bytes, 70000);
     assert_int_equal(t.pinned_bytes, 70000);
     free(a);
     free(b);
+}
+
+/* Drop every row of every database of the store's LMDB environment, as an
+ * OS crash that undid index commits would (the store is closed). */
+static void
+index_wipe(const fx_t *f)
+{
+    char path[400];
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    static const char *const dbs[] = {"objects", "pins", "cache", "meta"};
+
+    snprintf(path, sizeof(path), "%s/meta", f->sdir);
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, 64u << 20), 0);
+    assert_int_equal(mdb_env_open(env, path, MDB_NOTLS, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(mdb_dbi_open(txn, dbs[i], 0, &dbi), 0);
+        assert_int_equal(mdb_drop(txn, dbi, 0), 0);
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/*
+ * Object files are authoritative: a put's index commit is not synced (its
+ * file's header carries the same facts), so after an OS crash undid it the
+ * next open rebuilds the entry from the file: size, created, content type,
+ * the put's tenant pin or, for a cache copy, cache state. An object GC
+ * evicted does not come back.
+ */
+static void
+test_open_reindexes_object_files_whose_index_commit_was_lost(void **state)
+{
+    fx_t *f = *state;
+    uint8_t *a = rnd_bytes(3 * P + 5), *b = rnd_bytes(4000), *c = rnd_bytes(P), aa[32], ab[32],
+            ac[32];
+    sto_stat_t sa, st;
+    sto_totals_t t;
+    uint32_t n;
+    uint64_t freed;
+    sto_reader_t *r;
+
+    assert_int_equal(sto_put_buf(f->s, T1, a, 3 * P + 5, "image/png", aa), 0);
+    assert_int_equal(sto_put_buf(f->s, NULL, b, 4000, NULL, ab), 0); /* cache copies */
+    assert_int_equal(sto_put_buf(f->s, NULL, c, P, "text/plain", ac), 0);
+    assert_int_equal(sto_stat(f->s, aa, &sa), 0);
+    /* evict the oldest cache object (b) */
+    assert_int_equal(sto_gc(f->s, 3 * P + 5 + 4000 + P - 1, &freed), 0);
+    assert_int_equal(freed, 4000);
+    sto_close(f->s);
+    f->s = NULL;
+    index_wipe(f);
+    assert_int_equal(fx_open(f), 0);
+    /* the pinned object: whole, pinned for T1, same metadata */
+    assert_int_equal(sto_stat(f->s, aa, &st), 0);
+    assert_int_equal(st.size, 3 * P + 5);
+    assert_string_equal(st.ctype, "image/png");
+    assert_int_equal(st.state, STO_STATE_PINNED);
+    assert_int_equal(st.created, sa.created);
+    assert_int_equal(sto_pin_count(f->s, T1, aa, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(sto_reader_open(f->s, aa, &r), 0);
+    check_range(r, a, 3 * P + 5, 0, 3 * P + 5);
+    sto_reader_close(r);
+    /* the cache copy is cache again; the evicted one stays gone */
+    assert_int_equal(sto_stat(f->s, ac, &st), 0);
+    assert_int_equal(st.state, STO_STATE_CACHE);
+    assert_int_equal(st.pins, 0);
+    assert_string_equal(st.ctype, "text/plain");
+    assert_int_equal(sto_has(f->s, ab), 0);
+    assert_int_equal(sto_totals(f->s, &t), 0);
+    assert_int_equal(t.objects, 2);
+    assert_int_equal(t.pinned_bytes, 3 * P + 5);
+    assert_int_equal(t.stored_bytes, 3 * P + 5 + P);
+    assert_int_equal(count_sub(f, "objects"), 2);
+    /* and it is evictable as cache: GC to zero removes it, not the pinned one */
+    assert_int_equal(sto_gc(f->s, 0, &freed), 0);
+    assert_int_equal(freed, P);
+    assert_int_equal(sto_has(f->s, ac), 0);
+    assert_int_equal(sto_has(f->s, aa), 1);
+    free(a);
+    free(b);
+    free(c);
 }
 
 static void
@@ -719,13 +807,19 @@ test_open_refuses_store_of_another_format_version(void **state)
     sto_close(f->s);
     f->s = NULL;
     snprintf(path, sizeof(path), "%s/FORMAT", f->sdir);
+    /* the old layout (format 1: data and .ob in two files) and a newer one */
+    static const char *const refused[] = {"ron-store 1\n", "ron-store 3\n"};
+    ron_log_set_level(RON_LOG_ERROR + 1); /* the refusals are logged */
+    for (size_t i = 0; i < 2; i++) {
+        FILE *fp = fopen(path, "w");
+        assert_non_null(fp);
+        fputs(refused[i], fp);
+        fclose(fp);
+        assert_int_equal(sto_open(&f->cfg, &s2), RON_EVERSION);
+    }
+    ron_log_set_level(RON_LOG_INFO);
     FILE *fp = fopen(path, "w");
-    assert_non_null(fp);
     fputs("ron-store 2\n", fp);
-    fclose(fp);
-    assert_int_equal(sto_open(&f->cfg, &s2), RON_EVERSION);
-    fp = fopen(path, "w");
-    fputs("ron-store 1\n", fp);
     fclose(fp);
     assert_int_equal(fx_open(f), 0);
 }
@@ -847,10 +941,18 @@ test_kill9_during_puts_leaves_objects_whole_or_absent(void **state)
         assert_int_equal(count_sub(f, "tmp"), 0);
         for (; verified < nacked; verified++)
             verify_whole(f->s, acked[verified]);
+        for (size_t i = 0; i < nacked; i++) {
+            /* and still pinned for the put's tenant, whatever the index lost */
+            uint32_t pins = 0;
+            static const uint8_t t7[STO_TENANT_LEN] = {7};
+            assert_int_equal(sto_pin_count(f->s, t7, acked[i], &pins), 0);
+            assert_int_equal(pins, 1);
+        }
         /* every indexed object opens (last piece verified) and has its two files */
         sto_totals_t t;
         assert_int_equal(sto_totals(f->s, &t), 0);
-        assert_int_equal(count_sub(f, "objects"), 2 * t.objects);
+        /* files are authoritative: exactly one object file per indexed object */
+        assert_int_equal(count_sub(f, "objects"), t.objects);
         sto_stat_t page[64];
         size_t got, seen = 0;
         uint8_t after[32];
@@ -920,6 +1022,8 @@ main(int argc, char **argv)
                                         setup_file, teardown),
         cmocka_unit_test_setup_teardown(
             test_open_removes_tmp_files_orphans_and_entries_without_files, setup_file, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_open_reindexes_object_files_whose_index_commit_was_lost, setup_file, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses_store_of_another_format_version,
                                         setup_file, teardown),
         cmocka_unit_test_setup_teardown(

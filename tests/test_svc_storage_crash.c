@@ -229,6 +229,26 @@ count_files(const char *dir)
     return n;
 }
 
+/* Object files under <store>/objects/<ab>/ (one per object in format 2). */
+static size_t
+count_object_files(const char *objdir)
+{
+    DIR *d = opendir(objdir);
+    struct dirent *e;
+    char sub[512];
+    size_t n = 0;
+    if (d == NULL)
+        return 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(sub, sizeof sub, "%s/%s", objdir, e->d_name);
+        n += count_files(sub);
+    }
+    closedir(d);
+    return n;
+}
+
 typedef struct {
     char addr[68];
     uint32_t seed;
@@ -269,7 +289,7 @@ test_kill_9_during_puts_keeps_acknowledged_objects_and_fails_fast(void **state)
     acked_t acked[KILLS * 2];
     size_t n_acked = 0, n_failed_fast = 0, n_maybe = 0; /* n_maybe: commits cut by the kill */
     uint8_t *obj = malloc(OBJ_MAX);
-    char tmpdir[160], *snap;
+    char tmpdir[160], objdir[160], *snap;
     int rc = 0;
     (void)state;
 
@@ -278,6 +298,7 @@ test_kill_9_during_puts_keeps_acknowledged_objects_and_fails_fast(void **state)
     snprintf(fx.tmp, sizeof fx.tmp, "/tmp/ron-stocrash-XXXXXX");
     assert_non_null(mkdtemp(fx.tmp));
     snprintf(tmpdir, sizeof tmpdir, "%s/store/tmp", fx.tmp);
+    snprintf(objdir, sizeof objdir, "%s/store/objects", fx.tmp);
     ron_config_defaults(cfg);
     cfg->version = 1;
     snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", fx.tmp);
@@ -387,6 +408,18 @@ test_kill_9_during_puts_keeps_acknowledged_objects_and_fails_fast(void **state)
         /* acknowledged ones, plus at most the commits whose answer the kill cut off */
         assert_true(json_array_size(json_object_get(fx.json, "objects")) >= n_acked);
         assert_true(json_array_size(json_object_get(fx.json, "objects")) <= n_acked + n_maybe);
+        /* object files are authoritative: after recovery each file is an
+         * indexed object (none orphaned, none re-created), and every
+         * acknowledged object is pinned (its put's pin survived) */
+        assert_int_equal(count_object_files(objdir),
+                         json_array_size(json_object_get(fx.json, "objects")));
+        for (size_t i = 0; i < n_acked; i++) {
+            assert_int_equal(send_req(&fx, NULL, 0, false, "{\"op\":\"stat\",\"address\":\"%s\"}",
+                                      acked[i].addr),
+                             0);
+            assert_int_equal(fx.code, 200);
+            assert_string_equal(json_string_value(json_object_get(fx.json, "state")), "pinned");
+        }
     }
 
     assert_true(n_failed_fast > 0); /* the kills did hit requests in flight */

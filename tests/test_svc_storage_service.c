@@ -722,6 +722,7 @@ test_client_put_file_and_get_round_trip(void **state)
     client_round_trip(&fx, 0);
     client_round_trip(&fx, 1);
     client_round_trip(&fx, 3 * STO_SVC_MAX_CHUNK + 17);
+    client_round_trip(&fx, 9 * STO_SVC_MAX_CHUNK); /* more chunks than the get window */
     assert_int_equal(sto_service_open_puts(fx.svc), 0);
 
     /* an unknown object: the service's 404 */
@@ -815,12 +816,137 @@ test_client_streamed_put_writes_pieces_one_at_a_time(void **state)
     fx_close(&fx);
 }
 
+/* A storage endpoint that answers get requests out of order: the first at
+ * once, later ones held until the client's whole window (or the rest of the
+ * object) is waiting, then answered last first. */
+typedef struct {
+    const uint8_t *obj;
+    size_t size;
+    rbus_req_t *held[STO_CLIENT_GET_WINDOW];
+    uint64_t held_off[STO_CLIENT_GET_WINDOW];
+    size_t nheld;
+    uint64_t max_inflight_seen;
+    size_t answered;
+} rev_srv_t;
+
+static void
+rev_answer(rev_srv_t *v, rbus_req_t *req, uint64_t off)
+{
+    char js[64];
+    size_t len = v->size - off < STO_SVC_MAX_CHUNK ? v->size - off : STO_SVC_MAX_CHUNK;
+    size_t jl = (size_t)snprintf(js, sizeof js, "{\"size\":\"%zu\"}", v->size);
+    uint8_t *buf = malloc(4 + jl + len);
+
+    buf[0] = 0, buf[1] = 0, buf[2] = (uint8_t)(jl >> 8), buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, js, jl);
+    memcpy(buf + 4 + jl, v->obj + off, len);
+    assert_int_equal(rbus_respond(req, 200, buf, 4 + jl + len), 0);
+    v->answered++;
+    free(buf);
+}
+
+static void
+rev_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    rev_srv_t *v = arg;
+    uint32_t jl = (uint32_t)f->payload[2] << 8 | f->payload[3];
+    json_t *o = json_loadb((const char *)f->payload + 4, jl, 0, NULL);
+    uint64_t off = strtoull(json_string_value(json_object_get(o, "offset")), NULL, 10);
+
+    json_decref(o);
+    if (off == 0) {
+        rev_answer(v, req, 0);
+        return;
+    }
+    assert_true(v->nheld < STO_CLIENT_GET_WINDOW); /* the client keeps to its window */
+    v->held[v->nheld] = req;
+    v->held_off[v->nheld++] = off;
+    if (v->nheld > v->max_inflight_seen)
+        v->max_inflight_seen = v->nheld;
+    if (v->nheld == STO_CLIENT_GET_WINDOW || off + STO_SVC_MAX_CHUNK >= v->size) {
+        while (v->nheld > 0) {
+            v->nheld--;
+            rev_answer(v, v->held[v->nheld], v->held_off[v->nheld]);
+        }
+    }
+}
+
+static void
+test_client_get_writes_answers_in_offset_order_when_they_arrive_reversed(void **state)
+{
+    rbus_config_t sc = {0}, cc = {0};
+    rev_srv_t v = {0};
+    size_t n = 9 * STO_SVC_MAX_CHUNK + 1234;
+    uint8_t *obj = malloc(n), *back = malloc(n + 1), addr[STO_ADDR_LEN] = {1};
+    char tmp[64], dst[96];
+    cl_result_t r = {0};
+    uv_loop_t loop;
+    rbus_hub_t *hub;
+    rbus_t *srv, *cli;
+    rbus_peer_t *peer;
+    uint64_t end;
+    int rc = 0, fd;
+    FILE *f;
+    (void)state;
+
+    fill(obj, n, 77);
+    v.obj = obj;
+    v.size = n;
+    snprintf(tmp, sizeof tmp, "/tmp/ron-stoget-XXXXXX");
+    assert_non_null(mkdtemp(tmp));
+    snprintf(dst, sizeof dst, "%s/out", tmp);
+    assert_int_equal(uv_loop_init(&loop), 0);
+    hub = rbus_hub_new(&loop);
+    sc.name = "storage";
+    cc.name = "client";
+    sc.transport = cc.transport = RBUS_TRANSPORT_INPROC;
+    sc.hub = cc.hub = hub;
+    srv = rbus_new(&loop, &sc, &rc);
+    assert_non_null(srv);
+    cli = rbus_new(&loop, &cc, &rc);
+    assert_non_null(cli);
+    assert_int_equal(rbus_handle(srv, OAP_APP_STORAGE, rev_request, &v), 0);
+    assert_int_equal(rbus_listen(srv), 0);
+    peer = rbus_connect(cli, "storage", &rc);
+    assert_non_null(peer);
+    fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(sto_client_get(peer, addr, fd, cl_get_done, &r), 0);
+    end = ron_now_ms() + WAIT_MS;
+    while (!r.done && ron_now_ms() < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(r.done);
+    close(fd);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.size, n);
+    assert_int_equal(v.answered, 10);
+    assert_int_equal(v.max_inflight_seen, STO_CLIENT_GET_WINDOW); /* it did pipeline */
+    f = fopen(dst, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(back, 1, n + 1, f), n);
+    fclose(f);
+    assert_memory_equal(back, obj, n);
+
+    rbus_peer_close(peer);
+    rbus_free(cli);
+    rbus_free(srv);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    rbus_hub_free(hub);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    unlink(dst);
+    rmdir(tmp);
+    free(obj);
+    free(back);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_inproc),
         cmocka_unit_test(test_put_commit_says_whether_the_object_is_new),
+        cmocka_unit_test(test_client_get_writes_answers_in_offset_order_when_they_arrive_reversed),
         cmocka_unit_test(test_put_get_unix),
         cmocka_unit_test(test_mismatch_inproc),
         cmocka_unit_test(test_mismatch_unix),

@@ -1,7 +1,7 @@
 /*
  * fuzz_store_meta.c - libFuzzer target for the object store's decoders of
  * on-disk bytes (sto_meta.c): the LMDB object record, totals and pin-count
- * values, and the outboard (.ob) file header. The first input byte picks the
+ * values, and the object file header. The first input byte picks the
  * decoder; the rest is the record.
  * Properties checked: no decoder reads past len; whatever decodes re-encodes
  * to exactly the input bytes (each record has one canonical form) and a
@@ -32,18 +32,19 @@ fuzz_rec(const uint8_t *p, size_t n)
 }
 
 static void
-fuzz_ob(const uint8_t *p, size_t n)
+fuzz_obj(const uint8_t *p, size_t n)
 {
-    sto__ob_hdr_t h;
-    uint8_t out[STO_OB_HDR_LEN];
+    sto__obj_hdr_t h;
+    uint8_t out[STO_OBJ_HDR_LEN];
 
-    if (sto__ob_hdr_decode(p, n, &h) < 0)
+    if (sto__obj_hdr_decode(p, n, &h) < 0)
         return;
-    if (n != STO_OB_HDR_LEN + sto_tree_outboard_len(h.size))
-        abort(); /* the node count must match the size */
-    sto__ob_hdr_encode(&h, out);
-    if (memcmp(out, p, STO_OB_HDR_LEN) != 0)
+    if (h.ctype_len > STO_CTYPE_MAX || strlen(h.ctype) != h.ctype_len ||
+        (h.flags & ~STO_OBJ_PINNED) != 0)
         abort();
+    sto__obj_hdr_encode(&h, out);
+    if (memcmp(out, p, STO_OBJ_HDR_LEN) != 0)
+        abort(); /* one canonical form */
 }
 
 static void
@@ -77,7 +78,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_rec(p, size - 1);
         break;
     case 1:
-        fuzz_ob(p, size - 1);
+        fuzz_obj(p, size - 1);
         break;
     default:
         fuzz_small(p, size - 1);

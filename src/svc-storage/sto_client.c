@@ -2,10 +2,13 @@
  * sto_client.c - the storage protocol's client side (sto_client.h): a put
  * of a local file and a get into a descriptor, as chains of one-frame
  * requests. Each transfer is a small state machine advanced by its reply
- * callback; one request is in flight at a time. Invariants: the user's
+ * callback; a put has one request in flight at a time, a get up to
+ * STO_CLIENT_GET_WINDOW once the first answer told the size (answers may
+ * come back in any order: the service runs them on a thread pool; bytes are
+ * written to the descriptor in offset order). Invariants: the user's
  * callback runs exactly once when the starting call returned 0, never from
- * inside it (a streamed put: once per operation); a failed put is aborted
- * (fire and forget).
+ * inside it (a streamed put: once per operation); a transfer is freed only
+ * once no answer is pending for it; a failed put is aborted (fire and forget).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +25,13 @@
 
 typedef enum { ST_BEGIN = 0, ST_WRITE, ST_COMMIT, ST_GET } step_t;
 
+/* A get answer that arrived before the bytes in front of it (out of order). */
+typedef struct {
+    uint64_t off;  /* object offset of data[0] */
+    uint8_t *data; /* len bytes; NULL: slot free */
+    size_t len;
+} held_t;
+
 typedef struct sto_client_put {
     rbus_peer_t *peer;
     step_t step;
@@ -29,6 +39,13 @@ typedef struct sto_client_put {
     bool busy;     /* stream: an operation is in flight */
     bool aborted;  /* stream: sto_client_put_abort while busy; no callback */
     uint64_t base; /* stream: put offset of mem[0] */
+    /* get: after the first answer (which tells the size) up to
+     * STO_CLIENT_GET_WINDOW requests are in flight; answers are written to
+     * fd in offset order, early ones held (at most WINDOW - 1 chunks) */
+    uint64_t next_off;  /* next offset to request */
+    unsigned inflight;  /* get requests sent and not answered */
+    bool finished;      /* the user's callback ran; freed when inflight drops to 0 */
+    held_t held[STO_CLIENT_GET_WINDOW];
     int fd;        /* put: the file (ours); get: the caller's */
     bool own_fd;
     uint64_t size; /* put: file size; get: object size once known */
@@ -44,6 +61,8 @@ typedef struct sto_client_put {
 } xfer_t;
 
 static void on_reply(void *arg, int status, const oap_frame_t *resp);
+static json_t *answer_json(const oap_frame_t *f, const uint8_t **raw, size_t *raw_len);
+static int json_get_u64(json_t *o, const char *key, uint64_t *out);
 
 static void
 xfer_free(xfer_t *x)
@@ -51,6 +70,8 @@ xfer_free(xfer_t *x)
     if (x->own_fd && x->fd >= 0)
         close(x->fd);
     free(x->buf);
+    for (size_t i = 0; i < STO_CLIENT_GET_WINDOW; i++)
+        free(x->held[i].data);
     free(x);
 }
 
@@ -60,28 +81,37 @@ noop_reply(void *arg, int status, const oap_frame_t *resp)
     (void)arg, (void)status, (void)resp;
 }
 
+/* Tell the service to drop x's put, once its id is known (fire and forget). */
+static void
+send_abort(const xfer_t *x)
+{
+    char js[80];
+    size_t jl;
+    uint8_t fr[84];
+
+    if (x->put_id[0] == '\0')
+        return;
+    jl = (size_t)snprintf(js, sizeof js, "{\"op\":\"put_abort\",\"put_id\":\"%s\"}", x->put_id);
+    fr[0] = 0, fr[1] = 0, fr[2] = (uint8_t)(jl >> 8), fr[3] = (uint8_t)jl;
+    memcpy(fr + 4, js, jl);
+    rbus_request(x->peer, OAP_APP_STORAGE, fr, 4 + jl, STO_CLIENT_DEADLINE_MS, noop_reply, NULL);
+}
+
 /* Report once and free x. */
 static void
 finish(xfer_t *x, int status, uint16_t code)
 {
-    if (status < 0 && (x->put_cb != NULL || x->aborted) && x->put_id[0] != '\0' &&
-        x->step != ST_COMMIT) {
-        char js[80];
-        size_t jl = (size_t)snprintf(js, sizeof js, "{\"op\":\"put_abort\",\"put_id\":\"%s\"}",
-                                     x->put_id);
-        uint8_t fr[84];
-        fr[0] = 0, fr[1] = 0, fr[2] = (uint8_t)(jl >> 8), fr[3] = (uint8_t)jl;
-        memcpy(fr + 4, js, jl);
-        rbus_request(x->peer, OAP_APP_STORAGE, fr, 4 + jl, STO_CLIENT_DEADLINE_MS, noop_reply,
-                     NULL);
-    }
+    if (status < 0 && (x->put_cb != NULL || x->aborted) && x->step != ST_COMMIT)
+        send_abort(x);
     if (x->aborted)
         ; /* the caller is gone */
     else if (x->put_cb != NULL)
         x->put_cb(x->arg, status, code, status == 0 ? x->addr : NULL);
     else
         x->get_cb(x->arg, status, code, x->size);
-    xfer_free(x);
+    x->finished = true;
+    if (x->inflight == 0)
+        xfer_free(x); /* else the last answer in flight frees it */
 }
 
 /* Send the next request of x: JSON js plus raw[0..raw_len). Returns rbus's code. */
@@ -161,13 +191,160 @@ advance(xfer_t *x)
         snprintf(js, sizeof js, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", x->put_id);
         rc = send_step(x, js, NULL, 0);
     } else {
-        char hex[68];
-        sto_addr_format(x->addr, hex);
-        snprintf(js, sizeof js, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%llu\"}", hex,
-                 (unsigned long long)x->done);
-        rc = send_step(x, js, NULL, 0);
+        rc = RON_EINVAL; /* gets advance through get_fill() */
     }
     if (rc < 0)
+        finish(x, rc, 0);
+}
+
+/* ---- get: pipelined ---- */
+
+typedef struct {
+    xfer_t *x;
+    uint64_t off; /* the requested offset */
+} get_req_t;
+
+static void on_get_reply(void *arg, int status, const oap_frame_t *resp);
+
+/* Request the chunk at x->next_off. Returns rbus's code. */
+static int
+get_send(xfer_t *x)
+{
+    get_req_t *g = ron_xmalloc(sizeof *g);
+    char js[160], hex[68];
+    uint8_t fr[4 + sizeof js];
+    size_t jl;
+    int rc;
+
+    sto_addr_format(x->addr, hex);
+    jl = (size_t)snprintf(js, sizeof js, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%llu\"}",
+                          hex, (unsigned long long)x->next_off);
+    fr[0] = 0, fr[1] = 0, fr[2] = (uint8_t)(jl >> 8), fr[3] = (uint8_t)jl;
+    memcpy(fr + 4, js, jl);
+    g->x = x;
+    g->off = x->next_off;
+    rc = rbus_request(x->peer, OAP_APP_STORAGE, fr, 4 + jl, STO_CLIENT_DEADLINE_MS, on_get_reply,
+                      g);
+    if (rc < 0) {
+        free(g);
+        return rc;
+    }
+    x->inflight++;
+    x->next_off += STO_SVC_MAX_CHUNK;
+    return 0;
+}
+
+/* Keep up to the window in flight once the size is known. */
+static int
+get_fill(xfer_t *x)
+{
+    int rc;
+
+    while (x->inflight < STO_CLIENT_GET_WINDOW && x->next_off < x->size)
+        if ((rc = get_send(x)) < 0)
+            return rc;
+    return 0;
+}
+
+/* Write len bytes to x->fd. Returns 0 or -errno. */
+static int
+get_write(xfer_t *x, const uint8_t *raw, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(x->fd, raw + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? -errno : -EIO;
+        off += (size_t)n;
+    }
+    x->done += len;
+    return 0;
+}
+
+/* Take the answer for offset off (raw, len): write it and any held answers
+ * now in order, or hold a copy. Returns 0, -errno or RON_EPROTO. */
+static int
+get_take(xfer_t *x, uint64_t off, const uint8_t *raw, size_t len)
+{
+    int rc;
+
+    if (off != x->done) {
+        for (size_t i = 0; i < STO_CLIENT_GET_WINDOW; i++) {
+            if (x->held[i].data == NULL) {
+                x->held[i].data = ron_xmalloc(len > 0 ? len : 1);
+                memcpy(x->held[i].data, raw, len);
+                x->held[i].len = len;
+                x->held[i].off = off;
+                return 0;
+            }
+        }
+        return RON_EPROTO; /* defensive: more answers than requests */
+    }
+    if ((rc = get_write(x, raw, len)) < 0)
+        return rc;
+    for (bool more = true; more;) {
+        more = false;
+        for (size_t i = 0; i < STO_CLIENT_GET_WINDOW; i++) {
+            held_t *h = &x->held[i];
+            if (h->data != NULL && h->off == x->done) {
+                rc = get_write(x, h->data, h->len);
+                free(h->data);
+                h->data = NULL;
+                if (rc < 0)
+                    return rc;
+                more = true;
+            }
+        }
+    }
+    return 0;
+}
+
+static void
+on_get_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    get_req_t *g = arg;
+    xfer_t *x = g->x;
+    uint64_t off = g->off, size = 0;
+    const uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    json_t *o = NULL;
+    int rc = 0;
+
+    free(g);
+    x->inflight--;
+    if (x->finished) {
+        if (x->inflight == 0)
+            xfer_free(x);
+        return;
+    }
+    if (status < 0) {
+        finish(x, status, 0);
+        return;
+    }
+    if (resp->code != 200) {
+        finish(x, RON_ESTORE, resp->code);
+        return;
+    }
+    o = answer_json(resp, &raw, &raw_len);
+    if (o == NULL || json_get_u64(o, "size", &size) < 0 || (off > 0 && size != x->size) ||
+        (raw_len == 0 && off < size) || raw_len > STO_SVC_MAX_CHUNK ||
+        (off + raw_len < size && raw_len != STO_SVC_MAX_CHUNK) || off + raw_len > size) {
+        json_decref(o);
+        finish(x, RON_EPROTO, resp->code); /* short, long or shifting answers */
+        return;
+    }
+    json_decref(o);
+    x->size = size;
+    if ((rc = get_take(x, off, raw, raw_len)) < 0) {
+        finish(x, rc, 0);
+        return;
+    }
+    if (x->done == x->size) {
+        finish(x, 0, 200);
+        return;
+    }
+    if ((rc = get_fill(x)) < 0)
         finish(x, rc, 0);
 }
 
@@ -201,7 +378,6 @@ on_reply(void *arg, int status, const oap_frame_t *resp)
     const uint8_t *raw = NULL;
     size_t raw_len = 0;
     json_t *o;
-    uint64_t v = 0;
 
     if (x->aborted) {
         finish(x, RON_ESHUTDOWN, 0); /* sends put_abort once the id is known */
@@ -259,30 +435,7 @@ on_reply(void *arg, int status, const oap_frame_t *resp)
         return;
     }
     case ST_GET:
-        if (json_get_u64(o, "size", &v) < 0) {
-            json_decref(o);
-            finish(x, RON_EPROTO, resp->code);
-            return;
-        }
-        x->size = v;
-        for (size_t off = 0; off < raw_len;) {
-            ssize_t n = write(x->fd, raw + off, raw_len - off);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0) {
-                json_decref(o);
-                finish(x, n < 0 ? -errno : -EIO, 0);
-                return;
-            }
-            off += (size_t)n;
-        }
-        x->done += raw_len;
-        if (x->done >= x->size || raw_len == 0) {
-            json_decref(o);
-            finish(x, x->done == x->size ? 0 : RON_EPROTO, resp->code);
-            return;
-        }
-        break;
+        break; /* gets are answered through on_get_reply() */
     }
     json_decref(o);
     advance(x);
@@ -392,7 +545,6 @@ sto_client_get(rbus_peer_t *peer, const uint8_t addr[STO_ADDR_LEN], int fd,
                sto_client_get_cb cb, void *arg)
 {
     xfer_t *x = ron_xcalloc(1, sizeof *x);
-    char js[160], hex[68];
     int rc;
 
     x->peer = peer;
@@ -401,9 +553,8 @@ sto_client_get(rbus_peer_t *peer, const uint8_t addr[STO_ADDR_LEN], int fd,
     x->arg = arg;
     x->step = ST_GET;
     memcpy(x->addr, addr, STO_ADDR_LEN);
-    sto_addr_format(addr, hex);
-    snprintf(js, sizeof js, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"0\"}", hex);
-    if ((rc = send_step(x, js, NULL, 0)) < 0) {
+    /* the first answer tells the size; the window opens after it */
+    if ((rc = get_send(x)) < 0) {
         xfer_free(x);
         return rc;
     }
@@ -483,15 +634,6 @@ sto_client_put_abort(sto_client_put_t *x)
         x->aborted = true;
         return;
     }
-    if (x->put_id[0] != '\0') {
-        char js[80];
-        size_t jl = (size_t)snprintf(js, sizeof js, "{\"op\":\"put_abort\",\"put_id\":\"%s\"}",
-                                     x->put_id);
-        uint8_t fr[84];
-        fr[0] = 0, fr[1] = 0, fr[2] = (uint8_t)(jl >> 8), fr[3] = (uint8_t)jl;
-        memcpy(fr + 4, js, jl);
-        rbus_request(x->peer, OAP_APP_STORAGE, fr, 4 + jl, STO_CLIENT_DEADLINE_MS, noop_reply,
-                     NULL);
-    }
+    send_abort(x);
     xfer_free(x);
 }

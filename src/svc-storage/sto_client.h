@@ -8,9 +8,11 @@
  * put_commit; or get of STO_SVC_MAX_CHUNK bytes each) and reports once
  * through its callback, never from inside the call. The local file is read
  * and written with plain read(2)/write(2) on the loop thread, one chunk per
- * step (a command-line client's loop does nothing else). One request is in
- * flight at a time per transfer, so a transfer holds at most two chunks of
- * memory. On any failure after put_begin, the put is aborted (best effort).
+ * step (a command-line client's loop does nothing else). A put has one
+ * request in flight at a time (it holds at most two chunks of memory); a get
+ * has up to STO_CLIENT_GET_WINDOW, so the service verifies the next chunks
+ * while one travels, and holds at most that many chunks that arrived early.
+ * On any failure after put_begin, the put is aborted (best effort).
  */
 #ifndef STO_CLIENT_H
 #define STO_CLIENT_H
@@ -22,6 +24,7 @@
 
 /* ---- limits ---- */
 #define STO_CLIENT_DEADLINE_MS 30000u /* per request (a commit fsyncs a large object) */
+#define STO_CLIENT_GET_WINDOW 4u      /* get requests in flight per transfer (1 MiB of chunks) */
 
 /*
  * Outcome of a transfer: status 0 and code 200 on success; a negative

@@ -14,9 +14,10 @@
 
 #include "svc_storage.h"
 
-#define STO_FORMAT_VERSION 1u  /* <dir>/FORMAT and the meta "format" key */
-#define STO_OB_MAGIC "RONSTOB1" /* 8 bytes at offset 0 of every .ob file */
-#define STO_OB_HDR_LEN 64u      /* outboard file header */
+#define STO_FORMAT_VERSION 2u  /* <dir>/FORMAT and every object file's header */
+#define STO_OBJ_MAGIC "RONSTOB2" /* 8 bytes at offset 0 of every object file */
+#define STO_OBJ_HDR_LEN 256u    /* object file header; the object's bytes follow it */
+#define STO_OBJ_PINNED 0x01u    /* header flag: the put pinned the object for its tenant */
 #define STO_REC_HDR_LEN 32u     /* object record before its content type */
 #define STO_PIN_KEY_LEN (STO_TENANT_LEN + STO_ADDR_LEN)
 #define STO_CACHE_KEY_LEN (8 + STO_ADDR_LEN)
@@ -34,11 +35,19 @@ typedef struct {
     char ctype[STO_CTYPE_MAX + 1];
 } sto__rec_t;
 
+/* Header of an object file (offsets in docs/protocol/storage-format.md):
+ * everything the put's index transaction wrote, so the index can be rebuilt
+ * from the file when that transaction was lost. */
 typedef struct {
-    uint64_t size;                /* object bytes */
-    uint8_t root[STO_ADDR_LEN];   /* the object's address */
-    uint32_t piece_size;          /* STO_PIECE_SIZE */
-} sto__ob_hdr_t;
+    uint64_t size;                  /* object bytes */
+    uint8_t root[STO_ADDR_LEN];     /* the object's address */
+    uint32_t piece_size;            /* STO_PIECE_LEN */
+    uint64_t created;               /* unix seconds of the put */
+    uint8_t tenant[STO_TENANT_LEN]; /* the put's tenant; zero unless pinned */
+    uint8_t flags;                  /* STO_OBJ_PINNED or 0 (a cache copy) */
+    uint16_t ctype_len;             /* <= STO_CTYPE_MAX */
+    char ctype[STO_CTYPE_MAX + 1];  /* NUL-terminated */
+} sto__obj_hdr_t;
 
 typedef struct {
     uint64_t objects, stored_bytes, pinned_bytes;
@@ -46,8 +55,11 @@ typedef struct {
 
 size_t sto__rec_encode(const sto__rec_t *rec, uint8_t *out, size_t cap);
 int sto__rec_decode(const uint8_t *buf, size_t len, sto__rec_t *rec_out);
-void sto__ob_hdr_encode(const sto__ob_hdr_t *h, uint8_t out[static STO_OB_HDR_LEN]);
-int sto__ob_hdr_decode(const uint8_t *buf, size_t len, sto__ob_hdr_t *h_out);
+void sto__obj_hdr_encode(const sto__obj_hdr_t *h, uint8_t out[static STO_OBJ_HDR_LEN]);
+/* Decode the STO_OBJ_HDR_LEN bytes at buf (len must be at least that). */
+int sto__obj_hdr_decode(const uint8_t *buf, size_t len, sto__obj_hdr_t *h_out);
+/* Length of the object file of an object of size bytes: header, bytes, outboard. */
+uint64_t sto__obj_file_len(uint64_t size);
 void sto__totals_encode(const sto__totals_t *t, uint8_t out[static STO_TOTALS_LEN]);
 int sto__totals_decode(const uint8_t *buf, size_t len, sto__totals_t *t_out);
 int sto__u32_decode(const uint8_t *buf, size_t len, uint32_t *v_out);
@@ -71,6 +83,7 @@ struct sto_store {
     int lock_fd;                /* flock'd <dir>/LOCK; -1 when read-only */
     MDB_env *env;
     MDB_dbi db_obj, db_pin, db_cache, db_meta;
+    struct sto__syncer *syncer; /* writable: fsyncs a put's directory beside its index commit */
     /* RAM backend (under lock) */
     sto__ramobj_t **objs;       /* sorted by address */
     size_t nobjs, capobjs;
@@ -88,13 +101,17 @@ struct sto_put {
     uint64_t declared, len;
     char ctype[STO_CTYPE_MAX + 1];
     sto_tree_hasher_t *h;
-    uint64_t ob_written;        /* outboard bytes written after the file header */
-    int ob_fd;                  /* tmp outboard file, -1 when none */
-    /* file */
-    int fd;                     /* tmp data file, -1 when none */
-    char *tmp_data, *tmp_ob;    /* paths */
+    uint64_t ob_written;        /* outboard bytes delivered by the hasher so far */
+    /* file: one temporary object file; the outboard goes straight to its
+     * final offset when the size is declared, else to a spill file that the
+     * commit appends */
+    int fd;                     /* tmp object file (bytes at STO_OBJ_HDR_LEN), -1 when none */
+    int ob_fd;                  /* where outboard bytes go: fd, the spill file, or -1 */
+    uint64_t ob_base;           /* offset of outboard byte 0 in ob_fd */
+    uint64_t created;           /* unix seconds in the file header; the record's too */
+    char *tmp_data, *tmp_ob;    /* paths; tmp_ob NULL unless spilling */
     /* RAM */
-    uint8_t *buf;               /* object bytes */
+    uint8_t *buf;               /* object bytes: malloc'd below STO__RAM_MAP_MIN, else mmap'd */
     size_t cap;
     uint8_t *ob;                /* outboard bytes (ob_written of them) */
     size_t ob_cap;
@@ -108,7 +125,7 @@ struct sto_reader {
     const uint8_t *ob;          /* outboard nodes (after the file header) */
     size_t ob_len;
     int fd;                     /* file: object bytes; -1 for RAM */
-    void *map;                  /* file: mmap of the .ob file */
+    void *map;                  /* file: mmap of the file's tail holding the outboard */
     size_t map_len;
     sto__ramobj_t *ro;          /* RAM: referenced object */
     uint8_t *piece;             /* STO_PIECE_SIZE bytes, lazily allocated */
@@ -135,7 +152,19 @@ void sto__file_reader_close(sto_reader_t *r);
 /* <dir>/objects/<ab>/<hex><suffix>; returns new. */
 char *sto__file_object_path(const sto_store_t *s, const uint8_t *addr, const char *suffix);
 
+/* RAM object buffers of at least this many bytes are anonymous mappings
+ * (prefaulted in one call, grown by mremap without copying); smaller ones
+ * come from malloc. */
+#define STO__RAM_MAP_MIN (256u << 10)
+
 void sto__ram_close(sto_store_t *s);
+/* Make p->buf hold at least need bytes (the declared size at once when known). */
+void sto__ram_buf_grow(sto_put_t *p, size_t need);
+/* Populate the pages of p->buf that bytes [off, off + len) will land on, in
+ * one call (mapped buffers only; advisory). */
+void sto__ram_buf_populate(sto_put_t *p, size_t off, size_t len);
+/* Free an object buffer of cap bytes from sto__ram_buf_grow (NULL does nothing). */
+void sto__ram_buf_free(uint8_t *buf, size_t cap);
 int sto__ram_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN]);
 int sto__ram_stat(sto_store_t *s, const uint8_t *addr, sto_stat_t *st);
 int sto__ram_list(sto_store_t *s, const uint8_t *after, sto_stat_t *out, size_t cap, size_t *n);

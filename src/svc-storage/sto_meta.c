@@ -1,7 +1,7 @@
 /*
  * sto_meta.c - encoders and strict decoders of the object store's on-disk
  * records: the LMDB object record, totals and pin counts, and the header of
- * an outboard (.ob) file. Pure functions over caller buffers, no I/O.
+ * an object file. Pure functions over caller buffers, no I/O.
  * Invariants: a decoder reads no byte past len, accepts exactly the lengths
  * and values docs/protocol/storage-format.md allows, and rejects everything
  * else with RON_ESTORE (so a damaged record is reported, never trusted).
@@ -11,8 +11,8 @@
 #include "ron_err.h"
 #include "sto_internal.h"
 
-/* STO_OB_MAGIC as bytes (it has no terminating NUL on disk) */
-static const uint8_t ob_magic[8] = {'R', 'O', 'N', 'S', 'T', 'O', 'B', '1'};
+/* STO_OBJ_MAGIC as bytes (it has no terminating NUL on disk) */
+static const uint8_t obj_magic[8] = {'R', 'O', 'N', 'S', 'T', 'O', 'B', '2'};
 
 void
 sto__put_le64(uint8_t *p, uint64_t v)
@@ -87,37 +87,64 @@ sto__rec_decode(const uint8_t *buf, size_t len, sto__rec_t *rec_out)
     return 0;
 }
 
-void
-sto__ob_hdr_encode(const sto__ob_hdr_t *h, uint8_t out[static STO_OB_HDR_LEN])
+uint64_t
+sto__obj_file_len(uint64_t size)
 {
-    memset(out, 0, STO_OB_HDR_LEN);
-    memcpy(out, ob_magic, sizeof(ob_magic));
+    return STO_OBJ_HDR_LEN + size + sto_tree_outboard_len(size);
+}
+
+void
+sto__obj_hdr_encode(const sto__obj_hdr_t *h, uint8_t out[static STO_OBJ_HDR_LEN])
+{
+    memset(out, 0, STO_OBJ_HDR_LEN);
+    memcpy(out, obj_magic, sizeof(obj_magic));
     out[8] = (uint8_t)STO_FORMAT_VERSION; /* u16 version */
-    out[10] = STO_OB_HDR_LEN;             /* u16 header length */
+    out[10] = (uint8_t)(STO_OBJ_HDR_LEN & 0xff); /* u16 header length */
+    out[11] = (uint8_t)(STO_OBJ_HDR_LEN >> 8);
     sto__put_le32(out + 12, h->piece_size);
     sto__put_le64(out + 16, h->size);
     memcpy(out + 24, h->root, STO_ADDR_LEN);
-    /* 56..63 reserved, zero */
+    sto__put_le64(out + 56, h->created);
+    if (h->flags & STO_OBJ_PINNED)
+        memcpy(out + 64, h->tenant, STO_TENANT_LEN);
+    out[80] = h->flags;
+    out[81] = (uint8_t)h->ctype_len;
+    /* 82..127 reserved, zero */
+    memcpy(out + 128, h->ctype, h->ctype_len); /* then zero up to 255 */
 }
 
 int
-sto__ob_hdr_decode(const uint8_t *buf, size_t len, sto__ob_hdr_t *h_out)
+sto__obj_hdr_decode(const uint8_t *buf, size_t len, sto__obj_hdr_t *h_out)
 {
-    if (len < STO_OB_HDR_LEN || memcmp(buf, ob_magic, sizeof(ob_magic)) != 0)
+    static const uint8_t zero[STO_TENANT_LEN];
+
+    if (len < STO_OBJ_HDR_LEN || memcmp(buf, obj_magic, sizeof(obj_magic)) != 0)
         return RON_ESTORE;
-    if (buf[8] != STO_FORMAT_VERSION || buf[9] != 0 || buf[10] != STO_OB_HDR_LEN || buf[11] != 0)
+    if (buf[8] != STO_FORMAT_VERSION || buf[9] != 0 || buf[10] != (STO_OBJ_HDR_LEN & 0xff) ||
+        buf[11] != (STO_OBJ_HDR_LEN >> 8))
         return RON_ESTORE;
     h_out->piece_size = sto__get_le32(buf + 12);
     h_out->size = sto__get_le64(buf + 16);
     memcpy(h_out->root, buf + 24, STO_ADDR_LEN);
-    if (h_out->piece_size != STO_PIECE_LEN)
+    h_out->created = sto__get_le64(buf + 56);
+    memcpy(h_out->tenant, buf + 64, STO_TENANT_LEN);
+    h_out->flags = buf[80];
+    h_out->ctype_len = buf[81];
+    if (h_out->piece_size != STO_PIECE_LEN || h_out->size > (1ull << 62) ||
+        (h_out->flags & ~STO_OBJ_PINNED) != 0 || h_out->ctype_len > STO_CTYPE_MAX)
         return RON_ESTORE;
-    for (size_t i = 56; i < STO_OB_HDR_LEN; i++)
+    if (!(h_out->flags & STO_OBJ_PINNED) && memcmp(h_out->tenant, zero, STO_TENANT_LEN) != 0)
+        return RON_ESTORE; /* one canonical form: no tenant without the pin */
+    for (size_t i = 82; i < 128; i++)
         if (buf[i] != 0)
             return RON_ESTORE;
-    /* the node count must be what the size implies */
-    if (h_out->size > (1ull << 62) || len - STO_OB_HDR_LEN != sto_tree_outboard_len(h_out->size))
-        return RON_ESTORE;
+    for (size_t i = 128 + h_out->ctype_len; i < STO_OBJ_HDR_LEN; i++)
+        if (buf[i] != 0)
+            return RON_ESTORE;
+    memcpy(h_out->ctype, buf + 128, h_out->ctype_len);
+    h_out->ctype[h_out->ctype_len] = '\0';
+    if (!sto__ctype_ok(h_out->ctype) || strlen(h_out->ctype) != h_out->ctype_len)
+        return RON_ESTORE; /* printable ASCII only, as sto_put_begin() admits */
     return 0;
 }
 

@@ -7,8 +7,11 @@
  * bytes from under a reader; stored bytes stay within the quota (pinned
  * bytes are refused with RON_ESTOREFULL, cache is evicted oldest first).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "ron_err.h"
 #include "ron_util.h"
@@ -22,7 +25,8 @@ typedef struct {
 struct sto__ramobj {
     uint8_t addr[STO_ADDR_LEN];
     sto__rec_t rec;
-    uint8_t *data; /* rec.size bytes */
+    uint8_t *data; /* rec.size bytes, in a buffer of data_cap (sto__ram_buf_grow) */
+    size_t data_cap;
     uint8_t *ob;   /* sto_tree_outboard_len(rec.size) bytes */
     size_t ob_len;
     ram_pin_t *pins;
@@ -30,12 +34,95 @@ struct sto__ramobj {
     int refs;      /* 1 for the index + 1 per open reader */
 };
 
+/*
+ * Object buffers. The cost of a RAM put is the kernel's more than the copy's:
+ * taking fresh pages one 4 KiB fault at a time costs more than copying and
+ * hashing them. A buffer of STO__RAM_MAP_MIN or more is an anonymous mapping
+ * whose pages are populated in batches just before the bytes are copied in
+ * (MADV_POPULATE_WRITE over the range a write covers: one call instead of a
+ * fault per page, and each page is zeroed while its copy is about to land,
+ * still in cache; populating the whole object up front was measured slower),
+ * and which grows by mremap (page tables move, bytes do not). Transparent
+ * huge pages were measured slower and erratic here (compaction stalls).
+ */
+static void
+ram_oom(size_t n)
+{
+    /* as ron_xmalloc: memory is not a peer's choice (max_object, quota) */
+    fprintf(stderr, "ron: out of memory mapping %zu bytes\n", n);
+    abort();
+}
+
+static uint8_t *
+ram_map(size_t len)
+{
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (m == MAP_FAILED)
+        ram_oom(len);
+    return m;
+}
+
+void
+sto__ram_buf_populate(sto_put_t *p, size_t off, size_t len)
+{
+#ifdef MADV_POPULATE_WRITE
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p->buf + off) & ~(page - 1);
+    uintptr_t b = ((uintptr_t)p->buf + off + len + page - 1) & ~(page - 1);
+
+    if (p->cap < STO__RAM_MAP_MIN || len == 0)
+        return;
+    /* advisory: on failure (an old kernel) the copy faults the pages in */
+    (void)madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+#else
+    (void)p, (void)off, (void)len;
+#endif
+}
+
+void
+sto__ram_buf_grow(sto_put_t *p, size_t need)
+{
+    size_t cap = p->cap != 0 ? p->cap : 65536;
+
+    if (p->declared != STO_SIZE_UNKNOWN && p->declared >= need)
+        cap = (size_t)p->declared; /* the whole object at once: no growth, no copy */
+    while (cap < need)
+        cap *= 2;
+    if (cap < STO__RAM_MAP_MIN) {
+        p->buf = ron_xrealloc(p->buf, cap);
+    } else if (p->cap < STO__RAM_MAP_MIN) {
+        uint8_t *m = ram_map(cap);
+        if (p->len > 0)
+            memcpy(m, p->buf, (size_t)p->len);
+        free(p->buf);
+        p->buf = m;
+    } else {
+        void *m = mremap(p->buf, p->cap, cap, MREMAP_MAYMOVE);
+        if (m == MAP_FAILED)
+            ram_oom(cap);
+        p->buf = m;
+    }
+    p->cap = cap;
+}
+
+void
+sto__ram_buf_free(uint8_t *buf, size_t cap)
+{
+    if (buf == NULL)
+        return;
+    if (cap >= STO__RAM_MAP_MIN)
+        munmap(buf, cap);
+    else
+        free(buf);
+}
+
 static void
 obj_unref(sto__ramobj_t *o)
 {
     if (--o->refs > 0)
         return;
-    free(o->data);
+    sto__ram_buf_free(o->data, o->data_cap);
     free(o->ob);
     free(o->pins);
     free(o);
@@ -196,9 +283,11 @@ sto__ram_commit(sto_put_t *p, const uint8_t root[static STO_ADDR_LEN])
     o->rec.ctype_len = (uint16_t)strlen(p->ctype);
     memcpy(o->rec.ctype, p->ctype, o->rec.ctype_len + 1);
     o->data = p->buf; /* takes the put's buffers */
+    o->data_cap = p->cap;
     o->ob = p->ob;
     o->ob_len = p->ob_written;
     p->buf = NULL;
+    p->cap = 0;
     p->ob = NULL;
     o->refs = 1;
     if (s->nobjs == s->capobjs) {

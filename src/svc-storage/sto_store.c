@@ -7,6 +7,7 @@
  * the address, and counts and logs every piece that fails.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,7 +161,7 @@ put_ob_out(void *arg, const uint8_t *bytes, size_t len)
         size_t done = 0;
         while (done < len) {
             ssize_t n = pwrite(p->ob_fd, bytes + done, len - done,
-                               (off_t)(STO_OB_HDR_LEN + p->ob_written + done));
+                               (off_t)(p->ob_base + p->ob_written + done));
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0)
@@ -227,22 +228,6 @@ sto_put_begin(sto_store_t *s, const uint8_t *tenant,
     return 0;
 }
 
-/* Grow the RAM put's buffer to hold need bytes: the declared size at once
- * when known (no copies, no growth), else geometrically. (Asking for
- * transparent huge pages was measured slower: compaction stalls.) */
-static void
-ram_buf_grow(sto_put_t *p, size_t need)
-{
-    size_t cap = p->cap != 0 ? p->cap : 65536;
-
-    if (p->declared != STO_SIZE_UNKNOWN && p->declared >= need)
-        cap = (size_t)p->declared;
-    while (cap < need)
-        cap *= 2;
-    p->buf = ron_xrealloc(p->buf, cap);
-    p->cap = cap;
-}
-
 static int
 put_append_ram(sto_put_t *p, const void *buf, size_t len)
 {
@@ -259,7 +244,8 @@ put_append_ram(sto_put_t *p, const void *buf, size_t len)
             return RON_ESTOREFULL;
     }
     if (p->len + len > p->cap)
-        ram_buf_grow(p, p->len + len);
+        sto__ram_buf_grow(p, (size_t)(p->len + len));
+    sto__ram_buf_populate(p, (size_t)p->len, len);
     memcpy(p->buf + p->len, buf, len);
     return 0;
 }
@@ -277,6 +263,11 @@ put_append_file(sto_put_t *p, const uint8_t *buf, size_t len)
             return -errno;
         done += (size_t)n;
     }
+    /* start writeback now, so the disk works while these bytes are hashed
+     * and the commit's fdatasync finds little left to write (advisory: an
+     * error here shows up at that fdatasync) */
+    (void)sync_file_range(p->fd, (off_t)(STO_OBJ_HDR_LEN + p->len), (off_t)len,
+                          SYNC_FILE_RANGE_WRITE);
     return 0;
 }
 
@@ -315,7 +306,7 @@ sto_put_abort(sto_put_t *p)
     if (!p->s->ram)
         sto__file_put_discard(p);
     sto_tree_hasher_free(p->h);
-    free(p->buf);
+    sto__ram_buf_free(p->buf, p->cap);
     free(p->ob);
     free(p);
 }
@@ -564,7 +555,7 @@ reader_fetch(sto_reader_t *r, uint64_t off, uint8_t *buf, size_t len, uint64_t i
         return 0;
     }
     while (done < len) {
-        ssize_t n = pread(r->fd, buf + done, len - done, (off_t)(off + done));
+        ssize_t n = pread(r->fd, buf + done, len - done, (off_t)(STO_OBJ_HDR_LEN + off + done));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)

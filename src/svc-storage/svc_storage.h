@@ -2,10 +2,11 @@
  * svc_storage.h - the content-addressed object store of svc-storage.
  *
  * A synchronous library. Two backends share one API:
- *   - the file store (sto_config_t.dir set): object bytes and their BLAKE3
- *     outboards are files under <dir>/objects/, put through <dir>/tmp/
- *     (fdatasync, rename, directory fsync); one LMDB environment under
- *     <dir>/meta/ holds only metadata (index, pins, cache order, totals).
+ *   - the file store (sto_config_t.dir set): each object is one file under
+ *     <dir>/objects/ (a header, its bytes, its BLAKE3 outboard), put
+ *     through <dir>/tmp/ (fdatasync, rename, directory fsync); one LMDB
+ *     environment under <dir>/meta/ holds only metadata (index, pins, cache
+ *     order, totals), which the object files' headers can rebuild.
  *     Layout: docs/protocol/storage-format.md.
  *   - the RAM store (dir NULL): the same operations in process memory, for
  *     amnesia; nothing touches the filesystem; bounded by the quota.
@@ -84,8 +85,9 @@ typedef struct {
  * Open (creating when missing) the store cfg describes; *store_out returns
  * new, freed by sto_close(). Writable file stores run crash recovery first:
  * temporary files are removed, index entries whose files are missing or of
- * the wrong size are dropped, object files absent from the index are deleted,
- * totals are recomputed. cfg and cfg->dir are borrowed (dir is copied).
+ * the wrong size are dropped, object files absent from the index are
+ * re-indexed from their headers (deleted when malformed), totals are
+ * recomputed. cfg and cfg->dir are borrowed (dir is copied).
  * Returns 0, RON_EINVAL (bad config), RON_EVERSION (store FORMAT of another
  * version), RON_EBUSY (another process holds the store writable), RON_ESTORE
  * (LMDB failed), or -errno.

@@ -174,10 +174,10 @@ def run(base, tmp, store, pid):
     # a corrupted byte is never served
     hexd = want[3:]
     objf = os.path.join(store, "objects", hexd[:2], hexd)
-    with open(objf, "r+b") as f:
-        f.seek(CORRUPT)
+    with open(objf, "r+b") as f:  # store format 2: the bytes follow a 256-byte header
+        f.seek(256 + CORRUPT)
         b = f.read(1)
-        f.seek(CORRUPT)
+        f.seek(256 + CORRUPT)
         f.write(bytes([b[0] ^ 1]))
     r = curl("-o", "/dev/null", "-w", "%{http_code}", "-r", f"{CORRUPT - 17}-{CORRUPT + 100}", url)
     if r.stdout != b"502":
