@@ -1142,6 +1142,9 @@ test_client_leaving_mid_upload_aborts_the_put_and_leaves_no_temporary_file(void 
 
 /* ---- corruption ---- */
 
+#define OBJ_FILE_HDR 256u /* an object file's header; its bytes follow (storage-format.md) */
+
+/* Flip the object's byte at off in its store file. */
 static void
 flip_byte(fx_t *f, uint64_t off)
 {
@@ -1152,9 +1155,9 @@ flip_byte(fx_t *f, uint64_t off)
     snprintf(path, sizeof path, "%s/objects/%.2s/%s", f->dir, f->text + 3, f->text + 3);
     fd = open(path, O_RDWR);
     assert_true(fd >= 0);
-    assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+    assert_int_equal(pread(fd, &b, 1, (off_t)(OBJ_FILE_HDR + off)), 1);
     b ^= 0x40;
-    assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)(OBJ_FILE_HDR + off)), 1);
     close(fd);
 }
 

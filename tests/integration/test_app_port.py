@@ -314,9 +314,9 @@ def exercise(n, macro):
     if macro:  # a store on disk: flip one byte; it is never served
         h = big_addr[3:]
         with open(os.path.join(n.dir, "store", "objects", h[:2], h), "r+b") as f:
-            f.seek(2 * 1048576 + 5)
+            f.seek(256 + 2 * 1048576 + 5)  # past the object file's 256-byte header
             b = f.read(1)
-            f.seek(2 * 1048576 + 5)
+            f.seek(256 + 2 * 1048576 + 5)
             f.write(bytes([b[0] ^ 1]))
         c = Oap(addr)
         c.send_json(REQ | START | END, 1, 90, {"op": "get", "address": big_addr})
