@@ -43,11 +43,11 @@ struct node {
     int n_sess;
     int n_closed;
     int last_close_rc;
-    int frames;        /* frames delivered */
-    uint64_t bytes;    /* payload bytes delivered */
+    int frames;     /* frames delivered */
+    uint64_t bytes; /* payload bytes delivered */
     char last_payload[64];
-    bool answer;       /* answer REQ|START|END frames with RESP|END "pong" */
-    int writable;      /* on_writable calls */
+    bool answer;  /* answer REQ|START|END frames with RESP|END "pong" */
+    int writable; /* on_writable calls */
     /* a sender pumping EVENT frames to sess[0] until RON_EAGAIN */
     bool pumping;
     int sent;
@@ -129,8 +129,8 @@ on_frame(tx_peer_session_t *s, const oap_frame_t *f, void *arg)
 
     n->frames++;
     n->bytes += f->payload_len;
-    size_t l = f->payload_len < sizeof n->last_payload - 1 ? f->payload_len
-                                                            : sizeof n->last_payload - 1;
+    size_t l =
+        f->payload_len < sizeof n->last_payload - 1 ? f->payload_len : sizeof n->last_payload - 1;
     memcpy(n->last_payload, f->payload, l);
     n->last_payload[l] = '\0';
     if (n->answer && (f->flags & OAP_F_REQ) && (f->flags & OAP_F_START)) {
@@ -308,9 +308,8 @@ client_ctx(EVP_PKEY *key, const unsigned char *alpn, unsigned alpn_len)
                                                     (const unsigned char *)"test", -1, -1, 0),
                          1);
         assert_int_equal(X509_set_issuer_name(x, X509_get_subject_name(x)), 1);
-        assert_true(X509_sign(x, key, EVP_PKEY_get_id(key) == EVP_PKEY_ED25519 ? NULL
-                                                                                : EVP_sha256()) >
-                    0);
+        assert_true(
+            X509_sign(x, key, EVP_PKEY_get_id(key) == EVP_PKEY_ED25519 ? NULL : EVP_sha256()) > 0);
         assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
         assert_int_equal(SSL_CTX_use_PrivateKey(ctx, key), 1);
         X509_free(x);
@@ -383,8 +382,7 @@ test_peer_listener_rejects_other_alpn(void **state)
 
     (void)state;
     assert_non_null(k);
-    expect_listener_reject(client_ctx(k, (const unsigned char *)"\x02h2", 3),
-                           TX_PEER_REJ_BAD_ALPN);
+    expect_listener_reject(client_ctx(k, (const unsigned char *)"\x02h2", 3), TX_PEER_REJ_BAD_ALPN);
     EVP_PKEY_free(k);
 }
 
@@ -672,6 +670,228 @@ test_peer_slow_reader_is_dropped_after_write_timeout(void **state)
     world_end(&w, n, 2);
 }
 
+/* ---- a hand-driven TLS client that may break the protocol after TLS ---- */
+
+typedef struct {
+    uv_tcp_t tcp;
+    uv_connect_t req;
+    SSL *ssl;
+    int connected;
+    int hs_done;
+    int eof;
+    uint8_t in[65536]; /* plaintext received */
+    size_t in_len;
+} tls_client_t;
+
+static void
+tls_client_written(uv_write_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+static void
+tls_client_flush(tls_client_t *c)
+{
+    size_t n = BIO_ctrl_pending(SSL_get_wbio(c->ssl));
+    if (n == 0)
+        return;
+    uv_write_t *w = malloc(sizeof *w + n);
+    assert_non_null(w);
+    char *data = (char *)(w + 1);
+    assert_int_equal(BIO_read(SSL_get_wbio(c->ssl), data, (int)n), (int)n);
+    uv_buf_t b = uv_buf_init(data, (unsigned)n);
+    assert_int_equal(uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, tls_client_written), 0);
+}
+
+static void
+tls_client_drive(tls_client_t *c)
+{
+    if (!c->hs_done) {
+        if (SSL_do_handshake(c->ssl) == 1)
+            c->hs_done = 1;
+        tls_client_flush(c);
+        if (!c->hs_done)
+            return;
+    }
+    for (;;) {
+        int r = SSL_read(c->ssl, c->in + c->in_len, (int)(sizeof c->in - c->in_len));
+        if (r <= 0)
+            break;
+        c->in_len += (size_t)r;
+    }
+    tls_client_flush(c);
+}
+
+static void
+tls_client_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    tls_client_t *c = st->data;
+    if (n < 0) {
+        c->eof = 1;
+        return;
+    }
+    assert_int_equal(BIO_write(SSL_get_rbio(c->ssl), b->base, (int)n), (int)n);
+    tls_client_drive(c);
+}
+
+static void
+tls_client_alloc(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    static char buf[65536];
+    (void)h, (void)s;
+    *b = uv_buf_init(buf, sizeof buf);
+}
+
+static void
+tls_client_connected(uv_connect_t *req, int status)
+{
+    tls_client_t *c = req->handle->data;
+    assert_int_equal(status, 0);
+    c->connected = 1;
+    assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, tls_client_alloc, tls_client_read), 0);
+    tls_client_drive(c);
+}
+
+/* Connect c (Ed25519 certificate, ALPN oap/1) to addr and finish TLS. */
+static void
+tls_client_start(world_t *w, tls_client_t *c, const char *addr)
+{
+    struct sockaddr_storage ss;
+    EVP_PKEY *k = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    SSL_CTX *ctx;
+
+    memset(c, 0, sizeof *c);
+    assert_non_null(k);
+    ctx = client_ctx(k, (const unsigned char *)"\x05oap/1", 6);
+    EVP_PKEY_free(k);
+    c->ssl = SSL_new(ctx);
+    SSL_CTX_free(ctx);
+    assert_non_null(c->ssl);
+    SSL_set_bio(c->ssl, BIO_new(BIO_s_mem()), BIO_new(BIO_s_mem()));
+    SSL_set_connect_state(c->ssl);
+    assert_int_equal(tx__addr_parse(addr, &ss), 0);
+    assert_int_equal(uv_tcp_init(&w->loop, &c->tcp), 0);
+    c->tcp.data = c;
+    assert_int_equal(uv_tcp_connect(&c->req, &c->tcp, (struct sockaddr *)&ss, tls_client_connected),
+                     0);
+    assert_true(run_until(w, &c->hs_done, 1, 5000));
+}
+
+static void
+tls_client_send(tls_client_t *c, const oap_frame_t *f)
+{
+    uint8_t buf[1024];
+    ssize_t n = oap_frame_encode(f, OAP_MAX_FRAME, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_int_equal(SSL_write(c->ssl, buf, (int)n), (int)n);
+    tls_client_flush(c);
+}
+
+static void
+tls_client_end(tls_client_t *c)
+{
+    uv_close((uv_handle_t *)&c->tcp, NULL);
+    SSL_free(c->ssl);
+}
+
+/* Codes of the frames c received, in order, into codes (at most cap). */
+static int
+tls_client_codes(const tls_client_t *c, uint16_t *codes, int cap)
+{
+    int n = 0;
+    size_t off = 0;
+    oap_frame_t f;
+    ssize_t l;
+
+    while (n < cap && (l = oap_frame_parse(c->in + off, c->in_len - off, OAP_MAX_FRAME, &f)) > 0) {
+        codes[n++] = f.code;
+        off += (size_t)l;
+    }
+    return n;
+}
+
+static void
+test_peer_first_frame_not_hello_is_answered_426_and_counted(void **state)
+{
+    world_t w;
+    node_t n[1];
+    tls_client_t c;
+    oap_frame_t f;
+    uint16_t codes[4];
+
+    (void)state;
+    world_init(&w);
+    node_start(&w, &n[0], NULL, true);
+    tls_client_start(&w, &c, n[0].addr);
+    memset(&f, 0, sizeof f);
+    f.flags = OAP_F_REQ | OAP_F_START | OAP_F_END;
+    f.app_proto_id = OAP_APP_OVERLAY;
+    f.corr_id = 5;
+    tls_client_send(&c, &f);
+    assert_true(run_until(&w, &c.eof, 1, 5000));
+    assert_int_equal(tls_client_codes(&c, codes, 4), 1);
+    assert_int_equal(codes[0], 426);
+    assert_int_equal(tx_peer_stats(n[0].p)->rejects[TX_PEER_REJ_PROTO_MISMATCH], 1);
+    assert_int_equal(tx_peer_stats(n[0].p)->established, 0);
+    assert_int_equal(n[0].n_sess, 0);
+    tls_client_end(&c);
+    world_end(&w, n, 1);
+}
+
+static void
+test_peer_stream_past_max_inflight_is_answered_429_then_bad_frame_closes(void **state)
+{
+    world_t w;
+    node_t n[1];
+    tx_peer_config_t cfg;
+    tls_client_t c;
+    oap_frame_t f;
+    uint8_t hello[256];
+    proto_hello_t h;
+    uint16_t codes[8];
+    ssize_t hl;
+
+    (void)state;
+    world_init(&w);
+    tx_peer_config_default(&cfg);
+    cfg.max_inflight = 2;
+    node_start(&w, &n[0], &cfg, true);
+    tls_client_start(&w, &c, n[0].addr);
+    memset(&h, 0, sizeof h);
+    hl = oap_hello_encode(&h, 1, false, hello, sizeof hello);
+    assert_true(hl > 0);
+    assert_int_equal(SSL_write(c.ssl, hello, (int)hl), (int)hl);
+    tls_client_flush(&c);
+    assert_true(run_until(&w, &n[0].n_sess, 1, 5000));
+    /* three streams opened at once: the third is refused with 429, the session lives */
+    memset(&f, 0, sizeof f);
+    f.flags = OAP_F_REQ | OAP_F_START;
+    f.app_proto_id = OAP_APP_OVERLAY;
+    for (uint64_t i = 1; i <= 3; i++) {
+        f.corr_id = 100 + i;
+        tls_client_send(&c, &f);
+    }
+    assert_true(run_until(&w, &n[0].frames, 2, 5000));
+    run_for(&w, 100);
+    assert_int_equal(n[0].frames, 2);
+    assert_int_equal(tx_peer_stats(n[0].p)->streams_refused, 1);
+    assert_int_equal(tls_client_codes(&c, codes, 8), 2); /* HELLO reply, then 429 */
+    assert_int_equal(codes[0], 200);
+    assert_int_equal(codes[1], 429);
+    /* a frame of a stream never started is a protocol error: 400, then close */
+    f.flags = OAP_F_REQ;
+    f.corr_id = 999;
+    tls_client_send(&c, &f);
+    assert_true(run_until(&w, &c.eof, 1, 5000));
+    assert_int_equal(tls_client_codes(&c, codes, 8), 3);
+    assert_int_equal(codes[2], 400);
+    assert_int_equal(tx_peer_stats(n[0].p)->rejects[TX_PEER_REJ_PROTOCOL], 1);
+    assert_int_equal(n[0].last_close_rc, RON_EPROTO);
+    tls_client_end(&c);
+    world_end(&w, n, 1);
+}
+
 static void
 test_peer_reject_names_are_stable(void **state)
 {
@@ -701,6 +921,8 @@ main(void)
         cmocka_unit_test(test_peer_idle_session_is_closed_and_counted),
         cmocka_unit_test(test_peer_slow_reader_bounds_sender_queue),
         cmocka_unit_test(test_peer_slow_reader_is_dropped_after_write_timeout),
+        cmocka_unit_test(test_peer_first_frame_not_hello_is_answered_426_and_counted),
+        cmocka_unit_test(test_peer_stream_past_max_inflight_is_answered_429_then_bad_frame_closes),
         cmocka_unit_test(test_peer_reject_names_are_stable),
     };
     assert_int_equal(tx_tls_secure_heap_init(), 0);

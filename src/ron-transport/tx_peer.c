@@ -62,17 +62,17 @@ struct tx_peer_session {
     bool in_pump;       /* frames are being delivered (no nested delivery) */
     bool cert_ok;       /* the verify callback accepted the certificate */
     bool streams_ready;
-    int reject;       /* tx_peer_reject_t found by a TLS callback, or -1 */
-    int linger_rc;    /* reason reported when a lingering close ends */
-    int handles;      /* open libuv handles; freed at 0 */
+    int reject;                       /* tx_peer_reject_t found by a TLS callback, or -1 */
+    int linger_rc;                    /* reason reported when a lingering close ends */
+    int handles;                      /* open libuv handles; freed at 0 */
     uint8_t want_id[KMS_NODE_ID_LEN]; /* dialer: the id we mean to reach */
     uint8_t id[KMS_NODE_ID_LEN];      /* the peer's id, once proven */
     uint32_t max_frame;               /* negotiated */
     uint32_t max_inflight;            /* streams this side may open */
     oap_decoder_t dec;
     oap_streams_t streams;
-    size_t queued;      /* ciphertext bytes handed to uv_write, not yet completed */
-    uint64_t last_rx;   /* ms (uv_now) of the last frame received */
+    size_t queued;       /* ciphertext bytes handed to uv_write, not yet completed */
+    uint64_t last_rx;    /* ms (uv_now) of the last frame received */
     uint64_t full_since; /* ms when the queue went over max_queue; 0 = not full */
     void *data;
 };
@@ -966,10 +966,9 @@ tx_peer_pump(tx_peer_session_t *s)
             uint16_t status;
             const char *slug, *reason;
             oap_error_status(rc, &status, &slug, &reason);
-            tx_peer_fail_with(s,
-                              s->state == TX_PS_HELLO ? TX_PEER_REJ_PROTO_MISMATCH
-                                                      : TX_PEER_REJ_PROTOCOL,
-                              status, 0, ron_strerror(rc));
+            tx_peer_fail_with(
+                s, s->state == TX_PS_HELLO ? TX_PEER_REJ_PROTO_MISMATCH : TX_PEER_REJ_PROTOCOL,
+                status, 0, ron_strerror(rc));
             goto out;
         }
         if (s->app_paused || s->bp_paused)
@@ -1149,9 +1148,8 @@ tx_peer_dial(tx_peer_t *p, const char *addr, const uint8_t id[static KMS_NODE_ID
     s = tx_peer_session_new(p, true);
     memcpy(s->want_id, id, KMS_NODE_ID_LEN);
     p->stats.dialed++;
-    if (s->ssl == NULL ||
-        (rc = uv_tcp_connect(&s->connect, &s->tcp, (const struct sockaddr *)&ss,
-                             tx_peer_on_connect)) < 0) {
+    if (s->ssl == NULL || (rc = uv_tcp_connect(&s->connect, &s->tcp, (const struct sockaddr *)&ss,
+                                               tx_peer_on_connect)) < 0) {
         s->dialer = false; /* not reported: the caller learns it from rc */
         tx_peer_end(s, RON_ETLS);
         return s->ssl == NULL ? RON_ETLS : rc;

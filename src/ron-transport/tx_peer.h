@@ -37,16 +37,16 @@
 #include "ron_kms.h"
 
 /* ---- limits (defaults of tx_peer_config_t; 0 in a field selects them) ---- */
-#define TX_PEER_ALPN "oap/1"                 /* the one ALPN protocol peers speak */
-#define TX_PEER_DEFAULT_MAX_CONNS 256        /* sessions in total, both directions */
-#define TX_PEER_DEFAULT_MAX_PER_PEER 2       /* sessions with one node id (a dial race makes 2) */
-#define TX_PEER_DEFAULT_HANDSHAKE_MS 5000    /* TCP up -> TLS and HELLO complete */
-#define TX_PEER_DEFAULT_IDLE_MS 120000       /* no frame received for this long: close */
+#define TX_PEER_ALPN "oap/1"                   /* the one ALPN protocol peers speak */
+#define TX_PEER_DEFAULT_MAX_CONNS 256          /* sessions in total, both directions */
+#define TX_PEER_DEFAULT_MAX_PER_PEER 2         /* sessions with one node id (a dial race makes 2) */
+#define TX_PEER_DEFAULT_HANDSHAKE_MS 5000      /* TCP up -> TLS and HELLO complete */
+#define TX_PEER_DEFAULT_IDLE_MS 120000         /* no frame received for this long: close */
 #define TX_PEER_DEFAULT_WRITE_TIMEOUT_MS 10000 /* output queue full this long: drop the peer */
-#define TX_PEER_DEFAULT_MAX_QUEUE (4u << 20) /* queued output bytes before RON_EAGAIN */
+#define TX_PEER_DEFAULT_MAX_QUEUE (4u << 20)   /* queued output bytes before RON_EAGAIN */
 #define TX_PEER_DEFAULT_MAX_QUEUE_HARD (8u << 20) /* internal frames past this: drop */
-#define TX_PEER_CERT_DAYS 3650               /* validity written in the certificate (ignored) */
-#define TX_PEER_UA_MAX 64                    /* user agent sent in HELLO */
+#define TX_PEER_CERT_DAYS 3650 /* validity written in the certificate (ignored) */
+#define TX_PEER_UA_MAX 64      /* user agent sent in HELLO */
 
 /* Why a connection was refused or a session dropped (tx_peer_stats_t.rejects). */
 typedef enum {
@@ -74,8 +74,8 @@ typedef struct {
     uint64_t open;             /* sessions open now (any phase) */
     uint64_t frames_in, frames_out;
     uint64_t bytes_in, bytes_out; /* OAP/1 frame bytes (plaintext) */
-    uint64_t streams_refused;  /* STARTs past max_inflight answered 429 */
-    uint64_t read_pauses;      /* times reading stopped because a peer's queue was full */
+    uint64_t streams_refused;     /* STARTs past max_inflight answered 429 */
+    uint64_t read_pauses;         /* times reading stopped because a peer's queue was full */
     uint64_t rejects[TX_PEER_REJ__COUNT];
 } tx_peer_stats_t;
 
