@@ -53,6 +53,9 @@ struct node {
     int sent;
     int send_limit;
     int eagain;
+    uint64_t stream_corr; /* pump sends REQ frames of this stream instead of events */
+    bool consume;         /* report every delivered frame as finished (grants credit) */
+    size_t max_queue;     /* the node's configured bound */
 };
 
 static uint8_t big[BIG];
@@ -101,11 +104,15 @@ pump(node_t *n)
     f.payload = big;
     f.payload_len = BIG;
     while (n->pumping && n->sent < n->send_limit && n->n_sess > 0) {
+        if (n->stream_corr != 0) {
+            f.flags = (uint16_t)(OAP_F_REQ | (n->sent == 0 ? OAP_F_START : 0));
+            f.corr_id = n->stream_corr;
+        }
         int rc = tx_peer_send(n->sess[0], &f);
         if (rc == RON_EAGAIN) {
             n->eagain++;
             /* the queue never holds more than its bound plus one frame of records */
-            assert_true(tx_peer_session_queued(n->sess[0]) <= (512u << 10) + BIG + 4096);
+            assert_true(tx_peer_session_queued(n->sess[0]) <= n->max_queue + BIG + 4096);
             return;
         }
         assert_int_equal(rc, 0);
@@ -129,6 +136,8 @@ on_frame(tx_peer_session_t *s, const oap_frame_t *f, void *arg)
 
     n->frames++;
     n->bytes += f->payload_len;
+    if (n->consume)
+        assert_int_equal(tx_peer_consume(s, f->corr_id, (f->flags & OAP_F_RESP) != 0, 1), 0);
     size_t l =
         f->payload_len < sizeof n->last_payload - 1 ? f->payload_len : sizeof n->last_payload - 1;
     memcpy(n->last_payload, f->payload, l);
@@ -191,6 +200,7 @@ node_start(world_t *w, node_t *n, const tx_peer_config_t *cfg, bool listen)
         cfg = &def;
     }
     assert_int_equal(tx_peer_new(&w->loop, n->ks, cfg, &cb, &n->p), 0);
+    n->max_queue = cfg->max_queue != 0 ? cfg->max_queue : TX_PEER_DEFAULT_MAX_QUEUE;
     assert_memory_equal(tx_peer_node_id(n->p), n->id, KMS_NODE_ID_LEN);
     if (listen)
         assert_int_equal(tx_peer_listen(n->p, "127.0.0.1:0", n->addr, sizeof n->addr), 0);
@@ -602,6 +612,38 @@ test_peer_idle_session_is_closed_and_counted(void **state)
     world_end(&w, n, 2);
 }
 
+static void
+test_peer_stream_credit_paces_sender_until_reader_consumes(void **state)
+{
+    world_t w;
+    node_t n[2];
+
+    (void)state;
+    world_init(&w);
+    node_start(&w, &n[0], NULL, true);
+    node_start(&w, &n[1], NULL, false);
+    connect_pair(&w, &n[0], &n[1]);
+    n[1].stream_corr = 77;
+    n[1].pumping = true;
+    n[1].send_limit = 200;
+    pump(&n[1]);
+    /* one window of frames, then no credit: the sender waits */
+    assert_int_equal(n[1].sent, OAP_STREAM_WINDOW);
+    assert_true(run_until(&w, &n[0].frames, OAP_STREAM_WINDOW, 5000));
+    run_for(&w, 100);
+    assert_int_equal(n[1].sent, OAP_STREAM_WINDOW);
+    assert_int_equal(n[1].writable, 0);
+    /* the reader finishes frames: credit flows back, on_writable resumes the sender */
+    for (uint32_t i = 0; i < OAP_STREAM_WINDOW; i++)
+        assert_int_equal(tx_peer_consume(n[0].sess[0], 77, false, 1), 0);
+    n[0].consume = true;
+    assert_true(run_until(&w, &n[0].frames, 200, 10000));
+    assert_int_equal(n[1].sent, 200);
+    assert_true(n[1].writable >= 1);
+    assert_int_equal(n[0].bytes, 200ull * BIG);
+    world_end(&w, n, 2);
+}
+
 /* n[1] pumps 64 KiB EVENT frames at n[0], which stops reading. */
 static void
 slow_reader_setup(world_t *w, node_t *n, uint32_t write_timeout_ms)
@@ -919,6 +961,7 @@ main(void)
         cmocka_unit_test(test_peer_global_ceiling_refuses_connection_past_max_conns),
         cmocka_unit_test(test_peer_hello_negotiates_and_frames_flow_both_ways),
         cmocka_unit_test(test_peer_idle_session_is_closed_and_counted),
+        cmocka_unit_test(test_peer_stream_credit_paces_sender_until_reader_consumes),
         cmocka_unit_test(test_peer_slow_reader_bounds_sender_queue),
         cmocka_unit_test(test_peer_slow_reader_is_dropped_after_write_timeout),
         cmocka_unit_test(test_peer_first_frame_not_hello_is_answered_426_and_counted),

@@ -57,7 +57,8 @@ struct tx_peer_session {
     bool reported;      /* on_session ran: on_close is owed */
     bool app_paused;    /* tx_peer_session_pause(true) */
     bool bp_paused;     /* our output to this peer is over max_queue */
-    bool want_writable; /* a send got RON_EAGAIN: call on_writable on drain */
+    bool want_writable; /* a send met a full queue: call on_writable on drain */
+    bool want_credit;   /* a send met a stream without credit: on_writable on a grant */
     bool linger;        /* close once the queue is written */
     bool in_pump;       /* frames are being delivered (no nested delivery) */
     bool cert_ok;       /* the verify callback accepted the certificate */
@@ -678,8 +679,11 @@ tx_peer_send(tx_peer_session_t *s, const oap_frame_t *f)
     }
     if ((rc = oap_header_encode(f, s->max_frame, hdr)) < 0) /* validate before accounting */
         return rc;
-    if ((rc = oap_streams_send(&s->streams, f)) < 0)
+    if ((rc = oap_streams_send(&s->streams, f)) < 0) {
+        if (rc == RON_EAGAIN)
+            s->want_credit = true; /* on_writable when a grant arrives */
         return rc;
+    }
     return tx_peer_write_frame(s, f, false);
 }
 
@@ -712,6 +716,10 @@ tx_peer_timer_cb(uv_timer_t *t)
 
     if (s->state == TX_PS_CLOSING)
         return;
+    if (s->linger) { /* an error answer that the peer does not read: give up on it */
+        tx_peer_end(s, s->linger_rc);
+        return;
+    }
     if (s->state != TX_PS_OPEN) {
         tx_peer_reject(s, TX_PEER_REJ_HANDSHAKE_TIMEOUT);
         return;
@@ -912,8 +920,14 @@ tx_peer_frame(tx_peer_session_t *s, const oap_frame_t *f)
         return;
     }
     rc = oap_streams_recv(&s->streams, f);
-    if (rc == OAP_STREAM_CONTROL)
+    if (rc == OAP_STREAM_CONTROL) { /* a credit grant: a sender may be waiting for it */
+        if (s->want_credit) {
+            s->want_credit = false;
+            if (p->cb.on_writable != NULL)
+                p->cb.on_writable(s, p->cb.arg);
+        }
         return;
+    }
     if (rc == RON_EBUSY) {
         uint8_t buf[TX_PEER_CTRL_MAX];
         ssize_t n = oap_error_encode(429, f->app_proto_id, f->corr_id, "too many streams in flight",
@@ -957,10 +971,11 @@ tx_peer_pump(tx_peer_session_t *s)
     }
     s->in_pump = true;
     while ((s->state == TX_PS_HELLO || s->state == TX_PS_OPEN) && !s->linger) {
-        while ((rc = oap_decoder_next(&s->dec, &f)) == 0) {
+        if (s->app_paused || s->bp_paused)
+            goto out; /* what is buffered stays in the decoder and the SSL until resumed */
+        if ((rc = oap_decoder_next(&s->dec, &f)) == 0) {
             tx_peer_frame(s, &f);
-            if (s->state == TX_PS_CLOSING || s->linger)
-                goto out;
+            continue;
         }
         if (rc != RON_EAGAIN) {
             uint16_t status;
@@ -971,8 +986,6 @@ tx_peer_pump(tx_peer_session_t *s)
                 status, 0, ron_strerror(rc));
             goto out;
         }
-        if (s->app_paused || s->bp_paused)
-            goto out; /* what is buffered stays in the SSL until resumed */
         size_t avail = 0;
         uint8_t *dst = oap_decoder_reserve(&s->dec, 0, &avail);
         if (dst == NULL) { /* defensive: the decoder was just drained */

@@ -106,7 +106,8 @@ typedef struct {
     /* One decoded frame (views valid during the call only; a COMP payload is
      * still compressed). Credit frames are handled here and not delivered. */
     void (*on_frame)(tx_peer_session_t *s, const oap_frame_t *f, void *arg);
-    /* The output queue drained to half of max_queue after a RON_EAGAIN. */
+    /* After a RON_EAGAIN from tx_peer_send: the output queue drained to half
+     * of max_queue, or a credit grant arrived. Try the send again. */
     void (*on_writable)(tx_peer_session_t *s, void *arg);
     /* The session ended: reason 0 (closed by us), RON_ECLOSED (peer closed),
      * or the error (RON_EPEERID, RON_ETIMEOUT, RON_EFLOOD, ...). Runs for
