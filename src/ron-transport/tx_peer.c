@@ -1061,6 +1061,7 @@ tx_peer_on_conn(uv_stream_t *ls, int status)
         tx_peer_end(s, RON_ETLS);
         return;
     }
+    (void)uv_tcp_nodelay(&s->tcp, 1); /* small control frames (credit) must not wait */
     (void)uv_timer_start(&s->timer, tx_peer_timer_cb, p->cfg.handshake_ms, 0);
     tx_peer_read_start(s);
 }
@@ -1129,6 +1130,7 @@ tx_peer_on_connect(uv_connect_t *req, int status)
         return;
     }
     s->state = TX_PS_TLS;
+    (void)uv_tcp_nodelay(&s->tcp, 1);
     tx_peer_read_start(s);
     tx_peer_pump(s); /* sends the ClientHello */
 }
