@@ -45,18 +45,24 @@ def snapshot(header):
     return ["# functions"] + sorted(set(protos)) + ["# macros"] + macros
 
 
-def public_header(comp_dir):
-    name = os.path.basename(comp_dir).replace("-", "_")
-    h = os.path.join(comp_dir, name + ".h")
-    return h if os.path.isfile(h) else None
+def public_headers(comp_dir):
+    """(snapshot name, header) of every public header: the component's main
+    header (api/<comp>.txt) and any other header not named *_internal.h
+    (api/<comp>.<header>.txt)."""
+    comp = os.path.basename(comp_dir)
+    main = comp.replace("-", "_") + ".h"
+    out = []
+    for h in sorted(glob.glob(os.path.join(comp_dir, "*.h"))):
+        base = os.path.basename(h)
+        if base.endswith("_internal.h"):
+            continue
+        out.append((comp if base == main else comp + "." + base[:-2], h))
+    return out
 
 
 failed = False
-for d in sorted(glob.glob(os.path.join(root, "src", "*"))):
-    h = public_header(d)
-    if h is None:
-        continue
-    comp = os.path.basename(d)
+headers = [ch for d in sorted(glob.glob(os.path.join(root, "src", "*"))) for ch in public_headers(d)]
+for comp, h in headers:
     snap_path = os.path.join(root, "api", comp + ".txt")
     now = "\n".join(snapshot(h)) + "\n"
     if update:
