@@ -48,7 +48,12 @@
     X(RON_ENAMEDUP,  -1906, "name record is already the current one")          \
     X(RON_ENAMEFUTURE, -1907, "name record timestamp too far in the future")    \
     X(RON_EIDXFULL,  -1908, "name index is full")                              \
-    X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota")
+    X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota") \
+    X(RON_EDHTSIG,   -2600, "DHT record signature does not verify")            \
+    X(RON_EDHTEXPIRED, -2601, "DHT record expired or dated in the future")     \
+    X(RON_EDHTRECORD, -2602, "malformed DHT record")                           \
+    X(RON_EDHTBLOB,  -2603, "routing-table blob malformed or corrupted")       \
+    X(RON_EDHTLIMIT, -2604, "DHT record limit reached (per key, per peer or total)")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
