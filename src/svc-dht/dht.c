@@ -112,6 +112,8 @@ dht_new(const dht_config_t *cfg, uint64_t now, int *rc_out)
     d->store.free_head = DHT__NIL;
     d->next_maint = now + DHT_MAINT_MS;
     d->ev_free = DHT__NIL;
+    d->self_at = DHT__NEVER;
+    d->self_interval = DHT_SELF_LOOKUP_MIN_MS;
     if (rc_out != NULL)
         *rc_out = 0;
     return d;
@@ -343,7 +345,7 @@ req_failed(dht_t *d, dht__req_t *req, uint64_t now)
         dht__lookup_failed(d, req, now);
         break;
     case DHT__P_LIVENESS:
-        dht__table_liveness_result(d, req->bucket, false);
+        dht__table_liveness_result(d, req->bucket, req->id, false, now);
         break;
     default:
         break;
@@ -529,7 +531,7 @@ handle_reply(dht_t *d, const dht_msg_t *m, const dht_addr_t *from, uint64_t now)
         dht__lookup_reply(d, &req, m, now);
         break;
     case DHT__P_LIVENESS:
-        dht__table_liveness_result(d, req.bucket, true);
+        dht__table_liveness_result(d, req.bucket, req.id, true, now);
         break;
     case DHT__P_SEED:
         if (d->booting) {
@@ -665,6 +667,15 @@ maintain(dht_t *d, uint64_t now)
     republish(d, now);
     if (d->table_n == 0 && d->nseeds > 0 && now >= d->next_seed_ping)
         ping_seeds(d, now);
+    if (now >= d->self_at && d->table_n > 0) {
+        uint32_t slot;
+        d->self_at = DHT__NEVER; /* set again when this lookup finishes */
+        if (dht__lookup_new(d, d->cfg.id, DHT_LOOKUP_NODES, d->booting ? DHT__L_BOOT : DHT__L_SELF,
+                            d->cfg.hedge, now, &slot) == 0)
+            dht__lookup_run(d, slot, now);
+        else
+            d->self_at = now + DHT_SELF_LOOKUP_MIN_MS;
+    }
     dht__table_refresh(d, now);
     d->next_maint = now + DHT_MAINT_MS;
 }

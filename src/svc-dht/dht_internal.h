@@ -113,7 +113,7 @@ typedef struct {
     uint8_t token[DHT_TOKEN_LEN];
 } dht__cand_t;
 
-enum { DHT__L_USER = 0, DHT__L_REFRESH, DHT__L_BOOT, DHT__L_PUBLISH };
+enum { DHT__L_USER = 0, DHT__L_REFRESH, DHT__L_BOOT, DHT__L_PUBLISH, DHT__L_SELF };
 
 typedef struct {
     bool used;
@@ -161,6 +161,9 @@ struct dht {
     uint32_t nseeds;
     bool booting; /* between dht_bootstrap and the end of the self-lookup */
     uint64_t next_seed_ping;
+    uint64_t self_at;       /* next self-lookup, ms; DHT__NEVER before bootstrap */
+    uint64_t self_interval; /* ms, DHT_SELF_LOOKUP_MIN_MS .. DHT_REFRESH_MS */
+    uint64_t self_digest;   /* of the last self-lookup's result, to see whether it changed */
     uint64_t next_maint;
     uint32_t refresh_running;
 
@@ -184,7 +187,8 @@ dht__bucket_t *dht__bucket_of(dht_t *d, const uint8_t id[static DHT_ID_LEN]);
 void dht__table_seen(dht_t *d, const uint8_t id[static DHT_ID_LEN], const dht_addr_t *addr,
                      const uint8_t *token, uint64_t now);
 void dht__table_failed(dht_t *d, const uint8_t id[static DHT_ID_LEN], const dht_addr_t *addr);
-void dht__table_liveness_result(dht_t *d, uint16_t bucket, bool alive);
+void dht__table_liveness_result(dht_t *d, uint16_t bucket, const uint8_t id[static DHT_ID_LEN],
+                                bool alive, uint64_t now);
 dht__contact_t *dht__table_find(dht_t *d, const uint8_t id[static DHT_ID_LEN]);
 size_t dht__table_closest(const dht_t *d, const uint8_t target[static DHT_ID_LEN],
                           const dht__contact_t **out, size_t n);

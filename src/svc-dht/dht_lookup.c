@@ -385,15 +385,33 @@ lookup_finish(dht_t *d, uint32_t slot, uint64_t now)
             d->refresh_running--;
         break;
     case DHT__L_BOOT:
-        d->booting = false;
-        dht__emit(d, DHT__NIL);
+    case DHT__L_SELF: {
+        /* Our neighbourhood: look again soon while it keeps changing (joins
+         * race each other, early tables are thin), less often once stable. */
+        uint64_t digest = 0;
+        for (uint32_t i = 0; i < L->res.n_closest; i++) {
+            uint64_t v;
+            memcpy(&v, L->res.closest[i].id, sizeof v);
+            digest += v * 0x9e3779b97f4a7c15ull;
+        }
+        if (digest != d->self_digest || L->res.n_closest == 0)
+            d->self_interval = DHT_SELF_LOOKUP_MIN_MS;
+        else if ((d->self_interval *= 2) > DHT_REFRESH_MS)
+            d->self_interval = DHT_REFRESH_MS;
+        d->self_digest = digest;
+        d->self_at = now + d->self_interval;
+        if (purpose == DHT__L_BOOT && L->res.n_closest > 0) {
+            d->booting = false;
+            dht__emit(d, DHT__NIL);
+        }
         break;
+    }
     default: /* DHT__L_PUBLISH */
         publish_send(d, L, now);
         break;
     }
     dht__lookup_free(d, slot);
-    if (purpose == DHT__L_REFRESH || purpose == DHT__L_BOOT)
+    if (purpose == DHT__L_REFRESH || purpose == DHT__L_BOOT || purpose == DHT__L_SELF)
         dht__table_refresh(d, now);
 }
 

@@ -84,11 +84,10 @@ replacement_add(dht__bucket_t *bk, const dht__contact_t *nc)
 }
 
 static void
-send_liveness_ping(dht_t *d, dht__bucket_t *bk, uint64_t now)
+send_liveness_ping(dht_t *d, dht__bucket_t *bk, const dht__contact_t *c, uint64_t now)
 {
     dht_msg_t m;
     dht__req_t *req;
-    const dht__contact_t *c = &bk->c[0];
 
     memset(&m, 0, offsetof(dht_msg_t, contacts));
     m.op = DHT_OP_PING;
@@ -148,17 +147,26 @@ dht__table_seen(dht_t *d, const uint8_t id[static DHT_ID_LEN], const dht_addr_t 
     }
     replacement_add(bk, &nc);
     if (!bk->pinging)
-        send_liveness_ping(d, bk, now);
+        send_liveness_ping(d, bk, &bk->c[0], now);
 }
 
 void
-dht__table_liveness_result(dht_t *d, uint16_t bucket, bool alive)
+dht__table_liveness_result(dht_t *d, uint16_t bucket, const uint8_t id[static DHT_ID_LEN],
+                           bool alive, uint64_t now)
 {
     dht__bucket_t *bk = &d->buckets[bucket];
+    dht__contact_t *c;
+
     bk->pinging = false;
-    if (alive || bk->c == NULL || bk->n == 0)
-        return; /* the reply already moved c[0] to the end (table_seen) */
-    remove_at(bk->c, 0, bk->n);
+    c = bucket_find(bk, id, 0, bk->n);
+    if (alive || c == NULL)
+        return; /* a reply already made it most recently seen (table_seen) */
+    /* One lost datagram is not death: ping once more before evicting. */
+    if (c->fails < DHT_LIVENESS_TRIES) {
+        send_liveness_ping(d, bk, c, now);
+        return;
+    }
+    remove_at(bk->c, (unsigned)(c - bk->c), bk->n);
     bk->n--;
     d->table_n--;
     d->stats.evictions++;
@@ -174,10 +182,10 @@ dht__table_failed(dht_t *d, const uint8_t id[static DHT_ID_LEN], const dht_addr_
     if (bk == NULL || (c = bucket_find(bk, id, 0, bk->n)) == NULL || !dht_addr_equal(&c->addr, addr))
         return;
     c->fails++;
-    /* With a stand-in at hand one failure is enough; alone, a contact gets a few chances. */
-    if ((bk->nrep > 0 && !(bk->pinging && c == &bk->c[0])) || c->fails >= DHT_MAX_FAILS) {
-        if (bk->pinging && c == &bk->c[0])
-            return; /* its liveness ping decides */
+    if (bk->pinging && c == &bk->c[0])
+        return; /* its liveness ping decides */
+    /* With a stand-in at hand two failures in a row evict; alone, a few more. */
+    if ((bk->nrep > 0 && c->fails >= DHT_LIVENESS_TRIES) || c->fails >= DHT_MAX_FAILS) {
         remove_at(bk->c, (unsigned)(c - bk->c), bk->n);
         bk->n--;
         d->table_n--;

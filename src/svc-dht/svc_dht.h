@@ -34,6 +34,7 @@
 #define DHT_BUCKETS 256u          /* one bucket per shared-prefix length */
 #define DHT_REPLACEMENTS 8u       /* newcomers kept per full bucket until a contact dies */
 #define DHT_MAX_FAILS 3u          /* consecutive timeouts that evict a contact with no stand-in */
+#define DHT_LIVENESS_TRIES 2u     /* ... or with one: lossy links must not empty the table */
 #define DHT_MAX_DATAGRAM 1200u    /* whole OAP/1 frame: below every path MTU, no IP fragments */
 #define DHT_AMP_FACTOR 3u         /* reply <= 3 x request until the requester echoes a token */
 #define DHT_PAD_UNTOKENED 400u    /* untokened lookup requests are padded so 3x fits a full reply */
@@ -51,6 +52,8 @@
 #define DHT_MAX_FUTURE_S 300u     /* a record's ts may lead our clock by 5 min (skew) */
 #define DHT_REFRESH_MS 3600000u   /* a bucket without traffic for 1 h is refreshed by a lookup */
 #define DHT_MAINT_MS 10000u       /* period of housekeeping (expiry, refresh, republish) */
+#define DHT_SELF_LOOKUP_MIN_MS 10000u /* self-lookups repeat from 10 s after joining, doubling
+                                         while they find nothing new, up to DHT_REFRESH_MS */
 #define DHT_MAX_SEEDS 16u         /* bootstrap addresses kept */
 #define DHT_MAX_PROVIDERS_PER_KEY 20u  /* default per-key limit (k providers suffice) */
 #define DHT_MAX_RECORDS_PER_PEER 256u  /* default per source-address limit */
@@ -106,12 +109,13 @@ typedef struct {
     uint8_t sender[DHT_ID_LEN];
     uint8_t token[DHT_TOKEN_LEN]; /* request: echoed (F_TOKEN); reply: fresh for the requester */
     uint8_t target[DHT_ID_LEN];   /* FIND_NODE/FIND_VALUE request; FIND_VALUE reply */
-    uint8_t n_contacts;
-    dht_contact_t contacts[DHT_K];
+    uint16_t pad;        /* request: zero bytes appended (decoded: how many were present) */
+    uint8_t n_contacts;  /* FIND_NODE/FIND_VALUE reply: <= DHT_K */
     uint8_t n_providers; /* FIND_VALUE reply: <= DHT_MSG_MAX_PROVIDERS; PROVIDE request: 1 */
+    /* the scalar fields above come first: zeroing up to `contacts` clears them all */
+    dht_contact_t contacts[DHT_K];
     dht_provider_t providers[DHT_MSG_MAX_PROVIDERS];
     name_record_t name; /* valid with DHT_MSG_F_NAME */
-    uint16_t pad;       /* request: zero bytes appended (decoded: how many were present) */
 } dht_msg_t;
 
 /* ---- ids and the XOR metric ---- */
