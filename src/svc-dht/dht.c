@@ -589,27 +589,42 @@ out:
 
 /* ---- timers ---- */
 
-/* Look up the record's key, then send it (copied) to the closest nodes. */
+/* Start the lookup of a record's key; the caller fills what it publishes,
+ * then runs it. NULL when no lookup slot is free (republish retries). */
+static dht__lookup_t *
+publish_lookup(dht_t *d, const uint8_t key[static DHT_ID_LEN], uint64_t now, uint32_t *slot_out)
+{
+    if (dht__lookup_new(d, key, DHT_LOOKUP_NODES, DHT__L_PUBLISH, d->cfg.hedge, now, slot_out) < 0)
+        return NULL;
+    return d->lookups[*slot_out];
+}
+
+/* Look up p's key, then send p (copied) to the closest nodes. */
 static void
-publish_start(dht_t *d, const dht_provider_t *p, const name_record_t *nr, uint64_t now)
+publish_provider(dht_t *d, const dht_provider_t *p, uint64_t now)
+{
+    uint32_t slot;
+    dht__lookup_t *L = publish_lookup(d, p->key, now, &slot);
+    if (L == NULL)
+        return;
+    L->pub_prov = *p;
+    dht__lookup_run(d, slot, now);
+}
+
+/* Look up BLAKE3(name), then send the record (copied) to the closest nodes. */
+static void
+publish_name(dht_t *d, const name_record_t *nr, uint64_t now)
 {
     uint8_t key[DHT_ID_LEN];
-    dht__lookup_t *L;
     uint32_t slot;
+    dht__lookup_t *L;
 
-    if (nr != NULL)
-        dht_id_of_name(key, nr->name);
-    else
-        memcpy(key, p->key, DHT_ID_LEN);
-    if (dht__lookup_new(d, key, DHT_LOOKUP_NODES, DHT__L_PUBLISH, d->cfg.hedge, now, &slot) < 0)
+    dht_id_of_name(key, nr->name);
+    L = publish_lookup(d, key, now, &slot);
+    if (L == NULL)
         return;
-    L = d->lookups[slot];
-    if (nr != NULL) {
-        L->pub_is_name = true;
-        L->pub_name = *nr;
-    } else {
-        L->pub_prov = *p;
-    }
+    L->pub_is_name = true;
+    L->pub_name = *nr;
     dht__lookup_run(d, slot, now);
 }
 
@@ -635,10 +650,10 @@ republish(dht_t *d, uint64_t now)
         l->next_publish = now + DHT_REPUBLISH_MS;
         if (l->is_name) {
             (void)dht__store_name(d, l->name, dht__local_peer(), now);
-            publish_start(d, NULL, l->name, now);
+            publish_name(d, l->name, now);
         } else if (provider_make(d, l->key, DHT_PROVIDER_TTL_S, now, &p) == 0) {
             (void)dht__store_provider(d, &p, dht__local_peer(), now);
-            publish_start(d, &p, NULL, now);
+            publish_provider(d, &p, now);
         }
     }
 }
@@ -786,7 +801,7 @@ dht_provide(dht_t *d, const uint8_t key[static DHT_ID_LEN], uint64_t now)
         return rc;
     d->local[i].next_publish = now + DHT_REPUBLISH_MS;
     (void)dht__store_provider(d, &p, dht__local_peer(), now);
-    publish_start(d, &p, NULL, now);
+    publish_provider(d, &p, now);
     return 0;
 }
 
@@ -804,7 +819,7 @@ dht_unprovide(dht_t *d, const uint8_t key[static DHT_ID_LEN], uint64_t now)
     if (rc < 0)
         return rc;
     (void)dht__store_provider(d, &p, dht__local_peer(), now);
-    publish_start(d, &p, NULL, now);
+    publish_provider(d, &p, now);
     return 0;
 }
 
@@ -828,6 +843,6 @@ dht_name_publish(dht_t *d, const name_record_t *rec, uint64_t now)
         d->local[i].name = ron_xmalloc(sizeof *rec);
     *d->local[i].name = *rec;
     d->local[i].next_publish = now + DHT_REPUBLISH_MS;
-    publish_start(d, NULL, rec, now);
+    publish_name(d, rec, now);
     return 0;
 }

@@ -1,8 +1,10 @@
 /*
  * dht_lookup.c - iterative Kademlia lookups with hedging.
  * A lookup keeps a shortlist of the closest ids heard of, asks DHT_ALPHA of
- * them at a time, and finishes when the DHT_K closest candidates still in the
- * running have all replied. Hedging: a request slower than the node's
+ * them at a time until the closest one has answered without naming anyone
+ * closer, then (the final round of the Kademlia paper) all of the DHT_K
+ * closest not yet asked at once, and finishes when the DHT_K closest
+ * candidates still in the running have all replied. Hedging: a request slower than the node's
  * observed p95 round trip is marked overdue; it stops counting against
  * DHT_ALPHA and drops out of the top k, so exactly one more request goes to
  * the next-closest candidate, and the lookup never waits on it (its reply is
@@ -128,9 +130,19 @@ static uint32_t
 lookup_step(dht_t *d, uint32_t slot, uint64_t now)
 {
     dht__lookup_t *L = d->lookups[slot];
-    uint32_t seen = 0, sent = 0;
+    uint32_t seen = 0, sent = 0, width = DHT_ALPHA;
     bool pending = false;
 
+    /* Kademlia's last round: once the closest candidate has answered without
+     * naming anyone closer, ask all of the k closest not yet asked at once. */
+    for (uint32_t i = 0; i < L->ncand; i++) {
+        const dht__cand_t *c = &L->cand[i];
+        if (c->state == DHT__C_FAILED || (c->state == DHT__C_INFLIGHT && c->overdue))
+            continue;
+        if (c->state == DHT__C_DONE)
+            width = DHT_K;
+        break;
+    }
     for (uint32_t i = 0; i < L->ncand; i++) {
         dht__cand_t *c = &L->cand[i];
         if (c->state == DHT__C_FAILED || (c->state == DHT__C_INFLIGHT && c->overdue))
@@ -138,7 +150,7 @@ lookup_step(dht_t *d, uint32_t slot, uint64_t now)
         if (++seen > DHT_K)
             break;
         if (c->state == DHT__C_NEW) {
-            if (L->inflight < DHT_ALPHA && cand_send(d, L, slot, c, now) < 0) {
+            if (L->inflight < width && cand_send(d, L, slot, c, now) < 0) {
                 c->state = DHT__C_FAILED; /* our in-flight limit: skip it */
                 continue;
             }

@@ -643,7 +643,7 @@ report(sim_t *s, double wall_s)
     const summary_t *v[2] = {&a, &b};
     for (int i = 0; i < 2; i++)
         printf("| %s | %zu | %llu / %llu / %llu / %llu / %llu | %llu / %llu / %llu / %llu / %llu "
-               "| %.2f (%llu / %llu) | %.2f / %.2f | %.1f %% | %.2f / %d |\n",
+               "| %.2f (%llu / %llu) | %.2f / %.2f | %.1f %% | %.2f / %u |\n",
                i == 0 ? "plain (no hedging)" : "hedged", v[i]->n,
                (unsigned long long)v[i]->hops[0], (unsigned long long)v[i]->hops[1],
                (unsigned long long)v[i]->hops[2], (unsigned long long)v[i]->hops[3],

@@ -18,9 +18,10 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-#define SAVE_MAGIC "RDHT"
 #define SAVE_VERSION 1u
 #define SAVE_SUM_LEN 32u
+
+static const uint8_t save_magic[4] = {'R', 'D', 'H', 'T'};
 
 dht__bucket_t *
 dht__bucket_of(dht_t *d, const uint8_t id[static DHT_ID_LEN])
@@ -346,7 +347,7 @@ dht_table_save(const dht_t *d, uint8_t *buf, size_t cap)
             need += DHT_ID_LEN + 1 + dht__addr_wire_len(&d->buckets[b].c[i].addr) + 2;
     if (need > cap)
         return -ENOBUFS;
-    memcpy(buf, SAVE_MAGIC, 4);
+    memcpy(buf, save_magic, sizeof save_magic);
     buf[4] = SAVE_VERSION;
     memcpy(buf + 5, d->cfg.id, DHT_ID_LEN);
     pos = 5 + DHT_ID_LEN + 2;
@@ -386,7 +387,7 @@ load_parse(const dht_t *d, const uint8_t *buf, size_t len, dht_contact_t *out, s
     blake3_hasher_finalize(&h, sum, SAVE_SUM_LEN);
     if (memcmp(sum, buf + len - SAVE_SUM_LEN, SAVE_SUM_LEN) != 0)
         return RON_EDHTBLOB;
-    if (memcmp(buf, SAVE_MAGIC, 4) != 0 || buf[4] != SAVE_VERSION ||
+    if (memcmp(buf, save_magic, sizeof save_magic) != 0 || buf[4] != SAVE_VERSION ||
         memcmp(buf + 5, d->cfg.id, DHT_ID_LEN) != 0)
         return RON_EDHTBLOB;
     r.p = buf + 5 + DHT_ID_LEN;
