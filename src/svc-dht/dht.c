@@ -133,6 +133,8 @@ dht_free(dht_t *d)
     free(d->local);
     free(d->reqs);
     free(d->out);
+    free(d->rx_msg);
+    free(d->tx_msg);
     sodium_memzero(d->secret, sizeof d->secret);
     sodium_memzero(&d->rng, sizeof d->rng);
     free(d);
@@ -455,7 +457,7 @@ provide_status(dht_t *d, const dht_msg_t *m, const dht_addr_t *from, uint64_t no
 static void
 answer(dht_t *d, const dht_msg_t *m, size_t req_len, const dht_addr_t *from, uint64_t now)
 {
-    dht_msg_t *r = ron_xmalloc(sizeof *r); /* ~3 KiB: kept off small stacks */
+    dht_msg_t *r = d->tx_msg;
     size_t limit = DHT_MAX_DATAGRAM, name_len = 0;
 
     memset(r, 0, offsetof(dht_msg_t, contacts));
@@ -503,7 +505,6 @@ answer(dht_t *d, const dht_msg_t *m, size_t req_len, const dht_addr_t *from, uin
         d->stats.tx_truncated++;
     }
     (void)out_push(d, r, from, NULL);
-    free(r);
 }
 
 static int
@@ -567,7 +568,11 @@ dht_input(dht_t *d, const uint8_t *buf, size_t len, const dht_addr_t *from, uint
         d->stats.rx_malformed++;
         return RON_EPROTO;
     }
-    m = ron_xmalloc(sizeof *m);
+    if (d->rx_msg == NULL) { /* ~3.5 KiB each, kept off small stacks */
+        d->rx_msg = ron_xmalloc(sizeof *d->rx_msg);
+        d->tx_msg = ron_xmalloc(sizeof *d->tx_msg);
+    }
+    m = d->rx_msg;
     rc = dht_msg_decode(m, buf, len);
     if (rc == 0 && memcmp(m->sender, d->cfg.id, DHT_ID_LEN) == 0)
         rc = RON_EPROTO; /* our own id from elsewhere: a reflection or a spoof */
@@ -583,7 +588,6 @@ dht_input(dht_t *d, const uint8_t *buf, size_t len, const dht_addr_t *from, uint
     dht__table_seen(d, m->sender, from, NULL, now);
     rc = 0;
 out:
-    free(m);
     return rc;
 }
 

@@ -138,6 +138,7 @@ struct dht {
 
     dht__bucket_t buckets[DHT_BUCKETS];
     size_t table_n;
+    uint16_t top; /* 1 + the deepest non-empty bucket, 0 when empty */
 
     uint8_t secret[2][32]; /* token MAC keys: current, previous */
     uint64_t secret_rotated;
@@ -169,6 +170,8 @@ struct dht {
 
     uint8_t *out; /* queued datagrams: [u16 len][dht_addr_t][bytes]... */
     size_t out_len, out_pos, out_cap;
+
+    dht_msg_t *rx_msg, *tx_msg; /* scratch for dht_input and its reply (no malloc per datagram) */
 
     uint32_t ev[DHT_MAX_EVENTS]; /* ring: lookup slot, or DHT__NIL for BOOTSTRAPPED */
     uint32_t ev_head, ev_n;

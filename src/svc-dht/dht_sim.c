@@ -425,6 +425,10 @@ run_until(sim_t *s, uint64_t t_end, bool (*stop)(sim_t *))
         if (stop != NULL && stop(s))
             return;
         event_t e = heap_pop(s);
+        if (e.t / 60000 != s->now / 60000 && !s->o.check)
+            fprintf(stderr, "dht_sim: %4.0f s virtual, %u nodes, %llu datagrams, lookups %u/%u\n",
+                    (double)e.t / 1000, s->joined, (unsigned long long)s->datagrams, s->meas_done,
+                    2 * s->o.lookups);
         s->now = e.t;
         s->events++;
         node_t *n = e.node < s->o.nodes ? &s->nodes[e.node] : NULL;

@@ -67,6 +67,16 @@ promote(dht_t *d, dht__bucket_t *bk)
     d->table_n++;
 }
 
+/* Keep d->top after a contact left bucket bk. */
+static void
+top_update(dht_t *d, const dht__bucket_t *bk)
+{
+    if (bk->n > 0 || (size_t)(bk - d->buckets) + 1 != d->top)
+        return;
+    while (d->top > 0 && d->buckets[d->top - 1].n == 0)
+        d->top--;
+}
+
 static void
 replacement_add(dht__bucket_t *bk, const dht__contact_t *nc)
 {
@@ -138,6 +148,8 @@ dht__table_seen(dht_t *d, const uint8_t id[static DHT_ID_LEN], const dht_addr_t 
     if (bk->n < DHT_K) {
         bk->c[bk->n++] = nc;
         d->table_n++;
+        if ((size_t)(bk - d->buckets) + 1 > d->top)
+            d->top = (uint16_t)(bk - d->buckets + 1);
         /* it may have waited among the replacements */
         c = bucket_find(bk, id, DHT_K, DHT_K + bk->nrep);
         if (c != NULL) {
@@ -172,6 +184,7 @@ dht__table_liveness_result(dht_t *d, uint16_t bucket, const uint8_t id[static DH
     d->table_n--;
     d->stats.evictions++;
     promote(d, bk);
+    top_update(d, bk);
 }
 
 void
@@ -192,6 +205,7 @@ dht__table_failed(dht_t *d, const uint8_t id[static DHT_ID_LEN], const dht_addr_
         d->table_n--;
         d->stats.evictions++;
         promote(d, bk);
+        top_update(d, bk);
     }
 }
 
@@ -201,12 +215,6 @@ typedef struct {
     const dht__contact_t *c;
     uint8_t dist[DHT_ID_LEN];
 } ranked_t;
-
-static int
-ranked_cmp(const void *a, const void *b)
-{
-    return memcmp(((const ranked_t *)a)->dist, ((const ranked_t *)b)->dist, DHT_ID_LEN);
-}
 
 static size_t
 gather(const dht__bucket_t *bk, const uint8_t *target, ranked_t *r, size_t have, size_t cap)
@@ -220,30 +228,71 @@ gather(const dht__bucket_t *bk, const uint8_t *target, ranked_t *r, size_t have,
     return have;
 }
 
+static bool
+id_bit(const uint8_t *id, unsigned i)
+{
+    return (id[i / 8] >> (7 - i % 8)) & 1;
+}
+
+static void
+ranked_sort(ranked_t *r, size_t n) /* insertion sort: n <= 2 k */
+{
+    for (size_t i = 1; i < n; i++) {
+        ranked_t x = r[i];
+        size_t j = i;
+        while (j > 0 && memcmp(r[j - 1].dist, x.dist, DHT_ID_LEN) > 0) {
+            r[j] = r[j - 1];
+            j--;
+        }
+        r[j] = x;
+    }
+}
+
 /*
- * Contacts of bucket b (b = bits target shares with us) are closest to
- * target; then those of every bucket above b (they all differ from target
- * first at bit b); then buckets b-1, b-2, ... each strictly farther.
+ * Buckets come in a fixed order of distance to target, so only about n
+ * contacts are ever looked at. With b = bits target shares with us:
+ * bucket b is closest (its contacts share more than b bits with target).
+ * Buckets j > b all differ from target first at bit b; among them bucket j
+ * differs from the rest at bit j, where it is closer exactly when target's
+ * bit j differs from ours: such buckets come first in ascending j, the
+ * others last in descending j. Buckets b-1, b-2, ... follow, each farther.
+ * Sorting by full distance is needed only within the gathered set.
  */
 size_t
 dht__table_closest(const dht_t *d, const uint8_t target[static DHT_ID_LEN],
                    const dht__contact_t **out, size_t n)
 {
-    ranked_t r[DHT_K * 2 + DHT_BUCKETS]; /* enough: we stop once a tier makes >= n */
-    size_t have = 0, cap = sizeof r / sizeof r[0];
+    ranked_t r[DHT_K * 2];
+    uint16_t order[DHT_BUCKETS];
+    size_t have = 0, cap = sizeof r / sizeof r[0], norder = 0;
     unsigned b = dht_id_common_bits(d->cfg.id, target);
 
     if (n > DHT_K)
         n = DHT_K;
-    if (b < DHT_BUCKETS)
-        have = gather(&d->buckets[b], target, r, have, cap);
-    if (have < n) {
-        for (unsigned i = b + 1; i < DHT_BUCKETS && have < cap; i++)
-            have = gather(&d->buckets[i], target, r, have, cap);
+    if (b < DHT_BUCKETS) {
+        size_t front = 0, back = DHT_BUCKETS;
+        uint16_t tmp[DHT_BUCKETS];
+        order[norder++] = (uint16_t)b;
+        for (unsigned j = b + 1; j < d->top; j++) {
+            if (d->buckets[j].n == 0)
+                continue;
+            if (id_bit(d->cfg.id, j) != id_bit(target, j))
+                tmp[front++] = (uint16_t)j;
+            else
+                tmp[--back] = (uint16_t)j; /* filled from the end: descending j */
+        }
+        memcpy(order + norder, tmp, front * sizeof tmp[0]);
+        norder += front;
+        memcpy(order + norder, tmp + back, (DHT_BUCKETS - back) * sizeof tmp[0]);
+        norder += DHT_BUCKETS - back;
     }
-    for (int i = (int)(b < DHT_BUCKETS ? b : DHT_BUCKETS) - 1; i >= 0 && have < n; i--)
-        have = gather(&d->buckets[i], target, r, have, cap);
-    qsort(r, have, sizeof r[0], ranked_cmp);
+    for (int i = (int)(b < DHT_BUCKETS ? b : DHT_BUCKETS) - 1; i >= 0; i--)
+        if (d->buckets[i].n > 0)
+            order[norder++] = (uint16_t)i;
+    /* whole buckets until n are in hand: the last one may hold closer ones */
+    for (size_t k = 0; k < norder && have < n; k++)
+        have = gather(&d->buckets[order[k]], target, r, have, cap);
+    ranked_sort(r, have);
     if (have > n)
         have = n;
     for (size_t i = 0; i < have; i++)
@@ -294,12 +343,7 @@ dht__random_in_bucket(dht_t *d, unsigned b, uint8_t id_out[static DHT_ID_LEN])
 void
 dht__table_refresh(dht_t *d, uint64_t now)
 {
-    int deepest = -1;
-    for (int i = DHT_BUCKETS - 1; i >= 0; i--)
-        if (d->buckets[i].n > 0) {
-            deepest = i;
-            break;
-        }
+    int deepest = (int)d->top - 1;
     for (int i = 0; i <= deepest + 1 && i < (int)DHT_BUCKETS && d->refresh_running < DHT_ALPHA;
          i++) {
         dht__bucket_t *bk = &d->buckets[i];
