@@ -28,7 +28,7 @@ runs=${RUNS:-1}
     echo "\`bench/dht.sh\` on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), release build."
     echo "10,000 nodes, 20 % churn per hour, one-way latency lognormal median 50 ms / p99 300 ms,"
     echo "2 % loss (from the end of the join phase on), 1 s request timeout, 10,000 hedged and"
-    echo "10,000 plain lookups of random keys at 20/s after 600 s of settling."
+    echo "10,000 plain lookups of random keys at 50/s after 300 s of settling."
     echo "Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     seed=1
