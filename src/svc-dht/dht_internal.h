@@ -32,6 +32,7 @@ typedef struct {
     uint8_t fails;      /* consecutive timeouts */
     bool has_token;
     uint8_t token[DHT_TOKEN_LEN]; /* its last token for us */
+    uint64_t token_at;            /* ms it came: valid for DHT_TOKEN_ROTATE_MS at least */
 } dht__contact_t;
 
 typedef struct {
@@ -111,6 +112,7 @@ typedef struct {
     bool overdue;     /* slower than the hedge threshold; replaced in the top k */
     bool has_token;
     uint8_t token[DHT_TOKEN_LEN];
+    uint64_t token_at; /* ms */
 } dht__cand_t;
 
 enum { DHT__L_USER = 0, DHT__L_REFRESH, DHT__L_BOOT, DHT__L_PUBLISH, DHT__L_SELF };

@@ -9,8 +9,9 @@
  * DHT_ALPHA and drops out of the top k, so exactly one more request goes to
  * the next-closest candidate, and the lookup never waits on it (its reply is
  * still used if it comes). A hop is one round: table contacts are round 1,
- * a contact learned from a round-r reply is round r + 1; the lookup's hop
- * count is the deepest round among its result nodes.
+ * a contact learned from a round-r reply is round r + 1. A lookup reports
+ * the round of its closest result node (hops: how many rounds reached the
+ * key's owner) and the deepest round among all its result nodes (rounds).
  * Invariants: cand[] is sorted by distance to the target; inflight counts
  * the INFLIGHT candidates that are not overdue.
  */
@@ -95,12 +96,16 @@ cand_send(dht_t *d, dht__lookup_t *L, uint32_t slot, dht__cand_t *c, uint64_t no
 {
     dht_msg_t m;
     dht__req_t *req;
-    const uint8_t *token = c->has_token ? c->token : NULL;
+    /* a token younger than one rotation is valid for sure; an older one may
+     * get a truncated reply, so it is not used */
+    const uint8_t *token =
+        c->has_token && now < c->token_at + DHT_TOKEN_ROTATE_MS ? c->token : NULL;
     int rc;
 
     if (token == NULL) {
         dht__contact_t *tc = dht__table_find(d, c->id);
-        if (tc != NULL && tc->has_token && dht_addr_equal(&tc->addr, &c->addr))
+        if (tc != NULL && tc->has_token && now < tc->token_at + DHT_TOKEN_ROTATE_MS &&
+            dht_addr_equal(&tc->addr, &c->addr))
             token = tc->token;
     }
     memset(&m, 0, offsetof(dht_msg_t, contacts));
@@ -200,6 +205,7 @@ dht__lookup_new(dht_t *d, const uint8_t target[static DHT_ID_LEN], dht_lookup_ki
         if (cd != NULL && c[i]->has_token) {
             cd->has_token = true;
             memcpy(cd->token, c[i]->token, DHT_TOKEN_LEN);
+            cd->token_at = c[i]->token_at;
         }
     }
     bk = dht__bucket_of(d, target);
@@ -299,6 +305,7 @@ dht__lookup_reply(dht_t *d, dht__req_t *req, const dht_msg_t *m, uint64_t now)
     c->state = DHT__C_DONE;
     c->has_token = true;
     memcpy(c->token, m->token, DHT_TOKEN_LEN);
+    c->token_at = now;
     hop = c->hop;
     if (m->op == DHT_OP_FIND_VALUE && memcmp(m->target, L->res.target, DHT_ID_LEN) == 0) {
         if (m->flags & DHT_MSG_F_NAME)
@@ -381,10 +388,12 @@ lookup_finish(dht_t *d, uint32_t slot, uint64_t now)
         memcpy(L->res.closest[L->res.n_closest].id, c->id, DHT_ID_LEN);
         L->res.closest[L->res.n_closest].addr = c->addr;
         L->res.n_closest++;
+        if (L->res.n_closest == 1)
+            L->res.stats.hops = c->hop;
         if (c->hop > hops)
             hops = c->hop;
     }
-    L->res.stats.hops = hops;
+    L->res.stats.rounds = hops;
     L->res.stats.latency_ms = now - L->started;
     d->stats.lookups_done++;
     switch (L->purpose) {

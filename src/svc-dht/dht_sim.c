@@ -563,7 +563,7 @@ pct(const uint64_t *v, size_t n, double p)
 
 typedef struct {
     size_t n;
-    uint64_t hops[4], lat[4], reqp[4];
+    uint64_t hops[4], rounds[4], lat[4], reqp[4];
     double req_mean, hedged_mean, timeouts_mean, exact, overlap;
     uint64_t hops_max, lat_max;
 } summary_t;
@@ -574,7 +574,7 @@ summarize(sim_t *s, bool hedge)
     static const double ps[4] = {50, 95, 99, 99.9};
     summary_t r;
     uint64_t *h = malloc(s->nmeas * sizeof *h), *l = malloc(s->nmeas * sizeof *l),
-             *q = malloc(s->nmeas * sizeof *q);
+             *q = malloc(s->nmeas * sizeof *q), *rd = malloc(s->nmeas * sizeof *rd);
     double req = 0, hed = 0, tmo = 0, ex = 0, ov = 0;
     size_t n = 0;
 
@@ -584,6 +584,7 @@ summarize(sim_t *s, bool hedge)
         if (m->hedge != hedge || !m->done || m->aborted || m->expect >= 0)
             continue;
         h[n] = m->st.hops;
+        rd[n] = m->st.rounds;
         l[n] = m->st.latency_ms;
         q[n] = m->st.requests;
         req += m->st.requests;
@@ -596,9 +597,11 @@ summarize(sim_t *s, bool hedge)
     qsort(h, n, sizeof *h, u64_cmp);
     qsort(l, n, sizeof *l, u64_cmp);
     qsort(q, n, sizeof *q, u64_cmp);
+    qsort(rd, n, sizeof *rd, u64_cmp);
     r.n = n;
     for (int i = 0; i < 4; i++) {
         r.hops[i] = pct(h, n, ps[i]);
+        r.rounds[i] = pct(rd, n, ps[i]);
         r.lat[i] = pct(l, n, ps[i]);
         r.reqp[i] = pct(q, n, ps[i]);
     }
@@ -614,6 +617,7 @@ summarize(sim_t *s, bool hedge)
     free(h);
     free(l);
     free(q);
+    free(rd);
     return r;
 }
 
@@ -649,18 +653,19 @@ report(sim_t *s, double wall_s)
             evict += st->evictions;
             mism += st->rx_id_mismatch;
         }
-    printf("| lookups | n | hops p50 / p95 / p99 / p99.9 / max | latency ms p50 / p95 / p99 / "
-           "p99.9 / max | requests mean (p50 / p99) | hedged / timeouts per lookup | exact k "
-           "closest | mean overlap |\n");
-    printf("|---|---:|---|---|---|---|---:|---:|\n");
+    printf("| lookups | n | hops to the closest node p50 / p95 / p99 / p99.9 / max | rounds for "
+           "all k p50 / p99 | latency ms p50 / p95 / p99 / p99.9 / max | requests mean (p50 / "
+           "p99) | hedged / timeouts per lookup | exact k closest | mean overlap |\n");
+    printf("|---|---:|---|---|---|---|---|---:|---:|\n");
     const summary_t *v[2] = {&a, &b};
     for (int i = 0; i < 2; i++)
-        printf("| %s | %zu | %llu / %llu / %llu / %llu / %llu | %llu / %llu / %llu / %llu / %llu "
-               "| %.2f (%llu / %llu) | %.2f / %.2f | %.1f %% | %.2f / %u |\n",
+        printf("| %s | %zu | %llu / %llu / %llu / %llu / %llu | %llu / %llu | %llu / %llu / %llu / "
+               "%llu / %llu | %.2f (%llu / %llu) | %.2f / %.2f | %.1f %% | %.2f / %u |\n",
                i == 0 ? "plain (no hedging)" : "hedged", v[i]->n,
                (unsigned long long)v[i]->hops[0], (unsigned long long)v[i]->hops[1],
                (unsigned long long)v[i]->hops[2], (unsigned long long)v[i]->hops[3],
-               (unsigned long long)v[i]->hops_max, (unsigned long long)v[i]->lat[0],
+               (unsigned long long)v[i]->hops_max, (unsigned long long)v[i]->rounds[0],
+               (unsigned long long)v[i]->rounds[2], (unsigned long long)v[i]->lat[0],
                (unsigned long long)v[i]->lat[1], (unsigned long long)v[i]->lat[2],
                (unsigned long long)v[i]->lat[3], (unsigned long long)v[i]->lat_max,
                v[i]->req_mean, (unsigned long long)v[i]->reqp[0],

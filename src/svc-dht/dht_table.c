@@ -133,6 +133,7 @@ dht__table_seen(dht_t *d, const uint8_t id[static DHT_ID_LEN], const dht_addr_t 
         if (token != NULL) {
             nc.has_token = true;
             memcpy(nc.token, token, DHT_TOKEN_LEN);
+            nc.token_at = now;
         }
         bk->c[bk->n - 1] = nc;
         return;
@@ -144,6 +145,7 @@ dht__table_seen(dht_t *d, const uint8_t id[static DHT_ID_LEN], const dht_addr_t 
     if (token != NULL) {
         nc.has_token = true;
         memcpy(nc.token, token, DHT_TOKEN_LEN);
+        nc.token_at = now;
     }
     if (bk->n < DHT_K) {
         bk->c[bk->n++] = nc;
@@ -271,7 +273,7 @@ dht__table_closest(const dht_t *d, const uint8_t target[static DHT_ID_LEN],
         n = DHT_K;
     if (b < DHT_BUCKETS) {
         size_t front = 0, back = DHT_BUCKETS;
-        uint16_t tmp[DHT_BUCKETS];
+        uint16_t tmp[DHT_BUCKETS] = {0};
         order[norder++] = (uint16_t)b;
         for (unsigned j = b + 1; j < d->top; j++) {
             if (d->buckets[j].n == 0)

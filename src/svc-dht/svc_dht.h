@@ -235,7 +235,8 @@ typedef enum {
 enum { DHT_LOOKUP_F_NO_HEDGE = 1 }; /* plain Kademlia for this lookup (baseline) */
 
 typedef struct {
-    uint32_t hops;       /* deepest round behind the result: table contacts are round 1 */
+    uint32_t hops;       /* round that found the closest node: table contacts are round 1 */
+    uint32_t rounds;     /* deepest round among all DHT_K result nodes */
     uint32_t requests;   /* requests sent, hedges included */
     uint32_t hedged;     /* of which extra requests sent because a step was slower than p95 */
     uint32_t timeouts;   /* requests that got no reply in DHT_REQUEST_TIMEOUT_MS */
