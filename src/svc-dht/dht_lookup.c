@@ -67,9 +67,15 @@ static void
 cand_insert(dht_t *d, dht__lookup_t *L, const uint8_t *id, const dht_addr_t *addr, uint8_t hop)
 {
     uint32_t pos, i;
+    dht__cand_t *known;
 
-    if (memcmp(id, d->cfg.id, DHT_ID_LEN) == 0 || cand_find(L, id) != NULL)
+    if (memcmp(id, d->cfg.id, DHT_ID_LEN) == 0)
         return;
+    if ((known = cand_find(L, id)) != NULL) {
+        if (hop < known->hop)
+            known->hop = hop; /* its round is that of the earliest reply naming it */
+        return;
+    }
     for (pos = L->ncand; pos > 0; pos--)
         if (dht_id_distance_cmp(L->res.target, L->cand[pos - 1].id, id) < 0)
             break;
