@@ -53,7 +53,12 @@
     X(RON_EPEERCERT, -2701, "peer presented no certificate, or not a self-signed Ed25519 one") \
     X(RON_EALPN,     -2702, "peer did not negotiate ALPN oap/1") \
     X(RON_EPEERLIMIT, -2703, "too many sessions with this peer") \
-    X(RON_EPEERSELF, -2704, "dialed node id is this node's own")
+    X(RON_EPEERSELF, -2704, "dialed node id is this node's own") \
+    X(RON_EDHTSIG,   -2600, "DHT record signature does not verify")            \
+    X(RON_EDHTEXPIRED, -2601, "DHT record expired or dated in the future")     \
+    X(RON_EDHTRECORD, -2602, "malformed DHT record")                           \
+    X(RON_EDHTBLOB,  -2603, "routing-table blob malformed or corrupted")       \
+    X(RON_EDHTLIMIT, -2604, "DHT record limit reached (per key, per peer or total)")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
