@@ -15,8 +15,11 @@ try:
     sto = n.wait_running("storage")
     idx = n.wait_running("index")
     check(sto["pid"] != idx["pid"], "one process per service")
-    check(os.path.isdir(os.path.join(n.dir, "store", "objects")), "store under <data_dir>/store")
-    check(os.path.isdir(os.path.join(n.dir, "index")), "index under <data_dir>/index")
+    # a child reports running at its HELLO, just before it opens its data
+    wait_for(lambda: os.path.isdir(os.path.join(n.dir, "store", "objects")), 5,
+             "store under <data_dir>/store")
+    wait_for(lambda: os.path.isdir(os.path.join(n.dir, "index")), 5,
+             "index under <data_dir>/index")
     wait_for(lambda: n.metric('storage_open_puts{service="storage"}') == 0, 5,
              "storage metrics merged by the kernel")
     wait_for(lambda: n.metric('index_requests_total{service="index",op="publish",status="200"}')
