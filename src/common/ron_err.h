@@ -48,7 +48,8 @@
     X(RON_ENAMEDUP,  -1906, "name record is already the current one")          \
     X(RON_ENAMEFUTURE, -1907, "name record timestamp too far in the future")    \
     X(RON_EIDXFULL,  -1908, "name index is full")                              \
-    X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota")
+    X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota") \
+    X(RON_EREMOTE,   -2300, "the node answered with an error envelope")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
