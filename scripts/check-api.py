@@ -45,9 +45,14 @@ def snapshot(header):
     return ["# functions"] + sorted(set(protos)) + ["# macros"] + macros
 
 
+# Components whose public header is not named after their folder.
+HEADER_NAMES = {"ron-app-sdk": "libron.h"}
+
+
 def public_header(comp_dir):
-    name = os.path.basename(comp_dir).replace("-", "_")
-    h = os.path.join(comp_dir, name + ".h")
+    comp = os.path.basename(comp_dir)
+    name = HEADER_NAMES.get(comp, comp.replace("-", "_") + ".h")
+    h = os.path.join(comp_dir, name)
     return h if os.path.isfile(h) else None
 
 

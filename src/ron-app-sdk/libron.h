@@ -49,7 +49,6 @@
 #define RON_CLIENT_RETRY_AFTER_MAX_MS 30000  /* a node's retry_after_ms is honoured up to this */
 #define RON_CLIENT_CHUNK 262144u             /* put data frame payload (<= max_frame - 38) */
 #define RON_CLIENT_MAX_CAP 65535u            /* START cap section is u16-sized */
-#define RON_CLIENT_MAX_ANSWER 1048576u       /* JSON answer = one frame (PROTO_MAX_JSON) */
 #define RON_CLIENT_ADDR_LEN 67               /* "b3:" + 64 lowercase hex, without the NUL */
 #define RON_CLIENT_IDEM_LEN 32               /* idempotency key: 32 random hex digits */
 #define RON_CLIENT_MAX_HOST 255              /* host part of a node address */
