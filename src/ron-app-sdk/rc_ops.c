@@ -115,7 +115,8 @@ run(ron_client_t *c, attempt_fn fn, may_retry_fn may, void *ctx)
         rc = fn(c, ctx);
         c->err.attempts = attempt + 1;
         if (rc >= 0) {
-            c->err.rc = 0;
+            memset(&c->err, 0, sizeof c->err);
+            c->err.attempts = attempt + 1;
             return rc;
         }
         c->err.rc = rc;
