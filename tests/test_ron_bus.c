@@ -235,6 +235,67 @@ test_bus_same_service_answers_in_process(void **state)
     roundtrip_on(RBUS_TRANSPORT_INPROC);
 }
 
+/* Answers with the request frame's tenant_id as 32 hex digits. */
+static void
+tenant_handle(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    char hex[33];
+
+    (void)arg;
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", f->tenant_id[i]);
+    rbus_respond(req, 200, hex, 32);
+}
+
+static void
+tenant_on(rbus_transport_t t)
+{
+    fx_t fx;
+    reply_t r1 = {0}, r2 = {0}, r0 = {0};
+    rbus_request_opts_t o = {.app_proto_id = APP_ECHO, .deadline_ms = 2000};
+
+    fx_init(&fx);
+    rbus_t *srv = fx_bus(&fx, t, "storage");
+    rbus_t *cli = fx_bus(&fx, t, "app");
+    assert_int_equal(rbus_handle(srv, APP_ECHO, tenant_handle, NULL), 0);
+    assert_int_equal(rbus_listen(srv), 0);
+    rbus_peer_t *p = rbus_connect(cli, "storage", NULL);
+    assert_non_null(p);
+    for (int i = 0; i < 16; i++)
+        o.tenant_id[i] = (uint8_t)(0xa0 + i);
+    /* queued while the connection says HELLO, then sent with its tenant */
+    assert_int_equal(rbus_request_ex(p, &o, "x", 1, reply_cb, &r1), 0);
+    RUN_UNTIL(&fx.loop, r1.calls > 0, 3000);
+    assert_int_equal(r1.status, 0);
+    assert_string_equal(r1.body, "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf");
+    o.tenant_id[15] = 0x01;
+    assert_int_equal(rbus_request_ex(p, &o, "x", 1, reply_cb, &r2), 0);
+    RUN_UNTIL(&fx.loop, r2.calls > 0, 3000);
+    assert_string_equal(r2.body, "a0a1a2a3a4a5a6a7a8a9aaabacadae01");
+    /* plain rbus_request still sends tenant 0 */
+    assert_int_equal(rbus_request(p, APP_ECHO, "x", 1, 2000, reply_cb, &r0), 0);
+    RUN_UNTIL(&fx.loop, r0.calls > 0, 3000);
+    assert_string_equal(r0.body, "00000000000000000000000000000000");
+    rbus_peer_close(p);
+    rbus_free(cli);
+    rbus_free(srv);
+    fx_close(&fx);
+}
+
+static void
+test_bus_request_ex_carries_the_tenant_over_unix_sockets(void **state)
+{
+    (void)state;
+    tenant_on(RBUS_TRANSPORT_UNIX);
+}
+
+static void
+test_bus_request_ex_carries_the_tenant_in_process(void **state)
+{
+    (void)state;
+    tenant_on(RBUS_TRANSPORT_INPROC);
+}
+
 static void
 test_bus_request_past_deadline_times_out_exactly_once(void **state)
 {
@@ -1221,6 +1282,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bus_same_service_answers_over_unix_sockets),
         cmocka_unit_test(test_bus_same_service_answers_in_process),
+        cmocka_unit_test(test_bus_request_ex_carries_the_tenant_over_unix_sockets),
+        cmocka_unit_test(test_bus_request_ex_carries_the_tenant_in_process),
         cmocka_unit_test(test_bus_request_past_deadline_times_out_exactly_once),
         cmocka_unit_test(test_bus_inflight_fails_fast_when_peer_is_killed_then_reconnects),
         cmocka_unit_test(test_bus_reconnects_with_doubling_backoff_capped_at_one_second),

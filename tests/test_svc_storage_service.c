@@ -247,6 +247,25 @@ put_object(fx_t *fx, const uint8_t *b, size_t n, size_t chunk, char addr[68])
     snprintf(addr, 68, "%s", jstr(fx, "address"));
 }
 
+/* put_commit says created:true the first time an address is stored, false after. */
+static void
+test_put_commit_says_whether_the_object_is_new(void **state)
+{
+    (void)state;
+    fx_t fx;
+    uint8_t b[1000];
+    char addr[68], addr2[68];
+
+    fx_open(&fx, false, NULL);
+    fill(b, sizeof b, 3);
+    put_object(&fx, b, sizeof b, sizeof b, addr);
+    assert_true(json_is_true(json_object_get(fx.json, "created")));
+    put_object(&fx, b, sizeof b, 300, addr2);
+    assert_string_equal(addr, addr2);
+    assert_true(json_is_false(json_object_get(fx.json, "created")));
+    fx_close(&fx);
+}
+
 static size_t
 count_files(const char *dir)
 {
@@ -725,6 +744,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_inproc),
+        cmocka_unit_test(test_put_commit_says_whether_the_object_is_new),
         cmocka_unit_test(test_put_get_unix),
         cmocka_unit_test(test_mismatch_inproc),
         cmocka_unit_test(test_mismatch_unix),

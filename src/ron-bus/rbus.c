@@ -38,13 +38,16 @@ conn_has_room(const rbus_conn_t *c, size_t frame_len)
 
 /* Encode and queue one frame on p's connection. Returns 0 or RON_ETOOBIG. */
 static int
-peer_send(rbus_peer_t *p, uint16_t flags, uint16_t code, uint16_t app, uint64_t corr,
-          const void *payload, size_t len)
+peer_send_tenant(rbus_peer_t *p, uint16_t flags, uint16_t code, uint16_t app, uint64_t corr,
+                 const uint8_t *tenant, const void *payload, size_t len)
 {
     oap_frame_t f = {.flags = flags, .code = code, .app_proto_id = app, .corr_id = corr,
                      .payload = payload, .payload_len = len};
     uint8_t hdr[OAP_HDR_LEN];
     int rc;
+
+    if (tenant != NULL)
+        memcpy(f.tenant_id, tenant, sizeof f.tenant_id);
 
     rc = oap_header_encode(&f, p->max_frame, hdr);
     if (rc < 0)
@@ -53,6 +56,13 @@ peer_send(rbus_peer_t *p, uint16_t flags, uint16_t code, uint16_t app, uint64_t 
     p->bus->stats.frames_out++;
     p->bus->stats.bytes_out += OAP_HDR_LEN + len;
     return 0;
+}
+
+static int
+peer_send(rbus_peer_t *p, uint16_t flags, uint16_t code, uint16_t app, uint64_t corr,
+          const void *payload, size_t len)
+{
+    return peer_send_tenant(p, flags, code, app, corr, NULL, payload, len);
 }
 
 /* Pause reading from a connection whose send queue is over its bound (responses). */
@@ -468,8 +478,8 @@ peer_up(rbus_peer_t *p, const rbus_hello_t *h)
             rbus_pending_t *e = &p->pend[i];
             if (e->cb == NULL || e->queued == NULL)
                 continue;
-            if (peer_send(p, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, e->app_proto_id, e->corr_id,
-                          e->queued, e->queued_len) < 0) {
+            if (peer_send_tenant(p, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, e->app_proto_id,
+                                 e->corr_id, e->tenant_id, e->queued, e->queued_len) < 0) {
                 pending_complete(p, e, RON_EUNAVAIL, NULL); /* over the peer's smaller max_frame */
                 if (p->state != RBUS_P_UP)
                     return;
@@ -905,7 +915,18 @@ int
 rbus_request(rbus_peer_t *p, uint16_t app_proto_id, const void *payload, size_t len,
              uint32_t deadline_ms, rbus_reply_cb cb, void *arg)
 {
+    rbus_request_opts_t o = {.app_proto_id = app_proto_id, .deadline_ms = deadline_ms};
+
+    return rbus_request_ex(p, &o, payload, len, cb, arg);
+}
+
+int
+rbus_request_ex(rbus_peer_t *p, const rbus_request_opts_t *o, const void *payload, size_t len,
+                rbus_reply_cb cb, void *arg)
+{
     rbus_stats_t *st = &p->bus->stats;
+    uint16_t app_proto_id = o->app_proto_id;
+    uint32_t deadline_ms = o->deadline_ms;
     size_t frame_len = OAP_HDR_LEN + len;
     rbus_pending_t *e;
     int rc;
@@ -930,9 +951,10 @@ rbus_request(rbus_peer_t *p, uint16_t app_proto_id, const void *payload, size_t 
         ;
     e->corr_id = p->next_corr++;
     e->app_proto_id = app_proto_id;
+    memcpy(e->tenant_id, o->tenant_id, sizeof e->tenant_id);
     if (p->state == RBUS_P_UP) {
-        rc = peer_send(p, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, app_proto_id, e->corr_id,
-                       payload, len);
+        rc = peer_send_tenant(p, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, app_proto_id,
+                              e->corr_id, e->tenant_id, payload, len);
         if (rc < 0)
             return rc;
         st->requests_sent++;

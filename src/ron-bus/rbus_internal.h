@@ -51,6 +51,7 @@ typedef struct {
     rbus_reply_cb cb;      /* NULL = free slot */
     void *arg;
     uint16_t app_proto_id;
+    uint8_t tenant_id[16]; /* the request frame's tenant (rbus_request_ex) */
     uint8_t *queued;       /* payload copy while waiting for HELLO; NULL once sent */
     size_t queued_len;
 } rbus_pending_t;

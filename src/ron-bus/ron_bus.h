@@ -328,6 +328,21 @@ pid_t rbus_peer_pid(const rbus_peer_t *p);
 int rbus_request(rbus_peer_t *p, uint16_t app_proto_id, const void *payload, size_t len,
                  uint32_t deadline_ms, rbus_reply_cb cb, void *arg);
 
+/* Options of rbus_request_ex(). Zero-initialise, then set what you need. */
+typedef struct {
+    uint16_t app_proto_id; /* the handler at the peer; not 0 */
+    uint8_t tenant_id[16]; /* the request frame's tenant_id (all zero = none, the node) */
+    uint32_t deadline_ms;  /* 0 = RBUS_DEFAULT_DEADLINE_MS */
+} rbus_request_opts_t;
+
+/*
+ * rbus_request() with options: as rbus_request(), but the request frame
+ * carries o->tenant_id (copied), so a forwarding service (the app port, the
+ * gateway) can act for its client's tenant. Same returns and delivery rules.
+ */
+int rbus_request_ex(rbus_peer_t *p, const rbus_request_opts_t *o, const void *payload,
+                    size_t len, rbus_reply_cb cb, void *arg);
+
 /*
  * Answer req with a RESP|END frame of status code and payload (copied), and
  * release req. Exactly once per request. Returns 0, or RON_ECLOSED when the

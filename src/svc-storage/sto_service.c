@@ -97,6 +97,7 @@ typedef struct {
     uint8_t tenant[STO_TENANT_LEN];
     uint8_t addr[STO_ADDR_LEN];
     bool has_addr;
+    bool created; /* put_commit: the address was not stored before */
     uint8_t expect[STO_ADDR_LEN];
     bool has_expect;
     char ctype[STO_CTYPE_MAX + 1];
@@ -301,7 +302,7 @@ job_work(uv_work_t *w)
         j->rc = sto_put_write(j->put->sp, j->data, j->data_len);
         break;
     case OP_PUT_COMMIT:
-        j->rc = sto_put_commit(j->put->sp, j->addr);
+        j->rc = sto_put_commit_ex(j->put->sp, j->addr, &j->created);
         j->put->sp = NULL;
         if (j->rc == 0)
             j->rc = sto_stat(st, j->addr, &j->st);
@@ -402,6 +403,7 @@ job_done(uv_work_t *w, int status)
         }
         o = json_object();
         json_object_set_new(o, "address", json_addr(j->addr));
+        json_object_set_new(o, "created", json_boolean(j->created));
         json_object_set_new(o, "size", json_u64(j->st.size));
         answer_ok(s, j->op, j->req, o, NULL, 0);
         break;

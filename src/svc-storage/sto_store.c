@@ -323,6 +323,12 @@ sto_put_abort(sto_put_t *p)
 int
 sto_put_commit(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN])
 {
+    return sto_put_commit_ex(p, addr_out, NULL);
+}
+
+int
+sto_put_commit_ex(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN], bool *created_out)
+{
     uint8_t root[STO_ADDR_LEN];
     int rc;
 
@@ -340,6 +346,12 @@ sto_put_commit(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN])
     if (p->has_expected && memcmp(root, p->expected, STO_ADDR_LEN) != 0) {
         rc = RON_EDIGEST;
         goto out;
+    }
+    if (created_out != NULL) {
+        rc = sto_has(p->s, root);
+        if (rc < 0)
+            goto out;
+        *created_out = rc == 0;
     }
     rc = p->s->ram ? sto__ram_commit(p, root) : sto__file_commit(p, root);
     if (rc == 0 && addr_out != NULL)

@@ -28,6 +28,7 @@
 #ifndef SVC_STORAGE_H
 #define SVC_STORAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -133,6 +134,14 @@ int sto_put_write(sto_put_t *p, const void *buf, size_t len);
  * bytes would exceed the quota: nothing stored), RON_ESTORE, or -errno.
  */
 int sto_put_commit(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN]);
+
+/*
+ * sto_put_commit(), also telling whether the object is new: *created_out
+ * (may be NULL) is set to false when the address was already stored before
+ * this commit (checked just before it, so two concurrent puts of the same
+ * new bytes may both say true). Same returns.
+ */
+int sto_put_commit_ex(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN], bool *created_out);
 
 /* Drop the put and its temporary files. NULL does nothing. */
 void sto_put_abort(sto_put_t *p);

@@ -1,0 +1,213 @@
+/*
+ * omni_req.c - the app port's request parser: a START frame's JSON payload
+ * checked against app-port.md and turned into the JSON the owning service
+ * takes over ron-bus. Pure: no I/O, no state; fuzzed by fuzz_omni_request.c.
+ * Invariants: only the fields app-port.md lists for the op pass (unknown ->
+ * RON_EJSON naming the field); `idem` is stripped before forwarding (it is
+ * the app port's business); the forwarded JSON is compact and small (it is
+ * built from at most OMNI_MAX_JSON input bytes).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "omnigate.h"
+#include "ron_err.h"
+
+typedef struct {
+    uint16_t app;
+    const char *name;    /* op on the app port */
+    const char *bus_op;  /* op at the service (NULL: handled here) */
+    const char *const fields[6];
+} op_def_t;
+
+static const op_def_t ops[OMNI_OP__COUNT] = {
+    [OMNI_OP_PING] = {OAP_APP_CONTROL, "ping", NULL, {NULL}},
+    [OMNI_OP_PUT] = {OAP_APP_STORAGE, "put", "put_begin", {"size", "content_type", "expect", NULL}},
+    [OMNI_OP_GET] = {OAP_APP_STORAGE, "get", NULL, {"address", "offset", "length", NULL}},
+    [OMNI_OP_STAT] = {OAP_APP_STORAGE, "stat", "stat", {"address", NULL}},
+    [OMNI_OP_LIST] = {OAP_APP_STORAGE, "list", "list", {"after", "limit", NULL}},
+    [OMNI_OP_PIN] = {OAP_APP_STORAGE, "pin", "pin", {"address", "idem", NULL}},
+    [OMNI_OP_UNPIN] = {OAP_APP_STORAGE, "unpin", "unpin", {"address", "idem", NULL}},
+    [OMNI_OP_GC] = {OAP_APP_STORAGE, "gc", "gc", {"target", "idem", NULL}},
+    [OMNI_OP_PUBLISH] = {OAP_APP_INDEX, "publish", "publish", {"record", "idem", NULL}},
+    [OMNI_OP_RESOLVE] = {OAP_APP_INDEX, "resolve", "resolve", {"name", NULL}},
+    [OMNI_OP_NAMES] = {OAP_APP_INDEX, "list", "list", {"prefix", "after", "limit", NULL}},
+    [OMNI_OP_STATUS] = {OAP_APP_KERNEL, "status", "status", {NULL}},
+    [OMNI_OP_RELOAD] = {OAP_APP_KERNEL, "reload", "reload", {NULL}},
+    [OMNI_OP_RELEASE] = {OAP_APP_KERNEL, "release", "release", {"service", NULL}},
+};
+
+const char *
+omni_op_name(omni_op_t op)
+{
+    return (unsigned)op < OMNI_OP__COUNT ? ops[op].name : "invalid";
+}
+
+static void
+err_set(proto_err_t *e, const char *field, const char *text)
+{
+    if (e == NULL)
+        return;
+    snprintf(e->field, sizeof e->field, "%s", field);
+    snprintf(e->text, sizeof e->text, "field \"%s\": %s", field, text);
+}
+
+static bool
+idem_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > OMNI_MAX_IDEM)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* b3: + 64 lowercase hex into 32 bytes. */
+static bool
+addr_parse(const char *s, uint8_t out[32])
+{
+    if (strlen(s) != 67 || strncmp(s, "b3:", 3) != 0)
+        return false;
+    for (size_t i = 0; i < 32; i++) {
+        unsigned v = 0;
+        for (size_t k = 0; k < 2; k++) {
+            char c = s[3 + 2 * i + k];
+            if (c >= '0' && c <= '9')
+                v = v * 16 + (unsigned)(c - '0');
+            else if (c >= 'a' && c <= 'f')
+                v = v * 16 + (unsigned)(c - 'a' + 10);
+            else
+                return false;
+        }
+        out[i] = (uint8_t)v;
+    }
+    return true;
+}
+
+static int
+parse_get(const proto_start_t *s, omni_request_t *r, proto_err_t *err)
+{
+    const char *a = NULL;
+    int rc;
+
+    if ((rc = proto_args_str(s, "address", true, &a, err)) < 0)
+        return rc;
+    if (!addr_parse(a, r->addr)) {
+        err_set(err, "address", "expected b3: and 64 lowercase hex digits");
+        return RON_EJSON;
+    }
+    r->has_offset = json_object_get(s->args, "offset") != NULL;
+    r->has_length = json_object_get(s->args, "length") != NULL;
+    if ((rc = proto_args_u64(s, "offset", false, &r->offset, err)) < 0 ||
+        (rc = proto_args_u64(s, "length", false, &r->length, err)) < 0)
+        return rc;
+    return 0;
+}
+
+/* The forwarded JSON: the args without idem, op renamed, service added for the kernel. */
+static int
+build_fwd(const proto_start_t *s, const op_def_t *d, const char *service, omni_request_t *r)
+{
+    json_t *o = json_deep_copy(s->args);
+    char *txt;
+
+    if (o == NULL)
+        return RON_EJSON;
+    json_object_del(o, "idem");
+    json_object_set_new(o, "op", json_string(d->bus_op));
+    if (d->app == OAP_APP_KERNEL) {
+        if (strcmp(d->bus_op, "release") == 0) {
+            /* the kernel's request names the sender in "service": the
+             * service to release travels as "target" */
+            json_object_set(o, "target", json_object_get(o, "service"));
+        }
+        json_object_set_new(o, "service", json_string(service != NULL ? service : "app"));
+    }
+    txt = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    if (txt == NULL)
+        return RON_EJSON;
+    r->fwd = txt;
+    r->fwd_len = strlen(txt);
+    return 0;
+}
+
+int
+omni_request_parse(uint16_t app_proto_id, const uint8_t *json, size_t len, const char *service,
+                   omni_request_t *r_out, proto_err_t *err_out)
+{
+    proto_start_t s = {0};
+    const op_def_t *d = NULL;
+    const char *idem = NULL;
+    bool app_known = false;
+    int rc;
+
+    memset(r_out, 0, sizeof *r_out);
+    r_out->app_proto_id = app_proto_id;
+    if (len > OMNI_MAX_JSON) {
+        err_set(err_out, "payload", "request JSON over 4096 bytes");
+        return RON_EJSON;
+    }
+    if (app_proto_id == OAP_APP_CONTROL && len == 0) {
+        r_out->op = OMNI_OP_PING; /* an empty PING */
+        return 0;
+    }
+    if ((rc = proto_start_decode((const char *)json, len, &s, err_out)) < 0)
+        return rc;
+    for (size_t i = 0; i < OMNI_OP__COUNT; i++) {
+        if (ops[i].app != app_proto_id)
+            continue;
+        app_known = true;
+        if (strcmp(ops[i].name, s.op) == 0) {
+            d = &ops[i];
+            r_out->op = (omni_op_t)i;
+        }
+    }
+    if (d == NULL) {
+        err_set(err_out, app_known ? "op" : "app_proto_id",
+                app_known ? "unknown operation" : "no operations on this app_proto_id");
+        rc = RON_EJSON;
+        goto out;
+    }
+    if ((rc = proto_args_only(&s, d->fields, err_out)) < 0)
+        goto out;
+    if ((rc = proto_args_str(&s, "idem", false, &idem, err_out)) < 0)
+        goto out;
+    if (idem != NULL) {
+        if (!idem_ok(idem)) {
+            err_set(err_out, "idem", "expected 1..64 of [A-Za-z0-9_-]");
+            rc = RON_EJSON;
+            goto out;
+        }
+        snprintf(r_out->idem, sizeof r_out->idem, "%s", idem);
+    }
+    if (r_out->op == OMNI_OP_RELEASE) {
+        const char *svc = NULL;
+        if ((rc = proto_args_str(&s, "service", true, &svc, err_out)) < 0)
+            goto out;
+    }
+    if (r_out->op == OMNI_OP_GET)
+        rc = parse_get(&s, r_out, err_out);
+    else if (d->bus_op != NULL)
+        rc = build_fwd(&s, d, service, r_out);
+out:
+    proto_start_close(&s);
+    if (rc < 0)
+        omni_request_close(r_out);
+    return rc;
+}
+
+void
+omni_request_close(omni_request_t *r)
+{
+    free(r->fwd);
+    r->fwd = NULL;
+    r->fwd_len = 0;
+}

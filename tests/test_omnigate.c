@@ -1,0 +1,819 @@
+/*
+ * test_omnigate.c - the app port's connection state machine over real TCP
+ * sockets on 127.0.0.1, with the real storage service (RAM store) behind it
+ * on an in-process ron-bus hub. The server runs on the test's loop; each
+ * test's client runs in a thread with blocking sockets (5 s receive
+ * timeout) and records the first failed check, which the main thread
+ * asserts once the client is done. Every wait is bounded in time; every
+ * test ends with uv_loop_close() == 0.
+ */
+#include <arpa/inet.h>
+#include <blake3.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "omnigate.h"
+#include "ron_err.h"
+#include "ron_util.h"
+#include "sto_service.h"
+
+#define WAIT_MS 20000u /* a client thread must finish within this */
+
+/* ---- fixture: loop, storage service, app port ---- */
+
+typedef struct fx fx_t;
+typedef void (*client_fn)(fx_t *fx);
+
+struct fx {
+    uv_loop_t loop;
+    rbus_hub_t *hub;
+    rbus_t *sbus, *abus;
+    rbus_peer_t *storage;
+    sto_service_t *svc;
+    omni_t *g;
+    int port;
+    /* client thread */
+    client_fn fn;
+    volatile int done;
+    int fail_line;
+    char fail_text[160];
+};
+
+static void
+fx_open(fx_t *fx, const omni_config_t *oc)
+{
+    rbus_config_t sc = {0}, ac = {0};
+    sto_config_t cfg = {0}; /* RAM store */
+    sto_store_t *store = NULL;
+    struct sockaddr_in sa = {0};
+    socklen_t sl = sizeof sa;
+    int rc = 0, fd;
+
+    memset(fx, 0, sizeof *fx);
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    assert_int_equal(sto_open(&cfg, &store), 0);
+    fx->hub = rbus_hub_new(&fx->loop);
+    sc.transport = ac.transport = RBUS_TRANSPORT_INPROC;
+    sc.hub = ac.hub = fx->hub;
+    sc.name = "storage";
+    ac.name = "app";
+    fx->sbus = rbus_new(&fx->loop, &sc, &rc);
+    fx->abus = rbus_new(&fx->loop, &ac, &rc);
+    assert_non_null(fx->sbus);
+    assert_non_null(fx->abus);
+    assert_int_equal(sto_service_new(&fx->loop, fx->sbus, store, NULL, &fx->svc), 0);
+    assert_int_equal(rbus_listen(fx->sbus), 0);
+    fx->storage = rbus_connect(fx->abus, "storage", &rc);
+    assert_non_null(fx->storage);
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    fx->port = ntohs(sa.sin_port);
+    fx->g = omni_new(&fx->loop, oc);
+    assert_int_equal(omni_listen_fd(fx->g, fd), 0);
+    omni_set_peers(fx->g, fx->storage, NULL, NULL);
+}
+
+static void
+closed_cb(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+static void
+fx_close(fx_t *fx)
+{
+    int closed = 0;
+
+    omni_set_peers(fx->g, NULL, NULL, NULL);
+    omni_close(fx->g, closed_cb, &closed);
+    rbus_peer_close(fx->storage);
+    sto_service_free(fx->svc);
+    rbus_free(fx->abus);
+    rbus_free(fx->sbus);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(closed, 1);
+    rbus_hub_free(fx->hub);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&fx->loop), 0);
+}
+
+static void *
+client_main(void *arg)
+{
+    fx_t *fx = arg;
+    fx->fn(fx);
+    __atomic_store_n(&fx->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void tick_cb(uv_timer_t *t) { (void)t; }
+
+/* Run fn in a thread while the loop serves; then assert it passed. */
+static void
+fx_run_client(fx_t *fx, client_fn fn)
+{
+    pthread_t th;
+    uv_timer_t tick;
+    uint64_t until = ron_now_ms() + WAIT_MS;
+
+    fx->fn = fn;
+    fx->done = 0;
+    uv_timer_init(&fx->loop, &tick);
+    uv_timer_start(&tick, tick_cb, 5, 5);
+    assert_int_equal(pthread_create(&th, NULL, client_main, fx), 0);
+    while (!__atomic_load_n(&fx->done, __ATOMIC_ACQUIRE) && ron_now_ms() < until)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_true(fx->done); /* else the client hangs: a bug */
+    pthread_join(th, NULL);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&fx->loop, UV_RUN_NOWAIT);
+    if (fx->fail_line != 0)
+        fail_msg("client check failed at line %d: %s", fx->fail_line, fx->fail_text);
+}
+
+/* ---- a tiny blocking OAP/1 client (client thread only) ---- */
+
+#define CK(fx, cond)                                                                   \
+    do {                                                                               \
+        if (!(cond)) {                                                                 \
+            if ((fx)->fail_line == 0) {                                                \
+                (fx)->fail_line = __LINE__;                                            \
+                snprintf((fx)->fail_text, sizeof (fx)->fail_text, "%s", #cond);        \
+            }                                                                          \
+            return;                                                                    \
+        }                                                                              \
+    } while (0)
+
+typedef struct {
+    uint16_t flags, code, app;
+    uint64_t corr;
+    uint8_t *payload; /* NUL-terminated copy */
+    size_t len;
+} cframe_t;
+
+static int
+cli_connect(fx_t *fx)
+{
+    struct sockaddr_in sa = {0};
+    struct timeval tv = {5, 0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((uint16_t)fx->port);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static bool
+write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return false;
+        b += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+static bool
+read_all(int fd, void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n > 0) {
+        ssize_t r = recv(fd, b, n, 0);
+        if (r <= 0)
+            return false;
+        b += r;
+        n -= (size_t)r;
+    }
+    return true;
+}
+
+static bool
+cli_send(int fd, uint16_t flags, uint16_t app, uint64_t corr, const void *payload, size_t len)
+{
+    oap_frame_t f = {.flags = flags, .app_proto_id = app, .corr_id = corr,
+                     .payload = payload, .payload_len = len};
+    uint8_t hdr[OAP_HDR_LEN];
+    f.tenant_id[15] = 7; /* tenant 7 for every request */
+    if (oap_header_encode(&f, OAP_MAX_FRAME, hdr) < 0)
+        return false;
+    return write_all(fd, hdr, sizeof hdr) && write_all(fd, payload, len);
+}
+
+static bool
+cli_send_json(int fd, uint16_t flags, uint16_t app, uint64_t corr, const char *json)
+{
+    return cli_send(fd, flags, app, corr, json, strlen(json));
+}
+
+/* Receive one frame (credit frames included). false on EOF/timeout/garbage. */
+static bool
+cli_recv(int fd, cframe_t *f)
+{
+    uint8_t hdr[OAP_HDR_LEN];
+    oap_frame_t h;
+
+    free(f->payload);
+    memset(f, 0, sizeof *f);
+    if (!read_all(fd, hdr, sizeof hdr) || oap_header_parse(hdr, sizeof hdr, OAP_MAX_FRAME, &h) < 0)
+        return false;
+    f->flags = h.flags;
+    f->code = h.code;
+    f->app = h.app_proto_id;
+    f->corr = h.corr_id;
+    f->len = h.len - OAP_HDR_LEN;
+    f->payload = malloc(f->len + 1);
+    if (!read_all(fd, f->payload, f->len))
+        return false;
+    f->payload[f->len] = '\0';
+    return true;
+}
+
+/* Receive the next frame that is not a credit frame. */
+static bool
+cli_recv_data(int fd, cframe_t *f, uint32_t *credit)
+{
+    for (int i = 0; i < 10000; i++) {
+        if (!cli_recv(fd, f))
+            return false;
+        if (f->app == 0 && (f->flags & OAP_F_EVENT)) {
+            if (credit != NULL) {
+                json_t *o = json_loads((const char *)f->payload, 0, NULL);
+                *credit += (uint32_t)json_integer_value(json_object_get(o, "frames"));
+                json_decref(o);
+            }
+            continue;
+        }
+        return true;
+    }
+    return false;
+}
+
+static bool
+cli_hello(int fd)
+{
+    cframe_t f = {0};
+    bool ok = cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 1, "{\"ua\":\"test\"}") &&
+              cli_recv(fd, &f) && f.code == 200 && f.app == 0;
+    free(f.payload);
+    return ok;
+}
+
+/* True when the peer closed (EOF) within the receive timeout. */
+static bool
+cli_closed(int fd)
+{
+    uint8_t b[4096];
+    for (int i = 0; i < 1000; i++) {
+        ssize_t r = recv(fd, b, sizeof b, 0);
+        if (r == 0)
+            return true;
+        if (r < 0)
+            return errno == ECONNRESET;
+    }
+    return false;
+}
+
+static const char *
+jget(const cframe_t *f, const char *key, char *out, size_t cap)
+{
+    json_t *o = json_loadb((const char *)f->payload, f->len, 0, NULL);
+    const char *s = json_string_value(json_object_get(o, key));
+    snprintf(out, cap, "%s", s != NULL ? s : "");
+    json_decref(o);
+    return out;
+}
+
+static void
+fill(uint8_t *b, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        b[i] = (uint8_t)(seed >> 16);
+    }
+}
+
+static void
+b3_text(const uint8_t *b, size_t n, char out[68])
+{
+    blake3_hasher h;
+    uint8_t d[32];
+    blake3_hasher_init(&h);
+    blake3_hasher_update(&h, b, n);
+    blake3_hasher_finalize(&h, d, 32);
+    memcpy(out, "b3:", 3);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 3 + 2 * i, 3, "%02x", d[i]);
+}
+
+/*
+ * Put n bytes in frames of chunk bytes on stream corr, honouring credit.
+ * Returns the answer code (0 on a transport failure); addr gets the address.
+ */
+static uint16_t
+cli_put(int fd, uint64_t corr, const uint8_t *b, size_t n, size_t chunk, const char *extra,
+        char addr[68])
+{
+    char js[256];
+    cframe_t f = {0};
+    uint32_t credit = OAP_STREAM_WINDOW;
+    size_t off = 0;
+    uint16_t code = 0;
+
+    snprintf(js, sizeof js, "{\"op\":\"put\",\"size\":\"%zu\"%s}", n, extra);
+    if (!cli_send_json(fd, OAP_F_REQ | OAP_F_START | (n == 0 ? OAP_F_END : 0), 1, corr, js))
+        return 0;
+    credit--;
+    while (off < n) {
+        size_t len = RON_MIN(chunk, n - off);
+        while (credit == 0) { /* wait for a grant */
+            if (!cli_recv(fd, &f))
+                goto out;
+            if (f.app == 0 && (f.flags & OAP_F_EVENT) && f.corr == corr) {
+                json_t *o = json_loads((const char *)f.payload, 0, NULL);
+                credit += (uint32_t)json_integer_value(json_object_get(o, "frames"));
+                json_decref(o);
+            } else if (f.code >= 400) {
+                code = f.code;
+                goto out;
+            }
+        }
+        if (!cli_send(fd, OAP_F_REQ | (off + len == n ? OAP_F_END : 0), 1, corr, b + off, len))
+            goto out;
+        credit--;
+        off += len;
+    }
+    if (cli_recv_data(fd, &f, NULL)) {
+        code = f.code;
+        jget(&f, "address", addr, 68);
+    }
+out:
+    free(f.payload);
+    return code;
+}
+
+/* Get [offset, offset+length) (NULL = absent) into out; returns the status. */
+static uint16_t
+cli_get(int fd, uint64_t corr, const char *addr, const char *offset, const char *length,
+        uint8_t *out, size_t cap, size_t *got_out, char meta_size[24])
+{
+    char js[256];
+    int n = snprintf(js, sizeof js, "{\"op\":\"get\",\"address\":\"%s\"", addr);
+    cframe_t f = {0};
+    uint32_t frames = 0;
+    uint16_t status;
+
+    if (offset != NULL)
+        n += snprintf(js + n, sizeof js - (size_t)n, ",\"offset\":\"%s\"", offset);
+    if (length != NULL)
+        n += snprintf(js + n, sizeof js - (size_t)n, ",\"length\":\"%s\"", length);
+    snprintf(js + n, sizeof js - (size_t)n, "}");
+    *got_out = 0;
+    if (!cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, corr, js) ||
+        !cli_recv_data(fd, &f, NULL))
+        return 0;
+    status = f.code;
+    if (status >= 400 || (f.flags & OAP_F_END)) {
+        free(f.payload);
+        return status;
+    }
+    jget(&f, "size", meta_size, 24);
+    for (int i = 0; i < 100000; i++) {
+        if (!cli_recv_data(fd, &f, NULL) || f.code != status || *got_out + f.len > cap) {
+            status = f.code >= 400 ? f.code : 0;
+            break;
+        }
+        memcpy(out + *got_out, f.payload, f.len);
+        *got_out += f.len;
+        if (++frames % 8 == 0) {
+            uint8_t cb[128];
+            ssize_t cl = oap_credit_encode(corr, true, 8, cb, sizeof cb);
+            if (cl < 0 || !write_all(fd, cb, (size_t)cl))
+                break;
+        }
+        if (f.flags & OAP_F_END)
+            break;
+    }
+    free(f.payload);
+    return status;
+}
+
+/* ---- tests ---- */
+
+static void
+client_hello_and_ping(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    char v[64];
+
+    CK(fx, fd >= 0);
+    CK(fx, cli_hello(fd));
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 5, "{\"op\":\"ping\"}"));
+    CK(fx, cli_recv(fd, &f) && f.code == 200 && f.corr == 5 && strcmp((char *)f.payload, "{}") == 0);
+    CK(fx, f.flags == (OAP_F_RESP | OAP_F_END));
+    CK(fx, cli_send(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 6, NULL, 0)); /* empty PING */
+    CK(fx, cli_recv(fd, &f) && f.code == 200 && f.corr == 6);
+    /* unknown op: 400 envelope naming op, connection stays */
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 7, "{\"op\":\"frob\"}"));
+    CK(fx, cli_recv(fd, &f) && f.code == 400 && f.corr == 7);
+    CK(fx, strcmp(jget(&f, "reason", v, sizeof v), "op") == 0);
+    CK(fx, strcmp(jget(&f, "corr_id", v, sizeof v), "7") == 0);
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 8,
+                         "{\"op\":\"stat\",\"address\":\"b3:00\",\"bogus\":\"1\"}"));
+    CK(fx, cli_recv(fd, &f) && f.code == 400 && strcmp(jget(&f, "reason", v, sizeof v), "bogus") == 0);
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 9, "{\"op\":\"ping\"}"));
+    CK(fx, cli_recv(fd, &f) && f.code == 200);
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_answers_hello_then_ping_and_refuses_unknown_ops_with_envelopes(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_run_client(&fx, client_hello_and_ping);
+    assert_int_equal(omni_stats(fx.g)->accepted, 1);
+    fx_close(&fx);
+}
+
+static void
+client_not_hello(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    char v[64];
+
+    CK(fx, fd >= 0);
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 3, "{\"op\":\"list\"}"));
+    CK(fx, cli_recv(fd, &f) && f.code == 426);
+    CK(fx, strcmp(jget(&f, "code", v, sizeof v), "proto_mismatch") == 0);
+    CK(fx, cli_closed(fd));
+    close(fd);
+    /* a bad header after HELLO: envelope, then close */
+    fd = cli_connect(fx);
+    CK(fx, fd >= 0 && cli_hello(fd));
+    uint8_t bad[OAP_HDR_LEN] = {0, 0, 0, 38, 0, 2}; /* version 2 */
+    CK(fx, write_all(fd, bad, sizeof bad));
+    CK(fx, cli_recv(fd, &f) && f.code == 426 && (f.flags & OAP_F_END));
+    CK(fx, cli_closed(fd));
+    close(fd);
+    /* a body frame of a stream never started: 400, close */
+    fd = cli_connect(fx);
+    CK(fx, fd >= 0 && cli_hello(fd));
+    CK(fx, cli_send(fd, OAP_F_REQ, 1, 77, "x", 1));
+    CK(fx, cli_recv(fd, &f) && f.code == 400 && f.corr == 77);
+    CK(fx, cli_closed(fd));
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_closes_with_an_envelope_on_non_hello_and_malformed_frames(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_run_client(&fx, client_not_hello);
+    assert_true(omni_stats(fx.g)->rej_hello >= 1);
+    assert_true(omni_stats(fx.g)->rej_proto >= 2);
+    fx_close(&fx);
+}
+
+static void
+client_put_get(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    size_t n = 3 * 1024 * 1024 + 17, got = 0;
+    uint8_t *b = malloc(n), *back = malloc(n);
+    char addr[68] = "", want[68], size[24] = "";
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    fill(b, n, 11);
+    b3_text(b, n, want);
+    /* 1 MiB - 38 frames: each split into 256 KiB put_writes */
+    CK(fx, cli_put(fd, 10, b, n, OAP_MAX_FRAME - OAP_HDR_LEN, "", addr) == 201);
+    CK(fx, strcmp(addr, want) == 0);
+    /* again, in small frames (many credit rounds): already stored, 200 */
+    CK(fx, cli_put(fd, 11, b, n, 40000, "", addr) == 200);
+    CK(fx, cli_get(fd, 12, addr, NULL, NULL, back, n, &got, size) == 200);
+    CK(fx, got == n && memcmp(back, b, n) == 0);
+    CK(fx, strcmp(size, "3145745") == 0);
+    /* a range across a 64 KiB piece boundary: 206 */
+    CK(fx, cli_get(fd, 13, addr, "65530", "100", back, n, &got, size) == 206);
+    CK(fx, got == 100 && memcmp(back, b + 65530, 100) == 0);
+    /* offset at the end: 416 */
+    CK(fx, cli_get(fd, 14, addr, "3145745", NULL, back, n, &got, size) == 416);
+    /* empty object */
+    CK(fx, cli_put(fd, 15, b, 0, 1, "", addr) == 201);
+    b3_text(b, 0, want);
+    CK(fx, strcmp(addr, want) == 0);
+    CK(fx, cli_get(fd, 16, addr, NULL, NULL, back, n, &got, size) == 200 && got == 0);
+    /* expect that does not match: 409 bad_digest */
+    CK(fx, cli_put(fd, 17, b, 1000, 1000,
+                   ",\"expect\":\"b3:0000000000000000000000000000000000000000000000000000000000000000\"",
+                   addr) == 409);
+    free(b);
+    free(back);
+    close(fd);
+}
+
+static void
+test_omni_put_streams_with_credit_and_get_returns_verified_bytes_and_ranges(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_run_client(&fx, client_put_get);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+    assert_int_equal(omni_stats(fx.g)->input_bytes, 0);
+    fx_close(&fx);
+}
+
+static void
+client_streams(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    int n429 = 0;
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    /* 64 puts left open, then a 65th START */
+    for (uint64_t i = 1; i <= OAP_MAX_INFLIGHT + 1; i++)
+        CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START, 1, 100 + i, "{\"op\":\"put\"}"));
+    /* (the storage service may refuse some of the 64 puts itself: 429 on their ids) */
+    for (int i = 0; i < 500 && n429 == 0; i++) {
+        CK(fx, cli_recv(fd, &f));
+        if (f.code == 429 && f.corr == 100 + OAP_MAX_INFLIGHT + 1) {
+            char v[64];
+            CK(fx, strcmp(jget(&f, "code", v, sizeof v), "quota_exhausted") == 0);
+            n429++;
+        }
+    }
+    CK(fx, n429 == 1);
+    /* the connection still works */
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 5, "{\"op\":\"ping\"}"));
+    for (int i = 0; i < 500; i++) {
+        CK(fx, cli_recv(fd, &f));
+        if (f.corr == 5 && f.app == 0 && !(f.flags & OAP_F_EVENT))
+            break;
+    }
+    CK(fx, f.code == 200 && f.corr == 5);
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_answers_429_to_the_65th_open_stream_and_keeps_the_connection(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_run_client(&fx, client_streams);
+    assert_int_equal(omni_stats(fx.g)->rej_streams, 1);
+    fx_close(&fx);
+    /* the connection went away with 64 open puts: all aborted (checked by the
+     * storage service's leak-free close under ASan) */
+}
+
+static void
+client_timeouts(fx_t *fx)
+{
+    int fd = cli_connect(fx), fd2, fd3;
+    cframe_t f = {0};
+
+    CK(fx, fd >= 0);
+    /* no HELLO: 408 after the (test's 200 ms) HELLO timeout, then close */
+    CK(fx, cli_recv(fd, &f) && f.code == 408);
+    CK(fx, cli_closed(fd));
+    close(fd);
+    /* HELLO and nothing else: closed when idle */
+    fd2 = cli_connect(fx);
+    CK(fx, fd2 >= 0 && cli_hello(fd2));
+    /* connection limit is 1: a second connection gets 503 and is closed */
+    fd3 = cli_connect(fx);
+    CK(fx, fd3 >= 0 && cli_recv(fd3, &f) && f.code == 503);
+    CK(fx, cli_closed(fd3));
+    close(fd3);
+    CK(fx, cli_closed(fd2));
+    close(fd2);
+    free(f.payload);
+}
+
+static void
+test_omni_enforces_hello_timeout_idle_close_and_connection_limit(void **state)
+{
+    (void)state;
+    fx_t fx;
+    omni_config_t oc = {.max_conns = 1, .hello_timeout_ms = 200, .idle_ms = 300};
+    fx_open(&fx, &oc);
+    fx_run_client(&fx, client_timeouts);
+    assert_int_equal(omni_stats(fx.g)->rej_hello_timeout, 1);
+    assert_int_equal(omni_stats(fx.g)->rej_idle, 1);
+    assert_int_equal(omni_stats(fx.g)->rej_conns, 1);
+    fx_close(&fx);
+}
+
+static size_t max_output_seen;
+
+static void
+client_slow_reader(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    size_t n = 2 * 1024 * 1024, got = 0;
+    uint8_t *b = malloc(n), *back = malloc(n);
+    char addr[68] = "", js[128], size[24];
+    int rcv = 4096;
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    fill(b, n, 5);
+    CK(fx, cli_put(fd, 1, b, n, 500000, "", addr) == 201);
+    /* 40 gets started, nothing read for a while: the server must stop */
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    for (uint64_t i = 0; i < 40; i++) {
+        snprintf(js, sizeof js, "{\"op\":\"get\",\"address\":\"%s\"}", addr);
+        CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 100 + i, js));
+    }
+    usleep(1500 * 1000);
+    close(fd); /* gone with 40 gets stalled: the server cleans up */
+    /* and still serves */
+    fd = cli_connect(fx);
+    CK(fx, fd >= 0 && cli_hello(fd));
+    CK(fx, cli_get(fd, 500, addr, NULL, NULL, back, n, &got, size) == 200);
+    CK(fx, got == n && memcmp(back, b, n) == 0);
+    free(b);
+    free(back);
+    close(fd);
+}
+
+static void
+watch_output(uv_timer_t *t)
+{
+    fx_t *fx = t->data;
+    size_t o = omni_stats(fx->g)->output_bytes;
+    if (o > max_output_seen)
+        max_output_seen = o;
+}
+
+static void
+test_omni_bounds_output_for_a_client_that_stops_reading(void **state)
+{
+    (void)state;
+    fx_t fx;
+    uv_timer_t w;
+    fx_open(&fx, NULL);
+    max_output_seen = 0;
+    uv_timer_init(&fx.loop, &w);
+    w.data = &fx;
+    uv_timer_start(&w, watch_output, 2, 2);
+    fx_run_client(&fx, client_slow_reader);
+    uv_close((uv_handle_t *)&w, NULL);
+    /* 40 x 2 MiB were asked for; output stays near its bound (4 MiB + a frame per stream) */
+    assert_true(max_output_seen > 0);
+    assert_true(max_output_seen <= OMNI_MAX_OUTPUT + 40u * (OMNI_BUS_CHUNK + 1024u));
+    assert_true(omni_stats(fx.g)->read_paused >= 1);
+    fx_close(&fx);
+}
+
+static void
+client_idem(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    uint8_t b[100];
+    char addr[68] = "", js[256], v[32];
+    cframe_t f = {0};
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    fill(b, sizeof b, 9);
+    CK(fx, cli_put(fd, 1, b, sizeof b, 100, "", addr) == 201); /* pins: 1 */
+    snprintf(js, sizeof js, "{\"op\":\"unpin\",\"address\":\"%s\",\"idem\":\"u-1\"}", addr);
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 2, js));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 200);
+    CK(fx, strcmp(jget(&f, "pins", v, sizeof v), "0") == 0);
+    /* the same key again: the remembered answer (a real unpin would be 404) */
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 3, js));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 200 && f.corr == 3);
+    CK(fx, strcmp(jget(&f, "pins", v, sizeof v), "0") == 0);
+    /* without the key it runs: 404 (not pinned) */
+    snprintf(js, sizeof js, "{\"op\":\"unpin\",\"address\":\"%s\"}", addr);
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 4, js));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 404 && f.corr == 4);
+    CK(fx, strcmp(jget(&f, "corr_id", v, sizeof v), "4") == 0);
+    /* a malformed key: 400 */
+    snprintf(js, sizeof js, "{\"op\":\"pin\",\"address\":\"%s\",\"idem\":\"a b\"}", addr);
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 5, js));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 400 &&
+               strcmp(jget(&f, "reason", v, sizeof v), "idem") == 0);
+    /* naming is not connected here: 503, retryable */
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 2, 6,
+                         "{\"op\":\"resolve\",\"name\":\"x.ron\"}"));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 503);
+    CK(fx, strstr((char *)f.payload, "\"retryable\":true") != NULL);
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_repeats_the_remembered_answer_for_an_idempotency_key(void **state)
+{
+    (void)state;
+    fx_t fx;
+    char buf[16384];
+    size_t n;
+    fx_open(&fx, NULL);
+    fx_run_client(&fx, client_idem);
+    n = omni_metrics(fx.g, buf, sizeof buf - 1);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "app_requests_total{app=\"storage\",op=\"unpin\",status=\"200\"} 2"));
+    assert_non_null(strstr(buf, "app_requests_total{app=\"storage\",op=\"put\",status=\"201\"} 1"));
+    assert_non_null(strstr(buf, "app_connections 0"));
+    fx_close(&fx);
+}
+
+static void
+test_omni_request_parser_checks_fields_per_op(void **state)
+{
+    (void)state;
+    omni_request_t r;
+    proto_err_t e;
+    const char *ok_get = "{\"op\":\"get\",\"address\":\"b3:"
+                         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\","
+                         "\"offset\":\"5\"}";
+
+    assert_int_equal(omni_request_parse(1, (const uint8_t *)ok_get, strlen(ok_get), "app", &r, &e), 0);
+    assert_int_equal(r.op, OMNI_OP_GET);
+    assert_true(r.has_offset && !r.has_length && r.offset == 5);
+    assert_int_equal(r.addr[0], 0x01);
+    omni_request_close(&r);
+#define BAD(app, js, fld)                                                                 \
+    do {                                                                                    \
+        assert_int_equal(omni_request_parse(app, (const uint8_t *)js, strlen(js), "app", &r, &e), \
+                         RON_EJSON);                                                        \
+        assert_string_equal(e.field, fld);                                                  \
+    } while (0)
+    BAD(1, "{\"op\":\"put\",\"address\":\"x\"}", "address");
+    BAD(1, "{\"op\":\"nope\"}", "op");
+    BAD(3, "{\"op\":\"send\"}", "app_proto_id");
+    BAD(1, "{\"op\":\"get\",\"address\":\"b3:XX\"}", "address");
+    BAD(1, "{\"op\":\"gc\",\"target\":\"1\",\"idem\":\"\"}", "idem");
+    BAD(6, "{\"op\":\"release\"}", "service");
+    BAD(2, "{\"op\":\"resolve\",\"name\":\"a\",\"idem\":\"k\"}", "idem");
+    /* forwarded: idem dropped, the kernel told who asks */
+    const char *rel = "{\"op\":\"release\",\"service\":\"storage\"}";
+    assert_int_equal(omni_request_parse(6, (const uint8_t *)rel, strlen(rel), "app", &r, &e), 0);
+    assert_string_equal(r.fwd, "{\"op\":\"release\",\"service\":\"app\",\"target\":\"storage\"}");
+    omni_request_close(&r);
+    const char *pin = "{\"op\":\"pin\",\"address\":\"b3:1\",\"idem\":\"K_1\"}";
+    assert_int_equal(omni_request_parse(1, (const uint8_t *)pin, strlen(pin), "app", &r, &e), 0);
+    assert_string_equal(r.fwd, "{\"address\":\"b3:1\",\"op\":\"pin\"}");
+    assert_string_equal(r.idem, "K_1");
+    omni_request_close(&r);
+}
+
+int
+main(void)
+{
+    signal(SIGPIPE, SIG_IGN); /* as in the node: a peer gone mid-write is an error code */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_omni_request_parser_checks_fields_per_op),
+        cmocka_unit_test(test_omni_answers_hello_then_ping_and_refuses_unknown_ops_with_envelopes),
+        cmocka_unit_test(test_omni_closes_with_an_envelope_on_non_hello_and_malformed_frames),
+        cmocka_unit_test(test_omni_put_streams_with_credit_and_get_returns_verified_bytes_and_ranges),
+        cmocka_unit_test(test_omni_answers_429_to_the_65th_open_stream_and_keeps_the_connection),
+        cmocka_unit_test(test_omni_enforces_hello_timeout_idle_close_and_connection_limit),
+        cmocka_unit_test(test_omni_bounds_output_for_a_client_that_stops_reading),
+        cmocka_unit_test(test_omni_repeats_the_remembered_answer_for_an_idempotency_key),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
