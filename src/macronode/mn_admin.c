@@ -317,11 +317,18 @@ route_reload(mn_admin_t *a, tx_request_t *req)
         tx_respond_error(req, 503, "node is shutting down", NULL, 1);
 }
 
+/* Lift name's quarantine: 0, RON_ENOTFOUND, or RON_EINVAL (not quarantined). */
+static int
+admin_release(mn_admin_t *a, const char *name)
+{
+    mn_sup_t *s = mn__node_sup(a->node);
+    return s != NULL ? mn__sup_release(s, name) : RON_ENOTFOUND;
+}
+
 static void
 route_release(mn_admin_t *a, tx_request_t *req, const char *name)
 {
-    mn_sup_t *s = mn__node_sup(a->node);
-    int rc = s != NULL ? mn__sup_release(s, name) : RON_ENOTFOUND;
+    int rc = admin_release(a, name);
     json_t *b;
     if (rc == RON_ENOTFOUND) {
         tx_respond_error(req, 404, "no such supervised service", NULL, 0);
@@ -334,6 +341,67 @@ route_release(mn_admin_t *a, tx_request_t *req, const char *name)
     b = json_pack("{s:s}", "released", name);
     respond_json(req, 200, b, 0);
     json_decref(b);
+}
+
+/* ---- the same operations over ron-bus (the app port's kernel protocol) ---- */
+
+static void
+bus_respond_json(rbus_req_t *req, json_t *body)
+{
+    char *txt = json_dumps(body, JSON_COMPACT);
+    if (txt == NULL)
+        abort(); /* jansson fails only on OOM */
+    rbus_respond(req, 200, txt, strlen(txt));
+    free(txt);
+}
+
+static void
+bus_reload_answer(void *arg, int rc, bool changed, uint64_t version, const char *err)
+{
+    rbus_req_t *req = arg;
+    char ver[24];
+    json_t *b;
+    if (rc < 0) {
+        rbus_respond_error_ex(req, rc == RON_ESHUTDOWN ? 503 : 400, NULL, "config_rejected",
+                              rc == RON_ESHUTDOWN ? 1000 : 0, err);
+        return;
+    }
+    snprintf(ver, sizeof ver, "%llu", (unsigned long long)version);
+    b = json_pack("{s:b, s:s}", "changed", changed, "version", ver);
+    bus_respond_json(req, b);
+    json_decref(b);
+}
+
+void
+mn__admin_bus_op(mn_admin_t *a, rbus_req_t *req, const char *op, const char *target)
+{
+    json_t *b;
+    int rc;
+
+    if (strcmp(op, "status") == 0) {
+        b = status_json(a);
+        bus_respond_json(req, b);
+        json_decref(b);
+    } else if (strcmp(op, "reload") == 0) {
+        rc = mn__node_reload(a->node, bus_reload_answer, req);
+        if (rc == RON_EBUSY)
+            rbus_respond_error_ex(req, 503, NULL, "reload_in_progress", 1000,
+                                  "a reload is in progress");
+        else if (rc < 0)
+            rbus_respond_error_ex(req, 503, NULL, NULL, 1000, "node is shutting down");
+    } else if (strcmp(op, "release") == 0) {
+        rc = target != NULL ? admin_release(a, target) : RON_EINVAL;
+        if (target == NULL)
+            rbus_respond_error_ex(req, 400, NULL, "service", 0, "service: missing");
+        else if (rc == RON_ENOTFOUND)
+            rbus_respond_error_ex(req, 404, NULL, NULL, 0, "no such supervised service");
+        else if (rc < 0)
+            rbus_respond_error_ex(req, 409, NULL, NULL, 0, "service is not quarantined");
+        else
+            rbus_respond(req, 200, "{}", 2);
+    } else {
+        rbus_respond_error(req, 400, "unknown op");
+    }
 }
 
 static void

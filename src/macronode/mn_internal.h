@@ -9,6 +9,11 @@
  *                             "metrics":"<prometheus text>"}
  *                    answer  200 {}
  *   kernel -> children event {"config":{...snapshot...}}  (after a reload)
+ *   child -> kernel request  {"op":"status"|"reload","service":S}, or
+ *                            {"op":"release","service":S,"target":T}
+ *                    answer  what /admin/status, /admin/reload and
+ *                            /admin/release/T answer (mn__admin_bus_op);
+ *                            the app port forwards its kernel protocol here
  * The kernel accepts a HELLO only from the pid it spawned for that service
  * (SO_PEERCRED through ron-bus), on a connection that already passed the
  * per-boot secret check.
@@ -89,6 +94,8 @@ extern const ron_service_def_t mn__svc_storage;
 extern const ron_service_def_t mn__svc_index;
 /* The built-in `gateway` service (mn_gateway.c). */
 extern const ron_service_def_t mn__svc_gateway;
+/* The built-in `app` service (mn_app.c): the app port (src/omnigate). */
+extern const ron_service_def_t mn__svc_app;
 
 /* ---- the service host (mn_service.c) ---- */
 
@@ -118,6 +125,15 @@ mn_admin_t *mn__admin_new(uv_loop_t *loop, mn_node_t *node, const ron_config_t *
                           size_t errcap);
 /* The bound address ("127.0.0.1:8080"). */
 const char *mn__admin_addr(const mn_admin_t *a);
+/*
+ * Answer req, a kernel request from a service (the app port), with what the
+ * admin routes compute: op "status" (the JSON of /admin/status), "reload"
+ * (of POST /admin/reload: {"changed","version"} or the error) or "release"
+ * of service target (200 {}, 404, 409). Unknown op: 400.
+ */
+void mn__admin_bus_op(mn_admin_t *a, rbus_req_t *req, const char *op, const char *target);
+/* Let the kernel endpoint answer admin ops through a (NULL: they answer 503). */
+void mn__sup_set_admin(mn_sup_t *s, mn_admin_t *a);
 void mn__admin_close(mn_admin_t *a);
 
 /* What the admin routes need from the node (mn_node.c). */

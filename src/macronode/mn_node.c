@@ -288,6 +288,8 @@ node_closed_all(mn_node_t *n)
         n->sub = NULL;
     }
     uv_close((uv_handle_t *)&n->bus_wake, NULL);
+    if (n->sup != NULL)
+        mn__sup_set_admin(n->sup, NULL);
     mn__admin_close(n->admin);
     n->admin = NULL;
     mn__sup_free(n->sup);
@@ -396,6 +398,7 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
     n->admin = mn__admin_new(&loop, n, n->cfg, err, sizeof err);
     if (n->admin == NULL)
         goto fail;
+    mn__sup_set_admin(n->sup, n->admin);
     if (mn__sup_start(n->sup, err, sizeof err) < 0)
         goto fail;
     uv_signal_start(&n->sig_hup, on_sighup, SIGHUP);

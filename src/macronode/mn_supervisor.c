@@ -89,6 +89,7 @@ struct mn_sup {
     void *stop_arg;
     int open_handles; /* health_timer, stop_timer, restart timers */
     bool freeing;
+    mn_admin_t *admin; /* answers status/reload/release asked over ron-bus; may be NULL */
 };
 
 static void svc_spawn(mn_svc_t *v);
@@ -484,6 +485,13 @@ kernel_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         on_hello(s, v, req);
     } else if (strcmp(op, "heartbeat") == 0) {
         on_heartbeat(v, msg, req);
+    } else if (strcmp(op, "status") == 0 || strcmp(op, "reload") == 0 ||
+               strcmp(op, "release") == 0) {
+        if (s->admin != NULL)
+            mn__admin_bus_op(s->admin, req, op,
+                             json_string_value(json_object_get(msg, "target")));
+        else
+            rbus_respond_error(req, 503, "the admin port is not up");
     } else {
         rbus_respond_error(req, 400, "unknown op");
     }
@@ -744,6 +752,12 @@ mn__sup_new(uv_loop_t *loop, const ron_config_t *cfg, const char *self_exe, ron_
 fail:
     mn__sup_free(s);
     return NULL;
+}
+
+void
+mn__sup_set_admin(mn_sup_t *s, mn_admin_t *a)
+{
+    s->admin = a;
 }
 
 int

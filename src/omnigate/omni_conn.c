@@ -120,7 +120,7 @@ struct omni {
     omni_stats_t stats;
     omni_idem_t *idem;
     met_registry_t *reg;
-    met_gauge_t *m_conns;
+    met_gauge_t *m_conns, *m_unsent, *m_queued;
     met_counter_t *m_in, *m_out;
     uint64_t seen_in, seen_out;
     met_family_t *m_requests, *m_rejects;
@@ -1288,6 +1288,11 @@ omni_new(uv_loop_t *loop, const omni_config_t *cfg)
     g->idem = omni__idem_new();
     g->reg = met_registry_new();
     met_gauge_register(g->reg, "app_connections", "Open app port connections.", &g->m_conns);
+    met_gauge_register(g->reg, "app_unsent_bytes",
+                       "Answer bytes written but not yet taken by the kernel, all connections.",
+                       &g->m_unsent);
+    met_gauge_register(g->reg, "app_queued_put_bytes",
+                       "Put body bytes received but not yet written to the store.", &g->m_queued);
     met_counter_register(g->reg, "app_bytes_in_total", "Frame bytes read on the app port.",
                          &g->m_in);
     met_counter_register(g->reg, "app_bytes_out_total", "Frame bytes written on the app port.",
@@ -1338,6 +1343,8 @@ omni_metrics(omni_t *g, char *buf, size_t cap)
     g->seen_in = g->stats.bytes_in;
     met_counter_add(g->m_out, g->stats.bytes_out - g->seen_out);
     g->seen_out = g->stats.bytes_out;
+    met_gauge_set(g->m_unsent, (double)g->stats.output_bytes);
+    met_gauge_set(g->m_queued, (double)g->stats.input_bytes);
     if (met_registry_render(g->reg, &text, &len) < 0 || len > cap) {
         free(text);
         return 0;

@@ -237,8 +237,11 @@ ron_config_defaults(ron_config_t *cfg)
         .unhealthy_after_ms = 1500,
         .stop_timeout_ms = 1500,
     };
-    snprintf(cfg->services[0], sizeof cfg->services[0], "echo");
-    cfg->n_services = 1;
+    /* out of the box a node serves content: store, names, HTTP and the app port */
+    static const char *const dflt[] = {"storage", "index", "gateway", "app"};
+    for (size_t i = 0; i < sizeof dflt / sizeof dflt[0]; i++)
+        snprintf(cfg->services[i], sizeof cfg->services[i], "%s", dflt[i]);
+    cfg->n_services = sizeof dflt / sizeof dflt[0];
     snprintf(cfg->echo_banner, sizeof cfg->echo_banner, "ron echo");
 }
 

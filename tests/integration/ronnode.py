@@ -77,7 +77,10 @@ def pid_alive(pid):
 
 
 class Node:
-    def __init__(self, args=(), config=None, env=None, services_addr=True):
+    def __init__(self, args=(), config=None, env=None, services_addr=True, services="echo"):
+        """services: the `services` list to run (the node's own default,
+        storage,index,gateway,app, when None). Given by args, config or env
+        (RON_SERVICES), theirs wins. Tests written for the echo default keep it."""
         self.dir = tempfile.mkdtemp(prefix="ron-it-")
         self.admin = "127.0.0.1:%d" % free_port()
         self.log_path = os.path.join(self.dir, "node.log")
@@ -88,6 +91,10 @@ class Node:
             argv += ["--config", self.config_path]
         if services_addr:
             argv += ["--set", "echo.addr=127.0.0.1:0"]
+        cfg_text = "" if config is None else (config if isinstance(config, str) else json.dumps(config))
+        if (services is not None and not any("services" in str(a) for a in args)
+                and '"services"' not in cfg_text and "RON_SERVICES" not in (env or {})):
+            argv += ["--set", "services=" + services]
         argv += list(args)
         e = dict(os.environ)
         e.pop("RON_ADMIN", None)
