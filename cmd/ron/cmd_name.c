@@ -44,10 +44,10 @@ static const char name_usage[] = "usage: ron name publish NAME ADDR [--key FILE]
 static int
 seed_read(const char *path, uint8_t *seed)
 {
-    uint8_t *buf = sodium_malloc(NAME_KEYFILE_MAX + 1);
+    uint8_t *buf = sodium_malloc(NAME_KEYFILE_MAX + 1); /* sodium_init ran: sign_with_file */
     size_t len = 0;
     struct stat st;
-    int fd, rc = RON_EXIT_OK;
+    int fd = -1, rc = RON_EXIT_OK;
 
     if (buf == NULL)
         return ron_cmd_fail(RON_EXIT_FAIL, "name publish: out of secure memory");
@@ -95,11 +95,13 @@ out:
 static int
 sign_with_file(name_record_t *rec, const char *path)
 {
-    uint8_t *seed = sodium_malloc(KMS_SEED_LEN), *sk = sodium_malloc(NAME_SECRET_KEY_LEN);
+    uint8_t *seed = NULL, *sk = NULL;
     uint8_t pk[NAME_KEY_LEN];
     int rc;
 
-    if (seed == NULL || sk == NULL || sodium_init() < 0) {
+    /* sodium_malloc needs sodium_init first (it reads the page size). */
+    if (sodium_init() < 0 || (seed = sodium_malloc(KMS_SEED_LEN)) == NULL ||
+        (sk = sodium_malloc(NAME_SECRET_KEY_LEN)) == NULL) {
         rc = ron_cmd_fail(RON_EXIT_FAIL, "name publish: libsodium unavailable");
         goto out;
     }

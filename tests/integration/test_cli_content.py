@@ -220,7 +220,7 @@ def app_pid(n):
 
 def get_survives_app_kill(n, app):
     """kill -9 the app service while gets stream: each get still succeeds."""
-    data = os.urandom(48 << 20)
+    data = os.urandom(96 << 20)
     src = write("big-src", data)
     addr = put_file(app, src)
     for i in range(3):
@@ -230,7 +230,19 @@ def get_survives_app_kill(n, app):
         e.pop("RON_ADMIN", None)
         p = subprocess.Popen([RON, "get", addr, "-o", out, "--node", app], env=e,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(0.15 + 0.1 * i)
+
+        def streaming():
+            """bytes have reached the temporary file beside out: the get is mid-transfer"""
+            for f in os.listdir(TMP):
+                if f.startswith(".kill-out-%d.ron-" % i):
+                    try:
+                        size = os.path.getsize(os.path.join(TMP, f))
+                    except OSError:
+                        return True  # renamed already: let the check below tell
+                    return size >= (1 << 20) * (1 + 8 * i)
+            return False
+        wait_for(streaming, 20, "get %d streaming" % i)
+        check(p.poll() is None, "get %d still running when the app service is killed" % i)
         os.kill(old, signal.SIGKILL)
         try:
             o, err = p.communicate(timeout=60)
