@@ -12,7 +12,7 @@ import time
 from ronnode import RON, Node, check, free_port, rss_kib
 
 SIZE = 1 << 30
-RSS_LIMIT_KIB = 96 * 1024  # the client holds a chunk and a decoder buffer; ASan adds its own
+RSS_LIMIT_KIB = 48 * 1024  # the client holds a chunk and a decoder buffer (~2 MiB); ASan adds its own
 
 
 def run_sampled(argv, env, stdout=None):
