@@ -214,8 +214,55 @@ def status(app, profile):
     check(r.returncode == 0 and b"profile   " + profile.encode() in r.stdout, "status text")
 
 
-def app_pid(n):
-    return n.service("app")["pid"]
+def kernel_ops(app):
+    r = ron(app, "reload")
+    check(r.returncode == 0 and r.stdout.startswith((b"unchanged", b"reloaded")),
+          "reload through the app port: %r %r" % (r.stdout, r.stderr))
+    r = ron(app, "release", "nosuch")
+    check(r.returncode == 1 and b"not_found" in r.stderr, "release of an unknown service: %r"
+          % r.stderr)
+    r = ron(app, "release", "Bad_Name")
+    check(r.returncode == 2, "release of a malformed service name: exit 2")
+
+
+def put_retries_only_rewindable_sources(n, app):
+    """kill -9 of the app service during a put: a file is sent again and the put
+    succeeds; a pipe cannot be rewound, so that put fails (exit 1) instead."""
+    data = os.urandom(96 << 20)
+    src = write("put-kill-src", data)
+    want = b3sum(src)
+    e = dict(os.environ, RON_DATA_DIR=TMP)
+    e.pop("RON_ADMIN", None)
+    # a regular file: retried from its start
+    old = n.wait_running("app")["pid"]
+    p = subprocess.Popen([RON, "put", src, "--node", app], env=e, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    wait_for(lambda: (n.metric('storage_open_puts{service="storage"}') or 0) >= 1 or
+             p.poll() is not None, 20, "put under way")
+    check(p.poll() is None, "file put still running when the app service is killed")
+    os.kill(old, signal.SIGKILL)
+    o, err = p.communicate(timeout=60)
+    check(p.returncode == 0 and o.decode().strip() == want,
+          "file put survives kill -9 of the app service: %r" % err)
+    # a pipe: bytes were sent, the connection is lost, no retry
+    old = n.wait_running("app", not_pid=old, timeout=10)["pid"]
+    p = subprocess.Popen([RON, "put", "-", "--node", app], env=e, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdin.write(data[:8 << 20])
+    p.stdin.flush()
+    wait_for(lambda: (n.metric('storage_open_puts{service="storage"}') or 0) >= 1, 20,
+             "pipe put under way")
+    os.kill(old, signal.SIGKILL)
+    try:
+        p.stdin.write(data[8 << 20:])
+        p.stdin.close()
+    except BrokenPipeError:
+        pass
+    p.wait(timeout=60)
+    err = p.stderr.read()
+    check(p.returncode == 1 and p.stdout.read() == b"", "pipe put is not retried: exit %d %r"
+          % (p.returncode, err))
+    n.wait_running("app", not_pid=old, timeout=10)
 
 
 def get_survives_app_kill(n, app):
@@ -270,9 +317,11 @@ try:
     check(r.returncode == 0 and r.stdout == b"", "range 0- of the empty object")
     names(app, sized[1][0], sized[PIECE][0], data_dir=n.dir)
     status(app, "macro")
+    kernel_ops(app)
     errors(app)
     storage_ops(app, sized[PIECE + 1][0], PIECE + 1)
     get_survives_app_kill(n, app)
+    put_retries_only_rewindable_sources(n, app)
     rc, _ = n.stop()
     check(rc == 0, "macro node exit 0")
 finally:
