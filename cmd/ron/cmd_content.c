@@ -210,7 +210,7 @@ cmd_stat(int argc, char **argv)
     return rc < 0 ? RON_EXIT_FAIL : rc;
 }
 
-/* List every object page by page; pinned_only keeps those with pins. */
+/* List every object page by page; pinned_only keeps those this tenant pinned. */
 static int
 list_all(ron_client_t *c, const char *what, bool pinned_only)
 {
@@ -228,7 +228,7 @@ list_all(ron_client_t *c, const char *what, bool pinned_only)
             break;
         }
         for (size_t i = 0; i < n; i++)
-            if (!pinned_only || items[i].pins > 0 || strcmp(items[i].state, "pinned") == 0)
+            if (!pinned_only || items[i].pins > 0) /* pins: this tenant's count */
                 printf("%s %12" PRIu64 " %s\n", items[i].address, items[i].size, items[i].state);
         if (next[0] == '\0' || (!first && strcmp(next, after) <= 0))
             break;
