@@ -657,8 +657,8 @@ put_attempt(ron_client_t *c, void *arg)
     blake3_hasher_init(&h);
     max = RON_MIN((size_t)RON_CLIENT_CHUNK, (size_t)(c->max_frame - OAP_HDR_LEN));
     for (;;) {
-        const uint8_t *data;
-        size_t n;
+        const uint8_t *data = NULL;
+        size_t n = 0;
         if ((rc = put_read(p, sent, max, &data, &n)) < 0) {
             rc__drop(c); /* the stream is half sent: abandon the connection */
             return rc__fail(c, rc, "reading the source: %s", ron_strerror(rc));
