@@ -43,13 +43,14 @@ start_node() {
     "$ron" node --profile "$1" --data-dir "$2" --admin "$admin" --app "$app" \
         --set services=storage,index,app 2>"$tmp/node-$1.log" &
     node_pid=$!
-    i=0
+    w=0  # not i: sh has no local variables and the caller loops on i
     until env -u RON_ADMIN "$ron" status --node "$app" >/dev/null 2>&1; do
-        i=$((i + 1))
-        [ $i -lt 100 ] || { echo "bench/ingest.sh: node did not start" >&2; cat "$tmp/node-$1.log" >&2; exit 1; }
+        w=$((w + 1))
+        [ $w -lt 100 ] || { echo "bench/ingest.sh: node did not start" >&2; cat "$tmp/node-$1.log" >&2; exit 1; }
         sleep 0.1
     done
 }
+say() { echo "bench/ingest.sh: run $i: $*" >&2; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f\n", b-a}'; }
 median() { sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.3f", m}'; }
 
@@ -62,6 +63,7 @@ want=b3:$(b3sum --no-names "$tmp/src")
 i=0
 while [ $i -lt "$runs" ]; do
     # 1. macronode put vs dd conv=fsync into the same data dir
+    say dd
     rm -rf "$tmp/data"; mkdir "$tmp/data"; sync
     t0=$(date +%s.%N)
     dd if="$tmp/src" of="$tmp/data/x" bs=1M count="$mib" conv=fsync status=none
@@ -69,12 +71,14 @@ while [ $i -lt "$runs" ]; do
     secs "$t0" "$t1" >> "$tmp/dd"
     rm -f "$tmp/data/x"; sync
     start_node macro "$tmp/data"
+    say "macronode put"
     t0=$(date +%s.%N)
     got=$(env -u RON_ADMIN "$ron" put "$tmp/src" --node "$app")
     t1=$(date +%s.%N)
     [ "$got" = "$want" ] || { echo "bench/ingest.sh: put answered $got, want $want" >&2; exit 1; }
     secs "$t0" "$t1" >> "$tmp/put"
     # 3. 1 MiB get latency on the same node
+    say "1 MiB gets"
     a1=$(env -u RON_ADMIN "$ron" put "$tmp/1m" --node "$app")
     "$bl" get "$app" "$a1" "$nlat" > "$tmp/bl"
     awk '{print $3}' "$tmp/bl" >> "$tmp/lget"
@@ -94,6 +98,7 @@ while [ $i -lt "$runs" ]; do
     # 2. micronode (RAM store) put vs b3sum --num-threads 1
     rm -rf "$tmp/mdata"; mkdir "$tmp/mdata"
     start_node micro "$tmp/mdata"
+    say "micronode put"
     t0=$(date +%s.%N)
     env -u RON_ADMIN "$ron" put "$tmp/src" --node "$app" > /dev/null
     t1=$(date +%s.%N)
