@@ -26,6 +26,7 @@
 
 #include <cmocka.h>
 
+#include "omni_internal.h"
 #include "omnigate.h"
 #include "ron_err.h"
 #include "ron_util.h"
@@ -762,6 +763,131 @@ test_omni_repeats_the_remembered_answer_for_an_idempotency_key(void **state)
 }
 
 static void
+client_small_frames(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    uint8_t b[64];
+    char addr[68], v[32];
+    json_t *o;
+
+    CK(fx, fd >= 0);
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 1, "{\"max_frame\":4096}"));
+    CK(fx, cli_recv(fd, &f) && f.code == 200);
+    o = json_loadb((const char *)f.payload, f.len, 0, NULL);
+    CK(fx, json_integer_value(json_object_get(o, "max_frame")) == 4096);
+    json_decref(o);
+    for (int i = 0; i < 40; i++) { /* 40 objects: a list answer of ~8 KiB */
+        fill(b, sizeof b, (uint32_t)i + 100);
+        CK(fx, cli_put(fd, 10 + (uint64_t)i, b, sizeof b, sizeof b, "", addr) == 201);
+    }
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 99, "{\"op\":\"list\"}"));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 413 && f.corr == 99);
+    CK(fx, strcmp(jget(&f, "reason", v, sizeof v), "max_frame") == 0);
+    /* the stream is finished and the connection goes on */
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 1, 99,
+                         "{\"op\":\"list\",\"limit\":\"2\"}"));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 200 && f.corr == 99);
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_answers_413_when_a_json_answer_exceeds_the_negotiated_max_frame(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_run_client(&fx, client_small_frames);
+    fx_close(&fx);
+}
+
+static void
+client_comp_and_body(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    uint8_t b[200000], back[200000];
+    uint8_t *z = NULL;
+    size_t zlen = 0, got = 0;
+    char want[68], addr[68], size[24], v[32];
+    const char *start = "{\"op\":\"put\"}";
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    memset(b, 'a', sizeof b); /* compresses well */
+    b3_text(b, sizeof b, want);
+    /* START and body both zstd-compressed (COMP): inflated by the port */
+    CK(fx, oap_deflate((const uint8_t *)start, strlen(start), 3, &z, &zlen) == 0);
+    CK(fx, cli_send(fd, OAP_F_REQ | OAP_F_START | OAP_F_COMP, 1, 3, z, zlen));
+    free(z);
+    CK(fx, oap_deflate(b, sizeof b, 3, &z, &zlen) == 0 && zlen < 1000);
+    CK(fx, cli_send(fd, OAP_F_REQ | OAP_F_END | OAP_F_COMP, 1, 3, z, zlen));
+    free(z);
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.code == 201 && f.corr == 3);
+    CK(fx, strcmp(jget(&f, "address", addr, sizeof addr), want) == 0);
+    CK(fx, cli_get(fd, 4, addr, NULL, NULL, back, sizeof back, &got, size) == 200);
+    CK(fx, got == sizeof b && memcmp(back, b, got) == 0);
+    /* a body on an op that takes none: 400 reason body (both frames in one
+     * write, so the port sees the body before the store answers) */
+    {
+        const char *js = "{\"op\":\"gc\",\"target\":\"0\"}";
+        uint8_t two[2 * OAP_HDR_LEN + 64];
+        oap_frame_t f1 = {.flags = OAP_F_REQ | OAP_F_START, .app_proto_id = 1, .corr_id = 5,
+                          .payload = (const uint8_t *)js, .payload_len = strlen(js)};
+        oap_frame_t f2 = {.flags = OAP_F_REQ | OAP_F_END, .app_proto_id = 1, .corr_id = 5,
+                          .payload = (const uint8_t *)"junk", .payload_len = 4};
+        ssize_t n1 = oap_frame_encode(&f1, OAP_MAX_FRAME, two, sizeof two);
+        CK(fx, n1 > 0);
+        ssize_t n2 = oap_frame_encode(&f2, OAP_MAX_FRAME, two + n1, sizeof two - (size_t)n1);
+        CK(fx, n2 > 0 && write_all(fd, two, (size_t)(n1 + n2)));
+    }
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.corr == 5 && f.code == 400);
+    CK(fx, strcmp(jget(&f, "reason", v, sizeof v), "body") == 0);
+    /* one answer only, and the connection goes on */
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 6, "{\"op\":\"ping\"}"));
+    CK(fx, cli_recv_data(fd, &f, NULL) && f.corr == 6 && f.code == 200);
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_inflates_compressed_requests_and_refuses_a_body_where_none_belongs(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_run_client(&fx, client_comp_and_body);
+    fx_close(&fx);
+}
+
+static void
+test_omni_allows_kernel_ops_only_from_loopback_peers(void **state)
+{
+    (void)state;
+    struct sockaddr_storage ss;
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+
+    memset(&ss, 0, sizeof ss);
+    s4->sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.5", &s4->sin_addr);
+    assert_true(omni__addr_is_loopback(&ss));
+    inet_pton(AF_INET, "10.0.0.1", &s4->sin_addr);
+    assert_false(omni__addr_is_loopback(&ss));
+    memset(&ss, 0, sizeof ss);
+    s6->sin6_family = AF_INET6;
+    inet_pton(AF_INET6, "::1", &s6->sin6_addr);
+    assert_true(omni__addr_is_loopback(&ss));
+    inet_pton(AF_INET6, "::ffff:127.0.0.1", &s6->sin6_addr);
+    assert_true(omni__addr_is_loopback(&ss));
+    inet_pton(AF_INET6, "::ffff:192.168.1.1", &s6->sin6_addr);
+    assert_false(omni__addr_is_loopback(&ss));
+    inet_pton(AF_INET6, "2001:db8::1", &s6->sin6_addr);
+    assert_false(omni__addr_is_loopback(&ss));
+    assert_false(omni__addr_is_loopback(NULL));
+}
+
+static void
 test_omni_request_parser_checks_fields_per_op(void **state)
 {
     (void)state;
@@ -807,6 +933,7 @@ main(void)
     signal(SIGPIPE, SIG_IGN); /* as in the node: a peer gone mid-write is an error code */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_omni_request_parser_checks_fields_per_op),
+        cmocka_unit_test(test_omni_allows_kernel_ops_only_from_loopback_peers),
         cmocka_unit_test(test_omni_answers_hello_then_ping_and_refuses_unknown_ops_with_envelopes),
         cmocka_unit_test(test_omni_closes_with_an_envelope_on_non_hello_and_malformed_frames),
         cmocka_unit_test(test_omni_put_streams_with_credit_and_get_returns_verified_bytes_and_ranges),
@@ -814,6 +941,8 @@ main(void)
         cmocka_unit_test(test_omni_enforces_hello_timeout_idle_close_and_connection_limit),
         cmocka_unit_test(test_omni_bounds_output_for_a_client_that_stops_reading),
         cmocka_unit_test(test_omni_repeats_the_remembered_answer_for_an_idempotency_key),
+        cmocka_unit_test(test_omni_answers_413_when_a_json_answer_exceeds_the_negotiated_max_frame),
+        cmocka_unit_test(test_omni_inflates_compressed_requests_and_refuses_a_body_where_none_belongs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,8 +68,12 @@ storage_serve_bus(void *state, rbus_t *bus)
     sto_store_t *st = m->store;
     int rc;
 
+    /* The gateway and the app port each carry many clients' puts over one
+     * bus connection: the per-connection bound is the total one here. */
+    sto_service_limits_t lim = {.puts_per_conn = STO_SVC_PUTS_TOTAL};
+
     m->store = NULL; /* the service owns it from here, even on failure */
-    if ((rc = sto_service_new(m->loop, bus, st, NULL, &m->svc)) < 0)
+    if ((rc = sto_service_new(m->loop, bus, st, &lim, &m->svc)) < 0)
         return rc;
     return rbus_listen(bus);
 }

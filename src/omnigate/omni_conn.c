@@ -19,6 +19,8 @@
  * credit; body frames are only received within the credit granted, and
  * credit for them is granted only after the storage service wrote them.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,16 @@ typedef enum {
     RQ_DONE,       /* answered; body frames still arriving are discarded */
 } rq_state_t;
 
+/* One bus get of a get stream; answers may come back out of order. */
+typedef struct {
+    omni_rq_t *q;
+    bool used;  /* requested and not yet sent on */
+    bool ready; /* answered: data holds len verified bytes */
+    uint64_t off;
+    size_t len;
+    uint8_t *data;
+} chunk_t;
+
 typedef struct piece {
     struct piece *next;
     size_t len; /* bytes of data */
@@ -61,7 +73,7 @@ struct omni_rq {
     uint8_t tenant[16];
     omni_request_t r;
     rq_state_t state;
-    bool inflight;   /* a bus request of ours is pending */
+    uint32_t inflight; /* bus requests of ours pending (gets: up to OMNI_GET_PIPELINE) */
     bool req_ended;  /* the client's direction ended */
     bool resp_ended; /* our answer ended */
     /* put */
@@ -72,7 +84,9 @@ struct omni_rq {
     piece_t *head, *tail;
     /* get */
     uint16_t status; /* 200 or 206 */
-    uint64_t pos, end;
+    uint64_t pos, end; /* next byte to send, end of the range */
+    uint64_t next_off; /* next byte to ask the storage service for; pos <= next_off <= end */
+    chunk_t chunks[OMNI_GET_PIPELINE];
     uint8_t *pend_err; /* an error frame's payload waiting for credit */
     size_t pend_len;
     uint16_t pend_code;
@@ -86,7 +100,8 @@ struct omni_conn {
     int open_handles;
     oap_decoder_t dec;
     oap_streams_t st;
-    bool counted; /* counts in g->stats.conns (not a refused connection) */
+    bool counted;  /* counts in g->stats.conns (not a refused connection) */
+    bool loopback; /* the peer is on this host: kernel ops allowed (until capabilities) */
     bool hello;
     bool closing;
     bool reading;
@@ -94,6 +109,7 @@ struct omni_conn {
     uint32_t max_frame;
     size_t out_bytes; /* written to libuv, not yet completed */
     size_t in_bytes;  /* put bytes queued in pieces */
+    size_t get_bytes; /* get bytes asked of the storage service, not yet written */
     omni_rq_t *rqs;
     uint32_t n_rqs;
 };
@@ -206,7 +222,7 @@ write_done(uv_write_t *w, int status)
         /* gets waiting for the output to drain */
         for (omni_rq_t *q = c->rqs, *n; q != NULL; q = n) {
             n = q->next;
-            if (q->state == RQ_GET_DATA && !q->inflight)
+            if (q->state == RQ_GET_DATA)
                 rq_step(q);
         }
     }
@@ -319,6 +335,8 @@ rq_send(omni_rq_t *q, uint16_t flags, uint16_t code, const void *payload, size_t
 
     if (c == NULL)
         return RON_ECLOSED;
+    if (OAP_HDR_LEN + len > c->max_frame)
+        return RON_ETOOBIG; /* checked before the stream table counts the frame */
     rc = oap_streams_send(&c->st, &f);
     if (rc < 0)
         return rc;
@@ -372,8 +390,19 @@ rq_drop_pieces(omni_rq_t *q)
 static void
 rq_answer(omni_rq_t *q, uint16_t status, const char *json, size_t len)
 {
+    char body[PROTO_MIN_ERROR_BUF + 256];
+    int rc = q->c != NULL ? rq_send(q, OAP_F_END, status, json, len) : 0;
+
+    if (rc == RON_ETOOBIG) {
+        /* a JSON answer cannot be split: say so in a frame that fits */
+        status = 413;
+        len = envelope(body, sizeof body, status, q->corr_id,
+                       "the answer is larger than the negotiated max_frame", "max_frame", 0);
+        json = body;
+        rc = rq_send(q, OAP_F_END, status, json, len);
+    }
     count_request(q->g, q->r.app_proto_id, omni_op_name(q->r.op), status);
-    if (q->c != NULL && rq_send(q, OAP_F_END, status, json, len) == RON_EAGAIN) {
+    if (rc == RON_EAGAIN) {
         /* a get that ran out of credit: the answer waits for credit */
         free(q->pend_err);
         q->pend_err = ron_xmalloc(len + 1);
@@ -383,6 +412,16 @@ rq_answer(omni_rq_t *q, uint16_t status, const char *json, size_t len)
     }
     q->state = RQ_DONE;
     rq_drop_pieces(q);
+    for (size_t i = 0; i < OMNI_GET_PIPELINE; i++) {
+        chunk_t *k = &q->chunks[i];
+        if (k->used && k->ready) { /* answered, never sent: gone with the stream */
+            if (q->c != NULL)
+                q->c->get_bytes -= k->len;
+            free(k->data);
+            k->data = NULL;
+            k->used = k->ready = false;
+        }
+    }
 }
 
 static void
@@ -442,8 +481,8 @@ peer_for(omni_t *g, uint16_t app)
  * index) then raw bytes. Returns 0 (q->inflight set) or a ron-bus error.
  */
 static int
-rq_bus(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
-       size_t rlen)
+rq_bus_cb(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
+          size_t rlen, rbus_reply_cb cb, void *arg)
 {
     omni_t *g = q->g;
     rbus_peer_t *p = peer_for(g, app);
@@ -466,13 +505,20 @@ rq_bus(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t 
     memcpy(buf + (prefix ? 4 : 0), json, jlen);
     if (rlen > 0)
         memcpy(buf + (prefix ? 4 : 0) + jlen, raw, rlen);
-    rc = rbus_request_ex(p, &o, buf, n, rq_bus_reply, q);
+    rc = rbus_request_ex(p, &o, buf, n, cb, arg);
     free(buf);
     if (rc == 0) {
-        q->inflight = true;
+        q->inflight++;
         g->refs++;
     }
     return rc;
+}
+
+static int
+rq_bus(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
+       size_t rlen)
+{
+    return rq_bus_cb(q, app, json, jlen, raw, rlen, rq_bus_reply, q);
 }
 
 /* A fire-and-forget put_abort (the answer does not matter). */
@@ -536,6 +582,87 @@ json_u64_field(json_t *o, const char *key, uint64_t *v)
     return s != NULL && ron_parse_u64(s, strlen(s), v) == 0;
 }
 
+/* A put_write answered: the bytes are in the store; credit the frame once it is all written. */
+static void
+on_put_written(omni_rq_t *q)
+{
+    piece_t *p = q->head;
+
+    q->written += q->wlen;
+    p->off += q->wlen;
+    q->c->in_bytes -= q->wlen;
+    q->g->stats.input_bytes -= q->wlen;
+    q->wlen = 0;
+    if (p->off == p->len) {
+        q->head = p->next;
+        if (q->head == NULL)
+            q->tail = NULL;
+        free(p);
+        rq_consume(q, 1);
+    }
+    conn_set_reading(q->c);
+}
+
+/* put_commit answered: 201 for a new object, 200 when it was already stored. */
+static void
+on_put_committed(omni_rq_t *q, json_t *o)
+{
+    json_t *a = json_object_get(o, "address"), *sz = json_object_get(o, "size"), *ans;
+    char *txt;
+
+    q->put_open = false;
+    if (!json_is_string(a) || !json_is_string(sz)) {
+        rq_error(q, 502, "put_commit answer without address", NULL, 0);
+        return;
+    }
+    ans = json_pack("{s:O, s:O}", "address", a, "size", sz);
+    txt = json_dumps(ans, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(ans);
+    if (txt == NULL)
+        abort(); /* jansson fails only on OOM */
+    rq_answer(q, json_is_false(json_object_get(o, "created")) ? 200 : 201, txt, strlen(txt));
+    free(txt);
+}
+
+/* stat answered for a get: check the range, send the metadata frame. */
+static void
+on_get_stat(omni_rq_t *q, json_t *o)
+{
+    uint64_t size = 0;
+    const char *ct = json_string_value(json_object_get(o, "content_type"));
+    json_t *meta;
+    char a[24], b[24], s[24], *txt;
+
+    if (!json_u64_field(o, "size", &size)) {
+        rq_error(q, 502, "stat answer without size", NULL, 0);
+        return;
+    }
+    q->pos = q->r.has_offset ? q->r.offset : 0;
+    if (q->pos >= size && !(q->pos == 0 && size == 0)) {
+        rq_error(q, 416, "offset at or past the end of the object", "offset", 0);
+        return;
+    }
+    q->end = size;
+    if (q->r.has_length && q->r.length < size - q->pos)
+        q->end = q->pos + q->r.length;
+    q->status = q->r.has_offset || q->r.has_length ? 206 : 200;
+    q->next_off = q->pos;
+    snprintf(a, sizeof a, "%llu", (unsigned long long)(q->end - q->pos));
+    snprintf(b, sizeof b, "%llu", (unsigned long long)q->pos);
+    snprintf(s, sizeof s, "%llu", (unsigned long long)size);
+    meta = json_pack("{s:s, s:s, s:s}", "length", a, "offset", b, "size", s);
+    if (ct != NULL && ct[0] != '\0')
+        json_object_set_new(meta, "content_type", json_string(ct));
+    txt = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(meta);
+    if (txt == NULL)
+        abort();
+    (void)rq_send(q, 0, q->status, txt, strlen(txt)); /* the first frame: credit is fresh */
+    free(txt);
+    q->state = RQ_GET_DATA;
+}
+
+/* The answer (status 0) to q's bus request, by q's state. */
 static void
 on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
 {
@@ -544,7 +671,6 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
     json_t *o = NULL;
     const uint8_t *raw = NULL;
     size_t raw_len = 0;
-    char *txt;
 
     if (resp->code >= 400) {
         if (q->r.idem[0] != '\0' && resp->code < 500)
@@ -578,89 +704,16 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
         q->state = RQ_PUT_OPEN;
         rq_consume(q, 1); /* the START frame */
         break;
-    case RQ_PUT_OPEN: { /* a put_write answered */
-        piece_t *p = q->head;
-        q->written += q->wlen;
-        p->off += q->wlen;
-        q->c->in_bytes -= q->wlen;
-        g->stats.input_bytes -= q->wlen;
-        q->wlen = 0;
-        if (p->off == p->len) {
-            q->head = p->next;
-            if (q->head == NULL)
-                q->tail = NULL;
-            free(p);
-            rq_consume(q, 1);
-        }
-        conn_set_reading(q->c);
+    case RQ_PUT_OPEN:
+        on_put_written(q);
         break;
-    }
-    case RQ_PUT_COMMIT: {
-        json_t *created = json_object_get(o, "created");
-        json_t *a = json_object_get(o, "address"), *sz = json_object_get(o, "size");
-        json_t *ans;
-        q->put_open = false;
-        if (!json_is_string(a) || !json_is_string(sz)) {
-            rq_error(q, 502, "put_commit answer without address", NULL, 0);
-            break;
-        }
-        ans = json_pack("{s:O, s:O}", "address", a, "size", sz);
-        txt = json_dumps(ans, JSON_COMPACT | JSON_SORT_KEYS);
-        json_decref(ans);
-        if (txt == NULL)
-            abort();
-        rq_answer(q, json_is_false(created) ? 200 : 201, txt, strlen(txt));
-        free(txt);
+    case RQ_PUT_COMMIT:
+        on_put_committed(q, o);
         break;
-    }
-    case RQ_GET_STAT: {
-        uint64_t size = 0;
-        const char *ct = json_string_value(json_object_get(o, "content_type"));
-        json_t *meta;
-        char a[24], b[24], s[24];
-        if (!json_u64_field(o, "size", &size)) {
-            rq_error(q, 502, "stat answer without size", NULL, 0);
-            break;
-        }
-        q->pos = q->r.has_offset ? q->r.offset : 0;
-        if (q->pos >= size && !(q->pos == 0 && size == 0)) {
-            rq_error(q, 416, "offset at or past the end of the object", "offset", 0);
-            break;
-        }
-        q->end = size;
-        if (q->r.has_length && q->r.length < size - q->pos)
-            q->end = q->pos + q->r.length;
-        q->status = q->r.has_offset || q->r.has_length ? 206 : 200;
-        snprintf(a, sizeof a, "%llu", (unsigned long long)(q->end - q->pos));
-        snprintf(b, sizeof b, "%llu", (unsigned long long)q->pos);
-        snprintf(s, sizeof s, "%llu", (unsigned long long)size);
-        meta = json_pack("{s:s, s:s, s:s}", "length", a, "offset", b, "size", s);
-        if (ct != NULL && ct[0] != '\0')
-            json_object_set_new(meta, "content_type", json_string(ct));
-        txt = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
-        json_decref(meta);
-        if (txt == NULL)
-            abort();
-        (void)rq_send(q, 0, q->status, txt, strlen(txt)); /* the first frame: credit is fresh */
-        free(txt);
-        q->state = RQ_GET_DATA;
+    case RQ_GET_STAT:
+        on_get_stat(q, o);
         break;
-    }
-    case RQ_GET_DATA: {
-        uint64_t n = 0;
-        if (!json_u64_field(o, "length", &n) || n != raw_len || raw_len == 0 ||
-            raw_len > q->end - q->pos) {
-            rq_error(q, 500, "storage answered a wrong length", "corrupt", 0);
-            break;
-        }
-        q->pos += raw_len;
-        (void)rq_send(q, q->pos == q->end ? OAP_F_END : 0, q->status, raw, raw_len);
-        if (q->pos == q->end) {
-            count_request(g, OAP_APP_STORAGE, "get", q->status);
-            q->state = RQ_DONE;
-        }
-        break;
-    }
+    case RQ_GET_DATA: /* chunks have their own callback */
     case RQ_DONE:
         break;
     }
@@ -673,7 +726,7 @@ rq_bus_reply(void *arg, int status, const oap_frame_t *resp)
     omni_rq_t *q = arg;
     omni_t *g = q->g;
 
-    q->inflight = false;
+    q->inflight--;
     if (q->c == NULL) {
         /* the connection went away: abort a put the storage service holds */
         if (status == 0 && q->state == RQ_PUT_BEGIN && resp->code == 200) {
@@ -736,6 +789,80 @@ rq_start_forward(omni_rq_t *q)
         rq_bus_failed(q, rc);
 }
 
+/* A chunk is finished (sent or dropped): its bytes leave the connection's get budget. */
+static void
+chunk_release(omni_rq_t *q, chunk_t *k)
+{
+    if (q->c != NULL)
+        q->c->get_bytes -= k->len;
+    free(k->data);
+    k->data = NULL;
+    k->used = k->ready = false;
+}
+
+/* Send the chunks that are next in order; the last one carries END. */
+static void
+rq_get_flush(omni_rq_t *q)
+{
+    for (bool more = true; more && q->state == RQ_GET_DATA;) {
+        more = false;
+        for (size_t i = 0; i < OMNI_GET_PIPELINE; i++) {
+            chunk_t *k = &q->chunks[i];
+            if (!k->used || !k->ready || k->off != q->pos)
+                continue;
+            q->pos += k->len;
+            (void)rq_send(q, q->pos == q->end ? OAP_F_END : 0, q->status, k->data, k->len);
+            chunk_release(q, k);
+            more = true;
+        }
+        if (q->pos == q->end) {
+            count_request(q->g, OAP_APP_STORAGE, "get", q->status);
+            q->state = RQ_DONE;
+        }
+    }
+}
+
+/* A chunk came back. In order: sent at once; else kept until its turn. */
+static void
+rq_chunk_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    chunk_t *k = arg;
+    omni_rq_t *q = k->q;
+    omni_t *g = q->g;
+    json_t *o = NULL;
+    const uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    uint64_t n = 0;
+
+    q->inflight--;
+    if (q->c == NULL || q->state != RQ_GET_DATA) {
+        chunk_release(q, k); /* the stream ended meanwhile (an error, or the connection went) */
+    } else if (status < 0) {
+        chunk_release(q, k);
+        rq_bus_failed(q, status);
+    } else if (resp->code >= 400) {
+        chunk_release(q, k);
+        rq_forward_error(q, resp); /* a piece failed verification: 500 corrupt */
+    } else if (answer_json(resp, true, &o, &raw, &raw_len) < 0 ||
+               !json_u64_field(o, "length", &n) || n != raw_len || raw_len != k->len) {
+        chunk_release(q, k);
+        rq_error(q, 500, "storage answered a wrong length", "corrupt", 0);
+    } else {
+        k->data = ron_xmalloc(raw_len);
+        memcpy(k->data, raw, raw_len);
+        k->ready = true;
+        rq_get_flush(q);
+    }
+    json_decref(o);
+    rq_step(q);
+    omni_unref(g);
+}
+
+/*
+ * Ask for the next chunks of a get: up to OMNI_GET_PIPELINE in flight, never
+ * more than the stream's send credit (each becomes one frame), and none while
+ * the connection's output is over its bound.
+ */
 static void
 rq_get_next(omni_rq_t *q)
 {
@@ -743,6 +870,7 @@ rq_get_next(omni_rq_t *q)
     const oap_stream_t *s;
     char js[200], addr[68];
     uint64_t chunk = RON_MIN((uint64_t)OMNI_BUS_CHUNK, (uint64_t)(c->max_frame - OAP_HDR_LEN));
+    uint32_t outstanding = 0;
     int n, rc;
 
     if (q->pend_err != NULL) {
@@ -752,7 +880,7 @@ rq_get_next(omni_rq_t *q)
         }
         return;
     }
-    if (q->state != RQ_GET_DATA || q->inflight)
+    if (q->state != RQ_GET_DATA)
         return;
     if (q->pos == q->end) { /* empty range: the meta frame, then an empty END */
         if (rq_send(q, OAP_F_END, q->status, NULL, 0) == 0) {
@@ -761,21 +889,39 @@ rq_get_next(omni_rq_t *q)
         }
         return;
     }
-    s = oap_streams_find(&c->st, q->corr_id, false);
-    if (s == NULL || s->send_credit == 0 || c->out_bytes >= q->g->cfg.max_output)
-        return; /* a credit frame or the output draining calls again */
     addr[0] = 'b';
     addr[1] = '3';
     addr[2] = ':';
     for (size_t i = 0; i < 32; i++)
         snprintf(addr + 3 + 2 * i, 3, "%02x", q->r.addr[i]);
-    n = snprintf(js, sizeof js,
-                 "{\"address\":\"%s\",\"length\":\"%llu\",\"offset\":\"%llu\",\"op\":\"get\"}",
-                 addr, (unsigned long long)RON_MIN(chunk, q->end - q->pos),
-                 (unsigned long long)q->pos);
-    rc = rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0);
-    if (rc < 0)
-        rq_bus_failed(q, rc);
+    for (size_t i = 0; i < OMNI_GET_PIPELINE; i++)
+        outstanding += q->chunks[i].used;
+    for (size_t i = 0; i < OMNI_GET_PIPELINE && q->next_off < q->end; i++) {
+        chunk_t *k = &q->chunks[i];
+        s = oap_streams_find(&c->st, q->corr_id, false);
+        if (s == NULL || outstanding >= s->send_credit ||
+            c->out_bytes + c->get_bytes >= q->g->cfg.max_output)
+            return; /* a credit frame or the output draining calls again */
+        if (k->used)
+            continue;
+        k->q = q;
+        k->used = true;
+        k->ready = false;
+        k->off = q->next_off;
+        k->len = (size_t)RON_MIN(chunk, q->end - q->next_off);
+        n = snprintf(js, sizeof js,
+                     "{\"address\":\"%s\",\"length\":\"%zu\",\"offset\":\"%llu\",\"op\":\"get\"}",
+                     addr, k->len, (unsigned long long)k->off);
+        rc = rq_bus_cb(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0, rq_chunk_reply, k);
+        if (rc < 0) {
+            k->used = false;
+            rq_bus_failed(q, rc);
+            return;
+        }
+        q->next_off += k->len;
+        c->get_bytes += k->len;
+        outstanding++;
+    }
 }
 
 static void
@@ -851,6 +997,8 @@ rq_maybe_free(omni_rq_t *q)
     rq_drop_pieces(q);
     omni_request_close(&q->r);
     free(q->pend_err);
+    for (size_t i = 0; i < OMNI_GET_PIPELINE; i++)
+        free(q->chunks[i].data);
     free(q);
     if (c != NULL)
         conn_idle_check(c);
@@ -894,6 +1042,9 @@ conn_start_rq(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size
         rq_error(q, 400, err.text, err.field[0] != '\0' ? err.field : "payload", 0);
     } else if (q->r.op == OMNI_OP_PING) {
         rq_answer(q, 200, "{}", 2);
+    } else if (q->r.app_proto_id == OAP_APP_KERNEL && !c->loopback) {
+        /* as the admin port's /admin/ routes: loopback only until capabilities */
+        rq_error(q, 403, "kernel operations answer loopback peers only", "loopback", 0);
     } else if (q->r.op == OMNI_OP_PUT) {
         q->state = RQ_PUT_BEGIN;
         rc = rq_bus(q, OAP_APP_STORAGE, q->r.fwd, q->r.fwd_len, NULL, 0);
@@ -1248,12 +1399,34 @@ on_accept(uv_stream_t *server, int status)
         return;
     }
     (void)uv_tcp_nodelay(&c->tcp, 1);
+    {
+        struct sockaddr_storage ss;
+        int len = (int)sizeof ss;
+        c->loopback = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0 &&
+                      omni__addr_is_loopback(&ss);
+    }
     c->counted = true;
     g->stats.conns++;
     g->stats.accepted++;
     met_gauge_set(g->m_conns, (double)g->stats.conns);
     uv_timer_start(&c->timer, timer_hello, g->cfg.hello_timeout_ms, 0);
     conn_set_reading(c);
+}
+
+bool
+omni__addr_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss == NULL)
+        return false;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
 }
 
 /* ---------------------------------------------------------------- the server */

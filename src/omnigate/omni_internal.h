@@ -1,12 +1,15 @@
 /*
- * omni_internal.h - shared between the files of src/omnigate/ only: the
- * idempotency cache (omni_idem.c) used by the connection code (omni_conn.c).
+ * omni_internal.h - shared between the files of src/omnigate/ and its tests
+ * only: the idempotency cache (omni_idem.c) and the loopback check used by
+ * the connection code (omni_conn.c).
  */
 #ifndef OMNI_INTERNAL_H
 #define OMNI_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "omnigate.h"
 
@@ -29,5 +32,8 @@ uint16_t omni__idem_get(omni_idem_t *c, const uint8_t tenant[16], uint16_t app, 
 void omni__idem_put(omni_idem_t *c, const uint8_t tenant[16], uint16_t app, omni_op_t op,
                     const char *idem, uint64_t now_ms, uint16_t status, const char *json,
                     size_t len);
+
+/* True for a loopback peer (127/8, ::1, ::ffff:127/104); NULL or other families: false. */
+bool omni__addr_is_loopback(const struct sockaddr_storage *ss);
 
 #endif

@@ -36,6 +36,7 @@
 #define OMNI_MAX_JSON 4096u               /* START payload bytes (after inflate) */
 #define OMNI_BUS_CHUNK (256u << 10)       /* bytes of one put_write / get on the bus */
 #define OMNI_BUS_DEADLINE_MS 10000u       /* deadline of each forwarded bus request */
+#define OMNI_GET_PIPELINE 4u              /* bus gets in flight per get stream (reordered) */
 #define OMNI_IDEM_ENTRIES 4096u           /* idempotency answers remembered; oldest dropped */
 #define OMNI_IDEM_TTL_MS (10u * 60000u)   /* how long an idempotency answer is remembered */
 #define OMNI_MAX_IDEM 64u                 /* idem key: 1..64 of [A-Za-z0-9_-] */
@@ -146,9 +147,11 @@ size_t omni_metrics(omni_t *g, char *buf, size_t cap);
 
 /*
  * Close the listener and every connection (requests in flight are dropped;
- * open puts are aborted at the storage service). done(arg) (may be NULL)
- * runs once every handle is closed and g is freed; bus callbacks still in
- * flight find their connection gone. NULL does nothing.
+ * open puts are aborted at the storage service while its peer is still
+ * set). g is freed, and done(arg) (may be NULL) runs, once every handle is
+ * closed and every bus request in flight has returned: clear the peers with
+ * omni_set_peers() and close them (rbus_peer_close completes their requests)
+ * to finish at once. NULL does nothing.
  */
 void omni_close(omni_t *g, void (*done)(void *arg), void *arg);
 

@@ -8,7 +8,8 @@ whole and ranged at 64 KiB piece boundaries (206/416), stat/list/pin/unpin,
 409 bad_digest, naming publish/resolve of a record signed here (Ed25519),
 the kernel's status op (same JSON as /admin/status), malformed frames
 (envelope + close), the 65th stream (429), and a client that stops reading
-(the app port's unsent bytes stay bounded).
+(the app port's unsent bytes stay bounded); then kill -9 of the app child
+with puts in flight (retryable failures only, restarted, retried puts succeed).
 """
 import json
 import os
@@ -257,6 +258,9 @@ def exercise(n, macro):
     check(code == 200 and st["node_id"] == admin["node_id"] and
           sorted(s["name"] for s in st["services"]) == sorted(s["name"] for s in admin["services"]) and
           set(st) == set(admin), "status over the app port = /admin/status: %r" % st)
+    code, r = c.call(6, 83, {"op": "reload"})
+    check(code == 200 and r["changed"] is False and r["version"] == admin["config_version"],
+          "reload over the app port: %d %r" % (code, r))
     code, e = c.call(6, 81, {"op": "release", "service": "storage"})
     check(code == 409, "release of a running service: 409 (%d %r)" % (code, e))
     code, e = c.call(6, 82, {"op": "release", "service": "nope"})
@@ -307,6 +311,36 @@ def exercise(n, macro):
     c = Oap(addr)
     check(c.call(0, 2, {"op": "ping"})[0] == 200, "still serving after the slow reader")
     c.close()
+    if macro:  # a store on disk: flip one byte; it is never served
+        h = big_addr[3:]
+        with open(os.path.join(n.dir, "store", "objects", h[:2], h), "r+b") as f:
+            f.seek(2 * 1048576 + 5)
+            b = f.read(1)
+            f.seek(2 * 1048576 + 5)
+            f.write(bytes([b[0] ^ 1]))
+        c = Oap(addr)
+        c.send_json(REQ | START | END, 1, 90, {"op": "get", "address": big_addr})
+        got, last = b"", None
+        for i in range(100):
+            f = c.recv_stream(90)
+            if f[1] >= 400:
+                last = f
+                break
+            if i > 0:
+                got += f[4]
+            if i % 8 == 0:
+                c.s.sendall(credit_frame(90, 8))
+        check(last is not None and last[1] == 500 and last[0] & END and
+              json.loads(last[4])["reason"] == "corrupt", "corrupt piece: 500 corrupt ends the get")
+        check(len(got) <= 2 * 1048576 and got == big[:len(got)], "only verified bytes were sent")
+        c.send_json(REQ | START | END, 1, 91, {"op": "get", "address": big_addr,
+                                               "offset": str(2 * 1048576), "length": "10"})
+        f1, f2 = c.recv_stream(91), c.recv_stream(91)
+        check(f1[1] == 206 and not f1[0] & END, "range in the bad piece: 206 metadata first")
+        check(f2[1] == 500 and f2[0] & END and json.loads(f2[4])["reason"] == "corrupt",
+              "then 500 corrupt, no bytes")
+        c.close()
+
     # metrics arrive with the next heartbeat
     def has_metrics():
         lines = n.metrics().splitlines()
@@ -318,11 +352,58 @@ def exercise(n, macro):
     wait_for(has_metrics, 5, "app_ metrics exported")
 
 
+def kill9_under_load(n):
+    """kill -9 of the app child with puts in flight: clients see their connection
+    fail (retry) or a retryable envelope, never a wrong answer; the supervisor
+    restarts it; the storage service drops the orphaned puts; retried puts succeed."""
+    addr = app_addr(n)
+    pid = n.service("app")["pid"]
+    data = [pattern(3 * 1048576, 100 + i) for i in range(3)]
+    conns = []
+    for i in range(3):
+        c = Oap(addr)
+        c.send_json(REQ | START, 1, 7, {"op": "put", "size": str(len(data[i]))})
+        for k in range(2):
+            c.send(REQ, 1, 7, data[i][k * 1048000:(k + 1) * 1048000])
+        conns.append(c)
+    wait_for(lambda: (n.metric('storage_open_puts{service="storage"}') or 0) >= 3, 5,
+             "three puts open at the storage service")
+    os.kill(pid, 9)
+    for c in conns:
+        try:
+            while True:
+                f = c.recv()
+                if f is None:
+                    break  # connection failure: the client retries
+                if f[2] == 0 and f[0] & EVENT:
+                    continue
+                env = json.loads(f[4])
+                check(f[1] >= 500 and env["retryable"], "only retryable errors: %r" % (f,))
+        except OSError:
+            pass  # reset: a connection failure
+        c.close()
+    s = n.wait_running("app", timeout=10, not_pid=pid)
+    check(s["restarts"] >= 1, "app restarted by the supervisor: %r" % s)
+    wait_for(lambda: n.metric('storage_open_puts{service="storage"}') == 0, 10,
+             "orphaned puts aborted at the storage service")
+    addr = app_addr(n)
+    c = Oap(addr)
+    for i in range(3):
+        for _ in range(50):  # the restarted port reconnects to storage on its own
+            code, body = c.put(20 + i, data[i])
+            if code != 503:
+                break
+            time.sleep(0.1)
+        check(code == 201 and body["address"] == b3sum(data[i]), "retried put: %d %r" % (code, body))
+    c.close()
+
+
 # ---- macro: three children ----
 n = Node(["--set", "services=storage,index,app", "--set", "app=127.0.0.1:0"],
          services=None).wait_up()
 try:
     exercise(n, True)
+    kill9_under_load(n)
     rc, _ = n.stop()
     check(rc == 0, "macro node exits 0 (%r)" % rc)
 finally:
