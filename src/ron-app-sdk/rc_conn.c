@@ -362,8 +362,16 @@ rc__ensure(ron_client_t *c)
     uint64_t op_deadline = c->deadline;
     int rc;
 
-    if (c->fd >= 0)
-        return 0;
+    if (c->fd >= 0) {
+        /* Between operations nothing is due from the node: anything readable
+         * (EOF after its idle close, an envelope before it closes) or a hangup
+         * means the connection is going. Start a fresh one, so that a put from
+         * a pipe never spends its only attempt on a dead connection. */
+        struct pollfd p = {c->fd, POLLIN | POLLRDHUP, 0};
+        if (poll(&p, 1, 0) == 0 && oap_decoder_next(&c->dec, &(oap_frame_t){0}) == RON_EAGAIN)
+            return 0;
+        rc__drop(c);
+    }
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV;
     rc = getaddrinfo(c->node.host, c->port_s, &hints, &ai);
