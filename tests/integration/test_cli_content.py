@@ -177,9 +177,15 @@ def errors(app):
     for cmd in (["stat"], ["get"], ["pin"], ["put"], ["ls", "x"], ["get", "b3:" + "a" * 64, "-x"]):
         r = ron(app, *cmd)
         check(r.returncode == 2, "%s: bad usage exit 2 (%d)" % (cmd, r.returncode))
-    for cmd in ("put", "get", "stat", "ls", "pin", "unpin", "gc", "status", "reload", "release"):
+    for cmd in ("put", "get", "stat", "ls", "pin", "unpin", "gc", "name", "status", "reload",
+                "release"):
         r = ron(None, cmd, "--help")
         check(r.returncode == 0 and b"usage: ron " + cmd.encode() in r.stdout, "%s --help" % cmd)
+    for sub in ("publish", "resolve"):
+        r = ron(None, "name", sub, "--help")
+        check(r.returncode == 0 and b"usage: ron name " + sub.encode() in r.stdout,
+              "name %s --help" % sub)
+    check(ron(None, "name").returncode == 2, "name without a subcommand: exit 2")
     missing = "b3:" + "0" * 64
     r = ron(app, "get", missing)
     check(r.returncode == 1 and b"not_found" in r.stderr, "unknown object: exit 1 not_found: %r"
