@@ -186,7 +186,7 @@ int ron_client_stat(ron_client_t *c, const char *addr, ron_client_stat_t *st_out
  * page, or "" when this was the last. Returns 0, RON_EINVAL, or as stat.
  */
 int ron_client_list(ron_client_t *c, const char *after, unsigned limit, ron_client_stat_t *items,
-                    size_t *n_out, char next_out[static RON_CLIENT_ADDR_LEN + 1]);
+                    size_t *n_out, char next_out[RON_CLIENT_ADDR_LEN + 1]);
 
 /* Pin / unpin addr for the client's tenant; *pins_out (may be NULL) gets the
  * tenant's count after the call. Idempotent across retries. Returns as stat. */

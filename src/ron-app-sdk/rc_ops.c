@@ -331,7 +331,7 @@ ron_client_stat(ron_client_t *c, const char *addr, ron_client_stat_t *st_out)
 
 int
 ron_client_list(ron_client_t *c, const char *after, unsigned limit, ron_client_stat_t *items,
-                size_t *n_out, char next_out[static RON_CLIENT_ADDR_LEN + 1])
+                size_t *n_out, char next_out[RON_CLIENT_ADDR_LEN + 1])
 {
     json_t *args, *ans = NULL, *objs, *o;
     size_t i;
