@@ -4,8 +4,9 @@
 prints, stdin puts, ranges at piece boundaries, stat/ls/pin/unpin/pin ls/gc,
 name publish/resolve with the node's key and with --key, status, the error
 cases (exit 2 for bad input, 1 with the envelope's slug, a node that is down),
-a failed `ron get -o` leaving no file, and a get that survives kill -9 of the
-app service. Macronode (services storage,index,app as children) and
+a failed or corrupt `ron get -o` leaving no file, a get and a file put that
+survive kill -9 of the app service, and a put from a pipe that is not
+retried. Macronode (services storage,index,app as children) and
 micronode (one process, amnesia)."""
 import os
 import signal
