@@ -45,12 +45,16 @@ def snapshot(header):
     return ["# functions"] + sorted(set(protos)) + ["# macros"] + macros
 
 
+# Components whose main header is not named after their folder.
+HEADER_NAMES = {"ron-app-sdk": "libron.h"}
+
+
 def public_headers(comp_dir):
     """(snapshot name, header) of every public header: the component's main
     header (api/<comp>.txt) and any other header not named *_internal.h
     (api/<comp>.<header>.txt)."""
     comp = os.path.basename(comp_dir)
-    main = comp.replace("-", "_") + ".h"
+    main = HEADER_NAMES.get(comp, comp.replace("-", "_") + ".h")
     out = []
     for h in sorted(glob.glob(os.path.join(comp_dir, "*.h"))):
         base = os.path.basename(h)

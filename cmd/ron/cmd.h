@@ -22,6 +22,14 @@ int cmd_reload(int argc, char **argv);
 int cmd_release(int argc, char **argv);
 int cmd_oap(int argc, char **argv);
 int cmd_key(int argc, char **argv);
+int cmd_put(int argc, char **argv);
+int cmd_get(int argc, char **argv);
+int cmd_stat(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_pin(int argc, char **argv);
+int cmd_unpin(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
+int cmd_name(int argc, char **argv);
 
 /* Print "ron: <msg>" to stderr and return code. */
 int ron_cmd_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

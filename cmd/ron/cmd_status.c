@@ -1,10 +1,13 @@
 /*
  * cmd_status.c - `ron status [--json]`, `ron reload`, `ron release SERVICE`:
- * kernel operations through the node's admin port (--admin ADDR, else
- * RON_ADMIN, else 127.0.0.1:8080). The app port with capabilities replaces
- * this path in a later issue; until then the admin routes answer loopback only.
- * A small blocking HTTP/1.1 client: one request, Connection: close, bounded
- * response (STATUS_MAX_RESPONSE) and time (STATUS_TIMEOUT_MS).
+ * kernel operations (app 6) on the node's app port through libron
+ * (--node, RON_NODE, default 127.0.0.1:9090; capability as every client
+ * command). With --admin ADDR, or RON_ADMIN set, they use the admin port's
+ * HTTP routes instead (/admin/status, /admin/reload, /admin/release/NAME,
+ * loopback only) - the path for nodes that run no app service.
+ * The admin path is a small blocking HTTP/1.1 client: one request,
+ * Connection: close, bounded response (STATUS_MAX_RESPONSE) and time
+ * (STATUS_TIMEOUT_MS).
  */
 #include <errno.h>
 #include <jansson.h>
@@ -17,6 +20,7 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "cmd_client.h"
 #include "ron_config.h"
 #include "ron_err.h"
 #include "ron_util.h"
@@ -220,8 +224,8 @@ print_status(json_t *st)
     }
 }
 
-int
-cmd_status(int argc, char **argv)
+static int
+status_admin(int argc, char **argv)
 {
     static const char usage[] =
         "usage: ron status [--json] [--admin ADDR]\n"
@@ -263,8 +267,8 @@ cmd_status(int argc, char **argv)
     return RON_EXIT_OK;
 }
 
-int
-cmd_reload(int argc, char **argv)
+static int
+reload_admin(int argc, char **argv)
 {
     static const char usage[] =
         "usage: ron reload [--admin ADDR]\n"
@@ -302,8 +306,8 @@ cmd_reload(int argc, char **argv)
     return RON_EXIT_OK;
 }
 
-int
-cmd_release(int argc, char **argv)
+static int
+release_admin(int argc, char **argv)
 {
     static const char usage[] = "usage: ron release SERVICE [--admin ADDR]\n"
                                 "Let a quarantined service run again.\n";
@@ -331,4 +335,128 @@ cmd_release(int argc, char **argv)
     printf("released %s\n", o.pos[0]);
     free(a.body);
     return RON_EXIT_OK;
+}
+
+/* ---- the app port (libron) ---- */
+
+/* --admin given, or RON_ADMIN set: use the admin port's HTTP routes. */
+static bool
+use_admin(int argc, char **argv)
+{
+    const char *e = getenv("RON_ADMIN");
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--admin") == 0 || strncmp(argv[i], "--admin=", 8) == 0)
+            return true;
+    return e != NULL && e[0] != '\0';
+}
+
+int
+cmd_status(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: ron status [--json] [--node ADDR] [--cap TOKEN] | [--admin ADDR]\n"
+        "Node id, profile, readiness, and each service with pid, state (running,\n"
+        "restarting, quarantined), health and restart count; --json prints the node's\n"
+        "JSON. Asks the app port; with --admin ADDR (or $RON_ADMIN) the admin port.\n"
+        CLI_COMMON_HELP;
+    cli_opts_t o = {0};
+    ron_client_t *c = NULL;
+    json_error_t je;
+    json_t *st;
+    char *json = NULL;
+    int rc;
+
+    if (use_admin(argc, argv))
+        return status_admin(argc, argv);
+    cli_opt(&o, "--json", false);
+    if ((rc = cli_parse(&o, argc, argv, usage)) != 0)
+        return rc > 0 ? RON_EXIT_OK : RON_EXIT_USAGE;
+    if (o.n_pos != 0) {
+        fprintf(stderr, "%s", usage);
+        return RON_EXIT_USAGE;
+    }
+    if ((rc = cli_client(&o, "status", &c)) != RON_EXIT_OK)
+        return rc;
+    rc = ron_client_status(c, &json);
+    if (rc < 0) {
+        rc = cli_fail(c, "status", rc);
+        goto out;
+    }
+    st = json_loads(json, 0, &je);
+    if (cli_get(&o, "--json") != NULL)
+        printf("%s\n", json);
+    else
+        print_status(st);
+    json_decref(st);
+    rc = RON_EXIT_OK;
+out:
+    free(json);
+    ron_client_free(c);
+    return rc;
+}
+
+int
+cmd_reload(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: ron reload [--node ADDR] [--cap TOKEN] | [--admin ADDR]\n"
+        "Ask the node to re-read its config (as SIGHUP does). An invalid config, or one\n"
+        "changing a key that needs a restart, is refused and the old one stays.\n"
+        CLI_COMMON_HELP;
+    cli_opts_t o = {0};
+    ron_client_t *c = NULL;
+    uint64_t version = 0;
+    bool changed = false;
+    int rc;
+
+    if (use_admin(argc, argv))
+        return reload_admin(argc, argv);
+    if ((rc = cli_parse(&o, argc, argv, usage)) != 0)
+        return rc > 0 ? RON_EXIT_OK : RON_EXIT_USAGE;
+    if (o.n_pos != 0) {
+        fprintf(stderr, "%s", usage);
+        return RON_EXIT_USAGE;
+    }
+    if ((rc = cli_client(&o, "reload", &c)) != RON_EXIT_OK)
+        return rc;
+    rc = ron_client_reload(c, &changed, &version);
+    if (rc < 0)
+        rc = cli_fail(c, "reload refused", rc);
+    else
+        printf("%s: config version %llu\n", changed ? "reloaded" : "unchanged",
+               (unsigned long long)version);
+    ron_client_free(c);
+    return rc < 0 ? RON_EXIT_FAIL : rc;
+}
+
+int
+cmd_release(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: ron release SERVICE [--node ADDR] [--cap TOKEN] | [--admin ADDR]\n"
+        "Let a quarantined service run again.\n" CLI_COMMON_HELP;
+    cli_opts_t o = {0};
+    ron_client_t *c = NULL;
+    char what[RON_CONFIG_NAME_MAX + 16];
+    int rc;
+
+    if (use_admin(argc, argv))
+        return release_admin(argc, argv);
+    if ((rc = cli_parse(&o, argc, argv, usage)) != 0)
+        return rc > 0 ? RON_EXIT_OK : RON_EXIT_USAGE;
+    if (o.n_pos != 1 || strlen(o.pos[0]) >= RON_CONFIG_NAME_MAX ||
+        strspn(o.pos[0], "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(o.pos[0])) {
+        fprintf(stderr, "%s", usage);
+        return RON_EXIT_USAGE;
+    }
+    if ((rc = cli_client(&o, "release", &c)) != RON_EXIT_OK)
+        return rc;
+    snprintf(what, sizeof what, "release %s", o.pos[0]);
+    rc = ron_client_release(c, o.pos[0]);
+    if (rc < 0)
+        rc = cli_fail(c, what, rc);
+    else
+        printf("released %s\n", o.pos[0]);
+    ron_client_free(c);
+    return rc < 0 ? RON_EXIT_FAIL : rc;
 }

@@ -17,6 +17,14 @@ static const ron_cmd_t commands[] = {
     {"release", cmd_release, "let a quarantined service run again"},
     {"oap", cmd_oap, "decode / encode raw OAP/1 frames (debugging the wire)"},
     {"key", cmd_key, "show the node id and public keys (ron key show [--json])"},
+    {"put", cmd_put, "store a file (or stdin) and print its address b3:<hex>"},
+    {"get", cmd_get, "fetch an object by address, verified (-o FILE, --range A-B)"},
+    {"stat", cmd_stat, "size, state and pins of an object"},
+    {"ls", cmd_ls, "list the objects a node holds"},
+    {"pin", cmd_pin, "pin an object for this tenant (ron pin ls lists pins)"},
+    {"unpin", cmd_unpin, "drop a pin"},
+    {"gc", cmd_gc, "evict unpinned objects (--target BYTES)"},
+    {"name", cmd_name, "publish and resolve names (ron name publish|resolve)"},
 };
 
 int

@@ -58,7 +58,8 @@
     X(RON_EDHTEXPIRED, -2601, "DHT record expired or dated in the future")     \
     X(RON_EDHTRECORD, -2602, "malformed DHT record")                           \
     X(RON_EDHTBLOB,  -2603, "routing-table blob malformed or corrupted")       \
-    X(RON_EDHTLIMIT, -2604, "DHT record limit reached (per key, per peer or total)")
+    X(RON_EDHTLIMIT, -2604, "DHT record limit reached (per key, per peer or total)") \
+    X(RON_EREMOTE,   -2300, "the node answered with an error envelope")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
