@@ -48,7 +48,12 @@
     X(RON_ENAMEDUP,  -1906, "name record is already the current one")          \
     X(RON_ENAMEFUTURE, -1907, "name record timestamp too far in the future")    \
     X(RON_EIDXFULL,  -1908, "name index is full")                              \
-    X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota")
+    X(RON_ESTOREFULL, -1800, "insufficient storage: pinned bytes would exceed the store quota") \
+    X(RON_EPEERID,   -2700, "peer certificate key does not hash to the expected node id") \
+    X(RON_EPEERCERT, -2701, "peer presented no certificate, or not a self-signed Ed25519 one") \
+    X(RON_EALPN,     -2702, "peer did not negotiate ALPN oap/1") \
+    X(RON_EPEERLIMIT, -2703, "too many sessions with this peer") \
+    X(RON_EPEERSELF, -2704, "dialed node id is this node's own")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),

@@ -242,6 +242,14 @@ const char *tx__reject_message(tx_reject_t r);
 /* ---- libuv layers (tx_listener.c, tx_conn.c, tx_server.c) ---- */
 typedef enum { TX_PH_IDLE, TX_PH_HEADERS, TX_PH_BODY, TX_PH_WAIT, TX_PH_LINGER } tx_phase_t;
 
+/* Parse numeric "host:port" / "[v6]:port" ("localhost" = 127.0.0.1) into ss.
+ * Returns 0 or RON_EINVAL. (tx_listener.c; tx_peer.c dials with it too.) */
+int tx__addr_parse(const char *addr, struct sockaddr_storage *ss);
+/* Tests: dial with ctx (a client SSL_CTX; a reference is taken) instead of the
+ * node's own, to present another certificate or ALPN. tx_peer.c. */
+struct tx_peer;
+void tx__peer_client_ctx_set(struct tx_peer *p, SSL_CTX *ctx);
+
 struct tx_listener {
     uv_tcp_t tcp;
     struct tx_server *srv;   /* NULL until attached */

@@ -16,9 +16,8 @@
 #include "ron_util.h"
 #include "tx_internal.h"
 
-/* Parse "host:port" / "[v6]:port" into ss. Returns 0 or RON_EINVAL. */
-static int
-tx_addr_parse(const char *addr, struct sockaddr_storage *ss)
+int
+tx__addr_parse(const char *addr, struct sockaddr_storage *ss)
 {
     char host[TX_ADDR_MAX];
     const char *colon, *port_s;
@@ -72,7 +71,7 @@ tx_socket_bind(const char *addr, int backlog, int *fd_out)
     struct sockaddr_storage ss;
     int fd = -1, one = 1, rc;
 
-    if ((rc = tx_addr_parse(addr, &ss)) < 0)
+    if ((rc = tx__addr_parse(addr, &ss)) < 0)
         return rc;
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)

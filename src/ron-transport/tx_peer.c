@@ -1,0 +1,1264 @@
+/*
+ * tx_peer.c - OAP/1 peer sessions over mutually authenticated TLS 1.3
+ * (tx_peer.h; docs/protocol/peer-transport.md).
+ *
+ * A session is a TCP handle, an SSL over two memory BIOs (as tx_tls.c's
+ * record layer), an OAP/1 decoder and a stream table. Ciphertext read from
+ * the socket goes into the SSL; plaintext comes out into the decoder's
+ * buffer (no copy) and whole frames go to the application. Output frames are
+ * encrypted at once and each batch of records is one uv_write whose bytes
+ * count in the session's queue until its callback.
+ * Invariants: a peer's id is only ever taken from the key of a certificate
+ * that the TLS 1.3 CertificateVerify proved the peer holds; no frame reaches
+ * the application before TLS, the id check, ALPN and HELLO all passed; the
+ * identity seed is never copied here (OpenSSL reads it from ron-kms's
+ * memory into its secure heap); session resumption and tickets are off, so
+ * every connection proves its key again; a session's memory is freed only
+ * in the last close callback of its handles.
+ */
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "ron_err.h"
+#include "ron_util.h"
+#include "tx_internal.h"
+#include "tx_peer.h"
+
+#define TX_PEER_READ_BUF 65536u /* one socket read (shared by every session of the loop) */
+#define TX_PEER_HELLO_CORR 1u   /* corr_id of the dialer's HELLO */
+#define TX_PEER_CTRL_MAX 2048u  /* HELLO, its reply, error and credit frames fit */
+
+static const char tx_peer_suites[] =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+static const unsigned char tx_peer_alpn_wire[] = "\x05oap/1";
+
+typedef enum {
+    TX_PS_CONNECTING, /* dialer: TCP connect in progress */
+    TX_PS_TLS,        /* TLS handshake */
+    TX_PS_HELLO,      /* authenticated; waiting for HELLO (listener) or its reply (dialer) */
+    TX_PS_OPEN,       /* frames flow */
+    TX_PS_CLOSING     /* handles closing; nothing more happens */
+} tx_ps_state_t;
+
+struct tx_peer_session {
+    uv_tcp_t tcp;
+    uv_timer_t timer; /* handshake deadline, then idle / slow-peer checks */
+    uv_connect_t connect;
+    tx_peer_t *p;
+    tx_peer_session_t *prev, *next;
+    SSL *ssl;
+    tx_ps_state_t state;
+    bool dialer;
+    bool reported;      /* on_session ran: on_close is owed */
+    bool app_paused;    /* tx_peer_session_pause(true) */
+    bool bp_paused;     /* our output to this peer is over max_queue */
+    bool want_writable; /* a send met a full queue: call on_writable on drain */
+    bool want_credit;   /* a send met a stream without credit: on_writable on a grant */
+    bool linger;        /* close once the queue is written */
+    bool in_pump;       /* frames are being delivered (no nested delivery) */
+    bool cert_ok;       /* the verify callback accepted the certificate */
+    bool streams_ready;
+    int reject;                       /* tx_peer_reject_t found by a TLS callback, or -1 */
+    int linger_rc;                    /* reason reported when a lingering close ends */
+    int handles;                      /* open libuv handles; freed at 0 */
+    uint8_t want_id[KMS_NODE_ID_LEN]; /* dialer: the id we mean to reach */
+    uint8_t id[KMS_NODE_ID_LEN];      /* the peer's id, once proven */
+    uint32_t max_frame;               /* negotiated */
+    uint32_t max_inflight;            /* streams this side may open */
+    oap_decoder_t dec;
+    oap_streams_t streams;
+    size_t queued;       /* ciphertext bytes handed to uv_write, not yet completed */
+    uint64_t last_rx;    /* ms (uv_now) of the last frame received */
+    uint64_t full_since; /* ms when the queue went over max_queue; 0 = not full */
+    void *data;
+};
+
+typedef struct tx_peer_listener {
+    uv_tcp_t tcp;
+    tx_peer_t *p;
+    struct tx_peer_listener *next;
+} tx_peer_listener_t;
+
+struct tx_peer {
+    uv_loop_t *loop;
+    tx_peer_config_t cfg;
+    char ua[TX_PEER_UA_MAX + 1];
+    tx_peer_callbacks_t cb;
+    SSL_CTX *srv_ctx; /* listener side: requires a client certificate */
+    SSL_CTX *cli_ctx; /* dialer side: offers ALPN oap/1 only */
+    uint8_t id[KMS_NODE_ID_LEN];
+    tx_peer_listener_t *listeners;
+    tx_peer_session_t *sessions;
+    tx_peer_stats_t stats;
+    unsigned pending; /* listeners and sessions whose handles are open */
+    bool closing;
+    void (*close_cb)(void *arg);
+    void *close_arg;
+    uint8_t rbuf[TX_PEER_READ_BUF];
+};
+
+typedef struct {
+    uv_write_t req;
+    size_t len;
+    uint8_t data[];
+} tx_peer_wreq_t;
+
+static void tx_peer_pump(tx_peer_session_t *s);
+static void tx_peer_end(tx_peer_session_t *s, int rc);
+
+const char *
+tx_peer_reject_name(tx_peer_reject_t r)
+{
+    static const char *const names[TX_PEER_REJ__COUNT] = {
+        [TX_PEER_REJ_WRONG_ID] = "wrong_id",
+        [TX_PEER_REJ_NO_CERT] = "no_cert",
+        [TX_PEER_REJ_BAD_CERT] = "bad_cert",
+        [TX_PEER_REJ_BAD_ALPN] = "bad_alpn",
+        [TX_PEER_REJ_TLS] = "tls",
+        [TX_PEER_REJ_HANDSHAKE_TIMEOUT] = "handshake_timeout",
+        [TX_PEER_REJ_TOO_MANY_CONNS] = "too_many_conns",
+        [TX_PEER_REJ_PER_PEER_LIMIT] = "per_peer_limit",
+        [TX_PEER_REJ_PROTO_MISMATCH] = "proto_mismatch",
+        [TX_PEER_REJ_PROTOCOL] = "protocol",
+        [TX_PEER_REJ_IDLE_TIMEOUT] = "idle_timeout",
+        [TX_PEER_REJ_SLOW_PEER] = "slow_peer",
+        [TX_PEER_REJ_SELF] = "self",
+    };
+    if ((unsigned)r >= TX_PEER_REJ__COUNT)
+        return "unknown";
+    return names[r];
+}
+
+void
+tx_peer_config_default(tx_peer_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+}
+
+/* The error a reject reason reports to on_close. */
+static int
+tx_peer_reject_rc(tx_peer_reject_t r)
+{
+    switch (r) {
+    case TX_PEER_REJ_WRONG_ID:
+        return RON_EPEERID;
+    case TX_PEER_REJ_NO_CERT:
+    case TX_PEER_REJ_BAD_CERT:
+        return RON_EPEERCERT;
+    case TX_PEER_REJ_BAD_ALPN:
+        return RON_EALPN;
+    case TX_PEER_REJ_HANDSHAKE_TIMEOUT:
+    case TX_PEER_REJ_IDLE_TIMEOUT:
+        return RON_ETIMEOUT;
+    case TX_PEER_REJ_TOO_MANY_CONNS:
+        return RON_EBUSY;
+    case TX_PEER_REJ_PER_PEER_LIMIT:
+        return RON_EPEERLIMIT;
+    case TX_PEER_REJ_PROTO_MISMATCH:
+        return RON_EVERSION;
+    case TX_PEER_REJ_PROTOCOL:
+        return RON_EPROTO;
+    case TX_PEER_REJ_SLOW_PEER:
+        return RON_EFLOOD;
+    case TX_PEER_REJ_SELF:
+        return RON_EPEERSELF;
+    default:
+        return RON_ETLS;
+    }
+}
+
+/* Count a reject and end the session with its error. */
+static void
+tx_peer_reject(tx_peer_session_t *s, tx_peer_reject_t r)
+{
+    if (s->state == TX_PS_CLOSING)
+        return;
+    s->p->stats.rejects[r]++;
+    tx_peer_end(s, tx_peer_reject_rc(r));
+}
+
+/* ---- certificates and contexts ---- */
+
+static int
+tx_peer_seed_cb(const uint8_t *seed, size_t len, void *arg)
+{
+    EVP_PKEY **key = arg;
+
+    /* OpenSSL copies the seed into its secure heap; the view goes back to
+     * PROT_NONE when this returns, so no copy of it stays in plain memory */
+    *key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, len);
+    return *key != NULL ? 0 : RON_ETLS;
+}
+
+/* A self-signed certificate for key, CN = the node id in hex. */
+static int
+tx_peer_cert_make(EVP_PKEY *key, const uint8_t id[static KMS_NODE_ID_LEN], X509 **x_out)
+{
+    static const char hex[] = "0123456789abcdef";
+    char cn[2 * KMS_NODE_ID_LEN + 1];
+    uint8_t serial[16];
+    BIGNUM *bn = NULL;
+    X509 *x = NULL;
+    X509_NAME *name;
+    int rc = RON_ETLS;
+
+    for (size_t i = 0; i < KMS_NODE_ID_LEN; i++) {
+        cn[2 * i] = hex[id[i] >> 4];
+        cn[2 * i + 1] = hex[id[i] & 15];
+    }
+    cn[2 * KMS_NODE_ID_LEN] = '\0';
+    if ((x = X509_new()) == NULL || RAND_bytes(serial, sizeof serial) != 1)
+        goto out;
+    serial[0] &= 0x7f;
+    if ((bn = BN_bin2bn(serial, sizeof serial, NULL)) == NULL ||
+        BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) == NULL)
+        goto out;
+    if (X509_set_version(x, 2) != 1 || X509_gmtime_adj(X509_getm_notBefore(x), -3600) == NULL ||
+        X509_gmtime_adj(X509_getm_notAfter(x), (long)TX_PEER_CERT_DAYS * 86400) == NULL ||
+        X509_set_pubkey(x, key) != 1)
+        goto out;
+    name = X509_get_subject_name(x);
+    if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
+                                   0) != 1 ||
+        X509_set_issuer_name(x, name) != 1 || X509_sign(x, key, NULL) <= 0)
+        goto out;
+    *x_out = x;
+    x = NULL;
+    rc = 0;
+out:
+    BN_free(bn);
+    X509_free(x);
+    return rc;
+}
+
+/*
+ * Check a peer's leaf certificate: an Ed25519 key, a valid self-signature,
+ * and (dialer) BLAKE3 of the key equal to the id we dialed. Sets s->id.
+ * Returns -1 (accepted) or the reject reason (>= 0).
+ */
+static int
+tx_peer_cert_check(tx_peer_session_t *s, X509 *x)
+{
+    EVP_PKEY *pk = X509_get0_pubkey(x);
+    uint8_t raw[KMS_PK_LEN], id[KMS_NODE_ID_LEN];
+    size_t len = sizeof raw;
+
+    if (pk == NULL || EVP_PKEY_get_id(pk) != EVP_PKEY_ED25519 ||
+        EVP_PKEY_get_raw_public_key(pk, raw, &len) != 1 || len != KMS_PK_LEN ||
+        X509_verify(x, pk) != 1)
+        return TX_PEER_REJ_BAD_CERT;
+    kms_node_id_of(raw, id);
+    if (s->dialer && memcmp(id, s->want_id, sizeof id) != 0)
+        return TX_PEER_REJ_WRONG_ID;
+    memcpy(s->id, id, sizeof id);
+    return -1;
+}
+
+/* Accept "self-signed" and ignore dates: the only trust is the key's hash. */
+static int
+tx_peer_verify_cb(int preverify_ok, X509_STORE_CTX *xs)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    tx_peer_session_t *s = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    int r;
+
+    (void)preverify_ok;
+    if (s == NULL) /* defensive: every SSL of this file carries its session */
+        return 0;
+    if (X509_STORE_CTX_get_error_depth(xs) != 0)
+        return 1; /* extra chain certificates carry no trust here */
+    if (s->cert_ok)
+        return 1;
+    r = tx_peer_cert_check(s, X509_STORE_CTX_get_current_cert(xs));
+    if (r >= 0) {
+        s->reject = r;
+        X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    s->cert_ok = true;
+    return 1;
+}
+
+/* Listener: select "oap/1" or fail the handshake with no_application_protocol. */
+static int
+tx_peer_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                    const unsigned char *in, unsigned int inlen, void *arg)
+{
+    tx_peer_session_t *s = SSL_get_app_data(ssl);
+
+    (void)arg;
+    for (unsigned j = 0; j < inlen;) {
+        unsigned l = in[j];
+        if (j + 1 + l > inlen)
+            break;
+        if (l == sizeof tx_peer_alpn_wire - 2 && memcmp(in + j + 1, TX_PEER_ALPN, l) == 0) {
+            *out = in + j + 1;
+            *outlen = (unsigned char)l;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        j += 1 + l;
+    }
+    if (s != NULL)
+        s->reject = TX_PEER_REJ_BAD_ALPN;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* TLS 1.3 only, mutual authentication, no resumption, our key and certificate. */
+static SSL_CTX *
+tx_peer_ctx_new(bool server, EVP_PKEY *key, X509 *x)
+{
+    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+
+    if (ctx == NULL)
+        return NULL;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+        SSL_CTX_set_ciphersuites(ctx, tx_peer_suites) != 1 ||
+        SSL_CTX_set1_groups_list(ctx, "X25519:P-256") != 1 ||
+        SSL_CTX_use_certificate(ctx, x) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1)
+        goto fail;
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, tx_peer_verify_cb);
+    if (server) {
+        if (SSL_CTX_set_num_tickets(ctx, 0) != 1)
+            goto fail;
+        SSL_CTX_set_alpn_select_cb(ctx, tx_peer_alpn_select, NULL);
+    } else if (SSL_CTX_set_alpn_protos(ctx, tx_peer_alpn_wire, sizeof tx_peer_alpn_wire - 1) !=
+               0) { /* 0 is success here */
+        goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int
+tx_peer_new(uv_loop_t *loop, const kms_keystore_t *ks, const tx_peer_config_t *cfg,
+            const tx_peer_callbacks_t *cb, tx_peer_t **p_out)
+{
+    tx_peer_t *p = NULL;
+    EVP_PKEY *key = NULL;
+    X509 *x = NULL;
+    int rc;
+
+    *p_out = NULL;
+    if (loop == NULL || ks == NULL || cfg == NULL ||
+        kms_key_alg(kms_keystore_identity(ks)) != KMS_ALG_ED25519)
+        return RON_EINVAL;
+    p = ron_xcalloc(1, sizeof *p);
+    p->loop = loop;
+    p->cfg = *cfg;
+    if (cb != NULL)
+        p->cb = *cb;
+#define TX_PEER_DEF(f, v)                                                                          \
+    if (p->cfg.f == 0)                                                                             \
+    p->cfg.f = (v)
+    TX_PEER_DEF(max_conns, TX_PEER_DEFAULT_MAX_CONNS);
+    TX_PEER_DEF(max_per_peer, TX_PEER_DEFAULT_MAX_PER_PEER);
+    TX_PEER_DEF(max_inflight, OAP_MAX_INFLIGHT);
+    TX_PEER_DEF(max_frame, OAP_MAX_FRAME);
+    TX_PEER_DEF(handshake_ms, TX_PEER_DEFAULT_HANDSHAKE_MS);
+    TX_PEER_DEF(idle_ms, TX_PEER_DEFAULT_IDLE_MS);
+    TX_PEER_DEF(write_timeout_ms, TX_PEER_DEFAULT_WRITE_TIMEOUT_MS);
+    TX_PEER_DEF(max_queue, TX_PEER_DEFAULT_MAX_QUEUE);
+    TX_PEER_DEF(max_queue_hard, TX_PEER_DEFAULT_MAX_QUEUE_HARD);
+#undef TX_PEER_DEF
+    rc = RON_EINVAL;
+    if (p->cfg.max_queue_hard < p->cfg.max_queue || p->cfg.max_frame > OAP_MAX_FRAME ||
+        p->cfg.max_frame < OAP_MIN_MAX_FRAME)
+        goto out;
+    (void)snprintf(p->ua, sizeof p->ua, "%s", cfg->ua != NULL ? cfg->ua : "ron-c");
+    p->cfg.ua = p->ua;
+    kms_keystore_node_id(ks, p->id);
+    rc = RON_ETLS;
+    if (kms_key_export_to(kms_keystore_identity(ks), tx_peer_seed_cb, &key) < 0 || key == NULL)
+        goto out;
+    if (tx_peer_cert_make(key, p->id, &x) < 0 ||
+        (p->srv_ctx = tx_peer_ctx_new(true, key, x)) == NULL ||
+        (p->cli_ctx = tx_peer_ctx_new(false, key, x)) == NULL)
+        goto out;
+    *p_out = p;
+    p = NULL;
+    rc = 0;
+out:
+    X509_free(x);
+    EVP_PKEY_free(key); /* the contexts keep their references */
+    if (p != NULL) {
+        SSL_CTX_free(p->srv_ctx);
+        SSL_CTX_free(p->cli_ctx);
+        free(p);
+    }
+    ERR_clear_error();
+    return rc;
+}
+
+const tx_peer_stats_t *
+tx_peer_stats(const tx_peer_t *p)
+{
+    return &p->stats;
+}
+
+const uint8_t *
+tx_peer_node_id(const tx_peer_t *p)
+{
+    return p->id;
+}
+
+/* ---- session lifecycle ---- */
+
+static void
+tx_peer_maybe_free(tx_peer_t *p)
+{
+    if (!p->closing || p->pending > 0)
+        return;
+    void (*cb)(void *) = p->close_cb;
+    void *arg = p->close_arg;
+    SSL_CTX_free(p->srv_ctx);
+    SSL_CTX_free(p->cli_ctx);
+    free(p);
+    if (cb != NULL)
+        cb(arg);
+}
+
+static void
+tx_peer_handle_closed(uv_handle_t *h)
+{
+    tx_peer_session_t *s = h->data;
+    tx_peer_t *p = s->p;
+
+    if (--s->handles > 0)
+        return;
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        p->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    SSL_free(s->ssl);
+    oap_decoder_close(&s->dec);
+    if (s->streams_ready)
+        oap_streams_close(&s->streams);
+    free(s);
+    p->pending--;
+    tx_peer_maybe_free(p);
+}
+
+/* End s now: tell the application (when it knows the session), close handles. */
+static void
+tx_peer_end(tx_peer_session_t *s, int rc)
+{
+    tx_peer_t *p = s->p;
+
+    if (s->state == TX_PS_CLOSING)
+        return;
+    s->state = TX_PS_CLOSING;
+    p->stats.open--;
+    (void)uv_read_stop((uv_stream_t *)&s->tcp);
+    if ((s->dialer || s->reported) && p->cb.on_close != NULL)
+        p->cb.on_close(s, rc, p->cb.arg);
+    uv_close((uv_handle_t *)&s->timer, tx_peer_handle_closed);
+    uv_close((uv_handle_t *)&s->tcp, tx_peer_handle_closed);
+}
+
+/* Stop reading and end s with rc once what is queued has been written. */
+static void
+tx_peer_linger(tx_peer_session_t *s, int rc)
+{
+    if (s->state == TX_PS_CLOSING || s->linger)
+        return;
+    s->linger = true;
+    s->linger_rc = rc;
+    (void)uv_read_stop((uv_stream_t *)&s->tcp);
+    if (s->queued == 0)
+        tx_peer_end(s, rc);
+}
+
+static tx_peer_session_t *
+tx_peer_session_new(tx_peer_t *p, bool dialer)
+{
+    tx_peer_session_t *s = ron_xcalloc(1, sizeof *s);
+
+    s->p = p;
+    s->dialer = dialer;
+    s->reject = -1;
+    s->max_frame = p->cfg.max_frame;
+    (void)uv_tcp_init(p->loop, &s->tcp);
+    (void)uv_timer_init(p->loop, &s->timer);
+    s->tcp.data = s;
+    s->timer.data = s;
+    s->handles = 2;
+    oap_decoder_init(&s->dec, p->cfg.max_frame);
+    s->next = p->sessions;
+    if (p->sessions != NULL)
+        p->sessions->prev = s;
+    p->sessions = s;
+    p->pending++;
+    p->stats.open++;
+    s->ssl = tx__tls_ssl_new(dialer ? p->cli_ctx : p->srv_ctx);
+    if (s->ssl != NULL) {
+        SSL_set_app_data(s->ssl, s);
+        if (dialer)
+            SSL_set_connect_state(s->ssl);
+    }
+    return s;
+}
+
+/* Sessions open or opening with id (a dial counts under the id it expects). */
+static uint32_t
+tx_peer_count_id(const tx_peer_t *p, const uint8_t id[static KMS_NODE_ID_LEN],
+                 const tx_peer_session_t *except)
+{
+    uint32_t n = 0;
+
+    for (const tx_peer_session_t *s = p->sessions; s != NULL; s = s->next) {
+        if (s == except || s->state == TX_PS_CLOSING)
+            continue;
+        if (s->dialer ? memcmp(s->want_id, id, KMS_NODE_ID_LEN) == 0
+                      : s->state >= TX_PS_HELLO && memcmp(s->id, id, KMS_NODE_ID_LEN) == 0)
+            n++;
+    }
+    return n;
+}
+
+/* ---- output ---- */
+
+static void tx_peer_arm_timer(tx_peer_session_t *s);
+static void tx_peer_read_start(tx_peer_session_t *s);
+
+static void
+tx_peer_write_done(uv_write_t *req, int status)
+{
+    tx_peer_wreq_t *w = (tx_peer_wreq_t *)req;
+    tx_peer_session_t *s = req->handle->data;
+    tx_peer_t *p = s->p;
+
+    s->queued -= w->len;
+    free(w);
+    if (s->state == TX_PS_CLOSING)
+        return;
+    if (status < 0) {
+        tx_peer_end(s, status);
+        return;
+    }
+    if (s->linger) {
+        if (s->queued == 0)
+            tx_peer_end(s, s->linger_rc);
+        return;
+    }
+    if (s->bp_paused &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&s->tcp) <= p->cfg.max_queue / 4) {
+        s->bp_paused = false;
+        s->full_since = 0;
+        tx_peer_read_start(s);
+        tx_peer_pump(s); /* input that waited in the SSL while we were paused */
+        if (s->state == TX_PS_CLOSING)
+            return;
+    }
+    if (s->want_writable && s->queued <= p->cfg.max_queue / 2 && s->state == TX_PS_OPEN) {
+        s->want_writable = false;
+        if (p->cb.on_writable != NULL)
+            p->cb.on_writable(s, p->cb.arg);
+    }
+}
+
+/* Hand the records the SSL produced to the socket. Returns 0 or a libuv error. */
+static int
+tx_peer_flush(tx_peer_session_t *s)
+{
+    BIO *wb = SSL_get_wbio(s->ssl);
+    size_t n = BIO_ctrl_pending(wb);
+    tx_peer_wreq_t *w;
+    uv_buf_t b;
+    int rc;
+
+    if (n == 0)
+        return 0;
+    w = ron_xmalloc(sizeof *w + n);
+    w->len = (size_t)BIO_read(wb, w->data, (int)n);
+    b = uv_buf_init((char *)w->data, (unsigned)w->len);
+    if ((rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, tx_peer_write_done)) < 0) {
+        free(w);
+        return rc;
+    }
+    s->queued += w->len;
+    /* bytes the kernel has not taken: the peer is not reading */
+    if (!s->bp_paused &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&s->tcp) >= s->p->cfg.max_queue / 2) {
+        s->bp_paused = true; /* a slow peer: stop taking its input until it reads ours */
+        s->p->stats.read_pauses++;
+        (void)uv_read_stop((uv_stream_t *)&s->tcp);
+        if (s->full_since == 0) {
+            s->full_since = uv_now(s->p->loop);
+            if (s->state == TX_PS_OPEN)
+                tx_peer_arm_timer(s);
+        }
+    }
+    return 0;
+}
+
+/*
+ * Encrypt and queue one frame. internal frames (HELLO, errors, credit) pass
+ * the soft bound but not the hard one. Returns 0, RON_EAGAIN, RON_EFLOOD
+ * (the session was dropped), an encoder error, or RON_ECLOSED.
+ */
+static int
+tx_peer_write_frame(tx_peer_session_t *s, const oap_frame_t *f, bool internal)
+{
+    uint8_t hdr[OAP_HDR_LEN];
+    size_t size = oap_frame_size(f);
+    int rc;
+
+    if (internal && s->queued + size > s->p->cfg.max_queue_hard) {
+        tx_peer_reject(s, TX_PEER_REJ_SLOW_PEER);
+        return RON_EFLOOD;
+    }
+    if ((rc = oap_header_encode(f, s->max_frame, hdr)) < 0)
+        return rc;
+    if (SSL_write(s->ssl, hdr, OAP_HDR_LEN) != OAP_HDR_LEN ||
+        (f->cap_len > 0 && SSL_write(s->ssl, f->cap, f->cap_len) != (int)f->cap_len) ||
+        (f->payload_len > 0 &&
+         SSL_write(s->ssl, f->payload, (int)f->payload_len) != (int)f->payload_len)) {
+        ERR_clear_error();
+        tx_peer_end(s, RON_ETLS);
+        return RON_ECLOSED;
+    }
+    s->p->stats.frames_out++;
+    s->p->stats.bytes_out += size;
+    if ((rc = tx_peer_flush(s)) < 0) {
+        tx_peer_end(s, rc);
+        return RON_ECLOSED;
+    }
+    return 0;
+}
+
+/* Queue an already-encoded control frame (HELLO, its reply, an error, a credit). */
+static int
+tx_peer_write_encoded(tx_peer_session_t *s, const uint8_t *buf, size_t len)
+{
+    oap_frame_t f;
+    ssize_t n = oap_frame_parse(buf, len, OAP_MAX_FRAME, &f);
+
+    if (n < 0) /* defensive: our own encoders made it */
+        return (int)n;
+    return tx_peer_write_frame(s, &f, true);
+}
+
+/* Answer an error envelope (status, message) on corr_id, then close with rc. */
+static void
+tx_peer_fail_with(tx_peer_session_t *s, tx_peer_reject_t r, uint16_t status, uint64_t corr_id,
+                  const char *message)
+{
+    uint8_t buf[TX_PEER_CTRL_MAX];
+    ssize_t n = oap_error_encode(status, OAP_APP_CONTROL, corr_id, message, NULL, buf, sizeof buf);
+
+    s->p->stats.rejects[r]++;
+    if (n > 0 && tx_peer_write_encoded(s, buf, (size_t)n) < 0)
+        return;
+    tx_peer_linger(s, tx_peer_reject_rc(r));
+}
+
+int
+tx_peer_send(tx_peer_session_t *s, const oap_frame_t *f)
+{
+    uint8_t hdr[OAP_HDR_LEN];
+    int rc;
+
+    if (s->state != TX_PS_OPEN || s->linger)
+        return RON_ECLOSED;
+    if (s->queued >= s->p->cfg.max_queue) {
+        s->want_writable = true;
+        return RON_EAGAIN;
+    }
+    if ((rc = oap_header_encode(f, s->max_frame, hdr)) < 0) /* validate before accounting */
+        return rc;
+    if ((rc = oap_streams_send(&s->streams, f)) < 0) {
+        if (rc == RON_EAGAIN)
+            s->want_credit = true; /* on_writable when a grant arrives */
+        return rc;
+    }
+    return tx_peer_write_frame(s, f, false);
+}
+
+int
+tx_peer_consume(tx_peer_session_t *s, uint64_t corr_id, bool mine, uint32_t n)
+{
+    uint8_t buf[TX_PEER_CTRL_MAX];
+    uint32_t grant;
+    ssize_t len;
+
+    if (s->state != TX_PS_OPEN || s->linger)
+        return RON_ECLOSED;
+    grant = oap_streams_consume(&s->streams, corr_id, mine, n);
+    if (grant == 0)
+        return 0;
+    len = oap_credit_encode(corr_id, mine, grant, buf, sizeof buf);
+    if (len < 0)
+        return (int)len;
+    return tx_peer_write_encoded(s, buf, (size_t)len);
+}
+
+/* ---- timers ---- */
+
+static void
+tx_peer_timer_cb(uv_timer_t *t)
+{
+    tx_peer_session_t *s = t->data;
+    const tx_peer_config_t *c = &s->p->cfg;
+    uint64_t now = uv_now(s->p->loop);
+
+    if (s->state == TX_PS_CLOSING)
+        return;
+    if (s->linger) { /* an error answer that the peer does not read: give up on it */
+        tx_peer_end(s, s->linger_rc);
+        return;
+    }
+    if (s->state != TX_PS_OPEN) {
+        tx_peer_reject(s, TX_PEER_REJ_HANDSHAKE_TIMEOUT);
+        return;
+    }
+    if (s->full_since != 0 && now >= s->full_since + c->write_timeout_ms) {
+        tx_peer_reject(s, TX_PEER_REJ_SLOW_PEER);
+        return;
+    }
+    if (now >= s->last_rx + c->idle_ms) {
+        tx_peer_reject(s, TX_PEER_REJ_IDLE_TIMEOUT);
+        return;
+    }
+    tx_peer_arm_timer(s);
+}
+
+/* Established: wake at the next idle or slow-peer deadline. */
+static void
+tx_peer_arm_timer(tx_peer_session_t *s)
+{
+    const tx_peer_config_t *c = &s->p->cfg;
+    uint64_t now = uv_now(s->p->loop), due = s->last_rx + c->idle_ms;
+
+    if (s->full_since != 0 && s->full_since + c->write_timeout_ms < due)
+        due = s->full_since + c->write_timeout_ms;
+    (void)uv_timer_start(&s->timer, tx_peer_timer_cb, due > now ? due - now : 0, 0);
+}
+
+/* ---- input ---- */
+
+static void
+tx_peer_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    tx_peer_session_t *s = h->data;
+
+    (void)suggested;
+    *buf = uv_buf_init((char *)s->p->rbuf, sizeof s->p->rbuf);
+}
+
+static void
+tx_peer_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    tx_peer_session_t *s = st->data;
+
+    if (s->state == TX_PS_CLOSING || n == 0)
+        return;
+    if (n < 0) {
+        if (s->state == TX_PS_TLS)
+            tx_peer_reject(s, s->reject >= 0 ? (tx_peer_reject_t)s->reject : TX_PEER_REJ_TLS);
+        else
+            tx_peer_end(s, RON_ECLOSED);
+        return;
+    }
+    if (BIO_write(SSL_get_rbio(s->ssl), buf->base, (int)n) != (int)n) {
+        tx_peer_end(s, RON_ETLS);
+        return;
+    }
+    tx_peer_pump(s);
+}
+
+static void
+tx_peer_read_start(tx_peer_session_t *s)
+{
+    if (s->state != TX_PS_CLOSING && !s->linger && !s->app_paused && !s->bp_paused)
+        (void)uv_read_start((uv_stream_t *)&s->tcp, tx_peer_alloc, tx_peer_on_read);
+}
+
+/* Why a handshake failed, from the callbacks' note or OpenSSL's queue. */
+static tx_peer_reject_t
+tx_peer_tls_reason(tx_peer_session_t *s)
+{
+    unsigned long e = ERR_peek_last_error();
+
+    if (s->reject >= 0)
+        return (tx_peer_reject_t)s->reject;
+    if (ERR_GET_LIB(e) == ERR_LIB_SSL) {
+        switch (ERR_GET_REASON(e)) {
+        case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+            return TX_PEER_REJ_NO_CERT;
+        case SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL:
+        case SSL_R_NO_APPLICATION_PROTOCOL:
+            return TX_PEER_REJ_BAD_ALPN;
+        default:
+            break;
+        }
+    }
+    return TX_PEER_REJ_TLS;
+}
+
+/* TLS done: check what the callbacks could not, then start HELLO. */
+static void
+tx_peer_tls_done(tx_peer_session_t *s)
+{
+    tx_peer_t *p = s->p;
+    const unsigned char *alpn = NULL;
+    unsigned alen = 0;
+
+    SSL_get0_alpn_selected(s->ssl, &alpn, &alen);
+    if (alen != sizeof tx_peer_alpn_wire - 2 || memcmp(alpn, TX_PEER_ALPN, alen) != 0) {
+        tx_peer_reject(s, TX_PEER_REJ_BAD_ALPN); /* the dialer offered none */
+        return;
+    }
+    if (SSL_get0_peer_certificate(s->ssl) == NULL) {
+        tx_peer_reject(s, TX_PEER_REJ_NO_CERT); /* defensive: FAIL_IF_NO_PEER_CERT */
+        return;
+    }
+    if (!s->cert_ok) { /* defensive: the verify callback always runs on a certificate */
+        tx_peer_reject(s, TX_PEER_REJ_BAD_CERT);
+        return;
+    }
+    if (!s->dialer && tx_peer_count_id(p, s->id, s) >= p->cfg.max_per_peer) {
+        tx_peer_reject(s, TX_PEER_REJ_PER_PEER_LIMIT);
+        return;
+    }
+    s->state = TX_PS_HELLO;
+    if (s->dialer) {
+        proto_hello_t h;
+        uint8_t buf[TX_PEER_CTRL_MAX];
+        ssize_t n;
+
+        memset(&h, 0, sizeof h);
+        (void)snprintf(h.ua, sizeof h.ua, "%s", p->ua);
+        h.has_max_frame = true;
+        h.max_frame = p->cfg.max_frame;
+        h.n_versions = 1;
+        h.versions[0] = OAP_VERSION;
+        n = oap_hello_encode(&h, TX_PEER_HELLO_CORR, false, buf, sizeof buf);
+        if (n < 0) {
+            tx_peer_end(s, (int)n);
+            return;
+        }
+        (void)tx_peer_write_encoded(s, buf, (size_t)n);
+    }
+}
+
+/* HELLO (listener) or its reply (dialer) arrived: the session opens or fails. */
+static void
+tx_peer_hello(tx_peer_session_t *s, const oap_frame_t *f)
+{
+    tx_peer_t *p = s->p;
+    uint32_t mf = 0, inflight = p->cfg.max_inflight;
+
+    if (!s->dialer) {
+        proto_hello_reply_t offer;
+        uint8_t buf[TX_PEER_CTRL_MAX];
+        size_t len = 0;
+        int rc;
+
+        oap_hello_reply_init(&offer, p->cfg.max_frame, "tcp+tls");
+        offer.max_inflight = p->cfg.max_inflight;
+        rc = oap_hello_answer(f, &offer, buf, sizeof buf, &len, &mf);
+        if (rc == RON_EVERSION) {
+            p->stats.rejects[TX_PEER_REJ_PROTO_MISMATCH]++;
+            if (tx_peer_write_encoded(s, buf, len) == 0)
+                tx_peer_linger(s, RON_EVERSION);
+            return;
+        }
+        if (rc < 0 || tx_peer_write_encoded(s, buf, len) < 0) {
+            tx_peer_end(s, rc < 0 ? rc : RON_ECLOSED);
+            return;
+        }
+    } else {
+        proto_hello_reply_t r;
+        if (oap_hello_reply_parse(f, TX_PEER_HELLO_CORR, p->cfg.max_frame, &r, &mf, NULL) < 0) {
+            tx_peer_reject(s, TX_PEER_REJ_PROTO_MISMATCH);
+            return;
+        }
+        if (r.max_inflight > 0 && r.max_inflight < inflight)
+            inflight = r.max_inflight;
+    }
+    if (s->state == TX_PS_CLOSING)
+        return;
+    s->max_frame = mf;
+    s->max_inflight = inflight;
+    oap_decoder_set_max_frame(&s->dec, mf);
+    oap_streams_init(&s->streams, inflight, OAP_STREAM_WINDOW);
+    s->streams_ready = true;
+    s->state = TX_PS_OPEN;
+    s->last_rx = uv_now(p->loop);
+    p->stats.established++;
+    tx_peer_arm_timer(s);
+    s->reported = true;
+    if (p->cb.on_session != NULL)
+        p->cb.on_session(s, p->cb.arg);
+}
+
+/* One frame from the peer. */
+static void
+tx_peer_frame(tx_peer_session_t *s, const oap_frame_t *f)
+{
+    tx_peer_t *p = s->p;
+    int rc;
+
+    p->stats.frames_in++;
+    p->stats.bytes_in += f->len;
+    s->last_rx = uv_now(p->loop);
+    if (s->state == TX_PS_HELLO) {
+        tx_peer_hello(s, f);
+        return;
+    }
+    rc = oap_streams_recv(&s->streams, f);
+    if (rc == OAP_STREAM_CONTROL) { /* a credit grant: a sender may be waiting for it */
+        if (s->want_credit) {
+            s->want_credit = false;
+            if (p->cb.on_writable != NULL)
+                p->cb.on_writable(s, p->cb.arg);
+        }
+        return;
+    }
+    if (rc == RON_EBUSY) {
+        uint8_t buf[TX_PEER_CTRL_MAX];
+        ssize_t n = oap_error_encode(429, f->app_proto_id, f->corr_id, "too many streams in flight",
+                                     NULL, buf, sizeof buf);
+        p->stats.streams_refused++;
+        if (n > 0)
+            (void)tx_peer_write_encoded(s, buf, (size_t)n);
+        return;
+    }
+    if (rc < 0) {
+        tx_peer_fail_with(s, TX_PEER_REJ_PROTOCOL, 400, f->corr_id, ron_strerror(rc));
+        return;
+    }
+    if (p->cb.on_frame != NULL)
+        p->cb.on_frame(s, f, p->cb.arg);
+}
+
+/* Drive the handshake, then decrypt into the decoder and deliver frames. */
+static void
+tx_peer_pump(tx_peer_session_t *s)
+{
+    oap_frame_t f;
+    int r, rc;
+
+    if (s->in_pump)
+        return;
+    if (s->state == TX_PS_TLS) {
+        r = SSL_do_handshake(s->ssl);
+        if ((rc = tx_peer_flush(s)) < 0) {
+            tx_peer_end(s, rc);
+            return;
+        }
+        if (r != 1) {
+            int e = SSL_get_error(s->ssl, r);
+            if (e != SSL_ERROR_WANT_READ)
+                tx_peer_reject(s, tx_peer_tls_reason(s));
+            ERR_clear_error();
+            return;
+        }
+        tx_peer_tls_done(s);
+    }
+    s->in_pump = true;
+    while ((s->state == TX_PS_HELLO || s->state == TX_PS_OPEN) && !s->linger) {
+        if (s->app_paused || s->bp_paused)
+            goto out; /* what is buffered stays in the decoder and the SSL until resumed */
+        if ((rc = oap_decoder_next(&s->dec, &f)) == 0) {
+            tx_peer_frame(s, &f);
+            continue;
+        }
+        if (rc != RON_EAGAIN) {
+            uint16_t status;
+            const char *slug, *reason;
+            oap_error_status(rc, &status, &slug, &reason);
+            tx_peer_fail_with(
+                s, s->state == TX_PS_HELLO ? TX_PEER_REJ_PROTO_MISMATCH : TX_PEER_REJ_PROTOCOL,
+                status, 0, ron_strerror(rc));
+            goto out;
+        }
+        size_t avail = 0;
+        uint8_t *dst = oap_decoder_reserve(&s->dec, 0, &avail);
+        if (dst == NULL) { /* defensive: the decoder was just drained */
+            tx_peer_fail_with(s, TX_PEER_REJ_PROTOCOL, 400, 0, "frame buffer bound");
+            goto out;
+        }
+        r = SSL_read(s->ssl, dst, avail > INT32_MAX ? INT32_MAX : (int)avail);
+        if (r <= 0) {
+            int e = SSL_get_error(s->ssl, r);
+            oap_decoder_commit(&s->dec, 0);
+            if (e == SSL_ERROR_WANT_READ) {
+                if ((rc = tx_peer_flush(s)) < 0)
+                    tx_peer_end(s, rc);
+            } else if (e == SSL_ERROR_ZERO_RETURN) {
+                tx_peer_end(s, RON_ECLOSED);
+            } else if (s->state == TX_PS_HELLO) {
+                tx_peer_reject(s, tx_peer_tls_reason(s)); /* the listener refused us */
+            } else {
+                tx_peer_end(s, RON_ETLS);
+            }
+            ERR_clear_error();
+            goto out;
+        }
+        oap_decoder_commit(&s->dec, (size_t)r);
+    }
+out:
+    s->in_pump = false;
+}
+
+void
+tx_peer_session_pause(tx_peer_session_t *s, bool paused)
+{
+    if (s->state == TX_PS_CLOSING || s->app_paused == paused)
+        return;
+    s->app_paused = paused;
+    if (paused) {
+        (void)uv_read_stop((uv_stream_t *)&s->tcp);
+        return;
+    }
+    tx_peer_read_start(s);
+    tx_peer_pump(s); /* frames already decrypted or buffered */
+}
+
+/* ---- accept and dial ---- */
+
+static void
+tx_peer_free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void
+tx_peer_on_conn(uv_stream_t *ls, int status)
+{
+    tx_peer_listener_t *l = ls->data;
+    tx_peer_t *p = l->p;
+    tx_peer_session_t *s;
+
+    if (status < 0 || p->closing)
+        return;
+    if (p->stats.open >= p->cfg.max_conns) {
+        uv_tcp_t *t = ron_xmalloc(sizeof *t);
+        (void)uv_tcp_init(p->loop, t);
+        (void)uv_accept(ls, (uv_stream_t *)t);
+        uv_close((uv_handle_t *)t, tx_peer_free_handle);
+        p->stats.rejects[TX_PEER_REJ_TOO_MANY_CONNS]++;
+        return;
+    }
+    s = tx_peer_session_new(p, false);
+    p->stats.accepted++;
+    s->state = TX_PS_TLS;
+    if (uv_accept(ls, (uv_stream_t *)&s->tcp) < 0 || s->ssl == NULL) {
+        tx_peer_end(s, RON_ETLS);
+        return;
+    }
+    (void)uv_timer_start(&s->timer, tx_peer_timer_cb, p->cfg.handshake_ms, 0);
+    tx_peer_read_start(s);
+}
+
+static void
+tx_peer_listener_closed(uv_handle_t *h)
+{
+    tx_peer_listener_t *l = h->data;
+    tx_peer_t *p = l->p;
+
+    free(l);
+    p->pending--;
+    tx_peer_maybe_free(p);
+}
+
+int
+tx_peer_listen(tx_peer_t *p, const char *addr, char *bound_out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss, rc;
+    tx_peer_listener_t *l;
+
+    if (p->closing)
+        return RON_ESHUTDOWN;
+    if ((rc = tx__addr_parse(addr, &ss)) < 0)
+        return rc;
+    l = ron_xcalloc(1, sizeof *l);
+    l->p = p;
+    (void)uv_tcp_init(p->loop, &l->tcp);
+    l->tcp.data = l;
+    p->pending++;
+    if ((rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss, 0)) < 0 ||
+        (rc = uv_listen((uv_stream_t *)&l->tcp, 128, tx_peer_on_conn)) < 0) {
+        uv_close((uv_handle_t *)&l->tcp, tx_peer_listener_closed);
+        return rc;
+    }
+    l->next = p->listeners;
+    p->listeners = l;
+    if (bound_out != NULL && cap > 0) {
+        char host[INET6_ADDRSTRLEN] = "";
+        if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) < 0)
+            return 0;
+        if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+            (void)uv_ip6_name(a, host, sizeof host);
+            (void)snprintf(bound_out, cap, "[%s]:%u", host, ntohs(a->sin6_port));
+        } else {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+            (void)uv_ip4_name(a, host, sizeof host);
+            (void)snprintf(bound_out, cap, "%s:%u", host, ntohs(a->sin_port));
+        }
+    }
+    return 0;
+}
+
+static void
+tx_peer_on_connect(uv_connect_t *req, int status)
+{
+    tx_peer_session_t *s = req->handle->data;
+
+    if (s->state == TX_PS_CLOSING)
+        return;
+    if (status < 0) {
+        s->p->stats.connect_failures++;
+        tx_peer_end(s, status);
+        return;
+    }
+    s->state = TX_PS_TLS;
+    tx_peer_read_start(s);
+    tx_peer_pump(s); /* sends the ClientHello */
+}
+
+int
+tx_peer_dial(tx_peer_t *p, const char *addr, const uint8_t id[static KMS_NODE_ID_LEN],
+             tx_peer_session_t **s_out)
+{
+    struct sockaddr_storage ss;
+    tx_peer_session_t *s;
+    int rc;
+
+    *s_out = NULL;
+    if (p->closing)
+        return RON_ESHUTDOWN;
+    if ((rc = tx__addr_parse(addr, &ss)) < 0)
+        return rc;
+    if (memcmp(id, p->id, KMS_NODE_ID_LEN) == 0) {
+        p->stats.rejects[TX_PEER_REJ_SELF]++;
+        return RON_EPEERSELF;
+    }
+    if (p->stats.open >= p->cfg.max_conns) {
+        p->stats.rejects[TX_PEER_REJ_TOO_MANY_CONNS]++;
+        return RON_EBUSY;
+    }
+    if (tx_peer_count_id(p, id, NULL) >= p->cfg.max_per_peer) {
+        p->stats.rejects[TX_PEER_REJ_PER_PEER_LIMIT]++;
+        return RON_EPEERLIMIT;
+    }
+    s = tx_peer_session_new(p, true);
+    memcpy(s->want_id, id, KMS_NODE_ID_LEN);
+    p->stats.dialed++;
+    if (s->ssl == NULL || (rc = uv_tcp_connect(&s->connect, &s->tcp, (const struct sockaddr *)&ss,
+                                               tx_peer_on_connect)) < 0) {
+        s->dialer = false; /* not reported: the caller learns it from rc */
+        tx_peer_end(s, RON_ETLS);
+        return s->ssl == NULL ? RON_ETLS : rc;
+    }
+    (void)uv_timer_start(&s->timer, tx_peer_timer_cb, p->cfg.handshake_ms, 0);
+    *s_out = s;
+    return 0;
+}
+
+void
+tx_peer_close(tx_peer_t *p, void (*cb)(void *arg), void *arg)
+{
+    p->closing = true;
+    p->close_cb = cb;
+    p->close_arg = arg;
+    for (tx_peer_listener_t *l = p->listeners; l != NULL; l = l->next)
+        uv_close((uv_handle_t *)&l->tcp, tx_peer_listener_closed);
+    p->listeners = NULL;
+    for (tx_peer_session_t *s = p->sessions; s != NULL; s = s->next)
+        tx_peer_end(s, 0);
+    tx_peer_maybe_free(p); /* nothing was open: free now */
+}
+
+void
+tx__peer_client_ctx_set(tx_peer_t *p, SSL_CTX *ctx)
+{
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, tx_peer_verify_cb);
+    (void)SSL_CTX_up_ref(ctx);
+    SSL_CTX_free(p->cli_ctx);
+    p->cli_ctx = ctx;
+}
+
+/* ---- session accessors ---- */
+
+const uint8_t *
+tx_peer_session_id(const tx_peer_session_t *s)
+{
+    return s->id;
+}
+
+bool
+tx_peer_session_is_dialer(const tx_peer_session_t *s)
+{
+    return s->dialer;
+}
+
+uint32_t
+tx_peer_session_max_frame(const tx_peer_session_t *s)
+{
+    return s->max_frame;
+}
+
+uint32_t
+tx_peer_session_max_inflight(const tx_peer_session_t *s)
+{
+    return s->max_inflight;
+}
+
+size_t
+tx_peer_session_queued(const tx_peer_session_t *s)
+{
+    return s->queued;
+}
+
+bool
+tx_peer_session_is_reading_paused(const tx_peer_session_t *s)
+{
+    return s->app_paused || s->bp_paused;
+}
+
+void
+tx_peer_session_set_data(tx_peer_session_t *s, void *data)
+{
+    s->data = data;
+}
+
+void *
+tx_peer_session_data(const tx_peer_session_t *s)
+{
+    return s->data;
+}
+
+void
+tx_peer_session_close(tx_peer_session_t *s)
+{
+    if (s->state == TX_PS_CLOSING)
+        return;
+    if (s->state == TX_PS_OPEN || s->state == TX_PS_HELLO) {
+        (void)SSL_shutdown(s->ssl); /* close_notify */
+        ERR_clear_error();
+        if (tx_peer_flush(s) < 0) {
+            tx_peer_end(s, 0);
+            return;
+        }
+        tx_peer_linger(s, 0);
+        return;
+    }
+    tx_peer_end(s, 0);
+}
