@@ -53,7 +53,10 @@
     X(RON_EPEERCERT, -2701, "peer presented no certificate, or not a self-signed Ed25519 one") \
     X(RON_EALPN,     -2702, "peer did not negotiate ALPN oap/1") \
     X(RON_EPEERLIMIT, -2703, "too many sessions with this peer") \
-    X(RON_EPEERSELF, -2704, "dialed node id is this node's own")
+    X(RON_EPEERSELF, -2704, "dialed node id is this node's own") \
+    X(RON_EBADPIECE, -2800, "provider sent a piece that does not verify against the address") \
+    X(RON_EPEERERR,  -2801, "provider answered the transfer with an error") \
+    X(RON_ERANGE,    -2802, "byte range not satisfiable")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
