@@ -15,6 +15,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <unistd.h>
 
 #include "oap.h"
 #include "ron_err.h"
@@ -398,6 +401,7 @@ test_corrupted_piece_in_flight_is_a_bad_provider_and_never_delivered(void **stat
         assert_int_equal(st.bad_pieces, 1);
         /* the stream drained: a new fetch on the same session still works */
         p.link[0].corrupt_nth = 0;
+        free(k.buf);
         memset(&k, 0, sizeof(k));
         fetch_into(&p, addr, 0, 1, &k);
         assert_int_equal(k.rc, 0);
@@ -405,6 +409,61 @@ test_corrupted_piece_in_flight_is_a_bad_provider_and_never_delivered(void **stat
         free(obj);
         pair_close(&p);
     }
+}
+
+static int
+rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void
+test_provider_with_a_corrupted_store_file_stops_with_bad_digest(void **state)
+{
+    char dir[] = "/tmp/ovl_test_XXXXXX", hex[68], path[256];
+    sto_config_t sc = {0};
+    sto_store_t *fs = NULL;
+    ovl_config_t c0 = plain_cfg;
+    size_t size = 200000;
+    uint8_t addr[STO_ADDR_LEN], byte;
+    uint8_t *obj = pattern(size, 5);
+    sink_t k = {0};
+    pair_t p;
+    int fd;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    sc.dir = dir;
+    assert_int_equal(sto_open(&sc, &fs), 0);
+    assert_int_equal(sto_put_buf(fs, NULL, obj, size, NULL, addr), 0);
+    sto_addr_format(addr, hex);
+    snprintf(path, sizeof(path), "%s/objects/%.2s/%s", dir, hex + 3, hex + 3);
+    fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, &byte, 1, 70000), 1); /* piece 1 */
+    byte ^= 0x40;
+    assert_int_equal(pwrite(fd, &byte, 1, 70000), 1);
+    close(fd);
+    c0.store = fs;
+    pair_open(&p, &c0, &plain_cfg, 1u << 20);
+    k.size = size;
+    k.buf = calloc(1, size);
+    fetch_into(&p, addr, 0, OVL_LEN_TO_END, &k);
+    assert_true(k.done);
+    assert_int_equal(k.rc, RON_EDIGEST);
+    assert_int_equal(k.pieces, 2); /* the last piece (size proof) and piece 0 */
+    assert_memory_equal(k.buf, obj, STO_PIECE_LEN);
+    assert_memory_equal(k.buf + 3 * STO_PIECE_LEN, obj + 3 * STO_PIECE_LEN, size - 3 * STO_PIECE_LEN);
+    for (size_t j = STO_PIECE_LEN; j < 2 * STO_PIECE_LEN; j++)
+        assert_int_equal(k.buf[j], 0);
+    free(k.buf);
+    free(obj);
+    pair_close(&p);
+    sto_close(fs);
+    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 static void
@@ -701,6 +760,7 @@ main(void)
         cmocka_unit_test(test_whole_objects_of_edge_sizes_arrive_verified),
         cmocka_unit_test(test_ranges_at_piece_boundaries_deliver_the_covering_pieces),
         cmocka_unit_test(test_corrupted_piece_in_flight_is_a_bad_provider_and_never_delivered),
+        cmocka_unit_test(test_provider_with_a_corrupted_store_file_stops_with_bad_digest),
         cmocka_unit_test(test_unknown_object_is_404_and_range_past_end_is_416),
         cmocka_unit_test(test_slow_fetcher_bounds_the_providers_queue_by_credit),
         cmocka_unit_test(test_too_many_transfers_get_429),

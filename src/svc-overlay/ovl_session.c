@@ -598,6 +598,8 @@ status_rc(uint16_t code)
         return RON_ENOTFOUND;
     case 416:
         return RON_ERANGE;
+    case 409:
+        return RON_EDIGEST; /* the provider's own copy failed its check */
     case 429:
         return RON_EBUSY;
     default:

@@ -205,7 +205,8 @@ typedef struct {
     /*
      * The fetch ended: 0 (every piece delivered); RON_ENOTFOUND (404);
      * RON_ERANGE (416); RON_EBUSY (429: the provider is at its transfer
-     * limit); RON_EBADPIECE (a piece or the metadata did not verify: drop
+     * limit); RON_EDIGEST (409 bad_digest: the provider's stored copy failed
+     * its own check, so it stopped); RON_EBADPIECE (a piece or the metadata did not verify: drop
      * and penalize this provider); RON_EPEERERR (another error envelope);
      * RON_ECLOSED or the link's reason. The handle is gone after this.
      */
