@@ -31,12 +31,12 @@ typedef struct mlink {
     oap_streams_t st;
     uint8_t *q; /* encoded frames on their way to the peer */
     size_t q_len, q_cap;
-    size_t max_queue;     /* send answers RON_EAGAIN at or past this */
-    size_t q_high;        /* high-water mark of q_len */
-    bool paused;          /* we do not read what the peer sends */
-    bool deaf;            /* test: we never read (a silent peer) */
+    size_t max_queue; /* send answers RON_EAGAIN at or past this */
+    size_t q_high;    /* high-water mark of q_len */
+    bool paused;      /* we do not read what the peer sends */
+    bool deaf;        /* test: we never read (a silent peer) */
     bool close_req, closed;
-    int corrupt_nth;      /* flip a byte in the n-th piece frame sent (1-based; 0 = none) */
+    int corrupt_nth; /* flip a byte in the n-th piece frame sent (1-based; 0 = none) */
     int pieces_seen;
 } mlink_t;
 
@@ -326,8 +326,9 @@ test_ranges_at_piece_boundaries_deliver_the_covering_pieces(void **state)
     static const struct {
         uint64_t off, len, first, count;
     } cases[] = {
-        {0, 1, 0, 1},           {65535, 2, 0, 2},       {65536, 65536, 1, 1},
-        {65536, 65537, 1, 2},   {1048576, 17, 16, 1},   {1048592, 1, 16, 1},
+        {0, 1, 0, 1},           {65535, 2, 0, 2},
+        {65536, 65536, 1, 1},   {65536, 65537, 1, 2},
+        {1048576, 17, 16, 1},   {1048592, 1, 16, 1},
         {100000, 300000, 1, 6}, {1048575, OVL_LEN_TO_END, 15, 2},
     };
     size_t size = (1u << 20) + 17, i;
@@ -456,7 +457,8 @@ test_provider_with_a_corrupted_store_file_stops_with_bad_digest(void **state)
     assert_int_equal(k.rc, RON_EDIGEST);
     assert_int_equal(k.pieces, 2); /* the last piece (size proof) and piece 0 */
     assert_memory_equal(k.buf, obj, STO_PIECE_LEN);
-    assert_memory_equal(k.buf + 3 * STO_PIECE_LEN, obj + 3 * STO_PIECE_LEN, size - 3 * STO_PIECE_LEN);
+    assert_memory_equal(k.buf + 3 * STO_PIECE_LEN, obj + 3 * STO_PIECE_LEN,
+                        size - 3 * STO_PIECE_LEN);
     for (size_t j = STO_PIECE_LEN; j < 2 * STO_PIECE_LEN; j++)
         assert_int_equal(k.buf[j], 0);
     free(k.buf);
@@ -719,7 +721,8 @@ test_message_parser_is_strict(void **state)
         "{\"op\":\"ping\",\"seq\":\"1\",\"x\":1}",
         "{\"op\":\"ping\",\"op\":\"ping\",\"seq\":\"1\"}",
         "{\"op\":\"get\",\"addr\":\"b3:00\"}",
-        "{\"op\":\"get\",\"addr\":\"b3:" "0000000000000000000000000000000000000000000000000000000000000000"
+        "{\"op\":\"get\",\"addr\":\"b3:"
+        "0000000000000000000000000000000000000000000000000000000000000000"
         "\",\"length\":\"0\"}",
         "{\"op\":\"meta\",\"size\":\"1\"}",
         "{\"op\":\"nope\"}",
@@ -736,8 +739,9 @@ test_message_parser_is_strict(void **state)
         assert_int_equal(ovl_msg_parse((const uint8_t *)bad[i], strlen(bad[i]), &m), RON_EJSON);
     n += (size_t)snprintf(big + n, sizeof(big) - n, "{\"op\":\"peers\",\"peers\":[");
     for (i = 0; i < (int)OVL_GOSSIP_MAX + 1; i++)
-        n += (size_t)snprintf(big + n, sizeof(big) - n,
-                              "%s{\"addr\":\"a:1\",\"id\":\"%064d\",\"ts\":\"1\"}", i ? "," : "", i);
+        n +=
+            (size_t)snprintf(big + n, sizeof(big) - n,
+                             "%s{\"addr\":\"a:1\",\"id\":\"%064d\",\"ts\":\"1\"}", i ? "," : "", i);
     n += (size_t)snprintf(big + n, sizeof(big) - n, "]}");
     assert_int_equal(ovl_msg_parse((const uint8_t *)big, n, &m), RON_EJSON);
     assert_int_equal(ovl_msg_parse((const uint8_t *)"{\"op\":\"pong\",\"seq\":\"42\"}", 24, &m), 0);

@@ -46,7 +46,8 @@ msg_only(const json_t *o, const char *const *allowed)
     const char *key;
     const json_t *v;
 
-    json_object_foreach((json_t *)o, key, v) {
+    json_object_foreach((json_t *)o, key, v)
+    {
         size_t i;
         (void)v;
         for (i = 0; allowed[i] != NULL; i++)
@@ -129,7 +130,8 @@ msg_fill(const json_t *root, const char *op, ovl_msg_t *m)
         char a[80];
         m->type = OVL_MSG_GET;
         m->length = OVL_LEN_TO_END;
-        if (msg_only(root, keys) < 0 || msg_str(json_object_get(root, "addr"), a, sizeof(a), false) < 0 ||
+        if (msg_only(root, keys) < 0 ||
+            msg_str(json_object_get(root, "addr"), a, sizeof(a), false) < 0 ||
             strncmp(a, "b3:", 3) != 0 || strlen(a) != 3 + 2 * STO_ADDR_LEN ||
             sto_addr_parse(a, m->addr) < 0)
             return RON_EJSON;
@@ -282,16 +284,17 @@ ovl__msg_get(char *out, size_t cap, const uint8_t addr[static STO_ADDR_LEN], uin
         n = snprintf(out, cap, "{\"addr\":\"%s\",\"offset\":\"%llu\",\"op\":\"get\"}", a,
                      (unsigned long long)offset);
     else
-        n = snprintf(out, cap, "{\"addr\":\"%s\",\"length\":\"%llu\",\"offset\":\"%llu\",\"op\":\"get\"}",
-                     a, (unsigned long long)length, (unsigned long long)offset);
+        n = snprintf(out, cap,
+                     "{\"addr\":\"%s\",\"length\":\"%llu\",\"offset\":\"%llu\",\"op\":\"get\"}", a,
+                     (unsigned long long)length, (unsigned long long)offset);
     return n < 0 ? 0 : (size_t)n;
 }
 
 size_t
 ovl__msg_meta(char *out, size_t cap, uint64_t size, uint64_t first, uint64_t count)
 {
-    int n = snprintf(out, cap, "{\"count\":\"%llu\",\"first\":\"%llu\",\"op\":\"meta\",\"size\":\"%llu\"}",
-                     (unsigned long long)count, (unsigned long long)first,
-                     (unsigned long long)size);
+    int n = snprintf(
+        out, cap, "{\"count\":\"%llu\",\"first\":\"%llu\",\"op\":\"meta\",\"size\":\"%llu\"}",
+        (unsigned long long)count, (unsigned long long)first, (unsigned long long)size);
     return n < 0 ? 0 : (size_t)n;
 }

@@ -939,8 +939,7 @@ ovl_session_goodbye(ovl_session_t *s, const char *reason)
         return;
     snprintf(r, sizeof(r), "%s", reason != NULL ? reason : "");
     s->goodbye_sent = true;
-    sess_ctrl(s, OAP_F_EVENT, 0, OAP_APP_CONTROL, 0, json,
-              ovl__msg_goodbye(json, sizeof(json), r));
+    sess_ctrl(s, OAP_F_EVENT, 0, OAP_APP_CONTROL, 0, json, ovl__msg_goodbye(json, sizeof(json), r));
     sess_check_drain(s);
 }
 

@@ -38,18 +38,18 @@
 #include "svc_storage.h"
 
 /* ---- limits ---- */
-#define OVL_ID_LEN 32u                /* node ids: BLAKE3 of the node's public key */
-#define OVL_ADDR_MAX 255u             /* bytes of a dial address ("host:port") */
-#define OVL_REASON_MAX 127u           /* bytes of a GOODBYE reason */
-#define OVL_GOSSIP_MAX 32u            /* entries in one gossip message, at most */
-#define OVL_PEERS_MAX 1024u           /* entries in a node's peer table, at most */
-#define OVL_GOSSIP_FUTURE_S 600u      /* a gossip ts further in the future is dropped */
-#define OVL_MSG_MAX 16384u            /* bytes of a JSON control or request payload */
-#define OVL_CTRL_QUEUE_MAX 64u        /* control frames waiting on a full link; past it: drop */
-#define OVL_PIECE_HDR_LEN 10u         /* piece frame payload: u64 piece, u16 proof_len */
+#define OVL_ID_LEN 32u           /* node ids: BLAKE3 of the node's public key */
+#define OVL_ADDR_MAX 255u        /* bytes of a dial address ("host:port") */
+#define OVL_REASON_MAX 127u      /* bytes of a GOODBYE reason */
+#define OVL_GOSSIP_MAX 32u       /* entries in one gossip message, at most */
+#define OVL_PEERS_MAX 1024u      /* entries in a node's peer table, at most */
+#define OVL_GOSSIP_FUTURE_S 600u /* a gossip ts further in the future is dropped */
+#define OVL_MSG_MAX 16384u       /* bytes of a JSON control or request payload */
+#define OVL_CTRL_QUEUE_MAX 64u   /* control frames waiting on a full link; past it: drop */
+#define OVL_PIECE_HDR_LEN 10u    /* piece frame payload: u64 piece, u16 proof_len */
 #define OVL_PIECE_PAYLOAD_MAX (OVL_PIECE_HDR_LEN + STO_TREE_MAX_PROOF + STO_PIECE_LEN)
 #define OVL_MIN_MAX_FRAME (OAP_HDR_LEN + OVL_PIECE_PAYLOAD_MAX) /* smallest usable max_frame */
-#define OVL_PING_MS_DEFAULT 15000u    /* keepalive interval */
+#define OVL_PING_MS_DEFAULT 15000u                              /* keepalive interval */
 #define OVL_DEAD_MISSED_DEFAULT 3u    /* unanswered PINGs before the peer is dead */
 #define OVL_GOSSIP_MS_DEFAULT 60000u  /* gossip interval */
 #define OVL_MAX_TRANSFERS_DEFAULT 16u /* transfers one peer may have us serve at once */
@@ -240,13 +240,13 @@ typedef enum {
 
 typedef struct {
     ovl_msg_type_t type;
-    uint64_t seq;                         /* PING, PONG */
-    char reason[OVL_REASON_MAX + 1];      /* GOODBYE */
-    size_t n_peers;                       /* PEERS */
-    ovl_peer_t peers[OVL_GOSSIP_MAX];     /* PEERS */
-    uint8_t addr[STO_ADDR_LEN];           /* GET */
-    uint64_t offset, length;              /* GET; length OVL_LEN_TO_END when absent */
-    uint64_t size, first, count;          /* META */
+    uint64_t seq;                     /* PING, PONG */
+    char reason[OVL_REASON_MAX + 1];  /* GOODBYE */
+    size_t n_peers;                   /* PEERS */
+    ovl_peer_t peers[OVL_GOSSIP_MAX]; /* PEERS */
+    uint8_t addr[STO_ADDR_LEN];       /* GET */
+    uint64_t offset, length;          /* GET; length OVL_LEN_TO_END when absent */
+    uint64_t size, first, count;      /* META */
 } ovl_msg_t;
 
 /*
