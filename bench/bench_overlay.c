@@ -226,6 +226,7 @@ main(int argc, char **argv)
 
     if (runs < 1 || runs > 64 || mib == 0)
         return 2;
+    setvbuf(stdout, NULL, _IOLBF, 0);
     memset(&a, 0, sizeof(a));
     memset(&b, 0, sizeof(b));
     if (bnode_start(&a, true) != 0 || bnode_start(&b, false) != 0) {
@@ -249,10 +250,15 @@ main(int argc, char **argv)
     a.stop.data = &a;
     uv_async_init(&a.loop, &a.stop, stop_cb);
     uv_thread_create(&th, provider_thread, &a);
+    uv_update_time(&b.loop); /* generating the object took a while: timers must not start stale */
     if (tx_peer_dial(b.p, a.addr, tx_peer_node_id(a.p), &ds) != 0)
         return 1;
-    while (b.sess == NULL)
+    while (b.sess == NULL && tx_peer_stats(b.p)->open > 0)
         uv_run(&b.loop, UV_RUN_ONCE);
+    if (b.sess == NULL) {
+        fprintf(stderr, "bench_overlay: the peer session did not come up\n");
+        return 1;
+    }
     printf("| run | MiB | seconds | GB/s |\n|---:|---:|---:|---:|\n");
     for (i = 0; i < runs; i++) {
         sto_store_t *dst = NULL;
