@@ -111,7 +111,7 @@ on_close(tx_peer_session_t *s, int reason, void *arg)
 }
 
 static void
-tnode_start(uv_loop_t *loop, tnode_t *n, bool listen, const char *advertise)
+tnode_start(uv_loop_t *loop, tnode_t *n, bool listen, const char *advertise, uint32_t ping_ms)
 {
     kms_opts_t o;
     char err[256];
@@ -134,6 +134,7 @@ tnode_start(uv_loop_t *loop, tnode_t *n, bool listen, const char *advertise)
     memcpy(oc.node_id, tx_peer_node_id(n->p), OVL_ID_LEN);
     oc.store = n->store;
     oc.advertise = advertise;
+    oc.ping_ms = ping_ms;
     assert_int_equal(ovl_node_new(&oc, &n->node), 0);
 }
 
@@ -209,8 +210,8 @@ test_transfers_over_mutual_tls_verify_every_piece(void **state)
     assert_int_equal(uv_loop_init(&loop), 0);
     assert_int_equal(uv_timer_init(&loop, &tick), 0);
     assert_int_equal(uv_timer_start(&tick, tick_cb, 5, 5), 0);
-    tnode_start(&loop, &a, true, "127.0.0.1:7001");
-    tnode_start(&loop, &b, false, NULL);
+    tnode_start(&loop, &a, true, "127.0.0.1:7001", 0);
+    tnode_start(&loop, &b, false, NULL, 0);
     for (i = 0; i < 4; i++) {
         size_t j;
         objs[i] = malloc(sizes[i] + 1);
@@ -277,11 +278,72 @@ test_transfers_over_mutual_tls_verify_every_piece(void **state)
     kms_keystore_free(b.ks);
 }
 
+static void
+keepalive_cb(uv_timer_t *t)
+{
+    tnode_t *n = t->data;
+
+    if (n->sess != NULL)
+        (void)ovl_session_tick(n->sess, uv_now(n->loop));
+}
+
+static void
+test_peer_that_stops_reading_is_declared_dead_over_tls(void **state)
+{
+    uv_loop_t loop;
+    uv_timer_t tick, ka;
+    tnode_t a, b;
+    tx_peer_session_t *ds = NULL;
+    ovl_node_stats_t ns;
+    int closed = 0;
+
+    (void)state;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(uv_timer_init(&loop, &tick), 0);
+    assert_int_equal(uv_timer_start(&tick, tick_cb, 5, 5), 0);
+    tnode_start(&loop, &a, true, NULL, 50); /* PING every 50 ms, dead after 3 missed */
+    tnode_start(&loop, &b, false, NULL, 0);
+    assert_int_equal(tx_peer_dial(b.p, a.addr, tx_peer_node_id(a.p), &ds), 0);
+    assert_true(run_until(&loop, &b.sessions, 1, 5000));
+    assert_true(run_until(&loop, &a.sessions, 1, 5000));
+    assert_int_equal(uv_timer_init(&loop, &ka), 0);
+    ka.data = &a;
+    assert_int_equal(uv_timer_start(&ka, keepalive_cb, 10, 10), 0);
+    /* b answers for a while: a stays up */
+    {
+        int never = 0;
+        (void)run_until(&loop, &never, 1, 300);
+    }
+    assert_int_equal(a.closes, 0);
+    /* b stops reading: a's PINGs go unanswered, a gives up */
+    tx_peer_session_pause(ds, true);
+    assert_true(run_until(&loop, &a.closes, 1, 3000));
+    ovl_node_stats(a.node, &ns);
+    assert_int_equal(ns.dead_peers, 1);
+    assert_true(a.last.pongs_recv >= 3);
+    assert_true(a.last.pings_sent >= a.last.pongs_recv + 3);
+    uv_close((uv_handle_t *)&ka, NULL);
+
+    tx_peer_close(a.p, closed_cb, &closed);
+    tx_peer_close(b.p, closed_cb, &closed);
+    assert_true(run_until(&loop, &closed, 2, 5000));
+    uv_close((uv_handle_t *)&tick, NULL);
+    (void)uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    ovl_node_free(a.node);
+    ovl_node_free(b.node);
+    sto_close(a.store);
+    sto_close(b.store);
+    kms_keystore_free(a.ks);
+    kms_keystore_free(b.ks);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transfers_over_mutual_tls_verify_every_piece),
+        cmocka_unit_test(test_peer_that_stops_reading_is_declared_dead_over_tls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
