@@ -59,7 +59,10 @@
     X(RON_EDHTRECORD, -2602, "malformed DHT record")                           \
     X(RON_EDHTBLOB,  -2603, "routing-table blob malformed or corrupted")       \
     X(RON_EDHTLIMIT, -2604, "DHT record limit reached (per key, per peer or total)") \
-    X(RON_EREMOTE,   -2300, "the node answered with an error envelope")
+    X(RON_EREMOTE,   -2300, "the node answered with an error envelope") \
+    X(RON_EBADPIECE, -2800, "provider sent a piece that does not verify against the address") \
+    X(RON_EPEERERR,  -2801, "provider answered the transfer with an error") \
+    X(RON_ERANGE,    -2802, "byte range not satisfiable")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),

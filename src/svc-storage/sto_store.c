@@ -544,6 +544,13 @@ sto_reader_ctype(const sto_reader_t *r)
     return r->ctype;
 }
 
+int
+sto_reader_proof(const sto_reader_t *r, uint64_t piece, uint8_t *proof_out, size_t cap,
+                 size_t *len_out)
+{
+    return sto_tree_proof_extract_buf(r->size, piece, r->ob, r->ob_len, proof_out, cap, len_out);
+}
+
 /* Fetch len bytes at off of the object's stored bytes into buf (unverified). */
 static int
 reader_fetch(sto_reader_t *r, uint64_t off, uint8_t *buf, size_t len, uint64_t idx)

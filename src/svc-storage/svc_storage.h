@@ -244,6 +244,18 @@ const char *sto_reader_ctype(const sto_reader_t *r);
  */
 ssize_t sto_reader_read(sto_reader_t *r, uint64_t off, void *buf, size_t len);
 
+/*
+ * Write the proof of piece `piece` (the sibling chaining values from the
+ * piece up to the root, docs/protocol/storage-tree.md) from the object's
+ * outboard to proof_out (cap bytes; STO_TREE_MAX_PROOF always suffices) and
+ * its length to *len_out, so a peer can verify the piece on its own (the
+ * overlay sends it with each piece). The outboard was bound to the address
+ * at open. Returns 0, RON_EINVAL (piece out of range, cap too small) or
+ * RON_EDIGEST (outboard of the wrong length).
+ */
+int sto_reader_proof(const sto_reader_t *r, uint64_t piece, uint8_t *proof_out, size_t cap,
+                     size_t *len_out);
+
 /* Close the reader. NULL does nothing. */
 void sto_reader_close(sto_reader_t *r);
 
