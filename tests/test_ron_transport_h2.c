@@ -27,6 +27,10 @@
 
 #define PIECES 40
 #define PIECE (4u << 10)
+#define BIG (1u << 20) /* /big: one write, four times the connection's write queue bound */
+
+static uint8_t fx_big[BIG];
+static int fx_sndbuf; /* != 0: SO_SNDBUF of the server's end (a socket that takes it all) */
 
 typedef struct {
     uv_loop_t loop;
@@ -43,6 +47,9 @@ typedef struct {
     /* /stuck: a streamed answer the client never reads, then resets */
     tx_request_t *stuck;
     unsigned stuck_written, stuck_eagain, done_eclosed, drain_gone;
+    /* /big: one large write ended from its done callback */
+    tx_request_t *big;
+    unsigned big_done;
     int stuck_end_rc;
     /* /up: a streamed request body, pieces released from a timer */
     tx_request_t *up;
@@ -100,6 +107,17 @@ fx_write_more(uv_timer_t *t)
 }
 
 static void fx_stuck_drain(tx_request_t *req, void *arg);
+
+static void
+fx_big_done(int status, void *arg)
+{
+    fx_t *f = arg;
+
+    assert_int_equal(status, 0);
+    f->big_done++;
+    assert_int_equal(tx_respond_end(f->big), 0);
+    f->big = NULL;
+}
 
 static void
 fx_release(uv_timer_t *t)
@@ -165,6 +183,10 @@ fx_handler(tx_request_t *req, void *arg)
                          0);
         f->streaming = req;
         uv_timer_start(&f->writer, fx_write_more, 0, 1);
+    } else if (strcmp(v->path, "/big") == 0) {
+        assert_int_equal(tx_respond_start(req, 200, NULL, 0, BIG, fx_drain, f), 0);
+        f->big = req;
+        assert_int_equal(tx_respond_write(req, fx_big, BIG, fx_big_done, f), 0);
     } else if (strcmp(v->path, "/early") == 0) {
         assert_int_equal(tx_respond(req, 409, NULL, 0, "no", 2), 0); /* before the body */
     } else if (strcmp(v->path, "/up") == 0) {
@@ -266,6 +288,8 @@ fx_setup(fx_t *f)
     f->srv = tx_server_new(&f->loop, NULL, fx_handler, f);
     tx_server_set_head_hook(f->srv, fx_hook, f);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    if (fx_sndbuf != 0)
+        assert_int_equal(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &fx_sndbuf, sizeof fx_sndbuf), 0);
     ((struct sockaddr_in *)&peer)->sin_family = AF_INET;
     ((struct sockaddr_in *)&peer)->sin_addr.s_addr = htonl(0x7f000001);
     assert_int_equal(tx__conn_adopt(f->srv, sv[0], &peer), 0);
@@ -392,6 +416,35 @@ test_h2_stream_streams_a_body_with_deferred_done_callbacks(void **state)
     const tx_stats_t *st = tx_server_stats(f->srv);
     assert_int_equal(st->h2_conns, 1);
     assert_int_equal(st->h2_streams, 1);
+    fx_teardown(f);
+    free(f);
+}
+
+/* The socket takes each batch of frames whole (no write request, so no
+ * completion to resume framing) and the client, with a 1 GiB window, never
+ * speaks again: the server must go on framing by itself. */
+static void
+test_h2_large_streamed_write_completes_when_the_socket_takes_every_batch(void **state)
+{
+    fx_t *f = malloc(sizeof *f);
+    nghttp2_settings_entry win = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1u << 30};
+
+    (void)state;
+    fx_sndbuf = 4 << 20;
+    fx_setup(f);
+    fx_sndbuf = 0;
+    assert_int_equal(nghttp2_submit_settings(f->cli, NGHTTP2_FLAG_NONE, &win, 1), 0);
+    assert_int_equal(nghttp2_session_set_local_window_size(f->cli, NGHTTP2_FLAG_NONE, 0, 1 << 30),
+                     0);
+    for (size_t i = 0; i < BIG; i++)
+        fx_big[i] = (uint8_t)(i * 13);
+    fx_get(f, "/big");
+    fx_run(f, fx_stream_closed, true);
+    assert_true(f->closed);
+    assert_int_equal(f->close_code, NGHTTP2_NO_ERROR);
+    assert_int_equal(f->status, 200);
+    assert_int_equal(f->got, (size_t)BIG);
+    assert_int_equal(f->big_done, 1);
     fx_teardown(f);
     free(f);
 }
@@ -653,6 +706,7 @@ main(void)
         cmocka_unit_test(test_h2_answer_before_the_streamed_body_ends_resets_the_stream_without_events),
         cmocka_unit_test(test_h2_stalled_streamed_body_times_out_that_stream_only),
         cmocka_unit_test(test_h2_disabled_server_answers_the_preface_as_http1),
+        cmocka_unit_test(test_h2_large_streamed_write_completes_when_the_socket_takes_every_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -671,10 +671,17 @@ round_trips(bool ram)
         assert_int_equal(f.stats.corrupt_before + f.stats.corrupt_aborted, 0);
         /* the HEAD and the range GET after the first GET reuse its reader
          * (objects up to GW_READER_CACHE_OBJECT); every read still verifies */
-        if (rt_sizes[i] <= GW_READER_CACHE_OBJECT)
-            assert_int_equal(f.stats.readers_reused, 2);
-        else
+        if (rt_sizes[i] > GW_INLINE_MAX && rt_sizes[i] <= GW_BODY_CACHE_OBJECT) {
+            /* ... or, read whole, its verified body kept in memory */
+            assert_int_equal(f.stats.body_hits, 2);
             assert_int_equal(f.stats.readers_reused, 0);
+        } else if (rt_sizes[i] <= GW_READER_CACHE_OBJECT) {
+            assert_int_equal(f.stats.readers_reused, 2);
+            assert_int_equal(f.stats.body_hits, 0);
+        } else {
+            assert_int_equal(f.stats.readers_reused, 0);
+        }
+        assert_int_equal(f.stats.body_cached, 0); /* freed when the gateway closed */
         /* a stream's buffer is one chunk at most, and no larger than the body */
         assert_true(f.stats.buffered_peak <=
                     (rt_sizes[i] < GW_CHUNK_DEFAULT ? rt_sizes[i] : GW_CHUNK_DEFAULT));
@@ -1234,6 +1241,81 @@ test_a_small_object_read_on_the_loop_is_still_verified(void **state)
     fx_close(&f);
 }
 
+#define FILLERS 32
+#define FILLER_LEN (160u << 10) /* FILLERS of them exceed GW_BODY_CACHE_BYTES */
+static uint8_t filler_addr[FILLERS][STO_ADDR_LEN];
+
+static void
+cl_body_cache(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], text[GW_ADDR_TEXT_LEN + 1];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200); /* read, verified, kept */
+    CL_CHECK(f, r.body_len == f->len && memcmp(r.body, f->data, f->len) == 0);
+    free(r.body);
+    r.body = NULL;
+    flip_byte(f, 70000);
+    /* the body in memory was verified before the flip: the right bytes, whole or ranges */
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+    CL_CHECK(f, r.body_len == f->len && memcmp(r.body, f->data, f->len) == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=69990-70009\r\n", NULL, 0, &r) == 206);
+    CL_CHECK(f, r.body_len == 20 && memcmp(r.body, f->data + 69990, 20) == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=0-9,70000-70009\r\n", NULL, 0, &r) == 206);
+    CL_CHECK(f, memmem(r.body, r.body_len, f->data + 70000, 10) != NULL);
+    CL_CHECK(f, memmem(r.body, r.body_len, f->data, 10) != NULL);
+    free(r.body);
+    r.body = NULL;
+    /* other hot objects push it out (at most GW_BODY_CACHE_BYTES are kept) */
+    for (size_t i = 0; i < FILLERS; i++) {
+        sto_addr_format(filler_addr[i], text);
+        snprintf(path, sizeof path, "/o/%s", text);
+        CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+        CL_CHECK(f, r.body_len == FILLER_LEN && r.body[0] == (uint8_t)i);
+        free(r.body);
+        r.body = NULL;
+    }
+    /* read from disk again, after the flip: verified, refused */
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 502);
+    CL_CHECK(f, strstr((char *)r.body, "corrupt_object") != NULL);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_verified_bodies_in_memory_are_bounded_and_bytes_read_after_a_flip_are_verified(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    uint8_t *b = malloc(FILLER_LEN);
+
+    (void)state;
+    ron_log_set_level(RON_LOG_ERROR + 1); /* the store's corruption logs are expected */
+    fx_open(&f, false);
+    for (size_t i = 0; i < FILLERS; i++) {
+        memset(b, (int)i, FILLER_LEN);
+        assert_int_equal(sto_put_buf(f.store, T1, b, FILLER_LEN, "application/x-test",
+                                     filler_addr[i]), 0);
+    }
+    free(b);
+    fx_put(&f, NULL, 100000, "application/x-test");
+    fx_run(&f, &c, cl_body_cache);
+    assert_int_equal(f.stats.body_hits, 3);      /* the GET and both ranged GETs after the flip */
+    assert_int_equal(f.stats.corrupt_before, 1); /* the GET once it was evicted */
+    assert_int_equal(f.stats.body_cached, 0);    /* freed when the gateway closed */
+    fx_close(&f);
+}
+
 static void
 test_a_corrupted_stored_byte_is_never_served(void **state)
 {
@@ -1660,6 +1742,7 @@ main(void)
         cmocka_unit_test(test_streamed_upload_past_max_body_stores_and_a_bad_put_stores_nothing),
         cmocka_unit_test(test_client_leaving_mid_upload_aborts_the_put_and_leaves_no_temporary_file),
         cmocka_unit_test(test_a_corrupted_stored_byte_is_never_served),
+        cmocka_unit_test(test_verified_bodies_in_memory_are_bounded_and_bytes_read_after_a_flip_are_verified),
         cmocka_unit_test(test_a_small_object_read_on_the_loop_is_still_verified),
         cmocka_unit_test(test_a_slow_reader_of_a_large_object_keeps_buffers_bounded),
         cmocka_unit_test(test_a_client_leaving_mid_stream_frees_the_stream),

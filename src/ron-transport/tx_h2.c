@@ -942,10 +942,16 @@ tx__h2_pump(tx_conn_t *c)
     h->pumping = true;
     h->again = true;
     while (h->again && !c->closing) {
+        bool full = false;
         h->again = false;
-        while (c->wq + c->out.len < TX_MAX_WRITE_QUEUE) {
+        for (;;) {
             const uint8_t *p;
-            ssize_t n = nghttp2_session_mem_send(h->sess, &p);
+            ssize_t n;
+            if (c->wq + c->out.len >= TX_MAX_WRITE_QUEUE) {
+                full = true;
+                break;
+            }
+            n = nghttp2_session_mem_send(h->sess, &p);
             if (n < 0) {
                 tx__conn_close(c);
                 goto out;
@@ -958,6 +964,11 @@ tx__h2_pump(tx_conn_t *c)
             tx__conn_close(c);
             goto out;
         }
+        /* framing stopped at the queue bound and the socket took it all at
+         * once (no write request, so no completion will pump us): frame
+         * the rest now, or a big answer stalls until the client speaks */
+        if (full && c->wq + c->out.len < TX_MAX_WRITE_QUEUE)
+            h->again = true;
         tx_h2_run_done(h, false);
         tx_h2_body_events(h);
         /* streamed answers with room again learn it (they may write at once) */

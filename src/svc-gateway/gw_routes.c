@@ -18,6 +18,14 @@
  * opened, decided and read on the loop instead: the same verified read,
  * without the thread pool's round trip.
  *
+ * Verified bodies of hot objects (larger than GW_INLINE_MAX, read whole in
+ * their first chunk: at most GW_BODY_CACHE_OBJECT) are kept in memory, at
+ * most GW_BODY_CACHE of them and GW_BODY_CACHE_BYTES in all, least recently
+ * used evicted: a later GET/HEAD of one is answered from those bytes on the
+ * loop, with no read and no hashing. Only bytes that passed verification
+ * are kept, and a body once evicted is read and verified again: a byte
+ * changed on disk afterwards is never sent.
+ *
  * GET /n/<name> resolves through svc-index on the thread pool and answers
  * 302 to /o/b3:<hex>; PUT /n/<name> takes a JSON record (ron-naming's form)
  * and publishes it under the acceptance rule.
@@ -66,7 +74,21 @@ struct gw {
     } cache[GW_READER_CACHE];
     size_t n_cache;
     uint64_t tick;
+    /* Verified bodies kept in memory (see the file comment). A request
+     * sending one holds a reference; an evicted body is freed by its last. */
+    struct gw_body *bodies[GW_BODY_CACHE];
+    size_t n_bodies;
 };
+
+/* A verified object body, shared by the cache and the requests sending it. */
+typedef struct gw_body {
+    uint8_t addr[STO_ADDR_LEN];
+    uint64_t size;
+    char ctype[STO_CTYPE_MAX + 1];
+    unsigned refs;   /* the cache's (while listed) + one per request */
+    uint64_t used;   /* tick of its last use, for LRU eviction */
+    uint8_t *data;   /* size verified bytes */
+} gw_body_t;
 
 static void gw_close_check(gw_t *gw);
 
@@ -128,6 +150,7 @@ typedef struct gw_get {
     unsigned writes; /* writes queued whose done has not run */
     bool started, waiting, gone;
     bool bad; /* a store call failed: the reader is not reused */
+    gw_body_t *body; /* answered from a verified body in memory (referenced) */
 } gw_get_t;
 
 /* One POST /o or PUT /o/b3:<hex> (see gw_up_step). */
@@ -246,6 +269,89 @@ gw_cache_clear(gw_t *gw)
         sto_reader_close(gw->cache[--gw->n_cache].rd);
 }
 
+static void gw_body_evict(gw_t *gw, size_t i);
+
+static void
+gw_bodies_clear(gw_t *gw)
+{
+    while (gw->n_bodies > 0)
+        gw_body_evict(gw, gw->n_bodies - 1);
+}
+
+static void
+gw_body_unref(gw_t *gw, gw_body_t *b)
+{
+    (void)gw;
+    if (--b->refs > 0)
+        return;
+    free(b->data);
+    free(b);
+}
+
+/* A referenced verified body of addr, or NULL. */
+static gw_body_t *
+gw_body_take(gw_t *gw, const uint8_t *addr)
+{
+    for (size_t i = 0; i < gw->n_bodies; i++) {
+        gw_body_t *b = gw->bodies[i];
+        if (memcmp(b->addr, addr, STO_ADDR_LEN) == 0) {
+            b->refs++;
+            b->used = ++gw->tick;
+            return b;
+        }
+    }
+    return NULL;
+}
+
+static void
+gw_body_evict(gw_t *gw, size_t i)
+{
+    gw_body_t *b = gw->bodies[i];
+
+    gw->bodies[i] = gw->bodies[--gw->n_bodies];
+    gw->stats.body_cached -= b->size;
+    gw_body_unref(gw, b);
+}
+
+/* Keep g's verified whole body (takes g->buf), evicting least recently used ones. */
+static void
+gw_body_put(gw_t *gw, gw_get_t *g)
+{
+    gw_body_t *b;
+
+    for (size_t i = 0; i < gw->n_bodies; i++)
+        if (memcmp(gw->bodies[i]->addr, g->addr, STO_ADDR_LEN) == 0)
+            return; /* another request kept it meanwhile */
+    while (gw->n_bodies > 0 && (gw->n_bodies == GW_BODY_CACHE ||
+                                gw->stats.body_cached + g->size > GW_BODY_CACHE_BYTES)) {
+        size_t old = 0;
+        for (size_t i = 1; i < gw->n_bodies; i++)
+            if (gw->bodies[i]->used < gw->bodies[old]->used)
+                old = i;
+        gw_body_evict(gw, old);
+    }
+    b = ron_xcalloc(1, sizeof *b);
+    memcpy(b->addr, g->addr, STO_ADDR_LEN);
+    b->size = g->size;
+    memcpy(b->ctype, g->ctype, sizeof b->ctype);
+    b->refs = 1;
+    b->used = ++gw->tick;
+    b->data = g->buf;
+    g->buf = NULL;
+    gw->stats.buffered -= g->buf_cap;
+    gw->stats.body_cached += b->size;
+    gw->bodies[gw->n_bodies++] = b;
+}
+
+/* g's buffer holds the whole object, verified, and nothing failed. */
+static bool
+gw_body_keepable(const gw_get_t *g)
+{
+    return g->buf != NULL && !g->bad && g->body == NULL && g->size > GW_INLINE_MAX &&
+           g->size <= GW_BODY_CACHE_OBJECT && g->buf_off == 0 && g->buf_len == g->size &&
+           !g->gw->closing;
+}
+
 static void
 gw_get_free(gw_get_t *g)
 {
@@ -255,6 +361,10 @@ gw_get_free(gw_get_t *g)
         gw_cache_put(gw, g->addr, g->rd);
     else
         sto_reader_close(g->rd);
+    if (gw_body_keepable(g))
+        gw_body_put(gw, g);
+    if (g->body != NULL)
+        gw_body_unref(gw, g->body);
     if (g->buf != NULL) {
         gw->stats.buffered -= g->buf_cap;
         free(g->buf);
@@ -339,6 +449,17 @@ gw_get_read_chunk(gw_get_t *g)
     g->buf_len = got;
 }
 
+/* The next "chunk" of a body in memory: the rest of the current range, no copy. */
+static void
+gw_get_body_chunk(gw_get_t *g)
+{
+    const gw_range_t *r = &g->ranges[g->ri];
+
+    g->rc = 0;
+    g->buf_off = g->pos;
+    g->buf_len = (size_t)(r->last + 1 - g->pos);
+}
+
 static void
 gw_get_read_work(uv_work_t *w)
 {
@@ -350,6 +471,11 @@ static void gw_get_read_done(uv_work_t *w, int status);
 static void
 gw_get_queue_read(gw_get_t *g)
 {
+    if (g->body != NULL) {
+        gw_get_body_chunk(g);
+        gw_get_read_done(&g->work, 0);
+        return;
+    }
     int rc = uv_queue_work(g->gw->loop, &g->work, gw_get_read_work, gw_get_read_done);
     if (rc < 0) {
         g->rc = rc;
@@ -417,7 +543,7 @@ gw_get_pump(gw_get_t *g)
             p = g->parts->heads[g->ri];
             len = strlen(g->parts->heads[g->ri]);
         } else if (g->seg == 1) {
-            p = g->buf;
+            p = g->body != NULL ? g->body->data + g->buf_off : g->buf;
             len = g->buf_len;
         } else if (g->seg == 2 && g->multipart && g->ri + 1 == g->n_ranges &&
                    g->pos > g->ranges[g->ri].last) {
@@ -635,7 +761,8 @@ gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN
     g->head = head;
     g->seg = 3;
     g->work.data = g;
-    g->rd = gw_cache_take(gw, addr);
+    g->body = gw_body_take(gw, addr);
+    g->rd = g->body != NULL ? NULL : gw_cache_take(gw, addr);
     g->inm = tx_request_header(req, "If-None-Match");
     g->range = tx_request_header(req, "Range");
     g->if_range = tx_request_header(req, "If-Range");
@@ -643,6 +770,19 @@ gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN
     sto_addr_format(addr, text);
     snprintf(g->etag, sizeof g->etag, "\"%s\"", text);
     gw->stats.active++;
+    if (g->body != NULL) {
+        /* verified bytes in memory: decide and answer on the loop */
+        gw->stats.body_hits++;
+        g->size = g->body->size;
+        memcpy(g->ctype, g->body->ctype, sizeof g->ctype);
+        gw_get_decide(g);
+        if (g->outcome == GW_OUT_BODY) {
+            g->pos = g->ranges[0].first;
+            gw_get_body_chunk(g);
+        }
+        gw_get_open_done(&g->work, 0);
+        return;
+    }
     if (g->rd != NULL && sto_reader_size(g->rd) <= GW_INLINE_MAX) {
         /* A small object read a moment ago (its reader was cached): one
          * verified piece from the page cache costs less than the thread
@@ -1395,8 +1535,10 @@ gw_close_check(gw_t *gw)
 {
     void (*cb)(void *arg) = gw->closed_cb;
 
-    if (gw->stats.active == 0)
+    if (gw->stats.active == 0) {
         gw_cache_clear(gw);
+        gw_bodies_clear(gw);
+    }
     if (gw->stats.active == 0 && !uv_is_closing((uv_handle_t *)&gw->closer))
         uv_close((uv_handle_t *)&gw->closer, gw_closer_closed);
     if (gw->stats.active == 0 && gw->closer_closed && cb != NULL) {

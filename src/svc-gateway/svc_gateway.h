@@ -48,6 +48,10 @@
 #define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
 #define GW_READER_CACHE 64 /* idle verified readers kept open for reuse (fds, maps) */
 #define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
+#define GW_BODY_CACHE 32 /* verified bodies of objects kept in memory (hot objects) */
+#define GW_BODY_CACHE_BYTES (4u << 20) /* ... holding at most this many bytes in all */
+#define GW_BODY_CACHE_OBJECT (256u << 10) /* only bodies read whole in one verified chunk,
+                                             larger than GW_INLINE_MAX, up to this size */
 #define GW_INLINE_MAX (16u << 10) /* an object this small with a cached reader is read on the
                                      loop (one verified piece, just read: page cache hot) */
 #define GW_NAME_PATH_MAX 1024 /* bytes of a percent-decoded /n/ segment (NAME_MAX_INPUT) */
@@ -191,6 +195,8 @@ typedef struct {
     uint64_t active;          /* gauge: requests with state in the gateway */
     uint64_t readers_reused;  /* GET/HEADs served by a reader kept open from an earlier one */
     uint64_t inline_reads;    /* ... of which read on the loop (objects <= GW_INLINE_MAX) */
+    uint64_t body_hits;       /* GET/HEADs answered from a verified body kept in memory */
+    uint64_t body_cached;     /* gauge: bytes of verified bodies kept in memory */
 } gw_stats_t;
 
 /* Create a gateway serving cfg->store on loop (cfg copied). Returns new. */
