@@ -53,7 +53,12 @@
     X(RON_EPEERCERT, -2701, "peer presented no certificate, or not a self-signed Ed25519 one") \
     X(RON_EALPN,     -2702, "peer did not negotiate ALPN oap/1") \
     X(RON_EPEERLIMIT, -2703, "too many sessions with this peer") \
-    X(RON_EPEERSELF, -2704, "dialed node id is this node's own")
+    X(RON_EPEERSELF, -2704, "dialed node id is this node's own") \
+    X(RON_EPOLICY,   -3100, "policy bundle malformed or invalid") \
+    X(RON_EPOLLIMIT, -3101, "policy bundle exceeds a limit") \
+    X(RON_EPOLDUP,   -3102, "policy bundle repeats a rule id") \
+    X(RON_EPOLNOPREV, -3103, "no previous policy to roll back to") \
+    X(RON_EPOLDENY,  -3104, "denied by policy")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
