@@ -197,10 +197,10 @@ parse_tags(build_t *b, json_t *v, const char *path, uint64_t *mask_out)
 {
     char sub[96];
     uint64_t mask = 0;
-    size_t i, len;
+    size_t i, len = 0;
     json_t *e;
-    const char *s;
-    int rc, idx;
+    const char *s = NULL;
+    int rc, idx = 0;
 
     if (!json_is_array(v))
         return fail(b, RON_EPOLICY, path, "must be an array of tags");
@@ -226,7 +226,7 @@ parse_cidr(build_t *b, json_t *v, const char *path, pol__cidr_t *c)
 {
     char addr[64];
     const char *s, *slash;
-    uint64_t bits;
+    uint64_t bits = 0;
 
     if (!json_is_string(v))
         return fail(b, RON_EPOLICY, path, "must be a string \"address/prefix-length\"");
@@ -318,7 +318,7 @@ parse_match(build_t *b, json_t *v, const char *path, pol__match_t *m, uint8_t *o
         m->who = POL__WHO_CAP;
     }
     if ((f = json_object_get(v, "anonymous")) != NULL) {
-        bool anon;
+        bool anon = false;
         path_fmt(sub, "%s.anonymous", path);
         if ((rc = get_bool(b, f, sub, &anon)) < 0)
             return rc;
@@ -361,9 +361,9 @@ parse_match(build_t *b, json_t *v, const char *path, pol__match_t *m, uint8_t *o
 static int
 parse_rate(build_t *b, json_t *v, const char *path, uint32_t *rate_out)
 {
-    const char *s;
-    size_t len;
-    uint64_t n;
+    const char *s = NULL;
+    size_t len = 0;
+    uint64_t n = 0;
 
     if (!json_is_string(v))
         return fail(b, RON_EPOLICY, path, "must be a string \"N/s\"");
@@ -383,7 +383,7 @@ parse_obligations(build_t *b, json_t *v, const char *path, pol_obligations_t *o)
     static const char *const keys[] = {"rate", "burst", "audit", "log", NULL};
     char sub[96];
     json_t *f;
-    uint64_t burst;
+    uint64_t burst = 0;
     int rc;
 
     if (!json_is_object(v))
@@ -426,8 +426,8 @@ parse_rule(build_t *b, json_t *v, uint32_t idx)
     pol__rule_t *r = &b->p->rules[idx];
     pol__match_t *m = &b->p->match[idx];
     char path[96], sub[96];
-    const char *s;
-    size_t len;
+    const char *s = NULL;
+    size_t len = 0;
     json_t *f;
     int rc;
 
@@ -537,8 +537,8 @@ parse_bundle(build_t *b, json_t *root)
     static const char *const keys[] = {"version", "revision", "description", "rules", NULL};
     pol_policy_t *p = b->p;
     json_t *f, *rule;
-    uint64_t version;
-    const char *s;
+    uint64_t version = 0;
+    const char *s = NULL;
     size_t i;
     int rc;
 
