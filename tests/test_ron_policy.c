@@ -563,6 +563,46 @@ test_pol_default_allows_anonymous_reads_rate_limited_and_denies_anonymous_writes
     pol_policy_unref(p);
 }
 
+static void
+test_pol_private_node_example_decides_as_documented(void **state)
+{
+    (void)state;
+    const char *src = getenv("RON_SOURCE_DIR");
+    char path[4096];
+    size_t len;
+    assert_non_null(src);
+    snprintf(path, sizeof path, "%s/tests/corpus/policy_bundle/private_node.json", src);
+    char *json = read_file(path, &len);
+    pol_err_t err;
+    pol_policy_t *p = pol_compile(json, len, &err);
+    free(json);
+    if (p == NULL)
+        fail_msg("docs example refused: %s", err.msg);
+    struct sockaddr_in lo = {.sin_family = AF_INET}, far = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &lo.sin_addr);
+    inet_pton(AF_INET, "203.0.113.9", &far.sin_addr);
+    pol_request_t r = cap_req(POL_OP_ADMIN, NULL);
+    r.source = (const struct sockaddr *)&lo;
+    assert_string_equal(eval_id(p, &r, NULL), "admin-local");
+    r.source = (const struct sockaddr *)&far;
+    assert_string_equal(eval_id(p, &r, NULL), "admin-remote");
+    r = cap_req(POL_OP_PUT, TENANT_HEX);
+    r.body_len = 67108865;
+    assert_string_equal(eval_id(p, &r, NULL), "big-put");
+    r.body_len = 67108864;
+    assert_string_equal(eval_id(p, &r, NULL), "noisy-tenant");
+    const char *tags[] = {"peak", "bulk"};
+    r = cap_req(POL_OP_PUT, NULL);
+    r.tags = tags;
+    r.n_tags = 2;
+    assert_string_equal(eval_id(p, &r, NULL), "bulk-off-peak");
+    r.n_tags = 1;
+    assert_string_equal(eval_id(p, &r, NULL), "members");
+    r = anon_req(POL_OP_GET);
+    assert_string_equal(eval_id(p, &r, NULL), "default-deny");
+    pol_policy_unref(p);
+}
+
 static const char bundle_a[] = "{\"version\":1,\"revision\":1,\"rules\":["
                                "{\"id\":\"a\",\"effect\":\"allow\",\"match\":{\"ops\":[\"get\"]}}]}";
 static const char bundle_b[] = "{\"version\":1,\"revision\":2,\"rules\":["
@@ -708,6 +748,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_pol_thousand_rules_each_request_finds_its_own_rule),
         cmocka_unit_test(test_pol_default_matches_shipped_file),
         cmocka_unit_test(test_pol_default_allows_anonymous_reads_rate_limited_and_denies_anonymous_writes),
+        cmocka_unit_test(test_pol_private_node_example_decides_as_documented),
         cmocka_unit_test(test_pol_store_reloads_refuses_bad_bundle_and_rolls_back),
     };
     const struct CMUnitTest threaded[] = {

@@ -38,7 +38,7 @@ path_fmt(char out[static 96], const char *fmt, ...)
     va_end(ap);
 }
 
-static int
+static int __attribute__((format(printf, 4, 5)))
 fail(build_t *b, int code, const char *path, const char *fmt, ...)
 {
     char what[160];
@@ -186,7 +186,7 @@ tag_intern(build_t *b, const char *path, const char *s, size_t len, int *idx_out
         slot = (slot + 1) % POL__TAG_SLOTS;
     idx = (int)p->n_tags++;
     p->tags[idx] = ron_xstrdup(s);
-    p->tag_slot[slot] = (int8_t)idx;
+    p->tag_slot[slot] = (int16_t)idx;
     p->tag_hash[slot] = h;
     *idx_out = idx;
     return 0;
@@ -474,36 +474,40 @@ parse_rule(build_t *b, json_t *v, uint32_t idx)
     return 0;
 }
 
+typedef struct {
+    const char *id;
+    uint32_t idx; /* rule number in bundle order */
+} id_ref_t;
+
 static int
-cmp_rule_ids(const void *a, const void *b)
+cmp_id_refs(const void *a, const void *b)
 {
-    const pol__rule_t *const *x = a, *const *y = b;
-    return strcmp((*x)->id, (*y)->id);
+    const id_ref_t *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c != 0 ? c : (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-/* Refuse two rules with one id: sort pointers, compare neighbours. */
+/* Refuse two rules with one id: sort (id, number) pairs, compare neighbours. */
 static int
 check_duplicate_ids(build_t *b)
 {
     pol_policy_t *p = b->p;
-    const pol__rule_t **sorted;
+    id_ref_t *sorted;
     int rc = 0;
 
     if (p->n_rules < 2)
         return 0;
-    sorted = ron_xmalloc(p->n_rules * sizeof *sorted);
+    sorted = ron_xmalloc(p->n_rules * sizeof(id_ref_t));
     for (uint32_t i = 0; i < p->n_rules; i++)
-        sorted[i] = &p->rules[i];
-    qsort(sorted, p->n_rules, sizeof *sorted, cmp_rule_ids);
+        sorted[i] = (id_ref_t){p->rules[i].id, i};
+    qsort(sorted, p->n_rules, sizeof(id_ref_t), cmp_id_refs);
     for (uint32_t i = 1; i < p->n_rules && rc == 0; i++) {
-        if (strcmp(sorted[i - 1]->id, sorted[i]->id) == 0) {
-            /* name the later of the two in bundle order */
-            const pol__rule_t *later = sorted[i] > sorted[i - 1] ? sorted[i] : sorted[i - 1];
-            const pol__rule_t *first = sorted[i] > sorted[i - 1] ? sorted[i - 1] : sorted[i];
+        if (strcmp(sorted[i - 1].id, sorted[i].id) == 0) {
+            /* equal ids sort by number: name the later one, cite the earlier */
             char path[96];
-            path_fmt(path, "$.rules[%td].id", later - p->rules);
-            rc = fail(b, RON_EPOLDUP, path, "repeats the id \"%s\" of $.rules[%td]", later->id,
-                      first - p->rules);
+            path_fmt(path, "$.rules[%u].id", sorted[i].idx);
+            rc = fail(b, RON_EPOLDUP, path, "repeats the id \"%s\" of $.rules[%u]", sorted[i].id,
+                      sorted[i - 1].idx);
         }
     }
     free(sorted);
@@ -605,7 +609,8 @@ pol_compile(const char *json, size_t len, pol_err_t *err)
     }
     b.p = ron_xcalloc(1, sizeof *b.p);
     atomic_init(&b.p->refs, 1);
-    memset(b.p->tag_slot, -1, sizeof b.p->tag_slot);
+    for (int i = 0; i < POL__TAG_SLOTS; i++)
+        b.p->tag_slot[i] = -1;
     rc = parse_bundle(&b, root);
     json_decref(root);
     if (rc < 0) {

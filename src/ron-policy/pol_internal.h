@@ -56,7 +56,7 @@ struct pol_policy {
     uint32_t n_cidrs;
     uint32_t n_tags;
     char *tags[POL_MAX_TAGS];          /* owned; index = bit */
-    int8_t tag_slot[POL__TAG_SLOTS];   /* tag index or -1 */
+    int16_t tag_slot[POL__TAG_SLOTS];  /* tag index or -1 */
     uint32_t tag_hash[POL__TAG_SLOTS]; /* hash of the tag in that slot */
 };
 
