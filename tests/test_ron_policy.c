@@ -324,6 +324,39 @@ test_pol_matches_tenant_and_anonymity(void **state)
 }
 
 static void
+test_pol_tenant_rules_and_shared_rules_keep_bundle_order(void **state)
+{
+    (void)state;
+    /* Tenant rules and rules without a tenant are indexed apart; the walk
+     * must still honour bundle order across the two. */
+    pol_policy_t *p = compile_ok(
+        "{\"version\":1,\"rules\":["
+        "{\"id\":\"t1-pin\",\"effect\":\"deny\",\"match\":{\"tenant\":\"" TENANT_HEX "\","
+        "\"ops\":[\"pin\"]}},"
+        "{\"id\":\"big\",\"effect\":\"deny\",\"match\":{\"min_body\":2000}},"
+        "{\"id\":\"t1-eu\",\"effect\":\"allow\",\"match\":{\"tenant\":\"" TENANT_HEX "\","
+        "\"tags\":[\"eu\"]}},"
+        "{\"id\":\"get\",\"effect\":\"allow\",\"match\":{\"ops\":[\"get\"]}},"
+        "{\"id\":\"t1-all\",\"effect\":\"allow\",\"match\":{\"tenant\":\"" TENANT_HEX "\"}}]}");
+    const char *eu[] = {"eu"};
+    pol_request_t r = cap_req(POL_OP_PIN, TENANT_HEX);
+    r.body_len = 5000;
+    assert_string_equal(eval_id(p, &r, NULL), "t1-pin"); /* tenant rule before shared one */
+    r.op = POL_OP_PUT;
+    assert_string_equal(eval_id(p, &r, NULL), "big"); /* shared rule before tenant rules */
+    r.body_len = 10;
+    assert_string_equal(eval_id(p, &r, NULL), "t1-all");
+    r.tags = eu;
+    r.n_tags = 1;
+    assert_string_equal(eval_id(p, &r, NULL), "t1-eu");
+    r = cap_req(POL_OP_GET, TENANT_HEX);
+    assert_string_equal(eval_id(p, &r, NULL), "get");
+    r = cap_req(POL_OP_PIN, "ff112233445566778899aabbccddeeff");
+    assert_string_equal(eval_id(p, &r, NULL), "default-deny");
+    pol_policy_unref(p);
+}
+
+static void
 test_pol_matches_each_listed_op_only(void **state)
 {
     (void)state;
@@ -739,6 +772,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_pol_first_matching_rule_wins),
         cmocka_unit_test(test_pol_denies_when_no_rule_matches),
         cmocka_unit_test(test_pol_matches_tenant_and_anonymity),
+        cmocka_unit_test(test_pol_tenant_rules_and_shared_rules_keep_bundle_order),
         cmocka_unit_test(test_pol_matches_each_listed_op_only),
         cmocka_unit_test(test_pol_matches_body_bounds_inclusively),
         cmocka_unit_test(test_pol_matches_when_request_carries_every_rule_tag),

@@ -514,25 +514,66 @@ check_duplicate_ids(build_t *b)
     return rc;
 }
 
-/* Per-op candidate lists in bundle order, in one allocation. */
+/* Group the rules that name a tenant by tenant, in bundle order. */
+static void
+build_tenant_index(pol_policy_t *p)
+{
+    uint32_t with = 0, slots = 8, pos = 0;
+    uint32_t *fill;
+
+    for (uint32_t i = 0; i < p->n_rules; i++)
+        with += p->match[i].has_tenant;
+    if (with == 0)
+        return;
+    while (slots <= 2 * with)
+        slots *= 2;
+    p->tenants = ron_xcalloc(slots, sizeof *p->tenants);
+    p->tenant_mask = slots - 1;
+    p->tenant_rules = ron_xmalloc(with * sizeof *p->tenant_rules);
+    for (uint32_t i = 0; i < p->n_rules; i++) { /* count per tenant */
+        if (!p->match[i].has_tenant)
+            continue;
+        pol__tenant_t *t = &p->tenants[pol__tenant_slot(p, p->match[i].tenant)];
+        memcpy(t->tenant, p->match[i].tenant, POL_TENANT_LEN);
+        t->n++;
+    }
+    for (uint32_t k = 0; k < slots; k++) {
+        p->tenants[k].off = pos;
+        pos += p->tenants[k].n;
+    }
+    fill = ron_xcalloc(slots, sizeof *fill);
+    for (uint32_t i = 0; i < p->n_rules; i++) { /* ascending i: bundle order per tenant */
+        if (!p->match[i].has_tenant)
+            continue;
+        uint32_t k = pol__tenant_slot(p, p->match[i].tenant);
+        p->tenant_rules[p->tenants[k].off + fill[k]++] = i;
+    }
+    free(fill);
+}
+
+/* Per-op candidate lists of the rules without a tenant, in bundle order,
+ * in one allocation; then the per-tenant lists. */
 static void
 build_index(pol_policy_t *p)
 {
     size_t total = 0, pos = 0;
 
+    for (uint32_t i = 0; i < p->n_rules; i++)
+        p->match[i].ops = p->rules[i].ops;
     for (int op = 0; op < POL_OP_COUNT; op++)
         for (uint32_t i = 0; i < p->n_rules; i++)
-            total += (p->rules[i].ops >> op) & 1u;
+            total += !p->match[i].has_tenant && ((p->rules[i].ops >> op) & 1u);
     p->by_op_all = ron_xmalloc((total ? total : 1) * sizeof *p->by_op_all);
     for (int op = 0; op < POL_OP_COUNT; op++) {
         p->by_op[op] = p->by_op_all + pos;
         p->n_by_op[op] = 0;
         for (uint32_t i = 0; i < p->n_rules; i++)
-            if ((p->rules[i].ops >> op) & 1u) {
+            if (!p->match[i].has_tenant && ((p->rules[i].ops >> op) & 1u)) {
                 p->by_op_all[pos++] = i;
                 p->n_by_op[op]++;
             }
     }
+    build_tenant_index(p);
 }
 
 static int

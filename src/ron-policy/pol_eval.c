@@ -115,6 +115,51 @@ source_matches(const pol_policy_t *p, const pol__match_t *m, const pol__cidr_t *
     return false;
 }
 
+uint32_t
+pol__tenant_slot(const pol_policy_t *p, const uint8_t t[static POL_TENANT_LEN])
+{
+    uint64_t a, b;
+
+    memcpy(&a, t, 8);
+    memcpy(&b, t + 8, 8);
+    /* murmur3's 64-bit finalizer over both halves: tenants that differ only
+     * in a few bytes (sequential ids) still spread over the low bits */
+    uint64_t h = a ^ (b * 0x9e3779b97f4a7c15ull);
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    uint32_t k = (uint32_t)h;
+    for (uint32_t probes = 0; probes <= p->tenant_mask; probes++) {
+        k &= p->tenant_mask;
+        const pol__tenant_t *e = &p->tenants[k];
+        if (e->n == 0 || memcmp(e->tenant, t, POL_TENANT_LEN) == 0)
+            return k;
+        k++;
+    }
+    return 0; /* defensive: the table is never full (slots > 2 x tenants) */
+}
+
+/* Does rule number i's match hold for the request (op already checked)? */
+static inline bool
+rule_matches(const pol_policy_t *p, uint32_t i, const pol_request_t *req, uint8_t who,
+             uint64_t tags, const pol__cidr_t *src)
+{
+    const pol__match_t *m = &p->match[i];
+
+    if (m->who != POL__WHO_ANY && m->who != who)
+        return false;
+    if (req->body_len < m->min_body || req->body_len > m->max_body)
+        return false;
+    if ((m->tag_mask & ~tags) != 0)
+        return false;
+    if (m->has_tenant &&
+        (!req->has_tenant || memcmp(m->tenant, req->tenant, POL_TENANT_LEN) != 0))
+        return false;
+    return m->src_n == 0 || source_matches(p, m, src);
+}
+
 static void
 decide_default(pol_decision_t *out)
 {
@@ -148,28 +193,36 @@ pol_eval(const pol_policy_t *p, const pol_request_t *req, pol_decision_t *out)
         src = &src_buf;
 
     const uint8_t who = req->anonymous ? POL__WHO_ANON : POL__WHO_CAP;
-    const uint32_t *cand = p->by_op[req->op];
-    const uint32_t n = p->n_by_op[req->op];
-    for (uint32_t k = 0; k < n; k++) {
-        const pol__match_t *m = &p->match[cand[k]];
-        if (m->who != POL__WHO_ANY && m->who != who)
-            continue;
-        if (req->body_len < m->min_body || req->body_len > m->max_body)
-            continue;
-        if ((m->tag_mask & ~tags) != 0)
-            continue;
-        if (m->has_tenant &&
-            (!req->has_tenant || memcmp(m->tenant, req->tenant, POL_TENANT_LEN) != 0))
-            continue;
-        if (m->src_n > 0 && !source_matches(p, m, src))
-            continue;
-        const pol__rule_t *r = &p->rules[cand[k]];
-        out->effect = r->effect;
-        out->rule = (int32_t)cand[k];
-        out->rule_id = r->id;
-        out->reason = r->reason;
-        out->obligations = r->obligations;
-        return 0;
+    const uint8_t opbit = (uint8_t)(1u << req->op);
+    const uint32_t *any = p->by_op[req->op], *mine = NULL;
+    uint32_t n_any = p->n_by_op[req->op], n_mine = 0, i = 0, j = 0, hit = UINT32_MAX;
+    if (req->has_tenant && p->tenants != NULL) {
+        const pol__tenant_t *t = &p->tenants[pol__tenant_slot(p, req->tenant)];
+        mine = p->tenant_rules + t->off;
+        n_mine = t->n;
+    }
+    /* Merge the two ascending lists: the first rule in bundle order wins. */
+    while (i < n_any || j < n_mine) {
+        uint32_t r;
+        if (j >= n_mine || (i < n_any && any[i] < mine[j])) {
+            r = any[i++];
+        } else {
+            r = mine[j++];
+            if (!(p->match[r].ops & opbit))
+                continue;
+        }
+        if (rule_matches(p, r, req, who, tags, src)) {
+            hit = r;
+            break;
+        }
+    }
+    if (hit != UINT32_MAX) {
+        const pol__rule_t *rule = &p->rules[hit];
+        out->effect = rule->effect;
+        out->rule = (int32_t)hit;
+        out->rule_id = rule->id;
+        out->reason = rule->reason;
+        out->obligations = rule->obligations;
     }
     return 0;
 }
@@ -204,6 +257,8 @@ pol__policy_destroy(pol_policy_t *p)
     free(p->rules);
     free(p->match);
     free(p->by_op_all);
+    free(p->tenants);
+    free(p->tenant_rules);
     free(p->cidrs);
     free(p);
 }

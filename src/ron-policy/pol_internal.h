@@ -33,7 +33,15 @@ typedef struct {
     uint16_t src_n;
     uint8_t who; /* POL__WHO_* */
     bool has_tenant;
+    uint8_t ops; /* bit per pol_op_t (copy of the rule's, for the tenant walk) */
 } pol__match_t;
+
+/* One distinct tenant of the bundle: its rules, all ops, in bundle order. */
+typedef struct {
+    uint8_t tenant[POL_TENANT_LEN];
+    uint32_t off; /* first of n rule numbers in tenant_rules[] */
+    uint32_t n;   /* 0 = empty slot */
+} pol__tenant_t;
 
 typedef struct {
     char *id;     /* owned */
@@ -49,9 +57,14 @@ struct pol_policy {
     uint32_t n_rules;
     pol__match_t *match; /* n_rules */
     pol__rule_t *rules;  /* n_rules */
-    uint32_t *by_op[POL_OP_COUNT]; /* views into by_op_all */
+    /* Candidates by op, split by tenant: a request walks, merged in bundle
+     * order, its op's rules without a tenant and its own tenant's rules. */
+    uint32_t *by_op[POL_OP_COUNT]; /* views into by_op_all: rules without a tenant */
     uint32_t n_by_op[POL_OP_COUNT];
-    uint32_t *by_op_all; /* owned */
+    uint32_t *by_op_all;          /* owned */
+    pol__tenant_t *tenants;       /* owned; open addressing, tenant_mask + 1 slots, or NULL */
+    uint32_t tenant_mask;         /* slots - 1 (slots a power of two > 2 x distinct tenants) */
+    uint32_t *tenant_rules;       /* owned */
     pol__cidr_t *cidrs;  /* owned */
     uint32_t n_cidrs;
     uint32_t n_tags;
@@ -65,6 +78,9 @@ uint32_t pol__tag_hash(const char *s, size_t len);
 
 /* Index of tag s in p, or -1. */
 int pol__tag_find(const pol_policy_t *p, const char *s, size_t len);
+
+/* Slot of tenant t in p->tenants (empty slot if absent); p->tenants != NULL. */
+uint32_t pol__tenant_slot(const pol_policy_t *p, const uint8_t t[static POL_TENANT_LEN]);
 
 /* Release everything p owns, and p. */
 void pol__policy_destroy(pol_policy_t *p);
