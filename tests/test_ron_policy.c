@@ -103,8 +103,8 @@ test_pol_refuses_malformed_bundles_naming_the_field(void **state)
         {"{\"version\":1,\"rules\":[{\"id\":\"a\"}]}", RON_EPOLICY, "$.rules[0].effect"},
         {"{\"version\":1,\"rules\":[{\"id\":\"a\",\"effect\":\"permit\"}]}", RON_EPOLICY,
          "$.rules[0].effect"},
-        {"{\"version\":1,\"rules\":[{\"id\":\"a\",\"effect\":\"allow\",\"when\":{}}]}",
-         RON_EPOLICY, "$.rules[0].when"},
+        {"{\"version\":1,\"rules\":[{\"id\":\"a\",\"effect\":\"allow\",\"when\":{}}]}", RON_EPOLICY,
+         "$.rules[0].when"},
         {"{\"version\":1,\"rules\":[{\"id\":\"a\",\"effect\":\"allow\"},"
          "{\"id\":\"b\",\"effect\":\"allow\",\"match\":{\"opz\":[\"get\"]}}]}",
          RON_EPOLICY, "$.rules[1].match.opz"},
@@ -233,10 +233,11 @@ test_pol_refuses_bundles_over_limits(void **state)
              "{\"tags\":[\"%s\"]}}]}",
              id);
     expect_refused(json, RON_EPOLLIMIT, "$.rules[0].match.tags[0]");
-    expect_refused("{\"version\":1,\"rules\":[{\"id\":\"a\",\"effect\":\"deny\",\"match\":{\"tags\":"
-                   "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\","
-                   "\"n\",\"o\",\"p\",\"q\"]}}]}",
-                   RON_EPOLLIMIT, "$.rules[0].match.tags");
+    expect_refused(
+        "{\"version\":1,\"rules\":[{\"id\":\"a\",\"effect\":\"deny\",\"match\":{\"tags\":"
+        "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\","
+        "\"n\",\"o\",\"p\",\"q\"]}}]}",
+        RON_EPOLLIMIT, "$.rules[0].match.tags");
     expect_refused("{\"version\":1,\"rules\":[{\"id\":\"a\",\"effect\":\"allow\","
                    "\"obligations\":{\"rate\":\"1000001/s\"}}]}",
                    RON_EPOLLIMIT, "$.rules[0].obligations.rate");
@@ -254,12 +255,12 @@ static void
 test_pol_first_matching_rule_wins(void **state)
 {
     (void)state;
-    pol_policy_t *p = compile_ok(
-        "{\"version\":1,\"rules\":["
-        "{\"id\":\"deny-bulk\",\"effect\":\"deny\",\"match\":{\"tags\":[\"bulk\"]}},"
-        "{\"id\":\"allow-get\",\"effect\":\"allow\",\"match\":{\"ops\":[\"get\"]}},"
-        "{\"id\":\"deny-get\",\"effect\":\"deny\",\"match\":{\"ops\":[\"get\"]}},"
-        "{\"id\":\"allow-all\",\"effect\":\"allow\"}]}");
+    pol_policy_t *p =
+        compile_ok("{\"version\":1,\"rules\":["
+                   "{\"id\":\"deny-bulk\",\"effect\":\"deny\",\"match\":{\"tags\":[\"bulk\"]}},"
+                   "{\"id\":\"allow-get\",\"effect\":\"allow\",\"match\":{\"ops\":[\"get\"]}},"
+                   "{\"id\":\"deny-get\",\"effect\":\"deny\",\"match\":{\"ops\":[\"get\"]}},"
+                   "{\"id\":\"allow-all\",\"effect\":\"allow\"}]}");
     pol_effect_t e;
     pol_request_t r = anon_req(POL_OP_GET);
     assert_string_equal(eval_id(p, &r, &e), "allow-get");
@@ -380,16 +381,16 @@ static void
 test_pol_matches_body_bounds_inclusively(void **state)
 {
     (void)state;
-    pol_policy_t *p = compile_ok(
-        "{\"version\":1,\"rules\":["
-        "{\"id\":\"small\",\"effect\":\"allow\",\"match\":{\"max_body\":1024}},"
-        "{\"id\":\"medium\",\"effect\":\"allow\",\"match\":{\"min_body\":1025,"
-        "\"max_body\":1048576}}]}");
+    pol_policy_t *p =
+        compile_ok("{\"version\":1,\"rules\":["
+                   "{\"id\":\"small\",\"effect\":\"allow\",\"match\":{\"max_body\":1024}},"
+                   "{\"id\":\"medium\",\"effect\":\"allow\",\"match\":{\"min_body\":1025,"
+                   "\"max_body\":1048576}}]}");
     pol_request_t r = cap_req(POL_OP_PUT, NULL);
     static const struct {
         uint64_t len;
         const char *id;
-    } cases[] = {{0, "small"},         {1024, "small"},           {1025, "medium"},
+    } cases[] = {{0, "small"},        {1024, "small"},           {1025, "medium"},
                  {1048576, "medium"}, {1048577, "default-deny"}, {UINT64_MAX, "default-deny"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         r.body_len = cases[i].len;
@@ -435,8 +436,8 @@ test_pol_matches_source_prefixes(void **state)
     static const struct {
         const char *addr;
         const char *id;
-    } cases[] = {{"192.168.7.255", "lan"},    {"192.168.8.1", "all"},
-                 {"2001:db8:abff::1", "lan"}, {"2001:db8:ac00::1", "all"},
+    } cases[] = {{"192.168.7.255", "lan"},      {"192.168.8.1", "all"},
+                 {"2001:db8:abff::1", "lan"},   {"2001:db8:ac00::1", "all"},
                  {"::ffff:192.168.5.5", "lan"}, {"::ffff:10.0.0.1", "all"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         if (inet_pton(AF_INET, cases[i].addr, &v4.sin_addr) == 1)
@@ -487,7 +488,8 @@ static void
 test_pol_eval_refuses_malformed_requests_with_a_deny(void **state)
 {
     (void)state;
-    pol_policy_t *p = compile_ok("{\"version\":1,\"rules\":[{\"id\":\"all\",\"effect\":\"allow\"}]}");
+    pol_policy_t *p =
+        compile_ok("{\"version\":1,\"rules\":[{\"id\":\"all\",\"effect\":\"allow\"}]}");
     pol_decision_t d;
     pol_request_t r = anon_req(POL_OP_GET);
     r.op = POL_OP_COUNT;
@@ -636,12 +638,14 @@ test_pol_private_node_example_decides_as_documented(void **state)
     pol_policy_unref(p);
 }
 
-static const char bundle_a[] = "{\"version\":1,\"revision\":1,\"rules\":["
-                               "{\"id\":\"a\",\"effect\":\"allow\",\"match\":{\"ops\":[\"get\"]}}]}";
+static const char bundle_a[] =
+    "{\"version\":1,\"revision\":1,\"rules\":["
+    "{\"id\":\"a\",\"effect\":\"allow\",\"match\":{\"ops\":[\"get\"]}}]}";
 static const char bundle_b[] = "{\"version\":1,\"revision\":2,\"rules\":["
                                "{\"id\":\"b\",\"effect\":\"deny\",\"match\":{\"ops\":[\"get\"]}}]}";
-static const char bundle_bad[] = "{\"version\":1,\"revision\":3,\"rules\":["
-                                 "{\"id\":\"c\",\"effect\":\"allow\",\"match\":{\"op\":[\"get\"]}}]}";
+static const char bundle_bad[] =
+    "{\"version\":1,\"revision\":3,\"rules\":["
+    "{\"id\":\"c\",\"effect\":\"allow\",\"match\":{\"op\":[\"get\"]}}]}";
 
 static void
 test_pol_store_reloads_refuses_bad_bundle_and_rolls_back(void **state)
@@ -781,7 +785,8 @@ main(int argc, char **argv)
         cmocka_unit_test(test_pol_eval_refuses_malformed_requests_with_a_deny),
         cmocka_unit_test(test_pol_thousand_rules_each_request_finds_its_own_rule),
         cmocka_unit_test(test_pol_default_matches_shipped_file),
-        cmocka_unit_test(test_pol_default_allows_anonymous_reads_rate_limited_and_denies_anonymous_writes),
+        cmocka_unit_test(
+            test_pol_default_allows_anonymous_reads_rate_limited_and_denies_anonymous_writes),
         cmocka_unit_test(test_pol_private_node_example_decides_as_documented),
         cmocka_unit_test(test_pol_store_reloads_refuses_bad_bundle_and_rolls_back),
     };

@@ -108,9 +108,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int op = 0; op < POL_OP_COUNT; op++)
         for (int who = 0; who < 3; who++)
             for (int s = 0; s < 3; s++) {
-                pol_request_t req = {.anonymous = who == 0, .has_tenant = who == 2,
-                                     .op = (pol_op_t)op, .body_len = (uint64_t)op * 1000,
-                                     .tags = tags, .n_tags = (size_t)(op % 6),
+                pol_request_t req = {.anonymous = who == 0,
+                                     .has_tenant = who == 2,
+                                     .op = (pol_op_t)op,
+                                     .body_len = (uint64_t)op * 1000,
+                                     .tags = tags,
+                                     .n_tags = (size_t)(op % 6),
                                      .source = sources[s]};
                 memset(req.tenant, 0xab, sizeof req.tenant);
                 check_decision(p, &req);

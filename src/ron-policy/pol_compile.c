@@ -62,7 +62,8 @@ check_keys(build_t *b, json_t *obj, const char *path, const char *const *allowed
     const char *key;
     json_t *v;
 
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         bool ok = false;
         for (size_t i = 0; allowed[i] != NULL && !ok; i++)
             ok = strcmp(key, allowed[i]) == 0;
@@ -82,8 +83,8 @@ get_uint(build_t *b, json_t *v, const char *path, uint64_t max, uint64_t *out)
         return fail(b, RON_EPOLICY, path, "must be an integer");
     json_int_t n = json_integer_value(v);
     if (n < 0 || (uint64_t)n > max)
-        return fail(b, n < 0 ? RON_EPOLICY : RON_EPOLLIMIT, path,
-                    "must be between 0 and %llu", (unsigned long long)max);
+        return fail(b, n < 0 ? RON_EPOLICY : RON_EPOLLIMIT, path, "must be between 0 and %llu",
+                    (unsigned long long)max);
     *out = (uint64_t)n;
     return 0;
 }
@@ -114,8 +115,7 @@ get_ident(build_t *b, json_t *v, const char *path, size_t max, const char **out,
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                   c == '.' || c == '_' || c == ':' || c == '-';
         if (!ok)
-            return fail(b, RON_EPOLICY, path,
-                        "byte %zu is not one of A-Z a-z 0-9 . _ : -", i);
+            return fail(b, RON_EPOLICY, path, "byte %zu is not one of A-Z a-z 0-9 . _ : -", i);
     }
     *out = s;
     *len_out = len;
@@ -153,7 +153,8 @@ parse_ops(build_t *b, json_t *v, const char *path, uint8_t *ops_out)
         return fail(b, RON_EPOLICY, path, "must not be empty (omit it to match every operation)");
     if (json_array_size(v) > POL_OP_COUNT)
         return fail(b, RON_EPOLLIMIT, path, "lists more than %d operations", POL_OP_COUNT);
-    json_array_foreach(v, i, e) {
+    json_array_foreach(v, i, e)
+    {
         pol_op_t op;
         path_fmt(sub, "%s[%zu]", path, i);
         if (!json_is_string(e) || pol_op_parse(json_string_value(e), &op) < 0)
@@ -206,7 +207,8 @@ parse_tags(build_t *b, json_t *v, const char *path, uint64_t *mask_out)
         return fail(b, RON_EPOLICY, path, "must be an array of tags");
     if (json_array_size(v) > POL_MAX_RULE_TAGS)
         return fail(b, RON_EPOLLIMIT, path, "lists more than %d tags", POL_MAX_RULE_TAGS);
-    json_array_foreach(v, i, e) {
+    json_array_foreach(v, i, e)
+    {
         path_fmt(sub, "%s[%zu]", path, i);
         if ((rc = get_ident(b, e, sub, POL_MAX_TAG_LEN, &s, &len)) < 0)
             return rc;
@@ -280,7 +282,8 @@ parse_sources(build_t *b, json_t *v, const char *path, pol__match_t *m)
         p->cidrs = ron_xrealloc(p->cidrs, b->cidr_cap * sizeof *p->cidrs);
     }
     m->src_off = (uint16_t)p->n_cidrs;
-    json_array_foreach(v, i, e) {
+    json_array_foreach(v, i, e)
+    {
         path_fmt(sub, "%s[%zu]", path, i);
         if ((rc = parse_cidr(b, e, sub, &p->cidrs[p->n_cidrs])) < 0)
             return rc;
@@ -295,8 +298,8 @@ parse_sources(build_t *b, json_t *v, const char *path, pol__match_t *m)
 static int
 parse_match(build_t *b, json_t *v, const char *path, pol__match_t *m, uint8_t *ops)
 {
-    static const char *const keys[] = {"tenant", "anonymous", "ops", "min_body", "max_body",
-                                       "tags", "source", NULL};
+    static const char *const keys[] = {"tenant",   "anonymous", "ops",    "min_body",
+                                       "max_body", "tags",      "source", NULL};
     char sub[96];
     json_t *f;
     int rc;
@@ -308,8 +311,7 @@ parse_match(build_t *b, json_t *v, const char *path, pol__match_t *m, uint8_t *o
     if ((f = json_object_get(v, "tenant")) != NULL) {
         path_fmt(sub, "%s.tenant", path);
         if (!json_is_string(f) || json_string_length(f) != 2 * POL_TENANT_LEN ||
-            ron_hex_decode(m->tenant, POL_TENANT_LEN, json_string_value(f), 2 * POL_TENANT_LEN) <
-                0)
+            ron_hex_decode(m->tenant, POL_TENANT_LEN, json_string_value(f), 2 * POL_TENANT_LEN) < 0)
             return fail(b, RON_EPOLICY, sub, "must be 32 lowercase hex digits");
         for (const char *c = json_string_value(f); *c; c++)
             if (*c >= 'A' && *c <= 'F')
@@ -609,11 +611,12 @@ parse_bundle(build_t *b, json_t *root)
     if (!json_is_array(f))
         return fail(b, RON_EPOLICY, "$.rules", "must be an array");
     if (json_array_size(f) > POL_MAX_RULES)
-        return fail(b, RON_EPOLLIMIT, "$.rules", "has %zu rules, more than %d",
-                    json_array_size(f), POL_MAX_RULES);
+        return fail(b, RON_EPOLLIMIT, "$.rules", "has %zu rules, more than %d", json_array_size(f),
+                    POL_MAX_RULES);
     p->match = ron_xcalloc(json_array_size(f) + 1, sizeof *p->match);
     p->rules = ron_xcalloc(json_array_size(f) + 1, sizeof *p->rules);
-    json_array_foreach(f, i, rule) {
+    json_array_foreach(f, i, rule)
+    {
         p->n_rules = (uint32_t)i + 1; /* so destroy frees this rule's strings too */
         if ((rc = parse_rule(b, rule, (uint32_t)i)) < 0)
             return rc;

@@ -14,7 +14,7 @@
 #include "ron_err.h"
 
 static const char *const op_names[POL_OP_COUNT] = {"get",  "put",  "pin",   "name",
-                                                    "send", "recv", "admin", "mint"};
+                                                   "send", "recv", "admin", "mint"};
 
 const char *
 pol_op_name(pol_op_t op)
@@ -154,8 +154,7 @@ rule_matches(const pol_policy_t *p, uint32_t i, const pol_request_t *req, uint8_
         return false;
     if ((m->tag_mask & ~tags) != 0)
         return false;
-    if (m->has_tenant &&
-        (!req->has_tenant || memcmp(m->tenant, req->tenant, POL_TENANT_LEN) != 0))
+    if (m->has_tenant && (!req->has_tenant || memcmp(m->tenant, req->tenant, POL_TENANT_LEN) != 0))
         return false;
     return m->src_n == 0 || source_matches(p, m, src);
 }

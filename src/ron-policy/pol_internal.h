@@ -61,11 +61,11 @@ struct pol_policy {
      * order, its op's rules without a tenant and its own tenant's rules. */
     uint32_t *by_op[POL_OP_COUNT]; /* views into by_op_all: rules without a tenant */
     uint32_t n_by_op[POL_OP_COUNT];
-    uint32_t *by_op_all;          /* owned */
-    pol__tenant_t *tenants;       /* owned; open addressing, tenant_mask + 1 slots, or NULL */
-    uint32_t tenant_mask;         /* slots - 1 (slots a power of two > 2 x distinct tenants) */
-    uint32_t *tenant_rules;       /* owned */
-    pol__cidr_t *cidrs;  /* owned */
+    uint32_t *by_op_all;    /* owned */
+    pol__tenant_t *tenants; /* owned; open addressing, tenant_mask + 1 slots, or NULL */
+    uint32_t tenant_mask;   /* slots - 1 (slots a power of two > 2 x distinct tenants) */
+    uint32_t *tenant_rules; /* owned */
+    pol__cidr_t *cidrs;     /* owned */
     uint32_t n_cidrs;
     uint32_t n_tags;
     char *tags[POL_MAX_TAGS];          /* owned; index = bit */

@@ -15,8 +15,8 @@
 
 struct pol_store {
     pthread_mutex_t mu;
-    pol_policy_t *cur;  /* never NULL; guarded by mu */
-    pol_policy_t *prev; /* NULL when there is nothing to roll back to; guarded by mu */
+    pol_policy_t *cur;   /* never NULL; guarded by mu */
+    pol_policy_t *prev;  /* NULL when there is nothing to roll back to; guarded by mu */
     uint64_t generation; /* guarded by mu */
 };
 

@@ -27,19 +27,19 @@
 #include <sys/socket.h>
 
 /* ---- limits ---- */
-#define POL_MAX_BUNDLE (1u << 20)  /* bytes of bundle JSON: a control body (DESIGN.md §6, 1 MiB) */
-#define POL_MAX_RULES 4096         /* rules in a bundle: bounds compile time and memory */
-#define POL_MAX_TAGS 64            /* distinct tags in a bundle: one bit each in a u64 mask */
-#define POL_MAX_RULE_TAGS 16       /* tags one rule may require */
-#define POL_MAX_RULE_SOURCES 16    /* CIDR prefixes one rule may list */
-#define POL_MAX_REQ_TAGS 32        /* tags one request may carry */
-#define POL_MAX_ID_LEN 64          /* bytes of a rule id */
-#define POL_MAX_TAG_LEN 64         /* bytes of a tag */
-#define POL_MAX_REASON_LEN 200     /* bytes of a rule's reason (it may reach an error envelope) */
-#define POL_MAX_RATE 1000000u      /* requests per second in a rate obligation */
-#define POL_MAX_BURST 1000000u     /* token-bucket depth in a rate obligation */
-#define POL_TENANT_LEN 16          /* tenant id bytes (DESIGN.md §6 caveat `tenant = <32 hex>`) */
-#define POL_SCHEMA_VERSION 1       /* the only "version" this code reads */
+#define POL_MAX_BUNDLE (1u << 20) /* bytes of bundle JSON: a control body (DESIGN.md §6, 1 MiB) */
+#define POL_MAX_RULES 4096        /* rules in a bundle: bounds compile time and memory */
+#define POL_MAX_TAGS 64           /* distinct tags in a bundle: one bit each in a u64 mask */
+#define POL_MAX_RULE_TAGS 16      /* tags one rule may require */
+#define POL_MAX_RULE_SOURCES 16   /* CIDR prefixes one rule may list */
+#define POL_MAX_REQ_TAGS 32       /* tags one request may carry */
+#define POL_MAX_ID_LEN 64         /* bytes of a rule id */
+#define POL_MAX_TAG_LEN 64        /* bytes of a tag */
+#define POL_MAX_REASON_LEN 200    /* bytes of a rule's reason (it may reach an error envelope) */
+#define POL_MAX_RATE 1000000u     /* requests per second in a rate obligation */
+#define POL_MAX_BURST 1000000u    /* token-bucket depth in a rate obligation */
+#define POL_TENANT_LEN 16         /* tenant id bytes (DESIGN.md §6 caveat `tenant = <32 hex>`) */
+#define POL_SCHEMA_VERSION 1      /* the only "version" this code reads */
 
 /* Operations: DESIGN.md §6's `ops` vocabulary. HEAD counts as get. */
 typedef enum {
@@ -58,14 +58,14 @@ typedef enum { POL_DENY = 0, POL_ALLOW = 1 } pol_effect_t;
 
 /* One request, as the enforcing service sees it. Everything is borrowed. */
 typedef struct {
-    bool anonymous;                  /* true: no capability came with the request */
-    bool has_tenant;                 /* tenant is valid (never with anonymous) */
-    uint8_t tenant[POL_TENANT_LEN];  /* the capability's tenant caveat */
+    bool anonymous;                 /* true: no capability came with the request */
+    bool has_tenant;                /* tenant is valid (never with anonymous) */
+    uint8_t tenant[POL_TENANT_LEN]; /* the capability's tenant caveat */
     pol_op_t op;
-    uint64_t body_len;               /* bytes; 0 for reads */
-    const char *const *tags;         /* n_tags NUL-terminated strings; may be NULL if n_tags 0 */
-    size_t n_tags;                   /* <= POL_MAX_REQ_TAGS */
-    const struct sockaddr *source;   /* AF_INET or AF_INET6 peer, or NULL (local, unknown) */
+    uint64_t body_len;             /* bytes; 0 for reads */
+    const char *const *tags;       /* n_tags NUL-terminated strings; may be NULL if n_tags 0 */
+    size_t n_tags;                 /* <= POL_MAX_REQ_TAGS */
+    const struct sockaddr *source; /* AF_INET or AF_INET6 peer, or NULL (local, unknown) */
 } pol_request_t;
 
 /* What the caller must do besides allowing or denying. */
@@ -88,9 +88,9 @@ typedef struct {
 
 /* What went wrong in a bundle. code is the RON_E* value also returned. */
 typedef struct {
-    int code;       /* RON_EPOLICY, RON_EPOLLIMIT, RON_EPOLDUP */
-    char path[96];  /* JSON path at fault, e.g. "$.rules[3].match.ops[1]", or "$" */
-    char msg[200];  /* one sentence naming the path and what is wrong */
+    int code;      /* RON_EPOLICY, RON_EPOLLIMIT, RON_EPOLDUP */
+    char path[96]; /* JSON path at fault, e.g. "$.rules[3].match.ops[1]", or "$" */
+    char msg[200]; /* one sentence naming the path and what is wrong */
 } pol_err_t;
 
 typedef struct pol_policy pol_policy_t;
