@@ -27,8 +27,9 @@ if command -v taskset >/dev/null 2>&1; then pin="taskset -c 1"; fi
     echo
     echo "\`bench/policy.sh\` on $(uname -m), $(nproc) cores, $(date -u +%Y-%m-%d), release build."
     echo "Load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)."
-    echo "Each figure is the median of $runs runs; each run times 20,000 single"
-    echo "evaluations (percentiles) and then 20,000 back to back (evaluations/s)."
+    echo "Each figure is the median of $runs runs. A run times 20,000 single evaluations"
+    echo "(percentiles; each timing includes one clock read, tens of ns) and then 20"
+    echo "batches of 1,000 back to back (evaluations/s: the median batch)."
     echo
     $pin "$bin" "$runs"
     echo
