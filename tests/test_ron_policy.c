@@ -175,6 +175,19 @@ test_pol_refuses_malformed_bundles_naming_the_field(void **state)
 }
 
 static void
+test_pol_error_messages_stay_printable_for_control_bytes(void **state)
+{
+    (void)state;
+    static const char bad[] = "{\"version\":1,\"rules\":[\x01\x1b[31m]}";
+    pol_err_t err;
+    assert_null(pol_compile(bad, sizeof bad - 1, &err));
+    assert_int_equal(err.code, RON_EPOLICY);
+    assert_string_equal(err.path, "$");
+    for (const char *c = err.msg; *c != '\0'; c++)
+        assert_true((unsigned char)*c >= 0x20 && (unsigned char)*c < 0x7f);
+}
+
+static void
 test_pol_refuses_duplicate_json_keys_and_rule_ids(void **state)
 {
     (void)state;
@@ -772,6 +785,7 @@ main(int argc, char **argv)
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(test_pol_refuses_malformed_bundles_naming_the_field),
         cmocka_unit_test(test_pol_refuses_duplicate_json_keys_and_rule_ids),
+        cmocka_unit_test(test_pol_error_messages_stay_printable_for_control_bytes),
         cmocka_unit_test(test_pol_refuses_bundles_over_limits),
         cmocka_unit_test(test_pol_first_matching_rule_wins),
         cmocka_unit_test(test_pol_denies_when_no_rule_matches),

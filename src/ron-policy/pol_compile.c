@@ -49,6 +49,9 @@ fail(build_t *b, int code, const char *path, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
+    for (char *c = what; *c != '\0'; c++) /* jansson quotes input: keep the sentence printable */
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?';
     b->err->code = code;
     snprintf(b->err->path, sizeof b->err->path, "%s", path);
     snprintf(b->err->msg, sizeof b->err->msg, "%s: %s", path, what);

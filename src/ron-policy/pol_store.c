@@ -6,6 +6,7 @@
  * still holds (the last pol_policy_unref does). A bundle that does not
  * compile is refused before the lock is taken; the current policy stays.
  */
+#include <assert.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -23,7 +24,10 @@ struct pol_store {
 pol_store_t *
 pol_store_new(pol_policy_t *initial)
 {
-    pol_store_t *s = ron_xcalloc(1, sizeof *s);
+    pol_store_t *s;
+
+    assert(initial != NULL);
+    s = ron_xcalloc(1, sizeof *s);
     pthread_mutex_init(&s->mu, NULL);
     s->cur = initial;
     return s;

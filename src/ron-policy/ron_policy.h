@@ -148,8 +148,9 @@ int pol_op_parse(const char *s, pol_op_t *op_out);
 /* ---- hot reload with rollback ---- */
 
 /*
- * Create a store holding initial (takes the reference). Returns new; free
- * with pol_store_free.
+ * Create a store holding initial (takes the reference; not NULL: a node
+ * without a bundle passes pol_policy_default()). Returns new; free with
+ * pol_store_free.
  */
 pol_store_t *pol_store_new(pol_policy_t *initial);
 
