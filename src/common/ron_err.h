@@ -62,7 +62,12 @@
     X(RON_EREMOTE,   -2300, "the node answered with an error envelope") \
     X(RON_EBADPIECE, -2800, "provider sent a piece that does not verify against the address") \
     X(RON_EPEERERR,  -2801, "provider answered the transfer with an error") \
-    X(RON_ERANGE,    -2802, "byte range not satisfiable")
+    X(RON_ERANGE,    -2802, "byte range not satisfiable") \
+    X(RON_EPOLICY,   -3100, "policy bundle malformed or invalid") \
+    X(RON_EPOLLIMIT, -3101, "policy bundle exceeds a limit") \
+    X(RON_EPOLDUP,   -3102, "policy bundle repeats a rule id") \
+    X(RON_EPOLNOPREV, -3103, "no previous policy to roll back to") \
+    X(RON_EPOLDENY,  -3104, "denied by policy")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
