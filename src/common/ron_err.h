@@ -53,7 +53,9 @@
     X(RON_EPEERCERT, -2701, "peer presented no certificate, or not a self-signed Ed25519 one") \
     X(RON_EALPN,     -2702, "peer did not negotiate ALPN oap/1") \
     X(RON_EPEERLIMIT, -2703, "too many sessions with this peer") \
-    X(RON_EPEERSELF, -2704, "dialed node id is this node's own")
+    X(RON_EPEERSELF, -2704, "dialed node id is this node's own") \
+    X(RON_EAUDIT,    -3000, "audit record or checkpoint malformed") \
+    X(RON_EAUDITCHAIN, -3001, "audit log fails verification (edited, dropped, reordered or truncated)")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
