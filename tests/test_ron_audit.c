@@ -282,7 +282,8 @@ test_verify_reports_edited_byte_with_its_seq(void **state)
     buf = malloc(len + 1);
     memcpy(buf, orig, len + 1);
     off = line_off(buf, len, 37);
-    buf[strstr(buf + off, "\"target\":\"b3:") - buf + 14] ^= 1; /* a hex digit of the target */
+    off = (size_t)(strstr(buf + off, "\"target\":\"b3:") - buf) + 14; /* a hex digit of the target */
+    buf[off] = buf[off] == '0' ? '1' : '0';
     spew(fx->log, buf, len);
     assert_int_equal(verify(fx, &rep), RON_EAUDITCHAIN);
     assert_int_equal(rep.verdict, AUD_V_EDITED);
@@ -291,7 +292,8 @@ test_verify_reports_edited_byte_with_its_seq(void **state)
 
     memcpy(buf, orig, len + 1);
     off = line_off(buf, len, 212);
-    buf[strstr(buf + off, "\"hash\":\"") - buf + 20] ^= 1; /* the stored hash itself */
+    off = (size_t)(strstr(buf + off, "\"hash\":\"") - buf) + 20; /* the stored hash itself */
+    buf[off] = buf[off] == '0' ? '1' : '0';
     spew(fx->log, buf, len);
     assert_int_equal(verify(fx, &rep), RON_EAUDITCHAIN);
     assert_int_equal(rep.verdict, AUD_V_EDITED);
@@ -409,7 +411,8 @@ test_verify_reports_forged_checkpoint_signature_and_foreign_key(void **state)
     buf = malloc(len + 1);
     memcpy(buf, orig, len + 1);
     off = line_off(buf, len, 2);
-    buf[strstr(buf + off, "\"sig\":\"") - buf + 10] ^= 1;
+    off = (size_t)(strstr(buf + off, "\"sig\":\"") - buf) + 10;
+    buf[off] = buf[off] == '0' ? '1' : '0';
     spew(fx->ckpt, buf, len);
     assert_int_equal(verify(fx, &rep), RON_EAUDITCHAIN);
     assert_int_equal(rep.verdict, AUD_V_CKPT_SIG);
@@ -692,6 +695,93 @@ test_threads_concurrent_appenders_share_one_chain(void **state)
     assert_int_equal(rep.ckpt_seq, 20000);
 }
 
+/* ------------------------------------------------------------ ron audit verify */
+
+/* Run `ron audit verify ARGS...` with output to files; returns its exit code, out/err filled. */
+static int
+run_ron(fx_t *fx, char *out, size_t outcap, char *err, size_t errcap, ...)
+{
+    const char *bindir = getenv("RON_BINARY_DIR");
+    char bin[512], opath[160], epath[160], *argv[16], *buf;
+    int n = 0, status;
+    size_t len;
+    va_list ap;
+    pid_t pid;
+
+    if (bindir == NULL)
+        skip(); /* run by hand outside CTest */
+    snprintf(bin, sizeof bin, "%s/ron", bindir);
+    snprintf(opath, sizeof opath, "%s/out", fx->dir);
+    snprintf(epath, sizeof epath, "%s/err", fx->dir);
+    argv[n++] = bin;
+    argv[n++] = (char *)"audit";
+    argv[n++] = (char *)"verify";
+    va_start(ap, errcap);
+    for (char *a; (a = va_arg(ap, char *)) != NULL && n < 15;)
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int o = open(opath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int e = open(epath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (o < 0 || e < 0 || dup2(o, 1) < 0 || dup2(e, 2) < 0)
+            _exit(99);
+        execv(bin, argv);
+        _exit(98);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    buf = slurp(opath, &len);
+    snprintf(out, outcap, "%s", buf);
+    free(buf);
+    buf = slurp(epath, &len);
+    snprintf(err, errcap, "%s", buf);
+    free(buf);
+    return WEXITSTATUS(status);
+}
+
+static void
+test_cli_audit_verify_exit_codes_and_one_line_reasons(void **state)
+{
+    fx_t *fx = *state;
+    char out[1024], err[1024], key[2 * AUD_PK_LEN + 1], other[2 * AUD_PK_LEN + 1];
+    uint8_t pk2[AUD_PK_LEN], sk2[AUD_SK_LEN];
+    size_t len, a, b;
+    char *buf;
+
+    write_log(fx, 120, 50);
+    ron_hex_encode(key, fx->pk, AUD_PK_LEN);
+    crypto_sign_ed25519_keypair(pk2, sk2);
+    ron_hex_encode(other, pk2, AUD_PK_LEN);
+    /* Default paths under --data-dir. */
+    assert_int_equal(run_ron(fx, out, sizeof out, err, sizeof err, "--data-dir", fx->dir, "--key",
+                             key, NULL),
+                     0);
+    assert_non_null(strstr(out, "ok: 120 records (seq 1..120)"));
+    assert_non_null(strstr(out, "3 checkpoints (last seq 120)"));
+    assert_int_equal(run_ron(fx, out, sizeof out, err, sizeof err, fx->log, "--key", other, NULL),
+                     1);
+    assert_non_null(strstr(err, "checkpoint-signature at seq 50"));
+    assert_int_equal(run_ron(fx, out, sizeof out, err, sizeof err, fx->log, "--key", "abc", NULL),
+                     2);
+    assert_int_equal(run_ron(fx, out, sizeof out, err, sizeof err, fx->log, "--bogus", NULL), 2);
+
+    buf = slurp(fx->log, &len);
+    spew(fx->log, buf, line_off(buf, len, 101));
+    assert_int_equal(run_ron(fx, out, sizeof out, err, sizeof err, fx->log, NULL), 1);
+    assert_non_null(strstr(err, "truncated at seq 101"));
+    a = line_off(buf, len, 77);
+    b = line_off(buf, len, 78);
+    memmove(buf + a, buf + b, len - b);
+    spew(fx->log, buf, len - (b - a));
+    assert_int_equal(run_ron(fx, out, sizeof out, err, sizeof err, fx->log, NULL), 1);
+    assert_non_null(strstr(err, "dropped at seq 77"));
+    assert_int_equal(strchr(err, '\n') - err + 1, (long)strlen(err)); /* one line */
+    free(buf);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -722,6 +812,8 @@ main(int argc, char **argv)
             test_kill9_during_appends_leaves_a_durable_prefix_that_verifies, fx_setup,
             fx_teardown),
         cmocka_unit_test(test_ram_sink_keeps_newest_window_drops_and_counts_oldest),
+        cmocka_unit_test_setup_teardown(test_cli_audit_verify_exit_codes_and_one_line_reasons,
+                                        fx_setup, fx_teardown),
     };
     const struct CMUnitTest threaded[] = {
         cmocka_unit_test_setup_teardown(test_threads_concurrent_appenders_share_one_chain,

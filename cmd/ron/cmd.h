@@ -22,6 +22,7 @@ int cmd_reload(int argc, char **argv);
 int cmd_release(int argc, char **argv);
 int cmd_oap(int argc, char **argv);
 int cmd_key(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 
 /* Print "ron: <msg>" to stderr and return code. */
 int ron_cmd_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

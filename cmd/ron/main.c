@@ -17,6 +17,7 @@ static const ron_cmd_t commands[] = {
     {"release", cmd_release, "let a quarantined service run again"},
     {"oap", cmd_oap, "decode / encode raw OAP/1 frames (debugging the wire)"},
     {"key", cmd_key, "show the node id and public keys (ron key show [--json])"},
+    {"audit", cmd_audit, "check an audit log and its signed checkpoints (ron audit verify [FILE])"},
 };
 
 int
