@@ -32,7 +32,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int n = aud_record_encode(&ev, rec->seq, rec->prev, again, sizeof again, h);
         if (n <= 0 || memcmp(h, rec->computed, AUD_HASH_LEN) != 0)
             abort();
-        if (memcmp(again, s, (size_t)n - 1) != 0)
+        /* Same bytes up to the stored hash, which may differ (an edited record). */
+        if ((size_t)n < 2 * AUD_HASH_LEN + 12 || memcmp(again, s, (size_t)n - 2 * AUD_HASH_LEN - 12) != 0)
             abort();
     }
     if (aud_checkpoint_parse(s, size, &cp) == 0)
