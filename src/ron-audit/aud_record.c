@@ -359,7 +359,9 @@ void
 aud__ckpt_msg(uint8_t msg[static AUD__CKPT_MSG_LEN], uint64_t seq, uint64_t ts_ms,
               const uint8_t head[static AUD_HASH_LEN])
 {
-    memcpy(msg, AUD__CKPT_CTX, 16);
+    static const uint8_t ctx[16] = AUD__CKPT_CTX; /* exactly 16 bytes, no NUL */
+
+    memcpy(msg, ctx, sizeof ctx);
     put_u64be(msg + 16, seq);
     put_u64be(msg + 24, ts_ms);
     memcpy(msg + 32, head, AUD_HASH_LEN);

@@ -27,7 +27,7 @@
 #define AUD_MAX_OP 32                    /* operation name (get, put, mint, ...) */
 #define AUD_MAX_TARGET 512               /* address, name, cap id, policy version */
 #define AUD_MAX_REASON 256               /* short human reason */
-#define AUD_MAX_PENDING (8u << 20)       /* queued bytes before aud_append blocks (backpressure) */
+#define AUD_MAX_PENDING (2u << 20)       /* queued bytes before aud_append blocks (backpressure) */
 #define AUD_BATCH_MAX_BYTES (1u << 20)   /* a batch is written once it holds this much */
 #define AUD_DEFAULT_BATCH_MS 10          /* a record waits at most this long before its sync */
 #define AUD_DEFAULT_CKPT_EVERY 1000      /* checkpoint at least every N records ... */
