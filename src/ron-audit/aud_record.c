@@ -7,9 +7,7 @@
  * disk may have been edited by anyone) and have a fuzz target.
  */
 #include <blake3.h>
-#include <inttypes.h>
 #include <sodium.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "aud_internal.h"
@@ -48,6 +46,8 @@ typedef struct {
 static void
 w_raw(wbuf_t *w, const char *s, size_t n)
 {
+    if (n == 0)
+        return; /* s may be NULL for an absent field */
     if (w->over || n > w->cap - w->len) {
         w->over = true;
         return;
@@ -66,9 +66,13 @@ static void
 w_u64(wbuf_t *w, uint64_t v)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%" PRIu64, v);
+    size_t i = sizeof tmp;
 
-    w_raw(w, tmp, (size_t)n);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    w_raw(w, tmp + i, sizeof tmp - i);
 }
 
 static void
@@ -86,19 +90,26 @@ w_str(wbuf_t *w, const char *s, size_t n)
 {
     static const char hx[] = "0123456789abcdef";
 
+    size_t run = 0; /* bytes before i that need no escape, copied in one go */
+
     w_raw(w, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c != '"' && c != '\\' && c >= 0x20 && c != 0x7f) {
+            run++;
+            continue;
+        }
+        w_raw(w, s + i - run, run);
+        run = 0;
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
             w_raw(w, e, 2);
-        } else if (c < 0x20 || c == 0x7f) {
+        } else {
             char e[6] = {'\\', 'u', '0', '0', hx[c >> 4], hx[c & 15]};
             w_raw(w, e, 6);
-        } else {
-            w_raw(w, (const char *)&s[i], 1);
         }
     }
+    w_raw(w, s + n - run, run);
     w_raw(w, "\"", 1);
 }
 
