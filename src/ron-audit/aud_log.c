@@ -407,7 +407,7 @@ batch_wait(aud_log_t *log)
     while (log->pend.len == 0) {
         if (log->stop)
             return false;
-        if (log->sk != NULL && log->st.durable_seq > log->ckpt_seq) {
+        if (log->sk != NULL && log->st.durable_seq > log->ckpt_seq && log->st.write_error == 0) {
             checkpoint_maybe(log, NULL, 0, false);
             deadline_ts(&ts, log->ckpt_ns + (uint64_t)log->ckpt_ms * 1000000u + 1000000u);
             pthread_cond_timedwait(&log->cv_work, &log->mu, &ts);
