@@ -504,6 +504,91 @@ test_torn_tail_is_ignored_by_verify_and_cut_on_reopen(void **state)
 }
 
 static void
+test_checkpoint_written_after_ckpt_ms_without_close_and_torn_checkpoint_ignored(void **state)
+{
+    fx_t *fx = *state;
+    aud_file_opts_t o = fx_opts(fx, 1000);
+    aud_event_t ev = {.kind = AUD_POLICY_CHANGED, .op = "reload", .target = "policy v2"};
+    aud_log_t *log = NULL;
+    aud_report_t rep;
+    aud_stats_t st;
+    FILE *f;
+
+    o.ckpt_ms = 20;
+    assert_int_equal(aud_log_open_file(&o, &log), 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(aud_append(log, &ev, NULL, NULL, NULL), 0);
+    for (int i = 0; i < 300; i++) { /* at most 3 s */
+        aud_log_stats(log, &st);
+        if (st.checkpoints > 0)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(st.checkpoints, 1);
+    assert_int_equal(verify(fx, &rep), 0); /* read while the log is still open */
+    assert_int_equal(rep.ckpt_seq, 5);
+    assert_int_equal(aud_log_close(log), 0);
+
+    f = fopen(fx->ckpt, "ab");
+    assert_non_null(f);
+    fputs("{\"seq\":9,\"ts\":1", f);
+    fclose(f);
+    assert_int_equal(verify(fx, &rep), 0);
+    assert_int_equal(rep.checkpoints, 1);
+    write_log(fx, 3, 1000); /* reopening cuts the torn checkpoint line */
+    assert_int_equal(verify(fx, &rep), 0);
+    assert_int_equal(rep.last_seq, 8);
+    assert_int_equal(rep.ckpt_seq, 8);
+}
+
+static void
+test_open_refuses_log_whose_last_record_was_edited(void **state)
+{
+    fx_t *fx = *state;
+    aud_file_opts_t o = fx_opts(fx, 100);
+    aud_log_t *log = NULL;
+    size_t len, off;
+    char *buf;
+
+    write_log(fx, 10, 100);
+    buf = slurp(fx->log, &len);
+    off = (size_t)(strstr(buf + line_off(buf, len, 10), "\"op\":\"pin") - buf) + 6;
+    buf[off] = 'P';
+    spew(fx->log, buf, len);
+    assert_int_equal(aud_log_open_file(&o, &log), RON_EAUDIT);
+    assert_null(log);
+    free(buf);
+}
+
+static void
+err_ack(void *arg, uint64_t seq, int rc)
+{
+    int *last = arg;
+
+    (void)seq;
+    *last = rc;
+}
+
+static void
+test_write_error_reaches_ack_flush_and_later_appends(void **state)
+{
+    aud_file_opts_t o = {.log_path = "/dev/full"};
+    aud_event_t ev = {.kind = AUD_ADMIN, .op = "gc"};
+    aud_log_t *log = NULL;
+    int ack_rc = 1;
+
+    (void)state;
+    if (access("/dev/full", W_OK) != 0)
+        skip();
+    assert_int_equal(aud_log_open_file(&o, &log), 0);
+    assert_int_equal(aud_append(log, &ev, err_ack, &ack_rc, NULL), 0);
+    assert_int_equal(aud_log_flush(log), -ENOSPC);
+    assert_int_equal(aud_append(log, &ev, NULL, NULL, NULL), -ENOSPC);
+    assert_int_equal(aud_log_close(log), -ENOSPC);
+    assert_int_equal(ack_rc, -ENOSPC); /* close joined the writer that ran the callback */
+}
+
+static void
 count_ack(void *arg, uint64_t seq, int rc)
 {
     uint64_t *c = arg; /* c[0] acks, c[1] errors, c[2] last seq (one writer thread: ordered) */
@@ -812,6 +897,12 @@ main(int argc, char **argv)
             test_kill9_during_appends_leaves_a_durable_prefix_that_verifies, fx_setup,
             fx_teardown),
         cmocka_unit_test(test_ram_sink_keeps_newest_window_drops_and_counts_oldest),
+        cmocka_unit_test_setup_teardown(
+            test_checkpoint_written_after_ckpt_ms_without_close_and_torn_checkpoint_ignored,
+            fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_open_refuses_log_whose_last_record_was_edited,
+                                        fx_setup, fx_teardown),
+        cmocka_unit_test(test_write_error_reaches_ack_flush_and_later_appends),
         cmocka_unit_test_setup_teardown(test_cli_audit_verify_exit_codes_and_one_line_reasons,
                                         fx_setup, fx_teardown),
     };
