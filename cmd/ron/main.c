@@ -25,6 +25,7 @@ static const ron_cmd_t commands[] = {
     {"unpin", cmd_unpin, "drop a pin"},
     {"gc", cmd_gc, "evict unpinned objects (--target BYTES)"},
     {"name", cmd_name, "publish and resolve names (ron name publish|resolve)"},
+    {"audit", cmd_audit, "check an audit log and its signed checkpoints (ron audit verify [FILE])"},
 };
 
 int

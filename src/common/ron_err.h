@@ -67,7 +67,9 @@
     X(RON_EPOLLIMIT, -3101, "policy bundle exceeds a limit") \
     X(RON_EPOLDUP,   -3102, "policy bundle repeats a rule id") \
     X(RON_EPOLNOPREV, -3103, "no previous policy to roll back to") \
-    X(RON_EPOLDENY,  -3104, "denied by policy")
+    X(RON_EPOLDENY,  -3104, "denied by policy") \
+    X(RON_EAUDIT,    -3000, "audit record or checkpoint malformed") \
+    X(RON_EAUDITCHAIN, -3001, "audit log fails verification (edited, dropped, reordered or truncated)")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
