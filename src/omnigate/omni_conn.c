@@ -65,8 +65,15 @@ typedef struct piece {
     size_t len;  /* bytes of data */
     size_t off;  /* bytes already written to the store */
     size_t sent; /* bytes sent in put_writes (off <= sent <= len) */
-    uint8_t data[];
+    uint8_t buf[]; /* PIECE_HEAD bytes of room, then the len bytes of data */
 } piece_t;
+
+/*
+ * Room before a piece's data for a put_write's u32 prefix and JSON, so the
+ * bus request is sent from the piece itself instead of a copy of the chunk.
+ */
+#define PIECE_HEAD 132u
+#define PIECE_DATA(p) ((p)->buf + PIECE_HEAD)
 
 struct omni_rq {
     omni_rq_t *next, *prev; /* in the connection's list */
@@ -479,6 +486,27 @@ peer_for(omni_t *g, uint16_t app)
     return app == OAP_APP_STORAGE ? g->storage : app == OAP_APP_INDEX ? g->index : g->kernel;
 }
 
+/* Send one bus request for q whose payload is built. Returns 0 (q->inflight set) or a ron-bus error. */
+static int
+rq_bus_payload(omni_rq_t *q, uint16_t app, const uint8_t *payload, size_t n, rbus_reply_cb cb,
+               void *arg)
+{
+    omni_t *g = q->g;
+    rbus_peer_t *p = peer_for(g, app);
+    rbus_request_opts_t o = {.app_proto_id = app, .deadline_ms = OMNI_BUS_DEADLINE_MS};
+    int rc;
+
+    if (p == NULL)
+        return RON_EUNAVAIL;
+    memcpy(o.tenant_id, q->tenant, sizeof o.tenant_id);
+    rc = rbus_request_ex(p, &o, payload, n, cb, arg); /* copies the payload */
+    if (rc == 0) {
+        q->inflight++;
+        g->refs++;
+    }
+    return rc;
+}
+
 /*
  * Send one bus request for q: JSON (with the u32 prefix for storage and
  * index) then raw bytes. Returns 0 (q->inflight set) or a ron-bus error.
@@ -487,17 +515,11 @@ static int
 rq_bus_cb(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
           size_t rlen, rbus_reply_cb cb, void *arg)
 {
-    omni_t *g = q->g;
-    rbus_peer_t *p = peer_for(g, app);
-    rbus_request_opts_t o = {.app_proto_id = app, .deadline_ms = OMNI_BUS_DEADLINE_MS};
     bool prefix = app != OAP_APP_KERNEL;
     size_t n = (prefix ? 4 : 0) + jlen + rlen;
     uint8_t *buf;
     int rc;
 
-    if (p == NULL)
-        return RON_EUNAVAIL;
-    memcpy(o.tenant_id, q->tenant, sizeof o.tenant_id);
     buf = ron_xmalloc(n + 1);
     if (prefix) {
         buf[0] = (uint8_t)(jlen >> 24);
@@ -508,12 +530,38 @@ rq_bus_cb(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8
     memcpy(buf + (prefix ? 4 : 0), json, jlen);
     if (rlen > 0)
         memcpy(buf + (prefix ? 4 : 0) + jlen, raw, rlen);
-    rc = rbus_request_ex(p, &o, buf, n, cb, arg);
+    rc = rq_bus_payload(q, app, buf, n, cb, arg);
     free(buf);
-    if (rc == 0) {
-        q->inflight++;
-        g->refs++;
-    }
+    return rc;
+}
+
+/*
+ * Send a put_write of p's bytes [p->sent, p->sent + wlen) at offset q->sent,
+ * its prefix and JSON written just before the bytes (into the piece's room
+ * or over bytes already sent, restored after the call).
+ */
+static int
+rq_put_write(omni_rq_t *q, piece_t *p, size_t wlen)
+{
+    char js[PIECE_HEAD - 4];
+    uint8_t save[PIECE_HEAD], *at = PIECE_DATA(p) + p->sent, *h;
+    int n = snprintf(js, sizeof js, "{\"offset\":\"%llu\",\"op\":\"put_write\",\"put_id\":\"%llu\"}",
+                     (unsigned long long)q->sent, (unsigned long long)q->put_id);
+    size_t hl;
+    int rc;
+
+    if (n < 0 || (size_t)n >= sizeof js)
+        return RON_EINVAL; /* cannot happen: two u64s fit */
+    hl = 4 + (size_t)n;
+    h = at - hl;
+    memcpy(save, h, hl);
+    h[0] = 0;
+    h[1] = 0;
+    h[2] = 0;
+    h[3] = (uint8_t)n;
+    memcpy(h + 4, js, (size_t)n);
+    rc = rq_bus_payload(q, OAP_APP_STORAGE, h, hl + wlen, rq_bus_reply, q);
+    memcpy(h, save, hl);
     return rc;
 }
 
@@ -966,9 +1014,7 @@ rq_put_next(omni_rq_t *q)
         if (p == NULL)
             break;
         wlen = RON_MIN(p->len - p->sent, (size_t)OMNI_BUS_CHUNK);
-        n = snprintf(js, sizeof js, "{\"offset\":\"%llu\",\"op\":\"put_write\",\"put_id\":\"%llu\"}",
-                     (unsigned long long)q->sent, (unsigned long long)q->put_id);
-        rc = rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, p->data + p->sent, wlen);
+        rc = rq_put_write(q, p, wlen);
         if (rc < 0) {
             rq_bus_failed(q, rc);
             rq_put_abort(q);
@@ -1113,13 +1159,13 @@ conn_body(omni_conn_t *c, omni_rq_t *q, const oap_frame_t *f, const uint8_t *pay
     if (end)
         q->req_ended = true;
     if (put) {
-        piece_t *p = ron_xmalloc(sizeof *p + len);
+        piece_t *p = ron_xmalloc(sizeof *p + PIECE_HEAD + len);
         p->next = NULL;
         p->len = len;
         p->off = 0;
         p->sent = 0;
         if (len > 0)
-            memcpy(p->data, payload, len);
+            memcpy(PIECE_DATA(p), payload, len);
         if (q->tail != NULL)
             q->tail->next = p;
         else
