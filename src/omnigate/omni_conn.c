@@ -1023,16 +1023,13 @@ rq_put_next(omni_rq_t *q)
         p->sent += wlen;
         q->sent += wlen;
     }
-    if (q->inflight > 0 || q->head != NULL) {
-        return; /* the commit waits for the writes in flight */
-    } else if (q->req_ended) {
-        q->state = RQ_PUT_COMMIT;
-        n = snprintf(js, sizeof js, "{\"op\":\"put_commit\",\"put_id\":\"%llu\"}",
-                     (unsigned long long)q->put_id);
-        rc = rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0);
-    } else {
-        return; /* wait for body frames */
-    }
+    /* the commit waits for the writes in flight and for the client's END */
+    if (q->inflight > 0 || q->head != NULL || !q->req_ended)
+        return;
+    q->state = RQ_PUT_COMMIT;
+    n = snprintf(js, sizeof js, "{\"op\":\"put_commit\",\"put_id\":\"%llu\"}",
+                 (unsigned long long)q->put_id);
+    rc = rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0);
     if (rc < 0) {
         rq_bus_failed(q, rc);
         rq_put_abort(q);
