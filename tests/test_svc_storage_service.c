@@ -599,6 +599,167 @@ test_put_limits_chunk_cap_and_offsets_are_enforced(void **state)
     free(big);
 }
 
+/* One request sent without waiting: its answer and when it came. */
+typedef struct {
+    bool done;
+    int status;
+    uint16_t code;
+    unsigned seq; /* answers arrive numbered 1, 2, ... */
+    char written[24];
+    char reason[32];
+} slot_t;
+
+static unsigned slot_seq;
+
+static void
+on_slot(void *arg, int status, const oap_frame_t *resp)
+{
+    slot_t *sl = arg;
+    json_t *o = NULL;
+    const char *v;
+
+    sl->done = true;
+    sl->status = status;
+    sl->seq = ++slot_seq;
+    if (status < 0)
+        return;
+    sl->code = resp->code;
+    if (resp->code >= 400)
+        o = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
+    else if (resp->payload_len >= 4)
+        o = json_loadb((const char *)resp->payload + 4,
+                       (size_t)resp->payload[0] << 24 | (size_t)resp->payload[1] << 16 |
+                           (size_t)resp->payload[2] << 8 | resp->payload[3],
+                       0, NULL);
+    if ((v = json_string_value(json_object_get(o, "written"))) != NULL)
+        snprintf(sl->written, sizeof sl->written, "%s", v);
+    if ((v = json_string_value(json_object_get(o, "reason"))) != NULL)
+        snprintf(sl->reason, sizeof sl->reason, "%s", v);
+    json_decref(o);
+}
+
+/* Send a put_write (raw_len bytes of b at offset off) or, b NULL, put_commit; do not wait. */
+static void
+send_put_call(fx_t *fx, slot_t *sl, const char *id, const uint8_t *b, size_t off, size_t raw_len)
+{
+    char js[160];
+    uint8_t *buf;
+    size_t jl;
+
+    memset(sl, 0, sizeof *sl);
+    if (b != NULL)
+        snprintf(js, sizeof js, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"%zu\"}", id,
+                 off);
+    else
+        snprintf(js, sizeof js, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id);
+    jl = strlen(js);
+    buf = malloc(4 + jl + raw_len);
+    buf[0] = buf[1] = buf[2] = 0;
+    buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, js, jl);
+    if (raw_len > 0)
+        memcpy(buf + 4 + jl, b + off, raw_len);
+    assert_int_equal(rbus_request(fx->peer, OAP_APP_STORAGE, buf, 4 + jl + raw_len, WAIT_MS,
+                                  on_slot, sl),
+                     0);
+    free(buf);
+}
+
+static bool
+slots_done(const slot_t *sl, size_t n, fx_t *fx)
+{
+    uint64_t end = ron_now_ms() + WAIT_MS;
+    for (;;) {
+        size_t i = 0;
+        while (i < n && sl[i].done)
+            i++;
+        if (i == n)
+            return true;
+        if (ron_now_ms() >= end)
+            return false;
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    }
+}
+
+/*
+ * Up to STO_SVC_PUT_QUEUE put_writes of one put are accepted at once and run
+ * in offset order (answers in order, each with the running total); a stale
+ * offset is still 409 (reason offset), one write past the queue and a
+ * commit while writes run are 409 put_busy (reason put_id). The in-process bus delivers the whole batch
+ * in one loop turn, before the first write can return.
+ */
+static void
+test_pipelined_put_writes_run_in_order_and_past_the_queue_are_busy(void **state)
+{
+    enum { C = 64 * 1024, N = STO_SVC_PUT_QUEUE };
+    fx_t fx;
+    uint8_t *b = malloc((size_t)C * N + 1);
+    slot_t w[N], dup, extra, commit;
+    char id[24], want[68], num[24];
+    (void)state;
+
+    fx_open(&fx, false, NULL);
+    fill(b, (size_t)C * N + 1, 11);
+    b3_text(b, (size_t)C * N, want);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\",\"size\":\"%d\"}", C * N), 200);
+    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
+    send_put_call(&fx, &w[0], id, b, 0, C);
+    send_put_call(&fx, &dup, id, b, 0, C);
+    for (size_t k = 1; k < N; k++)
+        send_put_call(&fx, &w[k], id, b, k * C, C);
+    send_put_call(&fx, &extra, id, b, (size_t)C * N, 1);
+    send_put_call(&fx, &commit, id, NULL, 0, 0);
+    assert_true(slots_done(w, N, &fx));
+    assert_true(slots_done(&dup, 1, &fx) && slots_done(&extra, 1, &fx) &&
+                slots_done(&commit, 1, &fx));
+    assert_int_equal(dup.code, 409);
+    assert_string_equal(dup.reason, "offset");
+    assert_int_equal(extra.code, 409);
+    assert_string_equal(extra.reason, "put_id"); /* put_busy (sent with slug conflict) */
+    assert_int_equal(commit.code, 409);
+    assert_string_equal(commit.reason, "put_id");
+    for (size_t k = 0; k < N; k++) {
+        assert_int_equal(w[k].status, 0);
+        assert_int_equal(w[k].code, 200);
+        snprintf(num, sizeof num, "%zu", (k + 1) * C);
+        assert_string_equal(w[k].written, num);
+        if (k > 0)
+            assert_true(w[k].seq > w[k - 1].seq);
+    }
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id), 200);
+    assert_string_equal(jstr(&fx, "address"), want);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+    fx_close(&fx);
+    free(b);
+}
+
+/* A queued write behind one that fails gets the same error; the put is gone. */
+static void
+test_a_failed_write_fails_the_writes_queued_behind_it_and_ends_the_put(void **state)
+{
+    enum { C = 4096 };
+    fx_t fx;
+    uint8_t b[3 * C];
+    slot_t w[3];
+    char id[24];
+    (void)state;
+
+    fx_open(&fx, false, NULL);
+    fill(b, sizeof b, 5);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\",\"size\":\"%d\"}", C), 200);
+    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
+    for (size_t k = 0; k < 3; k++)
+        send_put_call(&fx, &w[k], id, b, k * C, C);
+    assert_true(slots_done(w, 3, &fx));
+    assert_int_equal(w[0].code, 200);
+    assert_int_equal(w[1].code, 413); /* past the declared size */
+    assert_int_equal(w[2].code, 413);
+    assert_true(w[2].seq > w[1].seq);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id), 404);
+    assert_true(run_until(&fx, no_puts));
+    fx_close(&fx);
+}
+
 static void
 test_metrics_count_requests_by_op_and_status(void **state)
 {
@@ -958,6 +1119,8 @@ main(void)
         cmocka_unit_test(test_bad_requests_unix),
         cmocka_unit_test(test_put_limits_chunk_cap_and_offsets_are_enforced),
         cmocka_unit_test(test_metrics_count_requests_by_op_and_status),
+        cmocka_unit_test(test_pipelined_put_writes_run_in_order_and_past_the_queue_are_busy),
+        cmocka_unit_test(test_a_failed_write_fails_the_writes_queued_behind_it_and_ends_the_put),
         cmocka_unit_test(test_client_put_file_and_get_round_trip),
         cmocka_unit_test(test_client_streamed_put_writes_pieces_one_at_a_time),
     };

@@ -6,7 +6,9 @@
  * A stream's request (omni_rq_t) is a small state machine (rq_state_t):
  * a one-shot forward (RQ_BUS), a put (begin -> writes as body frames
  * arrive -> commit), or a get (stat -> data frames while the client grants
- * credit). At most one bus request per stream is in flight. The request
+ * credit). At most one bus request per stream is in flight, except a put's
+ * writes (up to OMNI_PUT_PIPELINE, answered in order) and a get's chunks
+ * (up to OMNI_GET_PIPELINE). The request
  * lives until both directions of its stream ended and its bus request
  * returned; when the connection goes first, the request is detached
  * (rq->c == NULL), an open put is aborted at the storage service, and the
@@ -60,10 +62,18 @@ typedef struct {
 
 typedef struct piece {
     struct piece *next;
-    size_t len; /* bytes of data */
-    size_t off; /* bytes already written to the store */
-    uint8_t data[];
+    size_t len;  /* bytes of data */
+    size_t off;  /* bytes already written to the store */
+    size_t sent; /* bytes sent in put_writes (off <= sent <= len) */
+    uint8_t buf[]; /* PIECE_HEAD bytes of room, then the len bytes of data */
 } piece_t;
+
+/*
+ * Room before a piece's data for a put_write's u32 prefix and JSON, so the
+ * bus request is sent from the piece itself instead of a copy of the chunk.
+ */
+#define PIECE_HEAD 132u
+#define PIECE_DATA(p) ((p)->buf + PIECE_HEAD)
 
 struct omni_rq {
     omni_rq_t *next, *prev; /* in the connection's list */
@@ -79,8 +89,8 @@ struct omni_rq {
     /* put */
     bool put_open; /* put_id is open at the storage service */
     uint64_t put_id;
-    uint64_t written;
-    size_t wlen; /* bytes of the put_write in flight */
+    uint64_t written; /* bytes the storage service answered as written */
+    uint64_t sent;    /* bytes sent in put_writes (the next one's offset) */
     piece_t *head, *tail;
     /* get */
     uint16_t status; /* 200 or 206 */
@@ -476,6 +486,27 @@ peer_for(omni_t *g, uint16_t app)
     return app == OAP_APP_STORAGE ? g->storage : app == OAP_APP_INDEX ? g->index : g->kernel;
 }
 
+/* Send one bus request for q whose payload is built. Returns 0 (q->inflight set) or a ron-bus error. */
+static int
+rq_bus_payload(omni_rq_t *q, uint16_t app, const uint8_t *payload, size_t n, rbus_reply_cb cb,
+               void *arg)
+{
+    omni_t *g = q->g;
+    rbus_peer_t *p = peer_for(g, app);
+    rbus_request_opts_t o = {.app_proto_id = app, .deadline_ms = OMNI_BUS_DEADLINE_MS};
+    int rc;
+
+    if (p == NULL)
+        return RON_EUNAVAIL;
+    memcpy(o.tenant_id, q->tenant, sizeof o.tenant_id);
+    rc = rbus_request_ex(p, &o, payload, n, cb, arg); /* copies the payload */
+    if (rc == 0) {
+        q->inflight++;
+        g->refs++;
+    }
+    return rc;
+}
+
 /*
  * Send one bus request for q: JSON (with the u32 prefix for storage and
  * index) then raw bytes. Returns 0 (q->inflight set) or a ron-bus error.
@@ -484,17 +515,11 @@ static int
 rq_bus_cb(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
           size_t rlen, rbus_reply_cb cb, void *arg)
 {
-    omni_t *g = q->g;
-    rbus_peer_t *p = peer_for(g, app);
-    rbus_request_opts_t o = {.app_proto_id = app, .deadline_ms = OMNI_BUS_DEADLINE_MS};
     bool prefix = app != OAP_APP_KERNEL;
     size_t n = (prefix ? 4 : 0) + jlen + rlen;
     uint8_t *buf;
     int rc;
 
-    if (p == NULL)
-        return RON_EUNAVAIL;
-    memcpy(o.tenant_id, q->tenant, sizeof o.tenant_id);
     buf = ron_xmalloc(n + 1);
     if (prefix) {
         buf[0] = (uint8_t)(jlen >> 24);
@@ -505,12 +530,38 @@ rq_bus_cb(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8
     memcpy(buf + (prefix ? 4 : 0), json, jlen);
     if (rlen > 0)
         memcpy(buf + (prefix ? 4 : 0) + jlen, raw, rlen);
-    rc = rbus_request_ex(p, &o, buf, n, cb, arg);
+    rc = rq_bus_payload(q, app, buf, n, cb, arg);
     free(buf);
-    if (rc == 0) {
-        q->inflight++;
-        g->refs++;
-    }
+    return rc;
+}
+
+/*
+ * Send a put_write of p's bytes [p->sent, p->sent + wlen) at offset q->sent,
+ * its prefix and JSON written just before the bytes (into the piece's room
+ * or over bytes already sent, restored after the call).
+ */
+static int
+rq_put_write(omni_rq_t *q, piece_t *p, size_t wlen)
+{
+    char js[PIECE_HEAD - 4];
+    uint8_t save[PIECE_HEAD], *at = PIECE_DATA(p) + p->sent, *h;
+    int n = snprintf(js, sizeof js, "{\"offset\":\"%llu\",\"op\":\"put_write\",\"put_id\":\"%llu\"}",
+                     (unsigned long long)q->sent, (unsigned long long)q->put_id);
+    size_t hl;
+    int rc;
+
+    if (n < 0 || (size_t)n >= sizeof js)
+        return RON_EINVAL; /* cannot happen: two u64s fit */
+    hl = 4 + (size_t)n;
+    h = at - hl;
+    memcpy(save, h, hl);
+    h[0] = 0;
+    h[1] = 0;
+    h[2] = 0;
+    h[3] = (uint8_t)n;
+    memcpy(h + 4, js, (size_t)n);
+    rc = rq_bus_payload(q, OAP_APP_STORAGE, h, hl + wlen, rq_bus_reply, q);
+    memcpy(h, save, hl);
     return rc;
 }
 
@@ -538,8 +589,8 @@ rq_put_abort(omni_rq_t *q)
     rbus_request_opts_t o = {.app_proto_id = OAP_APP_STORAGE, .deadline_ms = OMNI_BUS_DEADLINE_MS};
     int n;
 
-    if (!q->put_open || q->g->storage == NULL)
-        return;
+    if (!q->put_open || q->g->storage == NULL || q->inflight > 0)
+        return; /* with writes in flight: the last answer calls again */
     q->put_open = false;
     n = snprintf(js, sizeof js, "{\"op\":\"put_abort\",\"put_id\":\"%llu\"}",
                  (unsigned long long)q->put_id);
@@ -582,24 +633,45 @@ json_u64_field(json_t *o, const char *key, uint64_t *v)
     return s != NULL && ron_parse_u64(s, strlen(s), v) == 0;
 }
 
-/* A put_write answered: the bytes are in the store; credit the frame once it is all written. */
+/*
+ * Mark n more bytes of q's queued body as written and credit every frame
+ * now written whole (empty frames at the head included).
+ */
 static void
-on_put_written(omni_rq_t *q)
+rq_put_ack(omni_rq_t *q, uint64_t n)
 {
-    piece_t *p = q->head;
+    uint32_t frames = 0;
 
-    q->written += q->wlen;
-    p->off += q->wlen;
-    q->c->in_bytes -= q->wlen;
-    q->g->stats.input_bytes -= q->wlen;
-    q->wlen = 0;
-    if (p->off == p->len) {
+    while (q->head != NULL) {
+        piece_t *p = q->head;
+        size_t k = (size_t)RON_MIN(n, (uint64_t)(p->len - p->off));
+        p->off += k;
+        n -= k;
+        q->written += k;
+        q->c->in_bytes -= k;
+        q->g->stats.input_bytes -= k;
+        if (p->off < p->len)
+            break;
         q->head = p->next;
         if (q->head == NULL)
             q->tail = NULL;
         free(p);
-        rq_consume(q, 1);
+        frames++;
     }
+    rq_consume(q, frames);
+}
+
+/* A put_write answered with the put's total: those bytes are in the store. */
+static void
+on_put_written(omni_rq_t *q, json_t *o)
+{
+    uint64_t total = 0;
+
+    if (!json_u64_field(o, "written", &total) || total < q->written || total > q->sent) {
+        rq_error(q, 502, "put_write answer with a bad written count", NULL, 0);
+        return;
+    }
+    rq_put_ack(q, total - q->written);
     conn_set_reading(q->c);
 }
 
@@ -705,7 +777,7 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
         rq_consume(q, 1); /* the START frame */
         break;
     case RQ_PUT_OPEN:
-        on_put_written(q);
+        on_put_written(q, o);
         break;
     case RQ_PUT_COMMIT:
         on_put_committed(q, o);
@@ -930,30 +1002,34 @@ rq_put_next(omni_rq_t *q)
     char js[128];
     int n, rc;
 
-    if (q->state != RQ_PUT_OPEN || q->inflight)
+    if (q->state != RQ_PUT_OPEN)
         return;
-    while (q->head != NULL && q->head->off == q->head->len) { /* empty frames */
+    rq_put_ack(q, 0); /* empty frames at the head */
+    /* keep up to OMNI_PUT_PIPELINE writes in flight; the service runs them in order */
+    while (q->inflight < OMNI_PUT_PIPELINE) {
         piece_t *p = q->head;
-        q->head = p->next;
-        if (q->head == NULL)
-            q->tail = NULL;
-        free(p);
-        rq_consume(q, 1);
+        size_t wlen;
+        while (p != NULL && p->sent == p->len)
+            p = p->next;
+        if (p == NULL)
+            break;
+        wlen = RON_MIN(p->len - p->sent, (size_t)OMNI_BUS_CHUNK);
+        rc = rq_put_write(q, p, wlen);
+        if (rc < 0) {
+            rq_bus_failed(q, rc);
+            rq_put_abort(q);
+            return;
+        }
+        p->sent += wlen;
+        q->sent += wlen;
     }
-    if (q->head != NULL) {
-        piece_t *p = q->head;
-        q->wlen = RON_MIN(p->len - p->off, (size_t)OMNI_BUS_CHUNK);
-        n = snprintf(js, sizeof js, "{\"offset\":\"%llu\",\"op\":\"put_write\",\"put_id\":\"%llu\"}",
-                     (unsigned long long)q->written, (unsigned long long)q->put_id);
-        rc = rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, p->data + p->off, q->wlen);
-    } else if (q->req_ended) {
-        q->state = RQ_PUT_COMMIT;
-        n = snprintf(js, sizeof js, "{\"op\":\"put_commit\",\"put_id\":\"%llu\"}",
-                     (unsigned long long)q->put_id);
-        rc = rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0);
-    } else {
-        return; /* wait for body frames */
-    }
+    /* the commit waits for the writes in flight and for the client's END */
+    if (q->inflight > 0 || q->head != NULL || !q->req_ended)
+        return;
+    q->state = RQ_PUT_COMMIT;
+    n = snprintf(js, sizeof js, "{\"op\":\"put_commit\",\"put_id\":\"%llu\"}",
+                 (unsigned long long)q->put_id);
+    rc = rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0);
     if (rc < 0) {
         rq_bus_failed(q, rc);
         rq_put_abort(q);
@@ -1080,12 +1156,13 @@ conn_body(omni_conn_t *c, omni_rq_t *q, const oap_frame_t *f, const uint8_t *pay
     if (end)
         q->req_ended = true;
     if (put) {
-        piece_t *p = ron_xmalloc(sizeof *p + len);
+        piece_t *p = ron_xmalloc(sizeof *p + PIECE_HEAD + len);
         p->next = NULL;
         p->len = len;
         p->off = 0;
+        p->sent = 0;
         if (len > 0)
-            memcpy(p->data, payload, len);
+            memcpy(PIECE_DATA(p), payload, len);
         if (q->tail != NULL)
             q->tail->next = p;
         else

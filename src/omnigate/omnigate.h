@@ -37,6 +37,7 @@
 #define OMNI_BUS_CHUNK (256u << 10)       /* bytes of one put_write / get on the bus */
 #define OMNI_BUS_DEADLINE_MS 10000u       /* deadline of each forwarded bus request */
 #define OMNI_GET_PIPELINE 4u              /* bus gets in flight per get stream (reordered) */
+#define OMNI_PUT_PIPELINE 4u              /* put_writes in flight per put stream (in order) */
 #define OMNI_IDEM_ENTRIES 4096u           /* idempotency answers remembered; oldest dropped */
 #define OMNI_IDEM_TTL_MS (10u * 60000u)   /* how long an idempotency answer is remembered */
 #define OMNI_MAX_IDEM 64u                 /* idem key: 1..64 of [A-Za-z0-9_-] */

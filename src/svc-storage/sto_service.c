@@ -5,7 +5,11 @@
  * chunk). A success answer has the same shape (get's bytes follow its JSON);
  * an error answer is the spec §3 envelope alone. The loop thread parses,
  * checks limits and owns the put table; store calls run in uv_queue_work.
- * Invariants: one worker call per put at a time (busy flag); a put leaves
+ * Invariants: one worker call per put at a time (busy flag); further
+ * put_writes of a put wait in its queue (at most STO_SVC_PUT_QUEUE, in
+ * offset order) and each is handed to the pool as the one before returns,
+ * so a requester can keep several chunks in flight without a bus round trip
+ * between them; a put leaves
  * the table before its commit or abort is queued, so its id dies with it;
  * the service and the store are freed only when no job is in flight.
  */
@@ -59,11 +63,16 @@ static const char *const op_fields[OP_COUNT][4] = {
 static const uint16_t statuses[] = {200, 400, 404, 409, 413, 429, 500, 503, 507};
 #define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
 
+typedef struct job job_t;
+
 typedef struct svc_put {
     uint64_t id;
     rbus_peer_t *peer; /* NULL once its connection is gone */
     sto_put_t *sp;     /* NULL while put_begin runs */
-    uint64_t written;
+    uint64_t written;  /* bytes the store holds */
+    uint64_t accepted; /* written + bytes of the put_writes queued or running */
+    job_t *qhead, *qtail; /* put_writes waiting for the one running */
+    uint32_t writes;   /* put_writes queued or running */
     uint64_t last_ms;
     bool busy;   /* a worker call is in flight */
     bool doomed; /* abort when the call in flight returns */
@@ -88,8 +97,9 @@ struct sto_service {
     met_gauge_t *open_puts;
 };
 
-typedef struct {
+struct job {
     uv_work_t work;
+    job_t *next; /* in its put's queue of waiting put_writes */
     sto_service_t *svc;
     op_t op;
     rbus_req_t *req; /* NULL for internal aborts */
@@ -116,7 +126,7 @@ typedef struct {
     uint32_t pins;
     uint64_t freed;
     sto_put_t *new_sp;
-} job_t;
+};
 
 /* ---- answers ---- */
 
@@ -284,6 +294,31 @@ put_doom(sto_service_t *s, svc_put_t *p)
         put_abort_internal(s, p);
 }
 
+/*
+ * Answer and drop the put_writes waiting in p's queue: with the store error
+ * rc of the write before them, or (rc 0) because the put is being aborted.
+ */
+static void
+put_fail_queue(sto_service_t *s, svc_put_t *p, int rc)
+{
+    while (p->qhead != NULL) {
+        job_t *j = p->qhead;
+        p->qhead = j->next;
+        p->writes--;
+        if (rc < 0)
+            answer_rc(s, OP_PUT_WRITE, j->req, j->corr_id, rc);
+        else if (s->stopping)
+            answer_error(s, OP_PUT_WRITE, j->req, j->corr_id, 503, NULL, NULL,
+                         STO_SVC_RETRY_AFTER_MS, "storage is stopping");
+        else
+            answer_error(s, OP_PUT_WRITE, j->req, j->corr_id, 404, NULL, "put_id", 0,
+                         "put_id: the put was aborted");
+        free(j->data);
+        free(j);
+    }
+    p->qtail = NULL;
+}
+
 /* ---- worker side ---- */
 
 static void
@@ -381,14 +416,27 @@ job_done(uv_work_t *w, int status)
         break;
     case OP_PUT_WRITE:
         p->last_ms = ron_now_ms();
+        p->writes--;
         if (j->rc < 0) {
             /* a failed write fails the put (the store refuses later writes): drop it */
             answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            put_fail_queue(s, p, j->rc);
             put_abort_internal(s, p);
             break;
         }
         p->written += j->data_len;
         met_counter_add(s->bytes_in, j->data_len);
+        if (p->doomed || s->stopping) {
+            put_fail_queue(s, p, 0);
+        } else if (p->qhead != NULL) {
+            /* the next chunk starts on a worker before this one is answered */
+            job_t *next = p->qhead;
+            p->qhead = next->next;
+            if (p->qhead == NULL)
+                p->qtail = NULL;
+            next->next = NULL;
+            queue_job(s, next);
+        }
         o = json_object();
         json_object_set_new(o, "written", json_u64(p->written));
         answer_ok(s, j->op, j->req, o, NULL, 0);
@@ -715,15 +763,17 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
                          "put_id: no such open put on this connection");
             goto drop;
         }
-        if (p->busy) {
+        /* put_writes queue behind a running one (bounded); nothing else does */
+        if (p->busy && (op != OP_PUT_WRITE || p->sp == NULL || p->writes == 0 ||
+                        p->writes >= STO_SVC_PUT_QUEUE)) {
             answer_error(s, op, req, f->corr_id, 409, "put_busy", "put_id", 0,
                          "put_id: a call on this put is still running");
             goto drop;
         }
         if (op == OP_PUT_WRITE) {
-            if (j->offset != p->written) {
+            if (j->offset != p->accepted) {
                 snprintf(msg, sizeof msg, "offset: the put holds %llu bytes",
-                         (unsigned long long)p->written);
+                         (unsigned long long)p->accepted);
                 answer_error(s, op, req, f->corr_id, 409, NULL, "offset", 0, msg);
                 goto drop;
             }
@@ -735,11 +785,22 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             j->data = ron_xmalloc(in.raw_len);
             memcpy(j->data, in.raw, in.raw_len);
             j->data_len = in.raw_len;
+            p->accepted += in.raw_len;
+            p->writes++;
         } else {
             put_remove(s, p); /* commit and abort end the put: its id dies now */
         }
         p->last_ms = ron_now_ms();
         j->put = p;
+        if (p->busy) { /* a put_write behind the running one */
+            if (p->qtail != NULL)
+                p->qtail->next = j;
+            else
+                p->qhead = j;
+            p->qtail = j;
+            json_decref(in.o);
+            return;
+        }
     }
     queue_job(s, j);
     json_decref(in.o);

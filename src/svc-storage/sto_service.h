@@ -32,6 +32,7 @@
 #define STO_SVC_PUTS_PER_CONN 16u          /* default open puts per connection */
 #define STO_SVC_PUTS_TOTAL 256u            /* default open puts in all */
 #define STO_SVC_PUT_IDLE_MS 30000u         /* default idle put lifetime */
+#define STO_SVC_PUT_QUEUE 8u               /* put_writes of one put queued or running */
 #define STO_SVC_LIST_DEFAULT 100u          /* list page when "limit" is absent */
 #define STO_SVC_LIST_MAX 256u              /* list page at most (bounds one response) */
 #define STO_SVC_RETRY_AFTER_MS 1000u       /* retry_after_ms of 429 and 507 answers */
