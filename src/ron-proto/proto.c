@@ -145,20 +145,27 @@ load_object(const char *json, size_t len, json_t **obj_out, proto_err_t *err)
     return 0;
 }
 
-/* Reject any key of obj not in allowed (NULL-terminated). */
-static int
-only_keys(const json_t *obj, const char *const *allowed, proto_err_t *err)
+const char *
+proto_json_unknown_key(const json_t *obj, const char *except, const char *const *allowed)
 {
     for (void *it = json_object_iter((json_t *)obj); it != NULL;
          it = json_object_iter_next((json_t *)obj, it)) {
         const char *key = json_object_iter_key(it);
-        bool ok = false;
+        bool ok = except != NULL && strcmp(key, except) == 0;
         for (size_t i = 0; allowed[i] != NULL && !ok; i++)
             ok = strcmp(key, allowed[i]) == 0;
         if (!ok)
-            return fail(err, key, "unknown field");
+            return key;
     }
-    return 0;
+    return NULL;
+}
+
+/* Reject any key of obj not in allowed (NULL-terminated). */
+static int
+only_keys(const json_t *obj, const char *const *allowed, proto_err_t *err)
+{
+    const char *key = proto_json_unknown_key(obj, NULL, allowed);
+    return key != NULL ? fail(err, key, "unknown field") : 0;
 }
 
 /* Copy string field key into dst (cap bytes incl. NUL). Missing: RON_EJSON if

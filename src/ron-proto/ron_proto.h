@@ -172,6 +172,14 @@ void proto_start_close(proto_start_t *s);
 int proto_start_encode(const char *op, const json_t *args, char **json_out, size_t *len_out);
 
 /*
+ * The first key of obj (a JSON object) that is neither except (may be NULL)
+ * nor in allowed (NULL-terminated), or NULL when every key is allowed: strict
+ * DTO checks. The key is a view into obj.
+ */
+const char *proto_json_unknown_key(const json_t *obj, const char *except,
+                                   const char *const *allowed);
+
+/*
  * Check that every key of s->args is one of allowed (a NULL-terminated list).
  * Returns 0, or RON_EJSON naming the first unknown field.
  */

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "ron_err.h"
+#include "ron_proto.h"
 #include "ron_log.h"
 #include "ron_metrics.h"
 #include "ron_util.h"
@@ -582,16 +583,7 @@ parse_frame(const oap_frame_t *f, parsed_t *out)
 static const char *
 unknown_field(json_t *o, op_t op)
 {
-    const char *key;
-    json_t *v;
-    json_object_foreach(o, key, v) {
-        bool ok = strcmp(key, "op") == 0;
-        for (size_t i = 0; !ok && op_fields[op][i] != NULL; i++)
-            ok = strcmp(key, op_fields[op][i]) == 0;
-        if (!ok)
-            return key;
-    }
-    return NULL;
+    return proto_json_unknown_key(o, "op", op_fields[op]);
 }
 
 /* Field kinds for get_field(). */
