@@ -28,69 +28,16 @@ NGINX=${NGINX:-/usr/sbin/nginx}
 OUT=$ROOT/bench/results/node_get_cpu.md
 TCK=$(getconf CLK_TCK)
 
-[ -x "$RON" ] || { echo "build $RON first" >&2; exit 1; }
-for t in wrk h2load curl b3sum; do
-    command -v $t >/dev/null || { echo "$t is not installed (make bench installs it)" >&2; exit 1; }
-done
-[ -x "$NGINX" ] || { echo "nginx is not installed at $NGINX" >&2; exit 1; }
-
-TMP=$(mktemp -d)
-PIDS=
-cleanup() {
-    set +e
-    for p in $PIDS; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-    rm -rf "$TMP"
-    return 0
-}
-trap cleanup EXIT INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+. "$ROOT/bench/lib/node_bench.sh"
+nb_check_tools
 median() { sort -n | awk '{a[NR]=$1} END{m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f", m}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime+stime of all threads
 
-admin=$(free_port)
-NODE_PORT=$(free_port)
-mkdir -p "$TMP/micro"
-taskset -c "$SERVER_CPU" "$RON" node --profile micro --no-amnesia --data-dir "$TMP/micro" \
-    --config "$ROOT/bench/config/node-gateway-bench.json" --admin "127.0.0.1:$admin" \
-    --http "127.0.0.1:$NODE_PORT" --set services=storage,index,gateway --set log.level=warn \
-    >"$TMP/micro.log" 2>&1 &
-NODE_PID=$!
-PIDS="$PIDS $NODE_PID"
-for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null || {
-    echo "ron node did not become ready" >&2
-    cat "$TMP/micro.log" >&2
-    exit 1
-}
-
-mkdir -p "$TMP/www/o" "$TMP/nginx"
-for size in $SIZES; do
-    head -c "$size" /dev/urandom >"$TMP/obj.$size"
-    want="b3:$(b3sum --no-names "$TMP/obj.$size")"
-    addr=$(curl -sS -H 'Expect:' --data-binary "@$TMP/obj.$size" "http://127.0.0.1:$NODE_PORT/o" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])')
-    [ "$addr" = "$want" ] || { echo "bad address for $size: $addr" >&2; exit 1; }
-    cp "$TMP/obj.$size" "$TMP/www/o/$want"
-    echo "$size $want" >>"$TMP/objects"
-done
-
-NGINX_H1=$(free_port)
-NGINX_H2=$(free_port)
-sed -e "s|@DIR@|$TMP|g" -e "s|@H1@|$NGINX_H1|g" -e "s|@H2@|$NGINX_H2|g" \
-    "$ROOT/bench/config/nginx-get.conf.in" >"$TMP/nginx/nginx.conf"
-taskset -c "$SERVER_CPU" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" 2>"$TMP/nginx.err" &
-NGINX_PID=$!
-PIDS="$PIDS $NGINX_PID"
-first=$(awk 'NR==1{print $2}' "$TMP/objects")
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$NGINX_H1/o/$first" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$NGINX_H1/o/$first" >/dev/null || { echo "nginx did not start" >&2; cat "$TMP/nginx.err" >&2; exit 1; }
+nb_start_node micro
+NODE_PID=$micro_PID
+NODE_PORT=$micro_PORT
+nb_put_objects "$SIZES" "$NODE_PORT"
+nb_start_nginx
 
 # run PID PROTO PORT PATH -> "req/s us/req" of one run
 run() {

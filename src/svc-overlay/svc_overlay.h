@@ -54,7 +54,7 @@
 #define OVL_GOSSIP_MS_DEFAULT 60000u  /* gossip interval */
 #define OVL_MAX_TRANSFERS_DEFAULT 16u /* transfers one peer may have us serve at once */
 #define OVL_LEN_TO_END UINT64_MAX     /* ovl_fetch_start length: to the object's end */
-#define OVL_PIECE_HOLD 1              /* on_piece return: keep the frame's credit for now */
+#define OVL_PIECE_HOLD 1              /* on_piece return: keep the credit until ovl_fetch_release */
 
 typedef struct ovl_node ovl_node_t;       /* one per process; owns the peer table */
 typedef struct ovl_session ovl_session_t; /* one per peer link */
