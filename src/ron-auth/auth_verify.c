@@ -193,6 +193,8 @@ typedef struct {
     uint8_t *derived; /* AUTH_SIG_LEN bytes of sodium_malloc memory; NULL: slot free */
 } key_slot_t;
 
+#define CACHE_WAYS 4 /* slots per set: distinct hot tokens rarely evict each other */
+
 typedef struct {
     uint8_t hash[SHA256_DIGEST_LENGTH]; /* SHA-256 of the token text */
     uint64_t stamp_ms;                  /* monotonic; 0: empty */
@@ -204,8 +206,8 @@ struct auth_verifier {
     auth_revocation_t *rev; /* borrowed, may be NULL */
     key_slot_t keys[AUTH_MAX_KEYS];
     pthread_mutex_t cache_mu;
-    cache_slot_t *cache; /* n_cache slots, direct-mapped; NULL: no cache */
-    size_t n_cache;
+    cache_slot_t *cache; /* n_cache slots in sets of CACHE_WAYS; NULL: no cache */
+    size_t n_cache;      /* a multiple of CACHE_WAYS */
     uint64_t hits, misses; /* under cache_mu */
 };
 
@@ -220,8 +222,8 @@ auth_verifier_new(auth_revocation_t *rev, size_t cache_slots)
     v->rev = rev;
     pthread_mutex_init(&v->cache_mu, NULL);
     if (cache_slots > 0) {
-        v->cache = ron_xcalloc(cache_slots, sizeof *v->cache);
-        v->n_cache = cache_slots;
+        v->n_cache = (cache_slots + CACHE_WAYS - 1) / CACHE_WAYS * CACHE_WAYS;
+        v->cache = ron_xcalloc(v->n_cache, sizeof *v->cache);
     }
     return v;
 }
@@ -298,13 +300,14 @@ auth_verifier_cache_stats(auth_verifier_t *v, uint64_t *hits_out, uint64_t *miss
     pthread_mutex_unlock(&v->cache_mu);
 }
 
-static size_t
-cache_index(const auth_verifier_t *v, const uint8_t hash[static SHA256_DIGEST_LENGTH])
+/* The set of CACHE_WAYS slots a hash maps to. */
+static cache_slot_t *
+cache_set(const auth_verifier_t *v, const uint8_t hash[static SHA256_DIGEST_LENGTH])
 {
     uint64_t h;
 
     memcpy(&h, hash, sizeof h);
-    return (size_t)(h % v->n_cache);
+    return &v->cache[(size_t)(h % (v->n_cache / CACHE_WAYS)) * CACHE_WAYS];
 }
 
 static bool
@@ -314,20 +317,25 @@ cache_get(auth_verifier_t *v, const uint8_t hash[static SHA256_DIGEST_LENGTH], a
     bool hit = false;
 
     pthread_mutex_lock(&v->cache_mu);
-    cache_slot_t *s = &v->cache[cache_index(v, hash)];
-    if (s->stamp_ms != 0 && now - s->stamp_ms < AUTH_CACHE_TTL_MS &&
-        memcmp(s->hash, hash, sizeof s->hash) == 0) {
-        out->id = s->id;
-        out->grant = s->grant;
-        hit = true;
-        v->hits++;
-    } else {
-        v->misses++;
+    cache_slot_t *set = cache_set(v, hash);
+    for (int w = 0; w < CACHE_WAYS && !hit; w++) {
+        cache_slot_t *s = &set[w];
+        if (s->stamp_ms != 0 && now - s->stamp_ms < AUTH_CACHE_TTL_MS &&
+            memcmp(s->hash, hash, sizeof s->hash) == 0) {
+            out->id = s->id;
+            out->grant = s->grant;
+            hit = true;
+        }
     }
+    if (hit)
+        v->hits++;
+    else
+        v->misses++;
     pthread_mutex_unlock(&v->cache_mu);
     return hit;
 }
 
+/* Store in the set's empty, expired or oldest slot. */
 static void
 cache_put(auth_verifier_t *v, const uint8_t hash[static SHA256_DIGEST_LENGTH],
           const auth_verdict_t *vd)
@@ -335,7 +343,10 @@ cache_put(auth_verifier_t *v, const uint8_t hash[static SHA256_DIGEST_LENGTH],
     uint64_t now = ron_now_ms();
 
     pthread_mutex_lock(&v->cache_mu);
-    cache_slot_t *s = &v->cache[cache_index(v, hash)];
+    cache_slot_t *set = cache_set(v, hash), *s = &set[0];
+    for (int w = 1; w < CACHE_WAYS; w++)
+        if (set[w].stamp_ms < s->stamp_ms)
+            s = &set[w];
     memcpy(s->hash, hash, sizeof s->hash);
     s->stamp_ms = now != 0 ? now : 1;
     s->id = vd->id;
