@@ -56,8 +56,8 @@ median(double *v, int n)
 static auth_request_t
 request(void)
 {
-    auth_request_t r = {.op = AUTH_OP_PUT, .size = 4096, .addr = "b3:ab12", .now = NOW,
-                        .has_tenant = true};
+    auth_request_t r = {
+        .op = AUTH_OP_PUT, .size = 4096, .addr = "b3:ab12", .now = NOW, .has_tenant = true};
     for (int i = 0; i < AUTH_TENANT_LEN; i++)
         r.tenant[i] = (uint8_t)(i * 0x11);
     return r;
@@ -157,8 +157,11 @@ main(int argc, char **argv)
     printf("| libmacaroons: macaroon_verify of pre-deserialized tokens | %.0f | %.2f× |\n", lo,
            lo / l);
     printf("| ron-auth auth_verify, no cache (parse, HMAC chain, caveats, request) | %.0f | "
-           "%.2f× libmacaroons |\n", o, o / l);
-    printf("| ron-auth auth_verify with the verdict cache (hit rate below) | %.0f | %.2f× libmacaroons |\n", c, c / l);
+           "%.2f× libmacaroons |\n",
+           o, o / l);
+    printf("| ron-auth auth_verify with the verdict cache (hit rate below) | %.0f | %.2f× "
+           "libmacaroons |\n",
+           c, c / l);
     printf("\nCache: %.1f%% of the timed cached runs' lookups were hits (entries live %d ms).\n",
            100.0 * (double)hits / (double)(hits + misses), AUTH_CACHE_TTL_MS);
     printf("\nTarget >= 100,000/s without the cache: %.0f/s (%s).\n", o,

@@ -44,10 +44,10 @@ mint_with(minted_t *m, const char *kid, uint64_t epoch, const char *const *cav, 
     assert_int_equal((size_t)len, strlen(m->tok));
 }
 
-#define MINT(m, ...)                                                                       \
-    do {                                                                                   \
-        const char *cav_[] = {__VA_ARGS__};                                                \
-        mint_with((m), "k1", 0, cav_, sizeof cav_ / sizeof cav_[0]);                       \
+#define MINT(m, ...)                                                                               \
+    do {                                                                                           \
+        const char *cav_[] = {__VA_ARGS__};                                                        \
+        mint_with((m), "k1", 0, cav_, sizeof cav_ / sizeof cav_[0]);                               \
     } while (0)
 
 static auth_verifier_t *
@@ -132,8 +132,8 @@ test_auth_token_minted_by_libmacaroons_verifies_with_ours(void **st)
 {
     (void)st;
     minted_t m;
-    MINT(&m, "ops = get,put", "tenant = " TENANT_HEX, "expires = 1900000000",
-         "max-bytes = 1048576", "prefix = b3:ab");
+    MINT(&m, "ops = get,put", "tenant = " TENANT_HEX, "expires = 1900000000", "max-bytes = 1048576",
+         "prefix = b3:ab");
     auth_verifier_t *v = verifier(NULL, 0);
     auth_request_t r = req_of(AUTH_OP_PUT);
     auth_verdict_t vd;
@@ -166,8 +166,10 @@ test_auth_attenuated_by_us_verifies_with_libmacaroons(void **st)
     /* and the same caveat added by libmacaroons gives the same bytes */
     enum macaroon_returncode err;
     struct macaroon *lm = macaroon_deserialize(m.tok, &err), *lm2, *lm3;
-    lm2 = macaroon_add_first_party_caveat(lm, (const unsigned char *)more[0], strlen(more[0]), &err);
-    lm3 = macaroon_add_first_party_caveat(lm2, (const unsigned char *)more[1], strlen(more[1]), &err);
+    lm2 =
+        macaroon_add_first_party_caveat(lm, (const unsigned char *)more[0], strlen(more[0]), &err);
+    lm3 =
+        macaroon_add_first_party_caveat(lm2, (const unsigned char *)more[1], strlen(more[1]), &err);
     char ser[AUTH_MAX_TOKEN + 1];
     assert_int_equal(macaroon_serialize(lm3, ser, sizeof ser, &err), 0);
     assert_string_equal(ser, att);
@@ -197,7 +199,7 @@ test_auth_tampered_token_fails_in_both_verifiers(void **st)
     tamper(m.tok, "ops = get", 'O', bad, sizeof bad); /* caveat text: "Ops" is unknown */
     assert_int_equal(check_op(v, bad, AUTH_OP_GET), AUTH_DENY_CAVEAT);
     assert_false(libmacaroons_verifies(bad, root_key, sizeof root_key));
-    tamper(m.tok, "100", '9', bad, sizeof bad);             /* max-bytes = 900: widened */
+    tamper(m.tok, "100", '9', bad, sizeof bad); /* max-bytes = 900: widened */
     assert_int_equal(check_op(v, bad, AUTH_OP_GET), AUTH_DENY_SIGNATURE);
     assert_false(libmacaroons_verifies(bad, root_key, sizeof root_key));
     tamper(m.tok, "ron1:k1:0:", '1', bad, sizeof bad); /* identifier */
@@ -240,26 +242,56 @@ test_auth_caveat_grammar_accepts_each_key_and_refuses_the_rest(void **st)
 {
     (void)st;
     static const char *const good[] = {
-        "tenant = " TENANT_HEX, "ops = get", "ops = get,put,pin,name,send,recv,admin,mint",
-        "expires = 1800000000", "not-before = 0", "max-bytes = 18446744073709551615",
-        "prefix = b3:a", "prefix = b3:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-        "name-prefix = blog.", "name-prefix = a-b_c.d9", "rate = 1/s", "rate = 1000000/s"};
+        "tenant = " TENANT_HEX,
+        "ops = get",
+        "ops = get,put,pin,name,send,recv,admin,mint",
+        "expires = 1800000000",
+        "not-before = 0",
+        "max-bytes = 18446744073709551615",
+        "prefix = b3:a",
+        "prefix = b3:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "name-prefix = blog.",
+        "name-prefix = a-b_c.d9",
+        "rate = 1/s",
+        "rate = 1000000/s"};
     static const char *const bad[] = {
-        "color = red",          /* unknown key */
-        "Ops = get",            /* keys are lowercase */
-        "ops=get",              /* exactly one space each side */
-        "ops  = get", "ops = ", "ops =get", " ops = get", "ops = get ",
-        "ops = get,",           /* empty op */
-        "ops = get,get",        /* repeated */
-        "ops = delete", "ops = GET", "ops = get, put",
+        "color = red", /* unknown key */
+        "Ops = get",   /* keys are lowercase */
+        "ops=get",     /* exactly one space each side */
+        "ops  = get",
+        "ops = ",
+        "ops =get",
+        " ops = get",
+        "ops = get ",
+        "ops = get,",    /* empty op */
+        "ops = get,get", /* repeated */
+        "ops = delete",
+        "ops = GET",
+        "ops = get, put",
         "tenant = 00112233445566778899AABBCCDDEEFF", /* uppercase */
-        "tenant = 0011", "tenant = " TENANT_HEX "00",
-        "expires = -1", "expires = 01", "expires = 1e9", "expires = 9223372036854775808",
-        "not-before = x", "max-bytes = 18446744073709551616", "max-bytes = ",
-        "prefix = ab", "prefix = b3:", "prefix = b3:AB", "prefix = b3:xyz",
+        "tenant = 0011",
+        "tenant = " TENANT_HEX "00",
+        "expires = -1",
+        "expires = 01",
+        "expires = 1e9",
+        "expires = 9223372036854775808",
+        "not-before = x",
+        "max-bytes = 18446744073709551616",
+        "max-bytes = ",
+        "prefix = ab",
+        "prefix = b3:",
+        "prefix = b3:AB",
+        "prefix = b3:xyz",
         "prefix = b3:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0",
-        "name-prefix = Blog", "name-prefix = a/b", "rate = 0/s", "rate = 10", "rate = 1000001/s",
-        "rate = 5/m", "ops = get\n", "ops = g\x01t", "expires = 1 = 2"};
+        "name-prefix = Blog",
+        "name-prefix = a/b",
+        "rate = 0/s",
+        "rate = 10",
+        "rate = 1000001/s",
+        "rate = 5/m",
+        "ops = get\n",
+        "ops = g\x01t",
+        "expires = 1 = 2"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         if (apply(good[i]) != 0)
             fail_msg("refused good caveat '%s'", good[i]);
@@ -286,11 +318,10 @@ test_auth_unknown_caveat_key_fails_verification(void **st)
 
     /* a token minted elsewhere with that caveat: its signature holds, it still fails */
     enum macaroon_returncode err;
-    struct macaroon *a = macaroon_create((const unsigned char *)"ron", 3, root_key,
-                                         sizeof root_key, (const unsigned char *)m.id,
-                                         strlen(m.id), &err);
-    struct macaroon *b = macaroon_add_first_party_caveat(a, (const unsigned char *)cav[0],
-                                                         strlen(cav[0]), &err);
+    struct macaroon *a = macaroon_create((const unsigned char *)"ron", 3, root_key, sizeof root_key,
+                                         (const unsigned char *)m.id, strlen(m.id), &err);
+    struct macaroon *b =
+        macaroon_add_first_party_caveat(a, (const unsigned char *)cav[0], strlen(cav[0]), &err);
     assert_int_equal(macaroon_serialize(b, out, sizeof out, &err), 0);
     assert_true(libmacaroons_verifies(out, root_key, sizeof root_key));
     auth_verifier_t *v = verifier(NULL, 0);
@@ -350,7 +381,8 @@ test_auth_attenuation_only_narrows(void **st)
     assert_true(auth_attenuate(m.tok, strlen(m.tok), narrower, 1, a2, sizeof a2) > 0);
     assert_int_equal(check_op(v, a2, AUTH_OP_GET), AUTH_DENY_OP);
     assert_int_equal(check_op(v, a2, AUTH_OP_PUT), AUTH_DENY_OP);
-    const char *two_tenants[] = {"tenant = " TENANT_HEX, "tenant = ffffffffffffffffffffffffffffffff"};
+    const char *two_tenants[] = {"tenant = " TENANT_HEX,
+                                 "tenant = ffffffffffffffffffffffffffffffff"};
     assert_true(auth_attenuate(m.tok, strlen(m.tok), two_tenants, 2, a2, sizeof a2) > 0);
     assert_int_equal(check_op(v, a2, AUTH_OP_GET), AUTH_DENY_TENANT);
     const char *disjoint[] = {"prefix = b3:ac"};
@@ -426,11 +458,16 @@ test_auth_identifier_syntax_is_strict(void **st)
     auth_id_t id;
     char fresh[AUTH_ID_MAX + 1], again[AUTH_ID_MAX + 1];
     static const char *const bad[] = {
-        "ron2:k1:0:00112233445566778899aabbccddeeff", "ron1::0:00112233445566778899aabbccddeeff",
-        "ron1:K1:0:00112233445566778899aabbccddeeff", "ron1:k1:00:00112233445566778899aabbccddeeff",
-        "ron1:k1:-1:00112233445566778899aabbccddeeff", "ron1:k1:0:00112233445566778899AABBCCDDEEFF",
-        "ron1:k1:0:00112233445566778899aabbccddee", "ron1:k1:0:00112233445566778899aabbccddeeff0",
-        "ron1:k1:0", "ron1:k1:18446744073709551616:00112233445566778899aabbccddeeff",
+        "ron2:k1:0:00112233445566778899aabbccddeeff",
+        "ron1::0:00112233445566778899aabbccddeeff",
+        "ron1:K1:0:00112233445566778899aabbccddeeff",
+        "ron1:k1:00:00112233445566778899aabbccddeeff",
+        "ron1:k1:-1:00112233445566778899aabbccddeeff",
+        "ron1:k1:0:00112233445566778899AABBCCDDEEFF",
+        "ron1:k1:0:00112233445566778899aabbccddee",
+        "ron1:k1:0:00112233445566778899aabbccddeeff0",
+        "ron1:k1:0",
+        "ron1:k1:18446744073709551616:00112233445566778899aabbccddeeff",
         "ron1:k12345678901234567:0:00112233445566778899aabbccddeeff"};
     const char *ok = "ron1:k1:42:00112233445566778899aabbccddeeff";
     assert_int_equal(auth_id_parse(ok, strlen(ok), &id), 0);
@@ -515,7 +552,8 @@ test_auth_parser_refuses_malformed_tokens_and_limits(void **st)
     assert_int_equal(auth_attenuate(big, strlen(big), cav, 1, big2, sizeof big2), RON_ECAPFORMAT);
     enum macaroon_returncode err;
     struct macaroon *lm = macaroon_deserialize(big, &err);
-    struct macaroon *lm2 = macaroon_add_first_party_caveat(lm, (const unsigned char *)"ops = get", 9, &err);
+    struct macaroon *lm2 =
+        macaroon_add_first_party_caveat(lm, (const unsigned char *)"ops = get", 9, &err);
     assert_int_equal(macaroon_serialize(lm2, big2, sizeof big2, &err), 0);
     assert_int_equal(auth_token_parse(big2, strlen(big2), &t), RON_ECAPFORMAT);
     macaroon_destroy(lm2);

@@ -252,8 +252,9 @@ verify_request(const verify_args_t *a, auth_request_t *req)
         req->now = (int64_t)v;
     }
     if (a->op != NULL && auth_op_parse(a->op, strlen(a->op), &req->op) < 0)
-        return ron_cmd_fail(RON_EXIT_USAGE,
-                            "cap verify: --op is one of get, put, pin, name, send, recv, admin, mint");
+        return ron_cmd_fail(
+            RON_EXIT_USAGE,
+            "cap verify: --op is one of get, put, pin, name, send, recv, admin, mint");
     if (a->tenant != NULL) {
         if (strlen(a->tenant) != 2 * AUTH_TENANT_LEN ||
             ron_hex_decode(req->tenant, AUTH_TENANT_LEN, a->tenant, strlen(a->tenant)) < 0)

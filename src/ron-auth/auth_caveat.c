@@ -18,8 +18,8 @@ static const char *const op_names[AUTH_OP_COUNT] = {"get",  "put",  "pin",   "na
                                                     "send", "recv", "admin", "mint"};
 
 static const char *const reason_names[AUTH_REASON_COUNT] = {
-    "ok",      "format",   "caveat", "kid", "signature", "revoked", "epoch",
-    "expired", "not-yet",  "op",     "tenant", "size",   "prefix",  "name"};
+    "ok",      "format",  "caveat", "kid",    "signature", "revoked", "epoch",
+    "expired", "not-yet", "op",     "tenant", "size",      "prefix",  "name"};
 
 const char *
 auth_op_name(auth_op_t op)
@@ -286,8 +286,7 @@ auth_grant_check(const auth_grant_t *g, const auth_request_t *req, unsigned *pen
         return AUTH_DENY_NOT_YET;
     if ((unsigned)req->op >= AUTH_OP_COUNT || (g->ops & (1u << req->op)) == 0)
         return AUTH_DENY_OP;
-    if (g->has_tenant && req->has_tenant &&
-        memcmp(g->tenant, req->tenant, AUTH_TENANT_LEN) != 0)
+    if (g->has_tenant && req->has_tenant && memcmp(g->tenant, req->tenant, AUTH_TENANT_LEN) != 0)
         return AUTH_DENY_TENANT;
     if (g->max_bytes != UINT64_MAX) {
         if (req->size == AUTH_SIZE_UNKNOWN)

@@ -44,8 +44,8 @@ int auth__token_split(const char *token, size_t len, uint8_t raw[static AUTH_MAX
 
 /* Serialize p (its views) with sig as base64url v1 into out[0..cap). Returns
  * the length or RON_ETOOBIG. */
-long auth__token_encode(const auth__parsed_t *p, const uint8_t sig[static AUTH_SIG_LEN],
-                        char *out, size_t cap);
+long auth__token_encode(const auth__parsed_t *p, const uint8_t sig[static AUTH_SIG_LEN], char *out,
+                        size_t cap);
 
 /* HMAC-SHA256 with a 32-byte key (the macaroon chain step). */
 void auth__hmac(uint8_t out[static AUTH_SIG_LEN], const uint8_t key[static AUTH_SIG_LEN],

@@ -15,8 +15,8 @@
 #include "ron_util.h"
 
 long
-auth_mint(const uint8_t *key, size_t key_len, const char *id, const char *const *caveats,
-          size_t n, char *out, size_t cap)
+auth_mint(const uint8_t *key, size_t key_len, const char *id, const char *const *caveats, size_t n,
+          char *out, size_t cap)
 {
     enum macaroon_returncode err = MACAROON_SUCCESS;
     struct macaroon *m = NULL;
@@ -56,7 +56,7 @@ auth_mint(const uint8_t *key, size_t key_len, const char *id, const char *const 
         rc = RON_ETOOBIG;
         goto out;
     }
-    check = ron_xmalloc(sizeof *check); /* 8 KiB: not on the stack */
+    check = ron_xmalloc(sizeof *check);                 /* 8 KiB: not on the stack */
     if (auth_token_parse(buf, (size_t)rc, check) < 0) { /* defensive: we read what we write */
         rc = RON_ECAPFORMAT;
         goto out;

@@ -14,7 +14,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "auth_internal.h"
@@ -200,25 +199,30 @@ auth__token_split(const char *token, size_t len, uint8_t raw[static AUTH_MAX_RAW
     return auth__packets_parse(raw, (size_t)n, out);
 }
 
-/* Append the packet "LLLLkey value\n" to buf[*o..cap). */
+/* Append the packet "LLLLkey value\n" to buf[*o..cap); key is klen bytes. */
 static int
-pk_put(uint8_t *buf, size_t cap, size_t *o, const char *key, const uint8_t *val, size_t len)
+pk_put(uint8_t *buf, size_t cap, size_t *o, const char *key, size_t klen, const uint8_t *val,
+       size_t len)
 {
-    size_t klen = strlen(key), plen = 4 + klen + 1 + len + 1;
-    char hdr[5];
+    static const char hexd[] = "0123456789abcdef";
+    size_t plen = 4 + klen + 1 + len + 1;
+    uint8_t *p = buf + *o;
 
     if (plen > 0xffff || plen > cap - *o)
         return RON_ETOOBIG;
-    snprintf(hdr, sizeof hdr, "%04zx", plen);
-    memcpy(buf + *o, hdr, 4);
-    memcpy(buf + *o + 4, key, klen);
-    buf[*o + 4 + klen] = ' ';
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)hexd[(plen >> (12 - 4 * i)) & 0xf];
+    memcpy(p + 4, key, klen);
+    p[4 + klen] = ' ';
     if (len > 0)
-        memcpy(buf + *o + 5 + klen, val, len);
-    buf[*o + plen - 1] = '\n';
+        memcpy(p + 5 + klen, val, len);
+    p[plen - 1] = '\n';
     *o += plen;
     return 0;
 }
+
+#define PK_PUT(buf, o, key, val, len)                                                              \
+    pk_put((buf), sizeof(buf), (o), (key), sizeof(key) - 1, (val), (len))
 
 long
 auth__token_encode(const auth__parsed_t *p, const uint8_t sig[static AUTH_SIG_LEN], char *out,
@@ -229,13 +233,13 @@ auth__token_encode(const auth__parsed_t *p, const uint8_t sig[static AUTH_SIG_LE
     int rc = 0;
 
     if (p->has_location)
-        rc = pk_put(raw, sizeof raw, &o, "location", p->location.p, p->location.len);
+        rc = PK_PUT(raw, &o, "location", p->location.p, p->location.len);
     if (rc == 0)
-        rc = pk_put(raw, sizeof raw, &o, "identifier", p->id.p, p->id.len);
+        rc = PK_PUT(raw, &o, "identifier", p->id.p, p->id.len);
     for (size_t i = 0; rc == 0 && i < p->n_caveats; i++)
-        rc = pk_put(raw, sizeof raw, &o, "cid", p->caveats[i].p, p->caveats[i].len);
+        rc = PK_PUT(raw, &o, "cid", p->caveats[i].p, p->caveats[i].len);
     if (rc == 0)
-        rc = pk_put(raw, sizeof raw, &o, "signature", sig, AUTH_SIG_LEN);
+        rc = PK_PUT(raw, &o, "signature", sig, AUTH_SIG_LEN);
     if (rc < 0)
         return rc;
     long n = auth__b64_encode(raw, o, out, cap < AUTH_MAX_TOKEN + 1 ? cap : AUTH_MAX_TOKEN + 1);

@@ -36,7 +36,7 @@ struct auth_revocation {
     size_t n_slots;    /* >= 2 * max: probes stay short */
     size_t count;
     size_t max;
-    uint64_t epoch;    /* atomic: read without the lock */
+    uint64_t epoch; /* atomic: read without the lock */
 };
 
 static size_t
@@ -113,8 +113,8 @@ rev_prune(auth_revocation_t *r, int64_t now)
 }
 
 int
-auth_revocation_add(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN],
-                    int64_t until, int64_t now)
+auth_revocation_add(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN], int64_t until,
+                    int64_t now)
 {
     int rc = 0;
     bool found;
@@ -173,9 +173,8 @@ auth_revocation_raise_epoch(auth_revocation_t *r, uint64_t epoch)
 {
     uint64_t cur = __atomic_load_n(&r->epoch, __ATOMIC_ACQUIRE);
 
-    while (epoch > cur &&
-           !__atomic_compare_exchange_n(&r->epoch, &cur, epoch, false, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE))
+    while (epoch > cur && !__atomic_compare_exchange_n(&r->epoch, &cur, epoch, false,
+                                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         ;
     return epoch > cur ? epoch : cur;
 }
@@ -206,8 +205,8 @@ struct auth_verifier {
     auth_revocation_t *rev; /* borrowed, may be NULL */
     key_slot_t keys[AUTH_MAX_KEYS];
     pthread_mutex_t cache_mu;
-    cache_slot_t *cache; /* n_cache slots in sets of CACHE_WAYS; NULL: no cache */
-    size_t n_cache;      /* a multiple of CACHE_WAYS */
+    cache_slot_t *cache;   /* n_cache slots in sets of CACHE_WAYS; NULL: no cache */
+    size_t n_cache;        /* a multiple of CACHE_WAYS */
     uint64_t hits, misses; /* under cache_mu */
 };
 

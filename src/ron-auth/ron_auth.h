@@ -45,10 +45,11 @@
 #define AUTH_MAX_KEYS 8          /* root keys (kids) one verifier holds: current + grace */
 #define AUTH_MIN_KEY 32          /* bytes of a root key at least */
 #define AUTH_MAX_KEY 64          /* bytes of a root key at most */
-#define AUTH_CACHE_TTL_MS 1000   /* a cached verdict lives at most this long (revocation converges) */
-#define AUTH_CACHE_MAX 65536     /* cache slots at most */
-#define AUTH_REVOKE_MAX 1000000  /* revoked identifiers one set may hold */
-#define AUTH_LOCATION "ron"      /* location hint of minted tokens */
+#define AUTH_CACHE_TTL_MS 1000  /* a cached verdict lives at most this long (revocation converges) \
+                                 */
+#define AUTH_CACHE_MAX 65536    /* cache slots at most */
+#define AUTH_REVOKE_MAX 1000000 /* revoked identifiers one set may hold */
+#define AUTH_LOCATION "ron"     /* location hint of minted tokens */
 
 /* DESIGN.md §6's `ops` vocabulary, as bits of a mask. HEAD counts as get. */
 typedef enum {
@@ -68,9 +69,9 @@ typedef enum {
 /* Why a token was refused (AUTH_OK: allowed). Each maps to a RON_ECAP* code. */
 typedef enum {
     AUTH_OK = 0,
-    AUTH_DENY_FORMAT,    /* RON_ECAPFORMAT: not base64url of v1 packets, a limit, a bad identifier */
-    AUTH_DENY_CAVEAT,    /* RON_ECAPCAVEAT: a caveat with an unknown key or a malformed value */
-    AUTH_DENY_KID,       /* RON_ECAPKID: the identifier names a key the verifier lacks */
+    AUTH_DENY_FORMAT, /* RON_ECAPFORMAT: not base64url of v1 packets, a limit, a bad identifier */
+    AUTH_DENY_CAVEAT, /* RON_ECAPCAVEAT: a caveat with an unknown key or a malformed value */
+    AUTH_DENY_KID,    /* RON_ECAPKID: the identifier names a key the verifier lacks */
     AUTH_DENY_SIGNATURE, /* RON_ECAPSIG: the HMAC chain does not end in the signature */
     AUTH_DENY_REVOKED,   /* RON_ECAPREVOKED: its identifier is revoked */
     AUTH_DENY_EPOCH,     /* RON_ECAPREVOKED: its epoch is below the current one */
@@ -95,28 +96,28 @@ typedef enum {
 /* One request, as the enforcing service sees it. Everything is borrowed. */
 typedef struct {
     auth_op_t op;
-    bool has_tenant;                 /* the request names a tenant (OAP/1 START) */
+    bool has_tenant; /* the request names a tenant (OAP/1 START) */
     uint8_t tenant[AUTH_TENANT_LEN];
-    const char *addr;                /* "b3:<64 hex>" the request names, or NULL (not known yet) */
-    uint64_t size;                   /* bytes written (put) or served; AUTH_SIZE_UNKNOWN if unknown */
-    const char *name;                /* the name published or resolved, or NULL */
-    int64_t now;                     /* unix seconds */
+    const char *addr; /* "b3:<64 hex>" the request names, or NULL (not known yet) */
+    uint64_t size;    /* bytes written (put) or served; AUTH_SIZE_UNKNOWN if unknown */
+    const char *name; /* the name published or resolved, or NULL */
+    int64_t now;      /* unix seconds */
 } auth_request_t;
 
 /* What a token allows: its caveats folded together (all must hold). */
 typedef struct {
-    uint32_t ops;                    /* mask of 1 << auth_op_t: intersection of ops caveats */
-    bool has_tenant;                 /* a tenant caveat: the host acts as this tenant */
-    uint8_t conflict;                /* auth_reason_t: two caveats contradict (two tenants,
-                                        disjoint prefixes), so nothing is allowed; 0 none */
+    uint32_t ops;     /* mask of 1 << auth_op_t: intersection of ops caveats */
+    bool has_tenant;  /* a tenant caveat: the host acts as this tenant */
+    uint8_t conflict; /* auth_reason_t: two caveats contradict (two tenants,
+                         disjoint prefixes), so nothing is allowed; 0 none */
     uint8_t tenant[AUTH_TENANT_LEN];
-    int64_t not_before;              /* unix s, largest not-before; INT64_MIN when none */
-    int64_t expires;                 /* unix s, smallest expires; INT64_MAX when none */
-    uint64_t max_bytes;              /* smallest max-bytes; UINT64_MAX when none */
-    uint32_t rate;                   /* smallest rate (per s); 0 when none */
-    uint8_t prefix_len;              /* hex digits of the longest prefix caveat (0: none) */
-    char prefix[65];                 /* those digits, NUL-terminated (without "b3:") */
-    uint8_t name_prefix_len;         /* bytes of the longest name-prefix (0: none) */
+    int64_t not_before;      /* unix s, largest not-before; INT64_MIN when none */
+    int64_t expires;         /* unix s, smallest expires; INT64_MAX when none */
+    uint64_t max_bytes;      /* smallest max-bytes; UINT64_MAX when none */
+    uint32_t rate;           /* smallest rate (per s); 0 when none */
+    uint8_t prefix_len;      /* hex digits of the longest prefix caveat (0: none) */
+    char prefix[65];         /* those digits, NUL-terminated (without "b3:") */
+    uint8_t name_prefix_len; /* bytes of the longest name-prefix (0: none) */
     char name_prefix[AUTH_MAX_NAME_PREFIX + 1];
 } auth_grant_t;
 
@@ -129,12 +130,12 @@ typedef struct {
 
 /* The outcome of auth_verify. */
 typedef struct {
-    auth_reason_t reason;            /* AUTH_OK when allowed */
-    int caveat;                      /* index of the caveat at fault, or -1 */
-    unsigned pending;                /* AUTH_PENDING_* bits, when allowed */
-    bool cached;                     /* the signature check came from the verdict cache */
-    auth_id_t id;                    /* valid from AUTH_DENY_KID on (the identifier parsed) */
-    auth_grant_t grant;              /* valid when allowed */
+    auth_reason_t reason; /* AUTH_OK when allowed */
+    int caveat;           /* index of the caveat at fault, or -1 */
+    unsigned pending;     /* AUTH_PENDING_* bits, when allowed */
+    bool cached;          /* the signature check came from the verdict cache */
+    auth_id_t id;         /* valid from AUTH_DENY_KID on (the identifier parsed) */
+    auth_grant_t grant;   /* valid when allowed */
 } auth_verdict_t;
 
 /* A parsed token (auth_token_parse): copies, for tools and tests. */
@@ -145,7 +146,7 @@ typedef struct {
     size_t n_caveats;
     char caveats[AUTH_MAX_CAVEATS][AUTH_MAX_CAVEAT_LEN + 1];
     uint8_t sig[AUTH_SIG_LEN];
-    auth_grant_t grant;              /* the caveats folded (valid when parse returned 0) */
+    auth_grant_t grant; /* the caveats folded (valid when parse returned 0) */
 } auth_token_t;
 
 typedef struct auth_verifier auth_verifier_t;
@@ -218,8 +219,8 @@ int auth_token_parse(const char *token, size_t len, auth_token_t *out);
  * many caveats), RON_ETOOBIG (cap too small or token over AUTH_MAX_TOKEN)
  * or -ENOMEM.
  */
-long auth_mint(const uint8_t *key, size_t key_len, const char *id,
-               const char *const *caveats, size_t n, char *out, size_t cap);
+long auth_mint(const uint8_t *key, size_t key_len, const char *id, const char *const *caveats,
+               size_t n, char *out, size_t cap);
 
 /*
  * Attenuate token[0..len) offline: append the n caveats (each checked),
@@ -228,8 +229,8 @@ long auth_mint(const uint8_t *key, size_t key_len, const char *id,
  * the new length, RON_ECAPFORMAT (malformed token or more than
  * AUTH_MAX_CAVEATS in all), RON_ECAPCAVEAT or RON_ETOOBIG.
  */
-long auth_attenuate(const char *token, size_t len, const char *const *caveats, size_t n,
-                    char *out, size_t cap);
+long auth_attenuate(const char *token, size_t len, const char *const *caveats, size_t n, char *out,
+                    size_t cap);
 
 /* ---- revocation ---- */
 
@@ -288,8 +289,7 @@ void auth_verifier_free(auth_verifier_t *v);
  * RON_EINVAL (kid syntax, key size) or RON_EBUSY (AUTH_MAX_KEYS held).
  * Not thread-safe against auth_verify.
  */
-int auth_verifier_add_key(auth_verifier_t *v, const char *kid, const uint8_t *key,
-                          size_t key_len);
+int auth_verifier_add_key(auth_verifier_t *v, const char *kid, const uint8_t *key, size_t key_len);
 
 /* Drop the key of kid (its grace ended). Returns 0 or RON_ENOTFOUND. Not thread-safe. */
 int auth_verifier_remove_key(auth_verifier_t *v, const char *kid);
