@@ -5,9 +5,11 @@
  * attenuation only narrows; clock skew on expires and not-before; the
  * request checks (op, tenant, size, prefix, name) and what is left pending;
  * identifiers; strict parsing limits; revocation by identifier and by
- * epoch, the bounded revocation set; the verdict cache and its 1 s expiry.
+ * epoch, the bounded revocation set; the verdict cache and its 1 s expiry;
+ * and (argument "threads") verifiers racing a revocation.
  */
 #include <macaroons.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -708,6 +710,67 @@ test_auth_verdict_cache_hits_within_1s_and_expires_after(void **st)
     auth_revocation_free(rev);
 }
 
+/* ---- threads (argument "threads"; `make tsan` runs this label) ---- */
+
+#define THREADS 4
+#define THREAD_TOKENS 8
+
+typedef struct {
+    auth_verifier_t *v;
+    minted_t *tokens;
+    int revoked;       /* atomic: set once the revocation call returned */
+    int allowed_after; /* atomic: allows of token 0 seen after revoked was set */
+    int wrong_denials; /* atomic: refusals of the other tokens */
+    int stop;          /* atomic */
+} race_t;
+
+static void *
+race_worker(void *arg)
+{
+    race_t *r = arg;
+    auth_request_t req = req_of(AUTH_OP_GET);
+    auth_verdict_t vd;
+
+    for (int i = 0; i < 200000 && !__atomic_load_n(&r->stop, __ATOMIC_ACQUIRE); i++) {
+        int k = i % THREAD_TOKENS;
+        int was_revoked = __atomic_load_n(&r->revoked, __ATOMIC_ACQUIRE);
+        int rc = auth_verify(r->v, r->tokens[k].tok, strlen(r->tokens[k].tok), &req, &vd);
+        if (k == 0 && was_revoked && rc == 0)
+            __atomic_add_fetch(&r->allowed_after, 1, __ATOMIC_RELAXED);
+        if (k != 0 && rc != 0) /* cmocka's fail_msg is not for other threads */
+            __atomic_add_fetch(&r->wrong_denials, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static void
+test_auth_threads_verify_while_one_revokes(void **st)
+{
+    (void)st;
+    minted_t tokens[THREAD_TOKENS];
+    pthread_t th[THREADS];
+    auth_revocation_t *rev = auth_revocation_new(64);
+    race_t r = {.v = verifier(rev, 64), .tokens = tokens};
+    auth_id_t id;
+
+    for (int i = 0; i < THREAD_TOKENS; i++)
+        MINT(&tokens[i], "ops = get", "max-bytes = 10");
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, race_worker, &r), 0);
+    sleep_ms(50);
+    assert_int_equal(auth_id_parse(tokens[0].id, strlen(tokens[0].id), &id), 0);
+    assert_int_equal(auth_revocation_add(rev, id.nonce, 0, NOW), 0);
+    __atomic_store_n(&r.revoked, 1, __ATOMIC_RELEASE);
+    sleep_ms(100);
+    __atomic_store_n(&r.stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(r.allowed_after, 0); /* converged at once, cache or not */
+    assert_int_equal(r.wrong_denials, 0);
+    auth_verifier_free(r.v);
+    auth_revocation_free(rev);
+}
+
 static void
 test_auth_names_and_codes(void **st)
 {
@@ -727,8 +790,13 @@ test_auth_names_and_codes(void **st)
 }
 
 int
-main(void)
+main(int argc, char **argv)
 {
+    const struct CMUnitTest threads[] = {
+        cmocka_unit_test(test_auth_threads_verify_while_one_revokes),
+    };
+    if (argc > 1 && strcmp(argv[1], "threads") == 0)
+        return cmocka_run_group_tests(threads, NULL, NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_auth_token_minted_by_libmacaroons_verifies_with_ours),
         cmocka_unit_test(test_auth_attenuated_by_us_verifies_with_libmacaroons),

@@ -14,6 +14,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "auth_internal.h"
@@ -24,9 +25,9 @@
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-/* 0..63, or 0xff for a byte outside both alphabets. */
+/* 0..63, or 0xff for a byte outside both alphabets; filled once. */
 static uint8_t b64_val[256];
-static bool b64_ready;
+static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
 
 static void
 b64_init(void)
@@ -36,7 +37,6 @@ b64_init(void)
         b64_val[(unsigned char)b64url[i]] = (uint8_t)i;
     b64_val['+'] = 62;
     b64_val['/'] = 63;
-    __atomic_store_n(&b64_ready, true, __ATOMIC_RELEASE); /* same table from any thread */
 }
 
 long
@@ -46,8 +46,7 @@ auth__b64_decode(const char *token, size_t len, uint8_t raw[static AUTH_MAX_RAW]
     uint32_t acc = 0;
     unsigned bits = 0;
 
-    if (!__atomic_load_n(&b64_ready, __ATOMIC_ACQUIRE))
-        b64_init();
+    pthread_once(&b64_once, b64_init);
     if (len == 0 || len > AUTH_MAX_TOKEN)
         return RON_ECAPFORMAT;
     if (token[n - 1] == '=') { /* padding: then the length is a multiple of 4 */
