@@ -190,6 +190,14 @@ fold_prefix(char *cur, uint8_t *cur_len, const char *v, size_t len)
     return true;
 }
 
+/* The first contradiction is the one reported. */
+static void
+set_conflict(auth_grant_t *g, auth_reason_t r)
+{
+    if (g->conflict == AUTH_OK)
+        g->conflict = (uint8_t)r;
+}
+
 static bool
 is_name_char(char c)
 {
@@ -226,7 +234,7 @@ auth_caveat_apply(auth_grant_t *g, const char *s, size_t len)
             return RON_ECAPCAVEAT;
         ron_hex_decode(t, sizeof t, v, vlen);
         if (g->has_tenant && memcmp(g->tenant, t, sizeof t) != 0)
-            g->conflict = AUTH_DENY_TENANT;
+            set_conflict(g, AUTH_DENY_TENANT);
         memcpy(g->tenant, t, sizeof t);
         g->has_tenant = true;
     } else if (KEY_IS("ops")) {
@@ -250,7 +258,7 @@ auth_caveat_apply(auth_grant_t *g, const char *s, size_t len)
         if (vlen < 4 || vlen > 3 + 64 || memcmp(v, "b3:", 3) != 0 || !is_lower_hex(v + 3, vlen - 3))
             return RON_ECAPCAVEAT;
         if (!fold_prefix(g->prefix, &g->prefix_len, v + 3, vlen - 3))
-            g->conflict = AUTH_DENY_PREFIX;
+            set_conflict(g, AUTH_DENY_PREFIX);
     } else if (KEY_IS("name-prefix")) {
         if (vlen > AUTH_MAX_NAME_PREFIX)
             return RON_ECAPCAVEAT;
@@ -258,7 +266,7 @@ auth_caveat_apply(auth_grant_t *g, const char *s, size_t len)
             if (!is_name_char(v[i]))
                 return RON_ECAPCAVEAT;
         if (!fold_prefix(g->name_prefix, &g->name_prefix_len, v, vlen))
-            g->conflict = AUTH_DENY_NAME;
+            set_conflict(g, AUTH_DENY_NAME);
     } else if (KEY_IS("rate")) {
         if (vlen < 3 || memcmp(v + vlen - 2, "/s", 2) != 0 || dec_parse(v, vlen - 2, &n) < 0 ||
             n == 0 || n > AUTH_MAX_RATE)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Generate the seed corpus of fuzz_cap_token (tests/corpus/cap_token/).
+"""Generate the seed corpora of fuzz_cap_token (tests/corpus/cap_token/) and
+fuzz_cap_packets (tests/corpus/cap_packets/, the same seeds decoded).
 
 Each seed is a capability token as it arrives from outside: v1 macaroons
 made with pymacaroons (the same bytes libmacaroons writes) under fixed
@@ -8,8 +9,9 @@ key, the 32-caveat limit and one past it, padding and the standard base64
 alphabet, and one seed per refusal (unknown caveat key, third-party caveat,
 foreign identifier, truncated, trailing bytes, bad length field, signature
 of the wrong size, non-canonical base64). Rewrites these named seeds; the
-seeds named by their SHA-1 were kept by `fuzz_cap_token -merge=1` from a
-libFuzzer run (they add coverage) and are left alone.
+seeds named by their SHA-1 were kept by `fuzz_cap_token -merge=1` (and
+`fuzz_cap_packets -merge=1`) from libFuzzer runs (they add coverage) and are
+left alone.
 """
 import base64
 import os
@@ -18,6 +20,7 @@ from pymacaroons import Macaroon
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "cap_token")
+OUT_RAW = os.path.join(HERE, "cap_packets")
 KEY = "corpus root key, 32 bytes long!!"
 ID = "ron1:k1:0:00112233445566778899aabbccddeeff"
 TENANT = "tenant = 00112233445566778899aabbccddeeff"
@@ -79,6 +82,16 @@ def main():
     for name, tok in SEEDS.items():
         with open(os.path.join(OUT, name), "w") as f:
             f.write(tok)
+    # fuzz_cap_packets reads the decoded bytes: the same seeds, decoded where they decode.
+    os.makedirs(OUT_RAW, exist_ok=True)
+    for name, tok in SEEDS.items():
+        try:
+            raw = base64.b64decode(tok + "=" * (-len(tok) % 4), altchars=b"-_", validate=False)
+        except ValueError:
+            continue
+        if raw:
+            with open(os.path.join(OUT_RAW, name), "wb") as f:
+                f.write(raw)
 
 
 if __name__ == "__main__":
