@@ -288,9 +288,10 @@ auth_grant_check(const auth_grant_t *g, const auth_request_t *req, unsigned *pen
         *pending_out = 0;
     if (g->conflict != AUTH_OK)
         return (auth_reason_t)g->conflict;
-    if (req->now > g->expires && req->now - g->expires > AUTH_SKEW)
+    int64_t now = req->now < 0 ? 0 : req->now; /* defensive: keeps the subtractions in range */
+    if (now > g->expires && now - g->expires > AUTH_SKEW)
         return AUTH_DENY_EXPIRED;
-    if (req->now < g->not_before && g->not_before - req->now > AUTH_SKEW)
+    if (now < g->not_before && g->not_before - now > AUTH_SKEW)
         return AUTH_DENY_NOT_YET;
     if ((unsigned)req->op >= AUTH_OP_COUNT || (g->ops & (1u << req->op)) == 0)
         return AUTH_DENY_OP;
