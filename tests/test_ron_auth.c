@@ -710,6 +710,30 @@ test_auth_verdict_cache_hits_within_1s_and_expires_after(void **st)
     auth_revocation_free(rev);
 }
 
+static void
+test_auth_verdict_cache_is_bounded_and_evicts_the_oldest(void **st)
+{
+    (void)st;
+    minted_t m[5];
+    auth_verifier_t *v = verifier(NULL, 4); /* one set of 4 slots: every token maps to it */
+    auth_request_t r = req_of(AUTH_OP_GET);
+    auth_verdict_t vd;
+
+    for (int i = 0; i < 5; i++) {
+        MINT(&m[i], "ops = get");
+        assert_int_equal(auth_verify(v, m[i].tok, strlen(m[i].tok), &r, &vd), 0);
+        assert_false(vd.cached);
+        sleep_ms(2); /* distinct stamps: "oldest" is well defined */
+    }
+    for (int i = 4; i >= 1; i--) { /* the four newest are held */
+        assert_int_equal(auth_verify(v, m[i].tok, strlen(m[i].tok), &r, &vd), 0);
+        assert_true(vd.cached);
+    }
+    assert_int_equal(auth_verify(v, m[0].tok, strlen(m[0].tok), &r, &vd), 0);
+    assert_false(vd.cached); /* the first was evicted by the fifth */
+    auth_verifier_free(v);
+}
+
 /* ---- threads (argument "threads"; `make tsan` runs this label) ---- */
 
 #define THREADS 4
@@ -813,6 +837,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_auth_raising_the_epoch_kills_every_older_token),
         cmocka_unit_test(test_auth_revocation_set_is_bounded_and_drops_expired_entries_first),
         cmocka_unit_test(test_auth_verdict_cache_hits_within_1s_and_expires_after),
+        cmocka_unit_test(test_auth_verdict_cache_is_bounded_and_evicts_the_oldest),
         cmocka_unit_test(test_auth_names_and_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
