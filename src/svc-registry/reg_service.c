@@ -166,14 +166,9 @@ answer_rc(reg_service_t *s, op_t op, rbus_req_t *req, int rc, const char *detail
 static json_t *
 hex_json(const uint8_t *b, size_t n, bool b3)
 {
-    char hex[3 + 2 * REG_SIG_LEN + 1];
-    size_t off = 0;
-    if (b3) {
-        memcpy(hex, "b3:", 3);
-        off = 3;
-    }
-    ron_hex_encode(hex + off, b, n);
-    return json_string(hex);
+    char hex[3 + 2 * REG_SIG_LEN + 1] = "b3:";
+    ron_hex_encode(hex + 3, b, n);
+    return json_string(b3 ? hex : hex + 3);
 }
 
 static json_t *
