@@ -4,6 +4,7 @@
  * and chain verification. Real files in a temporary directory, real Ed25519
  * keys (fixed seeds, so runs are reproducible).
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <setjmp.h>
@@ -13,7 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -609,6 +613,77 @@ test_registry_open_refuses_an_edited_log_and_a_second_writer(void **state)
     free(log);
 }
 
+/* Child side of the failed-write test: exit 0 when every check holds. */
+static int
+failed_write_child(fx_t *fx)
+{
+    static const int abc[] = {A, B, C};
+    reg_desc_t *d = desc_next(fx, abc, 3, 2, NULL, 0, 2);
+    uint8_t id[REG_HASH_LEN];
+    struct stat st0, st1;
+    struct rlimit rl;
+    reg_err_t err;
+    char *rec;
+    size_t n;
+    uint64_t v;
+    bool w;
+    int rc;
+
+    if (stat(fx->path, &st0) < 0 || reg_propose(fx->reg, d, id, &err) < 0 ||
+        approve(fx, id, A) < 0 || approve(fx, id, B) < 0)
+        return 10;
+    signal(SIGXFSZ, SIG_IGN);
+    rl.rlim_cur = rl.rlim_max = (rlim_t)st0.st_size + 100; /* room for part of the line */
+    if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+        return 11;
+    rc = reg_commit(fx->reg, id, NULL, NULL);
+    if (rc != -EFBIG)
+        return 12;
+    reg_head(fx->reg, &v, NULL, &w);
+    if (v != 1 || w)
+        return 13; /* the head did not move; writes are refused from now on */
+    if (stat(fx->path, &st1) < 0 || st1.st_size != st0.st_size)
+        return 14; /* the partial line was cut back */
+    if (reg_get(fx->reg, 1, &rec, &n) < 0)
+        return 15; /* reads keep working */
+    free(rec);
+    if (reg_commit(fx->reg, id, NULL, NULL) != RON_EREGRDONLY ||
+        reg_propose(fx->reg, d, id, &err) != RON_EREGRDONLY)
+        return 16;
+    reg_set_read_only(fx->reg, false); /* the operator switch cannot undo it */
+    if (reg_commit(fx->reg, id, NULL, NULL) != RON_EREGRDONLY)
+        return 17;
+    free(d);
+    return 0;
+}
+
+static void
+test_registry_failed_write_is_cut_back_and_refuses_later_writes(void **state)
+{
+    fx_t *fx = *state;
+    reg_opts_t o = {.path = fx->path};
+    reg_err_t err;
+    pid_t pid;
+    int status;
+    uint64_t v;
+
+    commit_abc(fx, 1);
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(failed_write_child(fx));
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    /* the file still opens whole at version 1 and takes writes again */
+    reg_free(fx->reg);
+    assert_int_equal(reg_open(&o, &fx->reg, &err), 0);
+    reg_head(fx->reg, &v, NULL, NULL);
+    assert_int_equal(v, 1);
+    commit_abc(fx, 2);
+}
+
 int
 main(void)
 {
@@ -626,6 +701,7 @@ main(void)
         T(test_registry_reads_work_while_writes_are_refused),
         T(test_registry_reopen_keeps_committed_versions_and_drops_a_torn_tail),
         T(test_registry_open_refuses_an_edited_log_and_a_second_writer),
+        T(test_registry_failed_write_is_cut_back_and_refuses_later_writes),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
