@@ -1,19 +1,23 @@
 /*
- * cmd_registry.c - the offline registry commands (docs/runbooks/registry.md):
+ * cmd_registry.c - `ron registry` (docs/runbooks/registry.md).
+ * Offline, files only:
  *   ron registry verify [FILE] [--head VERSION:b3:HEX] [--data-dir DIR]
  *   ron registry check FILE            (a descriptor set: strict parse, id)
  *   ron registry sign FILE --key KEY   (an approval of that descriptor set)
  *   ron registry pubkey --key KEY
- * They read files only: the app port has no registry operations, so
- * proposals, approvals and commits reach a node's `registry` service over
- * ron-bus (docs/protocol/registry.md); these commands prepare and check what
- * travels there. Exit 0 success, 1 failure (one-line reason), 2 bad usage or
- * bad input. KEY is a file holding a 32-byte Ed25519 seed, raw or as 64 hex
- * digits, readable by its owner only.
+ * Online, through the node's app port (app_proto_id 9, forwarded to the
+ * `registry` service; writes from loopback only):
+ *   ron registry head | signers | show [VERSION] | propose FILE |
+ *                approve ID --key KEY | commit ID
+ * Exit 0 success, 1 failure (one-line reason), 2 bad usage or bad input.
+ * KEY is a file holding a 32-byte Ed25519 seed, raw or as 64 hex digits,
+ * readable by its owner only. `show` prints the canonical log line, so
+ * lines shown in order form a log `verify` checks.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +26,8 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "cmd_client.h"
+#include "oap.h"
 #include "ron_config.h"
 #include "ron_err.h"
 #include "ron_util.h"
@@ -35,6 +41,8 @@ static const char registry_usage[] =
     "       ron registry check FILE\n"
     "       ron registry sign FILE --key KEY\n"
     "       ron registry pubkey --key KEY\n"
+    "       ron registry head | signers | show [VERSION] [--node ADDR] [--cap T]\n"
+    "       ron registry propose FILE | approve ID --key KEY | commit ID [--node ADDR] [--cap T]\n"
     "  verify: replay a registry log from genesis (hash chain, versions, M-of-N\n"
     "    approvals under the signer set in force); --head also catches a cut tail.\n"
     "    FILE defaults to <data-dir>/registry/registry.log.\n"
@@ -42,6 +50,12 @@ static const char registry_usage[] =
     "  sign: print the approval {\"id\",\"pk\",\"sig\"} of the descriptor set in FILE\n"
     "    with the Ed25519 seed in KEY (raw 32 bytes or 64 hex, mode 0600).\n"
     "  pubkey: print the public key (64 hex) of the seed in KEY.\n"
+    "  head, signers: the node's head / signer set in force (JSON). show: the\n"
+    "    committed record of VERSION (default the head), one canonical log line.\n"
+    "  propose: send the descriptor set in FILE; prints its id. approve: sign the\n"
+    "    proposal ID with KEY and send it; prints approvals so far. commit: commit\n"
+    "    ID once it holds M approvals; prints the new version and its hash.\n"
+    "    Writes are answered for loopback clients only.\n"
     "  Exit 0 ok, 1 failed (one-line reason), 2 bad usage or bad input.\n";
 
 /* Read a whole small file (at most max bytes) into a new buffer. */
@@ -302,6 +316,135 @@ out:
     return rc;
 }
 
+/* ---- online: through the app port ---- */
+
+/* One request; the answer JSON (parsed, new) in *o_out. Returns an exit code. */
+static int
+remote(ron_client_t *c, const char *what, const char *op, json_t *args, json_t **o_out)
+{
+    char *txt = args != NULL ? json_dumps(args, JSON_COMPACT) : NULL, *ans = NULL;
+    bool write = strcmp(op, "propose") == 0 || strcmp(op, "approve") == 0 ||
+                 strcmp(op, "commit") == 0;
+    int rc = ron_client_request(c, OAP_APP_REGISTRY, op, txt, write, &ans, NULL);
+
+    free(txt);
+    if (rc < 0)
+        return cli_fail(c, what, rc);
+    *o_out = ans != NULL ? json_loads(ans, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    free(ans);
+    if (!json_is_object(*o_out)) {
+        json_decref(*o_out);
+        return ron_cmd_fail(RON_EXIT_FAIL, "registry %s: the node sent a malformed answer", what);
+    }
+    return RON_EXIT_OK;
+}
+
+static const char *
+field(json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v != NULL ? v : "?";
+}
+
+static int
+registry_online(const char *sub, int argc, char **argv)
+{
+    cli_opts_t o;
+    ron_client_t *c = NULL;
+    json_t *args = json_object(), *ans = NULL;
+    reg_desc_t *d = NULL;
+    uint8_t id[REG_HASH_LEN], pk[REG_KEY_LEN], sig[REG_SIG_LEN], *sk = NULL;
+    char hex[2 * REG_SIG_LEN + 1], *txt;
+    bool is_show = strcmp(sub, "show") == 0, is_propose = strcmp(sub, "propose") == 0,
+         is_approve = strcmp(sub, "approve") == 0, is_commit = strcmp(sub, "commit") == 0;
+    int want_pos = is_propose || is_approve || is_commit ? 1 : 0, rc;
+    size_t n;
+
+    memset(&o, 0, sizeof o);
+    if (is_approve)
+        cli_opt(&o, "--key", true);
+    if ((rc = cli_parse(&o, argc, argv, registry_usage)) != 0) {
+        rc = rc > 0 ? RON_EXIT_OK : RON_EXIT_USAGE;
+        goto out;
+    }
+    if (o.n_pos != want_pos && !(is_show && o.n_pos <= 1)) {
+        rc = ron_cmd_fail(RON_EXIT_USAGE, "registry %s: wrong number of arguments", sub);
+        goto out;
+    }
+    if ((is_approve || is_commit) &&
+        (strlen(o.pos[0]) != 2 * REG_HASH_LEN ||
+         ron_hex_decode(id, REG_HASH_LEN, o.pos[0], strlen(o.pos[0])) < 0)) {
+        rc = ron_cmd_fail(RON_EXIT_USAGE, "registry %s: ID is 64 hex digits", sub);
+        goto out;
+    }
+    if (is_show && o.n_pos == 1 &&
+        (ron_parse_u64(o.pos[0], strlen(o.pos[0]), (uint64_t[]){0}) < 0)) {
+        rc = ron_cmd_fail(RON_EXIT_USAGE, "registry show: VERSION is a decimal number");
+        goto out;
+    }
+    if (is_propose) {
+        d = ron_xcalloc(1, sizeof *d);
+        if ((rc = desc_load(o.pos[0], d, id)) != RON_EXIT_OK)
+            goto out;
+        if (reg_desc_encode(d, &txt, &n) < 0) {
+            rc = ron_cmd_fail(RON_EXIT_USAGE, "registry propose: not a valid descriptor set");
+            goto out;
+        }
+        json_object_set_new(args, "descriptor", json_loadb(txt, n, 0, NULL));
+        free(txt);
+    }
+    if (is_approve) {
+        reg_args_t ka = {.key = cli_get(&o, "--key")};
+        if ((rc = keypair_load(&ka, pk, &sk)) != RON_EXIT_OK)
+            goto out;
+        if (reg_approval_sign(id, sk, sig) < 0) {
+            rc = ron_cmd_fail(RON_EXIT_FAIL, "registry approve: cannot sign");
+            goto out;
+        }
+        ron_hex_encode(hex, pk, REG_KEY_LEN);
+        json_object_set_new(args, "pk", json_string(hex));
+        ron_hex_encode(hex, sig, REG_SIG_LEN);
+        json_object_set_new(args, "sig", json_string(hex));
+    }
+    if (is_approve || is_commit)
+        json_object_set_new(args, "id", json_string(o.pos[0]));
+    if ((rc = cli_client(&o, "registry", &c)) != RON_EXIT_OK)
+        goto out;
+    if (is_show) {
+        if (o.n_pos == 1) {
+            json_object_set_new(args, "version", json_string(o.pos[0]));
+        } else {
+            if ((rc = remote(c, sub, "head", NULL, &ans)) != RON_EXIT_OK)
+                goto out;
+            json_object_set_new(args, "version", json_string(field(ans, "version")));
+            json_decref(ans);
+            ans = NULL;
+        }
+        if ((rc = remote(c, sub, "get", args, &ans)) != RON_EXIT_OK)
+            goto out;
+        printf("%s\n", field(ans, "record"));
+    } else if ((rc = remote(c, sub, sub, json_object_size(args) > 0 ? args : NULL, &ans)) ==
+               RON_EXIT_OK) {
+        if (is_propose)
+            printf("%s\n", field(ans, "id"));
+        else if (is_approve)
+            printf("approvals %s of %s\n", field(ans, "approvals"), field(ans, "threshold"));
+        else if (is_commit)
+            printf("version %s %s\n", field(ans, "version"), field(ans, "hash"));
+        else if ((txt = json_dumps(ans, JSON_COMPACT | JSON_PRESERVE_ORDER)) != NULL) {
+            printf("%s\n", txt);
+            free(txt);
+        }
+    }
+out:
+    json_decref(ans);
+    json_decref(args);
+    sodium_free(sk);
+    free(d);
+    ron_client_free(c);
+    return rc;
+}
+
 int
 cmd_registry(int argc, char **argv)
 {
@@ -313,6 +456,9 @@ cmd_registry(int argc, char **argv)
         printf("%s", registry_usage);
         return RON_EXIT_OK;
     }
+    if (strcmp(sub, "head") == 0 || strcmp(sub, "signers") == 0 || strcmp(sub, "show") == 0 ||
+        strcmp(sub, "propose") == 0 || strcmp(sub, "approve") == 0 || strcmp(sub, "commit") == 0)
+        return registry_online(sub, argc - 1, argv + 1);
     if (strcmp(sub, "verify") != 0 && strcmp(sub, "check") != 0 && strcmp(sub, "sign") != 0 &&
         strcmp(sub, "pubkey") != 0) {
         fprintf(stderr, "%s", registry_usage);
