@@ -334,7 +334,7 @@ remote(ron_client_t *c, const char *what, const char *op, json_t *args, json_t *
     free(ans);
     if (!json_is_object(*o_out)) {
         json_decref(*o_out);
-        return ron_cmd_fail(RON_EXIT_FAIL, "registry %s: the node sent a malformed answer", what);
+        return ron_cmd_fail(RON_EXIT_FAIL, "%s: the node sent a malformed answer", what);
     }
     return RON_EXIT_OK;
 }
@@ -346,22 +346,86 @@ field(json_t *o, const char *k)
     return v != NULL ? v : "?";
 }
 
+/* The request fields of sub from o's arguments into args. Returns an exit code. */
+static int
+online_args(const char *sub, const cli_opts_t *o, json_t *args)
+{
+    bool is_approve = strcmp(sub, "approve") == 0, is_commit = strcmp(sub, "commit") == 0;
+    uint8_t id[REG_HASH_LEN], pk[REG_KEY_LEN], sig[REG_SIG_LEN], *sk = NULL;
+    char hex[2 * REG_SIG_LEN + 1], *txt;
+    reg_desc_t *d;
+    size_t n;
+    int rc = RON_EXIT_OK;
+
+    if ((is_approve || is_commit) &&
+        (strlen(o->pos[0]) != 2 * REG_HASH_LEN ||
+         ron_hex_decode(id, REG_HASH_LEN, o->pos[0], strlen(o->pos[0])) < 0))
+        return ron_cmd_fail(RON_EXIT_USAGE, "registry %s: ID is 64 hex digits", sub);
+    if (strcmp(sub, "show") == 0 && o->n_pos == 1) {
+        uint64_t v;
+        if (ron_parse_u64(o->pos[0], strlen(o->pos[0]), &v) < 0)
+            return ron_cmd_fail(RON_EXIT_USAGE, "registry show: VERSION is a decimal number");
+        json_object_set_new(args, "version", json_string(o->pos[0]));
+    }
+    if (strcmp(sub, "propose") == 0) {
+        d = ron_xcalloc(1, sizeof *d);
+        if ((rc = desc_load(o->pos[0], d, id)) == RON_EXIT_OK && reg_desc_encode(d, &txt, &n) == 0) {
+            json_object_set_new(args, "descriptor", json_loadb(txt, n, 0, NULL));
+            free(txt);
+        }
+        free(d);
+        return rc;
+    }
+    if (is_approve) {
+        reg_args_t ka = {.key = cli_get(o, "--key")};
+        if ((rc = keypair_load(&ka, pk, &sk)) == RON_EXIT_OK && reg_approval_sign(id, sk, sig) < 0)
+            rc = ron_cmd_fail(RON_EXIT_FAIL, "registry approve: cannot sign");
+        sodium_free(sk);
+        if (rc != RON_EXIT_OK)
+            return rc;
+        ron_hex_encode(hex, pk, REG_KEY_LEN);
+        json_object_set_new(args, "pk", json_string(hex));
+        ron_hex_encode(hex, sig, REG_SIG_LEN);
+        json_object_set_new(args, "sig", json_string(hex));
+    }
+    if (is_approve || is_commit)
+        json_object_set_new(args, "id", json_string(o->pos[0]));
+    return RON_EXIT_OK;
+}
+
+/* Print the answer of sub. */
+static void
+online_print(const char *sub, json_t *ans)
+{
+    char *txt;
+    if (strcmp(sub, "propose") == 0)
+        printf("%s\n", field(ans, "id"));
+    else if (strcmp(sub, "approve") == 0)
+        printf("approvals %s of %s\n", field(ans, "approvals"), field(ans, "threshold"));
+    else if (strcmp(sub, "commit") == 0)
+        printf("version %s %s\n", field(ans, "version"), field(ans, "hash"));
+    else if (strcmp(sub, "show") == 0)
+        printf("%s\n", field(ans, "record"));
+    else if ((txt = json_dumps(ans, JSON_COMPACT | JSON_PRESERVE_ORDER)) != NULL) {
+        printf("%s\n", txt);
+        free(txt);
+    }
+}
+
 static int
 registry_online(const char *sub, int argc, char **argv)
 {
     cli_opts_t o;
     ron_client_t *c = NULL;
     json_t *args = json_object(), *ans = NULL;
-    reg_desc_t *d = NULL;
-    uint8_t id[REG_HASH_LEN], pk[REG_KEY_LEN], sig[REG_SIG_LEN], *sk = NULL;
-    char hex[2 * REG_SIG_LEN + 1], *txt;
-    bool is_show = strcmp(sub, "show") == 0, is_propose = strcmp(sub, "propose") == 0,
-         is_approve = strcmp(sub, "approve") == 0, is_commit = strcmp(sub, "commit") == 0;
-    int want_pos = is_propose || is_approve || is_commit ? 1 : 0, rc;
-    size_t n;
+    bool is_show = strcmp(sub, "show") == 0;
+    char what[32];
+    int want_pos = strcmp(sub, "propose") == 0 || strcmp(sub, "approve") == 0 ||
+                   strcmp(sub, "commit") == 0, rc;
 
     memset(&o, 0, sizeof o);
-    if (is_approve)
+    snprintf(what, sizeof what, "registry %s", sub);
+    if (strcmp(sub, "approve") == 0)
         cli_opt(&o, "--key", true);
     if ((rc = cli_parse(&o, argc, argv, registry_usage)) != 0) {
         rc = rc > 0 ? RON_EXIT_OK : RON_EXIT_USAGE;
@@ -371,76 +435,22 @@ registry_online(const char *sub, int argc, char **argv)
         rc = ron_cmd_fail(RON_EXIT_USAGE, "registry %s: wrong number of arguments", sub);
         goto out;
     }
-    if ((is_approve || is_commit) &&
-        (strlen(o.pos[0]) != 2 * REG_HASH_LEN ||
-         ron_hex_decode(id, REG_HASH_LEN, o.pos[0], strlen(o.pos[0])) < 0)) {
-        rc = ron_cmd_fail(RON_EXIT_USAGE, "registry %s: ID is 64 hex digits", sub);
+    if ((rc = online_args(sub, &o, args)) != RON_EXIT_OK ||
+        (rc = cli_client(&o, "registry", &c)) != RON_EXIT_OK)
         goto out;
-    }
-    if (is_show && o.n_pos == 1 &&
-        (ron_parse_u64(o.pos[0], strlen(o.pos[0]), (uint64_t[]){0}) < 0)) {
-        rc = ron_cmd_fail(RON_EXIT_USAGE, "registry show: VERSION is a decimal number");
-        goto out;
-    }
-    if (is_propose) {
-        d = ron_xcalloc(1, sizeof *d);
-        if ((rc = desc_load(o.pos[0], d, id)) != RON_EXIT_OK)
+    if (is_show && o.n_pos == 0) { /* the head's version */
+        if ((rc = remote(c, what, "head", NULL, &ans)) != RON_EXIT_OK)
             goto out;
-        if (reg_desc_encode(d, &txt, &n) < 0) {
-            rc = ron_cmd_fail(RON_EXIT_USAGE, "registry propose: not a valid descriptor set");
-            goto out;
-        }
-        json_object_set_new(args, "descriptor", json_loadb(txt, n, 0, NULL));
-        free(txt);
+        json_object_set_new(args, "version", json_string(field(ans, "version")));
+        json_decref(ans);
+        ans = NULL;
     }
-    if (is_approve) {
-        reg_args_t ka = {.key = cli_get(&o, "--key")};
-        if ((rc = keypair_load(&ka, pk, &sk)) != RON_EXIT_OK)
-            goto out;
-        if (reg_approval_sign(id, sk, sig) < 0) {
-            rc = ron_cmd_fail(RON_EXIT_FAIL, "registry approve: cannot sign");
-            goto out;
-        }
-        ron_hex_encode(hex, pk, REG_KEY_LEN);
-        json_object_set_new(args, "pk", json_string(hex));
-        ron_hex_encode(hex, sig, REG_SIG_LEN);
-        json_object_set_new(args, "sig", json_string(hex));
-    }
-    if (is_approve || is_commit)
-        json_object_set_new(args, "id", json_string(o.pos[0]));
-    if ((rc = cli_client(&o, "registry", &c)) != RON_EXIT_OK)
-        goto out;
-    if (is_show) {
-        if (o.n_pos == 1) {
-            json_object_set_new(args, "version", json_string(o.pos[0]));
-        } else {
-            if ((rc = remote(c, sub, "head", NULL, &ans)) != RON_EXIT_OK)
-                goto out;
-            json_object_set_new(args, "version", json_string(field(ans, "version")));
-            json_decref(ans);
-            ans = NULL;
-        }
-        if ((rc = remote(c, sub, "get", args, &ans)) != RON_EXIT_OK)
-            goto out;
-        printf("%s\n", field(ans, "record"));
-    } else if ((rc = remote(c, sub, sub, json_object_size(args) > 0 ? args : NULL, &ans)) ==
-               RON_EXIT_OK) {
-        if (is_propose)
-            printf("%s\n", field(ans, "id"));
-        else if (is_approve)
-            printf("approvals %s of %s\n", field(ans, "approvals"), field(ans, "threshold"));
-        else if (is_commit)
-            printf("version %s %s\n", field(ans, "version"), field(ans, "hash"));
-        else if ((txt = json_dumps(ans, JSON_COMPACT | JSON_PRESERVE_ORDER)) != NULL) {
-            printf("%s\n", txt);
-            free(txt);
-        }
-    }
+    rc = remote(c, what, is_show ? "get" : sub, json_object_size(args) > 0 ? args : NULL, &ans);
+    if (rc == RON_EXIT_OK)
+        online_print(sub, ans);
 out:
     json_decref(ans);
     json_decref(args);
-    sodium_free(sk);
-    free(d);
     ron_client_free(c);
     return rc;
 }

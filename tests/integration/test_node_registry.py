@@ -187,4 +187,31 @@ def online_walk():
 
 
 online_walk()
+
+# micronode: the app port reaches the in-process registry over the hub
+keys = tempfile.mkdtemp(prefix="ron-regkeys-")
+app = "127.0.0.1:%d" % free_port()
+m = Node(["--profile", "micro", "--set", "services=registry,app", "--app", app]).wait_up()
+try:
+    m.wait_running("app")
+    pks = []
+    for k in "ab":
+        path = os.path.join(keys, k + ".key")
+        with open(path, "w") as f:
+            f.write(os.urandom(32).hex())
+        os.chmod(path, 0o600)
+        pks.append(ok(subprocess.run([RON, "registry", "pubkey", "--key", path],
+                                     capture_output=True, text=True), "pubkey"))
+    g = os.path.join(keys, "genesis.json")
+    descriptor(g, 1, "b3:" + "0" * 64, pks)
+    gid = ok(run(app, "propose", g), "micro propose")
+    for k in "ab":
+        ok(run(app, "approve", gid, "--key", os.path.join(keys, k + ".key")), "micro approve")
+    check(ok(run(app, "commit", gid), "micro commit") == "version 1 b3:" + gid, "micro commit")
+    check(json.loads(ok(run(app, "head"), "micro head"))["version"] == "1", "micro head")
+    check(not os.path.exists(os.path.join(m.dir, "registry")), "micro commit wrote no file")
+    m.stop()
+finally:
+    m.kill()
+    shutil.rmtree(keys, ignore_errors=True)
 print("ok")
