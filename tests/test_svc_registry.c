@@ -146,8 +146,10 @@ slurp(const char *path, size_t *len)
 /* ---- descriptor sets ---- */
 
 static const char good_desc[] =
-    "{\"v\":1,\"version\":1,\"prev\":\"b3:" "0000000000000000000000000000000000000000000000000000000000000000"
-    "\",\"policy\":\"b3:" "1111111111111111111111111111111111111111111111111111111111111111"
+    "{\"v\":1,\"version\":1,\"prev\":\"b3:"
+    "0000000000000000000000000000000000000000000000000000000000000000"
+    "\",\"policy\":\"b3:"
+    "1111111111111111111111111111111111111111111111111111111111111111"
     "\",\"bootstrap\":[\"127.0.0.1:5302\"],\"trusted_keys\":[],\"signers\":{\"threshold\":1,"
     "\"keys\":[\"2222222222222222222222222222222222222222222222222222222222222222\"]},"
     "\"revoked\":[]}";
@@ -174,21 +176,22 @@ test_registry_descriptor_parser_refuses_malformed_sets(void **state)
         const char *from, *to;
         int rc;
     } cases[] = {
-        {"\"revoked\":[]", "\"revoked\":[],\"extra\":1", RON_EREGDESC},     /* unknown field */
-        {"\"version\":1", "\"version\":1.0", RON_EREGDESC},                 /* float */
-        {"\"version\":1", "\"version\":0", RON_EREGDESC},                   /* version 0 */
-        {"\"threshold\":1", "\"threshold\":2", RON_EREGDESC},               /* M > N */
-        {"\"threshold\":1", "\"threshold\":0", RON_EREGDESC},               /* M = 0 */
-        {"\"v\":1", "\"v\":2", RON_EREGDESC},                               /* format */
-        {"\"b3:1111", "\"b4:1111", RON_EREGDESC},                           /* policy */
-        {"127.0.0.1:5302", "no port here", RON_EREGDESC},                   /* peer */
+        {"\"revoked\":[]", "\"revoked\":[],\"extra\":1", RON_EREGDESC}, /* unknown field */
+        {"\"version\":1", "\"version\":1.0", RON_EREGDESC},             /* float */
+        {"\"version\":1", "\"version\":0", RON_EREGDESC},               /* version 0 */
+        {"\"threshold\":1", "\"threshold\":2", RON_EREGDESC},           /* M > N */
+        {"\"threshold\":1", "\"threshold\":0", RON_EREGDESC},           /* M = 0 */
+        {"\"v\":1", "\"v\":2", RON_EREGDESC},                           /* format */
+        {"\"b3:1111", "\"b4:1111", RON_EREGDESC},                       /* policy */
+        {"127.0.0.1:5302", "no port here", RON_EREGDESC},               /* peer */
         {"\"revoked\":[]",
          "\"revoked\":[\"2222222222222222222222222222222222222222222222222222222222222222\"]",
-         RON_EREGDESC},                                                     /* revoked signer */
-        {"\"revoked\":[]", "\"revoked\":[],\"revoked\":[]", RON_EREGDESC},  /* duplicate key */
-        {"\"trusted_keys\":[]", "\"trusted_keys\":[{\"name\":\"A\",\"alg\":\"ed25519\",\"pk\":"
-                                "\"2222222222222222222222222222222222222222222222222222222222222222\"}]",
-         RON_EREGDESC},                                                     /* key name case */
+         RON_EREGDESC},                                                    /* revoked signer */
+        {"\"revoked\":[]", "\"revoked\":[],\"revoked\":[]", RON_EREGDESC}, /* duplicate key */
+        {"\"trusted_keys\":[]",
+         "\"trusted_keys\":[{\"name\":\"A\",\"alg\":\"ed25519\",\"pk\":"
+         "\"2222222222222222222222222222222222222222222222222222222222222222\"}]",
+         RON_EREGDESC}, /* key name case */
     };
     reg_desc_t *d = malloc(sizeof *d);
     reg_err_t err;
@@ -212,7 +215,8 @@ test_registry_descriptor_parser_refuses_malformed_sets(void **state)
         snprintf(buf, sizeof buf, "%.*s", (int)pre, good_desc);
         for (int i = 0; i <= (int)REG_MAX_PEERS; i++)
             snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s\"h:%d\"", i ? "," : "", i);
-        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s", at + strlen("\"127.0.0.1:5302\""));
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s",
+                 at + strlen("\"127.0.0.1:5302\""));
         assert_int_equal(reg_desc_parse(buf, strlen(buf), d, &err), RON_EREGLIMIT);
     }
     free(d);

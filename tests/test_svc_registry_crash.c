@@ -159,7 +159,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_registry_kill_9_while_committing_leaves_a_durable_prefix_that_verifies),
+        cmocka_unit_test(
+            test_registry_kill_9_while_committing_leaves_a_durable_prefix_that_verifies),
     };
     if (sodium_init() < 0)
         return 1;

@@ -99,8 +99,7 @@ seed_read(const char *path, uint8_t *seed)
         return ron_cmd_fail(RON_EXIT_FAIL, "registry: out of secure memory");
     fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-        rc = ron_cmd_fail(RON_EXIT_FAIL, "registry: cannot open key %s: %s", path,
-                          strerror(errno));
+        rc = ron_cmd_fail(RON_EXIT_FAIL, "registry: cannot open key %s: %s", path, strerror(errno));
         goto out;
     }
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
@@ -149,8 +148,7 @@ desc_load(const char *path, reg_desc_t *d, uint8_t id[REG_HASH_LEN])
         return ron_cmd_fail(RON_EXIT_USAGE, "registry: %s is larger than %u bytes", path,
                             REG_MAX_DESC);
     if (rc < 0)
-        return ron_cmd_fail(RON_EXIT_FAIL, "registry: cannot read %s: %s", path,
-                            ron_strerror(rc));
+        return ron_cmd_fail(RON_EXIT_FAIL, "registry: cannot read %s: %s", path, ron_strerror(rc));
     rc = reg_desc_parse(txt, n, d, &err);
     free(txt);
     if (rc < 0)
@@ -323,8 +321,8 @@ static int
 remote(ron_client_t *c, const char *what, const char *op, json_t *args, json_t **o_out)
 {
     char *txt = args != NULL ? json_dumps(args, JSON_COMPACT) : NULL, *ans = NULL;
-    bool write = strcmp(op, "propose") == 0 || strcmp(op, "approve") == 0 ||
-                 strcmp(op, "commit") == 0;
+    bool write =
+        strcmp(op, "propose") == 0 || strcmp(op, "approve") == 0 || strcmp(op, "commit") == 0;
     int rc = ron_client_request(c, OAP_APP_REGISTRY, op, txt, write, &ans, NULL);
 
     free(txt);
@@ -369,7 +367,8 @@ online_args(const char *sub, const cli_opts_t *o, json_t *args)
     }
     if (strcmp(sub, "propose") == 0) {
         d = ron_xcalloc(1, sizeof *d);
-        if ((rc = desc_load(o->pos[0], d, id)) == RON_EXIT_OK && reg_desc_encode(d, &txt, &n) == 0) {
+        if ((rc = desc_load(o->pos[0], d, id)) == RON_EXIT_OK &&
+            reg_desc_encode(d, &txt, &n) == 0) {
             json_object_set_new(args, "descriptor", json_loadb(txt, n, 0, NULL));
             free(txt);
         }
@@ -421,7 +420,8 @@ registry_online(const char *sub, int argc, char **argv)
     bool is_show = strcmp(sub, "show") == 0;
     char what[32];
     int want_pos = strcmp(sub, "propose") == 0 || strcmp(sub, "approve") == 0 ||
-                   strcmp(sub, "commit") == 0, rc;
+                   strcmp(sub, "commit") == 0,
+        rc;
 
     memset(&o, 0, sizeof o);
     snprintf(what, sizeof what, "registry %s", sub);

@@ -31,15 +31,15 @@ typedef struct {
 
 struct reg {
     pthread_mutex_t mu;
-    int fd;                /* -1: RAM */
-    bool read_only;        /* by the operator (reg_set_read_only) */
-    bool fixed_ro;         /* opened read-only or a write failed: for good */
-    uint64_t max_log;      /* bytes */
-    uint64_t log_bytes;    /* committed bytes, newlines included (= file size) */
-    char **lines;          /* lines[v - 1]: record of version v, NUL-terminated */
+    int fd;             /* -1: RAM */
+    bool read_only;     /* by the operator (reg_set_read_only) */
+    bool fixed_ro;      /* opened read-only or a write failed: for good */
+    uint64_t max_log;   /* bytes */
+    uint64_t log_bytes; /* committed bytes, newlines included (= file size) */
+    char **lines;       /* lines[v - 1]: record of version v, NUL-terminated */
     size_t *line_len;
     size_t n, cap;
-    reg_record_t *head;    /* NULL: nothing committed */
+    reg_record_t *head; /* NULL: nothing committed */
     reg_prop_t props[REG_MAX_PROPOSALS];
 };
 
@@ -105,8 +105,9 @@ open_file(reg_t *r, const reg_opts_t *o, reg_err_t *err)
     reg_report_t rep;
     int rc;
 
-    r->fd = open(o->path, o->read_only ? O_RDONLY | O_CLOEXEC
-                                       : O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    r->fd =
+        open(o->path, o->read_only ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC,
+             0600);
     if (r->fd < 0) {
         rc = -errno;
         reg__err(err, "cannot open %.100s: %s", o->path, ron_strerror(rc));
@@ -422,8 +423,8 @@ log_append(reg_t *r, const char *line, size_t n)
     if (rc < 0) {
         /* The file may hold part of the line, or a line the disk lost:
          * cut it back and stop writing (reopening re-verifies). */
-        ron_error("registry: cannot append version %zu: %s; writes refused from now on",
-                  r->n + 1, ron_strerror(rc));
+        ron_error("registry: cannot append version %zu: %s; writes refused from now on", r->n + 1,
+                  ron_strerror(rc));
         (void)ftruncate(r->fd, (off_t)r->log_bytes);
         r->fixed_ro = true;
     }

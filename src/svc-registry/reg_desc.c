@@ -19,9 +19,8 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-static const char *const desc_fields[] = {"v",            "version", "prev",    "policy",
-                                          "bootstrap",    "trusted_keys", "signers", "revoked",
-                                          NULL};
+static const char *const desc_fields[] = {
+    "v", "version", "prev", "policy", "bootstrap", "trusted_keys", "signers", "revoked", NULL};
 
 void
 reg__err(reg_err_t *err, const char *fmt, ...)
@@ -40,7 +39,8 @@ unknown_key(json_t *o, const char *const *allowed)
 {
     const char *k;
     json_t *v;
-    json_object_foreach(o, k, v) {
+    json_object_foreach(o, k, v)
+    {
         size_t i = 0;
         (void)v;
         while (allowed[i] != NULL && strcmp(allowed[i], k) != 0)
@@ -132,7 +132,8 @@ key_list(json_t *a, const char *field, size_t max, uint8_t (*keys)[REG_KEY_LEN],
         reg__err(err, "%s: more than %zu keys", field, max);
         return RON_EREGLIMIT;
     }
-    json_array_foreach(a, i, v) {
+    json_array_foreach(a, i, v)
+    {
         if (hex32(v, keys[i]) < 0) {
             reg__err(err, "%s[%zu]: not 64 hex digits", field, i);
             return RON_EREGDESC;
@@ -159,7 +160,8 @@ peers_from_json(json_t *a, reg_desc_t *d, reg_err_t *err)
         reg__err(err, "bootstrap: more than %u peers", REG_MAX_PEERS);
         return RON_EREGLIMIT;
     }
-    json_array_foreach(a, i, v) {
+    json_array_foreach(a, i, v)
+    {
         const char *s = json_string_value(v);
         size_t n = s != NULL ? json_string_length(v) : 0;
         if (s == NULL || !peer_ok(s, n)) {
@@ -192,7 +194,8 @@ trusted_from_json(json_t *a, reg_desc_t *d, reg_err_t *err)
         reg__err(err, "trusted_keys: more than %u keys", REG_MAX_TRUSTED);
         return RON_EREGLIMIT;
     }
-    json_array_foreach(a, i, v) {
+    json_array_foreach(a, i, v)
+    {
         json_t *name = json_object_get(v, "name");
         const char *alg = json_string_value(json_object_get(v, "alg"));
         const char *bad = json_is_object(v) ? unknown_key(v, fields) : "(not an object)";
@@ -200,7 +203,8 @@ trusted_from_json(json_t *a, reg_desc_t *d, reg_err_t *err)
             reg__err(err, "trusted_keys[%zu]: unknown field %.40s", i, bad);
             return RON_EREGDESC;
         }
-        if (!json_is_string(name) || !keyname_ok(json_string_value(name), json_string_length(name))) {
+        if (!json_is_string(name) ||
+            !keyname_ok(json_string_value(name), json_string_length(name))) {
             reg__err(err, "trusted_keys[%zu].name: 1-%u bytes of [a-z0-9._-]", i, REG_MAX_KEYNAME);
             return RON_EREGDESC;
         }
@@ -544,7 +548,8 @@ approvals_from_json(json_t *a, reg_record_t *r, reg_err_t *err)
         reg__err(err, "approvals: not an array of at most %u", REG_MAX_SIGNERS);
         return RON_EREGCHAIN;
     }
-    json_array_foreach(a, i, v) {
+    json_array_foreach(a, i, v)
+    {
         const char *s = json_string_value(json_object_get(v, "sig"));
         if (!json_is_object(v) || unknown_key(v, fields) != NULL ||
             hex32(json_object_get(v, "pk"), r->appr[i].pk) < 0 || s == NULL ||

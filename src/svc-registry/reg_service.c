@@ -265,9 +265,11 @@ job_answer(job_t *j)
         json_object_set_new(o, "version", u64_json(j->version));
         json_object_set_new(o, "threshold", u64_json(j->desc->threshold));
         json_object_set_new(
-            o, "keys", keys_json((const uint8_t(*)[REG_KEY_LEN])j->desc->signers, j->desc->n_signers));
+            o, "keys",
+            keys_json((const uint8_t(*)[REG_KEY_LEN])j->desc->signers, j->desc->n_signers));
         json_object_set_new(
-            o, "revoked", keys_json((const uint8_t(*)[REG_KEY_LEN])j->desc->revoked, j->desc->n_revoked));
+            o, "revoked",
+            keys_json((const uint8_t(*)[REG_KEY_LEN])j->desc->revoked, j->desc->n_revoked));
         break;
     }
     return o;
@@ -438,9 +440,14 @@ int
 reg_service_new(uv_loop_t *loop, rbus_t *bus, reg_t *reg, reg_service_t **svc_out)
 {
     static const char *const labels[] = {"op", "status"};
-    static const met_desc_t desc_req = {MET_COUNTER, "registry_requests_total",
-                                        "Registry protocol requests by op and status.", labels, 2,
-                                        NULL, 0, 0};
+    static const met_desc_t desc_req = {MET_COUNTER,
+                                        "registry_requests_total",
+                                        "Registry protocol requests by op and status.",
+                                        labels,
+                                        2,
+                                        NULL,
+                                        0,
+                                        0};
     reg_service_t *s = ron_xcalloc(1, sizeof *s);
     met_family_t *fam = NULL;
     uint64_t v;

@@ -17,14 +17,13 @@
 
 /* Check one line as version rep->versions + 1 after prev (NULL: genesis). */
 static int
-verify_line(const char *line, size_t n, const reg_record_t *prev, reg_record_t *cur,
-            reg_err_t *err)
+verify_line(const char *line, size_t n, const reg_record_t *prev, reg_record_t *cur, reg_err_t *err)
 {
     int rc;
     if ((rc = reg__record_parse(line, n, cur, err)) < 0)
         return rc;
-    if ((rc = reg__check_link(prev != NULL ? &prev->desc : NULL,
-                              prev != NULL ? prev->hash : NULL, &cur->desc, err)) < 0) {
+    if ((rc = reg__check_link(prev != NULL ? &prev->desc : NULL, prev != NULL ? prev->hash : NULL,
+                              &cur->desc, err)) < 0) {
         if (rc == RON_EREGSTALE) {
             char why[sizeof err->msg];
             memcpy(why, err->msg, sizeof why);

@@ -28,17 +28,17 @@
 #include <stdint.h>
 
 /* ---- limits ---- */
-#define REG_MAX_DESC (64u << 10)       /* canonical descriptor bytes (a full one is < 40 KiB) */
+#define REG_MAX_DESC (64u << 10) /* canonical descriptor bytes (a full one is < 40 KiB) */
 #define REG_MAX_RECORD (REG_MAX_DESC + 4096u) /* one log line: descriptor + 16 approvals */
-#define REG_MAX_SIGNERS 16u            /* N: governance keys; more is not governance */
-#define REG_MAX_REVOKED 64u            /* revoked keys kept forever (cumulative) */
-#define REG_MAX_PEERS 64u              /* bootstrap peers */
-#define REG_MAX_PEER_LEN 255u          /* "[ID@]HOST:PORT" */
-#define REG_MAX_TRUSTED 64u            /* trusted keys */
-#define REG_MAX_KEYNAME 64u            /* trusted key name, [a-z0-9._-] */
-#define REG_MAX_PROPOSALS 32u          /* open proposals; stale ones are evicted first */
-#define REG_DEFAULT_MAX_LOG (16u << 20) /* committed log bytes (all kept in RAM for reads) */
-#define REG_MAX_LOG_HARD (256u << 20)  /* a log file larger than this is not opened */
+#define REG_MAX_SIGNERS 16u                   /* N: governance keys; more is not governance */
+#define REG_MAX_REVOKED 64u                   /* revoked keys kept forever (cumulative) */
+#define REG_MAX_PEERS 64u                     /* bootstrap peers */
+#define REG_MAX_PEER_LEN 255u                 /* "[ID@]HOST:PORT" */
+#define REG_MAX_TRUSTED 64u                   /* trusted keys */
+#define REG_MAX_KEYNAME 64u                   /* trusted key name, [a-z0-9._-] */
+#define REG_MAX_PROPOSALS 32u                 /* open proposals; stale ones are evicted first */
+#define REG_DEFAULT_MAX_LOG (16u << 20)       /* committed log bytes (all kept in RAM for reads) */
+#define REG_MAX_LOG_HARD (256u << 20)         /* a log file larger than this is not opened */
 
 #define REG_KEY_LEN 32u  /* Ed25519 public key */
 #define REG_SK_LEN 64u   /* Ed25519 secret key (libsodium layout) */
@@ -63,15 +63,15 @@ typedef struct {
 
 /* One descriptor set, parsed. About 25 KiB: keep it on the heap. */
 typedef struct {
-    uint64_t version;                        /* >= 1; head + 1 when proposed */
-    uint8_t prev[REG_HASH_LEN];              /* hash of version - 1; zeros for version 1 */
-    uint8_t policy[REG_HASH_LEN];            /* BLAKE3 address of the policy bundle */
+    uint64_t version;             /* >= 1; head + 1 when proposed */
+    uint8_t prev[REG_HASH_LEN];   /* hash of version - 1; zeros for version 1 */
+    uint8_t policy[REG_HASH_LEN]; /* BLAKE3 address of the policy bundle */
     size_t n_peers;
     char peers[REG_MAX_PEERS][REG_MAX_PEER_LEN + 1];
     size_t n_trusted;
     reg_trusted_t trusted[REG_MAX_TRUSTED];
-    uint32_t threshold;                      /* M: 1 <= M <= n_signers */
-    size_t n_signers;                        /* N */
+    uint32_t threshold;                            /* M: 1 <= M <= n_signers */
+    size_t n_signers;                              /* N */
     uint8_t signers[REG_MAX_SIGNERS][REG_KEY_LEN]; /* distinct */
     size_t n_revoked;
     uint8_t revoked[REG_MAX_REVOKED][REG_KEY_LEN]; /* distinct, disjoint from signers */
@@ -101,7 +101,8 @@ int reg_desc_encode(const reg_desc_t *d, char **out, size_t *out_len);
 int reg_desc_id(const reg_desc_t *d, uint8_t id_out[static REG_HASH_LEN]);
 
 /* The bytes an approval signs for proposal id: REG_SIGN_DOMAIN, NUL, id. */
-void reg_sign_message(const uint8_t id[static REG_HASH_LEN], uint8_t msg_out[static REG_SIGN_MSG_LEN]);
+void reg_sign_message(const uint8_t id[static REG_HASH_LEN],
+                      uint8_t msg_out[static REG_SIGN_MSG_LEN]);
 
 /* Sign proposal id with sk (borrowed, libsodium layout). Returns 0 or RON_EAUTH. */
 int reg_approval_sign(const uint8_t id[static REG_HASH_LEN], const uint8_t sk[static REG_SK_LEN],
@@ -115,12 +116,12 @@ bool reg_approval_verifies(const uint8_t id[static REG_HASH_LEN],
 /* ---- verification of a whole log ---- */
 
 typedef struct {
-    uint64_t versions;               /* versions that verified (the good prefix) */
-    uint8_t head[REG_HASH_LEN];      /* hash of the last good version (zeros: none) */
-    size_t good_len;                 /* bytes of the good prefix */
-    uint64_t bad_version;            /* the version where it fails (0: none) */
-    bool torn;                       /* the failure is an incomplete last line */
-    reg_err_t err;                   /* what is wrong with bad_version */
+    uint64_t versions;          /* versions that verified (the good prefix) */
+    uint8_t head[REG_HASH_LEN]; /* hash of the last good version (zeros: none) */
+    size_t good_len;            /* bytes of the good prefix */
+    uint64_t bad_version;       /* the version where it fails (0: none) */
+    bool torn;                  /* the failure is an incomplete last line */
+    reg_err_t err;              /* what is wrong with bad_version */
 } reg_report_t;
 
 /*
@@ -132,17 +133,17 @@ typedef struct {
  * hash expect_hash (catches a cut tail). Fills rep (always). Returns 0, or
  * RON_EREGCHAIN with rep->bad_version and rep->err saying where and why.
  */
-int reg_verify_buf(const char *log, size_t len, uint64_t expect_version,
-                   const uint8_t *expect_hash, reg_report_t *rep);
+int reg_verify_buf(const char *log, size_t len, uint64_t expect_version, const uint8_t *expect_hash,
+                   reg_report_t *rep);
 
 /* ---- the registry ---- */
 
 typedef struct reg reg_t;
 
 typedef struct {
-    const char *path;      /* the log file (created 0600); NULL keeps everything in RAM */
-    bool read_only;        /* refuse every write; the file is opened O_RDONLY */
-    uint64_t max_log;      /* bytes of committed log allowed; 0 = REG_DEFAULT_MAX_LOG */
+    const char *path; /* the log file (created 0600); NULL keeps everything in RAM */
+    bool read_only;   /* refuse every write; the file is opened O_RDONLY */
+    uint64_t max_log; /* bytes of committed log allowed; 0 = REG_DEFAULT_MAX_LOG */
 } reg_opts_t;
 
 /*
