@@ -408,6 +408,44 @@ test_registry_refuses_commit_on_a_stale_base(void **state)
     free(y);
 }
 
+static void
+test_registry_full_proposal_table_evicts_the_oldest_unapproved_one(void **state)
+{
+    fx_t *fx = *state;
+    static const int abc[] = {A, B, C};
+    uint8_t ids[REG_MAX_PROPOSALS + 1][REG_HASH_LEN];
+    reg_desc_t *d;
+    reg_err_t err;
+    size_t k;
+    uint32_t m;
+
+    commit_abc(fx, 1);
+    for (unsigned i = 0; i < REG_MAX_PROPOSALS; i++) {
+        d = desc_next(fx, abc, 3, 2, NULL, 0, (uint8_t)(10 + i));
+        propose(fx, d, ids[i]);
+        free(d);
+    }
+    assert_int_equal(approve(fx, ids[0], A), 0); /* the oldest, but approved */
+    d = desc_next(fx, abc, 3, 2, NULL, 0, 200);
+    propose(fx, d, ids[REG_MAX_PROPOSALS]);
+    free(d);
+    assert_int_equal(reg_proposal_status(fx->reg, ids[0], &k, &m), 0);
+    assert_int_equal(k, 1);
+    assert_int_equal(reg_proposal_status(fx->reg, ids[1], &k, &m), RON_ENOTFOUND);
+    /* every open proposal approved: the table is full for real */
+    for (unsigned i = 2; i <= REG_MAX_PROPOSALS; i++)
+        assert_int_equal(approve(fx, ids[i], B), 0);
+    d = desc_next(fx, abc, 3, 2, NULL, 0, 201);
+    assert_int_equal(reg_propose(fx->reg, d, ids[1], &err), RON_EREGFULL);
+    /* a commit makes the others stale: room again */
+    assert_int_equal(approve(fx, ids[0], C), 0);
+    assert_int_equal(reg_commit(fx->reg, ids[0], NULL, NULL), 0);
+    free(d);
+    d = desc_next(fx, abc, 3, 2, NULL, 0, 202);
+    propose(fx, d, ids[1]);
+    free(d);
+}
+
 /* ---- storage and verification ---- */
 
 static void
@@ -701,6 +739,7 @@ main(void)
         T(test_registry_revoked_signer_refused_and_its_pending_approval_dropped),
         T(test_registry_signer_set_change_needs_m_of_the_old_set),
         T(test_registry_refuses_commit_on_a_stale_base),
+        T(test_registry_full_proposal_table_evicts_the_oldest_unapproved_one),
         T(test_registry_verify_catches_edit_drop_reorder_and_truncation),
         T(test_registry_reads_work_while_writes_are_refused),
         T(test_registry_reopen_keeps_committed_versions_and_drops_a_torn_tail),

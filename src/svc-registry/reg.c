@@ -26,6 +26,7 @@
 
 typedef struct {
     bool used;
+    uint64_t seq;      /* order of proposing: the oldest unapproved one is evicted first */
     reg_record_t *rec; /* desc, approvals so far, hash = the proposal id */
 } reg_prop_t;
 
@@ -41,6 +42,7 @@ struct reg {
     size_t n, cap;
     reg_record_t *head; /* NULL: nothing committed */
     reg_prop_t props[REG_MAX_PROPOSALS];
+    uint64_t prop_seq; /* last reg_prop_t.seq given */
 };
 
 static void
@@ -286,19 +288,28 @@ prop_drop(reg_prop_t *p)
     p->used = false;
 }
 
-/* A free slot, evicting a stale proposal when all are taken; NULL if none. */
+/* A free slot; when all are taken, evict a stale proposal, else the oldest
+ * one nobody has approved (so proposals cannot be used to lock governance
+ * out: one with an approval is never evicted); NULL if none. */
 static reg_prop_t *
 prop_slot(reg_t *r)
 {
+    reg_prop_t *old = NULL;
     for (size_t i = 0; i < REG_MAX_PROPOSALS; i++)
         if (!r->props[i].used)
             return &r->props[i];
-    for (size_t i = 0; i < REG_MAX_PROPOSALS; i++)
-        if (prop_is_stale(r, &r->props[i])) {
-            prop_drop(&r->props[i]);
-            return &r->props[i];
+    for (size_t i = 0; i < REG_MAX_PROPOSALS; i++) {
+        reg_prop_t *p = &r->props[i];
+        if (prop_is_stale(r, p)) {
+            old = p;
+            break;
         }
-    return NULL;
+        if (p->rec->n_appr == 0 && (old == NULL || p->seq < old->seq))
+            old = p;
+    }
+    if (old != NULL)
+        prop_drop(old);
+    return old;
 }
 
 int
@@ -325,6 +336,7 @@ reg_propose(reg_t *r, const reg_desc_t *d, uint8_t id_out[static REG_HASH_LEN], 
             goto out;
         }
         p->used = true;
+        p->seq = ++r->prop_seq;
         p->rec = ron_xcalloc(1, sizeof *p->rec);
         p->rec->desc = *d;
         memcpy(p->rec->hash, id, REG_HASH_LEN);

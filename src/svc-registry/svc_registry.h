@@ -36,9 +36,9 @@
 #define REG_MAX_PEER_LEN 255u                 /* "[ID@]HOST:PORT" */
 #define REG_MAX_TRUSTED 64u                   /* trusted keys */
 #define REG_MAX_KEYNAME 64u                   /* trusted key name, [a-z0-9._-] */
-#define REG_MAX_PROPOSALS 32u                 /* open proposals; stale ones are evicted first */
-#define REG_DEFAULT_MAX_LOG (16u << 20)       /* committed log bytes (all kept in RAM for reads) */
-#define REG_MAX_LOG_HARD (256u << 20)         /* a log file larger than this is not opened */
+#define REG_MAX_PROPOSALS 32u /* open proposals; stale, then the oldest unapproved, evicted */
+#define REG_DEFAULT_MAX_LOG (16u << 20) /* committed log bytes (all kept in RAM for reads) */
+#define REG_MAX_LOG_HARD (256u << 20)   /* a log file larger than this is not opened */
 
 #define REG_KEY_LEN 32u  /* Ed25519 public key */
 #define REG_SK_LEN 64u   /* Ed25519 secret key (libsodium layout) */
@@ -175,9 +175,11 @@ int reg_current(reg_t *reg, reg_desc_t *d_out);
 /*
  * Open a proposal for d (copied): d->version must be head + 1 and d->prev the
  * head's hash, and d's revoked list must keep every revoked key of the head.
- * Proposing an open proposal again is not an error. Returns 0 and its id,
- * RON_EREGSTALE (wrong base), RON_EREGDESC (err says why), RON_EREGRDONLY,
- * or RON_EREGFULL (REG_MAX_PROPOSALS open and none stale).
+ * Proposing an open proposal again is not an error. With REG_MAX_PROPOSALS
+ * open, a stale one is dropped to make room, else the oldest one without
+ * approvals. Returns 0 and its id, RON_EREGSTALE (wrong base), RON_EREGDESC
+ * (err says why), RON_EREGRDONLY, or RON_EREGFULL (every open proposal is
+ * current and approved at least once).
  */
 int reg_propose(reg_t *reg, const reg_desc_t *d, uint8_t id_out[static REG_HASH_LEN],
                 reg_err_t *err);
