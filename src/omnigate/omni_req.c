@@ -40,7 +40,8 @@ static const op_def_t ops[OMNI_OP__COUNT] = {
     [OMNI_OP_REG_GET] = {OAP_APP_REGISTRY, "get", "get", {"version", NULL}},
     [OMNI_OP_REG_SIGNERS] = {OAP_APP_REGISTRY, "signers", "signers", {NULL}},
     [OMNI_OP_REG_PROPOSE] = {OAP_APP_REGISTRY, "propose", "propose", {"descriptor", "idem", NULL}},
-    [OMNI_OP_REG_APPROVE] = {OAP_APP_REGISTRY, "approve", "approve", {"id", "pk", "sig", "idem", NULL}},
+    [OMNI_OP_REG_APPROVE] = {OAP_APP_REGISTRY, "approve", "approve",
+                             {"id", "pk", "sig", "idem", NULL}},
     [OMNI_OP_REG_COMMIT] = {OAP_APP_REGISTRY, "commit", "commit", {"id", "idem", NULL}},
 };
 
