@@ -437,7 +437,8 @@ log_append(reg_t *r, const char *line, size_t n)
          * cut it back and stop writing (reopening re-verifies). */
         ron_error("registry: cannot append version %zu: %s; writes refused from now on", r->n + 1,
                   ron_strerror(rc));
-        (void)ftruncate(r->fd, (off_t)r->log_bytes);
+        if (ftruncate(r->fd, (off_t)r->log_bytes) < 0) /* reopening drops a torn line */
+            ron_error("registry: cannot cut the log back: %s", strerror(errno));
         r->fixed_ro = true;
     }
     free(buf);
