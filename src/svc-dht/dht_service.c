@@ -33,6 +33,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "dht_service.h"
 #include "ron_err.h"
 #include "ron_fs.h"
@@ -80,6 +82,7 @@ struct dht_service {
     rbus_t *bus;
     dht_t *dht;
     uint8_t id[DHT_ID_LEN];
+    uint8_t *sk; /* sodium_malloc copy of the node's secret key, for the core */
     uv_udp_t udp;
     uv_timer_t timer; /* dht_next_deadline */
     uv_timer_t house; /* DHT_SVC_HOUSE_MS */
@@ -1010,6 +1013,7 @@ on_closed(uv_handle_t *h)
     if (--s->open_handles > 0)
         return;
     dht_free(s->dht);
+    sodium_free(s->sk);
     free(s->prov);
     free(s->saved);
     free(s->table_path);
@@ -1039,6 +1043,12 @@ dht_service_new(uv_loop_t *loop, rbus_t *bus, const dht_service_config_t *cfg,
         goto fail_fd;
     }
     s = ron_xcalloc(1, sizeof *s);
+    if (sodium_init() < 0 || (s->sk = sodium_malloc(NAME_SECRET_KEY_LEN)) == NULL) {
+        snprintf(err, errcap, "dht: libsodium cannot allocate key memory");
+        rc = RON_EAUTH;
+        goto fail_fd;
+    }
+    memcpy(s->sk, cfg->sk, NAME_SECRET_KEY_LEN);
     for (size_t i = 0; i < cfg->n_seeds; i++) {
         if (s->nseeds >= DHT_MAX_SEEDS)
             break;
@@ -1057,7 +1067,7 @@ dht_service_new(uv_loop_t *loop, rbus_t *bus, const dht_service_config_t *cfg,
     memcpy(s->id, cfg->id, DHT_ID_LEN);
     dht_config_init(&dc);
     memcpy(dc.id, cfg->id, DHT_ID_LEN);
-    dc.sk = cfg->sk;
+    dc.sk = s->sk;
     dc.hedge = !cfg->no_hedge;
     dc.overlay_addr = adv;
     if ((rc = ron_random_bytes(dc.seed, sizeof dc.seed)) < 0) {
@@ -1123,6 +1133,7 @@ fail_fd:
     if (s != NULL) {
         if (s->dht != NULL)
             dht_free(s->dht);
+        sodium_free(s->sk);
         free(s);
     }
     return rc;

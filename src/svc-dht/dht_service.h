@@ -42,7 +42,7 @@ typedef struct dht_service dht_service_t;
 
 typedef struct {
     uint8_t id[DHT_ID_LEN];       /* the node id: BLAKE3 of the public key of sk */
-    const uint8_t *sk;            /* borrowed libsodium Ed25519 secret key (64 B); outlives the service */
+    const uint8_t *sk;            /* libsodium Ed25519 secret key (64 B), copied into sodium memory */
     int udp_fd;                   /* taken: a bound UDP socket */
     const char *const *seeds;     /* "[ID@]HOST:PORT" with a numeric HOST (copied) */
     size_t n_seeds;
