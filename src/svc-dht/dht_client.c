@@ -210,7 +210,9 @@ dht_client_send(rbus_peer_t *peer, json_t *o, call_kind_t kind, dht_client_cb cb
 static void
 dht_client_b3(char out[static 3 + 2 * DHT_ID_LEN + 1], const uint8_t addr[static DHT_ID_LEN])
 {
-    memcpy(out, "b3:", 3);
+    out[0] = 'b';
+    out[1] = '3';
+    out[2] = ':';
     ron_hex_encode(out + 3, addr, DHT_ID_LEN);
 }
 

@@ -580,12 +580,13 @@ static int
 request_json(rbus_peer_t *p, uint16_t proto, json_t *o, rbus_reply_cb cb, void *arg)
 {
     char *txt = json_dumps(o, JSON_COMPACT);
-    size_t jl = txt != NULL ? strlen(txt) : 0;
+    size_t jl;
     uint8_t *buf;
     int rc;
     json_decref(o);
     if (txt == NULL)
         return RON_EINVAL;
+    jl = strlen(txt);
     buf = ron_xmalloc(4 + jl);
     buf[0] = (uint8_t)(jl >> 24);
     buf[1] = (uint8_t)(jl >> 16);
