@@ -98,8 +98,18 @@ on_result(void *arg, const dht_client_result_t *res)
     fx->done = true;
 }
 
+static void node_start_ex(fx_t *fx, int i, const char *seed, const char *table,
+                         const char *adv_in, const char *overlay, const char *storage);
+
 static void
 node_start(fx_t *fx, int i, const char *seed, const char *table)
+{
+    node_start_ex(fx, i, seed, table, NULL, NULL, NULL);
+}
+
+static void
+node_start_ex(fx_t *fx, int i, const char *seed, const char *table, const char *adv_in,
+              const char *overlay, const char *storage)
 {
     node_t *n = &fx->n[i];
     rbus_config_t bc = {.transport = RBUS_TRANSPORT_INPROC, .hub = fx->hub};
@@ -112,7 +122,9 @@ node_start(fx_t *fx, int i, const char *seed, const char *table)
     bc.name = n->name;
     n->bus = rbus_new(&fx->loop, &bc, &rc);
     assert_non_null(n->bus);
-    snprintf(adv, sizeof adv, "127.0.0.1:%d", 6000 + i);
+    snprintf(adv, sizeof adv, "%s", adv_in != NULL ? adv_in : "");
+    if (adv_in == NULL && overlay == NULL)
+        snprintf(adv, sizeof adv, "127.0.0.1:%d", 6000 + i);
     memcpy(dc.id, n->id, DHT_ID_LEN);
     dc.sk = n->sk;
     dc.udp_fd = udp_socket();
@@ -120,6 +132,8 @@ node_start(fx_t *fx, int i, const char *seed, const char *table)
     dc.n_seeds = seed != NULL ? 1 : 0;
     dc.advertise = adv;
     dc.table_path = table;
+    dc.overlay_endpoint = overlay;
+    dc.storage_endpoint = storage;
     rc = dht_service_new(&fx->loop, n->bus, &dc, &n->svc, err, sizeof err);
     assert_int_equal(rc, 0);
     assert_int_equal(rbus_listen(n->bus), 0);
@@ -457,6 +471,116 @@ test_routing_table_is_saved_at_stop_and_loaded_at_start(void **state)
     wait_contacts(fx, 2);
 }
 
+/* ---- stand-ins for the overlay's `status` and the store's `list`, on the real bus ---- */
+
+typedef struct {
+    unsigned overlay_asked, list_asked;
+    bool overlay_ready; /* answer 503 until set */
+    uint8_t keys[3][DHT_ID_LEN];
+} peers_t;
+
+static void
+respond_json(rbus_req_t *req, const char *json)
+{
+    uint8_t buf[1024];
+    size_t jl = strlen(json);
+    buf[0] = 0, buf[1] = 0, buf[2] = (uint8_t)(jl >> 8), buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, json, jl);
+    rbus_respond(req, 200, buf, 4 + jl);
+}
+
+static void
+on_overlay_req(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    peers_t *p = arg;
+    (void)f;
+    p->overlay_asked++;
+    if (!p->overlay_ready) {
+        rbus_respond_error(req, 503, "overlay starting");
+        return;
+    }
+    respond_json(req, "{\"id\":\"00\",\"advertise\":\"127.0.0.1:7777\","
+                      "\"listen\":\"0.0.0.0:7777\",\"sessions\":\"0\"}");
+}
+
+static void
+on_storage_req(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    peers_t *p = arg;
+    char json[1024], h[3][65];
+    bool second = memmem(f->payload, f->payload_len, "\"after\"", 7) != NULL;
+    p->list_asked++;
+    for (int i = 0; i < 3; i++)
+        ron_hex_encode(h[i], p->keys[i], DHT_ID_LEN);
+    /* two pages: the first names a next cursor */
+    if (!second)
+        snprintf(json, sizeof json,
+                 "{\"objects\":[{\"address\":\"b3:%s\"},{\"address\":\"b3:%s\"}],"
+                 "\"next\":\"b3:%s\"}",
+                 h[0], h[1], h[1]);
+    else
+        snprintf(json, sizeof json, "{\"objects\":[{\"address\":\"b3:%s\"}]}", h[2]);
+    respond_json(req, json);
+}
+
+static void
+test_provides_wait_for_the_overlay_address_and_the_store_is_reannounced(void **state)
+{
+    fx_t *fx = *state;
+    peers_t p = {0};
+    rbus_config_t bc = {.transport = RBUS_TRANSPORT_INPROC, .hub = fx->hub};
+    rbus_t *ovl, *sto;
+    char seed[64];
+    int rc = 0;
+    uint64_t deadline;
+
+    for (int i = 0; i < 3; i++)
+        randombytes_buf(p.keys[i], DHT_ID_LEN);
+    bc.name = "ovl-x";
+    ovl = rbus_new(&fx->loop, &bc, &rc);
+    bc.name = "sto-x";
+    sto = rbus_new(&fx->loop, &bc, &rc);
+    assert_non_null(ovl);
+    assert_non_null(sto);
+    rbus_handle(ovl, OAP_APP_OVERLAY, on_overlay_req, &p);
+    rbus_handle(sto, OAP_APP_STORAGE, on_storage_req, &p);
+    assert_int_equal(rbus_listen(ovl), 0);
+    assert_int_equal(rbus_listen(sto), 0);
+    wait_contacts(fx, 2);
+    node_stop(fx, 2);
+    snprintf(seed, sizeof seed, "%s", dht_service_addr(fx->n[0].svc));
+    node_start_ex(fx, 2, seed, NULL, NULL, "ovl-x", "sto-x");
+    /* the store's three objects are queued (two pages), not announced: no address yet */
+    deadline = ron_now_ms() + WAIT_MS;
+    while ((p.list_asked < 2 || p.overlay_asked < 2) && ron_now_ms() < deadline)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(p.list_asked, 2);
+    status_of(fx, 2);
+    assert_int_equal(fx->st.provided, 3);
+    fx->done = false;
+    assert_int_equal(dht_client_find_providers(fx->n[0].peer, p.keys[2], 0, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.n_providers, 0);
+    /* the overlay answers: the queued keys go out with its address */
+    p.overlay_ready = true;
+    for (int tries = 0;; tries++) {
+        fx->done = false;
+        assert_int_equal(dht_client_find_providers(fx->n[0].peer, p.keys[2], 0, on_result, fx),
+                         0);
+        run_until(fx, &fx->done, WAIT_MS);
+        if (fx->res.n_providers > 0 || tries > 30)
+            break;
+        for (int k = 0; k < 3; k++)
+            uv_run(&fx->loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(fx->res.n_providers, 1);
+    assert_memory_equal(fx->provs[0].id, fx->n[2].id, DHT_ID_LEN);
+    assert_string_equal(fx->provs[0].addr, "127.0.0.1:7777");
+    node_stop(fx, 2);
+    rbus_free(ovl);
+    rbus_free(sto);
+}
+
 int
 main(void)
 {
@@ -473,6 +597,9 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_routing_table_is_saved_at_stop_and_loaded_at_start,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_provides_wait_for_the_overlay_address_and_the_store_is_reannounced, setup,
+            teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,8 @@ DHT), an unknown name is still not_found, malformed datagrams sent with a
 Python UDP socket are dropped and counted (dht_rx_malformed_total) while the
 node stays healthy; the routing table is written to <data_dir>/dht/table at
 stop and loaded at the next start (node 3 restarted without a seed knows its
-contacts), and the amnesia node writes no table.
+contacts) and announces what its store holds, and the amnesia node
+writes no table.
 """
 import os
 import socket
@@ -99,17 +100,29 @@ check(contacts(n3) >= 2, "junk did not disturb the table")
 
 # the amnesia node writes no table; persistent nodes keep theirs across a restart
 check(not os.path.exists(os.path.join(n2.dir, "dht")), "amnesia: no dht directory")
+obj = os.path.join(KEYDIR, "obj")
+with open(obj, "wb") as f:
+    f.write(os.urandom(100000))
+r = ron(apps[2], "put", obj)
+check(r.returncode == 0 and r.stdout.startswith("b3:"), "put on node 3: %r" % r.stderr)
 table = os.path.join(n3.dir, "dht", "table")
 n3_id = n3.status()["node_id"]
 rc, _ = n3.stop()
 check(rc == 0, "node 3 exits 0 on SIGTERM")
 check(os.path.getsize(table) > 39, "table written at stop")
-n3b = Node(["--set", SERVICES, "--app", apps[2], "--data-dir", n3.dir]).wait_up()
+records_before = n1.metric('dht_records{service="dht"}') or 0
+n3b = Node(["--set", SERVICES, "--app", apps[2], "--data-dir", n3.dir,
+            "--advertise", "127.0.0.1:5301"]).wait_up()
 check(n3b.status()["node_id"] == n3_id, "same node (same keys) after the restart")
 wait_for(lambda: "dht: loaded" in n3b.logs(), 10, "table loaded at start")
 wait_for(lambda: contacts(n3b) >= 2, 20, "contacts from the table, without a seed")
 r = ron(apps[2], "name", "resolve", "photos.dht-test")
 check(r.returncode == 0 and r.stdout.strip() == addr, "resolve after restart: %r" % r.stderr)
+# what the store holds is announced again at start: node 1 now holds its provider record
+wait_for(lambda: (n3b.metric('dht_provided{service="dht"}') or 0) >= 1, 10,
+         "the stored object is re-announced")
+wait_for(lambda: (n1.metric('dht_records{service="dht"}') or 0) > records_before, 15,
+         "node 1 stores node 3's provider record")
 for n in (n3b, n2, n1, n3):
     n.kill()
 print("ok")
