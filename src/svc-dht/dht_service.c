@@ -128,6 +128,7 @@ struct dht_service {
     uint64_t next_overlay_ask;
 
     rbus_peer_t *storage;   /* NULL: no re-announce, or done */
+    bool list_done;         /* close storage (and a no longer needed overlay) at the next tick */
     bool list_asking;
     uint64_t next_list_ask;
     unsigned list_tries;
@@ -704,7 +705,7 @@ on_list(void *arg, int status, const oap_frame_t *resp)
         return;
     s->list_asking = false;
     s->next_list_ask = ron_now_ms() + DHT_SVC_RETRY_MS;
-    if (s->stopping || s->storage == NULL)
+    if (s->stopping || s->storage == NULL || s->list_done)
         return;
     o = answer_json(status, resp);
     objs = json_object_get(o, "objects");
@@ -729,8 +730,7 @@ on_list(void *arg, int status, const oap_frame_t *resp)
     } else {
         ron_info("dht: re-announcing %llu objects of the store",
                  (unsigned long long)s->announced_from_store);
-        rbus_peer_close(s->storage);
-        s->storage = NULL;
+        s->list_done = true; /* not closed from inside its own reply callback */
         json_decref(o);
     }
     svc_flush_provides(s);
@@ -741,12 +741,11 @@ ask_list(dht_service_t *s)
 {
     json_t *o;
     char lim[16];
-    if (s->storage == NULL || s->list_asking || ron_now_ms() < s->next_list_ask)
+    if (s->storage == NULL || s->list_done || s->list_asking || ron_now_ms() < s->next_list_ask)
         return;
     if (++s->list_tries > DHT_SVC_ANNOUNCE_TRIES) {
         ron_warn("dht: the storage endpoint did not answer `list`; nothing re-announced");
-        rbus_peer_close(s->storage);
-        s->storage = NULL;
+        s->list_done = true;
         return;
     }
     snprintf(lim, sizeof lim, "%u", DHT_SVC_LIST_PAGE);
@@ -850,6 +849,14 @@ on_house(uv_timer_t *t)
     if (s->nseeds + s->nnames == 0 && dht_table_size(s->dht) > 0)
         s->bootstrapped = true;
     resolve_names(s);
+    if (s->list_done && s->storage != NULL && !s->list_asking) {
+        rbus_peer_close(s->storage);
+        s->storage = NULL;
+    }
+    if (s->have_overlay && s->overlay != NULL && !s->overlay_asking) {
+        rbus_peer_close(s->overlay); /* the address is known: stop reconnecting */
+        s->overlay = NULL;
+    }
     ask_overlay(s);
     ask_list(s);
     svc_flush_provides(s);
