@@ -197,6 +197,8 @@ int mn__ident_pipe(void);
 /* Child: read the seed from fd (taken, closed) into sodium memory.
  * Returns 0 or a negative code. */
 int mn__ident_read_fd(int fd);
+/* Wipe and drop what this process holds (a child at exit). */
+void mn__ident_forget(void);
 
 /* ---- small helpers (mn_util.c) ---- */
 
