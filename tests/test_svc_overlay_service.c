@@ -340,6 +340,14 @@ test_peers_and_status_describe_sessions_and_the_advertised_address(void **state)
                         ovl_service_listen_addr(fx.b.svc));
     assert_true(strtoull(json_string_value(json_object_get(s0, "piece_bytes_in")), NULL, 10) >=
                 70000);
+    /* gossip: each side's table holds the other with its advertised address */
+    assert_string_equal(json_string_value(json_object_get(j.o, "known")), "1");
+    {
+        ovl_peer_t p[2];
+        assert_int_equal(ovl_node_peers(ovl_service_node(fx.b.svc), p, 2), 1);
+        assert_memory_equal(p[0].id, ovl_service_node_id(fx.a.svc), OVL_ID_LEN);
+        assert_string_equal(p[0].addr, ovl_service_advertise(fx.a.svc));
+    }
     json_decref(j.o);
     memset(&j, 0, sizeof j);
     assert_int_equal(ovl_client_query(fx.peer, "status", on_json, &j), 0);
@@ -513,6 +521,68 @@ test_slow_provider_gets_504_after_the_fetch_timeout_and_the_pending_bound_gives_
     fx_close(&fx);
 }
 
+static void
+test_idle_dialled_session_is_closed_and_the_next_fetch_dials_again(void **state)
+{
+    ovl_service_config_t ac = {0};
+    fx_t fx;
+    got_t g;
+
+    (void)state;
+    ac.idle_ms = 200;
+    fx_open(&fx, &ac, 1000);
+    fetch(&fx, fx.obj, 0, 1000, &g);
+    check_pieces(&fx, &g, 0, 1);
+    free(g.raw);
+    assert_int_equal(tx_peer_stats(ovl_service_peer(fx.a.svc))->open, 1);
+    for (int i = 0; i < 2000 && tx_peer_stats(ovl_service_peer(fx.a.svc))->open > 0; i++)
+        uv_run(&fx.loop, UV_RUN_ONCE);
+    assert_int_equal(tx_peer_stats(ovl_service_peer(fx.a.svc))->open, 0);
+    fetch(&fx, fx.obj, 0, 1000, &g);
+    check_pieces(&fx, &g, 0, 1);
+    free(g.raw);
+    assert_int_equal(tx_peer_stats(ovl_service_peer(fx.a.svc))->dialed, 2);
+    fx_close(&fx);
+}
+
+static void
+test_unspecified_listen_host_is_advertised_as_loopback_unless_advertise_is_set(void **state)
+{
+    uv_loop_t loop;
+    kms_opts_t o;
+    kms_keystore_t *ks = NULL;
+    ovl_service_t *svc = NULL;
+    ovl_service_config_t c = {0};
+    char err[256], want[64];
+    int closed = 0;
+
+    (void)state;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    memset(&o, 0, sizeof o);
+    o.amnesia = true;
+    o.create = true;
+    assert_int_equal(kms_keystore_open(&o, &ks, err, sizeof err), 0);
+    c.keys = ks;
+    c.listen_fd = -1;
+    c.listen = "0.0.0.0:0";
+    assert_int_equal(ovl_service_new(&loop, &c, &svc), 0);
+    assert_int_equal(strncmp(ovl_service_listen_addr(svc), "0.0.0.0:", 8), 0);
+    snprintf(want, sizeof want, "127.0.0.1:%s", ovl_service_listen_addr(svc) + 8);
+    assert_string_equal(ovl_service_advertise(svc), want);
+    ovl_service_close(svc, closed_cb, &closed);
+    c.advertise = "192.0.2.7:5301";
+    assert_int_equal(ovl_service_new(&loop, &c, &svc), 0);
+    assert_string_equal(ovl_service_advertise(svc), "192.0.2.7:5301");
+    ovl_service_close(svc, closed_cb, &closed);
+    c.listen = "not an address";
+    c.advertise = NULL;
+    assert_true(ovl_service_new(&loop, &c, &svc) < 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(closed, 2);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    kms_keystore_free(ks);
+}
+
 int
 main(void)
 {
@@ -525,6 +595,9 @@ main(void)
         cmocka_unit_test(test_provider_killed_mid_fetch_gives_503),
         cmocka_unit_test(
             test_slow_provider_gets_504_after_the_fetch_timeout_and_the_pending_bound_gives_429),
+        cmocka_unit_test(test_idle_dialled_session_is_closed_and_the_next_fetch_dials_again),
+        cmocka_unit_test(
+            test_unspecified_listen_host_is_advertised_as_loopback_unless_advertise_is_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
