@@ -9,9 +9,10 @@ which lacks it, answers 404; a dial that pins the wrong id fails; A's
 /metrics count the bytes served; after kill -9 of A's overlay child the
 restarted one serves again on the same address (the kernel kept the
 socket). A micronode (one process, amnesia) serves from its RAM store with
-the node's own id; an overlay without a storage service answers 404. The test peer's serve modes behave as chaos tests need:
---corrupt-piece makes fetches of that piece fail verification (502) while
-other ranges verify, --rate trickles."""
+the node's own id; an overlay without a storage service answers 404. The
+test peer's serve modes behave as chaos tests need: --corrupt-piece makes
+fetches of that piece fail verification (502) while other ranges verify,
+--rate trickles."""
 import json
 import os
 import signal
