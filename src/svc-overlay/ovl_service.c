@@ -762,11 +762,13 @@ static void
 op_status(ovl_service_t *s, rbus_req_t *req)
 {
     json_t *o = json_object();
+    ovl_service_stats_t st;
 
+    ovl_service_stats(s, &st);
     json_object_set_new(o, "id", json_id(s->id));
     json_object_set_new(o, "advertise", json_string(s->advertise));
     json_object_set_new(o, "listen", json_string(s->listen));
-    json_object_set_new(o, "sessions", json_u64(s->n_sessions));
+    json_object_set_new(o, "sessions", json_u64(st.sessions));
     answer_ok(req, o, NULL, 0);
 }
 
@@ -996,11 +998,13 @@ void
 ovl_service_stats(const ovl_service_t *s, ovl_service_stats_t *out)
 {
     ovl_session_stats_t acc = s->gone;
+    uint64_t open = 0;
 
     for (const gsess_t *gs = s->sessions; gs != NULL; gs = gs->next) {
         ovl_session_stats_t st;
         if (gs->os == NULL)
-            continue;
+            continue; /* still dialling */
+        open++;
         ovl_session_stats(gs->os, &st);
         stats_add(&acc, &st);
     }
@@ -1008,7 +1012,7 @@ ovl_service_stats(const ovl_service_t *s, ovl_service_stats_t *out)
     out->piece_bytes_sent = acc.piece_bytes_sent;
     out->piece_bytes_recv = acc.piece_bytes_recv;
     out->bad_pieces = acc.bad_pieces;
-    out->sessions = s->n_sessions;
+    out->sessions = open;
 }
 
 static void
