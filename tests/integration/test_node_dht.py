@@ -21,7 +21,7 @@ import time
 
 from ronnode import RON, Node, check, free_port, wait_for
 
-SERVICES = "services=storage,index,app,dht"
+SERVICES = "services=storage,index,app,dht,overlay"
 
 
 def contacts(n):
@@ -115,14 +115,17 @@ rc, _ = n3.stop()
 check(rc == 0, "node 3 exits 0 on SIGTERM")
 check(os.path.getsize(table) > 39, "table written at stop")
 records_before = n1.metric('dht_records{service="dht"}') or 0
-n3b = Node(["--set", SERVICES, "--app", apps[2], "--data-dir", n3.dir,
-            "--advertise", "127.0.0.1:5301"]).wait_up()
+n3b = Node(["--set", SERVICES, "--app", apps[2], "--data-dir", n3.dir]).wait_up()
 check(n3b.status()["node_id"] == n3_id, "same node (same keys) after the restart")
 wait_for(lambda: "dht: loaded" in n3b.logs(), 10, "table loaded at start")
 wait_for(lambda: contacts(n3b) >= 2, 20, "contacts from the table, without a seed")
 r = ron(apps[2], "name", "resolve", "photos.dht-test")
 check(r.returncode == 0 and r.stdout.strip() == addr, "resolve after restart: %r" % r.stderr)
-# what the store holds is announced again at start: node 1 now holds its provider record
+# what the store holds is announced again at start, pointing to the address the
+# overlay service reports: node 1 now holds its provider record
+ovl = n3b.wait_running("overlay")["listen"]
+wait_for(lambda: "provider records point to overlay %s" % ovl in n3b.logs(), 10,
+         "the dht learned the overlay's address")
 wait_for(lambda: (n3b.metric('dht_provided{service="dht"}') or 0) >= 1, 10,
          "the stored object is re-announced")
 wait_for(lambda: (n1.metric('dht_records{service="dht"}') or 0) > records_before, 15,
