@@ -124,6 +124,7 @@ typedef struct {
     bool hedge;
     uint32_t inflight; /* requests in flight that are not overdue */
     uint64_t started;
+    bool converged; /* the final round began (res.stats.converged_ms is set) */
     dht_lookup_result_t res;
     dht__cand_t cand[DHT_LOOKUP_CANDIDATES];
     uint32_t ncand;

@@ -11,7 +11,9 @@
  * still used if it comes). A hop is one round: table contacts are round 1,
  * a contact learned from a round-r reply is round r + 1. A lookup reports
  * the round of its closest result node (hops: how many rounds reached the
- * key's owner) and the deepest round among all its result nodes (rounds).
+ * key's owner) and the deepest round among all its result nodes (rounds),
+ * and when its final round began (converged_ms): the time before it is the
+ * walk towards the key, the time after it the wait for the k closest.
  * Invariants: cand[] is sorted by distance to the target; inflight counts
  * the INFLIGHT candidates that are not overdue.
  */
@@ -150,8 +152,13 @@ lookup_step(dht_t *d, uint32_t slot, uint64_t now)
         const dht__cand_t *c = &L->cand[i];
         if (c->state == DHT__C_FAILED || (c->state == DHT__C_INFLIGHT && c->overdue))
             continue;
-        if (c->state == DHT__C_DONE)
+        if (c->state == DHT__C_DONE) {
             width = DHT_K;
+            if (!L->converged) {
+                L->converged = true;
+                L->res.stats.converged_ms = now - L->started;
+            }
+        }
         break;
     }
     for (uint32_t i = 0; i < L->ncand; i++) {
@@ -401,6 +408,8 @@ lookup_finish(dht_t *d, uint32_t slot, uint64_t now)
     }
     L->res.stats.rounds = hops;
     L->res.stats.latency_ms = now - L->started;
+    if (!L->converged)
+        L->res.stats.converged_ms = L->res.stats.latency_ms;
     d->stats.lookups_done++;
     switch (L->purpose) {
     case DHT__L_USER:
