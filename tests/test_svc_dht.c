@@ -7,7 +7,8 @@
  * deadline reporting, and lookups on scripted peers in virtual time (the walk
  * and final-round times a lookup reports; a hedged lookup sends exactly one
  * extra request, to the next-closest peer, when a request outlives the
- * threshold, and does not wait for it; a plain one waits for the timeout).
+ * threshold, and does not wait for it; a hedge that outlives it too gets two;
+ * a plain lookup waits for the timeout).
  * Multi-node behaviour (lookups against brute force) is the dht_sim_small
  * CTest entry.
  */
@@ -679,19 +680,17 @@ test_dht_lookup_reports_walk_and_final_round_times(void **state)
 }
 
 /*
- * Warm the hedge threshold up to 100 ms, then look up the target: the
- * closest peer answers at +50 naming peers 20 and 21, the final round asks
- * peers 3..19 at +50, all answer at +80 but peer 5, which stays silent.
- * Returns the result; *extra: requests sent at peer 5's hedge time
- * (+150), *extra_peer: to which peer.
+ * Warm the hedge threshold up to 100 ms, then look up the target from t0:
+ * the closest peer answers at +50 naming peers 20, 21 and 22, the final
+ * round asks peers 3..19 at +50, all answer at +80 but peer 5, which stays
+ * silent. Returns how many requests went out when peer 5's request turned
+ * +150 (its hedge time), *extra_peer: to which peer.
  */
-static const dht_lookup_result_t *
-lookup_with_silent_peer(dht_t *d, unsigned flags, unsigned *extra, int *extra_peer)
+static unsigned
+lookup_with_silent_peer(dht_t *d, unsigned flags, asked_t *a, uint64_t *t0_out, int *extra_peer)
 {
     uint8_t target[DHT_ID_LEN] = {0x80};
     uint64_t now = 0;
-    asked_t a;
-    int late = -1;
 
     peers_add(d);
     for (int k = 0; k < 2; k++) { /* 2 x 20 round trips of 100 ms */
@@ -701,29 +700,20 @@ lookup_with_silent_peer(dht_t *d, unsigned flags, unsigned *extra, int *extra_pe
         (void)lookup_done(d);
     }
     assert_int_equal(dht_hedge_threshold(d), 100);
-    memset(&a, 0, sizeof a);
-    uint64_t t0 = now + 1000;
+    memset(a, 0, sizeof *a);
+    uint64_t t0 = *t0_out = now + 1000;
     assert_int_equal(dht_lookup(d, target, DHT_LOOKUP_NODES, flags, t0, NULL), 0);
-    assert_int_equal(take_requests(d, &a, NULL), DHT_ALPHA);
-    answer_naming(d, &a, 0, t0 + 50, 20, 2);
-    assert_int_equal(take_requests(d, &a, NULL), TABLE_PEERS - DHT_ALPHA); /* peers 3..19 */
-    assert_false(a.asked[20] || a.asked[21]); /* 21st and 22nd closest: not yet */
+    assert_int_equal(take_requests(d, a, NULL), DHT_ALPHA);
+    answer_naming(d, a, 0, t0 + 50, 20, 3);
+    assert_int_equal(take_requests(d, a, NULL), TABLE_PEERS - DHT_ALPHA); /* peers 3..19 */
+    assert_false(a->asked[20] || a->asked[21]); /* 21st and 22nd closest: not yet */
     for (int i = 1; i < TABLE_PEERS; i++)
         if (i != 5)
-            answer(d, &a, i, t0 + 80);
+            answer(d, a, i, t0 + 80);
     dht_tick(d, t0 + 149);
-    assert_int_equal(take_requests(d, &a, NULL), 0);
+    assert_int_equal(take_requests(d, a, NULL), 0);
     dht_tick(d, t0 + 150); /* peer 5 is now slower than the threshold */
-    *extra = take_requests(d, &a, extra_peer);
-    if (*extra == 0) { /* plain: only its timeout frees its place */
-        dht_tick(d, t0 + 50 + DHT_REQUEST_TIMEOUT_MS);
-        assert_int_equal(take_requests(d, &a, &late), 1);
-        assert_int_equal(late, 20);
-        answer(d, &a, 20, t0 + 1100);
-    } else {
-        answer(d, &a, 20, t0 + 200);
-    }
-    return lookup_done(d);
+    return take_requests(d, a, extra_peer);
 }
 
 static void
@@ -732,11 +722,13 @@ test_dht_hedged_lookup_asks_next_closest_once_and_does_not_wait_for_overdue(void
     (void)state;
     dht_t *d = node_new(0x00, NULL);
     int extra_peer = -1;
-    unsigned extra = 0;
+    uint64_t t0;
+    asked_t a;
 
-    const dht_lookup_result_t *r = lookup_with_silent_peer(d, 0, &extra, &extra_peer);
-    assert_int_equal(extra, 1);       /* exactly one extra request ... */
-    assert_int_equal(extra_peer, 20); /* ... to the next-closest peer not yet asked */
+    assert_int_equal(lookup_with_silent_peer(d, 0, &a, &t0, &extra_peer), 1); /* one extra */
+    assert_int_equal(extra_peer, 20); /* to the next-closest peer not yet asked */
+    answer(d, &a, 20, t0 + 200);
+    const dht_lookup_result_t *r = lookup_done(d);
     assert_int_equal(r->stats.hedged, 1);
     assert_int_equal(r->stats.timeouts, 0);
     assert_int_equal(r->stats.latency_ms, 200); /* done without waiting for peer 5 */
@@ -750,16 +742,53 @@ test_dht_hedged_lookup_asks_next_closest_once_and_does_not_wait_for_overdue(void
 }
 
 static void
-test_dht_plain_lookup_waits_for_timeout_of_silent_peer(void **state)
+test_dht_overdue_hedge_gets_two_more_requests(void **state)
 {
     (void)state;
     dht_t *d = node_new(0x00, NULL);
     int extra_peer = -1;
-    unsigned extra = 0;
+    uint64_t t0;
+    asked_t a;
 
-    const dht_lookup_result_t *r =
-        lookup_with_silent_peer(d, DHT_LOOKUP_F_NO_HEDGE, &extra, &extra_peer);
-    assert_int_equal(extra, 0);
+    assert_int_equal(lookup_with_silent_peer(d, 0, &a, &t0, &extra_peer), 1);
+    assert_int_equal(extra_peer, 20);
+    /* peer 20, the hedge, is silent too: at its own hedge time the step gets
+     * two requests, to peers 21 and 22 */
+    dht_tick(d, t0 + 249);
+    assert_int_equal(take_requests(d, &a, NULL), 0);
+    dht_tick(d, t0 + 250);
+    assert_int_equal(take_requests(d, &a, NULL), 2);
+    assert_true(a.asked[21] && a.asked[22]);
+    /* the closer one answering completes the k closest: peer 22 is not waited for */
+    answer(d, &a, 21, t0 + 260);
+    const dht_lookup_result_t *r = lookup_done(d);
+    assert_int_equal(r->stats.latency_ms, 260);
+    assert_int_equal(r->stats.hedged, 3); /* peer 5's hedge, peer 20's two */
+    assert_int_equal(r->stats.requests, TABLE_PEERS + 3);
+    assert_int_equal(r->n_closest, DHT_K);
+    assert_true(result_has(r, 21));
+    assert_false(result_has(r, 5) || result_has(r, 20) || result_has(r, 22));
+    dht_free(d);
+}
+
+static void
+test_dht_plain_lookup_waits_for_timeout_of_silent_peer(void **state)
+{
+    (void)state;
+    dht_t *d = node_new(0x00, NULL);
+    int extra_peer = -1, late = -1;
+    uint64_t t0;
+    asked_t a;
+
+    assert_int_equal(lookup_with_silent_peer(d, DHT_LOOKUP_F_NO_HEDGE, &a, &t0, &extra_peer), 0);
+    /* only peer 5's timeout frees its place among the k closest */
+    dht_tick(d, t0 + 50 + DHT_REQUEST_TIMEOUT_MS - 1);
+    assert_int_equal(take_requests(d, &a, NULL), 0);
+    dht_tick(d, t0 + 50 + DHT_REQUEST_TIMEOUT_MS);
+    assert_int_equal(take_requests(d, &a, &late), 1);
+    assert_int_equal(late, 20);
+    answer(d, &a, 20, t0 + 1100);
+    const dht_lookup_result_t *r = lookup_done(d);
     assert_int_equal(r->stats.hedged, 0);
     assert_int_equal(r->stats.timeouts, 1);
     assert_int_equal(r->stats.latency_ms, 1100); /* waited for peer 5's timeout */
@@ -788,6 +817,7 @@ main(void)
         cmocka_unit_test(test_dht_drops_and_counts_malformed_and_unsolicited),
         cmocka_unit_test(test_dht_lookup_reports_walk_and_final_round_times),
         cmocka_unit_test(test_dht_hedged_lookup_asks_next_closest_once_and_does_not_wait_for_overdue),
+        cmocka_unit_test(test_dht_overdue_hedge_gets_two_more_requests),
         cmocka_unit_test(test_dht_plain_lookup_waits_for_timeout_of_silent_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

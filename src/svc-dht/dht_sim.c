@@ -695,33 +695,45 @@ rss_kib(const char *field)
 
 /* Routing-table quality at the end: contacts per table, the share of them
  * that point at a node no longer there (churned), and how many tables hold
- * fewer than DHT_K contacts although the network is far larger. */
+ * fewer than DHT_K contacts. The contacts are read back from each node's
+ * dht_table_save blob (docs/protocol/dht.md section 7). */
 static void
 report_tables(sim_t *s)
 {
-    size_t cap = DHT_BUCKETS * DHT_K, total = 0, stale = 0, tables = 0, thin = 0;
-    dht_contact_t *cs = malloc(cap * sizeof *cs);
-    uint8_t zero[DHT_ID_LEN] = {0};
-    if (cs == NULL)
+    size_t total = 0, stale = 0, tables = 0, thin = 0;
+    uint8_t *blob = malloc(DHT_SAVE_MAX);
+    if (blob == NULL)
         abort();
     for (uint32_t i = 0; i < s->joined; i++) {
         if (!s->nodes[i].alive)
             continue;
-        size_t n = dht_table_closest(s->nodes[i].d, zero, cs, cap);
+        ssize_t len = dht_table_save(s->nodes[i].d, blob, DHT_SAVE_MAX);
+        if (len < 0)
+            abort();
+        size_t n = (size_t)blob[37] << 8 | blob[38], pos = 39;
         tables++;
         total += n;
         thin += n < DHT_K;
         for (size_t k = 0; k < n; k++) {
-            uint32_t j = slot_of(&cs[k].addr);
-            stale += j >= s->joined || !s->nodes[j].alive || s->nodes[j].port != cs[k].addr.port ||
-                     memcmp(s->nodes[j].id, cs[k].id, DHT_ID_LEN) != 0;
+            const uint8_t *id = blob + pos;
+            dht_addr_t a;
+            memset(&a, 0, sizeof a);
+            a.family = blob[pos + DHT_ID_LEN];
+            size_t iplen = a.family == 4 ? 4 : 16;
+            memcpy(a.ip, blob + pos + DHT_ID_LEN + 1, iplen);
+            pos += DHT_ID_LEN + 1 + iplen;
+            a.port = (uint16_t)(blob[pos] << 8 | blob[pos + 1]);
+            pos += 2;
+            uint32_t j = slot_of(&a);
+            stale += j >= s->joined || !s->nodes[j].alive || s->nodes[j].port != a.port ||
+                     memcmp(s->nodes[j].id, id, DHT_ID_LEN) != 0;
         }
     }
     printf("- routing tables: %.1f contacts per node, %.2f %% of them stale (their node left), %zu "
            "tables with fewer than %u contacts\n",
            tables ? (double)total / (double)tables : 0.0,
            total ? 100.0 * (double)stale / (double)total : 0.0, thin, DHT_K);
-    free(cs);
+    free(blob);
 }
 
 static void
