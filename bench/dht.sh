@@ -70,6 +70,7 @@ trap 'rm -f "$tmp"' EXIT
     echo "node benchmarks). \"exact k closest\" compares each result with a brute-force scan of"
     echo "the live nodes at the end of the run."
     echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: wall-clock"
-    echo "time and RSS are provisional)."
+    echo "time and RSS are provisional). Where the tail comes from, before/after figures and"
+    echo "the variants tried: bench/results/dht_notes.md."
 } > "$out"
 cat "$out"
