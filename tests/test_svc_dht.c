@@ -653,8 +653,7 @@ test_dht_lookup_reports_walk_and_final_round_times(void **state)
 
     memset(&a, 0, sizeof a);
     peers_add(d);
-    assert_int_equal(dht_lookup(d, target, DHT_LOOKUP_NODES, DHT_LOOKUP_F_NO_HEDGE, 1000, NULL),
-                     0);
+    assert_int_equal(dht_lookup(d, target, DHT_LOOKUP_NODES, DHT_LOOKUP_F_NO_HEDGE, 1000, NULL), 0);
     assert_int_equal(take_requests(d, &a, NULL), DHT_ALPHA); /* peers 0, 1, 2 */
     assert_true(a.asked[0] && a.asked[1] && a.asked[2]);
     /* a farther peer answers first: the walk goes on, one request at a time */
@@ -694,8 +693,8 @@ lookup_with_silent_peer(dht_t *d, unsigned flags, asked_t *a, uint64_t *t0_out, 
 
     peers_add(d);
     for (int k = 0; k < 2; k++) { /* 2 x 20 round trips of 100 ms */
-        assert_int_equal(
-            dht_lookup(d, target, DHT_LOOKUP_NODES, DHT_LOOKUP_F_NO_HEDGE, now, NULL), 0);
+        assert_int_equal(dht_lookup(d, target, DHT_LOOKUP_NODES, DHT_LOOKUP_F_NO_HEDGE, now, NULL),
+                         0);
         now = answer_all(d, now, 100);
         (void)lookup_done(d);
     }
@@ -717,7 +716,7 @@ lookup_with_silent_peer(dht_t *d, unsigned flags, asked_t *a, uint64_t *t0_out, 
 }
 
 static void
-test_dht_hedged_lookup_asks_next_closest_once_and_does_not_wait_for_overdue(void **state)
+test_dht_hedge_goes_to_next_closest_once_and_overdue_is_not_waited_for(void **state)
 {
     (void)state;
     dht_t *d = node_new(0x00, NULL);
@@ -816,7 +815,7 @@ main(void)
         cmocka_unit_test(test_dht_deadline_reports_request_timeout_then_housekeeping),
         cmocka_unit_test(test_dht_drops_and_counts_malformed_and_unsolicited),
         cmocka_unit_test(test_dht_lookup_reports_walk_and_final_round_times),
-        cmocka_unit_test(test_dht_hedged_lookup_asks_next_closest_once_and_does_not_wait_for_overdue),
+        cmocka_unit_test(test_dht_hedge_goes_to_next_closest_once_and_overdue_is_not_waited_for),
         cmocka_unit_test(test_dht_overdue_hedge_gets_two_more_requests),
         cmocka_unit_test(test_dht_plain_lookup_waits_for_timeout_of_silent_peer),
     };

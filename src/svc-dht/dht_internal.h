@@ -125,7 +125,7 @@ typedef struct {
     bool hedge;
     uint32_t inflight; /* requests in flight that are not overdue */
     uint64_t started;
-    bool converged; /* the final round began (res.stats.converged_ms is set) */
+    bool converged;     /* the final round began (res.stats.converged_ms is set) */
     uint8_t send_level; /* level of the requests the current step sends */
     dht_lookup_result_t res;
     dht__cand_t cand[DHT_LOOKUP_CANDIDATES];

@@ -18,9 +18,9 @@
  *
  * --check runs correctness properties for CTest (a small network, no loss
  * or churn): every plain lookup finds the DHT_K closest live nodes a
- * brute-force scan finds, but those whose reply took over the 1 s timeout; hedged lookups, which do not wait for an
- * overdue node, find >= 95 % of them on average and the closest one first in
- * >= 95 %; provider records
+ * brute-force scan finds, but those whose reply took over the 1 s timeout;
+ * hedged lookups, which do not wait for an overdue node, find >= 95 % of
+ * them on average and the closest one first in >= 95 %; provider records
  * and a name record published by some nodes are found by others; a provider
  * record with a bad signature is refused (403), counted and never served.
  * Exit status 0 when every property held, 1 otherwise, 2 on bad usage.
