@@ -77,7 +77,14 @@
     X(RON_ECAPREVOKED, -3304, "capability revoked") \
     X(RON_ECAPEXPIRED, -3305, "capability expired or not yet valid") \
     X(RON_ECAPDENY,  -3306, "capability does not allow this request") \
-    X(RON_ECAPFULL,  -3307, "revocation set full")
+    X(RON_ECAPFULL,  -3307, "revocation set full") \
+    X(RON_EPASSFOREIGN, -3500, "passport challenge not issued by this node") \
+    X(RON_EPASSREPLAY, -3501, "passport challenge already redeemed") \
+    X(RON_EPASSEXPIRED, -3502, "passport challenge expired") \
+    X(RON_EPASSSIG,  -3503, "passport response not signed by the key it names") \
+    X(RON_EPASSDENY, -3504, "policy denies the key a requested operation") \
+    X(RON_EPASSKEYRING, -3505, "passport keyring malformed, tampered with or under another seal") \
+    X(RON_EPASSREQ,  -3506, "passport request malformed")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),
