@@ -100,6 +100,9 @@ extern const ron_service_def_t mn__svc_index;
 extern const ron_service_def_t mn__svc_gateway;
 /* The built-in `app` service (mn_app.c): the app port (src/omnigate). */
 extern const ron_service_def_t mn__svc_app;
+/* The `passport` service (mn_passport.c): svc-passport over ron-bus; not
+ * in the default service list. */
+extern const ron_service_def_t mn__svc_passport;
 
 /* ---- the service host (mn_service.c) ---- */
 

@@ -161,9 +161,12 @@ pass_request_parse(const char *json, size_t len, pass_request_t *out, char field
         goto out;
     }
     if ((bad = proto_json_unknown_key(o, "op", op_fields[op])) != NULL) {
-        char f[32];
-        snprintf(f, sizeof f, "%.31s", bad);
-        rc = fail(&c, f, "unknown field for this op");
+        /* name the key only when it is a plain identifier: it reaches envelopes */
+        size_t bl = strlen(bad), k = 0;
+        while (k < bl && ((bad[k] >= 'a' && bad[k] <= 'z') || (bad[k] >= '0' && bad[k] <= '9') ||
+                          bad[k] == '_'))
+            k++;
+        rc = fail(&c, bl > 0 && bl < 32 && k == bl ? bad : "$", "unknown field for this op");
         goto out;
     }
     out->op = (pass_req_op_t)op;
