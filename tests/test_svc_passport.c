@@ -748,26 +748,34 @@ jstr(json_t *o, const char *key)
 }
 
 static void
-test_pass_service_challenge_redeem_rotate_over_bus(void **state)
+service_over_bus(bool use_unix)
 {
     fx_t fx;
     bus_t b;
     rbus_config_t sc = {0}, cc = {0};
+    char busdir[RBUS_MAX_DIR];
     pass_challenge_t c;
     pass_redeem_t r;
     char chex[65], sighex[129], js[1024], token[AUTH_MAX_TOKEN + 1], kid[AUTH_MAX_KID + 1];
     auth_token_t tok;
     int rc = 0;
-    (void)state;
 
     fx_open(&fx);
     memset(&b, 0, sizeof b);
     assert_int_equal(uv_loop_init(&b.loop), 0);
-    b.hub = rbus_hub_new(&b.loop);
     sc.name = "passport";
     cc.name = "client";
-    sc.transport = cc.transport = RBUS_TRANSPORT_INPROC;
-    sc.hub = cc.hub = b.hub;
+    if (use_unix) {
+        assert_int_equal(rbus_dir_create(busdir, sizeof busdir), 0);
+        assert_int_equal(rbus_secret_generate(sc.secret), 0);
+        memcpy(cc.secret, sc.secret, sizeof sc.secret);
+        sc.transport = cc.transport = RBUS_TRANSPORT_UNIX;
+        sc.dir = cc.dir = busdir;
+    } else {
+        b.hub = rbus_hub_new(&b.loop);
+        sc.transport = cc.transport = RBUS_TRANSPORT_INPROC;
+        sc.hub = cc.hub = b.hub;
+    }
     b.srv = rbus_new(&b.loop, &sc, &rc);
     assert_non_null(b.srv);
     b.cli = rbus_new(&b.loop, &cc, &rc);
@@ -842,10 +850,28 @@ test_pass_service_challenge_redeem_rotate_over_bus(void **state)
     rbus_free(b.cli);
     rbus_free(b.srv);
     uv_run(&b.loop, UV_RUN_DEFAULT);
-    rbus_hub_free(b.hub);
-    uv_run(&b.loop, UV_RUN_DEFAULT);
+    if (b.hub != NULL) {
+        rbus_hub_free(b.hub);
+        uv_run(&b.loop, UV_RUN_DEFAULT);
+    }
     assert_int_equal(uv_loop_close(&b.loop), 0);
+    if (use_unix)
+        rbus_dir_remove(busdir);
     fx_close(&fx);
+}
+
+static void
+test_pass_service_challenge_redeem_rotate_over_bus_inproc(void **state)
+{
+    (void)state;
+    service_over_bus(false);
+}
+
+static void
+test_pass_service_challenge_redeem_rotate_over_bus_unix(void **state)
+{
+    (void)state;
+    service_over_bus(true);
 }
 
 int
@@ -866,7 +892,8 @@ main(void)
         cmocka_unit_test(test_pass_keyring_persists_sealed_and_refuses_tampering),
         cmocka_unit_test(test_pass_keys_are_wiped_when_dropped),
         cmocka_unit_test(test_pass_request_parser_is_strict),
-        cmocka_unit_test(test_pass_service_challenge_redeem_rotate_over_bus),
+        cmocka_unit_test(test_pass_service_challenge_redeem_rotate_over_bus_inproc),
+        cmocka_unit_test(test_pass_service_challenge_redeem_rotate_over_bus_unix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

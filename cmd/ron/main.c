@@ -27,6 +27,7 @@ static const ron_cmd_t commands[] = {
     {"name", cmd_name, "publish and resolve names (ron name publish|resolve)"},
     {"audit", cmd_audit, "check an audit log and its signed checkpoints (ron audit verify [FILE])"},
     {"cap", cmd_cap, "attenuate and check capabilities offline (ron cap attenuate|verify)"},
+    {"passport", cmd_passport, "get a short-lived capability for an Ed25519 key (ron passport login)"},
 };
 
 int

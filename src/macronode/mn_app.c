@@ -21,7 +21,7 @@
 
 typedef struct {
     omni_t *g;
-    rbus_peer_t *storage, *index, *kernel;
+    rbus_peer_t *storage, *index, *kernel, *passport;
     met_registry_t *reg;
     met_gauge_t *config_version;
 } mapp_t;
@@ -60,9 +60,11 @@ app_serve_bus(void *state, rbus_t *bus)
 
     if ((m->storage = rbus_connect(bus, "storage", &rc)) == NULL ||
         (m->index = rbus_connect(bus, "index", &rc)) == NULL ||
-        (m->kernel = rbus_connect(bus, MN_KERNEL_ENDPOINT, &rc)) == NULL)
+        (m->kernel = rbus_connect(bus, MN_KERNEL_ENDPOINT, &rc)) == NULL ||
+        (m->passport = rbus_connect(bus, "passport", &rc)) == NULL)
         return rc;
     omni_set_peers(m->g, m->storage, m->index, m->kernel);
+    omni_set_passport_peer(m->g, m->passport);
     return 0;
 }
 
@@ -89,10 +91,12 @@ app_stop(void *state)
     if (m == NULL)
         return;
     omni_set_peers(m->g, NULL, NULL, NULL);
+    omni_set_passport_peer(m->g, NULL);
     omni_close(m->g, NULL, NULL); /* freed once its bus requests return */
     rbus_peer_close(m->storage);
     rbus_peer_close(m->index);
     rbus_peer_close(m->kernel);
+    rbus_peer_close(m->passport);
     met_registry_free(m->reg);
     free(m);
 }

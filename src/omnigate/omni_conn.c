@@ -141,7 +141,7 @@ struct omni {
     int refs; /* listener handle + connections + bus requests in flight */
     void (*done)(void *arg);
     void *done_arg;
-    rbus_peer_t *storage, *index, *kernel;
+    rbus_peer_t *storage, *index, *kernel, *passport;
     omni_conn_t *conns;
     omni_stats_t stats;
     omni_idem_t *idem;
@@ -184,6 +184,8 @@ app_name(uint16_t app)
         return "naming";
     case OAP_APP_KERNEL:
         return "kernel";
+    case OAP_APP_AUTH:
+        return "passport";
     default:
         return "other";
     }
@@ -483,6 +485,8 @@ static void rq_bus_reply(void *arg, int status, const oap_frame_t *resp);
 static rbus_peer_t *
 peer_for(omni_t *g, uint16_t app)
 {
+    if (app == OAP_APP_AUTH)
+        return g->passport;
     return app == OAP_APP_STORAGE ? g->storage : app == OAP_APP_INDEX ? g->index : g->kernel;
 }
 
@@ -1575,6 +1579,12 @@ omni_set_peers(omni_t *g, rbus_peer_t *storage, rbus_peer_t *index, rbus_peer_t 
     g->storage = storage;
     g->index = index;
     g->kernel = kernel;
+}
+
+void
+omni_set_passport_peer(omni_t *g, rbus_peer_t *passport)
+{
+    g->passport = passport;
 }
 
 const omni_stats_t *

@@ -18,7 +18,7 @@ typedef struct {
     uint16_t app;
     const char *name;    /* op on the app port */
     const char *bus_op;  /* op at the service (NULL: handled here) */
-    const char *const fields[6];
+    const char *const fields[8];
 } op_def_t;
 
 static const op_def_t ops[OMNI_OP__COUNT] = {
@@ -36,6 +36,10 @@ static const op_def_t ops[OMNI_OP__COUNT] = {
     [OMNI_OP_STATUS] = {OAP_APP_KERNEL, "status", "status", {NULL}},
     [OMNI_OP_RELOAD] = {OAP_APP_KERNEL, "reload", "reload", {NULL}},
     [OMNI_OP_RELEASE] = {OAP_APP_KERNEL, "release", "release", {"service", NULL}},
+    /* svc-passport checks the values strictly (docs/protocol/passport.md) */
+    [OMNI_OP_CHALLENGE] = {OAP_APP_AUTH, "challenge", "challenge", {NULL}},
+    [OMNI_OP_REDEEM] = {OAP_APP_AUTH, "redeem", "redeem",
+                        {"challenge", "pk", "ops", "ttl", "tenant", "sig", NULL}},
 };
 
 const char *

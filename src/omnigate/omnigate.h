@@ -61,6 +61,8 @@ typedef enum {
     OMNI_OP_STATUS,  /* app 6 */
     OMNI_OP_RELOAD,
     OMNI_OP_RELEASE,
+    OMNI_OP_CHALLENGE, /* app 7: svc-passport */
+    OMNI_OP_REDEEM,
     OMNI_OP__COUNT,
 } omni_op_t;
 
@@ -138,6 +140,13 @@ int omni_listen_fd(omni_t *g, int listen_fd);
  * protocol answers 503). Call again with NULLs before closing them.
  */
 void omni_set_peers(omni_t *g, rbus_peer_t *storage, rbus_peer_t *index, rbus_peer_t *kernel);
+
+/*
+ * Set the ron-bus peer of the passport protocol (app_proto_id 7: challenge
+ * and redeem only; borrowed; NULL = it answers 503). Call again with NULL
+ * before closing it.
+ */
+void omni_set_passport_peer(omni_t *g, rbus_peer_t *passport);
 
 /* Current counters (a view valid until the next loop turn). */
 const omni_stats_t *omni_stats(omni_t *g);

@@ -250,6 +250,8 @@ pass_new(const pass_opts_t *o, int64_t now, pass_t **p_out, char *err, size_t er
     pass_t *p = NULL;
     int rc;
 
+    if (sodium_init() < 0)
+        abort(); /* no usable randomness: nothing here may run */
     if (o->kms == NULL || o->policy == NULL || o->rotate_every < 0 ||
         o->rotate_every > PASS_ROTATE_MAX || o->grace < 0) {
         snprintf(err, errcap, "passport: options out of range (rotate_every 0..%d s, grace >= 0)",

@@ -204,7 +204,8 @@ pass__keyring_encode(const pass__keyring_t *kr, uint8_t *buf, size_t cap)
         rc = RON_ETOOBIG;
         goto out;
     }
-    memcpy(buf, PASS__MAGIC, 8);
+    for (size_t i = 0; i < 8; i++) /* the magic without its NUL */
+        buf[i] = (uint8_t)PASS__MAGIC[i];
     buf[8] = 1;
     buf[9] = kr->seal != NULL ? 1 : 0;
     memset(buf + 10, 0, 24);
