@@ -5,8 +5,8 @@
  * policy exists. start() opens the node's key store (ron-kms: node id and
  * the keyring's seal), the grant policy <data_dir>/passport/policy.json
  * (absent: a bundle with no rules, so every redeem is denied until the
- * operator writes one) and the keyring <data_dir>/passport/keyring (RAM in
- * amnesia); serve_bus() serves the passport protocol on the endpoint
+ * operator writes one; read in amnesia too) and the keyring
+ * <data_dir>/passport/keyring (RAM in amnesia); serve_bus() serves the passport protocol on the endpoint
  * "passport" (docs/protocol/passport.md).
  * Invariants: the pass_t belongs to the service from serve_bus() on; the key
  * store and the policy outlive it (freed in stop(), after the service).
@@ -93,7 +93,8 @@ passport_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **s
         ron_error("passport: %s", err);
         goto fail;
     }
-    if ((rc = policy_open(amnesia ? NULL : pol_path, &m->policy)) < 0)
+    /* read even in amnesia: reading writes nothing */
+    if ((rc = policy_open(cfg->data_dir[0] != '\0' ? pol_path : NULL, &m->policy)) < 0)
         goto fail;
     o.keyring_path = amnesia ? NULL : ring;
     o.kms = m->kms;

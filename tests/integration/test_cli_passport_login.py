@@ -5,7 +5,8 @@ passport over ron-bus): a key the grant policy names gets a token whose
 caveats are what it asked for (`ron cap verify` reads them), with the TTL
 clamped to 24 h and the policy's rate; an op the policy denies, and a key it
 does not name, get exit 1 with the 403 `policy` reason and no token; bad
-input is exit 2; a node without the passport service answers within the
+input is exit 2; a micronode in amnesia grants from its policy file and
+writes no keyring; a node without the passport service answers within the
 bus deadline with exit 1."""
 import json
 import os
@@ -98,6 +99,22 @@ try:
         n.stop()
     finally:
         n.kill()
+
+    # micronode in amnesia: the grant policy is read, the keyring stays in RAM
+    data3 = os.path.join(tmp, "micro")
+    os.makedirs(os.path.join(data3, "passport"), mode=0o700)
+    shutil.copy(os.path.join(data, "passport", "policy.json"), os.path.join(data3, "passport"))
+    app3 = "127.0.0.1:%d" % free_port()
+    u = Node(["--profile", "micro", "--amnesia", "--data-dir", data3,
+              "--set", "services=passport,app", "--app", app3]).wait_up()
+    try:
+        r = ron(app3, "passport", "login", "--key", alice, "--ops", "put")
+        check(r.returncode == 0 and len(r.stdout) > 100, "micronode login: %r" % r.stderr)
+        check(sorted(os.listdir(os.path.join(data3, "passport"))) == ["policy.json"],
+              "amnesia writes no keyring: %r" % os.listdir(os.path.join(data3, "passport")))
+        u.stop()
+    finally:
+        u.kill()
 
     app2 = "127.0.0.1:%d" % free_port()
     m = Node(["--set", "services=app", "--app", app2]).wait_up()
