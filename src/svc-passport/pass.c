@@ -337,8 +337,6 @@ pass_challenge_issue(pass_t *p, int64_t now, pass_challenge_t *out)
 {
     const pass__key_t *sk = pass__keyring_current(&p->kr, PASS_KEY_SIGN);
     uint8_t msg[PASS_CHALLENGE_MSG_LEN];
-    uint8_t pk[KMS_PK_LEN];
-    uint8_t *sec;
     challenge_t *c;
 
     challenges_sweep(p, now);
@@ -354,12 +352,7 @@ pass_challenge_issue(pass_t *p, int64_t now, pass_challenge_t *out)
     memcpy(out->node_id, p->node_id, KMS_NODE_ID_LEN);
     snprintf(out->sign_kid, sizeof out->sign_kid, "%s", sk->kid);
     pass_challenge_message(out, msg);
-    sec = sodium_malloc(crypto_sign_SECRETKEYBYTES);
-    if (sec == NULL)
-        abort();
-    crypto_sign_seed_keypair(pk, sec, sk->secret);
-    crypto_sign_detached(out->sig, NULL, msg, sizeof msg, sec);
-    sodium_free(sec);
+    crypto_sign_detached(out->sig, NULL, msg, sizeof msg, sk->sk);
     return 0;
 }
 

@@ -24,6 +24,7 @@ typedef struct {
     int64_t retired; /* unix s; 0: current */
     uint8_t secret[PASS__SECRET_LEN];
     uint8_t pk[KMS_PK_LEN]; /* PASS_KEY_SIGN only */
+    uint8_t sk[64];         /* PASS_KEY_SIGN: the expanded secret key (never written to disk) */
 } pass__key_t;
 
 typedef struct {

@@ -85,7 +85,6 @@ pass__keyring_add(pass__keyring_t *kr, pass_key_kind_t kind, int64_t now)
 {
     pass__key_t *cur = pass__keyring_current(kr, kind), *k;
     size_t count = 0, oldest = SIZE_MAX;
-    uint8_t *sk;
 
     if (cur != NULL)
         cur->retired = now > cur->created ? now : cur->created;
@@ -103,13 +102,8 @@ pass__keyring_add(pass__keyring_t *kr, pass_key_kind_t kind, int64_t now)
     snprintf(k->kid, sizeof k->kid, "%c%u", kind == PASS_KEY_CAP ? 'c' : 'p', kr->next_seq++);
     k->created = now;
     randombytes_buf(k->secret, sizeof k->secret);
-    if (kind == PASS_KEY_SIGN) {
-        sk = sodium_malloc(crypto_sign_SECRETKEYBYTES);
-        if (sk == NULL)
-            abort();
-        crypto_sign_seed_keypair(k->pk, sk, k->secret);
-        sodium_free(sk);
-    }
+    if (kind == PASS_KEY_SIGN)
+        crypto_sign_seed_keypair(k->pk, k->sk, k->secret);
 }
 
 int
@@ -252,7 +246,6 @@ body_decode(pass__keyring_t *kr, const uint8_t *body, size_t bl)
     for (size_t i = 0; i < n; i++) {
         pass__key_t *k = &kr->keys[i];
         size_t kl;
-        uint8_t *sk;
         uint8_t pk[KMS_PK_LEN];
         if (bl - o < 2)
             return RON_EPASSKEYRING;
@@ -282,11 +275,7 @@ body_decode(pass__keyring_t *kr, const uint8_t *body, size_t bl)
             if (strcmp(kr->keys[j].kid, k->kid) == 0)
                 return RON_EPASSKEYRING;
         if (k->kind == PASS_KEY_SIGN) { /* the public key must be the seed's */
-            sk = sodium_malloc(crypto_sign_SECRETKEYBYTES);
-            if (sk == NULL)
-                abort();
-            crypto_sign_seed_keypair(pk, sk, k->secret);
-            sodium_free(sk);
+            crypto_sign_seed_keypair(pk, k->sk, k->secret);
             if (sodium_memcmp(pk, k->pk, KMS_PK_LEN) != 0)
                 return RON_EPASSKEYRING;
         }
