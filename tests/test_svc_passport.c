@@ -615,6 +615,51 @@ test_pass_keys_are_wiped_when_dropped(void **state)
     pass__keyring_close(&kr);
 }
 
+/* ---- signed messages: the layout docs/protocol/passport.md documents ---- */
+
+static void
+test_pass_signed_messages_have_the_documented_layout(void **state)
+{
+    pass_redeem_t r;
+    pass_challenge_t c;
+    uint8_t node[32], m[PASS_MSG_LEN], cm[PASS_CHALLENGE_MSG_LEN];
+    (void)state;
+
+    assert_int_equal(PASS_MSG_LEN, 145);
+    assert_int_equal(PASS_CHALLENGE_MSG_LEN, 100);
+    memset(&r, 0, sizeof r);
+    memset(node, 0x11, sizeof node);
+    memset(r.nonce, 0x22, sizeof r.nonce);
+    memset(r.pk, 0x33, sizeof r.pk);
+    r.ops = 0x01020304;
+    r.ttl = 0x05060708;
+    r.has_tenant = true;
+    memset(r.tenant, 0x44, sizeof r.tenant);
+    pass_redeem_message(node, &r, m);
+    assert_memory_equal(m, "ron-passport-redeem-v1\0\0", 24);
+    assert_int_equal(m[24], 0x11);
+    assert_int_equal(m[55], 0x11);
+    assert_int_equal(m[56], 0x22);
+    assert_int_equal(m[88], 0x33);
+    assert_memory_equal(m + 120, "\x01\x02\x03\x04\x05\x06\x07\x08\x01", 9);
+    assert_int_equal(m[129], 0x44);
+    assert_int_equal(m[144], 0x44);
+    r.has_tenant = false;
+    pass_redeem_message(node, &r, m);
+    assert_int_equal(m[128], 0);
+    assert_int_equal(m[144], 0); /* no tenant: zeros, whatever the struct holds */
+
+    memset(&c, 0, sizeof c);
+    memset(c.node_id, 0x11, sizeof c.node_id);
+    memset(c.nonce, 0x22, sizeof c.nonce);
+    c.expires = 0x0102030405060708LL;
+    pass_challenge_message(&c, cm);
+    assert_memory_equal(cm, "ron-passport-challenge-v1\0\0\0", 28);
+    assert_int_equal(cm[28], 0x11);
+    assert_int_equal(cm[60], 0x22);
+    assert_memory_equal(cm + 92, "\x01\x02\x03\x04\x05\x06\x07\x08", 8);
+}
+
 /* ---- request parser ---- */
 
 static void
@@ -891,6 +936,7 @@ main(void)
         cmocka_unit_test(test_pass_rotate_on_demand_new_kid_old_in_grace),
         cmocka_unit_test(test_pass_keyring_persists_sealed_and_refuses_tampering),
         cmocka_unit_test(test_pass_keys_are_wiped_when_dropped),
+        cmocka_unit_test(test_pass_signed_messages_have_the_documented_layout),
         cmocka_unit_test(test_pass_request_parser_is_strict),
         cmocka_unit_test(test_pass_service_challenge_redeem_rotate_over_bus_inproc),
         cmocka_unit_test(test_pass_service_challenge_redeem_rotate_over_bus_unix),

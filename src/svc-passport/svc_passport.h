@@ -48,12 +48,12 @@
 #define PASS_KEYRING_MAX AUTH_MAX_KEYS    /* keys of one kind: what one auth verifier holds */
 #define PASS_MAX_REQ 2048u                /* JSON bytes of one request (a redeem is < 400) */
 #define PASS_KEYRING_FILE_MAX 4096u       /* bytes of a keyring file: 16 keys of < 120 B + header */
-#define PASS_MSG_LEN (24 + 32 + 32 + 32 + 4 + 4 + 1 + 16) /* pass_redeem_message bytes */
-#define PASS_CHALLENGE_MSG_LEN (28 + 32 + 32 + 8)        /* pass_challenge_message bytes */
+#define PASS_MSG_LEN (24 + 32 + 32 + 32 + 4 + 4 + 1 + 16) /* pass_redeem_message bytes: 145 */
+#define PASS_CHALLENGE_MSG_LEN (28 + 32 + 32 + 8)        /* pass_challenge_message bytes: 100 */
 
 /* Domain separation strings (with their NUL) of the two signed messages. */
-#define PASS_REDEEM_DOMAIN "ron-passport-redeem-v1"       /* 23 bytes + NUL, padded to 24 */
-#define PASS_CHALLENGE_DOMAIN "ron-passport-challenge-v1" /* 26 bytes + NUL, padded to 28 */
+#define PASS_REDEEM_DOMAIN "ron-passport-redeem-v1"       /* 22 bytes + NUL, zero-padded to 24 */
+#define PASS_CHALLENGE_DOMAIN "ron-passport-challenge-v1" /* 25 bytes + NUL, zero-padded to 28 */
 
 /* The policy tag every passport evaluation carries (besides the key's hex). */
 #define PASS_POLICY_TAG "passport"
