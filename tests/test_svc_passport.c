@@ -554,6 +554,23 @@ test_pass_keyring_persists_sealed_and_refuses_tampering(void **state)
     pass_free(fx.p);
     fx.p = NULL;
 
+    /* another process's verifier, loaded read-only from the file */
+    {
+        auth_verifier_t *v = auth_verifier_new(NULL, 0);
+        auth_request_t req = {.op = AUTH_OP_GET, .size = AUTH_SIZE_UNKNOWN, .now = T0 + 20};
+        assert_int_equal(pass_keyring_load_verifier(keyring, fx.kms, 3600, T0 + 20, v), 0);
+        assert_int_equal(auth_verify(v, old->token, old->token_len, &req, &vd), 0);
+        auth_verifier_free(v);
+        v = auth_verifier_new(NULL, 0); /* past the old key's grace: it is left out */
+        assert_int_equal(pass_keyring_load_verifier(keyring, fx.kms, 3600, T0 + 10 + 3600, v), 0);
+        assert_int_equal(auth_verify(v, old->token, old->token_len, &req, &vd), RON_ECAPKID);
+        auth_verifier_free(v);
+        v = auth_verifier_new(NULL, 0);
+        snprintf(err, sizeof err, "%s/none", fx.tmp);
+        assert_int_equal(pass_keyring_load_verifier(err, fx.kms, 3600, T0, v), RON_ENOTFOUND);
+        auth_verifier_free(v);
+    }
+
     o.keyring_path = keyring;
     o.kms = fx.kms;
     o.policy = fx.pol;

@@ -243,6 +243,55 @@ seal_derive(const uint8_t *seed, size_t len, void *arg)
                : RON_EAUTH;
 }
 
+/* The keyring seal for kms into *seal_out (sodium memory, caller frees), or
+ * NULL when the node's keys are unsealed. Returns 0 or a kms error. */
+static int
+seal_for(const kms_keystore_t *kms, uint8_t **seal_out)
+{
+    uint8_t *seal;
+    int rc;
+
+    *seal_out = NULL;
+    if (kms_keystore_seal(kms) == KMS_SEAL_NONE)
+        return 0;
+    seal = sodium_malloc(PASS__SECRET_LEN);
+    if (seal == NULL)
+        abort();
+    if ((rc = kms_key_export_to(kms_keystore_identity(kms), seal_derive, seal)) < 0) {
+        sodium_free(seal);
+        return rc;
+    }
+    *seal_out = seal;
+    return 0;
+}
+
+int
+pass_keyring_load_verifier(const char *path, const kms_keystore_t *kms, int64_t grace,
+                           int64_t now, auth_verifier_t *v)
+{
+    pass__keyring_t kr;
+    uint8_t *seal = NULL;
+    int rc;
+
+    if (sodium_init() < 0)
+        abort();
+    if ((rc = seal_for(kms, &seal)) < 0)
+        return rc;
+    pass__keyring_init(&kr, path, seal);
+    sodium_free(seal);
+    rc = pass__keyring_load(&kr);
+    if (rc == 1)
+        rc = RON_ENOTFOUND;
+    for (size_t i = 0; rc == 0 && i < kr.n; i++) {
+        const pass__key_t *k = &kr.keys[i];
+        if (k->kind != PASS_KEY_CAP || (k->retired != 0 && k->retired <= now - grace))
+            continue;
+        rc = auth_verifier_add_key(v, k->kid, k->secret, PASS__SECRET_LEN);
+    }
+    pass__keyring_close(&kr);
+    return rc;
+}
+
 int
 pass_new(const pass_opts_t *o, int64_t now, pass_t **p_out, char *err, size_t errcap)
 {
@@ -266,10 +315,7 @@ pass_new(const pass_opts_t *o, int64_t now, pass_t **p_out, char *err, size_t er
     p->ch = ron_xcalloc(PASS_MAX_CHALLENGES, sizeof *p->ch);
     kms_keystore_node_id(o->kms, p->node_id);
     if (o->keyring_path != NULL && kms_keystore_seal(o->kms) != KMS_SEAL_NONE) {
-        seal = sodium_malloc(PASS__SECRET_LEN);
-        if (seal == NULL)
-            abort();
-        if ((rc = kms_key_export_to(kms_keystore_identity(o->kms), seal_derive, seal)) < 0) {
+        if ((rc = seal_for(o->kms, &seal)) < 0) {
             snprintf(err, errcap, "passport: cannot derive the keyring seal: %s",
                      ron_strerror(rc));
             goto out;

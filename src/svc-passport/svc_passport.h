@@ -248,6 +248,20 @@ int pass_verify(pass_t *p, const char *token, size_t len, const auth_request_t *
  */
 int pass_verifier_load(const pass_t *p, auth_verifier_t *v);
 
+/*
+ * For services in other processes (the gateway, the app port): read the
+ * keyring file at path (unsealed with kms' identity key, as pass_new does)
+ * and add to v its capability root keys, current and in grace (a key
+ * replaced at r is skipped once r + grace <= now; pass the passport's
+ * grace). Read-only: never writes or rotates. Build a fresh verifier and
+ * call this again after the passport rotates (it checks every minute).
+ * Returns 0, RON_ENOTFOUND (no keyring yet),
+ * RON_EPASSKEYRING, RON_EKEYPERM, -errno, or an auth_verifier_add_key error
+ * (v then holds some of the keys). Blocking (file I/O).
+ */
+int pass_keyring_load_verifier(const char *path, const kms_keystore_t *kms, int64_t grace,
+                               int64_t now, auth_verifier_t *v);
+
 /* ---- the wire form (docs/protocol/passport.md) ---- */
 
 typedef enum {
