@@ -7,9 +7,12 @@
  * (absent: a bundle with no rules, so every redeem is denied until the
  * operator writes one; read in amnesia too) and the keyring
  * <data_dir>/passport/keyring (RAM in amnesia); serve_bus() serves the passport protocol on the endpoint
- * "passport" (docs/protocol/passport.md).
+ * "passport" (docs/protocol/passport.md). A timer checks policy.json every
+ * MN_PASS_POLICY_CHECK_MS and loads it when its mtime or size changed; a
+ * bundle that does not compile is logged and the one in force stays.
  * Invariants: the pass_t belongs to the service from serve_bus() on; the key
- * store and the policy outlive it (freed in stop(), after the service).
+ * store and the policy outlive it (freed in the timer's close callback,
+ * after the service).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -24,6 +27,7 @@
 #include "ron_log.h"
 #include "ron_util.h"
 
+#define MN_PASS_POLICY_CHECK_MS 1000u /* policy.json edits take effect within 1 s */
 #define MN_PASS_DENY_ALL "{\"version\":1,\"description\":\"passport: no grant policy\",\"rules\":[]}"
 
 typedef struct {
@@ -32,6 +36,10 @@ typedef struct {
     pol_store_t *policy;
     pass_t *p; /* until serve_bus hands it to svc */
     pass_service_t *svc;
+    uv_timer_t timer;                          /* policy.json check */
+    char pol_path[RON_CONFIG_PATH_MAX + 32];   /* "" in amnesia without a data dir */
+    struct timespec pol_mtime;                 /* of the bundle in force (0: none) */
+    off_t pol_size;
 } mn_passport_t;
 
 /* Read the grant policy at path into a new store; absent: deny all. */
@@ -75,26 +83,66 @@ out:
     return rc;
 }
 
+/* Timer: load policy.json when it changed since the last look. */
+static void
+policy_check(uv_timer_t *t)
+{
+    mn_passport_t *m = t->data;
+    struct stat st;
+    char *buf;
+    FILE *f;
+    size_t n;
+    pol_err_t perr;
+
+    if (stat(m->pol_path, &st) < 0 || (st.st_mtim.tv_sec == m->pol_mtime.tv_sec &&
+                                       st.st_mtim.tv_nsec == m->pol_mtime.tv_nsec &&
+                                       st.st_size == m->pol_size))
+        return;
+    m->pol_mtime = st.st_mtim;
+    m->pol_size = st.st_size;
+    if (st.st_size > (off_t)POL_MAX_BUNDLE || (f = fopen(m->pol_path, "rb")) == NULL) {
+        ron_error("passport: cannot load %s (unreadable or over %u bytes); the policy in force "
+                  "stays",
+                  m->pol_path, POL_MAX_BUNDLE);
+        return;
+    }
+    buf = ron_xmalloc(POL_MAX_BUNDLE + 1);
+    n = fread(buf, 1, POL_MAX_BUNDLE + 1, f);
+    fclose(f);
+    if (n > POL_MAX_BUNDLE || pol_store_load(m->policy, buf, n, &perr) < 0)
+        ron_error("passport: %s not loaded (%s); the policy in force stays", m->pol_path,
+                  n > POL_MAX_BUNDLE ? "too large" : perr.msg);
+    else
+        ron_info("passport: grant policy %s loaded", m->pol_path);
+    free(buf);
+}
+
 static int
 passport_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_out)
 {
     mn_passport_t *m = ron_xcalloc(1, sizeof *m);
     bool amnesia = ron_config_amnesia(cfg);
-    char pol_path[RON_CONFIG_PATH_MAX + 32], ring[RON_CONFIG_PATH_MAX + 32], err[256];
+    char ring[RON_CONFIG_PATH_MAX + 32], err[256];
     pass_opts_t o = {0};
+    struct stat st;
     int rc;
 
     if (listen_fd >= 0)
         close(listen_fd);
     m->loop = loop;
-    snprintf(pol_path, sizeof pol_path, "%s/passport/policy.json", cfg->data_dir);
+    if (cfg->data_dir[0] != '\0')
+        snprintf(m->pol_path, sizeof m->pol_path, "%s/passport/policy.json", cfg->data_dir);
+    if (m->pol_path[0] != '\0' && stat(m->pol_path, &st) == 0) {
+        m->pol_mtime = st.st_mtim;
+        m->pol_size = st.st_size;
+    }
     snprintf(ring, sizeof ring, "%s/passport/keyring", cfg->data_dir);
     if ((rc = kms_node_keys_open_or_create(cfg->data_dir, amnesia, &m->kms, err, sizeof err)) < 0) {
         ron_error("passport: %s", err);
         goto fail;
     }
     /* read even in amnesia: reading writes nothing */
-    if ((rc = policy_open(cfg->data_dir[0] != '\0' ? pol_path : NULL, &m->policy)) < 0)
+    if ((rc = policy_open(m->pol_path[0] != '\0' ? m->pol_path : NULL, &m->policy)) < 0)
         goto fail;
     o.keyring_path = amnesia ? NULL : ring;
     o.kms = m->kms;
@@ -105,6 +153,10 @@ passport_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **s
     }
     ron_info("passport: capability key %s, signing key %s", pass_current_kid(m->p, PASS_KEY_CAP),
              pass_current_kid(m->p, PASS_KEY_SIGN));
+    uv_timer_init(loop, &m->timer);
+    m->timer.data = m;
+    if (m->pol_path[0] != '\0')
+        uv_timer_start(&m->timer, policy_check, MN_PASS_POLICY_CHECK_MS, MN_PASS_POLICY_CHECK_MS);
     *state_out = m;
     return 0;
 fail:
@@ -135,14 +187,23 @@ passport_metrics(void *state, char *buf, size_t cap)
 }
 
 static void
+timer_closed(uv_handle_t *h)
+{
+    mn_passport_t *m = h->data;
+    pol_store_free(m->policy);
+    kms_keystore_free(m->kms);
+    free(m);
+}
+
+static void
 passport_stop(void *state)
 {
     mn_passport_t *m = state;
     pass_service_free(m->svc); /* frees the pass_t (keys wiped) */
     pass_free(m->p);
-    pol_store_free(m->policy);
-    kms_keystore_free(m->kms);
-    free(m);
+    m->p = NULL;
+    uv_timer_stop(&m->timer);
+    uv_close((uv_handle_t *)&m->timer, timer_closed);
 }
 
 const ron_service_def_t mn__svc_passport = {

@@ -5,7 +5,8 @@ passport over ron-bus): a key the grant policy names gets a token whose
 caveats are what it asked for (`ron cap verify` reads them), with the TTL
 clamped to 24 h and the policy's rate; an op the policy denies, and a key it
 does not name, get exit 1 with the 403 `policy` reason and no token; bad
-input is exit 2; a micronode in amnesia grants from its policy file and
+input is exit 2; an edited policy.json is in force within a second, a broken
+one is logged and changes nothing; a micronode in amnesia grants from its policy file and
 writes no keyring; a node without the passport service answers within the
 bus deadline with exit 1."""
 import json
@@ -15,7 +16,7 @@ import subprocess
 import tempfile
 import time
 
-from ronnode import RON, Node, check, free_port
+from ronnode import RON, Node, check, free_port, wait_for
 
 tmp = tempfile.mkdtemp(prefix="ron-it-login-")
 
@@ -54,8 +55,16 @@ policy = {"version": 1, "rules": [
      "match": {"tags": ["passport", pubkey(alice)], "ops": ["get", "put"]},
      "obligations": {"rate": "20/s"}},
     {"id": "no-admin", "effect": "deny", "match": {"ops": ["admin", "mint"]}}]}
-with open(os.path.join(data, "passport", "policy.json"), "w") as f:
-    json.dump(policy, f)
+
+
+def write_policy(obj):
+    path = os.path.join(data, "passport", "policy.json")
+    with open(path + ".tmp", "w") as f:
+        f.write(obj if isinstance(obj, str) else json.dumps(obj))
+    os.rename(path + ".tmp", path)
+
+
+write_policy(policy)
 
 app = "127.0.0.1:%d" % free_port()
 try:
@@ -86,6 +95,17 @@ try:
         r = ron(app, "passport", "login", "--key", mallory)
         check(r.returncode == 1 and "default-deny" in r.stderr, "unknown key: %r" % r.stderr)
 
+        # policy.json edits take effect within a second; a broken one is not loaded
+        policy["rules"].insert(0, {"id": "mallory-get", "effect": "allow",
+                                   "match": {"tags": [pubkey(mallory)], "ops": ["get"]}})
+        write_policy(policy)
+        wait_for(lambda: ron(app, "passport", "login", "--key", mallory).returncode == 0, 5,
+                 "the new grant policy in force")
+        write_policy("{\"version\":1,\"rules\":[{\"id\":\"x\"}]}")
+        n.wait_log("not loaded", 5)
+        check(ron(app, "passport", "login", "--key", mallory).returncode == 0,
+              "a broken policy leaves the one in force")
+
         check(ron(app, "passport", "login", "--key", alice, "--ops", "get,delete").returncode == 2,
               "bad op: exit 2")
         check(ron(app, "passport", "login").returncode == 2, "no --key: exit 2")
@@ -103,7 +123,8 @@ try:
     # micronode in amnesia: the grant policy is read, the keyring stays in RAM
     data3 = os.path.join(tmp, "micro")
     os.makedirs(os.path.join(data3, "passport"), mode=0o700)
-    shutil.copy(os.path.join(data, "passport", "policy.json"), os.path.join(data3, "passport"))
+    with open(os.path.join(data3, "passport", "policy.json"), "w") as f:
+        json.dump(policy, f)
     app3 = "127.0.0.1:%d" % free_port()
     u = Node(["--profile", "micro", "--amnesia", "--data-dir", data3,
               "--set", "services=passport,app", "--app", app3]).wait_up()
