@@ -11,10 +11,14 @@
  * user holds it; a store first opened read-only is never handed to a user
  * that asked for a writable one.
  */
+#include <errno.h>
 #include <stdio.h>
+
+#include <sodium.h>
 
 #include "mn_internal.h"
 #include "ron_err.h"
+#include "ron_kms.h"
 #include "ron_log.h"
 
 #define MN_STORE_SUBDIR "store" /* under the node's data directory */
@@ -25,6 +29,9 @@ static struct {
     unsigned store_refs;
     idx_t *idx;
     unsigned idx_refs;
+    kms_keystore_t *node_keys; /* the node's own (mn__shared_keys_set): not ours to free */
+    kms_keystore_t *keys;      /* opened here (a child), freed by the last release */
+    unsigned keys_refs;
 } mn_shared;
 
 int
@@ -115,4 +122,60 @@ mn__shared_refs(unsigned *store_refs, unsigned *index_refs)
 {
     *store_refs = mn_shared.store_refs;
     *index_refs = mn_shared.idx_refs;
+}
+
+void
+mn__shared_keys_set(kms_keystore_t *ks)
+{
+    mn_shared.node_keys = ks;
+}
+
+int
+mn__shared_keys_acquire(const ron_config_t *cfg, const kms_keystore_t **out)
+{
+    char err[256];
+    int rc;
+
+    *out = NULL;
+    if (mn_shared.node_keys != NULL) {
+        *out = mn_shared.node_keys;
+        return 0;
+    }
+    if (mn_shared.keys == NULL && ron_config_amnesia(cfg)) {
+        /* A macronode child in amnesia: the kernel's key lives only in the
+         * kernel's RAM, so it hands the identity seed over (needs_identity). */
+        uint8_t *seed = sodium_malloc(KMS_SEED_LEN);
+        rc = seed == NULL ? -ENOMEM : ron_node_identity_seed(seed);
+        if (rc == 0)
+            rc = kms_keystore_from_identity_seed(seed, &mn_shared.keys);
+        sodium_free(seed); /* wipes it */
+        if (rc < 0) {
+            ron_error("node keys: the node's identity key was not handed over: %s",
+                      ron_strerror(rc));
+            mn_shared.keys = NULL;
+            return rc;
+        }
+    }
+    if (mn_shared.keys == NULL) {
+        rc = kms_node_keys_open_or_create(cfg->data_dir, false, &mn_shared.keys, err, sizeof err);
+        if (rc < 0) {
+            ron_error("node keys: %s", err);
+            mn_shared.keys = NULL;
+            return rc;
+        }
+    }
+    mn_shared.keys_refs++;
+    *out = mn_shared.keys;
+    return 0;
+}
+
+void
+mn__shared_keys_release(const kms_keystore_t *ks)
+{
+    if (ks == NULL || ks == mn_shared.node_keys || ks != mn_shared.keys)
+        return;
+    if (mn_shared.keys_refs > 0 && --mn_shared.keys_refs == 0) {
+        kms_keystore_free(mn_shared.keys);
+        mn_shared.keys = NULL;
+    }
 }
