@@ -28,6 +28,7 @@ static const ron_cmd_t commands[] = {
     {"audit", cmd_audit, "check an audit log and its signed checkpoints (ron audit verify [FILE])"},
     {"cap", cmd_cap, "attenuate and check capabilities offline (ron cap attenuate|verify)"},
     {"registry", cmd_registry, "check, sign and verify registry descriptor sets offline (ron registry verify|check|sign|pubkey)"},
+    {"passport", cmd_passport, "get a short-lived capability for an Ed25519 key (ron passport login)"},
 };
 
 int

@@ -88,7 +88,14 @@
     X(RON_EREGSTALE, -3407, "proposal base is not the registry head (stale)") \
     X(RON_EREGCHAIN, -3408, "registry log fails verification (edited, dropped, reordered or truncated)") \
     X(RON_EREGRDONLY, -3409, "registry is read-only: writes refused") \
-    X(RON_EREGFULL,  -3410, "registry log or proposal table full")
+    X(RON_EREGFULL,  -3410, "registry log or proposal table full") \
+    X(RON_EPASSFOREIGN, -3500, "passport challenge not issued by this node") \
+    X(RON_EPASSREPLAY, -3501, "passport challenge already redeemed") \
+    X(RON_EPASSEXPIRED, -3502, "passport challenge expired") \
+    X(RON_EPASSSIG,  -3503, "passport response not signed by the key it names") \
+    X(RON_EPASSDENY, -3504, "policy denies the key a requested operation") \
+    X(RON_EPASSKEYRING, -3505, "passport keyring malformed, tampered with or under another seal") \
+    X(RON_EPASSREQ,  -3506, "passport request malformed")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),

@@ -21,7 +21,7 @@
 
 typedef struct {
     omni_t *g;
-    rbus_peer_t *storage, *index, *kernel, *registry;
+    rbus_peer_t *storage, *index, *kernel, *registry, *passport;
     met_registry_t *reg;
     met_gauge_t *config_version;
 } mapp_t;
@@ -61,10 +61,12 @@ app_serve_bus(void *state, rbus_t *bus)
     if ((m->storage = rbus_connect(bus, "storage", &rc)) == NULL ||
         (m->index = rbus_connect(bus, "index", &rc)) == NULL ||
         (m->kernel = rbus_connect(bus, MN_KERNEL_ENDPOINT, &rc)) == NULL ||
-        (m->registry = rbus_connect(bus, "registry", &rc)) == NULL)
+        (m->registry = rbus_connect(bus, "registry", &rc)) == NULL ||
+        (m->passport = rbus_connect(bus, "passport", &rc)) == NULL)
         return rc;
     omni_set_peers(m->g, m->storage, m->index, m->kernel);
     omni_set_registry(m->g, m->registry);
+    omni_set_passport_peer(m->g, m->passport);
     return 0;
 }
 
@@ -92,11 +94,13 @@ app_stop(void *state)
         return;
     omni_set_peers(m->g, NULL, NULL, NULL);
     omni_set_registry(m->g, NULL);
+    omni_set_passport_peer(m->g, NULL);
     omni_close(m->g, NULL, NULL); /* freed once its bus requests return */
     rbus_peer_close(m->storage);
     rbus_peer_close(m->index);
     rbus_peer_close(m->kernel);
     rbus_peer_close(m->registry);
+    rbus_peer_close(m->passport);
     met_registry_free(m->reg);
     free(m);
 }

@@ -111,6 +111,9 @@ extern const ron_service_def_t mn__svc_dht;
 /* The built-in `overlay` service (mn_overlay.c): peer sessions and verified
  * transfer over tx_peer, bus endpoint "overlay". */
 extern const ron_service_def_t mn__svc_overlay;
+/* The `passport` service (mn_passport.c): svc-passport over ron-bus; not
+ * in the default service list. */
+extern const ron_service_def_t mn__svc_passport;
 
 /* ---- the service host (mn_service.c) ---- */
 

@@ -141,7 +141,7 @@ struct omni {
     int refs; /* listener handle + connections + bus requests in flight */
     void (*done)(void *arg);
     void *done_arg;
-    rbus_peer_t *storage, *index, *kernel, *registry;
+    rbus_peer_t *storage, *index, *kernel, *registry, *passport;
     omni_conn_t *conns;
     omni_stats_t stats;
     omni_idem_t *idem;
@@ -186,6 +186,8 @@ app_name(uint16_t app)
         return "kernel";
     case OAP_APP_REGISTRY:
         return "registry";
+    case OAP_APP_AUTH:
+        return "passport";
     default:
         return "other";
     }
@@ -492,6 +494,8 @@ peer_for(omni_t *g, uint16_t app)
         return g->index;
     case OAP_APP_REGISTRY:
         return g->registry;
+    case OAP_APP_AUTH:
+        return g->passport;
     default:
         return g->kernel;
     }
@@ -1597,6 +1601,12 @@ void
 omni_set_registry(omni_t *g, rbus_peer_t *registry)
 {
     g->registry = registry;
+}
+
+void
+omni_set_passport_peer(omni_t *g, rbus_peer_t *passport)
+{
+    g->passport = passport;
 }
 
 const omni_stats_t *

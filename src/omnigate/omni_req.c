@@ -18,7 +18,7 @@ typedef struct {
     uint16_t app;
     const char *name;    /* op on the app port */
     const char *bus_op;  /* op at the service (NULL: handled here) */
-    const char *const fields[6];
+    const char *const fields[8];
 } op_def_t;
 
 static const op_def_t ops[OMNI_OP__COUNT] = {
@@ -43,6 +43,10 @@ static const op_def_t ops[OMNI_OP__COUNT] = {
     [OMNI_OP_REG_APPROVE] = {OAP_APP_REGISTRY, "approve", "approve",
                              {"id", "pk", "sig", "idem", NULL}},
     [OMNI_OP_REG_COMMIT] = {OAP_APP_REGISTRY, "commit", "commit", {"id", "idem", NULL}},
+    /* svc-passport checks the values strictly (docs/protocol/passport.md) */
+    [OMNI_OP_CHALLENGE] = {OAP_APP_AUTH, "challenge", "challenge", {NULL}},
+    [OMNI_OP_REDEEM] = {OAP_APP_AUTH, "redeem", "redeem",
+                        {"challenge", "pk", "ops", "ttl", "tenant", "sig", NULL}},
 };
 
 const char *

@@ -67,6 +67,8 @@ typedef enum {
     OMNI_OP_REG_PROPOSE, /* writes: loopback peers only, as kernel ops */
     OMNI_OP_REG_APPROVE,
     OMNI_OP_REG_COMMIT,
+    OMNI_OP_CHALLENGE, /* app 7: svc-passport */
+    OMNI_OP_REDEEM,
     OMNI_OP__COUNT,
 } omni_op_t;
 
@@ -148,6 +150,13 @@ void omni_set_peers(omni_t *g, rbus_peer_t *storage, rbus_peer_t *index, rbus_pe
 /* Set the registry service's peer (borrowed; NULL = registry ops answer
  * 503), as omni_set_peers. */
 void omni_set_registry(omni_t *g, rbus_peer_t *registry);
+
+/*
+ * Set the ron-bus peer of the passport protocol (app_proto_id 7: challenge
+ * and redeem only; borrowed; NULL = it answers 503). Call again with NULL
+ * before closing it.
+ */
+void omni_set_passport_peer(omni_t *g, rbus_peer_t *passport);
 
 /* Current counters (a view valid until the next loop turn). */
 const omni_stats_t *omni_stats(omni_t *g);
