@@ -102,6 +102,7 @@ struct svc_fetch {
     ovl_req_t *reqs;        /* overlay fetches in flight */
     char paddr[STO_FETCH_MAX_PROVIDERS][DHT_CLIENT_ADDR_MAX];
     unsigned finds;         /* find_providers lookups so far */
+    uint64_t next_find_ms;  /* no lookup again before this (records may be on their way) */
     bool finding, opening, completing, whole, any_provider, timer_open, ended;
     size_t jobs;            /* worker jobs of this fetch */
     int last_err;           /* the last provider failure (for the answer when stuck) */
@@ -931,6 +932,7 @@ fetch_on_providers(void *arg, const dht_client_result_t *res)
     svc_fetch_t *f = arg;
 
     f->finding = false;
+    f->next_find_ms = ron_now_ms() + STO_SVC_FETCH_FIND_GAP_MS;
     if (res->status == 0 && res->code == 200) {
         for (size_t i = 0; i < res->n_providers; i++) {
             size_t idx;
@@ -1075,8 +1077,14 @@ fetch_pump(svc_fetch_t *f)
         f->reqs = r;
     }
     fetch_serve_ready(f);
-    if (!f->opening && !f->finding && f->waiters != NULL && !f->whole &&
-        sto_fetch_state(f->sched) == STO_FETCH_STUCK) {
+    bool stuck = !f->opening && !f->finding && f->waiters != NULL && !f->whole &&
+                 sto_fetch_state(f->sched) == STO_FETCH_STUCK;
+    if (stuck && f->finds < STO_SVC_FETCH_FINDS && now < f->next_find_ms) {
+        /* look again in a moment: a record just announced may not be there yet */
+        uv_timer_start(&f->timer, fetch_on_timer, f->next_find_ms - now, 0);
+        return;
+    }
+    if (stuck) {
         if (f->finds < STO_SVC_FETCH_FINDS)
             fetch_find_providers(f);
         if (!f->finding) {
@@ -1130,6 +1138,9 @@ fetch_job_done(sto_service_t *s, job_t *j)
         } else if (j->rc < 0) {
             bad = true;
         } else {
+            if (j->created) /* its last piece went in with the creation */
+                met_counter_add(s->fetch_bytes,
+                                sto_tree_piece_len(j->size, sto_tree_pieces(j->size) - 1));
             if (f->partial == NULL)
                 f->partial = j->partial; /* the job created it: the fetch keeps the handle */
             else if (j->created)
