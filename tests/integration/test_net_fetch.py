@@ -100,6 +100,48 @@ wait_for(lambda: (c.metric('storage_fetches_total{service="storage",result="comp
 r = ron(c.app, "stat", addr)
 check(r.returncode == 0 and b"cache" in r.stdout, "stat on C: %r %r" % (r.stdout, r.stderr))
 
+# a provider killed mid-transfer: the fetch completes from the other one
+big = os.urandom(48 * 1024 * 1024 + 777)
+bpath = path + ".big"
+with open(bpath, "wb") as f:
+    f.write(big)
+for n in (a, b):
+    r = ron(n.app, "put", bpath, timeout=120)
+    check(r.returncode == 0, "put big: %r" % (r.stderr,))
+baddr = r.stdout.decode().strip()
+for n in (a, b):
+    wait_for(lambda: (n.metric('storage_provides_total{service="storage",result="sent"}') or 0) >= 2,
+             10, "the big put was announced")
+sent_before = [(n.metric('overlay_piece_bytes_sent_total{service="overlay"}') or 0) for n in (a, b)]
+e = dict(os.environ)
+for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
+    e.pop(k, None)
+bout = path + ".bigout"
+getp = subprocess.Popen([RON, "get", baddr, "-o", bout, "--node", c.app], env=e,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+b_sent = [0]
+
+
+def b_serving():
+    b_sent[0] = (b.metric('overlay_piece_bytes_sent_total{service="overlay"}') or 0) - sent_before[1]
+    return b_sent[0] > 0 or getp.poll() is not None
+
+
+wait_for(b_serving, 60, "B served part of the big object")
+check(getp.poll() is None, "the get was still running when B was killed")
+b.kill()
+try:
+    rc = getp.wait(timeout=120)
+except subprocess.TimeoutExpired:
+    getp.kill()
+    rc = -1
+check(rc == 0, "ron get after B was killed: %r" % (getp.stderr.read(),))
+with open(bout, "rb") as f:
+    check(hashlib.sha256(f.read()).digest() == hashlib.sha256(big).digest(), "big object bytes")
+a_sent = (a.metric('overlay_piece_bytes_sent_total{service="overlay"}') or 0) - sent_before[0]
+check(a_sent > 0 and b_sent[0] > 0, "both providers served: A %d, B %d" % (a_sent, b_sent[0]))
+check(a_sent + b_sent[0] >= len(big) // 2, "A and B served the bulk: %d + %d" % (a_sent, b_sent[0]))
+
 # nobody holds this one: 404 after the lookup
 st, _ = http_get(c, "/o/b3:" + os.urandom(32).hex())
 check(st == 404, "unknown address: %d" % st)
