@@ -541,6 +541,13 @@ job_work(uv_work_t *w)
             sto_reader_close(r);
         } else if (j->rc == RON_ENOTFOUND) {
             get_from_partial(st, j);
+            if (j->rc == RON_ENOTFOUND && j->data != NULL) {
+                /* the partial was completed under us: the object is whole now */
+                free(j->data);
+                j->data = NULL;
+                job_work(w);
+                return;
+            }
         }
         break;
     case OP_F_OPEN:
