@@ -54,6 +54,11 @@ data = os.urandom(3 * 1024 * 1024 + 12345)
 path = os.path.join(tempfile.mkdtemp(prefix="ron-net-fetch-"), "obj")
 with open(path, "wb") as f:
     f.write(data)
+def c_records():
+    return c.metric('dht_records{service="dht"}') or 0
+
+
+records0 = c_records()
 addr = None
 for n in (a, b):
     r = ron(n.app, "put", path)
@@ -63,6 +68,7 @@ check(addr.startswith("b3:"), "address %r" % addr)
 for n in (a, b):
     wait_for(lambda: (n.metric('storage_provides_total{service="storage",result="sent"}') or 0) >= 1,
              10, "the put was announced")
+wait_for(lambda: c_records() > records0, 20, "C's DHT holds the provider record")
 
 # a GET through C's gateway: fetched from the providers, verified, served
 import urllib.request
@@ -105,6 +111,7 @@ big = os.urandom(48 * 1024 * 1024 + 777)
 bpath = path + ".big"
 with open(bpath, "wb") as f:
     f.write(big)
+records0 = c_records()
 for n in (a, b):
     r = ron(n.app, "put", bpath, timeout=120)
     check(r.returncode == 0, "put big: %r" % (r.stderr,))
@@ -112,6 +119,7 @@ baddr = r.stdout.decode().strip()
 for n in (a, b):
     wait_for(lambda: (n.metric('storage_provides_total{service="storage",result="sent"}') or 0) >= 2,
              10, "the big put was announced")
+wait_for(lambda: c_records() >= records0 + 2, 20, "C's DHT holds the big object's record")
 sent_before = [(n.metric('overlay_piece_bytes_sent_total{service="overlay"}') or 0) for n in (a, b)]
 e = dict(os.environ)
 for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
