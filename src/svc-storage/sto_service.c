@@ -103,6 +103,7 @@ struct svc_fetch {
     char paddr[STO_FETCH_MAX_PROVIDERS][DHT_CLIENT_ADDR_MAX];
     unsigned finds;         /* find_providers lookups so far */
     uint64_t next_find_ms;  /* no lookup again before this (records may be on their way) */
+    uint64_t linger_until;  /* idle: kept until then for the next get (0: not idle) */
     bool finding, opening, completing, whole, any_provider, timer_open, ended;
     size_t jobs;            /* worker jobs of this fetch */
     int last_err;           /* the last provider failure (for the answer when stuck) */
@@ -753,6 +754,7 @@ queue_job(sto_service_t *s, job_t *j)
 enum { FR_COMPLETE = 0, FR_NOT_FOUND = 1, FR_FAILED = 2 };
 
 static void fetch_pump(svc_fetch_t *f);
+static void fetch_on_timer(uv_timer_t *t);
 
 static void
 svc_provide(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN])
@@ -825,16 +827,28 @@ fetch_timer_closed(uv_handle_t *h)
     svc_maybe_free(s);
 }
 
-/* End f once nothing waits and nothing is in flight. */
+/* End f once nothing waits and nothing is in flight, after lingering
+ * STO_SVC_FETCH_LINGER_MS: a reader that reads on chunk by chunk (the
+ * gateway, `ron get`) finds its providers and partial object still there. */
 static void
 fetch_maybe_end(svc_fetch_t *f)
 {
+    uint64_t now = ron_now_ms();
+
     if (f->ended || f->waiters != NULL || f->reqs != NULL || f->jobs > 0 || f->finding ||
         f->opening)
         return;
     if (!f->svc->stopping && !f->whole && sto_fetch_state(f->sched) == STO_FETCH_RUNNING &&
         sto_fetch_inflight(f->sched) > 0)
         return;
+    if (!f->svc->stopping && !f->whole && sto_fetch_providers_usable(f->sched) > 0) {
+        if (f->linger_until == 0)
+            f->linger_until = now + STO_SVC_FETCH_LINGER_MS;
+        if (now < f->linger_until) {
+            uv_timer_start(&f->timer, fetch_on_timer, f->linger_until - now, 0);
+            return;
+        }
+    }
     f->ended = true;
     sto_partial_close(f->partial);
     f->partial = NULL;
@@ -1200,6 +1214,8 @@ fetch_join(sto_service_t *s, job_t *j)
     svc_fetch_t *f = fetch_find(s, j->addr);
 
     j->deadline_ms = ron_now_ms() + STO_SVC_FETCH_WAIT_MS;
+    if (f != NULL)
+        f->linger_until = 0; /* busy again */
     if (f == NULL) {
         job_t *oj;
         f = ron_xcalloc(1, sizeof *f);

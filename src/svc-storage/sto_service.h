@@ -39,6 +39,7 @@
 #define STO_SVC_FETCH_WAIT_MS 25000u       /* a get waiting for a fetch answers 504 past it */
 #define STO_SVC_FETCH_FINDS 4u             /* find_providers lookups per fetch when stuck */
 #define STO_SVC_FETCH_FIND_GAP_MS 400u     /* between two lookups of one fetch */
+#define STO_SVC_FETCH_LINGER_MS 3000u      /* an idle fetch is kept this long for the next get */
 
 typedef struct sto_service sto_service_t;
 
