@@ -22,6 +22,7 @@
  * own mutex for its bitmap and writes.
  */
 #include <dirent.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -47,7 +48,8 @@ struct sto_partial {
     uint8_t *bits;            /* ceil(npieces / 8) bytes */
     uint64_t last_used_us;    /* eviction order of idle RAM partials */
     int refs;                 /* open handles (under s->lock) */
-    bool gone;                /* completed or dropped: handles only wait to close */
+    atomic_bool gone;         /* completed or dropped: handles only wait to close (read
+                                 under either lock, so atomic) */
     pthread_mutex_t mu;       /* bits, have, writes */
     /* file */
     int fd, map_fd;
@@ -175,6 +177,7 @@ partial_alloc(sto_store_t *s, const uint8_t *addr, uint64_t size)
     p->bits = ron_xcalloc(bits_len(p->npieces) + 1, 1);
     p->ob_len = (size_t)sto_tree_outboard_len(size);
     p->fd = p->map_fd = -1;
+    atomic_init(&p->gone, false);
     pthread_mutex_init(&p->mu, NULL);
     return p;
 }
