@@ -213,6 +213,11 @@ on_overlay(void *arg, rbus_req_t *req, const oap_frame_t *f)
         return;
     }
     uint64_t size = sto_reader_size(r), n = sto_tree_pieces(size);
+    if (off >= size && size > 0) {
+        sto_reader_close(r);
+        rbus_respond_error_ex(req, 416, "range_not_satisfiable", NULL, 0, "offset past the end");
+        return;
+    }
     uint64_t end = off + len > size ? size : off + len;
     uint64_t first = off / STO_PIECE_LEN, last = size == 0 ? 0 : (end - 1) / STO_PIECE_LEN;
     uint64_t count = last - first + 1;
@@ -549,6 +554,12 @@ test_only_the_requested_range_is_fetched_and_stat_says_partial(void **state)
     fx_open(&fx);
     d = object_make(&fx, len, 3, hex);
     fx.nprov = 2;
+    /* an offset past the end of an object held elsewhere (size unknown here): 416, as for a local one */
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\"}", hex, len + 5),
+                     416);
+    fx.asked_lo = UINT64_MAX;
+    fx.asked_hi = 0;
     assert_int_equal(call(&fx, NULL, 0,
                           "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"1048576\",\"length\":"
                           "\"1000\"}",

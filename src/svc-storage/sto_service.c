@@ -82,6 +82,7 @@ typedef struct ovl_req {
     struct ovl_req *next;
     svc_fetch_t *f;
     uint64_t req_id;
+    uint64_t offset; /* first byte asked */
     bool cancelled;
 } ovl_req_t;
 
@@ -1016,6 +1017,34 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
         status = RON_EBADPIECE;
     if (status == 0 && res->size != sto_fetch_size(f->sched))
         status = RON_EBADPIECE; /* cannot happen: the overlay verified the size */
+    if (status == RON_ERANGE && sto_fetch_size(f->sched) == UINT64_MAX) {
+        /* the probe's offset is past the end: so is every get from there on */
+        bool all = true;
+        for (job_t *w = f->waiters; w != NULL; w = w->next)
+            all = all && w->offset >= r->offset;
+        if (all) {
+            while (f->waiters != NULL) {
+                job_t *w = f->waiters;
+                f->waiters = w->next;
+                answer_error(s, OP_GET, w->req, w->corr_id, 416, NULL, "offset", 0,
+                             "offset: past the end of the object");
+                free(w);
+            }
+            /* forget the wants past the end: a fresh scheduler, same providers (same
+             * indices); answers still in flight name ids it ignores */
+            sto_fetch_t *old = f->sched;
+            const uint8_t *id;
+            f->sched = sto_fetch_new(UINT64_MAX, NULL);
+            for (size_t i = 0; (id = sto_fetch_provider_id(old, i)) != NULL; i++)
+                (void)sto_fetch_provider_add(f->sched, id, NULL);
+            sto_fetch_free(old);
+            for (ovl_req_t *o = f->reqs; o != NULL; o = o->next)
+                o->cancelled = true;
+            free(r);
+            fetch_pump(f);
+            return;
+        }
+    }
     if (status < 0 || s->stopping) {
         if (status < 0) {
             met_counter_inc(s->fetch_fail);
@@ -1088,6 +1117,7 @@ fetch_pump(svc_fetch_t *f)
         ovl_req_t *r = ron_xcalloc(1, sizeof *r);
         r->f = f;
         r->req_id = a.req_id;
+        r->offset = a.offset;
         if (ovl_client_fetch(s->ovl, f->addr, a.offset, a.length,
                              sto_fetch_provider_id(f->sched, a.provider), f->paddr[a.provider], 0,
                              fetch_on_fetched, r) < 0) {
