@@ -233,14 +233,17 @@ class NetBed:
         fail("nft counter %s missing" % name)
 
     # ---- delay (ron-delayrelay) ----
-    def start_relay(self, delay_ms=0, jitter_ms=0, routes=(), queue=None):
-        """(Re)start the relay on rtun0. routes: ("CIDR=MS[+J]", ...)."""
+    def start_relay(self, delay_ms=0, jitter_ms=0, routes=(), queue=None, throttles=()):
+        """(Re)start the relay on rtun0. routes: ("CIDR=MS[+J]", ...) by
+        destination; throttles: ("CIDR=KBIT", ...) by source."""
         self.stop_relay()
         check(os.access(RELAY, os.X_OK), "relay binary %s missing (ninja ron-delayrelay)" % RELAY)
         argv = ["ip", "netns", "exec", self.router, RELAY, "--dev", "rtun0",
                 "--delay", str(delay_ms), "--jitter", str(jitter_ms), "--stats", self.stats_path]
         for rt in routes:
             argv += ["--route", rt]
+        for t in throttles:
+            argv += ["--throttle", t]
         if queue is not None:
             argv += ["--queue", str(queue)]
         if os.path.exists(self.stats_path):

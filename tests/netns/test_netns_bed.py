@@ -7,7 +7,8 @@ to >= 80 ms; a --route for one destination delays only that one; jitter
 spreads the round trips; 10 % nftables loss drops about 10 % of the packets
 (the nft `lost` counter and the echo replies agree) while a TCP transfer
 still arrives intact; a small --queue drops and counts what does not fit;
-SIGTERM stops the relay with exit 0 and its final counters. Root only:
+a --throttle on one node's packets limits its rate (512 KiB take >= 4 s
+at 1000 kbit/s); SIGTERM stops the relay with exit 0 and its final counters. Root only:
 skips (exit 0, "SKIP:") when namespaces are unavailable."""
 import os
 import socket
@@ -197,6 +198,35 @@ try:
     check(bytes(back) == blob, "1 MiB over TCP with 10 %% loss intact (%d bytes back)" % len(back))
     check(bed.nft_counter("lost") > lost, "the TCP transfer lost packets too")
     bed.set_loss(0)
+
+    # A throttle on node 1's packets (1000 kbit/s): 512 KiB echoed back from
+    # node 1 takes >= 4 s; the same transfer unthrottled is fast.
+    def tcp_round(size):
+        c = ns_socket(bed.ns(0))
+        c.settimeout(30)
+        c.connect((bed.addr(1), TCP_PORT))
+        blob, back = os.urandom(size), bytearray()
+        t0 = time.monotonic()
+
+        def reader():
+            while len(back) < len(blob):
+                b = c.recv(65536)
+                if not b:
+                    break
+                back.extend(b)
+        rt = threading.Thread(target=reader)
+        rt.start()
+        c.sendall(blob)
+        rt.join(40)
+        c.close()
+        check(bytes(back) == blob, "TCP echo intact (%d of %d bytes)" % (len(back), size))
+        return time.monotonic() - t0
+    bed.start_relay(delay_ms=0)
+    fast = tcp_round(512 << 10)
+    bed.start_relay(delay_ms=0, throttles=[bed.addr(1) + "/32=1000"])
+    slow = tcp_round(512 << 10)
+    print("512 KiB echo: %.2f s unthrottled, %.2f s with node 1 at 1000 kbit/s" % (fast, slow))
+    check(slow >= 4.0, "the throttle limits node 1's rate: %.2f s" % slow)
 
     # A bounded queue: 200 datagrams at once into a 16-packet queue.
     bed.start_relay(delay_ms=300, queue=16)

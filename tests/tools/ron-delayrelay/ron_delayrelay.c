@@ -6,7 +6,11 @@
  * holds it for the configured delay (fixed + uniform jitter, chosen per
  * destination subnet, first matching --route wins, else the default), then
  * writes it back unchanged, so the kernel routes it on to its destination
- * with its addresses preserved. It is a test tool, not part of the node.
+ * with its addresses preserved. --throttle also limits the rate of packets
+ * from a source subnet (a bottleneck link: packets leave it one after the
+ * other at the configured rate, tail-dropped past DR_THROTTLE_BACKLOG_MS of
+ * backlog), which makes a provider "slow" for the chaos tests. It is a test
+ * tool, not part of the node.
  * Invariants: at most --queue packets (and DR_MAX_QUEUE_BYTES) are held;
  * a packet that does not fit is dropped and counted, never blocks reading;
  * every held packet is released at or after its due time, earliest first
@@ -40,6 +44,9 @@
 #define DR_MAX_ROUTES       64u               /* --route entries */
 #define DR_MAX_DELAY_MS     600000u           /* 10 min: anything longer is a typo */
 #define DR_READS_PER_TURN   256u              /* reads before releasing due packets again */
+#define DR_MAX_THROTTLES    16u               /* --throttle entries */
+#define DR_MAX_RATE_KBIT    100000000u        /* 100 Gbit/s: anything faster is no throttle */
+#define DR_THROTTLE_BACKLOG_MS 300u           /* a bottleneck's queue, in time; tail drop past it */
 
 /* One held packet. */
 typedef struct {
@@ -56,6 +63,8 @@ typedef struct {
     unsigned prefix;           /* prefix length in bits */
     uint32_t delay_ms;         /* fixed delay */
     uint32_t jitter_ms;        /* extra uniform [0, jitter] */
+    uint32_t rate_kbit;        /* --throttle only: rate of the bottleneck, > 0 */
+    uint64_t busy_until_ns;    /* --throttle only: when the bottleneck is free again */
 } dr_route_t;
 
 typedef struct {
@@ -67,6 +76,8 @@ typedef struct {
     uint32_t    queue_max;
     dr_route_t  routes[DR_MAX_ROUTES];
     unsigned    n_routes;
+    dr_route_t  throttles[DR_MAX_THROTTLES];  /* matched on the source address */
+    unsigned    n_throttles;
     uint64_t    rng;           /* xorshift64 state, never 0 */
     /* state */
     int         fd;
@@ -78,6 +89,7 @@ typedef struct {
     uint64_t    rx_packets, rx_bytes;     /* read from the TUN device */
     uint64_t    tx_packets, tx_bytes;     /* written back after their delay */
     uint64_t    drop_queue;               /* queue (count or bytes) full */
+    uint64_t    drop_throttle;            /* a throttle's backlog past DR_THROTTLE_BACKLOG_MS */
     uint64_t    drop_write;               /* write back failed */
     uint64_t    drop_shutdown;            /* still held when stopping */
 } dr_relay_t;
@@ -129,6 +141,10 @@ usage(FILE *f)
         "  --route CIDR=MS[+J] delay (and jitter) for packets whose destination is in\n"
         "                      CIDR (e.g. 10.77.0.3/32=40+10); repeatable, first match\n"
         "                      wins, at most %u\n"
+        "  --throttle CIDR=KBIT\n"
+        "                      limit packets whose source is in CIDR to KBIT kbit/s\n"
+        "                      (after their delay, one after the other, tail-dropped\n"
+        "                      past %u ms of backlog); repeatable, at most %u\n"
         "  --queue N           packets held at once (default %u, at most %u); packets\n"
         "                      that do not fit are dropped and counted\n"
         "  --stats FILE        write the counters as JSON to FILE every second and at exit\n"
@@ -137,7 +153,8 @@ usage(FILE *f)
         "\n"
         "SIGTERM or SIGINT stops it; the counters are printed to stderr as one JSON\n"
         "line. Exit status: 0 stopped by a signal, 1 runtime error, 2 bad usage.\n",
-        DR_MAX_ROUTES, DR_DEFAULT_QUEUE, DR_MAX_QUEUE);
+        DR_MAX_ROUTES, DR_THROTTLE_BACKLOG_MS, DR_MAX_THROTTLES, DR_DEFAULT_QUEUE,
+        DR_MAX_QUEUE);
 }
 
 /* Parse a decimal u32 in [0, max] that fills the whole of s. */
@@ -172,20 +189,14 @@ dr_parse_delay(char *s, uint32_t *delay_out, uint32_t *jitter_out)
     return dr_parse_u32(s, DR_MAX_DELAY_MS, delay_out);
 }
 
-/* Parse "CIDR=MS[+J]" into rt. s is modified. */
+/* Parse "ADDR[/PREFIX]" into rt's family, addr and prefix. s is modified. */
 static int
-dr_route_parse(dr_route_t *rt, char *s)
+dr_cidr_parse(dr_route_t *rt, char *s)
 {
-    char *eq = strchr(s, '=');
     char *slash;
     uint32_t prefix;
     unsigned max_prefix, i;
 
-    if (eq == NULL)
-        return -EINVAL;
-    *eq = '\0';
-    if (dr_parse_delay(eq + 1, &rt->delay_ms, &rt->jitter_ms) < 0)
-        return -EINVAL;
     slash = strchr(s, '/');
     if (slash != NULL)
         *slash = '\0';
@@ -213,6 +224,34 @@ dr_route_parse(dr_route_t *rt, char *s)
     return 0;
 }
 
+/* Parse "CIDR=MS[+J]" (--route) into rt. s is modified. */
+static int
+dr_route_parse(dr_route_t *rt, char *s)
+{
+    char *eq = strchr(s, '=');
+
+    if (eq == NULL)
+        return -EINVAL;
+    *eq = '\0';
+    if (dr_parse_delay(eq + 1, &rt->delay_ms, &rt->jitter_ms) < 0)
+        return -EINVAL;
+    return dr_cidr_parse(rt, s);
+}
+
+/* Parse "CIDR=KBIT" (--throttle) into rt. s is modified. */
+static int
+dr_throttle_parse(dr_route_t *rt, char *s)
+{
+    char *eq = strchr(s, '=');
+
+    if (eq == NULL)
+        return -EINVAL;
+    *eq = '\0';
+    if (dr_parse_u32(eq + 1, DR_MAX_RATE_KBIT, &rt->rate_kbit) < 0 || rt->rate_kbit == 0)
+        return -EINVAL;
+    return dr_cidr_parse(rt, s);
+}
+
 static bool
 dr_route_matches(const dr_route_t *rt, int family, const uint8_t *dst)
 {
@@ -227,20 +266,27 @@ dr_route_matches(const dr_route_t *rt, int family, const uint8_t *dst)
     return (dst[full] & (uint8_t)(0xffu << (8 - rest))) == rt->addr[full];
 }
 
-/* Delay in ns for a packet: its destination picks the rule. */
-static uint64_t
-dr_delay_for(dr_relay_t *r, const uint8_t *pkt, uint32_t len)
+/*
+ * Due time of a packet read at now: its destination picks the delay rule,
+ * then a throttle matching its source queues it behind that bottleneck's
+ * earlier packets. Returns 0 and *due_out, or -ENOBUFS when the throttle's
+ * backlog is full (the caller drops the packet).
+ */
+static int
+dr_due_for(dr_relay_t *r, const uint8_t *pkt, uint32_t len, uint64_t now, uint64_t *due_out)
 {
     uint32_t delay = r->delay_ms, jitter = r->jitter_ms;
     int family = 0;
-    const uint8_t *dst = NULL;
+    const uint8_t *dst = NULL, *src = NULL;
     unsigned i;
 
     if (len >= 20 && (pkt[0] >> 4) == 4) {
         family = AF_INET;
+        src = pkt + 12;
         dst = pkt + 16;
     } else if (len >= 40 && (pkt[0] >> 4) == 6) {
         family = AF_INET6;
+        src = pkt + 8;
         dst = pkt + 24;
     }
     for (i = 0; dst != NULL && i < r->n_routes; i++) {
@@ -250,10 +296,24 @@ dr_delay_for(dr_relay_t *r, const uint8_t *pkt, uint32_t len)
             break;
         }
     }
-    uint64_t ns = (uint64_t)delay * 1000000u;
+    uint64_t due = now + (uint64_t)delay * 1000000u;
     if (jitter > 0)
-        ns += dr_rand(r) % ((uint64_t)jitter * 1000000u + 1);
-    return ns;
+        due += dr_rand(r) % ((uint64_t)jitter * 1000000u + 1);
+    for (i = 0; src != NULL && i < r->n_throttles; i++) {
+        dr_route_t *t = &r->throttles[i];
+        if (!dr_route_matches(t, family, src))
+            continue;
+        if (t->busy_until_ns > now + (uint64_t)DR_THROTTLE_BACKLOG_MS * 1000000u)
+            return -ENOBUFS;
+        if (t->busy_until_ns > due)
+            due = t->busy_until_ns;
+        /* serialization time: bits / (kbit/s) = ms; kept in ns */
+        due += (uint64_t)len * 8u * 1000000u / t->rate_kbit;
+        t->busy_until_ns = due;
+        break;
+    }
+    *due_out = due;
+    return 0;
 }
 
 /* ---- min-heap on (due_ns, seq) ---- */
@@ -335,9 +395,10 @@ dr_stats_print(const dr_relay_t *r, FILE *f)
     fprintf(f,
         "{\"rx_packets\":%" PRIu64 ",\"rx_bytes\":%" PRIu64 ",\"tx_packets\":%" PRIu64
         ",\"tx_bytes\":%" PRIu64 ",\"held\":%" PRIu32 ",\"drop_queue\":%" PRIu64
-        ",\"drop_write\":%" PRIu64 ",\"drop_shutdown\":%" PRIu64 "}\n",
+        ",\"drop_throttle\":%" PRIu64 ",\"drop_write\":%" PRIu64 ",\"drop_shutdown\":%" PRIu64
+        "}\n",
         r->rx_packets, r->rx_bytes, r->tx_packets, r->tx_bytes, r->n_held, r->drop_queue,
-        r->drop_write, r->drop_shutdown);
+        r->drop_throttle, r->drop_write, r->drop_shutdown);
 }
 
 /* Write the counters to --stats atomically (temp + rename). */
@@ -391,8 +452,12 @@ dr_read_some(dr_relay_t *r, uint8_t *buf)
         }
         memcpy(p.data, buf, (size_t)len);
         p.len = (uint32_t)len;
+        if (dr_due_for(r, buf, p.len, dr_now_ns(), &p.due_ns) < 0) {
+            r->drop_throttle++;
+            free(p.data);
+            continue;
+        }
         p.seq = r->next_seq++;
-        p.due_ns = dr_now_ns() + dr_delay_for(r, buf, p.len);
         r->bytes_held += p.len;
         dr_heap_push(r, p);
     }
@@ -483,6 +548,7 @@ main(int argc, char **argv)
         { "delay", required_argument, NULL, 'D' },
         { "jitter", required_argument, NULL, 'j' },
         { "route", required_argument, NULL, 'r' },
+        { "throttle", required_argument, NULL, 't' },
         { "queue", required_argument, NULL, 'q' },
         { "stats", required_argument, NULL, 's' },
         { "seed", required_argument, NULL, 'S' },
@@ -525,6 +591,19 @@ main(int argc, char **argv)
             if (dr_route_parse(&r->routes[r->n_routes], route_buf) < 0)
                 goto bad_value;
             r->n_routes++;
+            break;
+        case 't':
+            if (r->n_throttles >= DR_MAX_THROTTLES) {
+                fprintf(stderr, "ron-delayrelay: at most %u --throttle options\n",
+                        DR_MAX_THROTTLES);
+                return 2;
+            }
+            if (strlen(optarg) >= sizeof route_buf)
+                goto bad_value;
+            memcpy(route_buf, optarg, strlen(optarg) + 1);
+            if (dr_throttle_parse(&r->throttles[r->n_throttles], route_buf) < 0)
+                goto bad_value;
+            r->n_throttles++;
             break;
         case 'q':
             if (dr_parse_u32(optarg, DR_MAX_QUEUE, &r->queue_max) < 0 || r->queue_max == 0)
@@ -582,8 +661,8 @@ bad_value:
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     fprintf(stderr, "ron-delayrelay: relaying on %s, delay %" PRIu32 " ms + jitter %" PRIu32
-            " ms, %u routes, queue %" PRIu32 "\n", r->dev, r->delay_ms, r->jitter_ms,
-            r->n_routes, r->queue_max);
+            " ms, %u routes, %u throttles, queue %" PRIu32 "\n", r->dev, r->delay_ms,
+            r->jitter_ms, r->n_routes, r->n_throttles, r->queue_max);
     rc = dr_run(r);
     dr_stats_write(r);
     dr_stats_print(r, stderr);
