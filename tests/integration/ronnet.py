@@ -143,12 +143,14 @@ class NetBed:
     them in named counter `lost` (`seen` counts every such packet)."""
 
     SUBNET = "10.77.0"
+    _count = 0
 
     def __init__(self, n, delay_ms=0, jitter_ms=0, loss_pct=0, routes=(), relay=True):
         if not (1 <= n <= 200):
             fail("NetBed: 1..200 nodes")
         self.n = n
-        self.tag = "ron%d" % (os.getpid() % 100000)
+        NetBed._count += 1  # several beds in one process get distinct names
+        self.tag = "ron%d%s" % (os.getpid() % 100000, chr(ord("a") + NetBed._count % 26))
         self.router = self.tag + "r"
         self.dir = tempfile.mkdtemp(prefix="ron-netbed-")
         self.relay_proc = None
