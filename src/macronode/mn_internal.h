@@ -30,6 +30,7 @@
 #include "ron_bus.h"
 #include "ron_config.h"
 #include "ron_kernel.h"
+#include "ron_kms.h"
 #include "ron_metrics.h"
 #include "ron_transport.h"
 #include "svc_index.h"
@@ -104,6 +105,9 @@ extern const ron_service_def_t mn__svc_gateway;
 extern const ron_service_def_t mn__svc_app;
 /* The built-in `dht` service (mn_dht.c): svc-dht on the kernel's UDP socket. */
 extern const ron_service_def_t mn__svc_dht;
+/* The built-in `overlay` service (mn_overlay.c): peer sessions and verified
+ * transfer over tx_peer, bus endpoint "overlay". */
+extern const ron_service_def_t mn__svc_overlay;
 
 /* ---- the service host (mn_service.c) ---- */
 
@@ -183,6 +187,17 @@ void mn__shared_store_release(sto_store_t *st);
 /* The process's name index (<data_dir>/index, or RAM): as for the store. */
 int mn__shared_index_acquire(const ron_config_t *cfg, idx_t **out);
 void mn__shared_index_release(idx_t *idx);
+/*
+ * The node's identity keys. The node registers its own key store (set;
+ * NULL when it frees it): in the micro profile the services in its process
+ * share it. A child (macro) opens <data_dir>/keys itself on the first
+ * acquire (RAM keys of its own in amnesia: a different id, warned), shared
+ * by reference count. Returns 0 and *out (borrowed until release), or
+ * ron-kms's error. Loop thread only.
+ */
+void mn__shared_keys_set(kms_keystore_t *ks);
+int mn__shared_keys_acquire(const ron_config_t *cfg, const kms_keystore_t **out);
+void mn__shared_keys_release(const kms_keystore_t *ks);
 /* Current reference counts (0: closed), for tests and checks. */
 void mn__shared_refs(unsigned *store_refs, unsigned *index_refs);
 

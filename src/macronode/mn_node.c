@@ -101,6 +101,7 @@ node_keys_open(mn_node_t *n, char *err, size_t errcap)
     kms_keystore_node_id(n->keys, id);
     ron_hex_encode(n->node_id, id, sizeof id);
     mn__ident_set(n->keys);
+    mn__shared_keys_set(n->keys); /* in-process services (micro) share the node's id */
     return 0;
 }
 
@@ -434,6 +435,7 @@ out:
     ron_bus_free(n->bus);
     met_registry_free(n->reg);
     mn__ident_set(NULL);
+    mn__shared_keys_set(NULL);
     kms_keystore_free(n->keys); /* wipes the secret keys */
     ron_config_store_free(store);
     free(n);
