@@ -304,10 +304,14 @@ class NetNode(ronnode.Node):
     ns (admin, http and app on 127.0.0.1 there; overlay and dht on `host`,
     the node's bed address, at the default ports)."""
 
-    def __init__(self, ns=None, host="127.0.0.1", seeds=(), services=SERVICES, extra=()):
+    def __init__(self, ns=None, host="127.0.0.1", seeds=(), services=SERVICES, extra=(),
+                 data_dir=None, advertise=None):
+        """data_dir: use this (existing) data directory, e.g. one whose keys
+        a test peer shares; advertise: the overlay address put in provider
+        records (default: the node's own overlay listener)."""
         self.ns = ns
         self.host = host
-        self.dir = tempfile.mkdtemp(prefix="ron-net-")
+        self.dir = data_dir or tempfile.mkdtemp(prefix="ron-net-")
         if ns is None:
             self.admin = "127.0.0.1:%d" % free_port()
             self.http_addr = "127.0.0.1:%d" % free_port()
@@ -324,7 +328,7 @@ class NetNode(ronnode.Node):
             RON, "node", "--admin", self.admin, "--data-dir", self.dir,
             "--http", self.http_addr, "--app", self.app_addr,
             "--overlay", self.overlay_addr, "--dht", self.dht_addr,
-            "--advertise", self.overlay_addr, "--set", "services=" + services]
+            "--advertise", advertise or self.overlay_addr, "--set", "services=" + services]
         for s in seeds:
             argv += ["--seed", s]
         argv += list(extra)
@@ -404,7 +408,8 @@ class Cluster:
     """n nodes; node 0 is the seed of the others (`--seed` = its DHT address).
     bed: a NetBed (node i in bed.ns(i) at bed.addr(i)), or None for loopback."""
 
-    def __init__(self, n, bed=None, services=SERVICES, extra=()):
+    def __init__(self, n, bed=None, services=SERVICES, extra=(), node_args=None):
+        """node_args: {index: dict of extra NetNode keyword arguments}."""
         self.bed = bed
         self.nodes = []
         for i in range(n):
@@ -412,7 +417,7 @@ class Cluster:
             host = bed.addr(i) if bed else "127.0.0.1"
             seeds = [self.nodes[0].dht_addr] if i > 0 else []
             self.nodes.append(NetNode(ns=ns, host=host, seeds=seeds, services=services,
-                                      extra=extra))
+                                      extra=extra, **(node_args or {}).get(i, {})))
 
     def wait_up(self, timeout=30):
         for node in self.nodes:
@@ -443,3 +448,54 @@ class Cluster:
         for node in self.nodes:
             node.kill()
         self.nodes = []
+
+
+EVIL = os.environ.get("RON_EVIL_PEER") or os.path.join(os.path.dirname(RON), "ovl_evil_peer")
+
+
+class EvilPeer:
+    """ovl_evil_peer in serve mode (src/svc-overlay/ovl_evil_peer.c): a peer
+    on the real overlay code that serves one file and can corrupt a piece
+    (corrupt_piece) or trickle (rate, bytes/s). With key_dir it uses (or
+    creates) the node keys in key_dir/keys, so a node started with that
+    data dir and `--advertise` = this peer's address announces records that
+    send fetchers here under the node's id. Killed at exit."""
+
+    def __init__(self, path, key_dir, listen=None, corrupt_piece=None, rate=None, ns=None):
+        self.listen = listen or "127.0.0.1:%d" % free_port()
+        argv = ([] if ns is None else ["ip", "netns", "exec", ns]) + [
+            EVIL, "--file", path, "--key-dir", key_dir, "--listen", self.listen]
+        if corrupt_piece is not None:
+            argv += ["--corrupt-piece", str(corrupt_piece)]
+        if rate is not None:
+            argv += ["--rate", str(rate)]
+        check(os.access(EVIL, os.X_OK), "%s missing (ninja ovl_evil_peer)" % EVIL)
+        self.log_path = os.path.join(key_dir, "evil.log")
+        self.out_path = os.path.join(key_dir, "evil.out")
+        self.err = open(self.log_path, "wb")
+        self.out = open(self.out_path, "wb")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.out,
+                                     stderr=self.err)
+        ronnode._live.append(self)
+
+        def hello():
+            check(self.proc.poll() is None, "evil peer exited: %s" % self.logs())
+            with open(self.out_path) as f:
+                line = f.readline()
+            return json.loads(line) if line.endswith("\n") else None
+        self.info = wait_for(hello, 15, "evil peer listening")
+        self.id = self.info["id"]
+
+    def logs(self):
+        self.err.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def kill(self):
+        if self in ronnode._live:
+            ronnode._live.remove(self)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.err.close()
+        self.out.close()
