@@ -207,8 +207,10 @@ setup(void **state)
     }
     node_start(fx, 0, NULL, NULL);
     snprintf(seed, sizeof seed, "%s", dht_service_addr(fx->n[0].svc));
-    for (int i = 1; i < N; i++)
-        node_start(fx, i, seed, NULL);
+    node_start(fx, 1, seed, NULL);
+    /* the last one is given a host name: resolved on the thread pool */
+    snprintf(seed, sizeof seed, "localhost:%s", strrchr(dht_service_addr(fx->n[0].svc), ':') + 1);
+    node_start(fx, 2, seed, NULL);
     *state = fx;
     return 0;
 }
@@ -378,7 +380,28 @@ static void
 test_bad_requests_get_400_naming_the_field(void **state)
 {
     fx_t *fx = *state;
+    rbus_config_t bc = {.transport = RBUS_TRANSPORT_INPROC, .hub = fx->hub, .name = "bad"};
+    dht_service_config_t dc = {0};
+    dht_service_t *svc = NULL;
+    const char *bad_seeds[1] = {"under_score:5302"};
+    char err[256] = "";
+    rbus_t *bus;
     raw_t r;
+    int rc = 0;
+
+    /* a seed that is neither an address nor a host name is refused at start, by name */
+    bus = rbus_new(&fx->loop, &bc, &rc);
+    memcpy(dc.id, fx->n[0].id, DHT_ID_LEN);
+    dc.sk = fx->n[0].sk;
+    dc.udp_fd = udp_socket();
+    dc.seeds = bad_seeds;
+    dc.n_seeds = 1;
+    assert_int_equal(dht_service_new(&fx->loop, bus, &dc, &svc, err, sizeof err), RON_EINVAL);
+    assert_non_null(strstr(err, "under_score:5302"));
+    bad_seeds[0] = "127.0.0.1:0";
+    dc.udp_fd = udp_socket();
+    assert_int_equal(dht_service_new(&fx->loop, bus, &dc, &svc, err, sizeof err), RON_EINVAL);
+    rbus_free(bus);
 
     raw_request(fx, "{\"op\":\"status\",\"extra\":\"1\"}", &r);
     assert_int_equal(r.code, 400);

@@ -545,6 +545,46 @@ test_idle_dialled_session_is_closed_and_the_next_fetch_dials_again(void **state)
     fx_close(&fx);
 }
 
+/* max_sessions 1: a fetch from a second provider says GOODBYE to the idle
+ * session with the first, so dialled sessions stay bounded. */
+static void
+test_dialled_sessions_are_bounded_and_the_least_recently_used_idle_one_goes(void **state)
+{
+    ovl_service_config_t ac = {0};
+    fx_t fx;
+    tnode_t c;
+    got_t g;
+    uint8_t cobj[STO_ADDR_LEN];
+    int closed = 0;
+
+    (void)state;
+    ac.max_sessions = 1;
+    fx_open(&fx, &ac, 1000);
+    tnode_open(&fx, &c, NULL, false);
+    assert_int_equal(sto_put_buf(c.store, NULL, fx.data, 999, NULL, cobj), 0);
+    fetch(&fx, fx.obj, 0, 1000, &g);
+    check_pieces(&fx, &g, 0, 1);
+    free(g.raw);
+    memset(&g, 0, sizeof g);
+    assert_int_equal(ovl_client_fetch(fx.peer, cobj, 0, 999, ovl_service_node_id(c.svc),
+                                      ovl_service_listen_addr(c.svc), 0, on_fetch, &g),
+                     0);
+    run_until(&fx, &g.done, 5000);
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.res.size, 999);
+    free(g.raw);
+    for (int i = 0; i < 2000 && tx_peer_stats(ovl_service_peer(fx.a.svc))->open > 1; i++)
+        uv_run(&fx.loop, UV_RUN_ONCE);
+    assert_int_equal(tx_peer_stats(ovl_service_peer(fx.a.svc))->open, 1);
+    assert_int_equal(tx_peer_stats(ovl_service_peer(fx.b.svc))->open, 0);
+    ovl_service_close(c.svc, closed_cb, &closed);
+    run_until(&fx, &closed, 5000);
+    assert_int_equal(closed, 1);
+    sto_close(c.store);
+    kms_keystore_free(c.ks);
+    fx_close(&fx);
+}
+
 static void
 test_unspecified_listen_host_is_advertised_as_loopback_unless_advertise_is_set(void **state)
 {
@@ -596,6 +636,8 @@ main(void)
         cmocka_unit_test(
             test_slow_provider_gets_504_after_the_fetch_timeout_and_the_pending_bound_gives_429),
         cmocka_unit_test(test_idle_dialled_session_is_closed_and_the_next_fetch_dials_again),
+        cmocka_unit_test(
+            test_dialled_sessions_are_bounded_and_the_least_recently_used_idle_one_goes),
         cmocka_unit_test(
             test_unspecified_listen_host_is_advertised_as_loopback_unless_advertise_is_set),
     };

@@ -74,6 +74,8 @@ mov_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_
         free(m);
         return rc;
     }
+    if ((rc = tx_tls_secure_heap_init()) < 0) /* the node key's TLS copy stays locked */
+        ron_warn("overlay: no OpenSSL secure heap: %s", ron_strerror(rc));
     m->store = mov_store(cfg);
     oc.keys = m->keys;
     oc.store = m->store;

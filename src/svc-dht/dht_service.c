@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -77,6 +78,23 @@ typedef struct {
     bool announced; /* dht_provide accepted it */
 } prov_t;
 
+typedef struct dht_service dht_service_t;
+
+/* A seed given by host name: resolved with uv_getaddrinfo, retried until it resolves. */
+typedef struct {
+    char host[DHT_SVC_HOST_MAX];
+    uint16_t port;
+    bool resolved;
+    uint64_t next_try;
+    uv_getaddrinfo_t *req; /* in flight, or NULL */
+} seed_name_t;
+
+typedef struct {
+    uv_getaddrinfo_t req;
+    dht_service_t *svc;
+    size_t slot;
+} resolve_t;
+
 struct dht_service {
     uv_loop_t *loop;
     rbus_t *bus;
@@ -94,6 +112,8 @@ struct dht_service {
 
     dht_addr_t seeds[DHT_MAX_SEEDS];
     size_t nseeds;
+    seed_name_t names[DHT_MAX_SEEDS]; /* seeds given by host name, resolved on the thread pool */
+    size_t nnames;
     bool bootstrapped;
     bool boot_called;
 
@@ -108,6 +128,7 @@ struct dht_service {
     uint64_t next_overlay_ask;
 
     rbus_peer_t *storage;   /* NULL: no re-announce, or done */
+    bool list_done;         /* close storage (and a no longer needed overlay) at the next tick */
     bool list_asking;
     uint64_t next_list_ask;
     unsigned list_tries;
@@ -227,18 +248,42 @@ addr_to_sockaddr(const dht_addr_t *a, struct sockaddr_storage *ss)
     return sizeof *in6;
 }
 
-/* "[ID@]HOST:PORT" with a numeric host. Returns 0 or RON_EINVAL. */
+/*
+ * "[ID@]HOST:PORT". A numeric host fills a and returns 0; a host name (DNS
+ * syntax) fills name_out and returns 1; anything else is RON_EINVAL.
+ */
 static int
-seed_parse(const char *seed, dht_addr_t *a)
+seed_parse(const char *seed, dht_addr_t *a, seed_name_t *name_out)
 {
-    const char *at = strchr(seed, '@');
+    const char *at = strchr(seed, '@'), *colon;
+    uint64_t port;
+    size_t hl;
+
     if (at != NULL) {
         uint8_t id[DHT_ID_LEN];
         if (at - seed != 2 * DHT_ID_LEN || ron_hex_decode(id, DHT_ID_LEN, seed, 2 * DHT_ID_LEN) < 0)
             return RON_EINVAL;
         seed = at + 1;
     }
-    return dht_service_addr_parse(seed, a);
+    if (dht_service_addr_parse(seed, a) == 0)
+        return 0;
+    colon = strrchr(seed, ':');
+    if (colon == NULL || seed[0] == '[')
+        return RON_EINVAL;
+    hl = (size_t)(colon - seed);
+    if (hl == 0 || hl >= DHT_SVC_HOST_MAX ||
+        ron_parse_u64(colon + 1, strlen(colon + 1), &port) < 0 || port == 0 || port > 65535)
+        return RON_EINVAL;
+    for (size_t i = 0; i < hl; i++) {
+        char c = seed[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.'))
+            return RON_EINVAL;
+    }
+    memset(name_out, 0, sizeof *name_out);
+    memcpy(name_out->host, seed, hl);
+    name_out->port = (uint16_t)port;
+    return 1;
 }
 
 /* ---- answers ---- */
@@ -660,7 +705,7 @@ on_list(void *arg, int status, const oap_frame_t *resp)
         return;
     s->list_asking = false;
     s->next_list_ask = ron_now_ms() + DHT_SVC_RETRY_MS;
-    if (s->stopping || s->storage == NULL)
+    if (s->stopping || s->storage == NULL || s->list_done)
         return;
     o = answer_json(status, resp);
     objs = json_object_get(o, "objects");
@@ -685,8 +730,7 @@ on_list(void *arg, int status, const oap_frame_t *resp)
     } else {
         ron_info("dht: re-announcing %llu objects of the store",
                  (unsigned long long)s->announced_from_store);
-        rbus_peer_close(s->storage);
-        s->storage = NULL;
+        s->list_done = true; /* not closed from inside its own reply callback */
         json_decref(o);
     }
     svc_flush_provides(s);
@@ -697,12 +741,11 @@ ask_list(dht_service_t *s)
 {
     json_t *o;
     char lim[16];
-    if (s->storage == NULL || s->list_asking || ron_now_ms() < s->next_list_ask)
+    if (s->storage == NULL || s->list_done || s->list_asking || ron_now_ms() < s->next_list_ask)
         return;
     if (++s->list_tries > DHT_SVC_ANNOUNCE_TRIES) {
         ron_warn("dht: the storage endpoint did not answer `list`; nothing re-announced");
-        rbus_peer_close(s->storage);
-        s->storage = NULL;
+        s->list_done = true;
         return;
     }
     snprintf(lim, sizeof lim, "%u", DHT_SVC_LIST_PAGE);
@@ -713,6 +756,75 @@ ask_list(dht_service_t *s)
         s->list_asking = true;
     else
         s->next_list_ask = ron_now_ms() + DHT_SVC_RETRY_MS;
+}
+
+/* ---- seeds given by host name ---- */
+
+static void svc_release(dht_service_t *s);
+
+static void
+on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    resolve_t *r = ron_container_of(req, resolve_t, req);
+    dht_service_t *s = r->svc;
+    seed_name_t *n = &s->names[r->slot];
+    dht_addr_t a = {0};
+
+    n->req = NULL;
+    for (struct addrinfo *ai = res; status == 0 && ai != NULL && a.family == 0; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET || ai->ai_family == AF_INET6)
+            addr_from_sockaddr(ai->ai_addr, &a);
+    uv_freeaddrinfo(res);
+    free(r);
+    if (s->stopping) {
+        svc_release(s);
+        return;
+    }
+    if (a.family == 0) {
+        /* retried: quickly while we know nobody, slowly once we do */
+        n->next_try = ron_now_ms() + (dht_table_size(s->dht) == 0 ? 10000u : 60000u);
+        ron_warn("dht: seed %s: cannot resolve: %s (retrying)", n->host,
+                 status < 0 ? uv_strerror(status) : "no IPv4/IPv6 address");
+    } else if (s->nseeds < DHT_MAX_SEEDS) {
+        char text[DHT_SVC_ADDR_MAX];
+        a.port = n->port;
+        n->resolved = true;
+        s->seeds[s->nseeds++] = a;
+        dht_service_addr_format(&a, text);
+        ron_info("dht: seed %s is %s", n->host, text);
+        s->boot_called = dht_bootstrap(s->dht, s->seeds, s->nseeds, ron_now_ms()) == 0;
+        svc_pump(s);
+    }
+    svc_release(s);
+}
+
+/* Start resolving the seed names that are due. */
+static void
+resolve_names(dht_service_t *s)
+{
+    struct addrinfo hints;
+    uint64_t now = ron_now_ms();
+
+    memset(&hints, 0, sizeof hints);
+    /* the socket's own family: a v4 socket cannot send to a v6 seed (nor a V6ONLY one to v4) */
+    hints.ai_family = s->bound[0] == '[' ? AF_INET6 : AF_INET;
+    hints.ai_socktype = SOCK_DGRAM;
+    for (size_t i = 0; i < s->nnames; i++) {
+        seed_name_t *n = &s->names[i];
+        resolve_t *r;
+        if (n->resolved || n->req != NULL || now < n->next_try)
+            continue;
+        r = ron_xcalloc(1, sizeof *r);
+        r->svc = s;
+        r->slot = i;
+        if (uv_getaddrinfo(s->loop, &r->req, on_resolved, n->host, NULL, &hints) < 0) {
+            free(r);
+            n->next_try = now + 10000u;
+            continue;
+        }
+        n->req = &r->req;
+        s->open_handles++;
+    }
 }
 
 /* ---- housekeeping ---- */
@@ -734,8 +846,17 @@ on_house(uv_timer_t *t)
         /* someone found us (no seeds of our own): join properly */
         s->boot_called = dht_bootstrap(s->dht, s->seeds, s->nseeds, now) == 0;
     }
-    if (s->nseeds == 0 && dht_table_size(s->dht) > 0)
+    if (s->nseeds + s->nnames == 0 && dht_table_size(s->dht) > 0)
         s->bootstrapped = true;
+    resolve_names(s);
+    if (s->list_done && s->storage != NULL && !s->list_asking) {
+        rbus_peer_close(s->storage);
+        s->storage = NULL;
+    }
+    if (s->have_overlay && s->overlay != NULL && !s->overlay_asking) {
+        rbus_peer_close(s->overlay); /* the address is known: stop reconnecting */
+        s->overlay = NULL;
+    }
     ask_overlay(s);
     ask_list(s);
     svc_flush_provides(s);
@@ -1007,10 +1128,10 @@ out:
 
 /* ---- life cycle ---- */
 
+/* One of the things the memory waits for (handles, name resolutions) is done. */
 static void
-on_closed(uv_handle_t *h)
+svc_release(dht_service_t *s)
 {
-    dht_service_t *s = h->data;
     if (--s->open_handles > 0)
         return;
     dht_free(s->dht);
@@ -1019,6 +1140,12 @@ on_closed(uv_handle_t *h)
     free(s->saved);
     free(s->table_path);
     free(s);
+}
+
+static void
+on_closed(uv_handle_t *h)
+{
+    svc_release(h->data);
 }
 
 int
@@ -1050,18 +1177,17 @@ dht_service_new(uv_loop_t *loop, rbus_t *bus, const dht_service_config_t *cfg,
         goto fail_fd;
     }
     memcpy(s->sk, cfg->sk, NAME_SECRET_KEY_LEN);
-    for (size_t i = 0; i < cfg->n_seeds; i++) {
-        if (s->nseeds >= DHT_MAX_SEEDS)
-            break;
-        if (seed_parse(cfg->seeds[i], &s->seeds[s->nseeds]) < 0) {
-            snprintf(err, errcap,
-                     "dht: seed '%s' is not [ID@]HOST:PORT with a numeric HOST (names are not "
-                     "resolved)",
-                     cfg->seeds[i]);
+    for (size_t i = 0; i < cfg->n_seeds && s->nseeds + s->nnames < DHT_MAX_SEEDS; i++) {
+        int kind = seed_parse(cfg->seeds[i], &s->seeds[s->nseeds], &s->names[s->nnames]);
+        if (kind < 0) {
+            snprintf(err, errcap, "dht: seed '%s' is not [ID@]HOST:PORT", cfg->seeds[i]);
             rc = RON_EINVAL;
             goto fail_fd;
         }
-        s->nseeds++;
+        if (kind == 0)
+            s->nseeds++;
+        else
+            s->nnames++;
     }
     s->loop = loop;
     s->bus = bus;
@@ -1121,10 +1247,11 @@ dht_service_new(uv_loop_t *loop, rbus_t *bus, const dht_service_config_t *cfg,
     }
     if (s->nseeds > 0 || dht_table_size(s->dht) > 0)
         s->boot_called = dht_bootstrap(s->dht, s->seeds, s->nseeds, now) == 0;
+    resolve_names(s);
     uv_udp_recv_start(&s->udp, on_alloc, on_recv);
     uv_timer_start(&s->house, on_house, DHT_SVC_HOUSE_MS, DHT_SVC_HOUSE_MS);
     ron_info("dht: node %02x%02x%02x%02x... on udp %s, %zu seeds, table %s", s->id[0], s->id[1],
-             s->id[2], s->id[3], s->bound, s->nseeds,
+             s->id[2], s->id[3], s->bound, s->nseeds + s->nnames,
              s->table_path != NULL ? s->table_path : "not persisted (amnesia)");
     svc_pump(s);
     *svc_out = s;
@@ -1157,6 +1284,9 @@ dht_service_free(dht_service_t *s)
     s->overlay = NULL;
     rbus_peer_close(s->storage);
     s->storage = NULL;
+    for (size_t i = 0; i < s->nnames; i++)
+        if (s->names[i].req != NULL)
+            (void)uv_cancel((uv_req_t *)s->names[i].req); /* its callback still runs */
     uv_udp_recv_stop(&s->udp);
     uv_close((uv_handle_t *)&s->udp, on_closed);
     uv_close((uv_handle_t *)&s->timer, on_closed);

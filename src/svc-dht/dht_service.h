@@ -37,6 +37,7 @@
 #define DHT_SVC_ANNOUNCE_TRIES 60u     /* storage list attempts before giving up re-announcing */
 #define DHT_SVC_LIST_PAGE 256u         /* storage list page size (the storage maximum) */
 #define DHT_SVC_ADDR_MAX 64u           /* "[v6]:PORT" text, NUL included */
+#define DHT_SVC_HOST_MAX 254u          /* a seed's host name (DNS: 253 characters) */
 
 typedef struct dht_service dht_service_t;
 
@@ -44,7 +45,8 @@ typedef struct {
     uint8_t id[DHT_ID_LEN];       /* the node id: BLAKE3 of the public key of sk */
     const uint8_t *sk;            /* libsodium Ed25519 secret key (64 B), copied into sodium memory */
     int udp_fd;                   /* taken: a bound UDP socket */
-    const char *const *seeds;     /* "[ID@]HOST:PORT" with a numeric HOST (copied) */
+    const char *const *seeds;     /* "[ID@]HOST:PORT" (copied); a HOST name is resolved
+                                     on the thread pool, retried until it resolves */
     size_t n_seeds;
     const char *advertise;        /* overlay address for provider records ("" / NULL: ask) */
     const char *overlay_endpoint; /* bus endpoint asked for `status` when advertise is empty
@@ -60,7 +62,7 @@ typedef struct {
  * exists, bootstrap, and register the OAP_APP_DHT handler on bus (borrowed;
  * outlives the service until dht_service_free; rbus_listen() is left to the
  * caller). Returns 0 and *svc_out, or RON_EINVAL (a seed that is not
- * [ID@]NUMERIC-HOST:PORT, a bad advertise address, sk missing) with a one-line
+ * [ID@]HOST:PORT, a bad advertise address, sk missing) with a one-line
  * reason in err, or another code (fd unusable, no handler slot). The fd is
  * closed on failure.
  */

@@ -68,7 +68,9 @@ usage(FILE *f)
             "  --advertise ADDR     address to gossip (default: the bound one)\n"
             "  --corrupt-piece N    flip one byte of piece N (0-based, 64 KiB pieces) in every\n"
             "                       frame that carries it; the proof is left intact\n"
-            "  --rate BYTES         send piece frames at BYTES per second at most (a trickle)\n"
+            "  --rate BYTES         send piece frames at BYTES per second at most (a trickle;\n"
+            "                       burst: one frame; below ~14000 no 64 KiB piece arrives\n"
+            "                       within a node's 5 s fetch timeout)\n"
             "\n"
             "Fetch mode fetches through the `overlay` bus protocol and prints\n"
             "{\"ok\":true,\"size\",\"bytes\"} (exit 0) or {\"ok\":false,\"status\",\"error\"} "
@@ -95,7 +97,9 @@ static void
 refill(evil_t *e)
 {
     uint64_t now = uv_now(e->loop);
-    double cap = (double)(e->rate > OVL_PIECE_PAYLOAD_MAX ? e->rate : OVL_PIECE_PAYLOAD_MAX);
+    /* burst: one piece frame, or two refill periods' worth at high rates */
+    double tick = (double)e->rate * 2.0 * EVIL_REFILL_MS / 1000.0,
+           cap = tick > OVL_PIECE_PAYLOAD_MAX ? tick : (double)OVL_PIECE_PAYLOAD_MAX;
 
     e->tokens += (double)e->rate * (double)(now - e->last_ms) / 1000.0;
     if (e->tokens > cap)

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ovl_client.h"
 #include "ovl_internal.h"
 #include "ovl_service.h"
 #include "ron_err.h"
@@ -98,6 +99,15 @@ struct ovl_service {
 };
 
 static void svc_arm(ovl_service_t *s);
+
+/* The bus client (its own component) restates the geometry it parses. */
+_Static_assert(OVL_CLIENT_PIECE_LEN == STO_PIECE_LEN, "piece length");
+_Static_assert(OVL_CLIENT_PROOF_MAX == STO_TREE_MAX_PROOF, "proof bound");
+_Static_assert(OVL_CLIENT_REC_HDR_LEN == OVL_PIECE_HDR_LEN, "record header");
+_Static_assert(OVL_CLIENT_FETCH_MAX_LEN == OVL_SVC_FETCH_MAX_LEN, "fetch length bound");
+_Static_assert(OVL_CLIENT_PIECES_MAX == OVL_SVC_PIECES_MAX, "records per answer");
+_Static_assert(OVL_CLIENT_ID_LEN == OVL_ID_LEN && OVL_CLIENT_OBJ_LEN == STO_ADDR_LEN, "ids");
+_Static_assert(OVL_CLIENT_NET_ADDR_MAX == OVL_ADDR_MAX, "address bound");
 
 /* ---- small helpers ---- */
 

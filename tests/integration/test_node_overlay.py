@@ -9,12 +9,15 @@ which lacks it, answers 404; a dial that pins the wrong id fails; A's
 /metrics count the bytes served; after kill -9 of A's overlay child the
 restarted one serves again on the same address (the kernel kept the
 socket). A micronode (one process, amnesia) serves from its RAM store with
-the node's own id."""
+the node's own id. The test peer's serve modes behave as chaos tests need:
+--corrupt-piece makes fetches of that piece fail verification (502) while
+other ranges verify, --rate trickles."""
 import json
 import os
 import signal
 import subprocess
 import tempfile
+import time
 
 from ronnode import RON, Node, check, free_port, wait_for
 
@@ -113,4 +116,40 @@ try:
     check(rc == 0, "micro exit 0 (%r)" % rc)
 finally:
     m.kill()
+
+
+def evil_serve(path, *extra):
+    p = subprocess.Popen([EVIL, "--file", path] + list(extra), stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    info = json.loads(p.stdout.readline())
+    return p, info
+
+
+src = os.path.join(TMP, "evil-src")
+with open(src, "wb") as f:
+    f.write(data)
+p, info = evil_serve(src, "--corrupt-piece", "2")
+try:
+    check(info["size"] == str(len(data)), "the test peer serves the file: %r" % info)
+    rc, res, _ = fetch(info["id"], info["addr"], info["address"])
+    check(rc == 1 and res.get("status") == 502, "corrupted piece: 502 bad_piece (%r)" % res)
+    rc, res, got = fetch(info["id"], info["addr"], info["address"], "--length", "65536")
+    check(rc == 0 and got == data[:65536], "an undamaged range still verifies: %r" % res)
+finally:
+    p.terminate()
+    check(p.wait(timeout=5) == 0, "the test peer exits 0 on SIGTERM")
+p, info = evil_serve(src, "--rate", "400000")
+try:
+    t0 = time.monotonic()
+    rc, res, got = fetch(info["id"], info["addr"], info["address"])
+    took = time.monotonic() - t0
+    check(rc == 0 and got == data, "trickled fetch completes: %r" % res)
+    check(took >= 0.5, "--rate 400000 trickles %d B over >= 0.5 s (%.2f s)" % (len(data), took))
+finally:
+    p.terminate()
+    p.wait(timeout=5)
+r = subprocess.run([EVIL, "--help"], capture_output=True, text=True)
+check(r.returncode == 0 and "--corrupt-piece" in r.stdout and "--rate" in r.stdout, "--help")
+r = subprocess.run([EVIL, "--rate", "x", "--file", src], capture_output=True, text=True)
+check(r.returncode == 2, "bad usage: exit 2")
 print("ok")

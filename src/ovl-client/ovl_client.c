@@ -5,7 +5,7 @@
  * overlay's piece frames, whose layout belongs to svc-overlay; storage gets
  * decoded pieces and never parses the wire format itself.
  * Invariants: a record's byte length comes from the size and its index
- * (sto_tree_piece_len), so an answer parses only when every record lines
+ * (as sto_tree_piece_len computes it), so an answer parses only when every record lines
  * up and the bytes end exactly after the last one; each callback runs once.
  */
 #include <jansson.h>
@@ -17,7 +17,23 @@
 #include "ron_err.h"
 #include "ron_proto.h"
 #include "ron_util.h"
-#include "sto_tree.h"
+
+/* Pieces of an object of size bytes (1 for an empty one). */
+static uint64_t
+oc_pieces(uint64_t size)
+{
+    return size == 0 ? 1 : (size - 1) / OVL_CLIENT_PIECE_LEN + 1;
+}
+
+/* Byte length of piece idx of an object of size bytes. */
+static size_t
+oc_piece_len(uint64_t size, uint64_t idx)
+{
+    uint64_t lo = idx * OVL_CLIENT_PIECE_LEN;
+    if (lo >= size)
+        return 0;
+    return (size_t)(size - lo < OVL_CLIENT_PIECE_LEN ? size - lo : OVL_CLIENT_PIECE_LEN);
+}
 
 typedef struct {
     ovl_client_fetch_cb fetch_cb;
@@ -121,30 +137,30 @@ ovl_client_fetch_decode(const uint8_t *payload, size_t len, ovl_client_fetch_res
     if (!json_is_object(o) || oc_u64(o, "size", &res->size) < 0 ||
         oc_u64(o, "first", &res->first) < 0 || oc_u64(o, "count", &res->count) < 0)
         goto out;
-    npieces = sto_tree_pieces(res->size);
+    npieces = oc_pieces(res->size);
     if (res->count == 0 || res->first >= npieces || res->count > npieces - res->first)
         goto out;
     total = res->first + res->count == npieces ? res->count : res->count + 1;
-    if (total > OVL_SVC_PIECES_MAX)
+    if (total > OVL_CLIENT_PIECES_MAX)
         goto out;
     for (k = 0; k < total; k++) {
         ovl_client_piece_t *p = &res->pieces[k];
         uint64_t want = k == 0 ? npieces - 1 : res->first + k - 1;
-        size_t plen = sto_tree_piece_len(res->size, want);
-        if (raw_len - off < OVL_PIECE_HDR_LEN)
+        size_t plen = oc_piece_len(res->size, want);
+        if (raw_len - off < OVL_CLIENT_REC_HDR_LEN)
             goto out;
         p->rec = raw + off;
         p->piece = 0;
         for (int i = 0; i < 8; i++)
             p->piece = p->piece << 8 | raw[off + (size_t)i];
         p->proof_len = (size_t)raw[off + 8] << 8 | raw[off + 9];
-        if (p->piece != want || p->proof_len > STO_TREE_MAX_PROOF ||
-            raw_len - off - OVL_PIECE_HDR_LEN < p->proof_len + plen)
+        if (p->piece != want || p->proof_len > OVL_CLIENT_PROOF_MAX || p->proof_len % 32 != 0 ||
+            raw_len - off - OVL_CLIENT_REC_HDR_LEN < p->proof_len + plen)
             goto out;
-        p->proof = raw + off + OVL_PIECE_HDR_LEN;
+        p->proof = raw + off + OVL_CLIENT_REC_HDR_LEN;
         p->bytes = p->proof + p->proof_len;
         p->len = plen;
-        p->rec_len = OVL_PIECE_HDR_LEN + p->proof_len + plen;
+        p->rec_len = OVL_CLIENT_REC_HDR_LEN + p->proof_len + plen;
         off += p->rec_len;
     }
     if (off != raw_len)
@@ -178,21 +194,21 @@ oc_fetch_reply(void *arg, int status, const oap_frame_t *resp)
 }
 
 int
-ovl_client_fetch(rbus_peer_t *peer, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
-                 uint64_t length, const uint8_t provider_id[static OVL_ID_LEN],
+ovl_client_fetch(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN], uint64_t offset,
+                 uint64_t length, const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
                  const char *provider_addr, uint32_t deadline_ms, ovl_client_fetch_cb cb, void *arg)
 {
-    char a[68], id[2 * OVL_ID_LEN + 1], off[24], len[24];
+    char a[3 + 2 * OVL_CLIENT_OBJ_LEN + 1] = "b3:", id[2 * OVL_CLIENT_ID_LEN + 1], off[24], len[24];
     json_t *o, *prov;
     char *txt;
     oc_call_t *c;
     int rc;
 
-    if (length == 0 || length > OVL_SVC_FETCH_MAX_LEN || provider_addr == NULL ||
-        strlen(provider_addr) > OVL_ADDR_MAX)
+    if (length == 0 || length > OVL_CLIENT_FETCH_MAX_LEN || provider_addr == NULL ||
+        strlen(provider_addr) > OVL_CLIENT_NET_ADDR_MAX)
         return RON_EINVAL;
-    sto_addr_format(addr, a);
-    ron_hex_encode(id, provider_id, OVL_ID_LEN);
+    ron_hex_encode(a + 3, addr, OVL_CLIENT_OBJ_LEN);
+    ron_hex_encode(id, provider_id, OVL_CLIENT_ID_LEN);
     snprintf(off, sizeof off, "%llu", (unsigned long long)offset);
     snprintf(len, sizeof len, "%llu", (unsigned long long)length);
     prov = json_pack("{s:s, s:s}", "id", id, "addr", provider_addr);
