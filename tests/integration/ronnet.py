@@ -21,9 +21,12 @@ import tempfile
 import time
 
 import ronnode
-from ronnode import RON, check, fail, free_port, wait_for
+from ronnode import RON, check, fail, wait_for
 
 SERVICES = "storage,index,gateway,app,dht,overlay"
+# Service children send their metrics with each heartbeat: 100 ms (instead of
+# 500) keeps /metrics at most ~0.1 s behind, so counters settle quickly.
+HEARTBEAT_MS = 100
 RELAY = os.environ.get("RON_RELAY") or os.path.join(os.path.dirname(RON), "ron-delayrelay")
 
 _CLONE_NEWNET = 0x40000000
@@ -305,19 +308,19 @@ class NetNode(ronnode.Node):
     the node's bed address, at the default ports)."""
 
     def __init__(self, ns=None, host="127.0.0.1", seeds=(), services=SERVICES, extra=(),
-                 data_dir=None, advertise=None):
+                 data_dir=None, advertise=None, heartbeat_ms=HEARTBEAT_MS):
         """data_dir: use this (existing) data directory, e.g. one whose keys
         a test peer shares; advertise: the overlay address put in provider
-        records (default: the node's own overlay listener)."""
+        records (default: the node's own overlay listener); heartbeat_ms:
+        how often the services report (and so how fresh /metrics is)."""
         self.ns = ns
         self.host = host
         self.dir = data_dir or tempfile.mkdtemp(prefix="ron-net-")
         if ns is None:
-            self.admin = "127.0.0.1:%d" % free_port()
-            self.http_addr = "127.0.0.1:%d" % free_port()
-            self.app_addr = "127.0.0.1:%d" % free_port()
-            self.overlay_addr = "%s:%d" % (host, free_port())
-            self.dht_addr = "%s:%d" % (host, free_udp_port())
+            # port 0 everywhere (no race with other tests for a port picked
+            # in advance); the bound addresses are read from the node's log
+            self.admin = self.http_addr = self.app_addr = "127.0.0.1:0"
+            self.overlay_addr = self.dht_addr = host + ":0"
         else:
             self.admin, self.http_addr, self.app_addr = \
                 "127.0.0.1:8080", "127.0.0.1:8090", "127.0.0.1:9090"
@@ -328,7 +331,9 @@ class NetNode(ronnode.Node):
             RON, "node", "--admin", self.admin, "--data-dir", self.dir,
             "--http", self.http_addr, "--app", self.app_addr,
             "--overlay", self.overlay_addr, "--dht", self.dht_addr,
-            "--advertise", advertise or self.overlay_addr, "--set", "services=" + services]
+            "--set", "services=" + services, "--set", "supervisor.heartbeat_ms=%d" % heartbeat_ms]
+        if advertise or ns is not None:
+            argv += ["--advertise", advertise or self.overlay_addr]
         for s in seeds:
             argv += ["--seed", s]
         argv += list(extra)
@@ -340,15 +345,40 @@ class NetNode(ronnode.Node):
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, env=e)
         ronnode._live.append(self)
+        if ns is None:
+            self._learn_addrs(services.split(","))
+
+    _BOUND = {"gateway": ("http_addr", "listening on "), "app": ("app_addr", "listening on "),
+              "overlay": ("overlay_addr", "listening on "), "dht": ("dht_addr", "udp on ")}
+
+    def _learn_addrs(self, services, timeout=20):
+        """Read the addresses the kernel bound (port 0) from the node's log."""
+        def learned():
+            check(self.proc.poll() is None, "node exited early (%s); log:\n%s" %
+                  (self.proc.returncode, self.logs()))
+            found = {}
+            for rec in self.log_lines():
+                msg = rec.get("msg", "")
+                m = re.match(r"node up: .*admin http://([^,]+),", msg)
+                if m:
+                    found["admin"] = m.group(1)
+                m = re.match(r"service (\w+): (listening on|udp on) (\S+) ", msg)
+                if m and m.group(1) in self._BOUND:
+                    found[self._BOUND[m.group(1)][0]] = m.group(3)
+            want = {"admin"} | {self._BOUND[s][0] for s in services if s in self._BOUND}
+            return found if want <= set(found) else None
+        for k, v in wait_for(learned, timeout, "node up with its bound addresses").items():
+            setattr(self, k, v)
 
     # ---- HTTP on the admin port and the gateway ----
     def http(self, method, path, timeout=3.0):
         return http_request(self.admin, method, path, ns=self.ns, timeout=timeout,
                             body=b"" if method == "POST" else None)
 
-    def gw(self, method, path, body=None, timeout=30.0):
+    def gw(self, method, path, body=None, timeout=30.0, headers=None):
         """A request to the node's gateway: (status, headers, body)."""
-        return http_request(self.http_addr, method, path, body=body, ns=self.ns, timeout=timeout)
+        return http_request(self.http_addr, method, path, body=body, ns=self.ns, timeout=timeout,
+                            headers=headers)
 
     def gw_put(self, data, timeout=30.0):
         """POST data to the gateway's /o, retrying 503 for up to 10 s; returns its address."""
@@ -378,6 +408,16 @@ class NetNode(ronnode.Node):
         v = metric_sum(self.metrics(), name, label)
         return v or 0.0
 
+    def wait_metric(self, name, at_least, timeout=5.0, label=None):
+        """Wait until metric `name` (summed) is >= at_least; returns it."""
+        return wait_for(lambda: (lambda v: v if v >= at_least else None)(
+            self.metric_total(name, label)), timeout, "%s >= %s" % (name, at_least))
+
+    def settled(self, name, label=None):
+        """metric_total(name) after the services' next reports (3 heartbeats)."""
+        time.sleep(3 * HEARTBEAT_MS / 1000.0)
+        return self.metric_total(name, label)
+
     def dht_contacts(self):
         """The dht_contacts gauge (None when the node does not export it)."""
         try:
@@ -396,14 +436,6 @@ class NetNode(ronnode.Node):
         self.proc.wait(timeout=5)
 
 
-def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class Cluster:
     """n nodes; node 0 is the seed of the others (`--seed` = its DHT address).
     bed: a NetBed (node i in bed.ns(i) at bed.addr(i)), or None for loopback."""
@@ -418,6 +450,17 @@ class Cluster:
             seeds = [self.nodes[0].dht_addr] if i > 0 else []
             self.nodes.append(NetNode(ns=ns, host=host, seeds=seeds, services=services,
                                       extra=extra, **(node_args or {}).get(i, {})))
+
+    def add_node(self, **kw):
+        """Start one more node (seeded with node 0) and return it (not waited for)."""
+        i = len(self.nodes)
+        if self.bed is not None:
+            check(i < self.bed.n, "the bed has no namespace for node %d" % i)
+            kw.setdefault("ns", self.bed.ns(i))
+            kw.setdefault("host", self.bed.addr(i))
+        node = NetNode(seeds=[self.nodes[0].dht_addr], **kw)
+        self.nodes.append(node)
+        return node
 
     def wait_up(self, timeout=30):
         for node in self.nodes:
@@ -462,7 +505,7 @@ class EvilPeer:
     send fetchers here under the node's id. Killed at exit."""
 
     def __init__(self, path, key_dir, listen=None, corrupt_piece=None, rate=None, ns=None):
-        self.listen = listen or "127.0.0.1:%d" % free_port()
+        self.listen = listen or "127.0.0.1:0"
         argv = ([] if ns is None else ["ip", "netns", "exec", ns]) + [
             EVIL, "--file", path, "--key-dir", key_dir, "--listen", self.listen]
         if corrupt_piece is not None:
@@ -485,6 +528,7 @@ class EvilPeer:
             return json.loads(line) if line.endswith("\n") else None
         self.info = wait_for(hello, 15, "evil peer listening")
         self.id = self.info["id"]
+        self.addr = self.info["addr"]  # the bound address
 
     def logs(self):
         self.err.flush()
