@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Chaos: kill -9 of a provider mid-transfer, real nodes on loopback. Node 0
-holds a 24 MiB object; a helper node fetches a copy (so it provides it too);
+holds a 16 MiB object; a helper node fetches a copy (so it provides it too);
 node 1 streams the object through its gateway. Once the first MiB has
 arrived and the helper's overlay_piece_bytes_sent_total shows it is serving
 node 1, the helper is killed with SIGKILL (node and services at once). The
@@ -17,7 +17,7 @@ import time
 from ronnode import check, wait_for
 from ronnet import Cluster, split_addr
 
-SIZE = 24 << 20
+SIZE = 16 << 20
 ATTEMPTS = 3
 SENT = "overlay_piece_bytes_sent_total"
 FAILS = "storage_fetch_provider_failures_total"
