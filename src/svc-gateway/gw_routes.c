@@ -943,9 +943,13 @@ gw_remote_first_done(void *arg, int status, const oap_frame_t *resp)
 static void
 gw_remote_open(gw_get_t *g)
 {
+    /* the first chunk's pieces come with the size (one round trip less),
+     * unless a Range may want other bytes: then only the sniffer's */
+    uint64_t len = g->range != NULL || g->head ? GW_SNIFF_LEN : STO_SVC_MAX_CHUNK;
+
     g->remote = true;
     g->rc = 0;
-    if (gw_remote_get(g, 0, GW_SNIFF_LEN, gw_remote_open_done) < 0) {
+    if (gw_remote_get(g, 0, len, gw_remote_open_done) < 0) {
         g->rc = RON_ENOTFOUND;
         gw_get_open_done(&g->work, 0);
     }

@@ -418,7 +418,8 @@ sto_fetch_piece(sto_fetch_t *f, uint64_t req_id, uint64_t piece, uint64_t now_ms
     if (r == NULL || piece < r->first || piece - r->first >= r->count || piece >= f->npieces)
         return 0;
     bit = piece - r->first;
-    if (now_ms >= r->progress_ms)
+    /* pieces that arrive together (one answer) are one progress event */
+    if (now_ms >= r->progress_ms && (r->mask == 0 || now_ms > r->progress_ms))
         sample_add(f, now_ms - r->progress_ms);
     r->progress_ms = now_ms;
     if (!(r->mask & (1u << bit))) {

@@ -6,7 +6,11 @@ holds nothing. A GET through C's gateway finds the providers in the DHT,
 fetches the pieces over the overlay, verifies them and serves the exact
 bytes; a Range GET is served too; `ron get` through C's app port gets the
 whole object; C then holds it as cache (state cache, no pins) and announces
-it. A GET of an address nobody holds is 404 after the lookup.
+it. The micronode B fetches an object only A holds (gateway and app port).
+With a 48 MiB object on A and B, B is killed -9 while `ron get` on C is
+fetching from it: the get completes from A, and both providers' overlay
+piece counters show they served part of it. A GET of an address nobody
+holds is 404 after the lookup.
 """
 import hashlib
 import os
@@ -105,6 +109,21 @@ wait_for(lambda: (c.metric('storage_fetches_total{service="storage",result="comp
          10, "the fetch completed into a cache object")
 r = ron(c.app, "stat", addr)
 check(r.returncode == 0 and b"cache" in r.stdout, "stat on C: %r %r" % (r.stdout, r.stderr))
+
+# a micronode fetches too: an object only A holds, through B's gateway and app port
+small = os.urandom(700000)
+spath = path + ".small"
+with open(spath, "wb") as f:
+    f.write(small)
+records0 = c_records()
+r = ron(a.app, "put", spath)
+check(r.returncode == 0, "put on A: %r" % (r.stderr,))
+saddr = r.stdout.decode().strip()
+wait_for(lambda: c_records() > records0, 20, "the record reached the DHT")
+st, body = http_get(b, "/o/" + saddr)
+check(st == 200 and body == small, "gateway GET on micronode B: %d, %d bytes" % (st, len(body)))
+r = ron(b.app, "get", saddr)
+check(r.returncode == 0 and r.stdout == small, "ron get on micronode B: %r" % (r.stderr,))
 
 # a provider killed mid-transfer: the fetch completes from the other one
 big = os.urandom(48 * 1024 * 1024 + 777)
