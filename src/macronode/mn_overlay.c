@@ -152,4 +152,6 @@ mov_listen_addr(const ron_config_t *cfg)
 
 const ron_service_def_t mn__svc_overlay = {
     "overlay", mov_listen_addr, mov_start, NULL, mov_metrics, mov_stop, mov_serve_bus,
+    /* its TLS identity must be the node's, also in macro amnesia */
+    .needs_identity = true,
 };

@@ -11,7 +11,10 @@
  * user holds it; a store first opened read-only is never handed to a user
  * that asked for a writable one.
  */
+#include <errno.h>
 #include <stdio.h>
+
+#include <sodium.h>
 
 #include "mn_internal.h"
 #include "ron_err.h"
@@ -138,17 +141,28 @@ mn__shared_keys_acquire(const ron_config_t *cfg, const kms_keystore_t **out)
         *out = mn_shared.node_keys;
         return 0;
     }
+    if (mn_shared.keys == NULL && ron_config_amnesia(cfg)) {
+        /* A macronode child in amnesia: the kernel's key lives only in the
+         * kernel's RAM, so it hands the identity seed over (needs_identity). */
+        uint8_t *seed = sodium_malloc(KMS_SEED_LEN);
+        rc = seed == NULL ? -ENOMEM : ron_node_identity_seed(seed);
+        if (rc == 0)
+            rc = kms_keystore_from_identity_seed(seed, &mn_shared.keys);
+        sodium_free(seed); /* wipes it */
+        if (rc < 0) {
+            ron_error("node keys: the node's identity key was not handed over: %s",
+                      ron_strerror(rc));
+            mn_shared.keys = NULL;
+            return rc;
+        }
+    }
     if (mn_shared.keys == NULL) {
-        rc = kms_node_keys_open_or_create(cfg->data_dir, ron_config_amnesia(cfg), &mn_shared.keys,
-                                          err, sizeof err);
+        rc = kms_node_keys_open_or_create(cfg->data_dir, false, &mn_shared.keys, err, sizeof err);
         if (rc < 0) {
             ron_error("node keys: %s", err);
             mn_shared.keys = NULL;
             return rc;
         }
-        if (ron_config_amnesia(cfg))
-            ron_warn("amnesia in the macro profile: this service's node key lives in its own "
-                     "RAM and differs from the kernel's (use --profile micro for one id)");
     }
     mn_shared.keys_refs++;
     *out = mn_shared.keys;

@@ -602,6 +602,32 @@ out:
 }
 
 int
+kms_keystore_from_identity_seed(const uint8_t seed[static KMS_SEED_LEN], kms_keystore_t **ks_out)
+{
+    open_ctx_t c = {0};
+    kms_keystore_t *ks;
+    int rc;
+
+    if (sodium_init() < 0)
+        return RON_EAUTH;
+    ks = ron_xcalloc(1, sizeof *ks);
+    ks->amnesia = true;
+    ks->seal = KMS_SEAL_NONE;
+    ks->identity = kms__key_from_seed(KMS_ROLE_IDENTITY, 0, (int64_t)time(NULL), seed);
+    if (ks->identity == NULL) {
+        kms_keystore_free(ks);
+        return -ENOMEM;
+    }
+    if ((rc = key_create(&c, NULL, KMS_ROLE_NAME, 0, &ks->names[0])) < 0) {
+        kms_keystore_free(ks);
+        return rc;
+    }
+    ks->n_names = 1;
+    *ks_out = ks;
+    return 0;
+}
+
+int
 kms_node_keys_open_or_create(const char *data_dir, bool amnesia, kms_keystore_t **ks_out, char *err,
                              size_t errcap)
 {

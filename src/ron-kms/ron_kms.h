@@ -127,6 +127,15 @@ int kms_keystore_open(const kms_opts_t *o, kms_keystore_t **ks_out, char *err, s
 int kms_node_keys_open_or_create(const char *data_dir, bool amnesia, kms_keystore_t **ks_out,
                                  char *err, size_t errcap);
 
+/*
+ * A RAM-only (amnesia) store whose identity key is the one of seed (copied;
+ * KMS_SEED_LEN bytes) and whose name key 0 is fresh: how a macronode child in
+ * amnesia takes the identity the kernel handed it, so its TLS id is the
+ * node's. Writes nothing. Returns 0 with *ks_out, or RON_EAUTH / -ENOMEM.
+ */
+int kms_keystore_from_identity_seed(const uint8_t seed[static KMS_SEED_LEN],
+                                    kms_keystore_t **ks_out);
+
 /* Wipe every secret (sodium_free) and free ks. NULL does nothing. */
 void kms_keystore_free(kms_keystore_t *ks);
 

@@ -118,6 +118,18 @@ try:
 finally:
     m.kill()
 
+# a macronode in amnesia: the overlay child's TLS identity is the node's (the kernel hands it
+# the RAM-only key), so a dial pinning the node id reaches it (404: the storage child's RAM
+# store is its own) instead of failing the id check (503)
+am = Node(["--overlay", "127.0.0.1:0", "--amnesia"], services="overlay").wait_up()
+try:
+    rc, res, _ = fetch(am.status()["node_id"], overlay_addr(am), obj)
+    check(rc == 1 and res.get("status") == 404,
+          "macro amnesia: the overlay answers under the node's id: %r" % res)
+    check(not os.path.exists(os.path.join(am.dir, "keys")), "macro amnesia: no key written")
+finally:
+    am.kill()
+
 # the overlay alone (no storage service, fresh data directory): up at once, serves nothing
 o = Node(["--overlay", "127.0.0.1:0"], services="overlay").wait_up()
 try:
