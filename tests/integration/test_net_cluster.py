@@ -11,7 +11,7 @@ node 3 (`ron name resolve`) and through node 4's gateway (/n/ -> 302)."""
 import os
 import time
 
-from ronnode import check, wait_for
+from ronnode import check
 from ronnet import Cluster
 
 PIECE = 65536
