@@ -927,6 +927,31 @@ test_omni_request_parser_checks_fields_per_op(void **state)
     omni_request_close(&r);
 }
 
+static void
+test_omni_request_parser_forwards_registry_ops_strictly(void **state)
+{
+    (void)state;
+    omni_request_t r;
+    proto_err_t e;
+    const char *commit = "{\"op\":\"commit\",\"id\":\"ab\",\"idem\":\"K_2\"}";
+    const char *get = "{\"op\":\"get\",\"version\":\"3\"}";
+
+    assert_int_equal(omni_request_parse(9, (const uint8_t *)commit, strlen(commit), "app", &r, &e),
+                     0);
+    assert_int_equal(r.op, OMNI_OP_REG_COMMIT);
+    assert_string_equal(r.fwd, "{\"id\":\"ab\",\"op\":\"commit\"}");
+    assert_string_equal(r.idem, "K_2");
+    omni_request_close(&r);
+    /* "get" on app 9 is the registry's, not storage's */
+    assert_int_equal(omni_request_parse(9, (const uint8_t *)get, strlen(get), "app", &r, &e), 0);
+    assert_int_equal(r.op, OMNI_OP_REG_GET);
+    assert_string_equal(r.fwd, "{\"op\":\"get\",\"version\":\"3\"}");
+    omni_request_close(&r);
+    BAD(9, "{\"op\":\"approve\",\"id\":\"a\",\"pk\":\"b\",\"sig\":\"c\",\"x\":1}", "x");
+    BAD(9, "{\"op\":\"head\",\"idem\":\"k\"}", "idem");
+    BAD(9, "{\"op\":\"put\"}", "op");
+}
+
 int
 main(void)
 {
@@ -934,6 +959,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_omni_request_parser_checks_fields_per_op),
         cmocka_unit_test(test_omni_allows_kernel_ops_only_from_loopback_peers),
+        cmocka_unit_test(test_omni_request_parser_forwards_registry_ops_strictly),
         cmocka_unit_test(test_omni_answers_hello_then_ping_and_refuses_unknown_ops_with_envelopes),
         cmocka_unit_test(test_omni_closes_with_an_envelope_on_non_hello_and_malformed_frames),
         cmocka_unit_test(test_omni_put_streams_with_credit_and_get_returns_verified_bytes_and_ranges),

@@ -3,9 +3,14 @@
  * peers: the XOR metric and bucket index, the datagram codec's strictness,
  * bucket eviction only after failed liveness pings, the anti-amplification
  * rule and its tokens, signed provider records and their limits, name
- * records under ron-naming's acceptance rule, routing-table save/load, and
- * deadline reporting. Multi-node behaviour (lookups against brute force) is
- * the dht_sim_small CTest entry.
+ * records under ron-naming's acceptance rule, routing-table save/load,
+ * deadline reporting, and lookups on scripted peers in virtual time (the walk
+ * and final-round times a lookup reports; a hedged lookup sends exactly one
+ * extra request, to the next-closest peer, when a request outlives the
+ * threshold, and does not wait for it; a hedge that outlives it too gets two;
+ * a plain lookup waits for the timeout).
+ * Multi-node behaviour (lookups against brute force) is the dht_sim_small
+ * CTest entry.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -536,6 +541,263 @@ test_dht_drops_and_counts_malformed_and_unsolicited(void **state)
     dht_free(d);
 }
 
+/* ---- lookups on scripted peers ---- */
+
+/* Peer i of the lookup tests: id {0x80 + i, i, 0...} at 192.0.2.(10 + i), so
+ * peer i is the i-th closest to the target {0x80, 0...}. Peers 0..19 are in
+ * the table; peers 20.. are known only from replies. */
+enum { TABLE_PEERS = 20, PEERS = 24 };
+
+typedef struct {
+    uint64_t txid[PEERS];
+    bool asked[PEERS];
+} asked_t;
+
+static void
+peers_add(dht_t *d)
+{
+    for (uint8_t i = 0; i < TABLE_PEERS; i++)
+        ping_from(d, (uint8_t)(0x80 + i), i, (uint8_t)(10 + i), 0);
+    drain(d);
+    assert_int_equal(dht_table_size(d), TABLE_PEERS);
+}
+
+/* Take the FIND_NODE requests d queued; returns how many; *last_peer: the last one's peer. */
+static unsigned
+take_requests(dht_t *d, asked_t *a, int *last_peer)
+{
+    dht_addr_t to;
+    unsigned n = 0;
+    while (take(d, &out, &to) > 0) {
+        assert_int_equal(out.op, DHT_OP_FIND_NODE);
+        assert_false(out.reply);
+        int i = to.ip[3] - 10;
+        assert_true(i >= 0 && i < PEERS);
+        a->txid[i] = out.txid;
+        a->asked[i] = true;
+        if (last_peer != NULL)
+            *last_peer = i;
+        n++;
+    }
+    return n;
+}
+
+/* Peer i answers its request, naming peers first .. first + n - 1 (n may be 0). */
+static void
+answer_naming(dht_t *d, asked_t *a, int i, uint64_t now, int first, int n)
+{
+    dht_addr_t from = addr4((uint8_t)(10 + i), 5302);
+    assert_true(a->asked[i]);
+    msg_reset(&msg, DHT_OP_FIND_NODE, true);
+    msg.txid = a->txid[i];
+    msg.sender[0] = (uint8_t)(0x80 + i);
+    msg.sender[1] = (uint8_t)i;
+    memset(msg.token, 0x5a, sizeof msg.token);
+    for (int k = 0; k < n; k++) {
+        dht_contact_t *c = &msg.contacts[msg.n_contacts++];
+        memset(c->id, 0, DHT_ID_LEN);
+        c->id[0] = (uint8_t)(0x80 + first + k);
+        c->id[1] = (uint8_t)(first + k);
+        c->addr = addr4((uint8_t)(10 + first + k), 5302);
+    }
+    assert_int_equal(feed(d, &msg, &from, now, NULL), 0);
+    a->asked[i] = false;
+}
+
+static void
+answer(dht_t *d, asked_t *a, int i, uint64_t now)
+{
+    answer_naming(d, a, i, now, 0, 0);
+}
+
+/* Answer every request d sends `delay` ms after it was sent, until none is left. */
+static uint64_t
+answer_all(dht_t *d, uint64_t now, uint64_t delay)
+{
+    asked_t a;
+    memset(&a, 0, sizeof a);
+    while (take_requests(d, &a, NULL) > 0) {
+        now += delay;
+        for (int i = 0; i < PEERS; i++)
+            if (a.asked[i])
+                answer(d, &a, i, now);
+    }
+    return now;
+}
+
+static const dht_lookup_result_t *
+lookup_done(dht_t *d)
+{
+    dht_event_t ev;
+    assert_int_equal(dht_event_next(d, &ev), 0);
+    assert_int_equal(ev.type, DHT_EV_LOOKUP_DONE);
+    return ev.result;
+}
+
+static bool
+result_has(const dht_lookup_result_t *r, int peer)
+{
+    for (uint32_t k = 0; k < r->n_closest; k++)
+        if (r->closest[k].id[0] == 0x80 + peer && r->closest[k].id[1] == peer)
+            return true;
+    return false;
+}
+
+static void
+test_dht_lookup_reports_walk_and_final_round_times(void **state)
+{
+    (void)state;
+    dht_t *d = node_new(0x00, NULL);
+    uint8_t target[DHT_ID_LEN] = {0x80};
+    asked_t a;
+
+    memset(&a, 0, sizeof a);
+    peers_add(d);
+    assert_int_equal(dht_lookup(d, target, DHT_LOOKUP_NODES, DHT_LOOKUP_F_NO_HEDGE, 1000, NULL), 0);
+    assert_int_equal(take_requests(d, &a, NULL), DHT_ALPHA); /* peers 0, 1, 2 */
+    assert_true(a.asked[0] && a.asked[1] && a.asked[2]);
+    /* a farther peer answers first: the walk goes on, one request at a time */
+    answer(d, &a, 1, 1040);
+    assert_int_equal(take_requests(d, &a, NULL), 1);
+    assert_true(a.asked[3]);
+    /* the closest answers without naming anyone closer at 1100: the final
+     * round asks all the other k closest at once */
+    answer(d, &a, 0, 1100);
+    assert_int_equal(take_requests(d, &a, NULL), TABLE_PEERS - 4);
+    for (int i = 2; i < TABLE_PEERS; i++)
+        if (i != 7)
+            answer(d, &a, i, 1150);
+    assert_int_equal(dht_event_next(d, &(dht_event_t){0}), RON_EAGAIN); /* waits for peer 7 */
+    answer(d, &a, 7, 1350);
+    const dht_lookup_result_t *r = lookup_done(d);
+    assert_int_equal(r->n_closest, TABLE_PEERS);
+    assert_int_equal(r->stats.latency_ms, 350);
+    assert_int_equal(r->stats.converged_ms, 100); /* the walk; the final round took 250 */
+    assert_int_equal(r->stats.requests, TABLE_PEERS);
+    assert_int_equal(r->stats.hops, 1);
+    dht_free(d);
+}
+
+/*
+ * Warm the hedge threshold up to 100 ms, then look up the target from t0:
+ * the closest peer answers at +50 naming peers 20, 21 and 22, the final
+ * round asks peers 3..19 at +50, all answer at +80 but peer 5, which stays
+ * silent. Returns how many requests went out when peer 5's request turned
+ * +150 (its hedge time), *extra_peer: to which peer.
+ */
+static unsigned
+lookup_with_silent_peer(dht_t *d, unsigned flags, asked_t *a, uint64_t *t0_out, int *extra_peer)
+{
+    uint8_t target[DHT_ID_LEN] = {0x80};
+    uint64_t now = 0;
+
+    peers_add(d);
+    for (int k = 0; k < 2; k++) { /* 2 x 20 round trips of 100 ms */
+        assert_int_equal(dht_lookup(d, target, DHT_LOOKUP_NODES, DHT_LOOKUP_F_NO_HEDGE, now, NULL),
+                         0);
+        now = answer_all(d, now, 100);
+        (void)lookup_done(d);
+    }
+    assert_int_equal(dht_hedge_threshold(d), 100);
+    memset(a, 0, sizeof *a);
+    uint64_t t0 = *t0_out = now + 1000;
+    assert_int_equal(dht_lookup(d, target, DHT_LOOKUP_NODES, flags, t0, NULL), 0);
+    assert_int_equal(take_requests(d, a, NULL), DHT_ALPHA);
+    answer_naming(d, a, 0, t0 + 50, 20, 3);
+    assert_int_equal(take_requests(d, a, NULL), TABLE_PEERS - DHT_ALPHA); /* peers 3..19 */
+    assert_false(a->asked[20] || a->asked[21]); /* 21st and 22nd closest: not yet */
+    for (int i = 1; i < TABLE_PEERS; i++)
+        if (i != 5)
+            answer(d, a, i, t0 + 80);
+    dht_tick(d, t0 + 149);
+    assert_int_equal(take_requests(d, a, NULL), 0);
+    dht_tick(d, t0 + 150); /* peer 5 is now slower than the threshold */
+    return take_requests(d, a, extra_peer);
+}
+
+static void
+test_dht_hedge_goes_to_next_closest_once_and_overdue_is_not_waited_for(void **state)
+{
+    (void)state;
+    dht_t *d = node_new(0x00, NULL);
+    int extra_peer = -1;
+    uint64_t t0;
+    asked_t a;
+
+    assert_int_equal(lookup_with_silent_peer(d, 0, &a, &t0, &extra_peer), 1); /* one extra */
+    assert_int_equal(extra_peer, 20); /* to the next-closest peer not yet asked */
+    answer(d, &a, 20, t0 + 200);
+    const dht_lookup_result_t *r = lookup_done(d);
+    assert_int_equal(r->stats.hedged, 1);
+    assert_int_equal(r->stats.timeouts, 0);
+    assert_int_equal(r->stats.latency_ms, 200); /* done without waiting for peer 5 */
+    assert_int_equal(r->stats.converged_ms, 50);
+    assert_int_equal(r->stats.requests, TABLE_PEERS + 1);
+    assert_int_equal(r->n_closest, DHT_K);
+    assert_false(result_has(r, 5));
+    assert_true(result_has(r, 0) && result_has(r, 20));
+    assert_int_equal(dht_stats(d)->requests_hedged, 1);
+    dht_free(d);
+}
+
+static void
+test_dht_overdue_hedge_gets_two_more_requests(void **state)
+{
+    (void)state;
+    dht_t *d = node_new(0x00, NULL);
+    int extra_peer = -1;
+    uint64_t t0;
+    asked_t a;
+
+    assert_int_equal(lookup_with_silent_peer(d, 0, &a, &t0, &extra_peer), 1);
+    assert_int_equal(extra_peer, 20);
+    /* peer 20, the hedge, is silent too: at its own hedge time the step gets
+     * two requests, to peers 21 and 22 */
+    dht_tick(d, t0 + 249);
+    assert_int_equal(take_requests(d, &a, NULL), 0);
+    dht_tick(d, t0 + 250);
+    assert_int_equal(take_requests(d, &a, NULL), 2);
+    assert_true(a.asked[21] && a.asked[22]);
+    /* the closer one answering completes the k closest: peer 22 is not waited for */
+    answer(d, &a, 21, t0 + 260);
+    const dht_lookup_result_t *r = lookup_done(d);
+    assert_int_equal(r->stats.latency_ms, 260);
+    assert_int_equal(r->stats.hedged, 3); /* peer 5's hedge, peer 20's two */
+    assert_int_equal(r->stats.requests, TABLE_PEERS + 3);
+    assert_int_equal(r->n_closest, DHT_K);
+    assert_true(result_has(r, 21));
+    assert_false(result_has(r, 5) || result_has(r, 20) || result_has(r, 22));
+    dht_free(d);
+}
+
+static void
+test_dht_plain_lookup_waits_for_timeout_of_silent_peer(void **state)
+{
+    (void)state;
+    dht_t *d = node_new(0x00, NULL);
+    int extra_peer = -1, late = -1;
+    uint64_t t0;
+    asked_t a;
+
+    assert_int_equal(lookup_with_silent_peer(d, DHT_LOOKUP_F_NO_HEDGE, &a, &t0, &extra_peer), 0);
+    /* only peer 5's timeout frees its place among the k closest */
+    dht_tick(d, t0 + 50 + DHT_REQUEST_TIMEOUT_MS - 1);
+    assert_int_equal(take_requests(d, &a, NULL), 0);
+    dht_tick(d, t0 + 50 + DHT_REQUEST_TIMEOUT_MS);
+    assert_int_equal(take_requests(d, &a, &late), 1);
+    assert_int_equal(late, 20);
+    answer(d, &a, 20, t0 + 1100);
+    const dht_lookup_result_t *r = lookup_done(d);
+    assert_int_equal(r->stats.hedged, 0);
+    assert_int_equal(r->stats.timeouts, 1);
+    assert_int_equal(r->stats.latency_ms, 1100); /* waited for peer 5's timeout */
+    assert_int_equal(r->stats.requests, TABLE_PEERS + 1);
+    assert_int_equal(r->n_closest, DHT_K);
+    assert_false(result_has(r, 5));
+    assert_int_equal(dht_stats(d)->requests_hedged, 0);
+    dht_free(d);
+}
+
 int
 main(void)
 {
@@ -552,6 +814,10 @@ main(void)
         cmocka_unit_test(test_dht_table_save_load_roundtrip_and_rejects_corruption),
         cmocka_unit_test(test_dht_deadline_reports_request_timeout_then_housekeeping),
         cmocka_unit_test(test_dht_drops_and_counts_malformed_and_unsolicited),
+        cmocka_unit_test(test_dht_lookup_reports_walk_and_final_round_times),
+        cmocka_unit_test(test_dht_hedge_goes_to_next_closest_once_and_overdue_is_not_waited_for),
+        cmocka_unit_test(test_dht_overdue_hedge_gets_two_more_requests),
+        cmocka_unit_test(test_dht_plain_lookup_waits_for_timeout_of_silent_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@ static const ron_cmd_t commands[] = {
     {"name", cmd_name, "publish and resolve names (ron name publish|resolve)"},
     {"audit", cmd_audit, "check an audit log and its signed checkpoints (ron audit verify [FILE])"},
     {"cap", cmd_cap, "attenuate and check capabilities offline (ron cap attenuate|verify)"},
+    {"registry", cmd_registry, "check, sign and verify registry descriptor sets offline (ron registry verify|check|sign|pubkey)"},
 };
 
 int

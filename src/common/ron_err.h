@@ -77,7 +77,18 @@
     X(RON_ECAPREVOKED, -3304, "capability revoked") \
     X(RON_ECAPEXPIRED, -3305, "capability expired or not yet valid") \
     X(RON_ECAPDENY,  -3306, "capability does not allow this request") \
-    X(RON_ECAPFULL,  -3307, "revocation set full")
+    X(RON_ECAPFULL,  -3307, "revocation set full") \
+    X(RON_EREGDESC,  -3400, "registry descriptor or proposal malformed") \
+    X(RON_EREGLIMIT, -3401, "registry descriptor exceeds a limit") \
+    X(RON_EREGSIG,   -3402, "registry approval signature does not verify") \
+    X(RON_EREGSIGNER, -3403, "approval from a key that is not a signer in force") \
+    X(RON_EREGREVOKED, -3404, "approval from a revoked signer") \
+    X(RON_EREGDUP,   -3405, "this signer already approved the proposal") \
+    X(RON_EREGQUORUM, -3406, "fewer valid approvals than the signer threshold") \
+    X(RON_EREGSTALE, -3407, "proposal base is not the registry head (stale)") \
+    X(RON_EREGCHAIN, -3408, "registry log fails verification (edited, dropped, reordered or truncated)") \
+    X(RON_EREGRDONLY, -3409, "registry is read-only: writes refused") \
+    X(RON_EREGFULL,  -3410, "registry log or proposal table full")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),

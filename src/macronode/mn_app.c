@@ -2,7 +2,7 @@
  * mn_app.c - the built-in `app` service: the app port (src/omnigate,
  * docs/protocol/app-port.md) on the public TCP listener the kernel binds
  * for it (config key `app`). Requests are forwarded over the host's ron-bus
- * endpoint to the `storage` and `index` services and to the kernel
+ * endpoint to the `storage`, `index` and `registry` services and to the kernel
  * ("kernel": status, reload, release), each through an outbound peer that
  * reconnects on its own while its target restarts; a target that is not
  * running answers 503 (retryable). Same code in both profiles: a child
@@ -21,7 +21,7 @@
 
 typedef struct {
     omni_t *g;
-    rbus_peer_t *storage, *index, *kernel;
+    rbus_peer_t *storage, *index, *kernel, *registry;
     met_registry_t *reg;
     met_gauge_t *config_version;
 } mapp_t;
@@ -60,9 +60,11 @@ app_serve_bus(void *state, rbus_t *bus)
 
     if ((m->storage = rbus_connect(bus, "storage", &rc)) == NULL ||
         (m->index = rbus_connect(bus, "index", &rc)) == NULL ||
-        (m->kernel = rbus_connect(bus, MN_KERNEL_ENDPOINT, &rc)) == NULL)
+        (m->kernel = rbus_connect(bus, MN_KERNEL_ENDPOINT, &rc)) == NULL ||
+        (m->registry = rbus_connect(bus, "registry", &rc)) == NULL)
         return rc;
     omni_set_peers(m->g, m->storage, m->index, m->kernel);
+    omni_set_registry(m->g, m->registry);
     return 0;
 }
 
@@ -89,10 +91,12 @@ app_stop(void *state)
     if (m == NULL)
         return;
     omni_set_peers(m->g, NULL, NULL, NULL);
+    omni_set_registry(m->g, NULL);
     omni_close(m->g, NULL, NULL); /* freed once its bus requests return */
     rbus_peer_close(m->storage);
     rbus_peer_close(m->index);
     rbus_peer_close(m->kernel);
+    rbus_peer_close(m->registry);
     met_registry_free(m->reg);
     free(m);
 }

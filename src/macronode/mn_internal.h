@@ -103,6 +103,9 @@ extern const ron_service_def_t mn__svc_index;
 extern const ron_service_def_t mn__svc_gateway;
 /* The built-in `app` service (mn_app.c): the app port (src/omnigate). */
 extern const ron_service_def_t mn__svc_app;
+/* The `registry` service (mn_registry.c): svc-registry over ron-bus; not in
+ * the default service list. */
+extern const ron_service_def_t mn__svc_registry;
 /* The built-in `dht` service (mn_dht.c): svc-dht on the kernel's UDP socket. */
 extern const ron_service_def_t mn__svc_dht;
 /* The built-in `overlay` service (mn_overlay.c): peer sessions and verified

@@ -24,7 +24,7 @@ check(int cond)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const uint16_t apps[] = {0, 1, 2, 6, 3, 7};
+    static const uint16_t apps[] = {0, 1, 2, 6, 3, 7, 9};
     omni_request_t r;
     proto_err_t err;
     uint16_t app;

@@ -142,7 +142,7 @@ struct omni {
     int refs; /* listener handle + connections + bus requests in flight */
     void (*done)(void *arg);
     void *done_arg;
-    rbus_peer_t *storage, *index, *kernel;
+    rbus_peer_t *storage, *index, *kernel, *registry;
     omni_conn_t *conns;
     omni_stats_t stats;
     omni_idem_t *idem;
@@ -185,6 +185,8 @@ app_name(uint16_t app)
         return "naming";
     case OAP_APP_KERNEL:
         return "kernel";
+    case OAP_APP_REGISTRY:
+        return "registry";
     default:
         return "other";
     }
@@ -484,7 +486,16 @@ static void rq_bus_reply(void *arg, int status, const oap_frame_t *resp);
 static rbus_peer_t *
 peer_for(omni_t *g, uint16_t app)
 {
-    return app == OAP_APP_STORAGE ? g->storage : app == OAP_APP_INDEX ? g->index : g->kernel;
+    switch (app) {
+    case OAP_APP_STORAGE:
+        return g->storage;
+    case OAP_APP_INDEX:
+        return g->index;
+    case OAP_APP_REGISTRY:
+        return g->registry;
+    default:
+        return g->kernel;
+    }
 }
 
 /* Send one bus request for q whose payload is built. Returns 0 (q->inflight set) or a ron-bus error. */
@@ -1140,6 +1151,11 @@ conn_start_rq(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size
     } else if (q->r.app_proto_id == OAP_APP_KERNEL && !c->loopback) {
         /* as the admin port's /admin/ routes: loopback only until capabilities */
         rq_error(q, 403, "kernel operations answer loopback peers only", "loopback", 0);
+    } else if (q->r.op >= OMNI_OP_REG_PROPOSE && q->r.op <= OMNI_OP_REG_COMMIT && !c->loopback) {
+        /* governance writes: loopback only until capabilities (the signatures
+         * decide what commits; this keeps strangers from filling the
+         * proposal table) */
+        rq_error(q, 403, "registry writes answer loopback peers only", "loopback", 0);
     } else if (q->r.op == OMNI_OP_PUT) {
         q->state = RQ_PUT_BEGIN;
         rc = rq_bus(q, OAP_APP_STORAGE, q->r.fwd, q->r.fwd_len, NULL, 0);
@@ -1594,6 +1610,12 @@ omni_set_peers(omni_t *g, rbus_peer_t *storage, rbus_peer_t *index, rbus_peer_t 
     g->storage = storage;
     g->index = index;
     g->kernel = kernel;
+}
+
+void
+omni_set_registry(omni_t *g, rbus_peer_t *registry)
+{
+    g->registry = registry;
 }
 
 const omni_stats_t *

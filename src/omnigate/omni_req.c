@@ -36,6 +36,13 @@ static const op_def_t ops[OMNI_OP__COUNT] = {
     [OMNI_OP_STATUS] = {OAP_APP_KERNEL, "status", "status", {NULL}},
     [OMNI_OP_RELOAD] = {OAP_APP_KERNEL, "reload", "reload", {NULL}},
     [OMNI_OP_RELEASE] = {OAP_APP_KERNEL, "release", "release", {"service", NULL}},
+    [OMNI_OP_REG_HEAD] = {OAP_APP_REGISTRY, "head", "head", {NULL}},
+    [OMNI_OP_REG_GET] = {OAP_APP_REGISTRY, "get", "get", {"version", NULL}},
+    [OMNI_OP_REG_SIGNERS] = {OAP_APP_REGISTRY, "signers", "signers", {NULL}},
+    [OMNI_OP_REG_PROPOSE] = {OAP_APP_REGISTRY, "propose", "propose", {"descriptor", "idem", NULL}},
+    [OMNI_OP_REG_APPROVE] = {OAP_APP_REGISTRY, "approve", "approve",
+                             {"id", "pk", "sig", "idem", NULL}},
+    [OMNI_OP_REG_COMMIT] = {OAP_APP_REGISTRY, "commit", "commit", {"id", "idem", NULL}},
 };
 
 const char *

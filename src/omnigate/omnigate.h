@@ -61,6 +61,12 @@ typedef enum {
     OMNI_OP_STATUS,  /* app 6 */
     OMNI_OP_RELOAD,
     OMNI_OP_RELEASE,
+    OMNI_OP_REG_HEAD, /* app 9 (svc-registry): reads from anywhere */
+    OMNI_OP_REG_GET,
+    OMNI_OP_REG_SIGNERS,
+    OMNI_OP_REG_PROPOSE, /* writes: loopback peers only, as kernel ops */
+    OMNI_OP_REG_APPROVE,
+    OMNI_OP_REG_COMMIT,
     OMNI_OP__COUNT,
 } omni_op_t;
 
@@ -138,6 +144,10 @@ int omni_listen_fd(omni_t *g, int listen_fd);
  * protocol answers 503). Call again with NULLs before closing them.
  */
 void omni_set_peers(omni_t *g, rbus_peer_t *storage, rbus_peer_t *index, rbus_peer_t *kernel);
+
+/* Set the registry service's peer (borrowed; NULL = registry ops answer
+ * 503), as omni_set_peers. */
+void omni_set_registry(omni_t *g, rbus_peer_t *registry);
 
 /* Current counters (a view valid until the next loop turn). */
 const omni_stats_t *omni_stats(omni_t *g);

@@ -110,6 +110,7 @@ typedef struct {
     uint8_t state;    /* DHT__C_* */
     uint8_t hop;      /* round: 1 for table contacts, parent's + 1 otherwise */
     bool overdue;     /* slower than the hedge threshold; replaced in the top k */
+    uint8_t level;    /* 0: asked in turn; n: asked as the hedge of a level n - 1 request */
     bool has_token;
     uint8_t token[DHT_TOKEN_LEN];
     uint64_t token_at; /* ms */
@@ -124,6 +125,8 @@ typedef struct {
     bool hedge;
     uint32_t inflight; /* requests in flight that are not overdue */
     uint64_t started;
+    bool converged;     /* the final round began (res.stats.converged_ms is set) */
+    uint8_t send_level; /* level of the requests the current step sends */
     dht_lookup_result_t res;
     dht__cand_t cand[DHT_LOOKUP_CANDIDATES];
     uint32_t ncand;

@@ -7,7 +7,10 @@
  * id joins at its address slot with a new port) and starts lookups. Nodes
  * join over time by bootstrapping from a random earlier node; after the
  * network settles, lookups of random keys alternate between hedged and
- * plain, and their hops, latency and requests are reported as percentiles.
+ * plain, and their hops, latency and requests are reported as percentiles,
+ * split into the walk towards the key and the final round (converged_ms),
+ * with what the slowest 1 % and 0.1 % waited for (timeouts, hedges, rounds)
+ * and the routing tables' quality at the end (size, stale contacts).
  * Loss applies from the end of the initial join phase on (settling, churn
  * joins and lookups): the network forms on clean links. A mass join at
  * 200 nodes/s under 2 % loss leaves a few nodes known to almost nobody,
@@ -15,12 +18,15 @@
  *
  * --check runs correctness properties for CTest (a small network, no loss
  * or churn): every plain lookup finds the DHT_K closest live nodes a
- * brute-force scan finds, but those whose reply took over the 1 s timeout; hedged lookups, which do not wait for an
- * overdue node, find >= 95 % of them on average and the closest one first in
- * >= 95 %; provider records
+ * brute-force scan finds, but those whose reply took over the 1 s timeout;
+ * hedged lookups, which do not wait for an overdue node, find >= 95 % of
+ * them on average and the closest one first in >= 95 %; provider records
  * and a name record published by some nodes are found by others; a provider
  * record with a bad signature is refused (403), counted and never served.
  * Exit status 0 when every property held, 1 otherwise, 2 on bad usage.
+ *
+ * --table-mem N measures one node instead: RssAnon growth of a dht_t with N
+ * routing-table contacts, then with DHT_MAX_LOOKUPS lookups in flight.
  *
  * Datagram buffers come from a pool and events from a preallocated heap,
  * so the hot path does not allocate.
@@ -98,6 +104,7 @@ typedef struct {
     double lookup_rate; /* lookups per second */
     uint64_t seed;
     bool check;
+    unsigned table_mem; /* --table-mem N: measure one node with N contacts instead */
 } opts_t;
 
 /* ---- events ---- */
@@ -561,12 +568,28 @@ pct(const uint64_t *v, size_t n, double p)
     return v[i == 0 ? 0 : i - 1];
 }
 
+/* The slowest lookups, and what they waited for. */
 typedef struct {
     size_t n;
-    uint64_t hops[4], rounds[4], lat[4], reqp[4];
+    double timeouts, hedged, rounds, conv_ms, final_ms;
+} tail_t;
+
+typedef struct {
+    size_t n;
+    uint64_t hops[4], rounds[4], lat[4], reqp[4], conv[4], fin[4];
     double req_mean, hedged_mean, timeouts_mean, exact, overlap;
     uint64_t hops_max, lat_max;
+    tail_t tail[2]; /* the slowest 1 % and 0.1 % */
 } summary_t;
+
+static const meas_t *lat_sort_base;
+static int
+lat_idx_cmp(const void *a, const void *b)
+{
+    uint64_t x = lat_sort_base[*(const uint32_t *)a].st.latency_ms;
+    uint64_t y = lat_sort_base[*(const uint32_t *)b].st.latency_ms;
+    return x < y ? 1 : x > y ? -1 : 0; /* slowest first */
+}
 
 static summary_t
 summarize(sim_t *s, bool hedge)
@@ -574,7 +597,9 @@ summarize(sim_t *s, bool hedge)
     static const double ps[4] = {50, 95, 99, 99.9};
     summary_t r;
     uint64_t *h = malloc(s->nmeas * sizeof *h), *l = malloc(s->nmeas * sizeof *l),
-             *q = malloc(s->nmeas * sizeof *q), *rd = malloc(s->nmeas * sizeof *rd);
+             *q = malloc(s->nmeas * sizeof *q), *rd = malloc(s->nmeas * sizeof *rd),
+             *cv = malloc(s->nmeas * sizeof *cv), *fn = malloc(s->nmeas * sizeof *fn);
+    uint32_t *idx = malloc(s->nmeas * sizeof *idx);
     double req = 0, hed = 0, tmo = 0, ex = 0, ov = 0;
     size_t n = 0;
 
@@ -586,6 +611,9 @@ summarize(sim_t *s, bool hedge)
         h[n] = m->st.hops;
         rd[n] = m->st.rounds;
         l[n] = m->st.latency_ms;
+        cv[n] = m->st.converged_ms;
+        fn[n] = m->st.latency_ms - m->st.converged_ms;
+        idx[n] = i;
         q[n] = m->st.requests;
         req += m->st.requests;
         hed += m->st.hedged;
@@ -598,12 +626,37 @@ summarize(sim_t *s, bool hedge)
     qsort(l, n, sizeof *l, u64_cmp);
     qsort(q, n, sizeof *q, u64_cmp);
     qsort(rd, n, sizeof *rd, u64_cmp);
+    qsort(cv, n, sizeof *cv, u64_cmp);
+    qsort(fn, n, sizeof *fn, u64_cmp);
+    lat_sort_base = s->meas;
+    qsort(idx, n, sizeof *idx, lat_idx_cmp);
+    for (int t = 0; t < 2; t++) {
+        tail_t *tl = &r.tail[t];
+        tl->n = (size_t)ceil((double)n * (t == 0 ? 0.01 : 0.001));
+        for (size_t k = 0; k < tl->n; k++) {
+            const dht_lookup_stats_t *st = &s->meas[idx[k]].st;
+            tl->timeouts += st->timeouts;
+            tl->hedged += st->hedged;
+            tl->rounds += st->rounds;
+            tl->conv_ms += (double)st->converged_ms;
+            tl->final_ms += (double)(st->latency_ms - st->converged_ms);
+        }
+        if (tl->n > 0) {
+            tl->timeouts /= (double)tl->n;
+            tl->hedged /= (double)tl->n;
+            tl->rounds /= (double)tl->n;
+            tl->conv_ms /= (double)tl->n;
+            tl->final_ms /= (double)tl->n;
+        }
+    }
     r.n = n;
     for (int i = 0; i < 4; i++) {
         r.hops[i] = pct(h, n, ps[i]);
         r.rounds[i] = pct(rd, n, ps[i]);
         r.lat[i] = pct(l, n, ps[i]);
         r.reqp[i] = pct(q, n, ps[i]);
+        r.conv[i] = pct(cv, n, ps[i]);
+        r.fin[i] = pct(fn, n, ps[i]);
     }
     r.hops_max = n ? h[n - 1] : 0;
     r.lat_max = n ? l[n - 1] : 0;
@@ -618,6 +671,9 @@ summarize(sim_t *s, bool hedge)
     free(l);
     free(q);
     free(rd);
+    free(cv);
+    free(fn);
+    free(idx);
     return r;
 }
 
@@ -635,6 +691,49 @@ rss_kib(const char *field)
             v = strtol(line + fl + 1, NULL, 10);
     fclose(f);
     return v;
+}
+
+/* Routing-table quality at the end: contacts per table, the share of them
+ * that point at a node no longer there (churned), and how many tables hold
+ * fewer than DHT_K contacts. The contacts are read back from each node's
+ * dht_table_save blob (docs/protocol/dht.md section 7). */
+static void
+report_tables(sim_t *s)
+{
+    size_t total = 0, stale = 0, tables = 0, thin = 0;
+    uint8_t *blob = malloc(DHT_SAVE_MAX);
+    if (blob == NULL)
+        abort();
+    for (uint32_t i = 0; i < s->joined; i++) {
+        if (!s->nodes[i].alive)
+            continue;
+        ssize_t len = dht_table_save(s->nodes[i].d, blob, DHT_SAVE_MAX);
+        if (len < 0)
+            abort();
+        size_t n = (size_t)blob[37] << 8 | blob[38], pos = 39;
+        tables++;
+        total += n;
+        thin += n < DHT_K;
+        for (size_t k = 0; k < n; k++) {
+            const uint8_t *id = blob + pos;
+            dht_addr_t a;
+            memset(&a, 0, sizeof a);
+            a.family = blob[pos + DHT_ID_LEN];
+            size_t iplen = a.family == 4 ? 4 : 16;
+            memcpy(a.ip, blob + pos + DHT_ID_LEN + 1, iplen);
+            pos += DHT_ID_LEN + 1 + iplen;
+            a.port = (uint16_t)(blob[pos] << 8 | blob[pos + 1]);
+            pos += 2;
+            uint32_t j = slot_of(&a);
+            stale += j >= s->joined || !s->nodes[j].alive || s->nodes[j].port != a.port ||
+                     memcmp(s->nodes[j].id, id, DHT_ID_LEN) != 0;
+        }
+    }
+    printf("- routing tables: %.1f contacts per node, %.2f %% of them stale (their node left), %zu "
+           "tables with fewer than %u contacts\n",
+           tables ? (double)total / (double)tables : 0.0,
+           total ? 100.0 * (double)stale / (double)total : 0.0, thin, DHT_K);
+    free(blob);
 }
 
 static void
@@ -677,6 +776,27 @@ report(sim_t *s, double wall_s)
            b.lat[3] ? (double)a.lat[3] / (double)b.lat[3] : 0.0, (unsigned long long)a.lat[3],
            (unsigned long long)b.lat[3], b.lat[2] ? (double)a.lat[2] / (double)b.lat[2] : 0.0,
            a.req_mean > 0 ? 100.0 * (b.req_mean / a.req_mean - 1) : 0.0);
+    printf("\n");
+    printf("Where the time goes: the walk towards the key (until the closest candidate has "
+           "answered without naming a closer one) and the final round (waiting for the k "
+           "closest); the slowest 1 %% and 0.1 %% of lookups, means.\n\n");
+    printf("| lookups | walk ms p50 / p95 / p99 / p99.9 | final round ms p50 / p95 / p99 / p99.9 "
+           "| slowest 1 %%: walk + final ms, timeouts, hedged, rounds | slowest 0.1 %%: walk + "
+           "final ms, timeouts, hedged, rounds |\n");
+    printf("|---|---|---|---|---|\n");
+    for (int i = 0; i < 2; i++) {
+        const tail_t *t1 = &v[i]->tail[0], *t2 = &v[i]->tail[1];
+        printf("| %s | %llu / %llu / %llu / %llu | %llu / %llu / %llu / %llu | %.0f + %.0f, %.2f, "
+               "%.2f, %.2f | %.0f + %.0f, %.2f, %.2f, %.2f |\n",
+               i == 0 ? "plain (no hedging)" : "hedged", (unsigned long long)v[i]->conv[0],
+               (unsigned long long)v[i]->conv[1], (unsigned long long)v[i]->conv[2],
+               (unsigned long long)v[i]->conv[3], (unsigned long long)v[i]->fin[0],
+               (unsigned long long)v[i]->fin[1], (unsigned long long)v[i]->fin[2],
+               (unsigned long long)v[i]->fin[3], t1->conv_ms, t1->final_ms, t1->timeouts,
+               t1->hedged, t1->rounds, t2->conv_ms, t2->final_ms, t2->timeouts, t2->hedged,
+               t2->rounds);
+    }
+    printf("\n");
     uint32_t aborted = 0, unfinished = 0;
     for (uint32_t i = 0; i < s->nmeas; i++) {
         aborted += s->meas[i].aborted;
@@ -688,6 +808,7 @@ report(sim_t *s, double wall_s)
            "events, %.0f s virtual\n",
            s->o.nodes, (unsigned long long)s->churned, (unsigned long long)s->datagrams,
            (unsigned long long)s->lost, (unsigned long long)s->events, (double)s->now / 1000);
+    report_tables(s);
     printf("- live nodes' requests: %llu sent, %llu hedged (%.2f %%)\n", (unsigned long long)sent,
            (unsigned long long)hedged, sent ? 100.0 * (double)hedged / (double)sent : 0.0);
     printf("- live nodes' counters: %llu replies truncated (no token), %llu unsolicited, %llu "
@@ -865,6 +986,71 @@ check_properties(sim_t *s)
     CHECK(found == NPROV, "every provider record must be found");
 }
 
+/* ---- memory of one node ---- */
+
+/*
+ * One dht_t with n routing-table contacts (PINGs from ids crafted to fill
+ * buckets 0, 1, 2, ... with DHT_K each, every bucket's replacement cache
+ * allocated with it) and DHT_MAX_LOOKUPS lookups in flight, their requests
+ * queued: the core's share of a node's memory, as RssAnon growth.
+ */
+static int
+table_mem(const opts_t *o)
+{
+    dht_config_t cfg;
+    dht_msg_t *m = calloc(1, sizeof *m);
+    uint8_t buf[DHT_MAX_DATAGRAM], target[DHT_ID_LEN];
+    dht_addr_t to;
+    rng_t rng;
+    unsigned lookups = 0;
+    int rc = 1;
+
+    if (m == NULL)
+        return 1;
+    rng_seed(&rng, o->seed);
+    long before = rss_kib("RssAnon");
+    dht_config_init(&cfg);
+    rng_fill(&rng, cfg.id, DHT_ID_LEN);
+    rng_fill(&rng, cfg.seed, sizeof cfg.seed);
+    cfg.wall_offset_ms = WALL_OFFSET_MS;
+    dht_t *d = dht_new(&cfg, 0, NULL);
+    if (d == NULL)
+        goto out;
+    for (unsigned k = 0; k < o->table_mem; k++) {
+        unsigned b = k / DHT_K; /* shares exactly b leading bits with us */
+        memset(m, 0, offsetof(dht_msg_t, contacts));
+        m->op = DHT_OP_PING;
+        m->txid = k + 1;
+        rng_fill(&rng, m->sender, DHT_ID_LEN);
+        for (unsigned bit = 0; bit <= b; bit++) {
+            uint8_t mask = (uint8_t)(0x80u >> (bit % 8)), want = cfg.id[bit / 8] & mask;
+            if (bit == b)
+                want ^= mask;
+            m->sender[bit / 8] = (uint8_t)((m->sender[bit / 8] & ~mask) | want);
+        }
+        ssize_t n = dht_msg_encode(m, buf, sizeof buf);
+        dht_addr_t from = addr_of(k + 1, 5302);
+        if (n < 0 || dht_input(d, buf, (size_t)n, &from, 1) != 0)
+            goto out;
+        while (dht_output_next(d, buf, sizeof buf, &to) > 0)
+            ;
+    }
+    long filled = rss_kib("RssAnon");
+    for (unsigned k = 0; k < DHT_MAX_LOOKUPS; k++) {
+        rng_fill(&rng, target, DHT_ID_LEN);
+        if (dht_lookup(d, target, DHT_LOOKUP_NODES, 0, 2, NULL) == 0)
+            lookups++;
+    }
+    long busy = rss_kib("RssAnon");
+    printf("| %zu | %u | %ld | %ld | %ld |\n", dht_table_size(d), lookups, filled - before,
+           busy - before, busy);
+    rc = dht_table_size(d) == o->table_mem ? 0 : 1;
+out:
+    dht_free(d);
+    free(m);
+    return rc;
+}
+
 /* ---- main ---- */
 
 static int
@@ -873,7 +1059,8 @@ usage(void)
     fprintf(stderr,
             "usage: dht_sim [--nodes N] [--lookups N] [--churn FRACTION_PER_HOUR] [--median MS]\n"
             "               [--p99 MS] [--loss FRACTION] [--join-rate N_PER_S] [--settle S]\n"
-            "               [--rate LOOKUPS_PER_S] [--seed N] [--check]\n");
+            "               [--rate LOOKUPS_PER_S] [--seed N] [--check]\n"
+            "       dht_sim --table-mem CONTACTS [--seed N]\n");
     return 2;
 }
 
@@ -910,6 +1097,9 @@ parse_args(int argc, char **argv, opts_t *o)
             o->settle_s = v;
         else if (strcmp(a, "--rate") == 0 && v > 0)
             o->lookup_rate = v;
+        else if (strcmp(a, "--table-mem") == 0 && v >= 1 && v <= 4000) /* 200 buckets: the
+                                        crafted ids keep >= 56 random bits, so never collide */
+            o->table_mem = (unsigned)v;
         else if (strcmp(a, "--seed") == 0)
             o->seed = (uint64_t)v;
         else
@@ -937,6 +1127,8 @@ main(int argc, char **argv)
     }
     if (sodium_init() < 0)
         return 1;
+    if (o.table_mem > 0)
+        return table_mem(&o);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     memset(&s, 0, sizeof s);
     s.o = o;

@@ -241,6 +241,8 @@ typedef struct {
     uint32_t hedged;     /* of which extra requests sent because a step was slower than p95 */
     uint32_t timeouts;   /* requests that got no reply in DHT_REQUEST_TIMEOUT_MS */
     uint64_t latency_ms; /* start to completion */
+    uint64_t converged_ms; /* start to the final round: the closest candidate had answered
+                              without naming a closer one (latency_ms when it never did) */
 } dht_lookup_stats_t;
 
 typedef struct {

@@ -974,10 +974,12 @@ fetch_find_providers(svc_fetch_t *f)
     sto_service_t *s = f->svc;
 
     f->finds++;
-    if (dht_client_find_providers(s->dht, f->addr, 0, fetch_on_providers, f) == 0)
+    if (dht_client_find_providers(s->dht, f->addr, 0, fetch_on_providers, f) == 0) {
         f->finding = true;
-    else
-        f->last_err = RON_EUNAVAIL;
+    } else {
+        f->last_err = RON_EUNAVAIL; /* the dht endpoint is down: try again in a moment */
+        f->next_find_ms = ron_now_ms() + STO_SVC_FETCH_FIND_GAP_MS;
+    }
 }
 
 static sto_fetch_end_t

@@ -1,0 +1,504 @@
+/*
+ * reg_service.c - the registry protocol (app_proto_id 9) over ron-bus; wire
+ * format in docs/protocol/registry.md. Same framing as the storage and index
+ * protocols: a request is one frame holding a big-endian u32 JSON length and
+ * compact JSON {"op":...}; a success answer has the same shape, an error
+ * answer is the spec §3 envelope alone. Requests are checked strictly on
+ * the loop (unknown fields, malformed hex, the descriptor's own parser);
+ * the registry call runs on a worker thread.
+ * Invariants: one answer per request; the service and its reg_t are freed
+ * only with no job in flight; at most REG_SVC_MAX_JOBS jobs at once.
+ */
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reg_service.h"
+#include "ron_err.h"
+#include "ron_log.h"
+#include "ron_metrics.h"
+#include "ron_proto.h"
+#include "ron_util.h"
+
+typedef enum {
+    OP_HEAD = 0,
+    OP_GET,
+    OP_PROPOSE,
+    OP_APPROVE,
+    OP_COMMIT,
+    OP_SIGNERS,
+    OP_COUNT,
+    OP_BAD = OP_COUNT
+} op_t;
+
+static const char *const op_names[OP_COUNT + 1] = {"head",   "get",     "propose", "approve",
+                                                   "commit", "signers", "invalid"};
+static const char *const op_fields[OP_COUNT][4] = {
+    [OP_HEAD] = {NULL},
+    [OP_GET] = {"version", NULL},
+    [OP_PROPOSE] = {"descriptor", NULL},
+    [OP_APPROVE] = {"id", "pk", "sig", NULL},
+    [OP_COMMIT] = {"id", NULL},
+    [OP_SIGNERS] = {NULL},
+};
+static const uint16_t statuses[] = {200, 400, 403, 404, 409, 500, 503, 507};
+#define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
+#define REG_SVC_RETRY_AFTER_MS 1000u
+
+struct reg_service {
+    uv_loop_t *loop;
+    reg_t *reg;
+    bool stopping;
+    size_t jobs;
+    met_registry_t *mreg;
+    met_counter_t *req[OP_COUNT + 1][N_STATUS];
+    met_gauge_t *head;
+};
+
+typedef struct {
+    uv_work_t work;
+    reg_service_t *svc;
+    op_t op;
+    rbus_req_t *req;
+    reg_desc_t *desc; /* propose: the descriptor; signers: the head's */
+    uint64_t version;
+    uint8_t id[REG_HASH_LEN];
+    uint8_t pk[REG_KEY_LEN];
+    uint8_t sig[REG_SIG_LEN];
+    uint8_t hash[REG_HASH_LEN];
+    bool writable;
+    size_t approvals;
+    uint32_t threshold;
+    char *text;
+    size_t text_len;
+    reg_err_t err;
+    int rc;
+} job_t;
+
+static void
+count(reg_service_t *s, op_t op, uint16_t code)
+{
+    size_t i = 0;
+    while (i < RON_ARRAY_LEN(statuses) && statuses[i] != code)
+        i++;
+    met_counter_inc(s->req[op][i]);
+}
+
+static void
+answer_error(reg_service_t *s, op_t op, rbus_req_t *req, uint16_t code, const char *reason,
+             uint32_t retry_after_ms, const char *message)
+{
+    count(s, op, code);
+    rbus_respond_error_ex(req, code, NULL, reason, retry_after_ms, message);
+}
+
+/* Answer 200 with o (taken), framed as a u32 length and the JSON. */
+static void
+answer_ok(reg_service_t *s, op_t op, rbus_req_t *req, json_t *o)
+{
+    char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t jl;
+    uint8_t *buf;
+
+    json_decref(o);
+    if (txt == NULL) {
+        answer_error(s, op, req, 500, NULL, 0, "cannot encode the answer");
+        return;
+    }
+    count(s, op, 200);
+    jl = strlen(txt);
+    buf = ron_xmalloc(4 + jl);
+    buf[0] = (uint8_t)(jl >> 24);
+    buf[1] = (uint8_t)(jl >> 16);
+    buf[2] = (uint8_t)(jl >> 8);
+    buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, txt, jl);
+    rbus_respond(req, 200, buf, 4 + jl);
+    free(buf);
+    free(txt);
+}
+
+static void
+answer_rc(reg_service_t *s, op_t op, rbus_req_t *req, int rc, const char *detail)
+{
+    const char *msg = detail != NULL && detail[0] != '\0' ? detail : ron_strerror(rc);
+    switch (rc) {
+    case RON_EREGDESC:
+    case RON_EREGLIMIT:
+        answer_error(s, op, req, 400, "descriptor", 0, msg);
+        break;
+    case RON_ENOTFOUND:
+        answer_error(s, op, req, 404, NULL, 0, msg);
+        break;
+    case RON_EREGSIG:
+        answer_error(s, op, req, 403, "bad_signature", 0, msg);
+        break;
+    case RON_EREGSIGNER:
+        answer_error(s, op, req, 403, "unknown_signer", 0, msg);
+        break;
+    case RON_EREGREVOKED:
+        answer_error(s, op, req, 403, "revoked_signer", 0, msg);
+        break;
+    case RON_EREGDUP:
+        answer_error(s, op, req, 409, "duplicate_approval", 0, msg);
+        break;
+    case RON_EREGSTALE:
+        answer_error(s, op, req, 409, "stale_base", 0, msg);
+        break;
+    case RON_EREGQUORUM:
+        answer_error(s, op, req, 409, "quorum", 0, msg);
+        break;
+    case RON_EREGRDONLY:
+        answer_error(s, op, req, 503, "read_only", 0, msg);
+        break;
+    case RON_EREGFULL:
+        answer_error(s, op, req, 507, "full", 0, msg);
+        break;
+    default:
+        ron_warn("registry %s: %s", op_names[op], ron_strerror(rc));
+        answer_error(s, op, req, 500, NULL, 0, ron_strerror(rc));
+        break;
+    }
+}
+
+static json_t *
+hex_json(const uint8_t *b, size_t n, bool b3)
+{
+    char hex[3 + 2 * REG_SIG_LEN + 1] = "b3:";
+    ron_hex_encode(hex + 3, b, n);
+    return json_string(b3 ? hex : hex + 3);
+}
+
+static json_t *
+u64_json(uint64_t v)
+{
+    char num[24];
+    snprintf(num, sizeof num, "%llu", (unsigned long long)v);
+    return json_string(num);
+}
+
+/* ---- worker side ---- */
+
+static void
+job_work(uv_work_t *w)
+{
+    job_t *j = ron_container_of(w, job_t, work);
+    reg_t *reg = j->svc->reg;
+    switch (j->op) {
+    case OP_HEAD:
+        reg_head(reg, &j->version, j->hash, &j->writable);
+        j->rc = 0;
+        break;
+    case OP_GET:
+        j->rc = reg_get(reg, j->version, &j->text, &j->text_len);
+        break;
+    case OP_PROPOSE:
+        j->rc = reg_propose(reg, j->desc, j->id, &j->err);
+        break;
+    case OP_APPROVE:
+        j->rc = reg_approve(reg, j->id, j->pk, j->sig, &j->approvals, &j->threshold);
+        break;
+    case OP_COMMIT:
+        j->rc = reg_commit(reg, j->id, &j->version, j->hash);
+        break;
+    case OP_SIGNERS:
+        j->desc = ron_xcalloc(1, sizeof *j->desc);
+        j->rc = reg_current(reg, j->desc);
+        if (j->rc == 0)
+            reg_head(reg, &j->version, NULL, NULL);
+        break;
+    default:
+        j->rc = RON_EINVAL;
+        break;
+    }
+}
+
+static void
+svc_maybe_free(reg_service_t *s)
+{
+    if (s->stopping && s->jobs == 0) {
+        reg_free(s->reg);
+        met_registry_free(s->mreg);
+        free(s);
+    }
+}
+
+static json_t *
+keys_json(const uint8_t (*keys)[REG_KEY_LEN], size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, hex_json(keys[i], REG_KEY_LEN, false));
+    return a;
+}
+
+static json_t *
+job_answer(job_t *j)
+{
+    json_t *o = json_object();
+    switch (j->op) {
+    case OP_HEAD:
+        json_object_set_new(o, "version", u64_json(j->version));
+        json_object_set_new(o, "hash", hex_json(j->hash, REG_HASH_LEN, true));
+        json_object_set_new(o, "writable", json_boolean(j->writable));
+        break;
+    case OP_GET:
+        json_object_set_new(o, "version", u64_json(j->version));
+        json_object_set_new(o, "record", json_stringn(j->text, j->text_len));
+        break;
+    case OP_PROPOSE:
+        json_object_set_new(o, "id", hex_json(j->id, REG_HASH_LEN, false));
+        json_object_set_new(o, "version", u64_json(j->desc->version));
+        break;
+    case OP_APPROVE:
+        json_object_set_new(o, "id", hex_json(j->id, REG_HASH_LEN, false));
+        json_object_set_new(o, "approvals", u64_json(j->approvals));
+        json_object_set_new(o, "threshold", u64_json(j->threshold));
+        break;
+    case OP_COMMIT:
+        json_object_set_new(o, "version", u64_json(j->version));
+        json_object_set_new(o, "hash", hex_json(j->hash, REG_HASH_LEN, true));
+        break;
+    default:
+        json_object_set_new(o, "version", u64_json(j->version));
+        json_object_set_new(o, "threshold", u64_json(j->desc->threshold));
+        json_object_set_new(
+            o, "keys",
+            keys_json((const uint8_t(*)[REG_KEY_LEN])j->desc->signers, j->desc->n_signers));
+        json_object_set_new(
+            o, "revoked",
+            keys_json((const uint8_t(*)[REG_KEY_LEN])j->desc->revoked, j->desc->n_revoked));
+        break;
+    }
+    return o;
+}
+
+static void
+job_done(uv_work_t *w, int status)
+{
+    job_t *j = ron_container_of(w, job_t, work);
+    reg_service_t *s = j->svc;
+    uint64_t v;
+    (void)status;
+
+    s->jobs--;
+    if (j->rc < 0)
+        answer_rc(s, j->op, j->req, j->rc, j->err.msg);
+    else
+        answer_ok(s, j->op, j->req, job_answer(j));
+    if (j->op == OP_COMMIT && j->rc == 0) {
+        reg_head(s->reg, &v, NULL, NULL);
+        met_gauge_set(s->head, (double)v);
+    }
+    free(j->desc);
+    free(j->text);
+    free(j);
+    svc_maybe_free(s);
+}
+
+/* ---- requests ---- */
+
+/* 64 or 128 hex digits of field name into out (n bytes). Returns 0 or -1. */
+static int
+get_hex(json_t *o, const char *name, uint8_t *out, size_t n)
+{
+    json_t *v = json_object_get(o, name);
+    const char *s = json_string_value(v);
+    if (s == NULL || json_string_length(v) != 2 * n)
+        return -1;
+    return ron_hex_decode(out, n, s, 2 * n) < 0 ? -1 : 0;
+}
+
+static const char *
+get_id(job_t *j, json_t *o, char *msg, size_t cap)
+{
+    if (get_hex(o, "id", j->id, REG_HASH_LEN) < 0) {
+        snprintf(msg, cap, "id: missing or not 64 hex digits");
+        return "id";
+    }
+    return NULL;
+}
+
+/* Fill j from o for j->op. Returns NULL, or the name of the bad field and a
+ * message in msg. */
+static const char *
+job_fill(job_t *j, json_t *o, char *msg, size_t cap)
+{
+    json_t *v;
+    char *txt;
+    int rc;
+
+    switch (j->op) {
+    case OP_GET:
+        v = json_object_get(o, "version");
+        if (!json_is_string(v) ||
+            ron_parse_u64(json_string_value(v), json_string_length(v), &j->version) < 0) {
+            snprintf(msg, cap, "version: missing or not a decimal string");
+            return "version";
+        }
+        return NULL;
+    case OP_PROPOSE:
+        v = json_object_get(o, "descriptor");
+        if (!json_is_object(v) || (txt = json_dumps(v, JSON_COMPACT)) == NULL) {
+            snprintf(msg, cap, "descriptor: missing or not an object");
+            return "descriptor";
+        }
+        j->desc = ron_xcalloc(1, sizeof *j->desc);
+        rc = reg_desc_parse(txt, strlen(txt), j->desc, &j->err);
+        free(txt);
+        if (rc < 0) {
+            snprintf(msg, cap, "descriptor: %s", j->err.msg);
+            return "descriptor";
+        }
+        return NULL;
+    case OP_APPROVE:
+        if (get_hex(o, "pk", j->pk, REG_KEY_LEN) < 0) {
+            snprintf(msg, cap, "pk: missing or not 64 hex digits");
+            return "pk";
+        }
+        if (get_hex(o, "sig", j->sig, REG_SIG_LEN) < 0) {
+            snprintf(msg, cap, "sig: missing or not 128 hex digits");
+            return "sig";
+        }
+        return get_id(j, o, msg, cap);
+    case OP_COMMIT:
+        return get_id(j, o, msg, cap);
+    default:
+        return NULL;
+    }
+}
+
+static void
+on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    reg_service_t *s = arg;
+    json_t *o = NULL;
+    json_error_t jerr;
+    const char *opname, *bad;
+    op_t op = OP_BAD;
+    job_t *j = NULL;
+    char msg[256];
+    uint32_t jl;
+
+    if (s->stopping || s->jobs >= REG_SVC_MAX_JOBS) {
+        answer_error(s, op, req, 503, NULL, REG_SVC_RETRY_AFTER_MS,
+                     s->stopping ? "registry is stopping" : "registry is busy");
+        return;
+    }
+    if (f->payload_len < 4) {
+        answer_error(s, op, req, 400, NULL, 0, "payload shorter than its 4-byte JSON length");
+        return;
+    }
+    jl = (uint32_t)f->payload[0] << 24 | (uint32_t)f->payload[1] << 16 |
+         (uint32_t)f->payload[2] << 8 | f->payload[3];
+    if (jl > REG_SVC_MAX_JSON || jl != f->payload_len - 4) {
+        answer_error(s, op, req, 400, NULL, 0,
+                     "JSON length out of range (no raw bytes follow registry requests)");
+        return;
+    }
+    o = json_loadb((const char *)f->payload + 4, jl, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(o)) {
+        answer_error(s, op, req, 400, NULL, 0, "request JSON is not an object");
+        goto out;
+    }
+    opname = json_string_value(json_object_get(o, "op"));
+    for (int i = 0; opname != NULL && i < OP_COUNT; i++)
+        if (strcmp(opname, op_names[i]) == 0)
+            op = (op_t)i;
+    if (op == OP_BAD) {
+        snprintf(msg, sizeof msg, "op: unknown operation '%.64s'", opname != NULL ? opname : "");
+        answer_error(s, op, req, 400, "op", 0, msg);
+        goto out;
+    }
+    if ((bad = proto_json_unknown_key(o, "op", op_fields[op])) != NULL) {
+        snprintf(msg, sizeof msg, "%.64s: unknown field for %s", bad, op_names[op]);
+        answer_error(s, op, req, 400, bad, 0, msg);
+        goto out;
+    }
+    j = ron_xcalloc(1, sizeof *j);
+    j->op = op;
+    j->req = req;
+    if ((bad = job_fill(j, o, msg, sizeof msg)) != NULL) {
+        answer_error(s, op, req, 400, bad, 0, msg);
+        free(j->desc);
+        free(j);
+        goto out;
+    }
+    j->svc = s;
+    s->jobs++;
+    if (uv_queue_work(s->loop, &j->work, job_work, job_done) < 0) {
+        job_work(&j->work);
+        job_done(&j->work, 0);
+    }
+out:
+    json_decref(o);
+}
+
+int
+reg_service_new(uv_loop_t *loop, rbus_t *bus, reg_t *reg, reg_service_t **svc_out)
+{
+    static const char *const labels[] = {"op", "status"};
+    static const met_desc_t desc_req = {MET_COUNTER,
+                                        "registry_requests_total",
+                                        "Registry protocol requests by op and status.",
+                                        labels,
+                                        2,
+                                        NULL,
+                                        0,
+                                        0};
+    reg_service_t *s = ron_xcalloc(1, sizeof *s);
+    met_family_t *fam = NULL;
+    uint64_t v;
+    int rc;
+
+    s->loop = loop;
+    s->reg = reg;
+    s->mreg = met_registry_new();
+    met_family_register(s->mreg, &desc_req, &fam);
+    for (int op = 0; op <= OP_COUNT; op++)
+        for (size_t i = 0; i < N_STATUS; i++) {
+            char code[8];
+            const char *vals[2] = {op_names[op], code};
+            if (i < RON_ARRAY_LEN(statuses))
+                snprintf(code, sizeof code, "%u", statuses[i]);
+            else
+                snprintf(code, sizeof code, "other");
+            s->req[op][i] = met_family_counter(fam, vals);
+        }
+    met_gauge_register(s->mreg, "registry_head_version", "Version of the registry's head.",
+                       &s->head);
+    reg_head(reg, &v, NULL, NULL);
+    met_gauge_set(s->head, (double)v);
+    if ((rc = rbus_handle(bus, OAP_APP_REGISTRY, on_request, s)) < 0) {
+        s->stopping = true;
+        svc_maybe_free(s);
+        return rc;
+    }
+    *svc_out = s;
+    return 0;
+}
+
+void
+reg_service_free(reg_service_t *s)
+{
+    if (s == NULL || s->stopping)
+        return;
+    s->stopping = true;
+    svc_maybe_free(s);
+}
+
+size_t
+reg_service_metrics(reg_service_t *s, char *buf, size_t cap)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (met_registry_render(s->mreg, &text, &len) < 0 || len >= cap) {
+        free(text);
+        return 0;
+    }
+    memcpy(buf, text, len);
+    free(text);
+    return len;
+}
