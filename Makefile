@@ -7,13 +7,14 @@ NPROC   := $(shell nproc)
 RUN_ARGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps release run test asan tsan test-tsan fuzz fuzz-build coverage bench lint clean help
+.PHONY: all deps release run test asan tsan test-tsan fuzz fuzz-build coverage bench lint clean help netns-test
 
 all: release
 
 help:
 	@echo "make run       install deps, build release, start a node on defaults"
 	@echo "make test      install deps, build with ASan+UBSan, run every test (CTest)"
+	@echo "make netns-test  (root) nodes in network namespaces with delay and loss"
 	@echo "make tsan      build with ThreadSanitizer and run the threaded tests"
 	@echo "make fuzz      build libFuzzer targets (clang) and run each FUZZ_SECONDS=$(FUZZ_SECONDS)"
 	@echo "make coverage  build with gcov, run tests, write build/coverage/index.html"
@@ -37,6 +38,11 @@ asan: deps
 
 test: asan
 	cd build/asan && ctest --output-on-failure -j$(NPROC) --timeout 900
+
+netns-test: deps
+	@$(CMAKE) -S . -B build/asan $(GEN) -DCMAKE_BUILD_TYPE=Debug -DRON_SANITIZE=address,undefined >/dev/null
+	@$(CMAKE) --build build/asan --target ron ron-delayrelay
+	@scripts/netns-test.sh build/asan
 
 tsan: deps
 	@$(CMAKE) -S . -B build/tsan $(GEN) -DCMAKE_BUILD_TYPE=Debug -DRON_SANITIZE=thread >/dev/null
