@@ -212,6 +212,15 @@ typedef struct {
      */
     void (*on_done)(void *arg, int rc);
     void *arg;
+    /*
+     * Optional (appended; NULL: on_piece runs): when set, it runs instead of
+     * on_piece, with the same arguments and returns plus cv, the piece's
+     * BLAKE3 chaining value that the check computed from these bytes (a
+     * view valid for the call). A sink that stores the piece passes it to
+     * sto_put_write_piece so the piece is hashed once, not twice.
+     */
+    int (*on_piece_cv)(void *arg, uint64_t piece, uint64_t size, const uint8_t *bytes, size_t len,
+                       const uint8_t *cv);
 } ovl_fetch_cb_t;
 
 /*
