@@ -54,6 +54,7 @@ typedef struct {
     sto_store_t *store;
     ovl_node_t *node;
     ovl_session_t *sess;
+    ovl_session_stats_t last; /* the session's counters when it closed */
     char addr[64];
 } bnode_t;
 
@@ -98,6 +99,7 @@ on_close(tx_peer_session_t *s, int reason, void *arg)
 
     if (os == NULL)
         return;
+    ovl_session_stats(os, &n->last);
     ovl_session_closed(os, reason);
     ovl_session_free(os);
     tx_peer_session_set_data(s, NULL);
@@ -325,6 +327,8 @@ main(int argc, char **argv)
     printf("median CPU: fetcher %.3f s/GiB, provider %.3f s/GiB\n", fcpu[runs / 2], pcpu[runs / 2]);
     uv_async_send(&a.stop);
     uv_thread_join(&th);
+    printf("provider: %llu pieces sent, %llu sends met a full link or no credit\n",
+           (unsigned long long)a.last.pieces_sent, (unsigned long long)a.last.send_stalls);
     uv_loop_close(&a.loop);
     tx_peer_close(b.p, closed_cb, NULL);
     uv_run(&b.loop, UV_RUN_DEFAULT);
