@@ -292,7 +292,7 @@ main(int argc, char **argv)
         sto_store_t *dst = NULL;
         sto_config_t sc = {0};
         sink_t k = {0};
-        ovl_fetch_cb_t cb = {NULL, sink_done, &k, sink_piece};
+        ovl_fetch_cb_t cb = {.on_done = sink_done, .arg = &k, .on_piece_cv = sink_piece};
         double t0, dt, f0, p0, gib = (double)size / (double)(1u << 30);
 
         sto_open(&sc, &dst);

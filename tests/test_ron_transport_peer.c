@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <openssl/evp.h>
@@ -280,6 +282,34 @@ test_peer_handshake_both_ways_learns_ids(void **state)
     assert_int_equal(tx_peer_stats(n[1].p)->established, 2);
     for (int r = 0; r < TX_PEER_REJ__COUNT; r++)
         assert_int_equal(tx_peer_stats(n[0].p)->rejects[r], 0);
+    world_end(&w, n, 2);
+}
+
+/* A listener handed over as a bound, listening descriptor (the kernel's
+ * way) serves handshakes like one tx_peer bound itself; a descriptor that
+ * does not listen is refused and stays the caller's. */
+static void
+test_peer_listen_fd_adopts_an_inherited_listener(void **state)
+{
+    world_t w;
+    node_t n[2];
+    int fd = -1, sock;
+
+    (void)state;
+    world_init(&w);
+    node_start(&w, &n[0], NULL, false);
+    node_start(&w, &n[1], NULL, false);
+    sock = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(sock >= 0);
+    assert_int_equal(tx_peer_listen_fd(n[0].p, sock, n[0].addr, sizeof n[0].addr), RON_EINVAL);
+    assert_int_equal(close(sock), 0); /* still ours */
+    assert_int_equal(tx_socket_bind("127.0.0.1:0", 16, &fd), 0);
+    assert_int_equal(tx_peer_listen_fd(n[0].p, fd, n[0].addr, sizeof n[0].addr), 0);
+    assert_int_equal(strncmp(n[0].addr, "127.0.0.1:", 10), 0);
+    assert_string_not_equal(n[0].addr, "127.0.0.1:0");
+    connect_pair(&w, &n[0], &n[1]);
+    assert_memory_equal(tx_peer_session_id(n[0].sess[0]), n[1].id, KMS_NODE_ID_LEN);
+    assert_int_equal(tx_peer_stats(n[0].p)->accepted, 1);
     world_end(&w, n, 2);
 }
 
@@ -1008,6 +1038,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_peer_handshake_both_ways_learns_ids),
+        cmocka_unit_test(test_peer_listen_fd_adopts_an_inherited_listener),
         cmocka_unit_test(test_peer_dial_with_wrong_id_fails_with_epeerid_and_is_counted),
         cmocka_unit_test(test_peer_listener_rejects_client_without_certificate),
         cmocka_unit_test(test_peer_listener_rejects_rsa_client_certificate),

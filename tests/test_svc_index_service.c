@@ -13,12 +13,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
 #include <sodium.h>
 
+#include "dht_service.h"
+#include "idx_client.h"
 #include "idx_service.h"
 #include "ron_bus.h"
 #include "ron_err.h"
@@ -257,6 +262,153 @@ test_index_inproc_amnesia(void **state)
     publish_resolve_list_with_signed_records(false, true);
 }
 
+/* ---- names across nodes: two index services, each with its own DHT service ---- */
+
+typedef struct {
+    uv_loop_t loop;
+    rbus_hub_t *hub;
+    rbus_t *bus[2], *cli;
+    dht_service_t *dht[2];
+    idx_service_t *svc[2];
+    rbus_peer_t *dpeer[2], *ipeer[2];
+    uint8_t sk[2][64];
+    bool done;
+    idx_client_result_t res;
+    name_record_t rec;
+    bool has_rec;
+} across_t;
+
+static void
+across_cb(void *arg, const idx_client_result_t *res)
+{
+    across_t *a = arg;
+    a->res = *res;
+    a->has_rec = res->rec != NULL;
+    if (res->rec != NULL)
+        a->rec = *res->rec;
+    a->done = true;
+}
+
+static void
+across_wait(across_t *a)
+{
+    uint64_t end = ron_now_ms() + WAIT_MS;
+    while (!a->done && ron_now_ms() < end)
+        uv_run(&a->loop, UV_RUN_ONCE);
+    assert_true(a->done);
+}
+
+static int
+udp_fd(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static void
+test_index_resolve_miss_is_answered_from_the_dht_and_kept(void **state)
+{
+    across_t a;
+    rbus_config_t cc = {.transport = RBUS_TRANSPORT_INPROC, .name = "client"};
+    static const char *const names[2] = {"index0", "index1"};
+    char seed[64];
+    const char *seeds[1] = {seed};
+    name_record_t rec;
+    uint8_t opk[32], osk[64];
+    int rc = 0;
+    (void)state;
+
+    memset(&a, 0, sizeof a);
+    assert_int_equal(uv_loop_init(&a.loop), 0);
+    a.hub = rbus_hub_new(&a.loop);
+    cc.hub = a.hub;
+    a.cli = rbus_new(&a.loop, &cc, &rc);
+    for (int i = 0; i < 2; i++) {
+        rbus_config_t bc = {.transport = RBUS_TRANSPORT_INPROC, .hub = a.hub, .name = names[i]};
+        dht_service_config_t dc = {0};
+        idx_config_t ic = {.amnesia = true};
+        idx_t *idx = NULL;
+        uint8_t pk[32];
+        char err[256];
+        a.bus[i] = rbus_new(&a.loop, &bc, &rc);
+        assert_non_null(a.bus[i]);
+        crypto_sign_keypair(pk, a.sk[i]);
+        dht_id_of_key(dc.id, pk);
+        dc.sk = a.sk[i];
+        dc.udp_fd = udp_fd();
+        dc.advertise = "127.0.0.1:5301";
+        dc.seeds = seeds;
+        dc.n_seeds = i == 0 ? 0 : 1;
+        /* one endpoint serves both protocols: the index's handler and the DHT's */
+        assert_int_equal(dht_service_new(&a.loop, a.bus[i], &dc, &a.dht[i], err, sizeof err), 0);
+        if (i == 0)
+            snprintf(seed, sizeof seed, "%s", dht_service_addr(a.dht[0]));
+        assert_int_equal(idx_new(&ic, &idx), 0);
+        assert_int_equal(idx_service_new(&a.loop, a.bus[i], idx, &a.svc[i]), 0);
+        assert_int_equal(rbus_listen(a.bus[i]), 0);
+        a.dpeer[i] = rbus_connect(a.bus[i], names[i], &rc); /* the index asks its own node's DHT */
+        idx_service_set_dht(a.svc[i], a.dpeer[i]);
+        a.ipeer[i] = rbus_connect(a.cli, names[i], &rc);
+    }
+    /* the two DHTs know each other */
+    for (uint64_t end = ron_now_ms() + WAIT_MS;
+         (dht_table_size(dht_service_dht(a.dht[0])) == 0 ||
+          dht_table_size(dht_service_dht(a.dht[1])) == 0) && ron_now_ms() < end;)
+        uv_run(&a.loop, UV_RUN_ONCE);
+    assert_true(dht_table_size(dht_service_dht(a.dht[1])) > 0);
+
+    crypto_sign_keypair(opk, osk);
+    memset(&rec, 0, sizeof rec);
+    snprintf(rec.name, sizeof rec.name, "across.nodes");
+    randombytes_buf(rec.addr.b, sizeof rec.addr.b);
+    rec.seq = 1;
+    rec.ts = (uint64_t)time(NULL);
+    assert_int_equal(name_record_sign(&rec, osk), 0);
+    a.done = false;
+    assert_int_equal(idx_client_publish(a.ipeer[0], &rec, across_cb, &a), 0);
+    across_wait(&a);
+    assert_int_equal(a.res.code, 200);
+    /* node 1 never saw the publish: its resolve misses locally and asks the DHT */
+    for (int tries = 0;; tries++) {
+        a.done = false;
+        assert_int_equal(idx_client_resolve(a.ipeer[1], "Across.Nodes", across_cb, &a), 0);
+        across_wait(&a);
+        if (a.res.code == 200 || tries > 20)
+            break;
+    }
+    assert_int_equal(a.res.code, 200);
+    assert_true(a.has_rec);
+    assert_memory_equal(a.rec.sig, rec.sig, sizeof rec.sig);
+    /* kept: with the DHT gone, node 1's index still answers */
+    idx_service_set_dht(a.svc[1], NULL);
+    a.done = false;
+    assert_int_equal(idx_client_resolve(a.ipeer[1], "across.nodes", across_cb, &a), 0);
+    across_wait(&a);
+    assert_int_equal(a.res.code, 200);
+    /* a name nobody has is still 404 */
+    a.done = false;
+    assert_int_equal(idx_client_resolve(a.ipeer[0], "nobody.anywhere", across_cb, &a), 0);
+    across_wait(&a);
+    assert_int_equal(a.res.code, 404);
+
+    for (int i = 0; i < 2; i++) {
+        rbus_peer_close(a.ipeer[i]);
+        rbus_peer_close(a.dpeer[i]);
+        idx_service_free(a.svc[i]);
+        dht_service_free(a.dht[i]);
+        rbus_free(a.bus[i]);
+    }
+    rbus_free(a.cli);
+    uv_run(&a.loop, UV_RUN_DEFAULT);
+    rbus_hub_free(a.hub);
+    uv_run(&a.loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&a.loop), 0);
+}
+
 int
 main(void)
 {
@@ -264,6 +416,7 @@ main(void)
         cmocka_unit_test(test_index_inproc_lmdb),
         cmocka_unit_test(test_index_unix_lmdb),
         cmocka_unit_test(test_index_inproc_amnesia),
+        cmocka_unit_test(test_index_resolve_miss_is_answered_from_the_dht_and_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -347,7 +347,7 @@ test_pieces_with_their_cvs_store_an_object_that_reads_back(void **state)
         pair_t p;
         uint8_t addr[STO_ADDR_LEN], got[STO_ADDR_LEN];
         put_sink_t k = {0};
-        ovl_fetch_cb_t cb = {put_sink_piece, put_sink_done, &k, put_sink_piece_cv};
+        ovl_fetch_cb_t cb = {.on_piece = put_sink_piece, .on_done = put_sink_done, .arg = &k, .on_piece_cv = put_sink_piece_cv};
         uint8_t *obj, *back;
         sto_reader_t *r;
 

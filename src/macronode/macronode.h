@@ -64,7 +64,26 @@ typedef struct {
      * serve_bus) with the second listener's fd (taken) when there is one. A
      * negative return stops the service (exit 1). */
     int (*attach_listener2)(void *state, int fd);
+    /* Optional (false: TCP). The kernel binds listen_addr as a UDP socket
+     * (port 0 works) and hands it over like a TCP listener: start() gets it
+     * as listen_fd (fd 3 in a child). For the DHT. */
+    bool listen_udp;
+    /* Optional (false: none). The service signs as the node (the DHT's
+     * provider records, the overlay's TLS certificate): the kernel hands it
+     * the identity key's seed (a child reads it from an inherited pipe,
+     * RON_IDENTITY_FD; in-process hosts read the kernel's key store), which
+     * it gets with ron_node_identity_seed(). */
+    bool needs_identity;
 } ron_service_def_t;
+
+/*
+ * The node's identity key seed (KMS_SEED_LEN bytes) for a service whose
+ * definition sets needs_identity: copied into seed_out, which the caller
+ * keeps in sodium_malloc memory and wipes. Returns 0, or RON_ENOKEYS when
+ * this process was not handed the key (a service without needs_identity,
+ * or the kernel's key store is not open).
+ */
+int ron_node_identity_seed(uint8_t *seed_out);
 
 /* The built-in service called name, or NULL. */
 const ron_service_def_t *ron_service_find(const char *name);

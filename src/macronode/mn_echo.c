@@ -262,9 +262,9 @@ static const ron_service_def_t svc_echo = {
 };
 
 /* The built-in services, by name. */
-static const ron_service_def_t *const services[] = {&svc_echo,      &mn__svc_health,
-                                                     &mn__svc_storage, &mn__svc_index,
-                                                     &mn__svc_gateway, &mn__svc_app};
+static const ron_service_def_t *const services[] = {
+    &svc_echo,        &mn__svc_health, &mn__svc_storage, &mn__svc_index,
+    &mn__svc_gateway, &mn__svc_app,    &mn__svc_dht,     &mn__svc_overlay};
 
 const ron_service_def_t *
 ron_service_find(const char *name)
@@ -278,5 +278,5 @@ ron_service_find(const char *name)
 const char *
 ron_service_names(void)
 {
-    return "echo, health, storage, index, gateway, app";
+    return "echo, health, storage, index, gateway, app, dht, overlay";
 }

@@ -30,6 +30,7 @@
 #include "ron_bus.h"
 #include "ron_config.h"
 #include "ron_kernel.h"
+#include "ron_kms.h"
 #include "ron_metrics.h"
 #include "ron_transport.h"
 #include "svc_index.h"
@@ -38,6 +39,8 @@
 #define MN_KERNEL_ENDPOINT "kernel"        /* ron-bus name the kernel listens under */
 #define MN_ENV_LISTEN_FD "RON_LISTEN_FD"   /* fd of the inherited public listener */
 #define MN_ENV_LISTEN_FD2 "RON_LISTEN_FD2" /* fd of a second one (listen_addr2) */
+#define MN_ENV_IDENTITY_FD "RON_IDENTITY_FD" /* pipe holding the identity seed (needs_identity) */
+#define MN_IDENTITY_FD 5                     /* the child's fd number of that pipe */
 
 typedef enum {
     MN_SVC_STARTING,    /* spawned, no HELLO yet */
@@ -100,6 +103,11 @@ extern const ron_service_def_t mn__svc_index;
 extern const ron_service_def_t mn__svc_gateway;
 /* The built-in `app` service (mn_app.c): the app port (src/omnigate). */
 extern const ron_service_def_t mn__svc_app;
+/* The built-in `dht` service (mn_dht.c): svc-dht on the kernel's UDP socket. */
+extern const ron_service_def_t mn__svc_dht;
+/* The built-in `overlay` service (mn_overlay.c): peer sessions and verified
+ * transfer over tx_peer, bus endpoint "overlay". */
+extern const ron_service_def_t mn__svc_overlay;
 
 /* ---- the service host (mn_service.c) ---- */
 
@@ -179,10 +187,37 @@ void mn__shared_store_release(sto_store_t *st);
 /* The process's name index (<data_dir>/index, or RAM): as for the store. */
 int mn__shared_index_acquire(const ron_config_t *cfg, idx_t **out);
 void mn__shared_index_release(idx_t *idx);
+/*
+ * The node's identity keys. The node registers its own key store (set;
+ * NULL when it frees it): in the micro profile the services in its process
+ * share it. A child (macro) opens <data_dir>/keys itself on the first
+ * acquire (RAM keys of its own in amnesia: a different id, warned), shared
+ * by reference count. Returns 0 and *out (borrowed until release), or
+ * ron-kms's error. Loop thread only.
+ */
+void mn__shared_keys_set(kms_keystore_t *ks);
+int mn__shared_keys_acquire(const ron_config_t *cfg, const kms_keystore_t **out);
+void mn__shared_keys_release(const kms_keystore_t *ks);
 /* Current reference counts (0: closed), for tests and checks. */
 void mn__shared_refs(unsigned *store_refs, unsigned *index_refs);
 
+/* ---- the identity key for services that sign as the node (mn_ident.c) ---- */
+
+typedef struct kms_keystore kms_keystore_t;
+/* Kernel: remember the node's key store (borrowed until the node exits). */
+void mn__ident_set(const kms_keystore_t *keys);
+/* Kernel: a pipe already holding the identity seed; returns its read end
+ * (O_CLOEXEC; the spawn dup2s it into the child) or a negative code. */
+int mn__ident_pipe(void);
+/* Child: read the seed from fd (taken, closed) into sodium memory.
+ * Returns 0 or a negative code. */
+int mn__ident_read_fd(int fd);
+
 /* ---- small helpers (mn_util.c) ---- */
+
+/* Bind a UDP socket on addr. Returns the fd or a negative code; bound_out
+ * gets the address actually bound. */
+int mn__listen_udp(const char *addr, char *bound_out, size_t bound_cap);
 
 /* Transport defaults with one listener's hardening knobs (config) applied. */
 void mn__tx_config(tx_config_t *tc, const ron_config_http_limits_t *l);

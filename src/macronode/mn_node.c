@@ -100,6 +100,8 @@ node_keys_open(mn_node_t *n, char *err, size_t errcap)
         return rc;
     kms_keystore_node_id(n->keys, id);
     ron_hex_encode(n->node_id, id, sizeof id);
+    mn__ident_set(n->keys);
+    mn__shared_keys_set(n->keys); /* in-process services (micro) share the node's id */
     return 0;
 }
 
@@ -432,6 +434,8 @@ out:
         ron_warn("loop closed with handles still open");
     ron_bus_free(n->bus);
     met_registry_free(n->reg);
+    mn__ident_set(NULL);
+    mn__shared_keys_set(NULL);
     kms_keystore_free(n->keys); /* wipes the secret keys */
     ron_config_store_free(store);
     free(n);

@@ -411,6 +411,17 @@ ron_service_run(const char *name)
             return 1;
         }
     }
+    if (getenv(MN_ENV_IDENTITY_FD) != NULL) {
+        const char *id_env = getenv(MN_ENV_IDENTITY_FD);
+        uint64_t v;
+        if (ron_parse_u64(id_env, strlen(id_env), &v) < 0 || v != MN_IDENTITY_FD ||
+            mn__ident_read_fd((int)v) < 0) {
+            fprintf(stderr, "ron: %s=%s: cannot read the identity key\n", MN_ENV_IDENTITY_FD,
+                    id_env);
+            return 2;
+        }
+        unsetenv(MN_ENV_IDENTITY_FD);
+    }
     unsetenv(MN_ENV_LISTEN_FD);
     unsetenv(MN_ENV_LISTEN_FD2);
     snprintf(dir, sizeof dir, "%s", bc.dir);

@@ -15,6 +15,7 @@
 
 #include "mn_internal.h"
 #include "ron_err.h"
+#include "ron_kms.h"
 #include "ron_log.h"
 
 #define MN_STORE_SUBDIR "store" /* under the node's data directory */
@@ -25,6 +26,9 @@ static struct {
     unsigned store_refs;
     idx_t *idx;
     unsigned idx_refs;
+    kms_keystore_t *node_keys; /* the node's own (mn__shared_keys_set): not ours to free */
+    kms_keystore_t *keys;      /* opened here (a child), freed by the last release */
+    unsigned keys_refs;
 } mn_shared;
 
 int
@@ -115,4 +119,49 @@ mn__shared_refs(unsigned *store_refs, unsigned *index_refs)
 {
     *store_refs = mn_shared.store_refs;
     *index_refs = mn_shared.idx_refs;
+}
+
+void
+mn__shared_keys_set(kms_keystore_t *ks)
+{
+    mn_shared.node_keys = ks;
+}
+
+int
+mn__shared_keys_acquire(const ron_config_t *cfg, const kms_keystore_t **out)
+{
+    char err[256];
+    int rc;
+
+    *out = NULL;
+    if (mn_shared.node_keys != NULL) {
+        *out = mn_shared.node_keys;
+        return 0;
+    }
+    if (mn_shared.keys == NULL) {
+        rc = kms_node_keys_open_or_create(cfg->data_dir, ron_config_amnesia(cfg), &mn_shared.keys,
+                                          err, sizeof err);
+        if (rc < 0) {
+            ron_error("node keys: %s", err);
+            mn_shared.keys = NULL;
+            return rc;
+        }
+        if (ron_config_amnesia(cfg))
+            ron_warn("amnesia in the macro profile: this service's node key lives in its own "
+                     "RAM and differs from the kernel's (use --profile micro for one id)");
+    }
+    mn_shared.keys_refs++;
+    *out = mn_shared.keys;
+    return 0;
+}
+
+void
+mn__shared_keys_release(const kms_keystore_t *ks)
+{
+    if (ks == NULL || ks == mn_shared.node_keys || ks != mn_shared.keys)
+        return;
+    if (mn_shared.keys_refs > 0 && --mn_shared.keys_refs == 0) {
+        kms_keystore_free(mn_shared.keys);
+        mn_shared.keys = NULL;
+    }
 }

@@ -12,6 +12,7 @@
  * services release the store and the index once their worker calls return.
  */
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "idx_service.h"
@@ -31,6 +32,8 @@ typedef struct {
     uv_loop_t *loop;
     idx_t *idx; /* until serve_bus hands it to svc */
     idx_service_t *svc;
+    bool with_dht;     /* the node runs the dht service: names go across nodes */
+    rbus_peer_t *dht;  /* outbound peer to "dht" */
 } mn_index_t;
 
 static int
@@ -105,6 +108,8 @@ index_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **stat
     if (listen_fd >= 0)
         close(listen_fd);
     m->loop = loop;
+    for (size_t i = 0; i < cfg->n_services; i++)
+        m->with_dht = m->with_dht || strcmp(cfg->services[i], "dht") == 0;
     if ((rc = mn__shared_index_acquire(cfg, &m->idx)) < 0) {
         ron_error("index: cannot open the index under %s: %s", cfg->data_dir, ron_strerror(rc));
         free(m);
@@ -131,6 +136,8 @@ index_serve_bus(void *state, rbus_t *bus)
     m->idx = NULL; /* the service holds the reference from here, even on failure */
     if ((rc = idx_service_new_shared(m->loop, bus, idx, index_release, NULL, &m->svc)) < 0)
         return rc;
+    if (m->with_dht && (m->dht = rbus_connect(bus, "dht", &rc)) != NULL)
+        idx_service_set_dht(m->svc, m->dht);
     return rbus_listen(bus);
 }
 
@@ -145,6 +152,7 @@ static void
 index_stop(void *state)
 {
     mn_index_t *m = state;
+    rbus_peer_close(m->dht); /* its calls in flight complete while the service lives */
     idx_service_free(m->svc);
     mn__shared_index_release(m->idx);
     free(m);

@@ -332,22 +332,32 @@ svc_spawn(mn_svc_t *v)
     }
     c = ron_xcalloc(1, sizeof *c);
     uv_process_options_t o;
-    uv_stdio_container_t stdio[5];
+    uv_stdio_container_t stdio[MN_IDENTITY_FD + 1];
     char *args[4];
     char **env = NULL;
     char e_dir[RBUS_MAX_DIR + 32], e_secret[2 * RBUS_SECRET_LEN + 32], e_fd[48], e_fd2[48],
-        hex[2 * RBUS_SECRET_LEN + 1];
+        e_id[48], hex[2 * RBUS_SECRET_LEN + 1];
     size_t n_env = 0, k = 0;
-    int rc;
+    const ron_service_def_t *def = ron_service_find(v->name);
+    int rc, id_fd = -1;
+
+    if (def != NULL && def->needs_identity && (id_fd = mn__ident_pipe()) < 0) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "identity: %s", ron_strerror(id_fd));
+        free(c);
+        svc_crashed(v, reason);
+        return;
+    }
 
     for (char **e = environ; *e != NULL; e++)
         n_env++;
-    env = ron_xcalloc(n_env + 5, sizeof *env);
+    env = ron_xcalloc(n_env + 6, sizeof *env);
     for (char **e = environ; *e != NULL; e++)
         if (strncmp(*e, RBUS_ENV_DIR "=", strlen(RBUS_ENV_DIR) + 1) != 0 &&
             strncmp(*e, RBUS_ENV_SECRET "=", strlen(RBUS_ENV_SECRET) + 1) != 0 &&
             strncmp(*e, MN_ENV_LISTEN_FD "=", strlen(MN_ENV_LISTEN_FD) + 1) != 0 &&
-            strncmp(*e, MN_ENV_LISTEN_FD2 "=", strlen(MN_ENV_LISTEN_FD2) + 1) != 0)
+            strncmp(*e, MN_ENV_LISTEN_FD2 "=", strlen(MN_ENV_LISTEN_FD2) + 1) != 0 &&
+            strncmp(*e, MN_ENV_IDENTITY_FD "=", strlen(MN_ENV_IDENTITY_FD) + 1) != 0)
             env[k++] = *e;
     rbus_secret_hex(s->secret, hex);
     snprintf(e_dir, sizeof e_dir, "%s=%s", RBUS_ENV_DIR, s->bus_dir);
@@ -361,6 +371,10 @@ svc_spawn(mn_svc_t *v)
     if (v->listen_fd2 >= 0) {
         snprintf(e_fd2, sizeof e_fd2, "%s=4", MN_ENV_LISTEN_FD2);
         env[k++] = e_fd2;
+    }
+    if (id_fd >= 0) {
+        snprintf(e_id, sizeof e_id, "%s=%d", MN_ENV_IDENTITY_FD, MN_IDENTITY_FD);
+        env[k++] = e_id;
     }
     env[k] = NULL;
 
@@ -383,9 +397,15 @@ svc_spawn(mn_svc_t *v)
         stdio[3].flags = UV_INHERIT_FD;
         stdio[3].data.fd = v->listen_fd;
     }
+    stdio[4].flags = UV_IGNORE;
     if (v->listen_fd2 >= 0) {
         stdio[4].flags = UV_INHERIT_FD;
         stdio[4].data.fd = v->listen_fd2;
+    }
+    stdio[MN_IDENTITY_FD].flags = UV_IGNORE;
+    if (id_fd >= 0) {
+        stdio[MN_IDENTITY_FD].flags = UV_INHERIT_FD;
+        stdio[MN_IDENTITY_FD].data.fd = id_fd;
     }
     memset(&o, 0, sizeof o);
     o.exit_cb = child_exited;
@@ -393,13 +413,15 @@ svc_spawn(mn_svc_t *v)
     o.args = args;
     o.env = env;
     o.stdio = stdio;
-    o.stdio_count = v->listen_fd2 >= 0 ? 5 : v->listen_fd >= 0 ? 4 : 3;
+    o.stdio_count = id_fd >= 0 ? MN_IDENTITY_FD + 1 : v->listen_fd2 >= 0 ? 5 : v->listen_fd >= 0 ? 4 : 3;
 
     v->state = MN_SVC_STARTING;
     v->spawned_ms = ron_now_ms();
     v->last_hb_ms = v->spawned_ms;
     rc = uv_spawn(s->loop, &c->proc, &o);
     free(env);
+    if (id_fd >= 0)
+        close(id_fd); /* the child has its copy (or was never started) */
     if (rc < 0) {
         char reason[96];
         /* uv_spawn failed: the process handle is still initialized and must be closed */
@@ -688,15 +710,16 @@ sup_bind_listeners(mn_sup_t *s, char *err, size_t errcap)
         }
         addr = def->listen_addr != NULL ? def->listen_addr(s->cfg) : NULL;
         if (addr != NULL && addr[0] != '\0') {
-            fd = mn__listen_tcp(addr, v->listen_addr, sizeof v->listen_addr);
+            fd = def->listen_udp ? mn__listen_udp(addr, v->listen_addr, sizeof v->listen_addr)
+                                 : mn__listen_tcp(addr, v->listen_addr, sizeof v->listen_addr);
             if (fd < 0) {
                 snprintf(err, errcap, "service %s: cannot listen on %s: %s", v->name, addr,
                          ron_strerror(fd));
                 return fd;
             }
             v->listen_fd = fd;
-            ron_info("service %s: listening on %s (socket held by the kernel)", v->name,
-                     v->listen_addr);
+            ron_info("service %s: %s on %s (socket held by the kernel)", v->name,
+                     def->listen_udp ? "udp" : "listening", v->listen_addr);
         }
         addr = def->listen_addr2 != NULL ? def->listen_addr2(s->cfg) : NULL;
         if (addr != NULL && addr[0] != '\0') {

@@ -1,5 +1,6 @@
 /*
- * mn_util.c - binding the public TCP listeners the kernel hands to its
+ * mn_util.c - binding the public TCP listeners (and the DHT's UDP
+ * socket) the kernel hands to its
  * children, naming how a child ended, and preparing the data directory
  * (mode 0700, FORMAT file with the layout version, written atomically).
  */
@@ -20,53 +21,89 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-int
-mn__listen_tcp(const char *addr, char *bound_out, size_t bound_cap)
+/* Parse addr into ss. Returns its length or RON_EINVAL. */
+static socklen_t
+util_sockaddr(const char *addr, struct sockaddr_storage *ss, int *rc_out)
 {
     char host[RON_CONFIG_ADDR_MAX];
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    int port, fd = -1, one = 1, rc;
+    int port;
 
-    memset(&ss, 0, sizeof ss);
-    if (ron_addr_split(addr, host, sizeof host, &port) < 0)
-        return RON_EINVAL;
-    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&ss)->sin_addr) == 1) {
-        ((struct sockaddr_in *)&ss)->sin_family = AF_INET;
-        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
-        sl = sizeof(struct sockaddr_in);
-    } else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&ss)->sin6_addr) == 1) {
-        ((struct sockaddr_in6 *)&ss)->sin6_family = AF_INET6;
-        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
-        sl = sizeof(struct sockaddr_in6);
-    } else {
-        return RON_EINVAL;
+    memset(ss, 0, sizeof *ss);
+    *rc_out = 0;
+    if (ron_addr_split(addr, host, sizeof host, &port) < 0) {
+        *rc_out = RON_EINVAL;
+        return 0;
     }
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)ss)->sin_addr) == 1) {
+        ((struct sockaddr_in *)ss)->sin_family = AF_INET;
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+        return sizeof(struct sockaddr_in);
+    }
+    if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)ss)->sin6_addr) == 1) {
+        ((struct sockaddr_in6 *)ss)->sin6_family = AF_INET6;
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+        return sizeof(struct sockaddr_in6);
+    }
+    *rc_out = RON_EINVAL;
+    return 0;
+}
+
+static void
+util_bound(int fd, char *bound_out, size_t bound_cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char h[INET6_ADDRSTRLEN];
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, h, sizeof h);
+        snprintf(bound_out, bound_cap, "%s:%u", h, ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    } else {
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, h, sizeof h);
+        snprintf(bound_out, bound_cap, "[%s]:%u", h,
+                 ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+    }
+}
+
+/* Bind a socket of type on addr (and listen for TCP). Returns the fd or a code. */
+static int
+util_bind(const char *addr, int type, char *bound_out, size_t bound_cap)
+{
+    struct sockaddr_storage ss;
+    int fd, one = 1, rc;
+    socklen_t sl = util_sockaddr(addr, &ss, &rc);
+
+    if (rc < 0)
+        return rc;
+    fd = socket(ss.ss_family, type | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (type == SOCK_STREAM)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 1024) < 0) {
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 ||
+        (type == SOCK_STREAM && listen(fd, 1024) < 0)) {
         rc = -errno;
         close(fd);
         return rc;
     }
-    sl = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        char h[INET6_ADDRSTRLEN];
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, h, sizeof h);
-            snprintf(bound_out, bound_cap, "%s:%u", h,
-                     ntohs(((struct sockaddr_in *)&ss)->sin_port));
-        } else {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, h, sizeof h);
-            snprintf(bound_out, bound_cap, "[%s]:%u", h,
-                     ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
-        }
-    }
+    util_bound(fd, bound_out, bound_cap);
     return fd;
+}
+
+int
+mn__listen_tcp(const char *addr, char *bound_out, size_t bound_cap)
+{
+    return util_bind(addr, SOCK_STREAM, bound_out, bound_cap);
+}
+
+int
+mn__listen_udp(const char *addr, char *bound_out, size_t bound_cap)
+{
+    return util_bind(addr, SOCK_DGRAM, bound_out, bound_cap);
 }
 
 void

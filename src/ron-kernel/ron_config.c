@@ -244,8 +244,9 @@ ron_config_defaults(ron_config_t *cfg)
         .unhealthy_after_ms = 1500,
         .stop_timeout_ms = 1500,
     };
-    /* out of the box a node serves content: store, names, HTTP and the app port */
-    static const char *const dflt[] = {"storage", "index", "gateway", "app"};
+    /* out of the box a node serves content (store, names, HTTP, the app port)
+     * and joins the peer network (DHT) */
+    static const char *const dflt[] = {"storage", "index", "gateway", "app", "dht"};
     for (size_t i = 0; i < sizeof dflt / sizeof dflt[0]; i++)
         snprintf(cfg->services[i], sizeof cfg->services[i], "%s", dflt[i]);
     cfg->n_services = sizeof dflt / sizeof dflt[0];

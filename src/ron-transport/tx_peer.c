@@ -20,6 +20,7 @@
  * in the last close callback of its handles.
  */
 #include <string.h>
+#include <sys/socket.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -1334,12 +1335,36 @@ tx_peer_listener_closed(uv_handle_t *h)
     tx_peer_maybe_free(p);
 }
 
+/* Write l's bound address to bound_out ("127.0.0.1:43121", "[::1]:43121"). */
+static void
+tx_peer_bound_addr(tx_peer_listener_t *l, char *bound_out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "";
+
+    if (bound_out == NULL || cap == 0)
+        return;
+    bound_out[0] = '\0';
+    if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) < 0)
+        return;
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        (void)uv_ip6_name(a, host, sizeof host);
+        (void)snprintf(bound_out, cap, "[%s]:%u", host, ntohs(a->sin6_port));
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        (void)uv_ip4_name(a, host, sizeof host);
+        (void)snprintf(bound_out, cap, "%s:%u", host, ntohs(a->sin_port));
+    }
+}
+
 int
 tx_peer_listen(tx_peer_t *p, const char *addr, char *bound_out, size_t cap)
 {
     struct sockaddr_storage ss;
-    int len = sizeof ss, rc;
     tx_peer_listener_t *l;
+    int rc;
 
     if (p->closing)
         return RON_ESHUTDOWN;
@@ -1357,20 +1382,41 @@ tx_peer_listen(tx_peer_t *p, const char *addr, char *bound_out, size_t cap)
     }
     l->next = p->listeners;
     p->listeners = l;
-    if (bound_out != NULL && cap > 0) {
-        char host[INET6_ADDRSTRLEN] = "";
-        if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) < 0)
-            return 0;
-        if (ss.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-            (void)uv_ip6_name(a, host, sizeof host);
-            (void)snprintf(bound_out, cap, "[%s]:%u", host, ntohs(a->sin6_port));
-        } else {
-            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-            (void)uv_ip4_name(a, host, sizeof host);
-            (void)snprintf(bound_out, cap, "%s:%u", host, ntohs(a->sin_port));
-        }
+    tx_peer_bound_addr(l, bound_out, cap);
+    return 0;
+}
+
+int
+tx_peer_listen_fd(tx_peer_t *p, int fd, char *bound_out, size_t cap)
+{
+    int acc = 0, type = 0, rc;
+    socklen_t sl = sizeof acc;
+    tx_peer_listener_t *l;
+
+    if (p->closing)
+        return RON_ESHUTDOWN;
+    if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &sl) < 0 || !acc)
+        return RON_EINVAL;
+    sl = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) < 0 || type != SOCK_STREAM)
+        return RON_EINVAL;
+    l = ron_xcalloc(1, sizeof *l);
+    l->p = p;
+    (void)uv_tcp_init(p->loop, &l->tcp);
+    l->tcp.data = l;
+    p->pending++;
+    /* uv_listen on a socket that already listens only starts watching it */
+    if ((rc = uv_tcp_open(&l->tcp, fd)) < 0) {
+        uv_close((uv_handle_t *)&l->tcp, tx_peer_listener_closed); /* fd stays the caller's */
+        return rc;
     }
+    if ((rc = uv_listen((uv_stream_t *)&l->tcp, 128, tx_peer_on_conn)) < 0) {
+        uv_close((uv_handle_t *)&l->tcp, tx_peer_listener_closed); /* closes fd: taken */
+        return rc;
+    }
+    l->next = p->listeners;
+    p->listeners = l;
+    tx_peer_bound_addr(l, bound_out, cap);
     return 0;
 }
 

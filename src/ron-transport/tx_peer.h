@@ -139,6 +139,16 @@ int tx_peer_new(uv_loop_t *loop, const kms_keystore_t *ks, const tx_peer_config_
 int tx_peer_listen(tx_peer_t *p, const char *addr, char *bound_out, size_t cap);
 
 /*
+ * Serve an inherited listening TCP socket fd (bound and listening already,
+ * e.g. by the kernel, which hands a service its public listener). The bound
+ * address goes to bound_out as for tx_peer_listen. Returns 0 (fd taken:
+ * closed by tx_peer_close), RON_EINVAL when fd is not a listening stream
+ * socket (fd stays the caller's), RON_ESHUTDOWN, or a libuv error (fd stays
+ * the caller's when uv_tcp_open refused it, else taken).
+ */
+int tx_peer_listen_fd(tx_peer_t *p, int fd, char *bound_out, size_t cap);
+
+/*
  * Dial numeric "HOST:PORT" expecting node id (copied). On success
  * *s_out is the new session, already counted; on_session or on_close follows
  * later, never from inside this call. Returns 0; RON_EINVAL (address);

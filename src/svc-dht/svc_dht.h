@@ -354,4 +354,23 @@ const dht_stats_t *dht_stats(const dht_t *d);
 /* The hedge threshold now in use (ms): the observed p95 step, or 0 (not hedging yet). */
 uint32_t dht_hedge_threshold(const dht_t *d);
 
+/* ---- what a node service needs besides the above (dht_view.c) ---- */
+
+/* Set the address provider records point to (copied; family 0 unsets it):
+ * a node learns its overlay's address after the DHT is up. Records already
+ * signed keep theirs until their next republish. */
+void dht_set_overlay_addr(dht_t *d, const dht_addr_t *addr);
+
+/* Records held (for others and for ourselves). */
+size_t dht_record_count(const dht_t *d);
+
+/* The name record held under key (BLAKE3 of the name), or NULL: a view valid
+ * until the next call on the node. */
+const name_record_t *dht_name_held(const dht_t *d, const uint8_t key[static DHT_ID_LEN]);
+
+/* Copy up to n provider records held under key into out. Returns how many.
+ * Not re-verified: check them with dht_provider_verify. */
+size_t dht_providers_held(const dht_t *d, const uint8_t key[static DHT_ID_LEN],
+                          dht_provider_t *out, size_t n);
+
 #endif

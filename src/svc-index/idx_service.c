@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "dht_client.h"
 #include "idx_service.h"
 #include "ron_err.h"
 #include "ron_proto.h"
@@ -44,6 +45,8 @@ struct idx_service {
     size_t jobs;
     met_registry_t *reg;
     met_counter_t *req[OP_COUNT + 1][N_STATUS];
+    rbus_peer_t *dht;              /* borrowed; NULL: names stay local */
+    met_counter_t *dht_put_ok, *dht_put_failed, *dht_found, *dht_missed;
 };
 
 typedef struct {
@@ -61,6 +64,8 @@ typedef struct {
     bool more;
     name_err_t nerr;
     int rc;
+    bool dht_tried; /* resolve: the DHT was asked after a local miss */
+    bool store;     /* resolve: keep j->rec (from the DHT), then answer the current record */
 } job_t;
 
 static void
@@ -166,6 +171,15 @@ job_work(uv_work_t *w)
 {
     job_t *j = ron_container_of(w, job_t, work);
     idx_t *idx = j->svc->idx;
+    if (j->store) {
+        /* a record from the DHT: the acceptance rule decides, as for a publish */
+        j->rc = idx_publish(idx, &j->rec, (int64_t)time(NULL), &j->nerr);
+        if (j->rc != 0 && j->rc != RON_ENAMEDUP)
+            j->rc = idx_resolve(idx, j->name, &j->rec);
+        else
+            j->rc = 0;
+        return;
+    }
     switch (j->op) {
     case OP_PUBLISH:
         j->rc = idx_publish(idx, &j->rec, (int64_t)time(NULL), &j->nerr);
@@ -197,6 +211,40 @@ svc_maybe_free(idx_service_t *s)
     }
 }
 
+static void job_done(uv_work_t *w, int status);
+
+static void
+on_dht_put(void *arg, const dht_client_result_t *res)
+{
+    idx_service_t *s = arg;
+    s->jobs--;
+    met_counter_inc(res->status == 0 && res->code == 200 ? s->dht_put_ok : s->dht_put_failed);
+    svc_maybe_free(s);
+}
+
+/* The DHT's answer to a local resolve miss. */
+static void
+on_dht_name(void *arg, const dht_client_result_t *res)
+{
+    job_t *j = arg;
+    idx_service_t *s = j->svc;
+
+    if (res->status == 0 && res->code == 200 && res->rec != NULL &&
+        strcmp(res->rec->name, j->name) == 0 && !s->stopping) {
+        met_counter_inc(s->dht_found);
+        j->rec = *res->rec;
+        j->store = true;
+        if (uv_queue_work(s->loop, &j->work, job_work, job_done) < 0) {
+            job_work(&j->work);
+            job_done(&j->work, 0);
+        }
+        return;
+    }
+    met_counter_inc(s->dht_missed);
+    j->rc = RON_ENOTFOUND;
+    job_done(&j->work, 0);
+}
+
 static void
 job_done(uv_work_t *w, int status)
 {
@@ -206,6 +254,22 @@ job_done(uv_work_t *w, int status)
     (void)status;
 
     s->jobs--;
+    if (j->op == OP_RESOLVE && j->rc == RON_ENOTFOUND && s->dht != NULL && !s->stopping &&
+        !j->dht_tried) {
+        j->dht_tried = true;
+        s->jobs++;
+        if (dht_client_name_get(s->dht, j->name, on_dht_name, j) == 0)
+            return;
+        s->jobs--;
+    }
+    if (j->op == OP_PUBLISH && (j->rc == 0 || j->rc == RON_ENAMEDUP) && s->dht != NULL &&
+        !s->stopping) {
+        s->jobs++;
+        if (dht_client_name_put(s->dht, &j->rec, on_dht_put, s) < 0) {
+            s->jobs--;
+            met_counter_inc(s->dht_put_failed);
+        }
+    }
     if (j->rc < 0 && !(j->op == OP_PUBLISH && j->rc == RON_ENAMEDUP)) {
         answer_rc(s, j);
     } else if (j->op == OP_PUBLISH) {
@@ -401,6 +465,16 @@ idx_service_new_shared(uv_loop_t *loop, rbus_t *bus, idx_t *idx,
                 snprintf(code, sizeof code, "other");
             s->req[op][i] = met_family_counter(fam, vals);
         }
+    met_counter_register(s->reg, "index_dht_puts_total",
+                         "Published records the DHT accepted (dht name_put answered 200).",
+                         &s->dht_put_ok);
+    met_counter_register(s->reg, "index_dht_put_failures_total",
+                         "Published records the DHT did not take (unreachable or refused).",
+                         &s->dht_put_failed);
+    met_counter_register(s->reg, "index_dht_resolved_total",
+                         "Local resolve misses answered from the DHT.", &s->dht_found);
+    met_counter_register(s->reg, "index_dht_misses_total",
+                         "Local resolve misses the DHT did not answer either.", &s->dht_missed);
     if ((rc = rbus_handle(bus, OAP_APP_INDEX, on_request, s)) < 0) {
         s->stopping = true;
         svc_maybe_free(s);
@@ -417,6 +491,12 @@ idx_service_free(idx_service_t *s)
         return;
     s->stopping = true;
     svc_maybe_free(s);
+}
+
+void
+idx_service_set_dht(idx_service_t *s, rbus_peer_t *dht)
+{
+    s->dht = dht;
 }
 
 size_t

@@ -49,6 +49,17 @@ int idx_service_new_shared(uv_loop_t *loop, rbus_t *bus, idx_t *idx,
  * does nothing. */
 void idx_service_free(idx_service_t *svc);
 
+/*
+ * Carry names across nodes through the DHT (docs/protocol/index.md): after
+ * a successful publish the record is sent to dht (`name_put`, fire and
+ * forget, counted); a resolve that misses locally asks dht (`name_get`),
+ * keeps the answer when ron-naming's acceptance rule takes it, and answers
+ * it. dht is an outbound peer connected to the "dht" endpoint (borrowed:
+ * close it before idx_service_free; its in-flight calls then complete).
+ * NULL turns this off (the default).
+ */
+void idx_service_set_dht(idx_service_t *svc, rbus_peer_t *dht);
+
 /* Append Prometheus text (requests by op and status) to buf (cap bytes).
  * Returns bytes written (0 when cap is too small). */
 size_t idx_service_metrics(idx_service_t *svc, char *buf, size_t cap);

@@ -631,6 +631,9 @@ fetch_piece(ovl_session_t *s, ovl_fetch_t *ft, const oap_frame_t *f)
     ft->got++;
     s->st.pieces_recv++;
     s->st.piece_bytes_recv += len;
+    if (ft->cb.on_record != NULL &&
+        (rc = ft->cb.on_record(ft->cb.arg, idx, ft->size, f->payload, f->payload_len)) < 0)
+        return rc;
     if (idx < ft->first || idx >= ft->first + ft->count)
         return 0; /* the size proof of a range that ends before the last piece */
     if (ft->cb.on_piece_cv != NULL)
@@ -773,6 +776,17 @@ ovl_fetch_release(ovl_fetch_t *f, uint32_t n)
 {
     if (n > 0 && !f->s->closed)
         f->s->ops->consume(f->s->link, f->corr_id, true, n);
+}
+
+void
+ovl_fetch_cancel(ovl_fetch_t *f)
+{
+    ovl_session_t *s = f->s;
+
+    if (f->state == FETCH_DRAIN)
+        return;
+    memset(&f->cb, 0, sizeof f->cb);
+    fetch_end(s, f, RON_ECLOSED, false); /* no callback left to hear it */
 }
 
 /* ---- sessions ---- */

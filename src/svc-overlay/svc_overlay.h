@@ -213,6 +213,16 @@ typedef struct {
     void (*on_done)(void *arg, int rc);
     void *arg;
     /*
+     * Optional (NULL: none). Every piece frame that verified, before
+     * on_piece and including the size-proof last piece that on_piece does
+     * not see: the frame's whole payload (u64 piece, u16 proof_len, proof,
+     * bytes; a view valid for the call), in wire order, with the piece
+     * index and the object's size. For a relay that forwards pieces with
+     * their proofs (the overlay service's bus `fetch`). Return 0, or a
+     * negative code to cancel (on_done follows with it).
+     */
+    int (*on_record)(void *arg, uint64_t piece, uint64_t size, const uint8_t *rec, size_t len);
+    /*
      * Optional (appended; NULL: on_piece runs): when set, it runs instead of
      * on_piece, with the same arguments and returns plus cv, the piece's
      * BLAKE3 chaining value that the check computed from these bytes (a
@@ -235,6 +245,14 @@ int ovl_fetch_start(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], u
 
 /* Give back the credit of n pieces held with OVL_PIECE_HOLD. */
 void ovl_fetch_release(ovl_fetch_t *f, uint32_t n);
+
+/*
+ * Give up fetch f (a deadline passed, its requester went away): the peer is
+ * told (REQ|END), the stream's remaining frames are discarded with their
+ * credit granted, and no callback of f runs any more (on_done neither).
+ * Counted in fetches_failed. f is invalid after this.
+ */
+void ovl_fetch_cancel(ovl_fetch_t *f);
 
 /* ---- messages (exposed for the fuzz target and tests) ---- */
 

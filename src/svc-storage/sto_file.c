@@ -722,7 +722,8 @@ sto__file_open(sto_store_t *s, const sto_config_t *cfg, uint64_t map_size)
     if (s->read_only)
         return 0;
     if ((rc = tmp_clear(s)) < 0 || (rc = fanout_create(s)) < 0 || (rc = index_repair(s)) < 0 ||
-        (rc = orphans_reindex(s)) < 0 || (rc = syncer_new(s)) < 0)
+        (rc = orphans_reindex(s)) < 0 || (rc = sto__partial_recover(s)) < 0 ||
+        (rc = syncer_new(s)) < 0)
         return rc;
     return 0;
 }
@@ -1217,6 +1218,8 @@ sto__file_gc(sto_store_t *s, uint64_t target, uint64_t *freed)
     txn = NULL;
     if (rc < 0)
         goto out;
+    for (size_t i = 0; i < nv; i++)
+        sto__evicted(s, victims + STO_ADDR_LEN * i);
     if (freed != NULL)
         *freed = got;
 out:

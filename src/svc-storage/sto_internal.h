@@ -89,6 +89,11 @@ struct sto_store {
     size_t nobjs, capobjs;
     sto__totals_t ram_totals;
     uint64_t last_stamp;        /* last cache stamp handed out (under lock) */
+    /* partial objects (sto_partial.c; under lock) */
+    sto_partial_t *partials;    /* open ones (file) or all (RAM) */
+    uint64_t partial_bytes;     /* sum of the sizes of partial objects */
+    sto_evict_fn evict_cb;      /* sto_evict_hook_set */
+    void *evict_arg;
 };
 
 struct sto_put {
@@ -180,6 +185,19 @@ void sto__ram_reader_close(sto_reader_t *r);
 const uint8_t *sto__ram_reader_bytes(const sto_reader_t *r);
 /* Tests only: flip one byte of a stored RAM object. Returns 0 or RON_ENOTFOUND. */
 int sto__ram_corrupt(sto_store_t *s, const uint8_t *addr, uint64_t off);
+
+/* Partial objects (sto_partial.c). */
+/* Evict idle partial objects, oldest first, while stored + partial bytes >
+ * target. Lock held. Returns the bytes freed. */
+uint64_t sto__partial_evict(sto_store_t *s, uint64_t stored, uint64_t target);
+/* Writable file store open: create <dir>/partial, drop malformed pairs. */
+int sto__partial_recover(sto_store_t *s);
+/* sto_close: free every registered partial. */
+void sto__partial_close_all(sto_store_t *s);
+/* sto_gc with the lock held: idle partials first, then cache objects. */
+int sto__gc_locked(sto_store_t *s, uint64_t target, uint64_t *freed);
+/* Tell the eviction hook (if any) that addr was evicted. */
+void sto__evicted(sto_store_t *s, const uint8_t *addr);
 
 /* Shared helpers (sto_store.c). */
 /* 1 when ctype is <= STO_CTYPE_MAX printable ASCII bytes (0x20..0x7e). */

@@ -246,6 +246,7 @@ sto__ram_gc(sto_store_t *s, uint64_t target, uint64_t *freed)
         if (best == SIZE_MAX)
             break; /* only pinned objects left */
         *freed += s->objs[best]->rec.size;
+        sto__evicted(s, s->objs[best]->addr);
         remove_at(s, best);
     }
     return 0;

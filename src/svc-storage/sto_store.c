@@ -127,6 +127,7 @@ sto_close(sto_store_t *s)
 {
     if (s == NULL)
         return;
+    sto__partial_close_all(s);
     if (s->ram)
         sto__ram_close(s);
     else
@@ -439,6 +440,9 @@ sto_totals(sto_store_t *s, sto_totals_t *t_out)
     t_out->pinned_bytes = t.pinned_bytes;
     t_out->quota = s->quota;
     t_out->corruptions = atomic_load(&s->corruptions);
+    pthread_mutex_lock(&s->lock);
+    t_out->partial_bytes = s->partial_bytes;
+    pthread_mutex_unlock(&s->lock);
     return rc;
 }
 
@@ -488,18 +492,47 @@ sto_gc(sto_store_t *s, uint64_t target, uint64_t *freed_out)
 
     if (s->read_only)
         return RON_EINVAL;
-    if (s->ram) {
-        pthread_mutex_lock(&s->lock);
-        rc = sto__ram_gc(s, target, &freed);
-        pthread_mutex_unlock(&s->lock);
-    } else {
-        pthread_mutex_lock(&s->lock);
-        rc = sto__file_gc(s, target, &freed);
-        pthread_mutex_unlock(&s->lock);
-    }
+    pthread_mutex_lock(&s->lock);
+    rc = sto__gc_locked(s, target, &freed);
+    pthread_mutex_unlock(&s->lock);
     if (freed_out != NULL)
         *freed_out = freed;
     return rc;
+}
+
+int
+sto__gc_locked(sto_store_t *s, uint64_t target, uint64_t *freed)
+{
+    sto__totals_t t;
+    uint64_t got = 0, part;
+    int rc;
+
+    /* an incomplete copy is the least useful cache: idle partials go first */
+    if (s->ram)
+        t = s->ram_totals;
+    else if ((rc = sto__file_totals(s, &t)) < 0)
+        return rc;
+    part = sto__partial_evict(s, t.stored_bytes, target);
+    target = target > s->partial_bytes ? target - s->partial_bytes : 0;
+    rc = s->ram ? sto__ram_gc(s, target, &got) : sto__file_gc(s, target, &got);
+    *freed = got + part;
+    return rc;
+}
+
+void
+sto_evict_hook_set(sto_store_t *s, sto_evict_fn fn, void *arg)
+{
+    pthread_mutex_lock(&s->lock);
+    s->evict_cb = fn;
+    s->evict_arg = arg;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void
+sto__evicted(sto_store_t *s, const uint8_t *addr)
+{
+    if (s->evict_cb != NULL)
+        s->evict_cb(s->evict_arg, addr);
 }
 
 /* ---- reader ---- */

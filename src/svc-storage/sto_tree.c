@@ -545,11 +545,13 @@ sto_tree_proof_extract_buf(uint64_t size, uint64_t piece, const uint8_t *outboar
 }
 
 /* Fold the piece's CV up its path with the bottom-up sibling CVs of proof and
- * compare with root. n >= 2 (a one-piece object has no path). */
+ * compare with root. n >= 2 (a one-piece object has no path). With nodes
+ * not NULL, the block folded at top-down level l goes to nodes + 64*l and
+ * its outboard offset to offs[l]. */
 static int
-tree_cv_verify(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t n, uint64_t piece,
-               const uint8_t cv_in[static STO_TREE_HASH_LEN], const uint8_t *proof,
-               size_t proof_len)
+tree_cv_fold(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t n, uint64_t piece,
+             const uint8_t cv_in[static STO_TREE_HASH_LEN], const uint8_t *proof,
+             size_t proof_len, uint8_t *nodes, uint64_t *offs)
 {
     tree_path_t path;
     uint8_t cv[STO_TREE_HASH_LEN], block[STO_TREE_NODE_LEN];
@@ -568,8 +570,40 @@ tree_cv_verify(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t n, uint64_
             memcpy(block + STO_TREE_HASH_LEN, cv, STO_TREE_HASH_LEN);
         }
         tree_parent_cv(block, lvl == 0, cv);
+        if (nodes != NULL) {
+            memcpy(nodes + lvl * STO_TREE_NODE_LEN, block, STO_TREE_NODE_LEN);
+            offs[lvl] = path.sib_off[lvl] & ~(uint64_t)(STO_TREE_NODE_LEN - 1);
+        }
     }
     return memcmp(cv, root, STO_TREE_HASH_LEN) == 0 ? 0 : RON_EDIGEST;
+}
+
+static int
+tree_cv_verify(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t n, uint64_t piece,
+               const uint8_t cv_in[static STO_TREE_HASH_LEN], const uint8_t *proof,
+               size_t proof_len)
+{
+    return tree_cv_fold(root, n, piece, cv_in, proof, proof_len, NULL, NULL);
+}
+
+/* The CV of piece `piece` (len bytes) of an n-piece object, the root when n
+ * is 1: one pass over the bytes; a full piece of a larger object goes through
+ * tree_hash_full_pieces, so its parent levels are hash_many calls too (not
+ * 63 single compressions). */
+static void
+tree_piece_cv_of(const uint8_t *bytes, size_t len, uint64_t piece, uint64_t n,
+                 uint8_t cv[static STO_TREE_HASH_LEN])
+{
+    tree_scratch_t *sc = ron_xmalloc(sizeof *sc);
+
+    if (len == STO_PIECE_LEN && n > 1) {
+        uint8_t top[1][STO_TREE_NODE_LEN], cvs[1][STO_TREE_HASH_LEN];
+        tree_hash_full_pieces(sc, bytes, 1, piece, top, cvs);
+        memcpy(cv, cvs[0], STO_TREE_HASH_LEN);
+    } else {
+        tree_piece_cv(sc, bytes, len, piece, n == 1, cv);
+    }
+    free(sc);
 }
 
 int
@@ -580,7 +614,6 @@ sto_tree_proof_verify_cv(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t 
 {
     uint64_t n = sto_tree_pieces(size);
     uint8_t cv[STO_TREE_HASH_LEN];
-    tree_scratch_t *sc;
     int rc;
 
     if (piece >= n)
@@ -589,17 +622,7 @@ sto_tree_proof_verify_cv(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t 
         return RON_EDIGEST;
     if (proof_len != tree_path(n, piece, NULL) * STO_TREE_HASH_LEN)
         return RON_EPROTO;
-    sc = ron_xmalloc(sizeof *sc);
-    if (len == STO_PIECE_LEN && n > 1) {
-        /* one pass over the bytes: the chunks, then each parent level of the
-         * piece in one hash_many call (not 63 single compressions) */
-        uint8_t top[1][STO_TREE_NODE_LEN], cvs[1][STO_TREE_HASH_LEN];
-        tree_hash_full_pieces(sc, bytes, 1, piece, top, cvs);
-        memcpy(cv, cvs[0], sizeof cv);
-    } else {
-        tree_piece_cv(sc, bytes, len, piece, n == 1, cv);
-    }
-    free(sc);
+    tree_piece_cv_of(bytes, len, piece, n, cv);
     if (n == 1)
         rc = memcmp(cv, root, STO_TREE_HASH_LEN) == 0 ? 0 : RON_EDIGEST;
     else
@@ -617,6 +640,39 @@ sto_tree_proof_verify(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t siz
     uint8_t cv[STO_TREE_HASH_LEN];
 
     return sto_tree_proof_verify_cv(root, size, piece, bytes, len, proof, proof_len, cv);
+}
+
+int
+sto_tree_proof_nodes(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
+                     uint64_t piece, const uint8_t *bytes, size_t len,
+                     const uint8_t *proof, size_t proof_len, uint8_t *nodes_out,
+                     uint64_t *offs_out, size_t *n_out)
+{
+    uint64_t n = sto_tree_pieces(size);
+    uint8_t cv[STO_TREE_HASH_LEN];
+    uint8_t nodes[STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN];
+    uint64_t offs[STO_TREE_MAX_DEPTH];
+    size_t d;
+    int rc;
+
+    *n_out = 0;
+    if (piece >= n)
+        return RON_EINVAL;
+    if (len != sto_tree_piece_len(size, piece))
+        return RON_EDIGEST;
+    d = tree_path(n, piece, NULL);
+    if (proof_len != d * STO_TREE_HASH_LEN)
+        return RON_EPROTO;
+    tree_piece_cv_of(bytes, len, piece, n, cv);
+    if (n == 1)
+        return memcmp(cv, root, STO_TREE_HASH_LEN) == 0 ? 0 : RON_EDIGEST;
+    rc = tree_cv_fold(root, n, piece, cv, proof, proof_len, nodes, offs);
+    if (rc < 0)
+        return rc;
+    memcpy(nodes_out, nodes, d * STO_TREE_NODE_LEN);
+    memcpy(offs_out, offs, d * sizeof offs[0]);
+    *n_out = d;
+    return 0;
 }
 
 int

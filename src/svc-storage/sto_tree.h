@@ -189,6 +189,23 @@ int sto_tree_range_verify_fn(const uint8_t root[static STO_TREE_HASH_LEN], uint6
                              const uint8_t *bytes, size_t len, uint64_t *bad_piece_out);
 
 /*
+ * Verify piece `piece` with its proof like sto_tree_proof_verify and, when it
+ * verifies, write the outboard nodes on its path: node j (top-down) is the
+ * 64 bytes nodes_out + 64*j that belong at outboard byte offset
+ * offs_out[j]; their number goes to *n_out (<= STO_TREE_MAX_DEPTH; 0 for a
+ * one-piece object). Every node so written is authenticated by the fold up
+ * to root, so a receiver that fills an outboard from the proofs it verified
+ * holds, once it has every piece, the object's exact outboard. nodes_out
+ * holds STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN bytes, offs_out
+ * STO_TREE_MAX_DEPTH entries. Returns as sto_tree_proof_verify (nothing is
+ * written on an error).
+ */
+int sto_tree_proof_nodes(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
+                         uint64_t piece, const uint8_t *bytes, size_t len,
+                         const uint8_t *proof, size_t proof_len, uint8_t *nodes_out,
+                         uint64_t *offs_out, size_t *n_out);
+
+/*
  * Verify that the object with address root has the claimed size, from its
  * last piece (last_len bytes, piece sto_tree_pieces(size) - 1) and that
  * piece's proof. BLAKE3 hashes no length field: only the tree's shape (which

@@ -48,6 +48,12 @@
 typedef struct sto_store sto_store_t;   /* opaque; shared between threads */
 typedef struct sto_put sto_put_t;       /* one streamed put; one thread at a time */
 typedef struct sto_reader sto_reader_t; /* one open object; one thread at a time */
+typedef struct sto_partial sto_partial_t; /* a partial object; shared between threads */
+
+/* Called with the address of each object GC evicts (from the thread running
+ * the GC, with the store's lock held: record it and return; never call the
+ * store from here). */
+typedef void (*sto_evict_fn)(void *arg, const uint8_t addr[STO_ADDR_LEN]);
 
 typedef struct {
     const char *dir;     /* store directory (created), e.g. <data-dir>/store; NULL = RAM store */
@@ -77,6 +83,7 @@ typedef struct {
     uint64_t pinned_bytes; /* sum of the sizes of pinned objects */
     uint64_t quota;        /* the configured quota (0 = unlimited) */
     uint64_t corruptions;  /* pieces that failed verification since open (this process) */
+    uint64_t partial_bytes; /* sizes of the partial objects held (not in stored_bytes) */
 } sto_totals_t;
 
 /* ---- lifecycle ---- */
@@ -272,6 +279,91 @@ int sto_reader_proof(const sto_reader_t *r, uint64_t piece, uint8_t *proof_out, 
 
 /* Close the reader. NULL does nothing. */
 void sto_reader_close(sto_reader_t *r);
+
+/* ---- eviction hook ---- */
+
+/* Call fn(arg, addr) for every object GC evicts from now on (fn NULL: none).
+ * The service withdraws their provider records with it. */
+void sto_evict_hook_set(sto_store_t *s, sto_evict_fn fn, void *arg);
+
+/* ---- partial objects (fetched from peers; docs/protocol/storage-format.md) ---- */
+
+/*
+ * A partial object holds the verified pieces of an object fetched so far,
+ * with a bitmap of which, and the outboard nodes their proofs carried, so
+ * each piece is verified again whenever it is served. It is cache: never
+ * pinned, evicted by GC (idle partials before cache objects), counted in
+ * sto_totals_t.partial_bytes. When every piece is present,
+ * sto_partial_complete turns it into a normal cache object. Writable stores
+ * only (a read-only opener sees none).
+ */
+
+/*
+ * Open the partial object addr (in memory, or on disk from an earlier run);
+ * *p_out returns a handle, released by sto_partial_close. Returns 0 or
+ * RON_ENOTFOUND.
+ */
+int sto_partial_open(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN], sto_partial_t **p_out);
+
+/*
+ * Open or create the partial object addr of size bytes, given its last
+ * piece (last_len bytes) and that piece's proof (peer bytes: anything is
+ * safe), which bind the size (sto_tree_size_verify) before anything is
+ * allocated; the last piece is stored. The quota is checked like a cache
+ * put's (GC makes room). Returns 0; RON_EDIGEST / RON_EPROTO (the last piece
+ * or proof does not verify under size); -EEXIST (the whole object is
+ * stored: read it instead); RON_ETOOBIG (size > max_object);
+ * RON_ESTOREFULL; RON_EINVAL (read-only); or -errno.
+ */
+int sto_partial_create(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t size,
+                       const uint8_t *last, size_t last_len, const uint8_t *proof,
+                       size_t proof_len, sto_partial_t **p_out);
+
+/* The object's size (bound by its last piece). */
+uint64_t sto_partial_size(const sto_partial_t *p);
+
+/*
+ * Add piece `piece` (len bytes, borrowed) with its proof (proof_len bytes):
+ * verified first (sto_tree_proof_nodes), then stored with the outboard nodes
+ * its proof authenticated, then marked present. Returns 0 (stored), 1
+ * (already present: nothing done), RON_EDIGEST / RON_EPROTO (it does not
+ * verify: a bad provider), RON_EINVAL (piece out of range), RON_ENOTFOUND
+ * (the partial was completed or evicted meanwhile), or -errno.
+ */
+int sto_partial_piece_add(sto_partial_t *p, uint64_t piece, const uint8_t *bytes, size_t len,
+                          const uint8_t *proof, size_t proof_len);
+
+/* true when piece is present (verified when it was added). */
+bool sto_partial_piece_has(sto_partial_t *p, uint64_t piece);
+
+/* Bytes of the pieces present. */
+uint64_t sto_partial_verified(sto_partial_t *p);
+
+/*
+ * Copy bytes [off, off + len) clipped at the end into buf, every piece
+ * verified against the outboard nodes before any of its bytes is copied.
+ * Returns the count (0 at or past the end), RON_EAGAIN when a piece of the
+ * range is not present (fetch it), RON_EDIGEST when a present piece no
+ * longer verifies (it is marked absent again, logged and counted), -errno.
+ */
+ssize_t sto_partial_read(sto_partial_t *p, uint64_t off, void *buf, size_t len);
+
+/*
+ * Every piece present: verify them all once more against the filled
+ * outboard and commit the object as cache, like a cache put (durable,
+ * indexed, evictable); the partial is gone (its handles only await
+ * sto_partial_close). Returns 0, RON_EAGAIN (pieces missing), RON_EDIGEST
+ * (a piece failed: marked absent, fetch it again), RON_ESTOREFULL,
+ * RON_ENOTFOUND (already completed or evicted), or -errno.
+ */
+int sto_partial_complete(sto_partial_t *p);
+
+/* Release a handle. NULL does nothing. */
+void sto_partial_close(sto_partial_t *p);
+
+/* Size and verified bytes of the partial object addr. Returns 0 or RON_ENOTFOUND. */
+int sto_partial_stat(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t *size_out,
+                     uint64_t *verified_out);
 
 /* ---- addresses ---- */
 

@@ -79,8 +79,11 @@ def pid_alive(pid):
 class Node:
     def __init__(self, args=(), config=None, env=None, services_addr=True, services="echo"):
         """services: the `services` list to run (the node's own default,
-        storage,index,gateway,app, when None). Given by args, config or env
-        (RON_SERVICES), theirs wins. Tests written for the echo default keep it."""
+        storage,index,gateway,app,dht[,overlay], when None). Given by args, config or env
+        (RON_SERVICES), theirs wins. Tests written for the echo default keep it.
+        A node that runs dht or overlay (the default does) gets ephemeral
+        loopback addresses for both (--dht/--overlay 127.0.0.1:0) unless the
+        test set them, so parallel tests never collide on 5301/5302."""
         self.dir = tempfile.mkdtemp(prefix="ron-it-")
         self.admin = "127.0.0.1:%d" % free_port()
         self.log_path = os.path.join(self.dir, "node.log")
@@ -92,9 +95,16 @@ class Node:
         if services_addr:
             argv += ["--set", "echo.addr=127.0.0.1:0"]
         cfg_text = "" if config is None else (config if isinstance(config, str) else json.dumps(config))
-        if (services is not None and not any("services" in str(a) for a in args)
-                and '"services"' not in cfg_text and "RON_SERVICES" not in (env or {})):
+        svc_given = (any("services" in str(a) for a in args) or '"services"' in cfg_text
+                     or "RON_SERVICES" in (env or {}))
+        if services is not None and not svc_given:
             argv += ["--set", "services=" + services]
+        if self._runs_peer_services(args, cfg_text, env, services, svc_given):
+            flat = " ".join(str(a) for a in args)
+            if "--dht" not in flat and "dht=" not in flat and '"dht"' not in cfg_text:
+                argv += ["--dht", "127.0.0.1:0"]
+            if "--overlay" not in flat and "overlay=" not in flat and '"overlay"' not in cfg_text:
+                argv += ["--overlay", "127.0.0.1:0"]
         argv += list(args)
         e = dict(os.environ)
         e.pop("RON_ADMIN", None)
@@ -104,6 +114,15 @@ class Node:
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, env=e)
         _live.append(self)
+
+    @staticmethod
+    def _runs_peer_services(args, cfg_text, env, services, svc_given):
+        """Does the node run dht or overlay? The default list does; a list
+        given by args, config or env is searched for the names."""
+        if not svc_given:
+            return services is None or any(n in services.split(",") for n in ("dht", "overlay"))
+        text = " ".join(str(a) for a in args) + " " + cfg_text + " " + (env or {}).get("RON_SERVICES", "")
+        return "dht" in text.replace("--dht", "") or "overlay" in text.replace("--overlay", "")
 
     def write_config(self, obj):
         tmp = self.config_path + ".tmp"

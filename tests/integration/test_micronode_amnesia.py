@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """An amnesia micronode writes nothing to disk (issue 3, DESIGN §6).
 
-`ron node --profile micro` (amnesia on by default) with gateway, storage and
-index runs under `strace -f` while real curl stores objects (one of 5 MiB),
+`ron node --profile micro` (amnesia on by default) with gateway, storage,
+index and dht (its routing table is not persisted) runs under `strace -f` while real curl stores objects (one of 5 MiB),
 reads them back whole and by range (and one over HTTPS, --https: its
 certificate and key are made in RAM), publishes a signed name record and
 resolves it (302). The node is stopped with SIGTERM and must exit 0. The trace
@@ -191,7 +191,8 @@ def main():
     argv = ["strace", "-f", "-qq", "-s", "512", "-o", trace,
             "-e", "trace=%file,ftruncate,fallocate,bind", "-e", "signal=none",
             RON, "node", "--profile", "micro", "--data-dir", data_dir, "--admin", admin,
-            "--http", http, "--https", https, "--set", "services=gateway,storage,index"]
+            "--http", http, "--https", https, "--dht", "127.0.0.1:0",
+            "--set", "services=gateway,storage,index,dht"]
     log = open(log_path, "wb")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True)
