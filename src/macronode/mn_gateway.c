@@ -49,6 +49,8 @@ typedef struct {
     bool remote;          /* uploads go to the storage service */
     bool remote_index;    /* names go to the index service */
     rbus_peer_t *storage; /* outbound peer to "storage" (remote only) */
+    bool fetching;        /* the node fetches on miss (storage, dht and overlay run) */
+    rbus_peer_t *fetch;   /* outbound peer to "storage" for misses when not remote */
     rbus_peer_t *index;   /* outbound peer to "index" (remote_index only) */
     uv_loop_t *loop;
     char data_dir[RON_CONFIG_PATH_MAX];
@@ -110,6 +112,16 @@ static void
 mgw_gw_idle(void *arg)
 {
     mgw_free(arg);
+}
+
+/* True when the node runs service name (in any process). */
+static bool
+mgw_runs(const ron_config_t *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_services; i++)
+        if (strcmp(cfg->services[i], name) == 0)
+            return true;
+    return false;
 }
 
 /* True when the node runs service name in another process (macro profile). */
@@ -182,6 +194,7 @@ mgw_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_
     /* a RAM store lives in one process: in amnesia the gateway keeps its own */
     g->remote = !g->amnesia && mgw_runs_apart(cfg, "storage");
     g->remote_index = !g->amnesia && mgw_runs_apart(cfg, "index");
+    g->fetching = mgw_runs(cfg, "storage") && mgw_runs(cfg, "dht") && mgw_runs(cfg, "overlay");
     if ((rc = mgw_open_store(g, cfg)) < 0) {
         ron_log(RON_LOG_ERROR, "gateway: store: %s", ron_strerror(rc));
         goto fail;
@@ -256,6 +269,11 @@ mgw_stop(void *state)
 
     if (g == NULL)
         return;
+    gw_set_fetch(g->gw, NULL);
+    if (g->fetch != NULL) {
+        rbus_peer_close(g->fetch); /* misses in flight answer 503 */
+        g->fetch = NULL;
+    }
     if (g->storage != NULL) {
         gw_set_storage(g->gw, NULL);
         rbus_peer_close(g->storage); /* uploads in flight answer 503 */
@@ -286,6 +304,12 @@ mgw_serve_bus(void *state, rbus_t *bus)
         if ((g->index = rbus_connect(bus, "index", &rc)) == NULL)
             return rc;
         gw_set_index(g->gw, g->index);
+    }
+    if (g->fetching) {
+        /* a local miss reads through storage's get, which fetches from peers */
+        if (g->storage == NULL && (g->fetch = rbus_connect(bus, "storage", &rc)) == NULL)
+            return rc;
+        gw_set_fetch(g->gw, g->storage != NULL ? g->storage : g->fetch);
     }
     return 0;
 }

@@ -26,6 +26,8 @@ typedef struct {
     uv_loop_t *loop;
     sto_store_t *store; /* until serve_bus hands it to svc */
     sto_service_t *svc;
+    bool with_dht, with_overlay; /* the node runs them: fetch on miss, provider records */
+    rbus_peer_t *dht, *ovl;      /* outbound peers to "dht" and "overlay" */
 } mn_storage_t;
 
 typedef struct {
@@ -45,6 +47,10 @@ storage_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **st
     if (listen_fd >= 0)
         close(listen_fd);
     m->loop = loop;
+    for (size_t i = 0; i < cfg->n_services; i++) {
+        m->with_dht = m->with_dht || strcmp(cfg->services[i], "dht") == 0;
+        m->with_overlay = m->with_overlay || strcmp(cfg->services[i], "overlay") == 0;
+    }
     if ((rc = mn__shared_store_acquire(cfg, false, &m->store)) < 0) {
         ron_error("storage: cannot open %s/store: %s",
                   ron_config_amnesia(cfg) ? "the RAM store" : cfg->data_dir, ron_strerror(rc));
@@ -76,6 +82,11 @@ storage_serve_bus(void *state, rbus_t *bus)
     m->store = NULL; /* the service holds the reference from here, even on failure */
     if ((rc = sto_service_new(m->loop, bus, st, &lim, &m->svc)) < 0)
         return rc;
+    if (m->with_dht)
+        m->dht = rbus_connect(bus, "dht", &rc);
+    if (m->with_overlay)
+        m->ovl = rbus_connect(bus, "overlay", &rc);
+    sto_service_set_network(m->svc, m->dht, m->ovl);
     return rbus_listen(bus);
 }
 
@@ -91,6 +102,9 @@ storage_stop(void *state)
 {
     mn_storage_t *m = state;
     sto_service_free(m->svc);
+    /* their calls in flight complete (failed) while the service lives */
+    rbus_peer_close(m->dht);
+    rbus_peer_close(m->ovl);
     mn__shared_store_release(m->store);
     free(m);
 }

@@ -95,6 +95,7 @@ struct omni_rq {
     /* get */
     uint16_t status; /* 200 or 206 */
     uint64_t pos, end; /* next byte to send, end of the range */
+    bool probed;       /* get of a local miss: a storage get (which fetches) stood in for stat */
     uint64_t next_off; /* next byte to ask the storage service for; pos <= next_off <= end */
     chunk_t chunks[OMNI_GET_PIPELINE];
     uint8_t *pend_err; /* an error frame's payload waiting for credit */
@@ -744,6 +745,24 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
     const uint8_t *raw = NULL;
     size_t raw_len = 0;
 
+    if (resp->code == 404 && q->state == RQ_GET_STAT && !q->probed) {
+        /* not stored here: storage's get fetches it from peers and tells the size */
+        char js[200], addr[68];
+        int n, rc;
+        addr[0] = 'b';
+        addr[1] = '3';
+        addr[2] = ':';
+        for (size_t i = 0; i < 32; i++)
+            snprintf(addr + 3 + 2 * i, 3, "%02x", q->r.addr[i]);
+        n = snprintf(js, sizeof js,
+                     "{\"address\":\"%s\",\"length\":\"1\",\"offset\":\"%llu\",\"op\":\"get\"}",
+                     addr, (unsigned long long)(q->r.has_offset ? q->r.offset : 0));
+        q->probed = true;
+        rc = rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0);
+        if (rc < 0)
+            rq_bus_failed(q, rc);
+        return;
+    }
     if (resp->code >= 400) {
         if (q->r.idem[0] != '\0' && resp->code < 500)
             omni__idem_put(g->idem, q->tenant, q->r.app_proto_id, q->r.op, q->r.idem,

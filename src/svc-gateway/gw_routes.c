@@ -39,6 +39,7 @@
  * piece.
  */
 #include <assert.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,7 @@ struct gw {
     uv_loop_t *loop;
     gw_config_t cfg;
     rbus_peer_t *index; /* borrowed, may be NULL: names go to the index service */
+    rbus_peer_t *fetch; /* borrowed, may be NULL: local misses read through storage's get */
     gw_stats_t stats;
     void (*closed_cb)(void *arg); /* gw_close: runs once active reaches 0 */
     void *closed_arg;
@@ -151,6 +153,7 @@ typedef struct gw_get {
     bool started, waiting, gone;
     bool bad; /* a store call failed: the reader is not reused */
     gw_body_t *body; /* answered from a verified body in memory (referenced) */
+    bool remote;     /* a local miss read through the storage service's get (it fetches) */
 } gw_get_t;
 
 /* One POST /o or PUT /o/b3:<hex> (see gw_up_step). */
@@ -175,6 +178,9 @@ typedef struct gw_up {
 } gw_up_t;
 
 static void gw_get_pump(gw_get_t *g);
+static void gw_get_open_done(uv_work_t *w, int status);
+static void gw_remote_first_done(void *arg, int status, const oap_frame_t *resp);
+static void gw_remote_open(gw_get_t *g);
 static bool gw_ctype_ok(const char *ct);
 static bool gw_addr_parse(const char *s, uint8_t addr_out[static STO_ADDR_LEN]);
 
@@ -468,9 +474,119 @@ gw_get_read_work(uv_work_t *w)
 
 static void gw_get_read_done(uv_work_t *w, int status);
 
+/* The storage service's answer to one get of a remote read (the request's
+ * pieces verified by the service, fetched from peers when it lacked them). */
+static int
+gw_remote_answer(const oap_frame_t *resp, uint64_t *size_out, const uint8_t **raw_out,
+                 size_t *raw_len_out)
+{
+    uint32_t jl;
+    json_t *o;
+    const char *sz;
+    int rc = RON_EPROTO;
+
+    if (resp->payload_len < 4)
+        return RON_EPROTO;
+    jl = (uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
+         (uint32_t)resp->payload[2] << 8 | resp->payload[3];
+    if (jl > resp->payload_len - 4)
+        return RON_EPROTO;
+    o = json_loadb((const char *)resp->payload + 4, jl, 0, NULL);
+    sz = json_string_value(json_object_get(o, "size"));
+    if (sz != NULL && ron_parse_u64(sz, strlen(sz), size_out) == 0) {
+        *raw_out = resp->payload + 4 + jl;
+        *raw_len_out = resp->payload_len - 4 - jl;
+        rc = 0;
+    }
+    json_decref(o);
+    return rc;
+}
+
+/* Send one storage get of [off, off + len) for g; cb gets the answer. */
+static int
+gw_remote_get(gw_get_t *g, uint64_t off, uint64_t len, rbus_reply_cb cb)
+{
+    char js[200], hex[68];
+    uint8_t buf[4 + sizeof js];
+    size_t jl;
+
+    sto_addr_format(g->addr, hex);
+    snprintf(js, sizeof js, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%llu\",\"length\":\"%llu\"}",
+             hex, (unsigned long long)off, (unsigned long long)len);
+    jl = strlen(js);
+    buf[0] = (uint8_t)(jl >> 24);
+    buf[1] = (uint8_t)(jl >> 16);
+    buf[2] = (uint8_t)(jl >> 8);
+    buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, js, jl);
+    return rbus_request(g->gw->fetch, OAP_APP_STORAGE, buf, 4 + jl, GW_FETCH_DEADLINE_MS, cb, g);
+}
+
+/* The storage status of a failed remote get as a local code. */
+static int
+gw_remote_rc(int status, const oap_frame_t *resp)
+{
+    if (status < 0)
+        return status;
+    switch (resp->code) {
+    case 404:
+        return RON_ENOTFOUND;
+    case 416:
+        return RON_ERANGE;
+    case 500:
+        return RON_EDIGEST;
+    case 504:
+        return RON_ETIMEOUT;
+    default:
+        return RON_EUNAVAIL;
+    }
+}
+
+static void
+gw_remote_read_done(void *arg, int status, const oap_frame_t *resp)
+{
+    gw_get_t *g = arg;
+    const uint8_t *raw = NULL;
+    uint64_t size = 0;
+    size_t n = 0;
+
+    g->rc = status == 0 && resp->code == 200 ? gw_remote_answer(resp, &size, &raw, &n)
+                                             : gw_remote_rc(status, resp);
+    if (g->rc == 0 && (size != g->size || n == 0 || n > g->buf_cap))
+        g->rc = RON_EPROTO;
+    if (g->rc < 0) {
+        g->bad = true;
+    } else {
+        memcpy(g->buf, raw, n);
+        g->buf_off = g->pos;
+        g->buf_len = n;
+    }
+    gw_get_read_done(&g->work, 0);
+}
+
+/* The next chunk of a remote read: one storage get (at most 256 KiB). */
+static void
+gw_remote_read(gw_get_t *g)
+{
+    const gw_range_t *r = &g->ranges[g->ri];
+    uint64_t want = r->last + 1 - g->pos;
+    uint64_t len = want < g->buf_cap ? want : g->buf_cap;
+    int rc = gw_remote_get(g, g->pos, len, gw_remote_read_done);
+
+    if (rc < 0) {
+        g->rc = rc;
+        g->bad = true;
+        gw_get_read_done(&g->work, 0);
+    }
+}
+
 static void
 gw_get_queue_read(gw_get_t *g)
 {
+    if (g->remote) {
+        gw_remote_read(g);
+        return;
+    }
     if (g->body != NULL) {
         gw_get_body_chunk(g);
         gw_get_read_done(&g->work, 0);
@@ -713,6 +829,10 @@ gw_get_open_done(uv_work_t *w, int status)
     }
     if (status < 0 && g->rc == 0)
         g->rc = status;
+    if (g->rc == RON_ENOTFOUND && gw->fetch != NULL && !g->remote) {
+        gw_remote_open(g); /* not here: storage's get fetches it from peers */
+        return;
+    }
     if (g->rc == RON_ENOTFOUND) {
         gw_error(g->req, 404, "no object with this address", "not_found", NULL, 0);
         g->req = NULL;
@@ -747,6 +867,88 @@ gw_get_open_done(uv_work_t *w, int status)
         break;
     }
     gw_get_finish(g);
+}
+
+/* The first remote get answered: size and leading bytes known; decide, then
+ * read the first chunk through storage too. */
+static void
+gw_remote_open_done(void *arg, int status, const oap_frame_t *resp)
+{
+    gw_get_t *g = arg;
+    gw_t *gw = g->gw;
+    const uint8_t *raw = NULL;
+    size_t n = 0;
+    char ra[16];
+    tx_header_t h[1];
+
+    g->rc = status == 0 && resp->code == 200 ? gw_remote_answer(resp, &g->size, &raw, &n)
+                                             : gw_remote_rc(status, resp);
+    if (g->rc == RON_ETIMEOUT || g->rc == RON_EUNAVAIL || g->rc == RON_EBUSY ||
+        g->rc == RON_ESHUTDOWN) {
+        /* nothing decided: the fetch may work on a retry */
+        snprintf(ra, sizeof ra, "%u", GW_FETCH_RETRY_AFTER_S);
+        h[0] = (tx_header_t){"Retry-After", ra};
+        gw_error(g->req, g->rc == RON_ETIMEOUT ? 504 : 503, "the object could not be fetched now",
+                 "fetch_unavailable", h, 1);
+        g->req = NULL;
+        gw_get_finish(g);
+        return;
+    }
+    if (g->rc == 0) {
+        snprintf(g->ctype, sizeof g->ctype, "%s", gw_sniff(raw, n, (uint64_t)n == g->size));
+        gw_get_decide(g);
+        if (g->outcome == GW_OUT_BODY) {
+            uint64_t cap = g->body_bytes < gw->cfg.chunk ? g->body_bytes : gw->cfg.chunk;
+            g->buf_cap = (size_t)(cap < STO_SVC_MAX_CHUNK ? cap : STO_SVC_MAX_CHUNK);
+            g->buf = ron_xmalloc(g->buf_cap);
+            g->pos = g->ranges[0].first;
+            g->work.data = g;
+            g->rc = 0;
+            if (gw_remote_get(g, g->pos,
+                              g->ranges[0].last + 1 - g->pos < g->buf_cap
+                                  ? g->ranges[0].last + 1 - g->pos
+                                  : g->buf_cap,
+                              gw_remote_first_done) == 0)
+                return;
+            g->rc = RON_EUNAVAIL;
+        }
+    }
+    gw_get_open_done(&g->work, 0);
+}
+
+/* The first chunk of a remote read arrived: the usual path from here. */
+static void
+gw_remote_first_done(void *arg, int status, const oap_frame_t *resp)
+{
+    gw_get_t *g = arg;
+    const uint8_t *raw = NULL;
+    uint64_t size = 0;
+    size_t n = 0;
+
+    g->rc = status == 0 && resp->code == 200 ? gw_remote_answer(resp, &size, &raw, &n)
+                                             : gw_remote_rc(status, resp);
+    if (g->rc == 0 && (size != g->size || n == 0 || n > g->buf_cap))
+        g->rc = RON_EPROTO;
+    if (g->rc == 0) {
+        memcpy(g->buf, raw, n);
+        g->buf_off = g->pos;
+        g->buf_len = n;
+    } else {
+        g->bad = true;
+    }
+    gw_get_open_done(&g->work, 0);
+}
+
+/* A local miss: ask the storage service, whose get fetches from peers. */
+static void
+gw_remote_open(gw_get_t *g)
+{
+    g->remote = true;
+    g->rc = 0;
+    if (gw_remote_get(g, 0, GW_SNIFF_LEN, gw_remote_open_done) < 0) {
+        g->rc = RON_ENOTFOUND;
+        gw_get_open_done(&g->work, 0);
+    }
 }
 
 static void
@@ -1140,6 +1342,12 @@ void
 gw_set_storage(gw_t *gw, rbus_peer_t *peer)
 {
     gw->cfg.storage = peer;
+}
+
+void
+gw_set_fetch(gw_t *gw, rbus_peer_t *peer)
+{
+    gw->fetch = peer;
 }
 
 /* What the store keeps as a content type: 1..STO_CTYPE_MAX printable ASCII bytes. */

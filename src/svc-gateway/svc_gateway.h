@@ -38,6 +38,8 @@
 #define GW_MAX_RANGES 16      /* ranges honoured per request; more: Range ignored (200) */
 #define GW_MAX_RANGE_ELEMS 64 /* list elements (incl. empty ones) scanned before giving up */
 #define GW_SNIFF_LEN 512      /* leading bytes the content-type sniffer looks at */
+#define GW_FETCH_DEADLINE_MS 30000u /* one storage get of a local miss (it may fetch from peers) */
+#define GW_FETCH_RETRY_AFTER_S 2u   /* Retry-After of a 503/504 when a miss could not be fetched */
 #define GW_CHUNK_DEFAULT (256u << 10) /* bytes read per thread-pool work item (one per request) */
 #define GW_CHUNK_MIN (64u << 10)      /* one verified piece: smaller chunks only cost hashing */
 #define GW_CHUNK_MAX (1u << 20)       /* keeps a request's buffer (and a worker's hold) bounded */
@@ -228,6 +230,17 @@ void gw_head(tx_request_t *req, void *arg);
  * Retry-After: nothing was acknowledged, so a retry is safe.
  */
 void gw_set_storage(gw_t *gw, rbus_peer_t *peer);
+
+/*
+ * Read objects the store lacks through the storage service behind peer
+ * (borrowed, an outbound ron-bus peer connected to "storage"; NULL: a miss
+ * is 404): GET/HEAD /o/b3:<hex> of a local miss sends storage `get`s, which
+ * find and fetch the object from peers (docs/protocol/storage.md, "Fetch on
+ * miss"), and streams each verified chunk as it arrives (one get of at most
+ * 256 KiB in flight). A miss the service cannot fetch is 404 (no provider),
+ * or 503/504 with Retry-After (providers failed or too slow).
+ */
+void gw_set_fetch(gw_t *gw, rbus_peer_t *peer);
 
 /*
  * Resolve and publish names (GET/HEAD and PUT /n/<name>) through the index

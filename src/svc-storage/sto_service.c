@@ -13,17 +13,22 @@
  * the table before its commit or abort is queued, so its id dies with it;
  * the service and the store are freed only when no job is in flight.
  */
+#include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dht_client.h"
+#include "ovl_client.h"
 #include "ron_err.h"
 #include "ron_proto.h"
 #include "ron_log.h"
 #include "ron_metrics.h"
 #include "ron_util.h"
+#include "sto_fetch.h"
 #include "sto_service.h"
 
 typedef enum {
@@ -39,6 +44,10 @@ typedef enum {
     OP_GET,
     OP_COUNT,
     OP_BAD = OP_COUNT, /* unparseable or unknown op: metrics only */
+    /* internal jobs of a fetch (never answered, never counted) */
+    OP_F_OPEN,     /* open the partial object: size and pieces present */
+    OP_F_STORE,    /* verify and store the pieces an overlay fetch brought */
+    OP_F_COMPLETE, /* every piece present: commit the object as cache */
 } op_t;
 
 static const char *const op_names[OP_COUNT + 1] = {
@@ -47,7 +56,7 @@ static const char *const op_names[OP_COUNT + 1] = {
 };
 
 /* Fields each op accepts besides "op" (strict: any other is refused). */
-static const char *const op_fields[OP_COUNT][4] = {
+static const char *const op_fields[OP_COUNT][5] = {
     [OP_PUT_BEGIN] = {"size", "content_type", "expect", NULL},
     [OP_PUT_WRITE] = {"put_id", "offset", NULL},
     [OP_PUT_COMMIT] = {"put_id", NULL},
@@ -57,7 +66,7 @@ static const char *const op_fields[OP_COUNT][4] = {
     [OP_PIN] = {"address", NULL},
     [OP_UNPIN] = {"address", NULL},
     [OP_GC] = {"target", NULL},
-    [OP_GET] = {"address", "offset", "length", NULL},
+    [OP_GET] = {"address", "offset", "length", "local", NULL},
 };
 
 /* Statuses counted by label; anything else is counted as "other". */
@@ -65,6 +74,45 @@ static const uint16_t statuses[] = {200, 400, 404, 409, 413, 429, 500, 503, 507}
 #define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
 
 typedef struct job job_t;
+typedef struct svc_fetch svc_fetch_t;
+
+/* One overlay fetch in flight (the bus cannot cancel it: a cancelled one is
+ * only forgotten by the scheduler, and its pieces are still kept). */
+typedef struct ovl_req {
+    struct ovl_req *next;
+    svc_fetch_t *f;
+    uint64_t req_id;
+    bool cancelled;
+} ovl_req_t;
+
+/*
+ * The fetch of one absent object (or of missing pieces of a partial one):
+ * the scheduler, the partial object, the gets waiting for it, and the
+ * provider addresses by scheduler index. Loop thread only. It lives until
+ * nothing waits and nothing (lookup, overlay request, worker job) is in
+ * flight.
+ */
+struct svc_fetch {
+    svc_fetch_t *next;
+    sto_service_t *svc;
+    uint8_t addr[STO_ADDR_LEN];
+    sto_fetch_t *sched;
+    sto_partial_t *partial; /* NULL until created or opened */
+    job_t *waiters;         /* gets waiting (linked by next) */
+    ovl_req_t *reqs;        /* overlay fetches in flight */
+    char paddr[STO_FETCH_MAX_PROVIDERS][DHT_CLIENT_ADDR_MAX];
+    unsigned finds;         /* find_providers lookups so far */
+    bool finding, opening, completing, whole, any_provider, timer_open, ended;
+    size_t jobs;            /* worker jobs of this fetch */
+    int last_err;           /* the last provider failure (for the answer when stuck) */
+    uv_timer_t timer;
+};
+
+/* A piece record copied out of an overlay answer. */
+typedef struct {
+    uint64_t piece;
+    size_t proof_off, proof_len, bytes_off, len;
+} rec_t;
 
 typedef struct svc_put {
     uint64_t id;
@@ -96,6 +144,16 @@ struct sto_service {
     met_counter_t *bytes_in;
     met_counter_t *bytes_out;
     met_gauge_t *open_puts;
+    /* the network (sto_service_set_network): fetch on miss, provider records */
+    rbus_peer_t *dht, *ovl;
+    svc_fetch_t *fetches;
+    met_counter_t *fetch_bytes, *fetch_fail, *fetch_res[3], *provides[2], *unprovides;
+    /* addresses GC evicted (filled by the store's hook on a worker) */
+    pthread_mutex_t evmu;
+    uint8_t (*evq)[STO_ADDR_LEN];
+    size_t nevq, capevq;
+    uv_async_t evasync;
+    bool async_open;
 };
 
 struct job {
@@ -127,6 +185,19 @@ struct job {
     uint32_t pins;
     uint64_t freed;
     sto_put_t *new_sp;
+    /* gets that fetch, and the fetch's own jobs */
+    bool local;             /* get: "local":true, never fetch */
+    bool partial_stat;      /* stat: the object is partial (size, verified) */
+    uint64_t verified;
+    uint64_t deadline_ms;   /* a get waiting for a fetch answers 504 past it */
+    svc_fetch_t *fetch;
+    sto_partial_t *partial; /* borrowed from the fetch, or opened/created by the job */
+    uint8_t *have;          /* OP_F_OPEN: one byte per piece present */
+    uint64_t req_id;
+    bool cancelled;
+    rec_t *recs;            /* OP_F_STORE: the records in data */
+    int *rec_rc;
+    size_t nrec;
 };
 
 /* ---- answers ---- */
@@ -162,6 +233,10 @@ answer_rc(sto_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, int rc)
     switch (rc) {
     case RON_ENOTFOUND:
         answer_error(s, op, req, corr_id, 404, NULL, NULL, 0, msg);
+        break;
+    case RON_EAGAIN: /* a range of a partial object not verified yet, and no fetch */
+        answer_error(s, op, req, corr_id, 404, NULL, NULL, 0,
+                     "the range is not held yet (a partial object)");
         break;
     case RON_EDIGEST:
         if (op == OP_GET)
@@ -322,6 +397,87 @@ put_fail_queue(sto_service_t *s, svc_put_t *p, int rc)
 
 /* ---- worker side ---- */
 
+/* get of an object the store lacks: serve it from a partial object when the
+ * range is held (RON_EAGAIN when not; RON_ENOTFOUND when no partial). */
+static void
+get_from_partial(sto_store_t *st, job_t *j)
+{
+    sto_partial_t *p = NULL;
+
+    if (sto_partial_open(st, j->addr, &p) < 0)
+        return;
+    j->size = sto_partial_size(p);
+    j->rc = 0;
+    if (j->offset > j->size) {
+        j->past_end = true;
+    } else {
+        j->data = ron_xmalloc(j->length > 0 ? j->length : 1);
+        j->got = sto_partial_read(p, j->offset, j->data, j->length);
+        if (j->got < 0)
+            j->rc = (int)j->got;
+    }
+    sto_partial_close(p);
+}
+
+/* The worker half of a fetch's own jobs. */
+static void
+fetch_job_work(sto_store_t *st, job_t *j)
+{
+    uint64_t last;
+    size_t k;
+
+    switch (j->op) {
+    case OP_F_OPEN:
+        if (sto_has(st, j->addr) == 1) {
+            j->rc = 1; /* whole already (completed meanwhile) */
+            break;
+        }
+        j->rc = sto_partial_open(st, j->addr, &j->partial);
+        if (j->rc == 0) {
+            uint64_t n;
+            j->size = sto_partial_size(j->partial);
+            n = sto_tree_pieces(j->size);
+            j->have = ron_xmalloc(n);
+            for (uint64_t i = 0; i < n; i++)
+                j->have[i] = sto_partial_piece_has(j->partial, i);
+        }
+        break;
+    case OP_F_STORE:
+        j->rc = 0;
+        if (j->partial == NULL) {
+            /* the first answer: its last piece binds the size and creates the partial */
+            last = sto_tree_pieces(j->size) - 1;
+            for (k = 0; k < j->nrec && j->recs[k].piece != last; k++)
+                ;
+            if (k == j->nrec) {
+                j->rc = RON_EPROTO;
+                break;
+            }
+            j->rc = sto_partial_create(st, j->addr, j->size, j->data + j->recs[k].bytes_off,
+                                       j->recs[k].len, j->data + j->recs[k].proof_off,
+                                       j->recs[k].proof_len, &j->partial);
+            if (j->rc == -EEXIST) {
+                j->rc = 1;
+                break;
+            }
+            if (j->rc < 0)
+                break;
+            j->created = true; /* the job's own handle */
+        }
+        for (k = 0; k < j->nrec; k++)
+            j->rec_rc[k] = sto_partial_piece_add(j->partial, j->recs[k].piece,
+                                                 j->data + j->recs[k].bytes_off, j->recs[k].len,
+                                                 j->data + j->recs[k].proof_off,
+                                                 j->recs[k].proof_len);
+        break;
+    case OP_F_COMPLETE:
+        j->rc = sto_partial_complete(j->partial);
+        break;
+    default:
+        break;
+    }
+}
+
 static void
 job_work(uv_work_t *w)
 {
@@ -350,6 +506,11 @@ job_work(uv_work_t *w)
         break;
     case OP_STAT:
         j->rc = sto_stat(st, j->addr, &j->st);
+        if (j->rc == RON_ENOTFOUND &&
+            sto_partial_stat(st, j->addr, &j->size, &j->verified) == 0) {
+            j->partial_stat = true;
+            j->rc = 0;
+        }
         break;
     case OP_LIST:
         j->list = ron_xcalloc(j->limit, sizeof *j->list);
@@ -377,7 +538,14 @@ job_work(uv_work_t *w)
                     j->rc = (int)j->got;
             }
             sto_reader_close(r);
+        } else if (j->rc == RON_ENOTFOUND) {
+            get_from_partial(st, j);
         }
+        break;
+    case OP_F_OPEN:
+    case OP_F_STORE:
+    case OP_F_COMPLETE:
+        fetch_job_work(st, j);
         break;
     default:
         j->rc = RON_EINVAL;
@@ -386,6 +554,9 @@ job_work(uv_work_t *w)
 }
 
 static void svc_maybe_free(sto_service_t *s);
+static void fetch_job_done(sto_service_t *s, job_t *j);
+static void fetch_join(sto_service_t *s, job_t *j);
+static void svc_provide(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN]);
 
 static void
 job_done(uv_work_t *w, int status)
@@ -397,6 +568,20 @@ job_done(uv_work_t *w, int status)
     (void)status;
 
     s->jobs--;
+    if (j->op >= OP_F_OPEN) {
+        fetch_job_done(s, j);
+        svc_maybe_free(s);
+        return;
+    }
+    if (j->op == OP_GET && (j->rc == RON_ENOTFOUND || j->rc == RON_EAGAIN) && !j->local &&
+        s->dht != NULL && s->ovl != NULL && !s->stopping) {
+        /* fetch on miss: the get waits for its pieces */
+        free(j->data);
+        j->data = NULL;
+        j->rc = 0;
+        fetch_join(s, j);
+        return;
+    }
     if (p != NULL)
         p->busy = false;
     switch (j->op) {
@@ -455,6 +640,8 @@ job_done(uv_work_t *w, int status)
         json_object_set_new(o, "created", json_boolean(j->created));
         json_object_set_new(o, "size", json_u64(j->st.size));
         answer_ok(s, j->op, j->req, o, NULL, 0);
+        if (j->created)
+            svc_provide(s, j->addr); /* DESIGN §4: announce what was put */
         break;
     case OP_PUT_ABORT:
         free(p);
@@ -462,10 +649,18 @@ job_done(uv_work_t *w, int status)
             answer_ok(s, j->op, j->req, json_object(), NULL, 0);
         break;
     case OP_STAT:
-        if (j->rc < 0)
+        if (j->rc < 0) {
             answer_rc(s, j->op, j->req, j->corr_id, j->rc);
-        else
+        } else if (j->partial_stat) {
+            o = json_object();
+            json_object_set_new(o, "address", json_addr(j->addr));
+            json_object_set_new(o, "size", json_u64(j->size));
+            json_object_set_new(o, "state", json_string("partial"));
+            json_object_set_new(o, "verified", json_u64(j->verified));
+            answer_ok(s, j->op, j->req, o, NULL, 0);
+        } else {
             answer_ok(s, j->op, j->req, stat_json(&j->st), NULL, 0);
+        }
         break;
     case OP_LIST:
         if (j->rc < 0) {
@@ -543,6 +738,479 @@ queue_job(sto_service_t *s, job_t *j)
         job_work(&j->work);
         job_done(&j->work, rc);
     }
+}
+
+/* ---- fetch on miss (DESIGN.md §4; docs/protocol/storage.md "Fetch on miss") ---- */
+
+enum { FR_COMPLETE = 0, FR_NOT_FOUND = 1, FR_FAILED = 2 };
+
+static void fetch_pump(svc_fetch_t *f);
+
+static void
+svc_provide(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN])
+{
+    bool sent = s->dht != NULL && !s->stopping &&
+                dht_client_provide(s->dht, addr, NULL, NULL) == 0;
+    met_counter_inc(s->provides[sent ? 0 : 1]);
+}
+
+/* The store's eviction hook: a worker thread, the store's lock held. */
+static void
+on_evict(void *arg, const uint8_t addr[STO_ADDR_LEN])
+{
+    sto_service_t *s = arg;
+
+    pthread_mutex_lock(&s->evmu);
+    if (s->nevq == s->capevq) {
+        s->capevq = s->capevq != 0 ? s->capevq * 2 : 16;
+        s->evq = ron_xrealloc(s->evq, s->capevq * STO_ADDR_LEN);
+    }
+    memcpy(s->evq[s->nevq++], addr, STO_ADDR_LEN);
+    pthread_mutex_unlock(&s->evmu);
+    uv_async_send(&s->evasync);
+}
+
+/* On the loop: withdraw the provider records of what GC evicted. */
+static void
+on_evasync(uv_async_t *a)
+{
+    sto_service_t *s = a->data;
+    uint8_t(*q)[STO_ADDR_LEN];
+    size_t n;
+
+    pthread_mutex_lock(&s->evmu);
+    q = s->evq;
+    n = s->nevq;
+    s->evq = NULL;
+    s->nevq = s->capevq = 0;
+    pthread_mutex_unlock(&s->evmu);
+    for (size_t i = 0; i < n; i++) {
+        if (s->dht != NULL && !s->stopping)
+            (void)dht_client_unprovide(s->dht, q[i], NULL, NULL);
+        met_counter_inc(s->unprovides);
+    }
+    free(q);
+}
+
+static svc_fetch_t *
+fetch_find(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN])
+{
+    for (svc_fetch_t *f = s->fetches; f != NULL; f = f->next)
+        if (!f->ended && memcmp(f->addr, addr, STO_ADDR_LEN) == 0)
+            return f;
+    return NULL;
+}
+
+static void
+fetch_timer_closed(uv_handle_t *h)
+{
+    svc_fetch_t *f = h->data;
+    sto_service_t *s = f->svc;
+
+    for (svc_fetch_t **pp = &s->fetches; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
+    sto_fetch_free(f->sched);
+    free(f);
+    svc_maybe_free(s);
+}
+
+/* End f once nothing waits and nothing is in flight. */
+static void
+fetch_maybe_end(svc_fetch_t *f)
+{
+    if (f->ended || f->waiters != NULL || f->reqs != NULL || f->jobs > 0 || f->finding ||
+        f->opening)
+        return;
+    if (!f->svc->stopping && !f->whole && sto_fetch_state(f->sched) == STO_FETCH_RUNNING &&
+        sto_fetch_inflight(f->sched) > 0)
+        return;
+    f->ended = true;
+    sto_partial_close(f->partial);
+    f->partial = NULL;
+    uv_close((uv_handle_t *)&f->timer, fetch_timer_closed);
+}
+
+/* Answer every waiting get with code (the fetch cannot serve them). */
+static void
+fetch_fail_waiters(svc_fetch_t *f, uint16_t code, const char *reason, const char *msg)
+{
+    sto_service_t *s = f->svc;
+
+    met_counter_inc(s->fetch_res[code == 404 ? FR_NOT_FOUND : FR_FAILED]);
+    while (f->waiters != NULL) {
+        job_t *j = f->waiters;
+        f->waiters = j->next;
+        answer_error(s, OP_GET, j->req, j->corr_id, code, NULL, reason,
+                     code == 404 ? 0 : STO_SVC_RETRY_AFTER_MS, msg);
+        free(j);
+    }
+}
+
+/* 1 when the pieces waiter j reads are all held (or its offset is past the end). */
+static bool
+fetch_waiter_ready(const svc_fetch_t *f, const job_t *j)
+{
+    uint64_t size = sto_fetch_size(f->sched), end;
+
+    if (f->whole)
+        return true;
+    if (size == UINT64_MAX)
+        return false;
+    if (j->offset >= size)
+        return true;
+    end = j->length > size - j->offset ? size : j->offset + j->length;
+    if (end == j->offset)
+        end++;
+    for (uint64_t i = j->offset / STO_PIECE_LEN; i <= (end - 1) / STO_PIECE_LEN; i++)
+        if (!sto_fetch_has(f->sched, i))
+            return false;
+    return true;
+}
+
+/* Run again the gets whose pieces are all held: they read them verified. */
+static void
+fetch_serve_ready(svc_fetch_t *f)
+{
+    sto_service_t *s = f->svc;
+    job_t **pp = &f->waiters;
+    uint64_t now = ron_now_ms();
+
+    while (*pp != NULL) {
+        job_t *j = *pp;
+        if (fetch_waiter_ready(f, j)) {
+            *pp = j->next;
+            j->next = NULL;
+            j->local = true; /* served from what is held now, never a second fetch */
+            queue_job(s, j);
+        } else if (now >= j->deadline_ms) {
+            *pp = j->next;
+            answer_error(s, OP_GET, j->req, j->corr_id, 504, "timeout", "fetch",
+                         STO_SVC_RETRY_AFTER_MS, "the object could not be fetched in time");
+            free(j);
+        } else {
+            pp = &j->next;
+        }
+    }
+}
+
+static void
+fetch_job_queue(svc_fetch_t *f, job_t *j)
+{
+    j->fetch = f;
+    memcpy(j->addr, f->addr, STO_ADDR_LEN);
+    f->jobs++;
+    queue_job(f->svc, j);
+}
+
+/* Every piece held and no job running: commit the object as cache. */
+static void
+fetch_try_complete(svc_fetch_t *f)
+{
+    uint64_t size = sto_fetch_size(f->sched), n;
+    job_t *j;
+
+    if (f->completing || f->whole || f->partial == NULL || f->jobs > 0 || size == UINT64_MAX)
+        return;
+    n = sto_tree_pieces(size);
+    for (uint64_t i = 0; i < n; i++)
+        if (!sto_fetch_has(f->sched, i))
+            return;
+    f->completing = true;
+    j = ron_xcalloc(1, sizeof *j);
+    j->op = OP_F_COMPLETE;
+    j->partial = f->partial;
+    fetch_job_queue(f, j);
+}
+
+static void
+fetch_on_providers(void *arg, const dht_client_result_t *res)
+{
+    svc_fetch_t *f = arg;
+
+    f->finding = false;
+    if (res->status == 0 && res->code == 200) {
+        for (size_t i = 0; i < res->n_providers; i++) {
+            size_t idx;
+            if (sto_fetch_provider_add(f->sched, res->providers[i].id, &idx) < 0)
+                break;
+            snprintf(f->paddr[idx], sizeof f->paddr[idx], "%s", res->providers[i].addr);
+            f->any_provider = true;
+        }
+    } else {
+        f->last_err = res->status < 0 ? res->status : RON_EUNAVAIL;
+    }
+    fetch_pump(f);
+}
+
+static void
+fetch_find_providers(svc_fetch_t *f)
+{
+    sto_service_t *s = f->svc;
+
+    f->finds++;
+    if (dht_client_find_providers(s->dht, f->addr, 0, fetch_on_providers, f) == 0)
+        f->finding = true;
+    else
+        f->last_err = RON_EUNAVAIL;
+}
+
+static sto_fetch_end_t
+fetch_end_of(int status)
+{
+    switch (status) {
+    case RON_ENOTFOUND:
+    case RON_ERANGE:
+        return STO_FETCH_NOT_FOUND;
+    case RON_EBADPIECE:
+        return STO_FETCH_BAD_PIECE;
+    default:
+        return STO_FETCH_RETRYABLE;
+    }
+}
+
+static void
+fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_result_t *res)
+{
+    ovl_req_t *r = arg;
+    svc_fetch_t *f = r->f;
+    sto_service_t *s = f->svc;
+    job_t *j;
+    size_t total = 0, off = 0;
+    (void)code;
+
+    for (ovl_req_t **pp = &f->reqs; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    if (status == 0 && sto_fetch_size(f->sched) == UINT64_MAX &&
+        sto_fetch_set_size(f->sched, res->size) < 0)
+        status = RON_EBADPIECE;
+    if (status == 0 && res->size != sto_fetch_size(f->sched))
+        status = RON_EBADPIECE; /* cannot happen: the overlay verified the size */
+    if (status < 0 || s->stopping) {
+        if (status < 0) {
+            met_counter_inc(s->fetch_fail);
+            f->last_err = status;
+        }
+        if (!r->cancelled)
+            sto_fetch_req_end(f->sched, r->req_id,
+                              status < 0 ? fetch_end_of(status) : STO_FETCH_CANCELLED,
+                              ron_now_ms());
+        free(r);
+        fetch_pump(f);
+        return;
+    }
+    /* copy the records (views into the answer) for the worker */
+    for (size_t i = 0; i < res->n_pieces; i++)
+        total += res->pieces[i].proof_len + res->pieces[i].len;
+    j = ron_xcalloc(1, sizeof *j);
+    j->op = OP_F_STORE;
+    j->size = res->size;
+    j->req_id = r->req_id;
+    j->cancelled = r->cancelled;
+    j->partial = f->partial;
+    j->nrec = res->n_pieces;
+    j->recs = ron_xcalloc(j->nrec + 1, sizeof *j->recs);
+    j->rec_rc = ron_xcalloc(j->nrec + 1, sizeof *j->rec_rc);
+    j->data = ron_xmalloc(total + 1);
+    for (size_t i = 0; i < res->n_pieces; i++) {
+        const ovl_client_piece_t *p = &res->pieces[i];
+        j->recs[i].piece = p->piece;
+        j->recs[i].proof_off = off;
+        j->recs[i].proof_len = p->proof_len;
+        memcpy(j->data + off, p->proof, p->proof_len);
+        off += p->proof_len;
+        j->recs[i].bytes_off = off;
+        j->recs[i].len = p->len;
+        memcpy(j->data + off, p->bytes, p->len);
+        off += p->len;
+    }
+    free(r);
+    fetch_job_queue(f, j);
+}
+
+static void
+fetch_on_timer(uv_timer_t *t)
+{
+    fetch_pump(t->data);
+}
+
+/* Act on the scheduler's decisions, then on the fetch's state. */
+static void
+fetch_pump(svc_fetch_t *f)
+{
+    sto_service_t *s = f->svc;
+    sto_fetch_action_t a;
+    uint64_t now = ron_now_ms(), wake;
+
+    if (s->stopping) {
+        fetch_fail_waiters(f, 503, NULL, "storage is stopping");
+        fetch_maybe_end(f);
+        return;
+    }
+    while (!f->opening && sto_fetch_next(f->sched, now, &a) == 1) {
+        if (a.kind == STO_FETCH_CANCEL) {
+            for (ovl_req_t *r = f->reqs; r != NULL; r = r->next)
+                if (r->req_id == a.req_id)
+                    r->cancelled = true;
+            sto_fetch_req_end(f->sched, a.req_id, STO_FETCH_CANCELLED, now);
+            continue;
+        }
+        ovl_req_t *r = ron_xcalloc(1, sizeof *r);
+        r->f = f;
+        r->req_id = a.req_id;
+        if (ovl_client_fetch(s->ovl, f->addr, a.offset, a.length,
+                             sto_fetch_provider_id(f->sched, a.provider), f->paddr[a.provider], 0,
+                             fetch_on_fetched, r) < 0) {
+            free(r);
+            f->last_err = RON_EUNAVAIL;
+            sto_fetch_req_end(f->sched, a.req_id, STO_FETCH_RETRYABLE, now);
+            continue;
+        }
+        r->next = f->reqs;
+        f->reqs = r;
+    }
+    fetch_serve_ready(f);
+    if (!f->opening && !f->finding && f->waiters != NULL && !f->whole &&
+        sto_fetch_state(f->sched) == STO_FETCH_STUCK) {
+        if (f->finds < STO_SVC_FETCH_FINDS)
+            fetch_find_providers(f);
+        if (!f->finding) {
+            if (!f->any_provider)
+                fetch_fail_waiters(f, 404, NULL, "no provider of this object was found");
+            else
+                fetch_fail_waiters(f, 503, "providers", "every provider failed");
+        }
+    }
+    fetch_try_complete(f);
+    /* wake for a hedge, a timeout, a backoff or a waiter's deadline */
+    wake = sto_fetch_wake_ms(f->sched, now);
+    for (job_t *j = f->waiters; j != NULL; j = j->next)
+        if (j->deadline_ms < wake)
+            wake = j->deadline_ms;
+    if (!f->ended && wake != UINT64_MAX)
+        uv_timer_start(&f->timer, fetch_on_timer, wake > now ? wake - now : 1, 0);
+    fetch_maybe_end(f);
+}
+
+/* A fetch job returned (loop). */
+static void
+fetch_job_done(sto_service_t *s, job_t *j)
+{
+    svc_fetch_t *f = j->fetch;
+    uint64_t now = ron_now_ms();
+    bool bad = false;
+
+    f->jobs--;
+    switch (j->op) {
+    case OP_F_OPEN:
+        f->opening = false;
+        if (j->rc == 1) {
+            f->whole = true;
+        } else if (j->rc == 0) {
+            uint64_t n = sto_tree_pieces(j->size);
+            f->partial = j->partial;
+            (void)sto_fetch_set_size(f->sched, j->size);
+            for (uint64_t i = 0; i < n; i++)
+                if (j->have[i])
+                    sto_fetch_have(f->sched, i);
+        }
+        for (job_t *w = f->waiters; w != NULL; w = w->next)
+            sto_fetch_want(f->sched, w->offset, w->length > 0 ? w->length : 1);
+        if (!f->whole)
+            fetch_find_providers(f);
+        break;
+    case OP_F_STORE:
+        if (j->rc == 1) {
+            f->whole = true; /* the object was completed meanwhile */
+        } else if (j->rc < 0) {
+            bad = true;
+        } else {
+            if (f->partial == NULL)
+                f->partial = j->partial; /* the job created it: the fetch keeps the handle */
+            else if (j->created)
+                sto_partial_close(j->partial); /* created twice at once: one handle is enough */
+            for (size_t i = 0; i < j->nrec; i++) {
+                if (j->rec_rc[i] < 0) {
+                    bad = bad || j->rec_rc[i] == RON_EDIGEST || j->rec_rc[i] == RON_EPROTO;
+                    continue;
+                }
+                if (j->rec_rc[i] == 0)
+                    met_counter_add(s->fetch_bytes, j->recs[i].len);
+                if (j->cancelled || sto_fetch_piece(f->sched, j->req_id, j->recs[i].piece, now) == 0)
+                    sto_fetch_have(f->sched, j->recs[i].piece);
+            }
+        }
+        if (bad)
+            met_counter_inc(s->fetch_fail);
+        if (!j->cancelled)
+            sto_fetch_req_end(f->sched, j->req_id, bad ? STO_FETCH_BAD_PIECE : STO_FETCH_OK, now);
+        break;
+    case OP_F_COMPLETE:
+        f->completing = false;
+        if (j->rc == 0 || j->rc == RON_ENOTFOUND) {
+            f->whole = true;
+            sto_partial_close(f->partial);
+            f->partial = NULL;
+            if (j->rc == 0) {
+                met_counter_inc(s->fetch_res[FR_COMPLETE]);
+                svc_provide(s, f->addr); /* a complete copy: this node provides it too */
+            }
+        } else {
+            ron_warn("storage: completing a fetched object failed: %s", ron_strerror(j->rc));
+        }
+        break;
+    default:
+        break;
+    }
+    free(j->have);
+    free(j->recs);
+    free(j->rec_rc);
+    free(j->data);
+    free(j);
+    fetch_pump(f);
+}
+
+/* A get of an absent object (or of a range not held yet): join or start the fetch. */
+static void
+fetch_join(sto_service_t *s, job_t *j)
+{
+    svc_fetch_t *f = fetch_find(s, j->addr);
+
+    j->deadline_ms = ron_now_ms() + STO_SVC_FETCH_WAIT_MS;
+    if (f == NULL) {
+        job_t *oj;
+        f = ron_xcalloc(1, sizeof *f);
+        f->svc = s;
+        memcpy(f->addr, j->addr, STO_ADDR_LEN);
+        f->sched = sto_fetch_new(UINT64_MAX, NULL);
+        uv_timer_init(s->loop, &f->timer);
+        f->timer.data = f;
+        f->next = s->fetches;
+        s->fetches = f;
+        /* first learn what a partial object already holds */
+        f->opening = true;
+        oj = ron_xcalloc(1, sizeof *oj);
+        oj->op = OP_F_OPEN;
+        fetch_job_queue(f, oj);
+    }
+    j->next = f->waiters;
+    f->waiters = j;
+    if (f->opening)
+        return; /* its range is wanted when the open returns */
+    sto_fetch_want(f->sched, j->offset, j->length > 0 ? j->length : 1);
+    fetch_pump(f);
+}
+
+void
+sto_service_set_network(sto_service_t *s, rbus_peer_t *dht, rbus_peer_t *ovl)
+{
+    s->dht = dht;
+    s->ovl = ovl;
 }
 
 /* ---- requests ---- */
@@ -713,17 +1381,24 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         if (get_field(in.o, bad = "target", F_U64, &j->target) <= 0)
             goto bad_field;
         break;
-    case OP_GET:
+    case OP_GET: {
+        json_t *lv = json_object_get(in.o, "local");
         if (get_field(in.o, bad = "address", F_ADDR, j->addr) <= 0 ||
             get_field(in.o, bad = "offset", F_U64, &j->offset) < 0 ||
             get_field(in.o, bad = "length", F_U64, &j->length) < 0)
             goto bad_field;
+        if (lv != NULL && !json_is_boolean(lv)) {
+            bad = "local";
+            goto bad_field;
+        }
+        j->local = json_is_true(lv);
         if (j->length > STO_SVC_MAX_CHUNK) {
             answer_error(s, op, req, f->corr_id, 413, NULL, "length", 0,
                          "length: at most 262144 bytes per get");
             goto drop;
         }
         break;
+    }
     default:
         break;
     }
@@ -842,6 +1517,9 @@ idle_tick(uv_timer_t *t)
 static void
 svc_release(sto_service_t *s)
 {
+    sto_evict_hook_set(s->store, NULL, NULL); /* no worker runs: no GC is in progress */
+    pthread_mutex_destroy(&s->evmu);
+    free(s->evq);
     if (s->lim.release != NULL)
         s->lim.release(s->lim.release_arg, s->store);
     else
@@ -860,9 +1538,18 @@ timer_closed(uv_handle_t *h)
 }
 
 static void
+async_closed(uv_handle_t *h)
+{
+    sto_service_t *s = h->data;
+    s->async_open = false;
+    svc_maybe_free(s);
+}
+
+static void
 svc_maybe_free(sto_service_t *s)
 {
-    if (s->stopping && s->jobs == 0 && s->n_puts == 0 && !s->timer_open)
+    if (s->stopping && s->jobs == 0 && s->n_puts == 0 && !s->timer_open && !s->async_open &&
+        s->fetches == NULL)
         svc_release(s);
 }
 
@@ -908,10 +1595,42 @@ sto_service_new(uv_loop_t *loop, rbus_t *bus, sto_store_t *store,
                          &s->bytes_out);
     met_gauge_register(s->reg, "storage_open_puts", "Puts begun and not yet committed or aborted.",
                        &s->open_puts);
+    {
+        static const char *const rl[] = {"result"};
+        static const met_desc_t desc_fetch = {MET_COUNTER, "storage_fetches_total",
+                                              "Fetches on miss by how they ended.", rl, 1,
+                                              NULL, 0, 0};
+        static const met_desc_t desc_prov = {MET_COUNTER, "storage_provides_total",
+                                             "Provider announcements after a put or a fetch "
+                                             "(skipped: no dht endpoint).", rl, 1, NULL, 0, 0};
+        static const char *const fr[] = {"complete", "not_found", "failed"};
+        static const char *const pr[] = {"sent", "skipped"};
+        met_family_t *ff = NULL, *pf = NULL;
+        met_family_register(s->reg, &desc_fetch, &ff);
+        for (size_t i = 0; i < 3; i++)
+            s->fetch_res[i] = met_family_counter(ff, &fr[i]);
+        met_family_register(s->reg, &desc_prov, &pf);
+        for (size_t i = 0; i < 2; i++)
+            s->provides[i] = met_family_counter(pf, &pr[i]);
+        met_counter_register(s->reg, "storage_fetch_bytes_total",
+                             "Object bytes fetched from peers, verified and stored.",
+                             &s->fetch_bytes);
+        met_counter_register(s->reg, "storage_fetch_provider_failures_total",
+                             "Overlay fetches that failed (error, timeout, bad piece).",
+                             &s->fetch_fail);
+        met_counter_register(s->reg, "storage_unprovides_total",
+                             "Provider records withdrawn because GC evicted the object.",
+                             &s->unprovides);
+    }
+    pthread_mutex_init(&s->evmu, NULL);
     if ((rc = rbus_handle(bus, OAP_APP_STORAGE, on_request, s)) < 0) {
         svc_release(s);
         return rc;
     }
+    uv_async_init(loop, &s->evasync, on_evasync);
+    s->evasync.data = s;
+    s->async_open = true;
+    sto_evict_hook_set(store, on_evict, s);
     rbus_on_peer(bus, on_peer, s);
     uv_timer_init(loop, &s->idle);
     s->idle.data = s;
@@ -935,7 +1654,12 @@ sto_service_free(sto_service_t *s)
     for (size_t i = s->n_puts; i-- > 0;)
         if (i < s->n_puts)
             put_doom(s, s->puts[i]);
+    for (svc_fetch_t *f = s->fetches, *next; f != NULL; f = next) {
+        next = f->next;
+        fetch_pump(f); /* answers its gets 503; ends once nothing is in flight */
+    }
     uv_close((uv_handle_t *)&s->idle, timer_closed);
+    uv_close((uv_handle_t *)&s->evasync, async_closed);
 }
 
 size_t

@@ -36,6 +36,8 @@
 #define STO_SVC_LIST_DEFAULT 100u          /* list page when "limit" is absent */
 #define STO_SVC_LIST_MAX 256u              /* list page at most (bounds one response) */
 #define STO_SVC_RETRY_AFTER_MS 1000u       /* retry_after_ms of 429 and 507 answers */
+#define STO_SVC_FETCH_WAIT_MS 25000u       /* a get waiting for a fetch answers 504 past it */
+#define STO_SVC_FETCH_FINDS 3u             /* find_providers lookups per fetch when stuck */
 
 typedef struct sto_service sto_service_t;
 
@@ -69,6 +71,20 @@ int sto_service_new(uv_loop_t *loop, rbus_t *bus, sto_store_t *store,
  * return (run the loop). Call it before rbus_free(bus). NULL does nothing.
  */
 void sto_service_free(sto_service_t *svc);
+
+/*
+ * Turn on the network parts (docs/protocol/storage.md, "Fetch on miss"):
+ * dht and ovl are outbound peers connected to the node's "dht" and
+ * "overlay" endpoints (borrowed; close them only after sto_service_free,
+ * whose fetches finish when their calls complete). With both set, a get of
+ * an absent object or of a range a partial object lacks asks dht
+ * find_providers and fetches the pieces over overlay fetch (sto_fetch.h),
+ * keeping them in a partial object and answering as soon as the get's
+ * pieces verified; "local":true turns that off per get. With dht set, a
+ * put_commit that created an object and a completed fetch announce it (dht
+ * provide), and GC evictions withdraw it (dht unprovide). Either may be NULL.
+ */
+void sto_service_set_network(sto_service_t *svc, rbus_peer_t *dht, rbus_peer_t *ovl);
 
 /* Append the Prometheus text of the service's metrics (requests by op and
  * status, bytes in/out, open puts) to buf (cap bytes). Returns bytes written

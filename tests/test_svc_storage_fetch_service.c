@@ -1,0 +1,723 @@
+/*
+ * test_svc_storage_fetch_service.c - fetch on miss in the storage service,
+ * over a real in-process ron-bus with a real file store. The `dht` and
+ * `overlay` endpoints are played by this test on their own buses, speaking
+ * the contract's wire format (NET-CONTRACT.md): find_providers answers a
+ * configured provider list; overlay fetch serves real piece records (the
+ * last piece first when outside the range, proofs from a provider store) or
+ * fails as the provider is told to (404, 502 bad_piece, 503). Each test
+ * checks what was asked of whom as well as the bytes the client got.
+ */
+#include <ftw.h>
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "oap.h"
+#include "ron_bus.h"
+#include "ron_err.h"
+#include "ron_util.h"
+#include "sto_fetch.h"
+#include "sto_service.h"
+
+#define WAIT_MS 10000u
+#define NPROV 4
+
+enum { GOOD, NOTFOUND, BAD, DOWN };
+
+typedef struct {
+    int kind;
+    uint64_t asked;  /* overlay fetches naming it */
+    uint64_t served; /* piece bytes it served */
+} prov_t;
+
+typedef struct {
+    uv_loop_t loop;
+    rbus_hub_t *hub;
+    rbus_t *srv, *cli, *bdht, *bovl;
+    rbus_peer_t *peer, *to_dht, *to_ovl;
+    sto_service_t *svc;
+    sto_store_t *pst;     /* what the providers hold */
+    char tmp[64];
+    prov_t prov[NPROV];
+    size_t nprov;         /* providers find_providers names */
+    uint64_t finds, provides, unprovides;
+    uint8_t provided[STO_ADDR_LEN], unprovided[STO_ADDR_LEN];
+    uint64_t asked_lo, asked_hi; /* byte span of every overlay fetch asked (min, max end) */
+    /* the last answer */
+    bool done;
+    int status;
+    uint16_t code;
+    json_t *json;
+    uint8_t *raw;
+    size_t raw_len;
+} fx_t;
+
+static int
+rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static void
+respond_json(rbus_req_t *req, const char *js)
+{
+    size_t jl = strlen(js);
+    uint8_t *b = malloc(4 + jl);
+    b[0] = (uint8_t)(jl >> 24);
+    b[1] = (uint8_t)(jl >> 16);
+    b[2] = (uint8_t)(jl >> 8);
+    b[3] = (uint8_t)jl;
+    memcpy(b + 4, js, jl);
+    rbus_respond(req, 200, b, 4 + jl);
+    free(b);
+}
+
+static json_t *
+req_json(const oap_frame_t *f)
+{
+    uint32_t jl;
+    if (f->payload_len < 4)
+        return NULL;
+    jl = (uint32_t)f->payload[0] << 24 | (uint32_t)f->payload[1] << 16 |
+         (uint32_t)f->payload[2] << 8 | f->payload[3];
+    if (jl > f->payload_len - 4)
+        return NULL;
+    return json_loadb((const char *)f->payload + 4, jl, 0, NULL);
+}
+
+static void
+prov_id(size_t i, uint8_t id[32])
+{
+    memset(id, 0, 32);
+    id[0] = 0xa0;
+    id[31] = (uint8_t)(i + 1);
+}
+
+/* ---- the `dht` endpoint ---- */
+
+static void
+on_dht(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    fx_t *fx = arg;
+    json_t *o = req_json(f);
+    const char *op = json_string_value(json_object_get(o, "op"));
+    const char *a = json_string_value(json_object_get(o, "address"));
+    uint8_t addr[STO_ADDR_LEN] = {0};
+
+    if (a != NULL)
+        assert_int_equal(sto_addr_parse(a, addr), 0);
+    if (op != NULL && strcmp(op, "find_providers") == 0) {
+        char js[2048], hex[65];
+        size_t n = 0;
+        fx->finds++;
+        n += (size_t)snprintf(js + n, sizeof js - n, "{\"providers\":[");
+        for (size_t i = 0; i < fx->nprov; i++) {
+            uint8_t id[32];
+            prov_id(i, id);
+            for (int k = 0; k < 32; k++)
+                snprintf(hex + 2 * k, 3, "%02x", id[k]);
+            n += (size_t)snprintf(js + n, sizeof js - n,
+                                  "%s{\"id\":\"%s\",\"addr\":\"127.0.0.1:%zu\"}", i ? "," : "", hex,
+                                  7000 + i);
+        }
+        snprintf(js + n, sizeof js - n, "]}");
+        respond_json(req, js);
+    } else if (op != NULL && strcmp(op, "provide") == 0) {
+        fx->provides++;
+        memcpy(fx->provided, addr, STO_ADDR_LEN);
+        respond_json(req, "{}");
+    } else if (op != NULL && strcmp(op, "unprovide") == 0) {
+        fx->unprovides++;
+        memcpy(fx->unprovided, addr, STO_ADDR_LEN);
+        respond_json(req, "{}");
+    } else {
+        rbus_respond_error_ex(req, 400, "bad_request", "op", 0, "op: unknown");
+    }
+    json_decref(o);
+}
+
+/* ---- the `overlay` endpoint ---- */
+
+static size_t
+put_record(sto_reader_t *r, uint64_t piece, uint8_t *out)
+{
+    uint64_t size = sto_reader_size(r);
+    size_t len = sto_tree_piece_len(size, piece), plen = 0;
+    assert_int_equal(sto_reader_proof(r, piece, out + 10, STO_TREE_MAX_PROOF, &plen), 0);
+    for (int i = 0; i < 8; i++)
+        out[i] = (uint8_t)(piece >> (56 - 8 * i));
+    out[8] = (uint8_t)(plen >> 8);
+    out[9] = (uint8_t)plen;
+    assert_int_equal(sto_reader_read(r, piece * STO_PIECE_LEN, out + 10 + plen, len),
+                     (ssize_t)len);
+    return 10 + plen + len;
+}
+
+static void
+on_overlay(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    fx_t *fx = arg;
+    json_t *o = req_json(f);
+    const char *a = json_string_value(json_object_get(o, "address"));
+    const char *pid = json_string_value(json_object_get(json_object_get(o, "provider"), "id"));
+    uint64_t off = strtoull(json_string_value(json_object_get(o, "offset")), NULL, 10);
+    uint64_t len = strtoull(json_string_value(json_object_get(o, "length")), NULL, 10);
+    uint8_t addr[STO_ADDR_LEN], id[32];
+    sto_reader_t *r = NULL;
+    size_t p = SIZE_MAX;
+
+    assert_non_null(a);
+    assert_non_null(pid);
+    assert_int_equal(sto_addr_parse(a, addr), 0);
+    for (size_t i = 0; i < fx->nprov; i++) {
+        char hex[65];
+        prov_id(i, id);
+        for (int k = 0; k < 32; k++)
+            snprintf(hex + 2 * k, 3, "%02x", id[k]);
+        if (strcmp(hex, pid) == 0)
+            p = i;
+    }
+    assert_true(p != SIZE_MAX);
+    fx->prov[p].asked++;
+    if (off < fx->asked_lo)
+        fx->asked_lo = off;
+    if (off + len > fx->asked_hi)
+        fx->asked_hi = off + len;
+    json_decref(o);
+    switch (fx->prov[p].kind) {
+    case NOTFOUND:
+        rbus_respond_error_ex(req, 404, "not_found", NULL, 0, "the provider lacks it");
+        return;
+    case BAD:
+        rbus_respond_error_ex(req, 502, "bad_gateway", "bad_piece", 0, "a piece did not verify");
+        return;
+    case DOWN:
+        rbus_respond_error_ex(req, 503, "peer_unavailable", NULL, 1000, "dial failed");
+        return;
+    default:
+        break;
+    }
+    if (sto_reader_open(fx->pst, addr, &r) < 0) {
+        rbus_respond_error_ex(req, 404, "not_found", NULL, 0, "the provider lacks it");
+        return;
+    }
+    uint64_t size = sto_reader_size(r), n = sto_tree_pieces(size);
+    uint64_t end = off + len > size ? size : off + len;
+    uint64_t first = off / STO_PIECE_LEN, last = size == 0 ? 0 : (end - 1) / STO_PIECE_LEN;
+    uint64_t count = last - first + 1;
+    uint8_t *buf = malloc(64 + 6 * (10 + STO_TREE_MAX_PROOF + STO_PIECE_LEN));
+    char js[128];
+    size_t jl, pos;
+    snprintf(js, sizeof js, "{\"size\":\"%llu\",\"first\":\"%llu\",\"count\":\"%llu\"}",
+             (unsigned long long)size, (unsigned long long)first, (unsigned long long)count);
+    jl = strlen(js);
+    buf[0] = (uint8_t)(jl >> 24);
+    buf[1] = (uint8_t)(jl >> 16);
+    buf[2] = (uint8_t)(jl >> 8);
+    buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, js, jl);
+    pos = 4 + jl;
+    /* overlay.md wire order: the last piece first (it binds the size), then the range
+     * without it */
+    pos += put_record(r, n - 1, buf + pos);
+    if (last == n - 1)
+        fx->prov[p].served += sto_tree_piece_len(size, n - 1);
+    for (uint64_t i = first; i <= last; i++) {
+        if (i == n - 1)
+            continue;
+        pos += put_record(r, i, buf + pos);
+        fx->prov[p].served += sto_tree_piece_len(size, i);
+    }
+    sto_reader_close(r);
+    rbus_respond(req, 200, buf, pos);
+    free(buf);
+}
+
+/* ---- fixture ---- */
+
+static rbus_t *
+bus_new(fx_t *fx, const char *name)
+{
+    rbus_config_t c = {0};
+    int rc = 0;
+    rbus_t *b;
+    c.name = name;
+    c.transport = RBUS_TRANSPORT_INPROC;
+    c.hub = fx->hub;
+    b = rbus_new(&fx->loop, &c, &rc);
+    assert_non_null(b);
+    return b;
+}
+
+static void
+fx_open(fx_t *fx)
+{
+    sto_config_t cfg = {0}, rcfg = {0};
+    sto_store_t *store = NULL;
+    char dir[128];
+    int rc = 0;
+
+    memset(fx, 0, sizeof *fx);
+    fx->asked_lo = UINT64_MAX;
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    snprintf(fx->tmp, sizeof fx->tmp, "/tmp/ron-stofetch-XXXXXX");
+    assert_non_null(mkdtemp(fx->tmp));
+    snprintf(dir, sizeof dir, "%s/store", fx->tmp);
+    cfg.dir = dir;
+    assert_int_equal(sto_open(&cfg, &store), 0);
+    assert_int_equal(sto_open(&rcfg, &fx->pst), 0); /* the providers' copy: a RAM store */
+    fx->hub = rbus_hub_new(&fx->loop);
+    fx->srv = bus_new(fx, "storage");
+    fx->cli = bus_new(fx, "client");
+    fx->bdht = bus_new(fx, "dht");
+    fx->bovl = bus_new(fx, "overlay");
+    assert_int_equal(rbus_handle(fx->bdht, OAP_APP_DHT, on_dht, fx), 0);
+    assert_int_equal(rbus_handle(fx->bovl, OAP_APP_OVERLAY, on_overlay, fx), 0);
+    assert_int_equal(rbus_listen(fx->bdht), 0);
+    assert_int_equal(rbus_listen(fx->bovl), 0);
+    assert_int_equal(sto_service_new(&fx->loop, fx->srv, store, NULL, &fx->svc), 0);
+    assert_int_equal(rbus_listen(fx->srv), 0);
+    fx->to_dht = rbus_connect(fx->srv, "dht", &rc);
+    fx->to_ovl = rbus_connect(fx->srv, "overlay", &rc);
+    assert_non_null(fx->to_dht);
+    assert_non_null(fx->to_ovl);
+    sto_service_set_network(fx->svc, fx->to_dht, fx->to_ovl);
+    fx->peer = rbus_connect(fx->cli, "storage", &rc);
+    assert_non_null(fx->peer);
+}
+
+static void
+fx_close(fx_t *fx)
+{
+    json_decref(fx->json);
+    free(fx->raw);
+    sto_service_free(fx->svc);
+    rbus_peer_close(fx->to_dht);
+    rbus_peer_close(fx->to_ovl);
+    rbus_peer_close(fx->peer);
+    rbus_free(fx->cli);
+    rbus_free(fx->srv);
+    rbus_free(fx->bdht);
+    rbus_free(fx->bovl);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    rbus_hub_free(fx->hub);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&fx->loop), 0);
+    sto_close(fx->pst);
+    nftw(fx->tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+on_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    fx_t *fx = arg;
+    fx->done = true;
+    fx->status = status;
+    if (status < 0)
+        return;
+    fx->code = resp->code;
+    if (resp->code >= 400) {
+        fx->json = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
+        return;
+    }
+    uint32_t jl = (uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
+                  (uint32_t)resp->payload[2] << 8 | resp->payload[3];
+    fx->json = json_loadb((const char *)resp->payload + 4, jl, 0, NULL);
+    fx->raw_len = resp->payload_len - 4 - jl;
+    fx->raw = malloc(fx->raw_len + 1);
+    memcpy(fx->raw, resp->payload + 4 + jl, fx->raw_len);
+}
+
+static void
+run_until(fx_t *fx, bool *flag)
+{
+    uint64_t end = ron_now_ms() + WAIT_MS;
+    while (!*flag && ron_now_ms() < end)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_true(*flag);
+}
+
+/* Let the loop settle (answers that follow an answer, e.g. provide after a completion). */
+static void
+run_for(fx_t *fx, uint64_t ms)
+{
+    uint64_t end = ron_now_ms() + ms;
+    while (ron_now_ms() < end)
+        uv_run(&fx->loop, UV_RUN_NOWAIT), usleep(1000);
+}
+
+static size_t
+frame(uint8_t *buf, const char *js, const void *raw, size_t raw_len)
+{
+    size_t jl = strlen(js);
+    buf[0] = (uint8_t)(jl >> 24);
+    buf[1] = (uint8_t)(jl >> 16);
+    buf[2] = (uint8_t)(jl >> 8);
+    buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, js, jl);
+    if (raw_len > 0)
+        memcpy(buf + 4 + jl, raw, raw_len);
+    return 4 + jl + raw_len;
+}
+
+static uint16_t
+call(fx_t *fx, const void *raw, size_t raw_len, const char *fmt, ...)
+{
+    char js[1024];
+    uint8_t *buf = malloc(4 + sizeof js + raw_len);
+    va_list ap;
+    size_t n;
+
+    va_start(ap, fmt);
+    vsnprintf(js, sizeof js, fmt, ap);
+    va_end(ap);
+    json_decref(fx->json);
+    free(fx->raw);
+    fx->json = NULL;
+    fx->raw = NULL;
+    fx->done = false;
+    n = frame(buf, js, raw, raw_len);
+    assert_int_equal(rbus_request(fx->peer, OAP_APP_STORAGE, buf, n, WAIT_MS + 5000, on_reply, fx),
+                     0);
+    free(buf);
+    run_until(fx, &fx->done);
+    assert_int_equal(fx->status, 0);
+    return fx->code;
+}
+
+static const char *
+jstr(fx_t *fx, const char *k)
+{
+    const char *v = json_string_value(json_object_get(fx->json, k));
+    return v != NULL ? v : "";
+}
+
+static uint8_t *
+object_make(fx_t *fx, size_t len, uint32_t seed, char hex[68])
+{
+    uint8_t *d = malloc(len + 1), addr[STO_ADDR_LEN];
+    for (size_t i = 0; i < len; i++) {
+        seed = seed * 1103515245u + 12345u;
+        d[i] = (uint8_t)(seed >> 16);
+    }
+    uint8_t tenant[STO_TENANT_LEN] = {9};
+    assert_int_equal(sto_put_buf(fx->pst, tenant, d, len, NULL, addr), 0);
+    sto_addr_format(addr, hex);
+    return d;
+}
+
+/* The answer of one get of a window. */
+typedef struct {
+    fx_t *fx;
+    uint8_t *dst;
+    size_t off;
+    int *pending, *bad;
+} win_t;
+
+static void
+on_win(void *arg, int status, const oap_frame_t *resp)
+{
+    win_t *w = arg;
+    (*w->pending)--;
+    if (status < 0 || resp->code != 200) {
+        (*w->bad)++;
+    } else {
+        uint32_t jl = (uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
+                      (uint32_t)resp->payload[2] << 8 | resp->payload[3];
+        memcpy(w->dst + w->off, resp->payload + 4 + jl, resp->payload_len - 4 - jl);
+    }
+    free(w);
+}
+
+/* Read the whole object with up to `window` gets in flight, as sto_client_get does. */
+static uint8_t *
+get_window(fx_t *fx, const char *hex, size_t len, int window)
+{
+    uint8_t *dst = calloc(1, len + 1), buf[300];
+    int pending = 0, bad = 0;
+    size_t off = 0;
+    uint64_t end = ron_now_ms() + WAIT_MS;
+
+    while ((off < len || pending > 0) && ron_now_ms() < end) {
+        while (off < len && pending < window) {
+            char js[200];
+            win_t *w = calloc(1, sizeof *w);
+            snprintf(js, sizeof js, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\"}", hex,
+                     off);
+            size_t n = frame(buf, js, NULL, 0);
+            *w = (win_t){fx, dst, off, &pending, &bad};
+            assert_int_equal(rbus_request(fx->peer, OAP_APP_STORAGE, buf, n, WAIT_MS, on_win, w), 0);
+            pending++;
+            off += STO_SVC_MAX_CHUNK;
+        }
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(pending, 0);
+    assert_int_equal(bad, 0);
+    return dst;
+}
+
+/* ---- tests ---- */
+
+static void
+test_get_of_absent_object_is_fetched_verified_and_kept_as_cache(void **state)
+{
+    fx_t fx;
+    char hex[68];
+    size_t len = (1u << 20) + 17;
+    uint8_t *d;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, len, 1, hex);
+    fx.nprov = 3;
+    /* the whole object with 4 gets in flight, as `ron get` reads it: one fetch */
+    uint8_t *got = get_window(&fx, hex, len, 4);
+    assert_memory_equal(got, d, len);
+    free(got);
+    run_for(&fx, 200);
+    /* ranges went to more than one provider */
+    int serving = 0;
+    for (size_t i = 0; i < 3; i++)
+        serving += fx.prov[i].served > 0;
+    assert_true(serving >= 2);
+    /* now a normal cache object, announced */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", hex), 200);
+    assert_string_equal(jstr(&fx, "state"), "cache");
+    assert_string_equal(jstr(&fx, "pins"), "0");
+    assert_int_equal(fx.provides, 1);
+    char phex[68];
+    sto_addr_format(fx.provided, phex);
+    assert_string_equal(phex, hex);
+    /* served locally from now on: no more lookups */
+    uint64_t finds = fx.finds;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"local\":true}", hex),
+                     200);
+    assert_int_equal(fx.finds, finds);
+    /* gc evicts it and withdraws the record */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"gc\",\"target\":\"0\"}"), 200);
+    run_for(&fx, 100);
+    assert_int_equal(fx.unprovides, 1);
+    assert_memory_equal(fx.unprovided, fx.provided, STO_ADDR_LEN);
+    free(d);
+    fx_close(&fx);
+}
+
+static void
+test_local_get_never_fetches(void **state)
+{
+    fx_t fx;
+    char hex[68];
+    uint8_t *d;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, 1000, 2, hex);
+    fx.nprov = 1;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"local\":true}", hex),
+                     404);
+    assert_int_equal(fx.finds, 0);
+    assert_int_equal(fx.prov[0].asked, 0);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"local\":1}", hex), 400);
+    assert_string_equal(jstr(&fx, "reason"), "local");
+    /* stat of an absent object never fetches either */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", hex), 404);
+    assert_int_equal(fx.finds, 0);
+    free(d);
+    fx_close(&fx);
+}
+
+static void
+test_only_the_requested_range_is_fetched_and_stat_says_partial(void **state)
+{
+    fx_t fx;
+    char hex[68];
+    size_t len = 4u << 20; /* 64 pieces */
+    uint8_t *d;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, len, 3, hex);
+    fx.nprov = 2;
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"1048576\",\"length\":"
+                          "\"1000\"}",
+                          hex),
+                     200);
+    assert_int_equal(fx.raw_len, 1000);
+    assert_memory_equal(fx.raw, d + (1u << 20), 1000);
+    run_for(&fx, 100);
+    /* asked: the probe from the get's offset; nothing before it, little after */
+    assert_int_equal(fx.asked_lo, 1u << 20);
+    assert_true(fx.asked_hi <= (1u << 20) + 4 * STO_PIECE_LEN);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", hex), 200);
+    assert_string_equal(jstr(&fx, "state"), "partial");
+    uint64_t verified = strtoull(jstr(&fx, "verified"), NULL, 10);
+    assert_true(verified > 0 && verified <= 5 * STO_PIECE_LEN);
+    assert_int_equal(strtoull(jstr(&fx, "size"), NULL, 10), len);
+    /* a local get of a held range is served; of a missing one, 404 */
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"1048600\",\"length\":"
+                          "\"10\",\"local\":true}",
+                          hex),
+                     200);
+    assert_memory_equal(fx.raw, d + 1048600, 10);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"local\":true}", hex),
+                     404);
+    /* the same range again: held, no overlay request */
+    uint64_t asked = fx.prov[0].asked + fx.prov[1].asked;
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"1048576\",\"length\":"
+                          "\"1000\"}",
+                          hex),
+                     200);
+    assert_int_equal(fx.prov[0].asked + fx.prov[1].asked, asked);
+    free(d);
+    fx_close(&fx);
+}
+
+static void
+test_bad_and_absent_providers_are_dropped(void **state)
+{
+    fx_t fx;
+    char hex[68];
+    size_t len = 3 * STO_SVC_MAX_CHUNK;
+    uint8_t *d;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, len, 4, hex);
+    fx.nprov = 4;
+    fx.prov[0].kind = BAD;
+    fx.prov[1].kind = NOTFOUND;
+    fx.prov[2].kind = DOWN;
+    fx.prov[3].kind = GOOD;
+    uint8_t *got = get_window(&fx, hex, len, 4);
+    assert_memory_equal(got, d, len);
+    free(got);
+    /* within the fetch the liar was asked once, the one without it at most once per
+     * slot; the good one served everything */
+    assert_int_equal(fx.prov[0].asked, 1);
+    assert_true(fx.prov[1].asked >= 1 && fx.prov[1].asked <= STO_FETCH_PER_PROVIDER);
+    assert_int_equal(fx.prov[3].served, len);
+    free(d);
+    fx_close(&fx);
+}
+
+static void
+test_no_provider_answers_404(void **state)
+{
+    fx_t fx;
+    char hex[68];
+    uint8_t *d;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, 5000, 5, hex);
+    fx.nprov = 0;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 404);
+    assert_int_equal(fx.finds, STO_SVC_FETCH_FINDS);
+    /* every provider failing: 503, retryable */
+    fx.nprov = 1;
+    fx.prov[0].kind = DOWN;
+    fx.finds = 0;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 503);
+    assert_true(json_is_true(json_object_get(fx.json, "retryable")));
+    free(d);
+    fx_close(&fx);
+}
+
+static void
+on_reply_count(void *arg, int status, const oap_frame_t *resp)
+{
+    int *n = arg;
+    if (status == 0 && resp->code == 200)
+        (*n)++;
+    else
+        *n += 1000;
+}
+
+static void
+test_concurrent_gets_share_one_fetch(void **state)
+{
+    fx_t fx;
+    char hex[68], js[200];
+    uint8_t buf[300], *d;
+    int ok = 0;
+    size_t n;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, 3 * STO_PIECE_LEN, 6, hex);
+    fx.nprov = 1;
+    snprintf(js, sizeof js, "{\"op\":\"get\",\"address\":\"%s\"}", hex);
+    n = frame(buf, js, NULL, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(
+            rbus_request(fx.peer, OAP_APP_STORAGE, buf, n, WAIT_MS, on_reply_count, &ok), 0);
+    uint64_t end = ron_now_ms() + WAIT_MS;
+    while (ok < 3 && ron_now_ms() < end)
+        uv_run(&fx.loop, UV_RUN_ONCE);
+    assert_int_equal(ok, 3);
+    assert_int_equal(fx.finds, 1);
+    assert_int_equal(fx.prov[0].asked, 1);
+    free(d);
+    fx_close(&fx);
+}
+
+static void
+test_created_put_is_provided(void **state)
+{
+    fx_t fx;
+    char id[32];
+    (void)state;
+
+    fx_open(&fx);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
+    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
+    assert_int_equal(call(&fx, "hello", 5, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}",
+                          id),
+                     200);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id), 200);
+    run_for(&fx, 100);
+    assert_int_equal(fx.provides, 1);
+    char phex[68];
+    sto_addr_format(fx.provided, phex);
+    assert_string_equal(phex, jstr(&fx, "address"));
+    /* the same bytes again: not created, not announced again */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
+    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
+    assert_int_equal(call(&fx, "hello", 5, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}",
+                          id),
+                     200);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id), 200);
+    run_for(&fx, 100);
+    assert_int_equal(fx.provides, 1);
+    fx_close(&fx);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_get_of_absent_object_is_fetched_verified_and_kept_as_cache),
+        cmocka_unit_test(test_local_get_never_fetches),
+        cmocka_unit_test(test_only_the_requested_range_is_fetched_and_stat_says_partial),
+        cmocka_unit_test(test_bad_and_absent_providers_are_dropped),
+        cmocka_unit_test(test_no_provider_answers_404),
+        cmocka_unit_test(test_concurrent_gets_share_one_fetch),
+        cmocka_unit_test(test_created_put_is_provided),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
