@@ -40,15 +40,33 @@ mov_free(mov_t *m)
     free(m);
 }
 
+/* True when the node runs service name in another process (macro profile). */
+static bool
+mov_runs_apart(const ron_config_t *cfg, const char *name)
+{
+    if (cfg->profile != RON_PROFILE_MACRO)
+        return false;
+    for (size_t i = 0; i < cfg->n_services; i++)
+        if (strcmp(cfg->services[i], name) == 0)
+            return true;
+    return false;
+}
+
 /* The node's store, read-only; NULL (serve nothing, every get 404) when none exists. */
 static sto_store_t *
 mov_store(const ron_config_t *cfg)
 {
     sto_store_t *st = NULL;
-    int rc = mn__shared_store_acquire(cfg, true, &st);
+    bool apart = mov_runs_apart(cfg, "storage");
+    int rc;
 
-    for (uint64_t t0 = ron_now_ms();
-         (rc == -ENOENT || rc == RON_ENOTFOUND) && ron_now_ms() - t0 < MOV_STORE_WAIT_MS;) {
+    if (apart && ron_config_amnesia(cfg))
+        ron_warn("overlay: amnesia in the macro profile: the storage service's RAM store lives "
+                 "in its own process; this one serves an empty store (use --profile micro)");
+    rc = mn__shared_store_acquire(cfg, true, &st);
+    /* a fresh data directory: the storage child creates the store next to us */
+    for (uint64_t t0 = ron_now_ms(); apart && (rc == -ENOENT || rc == RON_ENOTFOUND) &&
+                                     ron_now_ms() - t0 < MOV_STORE_WAIT_MS;) {
         usleep(MOV_STORE_POLL_MS * 1000u);
         rc = mn__shared_store_acquire(cfg, true, &st);
     }

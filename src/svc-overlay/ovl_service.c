@@ -58,9 +58,13 @@ struct gfetch { /* one bus fetch */
     uint8_t addr[STO_ADDR_LEN];
     uint64_t offset, length, size, deadline;
     size_t n_rec;
-    uint8_t *raw;
-    size_t raw_len, raw_cap;
+    uint8_t *raw;            /* SVC_HEADROOM bytes, then the records */
+    size_t raw_len, raw_cap; /* bytes of records, room for them */
 };
+
+/* Room before the records for the answer's u32 length and JSON, so the
+ * answer goes out without copying the records again. */
+#define SVC_HEADROOM 128u
 
 typedef struct {
     uint8_t id[OVL_ID_LEN];
@@ -108,6 +112,7 @@ _Static_assert(OVL_CLIENT_FETCH_MAX_LEN == OVL_SVC_FETCH_MAX_LEN, "fetch length 
 _Static_assert(OVL_CLIENT_PIECES_MAX == OVL_SVC_PIECES_MAX, "records per answer");
 _Static_assert(OVL_CLIENT_ID_LEN == OVL_ID_LEN && OVL_CLIENT_OBJ_LEN == STO_ADDR_LEN, "ids");
 _Static_assert(OVL_CLIENT_NET_ADDR_MAX == OVL_ADDR_MAX, "address bound");
+_Static_assert(SVC_HEADROOM >= 4 + 40 + 3 * 20, "room for the answer's JSON");
 
 /* ---- small helpers ---- */
 
@@ -252,12 +257,22 @@ fetch_answer(ovl_service_t *s, gfetch_t *f, int rc)
     f->req = NULL;
     switch (rc) {
     case 0: {
-        json_t *o = json_object();
+        char js[SVC_HEADROOM];
+        size_t jl;
+        uint8_t *p;
         (void)svc_range(f->size, f->offset, f->length, &first, &count);
-        json_object_set_new(o, "size", json_u64(f->size));
-        json_object_set_new(o, "first", json_u64(first));
-        json_object_set_new(o, "count", json_u64(count));
-        answer_ok(req, o, f->raw, f->raw_len);
+        jl = (size_t)snprintf(
+            js, sizeof js, "{\"count\":\"%llu\",\"first\":\"%llu\",\"size\":\"%llu\"}",
+            (unsigned long long)count, (unsigned long long)first, (unsigned long long)f->size);
+        if (f->raw == NULL)
+            f->raw = ron_xmalloc(SVC_HEADROOM);
+        p = f->raw + SVC_HEADROOM - 4 - jl; /* jl < SVC_HEADROOM - 4: three u64s and keys */
+        p[0] = (uint8_t)(jl >> 24);
+        p[1] = (uint8_t)(jl >> 16);
+        p[2] = (uint8_t)(jl >> 8);
+        p[3] = (uint8_t)jl;
+        memcpy(p + 4, js, jl);
+        (void)rbus_respond(req, 200, p, 4 + jl + f->raw_len);
         res = FR_OK;
         s->st.fetches_ok++;
         break;
@@ -311,9 +326,9 @@ fetch_on_record(void *arg, uint64_t piece, uint64_t size, const uint8_t *rec, si
         return RON_EBADPIECE; /* more than the range can hold: the core refuses it first */
     if (f->raw_len + len > f->raw_cap) {
         f->raw_cap = f->raw_len + len > 2 * f->raw_cap ? f->raw_len + len : 2 * f->raw_cap;
-        f->raw = ron_xrealloc(f->raw, f->raw_cap);
+        f->raw = ron_xrealloc(f->raw, SVC_HEADROOM + f->raw_cap);
     }
-    memcpy(f->raw + f->raw_len, rec, len);
+    memcpy(f->raw + SVC_HEADROOM + f->raw_len, rec, len);
     f->raw_len += len;
     f->n_rec++;
     f->size = size;
@@ -747,11 +762,13 @@ static void
 op_status(ovl_service_t *s, rbus_req_t *req)
 {
     json_t *o = json_object();
+    ovl_service_stats_t st;
 
+    ovl_service_stats(s, &st);
     json_object_set_new(o, "id", json_id(s->id));
     json_object_set_new(o, "advertise", json_string(s->advertise));
     json_object_set_new(o, "listen", json_string(s->listen));
-    json_object_set_new(o, "sessions", json_u64(s->n_sessions));
+    json_object_set_new(o, "sessions", json_u64(st.sessions));
     answer_ok(req, o, NULL, 0);
 }
 
@@ -981,11 +998,13 @@ void
 ovl_service_stats(const ovl_service_t *s, ovl_service_stats_t *out)
 {
     ovl_session_stats_t acc = s->gone;
+    uint64_t open = 0;
 
     for (const gsess_t *gs = s->sessions; gs != NULL; gs = gs->next) {
         ovl_session_stats_t st;
         if (gs->os == NULL)
-            continue;
+            continue; /* still dialling */
+        open++;
         ovl_session_stats(gs->os, &st);
         stats_add(&acc, &st);
     }
@@ -993,7 +1012,7 @@ ovl_service_stats(const ovl_service_t *s, ovl_service_stats_t *out)
     out->piece_bytes_sent = acc.piece_bytes_sent;
     out->piece_bytes_recv = acc.piece_bytes_recv;
     out->bad_pieces = acc.bad_pieces;
-    out->sessions = s->n_sessions;
+    out->sessions = open;
 }
 
 static void

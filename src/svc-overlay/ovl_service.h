@@ -76,7 +76,7 @@ typedef struct {
 typedef struct {
     uint64_t piece_bytes_sent, piece_bytes_recv; /* every session, closed ones included */
     uint64_t bad_pieces;                         /* pieces or metadata that did not verify */
-    uint64_t sessions;                           /* open now (both directions) */
+    uint64_t sessions;                           /* established now (both directions) */
     uint64_t fetches_ok, fetches_failed;         /* bus fetches answered 200 / an error */
     uint64_t fetches_timeout, fetches_busy;      /* 504s, 429s given by this service */
     uint64_t bad_refused;                        /* fetches refused at once: known bad provider */

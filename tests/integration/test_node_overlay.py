@@ -9,9 +9,10 @@ which lacks it, answers 404; a dial that pins the wrong id fails; A's
 /metrics count the bytes served; after kill -9 of A's overlay child the
 restarted one serves again on the same address (the kernel kept the
 socket). A micronode (one process, amnesia) serves from its RAM store with
-the node's own id. The test peer's serve modes behave as chaos tests need:
---corrupt-piece makes fetches of that piece fail verification (502) while
-other ranges verify, --rate trickles."""
+the node's own id; an overlay without a storage service answers 404. The
+test peer's serve modes behave as chaos tests need: --corrupt-piece makes
+fetches of that piece fail verification (502) while other ranges verify,
+--rate trickles."""
 import json
 import os
 import signal
@@ -116,6 +117,17 @@ try:
     check(rc == 0, "micro exit 0 (%r)" % rc)
 finally:
     m.kill()
+
+# the overlay alone (no storage service, fresh data directory): up at once, serves nothing
+o = Node(["--overlay", "127.0.0.1:0"], services="overlay").wait_up()
+try:
+    o_addr = overlay_addr(o)
+    rc, res, _ = fetch(o.status()["node_id"], o_addr, obj)
+    check(rc == 1 and res.get("status") == 404, "an overlay without a store answers 404: %r" % res)
+    rc, took = o.stop()
+    check(rc == 0, "alone: exit 0 (%r)" % rc)
+finally:
+    o.kill()
 
 
 def evil_serve(path, *extra):
