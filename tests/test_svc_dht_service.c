@@ -604,6 +604,98 @@ test_provides_wait_for_the_overlay_address_and_the_store_is_reannounced(void **s
     rbus_free(sto);
 }
 
+/* ---- limits: waiting requests are bounded; the same key shares one lookup ---- */
+
+typedef struct {
+    unsigned answered, ok, busy_pending, busy_lookups, other;
+} tally_t;
+
+static void
+on_tally(void *arg, int status, const oap_frame_t *resp)
+{
+    tally_t *t = arg;
+    t->answered++;
+    if (status < 0)
+        t->other++;
+    else if (resp->code == 200)
+        t->ok++;
+    else if (resp->code == 429 && memmem(resp->payload, resp->payload_len, "\"pending\"", 9))
+        t->busy_pending++;
+    else if (resp->code == 429 && memmem(resp->payload, resp->payload_len, "\"lookups\"", 9))
+        t->busy_lookups++;
+    else
+        t->other++;
+}
+
+static void
+send_find(rbus_peer_t *p, const uint8_t key[static DHT_ID_LEN], tally_t *t)
+{
+    char json[160], hex[65];
+    uint8_t buf[200];
+    size_t jl;
+    ron_hex_encode(hex, key, DHT_ID_LEN);
+    jl = (size_t)snprintf(json, sizeof json, "{\"op\":\"find_providers\",\"address\":\"b3:%s\"}",
+                          hex);
+    buf[0] = 0, buf[1] = 0, buf[2] = 0, buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, json, jl);
+    assert_int_equal(rbus_request(p, OAP_APP_DHT, buf, 4 + jl, 20000, on_tally, t), 0);
+}
+
+static void
+test_waiting_requests_are_bounded_and_one_key_shares_one_lookup(void **state)
+{
+    fx_t *fx = *state;
+    enum { CONNS = 5, PER = 64 };
+    rbus_t *cl[CONNS];
+    rbus_peer_t *pe[CONNS];
+    tally_t same = {0}, distinct = {0};
+    uint8_t key[DHT_ID_LEN];
+    uint64_t deadline;
+    int rc = 0;
+
+    wait_contacts(fx, 2);
+    /* node 2 keeps two contacts that no longer answer: its lookups take seconds */
+    node_stop(fx, 0);
+    node_stop(fx, 1);
+    for (int c = 0; c < CONNS; c++) {
+        char name[16];
+        rbus_config_t bc = {.transport = RBUS_TRANSPORT_INPROC, .hub = fx->hub, .name = name};
+        snprintf(name, sizeof name, "cl%d", c);
+        cl[c] = rbus_new(&fx->loop, &bc, &rc);
+        pe[c] = rbus_connect(cl[c], "dht2", &rc);
+        assert_non_null(pe[c]);
+    }
+    /* one key, 320 requests: 256 wait on one lookup, the rest are refused */
+    randombytes_buf(key, sizeof key);
+    for (int c = 0; c < CONNS; c++)
+        for (int k = 0; k < PER; k++)
+            send_find(pe[c], key, &same);
+    deadline = ron_now_ms() + WAIT_MS;
+    while (same.answered < CONNS * PER && ron_now_ms() < deadline)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(same.answered, CONNS * PER);
+    assert_int_equal(same.ok, DHT_SVC_MAX_PENDING);
+    assert_int_equal(same.busy_pending, CONNS * PER - DHT_SVC_MAX_PENDING);
+    assert_int_equal(metric(fx, 2, "dht_lookups_joined_total"), DHT_SVC_MAX_PENDING - 1);
+    /* distinct keys: at most DHT_MAX_LOOKUPS run at once, the rest are refused */
+    for (int c = 0; c < 3; c++)
+        for (int k = 0; k < PER; k++) {
+            randombytes_buf(key, sizeof key);
+            send_find(pe[c], key, &distinct);
+        }
+    deadline = ron_now_ms() + WAIT_MS;
+    while (distinct.answered < 3 * PER && ron_now_ms() < deadline)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    assert_int_equal(distinct.answered, 3 * PER);
+    assert_int_equal(distinct.other, 0);
+    assert_true(distinct.ok <= DHT_MAX_LOOKUPS);
+    assert_int_equal(distinct.ok + distinct.busy_lookups, 3 * PER);
+    for (int c = 0; c < CONNS; c++) {
+        rbus_peer_close(pe[c]);
+        rbus_free(cl[c]);
+    }
+}
+
 int
 main(void)
 {
@@ -623,6 +715,8 @@ main(void)
         cmocka_unit_test_setup_teardown(
             test_provides_wait_for_the_overlay_address_and_the_store_is_reannounced, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_waiting_requests_are_bounded_and_one_key_shares_one_lookup, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,6 +31,7 @@ int cmd_unpin(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
 int cmd_name(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+int cmd_cap(int argc, char **argv);
 
 /* Print "ron: <msg>" to stderr and return code. */
 int ron_cmd_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

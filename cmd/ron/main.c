@@ -26,6 +26,7 @@ static const ron_cmd_t commands[] = {
     {"gc", cmd_gc, "evict unpinned objects (--target BYTES)"},
     {"name", cmd_name, "publish and resolve names (ron name publish|resolve)"},
     {"audit", cmd_audit, "check an audit log and its signed checkpoints (ron audit verify [FILE])"},
+    {"cap", cmd_cap, "attenuate and check capabilities offline (ron cap attenuate|verify)"},
 };
 
 int

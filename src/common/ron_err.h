@@ -69,7 +69,15 @@
     X(RON_EPOLNOPREV, -3103, "no previous policy to roll back to") \
     X(RON_EPOLDENY,  -3104, "denied by policy") \
     X(RON_EAUDIT,    -3000, "audit record or checkpoint malformed") \
-    X(RON_EAUDITCHAIN, -3001, "audit log fails verification (edited, dropped, reordered or truncated)")
+    X(RON_EAUDITCHAIN, -3001, "audit log fails verification (edited, dropped, reordered or truncated)") \
+    X(RON_ECAPFORMAT, -3300, "capability malformed (not a v1 macaroon of ours, or over a limit)") \
+    X(RON_ECAPCAVEAT, -3301, "capability caveat malformed or with an unknown key") \
+    X(RON_ECAPKID,   -3302, "capability names a root key this node does not hold") \
+    X(RON_ECAPSIG,   -3303, "capability signature does not verify") \
+    X(RON_ECAPREVOKED, -3304, "capability revoked") \
+    X(RON_ECAPEXPIRED, -3305, "capability expired or not yet valid") \
+    X(RON_ECAPDENY,  -3306, "capability does not allow this request") \
+    X(RON_ECAPFULL,  -3307, "revocation set full")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),

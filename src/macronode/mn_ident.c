@@ -99,3 +99,11 @@ ron_node_identity_seed(uint8_t *seed_out)
         return kms_key_export_seed(kms_keystore_identity(ident_keys), seed_out);
     return RON_ENOKEYS;
 }
+
+void
+mn__ident_forget(void)
+{
+    sodium_free(ident_seed); /* wipes it */
+    ident_seed = NULL;
+    ident_keys = NULL;
+}

@@ -203,7 +203,6 @@ void mn__shared_refs(unsigned *store_refs, unsigned *index_refs);
 
 /* ---- the identity key for services that sign as the node (mn_ident.c) ---- */
 
-typedef struct kms_keystore kms_keystore_t;
 /* Kernel: remember the node's key store (borrowed until the node exits). */
 void mn__ident_set(const kms_keystore_t *keys);
 /* Kernel: a pipe already holding the identity seed; returns its read end
@@ -212,6 +211,8 @@ int mn__ident_pipe(void);
 /* Child: read the seed from fd (taken, closed) into sodium memory.
  * Returns 0 or a negative code. */
 int mn__ident_read_fd(int fd);
+/* Wipe and drop what this process holds (a child at exit). */
+void mn__ident_forget(void);
 
 /* ---- small helpers (mn_util.c) ---- */
 

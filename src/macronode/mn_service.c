@@ -444,5 +444,6 @@ ron_service_run(const char *name)
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         ron_warn("loop closed with handles still open");
+    mn__ident_forget();
     return m.code;
 }

@@ -245,8 +245,8 @@ ron_config_defaults(ron_config_t *cfg)
         .stop_timeout_ms = 1500,
     };
     /* out of the box a node serves content (store, names, HTTP, the app port)
-     * and joins the peer network (DHT) */
-    static const char *const dflt[] = {"storage", "index", "gateway", "app", "dht"};
+     * and joins the peer network (DHT, overlay) */
+    static const char *const dflt[] = {"storage", "index", "gateway", "app", "dht", "overlay"};
     for (size_t i = 0; i < sizeof dflt / sizeof dflt[0]; i++)
         snprintf(cfg->services[i], sizeof cfg->services[i], "%s", dflt[i]);
     cfg->n_services = sizeof dflt / sizeof dflt[0];

@@ -146,6 +146,7 @@ struct dht_service {
     uint64_t rx_dropped;      /* datagrams dht_input refused (every reason) */
     uint64_t provides_queued; /* provide requests that had to wait */
     uint64_t announced_from_store;
+    uint64_t lookups_joined; /* requests that waited for a lookup already running */
 };
 
 /* ---- addresses ---- */
@@ -440,10 +441,8 @@ svc_events(dht_service_t *s)
             continue;
         }
         for (size_t i = 0; i < DHT_SVC_MAX_PENDING; i++)
-            if (s->pend[i].req != NULL && s->pend[i].lookup_id == ev.result->id) {
-                pend_answer(s, &s->pend[i], ev.result);
-                break;
-            }
+            if (s->pend[i].req != NULL && s->pend[i].lookup_id == ev.result->id)
+                pend_answer(s, &s->pend[i], ev.result); /* every request that joined it */
     }
 }
 
@@ -923,22 +922,31 @@ get_b3(json_t *o, uint8_t key[static DHT_ID_LEN])
     return ron_hex_decode(key, DHT_ID_LEN, a + 3, 2 * DHT_ID_LEN) < 0 ? -1 : 0;
 }
 
-/* Start a lookup for a waiting request. Answers on failure. */
+/*
+ * Make req wait for a lookup of key: joins one already running for the
+ * same op and key (many gets of one object ask once), else starts one.
+ * Answers 429 when DHT_SVC_MAX_PENDING wait or no lookup can start.
+ */
 static void
 start_wait(dht_service_t *s, op_t op, rbus_req_t *req, const uint8_t key[static DHT_ID_LEN],
            unsigned limit)
 {
     uint64_t now = ron_now_ms();
-    pend_t *p = NULL;
+    pend_t *p = NULL, *same = NULL;
     uint32_t id;
-    int rc;
 
     if (s->npend >= DHT_SVC_MAX_PENDING) {
         answer_error(s, op, req, 429, NULL, "pending", "too many DHT requests waiting");
         return;
     }
-    rc = dht_lookup(s->dht, key, DHT_LOOKUP_VALUE, 0, now, &id);
-    if (rc < 0) {
+    for (size_t i = 0; i < DHT_SVC_MAX_PENDING && same == NULL; i++)
+        if (s->pend[i].req != NULL && s->pend[i].op == op &&
+            memcmp(s->pend[i].key, key, DHT_ID_LEN) == 0)
+            same = &s->pend[i];
+    if (same != NULL) {
+        id = same->lookup_id;
+        s->lookups_joined++;
+    } else if (dht_lookup(s->dht, key, DHT_LOOKUP_VALUE, 0, now, &id) < 0) {
         answer_error(s, op, req, 429, NULL, "lookups", "too many DHT lookups running");
         return;
     }
@@ -1342,6 +1350,9 @@ dht_service_metrics(dht_service_t *s, char *buf, size_t cap)
             s->rx_dropped);
     COUNTER("dht_tx_dropped_total", "DHT datagrams dropped (queue full or socket refused).",
             st->tx_dropped + s->tx_send_failed);
+    COUNTER("dht_lookups_joined_total",
+            "Bus requests answered by a lookup of the same key already running.",
+            s->lookups_joined);
     COUNTER("dht_requests_timeout_total", "DHT requests that got no reply in time.",
             st->requests_timeout);
     COUNTER("dht_requests_hedged_total", "DHT requests sent because a step was slower than p95.",
