@@ -55,6 +55,10 @@ def contacts(n):
     return n.metric('dht_contacts{service="dht"}') or 0
 
 
+def bootstrapped(n):
+    return (n.metric('dht_bootstrapped{service="dht"}') or 0) >= 1
+
+
 def med(xs):
     return statistics.median(xs)
 
@@ -90,6 +94,11 @@ def two_nodes():
     app_a = "127.0.0.1:%d" % free_port()
     a = micro(app_a)
     seed = dht_addr(a)
+    # a third node keeps A's DHT bootstrapped, so A's provider record is
+    # stored in the DHT at put time (a lone node only queues it)
+    c = micro("127.0.0.1:%d" % free_port(), seed)
+    dht_addr(c)
+    wait_for(lambda: bootstrapped(a) and bootstrapped(c), 30, "A and C joined the DHT")
     r = ron(app_a, "put", src)
     check(r.returncode == 0, "put on A: %r" % r.stderr)
     addr = r.stdout.decode().strip()
@@ -99,13 +108,14 @@ def two_nodes():
         app_b = "127.0.0.1:%d" % free_port()
         b = micro(app_b, seed)
         dht_addr(b)
-        wait_for(lambda: contacts(b) >= 1, 30, "B's DHT knows A")
+        wait_for(lambda: contacts(b) >= 2 and bootstrapped(b), 30, "B joined the DHT")
         fetch.append(timed_get(app_b, addr))
         local.append(timed_get(app_b, addr))
         b.stop()
         b.kill()
-    a.stop()
-    a.kill()
+    for n in (a, c):
+        n.stop()
+        n.kill()
     gb = size / 1e9
     print("### Two nodes: %d MiB into a micronode's RAM store (`ron get` on B, held only by A)"
           % MIB)
