@@ -72,7 +72,9 @@ def micro(app, seed=None):
     args = ["--profile", "micro", "--app", app, "--http", "127.0.0.1:0"]
     if seed:
         args += ["--seed", seed]
-    return Node(args, services=None).wait_up(timeout=30)
+    n = Node(args, services=None).wait_up(timeout=30)
+    n.wait_running("app", timeout=30)
+    return n
 
 
 def timed_get(app, addr):

@@ -19,6 +19,7 @@
  * every connection proves its key again; a session's memory is freed only
  * in the last close callback of its handles.
  */
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -116,7 +117,7 @@ struct tx_peer {
     void *close_arg;
     struct tx_peer_wreq *wfree; /* spare write buffers of TX_PEER_WBUF bytes */
     unsigned n_wfree;           /* <= TX_PEER_WBUF_CACHE */
-    BIO_METHOD *bio_meth;       /* the sessions' BIOs (tx_peer_bio_*) */
+    BIO_METHOD *bio_meth;       /* the sessions' BIOs (tx_peer_bio_*; one per process) */
     uint8_t stage[TX_PEER_REC]; /* a frame's header and first payload bytes: one record */
     uint8_t rbuf[TX_PEER_READ_BUF];
 };
@@ -418,7 +419,6 @@ out:
     if (p != NULL) {
         SSL_CTX_free(p->srv_ctx);
         SSL_CTX_free(p->cli_ctx);
-        BIO_meth_free(p->bio_meth);
         free(p);
     }
     ERR_clear_error();
@@ -453,7 +453,6 @@ tx_peer_maybe_free(tx_peer_t *p)
     }
     SSL_CTX_free(p->srv_ctx);
     SSL_CTX_free(p->cli_ctx);
-    BIO_meth_free(p->bio_meth);
     free(p);
     if (cb != NULL)
         cb(arg);
@@ -742,8 +741,11 @@ tx_peer_bio_create(BIO *b)
     return 1;
 }
 
-static BIO_METHOD *
-tx_peer_bio_method(void)
+static BIO_METHOD *tx_peer_bio_meth; /* made once per process: BIO type indexes are few */
+static pthread_once_t tx_peer_bio_once = PTHREAD_ONCE_INIT;
+
+static void
+tx_peer_bio_method_make(void)
 {
     BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ron tx_peer");
 
@@ -752,9 +754,17 @@ tx_peer_bio_method(void)
         BIO_meth_set_ctrl(m, tx_peer_bio_ctrl) != 1 ||
         BIO_meth_set_create(m, tx_peer_bio_create) != 1) {
         BIO_meth_free(m);
-        return NULL;
+        return;
     }
-    return m;
+    tx_peer_bio_meth = m; /* lives as long as the process */
+}
+
+/* The BIO method of every session (NULL if OpenSSL refused it). */
+static BIO_METHOD *
+tx_peer_bio_method(void)
+{
+    (void)pthread_once(&tx_peer_bio_once, tx_peer_bio_method_make);
+    return tx_peer_bio_meth;
 }
 
 /* Give s's SSL our BIOs in place of the memory BIOs it was made with. */
