@@ -77,12 +77,13 @@ def micro(app, seed=None):
     return n
 
 
-def timed_get(app, addr):
+def timed_get(node, app, addr):
     t0 = time.monotonic()
     with open(os.devnull, "wb") as null:
         r = ron(app, "get", addr, stdout=null)
     dt = time.monotonic() - t0
-    check(r.returncode == 0, "ron get %s via %s: %r" % (addr, app, r.stderr))
+    check(r.returncode == 0, "ron get %s via %s: %r (node exit %r); node log tail:\n%s"
+          % (addr, app, r.stderr, node.proc.poll(), node.logs()[-3000:]))
     return dt
 
 
@@ -111,8 +112,8 @@ def two_nodes():
         b = micro(app_b, seed)
         dht_addr(b)
         wait_for(lambda: contacts(b) >= 2 and bootstrapped(b), 30, "B joined the DHT")
-        fetch.append(timed_get(app_b, addr))
-        local.append(timed_get(app_b, addr))
+        fetch.append(timed_get(b, app_b, addr))
+        local.append(timed_get(b, app_b, addr))
         b.stop()
         b.kill()
     for n in (a, c):
