@@ -340,26 +340,38 @@ piece_store(sto_partial_t *p, uint64_t i, const uint8_t *bytes, size_t len,
 static int
 ob_read(void *arg, uint64_t off, uint8_t *buf, size_t len)
 {
-    const sto_partial_t *p = arg;
+    sto_partial_t *p = arg;
+    int rc = 0;
 
     if (off > p->ob_len || len > p->ob_len - off)
         return RON_EDIGEST;
-    if (p->fd < 0) {
+    if (p->fd >= 0)
+        return pread_all(p->fd, buf, len, STO_OBJ_HDR_LEN + p->size + off);
+    pthread_mutex_lock(&p->mu);
+    if (p->ob == NULL)
+        rc = RON_ENOTFOUND; /* completed: the store holds the outboard now */
+    else
         memcpy(buf, p->ob + off, len);
-        return 0;
-    }
-    return pread_all(p->fd, buf, len, STO_OBJ_HDR_LEN + p->size + off);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
 }
 
-/* Read piece i (unverified) into buf. */
+/* Read piece i (unverified) into buf. RAM: RON_ENOTFOUND once completion
+ * handed the bytes to the store (read the object then). */
 static int
 piece_fetch(sto_partial_t *p, uint64_t i, uint8_t *buf, size_t len)
 {
-    if (p->fd < 0) {
+    int rc = 0;
+
+    if (p->fd >= 0)
+        return pread_all(p->fd, buf, len, STO_OBJ_HDR_LEN + i * STO_PIECE_LEN);
+    pthread_mutex_lock(&p->mu);
+    if (p->data == NULL)
+        rc = RON_ENOTFOUND;
+    else
         memcpy(buf, p->data + i * STO_PIECE_LEN, len);
-        return 0;
-    }
-    return pread_all(p->fd, buf, len, STO_OBJ_HDR_LEN + i * STO_PIECE_LEN);
+    pthread_mutex_unlock(&p->mu);
+    return rc;
 }
 
 /* ---- API ---- */
@@ -569,6 +581,8 @@ sto_partial_read(sto_partial_t *p, uint64_t off, void *buf, size_t len)
             goto out;
         if (rc == 0)
             rc = sto_tree_piece_verify_fn(p->addr, p->size, ob_read, p, i, piece, plen);
+        if (rc == RON_ENOTFOUND)
+            goto out; /* completed meanwhile: read the object */
         if (rc < 0) {
             /* lost or damaged since it verified: forget it, so it is fetched again */
             sto__corruption(p->s, p->addr, i, "partial object piece does not verify");
@@ -644,26 +658,34 @@ sto_partial_complete(sto_partial_t *p)
         rc = sto__file_commit(&put, p->addr);
         free(put.tmp_data); /* NULL once renamed */
     } else {
+        /* no reader copies out of the buffers while the store takes them */
+        pthread_mutex_lock(&p->mu);
         put.buf = p->data;
         put.cap = p->data_cap;
         put.ob = p->ob;
         put.ob_written = p->ob_len;
         rc = sto__ram_commit(&put, p->addr);
-        /* taken by the store, or still ours when the object was there already */
-        p->data = put.buf;
-        p->data_cap = put.cap;
-        p->ob = put.ob;
+        if (rc == 0) {
+            /* taken by the store; or ours to free when the object was there already */
+            sto__ram_buf_free(put.buf, put.cap);
+            free(put.ob);
+            p->data = NULL;
+            p->ob = NULL;
+            p->data_cap = 0;
+        }
+        pthread_mutex_unlock(&p->mu);
     }
     if (rc < 0)
         return rc;
-    pthread_mutex_lock(&s->lock);
-    pthread_mutex_lock(&p->mu);
     if (p->path != NULL && access(p->path, F_OK) == 0)
         unlink(p->path); /* the object was stored already: this copy is surplus */
+    pthread_mutex_lock(&p->mu);
+    p->gone = true;
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_lock(&s->lock);
     free(p->path);
     p->path = NULL;
     partial_drop(p);
-    pthread_mutex_unlock(&p->mu);
     pthread_mutex_unlock(&s->lock);
     return 0;
 }

@@ -102,6 +102,8 @@ struct svc_fetch {
     ovl_req_t *reqs;        /* overlay fetches in flight */
     char paddr[STO_FETCH_MAX_PROVIDERS][DHT_CLIENT_ADDR_MAX];
     unsigned finds;         /* find_providers lookups so far */
+    uint64_t next_find_ms;  /* no lookup again before this (records may be on their way) */
+    uint64_t linger_until;  /* idle: kept until then for the next get (0: not idle) */
     bool finding, opening, completing, whole, any_provider, timer_open, ended;
     size_t jobs;            /* worker jobs of this fetch */
     int last_err;           /* the last provider failure (for the answer when stuck) */
@@ -540,6 +542,13 @@ job_work(uv_work_t *w)
             sto_reader_close(r);
         } else if (j->rc == RON_ENOTFOUND) {
             get_from_partial(st, j);
+            if (j->rc == RON_ENOTFOUND && j->data != NULL) {
+                /* the partial was completed under us: the object is whole now */
+                free(j->data);
+                j->data = NULL;
+                job_work(w);
+                return;
+            }
         }
         break;
     case OP_F_OPEN:
@@ -745,6 +754,7 @@ queue_job(sto_service_t *s, job_t *j)
 enum { FR_COMPLETE = 0, FR_NOT_FOUND = 1, FR_FAILED = 2 };
 
 static void fetch_pump(svc_fetch_t *f);
+static void fetch_on_timer(uv_timer_t *t);
 
 static void
 svc_provide(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN])
@@ -817,16 +827,28 @@ fetch_timer_closed(uv_handle_t *h)
     svc_maybe_free(s);
 }
 
-/* End f once nothing waits and nothing is in flight. */
+/* End f once nothing waits and nothing is in flight, after lingering
+ * STO_SVC_FETCH_LINGER_MS: a reader that reads on chunk by chunk (the
+ * gateway, `ron get`) finds its providers and partial object still there. */
 static void
 fetch_maybe_end(svc_fetch_t *f)
 {
+    uint64_t now = ron_now_ms();
+
     if (f->ended || f->waiters != NULL || f->reqs != NULL || f->jobs > 0 || f->finding ||
         f->opening)
         return;
     if (!f->svc->stopping && !f->whole && sto_fetch_state(f->sched) == STO_FETCH_RUNNING &&
         sto_fetch_inflight(f->sched) > 0)
         return;
+    if (!f->svc->stopping && !f->whole && sto_fetch_providers_usable(f->sched) > 0) {
+        if (f->linger_until == 0)
+            f->linger_until = now + STO_SVC_FETCH_LINGER_MS;
+        if (now < f->linger_until) {
+            uv_timer_start(&f->timer, fetch_on_timer, f->linger_until - now, 0);
+            return;
+        }
+    }
     f->ended = true;
     sto_partial_close(f->partial);
     f->partial = NULL;
@@ -931,6 +953,7 @@ fetch_on_providers(void *arg, const dht_client_result_t *res)
     svc_fetch_t *f = arg;
 
     f->finding = false;
+    f->next_find_ms = ron_now_ms() + STO_SVC_FETCH_FIND_GAP_MS;
     if (res->status == 0 && res->code == 200) {
         for (size_t i = 0; i < res->n_providers; i++) {
             size_t idx;
@@ -1075,8 +1098,14 @@ fetch_pump(svc_fetch_t *f)
         f->reqs = r;
     }
     fetch_serve_ready(f);
-    if (!f->opening && !f->finding && f->waiters != NULL && !f->whole &&
-        sto_fetch_state(f->sched) == STO_FETCH_STUCK) {
+    bool stuck = !f->opening && !f->finding && f->waiters != NULL && !f->whole &&
+                 sto_fetch_state(f->sched) == STO_FETCH_STUCK;
+    if (stuck && f->finds < STO_SVC_FETCH_FINDS && now < f->next_find_ms) {
+        /* look again in a moment: a record just announced may not be there yet */
+        uv_timer_start(&f->timer, fetch_on_timer, f->next_find_ms - now, 0);
+        return;
+    }
+    if (stuck) {
         if (f->finds < STO_SVC_FETCH_FINDS)
             fetch_find_providers(f);
         if (!f->finding) {
@@ -1130,6 +1159,9 @@ fetch_job_done(sto_service_t *s, job_t *j)
         } else if (j->rc < 0) {
             bad = true;
         } else {
+            if (j->created) /* its last piece went in with the creation */
+                met_counter_add(s->fetch_bytes,
+                                sto_tree_piece_len(j->size, sto_tree_pieces(j->size) - 1));
             if (f->partial == NULL)
                 f->partial = j->partial; /* the job created it: the fetch keeps the handle */
             else if (j->created)
@@ -1182,6 +1214,8 @@ fetch_join(sto_service_t *s, job_t *j)
     svc_fetch_t *f = fetch_find(s, j->addr);
 
     j->deadline_ms = ron_now_ms() + STO_SVC_FETCH_WAIT_MS;
+    if (f != NULL)
+        f->linger_until = 0; /* busy again */
     if (f == NULL) {
         job_t *oj;
         f = ron_xcalloc(1, sizeof *f);

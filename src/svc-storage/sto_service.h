@@ -37,7 +37,9 @@
 #define STO_SVC_LIST_MAX 256u              /* list page at most (bounds one response) */
 #define STO_SVC_RETRY_AFTER_MS 1000u       /* retry_after_ms of 429 and 507 answers */
 #define STO_SVC_FETCH_WAIT_MS 25000u       /* a get waiting for a fetch answers 504 past it */
-#define STO_SVC_FETCH_FINDS 3u             /* find_providers lookups per fetch when stuck */
+#define STO_SVC_FETCH_FINDS 4u             /* find_providers lookups per fetch when stuck */
+#define STO_SVC_FETCH_FIND_GAP_MS 400u     /* between two lookups of one fetch */
+#define STO_SVC_FETCH_LINGER_MS 3000u      /* an idle fetch is kept this long for the next get */
 
 typedef struct sto_service sto_service_t;
 
