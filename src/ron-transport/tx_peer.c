@@ -36,6 +36,7 @@
 
 #define TX_PEER_READ_BUF (64u << 10)     /* one socket read (shared by every session of the loop) */
 #define TX_PEER_REC 16384u               /* TLS record plaintext, at most (SSL3_RT_MAX_PLAIN_LENGTH) */
+#define TX_PEER_HOLD_MAX (4u * TX_PEER_READ_BUF) /* ciphertext kept across reads, at most */
 #define TX_PEER_HELLO_CORR 1u            /* corr_id of the dialer's HELLO */
 #define TX_PEER_CTRL_MAX 2048u           /* HELLO, its reply, error and credit frames fit */
 #define TX_PEER_WBUF (OAP_CHUNK + 4096u) /* a write buffer: a 64 KiB frame's records fit */
@@ -1021,6 +1022,12 @@ tx_peer_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         return;
     }
     if (s->in_len > 0) { /* input kept from before: the new bytes go behind it */
+        if (s->in_len + (size_t)n > TX_PEER_HOLD_MAX) {
+            /* defensive: reading stops whenever input is left over, so this
+             * would be a peer we failed to pause */
+            tx_peer_reject(s, TX_PEER_REJ_SLOW_PEER);
+            return;
+        }
         if (s->in_len + (size_t)n > s->hold_cap) {
             s->hold_cap = s->in_len + (size_t)n;
             s->hold = ron_xrealloc(s->hold, s->hold_cap);
