@@ -2,7 +2,7 @@
 # Overlay benchmark: single-stream verified transfer of one object (1 GiB by
 # default) between two overlay endpoints over mutual TLS 1.3 on loopback,
 # into a RAM store (bench_overlay: every piece verified against the address
-# on arrival, the put hashes it again at commit), medians of >= 5 runs,
+# on arrival, once, and put with the CV of that check), medians of >= 5 runs,
 # against what a user would otherwise do: fetch the same bytes over HTTPS
 # (TLS 1.3) from nginx with curl and verify them with b3sum afterwards.
 # Usage: bench/overlay.sh [build/release]  (writes bench/results/overlay.md)
@@ -82,7 +82,10 @@ ratio=$(awk -v a="$ours_med" -v b="$curl_med" 'BEGIN { printf "%.2f", a / b }')
     echo
     echo "Ours: bench_overlay, provider and fetcher in one process on two threads (a loop each),"
     echo "tx_peer mutual TLS 1.3, 64 KiB pieces with proofs, the last piece first, every piece"
-    echo "verified on arrival and put into a RAM store (which hashes it again at commit)."
+    echo "verified on arrival (one BLAKE3 pass) and put into a RAM store with the chaining value"
+    echo "that check computed (sto_put_write_piece: not hashed again; the commit checks the root)."
+    echo "CPU columns: seconds of CPU per GiB of each side's thread (load-independent-ish; the"
+    echo "wall figure needs both threads to get a core each)."
     echo
     echo "$ours"
     echo

@@ -49,7 +49,7 @@ ratio=$(awk -v a="$ours" -v b="$gcm" 'BEGIN { printf "%.2f", a / (b / 2) }')
     echo "Ratio (CPU time against CPU time, as \`openssl speed\` counts it): the session moves"
     echo "$ours GB per CPU second where AES-128-GCM alone allows $gcm / 2 for encrypting and"
     echo "decrypting every byte: **$ratio** of that ceiling (the rest is OAP/1 framing, credit,"
-    echo "TLS records, memory-BIO copies and the loopback socket). The wall-clock figure depends"
+    echo "TLS records, the SSL's own record copies and the loopback socket). The wall-clock figure depends"
     echo "on how much of a core this process got on the shared machine."
 } > "$out"
 cat "$out"

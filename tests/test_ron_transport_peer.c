@@ -58,6 +58,8 @@ struct node {
     uint64_t stream_corr; /* pump sends REQ frames of this stream instead of events */
     bool consume;         /* report every delivered frame as finished (grants credit) */
     size_t max_queue;     /* the node's configured bound */
+    bool pause_each;      /* pause reading after every delivered frame */
+    uint32_t seq_bad;     /* frames whose payload did not carry the expected sequence */
 };
 
 static uint8_t big[BIG];
@@ -138,6 +140,18 @@ on_frame(tx_peer_session_t *s, const oap_frame_t *f, void *arg)
 
     n->frames++;
     n->bytes += f->payload_len;
+    if (n->pause_each) { /* payload: 4-byte frame index, then bytes (index + i) */
+        uint32_t idx = 0;
+        bool ok = f->payload_len >= 4;
+        if (ok)
+            memcpy(&idx, f->payload, 4);
+        ok = ok && idx == (uint32_t)(n->frames - 1);
+        for (size_t i = 4; ok && i < f->payload_len; i++)
+            ok = f->payload[i] == (uint8_t)(idx + i);
+        if (!ok)
+            n->seq_bad++;
+        tx_peer_session_pause(s, true);
+    }
     if (n->consume)
         assert_int_equal(tx_peer_consume(s, f->corr_id, (f->flags & OAP_F_RESP) != 0, 1), 0);
     size_t l =
@@ -695,6 +709,50 @@ slow_reader_setup(world_t *w, node_t *n, uint32_t write_timeout_ms)
     pump(&n[1]);
 }
 
+/* A reader that pauses after every frame: the ciphertext left in the read
+ * buffer is kept for later, and every frame arrives whole and in order. */
+static void
+test_peer_reader_pausing_after_each_frame_gets_every_frame_intact(void **state)
+{
+    world_t w;
+    node_t n[2];
+    uint8_t payload[3000];
+    oap_frame_t f;
+    const int total = 120;
+
+    (void)state;
+    world_init(&w);
+    node_start(&w, &n[0], NULL, true);
+    node_start(&w, &n[1], NULL, false);
+    connect_pair(&w, &n[0], &n[1]);
+    n[0].pause_each = true;
+    memset(&f, 0, sizeof f);
+    f.flags = OAP_F_EVENT;
+    f.app_proto_id = OAP_APP_OVERLAY;
+    f.payload = payload;
+    for (int k = 0; k < total; k++) { /* sizes vary so frames straddle TLS records */
+        uint32_t idx = (uint32_t)k;
+        f.payload_len = 4 + (size_t)(k * 37) % (sizeof payload - 4);
+        memcpy(payload, &idx, 4);
+        for (size_t i = 4; i < f.payload_len; i++)
+            payload[i] = (uint8_t)(idx + i);
+        assert_int_equal(tx_peer_send(n[1].sess[0], &f), 0);
+    }
+    assert_true(run_until(&w, &n[0].frames, 1, 5000));
+    for (int round = 0; round < 10 * total && n[0].frames < total; round++) {
+        int before = n[0].frames;
+        assert_true(tx_peer_session_is_reading_paused(n[0].sess[0]));
+        run_for(&w, 1); /* nothing arrives while paused */
+        assert_int_equal(n[0].frames, before);
+        tx_peer_session_pause(n[0].sess[0], false);
+        (void)run_until(&w, &n[0].frames, before + 1, 2000);
+    }
+    assert_int_equal(n[0].frames, total);
+    assert_int_equal(n[0].seq_bad, 0);
+    assert_int_equal(n[0].n_closed, 0);
+    world_end(&w, n, 2);
+}
+
 static void
 test_peer_slow_reader_bounds_sender_queue(void **state)
 {
@@ -994,6 +1052,7 @@ main(void)
         cmocka_unit_test(test_peer_idle_session_is_closed_and_counted),
         cmocka_unit_test(test_peer_stream_credit_paces_sender_until_reader_consumes),
         cmocka_unit_test(test_peer_slow_reader_bounds_sender_queue),
+        cmocka_unit_test(test_peer_reader_pausing_after_each_frame_gets_every_frame_intact),
         cmocka_unit_test(test_peer_slow_reader_is_dropped_after_write_timeout),
         cmocka_unit_test(test_peer_first_frame_not_hello_is_answered_426_and_counted),
         cmocka_unit_test(test_peer_stream_past_max_inflight_is_answered_429_then_bad_frame_closes),

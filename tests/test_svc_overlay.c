@@ -283,6 +283,97 @@ fetch_into(pair_t *p, const uint8_t addr[STO_ADDR_LEN], uint64_t off, uint64_t l
     pair_run(p);
 }
 
+/* ---- a fetch straight into a store, one BLAKE3 pass per piece ---- */
+
+typedef struct {
+    sto_put_t *put;
+    uint8_t *last; /* the last piece comes first: written at the end */
+    size_t last_len;
+    uint8_t last_cv[STO_TREE_HASH_LEN];
+    uint64_t pieces, plain_calls;
+    bool done;
+    int rc;
+} put_sink_t;
+
+static int
+put_sink_piece(void *arg, uint64_t piece, uint64_t size, const uint8_t *bytes, size_t len)
+{
+    put_sink_t *k = arg;
+
+    (void)piece, (void)size, (void)bytes, (void)len;
+    k->plain_calls++; /* never: on_piece_cv takes precedence */
+    return 0;
+}
+
+static int
+put_sink_piece_cv(void *arg, uint64_t piece, uint64_t size, const uint8_t *bytes, size_t len,
+                  const uint8_t *cv)
+{
+    put_sink_t *k = arg;
+    uint64_t n = sto_tree_pieces(size);
+
+    k->pieces++;
+    if (piece == n - 1 && n > 1) {
+        k->last = malloc(len + 1);
+        memcpy(k->last, bytes, len);
+        memcpy(k->last_cv, cv, STO_TREE_HASH_LEN);
+        k->last_len = len;
+        return 0;
+    }
+    if (sto_put_write_piece(k->put, bytes, len, cv) < 0)
+        return RON_ESTORE;
+    if (piece + 2 == n && sto_put_write_piece(k->put, k->last, k->last_len, k->last_cv) < 0)
+        return RON_ESTORE;
+    return 0;
+}
+
+static void
+put_sink_done(void *arg, int rc)
+{
+    put_sink_t *k = arg;
+
+    k->done = true;
+    k->rc = rc;
+}
+
+static void
+test_pieces_with_their_cvs_store_an_object_that_reads_back(void **state)
+{
+    static const size_t sizes[] = {65536, 2 * 65536, (1u << 20) + 17, 3u << 20};
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        pair_t p;
+        uint8_t addr[STO_ADDR_LEN], got[STO_ADDR_LEN];
+        put_sink_t k = {0};
+        ovl_fetch_cb_t cb = {.on_piece = put_sink_piece, .on_done = put_sink_done, .arg = &k, .on_piece_cv = put_sink_piece_cv};
+        uint8_t *obj, *back;
+        sto_reader_t *r;
+
+        pair_open(&p, &plain_cfg, &plain_cfg, 1u << 20);
+        obj = provide(&p, sizes[i], 40 + (unsigned)i, addr);
+        assert_int_equal(sto_put_begin(p.store[1], NULL, addr, NULL, sizes[i], &k.put), 0);
+        assert_int_equal(ovl_fetch_start(p.link[1].s, addr, 0, OVL_LEN_TO_END, &cb, NULL), 0);
+        pair_run(&p);
+        assert_true(k.done);
+        assert_int_equal(k.rc, 0);
+        assert_int_equal(k.plain_calls, 0);
+        assert_int_equal(k.pieces, sto_tree_pieces(sizes[i]));
+        assert_int_equal(sto_put_commit(k.put, got), 0);
+        assert_memory_equal(got, addr, STO_ADDR_LEN);
+        back = malloc(sizes[i]);
+        assert_int_equal(sto_reader_open(p.store[1], addr, &r), 0);
+        assert_int_equal(sto_reader_read(r, 0, back, sizes[i]), (ssize_t)sizes[i]);
+        assert_memory_equal(back, obj, sizes[i]);
+        sto_reader_close(r);
+        free(back);
+        free(k.last);
+        free(obj);
+        pair_close(&p);
+    }
+}
+
 /* ---- tests ---- */
 
 static void
@@ -762,6 +853,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_objects_of_edge_sizes_arrive_verified),
+        cmocka_unit_test(test_pieces_with_their_cvs_store_an_object_that_reads_back),
         cmocka_unit_test(test_ranges_at_piece_boundaries_deliver_the_covering_pieces),
         cmocka_unit_test(test_corrupted_piece_in_flight_is_a_bad_provider_and_never_delivered),
         cmocka_unit_test(test_provider_with_a_corrupted_store_file_stops_with_bad_digest),

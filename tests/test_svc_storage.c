@@ -347,6 +347,58 @@ test_expected_address_mismatch_stores_nothing(void **state)
     free(buf);
 }
 
+/* Pieces written with the CVs their proof check computed make the same
+ * object as plain writes; a CV that is not the verified one fails the commit
+ * (the root comes out of the CVs) and stores nothing; without an expected
+ * address the CV is ignored and the bytes are hashed. */
+static void
+test_put_write_piece_uses_verified_cvs_and_refuses_a_wrong_one(void **state)
+{
+    fx_t *f = *state;
+    size_t len = 11 * P + 999, oblen = sto_tree_outboard_len(len);
+    uint8_t *buf = rnd_bytes(len), *ob = malloc(oblen), root[32], addr[32], bogus[32];
+    uint8_t proof[STO_TREE_MAX_PROOF], cv[32];
+    uint64_t n = sto_tree_pieces(len);
+    sto_totals_t t;
+    size_t proof_len;
+
+    assert_int_equal(sto_tree_hash(buf, len, root, ob), 0);
+    memset(bogus, 0x33, sizeof bogus);
+    for (int round = 0; round < 3; round++) {
+        sto_put_t *p;
+        const uint8_t *expected = round == 2 ? NULL : root;
+        assert_int_equal(sto_put_begin(f->s, NULL, expected, NULL, len, &p), 0);
+        for (uint64_t i = 0; i < n; i++) {
+            size_t plen = sto_tree_piece_len(len, i);
+            assert_int_equal(sto_tree_proof_extract_buf(len, i, ob, oblen, proof, sizeof proof,
+                                                        &proof_len), 0);
+            assert_int_equal(sto_tree_proof_verify_cv(root, len, i, buf + i * P, plen, proof,
+                                                      proof_len, cv), 0);
+            assert_int_equal(sto_put_write_piece(p, buf + i * P, plen,
+                                                 round == 1 || i != 3 ? cv : bogus), 0);
+        }
+        if (round == 0) { /* piece 3's CV was wrong */
+            assert_int_equal(sto_put_commit(p, addr), RON_EDIGEST);
+            assert_int_equal(sto_has(f->s, root), 0);
+            assert_int_equal(sto_totals(f->s, &t), 0);
+            assert_int_equal(t.objects, 0);
+            continue;
+        }
+        assert_int_equal(sto_put_commit(p, addr), 0);
+        assert_memory_equal(addr, root, 32);
+        /* the stored copy reads back and verifies (outboard included) */
+        sto_reader_t *r;
+        uint8_t *back = malloc(len);
+        assert_int_equal(sto_reader_open(f->s, root, &r), 0);
+        assert_int_equal(sto_reader_read(r, 0, back, len), (ssize_t)len);
+        assert_memory_equal(back, buf, len);
+        sto_reader_close(r);
+        free(back);
+    }
+    free(ob);
+    free(buf);
+}
+
 /* Flip the byte at off of the stored object. */
 static void
 corrupt(fx_t *f, const uint8_t *addr, uint64_t off)
@@ -1011,6 +1063,7 @@ main(int argc, char **argv)
         BOTH(test_same_object_twice_keeps_one_copy_and_one_pin_per_tenant),
         BOTH(test_concurrent_puts_of_same_object_store_one_copy),
         BOTH(test_expected_address_mismatch_stores_nothing),
+        BOTH(test_put_write_piece_uses_verified_cvs_and_refuses_a_wrong_one),
         BOTH(test_corrupted_byte_fails_its_piece_only),
         BOTH(test_pins_count_per_tenant_and_last_unpin_makes_cache),
         BOTH(test_gc_evicts_oldest_cache_first_and_never_pinned),

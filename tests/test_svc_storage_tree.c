@@ -537,6 +537,83 @@ test_tree_proofs_verify_and_corrupted_proofs_fail(void **state)
     free(data);
 }
 
+/* The CV a proof check hands out, fed back with the piece, gives the same
+ * root and outboard as hashing every byte; a wrong CV changes the root. */
+static void
+test_tree_verified_piece_cvs_build_same_root_and_outboard(void **state)
+{
+    static const size_t lens[] = {PIECE, 2 * PIECE, 9 * PIECE, 17 * PIECE + 4321, 33 * PIECE};
+
+    (void)state;
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        size_t len = lens[li], oblen = sto_tree_outboard_len(len);
+        uint8_t *data = make_data(len, 77), root[32], *ob = hash_whole(data, len, root);
+        uint64_t n = sto_tree_pieces(len);
+
+        for (int corrupt = 0; corrupt < 2; corrupt++) {
+            sink_t s = {ron_xmalloc(oblen + 1), 0, oblen, 0};
+            sto_tree_hasher_t *h = sto_tree_hasher_new(sink_cb, &s);
+            uint8_t r2[32], proof[STO_TREE_MAX_PROOF], cv[32];
+            size_t proof_len, plen;
+
+            for (uint64_t i = 0; i < n; i++) {
+                plen = sto_tree_piece_len(len, i);
+                assert_int_equal(sto_tree_proof_extract_buf(len, i, ob, oblen, proof,
+                                                            sizeof proof, &proof_len), 0);
+                memset(cv, 0xee, sizeof cv);
+                assert_int_equal(sto_tree_proof_verify_cv(root, len, i, data + i * PIECE, plen,
+                                                          proof, proof_len, cv), 0);
+                if (corrupt && i == n / 2 && i > 0)
+                    cv[7] ^= 1; /* a CV that is not the one the check computed */
+                assert_int_equal(sto_tree_hasher_update_piece(h, data + i * PIECE, plen, cv), 0);
+            }
+            assert_int_equal(sto_tree_hasher_size(h), len);
+            assert_int_equal(sto_tree_hasher_finish(h, r2, NULL), 0);
+            if (corrupt && n > 1) {
+                assert_memory_not_equal(r2, root, 32);
+            } else {
+                assert_memory_equal(r2, root, 32);
+                assert_int_equal(s.len, oblen);
+                if (oblen > 0)
+                    assert_memory_equal(s.p, ob, oblen);
+            }
+            sto_tree_hasher_free(h);
+            free(s.p);
+        }
+        free(ob);
+        free(data);
+    }
+}
+
+/* A failed check hands out no CV, and the fast path for full pieces agrees
+ * with sto_tree_proof_verify on damaged bytes. */
+static void
+test_tree_verify_cv_leaves_cv_untouched_on_failure(void **state)
+{
+    size_t len = 5 * PIECE + 7, oblen = sto_tree_outboard_len(len);
+    uint8_t *data = make_data(len, 5), root[32], *ob = hash_whole(data, len, root);
+    uint8_t proof[STO_TREE_MAX_PROOF], cv[32], untouched[32];
+    size_t proof_len;
+
+    (void)state;
+    memset(untouched, 0x5a, sizeof untouched);
+    assert_int_equal(sto_tree_proof_extract_buf(len, 2, ob, oblen, proof, sizeof proof,
+                                                &proof_len), 0);
+    data[2 * PIECE + 1000] ^= 4;
+    memcpy(cv, untouched, sizeof cv);
+    assert_int_equal(sto_tree_proof_verify_cv(root, len, 2, data + 2 * PIECE, PIECE, proof,
+                                              proof_len, cv), RON_EDIGEST);
+    assert_memory_equal(cv, untouched, 32);
+    assert_int_equal(sto_tree_proof_verify(root, len, 2, data + 2 * PIECE, PIECE, proof,
+                                           proof_len), RON_EDIGEST);
+    data[2 * PIECE + 1000] ^= 4;
+    assert_int_equal(sto_tree_proof_verify_cv(root, len, 2, data + 2 * PIECE, PIECE, proof,
+                                              proof_len, cv), 0);
+    assert_memory_not_equal(cv, untouched, 32);
+    free(ob);
+    free(data);
+}
+
 static void
 test_tree_single_piece_objects_verify_without_proof(void **state)
 {
@@ -575,6 +652,8 @@ main(void)
         cmocka_unit_test(test_tree_middle_piece_does_not_bind_size),
         cmocka_unit_test(test_tree_proofs_verify_and_corrupted_proofs_fail),
         cmocka_unit_test(test_tree_single_piece_objects_verify_without_proof),
+        cmocka_unit_test(test_tree_verified_piece_cvs_build_same_root_and_outboard),
+        cmocka_unit_test(test_tree_verify_cv_leaves_cv_untouched_on_failure),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,12 +2,15 @@
  * tx_peer.c - OAP/1 peer sessions over mutually authenticated TLS 1.3
  * (tx_peer.h; docs/protocol/peer-transport.md).
  *
- * A session is a TCP handle, an SSL over two memory BIOs (as tx_tls.c's
- * record layer), an OAP/1 decoder and a stream table. Ciphertext read from
- * the socket goes into the SSL; plaintext comes out into the decoder's
- * buffer (no copy) and whole frames go to the application. Output frames are
- * encrypted at once and each batch of records is one uv_write whose bytes
- * count in the session's queue until its callback.
+ * A session is a TCP handle, an SSL over this file's own BIO pair, an
+ * OAP/1 decoder and a stream table. The BIOs copy nothing on their own: the
+ * SSL reads ciphertext straight out of the socket's read buffer (only what
+ * is left when reading pauses is kept, in the session's hold buffer), and
+ * writes its records straight into the write buffer that goes to uv_write.
+ * Plaintext comes out into the decoder's buffer and whole frames go to the
+ * application. Output frames are encrypted at once, the header in the same
+ * TLS record as the start of the payload, and each batch of records is one
+ * uv_write whose bytes count in the session's queue until its callback.
  * Invariants: a peer's id is only ever taken from the key of a certificate
  * that the TLS 1.3 CertificateVerify proved the peer holds; no frame reaches
  * the application before TLS, the id check, ALPN and HELLO all passed; the
@@ -16,6 +19,7 @@
  * every connection proves its key again; a session's memory is freed only
  * in the last close callback of its handles.
  */
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -30,7 +34,9 @@
 #include "tx_internal.h"
 #include "tx_peer.h"
 
-#define TX_PEER_READ_BUF 65536u          /* one socket read (shared by every session of the loop) */
+#define TX_PEER_READ_BUF (64u << 10)     /* one socket read (shared by every session of the loop) */
+#define TX_PEER_REC 16384u               /* TLS record plaintext, at most (SSL3_RT_MAX_PLAIN_LENGTH) */
+#define TX_PEER_HOLD_MAX (4u * TX_PEER_READ_BUF) /* ciphertext kept across reads, at most */
 #define TX_PEER_HELLO_CORR 1u            /* corr_id of the dialer's HELLO */
 #define TX_PEER_CTRL_MAX 2048u           /* HELLO, its reply, error and credit frames fit */
 #define TX_PEER_WBUF (OAP_CHUNK + 4096u) /* a write buffer: a 64 KiB frame's records fit */
@@ -81,6 +87,12 @@ struct tx_peer_session {
     uint64_t last_rx;    /* ms (uv_now) of the last frame received */
     uint64_t full_since; /* ms when the queue went over max_queue; 0 = not full */
     void *data;
+    struct tx_peer_wreq *wcur; /* records the SSL wrote, not yet handed to uv_write */
+    int werr;                  /* a uv_write error met inside the SSL's write */
+    const uint8_t *in;         /* ciphertext not yet read by the SSL: a view of the */
+    size_t in_len;             /* endpoint's read buffer during a read, else of hold */
+    uint8_t *hold;             /* ciphertext kept across reads (input left while paused) */
+    size_t hold_cap;
 };
 
 typedef struct tx_peer_listener {
@@ -106,6 +118,8 @@ struct tx_peer {
     void *close_arg;
     struct tx_peer_wreq *wfree; /* spare write buffers of TX_PEER_WBUF bytes */
     unsigned n_wfree;           /* <= TX_PEER_WBUF_CACHE */
+    BIO_METHOD *bio_meth;       /* the sessions' BIOs (tx_peer_bio_*; one per process) */
+    uint8_t stage[TX_PEER_REC]; /* a frame's header and first payload bytes: one record */
     uint8_t rbuf[TX_PEER_READ_BUF];
 };
 
@@ -118,6 +132,9 @@ typedef struct tx_peer_wreq {
 } tx_peer_wreq_t;
 
 static void tx_peer_pump(tx_peer_session_t *s);
+static int tx_peer_bio_attach(tx_peer_session_t *s);
+static BIO_METHOD *tx_peer_bio_method(void);
+static void tx_peer_wreq_put(tx_peer_t *p, struct tx_peer_wreq *w);
 static void tx_peer_end(tx_peer_session_t *s, int rc);
 
 const char *
@@ -390,7 +407,7 @@ tx_peer_new(uv_loop_t *loop, const kms_keystore_t *ks, const tx_peer_config_t *c
     rc = RON_ETLS;
     if (kms_key_export_to(kms_keystore_identity(ks), tx_peer_seed_cb, &key) < 0 || key == NULL)
         goto out;
-    if (tx_peer_cert_make(key, p->id, &x) < 0 ||
+    if ((p->bio_meth = tx_peer_bio_method()) == NULL || tx_peer_cert_make(key, p->id, &x) < 0 ||
         (p->srv_ctx = tx_peer_ctx_new(true, key, x)) == NULL ||
         (p->cli_ctx = tx_peer_ctx_new(false, key, x)) == NULL)
         goto out;
@@ -457,6 +474,9 @@ tx_peer_handle_closed(uv_handle_t *h)
     if (s->next != NULL)
         s->next->prev = s->prev;
     SSL_free(s->ssl);
+    if (s->wcur != NULL)
+        tx_peer_wreq_put(p, s->wcur);
+    free(s->hold);
     oap_decoder_close(&s->dec);
     if (s->streams_ready)
         oap_streams_close(&s->streams);
@@ -517,6 +537,10 @@ tx_peer_session_new(tx_peer_t *p, bool dialer)
     p->pending++;
     p->stats.open++;
     s->ssl = tx__tls_ssl_new(dialer ? p->cli_ctx : p->srv_ctx);
+    if (s->ssl != NULL && tx_peer_bio_attach(s) < 0) {
+        SSL_free(s->ssl);
+        s->ssl = NULL; /* the callers end the session as RON_ETLS */
+    }
     if (s->ssl != NULL) {
         SSL_set_app_data(s->ssl, s);
         if (dialer)
@@ -615,19 +639,19 @@ tx_peer_write_done(uv_write_t *req, int status)
 static int
 tx_peer_flush(tx_peer_session_t *s)
 {
-    BIO *wb = SSL_get_wbio(s->ssl);
-    size_t n = BIO_ctrl_pending(wb);
-    tx_peer_wreq_t *w;
+    tx_peer_wreq_t *w = s->wcur;
     uv_buf_t b;
     int rc;
 
-    if (n == 0)
+    if (s->werr < 0)
+        return s->werr;
+    if (w == NULL)
         return 0;
-    w = tx_peer_wreq_get(s->p, n);
-    w->len = (size_t)BIO_read(wb, w->data, (int)n);
+    s->wcur = NULL;
     b = uv_buf_init((char *)w->data, (unsigned)w->len);
     if ((rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, tx_peer_write_done)) < 0) {
         tx_peer_wreq_put(s->p, w);
+        s->werr = rc;
         return rc;
     }
     s->queued += w->len;
@@ -646,11 +670,197 @@ tx_peer_flush(tx_peer_session_t *s)
     return 0;
 }
 
+/* ---- the sessions' BIOs: the SSL's ciphertext without copies of our own ---- */
+
+/* The SSL's records go straight into the write buffer that uv_write takes. */
+static int
+tx_peer_bio_write(BIO *b, const char *in, int inl)
+{
+    tx_peer_session_t *s = BIO_get_data(b);
+    tx_peer_wreq_t *w;
+
+    BIO_clear_retry_flags(b);
+    if (s == NULL || inl <= 0)
+        return inl < 0 ? -1 : 0;
+    if (s->wcur != NULL && s->wcur->cap - s->wcur->len < (size_t)inl && tx_peer_flush(s) < 0)
+        return -1; /* the socket failed: the SSL call fails, the caller ends the session */
+    if (s->wcur == NULL) {
+        s->wcur = tx_peer_wreq_get(s->p, (size_t)inl);
+        s->wcur->len = 0;
+    }
+    w = s->wcur;
+    memcpy(w->data + w->len, in, (size_t)inl);
+    w->len += (size_t)inl;
+    return inl;
+}
+
+/* The SSL reads ciphertext from the socket's buffer (or hold): "retry" when empty. */
+static int
+tx_peer_bio_read(BIO *b, char *out, int outl)
+{
+    tx_peer_session_t *s = BIO_get_data(b);
+    size_t n;
+
+    BIO_clear_retry_flags(b);
+    if (s == NULL || outl <= 0)
+        return 0;
+    if (s->in_len == 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    n = s->in_len < (size_t)outl ? s->in_len : (size_t)outl;
+    memcpy(out, s->in, n);
+    s->in += n;
+    s->in_len -= n;
+    return (int)n;
+}
+
+static long
+tx_peer_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    tx_peer_session_t *s = BIO_get_data(b);
+
+    (void)num;
+    (void)ptr;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_PENDING: /* ciphertext the SSL may still read */
+        return s != NULL && SSL_get_rbio(s->ssl) == b ? (long)s->in_len : 0;
+    case BIO_CTRL_WPENDING:
+        return s != NULL && s->wcur != NULL && SSL_get_wbio(s->ssl) == b ? (long)s->wcur->len
+                                                                            : 0;
+    default:
+        return 0;
+    }
+}
+
+static int
+tx_peer_bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO_METHOD *tx_peer_bio_meth; /* made once per process: BIO type indexes are few */
+static pthread_once_t tx_peer_bio_once = PTHREAD_ONCE_INIT;
+
+static void
+tx_peer_bio_method_make(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ron tx_peer");
+
+    if (m == NULL || BIO_meth_set_write(m, tx_peer_bio_write) != 1 ||
+        BIO_meth_set_read(m, tx_peer_bio_read) != 1 ||
+        BIO_meth_set_ctrl(m, tx_peer_bio_ctrl) != 1 ||
+        BIO_meth_set_create(m, tx_peer_bio_create) != 1) {
+        BIO_meth_free(m);
+        return;
+    }
+    tx_peer_bio_meth = m; /* lives as long as the process */
+}
+
+/* The BIO method of every session (NULL if OpenSSL refused it). */
+static BIO_METHOD *
+tx_peer_bio_method(void)
+{
+    (void)pthread_once(&tx_peer_bio_once, tx_peer_bio_method_make);
+    return tx_peer_bio_meth;
+}
+
+/* Give s's SSL our BIOs in place of the memory BIOs it was made with. */
+static int
+tx_peer_bio_attach(tx_peer_session_t *s)
+{
+    BIO *rb = BIO_new(s->p->bio_meth), *wb = BIO_new(s->p->bio_meth);
+
+    if (rb == NULL || wb == NULL) {
+        BIO_free(rb);
+        BIO_free(wb);
+        return RON_ETLS;
+    }
+    BIO_set_data(rb, s);
+    BIO_set_data(wb, s);
+    SSL_set_bio(s->ssl, rb, wb); /* frees the memory BIOs */
+    return 0;
+}
+
+/*
+ * After the SSL has read what it can: keep the ciphertext it left (the
+ * session paused, or closes) in s->hold, since the read buffer belongs to
+ * the next read of any session. Usually nothing is left and nothing is copied.
+ */
+static void
+tx_peer_keep_input(tx_peer_session_t *s)
+{
+    if (s->in_len == 0) {
+        s->in = NULL;
+        return;
+    }
+    if (s->in == s->hold)
+        return;
+    if (s->hold != NULL && s->in > s->hold && s->in < s->hold + s->hold_cap) {
+        memmove(s->hold, s->in, s->in_len);
+    } else {
+        if (s->in_len > s->hold_cap) {
+            free(s->hold);
+            s->hold = ron_xmalloc(s->in_len);
+            s->hold_cap = s->in_len;
+        }
+        memcpy(s->hold, s->in, s->in_len);
+    }
+    s->in = s->hold;
+}
+
 /*
  * Encrypt and queue one frame. internal frames (HELLO, errors, credit) pass
  * the soft bound but not the hard one. Returns 0, RON_EAGAIN, RON_EFLOOD
  * (the session was dropped), an encoder error, or RON_ECLOSED.
  */
+static int
+tx_peer_ssl_write(tx_peer_session_t *s, const void *buf, size_t len)
+{
+    size_t done = 0;
+
+    while (done < len) { /* the BIO never blocks: each call writes all it is given */
+        size_t w = 0;
+        if (SSL_write_ex(s->ssl, (const uint8_t *)buf + done, len - done, &w) != 1 || w == 0)
+            return RON_ETLS;
+        done += w;
+    }
+    return 0;
+}
+
+/*
+ * SSL_write the frame hdr || cap || payload so that the header does not
+ * get a TLS record of its own: the header, the cap and the first payload
+ * bytes are gathered into one full record (a 16 KiB copy), the rest of the
+ * payload goes to the SSL in place. Returns 0 or RON_ETLS.
+ */
+static int
+tx_peer_ssl_gather(tx_peer_session_t *s, const uint8_t hdr[static OAP_HDR_LEN],
+                   const oap_frame_t *f)
+{
+    const uint8_t *src[3] = {hdr, f->cap, f->payload};
+    size_t len[3] = {OAP_HDR_LEN, f->cap_len, f->payload_len}, used = 0, i;
+    uint8_t *stage = s->p->stage;
+
+    for (i = 0; i < 3 && used < TX_PEER_REC; i++) {
+        size_t k = len[i] < TX_PEER_REC - used ? len[i] : TX_PEER_REC - used;
+        if (k > 0)
+            memcpy(stage + used, src[i], k);
+        used += k;
+        src[i] += k;
+        len[i] -= k;
+    }
+    if (tx_peer_ssl_write(s, stage, used) < 0)
+        return RON_ETLS;
+    for (i = 0; i < 3; i++)
+        if (len[i] > 0 && tx_peer_ssl_write(s, src[i], len[i]) < 0)
+            return RON_ETLS;
+    return 0;
+}
+
 static int
 tx_peer_write_frame(tx_peer_session_t *s, const oap_frame_t *f, bool internal)
 {
@@ -664,10 +874,7 @@ tx_peer_write_frame(tx_peer_session_t *s, const oap_frame_t *f, bool internal)
     }
     if ((rc = oap_header_encode(f, s->max_frame, hdr)) < 0)
         return rc;
-    if (SSL_write(s->ssl, hdr, OAP_HDR_LEN) != OAP_HDR_LEN ||
-        (f->cap_len > 0 && SSL_write(s->ssl, f->cap, f->cap_len) != (int)f->cap_len) ||
-        (f->payload_len > 0 &&
-         SSL_write(s->ssl, f->payload, (int)f->payload_len) != (int)f->payload_len)) {
+    if (tx_peer_ssl_gather(s, hdr, f) < 0) {
         ERR_clear_error();
         tx_peer_end(s, RON_ETLS);
         return RON_ECLOSED;
@@ -814,9 +1021,23 @@ tx_peer_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             tx_peer_end(s, RON_ECLOSED);
         return;
     }
-    if (BIO_write(SSL_get_rbio(s->ssl), buf->base, (int)n) != (int)n) {
-        tx_peer_end(s, RON_ETLS);
-        return;
+    if (s->in_len > 0) { /* input kept from before: the new bytes go behind it */
+        if (s->in_len + (size_t)n > TX_PEER_HOLD_MAX) {
+            /* defensive: reading stops whenever input is left over, so this
+             * would be a peer we failed to pause */
+            tx_peer_reject(s, TX_PEER_REJ_SLOW_PEER);
+            return;
+        }
+        if (s->in_len + (size_t)n > s->hold_cap) {
+            s->hold_cap = s->in_len + (size_t)n;
+            s->hold = ron_xrealloc(s->hold, s->hold_cap);
+        }
+        memcpy(s->hold + s->in_len, buf->base, (size_t)n);
+        s->in = s->hold;
+        s->in_len += (size_t)n;
+    } else {
+        s->in = (const uint8_t *)buf->base; /* read in place: no copy */
+        s->in_len = (size_t)n;
     }
     tx_peer_pump(s);
 }
@@ -987,9 +1208,21 @@ tx_peer_frame(tx_peer_session_t *s, const oap_frame_t *f)
         p->cb.on_frame(s, f, p->cb.arg);
 }
 
-/* Drive the handshake, then decrypt into the decoder and deliver frames. */
+static void tx_peer_pump_once(tx_peer_session_t *s);
+
+/* Drive the handshake, then decrypt into the decoder and deliver frames;
+ * what the SSL did not read is kept for later. */
 static void
 tx_peer_pump(tx_peer_session_t *s)
+{
+    if (s->in_pump)
+        return;
+    tx_peer_pump_once(s);
+    tx_peer_keep_input(s);
+}
+
+static void
+tx_peer_pump_once(tx_peer_session_t *s)
 {
     oap_frame_t f;
     int r, rc;

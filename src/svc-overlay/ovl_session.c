@@ -613,6 +613,7 @@ fetch_piece(ovl_session_t *s, ovl_fetch_t *ft, const oap_frame_t *f)
 {
     uint64_t idx, want;
     const uint8_t *proof, *bytes;
+    uint8_t cv[STO_TREE_HASH_LEN];
     size_t proof_len, len;
     int rc;
 
@@ -621,10 +622,10 @@ fetch_piece(ovl_session_t *s, ovl_fetch_t *ft, const oap_frame_t *f)
     want = xfer_piece(ft->npieces, ft->first, ft->got);
     if (idx != want)
         return RON_EBADPIECE;
-    if (ft->got == 0)
-        rc = sto_tree_size_verify(ft->addr, ft->size, bytes, len, proof, proof_len);
-    else
-        rc = sto_tree_proof_verify(ft->addr, ft->size, idx, bytes, len, proof, proof_len);
+    /* One BLAKE3 pass: the first frame is the last piece, so this is
+     * sto_tree_size_verify for it (which binds the size), and the proof check
+     * of every later piece; the CV it computed goes to on_piece_cv. */
+    rc = sto_tree_proof_verify_cv(ft->addr, ft->size, idx, bytes, len, proof, proof_len, cv);
     if (rc < 0)
         return RON_EBADPIECE;
     ft->got++;
@@ -633,8 +634,12 @@ fetch_piece(ovl_session_t *s, ovl_fetch_t *ft, const oap_frame_t *f)
     if (ft->cb.on_record != NULL &&
         (rc = ft->cb.on_record(ft->cb.arg, idx, ft->size, f->payload, f->payload_len)) < 0)
         return rc;
-    if (idx < ft->first || idx >= ft->first + ft->count || ft->cb.on_piece == NULL)
+    if (idx < ft->first || idx >= ft->first + ft->count)
         return 0; /* the size proof of a range that ends before the last piece */
+    if (ft->cb.on_piece_cv != NULL)
+        return ft->cb.on_piece_cv(ft->cb.arg, idx, ft->size, bytes, len, cv);
+    if (ft->cb.on_piece == NULL)
+        return 0;
     return ft->cb.on_piece(ft->cb.arg, idx, ft->size, bytes, len);
 }
 

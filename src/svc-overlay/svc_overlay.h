@@ -222,6 +222,15 @@ typedef struct {
      * negative code to cancel (on_done follows with it).
      */
     int (*on_record)(void *arg, uint64_t piece, uint64_t size, const uint8_t *rec, size_t len);
+    /*
+     * Optional (appended; NULL: on_piece runs): when set, it runs instead of
+     * on_piece, with the same arguments and returns plus cv, the piece's
+     * BLAKE3 chaining value that the check computed from these bytes (a
+     * view valid for the call). A sink that stores the piece passes it to
+     * sto_put_write_piece so the piece is hashed once, not twice.
+     */
+    int (*on_piece_cv)(void *arg, uint64_t piece, uint64_t size, const uint8_t *bytes, size_t len,
+                       const uint8_t *cv);
 } ovl_fetch_cb_t;
 
 /*

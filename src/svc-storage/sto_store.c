@@ -272,8 +272,8 @@ put_append_file(sto_put_t *p, const uint8_t *buf, size_t len)
     return 0;
 }
 
-int
-sto_put_write(sto_put_t *p, const void *buf, size_t len)
+static int
+put_write(sto_put_t *p, const void *buf, size_t len, const uint8_t *cv)
 {
     int rc;
 
@@ -289,7 +289,10 @@ sto_put_write(sto_put_t *p, const void *buf, size_t len)
     rc = p->s->ram ? put_append_ram(p, buf, len) : put_append_file(p, buf, len);
     if (rc < 0)
         goto out;
-    rc = sto_tree_hasher_update(p->h, buf, len);
+    if (cv != NULL && p->has_expected)
+        rc = sto_tree_hasher_update_piece(p->h, buf, len, cv);
+    else
+        rc = sto_tree_hasher_update(p->h, buf, len);
     if (rc < 0)
         goto out;
     p->len += len;
@@ -297,6 +300,19 @@ out:
     if (rc < 0)
         p->failed = rc;
     return rc;
+}
+
+int
+sto_put_write(sto_put_t *p, const void *buf, size_t len)
+{
+    return put_write(p, buf, len, NULL);
+}
+
+int
+sto_put_write_piece(sto_put_t *p, const void *buf, size_t len,
+                    const uint8_t cv[static STO_TREE_HASH_LEN])
+{
+    return put_write(p, buf, len, cv);
 }
 
 void

@@ -233,18 +233,18 @@ tree_out_node(sto_tree_hasher_t *h, const uint8_t block[static STO_TREE_NODE_LEN
  * merges happen exactly when an aligned power-of-two run of pieces ends. Each
  * merge's block is final then (whether or not it later turns out to be the
  * root, which only changes its CV's flag), so it is emitted at once: that is
- * post-order.
+ * post-order. top (STO_TREE_NODE_LEN bytes) is read for piece 0 only and may
+ * be NULL for any later piece.
  */
 static int
-tree_push(sto_tree_hasher_t *h, const uint8_t cv[static STO_TREE_HASH_LEN],
-          const uint8_t top[static STO_TREE_NODE_LEN])
+tree_push(sto_tree_hasher_t *h, const uint8_t cv[static STO_TREE_HASH_LEN], const uint8_t *top)
 {
     uint8_t block[STO_TREE_NODE_LEN];
     int rc;
 
     memcpy(h->stack[h->stack_len++], cv, STO_TREE_HASH_LEN);
     h->pieces_done++;
-    if (h->stack_len == 1)
+    if (h->stack_len == 1) /* only for piece 0: later pushes find a non-empty stack */
         memcpy(h->root_block, top, STO_TREE_NODE_LEN);
     while (h->stack_len > (size_t)popcnt(h->pieces_done)) {
         memcpy(block, h->stack[h->stack_len - 2], STO_TREE_HASH_LEN);
@@ -320,6 +320,14 @@ sto_tree_hasher_update(sto_tree_hasher_t *h, const void *data, size_t len)
     if (len > UINT64_MAX - h->size)
         return RON_ETOOBIG;
     h->size += len;
+    if (h->buf_len > 0 && h->buf_len % STO_PIECE_LEN == 0 && len >= STO_PIECE_LEN) {
+        /* whole pieces are waiting and whole pieces follow: hash the waiting
+         * ones now rather than copy a batch together (a piece fills the
+         * SIMD lanes on its own; batching only helps its top levels) */
+        if ((rc = tree_feed_pieces(h, h->buf, h->buf_len / STO_PIECE_LEN)) < 0)
+            return rc;
+        h->buf_len = 0;
+    }
     if (h->buf_len > 0) {
         take = batch - h->buf_len < len ? batch - h->buf_len : len;
         memcpy(h->buf + h->buf_len, p, take);
@@ -332,17 +340,31 @@ sto_tree_hasher_update(sto_tree_hasher_t *h, const void *data, size_t len)
         if ((rc = tree_feed_pieces(h, h->buf, BATCH_PIECES)) < 0)
             return rc;
     }
-    /* Zero copy for whole batches straight from the caller's buffer. */
-    while (len >= batch) {
-        if ((rc = tree_feed_pieces(h, p, BATCH_PIECES)) < 0)
+    /* Zero copy for whole pieces straight from the caller's buffer, a batch at a time. */
+    while (len >= STO_PIECE_LEN) {
+        size_t k = len / STO_PIECE_LEN < BATCH_PIECES ? len / STO_PIECE_LEN : BATCH_PIECES;
+        if ((rc = tree_feed_pieces(h, p, k)) < 0)
             return rc;
-        p += batch;
-        len -= batch;
+        p += k * STO_PIECE_LEN;
+        len -= k * STO_PIECE_LEN;
     }
     if (len > 0)
         memcpy(h->buf, p, len);
     h->buf_len = len;
     return 0;
+}
+
+int
+sto_tree_hasher_update_piece(sto_tree_hasher_t *h, const void *data, size_t len,
+                             const uint8_t cv[static STO_TREE_HASH_LEN])
+{
+    /* Piece 0 is always hashed: a one-piece object's root needs its top
+     * block, which a CV does not give (tree_push keeps it as root_block). */
+    if (h->err < 0 || h->buf_len != 0 || len != STO_PIECE_LEN || h->pieces_done == 0 ||
+        h->size % STO_PIECE_LEN != 0 || len > UINT64_MAX - h->size)
+        return sto_tree_hasher_update(h, data, len);
+    h->size += len;
+    return tree_push(h, cv, NULL);
 }
 
 int
@@ -564,14 +586,35 @@ tree_cv_verify(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t n, uint64_
     return tree_cv_fold(root, n, piece, cv_in, proof, proof_len, NULL, NULL);
 }
 
+/* The CV of piece `piece` (len bytes) of an n-piece object, the root when n
+ * is 1: one pass over the bytes; a full piece of a larger object goes through
+ * tree_hash_full_pieces, so its parent levels are hash_many calls too (not
+ * 63 single compressions). */
+static void
+tree_piece_cv_of(const uint8_t *bytes, size_t len, uint64_t piece, uint64_t n,
+                 uint8_t cv[static STO_TREE_HASH_LEN])
+{
+    tree_scratch_t *sc = ron_xmalloc(sizeof *sc);
+
+    if (len == STO_PIECE_LEN && n > 1) {
+        uint8_t top[1][STO_TREE_NODE_LEN], cvs[1][STO_TREE_HASH_LEN];
+        tree_hash_full_pieces(sc, bytes, 1, piece, top, cvs);
+        memcpy(cv, cvs[0], STO_TREE_HASH_LEN);
+    } else {
+        tree_piece_cv(sc, bytes, len, piece, n == 1, cv);
+    }
+    free(sc);
+}
+
 int
-sto_tree_proof_verify(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
-                      uint64_t piece, const uint8_t *bytes, size_t len,
-                      const uint8_t *proof, size_t proof_len)
+sto_tree_proof_verify_cv(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
+                         uint64_t piece, const uint8_t *bytes, size_t len,
+                         const uint8_t *proof, size_t proof_len,
+                         uint8_t cv_out[static STO_TREE_HASH_LEN])
 {
     uint64_t n = sto_tree_pieces(size);
     uint8_t cv[STO_TREE_HASH_LEN];
-    tree_scratch_t *sc;
+    int rc;
 
     if (piece >= n)
         return RON_EINVAL;
@@ -579,12 +622,24 @@ sto_tree_proof_verify(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t siz
         return RON_EDIGEST;
     if (proof_len != tree_path(n, piece, NULL) * STO_TREE_HASH_LEN)
         return RON_EPROTO;
-    sc = ron_xmalloc(sizeof *sc);
-    tree_piece_cv(sc, bytes, len, piece, n == 1, cv);
-    free(sc);
+    tree_piece_cv_of(bytes, len, piece, n, cv);
     if (n == 1)
-        return memcmp(cv, root, STO_TREE_HASH_LEN) == 0 ? 0 : RON_EDIGEST;
-    return tree_cv_verify(root, n, piece, cv, proof, proof_len);
+        rc = memcmp(cv, root, STO_TREE_HASH_LEN) == 0 ? 0 : RON_EDIGEST;
+    else
+        rc = tree_cv_verify(root, n, piece, cv, proof, proof_len);
+    if (rc == 0)
+        memcpy(cv_out, cv, STO_TREE_HASH_LEN);
+    return rc;
+}
+
+int
+sto_tree_proof_verify(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
+                      uint64_t piece, const uint8_t *bytes, size_t len,
+                      const uint8_t *proof, size_t proof_len)
+{
+    uint8_t cv[STO_TREE_HASH_LEN];
+
+    return sto_tree_proof_verify_cv(root, size, piece, bytes, len, proof, proof_len, cv);
 }
 
 int
@@ -598,7 +653,6 @@ sto_tree_proof_nodes(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size
     uint8_t nodes[STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN];
     uint64_t offs[STO_TREE_MAX_DEPTH];
     size_t d;
-    tree_scratch_t *sc;
     int rc;
 
     *n_out = 0;
@@ -609,9 +663,7 @@ sto_tree_proof_nodes(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size
     d = tree_path(n, piece, NULL);
     if (proof_len != d * STO_TREE_HASH_LEN)
         return RON_EPROTO;
-    sc = ron_xmalloc(sizeof *sc);
-    tree_piece_cv(sc, bytes, len, piece, n == 1, cv);
-    free(sc);
+    tree_piece_cv_of(bytes, len, piece, n, cv);
     if (n == 1)
         return memcmp(cv, root, STO_TREE_HASH_LEN) == 0 ? 0 : RON_EDIGEST;
     rc = tree_cv_fold(root, n, piece, cv, proof, proof_len, nodes, offs);

@@ -85,6 +85,21 @@ void sto_tree_hasher_reset(sto_tree_hasher_t *h);
 int sto_tree_hasher_update(sto_tree_hasher_t *h, const void *data, size_t len);
 
 /*
+ * Feed one whole piece (len == STO_PIECE_LEN, borrowed) whose chaining value
+ * cv the caller computed from these very bytes while verifying them against
+ * the object's address (sto_tree_proof_verify_cv), so the bytes are not
+ * hashed a second time: the piece's CV is folded into the tree as if it had
+ * been hashed here. Only at a piece boundary and after piece 0 (whose top
+ * block a one-piece root needs); anywhere else, or for any other len, this
+ * is sto_tree_hasher_update. The root still comes out of the CVs, so a
+ * caller that compares it with the address (sto_put_commit with an
+ * expected address does) catches a CV that is not the verified one.
+ * Returns as sto_tree_hasher_update.
+ */
+int sto_tree_hasher_update_piece(sto_tree_hasher_t *h, const void *data, size_t len,
+                                 const uint8_t cv[static STO_TREE_HASH_LEN]);
+
+/*
  * End the object: deliver the remaining outboard bytes through cb, write the
  * address to root_out and the object size to *size_out (size_out may be
  * NULL). Returns 0 or a code from cb. Call sto_tree_hasher_reset before
@@ -134,6 +149,17 @@ int sto_tree_proof_extract_buf(uint64_t size, uint64_t piece, const uint8_t *out
 int sto_tree_proof_verify(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
                           uint64_t piece, const uint8_t *bytes, size_t len,
                           const uint8_t *proof, size_t proof_len);
+
+/*
+ * sto_tree_proof_verify that also hands out, on success, the piece's
+ * chaining value (non-root; the root itself for a one-piece object) to
+ * cv_out, for sto_tree_hasher_update_piece / sto_put_write_piece: one
+ * BLAKE3 pass over a received piece serves both the check and the store.
+ */
+int sto_tree_proof_verify_cv(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
+                             uint64_t piece, const uint8_t *bytes, size_t len,
+                             const uint8_t *proof, size_t proof_len,
+                             uint8_t cv_out[static STO_TREE_HASH_LEN]);
 
 /*
  * Verify piece `piece` (len bytes) of the object (root, size) against its

@@ -133,6 +133,20 @@ int sto_put_begin(sto_store_t *s, const uint8_t *tenant, const uint8_t *expected
 int sto_put_write(sto_put_t *p, const void *buf, size_t len);
 
 /*
+ * sto_put_write() of one whole piece that the caller has just verified
+ * against the put's expected address with its proof, passing the piece's
+ * chaining value that the check computed (sto_tree_proof_verify_cv over
+ * these very bytes): the store keeps the bytes and folds cv into its tree
+ * instead of hashing them again, so a fetched piece costs one BLAKE3 pass.
+ * The commit still derives the root from the CVs and refuses it unless it is
+ * the expected address (RON_EDIGEST). Without an expected address, for a
+ * partial piece, off a piece boundary, or for piece 0, this is
+ * sto_put_write(). Same returns.
+ */
+int sto_put_write_piece(sto_put_t *p, const void *buf, size_t len,
+                        const uint8_t cv[static STO_TREE_HASH_LEN]);
+
+/*
  * Finish the put: check the address, make the bytes durable, record them and
  * pin the object for the put's tenant (a tenant that already pins it keeps
  * its count: retried puts do not pile up references; a cache copy adds no
