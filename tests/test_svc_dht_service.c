@@ -231,8 +231,13 @@ teardown(void **state)
             node_stop(fx, i);
     rbus_free(fx->cli);
     rbus_hub_free(fx->hub);
-    for (int k = 0; k < 10; k++)
+    /* closes and thread-pool completions may take several turns on a busy
+     * machine: bounded (about 2 s), then every handle must be gone */
+    for (int k = 0; k < 200 && uv_loop_alive(&fx->loop); k++) {
         uv_run(&fx->loop, UV_RUN_NOWAIT);
+        if (uv_loop_alive(&fx->loop))
+            uv_sleep(10);
+    }
     assert_int_equal(uv_loop_close(&fx->loop), 0);
     nftw(fx->tmp, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
     free(fx);
