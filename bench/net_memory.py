@@ -6,23 +6,28 @@ Per run and profile (micro: one process, amnesia; macro: kernel + one child
 per service, persistent data dir), a release `ron node` with the default
 services (storage,index,gateway,app,dht,overlay) on ephemeral ports:
   idle    3 s after every service is healthy;
-  loaded  after the DHT table holds CONTACTS contacts and the overlay SESSIONS
-          sessions, then 3 s of keepalive.
-The contacts: CONTACTS UDP sockets on 127.0.0.1 in this process, each with
+  target  after the DHT table holds 1,000 contacts and the overlay 100
+          sessions, then HOLD_S (16) s of keepalive;
+  busy    target, and every peer has sent one frame of the negotiated
+          max_frame (an overlay EVENT the node drops): the most a peer may
+          legally make the node buffer;
+  ceiling busy with every bucket full (5,051 contacts possible) and 256
+          sessions (tx_peer's max_conns): the most a node admits.
+The contacts: one UDP socket per contact on 127.0.0.1 in this process, each with
 its own node id, speaking the DHT datagram format (docs/protocol/dht.md §2:
 one OAP/1 frame, app_proto_id 5). Bucket i holds ids sharing exactly i
 leading bits with the node's id, at most k = 20: random ids would fill only
 the first few buckets, so ids are made per bucket: bucket i (i = 0 ..
-CONTACTS/20 - 1) gets 20 ids that copy the node id's first i bits, flip bit
+contacts/20 - 1) gets 20 ids that copy the node id's first i bits, flip bit
 i and are random after it. Each socket PINGs the node (the node adds every
 valid sender to its table) and answers whatever the node asks (PING,
 FIND_NODE and FIND_VALUE with no contacts), so no contact times out.
-The sessions: `ovl_evil_peer --hold SESSIONS --dial ID@OVERLAY`, one process
-dialling the node's overlay SESSIONS times, each session from its own fresh
+The sessions: `ovl_evil_peer --hold N --dial ID@OVERLAY`, one process
+dialling the node's overlay N times, each session from its own fresh
 node key, kept up by the overlay keepalive (real TLS 1.3 + OAP/1).
-Counts are checked on the node: dht_contacts and overlay_sessions in /metrics.
+Counts are read from the node: dht_contacts and overlay_sessions in /metrics.
 Prints one line per run and profile:
-  profile=micro phase=idle|loaded total_kib=.. vmrss_kib=.. contacts=N sessions=N detail=name:kib,..
+  profile=micro phase=idle|target|busy|ceiling total_kib=.. vmrss_kib=.. contacts=N sessions=N detail=name:kib,..
 """
 import json
 import os
@@ -42,9 +47,21 @@ import urllib.request
 build, runs = sys.argv[1], int(sys.argv[2])
 ron = os.path.join(build, "ron")
 evil = os.path.join(build, "ovl_evil_peer")
-CONTACTS = int(os.environ.get("CONTACTS", "1000"))
-SESSIONS = int(os.environ.get("SESSIONS", "100"))
 K = 20
+# seconds from the last session up to the sample: target includes one overlay
+# keepalive round (15 s); busy and ceiling are sampled once the frames are in
+HOLD_S = float(os.environ.get("HOLD_S", "16"))
+HOLD_BUSY_S = float(os.environ.get("HOLD_BUSY_S", "5"))
+# (name, contacts, sessions, big frames): the issue's target; busy: the
+# target load where every peer has sent one frame as large as the node
+# agreed to take (ovl_evil_peer --big-frame), the most a peer may legally
+# make the node buffer; ceiling: busy at the limits a node enforces,
+# tx_peer's max_conns (256 sessions) and every bucket as full as ids allow
+# (buckets 251..255 have fewer than 20 possible ids: 5,051 in all)
+SCENARIOS = [("target", 1000, 100, False), ("busy", 1000, 100, True),
+             ("ceiling", 5120, 256, True)]
+if os.environ.get("SCENARIOS"):
+    SCENARIOS = [s for s in SCENARIOS if s[0] in os.environ["SCENARIOS"].split(",")]
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG = os.path.join(HERE, "config", "net-memory.json")
 
@@ -78,7 +95,7 @@ def bucket_id(node_id, i):
 
 
 class Contacts(threading.Thread):
-    """CONTACTS UDP sockets, each a DHT node that PINGs `node` and answers it."""
+    """count UDP sockets, each a DHT node that PINGs `node` and answers it."""
 
     def __init__(self, node_addr, node_id, count):
         super().__init__(daemon=True)
@@ -236,7 +253,7 @@ def line(profile, phase, parts, vmrss, contacts, sessions):
     sys.stdout.flush()
 
 
-def one(profile):
+def one(profile, phase, n_contacts, n_sessions, big):
     d = tempfile.mkdtemp(prefix="ron-bench-netmem-")
     node = contacts = holder = None
     try:
@@ -246,18 +263,19 @@ def one(profile):
         line(profile, "idle", parts, vm, metric(admin, "dht_contacts"),
              metric(admin, "overlay_sessions"))
         host, p = dht.rsplit(":", 1)
-        contacts = Contacts((host, int(p)), bytes.fromhex(node_id), CONTACTS)
+        contacts = Contacts((host, int(p)), bytes.fromhex(node_id), n_contacts)
         contacts.start()
         contacts.ping_all()
-        n_c = wait_for("dht_contacts", lambda: metric(admin, "dht_contacts"), CONTACTS, 20)
-        holder = subprocess.Popen([evil, "--hold", str(SESSIONS), "--dial",
-                                   "%s@%s" % (node_id, ovl)],
+        want = sum(min(K, 1 << (255 - i)) for i in range((n_contacts + K - 1) // K))
+        wait_for("dht_contacts", lambda: metric(admin, "dht_contacts"), want, 20)
+        holder = subprocess.Popen([evil, "--hold", str(n_sessions), "--dial",
+                                   "%s@%s" % (node_id, ovl)] + (["--big-frame"] if big else []),
                                   stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "hold.log"), "w"))
-        n_s = wait_for("overlay_sessions", lambda: metric(admin, "overlay_sessions"), SESSIONS, 60)
-        time.sleep(3)
+        wait_for("overlay_sessions", lambda: metric(admin, "overlay_sessions"), n_sessions, 60)
+        time.sleep(HOLD_BUSY_S if big else HOLD_S)
         parts, vm = measure(node, svcs)
         n_c, n_s = metric(admin, "dht_contacts"), metric(admin, "overlay_sessions")
-        line(profile, "loaded", parts, vm, n_c, n_s)
+        line(profile, phase, parts, vm, n_c, n_s)
     finally:
         if holder is not None:
             holder.send_signal(signal.SIGTERM)
@@ -279,7 +297,8 @@ def one(profile):
 
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, CONTACTS + 512)), hard))
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 6000)), hard))
 for _ in range(runs):
-    for prof in ("micro", "macro"):
-        one(prof)
+    for phase, n_c, n_s, big in SCENARIOS:
+        for prof in ("micro", "macro"):
+            one(prof, phase, n_c, n_s, big)

@@ -11,7 +11,9 @@
  * it dials a node's overlay port N times, each session from its own fresh
  * node key (one overlay service per key, all on one loop), and keeps them
  * open with the overlay's own keepalive: the load of N peers for memory
- * benchmarks, without N processes.
+ * benchmarks, without N processes; --big-frame makes each send one frame
+ * as large as the node agreed to take (an overlay EVENT it drops), the
+ * most a peer may legally make it buffer.
  * Why a separate binary: chaos tests need a peer that misbehaves in ways a
  * node never does, on the real wire format, killable on its own.
  * Invariants: one loop; every output line is one JSON object; exit 0 on
@@ -61,6 +63,10 @@ typedef struct {
     uint32_t n_hold;
     kms_keystore_t **hold_ks;
     ovl_service_t **hold_svc;
+    tx_peer_session_t **hold_ps; /* the one session of hold_svc[i] */
+    bool *hold_sent;             /* its big frame went out */
+    bool big_frame;
+    uint8_t *big;                /* zero payload of the largest frame (OAP_MAX_FRAME) */
     uint64_t hold_last; /* session count last printed */
 } evil_t;
 
@@ -95,6 +101,8 @@ usage(FILE *f)
             "sessions open (overlay keepalive) and prints {\"sessions\":\"N\"} whenever the\n"
             "number established changes, until SIGTERM/SIGINT (exit 0).\n"
             "  --hold N --dial ID@HOST:PORT   (N: 1..1024)\n"
+            "  --big-frame          each session sends one zero-filled overlay EVENT frame of\n"
+            "                       the negotiated max_frame (the node drops it as bad gossip)\n"
             "\n"
             "Both modes:\n"
             "  --key-dir DIR        node keys in DIR/keys (created when absent);\n"
@@ -251,6 +259,16 @@ hold_tick(uv_timer_t *t)
     for (uint32_t i = 0; i < e->n_hold; i++) {
         ovl_service_stats(e->hold_svc[i], &st);
         n += st.sessions;
+        /* one session per service: while it counts, hold_ps[i] is open */
+        if (e->big_frame && st.sessions == 1 && !e->hold_sent[i]) {
+            oap_frame_t f = {0};
+            f.ver = OAP_VERSION;
+            f.flags = OAP_F_EVENT;
+            f.app_proto_id = OAP_APP_OVERLAY;
+            f.payload = e->big;
+            f.payload_len = tx_peer_session_max_frame(e->hold_ps[i]) - OAP_HDR_LEN;
+            e->hold_sent[i] = tx_peer_send(e->hold_ps[i], &f) == 0;
+        }
     }
     if (n != e->hold_last) {
         printf("{\"sessions\":\"%llu\"}\n", (unsigned long long)n);
@@ -266,12 +284,19 @@ static int
 hold_setup(evil_t *e, const char *target)
 {
     ovl_service_config_t oc = {0};
-    tx_peer_session_t *ps;
+    tx_peer_config_t pc;
     char err[256];
     int rc;
 
     e->hold_ks = ron_xcalloc(e->n_hold, sizeof *e->hold_ks);
     e->hold_svc = ron_xcalloc(e->n_hold, sizeof *e->hold_svc);
+    e->hold_ps = ron_xcalloc(e->n_hold, sizeof *e->hold_ps);
+    e->hold_sent = ron_xcalloc(e->n_hold, sizeof *e->hold_sent);
+    if (e->big_frame)
+        e->big = ron_xcalloc(1, OAP_MAX_FRAME);
+    tx_peer_config_default(&pc);
+    pc.max_frame = OAP_MAX_FRAME; /* offer the most: the node's offer decides */
+    oc.peer = &pc;
     oc.listen_fd = -1;
     for (uint32_t i = 0; i < e->n_hold; i++) {
         if ((rc = kms_node_keys_open_or_create(NULL, true, &e->hold_ks[i], err, sizeof err)) < 0) {
@@ -280,7 +305,8 @@ hold_setup(evil_t *e, const char *target)
         }
         oc.keys = e->hold_ks[i];
         if ((rc = ovl_service_new(e->loop, &oc, &e->hold_svc[i])) < 0 ||
-            (rc = tx_peer_dial(ovl_service_peer(e->hold_svc[i]), target, e->pid, &ps)) < 0)
+            (rc = tx_peer_dial(ovl_service_peer(e->hold_svc[i]), target, e->pid,
+                               &e->hold_ps[i])) < 0)
             return rc;
     }
     e->hold_last = UINT64_MAX;
@@ -404,6 +430,7 @@ main(int argc, char **argv)
         {"key-dir", required_argument, NULL, 'k'},
         {"hold", required_argument, NULL, 'H'},
         {"dial", required_argument, NULL, 'D'},
+        {"big-frame", no_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -468,6 +495,9 @@ main(int argc, char **argv)
         case 'D':
             dial = optarg;
             break;
+        case 'B':
+            e.big_frame = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -476,7 +506,7 @@ main(int argc, char **argv)
         }
     }
     if (optind != argc || (file != NULL) + (fetch != NULL) + (hold > 0) != 1 ||
-        (hold > 0) != (dial != NULL))
+        (hold > 0) != (dial != NULL) || (e.big_frame && hold == 0))
         goto bad;
     if (dial != NULL) {
         const char *at = strchr(dial, '@');
@@ -575,6 +605,9 @@ out:
         kms_keystore_free(e.hold_ks[i]);
     free(e.hold_ks);
     free(e.hold_svc);
+    free(e.hold_ps);
+    free(e.hold_sent);
+    free(e.big);
     return e.exit_code;
 bad:
     usage(stderr);
