@@ -19,7 +19,9 @@ one OAP/1 frame, app_proto_id 5). Bucket i holds ids sharing exactly i
 leading bits with the node's id, at most k = 20: random ids would fill only
 the first few buckets, so ids are made per bucket: bucket i (i = 0 ..
 contacts/20 - 1) gets 20 ids that copy the node id's first i bits, flip bit
-i and are random after it. Each socket PINGs the node (the node adds every
+i and are random after it, distinct while the bucket's id space lasts
+(deep buckets have fewer than 20 possible ids; the spare sockets repeat an
+id, which the node ignores from another address). Each socket PINGs the node (the node adds every
 valid sender to its table) and answers whatever the node asks (PING,
 FIND_NODE and FIND_VALUE with no contacts), so no contact times out.
 The sessions: `ovl_evil_peer --hold N --dial ID@OVERLAY`, one process
@@ -104,11 +106,16 @@ class Contacts(threading.Thread):
         self.socks = []
         self.stop_flag = False
         self.answered = 0
+        seen = set()
         for j in range(count):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("127.0.0.1", 0))
             s.setblocking(False)
-            ident = bucket_id(node_id, j // K)
+            for _ in range(256):  # distinct ids while the bucket has any left
+                ident = bucket_id(node_id, j // K)
+                if ident not in seen:
+                    break
+            seen.add(ident)
             self.socks.append((s, ident))
             self.sel.register(s, selectors.EVENT_READ, ident)
 

@@ -682,7 +682,8 @@ main(void)
         cmocka_unit_test(test_idle_dialled_session_is_closed_and_the_next_fetch_dials_again),
         cmocka_unit_test(
             test_dialled_sessions_are_bounded_and_the_least_recently_used_idle_one_goes),
-        cmocka_unit_test(test_peer_links_negotiate_ovl_svc_max_frame_even_when_the_peer_offers_more),
+        cmocka_unit_test(
+            test_peer_links_negotiate_ovl_svc_max_frame_even_when_the_peer_offers_more),
         cmocka_unit_test(
             test_unspecified_listen_host_is_advertised_as_loopback_unless_advertise_is_set),
     };

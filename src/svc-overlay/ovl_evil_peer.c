@@ -66,7 +66,7 @@ typedef struct {
     tx_peer_session_t **hold_ps; /* the one session of hold_svc[i] */
     bool *hold_sent;             /* its big frame went out */
     bool big_frame;
-    uint8_t *big;                /* zero payload of the largest frame (OAP_MAX_FRAME) */
+    uint8_t *big;       /* zero payload of the largest frame (OAP_MAX_FRAME) */
     uint64_t hold_last; /* session count last printed */
 } evil_t;
 
@@ -288,9 +288,9 @@ hold_setup(evil_t *e, const char *target)
     char err[256];
     int rc;
 
-    e->hold_ks = ron_xcalloc(e->n_hold, sizeof *e->hold_ks);
-    e->hold_svc = ron_xcalloc(e->n_hold, sizeof *e->hold_svc);
-    e->hold_ps = ron_xcalloc(e->n_hold, sizeof *e->hold_ps);
+    e->hold_ks = ron_xcalloc(e->n_hold, sizeof(kms_keystore_t *));
+    e->hold_svc = ron_xcalloc(e->n_hold, sizeof(ovl_service_t *));
+    e->hold_ps = ron_xcalloc(e->n_hold, sizeof(tx_peer_session_t *));
     e->hold_sent = ron_xcalloc(e->n_hold, sizeof *e->hold_sent);
     if (e->big_frame)
         e->big = ron_xcalloc(1, OAP_MAX_FRAME);
@@ -304,9 +304,10 @@ hold_setup(evil_t *e, const char *target)
             return rc;
         }
         oc.keys = e->hold_ks[i];
-        if ((rc = ovl_service_new(e->loop, &oc, &e->hold_svc[i])) < 0 ||
-            (rc = tx_peer_dial(ovl_service_peer(e->hold_svc[i]), target, e->pid,
-                               &e->hold_ps[i])) < 0)
+        if ((rc = ovl_service_new(e->loop, &oc, &e->hold_svc[i])) < 0)
+            return rc;
+        rc = tx_peer_dial(ovl_service_peer(e->hold_svc[i]), target, e->pid, &e->hold_ps[i]);
+        if (rc < 0)
             return rc;
     }
     e->hold_last = UINT64_MAX;
