@@ -31,6 +31,9 @@ typedef struct {
     uint64_t piece; /* HOOK_CORRUPT: damage this piece */
     uint64_t allow; /* HOOK_HOLD: piece frames let through before holding */
     uint64_t sent;  /* piece frames sent */
+    uint32_t max_frame; /* negotiated max_frame of the last session that sent */
+    bool try_big;       /* send one frame past it once (its result in big_rc) */
+    int big_rc;
     uint8_t buf[OVL_PIECE_PAYLOAD_MAX];
 } hook_t;
 
@@ -48,6 +51,15 @@ hook_send(void *arg, tx_peer_session_t *ps, const oap_frame_t *f)
     oap_frame_t g;
     uint64_t idx = 0;
 
+    h->max_frame = tx_peer_session_max_frame(ps);
+    if (h->try_big) {
+        static uint8_t big[OVL_SVC_MAX_FRAME];
+        oap_frame_t e = {.ver = OAP_VERSION, .flags = OAP_F_EVENT, .app_proto_id = OAP_APP_OVERLAY};
+        e.payload = big;
+        e.payload_len = h->max_frame - OAP_HDR_LEN + 1;
+        h->big_rc = tx_peer_send(ps, &e);
+        h->try_big = false;
+    }
     if (!is_piece(f))
         return tx_peer_send(ps, f);
     for (int i = 0; i < 8; i++)
@@ -585,6 +597,38 @@ test_dialled_sessions_are_bounded_and_the_least_recently_used_idle_one_goes(void
     fx_close(&fx);
 }
 
+/* A peer offering 1 MiB frames gets OVL_SVC_MAX_FRAME: what a peer can make
+ * a node buffer per session stays small (bench/net_memory.sh: 100 peers
+ * sending one maximal frame each took 117 MiB at 1 MiB), pieces still fit,
+ * and a frame past the bound is refused without ending the session. */
+static void
+test_peer_links_negotiate_ovl_svc_max_frame_even_when_the_peer_offers_more(void **state)
+{
+    ovl_service_config_t ac = {0};
+    tx_peer_config_t pc;
+    fx_t fx;
+    got_t g;
+
+    (void)state;
+    tx_peer_config_default(&pc);
+    pc.max_frame = OAP_MAX_FRAME;
+    ac.peer = &pc;
+    fx_open(&fx, &ac, 2 * STO_PIECE_LEN + 9);
+    fx.b.hook.try_big = true;
+    fetch(&fx, fx.obj, 0, 2 * STO_PIECE_LEN + 9, &g);
+    check_pieces(&fx, &g, 0, 3);
+    free(g.raw);
+    assert_int_equal(fx.b.hook.max_frame, OVL_SVC_MAX_FRAME);
+    assert_false(fx.b.hook.try_big);
+    assert_true(fx.b.hook.big_rc < 0);
+    /* the same session serves the next fetch */
+    fetch(&fx, fx.obj, STO_PIECE_LEN, 1, &g);
+    check_pieces(&fx, &g, 1, 1);
+    free(g.raw);
+    assert_int_equal(tx_peer_stats(ovl_service_peer(fx.a.svc))->dialed, 1);
+    fx_close(&fx);
+}
+
 static void
 test_unspecified_listen_host_is_advertised_as_loopback_unless_advertise_is_set(void **state)
 {
@@ -638,6 +682,8 @@ main(void)
         cmocka_unit_test(test_idle_dialled_session_is_closed_and_the_next_fetch_dials_again),
         cmocka_unit_test(
             test_dialled_sessions_are_bounded_and_the_least_recently_used_idle_one_goes),
+        cmocka_unit_test(
+            test_peer_links_negotiate_ovl_svc_max_frame_even_when_the_peer_offers_more),
         cmocka_unit_test(
             test_unspecified_listen_host_is_advertised_as_loopback_unless_advertise_is_set),
     };

@@ -7,7 +7,13 @@
  * fetcher's check can catch it), --rate B sends piece frames at B bytes/s.
  * With --fetch it is instead a fetcher: it dials a node's overlay port
  * with the node id pinned and fetches an object through the real `overlay`
- * bus protocol (an in-process bus), verifying every piece.
+ * bus protocol (an in-process bus), verifying every piece. With --hold N
+ * it dials a node's overlay port N times, each session from its own fresh
+ * node key (one overlay service per key, all on one loop), and keeps them
+ * open with the overlay's own keepalive: the load of N peers for memory
+ * benchmarks, without N processes; --big-frame makes each send one frame
+ * as large as the node agreed to take (an overlay EVENT it drops), the
+ * most a peer may legally make it buffer.
  * Why a separate binary: chaos tests need a peer that misbehaves in ways a
  * node never does, on the real wire format, killable on its own.
  * Invariants: one loop; every output line is one JSON object; exit 0 on
@@ -30,6 +36,8 @@
 
 #define EVIL_MAX_FILE (256u << 20) /* bytes of --file served from RAM */
 #define EVIL_REFILL_MS 20u         /* throttle refill period */
+#define EVIL_HOLD_MAX 1024u        /* sessions --hold may open */
+#define EVIL_HOLD_POLL_MS 200u     /* --hold: session count checked this often */
 
 typedef struct {
     uv_loop_t *loop;
@@ -51,6 +59,15 @@ typedef struct {
     uint64_t start, next, end, size, got;
     int out_fd;
     int exit_code;
+    /* hold mode: one key and one overlay service per session */
+    uint32_t n_hold;
+    kms_keystore_t **hold_ks;
+    ovl_service_t **hold_svc;
+    tx_peer_session_t **hold_ps; /* the one session of hold_svc[i] */
+    bool *hold_sent;             /* its big frame went out */
+    bool big_frame;
+    uint8_t *big;       /* zero payload of the largest frame (OAP_MAX_FRAME) */
+    uint64_t hold_last; /* session count last printed */
 } evil_t;
 
 static void
@@ -79,6 +96,13 @@ usage(FILE *f)
             "  --address b3:HEX     the object\n"
             "  --offset N --length N  a range (default: the whole object)\n"
             "  --out PATH           write the fetched bytes there\n"
+            "\n"
+            "Hold mode dials ID@HOST:PORT N times, each from a fresh node key, keeps the\n"
+            "sessions open (overlay keepalive) and prints {\"sessions\":\"N\"} whenever the\n"
+            "number established changes, until SIGTERM/SIGINT (exit 0).\n"
+            "  --hold N --dial ID@HOST:PORT   (N: 1..1024)\n"
+            "  --big-frame          each session sends one zero-filled overlay EVENT frame of\n"
+            "                       the negotiated max_frame (the node drops it as bad gossip)\n"
             "\n"
             "Both modes:\n"
             "  --key-dir DIR        node keys in DIR/keys (created when absent);\n"
@@ -154,8 +178,18 @@ evil_closed(void *arg)
 }
 
 static void
+hold_closed(void *arg)
+{
+    ovl_service_t **slot = arg;
+    *slot = NULL;
+}
+
+static void
 evil_stop(evil_t *e)
 {
+    for (uint32_t i = 0; i < e->n_hold; i++)
+        if (e->hold_svc[i] != NULL)
+            ovl_service_close(e->hold_svc[i], hold_closed, &e->hold_svc[i]);
     uv_close((uv_handle_t *)&e->sig_int, NULL);
     uv_close((uv_handle_t *)&e->sig_term, NULL);
     uv_close((uv_handle_t *)&e->refill, NULL);
@@ -211,6 +245,74 @@ load_file(const char *path, sto_store_t **st_out, uint8_t addr[STO_ADDR_LEN], ui
     *size_out = off;
     free(buf);
     return rc;
+}
+
+/* ---- hold mode ---- */
+
+static void
+hold_tick(uv_timer_t *t)
+{
+    evil_t *e = t->data;
+    ovl_service_stats_t st;
+    uint64_t n = 0;
+
+    for (uint32_t i = 0; i < e->n_hold; i++) {
+        ovl_service_stats(e->hold_svc[i], &st);
+        n += st.sessions;
+        /* one session per service: while it counts, hold_ps[i] is open */
+        if (e->big_frame && st.sessions == 1 && !e->hold_sent[i]) {
+            oap_frame_t f = {0};
+            f.ver = OAP_VERSION;
+            f.flags = OAP_F_EVENT;
+            f.app_proto_id = OAP_APP_OVERLAY;
+            f.payload = e->big;
+            f.payload_len = tx_peer_session_max_frame(e->hold_ps[i]) - OAP_HDR_LEN;
+            e->hold_sent[i] = tx_peer_send(e->hold_ps[i], &f) == 0;
+        }
+    }
+    if (n != e->hold_last) {
+        printf("{\"sessions\":\"%llu\"}\n", (unsigned long long)n);
+        fflush(stdout);
+        e->hold_last = n;
+    }
+}
+
+/* N keys, N overlay services without a listener, one dial each. The dial
+ * goes straight to the service's transport, so the service takes the
+ * session as a peer's (no idle close) and runs its keepalive. */
+static int
+hold_setup(evil_t *e, const char *target)
+{
+    ovl_service_config_t oc = {0};
+    tx_peer_config_t pc;
+    char err[256];
+    int rc;
+
+    e->hold_ks = ron_xcalloc(e->n_hold, sizeof(kms_keystore_t *));
+    e->hold_svc = ron_xcalloc(e->n_hold, sizeof(ovl_service_t *));
+    e->hold_ps = ron_xcalloc(e->n_hold, sizeof(tx_peer_session_t *));
+    e->hold_sent = ron_xcalloc(e->n_hold, sizeof *e->hold_sent);
+    if (e->big_frame)
+        e->big = ron_xcalloc(1, OAP_MAX_FRAME);
+    tx_peer_config_default(&pc);
+    pc.max_frame = OAP_MAX_FRAME; /* offer the most: the node's offer decides */
+    oc.peer = &pc;
+    oc.listen_fd = -1;
+    for (uint32_t i = 0; i < e->n_hold; i++) {
+        if ((rc = kms_node_keys_open_or_create(NULL, true, &e->hold_ks[i], err, sizeof err)) < 0) {
+            fprintf(stderr, "ovl_evil_peer: keys: %s\n", err);
+            return rc;
+        }
+        oc.keys = e->hold_ks[i];
+        if ((rc = ovl_service_new(e->loop, &oc, &e->hold_svc[i])) < 0)
+            return rc;
+        rc = tx_peer_dial(ovl_service_peer(e->hold_svc[i]), target, e->pid, &e->hold_ps[i]);
+        if (rc < 0)
+            return rc;
+    }
+    e->hold_last = UINT64_MAX;
+    uv_timer_start(&e->refill, hold_tick, 0, EVIL_HOLD_POLL_MS);
+    return 0;
 }
 
 /* ---- fetch mode ---- */
@@ -327,14 +429,17 @@ main(int argc, char **argv)
         {"length", required_argument, NULL, 'n'},
         {"out", required_argument, NULL, 'O'},
         {"key-dir", required_argument, NULL, 'k'},
+        {"hold", required_argument, NULL, 'H'},
+        {"dial", required_argument, NULL, 'D'},
+        {"big-frame", no_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     evil_t e;
     uv_loop_t loop;
     const char *file = NULL, *listen = "127.0.0.1:0", *advertise = NULL, *fetch = NULL,
-               *address = NULL, *out = NULL, *key_dir = NULL;
-    uint64_t offset = 0, length = UINT64_MAX, size = 0;
+               *address = NULL, *out = NULL, *key_dir = NULL, *dial = NULL;
+    uint64_t offset = 0, length = UINT64_MAX, size = 0, hold = 0;
     kms_keystore_t *ks = NULL;
     sto_store_t *store = NULL;
     ovl_service_config_t oc = {0};
@@ -384,6 +489,16 @@ main(int argc, char **argv)
         case 'k':
             key_dir = optarg;
             break;
+        case 'H':
+            if (parse_u64_arg(optarg, &hold) < 0 || hold == 0 || hold > EVIL_HOLD_MAX)
+                goto bad;
+            break;
+        case 'D':
+            dial = optarg;
+            break;
+        case 'B':
+            e.big_frame = true;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -391,8 +506,19 @@ main(int argc, char **argv)
             goto bad;
         }
     }
-    if (optind != argc || (file == NULL) == (fetch == NULL))
+    if (optind != argc || (file != NULL) + (fetch != NULL) + (hold > 0) != 1 ||
+        (hold > 0) != (dial != NULL) || (e.big_frame && hold == 0))
         goto bad;
+    if (dial != NULL) {
+        const char *at = strchr(dial, '@');
+        if (at == NULL || at - dial != 2 * OVL_ID_LEN ||
+            ron_hex_decode(e.pid, OVL_ID_LEN, dial, 2 * OVL_ID_LEN) < 0 ||
+            strlen(at + 1) > OVL_ADDR_MAX)
+            goto bad;
+        snprintf(e.paddr, sizeof e.paddr, "%s", at + 1);
+        e.n_hold = (uint32_t)hold;
+        listen = NULL;
+    }
     if (fetch != NULL) {
         const char *at = strchr(fetch, '@');
         if (address == NULL || at == NULL || at - fetch != 2 * OVL_ID_LEN ||
@@ -446,7 +572,13 @@ main(int argc, char **argv)
     e.last_ms = uv_now(&loop);
     if (e.rate > 0)
         uv_timer_start(&e.refill, refill_tick, EVIL_REFILL_MS, EVIL_REFILL_MS);
-    if (fetch != NULL) {
+    if (e.n_hold > 0) {
+        if ((rc = hold_setup(&e, e.paddr)) < 0) {
+            fprintf(stderr, "ovl_evil_peer: hold: %s\n", ron_strerror(rc));
+            e.exit_code = 1;
+            evil_stop(&e);
+        }
+    } else if (fetch != NULL) {
         e.start = e.next = offset;
         e.end = length == UINT64_MAX || length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
         if ((rc = fetch_setup(&e)) < 0) {
@@ -470,6 +602,13 @@ out:
         close(e.out_fd);
     sto_close(store);
     kms_keystore_free(ks);
+    for (uint32_t i = 0; i < e.n_hold; i++)
+        kms_keystore_free(e.hold_ks[i]);
+    free(e.hold_ks);
+    free(e.hold_svc);
+    free(e.hold_ps);
+    free(e.hold_sent);
+    free(e.big);
     return e.exit_code;
 bad:
     usage(stderr);

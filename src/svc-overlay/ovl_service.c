@@ -108,6 +108,8 @@ static void svc_arm(ovl_service_t *s);
 _Static_assert(OVL_CLIENT_PIECE_LEN == STO_PIECE_LEN, "piece length");
 _Static_assert(OVL_CLIENT_PROOF_MAX == STO_TREE_MAX_PROOF, "proof bound");
 _Static_assert(OVL_CLIENT_REC_HDR_LEN == OVL_PIECE_HDR_LEN, "record header");
+_Static_assert(OVL_SVC_MAX_FRAME >= OVL_MIN_MAX_FRAME && OVL_SVC_MAX_FRAME <= OAP_MAX_FRAME,
+               "a piece frame fits the max_frame peer links offer");
 _Static_assert(OVL_CLIENT_FETCH_MAX_LEN == OVL_SVC_FETCH_MAX_LEN, "fetch length bound");
 _Static_assert(OVL_CLIENT_PIECES_MAX == OVL_SVC_PIECES_MAX, "records per answer");
 _Static_assert(OVL_CLIENT_ID_LEN == OVL_ID_LEN && OVL_CLIENT_OBJ_LEN == STO_ADDR_LEN, "ids");
@@ -925,6 +927,8 @@ ovl_service_new(uv_loop_t *loop, const ovl_service_config_t *cfg, ovl_service_t 
         pc = *cfg->peer;
     else
         tx_peer_config_default(&pc);
+    if (pc.max_frame == 0) /* what a peer can make us buffer per session */
+        pc.max_frame = OVL_SVC_MAX_FRAME;
     s->cfg.peer = NULL;
     cb = (tx_peer_callbacks_t){on_session, on_frame, on_writable, on_close, s};
     if ((rc = tx_peer_new(loop, cfg->keys, &pc, &cb, &s->p)) < 0) {

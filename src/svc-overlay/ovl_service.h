@@ -47,6 +47,10 @@
 #define OVL_SVC_FETCH_MAX_LEN 262144u  /* bytes one bus fetch may ask for */
 #define OVL_SVC_MAX_JSON 4096u         /* bytes of a request's JSON */
 #define OVL_SVC_PIECES_MAX (OVL_SVC_FETCH_MAX_LEN / STO_PIECE_LEN + 2u) /* records per answer */
+/* max_frame offered on peer links (tx_peer's default is 1 MiB): a piece frame
+ * (OVL_MIN_MAX_FRAME, 67,120 B) fits; a peer can make us buffer at most this
+ * plus one read (OAP_CHUNK) per session, ~19 MiB for 100 sessions, not ~106 */
+#define OVL_SVC_MAX_FRAME 131072u
 
 typedef struct ovl_service ovl_service_t;
 
@@ -62,7 +66,7 @@ typedef struct {
     uint32_t idle_ms;           /* OVL_SVC_IDLE_MS */
     uint32_t ping_ms;           /* keepalive (ovl_config_t.ping_ms) */
     uint32_t gossip_ms;         /* ovl_config_t.gossip_ms */
-    const tx_peer_config_t *peer; /* NULL: tx_peer defaults */
+    const tx_peer_config_t *peer; /* NULL: tx_peer defaults; max_frame 0: OVL_SVC_MAX_FRAME */
     /*
      * Test hook (NULL in a node): replaces tx_peer_send for every frame the
      * overlay sends, so a test peer can damage or slow its pieces through the
