@@ -49,11 +49,7 @@ oc_send(rbus_peer_t *peer, const char *txt, size_t jl, uint32_t deadline_ms, oc_
     uint8_t *buf = ron_xmalloc(4 + jl);
     int rc;
 
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, txt, jl);
+    (void)proto_json_frame(buf, txt, (uint32_t)jl);
     rc = rbus_request(peer, OAP_APP_OVERLAY, buf, 4 + jl,
                       deadline_ms != 0 ? deadline_ms : OVL_CLIENT_DEADLINE_MS, reply, c);
     free(buf);

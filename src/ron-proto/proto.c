@@ -728,3 +728,14 @@ out:
     json_decref(o);
     return rc;
 }
+
+size_t
+proto_json_frame(uint8_t *out, const char *json, uint32_t len)
+{
+    out[0] = (uint8_t)(len >> 24);
+    out[1] = (uint8_t)(len >> 16);
+    out[2] = (uint8_t)(len >> 8);
+    out[3] = (uint8_t)len;
+    memcpy(out + 4, json, len);
+    return 4 + (size_t)len;
+}

@@ -172,6 +172,13 @@ void proto_start_close(proto_start_t *s);
 int proto_start_encode(const char *op, const json_t *args, char **json_out, size_t *len_out);
 
 /*
+ * Write the ron-bus framing of a JSON part (docs/protocol/storage.md):
+ * u32 len (big-endian) then the len bytes of json, into out, which must
+ * hold 4 + len bytes. Returns 4 + len, where raw bytes may follow.
+ */
+size_t proto_json_frame(uint8_t *out, const char *json, uint32_t len);
+
+/*
  * The first key of obj (a JSON object) that is neither except (may be NULL)
  * nor in allowed (NULL-terminated), or NULL when every key is allowed: strict
  * DTO checks. The key is a view into obj.

@@ -15,6 +15,7 @@
 #include "dht_client.h"
 #include "dht_service.h"
 #include "ron_err.h"
+#include "ron_proto.h"
 #include "ron_util.h"
 
 typedef enum { CALL_PROVIDERS, CALL_PLAIN, CALL_NAME, CALL_STATUS } call_kind_t;
@@ -190,11 +191,7 @@ dht_client_send(rbus_peer_t *peer, json_t *o, call_kind_t kind, dht_client_cb cb
         return RON_EINVAL;
     }
     buf = ron_xmalloc(4 + jl);
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, txt, jl);
+    (void)proto_json_frame(buf, txt, (uint32_t)jl);
     free(txt);
     c = ron_xcalloc(1, sizeof *c);
     c->cb = cb;

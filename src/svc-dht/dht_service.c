@@ -323,11 +323,7 @@ answer_ok(dht_service_t *s, op_t op, rbus_req_t *req, json_t *o)
     count(s, op, 200);
     jl = strlen(txt);
     buf = ron_xmalloc(4 + jl);
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, txt, jl);
+    (void)proto_json_frame(buf, txt, (uint32_t)jl);
     rbus_respond(req, 200, buf, 4 + jl);
     free(buf);
     free(txt);
@@ -632,11 +628,7 @@ request_json(rbus_peer_t *p, uint16_t proto, json_t *o, rbus_reply_cb cb, void *
         return RON_EINVAL;
     jl = strlen(txt);
     buf = ron_xmalloc(4 + jl);
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, txt, jl);
+    (void)proto_json_frame(buf, txt, (uint32_t)jl);
     free(txt);
     rc = rbus_request(p, proto, buf, 4 + jl, DHT_SVC_RETRY_MS * 5, cb, arg);
     free(buf);

@@ -13,6 +13,7 @@
 #include "idx_client.h"
 #include "idx_service.h"
 #include "ron_err.h"
+#include "ron_proto.h"
 #include "ron_util.h"
 
 typedef struct {
@@ -96,11 +97,7 @@ idx_client_send(rbus_peer_t *peer, json_t *o, bool resolve, idx_client_cb cb, vo
         return RON_EINVAL;
     }
     buf = ron_xmalloc(4 + jl);
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, txt, jl);
+    (void)proto_json_frame(buf, txt, (uint32_t)jl);
     free(txt);
     c = ron_xcalloc(1, sizeof *c);
     c->cb = cb;

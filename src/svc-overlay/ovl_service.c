@@ -155,11 +155,7 @@ answer_ok(rbus_req_t *req, json_t *o, const uint8_t *raw, size_t raw_len)
     }
     jl = strlen(txt);
     buf = ron_xmalloc(4 + jl + raw_len);
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, txt, jl);
+    (void)proto_json_frame(buf, txt, (uint32_t)jl);
     if (raw_len > 0)
         memcpy(buf + 4 + jl, raw, raw_len);
     (void)rbus_respond(req, 200, buf, 4 + jl + raw_len);
@@ -269,11 +265,7 @@ fetch_answer(ovl_service_t *s, gfetch_t *f, int rc)
         if (f->raw == NULL)
             f->raw = ron_xmalloc(SVC_HEADROOM);
         p = f->raw + SVC_HEADROOM - 4 - jl; /* jl < SVC_HEADROOM - 4: three u64s and keys */
-        p[0] = (uint8_t)(jl >> 24);
-        p[1] = (uint8_t)(jl >> 16);
-        p[2] = (uint8_t)(jl >> 8);
-        p[3] = (uint8_t)jl;
-        memcpy(p + 4, js, jl);
+        (void)proto_json_frame(p, js, (uint32_t)jl);
         (void)rbus_respond(req, 200, p, 4 + jl + f->raw_len);
         res = FR_OK;
         s->st.fetches_ok++;

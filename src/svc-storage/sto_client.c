@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "ron_err.h"
+#include "ron_proto.h"
 #include "ron_util.h"
 #include "sto_client.h"
 
@@ -122,11 +123,7 @@ send_step(xfer_t *x, const char *js, const void *raw, size_t raw_len)
     int rc;
     free(x->buf);
     x->buf = ron_xmalloc(4 + jl + raw_len);
-    x->buf[0] = (uint8_t)(jl >> 24);
-    x->buf[1] = (uint8_t)(jl >> 16);
-    x->buf[2] = (uint8_t)(jl >> 8);
-    x->buf[3] = (uint8_t)jl;
-    memcpy(x->buf + 4, js, jl);
+    (void)proto_json_frame(x->buf, js, (uint32_t)jl);
     if (raw_len > 0)
         memcpy(x->buf + 4 + jl, raw, raw_len);
     rc = rbus_request(x->peer, OAP_APP_STORAGE, x->buf, 4 + jl + raw_len, STO_CLIENT_DEADLINE_MS,

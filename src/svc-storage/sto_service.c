@@ -285,11 +285,7 @@ answer_ok(sto_service_t *s, op_t op, rbus_req_t *req, json_t *o, const void *raw
     }
     jl = strlen(txt);
     buf = ron_xmalloc(4 + jl + raw_len);
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, txt, jl);
+    (void)proto_json_frame(buf, txt, (uint32_t)jl);
     if (raw_len > 0)
         memcpy(buf + 4 + jl, raw, raw_len);
     rbus_respond(req, 200, buf, 4 + jl + raw_len);
