@@ -235,23 +235,28 @@ test_bus_same_service_answers_in_process(void **state)
     roundtrip_on(RBUS_TRANSPORT_INPROC);
 }
 
-/* Answers with the request frame's tenant_id as 32 hex digits. */
+/* Answers with the request frame's tenant_id as 32 hex digits, then, when
+ * the frame has a cap section, "|<cap>|<payload>". */
 static void
 tenant_handle(void *arg, rbus_req_t *req, const oap_frame_t *f)
 {
-    char hex[33];
+    char out[128];
+    int n = 0;
 
     (void)arg;
     for (int i = 0; i < 16; i++)
-        snprintf(hex + 2 * i, 3, "%02x", f->tenant_id[i]);
-    rbus_respond(req, 200, hex, 32);
+        n += snprintf(out + n, sizeof out - (size_t)n, "%02x", f->tenant_id[i]);
+    if (f->cap_len > 0)
+        n += snprintf(out + n, sizeof out - (size_t)n, "|%.*s|%.*s", (int)f->cap_len,
+                      (const char *)f->cap, (int)f->payload_len, (const char *)f->payload);
+    rbus_respond(req, 200, out, (size_t)n);
 }
 
 static void
 tenant_on(rbus_transport_t t)
 {
     fx_t fx;
-    reply_t r1 = {0}, r2 = {0}, r0 = {0};
+    reply_t r1 = {0}, r2 = {0}, r0 = {0}, r3 = {0}, r4 = {0};
     rbus_request_opts_t o = {.app_proto_id = APP_ECHO, .deadline_ms = 2000};
 
     fx_init(&fx);
@@ -276,6 +281,14 @@ tenant_on(rbus_transport_t t)
     assert_int_equal(rbus_request(p, APP_ECHO, "x", 1, 2000, reply_cb, &r0), 0);
     RUN_UNTIL(&fx.loop, r0.calls > 0, 3000);
     assert_string_equal(r0.body, "00000000000000000000000000000000");
+    /* a cap section travels in front of the payload, both intact */
+    o.cap = "tok-1";
+    o.cap_len = 5;
+    assert_int_equal(rbus_request_ex(p, &o, "body", 4, reply_cb, &r3), 0);
+    RUN_UNTIL(&fx.loop, r3.calls > 0, 3000);
+    assert_string_equal(r3.body, "a0a1a2a3a4a5a6a7a8a9aaabacadae01|tok-1|body");
+    o.cap_len = OAP_MAX_CAP + 1u; /* over the u16 field */
+    assert_int_equal(rbus_request_ex(p, &o, "x", 1, reply_cb, &r4), RON_EINVAL);
     rbus_peer_close(p);
     rbus_free(cli);
     rbus_free(srv);

@@ -95,7 +95,8 @@
     X(RON_EPASSSIG,  -3503, "passport response not signed by the key it names") \
     X(RON_EPASSDENY, -3504, "policy denies the key a requested operation") \
     X(RON_EPASSKEYRING, -3505, "passport keyring malformed, tampered with or under another seal") \
-    X(RON_EPASSREQ,  -3506, "passport request malformed")
+    X(RON_EPASSREQ,  -3506, "passport request malformed") \
+    X(RON_ECAPNEEDED, -3600, "a capability is required for this request")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),

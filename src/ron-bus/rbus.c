@@ -36,13 +36,15 @@ conn_has_room(const rbus_conn_t *c, size_t frame_len)
     return c->q_frames < RBUS_MAX_SEND_FRAMES && c->q_bytes + frame_len <= RBUS_MAX_SEND_BYTES;
 }
 
-/* Encode and queue one frame on p's connection. Returns 0 or RON_ETOOBIG. */
+/* Encode and queue one frame on p's connection; body is the cap section (its
+ * first cap_len bytes) followed by the payload. Returns 0 or RON_ETOOBIG. */
 static int
 peer_send_tenant(rbus_peer_t *p, uint16_t flags, uint16_t code, uint16_t app, uint64_t corr,
-                 const uint8_t *tenant, const void *payload, size_t len)
+                 const uint8_t *tenant, uint16_t cap_len, const void *body, size_t len)
 {
     oap_frame_t f = {.flags = flags, .code = code, .app_proto_id = app, .corr_id = corr,
-                     .payload = payload, .payload_len = len};
+                     .cap_len = cap_len, .payload = body, .payload_len = len - cap_len};
+    const void *payload = body;
     uint8_t hdr[OAP_HDR_LEN];
     int rc;
 
@@ -62,7 +64,7 @@ static int
 peer_send(rbus_peer_t *p, uint16_t flags, uint16_t code, uint16_t app, uint64_t corr,
           const void *payload, size_t len)
 {
-    return peer_send_tenant(p, flags, code, app, corr, NULL, payload, len);
+    return peer_send_tenant(p, flags, code, app, corr, NULL, 0, payload, len);
 }
 
 /* Pause reading from a connection whose send queue is over its bound (responses). */
@@ -479,7 +481,8 @@ peer_up(rbus_peer_t *p, const rbus_hello_t *h)
             if (e->cb == NULL || e->queued == NULL)
                 continue;
             if (peer_send_tenant(p, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, e->app_proto_id,
-                                 e->corr_id, e->tenant_id, e->queued, e->queued_len) < 0) {
+                                 e->corr_id, e->tenant_id, e->queued_cap, e->queued,
+                                 e->queued_len) < 0) {
                 pending_complete(p, e, RON_EUNAVAIL, NULL); /* over the peer's smaller max_frame */
                 if (p->state != RBUS_P_UP)
                     return;
@@ -927,11 +930,13 @@ rbus_request_ex(rbus_peer_t *p, const rbus_request_opts_t *o, const void *payloa
     rbus_stats_t *st = &p->bus->stats;
     uint16_t app_proto_id = o->app_proto_id;
     uint32_t deadline_ms = o->deadline_ms;
-    size_t frame_len = OAP_HDR_LEN + len;
+    size_t cap_len = o->cap != NULL ? o->cap_len : 0;
+    size_t body_len = cap_len + len, frame_len = OAP_HDR_LEN + body_len;
+    uint8_t *body = NULL;
     rbus_pending_t *e;
     int rc;
 
-    if (app_proto_id == OAP_APP_CONTROL || cb == NULL)
+    if (app_proto_id == OAP_APP_CONTROL || cb == NULL || cap_len > OAP_MAX_CAP)
         return RON_EINVAL;
     if (p->state == RBUS_P_CLOSED)
         return RON_ESHUTDOWN;
@@ -943,9 +948,18 @@ rbus_request_ex(rbus_peer_t *p, const rbus_request_opts_t *o, const void *payloa
         return RON_ETOOBIG;
     if (p->state == RBUS_P_UP ? p->npend >= p->remote_inflight || !conn_has_room(p->conn, frame_len)
                               : p->npend >= RBUS_MAX_INFLIGHT ||
-                                    p->queued_bytes + frame_len > RBUS_MAX_SEND_BYTES) {
+                                    p->queued_bytes + body_len > RBUS_MAX_SEND_BYTES) {
         st->requests_busy++;
         return RON_EBUSY;
+    }
+    /* The cap section precedes the payload on the wire: one contiguous body
+     * when there is one, the caller's buffer as is otherwise. */
+    if (cap_len > 0 || p->state != RBUS_P_UP) {
+        body = ron_xmalloc(body_len + 1);
+        if (cap_len > 0)
+            memcpy(body, o->cap, cap_len);
+        if (len > 0)
+            memcpy(body + cap_len, payload, len);
     }
     for (e = p->pend; e->cb != NULL; e++)
         ;
@@ -954,16 +968,17 @@ rbus_request_ex(rbus_peer_t *p, const rbus_request_opts_t *o, const void *payloa
     memcpy(e->tenant_id, o->tenant_id, sizeof e->tenant_id);
     if (p->state == RBUS_P_UP) {
         rc = peer_send_tenant(p, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, app_proto_id,
-                              e->corr_id, e->tenant_id, payload, len);
+                              e->corr_id, e->tenant_id, (uint16_t)cap_len,
+                              body != NULL ? body : payload, body_len);
+        free(body);
         if (rc < 0)
             return rc;
         st->requests_sent++;
     } else {
-        e->queued = ron_xmalloc(len + 1);
-        if (len > 0)
-            memcpy(e->queued, payload, len);
-        e->queued_len = len;
-        p->queued_bytes += len;
+        e->queued = body;
+        e->queued_len = body_len;
+        e->queued_cap = (uint16_t)cap_len;
+        p->queued_bytes += body_len;
     }
     e->deadline = uv_now(p->bus->loop) + (deadline_ms != 0 ? deadline_ms : RBUS_DEFAULT_DEADLINE_MS);
     e->cb = cb;

@@ -52,8 +52,9 @@ typedef struct {
     void *arg;
     uint16_t app_proto_id;
     uint8_t tenant_id[16]; /* the request frame's tenant (rbus_request_ex) */
-    uint8_t *queued;       /* payload copy while waiting for HELLO; NULL once sent */
-    size_t queued_len;
+    uint8_t *queued;       /* cap + payload copy while waiting for HELLO; NULL once sent */
+    size_t queued_len;     /* bytes of queued, cap included */
+    uint16_t queued_cap;   /* leading bytes of queued that are the cap section */
 } rbus_pending_t;
 
 typedef struct {

@@ -333,12 +333,17 @@ typedef struct {
     uint16_t app_proto_id; /* the handler at the peer; not 0 */
     uint8_t tenant_id[16]; /* the request frame's tenant_id (all zero = none, the node) */
     uint32_t deadline_ms;  /* 0 = RBUS_DEFAULT_DEADLINE_MS */
+    const void *cap;       /* the request frame's cap section (copied), or NULL: none */
+    size_t cap_len;        /* its bytes, <= OAP_MAX_CAP */
 } rbus_request_opts_t;
 
 /*
  * rbus_request() with options: as rbus_request(), but the request frame
- * carries o->tenant_id (copied), so a forwarding service (the app port, the
- * gateway) can act for its client's tenant. Same returns and delivery rules.
+ * carries o->tenant_id and the cap section o->cap (both copied), so a
+ * forwarding service (the app port, the gateway) can act for its client's
+ * tenant with its client's capability; the handler sees them in the
+ * request frame (f->tenant_id, f->cap). Same returns and delivery rules,
+ * plus RON_EINVAL for a cap over OAP_MAX_CAP.
  */
 int rbus_request_ex(rbus_peer_t *p, const rbus_request_opts_t *o, const void *payload,
                     size_t len, rbus_reply_cb cb, void *arg);
