@@ -125,6 +125,10 @@ try:
     check(r.returncode == 0, "revoke with operator.cap: %d %r" % (r.returncode, r.stderr))
     head = change_of(r.stdout)
     check(head > max(before.values()), "the change is new: %d vs %r" % (head, before))
+    with open(os.path.join(DATA, "audit", "app.log")) as f:
+        audit = f.read()
+    check("cap_revoked" in audit and bogus in audit, "the app port audited cap_revoked: %r"
+          % audit[-400:])
 
     def converged():
         h = heads(n)
