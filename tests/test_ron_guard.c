@@ -494,6 +494,13 @@ test_guard_rejections_are_counted_and_audited_without_the_token(void **state)
     char bad[AUTH_MAX_TOKEN + 8];
     snprintf(bad, sizeof bad, "%sx", tok);
     assert_int_equal(check_tok(g, AUTH_OP_GET, bad, &r), RON_ECAPFORMAT);
+    /* A target too long or not UTF-8 is cleaned, never a lost record. */
+    char longt[2000];
+    memset(longt, 'z', sizeof longt - 1);
+    longt[sizeof longt - 1] = '\0';
+    longt[5] = (char)0xff;
+    guard_req_t ql = {.op = AUTH_OP_PUT, .target = longt};
+    assert_int_equal(guard_check(g, &ql, &r), RON_ECAPNEEDED);
     /* A late rejection (pending constraint) counts too. */
     guard_req_t q = {
         .op = AUTH_OP_PUT, .token = tok, .token_len = strlen(tok), .target = "b3:late"};
@@ -504,13 +511,13 @@ test_guard_rejections_are_counted_and_audited_without_the_token(void **state)
     size_t n = guard_metrics_render(g, text, sizeof text);
     assert_true(n > 0);
     assert_non_null(
-        strstr(text, "guard_rejected_total{service=\"test\",reason=\"capability_required\"} 2\n"));
+        strstr(text, "guard_rejected_total{service=\"test\",reason=\"capability_required\"} 3\n"));
     assert_non_null(
         strstr(text, "guard_rejected_total{service=\"test\",reason=\"forbidden\"} 2\n"));
     assert_non_null(
         strstr(text, "guard_rejected_total{service=\"test\",reason=\"capability_invalid\"} 1\n"));
     assert_non_null(strstr(text, "guard_checks_total{service=\"test\",result=\"allowed\"} 1\n"));
-    assert_non_null(strstr(text, "guard_checks_total{service=\"test\",result=\"rejected\"} 5\n"));
+    assert_non_null(strstr(text, "guard_checks_total{service=\"test\",result=\"rejected\"} 6\n"));
     char want[64];
     snprintf(want, sizeof want, "guard_authority_head{service=\"test\"} %llu\n",
              (unsigned long long)guard_authority_head(a));
@@ -534,7 +541,8 @@ test_guard_rejections_are_counted_and_audited_without_the_token(void **state)
     assert_null(strstr(log, tok));
     aud_report_t rep;
     assert_int_equal(aud_verify_buf(log, strlen(log), NULL, 0, NULL, true, &rep), 0);
-    assert_int_equal(rep.records, 5);
+    assert_int_equal(rep.records, 6);
+    assert_non_null(strstr(log, "\"target\":\"zzzzz?zzz"));
     guard_free(g);
     guard_authority_close(a);
 }
