@@ -466,6 +466,39 @@ test_guard_rate_caveat_gives_429_per_token(void **state)
 }
 
 static void
+test_guard_rate_table_is_bounded_and_evicts_the_least_recently_used(void **state)
+{
+    (void)state;
+    guard__rate_t r;
+    assert_int_equal(guard__rate_init(&r, 0), RON_EINVAL);
+    assert_int_equal(guard__rate_init(&r, GUARD_RATE_SLOTS + 1), RON_EINVAL);
+    assert_int_equal(guard__rate_init(&r, 4), 0);
+    uint8_t k[6][GUARD__RATE_KEY] = {{0}};
+    for (int i = 0; i < 6; i++)
+        k[i][0] = (uint8_t)(i + 1);
+    uint32_t retry = 0;
+    const uint64_t t = 1000000000ull;
+    /* rate 1/s, depth 1: one request, then 429 for about a second. */
+    for (int i = 0; i < 4; i++)
+        assert_true(guard__rate_take(&r, k[i], 1, 1, t, &retry));
+    assert_false(guard__rate_take(&r, k[0], 1, 1, t, &retry));
+    assert_int_equal(retry, 1);
+    /* k[0] was just used: the least recently used is k[1]; k[4] evicts it. */
+    assert_true(guard__rate_take(&r, k[4], 1, 1, t, &retry));
+    assert_int_equal(r.n, 4);
+    assert_int_equal(r.evicted, 1);
+    assert_true(guard__rate_take(&r, k[1], 1, 1, t, &retry));  /* forgotten: full again */
+    assert_false(guard__rate_take(&r, k[0], 1, 1, t, &retry)); /* still empty */
+    /* Refill with time: half a second gives nothing at 1/s, a full one a token. */
+    assert_false(guard__rate_take(&r, k[1], 1, 1, t + 500000000ull, &retry));
+    assert_true(guard__rate_take(&r, k[1], 1, 1, t + 1000000000ull, &retry));
+    assert_true(guard__rate_take(&r, k[5], 1, 1, t, &retry));
+    assert_int_equal(r.n, 4);
+    assert_int_equal(r.evicted, 3);
+    guard__rate_destroy(&r);
+}
+
+static void
 collect_lines(void *arg, const char *line, size_t len)
 {
     char *buf = arg;
@@ -1017,6 +1050,7 @@ main(int argc, char **argv)
             test_guard_policy_deny_is_403_with_the_policy_reason_and_reload_rolls_back),
         cmocka_unit_test(test_guard_per_source_rate_gives_429_with_retry_after),
         cmocka_unit_test(test_guard_rate_caveat_gives_429_per_token),
+        cmocka_unit_test(test_guard_rate_table_is_bounded_and_evicts_the_least_recently_used),
         cmocka_unit_test(test_guard_rejections_are_counted_and_audited_without_the_token),
         cmocka_unit_test(test_guard_mint_only_narrows_the_parent),
         cmocka_unit_test(test_guard_self_token_allows_every_op_and_is_cached_until_the_kid_changes),

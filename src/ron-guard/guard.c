@@ -35,7 +35,7 @@
 #include "ron_util.h"
 
 #define GUARD_CACHE_DEFAULT 4096
-#define GUARD_RAM_AUDIT 8192       /* records the amnesia audit ring keeps (a few MiB at most) */
+#define GUARD_RAM_AUDIT 8192      /* records the amnesia audit ring keeps (a few MiB at most) */
 #define GUARD_RETIRED_POLICIES 16 /* replaced policies kept alive (their reasons) */
 #define GUARD_MAX_SERVICE 31
 
