@@ -336,6 +336,9 @@ operator_keep(mn_auth_t *a, bool first)
     if ((rc = operator_write(a->data_dir, a->operator)) < 0) {
         ron_error("operator capability: cannot write %s/%s: %s", a->data_dir,
                   GUARD_OPERATOR_FILE, ron_strerror(rc));
+        /* not on disk, so not in force: the next change or tick tries again */
+        sodium_free(a->operator);
+        a->operator = NULL;
         return rc;
     }
     ron_info("operator capability %s %s/%s (kid %s, epoch %llu)", first ? "written to" : "re-minted in",
@@ -383,8 +386,11 @@ auth_tick(uv_timer_t *t)
         ron_error("key rotation check failed: %s", ron_strerror(rc));
         return;
     }
-    if (rc == 0)
+    if (rc == 0) {
+        if (a->operator == NULL && !a->amnesia)
+            (void)operator_keep(a, false); /* its last write failed */
         return;
+    }
     ron_info("capability keys now %s (change %llu)", guard_authority_kid(a->auth),
              (unsigned long long)guard_authority_head(a->auth));
     auth_push(a, prev, &e);
