@@ -959,6 +959,50 @@ test_guard_file_audit_log_verifies_with_its_derived_key(void **state)
 
 /* ---- review (H9): hostile revocation ids, failed saves ---- */
 
+/* A verdict cached while a token verified never outlives an epoch raise, a
+ * revocation or the removal of its kid (the next check sees each). */
+static void
+test_guard_cached_verdict_does_not_outlive_epoch_revocation_or_kid(void **state)
+{
+    (void)state;
+    const int64_t t0 = 1800000000;
+    guard_authority_t *a = authority_ram(t0);
+    guard_t *g = guard_make(NULL);
+    guard_follow(g, a);
+    char tok[AUTH_MAX_TOKEN + 1], tok2[AUTH_MAX_TOKEN + 1], tok3[AUTH_MAX_TOKEN + 1];
+    char id[AUTH_ID_MAX + 1], id2[AUTH_ID_MAX + 1];
+    guard_result_t r;
+    assert_true(mint_with(a, NULL, 0, NULL, 0, tok, sizeof tok, id) > 0);
+    assert_true(mint_with(a, NULL, 0, NULL, 0, tok2, sizeof tok2, id2) > 0);
+    for (int i = 0; i < 3; i++) { /* warm: the later ones are cache hits */
+        assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), 0);
+        assert_int_equal(check_tok(g, AUTH_OP_GET, tok2, &r), 0);
+    }
+    assert_true(r.verdict.cached);
+    assert_int_equal(guard_authority_revoke(a, id2, strlen(id2), 0, t0, NULL), 0);
+    guard_follow(g, a);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok2, &r), RON_ECAPREVOKED);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), 0);
+    assert_int_equal(guard_authority_raise_epoch(a, 0, NULL), 1);
+    guard_follow(g, a);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), RON_ECAPREVOKED);
+    assert_string_equal(r.slug, "capability_revoked");
+    /* a token of the new epoch under r1, cached, then r1 leaves (two rotations) */
+    assert_true(mint_with(a, "r1", 1, NULL, 0, tok3, sizeof tok3, NULL) > 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(check_tok(g, AUTH_OP_GET, tok3, &r), 0);
+    assert_true(r.verdict.cached);
+    assert_int_equal(guard_authority_tick(a, t0 + 1, true, NULL), 1); /* r2, r1 in grace */
+    guard_follow(g, a);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok3, &r), 0);
+    assert_int_equal(guard_authority_tick(a, t0 + 2, true, NULL), 1); /* r3, r2: r1 gone */
+    guard_follow(g, a);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok3, &r), RON_ECAPKID);
+    assert_int_equal(r.status, 401);
+    guard_free(g);
+    guard_authority_close(a);
+}
+
 /*
  * Revocation ids are chosen by whoever calls cap_revoke (any 32 hex digits),
  * so the guard's revocation set must not let them pile up in one probe
@@ -1153,6 +1197,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_guard_file_audit_log_verifies_with_its_derived_key),
         cmocka_unit_test(test_guard_revocations_chosen_to_collide_keep_apply_and_check_fast),
         cmocka_unit_test(test_guard_authority_failed_save_changes_nothing_in_memory),
+        cmocka_unit_test(test_guard_cached_verdict_does_not_outlive_epoch_revocation_or_kid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
