@@ -10,6 +10,7 @@
  * tests/integration/test_node_*.py.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -680,6 +681,36 @@ test_mn_auth_micro_node_guard_is_in_step_and_writes_nothing_in_amnesia(void **st
     rmdir(dir);
 }
 
+/* The master's pipe: close-on-exec in the kernel (no other child inherits
+ * it), read whole across short writes, closed after reading; a short pipe is
+ * an error that leaves no master behind. */
+static void
+test_mn_capkey_pipe_is_cloexec_read_whole_and_closed(void **state)
+{
+    uint8_t m[GUARD_MASTER_LEN];
+    int fds[2];
+    (void)state;
+    for (size_t i = 0; i < sizeof m; i++)
+        m[i] = (uint8_t)(i * 7 + 1);
+    /* two short writes, then EOF: read whole, the fd closed */
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    assert_int_equal(write(fds[1], m, 5), 5);
+    assert_int_equal(write(fds[1], m + 5, sizeof m - 5), (ssize_t)(sizeof m - 5));
+    close(fds[1]);
+    assert_int_equal(mn__capkey_read_fd(fds[0]), 0);
+    assert_true(mn__capkey_held());
+    assert_int_equal(fcntl(fds[0], F_GETFD), -1); /* closed */
+    mn__guard_forget();
+    assert_false(mn__capkey_held());
+    /* cut short: an error, nothing held, the fd closed */
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    assert_int_equal(write(fds[1], m, 31), 31);
+    close(fds[1]);
+    assert_true(mn__capkey_read_fd(fds[0]) < 0);
+    assert_false(mn__capkey_held());
+    assert_int_equal(fcntl(fds[0], F_GETFD), -1);
+}
+
 /* ---- the kernel's auth ops over a real (in-process) bus (review, H9) ---- */
 
 typedef struct {
@@ -801,6 +832,10 @@ test_mn_auth_bus_ops_page_refuse_bad_input_and_rewrite_operator_cap_after_a_fail
     assert_int_equal(rbus_listen(kb), 0);
     rbus_peer_t *p = rbus_connect(ab, "kernel", &rc);
     assert_non_null(p);
+    rc = mn__auth_capkey_pipe(a); /* the kernel's end: close-on-exec */
+    assert_true(rc >= 0);
+    assert_true((fcntl(rc, F_GETFD) & FD_CLOEXEC) != 0);
+    close(rc);
 
     /* malformed requests: 400, nothing changes */
     h0 = mn__auth_head(a);
@@ -937,6 +972,7 @@ main(void)
         cmocka_unit_test(test_mn_auth_micro_node_guard_is_in_step_and_writes_nothing_in_amnesia),
         cmocka_unit_test(
             test_mn_auth_bus_ops_page_refuse_bad_input_and_rewrite_operator_cap_after_a_failed_write),
+        cmocka_unit_test(test_mn_capkey_pipe_is_cloexec_read_whole_and_closed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
