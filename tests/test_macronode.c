@@ -875,7 +875,26 @@ test_mn_auth_bus_ops_page_refuse_bad_input_and_rewrite_operator_cap_after_a_fail
         kask(&loop, p, "{\"op\":\"auth_sync\",\"service\":\"app\",\"after\":\"99999\"}", &r), 400);
     assert_int_equal(kask(&loop, p, "{\"op\":\"auth_sync\",\"service\":\"app\",\"after\":7}", &r),
                      400);
+    /* an explicit epoch moves one step at most: a jump (to 2^63-1, say) would
+     * leave no epoch to raise to ever after */
+    assert_int_equal(
+        kask(&loop, p, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":\"2\"}", &r), 400);
+    assert_int_equal(kask(&loop, p,
+                          "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":"
+                          "\"9223372036854775807\"}",
+                          &r),
+                     400);
     assert_int_equal(mn__auth_head(a), h0);
+    assert_int_equal(
+        kask(&loop, p, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":\"1\"}", &r), 200);
+    assert_non_null(strstr(r.body, "\"epoch\":\"1\""));
+    assert_int_equal(mn__auth_head(a), h0 + 1);
+    assert_int_equal(/* the same raise again: a no-op (idempotent) */
+                     kask(&loop, p, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":\"1\"}",
+                          &r),
+                     200);
+    assert_int_equal(mn__auth_head(a), h0 + 1);
+    h0++;
 
     /* more changes than a page: the first page's head is its last entry's seq */
     for (int i = 0; i < GUARD_SYNC_PAGE + 4; i++) {

@@ -613,6 +613,12 @@ auth_revoke_op(mn_auth_t *a, const char *service, rbus_req_t *req, json_t *msg)
                                   "epoch: expected \"next\" or a decimal string >= 1");
             return;
         }
+        if (epoch > guard_authority_epoch(a->auth) + 1) {
+            /* one step at most: a jump (to 2^63-1) would leave nothing to raise to */
+            rbus_respond_error_ex(req, 400, NULL, "epoch", 0,
+                                  "epoch: at most the epoch in force + 1");
+            return;
+        }
         {
             int64_t r = guard_authority_raise_epoch(a->auth, epoch, &e);
             rc = r < 0 ? (int)r : 0;
