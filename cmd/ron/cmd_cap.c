@@ -10,7 +10,7 @@
  *   ron cap mint --ops OPS [--ttl DUR] [--tenant T] [--max-bytes N] [--prefix P]
  * asks the node's app port (op cap_mint, app-port.md §5c) for a fresh token
  * narrowed from the caller's capability (which must allow mint) and prints
- * only the token.
+ * only the token. `ron cap revoke` is in cmd_cap_revoke.c.
  * Exit codes: 0 ok, 1 the token fails verification (or the node refused),
  * 2 bad usage or input (a malformed token or caveat argument).
  */
@@ -36,6 +36,7 @@ static const char cap_usage[] =
     "       ron cap verify TOKEN [--key FILE] [--json] [--now UNIX]\n"
     "                    [--op OP] [--tenant HEX] [--size N] [--addr b3:HEX] [--name NAME]\n"
     "       ron cap mint --ops OPS [--ttl DUR] [--tenant HEX] [--max-bytes N] [--prefix b3:HEX]\n"
+    "       ron cap revoke ID [--until UNIX] | --epoch   (ron cap revoke --help)\n"
     "  attenuate: print TOKEN with the caveats appended (offline; it can only narrow).\n"
     "    A caveat is `key = value`: tenant, ops, expires, not-before, max-bytes,\n"
     "    prefix, name-prefix, rate (docs/protocol/capabilities.md).\n"
@@ -545,6 +546,8 @@ cmd_cap(int argc, char **argv)
         return cap_verify(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "mint") == 0)
         return cap_mint(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "revoke") == 0)
+        return cmd_cap_revoke(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("%s", cap_usage);
         return RON_EXIT_OK;

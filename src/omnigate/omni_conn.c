@@ -107,6 +107,7 @@ struct omni_rq {
     uint8_t *pend_err; /* an error frame's payload waiting for credit */
     size_t pend_len;
     uint16_t pend_code;
+    char actor[AUTH_ID_MAX + 1]; /* cap_revoke: the caller's token identifier, for the audit */
 };
 
 struct omni_conn {
@@ -542,6 +543,7 @@ rq_authorize(omni_rq_t *q, guard_result_t *res)
         rq_refuse(q, res);
         return false;
     }
+    snprintf(q->actor, sizeof q->actor, "%s", res->actor); /* cap_revoke's audit */
     if (res->anonymous)
         return true;
     q->max_bytes = res->verdict.grant.max_bytes;
@@ -905,6 +907,25 @@ on_get_stat(omni_rq_t *q, json_t *o)
     q->state = RQ_GET_DATA;
 }
 
+/* A revocation the kernel made: audited as cap_revoked (actor: the caller's token id). */
+static void
+revoke_audit(omni_rq_t *q)
+{
+    json_t *o = json_loadb(q->r.fwd, q->r.fwd_len, 0, NULL);
+    const char *id = json_string_value(json_object_get(o, "id"));
+    const char *ep = json_string_value(json_object_get(o, "epoch"));
+    char target[AUTH_ID_MAX + 16];
+
+    if (id != NULL)
+        snprintf(target, sizeof target, "%s", id);
+    else
+        snprintf(target, sizeof target, "epoch:%s", ep != NULL ? ep : "");
+    if (q->g->guard != NULL)
+        (void)guard_audit(q->g->guard, AUD_CAP_REVOKED, q->actor[0] != '\0' ? q->actor : "anon",
+                          "cap_revoke", target, AUD_OK, NULL);
+    json_decref(o);
+}
+
 /* The answer (status 0) to q's bus request, by q's state. */
 static void
 on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
@@ -950,6 +971,8 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
         /* the service's JSON as it sent it (between the prefix and raw bytes) */
         const char *js = (const char *)resp->payload + (prefix ? 4 : 0);
         size_t jl = (size_t)((const char *)raw - js);
+        if (q->r.op == OMNI_OP_CAP_REVOKE)
+            revoke_audit(q);
         if (q->r.idem[0] != '\0')
             omni__idem_put(g->idem, q->tenant, q->r.app_proto_id, q->r.op, q->r.idem,
                            ron_now_ms(), resp->code, js, jl);

@@ -46,6 +46,7 @@ static const int8_t op_auth[OMNI_OP__COUNT] = {
     [OMNI_OP_CHALLENGE] = -1, /* how a key holder gets a capability */
     [OMNI_OP_REDEEM] = -1,
     [OMNI_OP_CAP_MINT] = AUTH_OP_MINT,
+    [OMNI_OP_CAP_REVOKE] = AUTH_OP_MINT, /* by id; by epoch: admin (omni_request_parse) */
 };
 
 static const op_def_t ops[OMNI_OP__COUNT] = {
@@ -76,6 +77,9 @@ static const op_def_t ops[OMNI_OP__COUNT] = {
                         {"challenge", "pk", "ops", "ttl", "tenant", "sig", NULL}},
     [OMNI_OP_CAP_MINT] = {OAP_APP_KERNEL, "cap_mint", NULL,
                           {"ops", "ttl", "tenant", "max_bytes", "prefix", NULL}},
+    /* the kernel checks the identifier and the numbers (capabilities.md) */
+    [OMNI_OP_CAP_REVOKE] = {OAP_APP_KERNEL, "cap_revoke", "auth_revoke",
+                            {"id", "epoch", "until", "idem", NULL}},
 };
 
 const char *
@@ -375,6 +379,21 @@ omni_request_parse(uint16_t app_proto_id, const uint8_t *json, size_t len, const
         const char *svc = NULL;
         if ((rc = proto_args_str(&s, "service", true, &svc, err_out)) < 0)
             goto out;
+    }
+    if (r_out->op == OMNI_OP_CAP_REVOKE) {
+        const char *id = NULL, *epoch = NULL, *until = NULL;
+        if ((rc = proto_args_str(&s, "id", false, &id, err_out)) < 0 ||
+            (rc = proto_args_str(&s, "epoch", false, &epoch, err_out)) < 0 ||
+            (rc = proto_args_str(&s, "until", false, &until, err_out)) < 0)
+            goto out;
+        if ((id == NULL) == (epoch == NULL)) {
+            err_set(err_out, "id", "give exactly one of id and epoch");
+            rc = RON_EJSON;
+            goto out;
+        }
+        r_out->revoke_epoch = epoch != NULL;
+        if (r_out->revoke_epoch)
+            r_out->auth_op = AUTH_OP_ADMIN; /* raising the epoch kills every token */
     }
     if ((rc = parse_auth(&s, r_out, err_out)) < 0)
         goto out;

@@ -73,6 +73,7 @@ typedef enum {
     OMNI_OP_CHALLENGE, /* app 7: svc-passport */
     OMNI_OP_REDEEM,
     OMNI_OP_CAP_MINT, /* app 6: minted here, by the guard */
+    OMNI_OP_CAP_REVOKE, /* app 6: forwarded to the kernel's auth_revoke */
     OMNI_OP__COUNT,
 } omni_op_t;
 
@@ -96,6 +97,7 @@ typedef struct {
     /* get */
     uint8_t addr[32];
     bool has_offset, has_length;
+    bool revoke_epoch; /* cap_revoke: by epoch (needs admin), else by id (mint) */
     uint64_t offset, length;
     /* what the guard checks (every op) */
     int auth_op;                    /* auth_op_t, or -1: an op open to anyone (ping, passport) */
@@ -186,7 +188,8 @@ void omni_set_passport_peer(omni_t *g, rbus_peer_t *passport);
  * and redeem is checked with guard_check (app-port.md §1b) before anything
  * is forwarded, and cap_mint mints with it. NULL (the default): no
  * enforcement, for unit tests and library users; kernel ops and registry
- * writes then answer loopback peers only and cap_mint is refused.
+ * writes then answer loopback peers only and cap_mint is refused. Each
+ * revocation made through cap_revoke is audited as cap_revoked.
  */
 void omni_set_guard(omni_t *g, guard_t *guard);
 
