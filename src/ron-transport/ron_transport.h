@@ -471,6 +471,17 @@ int tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out);
 int tx_tls_secure_heap_init(void);
 
 /*
+ * Make OpenSSL wipe (OPENSSL_cleanse) every ordinary heap block it frees or
+ * moves by realloc, so the temporaries its decoders and handshakes leave
+ * (DER and PEM buffers, ASN.1 strings, intermediate numbers) hold no key
+ * bytes once freed; the secure heap is cleansed by OpenSSL itself. It must
+ * run before OpenSSL's first allocation: call it first thing at process
+ * start (tx_tls_secure_heap_init calls it too). Returns 0, or RON_ETLS when
+ * OpenSSL has allocated already (its allocator cannot change any more).
+ */
+int tx_tls_heap_wipe_install(void);
+
+/*
  * Serve the connections of l over TLS with ctx (takes l; takes its own
  * reference on ctx). ALPN "h2" selects HTTP/2, "http/1.1" HTTP/1.1, none
  * sniffs as on a cleartext listener. Returns as tx_server_attach.
