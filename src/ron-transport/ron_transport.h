@@ -92,7 +92,8 @@
 #define TX_TLS_DEFAULT_ALPN "h2,http/1.1"    /* preference order (peers add "oap/1") */
 #define TX_TLS_CERT_FILE "gateway.crt"       /* names of a generated certificate ... */
 #define TX_TLS_KEY_FILE "gateway.key"        /* ... and key (0600) in tx_tls_config_t.cert_dir */
-#define TX_TLS_CERT_DAYS 825                 /* validity of a generated certificate */
+#define TX_TLS_CERT_DAYS 397                 /* validity of a generated certificate (<= 398:
+                                                CA/Browser Forum limit, testssl MEDIUM above) */
 #define TX_TLS_KEY_FILE_MAX (64u << 10)      /* bytes of a PEM private key file we read */
 #define TX_TLS_SECURE_HEAP (256u << 10)      /* OpenSSL secure heap (keys; every TLS
                                                 handshake's ephemeral share): mlocked */

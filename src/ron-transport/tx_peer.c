@@ -20,6 +20,7 @@
  * in the last close callback of its handles.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -28,6 +29,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "ron_err.h"
 #include "ron_util.h"
@@ -237,14 +239,17 @@ out:
     return *key != NULL ? 0 : RON_ETLS;
 }
 
-/* A self-signed certificate for key, CN = the node id in hex. */
+/* A self-signed certificate for key, CN = the node id in hex, and the id
+ * again as a URI subject alternative name (ron:node:<hex>): X.509 clients
+ * and scanners expect a SAN; peers read only the key. */
 static int
 tx_peer_cert_make(EVP_PKEY *key, const uint8_t id[static KMS_NODE_ID_LEN], X509 **x_out)
 {
     static const char hex[] = "0123456789abcdef";
-    char cn[2 * KMS_NODE_ID_LEN + 1];
+    char cn[2 * KMS_NODE_ID_LEN + 1], san[2 * KMS_NODE_ID_LEN + 16];
     uint8_t serial[16];
     BIGNUM *bn = NULL;
+    X509_EXTENSION *ext = NULL;
     X509 *x = NULL;
     X509_NAME *name;
     int rc = RON_ETLS;
@@ -267,12 +272,17 @@ tx_peer_cert_make(EVP_PKEY *key, const uint8_t id[static KMS_NODE_ID_LEN], X509 
     name = X509_get_subject_name(x);
     if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
                                    0) != 1 ||
-        X509_set_issuer_name(x, name) != 1 || X509_sign(x, key, NULL) <= 0)
+        X509_set_issuer_name(x, name) != 1)
+        goto out;
+    (void)snprintf(san, sizeof san, "URI:ron:node:%s", cn);
+    if ((ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san)) == NULL ||
+        X509_add_ext(x, ext, -1) != 1 || X509_sign(x, key, NULL) <= 0)
         goto out;
     *x_out = x;
     x = NULL;
     rc = 0;
 out:
+    X509_EXTENSION_free(ext);
     BN_free(bn);
     X509_free(x);
     return rc;
