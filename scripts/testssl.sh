@@ -9,7 +9,10 @@
 # The peer listener demands a client certificate (mutual TLS 1.3). testssl
 # 3.0.8 (Debian 12) has no --mtls option, so it is given an `openssl`
 # wrapper (--openssl) that adds an Ed25519 self-signed client certificate to
-# every `openssl s_client` it runs; its own raw-socket probes stop at the
+# every `openssl s_client` it runs, and ALPN oap/1 when testssl sets none
+# (a handshake without it completes, then the node drops the connection
+# without close_notify, which s_client counts as a failure); its own
+# raw-socket probes stop at the
 # ServerHello (protocols, ciphers, extensions), before any client
 # certificate is asked for, so both kinds of check see the real server.
 # testssl 3.0.8 fetches a TLS 1.3-only server's certificate only with RSA-PSS
@@ -83,16 +86,19 @@ openssl req -x509 -newkey ed25519 -nodes -keyout "$WORK/client.key" -out "$WORK/
 REAL_OPENSSL=$(command -v openssl)
 cat >"$WORK/openssl" <<EOF
 #!/bin/sh
-# s_client: add the client certificate; ask for the Ed25519 certificate where
-# testssl asks for an ECDSA one (3.0.8 has no EdDSA certificate fetch)
+# s_client: a peer's client certificate, and ALPN oap/1 unless testssl asks
+# for its own; the Ed25519 certificate where testssl asks for an ECDSA one
+# (3.0.8 has no EdDSA certificate fetch)
 if [ "\$1" = s_client ]; then
     shift
+    alpn="-alpn oap/1"
     for a in "\$@"; do
         shift
         [ "\$a" = ECDSA+SHA256:ECDSA+SHA384 ] && a=ed25519
+        [ "\$a" = -alpn ] && alpn=
         set -- "\$@" "\$a"
     done
-    exec "$REAL_OPENSSL" s_client -cert "$WORK/client.crt" -key "$WORK/client.key" "\$@"
+    exec "$REAL_OPENSSL" s_client -cert "$WORK/client.crt" -key "$WORK/client.key" \$alpn "\$@"
 fi
 exec "$REAL_OPENSSL" "\$@"
 EOF

@@ -109,11 +109,12 @@ zt_init(const char *data_dir, const char *mask_hex)
 
     if (strlen(mask_hex) != 2 * KMS_SEED_LEN)
         return zt_fail("mask must be 64 hex digits", 0);
-    for (size_t i = 0; i < KMS_SEED_LEN; i++) {
-        unsigned v;
-        if (sscanf(mask_hex + 2 * i, "%2x", &v) != 1)
-            return zt_fail("mask must be 64 hex digits", 0);
-        mask[i] = (uint8_t)v;
+    for (size_t i = 0; i < 2 * KMS_SEED_LEN; i++) {
+        char c = mask_hex[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return zt_fail("mask must be 64 lowercase hex digits", 0);
+        mask[i / 2] = (uint8_t)(i % 2 == 0 ? v << 4 : mask[i / 2] | v);
     }
     if ((rc = kms_node_keys_open_or_create(data_dir, false, &ks, err, sizeof err)) < 0) {
         fprintf(stderr, "ron-zeroize-target: %s\n", err);
