@@ -5,7 +5,10 @@ A micronode in amnesia (`ron node --profile micro`: storage, index, app,
 gateway in one process) runs under `strace -f` while the `ron` CLI talks to
 its app port: `ron put` (a 1 MiB file and a small one), `ron get` of each
 back (whole, verified), `ron name publish` (signed with --key FILE: the
-node's own name key exists only in its RAM) and `ron name resolve`.
+node's own name key exists only in its RAM), `ron name resolve`, `ron cap
+mint` (a get-only token, then used), `ron cap revoke` of it (then refused).
+Every command carries the operator capability the node printed on stderr
+(amnesia never writes operator.cap).
 
 Asserted on the node (every thread and child strace saw):
   - it wrote nothing to any file system: the file-writing checks of
@@ -28,6 +31,7 @@ The CLI's own files (its data dir, the -o outputs) are the test's, outside
 the node and not traced: strace follows the node only.
 """
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -106,11 +110,14 @@ def main():
         with open(log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
-    def ron(*args, timeout=60):
+    op_cap = []  # the operator capability, from the node's stderr once it is up
+
+    def ron(*args, cap=None, timeout=60):
         e = dict(os.environ)
-        for k in ("RON_ADMIN", "RON_CAP", "RON_PASSPHRASE", "RON_ROOT_SECRET_FILE"):
+        for k in ("RON_ADMIN", "RON_CAP", "RON_PASSPHRASE", "RON_ROOT_SECRET_FILE", "RON_NODE"):
             e.pop(k, None)
         e["RON_DATA_DIR"] = cli_dir
+        e["RON_CAP"] = cap if cap is not None else op_cap[0]
         return subprocess.run([RON] + list(args) + ["--node", app], capture_output=True,
                               env=e, timeout=timeout)
 
@@ -123,6 +130,11 @@ def main():
                                capture_output=True, timeout=5)
             return r.stdout == b"200"
         wait_for(up, 30, "amnesia micronode ready under strace")
+
+        def printed_cap():
+            m = re.search(r"operator capability: (\S+)", logs())
+            return m.group(1) if m else None
+        op_cap.append(wait_for(printed_cap, 15, "the operator capability on stderr"))
         node_pid = traced_child(proc.pid)
         with open("/proc/%d/limits" % node_pid) as f:
             core = [ln for ln in f if ln.startswith("Max core file size")]
@@ -169,6 +181,24 @@ def main():
         check(r.returncode == 0 and r.stdout.decode().strip() == addrs[0],
               "ron name resolve -> %s: %r %r" % (addrs[0], r.stdout, r.stderr))
 
+        # capabilities: mint a narrowed token, use it, revoke it, see it refused
+        r = ron("cap", "mint", "--ops", "get", "--ttl", "10m")
+        check(r.returncode == 0, "ron cap mint: %r" % r.stderr)
+        getter = r.stdout.decode().strip()
+        r = ron("get", addrs[1], "-o", os.path.join(cli_dir, "minted"), cap=getter)
+        check(r.returncode == 0, "ron get with the minted token: %r" % r.stderr)
+        r = subprocess.run([RON, "cap", "verify", "-", "--json"], input=getter.encode(),
+                           capture_output=True, timeout=10)
+        m = re.search(rb'"id":"(ron1:[^"]+)"', r.stdout)
+        check(m is not None, "ron cap verify shows the token's id: %r" % r.stdout)
+        r = ron("cap", "revoke", m.group(1).decode())
+        check(r.returncode == 0, "ron cap revoke: %r" % r.stderr)
+
+        def refused():
+            r = ron("get", addrs[1], "-o", os.path.join(cli_dir, "revoked"), cap=getter)
+            return r.returncode == 1 and b"revoked" in r.stderr
+        wait_for(refused, 5, "the revoked token refused")
+
         os.kill(node_pid, signal.SIGTERM)  # the node itself, not strace
         try:
             rc = proc.wait(timeout=20)  # strace exits with the traced process's status
@@ -188,8 +218,8 @@ def main():
               "no later prctl makes it dumpable again: %r" % dump)
         check(not os.listdir(data_dir), "data dir empty after exit: %r" % os.listdir(data_dir))
         check(not os.listdir(node_tmp), "TMPDIR empty after exit: %r" % os.listdir(node_tmp))
-        print("ok: %d traced calls; put/get/name via the CLI; nothing written, not dumpable, "
-              "core 0, nothing left" % len(calls))
+        print("ok: %d traced calls; put/get/name/cap mint/cap revoke via the CLI; nothing "
+              "written, not dumpable, core 0, nothing left" % len(calls))
     finally:
         if ctl is not None:
             ctl.kill()
