@@ -145,7 +145,11 @@ def main():
         uid, owner = status_uid_and_owner(node_pid)
         check(uid != 0 and owner == 0, "/proc/%d/status: Uid %d, owned by %d (root: the kernel's "
               "mark of a non-dumpable process)" % (node_pid, uid, owner))
-        ctl = subprocess.Popen(as_node_user() + ["sleep", "60"])
+        # "up" is printed after the exec that follows setpriv's setuid (until that exec the
+        # kernel keeps a process that changed its uid non-dumpable)
+        ctl = subprocess.Popen(as_node_user() + ["sh", "-c", "echo up; exec sleep 60"],
+                               stdout=subprocess.PIPE)
+        check(ctl.stdout.readline() == b"up\n", "control process up")
         cuid, cowner = status_uid_and_owner(ctl.pid)
         check(cowner == cuid, "control: a dumpable process owns its /proc/PID/status")
         check(not kernel_denies_environ(ctl.pid),
