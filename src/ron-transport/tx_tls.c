@@ -12,7 +12,10 @@
  * that a restart would load; an existing pair is reused, never overwritten;
  * private keys (generated, or read from a file) live in OpenSSL's secure
  * heap once tx_tls_secure_heap_init ran, and every buffer that held key
- * bytes is cleansed before it is freed; an ephemeral pair never leaves RAM.
+ * bytes is cleansed before it is freed (ours explicitly; OpenSSL's own
+ * temporaries through the wiping allocator of tx_tls_heap_wipe_install,
+ * which tests/integration/test_zeroize_scan.py proves by scanning a
+ * process's memory); an ephemeral pair never leaves RAM.
  */
 #include <errno.h>
 #include <fcntl.h>
