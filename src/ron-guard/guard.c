@@ -31,10 +31,11 @@
 #include "ron_fs.h"
 #include "ron_log.h"
 #include "ron_policy.h"
+#include "ron_utf8.h"
 #include "ron_util.h"
 
 #define GUARD_CACHE_DEFAULT 4096
-#define GUARD_RAM_AUDIT 65536     /* records the amnesia audit ring keeps */
+#define GUARD_RAM_AUDIT 8192      /* records the amnesia audit ring keeps (a few MiB at most) */
 #define GUARD_RETIRED_POLICIES 16 /* replaced policies kept alive (their reasons) */
 #define GUARD_MAX_SERVICE 31
 
@@ -456,16 +457,40 @@ guard__audit_log(guard_t *g)
     return g->aud;
 }
 
+/* Copy src into dst (cap bytes) as valid UTF-8 that fits: invalid bytes
+ * become '?', and a sequence that would not fit ends the copy, so a long
+ * or odd target (a URL path) still makes a record instead of an error. */
+static const char *
+text_clean(char *dst, size_t cap, const char *src)
+{
+    size_t o = 0, n = src ? strlen(src) : 0;
+    for (size_t i = 0; i < n;) {
+        size_t l = ron_utf8_seq_len((const uint8_t *)src + i, n - i);
+        size_t w = l ? l : 1;
+        if (o + w >= cap)
+            break;
+        if (l == 0)
+            dst[o] = '?';
+        else
+            memcpy(dst + o, src + i, l);
+        o += w;
+        i += w;
+    }
+    dst[o] = '\0';
+    return dst;
+}
+
 int
 guard_audit(guard_t *g, aud_kind_t kind, const char *actor, const char *op, const char *target,
             aud_outcome_t outcome, const char *reason)
 {
+    char a[AUD_MAX_ACTOR + 1], o[AUD_MAX_OP + 1], t[AUD_MAX_TARGET + 1], r[AUD_MAX_REASON + 1];
     aud_event_t ev = {.kind = kind,
-                      .actor = actor ? actor : g->service,
-                      .op = op,
-                      .target = target,
+                      .actor = text_clean(a, sizeof a, actor ? actor : g->service),
+                      .op = text_clean(o, sizeof o, op),
+                      .target = text_clean(t, sizeof t, target),
                       .outcome = outcome,
-                      .reason = reason};
+                      .reason = text_clean(r, sizeof r, reason)};
     int rc = aud_append(g->aud, &ev, NULL, NULL, NULL);
     if (rc != 0)
         atomic_fetch_add(&g->audit_errors, 1);

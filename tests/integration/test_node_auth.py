@@ -8,6 +8,7 @@ printed); `ron cap revoke --epoch` kills the old operator.cap and the kernel
 writes a new one that works; a child killed with -9 comes back with every
 revocation applied (its head equals the kernel's); a micronode in amnesia
 prints the operator capability once on stderr and writes no operator.cap."""
+import json
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from ronnode import RON, Node, check, free_port, wait_for
+from ronnode import RON, ROOT, Node, check, free_port, wait_for
 
 SERVICES = ["storage", "index", "gateway", "app", "dht", "overlay"]
 HEAD_RE = re.compile(r'^guard_authority_head\{([^}]*)\} (\S+)$')
@@ -64,14 +65,23 @@ def change_of(stdout):
 
 
 def start(data_dir, app, extra=()):
-    return Node(["--data-dir", data_dir, "--app", app, "--http", "127.0.0.1:%d" % free_port()]
-                + list(extra), services=None).wait_up(timeout=30)
+    return Node(["--data-dir", data_dir, "--app", app, "--http", "127.0.0.1:%d" % free_port(),
+                 "--config", CONF] + list(extra), services=None).wait_up(timeout=30)
+
+
+def write_conf(obj):
+    with open(CONF + ".tmp", "w") as f:
+        json.dump(obj, f)
+    os.rename(CONF + ".tmp", CONF)
 
 
 EMPTY = tempfile.mkdtemp(prefix="ron-auth-empty-")  # a data dir without operator.cap
 DATA = tempfile.mkdtemp(prefix="ron-auth-")
 APP = "127.0.0.1:%d" % free_port()
 OPCAP = os.path.join(DATA, "operator.cap")
+CONF = os.path.join(EMPTY, "node.json")
+POLICY = os.path.join(ROOT, "config", "policy-default.json")
+write_conf({})
 n = None
 try:
     # ---- first start: operator.cap 0600; a restart keeps it ----
@@ -108,13 +118,17 @@ try:
     check(r.returncode == 0 and "--epoch" in r.stdout, "revoke --help: %r" % r.stdout)
 
     # ---- revoke an id: every service's head reaches the new one within 1 s ----
-    before = heads(n)
-    check(set(SERVICES) <= set(before), "every service reports guard_authority_head: %r" % before)
+    before = wait_for(lambda: (lambda h: h if set(SERVICES) <= set(h) else None)(heads(n)), 5,
+                      "every service reporting guard_authority_head")
     t0 = time.monotonic()
     r = ron(APP, "cap", "revoke", bogus, data_dir=DATA)
     check(r.returncode == 0, "revoke with operator.cap: %d %r" % (r.returncode, r.stderr))
     head = change_of(r.stdout)
     check(head > max(before.values()), "the change is new: %d vs %r" % (head, before))
+    with open(os.path.join(DATA, "audit", "app.log")) as f:
+        audit = f.read()
+    check("cap_revoked" in audit and bogus in audit, "the app port audited cap_revoked: %r"
+          % audit[-400:])
 
     def converged():
         h = heads(n)
@@ -152,6 +166,22 @@ try:
     wait_for(lambda: heads(n).get("storage") == head, 5,
              "restarted storage at the kernel's head %d" % head)
     wait_for(lambda: all(heads(n).get(s) == head for s in SERVICES), 5, "all at head")
+
+    # ---- policy_file: a reload makes every process reload it; a bad one is refused there ----
+    write_conf({"policy_file": "/nonexistent/ron-policy.json"})
+    st, _, b = n.http("POST", "/admin/reload")
+    check(st == 200, "reload with a new policy_file: %d %r" % (st, b))
+    for s in SERVICES:
+        wait_for(lambda: any(e.get("svc") == s and "refused; the previous policy stays" in
+                             e.get("msg", "") for e in n.log_lines()), 5,
+                 "%s refuses the missing policy file" % s)
+    write_conf({"policy_file": POLICY})
+    st, _, b = n.http("POST", "/admin/reload")
+    check(st == 200, "reload with the shipped policy: %d %r" % (st, b))
+    for s in SERVICES:
+        wait_for(lambda: any(e.get("svc") == s and "policy reloaded from " + POLICY in
+                             e.get("msg", "") for e in n.log_lines()), 5,
+                 "%s reloads the policy file" % s)
     rc, _ = n.stop()
     check(rc == 0, "node exits 0 (got %r)" % rc)
 finally:
