@@ -553,7 +553,8 @@ fx_sto_handler(void *arg, rbus_req_t *req, const oap_frame_t *fr)
     bool get = fr->payload_len > 4 && memmem(fr->payload + 4, fr->payload_len - 4,
                                              "\"op\":\"get\"", 10) != NULL;
 
-    memcpy(f->seen_cap, fr->cap, n);
+    if (n > 0)
+        memcpy(f->seen_cap, fr->cap, n);
     f->seen_cap[n] = '\0';
     memcpy(f->seen_tenant, fr->tenant_id, sizeof f->seen_tenant);
     f->seen++;
@@ -2010,11 +2011,11 @@ cl_tokens(fx_t *f)
     free(r.body);
     r.body = NULL;
     /* one flipped character of a real token: the signature fails */
-    snprintf(h, sizeof h, "%s", f->get_tok);
-    h[strlen(h) - 3] = h[strlen(h) - 3] == 'A' ? 'B' : 'A';
     {
-        char ah[AUTH_MAX_TOKEN + 64];
-        CL_CHECK(f, cl_req(fd, "GET", path, bearer(ah, sizeof ah, h), NULL, 0, &r) == 401);
+        char bad[AUTH_MAX_TOKEN + 1];
+        snprintf(bad, sizeof bad, "%s", f->get_tok);
+        bad[strlen(bad) - 3] = bad[strlen(bad) - 3] == 'A' ? 'B' : 'A';
+        CL_CHECK(f, cl_req(fd, "GET", path, bearer(h, sizeof h, bad), NULL, 0, &r) == 401);
     }
     free(r.body);
     r.body = NULL;
