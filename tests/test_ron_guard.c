@@ -116,8 +116,11 @@ mint_with(guard_authority_t *a, const char *kid, uint64_t epoch, const char *con
 static int
 check_tok(guard_t *g, auth_op_t op, const char *tok, guard_result_t *r)
 {
-    guard_req_t q = {.op = op, .token = tok, .token_len = tok ? strlen(tok) : 0,
-                     .size = AUTH_SIZE_UNKNOWN, .target = "b3:00ff"};
+    guard_req_t q = {.op = op,
+                     .token = tok,
+                     .token_len = tok ? strlen(tok) : 0,
+                     .size = AUTH_SIZE_UNKNOWN,
+                     .target = "b3:00ff"};
     return guard_check(g, &q, r);
 }
 
@@ -161,13 +164,13 @@ test_guard_codec_refuses_what_the_kernel_would_not_write(void **state)
 {
     (void)state;
     static const char *const bad_entries[] = {
-        "{\"seq\":\"0\",\"kind\":\"epoch\",\"epoch\":\"1\"}",   /* seq 0 */
-        "{\"seq\":\"01\",\"kind\":\"epoch\",\"epoch\":\"1\"}",  /* leading zero */
-        "{\"seq\":7,\"kind\":\"epoch\",\"epoch\":\"1\"}",       /* number, not string */
-        "{\"seq\":\"7\",\"kind\":\"epoch\",\"epoch\":\"-1\"}",  /* sign */
+        "{\"seq\":\"0\",\"kind\":\"epoch\",\"epoch\":\"1\"}",  /* seq 0 */
+        "{\"seq\":\"01\",\"kind\":\"epoch\",\"epoch\":\"1\"}", /* leading zero */
+        "{\"seq\":7,\"kind\":\"epoch\",\"epoch\":\"1\"}",      /* number, not string */
+        "{\"seq\":\"7\",\"kind\":\"epoch\",\"epoch\":\"-1\"}", /* sign */
         "{\"seq\":\"7\",\"kind\":\"epoch\",\"epoch\":\"18446744073709551616\"}", /* overflow */
-        "{\"seq\":\"7\",\"kind\":\"epoch\",\"epoch\":\"1\",\"x\":1}", /* unknown key */
-        "{\"seq\":\"7\",\"kind\":\"epoch\",\"epoch\":\"1\",\"epoch\":\"2\"}", /* duplicate */
+        "{\"seq\":\"7\",\"kind\":\"epoch\",\"epoch\":\"1\",\"x\":1}",            /* unknown key */
+        "{\"seq\":\"7\",\"kind\":\"epoch\",\"epoch\":\"1\",\"epoch\":\"2\"}",    /* duplicate */
         "{\"seq\":\"7\",\"kind\":\"kids\",\"kids\":[]}",
         "{\"seq\":\"7\",\"kind\":\"kids\",\"kids\":[\"r1\",\"r2\",\"r3\"]}",
         "{\"seq\":\"7\",\"kind\":\"kids\",\"kids\":[\"r1\",\"r1\"]}",
@@ -186,8 +189,7 @@ test_guard_codec_refuses_what_the_kernel_would_not_write(void **state)
     };
     guard_entry_t e;
     for (size_t i = 0; i < RON_ARRAY_LEN(bad_entries); i++)
-        assert_int_equal(guard_entry_decode(bad_entries[i], strlen(bad_entries[i]), &e),
-                         RON_EJSON);
+        assert_int_equal(guard_entry_decode(bad_entries[i], strlen(bad_entries[i]), &e), RON_EJSON);
     static const char *const bad_pages[] = {
         "{\"prev\":\"3\",\"head\":\"2\",\"entries\":[]}",
         "{\"prev\":\"0\",\"head\":\"2\",\"entries\":[{\"seq\":\"3\",\"kind\":\"epoch\","
@@ -260,7 +262,6 @@ test_guard_anonymous_get_allowed_and_put_needs_a_capability(void **state)
     guard_free(g);
     guard_authority_close(a);
 }
-
 
 static void
 test_guard_bad_unknown_kid_revoked_and_expired_tokens_get_401_with_their_slug(void **state)
@@ -359,13 +360,13 @@ test_guard_policy_deny_is_403_with_the_policy_reason_and_reload_rolls_back(void 
 {
     (void)state;
     char *dir = tmpdir_make();
-    char *pf = policy_write(dir,
-        "{\"version\":1,\"rules\":["
-        "{\"id\":\"no-admin\",\"effect\":\"deny\",\"match\":{\"anonymous\":false,"
-        "\"ops\":[\"admin\"]},\"reason\":\"administration is closed on this node\"},"
-        "{\"id\":\"bearer\",\"effect\":\"allow\",\"match\":{\"anonymous\":false}},"
-        "{\"id\":\"anon\",\"effect\":\"deny\",\"match\":{\"anonymous\":true},"
-        "\"reason\":\"this node serves only capability holders\"}]}");
+    char *pf = policy_write(
+        dir, "{\"version\":1,\"rules\":["
+             "{\"id\":\"no-admin\",\"effect\":\"deny\",\"match\":{\"anonymous\":false,"
+             "\"ops\":[\"admin\"]},\"reason\":\"administration is closed on this node\"},"
+             "{\"id\":\"bearer\",\"effect\":\"allow\",\"match\":{\"anonymous\":false}},"
+             "{\"id\":\"anon\",\"effect\":\"deny\",\"match\":{\"anonymous\":true},"
+             "\"reason\":\"this node serves only capability holders\"}]}");
     guard_authority_t *a = authority_ram(0);
     guard_t *g = guard_make(pf);
     guard_follow(g, a);
@@ -407,17 +408,17 @@ test_guard_per_source_rate_gives_429_with_retry_after(void **state)
 {
     (void)state;
     char *dir = tmpdir_make();
-    char *pf = policy_write(dir,
-        "{\"version\":1,\"rules\":[{\"id\":\"slow-read\",\"effect\":\"allow\","
-        "\"match\":{\"anonymous\":true,\"ops\":[\"get\"]},"
-        "\"obligations\":{\"rate\":\"1/s\",\"burst\":3}}]}");
+    char *pf =
+        policy_write(dir, "{\"version\":1,\"rules\":[{\"id\":\"slow-read\",\"effect\":\"allow\","
+                          "\"match\":{\"anonymous\":true,\"ops\":[\"get\"]},"
+                          "\"obligations\":{\"rate\":\"1/s\",\"burst\":3}}]}");
     guard_t *g = guard_make(pf);
     struct sockaddr_in a1 = {.sin_family = AF_INET, .sin_port = htons(1000)};
     struct sockaddr_in a2 = {.sin_family = AF_INET, .sin_port = htons(1000)};
     inet_pton(AF_INET, "192.0.2.1", &a1.sin_addr);
     inet_pton(AF_INET, "192.0.2.2", &a2.sin_addr);
-    guard_req_t q = {.op = AUTH_OP_GET, .size = AUTH_SIZE_UNKNOWN,
-                     .source = (struct sockaddr *)&a1};
+    guard_req_t q = {
+        .op = AUTH_OP_GET, .size = AUTH_SIZE_UNKNOWN, .source = (struct sockaddr *)&a1};
     guard_result_t r;
     for (int i = 0; i < 3; i++)
         assert_int_equal(guard_check(g, &q, &r), 0);
@@ -465,6 +466,39 @@ test_guard_rate_caveat_gives_429_per_token(void **state)
 }
 
 static void
+test_guard_rate_table_is_bounded_and_evicts_the_least_recently_used(void **state)
+{
+    (void)state;
+    guard__rate_t r;
+    assert_int_equal(guard__rate_init(&r, 0), RON_EINVAL);
+    assert_int_equal(guard__rate_init(&r, GUARD_RATE_SLOTS + 1), RON_EINVAL);
+    assert_int_equal(guard__rate_init(&r, 4), 0);
+    uint8_t k[6][GUARD__RATE_KEY] = {{0}};
+    for (int i = 0; i < 6; i++)
+        k[i][0] = (uint8_t)(i + 1);
+    uint32_t retry = 0;
+    const uint64_t t = 1000000000ull;
+    /* rate 1/s, depth 1: one request, then 429 for about a second. */
+    for (int i = 0; i < 4; i++)
+        assert_true(guard__rate_take(&r, k[i], 1, 1, t, &retry));
+    assert_false(guard__rate_take(&r, k[0], 1, 1, t, &retry));
+    assert_int_equal(retry, 1);
+    /* k[0] was just used: the least recently used is k[1]; k[4] evicts it. */
+    assert_true(guard__rate_take(&r, k[4], 1, 1, t, &retry));
+    assert_int_equal(r.n, 4);
+    assert_int_equal(r.evicted, 1);
+    assert_true(guard__rate_take(&r, k[1], 1, 1, t, &retry));  /* forgotten: full again */
+    assert_false(guard__rate_take(&r, k[0], 1, 1, t, &retry)); /* still empty */
+    /* Refill with time: half a second gives nothing at 1/s, a full one a token. */
+    assert_false(guard__rate_take(&r, k[1], 1, 1, t + 500000000ull, &retry));
+    assert_true(guard__rate_take(&r, k[1], 1, 1, t + 1000000000ull, &retry));
+    assert_true(guard__rate_take(&r, k[5], 1, 1, t, &retry));
+    assert_int_equal(r.n, 4);
+    assert_int_equal(r.evicted, 3);
+    guard__rate_destroy(&r);
+}
+
+static void
 collect_lines(void *arg, const char *line, size_t len)
 {
     char *buf = arg;
@@ -493,22 +527,30 @@ test_guard_rejections_are_counted_and_audited_without_the_token(void **state)
     char bad[AUTH_MAX_TOKEN + 8];
     snprintf(bad, sizeof bad, "%sx", tok);
     assert_int_equal(check_tok(g, AUTH_OP_GET, bad, &r), RON_ECAPFORMAT);
+    /* A target too long or not UTF-8 is cleaned, never a lost record. */
+    char longt[2000];
+    memset(longt, 'z', sizeof longt - 1);
+    longt[sizeof longt - 1] = '\0';
+    longt[5] = (char)0xff;
+    guard_req_t ql = {.op = AUTH_OP_PUT, .target = longt};
+    assert_int_equal(guard_check(g, &ql, &r), RON_ECAPNEEDED);
     /* A late rejection (pending constraint) counts too. */
-    guard_req_t q = {.op = AUTH_OP_PUT, .token = tok, .token_len = strlen(tok),
-                     .target = "b3:late"};
+    guard_req_t q = {
+        .op = AUTH_OP_PUT, .token = tok, .token_len = strlen(tok), .target = "b3:late"};
     assert_int_equal(guard_reject(g, &q, RON_ECAPDENY, &r), RON_ECAPDENY);
     assert_string_equal(r.actor, id);
 
     static char text[16384];
     size_t n = guard_metrics_render(g, text, sizeof text);
     assert_true(n > 0);
-    assert_non_null(strstr(text,
-        "guard_rejected_total{service=\"test\",reason=\"capability_required\"} 2\n"));
-    assert_non_null(strstr(text, "guard_rejected_total{service=\"test\",reason=\"forbidden\"} 2\n"));
-    assert_non_null(strstr(text,
-        "guard_rejected_total{service=\"test\",reason=\"capability_invalid\"} 1\n"));
+    assert_non_null(
+        strstr(text, "guard_rejected_total{service=\"test\",reason=\"capability_required\"} 3\n"));
+    assert_non_null(
+        strstr(text, "guard_rejected_total{service=\"test\",reason=\"forbidden\"} 2\n"));
+    assert_non_null(
+        strstr(text, "guard_rejected_total{service=\"test\",reason=\"capability_invalid\"} 1\n"));
     assert_non_null(strstr(text, "guard_checks_total{service=\"test\",result=\"allowed\"} 1\n"));
-    assert_non_null(strstr(text, "guard_checks_total{service=\"test\",result=\"rejected\"} 5\n"));
+    assert_non_null(strstr(text, "guard_checks_total{service=\"test\",result=\"rejected\"} 6\n"));
     char want[64];
     snprintf(want, sizeof want, "guard_authority_head{service=\"test\"} %llu\n",
              (unsigned long long)guard_authority_head(a));
@@ -532,7 +574,8 @@ test_guard_rejections_are_counted_and_audited_without_the_token(void **state)
     assert_null(strstr(log, tok));
     aud_report_t rep;
     assert_int_equal(aud_verify_buf(log, strlen(log), NULL, 0, NULL, true, &rep), 0);
-    assert_int_equal(rep.records, 5);
+    assert_int_equal(rep.records, 6);
+    assert_non_null(strstr(log, "\"target\":\"zzzzz?zzz"));
     guard_free(g);
     guard_authority_close(a);
 }
@@ -547,9 +590,8 @@ test_guard_mint_only_narrows_the_parent(void **state)
     char parent_tok[AUTH_MAX_TOKEN + 1], tok[AUTH_MAX_TOKEN + 1], id[AUTH_ID_MAX + 1];
     char pexp[40];
     snprintf(pexp, sizeof pexp, "expires = %lld", (long long)ron_unix_time() + 7200);
-    const char *pcav[] = {"ops = get,put,mint", pexp,
-                          "tenant = 00112233445566778899aabbccddeeff", "max-bytes = 1000",
-                          "prefix = b3:ab"};
+    const char *pcav[] = {"ops = get,put,mint", pexp, "tenant = 00112233445566778899aabbccddeeff",
+                          "max-bytes = 1000", "prefix = b3:ab"};
     assert_true(mint_with(a, NULL, 0, pcav, 5, parent_tok, sizeof parent_tok, NULL) > 0);
     guard_result_t r;
     assert_int_equal(check_tok(g, AUTH_OP_MINT, parent_tok, &r), 0);
@@ -569,8 +611,8 @@ test_guard_mint_only_narrows_the_parent(void **state)
     m = (guard_mint_req_t){.ops = 0};
     assert_int_equal(guard_mint(g, pg, r.actor, &m, tok, sizeof tok, id), RON_EINVAL);
 
-    m = (guard_mint_req_t){.ops = 1u << AUTH_OP_PUT, .ttl = 600, .max_bytes = 10,
-                           .prefix = "b3:abcd"};
+    m = (guard_mint_req_t){
+        .ops = 1u << AUTH_OP_PUT, .ttl = 600, .max_bytes = 10, .prefix = "b3:abcd"};
     long n = guard_mint(g, pg, r.actor, &m, tok, sizeof tok, id);
     assert_true(n > 0);
     assert_int_equal((size_t)n, strlen(tok));
@@ -582,8 +624,8 @@ test_guard_mint_only_narrows_the_parent(void **state)
     assert_int_equal(t.grant.max_bytes, 10);
     assert_string_equal(t.grant.prefix, "abcd");
     assert_true(t.grant.expires <= ron_unix_time() + 600);
-    guard_req_t q = {.op = AUTH_OP_PUT, .token = tok, .token_len = (size_t)n, .size = 5,
-                     .addr = "b3:abcd00"};
+    guard_req_t q = {
+        .op = AUTH_OP_PUT, .token = tok, .token_len = (size_t)n, .size = 5, .addr = "b3:abcd00"};
     assert_int_equal(guard_check(g, &q, &r), 0);
     q.op = AUTH_OP_GET;
     assert_int_equal(guard_check(g, &q, &r), RON_ECAPDENY);
@@ -922,23 +964,27 @@ typedef struct {
     _Atomic long allowed, revoked, other;
 } threads_ctx_t;
 
+/* Check until the token is seen revoked (or stop, or 20 s). */
 static void *
 checker(void *arg)
 {
     threads_ctx_t *c = arg;
-    for (long i = 0; i < 200000 && !atomic_load(&c->stop); i++) {
+    uint64_t deadline = ron_now_ms() + 20000;
+    while (!atomic_load(&c->stop) && ron_now_ms() < deadline) {
         guard_result_t r;
-        guard_req_t q = {.op = AUTH_OP_GET, .token = c->tok, .token_len = strlen(c->tok),
+        guard_req_t q = {.op = AUTH_OP_GET,
+                         .token = c->tok,
+                         .token_len = strlen(c->tok),
                          .size = AUTH_SIZE_UNKNOWN};
         int rc = guard_check(c->g, &q, &r);
-        if (rc == 0)
+        if (rc == 0) {
             atomic_fetch_add(&c->allowed, 1);
-        else if (rc == RON_ECAPREVOKED)
+        } else if (rc == RON_ECAPREVOKED) {
             atomic_fetch_add(&c->revoked, 1);
-        else
-            atomic_fetch_add(&c->other, 1);
-        if (rc == RON_ECAPREVOKED && atomic_load(&c->stop) == 0 && i > 1000)
             break;
+        } else {
+            atomic_fetch_add(&c->other, 1);
+        }
     }
     return NULL;
 }
@@ -970,14 +1016,12 @@ test_guard_checks_on_four_threads_while_apply_revokes_and_rotates(void **state)
     guard_follow(g, a);
     assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, 0, NULL), 0);
     guard_follow(g, a);
-    uint64_t t_end = ron_now_ms() + 10000;
-    while (atomic_load(&c.revoked) < 4 && ron_now_ms() < t_end)
-        usleep(1000);
-    atomic_store(&c.stop, 1);
+    /* Every checker sees the revocation and stops by itself. */
     for (int i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
     assert_int_equal(atomic_load(&c.other), 0);
-    assert_true(atomic_load(&c.revoked) >= 1);
+    assert_int_equal(atomic_load(&c.revoked), 4);
+    assert_true(atomic_load(&c.allowed) > 0);
     guard_result_t r;
     assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), RON_ECAPREVOKED);
     static char text[16384];
@@ -1006,10 +1050,10 @@ main(int argc, char **argv)
             test_guard_policy_deny_is_403_with_the_policy_reason_and_reload_rolls_back),
         cmocka_unit_test(test_guard_per_source_rate_gives_429_with_retry_after),
         cmocka_unit_test(test_guard_rate_caveat_gives_429_per_token),
+        cmocka_unit_test(test_guard_rate_table_is_bounded_and_evicts_the_least_recently_used),
         cmocka_unit_test(test_guard_rejections_are_counted_and_audited_without_the_token),
         cmocka_unit_test(test_guard_mint_only_narrows_the_parent),
-        cmocka_unit_test(
-            test_guard_self_token_allows_every_op_and_is_cached_until_the_kid_changes),
+        cmocka_unit_test(test_guard_self_token_allows_every_op_and_is_cached_until_the_kid_changes),
         cmocka_unit_test(test_guard_follows_the_authority_and_resyncs_after_a_missed_page),
         cmocka_unit_test(test_guard_rotation_keeps_the_old_kid_through_grace_then_fails_with_kid),
         cmocka_unit_test(test_guard_authority_state_survives_reopen_and_refuses_tampering),

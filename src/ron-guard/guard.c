@@ -31,10 +31,11 @@
 #include "ron_fs.h"
 #include "ron_log.h"
 #include "ron_policy.h"
+#include "ron_utf8.h"
 #include "ron_util.h"
 
 #define GUARD_CACHE_DEFAULT 4096
-#define GUARD_RAM_AUDIT 65536    /* records the amnesia audit ring keeps */
+#define GUARD_RAM_AUDIT 8192      /* records the amnesia audit ring keeps (a few MiB at most) */
 #define GUARD_RETIRED_POLICIES 16 /* replaced policies kept alive (their reasons) */
 #define GUARD_MAX_SERVICE 31
 
@@ -48,13 +49,13 @@ enum {
     SLUG_RATE,
     SLUG_COUNT
 };
-static const char *const slug_names[SLUG_COUNT] = {
-    "capability_required", "capability_invalid", "capability_revoked",
-    "capability_expired",  "forbidden",          "rate_limited"};
+static const char *const slug_names[SLUG_COUNT] = {"capability_required", "capability_invalid",
+                                                   "capability_revoked",  "capability_expired",
+                                                   "forbidden",           "rate_limited"};
 
 struct guard {
     char service[GUARD_MAX_SERVICE + 1];
-    uint8_t *master; /* sodium_malloc */
+    uint8_t *master;            /* sodium_malloc */
     pthread_rwlock_t keys_lock; /* write: key changes; read: verify, mint */
     auth_verifier_t *ver;
     auth_revocation_t *rev;
@@ -245,7 +246,7 @@ guard_policy_reload(guard_t *g, const char *path)
     pthread_mutex_lock(&g->pol_mu);
     if (g->n_retired == GUARD_RETIRED_POLICIES) {
         pol_policy_unref(g->retired[0]);
-        memmove(g->retired, g->retired + 1, (GUARD_RETIRED_POLICIES - 1) * sizeof g->retired[0]);
+        memmove(g->retired, g->retired + 1, (GUARD_RETIRED_POLICIES - 1) * sizeof(pol_policy_t *));
         g->n_retired--;
     }
     g->retired[g->n_retired++] = g->pol;
@@ -377,19 +378,26 @@ apply_kids(guard_t *g, const guard_entry_t *e)
         if (!keep)
             auth_verifier_remove_key(g->ver, g->kids[i]);
     }
+    /* The kids now held: those already held and those added (a kid whose
+     * key could not be added is left out, so mint never uses it). */
+    char held[GUARD_MAX_KIDS][AUTH_MAX_KID + 1];
+    size_t n_held = 0;
     for (size_t j = 0; j < e->n_kids; j++) {
         bool have = false;
         for (size_t i = 0; i < g->n_kids; i++)
             have = have || strcmp(g->kids[i], e->kids[j]) == 0;
-        if (have)
-            continue;
-        guard_root_key(g->master, e->kids[j], key);
-        rc = auth_verifier_add_key(g->ver, e->kids[j], key, GUARD_KEY_LEN);
-        if (rc != 0)
-            break;
+        if (!have) {
+            guard_root_key(g->master, e->kids[j], key);
+            int r = auth_verifier_add_key(g->ver, e->kids[j], key, GUARD_KEY_LEN);
+            if (r != 0) {
+                rc = rc ? rc : r;
+                continue;
+            }
+        }
+        memcpy(held[n_held++], e->kids[j], AUTH_MAX_KID + 1);
     }
-    g->n_kids = e->n_kids;
-    memcpy(g->kids, e->kids, sizeof g->kids);
+    g->n_kids = n_held;
+    memcpy(g->kids, held, n_held * sizeof held[0]);
     pthread_rwlock_unlock(&g->keys_lock);
     sodium_free(key);
     return rc;
@@ -449,16 +457,40 @@ guard__audit_log(guard_t *g)
     return g->aud;
 }
 
+/* Copy src into dst (cap bytes) as valid UTF-8 that fits: invalid bytes
+ * become '?', and a sequence that would not fit ends the copy, so a long
+ * or odd target (a URL path) still makes a record instead of an error. */
+static const char *
+text_clean(char *dst, size_t cap, const char *src)
+{
+    size_t o = 0, n = src ? strlen(src) : 0;
+    for (size_t i = 0; i < n;) {
+        size_t l = ron_utf8_seq_len((const uint8_t *)src + i, n - i);
+        size_t w = l ? l : 1;
+        if (o + w >= cap)
+            break;
+        if (l == 0)
+            dst[o] = '?';
+        else
+            memcpy(dst + o, src + i, l);
+        o += w;
+        i += w;
+    }
+    dst[o] = '\0';
+    return dst;
+}
+
 int
 guard_audit(guard_t *g, aud_kind_t kind, const char *actor, const char *op, const char *target,
             aud_outcome_t outcome, const char *reason)
 {
+    char a[AUD_MAX_ACTOR + 1], o[AUD_MAX_OP + 1], t[AUD_MAX_TARGET + 1], r[AUD_MAX_REASON + 1];
     aud_event_t ev = {.kind = kind,
-                      .actor = actor ? actor : g->service,
-                      .op = op,
-                      .target = target,
+                      .actor = text_clean(a, sizeof a, actor ? actor : g->service),
+                      .op = text_clean(o, sizeof o, op),
+                      .target = text_clean(t, sizeof t, target),
                       .outcome = outcome,
-                      .reason = reason};
+                      .reason = text_clean(r, sizeof r, reason)};
     int rc = aud_append(g->aud, &ev, NULL, NULL, NULL);
     if (rc != 0)
         atomic_fetch_add(&g->audit_errors, 1);
@@ -490,8 +522,8 @@ reject(guard_t *g, const guard_req_t *req, int code, const char *reason, const c
         snprintf(why, sizeof why, "%s: %s", out->slug, detail);
     else
         snprintf(why, sizeof why, "%s", out->slug);
-    guard_audit(g, AUD_REJECTED, out->actor, auth_op_name(req->op),
-                req->target ? req->target : "", AUD_DENIED, why);
+    guard_audit(g, AUD_REJECTED, out->actor, auth_op_name(req->op), req->target ? req->target : "",
+                AUD_DENIED, why);
     return code;
 }
 
@@ -538,8 +570,8 @@ rate_source(guard_t *g, const guard_req_t *req, const pol_decision_t *d, guard_r
     if (d->obligations.rate == 0 || !source_key(req->source, d->rule, key))
         return 0;
     uint32_t retry = 1;
-    if (guard__rate_take(&g->src_rate, key, d->obligations.rate, d->obligations.burst,
-                         ron_now_ns(), &retry))
+    if (guard__rate_take(&g->src_rate, key, d->obligations.rate, d->obligations.burst, ron_now_ns(),
+                         &retry))
         return 0;
     out->retry_after_s = retry;
     return reject(g, req, RON_EFLOOD, NULL, "per-source rate", out);
@@ -552,8 +584,8 @@ obligations_do(guard_t *g, const guard_req_t *req, const pol_decision_t *d,
     if (d->obligations.audit) {
         char why[AUD_MAX_REASON + 1];
         snprintf(why, sizeof why, "allowed by policy rule %s", d->rule_id);
-        guard_audit(g, AUD_ADMIN, out->actor, auth_op_name(req->op),
-                    req->target ? req->target : "", AUD_OK, why);
+        guard_audit(g, AUD_ADMIN, out->actor, auth_op_name(req->op), req->target ? req->target : "",
+                    AUD_OK, why);
     }
     if (d->obligations.log)
         ron_info("guard %s: allow %s actor=%s rule=%s", g->service, auth_op_name(req->op),
@@ -725,8 +757,8 @@ guard_mint(guard_t *g, const auth_grant_t *parent, const char *actor, const guar
     size_t off = (size_t)snprintf(cv[n], sizeof cv[n], "ops = ");
     for (int op = 0; op < AUTH_OP_COUNT; op++)
         if (m->ops & (1u << op))
-            off += (size_t)snprintf(cv[n] + off, sizeof cv[n] - off, "%s%s",
-                                    off > 6 ? "," : "", auth_op_name((auth_op_t)op));
+            off += (size_t)snprintf(cv[n] + off, sizeof cv[n] - off, "%s%s", off > 6 ? "," : "",
+                                    auth_op_name((auth_op_t)op));
     n++;
     snprintf(cv[n++], sizeof cv[0], "expires = %lld", (long long)expires);
     const uint8_t *tenant = m->tenant ? m->tenant : parent->has_tenant ? parent->tenant : NULL;
@@ -778,7 +810,7 @@ guard_self_token(guard_t *g, char *out, size_t cap)
     if (g->self_len == 0 || strcmp(g->self_kid, kid) != 0 || g->self_epoch != epoch ||
         now - g->self_issued >= GUARD_SELF_TTL / 2 || now < g->self_issued) {
         char exp[40], id[AUTH_ID_MAX + 1];
-        snprintf(exp, sizeof exp, "expires = %lld", (long long)(now + GUARD_SELF_TTL));
+        snprintf(exp, sizeof exp, "expires = %lld", (long long)now + GUARD_SELF_TTL);
         const char *cav[1] = {exp};
         len = mint_under(g, kid, cav, 1, g->self_tok, sizeof g->self_tok, id);
         if (len < 0) {

@@ -33,7 +33,7 @@
 #include "ron_log.h"
 #include "ron_util.h"
 
-#define STATE_MAGIC "RONGST1\n"
+static const uint8_t state_magic[8] = {'R', 'O', 'N', 'G', 'S', 'T', '1', '\n'};
 #define STATE_HDR (8 + 9 * 8)
 #define STATE_REC (8 + 8 + AUTH_NONCE_LEN)
 #define STATE_MAC 32
@@ -92,10 +92,16 @@ guard__state_encode(const guard__state_t *st, const uint8_t key[static 32], uint
     if (len > GUARD_STATE_MAX)
         return RON_ETOOBIG;
     uint8_t *b = ron_xmalloc(len);
-    memcpy(b, STATE_MAGIC, 8);
-    const uint64_t hdr[9] = {st->gen,   (uint64_t)st->gen_started, st->prev_gen,
-                             (uint64_t)st->prev_until, st->epoch, st->epoch_seq,
-                             st->kids_seq, st->head, (uint64_t)st->n_revoked};
+    memcpy(b, state_magic, sizeof state_magic);
+    const uint64_t hdr[9] = {st->gen,
+                             (uint64_t)st->gen_started,
+                             st->prev_gen,
+                             (uint64_t)st->prev_until,
+                             st->epoch,
+                             st->epoch_seq,
+                             st->kids_seq,
+                             st->head,
+                             (uint64_t)st->n_revoked};
     for (size_t i = 0; i < 9; i++)
         put64(b + 8 + 8 * i, hdr[i]);
     uint8_t *p = b + STATE_HDR;
@@ -115,7 +121,8 @@ guard__state_decode(const uint8_t *buf, size_t len, const uint8_t key[static 32]
                     guard__state_t *st)
 {
     memset(st, 0, sizeof *st);
-    if (len < STATE_HDR + STATE_MAC || len > GUARD_STATE_MAX || memcmp(buf, STATE_MAGIC, 8) != 0)
+    if (len < STATE_HDR + STATE_MAC || len > GUARD_STATE_MAX ||
+        memcmp(buf, state_magic, sizeof state_magic) != 0)
         return RON_EKEYFILE;
     uint8_t mac[STATE_MAC];
     state_mac(key, buf, len - STATE_MAC, mac);
@@ -135,10 +142,9 @@ guard__state_decode(const uint8_t *buf, size_t len, const uint8_t key[static 32]
     uint64_t n = h[8];
     if (n > GUARD_MAX_REVOKED || len != STATE_HDR + n * STATE_REC + STATE_MAC)
         return RON_EKEYFILE;
-    if (st->gen == 0 || st->gen > 999999999999ull || st->prev_gen >= st->gen ||
-        st->kids_seq == 0 || st->kids_seq > st->head || st->epoch_seq > st->head ||
-        (st->epoch_seq == 0 && st->epoch != 0) || st->gen_started < 0 ||
-        st->prev_until < 0)
+    if (st->gen == 0 || st->gen > 999999999999ull || st->prev_gen >= st->gen || st->kids_seq == 0 ||
+        st->kids_seq > st->head || st->epoch_seq > st->head ||
+        (st->epoch_seq == 0 && st->epoch != 0) || st->gen_started < 0 || st->prev_until < 0)
         return RON_EKEYFILE;
     st->n_revoked = (size_t)n;
     st->revoked = n ? ron_xcalloc((size_t)n, sizeof *st->revoked) : NULL;
@@ -479,8 +485,8 @@ guard_authority_since(const guard_authority_t *a, uint64_t after, guard_entry_t 
 }
 
 int
-guard_authority_revoke(guard_authority_t *a, const char *id, size_t len, int64_t until,
-                       int64_t now, guard_entry_t *entry_out)
+guard_authority_revoke(guard_authority_t *a, const char *id, size_t len, int64_t until, int64_t now,
+                       guard_entry_t *entry_out)
 {
     auth_id_t aid;
     if (id == NULL || auth_id_parse(id, len, &aid) != 0)
@@ -531,7 +537,7 @@ guard_authority_revoke(guard_authority_t *a, const char *id, size_t len, int64_t
     if (entry_out)
         revoke_entry(&r, entry_out);
     return 0;
-fail: {
+fail : {
     guard__revoked_t *arr = a->st.revoked;
     a->st = saved;
     a->st.revoked = arr;

@@ -109,8 +109,7 @@ guard_entry_encode(const guard_entry_t *e, char *buf, size_t cap)
             n = snprintf(buf, cap, "{\"seq\":\"%llu\",\"kind\":\"kids\",\"kids\":[\"%s\"]}",
                          (unsigned long long)e->seq, e->kids[0]);
         else
-            n = snprintf(buf, cap,
-                         "{\"seq\":\"%llu\",\"kind\":\"kids\",\"kids\":[\"%s\",\"%s\"]}",
+            n = snprintf(buf, cap, "{\"seq\":\"%llu\",\"kind\":\"kids\",\"kids\":[\"%s\",\"%s\"]}",
                          (unsigned long long)e->seq, e->kids[0], e->kids[1]);
         break;
     case GUARD_E_EPOCH:
