@@ -27,9 +27,12 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 
 #include "mn_internal.h"
+#include "ron_auth.h"
 #include "ron_err.h"
+#include "ron_util.h"
 #include "sto_client.h"
 
 static void
@@ -504,6 +507,179 @@ test_mn_micro_disk_store_is_opened_once_for_storage_and_gateway(void **state)
     micro_services_share(false);
 }
 
+/* ---- capabilities: the authority's plumbing (mn_auth.c) ---- */
+
+static void
+test_mn_auth_event_page_extracts_the_page_and_refuses_other_events(void **state)
+{
+    static const char ev[] = "{\"auth\":{\"prev\":\"1\",\"head\":\"2\",\"entries\":[]}}";
+    const char *page = NULL;
+    size_t len = 0;
+    (void)state;
+    assert_int_equal(mn__auth_event_page(ev, strlen(ev), &page, &len), 0);
+    assert_int_equal(len, strlen("{\"prev\":\"1\",\"head\":\"2\",\"entries\":[]}"));
+    assert_memory_equal(page, "{\"prev\":\"1\",\"head\":\"2\",\"entries\":[]}", len);
+    assert_int_equal(mn__auth_event_page("{\"config\":{}}", 13, &page, &len), RON_EINVAL);
+    assert_int_equal(mn__auth_event_page("{\"auth\":", 8, &page, &len), RON_EINVAL);
+    assert_int_equal(mn__auth_event_page("{\"auth\":[1]", 11, &page, &len), RON_EINVAL);
+    assert_int_equal(mn__auth_event_page("", 0, &page, &len), RON_EINVAL);
+}
+
+static void
+test_mn_auth_operator_token_dies_with_revocation_epoch_and_rotation(void **state)
+{
+    uint8_t seed[32], master[GUARD_MASTER_LEN], other[GUARD_MASTER_LEN];
+    guard_authority_opts_t o = {0};
+    guard_authority_t *a = NULL;
+    guard_entry_t e;
+    char tok[AUTH_MAX_TOKEN + 1];
+    auth_token_t t;
+    int64_t now = 1800000000;
+    long n;
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    memset(seed, 7, sizeof seed);
+    guard_master_derive(seed, master);
+    seed[0] = 8;
+    guard_master_derive(seed, other);
+    o.master = master;
+    assert_int_equal(guard_authority_open(&o, now, &a), 0);
+    n = guard_authority_mint_operator(a, tok, sizeof tok);
+    assert_true(n > 0);
+    assert_int_equal(mn__auth_token_alive(a, master, tok, (size_t)n, now), 0);
+    /* another node's master: the signature does not hold */
+    assert_int_equal(mn__auth_token_alive(a, other, tok, (size_t)n, now), RON_ECAPSIG);
+    assert_int_equal(mn__auth_token_alive(a, master, "garbage", 7, now), RON_ECAPFORMAT);
+    /* revoked by its identifier */
+    assert_int_equal(auth_token_parse(tok, (size_t)n, &t), 0);
+    assert_int_equal(guard_authority_revoke(a, t.id_str, strlen(t.id_str), 0, now, &e), 0);
+    assert_int_equal(mn__auth_token_alive(a, master, tok, (size_t)n, now), RON_ECAPREVOKED);
+    /* a fresh one lives until the epoch is raised */
+    n = guard_authority_mint_operator(a, tok, sizeof tok);
+    assert_int_equal(mn__auth_token_alive(a, master, tok, (size_t)n, now), 0);
+    assert_int_equal(guard_authority_raise_epoch(a, 0, &e), 1);
+    assert_int_equal(mn__auth_token_alive(a, master, tok, (size_t)n, now), RON_ECAPREVOKED);
+    /* a rotation: the old kid still verifies in its grace, but is not the current one */
+    n = guard_authority_mint_operator(a, tok, sizeof tok);
+    assert_int_equal(mn__auth_token_alive(a, master, tok, (size_t)n, now), 0);
+    assert_int_equal(guard_authority_tick(a, now + 1, true, &e), 1);
+    assert_int_equal(mn__auth_token_alive(a, master, tok, (size_t)n, now + 1), RON_ECAPKID);
+    guard_authority_close(a);
+}
+
+static void
+auth_closed_run(uv_loop_t *loop, mn_auth_t *a)
+{
+    mn__auth_close(a);
+    assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
+}
+
+static void
+file_read_all(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+    assert_non_null(f);
+    n = fread(buf, 1, cap - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+static void
+test_mn_auth_keeps_operator_cap_until_an_epoch_raise_kills_it(void **state)
+{
+    char dir[64] = "/tmp/ron_mn_auth_XXXXXX", path[160], err[256];
+    char first[AUTH_MAX_TOKEN + 2], again[AUTH_MAX_TOKEN + 2], third[AUTH_MAX_TOKEN + 2];
+    uint8_t seed[KMS_SEED_LEN], master[GUARD_MASTER_LEN], piped[GUARD_MASTER_LEN];
+    kms_keystore_t *ks = NULL;
+    guard_authority_opts_t o = {0};
+    guard_authority_t *ga = NULL;
+    guard_entry_t e;
+    mn_auth_t *a = NULL;
+    ron_config_t cfg;
+    uv_loop_t loop;
+    struct stat st;
+    int fd;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    ron_config_defaults(&cfg);
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    cfg.amnesia = false;
+    cfg.amnesia_set = true;
+    assert_int_equal(kms_node_keys_open_or_create(dir, false, &ks, err, sizeof err), 0);
+    assert_int_equal(kms_key_export_seed(kms_keystore_identity(ks), seed), 0);
+    guard_master_derive(seed, master);
+    uv_loop_init(&loop);
+
+    assert_int_equal(mn__auth_open(&loop, &cfg, ks, &a, err, sizeof err), 0);
+    assert_null(ron_node_guard()); /* macro: the kernel enforces nothing itself */
+    /* every child gets the master on a pipe */
+    fd = mn__auth_capkey_pipe(a);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, piped, sizeof piped), (ssize_t)sizeof piped);
+    assert_memory_equal(piped, master, sizeof master);
+    close(fd);
+    snprintf(path, sizeof path, "%s/operator.cap", dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    file_read_all(path, first, sizeof first);
+    auth_closed_run(&loop, a);
+
+    /* a restart keeps it */
+    assert_int_equal(mn__auth_open(&loop, &cfg, ks, &a, err, sizeof err), 0);
+    file_read_all(path, again, sizeof again);
+    assert_string_equal(first, again);
+    auth_closed_run(&loop, a);
+
+    /* an epoch raised while the node was down kills it: the next start re-mints */
+    snprintf(path, sizeof path, "%s/auth", dir);
+    o.dir = path;
+    o.master = master;
+    assert_int_equal(guard_authority_open(&o, ron_unix_time(), &ga), 0);
+    assert_int_equal(guard_authority_raise_epoch(ga, 0, &e), 1);
+    guard_authority_close(ga);
+    assert_int_equal(mn__auth_open(&loop, &cfg, ks, &a, err, sizeof err), 0);
+    snprintf(path, sizeof path, "%s/operator.cap", dir);
+    file_read_all(path, third, sizeof third);
+    assert_string_not_equal(first, third);
+    auth_closed_run(&loop, a);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    kms_keystore_free(ks);
+    nftw(dir, sh_rm, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void
+test_mn_auth_micro_node_guard_is_in_step_and_writes_nothing_in_amnesia(void **state)
+{
+    char dir[64] = "/tmp/ron_mn_authm_XXXXXX", path[160], err[256];
+    kms_keystore_t *ks = NULL;
+    mn_auth_t *a = NULL;
+    ron_config_t cfg;
+    uv_loop_t loop;
+    struct stat st;
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    ron_config_defaults(&cfg);
+    cfg.profile = RON_PROFILE_MICRO;
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    assert_true(ron_config_amnesia(&cfg));
+    assert_int_equal(kms_node_keys_open_or_create(dir, true, &ks, err, sizeof err), 0);
+    uv_loop_init(&loop);
+    assert_int_equal(mn__auth_open(&loop, &cfg, ks, &a, err, sizeof err), 0);
+    assert_non_null(ron_node_guard());
+    assert_true(mn__guard_fed_here());
+    assert_int_equal(guard_head(ron_node_guard()), mn__auth_head(a));
+    snprintf(path, sizeof path, "%s/operator.cap", dir);
+    assert_int_equal(stat(path, &st), -1);
+    snprintf(path, sizeof path, "%s/auth", dir);
+    assert_int_equal(stat(path, &st), -1);
+    auth_closed_run(&loop, a);
+    assert_null(ron_node_guard());
+    assert_int_equal(uv_loop_close(&loop), 0);
+    kms_keystore_free(ks);
+    rmdir(dir);
+}
+
 int
 main(void)
 {
@@ -517,6 +693,10 @@ main(void)
         cmocka_unit_test(test_mn_echo_serves_banner_echoes_and_reports_metrics),
         cmocka_unit_test(test_mn_micro_amnesia_storage_and_gateway_share_one_ram_store),
         cmocka_unit_test(test_mn_micro_disk_store_is_opened_once_for_storage_and_gateway),
+        cmocka_unit_test(test_mn_auth_event_page_extracts_the_page_and_refuses_other_events),
+        cmocka_unit_test(test_mn_auth_operator_token_dies_with_revocation_epoch_and_rotation),
+        cmocka_unit_test(test_mn_auth_keeps_operator_cap_until_an_epoch_raise_kills_it),
+        cmocka_unit_test(test_mn_auth_micro_node_guard_is_in_step_and_writes_nothing_in_amnesia),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

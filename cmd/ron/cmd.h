@@ -32,6 +32,7 @@ int cmd_gc(int argc, char **argv);
 int cmd_name(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_cap(int argc, char **argv);
+int cmd_cap_revoke(int argc, char **argv); /* `ron cap revoke` (cmd_cap_revoke.c) */
 int cmd_registry(int argc, char **argv);
 int cmd_passport(int argc, char **argv);
 

@@ -7,7 +7,8 @@
  * and verify checks structure, caveat grammar, time (with the 60 s skew)
  * and, given the root key, the signature. TOKEN "-" reads one line from
  * stdin, so a token need not appear in the process list. `ron cap mint`
- * and `ron cap revoke` need the node's app port and are not here yet.
+ * needs the node's app port and is not here yet; `ron cap revoke` is in
+ * cmd_cap_revoke.c.
  * Exit codes: 0 ok, 1 the token fails verification, 2 bad usage or input
  * (a malformed token or caveat argument).
  */
@@ -29,6 +30,7 @@
 static const char cap_usage[] =
     "usage: ron cap attenuate TOKEN CAVEAT...\n"
     "       ron cap verify TOKEN [--key FILE] [--json] [--now UNIX]\n"
+    "       ron cap revoke ID [--until UNIX] | --epoch   (ron cap revoke --help)\n"
     "                    [--op OP] [--tenant HEX] [--size N] [--addr b3:HEX] [--name NAME]\n"
     "  attenuate: print TOKEN with the caveats appended (offline; it can only narrow).\n"
     "    A caveat is `key = value`: tenant, ops, expires, not-before, max-bytes,\n"
@@ -36,8 +38,8 @@ static const char cap_usage[] =
     "  verify: check TOKEN offline: encoding, identifier, every caveat, time (60 s\n"
     "    skew) and, with --key FILE (the root key as 64-128 hex digits, mode 0600),\n"
     "    the signature. --op and the other request options check a request too.\n"
-    "  TOKEN - reads the token from stdin. `ron cap mint` and `ron cap revoke` need a\n"
-    "  running node and are not available yet.\n"
+    "  TOKEN - reads the token from stdin. `ron cap mint` needs a running node and is\n"
+    "  not available yet.\n"
     "  Exit 0 ok, 1 the token fails verification, 2 bad usage or malformed input.\n";
 
 /* Read TOKEN ("-": one line of stdin) into buf. Returns its length or -1. */
@@ -371,6 +373,8 @@ cmd_cap(int argc, char **argv)
         return cap_attenuate(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "verify") == 0)
         return cap_verify(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "revoke") == 0)
+        return cmd_cap_revoke(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         printf("%s", cap_usage);
         return RON_EXIT_OK;

@@ -22,6 +22,7 @@
 
 #include "ron_bus.h"
 #include "ron_config.h"
+#include "ron_guard.h"
 
 /* Limits */
 /* A child's metrics text per heartbeat: a larger one is not sent (child)
@@ -84,6 +85,19 @@ typedef struct {
  * or the kernel's key store is not open).
  */
 int ron_node_identity_seed(uint8_t *seed_out);
+
+/*
+ * The process guard: what every service of this process enforces with
+ * (docs/protocol/capabilities.md, "Node plumbing"). A child (macro) builds
+ * it from the capability master the kernel hands it, and brings it to the
+ * authority's head, before its service's start() runs; in the micro profile
+ * it is the node's one guard (service "node"), fed by the authority in the
+ * same process. NULL when none (a service constructed outside a node host:
+ * unit tests, library users). Borrowed; valid until the service's stop()
+ * returned. The host appends guard_metrics_render() to the process's
+ * metrics once: services must not render it themselves.
+ */
+guard_t *ron_node_guard(void);
 
 /* The built-in service called name, or NULL. */
 const ron_service_def_t *ron_service_find(const char *name);

@@ -37,6 +37,7 @@ app_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_
         return RON_ECONFIG; /* no `app` listener */
     m = ron_xcalloc(1, sizeof *m);
     m->g = omni_new(loop, NULL);
+    omni_set_guard(m->g, ron_node_guard()); /* the process guard (NULL outside a node host) */
     m->reg = met_registry_new();
     met_gauge_register(m->reg, "app_config_version",
                        "Version of the config snapshot the service runs.", &m->config_version);

@@ -8,12 +8,32 @@
  *   child -> kernel request  {"op":"heartbeat","service":S,"config_version":"V",
  *                             "metrics":"<prometheus text>"}
  *                    answer  200 {}
+ *                    answer  200 {"auth_head":"H"}  (the authority's newest change:
+ *                             a child whose guard is behind syncs)
  *   kernel -> children event {"config":{...snapshot...}}  (after a reload)
  *   child -> kernel request  {"op":"status"|"reload","service":S}, or
  *                            {"op":"release","service":S,"target":T}
  *                    answer  what /admin/status, /admin/reload and
  *                            /admin/release/T answer (mn__admin_bus_op);
  *                            the app port forwards its kernel protocol here
+ *
+ * Capabilities (docs/protocol/capabilities.md, "Node plumbing"):
+ *   child -> kernel request  {"op":"auth_sync","service":S,"after":"N"}
+ *                    answer  200 {"prev":"N","head":"H","entries":[...]} (guard_page_encode,
+ *                            at most GUARD_SYNC_PAGE entries; a full page: ask again
+ *                            with after=H); 400 when after is past the head
+ *   kernel -> children event {"auth":{"prev":"P","head":"H","entries":[...]}} after
+ *                            every change (revoke, epoch, rotation); a child whose
+ *                            guard_apply says RON_EAGAIN syncs from its guard_head
+ *   app -> kernel request    {"op":"auth_revoke","service":"app","id":"ron1:..","until":"T"}
+ *                            or {"op":"auth_revoke","service":"app","epoch":"next"|"N"}
+ *                    answer  200 {"epoch":"E","head":"H"} once persisted and pushed;
+ *                            400 (malformed id, until or epoch), 507 (revocation list full)
+ *   The caller (the app port) has checked its client's capability; the kernel
+ *   trusts the authenticated bus peer.
+ * Every child inherits the capability master (32 bytes) on a pipe, fd 6,
+ * RON_CAPKEY_FD=6; it builds its guard after the HELLO answer, syncs until
+ * caught up, and only then starts its service.
  * The kernel accepts a HELLO only from the pid it spawned for that service
  * (SO_PEERCRED through ron-bus), on a connection that already passed the
  * per-boot secret check.
@@ -24,11 +44,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 #include "macronode.h"
 #include "ron_bus.h"
 #include "ron_config.h"
+#include "ron_guard.h"
 #include "ron_kernel.h"
 #include "ron_kms.h"
 #include "ron_metrics.h"
@@ -41,6 +63,8 @@
 #define MN_ENV_LISTEN_FD2 "RON_LISTEN_FD2" /* fd of a second one (listen_addr2) */
 #define MN_ENV_IDENTITY_FD "RON_IDENTITY_FD" /* pipe holding the identity seed (needs_identity) */
 #define MN_IDENTITY_FD 5                     /* the child's fd number of that pipe */
+#define MN_ENV_CAPKEY_FD "RON_CAPKEY_FD"     /* pipe holding the capability master */
+#define MN_CAPKEY_FD 6                       /* the child's fd number of that pipe (every child) */
 
 typedef enum {
     MN_SVC_STARTING,    /* spawned, no HELLO yet */
@@ -54,6 +78,7 @@ typedef enum {
 const char *mn__svc_state_name(mn_svc_state_t s);
 
 typedef struct mn_sup mn_sup_t;
+typedef struct mn_auth mn_auth_t;
 
 /* One row of `ron status`. Strings are views valid until the next loop turn. */
 typedef struct {
@@ -89,7 +114,10 @@ int mn__sup_release(mn_sup_t *s, const char *name);
 size_t mn__sup_count(const mn_sup_t *s);
 void mn__sup_info(const mn_sup_t *s, size_t i, mn_svc_info_t *out);
 /* Merge every child's last metrics text into m with service="NAME". */
-void mn__sup_metrics(const mn_sup_t *s, met_merge_t *m);
+void mn__sup_metrics(mn_sup_t *s, met_merge_t *m);
+/* Let the kernel endpoint answer auth_sync/auth_revoke through a (NULL:
+ * 503), hand every child the master, and push changes on the endpoint. */
+void mn__sup_set_auth(mn_sup_t *s, mn_auth_t *a);
 /* Close handles; memory goes once the loop runs the close callbacks. */
 void mn__sup_free(mn_sup_t *s);
 
@@ -219,6 +247,60 @@ int mn__ident_pipe(void);
 int mn__ident_read_fd(int fd);
 /* Wipe and drop what this process holds (a child at exit). */
 void mn__ident_forget(void);
+
+/* ---- capabilities (mn_auth.c) ---- */
+
+/*
+ * Kernel: derive the capability master from keys' identity seed, open the
+ * authority (<data_dir>/auth, RAM in amnesia; <data_dir>/audit created),
+ * keep operator.cap alive (amnesia: printed on stderr), start the 60 s
+ * rotation timer; micro profile: build the node guard (service "node",
+ * ron_node_guard()) fed directly. Returns 0 and *out, or a code with err.
+ */
+int mn__auth_open(uv_loop_t *loop, const ron_config_t *cfg, const kms_keystore_t *keys,
+                  mn_auth_t **out, char *err, size_t errcap);
+/* Close the timer; the rest (authority, node guard, master) goes in its
+ * close callback, after every in-process service stopped. NULL: nothing. */
+void mn__auth_close(mn_auth_t *a);
+/* Where pushes go (the kernel's ron-bus endpoint; NULL: nowhere). */
+void mn__auth_set_bus(mn_auth_t *a, rbus_t *bus);
+/* The authority's newest change (0 for NULL). */
+uint64_t mn__auth_head(const mn_auth_t *a);
+/* A pipe already holding the master; returns its read end (O_CLOEXEC; the
+ * spawn dup2s it to MN_CAPKEY_FD) or a negative code. */
+int mn__auth_capkey_pipe(mn_auth_t *a);
+/* Answer a child's "auth_sync" or "auth_revoke" (op) from service. */
+void mn__auth_bus_op(mn_auth_t *a, rbus_req_t *req, const char *service, const char *op,
+                     json_t *msg);
+/* A reload to cfg: the node guard (micro) reloads a policy_file that is not
+ * old_policy (rollback on error, reason logged). */
+void mn__auth_config(mn_auth_t *a, const char *old_policy, const ron_config_t *cfg);
+/* Micro: the node guard's metrics text into buf (cap bytes). Returns bytes written. */
+size_t mn__auth_metrics(mn_auth_t *a, char *buf, size_t cap);
+
+/*
+ * Does tok still verify as the operator capability: every op, a kid in force
+ * that is the current one, the epoch in force, not revoked? Pure apart from
+ * reading a (master: GUARD_MASTER_LEN bytes). Returns 0 or the RON_ECAP* code.
+ */
+int mn__auth_token_alive(const guard_authority_t *a, const uint8_t master[static GUARD_MASTER_LEN],
+                         const char *tok, size_t len, int64_t now);
+/* The page inside a kernel event {"auth":<page>}: a view. Returns 0, or
+ * RON_EINVAL when payload is not such an event. Pure. */
+int mn__auth_event_page(const void *payload, size_t len, const char **page_out,
+                        size_t *page_len_out);
+
+/* Child: read the master from fd (taken, closed) into sodium memory. */
+int mn__capkey_read_fd(int fd);
+/* Child: does this process hold a master not yet turned into its guard? */
+bool mn__capkey_held(void);
+/* Child: build the process guard for service from the master (then wiped)
+ * with cfg's audit dir and policy_file. Returns 0 or guard_new's code. */
+int mn__guard_build(const char *service, const ron_config_t *cfg);
+/* Is the process guard fed by the authority in this process (micro)? */
+bool mn__guard_fed_here(void);
+/* Child at exit: free the guard, wipe a master still held. */
+void mn__guard_forget(void);
 
 /* ---- small helpers (mn_util.c) ---- */
 

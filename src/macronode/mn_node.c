@@ -48,6 +48,7 @@ struct mn_node {
     uint64_t bus_dropped_seen;
     mn_sup_t *sup; /* children (macro) or in-process hosts (micro) */
     mn_admin_t *admin;
+    mn_auth_t *auth;                       /* capability authority (mn_auth.c) */
     kms_keystore_t *keys;                  /* node keys (RAM only in amnesia) */
     char node_id[2 * KMS_NODE_ID_LEN + 1]; /* hex of BLAKE3(identity public key) */
     ron_ctrl_c_t *ctrl_c;                  /* SIGINT/SIGTERM -> SHUTDOWN -> node_stop */
@@ -219,7 +220,9 @@ reload_done(uv_work_t *w, int status)
     mn_node_t *n = r->n;
     ron_kernel_event_t ev;
     bool changed = false;
+    char old_policy[RON_CONFIG_PATH_MAX];
 
+    snprintf(old_policy, sizeof old_policy, "%s", n->cfg->policy_file);
     n->reloading = false;
     if (status < 0 || n->stopping) {
         r->rc = RON_ESHUTDOWN;
@@ -238,6 +241,7 @@ reload_done(uv_work_t *w, int status)
         met_counter_inc(n->reload_ok);
         n->cfg = ron_config_store_current(n->store);
         apply_log_level(n->cfg);
+        mn__auth_config(n->auth, old_policy, n->cfg);
         mn__sup_config(n->sup, n->cfg); /* same turn: the supervisor borrows the snapshot */
         ron_info("config reloaded: version %llu", (unsigned long long)n->cfg->version);
         ron_kernel_event_config_updated(&ev, n->cfg->version);
@@ -297,6 +301,8 @@ node_closed_all(mn_node_t *n)
     n->admin = NULL;
     mn__sup_free(n->sup);
     n->sup = NULL;
+    mn__auth_close(n->auth); /* every in-process service is gone: the node guard may go */
+    n->auth = NULL;
 }
 
 static void
@@ -400,7 +406,8 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
     }
     if (node_amnesia_harden(n->cfg, err, sizeof err) < 0 ||
         mn__data_dir_prepare(n->cfg, err, sizeof err) < 0 ||
-        node_keys_open(n, err, sizeof err) < 0 || node_init(n, err, sizeof err) < 0)
+        node_keys_open(n, err, sizeof err) < 0 || node_init(n, err, sizeof err) < 0 ||
+        mn__auth_open(&loop, n->cfg, n->keys, &n->auth, err, sizeof err) < 0)
         goto fail;
     n->sup = mn__sup_new(&loop, n->cfg, self_exe, n->bus, n->reg, err, sizeof err);
     if (n->sup == NULL)
@@ -409,6 +416,7 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
     if (n->admin == NULL)
         goto fail;
     mn__sup_set_admin(n->sup, n->admin);
+    mn__sup_set_auth(n->sup, n->auth);
     if (mn__sup_start(n->sup, err, sizeof err) < 0)
         goto fail;
     uv_signal_start(&n->sig_hup, on_sighup, SIGHUP);

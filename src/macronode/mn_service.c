@@ -8,6 +8,16 @@
  * loop (in-process transport, micro profile): services never learn which.
  * In a child, SIGTERM stops it (exit 0) and SIGINT is ignored: a terminal's
  * Ctrl-C reaches the whole process group, and the kernel decides the order.
+ * Capabilities: a child builds the process guard (ron_node_guard) from the
+ * master it inherited on fd 6 right after the HELLO answer, syncs it with
+ * the kernel's authority (auth_sync, page after page) and only then starts
+ * the service, so a restarted child never serves before it knows every
+ * revocation; it then applies the kernel's {"auth":..} pushes (a gap, or a
+ * heartbeat answer naming a newer head, makes it sync) and sends a
+ * heartbeat at once after each change so /metrics shows the new head. The
+ * host appends guard_metrics_render() to the process's metrics once. In
+ * the micro profile the node's guard is fed by the kernel in the same
+ * process: hosts there neither sync nor render it.
  * Invariants: at most one heartbeat in flight; a kernel silent for
  * MN_KERNEL_LOST_MS ends the host (exit code 1); teardown runs on a fresh
  * loop turn, never inside a ron-bus callback; on_exit runs once, after every
@@ -31,6 +41,7 @@
 
 #define MN_KERNEL_LOST_MS 5000u /* no answered heartbeat for this long: the kernel is gone */
 #define MN_HELLO_TRIES 25u      /* HELLO attempts, 200 ms apart */
+#define MN_SYNC_TRIES 25u       /* failed auth_sync attempts before start, 200 ms apart */
 
 struct mn_host {
     uv_loop_t *loop;
@@ -51,6 +62,13 @@ struct mn_host {
     int listen_fd2; /* second listener until attach_listener2 takes it, or -1 */
     int exit_code;
     char *mbuf; /* metrics text scratch, MN_MAX_METRICS bytes */
+    /* capabilities: this host's process guard follows the kernel's authority */
+    bool own_guard;      /* the guard was built here from the inherited master */
+    bool sync_inflight;  /* an auth_sync is in flight */
+    bool sync_again;     /* sync once more when it answers */
+    unsigned sync_tries; /* failures before start */
+    bool hb_again;       /* a heartbeat is wanted as soon as the one in flight answers */
+    guard_entry_t *entries; /* GUARD_SYNC_PAGE, for decoding pages */
 };
 
 typedef mn_host_t svc_run_t;
@@ -58,6 +76,8 @@ typedef mn_host_t svc_run_t;
 static void run_stop(svc_run_t *r, int code);
 static void send_hello(svc_run_t *r);
 static void heartbeat_tick(uv_timer_t *t);
+static void sync_send(svc_run_t *r);
+static void service_start(svc_run_t *r);
 
 static void
 apply_snapshot(svc_run_t *r, const char *json, size_t len, bool first)
@@ -75,6 +95,16 @@ apply_snapshot(svc_run_t *r, const char *json, size_t len, bool first)
         return;
     }
     old_hb = r->cfg.supervisor.heartbeat_ms;
+    if (!first && r->own_guard && strcmp(r->cfg.policy_file, next->policy_file) != 0) {
+        int rc = guard_policy_reload(ron_node_guard(), next->policy_file);
+        if (rc < 0)
+            ron_error("policy_file %s refused; the previous policy stays: %s",
+                      next->policy_file[0] != '\0' ? next->policy_file : "(default)",
+                      ron_strerror(rc));
+        else
+            ron_info("policy reloaded from %s",
+                     next->policy_file[0] != '\0' ? next->policy_file : "the shipped default");
+    }
     r->cfg = *next;
     free(next);
     if (strcmp(r->cfg.log_level, "debug") == 0)
@@ -95,13 +125,41 @@ apply_snapshot(svc_run_t *r, const char *json, size_t len, bool first)
     }
 }
 
+/* Send a heartbeat now (fresh metrics), or right after the one in flight. */
+static void
+heartbeat_now(svc_run_t *r)
+{
+    if (!r->started || r->stopping)
+        return;
+    if (r->hb_inflight) {
+        r->hb_again = true;
+        return;
+    }
+    heartbeat_tick(&r->timer);
+}
+
 static void
 heartbeat_reply(void *arg, int status, const oap_frame_t *resp)
 {
     svc_run_t *r = arg;
     r->hb_inflight = false;
-    if (status == 0 && resp->code == 200)
+    if (status == 0 && resp->code == 200) {
         r->last_ok_ms = ron_now_ms();
+        if (r->own_guard && !r->stopping) {
+            /* a push we missed (dropped on a full queue): the head tells */
+            json_t *o = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
+            const char *h = json_string_value(json_object_get(o, "auth_head"));
+            uint64_t head;
+            if (h != NULL && ron_parse_u64(h, strlen(h), &head) == 0 &&
+                head > guard_head(ron_node_guard()))
+                sync_send(r);
+            json_decref(o);
+        }
+    }
+    if (r->hb_again && status == 0) {
+        r->hb_again = false;
+        heartbeat_now(r);
+    }
 }
 
 static void
@@ -122,6 +180,8 @@ heartbeat_tick(uv_timer_t *t)
         return;
     if (r->def->metrics != NULL)
         n = r->def->metrics(r->state, r->mbuf, MN_MAX_METRICS);
+    if (r->own_guard && n < MN_MAX_METRICS) /* once per process: the host renders the guard */
+        n += guard_metrics_render(ron_node_guard(), r->mbuf + n, MN_MAX_METRICS - n);
     r->mbuf[n < MN_MAX_METRICS ? n : MN_MAX_METRICS - 1] = '\0';
     snprintf(ver, sizeof ver, "%llu", (unsigned long long)r->cfg.version);
     msg = json_pack("{s:s, s:s, s:s, s:s}", "op", "heartbeat", "service", r->def->name,
@@ -136,14 +196,55 @@ heartbeat_tick(uv_timer_t *t)
     r->hb_inflight = rc == 0;
 }
 
+/* A push {"auth":<page>}: apply it; a gap or a page we cannot read: sync. */
+static void
+auth_event(svc_run_t *r, const char *page, size_t len)
+{
+    guard_t *g = ron_node_guard();
+    uint64_t prev = 0, head = 0, before;
+    long n;
+    int rc;
+
+    if (!r->own_guard || g == NULL || r->stopping)
+        return; /* micro: the kernel feeds the guard itself */
+    before = guard_head(g);
+    n = guard_page_decode(page, len, &prev, &head, r->entries, GUARD_SYNC_PAGE);
+    if (n < 0) {
+        ron_warn("capability push unreadable (%s); syncing", ron_strerror((int)n));
+        sync_send(r);
+        return;
+    }
+    rc = guard_apply(g, prev, head, r->entries, (size_t)n);
+    if (rc == RON_EAGAIN) {
+        sync_send(r); /* we missed a change before this one */
+        return;
+    }
+    if (rc < 0) {
+        ron_error("capability push %llu: %s; syncing", (unsigned long long)head,
+                  ron_strerror(rc));
+        sync_send(r);
+        return;
+    }
+    if (guard_head(g) != before)
+        heartbeat_now(r);
+}
+
 static void
 config_event(void *arg, rbus_peer_t *p, const oap_frame_t *f)
 {
     svc_run_t *r = arg;
     json_error_t jerr;
-    json_t *msg = json_loadb((const char *)f->payload, f->payload_len, 0, &jerr);
-    json_t *cfg = json_object_get(msg, "config");
+    json_t *msg, *cfg;
+    const char *page;
+    size_t page_len;
     (void)p;
+
+    if (mn__auth_event_page(f->payload, f->payload_len, &page, &page_len) == 0) {
+        auth_event(r, page, page_len);
+        return;
+    }
+    msg = json_loadb((const char *)f->payload, f->payload_len, 0, &jerr);
+    cfg = json_object_get(msg, "config");
     if (json_is_object(cfg)) {
         char *txt = json_dumps(cfg, JSON_COMPACT);
         if (txt != NULL)
@@ -196,7 +297,110 @@ hello_reply(void *arg, int status, const oap_frame_t *resp)
         run_stop(r, 1);
         return;
     }
-    rc = r->def->start(r->loop, &r->cfg, r->listen_fd, &r->state);
+    if (mn__capkey_held() && ron_node_guard() == NULL) {
+        /* a child: build the process guard, catch up with the authority, then start */
+        if ((rc = mn__guard_build(r->def->name, &r->cfg)) < 0) {
+            ron_error("service %s: capability guard: %s", r->def->name, ron_strerror(rc));
+            run_stop(r, 1);
+            return;
+        }
+        r->own_guard = true;
+        sync_send(r);
+        return;
+    }
+    service_start(r);
+}
+
+static void
+sync_retry(uv_timer_t *t)
+{
+    sync_send(t->data);
+}
+
+/* An auth_sync failed: before start retry (bounded), after start the next
+ * push or heartbeat answer retries. */
+static void
+sync_failed(svc_run_t *r, const char *why)
+{
+    ron_warn("capability sync failed: %s", why);
+    if (r->started)
+        return;
+    if (++r->sync_tries >= MN_SYNC_TRIES) {
+        ron_error("service %s: cannot sync capabilities with the kernel; exiting", r->def->name);
+        run_stop(r, 1);
+        return;
+    }
+    uv_timer_start(&r->timer, sync_retry, 200, 0);
+}
+
+static void
+sync_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    svc_run_t *r = arg;
+    guard_t *g = ron_node_guard();
+    uint64_t prev = 0, head = 0;
+    long n;
+    int rc;
+
+    r->sync_inflight = false;
+    if (r->stopping || g == NULL)
+        return;
+    if (status < 0 || resp->code != 200) {
+        sync_failed(r, status < 0 ? ron_strerror(status) : "refused by the kernel");
+        return;
+    }
+    n = guard_page_decode((const char *)resp->payload, resp->payload_len, &prev, &head,
+                          r->entries, GUARD_SYNC_PAGE);
+    if (n < 0) {
+        sync_failed(r, ron_strerror((int)n));
+        return;
+    }
+    rc = guard_apply(g, prev, head, r->entries, (size_t)n);
+    if (rc < 0 && rc != RON_EAGAIN) {
+        sync_failed(r, ron_strerror(rc));
+        return;
+    }
+    if (rc == RON_EAGAIN || n == GUARD_SYNC_PAGE || r->sync_again) {
+        r->sync_again = false; /* a full page, or a push came meanwhile: ask again */
+        sync_send(r);
+        return;
+    }
+    if (!r->started) {
+        ron_info("capabilities in step with the kernel (change %llu)",
+                 (unsigned long long)guard_head(g));
+        service_start(r);
+    } else {
+        heartbeat_now(r);
+    }
+}
+
+static void
+sync_send(svc_run_t *r)
+{
+    char body[160];
+    int rc;
+
+    if (r->stopping)
+        return;
+    if (r->sync_inflight) {
+        r->sync_again = true;
+        return;
+    }
+    snprintf(body, sizeof body, "{\"after\":\"%llu\",\"op\":\"auth_sync\",\"service\":\"%s\"}",
+             (unsigned long long)guard_head(ron_node_guard()), r->def->name);
+    rc = rbus_request(r->kernel, OAP_APP_KERNEL, body, strlen(body), 2000, sync_reply, r);
+    if (rc < 0) {
+        sync_failed(r, ron_strerror(rc));
+        return;
+    }
+    r->sync_inflight = true;
+}
+
+/* Start the service: the config is applied and the guard (if any) in step. */
+static void
+service_start(svc_run_t *r)
+{
+    int rc = r->def->start(r->loop, &r->cfg, r->listen_fd, &r->state);
     r->listen_fd = -1; /* taken by the service */
     if (rc < 0) {
         ron_error("service %s failed to start: %s", r->def->name, ron_strerror(rc));
@@ -253,6 +457,7 @@ host_closed(uv_handle_t *h)
     if (r->on_exit != NULL)
         r->on_exit(r->exit_arg, r->exit_code);
     free(r->mbuf);
+    free(r->entries);
     free(r);
 }
 
@@ -315,6 +520,7 @@ mn__host_new(uv_loop_t *loop, const ron_service_def_t *def, const rbus_config_t 
     r->listen_fd = listen_fd;
     r->listen_fd2 = -1;
     r->mbuf = ron_xmalloc(MN_MAX_METRICS);
+    r->entries = ron_xcalloc(GUARD_SYNC_PAGE, sizeof *r->entries);
     r->bus = rbus_new(loop, bc, &rc);
     if (r->bus == NULL)
         goto fail;
@@ -329,6 +535,7 @@ mn__host_new(uv_loop_t *loop, const ron_service_def_t *def, const rbus_config_t 
 fail:
     rbus_free(r->bus);
     free(r->mbuf);
+    free(r->entries);
     free(r);
     if (listen_fd >= 0)
         close(listen_fd);
@@ -422,6 +629,19 @@ ron_service_run(const char *name)
         }
         unsetenv(MN_ENV_IDENTITY_FD);
     }
+    {
+        /* every child enforces: the kernel always hands over the capability master */
+        const char *cap_env = getenv(MN_ENV_CAPKEY_FD);
+        uint64_t v;
+        if (cap_env == NULL || ron_parse_u64(cap_env, strlen(cap_env), &v) < 0 ||
+            v != MN_CAPKEY_FD || mn__capkey_read_fd((int)v) < 0) {
+            fprintf(stderr, "ron: %s=%s: cannot read the capability master\n", MN_ENV_CAPKEY_FD,
+                    cap_env != NULL ? cap_env : "(unset)");
+            mn__ident_forget();
+            return 2;
+        }
+        unsetenv(MN_ENV_CAPKEY_FD);
+    }
     unsetenv(MN_ENV_LISTEN_FD);
     unsetenv(MN_ENV_LISTEN_FD2);
     snprintf(dir, sizeof dir, "%s", bc.dir);
@@ -444,6 +664,7 @@ ron_service_run(const char *name)
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         ron_warn("loop closed with handles still open");
+    mn__guard_forget(); /* every service has stopped: nothing holds the guard */
     mn__ident_forget();
     return m.code;
 }

@@ -93,6 +93,8 @@ struct mn_sup {
     int open_handles; /* health_timer, stop_timer, restart timers */
     bool freeing;
     mn_admin_t *admin; /* answers status/reload/release asked over ron-bus; may be NULL */
+    mn_auth_t *auth;   /* the capability authority (auth_sync, auth_revoke); may be NULL */
+    char *auth_metrics; /* micro: scratch for the node guard's metrics */
 };
 
 static void svc_spawn(mn_svc_t *v);
@@ -332,14 +334,14 @@ svc_spawn(mn_svc_t *v)
     }
     c = ron_xcalloc(1, sizeof *c);
     uv_process_options_t o;
-    uv_stdio_container_t stdio[MN_IDENTITY_FD + 1];
+    uv_stdio_container_t stdio[MN_CAPKEY_FD + 1];
     char *args[4];
     char **env = NULL;
     char e_dir[RBUS_MAX_DIR + 32], e_secret[2 * RBUS_SECRET_LEN + 32], e_fd[48], e_fd2[48],
-        e_id[48], hex[2 * RBUS_SECRET_LEN + 1];
+        e_id[48], e_cap[48], hex[2 * RBUS_SECRET_LEN + 1];
     size_t n_env = 0, k = 0;
     const ron_service_def_t *def = ron_service_find(v->name);
-    int rc, id_fd = -1;
+    int rc, id_fd = -1, cap_fd = -1;
 
     if (def != NULL && def->needs_identity && (id_fd = mn__ident_pipe()) < 0) {
         char reason[96];
@@ -348,16 +350,27 @@ svc_spawn(mn_svc_t *v)
         svc_crashed(v, reason);
         return;
     }
+    /* every child enforces on its boundaries: each gets the capability master */
+    if ((cap_fd = mn__auth_capkey_pipe(s->auth)) < 0) {
+        char reason[96];
+        snprintf(reason, sizeof reason, "capability master: %s", ron_strerror(cap_fd));
+        if (id_fd >= 0)
+            close(id_fd);
+        free(c);
+        svc_crashed(v, reason);
+        return;
+    }
 
     for (char **e = environ; *e != NULL; e++)
         n_env++;
-    env = ron_xcalloc(n_env + 6, sizeof *env);
+    env = ron_xcalloc(n_env + 7, sizeof *env);
     for (char **e = environ; *e != NULL; e++)
         if (strncmp(*e, RBUS_ENV_DIR "=", strlen(RBUS_ENV_DIR) + 1) != 0 &&
             strncmp(*e, RBUS_ENV_SECRET "=", strlen(RBUS_ENV_SECRET) + 1) != 0 &&
             strncmp(*e, MN_ENV_LISTEN_FD "=", strlen(MN_ENV_LISTEN_FD) + 1) != 0 &&
             strncmp(*e, MN_ENV_LISTEN_FD2 "=", strlen(MN_ENV_LISTEN_FD2) + 1) != 0 &&
-            strncmp(*e, MN_ENV_IDENTITY_FD "=", strlen(MN_ENV_IDENTITY_FD) + 1) != 0)
+            strncmp(*e, MN_ENV_IDENTITY_FD "=", strlen(MN_ENV_IDENTITY_FD) + 1) != 0 &&
+            strncmp(*e, MN_ENV_CAPKEY_FD "=", strlen(MN_ENV_CAPKEY_FD) + 1) != 0)
             env[k++] = *e;
     rbus_secret_hex(s->secret, hex);
     snprintf(e_dir, sizeof e_dir, "%s=%s", RBUS_ENV_DIR, s->bus_dir);
@@ -376,6 +389,8 @@ svc_spawn(mn_svc_t *v)
         snprintf(e_id, sizeof e_id, "%s=%d", MN_ENV_IDENTITY_FD, MN_IDENTITY_FD);
         env[k++] = e_id;
     }
+    snprintf(e_cap, sizeof e_cap, "%s=%d", MN_ENV_CAPKEY_FD, MN_CAPKEY_FD);
+    env[k++] = e_cap;
     env[k] = NULL;
 
     args[0] = s->self_exe;
@@ -407,13 +422,15 @@ svc_spawn(mn_svc_t *v)
         stdio[MN_IDENTITY_FD].flags = UV_INHERIT_FD;
         stdio[MN_IDENTITY_FD].data.fd = id_fd;
     }
+    stdio[MN_CAPKEY_FD].flags = UV_INHERIT_FD;
+    stdio[MN_CAPKEY_FD].data.fd = cap_fd;
     memset(&o, 0, sizeof o);
     o.exit_cb = child_exited;
     o.file = s->self_exe;
     o.args = args;
     o.env = env;
     o.stdio = stdio;
-    o.stdio_count = id_fd >= 0 ? MN_IDENTITY_FD + 1 : v->listen_fd2 >= 0 ? 5 : v->listen_fd >= 0 ? 4 : 3;
+    o.stdio_count = MN_CAPKEY_FD + 1;
 
     v->state = MN_SVC_STARTING;
     v->spawned_ms = ron_now_ms();
@@ -422,6 +439,7 @@ svc_spawn(mn_svc_t *v)
     free(env);
     if (id_fd >= 0)
         close(id_fd); /* the child has its copy (or was never started) */
+    close(cap_fd);
     if (rc < 0) {
         char reason[96];
         /* uv_spawn failed: the process handle is still initialized and must be closed */
@@ -481,7 +499,8 @@ static void
 on_heartbeat(mn_svc_t *v, json_t *msg, rbus_req_t *req)
 {
     json_t *m = json_object_get(msg, "metrics"), *ver = json_object_get(msg, "config_version");
-    json_t *ok = json_object();
+    json_t *ok;
+    char head[24];
     uint64_t cv;
     v->last_hb_ms = ron_now_ms();
     if (json_is_string(ver) &&
@@ -493,6 +512,9 @@ on_heartbeat(mn_svc_t *v, json_t *msg, rbus_req_t *req)
         v->metrics = ron_xmalloc(v->metrics_len + 1);
         memcpy(v->metrics, json_string_value(m), v->metrics_len + 1);
     }
+    /* the authority's head: a child that missed a push (dropped event) syncs */
+    snprintf(head, sizeof head, "%llu", (unsigned long long)mn__auth_head(v->sup->auth));
+    ok = json_pack("{s:s}", "auth_head", head);
     respond_json(req, ok);
     json_decref(ok);
 }
@@ -522,6 +544,8 @@ kernel_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         on_hello(s, v, req);
     } else if (strcmp(op, "heartbeat") == 0) {
         on_heartbeat(v, msg, req);
+    } else if (strcmp(op, "auth_sync") == 0 || strcmp(op, "auth_revoke") == 0) {
+        mn__auth_bus_op(s->auth, req, name, op, msg);
     } else if (strcmp(op, "status") == 0 || strcmp(op, "reload") == 0 ||
                strcmp(op, "release") == 0) {
         if (s->admin != NULL)
@@ -684,8 +708,17 @@ mn__sup_info(const mn_sup_t *s, size_t i, mn_svc_info_t *out)
 }
 
 void
-mn__sup_metrics(const mn_sup_t *s, met_merge_t *m)
+mn__sup_metrics(mn_sup_t *s, met_merge_t *m)
 {
+    if (s->inproc && s->auth != NULL) {
+        /* micro: one guard for the process, rendered once, labelled service="node" */
+        size_t n;
+        if (s->auth_metrics == NULL)
+            s->auth_metrics = ron_xmalloc(MN_MAX_METRICS);
+        n = mn__auth_metrics(s->auth, s->auth_metrics, MN_MAX_METRICS);
+        if (n > 0)
+            met_merge_add(m, NULL, s->auth_metrics, n, NULL);
+    }
     for (size_t i = 0; i < s->n; i++) {
         const mn_svc_t *v = &s->svcs[i];
         if (v->metrics != NULL)
@@ -811,6 +844,13 @@ mn__sup_set_admin(mn_sup_t *s, mn_admin_t *a)
     s->admin = a;
 }
 
+void
+mn__sup_set_auth(mn_sup_t *s, mn_auth_t *a)
+{
+    s->auth = a;
+    mn__auth_set_bus(a, s->inproc ? NULL : s->rbus);
+}
+
 int
 mn__sup_start(mn_sup_t *s, char *err, size_t errcap)
 {
@@ -844,6 +884,7 @@ endpoint:
         snprintf(err, errcap, "ron-bus endpoint in %s: %s", s->bus_dir, ron_strerror(rc));
         return rc;
     }
+    mn__auth_set_bus(s->auth, s->inproc ? NULL : s->rbus);
     if (s->inproc)
         ron_info("ron-bus in-process: services run inside the node");
     else
@@ -860,6 +901,7 @@ sup_release_handle(mn_sup_t *s)
     if (--s->open_handles == 0) {
         for (size_t i = 0; i < s->n; i++)
             free(s->svcs[i].metrics);
+        free(s->auth_metrics);
         free(s->svcs);
         free(s);
     }
@@ -898,6 +940,7 @@ mn__sup_free(mn_sup_t *s)
         if (v->restart_timer.loop != NULL)
             uv_close((uv_handle_t *)&v->restart_timer, svc_timer_closed);
     }
+    mn__auth_set_bus(s->auth, NULL);
     if (s->rbus != NULL) {
         rbus_free(s->rbus);
         s->rbus = NULL;

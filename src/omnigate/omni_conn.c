@@ -101,6 +101,7 @@ struct omni_rq {
     uint8_t *pend_err; /* an error frame's payload waiting for credit */
     size_t pend_len;
     uint16_t pend_code;
+    char actor[AUTH_ID_MAX + 1]; /* cap_revoke: the caller's token identifier, for the audit */
 };
 
 struct omni_conn {
@@ -151,6 +152,7 @@ struct omni {
     met_counter_t *m_in, *m_out;
     uint64_t seen_in, seen_out;
     met_family_t *m_requests, *m_rejects;
+    guard_t *guard; /* capability checks (omni_set_guard); NULL: none */
 };
 
 static void conn_close(omni_conn_t *c);
@@ -750,6 +752,25 @@ on_get_stat(omni_rq_t *q, json_t *o)
     q->state = RQ_GET_DATA;
 }
 
+/* A revocation the kernel made: audited as cap_revoked (actor: the caller's token id). */
+static void
+revoke_audit(omni_rq_t *q)
+{
+    json_t *o = json_loadb(q->r.fwd, q->r.fwd_len, 0, NULL);
+    const char *id = json_string_value(json_object_get(o, "id"));
+    const char *ep = json_string_value(json_object_get(o, "epoch"));
+    char target[AUTH_ID_MAX + 16];
+
+    if (id != NULL)
+        snprintf(target, sizeof target, "%s", id);
+    else
+        snprintf(target, sizeof target, "epoch:%s", ep != NULL ? ep : "");
+    if (q->g->guard != NULL)
+        (void)guard_audit(q->g->guard, AUD_CAP_REVOKED, q->actor[0] != '\0' ? q->actor : "anon",
+                          "cap_revoke", target, AUD_OK, NULL);
+    json_decref(o);
+}
+
 /* The answer (status 0) to q's bus request, by q's state. */
 static void
 on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
@@ -795,6 +816,8 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
         /* the service's JSON as it sent it (between the prefix and raw bytes) */
         const char *js = (const char *)resp->payload + (prefix ? 4 : 0);
         size_t jl = (size_t)((const char *)raw - js);
+        if (q->r.op == OMNI_OP_CAP_REVOKE)
+            revoke_audit(q);
         if (q->r.idem[0] != '\0')
             omni__idem_put(g->idem, q->tenant, q->r.app_proto_id, q->r.op, q->r.idem,
                            ron_now_ms(), resp->code, js, jl);
@@ -1125,6 +1148,38 @@ conn_find_rq(omni_conn_t *c, uint64_t corr_id)
     return NULL;
 }
 
+/*
+ * cap_revoke needs the caller's capability: `mint` to revoke an identifier,
+ * `admin` to raise the epoch. Answers the rejection and returns false, or
+ * records the caller's identifier (the audit's actor) and returns true.
+ */
+static bool
+rq_revoke_allowed(omni_rq_t *q, const oap_frame_t *f)
+{
+    omni_conn_t *c = q->c;
+    guard_req_t req = {0};
+    guard_result_t res;
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+
+    if (q->g->guard == NULL)
+        return true; /* no guard: a library user's app port, nothing enforced */
+    req.op = q->r.revoke_epoch ? AUTH_OP_ADMIN : AUTH_OP_MINT;
+    req.token = f->cap_len > 0 ? (const char *)f->cap : NULL;
+    req.token_len = f->cap_len;
+    req.size = AUTH_SIZE_UNKNOWN;
+    req.target = "cap_revoke";
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        req.source = (const struct sockaddr *)&ss;
+    if (guard_check(q->g->guard, &req, &res) != 0) {
+        rq_error(q, (uint16_t)res.status, res.reason, res.slug,
+                 res.status == 429 ? res.retry_after_s * 1000u : 0);
+        return false;
+    }
+    snprintf(q->actor, sizeof q->actor, "%s", res.actor);
+    return true;
+}
+
 static void
 conn_start_rq(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size_t len)
 {
@@ -1160,6 +1215,8 @@ conn_start_rq(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size
          * decide what commits; this keeps strangers from filling the
          * proposal table) */
         rq_error(q, 403, "registry writes answer loopback peers only", "loopback", 0);
+    } else if (q->r.op == OMNI_OP_CAP_REVOKE && !rq_revoke_allowed(q, f)) {
+        /* answered: 401/403/429 with the guard's envelope */
     } else if (q->r.op == OMNI_OP_PUT) {
         q->state = RQ_PUT_BEGIN;
         rc = rq_bus(q, OAP_APP_STORAGE, q->r.fwd, q->r.fwd_len, NULL, 0);
@@ -1606,6 +1663,12 @@ omni_listen_fd(omni_t *g, int listen_fd)
         return rc;
     }
     return uv_listen((uv_stream_t *)&g->listener, 1024, on_accept);
+}
+
+void
+omni_set_guard(omni_t *g, guard_t *guard)
+{
+    g->guard = guard;
 }
 
 void

@@ -47,6 +47,9 @@ static const op_def_t ops[OMNI_OP__COUNT] = {
     [OMNI_OP_CHALLENGE] = {OAP_APP_AUTH, "challenge", "challenge", {NULL}},
     [OMNI_OP_REDEEM] = {OAP_APP_AUTH, "redeem", "redeem",
                         {"challenge", "pk", "ops", "ttl", "tenant", "sig", NULL}},
+    /* the kernel checks the identifier and the numbers (capabilities.md) */
+    [OMNI_OP_CAP_REVOKE] = {OAP_APP_KERNEL, "cap_revoke", "auth_revoke",
+                            {"id", "epoch", "until", "idem", NULL}},
 };
 
 const char *
@@ -203,6 +206,19 @@ omni_request_parse(uint16_t app_proto_id, const uint8_t *json, size_t len, const
         const char *svc = NULL;
         if ((rc = proto_args_str(&s, "service", true, &svc, err_out)) < 0)
             goto out;
+    }
+    if (r_out->op == OMNI_OP_CAP_REVOKE) {
+        const char *id = NULL, *epoch = NULL, *until = NULL;
+        if ((rc = proto_args_str(&s, "id", false, &id, err_out)) < 0 ||
+            (rc = proto_args_str(&s, "epoch", false, &epoch, err_out)) < 0 ||
+            (rc = proto_args_str(&s, "until", false, &until, err_out)) < 0)
+            goto out;
+        if ((id == NULL) == (epoch == NULL)) {
+            err_set(err_out, "id", "give exactly one of id and epoch");
+            rc = RON_EJSON;
+            goto out;
+        }
+        r_out->revoke_epoch = epoch != NULL;
     }
     if (r_out->op == OMNI_OP_GET)
         rc = parse_get(&s, r_out, err_out);

@@ -25,6 +25,7 @@
 
 #include "oap.h"
 #include "ron_bus.h"
+#include "ron_guard.h"
 #include "ron_proto.h"
 
 /* ---- limits (app-port.md §1) ---- */
@@ -69,6 +70,7 @@ typedef enum {
     OMNI_OP_REG_COMMIT,
     OMNI_OP_CHALLENGE, /* app 7: svc-passport */
     OMNI_OP_REDEEM,
+    OMNI_OP_CAP_REVOKE, /* app 6: forwarded to the kernel's auth_revoke */
     OMNI_OP__COUNT,
 } omni_op_t;
 
@@ -82,6 +84,7 @@ typedef struct {
     /* get */
     uint8_t addr[32];
     bool has_offset, has_length;
+    bool revoke_epoch; /* cap_revoke: by epoch (needs admin), else by id (mint) */
     uint64_t offset, length;
 } omni_request_t;
 
@@ -157,6 +160,14 @@ void omni_set_registry(omni_t *g, rbus_peer_t *registry);
  * before closing it.
  */
 void omni_set_passport_peer(omni_t *g, rbus_peer_t *passport);
+
+/*
+ * Set the guard the app port checks capabilities with (borrowed, may be
+ * NULL: no checks; the node host passes ron_node_guard()). Today it guards
+ * cap_revoke (an id needs `mint`, an epoch `admin`) and audits each
+ * revocation as cap_revoked.
+ */
+void omni_set_guard(omni_t *g, guard_t *guard);
 
 /* Current counters (a view valid until the next loop turn). */
 const omni_stats_t *omni_stats(omni_t *g);

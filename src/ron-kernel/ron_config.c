@@ -130,6 +130,9 @@ static const cfg_key_t keys[] = {
     ADDRK("echo.addr", echo_addr, true, false, "echo service TCP listener (empty: none)"),
     {{"echo.banner", "string", true, "line the echo service sends each new connection"},
      K_STR, OFF(echo_banner), SZ(echo_banner), 0, 0, 0, 0, true, NULL},
+    {{"policy_file", "string", true,
+      "policy bundle JSON every enforcing process uses (empty: the shipped default)"},
+     K_PATH, OFF(policy_file), SZ(policy_file), 0, 0, 0, 0, true, NULL},
 };
 
 #define N_KEYS RON_ARRAY_LEN(keys)

@@ -88,6 +88,7 @@ typedef struct {
     size_t n_services;
     char echo_addr[RON_CONFIG_ADDR_MAX];   /* echo service TCP listener; empty: none */
     char echo_banner[RON_CONFIG_TEXT_MAX]; /* line the echo service sends first */
+    char policy_file[RON_CONFIG_PATH_MAX]; /* policy bundle JSON; empty: the shipped default */
 } ron_config_t;
 
 /* One "path=value" override from the command line. Borrowed strings. */
