@@ -29,6 +29,7 @@
 #include "omni_internal.h"
 #include "omnigate.h"
 #include "ron_err.h"
+#include "ron_guard.h"
 #include "ron_util.h"
 #include "sto_service.h"
 
@@ -47,6 +48,13 @@ struct fx {
     sto_service_t *svc;
     omni_t *g;
     int port;
+    /* enforcement (fx_guard): an authority in RAM and the app's guard */
+    guard_authority_t *auth;
+    guard_t *guard;
+    char op_tok[AUTH_MAX_TOKEN + 1]; /* the operator capability */
+    char tok[AUTH_MAX_TOKEN + 1];    /* a test's narrower token */
+    char tok2[AUTH_MAX_TOKEN + 1];
+    char addr[68];                   /* an object a test stored */
     /* client thread */
     client_fn fn;
     volatile int done;
@@ -115,6 +123,58 @@ fx_close(fx_t *fx)
     rbus_hub_free(fx->hub);
     uv_run(&fx->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&fx->loop), 0);
+    guard_free(fx->guard);
+    guard_authority_close(fx->auth);
+}
+
+/* Bring the guard up to the authority's head, page by page. */
+static void
+fx_sync(fx_t *fx)
+{
+    static guard_entry_t e[GUARD_SYNC_PAGE];
+    bool more = true;
+
+    for (int i = 0; i < 100 && more; i++) {
+        uint64_t after = guard_head(fx->guard), head;
+        size_t n = guard_authority_since(fx->auth, after, e, GUARD_SYNC_PAGE, &more);
+        head = more && n > 0 ? e[n - 1].seq : guard_authority_head(fx->auth);
+        assert_int_equal(guard_apply(fx->guard, after, head, e, n), 0);
+    }
+    assert_int_equal(guard_head(fx->guard), guard_authority_head(fx->auth));
+}
+
+/* Enforce: an authority in RAM, a guard following it, the operator token. */
+static void
+fx_guard(fx_t *fx)
+{
+    uint8_t seed[32], master[GUARD_MASTER_LEN];
+    guard_authority_opts_t ao = {0};
+    guard_opts_t go = {0};
+
+    memset(seed, 0x5a, sizeof seed);
+    guard_master_derive(seed, master);
+    ao.master = master;
+    go.service = "app";
+    go.master = master;
+    assert_int_equal(guard_authority_open(&ao, ron_unix_time(), &fx->auth), 0);
+    assert_int_equal(guard_new(&go, &fx->guard), 0);
+    fx_sync(fx);
+    assert_true(guard_authority_mint_operator(fx->auth, fx->op_tok, sizeof fx->op_tok) > 0);
+    omni_set_guard(fx->g, fx->guard);
+}
+
+/* Mint a token of ops (and max_bytes, 0: none) under the guard; id_out may be NULL. */
+static void
+fx_mint(fx_t *fx, uint32_t ops, uint64_t max_bytes, char *out, size_t cap, char *id_out)
+{
+    auth_grant_t all;
+    guard_mint_req_t m = {.ops = ops, .ttl = 600, .max_bytes = max_bytes};
+    char id[AUTH_ID_MAX + 1];
+
+    auth_grant_init(&all);
+    assert_true(guard_mint(fx->guard, &all, "test", &m, out, cap, id) > 0);
+    if (id_out != NULL)
+        memcpy(id_out, id, sizeof id);
 }
 
 static void *
@@ -218,6 +278,9 @@ read_all(int fd, void *p, size_t n)
     return true;
 }
 
+static const char *cli_cap; /* token of every START but HELLO's (client thread), or NULL */
+static bool cli_put_unsized; /* cli_put declares no size (client thread) */
+
 static bool
 cli_send(int fd, uint16_t flags, uint16_t app, uint64_t corr, const void *payload, size_t len)
 {
@@ -225,9 +288,14 @@ cli_send(int fd, uint16_t flags, uint16_t app, uint64_t corr, const void *payloa
                      .payload = payload, .payload_len = len};
     uint8_t hdr[OAP_HDR_LEN];
     f.tenant_id[15] = 7; /* tenant 7 for every request */
+    if ((flags & OAP_F_START) && app != 0 && cli_cap != NULL) {
+        f.cap = (const uint8_t *)cli_cap;
+        f.cap_len = (uint16_t)strlen(cli_cap);
+    }
     if (oap_header_encode(&f, OAP_MAX_FRAME, hdr) < 0)
         return false;
-    return write_all(fd, hdr, sizeof hdr) && write_all(fd, payload, len);
+    return write_all(fd, hdr, sizeof hdr) && write_all(fd, f.cap, f.cap_len) &&
+           write_all(fd, payload, len);
 }
 
 static bool
@@ -350,7 +418,10 @@ cli_put(int fd, uint64_t corr, const uint8_t *b, size_t n, size_t chunk, const c
     size_t off = 0;
     uint16_t code = 0;
 
-    snprintf(js, sizeof js, "{\"op\":\"put\",\"size\":\"%zu\"%s}", n, extra);
+    if (cli_put_unsized)
+        snprintf(js, sizeof js, "{\"op\":\"put\"%s}", extra);
+    else
+        snprintf(js, sizeof js, "{\"op\":\"put\",\"size\":\"%zu\"%s}", n, extra);
     if (!cli_send_json(fd, OAP_F_REQ | OAP_F_START | (n == 0 ? OAP_F_END : 0), 1, corr, js))
         return 0;
     credit--;
@@ -454,6 +525,11 @@ client_hello_and_ping(fx_t *fx)
     CK(fx, cli_recv(fd, &f) && f.code == 400 && strcmp(jget(&f, "reason", v, sizeof v), "bogus") == 0);
     CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 0, 9, "{\"op\":\"ping\"}"));
     CK(fx, cli_recv(fd, &f) && f.code == 200);
+    /* without a guard nothing is minted */
+    CK(fx, cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, 6, 10,
+                         "{\"op\":\"cap_mint\",\"ops\":[\"get\"]}"));
+    CK(fx, cli_recv(fd, &f) && f.code == 403 &&
+               strcmp(jget(&f, "reason", v, sizeof v), "no_authority") == 0);
     free(f.payload);
     close(fd);
 }
@@ -860,6 +936,296 @@ test_omni_inflates_compressed_requests_and_refuses_a_body_where_none_belongs(voi
     fx_close(&fx);
 }
 
+/* ---- enforcement (a real guard) ---- */
+
+/* One START|END request on app; the answer's first frame in *f. Returns its code (0: none). */
+static uint16_t
+cli_req(int fd, uint16_t app, uint64_t corr, const char *json, cframe_t *f)
+{
+    if (!cli_send_json(fd, OAP_F_REQ | OAP_F_START | OAP_F_END, app, corr, json) ||
+        !cli_recv_data(fd, f, NULL))
+        return 0;
+    return f->code;
+}
+
+/* True when f is the envelope of status with slug code and reason. */
+static bool
+is_envelope(const cframe_t *f, uint16_t status, const char *code, const char *reason)
+{
+    char v[64];
+    return f->code == status && strcmp(jget(f, "code", v, sizeof v), code) == 0 &&
+           strcmp(jget(f, "reason", v, sizeof v), reason) == 0;
+}
+
+static void
+client_anonymous(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    uint8_t b[1000], back[1000];
+    char js[160], size[24];
+    size_t got = 0;
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    fill(b, sizeof b, 3);
+    cli_cap = fx->op_tok; /* the operator stores an object */
+    CK(fx, cli_put(fd, 10, b, sizeof b, 400, "", fx->addr) == 201);
+    cli_cap = NULL; /* anyone reads it */
+    CK(fx, cli_get(fd, 11, fx->addr, NULL, NULL, back, sizeof back, &got, size) == 200);
+    CK(fx, got == sizeof b && memcmp(back, b, got) == 0);
+    snprintf(js, sizeof js, "{\"op\":\"stat\",\"address\":\"%s\"}", fx->addr);
+    CK(fx, cli_req(fd, 1, 12, js, &f) == 200);
+    /* but not write, list, collect or run the node: 401 capability_required */
+    CK(fx, cli_req(fd, 1, 13, "{\"op\":\"put\",\"size\":\"0\"}", &f) == 401);
+    CK(fx, is_envelope(&f, 401, "unauthorized", "capability_required"));
+    CK(fx, strcmp(jget(&f, "corr_id", js, sizeof js), "13") == 0);
+    CK(fx, cli_req(fd, 1, 14, "{\"op\":\"list\"}", &f) == 401);
+    CK(fx, cli_req(fd, 1, 15, "{\"op\":\"gc\",\"target\":\"1\"}", &f) == 401);
+    CK(fx, cli_req(fd, 6, 16, "{\"op\":\"status\"}", &f) == 401);
+    CK(fx, cli_req(fd, 9, 17, "{\"op\":\"commit\",\"id\":\"ab\"}", &f) == 401);
+    CK(fx, cli_req(fd, 6, 18, "{\"op\":\"cap_mint\",\"ops\":[\"get\"]}", &f) == 401);
+    /* the passport stays open (its service is not running here: 503, not 401) */
+    CK(fx, cli_req(fd, 7, 19, "{\"op\":\"challenge\"}", &f) == 503);
+    /* the operator passes the admin check where loopback used to decide */
+    cli_cap = fx->op_tok;
+    CK(fx, cli_req(fd, 6, 20, "{\"op\":\"status\"}", &f) == 503);
+    CK(fx, cli_req(fd, 1, 21, "{\"op\":\"list\"}", &f) == 200);
+    cli_cap = NULL;
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_guard_allows_anonymous_get_and_answers_401_to_anonymous_writes(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_guard(&fx);
+    fx_run_client(&fx, client_anonymous);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+    fx_close(&fx);
+}
+
+static void
+client_narrow_and_bad(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    uint8_t b[500], back[500];
+    char addr[68] = "", size[24];
+    size_t got = 0, n;
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    fill(b, sizeof b, 5);
+    cli_cap = fx->op_tok;
+    CK(fx, cli_put(fd, 10, b, sizeof b, 500, "", fx->addr) == 201);
+    /* a get-only token reads, and gets 403 for a put (nothing stored) */
+    cli_cap = fx->tok;
+    CK(fx, cli_get(fd, 11, fx->addr, NULL, NULL, back, sizeof back, &got, size) == 200);
+    CK(fx, got == sizeof b);
+    b[0] ^= 1;
+    CK(fx, cli_put(fd, 12, b, sizeof b, 500, "", addr) == 403);
+    CK(fx, cli_req(fd, 1, 13, "{\"op\":\"put\",\"size\":\"0\"}", &f) == 403);
+    CK(fx, is_envelope(&f, 403, "forbidden", "forbidden"));
+    /* a token that is not one: 401 capability_invalid */
+    cli_cap = "not-a-token";
+    CK(fx, cli_req(fd, 1, 14, "{\"op\":\"put\",\"size\":\"0\"}", &f) == 401);
+    CK(fx, is_envelope(&f, 401, "unauthorized", "capability_invalid"));
+    /* the operator token with its signature altered: 401 too (even for a get) */
+    snprintf(fx->tok2, sizeof fx->tok2, "%s", fx->op_tok);
+    n = strlen(fx->tok2);
+    fx->tok2[n - 2] = fx->tok2[n - 2] == 'A' ? 'B' : 'A';
+    cli_cap = fx->tok2;
+    CK(fx, cli_get(fd, 15, fx->addr, NULL, NULL, back, sizeof back, &got, size) == 401);
+    cli_cap = NULL;
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_guard_answers_403_to_a_get_only_token_put_and_401_to_a_bad_token(void **state)
+{
+    (void)state;
+    fx_t fx;
+    uint8_t b[500];
+    char gone[68];
+    fx_open(&fx, NULL);
+    fx_guard(&fx);
+    fx_mint(&fx, 1u << AUTH_OP_GET, 0, fx.tok, sizeof fx.tok, NULL);
+    fx_run_client(&fx, client_narrow_and_bad);
+    /* the refused put stored nothing */
+    fill(b, sizeof b, 5);
+    b[0] ^= 1;
+    b3_text(b, sizeof b, gone);
+    assert_int_not_equal(strcmp(gone, fx.addr), 0);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+    fx_close(&fx);
+}
+
+static void
+client_put_once(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    uint8_t b[300];
+    char addr[68] = "";
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    fill(b, sizeof b, (uint32_t)ron_now_ms());
+    cli_cap = fx->tok;
+    /* the put's status into fx->addr, the reason of a second put into fx->tok2 */
+    snprintf(fx->addr, sizeof fx->addr, "%u", (unsigned)cli_put(fd, 10, b, sizeof b, 300, "", addr));
+    CK(fx, cli_req(fd, 1, 11, "{\"op\":\"put\",\"size\":\"0\"}", &f) != 0);
+    jget(&f, "reason", fx->tok2, sizeof fx->tok2);
+    cli_cap = NULL;
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_guard_answers_401_to_a_revoked_token_once_the_revocation_is_applied(void **state)
+{
+    (void)state;
+    fx_t fx;
+    char id[AUTH_ID_MAX + 1];
+    guard_entry_t e;
+
+    fx_open(&fx, NULL);
+    fx_guard(&fx);
+    fx_mint(&fx, 1u << AUTH_OP_PUT | 1u << AUTH_OP_GET, 0, fx.tok, sizeof fx.tok, id);
+    fx_run_client(&fx, client_put_once);
+    assert_string_equal(fx.addr, "201");
+    assert_int_equal(guard_authority_revoke(fx.auth, id, strlen(id), 0, ron_unix_time(), &e), 0);
+    fx_sync(&fx);
+    fx_run_client(&fx, client_put_once);
+    assert_string_equal(fx.addr, "401");
+    assert_string_equal(fx.tok2, "capability_revoked");
+    fx_close(&fx);
+}
+
+static void
+client_max_bytes(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    size_t n = 300000;
+    uint8_t *b = malloc(n);
+    char addr[68] = "";
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    fill(b, n, 9);
+    b3_text(b, n, fx->addr);
+    cli_cap = fx->tok; /* put, at most 100000 bytes a put */
+    /* no size declared: refused as the bytes pass the bound */
+    cli_put_unsized = true;
+    CK(fx, cli_put(fd, 10, b, n, 40000, "", addr) == 403);
+    cli_put_unsized = false;
+    /* a declared size over it: refused at once */
+    CK(fx, cli_req(fd, 1, 11, "{\"op\":\"put\",\"size\":\"100001\"}", &f) == 403);
+    CK(fx, is_envelope(&f, 403, "forbidden", "forbidden"));
+    /* within it: stored, declared or not */
+    CK(fx, cli_put(fd, 12, b, 100000, 40000, "", addr) == 201);
+    cli_put_unsized = true;
+    CK(fx, cli_put(fd, 13, b + 1, 100000, 40000, "", addr) == 201);
+    cli_put_unsized = false;
+    cli_cap = NULL;
+    free(f.payload);
+    free(b);
+    close(fd);
+}
+
+/* stat answered on the bus: records the status in *arg. */
+static void
+stat_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    *(int *)arg = status < 0 ? status : resp->code;
+}
+
+static void
+test_omni_guard_refuses_a_put_past_the_capability_max_bytes_as_the_bytes_arrive(void **state)
+{
+    (void)state;
+    fx_t fx;
+    char js[128];
+    uint8_t buf[4 + sizeof js];
+    rbus_request_opts_t o = {.app_proto_id = OAP_APP_STORAGE, .deadline_ms = 5000};
+    int st = 0, n;
+
+    fx_open(&fx, NULL);
+    fx_guard(&fx);
+    fx_mint(&fx, 1u << AUTH_OP_PUT, 100000, fx.tok, sizeof fx.tok, NULL);
+    fx_run_client(&fx, client_max_bytes);
+    for (int i = 0; i < 200 && sto_service_open_puts(fx.svc) != 0; i++)
+        uv_run(&fx.loop, UV_RUN_NOWAIT); /* the aborts in flight */
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+    /* the refused 300000 bytes are not in the store */
+    n = snprintf(js, sizeof js, "{\"address\":\"%s\",\"op\":\"stat\"}", fx.addr);
+    memcpy(buf + 4, js, (size_t)n);
+    (void)proto_json_frame(buf, js, (uint32_t)n);
+    o.cap = fx.op_tok;
+    o.cap_len = strlen(fx.op_tok);
+    assert_int_equal(rbus_request_ex(fx.storage, &o, buf, 4 + (size_t)n, stat_reply, &st), 0);
+    for (int i = 0; i < 2000 && st == 0; i++)
+        uv_run(&fx.loop, UV_RUN_ONCE);
+    assert_int_equal(st, 404);
+    fx_close(&fx);
+}
+
+static void
+client_mint(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    uint8_t b[200], back[200];
+    char addr[68] = "", size[24];
+    size_t got = 0;
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    fill(b, sizeof b, 21);
+    cli_cap = fx->op_tok;
+    CK(fx, cli_put(fd, 9, b, sizeof b, 200, "", fx->addr) == 201);
+    /* the operator mints a get-only token */
+    CK(fx, cli_req(fd, 6, 10, "{\"op\":\"cap_mint\",\"ops\":[\"get\"],\"ttl\":\"60\"}", &f) ==
+               200);
+    jget(&f, "token", fx->tok, sizeof fx->tok);
+    CK(fx, strncmp(jget(&f, "id", size, sizeof size), "ron1:", 5) == 0);
+    cli_cap = fx->tok;
+    CK(fx, cli_get(fd, 11, fx->addr, NULL, NULL, back, sizeof back, &got, size) == 200);
+    CK(fx, cli_put(fd, 12, b, 100, 100, "", addr) == 403);
+    /* it cannot mint: 403 */
+    CK(fx, cli_req(fd, 6, 13, "{\"op\":\"cap_mint\",\"ops\":[\"get\"]}", &f) == 403);
+    /* a get+mint token cannot mint wider than itself */
+    cli_cap = fx->op_tok;
+    CK(fx, cli_req(fd, 6, 14, "{\"op\":\"cap_mint\",\"ops\":[\"get\",\"mint\"]}", &f) == 200);
+    jget(&f, "token", fx->tok2, sizeof fx->tok2);
+    cli_cap = fx->tok2;
+    CK(fx, cli_req(fd, 6, 15, "{\"op\":\"cap_mint\",\"ops\":[\"put\"]}", &f) == 403);
+    CK(fx, is_envelope(&f, 403, "forbidden", "capability_wider"));
+    CK(fx, cli_req(fd, 6, 16, "{\"op\":\"cap_mint\",\"ops\":[\"get\"],\"max_bytes\":\"10\","
+                              "\"prefix\":\"b3:0\"}", &f) == 200);
+    /* malformed asks: 400 naming the field */
+    CK(fx, cli_req(fd, 6, 17, "{\"op\":\"cap_mint\",\"ops\":[]}", &f) == 400);
+    CK(fx, is_envelope(&f, 400, "bad_request", "ops"));
+    CK(fx, cli_req(fd, 6, 18, "{\"op\":\"cap_mint\",\"ops\":[\"get\"],\"tenant\":\"AB\"}", &f) ==
+               400);
+    CK(fx, is_envelope(&f, 400, "bad_request", "tenant"));
+    cli_cap = NULL;
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_cap_mint_narrows_the_caller_capability_and_refuses_wider_asks(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_guard(&fx);
+    fx_run_client(&fx, client_mint);
+    fx_close(&fx);
+}
+
 static void
 test_omni_allows_kernel_ops_only_from_loopback_peers(void **state)
 {
@@ -969,6 +1335,11 @@ main(void)
         cmocka_unit_test(test_omni_repeats_the_remembered_answer_for_an_idempotency_key),
         cmocka_unit_test(test_omni_answers_413_when_a_json_answer_exceeds_the_negotiated_max_frame),
         cmocka_unit_test(test_omni_inflates_compressed_requests_and_refuses_a_body_where_none_belongs),
+        cmocka_unit_test(test_omni_guard_allows_anonymous_get_and_answers_401_to_anonymous_writes),
+        cmocka_unit_test(test_omni_guard_answers_403_to_a_get_only_token_put_and_401_to_a_bad_token),
+        cmocka_unit_test(test_omni_guard_answers_401_to_a_revoked_token_once_the_revocation_is_applied),
+        cmocka_unit_test(test_omni_guard_refuses_a_put_past_the_capability_max_bytes_as_the_bytes_arrive),
+        cmocka_unit_test(test_omni_cap_mint_narrows_the_caller_capability_and_refuses_wider_asks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -148,6 +148,80 @@ verify_at(fx_t *fx, const char *token, auth_op_t op, int64_t now, auth_verdict_t
 
 /* ---- challenge/response ---- */
 
+/* The guard's decision on token for op at the node's boundaries. */
+static int
+guard_on(guard_t *g, const char *token, auth_op_t op, guard_result_t *res)
+{
+    guard_req_t req = {.op = op, .token = token, .token_len = strlen(token),
+                       .size = AUTH_SIZE_UNKNOWN, .target = "test"};
+    return guard_check(g, &req, res);
+}
+
+static void
+test_pass_with_the_node_guard_mints_tokens_every_boundary_verifies(void **state)
+{
+    fx_t fx;
+    uint8_t seed[32], master[GUARD_MASTER_LEN];
+    guard_authority_opts_t ao = {0};
+    guard_opts_t go = {0};
+    guard_authority_t *a = NULL;
+    guard_t *g = NULL;
+    guard_entry_t e[GUARD_SYNC_PAGE];
+    guard_result_t gr;
+    pass_opts_t o = {0};
+    pass_challenge_t c;
+    pass_redeem_t r;
+    pass_result_t res;
+    auth_token_t tok;
+    bool more = false;
+    size_t n;
+    int64_t now = ron_unix_time();
+    char err[256];
+    (void)state;
+
+    /* the node: an authority in RAM and the guard of the passport's process */
+    memset(seed, 7, sizeof seed);
+    guard_master_derive(seed, master);
+    ao.master = master;
+    go.service = "passport";
+    go.master = master;
+    assert_int_equal(guard_authority_open(&ao, now, &a), 0);
+    assert_int_equal(guard_new(&go, &g), 0);
+    n = guard_authority_since(a, 0, e, GUARD_SYNC_PAGE, &more);
+    assert_int_equal(guard_apply(g, 0, guard_authority_head(a), e, n), 0);
+
+    memset(&fx, 0, sizeof fx);
+    fx.kms = kms_ram();
+    crypto_sign_keypair(fx.pk, fx.sk);
+    ron_hex_encode(fx.pkhex, fx.pk, 32);
+    fx.pol = policy_for(fx.pkhex);
+    o.kms = fx.kms;
+    o.policy = fx.pol;
+    o.guard = g;
+    assert_int_equal(pass_new(&o, now, &fx.p, err, sizeof err), 0);
+    assert_int_equal(pass_challenge_issue(fx.p, now, &c), 0);
+    answer(&c, fx.pk, fx.sk, GETPUT, 600, &r);
+    assert_int_equal(pass_redeem(fx.p, &r, now, &res), 0);
+    /* under the node's current kid, not the passport's c<n> */
+    assert_string_equal(res.kid, guard_authority_kid(a));
+    assert_int_equal(res.expires, now + 600);
+    assert_int_equal(auth_token_parse(res.token, res.token_len, &tok), 0);
+    assert_string_equal(tok.id_str, res.id);
+    assert_true(tok.grant.ops == GETPUT && tok.grant.rate == 50 && tok.grant.expires <= now + 600);
+    /* the guard (any boundary's) allows what was granted, nothing more */
+    assert_int_equal(guard_on(g, res.token, AUTH_OP_PUT, &gr), 0);
+    assert_int_equal(guard_on(g, res.token, AUTH_OP_PIN, &gr), RON_ECAPDENY);
+    assert_int_equal(gr.status, 403);
+    /* and it revokes like any node token */
+    assert_int_equal(guard_authority_revoke(a, res.id, strlen(res.id), 0, now, &e[0]), 0);
+    assert_int_equal(guard_apply(g, e[0].seq - 1, e[0].seq, e, 1), 0);
+    assert_int_equal(guard_on(g, res.token, AUTH_OP_GET, &gr), RON_ECAPREVOKED);
+    assert_string_equal(gr.slug, "capability_revoked");
+    fx_close(&fx);
+    guard_free(g);
+    guard_authority_close(a);
+}
+
 static void
 test_pass_signed_challenge_gets_token_for_granted_ops(void **state)
 {
@@ -941,6 +1015,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pass_signed_challenge_gets_token_for_granted_ops),
+        cmocka_unit_test(test_pass_with_the_node_guard_mints_tokens_every_boundary_verifies),
         cmocka_unit_test(test_pass_tenant_is_bound_into_the_token),
         cmocka_unit_test(test_pass_replayed_challenge_is_refused),
         cmocka_unit_test(test_pass_expired_challenge_is_refused),

@@ -6,11 +6,13 @@
  * Both work on the token alone, without a node: attenuation needs no key,
  * and verify checks structure, caveat grammar, time (with the 60 s skew)
  * and, given the root key, the signature. TOKEN "-" reads one line from
- * stdin, so a token need not appear in the process list. `ron cap mint`
- * needs the node's app port and is not here yet; `ron cap revoke` is in
- * cmd_cap_revoke.c.
- * Exit codes: 0 ok, 1 the token fails verification, 2 bad usage or input
- * (a malformed token or caveat argument).
+ * stdin, so a token need not appear in the process list.
+ *   ron cap mint --ops OPS [--ttl DUR] [--tenant T] [--max-bytes N] [--prefix P]
+ * asks the node's app port (op cap_mint, app-port.md §5c) for a fresh token
+ * narrowed from the caller's capability (which must allow mint) and prints
+ * only the token. `ron cap revoke` is in cmd_cap_revoke.c.
+ * Exit codes: 0 ok, 1 the token fails verification (or the node refused),
+ * 2 bad usage or input (a malformed token or caveat argument).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +25,8 @@
 #include <unistd.h>
 
 #include "cmd.h"
+#include "cmd_client.h"
+#include "oap.h"
 #include "ron_auth.h"
 #include "ron_err.h"
 #include "ron_util.h"
@@ -30,16 +34,18 @@
 static const char cap_usage[] =
     "usage: ron cap attenuate TOKEN CAVEAT...\n"
     "       ron cap verify TOKEN [--key FILE] [--json] [--now UNIX]\n"
-    "       ron cap revoke ID [--until UNIX] | --epoch   (ron cap revoke --help)\n"
     "                    [--op OP] [--tenant HEX] [--size N] [--addr b3:HEX] [--name NAME]\n"
+    "       ron cap mint --ops OPS [--ttl DUR] [--tenant HEX] [--max-bytes N] [--prefix b3:HEX]\n"
+    "       ron cap revoke ID [--until UNIX] | --epoch   (ron cap revoke --help)\n"
     "  attenuate: print TOKEN with the caveats appended (offline; it can only narrow).\n"
     "    A caveat is `key = value`: tenant, ops, expires, not-before, max-bytes,\n"
     "    prefix, name-prefix, rate (docs/protocol/capabilities.md).\n"
     "  verify: check TOKEN offline: encoding, identifier, every caveat, time (60 s\n"
     "    skew) and, with --key FILE (the root key as 64-128 hex digits, mode 0600),\n"
     "    the signature. --op and the other request options check a request too.\n"
-    "  TOKEN - reads the token from stdin. `ron cap mint` needs a running node and is\n"
-    "  not available yet.\n"
+    "  mint: ask the node (app port) for a fresh token narrowed from yours (see\n"
+    "    ron cap mint --help).\n"
+    "  TOKEN - reads the token from stdin.\n"
     "  Exit 0 ok, 1 the token fails verification, 2 bad usage or malformed input.\n";
 
 /* Read TOKEN ("-": one line of stdin) into buf. Returns its length or -1. */
@@ -366,6 +372,171 @@ out:
     return exit_code;
 }
 
+static const char mint_usage[] =
+    "usage: ron cap mint --ops OPS [--ttl DUR] [--tenant HEX] [--max-bytes N] [--prefix b3:HEX]\n"
+    "                    [--node ADDR] [--cap TOKEN] [--data-dir DIR]\n"
+    "Ask the node for a fresh capability and print only the token. It is minted under\n"
+    "the node's keys from your capability (which must allow mint) and can only narrow\n"
+    "it: OPS comma-separated among get, put, pin, name, send, recv, admin, mint; DUR\n"
+    "seconds or with a unit s, m, h, d (default 1h, at most 30d); HEX a tenant of 32\n"
+    "hex digits; N the most bytes one put may write; b3:HEX an address prefix.\n"
+    CLI_COMMON_HELP;
+
+/* "90", "90s", "15m", "2h", "7d" into seconds (1..UINT32_MAX). Returns 0 or -1. */
+static int
+dur_parse(const char *s, uint32_t *out)
+{
+    size_t n = strlen(s);
+    uint64_t v = 0, mul = 1;
+
+    if (n == 0)
+        return -1;
+    switch (s[n - 1]) {
+    case 's':
+        n--;
+        break;
+    case 'm':
+        mul = 60;
+        n--;
+        break;
+    case 'h':
+        mul = 3600;
+        n--;
+        break;
+    case 'd':
+        mul = 86400;
+        n--;
+        break;
+    default:
+        break;
+    }
+    if (ron_parse_u64(s, n, &v) < 0 || v == 0 || v > UINT32_MAX / mul)
+        return -1;
+    *out = (uint32_t)(v * mul);
+    return 0;
+}
+
+/* The cap_mint arguments of the options, as JSON text (new), or NULL after printing why. */
+static char *
+mint_args(const cli_opts_t *o)
+{
+    const char *ops = cli_get(o, "--ops"), *ttl = cli_get(o, "--ttl"),
+               *tenant = cli_get(o, "--tenant"), *maxb = cli_get(o, "--max-bytes"),
+               *prefix = cli_get(o, "--prefix");
+    json_t *a = json_object(), *arr = json_array();
+    uint8_t t[AUTH_TENANT_LEN];
+    uint32_t mask = 0, secs = 0;
+    uint64_t v = 0;
+    char *txt = NULL;
+    const char *p = ops;
+
+    json_object_set_new(a, "ops", arr);
+    while (p != NULL && *p != '\0') {
+        size_t n = strcspn(p, ",");
+        auth_op_t op;
+        if (auth_op_parse(p, n, &op) < 0 || (mask & (1u << op)) != 0) {
+            ron_cmd_fail(RON_EXIT_USAGE, "cap mint: --ops takes distinct ops among get, put, "
+                                         "pin, name, send, recv, admin, mint, comma-separated");
+            goto out;
+        }
+        mask |= 1u << op;
+        json_array_append_new(arr, json_string(auth_op_name(op)));
+        p += n + (p[n] == ',');
+    }
+    if (mask == 0) {
+        ron_cmd_fail(RON_EXIT_USAGE, "cap mint: --ops is required (e.g. --ops get,put)");
+        goto out;
+    }
+    if (ttl != NULL) {
+        if (dur_parse(ttl, &secs) < 0) {
+            ron_cmd_fail(RON_EXIT_USAGE, "cap mint: --ttl takes a duration such as 3600, 15m, "
+                                         "2h or 7d");
+            goto out;
+        }
+        json_object_set_new(a, "ttl", json_sprintf("%" PRIu32, secs));
+    }
+    if (tenant != NULL) {
+        if (strlen(tenant) != 2 * AUTH_TENANT_LEN ||
+            ron_hex_decode(t, AUTH_TENANT_LEN, tenant, strlen(tenant)) < 0) {
+            ron_cmd_fail(RON_EXIT_USAGE, "cap mint: --tenant takes 32 hex digits");
+            goto out;
+        }
+        char hex[2 * AUTH_TENANT_LEN + 1];
+        ron_hex_encode(hex, t, AUTH_TENANT_LEN); /* lowercase, as the node wants it */
+        json_object_set_new(a, "tenant", json_string(hex));
+    }
+    if (maxb != NULL) {
+        if (ron_parse_u64(maxb, strlen(maxb), &v) < 0 || v == 0) {
+            ron_cmd_fail(RON_EXIT_USAGE, "cap mint: --max-bytes takes a byte count above 0");
+            goto out;
+        }
+        json_object_set_new(a, "max_bytes", json_sprintf("%" PRIu64, v));
+    }
+    if (prefix != NULL) {
+        size_t n = strlen(prefix);
+        bool ok = n > 3 && n <= 67 && strncmp(prefix, "b3:", 3) == 0;
+        for (size_t k = 3; ok && k < n; k++)
+            ok = (prefix[k] >= '0' && prefix[k] <= '9') || (prefix[k] >= 'a' && prefix[k] <= 'f');
+        if (!ok) {
+            ron_cmd_fail(RON_EXIT_USAGE,
+                         "cap mint: --prefix takes b3: and 1 to 64 lowercase hex digits");
+            goto out;
+        }
+        json_object_set_new(a, "prefix", json_string(prefix));
+    }
+    txt = json_dumps(a, JSON_COMPACT);
+out:
+    json_decref(a);
+    return txt;
+}
+
+static int
+cap_mint(int argc, char **argv)
+{
+    cli_opts_t o = {0};
+    ron_client_t *c = NULL;
+    char *args = NULL, *ans = NULL;
+    json_t *j = NULL;
+    const char *tok;
+    int rc;
+
+    cli_opt(&o, "--ops", true);
+    cli_opt(&o, "--ttl", true);
+    cli_opt(&o, "--tenant", true);
+    cli_opt(&o, "--max-bytes", true);
+    cli_opt(&o, "--prefix", true);
+    if ((rc = cli_parse(&o, argc, argv, mint_usage)) != 0)
+        return rc > 0 ? RON_EXIT_OK : RON_EXIT_USAGE;
+    if (o.n_pos != 0) {
+        fputs(mint_usage, stderr);
+        return RON_EXIT_USAGE;
+    }
+    if ((args = mint_args(&o)) == NULL)
+        return RON_EXIT_USAGE;
+    if ((rc = cli_client(&o, "cap mint", &c)) != RON_EXIT_OK)
+        goto out;
+    if ((rc = ron_client_request(c, OAP_APP_KERNEL, "cap_mint", args, false, &ans, NULL)) < 0) {
+        rc = cli_fail(c, "cap mint", rc);
+        goto out;
+    }
+    j = json_loads(ans, 0, NULL);
+    tok = json_string_value(json_object_get(j, "token"));
+    if (tok == NULL) {
+        rc = ron_cmd_fail(RON_EXIT_FAIL, "cap mint: malformed answer from the node");
+        goto out;
+    }
+    printf("%s\n", tok);
+    rc = RON_EXIT_OK;
+out:
+    json_decref(j);
+    if (ans != NULL)
+        explicit_bzero(ans, strlen(ans)); /* holds the token */
+    free(ans);
+    free(args);
+    ron_client_free(c);
+    return rc;
+}
+
 int
 cmd_cap(int argc, char **argv)
 {
@@ -373,6 +544,8 @@ cmd_cap(int argc, char **argv)
         return cap_attenuate(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "verify") == 0)
         return cap_verify(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "mint") == 0)
+        return cap_mint(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "revoke") == 0)
         return cmd_cap_revoke(argc - 1, argv + 1);
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {

@@ -147,6 +147,7 @@ passport_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **s
     o.keyring_path = amnesia ? NULL : ring;
     o.kms = m->kms;
     o.policy = m->policy;
+    o.guard = ron_node_guard(); /* mint under the node's keys: verified node-wide */
     if ((rc = pass_new(&o, ron_unix_time(), &m->p, err, sizeof err)) < 0) {
         ron_error("%s", err);
         goto fail;

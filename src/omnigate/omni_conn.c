@@ -81,6 +81,8 @@ struct omni_rq {
     omni_t *g;
     uint64_t corr_id;
     uint8_t tenant[16];
+    uint8_t *cap; /* the START frame's cap section (forwarded on every bus request), or NULL */
+    size_t cap_len;
     omni_request_t r;
     rq_state_t state;
     uint32_t inflight; /* bus requests of ours pending (gets: up to OMNI_GET_PIPELINE) */
@@ -91,6 +93,10 @@ struct omni_rq {
     uint64_t put_id;
     uint64_t written; /* bytes the storage service answered as written */
     uint64_t sent;    /* bytes sent in put_writes (the next one's offset) */
+    uint64_t received; /* body bytes received */
+    uint64_t max_bytes; /* the capability's max-bytes (UINT64_MAX: none), enforced as they come */
+    bool begin_inflight; /* put_begin sent, not answered */
+    auth_grant_t *grant; /* put with a prefix caveat: its grant, checked once the address is known */
     piece_t *head, *tail;
     /* get */
     uint16_t status; /* 200 or 206 */
@@ -113,7 +119,9 @@ struct omni_conn {
     oap_decoder_t dec;
     oap_streams_t st;
     bool counted;  /* counts in g->stats.conns (not a refused connection) */
-    bool loopback; /* the peer is on this host: kernel ops allowed (until capabilities) */
+    bool loopback; /* the peer is on this host: kernel ops allowed without a guard */
+    bool has_peer; /* peer holds the client's address */
+    struct sockaddr_storage peer;
     bool hello;
     bool closing;
     bool reading;
@@ -144,6 +152,7 @@ struct omni {
     void (*done)(void *arg);
     void *done_arg;
     rbus_peer_t *storage, *index, *kernel, *registry, *passport;
+    guard_t *guard; /* NULL: no enforcement */
     omni_conn_t *conns;
     omni_stats_t stats;
     omni_idem_t *idem;
@@ -152,7 +161,6 @@ struct omni {
     met_counter_t *m_in, *m_out;
     uint64_t seen_in, seen_out;
     met_family_t *m_requests, *m_rejects;
-    guard_t *guard; /* capability checks (omni_set_guard); NULL: none */
 };
 
 static void conn_close(omni_conn_t *c);
@@ -483,6 +491,147 @@ rq_forward_error(omni_rq_t *q, const oap_frame_t *resp)
     rq_answer(q, resp->code, body, (size_t)n);
 }
 
+/* ---------------------------------------------------------------- capabilities */
+
+static bool
+tenant_is_set(const uint8_t t[16])
+{
+    for (size_t i = 0; i < 16; i++)
+        if (t[i] != 0)
+            return true;
+    return false;
+}
+
+/* The guard's view of q, with size as the body size. Views into q. */
+static void
+rq_guard_req(const omni_rq_t *q, uint64_t size, guard_req_t *req)
+{
+    memset(req, 0, sizeof *req);
+    req->op = (auth_op_t)q->r.auth_op;
+    req->token = q->cap_len > 0 ? (const char *)q->cap : NULL;
+    req->token_len = q->cap_len;
+    req->tenant = tenant_is_set(q->tenant) ? q->tenant : NULL;
+    req->addr = q->r.auth_addr[0] != '\0' ? q->r.auth_addr : NULL;
+    req->name = q->r.auth_name[0] != '\0' ? q->r.auth_name : NULL;
+    req->size = size;
+    req->source = q->c != NULL && q->c->has_peer ? (const struct sockaddr *)&q->c->peer : NULL;
+    req->target = req->addr != NULL   ? req->addr
+                  : req->name != NULL ? req->name
+                                      : omni_op_name(q->r.op);
+}
+
+/* Answer q with the guard's refusal: its status, slug as the reason, its sentence. */
+static void
+rq_refuse(omni_rq_t *q, const guard_result_t *res)
+{
+    rq_error(q, (uint16_t)res->status, res->reason, res->slug,
+             res->status == 429 ? res->retry_after_s * 1000u : 0);
+}
+
+/*
+ * Check q's capability (or its absence) with the guard. Allowed: returns
+ * true with *res filled and q's pending constraints kept (max-bytes, a put's
+ * prefix). Refused: answers q (nothing was forwarded) and returns false.
+ */
+static bool
+rq_authorize(omni_rq_t *q, guard_result_t *res)
+{
+    guard_req_t req;
+
+    rq_guard_req(q, q->r.auth_size, &req);
+    if (guard_check(q->g->guard, &req, res) != 0) {
+        rq_refuse(q, res);
+        return false;
+    }
+    snprintf(q->actor, sizeof q->actor, "%s", res->actor); /* cap_revoke's audit */
+    if (res->anonymous)
+        return true;
+    q->max_bytes = res->verdict.grant.max_bytes;
+    if (q->r.op == OMNI_OP_PUT && (res->verdict.pending & AUTH_PENDING_ADDR)) {
+        q->grant = ron_xmalloc(sizeof *q->grant);
+        *q->grant = res->verdict.grant;
+    }
+    return true;
+}
+
+/* A put's body passed its capability's max-bytes with n more bytes: refuse it. */
+static void
+rq_over_max_bytes(omni_rq_t *q, size_t n)
+{
+    guard_result_t res;
+    guard_req_t req;
+
+    rq_guard_req(q, q->received + n, &req);
+    (void)guard_reject(q->g->guard, &req, RON_ECAPDENY, &res);
+    rq_error(q, (uint16_t)res.status,
+             "the body is larger than the capability's max-bytes allows", res.slug, 0);
+}
+
+/* A put with a prefix caveat stored addr: true when the prefix allows it,
+ * else q is answered 403 (the storage service, which saw the token, should
+ * have refused the commit already). */
+static bool
+rq_prefix_allows(omni_rq_t *q, const char *addr)
+{
+    auth_request_t ar = {.op = AUTH_OP_PUT, .addr = addr, .size = q->received,
+                         .now = ron_unix_time()};
+    guard_result_t res;
+    guard_req_t req;
+
+    if (auth_grant_check(q->grant, &ar, NULL) != AUTH_DENY_PREFIX)
+        return true;
+    rq_guard_req(q, q->received, &req);
+    req.addr = addr;
+    req.target = addr;
+    (void)guard_reject(q->g->guard, &req, RON_ECAPDENY, &res);
+    rq_error(q, (uint16_t)res.status, "the object's address is outside the capability's prefix",
+             res.slug, 0);
+    return false;
+}
+
+/* cap_mint: a token narrowed from the caller's verified grant (res). */
+static void
+rq_mint(omni_rq_t *q, const guard_result_t *res)
+{
+    const omni_mint_t *m = &q->r.mint;
+    guard_mint_req_t mr = {.ops = m->ops, .ttl = m->ttl,
+                           .tenant = m->has_tenant ? m->tenant : NULL,
+                           .max_bytes = m->max_bytes,
+                           .prefix = m->prefix[0] != '\0' ? m->prefix : NULL};
+    char *tok = ron_xmalloc(AUTH_MAX_TOKEN + 1), id[AUTH_ID_MAX + 1];
+    long n;
+
+    if (res->anonymous) {
+        rq_error(q, 401, "minting needs a capability allowing mint", "capability_required", 0);
+        goto out;
+    }
+    n = guard_mint(q->g->guard, &res->verdict.grant, res->actor, &mr, tok, AUTH_MAX_TOKEN + 1, id);
+    if (n < 0) {
+        int st = guard_status_of((int)n);
+        if (st == 403)
+            rq_error(q, 403, "the token asked for is wider than the caller's capability",
+                     "capability_wider", 0);
+        else if (n == RON_EINVAL)
+            rq_error(q, 400, "ops, ttl, tenant, max_bytes or prefix out of range", "mint", 0);
+        else
+            rq_error(q, 500, ron_strerror((int)n), NULL, 0);
+        goto out;
+    }
+    {
+        json_t *o = json_pack("{s:s, s:s%}", "id", id, "token", tok, (size_t)n);
+        char *txt = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        if (txt == NULL)
+            abort(); /* jansson fails only on OOM */
+        rq_answer(q, 200, txt, strlen(txt));
+        explicit_bzero(txt, strlen(txt)); /* a bearer secret */
+        free(txt);
+    }
+out:
+    explicit_bzero(tok, AUTH_MAX_TOKEN + 1);
+    free(tok);
+}
+
 /* ---------------------------------------------------------------- bus requests */
 
 static void rq_bus_reply(void *arg, int status, const oap_frame_t *resp);
@@ -517,6 +666,8 @@ rq_bus_payload(omni_rq_t *q, uint16_t app, const uint8_t *payload, size_t n, rbu
     if (p == NULL)
         return RON_EUNAVAIL;
     memcpy(o.tenant_id, q->tenant, sizeof o.tenant_id);
+    o.cap = q->cap; /* the client's token: the service checks it too */
+    o.cap_len = q->cap_len;
     rc = rbus_request_ex(p, &o, payload, n, cb, arg); /* copies the payload */
     if (rc == 0) {
         q->inflight++;
@@ -616,6 +767,8 @@ rq_put_abort(omni_rq_t *q)
     buf[3] = (uint8_t)n;
     memcpy(buf + 4, js, (size_t)n);
     memcpy(o.tenant_id, q->tenant, sizeof o.tenant_id);
+    o.cap = q->cap;
+    o.cap_len = q->cap_len;
     if (rbus_request_ex(q->g->storage, &o, buf, 4 + (size_t)n, abort_reply, q->g) == 0)
         q->g->refs++;
 }
@@ -705,6 +858,8 @@ on_put_committed(omni_rq_t *q, json_t *o)
         rq_error(q, 502, "put_commit answer without address", NULL, 0);
         return;
     }
+    if (q->grant != NULL && !rq_prefix_allows(q, json_string_value(a)))
+        return; /* answered 403 */
     ans = json_pack("{s:O, s:O}", "address", a, "size", sz);
     txt = json_dumps(ans, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(ans);
@@ -854,17 +1009,21 @@ rq_bus_reply(void *arg, int status, const oap_frame_t *resp)
 {
     omni_rq_t *q = arg;
     omni_t *g = q->g;
+    bool begin = q->begin_inflight;
 
     q->inflight--;
+    q->begin_inflight = false;
+    if (begin && status == 0 && resp->code == 200 && (q->c == NULL || q->state == RQ_DONE)) {
+        /* put_begin answered after the stream was answered or the connection
+         * went (a put over its capability's max-bytes): abort that put */
+        json_t *o = NULL;
+        if (answer_json(resp, true, &o, NULL, NULL) == 0 &&
+            json_u64_field(o, "put_id", &q->put_id))
+            q->put_open = true;
+        json_decref(o);
+    }
     if (q->c == NULL) {
         /* the connection went away: abort a put the storage service holds */
-        if (status == 0 && q->state == RQ_PUT_BEGIN && resp->code == 200) {
-            json_t *o = NULL;
-            if (answer_json(resp, true, &o, NULL, NULL) == 0 &&
-                json_u64_field(o, "put_id", &q->put_id))
-                q->put_open = true;
-            json_decref(o);
-        }
         if (status == 0 && q->state == RQ_PUT_COMMIT)
             q->put_open = false;
         rq_put_abort(q);
@@ -873,7 +1032,8 @@ rq_bus_reply(void *arg, int status, const oap_frame_t *resp)
         return;
     }
     if (q->state == RQ_DONE) {
-        /* answered meanwhile (a body frame on an op without body) */
+        /* answered meanwhile (a body frame on an op without body, a put
+         * over its capability's max-bytes) */
     } else if (status < 0) {
         if (q->state == RQ_PUT_COMMIT)
             q->put_open = false;
@@ -1129,6 +1289,8 @@ rq_maybe_free(omni_rq_t *q)
     }
     rq_drop_pieces(q);
     omni_request_close(&q->r);
+    free(q->cap);
+    free(q->grant);
     free(q->pend_err);
     for (size_t i = 0; i < OMNI_GET_PIPELINE; i++)
         free(q->chunks[i].data);
@@ -1148,50 +1310,26 @@ conn_find_rq(omni_conn_t *c, uint64_t corr_id)
     return NULL;
 }
 
-/*
- * cap_revoke needs the caller's capability: `mint` to revoke an identifier,
- * `admin` to raise the epoch. Answers the rejection and returns false, or
- * records the caller's identifier (the audit's actor) and returns true.
- */
-static bool
-rq_revoke_allowed(omni_rq_t *q, const oap_frame_t *f)
-{
-    omni_conn_t *c = q->c;
-    guard_req_t req = {0};
-    guard_result_t res;
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-
-    if (q->g->guard == NULL)
-        return true; /* no guard: a library user's app port, nothing enforced */
-    req.op = q->r.revoke_epoch ? AUTH_OP_ADMIN : AUTH_OP_MINT;
-    req.token = f->cap_len > 0 ? (const char *)f->cap : NULL;
-    req.token_len = f->cap_len;
-    req.size = AUTH_SIZE_UNKNOWN;
-    req.target = "cap_revoke";
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
-        req.source = (const struct sockaddr *)&ss;
-    if (guard_check(q->g->guard, &req, &res) != 0) {
-        rq_error(q, (uint16_t)res.status, res.reason, res.slug,
-                 res.status == 429 ? res.retry_after_s * 1000u : 0);
-        return false;
-    }
-    snprintf(q->actor, sizeof q->actor, "%s", res.actor);
-    return true;
-}
-
 static void
 conn_start_rq(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size_t len)
 {
     omni_t *g = c->g;
     omni_rq_t *q = ron_xcalloc(1, sizeof *q);
     proto_err_t err = {{0}, {0}};
+    guard_result_t res;
     int rc;
 
+    memset(&res, 0, sizeof res);
     q->c = c;
     q->g = g;
     q->corr_id = f->corr_id;
+    q->max_bytes = UINT64_MAX;
     memcpy(q->tenant, f->tenant_id, sizeof q->tenant);
+    if (f->cap_len > 0) {
+        q->cap = ron_xmalloc(f->cap_len);
+        memcpy(q->cap, f->cap, f->cap_len);
+        q->cap_len = f->cap_len;
+    }
     q->req_ended = (f->flags & OAP_F_END) != 0;
     q->r.app_proto_id = f->app_proto_id;
     q->state = RQ_DONE;
@@ -1207,21 +1345,30 @@ conn_start_rq(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size
         rq_error(q, 400, err.text, err.field[0] != '\0' ? err.field : "payload", 0);
     } else if (q->r.op == OMNI_OP_PING) {
         rq_answer(q, 200, "{}", 2);
-    } else if (q->r.app_proto_id == OAP_APP_KERNEL && !c->loopback) {
-        /* as the admin port's /admin/ routes: loopback only until capabilities */
+    } else if (g->guard != NULL && q->r.auth_op >= 0 && !rq_authorize(q, &res)) {
+        /* refused by the guard: answered, nothing forwarded */
+    } else if (g->guard == NULL && q->r.op == OMNI_OP_CAP_MINT) {
+        rq_error(q, 403, "this app port has no capability authority to mint with",
+                 "no_authority", 0);
+    } else if (g->guard == NULL && q->r.app_proto_id == OAP_APP_KERNEL && !c->loopback) {
+        /* without a guard, as the admin port's /admin/ routes: loopback only */
         rq_error(q, 403, "kernel operations answer loopback peers only", "loopback", 0);
-    } else if (q->r.op >= OMNI_OP_REG_PROPOSE && q->r.op <= OMNI_OP_REG_COMMIT && !c->loopback) {
-        /* governance writes: loopback only until capabilities (the signatures
+    } else if (g->guard == NULL && q->r.op >= OMNI_OP_REG_PROPOSE &&
+               q->r.op <= OMNI_OP_REG_COMMIT && !c->loopback) {
+        /* governance writes without a guard: loopback only (the signatures
          * decide what commits; this keeps strangers from filling the
          * proposal table) */
         rq_error(q, 403, "registry writes answer loopback peers only", "loopback", 0);
-    } else if (q->r.op == OMNI_OP_CAP_REVOKE && !rq_revoke_allowed(q, f)) {
-        /* answered: 401/403/429 with the guard's envelope */
+    } else if (q->r.op == OMNI_OP_CAP_MINT) {
+        rq_mint(q, &res);
     } else if (q->r.op == OMNI_OP_PUT) {
         q->state = RQ_PUT_BEGIN;
+        q->begin_inflight = true;
         rc = rq_bus(q, OAP_APP_STORAGE, q->r.fwd, q->r.fwd_len, NULL, 0);
-        if (rc < 0)
+        if (rc < 0) {
+            q->begin_inflight = false;
             rq_bus_failed(q, rc);
+        }
     } else if (q->r.op == OMNI_OP_GET) {
         char js[128], addr[68];
         int n;
@@ -1251,8 +1398,17 @@ conn_body(omni_conn_t *c, omni_rq_t *q, const oap_frame_t *f, const uint8_t *pay
 
     if (end)
         q->req_ended = true;
+    if (put && len > q->max_bytes - RON_MIN(q->received, q->max_bytes)) {
+        /* over the capability's max-bytes: refused as the bytes come */
+        rq_over_max_bytes(q, len);
+        rq_consume(q, 1); /* discarded */
+        rq_put_abort(q);
+        rq_step(q);
+        return;
+    }
     if (put) {
         piece_t *p = ron_xmalloc(sizeof *p + PIECE_HEAD + len);
+        q->received += len;
         p->next = NULL;
         p->len = len;
         p->off = 0;
@@ -1575,8 +1731,10 @@ on_accept(uv_stream_t *server, int status)
     {
         struct sockaddr_storage ss;
         int len = (int)sizeof ss;
-        c->loopback = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0 &&
-                      omni__addr_is_loopback(&ss);
+        c->has_peer = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0;
+        c->loopback = c->has_peer && omni__addr_is_loopback(&ss);
+        if (c->has_peer)
+            c->peer = ss;
     }
     c->counted = true;
     g->stats.conns++;
@@ -1666,17 +1824,17 @@ omni_listen_fd(omni_t *g, int listen_fd)
 }
 
 void
-omni_set_guard(omni_t *g, guard_t *guard)
-{
-    g->guard = guard;
-}
-
-void
 omni_set_peers(omni_t *g, rbus_peer_t *storage, rbus_peer_t *index, rbus_peer_t *kernel)
 {
     g->storage = storage;
     g->index = index;
     g->kernel = kernel;
+}
+
+void
+omni_set_guard(omni_t *g, guard_t *guard)
+{
+    g->guard = guard;
 }
 
 void

@@ -21,6 +21,34 @@ typedef struct {
     const char *const fields[8];
 } op_def_t;
 
+/* The capability op each op needs (app-port.md §1b); -1: open to anyone. */
+static const int8_t op_auth[OMNI_OP__COUNT] = {
+    [OMNI_OP_PING] = -1,
+    [OMNI_OP_PUT] = AUTH_OP_PUT,
+    [OMNI_OP_GET] = AUTH_OP_GET,
+    [OMNI_OP_STAT] = AUTH_OP_GET,
+    [OMNI_OP_LIST] = AUTH_OP_PIN,
+    [OMNI_OP_PIN] = AUTH_OP_PIN,
+    [OMNI_OP_UNPIN] = AUTH_OP_PIN,
+    [OMNI_OP_GC] = AUTH_OP_ADMIN,
+    [OMNI_OP_PUBLISH] = AUTH_OP_NAME,
+    [OMNI_OP_RESOLVE] = AUTH_OP_GET,
+    [OMNI_OP_NAMES] = AUTH_OP_GET,
+    [OMNI_OP_STATUS] = AUTH_OP_ADMIN,
+    [OMNI_OP_RELOAD] = AUTH_OP_ADMIN,
+    [OMNI_OP_RELEASE] = AUTH_OP_ADMIN,
+    [OMNI_OP_REG_HEAD] = AUTH_OP_GET,
+    [OMNI_OP_REG_GET] = AUTH_OP_GET,
+    [OMNI_OP_REG_SIGNERS] = AUTH_OP_GET,
+    [OMNI_OP_REG_PROPOSE] = AUTH_OP_ADMIN,
+    [OMNI_OP_REG_APPROVE] = AUTH_OP_ADMIN,
+    [OMNI_OP_REG_COMMIT] = AUTH_OP_ADMIN,
+    [OMNI_OP_CHALLENGE] = -1, /* how a key holder gets a capability */
+    [OMNI_OP_REDEEM] = -1,
+    [OMNI_OP_CAP_MINT] = AUTH_OP_MINT,
+    [OMNI_OP_CAP_REVOKE] = AUTH_OP_MINT, /* by id; by epoch: admin (omni_request_parse) */
+};
+
 static const op_def_t ops[OMNI_OP__COUNT] = {
     [OMNI_OP_PING] = {OAP_APP_CONTROL, "ping", NULL, {NULL}},
     [OMNI_OP_PUT] = {OAP_APP_STORAGE, "put", "put_begin", {"size", "content_type", "expect", NULL}},
@@ -47,6 +75,8 @@ static const op_def_t ops[OMNI_OP__COUNT] = {
     [OMNI_OP_CHALLENGE] = {OAP_APP_AUTH, "challenge", "challenge", {NULL}},
     [OMNI_OP_REDEEM] = {OAP_APP_AUTH, "redeem", "redeem",
                         {"challenge", "pk", "ops", "ttl", "tenant", "sig", NULL}},
+    [OMNI_OP_CAP_MINT] = {OAP_APP_KERNEL, "cap_mint", NULL,
+                          {"ops", "ttl", "tenant", "max_bytes", "prefix", NULL}},
     /* the kernel checks the identifier and the numbers (capabilities.md) */
     [OMNI_OP_CAP_REVOKE] = {OAP_APP_KERNEL, "cap_revoke", "auth_revoke",
                             {"id", "epoch", "until", "idem", NULL}},
@@ -125,6 +155,145 @@ parse_get(const proto_start_t *s, omni_request_t *r, proto_err_t *err)
     return 0;
 }
 
+/* Copy a string argument the guard checks (absent, not a string or too long: ""). */
+static void
+auth_str(const proto_start_t *s, json_t *from, const char *key, char *out, size_t cap)
+{
+    const char *v = json_string_value(json_object_get(from != NULL ? from : s->args, key));
+
+    out[0] = '\0';
+    if (v != NULL && strlen(v) < cap)
+        memcpy(out, v, strlen(v) + 1);
+}
+
+/* Lowercase hex of exactly 2 * n digits into out. */
+static bool
+hex_parse(const char *s, uint8_t *out, size_t n)
+{
+    if (strlen(s) != 2 * n)
+        return false;
+    for (size_t i = 0; i < 2 * n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v = 0;
+        for (size_t k = 0; k < 2; k++) {
+            char c = s[2 * i + k];
+            v = v * 16 + (unsigned)(c <= '9' ? c - '0' : c - 'a' + 10);
+        }
+        out[i] = (uint8_t)v;
+    }
+    return true;
+}
+
+/* cap_mint's fields: ops (array of op names), ttl, tenant, max_bytes, prefix. */
+static int
+parse_mint(const proto_start_t *s, omni_mint_t *m, proto_err_t *err)
+{
+    json_t *list = json_object_get(s->args, "ops"), *v;
+    const char *str = NULL;
+    uint64_t u = 0;
+    size_t i;
+    int rc;
+
+    if (!json_is_array(list) || json_array_size(list) == 0 ||
+        json_array_size(list) > AUTH_OP_COUNT) {
+        err_set(err, "ops", "expected a non-empty array of op names");
+        return RON_EJSON;
+    }
+    json_array_foreach(list, i, v) {
+        auth_op_t op;
+        const char *name = json_string_value(v);
+        if (name == NULL || auth_op_parse(name, strlen(name), &op) < 0 ||
+            (m->ops & (1u << op)) != 0) {
+            err_set(err, "ops", "expected distinct ops of get, put, pin, name, send, recv, "
+                                "admin, mint");
+            return RON_EJSON;
+        }
+        m->ops |= 1u << op;
+    }
+    if ((rc = proto_args_u64(s, "ttl", false, &u, err)) < 0)
+        return rc;
+    if (u > UINT32_MAX) {
+        err_set(err, "ttl", "seconds out of range");
+        return RON_EJSON;
+    }
+    m->ttl = (uint32_t)u;
+    if ((rc = proto_args_u64(s, "max_bytes", false, &m->max_bytes, err)) < 0)
+        return rc;
+    if ((rc = proto_args_str(s, "tenant", false, &str, err)) < 0)
+        return rc;
+    if (str != NULL) {
+        if (!hex_parse(str, m->tenant, AUTH_TENANT_LEN)) {
+            err_set(err, "tenant", "expected 32 lowercase hex digits");
+            return RON_EJSON;
+        }
+        m->has_tenant = true;
+    }
+    str = NULL;
+    if ((rc = proto_args_str(s, "prefix", false, &str, err)) < 0)
+        return rc;
+    if (str != NULL) {
+        size_t n = strlen(str);
+        bool ok = n > 3 && n <= 67 && strncmp(str, "b3:", 3) == 0;
+        for (size_t k = 3; ok && k < n; k++)
+            ok = (str[k] >= '0' && str[k] <= '9') || (str[k] >= 'a' && str[k] <= 'f');
+        if (!ok) {
+            err_set(err, "prefix", "expected b3: and 1 to 64 lowercase hex digits");
+            return RON_EJSON;
+        }
+        memcpy(m->prefix, str, n + 1);
+    }
+    return 0;
+}
+
+/* What the guard checks: the address, name and declared size the request names. */
+static int
+parse_auth(const proto_start_t *s, omni_request_t *r, proto_err_t *err)
+{
+    json_t *rec;
+    int rc;
+
+    switch (r->op) {
+    case OMNI_OP_PUT:
+        if ((rc = proto_args_u64(s, "size", false, &r->auth_size, err)) < 0)
+            return rc;
+        auth_str(s, NULL, "expect", r->auth_addr, sizeof r->auth_addr);
+        break;
+    case OMNI_OP_GET:
+    case OMNI_OP_STAT:
+    case OMNI_OP_PIN:
+    case OMNI_OP_UNPIN:
+        auth_str(s, NULL, "address", r->auth_addr, sizeof r->auth_addr);
+        break;
+    case OMNI_OP_RESOLVE:
+        auth_str(s, NULL, "name", r->auth_name, sizeof r->auth_name);
+        if (r->auth_name[0] == '\0') {
+            err_set(err, "name", "expected a name of at most 253 bytes");
+            return RON_EJSON;
+        }
+        break;
+    case OMNI_OP_PUBLISH:
+        rec = json_object_get(s->args, "record");
+        if (!json_is_object(rec)) {
+            err_set(err, "record", "expected the signed record object");
+            return RON_EJSON;
+        }
+        auth_str(s, rec, "name", r->auth_name, sizeof r->auth_name);
+        auth_str(s, rec, "addr", r->auth_addr, sizeof r->auth_addr);
+        if (r->auth_name[0] == '\0') {
+            err_set(err, "record", "expected a record naming a name of at most 253 bytes");
+            return RON_EJSON;
+        }
+        break;
+    case OMNI_OP_CAP_MINT:
+        return parse_mint(s, &r->mint, err);
+    default:
+        break;
+    }
+    return 0;
+}
+
 /* The forwarded JSON: the args without idem, op renamed, service added for the kernel. */
 static int
 build_fwd(const proto_start_t *s, const op_def_t *d, const char *service, omni_request_t *r)
@@ -165,6 +334,8 @@ omni_request_parse(uint16_t app_proto_id, const uint8_t *json, size_t len, const
 
     memset(r_out, 0, sizeof *r_out);
     r_out->app_proto_id = app_proto_id;
+    r_out->auth_op = -1;
+    r_out->auth_size = AUTH_SIZE_UNKNOWN;
     if (len > OMNI_MAX_JSON) {
         err_set(err_out, "payload", "request JSON over 4096 bytes");
         return RON_EJSON;
@@ -184,6 +355,8 @@ omni_request_parse(uint16_t app_proto_id, const uint8_t *json, size_t len, const
             r_out->op = (omni_op_t)i;
         }
     }
+    if (d != NULL)
+        r_out->auth_op = op_auth[r_out->op];
     if (d == NULL) {
         err_set(err_out, app_known ? "op" : "app_proto_id",
                 app_known ? "unknown operation" : "no operations on this app_proto_id");
@@ -219,7 +392,11 @@ omni_request_parse(uint16_t app_proto_id, const uint8_t *json, size_t len, const
             goto out;
         }
         r_out->revoke_epoch = epoch != NULL;
+        if (r_out->revoke_epoch)
+            r_out->auth_op = AUTH_OP_ADMIN; /* raising the epoch kills every token */
     }
+    if ((rc = parse_auth(&s, r_out, err_out)) < 0)
+        goto out;
     if (r_out->op == OMNI_OP_GET)
         rc = parse_get(&s, r_out, err_out);
     else if (d->bus_op != NULL)

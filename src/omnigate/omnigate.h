@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "oap.h"
+#include "ron_auth.h"
 #include "ron_bus.h"
 #include "ron_guard.h"
 #include "ron_proto.h"
@@ -44,6 +45,7 @@
 #define OMNI_MAX_IDEM 64u                 /* idem key: 1..64 of [A-Za-z0-9_-] */
 #define OMNI_MAX_ANSWER (64u << 10)       /* bytes of a remembered answer JSON */
 #define OMNI_RETRY_AFTER_MS 1000u         /* retry_after_ms of 503 answers */
+#define OMNI_MAX_NAME 253u                /* bytes of a name the guard checks (a DNS name) */
 
 /* ---- the request parser (pure) ---- */
 
@@ -70,9 +72,20 @@ typedef enum {
     OMNI_OP_REG_COMMIT,
     OMNI_OP_CHALLENGE, /* app 7: svc-passport */
     OMNI_OP_REDEEM,
+    OMNI_OP_CAP_MINT, /* app 6: minted here, by the guard */
     OMNI_OP_CAP_REVOKE, /* app 6: forwarded to the kernel's auth_revoke */
     OMNI_OP__COUNT,
 } omni_op_t;
+
+/* cap_mint's asks (app-port.md §5c), checked by the parser. */
+typedef struct {
+    uint32_t ops;                    /* mask of 1 << auth_op_t, not 0 */
+    uint32_t ttl;                    /* s; 0: the guard's default */
+    bool has_tenant;
+    uint8_t tenant[AUTH_TENANT_LEN];
+    uint64_t max_bytes;              /* 0: none */
+    char prefix[68];                 /* "b3:<1..64 hex>" or "" */
+} omni_mint_t;
 
 /* A checked request. fwd is what goes to the owning service. */
 typedef struct {
@@ -86,6 +99,12 @@ typedef struct {
     bool has_offset, has_length;
     bool revoke_epoch; /* cap_revoke: by epoch (needs admin), else by id (mint) */
     uint64_t offset, length;
+    /* what the guard checks (every op) */
+    int auth_op;                    /* auth_op_t, or -1: an op open to anyone (ping, passport) */
+    char auth_addr[68];             /* "b3:<64 hex>" the request names, or "" */
+    char auth_name[OMNI_MAX_NAME + 1]; /* the name published or resolved, or "" */
+    uint64_t auth_size;             /* put: the declared size, else AUTH_SIZE_UNKNOWN */
+    omni_mint_t mint;               /* cap_mint */
 } omni_request_t;
 
 /*
@@ -96,7 +115,9 @@ typedef struct {
  * Fills r_out (release with omni_request_close) and returns 0; RON_EJSON
  * with err_out naming the field ("op" for an unknown op, "app_proto_id" for
  * an app without operations here, "payload" for JSON over OMNI_MAX_JSON).
- * service names the sender in kernel requests ("app").
+ * service names the sender in kernel requests ("app"). Also fills what the
+ * guard checks: the op's capability op (app-port.md §1b), the address,
+ * name and declared size the request names, and cap_mint's asks.
  */
 int omni_request_parse(uint16_t app_proto_id, const uint8_t *json, size_t len,
                        const char *service, omni_request_t *r_out, proto_err_t *err_out);
@@ -162,10 +183,13 @@ void omni_set_registry(omni_t *g, rbus_peer_t *registry);
 void omni_set_passport_peer(omni_t *g, rbus_peer_t *passport);
 
 /*
- * Set the guard the app port checks capabilities with (borrowed, may be
- * NULL: no checks; the node host passes ron_node_guard()). Today it guards
- * cap_revoke (an id needs `mint`, an epoch `admin`) and audits each
- * revocation as cap_revoked.
+ * Enforce capabilities with guard (borrowed; the process guard,
+ * ron_node_guard() in a node): every request but ping, passport challenge
+ * and redeem is checked with guard_check (app-port.md §1b) before anything
+ * is forwarded, and cap_mint mints with it. NULL (the default): no
+ * enforcement, for unit tests and library users; kernel ops and registry
+ * writes then answer loopback peers only and cap_mint is refused. Each
+ * revocation made through cap_revoke is audited as cap_revoked.
  */
 void omni_set_guard(omni_t *g, guard_t *guard);
 

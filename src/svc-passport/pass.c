@@ -30,6 +30,7 @@ struct pass {
     uint8_t node_id[KMS_NODE_ID_LEN];
     pol_store_t *policy;
     auth_revocation_t *rev;
+    guard_t *guard; /* mint under the node's keys; NULL: under our c<n> keys */
     int64_t rotate_every;
     int64_t grace;
     auth_verifier_t *verifier; /* the capability keys held now */
@@ -310,6 +311,7 @@ pass_new(const pass_opts_t *o, int64_t now, pass_t **p_out, char *err, size_t er
     p = ron_xcalloc(1, sizeof *p);
     p->policy = o->policy;
     p->rev = o->rev;
+    p->guard = o->guard;
     p->rotate_every = o->rotate_every != 0 ? o->rotate_every : PASS_ROTATE_MAX;
     p->grace = o->grace != 0 ? o->grace : PASS_GRACE_DEFAULT;
     p->ch = ron_xcalloc(PASS_MAX_CHALLENGES, sizeof *p->ch);
@@ -445,6 +447,48 @@ policy_allows(pass_t *p, const pass_redeem_t *r, pass_result_t *out)
     return ok;
 }
 
+/*
+ * Mint under the node's keys with the guard: a full parent grant narrowed to
+ * r's ops, ttl and tenant, then cavs[0..n) appended (they only narrow).
+ */
+static int
+mint_guard(pass_t *p, const pass_redeem_t *r, const char *const *cavs, size_t n,
+           pass_result_t *out)
+{
+    guard_mint_req_t m = {.ops = r->ops, .ttl = out->ttl,
+                          .tenant = r->has_tenant ? r->tenant : NULL};
+    char actor[32], pkhex[2 * KMS_PK_LEN + 1];
+    char *tok = sodium_malloc(AUTH_MAX_TOKEN + 1);
+    auth_grant_t all;
+    auth_id_t id;
+    long len;
+    int rc;
+
+    if (tok == NULL)
+        abort();
+    auth_grant_init(&all);
+    ron_hex_encode(pkhex, r->pk, KMS_PK_LEN);
+    snprintf(actor, sizeof actor, "passport:%.16s", pkhex);
+    len = guard_mint(p->guard, &all, actor, &m, tok, AUTH_MAX_TOKEN + 1, out->id);
+    if (len < 0) {
+        rc = (int)len;
+        goto out;
+    }
+    len = auth_attenuate(tok, (size_t)len, cavs, n, out->token, sizeof out->token);
+    if (len < 0) {
+        rc = (int)len;
+        goto out;
+    }
+    out->token_len = (size_t)len;
+    if ((rc = auth_id_parse(out->id, strlen(out->id), &id)) < 0)
+        goto out;
+    snprintf(out->kid, sizeof out->kid, "%s", id.kid);
+    rc = 0;
+out:
+    sodium_free(tok); /* wiped */
+    return rc;
+}
+
 /* Mint the token for r (policy already allowed it). */
 static int
 mint(pass_t *p, const pass_redeem_t *r, int64_t now, pass_result_t *out)
@@ -459,10 +503,6 @@ mint(pass_t *p, const pass_redeem_t *r, int64_t now, pass_result_t *out)
     out->ttl = r->ttl == 0 ? PASS_TTL_DEFAULT : r->ttl > PASS_TTL_MAX ? PASS_TTL_MAX : r->ttl;
     out->expires = now + out->ttl;
     out->ops = r->ops;
-    snprintf(out->kid, sizeof out->kid, "%s", ck->kid);
-    rc = auth_id_new(out->id, ck->kid, p->rev != NULL ? auth_revocation_epoch(p->rev) : 0);
-    if (rc < 0)
-        return rc;
     o = (size_t)snprintf(cav[n], sizeof cav[n], "ops = ");
     for (int op = 0; op < AUTH_OP_COUNT; op++)
         if (r->ops & (1u << op))
@@ -480,6 +520,12 @@ mint(pass_t *p, const pass_redeem_t *r, int64_t now, pass_result_t *out)
         snprintf(cav[n++], sizeof cav[0], "rate = %u/s", out->rate);
     for (size_t i = 0; i < n; i++)
         cavs[i] = cav[i];
+    if (p->guard != NULL)
+        return mint_guard(p, r, cavs, n, out);
+    snprintf(out->kid, sizeof out->kid, "%s", ck->kid);
+    rc = auth_id_new(out->id, ck->kid, p->rev != NULL ? auth_revocation_epoch(p->rev) : 0);
+    if (rc < 0)
+        return rc;
     len = auth_mint(ck->secret, PASS__SECRET_LEN, out->id, cavs, n, out->token, sizeof out->token);
     if (len < 0)
         return (int)len;

@@ -11,7 +11,12 @@
  * challenge, its public key, requested ops, ttl, tenant) and pass_redeem
  * checks the challenge (issued here, unused, unexpired), the signature, and
  * the policy for every requested op (subject: the key as a tag, the tenant),
- * then mints a token under the current capability root key.
+ * then mints a token. A passport given the node's guard (every node host
+ * does) mints under the node's capability keys (guard_mint: kid r<gen>), so
+ * its tokens verify at every boundary of the node (gateway, app port, bus
+ * services, overlay) and revoke like any other; without one (a library user,
+ * unit tests) it mints under its own `c<n>` keys, which only pass_verify and
+ * pass_keyring_load_verifier know.
  *
  * Keyring: one entry per key with a kid (`c<n>` capability root keys, `p<n>`
  * passport signing keys). The current key of a kind is replaced when it is
@@ -34,6 +39,7 @@
 #include <stdint.h>
 
 #include "ron_auth.h"
+#include "ron_guard.h"
 #include "ron_kms.h"
 #include "ron_policy.h"
 
@@ -128,6 +134,8 @@ typedef struct {
     auth_revocation_t *rev;     /* may be NULL: epoch of minted ids, revocation when verifying */
     int64_t rotate_every;       /* s a key stays current; 0: PASS_ROTATE_MAX; 1..PASS_ROTATE_MAX */
     int64_t grace;              /* s a replaced key keeps verifying; 0: PASS_GRACE_DEFAULT */
+    guard_t *guard;             /* the node's guard: mint under the node's keys (NULL: the
+                                   passport's own c<n> keys) */
 } pass_opts_t;
 
 typedef struct pass pass_t;
@@ -201,9 +209,13 @@ size_t pass_challenge_count(const pass_t *p);
  * key's 64 lowercase hex}. On success mints a token under the current
  * capability root key with caveats `ops`, `expires = now + ttl`,
  * `not-before = now`, `tenant` (when asked) and `rate` (the smallest rate
- * obligation of the allowing rules). Fills *out. Returns 0, the RON_EPASS*
- * code of out->reason, RON_EINVAL (no ops or ops outside AUTH_OPS_ALL), or a
- * ron-auth minting error.
+ * obligation of the allowing rules). With the node's guard the token is
+ * minted by guard_mint (the node's current kid and epoch, audited as
+ * cap_issued with actor "passport:<first 16 hex of the key>") and then
+ * attenuated with the same caveats, so it expires no later than now + ttl
+ * by this clock either. Fills *out. Returns 0, the RON_EPASS* code of
+ * out->reason, RON_EINVAL (no ops or ops outside AUTH_OPS_ALL), or a
+ * minting error (ron-auth's or guard_mint's).
  */
 int pass_redeem(pass_t *p, const pass_redeem_t *r, int64_t now, pass_result_t *out);
 

@@ -64,6 +64,25 @@ def wait_for(pred, timeout, what):
         time.sleep(0.02)
 
 
+def operator_cap(data_dir, timeout=15):
+    """The operator capability a node keeps in <data_dir>/operator.cap (written
+    by the kernel on first start); waits up to timeout s for it. Client
+    commands need it (or a narrower token) for writes: the app port enforces
+    capabilities."""
+    path = os.path.join(data_dir, "operator.cap")
+    wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 0, timeout,
+             "operator.cap in " + data_dir)
+    with open(path) as f:
+        return f.read().strip()
+
+
+def with_cap(env, data_dir, timeout=15):
+    """A copy of env (a dict) with RON_CAP set to the node's operator capability."""
+    e = dict(env)
+    e["RON_CAP"] = operator_cap(data_dir, timeout)
+    return e
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -207,9 +226,14 @@ class Node:
     def wait_log(self, text, timeout=5):
         return wait_for(lambda: text in self.logs(), timeout, "log line containing %r" % text)
 
+    def operator_cap(self, timeout=15):
+        """This node's operator capability (see operator_cap())."""
+        return operator_cap(self.dir, timeout)
+
     def ron(self, *args, timeout=10):
         e = dict(self.env)
         e["RON_ADMIN"] = self.admin
+        e.setdefault("RON_DATA_DIR", self.dir)  # the client finds operator.cap there
         return subprocess.run([RON] + list(args), capture_output=True, text=True, env=e,
                               timeout=timeout)
 
