@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dht_client.h"
 #include "ovl_client.h"
@@ -215,6 +214,7 @@ struct job {
     /* put_commit under a capability: the check of the hashed address */
     bool cap_denied;
     guard_result_t cap_res;
+    char cap_reason[200]; /* cap_res.reason copied (a policy's text may go with a reload) */
 };
 
 /* ---- answers ---- */
@@ -535,6 +535,8 @@ commit_check(void *arg, const uint8_t addr[STO_ADDR_LEN])
     if (guard_check(j->svc->guard, &gr, &j->cap_res) == 0)
         return 0;
     j->cap_denied = true;
+    snprintf(j->cap_reason, sizeof j->cap_reason, "%s",
+             j->cap_res.reason != NULL ? j->cap_res.reason : "");
     return j->cap_res.code;
 }
 
@@ -702,7 +704,7 @@ job_done(uv_work_t *w, int status)
         if (j->cap_denied) {
             answer_error(s, j->op, j->req, j->corr_id, (uint16_t)j->cap_res.status,
                          j->cap_res.slug, j->cap_res.slug,
-                         j->cap_res.retry_after_s * 1000u, j->cap_res.reason);
+                         j->cap_res.retry_after_s * 1000u, j->cap_reason);
             break;
         }
         if (j->rc < 0) {
