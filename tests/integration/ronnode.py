@@ -227,8 +227,20 @@ class Node:
         return wait_for(lambda: text in self.logs(), timeout, "log line containing %r" % text)
 
     def operator_cap(self, timeout=15):
-        """This node's operator capability (see operator_cap())."""
-        return operator_cap(self.dir, timeout)
+        """This node's operator capability: <data-dir>/operator.cap (see
+        operator_cap()), or in amnesia the `operator capability: TOKEN` line
+        the node prints once on stderr."""
+        path = os.path.join(self.dir, "operator.cap")
+
+        def found():
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                with open(path) as f:
+                    return f.read().strip()
+            for line in self.logs().splitlines():
+                if line.startswith("operator capability: "):
+                    return line.split(": ", 1)[1].strip()
+            return None
+        return wait_for(found, timeout, "the operator capability of the node in " + self.dir)
 
     def announced_cap(self, timeout=15):
         """The operator capability wherever this node keeps it: operator.cap,
