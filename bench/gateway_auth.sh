@@ -16,7 +16,9 @@
 # ratio cap/public (goal >= 0.95). Prints a markdown section and writes
 # bench/results/gateway_auth.md.
 # Env: RUNS (5), DURATION (5s), CONNS (50), SERVER_CPU (0), CLIENT_CPU (1),
-# SIZES ("1024 65536"), PROVISIONAL (set: say the machine was busy).
+# SIZES ("1024 65536"; 1024 must be among them for CALLGRIND), CALLGRIND
+# (set: also count instructions per request under valgrind, needs h2load),
+# CG_N (2000), PROVISIONAL (set: say the machine was busy).
 set -eu
 BUILD=${1:?usage: bench/gateway_auth.sh BUILD_DIR}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -122,7 +124,7 @@ run_wrk() { # pid port path [header] -> "req/s us/req"
         /requests in/ {n = $1}
         END {printf "%s %.1f\n", rps, (t1 - t0) / hz * 1e6 / (n > 0 ? n : 1)}' "$TMP/wrk.out"
 }
-median() { sort -n | awk '{a[NR]=$1} END{m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f", m}'; }
+median() { sort -n | awk '{a[NR]=$1} END{m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.4f", m}'; }
 
 ROWS=
 while read -r size addr; do
@@ -137,14 +139,56 @@ while read -r size addr; do
     done
     p=$(awk '{print $1}' "$TMP/pub.res" | median)
     c=$(awk '{print $1}' "$TMP/cap.res" | median)
-    pu=$(awk '{print $2}' "$TMP/pub.res" | median)
-    cu=$(awk '{print $2}' "$TMP/cap.res" | median)
+    pu=$(awk '{print $2}' "$TMP/pub.res" | median | xargs printf %.1f)
+    cu=$(awk '{print $2}' "$TMP/cap.res" | median | xargs printf %.1f)
     r=$(awk -v a="$c" -v b="$p" 'BEGIN{printf "%.2f", a/b}')
+    # each cap run against the public run just before it: load swings hit both
+    pr=$(paste "$TMP/pub.res" "$TMP/cap.res" | awk '{printf "%.4f\n", $3 / $1}' | median)
     ru=$(awk -v a="$pu" -v b="$cu" 'BEGIN{printf "%.2f", a/b}')
-    ROWS="$ROWS| $size B | $(printf %.0f "$p") | $(printf %.0f "$c") | **${r}x** (goal >= 0.95x) | $pu | $cu | ${ru}x |
+    ROWS="$ROWS| $size B | $(printf %.0f "$p") | $(printf %.0f "$c") | ${r}x | **$(printf %.2f "$pr")x** (goal >= 0.95x) | $pu | $cu | ${ru}x |
 "
     echo "$size public: $(tr '\n' ';' <"$TMP/pub.res") cap: $(tr '\n' ';' <"$TMP/cap.res")" >&2
 done <"$TMP/objects"
+# Load-independent: user-space instructions per request under callgrind
+# (CALLGRIND=1; valgrind hides SHA-NI, so the token's SHA-256 counts more
+# than it costs natively), 1 KiB object, h2load --h1 -c10, N requests
+# counted after 200 warm-up ones. "public + pad" sends an X-Pad header as
+# long as the token: what the bigger request alone costs the HTTP parser.
+CG_ROWS=
+cg_run() { # name policy header -> "instructions/request guard_check/request"
+    d=$(mktemp -d "$TMP/cg.XXXX")
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$d/cg.out" \
+        "$SERVER_BIN" --dir "$d/store" --no-rate --guard --policy "$TMP/$2.json" \
+        >"$d/out" 2>"$d/err" &
+    vp=$!
+    for _ in $(seq 300); do grep -q '^port ' "$d/out" 2>/dev/null && break; sleep 0.1; done
+    port=$(awk '/^port /{print $2}' "$d/out")
+    op=$(awk '/^cap /{print $2}' "$d/out")
+    gc=$(awk '/^getcap /{print $2}' "$d/out")
+    a=$(curl -sS -H 'Expect:' -H "Authorization: Bearer $op" --data-binary "@$TMP/obj.1024" \
+        "http://127.0.0.1:$port/o" | python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])')
+    case $3 in cap) h="Authorization: Bearer $gc" ;; pad) h="X-Pad: $gc" ;; *) h="X-None: 1" ;; esac
+    h2load --h1 -n 200 -c 10 -H "$h" "http://127.0.0.1:$port/o/$a" >/dev/null 2>&1
+    callgrind_control -i on "$vp" >/dev/null
+    h2load --h1 -n "$CG_N" -c 10 -H "$h" "http://127.0.0.1:$port/o/$a" >"$d/h2.out" 2>&1
+    callgrind_control -i off "$vp" >/dev/null
+    grep -q "$CG_N succeeded" "$d/h2.out" || { echo "callgrind $1: not every request succeeded" >&2; cat "$d/h2.out" >&2; exit 1; }
+    kill "$vp"
+    wait "$vp" 2>/dev/null || true
+    callgrind_annotate --inclusive=yes "$d/cg.out" 2>/dev/null | awk -v n="$CG_N" '
+        /PROGRAM TOTALS/ {gsub(",", "", $1); t = $1}
+        /:guard_check / {gsub(",", "", $1); g = $1}
+        END {printf "%.0f %.0f\n", t / n, g / n}'
+}
+if [ -n "${CALLGRIND:-}" ]; then
+    CG_N=${CG_N:-2000}
+    for m in "public anon public" "public pad public+pad" "cap cap cap"; do
+        set -- $m
+        res=$(cg_run "$3" "$1" "$2")
+        CG_ROWS="$CG_ROWS| $3 | ${res% *} | ${res#* } |
+"
+    done
+fi
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 CAPLEN=$(printf %s "$GETCAP" | wc -c)
 
@@ -160,12 +204,22 @@ CAPLEN=$(printf %s "$GETCAP" | wc -c)
     echo "request still goes through the policy and the per-source token bucket); anonymous GETs."
     echo "**cap**: policy file denying anonymous requests; wrk sends \`Authorization: Bearer\` with a"
     echo "get-only capability ($CAPLEN characters) on every request (verified through the verdict cache)."
-    echo "$RUNS runs each, interleaved, medians. CPU = the server's utime+stime per request."
+    echo "$RUNS runs each, interleaved (public, then cap), medians; a paired ratio is one cap run over"
+    echo "the public run just before it. CPU = the server's utime+stime per request."
     echo
-    echo "| object | public req/s | cap req/s | ratio cap/public | public CPU us/req | cap CPU us/req | CPU ratio public/cap |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
+    echo "| object | public req/s | cap req/s | ratio of medians | median of paired ratios cap/public | public CPU us/req | cap CPU us/req | CPU ratio public/cap |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     printf "%s" "$ROWS"
     echo
+    if [ -n "$CG_ROWS" ]; then
+        echo "Load-independent (callgrind, 1 KiB object, $CG_N requests, h2load --h1 -c10; user space only;"
+        echo "valgrind hides SHA-NI, so the token's SHA-256 weighs more here than natively):"
+        echo
+        echo "| setup | instructions/request | of which guard_check |"
+        echo "|---|---:|---:|"
+        printf "%s" "$CG_ROWS"
+        echo
+    fi
     echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, load average $LOAD at the end."
     [ -z "${PROVISIONAL:-}" ] || echo "Provisional: the machine was shared with other builds and tests while this ran."
 } | tee "$OUT"
