@@ -26,10 +26,13 @@ def dht_addr(n):
     return n.wait_running("dht", timeout=20)["listen"]
 
 
-def ron(app, *args, timeout=60):
+def ron(app, *args, timeout=60, cap=None):
+    """`ron ARGS --node APP`; writes pass the node's operator capability (cap)."""
     e = dict(os.environ)
     for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
         e.pop(k, None)
+    if cap is not None:
+        e["RON_CAP"] = cap
     return subprocess.run([RON] + list(args) + ["--node", app], capture_output=True, env=e,
                           timeout=timeout)
 
@@ -65,7 +68,7 @@ def c_records():
 records0 = c_records()
 addr = None
 for n in (a, b):
-    r = ron(n.app, "put", path)
+    r = ron(n.app, "put", path, cap=n.operator_cap())
     check(r.returncode == 0, "put: %r" % (r.stderr,))
     addr = r.stdout.decode().strip()
 check(addr.startswith("b3:"), "address %r" % addr)
@@ -116,7 +119,7 @@ spath = path + ".small"
 with open(spath, "wb") as f:
     f.write(small)
 records0 = c_records()
-r = ron(a.app, "put", spath)
+r = ron(a.app, "put", spath, cap=a.operator_cap())
 check(r.returncode == 0, "put on A: %r" % (r.stderr,))
 saddr = r.stdout.decode().strip()
 wait_for(lambda: c_records() > records0, 20, "the record reached the DHT")
@@ -132,7 +135,7 @@ with open(bpath, "wb") as f:
     f.write(big)
 records0 = c_records()
 for n in (a, b):
-    r = ron(n.app, "put", bpath, timeout=120)
+    r = ron(n.app, "put", bpath, timeout=120, cap=n.operator_cap())
     check(r.returncode == 0, "put big: %r" % (r.stderr,))
 baddr = r.stdout.decode().strip()
 for n in (a, b):
