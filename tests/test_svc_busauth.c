@@ -295,9 +295,8 @@ test_storage_put_without_cap_is_401_and_stores_nothing(void **state)
     (void)state;
 
     fx_open(&fx);
-    assert_int_equal(call(&fx, OAP_APP_STORAGE, NULL, NULL, 0,
-                          "{\"op\":\"put_begin\",\"size\":\"5\"}"),
-                     401);
+    assert_int_equal(
+        call(&fx, OAP_APP_STORAGE, NULL, NULL, 0, "{\"op\":\"put_begin\",\"size\":\"5\"}"), 401);
     assert_string_equal(jstr(&fx, "reason"), "capability_required");
     assert_int_equal(sto_service_open_puts(fx.sto), 0);
     /* a token that does not verify is 401 too */
@@ -334,12 +333,10 @@ test_storage_get_without_cap_is_served_and_pin_needs_pin(void **state)
     assert_int_equal(addr_op(&fx, pinner, "pin", addr), 200);
     assert_string_equal(jstr(&fx, "pins"), "2");
     /* gc is admin: a pin token is refused, the operator's allowed */
-    assert_int_equal(call(&fx, OAP_APP_STORAGE, pinner, NULL, 0,
-                          "{\"op\":\"gc\",\"target\":\"0\"}"),
-                     403);
-    assert_int_equal(call(&fx, OAP_APP_STORAGE, fx.op_token, NULL, 0,
-                          "{\"op\":\"gc\",\"target\":\"0\"}"),
-                     200);
+    assert_int_equal(
+        call(&fx, OAP_APP_STORAGE, pinner, NULL, 0, "{\"op\":\"gc\",\"target\":\"0\"}"), 403);
+    assert_int_equal(
+        call(&fx, OAP_APP_STORAGE, fx.op_token, NULL, 0, "{\"op\":\"gc\",\"target\":\"0\"}"), 200);
     fx_close(&fx);
 }
 
@@ -369,7 +366,8 @@ test_storage_refuses_a_revoked_token_right_after_apply(void **state)
     assert_string_equal(jstr(&fx, "reason"), "capability_revoked");
     ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
     printf("storage: revocation (authority revoke + guard_apply) to a refused bus request: "
-           "%.3f ms\n", ms);
+           "%.3f ms\n",
+           ms);
     assert_true(ms < 1000.0);
     assert_int_equal(put_bytes(&fx, tok, "after", 5, addr), 401);
     assert_int_equal(stored_objects(&fx), 1);
@@ -415,9 +413,8 @@ test_storage_prefix_and_max_bytes_caveats_bind_the_put(void **state)
     /* learn the bytes' address, then forget them */
     assert_int_equal(put_bytes(&fx, fx.op_token, data, sizeof data, addr), 200);
     assert_int_equal(addr_op(&fx, fx.op_token, "unpin", addr), 200);
-    assert_int_equal(call(&fx, OAP_APP_STORAGE, fx.op_token, NULL, 0,
-                          "{\"op\":\"gc\",\"target\":\"0\"}"),
-                     200);
+    assert_int_equal(
+        call(&fx, OAP_APP_STORAGE, fx.op_token, NULL, 0, "{\"op\":\"gc\",\"target\":\"0\"}"), 200);
     assert_int_equal(stored_objects(&fx), 0);
     /* a prefix the address lacks: refused at commit, nothing stored */
     snprintf(cav, sizeof cav, "prefix = b3:%c", addr[3] == '0' ? '1' : '0');
@@ -434,9 +431,8 @@ test_storage_prefix_and_max_bytes_caveats_bind_the_put(void **state)
     snprintf(js, sizeof js, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}", pid);
     assert_int_equal(call(&fx, OAP_APP_STORAGE, NULL, data, sizeof data, js), 403);
     /* a declared size over it is refused at put_begin */
-    assert_int_equal(call(&fx, OAP_APP_STORAGE, small, NULL, 0,
-                          "{\"op\":\"put_begin\",\"size\":\"64\"}"),
-                     403);
+    assert_int_equal(
+        call(&fx, OAP_APP_STORAGE, small, NULL, 0, "{\"op\":\"put_begin\",\"size\":\"64\"}"), 403);
     for (int i = 0; i < 100 && sto_service_open_puts(fx.sto) > 0; i++)
         uv_run(&fx.loop, UV_RUN_NOWAIT), usleep(1000);
     assert_int_equal(sto_service_open_puts(fx.sto), 0);
@@ -491,19 +487,18 @@ test_index_publish_needs_the_name_op(void **state)
     assert_int_equal(call(&fx, OAP_APP_INDEX, NULL, NULL, 0, js), 401);
     mint(&fx, get_only, NULL, "ops = get", NULL);
     assert_int_equal(call(&fx, OAP_APP_INDEX, get_only, NULL, 0, js), 403);
-    assert_int_equal(call(&fx, OAP_APP_INDEX, NULL, NULL, 0,
-                          "{\"op\":\"resolve\",\"name\":\"photos.alice\"}"),
-                     404); /* nothing was published; the read itself was allowed */
+    assert_int_equal(
+        call(&fx, OAP_APP_INDEX, NULL, NULL, 0, "{\"op\":\"resolve\",\"name\":\"photos.alice\"}"),
+        404); /* nothing was published; the read itself was allowed */
     mint(&fx, namer, NULL, "ops = name", "name-prefix = photos.", NULL);
     assert_int_equal(call(&fx, OAP_APP_INDEX, namer, NULL, 0, js), 200);
     snprintf(js, sizeof js, "{\"op\":\"publish\",\"record\":%s}", r2);
     assert_int_equal(call(&fx, OAP_APP_INDEX, namer, NULL, 0, js), 403); /* outside the prefix */
-    assert_int_equal(call(&fx, OAP_APP_INDEX, NULL, NULL, 0,
-                          "{\"op\":\"resolve\",\"name\":\"photos.alice\"}"),
-                     200);
-    assert_int_equal(call(&fx, OAP_APP_INDEX, NULL, NULL, 0,
-                          "{\"op\":\"resolve\",\"name\":\"docs.bob\"}"),
-                     404);
+    assert_int_equal(
+        call(&fx, OAP_APP_INDEX, NULL, NULL, 0, "{\"op\":\"resolve\",\"name\":\"photos.alice\"}"),
+        200);
+    assert_int_equal(
+        call(&fx, OAP_APP_INDEX, NULL, NULL, 0, "{\"op\":\"resolve\",\"name\":\"docs.bob\"}"), 404);
     free(r1);
     free(r2);
     fx_close(&fx);

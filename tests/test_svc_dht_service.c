@@ -413,7 +413,7 @@ test_capabilities_bind_provide_and_name_put(void **state)
     assert_int_equal(dht_client_unprovide(fx->n[0].peer, obj, on_result, fx), 0);
     run_until(fx, &fx->done, WAIT_MS);
     assert_int_equal(fx->res.code, 401); /* still provided: nothing changed */
-    status_of(fx, 0); /* reads stay public */
+    status_of(fx, 0);                    /* reads stay public */
     assert_int_equal(fx->st.provided, 1);
     fx->done = false;
     assert_int_equal(dht_client_unprovide_cap(fx->n[0].peer, obj, self, on_result, fx), 0);
@@ -792,8 +792,8 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_nodes_bootstrap_from_one_seed_and_report_status,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nodes_bootstrap_from_one_seed_and_report_status, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_find_providers_returns_the_provider_on_another_node,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_name_put_on_one_node_is_found_by_name_get_on_another,

@@ -722,8 +722,7 @@ tguard_close(tguard_t *t)
 
 /* A token under the authority's kid with one caveat; its identifier in id. */
 static void
-tguard_mint(tguard_t *t, const char *caveat, char out[AUTH_MAX_TOKEN + 1],
-            char id[AUTH_ID_MAX + 1])
+tguard_mint(tguard_t *t, const char *caveat, char out[AUTH_MAX_TOKEN + 1], char id[AUTH_ID_MAX + 1])
 {
     uint8_t key[GUARD_KEY_LEN];
     const char *kid = guard_authority_kid(t->auth);

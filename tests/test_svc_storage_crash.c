@@ -5,10 +5,10 @@
  * config snapshot, heartbeats, the capability master on fd 6 and auth_sync
  * from a capability authority in RAM) so it knows the bus directory and
  * secret, and is a storage client over Unix sockets with the operator's
- * capability (the child enforces capabilities, as every node child does). Checked after every kill: the
- * request in flight failed fast with RON_EUNAVAIL (not at its deadline),
- * and after the restart every acknowledged object is stored whole (get
- * returns its verified bytes) and no temporary file is left.
+ * capability (the child enforces capabilities, as every node child does). Checked after every kill:
+ * the request in flight failed fast with RON_EUNAVAIL (not at its deadline), and after the restart
+ * every acknowledged object is stored whole (get returns its verified bytes) and no temporary file
+ * is left.
  */
 #include <dirent.h>
 #include <fcntl.h>

@@ -205,9 +205,8 @@ ovl_client_fetch(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN
 int
 ovl_client_fetch_cap(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN],
                      uint64_t offset, uint64_t length,
-                     const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
-                     const char *provider_addr, const char *cap, uint32_t deadline_ms,
-                     ovl_client_fetch_cb cb, void *arg)
+                     const uint8_t provider_id[static OVL_CLIENT_ID_LEN], const char *provider_addr,
+                     const char *cap, uint32_t deadline_ms, ovl_client_fetch_cb cb, void *arg)
 {
     char a[3 + 2 * OVL_CLIENT_OBJ_LEN + 1] = "b3:", id[2 * OVL_CLIENT_ID_LEN + 1], off[24], len[24];
     json_t *o, *prov;

@@ -31,7 +31,7 @@
 #define OVL_CLIENT_PIECE_LEN 65536u      /* storage tree piece (STO_PIECE_LEN) */
 #define OVL_CLIENT_PROOF_MAX 1536u       /* bytes of one proof (STO_TREE_MAX_PROOF) */
 #define OVL_CLIENT_REC_HDR_LEN 10u       /* record header: u64 piece, u16 proof_len */
-#define OVL_CLIENT_CAP_MAX 4096u         /* chars of a capability for the provider (AUTH_MAX_TOKEN) */
+#define OVL_CLIENT_CAP_MAX 4096u         /* chars of a token for the provider (AUTH_MAX_TOKEN) */
 /* records in one answer: the range's pieces plus the size proof */
 #define OVL_CLIENT_PIECES_MAX (OVL_CLIENT_FETCH_MAX_LEN / OVL_CLIENT_PIECE_LEN + 2u)
 

@@ -175,8 +175,8 @@ out:
 /* Send the JSON text of o (taken) as one framed request, with the
  * capability cap (NUL-terminated, or NULL: none) in its cap section. */
 static int
-dht_client_send(rbus_peer_t *peer, json_t *o, const char *cap, call_kind_t kind,
-                dht_client_cb cb, void *arg)
+dht_client_send(rbus_peer_t *peer, json_t *o, const char *cap, call_kind_t kind, dht_client_cb cb,
+                void *arg)
 {
     rbus_request_opts_t ro = {.app_proto_id = OAP_APP_DHT, .deadline_ms = DHT_CLIENT_DEADLINE_MS};
     char *txt = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -270,8 +270,8 @@ dht_client_unprovide(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], d
 }
 
 int
-dht_client_unprovide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
-                         const char *cap, dht_client_cb cb, void *arg)
+dht_client_unprovide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], const char *cap,
+                         dht_client_cb cb, void *arg)
 {
     char a[3 + 2 * DHT_ID_LEN + 1];
     dht_client_b3(a, addr);

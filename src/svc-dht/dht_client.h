@@ -106,7 +106,7 @@ int dht_client_unprovide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID
                              const char *cap, dht_client_cb cb, void *arg);
 int dht_client_name_put_cap(rbus_peer_t *peer, const name_record_t *rec, const char *cap,
                             dht_client_cb cb, void *arg);
-int dht_client_name_get_cap(rbus_peer_t *peer, const char *name, const char *cap,
-                            dht_client_cb cb, void *arg);
+int dht_client_name_get_cap(rbus_peer_t *peer, const char *name, const char *cap, dht_client_cb cb,
+                            void *arg);
 
 #endif

@@ -340,8 +340,8 @@ svc_authorize(dht_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, 
     if (guard_check(s->guard, &gr, &res) == 0)
         return true;
     count(s, op, (uint16_t)res.status);
-    rbus_respond_error_ex(req, (uint16_t)res.status, res.slug, res.slug,
-                          res.retry_after_s * 1000u, res.reason);
+    rbus_respond_error_ex(req, (uint16_t)res.status, res.slug, res.slug, res.retry_after_s * 1000u,
+                          res.reason);
     return false;
 }
 

@@ -125,8 +125,8 @@ svc_authorize(idx_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, 
     if (guard_check(s->guard, &gr, &res) == 0)
         return true;
     count(s, op, (uint16_t)res.status);
-    rbus_respond_error_ex(req, (uint16_t)res.status, res.slug, res.slug,
-                          res.retry_after_s * 1000u, res.reason);
+    rbus_respond_error_ex(req, (uint16_t)res.status, res.slug, res.slug, res.retry_after_s * 1000u,
+                          res.reason);
     return false;
 }
 
@@ -457,8 +457,10 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         }
         j->limit = (size_t)v;
     }
-    if (s->guard != NULL &&
-        !svc_authorize(s, op, req, f, op == OP_PUBLISH ? j->rec.name : op == OP_RESOLVE ? j->name : ""))
+    if (s->guard != NULL && !svc_authorize(s, op, req, f,
+                                           op == OP_PUBLISH   ? j->rec.name
+                                           : op == OP_RESOLVE ? j->name
+                                                              : ""))
         goto drop;
     j->svc = s;
     s->jobs++;

@@ -79,7 +79,7 @@ typedef struct {
 struct ovl_service {
     uv_loop_t *loop;
     ovl_service_config_t cfg;
-    guard_t *guard; /* NULL: every peer's get is served (no enforcement) */
+    guard_t *guard;              /* NULL: every peer's get is served (no enforcement) */
     met_counter_t *m_refused[3]; /* peers' gets refused: capability (401), forbidden, rate */
     tx_peer_t *p;
     ovl_node_t *node;

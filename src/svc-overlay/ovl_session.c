@@ -524,8 +524,7 @@ provider_start(ovl_session_t *s, const oap_frame_t *f)
     }
     if (s->n->cfg.authorize != NULL) {
         ovl_deny_t d = {0};
-        if (s->n->cfg.authorize(s->n->cfg.auth_arg, s->link, m->addr, f->cap, f->cap_len, &d) <
-            0) {
+        if (s->n->cfg.authorize(s->n->cfg.auth_arg, s->link, m->addr, f->cap, f->cap_len, &d) < 0) {
             s->st.refused_auth++;
             sess_error_ex(s, f->corr_id, d.status != 0 ? d.status : 403, d.slug, d.reason,
                           d.retry_after_ms, d.message != NULL ? d.message : "refused");
@@ -783,8 +782,8 @@ ovl_fetch_start(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint6
 
 int
 ovl_fetch_start_cap(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
-                    uint64_t length, const uint8_t *cap, size_t cap_len,
-                    const ovl_fetch_cb_t *cb, ovl_fetch_t **f_out)
+                    uint64_t length, const uint8_t *cap, size_t cap_len, const ovl_fetch_cb_t *cb,
+                    ovl_fetch_t **f_out)
 {
     ovl_fetch_t *ft;
     char json[256];

@@ -229,10 +229,12 @@ typedef struct {
      * RON_ERANGE (416); RON_EBUSY (429: the provider is at its transfer
      * limit, or rate-limits us); RON_ECAPNEEDED (401: the provider wants a
      * capability, or refused ours as invalid or revoked); RON_ECAPDENY
-     * (403: the provider's policy or the capability's caveats refuse it); RON_EDIGEST (409 bad_digest: the provider's stored copy failed
-     * its own check, so it stopped); RON_EBADPIECE (a piece or the metadata did not verify: drop
-     * and penalize this provider); RON_EPEERERR (another error envelope);
-     * RON_ECLOSED or the link's reason. The handle is gone after this.
+     * (403: the provider's policy or the capability's caveats refuse it);
+     * RON_EDIGEST (409 bad_digest: the provider's stored copy failed its
+     * own check, so it stopped); RON_EBADPIECE (a piece or the metadata did
+     * not verify: drop and penalize this provider); RON_EPEERERR (another
+     * error envelope); RON_ECLOSED or the link's reason. The handle is gone
+     * after this.
      */
     void (*on_done)(void *arg, int rc);
     void *arg;

@@ -393,8 +393,7 @@ svc_authorize(reg_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f)
     gr.target = op_names[op];
     if (guard_check(s->guard, &gr, &res) == 0)
         return true;
-    answer_error(s, op, req, (uint16_t)res.status, res.slug, res.retry_after_s * 1000u,
-                 res.reason);
+    answer_error(s, op, req, (uint16_t)res.status, res.slug, res.retry_after_s * 1000u, res.reason);
     return false;
 }
 

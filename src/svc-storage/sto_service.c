@@ -135,7 +135,7 @@ typedef struct svc_put {
      * nothing; RAM only, wiped when the put ends */
     char *token;
     size_t token_len;
-    uint64_t max_bytes; /* the grant's max-bytes (UINT64_MAX: none) */
+    uint64_t max_bytes;             /* the grant's max-bytes (UINT64_MAX: none) */
     uint8_t tenant[STO_TENANT_LEN]; /* put_begin's tenant (all zero: none) */
 } svc_put_t;
 
@@ -702,9 +702,8 @@ job_done(uv_work_t *w, int status)
     case OP_PUT_COMMIT:
         put_free(p);
         if (j->cap_denied) {
-            answer_error(s, j->op, j->req, j->corr_id, (uint16_t)j->cap_res.status,
-                         j->cap_res.slug, j->cap_res.slug,
-                         j->cap_res.retry_after_s * 1000u, j->cap_reason);
+            answer_error(s, j->op, j->req, j->corr_id, (uint16_t)j->cap_res.status, j->cap_res.slug,
+                         j->cap_res.slug, j->cap_res.retry_after_s * 1000u, j->cap_reason);
             break;
         }
         if (j->rc < 0) {
@@ -1636,7 +1635,8 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         goto drop;
     if (s->guard != NULL && !res.anonymous && res.verdict.grant.has_tenant &&
         tenant_of(j->tenant) == NULL)
-        memcpy(j->tenant, res.verdict.grant.tenant, STO_TENANT_LEN); /* acts as the token's tenant */
+        memcpy(j->tenant, res.verdict.grant.tenant,
+               STO_TENANT_LEN); /* acts as the token's tenant */
 
     /* puts: the table and the limits */
     if (op == OP_PUT_BEGIN) {
@@ -1695,9 +1695,12 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             }
             if (p->accepted + in.raw_len > p->max_bytes) {
                 /* the capability's max-bytes (a size put_begin did not declare) */
-                guard_req_t gr = {.op = AUTH_OP_PUT, .token = p->token,
-                                  .token_len = p->token_len, .tenant = tenant_of(p->tenant),
-                                  .size = p->accepted + in.raw_len, .target = "put"};
+                guard_req_t gr = {.op = AUTH_OP_PUT,
+                                  .token = p->token,
+                                  .token_len = p->token_len,
+                                  .tenant = tenant_of(p->tenant),
+                                  .size = p->accepted + in.raw_len,
+                                  .target = "put"};
                 (void)guard_reject(s->guard, &gr, RON_ECAPDENY, &res);
                 answer_guard(s, op, req, &res);
                 put_fail_queue(s, p, 0);
