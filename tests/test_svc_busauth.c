@@ -305,6 +305,12 @@ test_storage_put_without_cap_is_401_and_stores_nothing(void **state)
                      401);
     assert_int_equal(sto_service_open_puts(fx.sto), 0);
     assert_int_equal(stored_objects(&fx), 0);
+    {
+        char *text = malloc(1 << 16);
+        assert_true(sto_service_metrics(fx.sto, text, 1 << 16) > 0);
+        assert_non_null(strstr(text, "storage_requests_total{op=\"put_begin\",status=\"401\"} 2"));
+        free(text);
+    }
     fx_close(&fx);
 }
 

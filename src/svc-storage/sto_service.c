@@ -71,7 +71,7 @@ static const char *const op_fields[OP_COUNT][5] = {
 };
 
 /* Statuses counted by label; anything else is counted as "other". */
-static const uint16_t statuses[] = {200, 400, 404, 409, 413, 429, 500, 503, 507};
+static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 413, 429, 500, 503, 507};
 #define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
 
 typedef struct job job_t;
