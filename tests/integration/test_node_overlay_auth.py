@@ -11,8 +11,9 @@ ID` the overlay refuses the token: the time from the revoke command's
 return (the revocation persisted and pushed) to the first refused fetch is
 measured and printed (< 1 s), and so is the time until the storage child's
 and the overlay child's guard_authority_head on /metrics reach the
-revocation's head (< 1 s). A node with the shipped
-default policy serves an anonymous peer, as before."""
+revocation's head (< 1 s). A micronode (one guard for the node) with the
+same policy refuses an anonymous peer and serves a capability holder. A
+node with the shipped default policy serves an anonymous peer, as before."""
 import json
 import os
 import re
@@ -205,6 +206,21 @@ try:
     check(rc == 0, "exit 0 (%r)" % rc)
 finally:
     a.kill()
+
+# a micronode (one process, one guard "node") with the private policy: the same rules
+m = start(["--profile", "micro", "--set", "policy_file=" + policy])
+try:
+    op = m.operator_cap()  # amnesia: the line the node printed once
+    m_id, m_addr = m.status()["node_id"], m.wait_running("overlay")["listen"]
+    obj = put(m, op, data[:3000])
+    rc, res, _ = fetch(m_id, m_addr, obj)
+    check(rc == 1 and res.get("status") == 401, "micro, private: anonymous get refused: %r" % res)
+    rc, res, got = fetch(m_id, m_addr, obj, "--cap", attenuate(op, "ops = get"))
+    check(rc == 0 and got == data[:3000], "micro, private: a get capability is served: %r" % res)
+    rc, took = m.stop()
+    check(rc == 0, "micro exit 0 (%r)" % rc)
+finally:
+    m.kill()
 
 # the shipped default policy: an anonymous peer is served
 b = start()
