@@ -17,7 +17,7 @@ import os
 import subprocess
 import tempfile
 
-from ronnode import RON, Node, check, free_port, wait_for
+from ronnode import RON, Node, app_cap_env, check, free_port, wait_for
 
 SERVICES = "services=storage,index,gateway,app,dht,overlay"
 
@@ -26,13 +26,11 @@ def dht_addr(n):
     return n.wait_running("dht", timeout=20)["listen"]
 
 
-def ron(app, *args, timeout=60, cap=None):
-    """`ron ARGS --node APP`; writes pass the node's operator capability (cap)."""
+def ron(app, *args, timeout=60):
     e = dict(os.environ)
     for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
         e.pop(k, None)
-    if cap is not None:
-        e["RON_CAP"] = cap
+    app_cap_env(e, app)  # the node's operator capability (writes need one)
     return subprocess.run([RON] + list(args) + ["--node", app], capture_output=True, env=e,
                           timeout=timeout)
 
@@ -68,7 +66,7 @@ def c_records():
 records0 = c_records()
 addr = None
 for n in (a, b):
-    r = ron(n.app, "put", path, cap=n.operator_cap())
+    r = ron(n.app, "put", path)
     check(r.returncode == 0, "put: %r" % (r.stderr,))
     addr = r.stdout.decode().strip()
 check(addr.startswith("b3:"), "address %r" % addr)
@@ -119,7 +117,7 @@ spath = path + ".small"
 with open(spath, "wb") as f:
     f.write(small)
 records0 = c_records()
-r = ron(a.app, "put", spath, cap=a.operator_cap())
+r = ron(a.app, "put", spath)
 check(r.returncode == 0, "put on A: %r" % (r.stderr,))
 saddr = r.stdout.decode().strip()
 wait_for(lambda: c_records() > records0, 20, "the record reached the DHT")
@@ -135,7 +133,7 @@ with open(bpath, "wb") as f:
     f.write(big)
 records0 = c_records()
 for n in (a, b):
-    r = ron(n.app, "put", bpath, timeout=120, cap=n.operator_cap())
+    r = ron(n.app, "put", bpath, timeout=120)
     check(r.returncode == 0, "put big: %r" % (r.stderr,))
 baddr = r.stdout.decode().strip()
 for n in (a, b):

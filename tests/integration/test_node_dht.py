@@ -19,7 +19,7 @@ import socket
 import tempfile
 import time
 
-from ronnode import RON, Node, check, free_port, wait_for
+from ronnode import RON, Node, app_cap_env, check, free_port, wait_for
 
 SERVICES = "services=storage,index,app,dht,overlay"
 
@@ -32,15 +32,13 @@ def dht_addr(n):
     return n.wait_running("dht", timeout=20)["listen"]
 
 
-def ron(app, *args, cap=None):
-    """`ron ARGS --node APP`; writes pass the node's operator capability (cap)."""
+def ron(app, *args):
     import subprocess
     e = dict(os.environ)
     for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
         e.pop(k, None)
     e["RON_DATA_DIR"] = KEYDIR
-    if cap is not None:
-        e["RON_CAP"] = cap
+    app_cap_env(e, app)  # the node's operator capability (writes need one)
     return subprocess.run([RON] + list(args) + ["--node", app], capture_output=True, text=True,
                           env=e, timeout=30)
 
@@ -73,7 +71,7 @@ for n in nodes:
 
 # a name published on node 1 resolves on node 3 (macro) and node 2 (micro)
 addr = "b3:" + os.urandom(32).hex()
-r = ron(apps[0], "name", "publish", "photos.dht-test", addr, "--key", key, cap=n1.operator_cap())
+r = ron(apps[0], "name", "publish", "photos.dht-test", addr, "--key", key)
 check(r.returncode == 0 and "(seq 1)" in r.stdout, "publish on node 1: %r %r" % (r.stdout, r.stderr))
 wait_for(lambda: (n1.metric('index_dht_puts_total{service="index"}') or 0) >= 1, 10,
          "node 1's index put the record into the DHT")
@@ -112,7 +110,7 @@ with open(obj, "wb") as f:
     f.write(os.urandom(100000))
 # (a put announces its provider record at once: count node 1's records before it)
 records_before = n1.metric('dht_records{service="dht"}') or 0
-r = ron(apps[2], "put", obj, cap=n3.operator_cap())
+r = ron(apps[2], "put", obj)
 check(r.returncode == 0 and r.stdout.startswith("b3:"), "put on node 3: %r" % r.stderr)
 table = os.path.join(n3.dir, "dht", "table")
 n3_id = n3.status()["node_id"]

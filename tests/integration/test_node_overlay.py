@@ -15,25 +15,22 @@ fetches of that piece fail verification (502) while other ranges verify,
 --rate trickles."""
 import json
 import os
-import re
 import signal
 import subprocess
 import tempfile
 import time
 
-from ronnode import RON, Node, check, free_port, wait_for
+from ronnode import RON, Node, app_cap_env, check, free_port, wait_for
 
 TMP = tempfile.mkdtemp(prefix="ron-ovl-")
 EVIL = os.path.join(os.path.dirname(RON), "ovl_evil_peer")
 
 
-def ron(app, *args, cap=None):
-    """`ron ARGS --node APP`; writes pass the node's operator capability (cap)."""
+def ron(app, *args):
     e = dict(os.environ, RON_DATA_DIR=TMP)
     e.pop("RON_ADMIN", None)
     e.pop("RON_CAP", None)
-    if cap is not None:
-        e["RON_CAP"] = cap
+    app_cap_env(e, app)  # the node's operator capability (writes need one)
     return subprocess.run([RON] + list(args) + ["--node", app], capture_output=True, env=e,
                           timeout=60)
 
@@ -60,25 +57,11 @@ def fetch(node_id, addr, obj, *extra):
     return r.returncode, res, data
 
 
-def opcap(n):
-    """The node's operator capability: <data-dir>/operator.cap, or in amnesia the
-    one `operator capability: TOKEN` line the node prints."""
-    path = os.path.join(n.dir, "operator.cap")
-
-    def found():
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            with open(path) as f:
-                return f.read().strip()
-        m = re.search(r"operator capability: ([A-Za-z0-9_=-]+)", n.logs())
-        return m.group(1) if m else None
-    return wait_for(found, 15, "the operator capability")
-
-
 def put(n, data):
     src = os.path.join(TMP, "src")
     with open(src, "wb") as f:
         f.write(data)
-    r = ron(n.app_addr, "put", src, cap=opcap(n))
+    r = ron(n.app_addr, "put", src)
     check(r.returncode == 0, "put: %s" % r.stderr)
     return r.stdout.decode().strip()
 
