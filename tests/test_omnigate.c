@@ -1318,12 +1318,44 @@ test_omni_request_parser_forwards_registry_ops_strictly(void **state)
     BAD(9, "{\"op\":\"put\"}", "op");
 }
 
+static void
+test_omni_request_parser_cap_revoke_takes_an_id_or_an_epoch_for_the_kernel(void **state)
+{
+    (void)state;
+    omni_request_t r;
+    proto_err_t e;
+    const char *by_id = "{\"op\":\"cap_revoke\",\"id\":\"ron1:r1:0:ab\",\"until\":\"9\","
+                        "\"idem\":\"K_3\"}";
+    const char *by_epoch = "{\"op\":\"cap_revoke\",\"epoch\":\"next\"}";
+
+    assert_int_equal(omni_request_parse(6, (const uint8_t *)by_id, strlen(by_id), "app", &r, &e),
+                     0);
+    assert_int_equal(r.op, OMNI_OP_CAP_REVOKE);
+    assert_false(r.revoke_epoch);
+    assert_string_equal(r.fwd, "{\"id\":\"ron1:r1:0:ab\",\"op\":\"auth_revoke\",\"service\":\"app\","
+                               "\"until\":\"9\"}");
+    assert_string_equal(r.idem, "K_3");
+    omni_request_close(&r);
+    assert_int_equal(
+        omni_request_parse(6, (const uint8_t *)by_epoch, strlen(by_epoch), "app", &r, &e), 0);
+    assert_true(r.revoke_epoch);
+    assert_string_equal(r.fwd, "{\"epoch\":\"next\",\"op\":\"auth_revoke\",\"service\":\"app\"}");
+    omni_request_close(&r);
+    BAD(6, "{\"op\":\"cap_revoke\"}", "id");
+    BAD(6, "{\"op\":\"cap_revoke\",\"id\":\"a\",\"epoch\":\"next\"}", "id");
+    BAD(6, "{\"op\":\"cap_revoke\",\"id\":7}", "id");
+    BAD(6, "{\"op\":\"cap_revoke\",\"epoch\":\"next\",\"until\":1}", "until");
+    BAD(6, "{\"op\":\"cap_revoke\",\"id\":\"a\",\"token\":\"t\"}", "token");
+    BAD(1, "{\"op\":\"cap_revoke\",\"id\":\"a\"}", "op");
+}
+
 int
 main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as in the node: a peer gone mid-write is an error code */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_omni_request_parser_checks_fields_per_op),
+        cmocka_unit_test(test_omni_request_parser_cap_revoke_takes_an_id_or_an_epoch_for_the_kernel),
         cmocka_unit_test(test_omni_allows_kernel_ops_only_from_loopback_peers),
         cmocka_unit_test(test_omni_request_parser_forwards_registry_ops_strictly),
         cmocka_unit_test(test_omni_answers_hello_then_ping_and_refuses_unknown_ops_with_envelopes),

@@ -1,8 +1,9 @@
 /*
  * mn_node.c - `ron node`: the kernel process. Owns the loop, the config
  * store, the kernel event bus (whose events it logs, one JSON line each),
- * the kernel's metrics registry, the supervisor (child processes in the
- * macro profile, in-process service hosts in micro), the admin port, and the
+ * the kernel's metrics registry, the capability authority (mn_auth.c), the
+ * supervisor (child processes in the macro profile, in-process service hosts
+ * in micro), the admin port, and the
  * signals: SIGHUP reloads; SIGINT/SIGTERM (ron_wait_for_ctrl_c) publish
  * SHUTDOWN and stop the children in reverse start order within
  * supervisor.stop_timeout_ms, after which the node exits 0.

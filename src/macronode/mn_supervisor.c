@@ -2,7 +2,9 @@
  * mn_supervisor.c - the kernel's supervisor. Macro profile: one child
  * process per service, started as `ron service NAME` with uv_spawn, its
  * public listener bound here and inherited as fd 3 (a second one, the
- * gateway's HTTPS, as fd 4), its stderr collected line
+ * gateway's HTTPS, as fd 4; the identity seed on a pipe as fd 5 for a
+ * service that signs as the node; the capability master on a pipe as fd 6
+ * for every child), its stderr collected line
  * by line through a pipe, its HELLO and heartbeats received over ron-bus
  * (Unix sockets). Micro profile: the same service host runs inside this
  * loop, over ron-bus's in-process transport, with the same HELLO, heartbeats,

@@ -7,7 +7,8 @@ admin /metrics reaches the kernel's new head within 1 s (measured and
 printed); `ron cap revoke --epoch` kills the old operator.cap and the kernel
 writes a new one that works; a child killed with -9 comes back with every
 revocation applied (its head equals the kernel's); a micronode in amnesia
-prints the operator capability once on stderr and writes no operator.cap."""
+prints the operator capability once on stderr and writes no operator.cap;
+so does a macronode in amnesia, whose children still get their guard."""
 import json
 import os
 import re
@@ -125,6 +126,10 @@ try:
     check(r.returncode == 0, "revoke with operator.cap: %d %r" % (r.returncode, r.stderr))
     head = change_of(r.stdout)
     check(head > max(before.values()), "the change is new: %d vs %r" % (head, before))
+    with open(os.path.join(DATA, "audit", "app.log")) as f:
+        audit = f.read()
+    check("cap_revoked" in audit and bogus in audit, "the app port audited cap_revoked: %r"
+          % audit[-400:])
 
     def converged():
         h = heads(n)
@@ -205,5 +210,21 @@ try:
     check(rc == 0, "micronode exits 0 (got %r)" % rc)
 finally:
     m.kill()
+
+# ---- macronode in amnesia: the kernel prints it, children still enforce, nothing written ----
+a = Node(["--amnesia"], services="storage")
+try:
+    a.wait_up(timeout=30)
+    a.wait_running("storage", timeout=20)
+    line = wait_for(lambda: [l for l in a.logs().splitlines()
+                             if l.startswith("operator capability: ")], 10, "operator capability")
+    check(len(line) == 1, "printed once: %r" % line)
+    check(sorted(os.listdir(a.dir)) == ["node.log"], "nothing written in amnesia: %r"
+          % os.listdir(a.dir))
+    wait_for(lambda: heads(a).get("storage") == 1, 5, "the storage child's guard at head 1")
+    rc, _ = a.stop()
+    check(rc == 0, "amnesia node exits 0 (got %r)" % rc)
+finally:
+    a.kill()
     shutil.rmtree(EMPTY, ignore_errors=True)
 print("ok")
