@@ -208,6 +208,9 @@ test_pass_with_the_node_guard_mints_tokens_every_boundary_verifies(void **state)
     assert_int_equal(auth_token_parse(res.token, res.token_len, &tok), 0);
     assert_string_equal(tok.id_str, res.id);
     assert_true(tok.grant.ops == GETPUT && tok.grant.rate == 50 && tok.grant.expires <= now + 600);
+    for (size_t i = 0; i < tok.n_caveats; i++) /* no caveat written twice */
+        for (size_t k = i + 1; k < tok.n_caveats; k++)
+            assert_string_not_equal(tok.caveats[i], tok.caveats[k]);
     /* the guard (any boundary's) allows what was granted, nothing more */
     assert_int_equal(guard_on(g, res.token, AUTH_OP_PUT, &gr), 0);
     assert_int_equal(guard_on(g, res.token, AUTH_OP_PIN, &gr), RON_ECAPDENY);

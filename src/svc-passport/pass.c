@@ -452,13 +452,16 @@ policy_allows(pass_t *p, const pass_redeem_t *r, pass_result_t *out)
  * r's ops, ttl and tenant, then cavs[0..n) appended (they only narrow).
  */
 static int
-mint_guard(pass_t *p, const pass_redeem_t *r, const char *const *cavs, size_t n,
+mint_guard(pass_t *p, const pass_redeem_t *r, const char *const cavs[static 5], size_t n,
            pass_result_t *out)
 {
     guard_mint_req_t m = {.ops = r->ops, .ttl = out->ttl,
                           .tenant = r->has_tenant ? r->tenant : NULL};
     char actor[32], pkhex[2 * KMS_PK_LEN + 1];
     char *tok = sodium_malloc(AUTH_MAX_TOKEN + 1);
+    auth_token_t *t = ron_xmalloc(sizeof *t);
+    const char *add[5];
+    size_t n_add = 0;
     auth_grant_t all;
     auth_id_t id;
     long len;
@@ -474,7 +477,16 @@ mint_guard(pass_t *p, const pass_redeem_t *r, const char *const *cavs, size_t n,
         rc = (int)len;
         goto out;
     }
-    len = auth_attenuate(tok, (size_t)len, cavs, n, out->token, sizeof out->token);
+    if ((rc = auth_token_parse(tok, (size_t)len, t)) < 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) { /* append only what guard_mint did not write */
+        bool have = false;
+        for (size_t k = 0; k < t->n_caveats && !have; k++)
+            have = strcmp(t->caveats[k], cavs[i]) == 0;
+        if (!have)
+            add[n_add++] = cavs[i];
+    }
+    len = auth_attenuate(tok, (size_t)len, add, n_add, out->token, sizeof out->token);
     if (len < 0) {
         rc = (int)len;
         goto out;
@@ -486,6 +498,7 @@ mint_guard(pass_t *p, const pass_redeem_t *r, const char *const *cavs, size_t n,
     rc = 0;
 out:
     sodium_free(tok); /* wiped */
+    free(t);
     return rc;
 }
 

@@ -76,6 +76,19 @@ def operator_cap(data_dir, timeout=15):
         return f.read().strip()
 
 
+_app_nodes = {}  # app port address -> the Node started here with it (--app ADDR / app=ADDR)
+
+
+def app_cap_env(env, app):
+    """env (a dict; changed and returned) with RON_CAP set to the operator
+    capability of the node started here with app port `app`, unless env
+    already has a non-empty RON_CAP or no such node exists."""
+    n = _app_nodes.get(app)
+    if n is not None and not env.get("RON_CAP"):
+        env["RON_CAP"] = n.operator_cap()
+    return env
+
+
 def with_cap(env, data_dir, timeout=15):
     """A copy of env (a dict) with RON_CAP set to the node's operator capability."""
     e = dict(env)
@@ -125,6 +138,15 @@ class Node:
             if "--overlay" not in flat and "overlay=" not in flat and '"overlay"' not in cfg_text:
                 argv += ["--overlay", "127.0.0.1:0"]
         argv += list(args)
+        self.data_dir = self.dir  # where operator.cap is: a --data-dir in args wins
+        for i, a in enumerate(args):  # remember the app port for app_cap_env()
+            a = str(a)
+            if a == "--data-dir" and i + 1 < len(args):
+                self.data_dir = str(args[i + 1])
+            if a == "--app" and i + 1 < len(args):
+                _app_nodes[str(args[i + 1])] = self
+            elif a.startswith("app=") or a.startswith("--app="):
+                _app_nodes[a.split("=", 1)[1]] = self
         e = dict(os.environ)
         e.pop("RON_ADMIN", None)
         e.update(env or {})
@@ -227,8 +249,20 @@ class Node:
         return wait_for(lambda: text in self.logs(), timeout, "log line containing %r" % text)
 
     def operator_cap(self, timeout=15):
-        """This node's operator capability (see operator_cap())."""
-        return operator_cap(self.dir, timeout)
+        """This node's operator capability: <data-dir>/operator.cap (see
+        operator_cap()), or in amnesia the `operator capability: TOKEN` line
+        the node prints once on stderr."""
+        path = os.path.join(self.data_dir, "operator.cap")
+
+        def found():
+            if os.path.exists(path) and os.path.getsize(path) > 0:
+                with open(path) as f:
+                    return f.read().strip()
+            for line in self.logs().splitlines():
+                if line.startswith("operator capability: "):
+                    return line.split(": ", 1)[1].strip()
+            return None
+        return wait_for(found, timeout, "the operator capability of the node in " + self.data_dir)
 
     def announced_cap(self, timeout=15):
         """The operator capability wherever this node keeps it: operator.cap,
@@ -252,7 +286,7 @@ class Node:
     def ron(self, *args, timeout=10):
         e = dict(self.env)
         e["RON_ADMIN"] = self.admin
-        e.setdefault("RON_DATA_DIR", self.dir)  # the client finds operator.cap there
+        e.setdefault("RON_DATA_DIR", self.data_dir)  # the client finds operator.cap there
         return subprocess.run([RON] + list(args), capture_output=True, text=True, env=e,
                               timeout=timeout)
 

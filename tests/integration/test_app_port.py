@@ -30,6 +30,7 @@ REQ, RESP, EVENT, START, END = 0x1, 0x2, 0x4, 0x8, 0x10
 WINDOW = 16
 MAX_FRAME = 1048576
 TENANT = b"\x00" * 15 + b"\x2a"
+CAP = [b""]  # the token every START carries (the node under test's operator capability)
 
 
 class Oap:
@@ -45,7 +46,9 @@ class Oap:
         self.s.close()
 
     def send(self, flags, app, corr, payload=b"", tenant=TENANT, code=0):
-        self.s.sendall(HDR.pack(38 + len(payload), 1, flags, code, app, tenant, 0, corr) + payload)
+        cap = CAP[0] if flags & START and app != 0 else b""  # the node's operator capability
+        self.s.sendall(HDR.pack(38 + len(cap) + len(payload), 1, flags, code, app, tenant,
+                                len(cap), corr) + cap + payload)
 
     def send_json(self, flags, app, corr, obj):
         self.send(flags, app, corr, json.dumps(obj, separators=(",", ":")).encode())
@@ -173,6 +176,7 @@ def app_addr(n):
 
 
 def exercise(n, macro):
+    CAP[0] = n.operator_cap().encode()
     addr = app_addr(n)
     c = Oap(addr, hello=False)
     h = c.hello()

@@ -18,14 +18,19 @@ from ronnode import RON, Node, check, free_port, wait_for
 
 PIECE = 65536
 TMP = tempfile.mkdtemp(prefix="ron-cli-")
+CAPS = {}  # app address -> the node's operator capability
 
 
 def ron(node, *args, stdin=None, data_dir=None, timeout=60, env=None):
-    """Run `ron ARGS --node NODE`; returns CompletedProcess with bytes stdout."""
+    """Run `ron ARGS --node NODE`; returns CompletedProcess with bytes stdout.
+    The node's operator capability goes in RON_CAP unless the test names a
+    data dir or a --cap of its own."""
     e = dict(os.environ)
     e.pop("RON_ADMIN", None)
     e.pop("RON_CAP", None)
     e["RON_DATA_DIR"] = data_dir or TMP  # no operator.cap there unless the test puts one
+    if data_dir is None and "--cap" not in args and node in CAPS:
+        e["RON_CAP"] = CAPS[node]
     e.update(env or {})
     argv = [RON] + list(args)
     if node is not None:
@@ -79,7 +84,7 @@ def stdin_put(app):
     check(r.stdout.decode().strip() == b3sum(write("stdin-src", data)), "stdin put address")
     # a pipe (not a regular file) as stdin
     p = subprocess.Popen(["cat", os.path.join(TMP, "stdin-src")], stdout=subprocess.PIPE)
-    e = dict(os.environ, RON_DATA_DIR=TMP)
+    e = dict(os.environ, RON_DATA_DIR=TMP, RON_CAP=CAPS[app])
     r2 = subprocess.run([RON, "put", "-", "--node", app], stdin=p.stdout, capture_output=True,
                         env=e, timeout=60)
     p.wait()
@@ -199,15 +204,17 @@ def errors(app):
           "and no temporary file")
     r = ron(app, "put", os.path.join(TMP, "no-such-file"))
     check(r.returncode == 1, "put of a missing file: exit 1")
-    # the capability travels in the START cap section (not checked yet by the node)
+    # the capability travels in the START cap section: the node checks it
     r = ron(app, "ls", "--cap", "ron1:test-token")
-    check(r.returncode == 0, "a --cap token is carried: %r" % r.stderr)
+    check(r.returncode == 1 and b"capability_invalid" in r.stderr,
+          "a --cap token is carried (and refused): %r" % r.stderr)
     capdir = os.path.join(TMP, "capdir")
     os.makedirs(capdir, exist_ok=True)
     with open(os.path.join(capdir, "operator.cap"), "w") as f:
         f.write("ron1:from-file\n")
     r = ron(app, "ls", data_dir=capdir)
-    check(r.returncode == 0, "operator.cap in the data dir is carried: %r" % r.stderr)
+    check(r.returncode == 1 and b"capability_invalid" in r.stderr,
+          "operator.cap in the data dir is carried (and refused): %r" % r.stderr)
     with open(os.path.join(capdir, "operator.cap"), "w") as f:
         f.write("x" * 70000)
     r = ron(app, "ls", data_dir=capdir)
@@ -272,7 +279,7 @@ def put_retries_only_rewindable_sources(n, app):
     data = os.urandom(96 << 20)
     src = write("put-kill-src", data)
     want = b3sum(src)
-    e = dict(os.environ, RON_DATA_DIR=TMP)
+    e = dict(os.environ, RON_DATA_DIR=TMP, RON_CAP=CAPS[app])
     e.pop("RON_ADMIN", None)
     # a regular file: retried from its start
     old = n.wait_running("app")["pid"]
@@ -314,7 +321,7 @@ def get_survives_app_kill(n, app):
     for i in range(3):
         old = n.wait_running("app")["pid"]
         out = os.path.join(TMP, "kill-out-%d" % i)
-        e = dict(os.environ, RON_DATA_DIR=TMP)
+        e = dict(os.environ, RON_DATA_DIR=TMP, RON_CAP=CAPS[app])
         e.pop("RON_ADMIN", None)
         p = subprocess.Popen([RON, "get", addr, "-o", out, "--node", app], env=e,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -347,6 +354,7 @@ def get_survives_app_kill(n, app):
 app = "127.0.0.1:%d" % free_port()
 n = Node(["--set", "services=storage,index,app", "--app", app]).wait_up()
 try:
+    CAPS[app] = n.operator_cap()
     n.wait_running("storage")
     n.wait_running("index")
     n.wait_running("app")
@@ -373,6 +381,7 @@ finally:
 app = "127.0.0.1:%d" % free_port()
 m = Node(["--profile", "micro", "--set", "services=storage,index,app", "--app", app]).wait_up()
 try:
+    CAPS[app] = m.operator_cap()
     m.wait_running("app")
     sized = round_trips(app, [0, 1, PIECE + 1, (5 << 20) + 3])
     stdin_put(app)

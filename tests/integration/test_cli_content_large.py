@@ -49,6 +49,7 @@ env = dict(os.environ, RON_DATA_DIR=tmp)
 env.pop("RON_ADMIN", None)
 n = Node(["--set", "services=storage,app", "--app", app]).wait_up()
 try:
+    env["RON_CAP"] = n.operator_cap()  # writes need a capability
     n.wait_running("app")
     rc, out, err, peak, took = run_sampled([RON, "put", src, "--node", app], env)
     check(rc == 0, "put of 1 GiB: %r" % err)

@@ -17,7 +17,7 @@ import os
 import subprocess
 import tempfile
 
-from ronnode import RON, Node, check, free_port, wait_for
+from ronnode import RON, Node, app_cap_env, check, free_port, wait_for
 
 SERVICES = "services=storage,index,gateway,app,dht,overlay"
 
@@ -30,6 +30,7 @@ def ron(app, *args, timeout=60):
     e = dict(os.environ)
     for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
         e.pop(k, None)
+    app_cap_env(e, app)  # the node's operator capability (writes need one)
     return subprocess.run([RON] + list(args) + ["--node", app], capture_output=True, env=e,
                           timeout=timeout)
 

@@ -19,7 +19,7 @@ import socket
 import tempfile
 import time
 
-from ronnode import RON, Node, check, free_port, wait_for
+from ronnode import RON, Node, app_cap_env, check, free_port, wait_for
 
 SERVICES = "services=storage,index,app,dht,overlay"
 
@@ -38,6 +38,7 @@ def ron(app, *args):
     for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
         e.pop(k, None)
     e["RON_DATA_DIR"] = KEYDIR
+    app_cap_env(e, app)  # the node's operator capability (writes need one)
     return subprocess.run([RON] + list(args) + ["--node", app], capture_output=True, text=True,
                           env=e, timeout=30)
 

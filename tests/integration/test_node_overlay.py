@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 
-from ronnode import RON, Node, check, free_port, wait_for
+from ronnode import RON, Node, app_cap_env, check, free_port, wait_for
 
 TMP = tempfile.mkdtemp(prefix="ron-ovl-")
 EVIL = os.path.join(os.path.dirname(RON), "ovl_evil_peer")
@@ -30,6 +30,7 @@ def ron(app, *args):
     e = dict(os.environ, RON_DATA_DIR=TMP)
     e.pop("RON_ADMIN", None)
     e.pop("RON_CAP", None)
+    app_cap_env(e, app)  # the node's operator capability (writes need one)
     return subprocess.run([RON] + list(args) + ["--node", app], capture_output=True, env=e,
                           timeout=60)
 

@@ -69,9 +69,14 @@ try:
     check(rc == 0, "micro exit 0 (%r)" % rc)
 finally:
     m.kill()
+CAPS = {}  # app address -> the node's operator capability
+
+
 def run(app, *args):
     e = dict(os.environ)
     e.pop("RON_CAP", None)
+    if app in CAPS:
+        e["RON_CAP"] = CAPS[app]  # registry writes need admin
     return subprocess.run([RON, "registry"] + list(args) + ["--node", app], capture_output=True,
                           text=True, env=e, timeout=30)
 
@@ -99,6 +104,7 @@ def online_walk():
     app = "127.0.0.1:%d" % free_port()
     n = Node(["--set", "services=registry,app", "--app", app]).wait_up()
     try:
+        CAPS[app] = n.operator_cap()
         n.wait_running("registry")
         n.wait_running("app")
         pk = {}
@@ -193,6 +199,7 @@ keys = tempfile.mkdtemp(prefix="ron-regkeys-")
 app = "127.0.0.1:%d" % free_port()
 m = Node(["--profile", "micro", "--set", "services=registry,app", "--app", app]).wait_up()
 try:
+    CAPS[app] = m.operator_cap()
     m.wait_running("app")
     pks = []
     for k in "ab":
