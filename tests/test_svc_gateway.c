@@ -29,6 +29,7 @@
 
 #include <cmocka.h>
 #include <sodium.h>
+#include <stdatomic.h>
 
 #include "ron_err.h"
 #include "ron_guard.h"
@@ -325,6 +326,7 @@ struct fx {
     char op_tok[AUTH_MAX_TOKEN + 1];    /* every op */
     char get_tok[AUTH_MAX_TOKEN + 1];   /* get only */
     char small_tok[AUTH_MAX_TOKEN + 1]; /* put, max-bytes 1000 */
+    char pfx_tok[AUTH_MAX_TOKEN + 1];   /* put, prefix of the fixture object's address */
     char get_id[AUTH_ID_MAX + 1];
     /* the client asks the loop to revoke get_id (fx_on_revoke) */
     uv_async_t revoke;
@@ -338,6 +340,7 @@ struct fx {
     char seen_cap[AUTH_MAX_TOKEN + 1];
     uint8_t seen_tenant[16];
     unsigned seen;
+    atomic_int sto_refuse; /* set: the stand-in answers every request with this status */
 };
 
 static const uint8_t T1[STO_TENANT_LEN] = {1};
@@ -558,7 +561,10 @@ fx_sto_handler(void *arg, rbus_req_t *req, const oap_frame_t *fr)
     f->seen_cap[n] = '\0';
     memcpy(f->seen_tenant, fr->tenant_id, sizeof f->seen_tenant);
     f->seen++;
-    (void)rbus_respond_error(req, get ? 404 : 507, get ? "no such object" : "full");
+    if (atomic_load(&f->sto_refuse) != 0)
+        (void)rbus_respond_error(req, (uint16_t)atomic_load(&f->sto_refuse), "refused");
+    else
+        (void)rbus_respond_error(req, get ? 404 : 507, get ? "no such object" : "full");
 }
 
 static void
@@ -2307,6 +2313,19 @@ cl_forward(fx_t *f)
     snprintf(path, sizeof path, "/o/b3:%064d", 6);
     CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 404);
     CL_CHECK(f, f->seen_cap[0] == '\0');
+    free(r.body);
+    r.body = NULL;
+    /* storage checks on its own: its refusal is the client's 401 / 403 */
+    atomic_store(&f->sto_refuse, 403);
+    CL_CHECK(f, cl_req(fd, "GET", path, bearer(h, sizeof h, f->get_tok), NULL, 0, &r) == 403);
+    CL_CHECK(f, strstr((char *)r.body, "\"reason\":\"forbidden\"") != NULL);
+    free(r.body);
+    r.body = NULL;
+    atomic_store(&f->sto_refuse, 401);
+    CL_CHECK(f, cl_req(fd, "POST", "/o", bearer(h, sizeof h, f->op_tok), body, sizeof body - 1,
+                       &r) == 401);
+    CL_CHECK(f, strstr((char *)r.body, "capability_invalid") != NULL);
+    CL_CHECK(f, strncmp(hdr(&r, "WWW-Authenticate", h, sizeof h), "Bearer", 6) == 0);
 out:
     free(r.body);
     if (fd >= 0)
@@ -2314,7 +2333,67 @@ out:
 }
 
 static void
-test_guard_the_clients_token_and_tenant_are_forwarded_to_storage(void **state)
+cl_prefix(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], other[96], h[AUTH_MAX_TOKEN + 64];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    /* a PUT inside the prefix passes (the object is stored: 200) */
+    CL_CHECK(f, cl_req(fd, "PUT", path, bearer(h, sizeof h, f->pfx_tok), f->data, f->len, &r) ==
+                    200);
+    free(r.body);
+    r.body = NULL;
+    /* outside it: 403 */
+    snprintf(other, sizeof other, "/o/b3:%c%063d", f->text[3] == '0' ? '1' : '0', 0);
+    CL_CHECK(f, cl_req(fd, "PUT", other, bearer(h, sizeof h, f->pfx_tok), f->data, f->len, &r) ==
+                    403);
+    free(r.body);
+    r.body = NULL;
+    close(fd);
+    CL_CHECK(f, (fd = cl_connect(f)) >= 0);
+    /* POST: the address is known only once stored, so a prefix token cannot */
+    CL_CHECK(f, cl_req(fd, "POST", "/o", bearer(h, sizeof h, f->pfx_tok), "x", 1, &r) == 403);
+    CL_CHECK(f, strstr((char *)r.body, "PUT /o/b3:") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "\"reason\":\"forbidden\"") != NULL);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_guard_a_prefix_token_puts_inside_its_prefix_and_cannot_post(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    guard_req_t gr = {.op = AUTH_OP_MINT};
+    guard_result_t res;
+    guard_mint_req_t m = {.ops = 1u << AUTH_OP_PUT};
+    char id[AUTH_ID_MAX + 1], pfx[8];
+
+    (void)state;
+    fx_open(&f, true);
+    fx_put(&f, NULL, 700, NULL);
+    fx_guard(&f, NULL);
+    snprintf(pfx, sizeof pfx, "%.5s", f.text); /* "b3:" and two hex digits */
+    m.prefix = pfx;
+    gr.token = f.op_tok;
+    gr.token_len = strlen(f.op_tok);
+    assert_int_equal(guard_check(f.guard, &gr, &res), 0);
+    assert_true(guard_mint(f.guard, &res.verdict.grant, res.actor, &m, f.pfx_tok,
+                           sizeof f.pfx_tok, id) > 0);
+    fx_run(&f, &c, cl_prefix);
+    assert_int_equal(f.stats.auth_rejected, 2);
+    assert_int_equal(f.stats.puts_existing, 1);
+    assert_int_equal(f.stats.puts_created, 0);
+    fx_close(&f);
+}
+
+static void
+test_guard_token_and_tenant_are_forwarded_to_storage_and_its_refusals_are_401_403(void **state)
 {
     fx_t f;
     tx_config_t c = test_cfg();
@@ -2324,6 +2403,7 @@ test_guard_the_clients_token_and_tenant_are_forwarded_to_storage(void **state)
     fx_guard(&f, NULL);
     f.fake_storage = true;
     fx_run(&f, &c, cl_forward);
+    assert_int_equal(f.stats.auth_rejected, 2); /* the two storage refusals */
     fx_close(&f);
 }
 
@@ -2363,7 +2443,8 @@ main(void)
         cmocka_unit_test(test_guard_bad_tokens_are_401_and_a_get_token_may_read_but_not_write_403),
         cmocka_unit_test(test_guard_cap_query_parameter_works_and_a_revoked_token_is_401_once_applied),
         cmocka_unit_test(test_guard_a_private_policy_needs_a_token_to_read_and_a_public_rate_answers_429),
-        cmocka_unit_test(test_guard_the_clients_token_and_tenant_are_forwarded_to_storage),
+        cmocka_unit_test(test_guard_a_prefix_token_puts_inside_its_prefix_and_cannot_post),
+        cmocka_unit_test(test_guard_token_and_tenant_are_forwarded_to_storage_and_its_refusals_are_401_403),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

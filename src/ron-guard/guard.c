@@ -507,7 +507,7 @@ id_format(const auth_id_t *id, char out[static AUTH_ID_MAX + 1])
     size_t n = 5, kl = strnlen(id->kid, AUTH_MAX_KID), d = 0;
     uint64_t e = id->epoch;
 
-    memcpy(buf, "ron1:", 5);
+    memcpy(buf, "ron1:", sizeof "ron1:"); /* the NUL is overwritten below */
     memcpy(buf + n, id->kid, kl);
     n += kl;
     buf[n++] = ':';

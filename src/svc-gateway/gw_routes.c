@@ -415,6 +415,23 @@ gw_refuse_late(gw_t *gw, tx_request_t *req, auth_op_t op, const char *target, in
     gw_refuse(gw, req, &res, message);
 }
 
+/* The storage service refused the capability the gateway forwarded (it
+ * checks on its own: a revocation may reach it first). rc RON_ECAPNEEDED
+ * (its 401) or RON_ECAPDENY (its 403); nothing was stored or read. */
+static void
+gw_storage_refused(gw_t *gw, tx_request_t *req, int rc)
+{
+    tx_header_t h = {"WWW-Authenticate", "Bearer error=\"invalid_token\""};
+
+    gw->stats.auth_rejected++;
+    if (rc == RON_ECAPNEEDED)
+        gw_error(req, 401, "the storage service refused the capability", "capability_invalid",
+                 &h, 1);
+    else
+        gw_error(req, 403, "the storage service does not allow this request", "forbidden",
+                 NULL, 0);
+}
+
 void
 gw_set_guard(gw_t *gw, guard_t *guard)
 {
@@ -726,6 +743,10 @@ gw_remote_rc(int status, const oap_frame_t *resp)
     if (status < 0)
         return status;
     switch (resp->code) {
+    case 401: /* the storage service refused the forwarded capability */
+        return RON_ECAPNEEDED;
+    case 403:
+        return RON_ECAPDENY;
     case 404:
         return RON_ENOTFOUND;
     case 416:
@@ -1036,6 +1057,12 @@ gw_get_open_done(uv_work_t *w, int status)
         gw_get_finish(g);
         return;
     }
+    if (g->rc == RON_ECAPNEEDED || g->rc == RON_ECAPDENY) {
+        gw_storage_refused(gw, g->req, g->rc);
+        g->req = NULL;
+        gw_get_finish(g);
+        return;
+    }
     if (g->rc < 0 || g->outcome == GW_OUT_BODY) {
         gw_get_read_done(w, status); /* the first chunk (or the failure) is in */
         return;
@@ -1242,6 +1269,10 @@ static int
 gw_put_remote_rc(uint16_t code)
 {
     switch (code) {
+    case 401: /* the service refused the forwarded capability */
+        return RON_ECAPNEEDED;
+    case 403:
+        return RON_ECAPDENY;
     case 409: /* bad_digest: the only 409 one put_begin..commit chain can meet */
         return RON_EDIGEST;
     case 413:
@@ -1266,7 +1297,9 @@ gw_up_answer(gw_up_t *u, int rc)
     size_t n = 0;
     int code;
 
-    if (rc == RON_EDIGEST) {
+    if (rc == RON_ECAPNEEDED || rc == RON_ECAPDENY) {
+        gw_storage_refused(gw, u->req, rc);
+    } else if (rc == RON_EDIGEST) {
         gw->stats.bad_digest++;
         gw_error(u->req, 409, "body does not hash to the address", "bad_digest", NULL, 0);
     } else if (rc == RON_ETOOBIG) {

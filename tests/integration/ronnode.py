@@ -264,24 +264,9 @@ class Node:
             return None
         return wait_for(found, timeout, "the operator capability of the node in " + self.data_dir)
 
-    def announced_cap(self, timeout=15):
-        """The operator capability wherever this node keeps it: operator.cap,
-        or in amnesia the one `operator capability: <token>` line on stderr."""
-        path = os.path.join(self.dir, "operator.cap")
-
-        def find():
-            if os.path.exists(path) and os.path.getsize(path) > 0:
-                with open(path) as f:
-                    return f.read().strip()
-            for line in self.logs().splitlines():
-                if line.startswith("operator capability: "):
-                    return line.split(": ", 1)[1].strip()
-            return None
-        return wait_for(find, timeout, "the operator capability of " + self.dir)
-
     def auth_header(self, timeout=15):
         """curl arguments sending the operator capability as a Bearer token."""
-        return ["-H", "Authorization: Bearer " + self.announced_cap(timeout)]
+        return ["-H", "Authorization: Bearer " + self.operator_cap(timeout)]
 
     def ron(self, *args, timeout=10):
         e = dict(self.env)

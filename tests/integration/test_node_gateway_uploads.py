@@ -86,7 +86,7 @@ def scenario(services, addr):
     http_addr = "127.0.0.1:%d" % free_port()
     n = Node(["--set", "services=" + services, "--set", "http=" + http_addr], env=ENV).wait_up()
     try:
-        CAP[0] = n.announced_cap()  # uploads need a capability: the operator's
+        CAP[0] = n.operator_cap()  # uploads need a capability: the operator's
         n.wait_running("gateway")
         if "storage" in services:
             n.wait_running("storage")
