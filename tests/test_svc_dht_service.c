@@ -27,7 +27,9 @@
 
 #include "dht_client.h"
 #include "dht_service.h"
+#include "ron_auth.h"
 #include "ron_bus.h"
+#include "ron_guard.h"
 #include "ron_err.h"
 #include "ron_util.h"
 
@@ -351,6 +353,91 @@ test_name_put_on_one_node_is_found_by_name_get_on_another(void **state)
     assert_int_equal(dht_client_name_get(fx->n[1].peer, "nobody.here", on_result, fx), 0);
     run_until(fx, &fx->done, WAIT_MS);
     assert_int_equal(fx->res.code, 404);
+}
+
+/* provide/unprovide need put, name_put needs name (within a name-prefix); reads are
+ * public; the service's own token (what storage and the index send) works */
+static void
+test_capabilities_bind_provide_and_name_put(void **state)
+{
+    fx_t *fx = *state;
+    uint8_t seed[32], master[GUARD_MASTER_LEN], key[GUARD_KEY_LEN], obj[DHT_ID_LEN];
+    uint8_t owner_pk[32], owner_sk[64];
+    guard_authority_opts_t ao = {0};
+    guard_opts_t go = {0};
+    guard_authority_t *auth = NULL;
+    guard_t *g = NULL;
+    guard_entry_t e[GUARD_SYNC_PAGE];
+    bool more = false;
+    size_t n;
+    char get_only[AUTH_MAX_TOKEN + 1], namer[AUTH_MAX_TOKEN + 1], self[AUTH_MAX_TOKEN + 1];
+    char id[AUTH_ID_MAX + 1];
+    const char *cav[2];
+    name_record_t in, out;
+
+    randombytes_buf(seed, sizeof seed);
+    guard_master_derive(seed, master);
+    ao.master = master;
+    assert_int_equal(guard_authority_open(&ao, (int64_t)time(NULL), &auth), 0);
+    go.service = "dht";
+    go.master = master;
+    assert_int_equal(guard_new(&go, &g), 0);
+    n = guard_authority_since(auth, 0, e, GUARD_SYNC_PAGE, &more);
+    assert_int_equal(guard_apply(g, 0, guard_authority_head(auth), e, n), 0);
+    dht_service_set_guard(fx->n[0].svc, g);
+    guard_root_key(master, guard_authority_kid(auth), key);
+    cav[0] = "ops = get";
+    assert_int_equal(auth_id_new(id, guard_authority_kid(auth), 0), 0);
+    assert_true(auth_mint(key, sizeof key, id, cav, 1, get_only, sizeof get_only) > 0);
+    cav[0] = "ops = name";
+    cav[1] = "name-prefix = photos.";
+    assert_int_equal(auth_id_new(id, guard_authority_kid(auth), 0), 0);
+    assert_true(auth_mint(key, sizeof key, id, cav, 2, namer, sizeof namer) > 0);
+    assert_true(guard_self_token(g, self, sizeof self) > 0);
+    memset(obj, 0x5c, sizeof obj);
+
+    fx->done = false;
+    assert_int_equal(dht_client_provide(fx->n[0].peer, obj, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 401);
+    assert_string_equal(fx->res.reason, "capability_required");
+    fx->done = false;
+    assert_int_equal(dht_client_provide_cap(fx->n[0].peer, obj, get_only, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 403);
+    fx->done = false;
+    assert_int_equal(dht_client_provide_cap(fx->n[0].peer, obj, self, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 200);
+    fx->done = false;
+    assert_int_equal(dht_client_unprovide(fx->n[0].peer, obj, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 401); /* still provided: nothing changed */
+    status_of(fx, 0);                    /* reads stay public */
+    assert_int_equal(fx->st.provided, 1);
+    fx->done = false;
+    assert_int_equal(dht_client_unprovide_cap(fx->n[0].peer, obj, self, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 200);
+
+    crypto_sign_keypair(owner_pk, owner_sk);
+    sign_record(&in, "photos.carol", 1, owner_sk);
+    sign_record(&out, "docs.carol", 1, owner_sk);
+    fx->done = false;
+    assert_int_equal(dht_client_name_put_cap(fx->n[0].peer, &in, get_only, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 403);
+    fx->done = false;
+    assert_int_equal(dht_client_name_put_cap(fx->n[0].peer, &out, namer, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 403); /* outside the name-prefix */
+    fx->done = false;
+    assert_int_equal(dht_client_name_put_cap(fx->n[0].peer, &in, namer, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 200);
+    dht_service_set_guard(fx->n[0].svc, NULL);
+    guard_free(g);
+    guard_authority_close(auth);
 }
 
 typedef struct {
@@ -705,13 +792,15 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_nodes_bootstrap_from_one_seed_and_report_status,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nodes_bootstrap_from_one_seed_and_report_status, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_find_providers_returns_the_provider_on_another_node,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_name_put_on_one_node_is_found_by_name_get_on_another,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests_get_400_naming_the_field, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_capabilities_bind_provide_and_name_put, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_malformed_datagrams_are_dropped_and_counted, setup,
                                         teardown),

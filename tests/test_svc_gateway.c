@@ -29,8 +29,10 @@
 
 #include <cmocka.h>
 #include <sodium.h>
+#include <stdatomic.h>
 
 #include "ron_err.h"
+#include "ron_guard.h"
 #include "ron_log.h"
 #include "idx_service.h"
 #include "svc_gateway.h"
@@ -318,6 +320,27 @@ struct fx {
     gw_stats_t stats;
     tx_stats_t tx_stats;
     bool gw_closed;
+    /* capabilities (fx_guard): an authority in RAM and the gateway's guard */
+    guard_authority_t *auth;
+    guard_t *guard;
+    char op_tok[AUTH_MAX_TOKEN + 1];    /* every op */
+    char get_tok[AUTH_MAX_TOKEN + 1];   /* get only */
+    char small_tok[AUTH_MAX_TOKEN + 1]; /* put, max-bytes 1000 */
+    char pfx_tok[AUTH_MAX_TOKEN + 1];   /* put, prefix of the fixture object's address */
+    char get_id[AUTH_ID_MAX + 1];
+    /* the client asks the loop to revoke get_id (fx_on_revoke) */
+    uv_async_t revoke;
+    uv_sem_t revoked;
+    int revoke_rc;
+    /* a stand-in storage service on a hub (fx_fake_storage): it records
+     * the cap section and tenant of what the gateway forwards */
+    bool fake_storage;
+    rbus_t *bus_sto;
+    rbus_peer_t *sto_peer;
+    char seen_cap[AUTH_MAX_TOKEN + 1];
+    uint8_t seen_tenant[16];
+    unsigned seen;
+    atomic_int sto_refuse; /* set: the stand-in answers every request with this status */
 };
 
 static const uint8_t T1[STO_TENANT_LEN] = {1};
@@ -334,6 +357,8 @@ fx_client_thread(void *arg)
 
 static void fx_index_service_close(fx_t *f);
 
+static void fx_fake_storage_close(fx_t *f);
+
 static void
 fx_on_done(uv_async_t *a)
 {
@@ -341,6 +366,10 @@ fx_on_done(uv_async_t *a)
 
     if (f->index_endpoint != NULL)
         fx_index_service_close(f);
+    if (f->fake_storage)
+        fx_fake_storage_close(f);
+    if (f->guard != NULL)
+        uv_close((uv_handle_t *)&f->revoke, NULL);
     tx_server_close(f->srv, NULL, NULL);
     uv_close((uv_handle_t *)&f->done, NULL);
 }
@@ -372,6 +401,10 @@ fx_open(fx_t *f, bool ram)
 static void
 fx_close(fx_t *f)
 {
+    guard_free(f->guard);
+    guard_authority_close(f->auth);
+    if (f->guard != NULL)
+        uv_sem_destroy(&f->revoked);
     idx_free(f->index);
     sto_close(f->store);
     if (!f->ram)
@@ -447,6 +480,121 @@ fx_index_service_close(fx_t *f)
     rbus_free(f->bus_idx);
 }
 
+/* ---- capabilities ---- */
+
+/* Mint, from the operator's grant, a token for ops (and max_bytes, 0: none). */
+static void
+fx_mint(fx_t *f, uint32_t ops, uint64_t max_bytes, char *out, size_t cap, char *id_out)
+{
+    guard_req_t gr = {.op = AUTH_OP_MINT, .token = f->op_tok, .token_len = strlen(f->op_tok)};
+    guard_result_t res;
+    guard_mint_req_t m = {.ops = ops, .max_bytes = max_bytes};
+    char id[AUTH_ID_MAX + 1];
+
+    assert_int_equal(guard_check(f->guard, &gr, &res), 0);
+    assert_true(guard_mint(f->guard, &res.verdict.grant, res.actor, &m, out, cap,
+                           id_out != NULL ? id_out : id) > 0);
+}
+
+/*
+ * A real guard for the gateway: an authority in RAM under a random master,
+ * the gateway's guard on the same master with the authority's whole state
+ * applied, the policy at policy_file (NULL: the shipped default), the
+ * operator's token and two narrower ones minted from it.
+ */
+static void
+fx_guard(fx_t *f, const char *policy_file)
+{
+    uint8_t master[GUARD_MASTER_LEN];
+    guard_authority_opts_t ao = {0};
+    guard_opts_t go = {.service = "gateway"};
+    guard_entry_t e[8];
+    bool more = false;
+    size_t n;
+
+    assert_true(sodium_init() >= 0);
+    randombytes_buf(master, sizeof master);
+    ao.master = master;
+    assert_int_equal(guard_authority_open(&ao, (int64_t)time(NULL), &f->auth), 0);
+    go.master = master;
+    go.policy_file = policy_file;
+    assert_int_equal(guard_new(&go, &f->guard), 0);
+    n = guard_authority_since(f->auth, 0, e, 8, &more);
+    assert_false(more);
+    assert_int_equal(guard_apply(f->guard, 0, guard_authority_head(f->auth), e, n), 0);
+    assert_true(guard_authority_mint_operator(f->auth, f->op_tok, sizeof f->op_tok) > 0);
+    fx_mint(f, 1u << AUTH_OP_GET, 0, f->get_tok, sizeof f->get_tok, f->get_id);
+    fx_mint(f, 1u << AUTH_OP_PUT, 1000, f->small_tok, sizeof f->small_tok, NULL);
+    assert_int_equal(uv_sem_init(&f->revoked, 0), 0);
+    sodium_memzero(master, sizeof master);
+}
+
+/* Loop thread: revoke get_id at the authority and apply the change to the
+ * gateway's guard, as the kernel's push does; then wake the client. */
+static void
+fx_on_revoke(uv_async_t *a)
+{
+    fx_t *f = a->data;
+    guard_entry_t e;
+    uint64_t prev = guard_head(f->guard);
+    int rc = guard_authority_revoke(f->auth, f->get_id, strlen(f->get_id), 0,
+                                    (int64_t)time(NULL), &e);
+
+    if (rc == 0)
+        rc = guard_apply(f->guard, prev, e.seq, &e, 1);
+    f->revoke_rc = rc;
+    uv_sem_post(&f->revoked);
+}
+
+/* The stand-in storage service: record what came, answer 507 (so nothing
+ * is stored anywhere) to a put_begin and 404 to a get. */
+static void
+fx_sto_handler(void *arg, rbus_req_t *req, const oap_frame_t *fr)
+{
+    fx_t *f = arg;
+    size_t n = fr->cap_len < sizeof f->seen_cap - 1 ? fr->cap_len : sizeof f->seen_cap - 1;
+    bool get = fr->payload_len > 4 && memmem(fr->payload + 4, fr->payload_len - 4,
+                                             "\"op\":\"get\"", 10) != NULL;
+
+    if (n > 0)
+        memcpy(f->seen_cap, fr->cap, n);
+    f->seen_cap[n] = '\0';
+    memcpy(f->seen_tenant, fr->tenant_id, sizeof f->seen_tenant);
+    f->seen++;
+    if (atomic_load(&f->sto_refuse) != 0)
+        (void)rbus_respond_error(req, (uint16_t)atomic_load(&f->sto_refuse), "refused");
+    else
+        (void)rbus_respond_error(req, get ? 404 : 507, get ? "no such object" : "full");
+}
+
+static void
+fx_fake_storage(fx_t *f)
+{
+    rbus_config_t bc = {.transport = RBUS_TRANSPORT_INPROC, .name = "storage"};
+    int rc = 0;
+
+    f->hub = rbus_hub_new(&f->loop);
+    bc.hub = f->hub;
+    assert_non_null(f->bus_sto = rbus_new(&f->loop, &bc, &rc));
+    assert_int_equal(rbus_handle(f->bus_sto, OAP_APP_STORAGE, fx_sto_handler, f), 0);
+    assert_int_equal(rbus_listen(f->bus_sto), 0);
+    bc.name = "gateway";
+    assert_non_null(f->bus_gw = rbus_new(&f->loop, &bc, &rc));
+    assert_non_null(f->sto_peer = rbus_connect(f->bus_gw, "storage", &rc));
+    gw_set_storage(f->gw, f->sto_peer);
+    gw_set_fetch(f->gw, f->sto_peer);
+}
+
+static void
+fx_fake_storage_close(fx_t *f)
+{
+    gw_set_storage(f->gw, NULL);
+    gw_set_fetch(f->gw, NULL);
+    rbus_peer_close(f->sto_peer);
+    rbus_free(f->bus_gw);
+    rbus_free(f->bus_sto);
+}
+
 static void
 fx_run(fx_t *f, const tx_config_t *cfg, fx_client_fn client)
 {
@@ -460,8 +608,15 @@ fx_run(fx_t *f, const tx_config_t *cfg, fx_client_fn client)
     assert_int_equal(tx_listener_bind(&f->loop, "127.0.0.1:0", &l), 0);
     f->port = tx_listener_port(l);
     f->gw = gw_new(&f->loop, &gc);
+    if (f->guard != NULL) {
+        gw_set_guard(f->gw, f->guard);
+        uv_async_init(&f->loop, &f->revoke, fx_on_revoke);
+        f->revoke.data = f;
+    }
     if (f->index_endpoint != NULL)
         fx_index_service(f);
+    if (f->fake_storage)
+        fx_fake_storage(f);
     f->srv = tx_server_new(&f->loop, cfg, gw_handle, f->gw);
     if (!f->buffered_uploads)
         tx_server_set_head_hook(f->srv, gw_head, f->gw); /* uploads stream */
@@ -1719,6 +1874,539 @@ test_names_answer_503_retryable_while_the_index_service_is_down(void **state)
     fx_close(&f);
 }
 
+/* ---- capabilities (gw_set_guard with a real guard) ---- */
+
+/* "Authorization: Bearer <tok>\r\n" into out. */
+static const char *
+bearer(char *out, size_t cap, const char *tok)
+{
+    snprintf(out, cap, "Authorization: Bearer %s\r\n", tok);
+    return out;
+}
+
+/* The address a body would have (hashed through a throwaway RAM store). */
+static int
+addr_of(const void *body, size_t n, char text[static 68])
+{
+    sto_store_t *ram;
+    sto_config_t rc = {0};
+    uint8_t a[STO_ADDR_LEN];
+
+    if (sto_open(&rc, &ram) < 0)
+        return -1;
+    if (sto_put_buf(ram, T1, body, n, NULL, a) < 0) {
+        sto_close(ram);
+        return -1;
+    }
+    sto_close(ram);
+    sto_addr_format(a, text);
+    return 0;
+}
+
+/* Is the object text (b3:<hex>) in the fixture's store? */
+static bool
+stored(fx_t *f, const char *text)
+{
+    uint8_t a[STO_ADDR_LEN];
+    return sto_addr_parse(text, a) == 0 && sto_has(f->store, a) == 1;
+}
+
+static void
+cl_anonymous(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], p2[96], v[256], t2[68];
+    static const char body[] = "anonymous bytes";
+
+    CL_CHECK(f, fd >= 0);
+    CL_CHECK(f, addr_of(body, sizeof body - 1, t2) == 0);
+    /* a content read needs no capability under the shipped policy */
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+    CL_CHECK(f, r.body_len == f->len && memcmp(r.body, f->data, f->len) == 0);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "HEAD", path, NULL, NULL, 0, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    /* a write does: 401 with the envelope and WWW-Authenticate, nothing stored */
+    CL_CHECK(f, cl_req(fd, "POST", "/o", NULL, body, sizeof body - 1, &r) == 401);
+    CL_CHECK(f, strcmp(hdr(&r, "WWW-Authenticate", v, sizeof v), "Bearer") == 0);
+    CL_CHECK(f, strcmp(hdr(&r, "Content-Type", v, sizeof v), "application/json") == 0);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"unauthorized\"") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "\"reason\":\"capability_required\"") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "\"retryable\":false") != NULL);
+    CL_CHECK(f, strcmp(hdr(&r, "Access-Control-Allow-Origin", v, sizeof v), "*") == 0);
+    CL_CHECK(f, strstr(hdr(&r, "Access-Control-Expose-Headers", v, sizeof v), "WWW-Authenticate"));
+    CL_CHECK(f, !stored(f, t2));
+    free(r.body);
+    r.body = NULL;
+    close(fd); /* an answer before the body was read closes the connection */
+    CL_CHECK(f, (fd = cl_connect(f)) >= 0);
+    snprintf(p2, sizeof p2, "/o/%s", t2);
+    CL_CHECK(f, cl_req(fd, "PUT", p2, NULL, body, sizeof body - 1, &r) == 401);
+    CL_CHECK(f, strstr((char *)r.body, "capability_required") != NULL);
+    CL_CHECK(f, !stored(f, t2));
+    free(r.body);
+    r.body = NULL;
+    close(fd);
+    CL_CHECK(f, (fd = cl_connect(f)) >= 0);
+    CL_CHECK(f, cl_put_record(f, fd, "/n/anon.test", "anon.test", 1, &nk1, false, &r) == 401);
+    CL_CHECK(f, strstr((char *)r.body, "capability_required") != NULL);
+    free(r.body);
+    r.body = NULL;
+    /* a name resolves anonymously (404: nothing was published) */
+    CL_CHECK(f, cl_req(fd, "GET", "/n/anon.test", NULL, NULL, 0, &r) == 404);
+    free(r.body);
+    r.body = NULL;
+    /* the preflight stays open: a browser sends no credentials with it */
+    CL_CHECK(f, cl_req(fd, "OPTIONS", "/o", NULL, NULL, 0, &r) == 204);
+    CL_CHECK(f, strstr(hdr(&r, "Access-Control-Allow-Headers", v, sizeof v), "Authorization"));
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_guard_anonymous_reads_pass_and_anonymous_writes_are_401_with_nothing_stored(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    idx_config_t ic = {.amnesia = true};
+
+    (void)state;
+    assert_true(sodium_init() >= 0);
+    crypto_sign_keypair(nk1.pk, nk1.sk);
+    nts = (uint64_t)time(NULL);
+    fx_open(&f, false);
+    assert_int_equal(idx_new(&ic, &f.index), 0);
+    fx_put(&f, NULL, 3000, NULL);
+    fx_guard(&f, NULL);
+    fx_run(&f, &c, cl_anonymous);
+    assert_int_equal(f.stats.auth_rejected, 3);
+    assert_int_equal(f.stats.puts_created + f.stats.names_published, 0);
+    fx_close(&f);
+}
+
+static void
+cl_tokens(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], v[256], t2[68], p2[96], h[AUTH_MAX_TOKEN + 64];
+    static const char body[] = "bytes with a capability";
+
+    CL_CHECK(f, fd >= 0);
+    CL_CHECK(f, addr_of(body, sizeof body - 1, t2) == 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    snprintf(p2, sizeof p2, "/o/%s", t2);
+    /* a token that is no capability: 401 capability_invalid, for reads too */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Authorization: Bearer not-a-token\r\n", NULL, 0, &r) ==
+                    401);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"unauthorized\"") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "capability_invalid") != NULL);
+    CL_CHECK(f, strncmp(hdr(&r, "WWW-Authenticate", v, sizeof v), "Bearer", 6) == 0);
+    free(r.body);
+    r.body = NULL;
+    /* another scheme is refused the same way */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Authorization: Basic dXNlcjpwYXNz\r\n", NULL, 0, &r) ==
+                    401);
+    CL_CHECK(f, strstr((char *)r.body, "capability_invalid") != NULL);
+    free(r.body);
+    r.body = NULL;
+    /* one flipped character of a real token: the signature fails */
+    {
+        char bad[AUTH_MAX_TOKEN + 1];
+        snprintf(bad, sizeof bad, "%s", f->get_tok);
+        bad[strlen(bad) - 3] = bad[strlen(bad) - 3] == 'A' ? 'B' : 'A';
+        CL_CHECK(f, cl_req(fd, "GET", path, bearer(h, sizeof h, bad), NULL, 0, &r) == 401);
+    }
+    free(r.body);
+    r.body = NULL;
+    /* the get token reads ... */
+    CL_CHECK(f, cl_req(fd, "GET", path, bearer(h, sizeof h, f->get_tok), NULL, 0, &r) == 200);
+    CL_CHECK(f, r.body_len == f->len && memcmp(r.body, f->data, f->len) == 0);
+    free(r.body);
+    r.body = NULL;
+    /* ... and may not write: 403 forbidden, nothing stored */
+    CL_CHECK(f, cl_req(fd, "PUT", p2, bearer(h, sizeof h, f->get_tok), body, sizeof body - 1,
+                       &r) == 403);
+    CL_CHECK(f, strstr((char *)r.body, "\"code\":\"forbidden\"") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "\"reason\":\"forbidden\"") != NULL);
+    CL_CHECK(f, strcmp(hdr(&r, "WWW-Authenticate", v, sizeof v), "") == 0);
+    CL_CHECK(f, !stored(f, t2));
+    free(r.body);
+    r.body = NULL;
+    close(fd);
+    CL_CHECK(f, (fd = cl_connect(f)) >= 0);
+    /* the operator's token writes */
+    CL_CHECK(f, cl_req(fd, "PUT", p2, bearer(h, sizeof h, f->op_tok), body, sizeof body - 1,
+                       &r) == 201);
+    CL_CHECK(f, stored(f, t2));
+    free(r.body);
+    r.body = NULL;
+    /* a token's max-bytes bounds the body: announced ... */
+    {
+        uint8_t big[1500];
+        char t3[68], p3[96];
+        memset(big, 'x', sizeof big);
+        CL_CHECK(f, addr_of(big, sizeof big, t3) == 0);
+        snprintf(p3, sizeof p3, "/o/%s", t3);
+        CL_CHECK(f, cl_req(fd, "PUT", p3, bearer(h, sizeof h, f->small_tok), big, sizeof big,
+                           &r) == 403);
+        CL_CHECK(f, !stored(f, t3));
+        free(r.body);
+        r.body = NULL;
+        close(fd);
+        CL_CHECK(f, (fd = cl_connect(f)) >= 0);
+        /* ... or chunked (the size shows only as the body streams in) */
+        {
+            char head[AUTH_MAX_TOKEN + 256];
+            int n = snprintf(head, sizeof head,
+                             "PUT %s HTTP/1.1\r\nHost: t\r\n%sTransfer-Encoding: chunked\r\n\r\n"
+                             "5dc\r\n",
+                             p3, bearer(h, sizeof h, f->small_tok));
+            CL_CHECK(f, cl_send(fd, head, (size_t)n) == 0);
+            CL_CHECK(f, cl_send(fd, big, sizeof big) == 0);
+            CL_CHECK(f, cl_send(fd, "\r\n0\r\n\r\n", 7) == 0);
+            CL_CHECK(f, cl_read(fd, &r, false) == 403);
+            CL_CHECK(f, strstr((char *)r.body, "max-bytes") != NULL);
+            CL_CHECK(f, !stored(f, t3));
+        }
+        free(r.body);
+        r.body = NULL;
+        close(fd);
+        CL_CHECK(f, (fd = cl_connect(f)) >= 0);
+        /* within it the guard lets the body through (the store refuses it: 900 bytes
+         * do not hash to t3) */
+        CL_CHECK(f, cl_req(fd, "PUT", p3, bearer(h, sizeof h, f->small_tok), big, 900, &r) ==
+                        409);
+    }
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_guard_bad_tokens_are_401_and_a_get_token_may_read_but_not_write_403(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, false);
+    fx_put(&f, NULL, 5000, NULL);
+    fx_guard(&f, NULL);
+    fx_run(&f, &c, cl_tokens);
+    assert_int_equal(f.stats.auth_rejected, 6);
+    assert_int_equal(f.stats.puts_created, 1);
+    fx_close(&f);
+}
+
+static void
+cl_query_cap_and_revoke(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[AUTH_MAX_TOKEN + 128], v[256], t2[68];
+    static const char body[] = "posted with ?cap=";
+
+    CL_CHECK(f, fd >= 0);
+    CL_CHECK(f, addr_of(body, sizeof body - 1, t2) == 0);
+    /* ?cap= for links a browser opens; other parameters around it are fine */
+    snprintf(path, sizeof path, "/o?x=1&cap=%s&y=2", f->op_tok);
+    CL_CHECK(f, cl_req(fd, "POST", path, NULL, body, sizeof body - 1, &r) == 201);
+    CL_CHECK(f, stored(f, t2));
+    free(r.body);
+    r.body = NULL;
+    snprintf(path, sizeof path, "/o/%s?cap=%s", f->text, f->get_tok);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    /* base64 padding, bare or percent-encoded, is optional */
+    snprintf(path, sizeof path, "/o/%s?cap=%s%%3D%%3D", f->text, f->get_tok);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    /* a get-only token in the query may not write either */
+    snprintf(path, sizeof path, "/o?cap=%s", f->get_tok);
+    CL_CHECK(f, cl_req(fd, "POST", path, NULL, body, sizeof body - 1, &r) == 403);
+    free(r.body);
+    r.body = NULL;
+    close(fd);
+    CL_CHECK(f, (fd = cl_connect(f)) >= 0);
+    /* revoke the get token: the very next request with it is 401 */
+    uv_async_send(&f->revoke);
+    uv_sem_wait(&f->revoked);
+    CL_CHECK(f, f->revoke_rc == 0);
+    snprintf(path, sizeof path, "/o/%s?cap=%s", f->text, f->get_tok);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 401);
+    CL_CHECK(f, strstr((char *)r.body, "capability_revoked") != NULL);
+    CL_CHECK(f, strncmp(hdr(&r, "WWW-Authenticate", v, sizeof v), "Bearer", 6) == 0);
+    free(r.body);
+    r.body = NULL;
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    {
+        char h[AUTH_MAX_TOKEN + 64];
+        CL_CHECK(f, cl_req(fd, "GET", path, bearer(h, sizeof h, f->get_tok), NULL, 0, &r) == 401);
+        free(r.body);
+        r.body = NULL;
+        /* the operator's token is untouched */
+        CL_CHECK(f, cl_req(fd, "GET", path, bearer(h, sizeof h, f->op_tok), NULL, 0, &r) == 200);
+    }
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_guard_cap_query_parameter_works_and_a_revoked_token_is_401_once_applied(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, true);
+    fx_put(&f, NULL, 2000, NULL);
+    fx_guard(&f, NULL);
+    fx_run(&f, &c, cl_query_cap_and_revoke);
+    assert_int_equal(f.stats.auth_rejected, 3);
+    fx_close(&f);
+}
+
+static void
+cl_private(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], v[256], h[AUTH_MAX_TOKEN + 64];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    /* the policy denies anonymous reads: 401, a capability is needed */
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 401);
+    CL_CHECK(f, strstr((char *)r.body, "capability_required") != NULL);
+    CL_CHECK(f, strcmp(hdr(&r, "WWW-Authenticate", v, sizeof v), "Bearer") == 0);
+    free(r.body);
+    r.body = NULL;
+    /* with one, reads pass at the token's own pace (no rate caveat) */
+    for (int i = 0; i < 5; i++) {
+        CL_CHECK(f, cl_req(fd, "GET", path, bearer(h, sizeof h, f->get_tok), NULL, 0, &r) == 200);
+        free(r.body);
+        r.body = NULL;
+    }
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+cl_rate(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], v[256];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    /* anonymous reads at 1/s, burst 2, per source: the third at once is 429 */
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "HEAD", path, NULL, NULL, 0, &r) == 200);
+    free(r.body);
+    r.body = NULL;
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 429);
+    CL_CHECK(f, atoi(hdr(&r, "Retry-After", v, sizeof v)) >= 1);
+    CL_CHECK(f, strstr((char *)r.body, "rate_limited") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "\"retryable\":true") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "\"retry_after_ms\":") != NULL);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+/* Write a policy bundle into the fixture's directory; returns its path. */
+static const char *
+fx_policy(fx_t *f, const char *json, char *path, size_t cap)
+{
+    FILE *fp;
+
+    snprintf(path, cap, "%s/policy.json", f->dir);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(json, fp);
+    fclose(fp);
+    return path;
+}
+
+static void
+test_guard_a_private_policy_needs_a_token_to_read_and_a_public_rate_answers_429(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    char path[128];
+
+    (void)state;
+    fx_open(&f, false);
+    fx_put(&f, NULL, 100, NULL);
+    fx_guard(&f, fx_policy(&f,
+                           "{\"version\":1,\"rules\":["
+                           "{\"id\":\"anon\",\"effect\":\"deny\",\"match\":{\"anonymous\":true}},"
+                           "{\"id\":\"bearer\",\"effect\":\"allow\",\"match\":{\"anonymous\":false}}"
+                           "]}",
+                           path, sizeof path));
+    fx_run(&f, &c, cl_private);
+    assert_int_equal(f.stats.auth_rejected, 1);
+    fx_close(&f);
+
+    fx_open(&f, false);
+    fx_put(&f, NULL, 100, NULL);
+    fx_guard(&f, fx_policy(&f,
+                           "{\"version\":1,\"rules\":["
+                           "{\"id\":\"public-read\",\"effect\":\"allow\",\"match\":{\"anonymous\":"
+                           "true,\"ops\":[\"get\"]},\"obligations\":{\"rate\":\"1/s\",\"burst\":2}},"
+                           "{\"id\":\"bearer\",\"effect\":\"allow\",\"match\":{\"anonymous\":false}}"
+                           "]}",
+                           path, sizeof path));
+    fx_run(&f, &c, cl_rate);
+    assert_int_equal(f.stats.auth_rejected, 1);
+    fx_close(&f);
+}
+
+static void
+cl_forward(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], h[AUTH_MAX_TOKEN + 64];
+    static const char body[] = "forwarded";
+
+    CL_CHECK(f, fd >= 0);
+    /* an upload goes to the storage service with the client's token */
+    CL_CHECK(f, cl_req(fd, "POST", "/o", bearer(h, sizeof h, f->op_tok), body, sizeof body - 1,
+                       &r) == 507);
+    CL_CHECK(f, f->seen >= 1 && strcmp(f->seen_cap, f->op_tok) == 0);
+    CL_CHECK(f, memcmp(f->seen_tenant, T1, sizeof f->seen_tenant) == 0);
+    free(r.body);
+    r.body = NULL;
+    close(fd);
+    CL_CHECK(f, (fd = cl_connect(f)) >= 0);
+    /* a local miss is read through storage's get with it too (?cap= here) */
+    f->seen_cap[0] = '\0';
+    snprintf(path, sizeof path, "/o/b3:%064d?cap=", 5);
+    {
+        char p[AUTH_MAX_TOKEN + 128];
+        snprintf(p, sizeof p, "%s%s", path, f->get_tok);
+        CL_CHECK(f, cl_req(fd, "GET", p, NULL, NULL, 0, &r) == 404);
+    }
+    CL_CHECK(f, strcmp(f->seen_cap, f->get_tok) == 0);
+    free(r.body);
+    r.body = NULL;
+    /* anonymous: no cap section */
+    snprintf(path, sizeof path, "/o/b3:%064d", 6);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 404);
+    CL_CHECK(f, f->seen_cap[0] == '\0');
+    free(r.body);
+    r.body = NULL;
+    /* storage checks on its own: its refusal is the client's 401 / 403 */
+    atomic_store(&f->sto_refuse, 403);
+    CL_CHECK(f, cl_req(fd, "GET", path, bearer(h, sizeof h, f->get_tok), NULL, 0, &r) == 403);
+    CL_CHECK(f, strstr((char *)r.body, "\"reason\":\"forbidden\"") != NULL);
+    free(r.body);
+    r.body = NULL;
+    atomic_store(&f->sto_refuse, 401);
+    CL_CHECK(f, cl_req(fd, "POST", "/o", bearer(h, sizeof h, f->op_tok), body, sizeof body - 1,
+                       &r) == 401);
+    CL_CHECK(f, strstr((char *)r.body, "capability_invalid") != NULL);
+    CL_CHECK(f, strncmp(hdr(&r, "WWW-Authenticate", h, sizeof h), "Bearer", 6) == 0);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+cl_prefix(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96], other[96], h[AUTH_MAX_TOKEN + 64];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    /* a PUT inside the prefix passes (the object is stored: 200) */
+    CL_CHECK(f, cl_req(fd, "PUT", path, bearer(h, sizeof h, f->pfx_tok), f->data, f->len, &r) ==
+                    200);
+    free(r.body);
+    r.body = NULL;
+    /* outside it: 403 */
+    snprintf(other, sizeof other, "/o/b3:%c%063d", f->text[3] == '0' ? '1' : '0', 0);
+    CL_CHECK(f, cl_req(fd, "PUT", other, bearer(h, sizeof h, f->pfx_tok), f->data, f->len, &r) ==
+                    403);
+    free(r.body);
+    r.body = NULL;
+    close(fd);
+    CL_CHECK(f, (fd = cl_connect(f)) >= 0);
+    /* POST: the address is known only once stored, so a prefix token cannot */
+    CL_CHECK(f, cl_req(fd, "POST", "/o", bearer(h, sizeof h, f->pfx_tok), "x", 1, &r) == 403);
+    CL_CHECK(f, strstr((char *)r.body, "PUT /o/b3:") != NULL);
+    CL_CHECK(f, strstr((char *)r.body, "\"reason\":\"forbidden\"") != NULL);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_guard_a_prefix_token_puts_inside_its_prefix_and_cannot_post(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+    guard_req_t gr = {.op = AUTH_OP_MINT};
+    guard_result_t res;
+    guard_mint_req_t m = {.ops = 1u << AUTH_OP_PUT};
+    char id[AUTH_ID_MAX + 1], pfx[8];
+
+    (void)state;
+    fx_open(&f, true);
+    fx_put(&f, NULL, 700, NULL);
+    fx_guard(&f, NULL);
+    snprintf(pfx, sizeof pfx, "%.5s", f.text); /* "b3:" and two hex digits */
+    m.prefix = pfx;
+    gr.token = f.op_tok;
+    gr.token_len = strlen(f.op_tok);
+    assert_int_equal(guard_check(f.guard, &gr, &res), 0);
+    assert_true(guard_mint(f.guard, &res.verdict.grant, res.actor, &m, f.pfx_tok,
+                           sizeof f.pfx_tok, id) > 0);
+    fx_run(&f, &c, cl_prefix);
+    assert_int_equal(f.stats.auth_rejected, 2);
+    assert_int_equal(f.stats.puts_existing, 1);
+    assert_int_equal(f.stats.puts_created, 0);
+    fx_close(&f);
+}
+
+static void
+test_guard_token_and_tenant_are_forwarded_to_storage_and_its_refusals_are_401_403(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, true);
+    fx_guard(&f, NULL);
+    f.fake_storage = true;
+    fx_run(&f, &c, cl_forward);
+    assert_int_equal(f.stats.auth_rejected, 2); /* the two storage refusals */
+    fx_close(&f);
+}
+
 int
 main(void)
 {
@@ -1751,6 +2439,12 @@ main(void)
         cmocka_unit_test(test_names_through_the_index_service_answer_as_in_process),
         cmocka_unit_test(test_a_name_published_in_the_index_service_resolves_through_the_gateway),
         cmocka_unit_test(test_names_answer_503_retryable_while_the_index_service_is_down),
+        cmocka_unit_test(test_guard_anonymous_reads_pass_and_anonymous_writes_are_401_with_nothing_stored),
+        cmocka_unit_test(test_guard_bad_tokens_are_401_and_a_get_token_may_read_but_not_write_403),
+        cmocka_unit_test(test_guard_cap_query_parameter_works_and_a_revoked_token_is_401_once_applied),
+        cmocka_unit_test(test_guard_a_private_policy_needs_a_token_to_read_and_a_public_rate_answers_429),
+        cmocka_unit_test(test_guard_a_prefix_token_puts_inside_its_prefix_and_cannot_post),
+        cmocka_unit_test(test_guard_token_and_tenant_are_forwarded_to_storage_and_its_refusals_are_401_403),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,14 +13,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 #include <jansson.h>
 #include <uv.h>
 
 #include "ovl_client.h"
 #include "ovl_service.h"
+#include "ron_auth.h"
 #include "ron_err.h"
+#include "ron_guard.h"
 #include "ron_util.h"
 #include "sto_tree.h"
 
@@ -667,6 +672,149 @@ test_unspecified_listen_host_is_advertised_as_loopback_unless_advertise_is_set(v
     kms_keystore_free(ks);
 }
 
+/* ---- capabilities on peers' gets ---- */
+
+/* A policy bundle that denies every anonymous request (get included). */
+static const char private_policy[] =
+    "{\"version\":1,\"rules\":["
+    "{\"id\":\"capability-bearer\",\"effect\":\"allow\",\"match\":{\"anonymous\":false},"
+    "\"reason\":\"caveats bound it\"},"
+    "{\"id\":\"private\",\"effect\":\"deny\",\"match\":{\"anonymous\":true},"
+    "\"reason\":\"capability holders only\"}]}";
+
+typedef struct {
+    uint8_t master[GUARD_MASTER_LEN];
+    guard_authority_t *auth;
+    guard_t *g;
+} tguard_t;
+
+/* An authority in RAM and a guard (policy: the file at path, or the default) at its head. */
+static void
+tguard_open(tguard_t *t, const char *policy_path)
+{
+    uint8_t seed[32];
+    guard_authority_opts_t ao = {0};
+    guard_opts_t go = {0};
+    guard_entry_t e[GUARD_SYNC_PAGE];
+    bool more = false;
+    size_t n;
+
+    assert_true(sodium_init() >= 0);
+    randombytes_buf(seed, sizeof seed);
+    guard_master_derive(seed, t->master);
+    ao.master = t->master;
+    assert_int_equal(guard_authority_open(&ao, (int64_t)time(NULL), &t->auth), 0);
+    go.service = "overlay";
+    go.master = t->master;
+    go.policy_file = policy_path;
+    assert_int_equal(guard_new(&go, &t->g), 0);
+    n = guard_authority_since(t->auth, 0, e, GUARD_SYNC_PAGE, &more);
+    assert_false(more);
+    assert_int_equal(guard_apply(t->g, 0, guard_authority_head(t->auth), e, n), 0);
+}
+
+static void
+tguard_close(tguard_t *t)
+{
+    guard_free(t->g);
+    guard_authority_close(t->auth);
+}
+
+/* A token under the authority's kid with one caveat; its identifier in id. */
+static void
+tguard_mint(tguard_t *t, const char *caveat, char out[AUTH_MAX_TOKEN + 1], char id[AUTH_ID_MAX + 1])
+{
+    uint8_t key[GUARD_KEY_LEN];
+    const char *kid = guard_authority_kid(t->auth);
+
+    assert_int_equal(auth_id_new(id, kid, guard_authority_epoch(t->auth)), 0);
+    guard_root_key(t->master, kid, key);
+    assert_true(auth_mint(key, sizeof key, id, &caveat, 1, out, AUTH_MAX_TOKEN + 1) > 0);
+}
+
+static void
+fetch_cap(fx_t *fx, const char *cap, got_t *g)
+{
+    memset(g, 0, sizeof *g);
+    assert_int_equal(ovl_client_fetch_cap(fx->peer, fx->obj, 0, OVL_SVC_FETCH_MAX_LEN,
+                                          ovl_service_node_id(fx->b.svc),
+                                          ovl_service_listen_addr(fx->b.svc), cap, 0, on_fetch, g),
+                     0);
+    run_until(fx, &g->done, 10000);
+    assert_int_equal(g->done, 1);
+}
+
+static void
+test_private_provider_serves_capability_holders_and_refuses_a_revoked_token_at_once(void **state)
+{
+    fx_t fx;
+    got_t g;
+    tguard_t t;
+    char path[] = "/tmp/ron-ovlpol-XXXXXX", tok[AUTH_MAX_TOKEN + 1], put_only[AUTH_MAX_TOKEN + 1];
+    char id[AUTH_ID_MAX + 1], id2[AUTH_ID_MAX + 1];
+    guard_entry_t e;
+    struct timespec t0, t1;
+    uint64_t prev;
+    int fd;
+
+    (void)state;
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, private_policy, strlen(private_policy)),
+                     (ssize_t)strlen(private_policy));
+    close(fd);
+    tguard_open(&t, path);
+    fx_open(&fx, NULL, 2 * STO_PIECE_LEN + 9);
+    ovl_service_set_guard(fx.b.svc, t.g);
+
+    fetch_cap(&fx, NULL, &g); /* anonymous: the private policy refuses */
+    assert_int_equal(g.status, RON_ECAPNEEDED);
+    assert_int_equal(g.code, 401);
+    tguard_mint(&t, "ops = get", tok, id);
+    fetch_cap(&fx, tok, &g);
+    check_pieces(&fx, &g, 0, 3);
+    free(g.raw);
+    tguard_mint(&t, "ops = put", put_only, id2);
+    fetch_cap(&fx, put_only, &g);
+    assert_int_equal(g.status, RON_ECAPDENY);
+    assert_int_equal(g.code, 403);
+    fetch_cap(&fx, "bm90IGEgdG9rZW4", &g);
+    assert_int_equal(g.code, 401);
+
+    /* revoke at the authority, the guard applies the push: the next get is refused */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    prev = guard_head(t.g);
+    assert_int_equal(guard_authority_revoke(t.auth, id, strlen(id), 0, (int64_t)time(NULL), &e), 0);
+    assert_int_equal(guard_apply(t.g, prev, guard_authority_head(t.auth), &e, 1), 0);
+    fetch_cap(&fx, tok, &g);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(g.status, RON_ECAPNEEDED);
+    printf("overlay: revocation to a refused peer get (apply + fetch over TLS): %.3f ms\n",
+           (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    assert_true(t1.tv_sec - t0.tv_sec < 1);
+    fx_close(&fx);
+    tguard_close(&t);
+    unlink(path);
+}
+
+static void
+test_default_policy_serves_an_anonymous_peer(void **state)
+{
+    fx_t fx;
+    got_t g;
+    tguard_t t;
+
+    (void)state;
+    tguard_open(&t, NULL);
+    fx_open(&fx, NULL, STO_PIECE_LEN + 1);
+    ovl_service_set_guard(fx.b.svc, t.g);
+    fetch_cap(&fx, NULL, &g);
+    check_pieces(&fx, &g, 0, 2);
+    free(g.raw);
+    fx_close(&fx);
+    tguard_close(&t);
+}
+
 int
 main(void)
 {
@@ -686,6 +834,9 @@ main(void)
             test_peer_links_negotiate_ovl_svc_max_frame_even_when_the_peer_offers_more),
         cmocka_unit_test(
             test_unspecified_listen_host_is_advertised_as_loopback_unless_advertise_is_set),
+        cmocka_unit_test(
+            test_private_provider_serves_capability_holders_and_refuses_a_revoked_token_at_once),
+        cmocka_unit_test(test_default_policy_serves_an_anonymous_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

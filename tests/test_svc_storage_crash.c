@@ -2,11 +2,13 @@
  * test_svc_storage_crash.c - the storage service as a real child process
  * (`ron service storage`, the binary `ron node` starts) killed with SIGKILL
  * during puts. The test plays the kernel's part of ron-bus (HELLO with the
- * config snapshot, heartbeats) so it knows the bus directory and secret, and
- * is a storage client over Unix sockets. Checked after every kill: the
- * request in flight failed fast with RON_EUNAVAIL (not at its deadline),
- * and after the restart every acknowledged object is stored whole (get
- * returns its verified bytes) and no temporary file is left.
+ * config snapshot, heartbeats, the capability master on fd 6 and auth_sync
+ * from a capability authority in RAM) so it knows the bus directory and
+ * secret, and is a storage client over Unix sockets with the operator's
+ * capability (the child enforces capabilities, as every node child does). Checked after every kill:
+ * the request in flight failed fast with RON_EUNAVAIL (not at its deadline), and after the restart
+ * every acknowledged object is stored whole (get returns its verified bytes) and no temporary file
+ * is left.
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -20,15 +22,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <sodium.h>
 
 #include "blake3.h"
 #include "ron_bus.h"
 #include "ron_config.h"
 #include "ron_err.h"
+#include "ron_guard.h"
 #include "ron_util.h"
 #include "sto_service.h"
 
@@ -55,6 +60,10 @@ typedef struct {
     uint8_t *raw;
     size_t raw_len;
     uint64_t answered_ms;
+    /* the kernel's capability authority (RAM) and the operator's token */
+    uint8_t master[GUARD_MASTER_LEN];
+    guard_authority_t *auth;
+    char op_token[AUTH_MAX_TOKEN + 1];
 } fx_t;
 
 static int
@@ -64,17 +73,38 @@ rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
     return remove(p);
 }
 
-/* The kernel's side: HELLO gets the snapshot, heartbeats get 200. */
+/* The kernel's side: HELLO gets the snapshot, auth_sync a page of the
+ * authority's entries, heartbeats get 200. */
 static void
 kernel_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
 {
     fx_t *fx = arg;
     json_t *msg = json_loadb((const char *)f->payload, f->payload_len, 0, NULL);
     const char *op = json_string_value(json_object_get(msg, "op"));
-    if (op != NULL && strcmp(op, "hello") == 0)
+    if (op != NULL && strcmp(op, "hello") == 0) {
         rbus_respond(req, 200, fx->snapshot, strlen(fx->snapshot));
-    else
+    } else if (op != NULL && strcmp(op, "auth_sync") == 0) {
+        const char *after_s = json_string_value(json_object_get(msg, "after"));
+        uint64_t after = 0, head;
+        guard_entry_t *e = calloc(GUARD_SYNC_PAGE, sizeof *e);
+        size_t cap = GUARD_SYNC_PAGE * (GUARD_MAX_ENTRY_JSON + 2) + 128, n;
+        char *page = malloc(cap);
+        bool more = false;
+        long len;
+        if (after_s != NULL)
+            (void)ron_parse_u64(after_s, strlen(after_s), &after);
+        n = guard_authority_since(fx->auth, after, e, GUARD_SYNC_PAGE, &more);
+        head = more ? e[n - 1].seq : guard_authority_head(fx->auth);
+        len = guard_page_encode(after, head, e, n, page, cap);
+        if (len > 0)
+            rbus_respond(req, 200, page, (size_t)len);
+        else
+            rbus_respond_error(req, 500, "cannot encode the page");
+        free(page);
+        free(e);
+    } else {
         rbus_respond(req, 200, "{}", 2);
+    }
     json_decref(msg);
 }
 
@@ -83,8 +113,10 @@ child_spawn(fx_t *fx)
 {
     const char *bindir = getenv("RON_BINARY_DIR");
     char bin[512], e_dir[RBUS_MAX_DIR + 32], e_sec[2 * RBUS_SECRET_LEN + 32];
+    char e_cap[] = "RON_CAPKEY_FD=6";
     size_t n = 0;
     char **env;
+    int capfd[2];
     pid_t pid;
 
     assert_non_null(bindir);
@@ -93,10 +125,15 @@ child_spawn(fx_t *fx)
     snprintf(e_sec, sizeof e_sec, "%s=%s", RBUS_ENV_SECRET, fx->hex);
     while (environ[n] != NULL)
         n++;
-    env = calloc(n + 3, sizeof *env);
+    env = calloc(n + 4, sizeof *env);
     memcpy(env, environ, n * sizeof *env);
     env[n] = e_dir;
     env[n + 1] = e_sec;
+    env[n + 2] = e_cap;
+    /* the capability master, as the kernel hands it to every child: a pipe on fd 6 */
+    assert_int_equal(pipe(capfd), 0);
+    assert_int_equal(write(capfd[1], fx->master, GUARD_MASTER_LEN), GUARD_MASTER_LEN);
+    close(capfd[1]);
     pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -104,9 +141,14 @@ child_spawn(fx_t *fx)
         int devnull = open("/dev/null", O_WRONLY);
         if (devnull >= 0)
             dup2(devnull, 2); /* the child's JSON logs would drown cmocka's output */
+        if (dup2(capfd[0], 6) < 0)
+            _exit(126);
+        if (capfd[0] != 6)
+            close(capfd[0]);
         execve(bin, argv, env);
         _exit(127);
     }
+    close(capfd[0]);
     free(env);
     fx->child = pid;
 }
@@ -177,7 +219,12 @@ send_req(fx_t *fx, const void *raw, size_t raw_len, bool kill_child, const char 
     fx->raw_len = 0;
     fx->done = false;
     fx->code = 0;
-    rc = rbus_request(fx->peer, OAP_APP_STORAGE, buf, 4 + jl + raw_len, WAIT_MS, on_reply, fx);
+    {
+        rbus_request_opts_t o = {.app_proto_id = OAP_APP_STORAGE, .deadline_ms = WAIT_MS};
+        o.cap = fx->op_token; /* the operator's capability: the child enforces */
+        o.cap_len = strlen(fx->op_token);
+        rc = rbus_request_ex(fx->peer, &o, buf, 4 + jl + raw_len, on_reply, fx);
+    }
     free(buf);
     if (rc < 0)
         return rc;
@@ -297,6 +344,16 @@ test_kill_9_during_puts_keeps_acknowledged_objects_and_fails_fast(void **state)
     assert_int_equal(uv_loop_init(&fx.loop), 0);
     snprintf(fx.tmp, sizeof fx.tmp, "/tmp/ron-stocrash-XXXXXX");
     assert_non_null(mkdtemp(fx.tmp));
+    {
+        uint8_t seed[32];
+        guard_authority_opts_t ao = {0};
+        assert_true(sodium_init() >= 0);
+        randombytes_buf(seed, sizeof seed);
+        guard_master_derive(seed, fx.master);
+        ao.master = fx.master;
+        assert_int_equal(guard_authority_open(&ao, (int64_t)time(NULL), &fx.auth), 0);
+        assert_true(guard_authority_mint_operator(fx.auth, fx.op_token, sizeof fx.op_token) > 0);
+    }
     snprintf(tmpdir, sizeof tmpdir, "%s/store/tmp", fx.tmp);
     snprintf(objdir, sizeof objdir, "%s/store/objects", fx.tmp);
     ron_config_defaults(cfg);
@@ -436,6 +493,7 @@ test_kill_9_during_puts_keeps_acknowledged_objects_and_fails_fast(void **state)
     free(fx.snapshot);
     free(cfg);
     free(obj);
+    guard_authority_close(fx.auth);
 }
 
 int

@@ -8,7 +8,8 @@
  * from the config (`seeds`, `advertise`); without `advertise` the overlay
  * service's `status` is asked when the node runs it. The routing table
  * lives in <data_dir>/dht/table (mode 0700 directory), never in amnesia.
- * Same code in both profiles.
+ * The endpoint enforces capabilities with the process guard
+ * (ron_node_guard()). Same code in both profiles.
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -136,6 +137,7 @@ dht_serve_bus(void *state, rbus_t *bus)
         ron_error("%s", err);
         return rc;
     }
+    dht_service_set_guard(m->svc, ron_node_guard()); /* before the endpoint listens */
     return rbus_listen(bus);
 }
 

@@ -22,7 +22,11 @@
  * secure heap. ALPN offers h2 and http/1.1.
  * Upload bodies stream (gw_head): up to the store's maximum object size
  * with bounded memory; other request bodies keep the transport's 1 MiB
- * cap. Its metrics are the gateway's counters.
+ * cap. Capabilities: the gateway enforces with the process guard
+ * (ron_node_guard: reads as `get`, uploads as `put`, name publishing as
+ * `name`; docs/protocol/gateway.md "Capabilities") and forwards the
+ * client's capability and tenant to the storage and index services. Its
+ * metrics are the gateway's counters (the host appends the guard's).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -38,7 +42,7 @@
 #include "ron_util.h"
 #include "svc_gateway.h"
 
-#define MGW_N_COUNTERS 14
+#define MGW_N_COUNTERS 15
 #define MGW_STORE_WAIT_MS 3000u /* macro: wait this long for storage to create the store */
 #define MGW_STORE_POLL_MS 10u
 #define MGW_TLS_SUBDIR "tls" /* generated certificate and key, under the data directory */
@@ -96,6 +100,8 @@ static const struct {
      offsetof(gw_stats_t, names_published)},
     {"gateway_names_refused_total", "Name records the acceptance rule refused.",
      offsetof(gw_stats_t, names_refused)},
+    {"gateway_auth_rejected_total", "Requests the guard refused (401, 403, 429).",
+     offsetof(gw_stats_t, auth_rejected)},
 };
 
 static void
@@ -206,6 +212,7 @@ mgw_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_
     gc.store = g->store;
     gc.index = g->idx;
     g->gw = gw_new(loop, &gc);
+    gw_set_guard(g->gw, ron_node_guard()); /* the process guard (NULL outside a node host) */
     rc = tx_listener_from_fd(loop, listen_fd, &l);
     listen_fd = -1; /* taken */
     if (rc < 0)

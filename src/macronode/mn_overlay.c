@@ -9,6 +9,8 @@
  * read-only open of the storage service's store (waiting for storage to
  * create it on a fresh data directory). serve_bus() answers the `overlay`
  * bus protocol (fetch, peers, status) for storage and other services.
+ * Peers' gets are checked with the process guard (ron_node_guard()): a
+ * node whose policy denies anonymous get serves only capability holders.
  * Invariants: stop() closes the service; the store and keys are released
  * only after every session is gone (no reader outlives the store).
  */
@@ -105,6 +107,9 @@ mov_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **state_
         mov_free(m);
         return rc;
     }
+    /* peers' gets are checked (anonymous allowed unless the policy denies it); the
+     * listener accepts only once the loop runs, after start() returns */
+    ovl_service_set_guard(m->svc, ron_node_guard());
     ron_hex_encode(id, ovl_service_node_id(m->svc), OVL_ID_LEN);
     ron_info("overlay: node %s on %s, advertising %s", id, ovl_service_listen_addr(m->svc),
              ovl_service_advertise(m->svc));

@@ -75,6 +75,7 @@ registry_serve_bus(void *state, rbus_t *bus)
     m->reg = NULL; /* the service holds it from here, even on failure */
     if ((rc = reg_service_new(m->loop, bus, reg, &m->svc)) < 0)
         return rc;
+    reg_service_set_guard(m->svc, ron_node_guard()); /* writes need admin */
     return rbus_listen(bus);
 }
 

@@ -7,6 +7,10 @@
  * serve_bus() hands them the host's ron-bus endpoint ("storage" / "index")
  * and listens, so the gateway, the app port and `ron` commands reach them
  * over Unix sockets (macronode) or the in-process hub (micronode).
+ * Both enforce capabilities on their endpoint with the process guard
+ * (ron_node_guard(): sto_service_set_guard / idx_service_set_guard), set in
+ * serve_bus before the endpoint listens, so no request is ever served
+ * unchecked.
  * Invariants: the store is opened writable by this process only (the store's
  * lock); stop() runs in the loop turn that frees the endpoint, and the
  * services release the store and the index once their worker calls return.
@@ -82,6 +86,7 @@ storage_serve_bus(void *state, rbus_t *bus)
     m->store = NULL; /* the service holds the reference from here, even on failure */
     if ((rc = sto_service_new(m->loop, bus, st, &lim, &m->svc)) < 0)
         return rc;
+    sto_service_set_guard(m->svc, ron_node_guard());
     if (m->with_dht)
         m->dht = rbus_connect(bus, "dht", &rc);
     if (m->with_overlay)
@@ -150,6 +155,7 @@ index_serve_bus(void *state, rbus_t *bus)
     m->idx = NULL; /* the service holds the reference from here, even on failure */
     if ((rc = idx_service_new_shared(m->loop, bus, idx, index_release, NULL, &m->svc)) < 0)
         return rc;
+    idx_service_set_guard(m->svc, ron_node_guard());
     if (m->with_dht && (m->dht = rbus_connect(bus, "dht", &rc)) != NULL)
         idx_service_set_dht(m->svc, m->dht);
     return rbus_listen(bus);

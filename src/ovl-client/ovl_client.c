@@ -71,6 +71,10 @@ oc_error(const oap_frame_t *resp)
         return RON_ERANGE;
     case 429:
         return RON_EBUSY;
+    case 401:
+        return RON_ECAPNEEDED; /* the provider wants a (valid) capability */
+    case 403:
+        return RON_ECAPDENY;
     case 502:
         if (proto_error_decode((const char *)resp->payload, resp->payload_len, &e, NULL) == 0 &&
             strcmp(e.reason, "bad_piece") == 0)
@@ -194,6 +198,16 @@ ovl_client_fetch(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN
                  uint64_t length, const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
                  const char *provider_addr, uint32_t deadline_ms, ovl_client_fetch_cb cb, void *arg)
 {
+    return ovl_client_fetch_cap(peer, addr, offset, length, provider_id, provider_addr, NULL,
+                                deadline_ms, cb, arg);
+}
+
+int
+ovl_client_fetch_cap(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN],
+                     uint64_t offset, uint64_t length,
+                     const uint8_t provider_id[static OVL_CLIENT_ID_LEN], const char *provider_addr,
+                     const char *cap, uint32_t deadline_ms, ovl_client_fetch_cb cb, void *arg)
+{
     char a[3 + 2 * OVL_CLIENT_OBJ_LEN + 1] = "b3:", id[2 * OVL_CLIENT_ID_LEN + 1], off[24], len[24];
     json_t *o, *prov;
     char *txt;
@@ -201,7 +215,8 @@ ovl_client_fetch(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN
     int rc;
 
     if (length == 0 || length > OVL_CLIENT_FETCH_MAX_LEN || provider_addr == NULL ||
-        strlen(provider_addr) > OVL_CLIENT_NET_ADDR_MAX)
+        strlen(provider_addr) > OVL_CLIENT_NET_ADDR_MAX ||
+        (cap != NULL && (cap[0] == '\0' || strlen(cap) > OVL_CLIENT_CAP_MAX)))
         return RON_EINVAL;
     ron_hex_encode(a + 3, addr, OVL_CLIENT_OBJ_LEN);
     ron_hex_encode(id, provider_id, OVL_CLIENT_ID_LEN);
@@ -210,14 +225,18 @@ ovl_client_fetch(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN
     prov = json_pack("{s:s, s:s}", "id", id, "addr", provider_addr);
     o = json_pack("{s:s, s:s, s:s, s:s, s:o}", "op", "fetch", "address", a, "offset", off, "length",
                   len, "provider", prov);
+    if (o != NULL && cap != NULL)
+        json_object_set_new(o, "cap", json_string(cap));
     txt = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(o);
     if (txt == NULL)
-        return RON_EINVAL; /* provider_addr not UTF-8 */
+        return RON_EINVAL; /* provider_addr or cap not UTF-8 */
     c = ron_xcalloc(1, sizeof *c);
     c->fetch_cb = cb;
     c->arg = arg;
     rc = oc_send(peer, txt, strlen(txt), deadline_ms, c, oc_fetch_reply);
+    if (cap != NULL)
+        explicit_bzero(txt, strlen(txt)); /* it held the token */
     free(txt);
     if (rc < 0)
         free(c);

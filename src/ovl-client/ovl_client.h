@@ -31,6 +31,7 @@
 #define OVL_CLIENT_PIECE_LEN 65536u      /* storage tree piece (STO_PIECE_LEN) */
 #define OVL_CLIENT_PROOF_MAX 1536u       /* bytes of one proof (STO_TREE_MAX_PROOF) */
 #define OVL_CLIENT_REC_HDR_LEN 10u       /* record header: u64 piece, u16 proof_len */
+#define OVL_CLIENT_CAP_MAX 4096u         /* chars of a token for the provider (AUTH_MAX_TOKEN) */
 /* records in one answer: the range's pieces plus the size proof */
 #define OVL_CLIENT_PIECES_MAX (OVL_CLIENT_FETCH_MAX_LEN / OVL_CLIENT_PIECE_LEN + 2u)
 
@@ -62,7 +63,9 @@ typedef struct {
  * retryable), RON_EBADPIECE (502 bad_piece: the provider lied, now or in
  * the last 10 minutes: do not ask it again), RON_EPEERERR (502 otherwise,
  * e.g. the provider's own copy is damaged), RON_EUNAVAIL (503: dial, TLS,
- * id check or the link failed; retryable), RON_ETIMEOUT (504, or the bus
+ * id check or the link failed; retryable), RON_ECAPNEEDED (401: the
+ * provider wants a valid capability), RON_ECAPDENY (403: the provider's
+ * policy or the capability's caveats refuse it), RON_ETIMEOUT (504, or the bus
  * deadline; retryable), RON_EINVAL (400), RON_EPROTO (an answer that does
  * not parse) with code the status (0 when the bus itself failed: then
  * status is rbus's RON_EUNAVAIL, RON_ETIMEOUT, RON_EBUSY or RON_ESHUTDOWN).
@@ -82,6 +85,19 @@ int ovl_client_fetch(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ
                      uint64_t offset, uint64_t length,
                      const uint8_t provider_id[static OVL_CLIENT_ID_LEN], const char *provider_addr,
                      uint32_t deadline_ms, ovl_client_fetch_cb cb, void *arg);
+
+/*
+ * ovl_client_fetch with a capability for the provider: cap (a
+ * NUL-terminated token, 1..OVL_CLIENT_CAP_MAX chars; NULL: none) goes in
+ * the request's "cap" field, and the overlay service puts it in the START
+ * frame's cap section of its get, so a node whose policy denies anonymous
+ * get serves us (overlay.md §3 "Capabilities"). Same returns.
+ */
+int ovl_client_fetch_cap(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN],
+                         uint64_t offset, uint64_t length,
+                         const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
+                         const char *provider_addr, const char *cap, uint32_t deadline_ms,
+                         ovl_client_fetch_cb cb, void *arg);
 
 /*
  * Decode a 200 answer's payload (u32 json_len || JSON || records) into res

@@ -1575,6 +1575,15 @@ tx_peer_session_queued(const tx_peer_session_t *s)
     return s->queued;
 }
 
+int
+tx_peer_session_peer_sockaddr(const tx_peer_session_t *s, struct sockaddr_storage *out)
+{
+    int len = (int)sizeof *out;
+
+    memset(out, 0, sizeof *out);
+    return uv_tcp_getpeername(&s->tcp, (struct sockaddr *)out, &len);
+}
+
 bool
 tx_peer_session_is_reading_paused(const tx_peer_session_t *s)
 {

@@ -186,6 +186,9 @@ uint32_t tx_peer_session_max_inflight(const tx_peer_session_t *s);
 size_t tx_peer_session_queued(const tx_peer_session_t *s);
 /* Is reading from this peer stopped (by the application or by backpressure)? */
 bool tx_peer_session_is_reading_paused(const tx_peer_session_t *s);
+/* The peer's network address (getpeername) into *out. Returns 0 or a
+ * negative libuv error (the socket is gone). For per-source decisions. */
+int tx_peer_session_peer_sockaddr(const tx_peer_session_t *s, struct sockaddr_storage *out);
 /* Application data (not touched by the transport). */
 void tx_peer_session_set_data(tx_peer_session_t *s, void *data);
 void *tx_peer_session_data(const tx_peer_session_t *s);

@@ -172,10 +172,13 @@ out:
     free(c);
 }
 
-/* Send the JSON text of o (taken) as one framed request. */
+/* Send the JSON text of o (taken) as one framed request, with the
+ * capability cap (NUL-terminated, or NULL: none) in its cap section. */
 static int
-dht_client_send(rbus_peer_t *peer, json_t *o, call_kind_t kind, dht_client_cb cb, void *arg)
+dht_client_send(rbus_peer_t *peer, json_t *o, const char *cap, call_kind_t kind, dht_client_cb cb,
+                void *arg)
 {
+    rbus_request_opts_t ro = {.app_proto_id = OAP_APP_DHT, .deadline_ms = DHT_CLIENT_DEADLINE_MS};
     char *txt = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     dht_call_t *c;
     uint8_t *buf;
@@ -197,7 +200,11 @@ dht_client_send(rbus_peer_t *peer, json_t *o, call_kind_t kind, dht_client_cb cb
     c->cb = cb;
     c->arg = arg;
     c->kind = kind;
-    rc = rbus_request(peer, OAP_APP_DHT, buf, 4 + jl, DHT_CLIENT_DEADLINE_MS, dht_client_reply, c);
+    if (cap != NULL) {
+        ro.cap = cap;
+        ro.cap_len = strlen(cap);
+    }
+    rc = rbus_request_ex(peer, &ro, buf, 4 + jl, dht_client_reply, c);
     free(buf);
     if (rc < 0)
         free(c);
@@ -217,6 +224,13 @@ int
 dht_client_find_providers(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
                           unsigned limit, dht_client_cb cb, void *arg)
 {
+    return dht_client_find_providers_cap(peer, addr, limit, NULL, cb, arg);
+}
+
+int
+dht_client_find_providers_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
+                              unsigned limit, const char *cap, dht_client_cb cb, void *arg)
+{
     char a[3 + 2 * DHT_ID_LEN + 1], lim[16];
     json_t *o;
 
@@ -228,16 +242,23 @@ dht_client_find_providers(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LE
         snprintf(lim, sizeof lim, "%u", limit);
         json_object_set_new(o, "limit", json_string(lim));
     }
-    return dht_client_send(peer, o, CALL_PROVIDERS, cb, arg);
+    return dht_client_send(peer, o, cap, CALL_PROVIDERS, cb, arg);
 }
 
 int
 dht_client_provide(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], dht_client_cb cb,
                    void *arg)
 {
+    return dht_client_provide_cap(peer, addr, NULL, cb, arg);
+}
+
+int
+dht_client_provide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], const char *cap,
+                       dht_client_cb cb, void *arg)
+{
     char a[3 + 2 * DHT_ID_LEN + 1];
     dht_client_b3(a, addr);
-    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "provide", "address", a),
+    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "provide", "address", a), cap,
                            CALL_PLAIN, cb, arg);
 }
 
@@ -245,14 +266,28 @@ int
 dht_client_unprovide(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], dht_client_cb cb,
                      void *arg)
 {
+    return dht_client_unprovide_cap(peer, addr, NULL, cb, arg);
+}
+
+int
+dht_client_unprovide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], const char *cap,
+                         dht_client_cb cb, void *arg)
+{
     char a[3 + 2 * DHT_ID_LEN + 1];
     dht_client_b3(a, addr);
-    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "unprovide", "address", a),
+    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "unprovide", "address", a), cap,
                            CALL_PLAIN, cb, arg);
 }
 
 int
 dht_client_name_put(rbus_peer_t *peer, const name_record_t *rec, dht_client_cb cb, void *arg)
+{
+    return dht_client_name_put_cap(peer, rec, NULL, cb, arg);
+}
+
+int
+dht_client_name_put_cap(rbus_peer_t *peer, const name_record_t *rec, const char *cap,
+                        dht_client_cb cb, void *arg)
 {
     char *txt = name_record_to_json(rec);
     json_t *r = txt != NULL ? json_loads(txt, JSON_REJECT_DUPLICATES, NULL) : NULL;
@@ -260,21 +295,28 @@ dht_client_name_put(rbus_peer_t *peer, const name_record_t *rec, dht_client_cb c
     free(txt);
     if (r == NULL)
         return RON_EINVAL;
-    return dht_client_send(peer, json_pack("{s:s, s:o}", "op", "name_put", "record", r),
+    return dht_client_send(peer, json_pack("{s:s, s:o}", "op", "name_put", "record", r), cap,
                            CALL_PLAIN, cb, arg);
 }
 
 int
 dht_client_name_get(rbus_peer_t *peer, const char *name, dht_client_cb cb, void *arg)
 {
+    return dht_client_name_get_cap(peer, name, NULL, cb, arg);
+}
+
+int
+dht_client_name_get_cap(rbus_peer_t *peer, const char *name, const char *cap, dht_client_cb cb,
+                        void *arg)
+{
     if (strlen(name) > NAME_MAX_INPUT)
         return RON_EINVAL;
-    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "name_get", "name", name),
+    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "name_get", "name", name), cap,
                            CALL_NAME, cb, arg);
 }
 
 int
 dht_client_status(rbus_peer_t *peer, dht_client_cb cb, void *arg)
 {
-    return dht_client_send(peer, json_pack("{s:s}", "op", "status"), CALL_STATUS, cb, arg);
+    return dht_client_send(peer, json_pack("{s:s}", "op", "status"), NULL, CALL_STATUS, cb, arg);
 }

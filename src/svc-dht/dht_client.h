@@ -90,4 +90,23 @@ int dht_client_name_get(rbus_peer_t *peer, const char *name, dht_client_cb cb, v
 /* Read the DHT's status. Returns as dht_client_find_providers. */
 int dht_client_status(rbus_peer_t *peer, dht_client_cb cb, void *arg);
 
+/*
+ * The same requests with a capability: cap (a NUL-terminated token,
+ * borrowed; NULL: none) rides in the request frame's cap section, as the
+ * enforcing `dht` endpoint wants it (provide and unprovide need the put op,
+ * name_put the name op; find_providers and name_get are public reads under
+ * the default policy). A service asking on its own behalf passes its
+ * guard_self_token(); one asking for a client forwards the client's token.
+ */
+int dht_client_find_providers_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
+                                  unsigned limit, const char *cap, dht_client_cb cb, void *arg);
+int dht_client_provide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
+                           const char *cap, dht_client_cb cb, void *arg);
+int dht_client_unprovide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
+                             const char *cap, dht_client_cb cb, void *arg);
+int dht_client_name_put_cap(rbus_peer_t *peer, const name_record_t *rec, const char *cap,
+                            dht_client_cb cb, void *arg);
+int dht_client_name_get_cap(rbus_peer_t *peer, const char *name, const char *cap, dht_client_cb cb,
+                            void *arg);
+
 #endif

@@ -39,6 +39,7 @@
 #include "dht_service.h"
 #include "ron_err.h"
 #include "ron_fs.h"
+#include "ron_guard.h"
 #include "ron_log.h"
 #include "ron_proto.h"
 #include "ron_util.h"
@@ -61,7 +62,7 @@ static const char *const op_fields[OP_COUNT][3] = {
     [OP_UNPROVIDE] = {"address", NULL},     [OP_NAME_PUT] = {"record", NULL},
     [OP_NAME_GET] = {"name", NULL},         [OP_STATUS] = {NULL},
 };
-static const uint16_t statuses[] = {200, 400, 404, 409, 429, 500, 503, 504};
+static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 429, 500, 503, 504};
 #define N_STATUS (sizeof statuses / sizeof statuses[0] + 1)
 
 typedef struct {
@@ -98,6 +99,7 @@ typedef struct {
 struct dht_service {
     uv_loop_t *loop;
     rbus_t *bus;
+    guard_t *guard; /* NULL: no enforcement (unit tests) */
     dht_t *dht;
     uint8_t id[DHT_ID_LEN];
     uint8_t *sk; /* sodium_malloc copy of the node's secret key, for the core */
@@ -305,6 +307,42 @@ answer_error(dht_service_t *s, op_t op, rbus_req_t *req, uint16_t code, const ch
     count(s, op, code);
     rbus_respond_error_ex(req, code, slug, reason, code == 429 || code == 503 ? DHT_SVC_RETRY_MS : 0,
                           message);
+}
+
+/*
+ * The capability check of a request (docs/protocol/dht.md §10): provide
+ * and unprovide need the put op for the address, name_put the name op for
+ * the record's name; find_providers, name_get and status are reads (get:
+ * public under the default policy). The token is the frame's cap section,
+ * the tenant its tenant_id. Returns true when allowed (or no guard); false
+ * after answering the rejection (guard_check counted and audited it).
+ */
+static bool
+svc_authorize(dht_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, const char *addr,
+              const char *name)
+{
+    static const uint8_t zero[16];
+    guard_req_t gr = {0};
+    guard_result_t res;
+
+    if (s->guard == NULL)
+        return true;
+    gr.op = op == OP_PROVIDE || op == OP_UNPROVIDE ? AUTH_OP_PUT
+            : op == OP_NAME_PUT                    ? AUTH_OP_NAME
+                                                   : AUTH_OP_GET;
+    gr.token = f->cap_len > 0 ? (const char *)f->cap : NULL;
+    gr.token_len = f->cap_len;
+    gr.tenant = memcmp(f->tenant_id, zero, sizeof zero) != 0 ? f->tenant_id : NULL;
+    gr.addr = addr;
+    gr.size = AUTH_SIZE_UNKNOWN;
+    gr.name = name;
+    gr.target = addr != NULL ? addr : name != NULL ? name : op_names[op];
+    if (guard_check(s->guard, &gr, &res) == 0)
+        return true;
+    count(s, op, (uint16_t)res.status);
+    rbus_respond_error_ex(req, (uint16_t)res.status, res.slug, res.slug, res.retry_after_s * 1000u,
+                          res.reason);
+    return false;
 }
 
 /* Answer 200 with o (taken), framed as a u32 length and the JSON. */
@@ -616,9 +654,14 @@ answer_json(int status, const oap_frame_t *resp)
     return o;
 }
 
+/* Send o (taken) as one framed request on p; to the storage endpoint (list
+ * needs the pin op) with the service's own capability when it has a guard. */
 static int
-request_json(rbus_peer_t *p, uint16_t proto, json_t *o, rbus_reply_cb cb, void *arg)
+request_json(dht_service_t *s, rbus_peer_t *p, uint16_t proto, json_t *o, rbus_reply_cb cb,
+             void *arg)
 {
+    rbus_request_opts_t ro = {.app_proto_id = proto, .deadline_ms = DHT_SVC_RETRY_MS * 5};
+    char tok[AUTH_MAX_TOKEN + 1];
     char *txt = json_dumps(o, JSON_COMPACT);
     size_t jl;
     uint8_t *buf;
@@ -630,7 +673,14 @@ request_json(rbus_peer_t *p, uint16_t proto, json_t *o, rbus_reply_cb cb, void *
     buf = ron_xmalloc(4 + jl);
     (void)proto_json_frame(buf, txt, (uint32_t)jl);
     free(txt);
-    rc = rbus_request(p, proto, buf, 4 + jl, DHT_SVC_RETRY_MS * 5, cb, arg);
+    if (s->guard != NULL && proto == OAP_APP_STORAGE) {
+        long n = guard_self_token(s->guard, tok, sizeof tok);
+        if (n > 0) {
+            ro.cap = tok;
+            ro.cap_len = (size_t)n;
+        }
+    }
+    rc = rbus_request_ex(p, &ro, buf, 4 + jl, cb, arg);
     free(buf);
     return rc;
 }
@@ -673,7 +723,7 @@ ask_overlay(dht_service_t *s)
     if (s->have_overlay || s->overlay == NULL || s->overlay_asking ||
         ron_now_ms() < s->next_overlay_ask)
         return;
-    if (request_json(s->overlay, OAP_APP_OVERLAY, json_pack("{s:s}", "op", "status"),
+    if (request_json(s, s->overlay, OAP_APP_OVERLAY, json_pack("{s:s}", "op", "status"),
                      on_overlay_status, s) == 0)
         s->overlay_asking = true;
     else
@@ -743,7 +793,7 @@ ask_list(dht_service_t *s)
     o = json_pack("{s:s, s:s}", "op", "list", "limit", lim);
     if (s->list_after[0] != '\0')
         json_object_set_new(o, "after", json_string(s->list_after));
-    if (request_json(s->storage, OAP_APP_STORAGE, o, on_list, s) == 0)
+    if (request_json(s, s->storage, OAP_APP_STORAGE, o, on_list, s) == 0)
         s->list_asking = true;
     else
         s->next_list_ask = ron_now_ms() + DHT_SVC_RETRY_MS;
@@ -969,7 +1019,7 @@ do_status(dht_service_t *s, rbus_req_t *req)
 }
 
 static void
-do_name_put(dht_service_t *s, rbus_req_t *req, json_t *o)
+do_name_put(dht_service_t *s, rbus_req_t *req, const oap_frame_t *f, json_t *o)
 {
     json_t *rj = json_object_get(o, "record");
     char *txt = json_is_object(rj) ? json_dumps(rj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -983,6 +1033,8 @@ do_name_put(dht_service_t *s, rbus_req_t *req, json_t *o)
     }
     rc = name_record_from_json(&rec, txt, strlen(txt), &nerr);
     free(txt);
+    if (rc == 0 && !svc_authorize(s, OP_NAME_PUT, req, f, NULL, rec.name))
+        return;
     if (rc == 0)
         rc = name_record_validate(&rec, (int64_t)unix_s(), &nerr);
     if (rc == 0)
@@ -1066,12 +1118,17 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             answer_error(s, op, req, 400, NULL, "limit", "limit: a decimal string 1..20");
             break;
         }
+        if (!svc_authorize(s, op, req, f, json_string_value(json_object_get(o, "address")), NULL))
+            break;
         start_wait(s, op, req, key, (unsigned)v);
         break;
     }
     case OP_PROVIDE:
         if (get_b3(o, key) < 0) {
             answer_error(s, op, req, 400, NULL, "address", "address: missing or not b3:<64 hex>");
+        } else if (!svc_authorize(s, op, req, f, json_string_value(json_object_get(o, "address")),
+                                  NULL)) {
+            break;
         } else if (prov_add(s, key) < 0) {
             answer_error(s, op, req, 429, NULL, "provided", "this node provides too many keys");
         } else {
@@ -1087,6 +1144,8 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             answer_error(s, op, req, 400, NULL, "address", "address: missing or not b3:<64 hex>");
             break;
         }
+        if (!svc_authorize(s, op, req, f, json_string_value(json_object_get(o, "address")), NULL))
+            break;
         if ((p = prov_find(s, key)) == NULL) {
             answer_error(s, op, req, 404, NULL, NULL, "this node does not provide that address");
             break;
@@ -1101,7 +1160,7 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         break;
     }
     case OP_NAME_PUT:
-        do_name_put(s, req, o);
+        do_name_put(s, req, f, o);
         break;
     case OP_NAME_GET: {
         char raw[NAME_MAX_INPUT + 1], name[NAME_MAX_LEN + 1];
@@ -1114,12 +1173,15 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             answer_error(s, op, req, 400, NULL, "name", nerr.msg);
             break;
         }
+        if (!svc_authorize(s, op, req, f, NULL, name))
+            break;
         dht_id_of_name(key, name);
         start_wait(s, op, req, key, 0);
         break;
     }
     default:
-        do_status(s, req);
+        if (svc_authorize(s, op, req, f, NULL, NULL))
+            do_status(s, req);
         break;
     }
 out:
@@ -1291,6 +1353,12 @@ dht_service_free(dht_service_t *s)
     uv_close((uv_handle_t *)&s->udp, on_closed);
     uv_close((uv_handle_t *)&s->timer, on_closed);
     uv_close((uv_handle_t *)&s->house, on_closed);
+}
+
+void
+dht_service_set_guard(dht_service_t *s, guard_t *g)
+{
+    s->guard = g;
 }
 
 const char *

@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "ron_bus.h"
+#include "ron_guard.h"
 #include "svc_dht.h"
 
 /* ---- limits ---- */
@@ -68,6 +69,18 @@ typedef struct {
  */
 int dht_service_new(uv_loop_t *loop, rbus_t *bus, const dht_service_config_t *cfg,
                     dht_service_t **svc_out, char *err, size_t errcap);
+
+/*
+ * Enforce capabilities on the `dht` endpoint with g (borrowed; the
+ * process's guard, ron_node_guard(), in a node; NULL, the default: no
+ * enforcement). provide and unprovide need the put op, name_put the name
+ * op for the record's name; find_providers, name_get and status need get
+ * (public under the default policy). The token is the request frame's cap
+ * section; a rejection is answered with the error envelope (401, 403 or
+ * 429) and changes nothing. With g set, the service's own `list` requests
+ * to the storage endpoint (the re-announce) carry guard_self_token(g).
+ */
+void dht_service_set_guard(dht_service_t *svc, guard_t *g);
 
 /* Stop: save the table, answer waiting requests 503, close the handles;
  * memory goes once the loop has run their close callbacks. NULL does nothing. */

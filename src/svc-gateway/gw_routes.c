@@ -57,6 +57,7 @@ struct gw {
     gw_config_t cfg;
     rbus_peer_t *index; /* borrowed, may be NULL: names go to the index service */
     rbus_peer_t *fetch; /* borrowed, may be NULL: local misses read through storage's get */
+    guard_t *guard;     /* borrowed, may be NULL: no enforcement */
     gw_stats_t stats;
     void (*closed_cb)(void *arg); /* gw_close: runs once active reaches 0 */
     void *closed_arg;
@@ -154,6 +155,9 @@ typedef struct gw_get {
     bool bad; /* a store call failed: the reader is not reused */
     gw_body_t *body; /* answered from a verified body in memory (referenced) */
     bool remote;     /* a local miss read through the storage service's get (it fetches) */
+    uint8_t tenant[STO_TENANT_LEN]; /* whom remote gets act for */
+    char *cap;       /* remote: the client's capability (copied at the first get), or NULL */
+    size_t cap_len;
 } gw_get_t;
 
 /* One POST /o or PUT /o/b3:<hex> (see gw_up_step). */
@@ -175,6 +179,9 @@ typedef struct gw_up {
     size_t piece_len;
     int rc;              /* first store error */
     int abort;           /* the transport's abort (RON_ECLOSED, RON_ETOOBIG, ...) */
+    uint8_t tenant[STO_TENANT_LEN]; /* whom the put is for (the token's tenant, else cfg's) */
+    uint64_t max_bytes;  /* the token's max-bytes (UINT64_MAX: none) */
+    uint64_t received;   /* body bytes so far */
 } gw_up_t;
 
 static void gw_get_pump(gw_get_t *g);
@@ -194,22 +201,31 @@ gw_cors(tx_header_t *h)
     return 2;
 }
 
-/* The envelope with CORS headers and extra (may be NULL) added. */
+/* The envelope (retry_after_ms in it when > 0) with CORS headers and extra
+ * (may be NULL) added. */
 static void
-gw_error(tx_request_t *req, int status, const char *message, const char *reason,
-         const tx_header_t *extra, size_t n_extra)
+gw_error_retry(tx_request_t *req, int status, const char *message, const char *reason,
+               const tx_header_t *extra, size_t n_extra, uint32_t retry_after_ms)
 {
     char body[TX_ENVELOPE_MAX];
     tx_header_t h[GW_MAX_HDRS];
     size_t n = 0, len;
 
     len = tx_envelope_format(body, sizeof body, status, message, reason,
-                             tx_request_view(req)->corr_id, 0);
+                             tx_request_view(req)->corr_id, retry_after_ms);
     h[n++] = (tx_header_t){"Content-Type", "application/json"};
     n += gw_cors(h + n);
     for (size_t i = 0; i < n_extra && n < GW_MAX_HDRS; i++)
         h[n++] = extra[i];
     (void)tx_respond(req, status, h, n, body, len);
+}
+
+/* The envelope with CORS headers and extra (may be NULL) added. */
+static void
+gw_error(tx_request_t *req, int status, const char *message, const char *reason,
+         const tx_header_t *extra, size_t n_extra)
+{
+    gw_error_retry(req, status, message, reason, extra, n_extra, 0);
 }
 
 static void
@@ -229,6 +245,197 @@ gw_not_allowed(tx_request_t *req, const char *allow)
 {
     tx_header_t h = {"Allow", allow};
     gw_error(req, 405, NULL, "method_not_allowed", &h, 1);
+}
+
+/* ---- capabilities (gw_set_guard) ---- */
+
+/* Who a request acts as once the guard allowed it. */
+typedef struct {
+    uint8_t tenant[STO_TENANT_LEN]; /* the token's tenant caveat, else cfg.tenant */
+    uint64_t max_bytes;             /* the token's max-bytes; UINT64_MAX: none */
+    unsigned pending;               /* AUTH_PENDING_* left to the gateway */
+} gw_auth_t;
+
+/* The value of the query parameter cap in q (a view), without base64
+ * padding ("=" or "%3D": it is optional), or NULL. */
+static const char *
+gw_query_cap(const char *q, size_t *len_out)
+{
+    for (const char *p = q; *p != '\0';) {
+        const char *end = strchr(p, '&');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (n >= 4 && memcmp(p, "cap=", 4) == 0) {
+            const char *v = p + 4;
+            n -= 4;
+            for (;;) {
+                if (n >= 1 && v[n - 1] == '=')
+                    n--;
+                else if (n >= 3 && v[n - 3] == '%' && v[n - 2] == '3' &&
+                         (v[n - 1] == 'D' || v[n - 1] == 'd'))
+                    n -= 3;
+                else
+                    break;
+            }
+            *len_out = n;
+            return v;
+        }
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+    return NULL;
+}
+
+/*
+ * The client's capability: `Authorization: Bearer <token>` (scheme
+ * case-insensitive, RFC 6750), else `?cap=<token>`. A view into the request
+ * (valid until it is answered); *tok_out NULL when none came. Returns 0, or
+ * RON_ECAPFORMAT for an Authorization of another scheme or an empty token.
+ */
+static int
+gw_token(tx_request_t *req, const char **tok_out, size_t *len_out)
+{
+    const char *a = tx_request_header(req, "Authorization");
+    const char *q = tx_request_view(req)->query;
+
+    *tok_out = NULL;
+    *len_out = 0;
+    if (a != NULL) {
+        if (strncasecmp(a, "Bearer", 6) != 0 || (a[6] != ' ' && a[6] != '\t'))
+            return RON_ECAPFORMAT;
+        a += 7;
+        while (*a == ' ' || *a == '\t')
+            a++;
+        *tok_out = a;
+        *len_out = strlen(a);
+    } else if (q[0] != '\0') {
+        *tok_out = gw_query_cap(q, len_out);
+    }
+    if (*tok_out != NULL && *len_out == 0) {
+        *tok_out = NULL;
+        return RON_ECAPFORMAT;
+    }
+    return 0;
+}
+
+/* The guard's request for req: everything borrowed from the request. */
+static void
+gw_guard_req(tx_request_t *req, auth_op_t op, const char *addr, const char *name, uint64_t size,
+             const char *target, guard_req_t *out)
+{
+    const tx_request_view_t *v = tx_request_view(req);
+
+    memset(out, 0, sizeof *out);
+    out->op = op;
+    out->addr = addr;
+    out->name = name;
+    out->size = size;
+    out->target = target; /* an address, a name or a path: never the query */
+    if (v->peer != NULL && v->peer->ss_family != AF_UNSPEC)
+        out->source = (const struct sockaddr *)v->peer;
+}
+
+/* Answer a refusal: the envelope with the guard's status, slug and sentence;
+ * 401 with WWW-Authenticate (RFC 6750), 429 with Retry-After. */
+static void
+gw_refuse(gw_t *gw, tx_request_t *req, const guard_result_t *res, const char *message)
+{
+    tx_header_t h[1];
+    char ra[16];
+    size_t n = 0;
+    int status = guard_status_of(res->code);
+
+    gw->stats.auth_rejected++;
+    if (status == 401) {
+        h[n++] = (tx_header_t){"WWW-Authenticate",
+                               res->anonymous ? "Bearer" : "Bearer error=\"invalid_token\""};
+    } else if (status == 429) {
+        snprintf(ra, sizeof ra, "%u", res->retry_after_s > 0 ? res->retry_after_s : 1u);
+        h[n++] = (tx_header_t){"Retry-After", ra};
+    }
+    gw_error_retry(req, status, message != NULL ? message : res->reason, res->slug, h, n,
+                   status == 429 ? (res->retry_after_s > 0 ? res->retry_after_s : 1u) * 1000u
+                                 : 0);
+}
+
+/*
+ * Decide req with the guard (none: allowed). Allowed: true, with whom it
+ * acts for in *a. Refused: the refusal is answered (and counted and audited
+ * by the guard), false. The token is never copied here: the verdict cache
+ * keys on it, and nothing on this path allocates.
+ */
+static bool
+gw_authorize(gw_t *gw, tx_request_t *req, auth_op_t op, const char *addr, const char *name,
+             uint64_t size, const char *target, gw_auth_t *a)
+{
+    guard_req_t gr;
+    guard_result_t res;
+    const char *tok;
+    size_t tok_len;
+    int rc;
+
+    memcpy(a->tenant, gw->cfg.tenant, STO_TENANT_LEN);
+    a->max_bytes = UINT64_MAX;
+    a->pending = 0;
+    if (gw->guard == NULL)
+        return true;
+    rc = gw_token(req, &tok, &tok_len);
+    gw_guard_req(req, op, addr, name, size, target, &gr);
+    gr.token = tok;
+    gr.token_len = tok_len;
+    if (rc < 0)
+        rc = guard_reject(gw->guard, &gr, rc, &res);
+    else
+        rc = guard_check(gw->guard, &gr, &res);
+    if (rc != 0) {
+        gw_refuse(gw, req, &res, NULL);
+        return false;
+    }
+    if (!res.anonymous) {
+        if (res.verdict.grant.has_tenant)
+            memcpy(a->tenant, res.verdict.grant.tenant, STO_TENANT_LEN);
+        a->max_bytes = res.verdict.grant.max_bytes;
+        a->pending = res.verdict.pending;
+    }
+    return true;
+}
+
+/* Refuse req after guard_check allowed it: a pending constraint failed
+ * (code RON_ECAPDENY). Counted and audited as a rejection. */
+static void
+gw_refuse_late(gw_t *gw, tx_request_t *req, auth_op_t op, const char *target, int code,
+               const char *message)
+{
+    guard_req_t gr;
+    guard_result_t res;
+
+    gw_guard_req(req, op, NULL, NULL, AUTH_SIZE_UNKNOWN, target, &gr);
+    (void)gw_token(req, &gr.token, &gr.token_len);
+    (void)guard_reject(gw->guard, &gr, code, &res);
+    gw_refuse(gw, req, &res, message);
+}
+
+/* The storage service refused the capability the gateway forwarded (it
+ * checks on its own: a revocation may reach it first). rc RON_ECAPNEEDED
+ * (its 401) or RON_ECAPDENY (its 403); nothing was stored or read. */
+static void
+gw_storage_refused(gw_t *gw, tx_request_t *req, int rc)
+{
+    tx_header_t h = {"WWW-Authenticate", "Bearer error=\"invalid_token\""};
+
+    gw->stats.auth_rejected++;
+    if (rc == RON_ECAPNEEDED)
+        gw_error(req, 401, "the storage service refused the capability", "capability_invalid",
+                 &h, 1);
+    else
+        gw_error(req, 403, "the storage service does not allow this request", "forbidden",
+                 NULL, 0);
+}
+
+void
+gw_set_guard(gw_t *gw, guard_t *guard)
+{
+    gw->guard = guard;
 }
 
 /* ---- GET / HEAD ---- */
@@ -376,6 +583,7 @@ gw_get_free(gw_get_t *g)
         free(g->buf);
     }
     free(g->parts);
+    free(g->cap);
     free(g);
     gw_release(gw);
 }
@@ -509,6 +717,7 @@ gw_remote_get(gw_get_t *g, uint64_t off, uint64_t len, rbus_reply_cb cb)
     char js[200], hex[68];
     uint8_t buf[4 + sizeof js];
     size_t jl;
+    rbus_request_opts_t ro = {0};
 
     sto_addr_format(g->addr, hex);
     snprintf(js, sizeof js, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%llu\",\"length\":\"%llu\"}",
@@ -519,7 +728,12 @@ gw_remote_get(gw_get_t *g, uint64_t off, uint64_t len, rbus_reply_cb cb)
     buf[2] = (uint8_t)(jl >> 8);
     buf[3] = (uint8_t)jl;
     memcpy(buf + 4, js, jl);
-    return rbus_request(g->gw->fetch, OAP_APP_STORAGE, buf, 4 + jl, GW_FETCH_DEADLINE_MS, cb, g);
+    ro.app_proto_id = OAP_APP_STORAGE;
+    ro.deadline_ms = GW_FETCH_DEADLINE_MS;
+    memcpy(ro.tenant_id, g->tenant, sizeof ro.tenant_id);
+    ro.cap = g->cap;
+    ro.cap_len = g->cap_len;
+    return rbus_request_ex(g->gw->fetch, &ro, buf, 4 + jl, cb, g); /* for the client */
 }
 
 /* The storage status of a failed remote get as a local code. */
@@ -529,6 +743,10 @@ gw_remote_rc(int status, const oap_frame_t *resp)
     if (status < 0)
         return status;
     switch (resp->code) {
+    case 401: /* the storage service refused the forwarded capability */
+        return RON_ECAPNEEDED;
+    case 403:
+        return RON_ECAPDENY;
     case 404:
         return RON_ENOTFOUND;
     case 416:
@@ -839,6 +1057,12 @@ gw_get_open_done(uv_work_t *w, int status)
         gw_get_finish(g);
         return;
     }
+    if (g->rc == RON_ECAPNEEDED || g->rc == RON_ECAPDENY) {
+        gw_storage_refused(gw, g->req, g->rc);
+        g->req = NULL;
+        gw_get_finish(g);
+        return;
+    }
     if (g->rc < 0 || g->outcome == GW_OUT_BODY) {
         gw_get_read_done(w, status); /* the first chunk (or the failure) is in */
         return;
@@ -946,9 +1170,17 @@ gw_remote_open(gw_get_t *g)
     /* the first chunk's pieces come with the size (one round trip less),
      * unless a Range may want other bytes: then only the sniffer's */
     uint64_t len = g->range != NULL || g->head ? GW_SNIFF_LEN : STO_SVC_MAX_CHUNK;
+    const char *tok;
+    size_t tok_len;
 
     g->remote = true;
     g->rc = 0;
+    /* the gets outlive the request's views: keep a copy of the capability */
+    if (gw_token(g->req, &tok, &tok_len) == 0 && tok != NULL && tok_len <= OAP_MAX_CAP) {
+        g->cap = ron_xmalloc(tok_len);
+        memcpy(g->cap, tok, tok_len);
+        g->cap_len = tok_len;
+    }
     if (gw_remote_get(g, 0, len, gw_remote_open_done) < 0) {
         g->rc = RON_ENOTFOUND;
         gw_get_open_done(&g->work, 0);
@@ -956,7 +1188,8 @@ gw_remote_open(gw_get_t *g)
 }
 
 static void
-gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN], bool head)
+gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN], bool head,
+             const gw_auth_t *a)
 {
     gw_get_t *g = ron_xcalloc(1, sizeof *g);
     char text[68];
@@ -965,6 +1198,7 @@ gw_get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LEN
     g->gw = gw;
     g->req = req;
     g->head = head;
+    memcpy(g->tenant, a->tenant, STO_TENANT_LEN);
     g->seg = 3;
     g->work.data = g;
     g->body = gw_body_take(gw, addr);
@@ -1035,6 +1269,10 @@ static int
 gw_put_remote_rc(uint16_t code)
 {
     switch (code) {
+    case 401: /* the service refused the forwarded capability */
+        return RON_ECAPNEEDED;
+    case 403:
+        return RON_ECAPDENY;
     case 409: /* bad_digest: the only 409 one put_begin..commit chain can meet */
         return RON_EDIGEST;
     case 413:
@@ -1059,7 +1297,9 @@ gw_up_answer(gw_up_t *u, int rc)
     size_t n = 0;
     int code;
 
-    if (rc == RON_EDIGEST) {
+    if (rc == RON_ECAPNEEDED || rc == RON_ECAPDENY) {
+        gw_storage_refused(gw, u->req, rc);
+    } else if (rc == RON_EDIGEST) {
         gw->stats.bad_digest++;
         gw_error(u->req, 409, "body does not hash to the address", "bad_digest", NULL, 0);
     } else if (rc == RON_ETOOBIG) {
@@ -1100,6 +1340,10 @@ gw_up_fail(gw_up_t *u)
         return;
     }
     switch (u->abort) {
+    case RON_ECAPDENY:
+        gw_refuse_late(u->gw, u->req, AUTH_OP_PUT, u->put ? tx_request_view(u->req)->path + 3 : "/o",
+                       RON_ECAPDENY, "the body is larger than the capability's max-bytes");
+        break;
     case RON_ETOOBIG:
         gw_error(u->req, 413, NULL, "object_too_large", NULL, 0);
         break;
@@ -1137,7 +1381,7 @@ gw_up_work(uv_work_t *w)
     switch ((gw_op_t)u->op) {
     case GW_OP_BEGIN:
         u->had = u->put ? sto_has(s, u->addr) : 0;
-        u->rc = sto_put_begin(s, u->gw->cfg.tenant, u->put ? u->addr : NULL,
+        u->rc = sto_put_begin(s, u->tenant, u->put ? u->addr : NULL,
                               u->ctype[0] != '\0' ? u->ctype : NULL,
                               u->streamed ? STO_SIZE_UNKNOWN : u->piece_len, &u->lp);
         break;
@@ -1199,6 +1443,24 @@ gw_up_remote_done(void *arg, int status, uint16_t code, const uint8_t addr[STO_A
     gw_up_step(u);
 }
 
+/* put_begin at the storage service, for the client: its tenant and its
+ * capability (a view into the unanswered request; the client copies it). */
+static int
+gw_up_remote_begin(gw_up_t *u)
+{
+    gw_t *gw = u->gw;
+    sto_client_auth_t auth = {.tenant = u->tenant};
+    const char *tok;
+    size_t tok_len;
+
+    if (gw_token(u->req, &tok, &tok_len) == 0 && tok != NULL) {
+        auth.cap = tok;
+        auth.cap_len = tok_len;
+    }
+    return sto_client_put_begin_as(gw->cfg.storage, &auth, u->ctype[0] != '\0' ? u->ctype : NULL,
+                                   u->put ? u->addr : NULL, gw_up_remote_done, u, &u->rp);
+}
+
 /* Start store operation op (nothing in flight). */
 static void
 gw_up_start(gw_up_t *u, gw_op_t op)
@@ -1213,8 +1475,7 @@ gw_up_start(gw_up_t *u, gw_op_t op)
         case GW_OP_BEGIN:
             /* PUT of a stored object answers 200: the read-only view says so */
             u->had = u->put ? sto_has(gw->cfg.store, u->addr) : 0;
-            rc = sto_client_put_begin(gw->cfg.storage, u->ctype[0] != '\0' ? u->ctype : NULL,
-                                      u->put ? u->addr : NULL, gw_up_remote_done, u, &u->rp);
+            rc = gw_up_remote_begin(u);
             break;
         case GW_OP_WRITE:
             rc = sto_client_put_write(u->rp, u->piece, u->piece_len);
@@ -1258,7 +1519,12 @@ gw_up_body(tx_request_t *req, const uint8_t *data, size_t len, int status, void 
     (void)req;
     if (status < 0) {
         u->abort = status; /* may come while a piece is being written: step waits */
+    } else if (len > 0 && len > u->max_bytes - u->received) {
+        /* past the capability's max-bytes: refused, the put dropped */
+        u->received = u->max_bytes;
+        u->abort = RON_ECAPDENY;
     } else if (len > 0) {
+        u->received += len;
         u->piece = data;
         u->piece_len = len;
     } else {
@@ -1307,6 +1573,36 @@ gw_head(tx_request_t *req, void *arg)
     gw->hooked = u; /* gw_handle runs next, for this very request */
 }
 
+/* Decide an upload (u->req, to addr or NULL: POST) with the guard; refused:
+ * answered, false. The size is the announced body (Content-Length, or the
+ * buffered body); a chunked body's size is unknown until it ends, so the
+ * token's max-bytes is enforced as it streams in (gw_up_body). */
+static bool
+gw_up_authorize(gw_up_t *u, const uint8_t *addr)
+{
+    const tx_request_view_t *v = tx_request_view(u->req);
+    const char *cl = tx_request_header(u->req, "Content-Length");
+    uint64_t size = AUTH_SIZE_UNKNOWN;
+    gw_auth_t a;
+
+    if (!u->streamed)
+        size = v->body_len;
+    else if (cl == NULL || ron_parse_u64(cl, strlen(cl), &size) < 0)
+        size = AUTH_SIZE_UNKNOWN;
+    if (!gw_authorize(u->gw, u->req, AUTH_OP_PUT, addr != NULL ? v->path + 3 : NULL, NULL, size,
+                      addr != NULL ? v->path + 3 : "/o", &a))
+        return false;
+    if (addr == NULL && (a.pending & AUTH_PENDING_ADDR) != 0) {
+        /* the address of a POST is known only once stored: too late */
+        gw_refuse_late(u->gw, u->req, AUTH_OP_PUT, "/o", RON_ECAPDENY,
+                       "a capability limited to an address prefix uploads with PUT /o/b3:<hex>");
+        return false;
+    }
+    memcpy(u->tenant, a.tenant, STO_TENANT_LEN);
+    u->max_bytes = a.max_bytes;
+    return true;
+}
+
 static void
 gw_put_begin(gw_t *gw, tx_request_t *req, const uint8_t *addr)
 {
@@ -1327,6 +1623,10 @@ gw_put_begin(gw_t *gw, tx_request_t *req, const uint8_t *addr)
         u->ended = true;
     }
     gw->stats.active++;
+    if (!gw_up_authorize(u, addr)) {
+        gw_up_free(u); /* answered: nothing was read or stored */
+        return;
+    }
     if (ct != NULL && !gw_ctype_ok(ct)) {
         gw_error(req, 400, "Content-Type must be 1-127 printable ASCII bytes", "bad_content_type",
                  NULL, 0);
@@ -1381,7 +1681,24 @@ typedef struct {
     bool had;          /* PUT: the name had a record before */
     int rc;
     name_err_t err;
+    uint8_t tenant[STO_TENANT_LEN]; /* whom index requests act for */
 } gw_name_t;
+
+/* Whom q's index requests act for: its tenant and the client's capability
+ * (a view into the unanswered request; the index client copies it). */
+static void
+gw_name_auth(const gw_name_t *q, idx_client_auth_t *auth)
+{
+    const char *tok;
+    size_t tok_len;
+
+    memset(auth, 0, sizeof *auth);
+    auth->tenant = q->tenant;
+    if (gw_token(q->req, &tok, &tok_len) == 0 && tok != NULL) {
+        auth->cap = tok;
+        auth->cap_len = tok_len;
+    }
+}
 
 static void
 gw_name_work(uv_work_t *w)
@@ -1559,10 +1876,13 @@ gw_name_resolved(void *arg, const idx_client_result_t *res)
     q->had = rc == 0;
     q->rc = 0;
     q->err.msg[0] = '\0';
-    if (q->gw->index == NULL)
+    if (q->gw->index == NULL) {
         rc = RON_EUNAVAIL;
-    else
-        rc = idx_client_publish(q->gw->index, &q->rec, gw_name_published, q);
+    } else {
+        idx_client_auth_t auth;
+        gw_name_auth(q, &auth);
+        rc = idx_client_publish_as(q->gw->index, &auth, &q->rec, gw_name_published, q);
+    }
     if (rc < 0) {
         q->rc = rc == RON_EINVAL ? RON_ERECORD : rc;
         gw_name_answer(q);
@@ -1584,6 +1904,7 @@ gw_name_route(gw_t *gw, tx_request_t *req, const char *seg)
     char raw[GW_NAME_PATH_MAX + 1];
     gw_name_t *q;
     name_err_t err = {0};
+    gw_auth_t a;
     int rc;
 
     if (strcmp(v->method, "OPTIONS") == 0) {
@@ -1604,6 +1925,12 @@ gw_name_route(gw_t *gw, tx_request_t *req, const char *seg)
         free(q);
         return;
     }
+    if (!gw_authorize(gw, req, put ? AUTH_OP_NAME : AUTH_OP_GET, NULL, q->name,
+                      put ? v->body_len : 0, q->name, &a)) {
+        free(q);
+        return;
+    }
+    memcpy(q->tenant, a.tenant, STO_TENANT_LEN);
     if (gw->cfg.index == NULL && gw->index == NULL) {
         gw_error(req, 503, "this gateway serves no names", "no_index", NULL, 0);
         free(q);
@@ -1630,7 +1957,9 @@ gw_name_route(gw_t *gw, tx_request_t *req, const char *seg)
     gw->stats.active++;
     if (gw->cfg.index == NULL) {
         /* the index service: resolve (GET, or PUT's 201-or-200), then publish */
-        rc = idx_client_resolve(gw->index, q->name, gw_name_resolved, q);
+        idx_client_auth_t auth;
+        gw_name_auth(q, &auth);
+        rc = idx_client_resolve_as(gw->index, &auth, q->name, gw_name_resolved, q);
         if (rc < 0) {
             q->rc = rc;
             gw_name_answer(q);
@@ -1688,12 +2017,15 @@ gw_handle(tx_request_t *req, void *arg)
                      "bad_address", NULL, 0);
             return;
         }
-        if (opt)
+        if (opt) {
             gw_preflight(req);
-        else if (put)
+        } else if (put) {
             gw_put_begin(gw, req, addr);
-        else
-            gw_get_begin(gw, req, addr, head);
+        } else {
+            gw_auth_t a;
+            if (gw_authorize(gw, req, AUTH_OP_GET, v->path + 3, NULL, 0, v->path + 3, &a))
+                gw_get_begin(gw, req, addr, head, &a);
+        }
         return;
     }
     if (strncmp(v->path, "/n/", 3) == 0) {

@@ -15,9 +15,14 @@
  *                chunk at a time, paced by the transport's drain callback;
  *                upload bodies stream in (gw_head), one piece at a time
  *
- * Every error answers with the spec §3 envelope (tx_respond_error). All
- * functions are loop thread only unless they say otherwise; the gw_http.c
- * functions are pure and thread-safe.
+ * Every error answers with the spec §3 envelope (tx_respond_error). With a
+ * guard (gw_set_guard) every routed request is checked before anything is
+ * read or written: content reads as `get`, uploads as `put`, name publishing
+ * as `name`, with the client's capability from `Authorization: Bearer` or
+ * the `cap` query parameter (never logged or audited); the capability and
+ * the tenant it names ride along to the storage and index services.
+ * All functions are loop thread only unless they say otherwise; the
+ * gw_http.c functions are pure and thread-safe.
  */
 #ifndef SVC_GATEWAY_H
 #define SVC_GATEWAY_H
@@ -28,6 +33,7 @@
 
 #include <uv.h>
 
+#include "ron_guard.h"
 #include "ron_naming.h"
 #include "ron_transport.h"
 #include "svc_index.h"
@@ -46,8 +52,6 @@
 #define GW_BOUNDARY_LEN 24            /* multipart boundary characters */
 #define GW_PART_HEAD_MAX 256          /* one multipart part head ("\r\n--B\r\nContent-Type..") */
 #define GW_ADDR_TEXT_LEN 67           /* "b3:" + 64 hex */
-#define GW_READER_CACHE 64            /* idle verified readers kept open for reuse (fds, maps) */
-#define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
 #define GW_READER_CACHE 64 /* idle verified readers kept open for reuse (fds, maps) */
 #define GW_READER_CACHE_OBJECT (1u << 20) /* only objects up to this size are kept open */
 #define GW_BODY_CACHE 32 /* verified bodies of objects kept in memory (hot objects) */
@@ -62,9 +66,10 @@
 #define GW_CACHE_IMMUTABLE "public, max-age=31536000, immutable"
 #define GW_CACHE_NONE "no-cache"
 #define GW_CORS_ORIGIN "*"
-#define GW_CORS_EXPOSE "ETag, Content-Range, Content-Length, Accept-Ranges, Location"
+#define GW_CORS_EXPOSE                                                                             \
+    "ETag, Content-Range, Content-Length, Accept-Ranges, Location, WWW-Authenticate, Retry-After"
 #define GW_CORS_METHODS "GET, HEAD, POST, PUT, OPTIONS"
-#define GW_CORS_HEADERS "Range, If-None-Match, If-Range, Content-Type, X-Corr-Id"
+#define GW_CORS_HEADERS "Range, If-None-Match, If-Range, Content-Type, X-Corr-Id, Authorization"
 #define GW_CORS_MAX_AGE "86400"
 #define GW_CTYPE_DEFAULT "application/octet-stream"
 
@@ -199,6 +204,7 @@ typedef struct {
     uint64_t inline_reads;    /* ... of which read on the loop (objects <= GW_INLINE_MAX) */
     uint64_t body_hits;       /* GET/HEADs answered from a verified body kept in memory */
     uint64_t body_cached;     /* gauge: bytes of verified bodies kept in memory */
+    uint64_t auth_rejected;   /* requests the guard refused (401, 403, 429) */
 } gw_stats_t;
 
 /* Create a gateway serving cfg->store on loop (cfg copied). Returns new. */
@@ -252,6 +258,25 @@ void gw_set_fetch(gw_t *gw, rbus_peer_t *peer);
  * retry is safe.
  */
 void gw_set_index(gw_t *gw, rbus_peer_t *peer);
+
+/*
+ * Enforce capabilities with guard (borrowed, outlives the gateway; NULL: no
+ * enforcement, for tests and embedders). Every routed request is then
+ * decided by guard_check before the gateway reads or writes anything:
+ * GET/HEAD of /o/b3:<hex> and /n/<name> as `get` (the shipped policy lets
+ * anonymous reads through, rate-limited per source), POST /o and PUT
+ * /o/b3:<hex> as `put` (with the body size when announced, and the
+ * token's max-bytes enforced as the body streams in), PUT /n/<name> as
+ * `name`; OPTIONS preflights stay open. The capability is
+ * `Authorization: Bearer <token>`, else the query parameter `cap` (for
+ * links a browser opens); neither is ever logged or audited. A refusal is
+ * the envelope with guard_status_of's status, the guard's slug as reason
+ * and its sentence as message; 401 adds `WWW-Authenticate: Bearer`, 429
+ * `Retry-After`; nothing was stored, published or read. The capability and
+ * the tenant it names (else cfg.tenant) are forwarded to the storage and
+ * index services in each bus request's cap section and tenant_id.
+ */
+void gw_set_guard(gw_t *gw, guard_t *guard);
 
 /* Current counters (a view, updated in place). */
 const gw_stats_t *gw_stats(const gw_t *gw);

@@ -78,10 +78,12 @@ out:
     free(c);
 }
 
-/* Send the JSON text of o (taken) as one framed request. */
+/* Send the JSON text of o (taken) as one framed request acting for auth (may be NULL). */
 static int
-idx_client_send(rbus_peer_t *peer, json_t *o, bool resolve, idx_client_cb cb, void *arg)
+idx_client_send(rbus_peer_t *peer, const idx_client_auth_t *auth, json_t *o, bool resolve,
+                idx_client_cb cb, void *arg)
 {
+    rbus_request_opts_t ro = {.app_proto_id = OAP_APP_INDEX, .deadline_ms = IDX_CLIENT_DEADLINE_MS};
     char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     idx_call_t *c;
     uint8_t *buf;
@@ -91,6 +93,12 @@ idx_client_send(rbus_peer_t *peer, json_t *o, bool resolve, idx_client_cb cb, vo
     json_decref(o);
     if (txt == NULL)
         return RON_EINVAL;
+    if (auth != NULL) {
+        if (auth->tenant != NULL)
+            memcpy(ro.tenant_id, auth->tenant, sizeof ro.tenant_id);
+        ro.cap = auth->cap;
+        ro.cap_len = auth->cap != NULL ? auth->cap_len : 0;
+    }
     jl = strlen(txt);
     if (jl > IDX_SVC_MAX_JSON) {
         free(txt);
@@ -103,8 +111,7 @@ idx_client_send(rbus_peer_t *peer, json_t *o, bool resolve, idx_client_cb cb, vo
     c->cb = cb;
     c->arg = arg;
     c->resolve = resolve;
-    rc =
-        rbus_request(peer, OAP_APP_INDEX, buf, 4 + jl, IDX_CLIENT_DEADLINE_MS, idx_client_reply, c);
+    rc = rbus_request_ex(peer, &ro, buf, 4 + jl, idx_client_reply, c); /* copies cap */
     free(buf);
     if (rc < 0)
         free(c);
@@ -112,16 +119,24 @@ idx_client_send(rbus_peer_t *peer, json_t *o, bool resolve, idx_client_cb cb, vo
 }
 
 int
-idx_client_resolve(rbus_peer_t *peer, const char *name, idx_client_cb cb, void *arg)
+idx_client_resolve_as(rbus_peer_t *peer, const idx_client_auth_t *auth, const char *name,
+                      idx_client_cb cb, void *arg)
 {
     if (strlen(name) > NAME_MAX_INPUT)
         return RON_EINVAL;
-    return idx_client_send(peer, json_pack("{s:s, s:s}", "op", "resolve", "name", name), true, cb,
-                           arg);
+    return idx_client_send(peer, auth, json_pack("{s:s, s:s}", "op", "resolve", "name", name),
+                           true, cb, arg);
 }
 
 int
-idx_client_publish(rbus_peer_t *peer, const name_record_t *rec, idx_client_cb cb, void *arg)
+idx_client_resolve(rbus_peer_t *peer, const char *name, idx_client_cb cb, void *arg)
+{
+    return idx_client_resolve_as(peer, NULL, name, cb, arg);
+}
+
+int
+idx_client_publish_as(rbus_peer_t *peer, const idx_client_auth_t *auth, const name_record_t *rec,
+                      idx_client_cb cb, void *arg)
 {
     char *txt = name_record_to_json(rec);
     json_t *r = txt != NULL ? json_loads(txt, JSON_REJECT_DUPLICATES, NULL) : NULL;
@@ -129,6 +144,12 @@ idx_client_publish(rbus_peer_t *peer, const name_record_t *rec, idx_client_cb cb
     free(txt);
     if (r == NULL)
         return RON_EINVAL;
-    return idx_client_send(peer, json_pack("{s:s, s:o}", "op", "publish", "record", r), false, cb,
-                           arg);
+    return idx_client_send(peer, auth, json_pack("{s:s, s:o}", "op", "publish", "record", r),
+                           false, cb, arg);
+}
+
+int
+idx_client_publish(rbus_peer_t *peer, const name_record_t *rec, idx_client_cb cb, void *arg)
+{
+    return idx_client_publish_as(peer, NULL, rec, cb, arg);
 }

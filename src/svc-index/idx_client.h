@@ -46,4 +46,20 @@ int idx_client_resolve(rbus_peer_t *peer, const char *name, idx_client_cb cb, vo
 /* Publish rec (borrowed) through peer. Returns as idx_client_resolve. */
 int idx_client_publish(rbus_peer_t *peer, const name_record_t *rec, idx_client_cb cb, void *arg);
 
+/* Whom a request acts for, when a service forwards its client's request. */
+typedef struct {
+    const uint8_t *tenant; /* 16 bytes (copied), or NULL: the node */
+    const void *cap;       /* the client's capability as received (copied), or NULL */
+    size_t cap_len;        /* its bytes, <= OAP_MAX_CAP */
+} idx_client_auth_t;
+
+/* idx_client_resolve / idx_client_publish acting for auth (may be NULL):
+ * the request carries auth->tenant as tenant_id and auth->cap in its cap
+ * section, so the index service checks the client's capability. Same
+ * returns, plus RON_EINVAL for a cap over OAP_MAX_CAP. */
+int idx_client_resolve_as(rbus_peer_t *peer, const idx_client_auth_t *auth, const char *name,
+                          idx_client_cb cb, void *arg);
+int idx_client_publish_as(rbus_peer_t *peer, const idx_client_auth_t *auth,
+                          const name_record_t *rec, idx_client_cb cb, void *arg);
+
 #endif

@@ -19,6 +19,7 @@
 #include "dht_client.h"
 #include "idx_service.h"
 #include "ron_err.h"
+#include "ron_guard.h"
 #include "ron_proto.h"
 #include "ron_log.h"
 #include "ron_metrics.h"
@@ -32,7 +33,7 @@ static const char *const op_fields[OP_COUNT][4] = {
     [OP_RESOLVE] = {"name", NULL},
     [OP_LIST] = {"prefix", "after", "limit", NULL},
 };
-static const uint16_t statuses[] = {200, 400, 403, 404, 409, 500, 503, 507};
+static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 429, 500, 503, 507};
 #define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
 #define IDX_SVC_RETRY_AFTER_MS 1000u
 
@@ -46,6 +47,7 @@ struct idx_service {
     met_registry_t *reg;
     met_counter_t *req[OP_COUNT + 1][N_STATUS];
     rbus_peer_t *dht;              /* borrowed; NULL: names stay local */
+    guard_t *guard;                /* borrowed; NULL: no enforcement (unit tests) */
     met_counter_t *dht_put_ok, *dht_put_failed, *dht_found, *dht_missed;
 };
 
@@ -85,6 +87,47 @@ answer_error(idx_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, uint1
     (void)corr_id; /* the bus answers with the request's own corr_id */
     if (req != NULL)
         rbus_respond_error_ex(req, code, NULL, reason, retry_after_ms, message);
+}
+
+/* The service's own capability (guard_self_token) for the DHT requests it
+ * makes on its own behalf (name_put after a publish, name_get on a miss).
+ * NULL without a guard. */
+static const char *
+svc_self_token(idx_service_t *s, char buf[static AUTH_MAX_TOKEN + 1])
+{
+    if (s->guard == NULL || guard_self_token(s->guard, buf, AUTH_MAX_TOKEN + 1) < 0)
+        return NULL;
+    return buf;
+}
+
+/*
+ * The capability check of a parsed request (docs/protocol/index.md
+ * "Capabilities"): publish needs the name op for the record's name;
+ * resolve and list are reads (get: public under the default policy). The
+ * token is the frame's cap section, the tenant its tenant_id. Returns true
+ * when allowed; false after answering the rejection (guard_check counted
+ * and audited it).
+ */
+static bool
+svc_authorize(idx_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, const char *name)
+{
+    static const uint8_t zero[16];
+    guard_req_t gr = {0};
+    guard_result_t res;
+
+    gr.op = op == OP_PUBLISH ? AUTH_OP_NAME : AUTH_OP_GET;
+    gr.token = f->cap_len > 0 ? (const char *)f->cap : NULL;
+    gr.token_len = f->cap_len;
+    gr.tenant = memcmp(f->tenant_id, zero, sizeof zero) != 0 ? f->tenant_id : NULL;
+    gr.size = AUTH_SIZE_UNKNOWN;
+    gr.name = name[0] != '\0' ? name : NULL;
+    gr.target = name[0] != '\0' ? name : op_names[op];
+    if (guard_check(s->guard, &gr, &res) == 0)
+        return true;
+    count(s, op, (uint16_t)res.status);
+    rbus_respond_error_ex(req, (uint16_t)res.status, res.slug, res.slug, res.retry_after_s * 1000u,
+                          res.reason);
+    return false;
 }
 
 /* Answer 200 with o (taken), framed as a u32 length and the JSON. */
@@ -252,16 +295,18 @@ job_done(uv_work_t *w, int status)
     s->jobs--;
     if (j->op == OP_RESOLVE && j->rc == RON_ENOTFOUND && s->dht != NULL && !s->stopping &&
         !j->dht_tried) {
+        char tok[AUTH_MAX_TOKEN + 1];
         j->dht_tried = true;
         s->jobs++;
-        if (dht_client_name_get(s->dht, j->name, on_dht_name, j) == 0)
+        if (dht_client_name_get_cap(s->dht, j->name, svc_self_token(s, tok), on_dht_name, j) == 0)
             return;
         s->jobs--;
     }
     if (j->op == OP_PUBLISH && (j->rc == 0 || j->rc == RON_ENAMEDUP) && s->dht != NULL &&
         !s->stopping) {
+        char tok[AUTH_MAX_TOKEN + 1];
         s->jobs++;
-        if (dht_client_name_put(s->dht, &j->rec, on_dht_put, s) < 0) {
+        if (dht_client_name_put_cap(s->dht, &j->rec, svc_self_token(s, tok), on_dht_put, s) < 0) {
             s->jobs--;
             met_counter_inc(s->dht_put_failed);
         }
@@ -412,6 +457,11 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         }
         j->limit = (size_t)v;
     }
+    if (s->guard != NULL && !svc_authorize(s, op, req, f,
+                                           op == OP_PUBLISH   ? j->rec.name
+                                           : op == OP_RESOLVE ? j->name
+                                                              : ""))
+        goto drop;
     j->svc = s;
     s->jobs++;
     if (uv_queue_work(s->loop, &j->work, job_work, job_done) < 0) {
@@ -487,6 +537,12 @@ idx_service_free(idx_service_t *s)
         return;
     s->stopping = true;
     svc_maybe_free(s);
+}
+
+void
+idx_service_set_guard(idx_service_t *s, guard_t *g)
+{
+    s->guard = g;
 }
 
 void

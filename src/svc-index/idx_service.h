@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "ron_bus.h"
+#include "ron_guard.h"
 #include "svc_index.h"
 
 /* ---- limits ---- */
@@ -59,6 +60,18 @@ void idx_service_free(idx_service_t *svc);
  * NULL turns this off (the default).
  */
 void idx_service_set_dht(idx_service_t *svc, rbus_peer_t *dht);
+
+/*
+ * Enforce capabilities on the index endpoint with g (borrowed; the
+ * process's guard, ron_node_guard(), in a node; NULL, the default: no
+ * enforcement). publish needs the name op for the record's name (a
+ * name-prefix caveat applies); resolve and list need get (public under the
+ * default policy). The token is the request frame's cap section, the
+ * tenant its tenant_id; a rejection is answered with the error envelope
+ * (401, 403 or 429) and changes nothing. With g set, the DHT requests the
+ * service makes on its own behalf carry guard_self_token(g).
+ */
+void idx_service_set_guard(idx_service_t *svc, guard_t *g);
 
 /* Append Prometheus text (requests by op and status) to buf (cap bytes).
  * Returns bytes written (0 when cap is too small). */

@@ -57,6 +57,7 @@ typedef struct {
     uint8_t addr[STO_ADDR_LEN], pid[OVL_ID_LEN];
     char paddr[OVL_ADDR_MAX + 1];
     uint64_t start, next, end, size, got;
+    const char *cap; /* --cap: the capability sent to the provider, or NULL */
     int out_fd;
     int exit_code;
     /* hold mode: one key and one overlay service per session */
@@ -96,6 +97,8 @@ usage(FILE *f)
             "  --address b3:HEX     the object\n"
             "  --offset N --length N  a range (default: the whole object)\n"
             "  --out PATH           write the fetched bytes there\n"
+            "  --cap TOKEN          send this capability with every get (for a node whose\n"
+            "                       policy denies anonymous get)\n"
             "\n"
             "Hold mode dials ID@HOST:PORT N times, each from a fresh node key, keeps the\n"
             "sessions open (overlay keepalive) and prints {\"sessions\":\"N\"} whenever the\n"
@@ -381,7 +384,8 @@ fetch_next(evil_t *e)
 
     if (len > OVL_SVC_FETCH_MAX_LEN)
         len = OVL_SVC_FETCH_MAX_LEN;
-    rc = ovl_client_fetch(e->peer, e->addr, e->next, len, e->pid, e->paddr, 0, on_fetched, e);
+    rc = ovl_client_fetch_cap(e->peer, e->addr, e->next, len, e->pid, e->paddr, e->cap, 0,
+                              on_fetched, e);
     if (rc < 0)
         fetch_fail(e, rc, 0);
 }
@@ -432,6 +436,7 @@ main(int argc, char **argv)
         {"hold", required_argument, NULL, 'H'},
         {"dial", required_argument, NULL, 'D'},
         {"big-frame", no_argument, NULL, 'B'},
+        {"cap", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -499,6 +504,11 @@ main(int argc, char **argv)
         case 'B':
             e.big_frame = true;
             break;
+        case 'C':
+            if (optarg[0] == '\0' || strlen(optarg) > OVL_CLIENT_CAP_MAX)
+                goto bad;
+            e.cap = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -507,7 +517,8 @@ main(int argc, char **argv)
         }
     }
     if (optind != argc || (file != NULL) + (fetch != NULL) + (hold > 0) != 1 ||
-        (hold > 0) != (dial != NULL) || (e.big_frame && hold == 0))
+        (hold > 0) != (dial != NULL) || (e.big_frame && hold == 0) ||
+        (e.cap != NULL && fetch == NULL))
         goto bad;
     if (dial != NULL) {
         const char *at = strchr(dial, '@');

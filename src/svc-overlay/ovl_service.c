@@ -27,6 +27,7 @@
 #include "ovl_internal.h"
 #include "ovl_service.h"
 #include "ron_err.h"
+#include "ron_guard.h"
 #include "ron_log.h"
 #include "ron_metrics.h"
 #include "ron_proto.h"
@@ -60,6 +61,8 @@ struct gfetch { /* one bus fetch */
     size_t n_rec;
     uint8_t *raw;            /* SVC_HEADROOM bytes, then the records */
     size_t raw_len, raw_cap; /* bytes of records, room for them */
+    char *cap;               /* the bus request's "cap" for the provider, or NULL (wiped) */
+    size_t cap_len;
 };
 
 /* Room before the records for the answer's u32 length and JSON, so the
@@ -76,6 +79,8 @@ typedef struct {
 struct ovl_service {
     uv_loop_t *loop;
     ovl_service_config_t cfg;
+    guard_t *guard;              /* NULL: every peer's get is served (no enforcement) */
+    met_counter_t *m_refused[3]; /* peers' gets refused: capability (401), forbidden, rate */
     tx_peer_t *p;
     ovl_node_t *node;
     uv_timer_t timer;
@@ -115,6 +120,7 @@ _Static_assert(OVL_CLIENT_PIECES_MAX == OVL_SVC_PIECES_MAX, "records per answer"
 _Static_assert(OVL_CLIENT_ID_LEN == OVL_ID_LEN && OVL_CLIENT_OBJ_LEN == STO_ADDR_LEN, "ids");
 _Static_assert(OVL_CLIENT_NET_ADDR_MAX == OVL_ADDR_MAX, "address bound");
 _Static_assert(SVC_HEADROOM >= 4 + 40 + 3 * 20, "room for the answer's JSON");
+_Static_assert(OVL_CLIENT_CAP_MAX == AUTH_MAX_TOKEN, "a capability for the provider");
 
 /* ---- small helpers ---- */
 
@@ -240,6 +246,10 @@ fetch_free(ovl_service_t *s, gfetch_t *f)
         f->gs->n_fetches--;
         f->gs->last_used = now_ms(s);
     }
+    if (f->cap != NULL) {
+        explicit_bzero(f->cap, f->cap_len);
+        free(f->cap);
+    }
     free(f->raw);
     free(f);
 }
@@ -298,6 +308,14 @@ fetch_answer(ovl_service_t *s, gfetch_t *f, int rc)
         break;
     case RON_EINVAL:
         rbus_respond_error(req, 400, "cannot dial that provider address");
+        break;
+    case RON_ECAPNEEDED: /* the provider's answer, not this bus request's */
+        rbus_respond_error_ex(req, 401, NULL, "provider_capability", 0,
+                              "the provider wants a valid capability (bus field cap)");
+        break;
+    case RON_ECAPDENY:
+        rbus_respond_error_ex(req, 403, NULL, "provider_forbidden", 0,
+                              "the provider's policy or the capability's caveats refuse it");
         break;
     default: /* the link died, dial/TLS/id check failed, provider closing */
         rbus_respond_error_ex(req, 503, NULL, "peer_unavailable", 100, ron_strerror(rc));
@@ -363,9 +381,60 @@ fetch_go(ovl_service_t *s, gfetch_t *f)
     int rc;
 
     f->deadline = now_ms(s) + s->cfg.fetch_timeout_ms;
-    rc = ovl_fetch_start(f->gs->os, f->addr, f->offset, f->length, &cb, &f->ft);
+    rc = ovl_fetch_start_cap(f->gs->os, f->addr, f->offset, f->length, (const uint8_t *)f->cap,
+                             f->cap_len, &cb, &f->ft);
     if (rc < 0)
         fetch_answer(s, f, rc == RON_EBUSY ? RON_EBUSY : RON_EUNAVAIL);
+}
+
+/* ---- peers' gets: the capability check (overlay.md §3 "Capabilities") ---- */
+
+/*
+ * The core's authorize hook: a peer's get is op get on the address, with
+ * the token of the START frame's cap section (none: anonymous, allowed
+ * when the policy allows anonymous get, the default) and the peer's
+ * network address as the source (the policy's per-source rate).
+ * guard_check counts and audits a rejection; the service counts it too
+ * (overlay_gets_refused_total{reason}).
+ */
+static int
+svc_authorize(void *arg, void *link, const uint8_t addr[STO_ADDR_LEN], const uint8_t *cap,
+              size_t cap_len, ovl_deny_t *deny)
+{
+    ovl_service_t *s = arg;
+    gsess_t *gs = link;
+    struct sockaddr_storage ss;
+    guard_req_t gr = {0};
+    guard_result_t res;
+    char hex[68];
+
+    if (s->guard == NULL)
+        return 0;
+    sto_addr_format(addr, hex);
+    gr.op = AUTH_OP_GET;
+    gr.token = cap_len > 0 ? (const char *)cap : NULL;
+    gr.token_len = cap_len;
+    gr.addr = hex;
+    gr.size = AUTH_SIZE_UNKNOWN;
+    gr.target = hex;
+    if (tx_peer_session_peer_sockaddr(gs->ps, &ss) == 0 &&
+        (ss.ss_family == AF_INET || ss.ss_family == AF_INET6))
+        gr.source = (const struct sockaddr *)&ss;
+    if (guard_check(s->guard, &gr, &res) == 0)
+        return 0;
+    met_counter_inc(s->m_refused[res.status == 429 ? 2 : res.status == 403 ? 1 : 0]);
+    deny->status = (uint16_t)res.status;
+    deny->slug = res.slug;
+    deny->reason = res.slug;
+    deny->message = res.reason;
+    deny->retry_after_ms = res.retry_after_s * 1000u;
+    return res.code < 0 ? res.code : RON_ECAPDENY;
+}
+
+void
+ovl_service_set_guard(ovl_service_t *s, guard_t *g)
+{
+    s->guard = g;
 }
 
 /* ---- sessions ---- */
@@ -602,7 +671,7 @@ svc_arm(ovl_service_t *s)
 
 /* ---- the bus protocol ---- */
 
-static const char *const fetch_keys[] = {"address", "offset", "length", "provider", NULL};
+static const char *const fetch_keys[] = {"address", "offset", "length", "provider", "cap", NULL};
 static const char *const provider_keys[] = {"id", "addr", NULL};
 static const char *const no_keys[] = {NULL};
 
@@ -642,6 +711,7 @@ static void
 op_fetch(ovl_service_t *s, rbus_req_t *req, json_t *o)
 {
     json_t *prov = json_object_get(o, "provider"), *addr_v = json_object_get(o, "address");
+    json_t *cap_v = json_object_get(o, "cap");
     const char *bad, *paddr;
     uint8_t addr[STO_ADDR_LEN], pid[OVL_ID_LEN];
     uint64_t offset = 0, length = 0;
@@ -670,6 +740,11 @@ op_fetch(ovl_service_t *s, rbus_req_t *req, json_t *o)
         (paddr = json_string_value(json_object_get(prov, "addr"))) == NULL ||
         !ovl__addr_ok(paddr)) {
         rbus_respond_error(req, 400, "provider must be {\"id\":<64 hex>,\"addr\":\"HOST:PORT\"}");
+        return;
+    }
+    if (cap_v != NULL && (!json_is_string(cap_v) || json_string_length(cap_v) == 0 ||
+                          json_string_length(cap_v) > AUTH_MAX_TOKEN)) {
+        rbus_respond_error(req, 400, "cap must be a capability token (1..4096 chars)");
         return;
     }
     if (memcmp(pid, s->id, OVL_ID_LEN) == 0) {
@@ -711,6 +786,11 @@ op_fetch(ovl_service_t *s, rbus_req_t *req, json_t *o)
     memcpy(f->addr, addr, STO_ADDR_LEN);
     f->offset = offset;
     f->length = length;
+    if (cap_v != NULL) {
+        f->cap_len = json_string_length(cap_v);
+        f->cap = ron_xmalloc(f->cap_len);
+        memcpy(f->cap, json_string_value(cap_v), f->cap_len);
+    }
     f->deadline = now_ms(s) + s->cfg.fetch_timeout_ms;
     f->next = s->fetches;
     s->fetches = f;
@@ -882,6 +962,22 @@ svc_register_metrics(ovl_service_t *s)
     if (met_family_register(s->reg, &fd, &fam) == 0)
         for (size_t i = 0; i < 6; i++)
             s->m_fetch[i] = met_family_counter(fam, (const char *[]){fetch_results[i]});
+    {
+        static const char *const gl[] = {"reason"};
+        static const char *const gr[3] = {"capability", "forbidden", "rate_limited"};
+        static const met_desc_t gd = {MET_COUNTER,
+                                      "overlay_gets_refused_total",
+                                      "Peers' gets refused by the capability check, by reason.",
+                                      gl,
+                                      1,
+                                      NULL,
+                                      0,
+                                      0};
+        met_family_t *gf = NULL;
+        if (met_family_register(s->reg, &gd, &gf) == 0)
+            for (size_t i = 0; i < 3; i++)
+                s->m_refused[i] = met_family_counter(gf, &gr[i]);
+    }
     if (met_family_register(s->reg, &rd, &fam) == 0)
         for (size_t i = 0; i < SVC_N_REJ; i++)
             s->m_rej[i] =
@@ -944,6 +1040,8 @@ ovl_service_new(uv_loop_t *loop, const ovl_service_config_t *cfg, ovl_service_t 
     oc.store = cfg->store;
     oc.ping_ms = cfg->ping_ms;
     oc.gossip_ms = cfg->gossip_ms;
+    oc.authorize = svc_authorize;
+    oc.auth_arg = s;
     if ((rc = ovl_node_new(&oc, &s->node)) < 0)
         goto fail_peer;
     (void)uv_timer_init(loop, &s->timer);

@@ -33,6 +33,7 @@
 #include <uv.h>
 
 #include "ron_bus.h"
+#include "ron_guard.h"
 #include "ron_kms.h"
 #include "svc_overlay.h"
 #include "tx_peer.h"
@@ -95,6 +96,18 @@ typedef struct {
  * transport's error (listen_fd is closed on every failure).
  */
 int ovl_service_new(uv_loop_t *loop, const ovl_service_config_t *cfg, ovl_service_t **out);
+
+/*
+ * Enforce capabilities on peers' gets with g (borrowed; the process's
+ * guard, ron_node_guard(), in a node; NULL, the default: every get is
+ * served). A get is op get on its address, with the token the peer put in
+ * the START frame's cap section (none: anonymous, allowed when the policy
+ * allows anonymous get, as the shipped default does) and the peer's
+ * network address as the source (per-source rate). A refusal answers the
+ * peer 401, 403 or 429 with the guard's slug and reason; counted in
+ * overlay_gets_refused_total{reason} and by the guard. docs/protocol/overlay.md.
+ */
+void ovl_service_set_guard(ovl_service_t *s, guard_t *g);
 
 /* Answer the `overlay` bus protocol on bus (rbus_handle; the caller listens). */
 int ovl_service_serve(ovl_service_t *s, rbus_t *bus);

@@ -201,13 +201,15 @@ sess_fail(ovl_session_t *s, int rc)
 }
 
 static int
-sess_raw(ovl_session_t *s, uint16_t flags, uint16_t code, uint16_t app, uint64_t corr_id,
-         const uint8_t *payload, size_t len)
+sess_raw_cap(ovl_session_t *s, uint16_t flags, uint16_t code, uint16_t app, uint64_t corr_id,
+             const uint8_t *cap, size_t cap_len, const uint8_t *payload, size_t len)
 {
     oap_frame_t f;
     int rc;
 
     memset(&f, 0, sizeof(f));
+    f.cap = cap;
+    f.cap_len = (uint16_t)cap_len;
     f.flags = flags;
     f.code = code;
     f.app_proto_id = app;
@@ -220,6 +222,13 @@ sess_raw(ovl_session_t *s, uint16_t flags, uint16_t code, uint16_t app, uint64_t
     else if (rc == RON_EAGAIN)
         s->st.send_stalls++;
     return rc;
+}
+
+static int
+sess_raw(ovl_session_t *s, uint16_t flags, uint16_t code, uint16_t app, uint64_t corr_id,
+         const uint8_t *payload, size_t len)
+{
+    return sess_raw_cap(s, flags, code, app, corr_id, NULL, 0, payload, len);
 }
 
 static void
@@ -288,10 +297,11 @@ sess_ctrl(ovl_session_t *s, uint16_t flags, uint16_t code, uint16_t app, uint64_
     return 0;
 }
 
-/* An error envelope as the RESP|END answer on stream corr_id. */
+/* An error envelope as the RESP|END answer on stream corr_id; reason
+ * (may be NULL) and retry_after_ms (0: none) are optional. */
 static void
-sess_error(ovl_session_t *s, uint64_t corr_id, uint16_t status, const char *slug,
-           const char *message)
+sess_error_ex(ovl_session_t *s, uint64_t corr_id, uint16_t status, const char *slug,
+              const char *reason, uint32_t retry_after_ms, const char *message)
 {
     proto_error_t e;
     char json[PROTO_MAX_ERROR_JSON];
@@ -300,10 +310,25 @@ sess_error(ovl_session_t *s, uint64_t corr_id, uint16_t status, const char *slug
     proto_error_init(&e, status, corr_id, message);
     if (slug != NULL)
         snprintf(e.code, sizeof(e.code), "%s", slug);
+    if (reason != NULL)
+        snprintf(e.reason, sizeof(e.reason), "%s", reason);
+    e.has_retry_after = retry_after_ms > 0;
+    e.retry_after_ms = retry_after_ms;
     n = proto_error_write(&e, json, sizeof(json));
+    if (n < 0 && slug != NULL) { /* a slug outside the spec table: the status's own */
+        snprintf(e.code, sizeof(e.code), "%s", proto_status_slug(status));
+        n = proto_error_write(&e, json, sizeof(json));
+    }
     if (n < 0)
         return;
     sess_ctrl(s, OAP_F_RESP | OAP_F_END, status, OAP_APP_OVERLAY, corr_id, json, (size_t)n);
+}
+
+static void
+sess_error(ovl_session_t *s, uint64_t corr_id, uint16_t status, const char *slug,
+           const char *message)
+{
+    sess_error_ex(s, corr_id, status, slug, NULL, 0, message);
 }
 
 static void
@@ -497,6 +522,15 @@ provider_start(ovl_session_t *s, const oap_frame_t *f)
         sess_error(s, f->corr_id, 413, NULL, "max_frame too small for a piece frame");
         goto out;
     }
+    if (s->n->cfg.authorize != NULL) {
+        ovl_deny_t d = {0};
+        if (s->n->cfg.authorize(s->n->cfg.auth_arg, s->link, m->addr, f->cap, f->cap_len, &d) < 0) {
+            s->st.refused_auth++;
+            sess_error_ex(s, f->corr_id, d.status != 0 ? d.status : 403, d.slug, d.reason,
+                          d.retry_after_ms, d.message != NULL ? d.message : "refused");
+            goto out;
+        }
+    }
     rc = s->n->cfg.store != NULL ? sto_reader_open(s->n->cfg.store, m->addr, &r) : RON_ENOTFOUND;
     if (rc == RON_ENOTFOUND) {
         s->st.not_found++;
@@ -602,6 +636,10 @@ status_rc(uint16_t code)
         return RON_EDIGEST; /* the provider's own copy failed its check */
     case 429:
         return RON_EBUSY;
+    case 401:
+        return RON_ECAPNEEDED; /* the provider wants a (valid) capability */
+    case 403:
+        return RON_ECAPDENY;
     default:
         return RON_EPEERERR;
     }
@@ -739,12 +777,20 @@ int
 ovl_fetch_start(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
                 uint64_t length, const ovl_fetch_cb_t *cb, ovl_fetch_t **f_out)
 {
+    return ovl_fetch_start_cap(s, addr, offset, length, NULL, 0, cb, f_out);
+}
+
+int
+ovl_fetch_start_cap(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
+                    uint64_t length, const uint8_t *cap, size_t cap_len, const ovl_fetch_cb_t *cb,
+                    ovl_fetch_t **f_out)
+{
     ovl_fetch_t *ft;
     char json[256];
     size_t len;
     int rc;
 
-    if (length == 0)
+    if (length == 0 || cap_len > OAP_MAX_CAP)
         return RON_EINVAL;
     if (s->closed || s->link_closing || s->goodbye_sent || s->goodbye_recv)
         return RON_ECLOSED;
@@ -758,8 +804,8 @@ ovl_fetch_start(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint6
     ft->length = length;
     ft->cb = *cb;
     len = ovl__msg_get(json, sizeof(json), addr, offset, length);
-    rc = sess_raw(s, OAP_F_REQ | OAP_F_START, 0, OAP_APP_OVERLAY, ft->corr_id,
-                  (const uint8_t *)json, len);
+    rc = sess_raw_cap(s, OAP_F_REQ | OAP_F_START, 0, OAP_APP_OVERLAY, ft->corr_id,
+                      cap_len > 0 ? cap : NULL, cap_len, (const uint8_t *)json, len);
     if (rc < 0) {
         free(ft);
         return rc == RON_EAGAIN ? RON_EBUSY : rc;

@@ -67,6 +67,15 @@ typedef struct {
     uint64_t ts;                 /* unix seconds when the node advertised it */
 } ovl_peer_t;
 
+/* Why a peer's get is refused (ovl_config_t.authorize fills it). */
+typedef struct {
+    uint16_t status;         /* 401, 403 or 429 */
+    const char *slug;        /* envelope code (NULL: the status's own), static */
+    const char *reason;      /* envelope reason (machine-readable, may be NULL), static */
+    const char *message;     /* one sentence (may be NULL), static */
+    uint32_t retry_after_ms; /* with 429 */
+} ovl_deny_t;
+
 typedef struct {
     uint8_t node_id[OVL_ID_LEN]; /* this node */
     const char *advertise;       /* address others should dial (copied); NULL = none */
@@ -75,6 +84,18 @@ typedef struct {
     uint32_t dead_missed;        /* 0 = OVL_DEAD_MISSED_DEFAULT */
     uint32_t gossip_ms;          /* 0 = OVL_GOSSIP_MS_DEFAULT */
     uint32_t max_transfers;      /* 0 = OVL_MAX_TRANSFERS_DEFAULT */
+    /*
+     * Optional (NULL: every get is served). Decides a peer's get before the
+     * store is read: link is the session's link pointer (ovl_session_new),
+     * addr the object, cap the START frame's cap section (cap_len 0: the
+     * peer sent none). Return 0 to serve it; or fill *deny and return a
+     * negative code: the peer gets that error envelope (its fetch ends with
+     * RON_ECAPNEEDED for 401, RON_ECAPDENY for 403, RON_EBUSY for 429),
+     * counted in ovl_session_stats_t.refused_auth.
+     */
+    int (*authorize)(void *arg, void *link, const uint8_t addr[STO_ADDR_LEN], const uint8_t *cap,
+                     size_t cap_len, ovl_deny_t *deny);
+    void *auth_arg;
 } ovl_config_t;
 
 typedef struct {
@@ -97,6 +118,7 @@ typedef struct {
     uint64_t send_stalls; /* sends that met a full link or no credit */
     uint64_t gossip_sent, gossip_recv;
     uint64_t ctrl_queued_max; /* high-water mark of the control queue */
+    uint64_t refused_auth;    /* provider: gets the authorize hook refused */
 } ovl_session_stats_t;
 
 /*
@@ -205,10 +227,14 @@ typedef struct {
     /*
      * The fetch ended: 0 (every piece delivered); RON_ENOTFOUND (404);
      * RON_ERANGE (416); RON_EBUSY (429: the provider is at its transfer
-     * limit); RON_EDIGEST (409 bad_digest: the provider's stored copy failed
-     * its own check, so it stopped); RON_EBADPIECE (a piece or the metadata did not verify: drop
-     * and penalize this provider); RON_EPEERERR (another error envelope);
-     * RON_ECLOSED or the link's reason. The handle is gone after this.
+     * limit, or rate-limits us); RON_ECAPNEEDED (401: the provider wants a
+     * capability, or refused ours as invalid or revoked); RON_ECAPDENY
+     * (403: the provider's policy or the capability's caveats refuse it);
+     * RON_EDIGEST (409 bad_digest: the provider's stored copy failed its
+     * own check, so it stopped); RON_EBADPIECE (a piece or the metadata did
+     * not verify: drop and penalize this provider); RON_EPEERERR (another
+     * error envelope); RON_ECLOSED or the link's reason. The handle is gone
+     * after this.
      */
     void (*on_done)(void *arg, int rc);
     void *arg;
@@ -242,6 +268,16 @@ typedef struct {
  */
 int ovl_fetch_start(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
                     uint64_t length, const ovl_fetch_cb_t *cb, ovl_fetch_t **f_out);
+
+/*
+ * ovl_fetch_start with a capability: cap[0..cap_len) (at most
+ * OAP_MAX_CAP bytes; cap_len 0: none) rides in the request's START frame
+ * cap section, for a provider whose policy wants one (overlay.md §3,
+ * "Capabilities"). Same returns, plus RON_EINVAL for a cap too long.
+ */
+int ovl_fetch_start_cap(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
+                        uint64_t length, const uint8_t *cap, size_t cap_len,
+                        const ovl_fetch_cb_t *cb, ovl_fetch_t **f_out);
 
 /* Give back the credit of n pieces held with OVL_PIECE_HOLD. */
 void ovl_fetch_release(ovl_fetch_t *f, uint32_t n);

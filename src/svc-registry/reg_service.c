@@ -17,6 +17,7 @@
 
 #include "reg_service.h"
 #include "ron_err.h"
+#include "ron_guard.h"
 #include "ron_log.h"
 #include "ron_metrics.h"
 #include "ron_proto.h"
@@ -43,13 +44,14 @@ static const char *const op_fields[OP_COUNT][4] = {
     [OP_COMMIT] = {"id", NULL},
     [OP_SIGNERS] = {NULL},
 };
-static const uint16_t statuses[] = {200, 400, 403, 404, 409, 500, 503, 507};
+static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 429, 500, 503, 507};
 #define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
 #define REG_SVC_RETRY_AFTER_MS 1000u
 
 struct reg_service {
     uv_loop_t *loop;
     reg_t *reg;
+    guard_t *guard; /* NULL: no enforcement (unit tests) */
     bool stopping;
     size_t jobs;
     met_registry_t *mreg;
@@ -366,6 +368,35 @@ job_fill(job_t *j, json_t *o, char *msg, size_t cap)
     }
 }
 
+/*
+ * The capability check (docs/protocol/registry.md "Capabilities"): the
+ * writes (propose, approve, commit) need the admin op, besides the
+ * signatures the registry itself requires; the reads (head, get, signers)
+ * need get (public under the default policy). The token is the frame's cap
+ * section. Returns true when allowed (or no guard); false after answering
+ * the rejection (guard_check counted and audited it).
+ */
+static bool
+svc_authorize(reg_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f)
+{
+    static const uint8_t zero[16];
+    guard_req_t gr = {0};
+    guard_result_t res;
+
+    if (s->guard == NULL)
+        return true;
+    gr.op = op == OP_PROPOSE || op == OP_APPROVE || op == OP_COMMIT ? AUTH_OP_ADMIN : AUTH_OP_GET;
+    gr.token = f->cap_len > 0 ? (const char *)f->cap : NULL;
+    gr.token_len = f->cap_len;
+    gr.tenant = memcmp(f->tenant_id, zero, sizeof zero) != 0 ? f->tenant_id : NULL;
+    gr.size = AUTH_SIZE_UNKNOWN;
+    gr.target = op_names[op];
+    if (guard_check(s->guard, &gr, &res) == 0)
+        return true;
+    answer_error(s, op, req, (uint16_t)res.status, res.slug, res.retry_after_s * 1000u, res.reason);
+    return false;
+}
+
 static void
 on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
 {
@@ -413,6 +444,8 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         answer_error(s, op, req, 400, bad, 0, msg);
         goto out;
     }
+    if (!svc_authorize(s, op, req, f))
+        goto out;
     j = ron_xcalloc(1, sizeof *j);
     j->op = op;
     j->req = req;
@@ -497,4 +530,10 @@ reg_service_metrics(reg_service_t *s, char *buf, size_t cap)
     memcpy(buf, text, len);
     free(text);
     return len;
+}
+
+void
+reg_service_set_guard(reg_service_t *s, guard_t *g)
+{
+    s->guard = g;
 }

@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "ron_bus.h"
+#include "ron_guard.h"
 #include "svc_registry.h"
 
 /* ---- limits ---- */
@@ -38,6 +39,17 @@ int reg_service_new(uv_loop_t *loop, rbus_t *bus, reg_t *reg, reg_service_t **sv
  * calls in flight return. Call it in the loop turn that frees the bus. NULL
  * does nothing. Loop thread only. */
 void reg_service_free(reg_service_t *svc);
+
+/*
+ * Enforce capabilities on the registry endpoint with g (borrowed; the
+ * process's guard, ron_node_guard(), in a node; NULL, the default: no
+ * enforcement). propose, approve and commit need the admin op (the M-of-N
+ * signatures are still required); head, get and signers need get (public
+ * under the default policy). The token is the request frame's cap section;
+ * a rejection is answered with the error envelope (401, 403 or 429) and
+ * changes nothing. Loop thread only.
+ */
+void reg_service_set_guard(reg_service_t *svc, guard_t *g);
 
 /* Append Prometheus text (requests by op and status, head version) to buf
  * (cap bytes). Returns bytes written (0 when cap is too small). */

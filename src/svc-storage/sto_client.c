@@ -35,6 +35,7 @@ typedef struct {
 
 typedef struct sto_client_put {
     rbus_peer_t *peer;
+    rbus_request_opts_t ro; /* tenant and capability of every request (cap owned) */
     step_t step;
     bool stream;   /* sto_client_put_begin: the caller feeds pieces */
     bool busy;     /* stream: an operation is in flight */
@@ -70,6 +71,7 @@ xfer_free(xfer_t *x)
 {
     if (x->own_fd && x->fd >= 0)
         close(x->fd);
+    free((void *)x->ro.cap);
     free(x->buf);
     for (size_t i = 0; i < STO_CLIENT_GET_WINDOW; i++)
         free(x->held[i].data);
@@ -80,6 +82,33 @@ static void
 noop_reply(void *arg, int status, const oap_frame_t *resp)
 {
     (void)arg, (void)status, (void)resp;
+}
+
+/* One request of x's transfer, acting for x's tenant with x's capability. */
+static int
+xfer_request(const xfer_t *x, const void *payload, size_t len, rbus_reply_cb cb, void *arg)
+{
+    return rbus_request_ex(x->peer, &x->ro, payload, len, cb, arg);
+}
+
+/* A new transfer through peer acting for auth (may be NULL: the node, no capability). */
+static xfer_t *
+xfer_new(rbus_peer_t *peer, const sto_client_auth_t *auth)
+{
+    xfer_t *x = ron_xcalloc(1, sizeof *x);
+
+    x->peer = peer;
+    x->ro.app_proto_id = OAP_APP_STORAGE;
+    x->ro.deadline_ms = STO_CLIENT_DEADLINE_MS;
+    if (auth != NULL && auth->tenant != NULL)
+        memcpy(x->ro.tenant_id, auth->tenant, sizeof x->ro.tenant_id);
+    if (auth != NULL && auth->cap != NULL && auth->cap_len > 0) {
+        void *c = ron_xmalloc(auth->cap_len);
+        memcpy(c, auth->cap, auth->cap_len);
+        x->ro.cap = c;
+        x->ro.cap_len = auth->cap_len;
+    }
+    return x;
 }
 
 /* Tell the service to drop x's put, once its id is known (fire and forget). */
@@ -95,7 +124,7 @@ send_abort(const xfer_t *x)
     jl = (size_t)snprintf(js, sizeof js, "{\"op\":\"put_abort\",\"put_id\":\"%s\"}", x->put_id);
     fr[0] = 0, fr[1] = 0, fr[2] = (uint8_t)(jl >> 8), fr[3] = (uint8_t)jl;
     memcpy(fr + 4, js, jl);
-    rbus_request(x->peer, OAP_APP_STORAGE, fr, 4 + jl, STO_CLIENT_DEADLINE_MS, noop_reply, NULL);
+    (void)xfer_request(x, fr, 4 + jl, noop_reply, NULL);
 }
 
 /* Report once and free x. */
@@ -126,8 +155,7 @@ send_step(xfer_t *x, const char *js, const void *raw, size_t raw_len)
     (void)proto_json_frame(x->buf, js, (uint32_t)jl);
     if (raw_len > 0)
         memcpy(x->buf + 4 + jl, raw, raw_len);
-    rc = rbus_request(x->peer, OAP_APP_STORAGE, x->buf, 4 + jl + raw_len, STO_CLIENT_DEADLINE_MS,
-                      on_reply, x);
+    rc = xfer_request(x, x->buf, 4 + jl + raw_len, on_reply, x);
     free(x->buf);
     x->buf = NULL;
     return rc;
@@ -220,8 +248,7 @@ get_send(xfer_t *x)
     memcpy(fr + 4, js, jl);
     g->x = x;
     g->off = x->next_off;
-    rc = rbus_request(x->peer, OAP_APP_STORAGE, fr, 4 + jl, STO_CLIENT_DEADLINE_MS, on_get_reply,
-                      g);
+    rc = xfer_request(x, fr, 4 + jl, on_get_reply, g);
     if (rc < 0) {
         free(g);
         return rc;
@@ -492,8 +519,7 @@ sto_client_put_file(rbus_peer_t *peer, const char *path, const char *ctype,
         close(fd);
         return RON_EINVAL;
     }
-    x = ron_xcalloc(1, sizeof *x);
-    x->peer = peer;
+    x = xfer_new(peer, NULL);
     x->fd = fd;
     x->own_fd = true;
     x->size = (uint64_t)st.st_size;
@@ -521,8 +547,7 @@ sto_client_put_buf(rbus_peer_t *peer, const void *buf, size_t len, const char *c
 
     if (ctype != NULL && strlen(ctype) > STO_CTYPE_MAX)
         return RON_EINVAL;
-    x = ron_xcalloc(1, sizeof *x);
-    x->peer = peer;
+    x = xfer_new(peer, NULL);
     x->fd = -1;
     x->mem = len > 0 ? buf : (const uint8_t *)"";
     x->size = len;
@@ -541,10 +566,9 @@ int
 sto_client_get(rbus_peer_t *peer, const uint8_t addr[STO_ADDR_LEN], int fd,
                sto_client_get_cb cb, void *arg)
 {
-    xfer_t *x = ron_xcalloc(1, sizeof *x);
+    xfer_t *x = xfer_new(peer, NULL);
     int rc;
 
-    x->peer = peer;
     x->fd = fd;
     x->get_cb = cb;
     x->arg = arg;
@@ -562,6 +586,14 @@ int
 sto_client_put_begin(rbus_peer_t *peer, const char *ctype, const uint8_t *expect,
                      sto_client_put_cb cb, void *arg, sto_client_put_t **put_out)
 {
+    return sto_client_put_begin_as(peer, NULL, ctype, expect, cb, arg, put_out);
+}
+
+int
+sto_client_put_begin_as(rbus_peer_t *peer, const sto_client_auth_t *auth, const char *ctype,
+                        const uint8_t *expect, sto_client_put_cb cb, void *arg,
+                        sto_client_put_t **put_out)
+{
     xfer_t *x;
     char js[512];
     int rc;
@@ -569,8 +601,9 @@ sto_client_put_begin(rbus_peer_t *peer, const char *ctype, const uint8_t *expect
     *put_out = NULL;
     if (ctype != NULL && strlen(ctype) > STO_CTYPE_MAX)
         return RON_EINVAL;
-    x = ron_xcalloc(1, sizeof *x);
-    x->peer = peer;
+    if (auth != NULL && auth->cap_len > OAP_MAX_CAP)
+        return RON_EINVAL;
+    x = xfer_new(peer, auth);
     x->fd = -1;
     x->stream = true;
     x->busy = true;

@@ -79,6 +79,24 @@ typedef struct sto_client_put sto_client_put_t;
 int sto_client_put_begin(rbus_peer_t *peer, const char *ctype, const uint8_t *expect,
                          sto_client_put_cb cb, void *arg, sto_client_put_t **put_out);
 
+/* Whom a put acts for, when a service forwards its client's request. */
+typedef struct {
+    const uint8_t *tenant; /* STO_TENANT_LEN bytes (copied), or NULL: the node */
+    const void *cap;       /* the client's capability as received (copied), or NULL */
+    size_t cap_len;        /* its bytes, <= OAP_MAX_CAP */
+} sto_client_auth_t;
+
+/*
+ * sto_client_put_begin acting for auth (may be NULL: as sto_client_put_begin):
+ * every request of the put (begin, writes, commit, abort) carries
+ * auth->tenant as its tenant_id and auth->cap in its cap section, so the
+ * storage service checks the client's capability and pins for its tenant.
+ * Same callback and returns, plus RON_EINVAL for a cap over OAP_MAX_CAP.
+ */
+int sto_client_put_begin_as(rbus_peer_t *peer, const sto_client_auth_t *auth, const char *ctype,
+                            const uint8_t *expect, sto_client_put_cb cb, void *arg,
+                            sto_client_put_t **put_out);
+
 /*
  * Append len > 0 bytes (borrowed until cb runs; sent in pieces of at most
  * STO_SVC_MAX_CHUNK). Returns 0 (cb will run), RON_EINVAL (not begun, or an

@@ -24,6 +24,7 @@
 #include "dht_client.h"
 #include "ovl_client.h"
 #include "ron_err.h"
+#include "ron_guard.h"
 #include "ron_proto.h"
 #include "ron_log.h"
 #include "ron_metrics.h"
@@ -70,7 +71,7 @@ static const char *const op_fields[OP_COUNT][5] = {
 };
 
 /* Statuses counted by label; anything else is counted as "other". */
-static const uint16_t statuses[] = {200, 400, 404, 409, 413, 429, 500, 503, 507};
+static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 413, 429, 500, 503, 507};
 #define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
 
 typedef struct job job_t;
@@ -128,11 +129,20 @@ typedef struct svc_put {
     uint64_t last_ms;
     bool busy;   /* a worker call is in flight */
     bool doomed; /* abort when the call in flight returns */
+    /* the capability put_begin was allowed with (enforcing services only):
+     * the commit checks it again with the address and the size, so a token
+     * revoked during an upload or a prefix caveat the bytes miss stores
+     * nothing; RAM only, wiped when the put ends */
+    char *token;
+    size_t token_len;
+    uint64_t max_bytes;             /* the grant's max-bytes (UINT64_MAX: none) */
+    uint8_t tenant[STO_TENANT_LEN]; /* put_begin's tenant (all zero: none) */
 } svc_put_t;
 
 struct sto_service {
     uv_loop_t *loop;
     rbus_t *bus;
+    guard_t *guard; /* NULL: no enforcement (unit tests) */
     sto_store_t *store;
     sto_service_limits_t lim;
     svc_put_t **puts; /* lim.puts_total slots, n_puts used */
@@ -201,6 +211,10 @@ struct job {
     rec_t *recs;            /* OP_F_STORE: the records in data */
     int *rec_rc;
     size_t nrec;
+    /* put_commit under a capability: the check of the hashed address */
+    bool cap_denied;
+    guard_result_t cap_res;
+    char cap_reason[200]; /* cap_res.reason copied (a policy's text may go with a reload) */
 };
 
 /* ---- answers ---- */
@@ -323,7 +337,26 @@ stat_json(const sto_stat_t *st)
     return o;
 }
 
+/* The tenant a request names, or NULL when its tenant_id is all zero (none). */
+static const uint8_t *
+tenant_of(const uint8_t t[STO_TENANT_LEN])
+{
+    static const uint8_t zero[STO_TENANT_LEN];
+    return memcmp(t, zero, STO_TENANT_LEN) != 0 ? t : NULL;
+}
+
 /* ---- the put table ---- */
+
+/* Free a put that left the table (its kept token wiped first). */
+static void
+put_free(svc_put_t *p)
+{
+    if (p->token != NULL) {
+        explicit_bzero(p->token, p->token_len);
+        free(p->token);
+    }
+    free(p);
+}
 
 static void
 put_remove(sto_service_t *s, svc_put_t *p)
@@ -477,6 +510,36 @@ fetch_job_work(sto_store_t *st, job_t *j)
     }
 }
 
+/*
+ * The commit's last check (a worker; guard_check is thread-safe): the
+ * capability put_begin was allowed with, again, now with the address and
+ * the size, so a prefix caveat the bytes miss, or a token revoked during
+ * the upload, stores nothing.
+ */
+static int
+commit_check(void *arg, const uint8_t addr[STO_ADDR_LEN])
+{
+    job_t *j = arg;
+    svc_put_t *p = j->put;
+    char hex[68];
+    guard_req_t gr = {0};
+
+    sto_addr_format(addr, hex);
+    gr.op = AUTH_OP_PUT;
+    gr.token = p->token;
+    gr.token_len = p->token_len;
+    gr.tenant = tenant_of(p->tenant);
+    gr.addr = hex;
+    gr.size = p->written;
+    gr.target = hex;
+    if (guard_check(j->svc->guard, &gr, &j->cap_res) == 0)
+        return 0;
+    j->cap_denied = true;
+    snprintf(j->cap_reason, sizeof j->cap_reason, "%s",
+             j->cap_res.reason != NULL ? j->cap_res.reason : "");
+    return j->cap_res.code;
+}
+
 static void
 job_work(uv_work_t *w)
 {
@@ -493,7 +556,8 @@ job_work(uv_work_t *w)
         j->rc = sto_put_write(j->put->sp, j->data, j->data_len);
         break;
     case OP_PUT_COMMIT:
-        j->rc = sto_put_commit_ex(j->put->sp, j->addr, &j->created);
+        j->rc = sto_put_commit_check(j->put->sp, j->put->token != NULL ? commit_check : NULL, j,
+                                     j->addr, &j->created);
         j->put->sp = NULL;
         if (j->rc == 0)
             j->rc = sto_stat(st, j->addr, &j->st);
@@ -594,7 +658,7 @@ job_done(uv_work_t *w, int status)
     case OP_PUT_BEGIN:
         if (j->rc < 0) {
             put_remove(s, p);
-            free(p);
+            put_free(p);
             answer_rc(s, j->op, j->req, j->corr_id, j->rc);
             break;
         }
@@ -636,7 +700,12 @@ job_done(uv_work_t *w, int status)
             put_abort_internal(s, p);
         break;
     case OP_PUT_COMMIT:
-        free(p);
+        put_free(p);
+        if (j->cap_denied) {
+            answer_error(s, j->op, j->req, j->corr_id, (uint16_t)j->cap_res.status, j->cap_res.slug,
+                         j->cap_res.slug, j->cap_res.retry_after_s * 1000u, j->cap_reason);
+            break;
+        }
         if (j->rc < 0) {
             answer_rc(s, j->op, j->req, j->corr_id, j->rc);
             break;
@@ -650,7 +719,7 @@ job_done(uv_work_t *w, int status)
             svc_provide(s, j->addr); /* DESIGN §4: announce what was put */
         break;
     case OP_PUT_ABORT:
-        free(p);
+        put_free(p);
         if (j->req != NULL)
             answer_ok(s, j->op, j->req, json_object(), NULL, 0);
         break;
@@ -753,11 +822,22 @@ enum { FR_COMPLETE = 0, FR_NOT_FOUND = 1, FR_FAILED = 2 };
 static void fetch_pump(svc_fetch_t *f);
 static void fetch_on_timer(uv_timer_t *t);
 
+/* The service's own capability (guard_self_token) for the requests it makes
+ * on its own behalf: provider records and lookups. NULL without a guard. */
+static const char *
+svc_self_token(sto_service_t *s, char buf[static AUTH_MAX_TOKEN + 1])
+{
+    if (s->guard == NULL || guard_self_token(s->guard, buf, AUTH_MAX_TOKEN + 1) < 0)
+        return NULL;
+    return buf;
+}
+
 static void
 svc_provide(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN])
 {
+    char tok[AUTH_MAX_TOKEN + 1];
     bool sent = s->dht != NULL && !s->stopping &&
-                dht_client_provide(s->dht, addr, NULL, NULL) == 0;
+                dht_client_provide_cap(s->dht, addr, svc_self_token(s, tok), NULL, NULL) == 0;
     met_counter_inc(s->provides[sent ? 0 : 1]);
 }
 
@@ -783,6 +863,8 @@ on_evasync(uv_async_t *a)
 {
     sto_service_t *s = a->data;
     uint8_t(*q)[STO_ADDR_LEN];
+    char tok[AUTH_MAX_TOKEN + 1];
+    const char *cap = NULL;
     size_t n;
 
     pthread_mutex_lock(&s->evmu);
@@ -791,9 +873,11 @@ on_evasync(uv_async_t *a)
     s->evq = NULL;
     s->nevq = s->capevq = 0;
     pthread_mutex_unlock(&s->evmu);
+    if (n > 0 && s->dht != NULL)
+        cap = svc_self_token(s, tok);
     for (size_t i = 0; i < n; i++) {
         if (s->dht != NULL && !s->stopping)
-            (void)dht_client_unprovide(s->dht, q[i], NULL, NULL);
+            (void)dht_client_unprovide_cap(s->dht, q[i], cap, NULL, NULL);
         met_counter_inc(s->unprovides);
     }
     free(q);
@@ -969,9 +1053,11 @@ static void
 fetch_find_providers(svc_fetch_t *f)
 {
     sto_service_t *s = f->svc;
+    char tok[AUTH_MAX_TOKEN + 1];
 
     f->finds++;
-    if (dht_client_find_providers(s->dht, f->addr, 0, fetch_on_providers, f) == 0) {
+    if (dht_client_find_providers_cap(s->dht, f->addr, 0, svc_self_token(s, tok),
+                                      fetch_on_providers, f) == 0) {
         f->finding = true;
     } else {
         f->last_err = RON_EUNAVAIL; /* the dht endpoint is down: try again in a moment */
@@ -985,6 +1071,8 @@ fetch_end_of(int status)
     switch (status) {
     case RON_ENOTFOUND:
     case RON_ERANGE:
+    case RON_ECAPNEEDED: /* a private provider refuses us: as good as not holding it */
+    case RON_ECAPDENY:
         return STO_FETCH_NOT_FOUND;
     case RON_EBADPIECE:
         return STO_FETCH_BAD_PIECE;
@@ -1269,6 +1357,12 @@ fetch_join(sto_service_t *s, job_t *j)
 }
 
 void
+sto_service_set_guard(sto_service_t *s, guard_t *g)
+{
+    s->guard = g;
+}
+
+void
 sto_service_set_network(sto_service_t *s, rbus_peer_t *dht, rbus_peer_t *ovl)
 {
     s->dht = dht;
@@ -1354,6 +1448,77 @@ get_field(json_t *o, const char *name, fkind_t kind, void *out)
     return -1;
 }
 
+/* Answer a capability rejection (docs/protocol/storage.md "Capabilities"). */
+static void
+answer_guard(sto_service_t *s, op_t op, rbus_req_t *req, const guard_result_t *res)
+{
+    answer_error(s, op, req, 0, (uint16_t)res->status, res->slug, res->slug,
+                 res->retry_after_s * 1000u, res->reason);
+}
+
+/*
+ * The capability check of a request with its fields parsed into j: the op
+ * of the contract (put_begin: put, with the declared size and the expected
+ * address when given; get and stat: get; pin, unpin and list: pin; gc:
+ * admin). put_write, put_commit and put_abort belong to a put that
+ * put_begin allowed (the put's token is checked again at commit). The
+ * token rides in the frame's cap section, the tenant in its tenant_id.
+ * Returns true when allowed (*res filled); false after answering the
+ * rejection (guard_check counted and audited it).
+ */
+static bool
+svc_authorize(sto_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, const job_t *j,
+              guard_result_t *res)
+{
+    guard_req_t gr = {0};
+    char hex[68];
+
+    memset(res, 0, sizeof *res);
+    res->anonymous = f->cap_len == 0;
+    switch (op) {
+    case OP_PUT_WRITE:
+    case OP_PUT_COMMIT:
+    case OP_PUT_ABORT:
+        return true;
+    case OP_PUT_BEGIN:
+        gr.op = AUTH_OP_PUT;
+        gr.size = j->size != STO_SIZE_UNKNOWN ? j->size : AUTH_SIZE_UNKNOWN;
+        if (j->has_expect) {
+            sto_addr_format(j->expect, hex);
+            gr.addr = hex;
+        }
+        break;
+    case OP_GET:
+    case OP_STAT:
+        gr.op = AUTH_OP_GET;
+        sto_addr_format(j->addr, hex);
+        gr.addr = hex;
+        break;
+    case OP_PIN:
+    case OP_UNPIN:
+        gr.op = AUTH_OP_PIN;
+        sto_addr_format(j->addr, hex);
+        gr.addr = hex;
+        break;
+    case OP_LIST:
+        gr.op = AUTH_OP_PIN;
+        break;
+    default: /* gc */
+        gr.op = AUTH_OP_ADMIN;
+        break;
+    }
+    if (gr.op != AUTH_OP_PUT)
+        gr.size = AUTH_SIZE_UNKNOWN;
+    gr.token = f->cap_len > 0 ? (const char *)f->cap : NULL;
+    gr.token_len = f->cap_len;
+    gr.tenant = tenant_of(f->tenant_id);
+    gr.target = gr.addr != NULL ? gr.addr : op_names[op];
+    if (guard_check(s->guard, &gr, res) == 0)
+        return true;
+    answer_guard(s, op, req, res);
+    return false;
+}
+
 static void
 on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
 {
@@ -1364,6 +1529,7 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     op_t op = OP_BAD;
     job_t *j = NULL;
     uint64_t put_id = 0;
+    guard_result_t res;
     char msg[160];
     int r;
 
@@ -1465,6 +1631,13 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         break;
     }
 
+    if (s->guard != NULL && !svc_authorize(s, op, req, f, j, &res))
+        goto drop;
+    if (s->guard != NULL && !res.anonymous && res.verdict.grant.has_tenant &&
+        tenant_of(j->tenant) == NULL)
+        memcpy(j->tenant, res.verdict.grant.tenant,
+               STO_TENANT_LEN); /* acts as the token's tenant */
+
     /* puts: the table and the limits */
     if (op == OP_PUT_BEGIN) {
         size_t mine = 0;
@@ -1482,6 +1655,15 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         p->id = ++s->next_put_id;
         p->peer = peer;
         p->last_ms = ron_now_ms();
+        p->max_bytes = UINT64_MAX;
+        memcpy(p->tenant, j->tenant, STO_TENANT_LEN);
+        if (s->guard != NULL && !res.anonymous) {
+            /* kept (RAM, wiped at the end) for the checks of put_write and commit */
+            p->token = ron_xmalloc(f->cap_len);
+            memcpy(p->token, f->cap, f->cap_len);
+            p->token_len = f->cap_len;
+            p->max_bytes = res.verdict.grant.max_bytes;
+        }
         s->puts[s->n_puts++] = p;
         met_gauge_set(s->open_puts, (double)s->n_puts);
         j->put = p;
@@ -1509,6 +1691,20 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             if (in.raw_len == 0 || in.raw_len > STO_SVC_MAX_CHUNK) {
                 answer_error(s, op, req, f->corr_id, in.raw_len == 0 ? 400 : 413, NULL, "raw", 0,
                              "raw: a put_write carries 1..262144 bytes");
+                goto drop;
+            }
+            if (p->accepted + in.raw_len > p->max_bytes) {
+                /* the capability's max-bytes (a size put_begin did not declare) */
+                guard_req_t gr = {.op = AUTH_OP_PUT,
+                                  .token = p->token,
+                                  .token_len = p->token_len,
+                                  .tenant = tenant_of(p->tenant),
+                                  .size = p->accepted + in.raw_len,
+                                  .target = "put"};
+                (void)guard_reject(s->guard, &gr, RON_ECAPDENY, &res);
+                answer_guard(s, op, req, &res);
+                put_fail_queue(s, p, 0);
+                put_doom(s, p);
                 goto drop;
             }
             j->data = ron_xmalloc(in.raw_len);

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "ron_bus.h"
+#include "ron_guard.h"
 #include "svc_storage.h"
 
 /* ---- limits ---- */
@@ -87,6 +88,23 @@ void sto_service_free(sto_service_t *svc);
  * provide), and GC evictions withdraw it (dht unprovide). Either may be NULL.
  */
 void sto_service_set_network(sto_service_t *svc, rbus_peer_t *dht, rbus_peer_t *ovl);
+
+/*
+ * Enforce capabilities on the storage endpoint with g (borrowed; the
+ * process's guard, ron_node_guard(), in a node; NULL, the default: no
+ * enforcement, for unit tests and library users). Each request is checked
+ * with guard_check: the token is the request frame's cap section, the
+ * tenant its tenant_id; put_begin needs the put op (its declared size and
+ * expected address checked), put_write stays within the token's max-bytes,
+ * put_commit checks the token again with the hashed address (a prefix
+ * caveat) before anything is stored; get and stat need get (public under
+ * the default policy); pin, unpin and list need pin; gc needs admin. A
+ * rejection is answered with the error envelope (401, 403 or 429, the
+ * guard's slug and reason) and changes nothing. With g set, the service's
+ * own requests (provide, unprovide, find_providers) carry
+ * guard_self_token(g). See docs/protocol/storage.md "Capabilities".
+ */
+void sto_service_set_guard(sto_service_t *svc, guard_t *g);
 
 /* Append the Prometheus text of the service's metrics (requests by op and
  * status, bytes in/out, open puts) to buf (cap bytes). Returns bytes written

@@ -337,6 +337,13 @@ sto_put_commit(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN])
 int
 sto_put_commit_ex(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN], bool *created_out)
 {
+    return sto_put_commit_check(p, NULL, NULL, addr_out, created_out);
+}
+
+int
+sto_put_commit_check(sto_put_t *p, int (*check)(void *arg, const uint8_t addr[STO_ADDR_LEN]),
+                     void *arg, uint8_t addr_out[STO_ADDR_LEN], bool *created_out)
+{
     uint8_t root[STO_ADDR_LEN];
     int rc;
 
@@ -355,6 +362,8 @@ sto_put_commit_ex(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN], bool *created_ou
         rc = RON_EDIGEST;
         goto out;
     }
+    if (check != NULL && (rc = check(arg, root)) < 0)
+        goto out;
     if (created_out != NULL) {
         rc = sto_has(p->s, root);
         if (rc < 0)

@@ -166,6 +166,16 @@ int sto_put_commit(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN]);
  */
 int sto_put_commit_ex(sto_put_t *p, uint8_t addr_out[STO_ADDR_LEN], bool *created_out);
 
+/*
+ * sto_put_commit_ex() with a last check: once the bytes are hashed and
+ * before anything is made durable, check(arg, addr) sees the address; a
+ * negative return aborts the put (nothing stored) and is returned. For a
+ * capability whose prefix caveat can only be checked once the address is
+ * known. check runs on the caller's thread. Same returns otherwise.
+ */
+int sto_put_commit_check(sto_put_t *p, int (*check)(void *arg, const uint8_t addr[STO_ADDR_LEN]),
+                         void *arg, uint8_t addr_out[STO_ADDR_LEN], bool *created_out);
+
 /* Drop the put and its temporary files. NULL does nothing. */
 void sto_put_abort(sto_put_t *p);
 

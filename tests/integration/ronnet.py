@@ -380,11 +380,22 @@ class NetNode(ronnode.Node):
         return http_request(self.http_addr, method, path, body=body, ns=self.ns, timeout=timeout,
                             headers=headers)
 
+    def operator_cap(self, timeout=15.0):
+        """The node's operator capability (<data-dir>/operator.cap, written by the
+        kernel on first start): writes need a capability since issue 5."""
+        path = os.path.join(self.dir, "operator.cap")
+        wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 0, timeout,
+                 "operator.cap in " + self.dir)
+        with open(path) as f:
+            return f.read().strip()
+
     def gw_put(self, data, timeout=30.0):
-        """POST data to the gateway's /o, retrying 503 for up to 10 s; returns its address."""
+        """POST data to the gateway's /o with the operator capability (Bearer),
+        retrying 503 for up to 10 s; returns its address."""
         deadline = time.monotonic() + 10
+        auth = {"Authorization": "Bearer " + self.operator_cap()}
         while True:
-            s, h, b = self.gw("POST", "/o", body=data, timeout=timeout)
+            s, h, b = self.gw("POST", "/o", body=data, timeout=timeout, headers=auth)
             if s != 503 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)

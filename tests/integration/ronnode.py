@@ -264,6 +264,10 @@ class Node:
             return None
         return wait_for(found, timeout, "the operator capability of the node in " + self.data_dir)
 
+    def auth_header(self, timeout=15):
+        """curl arguments sending the operator capability as a Bearer token."""
+        return ["-H", "Authorization: Bearer " + self.operator_cap(timeout)]
+
     def ron(self, *args, timeout=10):
         e = dict(self.env)
         e["RON_ADMIN"] = self.admin

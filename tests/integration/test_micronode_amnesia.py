@@ -226,13 +226,18 @@ def main():
         check("amnesia: core dumps off" in logs(), "hardening logged:\n" + logs())
 
         base = "http://" + http
+        # writes need a capability: amnesia announces the operator's once on stderr
+        op = wait_for(lambda: next((ln.split(": ", 1)[1].strip() for ln in logs().splitlines()
+                                    if ln.startswith("operator capability: ")), None),
+                      10, "the operator capability on stderr")
+        auth = ["-H", "Authorization: Bearer " + op]
         objs = [os.urandom(5 * 1024 * 1024 + 123), os.urandom(70000), b"tiny amnesia object"]
         addrs = []
         for i, data in enumerate(objs):
             p = os.path.join(work, "obj%d" % i)
             with open(p, "wb") as f:
                 f.write(data)
-            r = curl("--data-binary", "@" + p, base + "/o")
+            r = curl(*auth, "--data-binary", "@" + p, base + "/o")
             try:
                 addr = json.loads(r.stdout)["address"]
             except (ValueError, KeyError):
@@ -254,8 +259,8 @@ def main():
 
         name = "amnesia.test"
         rec = sign_record(os.urandom(32), name, addrs[0][3:], 1, int(time.time()))
-        r = curl("-X", "PUT", "-H", "Content-Type: application/json", "--data-binary", rec,
-                 "-o", "/dev/null", "-w", "%{http_code}", base + "/n/" + name)
+        r = curl("-X", "PUT", *auth, "-H", "Content-Type: application/json", "--data-binary",
+                 rec, "-o", "/dev/null", "-w", "%{http_code}", base + "/n/" + name)
         check(r.stdout == b"201", "PUT /n/%s: %r %r" % (name, r.stdout, r.stderr))
         r = curl("-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", base + "/n/" + name)
         check(r.stdout.decode().startswith("302 ") and r.stdout.decode().endswith(addrs[0]),

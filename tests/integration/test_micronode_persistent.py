@@ -33,12 +33,13 @@ try:
     path = os.path.join(n.dir, "obj.bin")
     with open(path, "wb") as f:
         f.write(data)
-    r = curl("--data-binary", "@" + path, base + "/o")
+    auth = n.auth_header()  # writes need a capability: the node's operator capability
+    r = curl(*auth, "--data-binary", "@" + path, base + "/o")
     check(b"address" in r.stdout, "POST /o: %r %r" % (r.stdout, r.stderr))
     addr = json.loads(r.stdout)["address"]
     rec = sign_record(os.urandom(32), "keep.test", addr[3:], 1, int(time.time()))
-    r = curl("-X", "PUT", "-H", "Content-Type: application/json", "--data-binary", rec, "-o",
-             "/dev/null", "-w", "%{http_code}", base + "/n/keep.test")
+    r = curl("-X", "PUT", *auth, "-H", "Content-Type: application/json", "--data-binary", rec,
+             "-o", "/dev/null", "-w", "%{http_code}", base + "/n/keep.test")
     check(r.stdout == b"201", "PUT /n: %r" % r.stdout)
     opens = [ln for ln in n.log_lines() if ln.get("msg", "").endswith("store open")]
     check(len(opens) == 1 and os.path.join(n.dir, "store") in opens[0]["msg"],

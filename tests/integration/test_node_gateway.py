@@ -25,7 +25,8 @@ try:
         return subprocess.run(["curl", "-sS", "--max-time", "10"] + list(args),
                               capture_output=True, timeout=20)
 
-    r = curl("-H", "Expect:", "--data-binary", "@" + path, base + "/o")
+    # writes need a capability: the node's operator capability
+    r = curl("-H", "Expect:", *n.auth_header(), "--data-binary", "@" + path, base + "/o")
     addr = json.loads(r.stdout)["address"]
     want = "b3:" + subprocess.run(["b3sum", "--no-names", path], capture_output=True,
                                   text=True).stdout.strip()

@@ -39,6 +39,7 @@ try:
     idx = n.wait_running("index")
     gw = n.wait_running("gateway")
     base = "http://" + http
+    auth = n.auth_header()  # writes need a capability: the node's operator capability
     objs = [os.urandom(1000), os.urandom(2000)]
     addrs = []
     for i, data in enumerate(objs):
@@ -48,7 +49,7 @@ try:
         # right after start the gateway's peers may still be connecting: a
         # retryable 503, which a client retries
         r = wait_for(lambda: (lambda x: x if b"address" in x.stdout else None)(
-            curl("--data-binary", "@" + p, base + "/o")), 5, "POST /o accepted")
+            curl(*auth, "--data-binary", "@" + p, base + "/o")), 5, "POST /o accepted")
         addrs.append(json.loads(r.stdout)["address"])
 
     seed = os.urandom(32)
@@ -57,8 +58,9 @@ try:
 
     def put_name(addr, seq):
         rec = sign_record(seed, name, addr[3:], seq, ts)
-        return curl("-X", "PUT", "-H", "Content-Type: application/json", "--data-binary", rec,
-                    "-o", "/dev/null", "-w", "%{http_code}", base + "/n/" + name)
+        return curl("-X", "PUT", *auth, "-H", "Content-Type: application/json",
+                    "--data-binary", rec, "-o", "/dev/null", "-w", "%{http_code}",
+                    base + "/n/" + name)
 
     def get_name():
         return curl("-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", base + "/n/" + name)

@@ -19,8 +19,10 @@ base = "http://" + http
 
 
 def curl(*args):
+    # writes need a capability: the node's operator capability (sent on reads too)
     r = subprocess.run(["curl", "-sS", "--max-time", "10", "-H", "Expect:", "-o", "-", "-w",
-                        "\n%{http_code}"] + list(args), capture_output=True, timeout=20)
+                        "\n%{http_code}"] + n.auth_header() + list(args), capture_output=True,
+                       timeout=20)
     body, _, code = r.stdout.rpartition(b"\n")
     return int(code or b"0"), body
 

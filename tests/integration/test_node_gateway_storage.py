@@ -27,8 +27,9 @@ def curl(*args):
     fd, hdr = tempfile.mkstemp(dir=n.dir)
     os.close(fd)
     try:
+        # writes need a capability: the node's operator capability (sent on reads too)
         r = subprocess.run(["curl", "-sS", "--max-time", "10", "-H", "Expect:", "-D", hdr,
-                            "-o", "-", "-w", "\n%{http_code}"] + list(args),
+                            "-o", "-", "-w", "\n%{http_code}"] + n.auth_header() + list(args),
                            capture_output=True, timeout=20)
         with open(hdr, "rb") as f:
             head = f.read().decode(errors="replace")

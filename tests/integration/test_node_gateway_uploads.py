@@ -40,10 +40,13 @@ def blocks(n, cut_after=None):
         yield BLOCK
 
 
+CAP = [""]  # the running node's operator capability
+
+
 def upload(http_addr, method, path, chunked=False, size=SIZE, timeout=60):
     host, port = http_addr.split(":")
     c = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    hdrs = {"Content-Type": "application/x-test"}
+    hdrs = {"Content-Type": "application/x-test", "Authorization": "Bearer " + CAP[0]}
     if not chunked:
         hdrs["Content-Length"] = str(size)
     c.request(method, path, body=blocks(size), headers=hdrs, encode_chunked=chunked)
@@ -83,6 +86,7 @@ def scenario(services, addr):
     http_addr = "127.0.0.1:%d" % free_port()
     n = Node(["--set", "services=" + services, "--set", "http=" + http_addr], env=ENV).wait_up()
     try:
+        CAP[0] = n.operator_cap()  # uploads need a capability: the operator's
         n.wait_running("gateway")
         if "storage" in services:
             n.wait_running("storage")
@@ -121,6 +125,7 @@ def scenario(services, addr):
         host, port = http_addr.split(":")
         c = http.client.HTTPConnection(host, int(port), timeout=10)
         c.putrequest("POST", "/o")
+        c.putheader("Authorization", "Bearer " + CAP[0])
         c.putheader("Content-Length", str(SIZE))
         c.endheaders()
         for b in blocks(SIZE, cut_after=16 << 20):

@@ -42,8 +42,9 @@ def exercise(n, http, https):
         f.write(data)
     # right after start the gateway's storage peer may still be connecting:
     # a retryable 503, which a client retries
+    auth = n.auth_header()  # writes need a capability: the node's operator capability
     r = wait_for(lambda: (lambda x: x if b"address" in x.stdout else None)(
-        curl("--data-binary", "@" + path, base + "/o")), 5, "POST /o accepted")
+        curl(*auth, "--data-binary", "@" + path, base + "/o")), 5, "POST /o accepted")
     addr = json.loads(r.stdout)["address"]
     out = os.path.join(n.dir, "back.bin")
     for flag, want in (("--http1.1", "1.1"), ("--http2", "2")):
@@ -57,7 +58,7 @@ def exercise(n, http, https):
     more = os.urandom(5000)
     with open(path, "wb") as f:
         f.write(more)
-    r = curl("-k", "--http2", "--data-binary", "@" + path, sbase + "/o")
+    r = curl("-k", "--http2", *auth, "--data-binary", "@" + path, sbase + "/o")
     addr2 = json.loads(r.stdout)["address"]
     r = curl(base + "/o/" + addr2)
     check(r.stdout == more, "posted over HTTPS, read over HTTP")

@@ -66,19 +66,21 @@ n = Node(["--set", "services=storage,index,gateway", "--http", http_addr], servi
 n.wait_up()
 try:
     n.wait_running("gateway")
+    # writes need a capability (issue 5): the node's operator capability as a Bearer token
+    auth = {"Authorization": "Bearer " + n.operator_cap()}
     # the gateway reaches storage over ron-bus a moment after it runs: a
     # small upload answers 201 once that connection is up
     def small_put():
         c = conn(http_addr, timeout=5)
-        c.request("POST", "/o", body=b"ready?")
+        c.request("POST", "/o", body=b"ready?", headers=auth)
         st = c.getresponse().status
         c.close()
         return st == 201
     wait_for(small_put, 10, "gateway uploads reach the storage service")
     c = conn(http_addr)
     try:
-        c.request("POST", "/o", body=chunks(), headers={"Content-Length": str(SIZE),
-                                                        "Content-Type": "video/x-test"})
+        c.request("POST", "/o", body=chunks(), headers=dict(auth, **{
+            "Content-Length": str(SIZE), "Content-Type": "video/x-test"}))
     except BrokenPipeError:
         pass  # the node answered early: its answer says why
     r = c.getresponse()
