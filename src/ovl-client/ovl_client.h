@@ -83,6 +83,23 @@ int ovl_client_fetch(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ
                      const uint8_t provider_id[static OVL_CLIENT_ID_LEN], const char *provider_addr,
                      uint32_t deadline_ms, ovl_client_fetch_cb cb, void *arg);
 
+#define OVL_CLIENT_SIZE_UNKNOWN UINT64_MAX /* ovl_client_fetch_sized: no size known */
+
+/*
+ * ovl_client_fetch for a caller that already verified the object's size
+ * (known; OVL_CLIENT_SIZE_UNKNOWN: the same as ovl_client_fetch): the
+ * request carries it as "size", so the answer holds the range's pieces
+ * only, without the object's last piece as a size proof (overlay.md §3).
+ * The overlay still verifies every piece against the address under that
+ * size before it answers, and a provider that states another size is a
+ * bad piece (502).
+ */
+int ovl_client_fetch_sized(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN],
+                           uint64_t offset, uint64_t length, uint64_t known,
+                           const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
+                           const char *provider_addr, uint32_t deadline_ms,
+                           ovl_client_fetch_cb cb, void *arg);
+
 /*
  * Decode a 200 answer's payload (u32 json_len || JSON || records) into res
  * (views into payload). Returns 0 or RON_EPROTO. Exposed for tests and for

@@ -57,6 +57,7 @@ struct gfetch { /* one bus fetch */
     ovl_fetch_t *ft; /* NULL while the session is being dialled */
     uint8_t addr[STO_ADDR_LEN];
     uint64_t offset, length, size, deadline;
+    uint64_t known; /* the size the requester verified (OVL_SIZE_UNKNOWN: none) */
     size_t n_rec;
     uint8_t *raw;            /* SVC_HEADROOM bytes, then the records */
     size_t raw_len, raw_cap; /* bytes of records, room for them */
@@ -363,7 +364,7 @@ fetch_go(ovl_service_t *s, gfetch_t *f)
     int rc;
 
     f->deadline = now_ms(s) + s->cfg.fetch_timeout_ms;
-    rc = ovl_fetch_start(f->gs->os, f->addr, f->offset, f->length, &cb, &f->ft);
+    rc = ovl_fetch_start_sized(f->gs->os, f->addr, f->offset, f->length, f->known, &cb, &f->ft);
     if (rc < 0)
         fetch_answer(s, f, rc == RON_EBUSY ? RON_EBUSY : RON_EUNAVAIL);
 }
@@ -602,7 +603,7 @@ svc_arm(ovl_service_t *s)
 
 /* ---- the bus protocol ---- */
 
-static const char *const fetch_keys[] = {"address", "offset", "length", "provider", NULL};
+static const char *const fetch_keys[] = {"address", "offset", "length", "provider", "size", NULL};
 static const char *const provider_keys[] = {"id", "addr", NULL};
 static const char *const no_keys[] = {NULL};
 
@@ -644,7 +645,7 @@ op_fetch(ovl_service_t *s, rbus_req_t *req, json_t *o)
     json_t *prov = json_object_get(o, "provider"), *addr_v = json_object_get(o, "address");
     const char *bad, *paddr;
     uint8_t addr[STO_ADDR_LEN], pid[OVL_ID_LEN];
-    uint64_t offset = 0, length = 0;
+    uint64_t offset = 0, length = 0, known = OVL_SIZE_UNKNOWN;
     gsess_t *gs;
     gfetch_t *f;
     char msg[96];
@@ -663,6 +664,10 @@ op_fetch(ovl_service_t *s, rbus_req_t *req, json_t *o)
     if (get_u64(o, "offset", &offset) < 0 || get_u64(o, "length", &length) != 1 || length == 0 ||
         length > OVL_SVC_FETCH_MAX_LEN) {
         rbus_respond_error(req, 400, "offset must be a u64 string; length 1..262144");
+        return;
+    }
+    if ((rc = get_u64(o, "size", &known)) < 0 || (rc == 1 && known == OVL_SIZE_UNKNOWN)) {
+        rbus_respond_error(req, 400, "size must be a u64 string (the size already verified)");
         return;
     }
     if (!json_is_object(prov) || proto_json_unknown_key(prov, NULL, provider_keys) != NULL ||
@@ -711,6 +716,7 @@ op_fetch(ovl_service_t *s, rbus_req_t *req, json_t *o)
     memcpy(f->addr, addr, STO_ADDR_LEN);
     f->offset = offset;
     f->length = length;
+    f->known = known;
     f->deadline = now_ms(s) + s->cfg.fetch_timeout_ms;
     f->next = s->fetches;
     s->fetches = f;

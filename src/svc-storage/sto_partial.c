@@ -325,6 +325,8 @@ piece_store(sto_partial_t *p, uint64_t i, const uint8_t *bytes, size_t len,
     int rc;
 
     if (p->fd < 0) {
+        sto_put_t view = {.buf = p->data, .cap = p->data_cap};
+        sto__ram_buf_populate(&view, (size_t)(i * STO_PIECE_LEN), len);
         memcpy(p->data + i * STO_PIECE_LEN, bytes, len);
         for (size_t k = 0; k < n; k++)
             memcpy(p->ob + offs[k], nodes + k * STO_TREE_NODE_LEN, STO_TREE_NODE_LEN);
@@ -462,8 +464,10 @@ sto_partial_create(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN], uint
     p = partial_alloc(s, addr, size);
     if (s->ram) {
         sto_put_t tmp = {.s = s, .declared = size > 0 ? size : 1};
+        /* not populated here: under s->lock, a GiB of fresh pages stalled every
+         * other store job for seconds; each piece populates its own pages as
+         * it lands (piece_store), on the worker that stores it */
         sto__ram_buf_grow(&tmp, (size_t)(size > 0 ? size : 1));
-        sto__ram_buf_populate(&tmp, 0, (size_t)size);
         p->data = tmp.buf;
         p->data_cap = tmp.cap;
         p->ob_len = (size_t)sto_tree_outboard_len(size);

@@ -170,6 +170,7 @@ struct job {
     uint8_t addr[STO_ADDR_LEN];
     bool has_addr;
     bool created; /* put_commit: the address was not stored before */
+    bool reopened; /* OP_F_STORE: its partial was opened again, not created */
     uint8_t expect[STO_ADDR_LEN];
     bool has_expect;
     char ctype[STO_CTYPE_MAX + 1];
@@ -449,8 +450,18 @@ fetch_job_work(sto_store_t *st, job_t *j)
             for (k = 0; k < j->nrec && j->recs[k].piece != last; k++)
                 ;
             if (k == j->nrec) {
-                j->rc = RON_EPROTO;
-                break;
+                /* a sized answer (no size proof) whose partial the fetch no longer
+                 * holds: completed meanwhile, or open it again */
+                if (sto_has(st, j->addr) == 1) {
+                    j->rc = 1;
+                    break;
+                }
+                if (sto_partial_open(st, j->addr, &j->partial) < 0) {
+                    j->rc = RON_EAGAIN; /* not the provider's fault: ask again */
+                    break;
+                }
+                j->created = j->reopened = true; /* the job's own handle */
+                goto add;
             }
             j->rc = sto_partial_create(st, j->addr, j->size, j->data + j->recs[k].bytes_off,
                                        j->recs[k].len, j->data + j->recs[k].proof_off,
@@ -463,6 +474,7 @@ fetch_job_work(sto_store_t *st, job_t *j)
                 break;
             j->created = true; /* the job's own handle */
         }
+    add:
         for (k = 0; k < j->nrec; k++)
             j->rec_rc[k] = sto_partial_piece_add(j->partial, j->recs[k].piece,
                                                  j->data + j->recs[k].bytes_off, j->recs[k].len,
@@ -1114,9 +1126,12 @@ fetch_pump(svc_fetch_t *f)
         r->f = f;
         r->req_id = a.req_id;
         r->offset = a.offset;
-        if (ovl_client_fetch(s->ovl, f->addr, a.offset, a.length,
-                             sto_fetch_provider_id(f->sched, a.provider), f->paddr[a.provider], 0,
-                             fetch_on_fetched, r) < 0) {
+        /* once the size is verified and the partial holds the last piece, the
+         * overlay is told the size, so the provider sends no size proof */
+        uint64_t known = f->partial != NULL ? sto_fetch_size(f->sched) : OVL_CLIENT_SIZE_UNKNOWN;
+        if (ovl_client_fetch_sized(s->ovl, f->addr, a.offset, a.length, known,
+                                   sto_fetch_provider_id(f->sched, a.provider),
+                                   f->paddr[a.provider], 0, fetch_on_fetched, r) < 0) {
             free(r);
             f->last_err = RON_EUNAVAIL;
             sto_fetch_req_end(f->sched, a.req_id, STO_FETCH_RETRYABLE, now);
@@ -1160,7 +1175,7 @@ fetch_job_done(sto_service_t *s, job_t *j)
 {
     svc_fetch_t *f = j->fetch;
     uint64_t now = ron_now_ms();
-    bool bad = false;
+    bool bad = false, retry = false;
 
     f->jobs--;
     switch (j->op) {
@@ -1184,10 +1199,12 @@ fetch_job_done(sto_service_t *s, job_t *j)
     case OP_F_STORE:
         if (j->rc == 1) {
             f->whole = true; /* the object was completed meanwhile */
+        } else if (j->rc == RON_EAGAIN) {
+            retry = true;
         } else if (j->rc < 0) {
             bad = true;
         } else {
-            if (j->created) /* its last piece went in with the creation */
+            if (j->created && !j->reopened) /* its last piece went in with the creation */
                 met_counter_add(s->fetch_bytes,
                                 sto_tree_piece_len(j->size, sto_tree_pieces(j->size) - 1));
             if (f->partial == NULL)
@@ -1208,7 +1225,11 @@ fetch_job_done(sto_service_t *s, job_t *j)
         if (bad)
             met_counter_inc(s->fetch_fail);
         if (!j->cancelled)
-            sto_fetch_req_end(f->sched, j->req_id, bad ? STO_FETCH_BAD_PIECE : STO_FETCH_OK, now);
+            sto_fetch_req_end(f->sched, j->req_id,
+                              bad     ? STO_FETCH_BAD_PIECE
+                              : retry ? STO_FETCH_RETRYABLE
+                                      : STO_FETCH_OK,
+                              now);
         break;
     case OP_F_COMPLETE:
         f->completing = false;
