@@ -272,7 +272,8 @@ check_pieces(const fx_t *fx, const got_t *g, uint64_t first, uint64_t count)
 }
 
 /* A fetch that states the size the requester verified: the answer holds
- * the range's records alone, in order, each verifying under that size
+ * the range's records alone, in order, each verifying under that size and
+ * followed by the chaining value the overlay computed for it
  * (a malformed "size" is 400: test_malformed_requests_get_400). */
 static void
 test_bus_fetch_with_the_verified_size_answers_without_the_size_proof(void **state)
@@ -306,6 +307,13 @@ test_bus_fetch_with_the_verified_size_answers_without_the_size_proof(void **stat
             assert_int_equal(sto_tree_proof_verify(fx.obj, fx.size, first + k, p->bytes, p->len,
                                                    p->proof, p->proof_len),
                              0);
+            /* the chaining value the overlay's check computed rides along */
+            uint8_t cv[STO_TREE_HASH_LEN];
+            assert_int_equal(sto_tree_proof_verify_cv(fx.obj, fx.size, first + k, p->bytes,
+                                                      p->len, p->proof, p->proof_len, cv),
+                             0);
+            assert_non_null(p->cv);
+            assert_memory_equal(p->cv, cv, STO_TREE_HASH_LEN);
         }
         free(g.raw);
     }

@@ -135,7 +135,7 @@ ovl_client_fetch_decode(const uint8_t *payload, size_t len, ovl_client_fetch_res
     size_t jl, raw_len, off = 0;
     json_t *o;
     uint64_t npieces, total, k;
-    bool sized;
+    bool sized, cvs;
     int rc = RON_EPROTO;
 
     memset(res, 0, sizeof *res);
@@ -145,6 +145,7 @@ ovl_client_fetch_decode(const uint8_t *payload, size_t len, ovl_client_fetch_res
     if (!json_is_object(o) || oc_u64(o, "size", &res->size) < 0 ||
         oc_u64(o, "first", &res->first) < 0 || oc_u64(o, "count", &res->count) < 0)
         goto out;
+    cvs = json_is_true(json_object_get(o, "cv"));
     npieces = oc_pieces(res->size);
     if (res->count == 0 || res->first >= npieces || res->count > npieces - res->first)
         goto out;
@@ -155,6 +156,11 @@ ovl_client_fetch_decode(const uint8_t *payload, size_t len, ovl_client_fetch_res
     total = sized || res->first + res->count == npieces ? res->count : res->count + 1;
     if (total > OVL_CLIENT_PIECES_MAX)
         goto out;
+    if (cvs) { /* each record's chaining value follows the records */
+        if (raw_len < total * OVL_CLIENT_CV_LEN)
+            goto out;
+        raw_len -= (size_t)total * OVL_CLIENT_CV_LEN;
+    }
     for (k = 0; k < total; k++) {
         ovl_client_piece_t *p = &res->pieces[k];
         uint64_t want = sized ? res->first + k : k == 0 ? npieces - 1 : res->first + k - 1;
@@ -177,6 +183,8 @@ ovl_client_fetch_decode(const uint8_t *payload, size_t len, ovl_client_fetch_res
     }
     if (off != raw_len)
         goto out;
+    for (k = 0; cvs && k < total; k++)
+        res->pieces[k].cv = raw + raw_len + k * OVL_CLIENT_CV_LEN;
     res->n_pieces = (size_t)total;
     rc = 0;
 out:

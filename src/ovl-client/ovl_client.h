@@ -27,6 +27,7 @@
 #define OVL_CLIENT_FETCH_MAX_LEN 262144u /* bytes one fetch may ask for */
 #define OVL_CLIENT_ID_LEN 32u            /* node ids (BLAKE3 of the node key) */
 #define OVL_CLIENT_OBJ_LEN 32u           /* object addresses (b3 digests) */
+#define OVL_CLIENT_CV_LEN 32u            /* a piece's BLAKE3 chaining value */
 #define OVL_CLIENT_NET_ADDR_MAX 255u     /* bytes of a provider's "HOST:PORT" */
 #define OVL_CLIENT_PIECE_LEN 65536u      /* storage tree piece (STO_PIECE_LEN) */
 #define OVL_CLIENT_PROOF_MAX 1536u       /* bytes of one proof (STO_TREE_MAX_PROOF) */
@@ -43,6 +44,9 @@ typedef struct {
     size_t len;
     const uint8_t *rec; /* the whole record (u64 piece, u16 proof_len, proof, bytes) */
     size_t rec_len;
+    /* the piece's BLAKE3 chaining value as the overlay's check computed it from
+     * these bytes (32 bytes; NULL when the answer carried none) */
+    const uint8_t *cv;
 } ovl_client_piece_t;
 
 /* A fetch's answer. */
@@ -52,7 +56,8 @@ typedef struct {
     uint64_t count; /* pieces of the range */
     size_t n_pieces;
     /* in wire order: the object's last piece first when it lies outside the
-     * range (it only proves the size), then first .. first + count - 1 */
+     * range (it only proves the size) and the fetch did not state the size,
+     * then first .. first + count - 1 */
     ovl_client_piece_t pieces[OVL_CLIENT_PIECES_MAX];
 } ovl_client_fetch_result_t;
 

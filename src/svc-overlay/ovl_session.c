@@ -644,7 +644,10 @@ fetch_piece(ovl_session_t *s, ovl_fetch_t *ft, const oap_frame_t *f)
     ft->got++;
     s->st.pieces_recv++;
     s->st.piece_bytes_recv += len;
-    if (ft->cb.on_record != NULL &&
+    if (ft->cb.on_record_cv != NULL &&
+        (rc = ft->cb.on_record_cv(ft->cb.arg, idx, ft->size, f->payload, f->payload_len, cv)) < 0)
+        return rc;
+    if (ft->cb.on_record_cv == NULL && ft->cb.on_record != NULL &&
         (rc = ft->cb.on_record(ft->cb.arg, idx, ft->size, f->payload, f->payload_len)) < 0)
         return rc;
     if (idx < ft->first || idx >= ft->first + ft->count)

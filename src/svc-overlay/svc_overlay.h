@@ -234,6 +234,15 @@ typedef struct {
      */
     int (*on_piece_cv)(void *arg, uint64_t piece, uint64_t size, const uint8_t *bytes, size_t len,
                        const uint8_t *cv);
+    /*
+     * Optional (appended; NULL: on_record runs): when set, it runs instead of
+     * on_record, with the same arguments and returns plus cv, the chaining
+     * value the check computed from the piece's bytes (a view valid for the
+     * call). The overlay service passes it on over the bus so the node's
+     * store folds it to the address instead of hashing the bytes again.
+     */
+    int (*on_record_cv)(void *arg, uint64_t piece, uint64_t size, const uint8_t *rec, size_t len,
+                        const uint8_t *cv);
 } ovl_fetch_cb_t;
 
 /*

@@ -145,6 +145,9 @@ void sto_fetch_have(sto_fetch_t *f, uint64_t piece);
 /* 1 when piece is held. */
 bool sto_fetch_has(const sto_fetch_t *f, uint64_t piece);
 
+/* The number of pieces held (all of them when it equals the piece count). */
+uint64_t sto_fetch_held(const sto_fetch_t *f);
+
 /*
  * A verified piece arrived on request req_id. Returns 1 when the piece was
  * new (store and serve it), 0 when already held (a hedge's duplicate: drop

@@ -9,8 +9,9 @@
  * bitmap of verified pieces. Nothing unverified enters it: a piece is stored
  * only after its proof folds to the address (sto_tree_proof_nodes), and the
  * outboard nodes on its path, authenticated by that fold, are filled in at
- * the same time. Serving re-verifies every piece against those nodes, so bits
- * that outlived their bytes (an OS crash) only cost a refetch. Completion
+ * the same time. Serving from a file partial re-verifies every piece against
+ * those nodes, so bits that outlived their bytes (an OS crash) only cost a
+ * refetch; a RAM partial's pieces are served as they verified on arrival. Completion
  * verifies every piece against the filled outboard once more (which
  * authenticates every outboard node: each half of a node is the sibling of
  * the pieces under the other half) and then commits the file exactly like a
@@ -512,6 +513,13 @@ int
 sto_partial_piece_add(sto_partial_t *p, uint64_t piece, const uint8_t *bytes, size_t len,
                       const uint8_t *proof, size_t proof_len)
 {
+    return sto_partial_piece_add_cv(p, piece, bytes, len, NULL, proof, proof_len);
+}
+
+int
+sto_partial_piece_add_cv(sto_partial_t *p, uint64_t piece, const uint8_t *bytes, size_t len,
+                         const uint8_t *cv, const uint8_t *proof, size_t proof_len)
+{
     uint8_t nodes[STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN];
     uint64_t offs[STO_TREE_MAX_DEPTH];
     size_t n;
@@ -524,9 +532,14 @@ sto_partial_piece_add(sto_partial_t *p, uint64_t piece, const uint8_t *bytes, si
     pthread_mutex_unlock(&p->mu);
     if (rc == 1)
         return 1;
-    /* hash outside the lock: pieces of one object verify in parallel */
-    rc = sto_tree_proof_nodes(p->addr, p->size, piece, bytes, len, proof, proof_len, nodes, offs,
-                              &n);
+    /* hash outside the lock: pieces of one object verify in parallel; a cv
+     * computed in this node from these bytes is folded to the address alone */
+    if (cv != NULL && p->npieces > 1 && len == sto_tree_piece_len(p->size, piece))
+        rc = sto_tree_proof_nodes_cv(p->addr, p->size, piece, cv, proof, proof_len, nodes, offs,
+                                     &n);
+    else
+        rc = sto_tree_proof_nodes(p->addr, p->size, piece, bytes, len, proof, proof_len, nodes,
+                                  offs, &n);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&p->mu);
@@ -586,7 +599,10 @@ sto_partial_read(sto_partial_t *p, uint64_t off, void *buf, size_t len)
         uint64_t take = pstart + plen < end ? pstart + plen - pos : end - pos;
         if ((rc = piece_fetch(p, i, piece, plen)) < 0 && rc != RON_EDIGEST)
             goto out;
-        if (rc == 0)
+        /* a file partial's bytes may have outlived a crash unverified: check
+         * them again; a RAM partial's bytes never left this process since they
+         * verified against the address on arrival (its bit is set after) */
+        if (rc == 0 && p->fd >= 0)
             rc = sto_tree_piece_verify_fn(p->addr, p->size, ob_read, p, i, piece, plen);
         if (rc == RON_ENOTFOUND)
             goto out; /* completed meanwhile: read the object */

@@ -115,6 +115,8 @@ struct svc_fetch {
 typedef struct {
     uint64_t piece;
     size_t proof_off, proof_len, bytes_off, len;
+    bool has_cv; /* cv: the overlay's chaining value of these bytes */
+    uint8_t cv[STO_TREE_HASH_LEN];
 } rec_t;
 
 typedef struct svc_put {
@@ -476,10 +478,10 @@ fetch_job_work(sto_store_t *st, job_t *j)
         }
     add:
         for (k = 0; k < j->nrec; k++)
-            j->rec_rc[k] = sto_partial_piece_add(j->partial, j->recs[k].piece,
-                                                 j->data + j->recs[k].bytes_off, j->recs[k].len,
-                                                 j->data + j->recs[k].proof_off,
-                                                 j->recs[k].proof_len);
+            j->rec_rc[k] = sto_partial_piece_add_cv(
+                j->partial, j->recs[k].piece, j->data + j->recs[k].bytes_off, j->recs[k].len,
+                j->recs[k].has_cv ? j->recs[k].cv : NULL, j->data + j->recs[k].proof_off,
+                j->recs[k].proof_len);
         break;
     case OP_F_COMPLETE:
         j->rc = sto_partial_complete(j->partial);
@@ -946,9 +948,8 @@ fetch_try_complete(svc_fetch_t *f)
     if (f->completing || f->whole || f->partial == NULL || f->jobs > 0 || size == UINT64_MAX)
         return;
     n = sto_tree_pieces(size);
-    for (uint64_t i = 0; i < n; i++)
-        if (!sto_fetch_has(f->sched, i))
-            return;
+    if (sto_fetch_held(f->sched) < n) /* a count: this runs on every pump */
+        return;
     f->completing = true;
     j = ron_xcalloc(1, sizeof *j);
     j->op = OP_F_COMPLETE;
@@ -1082,6 +1083,9 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
     for (size_t i = 0; i < res->n_pieces; i++) {
         const ovl_client_piece_t *p = &res->pieces[i];
         j->recs[i].piece = p->piece;
+        j->recs[i].has_cv = p->cv != NULL;
+        if (p->cv != NULL)
+            memcpy(j->recs[i].cv, p->cv, STO_TREE_HASH_LEN);
         j->recs[i].proof_off = off;
         j->recs[i].proof_len = p->proof_len;
         memcpy(j->data + off, p->proof, p->proof_len);
