@@ -56,7 +56,7 @@ static const char *const op_names[OP_COUNT + 1] = {
 };
 
 /* Fields each op accepts besides "op" (strict: any other is refused). */
-static const char *const op_fields[OP_COUNT][5] = {
+static const char *const op_fields[OP_COUNT][6] = {
     [OP_PUT_BEGIN] = {"size", "content_type", "expect", NULL},
     [OP_PUT_WRITE] = {"put_id", "offset", NULL},
     [OP_PUT_COMMIT] = {"put_id", NULL},
@@ -66,7 +66,7 @@ static const char *const op_fields[OP_COUNT][5] = {
     [OP_PIN] = {"address", NULL},
     [OP_UNPIN] = {"address", NULL},
     [OP_GC] = {"target", NULL},
-    [OP_GET] = {"address", "offset", "length", "local", NULL},
+    [OP_GET] = {"address", "offset", "length", "local", "ahead", NULL},
 };
 
 /* Statuses counted by label; anything else is counted as "other". */
@@ -193,6 +193,7 @@ struct job {
     sto_put_t *new_sp;
     /* gets that fetch, and the fetch's own jobs */
     bool local;             /* get: "local":true, never fetch */
+    uint64_t ahead;         /* get: bytes the requester reads next (fetched along) */
     bool partial_stat;      /* stat: the object is partial (size, verified) */
     uint64_t verified;
     uint64_t deadline_ms;   /* a get waiting for a fetch answers 504 past it */
@@ -1173,6 +1174,21 @@ fetch_pump(svc_fetch_t *f)
     fetch_maybe_end(f);
 }
 
+/* Want get j's range, and the bytes it said it reads next (its "ahead",
+ * at most STO_SVC_FETCH_AHEAD_MAX): a reader with one get in flight (the
+ * gateway) then finds its next chunk fetched, or on its way from several
+ * providers, instead of starting a round trip per chunk. */
+static void
+fetch_want_job(svc_fetch_t *f, const job_t *j)
+{
+    uint64_t len = j->length > 0 ? j->length : 1;
+    uint64_t ahead = j->ahead < STO_SVC_FETCH_AHEAD_MAX ? j->ahead : STO_SVC_FETCH_AHEAD_MAX;
+
+    if (j->offset <= UINT64_MAX - len - ahead)
+        len += ahead;
+    sto_fetch_want(f->sched, j->offset, len);
+}
+
 /* A fetch job returned (loop). */
 static void
 fetch_job_done(sto_service_t *s, job_t *j)
@@ -1196,7 +1212,7 @@ fetch_job_done(sto_service_t *s, job_t *j)
                     sto_fetch_have(f->sched, i);
         }
         for (job_t *w = f->waiters; w != NULL; w = w->next)
-            sto_fetch_want(f->sched, w->offset, w->length > 0 ? w->length : 1);
+            fetch_want_job(f, w);
         if (!f->whole)
             fetch_find_providers(f);
         break;
@@ -1289,7 +1305,7 @@ fetch_join(sto_service_t *s, job_t *j)
     f->waiters = j;
     if (f->opening)
         return; /* its range is wanted when the open returns */
-    sto_fetch_want(f->sched, j->offset, j->length > 0 ? j->length : 1);
+    fetch_want_job(f, j);
     fetch_pump(f);
 }
 
@@ -1472,7 +1488,8 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         json_t *lv = json_object_get(in.o, "local");
         if (get_field(in.o, bad = "address", F_ADDR, j->addr) <= 0 ||
             get_field(in.o, bad = "offset", F_U64, &j->offset) < 0 ||
-            get_field(in.o, bad = "length", F_U64, &j->length) < 0)
+            get_field(in.o, bad = "length", F_U64, &j->length) < 0 ||
+            get_field(in.o, bad = "ahead", F_U64, &j->ahead) < 0)
             goto bad_field;
         if (lv != NULL && !json_is_boolean(lv)) {
             bad = "local";
