@@ -38,14 +38,42 @@ typedef struct mlink {
     bool close_req, closed;
     int corrupt_nth; /* flip a byte in the n-th piece frame sent (1-based; 0 = none) */
     int pieces_seen;
+    bool old_get;   /* test: our GETs reach the peer as a pre-"size" peer sees them (refused) */
+    bool skew_size; /* test: the "size" of our GETs reaches the peer altered (it ignores it) */
+    bool lie_size;  /* test: our META frames state a size one larger */
+    bool meta_sent; /* a META frame went out (lie_size applies to the first only) */
 } mlink_t;
 
 static void
 q_append(mlink_t *l, const oap_frame_t *f)
 {
-    size_t need = oap_frame_size(f);
+    size_t need = oap_frame_size(f) + 32;
     ssize_t n;
+    char *hit;
+    char buf[512];
+    oap_frame_t g;
 
+    if (f->app_proto_id == OAP_APP_OVERLAY && f->payload_len < sizeof(buf) - 32 &&
+        f->payload_len > 0 && (l->old_get || l->lie_size || l->skew_size)) {
+        memcpy(buf, f->payload, f->payload_len);
+        buf[f->payload_len] = 0;
+        g = *f;
+        if (l->old_get && (f->flags & OAP_F_START) && (hit = strstr(buf, "\"size\"")) != NULL)
+            memcpy(hit, "\"sizx\"", 6); /* an unknown key to the provider's strict parser */
+        if (l->skew_size && (f->flags & OAP_F_START) && (hit = strstr(buf, "\"size\":\"")) != NULL)
+            hit[8] = hit[8] == '9' ? '8' : (char)(hit[8] + 1); /* another size, same length */
+        if (l->lie_size && !l->meta_sent && f->code == 200 && strstr(buf, "\"meta\"") != NULL) {
+            ovl_msg_t m;
+            assert_int_equal(ovl_msg_parse(f->payload, f->payload_len, &m), 0);
+            g.payload_len = (size_t)snprintf(
+                buf, sizeof buf, "{\"count\":\"%llu\",\"first\":\"%llu\",\"op\":\"meta\",\"size\":\"%llu\"}",
+                (unsigned long long)m.count, (unsigned long long)m.first,
+                (unsigned long long)m.size + 1);
+            l->meta_sent = true;
+        }
+        g.payload = (const uint8_t *)buf;
+        f = &g;
+    }
     if (l->q_len + need > l->q_cap) {
         l->q_cap = (l->q_len + need) * 2;
         l->q = realloc(l->q, l->q_cap);
@@ -503,6 +531,189 @@ test_corrupted_piece_in_flight_is_a_bad_provider_and_never_delivered(void **stat
     }
 }
 
+/* ---- GETs that state the size already verified (overlay.md §3, "size") ---- */
+
+typedef struct {
+    sink_t k;
+    uint64_t order[32]; /* pieces in the order they were handed on */
+    size_t n;
+} order_sink_t;
+
+static int
+order_piece(void *arg, uint64_t piece, uint64_t size, const uint8_t *bytes, size_t len)
+{
+    order_sink_t *o = arg;
+
+    if (o->n < sizeof(o->order) / sizeof(o->order[0]))
+        o->order[o->n++] = piece;
+    return sink_piece(&o->k, piece, size, bytes, len);
+}
+
+static void
+order_done(void *arg, int rc)
+{
+    sink_done(&((order_sink_t *)arg)->k, rc);
+}
+
+static void
+test_sized_get_carries_no_size_proof_and_every_piece_still_verifies(void **state)
+{
+    size_t size = (1u << 20) + 17; /* 17 pieces, the last of 17 bytes */
+    /* a range before the last piece, and one that ends with it */
+    const uint64_t offs[2] = {65536, 15 * 65536 + 5}, lens[2] = {2 * 65536, OVL_LEN_TO_END};
+    const uint64_t firsts[2] = {1, 15}, counts[2] = {2, 2};
+    pair_t p;
+    uint8_t addr[STO_ADDR_LEN];
+    uint8_t *obj;
+    ovl_session_stats_t st0, st1;
+
+    (void)state;
+    pair_open(&p, &plain_cfg, &plain_cfg, 1u << 20);
+    obj = provide(&p, size, 11, addr);
+    for (int i = 0; i < 2; i++) {
+        order_sink_t o = {0};
+        ovl_fetch_cb_t cb = {order_piece, order_done, &o};
+        uint64_t sent_before;
+
+        ovl_session_stats(p.link[0].s, &st0);
+        sent_before = st0.pieces_sent;
+        o.k.size = size;
+        o.k.buf = calloc(1, size);
+        assert_int_equal(
+            ovl_fetch_start_sized(p.link[1].s, addr, offs[i], lens[i], size, &cb, NULL), 0);
+        pair_run(&p);
+        assert_true(o.k.done);
+        assert_int_equal(o.k.rc, 0);
+        /* the range alone went over the wire, in order: no size-proof piece */
+        ovl_session_stats(p.link[0].s, &st0);
+        assert_int_equal(st0.pieces_sent - sent_before, counts[i]);
+        assert_int_equal(o.n, counts[i]);
+        for (size_t j = 0; j < o.n; j++)
+            assert_int_equal(o.order[j], firsts[i] + j);
+        for (uint64_t j = firsts[i]; j < firsts[i] + counts[i]; j++) {
+            size_t len = sto_tree_piece_len(size, j);
+            assert_memory_equal(o.k.buf + j * STO_PIECE_LEN, obj + j * STO_PIECE_LEN, len);
+        }
+        free(o.k.buf);
+    }
+    ovl_session_stats(p.link[0].s, &st0);
+    ovl_session_stats(p.link[1].s, &st1);
+    assert_int_equal(st0.sized_served, 2);
+    assert_int_equal(st1.pieces_recv, 4);
+    assert_int_equal(st1.bad_pieces, 0);
+    free(obj);
+    pair_close(&p);
+}
+
+static void
+test_sized_get_from_a_lying_provider_is_still_caught(void **state)
+{
+    size_t size = (1u << 20) + 17;
+    pair_t p;
+    uint8_t addr[STO_ADDR_LEN];
+    uint8_t *obj;
+    sink_t k = {0};
+    ovl_fetch_cb_t cb = {sink_piece, sink_done, &k};
+    ovl_session_stats_t st;
+
+    (void)state;
+    /* 1. a damaged piece in a sized answer: refused, nothing of it handed on */
+    pair_open(&p, &plain_cfg, &plain_cfg, 1u << 20);
+    obj = provide(&p, size, 12, addr);
+    p.link[0].corrupt_nth = 2;
+    k.size = size;
+    k.buf = calloc(1, size);
+    assert_int_equal(ovl_fetch_start_sized(p.link[1].s, addr, 0, 4 * 65536, size, &cb, NULL), 0);
+    pair_run(&p);
+    assert_true(k.done);
+    assert_int_equal(k.rc, RON_EBADPIECE);
+    assert_int_equal(k.pieces, 1); /* piece 0 verified; piece 1 was the bad one */
+    assert_memory_equal(k.buf, obj, STO_PIECE_LEN);
+    for (size_t j = STO_PIECE_LEN; j < 2 * STO_PIECE_LEN; j++)
+        assert_int_equal(k.buf[j], 0);
+    ovl_session_stats(p.link[1].s, &st);
+    assert_int_equal(st.bad_pieces, 1);
+    p.link[0].corrupt_nth = 0;
+    free(k.buf);
+
+    /* 2. a provider whose META states another size than the one we verified */
+    memset(&k, 0, sizeof k);
+    p.link[0].lie_size = true;
+    assert_int_equal(ovl_fetch_start_sized(p.link[1].s, addr, 0, 65536, size, &cb, NULL), 0);
+    pair_run(&p);
+    assert_true(k.done);
+    assert_int_equal(k.rc, RON_EBADPIECE);
+    assert_int_equal(k.pieces, 0);
+    p.link[0].lie_size = false;
+
+    /* 3. a fetcher that states a wrong size gets the size proof anyway (the
+     * provider does not take it on trust), and refuses the true size it
+     * did not expect: nothing is handed on under the wrong size */
+    memset(&k, 0, sizeof k);
+    assert_int_equal(ovl_fetch_start_sized(p.link[1].s, addr, 0, 65536, size - 1, &cb, NULL), 0);
+    pair_run(&p);
+    assert_true(k.done);
+    assert_int_equal(k.rc, RON_EBADPIECE);
+    assert_int_equal(k.pieces, 0);
+    ovl_session_stats(p.link[0].s, &st);
+    assert_int_equal(st.sized_served, 2); /* cases 1 and 2; case 3 got the size proof */
+
+    /* 4. a provider that ignores the stated size and sends the size proof first
+     * (here: it sees another size than the one we sent, so it does not trust
+     * it): the META size is the true one, but the order check refuses the
+     * last piece where the range's first piece was due */
+    memset(&k, 0, sizeof k);
+    p.link[1].skew_size = true;
+    assert_int_equal(ovl_fetch_start_sized(p.link[1].s, addr, 0, 65536, size, &cb, NULL), 0);
+    pair_run(&p);
+    assert_true(k.done);
+    assert_int_equal(k.rc, RON_EBADPIECE);
+    assert_int_equal(k.pieces, 0);
+    ovl_session_stats(p.link[1].s, &st);
+    assert_int_equal(st.bad_pieces, 4);
+    free(obj);
+    pair_close(&p);
+}
+
+static void
+test_an_older_peer_that_refuses_size_is_asked_again_without_it(void **state)
+{
+    size_t size = 3 * 65536 + 100;
+    pair_t p;
+    uint8_t addr[STO_ADDR_LEN];
+    uint8_t *obj;
+    ovl_session_stats_t st0, st1;
+
+    (void)state;
+    pair_open(&p, &plain_cfg, &plain_cfg, 1u << 20);
+    obj = provide(&p, size, 13, addr);
+    p.link[1].old_get = true; /* every GET with "size" reaches the provider as unknown key */
+    for (int i = 0; i < 2; i++) {
+        sink_t k = {0};
+        ovl_fetch_cb_t cb = {sink_piece, sink_done, &k};
+        k.size = size;
+        k.buf = calloc(1, size);
+        assert_int_equal(ovl_fetch_start_sized(p.link[1].s, addr, 65536, 65536, size, &cb, NULL),
+                         0);
+        pair_run(&p);
+        assert_true(k.done);
+        assert_int_equal(k.rc, 0);
+        assert_int_equal(k.pieces, 1);
+        assert_memory_equal(k.buf + 65536, obj + 65536, 65536);
+        free(k.buf);
+    }
+    ovl_session_stats(p.link[0].s, &st0);
+    ovl_session_stats(p.link[1].s, &st1);
+    /* one 400, then the session never sent "size" again: the second GET was plain */
+    assert_int_equal(st1.sized_refused, 1);
+    assert_int_equal(st0.sized_served, 0);
+    assert_int_equal(st0.pieces_sent, 4); /* piece 1 plus the size proof, twice */
+    assert_int_equal(st1.bad_pieces, 0);
+    assert_false(ovl_session_is_closing(p.link[1].s));
+    free(obj);
+    pair_close(&p);
+}
+
 static int
 rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -856,6 +1067,9 @@ main(void)
         cmocka_unit_test(test_pieces_with_their_cvs_store_an_object_that_reads_back),
         cmocka_unit_test(test_ranges_at_piece_boundaries_deliver_the_covering_pieces),
         cmocka_unit_test(test_corrupted_piece_in_flight_is_a_bad_provider_and_never_delivered),
+        cmocka_unit_test(test_sized_get_carries_no_size_proof_and_every_piece_still_verifies),
+        cmocka_unit_test(test_sized_get_from_a_lying_provider_is_still_caught),
+        cmocka_unit_test(test_an_older_peer_that_refuses_size_is_asked_again_without_it),
         cmocka_unit_test(test_provider_with_a_corrupted_store_file_stops_with_bad_digest),
         cmocka_unit_test(test_unknown_object_is_404_and_range_past_end_is_416),
         cmocka_unit_test(test_slow_fetcher_bounds_the_providers_queue_by_credit),

@@ -276,6 +276,55 @@ check_pieces(const fx_t *fx, const got_t *g, uint64_t first, uint64_t count)
     }
 }
 
+/* A fetch that states the size the requester verified: the answer holds
+ * the range's records alone, in order, each verifying under that size and
+ * followed by the chaining value the overlay computed for it
+ * (a malformed "size" is 400: test_malformed_requests_get_400). */
+static void
+test_bus_fetch_with_the_verified_size_answers_without_the_size_proof(void **state)
+{
+    fx_t fx;
+    got_t g;
+
+    (void)state;
+    fx_open(&fx, NULL, 5 * STO_PIECE_LEN + 17);
+    for (int i = 0; i < 2; i++) {
+        /* pieces 1..2 (before the last), then 4..5 (ending with it) */
+        uint64_t first = i == 0 ? 1 : 4;
+        memset(&g, 0, sizeof g);
+        assert_int_equal(ovl_client_fetch_sized(fx.peer, fx.obj, first * STO_PIECE_LEN,
+                                                2 * STO_PIECE_LEN, fx.size,
+                                                ovl_service_node_id(fx.b.svc),
+                                                ovl_service_listen_addr(fx.b.svc), 0, on_fetch, &g),
+                         0);
+        run_until(&fx, &g.done, 10000);
+        assert_int_equal(g.done, 1);
+        assert_int_equal(g.status, 0);
+        assert_int_equal(g.res.size, fx.size);
+        assert_int_equal(g.res.first, first);
+        assert_int_equal(g.res.count, 2);
+        assert_int_equal(g.res.n_pieces, 2);
+        for (uint64_t k = 0; k < 2; k++) {
+            const ovl_client_piece_t *p = &g.res.pieces[k];
+            assert_int_equal(p->piece, first + k);
+            assert_int_equal(p->len, sto_tree_piece_len(fx.size, first + k));
+            assert_memory_equal(p->bytes, fx.data + (first + k) * STO_PIECE_LEN, p->len);
+            assert_int_equal(sto_tree_proof_verify(fx.obj, fx.size, first + k, p->bytes, p->len,
+                                                   p->proof, p->proof_len),
+                             0);
+            /* the chaining value the overlay's check computed rides along */
+            uint8_t cv[STO_TREE_HASH_LEN];
+            assert_int_equal(sto_tree_proof_verify_cv(fx.obj, fx.size, first + k, p->bytes,
+                                                      p->len, p->proof, p->proof_len, cv),
+                             0);
+            assert_non_null(p->cv);
+            assert_memory_equal(p->cv, cv, STO_TREE_HASH_LEN);
+        }
+        free(g.raw);
+    }
+    fx_close(&fx);
+}
+
 static void
 test_bus_fetch_serves_whole_objects_and_ranges_with_their_proofs_over_one_session(void **state)
 {
@@ -408,6 +457,10 @@ test_malformed_requests_get_400(void **state)
     static const char *const bad[] = {
         "{\"op\":\"fetch\"}",
         "{\"op\":\"fetch\",\"address\":\"b3:00\",\"length\":\"1\"}",
+        /* "size" (the size already verified) must be a u64 decimal string */
+        "{\"op\":\"fetch\",\"address\":\"b3:"
+        "0000000000000000000000000000000000000000000000000000000000000000\",\"length\":\"1\","
+        "\"size\":\"012\"}",
         "{\"op\":\"peers\",\"x\":1}",
         "{\"op\":\"nope\"}",
         "[1]",
@@ -821,6 +874,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(
             test_bus_fetch_serves_whole_objects_and_ranges_with_their_proofs_over_one_session),
+        cmocka_unit_test(test_bus_fetch_with_the_verified_size_answers_without_the_size_proof),
         cmocka_unit_test(test_peers_and_status_describe_sessions_and_the_advertised_address),
         cmocka_unit_test(test_malformed_requests_get_400),
         cmocka_unit_test(test_corrupting_provider_gets_502_and_is_not_asked_again_for_ten_minutes),

@@ -711,6 +711,59 @@ test_sequential_gets_reuse_the_fetch(void **state)
     fx_close(&fx);
 }
 
+/* A get's "ahead" (the bytes its reader reads next, as the gateway sends it):
+ * the fetch asks for them along with the get's own range, at most
+ * STO_SVC_FETCH_AHEAD_MAX past it; without it only the range is asked for;
+ * a malformed one is 400. */
+static void
+test_get_ahead_fetches_the_next_bytes_along_within_its_bound(void **state)
+{
+    fx_t fx;
+    char hex[68];
+    size_t len = 4u << 20; /* 64 pieces */
+    uint8_t *d;
+    uint64_t want;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, len, 8, hex);
+    fx.nprov = 2;
+    /* 64 KiB at 0, 512 KiB ahead: pieces 0..8 are asked for, not more than a request past */
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"length\":\"65536\","
+                          "\"ahead\":\"524288\"}",
+                          hex),
+                     200);
+    assert_memory_equal(fx.raw, d, STO_PIECE_LEN);
+    want = STO_PIECE_LEN + 524288;
+    for (int i = 0; i < 500 && fx.asked_hi < want; i++)
+        run_for(&fx, 10);
+    assert_int_equal(fx.asked_lo, 0);
+    assert_true(fx.asked_hi >= want);
+    assert_true(fx.asked_hi <= want + STO_FETCH_REQ_PIECES * STO_PIECE_LEN);
+    run_for(&fx, 200);
+    assert_true(fx.asked_hi <= want + STO_FETCH_REQ_PIECES * STO_PIECE_LEN);
+    /* an ahead far past the bound is held to STO_SVC_FETCH_AHEAD_MAX */
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"1048576\","
+                          "\"length\":\"65536\",\"ahead\":\"1000000000\"}",
+                          hex),
+                     200);
+    assert_memory_equal(fx.raw, d + (1u << 20), STO_PIECE_LEN);
+    want = (1u << 20) + STO_PIECE_LEN + STO_SVC_FETCH_AHEAD_MAX;
+    for (int i = 0; i < 500 && fx.asked_hi < want; i++)
+        run_for(&fx, 10);
+    run_for(&fx, 200);
+    assert_true(fx.asked_hi >= want);
+    assert_true(fx.asked_hi <= want + STO_FETCH_REQ_PIECES * STO_PIECE_LEN);
+    assert_true(fx.asked_hi < len);
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"ahead\":\"-1\"}", hex),
+                     400);
+    free(d);
+    fx_close(&fx);
+}
+
 static void
 test_created_put_is_provided(void **state)
 {
@@ -753,6 +806,7 @@ main(void)
         cmocka_unit_test(test_no_provider_answers_404),
         cmocka_unit_test(test_concurrent_gets_share_one_fetch),
         cmocka_unit_test(test_sequential_gets_reuse_the_fetch),
+        cmocka_unit_test(test_get_ahead_fetches_the_next_bytes_along_within_its_bound),
         cmocka_unit_test(test_created_put_is_provided),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -313,6 +313,69 @@ check_gc(sto_store_t *s)
     obj_free(&c);
 }
 
+/* Pieces added with the chaining value the overlay's check computed
+ * (sto_partial_piece_add_cv, the bus path of a fetch): the cv is folded up
+ * the proof to the address, so a wrong cv (or a proof that does not lead
+ * to the address) is refused and the piece stays absent; with every piece
+ * in, the object completes and reads back equal through the verified reader. */
+static void
+check_cv_adds(sto_store_t *s)
+{
+    obj_t o;
+    sto_partial_t *p = NULL;
+    uint8_t proof[STO_TREE_MAX_PROOF], cv[STO_TREE_HASH_LEN];
+    uint64_t n;
+
+    obj_make(&o, 5 * STO_PIECE_LEN + 99, 77);
+    n = sto_tree_pieces(o.len);
+    assert_int_equal(partial_create(s, &o, &p), 0);
+    for (uint64_t i = 0; i + 1 < n; i++) {
+        size_t plen = obj_proof(&o, i, proof), len;
+        const uint8_t *b = obj_piece(&o, i, &len);
+        assert_int_equal(sto_tree_proof_verify_cv(o.root, o.len, i, b, len, proof, plen, cv), 0);
+        if (i == 2) {
+            uint8_t bad[STO_TREE_HASH_LEN];
+            memcpy(bad, cv, sizeof bad);
+            bad[5] ^= 0x40;
+            assert_int_equal(sto_partial_piece_add_cv(p, i, b, len, bad, proof, plen), RON_EDIGEST);
+            assert_false(sto_partial_piece_has(p, i));
+            proof[0] ^= 1; /* the right cv with a proof that leads elsewhere */
+            assert_int_equal(sto_partial_piece_add_cv(p, i, b, len, cv, proof, plen), RON_EDIGEST);
+            assert_false(sto_partial_piece_has(p, i));
+            proof[0] ^= 1;
+        }
+        assert_int_equal(sto_partial_piece_add_cv(p, i, b, len, cv, proof, plen), 0);
+        assert_true(sto_partial_piece_has(p, i));
+    }
+    assert_int_equal(sto_partial_complete(p), 0);
+    sto_partial_close(p);
+    {
+        sto_reader_t *r = NULL;
+        uint8_t *back = malloc(o.len);
+        assert_int_equal(sto_reader_open(s, o.root, &r), 0);
+        assert_int_equal(sto_reader_read(r, 0, back, o.len), (ssize_t)o.len);
+        assert_memory_equal(back, o.data, o.len);
+        sto_reader_close(r);
+        free(back);
+    }
+    obj_free(&o);
+}
+
+static void
+test_pieces_added_with_the_overlays_cv_are_folded_to_the_address(void **state)
+{
+    char *d = tmpdir_new();
+    sto_store_t *ram = store_open(NULL, 0), *file = store_open(d, 0);
+
+    (void)state;
+    check_cv_adds(ram);
+    check_cv_adds(file);
+    sto_close(ram);
+    sto_close(file);
+    rm_rf(d);
+    free(d);
+}
+
 static void
 test_ram_partial_lifecycle(void **state)
 {
@@ -561,6 +624,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ram_partial_lifecycle),
+        cmocka_unit_test(test_pieces_added_with_the_overlays_cv_are_folded_to_the_address),
         cmocka_unit_test(test_file_partial_lifecycle),
         cmocka_unit_test(test_file_partial_survives_reopen),
         cmocka_unit_test(test_file_partial_damaged_on_disk_is_refetched),

@@ -5,6 +5,7 @@
  * (DESIGN.md §8); `--set PATH=VALUE` reaches any key.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,25 @@
 extern char **environ;
 
 #define NODE_MAX_FLAGS 64
+#define NODE_MMAP_THRESHOLD (2u << 20) /* bytes: buffers below come from the heap */
+#define NODE_TRIM_THRESHOLD (16u << 20) /* bytes of free heap top kept before trimming */
+
+/*
+ * Node processes move content in buffers of 64 KiB to 1 MiB (overlay piece
+ * records, bus frames of up to 256 KiB of object bytes, app-port chunks),
+ * one or more per request. With glibc's defaults each such buffer was either
+ * a fresh mmap or a heap top that had just been trimmed: every request took
+ * its pages from the kernel again (page faults, zeroing, munmap), which was
+ * a quarter of a fetching micronode's loop-thread CPU (bench/results/xfer.md).
+ * Fixed thresholds keep freed buffers for reuse; at most 16 MiB of free heap
+ * top is kept. Object buffers of the RAM store map their own memory.
+ */
+static void
+node_malloc_tune(void)
+{
+    (void)mallopt(M_MMAP_THRESHOLD, (int)NODE_MMAP_THRESHOLD);
+    (void)mallopt(M_TRIM_THRESHOLD, (int)NODE_TRIM_THRESHOLD);
+}
 
 static void
 node_usage(FILE *out)
@@ -78,6 +98,8 @@ cmd_node(int argc, char **argv)
     ron_config_kv_t flags[NODE_MAX_FLAGS];
     size_t n_flags = 0;
     const char *file = NULL;
+
+    node_malloc_tune();
     char seeds[RON_CONFIG_MAX_SEEDS * 160] = "";
     bool have_seeds = false;
     char err[RON_CONFIG_ERR_MAX + 64];
@@ -167,6 +189,7 @@ cmd_node(int argc, char **argv)
 int
 cmd_service(int argc, char **argv)
 {
+    node_malloc_tune();
     if (argc != 2 || strncmp(argv[1], "-", 1) == 0) {
         fprintf(stderr, "usage: ron service NAME\n"
                         "Started by `ron node` for each supervised service; not for people.\n");

@@ -9,6 +9,7 @@
  * up and the bytes end exactly after the last one; each callback runs once.
  */
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,16 @@ oc_u64(json_t *o, const char *name, uint64_t *out)
     return ron_parse_u64(sv, json_string_length(v), out) < 0 ? -1 : 0;
 }
 
+static uint64_t
+oc_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
 int
 ovl_client_fetch_decode(const uint8_t *payload, size_t len, ovl_client_fetch_result_t *res)
 {
@@ -128,6 +139,7 @@ ovl_client_fetch_decode(const uint8_t *payload, size_t len, ovl_client_fetch_res
     size_t jl, raw_len, off = 0;
     json_t *o;
     uint64_t npieces, total, k;
+    bool sized, cvs;
     int rc = RON_EPROTO;
 
     memset(res, 0, sizeof *res);
@@ -137,15 +149,25 @@ ovl_client_fetch_decode(const uint8_t *payload, size_t len, ovl_client_fetch_res
     if (!json_is_object(o) || oc_u64(o, "size", &res->size) < 0 ||
         oc_u64(o, "first", &res->first) < 0 || oc_u64(o, "count", &res->count) < 0)
         goto out;
+    cvs = json_is_true(json_object_get(o, "cv"));
     npieces = oc_pieces(res->size);
     if (res->count == 0 || res->first >= npieces || res->count > npieces - res->first)
         goto out;
-    total = res->first + res->count == npieces ? res->count : res->count + 1;
+    /* a sized fetch's answer holds the range alone, in order (its first record
+     * is piece `first`); otherwise the last piece comes first (the two orders
+     * agree when the range is the last piece alone) */
+    sized = raw_len >= 8 && oc_be64(raw) == res->first;
+    total = sized || res->first + res->count == npieces ? res->count : res->count + 1;
     if (total > OVL_CLIENT_PIECES_MAX)
         goto out;
+    if (cvs) { /* each record's chaining value follows the records */
+        if (raw_len < total * OVL_CLIENT_CV_LEN)
+            goto out;
+        raw_len -= (size_t)total * OVL_CLIENT_CV_LEN;
+    }
     for (k = 0; k < total; k++) {
         ovl_client_piece_t *p = &res->pieces[k];
-        uint64_t want = k == 0 ? npieces - 1 : res->first + k - 1;
+        uint64_t want = sized ? res->first + k : k == 0 ? npieces - 1 : res->first + k - 1;
         size_t plen = oc_piece_len(res->size, want);
         if (raw_len - off < OVL_CLIENT_REC_HDR_LEN)
             goto out;
@@ -165,6 +187,8 @@ ovl_client_fetch_decode(const uint8_t *payload, size_t len, ovl_client_fetch_res
     }
     if (off != raw_len)
         goto out;
+    for (k = 0; cvs && k < total; k++)
+        res->pieces[k].cv = raw + raw_len + k * OVL_CLIENT_CV_LEN;
     res->n_pieces = (size_t)total;
     rc = 0;
 out:
@@ -198,8 +222,8 @@ ovl_client_fetch(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN
                  uint64_t length, const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
                  const char *provider_addr, uint32_t deadline_ms, ovl_client_fetch_cb cb, void *arg)
 {
-    return ovl_client_fetch_cap(peer, addr, offset, length, provider_id, provider_addr, NULL,
-                                deadline_ms, cb, arg);
+    return ovl_client_fetch_full(peer, addr, offset, length, OVL_CLIENT_SIZE_UNKNOWN, provider_id,
+                                 provider_addr, NULL, deadline_ms, cb, arg);
 }
 
 int
@@ -208,7 +232,30 @@ ovl_client_fetch_cap(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ
                      const uint8_t provider_id[static OVL_CLIENT_ID_LEN], const char *provider_addr,
                      const char *cap, uint32_t deadline_ms, ovl_client_fetch_cb cb, void *arg)
 {
+    return ovl_client_fetch_full(peer, addr, offset, length, OVL_CLIENT_SIZE_UNKNOWN, provider_id,
+                                 provider_addr, cap, deadline_ms, cb, arg);
+}
+
+int
+ovl_client_fetch_sized(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN],
+                       uint64_t offset, uint64_t length, uint64_t known,
+                       const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
+                       const char *provider_addr, uint32_t deadline_ms, ovl_client_fetch_cb cb,
+                       void *arg)
+{
+    return ovl_client_fetch_full(peer, addr, offset, length, known, provider_id, provider_addr,
+                                 NULL, deadline_ms, cb, arg);
+}
+
+int
+ovl_client_fetch_full(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN],
+                      uint64_t offset, uint64_t length, uint64_t known,
+                      const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
+                      const char *provider_addr, const char *cap, uint32_t deadline_ms,
+                      ovl_client_fetch_cb cb, void *arg)
+{
     char a[3 + 2 * OVL_CLIENT_OBJ_LEN + 1] = "b3:", id[2 * OVL_CLIENT_ID_LEN + 1], off[24], len[24];
+    char sz[24];
     json_t *o, *prov;
     char *txt;
     oc_call_t *c;
@@ -227,6 +274,10 @@ ovl_client_fetch_cap(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ
                   len, "provider", prov);
     if (o != NULL && cap != NULL)
         json_object_set_new(o, "cap", json_string(cap));
+    if (o != NULL && known != OVL_CLIENT_SIZE_UNKNOWN) {
+        snprintf(sz, sizeof sz, "%llu", (unsigned long long)known);
+        json_object_set_new(o, "size", json_string(sz));
+    }
     txt = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(o);
     if (txt == NULL)

@@ -27,6 +27,7 @@
 #define OVL_CLIENT_FETCH_MAX_LEN 262144u /* bytes one fetch may ask for */
 #define OVL_CLIENT_ID_LEN 32u            /* node ids (BLAKE3 of the node key) */
 #define OVL_CLIENT_OBJ_LEN 32u           /* object addresses (b3 digests) */
+#define OVL_CLIENT_CV_LEN 32u            /* a piece's BLAKE3 chaining value */
 #define OVL_CLIENT_NET_ADDR_MAX 255u     /* bytes of a provider's "HOST:PORT" */
 #define OVL_CLIENT_PIECE_LEN 65536u      /* storage tree piece (STO_PIECE_LEN) */
 #define OVL_CLIENT_PROOF_MAX 1536u       /* bytes of one proof (STO_TREE_MAX_PROOF) */
@@ -44,6 +45,9 @@ typedef struct {
     size_t len;
     const uint8_t *rec; /* the whole record (u64 piece, u16 proof_len, proof, bytes) */
     size_t rec_len;
+    /* the piece's BLAKE3 chaining value as the overlay's check computed it from
+     * these bytes (32 bytes; NULL when the answer carried none) */
+    const uint8_t *cv;
 } ovl_client_piece_t;
 
 /* A fetch's answer. */
@@ -53,7 +57,8 @@ typedef struct {
     uint64_t count; /* pieces of the range */
     size_t n_pieces;
     /* in wire order: the object's last piece first when it lies outside the
-     * range (it only proves the size), then first .. first + count - 1 */
+     * range (it only proves the size) and the fetch did not state the size,
+     * then first .. first + count - 1 */
     ovl_client_piece_t pieces[OVL_CLIENT_PIECES_MAX];
 } ovl_client_fetch_result_t;
 
@@ -86,6 +91,23 @@ int ovl_client_fetch(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ
                      const uint8_t provider_id[static OVL_CLIENT_ID_LEN], const char *provider_addr,
                      uint32_t deadline_ms, ovl_client_fetch_cb cb, void *arg);
 
+#define OVL_CLIENT_SIZE_UNKNOWN UINT64_MAX /* ovl_client_fetch_sized: no size known */
+
+/*
+ * ovl_client_fetch for a caller that already verified the object's size
+ * (known; OVL_CLIENT_SIZE_UNKNOWN: the same as ovl_client_fetch): the
+ * request carries it as "size", so the answer holds the range's pieces
+ * only, without the object's last piece as a size proof (overlay.md §3).
+ * The overlay still verifies every piece against the address under that
+ * size before it answers, and a provider that states another size is a
+ * bad piece (502).
+ */
+int ovl_client_fetch_sized(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN],
+                           uint64_t offset, uint64_t length, uint64_t known,
+                           const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
+                           const char *provider_addr, uint32_t deadline_ms,
+                           ovl_client_fetch_cb cb, void *arg);
+
 /*
  * ovl_client_fetch with a capability for the provider: cap (a
  * NUL-terminated token, 1..OVL_CLIENT_CAP_MAX chars; NULL: none) goes in
@@ -98,6 +120,13 @@ int ovl_client_fetch_cap(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT
                          const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
                          const char *provider_addr, const char *cap, uint32_t deadline_ms,
                          ovl_client_fetch_cb cb, void *arg);
+
+/* Both at once: a sized fetch (known) carrying a capability (cap; NULL: none). */
+int ovl_client_fetch_full(rbus_peer_t *peer, const uint8_t addr[static OVL_CLIENT_OBJ_LEN],
+                          uint64_t offset, uint64_t length, uint64_t known,
+                          const uint8_t provider_id[static OVL_CLIENT_ID_LEN],
+                          const char *provider_addr, const char *cap, uint32_t deadline_ms,
+                          ovl_client_fetch_cb cb, void *arg);
 
 /*
  * Decode a 200 answer's payload (u32 json_len || JSON || records) into res

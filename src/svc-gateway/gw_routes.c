@@ -710,18 +710,22 @@ gw_remote_answer(const oap_frame_t *resp, uint64_t *size_out, const uint8_t **ra
     return rc;
 }
 
-/* Send one storage get of [off, off + len) for g; cb gets the answer. */
+/* Send one storage get of [off, off + len) for g; cb gets the answer. ahead:
+ * the bytes g reads next after it (storage fetches them along on a miss, so
+ * one chunk in flight here still keeps several overlay requests going). */
 static int
-gw_remote_get(gw_get_t *g, uint64_t off, uint64_t len, rbus_reply_cb cb)
+gw_remote_get(gw_get_t *g, uint64_t off, uint64_t len, uint64_t ahead, rbus_reply_cb cb)
 {
-    char js[200], hex[68];
+    char js[240], hex[68];
     uint8_t buf[4 + sizeof js];
     size_t jl;
     rbus_request_opts_t ro = {0};
 
     sto_addr_format(g->addr, hex);
-    snprintf(js, sizeof js, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%llu\",\"length\":\"%llu\"}",
-             hex, (unsigned long long)off, (unsigned long long)len);
+    snprintf(js, sizeof js,
+             "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%llu\",\"length\":\"%llu\","
+             "\"ahead\":\"%llu\"}",
+             hex, (unsigned long long)off, (unsigned long long)len, (unsigned long long)ahead);
     jl = strlen(js);
     buf[0] = (uint8_t)(jl >> 24);
     buf[1] = (uint8_t)(jl >> 16);
@@ -734,6 +738,20 @@ gw_remote_get(gw_get_t *g, uint64_t off, uint64_t len, rbus_reply_cb cb)
     ro.cap = g->cap;
     ro.cap_len = g->cap_len;
     return rbus_request_ex(g->gw->fetch, &ro, buf, 4 + jl, cb, g); /* for the client */
+}
+
+/* Bytes g reads after end (exclusive) in its current range and the later ones. */
+static uint64_t
+gw_remote_ahead(const gw_get_t *g, uint64_t end)
+{
+    uint64_t ahead = 0;
+
+    for (size_t i = g->ri; i < g->n_ranges; i++) {
+        const gw_range_t *r = &g->ranges[i];
+        if (r->last + 1 > end)
+            ahead += r->last + 1 - (r->first > end ? r->first : end);
+    }
+    return ahead;
 }
 
 /* The storage status of a failed remote get as a local code. */
@@ -789,7 +807,7 @@ gw_remote_read(gw_get_t *g)
     const gw_range_t *r = &g->ranges[g->ri];
     uint64_t want = r->last + 1 - g->pos;
     uint64_t len = want < g->buf_cap ? want : g->buf_cap;
-    int rc = gw_remote_get(g, g->pos, len, gw_remote_read_done);
+    int rc = gw_remote_get(g, g->pos, len, gw_remote_ahead(g, g->pos + len), gw_remote_read_done);
 
     if (rc < 0) {
         g->rc = rc;
@@ -1128,10 +1146,10 @@ gw_remote_open_done(void *arg, int status, const oap_frame_t *resp)
             g->pos = g->ranges[0].first;
             g->work.data = g;
             g->rc = 0;
-            if (gw_remote_get(g, g->pos,
-                              g->ranges[0].last + 1 - g->pos < g->buf_cap
-                                  ? g->ranges[0].last + 1 - g->pos
-                                  : g->buf_cap,
+            uint64_t len = g->ranges[0].last + 1 - g->pos < g->buf_cap
+                               ? g->ranges[0].last + 1 - g->pos
+                               : g->buf_cap;
+            if (gw_remote_get(g, g->pos, len, gw_remote_ahead(g, g->pos + len),
                               gw_remote_first_done) == 0)
                 return;
             g->rc = RON_EUNAVAIL;
@@ -1181,7 +1199,9 @@ gw_remote_open(gw_get_t *g)
         memcpy(g->cap, tok, tok_len);
         g->cap_len = tok_len;
     }
-    if (gw_remote_get(g, 0, len, gw_remote_open_done) < 0) {
+    /* a whole-object GET reads on from here: let storage fetch ahead at once */
+    if (gw_remote_get(g, 0, len, g->range != NULL || g->head ? 0 : STO_SVC_FETCH_AHEAD_MAX,
+                      gw_remote_open_done) < 0) {
         g->rc = RON_ENOTFOUND;
         gw_get_open_done(&g->work, 0);
     }

@@ -45,6 +45,7 @@ typedef struct {
     uv_signal_t sig_int, sig_term;
     uv_timer_t refill;
     bool corrupt;
+    bool corrupt_all; /* --corrupt-piece all: every piece frame sent */
     uint64_t corrupt_piece;
     uint64_t rate; /* bytes/s of piece frames; 0 = unlimited */
     double tokens;
@@ -85,7 +86,8 @@ usage(FILE *f)
             "  --listen HOST:PORT   numeric listen address (default 127.0.0.1:0)\n"
             "  --advertise ADDR     address to gossip (default: the bound one)\n"
             "  --corrupt-piece N    flip one byte of piece N (0-based, 64 KiB pieces) in every\n"
-            "                       frame that carries it; the proof is left intact\n"
+            "                       frame that carries it; the proof is left intact; N = all:\n"
+            "                       of every piece sent\n"
             "  --rate BYTES         send piece frames at BYTES per second at most (a trickle;\n"
             "                       burst: one frame; below ~14000 no 64 KiB piece arrives\n"
             "                       within a node's 5 s fetch timeout)\n"
@@ -159,7 +161,8 @@ evil_send(void *arg, tx_peer_session_t *ps, const oap_frame_t *f)
     }
     for (int i = 0; i < 8; i++)
         idx = idx << 8 | f->payload[i];
-    if (e->corrupt && idx == e->corrupt_piece && f->payload_len > OVL_PIECE_HDR_LEN) {
+    if (e->corrupt && (e->corrupt_all || idx == e->corrupt_piece) &&
+        f->payload_len > OVL_PIECE_HDR_LEN) {
         g = *f;
         memcpy(e->buf, f->payload, f->payload_len);
         e->buf[f->payload_len - 1] ^= 0x5a;
@@ -467,7 +470,9 @@ main(int argc, char **argv)
             break;
         case 'c':
             e.corrupt = true;
-            if (parse_u64_arg(optarg, &e.corrupt_piece) < 0)
+            if (strcmp(optarg, "all") == 0)
+                e.corrupt_all = true;
+            else if (parse_u64_arg(optarg, &e.corrupt_piece) < 0)
                 goto bad;
             break;
         case 'r':

@@ -14,7 +14,7 @@ size_t ovl__msg_seq(char *out, size_t cap, bool pong, uint64_t seq);
 size_t ovl__msg_goodbye(char *out, size_t cap, const char *reason);
 size_t ovl__msg_peers(char *out, size_t cap, const ovl_peer_t *p, size_t n_peers);
 size_t ovl__msg_get(char *out, size_t cap, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
-                    uint64_t length);
+                    uint64_t length, uint64_t known);
 size_t ovl__msg_meta(char *out, size_t cap, uint64_t size, uint64_t first, uint64_t count);
 /* Is addr a usable dial address (1..OVL_ADDR_MAX printable ASCII, no quote or backslash)? */
 bool ovl__addr_ok(const char *addr);

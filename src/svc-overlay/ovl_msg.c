@@ -126,10 +126,11 @@ msg_fill(const json_t *root, const char *op, ovl_msg_t *m)
         return 0;
     }
     if (strcmp(op, "get") == 0) {
-        static const char *const keys[] = {"addr", "length", "offset", "op", NULL};
+        static const char *const keys[] = {"addr", "length", "offset", "op", "size", NULL};
         char a[80];
         m->type = OVL_MSG_GET;
         m->length = OVL_LEN_TO_END;
+        m->known = OVL_SIZE_UNKNOWN;
         if (msg_only(root, keys) < 0 ||
             msg_str(json_object_get(root, "addr"), a, sizeof(a), false) < 0 ||
             strncmp(a, "b3:", 3) != 0 || strlen(a) != 3 + 2 * STO_ADDR_LEN ||
@@ -139,6 +140,9 @@ msg_fill(const json_t *root, const char *op, ovl_msg_t *m)
             return RON_EJSON;
         if ((v = json_object_get(root, "length")) != NULL &&
             (msg_u64(v, &m->length) < 0 || m->length == 0 || m->length == OVL_LEN_TO_END))
+            return RON_EJSON;
+        if ((v = json_object_get(root, "size")) != NULL &&
+            (msg_u64(v, &m->known) < 0 || m->known == OVL_SIZE_UNKNOWN))
             return RON_EJSON;
         return 0;
     }
@@ -274,20 +278,19 @@ ovl__msg_peers(char *out, size_t cap, const ovl_peer_t *p, size_t n_peers)
 
 size_t
 ovl__msg_get(char *out, size_t cap, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
-             uint64_t length)
+             uint64_t length, uint64_t known)
 {
-    char a[68];
+    char a[68], len[48] = "", sz[48] = "";
     int n;
 
     sto_addr_format(addr, a);
-    if (length == OVL_LEN_TO_END)
-        n = snprintf(out, cap, "{\"addr\":\"%s\",\"offset\":\"%llu\",\"op\":\"get\"}", a,
-                     (unsigned long long)offset);
-    else
-        n = snprintf(out, cap,
-                     "{\"addr\":\"%s\",\"length\":\"%llu\",\"offset\":\"%llu\",\"op\":\"get\"}", a,
-                     (unsigned long long)length, (unsigned long long)offset);
-    return n < 0 ? 0 : (size_t)n;
+    if (length != OVL_LEN_TO_END)
+        snprintf(len, sizeof len, "\"length\":\"%llu\",", (unsigned long long)length);
+    if (known != OVL_SIZE_UNKNOWN)
+        snprintf(sz, sizeof sz, ",\"size\":\"%llu\"", (unsigned long long)known);
+    n = snprintf(out, cap, "{\"addr\":\"%s\",%s\"offset\":\"%llu\",\"op\":\"get\"%s}", a, len,
+                 (unsigned long long)offset, sz);
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
 
 size_t

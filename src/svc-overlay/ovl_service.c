@@ -58,7 +58,9 @@ struct gfetch { /* one bus fetch */
     ovl_fetch_t *ft; /* NULL while the session is being dialled */
     uint8_t addr[STO_ADDR_LEN];
     uint64_t offset, length, size, deadline;
+    uint64_t known; /* the size the requester verified (OVL_SIZE_UNKNOWN: none) */
     size_t n_rec;
+    uint8_t cvs[OVL_SVC_PIECES_MAX][STO_TREE_HASH_LEN]; /* each record's chaining value */
     uint8_t *raw;            /* SVC_HEADROOM bytes, then the records */
     size_t raw_len, raw_cap; /* bytes of records, room for them */
     char *cap;               /* the bus request's "cap" for the provider, or NULL (wiped) */
@@ -116,6 +118,7 @@ _Static_assert(OVL_CLIENT_REC_HDR_LEN == OVL_PIECE_HDR_LEN, "record header");
 _Static_assert(OVL_SVC_MAX_FRAME >= OVL_MIN_MAX_FRAME && OVL_SVC_MAX_FRAME <= OAP_MAX_FRAME,
                "a piece frame fits the max_frame peer links offer");
 _Static_assert(OVL_CLIENT_FETCH_MAX_LEN == OVL_SVC_FETCH_MAX_LEN, "fetch length bound");
+_Static_assert(OVL_CLIENT_CV_LEN == STO_TREE_HASH_LEN, "chaining value length");
 _Static_assert(OVL_CLIENT_PIECES_MAX == OVL_SVC_PIECES_MAX, "records per answer");
 _Static_assert(OVL_CLIENT_ID_LEN == OVL_ID_LEN && OVL_CLIENT_OBJ_LEN == STO_ADDR_LEN, "ids");
 _Static_assert(OVL_CLIENT_NET_ADDR_MAX == OVL_ADDR_MAX, "address bound");
@@ -270,13 +273,18 @@ fetch_answer(ovl_service_t *s, gfetch_t *f, int rc)
         uint8_t *p;
         (void)svc_range(f->size, f->offset, f->length, &first, &count);
         jl = (size_t)snprintf(
-            js, sizeof js, "{\"count\":\"%llu\",\"first\":\"%llu\",\"size\":\"%llu\"}",
+            js, sizeof js,
+            "{\"count\":\"%llu\",\"cv\":true,\"first\":\"%llu\",\"size\":\"%llu\"}",
             (unsigned long long)count, (unsigned long long)first, (unsigned long long)f->size);
-        if (f->raw == NULL)
-            f->raw = ron_xmalloc(SVC_HEADROOM);
+        if (f->raw == NULL || f->raw_len + f->n_rec * STO_TREE_HASH_LEN > f->raw_cap) {
+            f->raw_cap = f->raw_len + f->n_rec * STO_TREE_HASH_LEN;
+            f->raw = ron_xrealloc(f->raw, SVC_HEADROOM + f->raw_cap);
+        }
+        /* the records, then each one's chaining value (overlay.md §6) */
+        memcpy(f->raw + SVC_HEADROOM + f->raw_len, f->cvs, f->n_rec * STO_TREE_HASH_LEN);
         p = f->raw + SVC_HEADROOM - 4 - jl; /* jl < SVC_HEADROOM - 4: three u64s and keys */
         (void)proto_json_frame(p, js, (uint32_t)jl);
-        (void)rbus_respond(req, 200, p, 4 + jl + f->raw_len);
+        (void)rbus_respond(req, 200, p, 4 + jl + f->raw_len + f->n_rec * STO_TREE_HASH_LEN);
         res = FR_OK;
         s->st.fetches_ok++;
         break;
@@ -329,7 +337,8 @@ fetch_answer(ovl_service_t *s, gfetch_t *f, int rc)
 }
 
 static int
-fetch_on_record(void *arg, uint64_t piece, uint64_t size, const uint8_t *rec, size_t len)
+fetch_on_record(void *arg, uint64_t piece, uint64_t size, const uint8_t *rec, size_t len,
+                const uint8_t *cv)
 {
     gfetch_t *f = arg;
 
@@ -341,6 +350,7 @@ fetch_on_record(void *arg, uint64_t piece, uint64_t size, const uint8_t *rec, si
         f->raw = ron_xrealloc(f->raw, SVC_HEADROOM + f->raw_cap);
     }
     memcpy(f->raw + SVC_HEADROOM + f->raw_len, rec, len);
+    memcpy(f->cvs[f->n_rec], cv, STO_TREE_HASH_LEN);
     f->raw_len += len;
     f->n_rec++;
     f->size = size;
@@ -377,12 +387,20 @@ fetch_on_done(void *arg, int rc)
 static void
 fetch_go(ovl_service_t *s, gfetch_t *f)
 {
-    ovl_fetch_cb_t cb = {NULL, fetch_on_done, f, fetch_on_record};
+    ovl_fetch_cb_t cb = {NULL, fetch_on_done, f, NULL, NULL, fetch_on_record};
     int rc;
 
     f->deadline = now_ms(s) + s->cfg.fetch_timeout_ms;
-    rc = ovl_fetch_start_cap(f->gs->os, f->addr, f->offset, f->length, (const uint8_t *)f->cap,
-                             f->cap_len, &cb, &f->ft);
+    if (f->raw == NULL) {
+        /* room for every record the range can bring, at once: growing it piece by
+         * piece copied the records already held again (a third of the bytes) */
+        uint64_t n = f->length / STO_PIECE_LEN + 2 + (f->known == OVL_SIZE_UNKNOWN);
+        f->raw_cap = (size_t)(n < OVL_SVC_PIECES_MAX ? n : OVL_SVC_PIECES_MAX) *
+                     (OVL_PIECE_PAYLOAD_MAX + STO_TREE_HASH_LEN);
+        f->raw = ron_xmalloc(SVC_HEADROOM + f->raw_cap);
+    }
+    rc = ovl_fetch_start_full(f->gs->os, f->addr, f->offset, f->length, f->known,
+                              (const uint8_t *)f->cap, f->cap_len, &cb, &f->ft);
     if (rc < 0)
         fetch_answer(s, f, rc == RON_EBUSY ? RON_EBUSY : RON_EUNAVAIL);
 }
@@ -671,7 +689,8 @@ svc_arm(ovl_service_t *s)
 
 /* ---- the bus protocol ---- */
 
-static const char *const fetch_keys[] = {"address", "offset", "length", "provider", "cap", NULL};
+static const char *const fetch_keys[] = {"address", "offset", "length", "provider",
+                                         "cap",     "size",   NULL};
 static const char *const provider_keys[] = {"id", "addr", NULL};
 static const char *const no_keys[] = {NULL};
 
@@ -714,7 +733,7 @@ op_fetch(ovl_service_t *s, rbus_req_t *req, json_t *o)
     json_t *cap_v = json_object_get(o, "cap");
     const char *bad, *paddr;
     uint8_t addr[STO_ADDR_LEN], pid[OVL_ID_LEN];
-    uint64_t offset = 0, length = 0;
+    uint64_t offset = 0, length = 0, known = OVL_SIZE_UNKNOWN;
     gsess_t *gs;
     gfetch_t *f;
     char msg[96];
@@ -733,6 +752,10 @@ op_fetch(ovl_service_t *s, rbus_req_t *req, json_t *o)
     if (get_u64(o, "offset", &offset) < 0 || get_u64(o, "length", &length) != 1 || length == 0 ||
         length > OVL_SVC_FETCH_MAX_LEN) {
         rbus_respond_error(req, 400, "offset must be a u64 string; length 1..262144");
+        return;
+    }
+    if ((rc = get_u64(o, "size", &known)) < 0 || (rc == 1 && known == OVL_SIZE_UNKNOWN)) {
+        rbus_respond_error(req, 400, "size must be a u64 string (the size already verified)");
         return;
     }
     if (!json_is_object(prov) || proto_json_unknown_key(prov, NULL, provider_keys) != NULL ||
@@ -791,6 +814,7 @@ op_fetch(ovl_service_t *s, rbus_req_t *req, json_t *o)
         f->cap = ron_xmalloc(f->cap_len);
         memcpy(f->cap, json_string_value(cap_v), f->cap_len);
     }
+    f->known = known;
     f->deadline = now_ms(s) + s->cfg.fetch_timeout_ms;
     f->next = s->fetches;
     s->fetches = f;

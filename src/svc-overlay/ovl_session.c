@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "ovl_internal.h"
 #include "ron_err.h"
 #include "ron_proto.h"
@@ -33,6 +35,7 @@ typedef struct ovl_xfer { /* provider side of one transfer */
     uint64_t sent, total; /* pieces sent, pieces to send */
     bool cancelled;       /* the fetcher ended its direction early */
     bool ready;           /* buf holds the next piece's payload */
+    bool sized;           /* the fetcher stated the size: no size proof, range in order */
     size_t buf_len;
     uint8_t *buf; /* OVL_PIECE_PAYLOAD_MAX */
 } ovl_xfer_t;
@@ -49,7 +52,19 @@ struct ovl_fetch {
     int state;
     uint64_t size, npieces, first, count;
     uint64_t got, total; /* piece frames received, piece frames expected */
+    uint64_t known;      /* the size the GET stated (OVL_SIZE_UNKNOWN: none) */
+    uint8_t *cap;        /* the capability the GET carries (owned), or NULL; kept for a resend */
+    size_t cap_len;
 };
+
+static void
+fetch_free(ovl_fetch_t *ft)
+{
+    if (ft->cap != NULL)
+        sodium_memzero(ft->cap, ft->cap_len);
+    free(ft->cap);
+    free(ft);
+}
 
 typedef struct { /* a control frame waiting for the link */
     uint16_t flags, code, app;
@@ -75,6 +90,7 @@ struct ovl_session {
     uint64_t ping_seq, next_ping, next_gossip;
     uint32_t outstanding; /* PINGs sent since the peer was last heard */
     bool goodbye_sent, goodbye_recv, link_closing, closed;
+    bool no_sized; /* the peer refused a GET with "size" (an older peer): never send it again */
     ovl_session_stats_t st;
 };
 
@@ -388,17 +404,20 @@ xfer_unlink(ovl_session_t *s, ovl_xfer_t *x)
 
 /* The piece sent k-th: the last piece first (it binds the size), then the
  * range in order; when the range holds the last piece, total = count and k
- * stops before reaching it again. */
+ * stops before reaching it again. A GET that stated the size the fetcher
+ * verified earlier (sized) gets the range alone, in order. */
 static uint64_t
-xfer_piece(uint64_t npieces, uint64_t first, uint64_t k)
+xfer_piece(uint64_t npieces, uint64_t first, uint64_t k, bool sized)
 {
+    if (sized)
+        return first + k;
     return k == 0 ? npieces - 1 : first + k - 1;
 }
 
 static int
 xfer_prepare(ovl_xfer_t *x)
 {
-    uint64_t idx = xfer_piece(x->npieces, x->first, x->sent);
+    uint64_t idx = xfer_piece(x->npieces, x->first, x->sent, x->sized);
     size_t plen = sto_tree_piece_len(x->size, idx), proof_len = 0;
     ssize_t got;
     int rc;
@@ -554,7 +573,12 @@ provider_start(ovl_session_t *s, const oap_frame_t *f)
     x->npieces = sto_tree_pieces(x->size);
     x->first = first;
     x->count = count;
-    x->total = (x->npieces - 1 < first + count) ? count : count + 1;
+    /* a stated size that is not ours is not trusted: the size proof goes out
+     * as usual and the fetcher, which expects none, refuses the answer */
+    x->sized = m->known == x->size;
+    if (x->sized)
+        s->st.sized_served++;
+    x->total = (x->sized || x->npieces - 1 < first + count) ? count : count + 1;
     x->buf = ron_xmalloc(OVL_PIECE_PAYLOAD_MAX);
     x->next = s->xfers;
     s->xfers = x;
@@ -616,7 +640,7 @@ fetch_end(ovl_session_t *s, ovl_fetch_t *ft, int rc, bool resp_ended)
     }
     if (resp_ended) {
         fetch_unlink(s, ft);
-        free(ft);
+        fetch_free(ft);
     } else {
         ft->state = FETCH_DRAIN;
     }
@@ -657,19 +681,24 @@ fetch_piece(ovl_session_t *s, ovl_fetch_t *ft, const oap_frame_t *f)
 
     if (ovl_piece_parse(f->payload, f->payload_len, &idx, &proof, &proof_len, &bytes, &len) < 0)
         return RON_EBADPIECE;
-    want = xfer_piece(ft->npieces, ft->first, ft->got);
+    want = xfer_piece(ft->npieces, ft->first, ft->got, ft->known != OVL_SIZE_UNKNOWN);
     if (idx != want)
         return RON_EBADPIECE;
     /* One BLAKE3 pass: the first frame is the last piece, so this is
      * sto_tree_size_verify for it (which binds the size), and the proof check
-     * of every later piece; the CV it computed goes to on_piece_cv. */
+     * of every later piece; the CV it computed goes to on_piece_cv. A sized
+     * fetch verified the size before (the META matched it): every piece is
+     * checked under it, the last one too when the range holds it. */
     rc = sto_tree_proof_verify_cv(ft->addr, ft->size, idx, bytes, len, proof, proof_len, cv);
     if (rc < 0)
         return RON_EBADPIECE;
     ft->got++;
     s->st.pieces_recv++;
     s->st.piece_bytes_recv += len;
-    if (ft->cb.on_record != NULL &&
+    if (ft->cb.on_record_cv != NULL &&
+        (rc = ft->cb.on_record_cv(ft->cb.arg, idx, ft->size, f->payload, f->payload_len, cv)) < 0)
+        return rc;
+    if (ft->cb.on_record_cv == NULL && ft->cb.on_record != NULL &&
         (rc = ft->cb.on_record(ft->cb.arg, idx, ft->size, f->payload, f->payload_len)) < 0)
         return rc;
     if (idx < ft->first || idx >= ft->first + ft->count)
@@ -679,6 +708,31 @@ fetch_piece(ovl_session_t *s, ovl_fetch_t *ft, const oap_frame_t *f)
     if (ft->cb.on_piece == NULL)
         return 0;
     return ft->cb.on_piece(ft->cb.arg, idx, ft->size, bytes, len);
+}
+
+/* A peer that answered 400 to a GET with "size" predates the field: ask it
+ * again without, on a new stream, and never send the field to it again. */
+static void
+fetch_resend_unsized(ovl_session_t *s, ovl_fetch_t *ft)
+{
+    uint64_t old = ft->corr_id;
+    char json[256];
+    size_t len;
+    int rc;
+
+    s->no_sized = true;
+    s->st.sized_refused++;
+    sess_ctrl(s, OAP_F_REQ | OAP_F_END, 0, OAP_APP_OVERLAY, old, NULL, 0);
+    ft->known = OVL_SIZE_UNKNOWN;
+    ft->corr_id = ++s->next_corr;
+    len = ovl__msg_get(json, sizeof(json), ft->addr, ft->offset, ft->length, OVL_SIZE_UNKNOWN);
+    rc = sess_raw_cap(s, OAP_F_REQ | OAP_F_START, 0, OAP_APP_OVERLAY, ft->corr_id, ft->cap,
+                      ft->cap_len, (const uint8_t *)json, len);
+    if (rc < 0) {
+        s->st.fetches_failed++;
+        ft->state = FETCH_DRAIN; /* the old stream is closed both ways: no REQ|END again */
+        fetch_end(s, ft, rc == RON_EAGAIN ? RON_EBUSY : rc, true);
+    }
 }
 
 static void
@@ -699,7 +753,7 @@ fetcher_resp(ovl_session_t *s, const oap_frame_t *f)
     if (ft->state == FETCH_DRAIN) {
         if (end) {
             fetch_unlink(s, ft);
-            free(ft);
+            fetch_free(ft);
         } else {
             s->ops->consume(s->link, f->corr_id, true, 1);
         }
@@ -707,6 +761,10 @@ fetcher_resp(ovl_session_t *s, const oap_frame_t *f)
     }
     if (ft->state == FETCH_META) {
         ovl_msg_t *m;
+        if (f->code == 400 && end && ft->known != OVL_SIZE_UNKNOWN) {
+            fetch_resend_unsized(s, ft);
+            return;
+        }
         if (f->code != 200) {
             fetch_end(s, ft, status_rc(f->code), end);
             return;
@@ -720,9 +778,13 @@ fetcher_resp(ovl_session_t *s, const oap_frame_t *f)
             if (range_pieces(m->size, ft->offset, ft->length, &first, &count) < 0 ||
                 first != m->first || count != m->count)
                 rc = RON_EBADPIECE;
+            if (ft->known != OVL_SIZE_UNKNOWN && m->size != ft->known)
+                rc = RON_EBADPIECE; /* we verified the size: another one is a lie */
             ft->first = first;
             ft->count = count;
-            ft->total = (ft->npieces - 1 < first + count) ? count : count + 1;
+            ft->total = (ft->known != OVL_SIZE_UNKNOWN || ft->npieces - 1 < first + count)
+                            ? count
+                            : count + 1;
         } else {
             rc = RON_EBADPIECE;
         }
@@ -777,13 +839,30 @@ int
 ovl_fetch_start(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
                 uint64_t length, const ovl_fetch_cb_t *cb, ovl_fetch_t **f_out)
 {
-    return ovl_fetch_start_cap(s, addr, offset, length, NULL, 0, cb, f_out);
+    return ovl_fetch_start_full(s, addr, offset, length, OVL_SIZE_UNKNOWN, NULL, 0, cb, f_out);
 }
 
 int
 ovl_fetch_start_cap(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
                     uint64_t length, const uint8_t *cap, size_t cap_len, const ovl_fetch_cb_t *cb,
                     ovl_fetch_t **f_out)
+{
+    return ovl_fetch_start_full(s, addr, offset, length, OVL_SIZE_UNKNOWN, cap, cap_len, cb,
+                                f_out);
+}
+
+int
+ovl_fetch_start_sized(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
+                      uint64_t length, uint64_t known, const ovl_fetch_cb_t *cb,
+                      ovl_fetch_t **f_out)
+{
+    return ovl_fetch_start_full(s, addr, offset, length, known, NULL, 0, cb, f_out);
+}
+
+int
+ovl_fetch_start_full(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
+                     uint64_t length, uint64_t known, const uint8_t *cap, size_t cap_len,
+                     const ovl_fetch_cb_t *cb, ovl_fetch_t **f_out)
 {
     ovl_fetch_t *ft;
     char json[256];
@@ -802,12 +881,18 @@ ovl_fetch_start_cap(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], u
     memcpy(ft->addr, addr, STO_ADDR_LEN);
     ft->offset = offset;
     ft->length = length;
+    ft->known = s->no_sized ? OVL_SIZE_UNKNOWN : known;
     ft->cb = *cb;
-    len = ovl__msg_get(json, sizeof(json), addr, offset, length);
-    rc = sess_raw_cap(s, OAP_F_REQ | OAP_F_START, 0, OAP_APP_OVERLAY, ft->corr_id,
-                      cap_len > 0 ? cap : NULL, cap_len, (const uint8_t *)json, len);
+    if (cap_len > 0) {
+        ft->cap = ron_xmalloc(cap_len);
+        memcpy(ft->cap, cap, cap_len);
+        ft->cap_len = cap_len;
+    }
+    len = ovl__msg_get(json, sizeof(json), addr, offset, length, ft->known);
+    rc = sess_raw_cap(s, OAP_F_REQ | OAP_F_START, 0, OAP_APP_OVERLAY, ft->corr_id, ft->cap,
+                      ft->cap_len, (const uint8_t *)json, len);
     if (rc < 0) {
-        free(ft);
+        fetch_free(ft);
         return rc == RON_EAGAIN ? RON_EBUSY : rc;
     }
     ft->next = s->fetches;
@@ -1021,7 +1106,7 @@ ovl_session_closed(ovl_session_t *s, int reason)
         ovl_fetch_cb_t cb = ft->cb;
         bool live = ft->state != FETCH_DRAIN;
         s->fetches = ft->next;
-        free(ft);
+        fetch_free(ft);
         if (live) {
             s->st.fetches_failed++;
             if (cb.on_done != NULL)

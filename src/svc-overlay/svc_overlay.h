@@ -54,6 +54,7 @@
 #define OVL_GOSSIP_MS_DEFAULT 60000u  /* gossip interval */
 #define OVL_MAX_TRANSFERS_DEFAULT 16u /* transfers one peer may have us serve at once */
 #define OVL_LEN_TO_END UINT64_MAX     /* ovl_fetch_start length: to the object's end */
+#define OVL_SIZE_UNKNOWN UINT64_MAX   /* ovl_fetch_start_sized: no size verified yet */
 #define OVL_PIECE_HOLD 1              /* on_piece return: keep the credit until ovl_fetch_release */
 
 typedef struct ovl_node ovl_node_t;       /* one per process; owns the peer table */
@@ -119,6 +120,8 @@ typedef struct {
     uint64_t gossip_sent, gossip_recv;
     uint64_t ctrl_queued_max; /* high-water mark of the control queue */
     uint64_t refused_auth;    /* provider: gets the authorize hook refused */
+    uint64_t sized_served;    /* provider: GETs served without the size proof */
+    uint64_t sized_refused;   /* fetcher: 400s to a sized GET, asked again without */
 } ovl_session_stats_t;
 
 /*
@@ -257,6 +260,15 @@ typedef struct {
      */
     int (*on_piece_cv)(void *arg, uint64_t piece, uint64_t size, const uint8_t *bytes, size_t len,
                        const uint8_t *cv);
+    /*
+     * Optional (appended; NULL: on_record runs): when set, it runs instead of
+     * on_record, with the same arguments and returns plus cv, the chaining
+     * value the check computed from the piece's bytes (a view valid for the
+     * call). The overlay service passes it on over the bus so the node's
+     * store folds it to the address instead of hashing the bytes again.
+     */
+    int (*on_record_cv)(void *arg, uint64_t piece, uint64_t size, const uint8_t *rec, size_t len,
+                        const uint8_t *cv);
 } ovl_fetch_cb_t;
 
 /*
@@ -278,6 +290,29 @@ int ovl_fetch_start(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], u
 int ovl_fetch_start_cap(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
                         uint64_t length, const uint8_t *cap, size_t cap_len,
                         const ovl_fetch_cb_t *cb, ovl_fetch_t **f_out);
+
+/*
+ * ovl_fetch_start for a fetcher that already verified the object's size
+ * (known, from the last piece of an earlier answer; OVL_SIZE_UNKNOWN: as
+ * ovl_fetch_start). The GET carries it (overlay.md §3, "size"), so the
+ * provider leaves out the size proof: only the range's pieces come, in
+ * order, each still checked against addr under known before it is handed
+ * on. A metadata frame with another size is a bad piece. A provider that
+ * refuses the field (400: an older peer) is asked again without it, and the
+ * session does not send it to that peer again.
+ */
+int ovl_fetch_start_sized(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN],
+                          uint64_t offset, uint64_t length, uint64_t known,
+                          const ovl_fetch_cb_t *cb, ovl_fetch_t **f_out);
+
+/*
+ * Both at once: a sized GET (known; OVL_SIZE_UNKNOWN: none) carrying a
+ * capability (cap_len 0: none). The capability is kept for the resend
+ * without "size" an older peer asks for. Same returns.
+ */
+int ovl_fetch_start_full(ovl_session_t *s, const uint8_t addr[static STO_ADDR_LEN], uint64_t offset,
+                         uint64_t length, uint64_t known, const uint8_t *cap, size_t cap_len,
+                         const ovl_fetch_cb_t *cb, ovl_fetch_t **f_out);
 
 /* Give back the credit of n pieces held with OVL_PIECE_HOLD. */
 void ovl_fetch_release(ovl_fetch_t *f, uint32_t n);
@@ -310,6 +345,7 @@ typedef struct {
     uint8_t addr[STO_ADDR_LEN];       /* GET */
     uint64_t offset, length;          /* GET; length OVL_LEN_TO_END when absent */
     uint64_t size, first, count;      /* META */
+    uint64_t known;                   /* GET "size"; OVL_SIZE_UNKNOWN when absent */
 } ovl_msg_t;
 
 /*

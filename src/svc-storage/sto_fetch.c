@@ -57,6 +57,7 @@ struct sto_fetch {
     uint8_t *pin;             /* npieces: live requests covering it, not delivered */
     uint64_t scan;            /* no askable piece below this index */
     uint64_t wanted_left;     /* wanted pieces not yet held */
+    uint64_t held;            /* pieces held */
     want_t wants[STO_FETCH_MAX_WANTS];
     size_t nwants;
     prov_t prov[STO_FETCH_MAX_PROVIDERS];
@@ -401,6 +402,13 @@ sto_fetch_have(sto_fetch_t *f, uint64_t piece)
     if (f->pst[piece] == P_WANT)
         f->wanted_left--;
     f->pst[piece] = P_HAVE;
+    f->held++;
+}
+
+uint64_t
+sto_fetch_held(const sto_fetch_t *f)
+{
+    return f->held;
 }
 
 bool

@@ -44,7 +44,7 @@
 /* ---- limits ---- */
 #define STO_FETCH_REQ_PIECES 4u        /* pieces per request: 256 KiB, overlay fetch's maximum */
 #define STO_FETCH_INFLIGHT 8u          /* default requests in flight per fetch */
-#define STO_FETCH_PER_PROVIDER 2u      /* default requests in flight per provider */
+#define STO_FETCH_PER_PROVIDER 4u      /* default requests in flight per provider */
 #define STO_FETCH_MAX_PROVIDERS 32u    /* providers one fetch keeps */
 #define STO_FETCH_MAX_WANTS 64u        /* wanted ranges one fetch keeps (more: merged to one span) */
 #define STO_FETCH_MAX_FAILS 3u         /* default retryable failures before a provider is dropped */
@@ -144,6 +144,9 @@ void sto_fetch_have(sto_fetch_t *f, uint64_t piece);
 
 /* 1 when piece is held. */
 bool sto_fetch_has(const sto_fetch_t *f, uint64_t piece);
+
+/* The number of pieces held (all of them when it equals the piece count). */
+uint64_t sto_fetch_held(const sto_fetch_t *f);
 
 /*
  * A verified piece arrived on request req_id. Returns 1 when the piece was

@@ -9,8 +9,9 @@
  * bitmap of verified pieces. Nothing unverified enters it: a piece is stored
  * only after its proof folds to the address (sto_tree_proof_nodes), and the
  * outboard nodes on its path, authenticated by that fold, are filled in at
- * the same time. Serving re-verifies every piece against those nodes, so bits
- * that outlived their bytes (an OS crash) only cost a refetch. Completion
+ * the same time. Serving from a file partial re-verifies every piece against
+ * those nodes, so bits that outlived their bytes (an OS crash) only cost a
+ * refetch; a RAM partial's pieces are served as they verified on arrival. Completion
  * verifies every piece against the filled outboard once more (which
  * authenticates every outboard node: each half of a node is the sibling of
  * the pieces under the other half) and then commits the file exactly like a
@@ -325,6 +326,8 @@ piece_store(sto_partial_t *p, uint64_t i, const uint8_t *bytes, size_t len,
     int rc;
 
     if (p->fd < 0) {
+        sto_put_t view = {.buf = p->data, .cap = p->data_cap};
+        sto__ram_buf_populate(&view, (size_t)(i * STO_PIECE_LEN), len);
         memcpy(p->data + i * STO_PIECE_LEN, bytes, len);
         for (size_t k = 0; k < n; k++)
             memcpy(p->ob + offs[k], nodes + k * STO_TREE_NODE_LEN, STO_TREE_NODE_LEN);
@@ -462,8 +465,10 @@ sto_partial_create(sto_store_t *s, const uint8_t addr[static STO_ADDR_LEN], uint
     p = partial_alloc(s, addr, size);
     if (s->ram) {
         sto_put_t tmp = {.s = s, .declared = size > 0 ? size : 1};
+        /* not populated here: under s->lock, a GiB of fresh pages stalled every
+         * other store job for seconds; each piece populates its own pages as
+         * it lands (piece_store), on the worker that stores it */
         sto__ram_buf_grow(&tmp, (size_t)(size > 0 ? size : 1));
-        sto__ram_buf_populate(&tmp, 0, (size_t)size);
         p->data = tmp.buf;
         p->data_cap = tmp.cap;
         p->ob_len = (size_t)sto_tree_outboard_len(size);
@@ -508,6 +513,13 @@ int
 sto_partial_piece_add(sto_partial_t *p, uint64_t piece, const uint8_t *bytes, size_t len,
                       const uint8_t *proof, size_t proof_len)
 {
+    return sto_partial_piece_add_cv(p, piece, bytes, len, NULL, proof, proof_len);
+}
+
+int
+sto_partial_piece_add_cv(sto_partial_t *p, uint64_t piece, const uint8_t *bytes, size_t len,
+                         const uint8_t *cv, const uint8_t *proof, size_t proof_len)
+{
     uint8_t nodes[STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN];
     uint64_t offs[STO_TREE_MAX_DEPTH];
     size_t n;
@@ -520,9 +532,14 @@ sto_partial_piece_add(sto_partial_t *p, uint64_t piece, const uint8_t *bytes, si
     pthread_mutex_unlock(&p->mu);
     if (rc == 1)
         return 1;
-    /* hash outside the lock: pieces of one object verify in parallel */
-    rc = sto_tree_proof_nodes(p->addr, p->size, piece, bytes, len, proof, proof_len, nodes, offs,
-                              &n);
+    /* hash outside the lock: pieces of one object verify in parallel; a cv
+     * computed in this node from these bytes is folded to the address alone */
+    if (cv != NULL && p->npieces > 1 && len == sto_tree_piece_len(p->size, piece))
+        rc = sto_tree_proof_nodes_cv(p->addr, p->size, piece, cv, proof, proof_len, nodes, offs,
+                                     &n);
+    else
+        rc = sto_tree_proof_nodes(p->addr, p->size, piece, bytes, len, proof, proof_len, nodes,
+                                  offs, &n);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&p->mu);
@@ -582,7 +599,10 @@ sto_partial_read(sto_partial_t *p, uint64_t off, void *buf, size_t len)
         uint64_t take = pstart + plen < end ? pstart + plen - pos : end - pos;
         if ((rc = piece_fetch(p, i, piece, plen)) < 0 && rc != RON_EDIGEST)
             goto out;
-        if (rc == 0)
+        /* a file partial's bytes may have outlived a crash unverified: check
+         * them again; a RAM partial's bytes never left this process since they
+         * verified against the address on arrival (its bit is set after) */
+        if (rc == 0 && p->fd >= 0)
             rc = sto_tree_piece_verify_fn(p->addr, p->size, ob_read, p, i, piece, plen);
         if (rc == RON_ENOTFOUND)
             goto out; /* completed meanwhile: read the object */

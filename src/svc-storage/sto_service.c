@@ -57,7 +57,7 @@ static const char *const op_names[OP_COUNT + 1] = {
 };
 
 /* Fields each op accepts besides "op" (strict: any other is refused). */
-static const char *const op_fields[OP_COUNT][5] = {
+static const char *const op_fields[OP_COUNT][6] = {
     [OP_PUT_BEGIN] = {"size", "content_type", "expect", NULL},
     [OP_PUT_WRITE] = {"put_id", "offset", NULL},
     [OP_PUT_COMMIT] = {"put_id", NULL},
@@ -67,7 +67,7 @@ static const char *const op_fields[OP_COUNT][5] = {
     [OP_PIN] = {"address", NULL},
     [OP_UNPIN] = {"address", NULL},
     [OP_GC] = {"target", NULL},
-    [OP_GET] = {"address", "offset", "length", "local", NULL},
+    [OP_GET] = {"address", "offset", "length", "local", "ahead", NULL},
 };
 
 /* Statuses counted by label; anything else is counted as "other". */
@@ -116,6 +116,8 @@ struct svc_fetch {
 typedef struct {
     uint64_t piece;
     size_t proof_off, proof_len, bytes_off, len;
+    bool has_cv; /* cv: the overlay's chaining value of these bytes */
+    uint8_t cv[STO_TREE_HASH_LEN];
 } rec_t;
 
 typedef struct svc_put {
@@ -180,6 +182,7 @@ struct job {
     uint8_t addr[STO_ADDR_LEN];
     bool has_addr;
     bool created; /* put_commit: the address was not stored before */
+    bool reopened; /* OP_F_STORE: its partial was opened again, not created */
     uint8_t expect[STO_ADDR_LEN];
     bool has_expect;
     char ctype[STO_CTYPE_MAX + 1];
@@ -200,6 +203,7 @@ struct job {
     sto_put_t *new_sp;
     /* gets that fetch, and the fetch's own jobs */
     bool local;             /* get: "local":true, never fetch */
+    uint64_t ahead;         /* get: bytes the requester reads next (fetched along) */
     bool partial_stat;      /* stat: the object is partial (size, verified) */
     uint64_t verified;
     uint64_t deadline_ms;   /* a get waiting for a fetch answers 504 past it */
@@ -482,8 +486,18 @@ fetch_job_work(sto_store_t *st, job_t *j)
             for (k = 0; k < j->nrec && j->recs[k].piece != last; k++)
                 ;
             if (k == j->nrec) {
-                j->rc = RON_EPROTO;
-                break;
+                /* a sized answer (no size proof) whose partial the fetch no longer
+                 * holds: completed meanwhile, or open it again */
+                if (sto_has(st, j->addr) == 1) {
+                    j->rc = 1;
+                    break;
+                }
+                if (sto_partial_open(st, j->addr, &j->partial) < 0) {
+                    j->rc = RON_EAGAIN; /* not the provider's fault: ask again */
+                    break;
+                }
+                j->created = j->reopened = true; /* the job's own handle */
+                goto add;
             }
             j->rc = sto_partial_create(st, j->addr, j->size, j->data + j->recs[k].bytes_off,
                                        j->recs[k].len, j->data + j->recs[k].proof_off,
@@ -496,11 +510,12 @@ fetch_job_work(sto_store_t *st, job_t *j)
                 break;
             j->created = true; /* the job's own handle */
         }
+    add:
         for (k = 0; k < j->nrec; k++)
-            j->rec_rc[k] = sto_partial_piece_add(j->partial, j->recs[k].piece,
-                                                 j->data + j->recs[k].bytes_off, j->recs[k].len,
-                                                 j->data + j->recs[k].proof_off,
-                                                 j->recs[k].proof_len);
+            j->rec_rc[k] = sto_partial_piece_add_cv(
+                j->partial, j->recs[k].piece, j->data + j->recs[k].bytes_off, j->recs[k].len,
+                j->recs[k].has_cv ? j->recs[k].cv : NULL, j->data + j->recs[k].proof_off,
+                j->recs[k].proof_len);
         break;
     case OP_F_COMPLETE:
         j->rc = sto_partial_complete(j->partial);
@@ -1018,9 +1033,8 @@ fetch_try_complete(svc_fetch_t *f)
     if (f->completing || f->whole || f->partial == NULL || f->jobs > 0 || size == UINT64_MAX)
         return;
     n = sto_tree_pieces(size);
-    for (uint64_t i = 0; i < n; i++)
-        if (!sto_fetch_has(f->sched, i))
-            return;
+    if (sto_fetch_held(f->sched) < n) /* a count: this runs on every pump */
+        return;
     f->completing = true;
     j = ron_xcalloc(1, sizeof *j);
     j->op = OP_F_COMPLETE;
@@ -1158,6 +1172,9 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
     for (size_t i = 0; i < res->n_pieces; i++) {
         const ovl_client_piece_t *p = &res->pieces[i];
         j->recs[i].piece = p->piece;
+        j->recs[i].has_cv = p->cv != NULL;
+        if (p->cv != NULL)
+            memcpy(j->recs[i].cv, p->cv, STO_TREE_HASH_LEN);
         j->recs[i].proof_off = off;
         j->recs[i].proof_len = p->proof_len;
         memcpy(j->data + off, p->proof, p->proof_len);
@@ -1202,9 +1219,12 @@ fetch_pump(svc_fetch_t *f)
         r->f = f;
         r->req_id = a.req_id;
         r->offset = a.offset;
-        if (ovl_client_fetch(s->ovl, f->addr, a.offset, a.length,
-                             sto_fetch_provider_id(f->sched, a.provider), f->paddr[a.provider], 0,
-                             fetch_on_fetched, r) < 0) {
+        /* once the size is verified and the partial holds the last piece, the
+         * overlay is told the size, so the provider sends no size proof */
+        uint64_t known = f->partial != NULL ? sto_fetch_size(f->sched) : OVL_CLIENT_SIZE_UNKNOWN;
+        if (ovl_client_fetch_sized(s->ovl, f->addr, a.offset, a.length, known,
+                                   sto_fetch_provider_id(f->sched, a.provider),
+                                   f->paddr[a.provider], 0, fetch_on_fetched, r) < 0) {
             free(r);
             f->last_err = RON_EUNAVAIL;
             sto_fetch_req_end(f->sched, a.req_id, STO_FETCH_RETRYABLE, now);
@@ -1242,13 +1262,28 @@ fetch_pump(svc_fetch_t *f)
     fetch_maybe_end(f);
 }
 
+/* Want get j's range, and the bytes it said it reads next (its "ahead",
+ * at most STO_SVC_FETCH_AHEAD_MAX): a reader with one get in flight (the
+ * gateway) then finds its next chunk fetched, or on its way from several
+ * providers, instead of starting a round trip per chunk. */
+static void
+fetch_want_job(svc_fetch_t *f, const job_t *j)
+{
+    uint64_t len = j->length > 0 ? j->length : 1;
+    uint64_t ahead = j->ahead < STO_SVC_FETCH_AHEAD_MAX ? j->ahead : STO_SVC_FETCH_AHEAD_MAX;
+
+    if (j->offset <= UINT64_MAX - len - ahead)
+        len += ahead;
+    sto_fetch_want(f->sched, j->offset, len);
+}
+
 /* A fetch job returned (loop). */
 static void
 fetch_job_done(sto_service_t *s, job_t *j)
 {
     svc_fetch_t *f = j->fetch;
     uint64_t now = ron_now_ms();
-    bool bad = false;
+    bool bad = false, retry = false;
 
     f->jobs--;
     switch (j->op) {
@@ -1265,17 +1300,19 @@ fetch_job_done(sto_service_t *s, job_t *j)
                     sto_fetch_have(f->sched, i);
         }
         for (job_t *w = f->waiters; w != NULL; w = w->next)
-            sto_fetch_want(f->sched, w->offset, w->length > 0 ? w->length : 1);
+            fetch_want_job(f, w);
         if (!f->whole)
             fetch_find_providers(f);
         break;
     case OP_F_STORE:
         if (j->rc == 1) {
             f->whole = true; /* the object was completed meanwhile */
+        } else if (j->rc == RON_EAGAIN) {
+            retry = true;
         } else if (j->rc < 0) {
             bad = true;
         } else {
-            if (j->created) /* its last piece went in with the creation */
+            if (j->created && !j->reopened) /* its last piece went in with the creation */
                 met_counter_add(s->fetch_bytes,
                                 sto_tree_piece_len(j->size, sto_tree_pieces(j->size) - 1));
             if (f->partial == NULL)
@@ -1296,7 +1333,11 @@ fetch_job_done(sto_service_t *s, job_t *j)
         if (bad)
             met_counter_inc(s->fetch_fail);
         if (!j->cancelled)
-            sto_fetch_req_end(f->sched, j->req_id, bad ? STO_FETCH_BAD_PIECE : STO_FETCH_OK, now);
+            sto_fetch_req_end(f->sched, j->req_id,
+                              bad     ? STO_FETCH_BAD_PIECE
+                              : retry ? STO_FETCH_RETRYABLE
+                                      : STO_FETCH_OK,
+                              now);
         break;
     case OP_F_COMPLETE:
         f->completing = false;
@@ -1352,7 +1393,7 @@ fetch_join(sto_service_t *s, job_t *j)
     f->waiters = j;
     if (f->opening)
         return; /* its range is wanted when the open returns */
-    sto_fetch_want(f->sched, j->offset, j->length > 0 ? j->length : 1);
+    fetch_want_job(f, j);
     fetch_pump(f);
 }
 
@@ -1613,7 +1654,8 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         json_t *lv = json_object_get(in.o, "local");
         if (get_field(in.o, bad = "address", F_ADDR, j->addr) <= 0 ||
             get_field(in.o, bad = "offset", F_U64, &j->offset) < 0 ||
-            get_field(in.o, bad = "length", F_U64, &j->length) < 0)
+            get_field(in.o, bad = "length", F_U64, &j->length) < 0 ||
+            get_field(in.o, bad = "ahead", F_U64, &j->ahead) < 0)
             goto bad_field;
         if (lv != NULL && !json_is_boolean(lv)) {
             bad = "local";

@@ -41,6 +41,7 @@
 #define STO_SVC_FETCH_FINDS 4u             /* find_providers lookups per fetch when stuck */
 #define STO_SVC_FETCH_FIND_GAP_MS 400u     /* between two lookups of one fetch */
 #define STO_SVC_FETCH_LINGER_MS 3000u      /* an idle fetch is kept this long for the next get */
+#define STO_SVC_FETCH_AHEAD_MAX (1u << 20) /* bytes a get's "ahead" may add to what is fetched */
 
 typedef struct sto_service sto_service_t;
 

@@ -676,6 +676,33 @@ sto_tree_proof_nodes(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size
 }
 
 int
+sto_tree_proof_nodes_cv(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
+                        uint64_t piece, const uint8_t cv[static STO_TREE_HASH_LEN],
+                        const uint8_t *proof, size_t proof_len, uint8_t *nodes_out,
+                        uint64_t *offs_out, size_t *n_out)
+{
+    uint64_t n = sto_tree_pieces(size);
+    uint8_t nodes[STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN];
+    uint64_t offs[STO_TREE_MAX_DEPTH];
+    size_t d;
+    int rc;
+
+    *n_out = 0;
+    if (piece >= n || n == 1)
+        return RON_EINVAL;
+    d = tree_path(n, piece, NULL);
+    if (proof_len != d * STO_TREE_HASH_LEN)
+        return RON_EPROTO;
+    rc = tree_cv_fold(root, n, piece, cv, proof, proof_len, nodes, offs);
+    if (rc < 0)
+        return rc;
+    memcpy(nodes_out, nodes, d * STO_TREE_NODE_LEN);
+    memcpy(offs_out, offs, d * sizeof offs[0]);
+    *n_out = d;
+    return 0;
+}
+
+int
 sto_tree_piece_verify_fn(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
                          sto_tree_read_fn read, void *arg, uint64_t piece,
                          const uint8_t *bytes, size_t len)

@@ -206,6 +206,20 @@ int sto_tree_proof_nodes(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t 
                          uint64_t *offs_out, size_t *n_out);
 
 /*
+ * sto_tree_proof_nodes for a piece whose chaining value cv was computed from
+ * its bytes by a check in this node (sto_tree_proof_verify_cv in the
+ * overlay, passed over the node's own bus): the bytes are not hashed again,
+ * cv is folded up the proof to root, which authenticates cv and the nodes
+ * written. A one-piece object (whose "cv" is the root itself) and len that
+ * is not the piece's length are refused with RON_EINVAL: use
+ * sto_tree_proof_nodes.
+ */
+int sto_tree_proof_nodes_cv(const uint8_t root[static STO_TREE_HASH_LEN], uint64_t size,
+                            uint64_t piece, const uint8_t cv[static STO_TREE_HASH_LEN],
+                            const uint8_t *proof, size_t proof_len, uint8_t *nodes_out,
+                            uint64_t *offs_out, size_t *n_out);
+
+/*
  * Verify that the object with address root has the claimed size, from its
  * last piece (last_len bytes, piece sto_tree_pieces(size) - 1) and that
  * piece's proof. BLAKE3 hashes no length field: only the tree's shape (which

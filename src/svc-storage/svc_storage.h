@@ -343,6 +343,17 @@ uint64_t sto_partial_size(const sto_partial_t *p);
 int sto_partial_piece_add(sto_partial_t *p, uint64_t piece, const uint8_t *bytes, size_t len,
                           const uint8_t *proof, size_t proof_len);
 
+/*
+ * sto_partial_piece_add for a piece whose chaining value cv (32 bytes) a
+ * check in this node computed from these bytes (the overlay's, passed over
+ * the node's bus): cv is folded up the proof to the address
+ * (sto_tree_proof_nodes_cv), the bytes are not hashed again. NULL cv, a
+ * one-piece object or a len that is not the piece's length: as
+ * sto_partial_piece_add. Returns as sto_partial_piece_add.
+ */
+int sto_partial_piece_add_cv(sto_partial_t *p, uint64_t piece, const uint8_t *bytes, size_t len,
+                             const uint8_t *cv, const uint8_t *proof, size_t proof_len);
+
 /* true when piece is present (verified when it was added). */
 bool sto_partial_piece_has(sto_partial_t *p, uint64_t piece);
 

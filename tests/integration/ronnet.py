@@ -510,7 +510,7 @@ EVIL = os.environ.get("RON_EVIL_PEER") or os.path.join(os.path.dirname(RON), "ov
 class EvilPeer:
     """ovl_evil_peer in serve mode (src/svc-overlay/ovl_evil_peer.c): a peer
     on the real overlay code that serves one file and can corrupt a piece
-    (corrupt_piece) or trickle (rate, bytes/s). With key_dir it uses (or
+    (corrupt_piece: an index, or "all") or trickle (rate, bytes/s). With key_dir it uses (or
     creates) the node keys in key_dir/keys, so a node started with that
     data dir and `--advertise` = this peer's address announces records that
     send fetchers here under the node's id. Killed at exit."""

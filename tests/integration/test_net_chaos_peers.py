@@ -5,8 +5,10 @@ the keys of one node (1 and 2), and that node advertises the peer's address,
 so its provider records send fetchers to the peer under the node's id.
 Objects are fetched through the gateway as eight concurrent 1 MiB ranges,
 so each fetch has several requests in flight and asks every provider.
-- Corrupt: peer 1 flips a byte of the object's last piece, which opens
-  every overlay answer (the size proof). Node 3 fetches the 8 MiB object,
+- Corrupt: peer 1 flips a byte of every piece it sends (fetchers that
+  verified the size no longer ask for the last piece in every answer, so
+  corrupting that one alone would go unseen whenever the liar is not
+  asked for it). Node 3 fetches the 8 MiB object,
   which node 0 also holds: byte-exact, node 3's overlay counted the bad
   piece (overlay_bad_pieces_total > 0), its storage the failed provider,
   and node 0 served the bytes (overlay_piece_bytes_sent_total grew).
@@ -74,7 +76,7 @@ def peer_dir(data):
 corrupt_data = os.urandom(8 * PART + 1234)
 slow_data = os.urandom(8 * PART)
 d1, d2 = peer_dir(corrupt_data), peer_dir(slow_data)
-liar = EvilPeer(os.path.join(d1, "object"), d1, corrupt_piece=(len(corrupt_data) - 1) // PIECE)
+liar = EvilPeer(os.path.join(d1, "object"), d1, corrupt_piece="all")
 crawler = EvilPeer(os.path.join(d2, "object"), d2, rate=65536)
 c = Cluster(5, node_args={1: {"data_dir": d1, "advertise": liar.addr},
                           2: {"data_dir": d2, "advertise": crawler.addr}})
