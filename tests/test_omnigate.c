@@ -1173,6 +1173,106 @@ test_omni_guard_refuses_a_put_past_the_capability_max_bytes_as_the_bytes_arrive(
 }
 
 static void
+client_prefix(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    uint8_t in[64], out[64];
+    char a1[68], a2[68], addr[68] = "";
+    bool have_in = false, have_out = false;
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    /* one object whose address starts with b3:0, one whose does not */
+    for (uint32_t seed = 1; seed < 2000 && !(have_in && have_out); seed++) {
+        uint8_t b[64];
+        char a[68];
+        fill(b, sizeof b, seed);
+        b3_text(b, sizeof b, a);
+        if (a[3] == '0' && !have_in) {
+            memcpy(in, b, sizeof b);
+            memcpy(a1, a, sizeof a);
+            have_in = true;
+        } else if (a[3] != '0' && !have_out) {
+            memcpy(out, b, sizeof b);
+            memcpy(a2, a, sizeof a);
+            have_out = true;
+        }
+    }
+    CK(fx, have_in && have_out);
+    cli_cap = fx->tok; /* put, prefix = b3:0 */
+    CK(fx, cli_put(fd, 10, in, sizeof in, 64, "", addr) == 201 && strcmp(addr, a1) == 0);
+    CK(fx, cli_put(fd, 11, out, sizeof out, 64, "", addr) == 403);
+    /* with expect, the address is known at once: refused before anything is sent on */
+    {
+        char extra[96];
+        snprintf(extra, sizeof extra, ",\"expect\":\"%s\"", a2);
+        CK(fx, cli_put(fd, 12, out, sizeof out, 64, extra, addr) == 403);
+    }
+    cli_cap = NULL;
+    close(fd);
+}
+
+static void
+test_omni_guard_answers_403_to_a_put_outside_the_capability_prefix(void **state)
+{
+    (void)state;
+    fx_t fx;
+    auth_grant_t all;
+    guard_mint_req_t m = {.ops = 1u << AUTH_OP_PUT, .ttl = 600, .prefix = "b3:0"};
+    char id[AUTH_ID_MAX + 1];
+
+    fx_open(&fx, NULL);
+    fx_guard(&fx);
+    auth_grant_init(&all);
+    assert_true(guard_mint(fx.guard, &all, "test", &m, fx.tok, sizeof fx.tok, id) > 0);
+    fx_run_client(&fx, client_prefix);
+    assert_int_equal(sto_service_open_puts(fx.svc), 0);
+    fx_close(&fx);
+}
+
+static void
+client_rate(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    int n429 = 0;
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    cli_cap = fx->tok; /* rate = 2/s */
+    for (uint64_t i = 0; i < 6 && n429 == 0; i++) {
+        uint16_t code = cli_req(fd, 1, 10 + i, "{\"op\":\"list\"}", &f);
+        CK(fx, code == 200 || code == 429);
+        if (code == 429) {
+            CK(fx, is_envelope(&f, 429, "quota_exhausted", "rate_limited"));
+            json_t *o = json_loadb((const char *)f.payload, f.len, 0, NULL);
+            json_int_t ra = json_integer_value(json_object_get(o, "retry_after_ms"));
+            json_decref(o);
+            CK(fx, ra > 0 && ra <= 1000); /* the next token of a 2/s bucket */
+            n429++;
+        }
+    }
+    CK(fx, n429 == 1);
+    cli_cap = NULL;
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_guard_answers_429_past_a_token_rate(void **state)
+{
+    (void)state;
+    fx_t fx;
+    const char *rate[] = {"rate = 2/s"};
+    char base[AUTH_MAX_TOKEN + 1];
+
+    fx_open(&fx, NULL);
+    fx_guard(&fx);
+    fx_mint(&fx, 1u << AUTH_OP_PIN, 0, base, sizeof base, NULL);
+    assert_true(auth_attenuate(base, strlen(base), rate, 1, fx.tok, sizeof fx.tok) > 0);
+    fx_run_client(&fx, client_rate);
+    fx_close(&fx);
+}
+
+static void
 client_mint(fx_t *fx)
 {
     int fd = cli_connect(fx);
@@ -1372,6 +1472,8 @@ main(void)
         cmocka_unit_test(test_omni_guard_answers_401_to_a_revoked_token_once_the_revocation_is_applied),
         cmocka_unit_test(test_omni_guard_refuses_a_put_past_the_capability_max_bytes_as_the_bytes_arrive),
         cmocka_unit_test(test_omni_cap_mint_narrows_the_caller_capability_and_refuses_wider_asks),
+        cmocka_unit_test(test_omni_guard_answers_429_past_a_token_rate),
+        cmocka_unit_test(test_omni_guard_answers_403_to_a_put_outside_the_capability_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

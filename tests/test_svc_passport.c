@@ -176,7 +176,7 @@ test_pass_with_the_node_guard_mints_tokens_every_boundary_verifies(void **state)
     bool more = false;
     size_t n;
     int64_t now = ron_unix_time();
-    char err[256];
+    char err[256], ring[96];
     (void)state;
 
     /* the node: an authority in RAM and the guard of the passport's process */
@@ -197,8 +197,33 @@ test_pass_with_the_node_guard_mints_tokens_every_boundary_verifies(void **state)
     fx.pol = policy_for(fx.pkhex);
     o.kms = fx.kms;
     o.policy = fx.pol;
+    /* a keyring written by a passport without a guard holds a c<n> key ... */
+    snprintf(fx.tmp, sizeof fx.tmp, "/tmp/ron-pass-XXXXXX");
+    assert_non_null(mkdtemp(fx.tmp));
+    snprintf(ring, sizeof ring, "%s/keyring", fx.tmp);
+    o.keyring_path = ring;
+    assert_int_equal(pass_new(&o, now, &fx.p, err, sizeof err), 0);
+    assert_string_not_equal(pass_current_kid(fx.p, PASS_KEY_CAP), "");
+    pass_free(fx.p);
+    /* ... which a passport with the node's guard drops at open */
     o.guard = g;
     assert_int_equal(pass_new(&o, now, &fx.p, err, sizeof err), 0);
+    /* no capability key of its own: only the signing key */
+    {
+        pass_key_info_t keys[4];
+        pass_keys(fx.p, keys, 4, &n);
+        assert_int_equal(n, 1);
+        assert_int_equal(keys[0].kind, PASS_KEY_SIGN);
+        assert_string_equal(pass_current_kid(fx.p, PASS_KEY_CAP), "");
+        assert_int_equal(pass_rotate(fx.p, 1u << PASS_KEY_CAP, now), 0);
+        pass_keys(fx.p, keys, 4, &n);
+        assert_int_equal(n, 1);
+        /* and the file says so: opened again, still only the signing key */
+        pass_free(fx.p);
+        assert_int_equal(pass_new(&o, now, &fx.p, err, sizeof err), 0);
+        pass_keys(fx.p, keys, 4, &n);
+        assert_int_equal(n, 1);
+    }
     assert_int_equal(pass_challenge_issue(fx.p, now, &c), 0);
     answer(&c, fx.pk, fx.sk, GETPUT, 600, &r);
     assert_int_equal(pass_redeem(fx.p, &r, now, &res), 0);

@@ -152,8 +152,12 @@ passport_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **s
         ron_error("%s", err);
         goto fail;
     }
-    ron_info("passport: capability key %s, signing key %s", pass_current_kid(m->p, PASS_KEY_CAP),
-             pass_current_kid(m->p, PASS_KEY_SIGN));
+    if (o.guard != NULL)
+        ron_info("passport: signing key %s; tokens minted under the node's capability keys",
+                 pass_current_kid(m->p, PASS_KEY_SIGN));
+    else
+        ron_info("passport: capability key %s, signing key %s",
+                 pass_current_kid(m->p, PASS_KEY_CAP), pass_current_kid(m->p, PASS_KEY_SIGN));
     uv_timer_init(loop, &m->timer);
     m->timer.data = m;
     if (m->pol_path[0] != '\0')

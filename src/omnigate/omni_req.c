@@ -22,7 +22,7 @@ typedef struct {
 } op_def_t;
 
 /* The capability op each op needs (app-port.md §1b); -1: open to anyone. */
-static const int8_t op_auth[OMNI_OP__COUNT] = {
+static const int op_auth[OMNI_OP__COUNT] = {
     [OMNI_OP_PING] = -1,
     [OMNI_OP_PUT] = AUTH_OP_PUT,
     [OMNI_OP_GET] = AUTH_OP_GET,

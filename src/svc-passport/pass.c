@@ -156,12 +156,16 @@ keys_tick(pass_t *p, int64_t now)
     int changes = 0;
     for (size_t i = 0; i < RON_ARRAY_LEN(kinds); i++) {
         const pass__key_t *cur = pass__keyring_current(&p->kr, kinds[i]);
+        if (kinds[i] == PASS_KEY_CAP && p->guard != NULL)
+            continue; /* tokens are minted under the node's keys */
         if (cur == NULL || now - cur->created >= p->rotate_every) {
             pass__keyring_add(&p->kr, kinds[i], now);
             changes++;
         }
     }
     changes += pass__keyring_drop(&p->kr, p->grace, now);
+    if (p->guard != NULL) /* c<n> keys of a keyring from before: nothing needs them */
+        changes += pass__keyring_drop_kind(&p->kr, PASS_KEY_CAP);
     return changes;
 }
 
@@ -184,7 +188,7 @@ pass_rotate(pass_t *p, unsigned kinds, int64_t now)
 {
     if ((kinds & PASS_KEYS_ALL) == 0 || (kinds & ~PASS_KEYS_ALL) != 0)
         return RON_EINVAL;
-    if (kinds & (1u << PASS_KEY_CAP))
+    if ((kinds & (1u << PASS_KEY_CAP)) != 0 && p->guard == NULL) /* else: the node rotates */
         pass__keyring_add(&p->kr, PASS_KEY_CAP, now);
     if (kinds & (1u << PASS_KEY_SIGN))
         pass__keyring_add(&p->kr, PASS_KEY_SIGN, now);

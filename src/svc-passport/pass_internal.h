@@ -45,6 +45,8 @@ pass__key_t *pass__keyring_current(pass__keyring_t *kr, pass_key_kind_t kind);
 void pass__keyring_add(pass__keyring_t *kr, pass_key_kind_t kind, int64_t now);
 /* Drop replaced keys with retired + grace <= now. Returns how many. */
 int pass__keyring_drop(pass__keyring_t *kr, int64_t grace, int64_t now);
+/* Drop (wipe) every key of kind, current or not. Returns how many. */
+int pass__keyring_drop_kind(pass__keyring_t *kr, pass_key_kind_t kind);
 /* Encode kr into buf[0..cap) (sealed when kr->seal). Returns bytes or RON_ETOOBIG. */
 long pass__keyring_encode(const pass__keyring_t *kr, uint8_t *buf, size_t cap);
 /* Decode a file's bytes into kr (empty before). Returns 0 or RON_EPASSKEYRING. */

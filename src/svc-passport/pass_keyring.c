@@ -123,6 +123,22 @@ pass__keyring_drop(pass__keyring_t *kr, int64_t grace, int64_t now)
     return dropped;
 }
 
+int
+pass__keyring_drop_kind(pass__keyring_t *kr, pass_key_kind_t kind)
+{
+    int dropped = 0;
+    size_t i = 0;
+    while (i < kr->n) {
+        if (kr->keys[i].kind == kind) {
+            drop_at(kr, i);
+            dropped++;
+        } else {
+            i++;
+        }
+    }
+    return dropped;
+}
+
 /* ---- codec ---- */
 
 static void

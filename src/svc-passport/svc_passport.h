@@ -16,7 +16,9 @@
  * its tokens verify at every boundary of the node (gateway, app port, bus
  * services, overlay) and revoke like any other; without one (a library user,
  * unit tests) it mints under its own `c<n>` keys, which only pass_verify and
- * pass_keyring_load_verifier know.
+ * pass_keyring_load_verifier know. With the guard the keyring holds no
+ * `c<n>` key (those of an older keyring are dropped and wiped at open) and a
+ * rotation asked for "cap" rotates nothing: the kernel rotates the node's.
  *
  * Keyring: one entry per key with a kid (`c<n>` capability root keys, `p<n>`
  * passport signing keys). The current key of a kind is replaced when it is

@@ -2,8 +2,9 @@
 """The `passport` service in a real macronode: it starts when listed in
 `services` (it is not in the default list), creates its keyring sealed under
 the node's root secret (mode 0600, sealed flag set, no root key in the
-clear), serves its metrics through the kernel, warns that without a grant
-policy every redeem is denied, keeps its key ids across a restart, and
+clear), holds only its signing key (tokens are minted under the node's
+capability keys), serves its metrics through the kernel, warns that without
+a grant policy every redeem is denied, keeps its key ids across a restart, and
 refuses to start on a keyring with one byte changed."""
 import os
 import shutil
@@ -23,7 +24,7 @@ try:
     n = Node(args, env=env).wait_up()
     try:
         n.wait_running("passport")
-        n.wait_log("passport: capability key c1, signing key p2")
+        n.wait_log("passport: signing key p1; tokens minted under the node's capability keys")
         n.wait_log("no grant policy")
         st = os.stat(ring)
         check(st.st_mode & 0o777 == 0o600, "keyring mode 0600: %o" % st.st_mode)
@@ -40,7 +41,7 @@ try:
     again = Node(args, env=env).wait_up()
     try:
         again.wait_running("passport")
-        again.wait_log("passport: capability key c1, signing key p2")
+        again.wait_log("passport: signing key p1; tokens minted under the node's capability keys")
         with open(ring, "rb") as f:
             check(f.read() == blob, "an unchanged keyring is not rewritten")
         again.stop()
