@@ -7,7 +7,7 @@ NPROC   := $(shell nproc)
 RUN_ARGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps release run test asan tsan test-tsan fuzz fuzz-build coverage bench lint clean help netns-test
+.PHONY: all deps release run test asan tsan test-tsan fuzz fuzz-build coverage bench lint clean help netns-test testssl
 
 all: release
 
@@ -20,6 +20,7 @@ help:
 	@echo "make coverage  build with gcov, run tests, write build/coverage/index.html"
 	@echo "make bench     release build, run bench/*, write BENCHMARKS.md"
 	@echo "make lint      cppcheck and clang-tidy (bugprone, cert) over src/"
+	@echo "make testssl   testssl against a node's HTTPS and peer TLS (docs/runbooks/testssl.md)"
 	@echo "make clean     remove build/"
 
 deps:
@@ -66,6 +67,9 @@ coverage: deps
 
 lint: asan
 	scripts/lint.sh --tidy build/asan
+
+testssl: asan
+	scripts/testssl.sh build/asan
 
 bench: release
 	@scripts/deps.sh --bench

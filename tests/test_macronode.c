@@ -10,6 +10,7 @@
  * tests/integration/test_node_*.py.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -680,6 +681,297 @@ test_mn_auth_micro_node_guard_is_in_step_and_writes_nothing_in_amnesia(void **st
     rmdir(dir);
 }
 
+/* The master's pipe: close-on-exec in the kernel (no other child inherits
+ * it), read whole across short writes, closed after reading; a short pipe is
+ * an error that leaves no master behind. */
+static void
+test_mn_capkey_pipe_is_cloexec_read_whole_and_closed(void **state)
+{
+    uint8_t m[GUARD_MASTER_LEN];
+    int fds[2];
+    (void)state;
+    for (size_t i = 0; i < sizeof m; i++)
+        m[i] = (uint8_t)(i * 7 + 1);
+    /* two short writes, then EOF: read whole, the fd closed */
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    assert_int_equal(write(fds[1], m, 5), 5);
+    assert_int_equal(write(fds[1], m + 5, sizeof m - 5), (ssize_t)(sizeof m - 5));
+    close(fds[1]);
+    assert_int_equal(mn__capkey_read_fd(fds[0]), 0);
+    assert_true(mn__capkey_held());
+    assert_int_equal(fcntl(fds[0], F_GETFD), -1); /* closed */
+    mn__guard_forget();
+    assert_false(mn__capkey_held());
+    /* cut short: an error, nothing held, the fd closed */
+    assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+    assert_int_equal(write(fds[1], m, 31), 31);
+    close(fds[1]);
+    assert_true(mn__capkey_read_fd(fds[0]) < 0);
+    assert_false(mn__capkey_held());
+    assert_int_equal(fcntl(fds[0], F_GETFD), -1);
+}
+
+/* ---- the kernel's auth ops over a real (in-process) bus (review, H9) ---- */
+
+typedef struct {
+    bool done;
+    int status;
+    uint16_t code;
+    char *body; /* 64 KiB */
+} kreply_t;
+
+static void
+kauth_handle(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    json_t *msg =
+        json_loadb((const char *)f->payload, f->payload_len, JSON_REJECT_DUPLICATES, NULL);
+    const char *op = json_string_value(json_object_get(msg, "op"));
+    mn__auth_bus_op(arg, req, "app", op != NULL ? op : "", msg);
+    json_decref(msg);
+}
+
+static void
+kreply_cb(void *arg, int status, const oap_frame_t *resp)
+{
+    kreply_t *r = arg;
+    size_t n = 0;
+    r->done = true;
+    r->status = status;
+    if (status == 0 && resp != NULL) {
+        r->code = resp->code;
+        n = RON_MIN(resp->payload_len, (size_t)65535);
+        memcpy(r->body, resp->payload, n);
+    }
+    r->body[n] = '\0';
+}
+
+static void
+ktick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Send json to the kernel endpoint and run the loop (at most 5 s) until it answers. */
+static uint16_t
+kask(uv_loop_t *loop, rbus_peer_t *p, const char *json, kreply_t *r)
+{
+    uv_timer_t tick;
+    uint64_t until = ron_now_ms() + 5000;
+    r->done = false;
+    r->code = 0;
+    assert_int_equal(rbus_request(p, OAP_APP_KERNEL, json, strlen(json), 4000, kreply_cb, r), 0);
+    uv_timer_init(loop, &tick);
+    uv_timer_start(&tick, ktick, 5, 5);
+    while (!r->done && ron_now_ms() < until)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    assert_true(r->done);
+    assert_int_equal(r->status, 0);
+    return r->code;
+}
+
+/* Apply one auth_sync answer to g; returns the page's entry count, *head_out its head. */
+static long
+ksync(uv_loop_t *loop, rbus_peer_t *p, guard_t *g, kreply_t *r, guard_entry_t *e,
+      uint64_t *head_out)
+{
+    char req[128];
+    uint64_t prev = 0;
+    long n;
+    snprintf(req, sizeof req, "{\"op\":\"auth_sync\",\"service\":\"app\",\"after\":\"%llu\"}",
+             (unsigned long long)guard_head(g));
+    assert_int_equal(kask(loop, p, req, r), 200);
+    n = guard_page_decode(r->body, strlen(r->body), &prev, head_out, e, GUARD_SYNC_PAGE);
+    assert_true(n >= 0);
+    assert_int_equal(prev, guard_head(g));
+    assert_int_equal(guard_apply(g, prev, *head_out, e, (size_t)n), 0);
+    return n;
+}
+
+static void
+test_mn_auth_bus_ops_page_refuse_bad_input_and_rewrite_operator_cap_after_a_failed_write(
+    void **state)
+{
+    char dir[64] = "/tmp/ron_mn_authb_XXXXXX", path[160], obstacle[160], err[256], req[256];
+    char first[AUTH_MAX_TOKEN + 2], now_cap[AUTH_MAX_TOKEN + 2];
+    uint8_t seed[KMS_SEED_LEN], master[GUARD_MASTER_LEN];
+    kms_keystore_t *ks = NULL;
+    mn_auth_t *a = NULL;
+    ron_config_t cfg;
+    uv_loop_t loop;
+    kreply_t r = {0};
+    guard_entry_t *e = calloc(GUARD_SYNC_PAGE, sizeof *e);
+    guard_t *g = NULL;
+    guard_result_t res;
+    auth_token_t *t = malloc(sizeof *t);
+    uint64_t head = 0, h0;
+    long n;
+    int rc;
+    (void)state;
+    r.body = malloc(65536);
+    assert_non_null(mkdtemp(dir));
+    ron_config_defaults(&cfg);
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s", dir);
+    cfg.amnesia = false;
+    cfg.amnesia_set = true;
+    assert_int_equal(kms_node_keys_open_or_create(dir, false, &ks, err, sizeof err), 0);
+    assert_int_equal(kms_key_export_seed(kms_keystore_identity(ks), seed), 0);
+    guard_master_derive(seed, master);
+    guard_opts_t go = {.service = "test", .master = master};
+    assert_int_equal(guard_new(&go, &g), 0);
+    uv_loop_init(&loop);
+    assert_int_equal(mn__auth_open(&loop, &cfg, ks, &a, err, sizeof err), 0);
+    rbus_hub_t *hub = rbus_hub_new(&loop);
+    rbus_config_t kc = {.transport = RBUS_TRANSPORT_INPROC, .name = "kernel", .hub = hub};
+    rbus_config_t ac = {.transport = RBUS_TRANSPORT_INPROC, .name = "app", .hub = hub};
+    rbus_t *kb = rbus_new(&loop, &kc, &rc), *ab = rbus_new(&loop, &ac, &rc);
+    assert_non_null(kb);
+    assert_non_null(ab);
+    assert_int_equal(rbus_handle(kb, OAP_APP_KERNEL, kauth_handle, a), 0);
+    assert_int_equal(rbus_listen(kb), 0);
+    rbus_peer_t *p = rbus_connect(ab, "kernel", &rc);
+    assert_non_null(p);
+    rc = mn__auth_capkey_pipe(a); /* the kernel's end: close-on-exec */
+    assert_true(rc >= 0);
+    assert_true((fcntl(rc, F_GETFD) & FD_CLOEXEC) != 0);
+    close(rc);
+
+    /* malformed requests: 400, nothing changes */
+    h0 = mn__auth_head(a);
+    assert_int_equal(
+        kask(&loop, p, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"id\":\"ron1:r1:0:zz\"}", &r),
+        400);
+    assert_int_equal(kask(&loop, p, "{\"op\":\"auth_revoke\",\"service\":\"app\"}", &r), 400);
+    assert_int_equal(
+        kask(&loop, p,
+             "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":\"next\",\"id\":\"x\"}", &r),
+        400);
+    assert_int_equal(
+        kask(&loop, p, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":\"0\"}", &r), 400);
+    assert_int_equal(kask(&loop, p, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":7}", &r),
+                     400);
+    snprintf(
+        req, sizeof req,
+        "{\"op\":\"auth_revoke\",\"service\":\"app\",\"id\":\"ron1:r1:0:%s\",\"until\":\"-1\"}",
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab"
+        "ab");
+    assert_int_equal(kask(&loop, p, req, &r), 400);
+    assert_int_equal(
+        kask(&loop, p, "{\"op\":\"auth_sync\",\"service\":\"app\",\"after\":\"99999\"}", &r), 400);
+    assert_int_equal(kask(&loop, p, "{\"op\":\"auth_sync\",\"service\":\"app\",\"after\":7}", &r),
+                     400);
+    /* an explicit epoch moves one step at most: a jump (to 2^63-1, say) would
+     * leave no epoch to raise to ever after */
+    assert_int_equal(
+        kask(&loop, p, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":\"2\"}", &r), 400);
+    assert_int_equal(kask(&loop, p,
+                          "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":"
+                          "\"9223372036854775807\"}",
+                          &r),
+                     400);
+    assert_int_equal(mn__auth_head(a), h0);
+    assert_int_equal(
+        kask(&loop, p, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":\"1\"}", &r), 200);
+    assert_non_null(strstr(r.body, "\"epoch\":\"1\""));
+    assert_int_equal(mn__auth_head(a), h0 + 1);
+    assert_int_equal(/* the same raise again: a no-op (idempotent) */
+                     kask(&loop, p, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"epoch\":\"1\"}",
+                          &r),
+                     200);
+    assert_int_equal(mn__auth_head(a), h0 + 1);
+    h0++;
+
+    /* more changes than a page: the first page's head is its last entry's seq */
+    for (int i = 0; i < GUARD_SYNC_PAGE + 4; i++) {
+        char id[AUTH_ID_MAX + 1];
+        assert_int_equal(auth_id_new(id, "r1", 0), 0);
+        snprintf(req, sizeof req, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"id\":\"%s\"}", id);
+        assert_int_equal(kask(&loop, p, req, &r), 200);
+    }
+    assert_int_equal(mn__auth_head(a), h0 + GUARD_SYNC_PAGE + 4);
+    n = ksync(&loop, p, g, &r, e, &head);
+    assert_int_equal(n, GUARD_SYNC_PAGE);
+    assert_int_equal(head, e[GUARD_SYNC_PAGE - 1].seq);
+    assert_true(head < mn__auth_head(a));
+    n = ksync(&loop, p, g, &r, e, &head);
+    assert_true(n > 0 && n < GUARD_SYNC_PAGE);
+    assert_int_equal(head, mn__auth_head(a));
+    assert_int_equal(guard_head(g), mn__auth_head(a));
+
+    /* operator.cap: a write that fails leaves no token in force that is not on disk */
+    snprintf(path, sizeof path, "%s/operator.cap", dir);
+    file_read_all(path, first, sizeof first);
+    first[strcspn(first, "\n")] = '\0';
+    assert_int_equal(auth_token_parse(first, strlen(first), t), 0);
+    snprintf(obstacle, sizeof obstacle, "%s/.operator.cap.tmp", dir);
+    assert_int_equal(mkdir(obstacle, 0700), 0); /* unlink(2) of a directory fails */
+    snprintf(req, sizeof req, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"id\":\"%s\"}",
+             t->id_str);
+    assert_int_equal(kask(&loop, p, req, &r), 200); /* the revocation itself holds */
+    file_read_all(path, now_cap, sizeof now_cap);
+    now_cap[strcspn(now_cap, "\n")] = '\0';
+    assert_string_equal(now_cap, first); /* could not be replaced */
+    assert_int_equal(rmdir(obstacle), 0);
+    /* the next change, even one that kills nothing, writes a live one */
+    snprintf(req, sizeof req,
+             "{\"op\":\"auth_revoke\",\"service\":\"app\",\"id\":\"ron1:r1:0:%s\"}",
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd"
+             "cd");
+    assert_int_equal(kask(&loop, p, req, &r), 200);
+    file_read_all(path, now_cap, sizeof now_cap);
+    now_cap[strcspn(now_cap, "\n")] = '\0';
+    while (ksync(&loop, p, g, &r, e, &head) == GUARD_SYNC_PAGE)
+        ;
+    guard_req_t q = {.op = AUTH_OP_ADMIN,
+                     .token = now_cap,
+                     .token_len = strlen(now_cap),
+                     .size = AUTH_SIZE_UNKNOWN};
+    assert_int_equal(guard_check(g, &q, &res), 0);
+
+    rbus_peer_close(p);
+    rbus_free(ab);
+    rbus_free(kb);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    rbus_hub_free(hub);
+    auth_closed_run(&loop, a);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    guard_free(g);
+    kms_keystore_free(ks);
+    free(e);
+    free(t);
+    free(r.body);
+    nftw(dir, sh_rm, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int
 main(void)
 {
@@ -697,6 +989,9 @@ main(void)
         cmocka_unit_test(test_mn_auth_operator_token_dies_with_revocation_epoch_and_rotation),
         cmocka_unit_test(test_mn_auth_keeps_operator_cap_until_an_epoch_raise_kills_it),
         cmocka_unit_test(test_mn_auth_micro_node_guard_is_in_step_and_writes_nothing_in_amnesia),
+        cmocka_unit_test(
+            test_mn_auth_bus_ops_page_refuse_bad_input_and_rewrite_operator_cap_after_a_failed_write),
+        cmocka_unit_test(test_mn_capkey_pipe_is_cloexec_read_whole_and_closed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

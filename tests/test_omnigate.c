@@ -1028,6 +1028,10 @@ client_narrow_and_bad(fx_t *fx)
     CK(fx, cli_put(fd, 12, b, sizeof b, 500, "", addr) == 403);
     CK(fx, cli_req(fd, 1, 13, "{\"op\":\"put\",\"size\":\"0\"}", &f) == 403);
     CK(fx, is_envelope(&f, 403, "forbidden", "forbidden"));
+    /* nor run the node or write the registry: those need admin */
+    CK(fx, cli_req(fd, 6, 20, "{\"op\":\"reload\"}", &f) == 403);
+    CK(fx, cli_req(fd, 9, 21, "{\"op\":\"propose\",\"descriptor\":{}}", &f) == 403);
+    CK(fx, cli_req(fd, 1, 22, "{\"op\":\"gc\",\"target\":\"1\"}", &f) == 403);
     /* a token that is not one: 401 capability_invalid */
     cli_cap = "not-a-token";
     CK(fx, cli_req(fd, 1, 14, "{\"op\":\"put\",\"size\":\"0\"}", &f) == 401);

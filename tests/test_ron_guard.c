@@ -957,6 +957,143 @@ test_guard_file_audit_log_verifies_with_its_derived_key(void **state)
 
 /* ---- threads ---- */
 
+/* ---- review (H9): hostile revocation ids, failed saves ---- */
+
+/* A verdict cached while a token verified never outlives an epoch raise, a
+ * revocation or the removal of its kid (the next check sees each). */
+static void
+test_guard_cached_verdict_does_not_outlive_epoch_revocation_or_kid(void **state)
+{
+    (void)state;
+    const int64_t t0 = 1800000000;
+    guard_authority_t *a = authority_ram(t0);
+    guard_t *g = guard_make(NULL);
+    guard_follow(g, a);
+    char tok[AUTH_MAX_TOKEN + 1], tok2[AUTH_MAX_TOKEN + 1], tok3[AUTH_MAX_TOKEN + 1];
+    char id[AUTH_ID_MAX + 1], id2[AUTH_ID_MAX + 1];
+    guard_result_t r;
+    assert_true(mint_with(a, NULL, 0, NULL, 0, tok, sizeof tok, id) > 0);
+    assert_true(mint_with(a, NULL, 0, NULL, 0, tok2, sizeof tok2, id2) > 0);
+    for (int i = 0; i < 3; i++) { /* warm: the later ones are cache hits */
+        assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), 0);
+        assert_int_equal(check_tok(g, AUTH_OP_GET, tok2, &r), 0);
+    }
+    assert_true(r.verdict.cached);
+    assert_int_equal(guard_authority_revoke(a, id2, strlen(id2), 0, t0, NULL), 0);
+    guard_follow(g, a);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok2, &r), RON_ECAPREVOKED);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), 0);
+    assert_int_equal(guard_authority_raise_epoch(a, 0, NULL), 1);
+    guard_follow(g, a);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), RON_ECAPREVOKED);
+    assert_string_equal(r.slug, "capability_revoked");
+    /* a token of the new epoch under r1, cached, then r1 leaves (two rotations) */
+    assert_true(mint_with(a, "r1", 1, NULL, 0, tok3, sizeof tok3, NULL) > 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(check_tok(g, AUTH_OP_GET, tok3, &r), 0);
+    assert_true(r.verdict.cached);
+    assert_int_equal(guard_authority_tick(a, t0 + 1, true, NULL), 1); /* r2, r1 in grace */
+    guard_follow(g, a);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok3, &r), 0);
+    assert_int_equal(guard_authority_tick(a, t0 + 2, true, NULL), 1); /* r3, r2: r1 gone */
+    guard_follow(g, a);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok3, &r), RON_ECAPKID);
+    assert_int_equal(r.status, 401);
+    guard_free(g);
+    guard_authority_close(a);
+}
+
+/*
+ * Revocation ids are chosen by whoever calls cap_revoke (any 32 hex digits),
+ * so the guard's revocation set must not let them pile up in one probe
+ * chain: ids whose nonces share their first bytes' low bits used to cluster
+ * in one run of the table, making every apply and every check with a token
+ * scan the whole run under the set's lock.
+ */
+static void
+test_guard_revocations_chosen_to_collide_keep_apply_and_check_fast(void **state)
+{
+    (void)state;
+    enum { N = 40000, PAGE = 256 };
+    guard_authority_t *a = authority_ram(0);
+    guard_t *g = guard_make(NULL);
+    guard_follow(g, a);
+    char tok[AUTH_MAX_TOKEN + 1], id[AUTH_ID_MAX + 1];
+    assert_true(mint_with(a, NULL, 0, NULL, 0, tok, sizeof tok, id) > 0);
+    static guard_entry_t e[PAGE];
+    uint64_t head = guard_head(g), t0 = ron_now_ms();
+    for (uint64_t i = 0; i < N; i += PAGE) {
+        for (size_t k = 0; k < PAGE; k++) {
+            uint64_t v = (i + k + 1) << 40; /* the same slot under an unkeyed multiplicative hash */
+            memset(&e[k], 0, sizeof e[k]);
+            e[k].seq = head + i + k + 1;
+            e[k].kind = GUARD_E_REVOKE;
+            for (int b = 0; b < 8; b++)
+                e[k].nonce[b] = (uint8_t)(v >> (8 * b));
+        }
+        assert_int_equal(guard_apply(g, head + i, head + i + PAGE, e, PAGE), 0);
+        if (ron_now_ms() - t0 > 3000)
+            fail_msg("applying %llu crafted revocations took over 3 s", (unsigned long long)i);
+    }
+    uint64_t t1 = ron_now_ms();
+    guard_result_t r;
+    for (int i = 0; i < 2000; i++)
+        assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), 0);
+    uint64_t t2 = ron_now_ms();
+    print_message("apply %d crafted revocations: %llu ms; 2000 checks: %llu ms\n", N,
+                  (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1));
+    assert_true(t1 - t0 < 3000);
+    assert_true(t2 - t1 < 2000);
+    guard_free(g);
+    guard_authority_close(a);
+}
+
+/* A save that fails (here: state.tmp cannot be created) changes nothing in memory. */
+static void
+test_guard_authority_failed_save_changes_nothing_in_memory(void **state)
+{
+    (void)state;
+    const int64_t t0 = 1800000000;
+    char *dir = tmpdir_make();
+    char sub[512], tmp[600];
+    snprintf(sub, sizeof sub, "%s/auth", dir);
+    snprintf(tmp, sizeof tmp, "%s/state.tmp", sub);
+    int rc;
+    guard_authority_t *a = authority_dir(sub, t0, &rc);
+    assert_int_equal(rc, 0);
+    char id[AUTH_ID_MAX + 1], id2[AUTH_ID_MAX + 1];
+    assert_int_equal(auth_id_new(id, "r1", 0), 0);
+    assert_int_equal(auth_id_new(id2, "r1", 0), 0);
+    assert_int_equal(guard_authority_revoke(a, id, strlen(id), t0 + 10, t0, NULL), 0);
+    uint64_t head = guard_authority_head(a);
+    guard_entry_t before[8], after[8];
+    bool more;
+    size_t nb = guard_authority_since(a, 0, before, 8, &more);
+
+    assert_int_equal(mkdir(tmp, 0700), 0); /* open(O_WRONLY) of a directory: EISDIR */
+    assert_true(guard_authority_revoke(a, id2, strlen(id2), 0, t0, NULL) < 0);
+    assert_true(guard_authority_revoke(a, id, strlen(id), 0, t0, NULL) < 0); /* re-revoke */
+    assert_true(guard_authority_raise_epoch(a, 0, NULL) < 0);
+    assert_true(guard_authority_tick(a, t0 + 1, true, NULL) < 0);
+    assert_int_equal(guard_authority_head(a), head);
+    assert_int_equal(guard_authority_epoch(a), 0);
+    assert_string_equal(guard_authority_kid(a), "r1");
+    size_t na = guard_authority_since(a, 0, after, 8, &more);
+    assert_int_equal(na, nb);
+    assert_memory_equal(after, before, nb * sizeof before[0]);
+    guard_authority_close(a);
+
+    /* The file never changed either: it reopens at the same head. */
+    assert_int_equal(rmdir(tmp), 0);
+    a = authority_dir(sub, t0, &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(guard_authority_head(a), head);
+    assert_int_equal(guard_authority_revoke(a, id2, strlen(id2), 0, t0, NULL), 0);
+    assert_int_equal(guard_authority_head(a), head + 1);
+    guard_authority_close(a);
+    tmpdir_remove(dir);
+}
+
 typedef struct {
     guard_t *g;
     const char *tok;
@@ -1058,6 +1195,9 @@ main(int argc, char **argv)
         cmocka_unit_test(test_guard_rotation_keeps_the_old_kid_through_grace_then_fails_with_kid),
         cmocka_unit_test(test_guard_authority_state_survives_reopen_and_refuses_tampering),
         cmocka_unit_test(test_guard_file_audit_log_verifies_with_its_derived_key),
+        cmocka_unit_test(test_guard_revocations_chosen_to_collide_keep_apply_and_check_fast),
+        cmocka_unit_test(test_guard_authority_failed_save_changes_nothing_in_memory),
+        cmocka_unit_test(test_guard_cached_verdict_does_not_outlive_epoch_revocation_or_kid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -120,6 +120,8 @@ cli_client(const cli_opts_t *o, const char *what, ron_client_t **c_out)
                             RON_CLIENT_CAP_FILE, ron_strerror(rc));
     co.cap = cap;
     rc = ron_client_new(&co, c_out);
+    if (cap != NULL)
+        explicit_bzero(cap, strlen(cap)); /* the client holds its own copy */
     free(cap);
     if (rc == RON_EINVAL)
         return ron_cmd_fail(RON_EXIT_USAGE, "%s: bad node address '%s' ([ID@]HOST:PORT)", what,

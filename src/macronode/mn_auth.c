@@ -336,6 +336,9 @@ operator_keep(mn_auth_t *a, bool first)
     if ((rc = operator_write(a->data_dir, a->operator)) < 0) {
         ron_error("operator capability: cannot write %s/%s: %s", a->data_dir,
                   GUARD_OPERATOR_FILE, ron_strerror(rc));
+        /* not on disk, so not in force: the next change or tick tries again */
+        sodium_free(a->operator);
+        a->operator = NULL;
         return rc;
     }
     ron_info("operator capability %s %s/%s (kid %s, epoch %llu)", first ? "written to" : "re-minted in",
@@ -383,8 +386,11 @@ auth_tick(uv_timer_t *t)
         ron_error("key rotation check failed: %s", ron_strerror(rc));
         return;
     }
-    if (rc == 0)
+    if (rc == 0) {
+        if (a->operator == NULL && !a->amnesia)
+            (void)operator_keep(a, false); /* its last write failed */
         return;
+    }
     ron_info("capability keys now %s (change %llu)", guard_authority_kid(a->auth),
              (unsigned long long)guard_authority_head(a->auth));
     auth_push(a, prev, &e);
@@ -605,6 +611,12 @@ auth_revoke_op(mn_auth_t *a, const char *service, rbus_req_t *req, json_t *msg)
             (!json_u64(msg, "epoch", &epoch) || epoch == 0 || epoch > INT64_MAX)) {
             rbus_respond_error_ex(req, 400, NULL, "epoch", 0,
                                   "epoch: expected \"next\" or a decimal string >= 1");
+            return;
+        }
+        if (epoch > guard_authority_epoch(a->auth) + 1) {
+            /* one step at most: a jump (to 2^63-1) would leave nothing to raise to */
+            rbus_respond_error_ex(req, 400, NULL, "epoch", 0,
+                                  "epoch: at most the epoch in force + 1");
             return;
         }
         {

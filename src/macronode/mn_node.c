@@ -390,6 +390,8 @@ ron_node_run(ron_config_store_t *store, const char *self_exe)
     int rc;
 
     signal(SIGPIPE, SIG_IGN);
+    /* before OpenSSL's first allocation: its freed blocks are wiped (key temporaries) */
+    (void)tx_tls_heap_wipe_install();
     uv_loop_init(&loop);
     n->loop = &loop;
     n->store = store;

@@ -588,6 +588,8 @@ ron_service_run(const char *name)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     signal(SIGINT, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
+    /* before OpenSSL's first allocation: its freed blocks are wiped (key temporaries) */
+    (void)tx_tls_heap_wipe_install();
     if (getppid() == 1)
         return 1; /* the kernel died before we got here */
     if (rbus_config_from_env(&bc, name) < 0) {

@@ -3,6 +3,13 @@
  * decoding, HELLO, the stream table with credit, and the requests of each
  * stream forwarded over ron-bus (app-port.md).
  *
+ * Capabilities (app-port.md §1b): a request is checked by the process guard
+ * when its START arrives, before anything is forwarded (a refusal changes
+ * nothing); the START's cap section and tenant then travel with every bus
+ * request of the stream, so the services check them again. What the guard
+ * leaves pending is enforced here: a put's max-bytes as the body arrives,
+ * its prefix once the address is known.
+ *
  * A stream's request (omni_rq_t) is a small state machine (rq_state_t):
  * a one-shot forward (RQ_BUS), a put (begin -> writes as body frames
  * arrive -> commit), or a get (stat -> data frames while the client grants

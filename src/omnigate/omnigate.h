@@ -4,7 +4,8 @@
  * caller provides; per connection an OAP/1 decoder, HELLO, the stream table
  * with credit (src/oap), and requests of the storage (app 1), naming (app 2)
  * and kernel (app 6) protocols forwarded over ron-bus to the services that
- * own them, with the client's tenant. A pure request parser
+ * own them, with the client's tenant and capability, each request first
+ * checked by the process guard (omni_set_guard). A pure request parser
  * (omni_request_parse) checks each START frame's JSON before anything is
  * forwarded; it is fuzzed (fuzz_omni_request.c).
  *

@@ -72,6 +72,8 @@ ron_client_free(ron_client_t *c)
     if (c == NULL)
         return;
     rc__drop(c);
+    if (c->cap != NULL)
+        explicit_bzero(c->cap, strlen(c->cap)); /* a capability: wiped, not just freed */
     free(c->cap);
     free(c);
 }

@@ -202,6 +202,7 @@ ron_client_cap_find(const char *flag, const char *data_dir, char **cap_out)
     }
     *cap_out = token_dup(buf, len);
 out:
+    explicit_bzero(buf, sizeof buf); /* the token file's text */
     close(fd);
     return rc;
 }

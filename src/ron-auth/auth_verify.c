@@ -37,15 +37,23 @@ struct auth_revocation {
     size_t count;
     size_t max;
     uint64_t epoch; /* atomic: read without the lock */
+    uint8_t seed[crypto_shorthash_KEYBYTES]; /* keys rev_hash */
 };
 
+/*
+ * Keyed (SipHash under a random seed): a revoked identifier is whatever a
+ * caller of cap_revoke names, not a random nonce, so unkeyed its bits could
+ * be chosen to pile every entry into one linear-probing run.
+ */
 static size_t
-rev_hash(const uint8_t nonce[static AUTH_NONCE_LEN], size_t n_slots)
+rev_hash(const auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN])
 {
+    uint8_t d[crypto_shorthash_BYTES];
     uint64_t h;
 
-    memcpy(&h, nonce, sizeof h); /* nonces are random; a forged one needs a valid signature */
-    return (size_t)(h * 0x9e3779b97f4a7c15ull >> 17) & (n_slots - 1);
+    crypto_shorthash(d, nonce, AUTH_NONCE_LEN, r->seed);
+    memcpy(&h, d, sizeof h);
+    return (size_t)h & (r->n_slots - 1);
 }
 
 auth_revocation_t *
@@ -54,11 +62,12 @@ auth_revocation_new(size_t max)
     auth_revocation_t *r;
     size_t n = 16;
 
-    if (max == 0 || max > AUTH_REVOKE_MAX)
+    if (max == 0 || max > AUTH_REVOKE_MAX || sodium_init() < 0)
         return NULL;
     while (n < 2 * max)
         n *= 2;
     r = ron_xcalloc(1, sizeof *r);
+    randombytes_buf(r->seed, sizeof r->seed);
     r->slots = ron_xcalloc(n, sizeof *r->slots);
     r->n_slots = n;
     r->max = max;
@@ -79,7 +88,7 @@ auth_revocation_free(auth_revocation_t *r)
 static rev_slot_t *
 rev_find(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN], bool *found)
 {
-    size_t i = rev_hash(nonce, r->n_slots);
+    size_t i = rev_hash(r, nonce);
 
     for (size_t probes = 0; probes < r->n_slots; probes++) {
         rev_slot_t *s = &r->slots[i];

@@ -82,6 +82,7 @@ state_mac(const uint8_t key[static 32], const uint8_t *buf, size_t len, uint8_t 
     blake3_hasher_init_keyed(&h, key);
     blake3_hasher_update(&h, buf, len);
     blake3_hasher_finalize(&h, out, STATE_MAC);
+    sodium_memzero(&h, sizeof h); /* keyed by the state key */
 }
 
 int

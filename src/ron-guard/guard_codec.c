@@ -8,6 +8,7 @@
  */
 #include <blake3.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,7 +27,7 @@ guard_master_derive(const uint8_t identity_seed[static 32],
     blake3_hasher_init_derive_key(&h, GUARD__MASTER_CONTEXT);
     blake3_hasher_update(&h, identity_seed, 32);
     blake3_hasher_finalize(&h, master_out, GUARD_MASTER_LEN);
-    memset(&h, 0, sizeof h);
+    sodium_memzero(&h, sizeof h); /* a memset of a dead local may be optimized away */
 }
 
 void
@@ -38,7 +39,7 @@ guard_root_key(const uint8_t master[static GUARD_MASTER_LEN], const char *kid,
     blake3_hasher_update(&h, GUARD__ROOT_PREFIX, strlen(GUARD__ROOT_PREFIX));
     blake3_hasher_update(&h, kid, strlen(kid));
     blake3_hasher_finalize(&h, key_out, GUARD_KEY_LEN);
-    memset(&h, 0, sizeof h);
+    sodium_memzero(&h, sizeof h); /* a memset of a dead local may be optimized away */
 }
 
 bool
@@ -302,5 +303,5 @@ guard__audit_seed(const uint8_t master[static GUARD_MASTER_LEN], uint8_t seed_ou
     blake3_hasher_init_derive_key(&h, "ron-guard audit key v1");
     blake3_hasher_update(&h, master, GUARD_MASTER_LEN);
     blake3_hasher_finalize(&h, seed_out, 32);
-    memset(&h, 0, sizeof h);
+    sodium_memzero(&h, sizeof h); /* a memset of a dead local may be optimized away */
 }

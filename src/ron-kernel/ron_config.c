@@ -885,11 +885,30 @@ out:
 
 struct ron_config_store {
     char *file;               /* owned copy, or NULL */
-    char **envp;              /* owned copy of the RON_* entries only */
+    char **envp;              /* owned copies of the config keys' RON_* entries only */
     ron_config_kv_t *flags;   /* owned copies */
     size_t n_flags;
     ron_config_t *cur;        /* current snapshot */
 };
+
+/* Is entry "NAME=value" the variable of a config key? Only those are kept for
+ * reloads: other RON_* variables may hold secrets (RON_PASSPHRASE, RON_CAP)
+ * that must not be copied into the heap for the life of the node. */
+static bool
+env_is_config_key(const char *entry)
+{
+    if (strncmp(entry, "RON_", 4) != 0)
+        return false;
+    for (size_t i = 0; i < N_KEYS; i++) {
+        char name[96];
+        size_t nl;
+        ron_config_env_name(keys[i].info.path, name, sizeof name);
+        nl = strlen(name);
+        if (strncmp(entry, name, nl) == 0 && entry[nl] == '=')
+            return true;
+    }
+    return false;
+}
 
 static ron_config_src_t
 store_src(const ron_config_store_t *s)
@@ -908,10 +927,10 @@ ron_config_store_new(const ron_config_src_t *src, ron_config_store_t **store_out
 
     s->file = src->file != NULL ? ron_xstrdup(src->file) : NULL;
     for (char *const *e = src->envp; e != NULL && *e != NULL; e++)
-        n_env += strncmp(*e, "RON_", 4) == 0;
+        n_env += env_is_config_key(*e);
     s->envp = ron_xcalloc(n_env + 1, sizeof *s->envp);
     for (char *const *e = src->envp; e != NULL && *e != NULL; e++)
-        if (strncmp(*e, "RON_", 4) == 0)
+        if (env_is_config_key(*e))
             s->envp[j++] = ron_xstrdup(*e);
     s->flags = ron_xcalloc(src->n_flags + 1, sizeof *s->flags);
     for (size_t i = 0; i < src->n_flags; i++) {

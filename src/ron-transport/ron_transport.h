@@ -92,7 +92,8 @@
 #define TX_TLS_DEFAULT_ALPN "h2,http/1.1"    /* preference order (peers add "oap/1") */
 #define TX_TLS_CERT_FILE "gateway.crt"       /* names of a generated certificate ... */
 #define TX_TLS_KEY_FILE "gateway.key"        /* ... and key (0600) in tx_tls_config_t.cert_dir */
-#define TX_TLS_CERT_DAYS 825                 /* validity of a generated certificate */
+#define TX_TLS_CERT_DAYS 397                 /* validity of a generated certificate (<= 398:
+                                                CA/Browser Forum limit, testssl MEDIUM above) */
 #define TX_TLS_KEY_FILE_MAX (64u << 10)      /* bytes of a PEM private key file we read */
 #define TX_TLS_SECURE_HEAP (256u << 10)      /* OpenSSL secure heap (keys; every TLS
                                                 handshake's ephemeral share): mlocked */
@@ -469,6 +470,17 @@ int tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out);
  * or RON_ETLS (OpenSSL refused).
  */
 int tx_tls_secure_heap_init(void);
+
+/*
+ * Make OpenSSL wipe (OPENSSL_cleanse) every ordinary heap block it frees or
+ * moves by realloc, so the temporaries its decoders and handshakes leave
+ * (DER and PEM buffers, ASN.1 strings, intermediate numbers) hold no key
+ * bytes once freed; the secure heap is cleansed by OpenSSL itself. It must
+ * run before OpenSSL's first allocation: call it first thing at process
+ * start (tx_tls_secure_heap_init calls it too). Returns 0, or RON_ETLS when
+ * OpenSSL has allocated already (its allocator cannot change any more).
+ */
+int tx_tls_heap_wipe_install(void);
 
 /*
  * Serve the connections of l over TLS with ctx (takes l; takes its own

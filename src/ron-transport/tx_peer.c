@@ -14,12 +14,13 @@
  * Invariants: a peer's id is only ever taken from the key of a certificate
  * that the TLS 1.3 CertificateVerify proved the peer holds; no frame reaches
  * the application before TLS, the id check, ALPN and HELLO all passed; the
- * identity seed is never copied here (OpenSSL reads it from ron-kms's
- * memory into its secure heap); session resumption and tickets are off, so
+ * identity seed is copied only into OpenSSL's secure heap (a PKCS#8 DER
+ * that is cleansed, then the decoded key); session resumption and tickets are off, so
  * every connection proves its key again; a session's memory is freed only
  * in the last close callback of its handles.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -28,6 +29,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "ron_err.h"
 #include "ron_util.h"
@@ -210,25 +212,44 @@ tx_peer_reject(tx_peer_session_t *s, tx_peer_reject_t r)
 
 /* ---- certificates and contexts ---- */
 
+/* RFC 8410 PrivateKeyInfo of an Ed25519 key: this prefix, then the 32-byte seed. */
+static const uint8_t tx_peer_pkcs8_prefix[16] = {0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06,
+                                                 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20};
+
 static int
 tx_peer_seed_cb(const uint8_t *seed, size_t len, void *arg)
 {
     EVP_PKEY **key = arg;
+    size_t n = sizeof tx_peer_pkcs8_prefix + len;
+    uint8_t *der = OPENSSL_secure_malloc(n);
+    const unsigned char *p = der;
 
-    /* OpenSSL copies the seed into its secure heap; the view goes back to
-     * PROT_NONE when this returns, so no copy of it stays in plain memory */
-    *key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, len);
+    /* Decoded from DER the seed lands in OpenSSL's secure heap: OpenSSL 3.0's
+     * EVP_PKEY_new_raw_private_key would keep it in plain heap memory
+     * (OSSL_PARAM_get_octet_string allocates it there). The DER is built in
+     * the secure heap and cleansed; the decoder's temporaries are wiped as
+     * they are freed (tx_tls_heap_wipe_install). */
+    if (der == NULL || len != 32)
+        goto out;
+    memcpy(der, tx_peer_pkcs8_prefix, sizeof tx_peer_pkcs8_prefix);
+    memcpy(der + sizeof tx_peer_pkcs8_prefix, seed, len);
+    *key = d2i_PrivateKey(EVP_PKEY_ED25519, NULL, &p, (long)n);
+out:
+    OPENSSL_secure_clear_free(der, n);
     return *key != NULL ? 0 : RON_ETLS;
 }
 
-/* A self-signed certificate for key, CN = the node id in hex. */
+/* A self-signed certificate for key, CN = the node id in hex, and the id
+ * again as a URI subject alternative name (ron:node:<hex>): X.509 clients
+ * and scanners expect a SAN; peers read only the key. */
 static int
 tx_peer_cert_make(EVP_PKEY *key, const uint8_t id[static KMS_NODE_ID_LEN], X509 **x_out)
 {
     static const char hex[] = "0123456789abcdef";
-    char cn[2 * KMS_NODE_ID_LEN + 1];
+    char cn[2 * KMS_NODE_ID_LEN + 1], san[2 * KMS_NODE_ID_LEN + 16];
     uint8_t serial[16];
     BIGNUM *bn = NULL;
+    X509_EXTENSION *ext = NULL;
     X509 *x = NULL;
     X509_NAME *name;
     int rc = RON_ETLS;
@@ -251,12 +272,17 @@ tx_peer_cert_make(EVP_PKEY *key, const uint8_t id[static KMS_NODE_ID_LEN], X509 
     name = X509_get_subject_name(x);
     if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
                                    0) != 1 ||
-        X509_set_issuer_name(x, name) != 1 || X509_sign(x, key, NULL) <= 0)
+        X509_set_issuer_name(x, name) != 1)
+        goto out;
+    (void)snprintf(san, sizeof san, "URI:ron:node:%s", cn);
+    if ((ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san)) == NULL ||
+        X509_add_ext(x, ext, -1) != 1 || X509_sign(x, key, NULL) <= 0)
         goto out;
     *x_out = x;
     x = NULL;
     rc = 0;
 out:
+    X509_EXTENSION_free(ext);
     BN_free(bn);
     X509_free(x);
     return rc;

@@ -12,11 +12,15 @@
  * that a restart would load; an existing pair is reused, never overwritten;
  * private keys (generated, or read from a file) live in OpenSSL's secure
  * heap once tx_tls_secure_heap_init ran, and every buffer that held key
- * bytes is cleansed before it is freed; an ephemeral pair never leaves RAM.
+ * bytes is cleansed before it is freed (ours explicitly; OpenSSL's own
+ * temporaries through the wiping allocator of tx_tls_heap_wipe_install,
+ * which tests/integration/test_zeroize_scan.py proves by scanning a
+ * process's memory); an ephemeral pair never leaves RAM.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,6 +305,64 @@ out:
     return rc;
 }
 
+/* OpenSSL's allocator (tx_tls_heap_wipe_install): libc's, with every block
+ * wiped before it goes back. malloc_usable_size covers the whole block. */
+static void *
+tx_heap_malloc(size_t num, const char *file, int line)
+{
+    (void)file, (void)line;
+    return malloc(num);
+}
+
+static void
+tx_heap_free(void *addr, const char *file, int line)
+{
+    (void)file, (void)line;
+    if (addr == NULL)
+        return;
+    OPENSSL_cleanse(addr, malloc_usable_size(addr));
+    free(addr);
+}
+
+/* realloc never leaves the old block behind unwiped: move and wipe by hand */
+static void *
+tx_heap_realloc(void *addr, size_t num, const char *file, int line)
+{
+    void *p;
+    size_t old;
+
+    if (addr == NULL)
+        return tx_heap_malloc(num, file, line);
+    if (num == 0) {
+        tx_heap_free(addr, file, line);
+        return NULL;
+    }
+    old = malloc_usable_size(addr);
+    if (num <= old)
+        return addr; /* shrinking in place: the tail stays ours until the block is freed */
+    if ((p = malloc(num)) == NULL)
+        return NULL;
+    memcpy(p, addr, old);
+    tx_heap_free(addr, file, line);
+    return p;
+}
+
+int
+tx_tls_heap_wipe_install(void)
+{
+    static int installed;
+
+    if (installed)
+        return 0;
+    if (CRYPTO_set_mem_functions(tx_heap_malloc, tx_heap_realloc, tx_heap_free) != 1) {
+        ron_warn("transport: OpenSSL allocated before its heap could be made to wipe freed "
+                 "blocks; key temporaries may stay in freed memory");
+        return RON_ETLS;
+    }
+    installed = 1;
+    return 0;
+}
+
 int
 tx_tls_secure_heap_init(void)
 {
@@ -308,6 +370,7 @@ tx_tls_secure_heap_init(void)
 
     if (CRYPTO_secure_malloc_initialized())
         return 0;
+    (void)tx_tls_heap_wipe_install(); /* warns when too late; the secure heap still helps */
     rc = CRYPTO_secure_malloc_init(TX_TLS_SECURE_HEAP, TX_TLS_SECURE_MIN);
     if (rc == 0)
         return RON_ETLS;
