@@ -169,9 +169,9 @@ cg_run() { # name policy header -> "instructions/request guard_check/request"
         "http://127.0.0.1:$port/o" | python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])')
     case $3 in cap) h="Authorization: Bearer $gc" ;; pad) h="X-Pad: $gc" ;; *) h="X-None: 1" ;; esac
     h2load --h1 -n 200 -c 10 -H "$h" "http://127.0.0.1:$port/o/$a" >/dev/null 2>&1
-    callgrind_control -i on "$vp" >/dev/null
+    callgrind_control -i on "$vp" >/dev/null 2>&1
     h2load --h1 -n "$CG_N" -c 10 -H "$h" "http://127.0.0.1:$port/o/$a" >"$d/h2.out" 2>&1
-    callgrind_control -i off "$vp" >/dev/null
+    callgrind_control -i off "$vp" >/dev/null 2>&1
     grep -q "$CG_N succeeded" "$d/h2.out" || { echo "callgrind $1: not every request succeeded" >&2; cat "$d/h2.out" >&2; exit 1; }
     kill "$vp"
     wait "$vp" 2>/dev/null || true

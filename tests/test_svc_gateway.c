@@ -341,6 +341,7 @@ struct fx {
     uint8_t seen_tenant[16];
     unsigned seen;
     atomic_int sto_refuse; /* set: the stand-in answers every request with this status */
+    uv_mutex_t seen_mu;    /* seen_*: written on the loop, read by the client thread */
 };
 
 static const uint8_t T1[STO_TENANT_LEN] = {1};
@@ -556,11 +557,13 @@ fx_sto_handler(void *arg, rbus_req_t *req, const oap_frame_t *fr)
     bool get = fr->payload_len > 4 && memmem(fr->payload + 4, fr->payload_len - 4,
                                              "\"op\":\"get\"", 10) != NULL;
 
+    uv_mutex_lock(&f->seen_mu);
     if (n > 0)
         memcpy(f->seen_cap, fr->cap, n);
     f->seen_cap[n] = '\0';
     memcpy(f->seen_tenant, fr->tenant_id, sizeof f->seen_tenant);
     f->seen++;
+    uv_mutex_unlock(&f->seen_mu);
     if (atomic_load(&f->sto_refuse) != 0)
         (void)rbus_respond_error(req, (uint16_t)atomic_load(&f->sto_refuse), "refused");
     else
@@ -575,6 +578,7 @@ fx_fake_storage(fx_t *f)
 
     f->hub = rbus_hub_new(&f->loop);
     bc.hub = f->hub;
+    assert_int_equal(uv_mutex_init(&f->seen_mu), 0);
     assert_non_null(f->bus_sto = rbus_new(&f->loop, &bc, &rc));
     assert_int_equal(rbus_handle(f->bus_sto, OAP_APP_STORAGE, fx_sto_handler, f), 0);
     assert_int_equal(rbus_listen(f->bus_sto), 0);
@@ -593,6 +597,20 @@ fx_fake_storage_close(fx_t *f)
     rbus_peer_close(f->sto_peer);
     rbus_free(f->bus_gw);
     rbus_free(f->bus_sto);
+}
+
+/* Client thread: did the stand-in last see cap tok (NULL: none) and tenant? */
+static bool
+seen_is(fx_t *f, const char *tok, const uint8_t *tenant)
+{
+    bool ok;
+
+    uv_mutex_lock(&f->seen_mu);
+    ok = f->seen >= 1 && strcmp(f->seen_cap, tok != NULL ? tok : "") == 0 &&
+         (tenant == NULL || memcmp(f->seen_tenant, tenant, sizeof f->seen_tenant) == 0);
+    f->seen_cap[0] = '\0';
+    uv_mutex_unlock(&f->seen_mu);
+    return ok;
 }
 
 static void
@@ -2292,27 +2310,25 @@ cl_forward(fx_t *f)
     /* an upload goes to the storage service with the client's token */
     CL_CHECK(f, cl_req(fd, "POST", "/o", bearer(h, sizeof h, f->op_tok), body, sizeof body - 1,
                        &r) == 507);
-    CL_CHECK(f, f->seen >= 1 && strcmp(f->seen_cap, f->op_tok) == 0);
-    CL_CHECK(f, memcmp(f->seen_tenant, T1, sizeof f->seen_tenant) == 0);
+    CL_CHECK(f, seen_is(f, f->op_tok, T1));
     free(r.body);
     r.body = NULL;
     close(fd);
     CL_CHECK(f, (fd = cl_connect(f)) >= 0);
     /* a local miss is read through storage's get with it too (?cap= here) */
-    f->seen_cap[0] = '\0';
     snprintf(path, sizeof path, "/o/b3:%064d?cap=", 5);
     {
         char p[AUTH_MAX_TOKEN + 128];
         snprintf(p, sizeof p, "%s%s", path, f->get_tok);
         CL_CHECK(f, cl_req(fd, "GET", p, NULL, NULL, 0, &r) == 404);
     }
-    CL_CHECK(f, strcmp(f->seen_cap, f->get_tok) == 0);
+    CL_CHECK(f, seen_is(f, f->get_tok, T1));
     free(r.body);
     r.body = NULL;
     /* anonymous: no cap section */
     snprintf(path, sizeof path, "/o/b3:%064d", 6);
     CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 404);
-    CL_CHECK(f, f->seen_cap[0] == '\0');
+    CL_CHECK(f, seen_is(f, NULL, T1));
     free(r.body);
     r.body = NULL;
     /* storage checks on its own: its refusal is the client's 401 / 403 */
@@ -2404,6 +2420,7 @@ test_guard_token_and_tenant_are_forwarded_to_storage_and_its_refusals_are_401_40
     f.fake_storage = true;
     fx_run(&f, &c, cl_forward);
     assert_int_equal(f.stats.auth_rejected, 2); /* the two storage refusals */
+    uv_mutex_destroy(&f.seen_mu);
     fx_close(&f);
 }
 

@@ -37,6 +37,15 @@
  * commit checks a PUT's address (409 bad_digest, nothing stored). Without
  * the hook the transport's buffered body is stored the same way, as one
  * piece.
+ *
+ * Capabilities (gw_set_guard): each route is decided by the guard once its
+ * path is validated and before its first store, index or bus call, so a
+ * refusal changes nothing. The token stays a view into the request (the
+ * Authorization header or the query) all along the hot path: guard_check
+ * keys its verdict cache on it, and nothing here copies or parses it. Bus
+ * requests made for the client carry it (and the tenant) in their cap
+ * section; only a remote read, whose gets outlive the request's views,
+ * keeps a copy.
  */
 #include <assert.h>
 #include <jansson.h>
