@@ -174,7 +174,8 @@ out:
 
 /* Send the JSON text of o (taken) as one framed request. */
 static int
-dht_client_send(rbus_peer_t *peer, json_t *o, call_kind_t kind, dht_client_cb cb, void *arg)
+dht_client_send_within(rbus_peer_t *peer, json_t *o, call_kind_t kind, uint32_t deadline_ms,
+                       dht_client_cb cb, void *arg)
 {
     char *txt = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     dht_call_t *c;
@@ -197,11 +198,17 @@ dht_client_send(rbus_peer_t *peer, json_t *o, call_kind_t kind, dht_client_cb cb
     c->cb = cb;
     c->arg = arg;
     c->kind = kind;
-    rc = rbus_request(peer, OAP_APP_DHT, buf, 4 + jl, DHT_CLIENT_DEADLINE_MS, dht_client_reply, c);
+    rc = rbus_request(peer, OAP_APP_DHT, buf, 4 + jl, deadline_ms, dht_client_reply, c);
     free(buf);
     if (rc < 0)
         free(c);
     return rc;
+}
+
+static int
+dht_client_send(rbus_peer_t *peer, json_t *o, call_kind_t kind, dht_client_cb cb, void *arg)
+{
+    return dht_client_send_within(peer, o, kind, DHT_CLIENT_DEADLINE_MS, cb, arg);
 }
 
 static void
@@ -217,18 +224,28 @@ int
 dht_client_find_providers(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
                           unsigned limit, dht_client_cb cb, void *arg)
 {
+    return dht_client_find_providers_within(peer, addr, limit, 0, cb, arg);
+}
+
+int
+dht_client_find_providers_within(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
+                                 unsigned limit, uint32_t deadline_ms, dht_client_cb cb,
+                                 void *arg)
+{
     char a[3 + 2 * DHT_ID_LEN + 1], lim[16];
     json_t *o;
 
-    if (limit > DHT_CLIENT_MAX_PROVIDERS)
+    if (limit > DHT_CLIENT_MAX_PROVIDERS || deadline_ms > DHT_CLIENT_DEADLINE_MS)
         return RON_EINVAL;
+    if (deadline_ms == 0)
+        deadline_ms = DHT_CLIENT_DEADLINE_MS;
     dht_client_b3(a, addr);
     o = json_pack("{s:s, s:s}", "op", "find_providers", "address", a);
     if (o != NULL && limit > 0) {
         snprintf(lim, sizeof lim, "%u", limit);
         json_object_set_new(o, "limit", json_string(lim));
     }
-    return dht_client_send(peer, o, CALL_PROVIDERS, cb, arg);
+    return dht_client_send_within(peer, o, CALL_PROVIDERS, deadline_ms, cb, arg);
 }
 
 int

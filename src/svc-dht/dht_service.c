@@ -914,6 +914,17 @@ get_b3(json_t *o, uint8_t key[static DHT_ID_LEN])
     return ron_hex_decode(key, DHT_ID_LEN, a + 3, 2 * DHT_ID_LEN) < 0 ? -1 : 0;
 }
 
+/* 1 when this node holds a record an answer for op and key would carry. */
+static bool
+held_any(const dht_service_t *s, op_t op, const uint8_t key[static DHT_ID_LEN])
+{
+    dht_provider_t held[DHT_MAX_PROVIDERS_PER_KEY];
+
+    if (op == OP_FIND)
+        return dht_providers_held(s->dht, key, held, RON_ARRAY_LEN(held)) > 0;
+    return dht_name_held(s->dht, key) != NULL;
+}
+
 /*
  * Make req wait for a lookup of key: joins one already running for the
  * same op and key (many gets of one object ask once), else starts one.
@@ -929,6 +940,13 @@ start_wait(dht_service_t *s, op_t op, rbus_req_t *req, const uint8_t key[static 
 
     if (s->npend >= DHT_SVC_MAX_PENDING) {
         answer_error(s, op, req, 429, NULL, "pending", "too many DHT requests waiting");
+        return;
+    }
+    if (dht_table_size(s->dht) == 0 && s->nseeds + s->nnames > 0 && !held_any(s, op, key)) {
+        /* seeded but no contact yet (starting, or the seeds are down): an empty
+         * answer would claim nobody has it */
+        answer_error(s, op, req, 503, NULL, "not_joined",
+                     "the DHT has not reached any other node yet");
         return;
     }
     for (size_t i = 0; i < DHT_SVC_MAX_PENDING && same == NULL; i++)
