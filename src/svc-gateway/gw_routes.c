@@ -949,10 +949,8 @@ gw_remote_open(gw_get_t *g)
 
     g->remote = true;
     g->rc = 0;
-    if (gw_remote_get(g, 0, len, gw_remote_open_done) < 0) {
-        g->rc = RON_ENOTFOUND;
-        gw_get_open_done(&g->work, 0);
-    }
+    if (gw_remote_get(g, 0, len, gw_remote_open_done) < 0)
+        gw_remote_open_done(g, RON_EUNAVAIL, NULL); /* storage unreachable: 503, not a 404 */
 }
 
 static void
