@@ -253,9 +253,10 @@ def wait_for(what, fn, want, secs):
     return v
 
 
-def line(profile, phase, parts, vmrss, contacts, sessions):
-    print("profile=%s phase=%s total_kib=%d vmrss_kib=%d contacts=%d sessions=%d detail=%s" % (
-        profile, phase, sum(k for _, k in parts), vmrss, contacts, sessions,
+def line(profile, phase, parts, vmrss, contacts, sessions, peak=0):
+    total = sum(k for _, k in parts)
+    print("profile=%s phase=%s total_kib=%d vmrss_kib=%d contacts=%d sessions=%d peak_kib=%d detail=%s" % (
+        profile, phase, total, vmrss, contacts, sessions, max(peak, total),
         ",".join("%s:%d" % p for p in parts)))
     sys.stdout.flush()
 
@@ -278,11 +279,20 @@ def one(profile, phase, n_contacts, n_sessions, big):
         holder = subprocess.Popen([evil, "--hold", str(n_sessions), "--dial",
                                    "%s@%s" % (node_id, ovl)] + (["--big-frame"] if big else []),
                                   stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "hold.log"), "w"))
-        wait_for("overlay_sessions", lambda: metric(admin, "overlay_sessions"), n_sessions, 60)
-        time.sleep(HOLD_BUSY_S if big else HOLD_S)
+        # the peak: RssAnon summed every 0.2 s from the first session to the sample
+        peak = [0]
+
+        def sampled():
+            peak[0] = max(peak[0], sum(k for _, k in measure(node, svcs)[0]))
+            return metric(admin, "overlay_sessions")
+        wait_for("overlay_sessions", sampled, n_sessions, 60)
+        t_end = time.monotonic() + (HOLD_BUSY_S if big else HOLD_S)
+        while time.monotonic() < t_end:
+            peak[0] = max(peak[0], sum(k for _, k in measure(node, svcs)[0]))
+            time.sleep(0.2)
         parts, vm = measure(node, svcs)
         n_c, n_s = metric(admin, "dht_contacts"), metric(admin, "overlay_sessions")
-        line(profile, phase, parts, vm, n_c, n_s)
+        line(profile, phase, parts, vm, n_c, n_s, peak[0])
     finally:
         if holder is not None:
             holder.send_signal(signal.SIGTERM)

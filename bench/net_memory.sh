@@ -44,7 +44,8 @@ row() { # profile phase label
     [ "$1" = macro ] && extra=" ($(detail "$1" "$2"))"
     echo "| $3 | $(med "$1" "$2" contacts) | $(med "$1" "$2" sessions) | $(mib "$t") MiB$extra |" \
         "$(awk -v a="$t" -v b="$i" 'BEGIN {printf "+%.1f MiB (%.2f×)", (a - b) / 1024, a / b}') |" \
-        "$(awk -v a="$t" 'BEGIN {printf "%.2f×", a / 65536}') | $(mib "$(med "$1" "$2" vmrss_kib)") MiB |"
+        "$(awk -v a="$t" 'BEGIN {printf "%.2f×", a / 65536}') | $(mib "$(med "$1" "$2" peak_kib)") MiB |" \
+        "$(mib "$(med "$1" "$2" vmrss_kib)") MiB |"
 }
 
 python3 "$HERE/net_memory.py" "$BUILD" "$RUNS" >"$TMP"
@@ -68,13 +69,13 @@ python3 "$HERE/net_memory.py" "$BUILD" "$RUNS" >"$TMP"
     echo "and ceiling ${HOLD_BUSY_S:-5} s after (\`--big-frame\`: each peer sends one overlay EVENT"
     echo "frame of the negotiated max_frame, which the node buffers whole, then drops as bad gossip)."
     echo
-    echo "| node | DHT contacts | overlay sessions | RssAnon | over idle | ratio to goal (64 MiB) | VmRSS |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
-    echo "| micronode, idle | $(med micro idle contacts) | $(med micro idle sessions) | $(mib "$(med micro idle total_kib)") MiB | — | $(awk -v a="$(med micro idle total_kib)" 'BEGIN {printf "%.2f×", a / 65536}') | $(mib "$(med micro idle vmrss_kib)") MiB |"
+    echo "| node | DHT contacts | overlay sessions | RssAnon | over idle | ratio to goal (64 MiB) | peak RssAnon while loading | VmRSS |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| micronode, idle | $(med micro idle contacts) | $(med micro idle sessions) | $(mib "$(med micro idle total_kib)") MiB | — | $(awk -v a="$(med micro idle total_kib)" 'BEGIN {printf "%.2f×", a / 65536}') | — | $(mib "$(med micro idle vmrss_kib)") MiB |"
     row micro target "micronode, **target load**"
     row micro busy "micronode, target load, every peer sent one max_frame frame"
     row micro ceiling "micronode, ceilings (every bucket full; max_conns sessions, each sent one max_frame frame)"
-    echo "| macronode, idle | $(med macro idle contacts) | $(med macro idle sessions) | $(mib "$(med macro idle total_kib)") MiB ($(detail macro idle)) | — | $(awk -v a="$(med macro idle total_kib)" 'BEGIN {printf "%.2f×", a / 65536}') | $(mib "$(med macro idle vmrss_kib)") MiB |"
+    echo "| macronode, idle | $(med macro idle contacts) | $(med macro idle sessions) | $(mib "$(med macro idle total_kib)") MiB ($(detail macro idle)) | — | $(awk -v a="$(med macro idle total_kib)" 'BEGIN {printf "%.2f×", a / 65536}') | — | $(mib "$(med macro idle vmrss_kib)") MiB |"
     row macro target "macronode, **target load**"
     row macro busy "macronode, target load, every peer sent one max_frame frame"
     row macro ceiling "macronode, ceilings (every bucket full; max_conns sessions, each sent one max_frame frame)"
