@@ -907,7 +907,6 @@ static void
 fetch_fail_waiters(svc_fetch_t *f, uint16_t code, const char *reason, const char *msg)
 {
     sto_service_t *s = f->svc;
-
     char hex[68];
 
     met_counter_inc(s->fetch_res[code == 404 ? FR_NOT_FOUND : FR_FAILED]);
