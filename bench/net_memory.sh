@@ -91,7 +91,7 @@ python3 "$HERE/net_memory.py" "$BUILD" "$RUNS" >"$TMP"
     echo '  busy and ceiling samples, taken 5 s after the frames, show what the node keeps; "peak" is'
     echo '  the largest RssAnon seen (every 0.2 s) from the first session to the sample, while frames'
     echo '  were arriving. Before this (session 3) a decoder buffer stayed at its largest size for the'
-    echo '  session'\''s life: ~265 KiB per busy session, 70-75 MiB at the ceilings.'
+    echo '  session'\''s life: ~265 KiB per busy session, 70-75 MiB at the ceilings in session 3'\''s run.'
     echo '- Output queues: all sessions'\'' queued output together is bounded by max_queue_total (16 MiB,'
     echo '  plus one frame and at most 16 KiB per session of small frames); past it sends wait and peers'
     echo '  whose output does not drain are paused, then dropped after 10 s (peer-transport.md §5). This'
