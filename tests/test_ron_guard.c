@@ -183,6 +183,10 @@ test_guard_codec_refuses_what_the_kernel_would_not_write(void **state)
         "{\"seq\":\"7\",\"kind\":\"revoke\",\"nonce\":\"00112233445566778899aabbccddeeff\","
         "\"until\":\"9223372036854775808\"}",
         "{\"seq\":\"7\",\"kind\":\"revoke\",\"nonce\":\"00112233445566778899aabbccddeeff\"}",
+        "{\"seq\":\"7\",\"kind\":\"revoke\",\"nonce\":\"00112233445566778899aabbccddeeff\","
+        "\"until\":\"0\",\"epoch\":\"18446744073709551615\"}", /* the unknown marker */
+        "{\"seq\":\"7\",\"kind\":\"revoke\",\"nonce\":\"00112233445566778899aabbccddeeff\","
+        "\"until\":\"0\",\"epoch\":3}",
         "{\"seq\":\"7\",\"kind\":\"other\"}",
         "[\"seq\"]",
         "{\"seq\":\"7\",\"kind\":\"epoch\",\"epoch\":\"1\"} trailing",
@@ -1115,6 +1119,62 @@ test_guard_state_format_1_is_read_and_an_unknown_format_refused(void **state)
     tmpdir_remove(dir);
 }
 
+/* Metric value of guard_revoked for service "test". */
+static long
+guard_revoked_count(guard_t *g)
+{
+    static char text[16384];
+    assert_true(guard_metrics_render(g, text, sizeof text) > 0);
+    const char *p = strstr(text, "guard_revoked{service=\"test\"} ");
+    assert_non_null(p);
+    return strtol(p + strlen("guard_revoked{service=\"test\"} "), NULL, 10);
+}
+
+/* A guard follows the authority's drop: the pushed revoke entries carry the
+ * identifier's epoch, and applying the epoch raise empties the guard's set of
+ * the older ones (else a guard would fill up after two rounds of the attack). */
+static void
+test_guard_applying_an_epoch_raise_drops_its_older_revocations(void **state)
+{
+    (void)state;
+    const int64_t t0 = 1800000000;
+    guard_authority_t *a = authority_ram(t0);
+    guard_t *g = guard_make(NULL);
+    guard_follow(g, a);
+    char id[AUTH_ID_MAX + 1], buf[GUARD_MAX_ENTRY_JSON + 1];
+    guard_entry_t e, d;
+    for (uint64_t i = 0; i < 100; i++) {
+        id_of(id, 0, i + 1);
+        assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0, &e), 0);
+    }
+    id_of(id, 1, 1000); /* of the next epoch: kept by the raise */
+    assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0, &e), 0);
+    int n = guard_entry_encode(&e, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "\"epoch\":\"1\""));
+    assert_int_equal(guard_entry_decode(buf, (size_t)n, &d), 0);
+    assert_int_equal(d.epoch, 1);
+    guard_follow(g, a);
+    assert_int_equal(guard_revoked_count(g), 101);
+    assert_int_equal(guard_authority_raise_epoch(a, 0, NULL), 1);
+    guard_follow(g, a);
+    assert_int_equal(guard_revoked_count(g), 1);
+    /* a fresh guard syncing from 0 gets the same */
+    guard_t *g2 = guard_make(NULL);
+    guard_follow(g2, a);
+    assert_int_equal(guard_revoked_count(g2), 1);
+    guard_free(g2);
+    /* an entry without "epoch" (an older kernel's) decodes as unknown and re-encodes without it */
+    const char *old = "{\"seq\":\"9\",\"kind\":\"revoke\",\"nonce\":"
+                      "\"00112233445566778899aabbccddeeff\",\"until\":\"5\"}";
+    assert_int_equal(guard_entry_decode(old, strlen(old), &d), 0);
+    assert_true(d.epoch == AUTH_EPOCH_UNKNOWN);
+    assert_int_equal(guard_entry_encode(&d, buf, sizeof buf), (int)strlen(old));
+    assert_string_equal(buf, old);
+    guard_free(g);
+    guard_authority_close(a);
+}
+
 static void
 test_guard_file_audit_log_verifies_with_its_derived_key(void **state)
 {
@@ -1394,6 +1454,7 @@ main(int argc, char **argv)
             test_guard_epoch_raise_drops_every_revocation_of_an_older_epoch_even_when_full),
         cmocka_unit_test(test_guard_revocation_for_ever_is_capped_at_rotate_every_plus_grace),
         cmocka_unit_test(test_guard_state_format_1_is_read_and_an_unknown_format_refused),
+        cmocka_unit_test(test_guard_applying_an_epoch_raise_drops_its_older_revocations),
         cmocka_unit_test(test_guard_revocations_chosen_to_collide_keep_apply_and_check_fast),
         cmocka_unit_test(test_guard_authority_failed_save_changes_nothing_in_memory),
         cmocka_unit_test(test_guard_cached_verdict_does_not_outlive_epoch_revocation_or_kid),

@@ -180,7 +180,7 @@ mn__auth_token_alive(const guard_authority_t *a, const uint8_t master[static GUA
             } else if (e[i].kind == GUARD_E_EPOCH) {
                 auth_revocation_raise_epoch(rev, e[i].epoch);
             } else if (e[i].kind == GUARD_E_REVOKE) {
-                (void)auth_revocation_add(rev, e[i].nonce, e[i].until, now);
+                (void)auth_revocation_add_epoch(rev, e[i].nonce, e[i].epoch, e[i].until, now);
             }
             after = e[i].seq;
         }

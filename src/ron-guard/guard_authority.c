@@ -334,6 +334,7 @@ revoke_entry(const guard__revoked_t *r, guard_entry_t *e)
     e->kind = GUARD_E_REVOKE;
     memcpy(e->nonce, r->nonce, AUTH_NONCE_LEN);
     e->until = r->until;
+    e->epoch = r->epoch;
 }
 
 /* Drop revocations whose token has expired (until + AUTH_SKEW past). Returns how many. */

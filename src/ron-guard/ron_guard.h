@@ -83,7 +83,8 @@ typedef struct {
     guard_entry_kind_t kind;
     size_t n_kids; /* GUARD_E_KIDS: 1..GUARD_MAX_KIDS */
     char kids[GUARD_MAX_KIDS][AUTH_MAX_KID + 1];
-    uint64_t epoch;                /* GUARD_E_EPOCH */
+    uint64_t epoch;                /* GUARD_E_EPOCH; GUARD_E_REVOKE: the identifier's epoch
+                                      (AUTH_EPOCH_UNKNOWN: not known, never dropped by a raise) */
     uint8_t nonce[AUTH_NONCE_LEN]; /* GUARD_E_REVOKE */
     int64_t until;                 /* GUARD_E_REVOKE: unix s (0: for ever) */
 } guard_entry_t;
@@ -92,7 +93,9 @@ typedef struct {
  * Encode e as one JSON object into buf (cap bytes, NUL-terminated):
  *   {"seq":"7","kind":"kids","kids":["r2","r1"]}
  *   {"seq":"8","kind":"epoch","epoch":"3"}
- *   {"seq":"9","kind":"revoke","nonce":"<32 hex>","until":"1790000000"}
+ *   {"seq":"9","kind":"revoke","nonce":"<32 hex>","until":"1790000000","epoch":"3"}
+ * (a revoke's "epoch" is absent when AUTH_EPOCH_UNKNOWN; a guard applying an
+ * epoch entry drops the revocations of older epochs it holds)
  * Returns the length or RON_ETOOBIG / RON_EINVAL.
  */
 int guard_entry_encode(const guard_entry_t *e, char *buf, size_t cap);
