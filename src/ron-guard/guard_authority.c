@@ -559,6 +559,7 @@ guard_authority_revoke(guard_authority_t *a, const char *id, size_t len, int64_t
          * capped as above); it moves to the end. */
         if (o->until == 0 || o->until > until)
             r.until = RON_MIN(o->until == 0 ? cap : o->until, cap);
+        r.epoch = RON_MAX(r.epoch, o->epoch); /* the same nonce under another epoch */
         memmove(o, o + 1, (a->st.n_revoked - i - 1) * sizeof *o);
         a->st.n_revoked--;
         break;
