@@ -205,6 +205,9 @@ try:
     ok, r = put_ok(APP, r2_tok, "r2 after restart\n")
     check(not ok and "key this node does not hold" in r.stderr,
           "the r2 token stays refused after the restart: %r" % r.stderr)
+    r = ron(APP, "key", "rotate", data_dir=DATA)
+    check(r.returncode == 0 and r.stdout.startswith("capability key now r4 (r3 verifies until ")
+          and "passport signing key rotated" in r.stdout, "key rotate text: %r" % r.stdout)
     rc, _ = n.stop()
     check(rc == 0, "node exits 0 (got %r)" % rc)
     # offline: key show still prints the identity and says why the cap keys are unknown
