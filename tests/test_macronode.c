@@ -899,7 +899,7 @@ test_mn_auth_bus_ops_page_refuse_bad_input_and_rewrite_operator_cap_after_a_fail
     /* more changes than a page: the first page's head is its last entry's seq */
     for (int i = 0; i < GUARD_SYNC_PAGE + 4; i++) {
         char id[AUTH_ID_MAX + 1];
-        assert_int_equal(auth_id_new(id, "r1", 0), 0);
+        assert_int_equal(auth_id_new(id, "r1", 1), 0); /* epoch 0 ones are dead already */
         snprintf(req, sizeof req, "{\"op\":\"auth_revoke\",\"service\":\"app\",\"id\":\"%s\"}", id);
         assert_int_equal(kask(&loop, p, req, &r), 200);
     }
@@ -929,7 +929,7 @@ test_mn_auth_bus_ops_page_refuse_bad_input_and_rewrite_operator_cap_after_a_fail
     assert_int_equal(rmdir(obstacle), 0);
     /* the next change, even one that kills nothing, writes a live one */
     snprintf(req, sizeof req,
-             "{\"op\":\"auth_revoke\",\"service\":\"app\",\"id\":\"ron1:r1:0:%s\"}",
+             "{\"op\":\"auth_revoke\",\"service\":\"app\",\"id\":\"ron1:r1:1:%s\"}",
              "cd"
              "cd"
              "cd"
@@ -956,6 +956,35 @@ test_mn_auth_bus_ops_page_refuse_bad_input_and_rewrite_operator_cap_after_a_fail
                      .token_len = strlen(now_cap),
                      .size = AUTH_SIZE_UNKNOWN};
     assert_int_equal(guard_check(g, &q, &res), 0);
+
+    /* auth_show tells the generation; auth_rotate moves to the next one, pushes
+     * it (a change) and re-mints operator.cap under the new kid, while a token
+     * of the previous kid keeps verifying through the grace */
+    assert_int_equal(kask(&loop, p, "{\"op\":\"auth_show\",\"service\":\"app\"}", &r), 200);
+    assert_non_null(strstr(r.body, "\"kid\":\"r1\""));
+    assert_non_null(strstr(r.body, "\"prev_kid\":\"\""));
+    h0 = mn__auth_head(a);
+    assert_int_equal(kask(&loop, p, "{\"op\":\"auth_rotate\",\"service\":\"app\"}", &r), 200);
+    assert_non_null(strstr(r.body, "\"kid\":\"r2\""));
+    assert_non_null(strstr(r.body, "\"prev_kid\":\"r1\""));
+    assert_int_equal(mn__auth_head(a), h0 + 1);
+    {
+        char rotated[AUTH_MAX_TOKEN + 2];
+        file_read_all(path, rotated, sizeof rotated);
+        rotated[strcspn(rotated, "\n")] = '\0';
+        assert_string_not_equal(rotated, now_cap);
+        assert_int_equal(auth_token_parse(rotated, strlen(rotated), t), 0);
+        assert_string_equal(t->id.kid, "r2");
+        while (ksync(&loop, p, g, &r, e, &head) == GUARD_SYNC_PAGE)
+            ;
+        assert_int_equal(guard_head(g), mn__auth_head(a));
+        q.token = rotated;
+        q.token_len = strlen(rotated);
+        assert_int_equal(guard_check(g, &q, &res), 0);
+        q.token = now_cap; /* r1: in its grace */
+        q.token_len = strlen(now_cap);
+        assert_int_equal(guard_check(g, &q, &res), 0);
+    }
 
     rbus_peer_close(p);
     rbus_free(ab);

@@ -1453,6 +1453,77 @@ test_omni_request_parser_cap_revoke_takes_an_id_or_an_epoch_for_the_kernel(void 
     BAD(1, "{\"op\":\"cap_revoke\",\"id\":\"a\"}", "op");
 }
 
+/* cap_revoke by id with a mint token: OMNI_REVOKE_PER_MIN a minute, then 429;
+ * the budget is the caller's (another token has its own), and key_rotate
+ * needs admin. No kernel stands behind this app port: allowed requests are
+ * forwarded and answered 503. */
+static void
+client_revoke_rate(fx_t *fx)
+{
+    int fd = cli_connect(fx);
+    cframe_t f = {0};
+    char js[160];
+    uint64_t corr = 10;
+
+    CK(fx, fd >= 0 && cli_hello(fd));
+    cli_cap = fx->tok;
+    for (unsigned i = 0; i < OMNI_REVOKE_PER_MIN; i++) {
+        snprintf(js, sizeof js, "{\"op\":\"cap_revoke\",\"id\":\"ron1:r1:0:%032x\"}", i);
+        CK(fx, cli_req(fd, 6, corr++, js, &f) == 503);
+    }
+    CK(fx, cli_req(fd, 6, corr++, "{\"op\":\"cap_revoke\",\"id\":\"ron1:r1:0:ff\"}", &f) == 429);
+    CK(fx, is_envelope(&f, 429, "quota_exhausted", "rate_limited"));
+    cli_cap = fx->tok2; /* another caller: its own budget */
+    CK(fx, cli_req(fd, 6, corr++, "{\"op\":\"cap_revoke\",\"id\":\"ron1:r1:0:ff\"}", &f) == 503);
+    CK(fx, cli_req(fd, 6, corr++, "{\"op\":\"key_rotate\"}", &f) == 403); /* mint is not admin */
+    cli_cap = fx->op_tok; /* the epoch is admin's, and not counted */
+    CK(fx, cli_req(fd, 6, corr++, "{\"op\":\"cap_revoke\",\"epoch\":\"next\"}", &f) == 503);
+    CK(fx, cli_req(fd, 6, corr++, "{\"op\":\"key_rotate\"}", &f) == 503);
+    CK(fx, cli_req(fd, 6, corr++, "{\"op\":\"key_show\"}", &f) == 503);
+    free(f.payload);
+    close(fd);
+}
+
+static void
+test_omni_cap_revoke_by_id_is_limited_per_caller_with_429(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    fx_guard(&fx);
+    fx_mint(&fx, 1u << AUTH_OP_MINT, 0, fx.tok, sizeof fx.tok, NULL);
+    fx_mint(&fx, 1u << AUTH_OP_MINT, 0, fx.tok2, sizeof fx.tok2, NULL);
+    fx_run_client(&fx, client_revoke_rate);
+    fx_close(&fx);
+}
+
+static void
+test_omni_request_parser_forwards_key_rotate_show_and_passport_rotate(void **state)
+{
+    (void)state;
+    omni_request_t r;
+    proto_err_t e;
+    const char *rot = "{\"op\":\"key_rotate\"}", *show = "{\"op\":\"key_show\"}",
+               *prot = "{\"op\":\"rotate\",\"keys\":[\"sign\"]}";
+
+    assert_int_equal(omni_request_parse(6, (const uint8_t *)rot, strlen(rot), "app", &r, &e), 0);
+    assert_int_equal(r.op, OMNI_OP_KEY_ROTATE);
+    assert_int_equal(r.auth_op, AUTH_OP_ADMIN);
+    assert_string_equal(r.fwd, "{\"op\":\"auth_rotate\",\"service\":\"app\"}");
+    omni_request_close(&r);
+    assert_int_equal(omni_request_parse(6, (const uint8_t *)show, strlen(show), "app", &r, &e), 0);
+    assert_int_equal(r.auth_op, AUTH_OP_ADMIN);
+    assert_string_equal(r.fwd, "{\"op\":\"auth_show\",\"service\":\"app\"}");
+    omni_request_close(&r);
+    assert_int_equal(omni_request_parse(7, (const uint8_t *)prot, strlen(prot), "app", &r, &e), 0);
+    assert_int_equal(r.op, OMNI_OP_PASS_ROTATE);
+    assert_int_equal(r.auth_op, AUTH_OP_ADMIN);
+    assert_string_equal(r.fwd, "{\"keys\":[\"sign\"],\"op\":\"rotate\"}");
+    omni_request_close(&r);
+    BAD(6, "{\"op\":\"key_rotate\",\"idem\":\"k\"}", "idem");
+    BAD(6, "{\"op\":\"key_show\",\"kid\":\"r1\"}", "kid");
+}
+
 int
 main(void)
 {
@@ -1478,6 +1549,8 @@ main(void)
         cmocka_unit_test(test_omni_cap_mint_narrows_the_caller_capability_and_refuses_wider_asks),
         cmocka_unit_test(test_omni_guard_answers_429_past_a_token_rate),
         cmocka_unit_test(test_omni_guard_answers_403_to_a_put_outside_the_capability_prefix),
+        cmocka_unit_test(test_omni_cap_revoke_by_id_is_limited_per_caller_with_429),
+        cmocka_unit_test(test_omni_request_parser_forwards_key_rotate_show_and_passport_rotate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -630,6 +630,36 @@ test_auth_raising_the_epoch_kills_every_older_token(void **st)
     auth_revocation_free(rev);
 }
 
+/* A full set of revocations of epoch 0: a raise to 1 drops them (their tokens
+ * die by the epoch), so new revocations fit again; unknown-epoch ones stay. */
+static void
+test_auth_epoch_raise_drops_revocations_of_older_epochs_from_a_full_set(void **st)
+{
+    (void)st;
+    auth_revocation_t *rev = auth_revocation_new(3);
+    uint8_t n[6][AUTH_NONCE_LEN];
+    memset(n, 0, sizeof n);
+    for (int i = 0; i < 6; i++)
+        n[i][0] = (uint8_t)(i + 1);
+    assert_int_equal(auth_revocation_add_epoch(rev, n[0], 0, 0, NOW), 0);
+    assert_int_equal(auth_revocation_add_epoch(rev, n[1], 0, 0, NOW), 0);
+    assert_int_equal(auth_revocation_add(rev, n[2], 0, NOW), 0); /* epoch unknown */
+    assert_int_equal(auth_revocation_add_epoch(rev, n[3], 1, 0, NOW), RON_ECAPFULL);
+    assert_int_equal(auth_revocation_raise_epoch(rev, 1), 1);
+    assert_int_equal(auth_revocation_count(rev), 1);
+    assert_false(auth_revocation_has(rev, n[0]));
+    assert_true(auth_revocation_has(rev, n[2]));
+    assert_int_equal(auth_revocation_add_epoch(rev, n[3], 1, 0, NOW), 0);
+    assert_int_equal(auth_revocation_add_epoch(rev, n[4], 2, 0, NOW), 0);
+    /* a raise to 2 drops epoch 1, keeps epoch 2; a lower raise drops nothing */
+    assert_int_equal(auth_revocation_raise_epoch(rev, 2), 2);
+    assert_false(auth_revocation_has(rev, n[3]));
+    assert_true(auth_revocation_has(rev, n[4]));
+    assert_int_equal(auth_revocation_raise_epoch(rev, 1), 2);
+    assert_int_equal(auth_revocation_count(rev), 2);
+    auth_revocation_free(rev);
+}
+
 static void
 test_auth_revocation_set_is_bounded_and_drops_expired_entries_first(void **st)
 {
@@ -836,6 +866,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_auth_revoking_an_id_kills_the_token_and_its_attenuations),
         cmocka_unit_test(test_auth_raising_the_epoch_kills_every_older_token),
         cmocka_unit_test(test_auth_revocation_set_is_bounded_and_drops_expired_entries_first),
+        cmocka_unit_test(test_auth_epoch_raise_drops_revocations_of_older_epochs_from_a_full_set),
         cmocka_unit_test(test_auth_verdict_cache_hits_within_1s_and_expires_after),
         cmocka_unit_test(test_auth_verdict_cache_is_bounded_and_evicts_the_oldest),
         cmocka_unit_test(test_auth_names_and_codes),

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 #include <arpa/inet.h>
+#include <blake3.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -182,6 +183,10 @@ test_guard_codec_refuses_what_the_kernel_would_not_write(void **state)
         "{\"seq\":\"7\",\"kind\":\"revoke\",\"nonce\":\"00112233445566778899aabbccddeeff\","
         "\"until\":\"9223372036854775808\"}",
         "{\"seq\":\"7\",\"kind\":\"revoke\",\"nonce\":\"00112233445566778899aabbccddeeff\"}",
+        "{\"seq\":\"7\",\"kind\":\"revoke\",\"nonce\":\"00112233445566778899aabbccddeeff\","
+        "\"until\":\"0\",\"epoch\":\"18446744073709551615\"}", /* the unknown marker */
+        "{\"seq\":\"7\",\"kind\":\"revoke\",\"nonce\":\"00112233445566778899aabbccddeeff\","
+        "\"until\":\"0\",\"epoch\":3}",
         "{\"seq\":\"7\",\"kind\":\"other\"}",
         "[\"seq\"]",
         "{\"seq\":\"7\",\"kind\":\"epoch\",\"epoch\":\"1\"} trailing",
@@ -724,7 +729,7 @@ test_guard_follows_the_authority_and_resyncs_after_a_missed_page(void **state)
     /* Many changes come in pages of at most max, in seq order. */
     for (int i = 0; i < 300; i++) {
         char id[AUTH_ID_MAX + 1];
-        assert_int_equal(auth_id_new(id, "r1", 0), 0);
+        assert_int_equal(auth_id_new(id, "r1", 5), 0); /* kept by the raise to 5 */
         assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, 0, NULL), 0);
     }
     assert_int_equal(guard_authority_raise_epoch(a, 5, NULL), 5);
@@ -837,11 +842,11 @@ test_guard_authority_state_survives_reopen_and_refuses_tampering(void **state)
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(sb.st_mode & 0777, 0600);
     char tok[AUTH_MAX_TOKEN + 1], id[AUTH_ID_MAX + 1], id_short[AUTH_ID_MAX + 1];
-    assert_true(mint_with(a, NULL, 0, NULL, 0, tok, sizeof tok, id) > 0);
-    assert_int_equal(auth_id_new(id_short, "r1", 0), 0);
-    assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0, NULL), 0);
-    assert_int_equal(guard_authority_revoke(a, id_short, strlen(id_short), t0 + 1000, t0, NULL), 0);
     assert_int_equal(guard_authority_raise_epoch(a, 3, NULL), 3);
+    assert_true(mint_with(a, NULL, 3, NULL, 0, tok, sizeof tok, id) > 0);
+    assert_int_equal(auth_id_new(id_short, "r1", 3), 0);
+    assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0, NULL), 0);
+    assert_int_equal(guard_authority_revoke(a, id_short, strlen(id_short), t0 + 120, t0, NULL), 0);
     assert_int_equal(guard_authority_tick(a, t0 + 100, false, NULL), 1);
     uint64_t head = guard_authority_head(a);
     guard_authority_close(a);
@@ -858,9 +863,11 @@ test_guard_authority_state_survives_reopen_and_refuses_tampering(void **state)
     guard_entry_t e[8];
     bool more;
     size_t n = guard_authority_since(a, 0, e, 8, &more);
-    assert_int_equal(n, 4); /* two revocations, epoch, kids */
-    assert_int_equal(e[0].kind, GUARD_E_REVOKE);
-    assert_int_equal(e[1].until, t0 + 1000);
+    assert_int_equal(n, 4); /* epoch, two revocations, kids */
+    assert_int_equal(e[0].kind, GUARD_E_EPOCH);
+    assert_int_equal(e[1].kind, GUARD_E_REVOKE);
+    assert_int_equal(e[1].until, t0 + 150); /* for ever: capped at rotate_every + grace */
+    assert_int_equal(e[2].until, t0 + 120);
     assert_int_equal(e[3].kind, GUARD_E_KIDS);
     assert_int_equal(e[3].n_kids, 2);
     assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), RON_ECAPREVOKED);
@@ -868,7 +875,7 @@ test_guard_authority_state_survives_reopen_and_refuses_tampering(void **state)
     guard_authority_close(a);
 
     /* Reopened past the short revocation's until (+ skew), it is pruned. */
-    a = authority_dir(sub, t0 + 1000 + AUTH_SKEW + 1, &rc);
+    a = authority_dir(sub, t0 + 120 + AUTH_SKEW + 1, &rc);
     assert_int_equal(rc, 0);
     n = guard_authority_since(a, 0, e, 8, &more);
     assert_int_equal(n, 3);
@@ -918,6 +925,254 @@ test_guard_authority_state_survives_reopen_and_refuses_tampering(void **state)
     assert_int_equal(rc, 0);
     guard_authority_close(a);
     tmpdir_remove(dir);
+}
+
+/* An identifier "ron1:r1:<epoch>:<hex of i>" (distinct per i). */
+static void
+id_of(char out[static AUTH_ID_MAX + 1], uint64_t epoch, uint64_t i)
+{
+    snprintf(out, AUTH_ID_MAX + 1, "ron1:r1:%llu:%032llx", (unsigned long long)epoch,
+             (unsigned long long)i);
+}
+
+/*
+ * The reviewer's attack: a holder of `mint` fills every revocation slot with
+ * chosen ids; revoke-by-id then fails (RON_ECAPFULL, 507). An epoch raise
+ * must clear them, since every one of them names an older epoch.
+ */
+static void
+test_guard_epoch_raise_drops_every_revocation_of_an_older_epoch_even_when_full(void **state)
+{
+    (void)state;
+    const int64_t t0 = 1800000000;
+    char *dir = tmpdir_make();
+    char sub[512], path[600];
+    snprintf(sub, sizeof sub, "%s/auth", dir);
+    snprintf(path, sizeof path, "%s/state", sub);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    /* A full table (built as a file: 65,536 revocations one by one would
+     * rewrite the file each time), all of epoch 0. */
+    uint8_t key[32], m[GUARD_MASTER_LEN];
+    test_master(m);
+    guard__state_key(m, key);
+    guard__state_t st = {.gen = 1, .gen_started = t0, .kids_seq = 1,
+                         .head = 1 + GUARD_MAX_REVOKED, .n_revoked = GUARD_MAX_REVOKED};
+    st.revoked = calloc(GUARD_MAX_REVOKED, sizeof *st.revoked);
+    assert_non_null(st.revoked);
+    for (size_t i = 0; i < GUARD_MAX_REVOKED; i++) {
+        st.revoked[i].seq = 2 + i;
+        st.revoked[i].until = t0 + 1000;
+        st.revoked[i].epoch = 0;
+        memcpy(st.revoked[i].nonce, &i, sizeof i);
+        st.revoked[i].nonce[15] = 0xee;
+    }
+    uint8_t *enc = NULL;
+    size_t enc_len = 0;
+    assert_int_equal(guard__state_encode(&st, key, &enc, &enc_len), 0);
+    file_write(path, enc, enc_len);
+    free(enc);
+    free(st.revoked);
+    int rc;
+    guard_authority_t *a = authority_dir(sub, t0, &rc);
+    assert_int_equal(rc, 0);
+    char id[AUTH_ID_MAX + 1];
+    id_of(id, 0, 0x123456789ull);
+    assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0, NULL), RON_ECAPFULL);
+    /* The raise drops all of them; revocation by id works again. */
+    guard_entry_t e;
+    assert_int_equal(guard_authority_raise_epoch(a, 0, &e), 1);
+    guard_authority_info_t info;
+    guard_authority_info(a, &info);
+    assert_int_equal(info.n_revoked, 0);
+    assert_int_equal(info.epoch, 1);
+    id_of(id, 1, 0x123456789ull);
+    assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0, &e), 0);
+    assert_int_equal(e.kind, GUARD_E_REVOKE);
+    /* An id of the old epoch is dead already: accepted, nothing stored, head unchanged. */
+    uint64_t head = guard_authority_head(a);
+    id_of(id, 0, 0x42ull);
+    assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0, &e), 0);
+    assert_int_equal(guard_authority_head(a), head);
+    assert_int_equal(e.seq, 0);
+    guard_authority_close(a);
+    /* Persisted: reopened, one revocation (of epoch 1), which the next raise drops too. */
+    a = authority_dir(sub, t0 + 1, &rc);
+    assert_int_equal(rc, 0);
+    guard_authority_info(a, &info);
+    assert_int_equal(info.n_revoked, 1);
+    assert_int_equal(guard_authority_raise_epoch(a, 0, NULL), 2);
+    guard_authority_info(a, &info);
+    assert_int_equal(info.n_revoked, 0);
+    guard_authority_close(a);
+    tmpdir_remove(dir);
+}
+
+/* "For ever" means: until no token of the kids in force can live any more. */
+static void
+test_guard_revocation_for_ever_is_capped_at_rotate_every_plus_grace(void **state)
+{
+    (void)state;
+    const int64_t t0 = 1800000000;
+    uint8_t m[GUARD_MASTER_LEN];
+    test_master(m);
+    guard_authority_opts_t o = {.master = m, .rotate_every = 100, .grace = 50};
+    guard_authority_t *a = NULL;
+    assert_int_equal(guard_authority_open(&o, t0, &a), 0);
+    char id[AUTH_ID_MAX + 1], id2[AUTH_ID_MAX + 1], id3[AUTH_ID_MAX + 1];
+    guard_entry_t e;
+    id_of(id, 0, 1);
+    id_of(id2, 0, 2);
+    id_of(id3, 0, 3);
+    assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0, &e), 0);
+    assert_int_equal(e.until, t0 + 150);
+    assert_int_equal(guard_authority_revoke(a, id2, strlen(id2), INT64_MAX, t0, &e), 0);
+    assert_int_equal(e.until, t0 + 150);
+    assert_int_equal(guard_authority_revoke(a, id3, strlen(id3), t0 + 10, t0, &e), 0);
+    assert_int_equal(e.until, t0 + 10); /* a shorter until stays */
+    /* re-revoking for ever moves the until up to the cap of now */
+    assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0 + 20, &e), 0);
+    assert_int_equal(e.until, t0 + 170);
+    /* A token minted at t0 under r1 is dead by then: r1 is replaced by t0 + 100
+     * and its grace ends by t0 + 150. */
+    assert_int_equal(guard_authority_tick(a, t0 + 100, false, NULL), 1);
+    assert_int_equal(guard_authority_tick(a, t0 + 150, false, NULL), 1);
+    guard_authority_info_t info;
+    guard_authority_info(a, &info);
+    assert_string_equal(info.kid, "r2");
+    assert_string_equal(info.prev_kid, "");
+    /* Past the cap (+ skew), every capped revocation is pruned. */
+    assert_true(guard_authority_tick(a, t0 + 170 + AUTH_SKEW + 1, false, NULL) >= 0);
+    guard_authority_info(a, &info);
+    assert_int_equal(info.n_revoked, 0);
+    guard_authority_close(a);
+}
+
+/* A state file of format 1 (no epoch per record, "for ever" allowed) still opens. */
+static void
+test_guard_state_format_1_is_read_and_an_unknown_format_refused(void **state)
+{
+    (void)state;
+    const int64_t t0 = 1800000000;
+    char *dir = tmpdir_make();
+    char sub[512], path[600];
+    snprintf(sub, sizeof sub, "%s/auth", dir);
+    snprintf(path, sizeof path, "%s/state", sub);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    uint8_t key[32], m[GUARD_MASTER_LEN];
+    test_master(m);
+    guard__state_key(m, key);
+    /* gen 1, epoch 2 (seq 2), kids seq 1, head 4, two records: seq 3 for ever, seq 4 until t0+5 */
+    enum { HDR = 80, REC = 32, N = 2 };
+    static uint8_t buf[HDR + N * REC + 32];
+    memcpy(buf, "RONGST1\n", 8);
+    const uint64_t hdr[9] = {1, (uint64_t)t0, 0, 0, 2, 2, 1, 4, N};
+    for (int i = 0; i < 9; i++)
+        for (int b = 0; b < 8; b++)
+            buf[8 + 8 * i + b] = (uint8_t)(hdr[i] >> (8 * b));
+    const uint64_t recs[N][2] = {{3, 0}, {4, (uint64_t)t0 + 5}};
+    for (int r = 0; r < N; r++) {
+        uint8_t *p = buf + HDR + r * REC;
+        for (int b = 0; b < 8; b++) {
+            p[b] = (uint8_t)(recs[r][0] >> (8 * b));
+            p[8 + b] = (uint8_t)(recs[r][1] >> (8 * b));
+        }
+        memset(p + 16, 0xa0 + r, AUTH_NONCE_LEN);
+    }
+    blake3_hasher h;
+    blake3_hasher_init_keyed(&h, key);
+    blake3_hasher_update(&h, buf, HDR + N * REC);
+    blake3_hasher_finalize(&h, buf + HDR + N * REC, 32);
+    file_write(path, buf, sizeof buf);
+    int rc;
+    guard_authority_t *a = authority_dir(sub, t0, &rc);
+    assert_int_equal(rc, 0);
+    guard_entry_t e[8];
+    bool more;
+    size_t n = guard_authority_since(a, 0, e, 8, &more);
+    assert_int_equal(n, 4); /* kids, epoch, two revocations */
+    assert_int_equal(e[2].kind, GUARD_E_REVOKE);
+    assert_int_equal(e[2].until, t0 + 150); /* "for ever" capped on open */
+    assert_int_equal(e[3].until, t0 + 5);
+    guard_authority_close(a);
+    /* Rewritten as format 2 at open; the records take the epoch in force (2),
+     * so the next raise drops them. */
+    uint8_t back[4096];
+    size_t len = file_read(path, back, sizeof back);
+    assert_int_equal(len, HDR + N * 40 + 32);
+    assert_memory_equal(back, "RONGST2\n", 8);
+    a = authority_dir(sub, t0, &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(guard_authority_raise_epoch(a, 0, NULL), 3);
+    guard_authority_info_t info;
+    guard_authority_info(a, &info);
+    assert_int_equal(info.n_revoked, 0);
+    guard_authority_close(a);
+    /* An unknown format is refused, never replaced. */
+    len = file_read(path, back, sizeof back);
+    back[6] = '9';
+    file_write(path, back, len);
+    assert_null(authority_dir(sub, t0, &rc));
+    assert_int_equal(rc, RON_EKEYFILE);
+    uint8_t again[4096];
+    assert_int_equal(file_read(path, again, sizeof again), len);
+    assert_memory_equal(again, back, len);
+    tmpdir_remove(dir);
+}
+
+/* Metric value of guard_revoked for service "test". */
+static long
+guard_revoked_count(guard_t *g)
+{
+    static char text[16384];
+    assert_true(guard_metrics_render(g, text, sizeof text) > 0);
+    const char *p = strstr(text, "guard_revoked{service=\"test\"} ");
+    assert_non_null(p);
+    return strtol(p + strlen("guard_revoked{service=\"test\"} "), NULL, 10);
+}
+
+/* A guard follows the authority's drop: the pushed revoke entries carry the
+ * identifier's epoch, and applying the epoch raise empties the guard's set of
+ * the older ones (else a guard would fill up after two rounds of the attack). */
+static void
+test_guard_applying_an_epoch_raise_drops_its_older_revocations(void **state)
+{
+    (void)state;
+    const int64_t t0 = 1800000000;
+    guard_authority_t *a = authority_ram(t0);
+    guard_t *g = guard_make(NULL);
+    guard_follow(g, a);
+    char id[AUTH_ID_MAX + 1], buf[GUARD_MAX_ENTRY_JSON + 1];
+    guard_entry_t e, d;
+    for (uint64_t i = 0; i < 100; i++) {
+        id_of(id, 0, i + 1);
+        assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0, &e), 0);
+    }
+    id_of(id, 1, 1000); /* of the next epoch: kept by the raise */
+    assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, t0, &e), 0);
+    int n = guard_entry_encode(&e, buf, sizeof buf);
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "\"epoch\":\"1\""));
+    assert_int_equal(guard_entry_decode(buf, (size_t)n, &d), 0);
+    assert_int_equal(d.epoch, 1);
+    guard_follow(g, a);
+    assert_int_equal(guard_revoked_count(g), 101);
+    assert_int_equal(guard_authority_raise_epoch(a, 0, NULL), 1);
+    guard_follow(g, a);
+    assert_int_equal(guard_revoked_count(g), 1);
+    /* a fresh guard syncing from 0 gets the same */
+    guard_t *g2 = guard_make(NULL);
+    guard_follow(g2, a);
+    assert_int_equal(guard_revoked_count(g2), 1);
+    guard_free(g2);
+    /* an entry without "epoch" (an older kernel's) decodes as unknown and re-encodes without it */
+    const char *old = "{\"seq\":\"9\",\"kind\":\"revoke\",\"nonce\":"
+                      "\"00112233445566778899aabbccddeeff\",\"until\":\"5\"}";
+    assert_int_equal(guard_entry_decode(old, strlen(old), &d), 0);
+    assert_true(d.epoch == AUTH_EPOCH_UNKNOWN);
+    assert_int_equal(guard_entry_encode(&d, buf, sizeof buf), (int)strlen(old));
+    assert_string_equal(buf, old);
+    guard_free(g);
+    guard_authority_close(a);
 }
 
 static void
@@ -1195,6 +1450,11 @@ main(int argc, char **argv)
         cmocka_unit_test(test_guard_rotation_keeps_the_old_kid_through_grace_then_fails_with_kid),
         cmocka_unit_test(test_guard_authority_state_survives_reopen_and_refuses_tampering),
         cmocka_unit_test(test_guard_file_audit_log_verifies_with_its_derived_key),
+        cmocka_unit_test(
+            test_guard_epoch_raise_drops_every_revocation_of_an_older_epoch_even_when_full),
+        cmocka_unit_test(test_guard_revocation_for_ever_is_capped_at_rotate_every_plus_grace),
+        cmocka_unit_test(test_guard_state_format_1_is_read_and_an_unknown_format_refused),
+        cmocka_unit_test(test_guard_applying_an_epoch_raise_drops_its_older_revocations),
         cmocka_unit_test(test_guard_revocations_chosen_to_collide_keep_apply_and_check_fast),
         cmocka_unit_test(test_guard_authority_failed_save_changes_nothing_in_memory),
         cmocka_unit_test(test_guard_cached_verdict_does_not_outlive_epoch_revocation_or_kid),

@@ -6,7 +6,7 @@
  * The kernel derives the capability master from the identity seed
  * (guard_master_derive), opens the authority (<data-dir>/auth, RAM in
  * amnesia), answers the children's auth_sync and the app port's
- * auth_revoke over ron-bus, pushes `{"auth":<page>}` to every child after
+ * auth_revoke, auth_rotate and auth_show over ron-bus, pushes `{"auth":<page>}` to every child after
  * each change, rotates the key generation on a 60 s timer, and keeps
  * <data-dir>/operator.cap alive (amnesia: printed once on stderr). It hands
  * the master to every child through a pipe inherited as fd 6
@@ -180,7 +180,7 @@ mn__auth_token_alive(const guard_authority_t *a, const uint8_t master[static GUA
             } else if (e[i].kind == GUARD_E_EPOCH) {
                 auth_revocation_raise_epoch(rev, e[i].epoch);
             } else if (e[i].kind == GUARD_E_REVOKE) {
-                (void)auth_revocation_add(rev, e[i].nonce, e[i].until, now);
+                (void)auth_revocation_add_epoch(rev, e[i].nonce, e[i].epoch, e[i].until, now);
             }
             after = e[i].seq;
         }
@@ -347,6 +347,9 @@ operator_keep(mn_auth_t *a, bool first)
     return 0;
 }
 
+static void auth_tick(uv_timer_t *t);
+static void auth_tick_once(mn_auth_t *a);
+
 /* Push the change (prev, head] of entry e: to the node guard (micro) and to every child. */
 static void
 auth_push(mn_auth_t *a, uint64_t prev, const guard_entry_t *e)
@@ -374,10 +377,38 @@ auth_push(mn_auth_t *a, uint64_t prev, const guard_entry_t *e)
     (void)rbus_publish(a->bus, OAP_APP_KERNEL, a->page, pl + (size_t)n + 1);
 }
 
+/*
+ * Arm the tick: every MN_AUTH_TICK_MS, or sooner when a previous kid's grace
+ * ends before that (a short auth_grace_s), so its tokens stop verifying when
+ * the grace ends rather than up to a minute later.
+ */
+static void
+auth_arm(mn_auth_t *a)
+{
+    guard_authority_info_t in;
+    uint64_t ms = MN_AUTH_TICK_MS;
+    int64_t now = ron_unix_time();
+
+    guard_authority_info(a->auth, &in);
+    if (in.prev_kid[0] != '\0') {
+        int64_t left = in.prev_until > now ? in.prev_until - now : 0;
+        if ((uint64_t)left * 1000u + 100u < ms)
+            ms = (uint64_t)left * 1000u + 100u;
+    }
+    uv_timer_start(&a->tick, auth_tick, ms, 0);
+}
+
 static void
 auth_tick(uv_timer_t *t)
 {
     mn_auth_t *a = t->data;
+    auth_tick_once(a);
+    auth_arm(a);
+}
+
+static void
+auth_tick_once(mn_auth_t *a)
+{
     guard_entry_t e;
     uint64_t prev = guard_authority_head(a->auth);
     int rc = guard_authority_tick(a->auth, ron_unix_time(), false, &e);
@@ -456,6 +487,8 @@ mn__auth_open(uv_loop_t *loop, const ron_config_t *cfg, const kms_keystore_t *ke
         o.dir = dir;
     }
     o.master = a->master;
+    o.rotate_every = (int64_t)cfg->auth_rotate_every_s; /* 1..30 days (config); 0: default */
+    o.grace = (int64_t)cfg->auth_grace_s;
     if ((rc = guard_authority_open(&o, ron_unix_time(), &a->auth)) < 0) {
         snprintf(err, errcap, "capability authority %s: %s", o.dir != NULL ? o.dir : "(RAM)",
                  ron_strerror(rc));
@@ -481,7 +514,7 @@ mn__auth_open(uv_loop_t *loop, const ron_config_t *cfg, const kms_keystore_t *ke
     }
     uv_timer_init(loop, &a->tick);
     a->tick.data = a;
-    uv_timer_start(&a->tick, auth_tick, MN_AUTH_TICK_MS, MN_AUTH_TICK_MS);
+    auth_arm(a);
     ron_info("capability authority open: kid %s, epoch %llu, change %llu%s",
              guard_authority_kid(a->auth), (unsigned long long)guard_authority_epoch(a->auth),
              (unsigned long long)guard_authority_head(a->auth), a->amnesia ? " (RAM)" : "");
@@ -645,17 +678,64 @@ auth_revoke_op(mn_auth_t *a, const char *service, rbus_req_t *req, json_t *msg)
     rbus_respond(req, 200, body, strlen(body));
 }
 
+/* The key generation as JSON into buf: what auth_rotate and auth_show answer. */
+static void
+auth_info_json(const mn_auth_t *a, char *buf, size_t cap)
+{
+    guard_authority_info_t in;
+
+    guard_authority_info(a->auth, &in);
+    snprintf(buf, cap,
+             "{\"epoch\":\"%llu\",\"gen_started\":\"%lld\",\"grace_s\":\"%lld\","
+             "\"head\":\"%llu\",\"kid\":\"%s\",\"prev_kid\":\"%s\",\"prev_until\":\"%lld\","
+             "\"revoked\":\"%zu\",\"rotate_every_s\":\"%lld\"}",
+             (unsigned long long)in.epoch, (long long)in.gen_started, (long long)in.grace,
+             (unsigned long long)in.head, in.kid, in.prev_kid, (long long)in.prev_until,
+             in.n_revoked, (long long)in.rotate_every);
+}
+
+/* auth_rotate: the next key generation now; pushed, operator.cap re-minted. */
+static void
+auth_rotate_op(mn_auth_t *a, const char *service, rbus_req_t *req)
+{
+    uint64_t prev = guard_authority_head(a->auth);
+    guard_entry_t e;
+    char body[512];
+    int rc = guard_authority_tick(a->auth, ron_unix_time(), true, &e);
+
+    if (rc < 0) {
+        ron_error("key rotation for %s failed: %s", service, ron_strerror(rc));
+        rbus_respond_error(req, 500, ron_strerror(rc));
+        return;
+    }
+    ron_info("capability keys rotated on demand (%s): now %s (change %llu)", service,
+             guard_authority_kid(a->auth), (unsigned long long)guard_authority_head(a->auth));
+    auth_push(a, prev, &e);
+    (void)operator_keep(a, false);
+    auth_arm(a); /* the previous kid's grace may end before the next minute */
+    auth_info_json(a, body, sizeof body);
+    rbus_respond(req, 200, body, strlen(body));
+}
+
 void
 mn__auth_bus_op(mn_auth_t *a, rbus_req_t *req, const char *service, const char *op, json_t *msg)
 {
+    char body[512];
+
     if (a == NULL) {
         rbus_respond_error_ex(req, 503, NULL, NULL, 1000, "the capability authority is not open");
         return;
     }
-    if (strcmp(op, "auth_sync") == 0)
+    if (strcmp(op, "auth_sync") == 0) {
         auth_sync_op(a, req, msg);
-    else
+    } else if (strcmp(op, "auth_rotate") == 0) {
+        auth_rotate_op(a, service, req);
+    } else if (strcmp(op, "auth_show") == 0) {
+        auth_info_json(a, body, sizeof body);
+        rbus_respond(req, 200, body, strlen(body));
+    } else {
         auth_revoke_op(a, service, req, msg);
+    }
 }
 
 void

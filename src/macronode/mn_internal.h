@@ -29,6 +29,14 @@
  *                            or {"op":"auth_revoke","service":"app","epoch":"next"|"N"}
  *                    answer  200 {"epoch":"E","head":"H"} once persisted and pushed;
  *                            400 (malformed id, until or epoch), 507 (revocation list full)
+ *   app -> kernel request    {"op":"auth_rotate","service":"app"} (ron key rotate)
+ *                    answer  200 the key generation as auth_show gives it, after
+ *                            the new kids are persisted and pushed and operator.cap
+ *                            re-minted under the new kid
+ *   app -> kernel request    {"op":"auth_show","service":"app"} (ron key show)
+ *                    answer  200 {"kid","prev_kid" ("" none),"prev_until" (unix s its
+ *                            grace ends, "0" none),"gen_started","rotate_every_s",
+ *                            "grace_s","epoch","head","revoked"} (decimal strings)
  *   The caller (the app port) has checked its client's capability; the kernel
  *   trusts the authenticated bus peer.
  * Every child inherits the capability master (32 bytes) on a pipe, fd 6,
@@ -269,7 +277,7 @@ uint64_t mn__auth_head(const mn_auth_t *a);
 /* A pipe already holding the master; returns its read end (O_CLOEXEC; the
  * spawn dup2s it to MN_CAPKEY_FD) or a negative code. */
 int mn__auth_capkey_pipe(mn_auth_t *a);
-/* Answer a child's "auth_sync" or "auth_revoke" (op) from service. */
+/* Answer a child's "auth_sync", "auth_revoke", "auth_rotate" or "auth_show" (op) from service. */
 void mn__auth_bus_op(mn_auth_t *a, rbus_req_t *req, const char *service, const char *op,
                      json_t *msg);
 /* A reload to cfg: the node guard (micro) reloads a policy_file that is not

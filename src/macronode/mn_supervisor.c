@@ -546,7 +546,8 @@ kernel_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         on_hello(s, v, req);
     } else if (strcmp(op, "heartbeat") == 0) {
         on_heartbeat(v, msg, req);
-    } else if (strcmp(op, "auth_sync") == 0 || strcmp(op, "auth_revoke") == 0) {
+    } else if (strcmp(op, "auth_sync") == 0 || strcmp(op, "auth_revoke") == 0 ||
+               strcmp(op, "auth_rotate") == 0 || strcmp(op, "auth_show") == 0) {
         mn__auth_bus_op(s->auth, req, name, op, msg);
     } else if (strcmp(op, "status") == 0 || strcmp(op, "reload") == 0 ||
                strcmp(op, "release") == 0) {

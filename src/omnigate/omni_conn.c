@@ -148,6 +148,13 @@ typedef struct {
     uint8_t data[];
 } wbuf_t;
 
+/* One caller's revocations by id in its current minute (cap_revoke). */
+typedef struct {
+    char id[AUTH_ID_MAX + 1]; /* the revoking token's identifier; "" unused */
+    uint64_t window_ms;       /* start of its minute */
+    uint32_t n;
+} revoker_t;
+
 struct omni {
     uv_loop_t *loop;
     omni_config_t cfg;
@@ -168,6 +175,7 @@ struct omni {
     met_counter_t *m_in, *m_out;
     uint64_t seen_in, seen_out;
     met_family_t *m_requests, *m_rejects;
+    revoker_t revokers[OMNI_REVOKE_CALLERS]; /* cap_revoke by id: per-caller counts */
 };
 
 static void conn_close(omni_conn_t *c);
@@ -594,6 +602,60 @@ rq_prefix_allows(omni_rq_t *q, const char *addr)
     rq_error(q, (uint16_t)res.status, "the object's address is outside the capability's prefix",
              res.slug, 0);
     return false;
+}
+
+/*
+ * cap_revoke by id: at most OMNI_REVOKE_PER_MIN per caller (the revoking
+ * token's identifier) per minute, so one holder of `mint` cannot fill the
+ * authority's revocation table at wire speed. Callers are held in a bounded
+ * table; a new one takes a free slot or the one whose minute began first.
+ * Returns true when allowed (and counts it); else *retry_ms is the wait.
+ */
+static bool
+revoke_allowed(omni_t *g, const char *actor, uint64_t now_ms, uint32_t *retry_ms)
+{
+    revoker_t *r = NULL, *spare = NULL, *oldest = NULL;
+
+    for (size_t i = 0; i < OMNI_REVOKE_CALLERS && r == NULL; i++) {
+        revoker_t *c = &g->revokers[i];
+        if (c->id[0] == '\0')
+            spare = spare != NULL ? spare : c;
+        else if (strcmp(c->id, actor) == 0)
+            r = c;
+        else if (oldest == NULL || c->window_ms < oldest->window_ms)
+            oldest = c;
+    }
+    if (r == NULL) {
+        r = spare != NULL ? spare : oldest;
+        snprintf(r->id, sizeof r->id, "%s", actor);
+        r->window_ms = now_ms;
+        r->n = 0;
+    }
+    if (now_ms - r->window_ms >= 60000u) {
+        r->window_ms = now_ms;
+        r->n = 0;
+    }
+    if (r->n >= OMNI_REVOKE_PER_MIN) {
+        *retry_ms = (uint32_t)(r->window_ms + 60000u - now_ms);
+        return false;
+    }
+    r->n++;
+    return true;
+}
+
+/* cap_revoke by id past the caller's rate: 429 (counted and audited by the guard). */
+static void
+rq_revoke_flood(omni_rq_t *q, uint32_t retry_ms)
+{
+    guard_result_t res;
+    guard_req_t req;
+
+    if (q->g->guard != NULL) {
+        rq_guard_req(q, AUTH_SIZE_UNKNOWN, &req);
+        (void)guard_reject(q->g->guard, &req, RON_EFLOOD, &res);
+    }
+    rq_error(q, 429, "too many revocations by this capability; try again later", "rate_limited",
+             retry_ms > 0 ? retry_ms : 1);
 }
 
 /* cap_mint: a token narrowed from the caller's verified grant (res). */
@@ -1324,6 +1386,7 @@ conn_start_rq(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size
     omni_rq_t *q = ron_xcalloc(1, sizeof *q);
     proto_err_t err = {{0}, {0}};
     guard_result_t res;
+    uint32_t retry_ms = 0;
     int rc;
 
     memset(&res, 0, sizeof res);
@@ -1366,6 +1429,10 @@ conn_start_rq(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size
          * decide what commits; this keeps strangers from filling the
          * proposal table) */
         rq_error(q, 403, "registry writes answer loopback peers only", "loopback", 0);
+    } else if (q->r.op == OMNI_OP_CAP_REVOKE && !q->r.revoke_epoch &&
+               !revoke_allowed(g, res.actor[0] != '\0' ? res.actor : "anon", ron_now_ms(),
+                               &retry_ms)) {
+        rq_revoke_flood(q, retry_ms);
     } else if (q->r.op == OMNI_OP_CAP_MINT) {
         rq_mint(q, &res);
     } else if (q->r.op == OMNI_OP_PUT) {

@@ -47,6 +47,9 @@ static const int op_auth[OMNI_OP__COUNT] = {
     [OMNI_OP_REDEEM] = -1,
     [OMNI_OP_CAP_MINT] = AUTH_OP_MINT,
     [OMNI_OP_CAP_REVOKE] = AUTH_OP_MINT, /* by id; by epoch: admin (omni_request_parse) */
+    [OMNI_OP_KEY_ROTATE] = AUTH_OP_ADMIN,
+    [OMNI_OP_KEY_SHOW] = AUTH_OP_ADMIN,
+    [OMNI_OP_PASS_ROTATE] = AUTH_OP_ADMIN,
 };
 
 static const op_def_t ops[OMNI_OP__COUNT] = {
@@ -80,6 +83,11 @@ static const op_def_t ops[OMNI_OP__COUNT] = {
     /* the kernel checks the identifier and the numbers (capabilities.md) */
     [OMNI_OP_CAP_REVOKE] = {OAP_APP_KERNEL, "cap_revoke", "auth_revoke",
                             {"id", "epoch", "until", "idem", NULL}},
+    /* the node's capability key generation (DESIGN.md §11 `ron key rotate` / `show`) */
+    [OMNI_OP_KEY_ROTATE] = {OAP_APP_KERNEL, "key_rotate", "auth_rotate", {NULL}},
+    [OMNI_OP_KEY_SHOW] = {OAP_APP_KERNEL, "key_show", "auth_show", {NULL}},
+    /* svc-passport's signing key on demand; it checks "keys" (passport.md) */
+    [OMNI_OP_PASS_ROTATE] = {OAP_APP_AUTH, "rotate", "rotate", {"keys", NULL}},
 };
 
 const char *

@@ -47,6 +47,8 @@
 #define OMNI_MAX_ANSWER (64u << 10)       /* bytes of a remembered answer JSON */
 #define OMNI_RETRY_AFTER_MS 1000u         /* retry_after_ms of 503 answers */
 #define OMNI_MAX_NAME 253u                /* bytes of a name the guard checks (a DNS name) */
+#define OMNI_REVOKE_PER_MIN 60u           /* cap_revoke by id per caller (token id) per minute */
+#define OMNI_REVOKE_CALLERS 1024u         /* callers whose revocation count is held */
 
 /* ---- the request parser (pure) ---- */
 
@@ -75,6 +77,9 @@ typedef enum {
     OMNI_OP_REDEEM,
     OMNI_OP_CAP_MINT, /* app 6: minted here, by the guard */
     OMNI_OP_CAP_REVOKE, /* app 6: forwarded to the kernel's auth_revoke */
+    OMNI_OP_KEY_ROTATE, /* app 6: forwarded to the kernel's auth_rotate (admin) */
+    OMNI_OP_KEY_SHOW,   /* app 6: forwarded to the kernel's auth_show (admin) */
+    OMNI_OP_PASS_ROTATE, /* app 7: svc-passport's rotate (admin) */
     OMNI_OP__COUNT,
 } omni_op_t;
 

@@ -26,7 +26,8 @@
 
 typedef struct {
     uint8_t nonce[AUTH_NONCE_LEN];
-    int64_t until; /* unix s; 0: for ever */
+    int64_t until;  /* unix s; 0: for ever */
+    uint64_t epoch; /* the identifier's epoch; AUTH_EPOCH_UNKNOWN: kept by raises */
     bool used;
 } rev_slot_t;
 
@@ -102,9 +103,10 @@ rev_find(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN], bool 
     return NULL; /* defensive: count <= max < n_slots leaves a free slot */
 }
 
-/* Rebuild the table without entries whose token has expired by now. */
+/* Rebuild the table without entries whose token has expired by now (by_time)
+ * and without entries of an epoch below min_epoch. */
 static void
-rev_prune(auth_revocation_t *r, int64_t now)
+rev_rebuild(auth_revocation_t *r, bool by_time, int64_t now, uint64_t min_epoch)
 {
     rev_slot_t *old = r->slots;
     bool found;
@@ -112,7 +114,8 @@ rev_prune(auth_revocation_t *r, int64_t now)
     r->slots = ron_xcalloc(r->n_slots, sizeof *r->slots);
     r->count = 0;
     for (size_t i = 0; i < r->n_slots; i++) {
-        if (!old[i].used || (old[i].until != 0 && now - AUTH_SKEW > old[i].until))
+        if (!old[i].used || (by_time && old[i].until != 0 && now - AUTH_SKEW > old[i].until) ||
+            (old[i].epoch != AUTH_EPOCH_UNKNOWN && old[i].epoch < min_epoch))
             continue;
         rev_slot_t *s = rev_find(r, old[i].nonce, &found);
         *s = old[i];
@@ -125,6 +128,13 @@ int
 auth_revocation_add(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN], int64_t until,
                     int64_t now)
 {
+    return auth_revocation_add_epoch(r, nonce, AUTH_EPOCH_UNKNOWN, until, now);
+}
+
+int
+auth_revocation_add_epoch(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN],
+                          uint64_t epoch, int64_t until, int64_t now)
+{
     int rc = 0;
     bool found;
 
@@ -133,10 +143,12 @@ auth_revocation_add(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_
     if (found) {
         if (s->until != 0 && (until == 0 || until > s->until))
             s->until = until;
+        if (s->epoch != AUTH_EPOCH_UNKNOWN && (epoch == AUTH_EPOCH_UNKNOWN || epoch > s->epoch))
+            s->epoch = epoch; /* kept at least as long as either asks */
         goto out;
     }
     if (r->count >= r->max) {
-        rev_prune(r, now);
+        rev_rebuild(r, true, now, 0);
         if (r->count >= r->max) {
             rc = RON_ECAPFULL;
             goto out;
@@ -145,6 +157,7 @@ auth_revocation_add(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_
     }
     memcpy(s->nonce, nonce, AUTH_NONCE_LEN);
     s->until = until;
+    s->epoch = epoch;
     s->used = true;
     r->count++;
 out:
@@ -185,6 +198,13 @@ auth_revocation_raise_epoch(auth_revocation_t *r, uint64_t epoch)
     while (epoch > cur && !__atomic_compare_exchange_n(&r->epoch, &cur, epoch, false,
                                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         ;
+    if (epoch > cur) {
+        /* entries of an older epoch are revoked by the epoch itself now */
+        pthread_mutex_lock(&r->mu);
+        if (r->count > 0)
+            rev_rebuild(r, false, 0, epoch);
+        pthread_mutex_unlock(&r->mu);
+    }
     return epoch > cur ? epoch : cur;
 }
 

@@ -49,6 +49,7 @@
                                  */
 #define AUTH_CACHE_MAX 65536    /* cache slots at most */
 #define AUTH_REVOKE_MAX 1000000 /* revoked identifiers one set may hold */
+#define AUTH_EPOCH_UNKNOWN UINT64_MAX /* a revoked identifier whose epoch is not known */
 #define AUTH_LOCATION "ron"     /* location hint of minted tokens */
 
 /* DESIGN.md §6's `ops` vocabulary, as bits of a mask. HEAD counts as get. */
@@ -253,6 +254,15 @@ void auth_revocation_free(auth_revocation_t *r);
 int auth_revocation_add(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN],
                         int64_t until, int64_t now);
 
+/*
+ * As auth_revocation_add, for an identifier of this epoch: an epoch raise
+ * past it drops the entry (the epoch revokes its token anyway), so a raise
+ * frees the set. AUTH_EPOCH_UNKNOWN (what auth_revocation_add uses): never
+ * dropped by a raise. Re-adding keeps the later epoch and until.
+ */
+int auth_revocation_add_epoch(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN],
+                              uint64_t epoch, int64_t until, int64_t now);
+
 /* True if the nonce is revoked. */
 bool auth_revocation_has(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN]);
 
@@ -261,7 +271,8 @@ size_t auth_revocation_count(auth_revocation_t *r);
 
 /*
  * Raise the epoch to epoch: every token whose identifier's epoch is lower is
- * revoked. A lower value changes nothing. Returns the epoch now in force.
+ * revoked, and revoked identifiers added with a lower epoch are dropped. A
+ * lower value changes nothing. Returns the epoch now in force.
  */
 uint64_t auth_revocation_raise_epoch(auth_revocation_t *r, uint64_t epoch);
 

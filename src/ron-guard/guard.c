@@ -428,7 +428,7 @@ guard_apply(guard_t *g, uint64_t prev, uint64_t head, const guard_entry_t *e, si
             auth_revocation_raise_epoch(g->rev, e[i].epoch);
             break;
         case GUARD_E_REVOKE:
-            rc = auth_revocation_add(g->rev, e[i].nonce, e[i].until, now);
+            rc = auth_revocation_add_epoch(g->rev, e[i].nonce, e[i].epoch, e[i].until, now);
             break;
         default:
             return RON_EINVAL;

@@ -33,9 +33,12 @@
 #include "ron_log.h"
 #include "ron_util.h"
 
-static const uint8_t state_magic[8] = {'R', 'O', 'N', 'G', 'S', 'T', '1', '\n'};
+/* Format 2 (written): records carry the identifier's epoch. Format 1 (read only). */
+static const uint8_t state_magic[8] = {'R', 'O', 'N', 'G', 'S', 'T', '2', '\n'};
+static const uint8_t state_magic_v1[8] = {'R', 'O', 'N', 'G', 'S', 'T', '1', '\n'};
 #define STATE_HDR (8 + 9 * 8)
-#define STATE_REC (8 + 8 + AUTH_NONCE_LEN)
+#define STATE_REC_V1 (8 + 8 + AUTH_NONCE_LEN)
+#define STATE_REC (8 + 8 + 8 + AUTH_NONCE_LEN)
 #define STATE_MAC 32
 
 struct guard_authority {
@@ -109,7 +112,8 @@ guard__state_encode(const guard__state_t *st, const uint8_t key[static 32], uint
     for (size_t i = 0; i < st->n_revoked; i++, p += STATE_REC) {
         put64(p, st->revoked[i].seq);
         put64(p + 8, (uint64_t)st->revoked[i].until);
-        memcpy(p + 16, st->revoked[i].nonce, AUTH_NONCE_LEN);
+        put64(p + 16, st->revoked[i].epoch);
+        memcpy(p + 24, st->revoked[i].nonce, AUTH_NONCE_LEN);
     }
     state_mac(key, b, len - STATE_MAC, p);
     *out = b;
@@ -122,8 +126,11 @@ guard__state_decode(const uint8_t *buf, size_t len, const uint8_t key[static 32]
                     guard__state_t *st)
 {
     memset(st, 0, sizeof *st);
-    if (len < STATE_HDR + STATE_MAC || len > GUARD_STATE_MAX ||
-        memcmp(buf, state_magic, sizeof state_magic) != 0)
+    if (len < STATE_HDR + STATE_MAC || len > GUARD_STATE_MAX)
+        return RON_EKEYFILE;
+    bool v1 = memcmp(buf, state_magic_v1, sizeof state_magic_v1) == 0;
+    size_t rec = v1 ? STATE_REC_V1 : STATE_REC;
+    if (!v1 && memcmp(buf, state_magic, sizeof state_magic) != 0)
         return RON_EKEYFILE;
     uint8_t mac[STATE_MAC];
     state_mac(key, buf, len - STATE_MAC, mac);
@@ -141,7 +148,7 @@ guard__state_decode(const uint8_t *buf, size_t len, const uint8_t key[static 32]
     st->kids_seq = h[6];
     st->head = h[7];
     uint64_t n = h[8];
-    if (n > GUARD_MAX_REVOKED || len != STATE_HDR + n * STATE_REC + STATE_MAC)
+    if (n > GUARD_MAX_REVOKED || len != STATE_HDR + n * rec + STATE_MAC)
         return RON_EKEYFILE;
     if (st->gen == 0 || st->gen > 999999999999ull || st->prev_gen >= st->gen || st->kids_seq == 0 ||
         st->kids_seq > st->head || st->epoch_seq > st->head ||
@@ -151,11 +158,12 @@ guard__state_decode(const uint8_t *buf, size_t len, const uint8_t key[static 32]
     st->revoked = n ? ron_xcalloc((size_t)n, sizeof *st->revoked) : NULL;
     const uint8_t *p = buf + STATE_HDR;
     uint64_t last = 0;
-    for (size_t i = 0; i < n; i++, p += STATE_REC) {
+    for (size_t i = 0; i < n; i++, p += rec) {
         guard__revoked_t *r = &st->revoked[i];
         r->seq = get64(p);
         r->until = (int64_t)get64(p + 8);
-        memcpy(r->nonce, p + 16, AUTH_NONCE_LEN);
+        r->epoch = v1 ? st->epoch : get64(p + 16);
+        memcpy(r->nonce, p + (v1 ? 16 : 24), AUTH_NONCE_LEN);
         if (r->seq <= last || r->seq > st->head || r->until < 0) {
             free(st->revoked);
             memset(st, 0, sizeof *st);
@@ -326,6 +334,7 @@ revoke_entry(const guard__revoked_t *r, guard_entry_t *e)
     e->kind = GUARD_E_REVOKE;
     memcpy(e->nonce, r->nonce, AUTH_NONCE_LEN);
     e->until = r->until;
+    e->epoch = r->epoch;
 }
 
 /* Drop revocations whose token has expired (until + AUTH_SKEW past). Returns how many. */
@@ -392,7 +401,15 @@ guard_authority_open(const guard_authority_opts_t *o, int64_t now, guard_authori
     }
     a->cap_revoked = a->st.n_revoked;
     kids_refresh(a);
-    if (!found || prune(a, now) > 0) {
+    /* A format-1 file may hold "for ever" (0) revocations: capped as new ones are. */
+    bool capped = false;
+    for (size_t i = 0; i < a->st.n_revoked; i++) {
+        if (a->st.revoked[i].until == 0) {
+            a->st.revoked[i].until = now + a->rotate_every + a->grace;
+            capped = true;
+        }
+    }
+    if (!found || prune(a, now) > 0 || capped) {
         rc = state_save(a);
         if (rc != 0)
             goto fail;
@@ -431,6 +448,21 @@ uint64_t
 guard_authority_epoch(const guard_authority_t *a)
 {
     return a->st.epoch;
+}
+
+void
+guard_authority_info(const guard_authority_t *a, guard_authority_info_t *out)
+{
+    memset(out, 0, sizeof *out);
+    memcpy(out->kid, a->kid, sizeof out->kid);
+    memcpy(out->prev_kid, a->prev_kid, sizeof out->prev_kid);
+    out->gen_started = a->st.gen_started;
+    out->prev_until = a->st.prev_gen != 0 ? a->st.prev_until : 0;
+    out->rotate_every = a->rotate_every;
+    out->grace = a->grace;
+    out->epoch = a->st.epoch;
+    out->head = a->st.head;
+    out->n_revoked = a->st.n_revoked;
 }
 
 size_t
@@ -496,6 +528,19 @@ guard_authority_revoke(guard_authority_t *a, const char *id, size_t len, int64_t
         return RON_EINVAL;
     if (now == 0)
         now = ron_unix_time();
+    if (aid.epoch < a->st.epoch) {
+        /* dead already by the epoch: nothing to keep (and no slot to fill) */
+        if (entry_out)
+            memset(entry_out, 0, sizeof *entry_out);
+        return 0;
+    }
+    /* No token lives past its kid: one minted now under the current kid is
+     * dead by rotate_every + grace from now (a revocation of an older kid's
+     * token needs less). So "for ever" and anything longer is capped there,
+     * and a chosen id cannot hold a slot for good. */
+    int64_t cap = now + a->rotate_every + a->grace;
+    if (until == 0 || until > cap)
+        until = cap;
     /* Keep a copy: a failed save leaves the state as it was. */
     guard__state_t saved = a->st;
     guard__revoked_t *copy = NULL;
@@ -504,15 +549,17 @@ guard_authority_revoke(guard_authority_t *a, const char *id, size_t len, int64_t
         memcpy(copy, a->st.revoked, a->st.n_revoked * sizeof *copy);
     }
     int rc = 0;
-    guard__revoked_t r = {.seq = a->st.head + 1, .until = until};
+    guard__revoked_t r = {.seq = a->st.head + 1, .until = until, .epoch = aid.epoch};
     memcpy(r.nonce, aid.nonce, AUTH_NONCE_LEN);
     for (size_t i = 0; i < a->st.n_revoked; i++) {
         guard__revoked_t *o = &a->st.revoked[i];
         if (memcmp(o->nonce, aid.nonce, AUTH_NONCE_LEN) != 0)
             continue;
-        /* Already revoked: the later until wins (0: for ever); it moves to the end. */
-        if (o->until == 0 || (until != 0 && o->until > until))
-            r.until = o->until;
+        /* Already revoked: the later until wins (a format-1 0, for ever, is
+         * capped as above); it moves to the end. */
+        if (o->until == 0 || o->until > until)
+            r.until = RON_MIN(o->until == 0 ? cap : o->until, cap);
+        r.epoch = RON_MAX(r.epoch, o->epoch); /* the same nonce under another epoch */
         memmove(o, o + 1, (a->st.n_revoked - i - 1) * sizeof *o);
         a->st.n_revoked--;
         break;
@@ -565,13 +612,31 @@ guard_authority_raise_epoch(guard_authority_t *a, uint64_t epoch, guard_entry_t 
         return (int64_t)a->st.epoch;
     }
     guard__state_t saved = a->st;
+    guard__revoked_t *copy = NULL;
+    if (a->st.n_revoked > 0) {
+        copy = ron_xmalloc(a->st.n_revoked * sizeof *copy);
+        memcpy(copy, a->st.revoked, a->st.n_revoked * sizeof *copy);
+    }
+    /* Every identifier of an older epoch is dead by the epoch itself: its
+     * revocation goes (guards drop theirs by time, or hold them harmlessly). */
+    size_t w = 0;
+    for (size_t i = 0; i < a->st.n_revoked; i++)
+        if (a->st.revoked[i].epoch >= epoch)
+            a->st.revoked[w++] = a->st.revoked[i];
+    a->st.n_revoked = w;
     a->st.epoch = epoch;
     a->st.epoch_seq = ++a->st.head;
     int rc = state_save(a);
     if (rc != 0) {
+        guard__revoked_t *arr = a->st.revoked;
         a->st = saved;
+        a->st.revoked = arr;
+        if (saved.n_revoked > 0)
+            memcpy(arr, copy, saved.n_revoked * sizeof *copy);
+        free(copy);
         return rc;
     }
+    free(copy);
     if (entry_out)
         epoch_entry(a, entry_out);
     return (int64_t)epoch;

@@ -120,9 +120,16 @@ guard_entry_encode(const guard_entry_t *e, char *buf, size_t cap)
     default: {
         char hex[AUTH_NONCE_LEN * 2 + 1];
         ron_hex_encode(hex, e->nonce, AUTH_NONCE_LEN);
-        n = snprintf(buf, cap,
-                     "{\"seq\":\"%llu\",\"kind\":\"revoke\",\"nonce\":\"%s\",\"until\":\"%lld\"}",
-                     (unsigned long long)e->seq, hex, (long long)e->until);
+        if (e->epoch == AUTH_EPOCH_UNKNOWN)
+            n = snprintf(buf, cap,
+                         "{\"seq\":\"%llu\",\"kind\":\"revoke\",\"nonce\":\"%s\",\"until\":\"%lld\"}",
+                         (unsigned long long)e->seq, hex, (long long)e->until);
+        else
+            n = snprintf(buf, cap,
+                         "{\"seq\":\"%llu\",\"kind\":\"revoke\",\"nonce\":\"%s\",\"until\":\"%lld\","
+                         "\"epoch\":\"%llu\"}",
+                         (unsigned long long)e->seq, hex, (long long)e->until,
+                         (unsigned long long)e->epoch);
         break;
     }
     }
@@ -221,8 +228,12 @@ entry_from_json(json_t *o, guard_entry_t *out)
     }
     if (strcmp(k, "revoke") == 0 && json_string_length(kind) == 6) {
         json_t *nonce = json_object_get(o, "nonce");
+        json_t *ep = json_object_get(o, "epoch");
         uint64_t until;
-        if (nkeys != 4 || !json_is_string(nonce) ||
+        out->epoch = AUTH_EPOCH_UNKNOWN; /* absent: an older kernel's entry */
+        if (ep != NULL && (str_u64(ep, &out->epoch) != 0 || out->epoch == AUTH_EPOCH_UNKNOWN))
+            return RON_EJSON;
+        if (nkeys != (ep != NULL ? 5u : 4u) || !json_is_string(nonce) ||
             json_string_length(nonce) != AUTH_NONCE_LEN * 2 ||
             str_u64(json_object_get(o, "until"), &until) != 0 || until > INT64_MAX)
             return RON_EJSON;

@@ -64,6 +64,7 @@ bool guard__rate_take(guard__rate_t *r, const uint8_t key[static GUARD__RATE_KEY
 typedef struct {
     uint64_t seq;
     int64_t until;
+    uint64_t epoch; /* the identifier's epoch: dropped once the epoch passes it */
     uint8_t nonce[AUTH_NONCE_LEN];
 } guard__revoked_t;
 
@@ -77,12 +78,15 @@ typedef struct {
     guard__revoked_t *revoked; /* seq ascending */
 } guard__state_t;
 
-/* Serialize st, MAC under key, into a new buffer (*out, *len_out; free it). */
+/* Serialize st (format 2: RONGST2), MAC under key, into a new buffer (*out,
+ * *len_out; free it). */
 int guard__state_encode(const guard__state_t *st, const uint8_t key[static 32], uint8_t **out,
                         size_t *len_out);
 
 /* Parse buf strictly (MAC, sizes, invariants) into st (st->revoked malloc'd).
- * Returns 0 or RON_EKEYFILE. */
+ * Format 1 (RONGST1, records without an epoch) is read with every record's
+ * epoch taken as the epoch in force, so the next raise drops them; any other
+ * magic is refused. Returns 0 or RON_EKEYFILE. */
 int guard__state_decode(const uint8_t *buf, size_t len, const uint8_t key[static 32],
                         guard__state_t *st);
 

@@ -83,7 +83,8 @@ typedef struct {
     guard_entry_kind_t kind;
     size_t n_kids; /* GUARD_E_KIDS: 1..GUARD_MAX_KIDS */
     char kids[GUARD_MAX_KIDS][AUTH_MAX_KID + 1];
-    uint64_t epoch;                /* GUARD_E_EPOCH */
+    uint64_t epoch;                /* GUARD_E_EPOCH; GUARD_E_REVOKE: the identifier's epoch
+                                      (AUTH_EPOCH_UNKNOWN: not known, never dropped by a raise) */
     uint8_t nonce[AUTH_NONCE_LEN]; /* GUARD_E_REVOKE */
     int64_t until;                 /* GUARD_E_REVOKE: unix s (0: for ever) */
 } guard_entry_t;
@@ -92,7 +93,9 @@ typedef struct {
  * Encode e as one JSON object into buf (cap bytes, NUL-terminated):
  *   {"seq":"7","kind":"kids","kids":["r2","r1"]}
  *   {"seq":"8","kind":"epoch","epoch":"3"}
- *   {"seq":"9","kind":"revoke","nonce":"<32 hex>","until":"1790000000"}
+ *   {"seq":"9","kind":"revoke","nonce":"<32 hex>","until":"1790000000","epoch":"3"}
+ * (a revoke's "epoch" is absent when AUTH_EPOCH_UNKNOWN; a guard applying an
+ * epoch entry drops the revocations of older epochs it holds)
  * Returns the length or RON_ETOOBIG / RON_EINVAL.
  */
 int guard_entry_encode(const guard_entry_t *e, char *buf, size_t cap);
@@ -147,16 +150,20 @@ size_t guard_authority_since(const guard_authority_t *a, uint64_t after, guard_e
 
 /*
  * Revoke the token identifier id[0..len) ("ron1:<kid>:<epoch>:<32 hex>"):
- * that token and every attenuation of it, until `until` (0: for ever).
- * Persisted (fsync) before it returns. *entry_out (may be NULL) gets the new
- * entry. Returns 0, RON_ECAPFORMAT (not an identifier), RON_ECAPFULL, or
- * -errno (nothing changed).
+ * that token and every attenuation of it, until `until`. No token outlives
+ * its kid, so `until` 0 (for ever) or past now + rotate_every + grace is
+ * capped there. An identifier of an epoch below the one in force is dead
+ * already: nothing changes (head stays, *entry_out zeroed) and 0 is
+ * returned. Persisted (fsync) before it returns. *entry_out (may be NULL)
+ * gets the new entry. Returns 0, RON_ECAPFORMAT (not an identifier),
+ * RON_ECAPFULL, or -errno (nothing changed).
  */
 int guard_authority_revoke(guard_authority_t *a, const char *id, size_t len, int64_t until,
                            int64_t now, guard_entry_t *entry_out);
 
-/* Raise the epoch to epoch (0: the current one + 1); persisted first.
- * Returns the epoch in force or -errno. *entry_out as above. */
+/* Raise the epoch to epoch (0: the current one + 1); persisted first. Every
+ * revoked identifier of an older epoch is dropped (the epoch kills its
+ * token). Returns the epoch in force or -errno. *entry_out as above. */
 int64_t guard_authority_raise_epoch(guard_authority_t *a, uint64_t epoch, guard_entry_t *entry_out);
 
 /*
@@ -169,6 +176,19 @@ int guard_authority_tick(guard_authority_t *a, int64_t now, bool force, guard_en
 /* The current kid, the epoch in force. */
 const char *guard_authority_kid(const guard_authority_t *a);
 uint64_t guard_authority_epoch(const guard_authority_t *a);
+
+/* The authority's key generation and revocation state, for `ron key show`. */
+typedef struct {
+    char kid[AUTH_MAX_KID + 1];      /* current */
+    char prev_kid[AUTH_MAX_KID + 1]; /* in grace, or "" */
+    int64_t gen_started;             /* unix s the current kid became current */
+    int64_t prev_until;              /* unix s the previous kid's grace ends (0: none) */
+    int64_t rotate_every, grace;     /* s, as opened */
+    uint64_t epoch, head;
+    size_t n_revoked;
+} guard_authority_info_t;
+
+void guard_authority_info(const guard_authority_t *a, guard_authority_info_t *out);
 
 /*
  * Mint the operator capability (ops = every op, no expiry) under the current

@@ -133,6 +133,10 @@ static const cfg_key_t keys[] = {
     {{"policy_file", "string", true,
       "policy bundle JSON every enforcing process uses (empty: the shipped default)"},
      K_PATH, OFF(policy_file), SZ(policy_file), 0, 0, 0, 0, true, NULL},
+    U64K("auth_rotate_every_s", auth_rotate_every_s, 1, 30 * 86400, false,
+         "seconds a capability key generation stays current (at most 30 days)"),
+    U64K("auth_grace_s", auth_grace_s, 1, 30 * 86400, false,
+         "seconds a replaced capability key generation keeps verifying"),
 };
 
 #define N_KEYS RON_ARRAY_LEN(keys)
@@ -237,6 +241,8 @@ ron_config_defaults(ron_config_t *cfg)
     };
     cfg->gateway_limits = cfg->admin_limits;
     cfg->readiness_retry_after_s = 1;
+    cfg->auth_rotate_every_s = 30 * 86400; /* GUARD_ROTATE_EVERY */
+    cfg->auth_grace_s = 7 * 86400;         /* GUARD_GRACE_DEFAULT */
     cfg->supervisor = (ron_config_supervisor_t){
         .backoff_initial_ms = 100,
         .backoff_max_ms = 30000,

@@ -89,6 +89,8 @@ typedef struct {
     char echo_addr[RON_CONFIG_ADDR_MAX];   /* echo service TCP listener; empty: none */
     char echo_banner[RON_CONFIG_TEXT_MAX]; /* line the echo service sends first */
     char policy_file[RON_CONFIG_PATH_MAX]; /* policy bundle JSON; empty: the shipped default */
+    uint64_t auth_rotate_every_s; /* capability key generation's life (30 days, at most) */
+    uint64_t auth_grace_s;        /* a replaced generation's grace (7 days) */
 } ron_config_t;
 
 /* One "path=value" override from the command line. Borrowed strings. */
