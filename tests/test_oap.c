@@ -454,6 +454,38 @@ test_oap_decoder_yields_many_frames_fed_at_once(void **state)
     oap_decoder_close(&d);
 }
 
+/* A drained decoder gives its buffer back; one with a partial frame keeps it. */
+static void
+test_oap_decoder_release_frees_only_a_drained_buffer(void **state)
+{
+    (void)state;
+    uint8_t s[256];
+    size_t n = vec_stream(s);
+    oap_decoder_t d;
+    oap_frame_t f;
+
+    oap_decoder_init(&d, OAP_MAX_FRAME);
+    assert_int_equal(oap_decoder_release(&d), 0); /* nothing allocated */
+    assert_int_equal(oap_decoder_feed(&d, s, sizeof vec_hello + 5), 0);
+    assert_int_equal(oap_decoder_next(&d, &f), 0);
+    assert_int_equal(oap_decoder_release(&d), 0); /* 5 bytes of the next frame wait */
+    assert_non_null(d.buf);
+    assert_int_equal(oap_decoder_feed(&d, s + sizeof vec_hello + 5, n - sizeof vec_hello - 5), 0);
+    assert_int_equal(oap_decoder_next(&d, &f), 0);
+    assert_int_equal(oap_decoder_next(&d, &f), 0);
+    assert_int_equal(oap_decoder_next(&d, &f), RON_EAGAIN);
+    size_t cap = d.cap;
+    assert_true(cap > 0);
+    assert_int_equal(oap_decoder_release(&d), cap);
+    assert_null(d.buf);
+    assert_int_equal(d.cap, 0);
+    /* and it decodes on as before */
+    assert_int_equal(oap_decoder_feed(&d, s, n), 0);
+    assert_int_equal(oap_decoder_next(&d, &f), 0);
+    assert_int_equal(f.len, 48);
+    oap_decoder_close(&d);
+}
+
 static void
 test_oap_decoder_rejects_bad_header_before_its_body_arrives(void **state)
 {
@@ -1653,6 +1685,7 @@ main(void)
         cmocka_unit_test(test_oap_encoder_rejects_bad_frames),
         cmocka_unit_test(test_oap_decoder_yields_same_frames_fed_byte_by_byte),
         cmocka_unit_test(test_oap_decoder_yields_many_frames_fed_at_once),
+        cmocka_unit_test(test_oap_decoder_release_frees_only_a_drained_buffer),
         cmocka_unit_test(test_oap_decoder_rejects_bad_header_before_its_body_arrives),
         cmocka_unit_test(test_oap_decoder_yields_good_frames_before_a_bad_one),
         cmocka_unit_test(test_oap_decoder_same_frames_for_every_split_point),

@@ -800,6 +800,137 @@ test_peer_slow_reader_is_dropped_after_write_timeout(void **state)
     world_end(&w, n, 2);
 }
 
+/* One 64 KiB EVENT frame to s; checks the node's bound on the way. Returns
+ * tx_peer_send's answer. */
+static int
+send_big_checked(node_t *n, tx_peer_session_t *s, size_t total_bound, int *budget_refusals)
+{
+    oap_frame_t f;
+    int rc;
+
+    memset(&f, 0, sizeof f);
+    f.flags = OAP_F_EVENT;
+    f.app_proto_id = OAP_APP_OVERLAY;
+    f.payload = big;
+    f.payload_len = BIG;
+    rc = tx_peer_send(s, &f);
+    /* all sessions together: the bound plus one frame's records, never more */
+    assert_true(tx_peer_stats(n->p)->queued <= total_bound + BIG + 4096);
+    if (rc == RON_EAGAIN && tx_peer_session_queued(s) < n->max_queue)
+        (*budget_refusals)++; /* refused by the node's budget, not the session's own */
+    return rc;
+}
+
+/* The node-wide output budget: four peers that stop reading can together
+ * hold no more than max_queue_total of the sender's memory (each far under
+ * its own max_queue), are paused and then dropped as slow peers, and a fifth
+ * peer that reads gets on_writable and its frames flow again. */
+static void
+test_peer_node_budget_bounds_all_queues_and_drops_stalled_peers(void **state)
+{
+    world_t w;
+    node_t n[3];
+    tx_peer_config_t lc, sc;
+    tx_peer_session_t *s, *healthy = NULL;
+    const size_t budget = 1u << 20;
+    int budget_refusals = 0;
+
+    (void)state;
+    world_init(&w);
+    tx_peer_config_default(&lc);
+    lc.max_per_peer = 8;
+    tx_peer_config_default(&sc);
+    sc.max_per_peer = 8;
+    sc.max_queue = 1u << 20; /* a session alone would pause at 512 KiB: never reached here */
+    sc.max_queue_hard = 2u << 20;
+    sc.max_queue_total = budget;
+    sc.write_timeout_ms = 500;
+    node_start(&w, &n[0], &lc, true);  /* stalls: reads nothing */
+    node_start(&w, &n[1], &sc, false); /* the sender */
+    node_start(&w, &n[2], NULL, true); /* reads */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(tx_peer_dial(n[1].p, n[0].addr, n[0].id, &s), 0);
+    assert_int_equal(tx_peer_dial(n[1].p, n[2].addr, n[2].id, &s), 0);
+    assert_true(run_until(&w, &n[0].n_sess, 4, 5000));
+    assert_true(run_until(&w, &n[1].n_sess, 5, 5000));
+    for (int i = 0; i < 4; i++)
+        tx_peer_session_pause(n[0].sess[i], true);
+    for (int i = 0; i < n[1].n_sess; i++)
+        if (memcmp(tx_peer_session_id(n[1].sess[i]), n[2].id, KMS_NODE_ID_LEN) == 0)
+            healthy = n[1].sess[i];
+    assert_non_null(healthy);
+    /* fill: the stalled sessions until refused, the healthy one a frame a round */
+    uv_update_time(&w.loop);
+    uint64_t end = uv_now(&w.loop) + 20000;
+    while (n[1].n_closed < 4 && uv_now(&w.loop) < end) {
+        for (int i = 0; i < n[1].n_sess; i++) {
+            s = n[1].sess[i];
+            if (s == healthy)
+                (void)send_big_checked(&n[1], s, budget, &budget_refusals);
+            else
+                for (int k = 0; k < 64 && send_big_checked(&n[1], s, budget, &budget_refusals) == 0;
+                     k++)
+                    ;
+        }
+        run_for(&w, 10);
+    }
+    /* the budget refused sends (no session reached its own bound), the
+     * stalled peers were dropped as slow, the reader stayed */
+    assert_true(budget_refusals > 0);
+    assert_true(tx_peer_stats(n[1].p)->budget_waits > 0);
+    assert_int_equal(n[1].n_closed, 4);
+    assert_int_equal(n[1].last_close_rc, RON_EFLOOD);
+    assert_int_equal(tx_peer_stats(n[1].p)->rejects[TX_PEER_REJ_SLOW_PEER], 4);
+    assert_int_equal(n[1].n_sess, 1);
+    assert_ptr_equal(n[1].sess[0], healthy);
+    assert_true(n[1].writable >= 1); /* told once the total fell */
+    /* the healthy peer's frames flow again */
+    int before = n[2].frames;
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(send_big_checked(&n[1], healthy, budget, &budget_refusals), 0);
+        run_for(&w, 5);
+    }
+    assert_true(run_until(&w, &n[2].frames, before + 20, 5000));
+    run_for(&w, 50);
+    assert_true(tx_peer_stats(n[1].p)->queued < budget / 2);
+    world_end(&w, n, 3);
+}
+
+/* Sessions that go quiet give their buffers back (decoder, OpenSSL's record
+ * buffers), and still work afterwards. */
+static void
+test_peer_idle_sessions_release_their_buffers_and_still_work(void **state)
+{
+    world_t w;
+    node_t n[2];
+    oap_frame_t f;
+
+    (void)state;
+    world_init(&w);
+    node_start(&w, &n[0], NULL, true);
+    node_start(&w, &n[1], NULL, false);
+    connect_pair(&w, &n[0], &n[1]);
+    memset(&f, 0, sizeof f);
+    f.flags = OAP_F_EVENT;
+    f.app_proto_id = OAP_APP_OVERLAY;
+    f.payload = big;
+    f.payload_len = BIG; /* the receiver's decoder grows to hold it */
+    assert_int_equal(tx_peer_send(n[1].sess[0], &f), 0);
+    assert_true(run_until(&w, &n[0].frames, 1, 5000));
+    assert_int_equal(tx_peer_stats(n[0].p)->buffers_released, 0);
+    /* quiet for two sweeps: released (at least the 64 KiB frame's buffer) */
+    run_for(&w, 2 * TX_PEER_RELEASE_MS + 300);
+    assert_true(tx_peer_stats(n[0].p)->buffers_released >= BIG);
+    /* and frames still flow both ways */
+    assert_int_equal(tx_peer_send(n[1].sess[0], &f), 0);
+    assert_true(run_until(&w, &n[0].frames, 2, 5000));
+    assert_int_equal(tx_peer_send(n[0].sess[0], &f), 0);
+    assert_true(run_until(&w, &n[1].frames, 1, 5000));
+    assert_int_equal(n[0].bytes, 2ull * BIG);
+    assert_int_equal(n[0].n_closed + n[1].n_closed, 0);
+    world_end(&w, n, 2);
+}
+
 /* ---- a hand-driven TLS client that may break the protocol after TLS ---- */
 
 typedef struct {
@@ -1054,6 +1185,8 @@ main(void)
         cmocka_unit_test(test_peer_slow_reader_bounds_sender_queue),
         cmocka_unit_test(test_peer_reader_pausing_after_each_frame_gets_every_frame_intact),
         cmocka_unit_test(test_peer_slow_reader_is_dropped_after_write_timeout),
+        cmocka_unit_test(test_peer_node_budget_bounds_all_queues_and_drops_stalled_peers),
+        cmocka_unit_test(test_peer_idle_sessions_release_their_buffers_and_still_work),
         cmocka_unit_test(test_peer_first_frame_not_hello_is_answered_426_and_counted),
         cmocka_unit_test(test_peer_stream_past_max_inflight_is_answered_429_then_bad_frame_closes),
         cmocka_unit_test(test_peer_reject_names_are_stable),

@@ -696,6 +696,43 @@ test_provides_wait_for_the_overlay_address_and_the_store_is_reannounced(void **s
     rbus_free(sto);
 }
 
+/* A node whose seeds never answered knows nobody: "no providers" would be a
+ * false 404 for the caller, so it answers 503 (retryable) until it has a
+ * contact, unless it holds a record itself. */
+static void
+test_a_seeded_node_without_contacts_answers_503_not_an_empty_list(void **state)
+{
+    fx_t *fx = *state;
+    uint8_t key[DHT_ID_LEN];
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    char seed[64];
+    int silent = udp_socket(); /* bound, never read: a seed that is down */
+
+    assert_int_equal(getsockname(silent, (struct sockaddr *)&sa, &sl), 0);
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", ntohs(sa.sin_port));
+    node_stop(fx, 2);
+    node_start(fx, 2, seed, NULL);
+    randombytes_buf(key, sizeof key);
+    fx->done = false;
+    assert_int_equal(dht_client_find_providers(fx->n[2].peer, key, 0, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.status, 0);
+    assert_int_equal(fx->res.code, 503);
+    assert_string_equal(fx->res.reason, "not_joined");
+    fx->done = false;
+    assert_int_equal(dht_client_name_get(fx->n[2].peer, "nobody.test", on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 503);
+    /* node 0 has no seeds: an empty answer is the truth there */
+    fx->done = false;
+    assert_int_equal(dht_client_find_providers(fx->n[0].peer, key, 0, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 200);
+    assert_int_equal(fx->res.n_providers, 0);
+    close(silent);
+}
+
 /* ---- limits: waiting requests are bounded; the same key shares one lookup ---- */
 
 typedef struct {
@@ -798,6 +835,8 @@ main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_name_put_on_one_node_is_found_by_name_get_on_another,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_seeded_node_without_contacts_answers_503_not_an_empty_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests_get_400_naming_the_field, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_capabilities_bind_provide_and_name_put, setup,

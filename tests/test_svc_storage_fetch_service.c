@@ -33,6 +33,7 @@
 #define NPROV 4
 
 enum { GOOD, NOTFOUND, BAD, DOWN };
+enum { DHT_OK, DHT_504, DHT_503, DHT_SILENT }; /* how the dht answers find_providers */
 
 typedef struct {
     int kind;
@@ -50,6 +51,8 @@ typedef struct {
     char tmp[64];
     prov_t prov[NPROV];
     size_t nprov;         /* providers find_providers names */
+    int dht_mode;         /* DHT_OK, ... */
+    rbus_req_t *held;     /* DHT_SILENT: the find_providers not answered yet */
     uint64_t finds, provides, unprovides;
     uint8_t provided[STO_ADDR_LEN], unprovided[STO_ADDR_LEN];
     uint64_t asked_lo, asked_hi; /* byte span of every overlay fetch asked (min, max end) */
@@ -121,6 +124,18 @@ on_dht(void *arg, rbus_req_t *req, const oap_frame_t *f)
         char js[2048], hex[65];
         size_t n = 0;
         fx->finds++;
+        if (fx->dht_mode == DHT_504 || fx->dht_mode == DHT_503) {
+            rbus_respond_error_ex(req, fx->dht_mode == DHT_504 ? 504 : 503,
+                                  fx->dht_mode == DHT_504 ? "timeout" : "unavailable", NULL, 0,
+                                  "the lookup failed");
+            json_decref(o);
+            return;
+        }
+        if (fx->dht_mode == DHT_SILENT && fx->held == NULL) {
+            fx->held = req; /* answered late, by the test */
+            json_decref(o);
+            return;
+        }
         n += (size_t)snprintf(js + n, sizeof js - n, "{\"providers\":[");
         for (size_t i = 0; i < fx->nprov; i++) {
             uint8_t id[32];
@@ -265,7 +280,7 @@ bus_new(fx_t *fx, const char *name)
 }
 
 static void
-fx_open(fx_t *fx)
+fx_open_lim(fx_t *fx, const sto_service_limits_t *lim)
 {
     sto_config_t cfg = {0}, rcfg = {0};
     sto_store_t *store = NULL;
@@ -290,7 +305,7 @@ fx_open(fx_t *fx)
     assert_int_equal(rbus_handle(fx->bovl, OAP_APP_OVERLAY, on_overlay, fx), 0);
     assert_int_equal(rbus_listen(fx->bdht), 0);
     assert_int_equal(rbus_listen(fx->bovl), 0);
-    assert_int_equal(sto_service_new(&fx->loop, fx->srv, store, NULL, &fx->svc), 0);
+    assert_int_equal(sto_service_new(&fx->loop, fx->srv, store, lim, &fx->svc), 0);
     assert_int_equal(rbus_listen(fx->srv), 0);
     fx->to_dht = rbus_connect(fx->srv, "dht", &rc);
     fx->to_ovl = rbus_connect(fx->srv, "overlay", &rc);
@@ -299,6 +314,12 @@ fx_open(fx_t *fx)
     sto_service_set_network(fx->svc, fx->to_dht, fx->to_ovl);
     fx->peer = rbus_connect(fx->cli, "storage", &rc);
     assert_non_null(fx->peer);
+}
+
+static void
+fx_open(fx_t *fx)
+{
+    fx_open_lim(fx, NULL);
 }
 
 static void
@@ -627,7 +648,47 @@ test_bad_and_absent_providers_are_dropped(void **state)
 }
 
 static void
-test_no_provider_answers_404(void **state)
+test_a_miss_costs_one_lookup_and_is_remembered_briefly(void **state)
+{
+    sto_service_limits_t lim = {.miss_ttl_ms = 300};
+    fx_t fx;
+    char hex[68], other[68];
+    uint8_t *d, *d2;
+    (void)state;
+
+    fx_open_lim(&fx, &lim);
+    d = object_make(&fx, 5000, 5, hex);
+    fx.nprov = 0;
+    /* nobody has it: 404 after one lookup, not retried */
+    uint64_t t0 = ron_now_ms();
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 404);
+    assert_true(ron_now_ms() - t0 < STO_SVC_FETCH_FIND_GAP_MS);
+    assert_int_equal(fx.finds, 1);
+    assert_false(json_is_true(json_object_get(fx.json, "retryable")));
+    /* asked again at once: 404 from the miss memory, no lookup */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 404);
+    assert_int_equal(fx.finds, 1);
+    /* once the memory expired a get looks again (and now finds the provider) */
+    run_for(&fx, lim.miss_ttl_ms + 50);
+    fx.nprov = 1;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 200);
+    assert_int_equal(fx.finds, 2);
+    assert_int_equal(fx.raw_len, 5000);
+    assert_memory_equal(fx.raw, d, 5000);
+    /* every provider failing: 503, retryable, and one more lookup at most */
+    d2 = object_make(&fx, 7000, 15, other);
+    fx.prov[0].kind = DOWN;
+    fx.finds = 0;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", other), 503);
+    assert_true(json_is_true(json_object_get(fx.json, "retryable")));
+    assert_true(fx.finds >= 1 && fx.finds <= STO_SVC_FETCH_FINDS);
+    free(d2);
+    free(d);
+    fx_close(&fx);
+}
+
+static void
+test_a_failed_lookup_is_retryable_and_not_remembered(void **state)
 {
     fx_t fx;
     char hex[68];
@@ -635,16 +696,49 @@ test_no_provider_answers_404(void **state)
     (void)state;
 
     fx_open(&fx);
-    d = object_make(&fx, 5000, 5, hex);
-    fx.nprov = 0;
-    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 404);
-    assert_int_equal(fx.finds, STO_SVC_FETCH_FINDS);
-    /* every provider failing: 503, retryable */
+    d = object_make(&fx, 3000, 16, hex);
     fx.nprov = 1;
-    fx.prov[0].kind = DOWN;
-    fx.finds = 0;
+    fx.dht_mode = DHT_504;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 504);
+    assert_true(json_is_true(json_object_get(fx.json, "retryable")));
+    assert_int_equal(fx.finds, 1);
+    fx.dht_mode = DHT_503;
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 503);
     assert_true(json_is_true(json_object_get(fx.json, "retryable")));
+    assert_int_equal(fx.finds, 2);
+    /* neither was a "nobody has it": the next get looks and fetches */
+    fx.dht_mode = DHT_OK;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 200);
+    assert_int_equal(fx.finds, 3);
+    assert_memory_equal(fx.raw, d, 3000);
+    free(d);
+    fx_close(&fx);
+}
+
+static void
+test_a_lookup_that_never_answers_is_bounded(void **state)
+{
+    fx_t fx;
+    char hex[68];
+    uint8_t *d;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, 3000, 17, hex);
+    fx.nprov = 1;
+    fx.dht_mode = DHT_SILENT;
+    uint64_t t0 = ron_now_ms();
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 504);
+    uint64_t took = ron_now_ms() - t0;
+    assert_true(took >= STO_SVC_FETCH_FIND_MS - 100 && took < STO_SVC_FETCH_FIND_MS + 2000);
+    assert_int_equal(fx.finds, 1);
+    /* the late answer is dropped; the next get looks again and fetches */
+    assert_non_null(fx.held);
+    respond_json(fx.held, "{\"providers\":[]}");
+    fx.held = NULL;
+    fx.dht_mode = DHT_OK;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 200);
+    assert_int_equal(fx.finds, 2);
     free(d);
     fx_close(&fx);
 }
@@ -803,7 +897,9 @@ main(void)
         cmocka_unit_test(test_local_get_never_fetches),
         cmocka_unit_test(test_only_the_requested_range_is_fetched_and_stat_says_partial),
         cmocka_unit_test(test_bad_and_absent_providers_are_dropped),
-        cmocka_unit_test(test_no_provider_answers_404),
+        cmocka_unit_test(test_a_miss_costs_one_lookup_and_is_remembered_briefly),
+        cmocka_unit_test(test_a_failed_lookup_is_retryable_and_not_remembered),
+        cmocka_unit_test(test_a_lookup_that_never_answers_is_bounded),
         cmocka_unit_test(test_concurrent_gets_share_one_fetch),
         cmocka_unit_test(test_sequential_gets_reuse_the_fetch),
         cmocka_unit_test(test_get_ahead_fetches_the_next_bytes_along_within_its_bound),

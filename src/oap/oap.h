@@ -133,6 +133,15 @@ void oap_decoder_init(oap_decoder_t *d, uint32_t max_frame);
 void oap_decoder_close(oap_decoder_t *d);
 /* Lower max_frame after HELLO negotiation (never raises it). */
 void oap_decoder_set_max_frame(oap_decoder_t *d, uint32_t max_frame);
+/*
+ * Give the buffer back when it holds no unconsumed byte (a drained decoder,
+ * e.g. of an idle peer session): a buffer that once held a large frame
+ * would otherwise stay allocated at that size. The next feed or reserve
+ * allocates again. Returns the bytes freed (0 when something is buffered,
+ * nothing was allocated, or the decoder has failed). Views from
+ * oap_decoder_next() are invalid afterwards.
+ */
+size_t oap_decoder_release(oap_decoder_t *d);
 
 /*
  * Copy len bytes into the decoder (all or nothing). Returns 0, or the sticky

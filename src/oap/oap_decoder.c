@@ -47,6 +47,19 @@ oap_decoder_set_max_frame(oap_decoder_t *d, uint32_t max_frame)
         d->max_frame = max_frame;
 }
 
+size_t
+oap_decoder_release(oap_decoder_t *d)
+{
+    size_t freed = d->cap;
+
+    if (d->buf == NULL || d->error != 0 || d->start != d->end)
+        return 0;
+    free(d->buf);
+    d->buf = NULL;
+    d->cap = d->start = d->end = 0;
+    return freed;
+}
+
 uint8_t *
 oap_decoder_reserve(oap_decoder_t *d, size_t want, size_t *avail_out)
 {

@@ -17,8 +17,11 @@
  * identity seed is copied only into OpenSSL's secure heap (a PKCS#8 DER
  * that is cleansed, then the decoded key); session resumption and tickets are off, so
  * every connection proves its key again; a session's memory is freed only
- * in the last close callback of its handles.
+ * in the last close callback of its handles; queued_total is the sum of the
+ * sessions' queued bytes (both change in tx_peer_flush and
+ * tx_peer_write_done only).
  */
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -45,6 +48,7 @@
 #define TX_PEER_WBUF_CACHE                                                                         \
     16u /* spare write buffers kept per endpoint: freeing and                                      \
            re-faulting 64 KiB blocks cost a quarter of a transfer's CPU */
+#define TX_PEER_TRIM_MIN (1u << 20) /* a sweep that released this much trims the heap */
 
 static const char tx_peer_suites[] =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
@@ -76,6 +80,8 @@ struct tx_peer_session {
     bool in_pump;       /* frames are being delivered (no nested delivery) */
     bool cert_ok;       /* the verify callback accepted the certificate */
     bool streams_ready;
+    bool rx_recent;     /* input arrived since the last sweep */
+    bool ssl_released;  /* OpenSSL's buffers were freed by a sweep (until the next I/O) */
     int reject;                       /* tx_peer_reject_t found by a TLS callback, or -1 */
     int linger_rc;                    /* reason reported when a lingering close ends */
     int handles;                      /* open libuv handles; freed at 0 */
@@ -120,6 +126,10 @@ struct tx_peer {
     void *close_arg;
     struct tx_peer_wreq *wfree; /* spare write buffers of TX_PEER_WBUF bytes */
     unsigned n_wfree;           /* <= TX_PEER_WBUF_CACHE */
+    size_t queued_total;        /* every session's queued bytes */
+    bool budget_wait;           /* a send met a full budget: on_writable owed on relief */
+    bool tx_recent;             /* something was written since the last sweep */
+    uv_timer_t sweep;           /* releases idle sessions' buffers (unreferenced) */
     BIO_METHOD *bio_meth;       /* the sessions' BIOs (tx_peer_bio_*; one per process) */
     uint8_t stage[TX_PEER_REC]; /* a frame's header and first payload bytes: one record */
     uint8_t rbuf[TX_PEER_READ_BUF];
@@ -138,6 +148,7 @@ static int tx_peer_bio_attach(tx_peer_session_t *s);
 static BIO_METHOD *tx_peer_bio_method(void);
 static void tx_peer_wreq_put(tx_peer_t *p, struct tx_peer_wreq *w);
 static void tx_peer_end(tx_peer_session_t *s, int rc);
+static void tx_peer_sweep_cb(uv_timer_t *t);
 
 const char *
 tx_peer_reject_name(tx_peer_reject_t r)
@@ -422,9 +433,11 @@ tx_peer_new(uv_loop_t *loop, const kms_keystore_t *ks, const tx_peer_config_t *c
     TX_PEER_DEF(write_timeout_ms, TX_PEER_DEFAULT_WRITE_TIMEOUT_MS);
     TX_PEER_DEF(max_queue, TX_PEER_DEFAULT_MAX_QUEUE);
     TX_PEER_DEF(max_queue_hard, TX_PEER_DEFAULT_MAX_QUEUE_HARD);
+    TX_PEER_DEF(max_queue_total, TX_PEER_DEFAULT_MAX_QUEUE_TOTAL);
 #undef TX_PEER_DEF
     rc = RON_EINVAL;
-    if (p->cfg.max_queue_hard < p->cfg.max_queue || p->cfg.max_frame > OAP_MAX_FRAME ||
+    if (p->cfg.max_queue_hard < p->cfg.max_queue || p->cfg.max_queue_total < p->cfg.max_queue ||
+        p->cfg.max_frame > OAP_MAX_FRAME ||
         p->cfg.max_frame < OAP_MIN_MAX_FRAME)
         goto out;
     (void)snprintf(p->ua, sizeof p->ua, "%s", cfg->ua != NULL ? cfg->ua : "ron-c");
@@ -437,6 +450,11 @@ tx_peer_new(uv_loop_t *loop, const kms_keystore_t *ks, const tx_peer_config_t *c
         (p->srv_ctx = tx_peer_ctx_new(true, key, x)) == NULL ||
         (p->cli_ctx = tx_peer_ctx_new(false, key, x)) == NULL)
         goto out;
+    (void)uv_timer_init(loop, &p->sweep);
+    p->sweep.data = p;
+    (void)uv_timer_start(&p->sweep, tx_peer_sweep_cb, TX_PEER_RELEASE_MS, TX_PEER_RELEASE_MS);
+    uv_unref((uv_handle_t *)&p->sweep); /* never keeps a loop alive by itself */
+    p->pending++;                       /* until tx_peer_close closes it */
     *p_out = p;
     p = NULL;
     rc = 0;
@@ -625,6 +643,52 @@ tx_peer_wreq_put(tx_peer_t *p, tx_peer_wreq_t *w)
 static void tx_peer_arm_timer(tx_peer_session_t *s);
 static void tx_peer_read_start(tx_peer_session_t *s);
 
+/* Stop reading from s: its output is not being taken (a slow peer); its
+ * write_timeout_ms clock starts. */
+static void
+tx_peer_slow_pause(tx_peer_session_t *s)
+{
+    s->bp_paused = true;
+    s->p->stats.read_pauses++;
+    (void)uv_read_stop((uv_stream_t *)&s->tcp);
+    if (s->full_since == 0) {
+        s->full_since = uv_now(s->p->loop);
+        if (s->state == TX_PS_OPEN)
+            tx_peer_arm_timer(s);
+    }
+}
+
+/* The node's budget is full: every session whose bytes the kernel does not
+ * take is a slow peer (paused now, dropped after write_timeout_ms unless it
+ * drains); the others drain by themselves. */
+static void
+tx_peer_budget_squeeze(tx_peer_t *p)
+{
+    for (tx_peer_session_t *s = p->sessions; s != NULL; s = s->next)
+        if (s->state == TX_PS_OPEN && !s->bp_paused &&
+            uv_stream_get_write_queue_size((uv_stream_t *)&s->tcp) > 0)
+            tx_peer_slow_pause(s);
+}
+
+/* Queued bytes fell: once the total is back under half the budget, the
+ * sessions whose sends it refused may write again. */
+static void
+tx_peer_budget_relief(tx_peer_t *p)
+{
+    if (!p->budget_wait || p->queued_total > p->cfg.max_queue_total / 2)
+        return;
+    p->budget_wait = false;
+    /* sessions are unlinked only in close callbacks, never during this walk */
+    for (tx_peer_session_t *s = p->sessions; s != NULL; s = s->next) {
+        if (s->state != TX_PS_OPEN || s->linger || !s->want_writable ||
+            s->queued > p->cfg.max_queue / 2)
+            continue;
+        s->want_writable = false;
+        if (p->cb.on_writable != NULL)
+            p->cb.on_writable(s, p->cb.arg);
+    }
+}
+
 static void
 tx_peer_write_done(uv_write_t *req, int status)
 {
@@ -633,7 +697,10 @@ tx_peer_write_done(uv_write_t *req, int status)
     tx_peer_t *p = s->p;
 
     s->queued -= w->len;
+    p->queued_total -= w->len;
+    p->stats.queued = p->queued_total;
     tx_peer_wreq_put(p, w);
+    tx_peer_budget_relief(p);
     if (s->state == TX_PS_CLOSING)
         return;
     if (status < 0) {
@@ -681,18 +748,14 @@ tx_peer_flush(tx_peer_session_t *s)
         return rc;
     }
     s->queued += w->len;
+    s->p->queued_total += w->len;
+    s->p->stats.queued = s->p->queued_total;
+    s->p->tx_recent = true;
+    s->ssl_released = false;
     /* bytes the kernel has not taken: the peer is not reading */
     if (!s->bp_paused &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&s->tcp) >= s->p->cfg.max_queue / 2) {
-        s->bp_paused = true; /* a slow peer: stop taking its input until it reads ours */
-        s->p->stats.read_pauses++;
-        (void)uv_read_stop((uv_stream_t *)&s->tcp);
-        if (s->full_since == 0) {
-            s->full_since = uv_now(s->p->loop);
-            if (s->state == TX_PS_OPEN)
-                tx_peer_arm_timer(s);
-        }
-    }
+        uv_stream_get_write_queue_size((uv_stream_t *)&s->tcp) >= s->p->cfg.max_queue / 2)
+        tx_peer_slow_pause(s); /* stop taking its input until it reads ours */
     return 0;
 }
 
@@ -952,6 +1015,14 @@ tx_peer_send(tx_peer_session_t *s, const oap_frame_t *f)
         s->want_writable = true;
         return RON_EAGAIN;
     }
+    if (s->p->queued_total >= s->p->cfg.max_queue_total &&
+        (s->queued >= TX_PEER_BUDGET_FLOOR || oap_frame_size(f) > TX_PEER_BUDGET_FLOOR)) {
+        s->want_writable = true;
+        s->p->budget_wait = true;
+        s->p->stats.budget_waits++;
+        tx_peer_budget_squeeze(s->p);
+        return RON_EAGAIN;
+    }
     if ((rc = oap_header_encode(f, s->max_frame, hdr)) < 0) /* validate before accounting */
         return rc;
     if ((rc = oap_streams_send(&s->streams, f)) < 0) {
@@ -1040,6 +1111,8 @@ tx_peer_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 
     if (s->state == TX_PS_CLOSING || n == 0)
         return;
+    s->rx_recent = true;
+    s->ssl_released = false;
     if (n < 0) {
         if (s->state == TX_PS_TLS)
             tx_peer_reject(s, s->reject >= 0 ? (tx_peer_reject_t)s->reject : TX_PEER_REJ_TLS);
@@ -1520,18 +1593,71 @@ tx_peer_dial(tx_peer_t *p, const char *addr, const uint8_t id[static KMS_NODE_ID
     return 0;
 }
 
+static void
+tx_peer_sweep_closed(uv_handle_t *h)
+{
+    tx_peer_t *p = h->data;
+
+    p->pending--;
+    tx_peer_maybe_free(p);
+}
+
+/* Give back the buffers of sessions that received nothing since the last
+ * sweep (nothing is buffered in them), and the spare write buffers when
+ * nothing was written; trim the heap when that was a lot. */
+static void
+tx_peer_sweep_cb(uv_timer_t *t)
+{
+    tx_peer_t *p = t->data;
+    size_t freed = 0;
+
+    for (tx_peer_session_t *s = p->sessions; s != NULL; s = s->next) {
+        if (s->rx_recent || s->state != TX_PS_OPEN) {
+            s->rx_recent = false;
+            continue;
+        }
+        if (s->in_len == 0 && s->hold != NULL) {
+            freed += s->hold_cap;
+            free(s->hold);
+            s->hold = NULL;
+            s->hold_cap = 0;
+            s->in = NULL;
+        }
+        freed += oap_decoder_release(&s->dec);
+        /* refused while records wait in them; allocated again by the next I/O */
+        if (!s->ssl_released && s->wcur == NULL && SSL_free_buffers(s->ssl) == 1) {
+            s->ssl_released = true;
+            freed += 2 * TX_PEER_REC; /* about: one record buffer each way */
+        }
+    }
+    if (!p->tx_recent) {
+        while (p->wfree != NULL) {
+            tx_peer_wreq_t *w = p->wfree;
+            p->wfree = w->next_free;
+            freed += w->cap;
+            free(w);
+        }
+        p->n_wfree = 0;
+    }
+    p->tx_recent = false;
+    p->stats.buffers_released += freed;
+    if (freed >= TX_PEER_TRIM_MIN)
+        (void)malloc_trim(0); /* freed blocks amid the heap go back to the kernel too */
+}
+
 void
 tx_peer_close(tx_peer_t *p, void (*cb)(void *arg), void *arg)
 {
     p->closing = true;
     p->close_cb = cb;
     p->close_arg = arg;
+    uv_close((uv_handle_t *)&p->sweep, tx_peer_sweep_closed);
     for (tx_peer_listener_t *l = p->listeners; l != NULL; l = l->next)
         uv_close((uv_handle_t *)&l->tcp, tx_peer_listener_closed);
     p->listeners = NULL;
     for (tx_peer_session_t *s = p->sessions; s != NULL; s = s->next)
         tx_peer_end(s, 0);
-    tx_peer_maybe_free(p); /* nothing was open: free now */
+    tx_peer_maybe_free(p); /* defensive: the sweep timer's close callback frees p */
 }
 
 void

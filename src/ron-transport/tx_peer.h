@@ -22,6 +22,18 @@
  * max_queue_hard, drops the session with RON_EFLOOD. Every reject is
  * counted by reason in tx_peer_stats_t.
  *
+ * Node-wide: all sessions' queued output together is bounded by
+ * max_queue_total. Past it tx_peer_send answers RON_EAGAIN (frames of up to
+ * TX_PEER_BUDGET_FLOOR bytes still pass while their session holds less than
+ * that, so keepalives and small answers flow), and every session whose
+ * output the kernel does not take is paused as a slow peer (reading stops,
+ * its write_timeout_ms clock starts): those that drain resume, the others
+ * are dropped, and waiting senders get on_writable once the total is back
+ * under half the bound. Memory of idle sessions: a session that received
+ * nothing for a TX_PEER_RELEASE_MS sweep gives back its frame decoder
+ * buffer, its kept ciphertext and OpenSSL's record buffers (they are
+ * allocated again on the next read or write).
+ *
  * One libuv loop owns everything here: all functions are loop thread only.
  */
 #ifndef TX_PEER_H
@@ -45,6 +57,9 @@
 #define TX_PEER_DEFAULT_WRITE_TIMEOUT_MS 10000 /* output queue full this long: drop the peer */
 #define TX_PEER_DEFAULT_MAX_QUEUE (4u << 20)   /* queued output bytes before RON_EAGAIN */
 #define TX_PEER_DEFAULT_MAX_QUEUE_HARD (8u << 20) /* internal frames past this: drop */
+#define TX_PEER_DEFAULT_MAX_QUEUE_TOTAL (16u << 20) /* all sessions' queued output, at most */
+#define TX_PEER_BUDGET_FLOOR (16u << 10) /* small frames pass a full node budget below this */
+#define TX_PEER_RELEASE_MS 1000u        /* idle sessions' buffers are released every sweep */
 #define TX_PEER_CERT_DAYS 397  /* validity written in the certificate (ignored by peers;
                                   <= 398 keeps TLS scanners quiet) */
 #define TX_PEER_UA_MAX 64      /* user agent sent in HELLO */
@@ -77,6 +92,9 @@ typedef struct {
     uint64_t bytes_in, bytes_out; /* OAP/1 frame bytes (plaintext) */
     uint64_t streams_refused;     /* STARTs past max_inflight answered 429 */
     uint64_t read_pauses;         /* times reading stopped because a peer's queue was full */
+    uint64_t queued;              /* output bytes queued now, all sessions together */
+    uint64_t budget_waits;        /* sends refused because the node's queues held max_queue_total */
+    uint64_t buffers_released;    /* bytes of idle sessions' buffers given back */
     uint64_t rejects[TX_PEER_REJ__COUNT];
 } tx_peer_stats_t;
 
@@ -91,6 +109,7 @@ typedef struct {
     size_t max_queue;          /* TX_PEER_DEFAULT_MAX_QUEUE */
     size_t max_queue_hard;     /* TX_PEER_DEFAULT_MAX_QUEUE_HARD (>= max_queue) */
     const char *ua;            /* HELLO user agent (copied); NULL = "ron-c" */
+    size_t max_queue_total;    /* TX_PEER_DEFAULT_MAX_QUEUE_TOTAL (>= max_queue) */
 } tx_peer_config_t;
 
 typedef struct tx_peer tx_peer_t;
@@ -196,7 +215,8 @@ void *tx_peer_session_data(const tx_peer_session_t *s);
 /*
  * Send f (borrowed; copied into the TLS records before return). Stream
  * frames are accounted as oap_streams_send does. Returns 0; RON_EAGAIN when
- * the output queue holds max_queue bytes (wait for on_writable) or the
+ * the output queue holds max_queue bytes, or all sessions' queues hold
+ * max_queue_total (wait for on_writable), or the
  * stream has no credit (wait for the peer's credit, then retry); RON_EBUSY
  * for a START past the peer's max_inflight; RON_ESTREAM; the encoder's
  * errors (RON_ETOOBIG past the negotiated max_frame, ...); RON_ECLOSED when

@@ -556,6 +556,34 @@ handle_reply(dht_t *d, const dht_msg_t *m, const dht_addr_t *from, uint64_t now)
     return 0;
 }
 
+/* A pinned seed's address speaking as another id: refuse and remember it. */
+static bool
+seed_mismatch(dht_t *d, const uint8_t sender[static DHT_ID_LEN], const dht_addr_t *from)
+{
+    for (uint32_t i = 0; i < d->nseeds; i++) {
+        const dht_seed_t *s = &d->seeds[i];
+        if (!s->has_id || !dht_addr_equal(&s->addr, from) ||
+            memcmp(s->id, sender, DHT_ID_LEN) == 0)
+            continue;
+        d->stats.rx_seed_mismatch++;
+        d->seed_refused = true;
+        d->refused_seed = *s;
+        memcpy(d->refused_id, sender, DHT_ID_LEN);
+        return true;
+    }
+    return false;
+}
+
+int
+dht_seed_mismatch_last(const dht_t *d, dht_seed_t *seed_out, uint8_t id_out[static DHT_ID_LEN])
+{
+    if (!d->seed_refused)
+        return RON_ENOTFOUND;
+    *seed_out = d->refused_seed;
+    memcpy(id_out, d->refused_id, DHT_ID_LEN);
+    return 0;
+}
+
 int
 dht_input(dht_t *d, const uint8_t *buf, size_t len, const dht_addr_t *from, uint64_t now)
 {
@@ -578,6 +606,10 @@ dht_input(dht_t *d, const uint8_t *buf, size_t len, const dht_addr_t *from, uint
         rc = RON_EPROTO; /* our own id from elsewhere: a reflection or a spoof */
     if (rc < 0) {
         d->stats.rx_malformed++;
+        goto out;
+    }
+    if (seed_mismatch(d, m->sender, from)) {
+        rc = RON_EPEERID; /* not the node the operator named at that address */
         goto out;
     }
     if (m->reply) {
@@ -669,7 +701,7 @@ ping_seeds(dht_t *d, uint64_t now)
     for (uint32_t i = 0; i < d->nseeds; i++) {
         memset(&m, 0, offsetof(dht_msg_t, contacts));
         m.op = DHT_OP_PING;
-        (void)dht__send_request(d, &m, &d->seeds[i], NULL, NULL, DHT__P_SEED, now, NULL);
+        (void)dht__send_request(d, &m, &d->seeds[i].addr, NULL, NULL, DHT__P_SEED, now, NULL);
     }
     d->next_seed_ping = now + SEED_REPING_MS;
 }
@@ -742,10 +774,24 @@ dht_next_deadline(const dht_t *d)
 int
 dht_bootstrap(dht_t *d, const dht_addr_t *seeds, size_t n, uint64_t now)
 {
+    dht_seed_t s[DHT_MAX_SEEDS];
+
+    memset(s, 0, sizeof s);
+    for (size_t i = 0; i < n && i < DHT_MAX_SEEDS; i++)
+        s[i].addr = seeds[i];
+    for (size_t i = DHT_MAX_SEEDS; i < n; i++) /* not kept, but checked as before */
+        if (!dht__addr_valid(&seeds[i]))
+            return RON_EINVAL;
+    return dht_bootstrap_seeds(d, s, n < DHT_MAX_SEEDS ? n : DHT_MAX_SEEDS, now);
+}
+
+int
+dht_bootstrap_seeds(dht_t *d, const dht_seed_t *seeds, size_t n, uint64_t now)
+{
     uint32_t slot;
 
     for (size_t i = 0; i < n; i++)
-        if (!dht__addr_valid(&seeds[i]))
+        if (!dht__addr_valid(&seeds[i].addr))
             return RON_EINVAL;
     if (n == 0 && d->table_n == 0)
         return RON_EINVAL;

@@ -175,10 +175,10 @@ out:
 /* Send the JSON text of o (taken) as one framed request, with the
  * capability cap (NUL-terminated, or NULL: none) in its cap section. */
 static int
-dht_client_send(rbus_peer_t *peer, json_t *o, const char *cap, call_kind_t kind, dht_client_cb cb,
-                void *arg)
+dht_client_send_within(rbus_peer_t *peer, json_t *o, const char *cap, call_kind_t kind,
+                       uint32_t deadline_ms, dht_client_cb cb, void *arg)
 {
-    rbus_request_opts_t ro = {.app_proto_id = OAP_APP_DHT, .deadline_ms = DHT_CLIENT_DEADLINE_MS};
+    rbus_request_opts_t ro = {.app_proto_id = OAP_APP_DHT, .deadline_ms = deadline_ms};
     char *txt = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     dht_call_t *c;
     uint8_t *buf;
@@ -211,6 +211,13 @@ dht_client_send(rbus_peer_t *peer, json_t *o, const char *cap, call_kind_t kind,
     return rc;
 }
 
+static int
+dht_client_send(rbus_peer_t *peer, json_t *o, const char *cap, call_kind_t kind, dht_client_cb cb,
+                void *arg)
+{
+    return dht_client_send_within(peer, o, cap, kind, DHT_CLIENT_DEADLINE_MS, cb, arg);
+}
+
 static void
 dht_client_b3(char out[static 3 + 2 * DHT_ID_LEN + 1], const uint8_t addr[static DHT_ID_LEN])
 {
@@ -224,25 +231,35 @@ int
 dht_client_find_providers(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
                           unsigned limit, dht_client_cb cb, void *arg)
 {
-    return dht_client_find_providers_cap(peer, addr, limit, NULL, cb, arg);
+    return dht_client_find_providers_within(peer, addr, limit, NULL, 0, cb, arg);
 }
 
 int
 dht_client_find_providers_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
                               unsigned limit, const char *cap, dht_client_cb cb, void *arg)
 {
+    return dht_client_find_providers_within(peer, addr, limit, cap, 0, cb, arg);
+}
+
+int
+dht_client_find_providers_within(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
+                                 unsigned limit, const char *cap, uint32_t deadline_ms,
+                                 dht_client_cb cb, void *arg)
+{
     char a[3 + 2 * DHT_ID_LEN + 1], lim[16];
     json_t *o;
 
-    if (limit > DHT_CLIENT_MAX_PROVIDERS)
+    if (limit > DHT_CLIENT_MAX_PROVIDERS || deadline_ms > DHT_CLIENT_DEADLINE_MS)
         return RON_EINVAL;
+    if (deadline_ms == 0)
+        deadline_ms = DHT_CLIENT_DEADLINE_MS;
     dht_client_b3(a, addr);
     o = json_pack("{s:s, s:s}", "op", "find_providers", "address", a);
     if (o != NULL && limit > 0) {
         snprintf(lim, sizeof lim, "%u", limit);
         json_object_set_new(o, "limit", json_string(lim));
     }
-    return dht_client_send(peer, o, cap, CALL_PROVIDERS, cb, arg);
+    return dht_client_send_within(peer, o, cap, CALL_PROVIDERS, deadline_ms, cb, arg);
 }
 
 int

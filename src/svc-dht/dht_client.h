@@ -70,6 +70,17 @@ int dht_client_find_providers(rbus_peer_t *peer, const uint8_t addr[static DHT_I
                               unsigned limit, dht_client_cb cb, void *arg);
 
 /*
+ * As dht_client_find_providers_cap (cap: NULL for none), with the request's
+ * deadline deadline_ms (1..DHT_CLIENT_DEADLINE_MS; 0 = DHT_CLIENT_DEADLINE_MS)
+ * instead of the default: past it cb gets status RON_ETIMEOUT and a late
+ * answer is dropped. For a caller that must answer a miss soon (svc-storage's
+ * fetch on miss).
+ */
+int dht_client_find_providers_within(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
+                                     unsigned limit, const char *cap, uint32_t deadline_ms,
+                                     dht_client_cb cb, void *arg);
+
+/*
  * Announce (provide) or withdraw (unprovide) this node as a provider of
  * addr. cb may be NULL (fire and forget: the answer is dropped). Returns as
  * dht_client_find_providers.

@@ -163,8 +163,11 @@ struct dht {
     dht__local_t *local; /* DHT_MAX_LOCAL slots, allocated on first use */
     uint32_t nlocal;
 
-    dht_addr_t seeds[DHT_MAX_SEEDS];
+    dht_seed_t seeds[DHT_MAX_SEEDS];
     uint32_t nseeds;
+    bool seed_refused;               /* a datagram broke a seed's pinned id */
+    dht_seed_t refused_seed;         /* the last one: its seed */
+    uint8_t refused_id[DHT_ID_LEN];  /* and the id it carried */
     bool booting; /* between dht_bootstrap and the end of the self-lookup */
     uint64_t next_seed_ping;
     uint64_t self_at;       /* next self-lookup, ms; DHT__NEVER before bootstrap */

@@ -85,6 +85,8 @@ typedef struct dht_service dht_service_t;
 typedef struct {
     char host[DHT_SVC_HOST_MAX];
     uint16_t port;
+    bool has_id; /* "ID@host:port": the node expected there */
+    uint8_t id[DHT_ID_LEN];
     bool resolved;
     uint64_t next_try;
     uv_getaddrinfo_t *req; /* in flight, or NULL */
@@ -112,8 +114,10 @@ struct dht_service {
     uint8_t rxbuf[2048];
     uint8_t txbuf[DHT_MAX_DATAGRAM];
 
-    dht_addr_t seeds[DHT_MAX_SEEDS];
+    dht_seed_t seeds[DHT_MAX_SEEDS];
     size_t nseeds;
+    uint64_t seed_logged; /* ms of the last log of a refused seed datagram (rate limit) */
+    uint64_t seed_refused_seen; /* rx_seed_mismatch already logged about */
     seed_name_t names[DHT_MAX_SEEDS]; /* seeds given by host name, resolved on the thread pool */
     size_t nnames;
     bool bootstrapped;
@@ -256,20 +260,25 @@ addr_to_sockaddr(const dht_addr_t *a, struct sockaddr_storage *ss)
  * syntax) fills name_out and returns 1; anything else is RON_EINVAL.
  */
 static int
-seed_parse(const char *seed, dht_addr_t *a, seed_name_t *name_out)
+seed_parse(const char *seed, dht_seed_t *a, seed_name_t *name_out)
 {
     const char *at = strchr(seed, '@'), *colon;
+    uint8_t id[DHT_ID_LEN];
     uint64_t port;
     size_t hl;
 
+    memset(a, 0, sizeof *a);
     if (at != NULL) {
-        uint8_t id[DHT_ID_LEN];
         if (at - seed != 2 * DHT_ID_LEN || ron_hex_decode(id, DHT_ID_LEN, seed, 2 * DHT_ID_LEN) < 0)
             return RON_EINVAL;
         seed = at + 1;
     }
-    if (dht_service_addr_parse(seed, a) == 0)
+    if (dht_service_addr_parse(seed, &a->addr) == 0) {
+        a->has_id = at != NULL;
+        if (a->has_id)
+            memcpy(a->id, id, DHT_ID_LEN);
         return 0;
+    }
     colon = strrchr(seed, ':');
     if (colon == NULL || seed[0] == '[')
         return RON_EINVAL;
@@ -286,6 +295,9 @@ seed_parse(const char *seed, dht_addr_t *a, seed_name_t *name_out)
     memset(name_out, 0, sizeof *name_out);
     memcpy(name_out->host, seed, hl);
     name_out->port = (uint16_t)port;
+    name_out->has_id = at != NULL;
+    if (name_out->has_id)
+        memcpy(name_out->id, id, DHT_ID_LEN);
     return 1;
 }
 
@@ -799,6 +811,29 @@ ask_list(dht_service_t *s)
         s->next_list_ask = ron_now_ms() + DHT_SVC_RETRY_MS;
 }
 
+/* Log a datagram refused because a seed named another node (at most one
+ * line per DHT_SVC_SEED_LOG_MS: an impostor must not flood the log). */
+static void
+seed_log_refused(dht_service_t *s)
+{
+    uint64_t now = ron_now_ms(), n = dht_stats(s->dht)->rx_seed_mismatch;
+    char want[2 * DHT_ID_LEN + 1], got[2 * DHT_ID_LEN + 1], at[DHT_SVC_ADDR_MAX];
+    uint8_t id[DHT_ID_LEN];
+    dht_seed_t sd;
+
+    if (n == s->seed_refused_seen ||
+        (s->seed_logged != 0 && now < s->seed_logged + DHT_SVC_SEED_LOG_MS) ||
+        dht_seed_mismatch_last(s->dht, &sd, id) < 0)
+        return;
+    ron_hex_encode(want, sd.id, DHT_ID_LEN);
+    ron_hex_encode(got, id, DHT_ID_LEN);
+    dht_service_addr_format(&sd.addr, at);
+    ron_warn("dht: seed %s answered as node %s, not %s as configured: refused (%llu so far)", at,
+             got, want, (unsigned long long)n);
+    s->seed_refused_seen = n;
+    s->seed_logged = now;
+}
+
 /* ---- seeds given by host name ---- */
 
 static void svc_release(dht_service_t *s);
@@ -828,12 +863,16 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
                  status < 0 ? uv_strerror(status) : "no IPv4/IPv6 address");
     } else if (s->nseeds < DHT_MAX_SEEDS) {
         char text[DHT_SVC_ADDR_MAX];
+        dht_seed_t *sd = &s->seeds[s->nseeds++];
         a.port = n->port;
         n->resolved = true;
-        s->seeds[s->nseeds++] = a;
+        memset(sd, 0, sizeof *sd);
+        sd->addr = a;
+        sd->has_id = n->has_id;
+        memcpy(sd->id, n->id, DHT_ID_LEN);
         dht_service_addr_format(&a, text);
         ron_info("dht: seed %s is %s", n->host, text);
-        s->boot_called = dht_bootstrap(s->dht, s->seeds, s->nseeds, ron_now_ms()) == 0;
+        s->boot_called = dht_bootstrap_seeds(s->dht, s->seeds, s->nseeds, ron_now_ms()) == 0;
         svc_pump(s);
     }
     svc_release(s);
@@ -885,7 +924,7 @@ on_house(uv_timer_t *t)
         }
     if (!s->boot_called && dht_table_size(s->dht) > 0) {
         /* someone found us (no seeds of our own): join properly */
-        s->boot_called = dht_bootstrap(s->dht, s->seeds, s->nseeds, now) == 0;
+        s->boot_called = dht_bootstrap_seeds(s->dht, s->seeds, s->nseeds, now) == 0;
     }
     if (s->nseeds + s->nnames == 0 && dht_table_size(s->dht) > 0)
         s->bootstrapped = true;
@@ -930,6 +969,7 @@ on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *
         return;
     if (dht_input(s->dht, (const uint8_t *)buf->base, (size_t)nread, &a, ron_now_ms()) < 0)
         s->rx_dropped++;
+    seed_log_refused(s);
     svc_pump(s);
 }
 
@@ -964,6 +1004,17 @@ get_b3(json_t *o, uint8_t key[static DHT_ID_LEN])
     return ron_hex_decode(key, DHT_ID_LEN, a + 3, 2 * DHT_ID_LEN) < 0 ? -1 : 0;
 }
 
+/* 1 when this node holds a record an answer for op and key would carry. */
+static bool
+held_any(const dht_service_t *s, op_t op, const uint8_t key[static DHT_ID_LEN])
+{
+    dht_provider_t held[DHT_MAX_PROVIDERS_PER_KEY];
+
+    if (op == OP_FIND)
+        return dht_providers_held(s->dht, key, held, RON_ARRAY_LEN(held)) > 0;
+    return dht_name_held(s->dht, key) != NULL;
+}
+
 /*
  * Make req wait for a lookup of key: joins one already running for the
  * same op and key (many gets of one object ask once), else starts one.
@@ -979,6 +1030,13 @@ start_wait(dht_service_t *s, op_t op, rbus_req_t *req, const uint8_t key[static 
 
     if (s->npend >= DHT_SVC_MAX_PENDING) {
         answer_error(s, op, req, 429, NULL, "pending", "too many DHT requests waiting");
+        return;
+    }
+    if (dht_table_size(s->dht) == 0 && s->nseeds + s->nnames > 0 && !held_any(s, op, key)) {
+        /* seeded but no contact yet (starting, or the seeds are down): an empty
+         * answer would claim nobody has it */
+        answer_error(s, op, req, 503, NULL, "not_joined",
+                     "the DHT has not reached any other node yet");
         return;
     }
     for (size_t i = 0; i < DHT_SVC_MAX_PENDING && same == NULL; i++)
@@ -1308,7 +1366,7 @@ dht_service_new(uv_loop_t *loop, rbus_t *bus, const dht_service_config_t *cfg,
         return rc;
     }
     if (s->nseeds > 0 || dht_table_size(s->dht) > 0)
-        s->boot_called = dht_bootstrap(s->dht, s->seeds, s->nseeds, now) == 0;
+        s->boot_called = dht_bootstrap_seeds(s->dht, s->seeds, s->nseeds, now) == 0;
     resolve_names(s);
     uv_udp_recv_start(&s->udp, on_alloc, on_recv);
     uv_timer_start(&s->house, on_house, DHT_SVC_HOUSE_MS, DHT_SVC_HOUSE_MS);
@@ -1406,6 +1464,9 @@ dht_service_metrics(dht_service_t *s, char *buf, size_t cap)
     COUNTER("dht_rx_forged_total", "DHT records dropped for a bad signature or TTL.",
             st->rx_forged);
     COUNTER("dht_rx_unsolicited_total", "DHT replies matching no request.", st->rx_unsolicited);
+    COUNTER("dht_rx_seed_mismatch_total",
+            "DHT datagrams refused: a seed named its node id and another id spoke from there.",
+            st->rx_seed_mismatch);
     COUNTER("dht_rx_dropped_total", "DHT datagrams the core refused, for any reason.",
             s->rx_dropped);
     COUNTER("dht_tx_dropped_total", "DHT datagrams dropped (queue full or socket refused).",

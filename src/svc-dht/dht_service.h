@@ -37,6 +37,7 @@
 #define DHT_SVC_RETRY_MS 1000u         /* overlay status / storage list retry interval */
 #define DHT_SVC_ANNOUNCE_TRIES 60u     /* storage list attempts before giving up re-announcing */
 #define DHT_SVC_LIST_PAGE 256u         /* storage list page size (the storage maximum) */
+#define DHT_SVC_SEED_LOG_MS 10000u     /* a refused seed datagram is logged at most this often */
 #define DHT_SVC_ADDR_MAX 64u           /* "[v6]:PORT" text, NUL included */
 #define DHT_SVC_HOST_MAX 254u          /* a seed's host name (DNS: 253 characters) */
 

@@ -289,6 +289,26 @@ int dht_lookup(dht_t *d, const uint8_t target[static DHT_ID_LEN], dht_lookup_kin
  */
 int dht_bootstrap(dht_t *d, const dht_addr_t *seeds, size_t n, uint64_t now);
 
+/* A seed address, optionally with the node id expected there ("ID@HOST:PORT"). */
+typedef struct {
+    dht_addr_t addr;
+    bool has_id;
+    uint8_t id[DHT_ID_LEN];
+} dht_seed_t;
+
+/*
+ * As dht_bootstrap, for seeds that may name the node they expect. A
+ * datagram from a pinned seed's address whose sender is another id is
+ * refused: no answer, no table entry (also later, whatever it claims),
+ * counted in rx_seed_mismatch and remembered for dht_seed_mismatch_last.
+ */
+int dht_bootstrap_seeds(dht_t *d, const dht_seed_t *seeds, size_t n, uint64_t now);
+
+/* The last datagram refused under that rule: the seed it came from (with
+ * the id expected) and the id it carried. Returns 0, or RON_ENOTFOUND when
+ * none was refused. */
+int dht_seed_mismatch_last(const dht_t *d, dht_seed_t *seed_out, uint8_t id_out[static DHT_ID_LEN]);
+
 /*
  * Announce that this node provides key: sign a record (cfg overlay_addr,
  * ts now, ttl DHT_PROVIDER_TTL_S), keep it in the store, look up key and send
@@ -341,6 +361,7 @@ typedef struct {
     uint64_t rx_forged;                 /* records with a bad signature or bad TTL */
     uint64_t rx_unsolicited;            /* replies matching no request of ours */
     uint64_t rx_id_mismatch;            /* replies from an address whose id changed */
+    uint64_t rx_seed_mismatch;          /* datagrams from a pinned seed's address, another id */
     uint64_t tx_truncated;              /* replies cut to 3x an untokened request */
     uint64_t tx_dropped;                /* outgoing queue full */
     uint64_t requests_sent, requests_timeout, requests_hedged;

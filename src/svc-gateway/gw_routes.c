@@ -1210,10 +1210,8 @@ gw_remote_open(gw_get_t *g)
     }
     /* a whole-object GET reads on from here: let storage fetch ahead at once */
     if (gw_remote_get(g, 0, len, g->range != NULL || g->head ? 0 : STO_SVC_FETCH_AHEAD_MAX,
-                      gw_remote_open_done) < 0) {
-        g->rc = RON_ENOTFOUND;
-        gw_get_open_done(&g->work, 0);
-    }
+                      gw_remote_open_done) < 0)
+        gw_remote_open_done(g, RON_EUNAVAIL, NULL); /* storage unreachable: 503, not a 404 */
 }
 
 static void

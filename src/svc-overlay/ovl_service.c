@@ -104,6 +104,9 @@ struct ovl_service {
     met_registry_t *reg;
     met_counter_t *m_sent, *m_recv, *m_bad;
     met_gauge_t *m_sessions;
+    met_gauge_t *m_queued;                   /* all sessions' queued output bytes */
+    met_counter_t *m_budget_waits, *m_released;
+    uint64_t seen_budget_waits, seen_released;
     met_counter_t *m_fetch[6];
     met_counter_t *m_rej[SVC_N_REJ];
     uint64_t seen_sent, seen_recv, seen_bad, seen_fetch[6], seen_rej[SVC_N_REJ];
@@ -984,6 +987,13 @@ svc_register_metrics(ovl_service_t *s)
                          "Pieces or metadata from peers that did not verify.", &s->m_bad);
     met_gauge_register(s->reg, "overlay_sessions", "Peer sessions open (both directions).",
                        &s->m_sessions);
+    met_gauge_register(s->reg, "overlay_peer_queued_bytes",
+                       "Output bytes queued to peers now, all sessions together.", &s->m_queued);
+    met_counter_register(s->reg, "overlay_peer_budget_waits_total",
+                         "Sends held back because all sessions' queues reached the node's budget.",
+                         &s->m_budget_waits);
+    met_counter_register(s->reg, "overlay_peer_buffers_released_bytes_total",
+                         "Buffer bytes idle peer sessions gave back.", &s->m_released);
     if (met_family_register(s->reg, &fd, &fam) == 0)
         for (size_t i = 0; i < 6; i++)
             s->m_fetch[i] = met_family_counter(fam, (const char *[]){fetch_results[i]});
@@ -1156,6 +1166,9 @@ ovl_service_metrics(ovl_service_t *s, char *buf, size_t cap)
     counter_to(s->m_recv, st.piece_bytes_recv, &s->seen_recv);
     counter_to(s->m_bad, st.bad_pieces, &s->seen_bad);
     met_gauge_set(s->m_sessions, (double)st.sessions);
+    met_gauge_set(s->m_queued, (double)ps->queued);
+    counter_to(s->m_budget_waits, ps->budget_waits, &s->seen_budget_waits);
+    counter_to(s->m_released, ps->buffers_released, &s->seen_released);
     for (size_t i = 0; i < SVC_N_REJ; i++)
         counter_to(s->m_rej[i], ps->rejects[i], &s->seen_rej[i]);
     if (met_registry_render(s->reg, &txt, &len) < 0 || len > cap) {

@@ -49,9 +49,10 @@
 #define OVL_SVC_MAX_JSON 4096u         /* bytes of a request's JSON */
 #define OVL_SVC_PIECES_MAX (OVL_SVC_FETCH_MAX_LEN / STO_PIECE_LEN + 2u) /* records per answer */
 /* max_frame offered on peer links (tx_peer's default is 1 MiB): a piece frame
- * (OVL_MIN_MAX_FRAME, 67,120 B) fits; a peer can make us buffer at most this
- * plus one read (OAP_CHUNK) per session, ~19 MiB for 100 sessions, not ~106 */
-#define OVL_SVC_MAX_FRAME 131072u
+ * (OVL_MIN_MAX_FRAME, 67,120 B) fits with room to spare; a peer can make us
+ * buffer at most this plus one read (OAP_CHUNK) per session until the session
+ * goes quiet (tx_peer then releases it): ~14 MiB for 100 sessions, not ~106 */
+#define OVL_SVC_MAX_FRAME 81920u
 
 typedef struct ovl_service ovl_service_t;
 

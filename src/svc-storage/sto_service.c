@@ -104,6 +104,7 @@ struct svc_fetch {
     ovl_req_t *reqs;        /* overlay fetches in flight */
     char paddr[STO_FETCH_MAX_PROVIDERS][DHT_CLIENT_ADDR_MAX];
     unsigned finds;         /* find_providers lookups so far */
+    int find_err;           /* the last lookup's failure (0: it answered) */
     uint64_t next_find_ms;  /* no lookup again before this (records may be on their way) */
     uint64_t linger_until;  /* idle: kept until then for the next get (0: not idle) */
     bool finding, opening, completing, whole, any_provider, timer_open, ended;
@@ -163,6 +164,14 @@ struct sto_service {
     rbus_peer_t *dht, *ovl;
     svc_fetch_t *fetches;
     met_counter_t *fetch_bytes, *fetch_fail, *fetch_res[3], *provides[2], *unprovides;
+    met_counter_t *miss_hits;
+    /* addresses whose lookup found no provider, until when (a ring: the
+     * oldest entry is replaced), so a repeated miss answers 404 at once */
+    struct {
+        uint8_t addr[STO_ADDR_LEN];
+        uint64_t until_ms;
+    } miss[STO_SVC_MISS_MAX];
+    size_t miss_next;
     /* addresses GC evicted (filled by the store's hook on a worker) */
     pthread_mutex_t evmu;
     uint8_t (*evq)[STO_ADDR_LEN];
@@ -641,6 +650,8 @@ job_work(uv_work_t *w)
 static void svc_maybe_free(sto_service_t *s);
 static void fetch_job_done(sto_service_t *s, job_t *j);
 static void fetch_join(sto_service_t *s, job_t *j);
+static bool miss_known(const sto_service_t *s, const uint8_t addr[STO_ADDR_LEN], uint64_t now);
+static svc_fetch_t *fetch_find(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN]);
 static void svc_provide(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN]);
 
 static void
@@ -661,9 +672,17 @@ job_done(uv_work_t *w, int status)
     if (j->op == OP_GET && (j->rc == RON_ENOTFOUND || j->rc == RON_EAGAIN) && !j->local &&
         s->dht != NULL && s->ovl != NULL && !s->stopping) {
         /* fetch on miss: the get waits for its pieces */
+        bool absent = j->rc == RON_ENOTFOUND; /* not even a partial object */
         free(j->data);
         j->data = NULL;
         j->rc = 0;
+        if (absent && miss_known(s, j->addr, ron_now_ms()) && fetch_find(s, j->addr) == NULL) {
+            met_counter_inc(s->miss_hits);
+            answer_error(s, OP_GET, j->req, j->corr_id, 404, NULL, NULL, 0,
+                         "no provider of this object was found");
+            free(j);
+            return;
+        }
         fetch_join(s, j);
         return;
     }
@@ -898,6 +917,37 @@ on_evasync(uv_async_t *a)
     free(q);
 }
 
+/* 1 when a lookup for addr found no provider less than miss_ttl_ms ago. */
+static bool
+miss_known(const sto_service_t *s, const uint8_t addr[STO_ADDR_LEN], uint64_t now)
+{
+    for (size_t i = 0; i < STO_SVC_MISS_MAX; i++)
+        if (s->miss[i].until_ms > now && memcmp(s->miss[i].addr, addr, STO_ADDR_LEN) == 0)
+            return true;
+    return false;
+}
+
+/* Remember that a lookup for addr found no provider (replacing its own
+ * entry, else an expired one, else the oldest). */
+static void
+miss_remember(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN], uint64_t now)
+{
+    size_t slot = SIZE_MAX;
+
+    for (size_t i = 0; i < STO_SVC_MISS_MAX && slot == SIZE_MAX; i++)
+        if (memcmp(s->miss[i].addr, addr, STO_ADDR_LEN) == 0)
+            slot = i;
+    for (size_t i = 0; i < STO_SVC_MISS_MAX && slot == SIZE_MAX; i++)
+        if (s->miss[i].until_ms <= now)
+            slot = i;
+    if (slot == SIZE_MAX) {
+        slot = s->miss_next;
+        s->miss_next = (s->miss_next + 1) % STO_SVC_MISS_MAX;
+    }
+    memcpy(s->miss[slot].addr, addr, STO_ADDR_LEN);
+    s->miss[slot].until_ms = now + s->lim.miss_ttl_ms;
+}
+
 static svc_fetch_t *
 fetch_find(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN])
 {
@@ -956,8 +1006,15 @@ static void
 fetch_fail_waiters(svc_fetch_t *f, uint16_t code, const char *reason, const char *msg)
 {
     sto_service_t *s = f->svc;
+    char hex[68];
 
     met_counter_inc(s->fetch_res[code == 404 ? FR_NOT_FOUND : FR_FAILED]);
+    if (f->waiters != NULL) {
+        sto_addr_format(f->addr, hex);
+        ron_log(code == 404 ? RON_LOG_DEBUG : RON_LOG_INFO,
+                "storage: fetch of %s: %u %s (%u lookups, %zu providers usable)", hex, code, msg,
+                f->finds, sto_fetch_providers_usable(f->sched));
+    }
     while (f->waiters != NULL) {
         job_t *j = f->waiters;
         f->waiters = j->next;
@@ -1048,6 +1105,7 @@ fetch_on_providers(void *arg, const dht_client_result_t *res)
     svc_fetch_t *f = arg;
 
     f->finding = false;
+    f->find_err = 0;
     f->next_find_ms = ron_now_ms() + STO_SVC_FETCH_FIND_GAP_MS;
     if (res->status == 0 && res->code == 200) {
         for (size_t i = 0; i < res->n_providers; i++) {
@@ -1058,7 +1116,11 @@ fetch_on_providers(void *arg, const dht_client_result_t *res)
             f->any_provider = true;
         }
     } else {
-        f->last_err = res->status < 0 ? res->status : RON_EUNAVAIL;
+        f->find_err = res->status < 0 ? res->status
+                      : res->code == 504 ? RON_ETIMEOUT
+                      : res->code == 429 ? RON_EBUSY
+                                          : RON_EUNAVAIL;
+        f->last_err = f->find_err;
     }
     fetch_pump(f);
 }
@@ -1070,11 +1132,11 @@ fetch_find_providers(svc_fetch_t *f)
     char tok[AUTH_MAX_TOKEN + 1];
 
     f->finds++;
-    if (dht_client_find_providers_cap(s->dht, f->addr, 0, svc_self_token(s, tok),
-                                      fetch_on_providers, f) == 0) {
+    if (dht_client_find_providers_within(s->dht, f->addr, 0, svc_self_token(s, tok),
+                                         STO_SVC_FETCH_FIND_MS, fetch_on_providers, f) == 0) {
         f->finding = true;
     } else {
-        f->last_err = RON_EUNAVAIL; /* the dht endpoint is down: try again in a moment */
+        f->find_err = f->last_err = RON_EUNAVAIL; /* the dht endpoint is down */
         f->next_find_ms = ron_now_ms() + STO_SVC_FETCH_FIND_GAP_MS;
     }
 }
@@ -1236,20 +1298,29 @@ fetch_pump(svc_fetch_t *f)
     fetch_serve_ready(f);
     bool stuck = !f->opening && !f->finding && f->waiters != NULL && !f->whole &&
                  sto_fetch_state(f->sched) == STO_FETCH_STUCK;
+    if (stuck && !f->any_provider) {
+        /* a miss costs one lookup: none found is 404 now (and for a while) */
+        if (f->find_err == RON_ETIMEOUT) {
+            fetch_fail_waiters(f, 504, "lookup", "the provider lookup did not answer in time");
+        } else if (f->find_err < 0) {
+            fetch_fail_waiters(f, 503, "lookup", "the provider lookup failed");
+        } else {
+            miss_remember(s, f->addr, now);
+            fetch_fail_waiters(f, 404, NULL, "no provider of this object was found");
+        }
+        stuck = false;
+    }
     if (stuck && f->finds < STO_SVC_FETCH_FINDS && now < f->next_find_ms) {
-        /* look again in a moment: a record just announced may not be there yet */
+        /* every provider found failed: look once more in a moment (others may
+         * have announced it since) */
         uv_timer_start(&f->timer, fetch_on_timer, f->next_find_ms - now, 0);
         return;
     }
     if (stuck) {
         if (f->finds < STO_SVC_FETCH_FINDS)
             fetch_find_providers(f);
-        if (!f->finding) {
-            if (!f->any_provider)
-                fetch_fail_waiters(f, 404, NULL, "no provider of this object was found");
-            else
-                fetch_fail_waiters(f, 503, "providers", "every provider failed");
-        }
+        if (!f->finding)
+            fetch_fail_waiters(f, 503, "providers", "every provider failed");
     }
     fetch_try_complete(f);
     /* wake for a hedge, a timeout, a backoff or a waiter's deadline */
@@ -1876,6 +1947,8 @@ sto_service_new(uv_loop_t *loop, rbus_t *bus, sto_store_t *store,
         s->lim.puts_total = STO_SVC_PUTS_TOTAL;
     if (s->lim.put_idle_ms == 0)
         s->lim.put_idle_ms = STO_SVC_PUT_IDLE_MS;
+    if (s->lim.miss_ttl_ms == 0)
+        s->lim.miss_ttl_ms = STO_SVC_MISS_TTL_MS;
     s->puts = ron_xcalloc(s->lim.puts_total, sizeof *s->puts); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
     s->reg = met_registry_new();
     met_family_register(s->reg, &desc_req, &fam);
@@ -1918,6 +1991,10 @@ sto_service_new(uv_loop_t *loop, rbus_t *bus, sto_store_t *store,
         met_counter_register(s->reg, "storage_fetch_provider_failures_total",
                              "Overlay fetches that failed (error, timeout, bad piece).",
                              &s->fetch_fail);
+        met_counter_register(s->reg, "storage_fetch_misses_cached_total",
+                             "Gets of an absent object answered 404 at once: a lookup found no "
+                             "provider of it moments ago.",
+                             &s->miss_hits);
         met_counter_register(s->reg, "storage_unprovides_total",
                              "Provider records withdrawn because GC evicted the object.",
                              &s->unprovides);

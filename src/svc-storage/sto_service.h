@@ -38,8 +38,12 @@
 #define STO_SVC_LIST_MAX 256u              /* list page at most (bounds one response) */
 #define STO_SVC_RETRY_AFTER_MS 1000u       /* retry_after_ms of 429 and 507 answers */
 #define STO_SVC_FETCH_WAIT_MS 25000u       /* a get waiting for a fetch answers 504 past it */
-#define STO_SVC_FETCH_FINDS 4u             /* find_providers lookups per fetch when stuck */
+#define STO_SVC_FETCH_FINDS 2u             /* lookups per fetch: the second only when every
+                                              provider the first found failed */
 #define STO_SVC_FETCH_FIND_GAP_MS 400u     /* between two lookups of one fetch */
+#define STO_SVC_FETCH_FIND_MS 5000u        /* a lookup not answered by then: the gets get 504 */
+#define STO_SVC_MISS_TTL_MS 2000u          /* "no provider found" kept per address (404 at once) */
+#define STO_SVC_MISS_MAX 256u              /* addresses kept so (the oldest entry is replaced) */
 #define STO_SVC_FETCH_LINGER_MS 3000u      /* an idle fetch is kept this long for the next get */
 #define STO_SVC_FETCH_AHEAD_MAX (1u << 20) /* bytes a get's "ahead" may add to what is fetched */
 
@@ -49,6 +53,7 @@ typedef struct {
     uint32_t puts_per_conn; /* 0 = STO_SVC_PUTS_PER_CONN */
     uint32_t puts_total;    /* 0 = STO_SVC_PUTS_TOTAL */
     uint32_t put_idle_ms;   /* 0 = STO_SVC_PUT_IDLE_MS */
+    uint32_t miss_ttl_ms;   /* 0 = STO_SVC_MISS_TTL_MS */
     /* Optional (NULL: sto_close): called once, on the loop, with the store
      * when the service lets go of it (freed and its last worker call
      * returned, or sto_service_new failed), so a store shared by several
@@ -84,7 +89,10 @@ void sto_service_free(sto_service_t *svc);
  * an absent object or of a range a partial object lacks asks dht
  * find_providers and fetches the pieces over overlay fetch (sto_fetch.h),
  * keeping them in a partial object and answering as soon as the get's
- * pieces verified; "local":true turns that off per get. With dht set, a
+ * pieces verified; "local":true turns that off per get. A miss costs one
+ * lookup (deadline STO_SVC_FETCH_FIND_MS): when it finds no provider the
+ * gets answer 404 at once, and further gets of that address answer 404
+ * without a lookup for miss_ttl_ms (at most STO_SVC_MISS_MAX addresses). With dht set, a
  * put_commit that created an object and a completed fetch announce it (dht
  * provide), and GC evictions withdraw it (dht unprovide). Either may be NULL.
  */

@@ -16,6 +16,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import time
 
 from ronnode import RON, Node, app_cap_env, check, free_port, wait_for
 
@@ -88,7 +89,12 @@ def http_get(n, path, headers=None, timeout=30):
         return e.code, e.read()
 
 
-st, body = http_get(c, "/o/" + addr)
+# (503 + Retry-After while C's gateway is still connecting to its storage: retried, as a client would)
+for _ in range(50):
+    st, body = http_get(c, "/o/" + addr)
+    if st != 503:
+        break
+    time.sleep(0.2)
 check(st == 200 and hashlib.sha256(body).digest() == hashlib.sha256(data).digest(),
       "gateway GET on C: %d, %d bytes" % (st, len(body)))
 wait_for(lambda: (c.metric('storage_fetch_bytes_total{service="storage"}') or 0) >= len(data), 10,
