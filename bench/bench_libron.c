@@ -5,6 +5,9 @@
  *   bench_libron get NODE ADDR N    N whole-object gets of ADDR (verified), to a counting sink
  *   bench_libron put NODE SIZE N    N puts of distinct SIZE-byte buffers
  * Prints "<op> p50 <ms> p95 <ms> p99 <ms> n <N>". Used by bench/ingest.sh.
+ * Every request carries the capability the CLI would send ($RON_CAP, else
+ * <data dir>/operator.cap; none when neither exists): puts need one, and a
+ * capability bearer's gets are not held to the anonymous per-source rate.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -44,7 +47,8 @@ main(int argc, char **argv)
     ron_client_t *c = NULL;
     uint64_t n, size = 0, *ns;
     uint8_t *buf = NULL;
-    char addr[RON_CLIENT_ADDR_LEN + 1];
+    char addr[RON_CLIENT_ADDR_LEN + 1], dir[RON_CLIENT_MAX_PATH];
+    char *cap = NULL;
     int rc = 0;
 
     if (argc != 5 || ron_parse_u64(argv[4], strlen(argv[4]), &n) < 0 || n == 0 || n > 1000000 ||
@@ -53,7 +57,16 @@ main(int argc, char **argv)
         return 2;
     }
     o.node = argv[2];
-    if (ron_client_new(&o, &c) < 0) {
+    rc = ron_client_cap_find(NULL, ron_client_data_dir(NULL, dir, sizeof dir) == 0 ? dir : NULL,
+                             &cap);
+    if (rc < 0) {
+        fprintf(stderr, "bench_libron: capability: %s\n", ron_errname(rc));
+        return 2;
+    }
+    o.cap = cap;
+    rc = ron_client_new(&o, &c);
+    free(cap);
+    if (rc < 0) {
         fprintf(stderr, "bench_libron: bad node %s\n", argv[2]);
         return 2;
     }

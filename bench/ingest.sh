@@ -9,6 +9,12 @@
 #     connection, whole-object verified gets) and through `ron get` (a new
 #     process per get), on the macronode.
 # Medians of >= 5 interleaved runs; the source file is in the page cache.
+# Capabilities (issue 5): every `ron put`, `ron get` and bench_libron request
+# carries the node's operator capability (RON_CAP: <data-dir>/operator.cap on
+# the macronode, the `operator capability:` line on the micronode's stderr in
+# amnesia); puts need it, and a capability bearer's gets are not held to the
+# shipped policy's anonymous rate (100/s per source), which the 250 gets of a
+# run from 127.0.0.1 would otherwise exceed.
 # Usage: bench/ingest.sh [build/release]  (writes bench/results/ingest.md)
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,13 +42,32 @@ stop_node() {
 }
 trap 'stop_node; rm -rf "$tmp"' EXIT INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# start_node PROFILE DATA: sets $app; waits (bounded) until the app port answers `ron status`
+# node_cap PROFILE DATA: the node's operator capability, exported as RON_CAP
+# (waits, bounded, for operator.cap or the amnesia stderr line)
+node_cap() {
+    w=0
+    RON_CAP=
+    while [ -z "$RON_CAP" ]; do
+        if [ -s "$2/operator.cap" ]; then
+            RON_CAP=$(cat "$2/operator.cap")
+        else
+            RON_CAP=$(sed -n 's/^operator capability: //p' "$tmp/node-$1.log" | tail -1)
+        fi
+        [ -n "$RON_CAP" ] && break
+        w=$((w + 1))
+        [ $w -lt 100 ] || { echo "bench/ingest.sh: no operator capability from the $1 node" >&2; cat "$tmp/node-$1.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    export RON_CAP
+}
+# start_node PROFILE DATA: sets $app and RON_CAP; waits (bounded) until the app port answers `ron status`
 start_node() {
     app="127.0.0.1:$(free_port)"
     admin="127.0.0.1:$(free_port)"
     "$ron" node --profile "$1" --data-dir "$2" --admin "$admin" --app "$app" \
         --set services=storage,index,app 2>"$tmp/node-$1.log" &
     node_pid=$!
+    node_cap "$1" "$2"  # `ron status` is an admin op on the app port: it needs the capability
     w=0  # not i: sh has no local variables and the caller loops on i
     until env -u RON_ADMIN "$ron" status --node "$app" >/dev/null 2>&1; do
         w=$((w + 1))
@@ -134,5 +159,7 @@ cget=$(median < "$tmp/cget"); cget95=$(median < "$tmp/cget95")
     echo
     echo "Goal (issue 3): 1 MiB get p95 <= 2 ms. \`ron put\` times include process start, connect,"
     echo "HELLO and the node's durable commit; \`dd\` and \`b3sum\` read the same cached file."
+    echo "Every put and get carries the node's operator capability (RON_CAP): writes need one since"
+    echo "issue 5, and a capability bearer's gets are not held to the anonymous rate (100/s per source)."
 } > "$out"
 cat "$out"

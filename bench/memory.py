@@ -42,7 +42,10 @@ def rss(pid):
 def start(extra):
     d = tempfile.mkdtemp(prefix="ron-bench-")
     admin = "127.0.0.1:%d" % port()
-    node = subprocess.Popen([ron, "node", "--admin", admin, "--data-dir", d] + extra,
+    # services=echo: the node's default list is now the content and peer
+    # services (on fixed ports); this bench measures the kernel + one echo child
+    node = subprocess.Popen([ron, "node", "--admin", admin, "--data-dir", d,
+                             "--set", "services=echo"] + extra,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t_end = time.monotonic() + 10
     while True:

@@ -15,6 +15,9 @@ A 4 GiB object at 1 MB/s takes 72 minutes; the slow phases run SLOW_SECONDS
 follows the bytes in flight (it would grow by ~1 MB/s) or stays flat.
 Prints one line per phase: `phase=<name> process=<name> base_kib=.. peak_kib=.. growth_kib=..`
 for the process that grew most, and `address=b3:..` after the upload.
+The uploads carry the node's operator capability (<data-dir>/operator.cap,
+`Authorization: Bearer`): writes need one since issue 5. The two downloads
+are anonymous (the shipped policy allows content reads).
 """
 import json
 import os
@@ -129,11 +132,19 @@ def main():
                 if time.monotonic() > deadline:
                     raise SystemExit("node did not become ready")
                 time.sleep(0.1)
+        cap_path = os.path.join(d, "operator.cap")
+        deadline = time.monotonic() + 15
+        while not (os.path.exists(cap_path) and os.path.getsize(cap_path) > 0):
+            if time.monotonic() > deadline:
+                raise SystemExit("no operator.cap in " + d)
+            time.sleep(0.1)
+        with open(cap_path) as f:
+            auth = "Authorization: Bearer " + f.read().strip()
         time.sleep(1)
         pids = node_pids(admin, node.pid)
 
         s = Sampler(pids)
-        curl = subprocess.Popen(["curl", "-sS", "-H", "Expect:", "-H",
+        curl = subprocess.Popen(["curl", "-sS", "-H", "Expect:", "-H", auth, "-H",
                                  "Content-Type: application/octet-stream", "-T", "-", "-X", "POST",
                                  "http://%s/o" % http], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE)
@@ -158,8 +169,8 @@ def main():
         s.stop("get-1MB/s")
 
         s = Sampler(pids)
-        curl = subprocess.Popen(["curl", "-sS", "-H", "Expect:", "-T", "-", "-X", "POST",
-                                 "http://%s/o" % http], stdin=subprocess.PIPE,
+        curl = subprocess.Popen(["curl", "-sS", "-H", "Expect:", "-H", auth, "-T", "-", "-X",
+                                 "POST", "http://%s/o" % http], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t = threading.Thread(target=feed, args=(curl, SIZE, 1 << 20), daemon=True)
         t.start()

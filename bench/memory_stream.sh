@@ -23,6 +23,8 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
     echo "through the gateway with curl; RssAnon of every node process sampled every 200 ms."
     echo "Slow phases run ${SLOW_SECONDS:-60} s of a 1 MB/s transfer (the whole object would take"
     echo "72 minutes); memory that followed the bytes in flight would grow ~1 MiB/s."
+    echo "Uploads carry the node's operator capability (\`Authorization: Bearer\`, <data-dir>/operator.cap);"
+    echo "downloads are anonymous under the shipped default policy."
     echo
     echo "| phase | process that grew most | before MiB | peak MiB | growth MiB | goal |"
     echo "|---|---|---:|---:|---:|---|"

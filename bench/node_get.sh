@@ -5,7 +5,8 @@
 # files (bench/config/nginx-get.conf.in), for objects of 1 KiB, 64 KiB and
 # 1 MiB. Every byte the node sends is verified against the object's BLAKE3
 # tree; the hardening layer is on with its rate limit raised by the committed
-# bench/config/node-gateway-bench.json.
+# bench/config/node-gateway-bench.json. Puts carry the operator capability;
+# GETs are anonymous under bench/config/policy-bench.json (bench/lib/node_bench.sh).
 #   - throughput: wrk (HTTP/1.1 keep-alive) and h2load (h2c, prior
 #     knowledge), closed loop, RUNS interleaved runs, medians;
 #   - latency: open-loop h2load --rps at half of the micronode's h2c peak,
@@ -36,7 +37,7 @@ median() { sort -n | awk '{a[NR]=$1} END{m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1]
 
 nb_start_node macro
 nb_start_node micro
-nb_put_objects "1024 65536 1048576" "$macro_PORT" "$micro_PORT"
+nb_put_objects "1024 65536 1048576" macro micro
 nb_start_nginx
 
 wrk_rps() { # port path -> req/s
@@ -118,6 +119,7 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "Server on CPU $SERVER_CPU (the node's children inherit it), load on CPU $CLIENT_CPU."
     echo "h1: wrk -t1 -c$CONNS -d${DURATION}s; h2: h2load -c$CONNS -m$STREAMS -D$DURATION (h2c, prior"
     echo "knowledge). $RUNS interleaved runs, medians of requests/s."
+    echo "$NB_AUTH_NOTE"
     echo
     echo "| object | proto | micro req/s | macro req/s | nginx req/s | micro/nginx | macro/nginx | macro/micro | goal |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---|"

@@ -7,7 +7,9 @@
 # threads, /proc/PID/stat, before and after a run, divided by the requests
 # answered) is what holds up under that noise. Every byte the node sends is
 # verified against the object's BLAKE3 tree, the hardening layer is on
-# (bench/config/node-gateway-bench.json raises its rate limit).
+# (bench/config/node-gateway-bench.json raises its rate limit). Puts carry
+# the operator capability; GETs are anonymous under
+# bench/config/policy-bench.json (bench/lib/node_bench.sh).
 # Server on SERVER_CPU, load generator on CLIENT_CPU. RUNS interleaved runs,
 # medians. Prints a markdown section and writes bench/results/node_get_cpu.md.
 # Env: RUNS (5), DURATION (3), CONNS (50), STREAMS (10), SERVER_CPU (0),
@@ -36,7 +38,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime+stime of all thread
 nb_start_node micro
 NODE_PID=$micro_PID
 NODE_PORT=$micro_PORT
-nb_put_objects "$SIZES" "$NODE_PORT"
+nb_put_objects "$SIZES" micro
 nb_start_nginx
 
 # run PID PROTO PORT PATH -> "req/s us/req" of one run
@@ -91,6 +93,7 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "load on CPU $CLIENT_CPU. h1: wrk -t1 -c$CONNS -d${DURATION}s; h2: h2load -c$CONNS -m$STREAMS -D$DURATION (h2c)."
     echo "CPU: utime+stime of the server process (all threads) over the run / requests answered."
     echo "$RUNS interleaved runs, medians. efficiency = nginx us/req / node us/req (1.0x: as cheap as nginx)."
+    echo "$NB_AUTH_NOTE"
     echo
     echo "| object | proto | node req/s | nginx req/s | req/s ratio | node us/req | nginx us/req | efficiency |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|"

@@ -41,7 +41,10 @@ for run in range(runs):
     d = tempfile.mkdtemp(prefix="ron-bench-")
     admin = "127.0.0.1:%d" % port()
     log = open(os.path.join(d, "log"), "w+b")
+    # services=echo: the node's default list is now the content and peer
+    # services (on fixed ports); this bench restarts the one echo child
     node = subprocess.Popen([ron, "node", "--admin", admin, "--data-dir", d, "--amnesia",
+                             "--set", "services=echo",
                              "--set", "supervisor.healthy_reset_ms=100",
                              "--set", "supervisor.quarantine_crashes=64",
                              "--set", "supervisor.quarantine_window_ms=1000",

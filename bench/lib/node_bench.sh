@@ -3,6 +3,15 @@
 # started, a release `ron node` with the committed bench config, objects put
 # through its gateway and the same bytes served by nginx
 # (bench/config/nginx-get.conf.in). Needs ROOT, RON, NGINX, SERVER_CPU set.
+# Capabilities (issue 5): the puts carry the node's operator capability
+# (<data-dir>/operator.cap, Authorization: Bearer); the GETs stay anonymous,
+# decided by the guard under bench/config/policy-bench.json (the shipped
+# default policy with the public-read rate raised from 100/s per source to
+# 1,000,000/s, so one load generator on 127.0.0.1 is not answered 429).
+NB_POLICY="$ROOT/bench/config/policy-bench.json"
+NB_AUTH_NOTE="Writes carry the node's operator capability (Bearer); GETs are anonymous under
+\`bench/config/policy-bench.json\` (the shipped default policy, public-read rate raised from
+100/s to 1,000,000/s per source so one load generator is not throttled)."
 
 TMP=$(mktemp -d)
 PIDS=
@@ -27,8 +36,9 @@ nb_check_tools() {
     [ -x "$NGINX" ] || { echo "nginx is not installed at $NGINX" >&2; exit 1; }
 }
 
-# nb_start_node PROFILE: a node on SERVER_CPU with storage,index,gateway;
-# sets <PROFILE>_PORT (its HTTP port) and <PROFILE>_PID.
+# nb_start_node PROFILE: a node on SERVER_CPU with storage,index,gateway and
+# the bench policy; sets <PROFILE>_PORT (its HTTP port), <PROFILE>_PID and
+# <PROFILE>_CAP (the path of its operator.cap).
 nb_start_node() {
     p=$1
     admin=$(free_port)
@@ -37,7 +47,7 @@ nb_start_node() {
     taskset -c "$SERVER_CPU" "$RON" node --profile "$p" --no-amnesia --data-dir "$TMP/$p" \
         --config "$ROOT/bench/config/node-gateway-bench.json" --admin "127.0.0.1:$admin" \
         --http "127.0.0.1:$http" --set services=storage,index,gateway --set log.level=warn \
-        >"$TMP/$p.log" 2>&1 &
+        --set "policy_file=$NB_POLICY" >"$TMP/$p.log" 2>&1 &
     PIDS="$PIDS $!"
     eval "${p}_PID=$!"
     for _ in $(seq 100); do
@@ -49,12 +59,20 @@ nb_start_node() {
         cat "$TMP/$p.log" >&2
         exit 1
     }
+    if grep -q 'policy_file.*refused' "$TMP/$p.log"; then
+        echo "ron node --profile $p refused $NB_POLICY:" >&2
+        cat "$TMP/$p.log" >&2
+        exit 1
+    fi
+    for _ in $(seq 100); do [ -s "$TMP/$p/operator.cap" ] && break; sleep 0.1; done
+    [ -s "$TMP/$p/operator.cap" ] || { echo "no $TMP/$p/operator.cap" >&2; exit 1; }
     eval "${p}_PORT=$http"
+    eval "${p}_CAP=\$TMP/\$p/operator.cap"
 }
 
-# nb_put_objects SIZES PORT...: one random object per size, put through each
-# node's gateway (address checked against b3sum) and copied for nginx;
-# lines "size address" in $TMP/objects.
+# nb_put_objects SIZES PROFILE...: one random object per size, put through
+# each node's gateway with its operator capability (address checked against
+# b3sum) and copied for nginx; lines "size address" in $TMP/objects.
 nb_put_objects() {
     sizes=$1
     shift
@@ -62,8 +80,10 @@ nb_put_objects() {
     for size in $sizes; do
         head -c "$size" /dev/urandom >"$TMP/obj.$size"
         want="b3:$(b3sum --no-names "$TMP/obj.$size")"
-        for port in "$@"; do
-            addr=$(curl -sS -H 'Expect:' --data-binary "@$TMP/obj.$size" "http://127.0.0.1:$port/o" |
+        for p in "$@"; do
+            eval "port=\$${p}_PORT cap=\$${p}_CAP"
+            addr=$(curl -sS -H 'Expect:' -H "Authorization: Bearer $(cat "$cap")" \
+                --data-binary "@$TMP/obj.$size" "http://127.0.0.1:$port/o" |
                 python3 -c 'import json,sys; print(json.load(sys.stdin)["address"])')
             [ "$addr" = "$want" ] || { echo "bad address for $size: $addr" >&2; exit 1; }
         done
