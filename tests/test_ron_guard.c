@@ -470,6 +470,41 @@ test_guard_rate_caveat_gives_429_per_token(void **state)
     guard_authority_close(a);
 }
 
+/* A put crosses the gateway (the edge) and then storage's bus endpoint, both
+ * checking the same token: the rate caveat is charged once, at the edge, so a
+ * token with rate = 1/s can still upload. */
+static void
+test_guard_forwarded_requests_do_not_charge_the_rate_caveat_again(void **state)
+{
+    (void)state;
+    guard_authority_t *a = authority_ram(0);
+    guard_t *g = guard_make(NULL);
+    guard_follow(g, a);
+    char tok[AUTH_MAX_TOKEN + 1];
+    const char *rate[] = {"rate = 1/s"};
+    assert_true(mint_with(a, NULL, 0, rate, 1, tok, sizeof tok, NULL) > 0);
+    guard_result_t r;
+    guard_req_t q = {.op = AUTH_OP_PUT,
+                     .token = tok,
+                     .token_len = strlen(tok),
+                     .size = 10,
+                     .target = "put"};
+    assert_int_equal(guard_check(g, &q, &r), 0); /* the edge: charged */
+    q.forwarded = true;
+    for (int i = 0; i < 3; i++) /* put_begin, commit, ...: not charged */
+        assert_int_equal(guard_check(g, &q, &r), 0);
+    q.forwarded = false;
+    assert_int_equal(guard_check(g, &q, &r), RON_EFLOOD); /* the edge again: over its rate */
+    assert_int_equal(r.status, 429);
+    /* a forwarded request still gets every other check */
+    assert_int_equal(guard_authority_revoke(a, r.actor, strlen(r.actor), 0, time(NULL), NULL), 0);
+    guard_follow(g, a);
+    q.forwarded = true;
+    assert_int_equal(guard_check(g, &q, &r), RON_ECAPREVOKED);
+    guard_free(g);
+    guard_authority_close(a);
+}
+
 static void
 test_guard_rate_table_is_bounded_and_evicts_the_least_recently_used(void **state)
 {
@@ -1442,6 +1477,7 @@ main(int argc, char **argv)
             test_guard_policy_deny_is_403_with_the_policy_reason_and_reload_rolls_back),
         cmocka_unit_test(test_guard_per_source_rate_gives_429_with_retry_after),
         cmocka_unit_test(test_guard_rate_caveat_gives_429_per_token),
+        cmocka_unit_test(test_guard_forwarded_requests_do_not_charge_the_rate_caveat_again),
         cmocka_unit_test(test_guard_rate_table_is_bounded_and_evicts_the_least_recently_used),
         cmocka_unit_test(test_guard_rejections_are_counted_and_audited_without_the_token),
         cmocka_unit_test(test_guard_mint_only_narrows_the_parent),

@@ -654,7 +654,7 @@ guard_check(guard_t *g, const guard_req_t *req, guard_result_t *out)
             rc = reject(g, req, RON_EPOLDENY, d.reason[0] ? d.reason : NULL, d.rule_id, out);
             goto out;
         }
-        if (out->verdict.pending & AUTH_PENDING_RATE) {
+        if ((out->verdict.pending & AUTH_PENDING_RATE) && !req->forwarded) {
             uint8_t key[GUARD__RATE_KEY] = {'t'};
             uint32_t retry = 1;
             memcpy(key + 8, out->verdict.id.nonce, AUTH_NONCE_LEN);

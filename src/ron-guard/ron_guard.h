@@ -251,6 +251,9 @@ typedef struct {
     const struct sockaddr *source; /* the client's address; NULL: local (no per-source rate) */
     const char *target;    /* what the audit record names (address, name, path); NULL: "" */
     int64_t now;           /* unix s; 0: the clock */
+    bool forwarded;        /* came over ron-bus from a node service that checked it at its edge
+                              (gateway, app port): the token's rate caveat, charged once there,
+                              is not charged again; everything else is checked */
 } guard_req_t;
 
 /* The decision. */

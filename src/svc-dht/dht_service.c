@@ -349,6 +349,7 @@ svc_authorize(dht_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, 
     gr.size = AUTH_SIZE_UNKNOWN;
     gr.name = name;
     gr.target = addr != NULL ? addr : name != NULL ? name : op_names[op];
+    gr.forwarded = true; /* a bus request: its rate caveat was charged at the edge */
     if (guard_check(s->guard, &gr, &res) == 0)
         return true;
     count(s, op, (uint16_t)res.status);

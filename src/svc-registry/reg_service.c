@@ -391,6 +391,7 @@ svc_authorize(reg_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f)
     gr.tenant = memcmp(f->tenant_id, zero, sizeof zero) != 0 ? f->tenant_id : NULL;
     gr.size = AUTH_SIZE_UNKNOWN;
     gr.target = op_names[op];
+    gr.forwarded = true; /* a bus request: its rate caveat was charged at the edge */
     if (guard_check(s->guard, &gr, &res) == 0)
         return true;
     answer_error(s, op, req, (uint16_t)res.status, res.slug, res.retry_after_s * 1000u, res.reason);

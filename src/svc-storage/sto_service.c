@@ -556,6 +556,7 @@ commit_check(void *arg, const uint8_t addr[STO_ADDR_LEN])
     gr.addr = hex;
     gr.size = p->written;
     gr.target = hex;
+    gr.forwarded = true; /* a bus request: its rate caveat was charged at the edge */
     if (guard_check(j->svc->guard, &gr, &j->cap_res) == 0)
         return 0;
     j->cap_denied = true;
@@ -1625,6 +1626,7 @@ svc_authorize(sto_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, 
     gr.token_len = f->cap_len;
     gr.tenant = tenant_of(f->tenant_id);
     gr.target = gr.addr != NULL ? gr.addr : op_names[op];
+    gr.forwarded = true; /* a bus request: its rate caveat was charged at the edge */
     if (guard_check(s->guard, &gr, res) == 0)
         return true;
     answer_guard(s, op, req, res);
@@ -1808,7 +1810,8 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             }
             if (p->accepted + in.raw_len > p->max_bytes) {
                 /* the capability's max-bytes (a size put_begin did not declare) */
-                guard_req_t gr = {.op = AUTH_OP_PUT,
+                guard_req_t gr = {.forwarded = true,
+                                  .op = AUTH_OP_PUT,
                                   .token = p->token,
                                   .token_len = p->token_len,
                                   .tenant = tenant_of(p->tenant),
