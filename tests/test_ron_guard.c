@@ -829,6 +829,42 @@ test_guard_rotation_keeps_the_old_kid_through_grace_then_fails_with_kid(void **s
     assert_int_equal(guard_authority_open(&o, t0, &a), RON_EINVAL);
 }
 
+/* A node down for longer than a rotation period rotates late: the old kid's
+ * grace counts from when the rotation was due, so a token of it whose
+ * revocation was pruned meanwhile (kept rotate_every + grace) cannot verify
+ * again through a fresh grace. */
+static void
+test_guard_late_rotation_gives_the_old_kid_no_fresh_grace(void **state)
+{
+    (void)state;
+    const int64_t t0 = 1800000000;
+    uint8_t m[GUARD_MASTER_LEN];
+    test_master(m);
+    guard_authority_opts_t o = {.master = m, .rotate_every = 100, .grace = 50};
+    guard_authority_t *a = NULL;
+    assert_int_equal(guard_authority_open(&o, t0, &a), 0);
+    guard_entry_t e;
+    /* due at t0 + 100, noticed at t0 + 120: grace ends at t0 + 150 */
+    assert_int_equal(guard_authority_tick(a, t0 + 120, false, &e), 1);
+    assert_int_equal(e.n_kids, 2);
+    assert_int_equal(guard_authority_tick(a, t0 + 149, false, &e), 0);
+    assert_int_equal(guard_authority_tick(a, t0 + 150, false, &e), 1);
+    assert_int_equal(e.n_kids, 1);
+    /* r2 due at t0 + 220, noticed at t0 + 1000 (the node was down): r2 is
+     * past its grace already, so only r3 is in force */
+    assert_int_equal(guard_authority_tick(a, t0 + 1000, false, &e), 1);
+    assert_string_equal(guard_authority_kid(a), "r3");
+    assert_int_equal(e.n_kids, 1);
+    assert_string_equal(e.kids[0], "r3");
+    /* a forced rotation before its due time still gives a full grace */
+    assert_int_equal(guard_authority_tick(a, t0 + 1010, true, &e), 1);
+    assert_int_equal(e.n_kids, 2);
+    assert_int_equal(guard_authority_tick(a, t0 + 1059, false, &e), 0);
+    assert_int_equal(guard_authority_tick(a, t0 + 1060, false, &e), 1);
+    assert_int_equal(e.n_kids, 1);
+    guard_authority_close(a);
+}
+
 static guard_authority_t *
 authority_dir(const char *dir, int64_t now, int *rc_out)
 {
@@ -1484,6 +1520,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_guard_self_token_allows_every_op_and_is_cached_until_the_kid_changes),
         cmocka_unit_test(test_guard_follows_the_authority_and_resyncs_after_a_missed_page),
         cmocka_unit_test(test_guard_rotation_keeps_the_old_kid_through_grace_then_fails_with_kid),
+        cmocka_unit_test(test_guard_late_rotation_gives_the_old_kid_no_fresh_grace),
         cmocka_unit_test(test_guard_authority_state_survives_reopen_and_refuses_tampering),
         cmocka_unit_test(test_guard_file_audit_log_verifies_with_its_derived_key),
         cmocka_unit_test(

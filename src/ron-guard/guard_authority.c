@@ -649,16 +649,21 @@ guard_authority_tick(guard_authority_t *a, int64_t now, bool force, guard_entry_
         now = ron_unix_time();
     guard__state_t saved = a->st;
     bool changed = false;
+    if (force || now - a->st.gen_started >= a->rotate_every) {
+        /* The grace counts from when the generation was due to rotate, not
+         * from now: a node that was down for longer must not give an old kid
+         * a fresh grace, since the revocations of its tokens are kept only
+         * rotate_every + grace from when they were made. */
+        int64_t due = a->st.gen_started + a->rotate_every;
+        a->st.prev_gen = a->st.gen;
+        a->st.prev_until = (now < due ? now : due) + a->grace;
+        a->st.gen++;
+        a->st.gen_started = now;
+        changed = true;
+    }
     if (a->st.prev_gen != 0 && now >= a->st.prev_until) {
         a->st.prev_gen = 0; /* its grace ended */
         a->st.prev_until = 0;
-        changed = true;
-    }
-    if (force || now - a->st.gen_started >= a->rotate_every) {
-        a->st.prev_gen = a->st.gen;
-        a->st.prev_until = now + a->grace;
-        a->st.gen++;
-        a->st.gen_started = now;
         changed = true;
     }
     if (changed)
