@@ -14,6 +14,11 @@ processes on loopback (bench/net.sh runs it; the markdown goes to stdout).
    fetched with an HTTP GET /o/b3:... from the gateway of another node that
    lacks it (lookup + fetch + delivery), p50/p95 over GETS requests.
 
+Capabilities (issue 5): every `ron put` carries the operator capability of
+the node it writes to (RON_CAP: the amnesia micronode's stderr line, the
+macronode's operator.cap); the gets are anonymous (the shipped policy
+allows content reads, and these few stay far below its 100/s per source).
+
 Usage: bench/net.py RON_BIN [MIB (1024)] [RUNS (5)] [GETS (40)]
 Every node is killed at exit (ronnode.py); every wait is bounded.
 """
@@ -38,11 +43,14 @@ GETS = int(sys.argv[4]) if len(sys.argv) > 4 else 40
 KEYDIR = tempfile.mkdtemp(prefix="ron-net-bench-")
 
 
-def ron(app, *args, stdout=subprocess.PIPE, timeout=300):
+def ron(app, *args, stdout=subprocess.PIPE, timeout=300, cap=None):
+    """`ron ARGS --node app`; cap: the capability to send (RON_CAP), else none."""
     e = dict(os.environ)
     for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
         e.pop(k, None)
     e["RON_DATA_DIR"] = KEYDIR
+    if cap:
+        e["RON_CAP"] = cap
     return subprocess.run([RON] + list(args) + ["--node", app], stdout=stdout,
                           stderr=subprocess.PIPE, env=e, timeout=timeout)
 
@@ -110,7 +118,7 @@ def two_nodes():
     c = micro("127.0.0.1:%d" % free_port(), seed)
     dht_addr(c)
     wait_for(lambda: bootstrapped(a) and bootstrapped(c), 30, "A and C joined the DHT")
-    r = ron(app_a, "put", src)
+    r = ron(app_a, "put", src, cap=a.operator_cap())
     check(r.returncode == 0, "put on A: %r" % r.stderr)
     addr = r.stdout.decode().strip()
     os.unlink(src)
@@ -130,6 +138,8 @@ def two_nodes():
     gb = size / 1e9
     print("### Two nodes: %d MiB into a micronode's RAM store (`ron get` on B, held only by A)"
           % MIB)
+    print()
+    print("`ron put` carries A's operator capability (RON_CAP); the gets are anonymous.")
     print()
     print("| what | median s | median GB/s | runs (s) |")
     print("|---|---:|---:|---|")
@@ -157,6 +167,7 @@ def five_nodes():
     for i in range(5):
         nodes[i].wait_running("gateway", timeout=30)
         nodes[i].wait_running("app", timeout=30)
+    caps = [n.operator_cap() for n in nodes]
     lat = []
     provided = [int(n.metric('dht_provided{service="dht"}') or 0) for n in nodes]
     tmpf = os.path.join(KEYDIR, "small")
@@ -164,7 +175,7 @@ def five_nodes():
         src, dst = k % 5, (k + 2) % 5
         with open(tmpf, "wb") as f:
             f.write(os.urandom(1 << 20))
-        r = ron(apps[src], "put", tmpf)
+        r = ron(apps[src], "put", tmpf, cap=caps[src])
         check(r.returncode == 0, "put 1 MiB: %r" % r.stderr)
         addr = r.stdout.decode().strip()
         provided[src] += 1

@@ -7,6 +7,9 @@
 #     the same GET from A's gateway (stored there): median and p95 ms;
 #   - `ron get` of a 64 MiB object through C's app port (fetched from A and B
 #     in parallel) against `ron get` from A (local): median MB/s.
+# Puts carry the operator capability of the node written to (RON_CAP); the
+# GETs are anonymous (the shipped policy allows content reads; these few
+# stay far below its 100/s per source).
 # Writes bench/results/net_fetch.md. Env: RUNS (7), BIG_MIB (64).
 set -eu
 BUILD=${1:?usage: bench/net_fetch.sh BUILD_DIR}
@@ -35,7 +38,8 @@ def put(n, data):
     p = tempfile.mktemp()
     with open(p, "wb") as f:
         f.write(data)
-    r = subprocess.run([RON, "put", p, "--node", n.app], capture_output=True, env=env, timeout=300)
+    e = dict(env, RON_CAP=n.operator_cap())  # writes need the node's capability (issue 5)
+    r = subprocess.run([RON, "put", p, "--node", n.app], capture_output=True, env=e, timeout=300)
     os.unlink(p)
     assert r.returncode == 0, r.stderr
     return r.stdout.decode().strip()
@@ -100,7 +104,8 @@ def p95(v):
 fm, lm = statistics.median(fetched), statistics.median(local)
 fb, lb = statistics.median(fetched_bw), statistics.median(local_bw)
 print("## Fetch on miss (3 nodes on loopback, %s)\n" % os.path.basename(os.path.dirname(RON)))
-print("Provisional: measured on a shared 2-core machine while other builds ran.\n")
+print("Provisional: measured on a shared 2-core machine while other builds ran.")
+print("Puts carry the node's operator capability (RON_CAP); the GETs are anonymous.\n")
 print("| what | fetched through C | local on A | ratio |")
 print("|---|---:|---:|---:|")
 print("| GET of a fresh 1 MiB object via the gateway, median ms (%d runs) | %.1f | %.1f | %.1fx |"
