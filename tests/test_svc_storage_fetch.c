@@ -161,6 +161,12 @@ sim_event(sim_t *s, sim_req_t *r)
     default:
         break;
     }
+    if (r->probe && r->offset >= s->size && (s->size > 0 || r->offset > 0)) {
+        /* a probe that starts past the end: the provider answers 416 */
+        r->live = false;
+        sto_fetch_req_end(s->f, r->id, STO_FETCH_PAST_END, s->now);
+        return;
+    }
     if (r->probe) {
         /* the first answer tells the size (verified by its last piece) */
         assert_int_equal(sto_fetch_set_size(s->f, s->size), 0);
@@ -428,7 +434,7 @@ test_only_silent_providers_time_out_and_get_stuck(void **state)
 }
 
 static void
-test_unknown_size_sends_one_probe_first(void **state)
+test_unknown_size_sends_probes_over_the_first_range_at_once(void **state)
 {
     sim_t s;
     sto_fetch_stats_t st;
@@ -442,13 +448,74 @@ test_unknown_size_sends_one_probe_first(void **state)
     sim_run(&s);
     assert_int_equal(sto_fetch_state(s.f), STO_FETCH_DONE);
     assert_int_equal(sto_fetch_size(s.f), s.size);
-    assert_int_equal(s.sends_before_size, 1);
+    /* STO_FETCH_PROBES spans went out before the size was known, not one */
+    assert_int_equal(s.sends_before_size, STO_FETCH_PROBES);
     sto_fetch_stats(s.f, &st);
     assert_int_equal(st.hedges, 0);
+    assert_int_equal(st.dup_pieces, 0); /* the probes' spans do not overlap */
+    assert_int_equal(st.failures, 0);
     for (uint64_t i = 0; i < 31; i++)
         assert_true(sto_fetch_has(s.f, i));
     assert_int_equal(s.prov[0].pieces + s.prov[1].pieces + s.prov[2].pieces, 31);
     sim_free(&s);
+}
+
+static void
+test_probes_past_the_end_charge_no_provider(void **state)
+{
+    sim_t s;
+    sto_fetch_stats_t st;
+    (void)state;
+
+    /* a small object read with a large "ahead": 3 of the 4 probes start past its end */
+    sim_init(&s, STO_PIECE_LEN + 100, false, NULL);
+    sim_add(&s, GOOD, 10);
+    sto_fetch_want(s.f, 0, 2u << 20);
+    sim_run(&s);
+    assert_int_equal(sto_fetch_state(s.f), STO_FETCH_DONE);
+    assert_int_equal(s.sends_before_size, STO_FETCH_PROBES);
+    assert_int_equal(s.prov[0].pieces, 2);
+    sto_fetch_stats(s.f, &st);
+    assert_int_equal(st.failures, 0);
+    assert_int_equal(sto_fetch_providers_usable(s.f), 1);
+    sim_free(&s);
+}
+
+static void
+test_a_416_before_the_size_stops_probes_from_there(void **state)
+{
+    sto_fetch_t *f = sto_fetch_new(UINT64_MAX, NULL);
+    sto_fetch_action_t a[STO_FETCH_PROBES + 1];
+    uint8_t id[STO_FETCH_ID_LEN] = {1};
+    size_t n = 0;
+    (void)state;
+
+    assert_int_equal(sto_fetch_provider_add(f, id, NULL), 0);
+    sto_fetch_want(f, 0, 1u << 20);
+    while (n <= STO_FETCH_PROBES && sto_fetch_next(f, 100, &a[n]) == 1)
+        n++;
+    assert_int_equal(n, STO_FETCH_PROBES);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(a[i].kind, STO_FETCH_SEND);
+        assert_int_equal(a[i].offset, i * STO_FETCH_REQ_PIECES * (uint64_t)STO_PIECE_LEN);
+    }
+    /* the last two answer 416 before the first answers: no one is charged and
+     * neither span is asked again (the object ends before them) */
+    sto_fetch_req_end(f, a[3].req_id, STO_FETCH_PAST_END, 101);
+    sto_fetch_req_end(f, a[2].req_id, STO_FETCH_PAST_END, 101);
+    assert_int_equal(sto_fetch_next(f, 102, &a[4]), 0);
+    assert_int_equal(sto_fetch_providers_usable(f), 1);
+    /* the first answer: 5 pieces; the second probe's span holds piece 4 */
+    assert_int_equal(sto_fetch_set_size(f, 5 * (uint64_t)STO_PIECE_LEN), 0);
+    for (uint64_t p = 0; p < 4; p++)
+        assert_int_equal(sto_fetch_piece(f, a[0].req_id, p, 103), 1);
+    sto_fetch_req_end(f, a[0].req_id, STO_FETCH_OK, 103);
+    assert_int_equal(sto_fetch_state(f), STO_FETCH_RUNNING);
+    assert_int_equal(sto_fetch_piece(f, a[1].req_id, 4, 104), 1);
+    sto_fetch_req_end(f, a[1].req_id, STO_FETCH_OK, 104);
+    assert_int_equal(sto_fetch_state(f), STO_FETCH_DONE);
+    assert_int_equal(sto_fetch_next(f, 105, &a[4]), 0);
+    sto_fetch_free(f);
 }
 
 static void
@@ -463,7 +530,10 @@ test_slow_probe_is_hedged(void **state)
     sto_fetch_want(s.f, 0, UINT64_MAX);
     sim_run(&s);
     assert_int_equal(sto_fetch_state(s.f), STO_FETCH_DONE);
-    assert_int_equal(s.sends_before_size, 2); /* the probe and its hedge */
+    /* the probes went out at once; the good provider's answer told the size,
+     * and the silent one's span was hedged to it after that */
+    assert_int_equal(s.sends_before_size, STO_FETCH_PROBES);
+    assert_true(s.prov[1].asked > STO_FETCH_PROBES / 2);
     assert_int_equal(s.prov[1].pieces, 8);
     sim_free(&s);
 }
@@ -579,7 +649,9 @@ main(void)
         cmocka_unit_test(test_provider_without_the_object_is_dropped),
         cmocka_unit_test(test_silent_provider_is_hedged_then_cancelled),
         cmocka_unit_test(test_only_silent_providers_time_out_and_get_stuck),
-        cmocka_unit_test(test_unknown_size_sends_one_probe_first),
+        cmocka_unit_test(test_unknown_size_sends_probes_over_the_first_range_at_once),
+        cmocka_unit_test(test_probes_past_the_end_charge_no_provider),
+        cmocka_unit_test(test_a_416_before_the_size_stops_probes_from_there),
         cmocka_unit_test(test_slow_probe_is_hedged),
         cmocka_unit_test(test_later_wants_join_the_running_fetch),
         cmocka_unit_test(test_pieces_already_held_are_not_requested),

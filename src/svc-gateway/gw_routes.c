@@ -1158,6 +1158,14 @@ gw_remote_open_done(void *arg, int status, const oap_frame_t *resp)
             uint64_t len = g->ranges[0].last + 1 - g->pos < g->buf_cap
                                ? g->ranges[0].last + 1 - g->pos
                                : g->buf_cap;
+            if (g->pos == 0 && n > 0) {
+                /* the first answer already holds the first chunk's bytes: no second get */
+                g->buf_len = (size_t)(n < len ? n : len);
+                g->buf_off = 0;
+                memcpy(g->buf, raw, g->buf_len);
+                gw_get_open_done(&g->work, 0);
+                return;
+            }
             if (gw_remote_get(g, g->pos, len, gw_remote_ahead(g, g->pos + len),
                               gw_remote_first_done) == 0)
                 return;

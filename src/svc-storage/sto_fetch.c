@@ -52,6 +52,7 @@ typedef struct {
 struct sto_fetch {
     sto_fetch_limits_t lim;
     uint64_t size;            /* UINT64_MAX while unknown */
+    uint64_t past_end;        /* while the size is unknown: an offset known past the end */
     uint64_t npieces;
     uint8_t *pst;             /* npieces states */
     uint8_t *pin;             /* npieces: live requests covering it, not delivered */
@@ -276,6 +277,7 @@ sto_fetch_new(uint64_t size, const sto_fetch_limits_t *lim)
     f->lim.timeout_ms = lim_or(l.timeout_ms, STO_FETCH_TIMEOUT_MS);
     f->lim.backoff_ms = lim_or(l.backoff_ms, STO_FETCH_BACKOFF_MS);
     f->size = UINT64_MAX;
+    f->past_end = UINT64_MAX;
     if (size != UINT64_MAX)
         (void)sto_fetch_set_size(f, size);
     return f;
@@ -479,6 +481,11 @@ sto_fetch_req_end(sto_fetch_t *f, uint64_t req_id, sto_fetch_end_t end, uint64_t
             f->st.bad++;
         p->state = PROV_BANNED;
         break;
+    case STO_FETCH_PAST_END:
+        /* not the provider's fault: the object is shorter than this probe's start */
+        if (f->size == UINT64_MAX && r->offset < f->past_end)
+            f->past_end = r->offset;
+        break;
     case STO_FETCH_CANCELLED:
     default:
         break;
@@ -616,6 +623,63 @@ next_run(sto_fetch_t *f, uint64_t *first_out, uint64_t *count_out)
     return true;
 }
 
+/* A live (not cancelled) probe or probe hedge that starts at offset off. */
+static bool
+probe_covers(const sto_fetch_t *f, uint64_t off)
+{
+    for (size_t i = 0; i < f->nreqs; i++)
+        if (!f->reqs[i].cancelling && f->reqs[i].probe && f->reqs[i].offset == off)
+            return true;
+    return false;
+}
+
+/* Size unknown: probe the lowest wanted range in consecutive spans of
+ * STO_FETCH_REQ_PIECES pieces (the first from the range's start to a piece
+ * boundary), up to STO_FETCH_PROBES at once, none at or past f->past_end.
+ * Whichever answers first tells the size; the others bring their pieces. */
+static int
+decide_probe(sto_fetch_t *f, uint64_t now, sto_fetch_action_t *out)
+{
+    const uint64_t span = STO_FETCH_REQ_PIECES * (uint64_t)STO_PIECE_LEN;
+    uint64_t off, len, end, live = 0;
+    size_t prov, w = SIZE_MAX;
+    req_t *r;
+
+    if (f->nwants == 0)
+        return 0;
+    for (size_t i = 0; i < f->nreqs; i++)
+        if (!f->reqs[i].cancelling && f->reqs[i].probe && !f->reqs[i].is_hedge)
+            live++;
+    if (live >= STO_FETCH_PROBES)
+        return 0;
+    for (size_t i = 0; i < f->nwants; i++) /* the lowest wanted range not known past the end */
+        if (f->wants[i].off < f->past_end && (w == SIZE_MAX || f->wants[i].off < f->wants[w].off))
+            w = i;
+    if (w == SIZE_MAX)
+        return 0;
+    off = f->wants[w].off;
+    end = f->wants[w].len > UINT64_MAX - off ? UINT64_MAX : off + f->wants[w].len;
+    len = span - off % STO_PIECE_LEN;
+    for (uint64_t k = 0; k < STO_FETCH_PROBES && off < end && off < f->past_end; k++) {
+        if (len > end - off)
+            len = end - off;
+        if (!probe_covers(f, off)) {
+            prov = prov_pick(f, now, SIZE_MAX);
+            if (prov == SIZE_MAX)
+                return 0;
+            r = req_new(f, prov, now);
+            r->probe = true;
+            r->offset = off;
+            r->length = len;
+            action_fill(out, r, STO_FETCH_SEND);
+            return 1;
+        }
+        off += len;
+        len = span;
+    }
+    return 0;
+}
+
 static int
 decide_send(sto_fetch_t *f, uint64_t now, sto_fetch_action_t *out)
 {
@@ -625,25 +689,8 @@ decide_send(sto_fetch_t *f, uint64_t now, sto_fetch_action_t *out)
 
     if (live_count(f, false) >= f->lim.inflight)
         return 0;
-    if (f->size == UINT64_MAX) {
-        /* one probe at a time tells the size */
-        if (f->nwants == 0)
-            return 0;
-        for (size_t i = 0; i < f->nreqs; i++)
-            if (!f->reqs[i].cancelling)
-                return 0;
-        prov = prov_pick(f, now, SIZE_MAX);
-        if (prov == SIZE_MAX)
-            return 0;
-        r = req_new(f, prov, now);
-        r->probe = true;
-        r->offset = f->wants[0].off;
-        r->length = STO_FETCH_REQ_PIECES * (uint64_t)STO_PIECE_LEN - r->offset % STO_PIECE_LEN;
-        if (r->length > f->wants[0].len)
-            r->length = f->wants[0].len;
-        action_fill(out, r, STO_FETCH_SEND);
-        return 1;
-    }
+    if (f->size == UINT64_MAX)
+        return decide_probe(f, now, out);
     prov = prov_pick(f, now, SIZE_MAX);
     if (prov == SIZE_MAX || !next_run(f, &first, &count))
         return 0;

@@ -26,8 +26,14 @@
  * `not found` drops it at once; a bad piece bans it for the rest of the
  * fetch (never asked again). Only the wanted ranges are ever asked for.
  *
- * Until the object's size is known (sto_fetch_set_size) one probe request at
- * a time runs (hedged like any other): its answer tells the size.
+ * Until the object's size is known (sto_fetch_set_size), up to
+ * STO_FETCH_PROBES probe requests run at once (hedged like any other), over
+ * consecutive STO_FETCH_REQ_PIECES-piece spans of the first wanted range:
+ * the first answer tells the size, and the others already carry the pieces
+ * after it instead of waiting a round trip for it. A probe that starts past
+ * the end is answered "range not satisfiable" by the provider; the caller
+ * ends it with STO_FETCH_PAST_END, which charges no one, and no probe starts
+ * at or after that offset again.
  *
  * Invariants: no request names a banned or dropped provider; no piece
  * outside a wanted range is requested; a request id is never reused; at most
@@ -43,6 +49,7 @@
 
 /* ---- limits ---- */
 #define STO_FETCH_REQ_PIECES 4u        /* pieces per request: 256 KiB, overlay fetch's maximum */
+#define STO_FETCH_PROBES 4u            /* probes in flight at once while the size is unknown */
 #define STO_FETCH_INFLIGHT 8u          /* default requests in flight per fetch */
 #define STO_FETCH_PER_PROVIDER 4u      /* default requests in flight per provider */
 #define STO_FETCH_MAX_PROVIDERS 32u    /* providers one fetch keeps */
@@ -72,6 +79,7 @@ typedef enum {
     STO_FETCH_NOT_FOUND,     /* the provider lacks the object: drop it */
     STO_FETCH_BAD_PIECE,     /* the provider sent a piece that did not verify: ban it */
     STO_FETCH_CANCELLED,     /* the caller cancelled it (after a STO_FETCH_CANCEL decision) */
+    STO_FETCH_PAST_END,      /* its offset is past the object's end (416): no one is charged */
 } sto_fetch_end_t;
 
 typedef enum {

@@ -1178,6 +1178,14 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
         status = RON_EBADPIECE;
     if (status == 0 && res->size != sto_fetch_size(f->sched))
         status = RON_EBADPIECE; /* cannot happen: the overlay verified the size */
+    if (status == RON_ERANGE && !r->cancelled && sto_fetch_size(f->sched) != UINT64_MAX &&
+        r->offset >= sto_fetch_size(f->sched)) {
+        /* one of the probes sent at once started past the end the others found */
+        sto_fetch_req_end(f->sched, r->req_id, STO_FETCH_PAST_END, ron_now_ms());
+        free(r);
+        fetch_pump(f);
+        return;
+    }
     if (status == RON_ERANGE && sto_fetch_size(f->sched) == UINT64_MAX) {
         /* the probe's offset is past the end: so is every get from there on */
         bool all = true;
@@ -1201,6 +1209,13 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
             sto_fetch_free(old);
             for (ovl_req_t *o = f->reqs; o != NULL; o = o->next)
                 o->cancelled = true;
+            free(r);
+            fetch_pump(f);
+            return;
+        }
+        if (!r->cancelled) {
+            /* a get before it still waits: the size comes from a probe before this one */
+            sto_fetch_req_end(f->sched, r->req_id, STO_FETCH_PAST_END, ron_now_ms());
             free(r);
             fetch_pump(f);
             return;

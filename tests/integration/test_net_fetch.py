@@ -6,7 +6,9 @@ holds nothing. A GET through C's gateway finds the providers in the DHT,
 fetches the pieces over the overlay, verifies them and serves the exact
 bytes; a Range GET is served too; `ron get` through C's app port gets the
 whole object; C then holds it as cache (state cache, no pins) and announces
-it. The micronode B fetches an object only A holds (gateway and app port).
+it. The micronode B fetches an object only A holds (gateway and app port). A
+fresh object smaller than a chunk is fetched with probes past its end that
+charge no provider, and its bytes leave C's storage once.
 With a 48 MiB object on A and B, B is killed -9 while `ron get` on C is
 fetching from it: the get completes from A, and both providers' overlay
 piece counters show they served part of it. A GET of an address nobody
@@ -131,6 +133,34 @@ st, body = http_get(b, "/o/" + saddr)
 check(st == 200 and body == small, "gateway GET on micronode B: %d, %d bytes" % (st, len(body)))
 r = ron(b.app, "get", saddr)
 check(r.returncode == 0 and r.stdout == small, "ron get on micronode B: %r" % (r.stderr,))
+
+# a fresh object smaller than one 256 KiB chunk through C's gateway: storage
+# probes 4 spans at once (the size unknown), the 3 past the end answer 416 and
+# charge no provider; the gateway serves the first storage answer's bytes
+# without asking storage for them again (C's storage sends the bytes once)
+tiny = os.urandom(200000)
+tpath = path + ".tiny"
+with open(tpath, "wb") as f:
+    f.write(tiny)
+records0 = c_records()
+r = ron(a.app, "put", tpath)
+check(r.returncode == 0, "put on A: %r" % (r.stderr,))
+taddr = r.stdout.decode().strip()
+wait_for(lambda: c_records() > records0, 20, "the record reached the DHT")
+fails0 = c.metric('storage_fetch_provider_failures_total{service="storage"}') or 0
+out0 = c.metric('storage_bytes_out_total{service="storage"}') or 0
+st, body = http_get(c, "/o/" + taddr)
+check(st == 200 and body == tiny, "gateway GET of a small fresh object on C: %d %r" % (st, body))
+# services report their metrics to the node every MN_HEALTH_TICK_MS (100 ms):
+# wait for the bytes to show, then ten reports more for a second read to show
+out = lambda: (c.metric('storage_bytes_out_total{service="storage"}') or 0) - out0
+wait_for(lambda: out() >= len(tiny), 10, "C's storage get answers in its metrics")
+time.sleep(1)
+fails1 = c.metric('storage_fetch_provider_failures_total{service="storage"}') or 0
+out1 = out0 + out()
+check(fails1 == fails0, "probes past the end charged a provider: %r -> %r" % (fails0, fails1))
+check(out1 - out0 == len(tiny), "C's storage sent %d bytes for a %d-byte GET (the first chunk "
+      "read twice?)" % (out1 - out0, len(tiny)))
 
 # a provider killed mid-transfer: the fetch completes from the other one
 big = os.urandom(48 * 1024 * 1024 + 777)
