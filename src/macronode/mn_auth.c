@@ -67,30 +67,7 @@ mn__guard_fed_here(void)
 int
 mn__capkey_read_fd(int fd)
 {
-    size_t got = 0;
-    int rc = 0;
-
-    if (sodium_init() < 0 ||
-        (proc_master == NULL && (proc_master = sodium_malloc(GUARD_MASTER_LEN)) == NULL)) {
-        close(fd);
-        return RON_EAUTH;
-    }
-    while (got < GUARD_MASTER_LEN) {
-        ssize_t n = read(fd, proc_master + got, GUARD_MASTER_LEN - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            rc = n < 0 ? -errno : RON_EPROTO;
-            break;
-        }
-        got += (size_t)n;
-    }
-    close(fd);
-    if (rc < 0) {
-        sodium_free(proc_master);
-        proc_master = NULL;
-    }
-    return rc;
+    return mn__secret_read_fd(fd, &proc_master, GUARD_MASTER_LEN);
 }
 
 bool
@@ -552,20 +529,9 @@ mn__auth_head(const mn_auth_t *a)
 int
 mn__auth_capkey_pipe(mn_auth_t *a)
 {
-    int fds[2], rc;
-
     if (a == NULL)
         return RON_ENOKEYS;
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return -errno;
-    /* 32 bytes fit any pipe buffer: the write never blocks */
-    rc = write(fds[1], a->master, GUARD_MASTER_LEN) == GUARD_MASTER_LEN ? 0 : RON_EPROTO;
-    close(fds[1]);
-    if (rc < 0) {
-        close(fds[0]);
-        return rc;
-    }
-    return fds[0];
+    return mn__secret_pipe(a->master, GUARD_MASTER_LEN);
 }
 
 /* One page of changes after `after` into a->page. Returns its length or a code. */

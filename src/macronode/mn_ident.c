@@ -33,24 +33,14 @@ mn__ident_set(const kms_keystore_t *keys)
 }
 
 int
-mn__ident_pipe(void)
+mn__secret_pipe(const uint8_t *secret, size_t len)
 {
-    uint8_t *seed;
     int fds[2], rc;
 
-    if (ident_keys == NULL)
-        return RON_ENOKEYS;
-    if (sodium_init() < 0 || (seed = sodium_malloc(KMS_SEED_LEN)) == NULL)
-        return RON_EAUTH;
-    if (pipe2(fds, O_CLOEXEC) < 0) {
-        rc = -errno;
-        sodium_free(seed);
-        return rc;
-    }
-    kms_key_export_seed(kms_keystore_identity(ident_keys), seed);
-    /* 32 bytes fit any pipe buffer: the write never blocks */
-    rc = write(fds[1], seed, KMS_SEED_LEN) == KMS_SEED_LEN ? 0 : RON_EPROTO;
-    sodium_free(seed);
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return -errno;
+    /* a few dozen bytes fit any pipe buffer: the write never blocks */
+    rc = write(fds[1], secret, len) == (ssize_t)len ? 0 : RON_EPROTO;
     close(fds[1]);
     if (rc < 0) {
         close(fds[0]);
@@ -60,18 +50,17 @@ mn__ident_pipe(void)
 }
 
 int
-mn__ident_read_fd(int fd)
+mn__secret_read_fd(int fd, uint8_t **slot, size_t len)
 {
     size_t got = 0;
     int rc = 0;
 
-    if (sodium_init() < 0 ||
-        (ident_seed == NULL && (ident_seed = sodium_malloc(KMS_SEED_LEN)) == NULL)) {
+    if (sodium_init() < 0 || (*slot == NULL && (*slot = sodium_malloc(len)) == NULL)) {
         close(fd);
         return RON_EAUTH;
     }
-    while (got < KMS_SEED_LEN) {
-        ssize_t n = read(fd, ident_seed + got, KMS_SEED_LEN - got);
+    while (got < len) {
+        ssize_t n = read(fd, *slot + got, len - got);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
@@ -82,10 +71,32 @@ mn__ident_read_fd(int fd)
     }
     close(fd);
     if (rc < 0) {
-        sodium_free(ident_seed);
-        ident_seed = NULL;
+        sodium_free(*slot);
+        *slot = NULL;
     }
     return rc;
+}
+
+int
+mn__ident_pipe(void)
+{
+    uint8_t *seed;
+    int rc;
+
+    if (ident_keys == NULL)
+        return RON_ENOKEYS;
+    if (sodium_init() < 0 || (seed = sodium_malloc(KMS_SEED_LEN)) == NULL)
+        return RON_EAUTH;
+    kms_key_export_seed(kms_keystore_identity(ident_keys), seed);
+    rc = mn__secret_pipe(seed, KMS_SEED_LEN);
+    sodium_free(seed);
+    return rc;
+}
+
+int
+mn__ident_read_fd(int fd)
+{
+    return mn__secret_read_fd(fd, &ident_seed, KMS_SEED_LEN);
 }
 
 int

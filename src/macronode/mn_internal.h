@@ -247,6 +247,15 @@ void mn__shared_refs(unsigned *store_refs, unsigned *index_refs);
 
 /* Kernel: remember the node's key store (borrowed until the node exits). */
 void mn__ident_set(const kms_keystore_t *keys);
+/* Kernel: a pipe (O_CLOEXEC) already holding secret[0..len) (len fits a
+ * pipe buffer); returns its read end, which a spawn dup2s into the child,
+ * or a negative code. The identity seed (fd 5) and the capability master
+ * (fd 6) travel this way. */
+int mn__secret_pipe(const uint8_t *secret, size_t len);
+/* Child: read exactly len bytes from fd (taken, closed) into *slot, a
+ * sodium_malloc buffer allocated when *slot is NULL; on a short read or an
+ * error *slot is freed and NULL. Returns 0 or a negative code. */
+int mn__secret_read_fd(int fd, uint8_t **slot, size_t len);
 /* Kernel: a pipe already holding the identity seed; returns its read end
  * (O_CLOEXEC; the spawn dup2s it into the child) or a negative code. */
 int mn__ident_pipe(void);
