@@ -7,6 +7,7 @@ The `ron` binary is $RON_BIN (set by CTest), else build/asan/ron.
 import atexit
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -319,3 +320,30 @@ def rss_kib(pid, field="RssAnon"):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
+
+
+GUARD_HEAD_RE = re.compile(r'^guard_authority_head\{([^}]*)\} (\S+)$')
+
+
+def guard_heads(node):
+    """{service: guard_authority_head} from the node's admin /metrics: how far
+    each process's guard has followed the kernel's capability authority."""
+    out = {}
+    r = node.try_get("/metrics")
+    if r is None or r[0] != 200:
+        return out
+    for line in r[2].decode().splitlines():
+        m = GUARD_HEAD_RE.match(line)
+        if m:
+            labels = dict(kv.split("=", 1) for kv in m.group(1).split(","))
+            out[labels["service"].strip('"')] = int(float(m.group(2)))
+    return out
+
+
+def cap_token_id(tok):
+    """The identifier (ron1:...) of a capability token, by `ron cap verify --json`."""
+    r = subprocess.run([RON, "cap", "verify", "-", "--json"], input=tok, capture_output=True,
+                       text=True, timeout=10)
+    m = re.search(r'"id":"(ron1:[^"]+)"', r.stdout)
+    check(m is not None, "cap verify shows the id: %r %r" % (r.stdout, r.stderr))
+    return m.group(1)

@@ -14,7 +14,6 @@ a put through the app port. Then a micronode in amnesia: its passport mints
 under the node's one guard too (no RAM key of its own)."""
 import json
 import os
-import re
 import shutil
 import socket
 import struct
@@ -23,6 +22,7 @@ import tempfile
 import time
 
 from ronnode import RON, Node, check, free_port, operator_cap, wait_for
+from ronnode import cap_token_id as token_id
 
 HDR = struct.Struct(">IHHHH16sHQ")  # len ver flags code app tenant cap_len corr_id
 REQ, RESP, EVENT, START, END = 0x1, 0x2, 0x4, 0x8, 0x10
@@ -49,14 +49,6 @@ def one_line_fail(r, what, *words):
           "%s: exit 1 with one line: %d %r %r" % (what, r.returncode, r.stdout, r.stderr))
     for w in words:
         check(w in r.stderr, "%s: the reason names %r: %r" % (what, w, r.stderr))
-
-
-def token_id(tok):
-    r = subprocess.run([RON, "cap", "verify", "-", "--json"], input=tok, capture_output=True,
-                       text=True, timeout=10)
-    m = re.search(r'"id":"(ron1:[^"]+)"', r.stdout)
-    check(m is not None, "cap verify shows the id: %r %r" % (r.stdout, r.stderr))
-    return m.group(1)
 
 
 def keyfile(name):

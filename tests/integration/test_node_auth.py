@@ -20,9 +20,9 @@ import tempfile
 import time
 
 from ronnode import RON, ROOT, Node, check, free_port, wait_for
+from ronnode import guard_heads as heads, cap_token_id as token_id
 
 SERVICES = ["storage", "index", "gateway", "app", "dht", "overlay"]
-HEAD_RE = re.compile(r'^guard_authority_head\{([^}]*)\} (\S+)$')
 
 
 def ron(app, *args, data_dir=None, cap=None, stdin=None, timeout=30):
@@ -35,28 +35,6 @@ def ron(app, *args, data_dir=None, cap=None, stdin=None, timeout=30):
         e["RON_CAP"] = cap
     return subprocess.run([RON] + list(args) + ["--node", app], capture_output=True, text=True,
                           env=e, input=stdin, timeout=timeout)
-
-
-def heads(node):
-    """{service: guard_authority_head} from the node's /metrics."""
-    out = {}
-    r = node.try_get("/metrics")
-    if r is None or r[0] != 200:
-        return out
-    for line in r[2].decode().splitlines():
-        m = HEAD_RE.match(line)
-        if m:
-            labels = dict(kv.split("=", 1) for kv in m.group(1).split(","))
-            out[labels["service"].strip('"')] = int(float(m.group(2)))
-    return out
-
-
-def token_id(tok):
-    r = subprocess.run([RON, "cap", "verify", "-", "--json"], input=tok, capture_output=True,
-                       text=True, timeout=10)
-    m = re.search(r'"id":"(ron1:[^"]+)"', r.stdout)
-    check(m is not None, "cap verify shows the id: %r %r" % (r.stdout, r.stderr))
-    return m.group(1)
 
 
 def change_of(stdout):

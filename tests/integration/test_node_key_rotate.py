@@ -19,9 +19,9 @@ import tempfile
 import time
 
 from ronnode import RON, Node, check, free_port, wait_for
+from ronnode import guard_heads as heads
 
 SERVICES = ["storage", "index", "gateway", "app", "passport"]
-HEAD_RE = re.compile(r'^guard_authority_head\{([^}]*)\} (\S+)$')
 GRACE = 6
 
 
@@ -35,19 +35,6 @@ def ron(app, *args, data_dir=None, cap=None, stdin=None, timeout=30):
         e["RON_CAP"] = cap
     return subprocess.run([RON] + list(args) + ["--node", app], capture_output=True, text=True,
                           env=e, input=stdin, timeout=timeout)
-
-
-def heads(node):
-    out = {}
-    r = node.try_get("/metrics")
-    if r is None or r[0] != 200:
-        return out
-    for line in r[2].decode().splitlines():
-        m = HEAD_RE.match(line)
-        if m:
-            labels = dict(kv.split("=", 1) for kv in m.group(1).split(","))
-            out[labels["service"].strip('"')] = int(float(m.group(2)))
-    return out
 
 
 def token_kid(tok):

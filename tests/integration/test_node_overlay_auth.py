@@ -23,10 +23,10 @@ import tempfile
 import time
 
 from ronnode import RON, Node, check, free_port, wait_for
+from ronnode import guard_heads as heads, cap_token_id as token_id
 
 TMP = tempfile.mkdtemp(prefix="ron-ovlauth-")
 EVIL = os.path.join(os.path.dirname(RON), "ovl_evil_peer")
-HEAD_RE = re.compile(r'^guard_authority_head\{([^}]*)\} (\S+)$')
 PRIVATE = {
     "version": 1,
     "revision": 1,
@@ -61,27 +61,6 @@ def attenuate(tok, *caveats):
     r = ron(None, "cap", "attenuate", tok, *caveats)
     check(r.returncode == 0, "cap attenuate: %r" % r.stderr)
     return r.stdout.strip()
-
-
-def token_id(tok):
-    r = subprocess.run([RON, "cap", "verify", "-", "--json"], input=tok, capture_output=True,
-                       text=True, timeout=10)
-    m = re.search(r'"id":"(ron1:[^"]+)"', r.stdout)
-    check(m is not None, "cap verify shows the id: %r %r" % (r.stdout, r.stderr))
-    return m.group(1)
-
-
-def heads(n):
-    out = {}
-    r = n.try_get("/metrics")
-    if r is None or r[0] != 200:
-        return out
-    for line in r[2].decode().splitlines():
-        m = HEAD_RE.match(line)
-        if m:
-            labels = dict(kv.split("=", 1) for kv in m.group(1).split(","))
-            out[labels["service"].strip('"')] = int(float(m.group(2)))
-    return out
 
 
 def metric_sum(n, name, **labels):
