@@ -14,6 +14,7 @@ a put through the app port. Then a micronode in amnesia: its passport mints
 under the node's one guard too (no RAM key of its own)."""
 import json
 import os
+import re
 import shutil
 import socket
 import struct
