@@ -1,0 +1,231 @@
+/*
+ * omni_cap.c - capabilities on the app port (app-port.md §1b): the guard's
+ * view of a request and its calls. A request is checked by the process guard
+ * when its START arrives, before anything is forwarded (a refusal changes
+ * nothing). What the guard leaves pending is enforced here as it becomes
+ * known: a put's max-bytes as the body arrives, its prefix once the address
+ * is known. Also the app port's own capability ops: cap_mint (a token
+ * narrowed from the caller's grant) and cap_revoke's per-caller rate and
+ * audit.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "omni_internal.h"
+#include "ron_err.h"
+#include "ron_util.h"
+
+/* ---------------------------------------------------------------- capabilities */
+
+static bool
+tenant_is_set(const uint8_t t[16])
+{
+    for (size_t i = 0; i < 16; i++)
+        if (t[i] != 0)
+            return true;
+    return false;
+}
+
+/* The guard's view of q, with size as the body size. Views into q. */
+static void
+rq_guard_req(const omni_rq_t *q, uint64_t size, guard_req_t *req)
+{
+    memset(req, 0, sizeof *req);
+    req->op = (auth_op_t)q->r.auth_op;
+    req->token = q->cap_len > 0 ? (const char *)q->cap : NULL;
+    req->token_len = q->cap_len;
+    req->tenant = tenant_is_set(q->tenant) ? q->tenant : NULL;
+    req->addr = q->r.auth_addr[0] != '\0' ? q->r.auth_addr : NULL;
+    req->name = q->r.auth_name[0] != '\0' ? q->r.auth_name : NULL;
+    req->size = size;
+    req->source = q->c != NULL && q->c->has_peer ? (const struct sockaddr *)&q->c->peer : NULL;
+    req->target = req->addr != NULL   ? req->addr
+                  : req->name != NULL ? req->name
+                                      : omni_op_name(q->r.op);
+}
+
+/* Answer q with the guard's refusal: its status, slug as the reason, its sentence. */
+static void
+rq_refuse(omni_rq_t *q, const guard_result_t *res)
+{
+    omni__rq_error(q, (uint16_t)res->status, res->reason, res->slug,
+             res->status == 429 ? res->retry_after_s * 1000u : 0);
+}
+
+/*
+ * Check q's capability (or its absence) with the guard. Allowed: returns
+ * true with *res filled and q's pending constraints kept (max-bytes, a put's
+ * prefix). Refused: answers q (nothing was forwarded) and returns false.
+ */
+bool
+omni__rq_authorize(omni_rq_t *q, guard_result_t *res)
+{
+    guard_req_t req;
+
+    rq_guard_req(q, q->r.auth_size, &req);
+    if (guard_check(q->g->guard, &req, res) != 0) {
+        rq_refuse(q, res);
+        return false;
+    }
+    snprintf(q->actor, sizeof q->actor, "%s", res->actor); /* cap_revoke's audit */
+    if (res->anonymous)
+        return true;
+    q->max_bytes = res->verdict.grant.max_bytes;
+    if (q->r.op == OMNI_OP_PUT && (res->verdict.pending & AUTH_PENDING_ADDR)) {
+        q->grant = ron_xmalloc(sizeof *q->grant);
+        *q->grant = res->verdict.grant;
+    }
+    return true;
+}
+
+/* A put's body passed its capability's max-bytes with n more bytes: refuse it. */
+void
+omni__rq_over_max_bytes(omni_rq_t *q, size_t n)
+{
+    guard_result_t res;
+    guard_req_t req;
+
+    rq_guard_req(q, q->received + n, &req);
+    (void)guard_reject(q->g->guard, &req, RON_ECAPDENY, &res);
+    omni__rq_error(q, (uint16_t)res.status,
+             "the body is larger than the capability's max-bytes allows", res.slug, 0);
+}
+
+/* A put with a prefix caveat stored addr: true when the prefix allows it,
+ * else q is answered 403 (the storage service, which saw the token, should
+ * have refused the commit already). */
+bool
+omni__rq_prefix_allows(omni_rq_t *q, const char *addr)
+{
+    auth_request_t ar = {.op = AUTH_OP_PUT, .addr = addr, .size = q->received,
+                         .now = ron_unix_time()};
+    guard_result_t res;
+    guard_req_t req;
+
+    if (auth_grant_check(q->grant, &ar, NULL) != AUTH_DENY_PREFIX)
+        return true;
+    rq_guard_req(q, q->received, &req);
+    req.addr = addr;
+    req.target = addr;
+    (void)guard_reject(q->g->guard, &req, RON_ECAPDENY, &res);
+    omni__rq_error(q, (uint16_t)res.status, "the object's address is outside the capability's prefix",
+             res.slug, 0);
+    return false;
+}
+
+/*
+ * cap_revoke by id: at most OMNI_REVOKE_PER_MIN per caller (the revoking
+ * token's identifier) per minute, so one holder of `mint` cannot fill the
+ * authority's revocation table at wire speed. Callers are held in a bounded
+ * table; a new one takes a free slot or the one whose minute began first.
+ * Returns true when allowed (and counts it); else *retry_ms is the wait.
+ */
+bool
+omni__revoke_allowed(omni_t *g, const char *actor, uint64_t now_ms, uint32_t *retry_ms)
+{
+    omni_revoker_t *r = NULL, *spare = NULL, *oldest = NULL;
+
+    for (size_t i = 0; i < OMNI_REVOKE_CALLERS && r == NULL; i++) {
+        omni_revoker_t *c = &g->revokers[i];
+        if (c->id[0] == '\0')
+            spare = spare != NULL ? spare : c;
+        else if (strcmp(c->id, actor) == 0)
+            r = c;
+        else if (oldest == NULL || c->window_ms < oldest->window_ms)
+            oldest = c;
+    }
+    if (r == NULL) {
+        r = spare != NULL ? spare : oldest;
+        snprintf(r->id, sizeof r->id, "%s", actor);
+        r->window_ms = now_ms;
+        r->n = 0;
+    }
+    if (now_ms - r->window_ms >= 60000u) {
+        r->window_ms = now_ms;
+        r->n = 0;
+    }
+    if (r->n >= OMNI_REVOKE_PER_MIN) {
+        *retry_ms = (uint32_t)(r->window_ms + 60000u - now_ms);
+        return false;
+    }
+    r->n++;
+    return true;
+}
+
+/* cap_revoke by id past the caller's rate: 429 (counted and audited by the guard). */
+void
+omni__rq_revoke_flood(omni_rq_t *q, uint32_t retry_ms)
+{
+    guard_result_t res;
+    guard_req_t req;
+
+    if (q->g->guard != NULL) {
+        rq_guard_req(q, AUTH_SIZE_UNKNOWN, &req);
+        (void)guard_reject(q->g->guard, &req, RON_EFLOOD, &res);
+    }
+    omni__rq_error(q, 429, "too many revocations by this capability; try again later", "rate_limited",
+             retry_ms > 0 ? retry_ms : 1);
+}
+
+/* cap_mint: a token narrowed from the caller's verified grant (res). */
+void
+omni__rq_mint(omni_rq_t *q, const guard_result_t *res)
+{
+    const omni_mint_t *m = &q->r.mint;
+    guard_mint_req_t mr = {.ops = m->ops, .ttl = m->ttl,
+                           .tenant = m->has_tenant ? m->tenant : NULL,
+                           .max_bytes = m->max_bytes,
+                           .prefix = m->prefix[0] != '\0' ? m->prefix : NULL};
+    char *tok = ron_xmalloc(AUTH_MAX_TOKEN + 1), id[AUTH_ID_MAX + 1];
+    long n;
+
+    if (res->anonymous) {
+        omni__rq_error(q, 401, "minting needs a capability allowing mint", "capability_required", 0);
+        goto out;
+    }
+    n = guard_mint(q->g->guard, &res->verdict.grant, res->actor, &mr, tok, AUTH_MAX_TOKEN + 1, id);
+    if (n < 0) {
+        int st = guard_status_of((int)n);
+        if (st == 403)
+            omni__rq_error(q, 403, "the token asked for is wider than the caller's capability",
+                     "capability_wider", 0);
+        else if (n == RON_EINVAL)
+            omni__rq_error(q, 400, "ops, ttl, tenant, max_bytes or prefix out of range", "mint", 0);
+        else
+            omni__rq_error(q, 500, ron_strerror((int)n), NULL, 0);
+        goto out;
+    }
+    {
+        json_t *o = json_pack("{s:s, s:s%}", "id", id, "token", tok, (size_t)n);
+        char *txt = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        if (txt == NULL)
+            abort(); /* jansson fails only on OOM */
+        omni__rq_answer(q, 200, txt, strlen(txt));
+        explicit_bzero(txt, strlen(txt)); /* a bearer secret */
+        free(txt);
+    }
+out:
+    explicit_bzero(tok, AUTH_MAX_TOKEN + 1);
+    free(tok);
+}
+
+/* A revocation the kernel made: audited as cap_revoked (actor: the caller's token id). */
+void
+omni__revoke_audit(omni_rq_t *q)
+{
+    json_t *o = json_loadb(q->r.fwd, q->r.fwd_len, 0, NULL);
+    const char *id = json_string_value(json_object_get(o, "id"));
+    const char *ep = json_string_value(json_object_get(o, "epoch"));
+    char target[AUTH_ID_MAX + 16];
+
+    if (id != NULL)
+        snprintf(target, sizeof target, "%s", id);
+    else
+        snprintf(target, sizeof target, "epoch:%s", ep != NULL ? ep : "");
+    if (q->g->guard != NULL)
+        (void)guard_audit(q->g->guard, AUD_CAP_REVOKED, q->actor[0] != '\0' ? q->actor : "anon",
+                          "cap_revoke", target, AUD_OK, NULL);
+    json_decref(o);
+}
