@@ -18,6 +18,45 @@
 
 /* ---------------------------------------------------------------- capabilities */
 
+/* The capability op each op needs (app-port.md §1b); -1: open to anyone. */
+static const int op_auth[OMNI_OP__COUNT] = {
+    [OMNI_OP_PING] = -1,
+    [OMNI_OP_PUT] = AUTH_OP_PUT,
+    [OMNI_OP_GET] = AUTH_OP_GET,
+    [OMNI_OP_STAT] = AUTH_OP_GET,
+    [OMNI_OP_LIST] = AUTH_OP_PIN,
+    [OMNI_OP_PIN] = AUTH_OP_PIN,
+    [OMNI_OP_UNPIN] = AUTH_OP_PIN,
+    [OMNI_OP_GC] = AUTH_OP_ADMIN,
+    [OMNI_OP_PUBLISH] = AUTH_OP_NAME,
+    [OMNI_OP_RESOLVE] = AUTH_OP_GET,
+    [OMNI_OP_NAMES] = AUTH_OP_GET,
+    [OMNI_OP_STATUS] = AUTH_OP_ADMIN,
+    [OMNI_OP_RELOAD] = AUTH_OP_ADMIN,
+    [OMNI_OP_RELEASE] = AUTH_OP_ADMIN,
+    [OMNI_OP_REG_HEAD] = AUTH_OP_GET,
+    [OMNI_OP_REG_GET] = AUTH_OP_GET,
+    [OMNI_OP_REG_SIGNERS] = AUTH_OP_GET,
+    [OMNI_OP_REG_PROPOSE] = AUTH_OP_ADMIN,
+    [OMNI_OP_REG_APPROVE] = AUTH_OP_ADMIN,
+    [OMNI_OP_REG_COMMIT] = AUTH_OP_ADMIN,
+    [OMNI_OP_CHALLENGE] = -1, /* how a key holder gets a capability */
+    [OMNI_OP_REDEEM] = -1,
+    [OMNI_OP_CAP_MINT] = AUTH_OP_MINT,
+    [OMNI_OP_CAP_REVOKE] = AUTH_OP_MINT, /* by id; by epoch: admin (omni_request_parse) */
+    [OMNI_OP_KEY_ROTATE] = AUTH_OP_ADMIN,
+    [OMNI_OP_KEY_SHOW] = AUTH_OP_ADMIN,
+    [OMNI_OP_PASS_ROTATE] = AUTH_OP_ADMIN,
+};
+
+int
+omni__op_auth(omni_op_t op, bool revoke_epoch)
+{
+    if (op == OMNI_OP_CAP_REVOKE && revoke_epoch)
+        return AUTH_OP_ADMIN; /* raising the epoch kills every token */
+    return (unsigned)op < OMNI_OP__COUNT ? op_auth[op] : -1;
+}
+
 static bool
 tenant_is_set(const uint8_t t[16])
 {
@@ -50,7 +89,7 @@ static void
 rq_refuse(omni_rq_t *q, const guard_result_t *res)
 {
     omni__rq_error(q, (uint16_t)res->status, res->reason, res->slug,
-             res->status == 429 ? res->retry_after_s * 1000u : 0);
+                   res->status == 429 ? res->retry_after_s * 1000u : 0);
 }
 
 /*
@@ -58,8 +97,8 @@ rq_refuse(omni_rq_t *q, const guard_result_t *res)
  * true with *res filled and q's pending constraints kept (max-bytes, a put's
  * prefix). Refused: answers q (nothing was forwarded) and returns false.
  */
-bool
-omni__rq_authorize(omni_rq_t *q, guard_result_t *res)
+static bool
+rq_authorize(omni_rq_t *q, guard_result_t *res)
 {
     guard_req_t req;
 
@@ -89,7 +128,7 @@ omni__rq_over_max_bytes(omni_rq_t *q, size_t n)
     rq_guard_req(q, q->received + n, &req);
     (void)guard_reject(q->g->guard, &req, RON_ECAPDENY, &res);
     omni__rq_error(q, (uint16_t)res.status,
-             "the body is larger than the capability's max-bytes allows", res.slug, 0);
+                   "the body is larger than the capability's max-bytes allows", res.slug, 0);
 }
 
 /* A put with a prefix caveat stored addr: true when the prefix allows it,
@@ -98,8 +137,8 @@ omni__rq_over_max_bytes(omni_rq_t *q, size_t n)
 bool
 omni__rq_prefix_allows(omni_rq_t *q, const char *addr)
 {
-    auth_request_t ar = {.op = AUTH_OP_PUT, .addr = addr, .size = q->received,
-                         .now = ron_unix_time()};
+    auth_request_t ar = {
+        .op = AUTH_OP_PUT, .addr = addr, .size = q->received, .now = ron_unix_time()};
     guard_result_t res;
     guard_req_t req;
 
@@ -109,8 +148,8 @@ omni__rq_prefix_allows(omni_rq_t *q, const char *addr)
     req.addr = addr;
     req.target = addr;
     (void)guard_reject(q->g->guard, &req, RON_ECAPDENY, &res);
-    omni__rq_error(q, (uint16_t)res.status, "the object's address is outside the capability's prefix",
-             res.slug, 0);
+    omni__rq_error(q, (uint16_t)res.status,
+                   "the object's address is outside the capability's prefix", res.slug, 0);
     return false;
 }
 
@@ -121,8 +160,8 @@ omni__rq_prefix_allows(omni_rq_t *q, const char *addr)
  * table; a new one takes a free slot or the one whose minute began first.
  * Returns true when allowed (and counts it); else *retry_ms is the wait.
  */
-bool
-omni__revoke_allowed(omni_t *g, const char *actor, uint64_t now_ms, uint32_t *retry_ms)
+static bool
+revoke_allowed(omni_t *g, const char *actor, uint64_t now_ms, uint32_t *retry_ms)
 {
     omni_revoker_t *r = NULL, *spare = NULL, *oldest = NULL;
 
@@ -154,8 +193,8 @@ omni__revoke_allowed(omni_t *g, const char *actor, uint64_t now_ms, uint32_t *re
 }
 
 /* cap_revoke by id past the caller's rate: 429 (counted and audited by the guard). */
-void
-omni__rq_revoke_flood(omni_rq_t *q, uint32_t retry_ms)
+static void
+rq_revoke_flood(omni_rq_t *q, uint32_t retry_ms)
 {
     guard_result_t res;
     guard_req_t req;
@@ -164,8 +203,57 @@ omni__rq_revoke_flood(omni_rq_t *q, uint32_t retry_ms)
         rq_guard_req(q, AUTH_SIZE_UNKNOWN, &req);
         (void)guard_reject(q->g->guard, &req, RON_EFLOOD, &res);
     }
-    omni__rq_error(q, 429, "too many revocations by this capability; try again later", "rate_limited",
-             retry_ms > 0 ? retry_ms : 1);
+    omni__rq_error(q, 429, "too many revocations by this capability; try again later",
+                   "rate_limited", retry_ms > 0 ? retry_ms : 1);
+}
+
+/*
+ * Without a guard nothing is checked by capability, so what only an
+ * operator may do answers loopback peers only: kernel operations (as the
+ * admin port's /admin/ routes) and registry writes (the signatures decide
+ * what commits; this keeps strangers from filling the proposal table); and
+ * there is no authority to mint with. Returns true when q may go on, else
+ * answers q.
+ */
+static bool
+rq_admit_unguarded(omni_rq_t *q)
+{
+    bool loopback = q->c != NULL && q->c->loopback;
+
+    if (q->r.op == OMNI_OP_CAP_MINT) {
+        omni__rq_error(q, 403, "this app port has no capability authority to mint with",
+                       "no_authority", 0);
+        return false;
+    }
+    if (q->r.app_proto_id == OAP_APP_KERNEL && !loopback) {
+        omni__rq_error(q, 403, "kernel operations answer loopback peers only", "loopback", 0);
+        return false;
+    }
+    if (q->r.op >= OMNI_OP_REG_PROPOSE && q->r.op <= OMNI_OP_REG_COMMIT && !loopback) {
+        omni__rq_error(q, 403, "registry writes answer loopback peers only", "loopback", 0);
+        return false;
+    }
+    return true;
+}
+
+bool
+omni__rq_admit(omni_rq_t *q, guard_result_t *res)
+{
+    uint32_t retry_ms = 0;
+
+    if (q->g->guard != NULL) {
+        if (q->r.auth_op >= 0 && !rq_authorize(q, res))
+            return false; /* refused by the guard: answered, nothing forwarded */
+    } else if (!rq_admit_unguarded(q)) {
+        return false;
+    }
+    if (q->r.op == OMNI_OP_CAP_REVOKE && !q->r.revoke_epoch &&
+        !revoke_allowed(q->g, res->actor[0] != '\0' ? res->actor : "anon", ron_now_ms(),
+                        &retry_ms)) {
+        rq_revoke_flood(q, retry_ms);
+        return false;
+    }
+    return true;
 }
 
 /* cap_mint: a token narrowed from the caller's verified grant (res). */
@@ -173,7 +261,8 @@ void
 omni__rq_mint(omni_rq_t *q, const guard_result_t *res)
 {
     const omni_mint_t *m = &q->r.mint;
-    guard_mint_req_t mr = {.ops = m->ops, .ttl = m->ttl,
+    guard_mint_req_t mr = {.ops = m->ops,
+                           .ttl = m->ttl,
                            .tenant = m->has_tenant ? m->tenant : NULL,
                            .max_bytes = m->max_bytes,
                            .prefix = m->prefix[0] != '\0' ? m->prefix : NULL};
@@ -181,7 +270,8 @@ omni__rq_mint(omni_rq_t *q, const guard_result_t *res)
     long n;
 
     if (res->anonymous) {
-        omni__rq_error(q, 401, "minting needs a capability allowing mint", "capability_required", 0);
+        omni__rq_error(q, 401, "minting needs a capability allowing mint", "capability_required",
+                       0);
         goto out;
     }
     n = guard_mint(q->g->guard, &res->verdict.grant, res->actor, &mr, tok, AUTH_MAX_TOKEN + 1, id);
@@ -189,7 +279,7 @@ omni__rq_mint(omni_rq_t *q, const guard_result_t *res)
         int st = guard_status_of((int)n);
         if (st == 403)
             omni__rq_error(q, 403, "the token asked for is wider than the caller's capability",
-                     "capability_wider", 0);
+                           "capability_wider", 0);
         else if (n == RON_EINVAL)
             omni__rq_error(q, 400, "ops, ttl, tenant, max_bytes or prefix out of range", "mint", 0);
         else

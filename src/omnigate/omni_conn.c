@@ -102,7 +102,7 @@ conn_write(omni_conn_t *c, const oap_frame_t *f)
 /* An error envelope for status into out (PROTO_MIN_ERROR_BUF or more). */
 size_t
 omni__envelope(char *out, size_t cap, uint16_t status, uint64_t corr_id, const char *message,
-         const char *reason, uint32_t retry_after_ms)
+               const char *reason, uint32_t retry_after_ms)
 {
     proto_error_t e;
     ssize_t n;
@@ -124,10 +124,11 @@ conn_send_error(omni_conn_t *c, uint16_t app, uint64_t corr_id, uint16_t status,
                 const char *message, const char *reason, uint32_t retry_after_ms)
 {
     char body[PROTO_MIN_ERROR_BUF + 256];
-    oap_frame_t f = {.flags = OAP_F_RESP | OAP_F_END, .code = status, .app_proto_id = app,
-                     .corr_id = corr_id};
+    oap_frame_t f = {
+        .flags = OAP_F_RESP | OAP_F_END, .code = status, .app_proto_id = app, .corr_id = corr_id};
 
-    f.payload_len = omni__envelope(body, sizeof body, status, corr_id, message, reason, retry_after_ms);
+    f.payload_len =
+        omni__envelope(body, sizeof body, status, corr_id, message, reason, retry_after_ms);
     f.payload = (const uint8_t *)body;
     (void)conn_write(c, &f);
 }
@@ -165,9 +166,12 @@ int
 omni__rq_send(omni_rq_t *q, uint16_t flags, uint16_t code, const void *payload, size_t len)
 {
     omni_conn_t *c = q->c;
-    oap_frame_t f = {.flags = (uint16_t)(OAP_F_RESP | flags), .code = code,
-                     .app_proto_id = q->r.app_proto_id, .corr_id = q->corr_id,
-                     .payload = payload, .payload_len = len};
+    oap_frame_t f = {.flags = (uint16_t)(OAP_F_RESP | flags),
+                     .code = code,
+                     .app_proto_id = q->r.app_proto_id,
+                     .corr_id = q->corr_id,
+                     .payload = payload,
+                     .payload_len = len};
     int rc;
 
     if (c == NULL)
@@ -256,9 +260,12 @@ conn_control(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size_
         return; /* a standalone event: nothing to answer */
     if ((f->flags & (OAP_F_REQ | OAP_F_START)) == (OAP_F_REQ | OAP_F_START) &&
         omni_request_parse(OAP_APP_CONTROL, payload, len, c->g->service, &r, &err) == 0) {
-        oap_frame_t rf = {.flags = OAP_F_RESP | OAP_F_END, .code = 200,
-                          .app_proto_id = OAP_APP_CONTROL, .corr_id = f->corr_id,
-                          .payload = (const uint8_t *)"{}", .payload_len = 2};
+        oap_frame_t rf = {.flags = OAP_F_RESP | OAP_F_END,
+                          .code = 200,
+                          .app_proto_id = OAP_APP_CONTROL,
+                          .corr_id = f->corr_id,
+                          .payload = (const uint8_t *)"{}",
+                          .payload_len = 2};
         omni_request_close(&r);
         omni__count_request(c->g, OAP_APP_CONTROL, "ping", 200);
         (void)conn_write(c, &rf);
@@ -315,7 +322,7 @@ conn_frame(omni_conn_t *c, const oap_frame_t *f)
     } else if (f->flags & OAP_F_START) {
         omni__rq_start(c, f, payload, len);
     } else if ((q = conn_find_rq(c, f->corr_id)) != NULL) {
-        omni__rq_body(c, q, f, payload, len);
+        omni__rq_body(q, f, payload, len);
     }
     free(inflated);
 }

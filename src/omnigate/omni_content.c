@@ -18,29 +18,73 @@
 
 #include "omni_internal.h"
 #include "ron_err.h"
+#include "ron_naming.h"
 #include "ron_util.h"
 
 /* ---------------------------------------------------------------- put */
 
+/* A put starts with put_begin (the parsed request's JSON); body frames queue meanwhile. */
 void
-omni__rq_drop_pieces(omni_rq_t *q)
+omni__rq_put_start(omni_rq_t *q)
 {
-    uint32_t frames = 0;
+    int rc;
 
-    while (q->head != NULL) {
-        omni_piece_t *p = q->head;
-        q->head = p->next;
-        if (q->c != NULL) {
-            q->c->in_bytes -= p->len - p->off;
-            q->g->stats.input_bytes -= p->len - p->off;
-        }
-        frames++;
-        free(p);
+    q->state = OMNI_RQ_PUT_BEGIN;
+    q->begin_inflight = true;
+    rc = omni__rq_bus(q, OAP_APP_STORAGE, q->r.fwd, q->r.fwd_len);
+    if (rc < 0) {
+        q->begin_inflight = false;
+        omni__rq_bus_failed(q, rc);
     }
-    q->tail = NULL;
-    omni__rq_consume(q, frames);
-    if (q->c != NULL)
-        omni__conn_set_reading(q->c);
+}
+
+/* put_begin answered (o): the put is open at the storage service; its START frame is done. */
+void
+omni__on_put_begun(omni_rq_t *q, json_t *o)
+{
+    if (!omni__json_u64_field(o, "put_id", &q->put_id)) {
+        omni__rq_error(q, 502, "put_begin answer without put_id", NULL, 0);
+        return;
+    }
+    q->put_open = true;
+    q->state = OMNI_RQ_PUT_OPEN;
+    omni__rq_consume(q, 1); /* the START frame */
+}
+
+/*
+ * A body frame of a put (len bytes of payload, copied): refused past the
+ * capability's max-bytes, else queued as a piece until the storage service
+ * wrote it.
+ */
+void
+omni__rq_put_body(omni_rq_t *q, const uint8_t *payload, size_t len)
+{
+    omni_conn_t *c = q->c;
+    omni_piece_t *p;
+
+    if (len > q->max_bytes - RON_MIN(q->received, q->max_bytes)) {
+        /* over the capability's max-bytes: refused as the bytes come */
+        omni__rq_over_max_bytes(q, len);
+        omni__rq_consume(q, 1); /* discarded */
+        omni__rq_put_abort(q);
+        return;
+    }
+    p = ron_xmalloc(sizeof *p + OMNI_PIECE_HEAD + len);
+    q->received += len;
+    p->next = NULL;
+    p->len = len;
+    p->off = 0;
+    p->sent = 0;
+    if (len > 0)
+        memcpy(OMNI_PIECE_DATA(p), payload, len);
+    if (q->tail != NULL)
+        q->tail->next = p;
+    else
+        q->head = p;
+    q->tail = p;
+    c->in_bytes += len;
+    c->g->stats.input_bytes += len;
+    omni__conn_set_reading(c);
 }
 
 /*
@@ -53,8 +97,9 @@ rq_put_write(omni_rq_t *q, omni_piece_t *p, size_t wlen)
 {
     char js[OMNI_PIECE_HEAD - 4];
     uint8_t save[OMNI_PIECE_HEAD], *at = OMNI_PIECE_DATA(p) + p->sent, *h;
-    int n = snprintf(js, sizeof js, "{\"offset\":\"%llu\",\"op\":\"put_write\",\"put_id\":\"%llu\"}",
-                     (unsigned long long)q->sent, (unsigned long long)q->put_id);
+    int n =
+        snprintf(js, sizeof js, "{\"offset\":\"%llu\",\"op\":\"put_write\",\"put_id\":\"%llu\"}",
+                 (unsigned long long)q->sent, (unsigned long long)q->put_id);
     size_t hl;
     int rc;
 
@@ -63,11 +108,7 @@ rq_put_write(omni_rq_t *q, omni_piece_t *p, size_t wlen)
     hl = 4 + (size_t)n;
     h = at - hl;
     memcpy(save, h, hl);
-    h[0] = 0;
-    h[1] = 0;
-    h[2] = 0;
-    h[3] = (uint8_t)n;
-    memcpy(h + 4, js, (size_t)n);
+    (void)proto_json_frame(h, js, (uint32_t)n);
     rc = omni__rq_bus_payload(q, OAP_APP_STORAGE, h, hl + wlen, omni__rq_bus_reply, q);
     memcpy(h, save, hl);
     return rc;
@@ -87,22 +128,15 @@ omni__rq_put_abort(omni_rq_t *q)
 {
     char js[64];
     uint8_t buf[4 + sizeof js];
-    rbus_request_opts_t o = {.app_proto_id = OAP_APP_STORAGE, .deadline_ms = OMNI_BUS_DEADLINE_MS};
-    int n;
+    size_t n;
 
     if (!q->put_open || q->g->storage == NULL || q->inflight > 0)
         return; /* with writes in flight: the last answer calls again */
     q->put_open = false;
-    n = snprintf(js, sizeof js, "{\"op\":\"put_abort\",\"put_id\":\"%llu\"}",
-                 (unsigned long long)q->put_id);
-    buf[0] = buf[1] = buf[2] = 0;
-    buf[3] = (uint8_t)n;
-    memcpy(buf + 4, js, (size_t)n);
-    memcpy(o.tenant_id, q->tenant, sizeof o.tenant_id);
-    o.cap = q->cap;
-    o.cap_len = q->cap_len;
-    if (rbus_request_ex(q->g->storage, &o, buf, 4 + (size_t)n, abort_reply, q->g) == 0)
-        q->g->refs++;
+    n = (size_t)snprintf(js, sizeof js, "{\"op\":\"put_abort\",\"put_id\":\"%llu\"}",
+                         (unsigned long long)q->put_id);
+    n = proto_json_frame(buf, js, (uint32_t)n);
+    (void)omni__bus_send(q, OAP_APP_STORAGE, buf, n, abort_reply, q->g);
 }
 
 /*
@@ -131,6 +165,68 @@ rq_put_ack(omni_rq_t *q, uint64_t n)
         frames++;
     }
     omni__rq_consume(q, frames);
+}
+
+/* Keep up to OMNI_PUT_PIPELINE put_writes in flight; commit after the last and the END. */
+void
+omni__rq_put_next(omni_rq_t *q)
+{
+    char js[128];
+    int n, rc;
+
+    if (q->state != OMNI_RQ_PUT_OPEN)
+        return;
+    rq_put_ack(q, 0); /* empty frames at the head */
+    /* keep up to OMNI_PUT_PIPELINE writes in flight; the service runs them in order */
+    while (q->inflight < OMNI_PUT_PIPELINE) {
+        omni_piece_t *p = q->head;
+        size_t wlen;
+        while (p != NULL && p->sent == p->len)
+            p = p->next;
+        if (p == NULL)
+            break;
+        wlen = RON_MIN(p->len - p->sent, (size_t)OMNI_BUS_CHUNK);
+        rc = rq_put_write(q, p, wlen);
+        if (rc < 0) {
+            omni__rq_bus_failed(q, rc);
+            omni__rq_put_abort(q);
+            return;
+        }
+        p->sent += wlen;
+        q->sent += wlen;
+    }
+    /* the commit waits for the writes in flight and for the client's END */
+    if (q->inflight > 0 || q->head != NULL || !q->req_ended)
+        return;
+    q->state = OMNI_RQ_PUT_COMMIT;
+    n = snprintf(js, sizeof js, "{\"op\":\"put_commit\",\"put_id\":\"%llu\"}",
+                 (unsigned long long)q->put_id);
+    rc = omni__rq_bus(q, OAP_APP_STORAGE, js, (size_t)n);
+    if (rc < 0) {
+        omni__rq_bus_failed(q, rc);
+        omni__rq_put_abort(q);
+    }
+}
+
+void
+omni__rq_drop_pieces(omni_rq_t *q)
+{
+    uint32_t frames = 0;
+
+    while (q->head != NULL) {
+        omni_piece_t *p = q->head;
+        q->head = p->next;
+        if (q->c != NULL) {
+            q->c->in_bytes -= p->len - p->off;
+            q->g->stats.input_bytes -= p->len - p->off;
+        }
+        frames++;
+        free(p);
+    }
+    q->tail = NULL;
+    omni__rq_consume(q, frames);
+    if (q->c != NULL)
+        omni__conn_set_reading(q->c);
 }
 
 /* A put_write answered with the put's total: those bytes are in the store. */
@@ -168,6 +264,66 @@ omni__on_put_committed(omni_rq_t *q, json_t *o)
         abort(); /* jansson fails only on OOM */
     omni__rq_answer(q, json_is_false(json_object_get(o, "created")) ? 200 : 201, txt, strlen(txt));
     free(txt);
+}
+
+/* ---------------------------------------------------------------- get */
+
+/* The get's address as text ("b3:" + 64 lowercase hex). */
+static void
+rq_addr_text(const omni_rq_t *q, char out[static NAME_ADDR_TEXT_LEN + 1])
+{
+    name_addr_t a;
+
+    memcpy(a.b, q->r.addr, sizeof a.b);
+    name_addr_format(&a, out);
+}
+
+/* Ask the storage service for len bytes of the get's object at off, answered to cb(arg). */
+static int
+rq_storage_get(omni_rq_t *q, uint64_t off, size_t len, rbus_reply_cb cb, void *arg)
+{
+    char js[200], addr[NAME_ADDR_TEXT_LEN + 1];
+    int n;
+
+    rq_addr_text(q, addr);
+    n = snprintf(js, sizeof js,
+                 "{\"address\":\"%s\",\"length\":\"%zu\",\"offset\":\"%llu\",\"op\":\"get\"}", addr,
+                 len, (unsigned long long)off);
+    return omni__rq_bus_cb(q, OAP_APP_STORAGE, js, (size_t)n, cb, arg);
+}
+
+/* A get starts with a stat of its object (size and content type, for the range). */
+void
+omni__rq_get_start(omni_rq_t *q)
+{
+    char js[128], addr[NAME_ADDR_TEXT_LEN + 1];
+    int n, rc;
+
+    rq_addr_text(q, addr);
+    n = snprintf(js, sizeof js, "{\"address\":\"%s\",\"op\":\"stat\"}", addr);
+    q->state = OMNI_RQ_GET_STAT;
+    rc = omni__rq_bus(q, OAP_APP_STORAGE, js, (size_t)n);
+    if (rc < 0)
+        omni__rq_bus_failed(q, rc);
+}
+
+/*
+ * The stat of a get answered 404: not stored here. Once, a one-byte storage
+ * get stands in for it (it fetches the object from peers and tells the size).
+ * Returns true when it was sent (or failed and q was answered).
+ */
+bool
+omni__rq_get_probe(omni_rq_t *q)
+{
+    int rc;
+
+    if (q->probed)
+        return false;
+    q->probed = true;
+    rc = rq_storage_get(q, q->r.has_offset ? q->r.offset : 0, 1, omni__rq_bus_reply, q);
+    if (rc < 0)
+        omni__rq_bus_failed(q, rc);
+    return true;
 }
 
 /* stat answered for a get: check the range, send the metadata frame. */
@@ -217,6 +373,17 @@ chunk_release(omni_rq_t *q, omni_chunk_t *k)
     free(k->data);
     k->data = NULL;
     k->used = k->ready = false;
+}
+
+/* q is answered: chunks answered but never sent are gone with the stream. */
+void
+omni__rq_drop_chunks(omni_rq_t *q)
+{
+    for (size_t i = 0; i < OMNI_GET_PIPELINE; i++) {
+        omni_chunk_t *k = &q->chunks[i];
+        if (k->used && k->ready)
+            chunk_release(q, k);
+    }
 }
 
 /* Send the chunks that are next in order; the last one carries END. */
@@ -287,10 +454,9 @@ omni__rq_get_next(omni_rq_t *q)
 {
     omni_conn_t *c = q->c;
     const oap_stream_t *s;
-    char js[200], addr[68];
     uint64_t chunk = RON_MIN((uint64_t)OMNI_BUS_CHUNK, (uint64_t)(c->max_frame - OAP_HDR_LEN));
     uint32_t outstanding = 0;
-    int n, rc;
+    int rc;
 
     if (q->pend_err != NULL) {
         if (omni__rq_send(q, OAP_F_END, q->pend_code, q->pend_err, q->pend_len) == 0) {
@@ -308,11 +474,6 @@ omni__rq_get_next(omni_rq_t *q)
         }
         return;
     }
-    addr[0] = 'b';
-    addr[1] = '3';
-    addr[2] = ':';
-    for (size_t i = 0; i < 32; i++)
-        snprintf(addr + 3 + 2 * i, 3, "%02x", q->r.addr[i]);
     for (size_t i = 0; i < OMNI_GET_PIPELINE; i++)
         outstanding += q->chunks[i].used;
     for (size_t i = 0; i < OMNI_GET_PIPELINE && q->next_off < q->end; i++) {
@@ -328,10 +489,7 @@ omni__rq_get_next(omni_rq_t *q)
         k->ready = false;
         k->off = q->next_off;
         k->len = (size_t)RON_MIN(chunk, q->end - q->next_off);
-        n = snprintf(js, sizeof js,
-                     "{\"address\":\"%s\",\"length\":\"%zu\",\"offset\":\"%llu\",\"op\":\"get\"}",
-                     addr, k->len, (unsigned long long)k->off);
-        rc = omni__rq_bus_cb(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0, rq_chunk_reply, k);
+        rc = rq_storage_get(q, k->off, k->len, rq_chunk_reply, k);
         if (rc < 0) {
             k->used = false;
             omni__rq_bus_failed(q, rc);
@@ -340,45 +498,5 @@ omni__rq_get_next(omni_rq_t *q)
         q->next_off += k->len;
         c->get_bytes += k->len;
         outstanding++;
-    }
-}
-
-void
-omni__rq_put_next(omni_rq_t *q)
-{
-    char js[128];
-    int n, rc;
-
-    if (q->state != OMNI_RQ_PUT_OPEN)
-        return;
-    rq_put_ack(q, 0); /* empty frames at the head */
-    /* keep up to OMNI_PUT_PIPELINE writes in flight; the service runs them in order */
-    while (q->inflight < OMNI_PUT_PIPELINE) {
-        omni_piece_t *p = q->head;
-        size_t wlen;
-        while (p != NULL && p->sent == p->len)
-            p = p->next;
-        if (p == NULL)
-            break;
-        wlen = RON_MIN(p->len - p->sent, (size_t)OMNI_BUS_CHUNK);
-        rc = rq_put_write(q, p, wlen);
-        if (rc < 0) {
-            omni__rq_bus_failed(q, rc);
-            omni__rq_put_abort(q);
-            return;
-        }
-        p->sent += wlen;
-        q->sent += wlen;
-    }
-    /* the commit waits for the writes in flight and for the client's END */
-    if (q->inflight > 0 || q->head != NULL || !q->req_ended)
-        return;
-    q->state = OMNI_RQ_PUT_COMMIT;
-    n = snprintf(js, sizeof js, "{\"op\":\"put_commit\",\"put_id\":\"%llu\"}",
-                 (unsigned long long)q->put_id);
-    rc = omni__rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0);
-    if (rc < 0) {
-        omni__rq_bus_failed(q, rc);
-        omni__rq_put_abort(q);
     }
 }

@@ -38,8 +38,7 @@ void omni__idem_free(omni_idem_t *c);
  * put), or 0 when there is none (or it expired).
  */
 uint16_t omni__idem_get(omni_idem_t *c, const uint8_t tenant[16], uint16_t app, omni_op_t op,
-                        const char *idem, uint64_t now_ms, const char **json_out,
-                        size_t *len_out);
+                        const char *idem, uint64_t now_ms, const char **json_out, size_t *len_out);
 
 /* Remember an answer (json copied; over OMNI_MAX_ANSWER bytes it is not kept). */
 void omni__idem_put(omni_idem_t *c, const uint8_t tenant[16], uint16_t app, omni_op_t op,
@@ -73,9 +72,9 @@ typedef struct {
 
 typedef struct omni_piece {
     struct omni_piece *next;
-    size_t len;  /* bytes of data */
-    size_t off;  /* bytes already written to the store */
-    size_t sent; /* bytes sent in put_writes (off <= sent <= len) */
+    size_t len;    /* bytes of data */
+    size_t off;    /* bytes already written to the store */
+    size_t sent;   /* bytes sent in put_writes (off <= sent <= len) */
     uint8_t buf[]; /* OMNI_PIECE_HEAD bytes of room, then the len bytes of data */
 } omni_piece_t;
 
@@ -97,20 +96,21 @@ struct omni_rq {
     omni_request_t r;
     omni_rq_state_t state;
     uint32_t inflight; /* bus requests of ours pending (gets: up to OMNI_GET_PIPELINE) */
-    bool req_ended;  /* the client's direction ended */
-    bool resp_ended; /* our answer ended */
+    bool req_ended;    /* the client's direction ended */
+    bool resp_ended;   /* our answer ended */
     /* put */
     bool put_open; /* put_id is open at the storage service */
     uint64_t put_id;
-    uint64_t written; /* bytes the storage service answered as written */
-    uint64_t sent;    /* bytes sent in put_writes (the next one's offset) */
-    uint64_t received; /* body bytes received */
-    uint64_t max_bytes; /* the capability's max-bytes (UINT64_MAX: none), enforced as they come */
+    uint64_t written;    /* bytes the storage service answered as written */
+    uint64_t sent;       /* bytes sent in put_writes (the next one's offset) */
+    uint64_t received;   /* body bytes received */
+    uint64_t max_bytes;  /* the capability's max-bytes (UINT64_MAX: none), enforced as they come */
     bool begin_inflight; /* put_begin sent, not answered */
-    auth_grant_t *grant; /* put with a prefix caveat: its grant, checked once the address is known */
+    auth_grant_t
+        *grant; /* put with a prefix caveat: its grant, checked once the address is known */
     omni_piece_t *head, *tail;
     /* get */
-    uint16_t status; /* 200 or 206 */
+    uint16_t status;   /* 200 or 206 */
     uint64_t pos, end; /* next byte to send, end of the range */
     bool probed;       /* get of a local miss: a storage get (which fetches) stood in for stat */
     uint64_t next_off; /* next byte to ask the storage service for; pos <= next_off <= end */
@@ -200,8 +200,8 @@ void omni__conn_set_reading(omni_conn_t *c);
 void omni__conn_idle_check(omni_conn_t *c);
 
 /* An error envelope for status into out (PROTO_MIN_ERROR_BUF or more); returns its length. */
-size_t omni__envelope(char *out, size_t cap, uint16_t status, uint64_t corr_id,
-                      const char *message, const char *reason, uint32_t retry_after_ms);
+size_t omni__envelope(char *out, size_t cap, uint16_t status, uint64_t corr_id, const char *message,
+                      const char *reason, uint32_t retry_after_ms);
 
 /*
  * Send a frame of q's answer through the stream table. Returns 0, RON_EAGAIN
@@ -221,9 +221,8 @@ bool omni__addr_is_loopback(const struct sockaddr_storage *ss);
 /* A START frame f (payload inflated) opened stream f->corr_id on c: parse, check, start. */
 void omni__rq_start(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size_t len);
 
-/* A body frame (REQ, not START) of stream q. */
-void omni__rq_body(omni_conn_t *c, omni_rq_t *q, const oap_frame_t *f, const uint8_t *payload,
-                   size_t len);
+/* A body frame (REQ, not START) of stream q (attached). */
+void omni__rq_body(omni_rq_t *q, const oap_frame_t *f, const uint8_t *payload, size_t len);
 
 /* Advance q as far as it can go now, then free it if it is finished. */
 void omni__rq_step(omni_rq_t *q);
@@ -245,23 +244,27 @@ void omni__rq_bus_failed(omni_rq_t *q, int rc);
 void omni__rq_forward_error(omni_rq_t *q, const oap_frame_t *resp);
 
 /*
- * Send one bus request for q to the service of app, payload built (copied),
- * with q's tenant and cap. Returns 0 (q->inflight and a reference on g
- * taken) or a ron-bus error (RON_EUNAVAIL: no peer for app).
+ * Send payload (built; copied) to the service of app with q's tenant and cap
+ * (the service checks them again), answered to cb(arg) within
+ * OMNI_BUS_DEADLINE_MS. Returns 0 (a reference on q->g taken, dropped by cb)
+ * or a ron-bus error (RON_EUNAVAIL: no peer for app).
  */
+int omni__bus_send(const omni_rq_t *q, uint16_t app, const uint8_t *payload, size_t n,
+                   rbus_reply_cb cb, void *arg);
+
+/* omni__bus_send as one of q's own bus requests (counted in q->inflight). */
 int omni__rq_bus_payload(omni_rq_t *q, uint16_t app, const uint8_t *payload, size_t n,
                          rbus_reply_cb cb, void *arg);
 
 /*
- * Send one bus request for q: JSON (with the u32 prefix for storage and
- * index) then raw bytes. Returns 0 (q->inflight set) or a ron-bus error.
+ * Send json (jlen bytes) as one of q's bus requests: with the u32 prefix for
+ * every service but the kernel. Returns 0 (q->inflight set) or a ron-bus error.
  */
-int omni__rq_bus_cb(omni_rq_t *q, uint16_t app, const char *json, size_t jlen,
-                    const uint8_t *raw, size_t rlen, rbus_reply_cb cb, void *arg);
+int omni__rq_bus_cb(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, rbus_reply_cb cb,
+                    void *arg);
 
 /* omni__rq_bus_cb answered by omni__rq_bus_reply (q's state decides). */
-int omni__rq_bus(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
-                 size_t rlen);
+int omni__rq_bus(omni_rq_t *q, uint16_t app, const char *json, size_t jlen);
 
 /* The callback of q's bus requests (arg: q) but a get's chunks. */
 void omni__rq_bus_reply(void *arg, int status, const oap_frame_t *resp);
@@ -279,8 +282,20 @@ bool omni__json_u64_field(json_t *o, const char *key, uint64_t *v);
 
 /* ---------------------------------------------------------------- omni_content.c */
 
+/* Start a put: put_begin with the parsed request's JSON. */
+void omni__rq_put_start(omni_rq_t *q);
+
+/* put_begin answered (o): the put is open; its START frame is credited. */
+void omni__on_put_begun(omni_rq_t *q, json_t *o);
+
+/* A put's body frame (copied): refused past max-bytes, else queued until written. */
+void omni__rq_put_body(omni_rq_t *q, const uint8_t *payload, size_t len);
+
 /* Free q's queued body pieces, crediting their frames and releasing their bytes. */
 void omni__rq_drop_pieces(omni_rq_t *q);
+
+/* Release a get's chunks answered but never sent (q was answered otherwise). */
+void omni__rq_drop_chunks(omni_rq_t *q);
 
 /* Send a put_abort for q's open put (fire and forget) unless writes are in flight. */
 void omni__rq_put_abort(omni_rq_t *q);
@@ -290,6 +305,16 @@ void omni__on_put_written(omni_rq_t *q, json_t *o);
 
 /* put_commit answered (o): 201 for a new object, 200 when it was already stored. */
 void omni__on_put_committed(omni_rq_t *q, json_t *o);
+
+/* Start a get: stat its object. */
+void omni__rq_get_start(omni_rq_t *q);
+
+/*
+ * A get's stat answered 404: the first time, a one-byte storage get (which
+ * fetches from peers) stands in for it; returns true (q moved on or was
+ * answered). The second time: false, and the 404 is q's answer.
+ */
+bool omni__rq_get_probe(omni_rq_t *q);
 
 /* stat answered for a get (o): check the range, send the metadata frame. */
 void omni__on_get_stat(omni_rq_t *q, json_t *o);
@@ -302,24 +327,23 @@ void omni__rq_put_next(omni_rq_t *q);
 
 /* ---------------------------------------------------------------- omni_cap.c */
 
+/* The capability op (auth_op_t) op needs, or -1: open to anyone. */
+int omni__op_auth(omni_op_t op, bool revoke_epoch);
+
 /*
- * Check q's capability (or its absence) with the guard. Allowed: returns
- * true with *res filled and q's pending constraints kept (max-bytes, a put's
- * prefix). Refused: answers q (nothing was forwarded) and returns false.
+ * May q (parsed, not a ping) go on? With a guard: its check of q's
+ * capability; without: the loopback rules for operator ops. Then cap_revoke
+ * by id within its per-caller rate. Returns true with *res filled by the
+ * guard (left as given without one), or false with q answered.
  */
-bool omni__rq_authorize(omni_rq_t *q, guard_result_t *res);
+bool omni__rq_admit(omni_rq_t *q, guard_result_t *res);
 
 /* A put's body passed its capability's max-bytes with n more bytes: refuse it. */
 void omni__rq_over_max_bytes(omni_rq_t *q, size_t n);
 
-/* A put with a prefix caveat stored addr: true when the prefix allows it, else q is answered 403. */
+/* A put with a prefix caveat stored addr: true when the prefix allows it, else q is answered 403.
+ */
 bool omni__rq_prefix_allows(omni_rq_t *q, const char *addr);
-
-/* cap_revoke by id: true when actor is under OMNI_REVOKE_PER_MIN (counted); else *retry_ms. */
-bool omni__revoke_allowed(omni_t *g, const char *actor, uint64_t now_ms, uint32_t *retry_ms);
-
-/* cap_revoke by id past the caller's rate: answer 429 (counted and audited by the guard). */
-void omni__rq_revoke_flood(omni_rq_t *q, uint32_t retry_ms);
 
 /* cap_mint: answer q with a token narrowed from the caller's verified grant (res). */
 void omni__rq_mint(omni_rq_t *q, const guard_result_t *res);

@@ -11,46 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "omnigate.h"
+#include "omni_internal.h"
 #include "ron_err.h"
+#include "ron_naming.h"
 
 typedef struct {
     uint16_t app;
-    const char *name;    /* op on the app port */
-    const char *bus_op;  /* op at the service (NULL: handled here) */
+    const char *name;   /* op on the app port */
+    const char *bus_op; /* op at the service (NULL: handled here) */
     const char *const fields[8];
 } op_def_t;
-
-/* The capability op each op needs (app-port.md §1b); -1: open to anyone. */
-static const int op_auth[OMNI_OP__COUNT] = {
-    [OMNI_OP_PING] = -1,
-    [OMNI_OP_PUT] = AUTH_OP_PUT,
-    [OMNI_OP_GET] = AUTH_OP_GET,
-    [OMNI_OP_STAT] = AUTH_OP_GET,
-    [OMNI_OP_LIST] = AUTH_OP_PIN,
-    [OMNI_OP_PIN] = AUTH_OP_PIN,
-    [OMNI_OP_UNPIN] = AUTH_OP_PIN,
-    [OMNI_OP_GC] = AUTH_OP_ADMIN,
-    [OMNI_OP_PUBLISH] = AUTH_OP_NAME,
-    [OMNI_OP_RESOLVE] = AUTH_OP_GET,
-    [OMNI_OP_NAMES] = AUTH_OP_GET,
-    [OMNI_OP_STATUS] = AUTH_OP_ADMIN,
-    [OMNI_OP_RELOAD] = AUTH_OP_ADMIN,
-    [OMNI_OP_RELEASE] = AUTH_OP_ADMIN,
-    [OMNI_OP_REG_HEAD] = AUTH_OP_GET,
-    [OMNI_OP_REG_GET] = AUTH_OP_GET,
-    [OMNI_OP_REG_SIGNERS] = AUTH_OP_GET,
-    [OMNI_OP_REG_PROPOSE] = AUTH_OP_ADMIN,
-    [OMNI_OP_REG_APPROVE] = AUTH_OP_ADMIN,
-    [OMNI_OP_REG_COMMIT] = AUTH_OP_ADMIN,
-    [OMNI_OP_CHALLENGE] = -1, /* how a key holder gets a capability */
-    [OMNI_OP_REDEEM] = -1,
-    [OMNI_OP_CAP_MINT] = AUTH_OP_MINT,
-    [OMNI_OP_CAP_REVOKE] = AUTH_OP_MINT, /* by id; by epoch: admin (omni_request_parse) */
-    [OMNI_OP_KEY_ROTATE] = AUTH_OP_ADMIN,
-    [OMNI_OP_KEY_SHOW] = AUTH_OP_ADMIN,
-    [OMNI_OP_PASS_ROTATE] = AUTH_OP_ADMIN,
-};
 
 static const op_def_t ops[OMNI_OP__COUNT] = {
     [OMNI_OP_PING] = {OAP_APP_CONTROL, "ping", NULL, {NULL}},
@@ -71,17 +41,25 @@ static const op_def_t ops[OMNI_OP__COUNT] = {
     [OMNI_OP_REG_GET] = {OAP_APP_REGISTRY, "get", "get", {"version", NULL}},
     [OMNI_OP_REG_SIGNERS] = {OAP_APP_REGISTRY, "signers", "signers", {NULL}},
     [OMNI_OP_REG_PROPOSE] = {OAP_APP_REGISTRY, "propose", "propose", {"descriptor", "idem", NULL}},
-    [OMNI_OP_REG_APPROVE] = {OAP_APP_REGISTRY, "approve", "approve",
+    [OMNI_OP_REG_APPROVE] = {OAP_APP_REGISTRY,
+                             "approve",
+                             "approve",
                              {"id", "pk", "sig", "idem", NULL}},
     [OMNI_OP_REG_COMMIT] = {OAP_APP_REGISTRY, "commit", "commit", {"id", "idem", NULL}},
     /* svc-passport checks the values strictly (docs/protocol/passport.md) */
     [OMNI_OP_CHALLENGE] = {OAP_APP_AUTH, "challenge", "challenge", {NULL}},
-    [OMNI_OP_REDEEM] = {OAP_APP_AUTH, "redeem", "redeem",
+    [OMNI_OP_REDEEM] = {OAP_APP_AUTH,
+                        "redeem",
+                        "redeem",
                         {"challenge", "pk", "ops", "ttl", "tenant", "sig", NULL}},
-    [OMNI_OP_CAP_MINT] = {OAP_APP_KERNEL, "cap_mint", NULL,
+    [OMNI_OP_CAP_MINT] = {OAP_APP_KERNEL,
+                          "cap_mint",
+                          NULL,
                           {"ops", "ttl", "tenant", "max_bytes", "prefix", NULL}},
     /* the kernel checks the identifier and the numbers (capabilities.md) */
-    [OMNI_OP_CAP_REVOKE] = {OAP_APP_KERNEL, "cap_revoke", "auth_revoke",
+    [OMNI_OP_CAP_REVOKE] = {OAP_APP_KERNEL,
+                            "cap_revoke",
+                            "auth_revoke",
                             {"id", "epoch", "until", "idem", NULL}},
     /* the node's capability key generation (DESIGN.md §11 `ron key rotate` / `show`) */
     [OMNI_OP_KEY_ROTATE] = {OAP_APP_KERNEL, "key_rotate", "auth_rotate", {NULL}},
@@ -121,25 +99,15 @@ idem_ok(const char *s)
     return true;
 }
 
-/* b3: + 64 lowercase hex into 32 bytes. */
+/* b3: + 64 lowercase hex into 32 bytes (ron-naming's address syntax). */
 static bool
 addr_parse(const char *s, uint8_t out[32])
 {
-    if (strlen(s) != 67 || strncmp(s, "b3:", 3) != 0)
+    name_addr_t a;
+
+    if (name_addr_parse(&a, s, strlen(s), NULL) < 0)
         return false;
-    for (size_t i = 0; i < 32; i++) {
-        unsigned v = 0;
-        for (size_t k = 0; k < 2; k++) {
-            char c = s[3 + 2 * i + k];
-            if (c >= '0' && c <= '9')
-                v = v * 16 + (unsigned)(c - '0');
-            else if (c >= 'a' && c <= 'f')
-                v = v * 16 + (unsigned)(c - 'a' + 10);
-            else
-                return false;
-        }
-        out[i] = (uint8_t)v;
-    }
+    memcpy(out, a.b, sizeof a.b);
     return true;
 }
 
@@ -209,13 +177,15 @@ parse_mint(const proto_start_t *s, omni_mint_t *m, proto_err_t *err)
         err_set(err, "ops", "expected a non-empty array of op names");
         return RON_EJSON;
     }
-    json_array_foreach(list, i, v) {
+    json_array_foreach(list, i, v)
+    {
         auth_op_t op;
         const char *name = json_string_value(v);
         if (name == NULL || auth_op_parse(name, strlen(name), &op) < 0 ||
             (m->ops & (1u << op)) != 0) {
-            err_set(err, "ops", "expected distinct ops of get, put, pin, name, send, recv, "
-                                "admin, mint");
+            err_set(err, "ops",
+                    "expected distinct ops of get, put, pin, name, send, recv, "
+                    "admin, mint");
             return RON_EJSON;
         }
         m->ops |= 1u << op;
@@ -330,14 +300,68 @@ build_fwd(const proto_start_t *s, const op_def_t *d, const char *service, omni_r
     return 0;
 }
 
+/* The op named op on app into r->op and *d_out; an unknown one is RON_EJSON naming the field. */
+static int
+op_find(uint16_t app, const char *op, omni_request_t *r, const op_def_t **d_out, proto_err_t *err)
+{
+    bool app_known = false;
+
+    *d_out = NULL;
+    for (size_t i = 0; i < OMNI_OP__COUNT; i++) {
+        if (ops[i].app != app)
+            continue;
+        app_known = true;
+        if (strcmp(ops[i].name, op) == 0) {
+            *d_out = &ops[i];
+            r->op = (omni_op_t)i;
+        }
+    }
+    if (*d_out != NULL)
+        return 0;
+    err_set(err, app_known ? "op" : "app_proto_id",
+            app_known ? "unknown operation" : "no operations on this app_proto_id");
+    return RON_EJSON;
+}
+
+/* The args d allows, idem, and the ops' own required fields (release, cap_revoke). */
+static int
+parse_args(const proto_start_t *s, const op_def_t *d, omni_request_t *r, proto_err_t *err)
+{
+    const char *idem = NULL, *svc = NULL, *id = NULL, *epoch = NULL, *until = NULL;
+    int rc;
+
+    if ((rc = proto_args_only(s, d->fields, err)) < 0 ||
+        (rc = proto_args_str(s, "idem", false, &idem, err)) < 0)
+        return rc;
+    if (idem != NULL) {
+        if (!idem_ok(idem)) {
+            err_set(err, "idem", "expected 1..64 of [A-Za-z0-9_-]");
+            return RON_EJSON;
+        }
+        snprintf(r->idem, sizeof r->idem, "%s", idem);
+    }
+    if (r->op == OMNI_OP_RELEASE)
+        return proto_args_str(s, "service", true, &svc, err);
+    if (r->op == OMNI_OP_CAP_REVOKE) {
+        if ((rc = proto_args_str(s, "id", false, &id, err)) < 0 ||
+            (rc = proto_args_str(s, "epoch", false, &epoch, err)) < 0 ||
+            (rc = proto_args_str(s, "until", false, &until, err)) < 0)
+            return rc;
+        if ((id == NULL) == (epoch == NULL)) {
+            err_set(err, "id", "give exactly one of id and epoch");
+            return RON_EJSON;
+        }
+        r->revoke_epoch = epoch != NULL;
+    }
+    return 0;
+}
+
 int
 omni_request_parse(uint16_t app_proto_id, const uint8_t *json, size_t len, const char *service,
                    omni_request_t *r_out, proto_err_t *err_out)
 {
     proto_start_t s = {0};
     const op_def_t *d = NULL;
-    const char *idem = NULL;
-    bool app_known = false;
     int rc;
 
     memset(r_out, 0, sizeof *r_out);
@@ -354,55 +378,10 @@ omni_request_parse(uint16_t app_proto_id, const uint8_t *json, size_t len, const
     }
     if ((rc = proto_start_decode((const char *)json, len, &s, err_out)) < 0)
         return rc;
-    for (size_t i = 0; i < OMNI_OP__COUNT; i++) {
-        if (ops[i].app != app_proto_id)
-            continue;
-        app_known = true;
-        if (strcmp(ops[i].name, s.op) == 0) {
-            d = &ops[i];
-            r_out->op = (omni_op_t)i;
-        }
-    }
-    if (d != NULL)
-        r_out->auth_op = op_auth[r_out->op];
-    if (d == NULL) {
-        err_set(err_out, app_known ? "op" : "app_proto_id",
-                app_known ? "unknown operation" : "no operations on this app_proto_id");
-        rc = RON_EJSON;
+    if ((rc = op_find(app_proto_id, s.op, r_out, &d, err_out)) < 0 ||
+        (rc = parse_args(&s, d, r_out, err_out)) < 0)
         goto out;
-    }
-    if ((rc = proto_args_only(&s, d->fields, err_out)) < 0)
-        goto out;
-    if ((rc = proto_args_str(&s, "idem", false, &idem, err_out)) < 0)
-        goto out;
-    if (idem != NULL) {
-        if (!idem_ok(idem)) {
-            err_set(err_out, "idem", "expected 1..64 of [A-Za-z0-9_-]");
-            rc = RON_EJSON;
-            goto out;
-        }
-        snprintf(r_out->idem, sizeof r_out->idem, "%s", idem);
-    }
-    if (r_out->op == OMNI_OP_RELEASE) {
-        const char *svc = NULL;
-        if ((rc = proto_args_str(&s, "service", true, &svc, err_out)) < 0)
-            goto out;
-    }
-    if (r_out->op == OMNI_OP_CAP_REVOKE) {
-        const char *id = NULL, *epoch = NULL, *until = NULL;
-        if ((rc = proto_args_str(&s, "id", false, &id, err_out)) < 0 ||
-            (rc = proto_args_str(&s, "epoch", false, &epoch, err_out)) < 0 ||
-            (rc = proto_args_str(&s, "until", false, &until, err_out)) < 0)
-            goto out;
-        if ((id == NULL) == (epoch == NULL)) {
-            err_set(err_out, "id", "give exactly one of id and epoch");
-            rc = RON_EJSON;
-            goto out;
-        }
-        r_out->revoke_epoch = epoch != NULL;
-        if (r_out->revoke_epoch)
-            r_out->auth_op = AUTH_OP_ADMIN; /* raising the epoch kills every token */
-    }
+    r_out->auth_op = omni__op_auth(r_out->op, r_out->revoke_epoch);
     if ((rc = parse_auth(&s, r_out, err_out)) < 0)
         goto out;
     if (r_out->op == OMNI_OP_GET)

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "omni_internal.h"
+#include "ron_bytes.h"
 #include "ron_err.h"
 #include "ron_util.h"
 
@@ -35,7 +36,7 @@ omni__rq_answer(omni_rq_t *q, uint16_t status, const char *json, size_t len)
         /* a JSON answer cannot be split: say so in a frame that fits */
         status = 413;
         len = omni__envelope(body, sizeof body, status, q->corr_id,
-                       "the answer is larger than the negotiated max_frame", "max_frame", 0);
+                             "the answer is larger than the negotiated max_frame", "max_frame", 0);
         json = body;
         rc = omni__rq_send(q, OAP_F_END, status, json, len);
     }
@@ -50,24 +51,16 @@ omni__rq_answer(omni_rq_t *q, uint16_t status, const char *json, size_t len)
     }
     q->state = OMNI_RQ_DONE;
     omni__rq_drop_pieces(q);
-    for (size_t i = 0; i < OMNI_GET_PIPELINE; i++) {
-        omni_chunk_t *k = &q->chunks[i];
-        if (k->used && k->ready) { /* answered, never sent: gone with the stream */
-            if (q->c != NULL)
-                q->c->get_bytes -= k->len;
-            free(k->data);
-            k->data = NULL;
-            k->used = k->ready = false;
-        }
-    }
+    omni__rq_drop_chunks(q);
 }
 
 void
 omni__rq_error(omni_rq_t *q, uint16_t status, const char *message, const char *reason,
-         uint32_t retry_after_ms)
+               uint32_t retry_after_ms)
 {
     char body[PROTO_MIN_ERROR_BUF + 256];
-    size_t n = omni__envelope(body, sizeof body, status, q->corr_id, message, reason, retry_after_ms);
+    size_t n =
+        omni__envelope(body, sizeof body, status, q->corr_id, message, reason, retry_after_ms);
     omni__rq_answer(q, status, body, n);
 }
 
@@ -123,13 +116,11 @@ peer_for(omni_t *g, uint16_t app)
     }
 }
 
-/* Send one bus request for q whose payload is built. Returns 0 (q->inflight set) or a ron-bus error. */
 int
-omni__rq_bus_payload(omni_rq_t *q, uint16_t app, const uint8_t *payload, size_t n, rbus_reply_cb cb,
+omni__bus_send(const omni_rq_t *q, uint16_t app, const uint8_t *payload, size_t n, rbus_reply_cb cb,
                void *arg)
 {
-    omni_t *g = q->g;
-    rbus_peer_t *p = peer_for(g, app);
+    rbus_peer_t *p = peer_for(q->g, app);
     rbus_request_opts_t o = {.app_proto_id = app, .deadline_ms = OMNI_BUS_DEADLINE_MS};
     int rc;
 
@@ -139,60 +130,58 @@ omni__rq_bus_payload(omni_rq_t *q, uint16_t app, const uint8_t *payload, size_t 
     o.cap = q->cap; /* the client's token: the service checks it too */
     o.cap_len = q->cap_len;
     rc = rbus_request_ex(p, &o, payload, n, cb, arg); /* copies the payload */
-    if (rc == 0) {
-        q->inflight++;
-        g->refs++;
-    }
+    if (rc == 0)
+        q->g->refs++;
     return rc;
 }
 
-/*
- * Send one bus request for q: JSON (with the u32 prefix for storage and
- * index) then raw bytes. Returns 0 (q->inflight set) or a ron-bus error.
- */
 int
-omni__rq_bus_cb(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
-          size_t rlen, rbus_reply_cb cb, void *arg)
+omni__rq_bus_payload(omni_rq_t *q, uint16_t app, const uint8_t *payload, size_t n, rbus_reply_cb cb,
+                     void *arg)
 {
-    bool prefix = app != OAP_APP_KERNEL;
-    size_t n = (prefix ? 4 : 0) + jlen + rlen;
-    uint8_t *buf;
+    int rc = omni__bus_send(q, app, payload, n, cb, arg);
+
+    if (rc == 0)
+        q->inflight++;
+    return rc;
+}
+
+int
+omni__rq_bus_cb(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, rbus_reply_cb cb,
+                void *arg)
+{
+    uint8_t *buf = ron_xmalloc(4 + jlen);
+    size_t n;
     int rc;
 
-    buf = ron_xmalloc(n + 1);
-    if (prefix) {
-        buf[0] = (uint8_t)(jlen >> 24);
-        buf[1] = (uint8_t)(jlen >> 16);
-        buf[2] = (uint8_t)(jlen >> 8);
-        buf[3] = (uint8_t)jlen;
+    if (app == OAP_APP_KERNEL) { /* the kernel takes bare JSON */
+        memcpy(buf, json, jlen);
+        n = jlen;
+    } else {
+        n = proto_json_frame(buf, json, (uint32_t)jlen);
     }
-    memcpy(buf + (prefix ? 4 : 0), json, jlen);
-    if (rlen > 0)
-        memcpy(buf + (prefix ? 4 : 0) + jlen, raw, rlen);
     rc = omni__rq_bus_payload(q, app, buf, n, cb, arg);
     free(buf);
     return rc;
 }
 
 int
-omni__rq_bus(omni_rq_t *q, uint16_t app, const char *json, size_t jlen, const uint8_t *raw,
-       size_t rlen)
+omni__rq_bus(omni_rq_t *q, uint16_t app, const char *json, size_t jlen)
 {
-    return omni__rq_bus_cb(q, app, json, jlen, raw, rlen, omni__rq_bus_reply, q);
+    return omni__rq_bus_cb(q, app, json, jlen, omni__rq_bus_reply, q);
 }
 
 /* The JSON of a 200 answer from storage/index (after the u32 prefix). */
 int
 omni__answer_json(const oap_frame_t *resp, bool prefix, json_t **o_out, const uint8_t **raw,
-            size_t *raw_len)
+                  size_t *raw_len)
 {
     size_t jl = resp->payload_len, off = 0;
 
     if (prefix) {
         if (resp->payload_len < 4)
             return RON_EJSON;
-        jl = (size_t)resp->payload[0] << 24 | (size_t)resp->payload[1] << 16 |
-             (size_t)resp->payload[2] << 8 | resp->payload[3];
+        jl = ron_get_u32be(resp->payload);
         if (jl > resp->payload_len - 4)
             return RON_EJSON;
         off = 4;
@@ -222,29 +211,12 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
     const uint8_t *raw = NULL;
     size_t raw_len = 0;
 
-    if (resp->code == 404 && q->state == OMNI_RQ_GET_STAT && !q->probed) {
-        /* not stored here: storage's get fetches it from peers and tells the size */
-        char js[200], addr[68];
-        int n, rc;
-        addr[0] = 'b';
-        addr[1] = '3';
-        addr[2] = ':';
-        for (size_t i = 0; i < 32; i++)
-            snprintf(addr + 3 + 2 * i, 3, "%02x", q->r.addr[i]);
-        n = snprintf(js, sizeof js,
-                     "{\"address\":\"%s\",\"length\":\"1\",\"offset\":\"%llu\",\"op\":\"get\"}",
-                     addr, (unsigned long long)(q->r.has_offset ? q->r.offset : 0));
-        q->probed = true;
-        rc = omni__rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0);
-        if (rc < 0)
-            omni__rq_bus_failed(q, rc);
+    if (resp->code == 404 && q->state == OMNI_RQ_GET_STAT && omni__rq_get_probe(q))
         return;
-    }
     if (resp->code >= 400) {
         if (q->r.idem[0] != '\0' && resp->code < 500)
-            omni__idem_put(g->idem, q->tenant, q->r.app_proto_id, q->r.op, q->r.idem,
-                           ron_now_ms(), resp->code, (const char *)resp->payload,
-                           resp->payload_len);
+            omni__idem_put(g->idem, q->tenant, q->r.app_proto_id, q->r.op, q->r.idem, ron_now_ms(),
+                           resp->code, (const char *)resp->payload, resp->payload_len);
         omni__rq_forward_error(q, resp);
         return;
     }
@@ -260,19 +232,13 @@ on_bus_answer(omni_rq_t *q, const oap_frame_t *resp)
         if (q->r.op == OMNI_OP_CAP_REVOKE)
             omni__revoke_audit(q);
         if (q->r.idem[0] != '\0')
-            omni__idem_put(g->idem, q->tenant, q->r.app_proto_id, q->r.op, q->r.idem,
-                           ron_now_ms(), resp->code, js, jl);
+            omni__idem_put(g->idem, q->tenant, q->r.app_proto_id, q->r.op, q->r.idem, ron_now_ms(),
+                           resp->code, js, jl);
         omni__rq_answer(q, resp->code, js, jl);
         break;
     }
     case OMNI_RQ_PUT_BEGIN:
-        if (!omni__json_u64_field(o, "put_id", &q->put_id)) {
-            omni__rq_error(q, 502, "put_begin answer without put_id", NULL, 0);
-            break;
-        }
-        q->put_open = true;
-        q->state = OMNI_RQ_PUT_OPEN;
-        omni__rq_consume(q, 1); /* the START frame */
+        omni__on_put_begun(q, o);
         break;
     case OMNI_RQ_PUT_OPEN:
         omni__on_put_written(q, o);
@@ -347,8 +313,8 @@ rq_start_forward(omni_rq_t *q)
     int rc;
 
     if (q->r.idem[0] != '\0') {
-        st = omni__idem_get(g->idem, q->tenant, q->r.app_proto_id, q->r.op, q->r.idem,
-                            ron_now_ms(), &json, &len);
+        st = omni__idem_get(g->idem, q->tenant, q->r.app_proto_id, q->r.op, q->r.idem, ron_now_ms(),
+                            &json, &len);
         if (st >= 400) {
             oap_frame_t f = {.code = st, .payload = (const uint8_t *)json, .payload_len = len};
             omni__rq_forward_error(q, &f);
@@ -359,7 +325,7 @@ rq_start_forward(omni_rq_t *q)
             return;
         }
     }
-    rc = omni__rq_bus(q, q->r.app_proto_id, q->r.fwd, q->r.fwd_len, NULL, 0);
+    rc = omni__rq_bus(q, q->r.app_proto_id, q->r.fwd, q->r.fwd_len);
     if (rc < 0)
         omni__rq_bus_failed(q, rc);
 }
@@ -407,19 +373,14 @@ omni__rq_maybe_free(omni_rq_t *q)
         omni__conn_idle_check(c);
 }
 
-void
-omni__rq_start(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size_t len)
+/* A new request for the START frame f, in c's list; answered unless a step moves it on. */
+static omni_rq_t *
+rq_new(omni_conn_t *c, const oap_frame_t *f)
 {
-    omni_t *g = c->g;
     omni_rq_t *q = ron_xcalloc(1, sizeof *q);
-    proto_err_t err = {{0}, {0}};
-    guard_result_t res;
-    uint32_t retry_ms = 0;
-    int rc;
 
-    memset(&res, 0, sizeof res);
     q->c = c;
-    q->g = g;
+    q->g = c->g;
     q->corr_id = f->corr_id;
     q->max_bytes = UINT64_MAX;
     memcpy(q->tenant, f->tenant_id, sizeof q->tenant);
@@ -436,54 +397,31 @@ omni__rq_start(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, siz
         c->rqs->prev = q;
     c->rqs = q;
     c->n_rqs++;
+    return q;
+}
+
+void
+omni__rq_start(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, size_t len)
+{
+    omni_rq_t *q = rq_new(c, f);
+    proto_err_t err = {{0}, {0}};
+    guard_result_t res;
+
+    memset(&res, 0, sizeof res);
     uv_timer_stop(&c->timer);
-    rc = omni_request_parse(f->app_proto_id, payload, len, g->service, &q->r, &err);
-    if (rc < 0) {
+    if (omni_request_parse(f->app_proto_id, payload, len, c->g->service, &q->r, &err) < 0) {
         q->r.op = OMNI_OP__COUNT; /* "invalid" in metrics */
         omni__rq_error(q, 400, err.text, err.field[0] != '\0' ? err.field : "payload", 0);
     } else if (q->r.op == OMNI_OP_PING) {
         omni__rq_answer(q, 200, "{}", 2);
-    } else if (g->guard != NULL && q->r.auth_op >= 0 && !omni__rq_authorize(q, &res)) {
-        /* refused by the guard: answered, nothing forwarded */
-    } else if (g->guard == NULL && q->r.op == OMNI_OP_CAP_MINT) {
-        omni__rq_error(q, 403, "this app port has no capability authority to mint with",
-                 "no_authority", 0);
-    } else if (g->guard == NULL && q->r.app_proto_id == OAP_APP_KERNEL && !c->loopback) {
-        /* without a guard, as the admin port's /admin/ routes: loopback only */
-        omni__rq_error(q, 403, "kernel operations answer loopback peers only", "loopback", 0);
-    } else if (g->guard == NULL && q->r.op >= OMNI_OP_REG_PROPOSE &&
-               q->r.op <= OMNI_OP_REG_COMMIT && !c->loopback) {
-        /* governance writes without a guard: loopback only (the signatures
-         * decide what commits; this keeps strangers from filling the
-         * proposal table) */
-        omni__rq_error(q, 403, "registry writes answer loopback peers only", "loopback", 0);
-    } else if (q->r.op == OMNI_OP_CAP_REVOKE && !q->r.revoke_epoch &&
-               !omni__revoke_allowed(g, res.actor[0] != '\0' ? res.actor : "anon", ron_now_ms(),
-                               &retry_ms)) {
-        omni__rq_revoke_flood(q, retry_ms);
+    } else if (!omni__rq_admit(q, &res)) {
+        /* refused: answered, nothing forwarded */
     } else if (q->r.op == OMNI_OP_CAP_MINT) {
         omni__rq_mint(q, &res);
     } else if (q->r.op == OMNI_OP_PUT) {
-        q->state = OMNI_RQ_PUT_BEGIN;
-        q->begin_inflight = true;
-        rc = omni__rq_bus(q, OAP_APP_STORAGE, q->r.fwd, q->r.fwd_len, NULL, 0);
-        if (rc < 0) {
-            q->begin_inflight = false;
-            omni__rq_bus_failed(q, rc);
-        }
+        omni__rq_put_start(q);
     } else if (q->r.op == OMNI_OP_GET) {
-        char js[128], addr[68];
-        int n;
-        addr[0] = 'b';
-        addr[1] = '3';
-        addr[2] = ':';
-        for (size_t i = 0; i < 32; i++)
-            snprintf(addr + 3 + 2 * i, 3, "%02x", q->r.addr[i]);
-        n = snprintf(js, sizeof js, "{\"address\":\"%s\",\"op\":\"stat\"}", addr);
-        q->state = OMNI_RQ_GET_STAT;
-        rc = omni__rq_bus(q, OAP_APP_STORAGE, js, (size_t)n, NULL, 0);
-        if (rc < 0)
-            omni__rq_bus_failed(q, rc);
+        omni__rq_get_start(q);
     } else {
         q->state = OMNI_RQ_BUS;
         rq_start_forward(q);
@@ -493,38 +431,12 @@ omni__rq_start(omni_conn_t *c, const oap_frame_t *f, const uint8_t *payload, siz
 
 /* A body frame (REQ, not START) of stream q. */
 void
-omni__rq_body(omni_conn_t *c, omni_rq_t *q, const oap_frame_t *f, const uint8_t *payload, size_t len)
+omni__rq_body(omni_rq_t *q, const oap_frame_t *f, const uint8_t *payload, size_t len)
 {
-    bool end = (f->flags & OAP_F_END) != 0;
-    bool put = q->state == OMNI_RQ_PUT_BEGIN || q->state == OMNI_RQ_PUT_OPEN;
-
-    if (end)
+    if (f->flags & OAP_F_END)
         q->req_ended = true;
-    if (put && len > q->max_bytes - RON_MIN(q->received, q->max_bytes)) {
-        /* over the capability's max-bytes: refused as the bytes come */
-        omni__rq_over_max_bytes(q, len);
-        omni__rq_consume(q, 1); /* discarded */
-        omni__rq_put_abort(q);
-        omni__rq_step(q);
-        return;
-    }
-    if (put) {
-        omni_piece_t *p = ron_xmalloc(sizeof *p + OMNI_PIECE_HEAD + len);
-        q->received += len;
-        p->next = NULL;
-        p->len = len;
-        p->off = 0;
-        p->sent = 0;
-        if (len > 0)
-            memcpy(OMNI_PIECE_DATA(p), payload, len);
-        if (q->tail != NULL)
-            q->tail->next = p;
-        else
-            q->head = p;
-        q->tail = p;
-        c->in_bytes += len;
-        c->g->stats.input_bytes += len;
-        omni__conn_set_reading(c);
+    if (q->state == OMNI_RQ_PUT_BEGIN || q->state == OMNI_RQ_PUT_OPEN) {
+        omni__rq_put_body(q, payload, len);
     } else {
         if (len > 0 && q->state != OMNI_RQ_DONE && q->r.op != OMNI_OP_PUT)
             omni__rq_error(q, 400, "this operation takes no body", "body", 0);

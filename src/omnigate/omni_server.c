@@ -55,7 +55,8 @@ omni__count_request(omni_t *g, uint16_t app, const char *op, uint16_t status)
 {
     char st[8];
     snprintf(st, sizeof st, "%u", (unsigned)status);
-    met_counter_inc(met_family_counter(g->m_requests, (const char *const[]){app_name(app), op, st}));
+    met_counter_inc(
+        met_family_counter(g->m_requests, (const char *const[]){app_name(app), op, st}));
     g->stats.requests++;
 }
 
@@ -74,12 +75,22 @@ omni_new(uv_loop_t *loop, const omni_config_t *cfg)
     omni_t *g = ron_xcalloc(1, sizeof *g);
     static const char *const req_labels[] = {"app", "op", "status"};
     static const char *const rej_labels[] = {"reason"};
-    const met_desc_t req_desc = {MET_COUNTER, "app_requests_total",
+    const met_desc_t req_desc = {MET_COUNTER,
+                                 "app_requests_total",
                                  "App port requests answered, by app, op and status.",
-                                 req_labels, 3, NULL, 0, 0};
-    const met_desc_t rej_desc = {MET_COUNTER, "app_rejects_total",
+                                 req_labels,
+                                 3,
+                                 NULL,
+                                 0,
+                                 0};
+    const met_desc_t rej_desc = {MET_COUNTER,
+                                 "app_rejects_total",
                                  "App port connections or streams refused, by reason.",
-                                 rej_labels, 1, NULL, 0, 0};
+                                 rej_labels,
+                                 1,
+                                 NULL,
+                                 0,
+                                 0};
 
     g->loop = loop;
     if (cfg != NULL)
