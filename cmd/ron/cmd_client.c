@@ -1,15 +1,23 @@
 /*
  * cmd_client.c - plumbing shared by the `ron` client commands: option
  * parsing (common --node/--cap/--data-dir plus each command's own), making a
- * libron client as DESIGN.md §11 says, and one-line failure reasons.
+ * libron client as DESIGN.md §11 says, one-line failure reasons, and
+ * reading the Ed25519 seed file of the commands that sign (name publish,
+ * registry, passport login).
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cmd.h"
 #include "cmd_client.h"
 #include "ron_err.h"
+#include "ron_util.h"
 
 void
 cli_opt(cli_opts_t *o, const char *name, bool takes_value)
@@ -138,10 +146,56 @@ cli_fail(const ron_client_t *c, const char *what, int rc)
 
     if (e->status != 0)
         return ron_cmd_fail(RON_EXIT_FAIL, "%s: %s: %s%s%s%s", what, e->slug, e->message,
-                            e->reason[0] ? " (reason " : "", e->reason,
-                            e->reason[0] ? ")" : "");
+                            e->reason[0] ? " (reason " : "", e->reason, e->reason[0] ? ")" : "");
     if (e->message[0] != '\0')
         return ron_cmd_fail(RON_EXIT_FAIL, "%s: %s%s", what, e->message,
                             e->attempts > 1 ? " (after retries)" : "");
     return ron_cmd_fail(RON_EXIT_FAIL, "%s: %s", what, ron_strerror(rc));
+}
+
+int
+cli_seed_read(const char *what, const char *path, uint8_t seed[static CLI_SEED_LEN])
+{
+    uint8_t *buf = sodium_malloc(CLI_KEYFILE_MAX + 1);
+    size_t len = 0;
+    struct stat st;
+    int fd = -1, rc = RON_EXIT_OK;
+
+    if (buf == NULL)
+        return ron_cmd_fail(RON_EXIT_FAIL, "%s: out of secure memory", what);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        rc = ron_cmd_fail(RON_EXIT_FAIL, "%s: cannot open key %s: %s", what, path, strerror(errno));
+        goto out;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
+        rc = ron_cmd_fail(RON_EXIT_FAIL,
+                          "%s: key %s must be a regular file no one else can read (chmod 600)",
+                          what, path);
+        goto out;
+    }
+    while (len <= CLI_KEYFILE_MAX) {
+        ssize_t n = read(fd, buf + len, CLI_KEYFILE_MAX + 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    if (len == CLI_SEED_LEN) {
+        memcpy(seed, buf, CLI_SEED_LEN);
+    } else {
+        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
+            len--;
+        if (len != 2 * CLI_SEED_LEN ||
+            ron_hex_decode(seed, CLI_SEED_LEN, (const char *)buf, len) < 0)
+            rc = ron_cmd_fail(RON_EXIT_USAGE,
+                              "%s: key %s is not a 32-byte Ed25519 seed (raw or 64 hex digits)",
+                              what, path);
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    sodium_free(buf); /* wipes it */
+    return rc;
 }

@@ -8,11 +8,14 @@
 #define RON_CMD_CLIENT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "libron.h"
 
-#define CLI_MAX_POS 4   /* positional arguments a client command takes */
-#define CLI_MAX_OPTS 8  /* command-specific options */
+#define CLI_MAX_POS 4       /* positional arguments a client command takes */
+#define CLI_MAX_OPTS 8      /* command-specific options */
+#define CLI_SEED_LEN 32     /* an Ed25519 seed */
+#define CLI_KEYFILE_MAX 256 /* bytes of a seed file read: 64 hex digits and a newline fit */
 
 /* Common options, and the command's own (--name VALUE or --name=VALUE; flags alone). */
 typedef struct {
@@ -50,6 +53,15 @@ int cli_client(const cli_opts_t *o, const char *what, ron_client_t **c_out);
 /* Print "ron: what: slug: message" (or the local reason) for the failure rc
  * of c and return RON_EXIT_FAIL. */
 int cli_fail(const ron_client_t *c, const char *what, int rc);
+
+/*
+ * Read the Ed25519 seed in the key file path (mode 0600 or tighter: no one
+ * else may read it; 32 raw bytes, or 64 hex digits and trailing whitespace)
+ * into seed (the caller's sodium memory). Needs sodium_init first. Prints
+ * "ron: what: ..." and returns RON_EXIT_FAIL (unreadable, readable by others)
+ * or RON_EXIT_USAGE (not a seed); else RON_EXIT_OK.
+ */
+int cli_seed_read(const char *what, const char *path, uint8_t seed[static CLI_SEED_LEN]);
 
 /* Common lines for every client command's --help. */
 #define CLI_COMMON_HELP                                                                            \

@@ -8,15 +8,11 @@
  * 32-byte Ed25519 seed (raw, or 64 hex digits) that no one else may read.
  * Secrets stay in sodium_malloc memory and are wiped before exit.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cmd.h"
 #include "cmd_client.h"
@@ -25,7 +21,6 @@
 #include "ron_naming.h"
 #include "ron_util.h"
 
-#define NAME_KEYFILE_MAX 256 /* a seed file is 32 raw bytes or 64 hex digits and a newline */
 
 static const char publish_usage[] =
     "usage: ron name publish NAME ADDR [--key FILE] [--data-dir DIR] [--node ADDR] [--cap T]\n"
@@ -39,57 +34,6 @@ static const char resolve_usage[] =
 static const char name_usage[] = "usage: ron name publish NAME ADDR [--key FILE]\n"
                                  "       ron name resolve NAME [--json]\n"
                                  "`ron name publish --help` and `ron name resolve --help` say more.\n";
-
-/* Read the seed in path into seed (sodium memory). Returns an exit code. */
-static int
-seed_read(const char *path, uint8_t *seed)
-{
-    uint8_t *buf = sodium_malloc(NAME_KEYFILE_MAX + 1); /* sodium_init ran: sign_with_file */
-    size_t len = 0;
-    struct stat st;
-    int fd = -1, rc = RON_EXIT_OK;
-
-    if (buf == NULL)
-        return ron_cmd_fail(RON_EXIT_FAIL, "name publish: out of secure memory");
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        rc = ron_cmd_fail(RON_EXIT_FAIL, "name publish: cannot open key %s: %s", path,
-                          strerror(errno));
-        goto out;
-    }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
-        rc = ron_cmd_fail(RON_EXIT_FAIL,
-                          "name publish: key %s must be a regular file no one else can read "
-                          "(chmod 600)",
-                          path);
-        goto out;
-    }
-    while (len <= NAME_KEYFILE_MAX) {
-        ssize_t n = read(fd, buf + len, NAME_KEYFILE_MAX + 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    if (len == KMS_SEED_LEN) {
-        memcpy(seed, buf, KMS_SEED_LEN);
-    } else {
-        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
-            len--;
-        if (len != 2 * KMS_SEED_LEN ||
-            ron_hex_decode(seed, KMS_SEED_LEN, (const char *)buf, len) < 0)
-            rc = ron_cmd_fail(RON_EXIT_USAGE,
-                              "name publish: key %s is not a 32-byte Ed25519 seed (raw or 64 "
-                              "hex digits)",
-                              path);
-    }
-out:
-    if (fd >= 0)
-        close(fd);
-    sodium_free(buf);
-    return rc;
-}
 
 /* Sign rec with the seed in path. Returns an exit code. */
 static int
@@ -105,7 +49,7 @@ sign_with_file(name_record_t *rec, const char *path)
         rc = ron_cmd_fail(RON_EXIT_FAIL, "name publish: libsodium unavailable");
         goto out;
     }
-    if ((rc = seed_read(path, seed)) != RON_EXIT_OK)
+    if ((rc = cli_seed_read("name publish", path, seed)) != RON_EXIT_OK)
         goto out;
     crypto_sign_seed_keypair(pk, sk, seed);
     if (name_record_sign(rec, sk) < 0)

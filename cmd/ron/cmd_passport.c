@@ -8,13 +8,9 @@
  * 0600 as for `ron name publish --key`), redeems it and prints the token.
  * The seed lives in sodium_malloc memory and is wiped before exit.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <jansson.h>
 #include <sodium.h>
@@ -26,7 +22,6 @@
 #include "ron_util.h"
 #include "svc_passport.h"
 
-#define PASS_KEYFILE_MAX 256 /* bytes of a key file: a seed in hex with a newline fits */
 
 static const char login_usage[] =
     "usage: ron passport login --key FILE [--ops OPS] [--ttl SECONDS] [--tenant HEX] [--json]\n"
@@ -36,50 +31,6 @@ static const char login_usage[] =
     "OPS (comma-separated, default get) for SECONDS (default 3600, at most 86400),\n"
     "bound to tenant HEX (32 hex digits) when given. The node's grant policy decides;\n"
     "a denied op refuses the whole request. --json prints the whole answer.\n" CLI_COMMON_HELP;
-
-/* Read the seed in path into seed (sodium memory). Returns an exit code. */
-static int
-seed_read(const char *path, uint8_t *seed)
-{
-    char buf[PASS_KEYFILE_MAX + 1];
-    size_t len = 0;
-    struct stat st;
-    int fd, rc = RON_EXIT_OK;
-
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return ron_cmd_fail(RON_EXIT_FAIL, "passport login: cannot open key %s: %s", path,
-                            strerror(errno));
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
-        close(fd);
-        return ron_cmd_fail(RON_EXIT_FAIL,
-                            "passport login: key %s must be a regular file no one else can read "
-                            "(chmod 600)",
-                            path);
-    }
-    while (len <= PASS_KEYFILE_MAX) {
-        ssize_t n = read(fd, buf + len, PASS_KEYFILE_MAX + 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
-    if (len == KMS_SEED_LEN) {
-        memcpy(seed, buf, KMS_SEED_LEN);
-    } else {
-        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
-            len--;
-        if (len != 2 * KMS_SEED_LEN || ron_hex_decode(seed, KMS_SEED_LEN, buf, len) < 0)
-            rc = ron_cmd_fail(RON_EXIT_USAGE,
-                              "passport login: key %s is not a 32-byte Ed25519 seed (raw or 64 "
-                              "hex digits)",
-                              path);
-    }
-    sodium_memzero(buf, sizeof buf);
-    return rc;
-}
 
 /* Parse "get,put" into a mask. Returns 0 or RON_EINVAL. */
 static int
@@ -196,7 +147,7 @@ cmd_passport_login(int argc, char **argv)
         rc = ron_cmd_fail(RON_EXIT_FAIL, "passport login: libsodium unavailable");
         goto out;
     }
-    if ((rc = seed_read(cli_get(&o, "--key"), seed)) != RON_EXIT_OK)
+    if ((rc = cli_seed_read("passport login", cli_get(&o, "--key"), seed)) != RON_EXIT_OK)
         goto out;
     crypto_sign_seed_keypair(r.pk, sk, seed);
     if ((rc = cli_client(&o, "passport login", &c)) != RON_EXIT_OK)

@@ -15,15 +15,12 @@
  * lines shown in order form a log `verify` checks.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "cmd.h"
 #include "cmd_client.h"
@@ -33,8 +30,6 @@
 #include "ron_util.h"
 #include "svc_registry.h"
 
-#define SEED_LEN 32u
-#define KEYFILE_MAX 256u /* a seed file is 32 raw bytes or 64 hex digits and a newline */
 
 static const char registry_usage[] =
     "usage: ron registry verify [FILE] [--head VERSION:b3:HEX] [--data-dir DIR]\n"
@@ -84,55 +79,6 @@ file_read(const char *path, size_t max, char **out, size_t *len_out)
     *out = buf;
     *len_out = n;
     return 0;
-}
-
-/* Read the seed in path into seed (sodium memory). Returns an exit code. */
-static int
-seed_read(const char *path, uint8_t *seed)
-{
-    uint8_t *buf = sodium_malloc(KEYFILE_MAX + 1);
-    size_t len = 0;
-    struct stat st;
-    int fd = -1, rc = RON_EXIT_OK;
-
-    if (buf == NULL)
-        return ron_cmd_fail(RON_EXIT_FAIL, "registry: out of secure memory");
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        rc = ron_cmd_fail(RON_EXIT_FAIL, "registry: cannot open key %s: %s", path, strerror(errno));
-        goto out;
-    }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
-        rc = ron_cmd_fail(RON_EXIT_FAIL,
-                          "registry: key %s must be a regular file no one else can read "
-                          "(chmod 600)",
-                          path);
-        goto out;
-    }
-    while (len <= KEYFILE_MAX) {
-        ssize_t n = read(fd, buf + len, KEYFILE_MAX + 1 - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    if (len == SEED_LEN) {
-        memcpy(seed, buf, SEED_LEN);
-    } else {
-        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r' || buf[len - 1] == ' '))
-            len--;
-        if (len != 2 * SEED_LEN || ron_hex_decode(seed, SEED_LEN, (const char *)buf, len) < 0)
-            rc = ron_cmd_fail(RON_EXIT_USAGE,
-                              "registry: key %s is not a 32-byte Ed25519 seed (raw or 64 hex "
-                              "digits)",
-                              path);
-    }
-out:
-    if (fd >= 0)
-        close(fd);
-    sodium_free(buf);
-    return rc;
 }
 
 /* Parse the descriptor set in path into d and its id. Returns an exit code. */
@@ -266,13 +212,13 @@ keypair_load(const reg_args_t *a, uint8_t pk[REG_KEY_LEN], uint8_t **sk_out)
 
     if (a->key == NULL || a->key[0] == '\0')
         return ron_cmd_fail(RON_EXIT_USAGE, "registry: needs --key FILE");
-    if (sodium_init() < 0 || (seed = sodium_malloc(SEED_LEN)) == NULL)
+    if (sodium_init() < 0 || (seed = sodium_malloc(CLI_SEED_LEN)) == NULL)
         return ron_cmd_fail(RON_EXIT_FAIL, "registry: libsodium unavailable");
     if ((*sk_out = sodium_malloc(REG_SK_LEN)) == NULL) {
         sodium_free(seed);
         return ron_cmd_fail(RON_EXIT_FAIL, "registry: out of secure memory");
     }
-    if ((rc = seed_read(a->key, seed)) == RON_EXIT_OK)
+    if ((rc = cli_seed_read("registry", a->key, seed)) == RON_EXIT_OK)
         crypto_sign_seed_keypair(pk, *sk_out, seed);
     sodium_free(seed);
     return rc;
