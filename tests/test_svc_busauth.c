@@ -31,6 +31,7 @@
 #include <sodium.h>
 
 #include "bus_fixture.h"
+#include "guard_fixture.h"
 #include "idx_service.h"
 #include "reg_service.h"
 #include "ron_auth.h"
@@ -54,24 +55,6 @@ typedef struct {
     char op_token[AUTH_MAX_TOKEN + 1]; /* the operator's: every op */
 } fx_t;
 
-/* Bring the guard up to the authority's head (what the kernel's pushes do). */
-static void
-fx_sync(fx_t *fx)
-{
-    guard_entry_t *e = calloc(GUARD_SYNC_PAGE, sizeof *e);
-    bool more = true;
-
-    assert_non_null(e);
-    for (int round = 0; more && round < 64; round++) {
-        uint64_t prev = guard_head(fx->guard);
-        size_t n = guard_authority_since(fx->auth, prev, e, GUARD_SYNC_PAGE, &more);
-        uint64_t head = more ? e[n - 1].seq : guard_authority_head(fx->auth);
-        assert_int_equal(guard_apply(fx->guard, prev, head, e, n), 0);
-    }
-    assert_int_equal(guard_head(fx->guard), guard_authority_head(fx->auth));
-    free(e);
-}
-
 static void
 fx_open(fx_t *fx)
 {
@@ -82,9 +65,6 @@ fx_open(fx_t *fx)
     sto_store_t *store = NULL;
     idx_t *idx = NULL;
     reg_t *reg = NULL;
-    uint8_t seed[32];
-    guard_authority_opts_t ao = {0};
-    guard_opts_t go = {0};
 
     memset(fx, 0, sizeof *fx);
     assert_true(sodium_init() >= 0);
@@ -93,15 +73,8 @@ fx_open(fx_t *fx)
     assert_int_equal(idx_new(&icfg, &idx), 0);
     assert_int_equal(reg_open(&ro, &reg, &rerr), 0);
 
-    randombytes_buf(seed, sizeof seed);
-    guard_master_derive(seed, fx->master);
-    ao.master = fx->master;
-    assert_int_equal(guard_authority_open(&ao, (int64_t)time(NULL), &fx->auth), 0);
-    go.service = "storage";
-    go.master = fx->master;
-    assert_int_equal(guard_new(&go, &fx->guard), 0);
-    fx_sync(fx);
-    assert_true(guard_authority_mint_operator(fx->auth, fx->op_token, sizeof fx->op_token) > 0);
+    guard_fx_open(NULL, "storage", NULL, &fx->auth, &fx->guard, fx->master, fx->op_token,
+                  sizeof fx->op_token);
 
     assert_int_equal(sto_service_new(&fx->b.loop, fx->b.srv, store, NULL, &fx->sto), 0);
     assert_int_equal(idx_service_new(&fx->b.loop, fx->b.srv, idx, &fx->idx), 0);
@@ -119,8 +92,7 @@ fx_close(fx_t *fx)
     idx_service_free(fx->idx);
     reg_service_free(fx->reg);
     bus_fx_close(&fx->b);
-    guard_free(fx->guard);
-    guard_authority_close(fx->auth);
+    guard_fx_close(fx->auth, fx->guard);
 }
 
 /*
