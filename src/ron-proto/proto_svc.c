@@ -183,14 +183,5 @@ proto_svc_frame_ok(proto_svc_t *s, int op, json_t *o, uint8_t **buf_out, size_t 
 size_t
 proto_svc_metrics(proto_svc_t *s, char *buf, size_t cap)
 {
-    char *text = NULL;
-    size_t len = 0;
-
-    if (met_registry_render(s->reg, &text, &len) < 0 || len >= cap) {
-        free(text);
-        return 0;
-    }
-    memcpy(buf, text, len);
-    free(text);
-    return len;
+    return met_registry_render_buf(s->reg, buf, cap);
 }
