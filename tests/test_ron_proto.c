@@ -586,9 +586,12 @@ test_proto_rejects_documents_over_the_size_limit(void **state)
 
 static const char *const svc_get_fields[] = {"key", "limit", NULL};
 static const proto_svc_op_t svc_ops[] = {{"get", svc_get_fields}, {"ping", NULL}};
-static const proto_svc_desc_t svc_desc = {"demo", "demo_requests_total",
-                                          "Demo protocol requests by op and status.", svc_ops, 2,
-                                          64};
+static const proto_svc_desc_t svc_desc = {.what = "demo",
+                                          .metric = "demo_requests_total",
+                                          .help = "Demo protocol requests by op and status.",
+                                          .ops = svc_ops,
+                                          .n_ops = 2,
+                                          .max_json = 64};
 
 /* u32 big-endian length of js then js into buf; returns the frame's length. */
 static size_t
@@ -602,21 +605,21 @@ test_proto_svc_parse_accepts_known_ops_with_their_fields(void **state)
 {
     proto_svc_t *s = NULL;
     proto_svc_fail_t fail;
-    json_t *o = NULL;
+    proto_svc_req_t in;
     uint8_t buf[128];
-    int op = -1;
     (void)state;
 
     assert_int_equal(proto_svc_new(&svc_desc, &s), 0);
-    assert_int_equal(proto_svc_parse(s, buf, svc_frame(buf, "{\"op\":\"get\",\"key\":\"a\"}"), &o,
-                                     &op, &fail),
+    assert_int_equal(proto_svc_parse(s, buf, svc_frame(buf, "{\"op\":\"get\",\"key\":\"a\"}"), &in,
+                                     &fail),
                      0);
-    assert_int_equal(op, 0);
-    assert_string_equal(json_string_value(json_object_get(o, "key")), "a");
-    json_decref(o);
-    assert_int_equal(proto_svc_parse(s, buf, svc_frame(buf, "{\"op\":\"ping\"}"), &o, &op, &fail), 0);
-    assert_int_equal(op, 1);
-    json_decref(o);
+    assert_int_equal(in.op, 0);
+    assert_string_equal(json_string_value(json_object_get(in.o, "key")), "a");
+    assert_int_equal(in.raw_len, 0);
+    json_decref(in.o);
+    assert_int_equal(proto_svc_parse(s, buf, svc_frame(buf, "{\"op\":\"ping\"}"), &in, &fail), 0);
+    assert_int_equal(in.op, 1);
+    json_decref(in.o);
     assert_string_equal(proto_svc_op_name(s, 0), "get");
     assert_string_equal(proto_svc_op_name(s, 2), "invalid");
     assert_string_equal(proto_svc_op_name(s, -1), "invalid");
@@ -629,15 +632,14 @@ svc_refused(proto_svc_t *s, const uint8_t *payload, size_t len, const char *reas
             const char *msg)
 {
     proto_svc_fail_t fail;
-    json_t *o = (json_t *)1;
-    int op = -1;
-    assert_int_equal(proto_svc_parse(s, payload, len, &o, &op, &fail), RON_EJSON);
-    assert_null(o);
+    proto_svc_req_t in;
+    assert_int_equal(proto_svc_parse(s, payload, len, &in, &fail), RON_EJSON);
+    assert_null(in.o);
     assert_int_equal(fail.code, 400);
     assert_string_equal(fail.reason, reason);
     if (strstr(fail.message, msg) == NULL)
         fail_msg("message '%s' lacks '%s'", fail.message, msg);
-    return op;
+    return in.op;
 }
 
 static void
@@ -719,6 +721,73 @@ test_proto_svc_counts_by_op_and_status_and_frames_answers(void **state)
     proto_svc_free(s);
 }
 
+/* A service whose requests carry raw bytes, with its own frame message and statuses. */
+static void
+test_proto_svc_raw_bytes_own_message_and_own_statuses(void **state)
+{
+    static const uint16_t mine[] = {200, 413};
+    proto_svc_desc_t d = svc_desc;
+    proto_svc_t *s = NULL;
+    proto_svc_fail_t fail;
+    proto_svc_req_t in;
+    uint8_t buf[128];
+    char text[8192];
+    size_t n;
+    (void)state;
+
+    d.raw_follows = true;
+    d.statuses = mine;
+    d.n_statuses = 2;
+    assert_int_equal(proto_svc_new(&d, &s), 0);
+    n = svc_frame(buf, "{\"op\":\"ping\"}");
+    memcpy(buf + n, "xyz", 3);
+    assert_int_equal(proto_svc_parse(s, buf, n + 3, &in, &fail), 0);
+    assert_int_equal(in.raw_len, 3);
+    assert_memory_equal(in.raw, "xyz", 3);
+    json_decref(in.o);
+    buf[3] = 40; /* longer than the payload */
+    assert_int_equal(proto_svc_parse(s, buf, n + 3, &in, &fail), RON_EJSON);
+    assert_string_equal(fail.message, "JSON length out of range"); /* raw may follow: no "(no raw" */
+    proto_svc_count(s, 1, 413);
+    proto_svc_count(s, 1, 404);
+    n = proto_svc_metrics(s, text, sizeof text - 1);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "demo_requests_total{op=\"ping\",status=\"413\"} 1\n"));
+    assert_non_null(strstr(text, "demo_requests_total{op=\"ping\",status=\"other\"} 1\n"));
+    assert_null(strstr(text, "status=\"404\""));
+    proto_svc_free(s);
+
+    d.raw_follows = false;
+    d.frame_message = "payload is not a 4-byte JSON length and that much JSON";
+    assert_int_equal(proto_svc_new(&d, &s), 0);
+    assert_int_equal(svc_refused(s, buf, 2, "", d.frame_message), 2);
+    assert_int_equal(svc_refused(s, buf, n + 3, "", d.frame_message), 2);
+    proto_svc_free(s);
+}
+
+static void
+test_proto_svc_get_text_and_rc_table(void **state)
+{
+    static const proto_svc_rc_t map[] = {{RON_EJSON, 400, "record", 0},
+                                         {RON_EINVAL, 507, NULL, 1000}};
+    json_t *o = json_loads("{\"a\":\"abc\",\"n\":1,\"z\":\"a\\u0000b\"}", JSON_ALLOW_NUL, NULL);
+    char out[4];
+    (void)state;
+
+    assert_non_null(o);
+    assert_int_equal(proto_svc_get_text(o, "a", out, sizeof out), 1);
+    assert_string_equal(out, "abc");
+    assert_int_equal(proto_svc_get_text(o, "a", out, 3), -1); /* too long */
+    assert_int_equal(proto_svc_get_text(o, "n", out, sizeof out), -1);
+    assert_int_equal(proto_svc_get_text(o, "z", out, sizeof out), -1); /* a NUL inside */
+    assert_int_equal(proto_svc_get_text(o, "missing", out, sizeof out), 0);
+    json_decref(o);
+    assert_int_equal(proto_svc_rc_find(map, 2, RON_EINVAL)->code, 507);
+    assert_int_equal(proto_svc_rc_find(map, 2, RON_EINVAL)->retry_after_ms, 1000);
+    assert_string_equal(proto_svc_rc_find(map, 2, RON_EJSON)->reason, "record");
+    assert_null(proto_svc_rc_find(map, 2, RON_ENOTFOUND));
+}
+
 static void
 test_proto_svc_refuses_a_bad_op_table(void **state)
 {
@@ -733,6 +802,10 @@ test_proto_svc_refuses_a_bad_op_table(void **state)
     assert_int_equal(proto_svc_new(&d, &s), RON_EINVAL);
     d.ops = unnamed;
     d.n_ops = 1;
+    assert_int_equal(proto_svc_new(&d, &s), RON_EINVAL);
+    d = svc_desc;
+    d.statuses = (const uint16_t[]){200};
+    d.n_statuses = PROTO_SVC_MAX_STATUSES + 1;
     assert_int_equal(proto_svc_new(&d, &s), RON_EINVAL);
     assert_null(s);
     proto_svc_free(NULL);
@@ -765,6 +838,8 @@ main(void)
         cmocka_unit_test(test_proto_svc_parse_accepts_known_ops_with_their_fields),
         cmocka_unit_test(test_proto_svc_parse_refuses_bad_frames_naming_the_field),
         cmocka_unit_test(test_proto_svc_counts_by_op_and_status_and_frames_answers),
+        cmocka_unit_test(test_proto_svc_raw_bytes_own_message_and_own_statuses),
+        cmocka_unit_test(test_proto_svc_get_text_and_rc_table),
         cmocka_unit_test(test_proto_svc_refuses_a_bad_op_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,14 +17,15 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-/* The status codes counted by name; any other counts as "other". */
-static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 429, 500, 503, 507};
-#define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
+static const uint16_t default_statuses[] = PROTO_SVC_STATUSES;
 
 struct proto_svc {
     const proto_svc_desc_t *d;
+    const uint16_t *statuses; /* counted by name; any other counts as "other" */
+    size_t n_statuses;
     met_registry_t *reg;
-    met_counter_t *req[PROTO_SVC_MAX_OPS + 1][N_STATUS]; /* [op or n_ops][status or other] */
+    /* [op, or n_ops for "invalid"][status index, or n_statuses for "other"] */
+    met_counter_t *req[PROTO_SVC_MAX_OPS + 1][PROTO_SVC_MAX_STATUSES + 1];
 };
 
 int
@@ -36,13 +37,16 @@ proto_svc_new(const proto_svc_desc_t *d, proto_svc_t **svc_out)
     proto_svc_t *s;
     int rc;
 
-    if (d == NULL || d->n_ops == 0 || d->n_ops > PROTO_SVC_MAX_OPS || d->ops == NULL)
+    if (d == NULL || d->n_ops == 0 || d->n_ops > PROTO_SVC_MAX_OPS || d->ops == NULL ||
+        (d->statuses != NULL && (d->n_statuses == 0 || d->n_statuses > PROTO_SVC_MAX_STATUSES)))
         return RON_EINVAL;
     for (size_t i = 0; i < d->n_ops; i++)
         if (d->ops[i].name == NULL)
             return RON_EINVAL;
     s = ron_xcalloc(1, sizeof *s);
     s->d = d;
+    s->statuses = d->statuses != NULL ? d->statuses : default_statuses;
+    s->n_statuses = d->statuses != NULL ? d->n_statuses : RON_ARRAY_LEN(default_statuses);
     s->reg = met_registry_new();
     desc.name = d->metric;
     desc.help = d->help;
@@ -51,11 +55,11 @@ proto_svc_new(const proto_svc_desc_t *d, proto_svc_t **svc_out)
         return rc;
     }
     for (size_t op = 0; op <= d->n_ops; op++)
-        for (size_t i = 0; i < N_STATUS; i++) {
+        for (size_t i = 0; i <= s->n_statuses; i++) {
             char code[8];
             const char *vals[2] = {proto_svc_op_name(s, (int)op), code};
-            if (i < RON_ARRAY_LEN(statuses))
-                snprintf(code, sizeof code, "%u", statuses[i]);
+            if (i < s->n_statuses)
+                snprintf(code, sizeof code, "%u", s->statuses[i]);
             else
                 snprintf(code, sizeof code, "other");
             s->req[op][i] = met_family_counter(fam, vals);
@@ -93,7 +97,7 @@ proto_svc_count(proto_svc_t *s, int op, uint16_t code)
     size_t o = op < 0 || (size_t)op > s->d->n_ops ? s->d->n_ops : (size_t)op;
     size_t i = 0;
 
-    while (i < RON_ARRAY_LEN(statuses) && statuses[i] != code)
+    while (i < s->n_statuses && s->statuses[i] != code)
         i++;
     met_counter_inc(s->req[o][i]);
 }
@@ -117,8 +121,8 @@ refuse(proto_svc_fail_t *f, const char *reason, const char *fmt, ...)
 }
 
 int
-proto_svc_parse(const proto_svc_t *s, const uint8_t *payload, size_t len, json_t **o_out,
-                int *op_out, proto_svc_fail_t *fail_out)
+proto_svc_parse(const proto_svc_t *s, const uint8_t *payload, size_t len,
+                proto_svc_req_t *req_out, proto_svc_fail_t *fail_out)
 {
     static const char *const none[] = {NULL};
     const proto_svc_desc_t *d = s->d;
@@ -128,15 +132,22 @@ proto_svc_parse(const proto_svc_t *s, const uint8_t *payload, size_t len, json_t
     int op = (int)d->n_ops, rc;
     uint32_t jl;
 
-    *o_out = NULL;
-    *op_out = op;
+    memset(req_out, 0, sizeof *req_out);
+    req_out->op = op;
     if (len < 4)
-        return refuse(fail_out, NULL, "payload shorter than its 4-byte JSON length");
+        return refuse(fail_out, NULL, "%s",
+                      d->frame_message != NULL ? d->frame_message
+                                               : "payload shorter than its 4-byte JSON length");
     jl = (uint32_t)payload[0] << 24 | (uint32_t)payload[1] << 16 | (uint32_t)payload[2] << 8 |
          payload[3];
-    if (jl > d->max_json || jl != len - 4)
+    if (jl > d->max_json || jl > len - 4 || (!d->raw_follows && jl != len - 4)) {
+        if (d->frame_message != NULL)
+            return refuse(fail_out, NULL, "%s", d->frame_message);
+        if (d->raw_follows)
+            return refuse(fail_out, NULL, "JSON length out of range");
         return refuse(fail_out, NULL, "JSON length out of range (no raw bytes follow %s requests)",
                       d->what);
+    }
     o = json_loadb((const char *)payload + 4, jl, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(o)) {
         rc = refuse(fail_out, NULL, "request JSON is not an object");
@@ -150,17 +161,45 @@ proto_svc_parse(const proto_svc_t *s, const uint8_t *payload, size_t len, json_t
         rc = refuse(fail_out, "op", "op: unknown operation '%.64s'", opname != NULL ? opname : "");
         goto fail;
     }
-    *op_out = op;
+    req_out->op = op;
     bad = proto_json_unknown_key(o, "op", d->ops[op].fields != NULL ? d->ops[op].fields : none);
     if (bad != NULL) {
         rc = refuse(fail_out, bad, "%.64s: unknown field for %s", bad, d->ops[op].name);
         goto fail;
     }
-    *o_out = o;
+    req_out->o = o;
+    req_out->raw = payload + 4 + jl;
+    req_out->raw_len = len - 4 - jl;
     return 0;
 fail:
     json_decref(o);
     return rc;
+}
+
+int
+proto_svc_get_text(const json_t *o, const char *name, char *out, size_t cap)
+{
+    json_t *v = json_object_get(o, name);
+    size_t n;
+
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v))
+        return -1;
+    n = json_string_length(v);
+    if (n >= cap || strlen(json_string_value(v)) != n)
+        return -1;
+    memcpy(out, json_string_value(v), n + 1);
+    return 1;
+}
+
+const proto_svc_rc_t *
+proto_svc_rc_find(const proto_svc_rc_t *map, size_t n, int rc)
+{
+    for (size_t i = 0; i < n; i++)
+        if (map[i].rc == rc)
+            return &map[i];
+    return NULL;
 }
 
 int

@@ -151,45 +151,33 @@ record_json(const name_record_t *rec)
     return o;
 }
 
+/* The index's error codes and their answers (docs/protocol/index.md). */
+static const proto_svc_rc_t rc_answers[] = {
+    {RON_ERECORD, 400, "record", 0},
+    {RON_EJSON, 400, "record", 0},
+    {RON_ETOOBIG, 400, "record", 0},
+    {RON_ENAME, 400, "name", 0},
+    {RON_ENAMEFUTURE, 400, "ts", 0},
+    {RON_ENAMESIG, 403, "bad_signature", 0},
+    {RON_ENAMEOWNER, 403, "owner", 0},
+    {RON_ENAMESTALE, 409, "stale_seq", 0},
+    {RON_ENOTFOUND, 404, NULL, 0},
+    {RON_EIDXFULL, 507, NULL, IDX_SVC_RETRY_AFTER_MS},
+    {RON_EINVAL, 400, NULL, 0},
+};
+
 static void
 answer_rc(idx_service_t *s, job_t *j)
 {
     const char *msg = j->nerr.msg[0] != '\0' ? j->nerr.msg : ron_strerror(j->rc);
-    switch (j->rc) {
-    case RON_ERECORD:
-    case RON_EJSON:
-    case RON_ETOOBIG:
-        answer_error(s, j->op, j->req, j->corr_id, 400, "record", 0, msg);
-        break;
-    case RON_ENAME:
-        answer_error(s, j->op, j->req, j->corr_id, 400, "name", 0, msg);
-        break;
-    case RON_ENAMEFUTURE:
-        answer_error(s, j->op, j->req, j->corr_id, 400, "ts", 0, msg);
-        break;
-    case RON_ENAMESIG:
-        answer_error(s, j->op, j->req, j->corr_id, 403, "bad_signature", 0, msg);
-        break;
-    case RON_ENAMEOWNER:
-        answer_error(s, j->op, j->req, j->corr_id, 403, "owner", 0, msg);
-        break;
-    case RON_ENAMESTALE:
-        answer_error(s, j->op, j->req, j->corr_id, 409, "stale_seq", 0, msg);
-        break;
-    case RON_ENOTFOUND:
-        answer_error(s, j->op, j->req, j->corr_id, 404, NULL, 0, msg);
-        break;
-    case RON_EIDXFULL:
-        answer_error(s, j->op, j->req, j->corr_id, 507, NULL, IDX_SVC_RETRY_AFTER_MS, msg);
-        break;
-    case RON_EINVAL:
-        answer_error(s, j->op, j->req, j->corr_id, 400, NULL, 0, msg);
-        break;
-    default:
-        ron_warn("index %s: %s", proto_svc_op_name(s->ps, (int)j->op), ron_strerror(j->rc));
-        answer_error(s, j->op, j->req, j->corr_id, 500, NULL, 0, ron_strerror(j->rc));
-        break;
+    const proto_svc_rc_t *a = proto_svc_rc_find(rc_answers, RON_ARRAY_LEN(rc_answers), j->rc);
+
+    if (a != NULL) {
+        answer_error(s, j->op, j->req, j->corr_id, a->code, a->reason, a->retry_after_ms, msg);
+        return;
     }
+    ron_warn("index %s: %s", proto_svc_op_name(s->ps, (int)j->op), ron_strerror(j->rc));
+    answer_error(s, j->op, j->req, j->corr_id, 500, NULL, 0, ron_strerror(j->rc));
 }
 
 /* ---- worker side ---- */
@@ -327,32 +315,14 @@ job_done(uv_work_t *w, int status)
 
 /* ---- requests ---- */
 
-/* Copy optional string field name (at most cap-1 bytes, no NUL inside) into
- * out. Returns 1 present, 0 absent, -1 malformed. */
-static int
-get_text(json_t *o, const char *name, char *out, size_t cap)
-{
-    json_t *v = json_object_get(o, name);
-    size_t n;
-    if (v == NULL)
-        return 0;
-    if (!json_is_string(v))
-        return -1;
-    n = json_string_length(v);
-    if (n >= cap || strlen(json_string_value(v)) != n)
-        return -1;
-    memcpy(out, json_string_value(v), n + 1);
-    return 1;
-}
-
 static void
 on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
 {
     idx_service_t *s = arg;
-    json_t *o = NULL;
-    const char *bad;
+    proto_svc_req_t in;
     proto_svc_fail_t fail;
-    int parsed = OP_BAD;
+    json_t *o;
+    const char *bad;
     op_t op;
     job_t *j = NULL;
     char msg[256];
@@ -362,12 +332,13 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
                      "index is stopping");
         return;
     }
-    if (proto_svc_parse(s->ps, f->payload, f->payload_len, &o, &parsed, &fail) < 0) {
-        answer_error(s, (op_t)parsed, req, f->corr_id, fail.code,
+    if (proto_svc_parse(s->ps, f->payload, f->payload_len, &in, &fail) < 0) {
+        answer_error(s, (op_t)in.op, req, f->corr_id, fail.code,
                      fail.reason[0] != '\0' ? fail.reason : NULL, 0, fail.message);
         return;
     }
-    op = (op_t)parsed;
+    o = in.o;
+    op = (op_t)in.op;
     j = ron_xcalloc(1, sizeof *j);
     j->op = op;
     j->req = req;
@@ -392,7 +363,7 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     } else if (op == OP_RESOLVE) {
         char raw[NAME_MAX_INPUT + 1];
         name_err_t nerr;
-        if (get_text(o, "name", raw, sizeof raw) <= 0) {
+        if (proto_svc_get_text(o, "name", raw, sizeof raw) <= 0) {
             answer_error(s, op, req, f->corr_id, 400, "name", 0, "name: missing or malformed");
             goto drop;
         }
@@ -404,9 +375,9 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         char lim[24];
         uint64_t v = IDX_SVC_LIST_DEFAULT;
         int r;
-        if (get_text(o, bad = "prefix", j->name, sizeof j->name) < 0 ||
-            get_text(o, bad = "after", j->after, sizeof j->after) < 0 ||
-            (r = get_text(o, bad = "limit", lim, sizeof lim)) < 0 ||
+        if (proto_svc_get_text(o, bad = "prefix", j->name, sizeof j->name) < 0 ||
+            proto_svc_get_text(o, bad = "after", j->after, sizeof j->after) < 0 ||
+            (r = proto_svc_get_text(o, bad = "limit", lim, sizeof lim)) < 0 ||
             (r > 0 && (ron_parse_u64(lim, strlen(lim), &v) < 0 || v == 0 ||
                        v > IDX_SVC_LIST_MAX))) {
             snprintf(msg, sizeof msg, "%s: malformed for list", bad);

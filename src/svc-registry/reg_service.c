@@ -107,47 +107,33 @@ answer_ok(reg_service_t *s, op_t op, rbus_req_t *req, json_t *o)
     free(buf);
 }
 
+/* The registry's error codes and their answers (docs/protocol/registry.md). */
+static const proto_svc_rc_t rc_answers[] = {
+    {RON_EREGDESC, 400, "descriptor", 0},
+    {RON_EREGLIMIT, 400, "descriptor", 0},
+    {RON_ENOTFOUND, 404, NULL, 0},
+    {RON_EREGSIG, 403, "bad_signature", 0},
+    {RON_EREGSIGNER, 403, "unknown_signer", 0},
+    {RON_EREGREVOKED, 403, "revoked_signer", 0},
+    {RON_EREGDUP, 409, "duplicate_approval", 0},
+    {RON_EREGSTALE, 409, "stale_base", 0},
+    {RON_EREGQUORUM, 409, "quorum", 0},
+    {RON_EREGRDONLY, 503, "read_only", 0},
+    {RON_EREGFULL, 507, "full", 0},
+};
+
 static void
 answer_rc(reg_service_t *s, op_t op, rbus_req_t *req, int rc, const char *detail)
 {
     const char *msg = detail != NULL && detail[0] != '\0' ? detail : ron_strerror(rc);
-    switch (rc) {
-    case RON_EREGDESC:
-    case RON_EREGLIMIT:
-        answer_error(s, op, req, 400, "descriptor", 0, msg);
-        break;
-    case RON_ENOTFOUND:
-        answer_error(s, op, req, 404, NULL, 0, msg);
-        break;
-    case RON_EREGSIG:
-        answer_error(s, op, req, 403, "bad_signature", 0, msg);
-        break;
-    case RON_EREGSIGNER:
-        answer_error(s, op, req, 403, "unknown_signer", 0, msg);
-        break;
-    case RON_EREGREVOKED:
-        answer_error(s, op, req, 403, "revoked_signer", 0, msg);
-        break;
-    case RON_EREGDUP:
-        answer_error(s, op, req, 409, "duplicate_approval", 0, msg);
-        break;
-    case RON_EREGSTALE:
-        answer_error(s, op, req, 409, "stale_base", 0, msg);
-        break;
-    case RON_EREGQUORUM:
-        answer_error(s, op, req, 409, "quorum", 0, msg);
-        break;
-    case RON_EREGRDONLY:
-        answer_error(s, op, req, 503, "read_only", 0, msg);
-        break;
-    case RON_EREGFULL:
-        answer_error(s, op, req, 507, "full", 0, msg);
-        break;
-    default:
-        ron_warn("registry %s: %s", proto_svc_op_name(s->ps, (int)op), ron_strerror(rc));
-        answer_error(s, op, req, 500, NULL, 0, ron_strerror(rc));
-        break;
+    const proto_svc_rc_t *a = proto_svc_rc_find(rc_answers, RON_ARRAY_LEN(rc_answers), rc);
+
+    if (a != NULL) {
+        answer_error(s, op, req, a->code, a->reason, a->retry_after_ms, msg);
+        return;
     }
+    ron_warn("registry %s: %s", proto_svc_op_name(s->ps, (int)op), ron_strerror(rc));
+    answer_error(s, op, req, 500, NULL, 0, ron_strerror(rc));
 }
 
 static json_t *
@@ -391,10 +377,11 @@ static void
 on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
 {
     reg_service_t *s = arg;
-    json_t *o = NULL;
-    const char *bad;
+    proto_svc_req_t in;
     proto_svc_fail_t fail;
-    int op = OP_BAD;
+    json_t *o;
+    const char *bad;
+    op_t op;
     job_t *j = NULL;
     char msg[256];
 
@@ -403,18 +390,20 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
                      s->stopping ? "registry is stopping" : "registry is busy");
         return;
     }
-    if (proto_svc_parse(s->ps, f->payload, f->payload_len, &o, &op, &fail) < 0) {
-        answer_error(s, (op_t)op, req, fail.code, fail.reason[0] != '\0' ? fail.reason : NULL, 0,
-                     fail.message);
+    if (proto_svc_parse(s->ps, f->payload, f->payload_len, &in, &fail) < 0) {
+        answer_error(s, (op_t)in.op, req, fail.code,
+                     fail.reason[0] != '\0' ? fail.reason : NULL, 0, fail.message);
         return;
     }
-    if (!svc_authorize(s, (op_t)op, req, f))
+    o = in.o;
+    op = (op_t)in.op;
+    if (!svc_authorize(s, op, req, f))
         goto out;
     j = ron_xcalloc(1, sizeof *j);
-    j->op = (op_t)op;
+    j->op = op;
     j->req = req;
     if ((bad = job_fill(j, o, msg, sizeof msg)) != NULL) {
-        answer_error(s, (op_t)op, req, 400, bad, 0, msg);
+        answer_error(s, op, req, 400, bad, 0, msg);
         free(j->desc);
         free(j);
         goto out;
