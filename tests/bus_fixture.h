@@ -244,21 +244,23 @@ bus_fx_respond_json(rbus_req_t *req, const char *js)
     free(b);
 }
 
-/* rbus_reply_cb of the fixture's requests: keeps the answer in fx. */
+/*
+ * Split an answer: *json_out gets the error envelope (code >= 400) or the
+ * JSON part of a 200 (NULL if none parses), *raw_out (new, NULL if none) and
+ * *raw_len_out the bytes after the JSON part.
+ */
 static inline void
-bus_fx_on_reply(void *arg, int status, const oap_frame_t *resp)
+bus_fx_answer_split(const oap_frame_t *resp, json_t **json_out, uint8_t **raw_out,
+                    size_t *raw_len_out)
 {
-    bus_fx_t *fx = arg;
     uint32_t jl;
 
-    fx->done = true;
-    fx->status = status;
-    if (status < 0)
-        return;
-    fx->code = resp->code;
+    *json_out = NULL;
+    *raw_out = NULL;
+    *raw_len_out = 0;
     if (resp->code >= 400) {
         /* error envelope: JSON alone */
-        fx->json = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
+        *json_out = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
         return;
     }
     if (resp->payload_len < 4)
@@ -267,11 +269,25 @@ bus_fx_on_reply(void *arg, int status, const oap_frame_t *resp)
          (uint32_t)resp->payload[2] << 8 | resp->payload[3];
     if (jl > resp->payload_len - 4)
         return;
-    fx->json = json_loadb((const char *)resp->payload + 4, jl, 0, NULL);
-    fx->raw_len = resp->payload_len - 4 - jl;
-    fx->raw = malloc(fx->raw_len + 1);
-    assert_non_null(fx->raw);
-    memcpy(fx->raw, resp->payload + 4 + jl, fx->raw_len);
+    *json_out = json_loadb((const char *)resp->payload + 4, jl, 0, NULL);
+    *raw_len_out = resp->payload_len - 4 - jl;
+    *raw_out = malloc(*raw_len_out + 1);
+    assert_non_null(*raw_out);
+    memcpy(*raw_out, resp->payload + 4 + jl, *raw_len_out);
+}
+
+/* rbus_reply_cb of the fixture's requests: keeps the answer in fx. */
+static inline void
+bus_fx_on_reply(void *arg, int status, const oap_frame_t *resp)
+{
+    bus_fx_t *fx = arg;
+
+    fx->done = true;
+    fx->status = status;
+    if (status < 0)
+        return;
+    fx->code = resp->code;
+    bus_fx_answer_split(resp, &fx->json, &fx->raw, &fx->raw_len);
 }
 
 /*
