@@ -49,18 +49,18 @@ typedef struct bus_fx {
     rbus_t *srv, *cli;               /* the service's endpoint, the client's */
     rbus_t *extra[BUS_FX_MAX_EXTRA]; /* other endpoints (bus_fx_bus_new), freed at close */
     size_t n_extra;
-    rbus_peer_t *peer; /* client -> service (bus_fx_connect) */
-    void *svc;         /* the service under test: the test's to create and free */
-    char tmp[64];      /* the temporary directory, "" = none; removed at close */
-    uint16_t app;      /* app_proto_id of bus_fx_call* requests */
+    rbus_peer_t *peer;    /* client -> service (bus_fx_connect) */
+    void *svc;            /* the service under test: the test's to create and free */
+    char tmp[64];         /* the temporary directory, "" = none; removed at close */
+    uint16_t app;         /* app_proto_id of bus_fx_call* requests */
     uint32_t deadline_ms; /* their deadline (BUS_FX_WAIT_MS after open) */
     bool need_json;       /* bus_fx_call* also assert that the answer had JSON */
     /* the last answer */
     bool done;
-    int status;     /* 0, or the request's failure (RON_ETIMEOUT, ...) */
-    uint16_t code;  /* its status code */
-    json_t *json;   /* the envelope (>= 400) or the JSON part (200); NULL if none */
-    uint8_t *raw;   /* 200: the bytes after the JSON part */
+    int status;    /* 0, or the request's failure (RON_ETIMEOUT, ...) */
+    uint16_t code; /* its status code */
+    json_t *json;  /* the envelope (>= 400) or the JSON part (200); NULL if none */
+    uint8_t *raw;  /* 200: the bytes after the JSON part */
     size_t raw_len;
 } bus_fx_t;
 
@@ -338,8 +338,8 @@ bus_fx_vcall(bus_fx_t *fx, const void *raw, size_t raw_len, const char *fmt, va_
 
 /* One request to fx->app: the JSON printed from fmt, then raw_len bytes of
  * raw. Returns the answer's code (answer in fx). */
-static inline uint16_t
-bus_fx_call_bytes(bus_fx_t *fx, const void *raw, size_t raw_len, const char *fmt, ...)
+static inline uint16_t bus_fx_call_bytes(bus_fx_t *fx, const void *raw, size_t raw_len,
+                                         const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 static inline uint16_t
@@ -355,8 +355,8 @@ bus_fx_call_bytes(bus_fx_t *fx, const void *raw, size_t raw_len, const char *fmt
 }
 
 /* One request to fx->app: the JSON printed from fmt alone. */
-static inline uint16_t
-bus_fx_call(bus_fx_t *fx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline uint16_t bus_fx_call(bus_fx_t *fx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static inline uint16_t
 bus_fx_call(bus_fx_t *fx, const char *fmt, ...)

@@ -610,9 +610,8 @@ test_proto_svc_parse_accepts_known_ops_with_their_fields(void **state)
     (void)state;
 
     assert_int_equal(proto_svc_new(&svc_desc, &s), 0);
-    assert_int_equal(proto_svc_parse(s, buf, svc_frame(buf, "{\"op\":\"get\",\"key\":\"a\"}"), &in,
-                                     &fail),
-                     0);
+    assert_int_equal(
+        proto_svc_parse(s, buf, svc_frame(buf, "{\"op\":\"get\",\"key\":\"a\"}"), &in, &fail), 0);
     assert_int_equal(in.op, 0);
     assert_string_equal(json_string_value(json_object_get(in.o, "key")), "a");
     assert_int_equal(in.raw_len, 0);
@@ -628,8 +627,7 @@ test_proto_svc_parse_accepts_known_ops_with_their_fields(void **state)
 
 /* Parse js (framed) expecting a 400 with reason and a message containing msg; returns the op. */
 static int
-svc_refused(proto_svc_t *s, const uint8_t *payload, size_t len, const char *reason,
-            const char *msg)
+svc_refused(proto_svc_t *s, const uint8_t *payload, size_t len, const char *reason, const char *msg)
 {
     proto_svc_fail_t fail;
     proto_svc_req_t in;
@@ -653,26 +651,28 @@ test_proto_svc_parse_refuses_bad_frames_naming_the_field(void **state)
     (void)state;
 
     assert_int_equal(proto_svc_new(&svc_desc, &s), 0);
-    assert_int_equal(svc_refused(s, short_payload, sizeof short_payload, "", "shorter than its 4-byte"), 2);
+    assert_int_equal(
+        svc_refused(s, short_payload, sizeof short_payload, "", "shorter than its 4-byte"), 2);
     assert_int_equal(svc_refused(s, long_len, sizeof long_len, "",
                                  "JSON length out of range (no raw bytes follow demo requests)"),
                      2);
     n = svc_frame(buf, "{\"op\":\"ping\"}");
     buf[n] = 'x'; /* raw bytes after the JSON */
     assert_int_equal(svc_refused(s, buf, n + 1, "", "out of range"), 2);
-    n = svc_frame(buf, "{\"op\":\"get\",\"key\":\"0123456789012345678901234567890123456789012345\"}");
+    n = svc_frame(buf,
+                  "{\"op\":\"get\",\"key\":\"0123456789012345678901234567890123456789012345\"}");
     assert_int_equal(svc_refused(s, buf, n, "", "out of range"), 2); /* over max_json (64) */
     assert_int_equal(svc_refused(s, buf, svc_frame(buf, "[1]"), "", "not an object"), 2);
     assert_int_equal(svc_refused(s, buf, svc_frame(buf, "{\"op\":"), "", "not an object"), 2);
-    assert_int_equal(
-        svc_refused(s, buf, svc_frame(buf, "{\"op\":\"ping\",\"op\":\"get\"}"), "", "not an object"),
-        2);
+    assert_int_equal(svc_refused(s, buf, svc_frame(buf, "{\"op\":\"ping\",\"op\":\"get\"}"), "",
+                                 "not an object"),
+                     2);
     assert_int_equal(svc_refused(s, buf, svc_frame(buf, "{\"op\":\"delete\"}"), "op",
                                  "op: unknown operation 'delete'"),
                      2);
-    assert_int_equal(svc_refused(s, buf, svc_frame(buf, "{\"key\":\"a\"}"), "op",
-                                 "op: unknown operation ''"),
-                     2);
+    assert_int_equal(
+        svc_refused(s, buf, svc_frame(buf, "{\"key\":\"a\"}"), "op", "op: unknown operation ''"),
+        2);
     /* an unknown key: refused by name, the op known (counted under it) */
     assert_int_equal(svc_refused(s, buf, svc_frame(buf, "{\"op\":\"get\",\"x\":1}"), "x",
                                  "x: unknown field for get"),
@@ -694,10 +694,11 @@ test_proto_svc_counts_by_op_and_status_and_frames_answers(void **state)
     (void)state;
 
     assert_int_equal(proto_svc_new(&svc_desc, &s), 0);
-    assert_int_equal(met_counter_register(proto_svc_registry(s), "demo_extra_total", "Extra.", &extra), 0);
+    assert_int_equal(
+        met_counter_register(proto_svc_registry(s), "demo_extra_total", "Extra.", &extra), 0);
     met_counter_inc(extra);
-    assert_int_equal(proto_svc_frame_ok(s, 0, json_pack("{s:s,s:s}", "z", "1", "a", "2"), &buf, &len),
-                     0);
+    assert_int_equal(
+        proto_svc_frame_ok(s, 0, json_pack("{s:s,s:s}", "z", "1", "a", "2"), &buf, &len), 0);
     assert_int_equal(len, 4 + strlen("{\"z\":\"1\",\"a\":\"2\"}"));
     assert_memory_equal(buf, "\0\0\0\x11{\"z\":\"1\",\"a\":\"2\"}", len); /* insertion order */
     free(buf);
@@ -709,7 +710,8 @@ test_proto_svc_counts_by_op_and_status_and_frames_answers(void **state)
     n = proto_svc_metrics(s, text, sizeof text - 1);
     assert_true(n > 0);
     text[n] = '\0';
-    assert_non_null(strstr(text, "# HELP demo_requests_total Demo protocol requests by op and status."));
+    assert_non_null(
+        strstr(text, "# HELP demo_requests_total Demo protocol requests by op and status."));
     assert_non_null(strstr(text, "demo_requests_total{op=\"get\",status=\"200\"} 1\n"));
     assert_non_null(strstr(text, "demo_requests_total{op=\"get\",status=\"404\"} 2\n"));
     assert_non_null(strstr(text, "demo_requests_total{op=\"ping\",status=\"other\"} 1\n"));
@@ -747,7 +749,8 @@ test_proto_svc_raw_bytes_own_message_and_own_statuses(void **state)
     json_decref(in.o);
     buf[3] = 40; /* longer than the payload */
     assert_int_equal(proto_svc_parse(s, buf, n + 3, &in, &fail), RON_EJSON);
-    assert_string_equal(fail.message, "JSON length out of range"); /* raw may follow: no "(no raw" */
+    assert_string_equal(fail.message,
+                        "JSON length out of range"); /* raw may follow: no "(no raw" */
     proto_svc_count(s, 1, 413);
     proto_svc_count(s, 1, 404);
     n = proto_svc_metrics(s, text, sizeof text - 1);

@@ -17,7 +17,8 @@
 #include "ron_err.h"
 #include "ron_util.h"
 
-static const uint16_t default_statuses[] = PROTO_SVC_STATUSES;
+/* The status codes counted by name unless a service names its own (proto_svc.h). */
+static const uint16_t default_statuses[] = {200, 400, 401, 403, 404, 409, 429, 500, 503, 507};
 
 struct proto_svc {
     const proto_svc_desc_t *d;
@@ -103,8 +104,7 @@ proto_svc_count(proto_svc_t *s, int op, uint16_t code)
 }
 
 /* Fill f with a 400 naming reason (may be NULL) and the formatted message. */
-static int
-refuse(proto_svc_fail_t *f, const char *reason, const char *fmt, ...)
+static int refuse(proto_svc_fail_t *f, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int
@@ -121,8 +121,8 @@ refuse(proto_svc_fail_t *f, const char *reason, const char *fmt, ...)
 }
 
 int
-proto_svc_parse(const proto_svc_t *s, const uint8_t *payload, size_t len,
-                proto_svc_req_t *req_out, proto_svc_fail_t *fail_out)
+proto_svc_parse(const proto_svc_t *s, const uint8_t *payload, size_t len, proto_svc_req_t *req_out,
+                proto_svc_fail_t *fail_out)
 {
     static const char *const none[] = {NULL};
     const proto_svc_desc_t *d = s->d;

@@ -13,7 +13,8 @@
  *     duplicate keys, unknown op, unknown key -> a 400 described in
  *     proto_svc_fail_t: reason and message, the answer the service sends);
  *   - per-op counters by status code (family `metric`{op,status}, statuses
- *     PROTO_SVC_STATUSES or the service's own, and "other"; op "invalid" for
+ *     200 400 401 403 404 409 429 500 503 507 unless the service names its
+ *     own, and "other"; op "invalid" for
  *     requests whose op is unknown) in a metrics registry the service may add
  *     its own metrics to, and their Prometheus text (proto_svc_metrics());
  *   - the service's table from its error codes to answers (proto_svc_rc_find)
@@ -36,12 +37,9 @@
 #include "ron_proto.h"
 
 /* ---- limits ---- */
-#define PROTO_SVC_MAX_OPS 16u     /* ops of one service (the registry has 6) */
+#define PROTO_SVC_MAX_OPS 16u      /* ops of one service (the registry has 6) */
 #define PROTO_SVC_MAX_MESSAGE 256u /* a refusal's message, NUL included: one line for a human */
 #define PROTO_SVC_MAX_STATUSES 16u /* status codes counted by name (more count as "other") */
-
-/* The status codes counted by name unless a service names its own. */
-#define PROTO_SVC_STATUSES {200, 400, 401, 403, 404, 409, 429, 500, 503, 507}
 
 /* One operation: its name (the request's "op") and the keys allowed beside
  * "op" (NULL-terminated; NULL or {NULL}: none). Both borrowed for the
@@ -61,23 +59,23 @@ typedef struct {
     uint32_t max_json;         /* bound of the JSON part, bytes */
     bool raw_follows;          /* raw bytes may follow the JSON (else: exactly u32 + JSON) */
     const char *frame_message; /* message for a bad length prefix; NULL: the defaults */
-    const uint16_t *statuses;  /* status codes counted by name; NULL: PROTO_SVC_STATUSES */
+    const uint16_t *statuses;  /* status codes counted by name; NULL: the default list */
     size_t n_statuses;         /* with statuses: 1..PROTO_SVC_MAX_STATUSES */
 } proto_svc_desc_t;
 
 /* A request that passed proto_svc_parse(). */
 typedef struct {
-    json_t *o;           /* the JSON object (new; the caller decrefs it) */
-    int op;              /* its op, an index into the table */
-    const uint8_t *raw;  /* raw_follows: the bytes after the JSON (a view into the payload) */
+    json_t *o;          /* the JSON object (new; the caller decrefs it) */
+    int op;             /* its op, an index into the table */
+    const uint8_t *raw; /* raw_follows: the bytes after the JSON (a view into the payload) */
     size_t raw_len;
 } proto_svc_req_t;
 
 /* A refused request: the error answer to send (code, reason, message). */
 typedef struct {
-    uint16_t code;                        /* 400 */
-    char reason[PROTO_MAX_REASON + 1];    /* the bad field ("op", a key), "" = none */
-    char message[PROTO_SVC_MAX_MESSAGE];  /* for the envelope's message */
+    uint16_t code;                       /* 400 */
+    char reason[PROTO_MAX_REASON + 1];   /* the bad field ("op", a key), "" = none */
+    char message[PROTO_SVC_MAX_MESSAGE]; /* for the envelope's message */
 } proto_svc_fail_t;
 
 /* One row of a service's table from its own error codes to answers. */

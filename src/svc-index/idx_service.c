@@ -38,8 +38,13 @@ static const proto_svc_op_t ops[OP_COUNT] = {
     [OP_LIST] = {"list", list_fields},
 };
 static const proto_svc_desc_t svc_desc = {
-    "index", "index_requests_total", "Index protocol requests by op and status.",
-    ops,     OP_COUNT,               IDX_SVC_MAX_JSON};
+    .what = "index",
+    .metric = "index_requests_total",
+    .help = "Index protocol requests by op and status.",
+    .ops = ops,
+    .n_ops = OP_COUNT,
+    .max_json = IDX_SVC_MAX_JSON,
+};
 #define IDX_SVC_RETRY_AFTER_MS 1000u
 
 struct idx_service {
@@ -49,9 +54,9 @@ struct idx_service {
     void *release_arg;
     bool stopping;
     size_t jobs;
-    proto_svc_t *ps; /* op table, request checks, counters by op and status */
-    rbus_peer_t *dht;              /* borrowed; NULL: names stay local */
-    guard_t *guard;                /* borrowed; NULL: no enforcement (unit tests) */
+    proto_svc_t *ps;  /* op table, request checks, counters by op and status */
+    rbus_peer_t *dht; /* borrowed; NULL: names stay local */
+    guard_t *guard;   /* borrowed; NULL: no enforcement (unit tests) */
     met_counter_t *dht_put_ok, *dht_put_failed, *dht_found, *dht_missed;
 };
 

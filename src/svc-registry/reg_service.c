@@ -50,8 +50,13 @@ static const proto_svc_op_t ops[OP_COUNT] = {
     [OP_SIGNERS] = {"signers", no_fields},
 };
 static const proto_svc_desc_t svc_desc = {
-    "registry", "registry_requests_total", "Registry protocol requests by op and status.",
-    ops,        OP_COUNT,                  REG_SVC_MAX_JSON};
+    .what = "registry",
+    .metric = "registry_requests_total",
+    .help = "Registry protocol requests by op and status.",
+    .ops = ops,
+    .n_ops = OP_COUNT,
+    .max_json = REG_SVC_MAX_JSON,
+};
 #define REG_SVC_RETRY_AFTER_MS 1000u
 
 struct reg_service {
@@ -60,7 +65,7 @@ struct reg_service {
     guard_t *guard; /* NULL: no enforcement (unit tests) */
     bool stopping;
     size_t jobs;
-    proto_svc_t *ps;  /* op table, request checks, counters by op and status */
+    proto_svc_t *ps; /* op table, request checks, counters by op and status */
     met_gauge_t *head;
 };
 
@@ -391,8 +396,8 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         return;
     }
     if (proto_svc_parse(s->ps, f->payload, f->payload_len, &in, &fail) < 0) {
-        answer_error(s, (op_t)in.op, req, fail.code,
-                     fail.reason[0] != '\0' ? fail.reason : NULL, 0, fail.message);
+        answer_error(s, (op_t)in.op, req, fail.code, fail.reason[0] != '\0' ? fail.reason : NULL, 0,
+                     fail.message);
         return;
     }
     o = in.o;
