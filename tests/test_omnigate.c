@@ -26,6 +26,7 @@
 
 #include <cmocka.h>
 
+#include "guard_fixture.h"
 #include "omni_internal.h"
 #include "omnigate.h"
 #include "ron_err.h"
@@ -123,43 +124,24 @@ fx_close(fx_t *fx)
     rbus_hub_free(fx->hub);
     uv_run(&fx->loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&fx->loop), 0);
-    guard_free(fx->guard);
-    guard_authority_close(fx->auth);
+    guard_fx_close(fx->auth, fx->guard);
 }
 
 /* Bring the guard up to the authority's head, page by page. */
 static void
 fx_sync(fx_t *fx)
 {
-    static guard_entry_t e[GUARD_SYNC_PAGE];
-    bool more = true;
-
-    for (int i = 0; i < 100 && more; i++) {
-        uint64_t after = guard_head(fx->guard), head;
-        size_t n = guard_authority_since(fx->auth, after, e, GUARD_SYNC_PAGE, &more);
-        head = more && n > 0 ? e[n - 1].seq : guard_authority_head(fx->auth);
-        assert_int_equal(guard_apply(fx->guard, after, head, e, n), 0);
-    }
-    assert_int_equal(guard_head(fx->guard), guard_authority_head(fx->auth));
+    guard_fx_sync(fx->guard, fx->auth);
 }
 
 /* Enforce: an authority in RAM, a guard following it, the operator token. */
 static void
 fx_guard(fx_t *fx)
 {
-    uint8_t seed[32], master[GUARD_MASTER_LEN];
-    guard_authority_opts_t ao = {0};
-    guard_opts_t go = {0};
+    uint8_t seed[32];
 
     memset(seed, 0x5a, sizeof seed);
-    guard_master_derive(seed, master);
-    ao.master = master;
-    go.service = "app";
-    go.master = master;
-    assert_int_equal(guard_authority_open(&ao, ron_unix_time(), &fx->auth), 0);
-    assert_int_equal(guard_new(&go, &fx->guard), 0);
-    fx_sync(fx);
-    assert_true(guard_authority_mint_operator(fx->auth, fx->op_tok, sizeof fx->op_tok) > 0);
+    guard_fx_open(seed, "app", NULL, &fx->auth, &fx->guard, NULL, fx->op_tok, sizeof fx->op_tok);
     omni_set_guard(fx->g, fx->guard);
 }
 

@@ -326,6 +326,27 @@ test_render_escapes_label_values_and_help(void **state)
     met_registry_free(r);
 }
 
+/* render_buf copies the same text as render, and only when it fits with room for a NUL. */
+static void
+test_render_buf_copies_the_text_only_when_it_fits(void **state)
+{
+    (void)state;
+    met_registry_t *r = met_registry_new();
+    met_counter_t *c;
+    char buf[256];
+    assert_int_equal(met_counter_register(r, "alpha_total", "a", &c), 0);
+    met_counter_inc(c);
+    char *text = render(r);
+    size_t len = strlen(text);
+    assert_int_equal(met_registry_render_buf(r, buf, sizeof buf), len);
+    assert_memory_equal(buf, text, len);
+    assert_int_equal(met_registry_render_buf(r, buf, len + 1), len);
+    assert_int_equal(met_registry_render_buf(r, buf, len), 0); /* no room for a NUL */
+    assert_int_equal(met_registry_render_buf(r, buf, 0), 0);
+    free(text);
+    met_registry_free(r);
+}
+
 static void
 test_render_sorts_families_by_name_and_children_by_values(void **state)
 {
@@ -873,6 +894,7 @@ main(void)
         cmocka_unit_test(test_merge_of_every_fuzz_seed_passes_promtool),
         cmocka_unit_test(test_merge_stops_at_family_and_sample_limits_counting_the_rest),
         cmocka_unit_test(test_registry_refuses_families_past_its_limit),
+        cmocka_unit_test(test_render_buf_copies_the_text_only_when_it_fits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

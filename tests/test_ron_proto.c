@@ -2,7 +2,8 @@
  * test_ron_proto.c - control-plane DTOs: the status table of spec §3, exact
  * canonical encodings, strict decoding (unknown, wrong-typed and duplicate
  * fields named in the error), u64 as decimal strings, HELLO's tolerance of
- * unknown keys, START arguments, response metadata and credit.
+ * unknown keys, START arguments, response metadata and credit; the strict
+ * JSON bus service skeleton (proto_svc.h): frame checks, op table, counters.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "proto_svc.h"
 #include "ron_err.h"
 #include "ron_proto.h"
 
@@ -580,6 +582,238 @@ test_proto_rejects_documents_over_the_size_limit(void **state)
     free(big);
 }
 
+/* ---- proto_svc: the strict JSON bus service skeleton ---- */
+
+static const char *const svc_get_fields[] = {"key", "limit", NULL};
+static const proto_svc_op_t svc_ops[] = {{"get", svc_get_fields}, {"ping", NULL}};
+static const proto_svc_desc_t svc_desc = {.what = "demo",
+                                          .metric = "demo_requests_total",
+                                          .help = "Demo protocol requests by op and status.",
+                                          .ops = svc_ops,
+                                          .n_ops = 2,
+                                          .max_json = 64};
+
+/* u32 big-endian length of js then js into buf; returns the frame's length. */
+static size_t
+svc_frame(uint8_t *buf, const char *js)
+{
+    return proto_json_frame(buf, js, (uint32_t)strlen(js));
+}
+
+static void
+test_proto_svc_parse_accepts_known_ops_with_their_fields(void **state)
+{
+    proto_svc_t *s = NULL;
+    proto_svc_fail_t fail;
+    proto_svc_req_t in;
+    uint8_t buf[128];
+    (void)state;
+
+    assert_int_equal(proto_svc_new(&svc_desc, &s), 0);
+    assert_int_equal(
+        proto_svc_parse(s, buf, svc_frame(buf, "{\"op\":\"get\",\"key\":\"a\"}"), &in, &fail), 0);
+    assert_int_equal(in.op, 0);
+    assert_string_equal(json_string_value(json_object_get(in.o, "key")), "a");
+    assert_int_equal(in.raw_len, 0);
+    json_decref(in.o);
+    assert_int_equal(proto_svc_parse(s, buf, svc_frame(buf, "{\"op\":\"ping\"}"), &in, &fail), 0);
+    assert_int_equal(in.op, 1);
+    json_decref(in.o);
+    assert_string_equal(proto_svc_op_name(s, 0), "get");
+    assert_string_equal(proto_svc_op_name(s, 2), "invalid");
+    assert_string_equal(proto_svc_op_name(s, -1), "invalid");
+    proto_svc_free(s);
+}
+
+/* Parse js (framed) expecting a 400 with reason and a message containing msg; returns the op. */
+static int
+svc_refused(proto_svc_t *s, const uint8_t *payload, size_t len, const char *reason, const char *msg)
+{
+    proto_svc_fail_t fail;
+    proto_svc_req_t in;
+    assert_int_equal(proto_svc_parse(s, payload, len, &in, &fail), RON_EJSON);
+    assert_null(in.o);
+    assert_int_equal(fail.code, 400);
+    assert_string_equal(fail.reason, reason);
+    if (strstr(fail.message, msg) == NULL)
+        fail_msg("message '%s' lacks '%s'", fail.message, msg);
+    return in.op;
+}
+
+static void
+test_proto_svc_parse_refuses_bad_frames_naming_the_field(void **state)
+{
+    static const uint8_t short_payload[] = {0, 0, 0};
+    static const uint8_t long_len[] = {0, 0, 0, 50, '{', '}'};
+    proto_svc_t *s = NULL;
+    uint8_t buf[256];
+    size_t n;
+    (void)state;
+
+    assert_int_equal(proto_svc_new(&svc_desc, &s), 0);
+    assert_int_equal(
+        svc_refused(s, short_payload, sizeof short_payload, "", "shorter than its 4-byte"), 2);
+    assert_int_equal(svc_refused(s, long_len, sizeof long_len, "",
+                                 "JSON length out of range (no raw bytes follow demo requests)"),
+                     2);
+    n = svc_frame(buf, "{\"op\":\"ping\"}");
+    buf[n] = 'x'; /* raw bytes after the JSON */
+    assert_int_equal(svc_refused(s, buf, n + 1, "", "out of range"), 2);
+    n = svc_frame(buf,
+                  "{\"op\":\"get\",\"key\":\"0123456789012345678901234567890123456789012345\"}");
+    assert_int_equal(svc_refused(s, buf, n, "", "out of range"), 2); /* over max_json (64) */
+    assert_int_equal(svc_refused(s, buf, svc_frame(buf, "[1]"), "", "not an object"), 2);
+    assert_int_equal(svc_refused(s, buf, svc_frame(buf, "{\"op\":"), "", "not an object"), 2);
+    assert_int_equal(svc_refused(s, buf, svc_frame(buf, "{\"op\":\"ping\",\"op\":\"get\"}"), "",
+                                 "not an object"),
+                     2);
+    assert_int_equal(svc_refused(s, buf, svc_frame(buf, "{\"op\":\"delete\"}"), "op",
+                                 "op: unknown operation 'delete'"),
+                     2);
+    assert_int_equal(
+        svc_refused(s, buf, svc_frame(buf, "{\"key\":\"a\"}"), "op", "op: unknown operation ''"),
+        2);
+    /* an unknown key: refused by name, the op known (counted under it) */
+    assert_int_equal(svc_refused(s, buf, svc_frame(buf, "{\"op\":\"get\",\"x\":1}"), "x",
+                                 "x: unknown field for get"),
+                     0);
+    assert_int_equal(svc_refused(s, buf, svc_frame(buf, "{\"op\":\"ping\",\"key\":\"a\"}"), "key",
+                                 "key: unknown field for ping"),
+                     1);
+    proto_svc_free(s);
+}
+
+static void
+test_proto_svc_counts_by_op_and_status_and_frames_answers(void **state)
+{
+    proto_svc_t *s = NULL;
+    met_counter_t *extra = NULL;
+    char text[8192];
+    uint8_t *buf = NULL;
+    size_t n, len = 0;
+    (void)state;
+
+    assert_int_equal(proto_svc_new(&svc_desc, &s), 0);
+    assert_int_equal(
+        met_counter_register(proto_svc_registry(s), "demo_extra_total", "Extra.", &extra), 0);
+    met_counter_inc(extra);
+    assert_int_equal(
+        proto_svc_frame_ok(s, 0, json_pack("{s:s,s:s}", "z", "1", "a", "2"), &buf, &len), 0);
+    assert_int_equal(len, 4 + strlen("{\"z\":\"1\",\"a\":\"2\"}"));
+    assert_memory_equal(buf, "\0\0\0\x11{\"z\":\"1\",\"a\":\"2\"}", len); /* insertion order */
+    free(buf);
+    proto_svc_count(s, 0, 404);
+    proto_svc_count(s, 0, 404);
+    proto_svc_count(s, 1, 418);
+    proto_svc_count(s, 2, 400);
+    proto_svc_count(s, 99, 503);
+    n = proto_svc_metrics(s, text, sizeof text - 1);
+    assert_true(n > 0);
+    text[n] = '\0';
+    assert_non_null(
+        strstr(text, "# HELP demo_requests_total Demo protocol requests by op and status."));
+    assert_non_null(strstr(text, "demo_requests_total{op=\"get\",status=\"200\"} 1\n"));
+    assert_non_null(strstr(text, "demo_requests_total{op=\"get\",status=\"404\"} 2\n"));
+    assert_non_null(strstr(text, "demo_requests_total{op=\"ping\",status=\"other\"} 1\n"));
+    assert_non_null(strstr(text, "demo_requests_total{op=\"invalid\",status=\"400\"} 1\n"));
+    assert_non_null(strstr(text, "demo_requests_total{op=\"invalid\",status=\"503\"} 1\n"));
+    assert_non_null(strstr(text, "demo_requests_total{op=\"ping\",status=\"507\"} 0\n"));
+    assert_non_null(strstr(text, "demo_extra_total 1\n"));
+    assert_int_equal(proto_svc_metrics(s, text, 16), 0); /* does not fit */
+    proto_svc_free(s);
+}
+
+/* A service whose requests carry raw bytes, with its own frame message and statuses. */
+static void
+test_proto_svc_raw_bytes_own_message_and_own_statuses(void **state)
+{
+    static const uint16_t mine[] = {200, 413};
+    proto_svc_desc_t d = svc_desc;
+    proto_svc_t *s = NULL;
+    proto_svc_fail_t fail;
+    proto_svc_req_t in;
+    uint8_t buf[128];
+    char text[8192];
+    size_t n;
+    (void)state;
+
+    d.raw_follows = true;
+    d.statuses = mine;
+    d.n_statuses = 2;
+    assert_int_equal(proto_svc_new(&d, &s), 0);
+    n = svc_frame(buf, "{\"op\":\"ping\"}");
+    memcpy(buf + n, "xyz", 3);
+    assert_int_equal(proto_svc_parse(s, buf, n + 3, &in, &fail), 0);
+    assert_int_equal(in.raw_len, 3);
+    assert_memory_equal(in.raw, "xyz", 3);
+    json_decref(in.o);
+    buf[3] = 40; /* longer than the payload */
+    assert_int_equal(proto_svc_parse(s, buf, n + 3, &in, &fail), RON_EJSON);
+    assert_string_equal(fail.message,
+                        "JSON length out of range"); /* raw may follow: no "(no raw" */
+    proto_svc_count(s, 1, 413);
+    proto_svc_count(s, 1, 404);
+    n = proto_svc_metrics(s, text, sizeof text - 1);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "demo_requests_total{op=\"ping\",status=\"413\"} 1\n"));
+    assert_non_null(strstr(text, "demo_requests_total{op=\"ping\",status=\"other\"} 1\n"));
+    assert_null(strstr(text, "status=\"404\""));
+    proto_svc_free(s);
+
+    d.raw_follows = false;
+    d.frame_message = "payload is not a 4-byte JSON length and that much JSON";
+    assert_int_equal(proto_svc_new(&d, &s), 0);
+    assert_int_equal(svc_refused(s, buf, 2, "", d.frame_message), 2);
+    assert_int_equal(svc_refused(s, buf, n + 3, "", d.frame_message), 2);
+    proto_svc_free(s);
+}
+
+static void
+test_proto_svc_get_text_and_rc_table(void **state)
+{
+    static const proto_svc_rc_t map[] = {{RON_EJSON, 400, "record", 0},
+                                         {RON_EINVAL, 507, NULL, 1000}};
+    json_t *o = json_loads("{\"a\":\"abc\",\"n\":1,\"z\":\"a\\u0000b\"}", JSON_ALLOW_NUL, NULL);
+    char out[4];
+    (void)state;
+
+    assert_non_null(o);
+    assert_int_equal(proto_svc_get_text(o, "a", out, sizeof out), 1);
+    assert_string_equal(out, "abc");
+    assert_int_equal(proto_svc_get_text(o, "a", out, 3), -1); /* too long */
+    assert_int_equal(proto_svc_get_text(o, "n", out, sizeof out), -1);
+    assert_int_equal(proto_svc_get_text(o, "z", out, sizeof out), -1); /* a NUL inside */
+    assert_int_equal(proto_svc_get_text(o, "missing", out, sizeof out), 0);
+    json_decref(o);
+    assert_int_equal(proto_svc_rc_find(map, 2, RON_EINVAL)->code, 507);
+    assert_int_equal(proto_svc_rc_find(map, 2, RON_EINVAL)->retry_after_ms, 1000);
+    assert_string_equal(proto_svc_rc_find(map, 2, RON_EJSON)->reason, "record");
+    assert_null(proto_svc_rc_find(map, 2, RON_ENOTFOUND));
+}
+
+static void
+test_proto_svc_refuses_a_bad_op_table(void **state)
+{
+    static const proto_svc_op_t unnamed[] = {{NULL, NULL}};
+    proto_svc_desc_t d = svc_desc;
+    proto_svc_t *s = NULL;
+    (void)state;
+
+    d.n_ops = 0;
+    assert_int_equal(proto_svc_new(&d, &s), RON_EINVAL);
+    d.n_ops = PROTO_SVC_MAX_OPS + 1;
+    assert_int_equal(proto_svc_new(&d, &s), RON_EINVAL);
+    d.ops = unnamed;
+    d.n_ops = 1;
+    assert_int_equal(proto_svc_new(&d, &s), RON_EINVAL);
+    d = svc_desc;
+    d.statuses = (const uint16_t[]){200};
+    d.n_statuses = PROTO_SVC_MAX_STATUSES + 1;
+    assert_int_equal(proto_svc_new(&d, &s), RON_EINVAL);
+    assert_null(s);
+    proto_svc_free(NULL);
+}
+
 int
 main(void)
 {
@@ -604,6 +838,12 @@ main(void)
         cmocka_unit_test(test_proto_hello_lists_are_bounded_and_typed),
         cmocka_unit_test(test_proto_error_init_falls_back_to_internal_and_truncates),
         cmocka_unit_test(test_proto_rejects_documents_over_the_size_limit),
+        cmocka_unit_test(test_proto_svc_parse_accepts_known_ops_with_their_fields),
+        cmocka_unit_test(test_proto_svc_parse_refuses_bad_frames_naming_the_field),
+        cmocka_unit_test(test_proto_svc_counts_by_op_and_status_and_frames_answers),
+        cmocka_unit_test(test_proto_svc_raw_bytes_own_message_and_own_statuses),
+        cmocka_unit_test(test_proto_svc_get_text_and_rc_table),
+        cmocka_unit_test(test_proto_svc_refuses_a_bad_op_table),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,6 +30,8 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "bus_fixture.h"
+#include "guard_fixture.h"
 #include "idx_service.h"
 #include "reg_service.h"
 #include "ron_auth.h"
@@ -43,54 +45,19 @@
 #define WAIT_MS 10000u
 
 typedef struct {
-    uv_loop_t loop;
-    rbus_hub_t *hub;
-    rbus_t *srv, *cli;
-    rbus_peer_t *peer;
+    bus_fx_t b; /* loop, in-process bus ("node": every service), client, the last answer */
     sto_service_t *sto;
     idx_service_t *idx;
     reg_service_t *reg;
     guard_authority_t *auth;
     guard_t *guard;
     uint8_t master[GUARD_MASTER_LEN];
-    char tmp[64];
     char op_token[AUTH_MAX_TOKEN + 1]; /* the operator's: every op */
-    /* last answer */
-    bool done;
-    int status;
-    uint16_t code;
-    json_t *json;
 } fx_t;
-
-static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-/* Bring the guard up to the authority's head (what the kernel's pushes do). */
-static void
-fx_sync(fx_t *fx)
-{
-    guard_entry_t *e = calloc(GUARD_SYNC_PAGE, sizeof *e);
-    bool more = true;
-
-    assert_non_null(e);
-    for (int round = 0; more && round < 64; round++) {
-        uint64_t prev = guard_head(fx->guard);
-        size_t n = guard_authority_since(fx->auth, prev, e, GUARD_SYNC_PAGE, &more);
-        uint64_t head = more ? e[n - 1].seq : guard_authority_head(fx->auth);
-        assert_int_equal(guard_apply(fx->guard, prev, head, e, n), 0);
-    }
-    assert_int_equal(guard_head(fx->guard), guard_authority_head(fx->auth));
-    free(e);
-}
 
 static void
 fx_open(fx_t *fx)
 {
-    rbus_config_t sc = {0}, cc = {0};
     sto_config_t scfg = {0};
     idx_config_t icfg = {.amnesia = true};
     reg_opts_t ro = {0};
@@ -98,88 +65,34 @@ fx_open(fx_t *fx)
     sto_store_t *store = NULL;
     idx_t *idx = NULL;
     reg_t *reg = NULL;
-    uint8_t seed[32];
-    guard_authority_opts_t ao = {0};
-    guard_opts_t go = {0};
-    int rc = 0;
 
     memset(fx, 0, sizeof *fx);
     assert_true(sodium_init() >= 0);
-    assert_int_equal(uv_loop_init(&fx->loop), 0);
-    snprintf(fx->tmp, sizeof fx->tmp, "/tmp/ron-busauth-XXXXXX");
-    assert_non_null(mkdtemp(fx->tmp));
+    bus_fx_open(&fx->b, false, "node", "/tmp/ron-busauth-XXXXXX", 0);
     assert_int_equal(sto_open(&scfg, &store), 0); /* RAM store */
     assert_int_equal(idx_new(&icfg, &idx), 0);
     assert_int_equal(reg_open(&ro, &reg, &rerr), 0);
 
-    randombytes_buf(seed, sizeof seed);
-    guard_master_derive(seed, fx->master);
-    ao.master = fx->master;
-    assert_int_equal(guard_authority_open(&ao, (int64_t)time(NULL), &fx->auth), 0);
-    go.service = "storage";
-    go.master = fx->master;
-    assert_int_equal(guard_new(&go, &fx->guard), 0);
-    fx_sync(fx);
-    assert_true(guard_authority_mint_operator(fx->auth, fx->op_token, sizeof fx->op_token) > 0);
+    guard_fx_open(NULL, "storage", NULL, &fx->auth, &fx->guard, fx->master, fx->op_token,
+                  sizeof fx->op_token);
 
-    fx->hub = rbus_hub_new(&fx->loop);
-    sc.transport = cc.transport = RBUS_TRANSPORT_INPROC;
-    sc.hub = cc.hub = fx->hub;
-    sc.name = "node";
-    cc.name = "client";
-    fx->srv = rbus_new(&fx->loop, &sc, &rc);
-    assert_non_null(fx->srv);
-    fx->cli = rbus_new(&fx->loop, &cc, &rc);
-    assert_non_null(fx->cli);
-    assert_int_equal(sto_service_new(&fx->loop, fx->srv, store, NULL, &fx->sto), 0);
-    assert_int_equal(idx_service_new(&fx->loop, fx->srv, idx, &fx->idx), 0);
-    assert_int_equal(reg_service_new(&fx->loop, fx->srv, reg, &fx->reg), 0);
+    assert_int_equal(sto_service_new(&fx->b.loop, fx->b.srv, store, NULL, &fx->sto), 0);
+    assert_int_equal(idx_service_new(&fx->b.loop, fx->b.srv, idx, &fx->idx), 0);
+    assert_int_equal(reg_service_new(&fx->b.loop, fx->b.srv, reg, &fx->reg), 0);
     sto_service_set_guard(fx->sto, fx->guard);
     idx_service_set_guard(fx->idx, fx->guard);
     reg_service_set_guard(fx->reg, fx->guard);
-    assert_int_equal(rbus_listen(fx->srv), 0);
-    fx->peer = rbus_connect(fx->cli, "node", &rc);
-    assert_non_null(fx->peer);
+    bus_fx_connect(&fx->b);
 }
 
 static void
 fx_close(fx_t *fx)
 {
-    json_decref(fx->json);
     sto_service_free(fx->sto);
     idx_service_free(fx->idx);
     reg_service_free(fx->reg);
-    rbus_peer_close(fx->peer);
-    rbus_free(fx->cli);
-    rbus_free(fx->srv);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    rbus_hub_free(fx->hub);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&fx->loop), 0);
-    guard_free(fx->guard);
-    guard_authority_close(fx->auth);
-    nftw(fx->tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void
-on_reply(void *arg, int status, const oap_frame_t *resp)
-{
-    fx_t *fx = arg;
-    fx->done = true;
-    fx->status = status;
-    if (status < 0)
-        return;
-    fx->code = resp->code;
-    if (resp->code >= 400) {
-        fx->json = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
-        return;
-    }
-    if (resp->payload_len >= 4) {
-        uint32_t jl = (uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
-                      (uint32_t)resp->payload[2] << 8 | resp->payload[3];
-        if (jl <= resp->payload_len - 4)
-            fx->json = json_loadb((const char *)resp->payload + 4, jl, 0, NULL);
-    }
+    bus_fx_close(&fx->b);
+    guard_fx_close(fx->auth, fx->guard);
 }
 
 /*
@@ -190,41 +103,18 @@ on_reply(void *arg, int status, const oap_frame_t *resp)
 static uint16_t
 call(fx_t *fx, uint16_t app, const char *token, const void *raw, size_t raw_len, const char *js)
 {
-    rbus_request_opts_t o = {.app_proto_id = app, .deadline_ms = WAIT_MS};
-    size_t jl = strlen(js);
-    uint8_t *buf = malloc(4 + jl + raw_len + 1);
-    uint64_t end = ron_now_ms() + WAIT_MS;
+    size_t n;
+    uint8_t *buf = bus_fx_frame(js, raw, raw_len, &n);
+    uint16_t code = bus_fx_request(&fx->b, app, token, buf, n);
 
-    json_decref(fx->json);
-    fx->json = NULL;
-    fx->done = false;
-    fx->code = 0;
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, js, jl);
-    if (raw_len > 0)
-        memcpy(buf + 4 + jl, raw, raw_len);
-    if (token != NULL) {
-        o.cap = token;
-        o.cap_len = strlen(token);
-    }
-    assert_int_equal(rbus_request_ex(fx->peer, &o, buf, 4 + jl + raw_len, on_reply, fx), 0);
     free(buf);
-    while (!fx->done && ron_now_ms() < end)
-        uv_run(&fx->loop, UV_RUN_ONCE);
-    assert_true(fx->done);
-    assert_int_equal(fx->status, 0);
-    return fx->code;
+    return code;
 }
 
 static const char *
 jstr(fx_t *fx, const char *key)
 {
-    const char *v = json_string_value(json_object_get(fx->json, key));
-    assert_non_null(v);
-    return v;
+    return bus_fx_jstr(fx->b.json, key);
 }
 
 /* A token under the authority's current kid and epoch with caveats (NULL-ended);
@@ -285,7 +175,7 @@ static size_t
 stored_objects(fx_t *fx)
 {
     assert_int_equal(call(fx, OAP_APP_STORAGE, fx->op_token, NULL, 0, "{\"op\":\"list\"}"), 200);
-    return json_array_size(json_object_get(fx->json, "objects"));
+    return json_array_size(json_object_get(fx->b.json, "objects"));
 }
 
 static void
@@ -440,7 +330,7 @@ test_storage_prefix_and_max_bytes_caveats_bind_the_put(void **state)
     assert_int_equal(
         call(&fx, OAP_APP_STORAGE, small, NULL, 0, "{\"op\":\"put_begin\",\"size\":\"64\"}"), 403);
     for (int i = 0; i < 100 && sto_service_open_puts(fx.sto) > 0; i++)
-        uv_run(&fx.loop, UV_RUN_NOWAIT), usleep(1000);
+        uv_run(&fx.b.loop, UV_RUN_NOWAIT), usleep(1000);
     assert_int_equal(sto_service_open_puts(fx.sto), 0);
     assert_int_equal(stored_objects(&fx), 0);
     fx_close(&fx);

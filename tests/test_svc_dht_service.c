@@ -25,6 +25,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "bus_fixture.h"
 #include "dht_client.h"
 #include "dht_service.h"
 #include "ron_auth.h"
@@ -76,10 +77,7 @@ udp_socket(void)
 static void
 run_until(fx_t *fx, bool *flag, unsigned ms)
 {
-    uint64_t deadline = ron_now_ms() + ms;
-    while (!*flag && ron_now_ms() < deadline)
-        uv_run(&fx->loop, UV_RUN_ONCE);
-    assert_true(*flag);
+    assert_true(bus_fx_loop_wait(&fx->loop, flag, ms));
 }
 
 static void
@@ -218,13 +216,6 @@ setup(void **state)
 }
 
 static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-static int
 teardown(void **state)
 {
     fx_t *fx = *state;
@@ -241,7 +232,7 @@ teardown(void **state)
             uv_sleep(10);
     }
     assert_int_equal(uv_loop_close(&fx->loop), 0);
-    nftw(fx->tmp, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    bus_fx_rm_tree(fx->tmp);
     free(fx);
     return 0;
 }

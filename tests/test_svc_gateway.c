@@ -31,6 +31,7 @@
 #include <sodium.h>
 #include <stdatomic.h>
 
+#include "guard_fixture.h"
 #include "ron_err.h"
 #include "ron_guard.h"
 #include "ron_log.h"
@@ -402,8 +403,7 @@ fx_open(fx_t *f, bool ram)
 static void
 fx_close(fx_t *f)
 {
-    guard_free(f->guard);
-    guard_authority_close(f->auth);
+    guard_fx_close(f->auth, f->guard);
     if (f->guard != NULL)
         uv_sem_destroy(&f->revoked);
     idx_free(f->index);
@@ -506,28 +506,11 @@ fx_mint(fx_t *f, uint32_t ops, uint64_t max_bytes, char *out, size_t cap, char *
 static void
 fx_guard(fx_t *f, const char *policy_file)
 {
-    uint8_t master[GUARD_MASTER_LEN];
-    guard_authority_opts_t ao = {0};
-    guard_opts_t go = {.service = "gateway"};
-    guard_entry_t e[8];
-    bool more = false;
-    size_t n;
-
-    assert_true(sodium_init() >= 0);
-    randombytes_buf(master, sizeof master);
-    ao.master = master;
-    assert_int_equal(guard_authority_open(&ao, (int64_t)time(NULL), &f->auth), 0);
-    go.master = master;
-    go.policy_file = policy_file;
-    assert_int_equal(guard_new(&go, &f->guard), 0);
-    n = guard_authority_since(f->auth, 0, e, 8, &more);
-    assert_false(more);
-    assert_int_equal(guard_apply(f->guard, 0, guard_authority_head(f->auth), e, n), 0);
-    assert_true(guard_authority_mint_operator(f->auth, f->op_tok, sizeof f->op_tok) > 0);
+    guard_fx_open(NULL, "gateway", policy_file, &f->auth, &f->guard, NULL, f->op_tok,
+                  sizeof f->op_tok);
     fx_mint(f, 1u << AUTH_OP_GET, 0, f->get_tok, sizeof f->get_tok, f->get_id);
     fx_mint(f, 1u << AUTH_OP_PUT, 1000, f->small_tok, sizeof f->small_tok, NULL);
     assert_int_equal(uv_sem_init(&f->revoked, 0), 0);
-    sodium_memzero(master, sizeof master);
 }
 
 /* Loop thread: revoke get_id at the authority and apply the change to the

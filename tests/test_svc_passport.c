@@ -21,6 +21,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "bus_fixture.h"
 #include "pass_internal.h"
 #include "pass_service.h"
 #include "ron_bus.h"
@@ -40,13 +41,6 @@ typedef struct {
     char pkhex[65];
     char tmp[64];
 } fx_t;
-
-static int
-rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
 
 static kms_keystore_t *
 kms_ram(void)
@@ -119,7 +113,7 @@ fx_close(fx_t *fx)
     auth_revocation_free(fx->rev);
     kms_keystore_free(fx->kms);
     if (fx->tmp[0] != '\0')
-        nftw(fx->tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        bus_fx_rm_tree(fx->tmp);
 }
 
 /* Answer challenge c for ops/ttl with the secret key sk (of pk). */
@@ -846,115 +840,30 @@ vclock(void)
     return virtual_now;
 }
 
-typedef struct {
-    uv_loop_t loop;
-    rbus_hub_t *hub;
-    rbus_t *srv, *cli;
-    rbus_peer_t *peer;
-    pass_service_t *svc;
-    bool done;
-    int status;
-    uint16_t code;
-    json_t *json;
-} bus_t;
-
-static void
-on_reply(void *arg, int status, const oap_frame_t *resp)
-{
-    bus_t *b = arg;
-    b->done = true;
-    b->status = status;
-    if (status < 0)
-        return;
-    b->code = resp->code;
-    if (resp->code >= 400)
-        b->json = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
-    else if (resp->payload_len >= 4)
-        b->json = json_loadb((const char *)resp->payload + 4, resp->payload_len - 4, 0, NULL);
-}
-
-static uint16_t
-call(bus_t *b, const char *fmt, ...)
-{
-    char js[2048];
-    uint8_t buf[2052];
-    size_t jl;
-    uint64_t end = ron_now_ms() + WAIT_MS;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(js, sizeof js, fmt, ap);
-    va_end(ap);
-    jl = strlen(js);
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, js, jl);
-    json_decref(b->json);
-    b->json = NULL;
-    b->done = false;
-    assert_int_equal(rbus_request(b->peer, OAP_APP_AUTH, buf, 4 + jl, WAIT_MS, on_reply, b), 0);
-    while (!b->done && ron_now_ms() < end)
-        uv_run(&b->loop, UV_RUN_ONCE);
-    assert_true(b->done);
-    assert_int_equal(b->status, 0);
-    assert_non_null(b->json);
-    return b->code;
-}
-
-static const char *
-jstr(json_t *o, const char *key)
-{
-    const char *v = json_string_value(json_object_get(o, key));
-    assert_non_null(v);
-    return v;
-}
-
 static void
 service_over_bus(bool use_unix)
 {
     fx_t fx;
-    bus_t b;
-    rbus_config_t sc = {0}, cc = {0};
-    char busdir[RBUS_MAX_DIR];
+    bus_fx_t b;
+    pass_service_t *svc = NULL;
     pass_challenge_t c;
     pass_redeem_t r;
     char chex[65], sighex[129], js[1024], token[AUTH_MAX_TOKEN + 1], kid[AUTH_MAX_KID + 1];
     auth_token_t tok;
-    int rc = 0;
 
     fx_open(&fx);
-    memset(&b, 0, sizeof b);
-    assert_int_equal(uv_loop_init(&b.loop), 0);
-    sc.name = "passport";
-    cc.name = "client";
-    if (use_unix) {
-        assert_int_equal(rbus_dir_create(busdir, sizeof busdir), 0);
-        assert_int_equal(rbus_secret_generate(sc.secret), 0);
-        memcpy(cc.secret, sc.secret, sizeof sc.secret);
-        sc.transport = cc.transport = RBUS_TRANSPORT_UNIX;
-        sc.dir = cc.dir = busdir;
-    } else {
-        b.hub = rbus_hub_new(&b.loop);
-        sc.transport = cc.transport = RBUS_TRANSPORT_INPROC;
-        sc.hub = cc.hub = b.hub;
-    }
-    b.srv = rbus_new(&b.loop, &sc, &rc);
-    assert_non_null(b.srv);
-    b.cli = rbus_new(&b.loop, &cc, &rc);
-    assert_non_null(b.cli);
+    bus_fx_open(&b, use_unix, "passport", NULL, OAP_APP_AUTH);
+    b.need_json = true;
     virtual_now = T0;
-    assert_int_equal(pass_service_new(&b.loop, b.srv, fx.p, vclock, &b.svc), 0);
+    assert_int_equal(pass_service_new(&b.loop, b.srv, fx.p, vclock, &svc), 0);
+    b.svc = svc;
     fx.p = NULL; /* the service owns it */
-    assert_int_equal(rbus_listen(b.srv), 0);
-    b.peer = rbus_connect(b.cli, "passport", &rc);
-    assert_non_null(b.peer);
+    bus_fx_connect(&b);
 
-    assert_int_equal(call(&b, "{\"op\":\"challenge\"}"), 200);
+    assert_int_equal(bus_fx_call(&b, "{\"op\":\"challenge\"}"), 200);
     memset(&c, 0, sizeof c);
-    assert_int_equal(ron_hex_decode(c.nonce, 32, jstr(b.json, "challenge"), 64), 0);
-    assert_int_equal(ron_hex_decode(c.node_id, 32, jstr(b.json, "node_id"), 64), 0);
+    assert_int_equal(ron_hex_decode(c.nonce, 32, bus_fx_jstr(b.json, "challenge"), 64), 0);
+    assert_int_equal(ron_hex_decode(c.node_id, 32, bus_fx_jstr(b.json, "node_id"), 64), 0);
     assert_int_equal(json_integer_value(json_object_get(b.json, "expires")), T0 + 60);
     answer(&c, fx.pk, fx.sk, GETPUT, 7200, &r);
     ron_hex_encode(chex, c.nonce, 32);
@@ -963,64 +872,53 @@ service_over_bus(bool use_unix)
              "{\"op\":\"redeem\",\"challenge\":\"%s\",\"pk\":\"%s\",\"ops\":[\"get\",\"put\"],"
              "\"ttl\":7200,\"sig\":\"%s\"}",
              chex, fx.pkhex, sighex);
-    assert_int_equal(call(&b, "%s", js), 200);
-    snprintf(token, sizeof token, "%s", jstr(b.json, "token"));
-    snprintf(kid, sizeof kid, "%s", jstr(b.json, "kid"));
+    assert_int_equal(bus_fx_call(&b, "%s", js), 200);
+    snprintf(token, sizeof token, "%s", bus_fx_jstr(b.json, "token"));
+    snprintf(kid, sizeof kid, "%s", bus_fx_jstr(b.json, "kid"));
     assert_int_equal(json_integer_value(json_object_get(b.json, "ttl")), 7200);
     assert_int_equal(auth_token_parse(token, strlen(token), &tok), 0);
     assert_string_equal(tok.id.kid, kid);
 
     /* replay: 401 with the reason named */
-    assert_int_equal(call(&b, "%s", js), 401);
-    assert_string_equal(jstr(b.json, "code"), "unauthorized");
-    assert_string_equal(jstr(b.json, "reason"), "replay");
+    assert_int_equal(bus_fx_call(&b, "%s", js), 401);
+    assert_string_equal(bus_fx_jstr(b.json, "code"), "unauthorized");
+    assert_string_equal(bus_fx_jstr(b.json, "reason"), "replay");
     /* malformed: 400 naming the field */
-    assert_int_equal(call(&b, "{\"op\":\"redeem\",\"pk\":\"zz\"}"), 400);
-    assert_string_equal(jstr(b.json, "reason"), "challenge");
-    assert_int_equal(call(&b, "{\"op\":\"challenge\",\"extra\":true}"), 400);
-    assert_string_equal(jstr(b.json, "reason"), "extra");
+    assert_int_equal(bus_fx_call(&b, "{\"op\":\"redeem\",\"pk\":\"zz\"}"), 400);
+    assert_string_equal(bus_fx_jstr(b.json, "reason"), "challenge");
+    assert_int_equal(bus_fx_call(&b, "{\"op\":\"challenge\",\"extra\":true}"), 400);
+    assert_string_equal(bus_fx_jstr(b.json, "reason"), "extra");
     /* policy deny: 403 naming the rule */
-    assert_int_equal(call(&b, "{\"op\":\"challenge\"}"), 200);
-    assert_int_equal(ron_hex_decode(c.nonce, 32, jstr(b.json, "challenge"), 64), 0);
+    assert_int_equal(bus_fx_call(&b, "{\"op\":\"challenge\"}"), 200);
+    assert_int_equal(ron_hex_decode(c.nonce, 32, bus_fx_jstr(b.json, "challenge"), 64), 0);
     answer(&c, fx.pk, fx.sk, 1u << AUTH_OP_ADMIN, 0, &r);
     ron_hex_encode(chex, c.nonce, 32);
     ron_hex_encode(sighex, r.sig, 64);
-    assert_int_equal(call(&b,
+    assert_int_equal(bus_fx_call(&b,
                           "{\"op\":\"redeem\",\"challenge\":\"%s\",\"pk\":\"%s\",\"ops\":[\"admin\"],"
                           "\"sig\":\"%s\"}",
                           chex, fx.pkhex, sighex),
                      403);
-    assert_string_equal(jstr(b.json, "reason"), "policy");
-    assert_non_null(strstr(jstr(b.json, "message"), "no-admin"));
+    assert_string_equal(bus_fx_jstr(b.json, "reason"), "policy");
+    assert_non_null(strstr(bus_fx_jstr(b.json, "message"), "no-admin"));
 
     /* keys, then rotate: a new cap kid, the old one listed with its drop time */
-    assert_int_equal(call(&b, "{\"op\":\"keys\"}"), 200);
-    assert_string_equal(jstr(b.json, "cap_kid"), kid);
+    assert_int_equal(bus_fx_call(&b, "{\"op\":\"keys\"}"), 200);
+    assert_string_equal(bus_fx_jstr(b.json, "cap_kid"), kid);
     assert_int_equal(json_array_size(json_object_get(b.json, "keys")), 2);
     virtual_now = T0 + 100;
-    assert_int_equal(call(&b, "{\"op\":\"rotate\",\"keys\":[\"cap\"]}"), 200);
-    assert_string_not_equal(jstr(b.json, "cap_kid"), kid);
+    assert_int_equal(bus_fx_call(&b, "{\"op\":\"rotate\",\"keys\":[\"cap\"]}"), 200);
+    assert_string_not_equal(bus_fx_jstr(b.json, "cap_kid"), kid);
     assert_int_equal(json_array_size(json_object_get(b.json, "keys")), 3);
     {
         json_t *old = json_array_get(json_object_get(b.json, "keys"), 2);
-        assert_string_equal(jstr(old, "kid"), kid);
+        assert_string_equal(bus_fx_jstr(old, "kid"), kid);
         assert_int_equal(json_integer_value(json_object_get(old, "drop_at")),
                          T0 + 100 + PASS_GRACE_DEFAULT);
     }
 
-    json_decref(b.json);
     pass_service_free(b.svc);
-    rbus_peer_close(b.peer);
-    rbus_free(b.cli);
-    rbus_free(b.srv);
-    uv_run(&b.loop, UV_RUN_DEFAULT);
-    if (b.hub != NULL) {
-        rbus_hub_free(b.hub);
-        uv_run(&b.loop, UV_RUN_DEFAULT);
-    }
-    assert_int_equal(uv_loop_close(&b.loop), 0);
-    if (use_unix)
-        rbus_dir_remove(busdir);
+    bus_fx_close(&b);
     fx_close(&fx);
 }
 

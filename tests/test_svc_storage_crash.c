@@ -30,6 +30,7 @@
 #include <sodium.h>
 
 #include "blake3.h"
+#include "bus_fixture.h"
 #include "ron_bus.h"
 #include "ron_config.h"
 #include "ron_err.h"
@@ -65,13 +66,6 @@ typedef struct {
     guard_authority_t *auth;
     char op_token[AUTH_MAX_TOKEN + 1];
 } fx_t;
-
-static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
 
 /* The kernel's side: HELLO gets the snapshot, auth_sync a page of the
  * authority's entries, heartbeats get 200. */
@@ -172,18 +166,7 @@ on_reply(void *arg, int status, const oap_frame_t *resp)
     if (status < 0)
         return;
     fx->code = resp->code;
-    if (resp->code >= 400) {
-        fx->json = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
-    } else if (resp->payload_len >= 4) {
-        uint32_t jl = (uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
-                      (uint32_t)resp->payload[2] << 8 | resp->payload[3];
-        if (jl <= resp->payload_len - 4) {
-            fx->json = json_loadb((const char *)resp->payload + 4, jl, 0, NULL);
-            fx->raw_len = resp->payload_len - 4 - jl;
-            fx->raw = malloc(fx->raw_len + 1);
-            memcpy(fx->raw, resp->payload + 4 + jl, fx->raw_len);
-        }
-    }
+    bus_fx_answer_split(resp, &fx->json, &fx->raw, &fx->raw_len);
 }
 
 /*
@@ -195,7 +178,7 @@ send_req(fx_t *fx, const void *raw, size_t raw_len, bool kill_child, const char 
 {
     char js[512];
     uint8_t *buf;
-    size_t jl;
+    size_t len;
     uint64_t end = ron_now_ms() + 2 * WAIT_MS;
     va_list ap;
     int rc;
@@ -203,15 +186,7 @@ send_req(fx_t *fx, const void *raw, size_t raw_len, bool kill_child, const char 
     va_start(ap, fmt);
     vsnprintf(js, sizeof js, fmt, ap);
     va_end(ap);
-    jl = strlen(js);
-    buf = malloc(4 + jl + raw_len);
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, js, jl);
-    if (raw_len > 0)
-        memcpy(buf + 4 + jl, raw, raw_len);
+    buf = bus_fx_frame(js, raw, raw_len, &len);
     json_decref(fx->json);
     free(fx->raw);
     fx->json = NULL;
@@ -223,7 +198,7 @@ send_req(fx_t *fx, const void *raw, size_t raw_len, bool kill_child, const char 
         rbus_request_opts_t o = {.app_proto_id = OAP_APP_STORAGE, .deadline_ms = WAIT_MS};
         o.cap = fx->op_token; /* the operator's capability: the child enforces */
         o.cap_len = strlen(fx->op_token);
-        rc = rbus_request_ex(fx->peer, &o, buf, 4 + jl + raw_len, on_reply, fx);
+        rc = rbus_request_ex(fx->peer, &o, buf, len, on_reply, fx);
     }
     free(buf);
     if (rc < 0)
@@ -487,7 +462,7 @@ test_kill_9_during_puts_keeps_acknowledged_objects_and_fails_fast(void **state)
     uv_run(&fx.loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&fx.loop), 0);
     rbus_dir_remove(fx.busdir);
-    nftw(fx.tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    bus_fx_rm_tree(fx.tmp);
     json_decref(fx.json);
     free(fx.raw);
     free(fx.snapshot);

@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "bus_fixture.h"
 #include "oap.h"
 #include "ron_bus.h"
 #include "ron_err.h"
@@ -29,7 +30,7 @@
 #include "sto_fetch.h"
 #include "sto_service.h"
 
-#define WAIT_MS 10000u
+#define WAIT_MS BUS_FX_WAIT_MS
 #define NPROV 4
 
 enum { GOOD, NOTFOUND, BAD, DOWN };
@@ -42,13 +43,10 @@ typedef struct {
 } prov_t;
 
 typedef struct {
-    uv_loop_t loop;
-    rbus_hub_t *hub;
-    rbus_t *srv, *cli, *bdht, *bovl;
-    rbus_peer_t *peer, *to_dht, *to_ovl;
-    sto_service_t *svc;
+    bus_fx_t b;           /* loop, bus, the storage service (b.svc) and client, the last answer */
+    rbus_t *bdht, *bovl;  /* the endpoints this test plays */
+    rbus_peer_t *to_dht, *to_ovl;
     sto_store_t *pst;     /* what the providers hold */
-    char tmp[64];
     prov_t prov[NPROV];
     size_t nprov;         /* providers find_providers names */
     int dht_mode;         /* DHT_OK, ... */
@@ -56,48 +54,11 @@ typedef struct {
     uint64_t finds, provides, unprovides;
     uint8_t provided[STO_ADDR_LEN], unprovided[STO_ADDR_LEN];
     uint64_t asked_lo, asked_hi; /* byte span of every overlay fetch asked (min, max end) */
-    /* the last answer */
-    bool done;
-    int status;
-    uint16_t code;
-    json_t *json;
-    uint8_t *raw;
-    size_t raw_len;
 } fx_t;
 
-static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-static void
-respond_json(rbus_req_t *req, const char *js)
-{
-    size_t jl = strlen(js);
-    uint8_t *b = malloc(4 + jl);
-    b[0] = (uint8_t)(jl >> 24);
-    b[1] = (uint8_t)(jl >> 16);
-    b[2] = (uint8_t)(jl >> 8);
-    b[3] = (uint8_t)jl;
-    memcpy(b + 4, js, jl);
-    rbus_respond(req, 200, b, 4 + jl);
-    free(b);
-}
-
-static json_t *
-req_json(const oap_frame_t *f)
-{
-    uint32_t jl;
-    if (f->payload_len < 4)
-        return NULL;
-    jl = (uint32_t)f->payload[0] << 24 | (uint32_t)f->payload[1] << 16 |
-         (uint32_t)f->payload[2] << 8 | f->payload[3];
-    if (jl > f->payload_len - 4)
-        return NULL;
-    return json_loadb((const char *)f->payload + 4, jl, 0, NULL);
-}
+/* The file's short names for the fixture's helpers (tests/bus_fixture.h). */
+static void (*const respond_json)(rbus_req_t *req, const char *js) = bus_fx_respond_json;
+static json_t *(*const req_json)(const oap_frame_t *f) = bus_fx_req_json;
 
 static void
 prov_id(size_t i, uint8_t id[32])
@@ -265,55 +226,37 @@ on_overlay(void *arg, rbus_req_t *req, const oap_frame_t *f)
 
 /* ---- fixture ---- */
 
-static rbus_t *
-bus_new(fx_t *fx, const char *name)
-{
-    rbus_config_t c = {0};
-    int rc = 0;
-    rbus_t *b;
-    c.name = name;
-    c.transport = RBUS_TRANSPORT_INPROC;
-    c.hub = fx->hub;
-    b = rbus_new(&fx->loop, &c, &rc);
-    assert_non_null(b);
-    return b;
-}
-
 static void
 fx_open_lim(fx_t *fx, const sto_service_limits_t *lim)
 {
     sto_config_t cfg = {0}, rcfg = {0};
     sto_store_t *store = NULL;
+    sto_service_t *svc = NULL;
     char dir[128];
     int rc = 0;
 
     memset(fx, 0, sizeof *fx);
     fx->asked_lo = UINT64_MAX;
-    assert_int_equal(uv_loop_init(&fx->loop), 0);
-    snprintf(fx->tmp, sizeof fx->tmp, "/tmp/ron-stofetch-XXXXXX");
-    assert_non_null(mkdtemp(fx->tmp));
-    snprintf(dir, sizeof dir, "%s/store", fx->tmp);
+    bus_fx_open(&fx->b, false, "storage", "/tmp/ron-stofetch-XXXXXX", OAP_APP_STORAGE);
+    fx->b.deadline_ms = WAIT_MS + 5000;
+    snprintf(dir, sizeof dir, "%s/store", fx->b.tmp);
     cfg.dir = dir;
     assert_int_equal(sto_open(&cfg, &store), 0);
     assert_int_equal(sto_open(&rcfg, &fx->pst), 0); /* the providers' copy: a RAM store */
-    fx->hub = rbus_hub_new(&fx->loop);
-    fx->srv = bus_new(fx, "storage");
-    fx->cli = bus_new(fx, "client");
-    fx->bdht = bus_new(fx, "dht");
-    fx->bovl = bus_new(fx, "overlay");
+    fx->bdht = bus_fx_bus_new(&fx->b, "dht");
+    fx->bovl = bus_fx_bus_new(&fx->b, "overlay");
     assert_int_equal(rbus_handle(fx->bdht, OAP_APP_DHT, on_dht, fx), 0);
     assert_int_equal(rbus_handle(fx->bovl, OAP_APP_OVERLAY, on_overlay, fx), 0);
     assert_int_equal(rbus_listen(fx->bdht), 0);
     assert_int_equal(rbus_listen(fx->bovl), 0);
-    assert_int_equal(sto_service_new(&fx->loop, fx->srv, store, lim, &fx->svc), 0);
-    assert_int_equal(rbus_listen(fx->srv), 0);
-    fx->to_dht = rbus_connect(fx->srv, "dht", &rc);
-    fx->to_ovl = rbus_connect(fx->srv, "overlay", &rc);
+    assert_int_equal(sto_service_new(&fx->b.loop, fx->b.srv, store, lim, &svc), 0);
+    fx->b.svc = svc;
+    bus_fx_connect(&fx->b);
+    fx->to_dht = rbus_connect(fx->b.srv, "dht", &rc);
+    fx->to_ovl = rbus_connect(fx->b.srv, "overlay", &rc);
     assert_non_null(fx->to_dht);
     assert_non_null(fx->to_ovl);
-    sto_service_set_network(fx->svc, fx->to_dht, fx->to_ovl);
-    fx->peer = rbus_connect(fx->cli, "storage", &rc);
-    assert_non_null(fx->peer);
+    sto_service_set_network(svc, fx->to_dht, fx->to_ovl);
 }
 
 static void
@@ -325,106 +268,47 @@ fx_open(fx_t *fx)
 static void
 fx_close(fx_t *fx)
 {
-    json_decref(fx->json);
-    free(fx->raw);
-    sto_service_free(fx->svc);
+    sto_service_free(fx->b.svc);
     rbus_peer_close(fx->to_dht);
     rbus_peer_close(fx->to_ovl);
-    rbus_peer_close(fx->peer);
-    rbus_free(fx->cli);
-    rbus_free(fx->srv);
-    rbus_free(fx->bdht);
-    rbus_free(fx->bovl);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    rbus_hub_free(fx->hub);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&fx->loop), 0);
+    bus_fx_close(&fx->b);
     sto_close(fx->pst);
-    nftw(fx->tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void
-on_reply(void *arg, int status, const oap_frame_t *resp)
-{
-    fx_t *fx = arg;
-    fx->done = true;
-    fx->status = status;
-    if (status < 0)
-        return;
-    fx->code = resp->code;
-    if (resp->code >= 400) {
-        fx->json = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
-        return;
-    }
-    uint32_t jl = (uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
-                  (uint32_t)resp->payload[2] << 8 | resp->payload[3];
-    fx->json = json_loadb((const char *)resp->payload + 4, jl, 0, NULL);
-    fx->raw_len = resp->payload_len - 4 - jl;
-    fx->raw = malloc(fx->raw_len + 1);
-    memcpy(fx->raw, resp->payload + 4 + jl, fx->raw_len);
-}
-
-static void
-run_until(fx_t *fx, bool *flag)
-{
-    uint64_t end = ron_now_ms() + WAIT_MS;
-    while (!*flag && ron_now_ms() < end)
-        uv_run(&fx->loop, UV_RUN_ONCE);
-    assert_true(*flag);
 }
 
 /* Let the loop settle (answers that follow an answer, e.g. provide after a completion). */
 static void
 run_for(fx_t *fx, uint64_t ms)
 {
-    uint64_t end = ron_now_ms() + ms;
-    while (ron_now_ms() < end)
-        uv_run(&fx->loop, UV_RUN_NOWAIT), usleep(1000);
+    bus_fx_run_for(&fx->b, ms);
 }
 
+/* Frame js then raw_len bytes of raw into buf; returns the length. */
 static size_t
 frame(uint8_t *buf, const char *js, const void *raw, size_t raw_len)
 {
-    size_t jl = strlen(js);
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, js, jl);
-    if (raw_len > 0)
-        memcpy(buf + 4 + jl, raw, raw_len);
-    return 4 + jl + raw_len;
+    size_t n;
+    uint8_t *b = bus_fx_frame(js, raw, raw_len, &n);
+    memcpy(buf, b, n);
+    free(b);
+    return n;
 }
 
 static uint16_t
 call(fx_t *fx, const void *raw, size_t raw_len, const char *fmt, ...)
 {
-    char js[1024];
-    uint8_t *buf = malloc(4 + sizeof js + raw_len);
     va_list ap;
-    size_t n;
+    uint16_t code;
 
     va_start(ap, fmt);
-    vsnprintf(js, sizeof js, fmt, ap);
+    code = bus_fx_vcall(&fx->b, raw, raw_len, fmt, ap);
     va_end(ap);
-    json_decref(fx->json);
-    free(fx->raw);
-    fx->json = NULL;
-    fx->raw = NULL;
-    fx->done = false;
-    n = frame(buf, js, raw, raw_len);
-    assert_int_equal(rbus_request(fx->peer, OAP_APP_STORAGE, buf, n, WAIT_MS + 5000, on_reply, fx),
-                     0);
-    free(buf);
-    run_until(fx, &fx->done);
-    assert_int_equal(fx->status, 0);
-    return fx->code;
+    return code;
 }
 
 static const char *
 jstr(fx_t *fx, const char *k)
 {
-    const char *v = json_string_value(json_object_get(fx->json, k));
+    const char *v = json_string_value(json_object_get(fx->b.json, k));
     return v != NULL ? v : "";
 }
 
@@ -482,11 +366,11 @@ get_window(fx_t *fx, const char *hex, size_t len, int window)
                      off);
             size_t n = frame(buf, js, NULL, 0);
             *w = (win_t){fx, dst, off, &pending, &bad};
-            assert_int_equal(rbus_request(fx->peer, OAP_APP_STORAGE, buf, n, WAIT_MS, on_win, w), 0);
+            assert_int_equal(rbus_request(fx->b.peer, OAP_APP_STORAGE, buf, n, WAIT_MS, on_win, w), 0);
             pending++;
             off += STO_SVC_MAX_CHUNK;
         }
-        uv_run(&fx->loop, UV_RUN_ONCE);
+        uv_run(&fx->b.loop, UV_RUN_ONCE);
     }
     assert_int_equal(pending, 0);
     assert_int_equal(bad, 0);
@@ -586,8 +470,8 @@ test_only_the_requested_range_is_fetched_and_stat_says_partial(void **state)
                           "\"1000\"}",
                           hex),
                      200);
-    assert_int_equal(fx.raw_len, 1000);
-    assert_memory_equal(fx.raw, d + (1u << 20), 1000);
+    assert_int_equal(fx.b.raw_len, 1000);
+    assert_memory_equal(fx.b.raw, d + (1u << 20), 1000);
     run_for(&fx, 100);
     /* asked: the probe from the get's offset; nothing before it, little after */
     assert_int_equal(fx.asked_lo, 1u << 20);
@@ -603,7 +487,7 @@ test_only_the_requested_range_is_fetched_and_stat_says_partial(void **state)
                           "\"10\",\"local\":true}",
                           hex),
                      200);
-    assert_memory_equal(fx.raw, d + 1048600, 10);
+    assert_memory_equal(fx.b.raw, d + 1048600, 10);
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"local\":true}", hex),
                      404);
     /* the same range again: held, no overlay request */
@@ -664,7 +548,7 @@ test_a_miss_costs_one_lookup_and_is_remembered_briefly(void **state)
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 404);
     assert_true(ron_now_ms() - t0 < STO_SVC_FETCH_FIND_GAP_MS);
     assert_int_equal(fx.finds, 1);
-    assert_false(json_is_true(json_object_get(fx.json, "retryable")));
+    assert_false(json_is_true(json_object_get(fx.b.json, "retryable")));
     /* asked again at once: 404 from the miss memory, no lookup */
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 404);
     assert_int_equal(fx.finds, 1);
@@ -673,14 +557,14 @@ test_a_miss_costs_one_lookup_and_is_remembered_briefly(void **state)
     fx.nprov = 1;
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 200);
     assert_int_equal(fx.finds, 2);
-    assert_int_equal(fx.raw_len, 5000);
-    assert_memory_equal(fx.raw, d, 5000);
+    assert_int_equal(fx.b.raw_len, 5000);
+    assert_memory_equal(fx.b.raw, d, 5000);
     /* every provider failing: 503, retryable, and one more lookup at most */
     d2 = object_make(&fx, 7000, 15, other);
     fx.prov[0].kind = DOWN;
     fx.finds = 0;
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", other), 503);
-    assert_true(json_is_true(json_object_get(fx.json, "retryable")));
+    assert_true(json_is_true(json_object_get(fx.b.json, "retryable")));
     assert_true(fx.finds >= 1 && fx.finds <= STO_SVC_FETCH_FINDS);
     free(d2);
     free(d);
@@ -700,17 +584,17 @@ test_a_failed_lookup_is_retryable_and_not_remembered(void **state)
     fx.nprov = 1;
     fx.dht_mode = DHT_504;
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 504);
-    assert_true(json_is_true(json_object_get(fx.json, "retryable")));
+    assert_true(json_is_true(json_object_get(fx.b.json, "retryable")));
     assert_int_equal(fx.finds, 1);
     fx.dht_mode = DHT_503;
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 503);
-    assert_true(json_is_true(json_object_get(fx.json, "retryable")));
+    assert_true(json_is_true(json_object_get(fx.b.json, "retryable")));
     assert_int_equal(fx.finds, 2);
     /* neither was a "nobody has it": the next get looks and fetches */
     fx.dht_mode = DHT_OK;
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 200);
     assert_int_equal(fx.finds, 3);
-    assert_memory_equal(fx.raw, d, 3000);
+    assert_memory_equal(fx.b.raw, d, 3000);
     free(d);
     fx_close(&fx);
 }
@@ -770,10 +654,10 @@ test_concurrent_gets_share_one_fetch(void **state)
     n = frame(buf, js, NULL, 0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(
-            rbus_request(fx.peer, OAP_APP_STORAGE, buf, n, WAIT_MS, on_reply_count, &ok), 0);
+            rbus_request(fx.b.peer, OAP_APP_STORAGE, buf, n, WAIT_MS, on_reply_count, &ok), 0);
     uint64_t end = ron_now_ms() + WAIT_MS;
     while (ok < 3 && ron_now_ms() < end)
-        uv_run(&fx.loop, UV_RUN_ONCE);
+        uv_run(&fx.b.loop, UV_RUN_ONCE);
     assert_int_equal(ok, 3);
     assert_int_equal(fx.finds, 1);
     assert_int_equal(fx.prov[0].asked, 1);
@@ -798,7 +682,7 @@ test_sequential_gets_reuse_the_fetch(void **state)
         assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\"}",
                               hex, off),
                          200);
-        assert_memory_equal(fx.raw, d + off, STO_SVC_MAX_CHUNK);
+        assert_memory_equal(fx.b.raw, d + off, STO_SVC_MAX_CHUNK);
     }
     assert_int_equal(fx.finds, 1);
     free(d);
@@ -828,7 +712,7 @@ test_get_ahead_fetches_the_next_bytes_along_within_its_bound(void **state)
                           "\"ahead\":\"524288\"}",
                           hex),
                      200);
-    assert_memory_equal(fx.raw, d, STO_PIECE_LEN);
+    assert_memory_equal(fx.b.raw, d, STO_PIECE_LEN);
     want = STO_PIECE_LEN + 524288;
     for (int i = 0; i < 500 && fx.asked_hi < want; i++)
         run_for(&fx, 10);
@@ -843,7 +727,7 @@ test_get_ahead_fetches_the_next_bytes_along_within_its_bound(void **state)
                           "\"length\":\"65536\",\"ahead\":\"1000000000\"}",
                           hex),
                      200);
-    assert_memory_equal(fx.raw, d + (1u << 20), STO_PIECE_LEN);
+    assert_memory_equal(fx.b.raw, d + (1u << 20), STO_PIECE_LEN);
     want = (1u << 20) + STO_PIECE_LEN + STO_SVC_FETCH_AHEAD_MAX;
     for (int i = 0; i < 500 && fx.asked_hi < want; i++)
         run_for(&fx, 10);

@@ -22,192 +22,57 @@
 #include <jansson.h>
 
 #include "blake3.h"
+#include "bus_fixture.h"
 #include "ron_bus.h"
 #include "ron_err.h"
 #include "ron_util.h"
 #include "sto_client.h"
 #include "sto_service.h"
 
-#define WAIT_MS 10000u
+#define WAIT_MS BUS_FX_WAIT_MS
 
-typedef struct {
-    uv_loop_t loop;
-    bool use_unix;
-    rbus_hub_t *hub;
-    char busdir[RBUS_MAX_DIR];
-    rbus_t *srv, *cli;
-    rbus_peer_t *peer;
-    sto_service_t *svc;
-    char tmp[64];
-    char storedir[128];
-    /* last answer */
-    bool done;
-    int status;
-    uint16_t code;
-    json_t *json;
-    uint8_t *raw;
-    size_t raw_len;
-} fx_t;
-
-static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
+typedef bus_fx_t fx_t; /* svc: the sto_service_t; the store is tmp/store */
 
 static void
 fx_open(fx_t *fx, bool use_unix, const sto_service_limits_t *lim)
 {
-    rbus_config_t sc = {0}, cc = {0};
     sto_config_t cfg = {0};
     sto_store_t *store = NULL;
-    int rc = 0;
+    sto_service_t *svc = NULL;
+    char storedir[128];
 
-    memset(fx, 0, sizeof *fx);
-    fx->use_unix = use_unix;
-    assert_int_equal(uv_loop_init(&fx->loop), 0);
-    snprintf(fx->tmp, sizeof fx->tmp, "/tmp/ron-stosvc-XXXXXX");
-    assert_non_null(mkdtemp(fx->tmp));
-    snprintf(fx->storedir, sizeof fx->storedir, "%s/store", fx->tmp);
-    cfg.dir = fx->storedir;
+    bus_fx_open(fx, use_unix, "storage", "/tmp/ron-stosvc-XXXXXX", OAP_APP_STORAGE);
+    snprintf(storedir, sizeof storedir, "%s/store", fx->tmp);
+    cfg.dir = storedir;
     assert_int_equal(sto_open(&cfg, &store), 0);
-
-    sc.name = "storage";
-    cc.name = "client";
-    if (use_unix) {
-        assert_int_equal(rbus_dir_create(fx->busdir, sizeof fx->busdir), 0);
-        assert_int_equal(rbus_secret_generate(sc.secret), 0);
-        memcpy(cc.secret, sc.secret, sizeof sc.secret);
-        sc.transport = cc.transport = RBUS_TRANSPORT_UNIX;
-        sc.dir = cc.dir = fx->busdir;
-    } else {
-        fx->hub = rbus_hub_new(&fx->loop);
-        sc.transport = cc.transport = RBUS_TRANSPORT_INPROC;
-        sc.hub = cc.hub = fx->hub;
-    }
-    fx->srv = rbus_new(&fx->loop, &sc, &rc);
-    assert_non_null(fx->srv);
-    fx->cli = rbus_new(&fx->loop, &cc, &rc);
-    assert_non_null(fx->cli);
-    assert_int_equal(sto_service_new(&fx->loop, fx->srv, store, lim, &fx->svc), 0);
-    assert_int_equal(rbus_listen(fx->srv), 0);
-    fx->peer = rbus_connect(fx->cli, "storage", &rc);
-    assert_non_null(fx->peer);
+    assert_int_equal(sto_service_new(&fx->loop, fx->srv, store, lim, &svc), 0);
+    fx->svc = svc;
+    bus_fx_connect(fx);
 }
 
 static void
 fx_close(fx_t *fx)
 {
-    json_decref(fx->json);
-    free(fx->raw);
     sto_service_free(fx->svc);
-    rbus_peer_close(fx->peer);
-    rbus_free(fx->cli);
-    rbus_free(fx->srv);
-    uv_run(&fx->loop, UV_RUN_DEFAULT);
-    if (fx->hub != NULL) {
-        rbus_hub_free(fx->hub);
-        uv_run(&fx->loop, UV_RUN_DEFAULT);
-    }
-    assert_int_equal(uv_loop_close(&fx->loop), 0);
-    if (fx->use_unix)
-        rbus_dir_remove(fx->busdir);
-    nftw(fx->tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    bus_fx_close(fx);
 }
 
-static void
-on_reply(void *arg, int status, const oap_frame_t *resp)
-{
-    fx_t *fx = arg;
-    fx->done = true;
-    fx->status = status;
-    if (status < 0)
-        return;
-    fx->code = resp->code;
-    if (resp->code >= 400) {
-        /* error envelope: JSON alone */
-        fx->json = json_loadb((const char *)resp->payload, resp->payload_len, 0, NULL);
-        return;
-    }
-    if (resp->payload_len >= 4) {
-        uint32_t jl = (uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
-                      (uint32_t)resp->payload[2] << 8 | resp->payload[3];
-        if (jl <= resp->payload_len - 4) {
-            fx->json = json_loadb((const char *)resp->payload + 4, jl, 0, NULL);
-            fx->raw_len = resp->payload_len - 4 - jl;
-            fx->raw = malloc(fx->raw_len + 1);
-            memcpy(fx->raw, resp->payload + 4 + jl, fx->raw_len);
-        }
-    }
-}
+/* The file's short names for the fixture's calls (tests/bus_fixture.h). */
+static bool (*const run_until)(fx_t *fx, bool (*cond)(fx_t *fx)) = bus_fx_run_until;
+static uint16_t (*const call)(fx_t *fx, const void *raw, size_t raw_len, const char *fmt,
+                              ...) = bus_fx_call_bytes;
 
-/* Run the loop until cond or WAIT_MS pass. */
-static bool
-run_until(fx_t *fx, bool (*cond)(fx_t *))
-{
-    uint64_t end = ron_now_ms() + WAIT_MS;
-    while (!cond(fx) && ron_now_ms() < end)
-        uv_run(&fx->loop, UV_RUN_ONCE);
-    return cond(fx);
-}
-
-static bool
-is_done(fx_t *fx)
-{
-    return fx->done;
-}
-
-/* Send one request (JSON text + raw bytes) and wait for the answer; returns its code. */
+/* Send one request (payload already framed) and wait for the answer; returns its code. */
 static uint16_t
 call_raw(fx_t *fx, const void *payload, size_t len)
 {
-    json_decref(fx->json);
-    free(fx->raw);
-    fx->json = NULL;
-    fx->raw = NULL;
-    fx->raw_len = 0;
-    fx->done = false;
-    fx->code = 0;
-    assert_int_equal(rbus_request(fx->peer, OAP_APP_STORAGE, payload, len, WAIT_MS, on_reply, fx),
-                     0);
-    assert_true(run_until(fx, is_done));
-    assert_int_equal(fx->status, 0);
-    return fx->code;
-}
-
-static uint16_t
-call(fx_t *fx, const void *raw, size_t raw_len, const char *fmt, ...)
-{
-    char js[1024];
-    uint8_t *buf;
-    size_t jl;
-    uint16_t code;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(js, sizeof js, fmt, ap);
-    va_end(ap);
-    jl = strlen(js);
-    buf = malloc(4 + jl + raw_len);
-    buf[0] = (uint8_t)(jl >> 24);
-    buf[1] = (uint8_t)(jl >> 16);
-    buf[2] = (uint8_t)(jl >> 8);
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, js, jl);
-    if (raw_len > 0)
-        memcpy(buf + 4 + jl, raw, raw_len);
-    code = call_raw(fx, buf, 4 + jl + raw_len);
-    free(buf);
-    return code;
+    return bus_fx_request(fx, OAP_APP_STORAGE, NULL, payload, len);
 }
 
 static const char *
 jstr(fx_t *fx, const char *key)
 {
-    const char *v = json_string_value(json_object_get(fx->json, key));
-    assert_non_null(v);
-    return v;
+    return bus_fx_jstr(fx->json, key);
 }
 
 static void
@@ -391,7 +256,7 @@ test_abort_removes_the_put_and_its_temporary_files(void **state)
     (void)state;
 
     fx_open(&fx, false, NULL);
-    snprintf(tmpdir, sizeof tmpdir, "%s/tmp", fx.storedir);
+    snprintf(tmpdir, sizeof tmpdir, "%s/store/tmp", fx.tmp);
     fill(b, sizeof b, 5);
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
     snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
@@ -425,7 +290,7 @@ test_idle_put_is_aborted_after_its_timeout(void **state)
     (void)state;
 
     fx_open(&fx, true, &lim);
-    snprintf(tmpdir, sizeof tmpdir, "%s/tmp", fx.storedir);
+    snprintf(tmpdir, sizeof tmpdir, "%s/store/tmp", fx.tmp);
     fill(b, sizeof b, 9);
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
     snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
@@ -644,7 +509,7 @@ send_put_call(fx_t *fx, slot_t *sl, const char *id, const uint8_t *b, size_t off
 {
     char js[160];
     uint8_t *buf;
-    size_t jl;
+    size_t len;
 
     memset(sl, 0, sizeof *sl);
     if (b != NULL)
@@ -652,16 +517,8 @@ send_put_call(fx_t *fx, slot_t *sl, const char *id, const uint8_t *b, size_t off
                  off);
     else
         snprintf(js, sizeof js, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id);
-    jl = strlen(js);
-    buf = malloc(4 + jl + raw_len);
-    buf[0] = buf[1] = buf[2] = 0;
-    buf[3] = (uint8_t)jl;
-    memcpy(buf + 4, js, jl);
-    if (raw_len > 0)
-        memcpy(buf + 4 + jl, b + off, raw_len);
-    assert_int_equal(rbus_request(fx->peer, OAP_APP_STORAGE, buf, 4 + jl + raw_len, WAIT_MS,
-                                  on_slot, sl),
-                     0);
+    buf = bus_fx_frame(js, b != NULL ? b + off : NULL, raw_len, &len);
+    assert_int_equal(rbus_request(fx->peer, OAP_APP_STORAGE, buf, len, WAIT_MS, on_slot, sl), 0);
     free(buf);
 }
 
@@ -816,10 +673,7 @@ cl_get_done(void *arg, int status, uint16_t code, uint64_t size)
 static void
 cl_wait(fx_t *fx, cl_result_t *r)
 {
-    uint64_t end = ron_now_ms() + WAIT_MS;
-    while (!r->done && ron_now_ms() < end)
-        uv_run(&fx->loop, UV_RUN_ONCE);
-    assert_true(r->done);
+    assert_true(bus_fx_loop_wait(&fx->loop, &r->done, WAIT_MS));
 }
 
 /* Put a file of n bytes with the client, get it back into another file. */

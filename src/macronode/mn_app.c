@@ -83,7 +83,7 @@ app_metrics(void *state, char *buf, size_t cap)
 {
     mapp_t *m = state;
     size_t n = omni_metrics(m->g, buf, cap);
-    return n + mn__metrics_render(m->reg, buf + n, cap - n);
+    return n + met_registry_render_buf(m->reg, buf + n, cap - n);
 }
 
 static void

@@ -232,7 +232,7 @@ static size_t
 echo_metrics(void *state, char *buf, size_t cap)
 {
     echo_t *e = state;
-    return mn__metrics_render(e->reg, buf, cap);
+    return met_registry_render_buf(e->reg, buf, cap);
 }
 
 static void

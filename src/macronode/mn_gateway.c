@@ -259,7 +259,7 @@ mgw_metrics(void *state, char *buf, size_t cap)
     }
     met_gauge_set(g->active, (double)st->active);
     met_gauge_set(g->buffered, (double)st->buffered);
-    return mn__metrics_render(g->reg, buf, cap);
+    return met_registry_render_buf(g->reg, buf, cap);
 }
 
 static void

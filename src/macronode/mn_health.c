@@ -47,7 +47,7 @@ health_metrics(void *state, char *buf, size_t cap)
 {
     health_t *h = state;
     met_counter_inc(h->reports);
-    return mn__metrics_render(h->reg, buf, cap);
+    return met_registry_render_buf(h->reg, buf, cap);
 }
 
 static void

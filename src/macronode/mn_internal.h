@@ -339,10 +339,6 @@ int mn__listen_tcp(const char *addr, char *bound_out, size_t bound_cap);
  * with err set (RON_ECONFIG for a layout version we do not know). */
 int mn__data_dir_prepare(const ron_config_t *cfg, char *err, size_t errcap);
 
-/* Render reg's exposition into buf (a service's metrics hook). Returns the
- * bytes written, or 0 when rendering fails or the text does not fit in cap. */
-size_t mn__metrics_render(met_registry_t *reg, char *buf, size_t cap);
-
 /* Describe a child's end: "exit 3" or "signal 9 (Killed)". */
 void mn__exit_reason(char *out, size_t cap, int64_t exit_status, int term_signal);
 

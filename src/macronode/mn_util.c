@@ -162,21 +162,6 @@ mn__data_dir_prepare(const ron_config_t *cfg, char *err, size_t errcap)
     return 0;
 }
 
-size_t
-mn__metrics_render(met_registry_t *reg, char *buf, size_t cap)
-{
-    char *text = NULL;
-    size_t len = 0;
-
-    if (met_registry_render(reg, &text, &len) < 0 || len >= cap) {
-        free(text);
-        return 0;
-    }
-    memcpy(buf, text, len);
-    free(text);
-    return len;
-}
-
 void
 mn__tx_config(tx_config_t *tc, const ron_config_http_limits_t *l)
 {

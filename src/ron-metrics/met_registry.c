@@ -660,3 +660,18 @@ met_registry_render(met_registry_t *r, char **text_out, size_t *len_out)
     *text_out = met__buf_take(&b, len_out);
     return 0;
 }
+
+size_t
+met_registry_render_buf(met_registry_t *r, char *buf, size_t cap)
+{
+    char *text = NULL;
+    size_t len = 0;
+
+    if (met_registry_render(r, &text, &len) < 0 || len >= cap) {
+        free(text);
+        return 0;
+    }
+    memcpy(buf, text, len);
+    free(text);
+    return len;
+}

@@ -173,6 +173,13 @@ double met_histogram_sum(const met_histogram_t *h);
  */
 int met_registry_render(met_registry_t *r, char **text_out, size_t *len_out);
 
+/*
+ * met_registry_render() into buf (cap bytes, not NUL-terminated; a caller
+ * that adds a NUL passes cap - 1), for the services' *_metrics(buf, cap)
+ * functions. Returns the length, or 0 when the text does not fit.
+ */
+size_t met_registry_render_buf(met_registry_t *r, char *buf, size_t cap);
+
 /* The text/plain content type of format 0.0.4, for the HTTP response. */
 #define MET_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 

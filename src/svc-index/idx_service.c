@@ -18,6 +18,7 @@
 
 #include "dht_client.h"
 #include "idx_service.h"
+#include "proto_svc.h"
 #include "ron_err.h"
 #include "ron_guard.h"
 #include "ron_proto.h"
@@ -27,14 +28,23 @@
 
 typedef enum { OP_PUBLISH = 0, OP_RESOLVE, OP_LIST, OP_COUNT, OP_BAD = OP_COUNT } op_t;
 
-static const char *const op_names[OP_COUNT + 1] = {"publish", "resolve", "list", "invalid"};
-static const char *const op_fields[OP_COUNT][4] = {
-    [OP_PUBLISH] = {"record", NULL},
-    [OP_RESOLVE] = {"name", NULL},
-    [OP_LIST] = {"prefix", "after", "limit", NULL},
+/* The ops and the keys each allows beside "op" (docs/protocol/index.md). */
+static const char *const publish_fields[] = {"record", NULL};
+static const char *const resolve_fields[] = {"name", NULL};
+static const char *const list_fields[] = {"prefix", "after", "limit", NULL};
+static const proto_svc_op_t ops[OP_COUNT] = {
+    [OP_PUBLISH] = {"publish", publish_fields},
+    [OP_RESOLVE] = {"resolve", resolve_fields},
+    [OP_LIST] = {"list", list_fields},
 };
-static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 429, 500, 503, 507};
-#define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
+static const proto_svc_desc_t svc_desc = {
+    .what = "index",
+    .metric = "index_requests_total",
+    .help = "Index protocol requests by op and status.",
+    .ops = ops,
+    .n_ops = OP_COUNT,
+    .max_json = IDX_SVC_MAX_JSON,
+};
 #define IDX_SVC_RETRY_AFTER_MS 1000u
 
 struct idx_service {
@@ -44,10 +54,9 @@ struct idx_service {
     void *release_arg;
     bool stopping;
     size_t jobs;
-    met_registry_t *reg;
-    met_counter_t *req[OP_COUNT + 1][N_STATUS];
-    rbus_peer_t *dht;              /* borrowed; NULL: names stay local */
-    guard_t *guard;                /* borrowed; NULL: no enforcement (unit tests) */
+    proto_svc_t *ps;  /* op table, request checks, counters by op and status */
+    rbus_peer_t *dht; /* borrowed; NULL: names stay local */
+    guard_t *guard;   /* borrowed; NULL: no enforcement (unit tests) */
     met_counter_t *dht_put_ok, *dht_put_failed, *dht_found, *dht_missed;
 };
 
@@ -71,19 +80,10 @@ typedef struct {
 } job_t;
 
 static void
-count(idx_service_t *s, op_t op, uint16_t code)
-{
-    size_t i = 0;
-    while (i < RON_ARRAY_LEN(statuses) && statuses[i] != code)
-        i++;
-    met_counter_inc(s->req[op][i]);
-}
-
-static void
 answer_error(idx_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, uint16_t code,
              const char *reason, uint32_t retry_after_ms, const char *message)
 {
-    count(s, op, code);
+    proto_svc_count(s->ps, (int)op, code);
     (void)corr_id; /* the bus answers with the request's own corr_id */
     if (req != NULL)
         rbus_respond_error_ex(req, code, NULL, reason, retry_after_ms, message);
@@ -121,11 +121,11 @@ svc_authorize(idx_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, 
     gr.tenant = memcmp(f->tenant_id, zero, sizeof zero) != 0 ? f->tenant_id : NULL;
     gr.size = AUTH_SIZE_UNKNOWN;
     gr.name = name[0] != '\0' ? name : NULL;
-    gr.target = name[0] != '\0' ? name : op_names[op];
+    gr.target = name[0] != '\0' ? name : proto_svc_op_name(s->ps, (int)op);
     gr.forwarded = true; /* a bus request: its rate caveat was charged at the edge */
     if (guard_check(s->guard, &gr, &res) == 0)
         return true;
-    count(s, op, (uint16_t)res.status);
+    proto_svc_count(s->ps, (int)op, (uint16_t)res.status);
     rbus_respond_error_ex(req, (uint16_t)res.status, res.slug, res.slug, res.retry_after_s * 1000u,
                           res.reason);
     return false;
@@ -135,22 +135,15 @@ svc_authorize(idx_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, 
 static void
 answer_ok(idx_service_t *s, op_t op, rbus_req_t *req, json_t *o)
 {
-    char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    size_t jl;
     uint8_t *buf;
+    size_t len;
 
-    json_decref(o);
-    count(s, op, 200);
-    if (txt == NULL) {
-        rbus_respond_error(req, 500, "cannot encode the answer");
+    if (proto_svc_frame_ok(s->ps, (int)op, o, &buf, &len) < 0) {
+        answer_error(s, op, req, 0, 500, NULL, 0, "cannot encode the answer");
         return;
     }
-    jl = strlen(txt);
-    buf = ron_xmalloc(4 + jl);
-    (void)proto_json_frame(buf, txt, (uint32_t)jl);
-    rbus_respond(req, 200, buf, 4 + jl);
+    rbus_respond(req, 200, buf, len);
     free(buf);
-    free(txt);
 }
 
 /* A record as a JSON object (new), or NULL. */
@@ -163,45 +156,33 @@ record_json(const name_record_t *rec)
     return o;
 }
 
+/* The index's error codes and their answers (docs/protocol/index.md). */
+static const proto_svc_rc_t rc_answers[] = {
+    {RON_ERECORD, 400, "record", 0},
+    {RON_EJSON, 400, "record", 0},
+    {RON_ETOOBIG, 400, "record", 0},
+    {RON_ENAME, 400, "name", 0},
+    {RON_ENAMEFUTURE, 400, "ts", 0},
+    {RON_ENAMESIG, 403, "bad_signature", 0},
+    {RON_ENAMEOWNER, 403, "owner", 0},
+    {RON_ENAMESTALE, 409, "stale_seq", 0},
+    {RON_ENOTFOUND, 404, NULL, 0},
+    {RON_EIDXFULL, 507, NULL, IDX_SVC_RETRY_AFTER_MS},
+    {RON_EINVAL, 400, NULL, 0},
+};
+
 static void
 answer_rc(idx_service_t *s, job_t *j)
 {
     const char *msg = j->nerr.msg[0] != '\0' ? j->nerr.msg : ron_strerror(j->rc);
-    switch (j->rc) {
-    case RON_ERECORD:
-    case RON_EJSON:
-    case RON_ETOOBIG:
-        answer_error(s, j->op, j->req, j->corr_id, 400, "record", 0, msg);
-        break;
-    case RON_ENAME:
-        answer_error(s, j->op, j->req, j->corr_id, 400, "name", 0, msg);
-        break;
-    case RON_ENAMEFUTURE:
-        answer_error(s, j->op, j->req, j->corr_id, 400, "ts", 0, msg);
-        break;
-    case RON_ENAMESIG:
-        answer_error(s, j->op, j->req, j->corr_id, 403, "bad_signature", 0, msg);
-        break;
-    case RON_ENAMEOWNER:
-        answer_error(s, j->op, j->req, j->corr_id, 403, "owner", 0, msg);
-        break;
-    case RON_ENAMESTALE:
-        answer_error(s, j->op, j->req, j->corr_id, 409, "stale_seq", 0, msg);
-        break;
-    case RON_ENOTFOUND:
-        answer_error(s, j->op, j->req, j->corr_id, 404, NULL, 0, msg);
-        break;
-    case RON_EIDXFULL:
-        answer_error(s, j->op, j->req, j->corr_id, 507, NULL, IDX_SVC_RETRY_AFTER_MS, msg);
-        break;
-    case RON_EINVAL:
-        answer_error(s, j->op, j->req, j->corr_id, 400, NULL, 0, msg);
-        break;
-    default:
-        ron_warn("index %s: %s", op_names[j->op], ron_strerror(j->rc));
-        answer_error(s, j->op, j->req, j->corr_id, 500, NULL, 0, ron_strerror(j->rc));
-        break;
+    const proto_svc_rc_t *a = proto_svc_rc_find(rc_answers, RON_ARRAY_LEN(rc_answers), j->rc);
+
+    if (a != NULL) {
+        answer_error(s, j->op, j->req, j->corr_id, a->code, a->reason, a->retry_after_ms, msg);
+        return;
     }
+    ron_warn("index %s: %s", proto_svc_op_name(s->ps, (int)j->op), ron_strerror(j->rc));
+    answer_error(s, j->op, j->req, j->corr_id, 500, NULL, 0, ron_strerror(j->rc));
 }
 
 /* ---- worker side ---- */
@@ -246,7 +227,7 @@ svc_maybe_free(idx_service_t *s)
             s->release(s->release_arg, s->idx);
         else
             idx_free(s->idx);
-        met_registry_free(s->reg);
+        proto_svc_free(s->ps);
         free(s);
     }
 }
@@ -339,78 +320,30 @@ job_done(uv_work_t *w, int status)
 
 /* ---- requests ---- */
 
-static const char *
-unknown_field(json_t *o, op_t op)
-{
-    return proto_json_unknown_key(o, "op", op_fields[op]);
-}
-
-/* Copy optional string field name (at most cap-1 bytes, no NUL inside) into
- * out. Returns 1 present, 0 absent, -1 malformed. */
-static int
-get_text(json_t *o, const char *name, char *out, size_t cap)
-{
-    json_t *v = json_object_get(o, name);
-    size_t n;
-    if (v == NULL)
-        return 0;
-    if (!json_is_string(v))
-        return -1;
-    n = json_string_length(v);
-    if (n >= cap || strlen(json_string_value(v)) != n)
-        return -1;
-    memcpy(out, json_string_value(v), n + 1);
-    return 1;
-}
-
 static void
 on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
 {
     idx_service_t *s = arg;
-    json_t *o = NULL;
-    json_error_t jerr;
-    const char *opname, *bad;
-    op_t op = OP_BAD;
+    proto_svc_req_t in;
+    proto_svc_fail_t fail;
+    json_t *o;
+    const char *bad;
+    op_t op;
     job_t *j = NULL;
     char msg[256];
-    uint32_t jl;
 
     if (s->stopping) {
-        answer_error(s, op, req, f->corr_id, 503, NULL, IDX_SVC_RETRY_AFTER_MS,
+        answer_error(s, OP_BAD, req, f->corr_id, 503, NULL, IDX_SVC_RETRY_AFTER_MS,
                      "index is stopping");
         return;
     }
-    if (f->payload_len < 4) {
-        answer_error(s, op, req, f->corr_id, 400, NULL, 0,
-                     "payload shorter than its 4-byte JSON length");
+    if (proto_svc_parse(s->ps, f->payload, f->payload_len, &in, &fail) < 0) {
+        answer_error(s, (op_t)in.op, req, f->corr_id, fail.code,
+                     fail.reason[0] != '\0' ? fail.reason : NULL, 0, fail.message);
         return;
     }
-    jl = (uint32_t)f->payload[0] << 24 | (uint32_t)f->payload[1] << 16 |
-         (uint32_t)f->payload[2] << 8 | f->payload[3];
-    if (jl > IDX_SVC_MAX_JSON || jl != f->payload_len - 4) {
-        answer_error(s, op, req, f->corr_id, 400, NULL, 0,
-                     "JSON length out of range (no raw bytes follow index requests)");
-        return;
-    }
-    o = json_loadb((const char *)f->payload + 4, jl, JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(o)) {
-        answer_error(s, op, req, f->corr_id, 400, NULL, 0, "request JSON is not an object");
-        goto out;
-    }
-    opname = json_string_value(json_object_get(o, "op"));
-    for (int i = 0; opname != NULL && i < OP_COUNT; i++)
-        if (strcmp(opname, op_names[i]) == 0)
-            op = (op_t)i;
-    if (op == OP_BAD) {
-        snprintf(msg, sizeof msg, "op: unknown operation '%.64s'", opname != NULL ? opname : "");
-        answer_error(s, op, req, f->corr_id, 400, "op", 0, msg);
-        goto out;
-    }
-    if ((bad = unknown_field(o, op)) != NULL) {
-        snprintf(msg, sizeof msg, "%.64s: unknown field for %s", bad, op_names[op]);
-        answer_error(s, op, req, f->corr_id, 400, bad, 0, msg);
-        goto out;
-    }
+    o = in.o;
+    op = (op_t)in.op;
     j = ron_xcalloc(1, sizeof *j);
     j->op = op;
     j->req = req;
@@ -435,7 +368,7 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     } else if (op == OP_RESOLVE) {
         char raw[NAME_MAX_INPUT + 1];
         name_err_t nerr;
-        if (get_text(o, "name", raw, sizeof raw) <= 0) {
+        if (proto_svc_get_text(o, "name", raw, sizeof raw) <= 0) {
             answer_error(s, op, req, f->corr_id, 400, "name", 0, "name: missing or malformed");
             goto drop;
         }
@@ -447,9 +380,9 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         char lim[24];
         uint64_t v = IDX_SVC_LIST_DEFAULT;
         int r;
-        if (get_text(o, bad = "prefix", j->name, sizeof j->name) < 0 ||
-            get_text(o, bad = "after", j->after, sizeof j->after) < 0 ||
-            (r = get_text(o, bad = "limit", lim, sizeof lim)) < 0 ||
+        if (proto_svc_get_text(o, bad = "prefix", j->name, sizeof j->name) < 0 ||
+            proto_svc_get_text(o, bad = "after", j->after, sizeof j->after) < 0 ||
+            (r = proto_svc_get_text(o, bad = "limit", lim, sizeof lim)) < 0 ||
             (r > 0 && (ron_parse_u64(lim, strlen(lim), &v) < 0 || v == 0 ||
                        v > IDX_SVC_LIST_MAX))) {
             snprintf(msg, sizeof msg, "%s: malformed for list", bad);
@@ -473,7 +406,6 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     return;
 drop:
     free(j);
-out:
     json_decref(o);
 }
 
@@ -488,39 +420,29 @@ idx_service_new_shared(uv_loop_t *loop, rbus_t *bus, idx_t *idx,
                        void (*release)(void *arg, idx_t *idx), void *arg,
                        idx_service_t **svc_out)
 {
-    static const char *const labels[] = {"op", "status"};
-    static const met_desc_t desc_req = {MET_COUNTER, "index_requests_total",
-                                        "Index protocol requests by op and status.", labels, 2,
-                                        NULL, 0, 0};
     idx_service_t *s = ron_xcalloc(1, sizeof *s);
-    met_family_t *fam = NULL;
+    met_registry_t *mreg;
     int rc;
 
     s->loop = loop;
     s->idx = idx;
     s->release = release;
     s->release_arg = arg;
-    s->reg = met_registry_new();
-    met_family_register(s->reg, &desc_req, &fam);
-    for (int op = 0; op <= OP_COUNT; op++)
-        for (size_t i = 0; i < N_STATUS; i++) {
-            char code[8];
-            const char *vals[2] = {op_names[op], code};
-            if (i < RON_ARRAY_LEN(statuses))
-                snprintf(code, sizeof code, "%u", statuses[i]);
-            else
-                snprintf(code, sizeof code, "other");
-            s->req[op][i] = met_family_counter(fam, vals);
-        }
-    met_counter_register(s->reg, "index_dht_puts_total",
+    if ((rc = proto_svc_new(&svc_desc, &s->ps)) < 0) {
+        s->stopping = true;
+        svc_maybe_free(s); /* as below: the service owns idx from here */
+        return rc;
+    }
+    mreg = proto_svc_registry(s->ps);
+    met_counter_register(mreg, "index_dht_puts_total",
                          "Published records the DHT accepted (dht name_put answered 200).",
                          &s->dht_put_ok);
-    met_counter_register(s->reg, "index_dht_put_failures_total",
+    met_counter_register(mreg, "index_dht_put_failures_total",
                          "Published records the DHT did not take (unreachable or refused).",
                          &s->dht_put_failed);
-    met_counter_register(s->reg, "index_dht_resolved_total",
+    met_counter_register(mreg, "index_dht_resolved_total",
                          "Local resolve misses answered from the DHT.", &s->dht_found);
-    met_counter_register(s->reg, "index_dht_misses_total",
+    met_counter_register(mreg, "index_dht_misses_total",
                          "Local resolve misses the DHT did not answer either.", &s->dht_missed);
     if ((rc = rbus_handle(bus, OAP_APP_INDEX, on_request, s)) < 0) {
         s->stopping = true;
@@ -555,13 +477,5 @@ idx_service_set_dht(idx_service_t *s, rbus_peer_t *dht)
 size_t
 idx_service_metrics(idx_service_t *s, char *buf, size_t cap)
 {
-    char *text = NULL;
-    size_t len = 0;
-    if (met_registry_render(s->reg, &text, &len) < 0 || len >= cap) {
-        free(text);
-        return 0;
-    }
-    memcpy(buf, text, len);
-    free(text);
-    return len;
+    return proto_svc_metrics(s->ps, buf, cap);
 }

@@ -305,13 +305,5 @@ pass_service_free(pass_service_t *s)
 size_t
 pass_service_metrics(pass_service_t *s, char *buf, size_t cap)
 {
-    char *text = NULL;
-    size_t len = 0;
-    if (met_registry_render(s->reg, &text, &len) < 0 || len >= cap) {
-        free(text);
-        return 0;
-    }
-    memcpy(buf, text, len);
-    free(text);
-    return len;
+    return met_registry_render_buf(s->reg, buf, cap);
 }

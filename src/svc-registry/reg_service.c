@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto_svc.h"
 #include "reg_service.h"
 #include "ron_err.h"
 #include "ron_guard.h"
@@ -34,18 +35,28 @@ typedef enum {
     OP_BAD = OP_COUNT
 } op_t;
 
-static const char *const op_names[OP_COUNT + 1] = {"head",   "get",     "propose", "approve",
-                                                   "commit", "signers", "invalid"};
-static const char *const op_fields[OP_COUNT][4] = {
-    [OP_HEAD] = {NULL},
-    [OP_GET] = {"version", NULL},
-    [OP_PROPOSE] = {"descriptor", NULL},
-    [OP_APPROVE] = {"id", "pk", "sig", NULL},
-    [OP_COMMIT] = {"id", NULL},
-    [OP_SIGNERS] = {NULL},
+/* The ops and the keys each allows beside "op" (docs/protocol/registry.md). */
+static const char *const no_fields[] = {NULL};
+static const char *const get_fields[] = {"version", NULL};
+static const char *const propose_fields[] = {"descriptor", NULL};
+static const char *const approve_fields[] = {"id", "pk", "sig", NULL};
+static const char *const commit_fields[] = {"id", NULL};
+static const proto_svc_op_t ops[OP_COUNT] = {
+    [OP_HEAD] = {"head", no_fields},
+    [OP_GET] = {"get", get_fields},
+    [OP_PROPOSE] = {"propose", propose_fields},
+    [OP_APPROVE] = {"approve", approve_fields},
+    [OP_COMMIT] = {"commit", commit_fields},
+    [OP_SIGNERS] = {"signers", no_fields},
 };
-static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 429, 500, 503, 507};
-#define N_STATUS (RON_ARRAY_LEN(statuses) + 1)
+static const proto_svc_desc_t svc_desc = {
+    .what = "registry",
+    .metric = "registry_requests_total",
+    .help = "Registry protocol requests by op and status.",
+    .ops = ops,
+    .n_ops = OP_COUNT,
+    .max_json = REG_SVC_MAX_JSON,
+};
 #define REG_SVC_RETRY_AFTER_MS 1000u
 
 struct reg_service {
@@ -54,8 +65,7 @@ struct reg_service {
     guard_t *guard; /* NULL: no enforcement (unit tests) */
     bool stopping;
     size_t jobs;
-    met_registry_t *mreg;
-    met_counter_t *req[OP_COUNT + 1][N_STATUS];
+    proto_svc_t *ps; /* op table, request checks, counters by op and status */
     met_gauge_t *head;
 };
 
@@ -80,19 +90,10 @@ typedef struct {
 } job_t;
 
 static void
-count(reg_service_t *s, op_t op, uint16_t code)
-{
-    size_t i = 0;
-    while (i < RON_ARRAY_LEN(statuses) && statuses[i] != code)
-        i++;
-    met_counter_inc(s->req[op][i]);
-}
-
-static void
 answer_error(reg_service_t *s, op_t op, rbus_req_t *req, uint16_t code, const char *reason,
              uint32_t retry_after_ms, const char *message)
 {
-    count(s, op, code);
+    proto_svc_count(s->ps, (int)op, code);
     rbus_respond_error_ex(req, code, NULL, reason, retry_after_ms, message);
 }
 
@@ -100,65 +101,44 @@ answer_error(reg_service_t *s, op_t op, rbus_req_t *req, uint16_t code, const ch
 static void
 answer_ok(reg_service_t *s, op_t op, rbus_req_t *req, json_t *o)
 {
-    char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    size_t jl;
     uint8_t *buf;
+    size_t len;
 
-    json_decref(o);
-    if (txt == NULL) {
+    if (proto_svc_frame_ok(s->ps, (int)op, o, &buf, &len) < 0) {
         answer_error(s, op, req, 500, NULL, 0, "cannot encode the answer");
         return;
     }
-    count(s, op, 200);
-    jl = strlen(txt);
-    buf = ron_xmalloc(4 + jl);
-    (void)proto_json_frame(buf, txt, (uint32_t)jl);
-    rbus_respond(req, 200, buf, 4 + jl);
+    rbus_respond(req, 200, buf, len);
     free(buf);
-    free(txt);
 }
+
+/* The registry's error codes and their answers (docs/protocol/registry.md). */
+static const proto_svc_rc_t rc_answers[] = {
+    {RON_EREGDESC, 400, "descriptor", 0},
+    {RON_EREGLIMIT, 400, "descriptor", 0},
+    {RON_ENOTFOUND, 404, NULL, 0},
+    {RON_EREGSIG, 403, "bad_signature", 0},
+    {RON_EREGSIGNER, 403, "unknown_signer", 0},
+    {RON_EREGREVOKED, 403, "revoked_signer", 0},
+    {RON_EREGDUP, 409, "duplicate_approval", 0},
+    {RON_EREGSTALE, 409, "stale_base", 0},
+    {RON_EREGQUORUM, 409, "quorum", 0},
+    {RON_EREGRDONLY, 503, "read_only", 0},
+    {RON_EREGFULL, 507, "full", 0},
+};
 
 static void
 answer_rc(reg_service_t *s, op_t op, rbus_req_t *req, int rc, const char *detail)
 {
     const char *msg = detail != NULL && detail[0] != '\0' ? detail : ron_strerror(rc);
-    switch (rc) {
-    case RON_EREGDESC:
-    case RON_EREGLIMIT:
-        answer_error(s, op, req, 400, "descriptor", 0, msg);
-        break;
-    case RON_ENOTFOUND:
-        answer_error(s, op, req, 404, NULL, 0, msg);
-        break;
-    case RON_EREGSIG:
-        answer_error(s, op, req, 403, "bad_signature", 0, msg);
-        break;
-    case RON_EREGSIGNER:
-        answer_error(s, op, req, 403, "unknown_signer", 0, msg);
-        break;
-    case RON_EREGREVOKED:
-        answer_error(s, op, req, 403, "revoked_signer", 0, msg);
-        break;
-    case RON_EREGDUP:
-        answer_error(s, op, req, 409, "duplicate_approval", 0, msg);
-        break;
-    case RON_EREGSTALE:
-        answer_error(s, op, req, 409, "stale_base", 0, msg);
-        break;
-    case RON_EREGQUORUM:
-        answer_error(s, op, req, 409, "quorum", 0, msg);
-        break;
-    case RON_EREGRDONLY:
-        answer_error(s, op, req, 503, "read_only", 0, msg);
-        break;
-    case RON_EREGFULL:
-        answer_error(s, op, req, 507, "full", 0, msg);
-        break;
-    default:
-        ron_warn("registry %s: %s", op_names[op], ron_strerror(rc));
-        answer_error(s, op, req, 500, NULL, 0, ron_strerror(rc));
-        break;
+    const proto_svc_rc_t *a = proto_svc_rc_find(rc_answers, RON_ARRAY_LEN(rc_answers), rc);
+
+    if (a != NULL) {
+        answer_error(s, op, req, a->code, a->reason, a->retry_after_ms, msg);
+        return;
     }
+    ron_warn("registry %s: %s", proto_svc_op_name(s->ps, (int)op), ron_strerror(rc));
+    answer_error(s, op, req, 500, NULL, 0, ron_strerror(rc));
 }
 
 static json_t *
@@ -218,7 +198,7 @@ svc_maybe_free(reg_service_t *s)
 {
     if (s->stopping && s->jobs == 0) {
         reg_free(s->reg);
-        met_registry_free(s->mreg);
+        proto_svc_free(s->ps);
         free(s);
     }
 }
@@ -390,7 +370,7 @@ svc_authorize(reg_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f)
     gr.token_len = f->cap_len;
     gr.tenant = memcmp(f->tenant_id, zero, sizeof zero) != 0 ? f->tenant_id : NULL;
     gr.size = AUTH_SIZE_UNKNOWN;
-    gr.target = op_names[op];
+    gr.target = proto_svc_op_name(s->ps, (int)op);
     gr.forwarded = true; /* a bus request: its rate caveat was charged at the edge */
     if (guard_check(s->guard, &gr, &res) == 0)
         return true;
@@ -402,49 +382,26 @@ static void
 on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
 {
     reg_service_t *s = arg;
-    json_t *o = NULL;
-    json_error_t jerr;
-    const char *opname, *bad;
-    op_t op = OP_BAD;
+    proto_svc_req_t in;
+    proto_svc_fail_t fail;
+    json_t *o;
+    const char *bad;
+    op_t op;
     job_t *j = NULL;
     char msg[256];
-    uint32_t jl;
 
     if (s->stopping || s->jobs >= REG_SVC_MAX_JOBS) {
-        answer_error(s, op, req, 503, NULL, REG_SVC_RETRY_AFTER_MS,
+        answer_error(s, OP_BAD, req, 503, NULL, REG_SVC_RETRY_AFTER_MS,
                      s->stopping ? "registry is stopping" : "registry is busy");
         return;
     }
-    if (f->payload_len < 4) {
-        answer_error(s, op, req, 400, NULL, 0, "payload shorter than its 4-byte JSON length");
+    if (proto_svc_parse(s->ps, f->payload, f->payload_len, &in, &fail) < 0) {
+        answer_error(s, (op_t)in.op, req, fail.code, fail.reason[0] != '\0' ? fail.reason : NULL, 0,
+                     fail.message);
         return;
     }
-    jl = (uint32_t)f->payload[0] << 24 | (uint32_t)f->payload[1] << 16 |
-         (uint32_t)f->payload[2] << 8 | f->payload[3];
-    if (jl > REG_SVC_MAX_JSON || jl != f->payload_len - 4) {
-        answer_error(s, op, req, 400, NULL, 0,
-                     "JSON length out of range (no raw bytes follow registry requests)");
-        return;
-    }
-    o = json_loadb((const char *)f->payload + 4, jl, JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(o)) {
-        answer_error(s, op, req, 400, NULL, 0, "request JSON is not an object");
-        goto out;
-    }
-    opname = json_string_value(json_object_get(o, "op"));
-    for (int i = 0; opname != NULL && i < OP_COUNT; i++)
-        if (strcmp(opname, op_names[i]) == 0)
-            op = (op_t)i;
-    if (op == OP_BAD) {
-        snprintf(msg, sizeof msg, "op: unknown operation '%.64s'", opname != NULL ? opname : "");
-        answer_error(s, op, req, 400, "op", 0, msg);
-        goto out;
-    }
-    if ((bad = proto_json_unknown_key(o, "op", op_fields[op])) != NULL) {
-        snprintf(msg, sizeof msg, "%.64s: unknown field for %s", bad, op_names[op]);
-        answer_error(s, op, req, 400, bad, 0, msg);
-        goto out;
-    }
+    o = in.o;
+    op = (op_t)in.op;
     if (!svc_authorize(s, op, req, f))
         goto out;
     j = ron_xcalloc(1, sizeof *j);
@@ -469,36 +426,20 @@ out:
 int
 reg_service_new(uv_loop_t *loop, rbus_t *bus, reg_t *reg, reg_service_t **svc_out)
 {
-    static const char *const labels[] = {"op", "status"};
-    static const met_desc_t desc_req = {MET_COUNTER,
-                                        "registry_requests_total",
-                                        "Registry protocol requests by op and status.",
-                                        labels,
-                                        2,
-                                        NULL,
-                                        0,
-                                        0};
-    reg_service_t *s = ron_xcalloc(1, sizeof *s);
-    met_family_t *fam = NULL;
+    reg_service_t *s;
     uint64_t v;
     int rc;
 
+    s = ron_xcalloc(1, sizeof *s);
     s->loop = loop;
     s->reg = reg;
-    s->mreg = met_registry_new();
-    met_family_register(s->mreg, &desc_req, &fam);
-    for (int op = 0; op <= OP_COUNT; op++)
-        for (size_t i = 0; i < N_STATUS; i++) {
-            char code[8];
-            const char *vals[2] = {op_names[op], code};
-            if (i < RON_ARRAY_LEN(statuses))
-                snprintf(code, sizeof code, "%u", statuses[i]);
-            else
-                snprintf(code, sizeof code, "other");
-            s->req[op][i] = met_family_counter(fam, vals);
-        }
-    met_gauge_register(s->mreg, "registry_head_version", "Version of the registry's head.",
-                       &s->head);
+    if ((rc = proto_svc_new(&svc_desc, &s->ps)) < 0) {
+        s->stopping = true;
+        svc_maybe_free(s); /* as below: the service owns reg from here */
+        return rc;
+    }
+    met_gauge_register(proto_svc_registry(s->ps), "registry_head_version",
+                       "Version of the registry's head.", &s->head);
     reg_head(reg, &v, NULL, NULL);
     met_gauge_set(s->head, (double)v);
     if ((rc = rbus_handle(bus, OAP_APP_REGISTRY, on_request, s)) < 0) {
@@ -522,15 +463,7 @@ reg_service_free(reg_service_t *s)
 size_t
 reg_service_metrics(reg_service_t *s, char *buf, size_t cap)
 {
-    char *text = NULL;
-    size_t len = 0;
-    if (met_registry_render(s->mreg, &text, &len) < 0 || len >= cap) {
-        free(text);
-        return 0;
-    }
-    memcpy(buf, text, len);
-    free(text);
-    return len;
+    return proto_svc_metrics(s->ps, buf, cap);
 }
 
 void

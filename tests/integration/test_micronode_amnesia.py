@@ -23,42 +23,20 @@ strace already holds.
 """
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from ronnode import RON, Node, check, fail, free_port, wait_for
+from ronnode import Node, check, fail, free_port, wait_for
+from ronstrace import StracedNode, check_detector, check_no_writes
 
 try:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives import serialization
 except ImportError:  # pragma: no cover - python3-cryptography is installed on the builders
     Ed25519PrivateKey = None
-
-# Opens for writing that are allowed, each with its reason.
-ALLOWED_WRITE_PATHS = {
-    "/dev/null": "the null device: stdio of spawned helpers, discards nothing to disk",
-    "/dev/tty": "a terminal, not a file (never expected in CI)",
-    "/dev/urandom": "libsodium / OpenSSL seeding; a device, nothing stored",
-    "/dev/random": "as /dev/urandom",
-}
-# /proc/self/* and /proc/<pid>/* (e.g. /proc/self/coredump_filter, which ASan
-# writes) are kernel interfaces, not disk files.
-ALLOWED_WRITE_RE = re.compile(r"^/proc/(self|thread-self|\d+)/")
-
-WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
-# Syscalls that create, remove or rename names on a file system, or change a
-# file's size, whatever their arguments: any successful one is a failure.
-FORBIDDEN_CALLS = {"rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat",
-                   "unlink", "unlinkat", "rmdir", "mkdir", "mkdirat", "mknod", "mknodat",
-                   "truncate", "ftruncate", "fallocate", "creat"}
-
-LINE_RE = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+(\w+)\((.*)$")
-
 
 def sign_record(seed, name, addr_hex, seq, ts):
     """ron-naming's JSON record (docs/protocol/naming.md §3), signed by the seed's key."""
@@ -84,94 +62,6 @@ def check_signer_against_spec():
           "signature of the spec example: %s" % rec["sig"])
 
 
-def parse_trace(path):
-    """Return a list of (pid, syscall, args, result) for completed calls (strace -qq, no -y)."""
-    calls = []
-    pending = {}
-    with open(path, errors="replace") as f:
-        for raw in f:
-            line = raw.rstrip("\n")
-            m = re.match(r"^(\d+)\s+(.*)$", line)
-            if not m:
-                continue
-            pid, rest = m.group(1), m.group(2)
-            if rest.startswith("<... "):
-                # "<... openat resumed>...) = 3": join with the unfinished half.
-                um = re.match(r"^<\.\.\. (\w+) resumed>(.*)$", rest)
-                if not um or pid not in pending:
-                    continue
-                rest = pending.pop(pid) + um.group(2)
-            elif rest.endswith("<unfinished ...>"):
-                pending[pid] = rest[: -len("<unfinished ...>")]
-                continue
-            cm = re.match(r"^(\w+)\((.*)\)\s+=\s+(-?\d+|\?)(.*)$", rest)
-            if cm:
-                calls.append((int(pid), cm.group(1), cm.group(2), cm.group(3)))
-    return calls
-
-
-def first_path(args):
-    m = re.search(r'"((?:[^"\\]|\\.)*)"', args)
-    return m.group(1) if m else None
-
-
-def violations(calls):
-    """The calls among `calls` that create, write, rename, remove or resize a file."""
-    bad = []
-    for pid, call, args, res in calls:
-        ok = res != "?" and int(res) >= 0
-        if call in ("open", "openat", "openat2"):
-            flags = re.sub(r'"(?:[^"\\]|\\.)*"(\.\.\.)?', '""', args)
-            path = first_path(args) or ""
-            if any(fl in flags for fl in WRITE_FLAGS) and path not in ALLOWED_WRITE_PATHS \
-                    and not ALLOWED_WRITE_RE.match(path):
-                bad.append("%d %s(%s) = %s" % (pid, call, args, res))
-        elif call in FORBIDDEN_CALLS and ok:
-            bad.append("%d %s(%s) = %s" % (pid, call, args, res))
-        elif call == "bind" and "AF_UNIX" in args:
-            bad.append("%d %s(%s) = %s" % (pid, call, args, res))
-    return bad
-
-
-def check_detector(work):
-    """The trace checker flags each kind of write it looks for (so it can fail)."""
-    p = os.path.join(work, "synthetic.log")
-    with open(p, "w") as f:
-        f.write('7 openat(AT_FDCWD, "/etc/ld.so.cache", O_RDONLY|O_CLOEXEC) = 3\n'
-                '7 openat(AT_FDCWD, "/dev/null", O_RDWR) = 4\n'
-                '7 openat(AT_FDCWD, "/proc/self/coredump_filter", O_WRONLY) = 4\n'
-                '8 openat(AT_FDCWD, "/d/keys/a, b", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0600 '
-                '<unfinished ...>\n'
-                '7 newfstatat(3, "", {st_mode=S_IFREG|0644, st_size=1, ...}, AT_EMPTY_PATH) = 0\n'
-                '8 <... openat resumed>) = 5\n'
-                '8 open("/d/x", O_RDONLY|O_APPEND) = -1 ENOENT (No such file or directory)\n'
-                '8 renameat2(AT_FDCWD, "/d/.t", AT_FDCWD, "/d/t", 0) = 0\n'
-                '8 mkdir("/d", 0700) = 0\n'
-                '8 ftruncate(5, 4096) = 0\n'
-                '8 unlink("/d/gone") = -1 ENOENT (No such file or directory)\n'
-                '8 bind(6, {sa_family=AF_UNIX, sun_path="/d/s.sock"}, 110) = 0\n')
-    bad = violations(parse_trace(p))
-    want = ["/d/keys/a, b", "/d/x", "renameat2", "mkdir", "ftruncate", "AF_UNIX"]
-    check(len(bad) == len(want) and all(w in b for w, b in zip(want, bad)),
-          "the checker flags exactly the synthetic writes: %r" % bad)
-
-
-def traced_child(strace_pid):
-    """The pid of the `ron` process strace started (its only child)."""
-    def find():
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open("/proc/%s/stat" % d) as f:
-                        st = f.read().split(")")[-1].split()
-                except OSError:
-                    continue
-                if int(st[1]) == strace_pid:
-                    return int(d)
-        return None
-    return wait_for(find, 5, "the traced ron process")
-
-
 def main():
     check(shutil.which("strace") is not None, "strace is installed")
     check(Ed25519PrivateKey is not None, "python3-cryptography is installed (record signing)")
@@ -180,49 +70,26 @@ def main():
     data_dir = os.path.join(work, "data")
     os.mkdir(data_dir)
     check_detector(work)
-    trace = os.path.join(work, "trace.log")
-    log_path = os.path.join(work, "node.log")
     admin = "127.0.0.1:%d" % free_port()
     http = "127.0.0.1:%d" % free_port()
     https = "127.0.0.1:%d" % free_port()
     env = dict(os.environ)
     env.pop("RON_ADMIN", None)
-    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
-    argv = ["strace", "-f", "-qq", "-s", "512", "-o", trace,
-            "-e", "trace=%file,ftruncate,fallocate,bind", "-e", "signal=none",
-            RON, "node", "--profile", "micro", "--data-dir", data_dir, "--admin", admin,
-            "--http", http, "--https", https, "--dht", "127.0.0.1:0",
-            "--set", "services=gateway,storage,index,dht"]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
-
-    def logs():
-        log.flush()
-        with open(log_path, "rb") as f:
-            return f.read().decode(errors="replace")
+    node = StracedNode(work, ["node", "--profile", "micro", "--data-dir", data_dir,
+                              "--admin", admin, "--http", http, "--https", https,
+                              "--dht", "127.0.0.1:0", "--set", "services=gateway,storage,index,dht"],
+                       "%file,ftruncate,fallocate,bind", env)
+    logs = node.logs
 
     def curl(*args):
         return subprocess.run(["curl", "-sS", "--max-time", "20", "-H", "Expect:"] + list(args),
                               capture_output=True, timeout=30)
 
     try:
-        def up():
-            check(proc.poll() is None, "node exited early (%s); log:\n%s" % (proc.returncode,
-                                                                               logs()))
-            r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                "--max-time", "2", "http://%s/healthz" % admin],
-                               capture_output=True, timeout=5)
-            return r.stdout == b"200"
-        wait_for(up, 30, "micronode healthy under strace")
+        node.wait_up("http://%s/healthz" % admin, "micronode healthy under strace")
         st = json.loads(curl("http://%s/admin/status" % admin).stdout)
         check(st["profile"] == "micro" and st["amnesia"] is True, "micro, amnesia on: %r" % st)
         check(st["dumpable"] is False, "the node is not dumpable (/admin/status)")
-        node_pid = traced_child(proc.pid)
-        with open("/proc/%d/limits" % node_pid) as f:
-            core = [ln for ln in f if ln.startswith("Max core file size")]
-        check(core and core[0].split()[4:6] == ["0", "0"],
-              "RLIMIT_CORE 0 soft and hard: %r" % core)
         check("amnesia: core dumps off" in logs(), "hardening logged:\n" + logs())
 
         base = "http://" + http
@@ -266,20 +133,12 @@ def main():
         check(r.stdout.decode().startswith("302 ") and r.stdout.decode().endswith(addrs[0]),
               "GET /n/%s -> 302 to the object: %r" % (name, r.stdout))
 
-        os.kill(node_pid, signal.SIGTERM)  # the node itself, not strace
-        try:
-            rc = proc.wait(timeout=20)  # strace exits with the traced process's status
-        except subprocess.TimeoutExpired:
-            fail("node did not exit within 20 s of SIGTERM")
-        check(rc == 0, "node exit 0 after SIGTERM (%r); log:\n%s" % (rc, logs()))
-
-        calls = parse_trace(trace)
+        calls = node.stop()
         check(any(c[1] in ("openat", "open") for c in calls),
               "the trace recorded opens (%d calls)" % len(calls))
         check(any(c[1] == "bind" and "htons(%s)" % http.split(":")[1] in c[2] for c in calls),
               "the trace covers the gateway's listener (bind of %s)" % http)
-        bad = violations(calls)
-        check(not bad, "file writes in amnesia:\n" + "\n".join(bad[:40]))
+        check_no_writes(calls)
         check(os.listdir(data_dir) == [], "data dir still empty: %r" % os.listdir(data_dir))
 
         # Control: with amnesia off the same node stays dumpable and does not log hardening.
@@ -293,12 +152,7 @@ def main():
             ctl.kill()
         print("ok: %d traced calls, no file written" % len(calls))
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
-        if os.environ.get("RON_KEEP_TRACE"):
-            shutil.copy(trace, os.environ["RON_KEEP_TRACE"])
+        node.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

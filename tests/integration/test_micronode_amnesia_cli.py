@@ -12,7 +12,7 @@ Every command carries the operator capability the node printed on stderr
 
 Asserted on the node (every thread and child strace saw):
   - it wrote nothing to any file system: the file-writing checks of
-    test_micronode_amnesia.py (no open/openat/creat with a write or create
+    ronstrace.py (no open/openat/creat with a write or create
     flag outside ALLOWED_WRITE_PATHS and /proc/<self>/...; no rename, link,
     unlink, mkdir, mknod, symlink, truncate, ftruncate, fallocate; no bind of
     an AF_UNIX path). Its detector is exercised on synthetic lines first;
@@ -33,13 +33,12 @@ the node and not traced: strace follows the node only.
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 
-from ronnode import RON, check, fail, free_port, wait_for
-from test_micronode_amnesia import check_detector, parse_trace, traced_child, violations
+from ronnode import RON, check, free_port, wait_for
+from ronstrace import StracedNode, check_detector, check_no_writes
 
 # prctl(2) option and value strace prints for "make this process not dumpable"
 NOT_DUMPABLE = ("PR_SET_DUMPABLE", "SUID_DUMP_DISABLE")
@@ -85,30 +84,20 @@ def main():
         if os.geteuid() == 0 and d != cli_dir:
             os.chown(d, NOBODY, NOBODY)
     check_detector(work)
-    trace = os.path.join(work, "trace.log")
-    log_path = os.path.join(work, "node.log")
     admin = "127.0.0.1:%d" % free_port()
     app = "127.0.0.1:%d" % free_port()
     env = dict(os.environ)
     for k in ("RON_ADMIN", "RON_PASSPHRASE", "RON_ROOT_SECRET_FILE", "RON_CAP"):
         env.pop(k, None)
     env["TMPDIR"] = node_tmp
-    env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
-    argv = ["strace", "-f", "-qq", "-s", "512", "-o", trace,
-            "-e", "trace=%file,ftruncate,fallocate,bind,prctl,prlimit64,setrlimit",
-            "-e", "signal=none"] + as_node_user() + [
-            RON, "node", "--profile", "micro", "--data-dir", data_dir, "--admin", admin,
-            "--app", app, "--http", "127.0.0.1:%d" % free_port(),
-            "--set", "services=storage,index,app,gateway"]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
+    node = StracedNode(work, ["node", "--profile", "micro", "--data-dir", data_dir,
+                              "--admin", admin, "--app", app, "--http",
+                              "127.0.0.1:%d" % free_port(),
+                              "--set", "services=storage,index,app,gateway"],
+                       "%file,ftruncate,fallocate,bind,prctl,prlimit64,setrlimit", env,
+                       wrap=as_node_user())
+    logs = node.logs
     ctl = None
-
-    def logs():
-        log.flush()
-        with open(log_path, "rb") as f:
-            return f.read().decode(errors="replace")
 
     op_cap = []  # the operator capability, from the node's stderr once it is up
 
@@ -122,24 +111,12 @@ def main():
                               env=e, timeout=timeout)
 
     try:
-        def up():
-            check(proc.poll() is None, "node exited early (%s); log:\n%s" % (proc.returncode,
-                                                                               logs()))
-            r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                                "--max-time", "2", "http://%s/readyz" % admin],
-                               capture_output=True, timeout=5)
-            return r.stdout == b"200"
-        wait_for(up, 30, "amnesia micronode ready under strace")
+        node_pid = node.wait_up("http://%s/readyz" % admin, "amnesia micronode ready under strace")
 
         def printed_cap():
             m = re.search(r"operator capability: (\S+)", logs())
             return m.group(1) if m else None
         op_cap.append(wait_for(printed_cap, 15, "the operator capability on stderr"))
-        node_pid = traced_child(proc.pid)
-        with open("/proc/%d/limits" % node_pid) as f:
-            core = [ln for ln in f if ln.startswith("Max core file size")]
-        check(core and core[0].split()[4:6] == ["0", "0"],
-              "/proc/%d/limits: core 0 soft and hard: %r" % (node_pid, core))
         check(kernel_denies_environ(node_pid),
               "the kernel treats the node as not dumpable (/proc/%d/environ refused)" % node_pid)
         uid, owner = status_uid_and_owner(node_pid)
@@ -203,18 +180,10 @@ def main():
             return r.returncode == 1 and b"revoked" in r.stderr
         wait_for(refused, 5, "the revoked token refused")
 
-        os.kill(node_pid, signal.SIGTERM)  # the node itself, not strace
-        try:
-            rc = proc.wait(timeout=20)  # strace exits with the traced process's status
-        except subprocess.TimeoutExpired:
-            fail("node did not exit within 20 s of SIGTERM")
-        check(rc == 0, "node exit 0 after SIGTERM (%r); log:\n%s" % (rc, logs()))
-
-        calls = parse_trace(trace)
+        calls = node.stop()
         check(any(c[1] == "bind" and "htons(%s)" % app.split(":")[1] in c[2] for c in calls),
               "the trace covers the app port's listener (bind of %s)" % app)
-        bad = violations(calls)
-        check(not bad, "file writes in amnesia:\n" + "\n".join(bad[:40]))
+        check_no_writes(calls)
         dump = [(i, c) for i, c in enumerate(calls) if c[1] == "prctl" and "PR_SET_DUMPABLE" in c[2]]
         check(dump and all(w in dump[0][1][2] for w in NOT_DUMPABLE) and dump[0][1][3] == "0",
               "the node made itself not dumpable: %r" % dump[:2])
@@ -228,12 +197,7 @@ def main():
         if ctl is not None:
             ctl.kill()
             ctl.wait(timeout=10)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
-        if os.environ.get("RON_KEEP_TRACE"):
-            shutil.copy(trace, os.environ["RON_KEEP_TRACE"])
+        node.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
