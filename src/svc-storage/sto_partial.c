@@ -30,6 +30,11 @@
  * the nodes a piece shares with earlier ones are skipped), one for its map
  * bit. Verification reads nodes from an in-memory copy of the outboard
  * (objects up to PARTIAL_OB_MIRROR_MAX outboard bytes), not a pread per node.
+ * Every PARTIAL_WRITEBACK_STEP bytes stored, the file's writeback is started
+ * (sync_file_range WRITE: no wait, no durability claim), so the disk writes
+ * while the rest arrives; left to the kernel, a GiB stays dirty in the page
+ * cache until the commit's fdatasync and the whole disk write comes after the
+ * transfer. The commit's fdatasync is still what makes the bytes durable.
  *
  * Concurrency: the store's registry (s->partials, under s->lock) holds one
  * sto_partial_t per address with a count of handles; each partial has its
@@ -57,6 +62,8 @@
  * the outboard is at most this large (an object of up to 16 GiB); above it
  * every node is read from the file. */
 #define PARTIAL_OB_MIRROR_MAX ((size_t)16 << 20)
+/* Bytes a file partial stores between two starts of its writeback. */
+#define PARTIAL_WRITEBACK_STEP ((uint64_t)8 << 20)
 
 struct sto_partial {
     sto_partial_t *next;      /* in s->partials */
@@ -75,6 +82,7 @@ struct sto_partial {
     uint8_t *fresh;           /* pieces stored through this handle's fd (bits) */
     uint8_t *ob_set;          /* outboard nodes written through this fd (bits, one per node) */
     uint8_t *obm;             /* the outboard in memory (NULL until first needed, or too big) */
+    uint64_t unflushed;       /* bytes stored since the writeback was last started */
     /* RAM */
     uint8_t *data;            /* size bytes (a buffer of data_cap, sto__ram_buf_grow) */
     size_t data_cap;
@@ -401,8 +409,10 @@ piece_store(sto_partial_t *p, uint64_t i, const uint8_t *bytes, size_t len,
             memcpy(p->obm + offs[k], nodes + k * STO_TREE_NODE_LEN, STO_TREE_NODE_LEN);
     }
     /* the bit last: a kill -9 before it leaves the piece absent, never claimed */
-    if ((rc = bit_set(p, i, true)) == 0)
+    if ((rc = bit_set(p, i, true)) == 0) {
         p->fresh[i / 8] |= (uint8_t)(1u << (i % 8));
+        p->unflushed += len;
+    }
     return rc;
 }
 
@@ -572,6 +582,7 @@ sto_partial_piece_add_cv(sto_partial_t *p, uint64_t piece, const uint8_t *bytes,
 {
     uint8_t nodes[STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN];
     uint64_t offs[STO_TREE_MAX_DEPTH];
+    bool kick;
     size_t n;
     int rc;
 
@@ -599,7 +610,14 @@ sto_partial_piece_add_cv(sto_partial_t *p, uint64_t piece, const uint8_t *bytes,
         rc = 1;
     else
         rc = piece_store(p, piece, bytes, len, nodes, offs, n);
+    kick = p->fd >= 0 && p->unflushed >= PARTIAL_WRITEBACK_STEP;
+    if (kick)
+        p->unflushed = 0;
     pthread_mutex_unlock(&p->mu);
+    /* outside the lock (it may wait for the disk's queue); the fd stays open
+     * while this handle does. Best effort: the commit's fdatasync decides. */
+    if (kick)
+        (void)sync_file_range(p->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     return rc;
 }
 
