@@ -33,6 +33,7 @@ Every node is killed at exit (ronnode.py); every wait is bounded; the whole
 run stops after BENCH_TIMEOUT s (default 3600).
 """
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -59,6 +60,8 @@ KEYDIR = tempfile.mkdtemp(prefix="ron-netmacro-")
 PERF_DIR = os.environ.get("PERF_DIR")
 TICK = os.sysconf("SC_CLK_TCK")
 GIB = (MIB << 20) / float(1 << 30)
+PROVIDER = []  # the pid of provider A (a micronode: one process)
+PIN_MSG = []   # what `ron pin` said when it did not fetch
 
 
 class Timeout(Exception):
@@ -146,6 +149,8 @@ def fetch(b, binary, addr, how, perf_tag=None):
     whole in B's store, seconds until the command returned, {svc: cpu s}) or
     None when `how` is pin and pin does not fetch an absent object."""
     before = {svc: cpu_s(pid) for svc, pid in b.pids.items()}
+    before["provider"] = cpu_s(PROVIDER[0]) if PROVIDER else 0.0
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     perf = []
     if perf_tag:
         for svc in ("overlay", "storage"):
@@ -161,6 +166,8 @@ def fetch(b, binary, addr, how, perf_tag=None):
     else:
         r = ron(binary, b.app, "pin", addr, cap=b.operator_cap())
     dt = time.monotonic() - t0
+    ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = (ru2.ru_utime - ru.ru_utime) + (ru2.ru_stime - ru.ru_stime)
     ok = r.returncode == 0
     # the target counts the transfer into B's store: a get may deliver its last
     # bytes before storage has committed the object (made it durable), so the
@@ -169,6 +176,8 @@ def fetch(b, binary, addr, how, perf_tag=None):
         wait_for(lambda: store_has(b, binary, addr), 120, "the object whole in B's store")
     dstore = time.monotonic() - t0
     after = {svc: cpu_s(pid) for svc, pid in b.pids.items()}
+    after["provider"] = cpu_s(PROVIDER[0]) if PROVIDER else 0.0
+    after["client"], before["client"] = client, 0.0
     for p in perf:
         p.send_signal(signal.SIGINT)
         try:
@@ -178,6 +187,7 @@ def fetch(b, binary, addr, how, perf_tag=None):
             p.wait(timeout=10)
     if how == "pin" and r.returncode != 0 and (b"not_found" in r.stderr or b"404" in r.stderr
                                                 or b"not found" in r.stderr):
+        PIN_MSG.append(r.stderr.decode(errors="replace").strip())
         return None
     check(ok, "ron %s %s on B: %r; node log tail:\n%s"
           % (how, addr, r.stderr, b.logs()[-3000:]))
@@ -199,6 +209,7 @@ def main():
     ronnode.RON = prov_bin
     app_a = "127.0.0.1:%d" % free_port()
     a = micro(app_a)
+    PROVIDER.append(a.proc.pid)
     seed = dht_addr(a)
     c = micro("127.0.0.1:%d" % free_port(), seed)
     dht_addr(c)
@@ -209,7 +220,7 @@ def main():
     os.unlink(src)
 
     res = {tag: {"dd": [], "get": [], "pin": [], "cget": [], "cpin": [], "dget": [], "dpin": [],
-                 "pin_skip": 0}
+                 "rget": [], "rpin": [], "pin_skip": 0}
            for tag, _ in BINS}
     for run in range(RUNS):
         for tag, binary in BINS:
@@ -228,6 +239,7 @@ def main():
                     rs["pin_skip"] += 1
                     continue
                 rs[how].append(got[0])
+                rs["r" + how].append(rs["dd"][-1] / got[0])
                 rs["d" + how].append(got[1])
                 rs["c" + how].append(got[2])
             print("run %d %s: dd %.2f get %s pin %s" % (
@@ -259,9 +271,10 @@ def main():
           " may deliver its last bytes before the commit). CPU: utime + stime of B's"
           " processes (/proc/PID/stat) over the same span, per GiB." % MIB)
     print()
-    print("| build | what | median s (in store) | median GB/s | x dd floor | floor median s (GB/s)"
-          " | command median s | runs (s, in store) |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("| build | what | median s (in store) | median GB/s | x dd floor (medians) |"
+          " median of per-run x dd | floor median s (GB/s) | command median s |"
+          " runs (s, in store) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for tag, _ in BINS:
         rs = res[tag]
         ddm = med(rs["dd"])
@@ -269,27 +282,31 @@ def main():
                           ("pin", "`ron pin` (fetch into the store, no delivery)")):
             xs = rs[how]
             if not xs:
-                print("| %s | %s | - | - | - | %.2f (%.3f) | - | skipped: pin of an absent object"
-                      " answered not found (no fetching pin in this build) |"
-                      % (tag, what, ddm, gb / ddm))
+                print("| %s | %s | - | - | - | - | %.2f (%.3f) | - | skipped: pin of an absent object"
+                      " answered not found (no fetching pin in this build): `%s` |"
+                      % (tag, what, ddm, gb / ddm, PIN_MSG[0] if PIN_MSG else ""))
                 continue
-            print("| %s | %s | %.2f | %.3f | %.2fx | %.2f (%.3f) | %.2f | %s |" % (
-                tag, what, med(xs), gb / med(xs), ddm / med(xs), ddm, gb / ddm,
+            print("| %s | %s | %.2f | %.3f | %.2fx | %.2fx | %.2f (%.3f) | %.2f | %s |" % (
+                tag, what, med(xs), gb / med(xs), ddm / med(xs), med(rs["r" + how]), ddm, gb / ddm,
                 med(rs["d" + how]), " ".join("%.2f" % x for x in xs)))
     print()
-    print("CPU seconds per GiB of B's processes (median over the runs):")
+    print("CPU seconds per GiB (median over the runs) of B's overlay, storage and app processes,"
+          " their sum, provider A (a micronode, one process) and the `ron` client command"
+          " (which verifies the whole object again):")
     print()
-    print("| build | what | overlay | storage | app |")
-    print("|---|---|---:|---:|---:|")
+    print("| build | what | overlay | storage | app | B total | provider A | client |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for tag, _ in BINS:
         rs = res[tag]
         for how in ("get", "pin"):
             cs = rs["c" + how]
             if not cs:
                 continue
-            print("| %s | %s | %.2f | %.2f | %.2f |" % (
+            print("| %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |" % (
                 tag, how, med([x["overlay"] for x in cs]) / GIB,
-                med([x["storage"] for x in cs]) / GIB, med([x["app"] for x in cs]) / GIB))
+                med([x["storage"] for x in cs]) / GIB, med([x["app"] for x in cs]) / GIB,
+                med([x["overlay"] + x["storage"] + x["app"] for x in cs]) / GIB,
+                med([x["provider"] for x in cs]) / GIB, med([x["client"] for x in cs]) / GIB))
     print()
     print("dd floor runs (s): " + "; ".join(
         "%s %s" % (tag, " ".join("%.2f" % x for x in res[tag]["dd"])) for tag, _ in BINS))

@@ -14,7 +14,8 @@
 # Env: MIB (1024), RUNS (5); BEFORE_BUILD=<another build dir> adds its `ron`,
 #      run interleaved with this one (before/after on the same machine state);
 #      PERF_DIR=<dir> adds one profiled get per build (perf record -g on B's
-#      overlay and storage processes); BENCH_TIMEOUT (3600 s) bounds the run.
+#      overlay and storage processes); BENCH_TIMEOUT (3600 s) bounds the run;
+#      MORE_BINS="tag=/path/to/ron ..." adds more binaries to the interleaving.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build/release}
@@ -25,7 +26,7 @@ if [ -n "${BEFORE_BUILD:-}" ]; then
     [ -x "$BEFORE_BUILD/ron" ] || { echo "bench/net_macro.sh: $BEFORE_BUILD/ron not found" >&2; exit 1; }
     bins="before=$BEFORE_BUILD/ron"
 fi
-bins="$bins this=$build/ron"
+bins="$bins ${MORE_BINS:-} this=$build/ron"
 out=${NET_MACRO_OUT:-"$root/bench/results/net_macro.md"}
 mkdir -p "$(dirname "$out")"
 # the nodes' data directories on the disk under test (not tmpfs), removed at exit
