@@ -751,7 +751,8 @@ main(void)
         cmocka_unit_test(test_file_partial_lifecycle),
         cmocka_unit_test(test_file_partial_survives_reopen),
         cmocka_unit_test(test_file_partial_damaged_on_disk_is_refetched),
-        cmocka_unit_test(test_file_partial_pieces_from_an_earlier_handle_are_verified_at_completion),
+        cmocka_unit_test(
+            test_file_partial_pieces_from_an_earlier_handle_are_verified_at_completion),
         cmocka_unit_test(test_file_partial_outboard_damaged_while_closed_never_commits),
         cmocka_unit_test(test_malformed_partial_files_are_dropped_at_open),
         cmocka_unit_test(test_kill9_leaves_usable_partial_or_nothing),
