@@ -4,9 +4,15 @@
  * peer's SO_PEERCRED, connect, and move OAP/1 frames over uv_pipe_t.
  *
  * Reads go straight into the oap decoder's buffer (no copy); frames are
- * dispatched as they complete. Writes try uv_try_write first and queue only
+ * dispatched as they complete. While a large frame is half read, the next
+ * read asks for the rest of it at once (not 64 KiB at a time), so a bulk
+ * frame (storage's 256 KiB fetch answers, a get's chunks) costs a read or
+ * two, not one per 64 KiB. Writes try uv_try_write first and queue only
  * what the socket did not take, so q_bytes/q_frames count exactly the bytes
- * waiting in user space. Invariants: a connection is freed only in its
+ * waiting in user space; the socket's send buffer is raised to
+ * UNIX_SNDBUF (the kernel's default, about 208 KiB, is smaller than one such
+ * frame, so most bulk frames were copied into a queued write and finished
+ * after a poll round). Invariants: a connection is freed only in its
  * uv_close callback, which reports the loss to the core if still attached.
  */
 #include <errno.h>
@@ -17,6 +23,7 @@
 #include <unistd.h>
 
 #include "rbus_internal.h"
+#include "ron_bytes.h"
 #include "ron_err.h"
 #include "ron_util.h"
 
@@ -44,6 +51,9 @@ typedef struct {
 } unix_wbuf_t;
 
 #define UNIX_CORK_MAX ((size_t)16 * 1024) /* larger frames skip the cork buffer (no extra copy) */
+/* SO_SNDBUF asked for (the kernel doubles it, and caps it at net.core.wmem_max):
+ * a few bulk frames fit, so a writer rarely has to queue a copy of one */
+#define UNIX_SNDBUF ((int)1024 * 1024)
 
 static void unix_send(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], const void *payload,
                       size_t len);
@@ -217,11 +227,18 @@ static void
 unix_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     unix_conn_t *u = ron_container_of(h, unix_conn_t, pipe);
-    size_t avail = 0;
+    size_t avail = 0, want = OAP_CHUNK, used = u->dec.end - u->dec.start;
     uint8_t *p;
 
     (void)suggested;
-    p = oap_decoder_reserve(&u->dec, (size_t)OAP_CHUNK, &avail);
+    if (used >= 4) {
+        /* the rest of a frame whose header is in (its length leads the header; a
+         * bogus length is clamped by the decoder's bound and refused by it) */
+        uint32_t flen = ron_get_u32be(u->dec.buf + u->dec.start);
+        if (flen > used && flen - used > want)
+            want = flen - used;
+    }
+    p = oap_decoder_reserve(&u->dec, want, &avail);
     *buf = uv_buf_init((char *)p, p != NULL ? (unsigned)avail : 0); /* 0 -> UV_ENOBUFS */
 }
 
@@ -287,16 +304,21 @@ unix_conn_new(rbus_t *b)
     return u;
 }
 
+/* The peer's credentials; also raises the send buffer (UNIX_SNDBUF; best
+ * effort: a smaller buffer only costs copies). */
 static void
 unix_peercred(unix_conn_t *u, uid_t *uid_out, pid_t *pid_out)
 {
     struct ucred cr = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
     socklen_t n = sizeof cr;
+    int sndbuf = UNIX_SNDBUF;
     uv_os_fd_t fd;
 
     /* Defensive: on failure uid -1 is never allowed, so the peer is refused. */
-    if (uv_fileno((uv_handle_t *)&u->pipe, &fd) == 0)
+    if (uv_fileno((uv_handle_t *)&u->pipe, &fd) == 0) {
         (void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &n);
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    }
     *uid_out = cr.uid;
     *pid_out = cr.pid;
 }

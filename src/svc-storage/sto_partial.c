@@ -11,12 +11,30 @@
  * outboard nodes on its path, authenticated by that fold, are filled in at
  * the same time. Serving from a file partial re-verifies every piece against
  * those nodes, so bits that outlived their bytes (an OS crash) only cost a
- * refetch; a RAM partial's pieces are served as they verified on arrival. Completion
- * verifies every piece against the filled outboard once more (which
- * authenticates every outboard node: each half of a node is the sibling of
- * the pieces under the other half) and then commits the file exactly like a
- * cache put (header, fdatasync, rename, index). So a crash leaves a usable
- * partial or nothing, never a complete object with unverified bytes.
+ * refetch; a RAM partial's pieces are served as they verified on arrival.
+ * Completion verifies once more, against the filled outboard, every piece
+ * this handle did not store itself (its bit came from the map on disk: an
+ * earlier process, whose bytes an OS crash may have lost), which also
+ * authenticates every outboard node those pieces rely on (each half of a node
+ * is the sibling of the pieces under the other half); a piece stored through
+ * this handle's descriptor verified on arrival and wrote its path's nodes
+ * from that fold, and the page cache returns what this process wrote, so
+ * reading and hashing it again would only repeat the same check. Then the
+ * file is committed exactly like a cache put, which never reads its bytes
+ * back either (header, fdatasync of bytes and outboard, rename, index). So a
+ * crash leaves a usable partial or nothing, never a complete object with
+ * unverified bytes; a committed object's reads verify every piece as always.
+ *
+ * I/O per stored piece (file): one pwrite of the bytes, one per outboard node
+ * this handle has not written yet (about one per piece over a whole object:
+ * the nodes a piece shares with earlier ones are skipped), one for its map
+ * bit. Verification reads nodes from an in-memory copy of the outboard
+ * (objects up to PARTIAL_OB_MIRROR_MAX outboard bytes), not a pread per node.
+ * Every PARTIAL_WRITEBACK_STEP bytes stored, the file's writeback is started
+ * (sync_file_range WRITE: no wait, no durability claim), so the disk writes
+ * while the rest arrives; left to the kernel, a GiB stays dirty in the page
+ * cache until the commit's fdatasync and the whole disk write comes after the
+ * transfer. The commit's fdatasync is still what makes the bytes durable.
  *
  * Concurrency: the store's registry (s->partials, under s->lock) holds one
  * sto_partial_t per address with a count of handles; each partial has its
@@ -40,6 +58,12 @@
 
 #define MAP_MAGIC "RONPART1"
 #define MAP_HDR_LEN 64u
+/* A file partial keeps a copy of its outboard in memory for verification when
+ * the outboard is at most this large (an object of up to 16 GiB); above it
+ * every node is read from the file. */
+#define PARTIAL_OB_MIRROR_MAX ((size_t)16 << 20)
+/* Bytes a file partial stores between two starts of its writeback. */
+#define PARTIAL_WRITEBACK_STEP ((uint64_t)8 << 20)
 
 struct sto_partial {
     sto_partial_t *next;      /* in s->partials */
@@ -55,6 +79,10 @@ struct sto_partial {
     /* file */
     int fd, map_fd;
     char *path, *map_path;
+    uint8_t *fresh;           /* pieces stored through this handle's fd (bits) */
+    uint8_t *ob_set;          /* outboard nodes written through this fd (bits, one per node) */
+    uint8_t *obm;             /* the outboard in memory (NULL until first needed, or too big) */
+    uint64_t unflushed;       /* bytes stored since the writeback was last started */
     /* RAM */
     uint8_t *data;            /* size bytes (a buffer of data_cap, sto__ram_buf_grow) */
     size_t data_cap;
@@ -71,9 +99,15 @@ bits_len(uint64_t npieces)
 }
 
 static bool
+bit_in(const uint8_t *bits, uint64_t i)
+{
+    return (bits[i / 8] >> (i % 8)) & 1u;
+}
+
+static bool
 bit_get(const sto_partial_t *p, uint64_t i)
 {
-    return (p->bits[i / 8] >> (i % 8)) & 1u;
+    return bit_in(p->bits, i);
 }
 
 static int
@@ -139,13 +173,32 @@ bit_set(sto_partial_t *p, uint64_t i, bool on)
     else
         b &= (uint8_t)~(1u << (i % 8));
     p->bits[i / 8] = b;
-    if (on)
+    if (on) {
         p->have++;
-    else
+    } else {
         p->have--;
+        p->fresh[i / 8] &= (uint8_t)~(1u << (i % 8));
+    }
     if (p->fd < 0)
         return 0;
     return pwrite_all(p->map_fd, &b, 1, MAP_HDR_LEN + i / 8);
+}
+
+/* The in-memory outboard of a file partial, read from the file the first
+ * time (a new partial's file is all zeros, so is its copy); NULL when it is
+ * above PARTIAL_OB_MIRROR_MAX or cannot be read (nodes are read from the
+ * file then). p->mu held. */
+static uint8_t *
+obm_get(sto_partial_t *p)
+{
+    if (p->obm != NULL || p->ob_len > PARTIAL_OB_MIRROR_MAX)
+        return p->obm;
+    p->obm = ron_xmalloc(p->ob_len + 1);
+    if (pread_all(p->fd, p->obm, p->ob_len, STO_OBJ_HDR_LEN + p->size) < 0) {
+        free(p->obm);
+        p->obm = NULL;
+    }
+    return p->obm;
 }
 
 static void
@@ -159,6 +212,9 @@ partial_free(sto_partial_t *p)
         close(p->map_fd);
     free(p->path);
     free(p->map_path);
+    free(p->fresh);
+    free(p->ob_set);
+    free(p->obm);
     sto__ram_buf_free(p->data, p->data_cap);
     free(p->ob);
     free(p->bits);
@@ -176,7 +232,9 @@ partial_alloc(sto_store_t *s, const uint8_t *addr, uint64_t size)
     p->size = size;
     p->npieces = sto_tree_pieces(size);
     p->bits = ron_xcalloc(bits_len(p->npieces) + 1, 1);
+    p->fresh = ron_xcalloc(bits_len(p->npieces) + 1, 1);
     p->ob_len = (size_t)sto_tree_outboard_len(size);
+    p->ob_set = ron_xcalloc(bits_len(p->ob_len / STO_TREE_NODE_LEN) + 1, 1);
     p->fd = p->map_fd = -1;
     atomic_init(&p->gone, false);
     pthread_mutex_init(&p->mu, NULL);
@@ -335,12 +393,27 @@ piece_store(sto_partial_t *p, uint64_t i, const uint8_t *bytes, size_t len,
     }
     if ((rc = pwrite_all(p->fd, bytes, len, STO_OBJ_HDR_LEN + i * STO_PIECE_LEN)) < 0)
         return rc;
-    for (size_t k = 0; k < n; k++)
+    for (size_t k = 0; k < n; k++) {
+        /* a node this fd wrote already holds these very bytes (both came out
+         * of a fold up to the address); one from an earlier process is written
+         * again, since an OS crash may have lost it */
+        uint64_t node = offs[k] / STO_TREE_NODE_LEN;
+        uint8_t m = (uint8_t)(1u << (node % 8));
+        if (p->ob_set[node / 8] & m)
+            continue;
         if ((rc = pwrite_all(p->fd, nodes + k * STO_TREE_NODE_LEN, STO_TREE_NODE_LEN,
                              STO_OBJ_HDR_LEN + p->size + offs[k])) < 0)
             return rc;
+        p->ob_set[node / 8] |= m;
+        if (p->obm != NULL)
+            memcpy(p->obm + offs[k], nodes + k * STO_TREE_NODE_LEN, STO_TREE_NODE_LEN);
+    }
     /* the bit last: a kill -9 before it leaves the piece absent, never claimed */
-    return bit_set(p, i, true);
+    if ((rc = bit_set(p, i, true)) == 0) {
+        p->fresh[i / 8] |= (uint8_t)(1u << (i % 8));
+        p->unflushed += len;
+    }
+    return rc;
 }
 
 static int
@@ -351,31 +424,18 @@ ob_read(void *arg, uint64_t off, uint8_t *buf, size_t len)
 
     if (off > p->ob_len || len > p->ob_len - off)
         return RON_EDIGEST;
-    if (p->fd >= 0)
-        return pread_all(p->fd, buf, len, STO_OBJ_HDR_LEN + p->size + off);
     pthread_mutex_lock(&p->mu);
+    if (p->fd >= 0) {
+        const uint8_t *m = obm_get(p);
+        if (m != NULL)
+            memcpy(buf, m + off, len);
+        pthread_mutex_unlock(&p->mu);
+        return m != NULL ? 0 : pread_all(p->fd, buf, len, STO_OBJ_HDR_LEN + p->size + off);
+    }
     if (p->ob == NULL)
         rc = RON_ENOTFOUND; /* completed: the store holds the outboard now */
     else
         memcpy(buf, p->ob + off, len);
-    pthread_mutex_unlock(&p->mu);
-    return rc;
-}
-
-/* Read piece i (unverified) into buf. RAM: RON_ENOTFOUND once completion
- * handed the bytes to the store (read the object then). */
-static int
-piece_fetch(sto_partial_t *p, uint64_t i, uint8_t *buf, size_t len)
-{
-    int rc = 0;
-
-    if (p->fd >= 0)
-        return pread_all(p->fd, buf, len, STO_OBJ_HDR_LEN + i * STO_PIECE_LEN);
-    pthread_mutex_lock(&p->mu);
-    if (p->data == NULL)
-        rc = RON_ENOTFOUND;
-    else
-        memcpy(buf, p->data + i * STO_PIECE_LEN, len);
     pthread_mutex_unlock(&p->mu);
     return rc;
 }
@@ -522,6 +582,7 @@ sto_partial_piece_add_cv(sto_partial_t *p, uint64_t piece, const uint8_t *bytes,
 {
     uint8_t nodes[STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN];
     uint64_t offs[STO_TREE_MAX_DEPTH];
+    bool kick;
     size_t n;
     int rc;
 
@@ -549,7 +610,14 @@ sto_partial_piece_add_cv(sto_partial_t *p, uint64_t piece, const uint8_t *bytes,
         rc = 1;
     else
         rc = piece_store(p, piece, bytes, len, nodes, offs, n);
+    kick = p->fd >= 0 && p->unflushed >= PARTIAL_WRITEBACK_STEP;
+    if (kick)
+        p->unflushed = 0;
     pthread_mutex_unlock(&p->mu);
+    /* outside the lock (it may wait for the disk's queue); the fd stays open
+     * while this handle does. Best effort: the commit's fdatasync decides. */
+    if (kick)
+        (void)sync_file_range(p->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     return rc;
 }
 
@@ -579,43 +647,78 @@ sto_partial_verified(sto_partial_t *p)
     return bytes;
 }
 
+/* Forget piece i of a file partial, lost or damaged since it verified, so it
+ * is fetched again. */
+static void
+piece_forget(sto_partial_t *p, uint64_t i)
+{
+    sto__corruption(p->s, p->addr, i, "partial object piece does not verify");
+    pthread_mutex_lock(&p->mu);
+    (void)bit_set(p, i, false);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Read the whole pieces first.. covering span bytes at their object offset
+ * into buf (one pread) and verify them as a batch against the outboard.
+ * Returns 0, or RON_EDIGEST after forgetting the first bad piece, or -errno. */
+static int
+file_span_read(sto_partial_t *p, uint64_t first, uint8_t *buf, size_t span)
+{
+    uint64_t bad = first;
+    int rc = pread_all(p->fd, buf, span, STO_OBJ_HDR_LEN + first * STO_PIECE_LEN);
+
+    if (rc == 0)
+        rc = sto_tree_range_verify_fn(p->addr, p->size, ob_read, p, first, buf, span, &bad);
+    if (rc == RON_EDIGEST)
+        piece_forget(p, bad);
+    return rc;
+}
+
 ssize_t
 sto_partial_read(sto_partial_t *p, uint64_t off, void *buf, size_t len)
 {
     uint8_t *out = buf, *piece = NULL;
-    uint64_t end, pos;
+    uint64_t end, pos, first, span_end;
     int rc = 0;
 
     if (off >= p->size || len == 0)
         return 0;
     end = p->size - off < len ? p->size : off + len;
-    for (uint64_t i = off / STO_PIECE_LEN; i <= (end - 1) / STO_PIECE_LEN; i++)
+    first = off / STO_PIECE_LEN;
+    for (uint64_t i = first; i <= (end - 1) / STO_PIECE_LEN; i++)
         if (!sto_partial_piece_has(p, i))
             return RON_EAGAIN;
-    piece = ron_xmalloc(STO_PIECE_LEN);
+    if (p->fd >= 0) {
+        /* a file partial's bytes may have outlived a crash unverified: check
+         * them again, the whole range in one read and one batched hash (straight
+         * into buf when it starts and ends on piece boundaries) */
+        span_end = ((end - 1) / STO_PIECE_LEN + 1) * STO_PIECE_LEN;
+        if (span_end > p->size)
+            span_end = p->size;
+        if (off % STO_PIECE_LEN == 0 && end == span_end) {
+            rc = file_span_read(p, first, out, (size_t)(end - off));
+        } else {
+            piece = ron_xmalloc((size_t)(span_end - first * STO_PIECE_LEN));
+            rc = file_span_read(p, first, piece, (size_t)(span_end - first * STO_PIECE_LEN));
+            if (rc == 0)
+                memcpy(out, piece + (off - first * STO_PIECE_LEN), (size_t)(end - off));
+        }
+        goto out;
+    }
+    /* a RAM partial's bytes never left this process since they verified
+     * against the address on arrival (its bit is set after) */
     for (pos = off; pos < end;) {
         uint64_t i = pos / STO_PIECE_LEN, pstart = i * STO_PIECE_LEN;
         size_t plen = sto_tree_piece_len(p->size, i);
         uint64_t take = pstart + plen < end ? pstart + plen - pos : end - pos;
-        if ((rc = piece_fetch(p, i, piece, plen)) < 0 && rc != RON_EDIGEST)
+        pthread_mutex_lock(&p->mu);
+        if (p->data == NULL)
+            rc = RON_ENOTFOUND; /* completed meanwhile: read the object */
+        else
+            memcpy(out + (pos - off), p->data + pos, (size_t)take);
+        pthread_mutex_unlock(&p->mu);
+        if (rc < 0)
             goto out;
-        /* a file partial's bytes may have outlived a crash unverified: check
-         * them again; a RAM partial's bytes never left this process since they
-         * verified against the address on arrival (its bit is set after) */
-        if (rc == 0 && p->fd >= 0)
-            rc = sto_tree_piece_verify_fn(p->addr, p->size, ob_read, p, i, piece, plen);
-        if (rc == RON_ENOTFOUND)
-            goto out; /* completed meanwhile: read the object */
-        if (rc < 0) {
-            /* lost or damaged since it verified: forget it, so it is fetched again */
-            sto__corruption(p->s, p->addr, i, "partial object piece does not verify");
-            pthread_mutex_lock(&p->mu);
-            (void)bit_set(p, i, false);
-            pthread_mutex_unlock(&p->mu);
-            rc = RON_EDIGEST;
-            goto out;
-        }
-        memcpy(out + (pos - off), piece + (pos - pstart), (size_t)take);
         pos += take;
     }
 out:
@@ -623,32 +726,38 @@ out:
     return rc < 0 ? rc : (ssize_t)(end - off);
 }
 
-/* Verify every piece against the filled outboard (file), clearing the bits
- * of pieces that fail. Returns 0 or RON_EDIGEST / -errno. */
+/* Verify against the filled outboard every piece this handle did not store
+ * (its bit came from the map on disk), clearing the bits of pieces that fail.
+ * Returns 0 or RON_EDIGEST / -errno. */
 static int
 file_verify_all(sto_partial_t *p)
 {
     const uint64_t batch = 16;
-    uint8_t *buf = ron_xmalloc(batch * STO_PIECE_LEN);
+    uint8_t *fresh = ron_xmalloc(bits_len(p->npieces) + 1);
+    uint8_t *buf = NULL;
+    uint64_t i = 0;
     int rc = 0;
 
-    for (uint64_t i = 0; i < p->npieces && rc == 0; i += batch) {
-        uint64_t cnt = p->npieces - i < batch ? p->npieces - i : batch;
-        uint64_t start = i * STO_PIECE_LEN;
-        uint64_t end = (i + cnt) * STO_PIECE_LEN < p->size ? (i + cnt) * STO_PIECE_LEN : p->size;
-        uint64_t bad = i;
-        if ((rc = pread_all(p->fd, buf, (size_t)(end - start), STO_OBJ_HDR_LEN + start)) < 0)
-            break;
-        rc = sto_tree_range_verify_fn(p->addr, p->size, ob_read, p, i, buf,
-                                      (size_t)(end - start), &bad);
-        if (rc == RON_EDIGEST) {
-            sto__corruption(p->s, p->addr, bad, "partial object piece does not verify");
-            pthread_mutex_lock(&p->mu);
-            (void)bit_set(p, bad, false);
-            pthread_mutex_unlock(&p->mu);
+    pthread_mutex_lock(&p->mu);
+    memcpy(fresh, p->fresh, bits_len(p->npieces) + 1);
+    pthread_mutex_unlock(&p->mu);
+    while (i < p->npieces && rc == 0) {
+        uint64_t cnt = 0, start, end;
+        if (bit_in(fresh, i)) {
+            i++;
+            continue;
         }
+        while (cnt < batch && i + cnt < p->npieces && !bit_in(fresh, i + cnt))
+            cnt++;
+        start = i * STO_PIECE_LEN;
+        end = (i + cnt) * STO_PIECE_LEN < p->size ? (i + cnt) * STO_PIECE_LEN : p->size;
+        if (buf == NULL)
+            buf = ron_xmalloc(batch * STO_PIECE_LEN);
+        rc = file_span_read(p, i, buf, (size_t)(end - start));
+        i += cnt;
     }
     free(buf);
+    free(fresh);
     return rc;
 }
 
