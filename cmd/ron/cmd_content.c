@@ -82,6 +82,19 @@ out:
     return rc;
 }
 
+/*
+ * 1 when path names something other than a regular file (a device such as
+ * /dev/null, a FIFO, a socket): such a target is written in place, since
+ * renaming a temporary file over it would replace the device or pipe itself.
+ */
+static bool
+is_special_target(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+}
+
 /* A temporary file beside path: "<dir>/.<base>.ron-XXXXXX". */
 static int
 temp_beside(const char *path, char *tmp, size_t cap)
@@ -105,7 +118,7 @@ cmd_get(int argc, char **argv)
         "usage: ron get ADDR [-o FILE] [--range A-B] [--node ADDR] [--cap TOKEN]\n"
         "Fetch the object ADDR (b3:<hex>) to stdout, or to FILE with -o: written to a\n"
         "temporary file beside FILE and renamed when complete, so a failed get leaves\n"
-        "no partial FILE. A whole object is verified against its address here; a\n"
+        "no partial FILE (a device or FIFO such as /dev/null is written in place). A whole object is verified against its address here; a\n"
         "range (--range A-B, inclusive byte offsets, or A- to the end) is verified by\n"
         "the node piece by piece.\n" CLI_COMMON_HELP;
     cli_opts_t o = {0};
@@ -134,7 +147,13 @@ cmd_get(int argc, char **argv)
         return ron_cmd_fail(RON_EXIT_USAGE, "get: empty -o FILE");
     if ((rc = cli_client(&o, "get", &c)) != RON_EXIT_OK)
         return rc;
-    if (out != NULL && strcmp(out, "-") != 0) {
+    if (out != NULL && strcmp(out, "-") != 0 && is_special_target(out)) {
+        fd = open(out, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = ron_cmd_fail(RON_EXIT_FAIL, "get: cannot open %s: %s", out, strerror(errno));
+            goto out;
+        }
+    } else if (out != NULL && strcmp(out, "-") != 0) {
         fd = temp_beside(out, tmp, sizeof tmp);
         if (fd < 0) {
             rc = ron_cmd_fail(RON_EXIT_FAIL, "get: cannot create a file beside %s: %s", out,

@@ -4,14 +4,17 @@
 prints, stdin puts, ranges at piece boundaries, stat/ls/pin/unpin/pin ls/gc,
 name publish/resolve with the node's key and with --key, status, the error
 cases (exit 2 for bad input, 1 with the envelope's slug, a node that is down),
-a failed or corrupt `ron get -o` leaving no file, a get and a file put that
+a failed or corrupt `ron get -o` leaving no file, `ron get -o` into
+/dev/null and a FIFO in place, a get and a file put that
 survive kill -9 of the app service, and a put from a pipe that is not
 retried. Macronode (services storage,index,app as children) and
 micronode (one process, amnesia)."""
 import os
 import signal
+import stat
 import subprocess
 import tempfile
+import threading
 import time
 
 from ronnode import RON, Node, check, free_port, wait_for
@@ -313,6 +316,34 @@ def put_retries_only_rewindable_sources(n, app):
     n.wait_running("app", not_pid=old, timeout=10)
 
 
+def get_to_special_files(app, addr, data):
+    """`ron get -o` of a device or FIFO writes into it in place: renaming a
+    temporary file over it would replace /dev/null (as root) or the pipe."""
+    r = ron(app, "get", addr, "-o", "/dev/null")
+    check(r.returncode == 0, "get -o /dev/null: exit %d: %r" % (r.returncode, r.stderr))
+    check(stat.S_ISCHR(os.stat("/dev/null").st_mode), "/dev/null is still a device")
+    fifo = os.path.join(TMP, "fifo")
+    os.mkfifo(fifo)
+    got = []
+
+    def drain():  # opens in blocking mode: waits for the writer, then reads to its EOF
+        with open(fifo, "rb") as f:
+            while True:
+                b = f.read(1 << 16)
+                if not b:
+                    return
+                got.append(b)
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    r = ron(app, "get", addr, "-o", fifo)
+    t.join(timeout=30)
+    check(r.returncode == 0, "get -o FIFO: exit %d: %r" % (r.returncode, r.stderr))
+    check(not t.is_alive() and b"".join(got) == data, "the FIFO's reader got the verified bytes")
+    check(stat.S_ISFIFO(os.stat(fifo).st_mode), "the FIFO is still a FIFO after get -o")
+    check(not [f for f in os.listdir(TMP) if f.startswith(".fifo.ron-")], "no temporary file left")
+    os.unlink(fifo)
+
+
 def get_survives_app_kill(n, app):
     """kill -9 the app service while gets stream: each get still succeeds."""
     data = os.urandom(96 << 20)
@@ -369,6 +400,7 @@ try:
     kernel_ops(app)
     errors(app)
     storage_ops(app, sized[PIECE + 1][0], PIECE + 1)
+    get_to_special_files(app, big_addr, big)
     corrupt_store_byte(n, app)
     get_survives_app_kill(n, app)
     put_retries_only_rewindable_sources(n, app)
