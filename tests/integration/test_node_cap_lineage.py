@@ -2,11 +2,12 @@
 """Minted capabilities die with their parent (docs/protocol/capabilities.md,
 "Lineage") on a real macronode (storage, index, gateway, app as children):
 `ron cap mint` from operator.cap gives A, A mints B, B mints C; B and C
-carry their ancestors' ids (`ron cap verify --json`); each works at the
+carry their ancestors' ids (`ron cap verify --json`), and so does B
+attenuated offline (`ron cap attenuate`); each works at the
 gateway (Bearer) and the app port (a raw OAP/1 probe). `ron cap revoke
 <A id>` makes both boundaries refuse B and C (401 capability_revoked),
 measured from the start of the revoke command to the first refusal seen at
-each boundary and printed (< 1 s each), while the operator capability and a
+each boundary and printed (< 1 s each); B's attenuation is refused too, while the operator capability and a
 sibling of A minted from it keep working. Then the depth limit: a chain of
 GUARD_MAX_LINEAGE (8) mints from the operator capability works, and one
 more is refused in one line (exit 1, 403, lineage_too_deep)."""
@@ -150,6 +151,11 @@ try:
     b = mint(APP, a, "get,pin,mint")
     c = mint(APP, b, "get,pin")
     sib = mint(APP, op, "get,pin")
+    r = subprocess.run([RON, "cap", "attenuate", b, "ops = get"], capture_output=True, text=True,
+                       timeout=10)
+    check(r.returncode == 0, "attenuate B offline: %r" % r.stderr)
+    b_att = r.stdout.strip()
+    check(ancestors(b_att) == ancestors(b), "the offline attenuation keeps B's ancestors")
     check(ancestors(op) == [], "operator.cap has no ancestors")
     check(ancestors(a) == [nonce(op)], "A names operator.cap: %r" % ancestors(a))
     check(ancestors(b) == [nonce(a), nonce(op)], "B names A then operator.cap: %r" % ancestors(b))
@@ -158,6 +164,7 @@ try:
     for tok, what in ((b, "B"), (c, "C"), (sib, "S")):
         check(probe_b.list_with(tok)[0] == 200, "%s lists at the app port" % what)
         check(gw_get(GW, path, tok)[0] == 200, "%s gets at the gateway" % what)
+    check(gw_get(GW, path, b_att)[0] == 200, "B attenuated gets at the gateway")
 
     # ---- revoke A: B and C refused at both boundaries within 1 s ----
     seen = {}
@@ -183,6 +190,8 @@ try:
         check((code, reason) == (401, "capability_revoked"),
               "%s refused as revoked: %r" % (what, seen[what]))
         check(took < 1.0, "%s refused within %.3f s of the revoke (< 1 s)" % (what, took))
+    check(gw_get(GW, path, b_att) == (401, "capability_revoked"),
+          "B's offline attenuation is refused too")
     r = ron(APP, "cap", "mint", "--ops", "get", cap=b)
     check(r.returncode == 1 and "revoked" in r.stderr, "the dead B mints nothing: %r" % r.stderr)
     check(gw_get(GW, path, op)[0] == 200, "operator.cap still reads at the gateway")
