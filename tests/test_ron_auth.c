@@ -5,7 +5,8 @@
  * attenuation only narrows; clock skew on expires and not-before; the
  * request checks (op, tenant, size, prefix, name) and what is left pending;
  * identifiers; strict parsing limits; revocation by identifier and by
- * epoch, the bounded revocation set; the verdict cache and its 1 s expiry;
+ * epoch, the bounded revocation set; the lineage (`ancestor`) caveat, which
+ * revocation honours and nobody can strip; the verdict cache and its 1 s expiry;
  * and (argument "threads") verifiers racing a revocation.
  */
 #include <macaroons.h>
@@ -255,7 +256,8 @@ test_auth_caveat_grammar_accepts_each_key_and_refuses_the_rest(void **st)
         "name-prefix = blog.",
         "name-prefix = a-b_c.d9",
         "rate = 1/s",
-        "rate = 1000000/s"};
+        "rate = 1000000/s",
+        "ancestor = 0123456789abcdef0123456789abcdef"};
     static const char *const bad[] = {
         "color = red", /* unknown key */
         "Ops = get",   /* keys are lowercase */
@@ -291,6 +293,10 @@ test_auth_caveat_grammar_accepts_each_key_and_refuses_the_rest(void **st)
         "rate = 10",
         "rate = 1000001/s",
         "rate = 5/m",
+        "ancestor = 0123",
+        "ancestor = 0123456789ABCDEF0123456789ABCDEF",
+        "ancestor = 0123456789abcdef0123456789abcdef0",
+        "ancestor = ron1:r1:0:0123456789abcdef0123456789abcdef",
         "ops = get\n",
         "ops = g\x01t",
         "expires = 1 = 2"};
@@ -608,6 +614,105 @@ test_auth_revoking_an_id_kills_the_token_and_its_attenuations(void **st)
     auth_revocation_free(rev);
 }
 
+/* Remove the first caveat packet starting with `cav` from tok's decoded
+ * packets and re-encode, keeping the signature: a holder stripping a caveat. */
+static void
+strip_caveat(const char *tok, const char *cav, char *out, size_t cap)
+{
+    uint8_t raw[AUTH_MAX_RAW];
+    char needle[AUTH_MAX_CAVEAT_LEN + 8];
+    long n = auth__b64_decode(tok, strlen(tok), raw);
+    assert_true(n > 0);
+    snprintf(needle, sizeof needle, "cid %s", cav);
+    uint8_t *at = memmem(raw, (size_t)n, needle, strlen(needle));
+    assert_non_null(at);
+    at -= 4; /* LLLL: the packet's whole length in hex */
+    char len_hex[5] = {(char)at[0], (char)at[1], (char)at[2], (char)at[3], '\0'};
+    size_t plen = strtoul(len_hex, NULL, 16);
+    assert_true(plen > 4 && at + plen <= raw + n);
+    memmove(at, at + plen, (size_t)(raw + n - (at + plen)));
+    assert_true(auth__b64_encode(raw, (size_t)n - plen, out, cap) > 0);
+}
+
+static void
+test_auth_ancestor_caveat_revokes_with_its_ancestor_and_cannot_be_stripped(void **st)
+{
+    (void)st;
+    minted_t parent, child, other;
+    char anc[64], att[AUTH_MAX_TOKEN + 1], stripped[AUTH_MAX_TOKEN + 1];
+    const char *more[] = {"ops = get"};
+    auth_revocation_t *rev = auth_revocation_new(16);
+    auth_verifier_t *v = verifier(rev, 64);
+    auth_id_t pid;
+
+    MINT(&parent, "ops = get,mint");
+    assert_int_equal(auth_id_parse(parent.id, strlen(parent.id), &pid), 0);
+    snprintf(anc, sizeof anc, "ancestor = %s", parent.id + strlen(parent.id) - 32);
+    MINT(&child, "ops = get,put", anc);
+    MINT(&other, "ops = get,put");
+    assert_true(auth_attenuate(child.tok, strlen(child.tok), more, 1, att, sizeof att) > 0);
+    auth_token_t *t = malloc(sizeof *t);
+    assert_int_equal(auth_token_parse(att, strlen(att), t), 0);
+    assert_int_equal(t->grant.n_ancestors, 1); /* the attenuation keeps the lineage */
+    assert_memory_equal(t->grant.ancestors[0], pid.nonce, AUTH_NONCE_LEN);
+    free(t);
+    for (int i = 0; i < 2; i++) { /* the second round comes from the verdict cache */
+        assert_int_equal(check_op(v, child.tok, AUTH_OP_GET), AUTH_OK);
+        assert_int_equal(check_op(v, att, AUTH_OP_GET), AUTH_OK);
+    }
+
+    /* dropping the ancestor packet breaks the HMAC chain */
+    strip_caveat(child.tok, "ancestor = ", stripped, sizeof stripped);
+    assert_int_equal(check_op(v, stripped, AUTH_OP_GET), AUTH_DENY_SIGNATURE);
+    assert_false(libmacaroons_verifies(stripped, root_key, sizeof root_key));
+
+    /* revoking the parent's identifier kills the child and its attenuation, nothing else */
+    assert_int_equal(auth_revocation_add(rev, pid.nonce, 0, NOW), 0);
+    assert_int_equal(check_op(v, parent.tok, AUTH_OP_GET), AUTH_DENY_REVOKED);
+    assert_int_equal(check_op(v, child.tok, AUTH_OP_GET), AUTH_DENY_REVOKED);
+    assert_int_equal(check_op(v, att, AUTH_OP_GET), AUTH_DENY_REVOKED);
+    assert_int_equal(check_op(v, other.tok, AUTH_OP_GET), AUTH_OK);
+    auth_verifier_free(v);
+    auth_revocation_free(rev);
+}
+
+static void
+test_auth_more_ancestors_than_the_limit_fail_as_a_caveat(void **st)
+{
+    (void)st;
+    char cv[AUTH_MAX_ANCESTORS + 1][64];
+    const char *cav[AUTH_MAX_ANCESTORS + 1];
+    minted_t m;
+    char out[AUTH_MAX_TOKEN + 1];
+
+    for (int i = 0; i < AUTH_MAX_ANCESTORS + 1; i++) {
+        snprintf(cv[i], sizeof cv[i], "ancestor = %032x", i + 1);
+        cav[i] = cv[i];
+    }
+    cav[AUTH_MAX_ANCESTORS] = cv[0]; /* a repeat folds away: still the limit */
+    mint_with(&m, "k1", 0, cav, AUTH_MAX_ANCESTORS + 1);
+    auth_verifier_t *v = verifier(NULL, 0);
+    assert_int_equal(check_op(v, m.tok, AUTH_OP_GET), AUTH_OK);
+    /* one distinct ancestor more: libmacaroons signs it, we refuse it */
+    enum macaroon_returncode err;
+    struct macaroon *a = macaroon_create((const unsigned char *)"ron", 3, root_key, sizeof root_key,
+                                         (const unsigned char *)m.id, strlen(m.id), &err);
+    for (int i = 0; i < AUTH_MAX_ANCESTORS + 1; i++) {
+        struct macaroon *b = macaroon_add_first_party_caveat(
+            a, (const unsigned char *)cv[i], strlen(cv[i]), &err);
+        macaroon_destroy(a);
+        a = b;
+    }
+    assert_int_equal(macaroon_serialize(a, out, sizeof out, &err), 0);
+    assert_true(libmacaroons_verifies(out, root_key, sizeof root_key));
+    auth_verdict_t vd;
+    auth_request_t r = req_of(AUTH_OP_GET);
+    assert_int_equal(auth_verify(v, out, strlen(out), &r, &vd), RON_ECAPCAVEAT);
+    assert_int_equal(vd.caveat, AUTH_MAX_ANCESTORS);
+    macaroon_destroy(a);
+    auth_verifier_free(v);
+}
+
 static void
 test_auth_raising_the_epoch_kills_every_older_token(void **st)
 {
@@ -870,6 +975,8 @@ main(int argc, char **argv)
         cmocka_unit_test(test_auth_verdict_cache_hits_within_1s_and_expires_after),
         cmocka_unit_test(test_auth_verdict_cache_is_bounded_and_evicts_the_oldest),
         cmocka_unit_test(test_auth_names_and_codes),
+        cmocka_unit_test(test_auth_ancestor_caveat_revokes_with_its_ancestor_and_cannot_be_stripped),
+        cmocka_unit_test(test_auth_more_ancestors_than_the_limit_fail_as_a_caveat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

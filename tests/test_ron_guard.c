@@ -2,7 +2,8 @@
  * test_ron_guard.c - ron-guard: the entry/page codec, key derivation, the
  * authority (in RAM and persisted), a guard following it, the decision
  * order of guard_check (401/403/429 with their slugs), counting and
- * auditing of rejections, minting by narrowing, the service's own token,
+ * auditing of rejections, minting by narrowing, minted tokens dying with
+ * their ancestors (lineage, bounded depth), the service's own token,
  * and guard_check on four threads while guard_apply revokes.
  */
 #include <setjmp.h>
@@ -680,6 +681,156 @@ test_guard_mint_only_narrows_the_parent(void **state)
     log[0] = '\0';
     assert_int_equal(aud_log_ram_each(guard__audit_log(g), collect_lines, log), 0);
     assert_non_null(strstr(log, "\"kind\":\"cap_issued\""));
+    guard_free(g);
+    guard_authority_close(a);
+}
+
+/* Mint a child of the token tok (checked first: its verdict is the parent
+ * grant, its actor the parent's identifier) with ops get,mint. */
+static long
+mint_child(guard_t *g, const char *tok, char *out, size_t cap, char id[AUTH_ID_MAX + 1])
+{
+    guard_result_t r;
+    guard_mint_req_t m = {.ops = (1u << AUTH_OP_GET) | (1u << AUTH_OP_MINT), .ttl = 600};
+    assert_int_equal(check_tok(g, AUTH_OP_MINT, tok, &r), 0);
+    return guard_mint(g, &r.verdict.grant, r.actor, &m, out, cap, id);
+}
+
+/* tok's ancestor caveats name exactly ids[0..n), in order. */
+static void
+assert_lineage(const char *tok, const char *const *ids, size_t n)
+{
+    auth_token_t *t = malloc(sizeof *t);
+    auth_id_t id;
+    assert_non_null(t);
+    assert_int_equal(auth_token_parse(tok, strlen(tok), t), 0);
+    assert_int_equal(t->grant.n_ancestors, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(auth_id_parse(ids[i], strlen(ids[i]), &id), 0);
+        assert_memory_equal(t->grant.ancestors[i], id.nonce, AUTH_NONCE_LEN);
+    }
+    free(t);
+}
+
+static void
+revoke_id(guard_t *g, guard_authority_t *a, const char *id)
+{
+    assert_int_equal(guard_authority_revoke(a, id, strlen(id), 0, ron_unix_time(), NULL), 0);
+    guard_follow(g, a);
+}
+
+static void
+assert_revoked(guard_t *g, const char *tok)
+{
+    guard_result_t r;
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), RON_ECAPREVOKED);
+    assert_int_equal(r.status, 401);
+    assert_string_equal(r.slug, "capability_revoked");
+}
+
+static void
+test_guard_revoking_a_parent_kills_the_children_and_grandchildren_minted_from_it(void **state)
+{
+    (void)state;
+    guard_authority_t *a = authority_ram(ron_unix_time());
+    guard_t *g = guard_make(NULL);
+    guard_follow(g, a);
+    char p[AUTH_MAX_TOKEN + 1], c[AUTH_MAX_TOKEN + 1], gc[AUTH_MAX_TOKEN + 1];
+    char att[AUTH_MAX_TOKEN + 1], other[AUTH_MAX_TOKEN + 1];
+    char pid[AUTH_ID_MAX + 1], cid[AUTH_ID_MAX + 1], gid[AUTH_ID_MAX + 1], oid[AUTH_ID_MAX + 1];
+    guard_result_t r;
+
+    /* P (operator-like: no caveats) -> C -> G, G attenuated offline; another root token */
+    assert_true(mint_with(a, NULL, 0, NULL, 0, p, sizeof p, pid) > 0);
+    assert_true(mint_with(a, NULL, 0, NULL, 0, other, sizeof other, oid) > 0);
+    assert_true(mint_child(g, p, c, sizeof c, cid) > 0);
+    assert_true(mint_child(g, c, gc, sizeof gc, gid) > 0);
+    const char *more[] = {"ops = get"};
+    assert_true(auth_attenuate(gc, strlen(gc), more, 1, att, sizeof att) > 0);
+    const char *lc[] = {pid}, *lg[] = {cid, pid};
+    assert_lineage(p, NULL, 0);
+    assert_lineage(c, lc, 1);
+    assert_lineage(gc, lg, 2); /* the parent first, then the parent's own lineage */
+    assert_lineage(att, lg, 2); /* an attenuation keeps it */
+    for (int i = 0; i < 2; i++) { /* the second round's verdicts come from the cache */
+        assert_int_equal(check_tok(g, AUTH_OP_GET, c, &r), 0);
+        assert_int_equal(check_tok(g, AUTH_OP_GET, gc, &r), 0);
+        assert_int_equal(check_tok(g, AUTH_OP_GET, att, &r), 0);
+    }
+    assert_true(r.verdict.cached);
+
+    revoke_id(g, a, pid);
+    assert_revoked(g, p);
+    assert_revoked(g, c);
+    assert_revoked(g, gc);
+    assert_revoked(g, att);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, other, &r), 0); /* not of this lineage */
+    /* and nothing can be minted from the dead child any more */
+    assert_int_equal(check_tok(g, AUTH_OP_MINT, c, &r), RON_ECAPREVOKED);
+    guard_free(g);
+    guard_authority_close(a);
+}
+
+static void
+test_guard_revoking_a_child_kills_its_own_children_but_not_its_parent(void **state)
+{
+    (void)state;
+    guard_authority_t *a = authority_ram(ron_unix_time());
+    guard_t *g = guard_make(NULL);
+    guard_follow(g, a);
+    char p[AUTH_MAX_TOKEN + 1], c[AUTH_MAX_TOKEN + 1], gc[AUTH_MAX_TOKEN + 1];
+    char sib[AUTH_MAX_TOKEN + 1], tok[AUTH_MAX_TOKEN + 1];
+    char pid[AUTH_ID_MAX + 1], cid[AUTH_ID_MAX + 1], gid[AUTH_ID_MAX + 1], sid[AUTH_ID_MAX + 1];
+    char id[AUTH_ID_MAX + 1];
+    guard_result_t r;
+
+    assert_true(mint_with(a, NULL, 0, NULL, 0, p, sizeof p, pid) > 0);
+    assert_true(mint_child(g, p, c, sizeof c, cid) > 0);
+    assert_true(mint_child(g, c, gc, sizeof gc, gid) > 0);
+    assert_true(mint_child(g, p, sib, sizeof sib, sid) > 0);
+    revoke_id(g, a, cid);
+    assert_revoked(g, c);
+    assert_revoked(g, gc);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, p, &r), 0);   /* the parent lives */
+    assert_int_equal(check_tok(g, AUTH_OP_GET, sib, &r), 0); /* and so does its other child */
+    assert_true(mint_child(g, p, tok, sizeof tok, id) > 0);  /* and it still mints */
+    assert_int_equal(check_tok(g, AUTH_OP_GET, tok, &r), 0);
+    guard_free(g);
+    guard_authority_close(a);
+}
+
+static void
+test_guard_mint_past_the_lineage_depth_is_refused_with_403(void **state)
+{
+    (void)state;
+    guard_authority_t *a = authority_ram(ron_unix_time());
+    guard_t *g = guard_make(NULL);
+    guard_follow(g, a);
+    static char chain[GUARD_MAX_LINEAGE + 1][AUTH_MAX_TOKEN + 1];
+    char ids[GUARD_MAX_LINEAGE + 1][AUTH_ID_MAX + 1], tok[AUTH_MAX_TOKEN + 1];
+    char id[AUTH_ID_MAX + 1];
+    guard_result_t r;
+
+    assert_true(mint_with(a, NULL, 0, NULL, 0, chain[0], sizeof chain[0], ids[0]) > 0);
+    for (int d = 1; d <= GUARD_MAX_LINEAGE; d++) /* token d has d ancestors */
+        assert_true(mint_child(g, chain[d - 1], chain[d], sizeof chain[d], ids[d]) > 0);
+    auth_token_t *t = malloc(sizeof *t);
+    assert_non_null(t);
+    assert_int_equal(auth_token_parse(chain[GUARD_MAX_LINEAGE], strlen(chain[GUARD_MAX_LINEAGE]),
+                                      t),
+                     0);
+    assert_int_equal(t->grant.n_ancestors, GUARD_MAX_LINEAGE);
+    free(t);
+    assert_int_equal(check_tok(g, AUTH_OP_GET, chain[GUARD_MAX_LINEAGE], &r), 0);
+    long n = mint_child(g, chain[GUARD_MAX_LINEAGE], tok, sizeof tok, id);
+    assert_int_equal(n, RON_ECAPDEPTH);
+    assert_int_equal(guard_status_of((int)n), 403);
+    /* one level up still mints */
+    assert_true(mint_child(g, chain[GUARD_MAX_LINEAGE - 1], tok, sizeof tok, id) > 0);
+    /* the root's revocation reaches the deepest */
+    revoke_id(g, a, ids[0]);
+    assert_revoked(g, chain[GUARD_MAX_LINEAGE]);
+    assert_revoked(g, tok);
     guard_free(g);
     guard_authority_close(a);
 }
@@ -1517,6 +1668,10 @@ main(int argc, char **argv)
         cmocka_unit_test(test_guard_rate_table_is_bounded_and_evicts_the_least_recently_used),
         cmocka_unit_test(test_guard_rejections_are_counted_and_audited_without_the_token),
         cmocka_unit_test(test_guard_mint_only_narrows_the_parent),
+        cmocka_unit_test(
+            test_guard_revoking_a_parent_kills_the_children_and_grandchildren_minted_from_it),
+        cmocka_unit_test(test_guard_revoking_a_child_kills_its_own_children_but_not_its_parent),
+        cmocka_unit_test(test_guard_mint_past_the_lineage_depth_is_refused_with_403),
         cmocka_unit_test(test_guard_self_token_allows_every_op_and_is_cached_until_the_kid_changes),
         cmocka_unit_test(test_guard_follows_the_authority_and_resyncs_after_a_missed_page),
         cmocka_unit_test(test_guard_rotation_keeps_the_old_kid_through_grace_then_fails_with_kid),

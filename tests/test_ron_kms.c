@@ -1,7 +1,8 @@
 /*
  * test_ron_kms.c - ron-kms: key creation, modes, sealing round trips, wrong
- * secrets, tampering at every byte, amnesia, node id against b3sum, and
- * signatures. Each test works in its own temporary directory.
+ * secrets, tampering at every byte, amnesia, node id against b3sum,
+ * signatures, the passphrase wiped from the environment, and a child's store
+ * from a handed-over identity seed. Each test works in its own temporary directory.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -754,6 +755,69 @@ test_kms_opts_from_env_reads_passphrase_and_secret_file(void **state)
 }
 
 static void
+test_kms_env_scrub_zeroes_the_passphrase_entry_in_place_and_unsets_it(void **state)
+{
+    (void)state;
+    static const char entry[] = KMS_ENV_PASSPHRASE "=scrub me 0123456789";
+    setenv(KMS_ENV_PASSPHRASE, "scrub me 0123456789", 1);
+    char *value = getenv(KMS_ENV_PASSPHRASE);
+    assert_non_null(value);
+    char *start = value - (sizeof KMS_ENV_PASSPHRASE); /* "NAME=" precedes the value */
+    assert_memory_equal(start, entry, sizeof entry);
+    setenv("RON_KMS_TEST_OTHER", "kept", 1);
+
+    assert_int_equal(kms_env_scrub(), 1);
+    assert_null(getenv(KMS_ENV_PASSPHRASE));
+    for (size_t i = 0; i < sizeof entry - 1; i++) /* name and value: the bytes are gone */
+        assert_int_equal(start[i], 0);
+    assert_string_equal(getenv("RON_KMS_TEST_OTHER"), "kept"); /* nothing else touched */
+    assert_int_equal(kms_env_scrub(), 0);
+    unsetenv("RON_KMS_TEST_OTHER");
+}
+
+static void
+test_kms_handoff_store_takes_the_file_seal_and_refuses_another_identity(void **state)
+{
+    fx_t *fx = *state;
+    kms_opts_t o;
+    kms_keystore_t *ks, *h = NULL;
+    uint8_t *seed = sodium_malloc(KMS_SEED_LEN), a[KMS_NODE_ID_LEN], b[KMS_NODE_ID_LEN];
+    char err[512];
+
+    assert_non_null(seed);
+    randombytes_buf(seed, KMS_SEED_LEN);
+    assert_true(kms_keystore_from_handoff(fx->data, seed, &h, err, sizeof err) < 0); /* no store */
+    assert_null(h);
+
+    opts(&o, fx, true);
+    o.passphrase = "handed over, never typed again";
+    ks = open_ok(&o);
+    /* a seed that is not the identity's: the kernel and the files disagree */
+    assert_int_equal(kms_keystore_from_handoff(fx->data, seed, &h, err, sizeof err), RON_EKEYFILE);
+    assert_null(h);
+    assert_non_null(strstr(err, "identity.key"));
+
+    assert_int_equal(kms_key_export_seed(kms_keystore_identity(ks), seed), 0);
+    assert_int_equal(kms_keystore_from_handoff(fx->data, seed, &h, err, sizeof err), 0);
+    assert_int_equal(kms_keystore_seal(h), KMS_SEAL_PASSPHRASE); /* no passphrase needed */
+    assert_false(kms_keystore_is_amnesia(h));
+    assert_string_equal(kms_keystore_dir(h), kms_keystore_dir(ks));
+    assert_int_equal(kms_keystore_name_key_count(h), 0);
+    assert_null(kms_keystore_name_key(h, 0));
+    kms_keystore_node_id(ks, a);
+    kms_keystore_node_id(h, b);
+    assert_memory_equal(a, b, KMS_NODE_ID_LEN);
+    uint8_t sig[KMS_SIG_LEN];
+    assert_int_equal(kms_key_sign(kms_keystore_identity(h), (const uint8_t *)"m", 1, sig), 0);
+    assert_int_equal(kms_verify(kms_key_public(kms_keystore_identity(ks)), (const uint8_t *)"m", 1,
+                                sig),
+                     0);
+    sodium_free(seed);
+    kms_keystore_free(h);
+    kms_keystore_free(ks);
+}
+
+static void
 test_kms_error_codes_have_names(void **state)
 {
     (void)state;
@@ -792,6 +856,8 @@ main(void)
         T(test_kms_concurrent_first_opens_agree_on_one_identity),
         T(test_kms_opts_from_env_reads_passphrase_and_secret_file),
         T(test_kms_error_codes_have_names),
+        T(test_kms_env_scrub_zeroes_the_passphrase_entry_in_place_and_unsets_it),
+        T(test_kms_handoff_store_takes_the_file_seal_and_refuses_another_identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

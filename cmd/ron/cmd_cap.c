@@ -170,6 +170,15 @@ grant_json(const auth_grant_t *g)
         json_object_set_new(o, "name_prefix", json_string(g->name_prefix));
     if (g->rate > 0)
         json_object_set_new(o, "rate", json_integer(g->rate));
+    if (g->n_ancestors > 0) {
+        json_t *anc = json_array();
+        char nh[2 * AUTH_NONCE_LEN + 1];
+        for (size_t i = 0; i < g->n_ancestors; i++) {
+            ron_hex_encode(nh, g->ancestors[i], AUTH_NONCE_LEN);
+            json_array_append_new(anc, json_string(nh));
+        }
+        json_object_set_new(o, "ancestors", anc);
+    }
     if (g->conflict != AUTH_OK)
         json_object_set_new(o, "conflict", json_string(auth_reason_name(g->conflict)));
     return o;
@@ -205,6 +214,9 @@ grant_print(const auth_grant_t *g)
         printf("; name-prefix %s", g->name_prefix);
     if (g->rate > 0)
         printf("; rate %" PRIu32 "/s", g->rate);
+    if (g->n_ancestors > 0)
+        printf("; dies with %u ancestor%s", (unsigned)g->n_ancestors,
+               g->n_ancestors == 1 ? "" : "s");
     if (g->conflict != AUTH_OK)
         printf("; caveats contradict (%s): nothing allowed", auth_reason_name(g->conflict));
     printf("\n");

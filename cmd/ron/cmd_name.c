@@ -74,6 +74,7 @@ sign_with_node_key(name_record_t *rec, const char *data_dir)
 
     kms_opts_from_env(&ko, data_dir, false, false);
     rc = kms_keystore_open(&ko, &ks, err, sizeof err);
+    kms_env_scrub(); /* read once: not left in /proc/PID/environ */
     if (rc == RON_ENOKEYS)
         return ron_cmd_fail(RON_EXIT_FAIL,
                             "name publish: no key store in %s/keys (start the node once, or "

@@ -96,7 +96,8 @@
     X(RON_EPASSDENY, -3504, "policy denies the key a requested operation") \
     X(RON_EPASSKEYRING, -3505, "passport keyring malformed, tampered with or under another seal") \
     X(RON_EPASSREQ,  -3506, "passport request malformed") \
-    X(RON_ECAPNEEDED, -3600, "a capability is required for this request")
+    X(RON_ECAPNEEDED, -3600, "a capability is required for this request") \
+    X(RON_ECAPDEPTH, -3601, "capability minted from too long a chain of mints (lineage limit)")
 
 enum {
 #define RON_ERR_ENUM(name, val, msg) name = (val),

@@ -1,8 +1,11 @@
 /*
  * mn_ident.c - handing the node's identity key to the services that sign
  * as the node (ron_service_def_t.needs_identity: the DHT's provider
- * records, the overlay's TLS certificate), so their ids equal the node id
- * even in amnesia, where the key exists only in the kernel's RAM.
+ * records, the overlay's TLS certificate, the passport's node id and
+ * keyring seal), so their ids equal the node id even in amnesia, where the
+ * key exists only in the kernel's RAM, and so no child needs the passphrase
+ * that unseals the key files (the kernel wipes RON_PASSPHRASE from its
+ * environment before any child starts).
  *
  * Kernel: mn__ident_set(keys) remembers the key store; in-process hosts
  * (micro profile) read the seed from it directly. For a child, the

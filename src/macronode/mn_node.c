@@ -98,6 +98,11 @@ node_keys_open(mn_node_t *n, char *err, size_t errcap)
     uint8_t id[KMS_NODE_ID_LEN];
     int rc = kms_node_keys_open_or_create(n->cfg->data_dir, ron_config_amnesia(n->cfg), &n->keys,
                                           err, errcap);
+    /* The passphrase has done its work (or failed): out of the environment
+     * before any child starts, so neither /proc/PID/environ nor a child
+     * shows it; children get the identity seed on a pipe (mn_ident.c). */
+    if (kms_env_scrub() > 0)
+        ron_info("%s read and wiped from the environment", KMS_ENV_PASSPHRASE);
     if (rc < 0)
         return rc;
     kms_keystore_node_id(n->keys, id);

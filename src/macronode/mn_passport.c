@@ -2,8 +2,9 @@
  * mn_passport.c - the built-in `passport` service: svc-passport
  * (pass_service.c) behind ron_service_def_t. Not in the default service
  * list: an operator adds it (`services = [..., "passport"]`) once a grant
- * policy exists. start() opens the node's key store (ron-kms: node id and
- * the keyring's seal), the grant policy <data_dir>/passport/policy.json
+ * policy exists. start() takes the node's identity (mn__shared_keys_acquire:
+ * the node's key store in micro, the seed the kernel hands a macro child, so
+ * no child needs the passphrase; node id and the keyring's seal), the grant policy <data_dir>/passport/policy.json
  * (absent: a bundle with no rules, so every redeem is denied until the
  * operator writes one; read in amnesia too) and the keyring
  * <data_dir>/passport/keyring (RAM in amnesia); serve_bus() serves the passport protocol on the endpoint
@@ -32,7 +33,7 @@
 
 typedef struct {
     uv_loop_t *loop;
-    kms_keystore_t *kms;
+    const kms_keystore_t *kms; /* mn__shared_keys_acquire: the node's identity */
     pol_store_t *policy;
     pass_t *p; /* until serve_bus hands it to svc */
     pass_service_t *svc;
@@ -137,8 +138,9 @@ passport_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **s
         m->pol_size = st.st_size;
     }
     snprintf(ring, sizeof ring, "%s/passport/keyring", cfg->data_dir);
-    if ((rc = kms_node_keys_open_or_create(cfg->data_dir, amnesia, &m->kms, err, sizeof err)) < 0) {
-        ron_error("passport: %s", err);
+    /* the node's identity: its key store (micro) or the seed the kernel hands a child */
+    if ((rc = mn__shared_keys_acquire(cfg, &m->kms)) < 0) {
+        ron_error("passport: the node's keys are not available: %s", ron_strerror(rc));
         goto fail;
     }
     /* read even in amnesia: reading writes nothing */
@@ -166,7 +168,7 @@ passport_start(uv_loop_t *loop, const ron_config_t *cfg, int listen_fd, void **s
     return 0;
 fail:
     pol_store_free(m->policy);
-    kms_keystore_free(m->kms);
+    mn__shared_keys_release(m->kms);
     free(m);
     return rc;
 }
@@ -196,7 +198,7 @@ timer_closed(uv_handle_t *h)
 {
     mn_passport_t *m = h->data;
     pol_store_free(m->policy);
-    kms_keystore_free(m->kms);
+    mn__shared_keys_release(m->kms);
     free(m);
 }
 
@@ -213,4 +215,6 @@ passport_stop(void *state)
 
 const ron_service_def_t mn__svc_passport = {
     "passport", NULL, passport_start, NULL, passport_metrics, passport_stop, passport_serve_bus,
+    /* the node id, and the keyring's seal derived from the identity key */
+    .needs_identity = true,
 };

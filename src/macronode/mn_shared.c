@@ -130,6 +130,33 @@ mn__shared_keys_set(kms_keystore_t *ks)
     mn_shared.node_keys = ks;
 }
 
+/*
+ * A macronode child's store from the identity seed the kernel handed over
+ * (needs_identity): the child needs no passphrase (the kernel took it out of
+ * the environment before any child started) and, in amnesia, gets the key
+ * that lives only in the kernel's RAM. Returns 0, RON_ENOKEYS when no seed
+ * was handed over, or an error of ron-kms (logged).
+ */
+static int
+keys_from_handoff(const ron_config_t *cfg, kms_keystore_t **out)
+{
+    uint8_t *seed = sodium_malloc(KMS_SEED_LEN);
+    char err[256] = "";
+    int rc = seed == NULL ? -ENOMEM : ron_node_identity_seed(seed);
+
+    if (rc < 0)
+        goto out;
+    if (ron_config_amnesia(cfg))
+        rc = kms_keystore_from_identity_seed(seed, out);
+    else
+        rc = kms_keystore_from_handoff(cfg->data_dir, seed, out, err, sizeof err);
+    if (rc < 0)
+        ron_error("node keys: %s", err[0] != '\0' ? err : ron_strerror(rc));
+out:
+    sodium_free(seed); /* wipes it */
+    return rc;
+}
+
 int
 mn__shared_keys_acquire(const ron_config_t *cfg, const kms_keystore_t **out)
 {
@@ -141,22 +168,16 @@ mn__shared_keys_acquire(const ron_config_t *cfg, const kms_keystore_t **out)
         *out = mn_shared.node_keys;
         return 0;
     }
-    if (mn_shared.keys == NULL && ron_config_amnesia(cfg)) {
-        /* A macronode child in amnesia: the kernel's key lives only in the
-         * kernel's RAM, so it hands the identity seed over (needs_identity). */
-        uint8_t *seed = sodium_malloc(KMS_SEED_LEN);
-        rc = seed == NULL ? -ENOMEM : ron_node_identity_seed(seed);
-        if (rc == 0)
-            rc = kms_keystore_from_identity_seed(seed, &mn_shared.keys);
-        sodium_free(seed); /* wipes it */
-        if (rc < 0) {
-            ron_error("node keys: the node's identity key was not handed over: %s",
-                      ron_strerror(rc));
+    if (mn_shared.keys == NULL) {
+        rc = keys_from_handoff(cfg, &mn_shared.keys);
+        if (rc == RON_ENOKEYS && ron_config_amnesia(cfg))
+            ron_error("node keys: the node's identity key was not handed over");
+        if (rc < 0 && (rc != RON_ENOKEYS || ron_config_amnesia(cfg))) {
             mn_shared.keys = NULL;
             return rc;
         }
     }
-    if (mn_shared.keys == NULL) {
+    if (mn_shared.keys == NULL) { /* no seed handed over (outside a node host): the files */
         rc = kms_node_keys_open_or_create(cfg->data_dir, false, &mn_shared.keys, err, sizeof err);
         if (rc < 0) {
             ron_error("node keys: %s", err);

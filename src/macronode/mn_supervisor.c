@@ -372,8 +372,9 @@ svc_spawn(mn_svc_t *v)
             strncmp(*e, MN_ENV_LISTEN_FD "=", strlen(MN_ENV_LISTEN_FD) + 1) != 0 &&
             strncmp(*e, MN_ENV_LISTEN_FD2 "=", strlen(MN_ENV_LISTEN_FD2) + 1) != 0 &&
             strncmp(*e, MN_ENV_IDENTITY_FD "=", strlen(MN_ENV_IDENTITY_FD) + 1) != 0 &&
-            strncmp(*e, MN_ENV_CAPKEY_FD "=", strlen(MN_ENV_CAPKEY_FD) + 1) != 0)
-            env[k++] = *e;
+            strncmp(*e, MN_ENV_CAPKEY_FD "=", strlen(MN_ENV_CAPKEY_FD) + 1) != 0 &&
+            strncmp(*e, KMS_ENV_PASSPHRASE "=", strlen(KMS_ENV_PASSPHRASE) + 1) != 0)
+            env[k++] = *e; /* never the passphrase: keys come on fds 5 and 6 */
     rbus_secret_hex(s->secret, hex);
     snprintf(e_dir, sizeof e_dir, "%s=%s", RBUS_ENV_DIR, s->bus_dir);
     snprintf(e_secret, sizeof e_secret, "%s=%s", RBUS_ENV_SECRET, hex);

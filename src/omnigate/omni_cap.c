@@ -277,7 +277,13 @@ omni__rq_mint(omni_rq_t *q, const guard_result_t *res)
     n = guard_mint(q->g->guard, &res->verdict.grant, res->actor, &mr, tok, AUTH_MAX_TOKEN + 1, id);
     if (n < 0) {
         int st = guard_status_of((int)n);
-        if (st == 403)
+        char why[96];
+        snprintf(why, sizeof why,
+                 "the capability is already %d mints deep; mint from one of its ancestors",
+                 GUARD_MAX_LINEAGE);
+        if (n == RON_ECAPDEPTH)
+            omni__rq_error(q, 403, why, "lineage_too_deep", 0);
+        else if (st == 403)
             omni__rq_error(q, 403, "the token asked for is wider than the caller's capability",
                            "capability_wider", 0);
         else if (n == RON_EINVAL)

@@ -1,8 +1,9 @@
 /*
  * auth_caveat.c - the caveat language of DESIGN.md §6 and identifiers.
  * A caveat is exactly `key = value` (one space each side of '='); the keys
- * are tenant, ops, expires, not-before, max-bytes, prefix, name-prefix and
- * rate, and any other key is an error. Folding a caveat into a grant can
+ * are tenant, ops, expires, not-before, max-bytes, prefix, name-prefix,
+ * rate and ancestor, and any other key is an error (so a verifier never
+ * skips a caveat it does not understand, the lineage caveat included). Folding a caveat into a grant can
  * only narrow it (intersection of ops, smallest expiry and size, longest
  * prefix, largest not-before); caveats that contradict each other leave a
  * grant that allows nothing. Pure functions, no allocation.
@@ -204,6 +205,25 @@ is_name_char(char c)
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
 }
 
+/* An ancestor's nonce joins the lineage (a repeat is folded away); more
+ * than AUTH_MAX_ANCESTORS distinct ones make the caveat malformed. */
+static int
+fold_ancestor(auth_grant_t *g, const char *v, size_t vlen)
+{
+    uint8_t nonce[AUTH_NONCE_LEN];
+
+    if (vlen != 2 * AUTH_NONCE_LEN || !is_lower_hex(v, vlen))
+        return RON_ECAPCAVEAT;
+    ron_hex_decode(nonce, sizeof nonce, v, vlen);
+    for (size_t i = 0; i < g->n_ancestors; i++)
+        if (memcmp(g->ancestors[i], nonce, AUTH_NONCE_LEN) == 0)
+            return 0;
+    if (g->n_ancestors >= AUTH_MAX_ANCESTORS)
+        return RON_ECAPCAVEAT;
+    memcpy(g->ancestors[g->n_ancestors++], nonce, AUTH_NONCE_LEN);
+    return 0;
+}
+
 #define KEY_IS(lit) (klen == sizeof(lit) - 1 && memcmp(s, lit, klen) == 0)
 
 int
@@ -273,6 +293,8 @@ auth_caveat_apply(auth_grant_t *g, const char *s, size_t len)
             return RON_ECAPCAVEAT;
         if (g->rate == 0 || n < g->rate)
             g->rate = (uint32_t)n;
+    } else if (KEY_IS("ancestor")) {
+        return fold_ancestor(g, v, vlen);
     } else {
         return RON_ECAPCAVEAT; /* an unknown key fails verification */
     }

@@ -3,7 +3,8 @@
  * revocation set.
  * auth_verify: cache lookup by SHA-256 of the token text; on a miss, strict
  * parse, key by kid, HMAC chain, constant-time compare, then a cache
- * insert. Revocation (identifier and epoch) and the request check run on
+ * insert. Revocation (identifier, the ancestors its lineage caveats name,
+ * and epoch) and the request check run on
  * every call, hit or miss, so a revocation takes effect on the next request
  * and a cached entry only saves the signature work for AUTH_CACHE_TTL_MS.
  * Only tokens whose signature holds are cached.
@@ -175,6 +176,23 @@ auth_revocation_has(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_
         found = false;
     else
         rev_find(r, nonce, &found);
+    pthread_mutex_unlock(&r->mu);
+    return found;
+}
+
+/* True if the token's own nonce or any ancestor's is revoked: one lock for all. */
+static bool
+rev_has_lineage(auth_revocation_t *r, const uint8_t nonce[static AUTH_NONCE_LEN],
+                const auth_grant_t *g)
+{
+    bool found = false;
+
+    pthread_mutex_lock(&r->mu);
+    if (r->count > 0) {
+        rev_find(r, nonce, &found);
+        for (size_t i = 0; !found && i < g->n_ancestors; i++)
+            rev_find(r, g->ancestors[i], &found);
+    }
     pthread_mutex_unlock(&r->mu);
     return found;
 }
@@ -431,7 +449,7 @@ auth_verify(auth_verifier_t *v, const char *token, size_t len, const auth_reques
         if (v->cache != NULL)
             cache_put(v, hash, out);
     }
-    if (v->rev != NULL && auth_revocation_has(v->rev, out->id.nonce)) {
+    if (v->rev != NULL && rev_has_lineage(v->rev, out->id.nonce, &out->grant)) {
         r = AUTH_DENY_REVOKED;
         goto out;
     }

@@ -7,8 +7,8 @@
  * the same identifier, caveats and signature; and folding the caveats one
  * at a time only ever narrows the grant (ops a subset, expires and
  * max-bytes and rate never larger, not-before never smaller, prefixes only
- * longer, a tenant once set never changes without a conflict), which is
- * what makes attenuation safe.
+ * longer, a tenant once set never changes without a conflict, ancestors
+ * are only ever added), which is what makes attenuation safe.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +36,10 @@ narrows(const auth_grant_t *a, const auth_grant_t *b)
         return false;
     if (a->has_tenant && (!b->has_tenant || (b->conflict == AUTH_OK &&
                                              memcmp(a->tenant, b->tenant, AUTH_TENANT_LEN) != 0)))
+        return false;
+    /* the lineage only grows: every ancestor stays, in its place */
+    if (b->n_ancestors < a->n_ancestors ||
+        memcmp(a->ancestors, b->ancestors, (size_t)a->n_ancestors * AUTH_NONCE_LEN) != 0)
         return false;
     return true;
 }

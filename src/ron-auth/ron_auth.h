@@ -12,6 +12,8 @@
  * identifier and then each caveat. The identifier is
  * `ron1:<kid>:<epoch>:<32 hex>` and every caveat is `key = value` with a key
  * from DESIGN.md §6; all caveats must hold, so adding one can only narrow.
+ * An `ancestor = <32 hex>` caveat names the nonce of a token this one was
+ * minted from (its lineage): revoking that identifier revokes this token too.
  * The format, caveats, ops and errors: docs/protocol/capabilities.md.
  *
  * One call checks a request: auth_verify(verifier, token, request) gives
@@ -51,6 +53,7 @@
 #define AUTH_REVOKE_MAX 1000000 /* revoked identifiers one set may hold */
 #define AUTH_EPOCH_UNKNOWN UINT64_MAX /* a revoked identifier whose epoch is not known */
 #define AUTH_LOCATION "ron"     /* location hint of minted tokens */
+#define AUTH_MAX_ANCESTORS 8    /* distinct `ancestor` caveats one token may carry */
 
 /* DESIGN.md §6's `ops` vocabulary, as bits of a mask. HEAD counts as get. */
 typedef enum {
@@ -120,6 +123,8 @@ typedef struct {
     char prefix[65];         /* those digits, NUL-terminated (without "b3:") */
     uint8_t name_prefix_len; /* bytes of the longest name-prefix (0: none) */
     char name_prefix[AUTH_MAX_NAME_PREFIX + 1];
+    uint8_t n_ancestors; /* distinct `ancestor` caveats: the token dies when any is revoked */
+    uint8_t ancestors[AUTH_MAX_ANCESTORS][AUTH_NONCE_LEN]; /* their nonces, in caveat order */
 } auth_grant_t;
 
 /* The parts of an identifier `ron1:<kid>:<epoch>:<32 hex>`. */
@@ -308,7 +313,7 @@ int auth_verifier_remove_key(auth_verifier_t *v, const char *kid);
 /*
  * Check token[0..len) for req: parse strictly, look up the identifier's key,
  * check the HMAC chain (or find it in the cache), revocation by identifier
- * and epoch, every caveat (time with AUTH_SKEW) and the request against the
+ * (its own nonce and every `ancestor` caveat's: AUTH_DENY_REVOKED) and epoch, every caveat (time with AUTH_SKEW) and the request against the
  * folded grant. Fills *out. Returns 0 (allowed), or the RON_ECAP* code of
  * out->reason: RON_ECAPFORMAT, RON_ECAPCAVEAT, RON_ECAPKID, RON_ECAPSIG,
  * RON_ECAPREVOKED, RON_ECAPEXPIRED or RON_ECAPDENY. Allocates nothing.

@@ -98,6 +98,7 @@ guard_status_of(int code)
     case RON_ECAPEXPIRED:
         return 401;
     case RON_ECAPDENY:
+    case RON_ECAPDEPTH:
     case RON_EPOLDENY:
         return 403;
     case RON_EFLOOD:
@@ -118,6 +119,7 @@ slug_of(int code)
     case RON_ECAPEXPIRED:
         return SLUG_EXPIRED;
     case RON_ECAPDENY:
+    case RON_ECAPDEPTH:
     case RON_EPOLDENY:
         return SLUG_FORBIDDEN;
     case RON_EFLOOD:
@@ -147,6 +149,8 @@ reason_sentence(int code)
         return "the capability has expired or is not valid yet";
     case RON_ECAPDENY:
         return "the capability does not allow this request";
+    case RON_ECAPDEPTH:
+        return "the capability is too many mints deep to mint from";
     case RON_EPOLDENY:
         return "the node's policy does not allow this request";
     case RON_EFLOOD:
@@ -741,6 +745,29 @@ prefix_syntax_ok(const char *p)
     return true;
 }
 
+/*
+ * The child's lineage after its other n caveats in cv: `ancestor = <nonce>`
+ * for the parent's own identifier (when the parent is a token) and for each
+ * of the parent's ancestors, so revoking any of them revokes the child.
+ * The caller checked that they fit GUARD_MAX_LINEAGE. Returns the new n.
+ */
+static size_t
+lineage_caveats(const auth_grant_t *parent, const auth_id_t *parent_id, bool has_parent_id,
+                char cv[][AUTH_MAX_CAVEAT_LEN + 64], size_t n)
+{
+    char hex[2 * AUTH_NONCE_LEN + 1];
+
+    if (has_parent_id) {
+        ron_hex_encode(hex, parent_id->nonce, AUTH_NONCE_LEN);
+        snprintf(cv[n++], AUTH_MAX_CAVEAT_LEN + 64, "ancestor = %s", hex);
+    }
+    for (size_t i = 0; i < parent->n_ancestors; i++) {
+        ron_hex_encode(hex, parent->ancestors[i], AUTH_NONCE_LEN);
+        snprintf(cv[n++], AUTH_MAX_CAVEAT_LEN + 64, "ancestor = %s", hex);
+    }
+    return n;
+}
+
 long
 guard_mint(guard_t *g, const auth_grant_t *parent, const char *actor, const guard_mint_req_t *m,
            char *out, size_t cap, char id_out[static AUTH_ID_MAX + 1])
@@ -751,6 +778,12 @@ guard_mint(guard_t *g, const auth_grant_t *parent, const char *actor, const guar
     if (parent->conflict != 0 || !(parent->ops & (1u << AUTH_OP_MINT)) ||
         (m->ops & ~parent->ops) != 0)
         return RON_ECAPDENY;
+    /* actor is the parent's identifier when the parent is a token (the app
+     * port's cap_mint); a passport grant has none and starts a lineage */
+    auth_id_t parent_id;
+    bool actor_is_id = actor != NULL && auth_id_parse(actor, strlen(actor), &parent_id) == 0;
+    if (parent->n_ancestors + (actor_is_id ? 1u : 0u) > GUARD_MAX_LINEAGE)
+        return RON_ECAPDEPTH;
     int64_t now = ron_unix_time();
     int64_t expires = now + (m->ttl ? m->ttl : 3600);
     if (expires > parent->expires) {
@@ -772,8 +805,8 @@ guard_mint(guard_t *g, const auth_grant_t *parent, const char *actor, const guar
     }
 
     /* Caveats (DESIGN.md §6): everything the parent had that bounds the child, narrowed. */
-    char cv[8][AUTH_MAX_CAVEAT_LEN + 64];
-    const char *cav[8];
+    char cv[8 + GUARD_MAX_LINEAGE][AUTH_MAX_CAVEAT_LEN + 64];
+    const char *cav[8 + GUARD_MAX_LINEAGE];
     size_t n = 0;
     size_t off = (size_t)snprintf(cv[n], sizeof cv[n], "ops = ");
     for (int op = 0; op < AUTH_OP_COUNT; op++)
@@ -801,6 +834,7 @@ guard_mint(guard_t *g, const auth_grant_t *parent, const char *actor, const guar
         snprintf(cv[n++], sizeof cv[0], "rate = %u/s", parent->rate);
     if (parent->not_before != INT64_MIN)
         snprintf(cv[n++], sizeof cv[0], "not-before = %lld", (long long)parent->not_before);
+    n = lineage_caveats(parent, &parent_id, actor_is_id, cv, n);
     for (size_t i = 0; i < n; i++)
         cav[i] = cv[i];
 

@@ -59,6 +59,7 @@
 #define GUARD_SELF_TTL 3600               /* s a service's own token lives (renewed at half) */
 #define GUARD_OPERATOR_FILE "operator.cap" /* in the data dir, mode 0600 */
 #define GUARD_STATE_MAX (4u << 20)        /* bytes of <data-dir>/auth/state at most */
+#define GUARD_MAX_LINEAGE AUTH_MAX_ANCESTORS /* ancestors a minted token records (mint depth) */
 
 /* ---- keys ---- */
 
@@ -297,6 +298,12 @@ int guard_status_of(int code);
  * mint op): ops, ttl (s; 0: 3600; at most 86400 * 30), tenant, max_bytes,
  * prefix may only narrow the parent's (wider asks are RON_ECAPDENY). Minted
  * under the current kid and epoch; audited as cap_issued with its id.
+ * Lineage: when actor is an identifier (guard_result_t.actor of the parent
+ * token) the child carries `ancestor = <nonce>` caveats for it and for every
+ * ancestor of the parent (parent->ancestors), so revoking the parent or any
+ * of its ancestors revokes the child; an actor that is not an identifier
+ * (the passport naming a key) starts a new lineage. More than
+ * GUARD_MAX_LINEAGE ancestors is RON_ECAPDEPTH (403): mint from an ancestor.
  */
 typedef struct {
     uint32_t ops; /* mask of 1 << auth_op_t, not 0 */

@@ -30,6 +30,8 @@
 #include "ron_log.h"
 #include "ron_util.h"
 
+extern char **environ;
+
 struct kms_keystore {
     bool amnesia;
     kms_seal_t seal; /* seal of files this store writes */
@@ -625,6 +627,68 @@ kms_keystore_from_identity_seed(const uint8_t seed[static KMS_SEED_LEN], kms_key
     ks->n_names = 1;
     *ks_out = ks;
     return 0;
+}
+
+int
+kms_keystore_from_handoff(const char *data_dir, const uint8_t seed[static KMS_SEED_LEN],
+                          kms_keystore_t **ks_out, char *err, size_t errcap)
+{
+    kms_opts_t o = {.data_dir = data_dir};
+    open_ctx_t c = {.o = &o, .err = err, .errcap = errcap};
+    kms_keyfile_info_t info;
+    kms_keystore_t *ks = NULL;
+    size_t n = 0;
+    int rc;
+
+    if (sodium_init() < 0)
+        return fail(&c, RON_EAUTH, "libsodium failed to initialise");
+    if ((rc = kms_keys_inspect(data_dir, &info, 1, &n, err, errcap)) < 0)
+        return rc;
+    ks = ron_xcalloc(1, sizeof *ks);
+    ks->seal = info.seal;
+    ks->identity = kms__key_from_seed(KMS_ROLE_IDENTITY, 0, info.created, seed);
+    if (ks->identity == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if ((rc = store_keys_dir(&c, data_dir, ks->dir)) < 0)
+        goto out;
+    if (sodium_memcmp(kms_key_public(ks->identity), info.pk, KMS_PK_LEN) != 0) {
+        rc = fail(&c, RON_EKEYFILE,
+                  "%s/identity.key holds another public key than the identity handed over",
+                  ks->dir);
+        goto out;
+    }
+out:
+    if (rc < 0) {
+        kms_keystore_free(ks);
+        return rc;
+    }
+    *ks_out = ks;
+    return 0;
+}
+
+int
+kms_env_scrub(void)
+{
+    static const char prefix[] = KMS_ENV_PASSPHRASE "=";
+    char *found[16];
+    int n = 0, wiped = 0;
+
+    /* bounded: at most 16 entries per round, rounds until none is left */
+    for (int round = 0; round < 64; round++) {
+        n = 0;
+        for (char **e = environ; *e != NULL && n < 16; e++)
+            if (strncmp(*e, prefix, sizeof prefix - 1) == 0)
+                found[n++] = *e;
+        if (n == 0)
+            break;
+        unsetenv(KMS_ENV_PASSPHRASE); /* out of environ first: then nobody reads a half-wiped one */
+        for (int i = 0; i < n; i++)
+            sodium_memzero(found[i], strlen(found[i]));
+        wiped += n;
+    }
+    return wiped;
 }
 
 int

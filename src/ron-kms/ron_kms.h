@@ -136,12 +136,38 @@ int kms_node_keys_open_or_create(const char *data_dir, bool amnesia, kms_keystor
 int kms_keystore_from_identity_seed(const uint8_t seed[static KMS_SEED_LEN],
                                     kms_keystore_t **ks_out);
 
+/*
+ * A macronode child's view of the node's persistent key store, built from
+ * the identity seed the kernel handed it (fd RON_IDENTITY_FD), so the child
+ * needs neither the passphrase nor the secret file. The public part of
+ * <data_dir>/keys/identity.key is read without its secret (modes and
+ * checksum checked as kms_keys_inspect does) and must hold seed's public key
+ * (else RON_EKEYFILE: the kernel and the files disagree); the store reports
+ * that file's seal and the key directory. It holds no name keys (count 0):
+ * only the kernel and the CLI sign names. Returns 0 with *ks_out, or an
+ * error as kms_keys_inspect with err.
+ */
+int kms_keystore_from_handoff(const char *data_dir, const uint8_t seed[static KMS_SEED_LEN],
+                              kms_keystore_t **ks_out, char *err, size_t errcap);
+
+/*
+ * Take RON_PASSPHRASE out of this process once the key store is open:
+ * overwrite every `RON_PASSPHRASE=...` string of the environment in place
+ * (name and value: the block /proc/PID/environ shows) with zeros, after
+ * removing it from environ (unsetenv), so neither /proc/PID/environ nor a
+ * child started later sees it. A view from kms_opts_from_env is dead
+ * afterwards. The strings must be writable (as exec and setenv leave them;
+ * not a putenv of a literal). Not thread-safe (as setenv): call it before
+ * threads run. Returns the number of entries wiped.
+ */
+int kms_env_scrub(void);
+
 /* Wipe every secret (sodium_free) and free ks. NULL does nothing. */
 void kms_keystore_free(kms_keystore_t *ks);
 
 /* The identity key; a view valid until kms_keystore_free. Never NULL. */
 const kms_key_t *kms_keystore_identity(const kms_keystore_t *ks);
-/* Number of name-signing keys (>= 1 after a successful open). */
+/* Number of name-signing keys (>= 1 after a successful open; 0 from kms_keystore_from_handoff). */
 size_t kms_keystore_name_key_count(const kms_keystore_t *ks);
 /* The i-th name key (i < count), a view as above; NULL when out of range. */
 const kms_key_t *kms_keystore_name_key(const kms_keystore_t *ks, size_t i);
