@@ -763,7 +763,7 @@ provide_wait(dht_service_t *s, rbus_req_t *req, const uint8_t key[static DHT_ID_
     for (size_t i = 0; i < DHT_SVC_MAX_PENDING && p == NULL; i++)
         if (s->pend[i].req == NULL)
             p = &s->pend[i];
-    if (p == NULL || s->npend >= DHT_SVC_MAX_PENDING) {
+    if (p == NULL || s->npend >= DHT_SVC_MAX_PENDING || s->nprov_wait >= DHT_SVC_PROVIDE_WAITS) {
         svc_flush_provides(s); /* too many wait: announced as before, not waited for */
         provide_answer(s, NULL, req, PS_PENDING, NULL);
         return;

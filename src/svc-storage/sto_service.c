@@ -168,6 +168,7 @@ struct sto_service {
     met_counter_t *miss_hits;
     /* put answers waiting for their provider record to reach the DHT (put_ann_*) */
     struct put_ann *anns;
+    size_t nanns; /* <= STO_SVC_ANNOUNCE_MAX */
     met_counter_t *ann_res[5];
     /* addresses whose lookup found no provider, until when (a ring: the
      * oldest entry is replaced), so a repeated miss answers 404 at once */
@@ -929,6 +930,7 @@ put_ann_done(void *arg, const dht_client_result_t *res)
     for (put_ann_t **pp = &s->anns; *pp != NULL; pp = &(*pp)->next)
         if (*pp == a) {
             *pp = a->next;
+            s->nanns--;
             break;
         }
     if (res->status == 0 && res->code == 200 && res->provide_state != NULL) {
@@ -970,6 +972,11 @@ put_ann_start(sto_service_t *s, const job_t *j, json_t *o)
         svc_provide(s, j->addr);
         return;
     }
+    if (s->nanns >= STO_SVC_ANNOUNCE_MAX) { /* the bus connection stays usable for lookups */
+        svc_provide(s, j->addr);
+        put_ann_answer(s, j->req, o, ANN_PENDING, 0);
+        return;
+    }
     a = ron_xcalloc(1, sizeof *a);
     a->svc = s;
     a->req = j->req;
@@ -984,6 +991,7 @@ put_ann_start(sto_service_t *s, const job_t *j, json_t *o)
     met_counter_inc(s->provides[0]);
     a->next = s->anns;
     s->anns = a;
+    s->nanns++;
 }
 
 /* The service stops: answer the puts still waiting (their callbacks free them). */

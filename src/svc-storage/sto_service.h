@@ -51,6 +51,9 @@
 #define STO_SVC_ANNOUNCE_WAIT_MS 2000u     /* a put's answer waits this long at most for its
                                               provider record to reach the DHT */
 #define STO_SVC_ANNOUNCE_WAIT_MAX 10000u   /* ... configurable up to this (DHT_SVC_PROVIDE_WAIT_MAX) */
+#define STO_SVC_ANNOUNCE_MAX 32u           /* puts waiting so at once: half the bus connection's
+                                              in-flight bound, the rest is for lookups; beyond,
+                                              a put is answered at once ("pending") */
 
 typedef struct sto_service sto_service_t;
 
