@@ -12,11 +12,14 @@
  * Bus requests that need the network (find_providers, name_get) start one
  * lookup each and wait for its DHT_EV_LOOKUP_DONE; at most
  * DHT_SVC_MAX_PENDING wait (429 beyond), each at most
- * DHT_SVC_LOOKUP_TIMEOUT_MS (504). Provide requests are answered at once
- * and queued until the overlay address is known and the table has a
- * contact; a housekeeping timer retries them, asks the overlay for its
- * address, pages the store's `list` to re-announce it, answers waiting
- * requests past their deadline and saves the table.
+ * DHT_SVC_LOOKUP_TIMEOUT_MS (504). Provide requests are queued until the
+ * overlay address is known and the table has a contact; without wait_ms
+ * they are answered at once, with it (svc-storage's puts) once their
+ * publish knows which of the closest nodes accepted the record
+ * (DHT_EV_PUBLISHED) or wait_ms passed (the service timer is armed for
+ * it). A housekeeping timer retries queued provides, asks the overlay for
+ * its address, pages the store's `list` to re-announce it, answers waiting
+ * lookups past their deadline and saves the table.
  *
  * Invariants: every bus request is answered exactly once; the service
  * memory goes only after both uv handles are closed.
