@@ -8,7 +8,9 @@
  * and final-round times a lookup reports; a hedged lookup sends exactly one
  * extra request, to the next-closest peer, when a request outlives the
  * threshold, and does not wait for it; a hedge that outlives it too gets two;
- * a plain lookup waits for the timeout).
+ * a plain lookup waits for the timeout); a tracked publish reports how many
+ * of the closest nodes accepted its record once every PROVIDE ended, and a
+ * publish nobody accepted is tried again soon.
  * Multi-node behaviour (lookups against brute force) is the dht_sim_small
  * CTest entry.
  */
@@ -798,6 +800,146 @@ test_dht_plain_lookup_waits_for_timeout_of_silent_peer(void **state)
     dht_free(d);
 }
 
+/* ---- tracked publishes ---- */
+
+/* A node with a real key (provider records are signed) and an overlay address. */
+static dht_t *
+provider_node(uint8_t sk_out[static 64])
+{
+    dht_config_t cfg;
+    uint8_t pk[32];
+    dht_t *d;
+
+    dht_config_init(&cfg);
+    crypto_sign_keypair(pk, sk_out);
+    dht_id_of_key(cfg.id, pk);
+    cfg.sk = sk_out;
+    cfg.overlay_addr = addr4(200, 5301);
+    cfg.wall_offset_ms = WALL;
+    d = dht_new(&cfg, 0, NULL);
+    assert_non_null(d);
+    return d;
+}
+
+/* Answer every FIND_NODE d sends (naming nobody) until its publish lookup
+ * ends; the PROVIDE requests it then sends go into *prov. Returns their count. */
+static unsigned
+publish_walk(dht_t *d, uint64_t now, asked_t *prov)
+{
+    asked_t a;
+    dht_addr_t to;
+    unsigned n = 0;
+
+    memset(&a, 0, sizeof a);
+    memset(prov, 0, sizeof *prov);
+    for (int round = 0; round < 50; round++) {
+        bool any = false;
+        while (take(d, &out, &to) > 0) {
+            int i = to.ip[3] - 10;
+            assert_true(i >= 0 && i < PEERS);
+            if (out.op == DHT_OP_PROVIDE) {
+                assert_int_equal(out.n_providers, 1);
+                prov->txid[i] = out.txid;
+                prov->asked[i] = true;
+                n++;
+                continue;
+            }
+            assert_int_equal(out.op, DHT_OP_FIND_NODE);
+            a.txid[i] = out.txid;
+            a.asked[i] = true;
+            any = true;
+        }
+        if (!any)
+            break;
+        for (int i = 0; i < PEERS; i++)
+            if (a.asked[i])
+                answer(d, &a, i, now);
+    }
+    return n;
+}
+
+/* Peer i answers its PROVIDE with status. */
+static void
+provide_reply(dht_t *d, const asked_t *prov, int i, uint16_t status, uint64_t now)
+{
+    dht_addr_t from = addr4((uint8_t)(10 + i), 5302);
+    assert_true(prov->asked[i]);
+    msg_reset(&msg, DHT_OP_PROVIDE, true);
+    msg.txid = prov->txid[i];
+    msg.status = status;
+    msg.sender[0] = (uint8_t)(0x80 + i);
+    msg.sender[1] = (uint8_t)i;
+    memset(msg.token, 0x5a, sizeof msg.token);
+    assert_int_equal(feed(d, &msg, &from, now, NULL), 0);
+}
+
+static void
+test_dht_tracked_provide_reports_acks_once_every_store_ended(void **state)
+{
+    (void)state;
+    uint8_t sk[64], key[DHT_ID_LEN] = {0x80, 0x42};
+    dht_t *d = provider_node(sk);
+    dht_event_t ev;
+    asked_t prov;
+    uint32_t id = 0;
+
+    peers_add(d);
+    assert_int_equal(dht_provide_tracked(d, key, 1000, &id), 0);
+    assert_int_not_equal(id, 0);
+    assert_int_equal(publish_walk(d, 1010, &prov), TABLE_PEERS); /* the k closest */
+    /* two accept, one refuses: no event while the others are out */
+    provide_reply(d, &prov, 0, 200, 1020);
+    provide_reply(d, &prov, 1, 200, 1020);
+    provide_reply(d, &prov, 2, 429, 1020);
+    assert_int_equal(dht_event_next(d, &ev), RON_EAGAIN);
+    /* the rest time out */
+    dht_tick(d, 1010 + DHT_REQUEST_TIMEOUT_MS);
+    assert_int_equal(dht_event_next(d, &ev), 0);
+    assert_int_equal(ev.type, DHT_EV_PUBLISHED);
+    assert_int_equal(ev.result->id, id);
+    assert_memory_equal(ev.result->target, key, DHT_ID_LEN);
+    assert_int_equal(ev.result->store_sent, TABLE_PEERS);
+    assert_int_equal(ev.result->store_acked, 2);
+    assert_int_equal(ev.result->store_refused, 1);
+    assert_int_equal(dht_event_next(d, &ev), RON_EAGAIN);
+    dht_free(d);
+}
+
+static void
+test_dht_publish_no_node_accepted_is_retried_soon_with_backoff(void **state)
+{
+    (void)state;
+    uint8_t sk[64], key[DHT_ID_LEN] = {0x80, 0x43};
+    dht_t *d = provider_node(sk);
+    dht_event_t ev;
+    dht_addr_t to;
+    asked_t prov;
+    uint32_t id = 0;
+    uint64_t now = 1000;
+    unsigned finds;
+
+    peers_add(d);
+    assert_int_equal(dht_provide_tracked(d, key, now, &id), 0);
+    assert_int_equal(publish_walk(d, now, &prov), TABLE_PEERS);
+    now += DHT_REQUEST_TIMEOUT_MS; /* every PROVIDE times out */
+    dht_tick(d, now);
+    assert_int_equal(dht_event_next(d, &ev), 0);
+    assert_int_equal(ev.type, DHT_EV_PUBLISHED);
+    assert_int_equal(ev.result->store_acked, 0);
+    /* the peers' contacts survive (they answered the lookup); no republish
+     * 12 h away: a new publish of key within the retry time + a maintenance period */
+    drain(d);
+    dht_tick(d, now + DHT_PUBLISH_RETRY_MS + DHT_MAINT_MS);
+    finds = 0;
+    while (take(d, &out, &to) > 0)
+        if (out.op == DHT_OP_FIND_NODE && memcmp(out.target, key, DHT_ID_LEN) == 0)
+            finds++;
+    assert_true(finds > 0);
+    /* an untracked publish raises no event */
+    assert_int_equal(dht_event_next(d, &ev), RON_EAGAIN);
+    dht_free(d);
+}
+
 int
 main(void)
 {
@@ -818,6 +960,8 @@ main(void)
         cmocka_unit_test(test_dht_hedge_goes_to_next_closest_once_and_overdue_is_not_waited_for),
         cmocka_unit_test(test_dht_overdue_hedge_gets_two_more_requests),
         cmocka_unit_test(test_dht_plain_lookup_waits_for_timeout_of_silent_peer),
+        cmocka_unit_test(test_dht_tracked_provide_reports_acks_once_every_store_ended),
+        cmocka_unit_test(test_dht_publish_no_node_accepted_is_retried_soon_with_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -498,6 +498,12 @@ test_bad_requests_get_400_naming_the_field(void **state)
                 &r);
     assert_int_equal(r.code, 400);
     assert_non_null(strstr(r.body, "\"reason\":\"limit\""));
+    raw_request(fx,
+                "{\"op\":\"provide\",\"address\":\"b3:"
+                "0000000000000000000000000000000000000000000000000000000000000000\",\"wait_ms\":\"0\"}",
+                &r);
+    assert_int_equal(r.code, 400);
+    assert_non_null(strstr(r.body, "\"reason\":\"wait_ms\""));
     raw_request(fx, "{\"op\":\"frobnicate\"}", &r);
     assert_int_equal(r.code, 400);
     raw_request(fx, "{\"op\":\"name_get\",\"name\":\"-bad-\"}", &r);
@@ -724,6 +730,79 @@ test_a_seeded_node_without_contacts_answers_503_not_an_empty_list(void **state)
     close(silent);
 }
 
+/* provide with wait_ms answers once the closest nodes hold the record (so a
+ * lookup on another node right after finds it), "queued" on a node that
+ * reached nobody yet, "pending" when the wait ends first, and "unannounced"
+ * when every node it tried is gone. */
+static void
+provide_wait(fx_t *fx, int i, const uint8_t key[static DHT_ID_LEN], uint32_t wait_ms,
+             uint64_t *took_ms)
+{
+    uint64_t t0 = ron_now_ms();
+    fx->done = false;
+    assert_int_equal(dht_client_provide_wait(fx->n[i].peer, key, NULL, wait_ms, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    *took_ms = ron_now_ms() - t0;
+    assert_int_equal(fx->res.status, 0);
+    assert_int_equal(fx->res.code, 200);
+    assert_non_null(fx->res.provide_state);
+}
+
+static void
+test_provide_with_wait_answers_once_the_closest_nodes_hold_the_record(void **state)
+{
+    fx_t *fx = *state;
+    uint8_t key[DHT_ID_LEN];
+    uint64_t took;
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    char seed[64];
+    int silent;
+
+    wait_contacts(fx, 2);
+    randombytes_buf(key, sizeof key);
+    provide_wait(fx, 1, key, 5000, &took);
+    assert_string_equal(fx->res.provide_state, "announced");
+    assert_int_equal(fx->res.announced, 2);
+    assert_int_equal(fx->res.sent, 2);
+    /* no retry loop: the record is there */
+    fx->done = false;
+    assert_int_equal(dht_client_find_providers(fx->n[2].peer, key, 0, on_result, fx), 0);
+    run_until(fx, &fx->done, WAIT_MS);
+    assert_int_equal(fx->res.code, 200);
+    assert_int_equal(fx->res.n_providers, 1);
+    assert_memory_equal(fx->provs[0].id, fx->n[1].id, DHT_ID_LEN);
+    assert_true(fx->res.complete);
+    /* announced again when asked again (a second put of the same object) */
+    provide_wait(fx, 1, key, 5000, &took);
+    assert_string_equal(fx->res.provide_state, "announced");
+
+    /* a node whose seed is down: queued, answered when the wait ends */
+    silent = udp_socket();
+    assert_int_equal(getsockname(silent, (struct sockaddr *)&sa, &sl), 0);
+    snprintf(seed, sizeof seed, "127.0.0.1:%u", ntohs(sa.sin_port));
+    node_stop(fx, 2);
+    node_start(fx, 2, seed, NULL);
+    randombytes_buf(key, sizeof key);
+    provide_wait(fx, 2, key, 300, &took);
+    assert_string_equal(fx->res.provide_state, "queued");
+    assert_int_equal(fx->res.announced, 0);
+    assert_true(took >= 250 && took < 3000);
+    close(silent);
+
+    /* node 1's contacts are gone: its publish waits for their timeouts */
+    node_stop(fx, 0);
+    node_stop(fx, 2);
+    randombytes_buf(key, sizeof key);
+    provide_wait(fx, 1, key, 300, &took);
+    assert_string_equal(fx->res.provide_state, "pending");
+    assert_true(took >= 250 && took < 3000);
+    randombytes_buf(key, sizeof key);
+    provide_wait(fx, 1, key, 8000, &took);
+    assert_string_equal(fx->res.provide_state, "unannounced");
+    assert_int_equal(fx->res.announced, 0);
+}
+
 /* ---- limits: waiting requests are bounded; the same key shares one lookup ---- */
 
 typedef struct {
@@ -828,6 +907,8 @@ main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_seeded_node_without_contacts_answers_503_not_an_empty_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_provide_with_wait_answers_once_the_closest_nodes_hold_the_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests_get_400_naming_the_field, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_capabilities_bind_provide_and_name_put, setup,

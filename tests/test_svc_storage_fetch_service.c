@@ -28,6 +28,7 @@
 #include "ron_err.h"
 #include "ron_util.h"
 #include "sto_fetch.h"
+#include "dht_client.h"
 #include "sto_service.h"
 
 #define WAIT_MS BUS_FX_WAIT_MS
@@ -51,6 +52,8 @@ typedef struct {
     size_t nprov;         /* providers find_providers names */
     int dht_mode;         /* DHT_OK, ... */
     rbus_req_t *held;     /* DHT_SILENT: the find_providers not answered yet */
+    bool provide_silent;  /* provide with wait_ms: not answered (held_provide) */
+    rbus_req_t *held_provide;
     uint64_t finds, provides, unprovides;
     uint8_t provided[STO_ADDR_LEN], unprovided[STO_ADDR_LEN];
     uint64_t asked_lo, asked_hi; /* byte span of every overlay fetch asked (min, max end) */
@@ -107,12 +110,17 @@ on_dht(void *arg, rbus_req_t *req, const oap_frame_t *f)
                                   "%s{\"id\":\"%s\",\"addr\":\"127.0.0.1:%zu\"}", i ? "," : "", hex,
                                   7000 + i);
         }
-        snprintf(js + n, sizeof js - n, "]}");
+        snprintf(js + n, sizeof js - n, "],\"complete\":true}");
         respond_json(req, js);
     } else if (op != NULL && strcmp(op, "provide") == 0) {
         fx->provides++;
         memcpy(fx->provided, addr, STO_ADDR_LEN);
-        respond_json(req, "{}");
+        if (json_object_get(o, "wait_ms") == NULL)
+            respond_json(req, "{}");
+        else if (fx->provide_silent && fx->held_provide == NULL)
+            fx->held_provide = req; /* the dht does not answer in time */
+        else
+            respond_json(req, "{\"state\":\"announced\",\"announced\":\"3\",\"sent\":\"3\"}");
     } else if (op != NULL && strcmp(op, "unprovide") == 0) {
         fx->unprovides++;
         memcpy(fx->unprovided, addr, STO_ADDR_LEN);
@@ -742,34 +750,56 @@ test_get_ahead_fetches_the_next_bytes_along_within_its_bound(void **state)
     fx_close(&fx);
 }
 
-static void
-test_created_put_is_provided(void **state)
+/* Write bytes through put_begin/put_write/put_commit; returns the commit's status. */
+static int
+put_bytes(fx_t *fx, const char *bytes)
 {
-    fx_t fx;
     char id[32];
+    assert_int_equal(call(fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
+    snprintf(id, sizeof id, "%s", jstr(fx, "put_id"));
+    assert_int_equal(call(fx, bytes, strlen(bytes),
+                          "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}", id),
+                     200);
+    return call(fx, NULL, 0, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id);
+}
+
+/* A put is answered after its provider record was announced (the answer
+ * says how far it got), also when the object was stored before; a dht that
+ * does not answer holds the put only for the announce wait (plus the
+ * client's slack). */
+static void
+test_put_answers_after_its_record_is_announced(void **state)
+{
+    sto_service_limits_t lim = {.announce_wait_ms = 200};
+    char phex[68];
+    uint64_t t0;
+    fx_t fx;
     (void)state;
 
-    fx_open(&fx);
-    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
-    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
-    assert_int_equal(call(&fx, "hello", 5, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}",
-                          id),
-                     200);
-    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id), 200);
-    run_for(&fx, 100);
-    assert_int_equal(fx.provides, 1);
-    char phex[68];
+    fx_open_lim(&fx, &lim);
+    assert_int_equal(put_bytes(&fx, "hello"), 200);
+    assert_int_equal(fx.provides, 1); /* before the answer, not after */
     sto_addr_format(fx.provided, phex);
     assert_string_equal(phex, jstr(&fx, "address"));
-    /* the same bytes again: not created, not announced again */
-    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_begin\"}"), 200);
-    snprintf(id, sizeof id, "%s", jstr(&fx, "put_id"));
-    assert_int_equal(call(&fx, "hello", 5, "{\"op\":\"put_write\",\"put_id\":\"%s\",\"offset\":\"0\"}",
-                          id),
-                     200);
-    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"put_commit\",\"put_id\":\"%s\"}", id), 200);
-    run_for(&fx, 100);
-    assert_int_equal(fx.provides, 1);
+    assert_string_equal(jstr(&fx, "announced"), "3");
+    assert_string_equal(jstr(&fx, "announce_state"), "announced");
+    assert_true(json_is_true(json_object_get(fx.json, "created")));
+    /* the same bytes again: not created, announced again */
+    assert_int_equal(put_bytes(&fx, "hello"), 200);
+    assert_true(json_is_false(json_object_get(fx.json, "created")));
+    assert_int_equal(fx.provides, 2);
+    assert_string_equal(jstr(&fx, "announce_state"), "announced");
+    /* the dht says nothing: answered once the wait and the slack passed */
+    fx.provide_silent = true;
+    t0 = ron_now_ms();
+    assert_int_equal(put_bytes(&fx, "world"), 200);
+    assert_true(ron_now_ms() - t0 >= lim.announce_wait_ms);
+    assert_true(ron_now_ms() - t0 < lim.announce_wait_ms + DHT_CLIENT_PROVIDE_SLACK_MS + 2000);
+    assert_string_equal(jstr(&fx, "announced"), "0");
+    assert_string_equal(jstr(&fx, "announce_state"), "pending");
+    assert_non_null(fx.held_provide);
+    respond_json(fx.held_provide, "{}"); /* too late: dropped by the client */
+    run_for(&fx, 50);
     fx_close(&fx);
 }
 
@@ -787,7 +817,7 @@ main(void)
         cmocka_unit_test(test_concurrent_gets_share_one_fetch),
         cmocka_unit_test(test_sequential_gets_reuse_the_fetch),
         cmocka_unit_test(test_get_ahead_fetches_the_next_bytes_along_within_its_bound),
-        cmocka_unit_test(test_created_put_is_provided),
+        cmocka_unit_test(test_put_answers_after_its_record_is_announced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -236,7 +236,7 @@ void
 dht__emit(dht_t *d, uint32_t what)
 {
     if (d->ev_n == DHT_MAX_EVENTS) {
-        /* defensive: user lookups reserve their event slot when they start */
+        /* defensive: user lookups and tracked publishes check for room when they start */
         if (what != DHT__NIL)
             dht__lookup_free(d, what);
         return;
@@ -264,7 +264,8 @@ dht_event_next(dht_t *d, dht_event_t *ev_out)
         ev_out->result = NULL;
         return 0;
     }
-    ev_out->type = DHT_EV_LOOKUP_DONE;
+    ev_out->type =
+        d->lookups[what]->purpose == DHT__L_PUBLISH ? DHT_EV_PUBLISHED : DHT_EV_LOOKUP_DONE;
     ev_out->result = &d->lookups[what]->res;
     d->ev_free = what;
     return 0;
@@ -348,6 +349,9 @@ req_failed(dht_t *d, dht__req_t *req, uint64_t now)
         break;
     case DHT__P_LIVENESS:
         dht__table_liveness_result(d, req->bucket, req->id, false, now);
+        break;
+    case DHT__P_STORE:
+        dht__publish_store_done(d, req, -1, now);
         break;
     default:
         break;
@@ -551,6 +555,7 @@ handle_reply(dht_t *d, const dht_msg_t *m, const dht_addr_t *from, uint64_t now)
             d->stats.provide_acks++;
         else
             d->stats.provide_refused++;
+        dht__publish_store_done(d, &req, m->status == 200 ? 1 : 0, now);
         break;
     }
     return 0;
@@ -832,16 +837,20 @@ local_add(dht_t *d, const uint8_t *key, bool is_name)
     return i;
 }
 
-int
-dht_provide(dht_t *d, const uint8_t key[static DHT_ID_LEN], uint64_t now)
+/* Sign, store and publish this node's record for key; *id_out (may be
+ * NULL) gets the publish's id when notify asks for its DHT_EV_PUBLISHED. */
+static int
+provide(dht_t *d, const uint8_t key[static DHT_ID_LEN], uint64_t now, bool notify,
+        uint32_t *id_out)
 {
     dht_provider_t p;
-    uint32_t i;
+    dht__lookup_t *L;
+    uint32_t i, slot;
     int rc;
 
     if (d->cfg.sk == NULL || !dht__addr_valid(&d->cfg.overlay_addr))
         return RON_EINVAL;
-    if (d->nlookups >= DHT_MAX_LOOKUPS)
+    if (d->nlookups >= DHT_MAX_LOOKUPS || (notify && d->ev_n >= DHT_MAX_EVENTS))
         return RON_EBUSY;
     i = local_add(d, key, false);
     if (i == DHT__NIL)
@@ -851,8 +860,61 @@ dht_provide(dht_t *d, const uint8_t key[static DHT_ID_LEN], uint64_t now)
         return rc;
     d->local[i].next_publish = now + DHT_REPUBLISH_MS;
     (void)dht__store_provider(d, &p, dht__local_peer(), now);
-    publish_provider(d, &p, now);
+    L = publish_lookup(d, p.key, now, &slot);
+    if (L == NULL)
+        return 0; /* cannot happen (a slot was free): the retry publishes it */
+    L->pub_prov = p;
+    L->pub_notify = notify;
+    if (id_out != NULL)
+        *id_out = L->res.id;
+    dht__lookup_run(d, slot, now);
     return 0;
+}
+
+int
+dht_provide(dht_t *d, const uint8_t key[static DHT_ID_LEN], uint64_t now)
+{
+    return provide(d, key, now, false, NULL);
+}
+
+int
+dht_provide_tracked(dht_t *d, const uint8_t key[static DHT_ID_LEN], uint64_t now,
+                    uint32_t *id_out)
+{
+    return provide(d, key, now, true, id_out);
+}
+
+/*
+ * A publish has every PROVIDE's outcome: when no node accepted it and the
+ * record is still ours to publish, try again soon (backing off) rather than
+ * at the next republish 12 h away; then report it or free its slot.
+ */
+void
+dht__publish_done(dht_t *d, uint32_t slot, uint64_t now)
+{
+    dht__lookup_t *L = d->lookups[slot];
+    bool withdrawal = !L->pub_is_name && L->pub_prov.ttl == 0;
+    uint32_t i = withdrawal ? DHT__NIL : local_find(d, L->res.target, L->pub_is_name);
+
+    if (i != DHT__NIL) {
+        dht__local_t *l = &d->local[i];
+        if (L->res.store_acked > 0) {
+            l->retries = 0;
+        } else {
+            uint64_t wait = (uint64_t)DHT_PUBLISH_RETRY_MS << (l->retries < 16 ? l->retries : 16);
+            if (wait > DHT_PUBLISH_RETRY_MAX_MS)
+                wait = DHT_PUBLISH_RETRY_MAX_MS;
+            if (l->retries < UINT8_MAX)
+                l->retries++;
+            if (now + wait < l->next_publish)
+                l->next_publish = now + wait;
+        }
+    }
+    if (L->pub_notify) {
+        dht__emit(d, slot); /* freed once the event is taken */
+        return;
+    }
+    dht__lookup_free(d, slot);
 }
 
 int

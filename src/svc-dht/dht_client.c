@@ -18,7 +18,9 @@
 #include "ron_proto.h"
 #include "ron_util.h"
 
-typedef enum { CALL_PROVIDERS, CALL_PLAIN, CALL_NAME, CALL_STATUS } call_kind_t;
+typedef enum { CALL_PROVIDERS, CALL_PLAIN, CALL_NAME, CALL_STATUS, CALL_PROVIDE } call_kind_t;
+
+static const char *const provide_states[] = {"announced", "unannounced", "pending", "queued"};
 
 typedef struct {
     dht_client_cb cb;
@@ -147,7 +149,19 @@ dht_client_reply(void *arg, int status, const oap_frame_t *resp)
         if (dht_client_parse_providers(o, provs, &res.n_providers) < 0)
             goto bad;
         res.providers = provs;
+        res.complete = json_is_true(json_object_get(o, "complete"));
         break;
+    case CALL_PROVIDE: {
+        const char *ps = json_string_value(json_object_get(o, "state"));
+        for (size_t i = 0; ps != NULL && i < RON_ARRAY_LEN(provide_states); i++)
+            if (strcmp(ps, provide_states[i]) == 0)
+                res.provide_state = provide_states[i];
+        if (res.provide_state == NULL ||
+            dht_client_u64(json_object_get(o, "announced"), &res.announced) < 0 ||
+            dht_client_u64(json_object_get(o, "sent"), &res.sent) < 0 || res.announced > res.sent)
+            goto bad;
+        break;
+    }
     case CALL_NAME:
         if (dht_client_parse_name(o, &rec) < 0)
             goto bad;
@@ -277,6 +291,21 @@ dht_client_provide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
     dht_client_b3(a, addr);
     return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "provide", "address", a), cap,
                            CALL_PLAIN, cb, arg);
+}
+
+int
+dht_client_provide_wait(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], const char *cap,
+                        uint32_t wait_ms, dht_client_cb cb, void *arg)
+{
+    char a[3 + 2 * DHT_ID_LEN + 1], w[16];
+
+    if (wait_ms == 0 || wait_ms > DHT_SVC_PROVIDE_WAIT_MAX || cb == NULL)
+        return RON_EINVAL;
+    dht_client_b3(a, addr);
+    snprintf(w, sizeof w, "%u", wait_ms);
+    return dht_client_send_within(
+        peer, json_pack("{s:s, s:s, s:s}", "op", "provide", "address", a, "wait_ms", w), cap,
+        CALL_PROVIDE, wait_ms + DHT_CLIENT_PROVIDE_SLACK_MS, cb, arg);
 }
 
 int

@@ -27,6 +27,7 @@
 #define DHT_CLIENT_TEXT_MAX 256u       /* bytes kept of an answer's reason and message */
 #define DHT_CLIENT_ADDR_MAX 64u        /* "[v6]:PORT" text of a network address, NUL included */
 #define DHT_CLIENT_MAX_PROVIDERS 20u   /* providers one find_providers answer may carry */
+#define DHT_CLIENT_PROVIDE_SLACK_MS 1000u /* provide_wait's deadline beyond its wait_ms */
 
 /* One provider of an object: its node id and its overlay address. */
 typedef struct {
@@ -54,6 +55,12 @@ typedef struct {
     const char *message; /* the envelope's message ("" when none or 200) */
     size_t n_providers;  /* 200 find_providers */
     const dht_client_provider_t *providers;
+    bool complete;       /* 200 find_providers: every node the lookup asked answered, so
+                            no provider means none in the DHT (false when not said) */
+    const char *provide_state; /* 200 provide with a wait: "announced", "unannounced",
+                                  "pending" or "queued" (dht.md §10); else NULL */
+    uint64_t announced;  /* ... nodes that accepted the record */
+    uint64_t sent;       /* ... nodes it was sent to */
     const name_record_t *rec;          /* 200 name_get: the verified record; else NULL */
     const dht_client_status_t *status_info; /* 200 status; else NULL */
 } dht_client_result_t;
@@ -89,6 +96,18 @@ int dht_client_provide(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
                        void *arg);
 int dht_client_unprovide(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
                          dht_client_cb cb, void *arg);
+
+/*
+ * Announce this node as a provider of addr (cap as in the _cap calls below)
+ * and wait for the outcome, at most wait_ms (1..DHT_SVC_PROVIDE_WAIT_MAX):
+ * the service answers once the record's publish knows which of the closest
+ * nodes accepted it, or when wait_ms passed (res->provide_state, announced,
+ * sent). The request's deadline is wait_ms + DHT_CLIENT_PROVIDE_SLACK_MS
+ * (RON_ETIMEOUT past it). cb must not be NULL. Returns 0 (cb will be
+ * called), RON_EINVAL (wait_ms, cb), or rbus_request's error.
+ */
+int dht_client_provide_wait(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN],
+                            const char *cap, uint32_t wait_ms, dht_client_cb cb, void *arg);
 
 /* Store and publish a signed name record (borrowed) in the DHT. cb may be
  * NULL. Returns as dht_client_find_providers (RON_EINVAL: rec malformed). */

@@ -77,6 +77,7 @@ typedef struct {
     uint8_t key[DHT_ID_LEN];
     bool is_name;
     uint64_t next_publish; /* ms */
+    uint8_t retries;       /* publishes in a row no node accepted (retry backoff) */
     name_record_t *name;   /* owned, is_name only */
 } dht__local_t;
 
@@ -131,6 +132,8 @@ typedef struct {
     dht__cand_t cand[DHT_LOOKUP_CANDIDATES];
     uint32_t ncand;
     bool pub_is_name;      /* DHT__L_PUBLISH: sends pub_name, else pub_prov */
+    bool pub_notify;       /* DHT__L_PUBLISH: emit DHT_EV_PUBLISHED once the PROVIDEs ended */
+    uint32_t stores_out;   /* DHT__L_PUBLISH: PROVIDEs in flight (the slot lives until 0) */
     dht_provider_t pub_prov;
     name_record_t pub_name;
 } dht__lookup_t;
@@ -234,6 +237,8 @@ void dht__lookup_failed(dht_t *d, dht__req_t *req, uint64_t now);
 void dht__lookup_overdue(dht_t *d, dht__req_t *req, uint64_t now);
 void dht__lookup_free(dht_t *d, uint32_t slot);
 void dht__rtt_sample(dht_t *d, uint32_t ms);
+void dht__publish_store_done(dht_t *d, const dht__req_t *req, int outcome, uint64_t now);
+void dht__publish_done(dht_t *d, uint32_t slot, uint64_t now);
 
 /* dht_msg.c */
 size_t dht__addr_wire_len(const dht_addr_t *a);

@@ -394,11 +394,14 @@ dht__lookup_overdue(dht_t *d, dht__req_t *req, uint64_t now)
     L->send_level = 0;
 }
 
-/* Send the record a publish lookup carries to each of the closest nodes. */
+/* Send the record a publish lookup carries to each of the closest nodes;
+ * each request names the lookup's slot, so its outcome is counted
+ * (dht__publish_store_done). */
 static void
-publish_send(dht_t *d, dht__lookup_t *L, uint64_t now)
+publish_send(dht_t *d, uint32_t slot, dht__lookup_t *L, uint64_t now)
 {
     dht_msg_t m;
+    dht__req_t *req;
 
     memset(&m, 0, offsetof(dht_msg_t, contacts));
     m.op = DHT_OP_PROVIDE;
@@ -409,9 +412,34 @@ publish_send(dht_t *d, dht__lookup_t *L, uint64_t now)
         m.n_providers = 1;
         m.providers[0] = L->pub_prov;
     }
-    for (uint32_t i = 0; i < L->res.n_closest; i++)
-        (void)dht__send_request(d, &m, &L->res.closest[i].addr, L->res.closest[i].id, NULL,
-                                DHT__P_STORE, now, NULL);
+    for (uint32_t i = 0; i < L->res.n_closest; i++) {
+        if (dht__send_request(d, &m, &L->res.closest[i].addr, L->res.closest[i].id, NULL,
+                              DHT__P_STORE, now, &req) < 0)
+            continue; /* our in-flight limit: counted as not accepted */
+        req->lookup = slot;
+        req->lookup_id = L->res.id;
+        L->res.store_sent++;
+        L->stores_out++;
+    }
+}
+
+void
+dht__publish_store_done(dht_t *d, const dht__req_t *req, int outcome, uint64_t now)
+{
+    dht__lookup_t *L;
+
+    if (req->lookup >= DHT_MAX_LOOKUPS)
+        return;
+    L = d->lookups[req->lookup];
+    if (L == NULL || L->res.id != req->lookup_id || L->purpose != DHT__L_PUBLISH ||
+        L->stores_out == 0)
+        return; /* defensive: the slot was reused */
+    if (outcome > 0)
+        L->res.store_acked++;
+    else if (outcome == 0)
+        L->res.store_refused++;
+    if (--L->stores_out == 0)
+        dht__publish_done(d, req->lookup, now);
 }
 
 static void
@@ -434,6 +462,12 @@ lookup_finish(dht_t *d, uint32_t slot, uint64_t now)
             hops = c->hop;
     }
     L->res.stats.rounds = hops;
+    L->res.complete = true;
+    for (uint32_t i = 0; i < L->ncand; i++)
+        if (L->cand[i].state == DHT__C_FAILED || L->cand[i].state == DHT__C_INFLIGHT)
+            L->res.complete = false; /* it may hold what we look for */
+    if (L->res.n_closest >= DHT_K)
+        L->res.complete = true;
     L->res.stats.latency_ms = now - L->started;
     if (!L->converged)
         L->res.stats.converged_ms = L->res.stats.latency_ms;
@@ -469,9 +503,12 @@ lookup_finish(dht_t *d, uint32_t slot, uint64_t now)
         }
         break;
     }
-    default: /* DHT__L_PUBLISH */
-        publish_send(d, L, now);
-        break;
+    default: /* DHT__L_PUBLISH: the slot lives until every PROVIDE has its outcome */
+        L->reported = true; /* late lookup replies are ignored */
+        publish_send(d, slot, L, now);
+        if (L->stores_out == 0)
+            dht__publish_done(d, slot, now);
+        return;
     }
     dht__lookup_free(d, slot);
     if (purpose == DHT__L_REFRESH || purpose == DHT__L_BOOT || purpose == DHT__L_SELF)

@@ -12,11 +12,14 @@
  * Bus requests that need the network (find_providers, name_get) start one
  * lookup each and wait for its DHT_EV_LOOKUP_DONE; at most
  * DHT_SVC_MAX_PENDING wait (429 beyond), each at most
- * DHT_SVC_LOOKUP_TIMEOUT_MS (504). Provide requests are answered at once
- * and queued until the overlay address is known and the table has a
- * contact; a housekeeping timer retries them, asks the overlay for its
- * address, pages the store's `list` to re-announce it, answers waiting
- * requests past their deadline and saves the table.
+ * DHT_SVC_LOOKUP_TIMEOUT_MS (504). Provide requests are queued until the
+ * overlay address is known and the table has a contact; without wait_ms
+ * they are answered at once, with it (svc-storage's puts) once their
+ * publish knows which of the closest nodes accepted the record
+ * (DHT_EV_PUBLISHED) or wait_ms passed (the service timer is armed for
+ * it). A housekeeping timer retries queued provides, asks the overlay for
+ * its address, pages the store's `list` to re-announce it, answers waiting
+ * lookups past their deadline and saves the table.
  *
  * Invariants: every bus request is answered exactly once; the service
  * memory goes only after both uv handles are closed.
@@ -58,7 +61,7 @@ typedef enum {
 static const char *const op_names[OP_COUNT + 1] = {
     "find_providers", "provide", "unprovide", "name_put", "name_get", "status", "invalid"};
 static const char *const op_fields[OP_COUNT][3] = {
-    [OP_FIND] = {"address", "limit", NULL}, [OP_PROVIDE] = {"address", NULL},
+    [OP_FIND] = {"address", "limit", NULL}, [OP_PROVIDE] = {"address", "wait_ms", NULL},
     [OP_UNPROVIDE] = {"address", NULL},     [OP_NAME_PUT] = {"record", NULL},
     [OP_NAME_GET] = {"name", NULL},         [OP_STATUS] = {NULL},
 };
@@ -68,7 +71,8 @@ static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 429, 500, 503,
 typedef struct {
     rbus_req_t *req; /* NULL: free slot */
     op_t op;
-    uint32_t lookup_id;
+    uint32_t lookup_id; /* OP_PROVIDE: the publish's id (dht_provide_tracked) */
+    bool queued;        /* OP_PROVIDE: not published yet (no contact or overlay address) */
     uint64_t deadline;
     unsigned limit;
     uint8_t key[DHT_ID_LEN];
@@ -153,6 +157,8 @@ struct dht_service {
     uint64_t provides_queued; /* provide requests that had to wait */
     uint64_t announced_from_store;
     uint64_t lookups_joined; /* requests that waited for a lookup already running */
+    uint64_t provide_outcome[4]; /* waited provides by answer state (provide_states) */
+    size_t nprov_wait; /* provide requests waiting in pend[] */
 };
 
 /* ---- addresses ---- */
@@ -398,6 +404,13 @@ unix_s(void)
 /* ---- sending ---- */
 
 static void svc_pump(dht_service_t *s);
+static void provide_done(dht_service_t *s, pend_t *p, const dht_lookup_result_t *res);
+static uint64_t provide_expire(dht_service_t *s, uint64_t now);
+static int prov_publish(dht_service_t *s, const uint8_t key[static DHT_ID_LEN], uint64_t now);
+
+/* The state a provide that waited (wait_ms) is answered with. */
+enum { PS_ANNOUNCED = 0, PS_UNANNOUNCED, PS_PENDING, PS_QUEUED };
+static const char *const provide_states[4] = {"announced", "unannounced", "pending", "queued"};
 
 static void
 svc_flush_out(dht_service_t *s)
@@ -454,6 +467,8 @@ pend_answer(dht_service_t *s, pend_t *p, const dht_lookup_result_t *res)
         }
         o = json_object();
         json_object_set_new(o, "providers", arr);
+        /* every node the lookup asked answered: no provider here is a real absence */
+        json_object_set_new(o, "complete", json_boolean(res != NULL && res->complete));
         answer_ok(s, p->op, p->req, o);
     } else {
         const name_record_t *held = dht_name_held(s->dht, p->key);
@@ -487,9 +502,15 @@ svc_events(dht_service_t *s)
             s->bootstrapped = true;
             continue;
         }
-        for (size_t i = 0; i < DHT_SVC_MAX_PENDING; i++)
-            if (s->pend[i].req != NULL && s->pend[i].lookup_id == ev.result->id)
-                pend_answer(s, &s->pend[i], ev.result); /* every request that joined it */
+        for (size_t i = 0; i < DHT_SVC_MAX_PENDING; i++) {
+            pend_t *p = &s->pend[i];
+            if (p->req == NULL || p->queued || p->lookup_id != ev.result->id)
+                continue;
+            if (ev.type == DHT_EV_PUBLISHED && p->op == OP_PROVIDE)
+                provide_done(s, p, ev.result); /* every request that waits for it */
+            else if (ev.type == DHT_EV_LOOKUP_DONE && p->op != OP_PROVIDE)
+                pend_answer(s, p, ev.result); /* every request that joined it */
+        }
     }
 }
 
@@ -513,6 +534,10 @@ svc_pump(dht_service_t *s)
     svc_flush_out(s);
     now = ron_now_ms();
     next = dht_next_deadline(s->dht);
+    if (s->nprov_wait > 0) {
+        uint64_t due = provide_expire(s, now);
+        next = due < next ? due : next;
+    }
     uv_timer_start(&s->timer, on_timer, next > now ? next - now : 0, 0);
 }
 
@@ -631,7 +656,7 @@ svc_flush_provides(dht_service_t *s)
         int rc;
         if (s->prov[i].announced)
             continue;
-        rc = dht_provide(s->dht, s->prov[i].key, now);
+        rc = prov_publish(s, s->prov[i].key, now);
         if (rc == RON_EBUSY)
             break; /* lookups at their limit: the next housekeeping tick retries */
         if (rc < 0)
@@ -639,6 +664,134 @@ svc_flush_provides(dht_service_t *s)
         s->prov[i].announced = true;
         s->nprov_queued--;
     }
+    svc_pump(s);
+}
+
+/* ---- provides that wait for their outcome (wait_ms) ---- */
+
+/* Answer a provide that waited: the state, and the counts of its publish
+ * (res NULL: it has none yet). Frees its pend slot (p may be NULL). */
+static void
+provide_answer(dht_service_t *s, pend_t *p, rbus_req_t *req, int state,
+               const dht_lookup_result_t *res)
+{
+    char an[16], se[16];
+
+    snprintf(an, sizeof an, "%u", res != NULL ? res->store_acked : 0u);
+    snprintf(se, sizeof se, "%u", res != NULL ? res->store_sent : 0u);
+    s->provide_outcome[state]++;
+    answer_ok(s, OP_PROVIDE, req,
+              json_pack("{s:s, s:s, s:s}", "state", provide_states[state], "announced", an, "sent",
+                        se));
+    if (p != NULL) {
+        p->req = NULL;
+        s->npend--;
+        s->nprov_wait--;
+    }
+}
+
+/* The publish p waits for has every PROVIDE's outcome. */
+static void
+provide_done(dht_service_t *s, pend_t *p, const dht_lookup_result_t *res)
+{
+    provide_answer(s, p, p->req, res->store_acked > 0 ? PS_ANNOUNCED : PS_UNANNOUNCED, res);
+}
+
+/* Answer the provides whose wait is over (the record stays queued or on its
+ * way, and is retried). Returns the next deadline, or UINT64_MAX. */
+static uint64_t
+provide_expire(dht_service_t *s, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+
+    for (size_t i = 0; i < DHT_SVC_MAX_PENDING && s->nprov_wait > 0; i++) {
+        pend_t *p = &s->pend[i];
+        if (p->req == NULL || p->op != OP_PROVIDE)
+            continue;
+        if (now >= p->deadline)
+            provide_answer(s, p, p->req, p->queued ? PS_QUEUED : PS_PENDING, NULL);
+        else if (p->deadline < next)
+            next = p->deadline;
+    }
+    return next;
+}
+
+/* Publish key now (dht_provide); when provide requests wait for it while
+ * it was queued, publish it tracked and make them wait for that publish. */
+static int
+prov_publish(dht_service_t *s, const uint8_t key[static DHT_ID_LEN], uint64_t now)
+{
+    bool waiting = false;
+    uint32_t id = 0;
+    int rc;
+
+    for (size_t i = 0; i < DHT_SVC_MAX_PENDING && s->nprov_wait > 0 && !waiting; i++)
+        waiting = s->pend[i].req != NULL && s->pend[i].op == OP_PROVIDE && s->pend[i].queued &&
+                  memcmp(s->pend[i].key, key, DHT_ID_LEN) == 0;
+    if (!waiting)
+        return dht_provide(s->dht, key, now);
+    rc = dht_provide_tracked(s->dht, key, now, &id);
+    for (size_t i = 0; rc == 0 && i < DHT_SVC_MAX_PENDING; i++) {
+        pend_t *p = &s->pend[i];
+        if (p->req != NULL && p->op == OP_PROVIDE && p->queued &&
+            memcmp(p->key, key, DHT_ID_LEN) == 0) {
+            p->queued = false;
+            p->lookup_id = id;
+        }
+    }
+    return rc;
+}
+
+/*
+ * A provide with wait_ms (key already in prov[]): publish it now (again,
+ * when it was announced before: the caller wants to know it is out there)
+ * and answer once the publish has its outcome or wait_ms passed; a queued
+ * one waits for the queue. A lone node (no seed, no contact) answers
+ * "queued" at once: nobody is there to announce to until a node finds it.
+ */
+static void
+provide_wait(dht_service_t *s, rbus_req_t *req, const uint8_t key[static DHT_ID_LEN],
+             uint64_t wait_ms)
+{
+    uint64_t now = ron_now_ms();
+    prov_t *pv = prov_find(s, key);
+    pend_t *p = NULL;
+    uint32_t id = 0;
+    bool queued = true;
+
+    if (dht_table_size(s->dht) == 0 && s->nseeds + s->nnames == 0) {
+        provide_answer(s, NULL, req, PS_QUEUED, NULL);
+        return;
+    }
+    for (size_t i = 0; i < DHT_SVC_MAX_PENDING && p == NULL; i++)
+        if (s->pend[i].req == NULL)
+            p = &s->pend[i];
+    if (p == NULL || s->npend >= DHT_SVC_MAX_PENDING || s->nprov_wait >= DHT_SVC_PROVIDE_WAITS) {
+        svc_flush_provides(s); /* too many wait: announced as before, not waited for */
+        provide_answer(s, NULL, req, PS_PENDING, NULL);
+        return;
+    }
+    if (svc_ready(s)) {
+        if (dht_provide_tracked(s->dht, key, now, &id) == 0) {
+            queued = false;
+            if (pv != NULL && !pv->announced) {
+                pv->announced = true;
+                s->nprov_queued--;
+            }
+        } else if (pv != NULL && pv->announced) {
+            pv->announced = false; /* lookups at their limit: the queue retries it */
+            s->nprov_queued++;
+        }
+    }
+    p->req = req;
+    p->op = OP_PROVIDE;
+    p->lookup_id = id;
+    p->queued = queued;
+    p->limit = 0;
+    p->deadline = now + wait_ms;
+    memcpy(p->key, key, DHT_ID_LEN);
+    s->npend++;
+    s->nprov_wait++;
     svc_pump(s);
 }
 
@@ -917,7 +1070,7 @@ on_house(uv_timer_t *t)
     uint64_t now = ron_now_ms();
 
     for (size_t i = 0; i < DHT_SVC_MAX_PENDING; i++)
-        if (s->pend[i].req != NULL && now >= s->pend[i].deadline) {
+        if (s->pend[i].req != NULL && s->pend[i].op != OP_PROVIDE && now >= s->pend[i].deadline) {
             answer_error(s, s->pend[i].op, s->pend[i].req, 504, "timeout", NULL,
                          "the DHT lookup did not finish in time");
             s->pend[i].req = NULL;
@@ -1057,6 +1210,7 @@ start_wait(dht_service_t *s, op_t op, rbus_req_t *req, const uint8_t key[static 
     p->req = req;
     p->op = op;
     p->lookup_id = id;
+    p->queued = false;
     p->limit = limit;
     p->deadline = now + DHT_SVC_LOOKUP_TIMEOUT_MS;
     memcpy(p->key, key, DHT_ID_LEN);
@@ -1182,21 +1336,36 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
         start_wait(s, op, req, key, (unsigned)v);
         break;
     }
-    case OP_PROVIDE:
+    case OP_PROVIDE: {
+        char w[8];
+        uint64_t wait = 0;
+        int r;
         if (get_b3(o, key) < 0) {
             answer_error(s, op, req, 400, NULL, "address", "address: missing or not b3:<64 hex>");
-        } else if (!svc_authorize(s, op, req, f, json_string_value(json_object_get(o, "address")),
-                                  NULL)) {
             break;
-        } else if (prov_add(s, key) < 0) {
-            answer_error(s, op, req, 429, NULL, "provided", "this node provides too many keys");
-        } else {
-            if (!svc_ready(s))
-                s->provides_queued++;
-            svc_flush_provides(s);
-            answer_ok(s, op, req, json_object());
         }
+        if ((r = get_text(o, "wait_ms", w, sizeof w)) < 0 ||
+            (r > 0 && (ron_parse_u64(w, strlen(w), &wait) < 0 || wait == 0 ||
+                       wait > DHT_SVC_PROVIDE_WAIT_MAX))) {
+            answer_error(s, op, req, 400, NULL, "wait_ms", "wait_ms: a decimal string 1..10000");
+            break;
+        }
+        if (!svc_authorize(s, op, req, f, json_string_value(json_object_get(o, "address")), NULL))
+            break;
+        if (prov_add(s, key) < 0) {
+            answer_error(s, op, req, 429, NULL, "provided", "this node provides too many keys");
+            break;
+        }
+        if (!svc_ready(s))
+            s->provides_queued++;
+        if (wait > 0) {
+            provide_wait(s, req, key, wait);
+            break;
+        }
+        svc_flush_provides(s);
+        answer_ok(s, op, req, json_object());
         break;
+    }
     case OP_UNPROVIDE: {
         prov_t *p;
         if (get_b3(o, key) < 0) {
@@ -1401,6 +1570,7 @@ dht_service_free(dht_service_t *s)
             s->pend[i].req = NULL;
         }
     s->npend = 0;
+    s->nprov_wait = 0;
     rbus_peer_close(s->overlay);
     s->overlay = NULL;
     rbus_peer_close(s->storage);
@@ -1482,6 +1652,11 @@ dht_service_metrics(dht_service_t *s, char *buf, size_t cap)
     COUNTER("dht_provides_queued_total", "Provide requests that waited for the overlay address "
                                          "or the first contact.",
             s->provides_queued);
+    EMIT("# HELP dht_provide_waits_total Provide requests that waited for their outcome (wait_ms),"
+         " by the state answered.\n# TYPE dht_provide_waits_total counter\n");
+    for (size_t i = 0; i < RON_ARRAY_LEN(provide_states); i++)
+        EMIT("dht_provide_waits_total{state=\"%s\"} %llu\n", provide_states[i],
+             (unsigned long long)s->provide_outcome[i]);
     EMIT("# HELP dht_bus_requests_total Requests of the dht bus protocol by op and status.\n"
          "# TYPE dht_bus_requests_total counter\n");
     for (int op = 0; op <= OP_COUNT; op++)

@@ -34,6 +34,9 @@
 #define DHT_SVC_PROVIDERS_MAX 20u      /* ... and at most */
 #define DHT_SVC_SAVE_MS 60000u         /* routing table written at most this often */
 #define DHT_SVC_HOUSE_MS 500u          /* housekeeping: timeouts, queued provides, retries */
+#define DHT_SVC_PROVIDE_WAIT_MAX 10000u /* provide's wait_ms at most (storage asks 2000) */
+#define DHT_SVC_PROVIDE_WAITS 128u     /* provides waiting at once (of DHT_SVC_MAX_PENDING:
+                                          lookups keep the rest); beyond: "pending" at once */
 #define DHT_SVC_RETRY_MS 1000u         /* overlay status / storage list retry interval */
 #define DHT_SVC_ANNOUNCE_TRIES 60u     /* storage list attempts before giving up re-announcing */
 #define DHT_SVC_LIST_PAGE 256u         /* storage list page size (the storage maximum) */

@@ -49,6 +49,8 @@
 #define DHT_HEDGE_MIN_SAMPLES 32u /* no hedging before this many round trips were observed */
 #define DHT_PROVIDER_TTL_S 86400u /* provider and name records live 24 h ... */
 #define DHT_REPUBLISH_MS 43200000u    /* ... and their publisher renews them every 12 h */
+#define DHT_PUBLISH_RETRY_MS 10000u   /* a publish no node accepted is tried again after 10 s, */
+#define DHT_PUBLISH_RETRY_MAX_MS 600000u /* doubling up to 10 min (a lone node stays cheap) */
 #define DHT_MAX_FUTURE_S 300u     /* a record's ts may lead our clock by 5 min (skew) */
 #define DHT_REFRESH_MS 3600000u   /* a bucket without traffic for 1 h is refreshed by a lookup */
 #define DHT_MAINT_MS 10000u       /* period of housekeeping (expiry, refresh, republish) */
@@ -255,12 +257,20 @@ typedef struct {
     dht_provider_t providers[DHT_MAX_PROVIDERS_PER_KEY];
     bool has_name; /* a verified name record; the highest seq of the first owner heard */
     name_record_t name;
+    bool complete; /* every candidate asked answered (none timed out or was left overdue),
+                      or DHT_K did: an absent value is absent from the k closest */
+    /* a publish (DHT_EV_PUBLISHED): its record's PROVIDE to each node of closest */
+    uint32_t store_sent;    /* PROVIDE requests sent */
+    uint32_t store_acked;   /* ... accepted (200) */
+    uint32_t store_refused; /* ... refused (4xx); the rest timed out */
     dht_lookup_stats_t stats;
 } dht_lookup_result_t;
 
 typedef enum {
     DHT_EV_LOOKUP_DONE = 1, /* result is set */
     DHT_EV_BOOTSTRAPPED = 2, /* the first self-lookup after dht_bootstrap finished */
+    DHT_EV_PUBLISHED = 3,   /* a dht_provide_tracked publish has every PROVIDE's outcome:
+                               result is set (id, target = key, closest, store_*) */
 } dht_event_type_t;
 
 typedef struct {
@@ -317,6 +327,19 @@ int dht_seed_mismatch_last(const dht_t *d, dht_seed_t *seed_out, uint8_t id_out[
  * keys) or the error of dht_lookup.
  */
 int dht_provide(dht_t *d, const uint8_t key[static DHT_ID_LEN], uint64_t now);
+
+/*
+ * As dht_provide, and report the outcome of this publish: once each node
+ * the PROVIDE went to has accepted it, refused it or timed out
+ * (DHT_REQUEST_TIMEOUT_MS), a DHT_EV_PUBLISHED event with the id stored in
+ * *id_out follows (result->store_acked counts the nodes that hold the
+ * record now; 0 when the lookup reached nobody). Every publish, tracked or
+ * not, that no node accepted is tried again after DHT_PUBLISH_RETRY_MS,
+ * doubling up to DHT_PUBLISH_RETRY_MAX_MS, until one does. Returns as
+ * dht_provide, and RON_EBUSY when the event queue is full.
+ */
+int dht_provide_tracked(dht_t *d, const uint8_t key[static DHT_ID_LEN], uint64_t now,
+                        uint32_t *id_out);
 
 /* Stop providing key: forget it locally and send a signed withdrawal (ttl 0)
  * to the closest nodes. Returns 0 or RON_ENOTFOUND. */

@@ -105,6 +105,7 @@ struct svc_fetch {
     char paddr[STO_FETCH_MAX_PROVIDERS][DHT_CLIENT_ADDR_MAX];
     unsigned finds;         /* find_providers lookups so far */
     int find_err;           /* the last lookup's failure (0: it answered) */
+    bool find_complete;     /* the last lookup heard from every node it asked */
     uint64_t next_find_ms;  /* no lookup again before this (records may be on their way) */
     uint64_t linger_until;  /* idle: kept until then for the next get (0: not idle) */
     bool finding, opening, completing, whole, any_provider, timer_open, ended;
@@ -165,6 +166,10 @@ struct sto_service {
     svc_fetch_t *fetches;
     met_counter_t *fetch_bytes, *fetch_fail, *fetch_res[3], *provides[2], *unprovides;
     met_counter_t *miss_hits;
+    /* put answers waiting for their provider record to reach the DHT (put_ann_*) */
+    struct put_ann *anns;
+    size_t nanns; /* <= STO_SVC_ANNOUNCE_MAX */
+    met_counter_t *ann_res[5];
     /* addresses whose lookup found no provider, until when (a ring: the
      * oldest entry is replaced), so a repeated miss answers 404 at once */
     struct {
@@ -654,6 +659,7 @@ static void fetch_join(sto_service_t *s, job_t *j);
 static bool miss_known(const sto_service_t *s, const uint8_t addr[STO_ADDR_LEN], uint64_t now);
 static svc_fetch_t *fetch_find(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN]);
 static void svc_provide(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN]);
+static void put_ann_start(sto_service_t *s, const job_t *j, json_t *o);
 
 static void
 job_done(uv_work_t *w, int status)
@@ -749,9 +755,7 @@ job_done(uv_work_t *w, int status)
         json_object_set_new(o, "address", json_addr(j->addr));
         json_object_set_new(o, "created", json_boolean(j->created));
         json_object_set_new(o, "size", json_u64(j->st.size));
-        answer_ok(s, j->op, j->req, o, NULL, 0);
-        if (j->created)
-            svc_provide(s, j->addr); /* DESIGN §4: announce what was put */
+        put_ann_start(s, j, o); /* DESIGN §4: announce what was put, then answer */
         break;
     case OP_PUT_ABORT:
         put_free(p);
@@ -874,6 +878,132 @@ svc_provide(sto_service_t *s, const uint8_t addr[STO_ADDR_LEN])
     bool sent = s->dht != NULL && !s->stopping &&
                 dht_client_provide_cap(s->dht, addr, svc_self_token(s, tok), NULL, NULL) == 0;
     met_counter_inc(s->provides[sent ? 0 : 1]);
+}
+
+/* ---- a put's answer waits for its announcement (docs/protocol/storage.md) ---- */
+
+enum { ANN_ANNOUNCED = 0, ANN_UNANNOUNCED, ANN_PENDING, ANN_QUEUED, ANN_UNAVAILABLE };
+static const char *const ann_states[5] = {"announced", "unannounced", "pending", "queued",
+                                          "unavailable"};
+
+/* A put_commit answer waiting for dht provide (linked in s->anns until its
+ * callback runs; req NULL once answered because the service stops). */
+typedef struct put_ann {
+    struct put_ann *next;
+    sto_service_t *svc;
+    rbus_req_t *req;
+    json_t *o; /* the answer */
+} put_ann_t;
+
+static void
+put_ann_metrics(sto_service_t *s)
+{
+    static const char *const sl[] = {"state"};
+    static const met_desc_t desc = {MET_COUNTER, "storage_put_announces_total",
+                                    "Put answers by how far their provider record got in the DHT "
+                                    "before the answer (announce_state).",
+                                    sl, 1, NULL, 0, 0};
+    met_family_t *fam = NULL;
+
+    met_family_register(s->reg, &desc, &fam);
+    for (size_t i = 0; i < RON_ARRAY_LEN(ann_states); i++)
+        s->ann_res[i] = met_family_counter(fam, &ann_states[i]);
+}
+
+/* Answer the put with o (taken), plus what became of its announcement. */
+static void
+put_ann_answer(sto_service_t *s, rbus_req_t *req, json_t *o, int state, uint64_t announced)
+{
+    met_counter_inc(s->ann_res[state]);
+    json_object_set_new(o, "announced", json_u64(announced));
+    json_object_set_new(o, "announce_state", json_string(ann_states[state]));
+    answer_ok(s, OP_PUT_COMMIT, req, o, NULL, 0);
+}
+
+static void
+put_ann_done(void *arg, const dht_client_result_t *res)
+{
+    put_ann_t *a = arg;
+    sto_service_t *s = a->svc;
+    int state = ANN_UNAVAILABLE;
+
+    for (put_ann_t **pp = &s->anns; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == a) {
+            *pp = a->next;
+            s->nanns--;
+            break;
+        }
+    if (res->status == 0 && res->code == 200 && res->provide_state != NULL) {
+        for (int i = 0; i < ANN_UNAVAILABLE; i++)
+            if (strcmp(res->provide_state, ann_states[i]) == 0)
+                state = i;
+    } else if (res->status == RON_ETIMEOUT) {
+        state = ANN_PENDING; /* the dht did not answer in time: the record may be on its way */
+    }
+    if (a->req != NULL)
+        put_ann_answer(s, a->req, a->o, state, state == ANN_ANNOUNCED ? res->announced : 0);
+    else
+        json_decref(a->o);
+    free(a);
+    svc_maybe_free(s);
+}
+
+/*
+ * put_commit j succeeded with answer o (taken): announce the address (dht
+ * provide, again when it was stored before) and answer once the provider
+ * record reached the closest nodes of the DHT or lim.announce_wait_ms
+ * passed, so a get on any node right after the answer finds it. No dht
+ * endpoint: answered at once, as before.
+ */
+static void
+put_ann_start(sto_service_t *s, const job_t *j, json_t *o)
+{
+    char tok[AUTH_MAX_TOKEN + 1];
+    put_ann_t *a;
+
+    if (s->dht == NULL || s->stopping) {
+        answer_ok(s, OP_PUT_COMMIT, j->req, o, NULL, 0);
+        if (s->dht == NULL)
+            met_counter_inc(s->provides[1]);
+        return;
+    }
+    if (s->lim.announce_wait_ms == UINT32_MAX) {
+        answer_ok(s, OP_PUT_COMMIT, j->req, o, NULL, 0);
+        svc_provide(s, j->addr);
+        return;
+    }
+    if (s->nanns >= STO_SVC_ANNOUNCE_MAX) { /* the bus connection stays usable for lookups */
+        svc_provide(s, j->addr);
+        put_ann_answer(s, j->req, o, ANN_PENDING, 0);
+        return;
+    }
+    a = ron_xcalloc(1, sizeof *a);
+    a->svc = s;
+    a->req = j->req;
+    a->o = o;
+    if (dht_client_provide_wait(s->dht, j->addr, svc_self_token(s, tok), s->lim.announce_wait_ms,
+                                put_ann_done, a) < 0) {
+        met_counter_inc(s->provides[1]);
+        put_ann_answer(s, j->req, o, ANN_UNAVAILABLE, 0);
+        free(a);
+        return;
+    }
+    met_counter_inc(s->provides[0]);
+    a->next = s->anns;
+    s->anns = a;
+    s->nanns++;
+}
+
+/* The service stops: answer the puts still waiting (their callbacks free them). */
+static void
+put_ann_stop(sto_service_t *s)
+{
+    for (put_ann_t *a = s->anns; a != NULL; a = a->next)
+        if (a->req != NULL) {
+            put_ann_answer(s, a->req, a->o, ANN_PENDING, 0);
+            a->req = NULL;
+            a->o = NULL;
+        }
 }
 
 /* The store's eviction hook: a worker thread, the store's lock held. */
@@ -1107,8 +1237,10 @@ fetch_on_providers(void *arg, const dht_client_result_t *res)
 
     f->finding = false;
     f->find_err = 0;
+    f->find_complete = false;
     f->next_find_ms = ron_now_ms() + STO_SVC_FETCH_FIND_GAP_MS;
     if (res->status == 0 && res->code == 200) {
+        f->find_complete = res->complete;
         for (size_t i = 0; i < res->n_providers; i++) {
             size_t idx;
             if (sto_fetch_provider_add(f->sched, res->providers[i].id, &idx) < 0)
@@ -1321,7 +1453,9 @@ fetch_pump(svc_fetch_t *f)
         } else if (f->find_err < 0) {
             fetch_fail_waiters(f, 503, "lookup", "the provider lookup failed");
         } else {
-            miss_remember(s, f->addr, now);
+            if (f->find_complete && s->lim.miss_ttl_ms > 0) /* a node that did not answer may
+                                                               hold the record */
+                miss_remember(s, f->addr, now);
             fetch_fail_waiters(f, 404, NULL, "no provider of this object was found");
         }
         stuck = false;
@@ -1938,7 +2072,7 @@ static void
 svc_maybe_free(sto_service_t *s)
 {
     if (s->stopping && s->jobs == 0 && s->n_puts == 0 && !s->timer_open && !s->async_open &&
-        s->fetches == NULL)
+        s->fetches == NULL && s->anns == NULL)
         svc_release(s);
 }
 
@@ -1967,6 +2101,10 @@ sto_service_new(uv_loop_t *loop, rbus_t *bus, sto_store_t *store,
         s->lim.put_idle_ms = STO_SVC_PUT_IDLE_MS;
     if (s->lim.miss_ttl_ms == 0)
         s->lim.miss_ttl_ms = STO_SVC_MISS_TTL_MS;
+    if (s->lim.announce_wait_ms == 0)
+        s->lim.announce_wait_ms = STO_SVC_ANNOUNCE_WAIT_MS;
+    else if (s->lim.announce_wait_ms > STO_SVC_ANNOUNCE_WAIT_MAX && s->lim.announce_wait_ms != UINT32_MAX)
+        s->lim.announce_wait_ms = STO_SVC_ANNOUNCE_WAIT_MAX;
     s->puts = ron_xcalloc(s->lim.puts_total, sizeof *s->puts); /* NOLINT(bugprone-sizeof-expression): an array of pointers */
     s->reg = met_registry_new();
     met_family_register(s->reg, &desc_req, &fam);
@@ -2013,6 +2151,7 @@ sto_service_new(uv_loop_t *loop, rbus_t *bus, sto_store_t *store,
                              "Gets of an absent object answered 404 at once: a lookup found no "
                              "provider of it moments ago.",
                              &s->miss_hits);
+        put_ann_metrics(s);
         met_counter_register(s->reg, "storage_unprovides_total",
                              "Provider records withdrawn because GC evicted the object.",
                              &s->unprovides);
@@ -2053,6 +2192,7 @@ sto_service_free(sto_service_t *s)
         next = f->next;
         fetch_pump(f); /* answers its gets 503; ends once nothing is in flight */
     }
+    put_ann_stop(s);
     uv_close((uv_handle_t *)&s->idle, timer_closed);
     uv_close((uv_handle_t *)&s->evasync, async_closed);
 }

@@ -42,10 +42,18 @@
                                               provider the first found failed */
 #define STO_SVC_FETCH_FIND_GAP_MS 400u     /* between two lookups of one fetch */
 #define STO_SVC_FETCH_FIND_MS 5000u        /* a lookup not answered by then: the gets get 504 */
-#define STO_SVC_MISS_TTL_MS 2000u          /* "no provider found" kept per address (404 at once) */
+#define STO_SVC_MISS_TTL_MS 0u             /* "no provider found" kept per address (404 at once):
+                                              off by default, as it would hide an object put
+                                              elsewhere meanwhile (storage.md "Fetch on miss") */
 #define STO_SVC_MISS_MAX 256u              /* addresses kept so (the oldest entry is replaced) */
 #define STO_SVC_FETCH_LINGER_MS 3000u      /* an idle fetch is kept this long for the next get */
 #define STO_SVC_FETCH_AHEAD_MAX (1u << 20) /* bytes a get's "ahead" may add to what is fetched */
+#define STO_SVC_ANNOUNCE_WAIT_MS 2000u     /* a put's answer waits this long at most for its
+                                              provider record to reach the DHT */
+#define STO_SVC_ANNOUNCE_WAIT_MAX 10000u   /* ... configurable up to this (DHT_SVC_PROVIDE_WAIT_MAX) */
+#define STO_SVC_ANNOUNCE_MAX 32u           /* puts waiting so at once: half the bus connection's
+                                              in-flight bound, the rest is for lookups; beyond,
+                                              a put is answered at once ("pending") */
 
 typedef struct sto_service sto_service_t;
 
@@ -53,7 +61,9 @@ typedef struct {
     uint32_t puts_per_conn; /* 0 = STO_SVC_PUTS_PER_CONN */
     uint32_t puts_total;    /* 0 = STO_SVC_PUTS_TOTAL */
     uint32_t put_idle_ms;   /* 0 = STO_SVC_PUT_IDLE_MS */
-    uint32_t miss_ttl_ms;   /* 0 = STO_SVC_MISS_TTL_MS */
+    uint32_t miss_ttl_ms;   /* 0 = STO_SVC_MISS_TTL_MS (0: no miss memory) */
+    uint32_t announce_wait_ms; /* 0 = STO_SVC_ANNOUNCE_WAIT_MS; at most STO_SVC_ANNOUNCE_WAIT_MAX;
+                                  UINT32_MAX: answer puts at once (announce in the background) */
     /* Optional (NULL: sto_close): called once, on the loop, with the store
      * when the service lets go of it (freed and its last worker call
      * returned, or sto_service_new failed), so a store shared by several
@@ -92,9 +102,14 @@ void sto_service_free(sto_service_t *svc);
  * pieces verified; "local":true turns that off per get. A miss costs one
  * lookup (deadline STO_SVC_FETCH_FIND_MS): when it finds no provider the
  * gets answer 404 at once, and further gets of that address answer 404
- * without a lookup for miss_ttl_ms (at most STO_SVC_MISS_MAX addresses). With dht set, a
- * put_commit that created an object and a completed fetch announce it (dht
- * provide), and GC evictions withdraw it (dht unprovide). Either may be NULL.
+ * without a lookup for lim->miss_ttl_ms when it is set (none by default; at
+ * most STO_SVC_MISS_MAX addresses; only when the lookup heard from every node
+ * it asked). With dht set, a
+ * put_commit announces its object (dht provide) and answers once the provider
+ * record reached the DHT's closest nodes or announce_wait_ms passed
+ * ("announced", "announce_state" in the answer: docs/protocol/storage.md); a
+ * completed fetch announces it too, and GC evictions withdraw it (dht
+ * unprovide). Either may be NULL.
  */
 void sto_service_set_network(sto_service_t *svc, rbus_peer_t *dht, rbus_peer_t *ovl);
 
