@@ -783,10 +783,10 @@ test_put_answers_after_its_record_is_announced(void **state)
     assert_string_equal(phex, jstr(&fx, "address"));
     assert_string_equal(jstr(&fx, "announced"), "3");
     assert_string_equal(jstr(&fx, "announce_state"), "announced");
-    assert_true(json_is_true(json_object_get(fx.json, "created")));
+    assert_true(json_is_true(json_object_get(fx.b.json, "created")));
     /* the same bytes again: not created, announced again */
     assert_int_equal(put_bytes(&fx, "hello"), 200);
-    assert_true(json_is_false(json_object_get(fx.json, "created")));
+    assert_true(json_is_false(json_object_get(fx.b.json, "created")));
     assert_int_equal(fx.provides, 2);
     assert_string_equal(jstr(&fx, "announce_state"), "announced");
     /* the dht says nothing: answered once the wait and the slack passed */
