@@ -82,8 +82,8 @@ sto__answer_error(sto_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, 
 }
 
 /* Map a store error to an answer. */
-static void
-answer_rc(sto_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, int rc)
+void
+sto__answer_rc(sto_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, int rc)
 {
     const char *msg = ron_strerror(rc);
     switch (rc) {
@@ -251,7 +251,7 @@ put_fail_queue(sto_service_t *s, svc_put_t *p, int rc)
         p->qhead = j->next;
         p->writes--;
         if (rc < 0)
-            answer_rc(s, OP_PUT_WRITE, j->req, j->corr_id, rc);
+            sto__answer_rc(s, OP_PUT_WRITE, j->req, j->corr_id, rc);
         else if (s->stopping)
             sto__answer_error(s, OP_PUT_WRITE, j->req, j->corr_id, 503, NULL, NULL,
                               STO_SVC_RETRY_AFTER_MS, "storage is stopping");
@@ -402,6 +402,52 @@ job_work(uv_work_t *w)
     }
 }
 
+void
+sto__job_free(job_t *j)
+{
+    if (j == NULL)
+        return;
+    if (j->token != NULL) {
+        explicit_bzero(j->token, j->token_len);
+        free(j->token);
+    }
+    free(j->data);
+    free(j->list);
+    free(j);
+}
+
+static void answer_guard(sto_service_t *s, op_t op, rbus_req_t *req, const guard_result_t *res);
+
+/*
+ * A pin of an object this node lacks fetches it: besides the pin check its
+ * request passed, the fetch reads the object, so the capability must also
+ * allow a get of the address (the check a get that fetches passes). Returns
+ * true when allowed; false after answering the rejection.
+ */
+static bool
+pin_may_fetch(sto_service_t *s, job_t *j)
+{
+    guard_req_t gr = {0};
+    guard_result_t res;
+    char hex[68];
+
+    if (s->guard == NULL)
+        return true;
+    sto_addr_format(j->addr, hex);
+    gr.op = AUTH_OP_GET;
+    gr.token = j->token;
+    gr.token_len = j->token_len;
+    gr.tenant = tenant_of(j->tenant);
+    gr.addr = hex;
+    gr.target = hex;
+    gr.size = AUTH_SIZE_UNKNOWN;
+    gr.forwarded = true; /* a bus request: its rate caveat was charged at the edge */
+    if (guard_check(s->guard, &gr, &res) == 0)
+        return true;
+    answer_guard(s, OP_PIN, j->req, &res);
+    return false;
+}
+
 static void
 job_done(uv_work_t *w, int status)
 {
@@ -417,19 +463,24 @@ job_done(uv_work_t *w, int status)
         sto__svc_maybe_free(s);
         return;
     }
-    if (j->op == OP_GET && (j->rc == RON_ENOTFOUND || j->rc == RON_EAGAIN) && !j->local &&
-        s->dht != NULL && s->ovl != NULL && !s->stopping) {
-        /* fetch on miss: the get waits for its pieces */
-        bool absent = j->rc == RON_ENOTFOUND; /* not even a partial object */
+    if (((j->op == OP_GET && (j->rc == RON_ENOTFOUND || j->rc == RON_EAGAIN)) ||
+         (j->op == OP_PIN && j->rc == RON_ENOTFOUND)) &&
+        !j->local && s->dht != NULL && s->ovl != NULL && !s->stopping) {
+        /* fetch on miss: the get waits for its pieces, the pin for the whole object */
+        bool absent = j->rc == RON_ENOTFOUND; /* not even a partial object (get) */
         free(j->data);
         j->data = NULL;
         j->rc = 0;
+        if (j->op == OP_PIN && !pin_may_fetch(s, j)) {
+            sto__job_free(j);
+            return;
+        }
         if (absent && sto__miss_known(s, j->addr, ron_now_ms()) &&
             sto__fetch_find(s, j->addr) == NULL) {
             met_counter_inc(s->miss_hits);
-            sto__answer_error(s, OP_GET, j->req, j->corr_id, 404, NULL, NULL, 0,
+            sto__answer_error(s, j->op, j->req, j->corr_id, 404, NULL, NULL, 0,
                               "no provider of this object was found");
-            free(j);
+            sto__job_free(j);
             return;
         }
         sto__fetch_join(s, j);
@@ -442,7 +493,7 @@ job_done(uv_work_t *w, int status)
         if (j->rc < 0) {
             put_remove(s, p);
             put_free(p);
-            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            sto__answer_rc(s, j->op, j->req, j->corr_id, j->rc);
             break;
         }
         p->sp = j->new_sp;
@@ -458,7 +509,7 @@ job_done(uv_work_t *w, int status)
         p->writes--;
         if (j->rc < 0) {
             /* a failed write fails the put (the store refuses later writes): drop it */
-            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            sto__answer_rc(s, j->op, j->req, j->corr_id, j->rc);
             put_fail_queue(s, p, j->rc);
             put_abort_internal(s, p);
             break;
@@ -491,7 +542,7 @@ job_done(uv_work_t *w, int status)
             break;
         }
         if (j->rc < 0) {
-            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            sto__answer_rc(s, j->op, j->req, j->corr_id, j->rc);
             break;
         }
         o = json_object();
@@ -509,7 +560,7 @@ job_done(uv_work_t *w, int status)
         break;
     case OP_STAT:
         if (j->rc < 0) {
-            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            sto__answer_rc(s, j->op, j->req, j->corr_id, j->rc);
         } else if (j->partial_stat) {
             o = json_object();
             json_object_set_new(o, "address", json_addr(j->addr));
@@ -523,7 +574,7 @@ job_done(uv_work_t *w, int status)
         break;
     case OP_LIST:
         if (j->rc < 0) {
-            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            sto__answer_rc(s, j->op, j->req, j->corr_id, j->rc);
             break;
         }
         o = json_object();
@@ -540,17 +591,19 @@ job_done(uv_work_t *w, int status)
     case OP_PIN:
     case OP_UNPIN:
         if (j->rc < 0) {
-            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            sto__answer_rc(s, j->op, j->req, j->corr_id, j->rc);
             break;
         }
         o = json_object();
         json_object_set_new(o, "address", json_addr(j->addr));
         json_object_set_new(o, "pins", json_u64(j->pins));
+        if (j->fetched)
+            json_object_set_new(o, "fetched", json_true());
         answer_ok(s, j->op, j->req, o, NULL, 0);
         break;
     case OP_GC:
         if (j->rc < 0) {
-            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            sto__answer_rc(s, j->op, j->req, j->corr_id, j->rc);
             break;
         }
         o = json_object();
@@ -564,7 +617,7 @@ job_done(uv_work_t *w, int status)
             break;
         }
         if (j->rc < 0) {
-            answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+            sto__answer_rc(s, j->op, j->req, j->corr_id, j->rc);
             break;
         }
         o = json_object();
@@ -576,9 +629,7 @@ job_done(uv_work_t *w, int status)
     default:
         break;
     }
-    free(j->data);
-    free(j->list);
-    free(j);
+    sto__job_free(j);
     sto__svc_maybe_free(s);
 }
 
@@ -879,6 +930,12 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
 
     if (s->guard != NULL && !svc_authorize(s, op, req, f, j, &res))
         goto drop;
+    if (op == OP_PIN && s->guard != NULL && s->ovl != NULL && f->cap_len > 0) {
+        /* kept (RAM, wiped with the job) for the get check of a pin that fetches */
+        j->token = ron_xmalloc(f->cap_len);
+        memcpy(j->token, f->cap, f->cap_len);
+        j->token_len = f->cap_len;
+    }
     if (s->guard != NULL && !res.anonymous && res.verdict.grant.has_tenant &&
         tenant_of(j->tenant) == NULL)
         memcpy(j->tenant, res.verdict.grant.tenant,
@@ -982,8 +1039,7 @@ bad_field:
     snprintf(msg, sizeof msg, "%s: missing or malformed for %s", bad, op_names[op]);
     sto__answer_error(s, op, req, f->corr_id, 400, NULL, bad, 0, msg);
 drop:
-    free(j->data);
-    free(j);
+    sto__job_free(j);
 out:
     json_decref(in.o);
 }

@@ -261,9 +261,9 @@ fetch_fail_waiters(svc_fetch_t *f, uint16_t code, const char *reason, const char
     while (f->waiters != NULL) {
         job_t *j = f->waiters;
         f->waiters = j->next;
-        sto__answer_error(s, OP_GET, j->req, j->corr_id, code, NULL, reason,
+        sto__answer_error(s, j->op, j->req, j->corr_id, code, NULL, reason,
                           code == 404 ? 0 : STO_SVC_RETRY_AFTER_MS, msg);
-        free(j);
+        sto__job_free(j);
     }
 }
 
@@ -275,8 +275,8 @@ fetch_waiter_ready(const svc_fetch_t *f, const job_t *j)
 
     if (f->whole)
         return true;
-    if (size == UINT64_MAX)
-        return false;
+    if (j->op == OP_PIN || size == UINT64_MAX)
+        return false; /* a pin waits for the whole object (committed) */
     if (j->offset >= size)
         return true;
     end = j->length > size - j->offset ? size : j->offset + j->length;
@@ -305,9 +305,9 @@ fetch_serve_ready(svc_fetch_t *f)
             sto__queue_job(s, j);
         } else if (now >= j->deadline_ms) {
             *pp = j->next;
-            sto__answer_error(s, OP_GET, j->req, j->corr_id, 504, "timeout", "fetch",
+            sto__answer_error(s, j->op, j->req, j->corr_id, 504, "timeout", "fetch",
                               STO_SVC_RETRY_AFTER_MS, "the object could not be fetched in time");
-            free(j);
+            sto__job_free(j);
         } else {
             pp = &j->next;
         }
@@ -437,9 +437,9 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
             while (f->waiters != NULL) {
                 job_t *w = f->waiters;
                 f->waiters = w->next;
-                sto__answer_error(s, OP_GET, w->req, w->corr_id, 416, NULL, "offset", 0,
+                sto__answer_error(s, w->op, w->req, w->corr_id, 416, NULL, "offset", 0,
                                   "offset: past the end of the object");
-                free(w);
+                sto__job_free(w);
             }
             /* forget the wants past the end: a fresh scheduler, same providers (same
              * indices); answers still in flight name ids it ignores */
@@ -594,12 +594,18 @@ sto__fetch_pump(svc_fetch_t *f)
 /* Want get j's range, and the bytes it said it reads next (its "ahead",
  * at most STO_SVC_FETCH_AHEAD_MAX): a reader with one get in flight (the
  * gateway) then finds its next chunk fetched, or on its way from several
- * providers, instead of starting a round trip per chunk. */
+ * providers, instead of starting a round trip per chunk. A pin wants the
+ * whole object. */
 static void
 fetch_want_job(svc_fetch_t *f, const job_t *j)
 {
     uint64_t len = j->length > 0 ? j->length : 1;
     uint64_t ahead = j->ahead < STO_SVC_FETCH_AHEAD_MAX ? j->ahead : STO_SVC_FETCH_AHEAD_MAX;
+
+    if (j->op == OP_PIN) {
+        sto_fetch_want(f->sched, 0, UINT64_MAX); /* every piece */
+        return;
+    }
 
     if (j->offset <= UINT64_MAX - len - ahead)
         len += ahead;
@@ -612,7 +618,7 @@ sto__fetch_job_done(sto_service_t *s, job_t *j)
 {
     svc_fetch_t *f = j->fetch;
     uint64_t now = ron_now_ms();
-    bool bad = false, retry = false;
+    bool bad = false, retry = false, progress = false;
 
     f->jobs--;
     switch (j->op) {
@@ -653,8 +659,10 @@ sto__fetch_job_done(sto_service_t *s, job_t *j)
                     bad = bad || j->rec_rc[i] == RON_EDIGEST || j->rec_rc[i] == RON_EPROTO;
                     continue;
                 }
-                if (j->rec_rc[i] == 0)
+                if (j->rec_rc[i] == 0) {
                     met_counter_add(s->fetch_bytes, j->recs[i].len);
+                    progress = true;
+                }
                 if (j->cancelled ||
                     sto_fetch_piece(f->sched, j->req_id, j->recs[i].piece, now) == 0)
                     sto_fetch_have(f->sched, j->recs[i].piece);
@@ -662,6 +670,10 @@ sto__fetch_job_done(sto_service_t *s, job_t *j)
         }
         if (bad)
             met_counter_inc(s->fetch_fail);
+        if (progress) /* a pin waits as long as verified pieces keep coming */
+            for (job_t *w = f->waiters; w != NULL; w = w->next)
+                if (w->op == OP_PIN)
+                    w->deadline_ms = now + STO_SVC_FETCH_WAIT_MS;
         if (!j->cancelled)
             sto_fetch_req_end(f->sched, j->req_id,
                               bad     ? STO_FETCH_BAD_PIECE
@@ -681,6 +693,17 @@ sto__fetch_job_done(sto_service_t *s, job_t *j)
             }
         } else {
             ron_warn("storage: completing a fetched object failed: %s", ron_strerror(j->rc));
+            /* the pins waited for the object to be stored: tell them why it was not */
+            for (job_t **pp = &f->waiters; *pp != NULL;) {
+                job_t *w = *pp;
+                if (w->op != OP_PIN) {
+                    pp = &w->next;
+                    continue;
+                }
+                *pp = w->next;
+                sto__answer_rc(s, OP_PIN, w->req, w->corr_id, j->rc);
+                sto__job_free(w);
+            }
         }
         break;
     default:
@@ -719,6 +742,7 @@ sto__fetch_join(sto_service_t *s, job_t *j)
         oj->op = OP_F_OPEN;
         fetch_job_queue(f, oj);
     }
+    j->fetched = j->op == OP_PIN;
     j->next = f->waiters;
     f->waiters = j;
     if (f->opening)

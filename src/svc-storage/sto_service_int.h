@@ -195,6 +195,12 @@ struct job {
     rec_t *recs; /* OP_F_STORE: the records in data */
     int *rec_rc;
     size_t nrec;
+    /* pin: the capability it came with (enforcing services with a network
+     * only), for the get check of a pin that fetches; RAM, wiped by
+     * sto__job_free */
+    char *token;
+    size_t token_len;
+    bool fetched; /* pin: it waited for a fetch of the object */
     /* put_commit under a capability: the check of the hashed address */
     bool cap_denied;
     guard_result_t cap_res;
@@ -211,6 +217,12 @@ void sto__answer_error(sto_service_t *s, op_t op, rbus_req_t *req, uint64_t corr
                        const char *slug, const char *reason, uint32_t retry_after_ms,
                        const char *message);
 
+/* Answer the error a store call returned (rc < 0) to req (NULL: count only). */
+void sto__answer_rc(sto_service_t *s, op_t op, rbus_req_t *req, uint64_t corr_id, int rc);
+
+/* Free job j (NULL: nothing) with what it owns: data, list, a kept token (wiped). */
+void sto__job_free(job_t *j);
+
 /* Run job j (taken) on a worker; its op's done half runs on the loop. */
 void sto__queue_job(sto_service_t *s, job_t *j);
 
@@ -225,9 +237,11 @@ void sto__fetch_job_work(sto_store_t *st, job_t *j);
 /* The loop half of a fetch's own job j (taken). */
 void sto__fetch_job_done(sto_service_t *s, job_t *j);
 
-/* A get j (taken) of an absent object, or of a range not held yet: join or
- * start the fetch of its address; j is answered when its range is held,
- * past its deadline, or when the fetch fails. */
+/* A get j (taken) of an absent object, or of a range not held yet, or a pin
+ * of an absent object: join or start the fetch of its address; j runs again
+ * (local) when its range is held (a pin: the whole object), or is answered
+ * past its deadline (a pin: STO_SVC_FETCH_WAIT_MS without a verified piece
+ * arriving) or when the fetch fails. */
 void sto__fetch_join(sto_service_t *s, job_t *j);
 
 /* 1 when a lookup for addr found no provider less than miss_ttl_ms ago. */
