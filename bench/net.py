@@ -125,7 +125,7 @@ def timed_pin(node, app, addr, cap):
             break
         PIN_RETRIES.append(time.monotonic() - t0)
     dt = time.monotonic() - t0
-    check(r.returncode == 0 and b"1 pin" in r.stdout,
+    check(r.returncode == 0 and b"pinned" in r.stdout,
           "ron pin %s via %s: %r %r (node exit %r); node log tail:\n%s"
           % (addr, app, r.stdout, r.stderr, node.proc.poll(), node.logs()[-3000:]))
     return dt

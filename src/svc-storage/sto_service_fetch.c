@@ -408,6 +408,7 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
     sto_service_t *s = f->svc;
     job_t *j;
     size_t total = 0, off = 0;
+    bool taken;
     (void)code;
 
     for (ovl_req_t **pp = &f->reqs; *pp != NULL; pp = &(*pp)->next)
@@ -476,10 +477,16 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
         sto__fetch_pump(f);
         return;
     }
-    /* copy the records (views into the answer) for the worker */
-    for (size_t i = 0; i < res->n_pieces; i++)
-        total += res->pieces[i].proof_len + res->pieces[i].len;
+    /* the records (views into the answer) for the worker: the answer's own
+     * memory when the bus hands it over (in process), else a copy */
     j = ron_xcalloc(1, sizeof *j);
+    j->data = ovl_client_fetch_take(res);
+    taken = j->data != NULL;
+    if (!taken) {
+        for (size_t i = 0; i < res->n_pieces; i++)
+            total += res->pieces[i].proof_len + res->pieces[i].len;
+        j->data = ron_xmalloc(total + 1);
+    }
     j->op = OP_F_STORE;
     j->size = res->size;
     j->req_id = r->req_id;
@@ -488,19 +495,23 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
     j->nrec = res->n_pieces;
     j->recs = ron_xcalloc(j->nrec + 1, sizeof *j->recs);
     j->rec_rc = ron_xcalloc(j->nrec + 1, sizeof *j->rec_rc);
-    j->data = ron_xmalloc(total + 1);
     for (size_t i = 0; i < res->n_pieces; i++) {
         const ovl_client_piece_t *p = &res->pieces[i];
         j->recs[i].piece = p->piece;
         j->recs[i].has_cv = p->cv != NULL;
         if (p->cv != NULL)
             memcpy(j->recs[i].cv, p->cv, STO_TREE_HASH_LEN);
-        j->recs[i].proof_off = off;
         j->recs[i].proof_len = p->proof_len;
+        j->recs[i].len = p->len;
+        if (taken) { /* the views point into j->data */
+            j->recs[i].proof_off = (size_t)(p->proof - j->data);
+            j->recs[i].bytes_off = (size_t)(p->bytes - j->data);
+            continue;
+        }
+        j->recs[i].proof_off = off;
         memcpy(j->data + off, p->proof, p->proof_len);
         off += p->proof_len;
         j->recs[i].bytes_off = off;
-        j->recs[i].len = p->len;
         memcpy(j->data + off, p->bytes, p->len);
         off += p->len;
     }
