@@ -23,13 +23,56 @@
 #include "ron_util.h"
 #include "sto_service_int.h"
 
-/* The worker half of a fetch's own jobs. */
-void
-sto__fetch_job_work(sto_store_t *st, job_t *j)
+/* The worker half of one OP_F_STORE job: verify and store its records. */
+static void
+store_work(sto_store_t *st, job_t *j)
 {
     uint64_t last;
     size_t k;
 
+    j->rc = 0;
+    if (j->partial == NULL) {
+        /* the first answer: its last piece binds the size and creates the partial */
+        last = sto_tree_pieces(j->size) - 1;
+        for (k = 0; k < j->nrec && j->recs[k].piece != last; k++)
+            ;
+        if (k == j->nrec) {
+            /* a sized answer (no size proof) whose partial the fetch no longer
+             * holds: completed meanwhile, or open it again */
+            if (sto_has(st, j->addr) == 1) {
+                j->rc = 1;
+                return;
+            }
+            if (sto_partial_open(st, j->addr, &j->partial) < 0) {
+                j->rc = RON_EAGAIN; /* not the provider's fault: ask again */
+                return;
+            }
+            j->created = j->reopened = true; /* the job's own handle */
+            goto add;
+        }
+        j->rc =
+            sto_partial_create(st, j->addr, j->size, j->data + j->recs[k].bytes_off, j->recs[k].len,
+                               j->data + j->recs[k].proof_off, j->recs[k].proof_len, &j->partial);
+        if (j->rc == -EEXIST) {
+            j->rc = 1;
+            return;
+        }
+        if (j->rc < 0)
+            return;
+        j->created = true; /* the job's own handle */
+    }
+add:
+    for (k = 0; k < j->nrec; k++)
+        j->rec_rc[k] =
+            sto_partial_piece_add_cv(j->partial, j->recs[k].piece, j->data + j->recs[k].bytes_off,
+                                     j->recs[k].len, j->recs[k].has_cv ? j->recs[k].cv : NULL,
+                                     j->data + j->recs[k].proof_off, j->recs[k].proof_len);
+}
+
+/* The worker half of a fetch's own jobs. */
+void
+sto__fetch_job_work(sto_store_t *st, job_t *j)
+{
     switch (j->op) {
     case OP_F_OPEN:
         if (sto_has(st, j->addr) == 1) {
@@ -47,43 +90,8 @@ sto__fetch_job_work(sto_store_t *st, job_t *j)
         }
         break;
     case OP_F_STORE:
-        j->rc = 0;
-        if (j->partial == NULL) {
-            /* the first answer: its last piece binds the size and creates the partial */
-            last = sto_tree_pieces(j->size) - 1;
-            for (k = 0; k < j->nrec && j->recs[k].piece != last; k++)
-                ;
-            if (k == j->nrec) {
-                /* a sized answer (no size proof) whose partial the fetch no longer
-                 * holds: completed meanwhile, or open it again */
-                if (sto_has(st, j->addr) == 1) {
-                    j->rc = 1;
-                    break;
-                }
-                if (sto_partial_open(st, j->addr, &j->partial) < 0) {
-                    j->rc = RON_EAGAIN; /* not the provider's fault: ask again */
-                    break;
-                }
-                j->created = j->reopened = true; /* the job's own handle */
-                goto add;
-            }
-            j->rc = sto_partial_create(st, j->addr, j->size, j->data + j->recs[k].bytes_off,
-                                       j->recs[k].len, j->data + j->recs[k].proof_off,
-                                       j->recs[k].proof_len, &j->partial);
-            if (j->rc == -EEXIST) {
-                j->rc = 1;
-                break;
-            }
-            if (j->rc < 0)
-                break;
-            j->created = true; /* the job's own handle */
-        }
-    add:
-        for (k = 0; k < j->nrec; k++)
-            j->rec_rc[k] = sto_partial_piece_add_cv(
-                j->partial, j->recs[k].piece, j->data + j->recs[k].bytes_off, j->recs[k].len,
-                j->recs[k].has_cv ? j->recs[k].cv : NULL, j->data + j->recs[k].proof_off,
-                j->recs[k].proof_len);
+        for (job_t *b = j; b != NULL; b = b->batch)
+            store_work(st, b);
         break;
     case OP_F_COMPLETE:
         j->rc = sto_partial_complete(j->partial);
@@ -314,6 +322,52 @@ fetch_serve_ready(svc_fetch_t *f)
     }
 }
 
+/*
+ * Hand the OP_F_STORE jobs waiting in f's queue to workers, at most
+ * STO__FETCH_STORE_CALLS calls at once. Once the partial object exists,
+ * one call stores every answer waiting, in arrival order (job->batch);
+ * before, one answer per call (the first creates the partial).
+ */
+static void
+fetch_store_dispatch(svc_fetch_t *f)
+{
+    while (f->sq_head != NULL && f->stores < STO__FETCH_STORE_CALLS) {
+        job_t *head = f->sq_head;
+        if (f->partial != NULL) {
+            for (job_t *b = head; b != NULL; b = b->next) {
+                b->batch = b->next;
+                if (b->partial == NULL)
+                    b->partial = f->partial;
+            }
+            f->sq_head = f->sq_tail = NULL;
+        } else {
+            f->sq_head = head->next;
+            if (f->sq_head == NULL)
+                f->sq_tail = NULL;
+        }
+        head->next = NULL;
+        f->stores++;
+        sto__queue_job(f->svc, head);
+    }
+}
+
+/* Store the records of an overlay answer (j, taken): queued, then run by
+ * fetch_store_dispatch. */
+static void
+fetch_store_queue(svc_fetch_t *f, job_t *j)
+{
+    j->fetch = f;
+    memcpy(j->addr, f->addr, STO_ADDR_LEN);
+    f->jobs++;
+    j->next = NULL;
+    if (f->sq_tail != NULL)
+        f->sq_tail->next = j;
+    else
+        f->sq_head = j;
+    f->sq_tail = j;
+    fetch_store_dispatch(f);
+}
+
 static void
 fetch_job_queue(svc_fetch_t *f, job_t *j)
 {
@@ -516,7 +570,7 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
         off += p->len;
     }
     free(r);
-    fetch_job_queue(f, j);
+    fetch_store_queue(f, j);
 }
 
 static void
@@ -623,13 +677,69 @@ fetch_want_job(svc_fetch_t *f, const job_t *j)
     sto_fetch_want(f->sched, j->offset, len);
 }
 
+/* The loop half of one OP_F_STORE job: the pieces it stored, the request's end. */
+static void
+store_done(sto_service_t *s, svc_fetch_t *f, job_t *j, uint64_t now)
+{
+    bool bad = false, retry = false, progress = false;
+
+    if (j->rc == 1) {
+        f->whole = true; /* the object was completed meanwhile */
+    } else if (j->rc == RON_EAGAIN) {
+        retry = true;
+    } else if (j->rc < 0) {
+        bad = true;
+    } else {
+        if (j->created && !j->reopened) /* its last piece went in with the creation */
+            met_counter_add(s->fetch_bytes,
+                            sto_tree_piece_len(j->size, sto_tree_pieces(j->size) - 1));
+        if (f->partial == NULL)
+            f->partial = j->partial; /* the job created it: the fetch keeps the handle */
+        else if (j->created)
+            sto_partial_close(j->partial); /* created twice at once: one handle is enough */
+        for (size_t i = 0; i < j->nrec; i++) {
+            if (j->rec_rc[i] < 0) {
+                bad = bad || j->rec_rc[i] == RON_EDIGEST || j->rec_rc[i] == RON_EPROTO;
+                continue;
+            }
+            if (j->rec_rc[i] == 0) {
+                met_counter_add(s->fetch_bytes, j->recs[i].len);
+                progress = true;
+            }
+            if (j->cancelled || sto_fetch_piece(f->sched, j->req_id, j->recs[i].piece, now) == 0)
+                sto_fetch_have(f->sched, j->recs[i].piece);
+        }
+    }
+    if (bad)
+        met_counter_inc(s->fetch_fail);
+    if (progress) /* a pin waits as long as verified pieces keep coming */
+        for (job_t *w = f->waiters; w != NULL; w = w->next)
+            if (w->op == OP_PIN)
+                w->deadline_ms = now + STO_SVC_FETCH_WAIT_MS;
+    if (!j->cancelled)
+        sto_fetch_req_end(f->sched, j->req_id,
+                          bad     ? STO_FETCH_BAD_PIECE
+                          : retry ? STO_FETCH_RETRYABLE
+                                  : STO_FETCH_OK,
+                          now);
+}
+
+static void
+fetch_job_free(job_t *j)
+{
+    free(j->have);
+    free(j->recs);
+    free(j->rec_rc);
+    free(j->data);
+    free(j);
+}
+
 /* A fetch job returned (loop). */
 void
 sto__fetch_job_done(sto_service_t *s, job_t *j)
 {
     svc_fetch_t *f = j->fetch;
     uint64_t now = ron_now_ms();
-    bool bad = false, retry = false, progress = false;
 
     f->jobs--;
     switch (j->op) {
@@ -650,48 +760,20 @@ sto__fetch_job_done(sto_service_t *s, job_t *j)
         if (!f->whole)
             fetch_find_providers(f);
         break;
-    case OP_F_STORE:
-        if (j->rc == 1) {
-            f->whole = true; /* the object was completed meanwhile */
-        } else if (j->rc == RON_EAGAIN) {
-            retry = true;
-        } else if (j->rc < 0) {
-            bad = true;
-        } else {
-            if (j->created && !j->reopened) /* its last piece went in with the creation */
-                met_counter_add(s->fetch_bytes,
-                                sto_tree_piece_len(j->size, sto_tree_pieces(j->size) - 1));
-            if (f->partial == NULL)
-                f->partial = j->partial; /* the job created it: the fetch keeps the handle */
-            else if (j->created)
-                sto_partial_close(j->partial); /* created twice at once: one handle is enough */
-            for (size_t i = 0; i < j->nrec; i++) {
-                if (j->rec_rc[i] < 0) {
-                    bad = bad || j->rec_rc[i] == RON_EDIGEST || j->rec_rc[i] == RON_EPROTO;
-                    continue;
-                }
-                if (j->rec_rc[i] == 0) {
-                    met_counter_add(s->fetch_bytes, j->recs[i].len);
-                    progress = true;
-                }
-                if (j->cancelled ||
-                    sto_fetch_piece(f->sched, j->req_id, j->recs[i].piece, now) == 0)
-                    sto_fetch_have(f->sched, j->recs[i].piece);
-            }
+    case OP_F_STORE: {
+        job_t *b = j->batch;
+        store_done(s, f, j, now);
+        while (b != NULL) { /* the answers the same worker call stored after j */
+            job_t *next = b->batch;
+            f->jobs--;
+            store_done(s, f, b, now);
+            fetch_job_free(b);
+            b = next;
         }
-        if (bad)
-            met_counter_inc(s->fetch_fail);
-        if (progress) /* a pin waits as long as verified pieces keep coming */
-            for (job_t *w = f->waiters; w != NULL; w = w->next)
-                if (w->op == OP_PIN)
-                    w->deadline_ms = now + STO_SVC_FETCH_WAIT_MS;
-        if (!j->cancelled)
-            sto_fetch_req_end(f->sched, j->req_id,
-                              bad     ? STO_FETCH_BAD_PIECE
-                              : retry ? STO_FETCH_RETRYABLE
-                                      : STO_FETCH_OK,
-                              now);
+        f->stores--;
+        fetch_store_dispatch(f);
         break;
+    }
     case OP_F_COMPLETE:
         f->completing = false;
         if (j->rc == 0 || j->rc == RON_ENOTFOUND) {
@@ -720,11 +802,7 @@ sto__fetch_job_done(sto_service_t *s, job_t *j)
     default:
         break;
     }
-    free(j->have);
-    free(j->recs);
-    free(j->rec_rc);
-    free(j->data);
-    free(j);
+    fetch_job_free(j);
     sto__fetch_pump(f);
 }
 
