@@ -29,7 +29,7 @@
 #include "ron_log.h"
 #include "ron_metrics.h"
 #include "ron_util.h"
-#include "sto_service_int.h"
+#include "sto_service_internal.h"
 
 static const char *const op_names[OP_COUNT + 1] = {
     "put_begin", "put_write", "put_commit", "put_abort", "stat",

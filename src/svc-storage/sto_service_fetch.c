@@ -21,7 +21,7 @@
 #include "ron_err.h"
 #include "ron_log.h"
 #include "ron_util.h"
-#include "sto_service_int.h"
+#include "sto_service_internal.h"
 
 /* The worker half of one OP_F_STORE job: verify and store its records. */
 static void

@@ -1,5 +1,5 @@
 /*
- * sto_service_int.h - shared by the two files of the storage service only:
+ * sto_service_internal.h - shared by the two files of the storage service only:
  * sto_service.c (requests, answers, the put table, worker jobs, lifecycle)
  * and sto_service_fetch.c (fetch on miss: the provider lookup, overlay
  * fetches, the partial object, provider records). Not a public header: the
@@ -8,8 +8,8 @@
  * its uv_work_t runs (the worker touches only that job) and the eviction
  * queue (evmu).
  */
-#ifndef STO_SERVICE_INT_H
-#define STO_SERVICE_INT_H
+#ifndef STO_SERVICE_INTERNAL_H
+#define STO_SERVICE_INTERNAL_H
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -270,4 +270,4 @@ void sto__fetch_pump(svc_fetch_t *f);
 void sto__on_evict(void *arg, const uint8_t addr[STO_ADDR_LEN]);
 void sto__on_evasync(uv_async_t *a);
 
-#endif /* STO_SERVICE_INT_H */
+#endif /* STO_SERVICE_INTERNAL_H */
