@@ -5,6 +5,9 @@
  * chunk). A success answer has the same shape (get's bytes follow its JSON);
  * an error answer is the spec §3 envelope alone. The loop thread parses,
  * checks limits and owns the put table; store calls run in uv_queue_work.
+ * A get or pin of an object this node lacks goes to fetch on miss
+ * (sto_service_fetch.c; shared structs in sto_service_internal.h). A get
+ * is answered in place from its read buffer (rbus_respond_owned).
  * Invariants: one worker call per put at a time (busy flag); further
  * put_writes of a put wait in its queue (at most STO_SVC_PUT_QUEUE, in
  * offset order) and each is handed to the pool as the one before returns,
