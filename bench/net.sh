@@ -1,14 +1,15 @@
 #!/bin/sh
 # End-to-end network benchmark (issue 4 targets) with real `ron node`
 # processes on loopback (bench/net.py): a 1 GiB object held only by one
-# micronode fetched by another into its RAM store through `ron get`
-# (DHT lookup, mutual-TLS overlay transfer, every piece verified), medians
-# of >= 5 runs with a fresh fetching node each; and five macronodes, GETs of
+# micronode fetched by another into its RAM store (DHT lookup, mutual-TLS
+# overlay transfer, every piece verified), both without delivery (`ron pin`:
+# the issue 4 target) and with delivery to `ron get`, medians of >= 5 runs
+# with a fresh fetching node each, CPU seconds of both nodes; and five macronodes, GETs of
 # fresh 1 MiB objects held by another node, p50/p95. Against the tools a user
 # would otherwise use: the single-stream transfer is set beside
 # bench/overlay.sh's curl+b3sum figure (bench/results/overlay.md).
 # Usage: bench/net.sh [build/release]  (writes bench/results/net.md)
-# Env: MIB (1024), RUNS (5), GETS (40).
+# Env: MIB (1024), RUNS (5), GETS (40; 0: the two-node figures only).
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build/release}

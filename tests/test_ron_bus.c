@@ -235,6 +235,124 @@ test_bus_same_service_answers_in_process(void **state)
     roundtrip_on(RBUS_TRANSPORT_INPROC);
 }
 
+/* ---- owned answers (rbus_respond_owned) and rbus_frame_take ---- */
+
+typedef struct {
+    uint8_t *sent; /* the payload the handler handed over (its address) */
+    size_t len;
+    int req_taken; /* request frames rbus_frame_take gave the handler */
+} owned_svc_t;
+
+static void
+owned_handle(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    owned_svc_t *s = arg;
+    uint8_t *buf = malloc(RBUS_HEADROOM + 7 + f->payload_len);
+    /* a request sent by copy can be kept too (in process): its views stay valid */
+    void *req_block = rbus_frame_take(f);
+
+    assert_non_null(buf);
+    s->req_taken += req_block != NULL;
+    s->sent = buf + RBUS_HEADROOM + 7; /* any offset past the headroom */
+    s->len = f->payload_len;
+    for (size_t i = 0; i < f->payload_len; i++)
+        s->sent[i] = (uint8_t)(f->payload[i] ^ 0x5a);
+    assert_int_equal(rbus_respond_owned(req, 200, buf, s->sent, s->len), 0);
+    free(req_block);
+}
+
+typedef struct {
+    int calls;
+    uint16_t code;
+    const uint8_t *payload; /* as delivered */
+    uint8_t *taken;         /* rbus_frame_take's block, or NULL */
+    bool second_take_null;
+    bool no_take; /* leave the frame to the bus */
+    uint8_t body[64];
+    size_t len;
+} owned_reply_t;
+
+static void
+owned_reply_cb(void *arg, int status, const oap_frame_t *resp)
+{
+    owned_reply_t *r = arg;
+
+    r->calls++;
+    assert_int_equal(status, 0);
+    r->code = resp->code;
+    r->payload = resp->payload;
+    r->len = RON_MIN(resp->payload_len, sizeof r->body);
+    r->taken = r->no_take ? NULL : rbus_frame_take(resp);
+    r->second_take_null = r->no_take || rbus_frame_take(resp) == NULL;
+    memcpy(r->body, resp->payload, r->len);
+}
+
+static void
+owned_on(rbus_transport_t t)
+{
+    fx_t fx;
+    owned_svc_t svc = {0};
+    owned_reply_t r = {0};
+    static const char msg[] = "zero-copy answer";
+
+    fx_init(&fx);
+    rbus_t *srv = fx_bus(&fx, t, "overlay");
+    rbus_t *cli = fx_bus(&fx, t, "storage");
+    assert_int_equal(rbus_handle(srv, APP_ECHO, owned_handle, &svc), 0);
+    assert_int_equal(rbus_listen(srv), 0);
+    rbus_peer_t *p = rbus_connect(cli, "overlay", NULL);
+    assert_non_null(p);
+    for (int round = 0; round < 3; round++) {
+        memset(&r, 0, sizeof r);
+        r.no_take = round == 2; /* then the bus frees the block (ASan checks the leak) */
+        assert_int_equal(rbus_request(p, APP_ECHO, msg, sizeof msg - 1, 2000, owned_reply_cb, &r),
+                         0);
+        RUN_UNTIL(&fx.loop, r.calls > 0, 3000);
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(r.code, 200);
+        assert_int_equal(r.len, sizeof msg - 1);
+        for (size_t i = 0; i < r.len; i++)
+            assert_int_equal(r.body[i], (uint8_t)(msg[i] ^ 0x5a));
+        assert_true(r.second_take_null);
+        if (t == RBUS_TRANSPORT_INPROC) {
+            /* in process: delivered in the handler's own memory, kept by the taker */
+            assert_ptr_equal(r.payload, svc.sent);
+            if (r.no_take)
+                continue;
+            assert_non_null(r.taken);
+            assert_true(r.payload > r.taken);
+            free(r.taken);
+        } else {
+            /* over a socket: copied, nothing to take */
+            assert_null(r.taken);
+        }
+    }
+    assert_int_equal(svc.req_taken, t == RBUS_TRANSPORT_INPROC ? 3 : 0);
+    /* rbus_frame_take outside a delivery: nothing */
+    {
+        oap_frame_t f = {.payload = (const uint8_t *)msg, .payload_len = 1};
+        assert_null(rbus_frame_take(&f));
+    }
+    rbus_peer_close(p);
+    rbus_free(cli);
+    rbus_free(srv);
+    fx_close(&fx);
+}
+
+static void
+test_bus_owned_answer_is_copied_over_unix_sockets(void **state)
+{
+    (void)state;
+    owned_on(RBUS_TRANSPORT_UNIX);
+}
+
+static void
+test_bus_owned_answer_reaches_the_taker_without_a_copy_in_process(void **state)
+{
+    (void)state;
+    owned_on(RBUS_TRANSPORT_INPROC);
+}
+
 /* Answers with the request frame's tenant_id as 32 hex digits, then, when
  * the frame has a cap section, "|<cap>|<payload>". */
 static void
@@ -1295,6 +1413,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bus_same_service_answers_over_unix_sockets),
         cmocka_unit_test(test_bus_same_service_answers_in_process),
+        cmocka_unit_test(test_bus_owned_answer_is_copied_over_unix_sockets),
+        cmocka_unit_test(test_bus_owned_answer_reaches_the_taker_without_a_copy_in_process),
         cmocka_unit_test(test_bus_request_ex_carries_the_tenant_over_unix_sockets),
         cmocka_unit_test(test_bus_request_ex_carries_the_tenant_in_process),
         cmocka_unit_test(test_bus_request_past_deadline_times_out_exactly_once),

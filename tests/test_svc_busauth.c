@@ -236,6 +236,77 @@ test_storage_get_without_cap_is_served_and_pin_needs_pin(void **state)
     fx_close(&fx);
 }
 
+/* The `dht` endpoint of the pin-that-fetches test: nobody provides anything. */
+static void
+on_empty_dht(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    static const char js[] = "{\"providers\":[]}";
+    uint8_t b[4 + sizeof js];
+    (void)f;
+    (*(int *)arg)++;
+    b[0] = b[1] = b[2] = 0;
+    b[3] = (uint8_t)(sizeof js - 1);
+    memcpy(b + 4, js, sizeof js - 1);
+    rbus_respond(req, 200, b, 4 + sizeof js - 1);
+}
+
+static void
+on_no_overlay(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    (void)arg, (void)f;
+    rbus_respond_error_ex(req, 404, "not_found", NULL, 0, "nothing here");
+}
+
+static void
+test_storage_pin_that_fetches_also_needs_get(void **state)
+{
+    fx_t fx;
+    rbus_config_t c = {.transport = RBUS_TRANSPORT_INPROC};
+    rbus_t *bdht, *bovl;
+    rbus_peer_t *to_dht, *to_ovl;
+    char pin_only[AUTH_MAX_TOKEN + 1], pinner[AUTH_MAX_TOKEN + 1], absent[68];
+    int finds = 0, rc = 0;
+    (void)state;
+
+    fx_open(&fx);
+    c.hub = fx.b.hub;
+    c.name = "dht";
+    bdht = rbus_new(&fx.b.loop, &c, &rc);
+    c.name = "overlay";
+    bovl = rbus_new(&fx.b.loop, &c, &rc);
+    assert_non_null(bdht);
+    assert_non_null(bovl);
+    assert_int_equal(rbus_handle(bdht, OAP_APP_DHT, on_empty_dht, &finds), 0);
+    assert_int_equal(rbus_handle(bovl, OAP_APP_OVERLAY, on_no_overlay, NULL), 0);
+    assert_int_equal(rbus_listen(bdht), 0);
+    assert_int_equal(rbus_listen(bovl), 0);
+    to_dht = rbus_connect(fx.b.srv, "dht", &rc);
+    to_ovl = rbus_connect(fx.b.srv, "overlay", &rc);
+    assert_non_null(to_dht);
+    assert_non_null(to_ovl);
+    sto_service_set_network(fx.sto, to_dht, to_ovl);
+
+    snprintf(absent, sizeof absent, "b3:%064d", 7);
+    /* a pin of an object the node lacks reads it from the network: pin alone is not enough */
+    mint(&fx, pin_only, NULL, "ops = pin", NULL);
+    assert_int_equal(addr_op(&fx, pin_only, "pin", absent), 403);
+    assert_string_equal(jstr(&fx, "code"), "forbidden");
+    assert_int_equal(finds, 0);
+    assert_int_equal(addr_op(&fx, NULL, "pin", absent), 401);
+    assert_int_equal(finds, 0);
+    /* with get too the fetch runs: nobody provides it, so 404 after one lookup */
+    mint(&fx, pinner, NULL, "ops = get,pin", NULL);
+    assert_int_equal(addr_op(&fx, pinner, "pin", absent), 404);
+    assert_int_equal(finds, 1);
+
+    sto_service_set_network(fx.sto, NULL, NULL);
+    rbus_peer_close(to_dht);
+    rbus_peer_close(to_ovl);
+    rbus_free(bdht);
+    rbus_free(bovl);
+    fx_close(&fx);
+}
+
 static void
 test_storage_refuses_a_revoked_token_right_after_apply(void **state)
 {
@@ -432,6 +503,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_storage_put_without_cap_is_401_and_stores_nothing),
         cmocka_unit_test(test_storage_get_without_cap_is_served_and_pin_needs_pin),
+        cmocka_unit_test(test_storage_pin_that_fetches_also_needs_get),
         cmocka_unit_test(test_storage_refuses_a_revoked_token_right_after_apply),
         cmocka_unit_test(test_storage_revocation_during_an_upload_stores_nothing),
         cmocka_unit_test(test_storage_prefix_and_max_bytes_caveats_bind_the_put),

@@ -750,6 +750,82 @@ test_get_ahead_fetches_the_next_bytes_along_within_its_bound(void **state)
     fx_close(&fx);
 }
 
+static void
+test_pin_of_absent_object_fetches_it_whole_then_pins_it(void **state)
+{
+    fx_t fx;
+    char hex[68], other[68];
+    size_t len = (2u << 20) + 5; /* 33 pieces, more than one request's worth */
+    uint8_t *d, *d2;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, len, 21, hex);
+    fx.nprov = 2;
+    /* one pin: the whole object is fetched, verified, committed, then pinned */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"pin\",\"address\":\"%s\"}", hex), 200);
+    assert_string_equal(jstr(&fx, "pins"), "1");
+    assert_true(json_is_true(json_object_get(fx.b.json, "fetched")));
+    assert_int_equal(fx.finds, 1);
+    assert_true(fx.prov[0].served + fx.prov[1].served >= len);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", hex), 200);
+    assert_string_equal(jstr(&fx, "state"), "pinned");
+    assert_int_equal(strtoull(jstr(&fx, "size"), NULL, 10), len);
+    /* every byte is held locally and is the object's */
+    uint64_t finds = fx.finds;
+    for (size_t off = 0; off < len; off += STO_SVC_MAX_CHUNK) {
+        assert_int_equal(call(&fx, NULL, 0,
+                              "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\","
+                              "\"local\":true}",
+                              hex, off),
+                         200);
+        assert_memory_equal(fx.b.raw, d + off, fx.b.raw_len);
+    }
+    assert_int_equal(fx.finds, finds);
+    /* a second pin is local: no lookup, no "fetched" */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"pin\",\"address\":\"%s\"}", hex), 200);
+    assert_string_equal(jstr(&fx, "pins"), "2");
+    assert_null(json_object_get(fx.b.json, "fetched"));
+    assert_int_equal(fx.finds, finds);
+    /* nobody holds it: 404, not pinned; unpin of an absent object never fetches */
+    fx.nprov = 0;
+    d2 = object_make(&fx, 3000, 22, other);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"pin\",\"address\":\"%s\"}", other), 404);
+    assert_string_equal(jstr(&fx, "code"), "not_found");
+    finds = fx.finds;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"unpin\",\"address\":\"%s\"}", other), 404);
+    assert_int_equal(fx.finds, finds);
+    free(d2);
+    free(d);
+    fx_close(&fx);
+}
+
+static void
+test_pin_whose_providers_all_fail_is_a_retryable_error(void **state)
+{
+    fx_t fx;
+    char hex[68];
+    uint8_t *d;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, 300000, 23, hex);
+    fx.nprov = 2;
+    fx.prov[0].kind = BAD;
+    fx.prov[1].kind = DOWN;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"pin\",\"address\":\"%s\"}", hex), 503);
+    assert_true(json_is_true(json_object_get(fx.b.json, "retryable")));
+    /* nothing was pinned or committed */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"local\":true}", hex),
+                     404);
+    fx.dht_mode = DHT_504;
+    fx.prov[0].kind = fx.prov[1].kind = GOOD;
+    run_for(&fx, STO_SVC_FETCH_LINGER_MS + 100); /* the failed fetch ends */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"pin\",\"address\":\"%s\"}", hex), 504);
+    free(d);
+    fx_close(&fx);
+}
+
 /* Write bytes through put_begin/put_write/put_commit; returns the commit's status. */
 static int
 put_bytes(fx_t *fx, const char *bytes)
@@ -818,6 +894,8 @@ main(void)
         cmocka_unit_test(test_sequential_gets_reuse_the_fetch),
         cmocka_unit_test(test_get_ahead_fetches_the_next_bytes_along_within_its_bound),
         cmocka_unit_test(test_put_answers_after_its_record_is_announced),
+        cmocka_unit_test(test_pin_of_absent_object_fetches_it_whole_then_pins_it),
+        cmocka_unit_test(test_pin_whose_providers_all_fail_is_a_retryable_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -286,7 +286,10 @@ pin_cmd(int argc, char **argv, bool pin)
         "usage: ron pin ADDR | ron pin ls   [--node ADDR] [--cap TOKEN]\n"
         "Pin the object ADDR for this tenant (pinned objects are never garbage\n"
         "collected) and print the tenant's pin count; `ron pin ls` lists the pinned\n"
-        "objects. Safe to retry: the node applies one pin per request.\n" CLI_COMMON_HELP;
+        "objects. A node that lacks ADDR first fetches it whole from the nodes that\n"
+        "provide it, verifying every piece (not_found: none does). Safe to retry: the\n"
+        "node applies one pin per request, and a retry joins a fetch in "
+        "progress.\n" CLI_COMMON_HELP;
     static const char unpin_usage[] =
         "usage: ron unpin ADDR [--node ADDR] [--cap TOKEN]\n"
         "Drop one pin of this tenant on ADDR and print the count left.\n" CLI_COMMON_HELP;

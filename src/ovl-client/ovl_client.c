@@ -208,13 +208,21 @@ oc_fetch_reply(void *arg, int status, const oap_frame_t *resp)
         c->fetch_cb(c->arg, oc_error(resp), resp->code, NULL);
     } else {
         res = ron_xmalloc(sizeof *res);
-        if (ovl_client_fetch_decode(resp->payload, resp->payload_len, res) < 0)
+        if (ovl_client_fetch_decode(resp->payload, resp->payload_len, res) < 0) {
             c->fetch_cb(c->arg, RON_EPROTO, 200, NULL);
-        else
+        } else {
+            res->frame = resp;
             c->fetch_cb(c->arg, 0, 200, res);
+        }
         free(res);
     }
     free(c);
+}
+
+void *
+ovl_client_fetch_take(const ovl_client_fetch_result_t *res)
+{
+    return res->frame != NULL ? rbus_frame_take(res->frame) : NULL;
 }
 
 int

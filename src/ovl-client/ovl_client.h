@@ -60,7 +60,18 @@ typedef struct {
      * range (it only proves the size) and the fetch did not state the size,
      * then first .. first + count - 1 */
     ovl_client_piece_t pieces[OVL_CLIENT_PIECES_MAX];
+    const void *frame; /* private: the bus answer the views point into (ovl_client_fetch_take) */
 } ovl_client_fetch_result_t;
+
+/*
+ * Keep the memory res's views point into, from inside the fetch callback
+ * res was passed to: returns the start of a malloc block holding every
+ * piece's proof, bytes and cv (the caller frees it; the views stay valid
+ * until then), or NULL when the bus cannot hand it over (a Unix-socket
+ * bus; a result not from a callback): the caller copies what it keeps.
+ * Loop thread only.
+ */
+void *ovl_client_fetch_take(const ovl_client_fetch_result_t *res);
 
 /*
  * Outcome of a fetch: status 0, code 200 and res. Otherwise res is NULL and

@@ -189,7 +189,9 @@ int ron_client_list(ron_client_t *c, const char *after, unsigned limit, ron_clie
                     size_t *n_out, char next_out[RON_CLIENT_ADDR_LEN + 1]);
 
 /* Pin / unpin addr for the client's tenant; *pins_out (may be NULL) gets the
- * tenant's count after the call. Idempotent across retries. Returns as stat. */
+ * tenant's count after the call. A node that lacks addr fetches it whole
+ * (verified) before pinning (docs/protocol/storage.md, "A pin that fetches").
+ * Idempotent across retries. Returns as stat. */
 int ron_client_pin(ron_client_t *c, const char *addr, uint64_t *pins_out);
 int ron_client_unpin(ron_client_t *c, const char *addr, uint64_t *pins_out);
 

@@ -10,6 +10,7 @@
  * rbus_free/rbus_peer_close; peers and the bus are freed only in close
  * callbacks, so after any user callback the code re-checks ->state/closing.
  */
+#include <assert.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,36 @@ peer_send_tenant(rbus_peer_t *p, uint16_t flags, uint16_t code, uint16_t app, ui
     if (rc < 0)
         return rc;
     p->conn->ops->send(p->conn, hdr, payload, len);
+    p->bus->stats.frames_out++;
+    p->bus->stats.bytes_out += OAP_HDR_LEN + len;
+    return 0;
+}
+
+/* peer_send of a payload inside buf (taken; RBUS_HEADROOM free bytes before payload). */
+static int
+peer_send_owned(rbus_peer_t *p, uint16_t flags, uint16_t code, uint16_t app, uint64_t corr,
+                void *buf, uint8_t *payload, size_t len)
+{
+    oap_frame_t f = {.flags = flags,
+                     .code = code,
+                     .app_proto_id = app,
+                     .corr_id = corr,
+                     .payload = payload,
+                     .payload_len = len};
+    uint8_t hdr[OAP_HDR_LEN];
+    int rc;
+
+    rc = oap_header_encode(&f, p->max_frame, hdr);
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
+    if (p->conn->ops->send_owned != NULL) {
+        p->conn->ops->send_owned(p->conn, hdr, buf, payload, len);
+    } else {
+        p->conn->ops->send(p->conn, hdr, payload, len);
+        free(buf);
+    }
     p->bus->stats.frames_out++;
     p->bus->stats.bytes_out += OAP_HDR_LEN + len;
     return 0;
@@ -1023,6 +1054,34 @@ rbus_respond(rbus_req_t *req, uint16_t code, const void *payload, size_t len)
     req_release(req);
     peer_check_backpressure(p);
     return rc;
+}
+
+int
+rbus_respond_owned(rbus_req_t *req, uint16_t code, void *buf, uint8_t *payload, size_t len)
+{
+    rbus_peer_t *p = req->peer;
+    uint16_t flags = req->bare ? OAP_F_RESP : OAP_F_RESP | OAP_F_END;
+    int rc;
+
+    assert(payload >= (uint8_t *)buf + RBUS_HEADROOM);
+    if (p == NULL || p->conn == NULL) {
+        free(buf);
+        req_release(req);
+        return RON_ECLOSED;
+    }
+    rc = peer_send_owned(p, flags, code, req->app_proto_id, req->corr_id, buf, payload, len);
+    if (rc < 0)
+        peer_send_error(p, req->app_proto_id, req->corr_id, 500, "response too large");
+    p->bus->stats.responses_sent++;
+    req_release(req);
+    peer_check_backpressure(p);
+    return rc;
+}
+
+void *
+rbus_frame_take(const oap_frame_t *f)
+{
+    return f != NULL ? rbus__inproc_frame_take(f) : NULL;
 }
 
 int

@@ -4,8 +4,12 @@
  *
  * A connection is a pair of inproc_conn_t joined by ->other. Sending encodes
  * the frame once into a message on the receiver's inbox (the one copy: the
- * sender's payload is borrowed); the hub's idle handle delivers inboxes on a
- * later loop turn, in order, at most INPROC_BATCH frames a turn. The sender's
+ * sender's payload is borrowed), or, for rbus_respond_owned, writes the
+ * header into the sender's own block before its payload and queues that
+ * block (no copy); the hub's idle handle delivers inboxes on a later loop
+ * turn, in order, at most INPROC_BATCH frames a turn. While a frame is
+ * being delivered, rbus_frame_take hands its block to the callback, which
+ * then frees it (no copy on the receiving side either). The sender's
  * q_bytes/q_frames are its messages still in the receiver's inbox.
  * Invariants: a closing side's messages already queued are delivered before
  * the other side learns of the close; an inproc_conn_t is in the hub's ready
@@ -23,9 +27,42 @@
 
 typedef struct inproc_msg_s {
     struct inproc_msg_s *next;
-    size_t len;
-    uint8_t data[];
+    size_t len;    /* frame bytes at data */
+    uint8_t *data; /* the frame: inline[] below, or inside own */
+    void *own;     /* the sender's block holding the frame (send_owned), or NULL */
+    uint8_t inline_data[];
 } inproc_msg_t;
+
+/* The message being delivered on this thread (rbus_frame_take), and whether
+ * its block was taken. Thread-local: each loop (hub) runs on one thread. */
+static _Thread_local inproc_msg_t *deliver_cur;
+static _Thread_local bool deliver_taken;
+
+/* Free message m, whose block own (m->own, read before m's delivery: a
+ * taken inline message is the receiver's, maybe freed already) goes too
+ * unless the receiver took it. */
+static void
+msg_free(inproc_msg_t *m, void *own, bool taken)
+{
+    if (own != NULL) {
+        if (!taken)
+            free(own);
+        free(m);
+    } else if (!taken) {
+        free(m);
+    }
+}
+
+void *
+rbus__inproc_frame_take(const oap_frame_t *f)
+{
+    inproc_msg_t *m = deliver_cur;
+
+    if (m == NULL || deliver_taken || f->payload < m->data || f->payload > m->data + m->len)
+        return NULL;
+    deliver_taken = true;
+    return m->own != NULL ? m->own : (void *)m;
+}
 
 typedef struct inproc_conn_s {
     rbus_conn_t base;
@@ -98,7 +135,7 @@ inbox_free(inproc_conn_t *c)
             c->other->base.q_bytes -= m->len;
             c->other->base.q_frames--;
         }
-        free(m);
+        msg_free(m, m->own, false);
     }
     c->tail = NULL;
 }
@@ -149,11 +186,21 @@ conn_deliver(inproc_conn_t *c)
         r = oap_frame_parse(m->data, m->len, c->max_frame, &f);
         if (r < 0) {
             rbus__conn_proto_error(&c->base, (int)r);
-            free(m);
+            msg_free(m, m->own, false);
             return false;
         }
-        rc = rbus__conn_frame(&c->base, &f, m->len);
-        free(m);
+        {
+            inproc_msg_t *prev_cur = deliver_cur; /* defensive: deliveries never nest */
+            bool prev_taken = deliver_taken, taken;
+            void *own = m->own;
+            deliver_cur = m;
+            deliver_taken = false;
+            rc = rbus__conn_frame(&c->base, &f, m->len);
+            taken = deliver_taken;
+            deliver_cur = prev_cur;
+            deliver_taken = prev_taken;
+            msg_free(m, own, taken);
+        }
         if (rc < 0 || !c->base.reading)
             return false;
     }
@@ -178,21 +225,14 @@ hub_idle_cb(uv_idle_t *idle)
         uv_idle_stop(&h->idle);
 }
 
+/* Queue m on c's peer's inbox. */
 static void
-inproc_send(rbus_conn_t *base, const uint8_t hdr[static OAP_HDR_LEN], const void *payload, size_t len)
+inbox_push(inproc_conn_t *c, inproc_msg_t *m)
 {
-    inproc_conn_t *c = ron_container_of(base, inproc_conn_t, base);
+    rbus_conn_t *base = &c->base;
     inproc_conn_t *o = c->other;
-    inproc_msg_t *m;
 
-    if (o == NULL)
-        return; /* the loss reaches the core through other_gone */
-    m = ron_xmalloc(sizeof *m + OAP_HDR_LEN + len);
     m->next = NULL;
-    m->len = OAP_HDR_LEN + len;
-    memcpy(m->data, hdr, OAP_HDR_LEN);
-    if (len > 0)
-        memcpy(m->data + OAP_HDR_LEN, payload, len);
     if (o->tail != NULL)
         o->tail->next = m;
     else
@@ -201,6 +241,44 @@ inproc_send(rbus_conn_t *base, const uint8_t hdr[static OAP_HDR_LEN], const void
     base->q_bytes += m->len;
     base->q_frames++;
     hub_ready_add(o);
+}
+
+static void
+inproc_send(rbus_conn_t *base, const uint8_t hdr[static OAP_HDR_LEN], const void *payload,
+            size_t len)
+{
+    inproc_conn_t *c = ron_container_of(base, inproc_conn_t, base);
+    inproc_msg_t *m;
+
+    if (c->other == NULL)
+        return; /* the loss reaches the core through other_gone */
+    m = ron_xmalloc(sizeof *m + OAP_HDR_LEN + len);
+    m->own = NULL;
+    m->data = m->inline_data;
+    m->len = OAP_HDR_LEN + len;
+    memcpy(m->data, hdr, OAP_HDR_LEN);
+    if (len > 0)
+        memcpy(m->data + OAP_HDR_LEN, payload, len);
+    inbox_push(c, m);
+}
+
+static void
+inproc_send_owned(rbus_conn_t *base, const uint8_t hdr[static OAP_HDR_LEN], void *buf,
+                  uint8_t *payload, size_t len)
+{
+    inproc_conn_t *c = ron_container_of(base, inproc_conn_t, base);
+    inproc_msg_t *m;
+
+    if (c->other == NULL) {
+        free(buf);
+        return; /* the loss reaches the core through other_gone */
+    }
+    m = ron_xmalloc(sizeof *m);
+    m->own = buf;
+    m->data = payload - OAP_HDR_LEN; /* the caller left RBUS_HEADROOM (= OAP_HDR_LEN) free */
+    m->len = OAP_HDR_LEN + len;
+    memcpy(m->data, hdr, OAP_HDR_LEN);
+    inbox_push(c, m);
 }
 
 static void
@@ -229,7 +307,8 @@ inproc_set_max_frame(rbus_conn_t *base, uint32_t max_frame)
 }
 
 static const rbus_conn_ops_t inproc_ops = {inproc_send, inproc_close, inproc_set_reading,
-                                           inproc_set_max_frame};
+                                           inproc_set_max_frame, inproc_send_owned};
+_Static_assert(RBUS_HEADROOM == OAP_HDR_LEN, "RBUS_HEADROOM is the frame header");
 
 static inproc_conn_t *
 inproc_conn_new(rbus_hub_t *h, uint32_t max_frame)

@@ -27,6 +27,11 @@ typedef struct {
     void (*set_reading)(rbus_conn_t *c, bool on);
     /* Lower the receive limit after HELLO. */
     void (*set_max_frame)(rbus_conn_t *c, uint32_t max_frame);
+    /* Optional (NULL: the core copies through send and frees buf): queue one
+     * frame whose payload lies in buf (taken, from malloc) with RBUS_HEADROOM
+     * free bytes before it, without copying the payload. */
+    void (*send_owned)(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], void *buf,
+                       uint8_t *payload, size_t len);
 } rbus_conn_ops_t;
 
 struct rbus_conn_s {
@@ -155,6 +160,8 @@ int rbus__sock_path(const char *dir, const char *name, char out[static RBUS_MAX_
 int rbus__inproc_listen(rbus_t *b);
 void rbus__inproc_unlisten(rbus_t *b);
 int rbus__inproc_connect(rbus_peer_t *p);
+/* rbus_frame_take for the in-process transport (NULL: f is not a frame it is delivering). */
+void *rbus__inproc_frame_take(const oap_frame_t *f);
 
 /* ---- HELLO (rbus_hello.c) ---- */
 typedef struct {

@@ -116,6 +116,8 @@
 #define RBUS_BACKOFF_MIN_MS 50u              /* first reconnect delay */
 #define RBUS_BACKOFF_MAX_MS 1000u            /* reconnect delay cap */
 #define RBUS_DEFAULT_DEADLINE_MS 5000u       /* deadline used when a request passes 0 (blueprint: 5 s) */
+#define RBUS_HEADROOM                                                                              \
+    38u /* = OAP_HDR_LEN: free bytes rbus_respond_owned needs before its payload */
 
 /* Environment a kernel sets for its children (rbus_config_from_env reads it). */
 #define RBUS_ENV_DIR "RON_BUS_DIR"           /* the private socket directory */
@@ -356,6 +358,28 @@ int rbus_request_ex(rbus_peer_t *p, const rbus_request_opts_t *o, const void *pa
  * 500 instead).
  */
 int rbus_respond(rbus_req_t *req, uint16_t code, const void *payload, size_t len);
+
+/*
+ * As rbus_respond(), handing the payload's memory over instead of copying
+ * it: buf (taken, also on failure) is a block from malloc, and payload
+ * (len bytes) lies inside it at least RBUS_HEADROOM bytes past buf; the
+ * RBUS_HEADROOM bytes before payload are overwritten (the frame header
+ * goes there). In process (RBUS_TRANSPORT_INPROC) the requester receives
+ * the frame in this same memory and may keep it (rbus_frame_take); over a
+ * Unix socket the bytes are copied as by rbus_respond. Same returns.
+ */
+int rbus_respond_owned(rbus_req_t *req, uint16_t code, void *buf, uint8_t *payload, size_t len);
+
+/*
+ * Keep the memory of frame f, which the bus is delivering to the calling
+ * callback right now (a reply, request or event callback of this loop
+ * thread, during its call): returns the start of the malloc block that
+ * holds f->payload (the caller frees it with free(); f's views stay valid
+ * until then), or NULL when the transport cannot hand it over (a Unix
+ * socket bus reads frames into its own buffer): the caller copies what it
+ * keeps, as before. At most one take per frame (a second returns NULL).
+ */
+void *rbus_frame_take(const oap_frame_t *f);
 
 /*
  * Answer req with an OAP/1 error envelope (spec §3) of status code

@@ -69,7 +69,7 @@ struct gfetch { /* one bus fetch */
 
 /* Room before the records for the answer's u32 length and JSON, so the
  * answer goes out without copying the records again. */
-#define SVC_HEADROOM 128u
+#define SVC_HEADROOM (128u + RBUS_HEADROOM) /* the answer JSON, then the bus frame header */
 
 typedef struct {
     uint8_t id[OVL_ID_LEN];
@@ -125,7 +125,7 @@ _Static_assert(OVL_CLIENT_CV_LEN == STO_TREE_HASH_LEN, "chaining value length");
 _Static_assert(OVL_CLIENT_PIECES_MAX == OVL_SVC_PIECES_MAX, "records per answer");
 _Static_assert(OVL_CLIENT_ID_LEN == OVL_ID_LEN && OVL_CLIENT_OBJ_LEN == STO_ADDR_LEN, "ids");
 _Static_assert(OVL_CLIENT_NET_ADDR_MAX == OVL_ADDR_MAX, "address bound");
-_Static_assert(SVC_HEADROOM >= 4 + 40 + 3 * 20, "room for the answer's JSON");
+_Static_assert(SVC_HEADROOM >= RBUS_HEADROOM + 4 + 43 + 3 * 20, "room for the answer's JSON");
 _Static_assert(OVL_CLIENT_CAP_MAX == AUTH_MAX_TOKEN, "a capability for the provider");
 
 /* ---- small helpers ---- */
@@ -285,9 +285,13 @@ fetch_answer(ovl_service_t *s, gfetch_t *f, int rc)
         }
         /* the records, then each one's chaining value (overlay.md §6) */
         memcpy(f->raw + SVC_HEADROOM + f->raw_len, f->cvs, f->n_rec * STO_TREE_HASH_LEN);
-        p = f->raw + SVC_HEADROOM - 4 - jl; /* jl < SVC_HEADROOM - 4: three u64s and keys */
+        /* jl <= 43 + 3 x 20 (three u64s and the keys): RBUS_HEADROOM stays free before p */
+        p = f->raw + SVC_HEADROOM - 4 - jl;
         (void)proto_json_frame(p, js, (uint32_t)jl);
-        (void)rbus_respond(req, 200, p, 4 + jl + f->raw_len + f->n_rec * STO_TREE_HASH_LEN);
+        /* the block goes to the bus as it is (in process: to storage without a copy) */
+        (void)rbus_respond_owned(req, 200, f->raw, p,
+                                 4 + jl + f->raw_len + f->n_rec * STO_TREE_HASH_LEN);
+        f->raw = NULL;
         res = FR_OK;
         s->st.fetches_ok++;
         break;
