@@ -178,13 +178,22 @@ gw_get_free(gw_get_t *g)
         gw->stats.buffered -= g->buf_cap;
         free(g->buf);
     }
+    gw__remote_free(g);
     free(g->parts);
     free(g->cap);
     free(g);
     gw__release(gw);
 }
 
-/* Finish the response (whole or cut short) and free g once no write holds it. */
+/* Free g once it is ended and neither a write nor a storage get holds it. */
+void
+gw__get_release(gw_get_t *g)
+{
+    if (g->req == NULL && g->writes == 0 && g->gets == 0)
+        gw_get_free(g);
+}
+
+/* Finish the response (whole or cut short) and free g once no write or get holds it. */
 void
 gw__get_finish(gw_get_t *g)
 {
@@ -197,8 +206,7 @@ gw__get_finish(gw_get_t *g)
     if (req != NULL)
         (void)tx_respond_end(req);
     g->writes--;
-    if (g->writes == 0)
-        gw_get_free(g);
+    gw__get_release(g);
 }
 
 /* Worker: open the reader; sniff the first bytes when the object has no type. */
@@ -305,8 +313,7 @@ gw_get_written(int status, void *arg)
     if (status < 0)
         g->gone = true;
     if (g->req == NULL) { /* already ended */
-        if (g->writes == 0)
-            gw_get_free(g);
+        gw__get_release(g);
         return;
     }
     if (g->writes > 0 || g->seg < 3)

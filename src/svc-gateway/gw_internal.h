@@ -109,6 +109,21 @@ typedef struct gw_get {
     uint8_t tenant[STO_TENANT_LEN]; /* whom remote gets act for */
     char *cap; /* remote: the client's capability (copied at the first get), or NULL */
     size_t cap_len;
+    /* remote: storage gets sent ahead of the writes, a ring in read order
+     * (gw_remote.c); the request struct lives until every answer came */
+    struct gw_rget {
+        struct gw_get *g;
+        uint64_t off;  /* object offset asked */
+        size_t len;    /* bytes asked, <= buf_cap */
+        uint8_t *data; /* buf_cap bytes (allocated once, then reused), or NULL */
+        int rc;        /* once done: 0 (len verified bytes in data) or a negative code */
+        bool done;     /* answered, or could not be sent */
+    } rq[GW_REMOTE_WINDOW];
+    size_t rq_head, rq_n; /* the oldest get's slot; gets in the ring */
+    size_t fill_ri;       /* range of the next get to send (n_ranges: none left) */
+    uint64_t fill_pos;    /* its offset */
+    unsigned gets;        /* gets sent whose answer has not come */
+    bool rq_wait;         /* the writer waits for the oldest get */
 } gw_get_t;
 
 /* One POST /o or PUT /o/b3:<hex> (see gw_up_step). */
@@ -165,6 +180,7 @@ void gw__storage_refused(gw_t *gw, tx_request_t *req, int rc);
 void gw__cache_clear(gw_t *gw);
 void gw__bodies_clear(gw_t *gw);
 void gw__get_finish(gw_get_t *g);
+void gw__get_release(gw_get_t *g);
 void gw__get_read_done(uv_work_t *w, int status);
 void gw__get_decide(gw_get_t *g);
 void gw__get_open_done(uv_work_t *w, int status);
@@ -172,6 +188,7 @@ void gw__get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_AD
                    const gw_auth_t *a);
 
 /* gw_remote.c (remote reads through the storage service) */
+void gw__remote_free(gw_get_t *g);
 void gw__remote_read(gw_get_t *g);
 void gw__remote_open(gw_get_t *g);
 

@@ -17,6 +17,7 @@
  * views) and forwarded in each get's cap section, so storage checks it too.
  */
 
+#include <assert.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -58,7 +59,7 @@ gw_remote_answer(const oap_frame_t *resp, uint64_t *size_out, const uint8_t **ra
  * the bytes g reads next after it (storage fetches them along on a miss, so
  * one chunk in flight here still keeps several overlay requests going). */
 static int
-gw_remote_get(gw_get_t *g, uint64_t off, uint64_t len, uint64_t ahead, rbus_reply_cb cb)
+gw_remote_get(gw_get_t *g, uint64_t off, uint64_t len, uint64_t ahead, rbus_reply_cb cb, void *arg)
 {
     char js[240], hex[68];
     uint8_t buf[4 + sizeof js];
@@ -77,16 +78,16 @@ gw_remote_get(gw_get_t *g, uint64_t off, uint64_t len, uint64_t ahead, rbus_repl
     memcpy(ro.tenant_id, g->tenant, sizeof ro.tenant_id);
     ro.cap = g->cap;
     ro.cap_len = g->cap_len;
-    return rbus_request_ex(g->gw->fetch, &ro, buf, 4 + jl, cb, g); /* for the client */
+    return rbus_request_ex(g->gw->fetch, &ro, buf, 4 + jl, cb, arg); /* for the client */
 }
 
-/* Bytes g reads after end (exclusive) in its current range and the later ones. */
+/* Bytes g reads after end (exclusive) in range ri and the later ones. */
 static uint64_t
-gw_remote_ahead(const gw_get_t *g, uint64_t end)
+gw_remote_ahead_from(const gw_get_t *g, size_t ri, uint64_t end)
 {
     uint64_t ahead = 0;
 
-    for (size_t i = g->ri; i < g->n_ranges; i++) {
+    for (size_t i = ri; i < g->n_ranges; i++) {
         const gw_range_t *r = &g->ranges[i];
         if (r->last + 1 > end)
             ahead += r->last + 1 - (r->first > end ? r->first : end);
@@ -118,41 +119,151 @@ gw_remote_rc(int status, const oap_frame_t *resp)
     }
 }
 
+/* Hand the oldest get's answer to the writer: its buffer becomes g->buf
+ * (the old one, written out, goes back to the slot for a later get). */
 static void
-gw_remote_read_done(void *arg, int status, const oap_frame_t *resp)
+gw_remote_deliver(gw_get_t *g)
 {
-    gw_get_t *g = arg;
+    struct gw_rget *q = &g->rq[g->rq_head];
+    uint8_t *spare = g->buf;
+
+    assert(q->done && q->off == g->pos);
+    g->rq_wait = false;
+    g->rc = q->rc;
+    if (g->rc < 0) {
+        g->bad = true;
+    } else {
+        g->buf = q->data;
+        q->data = spare;
+        g->buf_off = q->off;
+        g->buf_len = q->len;
+    }
+    q->done = false;
+    g->rq_head = (g->rq_head + 1) % GW_REMOTE_WINDOW;
+    g->rq_n--;
+    gw__get_read_done(&g->work, 0);
+}
+
+static void
+gw_remote_rget_done(void *arg, int status, const oap_frame_t *resp)
+{
+    struct gw_rget *q = arg;
+    gw_get_t *g = q->g;
     const uint8_t *raw = NULL;
     uint64_t size = 0;
     size_t n = 0;
 
-    g->rc = status == 0 && resp->code == 200 ? gw_remote_answer(resp, &size, &raw, &n)
-                                             : gw_remote_rc(status, resp);
-    if (g->rc == 0 && (size != g->size || n == 0 || n > g->buf_cap))
-        g->rc = RON_EPROTO;
-    if (g->rc < 0) {
-        g->bad = true;
-    } else {
-        memcpy(g->buf, raw, n);
-        g->buf_off = g->pos;
-        g->buf_len = n;
+    g->gets--;
+    q->done = true;
+    if (g->req == NULL) { /* ended meanwhile: the answer is not wanted */
+        gw__get_release(g);
+        return;
     }
-    gw__get_read_done(&g->work, 0);
+    q->rc = status == 0 && resp->code == 200 ? gw_remote_answer(resp, &size, &raw, &n)
+                                             : gw_remote_rc(status, resp);
+    /* storage answers exactly the bytes asked (they lie inside the size) */
+    if (q->rc == 0 && (size != g->size || n != q->len))
+        q->rc = RON_EPROTO;
+    if (q->rc == 0)
+        memcpy(q->data, raw, n);
+    if (g->rq_wait && q == &g->rq[g->rq_head])
+        gw_remote_deliver(g);
 }
 
-/* The next chunk of a remote read: one storage get (at most 256 KiB). */
+/* Send gets for the chunks after the last one asked, until GW_REMOTE_WINDOW
+ * are in the ring or the ranges are all asked. A get that cannot be sent
+ * waits for a later call while others are in the ring; alone, it is a
+ * failed answer (as the one get of a read was before gets went ahead). */
+static void
+gw_remote_fill(gw_get_t *g)
+{
+    while (g->rq_n < GW_REMOTE_WINDOW && g->fill_ri < g->n_ranges) {
+        const gw_range_t *r = &g->ranges[g->fill_ri];
+        struct gw_rget *q = &g->rq[(g->rq_head + g->rq_n) % GW_REMOTE_WINDOW];
+        uint64_t want = r->last + 1 - g->fill_pos;
+        size_t len = want < g->buf_cap ? (size_t)want : g->buf_cap;
+        size_t ri;
+        uint64_t pos;
+        int rc;
+
+        if (q->data == NULL) {
+            q->data = ron_xmalloc(g->buf_cap);
+            g->gw->stats.buffered += g->buf_cap;
+            if (g->gw->stats.buffered > g->gw->stats.buffered_peak)
+                g->gw->stats.buffered_peak = g->gw->stats.buffered;
+        }
+        q->g = g;
+        q->off = g->fill_pos;
+        q->len = len;
+        q->rc = 0;
+        q->done = false;
+        ri = g->fill_ri;
+        pos = g->fill_pos;
+        g->fill_pos += len;
+        if (g->fill_pos > r->last && ++g->fill_ri < g->n_ranges)
+            g->fill_pos = g->ranges[g->fill_ri].first;
+        g->rq_n++;
+        g->gets++; /* counted before the send, so an answer can never find it at 0 */
+        rc = gw_remote_get(g, q->off, len, gw_remote_ahead_from(g, g->fill_ri, g->fill_pos),
+                           gw_remote_rget_done, q);
+        if (rc < 0)
+            g->gets--;
+        if (rc < 0 && g->rq_n > 1) {
+            /* the bus is full (RBUS_MAX_INFLIGHT) or down: gets already in the
+             * ring carry on, and this one is sent at a later read */
+            g->rq_n--;
+            g->fill_ri = ri;
+            g->fill_pos = pos;
+            break;
+        }
+        if (rc < 0) { /* the writer's own chunk: its failure is the answer */
+            q->rc = rc;
+            q->done = true;
+        }
+    }
+}
+
+/* The next chunk of a remote read (at g->pos): the oldest get's answer, now
+ * or when it comes; the gets after it are already on their way. */
 void
 gw__remote_read(gw_get_t *g)
 {
-    const gw_range_t *r = &g->ranges[g->ri];
-    uint64_t want = r->last + 1 - g->pos;
-    uint64_t len = want < g->buf_cap ? want : g->buf_cap;
-    int rc = gw_remote_get(g, g->pos, len, gw_remote_ahead(g, g->pos + len), gw_remote_read_done);
-
-    if (rc < 0) {
-        g->rc = rc;
+    gw_remote_fill(g);
+    if (g->rq_n == 0) { /* defensive: the writer asks only for bytes of its ranges */
+        g->rc = RON_EPROTO;
         g->bad = true;
         gw__get_read_done(&g->work, 0);
+        return;
+    }
+    g->rq_wait = true;
+    if (g->rq[g->rq_head].done)
+        gw_remote_deliver(g);
+}
+
+/* The first chunk is in g->buf at [buf_off, buf_off + buf_len): ask for the
+ * next ones at once, before it is even written. */
+static void
+gw_remote_ahead_start(gw_get_t *g)
+{
+    g->fill_ri = 0;
+    g->fill_pos = g->buf_off + g->buf_len;
+    while (g->fill_ri < g->n_ranges && g->fill_pos > g->ranges[g->fill_ri].last)
+        if (++g->fill_ri < g->n_ranges)
+            g->fill_pos = g->ranges[g->fill_ri].first;
+    gw_remote_fill(g);
+}
+
+/* Free the ring's buffers (g is being freed: no get is in flight). */
+void
+gw__remote_free(gw_get_t *g)
+{
+    assert(g->gets == 0);
+    for (size_t i = 0; i < GW_REMOTE_WINDOW; i++) {
+        if (g->rq[i].data != NULL) {
+            g->gw->stats.buffered -= g->buf_cap;
+            free(g->rq[i].data);
+            g->rq[i].data = NULL;
+        }
     }
 }
 
@@ -199,11 +310,12 @@ gw_remote_open_done(void *arg, int status, const oap_frame_t *resp)
                 g->buf_len = (size_t)(n < len ? n : len);
                 g->buf_off = 0;
                 memcpy(g->buf, raw, g->buf_len);
+                gw_remote_ahead_start(g);
                 gw__get_open_done(&g->work, 0);
                 return;
             }
-            if (gw_remote_get(g, g->pos, len, gw_remote_ahead(g, g->pos + len),
-                              gw_remote_first_done) == 0)
+            if (gw_remote_get(g, g->pos, len, gw_remote_ahead_from(g, 0, g->pos + len),
+                              gw_remote_first_done, g) == 0)
                 return;
             g->rc = RON_EUNAVAIL;
         }
@@ -228,6 +340,7 @@ gw_remote_first_done(void *arg, int status, const oap_frame_t *resp)
         memcpy(g->buf, raw, n);
         g->buf_off = g->pos;
         g->buf_len = n;
+        gw_remote_ahead_start(g);
     } else {
         g->bad = true;
     }
@@ -254,7 +367,7 @@ gw__remote_open(gw_get_t *g)
     }
     /* a whole-object GET reads on from here: let storage fetch ahead at once */
     if (gw_remote_get(g, 0, len, g->range != NULL || g->head ? 0 : STO_SVC_FETCH_AHEAD_MAX,
-                      gw_remote_open_done) < 0)
+                      gw_remote_open_done, g) < 0)
         gw_remote_open_done(g, RON_EUNAVAIL, NULL); /* storage unreachable: 503, not a 404 */
 }
 
