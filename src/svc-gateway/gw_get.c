@@ -623,6 +623,16 @@ gw__get_begin(gw_t *gw, tx_request_t *req, const uint8_t addr[static STO_ADDR_LE
         gw__get_open_done(&g->work, 0);
         return;
     }
+    if (g->rd == NULL && gw->fetch != NULL && sto_has(gw->cfg.store, addr) == 0) {
+        /* Not stored here, and storage's get fetches it: go there at once.
+         * The check is one read-only index lookup (no object file is
+         * touched), so the miss skips the thread pool's round trip; an
+         * object stored meanwhile is served by storage's get all the same. */
+        gw->stats.remote_direct++;
+        g->rc = RON_ENOTFOUND;
+        gw__get_open_done(&g->work, 0);
+        return;
+    }
     rc = uv_queue_work(gw->loop, &g->work, gw_get_open_work, gw__get_open_done);
     if (rc < 0) {
         g->rc = rc;

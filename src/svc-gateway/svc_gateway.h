@@ -208,6 +208,7 @@ typedef struct {
     uint64_t body_hits;       /* GET/HEADs answered from a verified body kept in memory */
     uint64_t body_cached;     /* gauge: bytes of verified bodies kept in memory */
     uint64_t auth_rejected;   /* requests the guard refused (401, 403, 429) */
+    uint64_t remote_direct;   /* local misses sent to storage's get at once (index said absent) */
 } gw_stats_t;
 
 /* Create a gateway serving cfg->store on loop (cfg copied). Returns new. */
