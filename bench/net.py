@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,6 +155,14 @@ def two_nodes():
         print()
 
 
+def absent_get(http):
+    try:
+        urllib.request.urlopen("http://%s/o/b3:%s" % (http, os.urandom(32).hex()), timeout=10)
+        return 200
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def five_nodes():
     https = ["127.0.0.1:%d" % free_port() for _ in range(5)]
     apps = ["127.0.0.1:%d" % free_port() for _ in range(5)]
@@ -168,6 +177,10 @@ def five_nodes():
         nodes[i].wait_running("gateway", timeout=30)
         nodes[i].wait_running("app", timeout=30)
     caps = [n.operator_cap() for n in nodes]
+    for i in range(5):
+        # ready to fetch: a GET of an absent address answers 404 (storage looked
+        # it up) rather than 503 (a gateway whose bus to storage is not up yet)
+        wait_for(lambda: absent_get(https[i]) == 404, 15, "gateway %d reaches storage" % i)
     lat = []
     provided = [int(n.metric('dht_provided{service="dht"}') or 0) for n in nodes]
     tmpf = os.path.join(KEYDIR, "small")
