@@ -6,14 +6,22 @@
  * It drives the same gw_get_t as a local read (gw_get.c) and only replaces
  * its two thread-pool steps: the open (the first get brings the size, and
  * for a whole-object GET already the first chunk's bytes, so the first
- * chunk costs no second round trip) and each chunk's read (one get of at
- * most STO_SVC_MAX_CHUNK bytes, with "ahead" telling storage what comes
- * next so its fetches run ahead of the reads). The answers come back on the
- * loop; the decision, the writes and the cleanup are gw_get.c's.
+ * chunk costs no second round trip) and each chunk's read. Once the first
+ * chunk is in, up to GW_REMOTE_WINDOW gets of the next chunks (at most
+ * STO_SVC_MAX_CHUNK bytes each, with "ahead" telling storage what comes
+ * after them) are kept in flight or answered ahead of the writes, in a ring
+ * in read order: storage serves them while the writer sends the previous
+ * chunk, instead of one bus round trip per chunk. The writer takes the
+ * oldest answer by swapping buffers (no copy) and the freed slot asks for
+ * the next chunk. The answers come back on the loop; the decision, the
+ * writes and the cleanup are gw_get.c's.
  *
- * Invariants: a get's answer must repeat the size learnt at the open and
- * hold between 1 byte and the buffer's capacity, else RON_EPROTO; the
- * client's capability is copied once (the gets outlive the request's
+ * Invariants: every answer must repeat the size learnt at the open; the
+ * first must hold 1 byte to the buffer's capacity, each later one exactly
+ * the bytes asked (they lie inside the size), else RON_EPROTO and the stream
+ * is cut; the request struct lives until every get sent has been answered
+ * (gets); a remote stream holds at most 1 + GW_REMOTE_WINDOW chunk buffers;
+ * the client's capability is copied once (the gets outlive the request's
  * views) and forwarded in each get's cap section, so storage checks it too.
  */
 
