@@ -17,7 +17,9 @@
  * cached (it was read a moment ago) is opened, decided and read on the loop
  * instead: the same verified read, without the thread pool's round trip.
  * A local miss with a fetch peer set goes to gw_remote.c, which fills the
- * same struct and comes back through gw__get_open_done / gw__get_read_done.
+ * same struct and comes back through gw__get_open_done / gw__get_read_done;
+ * when the store's index already says the object is absent, it goes there
+ * before any open, without the thread pool's round trip.
  *
  * Verified bodies of hot objects (larger than GW_INLINE_MAX, read whole in
  * their first chunk: at most GW_BODY_CACHE_OBJECT) are kept in memory, at
