@@ -31,6 +31,8 @@
 #include <sodium.h>
 #include <stdatomic.h>
 
+#include <jansson.h>
+
 #include "guard_fixture.h"
 #include "ron_err.h"
 #include "ron_guard.h"
@@ -343,7 +345,20 @@ struct fx {
     unsigned seen;
     atomic_int sto_refuse; /* set: the stand-in answers every request with this status */
     uv_mutex_t seen_mu;    /* seen_*: written on the loop, read by the client thread */
+    /* remote_serve: the stand-in holds f->data (not in f->store) and answers
+     * gets with its bytes; every get after the first is held until hold_for
+     * are waiting or hold_timer fires (FX_HOLD_MS), so the gets the gateway
+     * sends before it has any answer show in max_held */
+    bool remote_serve;
+    bool short_answers; /* gets past offset 0 are answered one byte short */
+    unsigned hold_for;
+    struct fx_held *held[8];
+    unsigned n_held, max_held, gets_seen;
+    atomic_uint held_now; /* n_held, for the client thread */
+    uv_timer_t hold_timer;
 };
+
+#define FX_HOLD_MS 1000 /* held gets are answered by then whatever came */
 
 static const uint8_t T1[STO_TENANT_LEN] = {1};
 
@@ -530,6 +545,8 @@ fx_on_revoke(uv_async_t *a)
     uv_sem_post(&f->revoked);
 }
 
+static void fx_sto_serve(fx_t *f, rbus_req_t *req, const oap_frame_t *fr);
+
 /* The stand-in storage service: record what came, answer 507 (so nothing
  * is stored anywhere) to a put_begin and 404 to a get. */
 static void
@@ -547,10 +564,94 @@ fx_sto_handler(void *arg, rbus_req_t *req, const oap_frame_t *fr)
     memcpy(f->seen_tenant, fr->tenant_id, sizeof f->seen_tenant);
     f->seen++;
     uv_mutex_unlock(&f->seen_mu);
-    if (atomic_load(&f->sto_refuse) != 0)
+    if (f->remote_serve && get)
+        fx_sto_serve(f, req, fr);
+    else if (atomic_load(&f->sto_refuse) != 0)
         (void)rbus_respond_error(req, (uint16_t)atomic_load(&f->sto_refuse), "refused");
     else
         (void)rbus_respond_error(req, get ? 404 : 507, get ? "no such object" : "full");
+}
+
+/* Loop: answer get req (its JSON already checked) with f->data's bytes
+ * [off, off + len): {"size":...} then the raw bytes, as storage does. */
+static void
+fx_sto_answer_get(fx_t *f, rbus_req_t *req, const oap_frame_t *fr)
+{
+    json_t *o = json_loadb((const char *)fr->payload + 4, fr->payload_len - 4, 0, NULL);
+    unsigned long long off = strtoull(json_string_value(json_object_get(o, "offset")), NULL, 10);
+    unsigned long long len = strtoull(json_string_value(json_object_get(o, "length")), NULL, 10);
+    char js[96];
+    int jl;
+    uint8_t *buf;
+
+    json_decref(o);
+    if (off >= f->len) {
+        (void)rbus_respond_error(req, 416, "past the end");
+        return;
+    }
+    if (len > f->len - off)
+        len = f->len - off;
+    if (f->short_answers && off > 0)
+        len--;
+    jl = snprintf(js, sizeof js, "{\"size\":\"%zu\"}", f->len);
+    buf = malloc(4 + (size_t)jl + len);
+    buf[0] = 0, buf[1] = 0, buf[2] = (uint8_t)(jl >> 8), buf[3] = (uint8_t)jl;
+    memcpy(buf + 4, js, (size_t)jl);
+    memcpy(buf + 4 + jl, f->data + off, len);
+    (void)rbus_respond(req, 200, buf, 4 + (size_t)jl + len);
+    free(buf);
+}
+
+/* A held get: its request and a copy of its frame (the frame is a view). */
+typedef struct fx_held {
+    rbus_req_t *req;
+    oap_frame_t fr;
+    uint8_t payload[];
+} fx_held_t;
+
+static void
+fx_hold_flush(fx_t *f)
+{
+    for (unsigned i = 0; i < f->n_held; i++) {
+        fx_sto_answer_get(f, f->held[i]->req, &f->held[i]->fr);
+        free(f->held[i]);
+    }
+    f->n_held = 0;
+    atomic_store(&f->held_now, 0);
+}
+
+static void
+fx_on_hold_timer(uv_timer_t *t)
+{
+    fx_hold_flush(t->data);
+}
+
+/* The stand-in serving f->data: the first get at once, later ones held. */
+static void
+fx_sto_serve(fx_t *f, rbus_req_t *req, const oap_frame_t *fr)
+{
+    fx_held_t *h;
+
+    if (f->gets_seen++ == 0 || f->hold_for == 0) {
+        fx_sto_answer_get(f, req, fr);
+        return;
+    }
+    assert_true(f->n_held < sizeof f->held / sizeof f->held[0]);
+    h = malloc(sizeof *h + fr->payload_len);
+    h->fr = *fr;
+    memcpy(h->payload, fr->payload, fr->payload_len);
+    h->fr.payload = h->payload;
+    h->req = req;
+    f->held[f->n_held++] = h;
+    atomic_store(&f->held_now, f->n_held);
+    if (f->n_held > f->max_held)
+        f->max_held = f->n_held;
+    if (f->n_held == 1)
+        uv_timer_start(&f->hold_timer, fx_on_hold_timer, FX_HOLD_MS, 0);
+    if (f->n_held >= f->hold_for) {
+        uv_timer_stop(&f->hold_timer);
+        fx_hold_flush(f);
+    }
 }
 
 static void
@@ -570,6 +671,8 @@ fx_fake_storage(fx_t *f)
     assert_non_null(f->sto_peer = rbus_connect(f->bus_gw, "storage", &rc));
     gw_set_storage(f->gw, f->sto_peer);
     gw_set_fetch(f->gw, f->sto_peer);
+    uv_timer_init(&f->loop, &f->hold_timer);
+    f->hold_timer.data = f;
 }
 
 static void
@@ -577,6 +680,8 @@ fx_fake_storage_close(fx_t *f)
 {
     gw_set_storage(f->gw, NULL);
     gw_set_fetch(f->gw, NULL);
+    fx_hold_flush(f);
+    uv_close((uv_handle_t *)&f->hold_timer, NULL);
     rbus_peer_close(f->sto_peer);
     rbus_free(f->bus_gw);
     rbus_free(f->bus_sto);
@@ -2407,6 +2512,178 @@ test_guard_token_and_tenant_are_forwarded_to_storage_and_its_refusals_are_401_40
     fx_close(&f);
 }
 
+/* ---- remote reads: a local miss read through storage's get ---- */
+
+/* n bytes the stand-in storage holds and f->store does not. */
+static void
+fx_remote_object(fx_t *f, size_t n)
+{
+    sto_config_t c = {0};
+    sto_store_t *tmp;
+
+    assert_true(f->ram);
+    fx_put(f, NULL, n, NULL); /* f->data, f->addr, f->text ... */
+    sto_close(f->store);      /* ... and a fresh, empty RAM store for the gateway */
+    assert_int_equal(sto_open(&c, &tmp), 0);
+    f->store = tmp;
+    f->remote_serve = true;
+    f->fake_storage = true;
+}
+
+static void
+cl_remote_whole(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+    CL_CHECK(f, !r.closed_short && r.body_len == f->len && memcmp(r.body, f->data, f->len) == 0);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_a_remote_read_asks_storage_for_the_next_chunks_before_the_first_is_written(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, true);
+    fx_remote_object(&f, (1u << 20) + 5); /* five chunks: the open's answer holds the first */
+    f.hold_for = GW_REMOTE_WINDOW;         /* the other four are asked before any is answered */
+    fx_run(&f, &c, cl_remote_whole);
+    assert_int_equal(f.max_held, GW_REMOTE_WINDOW);
+    assert_int_equal(f.gets_seen, 1 + 4);
+    assert_int_equal(f.stats.remote_direct, 1); /* the miss skipped the thread pool */
+    assert_int_equal(f.stats.objects_served, 1);
+    assert_int_equal(f.stats.bytes_served, (1u << 20) + 5);
+    /* held: the writer's chunk and the window's answers, nothing more */
+    assert_true(f.stats.buffered_peak <= (GW_REMOTE_WINDOW + 1) * (size_t)GW_CHUNK_DEFAULT);
+    uv_mutex_destroy(&f.seen_mu);
+    fx_close(&f);
+}
+
+static void
+cl_remote_ranges(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96];
+    size_t big = 700000;
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    /* two ranges: the second one spans three gets */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=0-9,100000-799999\r\n", NULL, 0, &r) == 206);
+    CL_CHECK(f, !r.closed_short);
+    CL_CHECK(f, memmem(r.body, r.body_len, f->data, 10) != NULL);
+    CL_CHECK(f, memmem(r.body, r.body_len, f->data + 100000, big) != NULL);
+    free(r.body);
+    r.body = NULL;
+    /* one range in the middle */
+    CL_CHECK(f, cl_req(fd, "GET", path, "Range: bytes=300000-\r\n", NULL, 0, &r) == 206);
+    CL_CHECK(f, r.body_len == f->len - 300000 && memcmp(r.body, f->data + 300000, r.body_len) == 0);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_remote_ranges_read_ahead_give_the_same_bytes(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, true);
+    fx_remote_object(&f, (1u << 20) + 12345);
+    fx_run(&f, &c, cl_remote_ranges);
+    assert_int_equal(f.stats.objects_served, 2);
+    uv_mutex_destroy(&f.seen_mu);
+    fx_close(&f);
+}
+
+static void
+cl_remote_short(fx_t *f)
+{
+    int fd = cl_connect(f);
+    resp_t r = {0};
+    char path[96];
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(path, sizeof path, "/o/%s", f->text);
+    CL_CHECK(f, cl_req(fd, "GET", path, NULL, NULL, 0, &r) == 200);
+    /* the first chunk went out; the short answer after it cut the stream */
+    CL_CHECK(f, r.closed_short && r.body_len < f->len);
+    CL_CHECK(f, memcmp(r.body, f->data, r.body_len) == 0);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void
+test_a_short_storage_answer_cuts_a_remote_stream(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, true);
+    fx_remote_object(&f, 1u << 20);
+    f.short_answers = true;
+    fx_run(&f, &c, cl_remote_short);
+    assert_int_equal(f.stats.objects_served, 0);
+    uv_mutex_destroy(&f.seen_mu);
+    fx_close(&f);
+}
+
+/* Read the head, wait until the stand-in holds the gets sent ahead, leave. */
+static void
+cl_remote_gone(fx_t *f)
+{
+    int fd = cl_connect(f);
+    char req[160];
+    resp_t r = {0};
+
+    CL_CHECK(f, fd >= 0);
+    snprintf(req, sizeof req, "GET /o/%s HTTP/1.1\r\nHost: t\r\n\r\n", f->text);
+    CL_CHECK(f, cl_send(fd, req, strlen(req)) == 0);
+    CL_CHECK(f, cl_read(fd, &r, true) == 200);
+    for (int i = 0; i < 500 && atomic_load(&f->held_now) < GW_REMOTE_WINDOW; i++)
+        usleep(1000);
+    CL_CHECK(f, atomic_load(&f->held_now) == GW_REMOTE_WINDOW);
+out:
+    free(r.body);
+    if (fd >= 0)
+        close(fd); /* with the gets ahead unanswered */
+}
+
+static void
+test_a_client_leaving_a_remote_read_with_gets_in_flight_frees_it(void **state)
+{
+    fx_t f;
+    tx_config_t c = test_cfg();
+
+    (void)state;
+    fx_open(&f, true);
+    fx_remote_object(&f, 4u << 20);
+    f.hold_for = 99; /* the gets ahead stay unanswered while the client leaves */
+    fx_run(&f, &c, cl_remote_gone);
+    /* fx_run checked active == 0 and buffered == 0 once every held get was answered */
+    assert_int_equal(f.max_held, GW_REMOTE_WINDOW);
+    assert_int_equal(f.stats.objects_served, 0);
+    uv_mutex_destroy(&f.seen_mu);
+    fx_close(&f);
+}
+
 int
 main(void)
 {
@@ -2445,6 +2722,10 @@ main(void)
         cmocka_unit_test(test_guard_a_private_policy_needs_a_token_to_read_and_a_public_rate_answers_429),
         cmocka_unit_test(test_guard_a_prefix_token_puts_inside_its_prefix_and_cannot_post),
         cmocka_unit_test(test_guard_token_and_tenant_are_forwarded_to_storage_and_its_refusals_are_401_403),
+        cmocka_unit_test(test_a_remote_read_asks_storage_for_the_next_chunks_before_the_first_is_written),
+        cmocka_unit_test(test_remote_ranges_read_ahead_give_the_same_bytes),
+        cmocka_unit_test(test_a_short_storage_answer_cuts_a_remote_stream),
+        cmocka_unit_test(test_a_client_leaving_a_remote_read_with_gets_in_flight_frees_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

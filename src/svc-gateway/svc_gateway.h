@@ -46,6 +46,9 @@
 #define GW_SNIFF_LEN 512      /* leading bytes the content-type sniffer looks at */
 #define GW_FETCH_DEADLINE_MS 30000u /* one storage get of a local miss (it may fetch from peers) */
 #define GW_FETCH_RETRY_AFTER_S 2u   /* Retry-After of a 503/504 when a miss could not be fetched */
+#define GW_REMOTE_WINDOW 4u /* storage gets of one remote read in flight or answered ahead of the
+                             * writes: <= 4 x 256 KiB held per request, and storage serves the
+                             * next chunks while the last one is written */
 #define GW_CHUNK_DEFAULT (256u << 10) /* bytes read per thread-pool work item (one per request) */
 #define GW_CHUNK_MIN (64u << 10)      /* one verified piece: smaller chunks only cost hashing */
 #define GW_CHUNK_MAX (1u << 20)       /* keeps a request's buffer (and a worker's hold) bounded */
@@ -205,6 +208,7 @@ typedef struct {
     uint64_t body_hits;       /* GET/HEADs answered from a verified body kept in memory */
     uint64_t body_cached;     /* gauge: bytes of verified bodies kept in memory */
     uint64_t auth_rejected;   /* requests the guard refused (401, 403, 429) */
+    uint64_t remote_direct;   /* local misses sent to storage's get at once (index said absent) */
 } gw_stats_t;
 
 /* Create a gateway serving cfg->store on loop (cfg copied). Returns new. */
