@@ -9,6 +9,7 @@
  * capability and tenant.
  */
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,31 @@ gw_index_unreachable(int rc)
     return rc == RON_EUNAVAIL || rc == RON_ETIMEOUT || rc == RON_EBUSY || rc == RON_ESHUTDOWN;
 }
 
+/*
+ * The Location of a resolved name: /o/<addr>, plus the request's own
+ * `?cap=<token>` when the capability came in the query (a browser link
+ * carries no Authorization header, so the object's URL needs the token as
+ * well to be readable). Only a base64url token is carried: nothing the
+ * client sent can reach the header but those characters.
+ */
+static void
+gw_name_location(tx_request_t *req, const char *addr_text, char *loc, size_t cap)
+{
+    const char *tok = NULL;
+    size_t tl = 0, i;
+
+    if (tx_request_header(req, "Authorization") == NULL && gw__token(req, &tok, &tl) == 0 &&
+        tok != NULL && tl <= AUTH_MAX_TOKEN) {
+        for (i = 0; i < tl && (isalnum((unsigned char)tok[i]) || tok[i] == '-' || tok[i] == '_'); i++)
+            ;
+        if (i == tl) {
+            snprintf(loc, cap, "/o/%s?cap=%.*s", addr_text, (int)tl, tok);
+            return;
+        }
+    }
+    snprintf(loc, cap, "/o/%s", addr_text);
+}
+
 /* Answer q's request from q->rc (and q->rec, q->had, q->err) and free q. */
 static void
 gw_name_answer(gw_name_t *q)
@@ -81,14 +107,14 @@ gw_name_answer(gw_name_t *q)
         tx_header_t ra = {"Retry-After", "1"};
         gw__error(q->req, 503, ron_strerror(q->rc), "index_unavailable", &ra, 1);
     } else if (!q->put) {
-        char text[NAME_ADDR_TEXT_LEN + 1], loc[80];
+        char text[NAME_ADDR_TEXT_LEN + 1], loc[16 + NAME_ADDR_TEXT_LEN + AUTH_MAX_TOKEN];
         if (q->rc == RON_ENOTFOUND) {
             gw__error(q->req, 404, "no record for this name", "name_not_found", NULL, 0);
         } else if (q->rc < 0) {
             gw__error(q->req, 500, ron_strerror(q->rc), "index_failed", NULL, 0);
         } else {
             name_addr_format(&q->rec.addr, text);
-            snprintf(loc, sizeof loc, "/o/%s", text);
+            gw_name_location(q->req, text, loc, sizeof loc);
             h[n++] = (tx_header_t){"Location", loc};
             h[n++] = (tx_header_t){"Cache-Control", GW_CACHE_NONE};
             n += gw__cors(h + n);

@@ -160,6 +160,22 @@ def macro():
         check("\nwww-authenticate:" not in head, "403 has no WWW-Authenticate")
         check(curl(base + "/o/" + b3(other))[0] == 404, "the 403 body was not stored")
 
+        # a name's redirect keeps a ?cap= token (a browser link has no header to carry
+        # it), and only that: a Bearer header or no token gives the bare object URL
+        r = n.ron("name", "publish", "redir.auth", addr, "--node", app, "--cap", op, timeout=30)
+        check(r.returncode == 0, "ron name publish: %r" % (r.stderr,))
+        code, head, _ = curl(base + "/n/redir.auth?cap=" + get)
+        check(code == 302 and ("\nlocation: /o/%s?cap=%s\r" % (addr, get)).lower() in head,
+              "/n/ with ?cap= redirects with the cap: %d %r" % (code, head))
+        code, _, body = curl("-L", base + "/n/redir.auth?cap=" + get)
+        check(code == 200 and body == data, "following it reads the object: %d" % code)
+        code, head, _ = curl(base + "/n/redir.auth", hdrs=[bearer(get)])
+        check(code == 302 and ("\nlocation: /o/%s\r" % addr) in head,
+              "/n/ with a Bearer token redirects to the bare URL: %r" % head)
+        code, head, _ = curl(base + "/n/redir.auth?cap=" + get + "%0d%0aX-Evil:%201")
+        check(code == 401 and "x-evil" not in head and "\nlocation:" not in head,
+              "a ?cap= that is no token is refused, never echoed: %d %r" % (code, head))
+
         # ?cap= writes for a browser link
         third = os.urandom(3000)
         code, _, body = post_retrying(base, third, [], "?cap=" + op)
