@@ -55,6 +55,7 @@ struct fx {
     char op_tok[AUTH_MAX_TOKEN + 1]; /* the operator capability */
     char tok[AUTH_MAX_TOKEN + 1];    /* a test's narrower token */
     char tok2[AUTH_MAX_TOKEN + 1];
+    char tok3[AUTH_MAX_TOKEN + 1]; /* minted from tok (records tok as its ancestor) */
     char addr[68];                   /* an object a test stored */
     /* client thread */
     client_fn fn;
@@ -157,6 +158,19 @@ fx_mint(fx_t *fx, uint32_t ops, uint64_t max_bytes, char *out, size_t cap, char 
     assert_true(guard_mint(fx->guard, &all, "test", &m, out, cap, id) > 0);
     if (id_out != NULL)
         memcpy(id_out, id, sizeof id);
+}
+
+/* Mint a token of ops from the token whose identifier is parent_id: it
+ * records that token as its ancestor (guard_mint's lineage). */
+static void
+fx_mint_child(fx_t *fx, const char *parent_id, uint32_t ops, char *out, size_t cap)
+{
+    auth_grant_t all;
+    guard_mint_req_t m = {.ops = ops, .ttl = 600};
+    char id[AUTH_ID_MAX + 1];
+
+    auth_grant_init(&all);
+    assert_true(guard_mint(fx->guard, &all, parent_id, &m, out, cap, id) > 0);
 }
 
 static void *
@@ -1436,7 +1450,8 @@ test_omni_request_parser_cap_revoke_takes_an_id_or_an_epoch_for_the_kernel(void 
 }
 
 /* cap_revoke by id with a mint token: OMNI_REVOKE_PER_MIN a minute, then 429;
- * the budget is the caller's (another token has its own), and key_rotate
+ * the budget is the caller's lineage (a token minted from it draws on the
+ * same budget; an unrelated token has its own), and key_rotate
  * needs admin. No kernel stands behind this app port: allowed requests are
  * forwarded and answered 503. */
 static void
@@ -1455,6 +1470,8 @@ client_revoke_rate(fx_t *fx)
     }
     CK(fx, cli_req(fd, 6, corr++, "{\"op\":\"cap_revoke\",\"id\":\"ron1:r1:0:ff\"}", &f) == 429);
     CK(fx, is_envelope(&f, 429, "quota_exhausted", "rate_limited"));
+    cli_cap = fx->tok3; /* minted from tok: no fresh budget */
+    CK(fx, cli_req(fd, 6, corr++, "{\"op\":\"cap_revoke\",\"id\":\"ron1:r1:0:fe\"}", &f) == 429);
     cli_cap = fx->tok2; /* another caller: its own budget */
     CK(fx, cli_req(fd, 6, corr++, "{\"op\":\"cap_revoke\",\"id\":\"ron1:r1:0:ff\"}", &f) == 503);
     CK(fx, cli_req(fd, 6, corr++, "{\"op\":\"key_rotate\"}", &f) == 403); /* mint is not admin */
@@ -1473,8 +1490,10 @@ test_omni_cap_revoke_by_id_is_limited_per_caller_with_429(void **state)
     fx_t fx;
     fx_open(&fx, NULL);
     fx_guard(&fx);
-    fx_mint(&fx, 1u << AUTH_OP_MINT, 0, fx.tok, sizeof fx.tok, NULL);
+    char tok_id[AUTH_ID_MAX + 1];
+    fx_mint(&fx, 1u << AUTH_OP_MINT, 0, fx.tok, sizeof fx.tok, tok_id);
     fx_mint(&fx, 1u << AUTH_OP_MINT, 0, fx.tok2, sizeof fx.tok2, NULL);
+    fx_mint_child(&fx, tok_id, 1u << AUTH_OP_MINT, fx.tok3, sizeof fx.tok3);
     fx_run_client(&fx, client_revoke_rate);
     fx_close(&fx);
 }

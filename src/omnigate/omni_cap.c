@@ -154,9 +154,33 @@ omni__rq_prefix_allows(omni_rq_t *q, const char *addr)
 }
 
 /*
+ * Whose revocations a caller's count towards: the root of its lineage (the
+ * oldest ancestor its token records, or the token itself when it records
+ * none), keyed by that token's nonce; without a verified token, its actor. A holder of
+ * `mint` who mints fresh tokens to revoke with still draws on one count,
+ * since every token minted from it (at any depth) names it or its ancestor.
+ */
+static void
+revoker_key(const guard_result_t *res, char *out, size_t cap)
+{
+    const auth_grant_t *gr = &res->verdict.grant;
+    const uint8_t *root;
+
+    if (res->anonymous || res->verdict.reason != AUTH_OK) {
+        snprintf(out, cap, "%s", res->actor[0] != '\0' ? res->actor : "anon");
+        return;
+    }
+    /* a root token's own nonce, else the oldest ancestor's: one key per lineage */
+    root = gr->n_ancestors > 0 ? gr->ancestors[gr->n_ancestors - 1] : res->verdict.id.nonce;
+    snprintf(out, cap, "lineage:");
+    for (size_t i = 0, n = strlen(out); i < AUTH_NONCE_LEN && n + 2 < cap; i++, n += 2)
+        snprintf(out + n, cap - n, "%02x", root[i]);
+}
+
+/*
  * cap_revoke by id: at most OMNI_REVOKE_PER_MIN per caller (the revoking
- * token's identifier) per minute, so one holder of `mint` cannot fill the
- * authority's revocation table at wire speed. Callers are held in a bounded
+ * token's lineage root, revoker_key) per minute, so one holder of `mint`
+ * cannot fill the authority's revocation table at wire speed. Callers are held in a bounded
  * table; a new one takes a free slot or the one whose minute began first.
  * Returns true when allowed (and counts it); else *retry_ms is the wait.
  */
@@ -247,11 +271,13 @@ omni__rq_admit(omni_rq_t *q, guard_result_t *res)
     } else if (!rq_admit_unguarded(q)) {
         return false;
     }
-    if (q->r.op == OMNI_OP_CAP_REVOKE && !q->r.revoke_epoch &&
-        !revoke_allowed(q->g, res->actor[0] != '\0' ? res->actor : "anon", ron_now_ms(),
-                        &retry_ms)) {
-        rq_revoke_flood(q, retry_ms);
-        return false;
+    if (q->r.op == OMNI_OP_CAP_REVOKE && !q->r.revoke_epoch) {
+        char key[AUTH_ID_MAX + 1];
+        revoker_key(res, key, sizeof key);
+        if (!revoke_allowed(q->g, key, ron_now_ms(), &retry_ms)) {
+            rq_revoke_flood(q, retry_ms);
+            return false;
+        }
     }
     return true;
 }
