@@ -40,10 +40,12 @@
 #include <sodium.h>
 
 #include "dht_service.h"
+#include "proto_svc.h"
 #include "ron_err.h"
 #include "ron_fs.h"
 #include "ron_guard.h"
 #include "ron_log.h"
+#include "ron_metrics.h"
 #include "ron_proto.h"
 #include "ron_util.h"
 
@@ -58,15 +60,75 @@ typedef enum {
     OP_BAD = OP_COUNT
 } op_t;
 
-static const char *const op_names[OP_COUNT + 1] = {
-    "find_providers", "provide", "unprovide", "name_put", "name_get", "status", "invalid"};
-static const char *const op_fields[OP_COUNT][3] = {
-    [OP_FIND] = {"address", "limit", NULL}, [OP_PROVIDE] = {"address", "wait_ms", NULL},
-    [OP_UNPROVIDE] = {"address", NULL},     [OP_NAME_PUT] = {"record", NULL},
-    [OP_NAME_GET] = {"name", NULL},         [OP_STATUS] = {NULL},
+/* The ops and the keys each allows beside "op" (docs/protocol/dht.md §10). */
+static const char *const find_fields[] = {"address", "limit", NULL};
+static const char *const provide_fields[] = {"address", "wait_ms", NULL};
+static const char *const unprovide_fields[] = {"address", NULL};
+static const char *const name_put_fields[] = {"record", NULL};
+static const char *const name_get_fields[] = {"name", NULL};
+static const proto_svc_op_t ops[OP_COUNT] = {
+    [OP_FIND] = {"find_providers", find_fields},   [OP_PROVIDE] = {"provide", provide_fields},
+    [OP_UNPROVIDE] = {"unprovide", unprovide_fields}, [OP_NAME_PUT] = {"name_put", name_put_fields},
+    [OP_NAME_GET] = {"name_get", name_get_fields}, [OP_STATUS] = {"status", NULL},
 };
+/* The dht answers 504 (a lookup that did not finish), never 507. */
 static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 429, 500, 503, 504};
-#define N_STATUS (sizeof statuses / sizeof statuses[0] + 1)
+static const proto_svc_desc_t svc_desc = {
+    .what = "dht",
+    .metric = "dht_bus_requests_total",
+    .help = "Requests of the dht bus protocol by op and status.",
+    .ops = ops,
+    .n_ops = OP_COUNT,
+    .max_json = DHT_SVC_MAX_JSON,
+    .frame_message = "payload is not a 4-byte JSON length and that much JSON",
+    .statuses = statuses,
+    .n_statuses = RON_ARRAY_LEN(statuses),
+};
+
+/* The metrics beside the request counters: gauges set and the core's
+ * counters (dht_stats) mirrored into the registry at each render. */
+enum { G_CONTACTS, G_RECORDS, G_PROVIDED, G_PENDING, G_BOOTSTRAPPED, G_COUNT };
+static const char *const gauge_desc[G_COUNT][2] = {
+    {"dht_contacts", "Contacts in the DHT routing table."},
+    {"dht_records", "DHT records held (for others and this node)."},
+    {"dht_provided", "Keys this node announces as a provider (queued ones included)."},
+    {"dht_pending_requests", "Bus requests waiting for a DHT lookup."},
+    {"dht_bootstrapped", "1 once the node has joined the DHT."},
+};
+enum {
+    C_LOOKUPS,
+    C_RX,
+    C_TX,
+    C_RX_MALFORMED,
+    C_RX_FORGED,
+    C_RX_UNSOLICITED,
+    C_RX_SEED_MISMATCH,
+    C_RX_DROPPED,
+    C_TX_DROPPED,
+    C_LOOKUPS_JOINED,
+    C_REQUESTS_TIMEOUT,
+    C_REQUESTS_HEDGED,
+    C_PROVIDES_QUEUED,
+    C_COUNT
+};
+static const char *const counter_desc[C_COUNT][2] = {
+    {"dht_lookups_total", "DHT lookups started."},
+    {"dht_rx_datagrams_total", "DHT datagrams received (dropped ones included)."},
+    {"dht_tx_datagrams_total", "DHT datagrams queued for sending."},
+    {"dht_rx_malformed_total", "DHT datagrams dropped as malformed."},
+    {"dht_rx_forged_total", "DHT records dropped for a bad signature or TTL."},
+    {"dht_rx_unsolicited_total", "DHT replies matching no request."},
+    {"dht_rx_seed_mismatch_total",
+     "DHT datagrams refused: a seed named its node id and another id spoke from there."},
+    {"dht_rx_dropped_total", "DHT datagrams the core refused, for any reason."},
+    {"dht_tx_dropped_total", "DHT datagrams dropped (queue full or socket refused)."},
+    {"dht_lookups_joined_total",
+     "Bus requests answered by a lookup of the same key already running."},
+    {"dht_requests_timeout_total", "DHT requests that got no reply in time."},
+    {"dht_requests_hedged_total", "DHT requests sent because a step was slower than p95."},
+    {"dht_provides_queued_total",
+     "Provide requests that waited for the overlay address or the first contact."},
+};
 
 typedef struct {
     rbus_req_t *req; /* NULL: free slot */
@@ -151,7 +213,12 @@ struct dht_service {
     pend_t pend[DHT_SVC_MAX_PENDING];
     size_t npend;
 
-    uint64_t requests[OP_COUNT + 1][N_STATUS];
+    proto_svc_t *ps; /* op table, request checks, counters by op and status, metrics */
+    met_gauge_t *m_gauge[G_COUNT];
+    met_counter_t *m_counter[C_COUNT];
+    uint64_t m_seen[C_COUNT]; /* what m_counter already holds */
+    met_counter_t *m_waits[4]; /* dht_provide_waits_total{state} */
+    uint64_t m_waits_seen[4];
     uint64_t tx_send_failed;
     uint64_t rx_dropped;      /* datagrams dht_input refused (every reason) */
     uint64_t provides_queued; /* provide requests that had to wait */
@@ -310,19 +377,10 @@ seed_parse(const char *seed, dht_seed_t *a, seed_name_t *name_out)
 /* ---- answers ---- */
 
 static void
-count(dht_service_t *s, op_t op, uint16_t code)
-{
-    size_t i = 0;
-    while (i < N_STATUS - 1 && statuses[i] != code)
-        i++;
-    s->requests[op][i]++;
-}
-
-static void
 answer_error(dht_service_t *s, op_t op, rbus_req_t *req, uint16_t code, const char *slug,
              const char *reason, const char *message)
 {
-    count(s, op, code);
+    proto_svc_count(s->ps, (int)op, code);
     rbus_respond_error_ex(req, code, slug, reason, code == 429 || code == 503 ? DHT_SVC_RETRY_MS : 0,
                           message);
 }
@@ -354,11 +412,11 @@ svc_authorize(dht_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, 
     gr.addr = addr;
     gr.size = AUTH_SIZE_UNKNOWN;
     gr.name = name;
-    gr.target = addr != NULL ? addr : name != NULL ? name : op_names[op];
+    gr.target = addr != NULL ? addr : name != NULL ? name : proto_svc_op_name(s->ps, (int)op);
     gr.forwarded = true; /* a bus request: its rate caveat was charged at the edge */
     if (guard_check(s->guard, &gr, &res) == 0)
         return true;
-    count(s, op, (uint16_t)res.status);
+    proto_svc_count(s->ps, (int)op, (uint16_t)res.status);
     rbus_respond_error_ex(req, (uint16_t)res.status, res.slug, res.slug, res.retry_after_s * 1000u,
                           res.reason);
     return false;
@@ -368,22 +426,15 @@ svc_authorize(dht_service_t *s, op_t op, rbus_req_t *req, const oap_frame_t *f, 
 static void
 answer_ok(dht_service_t *s, op_t op, rbus_req_t *req, json_t *o)
 {
-    char *txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    size_t jl;
     uint8_t *buf;
+    size_t len;
 
-    json_decref(o);
-    if (txt == NULL) {
+    if (proto_svc_frame_ok(s->ps, (int)op, o, &buf, &len) < 0) {
         answer_error(s, op, req, 500, NULL, NULL, "cannot encode the answer");
         return;
     }
-    count(s, op, 200);
-    jl = strlen(txt);
-    buf = ron_xmalloc(4 + jl);
-    (void)proto_json_frame(buf, txt, (uint32_t)jl);
-    rbus_respond(req, 200, buf, 4 + jl);
+    rbus_respond(req, 200, buf, len);
     free(buf);
-    free(txt);
 }
 
 static json_t *
@@ -1130,26 +1181,10 @@ on_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *
 /* ---- bus requests ---- */
 
 static int
-get_text(json_t *o, const char *name, char *out, size_t cap)
-{
-    json_t *v = json_object_get(o, name);
-    size_t n;
-    if (v == NULL)
-        return 0;
-    if (!json_is_string(v))
-        return -1;
-    n = json_string_length(v);
-    if (n >= cap || strlen(json_string_value(v)) != n)
-        return -1;
-    memcpy(out, json_string_value(v), n + 1);
-    return 1;
-}
-
-static int
-get_b3(json_t *o, uint8_t key[static DHT_ID_LEN])
+get_b3(const json_t *o, uint8_t key[static DHT_ID_LEN])
 {
     char a[3 + 2 * DHT_ID_LEN + 1];
-    if (get_text(o, "address", a, sizeof a) <= 0 || strncmp(a, "b3:", 3) != 0 ||
+    if (proto_svc_get_text(o, "address", a, sizeof a) <= 0 || strncmp(a, "b3:", 3) != 0 ||
         strlen(a) != 3 + 2 * DHT_ID_LEN)
         return -1;
     for (const char *p = a + 3; *p != '\0'; p++)
@@ -1280,42 +1315,23 @@ static void
 on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
 {
     dht_service_t *s = arg;
-    json_t *o = NULL;
-    json_error_t jerr;
-    const char *opname, *bad;
-    op_t op = OP_BAD;
+    proto_svc_req_t in;
+    proto_svc_fail_t fail;
+    json_t *o;
+    op_t op;
     uint8_t key[DHT_ID_LEN];
-    char msg[160];
 
     if (s->stopping) {
-        answer_error(s, op, req, 503, NULL, NULL, "dht is stopping");
+        answer_error(s, OP_BAD, req, 503, NULL, NULL, "dht is stopping");
         return;
     }
-    if (f->payload_len < 4 || be32(f->payload) > DHT_SVC_MAX_JSON ||
-        be32(f->payload) != f->payload_len - 4) {
-        answer_error(s, op, req, 400, NULL, NULL,
-                     "payload is not a 4-byte JSON length and that much JSON");
+    if (proto_svc_parse(s->ps, f->payload, f->payload_len, &in, &fail) < 0) {
+        answer_error(s, (op_t)in.op, req, fail.code, NULL,
+                     fail.reason[0] != '\0' ? fail.reason : NULL, fail.message);
         return;
     }
-    o = json_loadb((const char *)f->payload + 4, f->payload_len - 4, JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(o)) {
-        answer_error(s, op, req, 400, NULL, NULL, "request JSON is not an object");
-        goto out;
-    }
-    opname = json_string_value(json_object_get(o, "op"));
-    for (int i = 0; opname != NULL && i < OP_COUNT; i++)
-        if (strcmp(opname, op_names[i]) == 0)
-            op = (op_t)i;
-    if (op == OP_BAD) {
-        snprintf(msg, sizeof msg, "op: unknown operation '%.64s'", opname != NULL ? opname : "");
-        answer_error(s, op, req, 400, NULL, "op", msg);
-        goto out;
-    }
-    if ((bad = proto_json_unknown_key(o, "op", op_fields[op])) != NULL) {
-        snprintf(msg, sizeof msg, "%.64s: unknown field for %s", bad, op_names[op]);
-        answer_error(s, op, req, 400, NULL, bad, msg);
-        goto out;
-    }
+    o = in.o;
+    op = (op_t)in.op;
     switch (op) {
     case OP_FIND: {
         char lim[8];
@@ -1325,7 +1341,7 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             answer_error(s, op, req, 400, NULL, "address", "address: missing or not b3:<64 hex>");
             break;
         }
-        if ((r = get_text(o, "limit", lim, sizeof lim)) < 0 ||
+        if ((r = proto_svc_get_text(o, "limit", lim, sizeof lim)) < 0 ||
             (r > 0 && (ron_parse_u64(lim, strlen(lim), &v) < 0 || v == 0 ||
                        v > DHT_SVC_PROVIDERS_MAX))) {
             answer_error(s, op, req, 400, NULL, "limit", "limit: a decimal string 1..20");
@@ -1344,7 +1360,7 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             answer_error(s, op, req, 400, NULL, "address", "address: missing or not b3:<64 hex>");
             break;
         }
-        if ((r = get_text(o, "wait_ms", w, sizeof w)) < 0 ||
+        if ((r = proto_svc_get_text(o, "wait_ms", w, sizeof w)) < 0 ||
             (r > 0 && (ron_parse_u64(w, strlen(w), &wait) < 0 || wait == 0 ||
                        wait > DHT_SVC_PROVIDE_WAIT_MAX))) {
             answer_error(s, op, req, 400, NULL, "wait_ms", "wait_ms: a decimal string 1..10000");
@@ -1393,7 +1409,7 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     case OP_NAME_GET: {
         char raw[NAME_MAX_INPUT + 1], name[NAME_MAX_LEN + 1];
         name_err_t nerr;
-        if (get_text(o, "name", raw, sizeof raw) <= 0) {
+        if (proto_svc_get_text(o, "name", raw, sizeof raw) <= 0) {
             answer_error(s, op, req, 400, NULL, "name", "name: missing or malformed");
             break;
         }
@@ -1412,7 +1428,6 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             do_status(s, req);
         break;
     }
-out:
     json_decref(o);
 }
 
@@ -1429,7 +1444,37 @@ svc_release(dht_service_t *s)
     free(s->prov);
     free(s->saved);
     free(s->table_path);
+    proto_svc_free(s->ps);
     free(s);
+}
+
+/* The service's metrics in its proto_svc registry. Returns 0 or a met_* error. */
+static int
+svc_metrics_register(dht_service_t *s)
+{
+    static const char *const state_label[] = {"state"};
+    met_desc_t waits = {MET_COUNTER,
+                        "dht_provide_waits_total",
+                        "Provide requests that waited for their outcome (wait_ms), by the state "
+                        "answered.",
+                        state_label,
+                        1,
+                        NULL,
+                        0,
+                        0};
+    met_registry_t *reg = proto_svc_registry(s->ps);
+    met_family_t *fam;
+    int rc = 0;
+
+    for (size_t i = 0; i < G_COUNT && rc == 0; i++)
+        rc = met_gauge_register(reg, gauge_desc[i][0], gauge_desc[i][1], &s->m_gauge[i]);
+    for (size_t i = 0; i < C_COUNT && rc == 0; i++)
+        rc = met_counter_register(reg, counter_desc[i][0], counter_desc[i][1], &s->m_counter[i]);
+    if (rc == 0)
+        rc = met_family_register(reg, &waits, &fam);
+    for (size_t i = 0; i < RON_ARRAY_LEN(provide_states) && rc == 0; i++)
+        s->m_waits[i] = met_family_counter(fam, (const char *const[]){provide_states[i]});
+    return rc;
 }
 
 static void
@@ -1461,6 +1506,10 @@ dht_service_new(uv_loop_t *loop, rbus_t *bus, const dht_service_config_t *cfg,
         goto fail_fd;
     }
     s = ron_xcalloc(1, sizeof *s);
+    if ((rc = proto_svc_new(&svc_desc, &s->ps)) < 0 || (rc = svc_metrics_register(s)) < 0) {
+        snprintf(err, errcap, "dht: cannot set up the metrics: %s", ron_strerror(rc));
+        goto fail_fd;
+    }
     if (sodium_init() < 0 || (s->sk = sodium_malloc(NAME_SECRET_KEY_LEN)) == NULL) {
         snprintf(err, errcap, "dht: libsodium cannot allocate key memory");
         rc = RON_EAUTH;
@@ -1552,6 +1601,7 @@ fail_fd:
         if (s->dht != NULL)
             dht_free(s->dht);
         sodium_free(s->sk);
+        proto_svc_free(s->ps);
         free(s);
     }
     return rc;
@@ -1602,77 +1652,48 @@ dht_service_dht(dht_service_t *s)
     return s->dht;
 }
 
+/* Raise c to v, a monotonic count kept elsewhere (*seen: what c holds). */
+static void
+counter_to(met_counter_t *c, uint64_t v, uint64_t *seen)
+{
+    if (v > *seen) {
+        met_counter_add(c, v - *seen);
+        *seen = v;
+    }
+}
+
 size_t
 dht_service_metrics(dht_service_t *s, char *buf, size_t cap)
 {
     const dht_stats_t *st = dht_stats(s->dht);
-    size_t off = 0;
-    int n;
-#define EMIT(...)                                                                                  \
-    do {                                                                                           \
-        n = snprintf(buf + off, cap - off, __VA_ARGS__);                                           \
-        if (n < 0 || (size_t)n >= cap - off)                                                       \
-            return 0;                                                                              \
-        off += (size_t)n;                                                                          \
-    } while (0)
-#define GAUGE(name, help, v)                                                                       \
-    EMIT("# HELP " name " " help "\n# TYPE " name " gauge\n" name " %llu\n", (unsigned long long)(v))
-#define COUNTER(name, help, v)                                                                     \
-    EMIT("# HELP " name " " help "\n# TYPE " name " counter\n" name " %llu\n",                   \
-         (unsigned long long)(v))
-    GAUGE("dht_contacts", "Contacts in the DHT routing table.", dht_table_size(s->dht));
-    GAUGE("dht_records", "DHT records held (for others and this node).",
-          dht_record_count(s->dht));
-    GAUGE("dht_provided", "Keys this node announces as a provider (queued ones included).",
-          s->nprov);
-    GAUGE("dht_pending_requests", "Bus requests waiting for a DHT lookup.", s->npend);
-    GAUGE("dht_bootstrapped", "1 once the node has joined the DHT.", s->bootstrapped ? 1 : 0);
-    COUNTER("dht_lookups_total", "DHT lookups started.", st->lookups_started);
-    COUNTER("dht_rx_datagrams_total", "DHT datagrams received (dropped ones included).",
-            st->rx_datagrams);
-    COUNTER("dht_tx_datagrams_total", "DHT datagrams queued for sending.", st->tx_datagrams);
-    COUNTER("dht_rx_malformed_total", "DHT datagrams dropped as malformed.", st->rx_malformed);
-    COUNTER("dht_rx_forged_total", "DHT records dropped for a bad signature or TTL.",
-            st->rx_forged);
-    COUNTER("dht_rx_unsolicited_total", "DHT replies matching no request.", st->rx_unsolicited);
-    COUNTER("dht_rx_seed_mismatch_total",
-            "DHT datagrams refused: a seed named its node id and another id spoke from there.",
-            st->rx_seed_mismatch);
-    COUNTER("dht_rx_dropped_total", "DHT datagrams the core refused, for any reason.",
-            s->rx_dropped);
-    COUNTER("dht_tx_dropped_total", "DHT datagrams dropped (queue full or socket refused).",
-            st->tx_dropped + s->tx_send_failed);
-    COUNTER("dht_lookups_joined_total",
-            "Bus requests answered by a lookup of the same key already running.",
-            s->lookups_joined);
-    COUNTER("dht_requests_timeout_total", "DHT requests that got no reply in time.",
-            st->requests_timeout);
-    COUNTER("dht_requests_hedged_total", "DHT requests sent because a step was slower than p95.",
-            st->requests_hedged);
-    COUNTER("dht_provides_queued_total", "Provide requests that waited for the overlay address "
-                                         "or the first contact.",
-            s->provides_queued);
-    EMIT("# HELP dht_provide_waits_total Provide requests that waited for their outcome (wait_ms),"
-         " by the state answered.\n# TYPE dht_provide_waits_total counter\n");
+    const double g[G_COUNT] = {
+        [G_CONTACTS] = (double)dht_table_size(s->dht),
+        [G_RECORDS] = (double)dht_record_count(s->dht),
+        [G_PROVIDED] = (double)s->nprov,
+        [G_PENDING] = (double)s->npend,
+        [G_BOOTSTRAPPED] = s->bootstrapped ? 1.0 : 0.0,
+    };
+    const uint64_t c[C_COUNT] = {
+        [C_LOOKUPS] = st->lookups_started,
+        [C_RX] = st->rx_datagrams,
+        [C_TX] = st->tx_datagrams,
+        [C_RX_MALFORMED] = st->rx_malformed,
+        [C_RX_FORGED] = st->rx_forged,
+        [C_RX_UNSOLICITED] = st->rx_unsolicited,
+        [C_RX_SEED_MISMATCH] = st->rx_seed_mismatch,
+        [C_RX_DROPPED] = s->rx_dropped,
+        [C_TX_DROPPED] = st->tx_dropped + s->tx_send_failed,
+        [C_LOOKUPS_JOINED] = s->lookups_joined,
+        [C_REQUESTS_TIMEOUT] = st->requests_timeout,
+        [C_REQUESTS_HEDGED] = st->requests_hedged,
+        [C_PROVIDES_QUEUED] = s->provides_queued,
+    };
+
+    for (size_t i = 0; i < G_COUNT; i++)
+        met_gauge_set(s->m_gauge[i], g[i]);
+    for (size_t i = 0; i < C_COUNT; i++)
+        counter_to(s->m_counter[i], c[i], &s->m_seen[i]);
     for (size_t i = 0; i < RON_ARRAY_LEN(provide_states); i++)
-        EMIT("dht_provide_waits_total{state=\"%s\"} %llu\n", provide_states[i],
-             (unsigned long long)s->provide_outcome[i]);
-    EMIT("# HELP dht_bus_requests_total Requests of the dht bus protocol by op and status.\n"
-         "# TYPE dht_bus_requests_total counter\n");
-    for (int op = 0; op <= OP_COUNT; op++)
-        for (size_t i = 0; i < N_STATUS; i++) {
-            char code[8];
-            if (s->requests[op][i] == 0)
-                continue;
-            if (i < N_STATUS - 1)
-                snprintf(code, sizeof code, "%u", statuses[i]);
-            else
-                snprintf(code, sizeof code, "other");
-            EMIT("dht_bus_requests_total{op=\"%s\",status=\"%s\"} %llu\n", op_names[op], code,
-                 (unsigned long long)s->requests[op][i]);
-        }
-#undef COUNTER
-#undef GAUGE
-#undef EMIT
-    return off;
+        counter_to(s->m_waits[i], s->provide_outcome[i], &s->m_waits_seen[i]);
+    return proto_svc_metrics(s->ps, buf, cap);
 }
