@@ -52,6 +52,16 @@ name_record_to_json(const name_record_t *rec)
     return out;
 }
 
+struct json_t *
+name_record_to_object(const name_record_t *rec)
+{
+    char *txt = name_record_to_json(rec);
+    json_t *o = txt != NULL ? json_loads(txt, JSON_REJECT_DUPLICATES, NULL) : NULL;
+
+    free(txt);
+    return o;
+}
+
 /* Get key's string value (view) or fail naming the key. */
 static int
 get_str(json_t *obj, const char *key, bool required, const char **s_out, size_t *len_out,

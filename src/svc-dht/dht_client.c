@@ -283,14 +283,22 @@ dht_client_provide(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], dht
     return dht_client_provide_cap(peer, addr, NULL, cb, arg);
 }
 
+/* Send {"op":op,"address":"b3:<hex>"} (provide, unprovide): an empty 200 answers it. */
+static int
+send_address_op(rbus_peer_t *peer, const char *op, const uint8_t addr[static DHT_ID_LEN],
+                const char *cap, dht_client_cb cb, void *arg)
+{
+    char a[3 + 2 * DHT_ID_LEN + 1];
+    dht_client_b3(a, addr);
+    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", op, "address", a), cap, CALL_PLAIN,
+                           cb, arg);
+}
+
 int
 dht_client_provide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], const char *cap,
                        dht_client_cb cb, void *arg)
 {
-    char a[3 + 2 * DHT_ID_LEN + 1];
-    dht_client_b3(a, addr);
-    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "provide", "address", a), cap,
-                           CALL_PLAIN, cb, arg);
+    return send_address_op(peer, "provide", addr, cap, cb, arg);
 }
 
 int
@@ -319,10 +327,7 @@ int
 dht_client_unprovide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], const char *cap,
                          dht_client_cb cb, void *arg)
 {
-    char a[3 + 2 * DHT_ID_LEN + 1];
-    dht_client_b3(a, addr);
-    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "unprovide", "address", a), cap,
-                           CALL_PLAIN, cb, arg);
+    return send_address_op(peer, "unprovide", addr, cap, cb, arg);
 }
 
 int
@@ -335,10 +340,8 @@ int
 dht_client_name_put_cap(rbus_peer_t *peer, const name_record_t *rec, const char *cap,
                         dht_client_cb cb, void *arg)
 {
-    char *txt = name_record_to_json(rec);
-    json_t *r = txt != NULL ? json_loads(txt, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    json_t *r = name_record_to_object(rec);
 
-    free(txt);
     if (r == NULL)
         return RON_EINVAL;
     return dht_client_send(peer, json_pack("{s:s, s:o}", "op", "name_put", "record", r), cap,

@@ -102,15 +102,6 @@ dht__svc_answer_ok(dht_service_t *s, op_t op, rbus_req_t *req, json_t *o)
     free(buf);
 }
 
-static json_t *
-record_json(const name_record_t *rec)
-{
-    char *txt = name_record_to_json(rec);
-    json_t *o = txt != NULL ? json_loads(txt, 0, NULL) : NULL;
-    free(txt);
-    return o;
-}
-
 static uint64_t
 unix_s(void)
 {
@@ -171,7 +162,7 @@ dht__svc_pend_answer(dht_service_t *s, pend_t *p, const dht_lookup_result_t *res
             dht__svc_answer_error(s, p->op, p->req, 404, NULL, NULL, "no record for this name in the DHT");
         } else {
             json_t *o = json_object();
-            json_object_set_new(o, "record", record_json(best));
+            json_object_set_new(o, "record", name_record_to_object(best));
             dht__svc_answer_ok(s, p->op, p->req, o);
         }
     }

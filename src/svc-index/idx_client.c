@@ -138,10 +138,8 @@ int
 idx_client_publish_as(rbus_peer_t *peer, const idx_client_auth_t *auth, const name_record_t *rec,
                       idx_client_cb cb, void *arg)
 {
-    char *txt = name_record_to_json(rec);
-    json_t *r = txt != NULL ? json_loads(txt, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    json_t *r = name_record_to_object(rec);
 
-    free(txt);
     if (r == NULL)
         return RON_EINVAL;
     return idx_client_send(peer, auth, json_pack("{s:s, s:o}", "op", "publish", "record", r),

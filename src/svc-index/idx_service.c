@@ -146,16 +146,6 @@ answer_ok(idx_service_t *s, op_t op, rbus_req_t *req, json_t *o)
     free(buf);
 }
 
-/* A record as a JSON object (new), or NULL. */
-static json_t *
-record_json(const name_record_t *rec)
-{
-    char *txt = name_record_to_json(rec);
-    json_t *o = txt != NULL ? json_loads(txt, 0, NULL) : NULL;
-    free(txt);
-    return o;
-}
-
 /* The index's error codes and their answers (docs/protocol/index.md). */
 static const proto_svc_rc_t rc_answers[] = {
     {RON_ERECORD, 400, "record", 0},
@@ -302,12 +292,12 @@ job_done(uv_work_t *w, int status)
         answer_ok(s, j->op, j->req, o);
     } else if (j->op == OP_RESOLVE) {
         o = json_object();
-        json_object_set_new(o, "record", record_json(&j->rec));
+        json_object_set_new(o, "record", name_record_to_object(&j->rec));
         answer_ok(s, j->op, j->req, o);
     } else {
         json_t *a = json_array();
         for (size_t i = 0; i < j->n; i++)
-            json_array_append_new(a, record_json(&j->list[i]));
+            json_array_append_new(a, name_record_to_object(&j->list[i]));
         o = json_object();
         json_object_set_new(o, "records", a);
         json_object_set_new(o, "more", json_boolean(j->more));
