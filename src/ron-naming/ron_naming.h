@@ -171,6 +171,12 @@ char *name_record_to_json(const name_record_t *rec);
  * when rec is malformed. struct json_t is jansson's json_t.
  */
 struct json_t *name_record_to_object(const name_record_t *rec);
+/*
+ * name_record_from_json() of o (borrowed), a record inside a bus service's
+ * or client's own JSON: the same checks and errors, RON_ERECORD when o is
+ * not an object.
+ */
+int name_record_from_object(name_record_t *rec_out, const struct json_t *o, name_err_t *err);
 int name_record_from_json(name_record_t *rec_out, const char *json, size_t len, name_err_t *err);
 
 /* ---- acceptance ---- */

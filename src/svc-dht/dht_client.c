@@ -101,14 +101,10 @@ dht_client_parse_status(json_t *o, dht_client_status_t *st)
 static int
 dht_client_parse_name(json_t *o, name_record_t *rec)
 {
-    json_t *r = json_object_get(o, "record");
-    char *txt = json_is_object(r) ? json_dumps(r, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    int rc = -1;
-    if (txt != NULL && name_record_from_json(rec, txt, strlen(txt), NULL) == 0 &&
-        name_record_verify(rec, NULL) == 0)
-        rc = 0;
-    free(txt);
-    return rc;
+    if (name_record_from_object(rec, json_object_get(o, "record"), NULL) < 0 ||
+        name_record_verify(rec, NULL) < 0)
+        return -1;
+    return 0;
 }
 
 static void
@@ -122,7 +118,6 @@ dht_client_reply(void *arg, int status, const oap_frame_t *resp)
     name_record_t rec;
     json_error_t jerr;
     json_t *o = NULL;
-    uint32_t jl;
 
     if (status < 0)
         goto out;
@@ -135,14 +130,7 @@ dht_client_reply(void *arg, int status, const oap_frame_t *resp)
         res.message = message;
         goto out;
     }
-    if (resp->payload_len < 4)
-        goto bad;
-    jl = (uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
-         (uint32_t)resp->payload[2] << 8 | resp->payload[3];
-    if (jl != resp->payload_len - 4 ||
-        (o = json_loadb((const char *)resp->payload + 4, jl, JSON_REJECT_DUPLICATES, &jerr)) ==
-            NULL ||
-        !json_is_object(o))
+    if ((o = proto_json_unframe(resp->payload, resp->payload_len, JSON_REJECT_DUPLICATES)) == NULL)
         goto bad;
     switch (c->kind) {
     case CALL_PROVIDERS:

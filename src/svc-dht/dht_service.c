@@ -125,7 +125,7 @@ on_house(uv_timer_t *t)
     for (size_t i = 0; i < DHT_SVC_MAX_PENDING; i++)
         if (s->pend[i].req != NULL && s->pend[i].op != OP_PROVIDE && now >= s->pend[i].deadline) {
             dht__svc_answer_error(s, s->pend[i].op, s->pend[i].req, 504, "timeout", NULL,
-                         "the DHT lookup did not finish in time");
+                                  "the DHT lookup did not finish in time");
             s->pend[i].req = NULL;
             s->npend--;
         }
@@ -334,7 +334,8 @@ dht_service_free(dht_service_t *s)
     s->stopping = true;
     for (size_t i = 0; i < DHT_SVC_MAX_PENDING; i++)
         if (s->pend[i].req != NULL) {
-            dht__svc_answer_error(s, s->pend[i].op, s->pend[i].req, 503, NULL, NULL, "dht is stopping");
+            dht__svc_answer_error(s, s->pend[i].op, s->pend[i].req, 503, NULL, NULL,
+                                  "dht is stopping");
             s->pend[i].req = NULL;
         }
     s->npend = 0;

@@ -106,7 +106,7 @@ struct dht_service {
 
     dht_seed_t seeds[DHT_MAX_SEEDS];
     size_t nseeds;
-    uint64_t seed_logged; /* ms of the last log of a refused seed datagram (rate limit) */
+    uint64_t seed_logged;       /* ms of the last log of a refused seed datagram (rate limit) */
     uint64_t seed_refused_seen; /* rx_seed_mismatch already logged about */
     seed_name_t names[DHT_MAX_SEEDS]; /* seeds given by host name, resolved on the thread pool */
     size_t nnames;
@@ -115,16 +115,16 @@ struct dht_service {
 
     char *table_path; /* NULL: amnesia */
     uint64_t next_save;
-    uint8_t *saved;   /* last blob written */
+    uint8_t *saved; /* last blob written */
     size_t saved_len;
 
     bool have_overlay;
-    rbus_peer_t *overlay;   /* NULL when advertise is configured or no endpoint */
+    rbus_peer_t *overlay; /* NULL when advertise is configured or no endpoint */
     bool overlay_asking;
     uint64_t next_overlay_ask;
 
-    rbus_peer_t *storage;   /* NULL: no re-announce, or done */
-    bool list_done;         /* close storage (and a no longer needed overlay) at the next tick */
+    rbus_peer_t *storage; /* NULL: no re-announce, or done */
+    bool list_done;       /* close storage (and a no longer needed overlay) at the next tick */
     bool list_asking;
     uint64_t next_list_ask;
     unsigned list_tries;
@@ -140,7 +140,7 @@ struct dht_service {
     proto_svc_t *ps; /* op table, request checks, counters by op and status, metrics */
     met_gauge_t *m_gauge[G_COUNT];
     met_counter_t *m_counter[C_COUNT];
-    uint64_t m_seen[C_COUNT]; /* what m_counter already holds */
+    uint64_t m_seen[C_COUNT];         /* what m_counter already holds */
     met_counter_t *m_waits[PS_COUNT]; /* dht_provide_waits_total{state} */
     uint64_t m_waits_seen[PS_COUNT];
     uint64_t tx_send_failed;
@@ -148,8 +148,9 @@ struct dht_service {
     uint64_t provides_queued; /* provide requests that had to wait */
     uint64_t announced_from_store;
     uint64_t lookups_joined; /* requests that waited for a lookup already running */
-    uint64_t provide_outcome[PS_COUNT]; /* waited provides by answer state (dht__svc_provide_states) */
-    size_t nprov_wait; /* provide requests waiting in pend[] */
+    uint64_t
+        provide_outcome[PS_COUNT]; /* waited provides by answer state (dht__svc_provide_states) */
+    size_t nprov_wait;             /* provide requests waiting in pend[] */
 };
 
 /* The `dht` protocol's description for proto_svc (dht_service_ops.c). */

@@ -23,9 +23,9 @@ static const char *const unprovide_fields[] = {"address", NULL};
 static const char *const name_put_fields[] = {"record", NULL};
 static const char *const name_get_fields[] = {"name", NULL};
 static const proto_svc_op_t ops[OP_COUNT] = {
-    [OP_FIND] = {"find_providers", find_fields},   [OP_PROVIDE] = {"provide", provide_fields},
+    [OP_FIND] = {"find_providers", find_fields},      [OP_PROVIDE] = {"provide", provide_fields},
     [OP_UNPROVIDE] = {"unprovide", unprovide_fields}, [OP_NAME_PUT] = {"name_put", name_put_fields},
-    [OP_NAME_GET] = {"name_get", name_get_fields}, [OP_STATUS] = {"status", NULL},
+    [OP_NAME_GET] = {"name_get", name_get_fields},    [OP_STATUS] = {"status", NULL},
 };
 /* The dht answers 504 (a lookup that did not finish), never 507. */
 static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 429, 500, 503, 504};
@@ -43,11 +43,11 @@ const proto_svc_desc_t dht__svc_desc = {
 
 void
 dht__svc_answer_error(dht_service_t *s, op_t op, rbus_req_t *req, uint16_t code, const char *slug,
-             const char *reason, const char *message)
+                      const char *reason, const char *message)
 {
     proto_svc_count(s->ps, (int)op, code);
-    rbus_respond_error_ex(req, code, slug, reason, code == 429 || code == 503 ? DHT_SVC_RETRY_MS : 0,
-                          message);
+    rbus_respond_error_ex(req, code, slug, reason,
+                          code == 429 || code == 503 ? DHT_SVC_RETRY_MS : 0, message);
 }
 
 /*
@@ -159,7 +159,8 @@ dht__svc_pend_answer(dht_service_t *s, pend_t *p, const dht_lookup_result_t *res
             best = &copy;
         }
         if (best == NULL) {
-            dht__svc_answer_error(s, p->op, p->req, 404, NULL, NULL, "no record for this name in the DHT");
+            dht__svc_answer_error(s, p->op, p->req, 404, NULL, NULL,
+                                  "no record for this name in the DHT");
         } else {
             json_t *o = json_object();
             json_object_set_new(o, "record", name_record_to_object(best));
@@ -181,6 +182,22 @@ get_b3(const json_t *o, uint8_t key[static DHT_ID_LEN])
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
             return -1;
     return ron_hex_decode(key, DHT_ID_LEN, a + 3, 2 * DHT_ID_LEN) < 0 ? -1 : 0;
+}
+
+/* The optional decimal string field name of o, 1..max, into *v (unchanged
+ * when absent). Returns 0, or -1 when malformed or out of range. */
+static int
+get_decimal(const json_t *o, const char *name, uint64_t max, uint64_t *v)
+{
+    char t[8];
+    uint64_t n;
+    int r = proto_svc_get_text(o, name, t, sizeof t);
+
+    if (r < 0 || (r > 0 && (ron_parse_u64(t, strlen(t), &n) < 0 || n == 0 || n > max)))
+        return -1;
+    if (r > 0)
+        *v = n;
+    return 0;
 }
 
 /* 1 when this node holds a record an answer for op and key would carry. */
@@ -215,7 +232,7 @@ start_wait(dht_service_t *s, op_t op, rbus_req_t *req, const uint8_t key[static 
         /* seeded but no contact yet (starting, or the seeds are down): an empty
          * answer would claim nobody has it */
         dht__svc_answer_error(s, op, req, 503, NULL, "not_joined",
-                     "the DHT has not reached any other node yet");
+                              "the DHT has not reached any other node yet");
         return;
     }
     for (size_t i = 0; i < DHT_SVC_MAX_PENDING && same == NULL; i++)
@@ -252,25 +269,25 @@ do_status(dht_service_t *s, rbus_req_t *req)
     snprintf(r, sizeof r, "%zu", dht_record_count(s->dht));
     snprintf(p, sizeof p, "%zu", s->nprov);
     dht__svc_answer_ok(s, OP_STATUS, req,
-              json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "id", hex, "addr", s->bound, "contacts",
-                        c, "records", r, "provided", p, "bootstrapped", s->bootstrapped));
+                       json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "id", hex, "addr", s->bound,
+                                 "contacts", c, "records", r, "provided", p, "bootstrapped",
+                                 s->bootstrapped));
 }
 
 static void
 do_name_put(dht_service_t *s, rbus_req_t *req, const oap_frame_t *f, json_t *o)
 {
     json_t *rj = json_object_get(o, "record");
-    char *txt = json_is_object(rj) ? json_dumps(rj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     name_record_t rec;
     name_err_t nerr = {0};
     int rc;
 
-    if (txt == NULL) {
-        dht__svc_answer_error(s, OP_NAME_PUT, req, 400, NULL, "record", "record: missing or not an object");
+    if (!json_is_object(rj)) {
+        dht__svc_answer_error(s, OP_NAME_PUT, req, 400, NULL, "record",
+                              "record: missing or not an object");
         return;
     }
-    rc = name_record_from_json(&rec, txt, strlen(txt), &nerr);
-    free(txt);
+    rc = name_record_from_object(&rec, rj, &nerr);
     if (rc == 0 && !svc_authorize(s, OP_NAME_PUT, req, f, NULL, rec.name))
         return;
     if (rc == 0)
@@ -285,18 +302,18 @@ do_name_put(dht_service_t *s, rbus_req_t *req, const oap_frame_t *f, json_t *o)
         break;
     case RON_ENAMESTALE:
         dht__svc_answer_error(s, OP_NAME_PUT, req, 409, NULL, "stale_seq",
-                     "the DHT holds a record of this name with a higher seq");
+                              "the DHT holds a record of this name with a higher seq");
         break;
     case RON_ENAMEOWNER:
         dht__svc_answer_error(s, OP_NAME_PUT, req, 409, NULL, "owner",
-                     "the name is bound to another key in the DHT");
+                              "the name is bound to another key in the DHT");
         break;
     case RON_EBUSY:
         dht__svc_answer_error(s, OP_NAME_PUT, req, 429, NULL, "lookups", "the DHT is busy");
         break;
     default:
         dht__svc_answer_error(s, OP_NAME_PUT, req, 400, NULL, "record",
-                     nerr.msg[0] != '\0' ? nerr.msg : ron_strerror(rc));
+                              nerr.msg[0] != '\0' ? nerr.msg : ron_strerror(rc));
         break;
     }
 }
@@ -310,6 +327,7 @@ dht__svc_on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     json_t *o;
     op_t op;
     uint8_t key[DHT_ID_LEN];
+    const char *addr;
 
     if (s->stopping) {
         dht__svc_answer_error(s, OP_BAD, req, 503, NULL, NULL, "dht is stopping");
@@ -317,49 +335,41 @@ dht__svc_on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     }
     if (proto_svc_parse(s->ps, f->payload, f->payload_len, &in, &fail) < 0) {
         dht__svc_answer_error(s, (op_t)in.op, req, fail.code, NULL,
-                     fail.reason[0] != '\0' ? fail.reason : NULL, fail.message);
+                              fail.reason[0] != '\0' ? fail.reason : NULL, fail.message);
         return;
     }
     o = in.o;
     op = (op_t)in.op;
+    addr = json_string_value(json_object_get(o, "address"));
+    if ((op == OP_FIND || op == OP_PROVIDE || op == OP_UNPROVIDE) && get_b3(o, key) < 0) {
+        dht__svc_answer_error(s, op, req, 400, NULL, "address",
+                              "address: missing or not b3:<64 hex>");
+        goto out;
+    }
     switch (op) {
     case OP_FIND: {
-        char lim[8];
         uint64_t v = DHT_SVC_PROVIDERS_DEFAULT;
-        int r;
-        if (get_b3(o, key) < 0) {
-            dht__svc_answer_error(s, op, req, 400, NULL, "address", "address: missing or not b3:<64 hex>");
-            break;
-        }
-        if ((r = proto_svc_get_text(o, "limit", lim, sizeof lim)) < 0 ||
-            (r > 0 && (ron_parse_u64(lim, strlen(lim), &v) < 0 || v == 0 ||
-                       v > DHT_SVC_PROVIDERS_MAX))) {
+        if (get_decimal(o, "limit", DHT_SVC_PROVIDERS_MAX, &v) < 0) {
             dht__svc_answer_error(s, op, req, 400, NULL, "limit", "limit: a decimal string 1..20");
             break;
         }
-        if (!svc_authorize(s, op, req, f, json_string_value(json_object_get(o, "address")), NULL))
+        if (!svc_authorize(s, op, req, f, addr, NULL))
             break;
         start_wait(s, op, req, key, (unsigned)v);
         break;
     }
     case OP_PROVIDE: {
-        char w[8];
         uint64_t wait = 0;
-        int r;
-        if (get_b3(o, key) < 0) {
-            dht__svc_answer_error(s, op, req, 400, NULL, "address", "address: missing or not b3:<64 hex>");
+        if (get_decimal(o, "wait_ms", DHT_SVC_PROVIDE_WAIT_MAX, &wait) < 0) {
+            dht__svc_answer_error(s, op, req, 400, NULL, "wait_ms",
+                                  "wait_ms: a decimal string 1..10000");
             break;
         }
-        if ((r = proto_svc_get_text(o, "wait_ms", w, sizeof w)) < 0 ||
-            (r > 0 && (ron_parse_u64(w, strlen(w), &wait) < 0 || wait == 0 ||
-                       wait > DHT_SVC_PROVIDE_WAIT_MAX))) {
-            dht__svc_answer_error(s, op, req, 400, NULL, "wait_ms", "wait_ms: a decimal string 1..10000");
-            break;
-        }
-        if (!svc_authorize(s, op, req, f, json_string_value(json_object_get(o, "address")), NULL))
+        if (!svc_authorize(s, op, req, f, addr, NULL))
             break;
         if (dht__svc_prov_add(s, key) < 0) {
-            dht__svc_answer_error(s, op, req, 429, NULL, "provided", "this node provides too many keys");
+            dht__svc_answer_error(s, op, req, 429, NULL, "provided",
+                                  "this node provides too many keys");
             break;
         }
         if (!dht__svc_ready(s))
@@ -374,14 +384,11 @@ dht__svc_on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     }
     case OP_UNPROVIDE: {
         prov_t *p;
-        if (get_b3(o, key) < 0) {
-            dht__svc_answer_error(s, op, req, 400, NULL, "address", "address: missing or not b3:<64 hex>");
-            break;
-        }
-        if (!svc_authorize(s, op, req, f, json_string_value(json_object_get(o, "address")), NULL))
+        if (!svc_authorize(s, op, req, f, addr, NULL))
             break;
         if ((p = dht__svc_prov_find(s, key)) == NULL) {
-            dht__svc_answer_error(s, op, req, 404, NULL, NULL, "this node does not provide that address");
+            dht__svc_answer_error(s, op, req, 404, NULL, NULL,
+                                  "this node does not provide that address");
             break;
         }
         if (p->announced)
@@ -418,5 +425,6 @@ dht__svc_on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             do_status(s, req);
         break;
     }
+out:
     json_decref(o);
 }

@@ -88,8 +88,8 @@ provide_answer(dht_service_t *s, pend_t *p, rbus_req_t *req, int state,
     snprintf(se, sizeof se, "%u", res != NULL ? res->store_sent : 0u);
     s->provide_outcome[state]++;
     dht__svc_answer_ok(s, OP_PROVIDE, req,
-              json_pack("{s:s, s:s, s:s}", "state", dht__svc_provide_states[state], "announced", an, "sent",
-                        se));
+                       json_pack("{s:s, s:s, s:s}", "state", dht__svc_provide_states[state],
+                                 "announced", an, "sent", se));
     if (p != NULL) {
         p->req = NULL;
         s->npend--;
@@ -158,7 +158,7 @@ prov_publish(dht_service_t *s, const uint8_t key[static DHT_ID_LEN], uint64_t no
  */
 void
 dht__svc_provide_wait(dht_service_t *s, rbus_req_t *req, const uint8_t key[static DHT_ID_LEN],
-             uint64_t wait_ms)
+                      uint64_t wait_ms)
 {
     uint64_t now = ron_now_ms();
     prov_t *pv = dht__svc_prov_find(s, key);
@@ -202,27 +202,13 @@ dht__svc_provide_wait(dht_service_t *s, rbus_req_t *req, const uint8_t key[stati
     dht__svc_pump(s);
 }
 
-static uint32_t
-be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* The JSON object of a framed 200 answer (new), or NULL. */
 static json_t *
 answer_json(int status, const oap_frame_t *resp)
 {
-    json_error_t jerr;
-    json_t *o;
-    if (status < 0 || resp->code != 200 || resp->payload_len < 4 ||
-        be32(resp->payload) != resp->payload_len - 4)
+    if (status < 0 || resp->code != 200)
         return NULL;
-    o = json_loadb((const char *)resp->payload + 4, resp->payload_len - 4, 0, &jerr);
-    if (!json_is_object(o)) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
+    return proto_json_unframe(resp->payload, resp->payload_len, 0);
 }
 
 /* Send o (taken) as one framed request on p; to the storage endpoint (list
@@ -321,11 +307,13 @@ on_list(void *arg, int status, const oap_frame_t *resp)
         json_decref(o);
         return; /* not up yet: retried by housekeeping */
     }
-    json_array_foreach(objs, i, e) {
+    json_array_foreach(objs, i, e)
+    {
         const char *a = json_string_value(json_object_get(e, "address"));
         uint8_t key[DHT_ID_LEN];
         if (a != NULL && strncmp(a, "b3:", 3) == 0 && strlen(a) == 3 + 2 * DHT_ID_LEN &&
-            ron_hex_decode(key, DHT_ID_LEN, a + 3, 2 * DHT_ID_LEN) == 0 && dht__svc_prov_add(s, key) == 0)
+            ron_hex_decode(key, DHT_ID_LEN, a + 3, 2 * DHT_ID_LEN) == 0 &&
+            dht__svc_prov_add(s, key) == 0)
             s->announced_from_store++;
     }
     next = json_string_value(json_object_get(o, "next"));

@@ -341,15 +341,13 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     j->limit = IDX_SVC_LIST_DEFAULT;
     if (op == OP_PUBLISH) {
         json_t *rec = json_object_get(o, "record");
-        char *txt = json_is_object(rec) ? json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         int rc;
-        if (txt == NULL) {
+        if (!json_is_object(rec)) {
             answer_error(s, op, req, f->corr_id, 400, "record", 0,
                          "record: missing or not an object");
             goto drop;
         }
-        rc = name_record_from_json(&j->rec, txt, strlen(txt), &j->nerr);
-        free(txt);
+        rc = name_record_from_object(&j->rec, rec, &j->nerr);
         if (rc < 0) {
             j->rc = rc;
             answer_rc(s, j);
