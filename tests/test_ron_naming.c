@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 #include <sodium.h>
 
 #include "ron_err.h"
@@ -520,6 +521,38 @@ test_record_json_round_trips_in_fixed_key_order(void **state)
     assert_null(name_record_to_json(&r));
 }
 
+static void
+test_record_object_is_the_json_form_and_reads_back_strictly(void **state)
+{
+    (void)state;
+    kp_t a, b;
+    kp_make(&a, 1);
+    kp_make(&b, 2);
+    name_record_t r = rec_make("photos.alice", 7, &a, &b), back;
+    name_err_t e;
+    char *j = name_record_to_json(&r), *dumped;
+    json_t *o = name_record_to_object(&r), *arr;
+
+    assert_non_null(o);
+    dumped = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_string_equal(dumped, j); /* same bytes, same key order */
+    assert_int_equal(name_record_from_object(&back, o, &e), 0);
+    assert_true(rec_eq(&r, &back));
+    /* the same strict checks as the JSON text: an unknown key is refused */
+    json_object_set_new(o, "extra", json_string("x"));
+    assert_int_equal(name_record_from_object(&back, o, &e), RON_ERECORD);
+    assert_non_null(strstr(e.msg, "extra"));
+    arr = json_array();
+    assert_int_equal(name_record_from_object(&back, arr, &e), RON_ERECORD);
+    assert_int_equal(name_record_from_object(&back, NULL, NULL), RON_ERECORD);
+    json_decref(arr);
+    json_decref(o);
+    free(dumped);
+    free(j);
+    strcpy(r.name, "photos");
+    assert_null(name_record_to_object(&r));
+}
+
 /* Replace the first occurrence of from in src by to. */
 static char *
 edit(const char *src, const char *from, const char *to)
@@ -714,6 +747,7 @@ main(void)
         cmocka_unit_test(test_record_binary_form_round_trips_and_rejects_every_truncation),
         cmocka_unit_test(test_record_json_round_trips_in_fixed_key_order),
         cmocka_unit_test(test_record_json_is_strict_and_names_the_field),
+        cmocka_unit_test(test_record_object_is_the_json_form_and_reads_back_strictly),
         cmocka_unit_test(test_accept_first_valid_record_binds_the_name),
         cmocka_unit_test(test_accept_same_key_needs_strictly_higher_seq),
         cmocka_unit_test(test_accept_refuses_other_keys_and_bad_signatures),

@@ -601,6 +601,31 @@ svc_frame(uint8_t *buf, const char *js)
 }
 
 static void
+test_proto_json_unframe_reads_only_an_exact_frame_of_an_object(void **state)
+{
+    uint8_t buf[128];
+    size_t n = svc_frame(buf, "{\"a\":\"1\"}");
+    json_t *o;
+    (void)state;
+
+    o = proto_json_unframe(buf, n, 0);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "a")), "1");
+    json_decref(o);
+    assert_null(proto_json_unframe(buf, 3, 0));     /* shorter than the length */
+    assert_null(proto_json_unframe(buf, n - 1, 0)); /* length does not match */
+    buf[n] = ' ';
+    assert_null(proto_json_unframe(buf, n + 1, 0)); /* bytes after the JSON */
+    assert_null(proto_json_unframe(buf, svc_frame(buf, "[1]"), 0));    /* not an object */
+    assert_null(proto_json_unframe(buf, svc_frame(buf, "{\"a\":"), 0)); /* not JSON */
+    n = svc_frame(buf, "{\"a\":1,\"a\":2}");
+    o = proto_json_unframe(buf, n, 0);
+    assert_non_null(o);
+    json_decref(o);
+    assert_null(proto_json_unframe(buf, n, JSON_REJECT_DUPLICATES));
+}
+
+static void
 test_proto_svc_parse_accepts_known_ops_with_their_fields(void **state)
 {
     proto_svc_t *s = NULL;
@@ -838,6 +863,7 @@ main(void)
         cmocka_unit_test(test_proto_hello_lists_are_bounded_and_typed),
         cmocka_unit_test(test_proto_error_init_falls_back_to_internal_and_truncates),
         cmocka_unit_test(test_proto_rejects_documents_over_the_size_limit),
+        cmocka_unit_test(test_proto_json_unframe_reads_only_an_exact_frame_of_an_object),
         cmocka_unit_test(test_proto_svc_parse_accepts_known_ops_with_their_fields),
         cmocka_unit_test(test_proto_svc_parse_refuses_bad_frames_naming_the_field),
         cmocka_unit_test(test_proto_svc_counts_by_op_and_status_and_frames_answers),

@@ -1,5 +1,5 @@
 /*
- * test_svc_dht_service.c - the DHT node service (dht_service.c) and its
+ * test_svc_dht_service.c - the DHT node service (dht_service*.c) and its
  * client (dht_client.c): three services in one process, each on a real
  * UDP loopback socket and a real in-process ron-bus, bootstrap from the
  * first one's address and answer status, find_providers, name_put and
@@ -529,6 +529,31 @@ metric(fx_t *fx, int i, const char *name)
 }
 
 static void
+test_requests_are_counted_by_op_and_status(void **state)
+{
+    fx_t *fx = *state;
+    static char buf[16384];
+    size_t n;
+    raw_t r;
+
+    raw_request(fx, "{\"op\":\"frobnicate\"}", &r);
+    assert_int_equal(r.code, 400);
+    raw_request(fx, "[1,2]", &r);
+    assert_int_equal(r.code, 400);
+    raw_request(fx, "{\"op\":\"status\"}", &r);
+    assert_int_equal(r.code, 200);
+    assert_int_equal(metric(fx, 0, "dht_bus_requests_total{op=\"invalid\",status=\"400\"}"), 2);
+    assert_true(metric(fx, 0, "dht_bus_requests_total{op=\"status\",status=\"200\"}") >= 1);
+    /* the dht's own status list: 504 (a lookup that did not finish) has a
+     * label from the start, 507 none; anything else counts as "other" */
+    assert_int_equal(metric(fx, 0, "dht_bus_requests_total{op=\"name_get\",status=\"504\"}"), 0);
+    assert_int_equal(metric(fx, 0, "dht_bus_requests_total{op=\"provide\",status=\"other\"}"), 0);
+    n = dht_service_metrics(fx->n[0].svc, buf, sizeof buf - 1);
+    buf[n] = '\0';
+    assert_null(strstr(buf, "status=\"507\""));
+}
+
+static void
 test_malformed_datagrams_are_dropped_and_counted(void **state)
 {
     fx_t *fx = *state;
@@ -910,6 +935,8 @@ main(void)
         cmocka_unit_test_setup_teardown(
             test_provide_with_wait_answers_once_the_closest_nodes_hold_the_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_requests_get_400_naming_the_field, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_requests_are_counted_by_op_and_status, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_capabilities_bind_provide_and_name_put, setup,
                                         teardown),

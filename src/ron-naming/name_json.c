@@ -5,6 +5,7 @@
  * unknown or missing keys, non-string values, u64 with leading zeros, and
  * uppercase hex are refused, each with a message naming the field.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,31 @@ name_record_to_json(const name_record_t *rec)
         rec->name, addr, (unsigned long long)rec->seq, (unsigned long long)rec->ts, owner, nfield,
         sig);
     return out;
+}
+
+struct json_t *
+name_record_to_object(const name_record_t *rec)
+{
+    char *txt = name_record_to_json(rec);
+    json_t *o = txt != NULL ? json_loads(txt, JSON_REJECT_DUPLICATES, NULL) : NULL;
+
+    free(txt);
+    return o;
+}
+
+int
+name_record_from_object(name_record_t *rec_out, const struct json_t *o, name_err_t *err)
+{
+    char *txt;
+    int rc;
+
+    if (!json_is_object(o))
+        return name__err(err, RON_ERECORD, -1, 0, "record JSON must be an object");
+    if ((txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER)) == NULL)
+        return name__err(err, -ENOMEM, -1, 0, "record JSON cannot be encoded");
+    rc = name_record_from_json(rec_out, txt, strlen(txt), err);
+    free(txt);
+    return rc;
 }
 
 /* Get key's string value (view) or fail naming the key. */

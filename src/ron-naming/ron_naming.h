@@ -165,6 +165,18 @@ int name_record_decode(name_record_t *rec_out, const uint8_t *buf, size_t len, n
  * NAME_JSON_MAX), err naming the field. No signature check.
  */
 char *name_record_to_json(const name_record_t *rec);
+/*
+ * The same JSON form as a jansson object (new; json_decref it), for the bus
+ * services and clients that put a record inside their own JSON, or NULL
+ * when rec is malformed. struct json_t is jansson's json_t.
+ */
+struct json_t *name_record_to_object(const name_record_t *rec);
+/*
+ * name_record_from_json() of o (borrowed), a record inside a bus service's
+ * or client's own JSON: the same checks and errors, RON_ERECORD when o is
+ * not an object.
+ */
+int name_record_from_object(name_record_t *rec_out, const struct json_t *o, name_err_t *err);
 int name_record_from_json(name_record_t *rec_out, const char *json, size_t len, name_err_t *err);
 
 /* ---- acceptance ---- */

@@ -739,3 +739,20 @@ proto_json_frame(uint8_t *out, const char *json, uint32_t len)
     memcpy(out + 4, json, len);
     return 4 + (size_t)len;
 }
+
+json_t *
+proto_json_unframe(const uint8_t *payload, size_t len, size_t flags)
+{
+    json_error_t jerr;
+    json_t *o;
+
+    if (len < 4 || ((uint32_t)payload[0] << 24 | (uint32_t)payload[1] << 16 |
+                    (uint32_t)payload[2] << 8 | payload[3]) != len - 4)
+        return NULL;
+    o = json_loadb((const char *)payload + 4, len - 4, flags, &jerr);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}

@@ -179,6 +179,16 @@ int proto_start_encode(const char *op, const json_t *args, char **json_out, size
 size_t proto_json_frame(uint8_t *out, const char *json, uint32_t len);
 
 /*
+ * Read what proto_json_frame writes when nothing follows (a bus answer):
+ * the u32 length, then exactly that many bytes of JSON holding an object.
+ * flags go to json_loadb (JSON_REJECT_DUPLICATES, 0). Returns the object
+ * (new; json_decref it), or NULL when payload (len bytes, borrowed) is
+ * shorter than 4 bytes, its length does not match, or it is not a JSON
+ * object.
+ */
+json_t *proto_json_unframe(const uint8_t *payload, size_t len, size_t flags);
+
+/*
  * The first key of obj (a JSON object) that is neither except (may be NULL)
  * nor in allowed (NULL-terminated), or NULL when every key is allowed: strict
  * DTO checks. The key is a view into obj.

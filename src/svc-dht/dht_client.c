@@ -101,14 +101,10 @@ dht_client_parse_status(json_t *o, dht_client_status_t *st)
 static int
 dht_client_parse_name(json_t *o, name_record_t *rec)
 {
-    json_t *r = json_object_get(o, "record");
-    char *txt = json_is_object(r) ? json_dumps(r, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    int rc = -1;
-    if (txt != NULL && name_record_from_json(rec, txt, strlen(txt), NULL) == 0 &&
-        name_record_verify(rec, NULL) == 0)
-        rc = 0;
-    free(txt);
-    return rc;
+    if (name_record_from_object(rec, json_object_get(o, "record"), NULL) < 0 ||
+        name_record_verify(rec, NULL) < 0)
+        return -1;
+    return 0;
 }
 
 static void
@@ -122,7 +118,6 @@ dht_client_reply(void *arg, int status, const oap_frame_t *resp)
     name_record_t rec;
     json_error_t jerr;
     json_t *o = NULL;
-    uint32_t jl;
 
     if (status < 0)
         goto out;
@@ -135,14 +130,7 @@ dht_client_reply(void *arg, int status, const oap_frame_t *resp)
         res.message = message;
         goto out;
     }
-    if (resp->payload_len < 4)
-        goto bad;
-    jl = (uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
-         (uint32_t)resp->payload[2] << 8 | resp->payload[3];
-    if (jl != resp->payload_len - 4 ||
-        (o = json_loadb((const char *)resp->payload + 4, jl, JSON_REJECT_DUPLICATES, &jerr)) ==
-            NULL ||
-        !json_is_object(o))
+    if ((o = proto_json_unframe(resp->payload, resp->payload_len, JSON_REJECT_DUPLICATES)) == NULL)
         goto bad;
     switch (c->kind) {
     case CALL_PROVIDERS:
@@ -283,14 +271,22 @@ dht_client_provide(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], dht
     return dht_client_provide_cap(peer, addr, NULL, cb, arg);
 }
 
+/* Send {"op":op,"address":"b3:<hex>"} (provide, unprovide): an empty 200 answers it. */
+static int
+send_address_op(rbus_peer_t *peer, const char *op, const uint8_t addr[static DHT_ID_LEN],
+                const char *cap, dht_client_cb cb, void *arg)
+{
+    char a[3 + 2 * DHT_ID_LEN + 1];
+    dht_client_b3(a, addr);
+    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", op, "address", a), cap, CALL_PLAIN,
+                           cb, arg);
+}
+
 int
 dht_client_provide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], const char *cap,
                        dht_client_cb cb, void *arg)
 {
-    char a[3 + 2 * DHT_ID_LEN + 1];
-    dht_client_b3(a, addr);
-    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "provide", "address", a), cap,
-                           CALL_PLAIN, cb, arg);
+    return send_address_op(peer, "provide", addr, cap, cb, arg);
 }
 
 int
@@ -319,10 +315,7 @@ int
 dht_client_unprovide_cap(rbus_peer_t *peer, const uint8_t addr[static DHT_ID_LEN], const char *cap,
                          dht_client_cb cb, void *arg)
 {
-    char a[3 + 2 * DHT_ID_LEN + 1];
-    dht_client_b3(a, addr);
-    return dht_client_send(peer, json_pack("{s:s, s:s}", "op", "unprovide", "address", a), cap,
-                           CALL_PLAIN, cb, arg);
+    return send_address_op(peer, "unprovide", addr, cap, cb, arg);
 }
 
 int
@@ -335,10 +328,8 @@ int
 dht_client_name_put_cap(rbus_peer_t *peer, const name_record_t *rec, const char *cap,
                         dht_client_cb cb, void *arg)
 {
-    char *txt = name_record_to_json(rec);
-    json_t *r = txt != NULL ? json_loads(txt, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    json_t *r = name_record_to_object(rec);
 
-    free(txt);
     if (r == NULL)
         return RON_EINVAL;
     return dht_client_send(peer, json_pack("{s:s, s:o}", "op", "name_put", "record", r), cap,

@@ -77,6 +77,18 @@ top_update(dht_t *d, const dht__bucket_t *bk)
         d->top--;
 }
 
+/* Evict contact c of bk (dead): the newest replacement takes its place. */
+static void
+evict(dht_t *d, dht__bucket_t *bk, const dht__contact_t *c)
+{
+    remove_at(bk->c, (unsigned)(c - bk->c), bk->n);
+    bk->n--;
+    d->table_n--;
+    d->stats.evictions++;
+    promote(d, bk);
+    top_update(d, bk);
+}
+
 static void
 replacement_add(dht__bucket_t *bk, const dht__contact_t *nc)
 {
@@ -181,12 +193,7 @@ dht__table_liveness_result(dht_t *d, uint16_t bucket, const uint8_t id[static DH
         send_liveness_ping(d, bk, c, now);
         return;
     }
-    remove_at(bk->c, (unsigned)(c - bk->c), bk->n);
-    bk->n--;
-    d->table_n--;
-    d->stats.evictions++;
-    promote(d, bk);
-    top_update(d, bk);
+    evict(d, bk, c);
 }
 
 void
@@ -202,12 +209,7 @@ dht__table_failed(dht_t *d, const uint8_t id[static DHT_ID_LEN], const dht_addr_
         return; /* its liveness ping decides */
     /* With a stand-in at hand two failures in a row evict; alone, a few more. */
     if ((bk->nrep > 0 && c->fails >= DHT_LIVENESS_TRIES) || c->fails >= DHT_MAX_FAILS) {
-        remove_at(bk->c, (unsigned)(c - bk->c), bk->n);
-        bk->n--;
-        d->table_n--;
-        d->stats.evictions++;
-        promote(d, bk);
-        top_update(d, bk);
+        evict(d, bk, c);
     }
 }
 

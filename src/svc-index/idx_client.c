@@ -52,22 +52,15 @@ idx_client_reply(void *arg, int status, const oap_frame_t *resp)
         res.message = message;
         goto out;
     }
-    if (resp->payload_len < 4 ||
-        ((uint32_t)resp->payload[0] << 24 | (uint32_t)resp->payload[1] << 16 |
-         (uint32_t)resp->payload[2] << 8 | resp->payload[3]) != resp->payload_len - 4 ||
-        (o = json_loadb((const char *)resp->payload + 4, resp->payload_len - 4, 0, &jerr)) ==
-            NULL) {
+    if ((o = proto_json_unframe(resp->payload, resp->payload_len, 0)) == NULL) {
         res.status = RON_EPROTO;
         goto out;
     }
     if (c->resolve) {
-        json_t *r = json_object_get(o, "record");
-        char *txt = json_is_object(r) ? json_dumps(r, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-        if (txt == NULL || name_record_from_json(&rec, txt, strlen(txt), &nerr) < 0)
+        if (name_record_from_object(&rec, json_object_get(o, "record"), &nerr) < 0)
             res.status = RON_EPROTO;
         else
             res.rec = &rec;
-        free(txt);
     } else {
         const char *st = json_string_value(json_object_get(o, "status"));
         res.unchanged = st != NULL && strcmp(st, "unchanged") == 0;
@@ -138,10 +131,8 @@ int
 idx_client_publish_as(rbus_peer_t *peer, const idx_client_auth_t *auth, const name_record_t *rec,
                       idx_client_cb cb, void *arg)
 {
-    char *txt = name_record_to_json(rec);
-    json_t *r = txt != NULL ? json_loads(txt, JSON_REJECT_DUPLICATES, NULL) : NULL;
+    json_t *r = name_record_to_object(rec);
 
-    free(txt);
     if (r == NULL)
         return RON_EINVAL;
     return idx_client_send(peer, auth, json_pack("{s:s, s:o}", "op", "publish", "record", r),

@@ -146,16 +146,6 @@ answer_ok(idx_service_t *s, op_t op, rbus_req_t *req, json_t *o)
     free(buf);
 }
 
-/* A record as a JSON object (new), or NULL. */
-static json_t *
-record_json(const name_record_t *rec)
-{
-    char *txt = name_record_to_json(rec);
-    json_t *o = txt != NULL ? json_loads(txt, 0, NULL) : NULL;
-    free(txt);
-    return o;
-}
-
 /* The index's error codes and their answers (docs/protocol/index.md). */
 static const proto_svc_rc_t rc_answers[] = {
     {RON_ERECORD, 400, "record", 0},
@@ -302,12 +292,12 @@ job_done(uv_work_t *w, int status)
         answer_ok(s, j->op, j->req, o);
     } else if (j->op == OP_RESOLVE) {
         o = json_object();
-        json_object_set_new(o, "record", record_json(&j->rec));
+        json_object_set_new(o, "record", name_record_to_object(&j->rec));
         answer_ok(s, j->op, j->req, o);
     } else {
         json_t *a = json_array();
         for (size_t i = 0; i < j->n; i++)
-            json_array_append_new(a, record_json(&j->list[i]));
+            json_array_append_new(a, name_record_to_object(&j->list[i]));
         o = json_object();
         json_object_set_new(o, "records", a);
         json_object_set_new(o, "more", json_boolean(j->more));
@@ -351,15 +341,13 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     j->limit = IDX_SVC_LIST_DEFAULT;
     if (op == OP_PUBLISH) {
         json_t *rec = json_object_get(o, "record");
-        char *txt = json_is_object(rec) ? json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         int rc;
-        if (txt == NULL) {
+        if (!json_is_object(rec)) {
             answer_error(s, op, req, f->corr_id, 400, "record", 0,
                          "record: missing or not an object");
             goto drop;
         }
-        rc = name_record_from_json(&j->rec, txt, strlen(txt), &j->nerr);
-        free(txt);
+        rc = name_record_from_object(&j->rec, rec, &j->nerr);
         if (rc < 0) {
             j->rc = rc;
             answer_rc(s, j);
