@@ -86,10 +86,8 @@ env_is_config_key(const char *entry)
         return false;
     for (size_t i = 0; i < cfg__n_keys; i++) {
         char name[96];
-        size_t nl;
         ron_config_env_name(cfg__keys[i].info.path, name, sizeof name);
-        nl = strlen(name);
-        if (strncmp(entry, name, nl) == 0 && entry[nl] == '=')
+        if (cfg__env_value(name, entry) != NULL)
             return true;
     }
     return false;

@@ -51,6 +51,9 @@ extern const size_t cfg__n_keys;
 void cfg__errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The key whose dotted path is path, or NULL. */
 const cfg_key_t *cfg__key_find(const char *path);
+/* The value in entry ("NAME=value") when NAME is name (a key's RON_* name
+ * from ron_config_env_name), else NULL. Returns a view into entry. */
+const char *cfg__env_value(const char *name, const char *entry);
 /* Is prefix (e.g. "admin_limits") the object part of some key path? */
 bool cfg__key_is_section(const char *prefix);
 /* Apply a JSON object whose keys live under prefix ("" for the top); a

@@ -80,15 +80,14 @@ cfg__load_env(ron_config_t *cfg, char *const *envp, char *err, size_t cap)
         return 0;
     for (size_t i = 0; i < cfg__n_keys; i++) {
         char name[96];
-        size_t nl;
         ron_config_env_name(cfg__keys[i].info.path, name, sizeof name);
-        nl = strlen(name);
         for (char *const *e = envp; *e != NULL; e++) {
             char kerr[RON_CONFIG_ERR_MAX];
+            const char *value = cfg__env_value(name, *e);
             int rc;
-            if (strncmp(*e, name, nl) != 0 || (*e)[nl] != '=')
+            if (value == NULL)
                 continue;
-            rc = ron_config_set(cfg, cfg__keys[i].info.path, *e + nl + 1, kerr, sizeof kerr);
+            rc = ron_config_set(cfg, cfg__keys[i].info.path, value, kerr, sizeof kerr);
             if (rc < 0) {
                 cfg__errf(err, cap, "environment %s: %s", name, kerr);
                 return rc;

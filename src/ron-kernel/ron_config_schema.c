@@ -161,6 +161,13 @@ ron_config_env_name(const char *path, char *out, size_t cap)
     out[n] = '\0';
 }
 
+const char *
+cfg__env_value(const char *name, const char *entry)
+{
+    size_t nl = strlen(name);
+    return strncmp(entry, name, nl) == 0 && entry[nl] == '=' ? entry + nl + 1 : NULL;
+}
+
 static void
 default_data_dir(char *out, size_t cap)
 {

@@ -130,8 +130,8 @@ tx_respond_start(tx_request_t *req, int status, const tx_header_t *headers, size
     return 0;
 }
 
-static void
-tx_chunk_queue(tx_request_t *req, tx_chunk_t *k)
+void
+tx__chunk_queue(tx_request_t *req, tx_chunk_t *k)
 {
     if (req->chunks_tail != NULL)
         req->chunks_tail->next = k;
@@ -139,6 +139,23 @@ tx_chunk_queue(tx_request_t *req, tx_chunk_t *k)
         req->chunks = k;
     req->chunks_tail = k;
     req->chunk_bytes += k->len;
+}
+
+/* A chunk of len bytes of data (borrowed until done runs; none go out for
+ * HEAD) counted against req's announced length, for either protocol. */
+static tx_chunk_t *
+tx_chunk_new(tx_request_t *req, const void *data, size_t len, tx_write_done_fn done,
+             void *done_arg)
+{
+    tx_chunk_t *k = ron_xcalloc(1, sizeof *k);
+
+    k->data = data;
+    k->len = req->is_head ? 0 : len;
+    k->done = done;
+    k->done_arg = done_arg;
+    if (req->remaining > 0)
+        req->remaining -= (int64_t)len;
+    return k;
 }
 
 int
@@ -159,29 +176,16 @@ tx_respond_write(tx_request_t *req, const void *data, size_t len, tx_write_done_
             req->want_drain = true;
             return RON_EAGAIN;
         }
-        k = ron_xcalloc(1, sizeof *k);
-        k->data = data;
-        k->len = req->is_head ? 0 : len;
-        k->done = done;
-        k->done_arg = done_arg;
-        if (req->remaining > 0)
-            req->remaining -= (int64_t)len;
-        return tx__h2_write(c, req, k);
+        return tx__h2_write(c, req, tx_chunk_new(req, data, len, done, done_arg));
     }
     if (c->wq + req->chunk_bytes >= TX_MAX_WRITE_QUEUE) {
         req->want_drain = true;
         return RON_EAGAIN;
     }
-    k = ron_xcalloc(1, sizeof *k);
-    k->data = data;
-    k->len = req->is_head ? 0 : len;
-    k->done = done;
-    k->done_arg = done_arg;
+    k = tx_chunk_new(req, data, len, done, done_arg);
     if (req->chunked && len > 0)
         k->hdr_len = (uint8_t)snprintf(k->hdr, sizeof k->hdr, "%zx\r\n", len);
-    if (req->remaining > 0)
-        req->remaining -= (int64_t)len;
-    tx_chunk_queue(req, k);
+    tx__chunk_queue(req, k);
     tx__conn_pump(c);
     return 0;
 }
@@ -210,7 +214,7 @@ tx_respond_end(tx_request_t *req)
         memcpy(k->hdr, "0\r\n\r\n", 5);
         k->hdr_len = 5;
         k->last = true;
-        tx_chunk_queue(req, k);
+        tx__chunk_queue(req, k);
     }
     req->drain = NULL;
     req->state = TX_REQ_ENDED;

@@ -47,6 +47,36 @@ tx__conn_on_write(uv_write_t *req, int status)
     tx__conn_pump(c);
 }
 
+/* Offer bufs (nbufs <= 4) to the socket at once. What it did not take is
+ * left in rest[0..*nrest_out), *left_out bytes (0: all written). Returns 0 or
+ * a libuv error other than UV_EAGAIN. */
+static int
+tx_conn_try_write(tx_conn_t *c, const uv_buf_t *bufs, unsigned nbufs, uv_buf_t rest[static 4],
+                  unsigned *nrest_out, size_t *left_out)
+{
+    int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+    size_t n, left = 0;
+    unsigned m = 0;
+
+    if (rc < 0 && rc != UV_EAGAIN)
+        return rc;
+    n = rc > 0 ? (size_t)rc : 0;
+    c->srv->lim.stats.bytes_out += n;
+    for (unsigned i = 0; i < nbufs; i++) {
+        if (n >= bufs[i].len) {
+            n -= bufs[i].len;
+            continue;
+        }
+        rest[m++] = uv_buf_init(bufs[i].base + n, (unsigned)(bufs[i].len - n));
+        n = 0;
+    }
+    for (unsigned i = 0; i < m; i++)
+        left += rest[i].len;
+    *nrest_out = m;
+    *left_out = left;
+    return 0;
+}
+
 /* Write bufs (len bytes) after what is queued. Takes owned (freed once
  * written, or at once on failure); chunk's done runs at completion. */
 static int
@@ -60,35 +90,19 @@ tx_conn_write_owned(tx_conn_t *c, uint8_t *owned, const uv_buf_t *bufs, unsigned
     if (c->wq == 0 && (c->ssl == NULL || !c->tls_done) && nbufs <= 4) {
         /* nothing queued: write at once, and queue only what the socket did
          * not take (a small answer costs one writev and no write request) */
-        rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
-        if (rc < 0 && rc != UV_EAGAIN) {
+        rc = tx_conn_try_write(c, bufs, nbufs, rest, &nbufs, &len);
+        if (rc < 0 || len == 0)
             free(owned);
+        if (rc < 0)
             return rc;
-        }
-        size_t n = rc > 0 ? (size_t)rc : 0;
-        c->srv->lim.stats.bytes_out += n;
-        if (n == len) {
-            free(owned);
+        if (len == 0) {
             if (chunk != NULL) {
                 chunk->status = 0;
                 tx__server_defer_done(c->srv, chunk); /* on a later loop turn */
             }
             return 0;
         }
-        unsigned m = 0;
-        for (unsigned i = 0; i < nbufs; i++) {
-            if (n >= bufs[i].len) {
-                n -= bufs[i].len;
-                continue;
-            }
-            rest[m++] = uv_buf_init(bufs[i].base + n, (unsigned)(bufs[i].len - n));
-            n = 0;
-        }
-        len = 0;
-        for (unsigned i = 0; i < m; i++)
-            len += rest[i].len;
         bufs = rest;
-        nbufs = m;
     }
     if (c->ssl != NULL && c->tls_done) {
         /* the record layer: plaintext in, records out (the plaintext is released now) */

@@ -527,24 +527,20 @@ tx_h2_b64url(const char *in, uint8_t *out, size_t cap, size_t *out_len)
     return 0;
 }
 
-int
-tx__h2_start(tx_conn_t *c, tx_request_t *upgrade, const char *settings)
+/* h's nghttp2 server session: our callbacks, bounds on what a client can
+ * make us queue, manual window updates, our SETTINGS and the connection
+ * window. Returns 0 or RON_EPROTO (h->sess, if made, is the caller's to delete). */
+static int
+tx_h2_session_new(tx_h2_t *h, const tx_config_t *cfg)
 {
-    tx_server_t *s = c->srv;
-    const tx_config_t *cfg = &s->lim.cfg;
     nghttp2_session_callbacks *cbs = NULL;
     nghttp2_option *opt = NULL;
-    tx_h2_t *h = ron_xcalloc(1, sizeof *h);
-    uint8_t sbuf[256];
-    size_t slen = 0;
     int rc = RON_EPROTO;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, cfg->h2_max_streams},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, cfg->max_header_bytes},
     };
 
-    h->c = c;
-    h->flood_start = tx__conn_now(c);
     if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&opt) != 0)
         goto out;
     nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, tx_h2_on_begin_headers);
@@ -569,6 +565,46 @@ tx__h2_start(tx_conn_t *c, tx_request_t *upgrade, const char *settings)
     if (nghttp2_session_set_local_window_size(h->sess, NGHTTP2_FLAG_NONE, 0,
                                               (int32_t)TX_H2_CONN_WINDOW) != 0)
         goto out;
+    rc = 0;
+out:
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_option_del(opt);
+    return rc;
+}
+
+/* The "Upgrade: h2c" request becomes stream 1 and goes to the handler. */
+static void
+tx_h2_upgrade_stream(tx_h2_t *h, tx_request_t *upgrade)
+{
+    tx_server_t *s = h->c->srv;
+
+    s->lim.stats.h2_upgrades++;
+    upgrade->h2 = true;
+    upgrade->stream_id = 1;
+    upgrade->view.http_major = 2;
+    upgrade->conn = h->c;
+    upgrade->keep_alive = true;
+    tx_h2_link(h, upgrade);
+    s->lim.stats.h2_streams++;
+    h->in_recv = true; /* the handler's answer is framed by the next pump */
+    tx_h2_dispatch(h, upgrade);
+    h->in_recv = false;
+}
+
+int
+tx__h2_start(tx_conn_t *c, tx_request_t *upgrade, const char *settings)
+{
+    tx_server_t *s = c->srv;
+    const tx_config_t *cfg = &s->lim.cfg;
+    tx_h2_t *h = ron_xcalloc(1, sizeof *h);
+    uint8_t sbuf[256];
+    size_t slen = 0;
+    int rc;
+
+    h->c = c;
+    h->flood_start = tx__conn_now(c);
+    if ((rc = tx_h2_session_new(h, cfg)) < 0)
+        goto out;
     if (upgrade != NULL) {
         if (settings == NULL || tx_h2_b64url(settings, sbuf, sizeof sbuf, &slen) < 0 ||
             nghttp2_session_upgrade2(h->sess, sbuf, slen, upgrade->is_head, upgrade) != 0) {
@@ -580,23 +616,10 @@ tx__h2_start(tx_conn_t *c, tx_request_t *upgrade, const char *settings)
     c->proto = TX_PROTO_H2;
     s->lim.stats.h2_conns++;
     tx__conn_set_phase(c, TX_PH_IDLE, cfg->idle_timeout_ms);
-    if (upgrade != NULL) {
-        s->lim.stats.h2_upgrades++;
-        upgrade->h2 = true;
-        upgrade->stream_id = 1;
-        upgrade->view.http_major = 2;
-        upgrade->conn = c;
-        upgrade->keep_alive = true;
-        tx_h2_link(h, upgrade);
-        s->lim.stats.h2_streams++;
-        h->in_recv = true; /* the handler's answer is framed by the next pump */
-        tx_h2_dispatch(h, upgrade);
-        h->in_recv = false;
-    }
+    if (upgrade != NULL)
+        tx_h2_upgrade_stream(h, upgrade);
     rc = 0;
 out:
-    nghttp2_session_callbacks_del(cbs);
-    nghttp2_option_del(opt);
     if (rc < 0) {
         nghttp2_session_del(h->sess);
         free(h);

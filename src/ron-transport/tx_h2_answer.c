@@ -217,12 +217,7 @@ tx__h2_write(tx_conn_t *c, tx_request_t *r, tx_chunk_t *k)
     if (k->len == 0) {
         tx__h2_done_push(h, k, 0); /* HEAD: nothing goes out */
     } else {
-        if (r->chunks_tail != NULL)
-            r->chunks_tail->next = k;
-        else
-            r->chunks = k;
-        r->chunks_tail = k;
-        r->chunk_bytes += k->len;
+        tx__chunk_queue(r, k);
         (void)nghttp2_session_resume_data(h->sess, r->stream_id);
     }
     tx_h2_kick(h);

@@ -382,6 +382,8 @@ void tx__conn_on_write(uv_write_t *req, int status);
 int tx__conn_collect(tx_conn_t *c);
 /* Ciphertext from the socket: handshake, then plaintext to the protocol. */
 void tx__conn_tls_read(tx_conn_t *c, const uint8_t *data, size_t len);
+/* Append k to req's queue of streamed chunks (both protocols; tx_answer.c). */
+void tx__chunk_queue(tx_request_t *req, tx_chunk_t *k);
 
 /* ---- TLS record layer (tx_tls.c) ---- */
 /* A server SSL on ctx with memory BIOs. Returns NULL on allocation failure. */
