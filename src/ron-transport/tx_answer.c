@@ -144,8 +144,7 @@ tx__chunk_queue(tx_request_t *req, tx_chunk_t *k)
 /* A chunk of len bytes of data (borrowed until done runs; none go out for
  * HEAD) counted against req's announced length, for either protocol. */
 static tx_chunk_t *
-tx_chunk_new(tx_request_t *req, const void *data, size_t len, tx_write_done_fn done,
-             void *done_arg)
+tx_chunk_new(tx_request_t *req, const void *data, size_t len, tx_write_done_fn done, void *done_arg)
 {
     tx_chunk_t *k = ron_xcalloc(1, sizeof *k);
 

@@ -101,50 +101,6 @@ tx__conn_soon(tx_conn_t *c)
     c->timer_due = now; /* on_timer pumps, then re-arms for the real deadlines */
 }
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 /* ---- reading ---- */
 
 static void
@@ -385,10 +341,6 @@ out:
     if (c->proto == TX_PROTO_H2 && !c->closing)
         tx_conn_pump(c); /* switched by "Upgrade: h2c" while pumping */
 }
-
-
-
-
 
 static void
 tx_conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -675,19 +627,4 @@ tx__conn_adopt(tx_server_t *s, int fd, const struct sockaddr_storage *peer)
     tx_conn_begin(c, NULL);
     return 0;
 }
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 

@@ -225,26 +225,6 @@ tx_h2_finish_head(tx_h2_t *h, tx_request_t *r)
         r->view.corr_id = h->c->srv->corr_seq++;
 }
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 /* ---- nghttp2 callbacks ---- */
 
 static void
