@@ -351,6 +351,40 @@ uint64_t tx__conn_now(const tx_conn_t *c);
 /* Pump c on the next loop turn (its timer, due now). */
 void tx__conn_soon(tx_conn_t *c);
 
+/* One write request of a connection (tx_conn_write.c, and the TLS records
+ * written as they are by tx_conn.c and tx_conn_tls.c); freed by tx__conn_on_write. */
+typedef struct {
+    uv_write_t req;
+    tx_conn_t *c;
+    uint8_t *owned;     /* bytes this write owns, or NULL */
+    size_t len;         /* bytes counted in c->wq */
+    tx_chunk_t *chunk;  /* streamed chunk whose done callback runs at completion */
+    tx_request_t *req_owner;
+} tx_wreq_t;
+
+/* ---- a connection's files (tx_conn.c, tx_conn_http1.c, tx_conn_write.c, tx_conn_tls.c) ---- */
+/* The HTTP/1.1 parser's callbacks; their arg is the connection. */
+extern const tx_http1_cbs_t tx__conn_cbs;
+/* Append r to the pipeline (it is answered in this order). */
+void tx__conn_push(tx_conn_t *c, tx_request_t *r);
+/* Remove the pipeline's head (answered and written) and recycle it. */
+void tx__conn_pop(tx_conn_t *c);
+/* Serialize r's error answer (its reject_* fields) and mark it answered. */
+void tx__conn_answer_reject(tx_conn_t *c, tx_request_t *r);
+/* Re-arm c's timer for its earliest deadline. */
+void tx__conn_arm(tx_conn_t *c);
+/* Pause or resume reading the socket (no-op while closing). */
+void tx__conn_set_reading(tx_conn_t *c, bool on);
+/* Write completion of a tx_wreq_t: uncount, free, re-arm, pump. */
+void tx__conn_on_write(uv_write_t *req, int status);
+/* Move answers at the head of the pipeline to the wire, in order. Returns 0
+ * or a libuv error (the caller closes). */
+int tx__conn_collect(tx_conn_t *c);
+/* Ciphertext from the socket: handshake, then plaintext to the protocol. */
+void tx__conn_tls_read(tx_conn_t *c, const uint8_t *data, size_t len);
+/* Append k to req's queue of streamed chunks (both protocols; tx_answer.c). */
+void tx__chunk_queue(tx_request_t *req, tx_chunk_t *k);
+
 /* ---- TLS record layer (tx_tls.c) ---- */
 /* A server SSL on ctx with memory BIOs. Returns NULL on allocation failure. */
 SSL *tx__tls_ssl_new(SSL_CTX *ctx);

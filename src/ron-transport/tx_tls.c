@@ -380,6 +380,55 @@ tx_tls_secure_heap_init(void)
     return 0;
 }
 
+/* The certificate and key files in dir (paths into cpath and kpath), made
+ * (a self-signed pair for host) when either is missing. Returns 0,
+ * RON_EINVAL when a path does not fit, or the error of mkdir or generation. */
+static int
+tx_tls_dir_files(const char *dir, const char *host, char cpath[static PATH_MAX],
+                 char kpath[static PATH_MAX])
+{
+    struct stat st;
+    int rc;
+
+    if ((size_t)snprintf(cpath, PATH_MAX, "%s/%s", dir, TX_TLS_CERT_FILE) >= PATH_MAX ||
+        (size_t)snprintf(kpath, PATH_MAX, "%s/%s", dir, TX_TLS_KEY_FILE) >= PATH_MAX)
+        return RON_EINVAL;
+    if (stat(cpath, &st) == 0 && stat(kpath, &st) == 0)
+        return 0;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return -errno;
+    rc = tx_tls_generate(dir, host);
+    return rc < 0 ? rc : 0;
+}
+
+/* The server policy of ctx: versions, ciphers, groups, options, no client
+ * certificate, and the ALPN list (wire format, wlen bytes) the select
+ * callback offers. Returns 0 or RON_ETLS. */
+static int
+tx_tls_ctx_setup(SSL_CTX *ctx, bool tls13_only, const uint8_t *wire, size_t wlen)
+{
+    uint8_t *alpn;
+
+    if (SSL_CTX_set_min_proto_version(ctx, tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_cipher_list(ctx, tx_tls12_ciphers) != 1 ||
+        SSL_CTX_set_ciphersuites(ctx, tx_tls13_suites) != 1 ||
+        SSL_CTX_set1_groups_list(ctx, "X25519:P-256") != 1)
+        return RON_ETLS;
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL); /* HTTPS clients bring no certificate */
+    alpn = ron_xmalloc(wlen + 1);
+    alpn[0] = (uint8_t)wlen;
+    memcpy(alpn + 1, wire, wlen);
+    if (SSL_CTX_set_ex_data(ctx, tx_alpn_index, alpn) != 1) {
+        free(alpn);
+        return RON_ETLS;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, tx_alpn_select, NULL);
+    return 0;
+}
+
 int
 tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out)
 {
@@ -389,7 +438,7 @@ tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out)
     char cpath[PATH_MAX], kpath[PATH_MAX];
     const char *cert = cfg->cert_path, *key = cfg->key_path;
     const char *host = cfg->hostname != NULL ? cfg->hostname : "localhost";
-    uint8_t wire[512], *alpn;
+    uint8_t wire[512];
     size_t wlen;
     int rc = RON_EINVAL;
 
@@ -402,20 +451,8 @@ tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out)
         if ((rc = tx_tls_make(host, &mkey, &mx)) < 0)
             goto out;
     } else if (cert == NULL) {
-        struct stat st;
-        if ((size_t)snprintf(cpath, sizeof cpath, "%s/%s", cfg->cert_dir, TX_TLS_CERT_FILE) >=
-                sizeof cpath ||
-            (size_t)snprintf(kpath, sizeof kpath, "%s/%s", cfg->cert_dir, TX_TLS_KEY_FILE) >=
-                sizeof kpath)
+        if ((rc = tx_tls_dir_files(cfg->cert_dir, host, cpath, kpath)) < 0)
             goto out;
-        if (stat(cpath, &st) < 0 || stat(kpath, &st) < 0) {
-            if (mkdir(cfg->cert_dir, 0700) < 0 && errno != EEXIST) {
-                rc = -errno;
-                goto out;
-            }
-            if ((rc = tx_tls_generate(cfg->cert_dir, host)) < 0)
-                goto out;
-        }
         cert = cpath;
         key = kpath;
     }
@@ -424,23 +461,8 @@ tx_tls_ctx_new(const tx_tls_config_t *cfg, SSL_CTX **out)
         tx_alpn_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tx_alpn_free);
     if (tx_alpn_index < 0 || (ctx = SSL_CTX_new(TLS_server_method())) == NULL)
         goto out;
-    if (SSL_CTX_set_min_proto_version(ctx, cfg->tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION) != 1 ||
-        SSL_CTX_set_cipher_list(ctx, tx_tls12_ciphers) != 1 ||
-        SSL_CTX_set_ciphersuites(ctx, tx_tls13_suites) != 1 ||
-        SSL_CTX_set1_groups_list(ctx, "X25519:P-256") != 1)
+    if (tx_tls_ctx_setup(ctx, cfg->tls13_only, wire, wlen) < 0)
         goto out;
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL); /* HTTPS clients bring no certificate */
-    alpn = ron_xmalloc(wlen + 1);
-    alpn[0] = (uint8_t)wlen;
-    memcpy(alpn + 1, wire, wlen);
-    if (SSL_CTX_set_ex_data(ctx, tx_alpn_index, alpn) != 1) {
-        free(alpn);
-        goto out;
-    }
-    SSL_CTX_set_alpn_select_cb(ctx, tx_alpn_select, NULL);
     if (mkey != NULL) {
         if (SSL_CTX_use_certificate(ctx, mx) != 1 || SSL_CTX_use_PrivateKey(ctx, mkey) != 1)
             goto out;
