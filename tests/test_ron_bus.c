@@ -879,6 +879,61 @@ test_bus_refuses_connection_that_does_not_say_hello_first(void **state)
     fx_close(&fx);
 }
 
+/* A loop stalled past RBUS_HELLO_TIMEOUT_MS (load, long synchronous work
+ * between turns) keeps its connections: the stale clock at connect does not
+ * shorten the HELLO deadline, and a HELLO waiting unread when the timer
+ * fires is read before the connection is judged. Both transports. */
+static void
+test_bus_hello_survives_a_loop_stalled_past_its_timeout(void **state)
+{
+    (void)state;
+    fx_t fx;
+    svc_t s_in, s_ux;
+    reply_t r;
+    rbus_stats_t st;
+
+    fx_init(&fx);
+    rbus_t *srv_in = fx_bus(&fx, RBUS_TRANSPORT_INPROC, "st-in");
+    rbus_t *srv_ux = fx_bus(&fx, RBUS_TRANSPORT_UNIX, "st-ux");
+    rbus_t *cli_in = fx_bus(&fx, RBUS_TRANSPORT_INPROC, "cli-in");
+    rbus_t *cli_ux = fx_bus(&fx, RBUS_TRANSPORT_UNIX, "cli-ux");
+    svc_register(srv_in, &s_in);
+    svc_register(srv_ux, &s_ux);
+    assert_int_equal(rbus_listen(srv_in), 0);
+    assert_int_equal(rbus_listen(srv_ux), 0);
+    usleep((RBUS_HELLO_TIMEOUT_MS + 300) * 1000); /* the loop's clock goes stale */
+    rbus_peer_t *p_in = rbus_connect(cli_in, "st-in", NULL);
+    rbus_peer_t *p_ux = rbus_connect(cli_ux, "st-ux", NULL);
+    assert_non_null(p_in);
+    assert_non_null(p_ux);
+    /* Unix: turn until the listener has accepted; its HELLO clock runs. */
+    for (int i = 0; i < 2000 && srv_ux->peers == NULL; i++)
+        uv_run(&fx.loop, UV_RUN_NOWAIT), usleep(500);
+    assert_non_null(srv_ux->peers);
+    usleep((RBUS_HELLO_TIMEOUT_MS + 300) * 1000); /* stalled, HELLOs unread */
+    request_sync(&fx, p_in, "in", 2000, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.body, "in");
+    request_sync(&fx, p_ux, "ux", 2000, &r);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.body, "ux");
+    rbus_stats_get(srv_in, &st);
+    assert_int_equal(st.refused_proto, 0);
+    rbus_stats_get(srv_ux, &st);
+    assert_int_equal(st.refused_proto, 0);
+    rbus_stats_get(cli_in, &st);
+    assert_int_equal(st.connect_failures, 0);
+    rbus_stats_get(cli_ux, &st);
+    assert_int_equal(st.connect_failures, 0);
+    rbus_peer_close(p_in);
+    rbus_peer_close(p_ux);
+    rbus_free(cli_in);
+    rbus_free(cli_ux);
+    rbus_free(srv_in);
+    rbus_free(srv_ux);
+    fx_close(&fx);
+}
+
 static void
 test_bus_gives_up_on_listener_that_never_answers_hello(void **state)
 {
@@ -1427,6 +1482,7 @@ main(void)
         cmocka_unit_test(test_bus_refuses_connection_that_does_not_say_hello_first),
         cmocka_unit_test(test_bus_stops_reading_a_peer_that_does_not_read_its_responses),
         cmocka_unit_test(test_bus_gives_up_on_listener_that_never_answers_hello),
+        cmocka_unit_test(test_bus_hello_survives_a_loop_stalled_past_its_timeout),
         cmocka_unit_test(test_bus_delivers_events_only_to_subscribers_over_unix),
         cmocka_unit_test(test_bus_delivers_events_only_to_subscribers_in_process),
         cmocka_unit_test(test_bus_full_send_queue_fails_fast_with_ebusy_over_unix),

@@ -886,13 +886,56 @@ rev_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
     }
 }
 
+/* The offset a get request asks for (a test endpoint's parse). */
+static uint64_t
+get_offset(const oap_frame_t *f)
+{
+    uint32_t jl = (uint32_t)f->payload[2] << 8 | f->payload[3];
+    json_t *o = json_loadb((const char *)f->payload + 4, jl, 0, NULL);
+    uint64_t off = strtoull(json_string_value(json_object_get(o, "offset")), NULL, 10);
+
+    json_decref(o);
+    return off;
+}
+
+/* A storage endpoint that holds the answer at STO_SVC_MAX_CHUNK (a slow read
+ * on the service's thread pool) and answers every other get at once; the test
+ * loop releases it after STALL_HOLD_MS. */
+#define STALL_HOLD_MS 200u
+typedef struct {
+    rev_srv_t v;            /* the object and the answer count */
+    rbus_req_t *held;       /* the held answer, NULL once released */
+    bool was_held;
+    uint64_t held_at;       /* ms */
+    uint64_t max_off_held;  /* the largest offset asked while it was held */
+} stall_srv_t;
+
 static void
-test_client_get_writes_answers_in_offset_order_when_they_arrive_reversed(void **state)
+stall_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    stall_srv_t *s = arg;
+    uint64_t off = get_offset(f);
+
+    if (off == STO_SVC_MAX_CHUNK && !s->was_held) {
+        s->held = req;
+        s->was_held = true;
+        s->held_at = ron_now_ms();
+        return;
+    }
+    if (s->held != NULL && off > s->max_off_held)
+        s->max_off_held = off;
+    rev_answer(&s->v, req, off);
+}
+
+/* Get n bytes of obj from an in-process endpoint served by h (arg: its
+ * rev_srv_t first) with sto_client_get; every loop turn calls turn (may be
+ * NULL). Asserts the get succeeded with the exact bytes. */
+static void
+client_get_from(rbus_handler_cb h, rev_srv_t *v, void (*turn)(rev_srv_t *v))
 {
     rbus_config_t sc = {0}, cc = {0};
-    rev_srv_t v = {0};
-    size_t n = 9 * STO_SVC_MAX_CHUNK + 1234;
-    uint8_t *obj = malloc(n), *back = malloc(n + 1), addr[STO_ADDR_LEN] = {1};
+    size_t n = v->size;
+    uint8_t *back = malloc(n + 1), addr[STO_ADDR_LEN] = {1};
     char tmp[64], dst[96];
     cl_result_t r = {0};
     uv_loop_t loop;
@@ -902,11 +945,7 @@ test_client_get_writes_answers_in_offset_order_when_they_arrive_reversed(void **
     uint64_t end;
     int rc = 0, fd;
     FILE *f;
-    (void)state;
 
-    fill(obj, n, 77);
-    v.obj = obj;
-    v.size = n;
     snprintf(tmp, sizeof tmp, "/tmp/ron-stoget-XXXXXX");
     assert_non_null(mkdtemp(tmp));
     snprintf(dst, sizeof dst, "%s/out", tmp);
@@ -920,7 +959,7 @@ test_client_get_writes_answers_in_offset_order_when_they_arrive_reversed(void **
     assert_non_null(srv);
     cli = rbus_new(&loop, &cc, &rc);
     assert_non_null(cli);
-    assert_int_equal(rbus_handle(srv, OAP_APP_STORAGE, rev_request, &v), 0);
+    assert_int_equal(rbus_handle(srv, OAP_APP_STORAGE, h, v), 0);
     assert_int_equal(rbus_listen(srv), 0);
     peer = rbus_connect(cli, "storage", &rc);
     assert_non_null(peer);
@@ -928,19 +967,20 @@ test_client_get_writes_answers_in_offset_order_when_they_arrive_reversed(void **
     assert_true(fd >= 0);
     assert_int_equal(sto_client_get(peer, addr, fd, cl_get_done, &r), 0);
     end = ron_now_ms() + WAIT_MS;
-    while (!r.done && ron_now_ms() < end)
-        uv_run(&loop, UV_RUN_ONCE);
+    while (!r.done && ron_now_ms() < end) {
+        uv_run(&loop, turn != NULL ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+        if (turn != NULL)
+            turn(v), usleep(500);
+    }
     assert_true(r.done);
     close(fd);
     assert_int_equal(r.status, 0);
     assert_int_equal(r.size, n);
-    assert_int_equal(v.answered, 10);
-    assert_int_equal(v.max_inflight_seen, STO_CLIENT_GET_WINDOW); /* it did pipeline */
     f = fopen(dst, "rb");
     assert_non_null(f);
     assert_int_equal(fread(back, 1, n + 1, f), n);
     fclose(f);
-    assert_memory_equal(back, obj, n);
+    assert_memory_equal(back, v->obj, n);
 
     rbus_peer_close(peer);
     rbus_free(cli);
@@ -951,8 +991,61 @@ test_client_get_writes_answers_in_offset_order_when_they_arrive_reversed(void **
     assert_int_equal(uv_loop_close(&loop), 0);
     unlink(dst);
     rmdir(tmp);
-    free(obj);
     free(back);
+}
+
+static void
+test_client_get_writes_answers_in_offset_order_when_they_arrive_reversed(void **state)
+{
+    rev_srv_t v = {0};
+    size_t n = 9 * STO_SVC_MAX_CHUNK + 1234;
+    uint8_t *obj = malloc(n);
+    (void)state;
+
+    fill(obj, n, 77);
+    v.obj = obj;
+    v.size = n;
+    client_get_from(rev_request, &v, NULL);
+    assert_int_equal(v.answered, 10);
+    assert_int_equal(v.max_inflight_seen, STO_CLIENT_GET_WINDOW); /* it did pipeline */
+    free(obj);
+}
+
+/* Release the stalled answer once it was held STALL_HOLD_MS. */
+static void
+stall_turn(rev_srv_t *v)
+{
+    stall_srv_t *s = (stall_srv_t *)v;
+
+    if (s->held != NULL && ron_now_ms() - s->held_at >= STALL_HOLD_MS) {
+        rbus_req_t *req = s->held;
+        s->held = NULL;
+        rev_answer(&s->v, req, STO_SVC_MAX_CHUNK);
+    }
+}
+
+/* One slow answer (the thread pool reads out of order) while the later ones
+ * come at once: the window stays anchored at the first byte not yet written,
+ * so the client holds at most WINDOW - 1 answers and asks for nothing past
+ * it until the slow one comes (it used to slide on and fail RON_EPROTO when
+ * its held answers overflowed). */
+static void
+test_client_get_window_waits_for_a_slow_answer_before_asking_further(void **state)
+{
+    stall_srv_t s = {0};
+    size_t n = 12 * STO_SVC_MAX_CHUNK + 99;
+    uint8_t *obj = malloc(n);
+    (void)state;
+
+    fill(obj, n, 78);
+    s.v.obj = obj;
+    s.v.size = n;
+    client_get_from(stall_request, &s.v, stall_turn);
+    assert_true(s.was_held);
+    assert_int_equal(s.v.answered, 13);
+    /* the window is [MAX_CHUNK, (1 + WINDOW) * MAX_CHUNK) while the answer at MAX_CHUNK is held */
+    assert_int_equal(s.max_off_held, (uint64_t)STO_CLIENT_GET_WINDOW * STO_SVC_MAX_CHUNK);
+    free(obj);
 }
 
 int
@@ -962,6 +1055,7 @@ main(void)
         cmocka_unit_test(test_put_get_inproc),
         cmocka_unit_test(test_put_commit_says_whether_the_object_is_new),
         cmocka_unit_test(test_client_get_writes_answers_in_offset_order_when_they_arrive_reversed),
+        cmocka_unit_test(test_client_get_window_waits_for_a_slow_answer_before_asking_further),
         cmocka_unit_test(test_put_get_unix),
         cmocka_unit_test(test_mismatch_inproc),
         cmocka_unit_test(test_mismatch_unix),

@@ -196,6 +196,18 @@ pending_fail_all(rbus_peer_t *p, int status)
             pending_complete(p, &p->pend[i], status, NULL);
 }
 
+/*
+ * The loop's clock brought up to date: uv_now() is the time of the loop's
+ * last turn, which may be seconds old after synchronous work or a stall under
+ * load; a deadline taken from it would be that much shorter.
+ */
+static uint64_t
+peer_clock(rbus_peer_t *p)
+{
+    uv_update_time(p->bus->loop);
+    return uv_now(p->bus->loop);
+}
+
 static void
 peer_timer_cb(uv_timer_t *t)
 {
@@ -203,6 +215,13 @@ peer_timer_cb(uv_timer_t *t)
     uint64_t now = uv_now(p->bus->loop);
 
     p->timer_due = 0;
+    if (p->state == RBUS_P_HELLO && p->hello_due <= now && !p->hello_late) {
+        /* Timers run before the loop reads: after a stall the HELLO may be
+         * waiting unread. Judge again once the loop has read for a while. */
+        p->hello_late = true;
+        p->hello_due = peer_clock(p) + RBUS_HELLO_GRACE_MS;
+        now = uv_now(p->bus->loop);
+    }
     if (p->state == RBUS_P_HELLO && p->hello_due <= now) {
         if (!p->outbound) {
             p->bus->stats.refused_proto++;
@@ -442,7 +461,8 @@ rbus__conn_accepted(rbus_t *b, rbus_conn_t *c, uid_t uid, pid_t pid)
         peer_detach(p, RON_EREFUSED, true);
         return;
     }
-    p->hello_due = uv_now(b->loop) + RBUS_HELLO_TIMEOUT_MS;
+    p->hello_due = peer_clock(p) + RBUS_HELLO_TIMEOUT_MS;
+    p->hello_late = false;
     peer_timer_arm(p);
 }
 
@@ -484,7 +504,8 @@ rbus__conn_connected(rbus_conn_t *c, int status, uid_t uid, pid_t pid)
         return;
     }
     p->state = RBUS_P_HELLO;
-    p->hello_due = uv_now(p->bus->loop) + RBUS_HELLO_TIMEOUT_MS;
+    p->hello_due = peer_clock(p) + RBUS_HELLO_TIMEOUT_MS;
+    p->hello_late = false;
     peer_timer_arm(p);
     peer_send_hello(p);
 }
@@ -624,7 +645,7 @@ send_subscribe(rbus_peer_t *p, uint16_t app)
     for (e = p->pend; e->cb != NULL; e++)
         ;
     e->corr_id = p->next_corr++;
-    e->deadline = uv_now(p->bus->loop) + RBUS_DEFAULT_DEADLINE_MS;
+    e->deadline = peer_clock(p) + RBUS_DEFAULT_DEADLINE_MS;
     e->cb = subscribe_done;
     e->app_proto_id = OAP_APP_CONTROL;
     p->npend++;
@@ -1011,7 +1032,7 @@ rbus_request_ex(rbus_peer_t *p, const rbus_request_opts_t *o, const void *payloa
         e->queued_cap = (uint16_t)cap_len;
         p->queued_bytes += body_len;
     }
-    e->deadline = uv_now(p->bus->loop) + (deadline_ms != 0 ? deadline_ms : RBUS_DEFAULT_DEADLINE_MS);
+    e->deadline = peer_clock(p) + (deadline_ms != 0 ? deadline_ms : RBUS_DEFAULT_DEADLINE_MS);
     e->cb = cb;
     e->arg = arg;
     p->npend++;

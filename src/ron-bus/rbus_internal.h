@@ -15,6 +15,11 @@
 
 #include "ron_bus.h"
 
+/* A HELLO deadline found passed is confirmed only after this much more loop
+ * time (fresh clock), so that a HELLO that arrived while the loop was stalled
+ * (load, long synchronous work) is read before the connection is judged. */
+#define RBUS_HELLO_GRACE_MS 250u
+
 typedef struct rbus_conn_s rbus_conn_t;
 
 typedef struct {
@@ -93,6 +98,7 @@ struct rbus_peer_s {
     uv_timer_t timer;              /* request deadlines; HELLO timeout for inbound */
     uint64_t timer_due;            /* 0 = not armed */
     uint64_t hello_due;            /* ms: HELLO must complete by then (state HELLO only) */
+    bool hello_late;               /* hello_due passed once: one grace period left */
     uv_timer_t backoff;            /* outbound reconnect */
     uint32_t backoff_ms;
     rbus_sub_t subs[RBUS_MAX_SUBS];   /* our subscriptions to the remote's events */

@@ -43,7 +43,8 @@ typedef struct sto_client_put {
     uint64_t base; /* stream: put offset of mem[0] */
     /* get: after the first answer (which tells the size) up to
      * STO_CLIENT_GET_WINDOW requests are in flight; answers are written to
-     * fd in offset order, early ones held (at most WINDOW - 1 chunks) */
+     * fd in offset order, early ones held (at most WINDOW - 1 chunks: the
+     * window starts at done, see get_fill) */
     uint64_t next_off;  /* next offset to request */
     unsigned inflight;  /* get requests sent and not answered */
     bool finished;      /* the user's callback ran; freed when inflight drops to 0 */
@@ -258,13 +259,17 @@ get_send(xfer_t *x)
     return 0;
 }
 
-/* Keep up to the window in flight once the size is known. */
+/* Keep up to the window in flight once the size is known. The window is
+ * anchored at the first byte not yet written (x->done), not at the answers
+ * counted: answers held out of order do not let it slide on, so at most
+ * WINDOW - 1 are ever held and one slow answer cannot overflow x->held. */
 static int
 get_fill(xfer_t *x)
 {
+    uint64_t end = x->done + (uint64_t)STO_CLIENT_GET_WINDOW * STO_SVC_MAX_CHUNK;
     int rc;
 
-    while (x->inflight < STO_CLIENT_GET_WINDOW && x->next_off < x->size)
+    while (x->inflight < STO_CLIENT_GET_WINDOW && x->next_off < x->size && x->next_off < end)
         if ((rc = get_send(x)) < 0)
             return rc;
     return 0;

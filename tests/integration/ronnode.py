@@ -43,7 +43,17 @@ def free_port():
 
 
 def fail(msg):
+    """Report msg with the tail of every live node's log (cleanup removes the
+    logs, and a flake seen once under load is read from these), then exit 1."""
     print("FAIL: " + msg, file=sys.stderr)
+    for n in list(_live):
+        try:
+            tail = n.logs().splitlines()[-40:]
+        except (OSError, ValueError):
+            continue
+        print("--- %s: last %d log lines" % (n.dir, len(tail)), file=sys.stderr)
+        for line in tail:
+            print("    " + line, file=sys.stderr)
     _cleanup()
     sys.exit(1)
 
