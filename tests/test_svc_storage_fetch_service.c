@@ -554,7 +554,9 @@ test_a_miss_costs_one_lookup_and_is_remembered_briefly(void **state)
     /* nobody has it: 404 after one lookup, not retried */
     uint64_t t0 = ron_now_ms();
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 404);
-    assert_true(ron_now_ms() - t0 < STO_SVC_FETCH_FIND_GAP_MS);
+    /* one lookup and no wait for a second one or for a timeout (the bound is loose:
+     * a loaded machine stalls the loop; finds == 1 is the exact check) */
+    assert_true(ron_now_ms() - t0 < STO_SVC_FETCH_FIND_MS);
     assert_int_equal(fx.finds, 1);
     assert_false(json_is_true(json_object_get(fx.b.json, "retryable")));
     /* asked again at once: 404 from the miss memory, no lookup */
@@ -622,7 +624,8 @@ test_a_lookup_that_never_answers_is_bounded(void **state)
     uint64_t t0 = ron_now_ms();
     assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 504);
     uint64_t took = ron_now_ms() - t0;
-    assert_true(took >= STO_SVC_FETCH_FIND_MS - 100 && took < STO_SVC_FETCH_FIND_MS + 2000);
+    /* bounded by the lookup limit (the upper bound leaves room for a loaded machine) */
+    assert_true(took >= STO_SVC_FETCH_FIND_MS - 100 && took < STO_SVC_FETCH_FIND_MS + 8000);
     assert_int_equal(fx.finds, 1);
     /* the late answer is dropped; the next get looks again and fetches */
     assert_non_null(fx.held);
@@ -870,7 +873,7 @@ test_put_answers_after_its_record_is_announced(void **state)
     t0 = ron_now_ms();
     assert_int_equal(put_bytes(&fx, "world"), 200);
     assert_true(ron_now_ms() - t0 >= lim.announce_wait_ms);
-    assert_true(ron_now_ms() - t0 < lim.announce_wait_ms + DHT_CLIENT_PROVIDE_SLACK_MS + 2000);
+    assert_true(ron_now_ms() - t0 < lim.announce_wait_ms + DHT_CLIENT_PROVIDE_SLACK_MS + 8000);
     assert_string_equal(jstr(&fx, "announced"), "0");
     assert_string_equal(jstr(&fx, "announce_state"), "pending");
     assert_non_null(fx.held_provide);
