@@ -820,7 +820,13 @@ test_provide_with_wait_answers_once_the_closest_nodes_hold_the_record(void **sta
     node_stop(fx, 2);
     randombytes_buf(key, sizeof key);
     provide_wait(fx, 1, key, 300, &took);
-    assert_string_equal(fx->res.provide_state, "pending");
+    /* the wait ends before the contacts' 1 s timeouts: pending; a loop stalled
+     * past them on a loaded machine sees every outcome in: unannounced */
+    if (took < 900)
+        assert_string_equal(fx->res.provide_state, "pending");
+    else
+        assert_true(strcmp(fx->res.provide_state, "pending") == 0 ||
+                    strcmp(fx->res.provide_state, "unannounced") == 0);
     assert_true(took >= 250 && took < 3000);
     randombytes_buf(key, sizeof key);
     provide_wait(fx, 1, key, 8000, &took);
