@@ -12,8 +12,18 @@
  * waiting in user space; the socket's send buffer is raised to
  * UNIX_SNDBUF (the kernel's default, about 208 KiB, is smaller than one such
  * frame, so most bulk frames were copied into a queued write and finished
- * after a poll round). Invariants: a connection is freed only in its
- * uv_close callback, which reports the loss to the core if still attached.
+ * after a poll round).
+ *
+ * Large frames are handed over instead of copied out (rbus_frame_take):
+ * a read asks for at most OAP_CHUNK, or for exactly the rest of a larger
+ * frame whose header is in, so a large frame's last read ends with it,
+ * so once delivered it is the last thing in the decoder's buffer, and the
+ * taker gets that buffer (the decoder starts a new one). After a take the
+ * next frame's header is read alone (38 bytes) into a buffer sized for a
+ * frame like the last one, so a stream of bulk frames (storage's fetch
+ * answers from the overlay) each arrive in their own block, copied by
+ * nobody. Invariants: a connection is freed only in its uv_close callback,
+ * which reports the loss to the core if still attached.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -40,6 +50,7 @@ typedef struct {
     uint8_t *obuf;        /* corked frames, written in one go when the read callback ends */
     size_t olen, ocap;
     uint32_t oframes;
+    size_t bulk_len;      /* wire length of the last frame taken (0: none, or a later one was not) */
 } unix_conn_t;
 
 typedef struct {
@@ -54,6 +65,13 @@ typedef struct {
 /* SO_SNDBUF asked for (the kernel doubles it, and caps it at net.core.wmem_max):
  * a few bulk frames fit, so a writer rarely has to queue a copy of one */
 #define UNIX_SNDBUF ((int)1024 * 1024)
+/* Smallest frame handed over by rbus_frame_take: below it a copy is cheaper
+ * than the fresh buffer the decoder then needs. */
+#define UNIX_TAKE_MIN ((size_t)64 * 1024)
+
+/* The connection delivering a frame on this thread right now (rbus_frame_take).
+ * Thread-local: each loop runs on one thread. */
+static _Thread_local unix_conn_t *deliver_unix;
 
 static void unix_send(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], const void *payload,
                       size_t len);
@@ -227,7 +245,7 @@ static void
 unix_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     unix_conn_t *u = ron_container_of(h, unix_conn_t, pipe);
-    size_t avail = 0, want = OAP_CHUNK, used = u->dec.end - u->dec.start;
+    size_t avail = 0, want = OAP_CHUNK, used = u->dec.end - u->dec.start, limit;
     uint8_t *p;
 
     (void)suggested;
@@ -238,14 +256,52 @@ unix_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         if (flen > used && flen - used > want)
             want = flen - used;
     }
+    /* At most want: a read never runs past the end of a large frame (one of
+     * UNIX_TAKE_MIN or more cannot fit whole in an OAP_CHUNK read with the
+     * bytes before it), so once whole it ends the buffer and can be taken. */
+    limit = want;
+    if (used == 0 && u->bulk_len > 0) {
+        /* after a take: the header alone, into room for a frame like the last */
+        want = u->bulk_len;
+        limit = OAP_HDR_LEN;
+    }
     p = oap_decoder_reserve(&u->dec, want, &avail);
+    if (avail > limit)
+        avail = limit;
     *buf = uv_buf_init((char *)p, p != NULL ? (unsigned)avail : 0); /* 0 -> UV_ENOBUFS */
+}
+
+void *
+rbus__unix_frame_take(const oap_frame_t *f)
+{
+    unix_conn_t *u = deliver_unix;
+    oap_decoder_t *d;
+    size_t wire;
+    void *block;
+
+    if (u == NULL || f->payload == NULL)
+        return NULL;
+    d = &u->dec;
+    wire = OAP_HDR_LEN + f->cap_len + f->payload_len;
+    /* only the frame being delivered, when it is large, is the last one in
+     * the buffer (start == end) and the buffer is not much larger than it */
+    if (d->buf == NULL || d->start != d->end || wire < UNIX_TAKE_MIN || d->cap > 2 * wire ||
+        f->payload < d->buf || f->payload + f->payload_len > d->buf + d->cap)
+        return NULL;
+    /* The decoder holds nothing unconsumed: give its buffer away and let it
+     * allocate a new one at its next reserve (as oap_decoder_release leaves it). */
+    block = d->buf;
+    d->buf = NULL;
+    d->cap = d->start = d->end = 0;
+    u->bulk_len = wire;
+    return block;
 }
 
 static void
 unix_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     unix_conn_t *u = ron_container_of(s, unix_conn_t, pipe);
+    unix_conn_t *outer = deliver_unix;
     oap_frame_t f;
     int rc;
 
@@ -267,7 +323,13 @@ unix_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             rbus__conn_proto_error(&u->base, rc);
             break;
         }
-        if (rbus__conn_frame(&u->base, &f, f.len) < 0)
+        const uint8_t *before = u->dec.buf;
+        deliver_unix = u;
+        rc = rbus__conn_frame(&u->base, &f, f.len);
+        deliver_unix = outer;
+        if (u->dec.buf == before && before != NULL)
+            u->bulk_len = 0; /* not taken: read as before */
+        if (rc < 0)
             break;
     }
     u->corked = false;
