@@ -12,7 +12,9 @@
  * waiting in user space; the socket's send buffer is raised to
  * UNIX_SNDBUF (the kernel's default, about 208 KiB, is smaller than one such
  * frame, so most bulk frames were copied into a queued write and finished
- * after a poll round).
+ * after a poll round). An owned answer (rbus_respond_owned) goes out from
+ * the sender's block, its header written into the block's headroom, and
+ * what the socket does not take waits in that block (no copy either).
  *
  * Large frames are handed over instead of copied out (rbus_frame_take):
  * a read asks for at most OAP_CHUNK, or for exactly the rest of a larger
@@ -58,6 +60,7 @@ typedef struct {
     unix_conn_t *conn;
     size_t len;
     uint32_t frames;
+    void *own;     /* the sender's block the bytes lie in (send_owned), or NULL: data[] */
     uint8_t data[];
 } unix_wbuf_t;
 
@@ -78,8 +81,12 @@ static void unix_send(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], con
 static void unix_close(rbus_conn_t *c, bool flush);
 static void unix_set_reading(rbus_conn_t *c, bool on);
 static void unix_set_max_frame(rbus_conn_t *c, uint32_t max_frame);
+static void unix_send_owned(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], void *buf,
+                            uint8_t *payload, size_t len);
 
-static const rbus_conn_ops_t unix_ops = {unix_send, unix_close, unix_set_reading, unix_set_max_frame};
+static const rbus_conn_ops_t unix_ops = {unix_send, unix_close, unix_set_reading, unix_set_max_frame,
+                                         unix_send_owned};
+_Static_assert(RBUS_HEADROOM == OAP_HDR_LEN, "RBUS_HEADROOM is the frame header");
 
 static void
 unix_closed_cb(uv_handle_t *h)
@@ -113,6 +120,7 @@ unix_write_cb(uv_write_t *req, int status)
     u->base.q_bytes -= w->len;
     u->base.q_frames -= w->frames;
     u->nwrites--;
+    free(w->own);
     free(w);
     if (status < 0) {
         unix_abort(u, status);
@@ -125,13 +133,16 @@ unix_write_cb(uv_write_t *req, int status)
 /*
  * Write bufs (total bytes, frames whole frames, already counted in the send
  * queue): try the socket first when nothing is queued before them, and queue
- * what it did not take as one uv_write.
+ * what it did not take as one uv_write: a copy, or, when own (taken) is the
+ * block the one buf lies in, that block itself (freed once written).
  */
 static void
-unix_write(unix_conn_t *u, uv_buf_t *bufs, unsigned nbufs, size_t total, uint32_t frames)
+unix_write(unix_conn_t *u, uv_buf_t *bufs, unsigned nbufs, size_t total, uint32_t frames,
+           void *own)
 {
-    size_t done = 0, off = 0;
+    size_t done = 0, off = 0, rest;
     unix_wbuf_t *w;
+    uv_buf_t one;
     int rc;
 
     if (u->nwrites == 0) {
@@ -142,26 +153,36 @@ unix_write(unix_conn_t *u, uv_buf_t *bufs, unsigned nbufs, size_t total, uint32_
     if (done == total) {
         u->base.q_bytes -= total;
         u->base.q_frames -= frames;
+        free(own);
         return;
     }
-    w = ron_xmalloc(sizeof *w + total - done);
-    w->conn = u;
-    w->len = total - done;
-    w->frames = frames;
     u->base.q_bytes -= done;
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t skip = done > bufs[i].len ? bufs[i].len : done;
-        memcpy(w->data + off, bufs[i].base + skip, bufs[i].len - skip);
-        off += bufs[i].len - skip;
-        done -= skip;
+    rest = total - done;
+    if (own != NULL) {
+        w = ron_xmalloc(sizeof *w);
+        w->own = own;
+        one = uv_buf_init(bufs[0].base + done, (unsigned)rest);
+    } else {
+        w = ron_xmalloc(sizeof *w + rest);
+        w->own = NULL;
+        for (unsigned i = 0; i < nbufs; i++) {
+            size_t skip = done > bufs[i].len ? bufs[i].len : done;
+            memcpy(w->data + off, bufs[i].base + skip, bufs[i].len - skip);
+            off += bufs[i].len - skip;
+            done -= skip;
+        }
+        one = uv_buf_init((char *)w->data, (unsigned)rest);
     }
-    uv_buf_t one = uv_buf_init((char *)w->data, (unsigned)w->len);
+    w->conn = u;
+    w->len = one.len;
+    w->frames = frames;
     u->nwrites++;
     rc = uv_write(&w->req, (uv_stream_t *)&u->pipe, &one, 1, unix_write_cb);
     if (rc < 0) {
         u->nwrites--;
         u->base.q_bytes -= w->len;
         u->base.q_frames -= frames;
+        free(w->own);
         free(w);
         unix_abort(u, rc);
     }
@@ -178,7 +199,7 @@ unix_flush(unix_conn_t *u)
         return;
     u->olen = 0;
     u->oframes = 0;
-    unix_write(u, &b, 1, n, frames);
+    unix_write(u, &b, 1, n, frames, NULL);
 }
 
 static void
@@ -206,7 +227,31 @@ unix_send(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], const void *pay
         return;
     }
     unix_flush(u); /* keep frame order */
-    unix_write(u, bufs, len > 0 ? 2 : 1, total, 1);
+    unix_write(u, bufs, len > 0 ? 2 : 1, total, 1, NULL);
+}
+
+/* unix_send of a payload in buf (taken) with the header's room before it: a
+ * large frame goes out from buf itself, and what the socket does not take
+ * at once waits in buf (no copy); a small one is corked as unix_send does. */
+static void
+unix_send_owned(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], void *buf,
+                uint8_t *payload, size_t len)
+{
+    unix_conn_t *u = ron_container_of(c, unix_conn_t, base);
+    size_t total = OAP_HDR_LEN + len;
+    uv_buf_t one;
+
+    if (u->closing || (u->corked && total <= UNIX_CORK_MAX)) {
+        unix_send(c, hdr, payload, len);
+        free(buf);
+        return;
+    }
+    memcpy(payload - OAP_HDR_LEN, hdr, OAP_HDR_LEN); /* the caller's headroom */
+    one = uv_buf_init((char *)(payload - OAP_HDR_LEN), (unsigned)total);
+    c->q_bytes += total;
+    c->q_frames++;
+    unix_flush(u); /* keep frame order */
+    unix_write(u, &one, 1, total, 1, buf);
 }
 
 static void
