@@ -366,7 +366,8 @@ int rbus_respond(rbus_req_t *req, uint16_t code, const void *payload, size_t len
  * RBUS_HEADROOM bytes before payload are overwritten (the frame header
  * goes there). In process (RBUS_TRANSPORT_INPROC) the requester receives
  * the frame in this same memory and may keep it (rbus_frame_take); over a
- * Unix socket the bytes are sent as by rbus_respond. Same returns.
+ * Unix socket the frame is written from this memory (what the socket does
+ * not take at once waits in it, not in a copy). Same returns.
  */
 int rbus_respond_owned(rbus_req_t *req, uint16_t code, void *buf, uint8_t *payload, size_t len);
 
