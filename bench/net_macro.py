@@ -245,10 +245,12 @@ def main():
                 rs["r" + how].append(rs["dd"][-1] / got[0])
                 rs["d" + how].append(got[1])
                 rs["c" + how].append(got[2])
-            print("run %d %s: dd %.2f pin %s get %.2f" % (
+            print("run %d %s: dd %.2f pin %s get %.2f; storage CPU s/GiB pin %s get %.2f" % (
                 run, tag, rs["dd"][-1],
                 "%.2f" % rs["pin"][-1] if rs["pin"] and rs["pin_skip"] == 0 else "-",
-                rs["get"][-1]),
+                rs["get"][-1],
+                "%.2f" % (rs["cpin"][-1]["storage"] / GIB) if rs["cpin"] and rs["pin_skip"] == 0
+                else "-", rs["cget"][-1]["storage"] / GIB),
                 file=sys.stderr, flush=True)
     profiles = {}
     if PERF_DIR:
