@@ -12,21 +12,23 @@ provider record is stored at put time. Each run, for each `ron` binary given
      A's DHT address;
   2. the disk floor into B's data directory, in the same run:
      `dd if=/dev/zero of=<B data dir>/ddfile bs=1M count=MIB conv=fsync`;
-  3. `ron get ADDR` through B's app port, stdout to /dev/null (the client
-     verifies the whole object): B misses, finds A in the DHT, its overlay
-     process fetches and verifies every piece over mutual TLS, hands them to
-     its storage process over the unix-socket bus, storage writes the file
-     partial and commits the object durably while the app streams it out;
-  4. a second fresh macronode B', the same dd, and `ron pin ADDR` (B''s
-     operator capability): fetch on miss into the store without delivery,
-     when pin fetches an absent object; when pin answers not found for an
-     absent object (the fetching pin is not in this build) the row is
-     skipped and said so.
+  3. `ron pin ADDR` (B's operator capability), the primary figure for
+     "into a macronode": B misses, finds A in the DHT, its overlay process
+     fetches and verifies every piece over mutual TLS, hands them to its
+     storage process over the unix-socket bus, and storage writes the file
+     partial and commits the object durably; the pin answers once it is
+     committed. When pin answers not found for an absent object (a build
+     without the fetching pin) the row is skipped and said so;
+  4. a second fresh macronode B', the same dd, and `ron get ADDR` through
+     B''s app port, stdout to /dev/null (the same fetch, plus delivery: the
+     app streams it out while storage stores it, and the client verifies
+     the whole object again).
 
 For every fetch it records the wall time and the CPU seconds (utime + stime
 from /proc/<pid>/stat) of B's overlay, storage and app processes, per GiB.
-With PERF_DIR set, one extra get per binary runs under
-`perf record -g` on B's overlay and storage processes (PERF_DIR/<tag>-*.data).
+With PERF_DIR set, one extra fetch per binary (a pin; PERF_HOW=get for a
+get) runs under `perf record -g` on B's overlay and storage processes
+(PERF_DIR/<tag>-*.data).
 
 Usage: bench/net_macro.py MIB RUNS TAG=RON_BIN [TAG=RON_BIN ...]
 Every node is killed at exit (ronnode.py); every wait is bounded; the whole
@@ -62,6 +64,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 GIB = (MIB << 20) / float(1 << 30)
 PROVIDER = []  # the pid of provider A (a micronode: one process)
 PIN_MSG = []   # what `ron pin` said when it did not fetch
+PERF_HOW = os.environ.get("PERF_HOW", "pin")
 
 
 class Timeout(Exception):
@@ -225,7 +228,7 @@ def main():
     for run in range(RUNS):
         for tag, binary in BINS:
             rs = res[tag]
-            for how in ("get", "pin"):
+            for how in ("pin", "get"):
                 if how == "pin" and rs["pin_skip"] > 0:
                     continue
                 b = macro(binary, seed)
@@ -242,16 +245,19 @@ def main():
                 rs["r" + how].append(rs["dd"][-1] / got[0])
                 rs["d" + how].append(got[1])
                 rs["c" + how].append(got[2])
-            print("run %d %s: dd %.2f get %s pin %s" % (
-                run, tag, rs["dd"][-1], "%.2f" % rs["get"][-1],
-                "%.2f" % rs["pin"][-1] if rs["pin"] and rs["pin_skip"] == 0 else "-"),
+            print("run %d %s: dd %.2f pin %s get %.2f; storage CPU s/GiB pin %s get %.2f" % (
+                run, tag, rs["dd"][-1],
+                "%.2f" % rs["pin"][-1] if rs["pin"] and rs["pin_skip"] == 0 else "-",
+                rs["get"][-1],
+                "%.2f" % (rs["cpin"][-1]["storage"] / GIB) if rs["cpin"] and rs["pin_skip"] == 0
+                else "-", rs["cget"][-1]["storage"] / GIB),
                 file=sys.stderr, flush=True)
     profiles = {}
     if PERF_DIR:
         for tag, binary in BINS:
             b = macro(binary, seed)
             try:
-                got = fetch(b, binary, addr, "get", perf_tag=tag)
+                got = fetch(b, binary, addr, PERF_HOW, perf_tag=tag)
                 profiles[tag] = got
             finally:
                 b.stop(timeout=20)
@@ -278,8 +284,8 @@ def main():
     for tag, _ in BINS:
         rs = res[tag]
         ddm = med(rs["dd"])
-        for how, what in (("get", "`ron get` (delivery to the client included)"),
-                          ("pin", "`ron pin` (fetch into the store, no delivery)")):
+        for how, what in (("pin", "**`ron pin`** (fetch into the store, no delivery: the target)"),
+                          ("get", "`ron get` (delivery to the client included)")):
             xs = rs[how]
             if not xs:
                 print("| %s | %s | - | - | - | - | %.2f (%.3f) | - | skipped: pin of an absent object"
@@ -298,7 +304,7 @@ def main():
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for tag, _ in BINS:
         rs = res[tag]
-        for how in ("get", "pin"):
+        for how in ("pin", "get"):
             cs = rs["c" + how]
             if not cs:
                 continue
@@ -312,8 +318,8 @@ def main():
         "%s %s" % (tag, " ".join("%.2f" % x for x in res[tag]["dd"])) for tag, _ in BINS))
     print()
     for tag, got in profiles.items():
-        print("perf run (%s): get %.2f s under `perf record -g` on overlay and storage; "
-              "data in %s/%s-{overlay,storage}.data" % (tag, got[0], PERF_DIR, tag))
+        print("perf run (%s): %s %.2f s under `perf record -g` on overlay and storage; "
+              "data in %s/%s-{overlay,storage}.data" % (tag, PERF_HOW, got[0], PERF_DIR, tag))
         print()
 
 

@@ -6,15 +6,16 @@
 # verifies, hands the pieces to its storage process over the unix-socket bus,
 # and storage writes the file partial and commits the object durably). The
 # floor, in the same run and on the same directory: `dd if=/dev/zero
-# of=<B's data dir>/ddfile bs=1M count=1024 conv=fsync`. Two ways: `ron get`
-# (delivery included, stdout to /dev/null) and `ron pin` (when pin fetches an
-# absent object; else that row is skipped). Medians of >= 5 runs, CPU
-# seconds per GiB of B's overlay, storage and app processes.
+# of=<B's data dir>/ddfile bs=1M count=1024 conv=fsync`. Two ways: `ron pin`
+# (the primary figure: fetch into the store, answered once committed; the
+# row is skipped for a build whose pin does not fetch an absent object) and
+# `ron get` (delivery included, stdout to /dev/null). Medians of >= 5 runs,
+# CPU seconds per GiB of B's overlay, storage and app processes.
 # Usage: bench/net_macro.sh [build/release]  (writes bench/results/net_macro.md)
 # Env: MIB (1024), RUNS (5); BEFORE_BUILD=<another build dir> adds its `ron`,
 #      run interleaved with this one (before/after on the same machine state);
-#      PERF_DIR=<dir> adds one profiled get per build (perf record -g on B's
-#      overlay and storage processes); BENCH_TIMEOUT (3600 s) bounds the run;
+#      PERF_DIR=<dir> adds one profiled pin per build (PERF_HOW=get: a get;
+#      perf record -g on B's overlay and storage processes); BENCH_TIMEOUT (3600 s) bounds the run;
 #      MORE_BINS="tag=/path/to/ron ..." adds more binaries to the interleaving.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)

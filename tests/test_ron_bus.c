@@ -353,6 +353,119 @@ test_bus_owned_answer_reaches_the_taker_without_a_copy_in_process(void **state)
     owned_on(RBUS_TRANSPORT_INPROC);
 }
 
+/* ---- large frames over a Unix socket are handed to the taker ---- */
+
+static uint8_t
+big_byte(size_t len, size_t i)
+{
+    return (uint8_t)(i * 7u + len);
+}
+
+/* Answers a request of a u32be length with that many pattern bytes, every
+ * other answer handed over (rbus_respond_owned), the others copied. */
+static void
+big_handle(void *arg, rbus_req_t *req, const oap_frame_t *f)
+{
+    int *n = arg;
+    size_t len;
+    uint8_t *block, *out;
+
+    assert_int_equal(f->payload_len, 4);
+    len = ron_get_u32be(f->payload);
+    block = malloc(RBUS_HEADROOM + len + 1);
+    assert_non_null(block);
+    out = block + RBUS_HEADROOM;
+    for (size_t i = 0; i < len; i++)
+        out[i] = big_byte(len, i);
+    if ((*n)++ % 2 == 0) {
+        assert_int_equal(rbus_respond_owned(req, 200, block, out, len), 0);
+        return;
+    }
+    assert_int_equal(rbus_respond(req, 200, out, len), 0);
+    free(block);
+}
+
+typedef struct {
+    int calls, taken, intact;
+    bool no_take;
+} big_reply_t;
+
+static void
+big_reply_cb(void *arg, int status, const oap_frame_t *resp)
+{
+    big_reply_t *r = arg;
+    uint8_t *block = NULL;
+    bool ok = status == 0 && resp->code == 200;
+
+    r->calls++;
+    if (ok && !r->no_take) {
+        block = rbus_frame_take(resp);
+        if (block != NULL) {
+            r->taken++;
+            ok = rbus_frame_take(resp) == NULL; /* at most one take */
+        }
+    }
+    for (size_t i = 0; ok && i < resp->payload_len; i++)
+        ok = resp->payload[i] == big_byte(resp->payload_len, i);
+    r->intact += ok;
+    free(block); /* the views stayed valid until here */
+}
+
+static void
+test_bus_large_answers_over_unix_sockets_reach_the_taker_in_their_own_buffer(void **state)
+{
+    /* mixed sizes in flight at once (more than the socket buffers: answers
+     * wait in the sender, copied or in their own block): small ones are
+     * copied out, large ones taken */
+    static const uint32_t sizes[] = {900000, 900000, 17,     200000, 65536 + 100, 5,
+                                     900000, 70000,  900000, 1000,   900000,      900000};
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    big_reply_t r[N];
+    fx_t fx;
+    int calls, answered = 0;
+
+    (void)state;
+    memset(r, 0, sizeof r);
+    fx_init(&fx);
+    rbus_t *srv = fx_bus(&fx, RBUS_TRANSPORT_UNIX, "overlay");
+    rbus_t *cli = fx_bus(&fx, RBUS_TRANSPORT_UNIX, "storage");
+    assert_int_equal(rbus_handle(srv, APP_ECHO, big_handle, &answered), 0);
+    assert_int_equal(rbus_listen(srv), 0);
+    rbus_peer_t *p = rbus_connect(cli, "overlay", NULL);
+    assert_non_null(p);
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < N; i++) {
+            uint8_t q[4];
+            memset(&r[i], 0, sizeof r[i]);
+            r[i].no_take = round == 1 && i % 3 == 0; /* left to the bus: it reads on */
+            ron_put_u32be(q, sizes[i]);
+            assert_int_equal(rbus_request(p, APP_ECHO, q, 4, 5000, big_reply_cb, &r[i]), 0);
+        }
+        for (int spin = 0; spin < 500; spin++) {
+            calls = 0;
+            for (size_t i = 0; i < N; i++)
+                calls += r[i].calls;
+            if (calls == N)
+                break;
+            RUN_UNTIL(&fx.loop, false, 10);
+        }
+        for (size_t i = 0; i < N; i++) {
+            assert_int_equal(r[i].calls, 1);
+            assert_int_equal(r[i].intact, 1);
+            if (sizes[i] < 64 * 1024 || r[i].no_take)
+                assert_int_equal(r[i].taken, 0); /* small: copied */
+            else if (sizes[i] == 900000)
+                assert_int_equal(r[i].taken, 1); /* large: its own buffer */
+            /* (200000, 65636 and 70000 after a 900000 are copied: the buffer
+             * sized for that one is over twice theirs, too much to hand over) */
+        }
+    }
+    rbus_peer_close(p);
+    rbus_free(cli);
+    rbus_free(srv);
+    fx_close(&fx);
+}
+
 /* Answers with the request frame's tenant_id as 32 hex digits, then, when
  * the frame has a cap section, "|<cap>|<payload>". */
 static void
@@ -1470,6 +1583,7 @@ main(void)
         cmocka_unit_test(test_bus_same_service_answers_in_process),
         cmocka_unit_test(test_bus_owned_answer_is_copied_over_unix_sockets),
         cmocka_unit_test(test_bus_owned_answer_reaches_the_taker_without_a_copy_in_process),
+        cmocka_unit_test(test_bus_large_answers_over_unix_sockets_reach_the_taker_in_their_own_buffer),
         cmocka_unit_test(test_bus_request_ex_carries_the_tenant_over_unix_sockets),
         cmocka_unit_test(test_bus_request_ex_carries_the_tenant_in_process),
         cmocka_unit_test(test_bus_request_past_deadline_times_out_exactly_once),

@@ -403,6 +403,90 @@ test_file_partial_lifecycle(void **state)
     free(d);
 }
 
+/* in[k] for piece i of o (proof into proofs[k]) */
+static void
+batch_in(const obj_t *o, uint64_t i, sto_piece_in_t *in, uint8_t proof[STO_TREE_MAX_PROOF])
+{
+    size_t len;
+    in->piece = i;
+    in->bytes = obj_piece(o, i, &len);
+    in->len = len;
+    in->cv = NULL;
+    in->proof = proof;
+    in->proof_len = obj_proof(o, i, proof);
+}
+
+/* Pieces added in batches: each verifies on its own, runs and gaps and
+ * repeats are stored right, and the object completes from them (in dir,
+ * a file store, reopened between the batches). */
+static void
+check_batches(sto_store_t **sp, const char *dir)
+{
+    static uint8_t proofs[STO_PARTIAL_BATCH_MAX + 1][STO_TREE_MAX_PROOF];
+    sto_piece_in_t in[STO_PARTIAL_BATCH_MAX + 1];
+    int rc[STO_PARTIAL_BATCH_MAX + 1];
+    const uint64_t first[] = {0, 1, 2, 3, 5, 6, 7, 7, 19, 99};
+    sto_partial_t *p = NULL;
+    uint8_t *bad = malloc(STO_PIECE_LEN);
+    uint8_t buf[300];
+    size_t n = 0;
+    obj_t o;
+
+    obj_make(&o, 20 * STO_PIECE_LEN - 1000, 11);
+    assert_int_equal(partial_create(*sp, &o, &p), 0); /* holds piece 19 */
+    for (size_t k = 0; k < sizeof first / sizeof first[0]; k++)
+        batch_in(&o, first[k] < 20 ? first[k] : 0, &in[k], proofs[k]);
+    in[9].piece = 99; /* past the end */
+    memcpy(bad, in[5].bytes, STO_PIECE_LEN);
+    bad[100] ^= 1;
+    in[5].bytes = bad; /* piece 6 altered */
+    assert_int_equal(sto_partial_pieces_add(p, in, 10, rc), 0);
+    const int want[] = {0, 0, 0, 0, 0, RON_EDIGEST, 0, 1, 1, RON_EINVAL};
+    for (size_t k = 0; k < 10; k++)
+        assert_int_equal(rc[k], want[k]);
+    assert_int_equal(sto_partial_pieces_add(p, in, 0, rc), RON_EINVAL);
+    assert_int_equal(sto_partial_pieces_add(p, in, STO_PARTIAL_BATCH_MAX + 1, rc), RON_EINVAL);
+    assert_int_equal(sto_partial_complete(p), RON_EAGAIN);
+    if (dir != NULL) { /* what the batch stored is on disk, the refused piece is not */
+        sto_partial_close(p);
+        sto_close(*sp);
+        *sp = store_open(dir, 0);
+        assert_int_equal(sto_partial_open(*sp, o.root, &p), 0);
+    }
+    for (uint64_t i = 0; i < 20; i++)
+        assert_int_equal(sto_partial_piece_has(p, i), i <= 3 || i == 5 || i == 7 || i == 19);
+    assert_int_equal(sto_partial_read(p, 2 * STO_PIECE_LEN - 100, buf, sizeof buf), sizeof buf);
+    assert_memory_equal(buf, o.data + 2 * STO_PIECE_LEN - 100, sizeof buf);
+    /* the rest, the last piece again among them */
+    for (uint64_t i = 4; i < 20; i++)
+        if (i != 5 && i != 7)
+            batch_in(&o, i, &in[n], proofs[n]), n++;
+    assert_int_equal(sto_partial_pieces_add(p, in, n, rc), 0);
+    for (size_t k = 0; k < n; k++)
+        assert_int_equal(rc[k], in[k].piece == 19 ? 1 : 0);
+    assert_int_equal(sto_partial_complete(p), 0);
+    sto_partial_close(p);
+    assert_int_equal(sto_has(*sp, o.root), 1);
+    free(bad);
+    obj_free(&o);
+}
+
+static void
+test_pieces_added_in_batches_verify_one_by_one_and_complete(void **state)
+{
+    char *d = tmpdir_new();
+    sto_store_t *s = store_open(d, 0);
+    sto_store_t *r = store_open(NULL, 0); /* a RAM store: one piece at a time inside */
+    (void)state;
+
+    check_batches(&s, d);
+    sto_close(s);
+    check_batches(&r, NULL);
+    sto_close(r);
+    rm_rf(d);
+    free(d);
+}
+
 static void
 test_file_partial_survives_reopen(void **state)
 {
@@ -750,6 +834,7 @@ main(void)
         cmocka_unit_test(test_pieces_added_with_the_overlays_cv_are_folded_to_the_address),
         cmocka_unit_test(test_file_partial_lifecycle),
         cmocka_unit_test(test_file_partial_survives_reopen),
+        cmocka_unit_test(test_pieces_added_in_batches_verify_one_by_one_and_complete),
         cmocka_unit_test(test_file_partial_damaged_on_disk_is_refetched),
         cmocka_unit_test(
             test_file_partial_pieces_from_an_earlier_handle_are_verified_at_completion),

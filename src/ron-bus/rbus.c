@@ -1102,7 +1102,12 @@ rbus_respond_owned(rbus_req_t *req, uint16_t code, void *buf, uint8_t *payload, 
 void *
 rbus_frame_take(const oap_frame_t *f)
 {
-    return f != NULL ? rbus__inproc_frame_take(f) : NULL;
+    void *block;
+
+    if (f == NULL)
+        return NULL;
+    block = rbus__inproc_frame_take(f);
+    return block != NULL ? block : rbus__unix_frame_take(f);
 }
 
 int

@@ -168,6 +168,9 @@ void rbus__inproc_unlisten(rbus_t *b);
 int rbus__inproc_connect(rbus_peer_t *p);
 /* rbus_frame_take for the in-process transport (NULL: f is not a frame it is delivering). */
 void *rbus__inproc_frame_take(const oap_frame_t *f);
+/* rbus_frame_take for the Unix-socket transport (NULL: f is not a frame it is
+ * delivering, is smaller than its take minimum, or does not end its buffer). */
+void *rbus__unix_frame_take(const oap_frame_t *f);
 
 /* ---- HELLO (rbus_hello.c) ---- */
 typedef struct {

@@ -12,8 +12,20 @@
  * waiting in user space; the socket's send buffer is raised to
  * UNIX_SNDBUF (the kernel's default, about 208 KiB, is smaller than one such
  * frame, so most bulk frames were copied into a queued write and finished
- * after a poll round). Invariants: a connection is freed only in its
- * uv_close callback, which reports the loss to the core if still attached.
+ * after a poll round). An owned answer (rbus_respond_owned) goes out from
+ * the sender's block, its header written into the block's headroom, and
+ * what the socket does not take waits in that block (no copy either).
+ *
+ * Large frames are handed over instead of copied out (rbus_frame_take):
+ * a read asks for at most OAP_CHUNK, or for exactly the rest of a larger
+ * frame whose header is in, so a large frame's last read ends with it,
+ * so once delivered it is the last thing in the decoder's buffer, and the
+ * taker gets that buffer (the decoder starts a new one). After a take the
+ * next frame's header is read alone (38 bytes) into a buffer sized for a
+ * frame like the last one, so a stream of bulk frames (storage's fetch
+ * answers from the overlay) each arrive in their own block, copied by
+ * nobody. Invariants: a connection is freed only in its uv_close callback,
+ * which reports the loss to the core if still attached.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -40,6 +52,7 @@ typedef struct {
     uint8_t *obuf;        /* corked frames, written in one go when the read callback ends */
     size_t olen, ocap;
     uint32_t oframes;
+    size_t bulk_len;      /* wire length of the last frame taken (0: none, or a later one was not) */
 } unix_conn_t;
 
 typedef struct {
@@ -47,6 +60,7 @@ typedef struct {
     unix_conn_t *conn;
     size_t len;
     uint32_t frames;
+    void *own;     /* the sender's block the bytes lie in (send_owned), or NULL: data[] */
     uint8_t data[];
 } unix_wbuf_t;
 
@@ -54,14 +68,25 @@ typedef struct {
 /* SO_SNDBUF asked for (the kernel doubles it, and caps it at net.core.wmem_max):
  * a few bulk frames fit, so a writer rarely has to queue a copy of one */
 #define UNIX_SNDBUF ((int)1024 * 1024)
+/* Smallest frame handed over by rbus_frame_take: below it a copy is cheaper
+ * than the fresh buffer the decoder then needs. */
+#define UNIX_TAKE_MIN ((size_t)64 * 1024)
+
+/* The connection delivering a frame on this thread right now (rbus_frame_take).
+ * Thread-local: each loop runs on one thread. */
+static _Thread_local unix_conn_t *deliver_unix;
 
 static void unix_send(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], const void *payload,
                       size_t len);
 static void unix_close(rbus_conn_t *c, bool flush);
 static void unix_set_reading(rbus_conn_t *c, bool on);
 static void unix_set_max_frame(rbus_conn_t *c, uint32_t max_frame);
+static void unix_send_owned(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], void *buf,
+                            uint8_t *payload, size_t len);
 
-static const rbus_conn_ops_t unix_ops = {unix_send, unix_close, unix_set_reading, unix_set_max_frame};
+static const rbus_conn_ops_t unix_ops = {unix_send, unix_close, unix_set_reading, unix_set_max_frame,
+                                         unix_send_owned};
+_Static_assert(RBUS_HEADROOM == OAP_HDR_LEN, "RBUS_HEADROOM is the frame header");
 
 static void
 unix_closed_cb(uv_handle_t *h)
@@ -95,6 +120,7 @@ unix_write_cb(uv_write_t *req, int status)
     u->base.q_bytes -= w->len;
     u->base.q_frames -= w->frames;
     u->nwrites--;
+    free(w->own);
     free(w);
     if (status < 0) {
         unix_abort(u, status);
@@ -107,13 +133,16 @@ unix_write_cb(uv_write_t *req, int status)
 /*
  * Write bufs (total bytes, frames whole frames, already counted in the send
  * queue): try the socket first when nothing is queued before them, and queue
- * what it did not take as one uv_write.
+ * what it did not take as one uv_write: a copy, or, when own (taken) is the
+ * block the one buf lies in, that block itself (freed once written).
  */
 static void
-unix_write(unix_conn_t *u, uv_buf_t *bufs, unsigned nbufs, size_t total, uint32_t frames)
+unix_write(unix_conn_t *u, uv_buf_t *bufs, unsigned nbufs, size_t total, uint32_t frames,
+           void *own)
 {
-    size_t done = 0, off = 0;
+    size_t done = 0, off = 0, rest;
     unix_wbuf_t *w;
+    uv_buf_t one;
     int rc;
 
     if (u->nwrites == 0) {
@@ -124,26 +153,36 @@ unix_write(unix_conn_t *u, uv_buf_t *bufs, unsigned nbufs, size_t total, uint32_
     if (done == total) {
         u->base.q_bytes -= total;
         u->base.q_frames -= frames;
+        free(own);
         return;
     }
-    w = ron_xmalloc(sizeof *w + total - done);
-    w->conn = u;
-    w->len = total - done;
-    w->frames = frames;
     u->base.q_bytes -= done;
-    for (unsigned i = 0; i < nbufs; i++) {
-        size_t skip = done > bufs[i].len ? bufs[i].len : done;
-        memcpy(w->data + off, bufs[i].base + skip, bufs[i].len - skip);
-        off += bufs[i].len - skip;
-        done -= skip;
+    rest = total - done;
+    if (own != NULL) {
+        w = ron_xmalloc(sizeof *w);
+        w->own = own;
+        one = uv_buf_init(bufs[0].base + done, (unsigned)rest);
+    } else {
+        w = ron_xmalloc(sizeof *w + rest);
+        w->own = NULL;
+        for (unsigned i = 0; i < nbufs; i++) {
+            size_t skip = done > bufs[i].len ? bufs[i].len : done;
+            memcpy(w->data + off, bufs[i].base + skip, bufs[i].len - skip);
+            off += bufs[i].len - skip;
+            done -= skip;
+        }
+        one = uv_buf_init((char *)w->data, (unsigned)rest);
     }
-    uv_buf_t one = uv_buf_init((char *)w->data, (unsigned)w->len);
+    w->conn = u;
+    w->len = one.len;
+    w->frames = frames;
     u->nwrites++;
     rc = uv_write(&w->req, (uv_stream_t *)&u->pipe, &one, 1, unix_write_cb);
     if (rc < 0) {
         u->nwrites--;
         u->base.q_bytes -= w->len;
         u->base.q_frames -= frames;
+        free(w->own);
         free(w);
         unix_abort(u, rc);
     }
@@ -160,7 +199,7 @@ unix_flush(unix_conn_t *u)
         return;
     u->olen = 0;
     u->oframes = 0;
-    unix_write(u, &b, 1, n, frames);
+    unix_write(u, &b, 1, n, frames, NULL);
 }
 
 static void
@@ -188,7 +227,31 @@ unix_send(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], const void *pay
         return;
     }
     unix_flush(u); /* keep frame order */
-    unix_write(u, bufs, len > 0 ? 2 : 1, total, 1);
+    unix_write(u, bufs, len > 0 ? 2 : 1, total, 1, NULL);
+}
+
+/* unix_send of a payload in buf (taken) with the header's room before it: a
+ * large frame goes out from buf itself, and what the socket does not take
+ * at once waits in buf (no copy); a small one is corked as unix_send does. */
+static void
+unix_send_owned(rbus_conn_t *c, const uint8_t hdr[static OAP_HDR_LEN], void *buf,
+                uint8_t *payload, size_t len)
+{
+    unix_conn_t *u = ron_container_of(c, unix_conn_t, base);
+    size_t total = OAP_HDR_LEN + len;
+    uv_buf_t one;
+
+    if (u->closing || (u->corked && total <= UNIX_CORK_MAX)) {
+        unix_send(c, hdr, payload, len);
+        free(buf);
+        return;
+    }
+    memcpy(payload - OAP_HDR_LEN, hdr, OAP_HDR_LEN); /* the caller's headroom */
+    one = uv_buf_init((char *)(payload - OAP_HDR_LEN), (unsigned)total);
+    c->q_bytes += total;
+    c->q_frames++;
+    unix_flush(u); /* keep frame order */
+    unix_write(u, &one, 1, total, 1, buf);
 }
 
 static void
@@ -227,7 +290,7 @@ static void
 unix_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     unix_conn_t *u = ron_container_of(h, unix_conn_t, pipe);
-    size_t avail = 0, want = OAP_CHUNK, used = u->dec.end - u->dec.start;
+    size_t avail = 0, want = OAP_CHUNK, used = u->dec.end - u->dec.start, limit;
     uint8_t *p;
 
     (void)suggested;
@@ -238,14 +301,52 @@ unix_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         if (flen > used && flen - used > want)
             want = flen - used;
     }
+    /* At most want: a read never runs past the end of a large frame (one of
+     * UNIX_TAKE_MIN or more cannot fit whole in an OAP_CHUNK read with the
+     * bytes before it), so once whole it ends the buffer and can be taken. */
+    limit = want;
+    if (used == 0 && u->bulk_len > 0) {
+        /* after a take: the header alone, into room for a frame like the last */
+        want = u->bulk_len;
+        limit = OAP_HDR_LEN;
+    }
     p = oap_decoder_reserve(&u->dec, want, &avail);
+    if (avail > limit)
+        avail = limit;
     *buf = uv_buf_init((char *)p, p != NULL ? (unsigned)avail : 0); /* 0 -> UV_ENOBUFS */
+}
+
+void *
+rbus__unix_frame_take(const oap_frame_t *f)
+{
+    unix_conn_t *u = deliver_unix;
+    oap_decoder_t *d;
+    size_t wire;
+    void *block;
+
+    if (u == NULL || f->payload == NULL)
+        return NULL;
+    d = &u->dec;
+    wire = OAP_HDR_LEN + f->cap_len + f->payload_len;
+    /* only the frame being delivered, when it is large, is the last one in
+     * the buffer (start == end) and the buffer is not much larger than it */
+    if (d->buf == NULL || d->start != d->end || wire < UNIX_TAKE_MIN || d->cap > 2 * wire ||
+        f->payload < d->buf || f->payload + f->payload_len > d->buf + d->cap)
+        return NULL;
+    /* The decoder holds nothing unconsumed: give its buffer away and let it
+     * allocate a new one at its next reserve (as oap_decoder_release leaves it). */
+    block = d->buf;
+    d->buf = NULL;
+    d->cap = d->start = d->end = 0;
+    u->bulk_len = wire;
+    return block;
 }
 
 static void
 unix_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     unix_conn_t *u = ron_container_of(s, unix_conn_t, pipe);
+    unix_conn_t *outer = deliver_unix;
     oap_frame_t f;
     int rc;
 
@@ -267,7 +368,13 @@ unix_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             rbus__conn_proto_error(&u->base, rc);
             break;
         }
-        if (rbus__conn_frame(&u->base, &f, f.len) < 0)
+        const uint8_t *before = u->dec.buf;
+        deliver_unix = u;
+        rc = rbus__conn_frame(&u->base, &f, f.len);
+        deliver_unix = outer;
+        if (u->dec.buf == before && before != NULL)
+            u->bulk_len = 0; /* not taken: read as before */
+        if (rc < 0)
             break;
     }
     u->corked = false;

@@ -366,7 +366,8 @@ int rbus_respond(rbus_req_t *req, uint16_t code, const void *payload, size_t len
  * RBUS_HEADROOM bytes before payload are overwritten (the frame header
  * goes there). In process (RBUS_TRANSPORT_INPROC) the requester receives
  * the frame in this same memory and may keep it (rbus_frame_take); over a
- * Unix socket the bytes are copied as by rbus_respond. Same returns.
+ * Unix socket the frame is written from this memory (what the socket does
+ * not take at once waits in it, not in a copy). Same returns.
  */
 int rbus_respond_owned(rbus_req_t *req, uint16_t code, void *buf, uint8_t *payload, size_t len);
 
@@ -375,9 +376,11 @@ int rbus_respond_owned(rbus_req_t *req, uint16_t code, void *buf, uint8_t *paylo
  * callback right now (a reply, request or event callback of this loop
  * thread, during its call): returns the start of the malloc block that
  * holds f->payload (the caller frees it with free(); f's views stay valid
- * until then), or NULL when the transport cannot hand it over (a Unix
- * socket bus reads frames into its own buffer): the caller copies what it
- * keeps, as before. At most one take per frame (a second returns NULL).
+ * until then), or NULL when the transport cannot hand it over: the caller
+ * copies what it keeps, as before. In process every frame can be taken;
+ * over a Unix socket a frame of 64 KiB or more read into a buffer of its
+ * own (the bus reads large frames so) is handed over with that buffer, and
+ * smaller frames are not. At most one take per frame (a second returns NULL).
  */
 void *rbus_frame_take(const oap_frame_t *f);
 

@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "ron_err.h"
@@ -376,6 +377,30 @@ partial_drop(sto_partial_t *p)
     reg_remove(s, p);
 }
 
+/* Write the verified nodes of a piece of a file partial. p->mu held. */
+static int
+piece_nodes_store(sto_partial_t *p, const uint8_t *nodes, const uint64_t *offs, size_t n)
+{
+    int rc;
+
+    for (size_t k = 0; k < n; k++) {
+        /* a node this fd wrote already holds these very bytes (both came out
+         * of a fold up to the address); one from an earlier process is written
+         * again, since an OS crash may have lost it */
+        uint64_t node = offs[k] / STO_TREE_NODE_LEN;
+        uint8_t m = (uint8_t)(1u << (node % 8));
+        if (p->ob_set[node / 8] & m)
+            continue;
+        if ((rc = pwrite_all(p->fd, nodes + k * STO_TREE_NODE_LEN, STO_TREE_NODE_LEN,
+                             STO_OBJ_HDR_LEN + p->size + offs[k])) < 0)
+            return rc;
+        p->ob_set[node / 8] |= m;
+        if (p->obm != NULL)
+            memcpy(p->obm + offs[k], nodes + k * STO_TREE_NODE_LEN, STO_TREE_NODE_LEN);
+    }
+    return 0;
+}
+
 /* Store verified bytes and nodes of piece i. p->mu held. */
 static int
 piece_store(sto_partial_t *p, uint64_t i, const uint8_t *bytes, size_t len,
@@ -393,21 +418,8 @@ piece_store(sto_partial_t *p, uint64_t i, const uint8_t *bytes, size_t len,
     }
     if ((rc = pwrite_all(p->fd, bytes, len, STO_OBJ_HDR_LEN + i * STO_PIECE_LEN)) < 0)
         return rc;
-    for (size_t k = 0; k < n; k++) {
-        /* a node this fd wrote already holds these very bytes (both came out
-         * of a fold up to the address); one from an earlier process is written
-         * again, since an OS crash may have lost it */
-        uint64_t node = offs[k] / STO_TREE_NODE_LEN;
-        uint8_t m = (uint8_t)(1u << (node % 8));
-        if (p->ob_set[node / 8] & m)
-            continue;
-        if ((rc = pwrite_all(p->fd, nodes + k * STO_TREE_NODE_LEN, STO_TREE_NODE_LEN,
-                             STO_OBJ_HDR_LEN + p->size + offs[k])) < 0)
-            return rc;
-        p->ob_set[node / 8] |= m;
-        if (p->obm != NULL)
-            memcpy(p->obm + offs[k], nodes + k * STO_TREE_NODE_LEN, STO_TREE_NODE_LEN);
-    }
+    if ((rc = piece_nodes_store(p, nodes, offs, n)) < 0)
+        return rc;
     /* the bit last: a kill -9 before it leaves the piece absent, never claimed */
     if ((rc = bit_set(p, i, true)) == 0) {
         p->fresh[i / 8] |= (uint8_t)(1u << (i % 8));
@@ -619,6 +631,136 @@ sto_partial_piece_add_cv(sto_partial_t *p, uint64_t piece, const uint8_t *bytes,
     if (kick)
         (void)sync_file_range(p->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     return rc;
+}
+
+/* pwritev until every byte of iov[0..cnt) is written (iov is consumed). */
+static int
+pwritev_all(int fd, struct iovec *iov, int cnt, uint64_t off)
+{
+    while (cnt > 0) {
+        ssize_t n = pwritev(fd, iov, cnt, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        off += (uint64_t)n;
+        while (cnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Store in[a..b) of a file partial: consecutive pieces, verified, absent,
+ * all but the last whole. Their bytes go in one pwritev and their nodes
+ * next; the map bits last, in one write, so a kill -9 before it leaves
+ * them absent, never claimed. p->mu held.
+ */
+static int
+run_store(sto_partial_t *p, const sto_piece_in_t *in, size_t a, size_t b, const uint8_t *nodes,
+          const uint64_t *offs, const size_t *nn)
+{
+    struct iovec iov[STO_PARTIAL_BATCH_MAX];
+    uint64_t first = in[a].piece, last = in[b - 1].piece;
+    int rc;
+
+    for (size_t k = a; k < b; k++)
+        iov[k - a] = (struct iovec){.iov_base = (void *)(uintptr_t)in[k].bytes, .iov_len = in[k].len};
+    if ((rc = pwritev_all(p->fd, iov, (int)(b - a), STO_OBJ_HDR_LEN + first * STO_PIECE_LEN)) < 0)
+        return rc;
+    for (size_t k = a; k < b; k++)
+        if ((rc = piece_nodes_store(p, nodes + k * STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN,
+                                    offs + k * STO_TREE_MAX_DEPTH, nn[k])) < 0)
+            return rc;
+    for (size_t k = a; k < b; k++) {
+        uint64_t i = in[k].piece;
+        p->bits[i / 8] |= (uint8_t)(1u << (i % 8));
+        p->fresh[i / 8] |= (uint8_t)(1u << (i % 8));
+        p->have++;
+        p->unflushed += in[k].len;
+    }
+    return pwrite_all(p->map_fd, p->bits + first / 8, (size_t)(last / 8 - first / 8 + 1),
+                      MAP_HDR_LEN + first / 8);
+}
+
+int
+sto_partial_pieces_add(sto_partial_t *p, const sto_piece_in_t *in, size_t n, int *rc_out)
+{
+    size_t nn[STO_PARTIAL_BATCH_MAX];
+    uint8_t *nodes;
+    uint64_t *offs;
+    bool kick;
+    size_t a, b;
+    int rc;
+
+    if (n == 0 || n > STO_PARTIAL_BATCH_MAX)
+        return RON_EINVAL;
+    nodes = ron_xmalloc(n * STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN);
+    offs = ron_xmalloc(n * STO_TREE_MAX_DEPTH * sizeof *offs);
+    /* verify each outside the lock, as sto_partial_piece_add_cv does */
+    for (size_t k = 0; k < n; k++) {
+        const sto_piece_in_t *x = &in[k];
+        uint8_t *nk = nodes + k * STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN;
+        uint64_t *ok = offs + k * STO_TREE_MAX_DEPTH;
+        nn[k] = 0;
+        if (x->piece >= p->npieces) {
+            rc_out[k] = RON_EINVAL;
+            continue;
+        }
+        pthread_mutex_lock(&p->mu);
+        rc = bit_get(p, x->piece) ? 1 : 0;
+        pthread_mutex_unlock(&p->mu);
+        if (rc == 0 && x->cv != NULL && p->npieces > 1 &&
+            x->len == sto_tree_piece_len(p->size, x->piece))
+            rc = sto_tree_proof_nodes_cv(p->addr, p->size, x->piece, x->cv, x->proof,
+                                         x->proof_len, nk, ok, &nn[k]);
+        else if (rc == 0)
+            rc = sto_tree_proof_nodes(p->addr, p->size, x->piece, x->bytes, x->len, x->proof,
+                                      x->proof_len, nk, ok, &nn[k]);
+        rc_out[k] = rc;
+    }
+    pthread_mutex_lock(&p->mu);
+    for (a = 0; a < n; a = b) {
+        b = a + 1;
+        if (rc_out[a] != 0)
+            continue;
+        if (p->gone) {
+            rc_out[a] = RON_ENOTFOUND;
+            continue;
+        }
+        if (bit_get(p, in[a].piece)) {
+            rc_out[a] = 1;
+            continue;
+        }
+        if (p->fd < 0) {
+            rc_out[a] = piece_store(p, in[a].piece, in[a].bytes, in[a].len,
+                                    nodes + a * STO_TREE_MAX_DEPTH * STO_TREE_NODE_LEN,
+                                    offs + a * STO_TREE_MAX_DEPTH, nn[a]);
+            continue;
+        }
+        while (b < n && rc_out[b] == 0 && in[b].piece == in[b - 1].piece + 1 &&
+               in[b - 1].len == STO_PIECE_LEN && !bit_get(p, in[b].piece))
+            b++;
+        rc = run_store(p, in, a, b, nodes, offs, nn);
+        for (size_t k = a; k < b; k++)
+            rc_out[k] = rc;
+    }
+    kick = p->fd >= 0 && p->unflushed >= PARTIAL_WRITEBACK_STEP;
+    if (kick)
+        p->unflushed = 0;
+    pthread_mutex_unlock(&p->mu);
+    if (kick) /* as in sto_partial_piece_add_cv */
+        (void)sync_file_range(p->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    free(offs);
+    free(nodes);
+    return 0;
 }
 
 bool

@@ -62,11 +62,21 @@ store_work(sto_store_t *st, job_t *j)
         j->created = true; /* the job's own handle */
     }
 add:
-    for (k = 0; k < j->nrec; k++)
-        j->rec_rc[k] =
-            sto_partial_piece_add_cv(j->partial, j->recs[k].piece, j->data + j->recs[k].bytes_off,
-                                     j->recs[k].len, j->recs[k].has_cv ? j->recs[k].cv : NULL,
-                                     j->data + j->recs[k].proof_off, j->recs[k].proof_len);
+    /* in groups: the pieces in a row go to the file in one write (and their map bits in one) */
+    for (k = 0; k < j->nrec; k += STO_PARTIAL_BATCH_MAX) {
+        sto_piece_in_t in[STO_PARTIAL_BATCH_MAX];
+        size_t n = RON_MIN(j->nrec - k, (size_t)STO_PARTIAL_BATCH_MAX);
+        for (size_t i = 0; i < n; i++) {
+            const rec_t *r = &j->recs[k + i];
+            in[i] = (sto_piece_in_t){.piece = r->piece,
+                                     .bytes = j->data + r->bytes_off,
+                                     .len = r->len,
+                                     .cv = r->has_cv ? r->cv : NULL,
+                                     .proof = j->data + r->proof_off,
+                                     .proof_len = r->proof_len};
+        }
+        (void)sto_partial_pieces_add(j->partial, in, n, j->rec_rc + k);
+    }
 }
 
 /* The worker half of a fetch's own jobs. */

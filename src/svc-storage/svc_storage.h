@@ -44,6 +44,7 @@
 #define STO_CTYPE_MAX 127 /* content type bytes kept (longer ones are refused) */
 #define STO_LIST_MAX 1024 /* entries one sto_list() call returns at most */
 #define STO_SIZE_UNKNOWN UINT64_MAX /* sto_put_begin(): size not declared */
+#define STO_PARTIAL_BATCH_MAX 16u /* pieces per sto_partial_pieces_add(): 1 MiB, its nodes on the heap */
 
 typedef struct sto_store sto_store_t;   /* opaque; shared between threads */
 typedef struct sto_put sto_put_t;       /* one streamed put; one thread at a time */
@@ -353,6 +354,27 @@ int sto_partial_piece_add(sto_partial_t *p, uint64_t piece, const uint8_t *bytes
  */
 int sto_partial_piece_add_cv(sto_partial_t *p, uint64_t piece, const uint8_t *bytes, size_t len,
                              const uint8_t *cv, const uint8_t *proof, size_t proof_len);
+
+/* One piece for sto_partial_pieces_add(): the arguments of sto_partial_piece_add_cv. */
+typedef struct {
+    uint64_t piece;
+    const uint8_t *bytes;
+    size_t len;
+    const uint8_t *cv; /* NULL: the bytes are hashed */
+    const uint8_t *proof;
+    size_t proof_len;
+} sto_piece_in_t;
+
+/*
+ * sto_partial_piece_add_cv for n pieces (1..STO_PARTIAL_BATCH_MAX; borrows
+ * in), rc_out[k] being what it returns for in[k]. Each piece verifies on its
+ * own (a bad one is refused, the others stored); the pieces of a file
+ * partial that follow each other (consecutive indices, in order) are
+ * written with one pwritev and their map bits with one write, after their
+ * bytes and nodes (a kill -9 leaves a piece absent or stored whole, as one
+ * at a time). Returns 0, or RON_EINVAL (n out of range: nothing done).
+ */
+int sto_partial_pieces_add(sto_partial_t *p, const sto_piece_in_t *in, size_t n, int *rc_out);
 
 /* true when piece is present (verified when it was added). */
 bool sto_partial_piece_has(sto_partial_t *p, uint64_t piece);
