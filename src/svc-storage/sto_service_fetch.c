@@ -854,6 +854,7 @@ sto__fetch_join(sto_service_t *s, job_t *j)
         fetch_job_queue(f, oj);
     }
     j->fetched = j->op == OP_PIN;
+    f->read = f->read || j->op == OP_GET;
     j->next = NULL;
     job_t **tail = &f->waiters; /* in arrival order: ready ones are answered so */
     while (*tail != NULL)

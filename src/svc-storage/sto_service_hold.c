@@ -23,7 +23,8 @@
  * after its worker call returns, within STO_SVC_HOLD_FETCH per fetch and
  * STO_SVC_HOLD_TOTAL in all (the oldest stored job of a fetch goes first),
  * so the gets a reader sends after its first answer (the gateway's window)
- * find their pieces still there; the hold is freed when the fetch ends.
+ * find their pieces still there; the hold is freed when the fetch ends. A
+ * fetch only pins wait for holds nothing (they need the committed object).
  *
  * Loop thread only. While a held job's worker call runs, the loop only
  * reads its data and records, which the worker only reads too.
@@ -74,6 +75,8 @@ sto__hold_add(svc_fetch_t *f, job_t *j)
     uint64_t last;
     bool any = false;
 
+    if (!f->read)
+        return; /* only pins wait: nothing reads the records before the store has them */
     if (!f->size_ok && f->partial != NULL) {
         f->size_ok = true; /* the partial's creation bound it (or an earlier run's did) */
         f->vsize = sto_partial_size(f->partial);

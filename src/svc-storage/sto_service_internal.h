@@ -103,6 +103,7 @@ struct svc_fetch {
     job_t *hold;
     uint64_t hold_bytes; /* piece bytes of the jobs in hold */
     bool size_ok;        /* vsize is verified (the last piece's proof, or the partial's) */
+    bool read;           /* a get joined: records are verified and held (a pin alone: not) */
     uint64_t vsize;      /* the object's size, once size_ok */
     uv_timer_t timer;
 };
