@@ -8,8 +8,10 @@
  * fails as the provider is told to (404, 502 bad_piece, 503). Each test
  * checks what was asked of whom as well as the bytes the client got.
  */
+#include <errno.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -34,7 +37,11 @@
 #define WAIT_MS BUS_FX_WAIT_MS
 #define NPROV 4
 
-enum { GOOD, NOTFOUND, BAD, DOWN };
+/* LIAR: answers 200 with every piece of the range but the last altered
+ * (its bytes, or with fx->send_cv its chaining value), as a provider whose
+ * lie the overlay would catch; the test plays the overlay, so the records
+ * reach storage as they are */
+enum { GOOD, NOTFOUND, BAD, DOWN, LIAR };
 enum { DHT_OK, DHT_504, DHT_503, DHT_SILENT }; /* how the dht answers find_providers */
 
 typedef struct {
@@ -57,6 +64,9 @@ typedef struct {
     uint64_t finds, provides, unprovides;
     uint8_t provided[STO_ADDR_LEN], unprovided[STO_ADDR_LEN];
     uint64_t asked_lo, asked_hi; /* byte span of every overlay fetch asked (min, max end) */
+    bool send_cv;     /* answers carry each record's chaining value ("cv":true), as the
+                         overlay's do */
+    bool block_pool;  /* the first overlay fetch occupies every worker thread (pool_block) */
 } fx_t;
 
 /* The file's short names for the fixture's helpers (tests/bus_fixture.h). */
@@ -148,6 +158,81 @@ put_record(sto_reader_t *r, uint64_t piece, uint8_t *out)
     return 10 + plen + len;
 }
 
+/* Worker threads held by pool_block (UV_THREADPOOL_SIZE is set to
+ * POOL_THREADS in main), until pool_release or POOL_BLOCK_MS pass. */
+#define POOL_THREADS 4
+#define POOL_BLOCK_MS 8000
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;
+static bool pool_open;
+static int pool_held; /* blocking works not returned yet (loop side) */
+static uv_work_t pool_works[POOL_THREADS];
+
+static void
+pool_work(uv_work_t *w)
+{
+    struct timespec until;
+    (void)w;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += POOL_BLOCK_MS / 1000;
+    pthread_mutex_lock(&pool_mu);
+    while (!pool_open && pthread_cond_timedwait(&pool_cv, &pool_mu, &until) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&pool_mu);
+}
+
+static void
+pool_work_done(uv_work_t *w, int status)
+{
+    (void)w;
+    (void)status;
+    pool_held--;
+}
+
+/* Occupy every worker thread: storage's jobs queued from now on wait. */
+static void
+pool_block(uv_loop_t *loop)
+{
+    pool_open = false;
+    for (int i = 0; i < POOL_THREADS; i++) {
+        assert_int_equal(uv_queue_work(loop, &pool_works[i], pool_work, pool_work_done), 0);
+        pool_held++;
+    }
+}
+
+/* Free the worker threads and wait (bounded) until the blocking works returned. */
+static void
+pool_release(uv_loop_t *loop)
+{
+    uint64_t end = ron_now_ms() + WAIT_MS;
+    pthread_mutex_lock(&pool_mu);
+    pool_open = true;
+    pthread_cond_broadcast(&pool_cv);
+    pthread_mutex_unlock(&pool_mu);
+    while (pool_held > 0 && ron_now_ms() < end)
+        uv_run(loop, UV_RUN_ONCE);
+    assert_int_equal(pool_held, 0);
+}
+
+/* Write piece `piece`'s record (put_record) to out and its chaining value
+ * to cv; lie: alter the record's bytes, or with fx->send_cv its cv. */
+static size_t
+overlay_record(fx_t *fx, sto_reader_t *r, const uint8_t addr[STO_ADDR_LEN], uint64_t piece,
+               bool lie, uint8_t *out, uint8_t cv[32])
+{
+    uint64_t size = sto_reader_size(r);
+    size_t n = put_record(r, piece, out), plen = (size_t)out[8] << 8 | out[9];
+    size_t len = sto_tree_piece_len(size, piece);
+    assert_int_equal(sto_tree_proof_verify_cv(addr, size, piece, out + 10 + plen, len, out + 10,
+                                              plen, cv),
+                     0);
+    if (lie && fx->send_cv)
+        cv[5] ^= 0x40;
+    else if (lie && len > 0)
+        out[10 + plen + len / 2] ^= 0x01;
+    return n;
+}
+
 static void
 on_overlay(void *arg, rbus_req_t *req, const oap_frame_t *f)
 {
@@ -205,11 +290,15 @@ on_overlay(void *arg, rbus_req_t *req, const oap_frame_t *f)
     uint64_t end = off + len > size ? size : off + len;
     uint64_t first = off / STO_PIECE_LEN, last = size == 0 ? 0 : (end - 1) / STO_PIECE_LEN;
     uint64_t count = last - first + 1;
-    uint8_t *buf = malloc(64 + 6 * (10 + STO_TREE_MAX_PROOF + STO_PIECE_LEN));
+    uint8_t *buf = malloc(64 + 6 * (10 + STO_TREE_MAX_PROOF + STO_PIECE_LEN + 32));
+    uint8_t cvs[6][32];
+    size_t ncv = 0;
     char js[128];
     size_t jl, pos;
-    snprintf(js, sizeof js, "{\"size\":\"%llu\",\"first\":\"%llu\",\"count\":\"%llu\"}",
-             (unsigned long long)size, (unsigned long long)first, (unsigned long long)count);
+    snprintf(js, sizeof js,
+             "{\"size\":\"%llu\",\"first\":\"%llu\",\"count\":\"%llu\"%s}",
+             (unsigned long long)size, (unsigned long long)first, (unsigned long long)count,
+             fx->send_cv ? ",\"cv\":true" : "");
     jl = strlen(js);
     buf[0] = (uint8_t)(jl >> 24);
     buf[1] = (uint8_t)(jl >> 16);
@@ -219,15 +308,23 @@ on_overlay(void *arg, rbus_req_t *req, const oap_frame_t *f)
     pos = 4 + jl;
     /* overlay.md wire order: the last piece first (it binds the size), then the range
      * without it */
-    pos += put_record(r, n - 1, buf + pos);
+    pos += overlay_record(fx, r, addr, n - 1, false, buf + pos, cvs[ncv++]);
     fx->prov[p].served += sto_tree_piece_len(size, n - 1); /* served even as the size proof */
     for (uint64_t i = first; i <= last; i++) {
         if (i == n - 1)
             continue;
-        pos += put_record(r, i, buf + pos);
+        pos += overlay_record(fx, r, addr, i, fx->prov[p].kind == LIAR, buf + pos, cvs[ncv++]);
         fx->prov[p].served += sto_tree_piece_len(size, i);
     }
     sto_reader_close(r);
+    for (size_t k = 0; fx->send_cv && k < ncv; k++) {
+        memcpy(buf + pos, cvs[k], 32);
+        pos += 32;
+    }
+    if (fx->block_pool) {
+        fx->block_pool = false;
+        pool_block(&fx->b.loop);
+    }
     rbus_respond(req, 200, buf, pos);
     free(buf);
 }
@@ -882,10 +979,163 @@ test_put_answers_after_its_record_is_announced(void **state)
     fx_close(&fx);
 }
 
+/* The value of metric line `name` (0 when absent). */
+static double
+metric(fx_t *fx, const char *name)
+{
+    static char buf[1 << 16];
+    size_t n = sto_service_metrics(fx->b.svc, buf, sizeof buf - 1);
+    char *p;
+    buf[n] = '\0';
+    for (p = buf; (p = strstr(p, name)) != NULL; p++)
+        if ((p == buf || p[-1] == '\n') && p[strlen(name)] == ' ')
+            return strtod(p + strlen(name) + 1, NULL);
+    return 0;
+}
+
+/*
+ * The gets waiting for a fetch are answered from the records the overlay
+ * brought, once they verified against the address, before any store job
+ * ran: every worker thread is held from the first overlay fetch on, so
+ * nothing can be stored or read back meanwhile. Ranges are exact (within a
+ * piece, across pieces of two answers, the short last piece, at the end,
+ * past it), and the store still gets every piece: once the workers are
+ * free the object is committed as cache and reads whole from the store.
+ */
+static void
+test_waiting_gets_are_answered_from_verified_records_before_the_store_job(void **state)
+{
+    fx_t fx;
+    char hex[68];
+    size_t len = (1u << 20) + 17; /* 17 pieces, the last of 17 bytes */
+    uint8_t *d;
+    (void)state;
+
+    fx_open(&fx);
+    d = object_make(&fx, len, 31, hex);
+    fx.nprov = 2;
+    fx.send_cv = true;
+    fx.block_pool = true;
+    fx.b.deadline_ms = 3000; /* an answer that waited for a worker would not come in time */
+    /* the first get starts the fetch (its miss job runs before the workers are held) */
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"ahead\":\"1048576\"}", hex),
+                     200);
+    assert_int_equal(pool_held, POOL_THREADS); /* the workers were held before the answer */
+    assert_int_equal(fx.b.raw_len, STO_SVC_MAX_CHUNK);
+    assert_memory_equal(fx.b.raw, d, STO_SVC_MAX_CHUNK);
+    assert_string_equal(jstr(&fx, "size"), "1048593");
+    /* while the workers are still held: the next chunk, a range across two
+     * answers' pieces, the tail with the short last piece, the end, past it */
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"262144\"}",
+                          hex),
+                     200);
+    assert_int_equal(fx.b.raw_len, STO_SVC_MAX_CHUNK);
+    assert_memory_equal(fx.b.raw, d + STO_SVC_MAX_CHUNK, STO_SVC_MAX_CHUNK);
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"200000\","
+                          "\"length\":\"200000\"}",
+                          hex),
+                     200);
+    assert_int_equal(fx.b.raw_len, 200000);
+    assert_memory_equal(fx.b.raw, d + 200000, 200000);
+    assert_string_equal(jstr(&fx, "offset"), "200000");
+    assert_string_equal(jstr(&fx, "length"), "200000");
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\"}", hex, len - 30),
+                     200);
+    assert_int_equal(fx.b.raw_len, 30);
+    assert_memory_equal(fx.b.raw, d + len - 30, 30);
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\"}", hex, len),
+                     200);
+    assert_int_equal(fx.b.raw_len, 0);
+    assert_string_equal(jstr(&fx, "length"), "0");
+    assert_int_equal(call(&fx, NULL, 0,
+                          "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\"}", hex, len + 1),
+                     416);
+    assert_int_equal(pool_held, POOL_THREADS);
+    assert_true(metric(&fx, "storage_fetch_gets_from_memory_total") >= 6);
+    /* the workers go on: every piece is stored, the object committed as cache */
+    pool_release(&fx.b.loop);
+    fx.b.deadline_ms = WAIT_MS;
+    for (int i = 0; i < 300 && fx.provides == 0; i++)
+        run_for(&fx, 10);
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"stat\",\"address\":\"%s\"}", hex), 200);
+    assert_string_equal(jstr(&fx, "state"), "cache");
+    for (size_t off = 0; off < len; off += STO_SVC_MAX_CHUNK) {
+        assert_int_equal(call(&fx, NULL, 0,
+                              "{\"op\":\"get\",\"address\":\"%s\",\"offset\":\"%zu\","
+                              "\"local\":true}",
+                              hex, off),
+                         200);
+        assert_memory_equal(fx.b.raw, d + off, fx.b.raw_len);
+    }
+    assert_int_equal(fx.finds, 1);
+    free(d);
+    fx_close(&fx);
+}
+
+/* A provider whose pieces do not verify (bytes, or with the overlay's
+ * chaining values, a value that is not theirs) never gets a byte to a get:
+ * alone it makes the get fail (503), never answer; next to a good provider
+ * the get gets the object's own bytes from it. */
+static void
+liar_never_reaches_a_get(bool send_cv)
+{
+    fx_t fx;
+    char hex[68];
+    size_t len = 3 * STO_SVC_MAX_CHUNK + 100;
+    uint8_t *d;
+
+    fx_open(&fx);
+    fx.send_cv = send_cv;
+    d = object_make(&fx, len, send_cv ? 41 : 42, hex);
+    fx.nprov = 1;
+    fx.prov[0].kind = LIAR;
+    assert_int_equal(call(&fx, NULL, 0, "{\"op\":\"get\",\"address\":\"%s\"}", hex), 503);
+    assert_true(fx.prov[0].asked >= 1);
+    assert_int_equal(metric(&fx, "storage_fetch_gets_from_memory_total"), 0);
+    free(d);
+    fx_close(&fx);
+
+    fx_open(&fx);
+    fx.send_cv = send_cv;
+    d = object_make(&fx, len, send_cv ? 43 : 44, hex);
+    fx.nprov = 2;
+    fx.prov[0].kind = LIAR;
+    uint8_t *got = get_window(&fx, hex, len, 4);
+    assert_memory_equal(got, d, len);
+    free(got);
+    assert_true(fx.prov[0].asked >= 1);
+    assert_true(metric(&fx, "storage_fetch_provider_failures_total") >= 1);
+    free(d);
+    fx_close(&fx);
+}
+
+static void
+test_a_piece_that_does_not_verify_never_reaches_a_get(void **state)
+{
+    (void)state;
+    liar_never_reaches_a_get(false);
+}
+
+static void
+test_a_chaining_value_that_does_not_verify_never_reaches_a_get(void **state)
+{
+    (void)state;
+    liar_never_reaches_a_get(true);
+}
+
 int
 main(void)
 {
+    /* pool_block holds exactly this many worker threads */
+    setenv("UV_THREADPOOL_SIZE", "4", 1);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_waiting_gets_are_answered_from_verified_records_before_the_store_job),
+        cmocka_unit_test(test_a_piece_that_does_not_verify_never_reaches_a_get),
+        cmocka_unit_test(test_a_chaining_value_that_does_not_verify_never_reaches_a_get),
         cmocka_unit_test(test_get_of_absent_object_is_fetched_verified_and_kept_as_cache),
         cmocka_unit_test(test_local_get_never_fetches),
         cmocka_unit_test(test_only_the_requested_range_is_fetched_and_stat_says_partial),

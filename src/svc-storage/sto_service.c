@@ -6,8 +6,10 @@
  * an error answer is the spec §3 envelope alone. The loop thread parses,
  * checks limits and owns the put table; store calls run in uv_queue_work.
  * A get or pin of an object this node lacks goes to fetch on miss
- * (sto_service_fetch.c; shared structs in sto_service_internal.h). A get
- * is answered in place from its read buffer (rbus_respond_owned).
+ * (sto_service_fetch.c; shared structs in sto_service_internal.h); a get
+ * of an object being fetched is answered from the pieces verified in memory
+ * or joins the fetch at once (sto_service_hold.c). A get is answered in
+ * place from its read buffer (rbus_respond_owned).
  * Invariants: one worker call per put at a time (busy flag); further
  * put_writes of a put wait in its queue (at most STO_SVC_PUT_QUEUE, in
  * offset order) and each is handed to the pool as the one before returns,
@@ -52,11 +54,6 @@ static const char *const op_fields[OP_COUNT][6] = {
     [OP_GC] = {"target", NULL},
     [OP_GET] = {"address", "offset", "length", "local", "ahead", NULL},
 };
-
-/* A get's buffer starts with this much room for the bus header and the
- * answer's JSON ({"size","offset","length"}: three u64s), so the read bytes
- * are answered in place (answer_ok_owned). */
-#define GET_HEADROOM (RBUS_HEADROOM + 4u + 96u)
 
 /* Statuses counted by label; anything else is counted as "other". */
 static const uint16_t statuses[] = {200, 400, 401, 403, 404, 409, 413, 429, 500, 503, 507};
@@ -155,7 +152,7 @@ sto__answer_ok(sto_service_t *s, op_t op, rbus_req_t *req, json_t *o, const void
 }
 
 /*
- * answer_ok for a get: block (taken) holds GET_HEADROOM free bytes, then the
+ * answer_ok for a get: block (taken) holds STO__GET_HEADROOM free bytes, then the
  * raw_len bytes read; the frame (u32 length, JSON) is written in front of
  * them and the block goes to the bus as it is (in process: no copy).
  */
@@ -167,10 +164,10 @@ answer_ok_owned(sto_service_t *s, op_t op, rbus_req_t *req, json_t *o, uint8_t *
     size_t jl = txt != NULL ? strlen(txt) : 0;
     uint8_t *p;
 
-    if (txt == NULL || RBUS_HEADROOM + 4 + jl > GET_HEADROOM) {
+    if (txt == NULL || RBUS_HEADROOM + 4 + jl > STO__GET_HEADROOM) {
         /* defensive: three u64s always fit; copy otherwise */
         free(txt);
-        sto__answer_ok(s, op, req, o, block + GET_HEADROOM, raw_len);
+        sto__answer_ok(s, op, req, o, block + STO__GET_HEADROOM, raw_len);
         free(block);
         return;
     }
@@ -181,11 +178,33 @@ answer_ok_owned(sto_service_t *s, op_t op, rbus_req_t *req, json_t *o, uint8_t *
         free(block);
         return;
     }
-    p = block + GET_HEADROOM - 4 - jl;
+    p = block + STO__GET_HEADROOM - 4 - jl;
     (void)proto_json_frame(p, txt, (uint32_t)jl);
     (void)rbus_respond_owned(req, 200, block, p, 4 + jl + raw_len);
     met_counter_add(s->bytes_out, raw_len);
     free(txt);
+}
+
+void
+sto__get_answer(sto_service_t *s, job_t *j)
+{
+    json_t *o;
+
+    if (j->rc == 0 && j->past_end) {
+        sto__answer_error(s, j->op, j->req, j->corr_id, 416, NULL, "offset", 0,
+                          "offset: past the end of the object");
+        return;
+    }
+    if (j->rc < 0) {
+        sto__answer_rc(s, j->op, j->req, j->corr_id, j->rc);
+        return;
+    }
+    o = json_object();
+    json_object_set_new(o, "size", sto__json_u64(j->size));
+    json_object_set_new(o, "offset", sto__json_u64(j->offset));
+    json_object_set_new(o, "length", sto__json_u64((uint64_t)j->got));
+    answer_ok_owned(s, j->op, j->req, o, j->data, (size_t)j->got);
+    j->data = NULL; /* handed to the bus */
 }
 
 json_t *
@@ -321,8 +340,8 @@ get_from_partial(sto_store_t *st, job_t *j)
     if (j->offset > j->size) {
         j->past_end = true;
     } else {
-        j->data = ron_xmalloc(GET_HEADROOM + (j->length > 0 ? j->length : 1));
-        j->got = sto_partial_read(p, j->offset, j->data + GET_HEADROOM, j->length);
+        j->data = ron_xmalloc(STO__GET_HEADROOM + (j->length > 0 ? j->length : 1));
+        j->got = sto_partial_read(p, j->offset, j->data + STO__GET_HEADROOM, j->length);
         if (j->got < 0)
             j->rc = (int)j->got;
     }
@@ -415,8 +434,8 @@ job_work(uv_work_t *w)
             if (j->offset > j->size) {
                 j->past_end = true;
             } else {
-                j->data = ron_xmalloc(GET_HEADROOM + (j->length > 0 ? j->length : 1));
-                j->got = sto_reader_read(r, j->offset, j->data + GET_HEADROOM, j->length);
+                j->data = ron_xmalloc(STO__GET_HEADROOM + (j->length > 0 ? j->length : 1));
+                j->got = sto_reader_read(r, j->offset, j->data + STO__GET_HEADROOM, j->length);
                 if (j->got < 0)
                     j->rc = (int)j->got;
             }
@@ -650,21 +669,7 @@ job_done(uv_work_t *w, int status)
         sto__answer_ok(s, j->op, j->req, o, NULL, 0);
         break;
     case OP_GET:
-        if (j->rc == 0 && j->past_end) {
-            sto__answer_error(s, j->op, j->req, j->corr_id, 416, NULL, "offset", 0,
-                              "offset: past the end of the object");
-            break;
-        }
-        if (j->rc < 0) {
-            sto__answer_rc(s, j->op, j->req, j->corr_id, j->rc);
-            break;
-        }
-        o = json_object();
-        json_object_set_new(o, "size", sto__json_u64(j->size));
-        json_object_set_new(o, "offset", sto__json_u64(j->offset));
-        json_object_set_new(o, "length", sto__json_u64((uint64_t)j->got));
-        answer_ok_owned(s, j->op, j->req, o, j->data, (size_t)j->got);
-        j->data = NULL; /* handed to the bus */
+        sto__get_answer(s, j);
         break;
     default:
         break;
@@ -1071,6 +1076,12 @@ on_request(void *arg, rbus_req_t *req, const oap_frame_t *f)
             return;
         }
     }
+    if (op == OP_GET && !j->local && sto__hold_get(s, j)) {
+        /* a get of an object being fetched: answered from the pieces verified
+         * in memory, or waits with the fetch, without a worker call */
+        json_decref(in.o);
+        return;
+    }
     sto__queue_job(s, j);
     json_decref(in.o);
     return;
@@ -1226,6 +1237,10 @@ sto_service_new(uv_loop_t *loop, rbus_t *bus, sto_store_t *store,
         met_counter_register(s->reg, "storage_fetch_provider_failures_total",
                              "Overlay fetches that failed (error, timeout, bad piece).",
                              &s->fetch_fail);
+        met_counter_register(s->reg, "storage_fetch_gets_from_memory_total",
+                             "Gets of an object being fetched answered from the pieces verified "
+                             "in memory as they arrived, without reading them back.",
+                             &s->hold_gets);
         met_counter_register(s->reg, "storage_fetch_misses_cached_total",
                              "Gets of an absent object answered 404 at once: a lookup found no "
                              "provider of it moments ago.",

@@ -48,6 +48,10 @@
 #define STO_SVC_MISS_MAX 256u              /* addresses kept so (the oldest entry is replaced) */
 #define STO_SVC_FETCH_LINGER_MS 3000u      /* an idle fetch is kept this long for the next get */
 #define STO_SVC_FETCH_AHEAD_MAX (1u << 20) /* bytes a get's "ahead" may add to what is fetched */
+#define STO_SVC_HOLD_FETCH (2u << 20)      /* verified piece bytes a fetch keeps in memory after
+                                              storing them, so the gets that follow are answered
+                                              without reading them back (storage.md) */
+#define STO_SVC_HOLD_TOTAL (16u << 20)     /* ... all fetches together */
 #define STO_SVC_ANNOUNCE_WAIT_MS 2000u     /* a put's answer waits this long at most for its
                                               provider record to reach the DHT */
 #define STO_SVC_ANNOUNCE_WAIT_MAX 10000u   /* ... configurable up to this (DHT_SVC_PROVIDE_WAIT_MAX) */

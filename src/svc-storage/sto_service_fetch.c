@@ -4,12 +4,14 @@
  * lacks finds providers through the dht endpoint, asks the overlay for the
  * wanted pieces (sto_fetch.c decides which of whom), stores each piece in a
  * partial object once it verifies against the address, serves the waiting
- * gets from what is held, and commits the object as cache when every piece
- * is in; the provider records this node announces and withdraws live here
- * too. Loop thread only, except sto__fetch_job_work and sto__on_evict.
+ * gets from the pieces verified in memory (sto_service_hold.c) or else from
+ * what is stored, and commits the object as cache when every piece is in;
+ * the provider records this node announces and withdraws live here too.
+ * Loop thread only, except sto__fetch_job_work and sto__on_evict.
  * Invariants: a fetch lives until nothing waits and nothing (lookup,
  * overlay request, worker job) is in flight; no byte reaches the store or a
- * requester before sto_partial verified it against the address.
+ * requester before it verified against the address (sto_partial on a
+ * worker, or sto__hold_add on the loop for a requester).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -255,6 +257,7 @@ fetch_maybe_end(svc_fetch_t *f)
         }
     }
     f->ended = true;
+    sto__hold_release(f);
     sto_partial_close(f->partial);
     f->partial = NULL;
     uv_close((uv_handle_t *)&f->timer, fetch_timer_closed);
@@ -304,7 +307,9 @@ fetch_waiter_ready(const svc_fetch_t *f, const job_t *j)
     return true;
 }
 
-/* Run again the gets whose pieces are all held: they read them verified. */
+/* Answer the gets whose pieces verified in memory (sto_service_hold.c), in
+ * arrival order; run again those whose pieces are all stored: they read
+ * them verified. */
 static void
 fetch_serve_ready(svc_fetch_t *f)
 {
@@ -314,7 +319,10 @@ fetch_serve_ready(svc_fetch_t *f)
 
     while (*pp != NULL) {
         job_t *j = *pp;
-        if (fetch_waiter_ready(f, j)) {
+        if (sto__hold_serve(f, j)) {
+            *pp = j->next;
+            sto__job_free(j);
+        } else if (fetch_waiter_ready(f, j)) {
             *pp = j->next;
             j->next = NULL;
             j->local = true; /* served from what is held now, never a second fetch */
@@ -580,7 +588,9 @@ fetch_on_fetched(void *arg, int status, uint16_t code, const ovl_client_fetch_re
         off += p->len;
     }
     free(r);
+    sto__hold_add(f, j); /* verified on the loop: the waiting gets need not wait for the store */
     fetch_store_queue(f, j);
+    fetch_serve_ready(f);
 }
 
 static void
@@ -736,14 +746,24 @@ store_done(sto_service_t *s, svc_fetch_t *f, job_t *j, uint64_t now)
                           now);
 }
 
-static void
-fetch_job_free(job_t *j)
+void
+sto__fetch_job_free(job_t *j)
 {
     free(j->have);
     free(j->recs);
     free(j->rec_rc);
     free(j->data);
     free(j);
+}
+
+/* A fetch job is done with: its fetch's hold may keep it (sto_service_hold.c). */
+static void
+fetch_job_free(job_t *j)
+{
+    if (j->held)
+        sto__hold_stored(j->fetch, j);
+    else
+        sto__fetch_job_free(j);
 }
 
 /* A fetch job returned (loop). */
@@ -844,8 +864,12 @@ sto__fetch_join(sto_service_t *s, job_t *j)
         fetch_job_queue(f, oj);
     }
     j->fetched = j->op == OP_PIN;
-    j->next = f->waiters;
-    f->waiters = j;
+    f->read = f->read || j->op == OP_GET;
+    j->next = NULL;
+    job_t **tail = &f->waiters; /* in arrival order: ready ones are answered so */
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = j;
     if (f->opening)
         return; /* its range is wanted when the open returns */
     fetch_want_job(f, j);

@@ -1,12 +1,15 @@
 /*
- * sto_service_internal.h - shared by the two files of the storage service only:
- * sto_service.c (requests, answers, the put table, worker jobs, lifecycle)
- * and sto_service_fetch.c (fetch on miss: the provider lookup, overlay
- * fetches, the partial object, provider records). Not a public header: the
+ * sto_service_internal.h - shared by the files of the storage service only:
+ * sto_service.c (requests, answers, the put table, worker jobs, lifecycle),
+ * sto_service_fetch.c (fetch on miss: the provider lookup, overlay
+ * fetches, the partial object, provider records), sto_service_hold.c (gets
+ * answered from a fetch's verified pieces in memory) and
+ * sto_service_announce.c (a put's announcement). Not a public header: the
  * service's API is sto_service.h.
  * Invariants: everything here is loop-thread state except a job_t while
- * its uv_work_t runs (the worker touches only that job) and the eviction
- * queue (evmu).
+ * its uv_work_t runs (the worker touches only that job; an OP_F_STORE job's
+ * data and recs are also read, never written, by the loop while it runs:
+ * sto_service_hold.c) and the eviction queue (evmu).
  */
 #ifndef STO_SERVICE_INTERNAL_H
 #define STO_SERVICE_INTERNAL_H
@@ -46,6 +49,11 @@ typedef enum {
  * worker hand-offs and wake-ups per GiB than a call per answer, and a
  * 2-vCPU node gains nothing from more store calls at once. */
 #define STO__FETCH_STORE_CALLS 2u
+
+/* A get's buffer starts with this much room for the bus header and the
+ * answer's JSON ({"size","offset","length"}: three u64s), so the read bytes
+ * are answered in place (sto__get_answer). */
+#define STO__GET_HEADROOM (RBUS_HEADROOM + 4u + 96u)
 
 /* Statuses the request counters have a label for (sto_service.c `statuses`);
  * one more slot counts "other". */
@@ -90,6 +98,13 @@ struct svc_fetch {
     job_t *sq_head, *sq_tail; /* OP_F_STORE jobs waiting for a worker call (by next) */
     unsigned stores;          /* OP_F_STORE worker calls running (<= STO__FETCH_STORE_CALLS) */
     int last_err; /* the last provider failure (for the answer when stuck) */
+    /* verified pieces in memory (sto_service_hold.c): the OP_F_STORE jobs
+     * whose records verified on the loop, newest first (by hold_next) */
+    job_t *hold;
+    uint64_t hold_bytes; /* piece bytes of the jobs in hold */
+    bool size_ok;        /* vsize is verified (the last piece's proof, or the partial's) */
+    bool read;           /* a get joined: records are verified and held (a pin alone: not) */
+    uint64_t vsize;      /* the object's size, once size_ok */
     uv_timer_t timer;
 };
 
@@ -99,6 +114,7 @@ typedef struct {
     size_t proof_off, proof_len, bytes_off, len;
     bool has_cv; /* cv: the overlay's chaining value of these bytes */
     uint8_t cv[STO_TREE_HASH_LEN];
+    bool ok; /* verified on the loop against the address (sto__hold_add): may serve gets */
 } rec_t;
 
 typedef struct svc_put {
@@ -145,6 +161,9 @@ struct sto_service {
     svc_fetch_t *fetches;
     met_counter_t *fetch_bytes, *fetch_fail, *fetch_res[3], *provides[2], *unprovides;
     met_counter_t *miss_hits;
+    met_counter_t *hold_gets; /* gets answered from verified pieces in memory */
+    uint64_t hold_bytes;      /* piece bytes of every fetch's hold (<= STO_SVC_HOLD_TOTAL
+                                 once stored, sto_service_hold.c) */
     /* put answers waiting for their provider record to reach the DHT
      * (sto_service_announce.c) */
     struct put_ann *anns;
@@ -208,6 +227,9 @@ struct job {
     bool cancelled;
     rec_t *recs; /* OP_F_STORE: the records in data */
     job_t *batch; /* OP_F_STORE: the next store job the same worker call runs */
+    job_t *hold_next; /* OP_F_STORE: the next (older) job in its fetch's hold */
+    bool held;        /* OP_F_STORE: in its fetch's hold (freed by sto__hold_release) */
+    bool stored;      /* OP_F_STORE, held: its worker call returned (only the hold keeps it) */
     int *rec_rc;
     size_t nrec;
     /* pin: the capability it came with (enforcing services with a network
@@ -251,6 +273,13 @@ json_t *sto__json_u64(uint64_t v);
 void sto__answer_ok(sto_service_t *s, op_t op, rbus_req_t *req, json_t *o, const void *raw,
                     size_t raw_len);
 
+/*
+ * Answer get j (borrowed; the caller frees it) from its result: j->rc < 0
+ * is that error, j->past_end 416, else 200 with j->got bytes at
+ * j->data + STO__GET_HEADROOM (j->data is handed to the bus and set NULL).
+ */
+void sto__get_answer(sto_service_t *s, job_t *j);
+
 /* ---- sto_service_fetch.c ---- */
 
 /* The worker half of a fetch's own jobs (OP_F_*). Worker thread. */
@@ -286,6 +315,39 @@ void sto__fetch_pump(svc_fetch_t *f);
  * loop half, which withdraws the provider records of what GC evicted. */
 void sto__on_evict(void *arg, const uint8_t addr[STO_ADDR_LEN]);
 void sto__on_evasync(uv_async_t *a);
+
+/* Free a fetch job (OP_F_*) with what it owns: data, records, have. */
+void sto__fetch_job_free(job_t *j);
+
+/* ---- sto_service_hold.c: serving gets from verified pieces in memory ---- */
+
+/*
+ * Verify the records of OP_F_STORE job j (not queued yet) on the loop
+ * against f's address, and keep j in f's hold when any verified: the
+ * size first, from the last piece's proof (the bytes are hashed), unless
+ * f knows it; then each record, its chaining value folded up its proof
+ * (the bytes hashed when it has none). A record that fails is not held
+ * (the store job fails it too, and the provider is charged there).
+ */
+void sto__hold_add(svc_fetch_t *f, job_t *j);
+
+/* Answer get j (a waiter of f, not freed) from f's hold when every piece
+ * of its range is there, or 416 when its offset is past the verified size.
+ * Returns true when j was answered. */
+bool sto__hold_serve(svc_fetch_t *f, job_t *j);
+
+/* Held job j's store call returned: keep it while f's and the service's
+ * bounds allow (STO_SVC_HOLD_FETCH, STO_SVC_HOLD_TOTAL), dropping f's
+ * oldest stored jobs first; otherwise free it. */
+void sto__hold_stored(svc_fetch_t *f, job_t *j);
+
+/* Free every job of f's hold (f ends: none is in a worker call). */
+void sto__hold_release(svc_fetch_t *f);
+
+/* On arrival of get j (taken when true is returned): answer it from the
+ * hold of its address's fetch, or join that fetch when it is fetching,
+ * without a worker call. false: j takes the usual way (sto__queue_job). */
+bool sto__hold_get(sto_service_t *s, job_t *j);
 
 /* ---- sto_service_announce.c ---- */
 
