@@ -47,7 +47,7 @@
 #define OMNI_MAX_ANSWER (64u << 10)       /* bytes of a remembered answer JSON */
 #define OMNI_RETRY_AFTER_MS 1000u         /* retry_after_ms of 503 answers */
 #define OMNI_MAX_NAME 253u                /* bytes of a name the guard checks (a DNS name) */
-#define OMNI_REVOKE_PER_MIN 60u           /* cap_revoke by id per caller (token id) per minute */
+#define OMNI_REVOKE_PER_MIN 60u           /* cap_revoke by id per lineage root per minute */
 #define OMNI_REVOKE_CALLERS 1024u         /* callers whose revocation count is held */
 
 /* ---- the request parser (pure) ---- */
