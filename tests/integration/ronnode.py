@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -357,3 +358,49 @@ def cap_token_id(tok):
     m = re.search(r'"id":"(ron1:[^"]+)"', r.stdout)
     check(m is not None, "cap verify shows the id: %r %r" % (r.stdout, r.stderr))
     return m.group(1)
+
+
+APP_HDR = struct.Struct(">IHHHH16sHQ")  # OAP/1: len ver flags code app tenant cap_len corr_id
+APP_REQ, APP_RESP, APP_EVENT, APP_START, APP_END = 0x1, 0x2, 0x4, 0x8, 0x10
+
+
+class AppProbe:
+    """A raw OAP/1 client of the app port (addr HOST:PORT): one `list` (needs
+    pin) per call with a token, to see exactly when a token is refused."""
+
+    def __init__(self, addr):
+        host, port = addr.rsplit(":", 1)
+        self.s = socket.create_connection((host, int(port)), timeout=5)
+        self.buf = b""
+        self.corr = 1
+        self.send(APP_REQ | APP_START | APP_END, 0, b'{"ua":"probe"}', b"")
+        check(self.recv_for(1)[1] == 200, "probe HELLO")
+
+    def send(self, flags, app, payload, cap):
+        self.s.sendall(APP_HDR.pack(38 + len(cap) + len(payload), 1, flags, 0, app, b"\0" * 16,
+                                len(cap), self.corr) + cap + payload)
+
+    def recv_for(self, corr):
+        for _ in range(1000):
+            while len(self.buf) < 38 or len(self.buf) < struct.unpack(">I", self.buf[:4])[0]:
+                b = self.s.recv(1 << 16)
+                check(b, "probe connection open")
+                self.buf += b
+            n = struct.unpack(">I", self.buf[:4])[0]
+            _, _, flags, code, app, _, cap_len, c = APP_HDR.unpack(self.buf[:38])
+            payload = self.buf[38 + cap_len:n]
+            self.buf = self.buf[n:]
+            if c == corr and not (app == 0 and flags & APP_EVENT):
+                return flags, code, payload
+        check(False, "probe: no answer")
+
+    def list_with(self, tok):
+        """(status, envelope reason or "") of a `list` with tok."""
+        self.corr += 1
+        self.send(APP_REQ | APP_START | APP_END, 1, b'{"op":"list","limit":"1"}', tok.encode())
+        _, code, payload = self.recv_for(self.corr)
+        reason = json.loads(payload).get("reason", "") if code >= 400 else ""
+        return code, reason
+
+    def close(self):
+        self.s.close()

@@ -16,17 +16,13 @@ import json
 import os
 import re
 import shutil
-import socket
-import struct
 import subprocess
 import tempfile
 import time
 
-from ronnode import RON, Node, check, free_port, operator_cap, wait_for
+from ronnode import RON, AppProbe, Node, check, free_port, operator_cap, wait_for
 from ronnode import cap_token_id as token_id
 
-HDR = struct.Struct(">IHHHH16sHQ")  # len ver flags code app tenant cap_len corr_id
-REQ, RESP, EVENT, START, END = 0x1, 0x2, 0x4, 0x8, 0x10
 
 tmp = tempfile.mkdtemp(prefix="ron-it-appauth-")
 EMPTY = os.path.join(tmp, "empty")  # a data dir without operator.cap
@@ -66,47 +62,6 @@ def pubkey(path):
     out = subprocess.run(["openssl", "pkey", "-inform", "DER", "-pubout", "-outform", "DER"],
                          input=der, capture_output=True, check=True).stdout
     return out[-32:].hex()
-
-
-class Probe:
-    """A raw OAP/1 client: one `list` (needs pin) per call, with a token."""
-
-    def __init__(self, addr):
-        host, port = addr.rsplit(":", 1)
-        self.s = socket.create_connection((host, int(port)), timeout=5)
-        self.buf = b""
-        self.corr = 1
-        self.send(REQ | START | END, 0, b'{"ua":"probe"}', b"")
-        check(self.recv_for(1)[1] == 200, "probe HELLO")
-
-    def send(self, flags, app, payload, cap):
-        self.s.sendall(HDR.pack(38 + len(cap) + len(payload), 1, flags, 0, app, b"\0" * 16,
-                                len(cap), self.corr) + cap + payload)
-
-    def recv_for(self, corr):
-        for _ in range(1000):
-            while len(self.buf) < 38 or len(self.buf) < struct.unpack(">I", self.buf[:4])[0]:
-                b = self.s.recv(1 << 16)
-                check(b, "probe connection open")
-                self.buf += b
-            n = struct.unpack(">I", self.buf[:4])[0]
-            _, _, flags, code, app, _, cap_len, c = HDR.unpack(self.buf[:38])
-            payload = self.buf[38 + cap_len:n]
-            self.buf = self.buf[n:]
-            if c == corr and not (app == 0 and flags & EVENT):
-                return flags, code, payload
-        check(False, "probe: no answer")
-
-    def list_with(self, tok):
-        """(status, envelope reason or "") of a `list` with tok."""
-        self.corr += 1
-        self.send(REQ | START | END, 1, b'{"op":"list","limit":"1"}', tok.encode())
-        _, code, payload = self.recv_for(self.corr)
-        reason = json.loads(payload).get("reason", "") if code >= 400 else ""
-        return code, reason
-
-    def close(self):
-        self.s.close()
 
 
 DATA = os.path.join(tmp, "data")
@@ -175,7 +130,7 @@ try:
                   "a streamed put past max-bytes", "forbidden")
 
     # ---- revoke: the app port refuses the token within 1 s ----
-    probe = Probe(APP)
+    probe = AppProbe(APP)
     check(probe.list_with(writer)[0] == 200, "the writer lists before the revocation")
     wid = token_id(writer)
     t0 = time.monotonic()

@@ -14,8 +14,6 @@ more is refused in one line (exit 1, 403, lineage_too_deep)."""
 import json
 import os
 import shutil
-import socket
-import struct
 import subprocess
 import tempfile
 import threading
@@ -23,10 +21,8 @@ import time
 import urllib.error
 import urllib.request
 
-from ronnode import RON, Node, cap_token_id, check, free_port, operator_cap, wait_for
+from ronnode import RON, AppProbe, Node, cap_token_id, check, free_port, operator_cap, wait_for
 
-HDR = struct.Struct(">IHHHH16sHQ")  # len ver flags code app tenant cap_len corr_id
-REQ, RESP, EVENT, START, END = 0x1, 0x2, 0x4, 0x8, 0x10
 MAX_LINEAGE = 8  # GUARD_MAX_LINEAGE in src/ron-guard/ron_guard.h
 
 tmp = tempfile.mkdtemp(prefix="ron-it-lineage-")
@@ -79,46 +75,6 @@ def gw_get(gw, path, tok):
             return e.code, ""
 
 
-class Probe:
-    """A raw OAP/1 client of the app port: one `list` (needs pin) per call, with a token."""
-
-    def __init__(self, addr):
-        host, port = addr.rsplit(":", 1)
-        self.s = socket.create_connection((host, int(port)), timeout=5)
-        self.buf = b""
-        self.corr = 1
-        self.send(REQ | START | END, 0, b'{"ua":"probe"}', b"")
-        check(self.recv_for(1)[1] == 200, "probe HELLO")
-
-    def send(self, flags, app, payload, cap):
-        self.s.sendall(HDR.pack(38 + len(cap) + len(payload), 1, flags, 0, app, b"\0" * 16,
-                                len(cap), self.corr) + cap + payload)
-
-    def recv_for(self, corr):
-        for _ in range(1000):
-            while len(self.buf) < 38 or len(self.buf) < struct.unpack(">I", self.buf[:4])[0]:
-                b = self.s.recv(1 << 16)
-                check(b, "probe connection open")
-                self.buf += b
-            n = struct.unpack(">I", self.buf[:4])[0]
-            _, _, flags, code, app, _, cap_len, c = HDR.unpack(self.buf[:38])
-            payload = self.buf[38 + cap_len:n]
-            self.buf = self.buf[n:]
-            if c == corr and not (app == 0 and flags & EVENT):
-                return flags, code, payload
-        check(False, "probe: no answer")
-
-    def list_with(self, tok):
-        self.corr += 1
-        self.send(REQ | START | END, 1, b'{"op":"list","limit":"1"}', tok.encode())
-        _, code, payload = self.recv_for(self.corr)
-        reason = json.loads(payload).get("reason", "") if code >= 400 else ""
-        return code, reason
-
-    def close(self):
-        self.s.close()
-
-
 def first_refusal(what, probe_fn, t0, out):
     """Poll probe_fn until it refuses (at most 5 s); out[what] = (status, reason, s since t0)."""
     deadline = t0 + 5
@@ -160,7 +116,7 @@ try:
     check(ancestors(a) == [nonce(op)], "A names operator.cap: %r" % ancestors(a))
     check(ancestors(b) == [nonce(a), nonce(op)], "B names A then operator.cap: %r" % ancestors(b))
     check(ancestors(c) == [nonce(b), nonce(a), nonce(op)], "C names B, A, operator.cap")
-    probe_b, probe_c = Probe(APP), Probe(APP)
+    probe_b, probe_c = AppProbe(APP), AppProbe(APP)
     for tok, what in ((b, "B"), (c, "C"), (sib, "S")):
         check(probe_b.list_with(tok)[0] == 200, "%s lists at the app port" % what)
         check(gw_get(GW, path, tok)[0] == 200, "%s gets at the gateway" % what)
@@ -196,7 +152,7 @@ try:
     check(r.returncode == 1 and "revoked" in r.stderr, "the dead B mints nothing: %r" % r.stderr)
     check(gw_get(GW, path, op)[0] == 200, "operator.cap still reads at the gateway")
     check(gw_get(GW, path, sib)[0] == 200, "A's sibling still reads at the gateway")
-    p = Probe(APP)
+    p = AppProbe(APP)
     check(p.list_with(sib)[0] == 200, "A's sibling still lists at the app port")
     p.close()
 
