@@ -5,6 +5,7 @@
  * time; every loop test ends with uv_loop_close() == 0.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -711,6 +713,61 @@ test_bus_refuses_wrong_secret_and_counts_it(void **state)
     rbus_free(bad);
     rbus_free(srv);
     fx_close(&fx);
+}
+
+/* A bound (or listening) Unix socket at dir/name; returns its fd. */
+static int
+sock_at(const char *dir, const char *name, bool listening)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir, name);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    if (listening)
+        assert_int_equal(listen(fd, 4), 0);
+    return fd;
+}
+
+/* Set dir's modification time age_s seconds into the past. */
+static void
+age_dir(const char *dir, time_t age_s)
+{
+    struct timespec ts[2] = {{.tv_sec = time(NULL) - age_s}, {.tv_sec = time(NULL) - age_s}};
+    assert_int_equal(utimensat(AT_FDCWD, dir, ts, 0), 0);
+}
+
+static void
+test_stale_bus_directories_are_swept_and_live_ones_kept(void **state)
+{
+    (void)state;
+    char dead[RBUS_MAX_DIR], live[RBUS_MAX_DIR], young[RBUS_MAX_DIR];
+    struct stat sb;
+    int lfd;
+
+    /* a kernel killed with -9: its socket file stays, nobody listens */
+    assert_int_equal(rbus_dir_create(dead, sizeof dead), 0);
+    close(sock_at(dead, "kernel.sock", true));
+    age_dir(dead, 120);
+    /* a running kernel: an old directory whose socket accepts */
+    assert_int_equal(rbus_dir_create(live, sizeof live), 0);
+    lfd = sock_at(live, "kernel.sock", true);
+    age_dir(live, 120);
+    /* a kernel starting right now: nothing bound yet, but young */
+    assert_int_equal(rbus_dir_create(young, sizeof young), 0);
+
+    /* at most RBUS_DIR_SWEEP_MAX a call: other runs may have left more behind */
+    for (int i = 0; i < 64 && rbus_dir_sweep_stale(60) > 0; i++)
+        ;
+    assert_int_equal(stat(dead, &sb), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(stat(live, &sb), 0);
+    assert_int_equal(stat(young, &sb), 0);
+
+    close(lfd);
+    rbus_dir_remove(live);
+    rbus_dir_remove(young);
 }
 
 static void
@@ -1591,6 +1648,7 @@ main(void)
         cmocka_unit_test(test_bus_reconnects_with_doubling_backoff_capped_at_one_second),
         cmocka_unit_test(test_bus_refuses_wrong_secret_and_counts_it),
         cmocka_unit_test(test_bus_directory_is_0700_and_socket_0600),
+        cmocka_unit_test(test_stale_bus_directories_are_swept_and_live_ones_kept),
         cmocka_unit_test(test_bus_refuses_uid_not_allowed_with_error_envelope),
         cmocka_unit_test(test_bus_closes_connection_on_oversize_frame),
         cmocka_unit_test(test_bus_refuses_connection_that_does_not_say_hello_first),

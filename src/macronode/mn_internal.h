@@ -67,6 +67,7 @@
 #include "svc_storage.h"
 
 #define MN_KERNEL_ENDPOINT "kernel"        /* ron-bus name the kernel listens under */
+#define MN_BUS_DIR_STALE_S 60u             /* a dead kernel's bus directory is swept after this */
 #define MN_ENV_LISTEN_FD "RON_LISTEN_FD"   /* fd of the inherited public listener */
 #define MN_ENV_LISTEN_FD2 "RON_LISTEN_FD2" /* fd of a second one (listen_addr2) */
 #define MN_ENV_IDENTITY_FD "RON_IDENTITY_FD" /* pipe holding the identity seed (needs_identity) */

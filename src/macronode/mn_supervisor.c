@@ -869,6 +869,10 @@ mn__sup_start(mn_sup_t *s, char *err, size_t errcap)
         bc.hub = s->hub;
         goto endpoint;
     }
+    /* kernels of this user that died by kill -9 or a crash left their socket
+     * directories behind: take them away before adding ours */
+    if ((rc = rbus_dir_sweep_stale(MN_BUS_DIR_STALE_S)) > 0)
+        ron_info("removed %d ron-bus directories left by kernels that are gone", rc);
     if ((rc = rbus_dir_create(s->bus_dir, sizeof s->bus_dir)) < 0) {
         snprintf(err, errcap, "ron-bus directory: %s", ron_strerror(rc));
         return rc;

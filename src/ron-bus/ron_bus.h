@@ -105,6 +105,7 @@
 #define RBUS_SECRET_LEN 32u                  /* per-boot secret, bytes (64 hex digits on the wire) */
 #define RBUS_MAX_NAME 32u                    /* endpoint name incl. NUL: keeps sun_path short */
 #define RBUS_MAX_PATH 108u                   /* sizeof(sun_path) on Linux, incl. NUL */
+#define RBUS_DIR_SWEEP_MAX 256u             /* stale bus directories removed per rbus_dir_sweep_stale */
 #define RBUS_MAX_DIR 64u                     /* dir + "/" + name + ".sock" must fit RBUS_MAX_PATH */
 #define RBUS_MAX_INFLIGHT 64u                /* requests in flight per connection, each way (= OAP HELLO default) */
 #define RBUS_MAX_SEND_BYTES (4u << 20)       /* send queue bytes per connection: 4 frames of 1 MiB */
@@ -214,6 +215,16 @@ int rbus_dir_create(char *out, size_t cap);
 
 /* Remove the sockets in dir (files ending ".sock") and dir itself. Best effort. */
 void rbus_dir_remove(const char *dir);
+
+/*
+ * Remove the bus directories a kernel of this user left behind when it died
+ * without its cleanup (kill -9, a crash): "ron-<uid>-XXXXXX" in the base
+ * rbus_dir_create uses, owned by this user, unchanged for min_age_s seconds,
+ * in which no socket accepts a connection. A live kernel's directory always
+ * has a listening socket and is never touched. At most RBUS_DIR_SWEEP_MAX per
+ * call. Returns how many were removed. Best effort.
+ */
+int rbus_dir_sweep_stale(unsigned min_age_s);
 
 /* Fill secret_out with RBUS_SECRET_LEN bytes from the OS. Returns 0 or -errno. */
 int rbus_secret_generate(uint8_t secret_out[static RBUS_SECRET_LEN]);
