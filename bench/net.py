@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 if len(sys.argv) > 1:
     os.environ["RON_BIN"] = os.path.abspath(sys.argv[1])
 
-from ronnode import RON, Node, check, free_port, wait_for  # noqa: E402
+from ronnode import RON, Node, check, dht_listen, free_port, ron_at, wait_for  # noqa: E402
 
 MIB = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
@@ -51,18 +51,10 @@ KEYDIR = tempfile.mkdtemp(prefix="ron-net-bench-")
 
 def ron(app, *args, stdout=subprocess.PIPE, timeout=300, cap=None):
     """`ron ARGS --node app`; cap: the capability to send (RON_CAP), else none."""
-    e = dict(os.environ)
-    for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
-        e.pop(k, None)
-    e["RON_DATA_DIR"] = KEYDIR
-    if cap:
-        e["RON_CAP"] = cap
-    return subprocess.run([RON] + list(args) + ["--node", app], stdout=stdout,
-                          stderr=subprocess.PIPE, env=e, timeout=timeout)
+    return ron_at(RON, app, KEYDIR, *args, stdout=stdout, timeout=timeout, cap=cap)
 
 
-def dht_addr(n):
-    return n.wait_running("dht", timeout=30)["listen"]
+dht_addr = dht_listen
 
 
 def contacts(n):

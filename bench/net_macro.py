@@ -56,7 +56,7 @@ for a in sys.argv[3:]:
 os.environ["RON_BIN"] = BINS[0][1]
 
 import ronnode  # noqa: E402
-from ronnode import Node, check, free_port, wait_for  # noqa: E402
+from ronnode import Node, check, dht_listen, free_port, ron_at, wait_for  # noqa: E402
 
 KEYDIR = tempfile.mkdtemp(prefix="ron-netmacro-")
 PERF_DIR = os.environ.get("PERF_DIR")
@@ -77,18 +77,10 @@ def on_alarm(sig, frame):
 
 def ron(binary, app, *args, stdout=subprocess.PIPE, timeout=600, cap=None):
     """`ron ARGS --node app`; cap: the capability to send (RON_CAP), else none."""
-    e = dict(os.environ)
-    for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
-        e.pop(k, None)
-    e["RON_DATA_DIR"] = KEYDIR
-    if cap:
-        e["RON_CAP"] = cap
-    return subprocess.run([binary] + list(args) + ["--node", app], stdout=stdout,
-                          stderr=subprocess.PIPE, env=e, timeout=timeout)
+    return ron_at(binary, app, KEYDIR, *args, stdout=stdout, timeout=timeout, cap=cap)
 
 
-def dht_addr(n):
-    return n.wait_running("dht", timeout=30)["listen"]
+dht_addr = dht_listen
 
 
 def bootstrapped(n):

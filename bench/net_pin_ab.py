@@ -28,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import ronnode  # noqa: E402
-from ronnode import Node, check, free_port, wait_for  # noqa: E402
+from ronnode import Node, check, dht_listen, free_port, ron_at, wait_for  # noqa: E402
 
 BUILDS = [a.split("=", 1) for a in sys.argv[1:3]]
 MIB = int(sys.argv[3]) if len(sys.argv) > 3 else 1024
@@ -39,14 +39,7 @@ PERF = os.environ.get("PIN_PERF")  # a perf.data path: `perf record -g` of the s
 
 
 def ron(binp, app, *args, cap=None, timeout=300):
-    e = dict(os.environ)
-    for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
-        e.pop(k, None)
-    e["RON_DATA_DIR"] = KEYDIR
-    if cap:
-        e["RON_CAP"] = cap
-    return subprocess.run([binp] + list(args) + ["--node", app], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=e, timeout=timeout)
+    return ron_at(binp, app, KEYDIR, *args, timeout=timeout, cap=cap)
 
 
 def micro(binp, app, seed=None):
@@ -59,8 +52,7 @@ def micro(binp, app, seed=None):
     return n
 
 
-def dht_addr(n):
-    return n.wait_running("dht", timeout=30)["listen"]
+dht_addr = dht_listen
 
 
 def joined(n):

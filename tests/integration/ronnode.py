@@ -404,3 +404,22 @@ class AppProbe:
 
     def close(self):
         self.s.close()
+
+
+def ron_at(binary, app, data_dir, *args, stdout=subprocess.PIPE, timeout=300, cap=None):
+    """`BINARY ARGS --node APP` as a plain client: no RON_ADMIN/RON_CAP/RON_NODE
+    from the caller's environment, RON_DATA_DIR = data_dir, and cap (the
+    capability to send as RON_CAP) when given. Returns the CompletedProcess."""
+    e = dict(os.environ)
+    for k in ("RON_ADMIN", "RON_CAP", "RON_NODE"):
+        e.pop(k, None)
+    e["RON_DATA_DIR"] = data_dir
+    if cap:
+        e["RON_CAP"] = cap
+    return subprocess.run([binary] + list(args) + ["--node", app], stdout=stdout,
+                          stderr=subprocess.PIPE, env=e, timeout=timeout)
+
+
+def dht_listen(n, timeout=30):
+    """The UDP address node n's dht service listens on (a seed for others)."""
+    return n.wait_running("dht", timeout=timeout)["listen"]
